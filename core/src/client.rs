@@ -1,0 +1,605 @@
+//! The client end: one encrypted session with the server.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rand::RngCore;
+
+use crate::arena::Arena;
+use crate::config::ClientConfig;
+use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey};
+use crate::error::{ConfigError, ConnectError, SendError};
+use crate::event::{ClientEvent, DisconnectReason, HostId, RejectReason};
+use crate::rng::{self, Rng};
+use crate::stats::ClientStats;
+use crate::time::{Backoff, Clock, Instant, earliest};
+use crate::wire::demux::{self, Datagram};
+use crate::wire::frame::{Frame, Frames, MAX_TOKEN_LEN};
+use crate::wire::handshake::{ClientHello, ServerHello};
+use crate::wire::sealed::{OVERHEAD, SealedPacket};
+use crate::{RECV_SCRATCH_SIZE, Transmit};
+
+/// Frame bytes around a server-link datagram payload (type + length).
+const DATAGRAM_FRAME_OVERHEAD: usize = 3;
+
+/// A Pierce client: one encrypted session with a server.
+///
+/// # Driving it
+///
+/// The client never touches a socket or a clock. The owner:
+/// 1. feeds every datagram that arrives with [`Client::handle_datagram`];
+/// 2. calls [`Client::handle_timeout`] when the instant from [`Client::poll_timeout`] is
+///    reached (calling it early or often is harmless);
+/// 3. after any `handle_*` call or command, drains [`Client::poll_transmit`] until `None`,
+///    then reads [`Client::poll_timeout`] to know when to wake;
+/// 4. drains [`Client::poll_event`] whenever convenient.
+///
+/// Time passed in never needs to be exact, but it must come from one monotonic clock; values
+/// earlier than one already seen are clamped and counted.
+pub struct Client {
+    config: Arc<ClientConfig>,
+    rng: Rng,
+    clock: Clock,
+    state: State,
+    /// The id this client chose for packets sent to it.
+    session_id: u32,
+    /// Events not yet polled.
+    events: VecDeque<ClientEvent>,
+    /// Datagrams for the server not yet transmitted.
+    outgoing: VecDeque<Bytes>,
+    /// Holds queued outgoing payloads.
+    send_arena: Arena,
+    /// Holds received payloads handed out in events.
+    recv_arena: Arena,
+    /// Decryption happens here, never in an allocation per packet.
+    scratch: Box<[u8]>,
+    stats: ClientStats,
+}
+
+enum State {
+    /// `connect` not called yet.
+    Idle,
+    /// ClientHello sent, waiting for a ServerHello.
+    Handshaking(Box<Handshake>),
+    /// Keys agreed, Connect frame sent, waiting for Welcome or Reject.
+    Authenticating(Box<Authenticating>),
+    /// Welcome received.
+    Connected(Box<Link>),
+    /// `disconnect` called: one Close frame still to send.
+    Closing(Box<Link>, u16),
+    /// Finished; nothing more happens.
+    Closed,
+}
+
+struct Handshake {
+    server: SocketAddr,
+    ephemeral: Ephemeral,
+    retry: Backoff,
+    deadline: Instant,
+    hello_due: bool,
+    /// A server answered with a key other than the pinned one.
+    key_mismatch: bool,
+    token: Vec<u8>,
+}
+
+struct Authenticating {
+    link: Link,
+    retry: Backoff,
+    deadline: Instant,
+    connect_due: bool,
+    token: Vec<u8>,
+}
+
+/// An established, encrypted link to the server.
+struct Link {
+    server: SocketAddr,
+    server_key: PublicKey,
+    keys: PacketKeys,
+    /// The id the server chose for packets sent to it.
+    server_session: u32,
+    host_id: HostId,
+    public_addr: Option<SocketAddr>,
+    last_recv: Instant,
+    last_send: Instant,
+    ping_due: bool,
+}
+
+impl Client {
+    /// A client that has not connected yet. `seed` must come from a CSPRNG in production
+    /// (runtimes take it from the OS); it is the source of every key and id this client makes.
+    pub fn new(
+        config: Arc<ClientConfig>,
+        seed: [u8; 32],
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            rng: rng::derive(&seed, b"client"),
+            clock: Clock::new(now),
+            state: State::Idle,
+            session_id: 0,
+            events: VecDeque::new(),
+            outgoing: VecDeque::new(),
+            send_arena: Arena::default(),
+            recv_arena: Arena::default(),
+            scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
+            stats: ClientStats::default(),
+        })
+    }
+
+    // ---- getters -----------------------------------------------------------------------
+
+    /// Counters.
+    pub fn stats(&self) -> ClientStats {
+        let mut s = self.stats;
+        s.io.time_went_backwards = self.clock.backwards();
+        s
+    }
+
+    /// True once [`ClientEvent::Connected`] was reported and until the session ends.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.state, State::Connected(_))
+    }
+
+    /// True once the session ended (or failed to start).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The id the server gave this client, once connected.
+    pub fn host_id(&self) -> Option<HostId> {
+        match &self.state {
+            State::Connected(l) => Some(l.host_id),
+            _ => None,
+        }
+    }
+
+    /// This client's address as the server sees it, once connected.
+    pub fn public_addr(&self) -> Option<SocketAddr> {
+        match &self.state {
+            State::Connected(l) => l.public_addr,
+            _ => None,
+        }
+    }
+
+    /// The server address given to `connect`.
+    pub fn server_addr(&self) -> Option<SocketAddr> {
+        match &self.state {
+            State::Handshaking(h) => Some(h.server),
+            State::Authenticating(a) => Some(a.link.server),
+            State::Connected(l) | State::Closing(l, _) => Some(l.server),
+            State::Idle | State::Closed => None,
+        }
+    }
+
+    /// Largest payload [`Client::send`] accepts.
+    pub fn max_payload(&self) -> usize {
+        self.config.max_datagram_size - OVERHEAD - DATAGRAM_FRAME_OVERHEAD
+    }
+
+    /// What the deadline from [`Client::poll_timeout`] is for (for logs and busy-loop reports).
+    pub fn timeout_reason(&self) -> &'static str {
+        match &self.state {
+            State::Idle => "idle",
+            State::Handshaking(h) if h.deadline <= h.retry.next_at() => "connect timeout",
+            State::Handshaking(_) => "hello retransmit",
+            State::Authenticating(a) if a.deadline <= a.retry.next_at() => "connect timeout",
+            State::Authenticating(_) => "connect retransmit",
+            State::Connected(l) if l.ping_due => "idle timeout",
+            State::Connected(l) => {
+                if l.last_recv + self.config.idle_timeout
+                    <= l.last_send + self.config.keepalive_interval
+                {
+                    "idle timeout"
+                } else {
+                    "keepalive"
+                }
+            }
+            State::Closing(..) => "close pending",
+            State::Closed => "closed",
+        }
+    }
+
+    // ---- commands ----------------------------------------------------------------------
+
+    /// Starts connecting to `server`, presenting `token` (empty if the server needs none).
+    ///
+    /// # Errors
+    /// [`ConnectError::AlreadyStarted`] unless the client is fresh;
+    /// [`ConnectError::TokenTooLarge`] for a token over the protocol's limit.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+        token: &[u8],
+    ) -> Result<(), ConnectError> {
+        let now = self.clock.advance(now);
+        if !matches!(self.state, State::Idle) {
+            return Err(ConnectError::AlreadyStarted);
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(ConnectError::TokenTooLarge { max: MAX_TOKEN_LEN });
+        }
+        self.session_id = self.rng.next_u32();
+        self.state = State::Handshaking(Box::new(Handshake {
+            server,
+            ephemeral: Ephemeral::generate(&mut self.rng),
+            retry: Backoff::new(
+                now,
+                self.config.handshake_retry_initial,
+                self.config.handshake_retry_max,
+            ),
+            deadline: now + self.config.connect_timeout,
+            hello_due: true,
+            key_mismatch: false,
+            token: token.to_vec(),
+        }));
+        Ok(())
+    }
+
+    /// Queues an unreliable datagram for the server application.
+    ///
+    /// # Errors
+    /// [`SendError::NotConnected`], [`SendError::PayloadTooLarge`] (see
+    /// [`Client::max_payload`]) or [`SendError::QueueFull`].
+    pub fn send(&mut self, now: Instant, payload: &[u8]) -> Result<(), SendError> {
+        self.clock.advance(now);
+        if !self.is_connected() {
+            return Err(SendError::NotConnected);
+        }
+        if payload.len() > self.max_payload() {
+            return Err(SendError::PayloadTooLarge {
+                max: self.max_payload(),
+            });
+        }
+        if self.outgoing.len() >= self.config.max_queued_datagrams {
+            return Err(SendError::QueueFull);
+        }
+        let b = self.send_arena.copy(payload);
+        self.outgoing.push_back(b);
+        Ok(())
+    }
+
+    /// Ends the session with `code`, telling the server. Reports
+    /// [`DisconnectReason::ClosedLocally`]. Does nothing if already closed.
+    pub fn disconnect(&mut self, now: Instant, code: u16) {
+        self.clock.advance(now);
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        self.state = match state {
+            State::Connected(link) => State::Closing(link, code),
+            State::Authenticating(a) => State::Closing(Box::new(a.link), code),
+            State::Closing(link, c) => {
+                self.state = State::Closing(link, c);
+                return;
+            }
+            State::Idle | State::Closed => {
+                self.state = state;
+                return;
+            }
+            State::Handshaking(_) => State::Closed,
+        };
+        self.outgoing.clear();
+        self.push_event(ClientEvent::Disconnected {
+            reason: DisconnectReason::ClosedLocally(code),
+        });
+    }
+
+    // ---- inputs ------------------------------------------------------------------------
+
+    /// Processes one received datagram. Anything malformed, unauthentic, replayed or
+    /// unexpected is dropped and counted in [`Client::stats`]; nothing here fails.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let now = self.clock.advance(now);
+        self.stats.io.datagrams_in += 1;
+        self.stats.io.bytes_in += datagram.len() as u64;
+        match demux::decode(datagram) {
+            Err(e) => self.stats.dropped.count_decode(e),
+            Ok(Datagram::Stun(_)) => self.stats.dropped.stun += 1,
+            Ok(Datagram::ClientHello(_)) => self.stats.dropped.unexpected += 1,
+            Ok(Datagram::ServerHello(hello)) => self.on_server_hello(now, from, &hello),
+            Ok(Datagram::Sealed(packet)) => self.on_sealed(now, from, &packet),
+        }
+    }
+
+    /// Advances timers: retransmissions, keepalives, timeouts. Idempotent; may be called
+    /// early or often.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.advance(now);
+        let failure = match &mut self.state {
+            State::Idle | State::Closed | State::Closing(..) => None,
+            State::Handshaking(h) => {
+                if now >= h.deadline {
+                    Some(if h.key_mismatch {
+                        DisconnectReason::ServerKeyMismatch
+                    } else {
+                        DisconnectReason::ConnectTimedOut
+                    })
+                } else {
+                    h.hello_due |= h.retry.poll(now);
+                    None
+                }
+            }
+            State::Authenticating(a) => {
+                if now >= a.deadline {
+                    Some(DisconnectReason::ConnectTimedOut)
+                } else {
+                    a.connect_due |= a.retry.poll(now);
+                    None
+                }
+            }
+            State::Connected(l) => {
+                if now >= l.last_recv + self.config.idle_timeout {
+                    Some(DisconnectReason::TimedOut)
+                } else {
+                    l.ping_due |= now >= l.last_send + self.config.keepalive_interval;
+                    None
+                }
+            }
+        };
+        if let Some(reason) = failure {
+            self.fail(reason);
+        }
+    }
+
+    // ---- outputs -----------------------------------------------------------------------
+
+    /// Writes the next datagram to send into `buf` and says where it goes, or `None` when
+    /// nothing is due. Call after every input or command until it returns `None`.
+    ///
+    /// # Panics
+    /// In debug builds if `buf` is shorter than [`crate::MAX_DATAGRAM_SIZE`].
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        debug_assert!(
+            buf.len() >= crate::MAX_DATAGRAM_SIZE,
+            "poll_transmit buffer too small"
+        );
+        let now = self.clock.advance(now);
+        let max = self.config.max_datagram_size.min(buf.len());
+        let session_id = self.session_id;
+        let (dst, len) = match &mut self.state {
+            State::Idle | State::Closed => return None,
+            State::Handshaking(h) => {
+                if !h.hello_due {
+                    return None;
+                }
+                h.hello_due = false;
+                let hello = ClientHello {
+                    client_session: session_id,
+                    client_ephemeral: h.ephemeral.public(),
+                    cookie: &[],
+                };
+                let len = hello.encode(buf).ok()?;
+                self.stats.hellos_sent += 1;
+                (h.server, len)
+            }
+            State::Authenticating(a) => {
+                if !a.connect_due {
+                    return None;
+                }
+                a.connect_due = false;
+                let token = &a.token;
+                let l = &mut a.link;
+                let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    let _ = Frame::Connect { token }.encode(w);
+                })?;
+                l.last_send = now;
+                (l.server, len)
+            }
+            State::Connected(l) => {
+                if self.outgoing.is_empty() && !l.ping_due {
+                    return None;
+                }
+                let outgoing = &mut self.outgoing;
+                let mut pinged = false;
+                let ping_due = l.ping_due;
+                let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    while let Some(p) = outgoing.front() {
+                        if w.remaining() < p.len() + DATAGRAM_FRAME_OVERHEAD {
+                            break;
+                        }
+                        let _ = Frame::Datagram { payload: p }.encode(w);
+                        outgoing.pop_front();
+                    }
+                    if w.is_empty() && ping_due {
+                        let _ = Frame::Ping.encode(w);
+                        pinged = true;
+                    }
+                })?;
+                if pinged {
+                    self.stats.io.keepalives_sent += 1;
+                }
+                l.ping_due = false;
+                l.last_send = now;
+                (l.server, len)
+            }
+            State::Closing(l, code) => {
+                let code = *code;
+                let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    let _ = Frame::Close { code }.encode(w);
+                })?;
+                let dst = l.server;
+                self.state = State::Closed;
+                (dst, len)
+            }
+        };
+        self.stats.io.datagrams_out += 1;
+        self.stats.io.bytes_out += len as u64;
+        Some(Transmit { dst, len })
+    }
+
+    /// When [`Client::handle_timeout`] should next be called, if ever. Pure.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            State::Idle | State::Closed => None,
+            State::Closing(..) => None,
+            State::Handshaking(h) => Some(h.deadline.min(h.retry.next_at())),
+            State::Authenticating(a) => Some(a.deadline.min(a.retry.next_at())),
+            State::Connected(l) => earliest(
+                Some(l.last_recv + self.config.idle_timeout),
+                (!l.ping_due).then(|| l.last_send + self.config.keepalive_interval),
+            ),
+        }
+    }
+
+    /// The next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    // ---- internals ---------------------------------------------------------------------
+
+    fn push_event(&mut self, e: ClientEvent) {
+        if self.events.len() >= self.config.max_pending_events {
+            self.stats.io.events_dropped += 1;
+        } else {
+            self.events.push_back(e);
+        }
+    }
+
+    fn fail(&mut self, reason: DisconnectReason) {
+        self.state = State::Closed;
+        self.outgoing.clear();
+        self.push_event(ClientEvent::Disconnected { reason });
+    }
+
+    fn on_server_hello(&mut self, now: Instant, from: SocketAddr, hello: &ServerHello) {
+        let State::Handshaking(h) = &mut self.state else {
+            self.stats.dropped.unexpected += 1;
+            return;
+        };
+        if from != h.server || hello.client_session != self.session_id {
+            self.stats.dropped.unexpected += 1;
+            return;
+        }
+        if let Some(pinned) = self.config.server_key {
+            if pinned.0 != hello.server_static {
+                self.stats.server_key_mismatches += 1;
+                h.key_mismatch = true;
+                return;
+            }
+        }
+        let Ok(keys) =
+            HandshakeKeys::client(&h.ephemeral, &hello.server_ephemeral, &hello.server_static)
+        else {
+            self.stats.dropped.auth_failed += 1;
+            return;
+        };
+        if keys.verify_confirm(&hello.aad(), &hello.tag).is_err() {
+            self.stats.dropped.auth_failed += 1;
+            return;
+        }
+        let State::Handshaking(h) = std::mem::replace(&mut self.state, State::Closed) else {
+            return;
+        };
+        self.state = State::Authenticating(Box::new(Authenticating {
+            link: Link {
+                server: h.server,
+                server_key: PublicKey(hello.server_static),
+                keys: keys.into_client_session(),
+                server_session: hello.server_session,
+                host_id: HostId(0),
+                public_addr: None,
+                last_recv: now,
+                last_send: now,
+                ping_due: false,
+            },
+            retry: Backoff::new(
+                now,
+                self.config.handshake_retry_initial,
+                self.config.handshake_retry_max,
+            ),
+            deadline: h.deadline,
+            connect_due: true,
+            token: h.token,
+        }));
+    }
+
+    fn on_sealed(&mut self, now: Instant, from: SocketAddr, packet: &SealedPacket<'_>) {
+        let link = match &mut self.state {
+            State::Authenticating(a) => &mut a.link,
+            State::Connected(l) | State::Closing(l, _) => &mut **l,
+            _ => {
+                self.stats.dropped.unexpected += 1;
+                return;
+            }
+        };
+        if packet.header.receiver != self.session_id {
+            self.stats.dropped.unknown_session += 1;
+            return;
+        }
+        if from != link.server {
+            self.stats.dropped.unexpected += 1;
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        match link.keys.open(packet, &mut scratch) {
+            Err(e) => self.stats.dropped.count_open(e),
+            Ok(plaintext) => {
+                link.last_recv = now;
+                self.on_frames(plaintext);
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    fn on_frames(&mut self, plaintext: &[u8]) {
+        if Frames::new(plaintext).any(|f| f.is_err()) {
+            self.stats.dropped.bad_frames += 1;
+            return;
+        }
+        for frame in Frames::new(plaintext).flatten() {
+            match frame {
+                Frame::Padding(_) => {}
+                Frame::Ping => self.stats.io.keepalives_received += 1,
+                Frame::Welcome { host_id, observed } => self.on_welcome(HostId(host_id), observed),
+                Frame::Reject { reason } => {
+                    if matches!(self.state, State::Authenticating(_)) {
+                        self.fail(DisconnectReason::Rejected(RejectReason::from_code(reason)));
+                    } else {
+                        self.stats.dropped.unexpected += 1;
+                    }
+                }
+                Frame::Close { code } => {
+                    if matches!(self.state, State::Connected(_) | State::Authenticating(_)) {
+                        self.fail(DisconnectReason::ClosedByServer(code));
+                    }
+                }
+                Frame::Datagram { payload } => {
+                    if self.is_connected() {
+                        let payload = self.recv_arena.copy(payload);
+                        self.push_event(ClientEvent::Message { payload });
+                    } else {
+                        self.stats.dropped.unexpected += 1;
+                    }
+                }
+                Frame::Connect { .. } => self.stats.dropped.unexpected += 1,
+            }
+        }
+    }
+
+    fn on_welcome(&mut self, host_id: HostId, observed: SocketAddr) {
+        let State::Authenticating(_) = self.state else {
+            // A duplicate Welcome (our Connect was retransmitted) changes nothing.
+            return;
+        };
+        let State::Authenticating(a) = std::mem::replace(&mut self.state, State::Closed) else {
+            return;
+        };
+        let mut link = a.link;
+        link.host_id = host_id;
+        link.public_addr = Some(observed);
+        let server_key = link.server_key;
+        self.state = State::Connected(Box::new(link));
+        self.push_event(ClientEvent::Connected {
+            host_id,
+            public_addr: observed,
+            server_key,
+        });
+    }
+}

@@ -1,0 +1,176 @@
+//! Configuration with documented defaults. Build one, wrap it in an `Arc`, share it.
+
+use crate::crypto::{PublicKey, SecretKey};
+use crate::error::ConfigError;
+use crate::time::Duration;
+
+/// Largest datagram Pierce sends by default, and the buffer size `poll_transmit` needs.
+///
+/// 1200 bytes fits every IPv6 path (minimum MTU 1280 minus headers) and the tunnels games meet
+/// in the wild (WireGuard 1420, Tailscale 1280); RFC 9000 §14 uses the same floor. Pierce never
+/// relies on IP fragmentation.
+pub const MAX_DATAGRAM_SIZE: usize = 1200;
+
+/// How often an idle side sends a keepalive. Linux conntrack forgets an unreplied UDP flow
+/// after 30 s and home routers are often shorter; RFC 9308 §3.2 calls ~30 s reasonable. Games
+/// also want a dead link noticed within seconds (Photon's client timeout is ~10 s), so the
+/// server link pings after 5 s of sending nothing.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// A session that hears nothing authentic for this long is dead: three missed keepalives.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a client keeps trying to reach the server before giving up (Photon: ~10 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// First handshake retransmission; doubles up to [`DEFAULT_HANDSHAKE_RETRY_MAX`].
+pub const DEFAULT_HANDSHAKE_RETRY_INITIAL: Duration = Duration::from_millis(250);
+/// Cap on the handshake retransmission interval.
+pub const DEFAULT_HANDSHAKE_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Client settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// If set, the server must prove it holds the matching secret key, or the connection
+    /// fails with [`crate::DisconnectReason::ServerKeyMismatch`]. If unset, any server key is
+    /// accepted and reported in [`crate::ClientEvent::Connected`] (trust on first use).
+    pub server_key: Option<PublicKey>,
+    /// Send a keepalive after this long without sending anything.
+    pub keepalive_interval: Duration,
+    /// Declare the server lost after this long without an authentic packet from it.
+    pub idle_timeout: Duration,
+    /// Give up connecting after this long.
+    pub connect_timeout: Duration,
+    /// First handshake retransmission delay.
+    pub handshake_retry_initial: Duration,
+    /// Largest handshake retransmission delay.
+    pub handshake_retry_max: Duration,
+    /// Largest datagram to send; at most [`MAX_DATAGRAM_SIZE`].
+    pub max_datagram_size: usize,
+    /// Datagrams to the server queued and not yet transmitted, at most.
+    pub max_queued_datagrams: usize,
+    /// Events not yet drained by `poll_event`, at most; beyond it new events are dropped and
+    /// counted in `stats().events_dropped`.
+    pub max_pending_events: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            server_key: None,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            handshake_retry_initial: DEFAULT_HANDSHAKE_RETRY_INITIAL,
+            handshake_retry_max: DEFAULT_HANDSHAKE_RETRY_MAX,
+            max_datagram_size: MAX_DATAGRAM_SIZE,
+            max_queued_datagrams: 1024,
+            max_pending_events: 65_536,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Checks the settings for contradictions.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_timing(
+            self.keepalive_interval,
+            self.idle_timeout,
+            self.max_datagram_size,
+        )?;
+        if self.connect_timeout.is_zero() || self.handshake_retry_initial.is_zero() {
+            return Err(ConfigError::ZeroDuration);
+        }
+        if self.handshake_retry_max < self.handshake_retry_initial {
+            return Err(ConfigError::RetryMaxBelowInitial);
+        }
+        Ok(())
+    }
+}
+
+/// Server settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The server's long-term identity.
+    pub secret_key: SecretKey,
+    /// If set, clients must present a [`crate::ConnectToken`] issued with this secret.
+    pub token_secret: Option<Vec<u8>>,
+    /// Send a keepalive to a client after this long without sending it anything.
+    pub keepalive_interval: Duration,
+    /// Drop a client after this long without an authentic packet from it.
+    pub idle_timeout: Duration,
+    /// Forget a half-open handshake after this long.
+    pub handshake_timeout: Duration,
+    /// Connected clients, at most; beyond it new clients are rejected with `ServerFull`.
+    pub max_clients: usize,
+    /// Half-open handshakes held at once, at most; beyond it new ClientHellos are dropped.
+    pub max_half_open: usize,
+    /// Handshakes per second one source IP may start (sustained).
+    pub handshake_rate_per_ip: u32,
+    /// Handshakes one source IP may start in a burst.
+    pub handshake_burst_per_ip: u32,
+    /// Handshakes per second the whole server starts (sustained); bounds the X25519 work an
+    /// attacker with many addresses can cause.
+    pub handshake_rate_global: u32,
+    /// Handshakes the whole server may start in a burst.
+    pub handshake_burst_global: u32,
+    /// Largest datagram to send; at most [`MAX_DATAGRAM_SIZE`].
+    pub max_datagram_size: usize,
+    /// Datagrams queued per client and not yet transmitted, at most.
+    pub max_queued_datagrams_per_client: usize,
+    /// Events not yet drained by `poll_event`, at most.
+    pub max_pending_events: usize,
+}
+
+impl ServerConfig {
+    /// Defaults around the given identity.
+    pub fn new(secret_key: SecretKey) -> Self {
+        Self {
+            secret_key,
+            token_secret: None,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            handshake_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_clients: 100_000,
+            max_half_open: 4096,
+            handshake_rate_per_ip: 20,
+            handshake_burst_per_ip: 64,
+            handshake_rate_global: 5000,
+            handshake_burst_global: 5000,
+            max_datagram_size: MAX_DATAGRAM_SIZE,
+            max_queued_datagrams_per_client: 256,
+            max_pending_events: 65_536,
+        }
+    }
+
+    /// Checks the settings for contradictions.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_timing(
+            self.keepalive_interval,
+            self.idle_timeout,
+            self.max_datagram_size,
+        )?;
+        if self.handshake_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration);
+        }
+        if self.max_clients == 0 || self.max_clients > crate::server::MAX_SESSIONS {
+            return Err(ConfigError::OutOfRange("max_clients"));
+        }
+        Ok(())
+    }
+}
+
+fn validate_timing(keepalive: Duration, idle: Duration, mtu: usize) -> Result<(), ConfigError> {
+    if keepalive.is_zero() || idle.is_zero() {
+        return Err(ConfigError::ZeroDuration);
+    }
+    if keepalive >= idle {
+        return Err(ConfigError::KeepaliveNotBelowIdleTimeout);
+    }
+    if !(MIN_DATAGRAM_SIZE..=MAX_DATAGRAM_SIZE).contains(&mtu) {
+        return Err(ConfigError::OutOfRange("max_datagram_size"));
+    }
+    Ok(())
+}
+
+/// Smallest `max_datagram_size` accepted: room for the sealed overhead and a Welcome frame.
+pub const MIN_DATAGRAM_SIZE: usize = 200;

@@ -1,0 +1,755 @@
+//! The server end: handshakes, client sessions, keepalives and timeouts.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rand::RngCore;
+use slab::Slab;
+
+use crate::arena::Arena;
+use crate::config::ServerConfig;
+use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey};
+use crate::error::{ConfigError, SendError, UnknownHost};
+use crate::event::{HostId, LeaveReason, RejectReason, ServerEvent};
+use crate::ratelimit::Limiter;
+use crate::rng::{self, Rng};
+use crate::stats::ServerStats;
+use crate::time::{Clock, Duration, Instant};
+use crate::token::{ConnectToken, TokenError};
+use crate::wire::demux::{self, Datagram};
+use crate::wire::frame::{Frame, Frames};
+use crate::wire::handshake::{ClientHello, MIN_CLIENT_HELLO_LEN, SERVER_HELLO_LEN, ServerHello};
+use crate::wire::sealed::{OVERHEAD, SealedPacket};
+use crate::{RECV_SCRATCH_SIZE, Transmit};
+
+/// Sessions one server can hold: the slab index must fit the low 24 bits of a session id.
+pub(crate) const MAX_SESSIONS: usize = 1 << 24;
+const INDEX_MASK: u32 = (MAX_SESSIONS - 1) as u32;
+
+/// Frame bytes around a server-link datagram payload (type + length).
+const DATAGRAM_FRAME_OVERHEAD: usize = 3;
+
+/// A Pierce server: accepts encrypted client sessions, assigns each a [`HostId`], keeps them
+/// alive and times them out.
+///
+/// # Driving it
+///
+/// Same contract as [`crate::Client`]: feed [`Server::handle_datagram`] and
+/// [`Server::handle_timeout`]; after each input or command drain [`Server::poll_transmit`]
+/// until `None`, then read [`Server::poll_timeout`]; drain [`Server::poll_event`] at leisure.
+///
+/// # Hostile input
+///
+/// Handshakes are rate-limited per source IP and globally before any X25519 work, the
+/// half-open table is bounded, and the only packet sent to an address that has not proven it
+/// can receive is a ServerHello of [`SERVER_HELLO_LEN`] bytes in answer to a ClientHello of
+/// at least [`MIN_CLIENT_HELLO_LEN`]: the server never amplifies. Everything invalid is dropped
+/// and counted in [`Server::stats`].
+pub struct Server {
+    config: Arc<ServerConfig>,
+    public_key: PublicKey,
+    rng: Rng,
+    clock: Clock,
+    /// The instant `unix_base` was taken at.
+    epoch: Instant,
+    /// Wall-clock time (since the Unix epoch) at `epoch`; used for token expiry only.
+    unix_base: Duration,
+    sessions: Slab<Session>,
+    /// Generation counter: makes `HostId`s unique for the life of the server.
+    next_gen: u32,
+    /// Half-open sessions by (source, client session id), to answer retransmitted hellos.
+    half_open: BTreeMap<(SocketAddr, u32), usize>,
+    limiter: Limiter,
+    /// Session deadlines, lazily invalidated: an entry counts only while it equals the
+    /// session's `timer`.
+    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Sessions with a ServerHello to send.
+    hello_queue: VecDeque<(usize, u32)>,
+    /// Sessions with sealed output pending, served round-robin.
+    tx_queue: VecDeque<(usize, u32)>,
+    events: VecDeque<ServerEvent>,
+    send_arena: Arena,
+    recv_arena: Arena,
+    scratch: Box<[u8]>,
+    stats: ServerStats,
+}
+
+struct Session {
+    /// Generation: distinguishes this session from earlier ones in the same slab slot.
+    generation: u32,
+    /// Our receiver id: slab index in the low 24 bits, generation bits above.
+    id: u32,
+    /// The client's receiver id.
+    client_session: u32,
+    /// Where the newest authentic packet came from.
+    addr: SocketAddr,
+    keys: PacketKeys,
+    phase: Phase,
+    last_recv: Instant,
+    last_send: Instant,
+    out: Outbox,
+    /// In `tx_queue`.
+    queued: bool,
+    /// The deadline this session has in `timers`, if any.
+    timer: Option<Instant>,
+}
+
+enum Phase {
+    /// ServerHello sent; waiting for the Connect frame.
+    HalfOpen {
+        hello: [u8; SERVER_HELLO_LEN],
+        client_ephemeral: [u8; 32],
+        expires: Instant,
+    },
+    /// A client.
+    Established { user_id: Option<u64> },
+    /// A last Reject or Close frame to send, then the session is removed.
+    Closing,
+}
+
+#[derive(Default)]
+struct Outbox {
+    welcome: bool,
+    reject: Option<u8>,
+    close: Option<u16>,
+    ping: bool,
+    datagrams: VecDeque<Bytes>,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        !self.welcome
+            && self.reject.is_none()
+            && self.close.is_none()
+            && !self.ping
+            && self.datagrams.is_empty()
+    }
+}
+
+impl Session {
+    fn host_id(&self, key: usize) -> HostId {
+        HostId((u64::from(self.generation) << 32) | key as u64)
+    }
+
+    fn deadline(&self, config: &ServerConfig) -> Instant {
+        match self.phase {
+            Phase::HalfOpen { expires, .. } => expires,
+            Phase::Established { .. } if !self.out.ping => (self.last_recv + config.idle_timeout)
+                .min(self.last_send + config.keepalive_interval),
+            Phase::Established { .. } | Phase::Closing => self.last_recv + config.idle_timeout,
+        }
+    }
+}
+
+impl Server {
+    /// A server with no clients. `seed` must come from a CSPRNG in production. `unix_time` is
+    /// the wall-clock time (since the Unix epoch) at `now`; it is used only to check connect
+    /// token expiry.
+    pub fn new(
+        config: Arc<ServerConfig>,
+        seed: [u8; 32],
+        now: Instant,
+        unix_time: Duration,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut rng = rng::derive(&seed, b"server");
+        let limiter = Limiter::new(
+            rng.next_u64(),
+            config.handshake_rate_per_ip,
+            config.handshake_burst_per_ip,
+            config.handshake_rate_global,
+            config.handshake_burst_global,
+        );
+        Ok(Self {
+            public_key: config.secret_key.public_key(),
+            config,
+            rng,
+            clock: Clock::new(now),
+            epoch: now,
+            unix_base: unix_time,
+            sessions: Slab::new(),
+            next_gen: 1,
+            half_open: BTreeMap::new(),
+            limiter,
+            timers: BinaryHeap::new(),
+            hello_queue: VecDeque::new(),
+            tx_queue: VecDeque::new(),
+            events: VecDeque::new(),
+            send_arena: Arena::default(),
+            recv_arena: Arena::default(),
+            scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
+            stats: ServerStats::default(),
+        })
+    }
+
+    // ---- getters -----------------------------------------------------------------------
+
+    /// The public key clients may pin.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ServerStats {
+        let mut s = self.stats;
+        s.io.time_went_backwards = self.clock.backwards();
+        s
+    }
+
+    /// The address a connected client's newest packet came from.
+    pub fn client_addr(&self, host: HostId) -> Option<SocketAddr> {
+        self.established(host).map(|(_, s)| s.addr)
+    }
+
+    /// The user id from a connected client's connect token (when tokens are required).
+    pub fn client_user_id(&self, host: HostId) -> Option<u64> {
+        match self.established(host)?.1.phase {
+            Phase::Established { user_id } => user_id,
+            _ => None,
+        }
+    }
+
+    /// Connected clients, in id order.
+    pub fn clients(&self) -> impl Iterator<Item = HostId> + '_ {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| matches!(s.phase, Phase::Established { .. }))
+            .map(|(k, s)| s.host_id(k))
+    }
+
+    /// Largest payload [`Server::send`] accepts.
+    pub fn max_payload(&self) -> usize {
+        self.config.max_datagram_size - OVERHEAD - DATAGRAM_FRAME_OVERHEAD
+    }
+
+    /// What the deadline from [`Server::poll_timeout`] is for.
+    pub fn timeout_reason(&self) -> &'static str {
+        let Some(Reverse((_, key, generation))) = self.timers.peek() else {
+            return "none";
+        };
+        match self
+            .sessions
+            .get(*key)
+            .filter(|s| s.generation == *generation)
+            .map(|s| &s.phase)
+        {
+            Some(Phase::HalfOpen { .. }) => "handshake expiry",
+            Some(Phase::Established { .. }) => "client keepalive or idle timeout",
+            Some(Phase::Closing) => "closing session expiry",
+            None => "stale timer",
+        }
+    }
+
+    // ---- commands ----------------------------------------------------------------------
+
+    /// Queues an unreliable datagram for a client.
+    ///
+    /// # Errors
+    /// [`SendError::UnknownHost`], [`SendError::PayloadTooLarge`] or [`SendError::QueueFull`].
+    pub fn send(&mut self, now: Instant, to: HostId, payload: &[u8]) -> Result<(), SendError> {
+        self.clock.advance(now);
+        let max = self.max_payload();
+        let cap = self.config.max_queued_datagrams_per_client;
+        let Some((key, s)) = self.established_mut(to) else {
+            return Err(SendError::UnknownHost);
+        };
+        if payload.len() > max {
+            return Err(SendError::PayloadTooLarge { max });
+        }
+        if s.out.datagrams.len() >= cap {
+            return Err(SendError::QueueFull);
+        }
+        let b = self.send_arena.copy(payload);
+        self.sessions[key].out.datagrams.push_back(b);
+        self.enqueue(key);
+        Ok(())
+    }
+
+    /// Disconnects a client with `code`: it is told, and [`ServerEvent::ClientLeft`] with
+    /// [`LeaveReason::Kicked`] is reported at once.
+    ///
+    /// # Errors
+    /// [`UnknownHost`] if no connected client has that id.
+    pub fn disconnect(&mut self, now: Instant, host: HostId, code: u16) -> Result<(), UnknownHost> {
+        self.clock.advance(now);
+        let Some((key, s)) = self.established_mut(host) else {
+            return Err(UnknownHost);
+        };
+        s.phase = Phase::Closing;
+        s.out = Outbox {
+            close: Some(code),
+            ..Outbox::default()
+        };
+        self.stats.clients -= 1;
+        self.enqueue(key);
+        self.push_event(ServerEvent::ClientLeft {
+            host_id: host,
+            reason: LeaveReason::Kicked(code),
+        });
+        Ok(())
+    }
+
+    // ---- inputs ------------------------------------------------------------------------
+
+    /// Processes one received datagram. Nothing here fails: bad input is dropped and counted.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let now = self.clock.advance(now);
+        self.stats.io.datagrams_in += 1;
+        self.stats.io.bytes_in += datagram.len() as u64;
+        match demux::decode(datagram) {
+            Err(e) => self.stats.dropped.count_decode(e),
+            Ok(Datagram::Stun(_)) => self.stats.dropped.stun += 1,
+            Ok(Datagram::ServerHello(_)) => self.stats.dropped.unexpected += 1,
+            Ok(Datagram::ClientHello(hello)) => {
+                if datagram.len() < MIN_CLIENT_HELLO_LEN {
+                    self.stats.dropped.malformed += 1;
+                } else {
+                    self.on_client_hello(now, from, &hello);
+                }
+            }
+            Ok(Datagram::Sealed(packet)) => self.on_sealed(now, from, &packet),
+        }
+    }
+
+    /// Advances timers: handshake expiry, keepalives, client timeouts. Idempotent; may be
+    /// called early or often.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.advance(now);
+        while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let live = self
+                .sessions
+                .get_mut(key)
+                .filter(|s| s.generation == generation && s.timer == Some(at));
+            let Some(s) = live else { continue };
+            s.timer = None;
+            self.on_session_timer(now, key);
+        }
+    }
+
+    // ---- outputs -----------------------------------------------------------------------
+
+    /// Writes the next datagram to send into `buf` and says where it goes, or `None` when
+    /// nothing is due. Call after every input or command until it returns `None`.
+    ///
+    /// # Panics
+    /// In debug builds if `buf` is shorter than [`crate::MAX_DATAGRAM_SIZE`].
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        debug_assert!(
+            buf.len() >= crate::MAX_DATAGRAM_SIZE,
+            "poll_transmit buffer too small"
+        );
+        let now = self.clock.advance(now);
+        let t = self
+            .next_hello(buf)
+            .or_else(|| self.next_sealed(now, buf))?;
+        self.stats.io.datagrams_out += 1;
+        self.stats.io.bytes_out += t.len as u64;
+        Some(t)
+    }
+
+    /// When [`Server::handle_timeout`] should next be called, if ever. Pure.
+    ///
+    /// Deadlines are kept lazily: after a session ends, its last deadline may still be
+    /// reported once; waking for it is harmless and clears it.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// The next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    // ---- internals ---------------------------------------------------------------------
+
+    fn established(&self, host: HostId) -> Option<(usize, &Session)> {
+        let key = (host.0 & u64::from(u32::MAX)) as usize;
+        let s = self.sessions.get(key)?;
+        (s.host_id(key) == host && matches!(s.phase, Phase::Established { .. })).then_some((key, s))
+    }
+
+    fn established_mut(&mut self, host: HostId) -> Option<(usize, &mut Session)> {
+        let key = (host.0 & u64::from(u32::MAX)) as usize;
+        let s = self.sessions.get_mut(key)?;
+        (s.host_id(key) == host && matches!(s.phase, Phase::Established { .. })).then_some((key, s))
+    }
+
+    fn unix_now_secs(&self, now: Instant) -> u64 {
+        (self.unix_base + now.saturating_duration_since(self.epoch)).as_secs()
+    }
+
+    fn push_event(&mut self, e: ServerEvent) {
+        if self.events.len() >= self.config.max_pending_events {
+            self.stats.io.events_dropped += 1;
+        } else {
+            self.events.push_back(e);
+        }
+    }
+
+    fn enqueue(&mut self, key: usize) {
+        let s = &mut self.sessions[key];
+        if !s.queued {
+            s.queued = true;
+            self.tx_queue.push_back((key, s.generation));
+        }
+    }
+
+    /// Makes sure `timers` holds an entry no later than the session's deadline.
+    fn schedule(&mut self, key: usize) {
+        let s = &mut self.sessions[key];
+        let d = s.deadline(&self.config);
+        if s.timer.is_none_or(|t| d < t) {
+            s.timer = Some(d);
+            self.timers.push(Reverse((d, key, s.generation)));
+        }
+    }
+
+    fn remove(&mut self, key: usize) -> Session {
+        let s = self.sessions.remove(key);
+        match s.phase {
+            Phase::HalfOpen { .. } => {
+                self.half_open.remove(&(s.addr, s.client_session));
+                self.stats.half_open -= 1;
+            }
+            Phase::Established { .. } => self.stats.clients -= 1,
+            Phase::Closing => {}
+        }
+        s
+    }
+
+    fn on_client_hello(&mut self, now: Instant, from: SocketAddr, hello: &ClientHello<'_>) {
+        if !self.limiter.allow(now, from.ip()) {
+            self.stats.dropped.rate_limited += 1;
+            return;
+        }
+        if let Some(&key) = self.half_open.get(&(from, hello.client_session)) {
+            if let Phase::HalfOpen {
+                client_ephemeral, ..
+            } = &self.sessions[key].phase
+            {
+                if *client_ephemeral == hello.client_ephemeral {
+                    // Our ServerHello was lost: send the same one again.
+                    self.hello_queue
+                        .push_back((key, self.sessions[key].generation));
+                    return;
+                }
+            }
+            // A new attempt from the same source and id replaces the old one.
+            self.remove(key);
+        }
+        if self.stats.half_open as usize >= self.config.max_half_open
+            || self.sessions.len() >= MAX_SESSIONS
+        {
+            self.stats.dropped.handshake_capacity += 1;
+            return;
+        }
+        let ephemeral = Ephemeral::generate(&mut self.rng);
+        let Ok(keys) = HandshakeKeys::server(
+            &self.config.secret_key,
+            &self.public_key,
+            &ephemeral,
+            &hello.client_ephemeral,
+        ) else {
+            self.stats.dropped.auth_failed += 1;
+            return;
+        };
+        let key = self.sessions.vacant_key();
+        let generation = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let id = (key as u32 & INDEX_MASK) | (generation << 24);
+        let mut reply = ServerHello {
+            client_session: hello.client_session,
+            server_session: id,
+            server_ephemeral: ephemeral.public(),
+            server_static: self.public_key.0,
+            tag: [0; 16],
+        };
+        reply.tag = keys.confirm_tag(&reply.aad());
+        let mut bytes = [0u8; SERVER_HELLO_LEN];
+        let _ = reply.encode(&mut bytes);
+        self.sessions.insert(Session {
+            generation,
+            id,
+            client_session: hello.client_session,
+            addr: from,
+            keys: keys.into_server_session(),
+            phase: Phase::HalfOpen {
+                hello: bytes,
+                client_ephemeral: hello.client_ephemeral,
+                expires: now + self.config.handshake_timeout,
+            },
+            last_recv: now,
+            last_send: now,
+            out: Outbox::default(),
+            queued: false,
+            timer: None,
+        });
+        self.half_open.insert((from, hello.client_session), key);
+        self.stats.half_open += 1;
+        self.stats.handshakes_started += 1;
+        self.hello_queue.push_back((key, generation));
+        self.schedule(key);
+    }
+
+    fn on_sealed(&mut self, now: Instant, from: SocketAddr, packet: &SealedPacket<'_>) {
+        let key = (packet.header.receiver & INDEX_MASK) as usize;
+        let Some(s) = self
+            .sessions
+            .get_mut(key)
+            .filter(|s| s.id == packet.header.receiver)
+        else {
+            self.stats.dropped.unknown_session += 1;
+            return;
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        match s.keys.open(packet, &mut scratch) {
+            Err(e) => self.stats.dropped.count_open(e),
+            Ok(plaintext) => {
+                s.last_recv = now;
+                // Follow the client to a new address only on its newest packet, so a
+                // delayed or re-sent older packet cannot move the session.
+                if from != s.addr && s.keys.highest_received() == Some(packet.header.counter) {
+                    if let Phase::HalfOpen { .. } = s.phase {
+                        if let Some(k) = self.half_open.remove(&(s.addr, s.client_session)) {
+                            self.half_open.insert((from, s.client_session), k);
+                        }
+                    }
+                    s.addr = from;
+                    self.stats.address_changes += 1;
+                }
+                if Frames::new(plaintext).any(|f| f.is_err()) {
+                    self.stats.dropped.bad_frames += 1;
+                } else {
+                    self.on_frames(now, key, plaintext);
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    fn on_frames(&mut self, now: Instant, key: usize, plaintext: &[u8]) {
+        for frame in Frames::new(plaintext).flatten() {
+            let Some(s) = self.sessions.get_mut(key) else {
+                return;
+            };
+            let host = s.host_id(key);
+            match (frame, &s.phase) {
+                (Frame::Padding(_), _) => {}
+                (Frame::Connect { token }, Phase::HalfOpen { .. }) => {
+                    self.on_connect(now, key, token);
+                }
+                (Frame::Connect { .. }, Phase::Established { .. }) => {
+                    // Our Welcome was lost and the client retried.
+                    s.out.welcome = true;
+                    self.enqueue(key);
+                }
+                (Frame::Ping, Phase::Established { .. }) => self.stats.io.keepalives_received += 1,
+                (Frame::Close { code }, Phase::Established { .. }) => {
+                    self.remove(key);
+                    self.push_event(ServerEvent::ClientLeft {
+                        host_id: host,
+                        reason: LeaveReason::Closed(code),
+                    });
+                    return;
+                }
+                (Frame::Close { .. }, Phase::HalfOpen { .. }) => {
+                    self.remove(key);
+                    return;
+                }
+                (Frame::Datagram { payload }, Phase::Established { .. }) => {
+                    let payload = self.recv_arena.copy(payload);
+                    self.push_event(ServerEvent::Message {
+                        from: host,
+                        payload,
+                    });
+                }
+                _ => self.stats.dropped.unexpected += 1,
+            }
+        }
+        if self.sessions.contains(key) {
+            self.schedule(key);
+        }
+    }
+
+    fn on_connect(&mut self, now: Instant, key: usize, token: &[u8]) {
+        let verdict = match &self.config.token_secret {
+            None => Ok(None),
+            Some(_) if token.is_empty() => Err(RejectReason::TokenRequired),
+            Some(secret) => match ConnectToken::verify(secret, token, self.unix_now_secs(now)) {
+                Ok(user) => Ok(Some(user)),
+                Err(TokenError::Expired) => Err(RejectReason::ExpiredToken),
+                Err(TokenError::Invalid) => Err(RejectReason::InvalidToken),
+            },
+        };
+        let verdict = verdict.and_then(|user| {
+            if self.stats.clients as usize >= self.config.max_clients {
+                Err(RejectReason::ServerFull)
+            } else {
+                Ok(user)
+            }
+        });
+        let s = &mut self.sessions[key];
+        self.half_open.remove(&(s.addr, s.client_session));
+        self.stats.half_open -= 1;
+        match verdict {
+            Ok(user_id) => {
+                s.phase = Phase::Established { user_id };
+                s.out.welcome = true;
+                // Reschedule from scratch: the half-open expiry no longer applies.
+                s.timer = None;
+                let (host_id, addr) = (s.host_id(key), s.addr);
+                self.stats.clients += 1;
+                self.stats.handshakes_completed += 1;
+                self.push_event(ServerEvent::ClientJoined {
+                    host_id,
+                    addr,
+                    user_id,
+                });
+            }
+            Err(reason) => {
+                s.phase = Phase::Closing;
+                s.out.reject = Some(reason.code());
+                s.timer = None;
+                self.stats.handshakes_rejected += 1;
+            }
+        }
+        self.enqueue(key);
+    }
+
+    fn on_session_timer(&mut self, now: Instant, key: usize) {
+        let s = &mut self.sessions[key];
+        let idle_deadline = s.last_recv + self.config.idle_timeout;
+        match s.phase {
+            Phase::HalfOpen { expires, .. } if now >= expires => {
+                self.remove(key);
+                self.stats.handshakes_expired += 1;
+                return;
+            }
+            Phase::Established { .. } if now >= idle_deadline => {
+                let host_id = s.host_id(key);
+                self.remove(key);
+                self.stats.clients_timed_out += 1;
+                self.push_event(ServerEvent::ClientLeft {
+                    host_id,
+                    reason: LeaveReason::TimedOut,
+                });
+                return;
+            }
+            Phase::Established { .. } => {
+                if now >= s.last_send + self.config.keepalive_interval && !s.out.ping {
+                    s.out.ping = true;
+                    self.enqueue(key);
+                }
+            }
+            Phase::Closing if now >= idle_deadline => {
+                self.remove(key);
+                return;
+            }
+            Phase::HalfOpen { .. } | Phase::Closing => {}
+        }
+        self.schedule(key);
+    }
+
+    fn next_hello(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some((key, generation)) = self.hello_queue.pop_front() {
+            let Some(s) = self
+                .sessions
+                .get(key)
+                .filter(|s| s.generation == generation)
+            else {
+                continue;
+            };
+            if let Phase::HalfOpen { hello, .. } = &s.phase {
+                buf[..SERVER_HELLO_LEN].copy_from_slice(hello);
+                return Some(Transmit {
+                    dst: s.addr,
+                    len: SERVER_HELLO_LEN,
+                });
+            }
+        }
+        None
+    }
+
+    fn next_sealed(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let max = self.config.max_datagram_size.min(buf.len());
+        while let Some((key, generation)) = self.tx_queue.pop_front() {
+            let Some(s) = self
+                .sessions
+                .get_mut(key)
+                .filter(|s| s.generation == generation)
+            else {
+                continue;
+            };
+            s.queued = false;
+            if s.out.is_empty() {
+                continue;
+            }
+            let host_id = s.host_id(key);
+            let addr = s.addr;
+            let out = &mut s.out;
+            let mut pinged = false;
+            let mut final_frame = false;
+            let len = s.keys.seal_frames(s.client_session, buf, max, |w| {
+                if let Some(reason) = out.reject.take() {
+                    let _ = Frame::Reject { reason }.encode(w);
+                    final_frame = true;
+                    return;
+                }
+                if let Some(code) = out.close.take() {
+                    let _ = Frame::Close { code }.encode(w);
+                    final_frame = true;
+                    return;
+                }
+                if out.welcome {
+                    let _ = Frame::Welcome {
+                        host_id: host_id.0,
+                        observed: addr,
+                    }
+                    .encode(w);
+                    out.welcome = false;
+                }
+                while let Some(p) = out.datagrams.front() {
+                    if w.remaining() < p.len() + DATAGRAM_FRAME_OVERHEAD {
+                        break;
+                    }
+                    let _ = Frame::Datagram { payload: p }.encode(w);
+                    out.datagrams.pop_front();
+                }
+                if w.is_empty() && out.ping {
+                    let _ = Frame::Ping.encode(w);
+                    pinged = true;
+                }
+                out.ping = false;
+            });
+            let Some(len) = len else {
+                // Counter exhausted: the session cannot send again; let it time out.
+                s.out = Outbox::default();
+                continue;
+            };
+            s.last_send = now;
+            if pinged {
+                self.stats.io.keepalives_sent += 1;
+            }
+            if final_frame {
+                self.remove(key);
+            } else {
+                if !self.sessions[key].out.is_empty() {
+                    self.enqueue(key);
+                }
+                self.schedule(key);
+            }
+            return Some(Transmit { dst: addr, len });
+        }
+        None
+    }
+}

@@ -1,0 +1,130 @@
+//! Counters. Part of the public API: tests and operators assert on them.
+
+/// Datagrams dropped, by reason. Dropping is the only thing the core does with bad input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DropStats {
+    /// Too short or structurally invalid for its kind.
+    pub malformed: u64,
+    /// First byte names nothing we speak.
+    pub unknown_kind: u64,
+    /// A Pierce packet of another protocol version.
+    pub bad_version: u64,
+    /// STUN messages this endpoint does not answer.
+    pub stun: u64,
+    /// Sealed packets naming no session we have.
+    pub unknown_session: u64,
+    /// Failed authentication: wrong key, bit flips, forgery, bad handshake tag.
+    pub auth_failed: u64,
+    /// Duplicate or too-old packet counters.
+    pub replayed: u64,
+    /// Handshakes over the per-source or global rate.
+    pub rate_limited: u64,
+    /// Handshakes refused because the half-open table was full.
+    pub handshake_capacity: u64,
+    /// Well-formed and authentic but not expected in the current state or from that address.
+    pub unexpected: u64,
+    /// Authentic packets whose frames failed to decode.
+    pub bad_frames: u64,
+}
+
+impl DropStats {
+    /// Counts a datagram that failed to decode.
+    pub(crate) fn count_decode(&mut self, e: crate::wire::DecodeError) {
+        use crate::wire::DecodeError;
+        match e {
+            DecodeError::UnknownKind(_) => self.unknown_kind += 1,
+            DecodeError::BadVersion(_) => self.bad_version += 1,
+            DecodeError::Truncated | DecodeError::BadLength | DecodeError::BadValue => {
+                self.malformed += 1
+            }
+        }
+    }
+
+    /// Counts a sealed packet that failed to open.
+    pub(crate) fn count_open(&mut self, e: crate::crypto::OpenError) {
+        use crate::crypto::OpenError;
+        match e {
+            OpenError::Replayed => self.replayed += 1,
+            OpenError::Auth => self.auth_failed += 1,
+            OpenError::TooLarge => self.malformed += 1,
+        }
+    }
+
+    /// All drops together.
+    pub fn total(&self) -> u64 {
+        self.malformed
+            + self.unknown_kind
+            + self.bad_version
+            + self.stun
+            + self.unknown_session
+            + self.auth_failed
+            + self.replayed
+            + self.rate_limited
+            + self.handshake_capacity
+            + self.unexpected
+            + self.bad_frames
+    }
+}
+
+/// Traffic counters shared by clients and servers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IoStats {
+    /// Datagrams handed to `handle_datagram`.
+    pub datagrams_in: u64,
+    /// Bytes handed to `handle_datagram`.
+    pub bytes_in: u64,
+    /// Datagrams returned by `poll_transmit`.
+    pub datagrams_out: u64,
+    /// Bytes returned by `poll_transmit`.
+    pub bytes_out: u64,
+    /// Keepalives sent.
+    pub keepalives_sent: u64,
+    /// Keepalives received.
+    pub keepalives_received: u64,
+    /// Inputs whose `now` was earlier than one already seen (clamped, not trusted).
+    pub time_went_backwards: u64,
+    /// Events dropped because the application did not drain `poll_event`.
+    pub events_dropped: u64,
+}
+
+/// A client's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// Traffic.
+    pub io: IoStats,
+    /// Drops by reason.
+    pub dropped: DropStats,
+    /// ClientHellos sent (first try and retries).
+    pub hellos_sent: u64,
+    /// ServerHellos carrying a static key other than the pinned one.
+    pub server_key_mismatches: u64,
+}
+
+/// A server's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Traffic.
+    pub io: IoStats,
+    /// Drops by reason.
+    pub dropped: DropStats,
+    /// ServerHellos answered to fresh ClientHellos.
+    pub handshakes_started: u64,
+    /// Sessions that became clients.
+    pub handshakes_completed: u64,
+    /// Sessions refused (token, capacity).
+    pub handshakes_rejected: u64,
+    /// Half-open handshakes that expired.
+    pub handshakes_expired: u64,
+    /// Clients dropped for silence.
+    pub clients_timed_out: u64,
+    /// Sessions whose client address changed (NAT rebinding), following the newest packet.
+    pub address_changes: u64,
+    /// Connected clients now.
+    pub clients: u64,
+    /// Half-open handshakes now.
+    pub half_open: u64,
+}

@@ -1,0 +1,282 @@
+//! Hostile input: replays, truncation, bit flips, garbage, floods, amplification.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::{RngCore, SeedableRng, rngs::StdRng};
+
+use super::util::{Net, server_config};
+use crate::wire::handshake::{ClientHello, MIN_CLIENT_HELLO_LEN};
+use crate::wire::sealed::KIND_SEALED;
+use crate::{ClientConfig, MAX_DATAGRAM_SIZE, ServerEvent};
+
+fn stranger(i: u32) -> SocketAddr {
+    SocketAddr::new(
+        [192, 0, 2, (i % 250) as u8 + 1].into(),
+        10_000 + (i % 50_000) as u16,
+    )
+}
+
+/// The last sealed datagram the first client sent to the server that carried app data.
+fn captured_client_packet(net: &mut Net) -> Vec<u8> {
+    let now = net.now;
+    net.clients[0].client.send(now, b"pay me once").unwrap();
+    net.run_for(Duration::from_millis(30));
+    let (c, s) = (net.clients[0].addr, net.server_addr);
+    net.sent_between(c, s).last().unwrap().bytes.clone()
+}
+
+fn messages(net: &Net) -> usize {
+    net.server_events
+        .iter()
+        .filter(|(_, e)| matches!(e, ServerEvent::Message { .. }))
+        .count()
+}
+
+#[test]
+fn a_replayed_datagram_is_dropped_and_counted() {
+    let mut net = Net::connected(1);
+    let pkt = captured_client_packet(&mut net);
+    assert_eq!(messages(&net), 1);
+    let (c, s) = (net.clients[0].addr, net.server_addr);
+    for _ in 0..3 {
+        net.deliver(c, s, &pkt);
+    }
+    // Replayed from another address too: still a replay, and the session does not move.
+    net.deliver(stranger(1), s, &pkt);
+    assert_eq!(messages(&net), 1, "delivered exactly once");
+    assert_eq!(net.server.stats().dropped.replayed, 4);
+    let host = net.clients[0].client.host_id().unwrap();
+    assert_eq!(net.server.client_addr(host), Some(c));
+    assert_eq!(net.server.stats().address_changes, 0);
+}
+
+#[test]
+fn truncated_bit_flipped_and_unknown_datagrams_are_dropped_and_counted() {
+    let mut net = Net::connected(1);
+    let pkt = captured_client_packet(&mut net);
+    let (c, s) = (net.clients[0].addr, net.server_addr);
+    let before = net.server.stats().dropped;
+
+    // Truncation at every length.
+    for len in 0..pkt.len() {
+        net.deliver(c, s, &pkt[..len]);
+    }
+    let after = net.server.stats().dropped;
+    let truncated = pkt.len() as u64;
+    // Cut inside the header: malformed. Cut after it: the counter was already seen, so the
+    // cheap replay check drops it before any decryption.
+    assert_eq!(after.malformed - before.malformed, 32, "{after:?}");
+    assert_eq!(
+        after.replayed - before.replayed,
+        truncated - 32,
+        "{after:?}"
+    );
+
+    // Every single-bit flip.
+    let before = net.server.stats().dropped.total();
+    for bit in 0..pkt.len() * 8 {
+        let mut d = pkt.clone();
+        d[bit / 8] ^= 1 << (bit % 8);
+        net.deliver(c, s, &d);
+    }
+    let after = net.server.stats().dropped;
+    assert_eq!(after.total() - before, (pkt.len() * 8) as u64);
+
+    // Unknown kinds, other versions, STUN the server does not answer (yet).
+    let b = net.server.stats().dropped;
+    net.deliver(c, s, &[0x42; 64]);
+    net.deliver(c, s, &[KIND_SEALED, 9, 0, 0, 0, 0, 0, 0]);
+    let stun = [
+        0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+    ];
+    net.deliver(c, s, &stun);
+    let d = net.server.stats().dropped;
+    assert_eq!(
+        (
+            d.unknown_kind - b.unknown_kind,
+            d.bad_version - b.bad_version,
+            d.stun - b.stun
+        ),
+        (1, 1, 1)
+    );
+
+    assert_eq!(messages(&net), 1, "nothing but the original was delivered");
+    net.run_for(Duration::from_secs(1));
+    assert!(
+        net.clients[0].client.is_connected(),
+        "garbage does not hurt the session"
+    );
+}
+
+#[test]
+fn the_client_drops_garbage_and_forgeries_too() {
+    let mut net = Net::connected(1);
+    let (c, s) = (net.clients[0].addr, net.server_addr);
+    let host = net.clients[0].client.host_id().unwrap();
+    let now = net.now;
+    net.server.send(now, host, b"real").unwrap();
+    net.run_for(Duration::from_millis(30));
+    let pkt = net.sent_between(s, c).last().unwrap().bytes.clone();
+    // A second packet the client never receives, to tamper with.
+    net.filter = Some(Box::new(|_| false));
+    let now = net.now;
+    net.server.send(now, host, b"unseen").unwrap();
+    net.run_for(Duration::from_millis(30));
+    net.filter = None;
+    let unseen = net.sent_between(s, c).last().unwrap().bytes.clone();
+    let before = net.clients[0].client.stats().dropped.total();
+    net.deliver(s, c, &pkt); // replay
+    let mut flipped = unseen.clone();
+    flipped[20] ^= 0x80;
+    net.deliver(s, c, &flipped);
+    net.deliver(stranger(3), c, &pkt); // right bytes, wrong source
+    net.deliver(s, c, &[0xD3, 1]);
+    let d = net.clients[0].client.stats().dropped;
+    assert_eq!(d.total() - before, 4);
+    assert_eq!((d.replayed, d.auth_failed), (1, 1));
+    let real = net.clients[0]
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, crate::ClientEvent::Message { .. }))
+        .count();
+    assert_eq!(real, 1);
+}
+
+/// Sends `datagram` from an address the server has never validated and returns the bytes the
+/// server sent back to that address.
+fn reply_bytes(net: &mut Net, from: SocketAddr, datagram: &[u8]) -> usize {
+    let now = net.now;
+    net.server.handle_datagram(now, from, datagram);
+    let mut buf = [0u8; MAX_DATAGRAM_SIZE];
+    let mut total = 0;
+    while let Some(t) = net.server.poll_transmit(now, &mut buf) {
+        assert_eq!(t.dst, from, "replies only go to the sender");
+        total += t.len;
+    }
+    total
+}
+
+#[test]
+fn replies_to_unvalidated_sources_are_never_larger_than_the_request() {
+    let mut net = Net::connected(1);
+    let pkt = captured_client_packet(&mut net);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut worst = 0.0f64;
+    let mut answered = 0;
+    let mut check = |net: &mut Net, i: u32, d: &[u8]| {
+        let out = reply_bytes(net, stranger(i), d);
+        assert!(
+            out <= d.len(),
+            "{out} bytes answered {} from {}",
+            d.len(),
+            stranger(i)
+        );
+        if out > 0 {
+            answered += 1;
+            worst = worst.max(out as f64 / d.len() as f64);
+        }
+    };
+    for i in 0..400u32 {
+        // Garbage of every size up to a datagram.
+        let mut g = vec![0u8; (i as usize * 3) % 1400 + 1];
+        rng.fill_bytes(&mut g);
+        check(&mut net, i, &g);
+        // Garbage wearing each of our first bytes.
+        for kind in [0xD1, 0xD2, 0xD3, 0x00] {
+            g[0] = kind;
+            if g.len() > 1 {
+                g[1] = 1;
+            }
+            check(&mut net, i, &g);
+        }
+        // A replayed sealed packet from a stranger.
+        check(&mut net, i, &pkt);
+        // Well-formed ClientHellos, both padded and short.
+        let mut hello = [0u8; MIN_CLIENT_HELLO_LEN];
+        let mut e = [0u8; 32];
+        rng.fill_bytes(&mut e);
+        let n = ClientHello {
+            client_session: i,
+            client_ephemeral: e,
+            cookie: &[],
+        }
+        .encode(&mut hello)
+        .unwrap();
+        check(&mut net, i, &hello[..n]);
+        check(&mut net, i, &hello[..60]);
+    }
+    assert!(answered > 0, "valid hellos are answered");
+    assert!(
+        worst < 0.1,
+        "answers are under a tenth of the request: {worst}"
+    );
+}
+
+#[test]
+fn handshakes_are_rate_limited_per_source_without_hurting_others() {
+    let mut cfg = server_config();
+    cfg.handshake_burst_per_ip = 10;
+    cfg.handshake_rate_per_ip = 5;
+    let mut net = Net::new(cfg, ClientConfig::default(), 1);
+    let flooder: SocketAddr = "192.0.2.66:1000".parse().unwrap();
+    let mut hello = [0u8; MIN_CLIENT_HELLO_LEN];
+    for i in 0..100u32 {
+        let n = ClientHello {
+            client_session: i,
+            client_ephemeral: [i as u8 + 1; 32],
+            cookie: &[],
+        }
+        .encode(&mut hello)
+        .unwrap();
+        let now = net.now;
+        net.server.handle_datagram(now, flooder, &hello[..n]);
+    }
+    let s = net.server.stats();
+    assert_eq!(s.handshakes_started, 10);
+    assert_eq!(s.dropped.rate_limited, 90);
+    net.connect_all(&[]);
+    assert!(net.drive_until(Duration::from_secs(2), |n| {
+        n.clients[0].client.is_connected()
+    }));
+}
+
+#[test]
+fn half_open_state_is_bounded_and_expires() {
+    let mut cfg = server_config();
+    cfg.max_half_open = 4;
+    let mut net = Net::new(cfg, ClientConfig::default(), 0);
+    let mut hello = [0u8; MIN_CLIENT_HELLO_LEN];
+    for i in 0..10u32 {
+        let n = ClientHello {
+            client_session: i,
+            client_ephemeral: [i as u8 + 1; 32],
+            cookie: &[],
+        }
+        .encode(&mut hello)
+        .unwrap();
+        let now = net.now;
+        net.server.handle_datagram(now, stranger(i), &hello[..n]);
+    }
+    let s = net.server.stats();
+    assert_eq!((s.half_open, s.dropped.handshake_capacity), (4, 6));
+    net.flush();
+    net.run_for(Duration::from_secs(11));
+    let s = net.server.stats();
+    assert_eq!((s.half_open, s.handshakes_expired), (0, 4));
+    assert_eq!(net.server.poll_timeout(), None);
+}
+
+#[test]
+fn sealed_packets_for_unknown_sessions_get_no_answer() {
+    let mut net = Net::with_clients(0);
+    let mut rng = StdRng::seed_from_u64(9);
+    for i in 0..1000u32 {
+        let mut d = vec![0u8; 64];
+        rng.fill_bytes(&mut d);
+        d[..4].copy_from_slice(&[KIND_SEALED, 1, 0, 0]);
+        assert_eq!(reply_bytes(&mut net, stranger(i), &d), 0);
+    }
+    assert_eq!(net.server.stats().dropped.unknown_session, 1000);
+    assert_eq!(net.server.stats().io.datagrams_out, 0);
+}

@@ -1,0 +1,9 @@
+#![allow(clippy::field_reassign_with_default)] // configs are #[non_exhaustive]: built this way by users too
+
+#[path = "../../test-support/epoch.rs"]
+mod epoch;
+mod hostile;
+mod session;
+pub(crate) mod util;
+
+pub(crate) use epoch::epoch;

@@ -1,0 +1,282 @@
+//! In-crate test harness: a server and N clients wired through an in-memory network with
+//! manual time (quinn's `Pair`, grown to a star). Everything is deterministic: seeds are fixed
+//! and time only moves when the harness moves it.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::time::{Duration, Instant};
+use crate::{
+    Client, ClientConfig, ClientEvent, MAX_DATAGRAM_SIZE, SecretKey, Server, ServerConfig,
+    ServerEvent,
+};
+
+/// Unix time the harness server believes it started at.
+pub(crate) const UNIX_START: Duration = Duration::from_secs(1_800_000_000);
+/// Steps one `drive_until` may take before the harness declares a livelock.
+const STEP_CAP: u64 = 200_000;
+/// Consecutive wakeups without progress before the harness declares a busy loop.
+const BUSY_CAP: u32 = 1_000;
+
+/// A datagram seen on the wire.
+#[derive(Clone, Debug)]
+pub(crate) struct Sent {
+    /// Virtual time it was sent.
+    pub at: Duration,
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// Decides the fate of each datagram: `true` delivers it.
+pub(crate) type Filter = Box<dyn FnMut(&Sent) -> bool>;
+
+pub(crate) struct TestClient {
+    pub addr: SocketAddr,
+    pub client: Client,
+    /// Events with the virtual time they were polled.
+    pub events: Vec<(Duration, ClientEvent)>,
+}
+
+pub(crate) struct Net {
+    pub epoch: Instant,
+    pub now: Instant,
+    pub server_addr: SocketAddr,
+    pub server: Server,
+    pub server_events: Vec<(Duration, ServerEvent)>,
+    pub clients: Vec<TestClient>,
+    /// One-way latency of every datagram.
+    pub latency: Duration,
+    /// Every datagram any node sent, in order.
+    pub log: Vec<Sent>,
+    /// Optional loss/tamper hook.
+    pub filter: Option<Filter>,
+    inflight: BinaryHeap<Reverse<(Instant, u64)>>,
+    packets: BTreeMap<u64, Sent>,
+    seq: u64,
+}
+
+pub(crate) fn server_addr() -> SocketAddr {
+    "203.0.113.10:7000".parse().unwrap()
+}
+
+pub(crate) fn client_addr(i: usize) -> SocketAddr {
+    SocketAddr::new([198, 51, 100, 1 + i as u8].into(), 40_000 + i as u16)
+}
+
+pub(crate) fn server_config() -> ServerConfig {
+    ServerConfig::new(SecretKey::from_bytes([0x5E; 32]))
+}
+
+impl Net {
+    /// A server and `n` clients (not yet connected), 10 ms apart.
+    pub(crate) fn new(server: ServerConfig, client: ClientConfig, n: usize) -> Self {
+        let epoch = super::epoch();
+        let server = Server::new(Arc::new(server), [1; 32], epoch, UNIX_START).unwrap();
+        let client = Arc::new(client);
+        let clients = (0..n)
+            .map(|i| TestClient {
+                addr: client_addr(i),
+                client: Client::new(client.clone(), [10 + i as u8; 32], epoch).unwrap(),
+                events: Vec::new(),
+            })
+            .collect();
+        Self {
+            epoch,
+            now: epoch,
+            server_addr: server_addr(),
+            server,
+            server_events: Vec::new(),
+            clients,
+            latency: Duration::from_millis(10),
+            log: Vec::new(),
+            filter: None,
+            inflight: BinaryHeap::new(),
+            packets: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+
+    /// Default configs.
+    pub(crate) fn with_clients(n: usize) -> Self {
+        Self::new(server_config(), ClientConfig::default(), n)
+    }
+
+    /// Virtual time since the epoch.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.now - self.epoch
+    }
+
+    /// Starts every client connecting with `token`.
+    pub(crate) fn connect_all(&mut self, token: &[u8]) {
+        let (now, server) = (self.now, self.server_addr);
+        for c in &mut self.clients {
+            c.client.connect(now, server, token).unwrap();
+        }
+    }
+
+    /// Connects every client and drives until all are connected (panics otherwise).
+    pub(crate) fn connected(n: usize) -> Self {
+        let mut net = Self::with_clients(n);
+        net.connect_all(&[]);
+        assert!(
+            net.drive_until(Duration::from_secs(5), |n| n
+                .clients
+                .iter()
+                .all(|c| c.client.is_connected())),
+            "clients did not connect"
+        );
+        net
+    }
+
+    /// Moves all queued transmits onto the wire.
+    pub(crate) fn flush(&mut self) {
+        let mut buf = [0u8; MAX_DATAGRAM_SIZE];
+        let now = self.now;
+        let mut out = Vec::new();
+        while let Some(t) = self.server.poll_transmit(now, &mut buf) {
+            out.push((self.server_addr, t.dst, buf[..t.len].to_vec()));
+        }
+        for c in &mut self.clients {
+            while let Some(t) = c.client.poll_transmit(now, &mut buf) {
+                out.push((c.addr, t.dst, buf[..t.len].to_vec()));
+            }
+        }
+        for (from, to, bytes) in out {
+            let sent = Sent {
+                at: self.elapsed(),
+                from,
+                to,
+                bytes,
+            };
+            self.log.push(sent.clone());
+            if let Some(f) = &mut self.filter {
+                if !f(&sent) {
+                    continue;
+                }
+            }
+            self.seq += 1;
+            self.inflight
+                .push(Reverse((self.now + self.latency, self.seq)));
+            self.packets.insert(self.seq, sent);
+        }
+    }
+
+    /// Hands a datagram to whoever owns `to`, now.
+    pub(crate) fn deliver(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        let now = self.now;
+        if to == self.server_addr {
+            self.server.handle_datagram(now, from, bytes);
+        } else if let Some(c) = self.clients.iter_mut().find(|c| c.addr == to) {
+            c.client.handle_datagram(now, from, bytes);
+        }
+        self.collect_events();
+    }
+
+    /// Polls every node's events into the logs.
+    pub(crate) fn collect_events(&mut self) {
+        let at = self.elapsed();
+        while let Some(e) = self.server.poll_event() {
+            self.server_events.push((at, e));
+        }
+        for c in &mut self.clients {
+            while let Some(e) = c.client.poll_event() {
+                c.events.push((at, e));
+            }
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let mut t = self.inflight.peek().map(|Reverse((t, _))| *t);
+        let mut consider = |d: Option<Instant>| {
+            if let Some(d) = d {
+                t = Some(t.map_or(d, |t| t.min(d)));
+            }
+        };
+        consider(self.server.poll_timeout());
+        for c in &self.clients {
+            consider(c.client.poll_timeout());
+        }
+        t
+    }
+
+    /// One step: flush, jump to the next wakeup (but not past `cap`), deliver and fire what
+    /// is due.
+    pub(crate) fn step_to(&mut self, cap: Instant) {
+        self.flush();
+        let next = self.next_wakeup().map_or(cap, |n| n.min(cap));
+        self.now = self.now.max(next);
+        let now = self.now;
+        while let Some(&Reverse((at, seq))) = self.inflight.peek() {
+            if at > now {
+                break;
+            }
+            self.inflight.pop();
+            if let Some(p) = self.packets.remove(&seq) {
+                self.deliver(p.from, p.to, &p.bytes);
+            }
+        }
+        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+            self.server.handle_timeout(now);
+        }
+        for c in &mut self.clients {
+            if c.client.poll_timeout().is_some_and(|t| t <= now) {
+                c.client.handle_timeout(now);
+            }
+        }
+        self.flush();
+        self.collect_events();
+    }
+
+    /// Steps until `pred` holds or `limit` of virtual time passes; returns whether `pred`
+    /// held. Panics on a livelock or a node that keeps asking to be woken in the past.
+    pub(crate) fn drive_until(
+        &mut self,
+        limit: Duration,
+        mut pred: impl FnMut(&Self) -> bool,
+    ) -> bool {
+        let deadline = self.now + limit;
+        let mut busy = 0u32;
+        for _ in 0..STEP_CAP {
+            if pred(self) {
+                return true;
+            }
+            if self.now >= deadline {
+                return false;
+            }
+            let before = self.now;
+            self.step_to(deadline);
+            if self.now == before && self.inflight.is_empty() {
+                busy += 1;
+                assert!(
+                    busy < BUSY_CAP,
+                    "busy loop at {:?}: server wants {} / clients want {:?}",
+                    self.elapsed(),
+                    self.server.timeout_reason(),
+                    self.clients
+                        .iter()
+                        .map(|c| c.client.timeout_reason())
+                        .collect::<Vec<_>>()
+                );
+            } else {
+                busy = 0;
+            }
+        }
+        panic!("step cap reached at {:?}", self.elapsed());
+    }
+
+    /// Runs for exactly `d` of virtual time.
+    pub(crate) fn run_for(&mut self, d: Duration) {
+        self.drive_until(d, |_| false);
+    }
+
+    /// Datagrams in the log from `from` to `to`.
+    pub(crate) fn sent_between(&self, from: SocketAddr, to: SocketAddr) -> Vec<&Sent> {
+        self.log
+            .iter()
+            .filter(|s| s.from == from && s.to == to)
+            .collect()
+    }
+}
