@@ -1,1 +1,160 @@
-//! Placeholder until its issue lands; see the README.
+//! # pierce-sim
+//!
+//! A deterministic network simulator that drives `pierce_core::{Client, Server}` through
+//! modelled links and NATs in virtual time.
+//!
+//! - **One clock.** A [`Sim`] reads `Instant::now()` once, as its epoch; every other instant is
+//!   epoch plus a `Duration`. Logs print time since the epoch, so two runs with the same seed
+//!   print byte-identical logs.
+//! - **One seed.** Every random decision (link loss, jitter, NAT port choice, node keys) comes
+//!   from a stream derived from `(seed, entity name)` ([`substream`]), so adding a client does
+//!   not reshuffle the other entities' decisions.
+//! - **Links** ([`LinkConfig`], [`LinkProfile`]) model latency, jitter, random and
+//!   Gilbert–Elliott loss, duplication, reordering, rate limits with tail drop, MTU and
+//!   periodic outages, per direction, with counters ([`LinkStats`]).
+//! - **NATs** ([`Nat`], [`NatConfig`]) follow RFC 4787: mapping and filtering behaviour,
+//!   port allocation, idle expiry, hairpinning, chains (CGNAT) and Linux's conntrack quirk.
+//! - **Oracle** ([`direct_path_possible`]) says whether two edges can ever talk directly, so
+//!   NAT-traversal tests can assert the path they expect.
+//! - **Scenarios** ([`Scenario`]) build a server and clients behind edges, with scripted
+//!   [`Action`]s (roam, rebind, partition, restart, crash) at chosen times.
+//!
+//! Failing checks print the seed and a one-line repro command (see [`repro_command`]); set
+//! `PIERCE_SIM_SEED` to rerun one seed ([`seed_or`], [`seeds`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use pierce_sim::{Edge, LinkProfile, NatConfig, Scenario};
+//!
+//! let mut sim = Scenario::new(7)
+//!     .server(Edge::Open)
+//!     .client("a", Edge::nat(NatConfig::port_restricted()))
+//!     .link(LinkProfile::broadband())
+//!     .build();
+//! sim.eventually("a connects", Duration::from_secs(5), |s| s.connected("a").is_some());
+//! let info = sim.expect_connected("a");
+//! assert_eq!(Some(info.public_addr), sim.mapped_addr("a"));
+//! ```
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod clock;
+mod link;
+mod nat;
+mod net;
+mod node;
+mod oracle;
+mod scenario;
+mod sim;
+
+pub use clock::format_time;
+pub use link::{GilbertElliott, Link, LinkConfig, LinkDrop, LinkProfile, LinkStats, Loss, Outage, Sent};
+pub use nat::{Filtering, Mapping, Nat, NatConfig, NatDrop, NatStats, PortAllocation};
+pub use net::{NetDrop, NetStats};
+pub use node::{Node, NodeEvent};
+pub use oracle::{NatProfile, Traversal, direct_path_possible, direct_path_possible_with};
+pub use scenario::{Action, Edge, Scenario};
+pub use sim::{Connected, Direction, LogEntry, Sim, SimError};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+/// Name of the server node in scenarios, logs and actions.
+pub const SERVER: &str = "server";
+
+/// Environment variable that pins a test to one seed (see [`seed_or`] and [`seeds`]).
+pub const SEED_ENV: &str = "PIERCE_SIM_SEED";
+
+/// 32 bytes derived from `(seed, label)`: FNV-1a over both, expanded with SplitMix64.
+///
+/// Stable across platforms and Rust versions (unlike `std`'s hashers), so a regression seed
+/// keeps meaning the same thing.
+pub fn derive_seed(seed: u64, label: &str) -> [u8; 32] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"pierce-sim/v1"
+        .iter()
+        .chain(seed.to_le_bytes().iter())
+        .chain(label.as_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut out = [0u8; 32];
+    for chunk in out.chunks_exact_mut(8) {
+        // SplitMix64 step.
+        h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = h;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes());
+    }
+    out
+}
+
+/// An independent random stream for the entity named `label` (a link, a NAT, a node).
+pub fn substream(seed: u64, label: &str) -> StdRng {
+    StdRng::from_seed(derive_seed(seed, label))
+}
+
+/// `PIERCE_SIM_SEED` if set (and a number), else `default`.
+pub fn seed_or(default: u64) -> u64 {
+    std::env::var(SEED_ENV)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// The seeds a seed-sweeping test should run: only `PIERCE_SIM_SEED` if set, else `range`.
+pub fn seeds(range: std::ops::Range<u64>) -> Vec<u64> {
+    match std::env::var(SEED_ENV).ok().and_then(|s| s.trim().parse().ok()) {
+        Some(seed) => vec![seed],
+        None => range.collect(),
+    }
+}
+
+/// A shell command that reruns the current test with `seed`.
+///
+/// The test target comes from the running executable's name (cargo names test binaries
+/// `<target>-<hash>`) and the test name from the thread name libtest gives each test.
+pub fn repro_command(seed: u64) -> String {
+    let target = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|stem| match stem.rsplit_once('-') {
+            Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                name.to_owned()
+            }
+            _ => stem,
+        });
+    let target = match target.as_deref() {
+        Some("pierce_sim") => "--lib".to_owned(),
+        Some(t) => format!("--test {t}"),
+        None => String::new(),
+    };
+    let test = std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .map(|n| format!(" {n} -- --exact"))
+        .unwrap_or_default();
+    format!("{SEED_ENV}={seed} cargo test -p pierce-sim {target}{test}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::RngCore;
+
+    #[test]
+    fn substreams_are_reproducible_and_independent() {
+        assert_eq!(substream(1, "a").next_u64(), substream(1, "a").next_u64());
+        assert_ne!(substream(1, "a").next_u64(), substream(1, "b").next_u64());
+        assert_ne!(substream(1, "a").next_u64(), substream(2, "a").next_u64());
+    }
+
+    #[test]
+    fn repro_command_names_the_seed_target_and_test() {
+        let cmd = repro_command(42);
+        assert!(cmd.starts_with("PIERCE_SIM_SEED=42 cargo test -p pierce-sim --lib"), "{cmd}");
+        assert!(cmd.ends_with("repro_command_names_the_seed_target_and_test -- --exact"), "{cmd}");
+    }
+}

@@ -2,7 +2,7 @@
 //! back to back; a [`Frame::Padding`] frame swallows the rest of the packet.
 //!
 //! ```text
-//! 0x00 Padding   | zero bytes to the end of the packet
+//! 0x00 Padding   | zero bytes to the end of the packet (any non-zero byte: invalid)
 //! 0x01 Ping      |
 //! 0x02 Connect   | token length (u16, ≤ MAX_TOKEN_LEN) | token
 //! 0x03 Welcome   | host id (u64) | observed address (family u8, ip, port u16)
@@ -119,6 +119,10 @@ impl<'a> Frame<'a> {
         Ok(match r.u8()? {
             PADDING => {
                 let rest = r.rest();
+                // Padding is zeros, so a decoded packet always re-encodes to the same bytes.
+                if rest.iter().any(|&b| b != 0) {
+                    return Err(DecodeError::BadValue);
+                }
                 Self::Padding(u16::try_from(rest.len()).map_err(|_| DecodeError::BadLength)?)
             }
             PING => Self::Ping,
@@ -239,6 +243,10 @@ mod tests {
         assert_eq!(it.next(), Some(Err(DecodeError::UnknownKind(0x7F))));
         let mut it = Frames::new(&[0x02, 0x01, 0x01]);
         assert_eq!(it.next(), Some(Err(DecodeError::BadLength)));
+        // Found by the wire_decode fuzz target: padding with non-zero bytes.
+        let mut it = Frames::new(&[0x01, 0x00, 0x2E]);
+        assert_eq!(it.next(), Some(Ok(Frame::Ping)));
+        assert_eq!(it.next(), Some(Err(DecodeError::BadValue)));
     }
 
     /// Property test: arbitrary frame sequences survive encode → decode unchanged.
