@@ -56,6 +56,7 @@ mod arena;
 mod client;
 mod config;
 pub mod crypto;
+mod endpoint;
 mod error;
 mod event;
 mod ratelimit;
@@ -76,6 +77,7 @@ pub use config::{
     MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE, ServerConfig,
 };
 pub use crypto::{PublicKey, SecretKey};
+pub use endpoint::Endpoint;
 pub use error::{ConfigError, ConnectError, SendError, UnknownHost};
 pub use event::{ClientEvent, DisconnectReason, HostId, LeaveReason, RejectReason, ServerEvent};
 pub use server::Server;

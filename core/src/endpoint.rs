@@ -1,0 +1,59 @@
+//! The five verbs every Pierce state machine speaks, as a trait, so runtimes and simulators can
+//! drive a [`crate::Client`] or a [`crate::Server`] (or both, on one socket) with one loop.
+
+use std::net::SocketAddr;
+
+use crate::Transmit;
+use crate::time::Instant;
+
+/// A sans-IO endpoint: datagrams and time in; datagrams, deadlines and events out.
+///
+/// The drive order is the one documented on [`crate::Client`]: after any `handle_*` call or
+/// command, drain [`Endpoint::poll_transmit`] until `None`, then read
+/// [`Endpoint::poll_timeout`]; drain [`Endpoint::poll_event`] whenever convenient.
+pub trait Endpoint {
+    /// What this endpoint reports.
+    type Event;
+
+    /// Processes one received datagram.
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]);
+    /// Advances timers; idempotent, may be called early or often.
+    fn handle_timeout(&mut self, now: Instant);
+    /// Writes the next datagram into `buf` (at least [`crate::MAX_DATAGRAM_SIZE`] bytes).
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit>;
+    /// When `handle_timeout` should next be called.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// The next event.
+    fn poll_event(&mut self) -> Option<Self::Event>;
+    /// What the current deadline is for.
+    fn timeout_reason(&self) -> &'static str;
+}
+
+macro_rules! impl_endpoint {
+    ($ty:ty, $event:ty) => {
+        impl Endpoint for $ty {
+            type Event = $event;
+            fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+                <$ty>::handle_datagram(self, now, from, datagram)
+            }
+            fn handle_timeout(&mut self, now: Instant) {
+                <$ty>::handle_timeout(self, now)
+            }
+            fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+                <$ty>::poll_transmit(self, now, buf)
+            }
+            fn poll_timeout(&self) -> Option<Instant> {
+                <$ty>::poll_timeout(self)
+            }
+            fn poll_event(&mut self) -> Option<Self::Event> {
+                <$ty>::poll_event(self)
+            }
+            fn timeout_reason(&self) -> &'static str {
+                <$ty>::timeout_reason(self)
+            }
+        }
+    };
+}
+
+impl_endpoint!(crate::Client, crate::ClientEvent);
+impl_endpoint!(crate::Server, crate::ServerEvent);
