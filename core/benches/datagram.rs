@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
 use pierce_core::{
-    Client, ClientConfig, MAX_DATAGRAM_SIZE, SecretKey, Server, ServerConfig,
-    ServerEvent,
+    Client, ClientConfig, MAX_DATAGRAM_SIZE, SecretKey, Server, ServerConfig, ServerEvent,
 };
 
 struct Counting;
@@ -92,7 +91,7 @@ impl Pair {
 
     /// One datagram client → server; returns the payload length the server saw.
     fn one(&mut self, payload: &[u8]) -> usize {
-        self.client.send(self.now, payload).unwrap();
+        self.client.send_to_server(self.now, payload).unwrap();
         let t = self.client.poll_transmit(self.now, &mut self.buf).unwrap();
         self.server
             .handle_datagram(self.now, self.client_addr, &self.buf[..t.len]);
@@ -152,14 +151,24 @@ fn main() {
     }
     let (p, r, a) = (median(pierce.clone()), median(raw.clone()), median(allocs));
     let spread = |v: &[f64]| {
-        let (lo, hi) = v.iter().fold((f64::MAX, 0f64), |(l, h), x| (l.min(*x), h.max(*x)));
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, 0f64), |(l, h), x| (l.min(*x), h.max(*x)));
         (hi - lo) / median(v.to_vec()) * 100.0
     };
-    println!("datagram path, 100-byte payload, {ROUNDS} rounds x {PER_ROUND} datagrams (median, spread)");
+    println!(
+        "datagram path, 100-byte payload, {ROUNDS} rounds x {PER_ROUND} datagrams (median, spread)"
+    );
     println!("| path | datagrams/s | spread |");
     println!("|---|---:|---:|");
-    println!("| pierce seal+open (client send -> server event) | {p:.0} | {:.1}% |", spread(&pierce));
-    println!("| bare ChaCha20-Poly1305 seal+open | {r:.0} | {:.1}% |", spread(&raw));
+    println!(
+        "| pierce seal+open (client send -> server event) | {p:.0} | {:.1}% |",
+        spread(&pierce)
+    );
+    println!(
+        "| bare ChaCha20-Poly1305 seal+open | {r:.0} | {:.1}% |",
+        spread(&raw)
+    );
     println!("heap allocations per datagram in steady state: {a:.4}");
     println!(
         "RESULT dgrams_per_sec_100B={p:.0} raw_aead_per_sec_100B={r:.0} ratio_vs_raw_aead={:.3} allocs_per_dgram={a:.4}",

@@ -64,7 +64,9 @@ fn main() -> std::io::Result<()> {
             while let Some(e) = c.poll_event() {
                 println!("[{:>6.1?}] client {i}: {e:?}", now - start);
                 match e {
-                    ClientEvent::Connected { .. } => c.send(now, b"hello").expect("connected"),
+                    ClientEvent::Connected { .. } => {
+                        c.send_to_server(now, b"hello").expect("connected")
+                    }
                     ClientEvent::Message { .. } => echoed += 1,
                     _ => {}
                 }

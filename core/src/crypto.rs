@@ -246,12 +246,12 @@ impl HandshakeKeys {
 
     /// Packet protection for the client end.
     pub(crate) fn into_client_session(self) -> PacketKeys {
-        PacketKeys::new(&self.c2s, &self.s2c)
+        PacketKeys::new(&self.c2s, &self.s2c, false)
     }
 
     /// Packet protection for the server end.
     pub(crate) fn into_server_session(self) -> PacketKeys {
-        PacketKeys::new(&self.s2c, &self.c2s)
+        PacketKeys::new(&self.s2c, &self.c2s, false)
     }
 }
 
@@ -269,6 +269,8 @@ pub(crate) enum OpenError {
 /// Packet protection for one session end: a key per direction, the send counter and the
 /// receive replay window.
 pub(crate) struct PacketKeys {
+    /// Peer-to-peer packets (`0xD4`) rather than server session packets (`0xD3`).
+    peer: bool,
     /// Seals what this end sends.
     tx: ChaCha20Poly1305,
     /// Opens what this end receives.
@@ -280,12 +282,33 @@ pub(crate) struct PacketKeys {
 }
 
 impl PacketKeys {
-    fn new(tx: &[u8; 32], rx: &[u8; 32]) -> Self {
+    fn new(tx: &[u8; 32], rx: &[u8; 32], peer: bool) -> Self {
         Self {
+            peer,
             tx: ChaCha20Poly1305::new(Key::from_slice(tx)),
             rx: ChaCha20Poly1305::new(Key::from_slice(rx)),
             next_tx: 0,
             replay: ReplayWindow::default(),
+        }
+    }
+
+    /// Peer-to-peer protection from the pair key the server handed out. `pair_id` names this
+    /// incarnation of the pair (a fresh one each time the pair forms), so keys and packets of
+    /// an earlier incarnation never open under a later one. Each direction has its own key; the
+    /// end with the lower host id sends with the first.
+    pub(crate) fn for_pair(pair_key: &[u8; 32], pair_id: u32, i_am_lower: bool) -> Self {
+        let hk = Hkdf::<Sha256>::new(Some(&pair_id.to_be_bytes()), pair_key);
+        let mut okm = [0u8; 64];
+        let _ = hk.expand(b"pierce/1 pair", &mut okm);
+        let (lo, hi) = okm.split_at(32);
+        let (lo, hi): (&[u8; 32], &[u8; 32]) = (
+            lo.try_into().unwrap_or(&[0; 32]),
+            hi.try_into().unwrap_or(&[0; 32]),
+        );
+        if i_am_lower {
+            Self::new(lo, hi, true)
+        } else {
+            Self::new(hi, lo, true)
         }
     }
 
@@ -304,7 +327,12 @@ impl PacketKeys {
         }
         let counter = self.next_tx;
         self.next_tx += 1;
-        let header = SealedHeader { receiver, counter }.to_bytes();
+        let header = SealedHeader {
+            peer: self.peer,
+            receiver,
+            counter,
+        }
+        .to_bytes();
         let (head, rest) = buf.split_at_mut(HEADER_LEN);
         head.copy_from_slice(&header);
         let (body, tail) = rest.split_at_mut(plaintext_len);
@@ -494,6 +522,24 @@ mod tests {
             s.open(&pkt, &mut scratch).is_ok(),
             "the original still opens"
         );
+    }
+
+    #[test]
+    fn pair_keys_work_across_the_pair_and_not_across_incarnations() {
+        let key = [4u8; 32];
+        let mut a = PacketKeys::for_pair(&key, 7, true);
+        let mut b = PacketKeys::for_pair(&key, 7, false);
+        let mut b_later = PacketKeys::for_pair(&key, 8, false);
+        let mut buf = [0u8; 64];
+        buf[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(b"hi");
+        let n = a.seal(7, &mut buf, 2).unwrap();
+        assert_eq!(buf[0], crate::wire::sealed::KIND_PEER);
+        let pkt = SealedPacket::decode(&buf[..n]).unwrap();
+        let mut scratch = [0u8; 64];
+        assert_eq!(b_later.open(&pkt, &mut scratch), Err(OpenError::Auth));
+        assert_eq!(b.open(&pkt, &mut scratch), Ok(&b"hi"[..]));
+        // Own packets do not open with own receive key (distinct keys per direction).
+        assert_eq!(a.open(&pkt, &mut scratch), Err(OpenError::Auth));
     }
 
     #[test]

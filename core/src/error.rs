@@ -67,6 +67,10 @@ pub enum SendError {
     NotConnected,
     /// No such client (server side): never existed, or already gone.
     UnknownHost,
+    /// No group member with that id shares a group with this client.
+    UnknownPeer,
+    /// This client is not in that group.
+    NotMember,
     /// The payload does not fit one datagram.
     PayloadTooLarge {
         /// Largest payload accepted.
@@ -81,6 +85,8 @@ impl fmt::Display for SendError {
         match self {
             Self::NotConnected => f.write_str("not connected"),
             Self::UnknownHost => f.write_str("no such client"),
+            Self::UnknownPeer => f.write_str("no such peer"),
+            Self::NotMember => f.write_str("not in that group"),
             Self::PayloadTooLarge { max } => write!(f, "payload larger than {max} bytes"),
             Self::QueueFull => f.write_str("send queue full"),
         }
@@ -88,6 +94,63 @@ impl fmt::Display for SendError {
 }
 
 impl std::error::Error for SendError {}
+
+/// A group command could not be carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// No connected client has that id.
+    UnknownHost(crate::HostId),
+    /// No such group.
+    UnknownGroup,
+    /// The client is already a member.
+    AlreadyMember,
+    /// The client is not a member.
+    NotMember,
+}
+
+impl fmt::Display for GroupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownHost(h) => write!(f, "no connected client {h}"),
+            Self::UnknownGroup => f.write_str("no such group"),
+            Self::AlreadyMember => f.write_str("already a member"),
+            Self::NotMember => f.write_str("not a member"),
+        }
+    }
+}
+
+impl std::error::Error for GroupError {}
+
+/// A client command could not be queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// Not connected to the server.
+    NotConnected,
+    /// A room name or password is empty or longer than the protocol allows.
+    InvalidName {
+        /// Longest name or password accepted, in bytes.
+        max: usize,
+    },
+    /// Too many commands waiting for the server; drain `poll_transmit` and retry later.
+    QueueFull,
+    /// The client is not in that group.
+    NotMember,
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotConnected => f.write_str("not connected"),
+            Self::InvalidName { max } => write!(f, "names are 1 to {max} bytes"),
+            Self::QueueFull => f.write_str("control queue full"),
+            Self::NotMember => f.write_str("not in that group"),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
 
 /// No connected client has that id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,6 +17,159 @@ impl fmt::Display for HostId {
     }
 }
 
+/// Identifies a P2P group on one server. Never reused by a running server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub u64);
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "group#{}", self.0)
+    }
+}
+
+/// Why a member left a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemberLeftReason {
+    /// It (or the server application on its behalf) left the group.
+    Left,
+    /// Its session with the server ended.
+    Disconnected,
+    /// The room owner or the server application removed it.
+    Kicked,
+}
+
+impl MemberLeftReason {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::Left => 0,
+            Self::Disconnected => 1,
+            Self::Kicked => 2,
+        }
+    }
+
+    pub(crate) fn from_code(c: u8) -> Self {
+        match c {
+            1 => Self::Disconnected,
+            2 => Self::Kicked,
+            _ => Self::Left,
+        }
+    }
+}
+
+/// A room as listed by the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// Its name.
+    pub name: String,
+    /// Members now.
+    pub members: u16,
+    /// Most members allowed.
+    pub max_members: u16,
+    /// Whether joining needs a password.
+    pub has_password: bool,
+}
+
+/// A room operation that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RoomOp {
+    /// Join or create by name.
+    Join,
+    /// Join any open room.
+    JoinRandom,
+    /// List rooms.
+    List,
+    /// Leave.
+    Leave,
+    /// Kick a member.
+    Kick,
+}
+
+impl RoomOp {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::Join => 1,
+            Self::JoinRandom => 2,
+            Self::List => 3,
+            Self::Leave => 4,
+            Self::Kick => 5,
+        }
+    }
+
+    pub(crate) fn from_code(c: u8) -> Self {
+        match c {
+            2 => Self::JoinRandom,
+            3 => Self::List,
+            4 => Self::Leave,
+            5 => Self::Kick,
+            _ => Self::Join,
+        }
+    }
+}
+
+/// Why a room operation failed. Nothing changed on the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RoomError {
+    /// No room by that name (or no open room, for join-random).
+    NotFound,
+    /// The password does not match.
+    WrongPassword,
+    /// The room is at its member limit.
+    Full,
+    /// Create-only, and the room exists.
+    AlreadyExists,
+    /// Only the room's owner may do that.
+    NotOwner,
+    /// The client (or the member named) is not in that room.
+    NotMember,
+    /// The client is already in that room.
+    AlreadyMember,
+    /// This server has no rooms policy.
+    Disabled,
+    /// Empty or over-long name or password.
+    InvalidName,
+    /// The server's room limit is reached.
+    TooManyRooms,
+    /// A code this version does not know.
+    Other(u8),
+}
+
+impl RoomError {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::NotFound => 1,
+            Self::WrongPassword => 2,
+            Self::Full => 3,
+            Self::AlreadyExists => 4,
+            Self::NotOwner => 5,
+            Self::NotMember => 6,
+            Self::AlreadyMember => 7,
+            Self::Disabled => 8,
+            Self::InvalidName => 9,
+            Self::TooManyRooms => 10,
+            Self::Other(c) => c,
+        }
+    }
+
+    pub(crate) fn from_code(c: u8) -> Self {
+        match c {
+            1 => Self::NotFound,
+            2 => Self::WrongPassword,
+            3 => Self::Full,
+            4 => Self::AlreadyExists,
+            5 => Self::NotOwner,
+            6 => Self::NotMember,
+            7 => Self::AlreadyMember,
+            8 => Self::Disabled,
+            9 => Self::InvalidName,
+            10 => Self::TooManyRooms,
+            c => Self::Other(c),
+        }
+    }
+}
+
 /// What a [`crate::Client`] reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -35,10 +188,74 @@ pub enum ClientEvent {
         /// Why.
         reason: DisconnectReason,
     },
-    /// An application datagram from the server.
+    /// An application message from the server.
     Message {
         /// The payload.
         payload: Bytes,
+    },
+    /// A member is in a group this client belongs to; sent for every member, this client
+    /// included, when it joins, and for each member who joins later. From this event on,
+    /// [`crate::Client::send`] to that member works (through the relay at first).
+    MemberJoined {
+        /// The group.
+        group: GroupId,
+        /// The member (possibly this client itself).
+        member: HostId,
+        /// Members of the group after the join.
+        member_count: u16,
+    },
+    /// A member left a group; if `member` is this client, it is no longer in the group.
+    MemberLeft {
+        /// The group.
+        group: GroupId,
+        /// The member (possibly this client itself).
+        member: HostId,
+        /// Why.
+        reason: MemberLeftReason,
+    },
+    /// The server destroyed a group this client was in.
+    GroupDestroyed {
+        /// The group.
+        group: GroupId,
+    },
+    /// A message from another member.
+    PeerMessage {
+        /// The sender.
+        from: HostId,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// This client is in a room (it created or joined it). `MemberJoined` events follow.
+    RoomJoined {
+        /// The group behind the room.
+        group: GroupId,
+        /// The room's name.
+        name: String,
+        /// Its owner, who may kick members.
+        owner: HostId,
+    },
+    /// A room answered a list request.
+    RoomList {
+        /// Rooms on the server.
+        total: u16,
+        /// Index of the first room in `rooms`.
+        offset: u16,
+        /// One page of rooms, in name order.
+        rooms: Vec<RoomInfo>,
+    },
+    /// A room's owner changed (the previous owner left).
+    RoomOwnerChanged {
+        /// The group behind the room.
+        group: GroupId,
+        /// The new owner.
+        owner: HostId,
+    },
+    /// A room operation failed; nothing changed.
+    RoomFailed {
+        /// What was attempted.
+        op: RoomOp,
+        /// Why it failed.
+        error: RoomError,
     },
 }
 
@@ -119,12 +336,20 @@ pub enum ServerEvent {
         /// Why.
         reason: LeaveReason,
     },
-    /// An application datagram from a client.
+    /// An application message from a client.
     Message {
         /// The sender.
         from: HostId,
         /// The payload.
         payload: Bytes,
+    },
+    /// Every member of `group` (the new one included) has acknowledged that `member` joined
+    /// (ProudNet's `OnP2PGroupJoinMemberAckComplete`).
+    GroupJoinAckComplete {
+        /// The group.
+        group: GroupId,
+        /// The member whose join everyone acknowledged.
+        member: HostId,
     },
 }
 
@@ -138,4 +363,6 @@ pub enum LeaveReason {
     Closed(u16),
     /// The server application disconnected it with this code.
     Kicked(u16),
+    /// It did not read its control messages and its queue overflowed.
+    Overloaded,
 }

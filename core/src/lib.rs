@@ -61,6 +61,7 @@ mod error;
 mod event;
 mod ratelimit;
 mod rng;
+mod rudp;
 mod server;
 mod stats;
 mod time;
@@ -74,12 +75,15 @@ pub use client::Client;
 pub use config::{
     ClientConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_RETRY_INITIAL,
     DEFAULT_HANDSHAKE_RETRY_MAX, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL,
-    MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE, ServerConfig,
+    MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE, RoomsConfig, ServerConfig,
 };
 pub use crypto::{PublicKey, SecretKey};
 pub use endpoint::Endpoint;
-pub use error::{ConfigError, ConnectError, SendError, UnknownHost};
-pub use event::{ClientEvent, DisconnectReason, HostId, LeaveReason, RejectReason, ServerEvent};
+pub use error::{CommandError, ConfigError, ConnectError, GroupError, SendError, UnknownHost};
+pub use event::{
+    ClientEvent, DisconnectReason, GroupId, HostId, LeaveReason, MemberLeftReason, RejectReason,
+    RoomError, RoomInfo, RoomOp, ServerEvent,
+};
 pub use server::Server;
 pub use stats::{ClientStats, DropStats, IoStats, ServerStats};
 pub use token::{CONNECT_TOKEN_LEN, ConnectToken};

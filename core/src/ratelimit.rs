@@ -21,9 +21,10 @@ pub(crate) struct Bucket {
 }
 
 impl Bucket {
-    const EMPTY: Self = Self { milli: 0, at: None };
+    pub(crate) const EMPTY: Self = Self { milli: 0, at: None };
 
-    fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
+    /// Takes `n` tokens if available.
+    pub(crate) fn take_n(&mut self, now: Instant, rate: u32, burst: u32, n: u32) -> bool {
         let cap = u64::from(burst) * 1000;
         let refill = match self.at {
             None => cap,
@@ -36,12 +37,17 @@ impl Bucket {
         };
         self.milli = self.milli.saturating_add(refill).min(cap);
         self.at = Some(now);
-        if self.milli >= 1000 {
-            self.milli -= 1000;
+        let need = u64::from(n) * 1000;
+        if self.milli >= need {
+            self.milli -= need;
             true
         } else {
             false
         }
+    }
+
+    fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
+        self.take_n(now, rate, burst, 1)
     }
 }
 

@@ -26,6 +26,14 @@ pub struct DropStats {
     pub unexpected: u64,
     /// Authentic packets whose frames failed to decode.
     pub bad_frames: u64,
+    /// Relay requests between clients that share no group, or to clients that are gone.
+    pub relay_denied: u64,
+    /// Relayed packets over a client, group or server byte-rate cap.
+    pub relay_rate: u64,
+    /// Outgoing messages dropped because a bounded queue was full.
+    pub queue_full: u64,
+    /// Peer packets for a pair this endpoint does not know (never formed, or an old epoch).
+    pub unknown_peer: u64,
 }
 
 impl DropStats {
@@ -64,6 +72,10 @@ impl DropStats {
             + self.handshake_capacity
             + self.unexpected
             + self.bad_frames
+            + self.relay_denied
+            + self.relay_rate
+            + self.queue_full
+            + self.unknown_peer
     }
 }
 
@@ -101,6 +113,12 @@ pub struct ClientStats {
     pub hellos_sent: u64,
     /// ServerHellos carrying a static key other than the pinned one.
     pub server_key_mismatches: u64,
+    /// Peer packets sent through the relay.
+    pub relayed_out: u64,
+    /// Peer packets received through the relay.
+    pub relayed_in: u64,
+    /// Control messages retransmitted.
+    pub control_retransmits: u64,
 }
 
 /// A server's counters.
@@ -127,4 +145,14 @@ pub struct ServerStats {
     pub clients: u64,
     /// Half-open handshakes now.
     pub half_open: u64,
+    /// Groups now.
+    pub groups: u64,
+    /// Client pairs sharing at least one group now (each has its own key).
+    pub pairs: u64,
+    /// Peer packets forwarded.
+    pub relayed_packets: u64,
+    /// Peer packet bytes forwarded.
+    pub relayed_bytes: u64,
+    /// Control messages retransmitted.
+    pub control_retransmits: u64,
 }

@@ -35,6 +35,11 @@ impl Clock {
         self.last
     }
 
+    /// The latest instant seen.
+    pub(crate) fn now(&self) -> Instant {
+        self.last
+    }
+
     /// How many inputs went backwards in time and were clamped.
     pub(crate) fn backwards(&self) -> u64 {
         self.backwards

@@ -20,7 +20,10 @@ fn stranger(i: u32) -> SocketAddr {
 /// The last sealed datagram the first client sent to the server that carried app data.
 fn captured_client_packet(net: &mut Net) -> Vec<u8> {
     let now = net.now;
-    net.clients[0].client.send(now, b"pay me once").unwrap();
+    net.clients[0]
+        .client
+        .send_to_server(now, b"pay me once")
+        .unwrap();
     net.run_for(Duration::from_millis(30));
     let (c, s) = (net.clients[0].addr, net.server_addr);
     net.sent_between(c, s).last().unwrap().bytes.clone()

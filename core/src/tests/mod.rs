@@ -2,7 +2,9 @@
 
 #[path = "../../test-support/epoch.rs"]
 mod epoch;
+mod groups;
 mod hostile;
+mod rooms;
 mod session;
 pub(crate) mod util;
 

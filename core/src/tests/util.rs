@@ -280,3 +280,33 @@ impl Net {
             .collect()
     }
 }
+
+impl Net {
+    /// Host ids of the clients, in client order (all must be connected).
+    pub(crate) fn hosts(&self) -> Vec<crate::HostId> {
+        self.clients
+            .iter()
+            .map(|c| c.client.host_id().expect("connected"))
+            .collect()
+    }
+
+    /// Events of client `i` with times, from position `from` on.
+    pub(crate) fn events_since(&self, i: usize, from: usize) -> Vec<ClientEvent> {
+        self.clients[i].events[from..]
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// Peer messages client `i` received, as (sender, payload).
+    pub(crate) fn peer_messages(&self, i: usize) -> Vec<(crate::HostId, Vec<u8>)> {
+        self.clients[i]
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                ClientEvent::PeerMessage { from, payload } => Some((*from, payload.to_vec())),
+                _ => None,
+            })
+            .collect()
+    }
+}

@@ -1,7 +1,7 @@
 //! First-byte classification of an incoming datagram (see the table in [`crate::wire`]).
 
 use super::handshake::{ClientHello, KIND_CLIENT_HELLO, KIND_SERVER_HELLO, ServerHello};
-use super::sealed::{KIND_SEALED, SealedPacket};
+use super::sealed::{KIND_PEER, KIND_SEALED, SealedPacket};
 use super::stun::{StunMessage, is_stun};
 use super::{DecodeError, VERSION};
 
@@ -14,7 +14,7 @@ pub enum Datagram<'a> {
     ClientHello(ClientHello<'a>),
     /// Second handshake packet.
     ServerHello(ServerHello),
-    /// An encrypted session packet.
+    /// An encrypted session packet or peer-to-peer packet.
     Sealed(SealedPacket<'a>),
 }
 
@@ -31,7 +31,7 @@ pub fn decode(datagram: &[u8]) -> Result<Datagram<'_>, DecodeError> {
         };
     }
     match kind {
-        KIND_CLIENT_HELLO | KIND_SERVER_HELLO | KIND_SEALED => {}
+        KIND_CLIENT_HELLO | KIND_SERVER_HELLO | KIND_SEALED | KIND_PEER => {}
         other => return Err(DecodeError::UnknownKind(other)),
     }
     match datagram.get(1) {
@@ -69,6 +69,7 @@ mod tests {
         assert!(matches!(decode(&hello[..n]), Ok(Datagram::ClientHello(_))));
 
         let mut sealed = SealedHeader {
+            peer: false,
             receiver: 3,
             counter: 4,
         }

@@ -9,6 +9,10 @@
 //! 0x04 Reject    | reason (u8)
 //! 0x05 Close     | code (u16)
 //! 0x06 Datagram  | length (u16) | payload
+//! 0x07 Stream    | sequence (u32) | length (u16) | control message (see `wire::control`)
+//! 0x08 StreamAck | next expected (u32) | mask (u32): bit i = next + 1 + i arrived
+//! 0x09 Relay     | to host id (u64) | length (u16) | peer packet        (client → server)
+//! 0x0A Relayed   | from host id (u64) | length (u16) | peer packet      (server → client)
 //! ```
 
 use std::net::SocketAddr;
@@ -25,6 +29,44 @@ const WELCOME: u8 = 0x03;
 const REJECT: u8 = 0x04;
 const CLOSE: u8 = 0x05;
 const DATAGRAM: u8 = 0x06;
+const STREAM: u8 = 0x07;
+const STREAM_ACK: u8 = 0x08;
+const RELAY: u8 = 0x09;
+const RELAYED: u8 = 0x0A;
+
+/// Bytes a [`Frame::Relay`] or [`Frame::Relayed`] adds around its packet.
+pub const RELAY_FRAME_OVERHEAD: usize = 1 + 8 + 2;
+/// Bytes a [`Frame::Datagram`] adds around its payload.
+pub const DATAGRAM_FRAME_OVERHEAD: usize = 1 + 2;
+/// Bytes a [`Frame::Stream`] adds around its message.
+pub const STREAM_FRAME_OVERHEAD: usize = 1 + 4 + 2;
+/// Bytes of a [`Frame::StreamAck`].
+pub const STREAM_ACK_FRAME_LEN: usize = 1 + 4 + 4;
+
+/// Writes a `Relay` frame to `to` whose packet `seal` builds in place; returns false (and
+/// writes nothing) if it does not fit or `seal` declines.
+pub fn encode_relay_with(
+    w: &mut Writer<'_>,
+    to: u64,
+    seal: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> bool {
+    let start = w.len();
+    if w.remaining() < RELAY_FRAME_OVERHEAD || w.u8(RELAY).is_err() || w.u64(to).is_err() {
+        w.truncate(start);
+        return false;
+    }
+    let _ = w.u16(0);
+    match w.with_tail(seal) {
+        Some(n) if n <= u16::MAX as usize => {
+            w.patch_u16(start + 9, n as u16);
+            true
+        }
+        _ => {
+            w.truncate(start);
+            false
+        }
+    }
+}
 
 /// One frame, borrowing its payload from the decrypted packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,10 +98,38 @@ pub enum Frame<'a> {
         /// Application- or library-defined close code.
         code: u16,
     },
-    /// Application payload on the server link, unreliable.
+    /// Application payload, unreliable.
     Datagram {
         /// The payload.
         payload: &'a [u8],
+    },
+    /// One message of the reliable ordered control stream.
+    Stream {
+        /// Its sequence number.
+        seq: u32,
+        /// The message.
+        data: &'a [u8],
+    },
+    /// Acknowledges control stream messages.
+    StreamAck {
+        /// Every message below this arrived.
+        next: u32,
+        /// Bit `i` set: message `next + 1 + i` arrived too.
+        mask: u32,
+    },
+    /// Client → server: forward this peer packet to another member.
+    Relay {
+        /// The recipient's host id.
+        to: u64,
+        /// A sealed peer packet (`0xD4`), opaque to the server.
+        packet: &'a [u8],
+    },
+    /// Server → client: a peer packet another member sent through the relay.
+    Relayed {
+        /// The sender's host id, as authenticated by the server.
+        from: u64,
+        /// The sealed peer packet.
+        packet: &'a [u8],
     },
 }
 
@@ -74,6 +144,9 @@ impl<'a> Frame<'a> {
             Self::Reject { .. } => 1,
             Self::Close { .. } => 2,
             Self::Datagram { payload } => 2 + payload.len(),
+            Self::Stream { data, .. } => 4 + 2 + data.len(),
+            Self::StreamAck { .. } => 8,
+            Self::Relay { packet, .. } | Self::Relayed { packet, .. } => 8 + 2 + packet.len(),
         }
     }
 
@@ -112,6 +185,29 @@ impl<'a> Frame<'a> {
                 w.u16(len)?;
                 w.put(payload)
             }
+            Self::Stream { seq, data } => {
+                let len = u16::try_from(data.len()).map_err(|_| BufferTooSmall)?;
+                w.u8(STREAM)?;
+                w.u32(seq)?;
+                w.u16(len)?;
+                w.put(data)
+            }
+            Self::StreamAck { next, mask } => {
+                w.u8(STREAM_ACK)?;
+                w.u32(next)?;
+                w.u32(mask)
+            }
+            Self::Relay { to: id, packet } | Self::Relayed { from: id, packet } => {
+                let len = u16::try_from(packet.len()).map_err(|_| BufferTooSmall)?;
+                w.u8(if matches!(self, Self::Relay { .. }) {
+                    RELAY
+                } else {
+                    RELAYED
+                })?;
+                w.u64(id)?;
+                w.u16(len)?;
+                w.put(packet)
+            }
         }
     }
 
@@ -145,6 +241,28 @@ impl<'a> Frame<'a> {
                 let len = r.u16()? as usize;
                 Self::Datagram {
                     payload: r.bytes(len)?,
+                }
+            }
+            STREAM => {
+                let seq = r.u32()?;
+                let len = r.u16()? as usize;
+                Self::Stream {
+                    seq,
+                    data: r.bytes(len)?,
+                }
+            }
+            STREAM_ACK => Self::StreamAck {
+                next: r.u32()?,
+                mask: r.u32()?,
+            },
+            kind @ (RELAY | RELAYED) => {
+                let id = r.u64()?;
+                let len = r.u16()? as usize;
+                let packet = r.bytes(len)?;
+                if kind == RELAY {
+                    Self::Relay { to: id, packet }
+                } else {
+                    Self::Relayed { from: id, packet }
                 }
             }
             other => return Err(DecodeError::UnknownKind(other)),
@@ -217,6 +335,16 @@ mod tests {
             Frame::Reject { reason: 2 },
             Frame::Close { code: 0x0102 },
             Frame::Datagram { payload: b"hi" },
+            Frame::Stream { seq: 9, data: b"c" },
+            Frame::StreamAck { next: 2, mask: 5 },
+            Frame::Relay {
+                to: 1,
+                packet: b"p",
+            },
+            Frame::Relayed {
+                from: 2,
+                packet: b"q",
+            },
             Frame::Padding(3),
         ]);
         #[rustfmt::skip]
@@ -228,6 +356,12 @@ mod tests {
             0x04, 0x02,                         // Reject, reason 2
             0x05, 0x01, 0x02,                   // Close, code 0x0102
             0x06, 0x00, 0x02, b'h', b'i',       // Datagram, len 2, payload
+            0x07, 0, 0, 0, 9, 0x00, 0x01, b'c', // Stream, seq 9, len 1, data
+            0x08, 0, 0, 0, 2, 0, 0, 0, 5,       // StreamAck, next 2, mask 0b101
+            0x09, 0, 0, 0, 0, 0, 0, 0, 1,       // Relay to host 1
+                  0x00, 0x01, b'p',             //   len 1, packet
+            0x0A, 0, 0, 0, 0, 0, 0, 0, 2,       // Relayed from host 2
+                  0x00, 0x01, b'q',             //   len 1, packet
             0x00, 0, 0, 0,                      // Padding, 3 bytes
         ];
         assert_eq!(bytes, expect);
@@ -285,7 +419,7 @@ mod tests {
 
     impl<'a> arbitrary::Arbitrary<'a> for ArbFrame<'a> {
         fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
-            Ok(Self(match u.int_in_range(0..=6u8)? {
+            Ok(Self(match u.int_in_range(0..=10u8)? {
                 0 => Frame::Padding(u.arbitrary()?),
                 1 => Frame::Ping,
                 2 => Frame::Connect {
@@ -302,8 +436,24 @@ mod tests {
                 5 => Frame::Close {
                     code: u.arbitrary()?,
                 },
-                _ => Frame::Datagram {
+                6 => Frame::Datagram {
                     payload: u.arbitrary()?,
+                },
+                7 => Frame::Stream {
+                    seq: u.arbitrary()?,
+                    data: u.arbitrary()?,
+                },
+                8 => Frame::StreamAck {
+                    next: u.arbitrary()?,
+                    mask: u.arbitrary()?,
+                },
+                9 => Frame::Relay {
+                    to: u.arbitrary()?,
+                    packet: u.arbitrary()?,
+                },
+                _ => Frame::Relayed {
+                    from: u.arbitrary()?,
+                    packet: u.arbitrary()?,
                 },
             }))
         }

@@ -9,6 +9,7 @@
 //! | `0xD1`        | version | [`handshake::ClientHello`], padded to ≥ 1200 bytes       |
 //! | `0xD2`        | version | [`handshake::ServerHello`]                               |
 //! | `0xD3`        | version | [`sealed::SealedHeader`] + AEAD ciphertext + 16-byte tag |
+//! | `0xD4`        | version | the same, peer to peer (direct, or inside a relay frame)  |
 //! | anything else |         | not ours: dropped and counted                            |
 //!
 //! Our kinds keep the top two bits set, so RFC 7983-style multiplexing with STUN (top two bits
@@ -18,6 +19,7 @@
 //! Decoding never panics and never trusts a length: every read is checked against what is
 //! left, and failures are a [`DecodeError`] that callers count and drop.
 
+pub mod control;
 pub mod demux;
 pub mod frame;
 pub mod handshake;
@@ -208,6 +210,29 @@ impl<'a> Writer<'a> {
     /// Appends a big-endian u64.
     pub fn u64(&mut self, v: u64) -> Result<(), BufferTooSmall> {
         self.put(&v.to_be_bytes())
+    }
+
+    /// Lets `fill` write directly into the unwritten space (to seal a nested packet in place)
+    /// and advances by the length it returns; `None` writes nothing.
+    pub fn with_tail(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> Option<usize> {
+        let n = fill(&mut self.buf[self.pos..])?;
+        if n > self.remaining() {
+            return None;
+        }
+        self.pos += n;
+        Some(n)
+    }
+
+    /// Overwrites two bytes already written at `at` (a length known only afterwards).
+    pub fn patch_u16(&mut self, at: usize, v: u16) {
+        if at + 2 <= self.pos {
+            self.buf[at..at + 2].copy_from_slice(&v.to_be_bytes());
+        }
+    }
+
+    /// Forgets everything written from `len` on.
+    pub fn truncate(&mut self, len: usize) {
+        self.pos = self.pos.min(len);
     }
 
     /// Appends a socket address in the [`Reader::addr`] format.

@@ -1,7 +1,9 @@
-//! Header of an encrypted session packet.
+//! Header of an encrypted packet: a client–server session packet (`0xD3`) or a peer-to-peer
+//! packet (`0xD4`), which travels either directly or inside a relay frame, byte for byte the
+//! same either way.
 //!
 //! ```text
-//! 0xD3 | version | flags (u8, 0) | reserved (u8, 0) | receiver session id (u32)
+//! 0xD3|0xD4 | version | flags (u8, 0) | reserved (u8, 0) | receiver session id (u32)
 //!      | packet counter (u64) | ciphertext ... | AEAD tag (16)
 //! ```
 //!
@@ -11,8 +13,10 @@
 
 use super::{BufferTooSmall, DecodeError, Reader, VERSION, Writer};
 
-/// Packet kind byte of a sealed packet.
+/// Packet kind byte of a client–server session packet.
 pub const KIND_SEALED: u8 = 0xD3;
+/// Packet kind byte of a peer-to-peer packet.
+pub const KIND_PEER: u8 = 0xD4;
 /// Size of [`SealedHeader`] on the wire.
 pub const HEADER_LEN: usize = 16;
 /// Size of the AEAD tag that ends every sealed packet.
@@ -23,7 +27,9 @@ pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// Cleartext header of a sealed packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SealedHeader {
-    /// Session id chosen by the receiver.
+    /// True for a peer-to-peer packet (`0xD4`), false for a server session packet (`0xD3`).
+    pub peer: bool,
+    /// Session id chosen by the receiver (for peer packets: the pair id the server assigned).
     pub receiver: u32,
     /// Per-direction packet counter; also the AEAD nonce.
     pub counter: u64,
@@ -51,7 +57,8 @@ impl SealedHeader {
     /// Writes the header at the start of `buf`.
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
         let mut w = Writer::new(buf);
-        w.put(&[KIND_SEALED, VERSION, 0, 0])?;
+        let kind = if self.peer { KIND_PEER } else { KIND_SEALED };
+        w.put(&[kind, VERSION, 0, 0])?;
         w.u32(self.receiver)?;
         w.u64(self.counter)?;
         Ok(w.len())
@@ -63,7 +70,7 @@ impl<'a> SealedPacket<'a> {
     pub fn decode(datagram: &'a [u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(datagram);
         let [k, v, flags, rsv] = r.array::<4>()?;
-        if k != KIND_SEALED {
+        if k != KIND_SEALED && k != KIND_PEER {
             return Err(DecodeError::UnknownKind(k));
         }
         if v != VERSION {
@@ -73,6 +80,7 @@ impl<'a> SealedPacket<'a> {
             return Err(DecodeError::BadValue);
         }
         let header = SealedHeader {
+            peer: k == KIND_PEER,
             receiver: r.u32()?,
             counter: r.u64()?,
         };
@@ -94,6 +102,7 @@ mod tests {
     #[test]
     fn sealed_header_golden_bytes() {
         let h = SealedHeader {
+            peer: false,
             receiver: 0x0A0B_0C0D,
             counter: 0x0102_0304_0506_0708,
         };
@@ -110,11 +119,17 @@ mod tests {
         assert_eq!(p.header, h);
         assert_eq!(p.aad, &expect);
         assert_eq!(p.ciphertext_and_tag, &[0xEE; TAG_LEN]);
+        let peer = SealedHeader { peer: true, ..h };
+        assert_eq!(peer.to_bytes()[0], 0xD4);
+        let mut dgram = peer.to_bytes().to_vec();
+        dgram.extend_from_slice(&[0xEE; TAG_LEN]);
+        assert_eq!(SealedPacket::decode(&dgram).unwrap().header, peer);
     }
 
     #[test]
     fn a_packet_shorter_than_header_and_tag_is_truncated() {
         let mut d = SealedHeader {
+            peer: false,
             receiver: 1,
             counter: 2,
         }

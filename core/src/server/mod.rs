@@ -1,4 +1,8 @@
-//! The server end: handshakes, client sessions, keepalives and timeouts.
+//! The server end: handshakes, client sessions, keepalives and timeouts (this file); P2P
+//! groups, pairs and the relay (`groups.rs`); the rooms policy (`rooms.rs`).
+
+mod groups;
+mod rooms;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -8,19 +12,22 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rand::RngCore;
 use slab::Slab;
+use smallvec::SmallVec;
 
 use crate::arena::Arena;
 use crate::config::ServerConfig;
 use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey};
 use crate::error::{ConfigError, SendError, UnknownHost};
-use crate::event::{HostId, LeaveReason, RejectReason, ServerEvent};
-use crate::ratelimit::Limiter;
+use crate::event::{GroupId, HostId, LeaveReason, RejectReason, ServerEvent};
+use crate::ratelimit::{Bucket, Limiter};
 use crate::rng::{self, Rng};
+use crate::rudp::stream::ControlStream;
 use crate::stats::ServerStats;
 use crate::time::{Clock, Duration, Instant};
 use crate::token::{ConnectToken, TokenError};
+use crate::wire::control::ControlMsg;
 use crate::wire::demux::{self, Datagram};
-use crate::wire::frame::{Frame, Frames};
+use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame, Frames, RELAY_FRAME_OVERHEAD};
 use crate::wire::handshake::{ClientHello, MIN_CLIENT_HELLO_LEN, SERVER_HELLO_LEN, ServerHello};
 use crate::wire::sealed::{OVERHEAD, SealedPacket};
 use crate::{RECV_SCRATCH_SIZE, Transmit};
@@ -29,8 +36,8 @@ use crate::{RECV_SCRATCH_SIZE, Transmit};
 pub(crate) const MAX_SESSIONS: usize = 1 << 24;
 const INDEX_MASK: u32 = (MAX_SESSIONS - 1) as u32;
 
-/// Frame bytes around a server-link datagram payload (type + length).
-const DATAGRAM_FRAME_OVERHEAD: usize = 3;
+/// Groups a client is in without allocating; more spill to the heap.
+const INLINE_GROUPS: usize = 4;
 
 /// A Pierce server: accepts encrypted client sessions, assigns each a [`HostId`], keeps them
 /// alive and times them out.
@@ -75,6 +82,20 @@ pub struct Server {
     recv_arena: Arena,
     scratch: Box<[u8]>,
     stats: ServerStats,
+    /// P2P groups.
+    groups: Slab<groups::Group>,
+    /// Generation counter for `GroupId`s.
+    next_group_gen: u32,
+    /// Pairs of clients that share at least one group, keyed (lower, higher).
+    pairs: BTreeMap<(HostId, HostId), groups::Pair>,
+    /// Next pair id: pair ids are never reused, so they double as the pair's epoch.
+    next_pair_id: u32,
+    /// Whole-server relay budget.
+    relay_total: Bucket,
+    /// Room name → group.
+    rooms: BTreeMap<String, GroupId>,
+    /// Clients whose control queue overflowed during the current call; disconnected at its end.
+    overloaded: Vec<HostId>,
 }
 
 struct Session {
@@ -95,6 +116,12 @@ struct Session {
     queued: bool,
     /// The deadline this session has in `timers`, if any.
     timer: Option<Instant>,
+    /// Reliable ordered control messages in both directions.
+    control: ControlStream,
+    /// Groups this client is in.
+    groups: SmallVec<[GroupId; INLINE_GROUPS]>,
+    /// This client's relay budget.
+    relay_bucket: Bucket,
 }
 
 enum Phase {
@@ -117,6 +144,8 @@ struct Outbox {
     close: Option<u16>,
     ping: bool,
     datagrams: VecDeque<Bytes>,
+    /// Peer packets to forward: (sender, sealed packet).
+    relayed: VecDeque<(HostId, Bytes)>,
 }
 
 impl Outbox {
@@ -126,6 +155,7 @@ impl Outbox {
             && self.close.is_none()
             && !self.ping
             && self.datagrams.is_empty()
+            && self.relayed.is_empty()
     }
 }
 
@@ -134,12 +164,23 @@ impl Session {
         HostId((u64::from(self.generation) << 32) | key as u64)
     }
 
-    fn deadline(&self, config: &ServerConfig) -> Instant {
+    /// The next instant this session needs `handle_timeout`. A control retransmission that
+    /// is already due is not a deadline: the session is queued for transmit instead (a past
+    /// deadline would make `handle_timeout` spin).
+    fn deadline(&self, config: &ServerConfig, now: Instant) -> Instant {
         match self.phase {
             Phase::HalfOpen { expires, .. } => expires,
-            Phase::Established { .. } if !self.out.ping => (self.last_recv + config.idle_timeout)
-                .min(self.last_send + config.keepalive_interval),
-            Phase::Established { .. } | Phase::Closing => self.last_recv + config.idle_timeout,
+            Phase::Established { .. } => {
+                let mut d = self.last_recv + config.idle_timeout;
+                if !self.out.ping {
+                    d = d.min(self.last_send + config.keepalive_interval);
+                }
+                if let Some(c) = self.control.next_timeout().filter(|c| *c > now) {
+                    d = d.min(c);
+                }
+                d
+            }
+            Phase::Closing => self.last_recv + config.idle_timeout,
         }
     }
 }
@@ -182,6 +223,13 @@ impl Server {
             recv_arena: Arena::default(),
             scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
             stats: ServerStats::default(),
+            groups: Slab::new(),
+            next_group_gen: 1,
+            pairs: BTreeMap::new(),
+            next_pair_id: 1,
+            relay_total: Bucket::EMPTY,
+            rooms: BTreeMap::new(),
+            overloaded: Vec::new(),
         })
     }
 
@@ -268,27 +316,58 @@ impl Server {
         Ok(())
     }
 
-    /// Disconnects a client with `code`: it is told, and [`ServerEvent::ClientLeft`] with
-    /// [`LeaveReason::Kicked`] is reported at once.
+    /// Queues a reliable, ordered message for a client (on its control stream).
+    ///
+    /// # Errors
+    /// [`SendError::UnknownHost`], [`SendError::PayloadTooLarge`] or [`SendError::QueueFull`].
+    pub fn send_reliable(
+        &mut self,
+        now: Instant,
+        to: HostId,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        self.clock.advance(now);
+        let max = self.max_reliable_payload();
+        let Some((key, s)) = self.established_mut(to) else {
+            return Err(SendError::UnknownHost);
+        };
+        if payload.len() > max {
+            return Err(SendError::PayloadTooLarge { max });
+        }
+        let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
+        let n = ControlMsg::App { data: payload }
+            .encode(&mut buf)
+            .map_err(|_| SendError::PayloadTooLarge { max })?;
+        s.control
+            .push(&buf[..n])
+            .map_err(|_| SendError::QueueFull)?;
+        self.enqueue(key);
+        self.schedule(key);
+        Ok(())
+    }
+
+    /// Largest payload [`Server::send_reliable`] accepts.
+    pub fn max_reliable_payload(&self) -> usize {
+        self.config.max_datagram_size
+            - OVERHEAD
+            - crate::wire::frame::STREAM_FRAME_OVERHEAD
+            - 1
+            - crate::wire::frame::STREAM_ACK_FRAME_LEN
+    }
+
+    /// Disconnects a client with `code`: it is told, it leaves its groups (their members see
+    /// `MemberLeft`), and [`ServerEvent::ClientLeft`] with [`LeaveReason::Kicked`] is reported
+    /// at once.
     ///
     /// # Errors
     /// [`UnknownHost`] if no connected client has that id.
     pub fn disconnect(&mut self, now: Instant, host: HostId, code: u16) -> Result<(), UnknownHost> {
-        self.clock.advance(now);
-        let Some((key, s)) = self.established_mut(host) else {
+        let now = self.clock.advance(now);
+        let Some((key, _)) = self.established_mut(host) else {
             return Err(UnknownHost);
         };
-        s.phase = Phase::Closing;
-        s.out = Outbox {
-            close: Some(code),
-            ..Outbox::default()
-        };
-        self.stats.clients -= 1;
-        self.enqueue(key);
-        self.push_event(ServerEvent::ClientLeft {
-            host_id: host,
-            reason: LeaveReason::Kicked(code),
-        });
+        self.end_client(now, key, LeaveReason::Kicked(code), Some(code));
+        self.settle(now);
         Ok(())
     }
 
@@ -310,8 +389,13 @@ impl Server {
                     self.on_client_hello(now, from, &hello);
                 }
             }
+            Ok(Datagram::Sealed(packet)) if packet.header.peer => {
+                // Peer packets reach the server only inside Relay frames.
+                self.stats.dropped.unexpected += 1;
+            }
             Ok(Datagram::Sealed(packet)) => self.on_sealed(now, from, &packet),
         }
+        self.settle(now);
     }
 
     /// Advances timers: handshake expiry, keepalives, client timeouts. Idempotent; may be
@@ -331,6 +415,7 @@ impl Server {
             s.timer = None;
             self.on_session_timer(now, key);
         }
+        self.settle(now);
     }
 
     // ---- outputs -----------------------------------------------------------------------
@@ -406,25 +491,85 @@ impl Server {
 
     /// Makes sure `timers` holds an entry no later than the session's deadline.
     fn schedule(&mut self, key: usize) {
+        let now = self.clock.now();
         let s = &mut self.sessions[key];
-        let d = s.deadline(&self.config);
+        let d = s.deadline(&self.config, now);
         if s.timer.is_none_or(|t| d < t) {
             s.timer = Some(d);
             self.timers.push(Reverse((d, key, s.generation)));
         }
     }
 
-    fn remove(&mut self, key: usize) -> Session {
+    /// Forgets a session. Established clients go through [`Self::end_client`] first.
+    fn remove(&mut self, key: usize) {
         let s = self.sessions.remove(key);
-        match s.phase {
-            Phase::HalfOpen { .. } => {
-                self.half_open.remove(&(s.addr, s.client_session));
-                self.stats.half_open -= 1;
-            }
-            Phase::Established { .. } => self.stats.clients -= 1,
-            Phase::Closing => {}
+        if let Phase::HalfOpen { .. } = s.phase {
+            self.half_open.remove(&(s.addr, s.client_session));
+            self.stats.half_open -= 1;
         }
-        s
+    }
+
+    /// Ends a client's membership of everything: it leaves its groups (the other members are
+    /// told), its pairs are torn down, `ClientLeft` is reported. With `close`, one Close frame
+    /// is still sent to it; otherwise the session is removed at once.
+    fn end_client(&mut self, now: Instant, key: usize, reason: LeaveReason, close: Option<u16>) {
+        let s = &mut self.sessions[key];
+        if !matches!(s.phase, Phase::Established { .. }) {
+            return;
+        }
+        let host = s.host_id(key);
+        s.phase = Phase::Closing;
+        self.stats.clients -= 1;
+        let member_reason = match reason {
+            LeaveReason::Kicked(_) => crate::event::MemberLeftReason::Kicked,
+            _ => crate::event::MemberLeftReason::Disconnected,
+        };
+        let groups = std::mem::take(&mut self.sessions[key].groups);
+        for g in groups {
+            self.leave_inner(now, g, host, member_reason);
+        }
+        self.push_event(ServerEvent::ClientLeft {
+            host_id: host,
+            reason,
+        });
+        match close {
+            Some(code) => {
+                let s = &mut self.sessions[key];
+                s.out = Outbox {
+                    close: Some(code),
+                    ..Outbox::default()
+                };
+                self.enqueue(key);
+            }
+            None => self.remove(key),
+        }
+    }
+
+    /// Queues a control message for a connected client. A client too far behind to take it
+    /// is disconnected at the end of the current call.
+    fn send_control(&mut self, host: HostId, msg: &ControlMsg<'_>) {
+        let Some((key, s)) = self.established_mut(host) else {
+            return;
+        };
+        let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
+        let Ok(n) = msg.encode(&mut buf) else {
+            return;
+        };
+        if s.control.push(&buf[..n]).is_err() {
+            self.overloaded.push(host);
+            return;
+        }
+        self.enqueue(key);
+        self.schedule(key);
+    }
+
+    /// End-of-call housekeeping: disconnect clients whose control queue overflowed.
+    fn settle(&mut self, now: Instant) {
+        while let Some(host) = self.overloaded.pop() {
+            if let Some((key, _)) = self.established_mut(host) {
+                self.end_client(now, key, LeaveReason::Overloaded, None);
+            }
+        }
     }
 
     fn on_client_hello(&mut self, now: Instant, from: SocketAddr, hello: &ClientHello<'_>) {
@@ -493,6 +638,9 @@ impl Server {
             out: Outbox::default(),
             queued: false,
             timer: None,
+            control: ControlStream::new(self.config.max_queued_control_per_client),
+            groups: SmallVec::new(),
+            relay_bucket: Bucket::EMPTY,
         });
         self.half_open.insert((from, hello.client_session), key);
         self.stats.half_open += 1;
@@ -555,12 +703,31 @@ impl Server {
                 }
                 (Frame::Ping, Phase::Established { .. }) => self.stats.io.keepalives_received += 1,
                 (Frame::Close { code }, Phase::Established { .. }) => {
-                    self.remove(key);
-                    self.push_event(ServerEvent::ClientLeft {
-                        host_id: host,
-                        reason: LeaveReason::Closed(code),
-                    });
+                    self.end_client(now, key, LeaveReason::Closed(code), None);
                     return;
+                }
+                (Frame::Stream { seq, data }, Phase::Established { .. }) => {
+                    s.control.on_data(seq, data);
+                    self.enqueue(key);
+                    while let Some(msg) = self
+                        .sessions
+                        .get_mut(key)
+                        .and_then(|s| s.control.poll_delivered())
+                    {
+                        match ControlMsg::decode(&msg) {
+                            Ok(m) => self.on_control(now, host, m),
+                            Err(_) => self.stats.dropped.bad_frames += 1,
+                        }
+                        if !self.sessions.contains(key) {
+                            return;
+                        }
+                    }
+                }
+                (Frame::StreamAck { next, mask }, Phase::Established { .. }) => {
+                    s.control.on_ack(now, next, mask);
+                }
+                (Frame::Relay { to, packet }, Phase::Established { .. }) => {
+                    self.on_relay(now, host, HostId(to), packet);
                 }
                 (Frame::Close { .. }, Phase::HalfOpen { .. }) => {
                     self.remove(key);
@@ -578,6 +745,32 @@ impl Server {
         }
         if self.sessions.contains(key) {
             self.schedule(key);
+        }
+    }
+
+    /// A control message from a client.
+    fn on_control(&mut self, now: Instant, from: HostId, msg: ControlMsg<'_>) {
+        match msg {
+            ControlMsg::MemberAck { group, member } => {
+                self.on_member_ack(GroupId(group), from, HostId(member));
+            }
+            ControlMsg::App { data } => {
+                let payload = self.recv_arena.copy(data);
+                self.push_event(ServerEvent::Message { from, payload });
+            }
+            ControlMsg::RoomJoin {
+                flags,
+                max_members,
+                name,
+                password,
+            } => self.room_join(now, from, flags, max_members, name, password),
+            ControlMsg::RoomJoinRandom => self.room_join_random(now, from),
+            ControlMsg::RoomListGet { offset } => self.room_list(from, offset),
+            ControlMsg::RoomLeave { group } => self.room_leave(now, from, GroupId(group)),
+            ControlMsg::RoomKick { group, member } => {
+                self.room_kick(now, from, GroupId(group), HostId(member));
+            }
+            _ => self.stats.dropped.unexpected += 1,
         }
     }
 
@@ -636,18 +829,16 @@ impl Server {
                 return;
             }
             Phase::Established { .. } if now >= idle_deadline => {
-                let host_id = s.host_id(key);
-                self.remove(key);
                 self.stats.clients_timed_out += 1;
-                self.push_event(ServerEvent::ClientLeft {
-                    host_id,
-                    reason: LeaveReason::TimedOut,
-                });
+                self.end_client(now, key, LeaveReason::TimedOut, None);
                 return;
             }
             Phase::Established { .. } => {
                 if now >= s.last_send + self.config.keepalive_interval && !s.out.ping {
                     s.out.ping = true;
+                    self.enqueue(key);
+                }
+                if self.sessions[key].control.wants_transmit(now) {
                     self.enqueue(key);
                 }
             }
@@ -691,14 +882,17 @@ impl Server {
                 continue;
             };
             s.queued = false;
-            if s.out.is_empty() {
+            if s.out.is_empty() && !s.control.wants_transmit(now) {
                 continue;
             }
             let host_id = s.host_id(key);
             let addr = s.addr;
             let out = &mut s.out;
+            let control = &mut s.control;
+            let retransmits_before = control.retransmits;
             let mut pinged = false;
             let mut final_frame = false;
+            let mut relayed = (0u64, 0u64);
             let len = s.keys.seal_frames(s.client_session, buf, max, |w| {
                 if let Some(reason) = out.reject.take() {
                     let _ = Frame::Reject { reason }.encode(w);
@@ -717,6 +911,20 @@ impl Server {
                     }
                     .encode(w);
                     out.welcome = false;
+                }
+                control.write(now, w);
+                while let Some((from, p)) = out.relayed.front() {
+                    if w.remaining() < p.len() + RELAY_FRAME_OVERHEAD {
+                        break;
+                    }
+                    let _ = Frame::Relayed {
+                        from: from.0,
+                        packet: p,
+                    }
+                    .encode(w);
+                    relayed.0 += 1;
+                    relayed.1 += p.len() as u64;
+                    out.relayed.pop_front();
                 }
                 while let Some(p) = out.datagrams.front() {
                     if w.remaining() < p.len() + DATAGRAM_FRAME_OVERHEAD {
@@ -737,13 +945,17 @@ impl Server {
                 continue;
             };
             s.last_send = now;
+            self.stats.control_retransmits += s.control.retransmits - retransmits_before;
+            self.stats.relayed_packets += relayed.0;
+            self.stats.relayed_bytes += relayed.1;
             if pinged {
                 self.stats.io.keepalives_sent += 1;
             }
             if final_frame {
                 self.remove(key);
             } else {
-                if !self.sessions[key].out.is_empty() {
+                let s = &self.sessions[key];
+                if !s.out.is_empty() || s.control.wants_transmit(now) {
                     self.enqueue(key);
                 }
                 self.schedule(key);

@@ -1,6 +1,9 @@
-//! The client end: one encrypted session with the server.
+//! The client end: one encrypted session with the server (this file); groups, peers and
+//! relayed peer traffic (`peers.rs`).
 
-use std::collections::VecDeque;
+mod peers;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -11,18 +14,17 @@ use crate::arena::Arena;
 use crate::config::ClientConfig;
 use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey};
 use crate::error::{ConfigError, ConnectError, SendError};
-use crate::event::{ClientEvent, DisconnectReason, HostId, RejectReason};
+use crate::event::{ClientEvent, DisconnectReason, GroupId, HostId, RejectReason};
 use crate::rng::{self, Rng};
+use crate::rudp::stream::ControlStream;
 use crate::stats::ClientStats;
 use crate::time::{Backoff, Clock, Instant, earliest};
+use crate::wire::control::ControlMsg;
 use crate::wire::demux::{self, Datagram};
-use crate::wire::frame::{Frame, Frames, MAX_TOKEN_LEN};
+use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame, Frames, MAX_TOKEN_LEN};
 use crate::wire::handshake::{ClientHello, ServerHello};
 use crate::wire::sealed::{OVERHEAD, SealedPacket};
 use crate::{RECV_SCRATCH_SIZE, Transmit};
-
-/// Frame bytes around a server-link datagram payload (type + length).
-const DATAGRAM_FRAME_OVERHEAD: usize = 3;
 
 /// A Pierce client: one encrypted session with a server.
 ///
@@ -55,7 +57,20 @@ pub struct Client {
     recv_arena: Arena,
     /// Decryption happens here, never in an allocation per packet.
     scratch: Box<[u8]>,
+    /// Peer packets are opened here: a relayed one is nested inside a server packet that is
+    /// still in `scratch`.
+    peer_scratch: Box<[u8]>,
     stats: ClientStats,
+    /// Members this client shares at least one group with.
+    peers: BTreeMap<HostId, peers::Peer>,
+    /// Pair id → member.
+    pair_index: BTreeMap<u32, HostId>,
+    /// Groups this client is in, with their members in join order.
+    groups: BTreeMap<GroupId, Vec<HostId>>,
+    /// Peer messages not yet transmitted.
+    peer_out: VecDeque<(HostId, Bytes)>,
+    /// Relayed packets that arrived before their pair's key (bounded, short-lived).
+    early: VecDeque<(Instant, HostId, Bytes)>,
 }
 
 enum State {
@@ -104,6 +119,8 @@ struct Link {
     last_recv: Instant,
     last_send: Instant,
     ping_due: bool,
+    /// Reliable ordered control messages in both directions.
+    control: ControlStream,
 }
 
 impl Client {
@@ -126,7 +143,13 @@ impl Client {
             send_arena: Arena::default(),
             recv_arena: Arena::default(),
             scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
+            peer_scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
             stats: ClientStats::default(),
+            peers: BTreeMap::new(),
+            pair_index: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            peer_out: VecDeque::new(),
+            early: VecDeque::new(),
         })
     }
 
@@ -165,6 +188,14 @@ impl Client {
         }
     }
 
+    /// Smoothed round-trip time to the server (an initial estimate until measured).
+    pub fn server_rtt(&self) -> Option<std::time::Duration> {
+        match &self.state {
+            State::Connected(l) => Some(l.control.srtt()),
+            _ => None,
+        }
+    }
+
     /// The server address given to `connect`.
     pub fn server_addr(&self) -> Option<SocketAddr> {
         match &self.state {
@@ -175,9 +206,18 @@ impl Client {
         }
     }
 
-    /// Largest payload [`Client::send`] accepts.
-    pub fn max_payload(&self) -> usize {
+    /// Largest payload [`Client::send_to_server`] accepts.
+    pub fn max_server_payload(&self) -> usize {
         self.config.max_datagram_size - OVERHEAD - DATAGRAM_FRAME_OVERHEAD
+    }
+
+    /// Largest payload [`Client::send_to_server_reliable`] accepts.
+    pub fn max_reliable_server_payload(&self) -> usize {
+        self.config.max_datagram_size
+            - OVERHEAD
+            - crate::wire::frame::STREAM_FRAME_OVERHEAD
+            - crate::wire::frame::STREAM_ACK_FRAME_LEN
+            - 1
     }
 
     /// What the deadline from [`Client::poll_timeout`] is for (for logs and busy-loop reports).
@@ -188,14 +228,15 @@ impl Client {
             State::Handshaking(_) => "hello retransmit",
             State::Authenticating(a) if a.deadline <= a.retry.next_at() => "connect timeout",
             State::Authenticating(_) => "connect retransmit",
-            State::Connected(l) if l.ping_due => "idle timeout",
             State::Connected(l) => {
-                if l.last_recv + self.config.idle_timeout
-                    <= l.last_send + self.config.keepalive_interval
-                {
-                    "idle timeout"
-                } else {
-                    "keepalive"
+                let idle = l.last_recv + self.config.idle_timeout;
+                let keepalive = (!l.ping_due).then(|| l.last_send + self.config.keepalive_interval);
+                match (l.control.next_timeout(), keepalive) {
+                    (Some(c), _) if c <= idle && keepalive.is_none_or(|k| c <= k) => {
+                        "control retransmit"
+                    }
+                    (_, Some(k)) if k < idle => "keepalive",
+                    _ => "idle timeout",
                 }
             }
             State::Closing(..) => "close pending",
@@ -244,15 +285,15 @@ impl Client {
     ///
     /// # Errors
     /// [`SendError::NotConnected`], [`SendError::PayloadTooLarge`] (see
-    /// [`Client::max_payload`]) or [`SendError::QueueFull`].
-    pub fn send(&mut self, now: Instant, payload: &[u8]) -> Result<(), SendError> {
+    /// [`Client::max_server_payload`]) or [`SendError::QueueFull`].
+    pub fn send_to_server(&mut self, now: Instant, payload: &[u8]) -> Result<(), SendError> {
         self.clock.advance(now);
         if !self.is_connected() {
             return Err(SendError::NotConnected);
         }
-        if payload.len() > self.max_payload() {
+        if payload.len() > self.max_server_payload() {
             return Err(SendError::PayloadTooLarge {
-                max: self.max_payload(),
+                max: self.max_server_payload(),
             });
         }
         if self.outgoing.len() >= self.config.max_queued_datagrams {
@@ -261,6 +302,28 @@ impl Client {
         let b = self.send_arena.copy(payload);
         self.outgoing.push_back(b);
         Ok(())
+    }
+
+    /// Queues a reliable, ordered message for the server application.
+    ///
+    /// # Errors
+    /// [`SendError::NotConnected`], [`SendError::PayloadTooLarge`] (see
+    /// [`Client::max_reliable_server_payload`]) or [`SendError::QueueFull`].
+    pub fn send_to_server_reliable(
+        &mut self,
+        now: Instant,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        self.clock.advance(now);
+        let max = self.max_reliable_server_payload();
+        if payload.len() > max {
+            return Err(SendError::PayloadTooLarge { max });
+        }
+        self.push_control(&ControlMsg::App { data: payload })
+            .map_err(|e| match e {
+                crate::CommandError::NotConnected => SendError::NotConnected,
+                _ => SendError::QueueFull,
+            })
     }
 
     /// Ends the session with `code`, telling the server. Reports
@@ -281,7 +344,7 @@ impl Client {
             }
             State::Handshaking(_) => State::Closed,
         };
-        self.outgoing.clear();
+        self.forget_session_state();
         self.push_event(ClientEvent::Disconnected {
             reason: DisconnectReason::ClosedLocally(code),
         });
@@ -342,6 +405,14 @@ impl Client {
         if let Some(reason) = failure {
             self.fail(reason);
         }
+        while self
+            .early
+            .front()
+            .is_some_and(|(at, _, _)| now >= *at + peers::EARLY_TTL)
+        {
+            self.early.pop_front();
+            self.stats.dropped.unknown_peer += 1;
+        }
     }
 
     // ---- outputs -----------------------------------------------------------------------
@@ -390,13 +461,24 @@ impl Client {
                 (l.server, len)
             }
             State::Connected(l) => {
-                if self.outgoing.is_empty() && !l.ping_due {
+                if self.outgoing.is_empty()
+                    && !l.ping_due
+                    && self.peer_out.is_empty()
+                    && !l.control.wants_transmit(now)
+                {
                     return None;
                 }
                 let outgoing = &mut self.outgoing;
+                let peer_out = &mut self.peer_out;
+                let peers = &mut self.peers;
+                let control = &mut l.control;
+                let retransmits = control.retransmits;
                 let mut pinged = false;
+                let mut relayed = 0;
                 let ping_due = l.ping_due;
                 let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    control.write(now, w);
+                    relayed = peers::write_relay_frames(w, peers, peer_out);
                     while let Some(p) = outgoing.front() {
                         if w.remaining() < p.len() + DATAGRAM_FRAME_OVERHEAD {
                             break;
@@ -412,6 +494,8 @@ impl Client {
                 if pinged {
                     self.stats.io.keepalives_sent += 1;
                 }
+                self.stats.relayed_out += relayed;
+                self.stats.control_retransmits += l.control.retransmits - retransmits;
                 l.ping_due = false;
                 l.last_send = now;
                 (l.server, len)
@@ -440,8 +524,14 @@ impl Client {
             State::Handshaking(h) => Some(h.deadline.min(h.retry.next_at())),
             State::Authenticating(a) => Some(a.deadline.min(a.retry.next_at())),
             State::Connected(l) => earliest(
-                Some(l.last_recv + self.config.idle_timeout),
-                (!l.ping_due).then(|| l.last_send + self.config.keepalive_interval),
+                earliest(
+                    Some(l.last_recv + self.config.idle_timeout),
+                    (!l.ping_due).then(|| l.last_send + self.config.keepalive_interval),
+                ),
+                earliest(
+                    l.control.next_timeout(),
+                    self.early.front().map(|(at, _, _)| *at + peers::EARLY_TTL),
+                ),
             ),
         }
     }
@@ -464,8 +554,32 @@ impl Client {
 
     fn fail(&mut self, reason: DisconnectReason) {
         self.state = State::Closed;
-        self.outgoing.clear();
+        self.forget_session_state();
         self.push_event(ClientEvent::Disconnected { reason });
+    }
+
+    /// Drops everything that only lives as long as the server session.
+    fn forget_session_state(&mut self) {
+        self.outgoing.clear();
+        self.peer_out.clear();
+        self.peers.clear();
+        self.pair_index.clear();
+        self.groups.clear();
+        self.early.clear();
+    }
+
+    /// Queues a control message for the server.
+    fn push_control(&mut self, msg: &ControlMsg<'_>) -> Result<(), crate::CommandError> {
+        let State::Connected(l) = &mut self.state else {
+            return Err(crate::CommandError::NotConnected);
+        };
+        let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
+        let n = msg
+            .encode(&mut buf)
+            .map_err(|_| crate::CommandError::QueueFull)?;
+        l.control
+            .push(&buf[..n])
+            .map_err(|_| crate::CommandError::QueueFull)
     }
 
     fn on_server_hello(&mut self, now: Instant, from: SocketAddr, hello: &ServerHello) {
@@ -508,6 +622,7 @@ impl Client {
                 last_recv: now,
                 last_send: now,
                 ping_due: false,
+                control: ControlStream::new(self.config.max_queued_control),
             },
             retry: Backoff::new(
                 now,
@@ -529,8 +644,12 @@ impl Client {
                 return;
             }
         };
-        if packet.header.receiver != self.session_id {
+        if !packet.header.peer && packet.header.receiver != self.session_id {
             self.stats.dropped.unknown_session += 1;
+            return;
+        }
+        if packet.header.peer {
+            self.on_peer_packet(now, from, packet, false);
             return;
         }
         if from != link.server {
@@ -542,13 +661,13 @@ impl Client {
             Err(e) => self.stats.dropped.count_open(e),
             Ok(plaintext) => {
                 link.last_recv = now;
-                self.on_frames(plaintext);
+                self.on_frames(now, plaintext);
             }
         }
         self.scratch = scratch;
     }
 
-    fn on_frames(&mut self, plaintext: &[u8]) {
+    fn on_frames(&mut self, now: Instant, plaintext: &[u8]) {
         if Frames::new(plaintext).any(|f| f.is_err()) {
             self.stats.dropped.bad_frames += 1;
             return;
@@ -578,7 +697,37 @@ impl Client {
                         self.stats.dropped.unexpected += 1;
                     }
                 }
-                Frame::Connect { .. } => self.stats.dropped.unexpected += 1,
+                Frame::Stream { seq, data } => {
+                    let State::Connected(l) = &mut self.state else {
+                        self.stats.dropped.unexpected += 1;
+                        continue;
+                    };
+                    l.control.on_data(seq, data);
+                    self.drain_control(now);
+                }
+                Frame::StreamAck { next, mask } => {
+                    if let State::Connected(l) = &mut self.state {
+                        l.control.on_ack(now, next, mask);
+                    }
+                }
+                Frame::Relayed { from, packet } => self.on_relayed(now, HostId(from), packet),
+                Frame::Connect { .. } | Frame::Relay { .. } => self.stats.dropped.unexpected += 1,
+            }
+        }
+    }
+
+    /// Handles control messages delivered in order by the control stream.
+    fn drain_control(&mut self, now: Instant) {
+        loop {
+            let State::Connected(l) = &mut self.state else {
+                return;
+            };
+            let Some(msg) = l.control.poll_delivered() else {
+                return;
+            };
+            match ControlMsg::decode(&msg) {
+                Ok(m) => self.on_control(now, m),
+                Err(_) => self.stats.dropped.bad_frames += 1,
             }
         }
     }

@@ -1,0 +1,380 @@
+//! Server-managed P2P groups, pairs and relay-first messaging.
+
+use std::time::Duration;
+
+use super::util::{Net, server_config};
+use crate::{ClientConfig, ClientEvent, GroupError, MemberLeftReason, SendError, ServerEvent};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn joined(group: crate::GroupId, member: crate::HostId, member_count: u16) -> ClientEvent {
+    ClientEvent::MemberJoined {
+        group,
+        member,
+        member_count,
+    }
+}
+
+fn ack_completes(net: &Net) -> Vec<(crate::GroupId, crate::HostId)> {
+    net.server_events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            ServerEvent::GroupJoinAckComplete { group, member } => Some((*group, *member)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn group_lifecycle_events_arrive_in_order_on_every_member() {
+    let mut net = Net::connected(3);
+    let [a, b, c] = net.hosts()[..] else { panic!() };
+    let marks: Vec<usize> = net.clients.iter().map(|c| c.events.len()).collect();
+    let now = net.now;
+    let g = net.server.create_group(now, &[a, b]).unwrap();
+    net.run_for(ms(100));
+    assert_eq!(
+        net.events_since(0, marks[0]),
+        vec![joined(g, a, 1), joined(g, b, 2)]
+    );
+    assert_eq!(
+        net.events_since(1, marks[1]),
+        vec![joined(g, a, 2), joined(g, b, 2)]
+    );
+    assert_eq!(
+        net.events_since(2, marks[2]),
+        vec![],
+        "c is not in the group"
+    );
+    assert_eq!(ack_completes(&net), vec![(g, a), (g, b)]);
+    assert_eq!(net.clients[1].client.group_members(g), Some(&[a, b][..]));
+
+    // c joins: everyone hears of it, c hears of everyone.
+    let marks: Vec<usize> = net.clients.iter().map(|c| c.events.len()).collect();
+    let now = net.now;
+    net.server.join_group(now, g, c).unwrap();
+    assert_eq!(
+        net.server.join_group(now, g, c),
+        Err(GroupError::AlreadyMember)
+    );
+    net.run_for(ms(100));
+    assert_eq!(net.events_since(0, marks[0]), vec![joined(g, c, 3)]);
+    assert_eq!(net.events_since(1, marks[1]), vec![joined(g, c, 3)]);
+    assert_eq!(
+        net.events_since(2, marks[2]),
+        vec![joined(g, a, 3), joined(g, b, 3), joined(g, c, 3)]
+    );
+
+    // a leaves: the others see it; a sees itself leave.
+    let marks: Vec<usize> = net.clients.iter().map(|c| c.events.len()).collect();
+    let now = net.now;
+    net.server.leave_group(now, g, a).unwrap();
+    net.run_for(ms(100));
+    let left = |m| ClientEvent::MemberLeft {
+        group: g,
+        member: m,
+        reason: MemberLeftReason::Left,
+    };
+    for (i, mark) in marks.iter().enumerate() {
+        assert_eq!(net.events_since(i, *mark), vec![left(a)], "client {i}");
+    }
+    assert_eq!(net.clients[0].client.groups().count(), 0);
+
+    // c disconnects: b sees it as Disconnected.
+    let now = net.now;
+    net.clients[2].client.disconnect(now, 0);
+    net.run_for(ms(100));
+    assert!(net.clients[1].events.iter().any(|(_, e)| *e
+        == ClientEvent::MemberLeft {
+            group: g,
+            member: c,
+            reason: MemberLeftReason::Disconnected
+        }));
+    assert_eq!(net.server.group_members(g), Some(&[b][..]));
+
+    // Destroy: b hears it, the server forgets everything.
+    let now = net.now;
+    net.server.destroy_group(now, g).unwrap();
+    net.run_for(ms(100));
+    assert_eq!(
+        net.clients[1].events.last().unwrap().1,
+        ClientEvent::GroupDestroyed { group: g }
+    );
+    assert_eq!(
+        net.server.destroy_group(now, g),
+        Err(GroupError::UnknownGroup)
+    );
+    let s = net.server.stats();
+    assert_eq!((s.groups, s.pairs), (0, 0));
+}
+
+#[test]
+fn join_ack_complete_waits_for_every_member() {
+    let mut net = Net::connected(3);
+    let [a, b, c] = net.hosts()[..] else { panic!() };
+    let now = net.now;
+    let g = net.server.create_group(now, &[a, b]).unwrap();
+    net.run_for(ms(100));
+    // a's packets to the server are lost for a while: a cannot acknowledge c.
+    let (a_addr, server) = (net.clients[0].addr, net.server_addr);
+    net.filter = Some(Box::new(move |s| !(s.from == a_addr && s.to == server)));
+    let now = net.now;
+    net.server.join_group(now, g, c).unwrap();
+    net.run_for(ms(1500));
+    assert!(
+        !ack_completes(&net).contains(&(g, c)),
+        "a has not acknowledged yet"
+    );
+    net.filter = None;
+    assert!(net.drive_until(Duration::from_secs(3), |n| {
+        ack_completes(n).contains(&(g, c))
+    }));
+    assert!(
+        net.server.stats().control_retransmits > 0
+            || net.clients[0].client.stats().control_retransmits > 0
+    );
+}
+
+#[test]
+fn a_member_can_send_the_moment_it_learns_of_another_one_relay_hop() {
+    let mut net = Net::connected(2);
+    let [a, b] = net.hosts()[..] else { panic!() };
+    let now = net.now;
+    net.server.create_group(now, &[a, b]).unwrap();
+    assert!(
+        net.drive_until(Duration::from_secs(1), |n| n.clients[0].events.iter().any(
+            |(_, e)| matches!(e, ClientEvent::MemberJoined { member, .. } if *member == b)
+        ))
+    );
+    let t_joined = net.elapsed();
+    let now = net.now;
+    net.clients[0].client.send(now, b, b"first!").unwrap();
+    assert!(net.drive_until(Duration::from_secs(1), |n| !n.peer_messages(1).is_empty()));
+    // Client → server → client: two one-way latencies (10 ms each), no extra round trip.
+    assert_eq!(net.elapsed() - t_joined, ms(20));
+    assert_eq!(net.peer_messages(1), vec![(a, b"first!".to_vec())]);
+    assert_eq!(net.clients[0].client.stats().relayed_out, 1);
+    assert_eq!(net.clients[1].client.stats().relayed_in, 1);
+    assert_eq!(net.server.stats().relayed_packets, 1);
+}
+
+#[test]
+fn the_relay_never_sees_the_plaintext() {
+    let mut net = Net::connected(2);
+    let [a, b] = net.hosts()[..] else { panic!() };
+    let now = net.now;
+    let g = net.server.create_group(now, &[a, b]).unwrap();
+    net.run_for(ms(100));
+    let marker = b"SECRET-PLAINTEXT-MARKER-0123456789";
+    let now = net.now;
+    net.clients[0].client.send(now, b, marker).unwrap();
+    net.clients[0].client.send_to_group(now, g, marker).unwrap();
+    net.run_for(ms(100));
+    assert_eq!(net.peer_messages(1).len(), 2);
+    assert!(net.server.stats().relayed_packets >= 1);
+    for sent in &net.log {
+        assert!(
+            !sent.bytes.windows(marker.len()).any(|w| w == marker),
+            "plaintext on the wire from {} to {}",
+            sent.from,
+            sent.to
+        );
+    }
+}
+
+#[test]
+fn members_of_different_groups_cannot_reach_each_other() {
+    let mut net = Net::connected(3);
+    let [a, b, c] = net.hosts()[..] else { panic!() };
+    let now = net.now;
+    net.server.create_group(now, &[a, b]).unwrap();
+    net.server.create_group(now, &[b, c]).unwrap();
+    net.run_for(ms(100));
+    let now = net.now;
+    assert_eq!(
+        net.clients[0].client.send(now, c, b"hi"),
+        Err(SendError::UnknownPeer)
+    );
+    // A modified client forges a pair with c and asks the relay anyway.
+    net.clients[0].client.test_insert_peer(c, 999, [7; 32]);
+    net.clients[0].client.send(now, c, b"let me in").unwrap();
+    net.run_for(ms(100));
+    assert_eq!(net.server.stats().dropped.relay_denied, 1);
+    assert!(net.peer_messages(2).is_empty());
+    // b, in both groups, reaches both.
+    let now = net.now;
+    net.clients[1].client.send(now, a, b"to a").unwrap();
+    net.clients[1].client.send(now, c, b"to c").unwrap();
+    net.run_for(ms(100));
+    assert_eq!(net.peer_messages(0), vec![(b, b"to a".to_vec())]);
+    assert_eq!(net.peer_messages(2), vec![(b, b"to c".to_vec())]);
+}
+
+#[test]
+fn overlapping_groups_share_one_pair_until_the_last_is_left() {
+    let mut net = Net::connected(2);
+    let [a, b] = net.hosts()[..] else { panic!() };
+    let now = net.now;
+    let g1 = net.server.create_group(now, &[a, b]).unwrap();
+    let g2 = net.server.create_group(now, &[a, b]).unwrap();
+    net.run_for(ms(100));
+    assert_eq!(net.server.stats().pairs, 1);
+    assert_eq!(net.server.client_groups(a).unwrap().len(), 2);
+    let now = net.now;
+    net.server.leave_group(now, g1, a).unwrap();
+    net.run_for(ms(100));
+    let now = net.now;
+    net.clients[0].client.send(now, b, b"still here").unwrap();
+    net.run_for(ms(100));
+    assert_eq!(net.peer_messages(1).len(), 1);
+    let now = net.now;
+    net.server.leave_group(now, g2, a).unwrap();
+    net.run_for(ms(100));
+    assert_eq!(net.server.stats().pairs, 0);
+    let now = net.now;
+    assert_eq!(
+        net.clients[0].client.send(now, b, b"gone"),
+        Err(SendError::UnknownPeer)
+    );
+    assert_eq!(net.clients[1].client.peers().count(), 0);
+}
+
+#[test]
+fn rapid_join_leave_churn_leaves_no_state_behind() {
+    let mut net = Net::connected(3);
+    let [a, b, c] = net.hosts()[..] else { panic!() };
+    let now = net.now;
+    let g = net.server.create_group(now, &[a]).unwrap();
+    for i in 0..1000 {
+        let now = net.now;
+        net.server.join_group(now, g, b).unwrap();
+        if i % 3 == 0 {
+            net.server.join_group(now, g, c).unwrap();
+            net.server.leave_group(now, g, c).unwrap();
+        }
+        net.server.leave_group(now, g, b).unwrap();
+        // Some cycles let traffic flow, some are back to back.
+        if i % 7 == 0 {
+            net.run_for(ms(15));
+        }
+    }
+    net.run_for(Duration::from_secs(3));
+    let s = net.server.stats();
+    assert_eq!(s.pairs, 0);
+    assert_eq!(net.server.group_members(g), Some(&[a][..]));
+    for i in 0..3 {
+        assert_eq!(
+            net.clients[i].client.peers().count(),
+            0,
+            "client {i} kept a peer"
+        );
+    }
+    assert_eq!(net.clients[1].client.groups().count(), 0);
+    assert_eq!(net.clients[0].client.group_members(g), Some(&[a][..]));
+    let now = net.now;
+    net.server.destroy_group(now, g).unwrap();
+    net.run_for(ms(200));
+    assert_eq!(net.server.stats().groups, 0);
+    assert!(net.clients.iter().all(|c| c.client.is_connected()));
+}
+
+#[test]
+fn relay_budgets_drop_and_count_instead_of_queueing() {
+    let mut cfg = server_config();
+    cfg.relay_rate_per_client = 10_000;
+    cfg.relay_burst_per_client = 5_000;
+    let mut net = Net::new(cfg, ClientConfig::default(), 2);
+    net.connect_all(&[]);
+    net.run_for(ms(100));
+    let [a, b] = net.hosts()[..] else { panic!() };
+    let now = net.now;
+    net.server.create_group(now, &[a, b]).unwrap();
+    net.run_for(ms(100));
+    let now = net.now;
+    for _ in 0..100 {
+        net.clients[0].client.send(now, b, &[1; 1000]).unwrap();
+    }
+    net.run_for(ms(200));
+    let got = net.peer_messages(1).len();
+    let dropped = net.server.stats().dropped.relay_rate;
+    assert!(
+        (4..=7).contains(&got),
+        "about the 5 kB burst (+ refill) got through: {got}"
+    );
+    assert_eq!(got as u64 + dropped, 100);
+}
+
+#[test]
+fn reliable_server_messages_survive_loss_in_order() {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let mut net = Net::connected(1);
+    let host = net.hosts()[0];
+    let mut rng = StdRng::seed_from_u64(11);
+    net.filter = Some(Box::new(move |_| rng.random_bool(0.7)));
+    for i in 0..200u32 {
+        let now = net.now;
+        net.server
+            .send_reliable(now, host, &i.to_be_bytes())
+            .unwrap();
+        net.clients[0]
+            .client
+            .send_to_server_reliable(now, &i.to_be_bytes())
+            .unwrap();
+        net.run_for(ms(5));
+    }
+    net.run_for(Duration::from_secs(5));
+    let to_client: Vec<u32> = net.clients[0]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            ClientEvent::Message { payload } => {
+                Some(u32::from_be_bytes(payload[..].try_into().unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    let to_server: Vec<u32> = net
+        .server_events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            ServerEvent::Message { payload, .. } => {
+                Some(u32::from_be_bytes(payload[..].try_into().unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(to_client, (0..200).collect::<Vec<_>>());
+    assert_eq!(to_server, (0..200).collect::<Vec<_>>());
+}
+
+#[test]
+fn group_commands_reject_misuse() {
+    let mut net = Net::connected(1);
+    let a = net.hosts()[0];
+    let now = net.now;
+    let ghost = crate::HostId(0xDEAD);
+    assert_eq!(
+        net.server.create_group(now, &[a, ghost]),
+        Err(GroupError::UnknownHost(ghost))
+    );
+    assert_eq!(net.server.stats().groups, 0, "nothing created");
+    let g = net.server.create_group(now, &[]).unwrap();
+    assert_eq!(
+        net.server.leave_group(now, g, a),
+        Err(GroupError::NotMember)
+    );
+    assert_eq!(
+        net.server.join_group(now, g, ghost),
+        Err(GroupError::UnknownHost(ghost))
+    );
+    assert_eq!(
+        net.server.join_group(now, crate::GroupId(77), a),
+        Err(GroupError::UnknownGroup)
+    );
+    assert_eq!(
+        net.clients[0].client.send_to_group(now, g, b"x"),
+        Err(SendError::NotMember)
+    );
+}
