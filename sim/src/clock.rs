@@ -87,7 +87,10 @@ impl<T> Queue<T> {
 
     pub(crate) fn pop(&mut self) -> Option<(Instant, T)> {
         let Reverse((at, seq)) = self.heap.pop()?;
-        let item = self.items.remove(&seq).expect("every heap entry has an item");
+        let item = self
+            .items
+            .remove(&seq)
+            .expect("every heap entry has an item");
         Some((at, item))
     }
 

@@ -17,7 +17,15 @@
 //! - **Oracle** ([`direct_path_possible`]) says whether two edges can ever talk directly, so
 //!   NAT-traversal tests can assert the path they expect.
 //! - **Scenarios** ([`Scenario`]) build a server and clients behind edges, with scripted
-//!   [`Action`]s (roam, rebind, partition, restart, crash) at chosen times.
+//!   [`Action`]s (roam, rebind, partition, restart, crash) at chosen times. Custom nodes (any
+//!   [`Node`]: a core [`pierce_core::Endpoint`] with counters) join with [`Sim::add_node`].
+//! - **Drive loop** ([`Sim::run_until`], [`Sim::run_for`]): one event heap, a step cap, and a
+//!   busy-loop detector that names the spinning node and its `timeout_reason()`.
+//! - **Outputs**: per-node event logs stamped with time since the epoch, node stats, link,
+//!   NAT and network counters, and a global log (optionally with every datagram's fate).
+//!
+//! The `sim-sweep` binary runs one handshake per seed over each link preset and prints
+//! connect-time percentiles (`cargo run -p pierce-sim --release --bin sim-sweep`).
 //!
 //! Failing checks print the seed and a one-line repro command (see [`repro_command`]); set
 //! `PIERCE_SIM_SEED` to rerun one seed ([`seed_or`], [`seeds`]).
@@ -47,13 +55,15 @@ mod scenario;
 mod sim;
 
 pub use clock::format_time;
-pub use link::{GilbertElliott, Link, LinkConfig, LinkDrop, LinkProfile, LinkStats, Loss, Outage, Sent};
+pub use link::{
+    GE_STEP, GilbertElliott, Link, LinkConfig, LinkDrop, LinkProfile, LinkStats, Loss, Outage, Sent,
+};
 pub use nat::{Filtering, Mapping, Nat, NatConfig, NatDrop, NatStats, PortAllocation};
 pub use net::{NetDrop, NetStats};
 pub use node::{Node, NodeEvent};
 pub use oracle::{NatProfile, Traversal, direct_path_possible, direct_path_possible_with};
-pub use scenario::{Action, Edge, Scenario};
-pub use sim::{Connected, Direction, LogEntry, Sim, SimError};
+pub use scenario::{Action, DEFAULT_BUSY_LIMIT, DEFAULT_STEP_CAP, Edge, Scenario};
+pub use sim::{CLIENT_PORT, Connected, Direction, LogEntry, SERVER_PORT, Sim, SimError};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -106,7 +116,10 @@ pub fn seed_or(default: u64) -> u64 {
 
 /// The seeds a seed-sweeping test should run: only `PIERCE_SIM_SEED` if set, else `range`.
 pub fn seeds(range: std::ops::Range<u64>) -> Vec<u64> {
-    match std::env::var(SEED_ENV).ok().and_then(|s| s.trim().parse().ok()) {
+    match std::env::var(SEED_ENV)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
         Some(seed) => vec![seed],
         None => range.collect(),
     }
@@ -115,21 +128,22 @@ pub fn seeds(range: std::ops::Range<u64>) -> Vec<u64> {
 /// A shell command that reruns the current test with `seed`.
 ///
 /// The test target comes from the running executable's name (cargo names test binaries
-/// `<target>-<hash>`) and the test name from the thread name libtest gives each test.
+/// `<target>-<hash>`) and the test name from the thread name libtest gives each test. Outside
+/// a cargo test binary it names the executable.
 pub fn repro_command(seed: u64) -> String {
-    let target = std::env::current_exe()
+    let stem = std::env::current_exe()
         .ok()
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .map(|stem| match stem.rsplit_once('-') {
-            Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                name.to_owned()
-            }
-            _ => stem,
-        });
-    let target = match target.as_deref() {
-        Some("pierce_sim") => "--lib".to_owned(),
-        Some(t) => format!("--test {t}"),
-        None => String::new(),
+        .unwrap_or_default();
+    let target = match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name
+        }
+        _ => return format!("{SEED_ENV}={seed} {stem}"),
+    };
+    let target = match target {
+        "pierce_sim" => "--lib".to_owned(),
+        t => format!("--test {t}"),
     };
     let test = std::thread::current()
         .name()
@@ -154,7 +168,13 @@ mod tests {
     #[test]
     fn repro_command_names_the_seed_target_and_test() {
         let cmd = repro_command(42);
-        assert!(cmd.starts_with("PIERCE_SIM_SEED=42 cargo test -p pierce-sim --lib"), "{cmd}");
-        assert!(cmd.ends_with("repro_command_names_the_seed_target_and_test -- --exact"), "{cmd}");
+        assert!(
+            cmd.starts_with("PIERCE_SIM_SEED=42 cargo test -p pierce-sim --lib"),
+            "{cmd}"
+        );
+        assert!(
+            cmd.ends_with("repro_command_names_the_seed_target_and_test -- --exact"),
+            "{cmd}"
+        );
     }
 }

@@ -26,18 +26,29 @@ pub enum Loss {
 }
 
 /// Two-state burst-loss model: a good and a bad state, each with its own loss probability,
-/// and a per-datagram chance of switching state.
+/// and a chance of switching state at every step of the chain.
+///
+/// The chain steps once per datagram (netem's model), and also once per `step` of time that
+/// passes between datagrams. Without the time steps a burst is counted in datagrams only, so
+/// on sparse traffic (handshake retries seconds apart) a "burst of 4" would black out a link
+/// for many seconds; with them, bursts last about `mean_burst × step` in time when traffic is
+/// sparser than one datagram per `step`. `step` zero gives the pure per-datagram model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GilbertElliott {
-    /// Chance, per datagram, of going from good to bad.
+    /// Chance, per step, of going from good to bad.
     pub p_good_to_bad: f64,
-    /// Chance, per datagram, of going from bad to good (1 / mean burst length).
+    /// Chance, per step, of going from bad to good (1 / mean burst length in steps).
     pub p_bad_to_good: f64,
     /// Loss probability in the good state.
     pub loss_good: f64,
     /// Loss probability in the bad state.
     pub loss_bad: f64,
+    /// Idle time that counts as one step of the chain (see the type docs).
+    pub step: Duration,
 }
+
+/// Default [`GilbertElliott::step`]: one game tick at 50 Hz.
+pub const GE_STEP: Duration = Duration::from_millis(20);
 
 impl GilbertElliott {
     /// The "simple Gilbert" model: nothing lost in the good state, everything in the bad one,
@@ -47,7 +58,10 @@ impl GilbertElliott {
     /// # Panics
     /// If `loss_rate` is not in `[0, 1)` or `mean_burst < 1`.
     pub fn simple(loss_rate: f64, mean_burst: f64) -> Self {
-        assert!((0.0..1.0).contains(&loss_rate), "loss_rate must be in [0, 1)");
+        assert!(
+            (0.0..1.0).contains(&loss_rate),
+            "loss_rate must be in [0, 1)"
+        );
         assert!(mean_burst >= 1.0, "mean_burst must be at least 1");
         let p_bad_to_good = 1.0 / mean_burst;
         Self {
@@ -56,7 +70,32 @@ impl GilbertElliott {
             p_bad_to_good,
             loss_good: 0.0,
             loss_bad: 1.0,
+            step: GE_STEP,
         }
+    }
+
+    /// With this time step (zero: per datagram only).
+    pub fn with_step(mut self, step: Duration) -> Self {
+        self.step = step;
+        self
+    }
+
+    /// Whether the chain is in the bad state after `n` steps from `bad`.
+    fn advance(&self, bad: bool, n: u64, rng: &mut StdRng) -> bool {
+        let sum = self.p_good_to_bad + self.p_bad_to_good;
+        if sum <= 0.0 {
+            return bad;
+        }
+        // Closed form of the two-state chain after n steps: it forgets its start at rate
+        // lambda = 1 - p_gb - p_bg per step.
+        let stationary_bad = self.p_good_to_bad / sum;
+        let memory = (1.0 - sum).powi(n.min(i32::MAX as u64) as i32);
+        let p_bad = if bad {
+            stationary_bad + (1.0 - stationary_bad) * memory
+        } else {
+            stationary_bad * (1.0 - memory)
+        };
+        rng.random_bool(p_bad.clamp(0.0, 1.0))
     }
 
     /// Long-run fraction of datagrams lost.
@@ -199,6 +238,7 @@ impl LinkProfile {
                 p_bad_to_good: 0.129,
                 loss_good: 0.0,
                 loss_bad: 0.991,
+                step: GE_STEP,
             }),
             duplicate: 0.001,
             reorder: 0.005,
@@ -313,8 +353,9 @@ pub enum Sent {
 pub struct Link {
     config: LinkConfig,
     rng: StdRng,
-    /// Gilbert–Elliott state.
+    /// Gilbert–Elliott state, and when it last stepped.
     bad: bool,
+    last_step: Instant,
     /// When the serialiser finishes what is queued.
     busy_until: Instant,
     /// Latest in-order arrival, to keep jitter from reordering.
@@ -338,6 +379,7 @@ impl Link {
             config,
             rng,
             bad: false,
+            last_step: epoch,
             busy_until: epoch,
             last_arrival: epoch,
             epoch,
@@ -378,14 +420,14 @@ impl Link {
             Loss::None => false,
             Loss::Random(p) => self.rng.random_bool(p),
             Loss::GilbertElliott(ge) => {
-                let flip = if self.bad {
-                    ge.p_bad_to_good
+                let idle = now.saturating_duration_since(self.last_step);
+                let steps = if ge.step.is_zero() {
+                    1
                 } else {
-                    ge.p_good_to_bad
+                    ((idle.as_nanos() / ge.step.as_nanos()) as u64).max(1)
                 };
-                if self.rng.random_bool(flip) {
-                    self.bad = !self.bad;
-                }
+                self.last_step = now;
+                self.bad = ge.advance(self.bad, steps, &mut self.rng);
                 self.rng
                     .random_bool(if self.bad { ge.loss_bad } else { ge.loss_good })
             }
@@ -403,20 +445,24 @@ impl Link {
                     self.stats.dropped_queue += 1;
                     return Sent::Dropped(LinkDrop::QueueFull);
                 }
-                let tx = Duration::from_nanos((len as u128 * 1_000_000_000 / u128::from(rate.max(1))) as u64);
+                let tx = Duration::from_nanos(
+                    (len as u128 * 1_000_000_000 / u128::from(rate.max(1))) as u64,
+                );
                 self.busy_until = start + tx;
                 self.busy_until
             }
         };
-        let mut at = departs + c.latency + self.jitter();
-        if c.reorder > 0.0 && self.rng.random_bool(c.reorder) {
-            at += c.reorder_delay;
+        let (latency, reorder, reorder_delay, duplicate) =
+            (c.latency, c.reorder, c.reorder_delay, c.duplicate);
+        let mut at = departs + latency + self.jitter();
+        if reorder > 0.0 && self.rng.random_bool(reorder) {
+            at += reorder_delay;
             self.stats.reordered += 1;
         } else {
             at = at.max(self.last_arrival);
             self.last_arrival = at;
         }
-        let duplicate = (c.duplicate > 0.0 && self.rng.random_bool(c.duplicate)).then(|| {
+        let duplicate = (duplicate > 0.0 && self.rng.random_bool(duplicate)).then(|| {
             self.stats.duplicated += 1;
             at + self.jitter()
         });
@@ -441,7 +487,10 @@ mod tests {
 
     fn link(config: LinkConfig, seed: u64) -> (Link, Instant) {
         let epoch = crate::clock::Clock::start().epoch();
-        (Link::new(config, substream(seed, "test-link"), epoch), epoch)
+        (
+            Link::new(config, substream(seed, "test-link"), epoch),
+            epoch,
+        )
     }
 
     fn arrivals(sent: Sent) -> Vec<Instant> {
@@ -453,45 +502,58 @@ mod tests {
 
     #[test]
     fn random_loss_rate_is_within_tolerance() {
+        let (rate, _) = loss_pattern(Loss::Random(0.2), 1, 20_000, Duration::from_millis(1));
+        assert!((rate - 0.2).abs() < 0.015, "loss rate {rate}");
+    }
+
+    /// Sends `n` datagrams `spacing` apart; returns the loss rate and the mean burst length.
+    fn loss_pattern(loss: Loss, seed: u64, n: u32, spacing: Duration) -> (f64, f64) {
         let (mut l, t0) = link(
             LinkConfig {
-                loss: Loss::Random(0.2),
+                loss,
                 ..LinkConfig::default()
             },
-            1,
+            seed,
         );
-        let n = 20_000;
+        let (mut lost, mut bursts, mut prev_lost) = (0u64, 0u64, false);
         for i in 0..n {
-            let _ = l.send(t0 + Duration::from_millis(i), 100);
+            let dropped = matches!(l.send(t0 + spacing * i, 100), Sent::Dropped(_));
+            lost += u64::from(dropped);
+            bursts += u64::from(dropped && !prev_lost);
+            prev_lost = dropped;
         }
-        let rate = l.stats().dropped_loss as f64 / n as f64;
-        assert!((rate - 0.2).abs() < 0.015, "loss rate {rate}");
-        assert_eq!(l.stats().delivered + l.stats().dropped(), n);
+        assert_eq!(l.stats().dropped_loss, lost);
+        (lost as f64 / f64::from(n), lost as f64 / bursts as f64)
     }
 
     #[test]
     fn gilbert_elliott_loss_has_the_configured_rate_and_comes_in_bursts() {
         let ge = GilbertElliott::simple(0.3, 5.0);
         assert!((ge.mean_loss() - 0.3).abs() < 1e-9);
-        let (mut l, t0) = link(
-            LinkConfig {
-                loss: Loss::GilbertElliott(ge),
-                ..LinkConfig::default()
-            },
+        // Datagrams 1 ms apart, denser than the 20 ms step: the chain steps per datagram.
+        let (rate, burst) = loss_pattern(
+            Loss::GilbertElliott(ge),
             2,
+            50_000,
+            Duration::from_millis(1),
         );
-        let n = 50_000;
-        let (mut lost, mut bursts, mut prev_lost) = (0u64, 0u64, false);
-        for i in 0..n {
-            let dropped = matches!(l.send(t0 + Duration::from_millis(i), 100), Sent::Dropped(_));
-            lost += u64::from(dropped);
-            bursts += u64::from(dropped && !prev_lost);
-            prev_lost = dropped;
-        }
-        let rate = lost as f64 / n as f64;
-        let mean_burst = lost as f64 / bursts as f64;
         assert!((rate - 0.3).abs() < 0.03, "loss rate {rate}");
-        assert!((mean_burst - 5.0).abs() < 0.6, "mean burst {mean_burst}");
+        assert!((burst - 5.0).abs() < 0.6, "mean burst {burst}");
+    }
+
+    #[test]
+    fn gilbert_elliott_bursts_are_short_in_time_on_sparse_traffic() {
+        // One datagram a second, far sparser than the 20 ms step: the same 30 % loss, but a
+        // burst rarely spans two datagrams (independent loss would give a mean run of 1.43).
+        let ge = GilbertElliott::simple(0.3, 5.0);
+        let (rate, burst) =
+            loss_pattern(Loss::GilbertElliott(ge), 11, 20_000, Duration::from_secs(1));
+        assert!((rate - 0.3).abs() < 0.02, "loss rate {rate}");
+        assert!(burst < 1.6, "mean burst {burst}");
+        // The pure per-datagram chain keeps its bursts whatever the spacing.
+        let per_datagram = Loss::GilbertElliott(ge.with_step(Duration::ZERO));
+        let (_, burst) = loss_pattern(per_datagram, 11, 20_000, Duration::from_secs(1));
+        assert!((burst - 5.0).abs() < 0.6, "mean burst {burst}");
     }
 
     #[test]
@@ -525,12 +587,17 @@ mod tests {
         let times: Vec<Instant> = fates.iter().copied().flat_map(arrivals).collect();
         assert_eq!(
             times,
-            (1..=3).map(|s| t0 + Duration::from_secs(s)).collect::<Vec<_>>()
+            (1..=3)
+                .map(|s| t0 + Duration::from_secs(s))
+                .collect::<Vec<_>>()
         );
         assert_eq!(l.stats().dropped_queue, 7);
         assert_eq!(fates[9], Sent::Dropped(LinkDrop::QueueFull));
         // Once the queue drains, datagrams flow again.
-        assert!(matches!(l.send(t0 + Duration::from_secs(3), 1000), Sent::Arrives { .. }));
+        assert!(matches!(
+            l.send(t0 + Duration::from_secs(3), 1000),
+            Sent::Arrives { .. }
+        ));
     }
 
     #[test]
@@ -583,7 +650,11 @@ mod tests {
             let _ = l.send(t0 + Duration::from_millis(i), 100);
         }
         let s = l.stats();
-        assert!((400..=600).contains(&s.duplicated), "duplicated {}", s.duplicated);
+        assert!(
+            (400..=600).contains(&s.duplicated),
+            "duplicated {}",
+            s.duplicated
+        );
         assert_eq!(s.delivered, 10_000 + s.duplicated);
     }
 

@@ -1,0 +1,298 @@
+//! Topology and routing: realms of addresses joined by NATs.
+//!
+//! The internet is the root realm. Each NAT joins its inside realm to the realm it sits in
+//! (the internet, or the inside of another NAT for CGNAT chains). Addresses are unique per
+//! realm. A datagram climbs out of its sender's realm through NATs (outbound translation)
+//! until its destination IP is known in the current realm, crosses "the core" (where
+//! partitions and offline hosts are applied), then descends through NATs (inbound
+//! translation) to a host. A NAT whose own public address is the destination of an inside
+//! host's datagram hairpins it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+
+use crate::nat::{Nat, NatConfig, NatDrop};
+
+/// `None` is the internet; `Some(n)` is the inside of NAT `n`.
+pub(crate) type Realm = Option<usize>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    Host { id: usize, port: u16 },
+    Nat(usize),
+}
+
+/// Why the network (not a link) dropped a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetDrop {
+    /// Nothing owns the destination address.
+    NoRoute,
+    /// A host owns the destination IP but listens on another port.
+    NoListener,
+    /// A partition separates sender and receiver.
+    Partitioned,
+    /// The sender or the receiver is offline.
+    Offline,
+    /// The receiving node crashed.
+    DeadHost,
+    /// A NAT (by index) refused it.
+    Nat(usize, NatDrop),
+}
+
+/// Network-wide drop counters (NAT drops are also counted per NAT in [`crate::NatStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Datagrams that reached their host.
+    pub delivered: u64,
+    /// No owner for the destination.
+    pub no_route: u64,
+    /// Wrong port on the destination host.
+    pub no_listener: u64,
+    /// Cut by a partition.
+    pub partitioned: u64,
+    /// Sender or receiver offline.
+    pub offline: u64,
+    /// Receiver crashed.
+    pub dead_host: u64,
+    /// Refused by a NAT.
+    pub nat_dropped: u64,
+}
+
+pub(crate) struct NatSlot {
+    pub(crate) name: String,
+    pub(crate) nat: Nat,
+    /// The realm its public side sits in.
+    pub(crate) outside: Realm,
+}
+
+/// Hops a datagram may take before the topology is declared circular.
+const MAX_HOPS: usize = 32;
+
+#[derive(Default)]
+pub(crate) struct Network {
+    pub(crate) nats: Vec<NatSlot>,
+    owners: BTreeMap<(Realm, IpAddr), Owner>,
+    /// (from host, to host) pairs that cannot talk.
+    blocked: BTreeSet<(usize, usize)>,
+    offline: BTreeSet<usize>,
+    next_public: u32,
+    next_private: BTreeMap<usize, u32>,
+    pub(crate) stats: NetStats,
+}
+
+impl Network {
+    /// A fresh public IP: 11.0.0.1, 11.0.0.2, …
+    pub(crate) fn alloc_public(&mut self) -> IpAddr {
+        self.next_public += 1;
+        IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + self.next_public))
+    }
+
+    /// A fresh address inside NAT `n`: 10.<n>.<k>, from .2 (the NAT itself is .1).
+    fn alloc_private(&mut self, n: usize) -> IpAddr {
+        let k = self.next_private.entry(n).or_insert(1u32);
+        *k += 1;
+        let k = u8::try_from(*k).expect("at most 254 hosts behind one NAT");
+        IpAddr::V4(Ipv4Addr::new(10, (n >> 8) as u8, n as u8, k))
+    }
+
+    fn alloc_in(&mut self, realm: Realm) -> IpAddr {
+        match realm {
+            None => self.alloc_public(),
+            Some(n) => self.alloc_private(n),
+        }
+    }
+
+    pub(crate) fn add_nat(
+        &mut self,
+        name: String,
+        config: NatConfig,
+        outside: Realm,
+        rng: StdRng,
+    ) -> usize {
+        let ip = self.alloc_in(outside);
+        let id = self.nats.len();
+        self.nats.push(NatSlot {
+            name,
+            nat: Nat::new(config, ip, rng),
+            outside,
+        });
+        self.owners.insert((outside, ip), Owner::Nat(id));
+        id
+    }
+
+    pub(crate) fn add_host(&mut self, id: usize, realm: Realm, port: u16) -> SocketAddr {
+        let ip = self.alloc_in(realm);
+        self.owners.insert((realm, ip), Owner::Host { id, port });
+        SocketAddr::new(ip, port)
+    }
+
+    /// Moves an open host (or one inside a NAT) to a new address in the same realm.
+    pub(crate) fn readdress_host(
+        &mut self,
+        id: usize,
+        realm: Realm,
+        old: SocketAddr,
+        new_ip: bool,
+    ) -> SocketAddr {
+        self.owners.remove(&(realm, old.ip()));
+        let ip = if new_ip {
+            self.alloc_in(realm)
+        } else {
+            old.ip()
+        };
+        // A rebind without a new IP takes the next port.
+        let port = if new_ip {
+            old.port()
+        } else {
+            old.port().wrapping_add(1).max(1024)
+        };
+        self.owners.insert((realm, ip), Owner::Host { id, port });
+        SocketAddr::new(ip, port)
+    }
+
+    /// Gives NAT `n` a new public IP (flushing its bindings).
+    pub(crate) fn readdress_nat(&mut self, n: usize) -> IpAddr {
+        let outside = self.nats[n].outside;
+        let old = self.nats[n].nat.public_ip();
+        self.owners.remove(&(outside, old));
+        let ip = self.alloc_in(outside);
+        self.owners.insert((outside, ip), Owner::Nat(n));
+        self.nats[n].nat.set_public_ip(ip);
+        ip
+    }
+
+    /// The NATs between a realm and the internet, innermost first.
+    pub(crate) fn chain(&self, mut realm: Realm) -> Vec<usize> {
+        let mut out = Vec::new();
+        while let Some(n) = realm {
+            out.push(n);
+            realm = self.nats[n].outside;
+        }
+        out
+    }
+
+    pub(crate) fn partition(&mut self, from: usize, to: usize) {
+        self.blocked.insert((from, to));
+    }
+
+    pub(crate) fn heal(&mut self, from: usize, to: usize) {
+        self.blocked.remove(&(from, to));
+    }
+
+    pub(crate) fn set_offline(&mut self, host: usize, offline: bool) {
+        if offline {
+            self.offline.insert(host);
+        } else {
+            self.offline.remove(&host);
+        }
+    }
+
+    pub(crate) fn is_offline(&self, host: usize) -> bool {
+        self.offline.contains(&host)
+    }
+
+    /// Carries a datagram from `src` (in `realm`, sent by host `from`) to `dst`: translates
+    /// it through every NAT on the way and returns the receiving host and the source address
+    /// it sees.
+    pub(crate) fn route(
+        &mut self,
+        now: Instant,
+        from: usize,
+        mut realm: Realm,
+        mut src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Result<(usize, SocketAddr), NetDrop> {
+        // Climb until the destination is known in the current realm.
+        let mut hops = 0;
+        while !self.owners.contains_key(&(realm, dst.ip())) {
+            hops += 1;
+            let Some(n) = realm.filter(|_| hops < MAX_HOPS) else {
+                self.stats.no_route += 1;
+                return Err(NetDrop::NoRoute);
+            };
+            src = self.nats[n]
+                .nat
+                .outbound(now, src, dst)
+                .map_err(|e| self.nat_drop(n, e))?;
+            realm = self.nats[n].outside;
+        }
+        // The core: who is it for, and may it pass?
+        if let Some(to) = self.resolve(now, realm, src, dst) {
+            if self.offline.contains(&from) || self.offline.contains(&to) {
+                self.stats.offline += 1;
+                return Err(NetDrop::Offline);
+            }
+            if self.blocked.contains(&(from, to)) {
+                self.stats.partitioned += 1;
+                return Err(NetDrop::Partitioned);
+            }
+        }
+        // Descend to the host.
+        let mut dst = dst;
+        for _ in 0..MAX_HOPS {
+            match self.owners.get(&(realm, dst.ip())).copied() {
+                None => break,
+                Some(Owner::Host { id, port }) => {
+                    if port != dst.port() {
+                        self.stats.no_listener += 1;
+                        return Err(NetDrop::NoListener);
+                    }
+                    return Ok((id, src));
+                }
+                Some(Owner::Nat(n)) => {
+                    dst = self.nats[n]
+                        .nat
+                        .inbound(now, src, dst)
+                        .map_err(|e| self.nat_drop(n, e))?;
+                    realm = Some(n);
+                }
+            }
+        }
+        self.stats.no_route += 1;
+        Err(NetDrop::NoRoute)
+    }
+
+    /// The host a datagram would reach, without touching any state.
+    fn resolve(
+        &self,
+        now: Instant,
+        mut realm: Realm,
+        src: SocketAddr,
+        mut dst: SocketAddr,
+    ) -> Option<usize> {
+        for _ in 0..MAX_HOPS {
+            match self.owners.get(&(realm, dst.ip()))? {
+                Owner::Host { id, port } => return (*port == dst.port()).then_some(*id),
+                Owner::Nat(n) => {
+                    dst = self.nats[*n].nat.peek_inbound(now, src, dst)?;
+                    realm = Some(*n);
+                }
+            }
+        }
+        None
+    }
+
+    /// The external address a datagram from `src` in `realm` to `dst` would leave the
+    /// outermost NAT with, if every NAT on the way has a live mapping for it.
+    pub(crate) fn peek_public(
+        &self,
+        now: Instant,
+        mut realm: Realm,
+        mut src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Option<SocketAddr> {
+        while let Some(n) = realm {
+            src = self.nats[n].nat.peek_outbound(now, src, dst)?;
+            realm = self.nats[n].outside;
+        }
+        Some(src)
+    }
+
+    fn nat_drop(&mut self, n: usize, e: NatDrop) -> NetDrop {
+        self.stats.nat_dropped += 1;
+        NetDrop::Nat(n, e)
+    }
+}

@@ -1,0 +1,121 @@
+//! The nodes the simulator drives: `pierce_core`'s [`Endpoint`] verbs (handle_datagram,
+//! handle_timeout, poll_transmit, poll_timeout, poll_event, timeout_reason) plus counters
+//! (firezone's `PollTimeout`-style trait).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use pierce_core::{Client, ClientEvent, ClientStats, Endpoint, Server, ServerEvent, ServerStats};
+
+/// Something the simulator can drive: a sans-IO [`Endpoint`] whose events it can log and
+/// whose counters it can report. Implemented for [`Client`] and [`Server`]; implement it
+/// for test doubles (an echo server, a misbehaving peer) and add them with
+/// [`crate::Sim::add_node`].
+pub trait Node: Endpoint<Event: fmt::Debug + Into<NodeEvent>> {
+    /// What `stats` returns.
+    type Stats: fmt::Debug + Copy;
+
+    /// Counters.
+    fn stats(&self) -> Self::Stats;
+}
+
+impl Node for Client {
+    type Stats = ClientStats;
+
+    fn stats(&self) -> ClientStats {
+        Self::stats(self)
+    }
+}
+
+impl Node for Server {
+    type Stats = ServerStats;
+
+    fn stats(&self) -> ServerStats {
+        Self::stats(self)
+    }
+}
+
+/// An event from any node, as recorded in the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// From a client.
+    Client(ClientEvent),
+    /// From the server.
+    Server(ServerEvent),
+    /// From a custom node.
+    Other(String),
+}
+
+impl From<ClientEvent> for NodeEvent {
+    fn from(e: ClientEvent) -> Self {
+        Self::Client(e)
+    }
+}
+
+impl From<ServerEvent> for NodeEvent {
+    fn from(e: ServerEvent) -> Self {
+        Self::Server(e)
+    }
+}
+
+/// Custom nodes may report plain strings.
+impl From<String> for NodeEvent {
+    fn from(e: String) -> Self {
+        Self::Other(e)
+    }
+}
+
+/// What one service round of a node produced.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    /// Datagrams to send: destination and bytes.
+    pub(crate) transmits: Vec<(SocketAddr, Bytes)>,
+    pub(crate) events: Vec<NodeEvent>,
+}
+
+/// Drains a node's transmits and events after an input.
+pub(crate) fn drain<N: Node>(node: &mut N, now: Instant, buf: &mut [u8], out: &mut Output) {
+    while let Some(t) = node.poll_transmit(now, buf) {
+        out.transmits
+            .push((t.dst, Bytes::copy_from_slice(&buf[..t.len])));
+    }
+    while let Some(e) = node.poll_event() {
+        out.events.push(e.into());
+    }
+}
+
+/// The object-safe face of a [`Node`] that the simulation loop uses, so clients, servers and
+/// custom nodes share one code path.
+pub(crate) trait Driven {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]);
+    fn handle_timeout(&mut self, now: Instant);
+    /// Drains transmits and events into `out`; returns `poll_timeout()` afterwards.
+    fn drain(&mut self, now: Instant, buf: &mut [u8], out: &mut Output) -> Option<Instant>;
+    fn timeout_reason(&self) -> &'static str;
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+impl<N: Node + 'static> Driven for N {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        Endpoint::handle_datagram(self, now, from, datagram);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Endpoint::handle_timeout(self, now);
+    }
+    fn drain(&mut self, now: Instant, buf: &mut [u8], out: &mut Output) -> Option<Instant> {
+        drain(self, now, buf, out);
+        Endpoint::poll_timeout(self)
+    }
+    fn timeout_reason(&self) -> &'static str {
+        Endpoint::timeout_reason(self)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}

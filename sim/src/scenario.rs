@@ -1,0 +1,323 @@
+//! The scenario builder: who sits behind what, on which links, and what happens when.
+
+use std::time::Duration;
+
+use pierce_core::{ClientConfig, ServerConfig};
+
+use crate::link::LinkProfile;
+use crate::nat::NatConfig;
+use crate::oracle::NatProfile;
+use crate::sim::Sim;
+
+/// Where a host meets the internet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edge {
+    /// A public address, no NAT, no firewall.
+    Open,
+    /// Behind one NAT of its own.
+    Nat(NatConfig),
+    /// Behind NATs in series, innermost (the host's own router) first: `[home, carrier]` is
+    /// a home router behind a CGNAT.
+    Chain(Vec<NatConfig>),
+}
+
+impl Edge {
+    /// Behind one NAT.
+    pub fn nat(config: NatConfig) -> Self {
+        Self::Nat(config)
+    }
+
+    /// Behind NATs in series, innermost first.
+    pub fn chain(nats: impl IntoIterator<Item = NatConfig>) -> Self {
+        Self::Chain(nats.into_iter().collect())
+    }
+
+    /// A home router behind a carrier-grade NAT ([`NatConfig::cgnat`]).
+    pub fn cgnat(home: NatConfig) -> Self {
+        Self::chain([home, NatConfig::cgnat()])
+    }
+
+    /// The NATs, innermost first (empty when open).
+    pub fn nats(&self) -> &[NatConfig] {
+        match self {
+            Self::Open => &[],
+            Self::Nat(c) => std::slice::from_ref(c),
+            Self::Chain(v) => v,
+        }
+    }
+
+    /// The combined behaviour that decides reachability; `None` when open (or an empty
+    /// chain).
+    pub fn profile(&self) -> Option<NatProfile> {
+        NatProfile::chain(self.nats())
+    }
+}
+
+/// Something that happens to the network or a node at a scripted time. Node names are the
+/// client names given to the [`Scenario`] and [`crate::SERVER`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The host gets a new public IP: the outermost NAT on its path takes a new address and
+    /// every NAT on the path forgets its bindings (an open host just moves).
+    Roam(String),
+    /// Every NAT on the host's path forgets its bindings; the public IP stays (an open host
+    /// re-binds its socket to the next port).
+    Rebind(String),
+    /// Nothing passes between the two nodes, either way.
+    Partition(String, String),
+    /// Nothing passes from the first node to the second.
+    PartitionOneWay(String, String),
+    /// Lifts partitions between the two nodes, both ways.
+    Heal(String, String),
+    /// The node can neither send nor receive.
+    Offline(String),
+    /// Undoes [`Action::Offline`].
+    Online(String),
+    /// The server process restarts: a fresh `Server` with the same key and address; every
+    /// session is lost.
+    RestartServer,
+    /// The client process dies without a word.
+    Crash(String),
+    /// A fresh client process (new keys) starts and connects to the server.
+    Reconnect(String),
+    /// The client sends this application datagram to the server.
+    Send(String, Vec<u8>),
+    /// The server sends this application datagram to the named client (if connected).
+    ServerSend(String, Vec<u8>),
+    /// The client closes its session with this code.
+    Disconnect(String, u16),
+}
+
+impl Action {
+    /// [`Action::Roam`].
+    pub fn roam(node: impl Into<String>) -> Self {
+        Self::Roam(node.into())
+    }
+    /// [`Action::Rebind`].
+    pub fn rebind(node: impl Into<String>) -> Self {
+        Self::Rebind(node.into())
+    }
+    /// [`Action::Partition`].
+    pub fn partition(a: impl Into<String>, b: impl Into<String>) -> Self {
+        Self::Partition(a.into(), b.into())
+    }
+    /// [`Action::PartitionOneWay`].
+    pub fn partition_one_way(from: impl Into<String>, to: impl Into<String>) -> Self {
+        Self::PartitionOneWay(from.into(), to.into())
+    }
+    /// [`Action::Heal`].
+    pub fn heal(a: impl Into<String>, b: impl Into<String>) -> Self {
+        Self::Heal(a.into(), b.into())
+    }
+    /// [`Action::Crash`].
+    pub fn crash(node: impl Into<String>) -> Self {
+        Self::Crash(node.into())
+    }
+    /// [`Action::Reconnect`].
+    pub fn reconnect(node: impl Into<String>) -> Self {
+        Self::Reconnect(node.into())
+    }
+    /// [`Action::Offline`].
+    pub fn offline(node: impl Into<String>) -> Self {
+        Self::Offline(node.into())
+    }
+    /// [`Action::Online`].
+    pub fn online(node: impl Into<String>) -> Self {
+        Self::Online(node.into())
+    }
+    /// [`Action::Send`].
+    pub fn send(node: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+        Self::Send(node.into(), payload.into())
+    }
+    /// [`Action::ServerSend`].
+    pub fn server_send(node: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+        Self::ServerSend(node.into(), payload.into())
+    }
+    /// [`Action::Disconnect`].
+    pub fn disconnect(node: impl Into<String>, code: u16) -> Self {
+        Self::Disconnect(node.into(), code)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Placement {
+    Edge(Edge),
+    /// Behind the same NAT(s) as this other client, on the same inside network.
+    Beside(String),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct HostSpec {
+    pub(crate) name: String,
+    pub(crate) placement: Placement,
+    pub(crate) link: Option<LinkProfile>,
+    pub(crate) config: Option<ClientConfig>,
+}
+
+/// A simulated network under construction: one server (named [`crate::SERVER`]) and any
+/// number of clients, each behind an [`Edge`], on access links. [`Scenario::build`] turns it
+/// into a [`Sim`] with every client connecting to the server at time zero. Custom nodes can
+/// be added to the built [`Sim`] with [`Sim::add_node`].
+///
+/// ```
+/// use std::time::Duration;
+/// use pierce_sim::{Action, Edge, LinkProfile, NatConfig, Scenario};
+///
+/// let sim = Scenario::new(1)
+///     .server(Edge::Open)
+///     .client("a", Edge::nat(NatConfig::port_restricted()))
+///     .client("b", Edge::nat(NatConfig::symmetric()))
+///     .link(LinkProfile::broadband())
+///     .at(Duration::from_secs(2), Action::roam("a"))
+///     .build();
+/// assert_eq!(sim.seed(), 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub(crate) seed: u64,
+    pub(crate) server: Option<Edge>,
+    pub(crate) server_link: Option<LinkProfile>,
+    pub(crate) clients: Vec<HostSpec>,
+    pub(crate) link: LinkProfile,
+    pub(crate) actions: Vec<(Duration, Action)>,
+    pub(crate) client_config: ClientConfig,
+    pub(crate) server_config: Option<ServerConfig>,
+    pub(crate) trace: bool,
+    pub(crate) step_cap: u64,
+    pub(crate) busy_limit: u32,
+}
+
+/// Steps one `run_*` call may take before the simulation is declared runaway.
+pub const DEFAULT_STEP_CAP: u64 = 2_000_000;
+/// Consecutive wakeups of one node without progress before it is declared busy-looping.
+pub const DEFAULT_BUSY_LIMIT: u32 = 100;
+
+impl Scenario {
+    /// An empty scenario: an open server, perfect links, default configs.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            server: None,
+            server_link: None,
+            clients: Vec::new(),
+            link: LinkProfile::perfect(),
+            actions: Vec::new(),
+            client_config: ClientConfig::default(),
+            server_config: None,
+            trace: false,
+            step_cap: DEFAULT_STEP_CAP,
+            busy_limit: DEFAULT_BUSY_LIMIT,
+        }
+    }
+
+    /// Where the server sits. Behind NATs it gets a static port forward on each.
+    pub fn server(mut self, edge: Edge) -> Self {
+        self.server = Some(edge);
+        self
+    }
+
+    /// A client named `name` behind `edge`, with its own NAT(s).
+    ///
+    /// # Panics
+    /// At [`Scenario::build`], if the name is taken.
+    pub fn client(mut self, name: impl Into<String>, edge: Edge) -> Self {
+        self.clients.push(HostSpec {
+            name: name.into(),
+            placement: Placement::Edge(edge),
+            link: None,
+            config: None,
+        });
+        self
+    }
+
+    /// A client on the same inside network as client `other` (sharing its NATs).
+    pub fn client_beside(mut self, name: impl Into<String>, other: impl Into<String>) -> Self {
+        self.clients.push(HostSpec {
+            name: name.into(),
+            placement: Placement::Beside(other.into()),
+            link: None,
+            config: None,
+        });
+        self
+    }
+
+    /// A client with its own configuration.
+    pub fn client_with(
+        mut self,
+        name: impl Into<String>,
+        edge: Edge,
+        config: ClientConfig,
+    ) -> Self {
+        self = self.client(name, edge);
+        if let Some(spec) = self.clients.last_mut() {
+            spec.config = Some(config);
+        }
+        self
+    }
+
+    /// The access link of every host without its own ([`Scenario::host_link`]).
+    pub fn link(mut self, profile: LinkProfile) -> Self {
+        self.link = profile;
+        self
+    }
+
+    /// The access link of one host (a client name or [`crate::SERVER`]).
+    ///
+    /// # Panics
+    /// At [`Scenario::build`], if no such host was declared.
+    pub fn host_link(mut self, name: &str, profile: LinkProfile) -> Self {
+        if name == crate::SERVER {
+            self.server_link = Some(profile);
+        } else if let Some(spec) = self.clients.iter_mut().find(|c| c.name == name) {
+            spec.link = Some(profile);
+        } else {
+            panic!("host_link: no client named {name:?} declared yet");
+        }
+        self
+    }
+
+    /// The configuration of every client without its own.
+    pub fn client_config(mut self, config: ClientConfig) -> Self {
+        self.client_config = config;
+        self
+    }
+
+    /// The server configuration (key included). By default the key derives from the seed.
+    pub fn server_config(mut self, config: ServerConfig) -> Self {
+        self.server_config = Some(config);
+        self
+    }
+
+    /// Runs `action` at `at` after the epoch.
+    pub fn at(mut self, at: Duration, action: Action) -> Self {
+        self.actions.push((at, action));
+        self
+    }
+
+    /// Also logs every datagram's fate (sent, dropped and why, delivered) in the global log.
+    pub fn trace_packets(mut self, on: bool) -> Self {
+        self.trace = on;
+        self
+    }
+
+    /// Steps one `run_*` call may take (default [`DEFAULT_STEP_CAP`]).
+    pub fn step_cap(mut self, steps: u64) -> Self {
+        self.step_cap = steps;
+        self
+    }
+
+    /// Consecutive no-progress wakeups before a busy loop is reported
+    /// (default [`DEFAULT_BUSY_LIMIT`]).
+    pub fn busy_limit(mut self, wakeups: u32) -> Self {
+        self.busy_limit = wakeups;
+        self
+    }
+
+    /// Builds the network and starts every client connecting.
+    ///
+    /// # Panics
+    /// On duplicate or unknown names, or an invalid client or server configuration.
+    pub fn build(self) -> Sim {
+        Sim::from_scenario(self)
+    }
+}

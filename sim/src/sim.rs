@@ -1,0 +1,633 @@
+//! The running simulation: nodes, links, NATs, one clock, one event queue.
+//!
+//! # Drive loop
+//!
+//! Each step pops the earliest scheduled item (ties in scheduling order): a node wakeup, a
+//! datagram reaching the core, a datagram reaching a host, or a scripted action. After any
+//! input the node's transmits and events are drained at once and its next wakeup is
+//! rescheduled from `poll_timeout`. A `run_*` call panics-by-error on a step cap (quinn's
+//! `drive_bounded`), and a node that stays due after `handle_timeout` without sending,
+//! reporting, or moving its deadline for `busy_limit` wakeups in a row is reported as a busy
+//! loop with its `timeout_reason()`.
+//!
+//! # Where time passes
+//!
+//! A datagram crosses the sender's up link (queueing, delay, loss), then the network core in
+//! no time (the sender's NATs translate it outbound, partitions apply, the receiver's NATs
+//! translate it inbound), then the receiver's down link. NATs therefore see a datagram when
+//! it leaves the sender's access link, and expire mappings against that instant.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pierce_core::{
+    Client, ClientConfig, HostId, MAX_DATAGRAM_SIZE, SecretKey, Server, ServerConfig,
+};
+
+use crate::clock::{Clock, Queue, format_time};
+use crate::link::{Link, LinkProfile, Sent};
+use crate::net::{NetDrop, Network, Realm};
+use crate::node::{Driven, NodeEvent, Output};
+use crate::scenario::{Action, Edge, Placement, Scenario};
+use crate::{SERVER, derive_seed, repro_command, substream};
+
+mod access;
+mod actions;
+
+/// Port every client binds.
+pub const CLIENT_PORT: u16 = 5000;
+/// Port the server listens on (and is forwarded on, behind NATs).
+pub const SERVER_PORT: u16 = 7777;
+/// Unix time the server believes it started at (connect-token expiry only).
+const UNIX_START: Duration = Duration::from_secs(1_800_000_000);
+
+/// A recorded event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Time since the epoch.
+    pub at: Duration,
+    /// What happened.
+    pub event: NodeEvent,
+}
+
+/// A client's successful connection, from its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connected {
+    /// When (since the epoch).
+    pub at: Duration,
+    /// Its id on the server.
+    pub host_id: HostId,
+    /// The address the server saw it at.
+    pub public_addr: SocketAddr,
+}
+
+/// Which way along a host's access link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Host to network.
+    Up,
+    /// Network to host.
+    Down,
+}
+
+/// A run that could not finish. Its `Display` names the seed and a repro command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimError {
+    /// A `run_*` call took more steps than the cap.
+    StepCap {
+        /// The seed.
+        seed: u64,
+        /// Time since the epoch.
+        at: Duration,
+        /// The cap.
+        steps: u64,
+    },
+    /// A node kept asking to be woken now without doing anything.
+    BusyLoop {
+        /// The seed.
+        seed: u64,
+        /// Time since the epoch.
+        at: Duration,
+        /// The node.
+        node: String,
+        /// Its `timeout_reason()`.
+        reason: &'static str,
+    },
+    /// `run_until`'s condition did not hold within its limit.
+    Timeout {
+        /// The seed.
+        seed: u64,
+        /// Time since the epoch.
+        at: Duration,
+    },
+}
+
+impl SimError {
+    /// What went wrong, without the seed and repro command.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::StepCap { at, steps, .. } => {
+                format!("step cap of {steps} reached at {}", format_time(*at))
+            }
+            Self::BusyLoop {
+                at, node, reason, ..
+            } => format!(
+                "busy loop: {node} stays due at {} without progress (timeout reason: {reason})",
+                format_time(*at)
+            ),
+            Self::Timeout { at, .. } => format!("condition not met by {}", format_time(*at)),
+        }
+    }
+
+    /// The seed of the failed run.
+    pub fn seed(&self) -> u64 {
+        match self {
+            Self::StepCap { seed, .. }
+            | Self::BusyLoop { seed, .. }
+            | Self::Timeout { seed, .. } => *seed,
+        }
+    }
+}
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} [seed {}; repro: {}]",
+            self.summary(),
+            self.seed(),
+            repro_command(self.seed())
+        )
+    }
+}
+
+impl std::error::Error for SimError {}
+
+enum NodeState {
+    Running(Box<dyn Driven>),
+    Crashed,
+}
+
+struct Host {
+    name: String,
+    node: NodeState,
+    edge: Edge,
+    realm: Realm,
+    addr: SocketAddr,
+    up: Link,
+    down: Link,
+    /// The wakeup currently scheduled.
+    wake: Option<Instant>,
+    /// Consecutive wakeups without progress.
+    busy: u32,
+    /// Incarnation (restarts, reconnects), for fresh seeds.
+    generation: u32,
+    config: Option<Arc<ClientConfig>>,
+    log: Vec<LogEntry>,
+}
+
+enum Item {
+    Wake(usize),
+    /// At the core, on its way to `dst`.
+    Arrive {
+        from: usize,
+        /// The sender's address when it sent.
+        src: SocketAddr,
+        dst: SocketAddr,
+        data: Bytes,
+    },
+    /// At the receiving host.
+    Deliver {
+        to: usize,
+        from: SocketAddr,
+        data: Bytes,
+    },
+    Action(Action),
+}
+
+/// A running simulation. Build one with [`Scenario`].
+pub struct Sim {
+    seed: u64,
+    clock: Clock,
+    queue: Queue<Item>,
+    hosts: Vec<Host>,
+    names: BTreeMap<String, usize>,
+    net: Network,
+    server: usize,
+    server_addr: SocketAddr,
+    server_config: Arc<ServerConfig>,
+    log: Vec<String>,
+    trace: bool,
+    step_cap: u64,
+    busy_limit: u32,
+    buf: Box<[u8]>,
+}
+
+impl fmt::Debug for Sim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sim")
+            .field("seed", &self.seed)
+            .field("elapsed", &self.elapsed())
+            .field("hosts", &self.names.keys().collect::<Vec<_>>())
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    pub(crate) fn from_scenario(s: Scenario) -> Self {
+        let seed = s.seed;
+        let clock = Clock::start();
+        let server_config = Arc::new(s.server_config.clone().unwrap_or_else(|| {
+            ServerConfig::new(SecretKey::from_bytes(derive_seed(seed, "server-key")))
+        }));
+        let mut sim = Self {
+            seed,
+            clock,
+            queue: Queue::default(),
+            hosts: Vec::new(),
+            names: BTreeMap::new(),
+            net: Network::default(),
+            server: 0,
+            server_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            server_config,
+            log: Vec::new(),
+            trace: s.trace,
+            step_cap: s.step_cap,
+            busy_limit: s.busy_limit,
+            buf: vec![0u8; MAX_DATAGRAM_SIZE.max(2048)].into_boxed_slice(),
+        };
+
+        // The server, with forwards through any NATs in front of it.
+        let server_edge = s.server.clone().unwrap_or(Edge::Open);
+        let server_link = s.server_link.clone().unwrap_or_else(|| s.link.clone());
+        let (realm, chain) = sim.build_nats(SERVER, &server_edge);
+        let id = sim.add_host(SERVER, server_edge, realm, SERVER_PORT, &server_link, None);
+        let mut inner = sim.hosts[id].addr;
+        for n in chain {
+            sim.net.nats[n].nat.forward(SERVER_PORT, inner);
+            inner = SocketAddr::new(sim.net.nats[n].nat.public_ip(), SERVER_PORT);
+        }
+        sim.server_addr = inner;
+        sim.server = id;
+        sim.hosts[id].node = NodeState::Running(Box::new(sim.new_server(0)));
+
+        let client_config = Arc::new(s.client_config.clone());
+        for spec in &s.clients {
+            assert!(
+                !sim.names.contains_key(&spec.name),
+                "duplicate host name {:?}",
+                spec.name
+            );
+            let (edge, realm) = match &spec.placement {
+                Placement::Edge(edge) => (edge.clone(), sim.build_nats(&spec.name, edge).0),
+                Placement::Beside(other) => {
+                    let o = *sim
+                        .names
+                        .get(other)
+                        .unwrap_or_else(|| panic!("client_beside: no client named {other:?}"));
+                    (sim.hosts[o].edge.clone(), sim.hosts[o].realm)
+                }
+            };
+            let link = spec.link.clone().unwrap_or_else(|| s.link.clone());
+            let config = spec
+                .config
+                .clone()
+                .map_or_else(|| client_config.clone(), Arc::new);
+            sim.add_host(&spec.name, edge, realm, CLIENT_PORT, &link, Some(config));
+        }
+        for (at, action) in s.actions {
+            let t = sim.clock.at(at);
+            sim.queue.push(t, Item::Action(action));
+        }
+        // Start: every client connects; every node gets its first service round.
+        for id in 0..sim.hosts.len() {
+            if id != sim.server {
+                sim.start_client(id);
+            }
+            sim.service(id, false).unwrap_or_else(|e| panic!("{e}"));
+        }
+        sim
+    }
+
+    /// Creates the NATs of `edge` outermost first; returns the host's realm and the NATs
+    /// innermost first.
+    fn build_nats(&mut self, host: &str, edge: &Edge) -> (Realm, Vec<usize>) {
+        let nats = edge.nats();
+        let mut realm = None;
+        let mut chain = Vec::new();
+        for (i, cfg) in nats.iter().enumerate().rev() {
+            let name = if nats.len() == 1 {
+                host.to_owned()
+            } else {
+                format!("{host}/{i}")
+            };
+            assert!(
+                !self.net.nats.iter().any(|n| n.name == name),
+                "duplicate NAT name {name:?}"
+            );
+            let rng = substream(self.seed, &format!("nat/{name}"));
+            let n = self.net.add_nat(name, cfg.clone(), realm, rng);
+            realm = Some(n);
+            chain.push(n);
+        }
+        chain.reverse();
+        (realm, chain)
+    }
+
+    fn add_host(
+        &mut self,
+        name: &str,
+        edge: Edge,
+        realm: Realm,
+        port: u16,
+        link: &LinkProfile,
+        config: Option<Arc<ClientConfig>>,
+    ) -> usize {
+        let id = self.hosts.len();
+        let addr = self.net.add_host(id, realm, port);
+        let epoch = self.clock.epoch();
+        self.hosts.push(Host {
+            name: name.to_owned(),
+            node: NodeState::Crashed,
+            edge,
+            realm,
+            addr,
+            up: Link::new(
+                link.up.clone(),
+                substream(self.seed, &format!("link/{name}/up")),
+                epoch,
+            ),
+            down: Link::new(
+                link.down.clone(),
+                substream(self.seed, &format!("link/{name}/down")),
+                epoch,
+            ),
+            wake: None,
+            busy: 0,
+            generation: 0,
+            config,
+            log: Vec::new(),
+        });
+        self.names.insert(name.to_owned(), id);
+        id
+    }
+
+    fn new_server(&self, generation: u32) -> Server {
+        let seed = derive_seed(self.seed, &format!("server/{generation}"));
+        Server::new(
+            self.server_config.clone(),
+            seed,
+            self.clock.now(),
+            UNIX_START,
+        )
+        .unwrap_or_else(|e| self.fail(format!("invalid server config: {e}")))
+    }
+
+    /// A fresh client process for host `id`, connecting now.
+    #[track_caller]
+    fn start_client(&mut self, id: usize) {
+        let now = self.clock.now();
+        let h = &self.hosts[id];
+        let Some(config) = h.config.clone() else {
+            self.fail(format!("{} is not a client", h.name));
+        };
+        let seed = derive_seed(self.seed, &format!("client/{}/{}", h.name, h.generation));
+        let mut c = Client::new(config, seed, now)
+            .unwrap_or_else(|e| self.fail(format!("invalid client config: {e}")));
+        c.connect(now, self.server_addr, &[])
+            .unwrap_or_else(|e| self.fail(format!("connect: {e}")));
+        let h = &mut self.hosts[id];
+        h.node = NodeState::Running(Box::new(c));
+        h.wake = None;
+        h.busy = 0;
+    }
+
+    // ---- driving -----------------------------------------------------------------------
+
+    /// Runs until `pred` holds (checked before the first step and after each one) or `limit`
+    /// of virtual time passes.
+    ///
+    /// # Errors
+    /// [`SimError::Timeout`] if `pred` never held (time is then at the limit), or a step cap
+    /// or busy loop.
+    pub fn run_until(
+        &mut self,
+        mut pred: impl FnMut(&Self) -> bool,
+        limit: Duration,
+    ) -> Result<(), SimError> {
+        let until = self.clock.now() + limit;
+        if self.run_inner(until, &mut pred)? {
+            Ok(())
+        } else {
+            Err(SimError::Timeout {
+                seed: self.seed,
+                at: self.elapsed(),
+            })
+        }
+    }
+
+    /// Runs everything due in the next `d`, then sets the clock to `now + d`.
+    ///
+    /// # Errors
+    /// A step cap or busy loop.
+    pub fn run_for(&mut self, d: Duration) -> Result<(), SimError> {
+        let until = self.clock.now() + d;
+        self.run_inner(until, &mut |_| false).map(|_| ())
+    }
+
+    /// [`Sim::run_until`], failing the test (with seed and repro) if `what` does not happen
+    /// within `limit`.
+    #[track_caller]
+    pub fn eventually(&mut self, what: &str, limit: Duration, pred: impl FnMut(&Self) -> bool) {
+        if let Err(e) = self.run_until(pred, limit) {
+            self.fail(format!("{what}: {}", e.summary()));
+        }
+    }
+
+    /// [`Sim::run_for`], failing the test on a step cap or busy loop.
+    #[track_caller]
+    pub fn advance(&mut self, d: Duration) {
+        if let Err(e) = self.run_for(d) {
+            self.fail(e.summary());
+        }
+    }
+
+    fn run_inner(
+        &mut self,
+        until: Instant,
+        pred: &mut dyn FnMut(&Self) -> bool,
+    ) -> Result<bool, SimError> {
+        let mut steps = 0u64;
+        loop {
+            if pred(self) {
+                return Ok(true);
+            }
+            if self.queue.peek_time().is_none_or(|t| t > until) {
+                break;
+            }
+            steps += 1;
+            if steps > self.step_cap {
+                return Err(SimError::StepCap {
+                    seed: self.seed,
+                    at: self.elapsed(),
+                    steps: self.step_cap,
+                });
+            }
+            let (at, item) = self.queue.pop().expect("peeked");
+            self.clock.advance_to(at);
+            self.handle(at, item)?;
+        }
+        self.clock.advance_to(until);
+        Ok(pred(self))
+    }
+
+    fn handle(&mut self, at: Instant, item: Item) -> Result<(), SimError> {
+        let now = self.clock.now();
+        match item {
+            Item::Wake(id) => {
+                if self.hosts[id].wake != Some(at) {
+                    return Ok(()); // superseded
+                }
+                self.hosts[id].wake = None;
+                match &mut self.hosts[id].node {
+                    NodeState::Running(n) => n.handle_timeout(now),
+                    NodeState::Crashed => return Ok(()),
+                }
+                self.service(id, true)
+            }
+            Item::Arrive {
+                from,
+                src,
+                dst,
+                data,
+            } => {
+                let realm = self.hosts[from].realm;
+                match self.net.route(now, from, realm, src, dst) {
+                    Err(e) => self.trace_drop(from, dst, data.len(), "net", e),
+                    Ok((to, seen)) => match self.hosts[to].down.send(now, data.len()) {
+                        Sent::Dropped(r) => self.trace_drop(from, dst, data.len(), "downlink", r),
+                        Sent::Arrives { at, duplicate } => {
+                            for t in std::iter::once(at).chain(duplicate) {
+                                let item = Item::Deliver {
+                                    to,
+                                    from: seen,
+                                    data: data.clone(),
+                                };
+                                self.queue.push(t, item);
+                            }
+                        }
+                    },
+                }
+                Ok(())
+            }
+            Item::Deliver { to, from, data } => {
+                if self.trace {
+                    let line = format!(
+                        "{} {} <- {from} {}B",
+                        format_time(self.elapsed()),
+                        self.hosts[to].name,
+                        data.len()
+                    );
+                    self.log.push(line);
+                }
+                match &mut self.hosts[to].node {
+                    NodeState::Running(n) => n.handle_datagram(now, from, &data),
+                    NodeState::Crashed => {
+                        self.net.stats.dead_host += 1;
+                        return Ok(());
+                    }
+                }
+                self.net.stats.delivered += 1;
+                self.service(to, false)
+            }
+            Item::Action(a) => self.apply(a),
+        }
+    }
+
+    /// Drains a node after an input, logs its events, sends its datagrams and reschedules
+    /// its wakeup. `after_timeout` enables the busy-loop check.
+    fn service(&mut self, id: usize, after_timeout: bool) -> Result<(), SimError> {
+        let now = self.clock.now();
+        let mut out = Output::default();
+        let host = &mut self.hosts[id];
+        let next = match &mut host.node {
+            NodeState::Running(n) => n.drain(now, &mut self.buf, &mut out),
+            NodeState::Crashed => None,
+        };
+        let progress = !out.transmits.is_empty() || !out.events.is_empty();
+        if after_timeout && !progress && next.is_some_and(|t| t <= now) {
+            host.busy += 1;
+            if host.busy >= self.busy_limit {
+                let reason = match &host.node {
+                    NodeState::Running(n) => n.timeout_reason(),
+                    NodeState::Crashed => "crashed",
+                };
+                return Err(SimError::BusyLoop {
+                    seed: self.seed,
+                    at: self.clock.elapsed(),
+                    node: host.name.clone(),
+                    reason,
+                });
+            }
+        } else if after_timeout || progress {
+            host.busy = 0;
+        }
+        let at = self.clock.elapsed();
+        for event in out.events {
+            self.log
+                .push(format!("{} {}: {event:?}", format_time(at), host.name));
+            host.log.push(LogEntry { at, event });
+        }
+        let wake = next.map(|t| t.max(now));
+        if wake != host.wake {
+            host.wake = wake;
+            if let Some(t) = wake {
+                self.queue.push(t, Item::Wake(id));
+            }
+        }
+        for (dst, data) in out.transmits {
+            self.send_from(id, dst, data);
+        }
+        Ok(())
+    }
+
+    fn send_from(&mut self, id: usize, dst: SocketAddr, data: Bytes) {
+        let now = self.clock.now();
+        if self.net.is_offline(id) {
+            self.net.stats.offline += 1;
+            self.trace_drop(id, dst, data.len(), "net", NetDrop::Offline);
+            return;
+        }
+        match self.hosts[id].up.send(now, data.len()) {
+            Sent::Dropped(r) => self.trace_drop(id, dst, data.len(), "uplink", r),
+            Sent::Arrives { at, duplicate } => {
+                if self.trace {
+                    let line = format!(
+                        "{} {} -> {dst} {}B{}",
+                        format_time(self.elapsed()),
+                        self.hosts[id].name,
+                        data.len(),
+                        if duplicate.is_some() {
+                            " (duplicated)"
+                        } else {
+                            ""
+                        }
+                    );
+                    self.log.push(line);
+                }
+                for t in std::iter::once(at).chain(duplicate) {
+                    let item = Item::Arrive {
+                        from: id,
+                        src: self.hosts[id].addr,
+                        dst,
+                        data: data.clone(),
+                    };
+                    self.queue.push(t, item);
+                }
+            }
+        }
+    }
+
+    fn trace_drop(
+        &mut self,
+        from: usize,
+        dst: SocketAddr,
+        len: usize,
+        at: &str,
+        why: impl fmt::Debug,
+    ) {
+        if self.trace {
+            let line = format!(
+                "{} {} -> {dst} {len}B dropped ({at}: {why:?})",
+                format_time(self.elapsed()),
+                self.hosts[from].name,
+            );
+            self.log.push(line);
+        }
+    }
+}
