@@ -1,1 +1,369 @@
-//! Placeholder until its issue lands; see the README.
+//! # pierce-async-std
+//!
+//! Runs a [`pierce_core`] endpoint on async-std. One task owns the core and its UDP socket;
+//! the application holds a cloneable handle that sends commands over a channel and receives
+//! events from another (quinn's `ConnectionDriver` shape without the shared mutex). The task:
+//!
+//! 1. runs due timers and drains transmits to the socket;
+//! 2. moves events to the handles;
+//! 3. waits for the first of: the core's deadline, a command, a datagram;
+//! 4. feeds the winner to the core (reading the clock once), and repeats;
+//!
+//! until every handle is dropped. No protocol decision is made here.
+//!
+//! async-std is discontinued upstream ("deprecated in favor of smol"). Everything this crate
+//! uses from it maps one-to-one onto async-io and lives in one private module, so a smol port
+//! is a dependency swap. [`client`] and [`server`] return the driver future for any executor
+//! (the tests run one under `async_io::block_on`); [`spawn_client`] and [`spawn_server`] spawn
+//! it on async-std.
+//!
+//! ```no_run
+//! use pierce_async_std::{ClientEvent, ServerEvent, spawn_client, spawn_server};
+//! use pierce_core::{ClientConfig, SecretKey, ServerConfig};
+//!
+//! # async fn demo() -> std::io::Result<()> {
+//! let key = SecretKey::from_bytes(pierce_async_std::os_seed()?);
+//! let server = spawn_server("127.0.0.1:0".parse().expect("literal"), ServerConfig::new(key)).await?;
+//! let client = spawn_client("127.0.0.1:0".parse().expect("literal"), ClientConfig::default()).await?;
+//! client.connect(server.local_addr(), &[]).await.expect("fresh client");
+//! if let Some(ClientEvent::Connected { .. }) = client.next_event().await {
+//!     client.send_to_server(&b"hello"[..]).await.expect("connected");
+//! }
+//! if let Some(ServerEvent::Message { from, payload }) = server.next_event().await {
+//!     server.send(from, payload).await.expect("still connected"); // echo, zero-copy
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod driver;
+mod rt;
+mod sys;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use bytes::Bytes;
+pub use driver::DriverStats;
+use pierce_core::{
+    Client, ClientConfig, ClientStats, ConfigError, ConnectError, Endpoint, HostId, PublicKey,
+    SendError, Server, ServerConfig, ServerStats, UnknownHost,
+};
+pub use pierce_core::{ClientEvent, ServerEvent};
+pub use sys::{os_seed, unix_time};
+
+use driver::{COMMAND_CAPACITY, ClientCommand, Core, EVENT_CAPACITY, Reply, ServerCommand};
+use driver::{Shared, Task};
+use rt::{Socket, channel};
+
+/// A handle command failed.
+#[derive(Debug)]
+pub enum HandleError<E> {
+    /// The core refused it (API misuse, such as sending before connecting).
+    Core(E),
+    /// The driver has stopped: its socket failed with this error, or its future was dropped.
+    Stopped(io::Error),
+}
+
+impl<E: fmt::Display> fmt::Display for HandleError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Core(e) => e.fmt(f),
+            Self::Stopped(e) => write!(f, "pierce driver stopped: {e}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for HandleError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Core(e) => Some(e),
+            Self::Stopped(e) => Some(e),
+        }
+    }
+}
+
+/// The channels between one handle and the driver.
+struct Link<C, Ev> {
+    commands: channel::Sender<C>,
+    events: channel::Receiver<Ev>,
+    shared: Arc<Shared>,
+}
+
+impl<C, Ev> Clone for Link<C, Ev> {
+    fn clone(&self) -> Self {
+        Self {
+            commands: self.commands.clone(),
+            events: self.events.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<C, Ev> Link<C, Ev> {
+    /// Sends a command and waits for the core's answer.
+    async fn call<T>(&self, command: impl FnOnce(Reply<T>) -> C) -> io::Result<T> {
+        let (reply, answer) = channel::bounded(1);
+        let sent = self.commands.send(command(reply)).await;
+        match sent {
+            Ok(()) => answer.recv().await.map_err(|_| self.shared.stopped()),
+            Err(_) => Err(self.shared.stopped()),
+        }
+    }
+
+    async fn try_call<T, E>(
+        &self,
+        command: impl FnOnce(Reply<Result<T, E>>) -> C,
+    ) -> Result<T, HandleError<E>> {
+        let result = self.call(command).await.map_err(HandleError::Stopped)?;
+        result.map_err(HandleError::Core)
+    }
+}
+
+/// Drives the core from an application: clone it freely. Each event goes to exactly one of the
+/// clones that are waiting in `next_event`. The driver stops when the last clone is dropped;
+/// call [`ClientHandle::disconnect`] first to tell the server.
+#[derive(Clone)]
+pub struct ClientHandle(Link<ClientCommand, ClientEvent>);
+
+impl ClientHandle {
+    /// Starts connecting to `server`, presenting `token` (empty if the server needs none).
+    ///
+    /// # Errors
+    /// The core's [`ConnectError`], or [`HandleError::Stopped`].
+    pub async fn connect(
+        &self,
+        server: SocketAddr,
+        token: &[u8],
+    ) -> Result<(), HandleError<ConnectError>> {
+        let token = token.to_vec();
+        (self.0)
+            .try_call(|r| ClientCommand::Connect(server, token, r))
+            .await
+    }
+
+    /// Queues an unreliable datagram for the server application.
+    ///
+    /// # Errors
+    /// The core's [`SendError`], or [`HandleError::Stopped`].
+    pub async fn send_to_server(
+        &self,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), HandleError<SendError>> {
+        let payload = payload.into();
+        (self.0)
+            .try_call(|r| ClientCommand::SendToServer(payload, r))
+            .await
+    }
+
+    /// Ends the session with `code`, telling the server; the `Close` is sent before the driver
+    /// next waits, so dropping every handle right after this returns is fine.
+    ///
+    /// # Errors
+    /// The driver has stopped.
+    pub async fn disconnect(&self, code: u16) -> io::Result<()> {
+        self.0.call(|r| ClientCommand::Disconnect(code, r)).await
+    }
+
+    /// The core's counters.
+    ///
+    /// # Errors
+    /// The driver has stopped.
+    pub async fn stats(&self) -> io::Result<ClientStats> {
+        self.0.call(ClientCommand::Stats).await
+    }
+
+    /// The next event; `None` once the driver has stopped and every event was taken.
+    pub async fn next_event(&self) -> Option<ClientEvent> {
+        self.0.events.recv().await.ok()
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.0.shared.local_addr
+    }
+
+    /// The adapter's counters.
+    pub fn driver_stats(&self) -> DriverStats {
+        self.0.shared.stats()
+    }
+}
+
+/// Drives a server from an application: clone it freely (see [`ClientHandle`]). The driver
+/// stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct ServerHandle {
+    link: Link<ServerCommand, ServerEvent>,
+    public_key: PublicKey,
+}
+
+impl ServerHandle {
+    /// Queues an unreliable datagram for a client.
+    ///
+    /// # Errors
+    /// The core's [`SendError`], or [`HandleError::Stopped`].
+    pub async fn send(
+        &self,
+        host: HostId,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), HandleError<SendError>> {
+        let payload = payload.into();
+        (self.link)
+            .try_call(|r| ServerCommand::Send(host, payload, r))
+            .await
+    }
+
+    /// Disconnects a client with `code`.
+    ///
+    /// # Errors
+    /// [`UnknownHost`] from the core, or [`HandleError::Stopped`].
+    pub async fn disconnect(
+        &self,
+        host: HostId,
+        code: u16,
+    ) -> Result<(), HandleError<UnknownHost>> {
+        (self.link)
+            .try_call(|r| ServerCommand::Disconnect(host, code, r))
+            .await
+    }
+
+    /// The core's counters.
+    ///
+    /// # Errors
+    /// The driver has stopped.
+    pub async fn stats(&self) -> io::Result<ServerStats> {
+        self.link.call(ServerCommand::Stats).await
+    }
+
+    /// The next event; `None` once the driver has stopped and every event was taken.
+    pub async fn next_event(&self) -> Option<ServerEvent> {
+        self.link.events.recv().await.ok()
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.link.shared.local_addr
+    }
+
+    /// The key clients pin in `ClientConfig::server_key`.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// The adapter's counters.
+    pub fn driver_stats(&self) -> DriverStats {
+        self.link.shared.stats()
+    }
+}
+
+/// A client's driver: run it to completion on any executor. It finishes with `Ok` when every
+/// handle is dropped, or with the socket error that stopped it.
+pub struct ClientDriver(Task<Client>);
+
+impl ClientDriver {
+    /// Drives the client until every handle is dropped or the socket fails.
+    ///
+    /// # Errors
+    /// The socket failed; the handles report the same error.
+    pub async fn run(self) -> io::Result<()> {
+        self.0.run().await
+    }
+}
+
+/// A server's driver: run it to completion on any executor (see [`ClientDriver`]).
+pub struct ServerDriver(Task<Server>);
+
+impl ServerDriver {
+    /// Drives the server until every handle is dropped or the socket fails.
+    ///
+    /// # Errors
+    /// The socket failed; the handles report the same error.
+    pub async fn run(self) -> io::Result<()> {
+        self.0.run().await
+    }
+}
+
+/// A client bound at `bind`, seeded from the OS, and the driver to run it.
+///
+/// # Errors
+/// An invalid config (`InvalidInput`), no OS entropy, or the bind failed.
+pub async fn client(
+    bind: SocketAddr,
+    config: impl Into<Arc<ClientConfig>>,
+) -> io::Result<(ClientHandle, ClientDriver)> {
+    let core = Client::new(config.into(), os_seed()?, Instant::now()).map_err(invalid)?;
+    let (link, task) = wire(Socket::bind(bind).await?, core)?;
+    Ok((ClientHandle(link), ClientDriver(task)))
+}
+
+/// A server bound at `bind`, seeded from the OS, and the driver to run it.
+///
+/// # Errors
+/// An invalid config (`InvalidInput`), no OS entropy, or the bind failed.
+pub async fn server(
+    bind: SocketAddr,
+    config: impl Into<Arc<ServerConfig>>,
+) -> io::Result<(ServerHandle, ServerDriver)> {
+    let (seed, now) = (os_seed()?, Instant::now());
+    let core = Server::new(config.into(), seed, now, unix_time()).map_err(invalid)?;
+    let public_key = core.public_key();
+    let (link, task) = wire(Socket::bind(bind).await?, core)?;
+    Ok((ServerHandle { link, public_key }, ServerDriver(task)))
+}
+
+/// [`client`], with its driver spawned on async-std.
+///
+/// # Errors
+/// As [`client`].
+pub async fn spawn_client(
+    bind: SocketAddr,
+    config: impl Into<Arc<ClientConfig>>,
+) -> io::Result<ClientHandle> {
+    let (handle, driver) = client(bind, config).await?;
+    rt::spawn(driver.run());
+    Ok(handle)
+}
+
+/// [`server`], with its driver spawned on async-std.
+///
+/// # Errors
+/// As [`server`].
+pub async fn spawn_server(
+    bind: SocketAddr,
+    config: impl Into<Arc<ServerConfig>>,
+) -> io::Result<ServerHandle> {
+    let (handle, driver) = server(bind, config).await?;
+    rt::spawn(driver.run());
+    Ok(handle)
+}
+
+/// A handle's channels and the driver at their other end.
+type Wired<E> = (Link<<E as Core>::Command, <E as Endpoint>::Event>, Task<E>);
+
+fn wire<E: Core>(socket: Socket, endpoint: E) -> io::Result<Wired<E>> {
+    let shared = Arc::new(Shared::new(socket.local_addr()?));
+    let (command_tx, commands) = channel::bounded(COMMAND_CAPACITY);
+    let (events, event_rx) = channel::bounded(EVENT_CAPACITY);
+    let link = Link {
+        commands: command_tx,
+        events: event_rx,
+        shared: Arc::clone(&shared),
+    };
+    let task = Task {
+        endpoint,
+        socket,
+        commands,
+        events,
+        shared,
+    };
+    Ok((link, task))
+}
+
+fn invalid(e: ConfigError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e)
+}

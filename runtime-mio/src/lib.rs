@@ -1,1 +1,51 @@
-//! Placeholder until its issue lands; see the README.
+//! # pierce-mio
+//!
+//! Runs a [`pierce_core`] endpoint ([`pierce_core::Client`] or [`pierce_core::Server`]) on one
+//! non-blocking UDP socket with [`mio`]. The adapter is thin on purpose: it owns the socket,
+//! reads the clock once per wakeup, sleeps until the earlier of the core's deadline and the next
+//! readiness, moves bytes both ways and hands events to the application. Every protocol
+//! decision stays in the core.
+//!
+//! Two ways to drive it:
+//!
+//! - From a game's frame loop: call [`Driver::pump`] with `Duration::ZERO` once per frame and
+//!   drain [`Driver::poll_event`]. Work per pump is bounded ([`RECV_BUDGET`]) so a flood of
+//!   datagrams cannot stall a frame.
+//! - On a thread of its own: [`Driver::run`] blocks and calls back for every event.
+//!
+//! Commands (`connect`, `send_to_server`, `disconnect`, ...) go straight to the core through
+//! [`Driver::endpoint_mut`], with `Instant::now()` as their time; the next pump sends whatever
+//! they queued.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::{Duration, Instant};
+//! use pierce_core::{Client, ClientConfig, ClientEvent};
+//! use pierce_mio::{Driver, os_seed};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let client = Client::new(Arc::new(ClientConfig::default()), os_seed()?, Instant::now())
+//!     .expect("default config is valid");
+//! let mut driver = Driver::bind("0.0.0.0:0".parse().expect("literal"), client)?;
+//! let server = "192.0.2.1:7777".parse().expect("literal");
+//! driver.endpoint_mut().connect(Instant::now(), server, &[]).expect("fresh client");
+//! loop {
+//!     driver.pump(Duration::ZERO)?; // once per game frame
+//!     while let Some(event) = driver.poll_event() {
+//!         if let ClientEvent::Connected { .. } = event {
+//!             driver.endpoint_mut().send_to_server(Instant::now(), b"hello").expect("connected");
+//!         }
+//!     }
+//!     # break;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod driver;
+mod sys;
+
+pub use driver::{Driver, DriverStats, RECV_BUDGET, RECV_BUFFER_SIZE};
+pub use sys::{local_addresses, os_seed, unix_time};

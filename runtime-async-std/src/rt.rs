@@ -1,0 +1,30 @@
+//! Every runtime primitive this crate touches, in one file. Each maps one-to-one onto async-io,
+//! the reactor async-std is built on (quinn `runtime/smol.rs` is the same list), so moving to
+//! smol is a change to this file alone:
+//!
+//! | here | what it is underneath | smol |
+//! |---|---|---|
+//! | `Socket` | `async_io::Async<std::net::UdpSocket>` | `smol::net::UdpSocket` |
+//! | `sleep` | `async_io::Timer::after` | `smol::Timer::after` |
+//! | `channel` | `async-channel` | `smol::channel` |
+//! | `spawn` | `async_global_executor::spawn` | `smol::spawn(..).detach()` |
+//!
+//! Only `spawn` needs an executor; the driver future itself runs under any of them (see the
+//! `async_io::block_on` test).
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+pub(crate) use async_std::channel;
+pub(crate) use async_std::net::UdpSocket as Socket;
+
+/// Completes after `d`.
+pub(crate) async fn sleep(d: Duration) {
+    async_std::task::sleep(d).await;
+}
+
+/// Runs `driver` in the background until it finishes; its result also reaches the handles.
+pub(crate) fn spawn(driver: impl Future<Output = io::Result<()>> + Send + 'static) {
+    drop(async_std::task::spawn(driver)); // dropping an async-std JoinHandle detaches the task
+}
