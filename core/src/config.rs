@@ -56,6 +56,18 @@ pub struct ClientConfig {
     /// Control messages (group acks, room requests, reliable server messages) queued and not
     /// yet acknowledged, at most.
     pub max_queued_control: usize,
+    /// Channels of every peer connection, indexed by [`crate::Channel`]; the same on every
+    /// client of a session. Defaults: [`crate::ChannelConfig::defaults`].
+    pub channels: Vec<crate::ChannelConfig>,
+    /// Largest reliable message, sent or accepted (fragmented on the wire).
+    pub max_message_size: usize,
+    /// Bytes of partial messages one peer may have in reassembly at once; a peer over it is
+    /// dropped with [`crate::PeerDropReason::ReassemblyLimit`].
+    pub max_reassembly_bytes: usize,
+    /// Bytes queued or unacknowledged towards one peer at once; beyond it `send` returns
+    /// [`crate::SendError::QueueFull`], so a peer that stops acknowledging cannot make memory
+    /// grow.
+    pub max_send_buffer_per_peer: usize,
 }
 
 impl Default for ClientConfig {
@@ -72,6 +84,10 @@ impl Default for ClientConfig {
             max_pending_events: 65_536,
             max_queued_peer_messages: 4096,
             max_queued_control: 1024,
+            channels: crate::ChannelConfig::defaults(),
+            max_message_size: 1 << 20,
+            max_reassembly_bytes: 4 << 20,
+            max_send_buffer_per_peer: 4 << 20,
         }
     }
 }
@@ -89,6 +105,19 @@ impl ClientConfig {
         }
         if self.handshake_retry_max < self.handshake_retry_initial {
             return Err(ConfigError::RetryMaxBelowInitial);
+        }
+        if self.channels.is_empty() || self.channels.len() > 255 {
+            return Err(ConfigError::OutOfRange("channels"));
+        }
+        if self.max_message_size == 0 || self.max_message_size > u32::MAX as usize / 2 {
+            return Err(ConfigError::OutOfRange("max_message_size"));
+        }
+        if self.max_reassembly_bytes < self.max_message_size
+            || self.max_send_buffer_per_peer < self.max_message_size
+        {
+            return Err(ConfigError::OutOfRange(
+                "max_reassembly_bytes/max_send_buffer_per_peer",
+            ));
         }
         Ok(())
     }

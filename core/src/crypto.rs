@@ -388,6 +388,11 @@ impl PacketKeys {
         Ok(out)
     }
 
+    /// The counter (packet number) the next sealed packet will carry.
+    pub(crate) fn next_counter(&self) -> u64 {
+        self.next_tx
+    }
+
     /// The highest counter received so far, if any.
     pub(crate) fn highest_received(&self) -> Option<u64> {
         self.replay.highest

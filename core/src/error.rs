@@ -71,6 +71,8 @@ pub enum SendError {
     UnknownPeer,
     /// This client is not in that group.
     NotMember,
+    /// No channel with that index in `ClientConfig::channels`.
+    UnknownChannel,
     /// The payload does not fit one datagram.
     PayloadTooLarge {
         /// Largest payload accepted.
@@ -87,6 +89,7 @@ impl fmt::Display for SendError {
             Self::UnknownHost => f.write_str("no such client"),
             Self::UnknownPeer => f.write_str("no such peer"),
             Self::NotMember => f.write_str("not in that group"),
+            Self::UnknownChannel => f.write_str("no such channel"),
             Self::PayloadTooLarge { max } => write!(f, "payload larger than {max} bytes"),
             Self::QueueFull => f.write_str("send queue full"),
         }

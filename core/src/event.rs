@@ -222,8 +222,27 @@ pub enum ClientEvent {
     PeerMessage {
         /// The sender.
         from: HostId,
+        /// The channel it came on.
+        channel: crate::Channel,
         /// The payload.
         payload: Bytes,
+    },
+    /// A reliable message was not acknowledged before its deadline or retry budget (or its
+    /// peer went away); it will not be delivered from now on.
+    MessageExpired {
+        /// The peer it was for.
+        peer: HostId,
+        /// Its channel.
+        channel: crate::Channel,
+        /// The id `send` returned.
+        message_id: crate::MessageId,
+    },
+    /// This client stopped talking to a peer that broke a protocol limit.
+    PeerDropped {
+        /// The peer.
+        peer: HostId,
+        /// Which limit.
+        reason: crate::PeerDropReason,
     },
     /// This client is in a room (it created or joined it). `MemberJoined` events follow.
     RoomJoined {

@@ -68,6 +68,12 @@ mod time;
 mod token;
 pub mod wire;
 
+/// The reliability layer as a standalone state machine, for fuzzing, benchmarks and custom
+/// transports. [`Client`] drives one [`reliability::Connection`] per peer for you.
+pub mod reliability {
+    pub use crate::rudp::conn::{ACK_RESERVE, ConnEvent, ConnStats, Connection, Limits};
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -83,6 +89,9 @@ pub use error::{CommandError, ConfigError, ConnectError, GroupError, SendError, 
 pub use event::{
     ClientEvent, DisconnectReason, GroupId, HostId, LeaveReason, MemberLeftReason, RejectReason,
     RoomError, RoomInfo, RoomOp, ServerEvent,
+};
+pub use rudp::{
+    Channel, ChannelConfig, Delivery, MessageId, Path, PeerDropReason, PeerStats, SendOptions,
 };
 pub use server::Server;
 pub use stats::{ClientStats, DropStats, IoStats, ServerStats};

@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pierce_core::wire::Writer;
-use pierce_core::wire::frame::{Frame, Frames, MAX_TOKEN_LEN};
+use pierce_core::wire::frame::{Frame, Frames, MAX_ACK_RANGES, MAX_TOKEN_LEN};
 
 fuzz_target!(|frames: Vec<Frame<'_>>| {
     // Padding swallows the rest of a packet, so only a last one can round-trip; tokens over
@@ -13,6 +13,14 @@ fuzz_target!(|frames: Vec<Frame<'_>>| {
         .filter(|f| match f {
             Frame::Padding(_) => false,
             Frame::Connect { token } => token.len() <= MAX_TOKEN_LEN,
+            // Ack ranges are 8-byte pairs, at most MAX_ACK_RANGES of them.
+            Frame::Ack(a) => a.rest.len() % 8 == 0 && a.rest.len() / 8 <= MAX_ACK_RANGES,
+            // A fragment never runs past its message's end.
+            Frame::Message {
+                fragment: Some((total, offset)),
+                data,
+                ..
+            } => u64::from(*offset) + data.len() as u64 <= u64::from(*total),
             _ => true,
         })
         .map(|f| match f {

@@ -67,8 +67,8 @@ pub struct Client {
     pair_index: BTreeMap<u32, HostId>,
     /// Groups this client is in, with their members in join order.
     groups: BTreeMap<GroupId, Vec<HostId>>,
-    /// Peer messages not yet transmitted.
-    peer_out: VecDeque<(HostId, Bytes)>,
+    /// The peer whose packets went last into a server packet (round-robin between peers).
+    peer_cursor: Option<HostId>,
     /// Relayed packets that arrived before their pair's key (bounded, short-lived).
     early: VecDeque<(Instant, HostId, Bytes)>,
 }
@@ -148,7 +148,7 @@ impl Client {
             peers: BTreeMap::new(),
             pair_index: BTreeMap::new(),
             groups: BTreeMap::new(),
-            peer_out: VecDeque::new(),
+            peer_cursor: None,
             early: VecDeque::new(),
         })
     }
@@ -405,6 +405,13 @@ impl Client {
         if let Some(reason) = failure {
             self.fail(reason);
         }
+        let ids: smallvec::SmallVec<[HostId; 16]> = self.peers.keys().copied().collect();
+        for id in ids {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.conn.handle_timeout(now);
+            }
+            self.drain_peer(id);
+        }
         while self
             .early
             .front()
@@ -463,14 +470,14 @@ impl Client {
             State::Connected(l) => {
                 if self.outgoing.is_empty()
                     && !l.ping_due
-                    && self.peer_out.is_empty()
                     && !l.control.wants_transmit(now)
+                    && !self.peers.values().any(|p| p.conn.wants_transmit(now))
                 {
                     return None;
                 }
                 let outgoing = &mut self.outgoing;
-                let peer_out = &mut self.peer_out;
                 let peers = &mut self.peers;
+                let cursor = &mut self.peer_cursor;
                 let control = &mut l.control;
                 let retransmits = control.retransmits;
                 let mut pinged = false;
@@ -478,7 +485,9 @@ impl Client {
                 let ping_due = l.ping_due;
                 let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
                     control.write(now, w);
-                    relayed = peers::write_relay_frames(w, peers, peer_out);
+                    let (n, next) = peers::write_relay_frames(now, w, peers, *cursor);
+                    relayed = n;
+                    *cursor = next;
                     while let Some(p) = outgoing.front() {
                         if w.remaining() < p.len() + DATAGRAM_FRAME_OVERHEAD {
                             break;
@@ -529,8 +538,14 @@ impl Client {
                     (!l.ping_due).then(|| l.last_send + self.config.keepalive_interval),
                 ),
                 earliest(
-                    l.control.next_timeout(),
-                    self.early.front().map(|(at, _, _)| *at + peers::EARLY_TTL),
+                    earliest(
+                        l.control.next_timeout(),
+                        self.early.front().map(|(at, _, _)| *at + peers::EARLY_TTL),
+                    ),
+                    self.peers
+                        .values()
+                        .filter_map(|p| p.conn.poll_timeout(self.clock.now()))
+                        .min(),
                 ),
             ),
         }
@@ -561,8 +576,10 @@ impl Client {
     /// Drops everything that only lives as long as the server session.
     fn forget_session_state(&mut self) {
         self.outgoing.clear();
-        self.peer_out.clear();
-        self.peers.clear();
+        let ids: Vec<HostId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.remove_peer(id);
+        }
         self.pair_index.clear();
         self.groups.clear();
         self.early.clear();
@@ -711,7 +728,11 @@ impl Client {
                     }
                 }
                 Frame::Relayed { from, packet } => self.on_relayed(now, HostId(from), packet),
-                Frame::Connect { .. } | Frame::Relay { .. } => self.stats.dropped.unexpected += 1,
+                Frame::Connect { .. }
+                | Frame::Relay { .. }
+                | Frame::Message { .. }
+                | Frame::Ack(_)
+                | Frame::Floor { .. } => self.stats.dropped.unexpected += 1,
             }
         }
     }

@@ -1,24 +1,22 @@
 //! Groups, peers and peer traffic on the client: relay first (every peer message travels
 //! through the server until a direct path exists), end-to-end sealed with the pair's key.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-
-use bytes::Bytes;
 
 use super::Client;
 use crate::crypto::PacketKeys;
 use crate::error::{CommandError, SendError};
 use crate::event::{ClientEvent, GroupId, HostId, MemberLeftReason, RoomError, RoomInfo, RoomOp};
+use crate::rudp::conn::{ACK_RESERVE, ConnEvent, Connection, Limits};
+use crate::rudp::{Channel, MessageId, Path, PeerStats, SendOptions};
 use crate::time::{Duration, Instant};
 use crate::wire::Writer;
 use crate::wire::control::{
     ControlMsg, JOIN_CREATE, JOIN_MUST_CREATE, MAX_NAME_LEN, ROOM_HAS_PASSWORD,
 };
-use crate::wire::frame::{
-    DATAGRAM_FRAME_OVERHEAD, Frame, Frames, RELAY_FRAME_OVERHEAD, encode_relay_with,
-};
-use crate::wire::sealed::{OVERHEAD, SealedPacket};
+use crate::wire::frame::{Frames, MESSAGE_FRAME_OVERHEAD, RELAY_FRAME_OVERHEAD, encode_relay_with};
+use crate::wire::sealed::{HEADER_LEN, OVERHEAD, SealedPacket, TAG_LEN};
 
 /// How long a relayed packet that arrived before its pair key is kept. The key travels on the
 /// reliable control stream ahead of any relayed packet, so only a lost control packet makes a
@@ -26,6 +24,9 @@ use crate::wire::sealed::{OVERHEAD, SealedPacket};
 pub(super) const EARLY_TTL: Duration = Duration::from_secs(2);
 /// Early packets kept at most.
 const EARLY_CAP: usize = 64;
+/// Bytes around a peer packet's frames when it travels through the relay: the server
+/// session packet, the relay frame and the peer packet's own header and tag.
+const RELAYED_OVERHEAD: usize = OVERHEAD + RELAY_FRAME_OVERHEAD + OVERHEAD;
 
 /// A member this client shares at least one group with.
 pub(super) struct Peer {
@@ -35,45 +36,63 @@ pub(super) struct Peer {
     pub(super) keys: PacketKeys,
     /// The peer's address as the server observed it.
     pub(super) addr: SocketAddr,
+    /// Reliability, channels and congestion control, whatever the path.
+    pub(super) conn: Connection,
+    /// Where its packets go.
+    pub(super) path: Path,
 }
 
-/// Writes Relay frames for queued peer messages, several messages to the same peer sharing
-/// one sealed peer packet. Returns the number of peer packets written.
+/// Writes Relay frames for every peer with something to send (acks, data, probes), one
+/// sealed peer packet per frame, starting after `cursor` for fairness. Returns the number of
+/// peer packets written and the peer to start after next time.
 pub(super) fn write_relay_frames(
+    now: Instant,
     w: &mut Writer<'_>,
-    peers: &mut std::collections::BTreeMap<HostId, Peer>,
-    queue: &mut VecDeque<(HostId, Bytes)>,
-) -> u64 {
+    peers: &mut BTreeMap<HostId, Peer>,
+    cursor: Option<HostId>,
+) -> (u64, Option<HostId>) {
     let mut packets = 0;
-    while let Some((to, first)) = queue.front() {
-        let (to, first_len) = (*to, first.len());
+    let mut last = cursor;
+    let order: smallvec::SmallVec<[HostId; 16]> = match cursor {
+        Some(c) => peers
+            .range(c..)
+            .skip(1)
+            .chain(peers.range(..=c))
+            .map(|(k, _)| *k)
+            .collect(),
+        None => peers.keys().copied().collect(),
+    };
+    for to in order {
         let Some(peer) = peers.get_mut(&to) else {
-            queue.pop_front(); // the pair was torn down while the message waited
             continue;
         };
-        if w.remaining() < RELAY_FRAME_OVERHEAD + OVERHEAD + DATAGRAM_FRAME_OVERHEAD + first_len {
-            break;
-        }
-        let pair_id = peer.pair_id;
-        let keys = &mut peer.keys;
-        let written = encode_relay_with(w, to.0, |tail| {
-            let max = tail.len();
-            keys.seal_frames(pair_id, tail, max, |iw| {
-                while let Some((t, p)) = queue.front() {
-                    if *t != to || iw.remaining() < p.len() + DATAGRAM_FRAME_OVERHEAD {
-                        break;
-                    }
-                    let _ = Frame::Datagram { payload: p }.encode(iw);
-                    queue.pop_front();
+        while peer.conn.wants_transmit(now) {
+            if w.remaining() < RELAY_FRAME_OVERHEAD + OVERHEAD + MESSAGE_FRAME_OVERHEAD {
+                return (packets, last);
+            }
+            let pair_id = peer.pair_id;
+            let (keys, conn) = (&mut peer.keys, &mut peer.conn);
+            let written = encode_relay_with(w, to.0, |tail| {
+                if tail.len() < OVERHEAD + 1 {
+                    return None;
                 }
-            })
-        });
-        if !written {
-            break;
+                let pn = keys.next_counter();
+                let body_end = tail.len() - TAG_LEN;
+                let mut bw = Writer::new(&mut tail[HEADER_LEN..body_end]);
+                let n = conn.write(now, pn, RELAYED_OVERHEAD, &mut bw);
+                if n == 0 {
+                    return None;
+                }
+                keys.seal(pair_id, tail, n)
+            });
+            if !written {
+                break;
+            }
+            packets += 1;
+            last = Some(to);
         }
-        packets += 1;
     }
-    packets
+    (packets, last)
 }
 
 fn valid_name(s: &str) -> Result<(), CommandError> {
@@ -106,80 +125,140 @@ impl Client {
         self.peers.get(&peer).map(|p| p.addr)
     }
 
-    /// Largest payload [`Client::send`] accepts.
-    pub fn max_peer_payload(&self) -> usize {
-        self.config.max_datagram_size
-            - OVERHEAD
-            - RELAY_FRAME_OVERHEAD
-            - OVERHEAD
-            - DATAGRAM_FRAME_OVERHEAD
+    /// Largest reliable message [`Client::send`] accepts (fragmented on the wire).
+    pub fn max_message_size(&self) -> usize {
+        self.config.max_message_size
+    }
+
+    /// Largest message an unreliable channel accepts: one fragment, no fragmentation.
+    pub fn max_unreliable_payload(&self) -> usize {
+        self.fragment_size()
+    }
+
+    /// Bytes of one fragment: what fits a relayed peer packet with room left for an ack.
+    fn fragment_size(&self) -> usize {
+        self.config.max_datagram_size - RELAYED_OVERHEAD - MESSAGE_FRAME_OVERHEAD - ACK_RESERVE
+    }
+
+    pub(super) fn new_connection(&self) -> Connection {
+        Connection::new(
+            &self.config.channels,
+            Limits {
+                fragment_size: self.fragment_size(),
+                max_message_size: self.config.max_message_size,
+                max_reassembly_bytes: self.config.max_reassembly_bytes,
+                max_send_buffer: self.config.max_send_buffer_per_peer,
+                mtu: self.config.max_datagram_size,
+            },
+        )
+    }
+
+    /// Counters and estimates of the connection with a peer.
+    pub fn peer_stats(&self, peer: HostId) -> Option<PeerStats> {
+        let p = self.peers.get(&peer)?;
+        let s = p.conn.stats;
+        Some(PeerStats {
+            rtt: p.conn.srtt(),
+            rtt_var: p.conn.rtt_var(),
+            loss: if s.packets_sent == 0 {
+                0.0
+            } else {
+                s.packets_lost as f64 / s.packets_sent as f64
+            },
+            packets_sent: s.packets_sent,
+            packets_lost: s.packets_lost,
+            bytes_out: s.bytes_out,
+            bytes_in: s.bytes_in,
+            messages_out: s.messages_out,
+            messages_in: s.messages_in,
+            retransmits: s.retransmits,
+            unacked: p.conn.unacked(),
+            queued_bytes: p.conn.queued_bytes(),
+            cwnd: p.conn.cwnd(),
+            path: p.path,
+        })
     }
 
     // ---- commands: peers ---------------------------------------------------------------
 
-    /// Queues an unreliable message for a member this client shares a group with. Works from
-    /// the moment [`ClientEvent::MemberJoined`] names that member: until a direct path
-    /// exists the message goes through the server's relay, sealed end to end with the pair's
-    /// key.
+    /// Queues a message for a member this client shares a group with, on `channel` (see
+    /// [`crate::ChannelConfig::defaults`] for the default channels). Works from the moment
+    /// [`ClientEvent::MemberJoined`] names that member: until a direct path exists the message
+    /// goes through the server's relay, sealed end to end with the pair's key.
     ///
     /// # Errors
     /// [`SendError::NotConnected`], [`SendError::UnknownPeer`],
-    /// [`SendError::PayloadTooLarge`] (see [`Client::max_peer_payload`]) or
+    /// [`SendError::UnknownChannel`], [`SendError::PayloadTooLarge`] (see
+    /// [`Client::max_message_size`] and [`Client::max_unreliable_payload`]) or
     /// [`SendError::QueueFull`].
-    pub fn send(&mut self, now: Instant, to: HostId, payload: &[u8]) -> Result<(), SendError> {
-        self.clock.advance(now);
-        self.check_peer_send(payload.len(), 1)?;
-        if !self.peers.contains_key(&to) {
-            return Err(SendError::UnknownPeer);
-        }
-        let b = self.send_arena.copy(payload);
-        self.peer_out.push_back((to, b));
-        Ok(())
+    pub fn send(
+        &mut self,
+        now: Instant,
+        to: HostId,
+        channel: Channel,
+        payload: &[u8],
+    ) -> Result<MessageId, SendError> {
+        self.send_with(now, to, channel, payload, SendOptions::default())
     }
 
-    /// Queues an unreliable message for every other member of `group`.
+    /// [`Client::send`] with a deadline or retry budget; a reliable message that misses
+    /// either is reported as [`ClientEvent::MessageExpired`] and never delivered afterwards.
     ///
     /// # Errors
-    /// As [`Client::send`], plus [`SendError::NotMember`].
+    /// As [`Client::send`].
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        to: HostId,
+        channel: Channel,
+        payload: &[u8],
+        options: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        let now = self.clock.advance(now);
+        if !self.is_connected() {
+            return Err(SendError::NotConnected);
+        }
+        let Some(peer) = self.peers.get_mut(&to) else {
+            return Err(SendError::UnknownPeer);
+        };
+        let b = self.send_arena.copy(payload);
+        peer.conn.send(now, channel, b, options)
+    }
+
+    /// Queues a message for every other member of `group`.
+    ///
+    /// # Errors
+    /// As [`Client::send`], plus [`SendError::NotMember`]. On an error no member gets it.
     pub fn send_to_group(
         &mut self,
         now: Instant,
         group: GroupId,
+        channel: Channel,
         payload: &[u8],
     ) -> Result<(), SendError> {
-        self.clock.advance(now);
+        let now = self.clock.advance(now);
+        if !self.is_connected() {
+            return Err(SendError::NotConnected);
+        }
         let me = self.host_id();
         let Some(members) = self.groups.get(&group) else {
-            return Err(if self.is_connected() {
-                SendError::NotMember
-            } else {
-                SendError::NotConnected
-            });
+            return Err(SendError::NotMember);
         };
         let targets: smallvec::SmallVec<[HostId; 16]> = members
             .iter()
             .copied()
             .filter(|m| Some(*m) != me && self.peers.contains_key(m))
             .collect();
-        self.check_peer_send(payload.len(), targets.len())?;
+        // Check every target first so that the send is all or nothing.
+        for t in &targets {
+            self.peers[t].conn.check_send(channel, payload.len())?;
+        }
         let b = self.send_arena.copy(payload);
         for t in targets {
-            self.peer_out.push_back((t, b.clone()));
-        }
-        Ok(())
-    }
-
-    fn check_peer_send(&self, len: usize, count: usize) -> Result<(), SendError> {
-        if !self.is_connected() {
-            return Err(SendError::NotConnected);
-        }
-        if len > self.max_peer_payload() {
-            return Err(SendError::PayloadTooLarge {
-                max: self.max_peer_payload(),
-            });
-        }
-        if self.peer_out.len() + count > self.config.max_queued_peer_messages {
-            return Err(SendError::QueueFull);
+            if let Some(p) = self.peers.get_mut(&t) {
+                p.conn
+                    .send(now, channel, b.clone(), SendOptions::default())?;
+            }
         }
         Ok(())
     }
@@ -306,15 +385,16 @@ impl Client {
                 addr,
             } => {
                 let peer = HostId(peer);
-                if let Some(old) = self.peers.remove(&peer) {
-                    self.pair_index.remove(&old.pair_id);
-                }
+                self.remove_peer(peer);
+                let conn = self.new_connection();
                 self.peers.insert(
                     peer,
                     Peer {
                         pair_id,
                         keys: PacketKeys::for_pair(&key, pair_id, me < peer),
                         addr,
+                        conn,
+                        path: Path::Relay,
                     },
                 );
                 self.pair_index.insert(pair_id, peer);
@@ -331,9 +411,7 @@ impl Client {
             ControlMsg::PeerRemove { peer, pair_id } => {
                 let peer = HostId(peer);
                 if self.peers.get(&peer).is_some_and(|p| p.pair_id == pair_id) {
-                    self.peers.remove(&peer);
-                    self.pair_index.remove(&pair_id);
-                    self.peer_out.retain(|(t, _)| *t != peer);
+                    self.remove_peer(peer);
                 }
             }
             ControlMsg::MemberJoined {
@@ -455,7 +533,7 @@ impl Client {
     /// A peer packet, direct from `from` or (with `relayed`) unwrapped from a relay frame.
     pub(super) fn on_peer_packet(
         &mut self,
-        _now: Instant,
+        now: Instant,
         _from: SocketAddr,
         packet: &SealedPacket<'_>,
         _relayed: bool,
@@ -468,30 +546,85 @@ impl Client {
             self.stats.dropped.unknown_peer += 1;
             return;
         };
+        let pn = packet.header.counter;
+        let size = packet.aad.len() + packet.ciphertext_and_tag.len();
         let mut scratch = std::mem::take(&mut self.peer_scratch);
+        let out_of_order = peer.conn.is_out_of_order(pn);
         match peer.keys.open(packet, &mut scratch) {
             Err(e) => self.stats.dropped.count_open(e),
             Ok(plaintext) => {
                 if Frames::new(plaintext).any(|f| f.is_err()) {
                     self.stats.dropped.bad_frames += 1;
                 } else {
+                    peer.conn.begin_packet(now, pn, size);
+                    let mut elicit = false;
                     for f in Frames::new(plaintext).flatten() {
-                        match f {
-                            Frame::Datagram { payload } => {
-                                let payload = self.recv_arena.copy(payload);
-                                self.push_event(ClientEvent::PeerMessage {
-                                    from: peer_id,
-                                    payload,
-                                });
-                            }
-                            Frame::Padding(_) | Frame::Ping => {}
-                            _ => self.stats.dropped.unexpected += 1,
-                        }
+                        elicit |= peer.conn.on_frame(now, &f);
                     }
+                    peer.conn.end_packet(now, elicit, out_of_order);
                 }
             }
         }
         self.peer_scratch = scratch;
+        self.drain_peer(peer_id);
+    }
+
+    /// Moves a peer connection's events into the client's, and drops a peer that broke a
+    /// limit.
+    pub(super) fn drain_peer(&mut self, peer_id: HostId) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let mut out: smallvec::SmallVec<[ClientEvent; 8]> = smallvec::SmallVec::new();
+        while let Some(e) = peer.conn.poll_event() {
+            out.push(match e {
+                ConnEvent::Message { channel, payload } => ClientEvent::PeerMessage {
+                    from: peer_id,
+                    channel,
+                    payload,
+                },
+                ConnEvent::Expired { channel, id } => ClientEvent::MessageExpired {
+                    peer: peer_id,
+                    channel,
+                    message_id: id,
+                },
+            });
+            if out.len() == out.inline_size() {
+                for e in out.drain(..) {
+                    self.push_event(e);
+                }
+                return self.drain_peer(peer_id);
+            }
+        }
+        let violation = peer.conn.violation();
+        for e in out {
+            self.push_event(e);
+        }
+        if let Some(reason) = violation {
+            self.remove_peer(peer_id);
+            self.push_event(ClientEvent::PeerDropped {
+                peer: peer_id,
+                reason,
+            });
+        }
+    }
+
+    /// Forgets a peer; its unacknowledged reliable messages are reported expired.
+    pub(super) fn remove_peer(&mut self, peer_id: HostId) {
+        let Some(mut old) = self.peers.remove(&peer_id) else {
+            return;
+        };
+        self.pair_index.remove(&old.pair_id);
+        old.conn.abandon();
+        while let Some(e) = old.conn.poll_event() {
+            if let ConnEvent::Expired { channel, id } = e {
+                self.push_event(ClientEvent::MessageExpired {
+                    peer: peer_id,
+                    channel,
+                    message_id: id,
+                });
+            }
+        }
     }
 
     /// Test-only: pretend the server introduced `peer`, to forge relay requests the server
@@ -499,12 +632,15 @@ impl Client {
     #[cfg(test)]
     pub(crate) fn test_insert_peer(&mut self, peer: HostId, pair_id: u32, key: [u8; 32]) {
         let me = self.host_id().unwrap_or(HostId(0));
+        let conn = self.new_connection();
         self.peers.insert(
             peer,
             Peer {
                 pair_id,
                 keys: PacketKeys::for_pair(&key, pair_id, me < peer),
                 addr: "0.0.0.0:0".parse().expect("literal"),
+                conn,
+                path: Path::Relay,
             },
         );
         self.pair_index.insert(pair_id, peer);

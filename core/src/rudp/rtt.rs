@@ -54,6 +54,11 @@ impl RttEstimator {
         self.srtt.unwrap_or(INITIAL_RTT)
     }
 
+    /// RTT variation.
+    pub(crate) fn rttvar(&self) -> Duration {
+        self.rttvar
+    }
+
     /// Retransmission timeout before backoff: `srtt + 4·rttvar`, clamped.
     pub(crate) fn rto(&self) -> Duration {
         (self.srtt() + self.rttvar * 4).clamp(MIN_RTO, MAX_RTO)

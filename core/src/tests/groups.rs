@@ -150,7 +150,10 @@ fn a_member_can_send_the_moment_it_learns_of_another_one_relay_hop() {
     );
     let t_joined = net.elapsed();
     let now = net.now;
-    net.clients[0].client.send(now, b, b"first!").unwrap();
+    net.clients[0]
+        .client
+        .send(now, b, crate::Channel::UNRELIABLE, b"first!")
+        .unwrap();
     assert!(net.drive_until(Duration::from_secs(1), |n| !n.peer_messages(1).is_empty()));
     // Client → server → client: two one-way latencies (10 ms each), no extra round trip.
     assert_eq!(net.elapsed() - t_joined, ms(20));
@@ -169,8 +172,14 @@ fn the_relay_never_sees_the_plaintext() {
     net.run_for(ms(100));
     let marker = b"SECRET-PLAINTEXT-MARKER-0123456789";
     let now = net.now;
-    net.clients[0].client.send(now, b, marker).unwrap();
-    net.clients[0].client.send_to_group(now, g, marker).unwrap();
+    net.clients[0]
+        .client
+        .send(now, b, crate::Channel::UNRELIABLE, marker)
+        .unwrap();
+    net.clients[0]
+        .client
+        .send_to_group(now, g, crate::Channel::UNRELIABLE, marker)
+        .unwrap();
     net.run_for(ms(100));
     assert_eq!(net.peer_messages(1).len(), 2);
     assert!(net.server.stats().relayed_packets >= 1);
@@ -194,19 +203,30 @@ fn members_of_different_groups_cannot_reach_each_other() {
     net.run_for(ms(100));
     let now = net.now;
     assert_eq!(
-        net.clients[0].client.send(now, c, b"hi"),
+        net.clients[0]
+            .client
+            .send(now, c, crate::Channel::UNRELIABLE, b"hi"),
         Err(SendError::UnknownPeer)
     );
     // A modified client forges a pair with c and asks the relay anyway.
     net.clients[0].client.test_insert_peer(c, 999, [7; 32]);
-    net.clients[0].client.send(now, c, b"let me in").unwrap();
+    net.clients[0]
+        .client
+        .send(now, c, crate::Channel::UNRELIABLE, b"let me in")
+        .unwrap();
     net.run_for(ms(100));
     assert_eq!(net.server.stats().dropped.relay_denied, 1);
     assert!(net.peer_messages(2).is_empty());
     // b, in both groups, reaches both.
     let now = net.now;
-    net.clients[1].client.send(now, a, b"to a").unwrap();
-    net.clients[1].client.send(now, c, b"to c").unwrap();
+    net.clients[1]
+        .client
+        .send(now, a, crate::Channel::UNRELIABLE, b"to a")
+        .unwrap();
+    net.clients[1]
+        .client
+        .send(now, c, crate::Channel::UNRELIABLE, b"to c")
+        .unwrap();
     net.run_for(ms(100));
     assert_eq!(net.peer_messages(0), vec![(b, b"to a".to_vec())]);
     assert_eq!(net.peer_messages(2), vec![(b, b"to c".to_vec())]);
@@ -226,7 +246,10 @@ fn overlapping_groups_share_one_pair_until_the_last_is_left() {
     net.server.leave_group(now, g1, a).unwrap();
     net.run_for(ms(100));
     let now = net.now;
-    net.clients[0].client.send(now, b, b"still here").unwrap();
+    net.clients[0]
+        .client
+        .send(now, b, crate::Channel::UNRELIABLE, b"still here")
+        .unwrap();
     net.run_for(ms(100));
     assert_eq!(net.peer_messages(1).len(), 1);
     let now = net.now;
@@ -235,7 +258,9 @@ fn overlapping_groups_share_one_pair_until_the_last_is_left() {
     assert_eq!(net.server.stats().pairs, 0);
     let now = net.now;
     assert_eq!(
-        net.clients[0].client.send(now, b, b"gone"),
+        net.clients[0]
+            .client
+            .send(now, b, crate::Channel::UNRELIABLE, b"gone"),
         Err(SendError::UnknownPeer)
     );
     assert_eq!(net.clients[1].client.peers().count(), 0);
@@ -294,16 +319,21 @@ fn relay_budgets_drop_and_count_instead_of_queueing() {
     net.run_for(ms(100));
     let now = net.now;
     for _ in 0..100 {
-        net.clients[0].client.send(now, b, &[1; 1000]).unwrap();
+        net.clients[0]
+            .client
+            .send(now, b, crate::Channel::UNRELIABLE, &[1; 1000])
+            .unwrap();
     }
-    net.run_for(ms(200));
-    let got = net.peer_messages(1).len();
+    net.run_for(Duration::from_secs(3));
+    let got = net.peer_messages(1).len() as u64;
     let dropped = net.server.stats().dropped.relay_rate;
+    // 5 kB burst + 10 kB/s over the ~3 s it takes the pacer to send everything.
     assert!(
-        (4..=7).contains(&got),
-        "about the 5 kB burst (+ refill) got through: {got}"
+        (4..=40).contains(&got),
+        "the budget, not the offered load, decides: {got}"
     );
-    assert_eq!(got as u64 + dropped, 100);
+    assert!(dropped >= 60, "{dropped}");
+    assert_eq!(got + dropped, 100, "every packet is delivered or counted");
 }
 
 #[test]
@@ -374,7 +404,9 @@ fn group_commands_reject_misuse() {
         Err(GroupError::UnknownGroup)
     );
     assert_eq!(
-        net.clients[0].client.send_to_group(now, g, b"x"),
+        net.clients[0]
+            .client
+            .send_to_group(now, g, crate::Channel::UNRELIABLE, b"x"),
         Err(SendError::NotMember)
     );
 }

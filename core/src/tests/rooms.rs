@@ -260,9 +260,12 @@ fn room_members_talk_through_the_relay() {
     let now = net.now;
     net.clients[1]
         .client
-        .send_to_group(now, g, b"hello room")
+        .send_to_group(now, g, crate::Channel::UNRELIABLE, b"hello room")
         .unwrap();
-    net.clients[0].client.send(now, b, b"hi b").unwrap();
+    net.clients[0]
+        .client
+        .send(now, b, crate::Channel::UNRELIABLE, b"hi b")
+        .unwrap();
     settle(&mut net);
     assert_eq!(net.peer_messages(0), vec![(b, b"hello room".to_vec())]);
     assert_eq!(net.peer_messages(1), vec![(a, b"hi b".to_vec())]);

@@ -304,7 +304,7 @@ impl Net {
             .events
             .iter()
             .filter_map(|(_, e)| match e {
-                ClientEvent::PeerMessage { from, payload } => Some((*from, payload.to_vec())),
+                ClientEvent::PeerMessage { from, payload, .. } => Some((*from, payload.to_vec())),
                 _ => None,
             })
             .collect()

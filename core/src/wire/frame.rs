@@ -13,7 +13,15 @@
 //! 0x08 StreamAck | next expected (u32) | mask (u32): bit i = next + 1 + i arrived
 //! 0x09 Relay     | to host id (u64) | length (u16) | peer packet        (client → server)
 //! 0x0A Relayed   | from host id (u64) | length (u16) | peer packet      (server → client)
+//! 0x0B Message   | channel (u8) | flags (u8) | sequence (u32)
+//!                | [if FRAGMENT: message length (u32) | offset (u32)] | length (u16) | data
+//! 0x0C Ack       | largest (u64) | delay µs (u32) | first range length (u32)
+//!                | range count (u8) | count × (gap (u32) | range length (u32))
+//! 0x0D Floor     | channel (u8) | sequence (u32): nothing below it will be sent again
 //! ```
+//!
+//! Ack ranges follow QUIC: the first range covers `largest - first + 1 ..= largest`; each
+//! further range starts `gap + 1` packet numbers below the previous one's start.
 
 use std::net::SocketAddr;
 
@@ -33,6 +41,18 @@ const STREAM: u8 = 0x07;
 const STREAM_ACK: u8 = 0x08;
 const RELAY: u8 = 0x09;
 const RELAYED: u8 = 0x0A;
+const MESSAGE: u8 = 0x0B;
+const ACK: u8 = 0x0C;
+const FLOOR: u8 = 0x0D;
+
+/// `Message` flag: the frame carries one fragment of a larger message.
+pub const FLAG_FRAGMENT: u8 = 1;
+/// Bytes a fragment `Message` frame adds around its data.
+pub const MESSAGE_FRAME_OVERHEAD: usize = 1 + 1 + 1 + 4 + 4 + 4 + 2;
+/// Bytes an unfragmented `Message` frame adds around its data.
+pub const MESSAGE_FRAME_OVERHEAD_WHOLE: usize = 1 + 1 + 1 + 4 + 2;
+/// Ack ranges carried at most (older ones are left out; they were acknowledged before).
+pub const MAX_ACK_RANGES: usize = 32;
 
 /// Bytes a [`Frame::Relay`] or [`Frame::Relayed`] adds around its packet.
 pub const RELAY_FRAME_OVERHEAD: usize = 1 + 8 + 2;
@@ -131,6 +151,93 @@ pub enum Frame<'a> {
         /// The sealed peer packet.
         packet: &'a [u8],
     },
+    /// A whole message, or one fragment of one, on a peer connection.
+    Message {
+        /// The channel.
+        channel: u8,
+        /// Per-channel message sequence number.
+        seq: u32,
+        /// `Some((message length, offset))` for a fragment.
+        fragment: Option<(u32, u32)>,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// Acknowledges peer packets by number.
+    Ack(AckFrame<'a>),
+    /// The sender will never (re)send sequence numbers below `seq` on `channel`.
+    Floor {
+        /// The channel.
+        channel: u8,
+        /// The new floor.
+        seq: u32,
+    },
+}
+
+/// Acknowledged packet-number ranges, borrowing the encoded ranges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct AckFrame<'a> {
+    /// Largest packet number acknowledged.
+    pub largest: u64,
+    /// How long the receiver held the ack, in microseconds.
+    pub delay_us: u32,
+    /// Length of the first range (ending at `largest`), minus nothing: at least 1.
+    pub first: u32,
+    /// `(gap, length)` pairs, 8 bytes each, as encoded.
+    pub rest: &'a [u8],
+}
+
+impl AckFrame<'_> {
+    /// The acknowledged ranges, highest first, as inclusive `(start, end)`. Stops at the
+    /// first range that would go below zero.
+    pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let first = self
+            .largest
+            .checked_sub(u64::from(self.first.max(1)) - 1)
+            .map(|s| (s, self.largest));
+        let mut low = first.map(|(s, _)| s);
+        let more = self.rest.chunks_exact(8).map_while(move |c| {
+            let gap = u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+            let len = u64::from(u32::from_be_bytes([c[4], c[5], c[6], c[7]]).max(1));
+            let end = low?.checked_sub(gap + 2)?;
+            let start = end.checked_sub(len - 1)?;
+            low = Some(start);
+            Some((start, end))
+        });
+        first.into_iter().chain(more)
+    }
+
+    /// Encodes ranges (highest first, inclusive, disjoint, descending) into `w`, as many as
+    /// fit in `budget` bytes, at most [`MAX_ACK_RANGES`]. Returns false if not even one fits.
+    pub fn encode_ranges(
+        w: &mut Writer<'_>,
+        ranges: &[(u64, u64)],
+        delay_us: u32,
+        budget: usize,
+    ) -> bool {
+        let Some(&(s0, e0)) = ranges.first() else {
+            return false;
+        };
+        if budget < 1 + 8 + 4 + 4 + 1 || w.remaining() < 1 + 8 + 4 + 4 + 1 {
+            return false;
+        }
+        let room = budget.min(w.remaining()) - (1 + 8 + 4 + 4 + 1);
+        let extra = (room / 8).min(MAX_ACK_RANGES - 1).min(ranges.len() - 1);
+        let _ = w.u8(ACK);
+        let _ = w.u64(e0);
+        let _ = w.u32(delay_us);
+        let _ = w.u32((e0 - s0 + 1).min(u64::from(u32::MAX)) as u32);
+        let _ = w.u8(extra as u8);
+        let mut low = s0;
+        for &(s, e) in &ranges[1..=extra] {
+            let gap = (low - e - 2).min(u64::from(u32::MAX)) as u32;
+            let len = (e - s + 1).min(u64::from(u32::MAX)) as u32;
+            let _ = w.u32(gap);
+            let _ = w.u32(len);
+            low = s;
+        }
+        true
+    }
 }
 
 impl<'a> Frame<'a> {
@@ -147,6 +254,11 @@ impl<'a> Frame<'a> {
             Self::Stream { data, .. } => 4 + 2 + data.len(),
             Self::StreamAck { .. } => 8,
             Self::Relay { packet, .. } | Self::Relayed { packet, .. } => 8 + 2 + packet.len(),
+            Self::Message { fragment, data, .. } => {
+                1 + 1 + 4 + if fragment.is_some() { 8 } else { 0 } + 2 + data.len()
+            }
+            Self::Ack(a) => 8 + 4 + 4 + 1 + a.rest.len(),
+            Self::Floor { .. } => 5,
         }
     }
 
@@ -208,6 +320,41 @@ impl<'a> Frame<'a> {
                 w.u16(len)?;
                 w.put(packet)
             }
+            Self::Message {
+                channel,
+                seq,
+                fragment,
+                data,
+            } => {
+                let len = u16::try_from(data.len()).map_err(|_| BufferTooSmall)?;
+                w.u8(MESSAGE)?;
+                w.u8(channel)?;
+                w.u8(if fragment.is_some() { FLAG_FRAGMENT } else { 0 })?;
+                w.u32(seq)?;
+                if let Some((total, offset)) = fragment {
+                    w.u32(total)?;
+                    w.u32(offset)?;
+                }
+                w.u16(len)?;
+                w.put(data)
+            }
+            Self::Ack(a) => {
+                let count = u8::try_from(a.rest.len() / 8).map_err(|_| BufferTooSmall)?;
+                if a.rest.len() % 8 != 0 {
+                    return Err(BufferTooSmall);
+                }
+                w.u8(ACK)?;
+                w.u64(a.largest)?;
+                w.u32(a.delay_us)?;
+                w.u32(a.first)?;
+                w.u8(count)?;
+                w.put(a.rest)
+            }
+            Self::Floor { channel, seq } => {
+                w.u8(FLOOR)?;
+                w.u8(channel)?;
+                w.u32(seq)
+            }
         }
     }
 
@@ -254,6 +401,53 @@ impl<'a> Frame<'a> {
             STREAM_ACK => Self::StreamAck {
                 next: r.u32()?,
                 mask: r.u32()?,
+            },
+            MESSAGE => {
+                let channel = r.u8()?;
+                let flags = r.u8()?;
+                if flags & !FLAG_FRAGMENT != 0 {
+                    return Err(DecodeError::BadValue);
+                }
+                let seq = r.u32()?;
+                let fragment = if flags & FLAG_FRAGMENT != 0 {
+                    let total = r.u32()?;
+                    let offset = r.u32()?;
+                    Some((total, offset))
+                } else {
+                    None
+                };
+                let len = r.u16()? as usize;
+                let data = r.bytes(len)?;
+                if let Some((total, offset)) = fragment {
+                    if u64::from(offset) + len as u64 > u64::from(total) {
+                        return Err(DecodeError::BadLength);
+                    }
+                }
+                Self::Message {
+                    channel,
+                    seq,
+                    fragment,
+                    data,
+                }
+            }
+            ACK => {
+                let largest = r.u64()?;
+                let delay_us = r.u32()?;
+                let first = r.u32()?;
+                let count = r.u8()? as usize;
+                if count > MAX_ACK_RANGES {
+                    return Err(DecodeError::BadLength);
+                }
+                Self::Ack(AckFrame {
+                    largest,
+                    delay_us,
+                    first,
+                    rest: r.bytes(count * 8)?,
+                })
+            }
+            FLOOR => Self::Floor {
+                channel: r.u8()?,
+                seq: r.u32()?,
             },
             kind @ (RELAY | RELAYED) => {
                 let id = r.u64()?;
@@ -368,6 +562,68 @@ mod tests {
     }
 
     #[test]
+    fn message_ack_and_floor_golden_bytes() {
+        let bytes = encode_all(&[
+            Frame::Message {
+                channel: 2,
+                seq: 7,
+                fragment: Some((10, 4)),
+                data: b"ab",
+            },
+            Frame::Message {
+                channel: 0,
+                seq: 1,
+                fragment: None,
+                data: b"z",
+            },
+            Frame::Floor { channel: 3, seq: 9 },
+        ]);
+        #[rustfmt::skip]
+        let expect: &[u8] = &[
+            0x0B, 2, 0x01, 0, 0, 0, 7,          // Message, channel 2, FRAGMENT, seq 7
+                  0, 0, 0, 10, 0, 0, 0, 4,      //   message length 10, offset 4
+                  0x00, 0x02, b'a', b'b',       //   len 2, data
+            0x0B, 0, 0x00, 0, 0, 0, 1,          // Message, channel 0, whole, seq 1
+                  0x00, 0x01, b'z',             //   len 1, data
+            0x0D, 3, 0, 0, 0, 9,                // Floor, channel 3, seq 9
+        ];
+        assert_eq!(bytes, expect);
+        // A fragment claiming to run past its message's end (offset 2 + 2 bytes > 3).
+        let mut it = Frames::new(&[0x0B, 0, 1, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 2, 0, 2, 9, 9]);
+        assert_eq!(it.next(), Some(Err(DecodeError::BadLength)));
+    }
+
+    #[test]
+    fn ack_ranges_encode_and_decode_like_quic() {
+        let ranges = [(90, 100), (70, 80), (50, 50)];
+        let mut buf = [0u8; 200];
+        let mut w = Writer::new(&mut buf);
+        assert!(AckFrame::encode_ranges(&mut w, &ranges, 250, 200));
+        let n = w.len();
+        let Some(Ok(Frame::Ack(a))) = Frames::new(&buf[..n]).next() else {
+            panic!("no ack");
+        };
+        assert_eq!(a.delay_us, 250);
+        assert_eq!(a.ranges().collect::<Vec<_>>(), ranges);
+        // A small budget keeps only the newest ranges.
+        let mut w = Writer::new(&mut buf);
+        assert!(AckFrame::encode_ranges(&mut w, &ranges, 0, 18 + 8));
+        let n = w.len();
+        let Some(Ok(Frame::Ack(a))) = Frames::new(&buf[..n]).next() else {
+            panic!("no ack");
+        };
+        assert_eq!(a.ranges().collect::<Vec<_>>(), &ranges[..2]);
+        // Ranges that would go below zero are cut, not wrapped.
+        let a = AckFrame {
+            largest: 3,
+            delay_us: 0,
+            first: 10,
+            rest: &[],
+        };
+        assert_eq!(a.ranges().count(), 0);
+    }
+
+    #[test]
     fn truncated_and_unknown_frames_stop_the_iteration() {
         let mut it = Frames::new(&[0x01, 0x06, 0x00, 0x09, 1]);
         assert_eq!(it.next(), Some(Ok(Frame::Ping)));
@@ -419,7 +675,7 @@ mod tests {
 
     impl<'a> arbitrary::Arbitrary<'a> for ArbFrame<'a> {
         fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
-            Ok(Self(match u.int_in_range(0..=10u8)? {
+            Ok(Self(match u.int_in_range(0..=13u8)? {
                 0 => Frame::Padding(u.arbitrary()?),
                 1 => Frame::Ping,
                 2 => Frame::Connect {
@@ -450,6 +706,40 @@ mod tests {
                 9 => Frame::Relay {
                     to: u.arbitrary()?,
                     packet: u.arbitrary()?,
+                },
+                11 => {
+                    let data: &[u8] = u.arbitrary()?;
+                    let fragment = if u.arbitrary()? {
+                        let offset: u32 = u.arbitrary()?;
+                        let extra: u16 = u.arbitrary()?;
+                        let total = offset
+                            .saturating_add(data.len() as u32)
+                            .saturating_add(u32::from(extra));
+                        (u64::from(offset) + data.len() as u64 <= u64::from(total))
+                            .then_some((total, offset))
+                    } else {
+                        None
+                    };
+                    Frame::Message {
+                        channel: u.arbitrary()?,
+                        seq: u.arbitrary()?,
+                        fragment,
+                        data,
+                    }
+                }
+                12 => {
+                    let n = u.int_in_range(0..=MAX_ACK_RANGES)?;
+                    let rest = u.bytes(n * 8)?;
+                    Frame::Ack(AckFrame {
+                        largest: u.arbitrary()?,
+                        delay_us: u.arbitrary()?,
+                        first: u.arbitrary()?,
+                        rest,
+                    })
+                }
+                13 => Frame::Floor {
+                    channel: u.arbitrary()?,
+                    seq: u.arbitrary()?,
                 },
                 _ => Frame::Relayed {
                     from: u.arbitrary()?,

@@ -1,0 +1,1241 @@
+//! One peer connection's reliability: what was sent in which packet, what the peer
+//! acknowledged, what is lost, what to send next, and what to hand to the application.
+//!
+//! Loss detection follows RFC 9002: a packet is lost once a packet sent 3 later is
+//! acknowledged, or 9/8 RTT after a later one was; a probe timeout (PTO) elicits an ack when
+//! everything in flight went quiet. Congestion control is NewReno (RFC 9002 §7) in bytes
+//! with a pacer that spreads a window over an RTT. Expiry is two-phase so an expired message
+//! can never be delivered afterwards: at its deadline the sender stops sending it and raises
+//! the channel's floor; `MessageExpired` is reported only once the peer acknowledged the
+//! packet carrying that floor, after which it discards anything below it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use super::ranges::RangeSet;
+use super::rtt::{MAX_RTO, RttEstimator};
+use super::{Channel, ChannelConfig, Delivery, MessageId, PeerDropReason, SendOptions};
+use crate::arena::Arena;
+use crate::error::SendError;
+use crate::time::{Duration, Instant};
+use crate::wire::Writer;
+use crate::wire::frame::{AckFrame, Frame, MESSAGE_FRAME_OVERHEAD};
+
+/// Packets the ack frame describes at most (older ranges were acknowledged before).
+const ACK_RANGES_KEPT: usize = 32;
+/// An ack goes out at most this long after an ack-eliciting packet arrived (RFC 9000's
+/// default is 25 ms; games want faster loss recovery and the ack is tiny).
+const MAX_ACK_DELAY: Duration = Duration::from_millis(5);
+/// Packet-count loss threshold (RFC 9002 §6.1.1).
+const PACKET_THRESHOLD: u64 = 3;
+/// Minimum congestion window: two full datagrams.
+const MIN_WINDOW_PACKETS: usize = 2;
+/// Initial congestion window (RFC 9002 §7.2: 10 datagrams).
+const INITIAL_WINDOW_PACKETS: usize = 10;
+/// Messages a receiver buffers ahead of the next in-order one, per channel; a sender cannot
+/// be further ahead than its own unacknowledged messages anyway.
+const RECV_WINDOW: u32 = 1 << 16;
+/// Consecutive probe timeouts after which everything in flight is declared lost and the
+/// window collapses (RFC 9002 §7.6 persistent congestion): keeps the bookkeeping of a peer
+/// that stopped acknowledging bounded by one window.
+const PERSISTENT_CONGESTION_PTOS: u32 = 3;
+/// Space kept free in each packet for an ack when data is written.
+pub const ACK_RESERVE: usize = 64;
+
+/// Events for the owner.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// A message is delivered.
+    Message {
+        /// Its channel.
+        channel: Channel,
+        /// Its bytes.
+        payload: Bytes,
+    },
+    /// A reliable message expired (its floor was acknowledged; it will never be delivered).
+    Expired {
+        /// Its channel.
+        channel: Channel,
+        /// The id `send` returned.
+        id: MessageId,
+    },
+}
+
+/// What one packet carried that matters once it is acknowledged or lost.
+#[derive(Clone, Copy, Debug)]
+enum SentFrame {
+    Msg {
+        channel: u8,
+        seq: u32,
+        offset: u32,
+        len: u32,
+    },
+    Floor {
+        channel: u8,
+        seq: u32,
+    },
+    /// Unreliable data: nothing to do on ack or loss, but the packet elicits an ack.
+    Unreliable,
+}
+
+#[derive(Debug)]
+struct Sent {
+    pn: u64,
+    time: Instant,
+    size: usize,
+    ack_eliciting: bool,
+    /// Still neither acknowledged nor declared lost.
+    in_flight: bool,
+    frames: SmallVec<[SentFrame; 4]>,
+}
+
+/// A reliable message not yet fully acknowledged.
+#[derive(Debug)]
+struct Live {
+    id: MessageId,
+    payload: Bytes,
+    /// Acknowledged byte ranges of the message.
+    acked: RangeSet,
+    deadline: Option<Instant>,
+    max_retransmits: Option<u32>,
+    retransmits: u32,
+}
+
+/// A message (or the rest of one) not yet sent for the first time.
+#[derive(Debug)]
+struct Pending {
+    seq: u32,
+    payload: Bytes,
+    /// Next byte to send.
+    offset: u32,
+}
+
+#[derive(Debug)]
+struct Partial {
+    buf: BytesMut,
+    got: RangeSet,
+}
+
+#[derive(Debug)]
+struct Chan {
+    delivery: Delivery,
+    priority: u8,
+    // ---- send side
+    next_seq: u32,
+    pending: VecDeque<Pending>,
+    /// Lost fragments to send again: (seq, offset, len).
+    retx: VecDeque<(u32, u32, u32)>,
+    live: BTreeMap<u32, Live>,
+    /// Lowest sequence number that may still be sent.
+    floor: u32,
+    /// Highest floor the peer acknowledged.
+    floor_acked: u32,
+    floor_dirty: bool,
+    /// Expired messages waiting for the floor that covers them to be acknowledged.
+    expiring: BTreeMap<u32, MessageId>,
+    // ---- receive side
+    /// Ordered: next to deliver. Unordered: everything below is delivered.
+    recv_next: u32,
+    /// Ordered: complete messages waiting for earlier ones. Unordered: delivered above
+    /// `recv_next` (empty payloads).
+    recv_buf: BTreeMap<u32, Bytes>,
+    /// Sequenced: newest delivered.
+    last_delivered: Option<u32>,
+    partial: BTreeMap<u32, Partial>,
+}
+
+impl Chan {
+    fn new(cfg: ChannelConfig) -> Self {
+        Self {
+            delivery: cfg.delivery,
+            priority: cfg.priority,
+            next_seq: 0,
+            pending: VecDeque::new(),
+            retx: VecDeque::new(),
+            live: BTreeMap::new(),
+            floor: 0,
+            floor_acked: 0,
+            floor_dirty: false,
+            expiring: BTreeMap::new(),
+            recv_next: 0,
+            recv_buf: BTreeMap::new(),
+            last_delivered: None,
+            partial: BTreeMap::new(),
+        }
+    }
+
+    fn has_data(&self) -> bool {
+        !self.pending.is_empty() || !self.retx.is_empty()
+    }
+
+    /// Lowest sequence number still alive (sent or queued, not acknowledged, not expired).
+    fn lowest_alive(&self) -> u32 {
+        let live = self.live.keys().next().copied();
+        let pending = self.pending.iter().map(|p| p.seq).min();
+        match (live, pending) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => self.next_seq,
+        }
+    }
+
+    fn is_duplicate(&self, seq: u32) -> bool {
+        match self.delivery {
+            Delivery::ReliableOrdered => seq < self.recv_next || self.recv_buf.contains_key(&seq),
+            Delivery::ReliableUnordered => seq < self.recv_next || self.recv_buf.contains_key(&seq),
+            Delivery::ReliableSequenced | Delivery::UnreliableSequenced => {
+                self.last_delivered.is_some_and(|l| seq <= l) || seq < self.recv_next
+            }
+            Delivery::Unreliable => false,
+        }
+    }
+}
+
+/// Limits a connection enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bytes of one fragment's data.
+    pub fragment_size: usize,
+    /// Largest message accepted in either direction.
+    pub max_message_size: usize,
+    /// Bytes of partial messages held at once.
+    pub max_reassembly_bytes: usize,
+    /// Bytes queued or unacknowledged at once on the send side.
+    pub max_send_buffer: usize,
+    /// Largest datagram, for the congestion window's unit.
+    pub mtu: usize,
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnStats {
+    /// Packets written.
+    pub packets_sent: u64,
+    /// Packets declared lost.
+    pub packets_lost: u64,
+    /// Bytes written, with the overhead the caller declared.
+    pub bytes_out: u64,
+    /// Bytes received, as the caller declared them.
+    pub bytes_in: u64,
+    /// Messages queued.
+    pub messages_out: u64,
+    /// Messages delivered.
+    pub messages_in: u64,
+    /// Fragments sent again.
+    pub retransmits: u64,
+    /// Frames dropped as duplicates or below a floor.
+    pub duplicates: u64,
+}
+
+/// One peer connection's reliability state machine (see the module docs). The client drives
+/// one per peer; it is public as a building block for fuzzing, benchmarks and custom
+/// transports.
+///
+/// Driving it: [`Connection::send`] queues; [`Connection::write`] fills one packet's frames
+/// (the caller numbers and seals the packet); a received packet goes through
+/// [`Connection::begin_packet`], [`Connection::on_frame`] for each frame, then
+/// [`Connection::end_packet`]; [`Connection::handle_timeout`] at
+/// [`Connection::poll_timeout`]; events from [`Connection::poll_event`].
+pub struct Connection {
+    limits: Limits,
+    chans: Vec<Chan>,
+    rtt: RttEstimator,
+    latest_rtt: Duration,
+    // ---- send side
+    next_id: u64,
+    sent: VecDeque<Sent>,
+    largest_acked: Option<u64>,
+    loss_time: Option<Instant>,
+    pto_count: u32,
+    last_ack_eliciting: Option<Instant>,
+    probes: u32,
+    in_flight: usize,
+    cwnd: usize,
+    ssthresh: usize,
+    recovery_start: Option<Instant>,
+    /// Pacer tokens (bytes) and when they were last refilled.
+    pace_tokens: usize,
+    pace_at: Option<Instant>,
+    /// Bytes queued (first transmission pending) plus bytes of live reliable messages.
+    buffered: usize,
+    /// Channel round-robin cursor.
+    rr: usize,
+    deadlines: BTreeSet<(Instant, u8, u32)>,
+    /// Messages whose retry budget ran out, to expire at the next timeout.
+    exhausted: SmallVec<[(u8, u32); 4]>,
+    // ---- receive side
+    received: RangeSet,
+    largest_received_at: Option<Instant>,
+    ack_eliciting_since_ack: u32,
+    ack_deadline: Option<Instant>,
+    reassembly_bytes: usize,
+    violation: Option<PeerDropReason>,
+    arena: Arena,
+    events: VecDeque<ConnEvent>,
+    /// Counters.
+    pub stats: ConnStats,
+}
+
+impl Connection {
+    /// A connection with `channels` (indexed by [`Channel`]) and `limits`.
+    pub fn new(channels: &[ChannelConfig], limits: Limits) -> Self {
+        Self {
+            limits,
+            chans: channels.iter().map(|c| Chan::new(*c)).collect(),
+            rtt: RttEstimator::default(),
+            latest_rtt: Duration::ZERO,
+            next_id: 0,
+            sent: VecDeque::new(),
+            largest_acked: None,
+            loss_time: None,
+            pto_count: 0,
+            last_ack_eliciting: None,
+            probes: 0,
+            in_flight: 0,
+            cwnd: INITIAL_WINDOW_PACKETS * limits.mtu,
+            ssthresh: usize::MAX,
+            recovery_start: None,
+            pace_tokens: INITIAL_WINDOW_PACKETS * limits.mtu,
+            pace_at: None,
+            buffered: 0,
+            rr: 0,
+            deadlines: BTreeSet::new(),
+            exhausted: SmallVec::new(),
+            received: RangeSet::default(),
+            largest_received_at: None,
+            ack_eliciting_since_ack: 0,
+            ack_deadline: None,
+            reassembly_bytes: 0,
+            violation: None,
+            arena: Arena::default(),
+            events: VecDeque::new(),
+            stats: ConnStats::default(),
+        }
+    }
+
+    // ---- getters ---------------------------------------------------------------------
+
+    /// Smoothed round-trip time.
+    pub fn srtt(&self) -> Duration {
+        self.rtt.srtt()
+    }
+
+    /// Round-trip time variation.
+    pub fn rtt_var(&self) -> Duration {
+        self.rtt.rttvar()
+    }
+
+    /// Congestion window, bytes.
+    pub fn cwnd(&self) -> usize {
+        self.cwnd
+    }
+
+    /// Reliable messages neither acknowledged nor expired (queued ones included).
+    pub fn unacked(&self) -> usize {
+        self.chans
+            .iter()
+            .map(|c| {
+                let queued_only = c
+                    .pending
+                    .iter()
+                    .filter(|p| c.delivery.is_reliable() && !c.live.contains_key(&p.seq))
+                    .count();
+                c.live.len() + queued_only
+            })
+            .sum()
+    }
+
+    /// Bytes waiting to be sent for the first time.
+    pub fn queued_bytes(&self) -> usize {
+        self.chans
+            .iter()
+            .flat_map(|c| c.pending.iter())
+            .map(|p| p.payload.len() - p.offset as usize)
+            .sum()
+    }
+
+    /// Set when the peer broke a limit; the owner should stop talking to it.
+    pub fn violation(&self) -> Option<PeerDropReason> {
+        self.violation
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ConnEvent> {
+        self.events.pop_front()
+    }
+
+    // ---- commands --------------------------------------------------------------------
+
+    /// Whether [`Self::send`] would accept `len` bytes on `channel`.
+    pub fn check_send(&self, channel: Channel, len: usize) -> Result<(), SendError> {
+        let Some(chan) = self.chans.get(channel.0 as usize) else {
+            return Err(SendError::UnknownChannel);
+        };
+        let max = if chan.delivery.is_reliable() {
+            self.limits.max_message_size
+        } else {
+            self.limits.fragment_size
+        };
+        if len > max {
+            return Err(SendError::PayloadTooLarge { max });
+        }
+        if self.buffered + len > self.limits.max_send_buffer || chan.next_seq == u32::MAX {
+            return Err(SendError::QueueFull);
+        }
+        Ok(())
+    }
+
+    /// Queues a message; returns its id.
+    ///
+    /// # Errors
+    /// As [`Self::check_send`].
+    pub fn send(
+        &mut self,
+        now: Instant,
+        channel: Channel,
+        payload: Bytes,
+        opts: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        self.check_send(channel, payload.len())?;
+        let chan = &mut self.chans[channel.0 as usize];
+        let reliable = chan.delivery.is_reliable();
+        let seq = chan.next_seq;
+        chan.next_seq += 1;
+        let id = MessageId(self.next_id);
+        self.next_id += 1;
+        match chan.delivery {
+            Delivery::ReliableSequenced => {
+                // Older messages are superseded: never sent again, never delivered after this.
+                let older: Vec<u32> = chan.live.keys().copied().collect();
+                for s in older {
+                    if let Some(l) = chan.live.remove(&s) {
+                        self.buffered -= l.payload.len();
+                        if let Some(d) = l.deadline {
+                            self.deadlines.remove(&(d, channel.0, s));
+                        }
+                    }
+                }
+                chan.pending.retain(|p| p.seq >= seq);
+                chan.retx.clear();
+                chan.floor = seq;
+                chan.floor_dirty = true;
+            }
+            Delivery::UnreliableSequenced => {
+                let before: usize = chan.pending.iter().map(|p| p.payload.len()).sum();
+                chan.pending.clear();
+                self.buffered -= before;
+            }
+            _ => {}
+        }
+        if reliable {
+            if let Some(d) = opts.deadline {
+                self.deadlines.insert((d, channel.0, seq));
+            }
+            chan.live.insert(
+                seq,
+                Live {
+                    id,
+                    payload: payload.clone(),
+                    acked: RangeSet::default(),
+                    deadline: opts.deadline,
+                    max_retransmits: opts.max_retransmits,
+                    retransmits: 0,
+                },
+            );
+            // Live holds the bytes until acknowledged; pending shares them.
+            self.buffered += payload.len();
+        } else {
+            self.buffered += payload.len();
+        }
+        chan.pending.push_back(Pending {
+            seq,
+            payload,
+            offset: 0,
+        });
+        self.stats.messages_out += 1;
+        let _ = now;
+        Ok(id)
+    }
+
+    /// Reports every reliable message not yet acknowledged as expired (the peer is gone).
+    pub fn abandon(&mut self) {
+        for (i, c) in self.chans.iter_mut().enumerate() {
+            let channel = Channel(i as u8);
+            for (_, l) in std::mem::take(&mut c.live) {
+                self.events
+                    .push_back(ConnEvent::Expired { channel, id: l.id });
+            }
+            for (_, id) in std::mem::take(&mut c.expiring) {
+                self.events.push_back(ConnEvent::Expired { channel, id });
+            }
+            c.pending.clear();
+            c.retx.clear();
+        }
+        self.buffered = 0;
+    }
+
+    // ---- output ----------------------------------------------------------------------
+
+    /// True if a packet should go out now.
+    pub fn wants_transmit(&self, now: Instant) -> bool {
+        if self.ack_deadline.is_some_and(|d| d <= now) || self.probes > 0 {
+            return true;
+        }
+        if self.chans.iter().any(|c| c.floor_dirty) {
+            return true;
+        }
+        self.chans.iter().any(Chan::has_data) && self.can_send(now)
+    }
+
+    fn can_send(&self, now: Instant) -> bool {
+        self.in_flight < self.cwnd && self.pace_ready(now).is_none()
+    }
+
+    /// `None` if the pacer allows a packet now, else when it will.
+    fn pace_ready(&self, now: Instant) -> Option<Instant> {
+        let tokens = self.pace_tokens_at(now);
+        if tokens >= self.limits.mtu {
+            return None;
+        }
+        let rate = self.pace_rate();
+        let missing = (self.limits.mtu - tokens) as f64;
+        Some(now + Duration::from_secs_f64(missing / rate))
+    }
+
+    /// Bytes per second: 5/4 of a window per smoothed RTT (RFC 9002 §7.7).
+    fn pace_rate(&self) -> f64 {
+        let rtt = self.rtt.srtt().as_secs_f64().max(0.001);
+        (self.cwnd as f64 * 1.25 / rtt).max(self.limits.mtu as f64)
+    }
+
+    fn pace_tokens_at(&self, now: Instant) -> usize {
+        let burst = INITIAL_WINDOW_PACKETS * self.limits.mtu;
+        match self.pace_at {
+            None => burst,
+            Some(at) => {
+                let dt = now.saturating_duration_since(at).as_secs_f64();
+                (self.pace_tokens + (dt * self.pace_rate()) as usize).min(burst)
+            }
+        }
+    }
+
+    /// Writes one packet's frames: ack, floors, retransmissions, new data by priority.
+    /// `pn` is the packet number the packet will carry, `overhead` the bytes around the
+    /// frames on the wire. Returns the bytes written (0: nothing to send).
+    pub fn write(&mut self, now: Instant, pn: u64, overhead: usize, w: &mut Writer<'_>) -> usize {
+        let mut frames: SmallVec<[SentFrame; 4]> = SmallVec::new();
+        let start = w.len();
+        // Ack: piggybacked whenever something is unacknowledged, due or not.
+        if self.ack_eliciting_since_ack > 0 || self.ack_deadline.is_some() {
+            let ranges: SmallVec<[(u64, u64); 32]> = self.received.descending().collect();
+            let delay = self.largest_received_at.map_or(0, |t| {
+                now.saturating_duration_since(t)
+                    .as_micros()
+                    .min(u32::MAX as u128) as u32
+            });
+            if AckFrame::encode_ranges(w, &ranges, delay, w.remaining()) {
+                self.ack_eliciting_since_ack = 0;
+                self.ack_deadline = None;
+            }
+        }
+        for (i, c) in self.chans.iter_mut().enumerate() {
+            if c.floor_dirty {
+                let f = Frame::Floor {
+                    channel: i as u8,
+                    seq: c.floor,
+                };
+                if f.encoded_len() <= w.remaining() {
+                    let _ = f.encode(w);
+                    frames.push(SentFrame::Floor {
+                        channel: i as u8,
+                        seq: c.floor,
+                    });
+                    c.floor_dirty = false;
+                }
+            }
+        }
+        let probing = self.probes > 0;
+        if self.in_flight < self.cwnd && self.pace_ready(now).is_none() || probing {
+            self.write_data(w, &mut frames);
+        }
+        if probing && frames.is_empty() && w.remaining() > 0 {
+            let _ = Frame::Ping.encode(w);
+        }
+        let n = w.len() - start;
+        if n == 0 {
+            return 0;
+        }
+        let ack_eliciting = !frames.is_empty() || probing;
+        if probing {
+            self.probes -= 1;
+        }
+        let size = n + overhead;
+        if ack_eliciting {
+            self.in_flight += size;
+            self.last_ack_eliciting = Some(now);
+            let tokens = self.pace_tokens_at(now);
+            self.pace_tokens = tokens.saturating_sub(size);
+            self.pace_at = Some(now);
+        }
+        self.stats.packets_sent += 1;
+        self.stats.bytes_out += size as u64;
+        self.sent.push_back(Sent {
+            pn,
+            time: now,
+            size,
+            ack_eliciting,
+            in_flight: ack_eliciting,
+            frames,
+        });
+        n
+    }
+
+    /// Retransmissions first, then new data; higher priority first, round-robin within one.
+    fn write_data(&mut self, w: &mut Writer<'_>, frames: &mut SmallVec<[SentFrame; 4]>) {
+        let frag = self.limits.fragment_size;
+        let mut priorities: SmallVec<[u8; 8]> = self.chans.iter().map(|c| c.priority).collect();
+        priorities.sort_unstable_by(|a, b| b.cmp(a));
+        priorities.dedup();
+        let n = self.chans.len();
+        for prio in priorities {
+            // Retransmissions of this priority.
+            for i in 0..n {
+                let c = &mut self.chans[i];
+                if c.priority != prio {
+                    continue;
+                }
+                while let Some(&(seq, offset, len)) = c.retx.front() {
+                    let Some(live) = c.live.get_mut(&seq) else {
+                        c.retx.pop_front(); // acknowledged or expired meanwhile
+                        continue;
+                    };
+                    if live.acked.contains(u64::from(offset)) {
+                        c.retx.pop_front();
+                        continue;
+                    }
+                    if live.max_retransmits.is_some_and(|m| live.retransmits >= m) {
+                        c.retx.pop_front();
+                        self.exhausted.push((i as u8, seq));
+                        continue;
+                    }
+                    if w.remaining() < len as usize + MESSAGE_FRAME_OVERHEAD {
+                        return;
+                    }
+                    live.retransmits += 1;
+                    let total = live.payload.len();
+                    let data = &live.payload[offset as usize..(offset + len) as usize];
+                    let f = Frame::Message {
+                        channel: i as u8,
+                        seq,
+                        fragment: (total > frag).then_some((total as u32, offset)),
+                        data,
+                    };
+                    let _ = f.encode(w);
+                    frames.push(SentFrame::Msg {
+                        channel: i as u8,
+                        seq,
+                        offset,
+                        len,
+                    });
+                    self.stats.retransmits += 1;
+                    c.retx.pop_front();
+                }
+            }
+            // New data of this priority, one fragment per channel per turn.
+            loop {
+                let mut progressed = false;
+                for k in 0..n {
+                    let i = (self.rr + k) % n;
+                    let c = &mut self.chans[i];
+                    if c.priority != prio {
+                        continue;
+                    }
+                    let Some(p) = c.pending.front_mut() else {
+                        continue;
+                    };
+                    let total = p.payload.len();
+                    let len = (total - p.offset as usize).min(frag);
+                    if w.remaining() < len + MESSAGE_FRAME_OVERHEAD {
+                        if len + MESSAGE_FRAME_OVERHEAD > frag + MESSAGE_FRAME_OVERHEAD {
+                            continue;
+                        }
+                        return;
+                    }
+                    let data = &p.payload[p.offset as usize..p.offset as usize + len];
+                    let f = Frame::Message {
+                        channel: i as u8,
+                        seq: p.seq,
+                        fragment: (total > frag).then_some((total as u32, p.offset)),
+                        data,
+                    };
+                    let _ = f.encode(w);
+                    if c.delivery.is_reliable() {
+                        frames.push(SentFrame::Msg {
+                            channel: i as u8,
+                            seq: p.seq,
+                            offset: p.offset,
+                            len: len as u32,
+                        });
+                    } else {
+                        // Unreliable: not tracked; an empty marker keeps the packet
+                        // ack-eliciting for RTT and loss estimates.
+                        frames.push(SentFrame::Unreliable);
+                    }
+                    p.offset += len as u32;
+                    if p.offset as usize >= total {
+                        let done = c.pending.pop_front();
+                        if !c.delivery.is_reliable() {
+                            if let Some(d) = done {
+                                self.buffered -= d.payload.len();
+                            }
+                        }
+                    }
+                    progressed = true;
+                    self.rr = (i + 1) % n;
+                }
+                if !progressed {
+                    break;
+                }
+            }
+        }
+    }
+
+    // ---- input -----------------------------------------------------------------------
+
+    /// A peer packet with number `pn` and `size` bytes on the wire was authenticated; its
+    /// frames follow through [`Self::on_frame`], then [`Self::end_packet`].
+    pub fn begin_packet(&mut self, now: Instant, pn: u64, size: usize) {
+        self.stats.bytes_in += size as u64;
+        if self.received.max().is_none_or(|m| pn > m) {
+            self.largest_received_at = Some(now);
+        }
+        self.received.insert(pn, pn, ACK_RANGES_KEPT);
+    }
+
+    /// One frame of the current packet. Returns true if it was ack-eliciting.
+    pub fn on_frame(&mut self, now: Instant, frame: &Frame<'_>) -> bool {
+        match *frame {
+            Frame::Message {
+                channel,
+                seq,
+                fragment,
+                data,
+            } => {
+                self.on_message(channel, seq, fragment, data);
+                true
+            }
+            Frame::Ack(ref a) => {
+                self.on_ack(now, a);
+                false
+            }
+            Frame::Floor { channel, seq } => {
+                self.on_floor(channel, seq);
+                true
+            }
+            Frame::Ping => true,
+            _ => false,
+        }
+    }
+
+    /// Ends the current packet: schedules the ack.
+    pub fn end_packet(&mut self, now: Instant, ack_eliciting: bool, out_of_order: bool) {
+        if !ack_eliciting {
+            return;
+        }
+        self.ack_eliciting_since_ack += 1;
+        if self.ack_eliciting_since_ack >= 2 || out_of_order {
+            self.ack_deadline = Some(now);
+        } else if self.ack_deadline.is_none() {
+            self.ack_deadline = Some(now + MAX_ACK_DELAY);
+        }
+    }
+
+    /// True if `pn` is below the largest received (a reordering sign: ack at once).
+    pub fn is_out_of_order(&self, pn: u64) -> bool {
+        self.received.max().is_some_and(|m| pn < m)
+    }
+
+    fn on_message(&mut self, channel: u8, seq: u32, fragment: Option<(u32, u32)>, data: &[u8]) {
+        let Some(c) = self.chans.get_mut(channel as usize) else {
+            self.stats.duplicates += 1;
+            return;
+        };
+        if c.is_duplicate(seq) || (c.delivery.is_reliable() && seq < c.recv_next) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if seq.wrapping_sub(c.recv_next) > RECV_WINDOW && c.delivery.is_reliable() {
+            self.stats.duplicates += 1;
+            return;
+        }
+        let payload = match fragment {
+            None => self.arena.copy(data),
+            Some((total, offset)) => {
+                let total = total as usize;
+                if total > self.limits.max_message_size {
+                    self.violation = Some(PeerDropReason::MessageTooLarge);
+                    return;
+                }
+                let p = match c.partial.entry(seq) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        if self.reassembly_bytes + total > self.limits.max_reassembly_bytes {
+                            self.violation = Some(PeerDropReason::ReassemblyLimit);
+                            return;
+                        }
+                        self.reassembly_bytes += total;
+                        let mut buf = BytesMut::with_capacity(total);
+                        buf.resize(total, 0);
+                        e.insert(Partial {
+                            buf,
+                            got: RangeSet::default(),
+                        })
+                    }
+                };
+                if p.buf.len() != total || data.is_empty() {
+                    self.stats.duplicates += 1;
+                    return;
+                }
+                let (o, e) = (offset as usize, offset as usize + data.len());
+                p.buf[o..e].copy_from_slice(data);
+                // Cap ranges generously: a message has at most total/1 fragments in flight.
+                p.got.insert(o as u64, e as u64 - 1, usize::MAX);
+                if p.got.covered() < total as u64 {
+                    return;
+                }
+                let Some(done) = c.partial.remove(&seq) else {
+                    return;
+                };
+                self.reassembly_bytes -= total;
+                done.buf.freeze()
+            }
+        };
+        self.complete(channel, seq, payload);
+    }
+
+    fn deliver(
+        events: &mut VecDeque<ConnEvent>,
+        stats: &mut ConnStats,
+        channel: u8,
+        payload: Bytes,
+    ) {
+        stats.messages_in += 1;
+        events.push_back(ConnEvent::Message {
+            channel: Channel(channel),
+            payload,
+        });
+    }
+
+    fn complete(&mut self, channel: u8, seq: u32, payload: Bytes) {
+        let c = &mut self.chans[channel as usize];
+        let (events, stats) = (&mut self.events, &mut self.stats);
+        match c.delivery {
+            Delivery::ReliableOrdered => {
+                if seq != c.recv_next {
+                    c.recv_buf.insert(seq, payload);
+                } else {
+                    Self::deliver(events, stats, channel, payload);
+                    c.recv_next += 1;
+                    while let Some(p) = c.recv_buf.remove(&c.recv_next) {
+                        Self::deliver(events, stats, channel, p);
+                        c.recv_next += 1;
+                    }
+                }
+            }
+            Delivery::ReliableUnordered => {
+                Self::deliver(events, stats, channel, payload);
+                c.recv_buf.insert(seq, Bytes::new());
+                while c.recv_buf.remove(&c.recv_next).is_some() {
+                    c.recv_next += 1;
+                }
+            }
+            Delivery::ReliableSequenced | Delivery::UnreliableSequenced => {
+                c.last_delivered = Some(seq);
+                c.partial.retain(|s, _| *s > seq);
+                Self::deliver(events, stats, channel, payload);
+            }
+            Delivery::Unreliable => Self::deliver(events, stats, channel, payload),
+        }
+        self.recount_reassembly();
+    }
+
+    fn recount_reassembly(&mut self) {
+        self.reassembly_bytes = self
+            .chans
+            .iter()
+            .flat_map(|c| c.partial.values())
+            .map(|p| p.buf.len())
+            .sum();
+    }
+
+    fn on_floor(&mut self, channel: u8, seq: u32) {
+        let Some(c) = self.chans.get_mut(channel as usize) else {
+            return;
+        };
+        c.partial.retain(|s, _| *s >= seq);
+        match c.delivery {
+            Delivery::ReliableOrdered => {
+                if seq > c.recv_next {
+                    // Messages below the floor that did arrive are delivered, in order; the
+                    // floor only says the missing ones will never come.
+                    while let Some((&s, _)) = c.recv_buf.first_key_value() {
+                        if s >= seq {
+                            break;
+                        }
+                        if let Some(p) = c.recv_buf.remove(&s) {
+                            Self::deliver(&mut self.events, &mut self.stats, channel, p);
+                        }
+                    }
+                    c.recv_next = seq;
+                    while let Some(p) = c.recv_buf.remove(&c.recv_next) {
+                        Self::deliver(&mut self.events, &mut self.stats, channel, p);
+                        c.recv_next += 1;
+                    }
+                }
+            }
+            Delivery::ReliableUnordered => {
+                if seq > c.recv_next {
+                    c.recv_buf.retain(|s, _| *s >= seq);
+                    c.recv_next = seq;
+                    while c.recv_buf.remove(&c.recv_next).is_some() {
+                        c.recv_next += 1;
+                    }
+                }
+            }
+            Delivery::ReliableSequenced | Delivery::UnreliableSequenced => {
+                c.recv_next = c.recv_next.max(seq);
+            }
+            Delivery::Unreliable => {}
+        }
+        self.recount_reassembly();
+    }
+
+    fn on_ack(&mut self, now: Instant, ack: &AckFrame<'_>) {
+        let mut newly_largest: Option<(u64, Instant, bool)> = None;
+        let mut acked_bytes = 0usize;
+        let mut acked_any = false;
+        for (start, end) in ack.ranges() {
+            // `sent` is sorted by packet number.
+            let from = self.sent.partition_point(|s| s.pn < start);
+            for i in from..self.sent.len() {
+                if self.sent[i].pn > end {
+                    break;
+                }
+                let s = &mut self.sent[i];
+                let was_in_flight = s.in_flight;
+                if s.size == 0 {
+                    continue; // already processed
+                }
+                if was_in_flight {
+                    self.in_flight -= s.size;
+                    acked_bytes += s.size;
+                }
+                s.in_flight = false;
+                let (pn, time, elicit) = (s.pn, s.time, s.ack_eliciting);
+                let frames = std::mem::take(&mut s.frames);
+                s.size = 0;
+                acked_any = true;
+                if newly_largest.is_none_or(|(p, _, _)| pn > p) {
+                    newly_largest = Some((pn, time, elicit));
+                }
+                for f in frames {
+                    self.on_frame_acked(f);
+                }
+            }
+        }
+        if !acked_any {
+            return;
+        }
+        if let Some((pn, time, elicit)) = newly_largest {
+            if self.largest_acked.is_none_or(|l| pn > l) {
+                self.largest_acked = Some(pn);
+                if elicit && pn == ack.largest {
+                    let delay = Duration::from_micros(u64::from(ack.delay_us)).min(MAX_ACK_DELAY);
+                    let sample = now.saturating_duration_since(time);
+                    let sample = if sample > delay {
+                        sample - delay
+                    } else {
+                        sample
+                    };
+                    self.latest_rtt = sample;
+                    self.rtt.update(sample);
+                }
+            }
+        }
+        // NewReno growth, outside recovery.
+        if self
+            .recovery_start
+            .is_none_or(|r| now > r + self.rtt.srtt())
+        {
+            if self.cwnd < self.ssthresh {
+                self.cwnd += acked_bytes;
+            } else {
+                self.cwnd += self.limits.mtu * acked_bytes / self.cwnd.max(1);
+            }
+        }
+        self.pto_count = 0;
+        self.detect_lost(now);
+        self.trim_sent();
+        self.emit_expired();
+    }
+
+    fn on_frame_acked(&mut self, f: SentFrame) {
+        match f {
+            SentFrame::Msg {
+                channel,
+                seq,
+                offset,
+                len,
+            } => {
+                let Some(c) = self.chans.get_mut(channel as usize) else {
+                    return;
+                };
+                let Some(l) = c.live.get_mut(&seq) else {
+                    return;
+                };
+                if len > 0 {
+                    l.acked
+                        .insert(u64::from(offset), u64::from(offset + len - 1), usize::MAX);
+                }
+                if l.acked.covered() >= l.payload.len() as u64 {
+                    if let Some(l) = c.live.remove(&seq) {
+                        self.buffered -= l.payload.len();
+                        if let Some(d) = l.deadline {
+                            self.deadlines.remove(&(d, channel, seq));
+                        }
+                    }
+                    let floor = c.lowest_alive();
+                    if floor > c.floor && c.delivery.is_reliable() && !c.expiring.is_empty() {
+                        c.floor = floor;
+                        c.floor_dirty = true;
+                    }
+                }
+            }
+            SentFrame::Floor { channel, seq } => {
+                if let Some(c) = self.chans.get_mut(channel as usize) {
+                    c.floor_acked = c.floor_acked.max(seq);
+                }
+            }
+            SentFrame::Unreliable => {}
+        }
+    }
+
+    /// Reports expired messages whose floor the peer has acknowledged.
+    fn emit_expired(&mut self) {
+        for (i, c) in self.chans.iter_mut().enumerate() {
+            while let Some((&seq, &id)) = c.expiring.first_key_value() {
+                if seq >= c.floor_acked {
+                    break;
+                }
+                c.expiring.remove(&seq);
+                self.events.push_back(ConnEvent::Expired {
+                    channel: Channel(i as u8),
+                    id,
+                });
+            }
+        }
+    }
+
+    fn loss_delay(&self) -> Duration {
+        (self.rtt.srtt().max(self.latest_rtt) * 9 / 8).max(Duration::from_millis(1))
+    }
+
+    fn detect_lost(&mut self, now: Instant) {
+        let Some(largest) = self.largest_acked else {
+            return;
+        };
+        let delay = self.loss_delay();
+        self.loss_time = None;
+        let mut lost_frames: SmallVec<[SentFrame; 16]> = SmallVec::new();
+        let mut lost_any = None;
+        for s in self.sent.iter_mut() {
+            if s.pn > largest {
+                break;
+            }
+            if !s.in_flight {
+                continue;
+            }
+            if s.time + delay <= now || largest >= s.pn + PACKET_THRESHOLD {
+                s.in_flight = false;
+                self.in_flight -= s.size;
+                self.stats.packets_lost += 1;
+                lost_frames.extend(s.frames.iter().copied());
+                lost_any = Some(lost_any.map_or(s.time, |t: Instant| t.max(s.time)));
+            } else {
+                let t = s.time + delay;
+                self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
+            }
+        }
+        for f in lost_frames {
+            self.requeue(f);
+        }
+        if let Some(sent_time) = lost_any {
+            // One window reduction per round trip.
+            if self.recovery_start.is_none_or(|r| sent_time > r) {
+                self.recovery_start = Some(now);
+                self.ssthresh = (self.cwnd / 2).max(MIN_WINDOW_PACKETS * self.limits.mtu);
+                self.cwnd = self.ssthresh;
+            }
+        }
+    }
+
+    fn requeue(&mut self, f: SentFrame) {
+        match f {
+            SentFrame::Msg {
+                channel,
+                seq,
+                offset,
+                len,
+            } => {
+                let Some(c) = self.chans.get_mut(channel as usize) else {
+                    return;
+                };
+                let Some(l) = c.live.get_mut(&seq) else {
+                    return;
+                };
+                if l.acked.contains(u64::from(offset)) {
+                    return;
+                }
+                c.retx.push_back((seq, offset, len));
+            }
+            SentFrame::Floor { channel, seq } => {
+                if let Some(c) = self.chans.get_mut(channel as usize) {
+                    if c.floor_acked < seq && c.floor <= seq {
+                        c.floor_dirty = true;
+                    }
+                }
+            }
+            SentFrame::Unreliable => {}
+        }
+    }
+
+    fn trim_sent(&mut self) {
+        while self.sent.front().is_some_and(|s| !s.in_flight) {
+            self.sent.pop_front();
+        }
+    }
+
+    fn pto_at(&self) -> Option<Instant> {
+        if self.in_flight == 0 && !self.chans.iter().any(|c| !c.retx.is_empty()) {
+            return None;
+        }
+        let last = self.last_ack_eliciting?;
+        let base =
+            self.rtt.srtt() + (self.rtt.rttvar() * 4).max(Duration::from_millis(1)) + MAX_ACK_DELAY;
+        let backoff = base
+            .saturating_mul(1 << self.pto_count.min(6))
+            .min(MAX_RTO * 4);
+        Some(last + backoff)
+    }
+
+    // ---- time ------------------------------------------------------------------------
+
+    /// When [`Self::handle_timeout`] is next needed (`now` is the latest time seen, for the
+    /// pacer).
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        let mut t = self.ack_deadline;
+        if !self.exhausted.is_empty() {
+            t = Some(now);
+        }
+        let mut take = |d: Option<Instant>| {
+            if let Some(d) = d {
+                t = Some(t.map_or(d, |t| t.min(d)));
+            }
+        };
+        take(self.loss_time);
+        take(self.pto_at());
+        take(self.deadlines.first().map(|(d, _, _)| *d));
+        if self.chans.iter().any(Chan::has_data) && self.in_flight < self.cwnd {
+            take(self.pace_ready(now));
+        }
+        t
+    }
+
+    /// Runs loss detection, probe timeouts, pacing and expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.loss_time.is_some_and(|t| t <= now) {
+            self.detect_lost(now);
+            self.trim_sent();
+        }
+        if self.pto_at().is_some_and(|t| t <= now) {
+            self.pto_count += 1;
+            self.probes = 1;
+            if self.pto_count >= PERSISTENT_CONGESTION_PTOS {
+                let mut lost: SmallVec<[SentFrame; 16]> = SmallVec::new();
+                for s in self.sent.iter_mut().filter(|s| s.in_flight) {
+                    s.in_flight = false;
+                    self.stats.packets_lost += 1;
+                    lost.extend(s.frames.iter().copied());
+                }
+                self.in_flight = 0;
+                for f in lost {
+                    self.requeue(f);
+                }
+                self.cwnd = MIN_WINDOW_PACKETS * self.limits.mtu;
+                self.ssthresh = self.cwnd;
+                self.trim_sent();
+            }
+            // Send the oldest unacknowledged data again as the probe.
+            let oldest = self
+                .sent
+                .iter()
+                .find(|s| s.in_flight)
+                .map(|s| s.frames.clone());
+            if let Some(frames) = oldest {
+                for f in frames {
+                    if let SentFrame::Msg {
+                        channel,
+                        seq,
+                        offset,
+                        len,
+                    } = f
+                    {
+                        if let Some(c) = self.chans.get_mut(channel as usize) {
+                            if c.live.contains_key(&seq) && !c.retx.contains(&(seq, offset, len)) {
+                                c.retx.push_front((seq, offset, len));
+                            }
+                        }
+                    }
+                }
+            }
+            self.last_ack_eliciting = Some(now);
+        }
+        self.expire(now);
+    }
+
+    /// Stops sending messages past their deadline or retry budget and raises the floor.
+    fn expire(&mut self, now: Instant) {
+        let mut expired: SmallVec<[(u8, u32); 8]> = SmallVec::new();
+        while let Some(&(d, ch, seq)) = self.deadlines.first() {
+            if d > now {
+                break;
+            }
+            self.deadlines.remove(&(d, ch, seq));
+            expired.push((ch, seq));
+        }
+        expired.extend(self.exhausted.drain(..));
+        for (ch, seq) in expired {
+            let c = &mut self.chans[ch as usize];
+            let Some(l) = c.live.remove(&seq) else {
+                continue;
+            };
+            self.buffered -= l.payload.len();
+            if let Some(d) = l.deadline {
+                self.deadlines.remove(&(d, ch, seq));
+            }
+            c.pending.retain(|p| p.seq != seq);
+            c.retx.retain(|r| r.0 != seq);
+            c.expiring.insert(seq, l.id);
+            let floor = c.lowest_alive();
+            if floor > c.floor {
+                c.floor = floor;
+                c.floor_dirty = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,576 @@
+//! Two connections over a seeded, impaired link in virtual time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use super::*;
+
+const OVERHEAD: usize = 75; // session + relay + peer packet overheads around the frames
+
+fn limits() -> Limits {
+    Limits {
+        fragment_size: 1044,
+        max_message_size: 1 << 20,
+        max_reassembly_bytes: 4 << 20,
+        max_send_buffer: 8 << 20,
+        mtu: 1200,
+    }
+}
+
+/// Link impairments for one direction.
+#[derive(Clone, Copy)]
+struct Impair {
+    latency: Duration,
+    jitter: Duration,
+    /// Gilbert–Elliott: probability to enter the bad state, to leave it, loss in bad state.
+    ge: (f64, f64, f64),
+    /// Random loss in the good state.
+    loss: f64,
+    dup: f64,
+}
+
+impl Impair {
+    fn clean(latency_ms: u64) -> Self {
+        Self {
+            latency: Duration::from_millis(latency_ms),
+            jitter: Duration::ZERO,
+            ge: (0.0, 1.0, 0.0),
+            loss: 0.0,
+            dup: 0.0,
+        }
+    }
+}
+
+struct Dir {
+    pn: u64,
+    bad: bool,
+    /// In flight: (deliver at, seq) → (pn, frame bytes).
+    wire: BTreeMap<(Instant, u64), (u64, Vec<u8>)>,
+    /// Packet numbers the receiver accepted (the AEAD replay window's job in real life).
+    seen: BTreeSet<u64>,
+}
+
+struct Pair {
+    now: Instant,
+    a: Connection,
+    b: Connection,
+    ab: Dir,
+    ba: Dir,
+    imp_ab: Impair,
+    imp_ba: Impair,
+    rng: StdRng,
+    seq: u64,
+    /// Messages b received, in delivery order, per channel.
+    got_b: Vec<(Channel, Bytes)>,
+    expired_a: Vec<(Channel, MessageId)>,
+    /// Stop delivering b → a (b never acks).
+    mute_b: bool,
+}
+
+fn dir() -> Dir {
+    Dir {
+        pn: 0,
+        bad: false,
+        wire: BTreeMap::new(),
+        seen: BTreeSet::new(),
+    }
+}
+
+impl Pair {
+    fn new(seed: u64, imp: Impair) -> Self {
+        let ch = ChannelConfig::defaults();
+        Self {
+            now: crate::tests::epoch(),
+            a: Connection::new(&ch, limits()),
+            b: Connection::new(&ch, limits()),
+            ab: dir(),
+            ba: dir(),
+            imp_ab: imp,
+            imp_ba: imp,
+            rng: StdRng::seed_from_u64(seed),
+            seq: 0,
+            got_b: Vec::new(),
+            expired_a: Vec::new(),
+            mute_b: false,
+        }
+    }
+
+    fn transmit(&mut self, from_a: bool) {
+        let now = self.now;
+        loop {
+            let (conn, d, imp) = if from_a {
+                (&mut self.a, &mut self.ab, self.imp_ab)
+            } else {
+                (&mut self.b, &mut self.ba, self.imp_ba)
+            };
+            if !conn.wants_transmit(now) {
+                break;
+            }
+            let mut buf = [0u8; 1200 - OVERHEAD];
+            let mut w = Writer::new(&mut buf);
+            let n = conn.write(now, d.pn, OVERHEAD, &mut w);
+            if n == 0 {
+                break;
+            }
+            let pn = d.pn;
+            d.pn += 1;
+            // Gilbert–Elliott state step per packet.
+            let (p_bad, p_good, loss_bad) = imp.ge;
+            d.bad = if d.bad {
+                !self.rng.random_bool(p_good)
+            } else {
+                self.rng.random_bool(p_bad)
+            };
+            let lost = if d.bad {
+                self.rng.random_bool(loss_bad)
+            } else {
+                self.rng.random_bool(imp.loss)
+            };
+            if lost || (!from_a && self.mute_b) {
+                continue;
+            }
+            let copies = if self.rng.random_bool(imp.dup) { 2 } else { 1 };
+            for _ in 0..copies {
+                let jitter = if imp.jitter.is_zero() {
+                    Duration::ZERO
+                } else {
+                    imp.jitter.mul_f64(self.rng.random::<f64>())
+                };
+                self.seq += 1;
+                d.wire.insert(
+                    (now + imp.latency + jitter, self.seq),
+                    (pn, buf[..n].to_vec()),
+                );
+            }
+        }
+    }
+
+    fn deliver_due(&mut self) {
+        let now = self.now;
+        for to_b in [true, false] {
+            loop {
+                let d = if to_b { &mut self.ab } else { &mut self.ba };
+                let Some((&key, _)) = d.wire.first_key_value() else {
+                    break;
+                };
+                if key.0 > now {
+                    break;
+                }
+                let (pn, bytes) = d.wire.remove(&key).unwrap();
+                if !d.seen.insert(pn) {
+                    continue; // the replay window drops duplicates before the connection
+                }
+                let conn = if to_b { &mut self.b } else { &mut self.a };
+                let ooo = conn.is_out_of_order(pn);
+                conn.begin_packet(now, pn, bytes.len() + OVERHEAD);
+                let mut elicit = false;
+                for f in crate::wire::frame::Frames::new(&bytes) {
+                    elicit |= conn.on_frame(now, &f.unwrap());
+                }
+                conn.end_packet(now, elicit, ooo);
+            }
+        }
+        while let Some(e) = self.b.poll_event() {
+            if let ConnEvent::Message { channel, payload } = e {
+                self.got_b.push((channel, payload));
+            }
+        }
+        while let Some(e) = self.a.poll_event() {
+            if let ConnEvent::Expired { channel, id } = e {
+                self.expired_a.push((channel, id));
+            }
+        }
+    }
+
+    /// One step: transmit, jump to the next event, deliver, fire timers.
+    fn step(&mut self) {
+        self.transmit(true);
+        self.transmit(false);
+        let mut next = [
+            self.ab.wire.keys().next().map(|k| k.0),
+            self.ba.wire.keys().next().map(|k| k.0),
+            self.a.poll_timeout(self.now),
+            self.b.poll_timeout(self.now),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.now + Duration::from_millis(10));
+        if next <= self.now {
+            next = self.now + Duration::from_micros(100);
+        }
+        self.now = next;
+        self.deliver_due();
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+        self.deliver_due();
+    }
+
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Self) -> bool) -> bool {
+        let end = self.now + limit;
+        for _ in 0..5_000_000 {
+            if done(self) {
+                return true;
+            }
+            if self.now >= end {
+                return false;
+            }
+            self.step();
+        }
+        panic!("step cap");
+    }
+}
+
+fn payloads_on(got: &[(Channel, Bytes)], ch: Channel) -> Vec<u32> {
+    got.iter()
+        .filter(|(c, _)| *c == ch)
+        .map(|(_, p)| u32::from_be_bytes(p[..4].try_into().unwrap()))
+        .collect()
+}
+
+fn nasty(latency_ms: u64) -> Impair {
+    Impair {
+        latency: Duration::from_millis(latency_ms),
+        jitter: Duration::from_millis(latency_ms / 2),
+        // Enter bursts often, stay ~4 packets, lose 90% inside: ~30% loss overall.
+        ge: (0.11, 0.25, 0.9),
+        loss: 0.05,
+        dup: 0.05,
+    }
+}
+
+#[test]
+fn ten_thousand_ordered_messages_survive_burst_loss_duplication_and_reordering() {
+    let mut next = 0u32;
+    // Feed progressively: 10 per step as a game would, until all are queued.
+    let mut p = Pair::new(1, nasty(25));
+    let ok = {
+        let end = p.now + Duration::from_secs(900);
+        loop {
+            while next < 10_000 && p.a.unacked() < 2_000 {
+                let _ =
+                    p.a.send(
+                        p.now,
+                        Channel::RELIABLE_ORDERED,
+                        Bytes::copy_from_slice(&next.to_be_bytes()),
+                        SendOptions::default(),
+                    )
+                    .unwrap();
+                next += 1;
+            }
+            if payloads_on(&p.got_b, Channel::RELIABLE_ORDERED).len() == 10_000
+                && p.a.unacked() == 0
+            {
+                break true;
+            }
+            if p.now >= end {
+                break false;
+            }
+            p.step();
+        }
+    };
+    let got = payloads_on(&p.got_b, Channel::RELIABLE_ORDERED);
+    assert!(
+        ok,
+        "delivered {} of 10000; unacked {}",
+        got.len(),
+        p.a.unacked()
+    );
+    assert_eq!(
+        got,
+        (0..10_000).collect::<Vec<_>>(),
+        "exactly once, in order"
+    );
+    let s = p.a.stats;
+    let loss = s.packets_lost as f64 / s.packets_sent as f64;
+    assert!(loss > 0.2, "the link really was lossy: {loss}");
+    assert!(s.retransmits > 0);
+}
+
+#[test]
+fn a_one_mebibyte_message_arrives_intact_under_ten_percent_loss() {
+    let mut imp = Impair::clean(25);
+    imp.loss = 0.10;
+    let mut p = Pair::new(2, imp);
+    let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 + i / 251) as u8).collect();
+    p.a.send(
+        p.now,
+        Channel::RELIABLE_ORDERED,
+        Bytes::from(big.clone()),
+        SendOptions::default(),
+    )
+    .unwrap();
+    assert!(p.run_until(Duration::from_secs(120), |p| !p.got_b.is_empty()));
+    assert_eq!(p.got_b.len(), 1);
+    assert!(p.got_b[0].1[..] == big[..], "intact");
+    assert!(p.run_until(Duration::from_secs(10), |p| p.a.unacked() == 0));
+    assert_eq!(p.b.reassembly_bytes, 0);
+}
+
+#[test]
+fn reliable_sequenced_never_delivers_an_older_message_after_a_newer_one() {
+    let mut p = Pair::new(3, nasty(20));
+    for i in 0..2000u32 {
+        p.a.send(
+            p.now,
+            Channel::RELIABLE_SEQUENCED,
+            Bytes::copy_from_slice(&i.to_be_bytes()),
+            SendOptions::default(),
+        )
+        .unwrap();
+        p.a.send(
+            p.now,
+            Channel::UNRELIABLE_SEQUENCED,
+            Bytes::copy_from_slice(&i.to_be_bytes()),
+            SendOptions::default(),
+        )
+        .unwrap();
+        let until = p.now + Duration::from_millis(16);
+        while p.now < until {
+            p.step();
+        }
+    }
+    p.run_until(Duration::from_secs(5), |p| p.a.unacked() == 0);
+    for ch in [Channel::RELIABLE_SEQUENCED, Channel::UNRELIABLE_SEQUENCED] {
+        let got = payloads_on(&p.got_b, ch);
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "{ch}: strictly increasing"
+        );
+        assert!(got.len() > 500, "{ch}: most got through ({})", got.len());
+    }
+    assert_eq!(
+        payloads_on(&p.got_b, Channel::RELIABLE_SEQUENCED).last(),
+        Some(&1999),
+        "the newest reliable-sequenced message is delivered"
+    );
+    assert_eq!(p.a.unacked(), 0, "superseded messages are not kept");
+}
+
+#[test]
+fn expired_messages_are_reported_and_never_delivered_afterwards() {
+    let mut p = Pair::new(4, Impair::clean(50));
+    // The link to b goes dark for a while: message 1 cannot make its deadline.
+    p.a.send(
+        p.now,
+        Channel::RELIABLE_ORDERED,
+        Bytes::from_static(&[0, 0, 0, 0]),
+        SendOptions::default(),
+    )
+    .unwrap();
+    p.run_until(Duration::from_secs(1), |p| p.got_b.len() == 1);
+    p.imp_ab.ge = (1.0, 0.0, 1.0); // everything a → b is lost
+    let deadline = p.now + Duration::from_millis(300);
+    let id =
+        p.a.send(
+            p.now,
+            Channel::RELIABLE_ORDERED,
+            Bytes::from_static(&[0, 0, 0, 1]),
+            SendOptions {
+                deadline: Some(deadline),
+                max_retransmits: None,
+            },
+        )
+        .unwrap();
+    p.run_until(Duration::from_millis(400), |_| false);
+    p.imp_ab = Impair::clean(50);
+    p.ab.bad = false;
+    p.a.send(
+        p.now,
+        Channel::RELIABLE_ORDERED,
+        Bytes::from_static(&[0, 0, 0, 2]),
+        SendOptions::default(),
+    )
+    .unwrap();
+    assert!(p.run_until(Duration::from_secs(5), |p| !p.expired_a.is_empty()));
+    assert_eq!(p.expired_a, vec![(Channel::RELIABLE_ORDERED, id)]);
+    let delivered_at_expiry = payloads_on(&p.got_b, Channel::RELIABLE_ORDERED);
+    p.run_until(Duration::from_secs(5), |_| false);
+    let got = payloads_on(&p.got_b, Channel::RELIABLE_ORDERED);
+    assert_eq!(
+        got,
+        vec![0, 2],
+        "the ordered channel skips the expired message"
+    );
+    assert!(!delivered_at_expiry.contains(&1) && !got.contains(&1));
+    assert_eq!(p.a.unacked(), 0);
+}
+
+#[test]
+fn a_retry_budget_expires_a_message_too() {
+    let mut p = Pair::new(5, Impair::clean(10));
+    p.imp_ab.ge = (1.0, 0.0, 1.0);
+    let id =
+        p.a.send(
+            p.now,
+            Channel::RELIABLE_UNORDERED,
+            Bytes::from_static(b"doomed"),
+            SendOptions {
+                deadline: None,
+                max_retransmits: Some(2),
+            },
+        )
+        .unwrap();
+    // Dark long enough for the first send and both allowed retransmissions to be lost.
+    p.run_until(Duration::from_secs(10), |_| false);
+    assert_eq!(p.a.stats.retransmits, 2, "never more than the budget");
+    p.imp_ab = Impair::clean(10);
+    p.ab.bad = false;
+    assert!(p.run_until(Duration::from_secs(5), |p| !p.expired_a.is_empty()));
+    assert_eq!(p.expired_a, vec![(Channel::RELIABLE_UNORDERED, id)]);
+    assert!(p.got_b.is_empty());
+}
+
+#[test]
+fn switching_paths_mid_stream_keeps_exactly_once_in_order() {
+    // Relay (60 ms) → direct (10 ms) → relay: the switch reorders packets in flight.
+    let mut p = Pair::new(6, Impair::clean(60));
+    let mut next = 0u32;
+    for phase in 0..3 {
+        let imp = if phase == 1 {
+            Impair::clean(10)
+        } else {
+            Impair::clean(60)
+        };
+        p.imp_ab = Impair { loss: 0.05, ..imp };
+        p.imp_ba = imp;
+        let until = p.now + Duration::from_secs(2);
+        while p.now < until {
+            for _ in 0..3 {
+                p.a.send(
+                    p.now,
+                    Channel::RELIABLE_ORDERED,
+                    Bytes::copy_from_slice(&next.to_be_bytes()),
+                    SendOptions::default(),
+                )
+                .unwrap();
+                next += 1;
+            }
+            let t = p.now + Duration::from_millis(16);
+            while p.now < t {
+                p.step();
+            }
+        }
+    }
+    assert!(p.run_until(Duration::from_secs(5), |p| p.a.unacked() == 0));
+    assert_eq!(
+        payloads_on(&p.got_b, Channel::RELIABLE_ORDERED),
+        (0..next).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_peer_that_stops_acking_makes_sender_memory_plateau() {
+    let mut p = Pair::new(7, Impair::clean(20));
+    p.mute_b = true;
+    let mut refused = 0;
+    let mut sent_len = Vec::new();
+    for round in 0..400 {
+        for _ in 0..50 {
+            match p.a.send(
+                p.now,
+                Channel::RELIABLE_ORDERED,
+                Bytes::from(vec![0u8; 1000]),
+                SendOptions::default(),
+            ) {
+                Ok(_) => {}
+                Err(SendError::QueueFull) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let t = p.now + Duration::from_millis(50);
+        while p.now < t {
+            p.step();
+        }
+        if round % 100 == 99 {
+            sent_len.push((p.a.sent.len(), p.a.buffered));
+        }
+    }
+    assert!(refused > 0, "the send buffer cap pushes back");
+    assert!(p.a.buffered <= limits().max_send_buffer);
+    // The bookkeeping of packets in flight does not grow without bound either.
+    let last = sent_len.last().unwrap().0;
+    assert!(last < 200, "sent packets tracked: {sent_len:?}");
+}
+
+#[test]
+fn unreliable_messages_too_big_for_a_fragment_and_unknown_channels_are_refused() {
+    let mut p = Pair::new(8, Impair::clean(10));
+    assert_eq!(
+        p.a.send(
+            p.now,
+            Channel::UNRELIABLE,
+            Bytes::from(vec![0; 1045]),
+            SendOptions::default()
+        ),
+        Err(SendError::PayloadTooLarge { max: 1044 })
+    );
+    assert_eq!(
+        p.a.send(p.now, Channel(9), Bytes::new(), SendOptions::default()),
+        Err(SendError::UnknownChannel)
+    );
+    assert_eq!(
+        p.a.send(
+            p.now,
+            Channel::RELIABLE_ORDERED,
+            Bytes::from(vec![0; (1 << 20) + 1]),
+            SendOptions::default()
+        ),
+        Err(SendError::PayloadTooLarge { max: 1 << 20 })
+    );
+}
+
+#[test]
+fn a_peer_announcing_a_huge_message_is_flagged() {
+    let mut c = Connection::new(&ChannelConfig::defaults(), limits());
+    let now = crate::tests::epoch();
+    c.begin_packet(now, 0, 100);
+    c.on_frame(
+        now,
+        &Frame::Message {
+            channel: 0,
+            seq: 0,
+            fragment: Some((u32::MAX, 0)),
+            data: b"x",
+        },
+    );
+    assert_eq!(c.violation(), Some(PeerDropReason::MessageTooLarge));
+    let mut c = Connection::new(&ChannelConfig::defaults(), limits());
+    for seq in 0..5 {
+        c.on_frame(
+            now,
+            &Frame::Message {
+                channel: 1,
+                seq,
+                fragment: Some((1 << 20, 0)),
+                data: b"x",
+            },
+        );
+    }
+    assert_eq!(c.violation(), Some(PeerDropReason::ReassemblyLimit));
+    assert!(c.reassembly_bytes <= limits().max_reassembly_bytes);
+}
+
+#[test]
+fn rtt_is_measured() {
+    let mut p = Pair::new(9, Impair::clean(40));
+    for i in 0..100u32 {
+        p.a.send(
+            p.now,
+            Channel::UNRELIABLE,
+            Bytes::copy_from_slice(&i.to_be_bytes()),
+            SendOptions::default(),
+        )
+        .unwrap();
+        let t = p.now + Duration::from_millis(20);
+        while p.now < t {
+            p.step();
+        }
+    }
+    let rtt = p.a.srtt();
+    assert!(
+        rtt >= Duration::from_millis(80) && rtt <= Duration::from_millis(90),
+        "{rtt:?}"
+    );
+}
