@@ -91,7 +91,8 @@ pub use event::{
     RoomError, RoomInfo, RoomOp, ServerEvent,
 };
 pub use rudp::{
-    Channel, ChannelConfig, Delivery, MessageId, Path, PeerDropReason, PeerStats, SendOptions,
+    Channel, ChannelConfig, ChannelStats, Delivery, MessageId, Path, PeerDropReason, PeerStats,
+    SendOptions,
 };
 pub use server::Server;
 pub use stats::{ClientStats, DropStats, IoStats, ServerStats};

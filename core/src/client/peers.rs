@@ -153,6 +153,11 @@ impl Client {
         )
     }
 
+    /// Counters of one channel of the connection with a peer.
+    pub fn channel_stats(&self, peer: HostId, channel: Channel) -> Option<crate::ChannelStats> {
+        self.peers.get(&peer)?.conn.channel_stats(channel)
+    }
+
     /// Counters and estimates of the connection with a peer.
     pub fn peer_stats(&self, peer: HostId) -> Option<PeerStats> {
         let p = self.peers.get(&peer)?;

@@ -16,7 +16,9 @@ use smallvec::SmallVec;
 
 use super::ranges::RangeSet;
 use super::rtt::{MAX_RTO, RttEstimator};
-use super::{Channel, ChannelConfig, Delivery, MessageId, PeerDropReason, SendOptions};
+use super::{
+    Channel, ChannelConfig, ChannelStats, Delivery, MessageId, PeerDropReason, SendOptions,
+};
 use crate::arena::Arena;
 use crate::error::SendError;
 use crate::time::{Duration, Instant};
@@ -144,6 +146,7 @@ struct Chan {
     /// Sequenced: newest delivered.
     last_delivered: Option<u32>,
     partial: BTreeMap<u32, Partial>,
+    stats: ChannelStats,
 }
 
 impl Chan {
@@ -163,6 +166,7 @@ impl Chan {
             recv_buf: BTreeMap::new(),
             last_delivered: None,
             partial: BTreeMap::new(),
+            stats: ChannelStats::default(),
         }
     }
 
@@ -347,6 +351,16 @@ impl Connection {
             .sum()
     }
 
+    /// Counters of one channel.
+    pub fn channel_stats(&self, channel: Channel) -> Option<ChannelStats> {
+        let c = self.chans.get(channel.0 as usize)?;
+        Some(ChannelStats {
+            queued: c.pending.len(),
+            unacked: c.live.len(),
+            ..c.stats
+        })
+    }
+
     /// Bytes waiting to be sent for the first time.
     pub fn queued_bytes(&self) -> usize {
         self.chans
@@ -400,6 +414,8 @@ impl Connection {
     ) -> Result<MessageId, SendError> {
         self.check_send(channel, payload.len())?;
         let chan = &mut self.chans[channel.0 as usize];
+        chan.stats.messages_out += 1;
+        chan.stats.bytes_out += payload.len() as u64;
         let reliable = chan.delivery.is_reliable();
         let seq = chan.next_seq;
         chan.next_seq += 1;
@@ -624,6 +640,7 @@ impl Connection {
                         return;
                     }
                     live.retransmits += 1;
+                    c.stats.retransmits += 1;
                     let total = live.payload.len();
                     let data = &live.payload[offset as usize..(offset + len) as usize];
                     let f = Frame::Message {
@@ -818,10 +835,13 @@ impl Connection {
     fn deliver(
         events: &mut VecDeque<ConnEvent>,
         stats: &mut ConnStats,
+        chan: &mut ChannelStats,
         channel: u8,
         payload: Bytes,
     ) {
         stats.messages_in += 1;
+        chan.messages_in += 1;
+        chan.bytes_in += payload.len() as u64;
         events.push_back(ConnEvent::Message {
             channel: Channel(channel),
             payload,
@@ -836,16 +856,16 @@ impl Connection {
                 if seq != c.recv_next {
                     c.recv_buf.insert(seq, payload);
                 } else {
-                    Self::deliver(events, stats, channel, payload);
+                    Self::deliver(events, stats, &mut c.stats, channel, payload);
                     c.recv_next += 1;
                     while let Some(p) = c.recv_buf.remove(&c.recv_next) {
-                        Self::deliver(events, stats, channel, p);
+                        Self::deliver(events, stats, &mut c.stats, channel, p);
                         c.recv_next += 1;
                     }
                 }
             }
             Delivery::ReliableUnordered => {
-                Self::deliver(events, stats, channel, payload);
+                Self::deliver(events, stats, &mut c.stats, channel, payload);
                 c.recv_buf.insert(seq, Bytes::new());
                 while c.recv_buf.remove(&c.recv_next).is_some() {
                     c.recv_next += 1;
@@ -854,9 +874,9 @@ impl Connection {
             Delivery::ReliableSequenced | Delivery::UnreliableSequenced => {
                 c.last_delivered = Some(seq);
                 c.partial.retain(|s, _| *s > seq);
-                Self::deliver(events, stats, channel, payload);
+                Self::deliver(events, stats, &mut c.stats, channel, payload);
             }
-            Delivery::Unreliable => Self::deliver(events, stats, channel, payload),
+            Delivery::Unreliable => Self::deliver(events, stats, &mut c.stats, channel, payload),
         }
         self.recount_reassembly();
     }
@@ -885,12 +905,18 @@ impl Connection {
                             break;
                         }
                         if let Some(p) = c.recv_buf.remove(&s) {
-                            Self::deliver(&mut self.events, &mut self.stats, channel, p);
+                            Self::deliver(
+                                &mut self.events,
+                                &mut self.stats,
+                                &mut c.stats,
+                                channel,
+                                p,
+                            );
                         }
                     }
                     c.recv_next = seq;
                     while let Some(p) = c.recv_buf.remove(&c.recv_next) {
-                        Self::deliver(&mut self.events, &mut self.stats, channel, p);
+                        Self::deliver(&mut self.events, &mut self.stats, &mut c.stats, channel, p);
                         c.recv_next += 1;
                     }
                 }

@@ -125,6 +125,26 @@ pub enum PeerDropReason {
     ReassemblyLimit,
 }
 
+/// Counters of one channel of a peer connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChannelStats {
+    /// Messages queued by the application.
+    pub messages_out: u64,
+    /// Messages delivered to the application.
+    pub messages_in: u64,
+    /// Payload bytes queued by the application.
+    pub bytes_out: u64,
+    /// Payload bytes delivered to the application.
+    pub bytes_in: u64,
+    /// Fragments sent again.
+    pub retransmits: u64,
+    /// Messages waiting to be sent for the first time (the queue depth).
+    pub queued: usize,
+    /// Reliable messages sent and not yet acknowledged or expired.
+    pub unacked: usize,
+}
+
 /// Counters and estimates of one peer connection.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]

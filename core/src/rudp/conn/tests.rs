@@ -282,6 +282,11 @@ fn ten_thousand_ordered_messages_survive_burst_loss_duplication_and_reordering()
         (0..10_000).collect::<Vec<_>>(),
         "exactly once, in order"
     );
+    let cs = p.a.channel_stats(Channel::RELIABLE_ORDERED).unwrap();
+    assert_eq!((cs.messages_out, cs.queued, cs.unacked), (10_000, 0, 0));
+    assert!(cs.retransmits > 0);
+    let rs = p.b.channel_stats(Channel::RELIABLE_ORDERED).unwrap();
+    assert_eq!((rs.messages_in, rs.bytes_in), (10_000, 40_000));
     let s = p.a.stats;
     let loss = s.packets_lost as f64 / s.packets_sent as f64;
     assert!(loss > 0.2, "the link really was lossy: {loss}");
