@@ -237,6 +237,13 @@ pub enum ClientEvent {
         /// The id `send` returned.
         message_id: crate::MessageId,
     },
+    /// A STUN query from [`crate::Client::query_stun`] finished.
+    StunResult {
+        /// The STUN server asked.
+        server: SocketAddr,
+        /// This client's address as that server sees it, or why there is none.
+        result: Result<SocketAddr, crate::stun::StunError>,
+    },
     /// This client stopped talking to a peer that broke a protocol limit.
     PeerDropped {
         /// The peer.

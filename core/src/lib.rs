@@ -64,6 +64,7 @@ mod rng;
 mod rudp;
 mod server;
 mod stats;
+pub mod stun;
 mod time;
 mod token;
 pub mod wire;

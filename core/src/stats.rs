@@ -10,7 +10,8 @@ pub struct DropStats {
     pub unknown_kind: u64,
     /// A Pierce packet of another protocol version.
     pub bad_version: u64,
-    /// STUN messages this endpoint does not answer.
+    /// STUN messages this endpoint does not answer (not a Binding request, or a bad
+    /// FINGERPRINT).
     pub stun: u64,
     /// Sealed packets naming no session we have.
     pub unknown_session: u64,
@@ -155,4 +156,6 @@ pub struct ServerStats {
     pub relayed_bytes: u64,
     /// Control messages retransmitted.
     pub control_retransmits: u64,
+    /// STUN Binding requests answered.
+    pub stun_answered: u64,
 }

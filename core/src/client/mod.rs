@@ -71,7 +71,12 @@ pub struct Client {
     peer_cursor: Option<HostId>,
     /// Relayed packets that arrived before their pair's key (bounded, short-lived).
     early: VecDeque<(Instant, HostId, Bytes)>,
+    /// STUN Binding transactions under way.
+    stun: Vec<crate::stun::StunBinding>,
 }
+
+/// STUN transactions one client runs at once, at most.
+const MAX_STUN_QUERIES: usize = 8;
 
 enum State {
     /// `connect` not called yet.
@@ -150,6 +155,7 @@ impl Client {
             groups: BTreeMap::new(),
             peer_cursor: None,
             early: VecDeque::new(),
+            stun: Vec::new(),
         })
     }
 
@@ -326,6 +332,49 @@ impl Client {
             })
     }
 
+    /// Asks a STUN server (Pierce's own, or any standard one) which address it sees this
+    /// client's socket as; answered by [`ClientEvent::StunResult`]. Works in any state, before
+    /// connecting too, on the same socket as everything else.
+    ///
+    /// # Errors
+    /// [`crate::CommandError::QueueFull`] if too many queries are under way.
+    pub fn query_stun(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+    ) -> Result<(), crate::CommandError> {
+        let now = self.clock.advance(now);
+        if self.stun.len() >= MAX_STUN_QUERIES {
+            return Err(crate::CommandError::QueueFull);
+        }
+        let mut txid = [0u8; 12];
+        self.rng.fill_bytes(&mut txid);
+        self.stun.push(crate::stun::StunBinding::new(
+            now,
+            server,
+            txid,
+            crate::stun::DEFAULT_STUN_RTO,
+            crate::stun::DEFAULT_STUN_TRIES,
+        ));
+        Ok(())
+    }
+
+    /// Reports finished STUN transactions.
+    fn finish_stun(&mut self) {
+        let mut i = 0;
+        while i < self.stun.len() {
+            if let Some(result) = self.stun[i].result() {
+                let b = self.stun.swap_remove(i);
+                self.push_event(ClientEvent::StunResult {
+                    server: b.server(),
+                    result,
+                });
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Ends the session with `code`, telling the server. Reports
     /// [`DisconnectReason::ClosedLocally`]. Does nothing if already closed.
     pub fn disconnect(&mut self, now: Instant, code: u16) {
@@ -360,7 +409,17 @@ impl Client {
         self.stats.io.bytes_in += datagram.len() as u64;
         match demux::decode(datagram) {
             Err(e) => self.stats.dropped.count_decode(e),
-            Ok(Datagram::Stun(_)) => self.stats.dropped.stun += 1,
+            Ok(Datagram::Stun(_)) => {
+                if self
+                    .stun
+                    .iter_mut()
+                    .any(|b| b.handle_datagram(from, datagram))
+                {
+                    self.finish_stun();
+                } else {
+                    self.stats.dropped.stun += 1;
+                }
+            }
             Ok(Datagram::ClientHello(_)) => self.stats.dropped.unexpected += 1,
             Ok(Datagram::ServerHello(hello)) => self.on_server_hello(now, from, &hello),
             Ok(Datagram::Sealed(packet)) => self.on_sealed(now, from, &packet),
@@ -371,6 +430,10 @@ impl Client {
     /// early or often.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.advance(now);
+        for b in &mut self.stun {
+            b.handle_timeout(now);
+        }
+        self.finish_stun();
         let failure = match &mut self.state {
             State::Idle | State::Closed | State::Closing(..) => None,
             State::Handshaking(h) => {
@@ -436,6 +499,11 @@ impl Client {
             "poll_transmit buffer too small"
         );
         let now = self.clock.advance(now);
+        if let Some(t) = self.stun.iter_mut().find_map(|b| b.poll_transmit(buf)) {
+            self.stats.io.datagrams_out += 1;
+            self.stats.io.bytes_out += t.len as u64;
+            return Some(t);
+        }
         let max = self.config.max_datagram_size.min(buf.len());
         let session_id = self.session_id;
         let (dst, len) = match &mut self.state {
@@ -527,6 +595,11 @@ impl Client {
     /// When [`Client::handle_timeout`] should next be called, if ever. Pure.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let stun = self.stun.iter().filter_map(|b| b.poll_timeout()).min();
+        earliest(stun, self.session_timeout())
+    }
+
+    fn session_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::Idle | State::Closed => None,
             State::Closing(..) => None,

@@ -36,6 +36,8 @@ use crate::{RECV_SCRATCH_SIZE, Transmit};
 pub(crate) const MAX_SESSIONS: usize = 1 << 24;
 const INDEX_MASK: u32 = (MAX_SESSIONS - 1) as u32;
 
+/// STUN answers waiting to be sent, at most (requests beyond are dropped and counted).
+const STUN_QUEUE_CAP: usize = 1024;
 /// Groups a client is in without allocating; more spill to the heap.
 const INLINE_GROUPS: usize = 4;
 
@@ -96,6 +98,8 @@ pub struct Server {
     rooms: BTreeMap<String, GroupId>,
     /// Clients whose control queue overflowed during the current call; disconnected at its end.
     overloaded: Vec<HostId>,
+    /// STUN Binding responses to send: (requester, transaction id).
+    stun_queue: VecDeque<(SocketAddr, [u8; 12])>,
 }
 
 struct Session {
@@ -230,6 +234,7 @@ impl Server {
             relay_total: Bucket::EMPTY,
             rooms: BTreeMap::new(),
             overloaded: Vec::new(),
+            stun_queue: VecDeque::new(),
         })
     }
 
@@ -380,7 +385,7 @@ impl Server {
         self.stats.io.bytes_in += datagram.len() as u64;
         match demux::decode(datagram) {
             Err(e) => self.stats.dropped.count_decode(e),
-            Ok(Datagram::Stun(_)) => self.stats.dropped.stun += 1,
+            Ok(Datagram::Stun(m)) => self.on_stun(now, from, &m, datagram),
             Ok(Datagram::ServerHello(_)) => self.stats.dropped.unexpected += 1,
             Ok(Datagram::ClientHello(hello)) => {
                 if datagram.len() < MIN_CLIENT_HELLO_LEN {
@@ -434,6 +439,7 @@ impl Server {
         let now = self.clock.advance(now);
         let t = self
             .next_hello(buf)
+            .or_else(|| self.next_stun(buf))
             .or_else(|| self.next_sealed(now, buf))?;
         self.stats.io.datagrams_out += 1;
         self.stats.io.bytes_out += t.len as u64;
@@ -849,6 +855,43 @@ impl Server {
             Phase::HalfOpen { .. } | Phase::Closing => {}
         }
         self.schedule(key);
+    }
+
+    /// A STUN Binding request: answered with the source's address, like any STUN server.
+    ///
+    /// # Amplification
+    /// The answer (40 bytes for IPv4, 52 for IPv6) is larger than a bare request (20 bytes):
+    /// a factor of at most 2.6, the same as every STUN server. It shares the per-source and
+    /// global handshake token buckets, so a spoofed flood gets at most that factor on a
+    /// bounded rate; requests with a FINGERPRINT that does not verify are not answered.
+    fn on_stun(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        m: &crate::wire::stun::StunMessage<'_>,
+        datagram: &[u8],
+    ) {
+        use crate::wire::stun::BINDING_REQUEST;
+        if m.message_type != BINDING_REQUEST || !m.fingerprint_ok(datagram) {
+            self.stats.dropped.stun += 1;
+            return;
+        }
+        if !self.limiter.allow(now, from.ip()) {
+            self.stats.dropped.rate_limited += 1;
+            return;
+        }
+        if self.stun_queue.len() >= STUN_QUEUE_CAP {
+            self.stats.dropped.queue_full += 1;
+            return;
+        }
+        self.stun_queue.push_back((from, m.transaction_id));
+    }
+
+    fn next_stun(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        let (dst, txid) = self.stun_queue.pop_front()?;
+        let len = crate::wire::stun::encode_binding_response(buf, &txid, dst).ok()?;
+        self.stats.stun_answered += 1;
+        Some(Transmit { dst, len })
     }
 
     fn next_hello(&mut self, buf: &mut [u8]) -> Option<Transmit> {

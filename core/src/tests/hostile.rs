@@ -86,12 +86,13 @@ fn truncated_bit_flipped_and_unknown_datagrams_are_dropped_and_counted() {
     let after = net.server.stats().dropped;
     assert_eq!(after.total() - before, (pkt.len() * 8) as u64);
 
-    // Unknown kinds, other versions, STUN the server does not answer (yet).
+    // Unknown kinds, other versions, STUN the server does not answer.
     let b = net.server.stats().dropped;
     net.deliver(c, s, &[0x42; 64]);
     net.deliver(c, s, &[KIND_SEALED, 9, 0, 0, 0, 0, 0, 0]);
+    // A STUN Binding *response*: a server never answers those.
     let stun = [
-        0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        1, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
     ];
     net.deliver(c, s, &stun);
     let d = net.server.stats().dropped;
@@ -282,4 +283,69 @@ fn sealed_packets_for_unknown_sessions_get_no_answer() {
     }
     assert_eq!(net.server.stats().dropped.unknown_session, 1000);
     assert_eq!(net.server.stats().io.datagrams_out, 0);
+}
+
+#[test]
+fn stun_binding_requests_are_answered_with_a_bounded_amplification() {
+    use crate::wire::stun::{StunMessage, encode_binding_request};
+    let mut cfg = server_config();
+    cfg.handshake_burst_per_ip = 10;
+    let mut net = Net::new(cfg, ClientConfig::default(), 0);
+    // A bare 20-byte request, as turnutils_stunclient sends it.
+    let mut req = [0u8; 20];
+    req[..2].copy_from_slice(&[0x00, 0x01]);
+    req[4..8].copy_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+    req[8..20].copy_from_slice(&[7; 12]);
+    let from = stranger(5);
+    let now = net.now;
+    net.server.handle_datagram(now, from, &req);
+    let mut buf = [0u8; MAX_DATAGRAM_SIZE];
+    let t = net.server.poll_transmit(now, &mut buf).unwrap();
+    assert_eq!(t.dst, from);
+    let m = StunMessage::decode(&buf[..t.len]).unwrap();
+    assert_eq!(m.transaction_id, [7; 12]);
+    assert_eq!(m.mapped_address(), Some(from));
+    assert!(m.fingerprint_ok(&buf[..t.len]));
+    let factor = t.len as f64 / req.len() as f64;
+    assert!(factor <= 2.0, "IPv4 amplification {factor}");
+    // A request with a broken FINGERPRINT is ignored.
+    let mut fp = [0u8; 40];
+    let n = encode_binding_request(&mut fp, &[8; 12]).unwrap();
+    fp[n - 1] ^= 1;
+    assert_eq!(reply_bytes(&mut net, from, &fp[..n]), 0);
+    // A flood from one source is answered only up to its bucket.
+    let answered = (0..100)
+        .filter(|_| reply_bytes(&mut net, from, &req) > 0)
+        .count();
+    assert!(answered <= 10, "{answered}");
+    assert!(net.server.stats().dropped.rate_limited >= 90);
+}
+
+#[test]
+fn a_client_learns_its_reflexive_address_from_the_server_over_stun() {
+    let mut net = Net::with_clients(1);
+    let now = net.now;
+    let server = net.server_addr;
+    net.clients[0].client.query_stun(now, server).unwrap();
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(
+        net.clients[0].events[0].1,
+        crate::ClientEvent::StunResult {
+            server,
+            result: Ok(net.clients[0].addr)
+        }
+    );
+    assert_eq!(net.server.stats().stun_answered, 1);
+    // A silent STUN server: the query times out.
+    net.filter = Some(Box::new(|_| false));
+    let now = net.now;
+    net.clients[0].client.query_stun(now, server).unwrap();
+    net.run_for(Duration::from_secs(30));
+    assert!(matches!(
+        net.clients[0].events.last().unwrap().1,
+        crate::ClientEvent::StunResult {
+            result: Err(crate::stun::StunError::TimedOut),
+            ..
+        }
+    ));
 }

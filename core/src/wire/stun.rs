@@ -5,7 +5,26 @@
 //! | magic cookie 0x2112A442 | transaction id (12 bytes) | attributes (length bytes)
 //! ```
 
-use super::{DecodeError, Reader};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::{BufferTooSmall, DecodeError, Reader, Writer};
+
+/// Binding request (class request, method Binding).
+pub const BINDING_REQUEST: u16 = 0x0001;
+/// Binding success response.
+pub const BINDING_SUCCESS: u16 = 0x0101;
+/// MAPPED-ADDRESS (RFC 5389 §15.1; still sent by old servers).
+pub const ATTR_MAPPED_ADDRESS: u16 = 0x0001;
+/// XOR-MAPPED-ADDRESS (RFC 8489 §14.2).
+pub const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
+/// FINGERPRINT (RFC 8489 §14.7).
+pub const ATTR_FINGERPRINT: u16 = 0x8028;
+/// XOR applied to the CRC-32 in FINGERPRINT.
+const FINGERPRINT_XOR: u32 = 0x5354_554E;
+/// Size of a Binding response to an IPv4 client: header, XOR-MAPPED-ADDRESS, FINGERPRINT.
+pub const BINDING_RESPONSE_V4_LEN: usize = HEADER_LEN + 12 + 8;
+/// Size of a Binding response to an IPv6 client.
+pub const BINDING_RESPONSE_V6_LEN: usize = HEADER_LEN + 24 + 8;
 
 /// The fixed magic cookie of RFC 8489 §5.
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
@@ -54,13 +73,188 @@ impl<'a> StunMessage<'a> {
     }
 }
 
+impl<'a> StunMessage<'a> {
+    /// The attributes as `(type, value)`, stopping at the first malformed one.
+    pub fn attrs(&self) -> impl Iterator<Item = (u16, &'a [u8])> + 'a {
+        let mut r = Reader::new(self.attributes);
+        std::iter::from_fn(move || {
+            let t = r.u16().ok()?;
+            let len = r.u16().ok()? as usize;
+            let v = r.bytes(len).ok()?;
+            let pad = (4 - len % 4) % 4;
+            r.bytes(pad.min(r.remaining())).ok()?;
+            Some((t, v))
+        })
+    }
+
+    /// The XOR-MAPPED-ADDRESS (or, failing that, MAPPED-ADDRESS) of a response.
+    pub fn mapped_address(&self) -> Option<SocketAddr> {
+        let mut plain = None;
+        for (t, v) in self.attrs() {
+            match t {
+                ATTR_XOR_MAPPED_ADDRESS => return decode_addr(v, Some(&self.transaction_id)),
+                ATTR_MAPPED_ADDRESS => plain = decode_addr(v, None),
+                _ => {}
+            }
+        }
+        plain
+    }
+
+    /// False if a FINGERPRINT attribute is present and wrong (`datagram` is the whole
+    /// message this was decoded from).
+    pub fn fingerprint_ok(&self, datagram: &[u8]) -> bool {
+        let mut offset = HEADER_LEN;
+        for (t, v) in self.attrs() {
+            if t == ATTR_FINGERPRINT {
+                if v.len() != 4 {
+                    return false;
+                }
+                let want = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+                return crc32(&datagram[..offset]) ^ FINGERPRINT_XOR == want;
+            }
+            offset += 4 + v.len() + (4 - v.len() % 4) % 4;
+        }
+        true
+    }
+}
+
+fn decode_addr(v: &[u8], xor_txid: Option<&[u8; 12]>) -> Option<SocketAddr> {
+    let mut r = Reader::new(v);
+    let _reserved = r.u8().ok()?;
+    let family = r.u8().ok()?;
+    let mut port = r.u16().ok()?;
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    if xor_txid.is_some() {
+        port ^= (MAGIC_COOKIE >> 16) as u16;
+    }
+    let ip = match family {
+        0x01 => {
+            let mut a: [u8; 4] = r.array().ok()?;
+            if xor_txid.is_some() {
+                for (b, k) in a.iter_mut().zip(cookie) {
+                    *b ^= k;
+                }
+            }
+            IpAddr::V4(Ipv4Addr::from(a))
+        }
+        0x02 => {
+            let mut a: [u8; 16] = r.array().ok()?;
+            if let Some(txid) = xor_txid {
+                let key: Vec<u8> = cookie.iter().chain(txid.iter()).copied().collect();
+                for (b, k) in a.iter_mut().zip(key) {
+                    *b ^= k;
+                }
+            }
+            IpAddr::V6(Ipv6Addr::from(a))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+fn put_xor_addr(
+    w: &mut Writer<'_>,
+    addr: SocketAddr,
+    txid: &[u8; 12],
+) -> Result<(), BufferTooSmall> {
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    let port = addr.port() ^ (MAGIC_COOKIE >> 16) as u16;
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            w.u16(ATTR_XOR_MAPPED_ADDRESS)?;
+            w.u16(8)?;
+            w.put(&[0, 0x01])?;
+            w.u16(port)?;
+            let mut a = ip.octets();
+            for (b, k) in a.iter_mut().zip(cookie) {
+                *b ^= k;
+            }
+            w.put(&a)
+        }
+        IpAddr::V6(ip) => {
+            w.u16(ATTR_XOR_MAPPED_ADDRESS)?;
+            w.u16(20)?;
+            w.put(&[0, 0x02])?;
+            w.u16(port)?;
+            let mut a = ip.octets();
+            for (b, k) in a.iter_mut().zip(cookie.iter().chain(txid.iter())) {
+                *b ^= k;
+            }
+            w.put(&a)
+        }
+    }
+}
+
+/// Writes a message with the given attributes writer and a FINGERPRINT; returns its length.
+fn encode_with_fingerprint(
+    buf: &mut [u8],
+    message_type: u16,
+    txid: &[u8; 12],
+    attrs: impl FnOnce(&mut Writer<'_>) -> Result<(), BufferTooSmall>,
+) -> Result<usize, BufferTooSmall> {
+    let mut w = Writer::new(buf);
+    w.u16(message_type)?;
+    w.u16(0)?; // length, patched below
+    w.u32(MAGIC_COOKIE)?;
+    w.put(txid)?;
+    attrs(&mut w)?;
+    // The length covers the attributes including the FINGERPRINT about to be added.
+    let len = (w.len() - HEADER_LEN + 8) as u16;
+    w.patch_u16(2, len);
+    // The CRC is filled in by `fix_fingerprint` once the bytes are final.
+    w.u16(ATTR_FINGERPRINT)?;
+    w.u16(4)?;
+    w.u32(0)?;
+    Ok(w.len())
+}
+
+/// Writes a Binding success response telling `mapped` its address; returns its length.
+pub fn encode_binding_response(
+    buf: &mut [u8],
+    txid: &[u8; 12],
+    mapped: SocketAddr,
+) -> Result<usize, BufferTooSmall> {
+    let n = encode_with_fingerprint(buf, BINDING_SUCCESS, txid, |w| {
+        put_xor_addr(w, mapped, txid)
+    })?;
+    fix_fingerprint(&mut buf[..n]);
+    Ok(n)
+}
+
+/// Writes a Binding request (no attributes but FINGERPRINT); returns its length.
+pub fn encode_binding_request(buf: &mut [u8], txid: &[u8; 12]) -> Result<usize, BufferTooSmall> {
+    let n = encode_with_fingerprint(buf, BINDING_REQUEST, txid, |_| Ok(()))?;
+    fix_fingerprint(&mut buf[..n]);
+    Ok(n)
+}
+
+/// Fills in the CRC of a message whose last 8 bytes are a FINGERPRINT attribute.
+fn fix_fingerprint(msg: &mut [u8]) {
+    let at = msg.len() - 4;
+    let crc = crc32(&msg[..at - 4]) ^ FINGERPRINT_XOR;
+    msg[at..].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// CRC-32 (ISO-HDLC, as FINGERPRINT requires), bitwise: STUN messages are tiny.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A Binding request with no attributes, as `turnutils_stunclient` sends it.
     #[rustfmt::skip]
-    const BINDING_REQUEST: [u8; 20] = [
+    const BINDING_REQUEST_BYTES: [u8; 20] = [
         0x00, 0x01, 0x00, 0x00, // Binding request, length 0
         0x21, 0x12, 0xA4, 0x42, // magic cookie
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0C, // txid
@@ -68,19 +262,73 @@ mod tests {
 
     #[test]
     fn binding_request_golden_bytes() {
-        assert!(is_stun(&BINDING_REQUEST));
-        let m = StunMessage::decode(&BINDING_REQUEST).unwrap();
+        assert!(is_stun(&BINDING_REQUEST_BYTES));
+        let m = StunMessage::decode(&BINDING_REQUEST_BYTES).unwrap();
         assert_eq!(m.message_type, 0x0001);
         assert_eq!(m.transaction_id, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         assert!(m.attributes.is_empty());
     }
 
     #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    /// RFC 5769 §2.2: sample IPv4 response (its attributes besides ours are skipped).
+    #[test]
+    fn rfc5769_ipv4_response_decodes() {
+        #[rustfmt::skip]
+        let msg: [u8; 80] = [
+            0x01, 0x01, 0x00, 0x3c, 0x21, 0x12, 0xa4, 0x42, 0xb7, 0xe7, 0xa7, 0x01,
+            0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae, 0x80, 0x22, 0x00, 0x0b,
+            0x74, 0x65, 0x73, 0x74, 0x20, 0x76, 0x65, 0x63, 0x74, 0x6f, 0x72, 0x20,
+            0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43,
+            0x00, 0x08, 0x00, 0x14, 0x2b, 0x91, 0xf5, 0x99, 0xfd, 0x9e, 0x90, 0xc3,
+            0x8c, 0x74, 0x89, 0xf9, 0x2a, 0xf9, 0xba, 0x53, 0xf0, 0x6b, 0xe7, 0xd7,
+            0x80, 0x28, 0x00, 0x04, 0xc0, 0x7d, 0x4c, 0x96,
+        ];
+        let m = StunMessage::decode(&msg).unwrap();
+        assert_eq!(m.message_type, BINDING_SUCCESS);
+        assert_eq!(m.mapped_address(), Some("192.0.2.1:32853".parse().unwrap()));
+        assert!(m.fingerprint_ok(&msg));
+        let mut bad = msg;
+        bad[30] ^= 1;
+        assert!(!StunMessage::decode(&bad).unwrap().fingerprint_ok(&bad));
+    }
+
+    #[test]
+    fn our_requests_and_responses_round_trip() {
+        let txid = [9u8; 12];
+        for mapped in ["203.0.113.4:5000", "[2001:db8::7]:6000"] {
+            let mapped: SocketAddr = mapped.parse().unwrap();
+            let mut buf = [0u8; 100];
+            let n = encode_binding_response(&mut buf, &txid, mapped).unwrap();
+            let expect = if mapped.is_ipv4() {
+                BINDING_RESPONSE_V4_LEN
+            } else {
+                BINDING_RESPONSE_V6_LEN
+            };
+            assert_eq!(n, expect);
+            let m = StunMessage::decode(&buf[..n]).unwrap();
+            assert_eq!(m.message_type, BINDING_SUCCESS);
+            assert_eq!(m.transaction_id, txid);
+            assert_eq!(m.mapped_address(), Some(mapped));
+            assert!(m.fingerprint_ok(&buf[..n]));
+        }
+        let mut buf = [0u8; 40];
+        let n = encode_binding_request(&mut buf, &txid).unwrap();
+        assert_eq!(n, 28);
+        let m = StunMessage::decode(&buf[..n]).unwrap();
+        assert_eq!(m.message_type, BINDING_REQUEST);
+        assert!(m.fingerprint_ok(&buf[..n]));
+    }
+
+    #[test]
     fn stun_with_a_lying_length_is_refused() {
-        let mut m = BINDING_REQUEST;
+        let mut m = BINDING_REQUEST_BYTES;
         m[3] = 4;
         assert_eq!(StunMessage::decode(&m), Err(DecodeError::BadLength));
-        let mut m = BINDING_REQUEST;
+        let mut m = BINDING_REQUEST_BYTES;
         m[4] = 0;
         assert!(!is_stun(&m));
     }
