@@ -106,12 +106,12 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut expired: BTreeSet<pierce_core::MessageId> = BTreeSet::new();
     let collect = |a: &mut Side, b: &mut Side, got: &mut Vec<u32>, expired: &mut BTreeSet<_>| {
         while let Some(e) = b.conn.poll_event() {
-            if let ConnEvent::Message { channel, payload } = e {
-                if channel == Channel::RELIABLE_ORDERED {
-                    got.push(u32::from_be_bytes(
-                        payload[..4].try_into().expect("4 bytes"),
-                    ));
-                }
+            if let ConnEvent::Message { channel, payload } = e
+                && channel == Channel::RELIABLE_ORDERED
+            {
+                got.push(u32::from_be_bytes(
+                    payload[..4].try_into().expect("4 bytes"),
+                ));
             }
         }
         while let Some(e) = a.conn.poll_event() {
