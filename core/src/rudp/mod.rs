@@ -9,6 +9,7 @@
 pub(crate) mod conn;
 pub(crate) mod ranges;
 pub(crate) mod rtt;
+pub(crate) mod seqmap;
 pub(crate) mod stream;
 
 use std::fmt;

@@ -3,8 +3,9 @@
 
 use smallvec::SmallVec;
 
-/// Ranges kept inline; more spill to the heap up to the set's cap.
-const INLINE: usize = 8;
+/// Ranges kept inline; more spill to the heap up to the set's cap (a message's acked bytes
+/// are almost always one range; a connection's received packets spill once and keep it).
+const INLINE: usize = 2;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RangeSet {
