@@ -64,6 +64,8 @@ pub struct ClientConfig {
     /// Bytes of partial messages one peer may have in reassembly at once; a peer over it is
     /// dropped with [`crate::PeerDropReason::ReassemblyLimit`].
     pub max_reassembly_bytes: usize,
+    /// Try to reach peers directly (hole punching); `false` keeps every peer on the relay.
+    pub direct_paths: bool,
     /// Bytes queued or unacknowledged towards one peer at once; beyond it `send` returns
     /// [`crate::SendError::QueueFull`], so a peer that stops acknowledging cannot make memory
     /// grow.
@@ -88,6 +90,7 @@ impl Default for ClientConfig {
             max_message_size: 1 << 20,
             max_reassembly_bytes: 4 << 20,
             max_send_buffer_per_peer: 4 << 20,
+            direct_paths: true,
         }
     }
 }

@@ -237,6 +237,17 @@ pub enum ClientEvent {
         /// The id `send` returned.
         message_id: crate::MessageId,
     },
+    /// The path to a peer changed: a direct path was validated both ways (traffic moves to
+    /// it with nothing lost, duplicated or reordered), or the direct path died (traffic falls
+    /// back to the relay and punching is retried later).
+    PathChanged {
+        /// The peer.
+        peer: HostId,
+        /// The new path.
+        path: crate::Path,
+        /// Why.
+        reason: PathChangeReason,
+    },
     /// A STUN query from [`crate::Client::query_stun`] finished.
     StunResult {
         /// The STUN server asked.
@@ -283,6 +294,16 @@ pub enum ClientEvent {
         /// Why it failed.
         error: RoomError,
     },
+}
+
+/// Why a peer's path changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PathChangeReason {
+    /// Hole punching validated a direct path both ways.
+    Punched,
+    /// Nothing arrived on the direct path for too long.
+    DirectLost,
 }
 
 /// Why a client's session ended.

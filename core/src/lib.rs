@@ -88,8 +88,8 @@ pub use crypto::{PublicKey, SecretKey};
 pub use endpoint::Endpoint;
 pub use error::{CommandError, ConfigError, ConnectError, GroupError, SendError, UnknownHost};
 pub use event::{
-    ClientEvent, DisconnectReason, GroupId, HostId, LeaveReason, MemberLeftReason, RejectReason,
-    RoomError, RoomInfo, RoomOp, ServerEvent,
+    ClientEvent, DisconnectReason, GroupId, HostId, LeaveReason, MemberLeftReason,
+    PathChangeReason, RejectReason, RoomError, RoomInfo, RoomOp, ServerEvent,
 };
 pub use rudp::{
     Channel, ChannelConfig, ChannelStats, Delivery, MessageId, Path, PeerDropReason, PeerStats,

@@ -118,6 +118,8 @@ pub struct ClientStats {
     pub relayed_out: u64,
     /// Peer packets received through the relay.
     pub relayed_in: u64,
+    /// Direct paths validated (hole punching successes).
+    pub direct_paths: u64,
     /// Control messages retransmitted.
     pub control_retransmits: u64,
 }

@@ -2,6 +2,7 @@
 //! relayed peer traffic (`peers.rs`).
 
 mod peers;
+mod punch;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -475,6 +476,7 @@ impl Client {
             }
             self.drain_peer(id);
         }
+        self.punch_timeouts(now);
         while self
             .early
             .front()
@@ -539,9 +541,15 @@ impl Client {
                 if self.outgoing.is_empty()
                     && !l.ping_due
                     && !l.control.wants_transmit(now)
-                    && !self.peers.values().any(|p| p.conn.wants_transmit(now))
+                    && !self
+                        .peers
+                        .values()
+                        .any(|p| p.punch.direct().is_none() && p.conn.wants_transmit(now))
                 {
-                    return None;
+                    return self.poll_peer_transmit(now, buf).inspect(|t| {
+                        self.stats.io.datagrams_out += 1;
+                        self.stats.io.bytes_out += t.len as u64;
+                    });
                 }
                 let outgoing = &mut self.outgoing;
                 let peers = &mut self.peers;
@@ -617,7 +625,12 @@ impl Client {
                     ),
                     self.peers
                         .values()
-                        .filter_map(|p| p.conn.poll_timeout(self.clock.now()))
+                        .filter_map(|p| {
+                            earliest(
+                                p.conn.poll_timeout(self.clock.now()),
+                                p.punch.next_timeout(punch::dead_limit(&p.conn)),
+                            )
+                        })
                         .min(),
                 ),
             ),
@@ -805,7 +818,9 @@ impl Client {
                 | Frame::Relay { .. }
                 | Frame::Message { .. }
                 | Frame::Ack(_)
-                | Frame::Floor { .. } => self.stats.dropped.unexpected += 1,
+                | Frame::Floor { .. }
+                | Frame::Probe { .. }
+                | Frame::ProbeAck { .. } => self.stats.dropped.unexpected += 1,
             }
         }
     }

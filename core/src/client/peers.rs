@@ -15,7 +15,9 @@ use crate::wire::Writer;
 use crate::wire::control::{
     ControlMsg, JOIN_CREATE, JOIN_MUST_CREATE, MAX_NAME_LEN, ROOM_HAS_PASSWORD,
 };
-use crate::wire::frame::{Frames, MESSAGE_FRAME_OVERHEAD, RELAY_FRAME_OVERHEAD, encode_relay_with};
+use crate::wire::frame::{
+    Frame, Frames, MESSAGE_FRAME_OVERHEAD, RELAY_FRAME_OVERHEAD, encode_relay_with,
+};
 use crate::wire::sealed::{HEADER_LEN, OVERHEAD, SealedPacket, TAG_LEN};
 
 /// How long a relayed packet that arrived before its pair key is kept. The key travels on the
@@ -40,6 +42,8 @@ pub(super) struct Peer {
     pub(super) conn: Connection,
     /// Where its packets go.
     pub(super) path: Path,
+    /// Hole punching and the direct path.
+    pub(super) punch: super::punch::Punch,
 }
 
 /// Writes Relay frames for every peer with something to send (acks, data, probes), one
@@ -66,6 +70,9 @@ pub(super) fn write_relay_frames(
         let Some(peer) = peers.get_mut(&to) else {
             continue;
         };
+        if peer.punch.direct().is_some() {
+            continue; // its traffic goes on the direct path
+        }
         while peer.conn.wants_transmit(now) {
             if w.remaining() < RELAY_FRAME_OVERHEAD + OVERHEAD + MESSAGE_FRAME_OVERHEAD {
                 return (packets, last);
@@ -392,6 +399,8 @@ impl Client {
                 let peer = HostId(peer);
                 self.remove_peer(peer);
                 let conn = self.new_connection();
+                let nonce = rand::RngCore::next_u64(&mut self.rng);
+                let punch = super::punch::Punch::new(now, addr, nonce, self.config.direct_paths);
                 self.peers.insert(
                     peer,
                     Peer {
@@ -400,6 +409,7 @@ impl Client {
                         addr,
                         conn,
                         path: Path::Relay,
+                        punch,
                     },
                 );
                 self.pair_index.insert(pair_id, peer);
@@ -539,9 +549,9 @@ impl Client {
     pub(super) fn on_peer_packet(
         &mut self,
         now: Instant,
-        _from: SocketAddr,
+        from: SocketAddr,
         packet: &SealedPacket<'_>,
-        _relayed: bool,
+        relayed: bool,
     ) {
         let Some(&peer_id) = self.pair_index.get(&packet.header.receiver) else {
             self.stats.dropped.unknown_peer += 1;
@@ -563,10 +573,20 @@ impl Client {
                 } else {
                     peer.conn.begin_packet(now, pn, size);
                     let mut elicit = false;
+                    let mut path_frames = false;
                     for f in Frames::new(plaintext).flatten() {
                         elicit |= peer.conn.on_frame(now, &f);
+                        path_frames |= matches!(f, Frame::Probe { .. } | Frame::ProbeAck { .. });
                     }
                     peer.conn.end_packet(now, elicit, out_of_order);
+                    if !relayed {
+                        self.on_direct_packet(now, peer_id, from);
+                    }
+                    if path_frames {
+                        for f in Frames::new(plaintext).flatten() {
+                            self.on_path_frame(now, peer_id, from, relayed, &f);
+                        }
+                    }
                 }
             }
         }
@@ -638,14 +658,16 @@ impl Client {
     pub(crate) fn test_insert_peer(&mut self, peer: HostId, pair_id: u32, key: [u8; 32]) {
         let me = self.host_id().unwrap_or(HostId(0));
         let conn = self.new_connection();
+        let addr: SocketAddr = "0.0.0.0:0".parse().expect("literal");
         self.peers.insert(
             peer,
             Peer {
                 pair_id,
                 keys: PacketKeys::for_pair(&key, pair_id, me < peer),
-                addr: "0.0.0.0:0".parse().expect("literal"),
+                addr,
                 conn,
                 path: Path::Relay,
+                punch: super::punch::Punch::new(crate::tests::epoch(), addr, 0, false),
             },
         );
         self.pair_index.insert(pair_id, peer);

@@ -29,7 +29,7 @@ fn ack_completes(net: &Net) -> Vec<(crate::GroupId, crate::HostId)> {
 
 #[test]
 fn group_lifecycle_events_arrive_in_order_on_every_member() {
-    let mut net = Net::connected(3);
+    let mut net = Net::connected_relay_only(3);
     let [a, b, c] = net.hosts()[..] else { panic!() };
     let marks: Vec<usize> = net.clients.iter().map(|c| c.events.len()).collect();
     let now = net.now;
@@ -165,7 +165,7 @@ fn a_member_can_send_the_moment_it_learns_of_another_one_relay_hop() {
 
 #[test]
 fn the_relay_never_sees_the_plaintext() {
-    let mut net = Net::connected(2);
+    let mut net = Net::connected_relay_only(2);
     let [a, b] = net.hosts()[..] else { panic!() };
     let now = net.now;
     let g = net.server.create_group(now, &[a, b]).unwrap();
@@ -310,7 +310,9 @@ fn relay_budgets_drop_and_count_instead_of_queueing() {
     let mut cfg = server_config();
     cfg.relay_rate_per_client = 10_000;
     cfg.relay_burst_per_client = 5_000;
-    let mut net = Net::new(cfg, ClientConfig::default(), 2);
+    let mut client = ClientConfig::default();
+    client.direct_paths = false;
+    let mut net = Net::new(cfg, client, 2);
     net.connect_all(&[]);
     net.run_for(ms(100));
     let [a, b] = net.hosts()[..] else { panic!() };
@@ -408,5 +410,138 @@ fn group_commands_reject_misuse() {
             .client
             .send_to_group(now, g, crate::Channel::UNRELIABLE, b"x"),
         Err(SendError::NotMember)
+    );
+}
+
+fn path_events(net: &Net, i: usize) -> Vec<(Duration, crate::Path, crate::PathChangeReason)> {
+    net.clients[i]
+        .events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            ClientEvent::PathChanged { path, reason, .. } => Some((*t, *path, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ordered_payloads(net: &Net, i: usize) -> Vec<u32> {
+    net.clients[i]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            ClientEvent::PeerMessage {
+                channel, payload, ..
+            } if *channel == crate::Channel::RELIABLE_ORDERED => {
+                Some(u32::from_be_bytes(payload[..4].try_into().unwrap()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Streams `count` reliable-ordered messages from client 0 to `to`, one every 10 ms.
+fn stream(net: &mut Net, to: crate::HostId, from: u32, count: u32) {
+    for i in from..from + count {
+        let now = net.now;
+        net.clients[0]
+            .client
+            .send(now, to, crate::Channel::RELIABLE_ORDERED, &i.to_be_bytes())
+            .unwrap();
+        net.run_for(ms(10));
+    }
+}
+
+#[test]
+fn members_move_to_a_direct_path_without_losing_duplicating_or_reordering() {
+    let mut net = Net::connected(2);
+    let [a, b] = net.hosts()[..] else { panic!() };
+    let now = net.now;
+    net.server.create_group(now, &[a, b]).unwrap();
+    // Stream from the very first moment: relay first, direct second.
+    assert!(net.drive_until(Duration::from_secs(1), |n| {
+        n.clients[0].client.peers().any(|p| p == b)
+    }));
+    let t_joined = net.elapsed();
+    stream(&mut net, b, 0, 300);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(ordered_payloads(&net, 1), (0..300).collect::<Vec<_>>());
+    for i in 0..2 {
+        let events = path_events(&net, i);
+        assert_eq!(events.len(), 1, "client {i}: {events:?}");
+        let (t, path, reason) = events[0];
+        assert!(matches!(path, crate::Path::Direct(_)), "{path:?}");
+        assert_eq!(reason, crate::PathChangeReason::Punched);
+        // Introduction reaches both within a server one-way trip; one peer RTT (20 ms) for
+        // probe and answer: direct within ~2 RTT of the introduction.
+        assert!(
+            t - t_joined <= ms(60),
+            "client {i} went direct after {:?}",
+            t - t_joined
+        );
+    }
+    assert_eq!(
+        net.clients[0].client.peer_stats(b).unwrap().path,
+        crate::Path::Direct(net.clients[1].addr)
+    );
+    // Once direct, peer traffic leaves the relay.
+    let relayed = net.server.stats().relayed_packets;
+    stream(&mut net, b, 300, 100);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(
+        net.server.stats().relayed_packets,
+        relayed,
+        "nothing more relayed"
+    );
+    assert_eq!(ordered_payloads(&net, 1), (0..400).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_dead_direct_path_falls_back_to_the_relay_and_delivery_continues() {
+    let mut net = Net::connected(2);
+    let [a, b] = net.hosts()[..] else { panic!() };
+    let now = net.now;
+    net.server.create_group(now, &[a, b]).unwrap();
+    net.run_for(ms(200));
+    assert_eq!(path_events(&net, 0).len(), 1, "direct first");
+    stream(&mut net, b, 0, 50);
+    // The direct path dies (e.g. a NAT mapping expired); the relay still works.
+    let (ca, cb) = (net.clients[0].addr, net.clients[1].addr);
+    net.filter = Some(Box::new(move |s| {
+        !(s.from == ca && s.to == cb || s.from == cb && s.to == ca)
+    }));
+    let t_dead = net.elapsed();
+    stream(&mut net, b, 50, 150);
+    net.run_for(Duration::from_secs(2));
+    let events = path_events(&net, 0);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1].1, crate::Path::Relay);
+    assert_eq!(events[1].2, crate::PathChangeReason::DirectLost);
+    assert!(
+        events[1].0 - t_dead <= ms(500),
+        "fell back after {:?}",
+        events[1].0 - t_dead
+    );
+    assert_eq!(
+        ordered_payloads(&net, 1),
+        (0..200).collect::<Vec<_>>(),
+        "nothing lost"
+    );
+}
+
+#[test]
+fn relay_only_clients_never_go_direct() {
+    let mut net = Net::connected_relay_only(2);
+    let [a, b] = net.hosts()[..] else { panic!() };
+    let now = net.now;
+    net.server.create_group(now, &[a, b]).unwrap();
+    net.run_for(ms(200));
+    stream(&mut net, b, 0, 20);
+    net.run_for(Duration::from_secs(1));
+    assert!(path_events(&net, 0).is_empty() && path_events(&net, 1).is_empty());
+    assert_eq!(ordered_payloads(&net, 1), (0..20).collect::<Vec<_>>());
+    let (ca, cb) = (net.clients[0].addr, net.clients[1].addr);
+    assert!(
+        net.log.iter().all(|s| !(s.from == ca && s.to == cb)),
+        "no direct datagram"
     );
 }

@@ -119,7 +119,19 @@ impl Net {
 
     /// Connects every client and drives until all are connected (panics otherwise).
     pub(crate) fn connected(n: usize) -> Self {
-        let mut net = Self::with_clients(n);
+        Self::connected_with(n, ClientConfig::default())
+    }
+
+    /// Like [`Net::connected`] with peers kept on the relay (no hole punching).
+    pub(crate) fn connected_relay_only(n: usize) -> Self {
+        let mut cfg = ClientConfig::default();
+        cfg.direct_paths = false;
+        Self::connected_with(n, cfg)
+    }
+
+    /// Like [`Net::connected`] with a client config.
+    pub(crate) fn connected_with(n: usize, client: ClientConfig) -> Self {
+        let mut net = Self::new(server_config(), client, n);
         net.connect_all(&[]);
         assert!(
             net.drive_until(Duration::from_secs(5), |n| n

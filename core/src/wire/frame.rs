@@ -18,6 +18,8 @@
 //! 0x0C Ack       | largest (u64) | delay µs (u32) | first range length (u32)
 //!                | range count (u8) | count × (gap (u32) | range length (u32))
 //! 0x0D Floor     | channel (u8) | sequence (u32): nothing below it will be sent again
+//! 0x0E Probe     | nonce (u64): path probe, sent directly to a candidate address
+//! 0x0F ProbeAck  | nonce (u64): answer to a Probe, sent back to where it came from
 //! ```
 //!
 //! Ack ranges follow QUIC: the first range covers `largest - first + 1 ..= largest`; each
@@ -44,6 +46,8 @@ const RELAYED: u8 = 0x0A;
 const MESSAGE: u8 = 0x0B;
 const ACK: u8 = 0x0C;
 const FLOOR: u8 = 0x0D;
+const PROBE: u8 = 0x0E;
+const PROBE_ACK: u8 = 0x0F;
 
 /// `Message` flag: the frame carries one fragment of a larger message.
 pub const FLAG_FRAGMENT: u8 = 1;
@@ -171,6 +175,16 @@ pub enum Frame<'a> {
         /// The new floor.
         seq: u32,
     },
+    /// Path probe sent directly to a candidate address of a peer.
+    Probe {
+        /// Echoed in the answer.
+        nonce: u64,
+    },
+    /// Answer to a probe, sent back to the address the probe came from.
+    ProbeAck {
+        /// The probe's nonce.
+        nonce: u64,
+    },
 }
 
 /// Acknowledged packet-number ranges, borrowing the encoded ranges.
@@ -259,6 +273,7 @@ impl<'a> Frame<'a> {
             }
             Self::Ack(a) => 8 + 4 + 4 + 1 + a.rest.len(),
             Self::Floor { .. } => 5,
+            Self::Probe { .. } | Self::ProbeAck { .. } => 8,
         }
     }
 
@@ -355,6 +370,14 @@ impl<'a> Frame<'a> {
                 w.u8(channel)?;
                 w.u32(seq)
             }
+            Self::Probe { nonce } => {
+                w.u8(PROBE)?;
+                w.u64(nonce)
+            }
+            Self::ProbeAck { nonce } => {
+                w.u8(PROBE_ACK)?;
+                w.u64(nonce)
+            }
         }
     }
 
@@ -449,6 +472,8 @@ impl<'a> Frame<'a> {
                 channel: r.u8()?,
                 seq: r.u32()?,
             },
+            PROBE => Self::Probe { nonce: r.u64()? },
+            PROBE_ACK => Self::ProbeAck { nonce: r.u64()? },
             kind @ (RELAY | RELAYED) => {
                 let id = r.u64()?;
                 let len = r.u16()? as usize;
@@ -577,6 +602,8 @@ mod tests {
                 data: b"z",
             },
             Frame::Floor { channel: 3, seq: 9 },
+            Frame::Probe { nonce: 5 },
+            Frame::ProbeAck { nonce: 6 },
         ]);
         #[rustfmt::skip]
         let expect: &[u8] = &[
@@ -586,6 +613,8 @@ mod tests {
             0x0B, 0, 0x00, 0, 0, 0, 1,          // Message, channel 0, whole, seq 1
                   0x00, 0x01, b'z',             //   len 1, data
             0x0D, 3, 0, 0, 0, 9,                // Floor, channel 3, seq 9
+            0x0E, 0, 0, 0, 0, 0, 0, 0, 5,       // Probe, nonce 5
+            0x0F, 0, 0, 0, 0, 0, 0, 0, 6,       // ProbeAck, nonce 6
         ];
         assert_eq!(bytes, expect);
         // A fragment claiming to run past its message's end (offset 2 + 2 bytes > 3).
@@ -675,7 +704,7 @@ mod tests {
 
     impl<'a> arbitrary::Arbitrary<'a> for ArbFrame<'a> {
         fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
-            Ok(Self(match u.int_in_range(0..=13u8)? {
+            Ok(Self(match u.int_in_range(0..=15u8)? {
                 0 => Frame::Padding(u.arbitrary()?),
                 1 => Frame::Ping,
                 2 => Frame::Connect {
@@ -740,6 +769,12 @@ mod tests {
                 13 => Frame::Floor {
                     channel: u.arbitrary()?,
                     seq: u.arbitrary()?,
+                },
+                14 => Frame::Probe {
+                    nonce: u.arbitrary()?,
+                },
+                15 => Frame::ProbeAck {
+                    nonce: u.arbitrary()?,
                 },
                 _ => Frame::Relayed {
                     from: u.arbitrary()?,
