@@ -144,6 +144,10 @@ pub struct ServerConfig {
     pub max_clients: usize,
     /// Half-open handshakes held at once, at most; beyond it new ClientHellos are dropped.
     pub max_half_open: usize,
+    /// From this many half-open handshakes on, the server is "under load": a ClientHello
+    /// must echo a stateless cookie (one extra round trip) before the server spends X25519
+    /// work or state on it, so spoofed floods cannot fill the half-open table. 0: always.
+    pub cookie_threshold: usize,
     /// Handshakes per second one source IP may start (sustained).
     pub handshake_rate_per_ip: u32,
     /// Handshakes one source IP may start in a burst.
@@ -211,6 +215,7 @@ impl ServerConfig {
             handshake_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_clients: 100_000,
             max_half_open: 4096,
+            cookie_threshold: 1024,
             handshake_rate_per_ip: 20,
             handshake_burst_per_ip: 64,
             handshake_rate_global: 5000,

@@ -23,6 +23,9 @@ pub struct DropStats {
     pub rate_limited: u64,
     /// Handshakes refused because the half-open table was full.
     pub handshake_capacity: u64,
+    /// ClientHellos without a valid cookie while the server was under load (answered with a
+    /// Retry, nothing else).
+    pub cookie_required: u64,
     /// Well-formed and authentic but not expected in the current state or from that address.
     pub unexpected: u64,
     /// Authentic packets whose frames failed to decode.
@@ -71,6 +74,7 @@ impl DropStats {
             + self.replayed
             + self.rate_limited
             + self.handshake_capacity
+            + self.cookie_required
             + self.unexpected
             + self.bad_frames
             + self.relay_denied
@@ -120,6 +124,8 @@ pub struct ClientStats {
     pub relayed_in: u64,
     /// Direct paths validated (hole punching successes).
     pub direct_paths: u64,
+    /// Retry packets (cookie requests) received from the server.
+    pub retries_received: u64,
     /// Control messages retransmitted.
     pub control_retransmits: u64,
 }
@@ -160,4 +166,6 @@ pub struct ServerStats {
     pub control_retransmits: u64,
     /// STUN Binding requests answered.
     pub stun_answered: u64,
+    /// Retry packets (cookie requests) sent while under load.
+    pub retries_sent: u64,
 }

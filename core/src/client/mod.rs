@@ -102,6 +102,8 @@ struct Handshake {
     hello_due: bool,
     /// A server answered with a key other than the pinned one.
     key_mismatch: bool,
+    /// The cookie a server under load asked us to echo.
+    cookie: Option<[u8; crate::wire::handshake::COOKIE_LEN]>,
     token: Vec<u8>,
 }
 
@@ -283,6 +285,7 @@ impl Client {
             deadline: now + self.config.connect_timeout,
             hello_due: true,
             key_mismatch: false,
+            cookie: None,
             token: token.to_vec(),
         }));
         Ok(())
@@ -423,6 +426,7 @@ impl Client {
             }
             Ok(Datagram::ClientHello(_)) => self.stats.dropped.unexpected += 1,
             Ok(Datagram::ServerHello(hello)) => self.on_server_hello(now, from, &hello),
+            Ok(Datagram::Retry(retry)) => self.on_retry(from, &retry),
             Ok(Datagram::Sealed(packet)) => self.on_sealed(now, from, &packet),
         }
     }
@@ -518,7 +522,7 @@ impl Client {
                 let hello = ClientHello {
                     client_session: session_id,
                     client_ephemeral: h.ephemeral.public(),
-                    cookie: &[],
+                    cookie: h.cookie.as_ref().map_or(&[][..], |c| &c[..]),
                 };
                 let len = hello.encode(buf).ok()?;
                 self.stats.hellos_sent += 1;
@@ -683,6 +687,21 @@ impl Client {
         l.control
             .push(&buf[..n])
             .map_err(|_| crate::CommandError::QueueFull)
+    }
+
+    /// The server is under load and wants its cookie echoed: resend the hello with it at once.
+    fn on_retry(&mut self, from: SocketAddr, retry: &crate::wire::handshake::Retry) {
+        let State::Handshaking(h) = &mut self.state else {
+            self.stats.dropped.unexpected += 1;
+            return;
+        };
+        if from != h.server || retry.client_session != self.session_id {
+            self.stats.dropped.unexpected += 1;
+            return;
+        }
+        h.cookie = Some(retry.cookie);
+        h.hello_due = true;
+        self.stats.retries_received += 1;
     }
 
     fn on_server_hello(&mut self, now: Instant, from: SocketAddr, hello: &ServerHello) {

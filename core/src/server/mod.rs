@@ -28,7 +28,9 @@ use crate::token::{ConnectToken, TokenError};
 use crate::wire::control::ControlMsg;
 use crate::wire::demux::{self, Datagram};
 use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame, Frames, RELAY_FRAME_OVERHEAD};
-use crate::wire::handshake::{ClientHello, MIN_CLIENT_HELLO_LEN, SERVER_HELLO_LEN, ServerHello};
+use crate::wire::handshake::{
+    COOKIE_LEN, ClientHello, MIN_CLIENT_HELLO_LEN, Retry, SERVER_HELLO_LEN, ServerHello,
+};
 use crate::wire::sealed::{OVERHEAD, SealedPacket};
 use crate::{RECV_SCRATCH_SIZE, Transmit};
 
@@ -36,6 +38,8 @@ use crate::{RECV_SCRATCH_SIZE, Transmit};
 pub(crate) const MAX_SESSIONS: usize = 1 << 24;
 const INDEX_MASK: u32 = (MAX_SESSIONS - 1) as u32;
 
+/// Retry packets waiting to be sent, at most.
+const RETRY_QUEUE_CAP: usize = 1024;
 /// STUN answers waiting to be sent, at most (requests beyond are dropped and counted).
 const STUN_QUEUE_CAP: usize = 1024;
 /// Groups a client is in without allocating; more spill to the heap.
@@ -100,6 +104,10 @@ pub struct Server {
     overloaded: Vec<HostId>,
     /// STUN Binding responses to send: (requester, transaction id).
     stun_queue: VecDeque<(SocketAddr, [u8; 12])>,
+    /// Retry packets to send: (to, client session id, cookie).
+    retry_queue: VecDeque<(SocketAddr, u32, [u8; COOKIE_LEN])>,
+    /// Key of the stateless cookies.
+    cookie_key: [u8; 32],
 }
 
 struct Session {
@@ -201,6 +209,8 @@ impl Server {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut rng = rng::derive(&seed, b"server");
+        let mut cookie_key = [0u8; 32];
+        rng.fill_bytes(&mut cookie_key);
         let limiter = Limiter::new(
             rng.next_u64(),
             config.handshake_rate_per_ip,
@@ -235,6 +245,8 @@ impl Server {
             rooms: BTreeMap::new(),
             overloaded: Vec::new(),
             stun_queue: VecDeque::new(),
+            retry_queue: VecDeque::new(),
+            cookie_key,
         })
     }
 
@@ -386,7 +398,9 @@ impl Server {
         match demux::decode(datagram) {
             Err(e) => self.stats.dropped.count_decode(e),
             Ok(Datagram::Stun(m)) => self.on_stun(now, from, &m, datagram),
-            Ok(Datagram::ServerHello(_)) => self.stats.dropped.unexpected += 1,
+            Ok(Datagram::ServerHello(_) | Datagram::Retry(_)) => {
+                self.stats.dropped.unexpected += 1;
+            }
             Ok(Datagram::ClientHello(hello)) => {
                 if datagram.len() < MIN_CLIENT_HELLO_LEN {
                     self.stats.dropped.malformed += 1;
@@ -439,6 +453,7 @@ impl Server {
         let now = self.clock.advance(now);
         let t = self
             .next_hello(buf)
+            .or_else(|| self.next_retry(buf))
             .or_else(|| self.next_stun(buf))
             .or_else(|| self.next_sealed(now, buf))?;
         self.stats.io.datagrams_out += 1;
@@ -597,6 +612,17 @@ impl Server {
             }
             // A new attempt from the same source and id replaces the old one.
             self.remove(key);
+        }
+        if self.stats.half_open as usize >= self.config.cookie_threshold
+            && !self.cookie_ok(now, from, hello)
+        {
+            self.stats.dropped.cookie_required += 1;
+            if self.retry_queue.len() < RETRY_QUEUE_CAP {
+                let cookie = self.cookie(Self::cookie_bucket(self.epoch, now), from, hello);
+                self.retry_queue
+                    .push_back((from, hello.client_session, cookie));
+            }
+            return;
         }
         if self.stats.half_open as usize >= self.config.max_half_open
             || self.sessions.len() >= MAX_SESSIONS
@@ -885,6 +911,59 @@ impl Server {
             return;
         }
         self.stun_queue.push_back((from, m.transaction_id));
+    }
+
+    /// Ten-second buckets since the server started: a cookie is valid in its bucket and the
+    /// next, so 10–20 s.
+    fn cookie_bucket(epoch: Instant, now: Instant) -> u64 {
+        now.saturating_duration_since(epoch).as_secs() / 10
+    }
+
+    /// HMAC-SHA256 over the bucket, the source address, the client's session id and
+    /// ephemeral key: only someone who receives at `from` can echo it.
+    fn cookie(&self, bucket: u64, from: SocketAddr, hello: &ClientHello<'_>) -> [u8; COOKIE_LEN] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.cookie_key)
+            .expect("HMAC accepts keys of any length");
+        mac.update(&bucket.to_be_bytes());
+        let mut addr = [0u8; 19];
+        let mut w = crate::wire::Writer::new(&mut addr);
+        let _ = w.addr(from);
+        let n = w.len();
+        mac.update(&addr[..n]);
+        mac.update(&hello.client_session.to_be_bytes());
+        mac.update(&hello.client_ephemeral);
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; COOKIE_LEN];
+        out.copy_from_slice(&full[..COOKIE_LEN]);
+        out
+    }
+
+    fn cookie_ok(&self, now: Instant, from: SocketAddr, hello: &ClientHello<'_>) -> bool {
+        if hello.cookie.len() != COOKIE_LEN {
+            return false;
+        }
+        let bucket = Self::cookie_bucket(self.epoch, now);
+        [bucket, bucket.saturating_sub(1)].into_iter().any(|b| {
+            let want = self.cookie(b, from, hello);
+            // Compare without an early exit.
+            want.iter()
+                .zip(hello.cookie)
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0
+        })
+    }
+
+    fn next_retry(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        let (dst, client_session, cookie) = self.retry_queue.pop_front()?;
+        let len = Retry {
+            client_session,
+            cookie,
+        }
+        .encode(buf)
+        .ok()?;
+        self.stats.retries_sent += 1;
+        Some(Transmit { dst, len })
     }
 
     fn next_stun(&mut self, buf: &mut [u8]) -> Option<Transmit> {

@@ -349,3 +349,93 @@ fn a_client_learns_its_reflexive_address_from_the_server_over_stun() {
         }
     ));
 }
+
+#[test]
+fn under_load_spoofed_hellos_cost_no_state_and_real_clients_connect_with_a_cookie() {
+    let mut cfg = server_config();
+    cfg.cookie_threshold = 4;
+    let mut net = Net::new(cfg, ClientConfig::default(), 3);
+    // Four real-looking half-open handshakes put the server under load.
+    let mut hello = [0u8; MIN_CLIENT_HELLO_LEN];
+    for i in 0..4u32 {
+        let n = ClientHello {
+            client_session: i,
+            client_ephemeral: [i as u8 + 1; 32],
+            cookie: &[],
+        }
+        .encode(&mut hello)
+        .unwrap();
+        let now = net.now;
+        net.server.handle_datagram(now, stranger(i), &hello[..n]);
+    }
+    assert_eq!(net.server.stats().half_open, 4);
+    net.flush(); // their ServerHellos go out (to nobody)
+    // A spoofed flood from 1000 sources: each gets a 24-byte Retry, none gets state.
+    for i in 0..1000u32 {
+        let n = ClientHello {
+            client_session: i,
+            client_ephemeral: [7; 32],
+            cookie: &[],
+        }
+        .encode(&mut hello)
+        .unwrap();
+        let src = SocketAddr::new([203, 0, 113, (i % 200) as u8].into(), 20_000 + i as u16);
+        let out = reply_bytes(&mut net, src, &hello[..n]);
+        assert!(out <= 24, "{out}");
+    }
+    let s = net.server.stats();
+    assert_eq!(s.half_open, 4, "no state for unechoed hellos");
+    assert!(s.retries_sent >= 990, "{s:?}");
+    // Real clients echo the cookie and connect (one extra round trip).
+    net.connect_all(&[]);
+    assert!(net.drive_until(Duration::from_secs(2), |n| {
+        n.clients.iter().all(|c| c.client.is_connected())
+    }));
+    for c in &net.clients {
+        assert_eq!(c.client.stats().retries_received, 1);
+    }
+}
+
+#[test]
+fn a_cookie_only_works_from_the_address_it_was_given_to() {
+    use crate::wire::handshake::Retry;
+    let mut cfg = server_config();
+    cfg.cookie_threshold = 0; // always under load
+    let mut net = Net::new(cfg, ClientConfig::default(), 0);
+    let mut hello = [0u8; MIN_CLIENT_HELLO_LEN];
+    let mk = |hello: &mut [u8; MIN_CLIENT_HELLO_LEN], cookie: &[u8]| {
+        ClientHello {
+            client_session: 42,
+            client_ephemeral: [5; 32],
+            cookie,
+        }
+        .encode(hello)
+        .unwrap()
+    };
+    let n = mk(&mut hello, &[]);
+    let now = net.now;
+    net.server.handle_datagram(now, stranger(1), &hello[..n]);
+    let mut buf = [0u8; MAX_DATAGRAM_SIZE];
+    let t = net.server.poll_transmit(now, &mut buf).unwrap();
+    let retry = Retry::decode(&buf[..t.len]).unwrap();
+    // Echoed from elsewhere: refused (another Retry, no state).
+    let n = mk(&mut hello, &retry.cookie);
+    net.server.handle_datagram(now, stranger(2), &hello[..n]);
+    assert_eq!(net.server.stats().half_open, 0);
+    // Echoed from the right address: accepted.
+    net.server.handle_datagram(now, stranger(1), &hello[..n]);
+    assert_eq!(net.server.stats().half_open, 1);
+    // And it expires: 30 s later the same cookie is refused.
+    net.now += Duration::from_secs(30);
+    let now = net.now;
+    let mut other = [0u8; MIN_CLIENT_HELLO_LEN];
+    let n = ClientHello {
+        client_session: 43,
+        client_ephemeral: [5; 32],
+        cookie: &retry.cookie,
+    }
+    .encode(&mut other)
+    .unwrap();
+    net.server.handle_datagram(now, stranger(1), &other[..n]);
+    assert!(net.server.stats().dropped.cookie_required >= 3);
+}

@@ -1,6 +1,8 @@
 //! First-byte classification of an incoming datagram (see the table in [`crate::wire`]).
 
-use super::handshake::{ClientHello, KIND_CLIENT_HELLO, KIND_SERVER_HELLO, ServerHello};
+use super::handshake::{
+    ClientHello, KIND_CLIENT_HELLO, KIND_RETRY, KIND_SERVER_HELLO, Retry, ServerHello,
+};
 use super::sealed::{KIND_PEER, KIND_SEALED, SealedPacket};
 use super::stun::{StunMessage, is_stun};
 use super::{DecodeError, VERSION};
@@ -14,6 +16,8 @@ pub enum Datagram<'a> {
     ClientHello(ClientHello<'a>),
     /// Second handshake packet.
     ServerHello(ServerHello),
+    /// The server wants a cookie echoed first.
+    Retry(Retry),
     /// An encrypted session packet or peer-to-peer packet.
     Sealed(SealedPacket<'a>),
 }
@@ -31,7 +35,7 @@ pub fn decode(datagram: &[u8]) -> Result<Datagram<'_>, DecodeError> {
         };
     }
     match kind {
-        KIND_CLIENT_HELLO | KIND_SERVER_HELLO | KIND_SEALED | KIND_PEER => {}
+        KIND_CLIENT_HELLO | KIND_SERVER_HELLO | KIND_SEALED | KIND_PEER | KIND_RETRY => {}
         other => return Err(DecodeError::UnknownKind(other)),
     }
     match datagram.get(1) {
@@ -42,6 +46,7 @@ pub fn decode(datagram: &[u8]) -> Result<Datagram<'_>, DecodeError> {
     match kind {
         KIND_CLIENT_HELLO => ClientHello::decode(datagram).map(Datagram::ClientHello),
         KIND_SERVER_HELLO => ServerHello::decode(datagram).map(Datagram::ServerHello),
+        KIND_RETRY => Retry::decode(datagram).map(Datagram::Retry),
         _ => SealedPacket::decode(datagram).map(Datagram::Sealed),
     }
 }

@@ -7,6 +7,8 @@
 //! ServerHello (SERVER_HELLO_LEN bytes):
 //!   0xD2 | version | 0x00 0x00 | client session id (u32) | server session id (u32)
 //!   | server ephemeral X25519 (32) | server static X25519 (32) | AEAD tag (16)
+//! Retry (RETRY_LEN bytes), server → client, only when the server is under load:
+//!   0xD5 | version | 0x00 0x00 | client session id (u32) | cookie (16)
 //! ```
 //!
 //! The ClientHello is padded so that the server's answer to an address it has not validated
@@ -25,6 +27,12 @@ pub const MIN_CLIENT_HELLO_LEN: usize = 1200;
 pub const MAX_COOKIE_LEN: usize = 32;
 /// Exact size of a ServerHello.
 pub const SERVER_HELLO_LEN: usize = 4 + 4 + 4 + 32 + 32 + 16;
+/// Packet kind byte of a [`Retry`].
+pub const KIND_RETRY: u8 = 0xD5;
+/// Exact size of a Retry.
+pub const RETRY_LEN: usize = 4 + 4 + COOKIE_LEN;
+/// Size of the cookies a server hands out.
+pub const COOKIE_LEN: usize = 16;
 /// Bytes of a ServerHello covered by its tag (everything but the tag).
 pub const SERVER_HELLO_AAD_LEN: usize = SERVER_HELLO_LEN - 16;
 
@@ -130,6 +138,40 @@ impl ServerHello {
     }
 }
 
+/// A stateless cookie the client must echo in its next ClientHello (server under load).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Echo of the client's session id.
+    pub client_session: u32,
+    /// The cookie.
+    pub cookie: [u8; COOKIE_LEN],
+}
+
+impl Retry {
+    /// Decodes a Retry, including its kind and version bytes.
+    pub fn decode(datagram: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(datagram);
+        expect_header(&mut r, KIND_RETRY)?;
+        let out = Self {
+            client_session: r.u32()?,
+            cookie: r.array()?,
+        };
+        if r.remaining() != 0 {
+            return Err(DecodeError::BadLength);
+        }
+        Ok(out)
+    }
+
+    /// Writes the Retry; returns its length ([`RETRY_LEN`]).
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let mut w = Writer::new(buf);
+        w.put(&[KIND_RETRY, VERSION, 0, 0])?;
+        w.u32(self.client_session)?;
+        w.put(&self.cookie)?;
+        Ok(w.len())
+    }
+}
+
 /// Checks kind, version and the two reserved bytes.
 fn expect_header(r: &mut Reader<'_>, kind: u8) -> Result<(), DecodeError> {
     let [k, v, r0, r1] = r.array::<4>()?;
@@ -196,6 +238,28 @@ mod tests {
         assert_eq!(&buf[44..76], &[0x22; 32]);
         assert_eq!(&buf[76..92], &[0x33; 16]);
         assert_eq!(ServerHello::decode(&buf), Ok(hello));
+    }
+
+    #[test]
+    fn retry_golden_bytes() {
+        let r = Retry {
+            client_session: 0x0A0B_0C0D,
+            cookie: [0x77; COOKIE_LEN],
+        };
+        let mut buf = [0u8; RETRY_LEN];
+        assert_eq!(r.encode(&mut buf), Ok(RETRY_LEN));
+        #[rustfmt::skip]
+        let head: [u8; 8] = [
+            0xD5, 0x01, 0x00, 0x00,     // kind, version, reserved
+            0x0A, 0x0B, 0x0C, 0x0D,     // client session id
+        ];
+        assert_eq!(&buf[..8], &head);
+        assert_eq!(&buf[8..], &[0x77; COOKIE_LEN]);
+        assert_eq!(Retry::decode(&buf), Ok(r));
+        assert_eq!(
+            Retry::decode(&buf[..RETRY_LEN - 1]),
+            Err(DecodeError::Truncated)
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | `0xD2`        | version | [`handshake::ServerHello`]                               |
 //! | `0xD3`        | version | [`sealed::SealedHeader`] + AEAD ciphertext + 16-byte tag |
 //! | `0xD4`        | version | the same, peer to peer (direct, or inside a relay frame)  |
+//! | `0xD5`        | version | [`handshake::Retry`]: echo this cookie (server under load) |
 //! | anything else |         | not ours: dropped and counted                            |
 //!
 //! Our kinds keep the top two bits set, so RFC 7983-style multiplexing with STUN (top two bits
