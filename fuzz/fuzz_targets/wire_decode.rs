@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use pierce_core::wire::demux::{self, Datagram};
 use pierce_core::wire::frame::Frames;
-use pierce_core::wire::handshake::SERVER_HELLO_LEN;
+use pierce_core::wire::handshake::{RETRY_LEN, SERVER_HELLO_LEN};
 use pierce_core::wire::sealed::HEADER_LEN;
 use pierce_core::wire::{Writer, stun};
 
@@ -28,6 +28,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(Datagram::ServerHello(h)) => {
             assert_eq!(h.encode(&mut buf), Ok(SERVER_HELLO_LEN));
             assert_eq!(&buf[..SERVER_HELLO_LEN], data);
+        }
+        Ok(Datagram::Retry(r)) => {
+            assert_eq!(r.encode(&mut buf), Ok(RETRY_LEN));
+            assert_eq!(&buf[..RETRY_LEN], data);
         }
         Ok(Datagram::Sealed(p)) => {
             assert_eq!(p.header.to_bytes(), data[..HEADER_LEN]);
