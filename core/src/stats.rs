@@ -34,6 +34,8 @@ pub struct DropStats {
     pub relay_denied: u64,
     /// Relayed packets over a client, group or server byte-rate cap.
     pub relay_rate: u64,
+    /// Candidate addresses refused (loopback, multicast, unspecified, port 0).
+    pub bad_candidates: u64,
     /// Outgoing messages dropped because a bounded queue was full.
     pub queue_full: u64,
     /// Peer packets for a pair this endpoint does not know (never formed, or an old epoch).
@@ -80,6 +82,7 @@ impl DropStats {
             + self.relay_denied
             + self.relay_rate
             + self.queue_full
+            + self.bad_candidates
             + self.unknown_peer
     }
 }

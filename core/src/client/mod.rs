@@ -74,6 +74,8 @@ pub struct Client {
     early: VecDeque<(Instant, HostId, Bytes)>,
     /// STUN Binding transactions under way.
     stun: Vec<crate::stun::StunBinding>,
+    /// This client's local addresses, advertised to the server once connected.
+    local_addresses: crate::wire::control::Candidates,
 }
 
 /// STUN transactions one client runs at once, at most.
@@ -159,6 +161,7 @@ impl Client {
             peer_cursor: None,
             early: VecDeque::new(),
             stun: Vec::new(),
+            local_addresses: crate::wire::control::Candidates::default(),
         })
     }
 
@@ -878,5 +881,9 @@ impl Client {
             public_addr: observed,
             server_key,
         });
+        if self.local_addresses.iter().next().is_some() {
+            let addrs = self.local_addresses;
+            let _ = self.push_control(&ControlMsg::Candidates { addrs });
+        }
     }
 }

@@ -514,6 +514,11 @@ impl Client {
                 let payload = self.recv_arena.copy(data);
                 self.push_event(ClientEvent::Message { payload });
             }
+            ControlMsg::PeerCandidates { peer, addrs } => {
+                if let Some(p) = self.peers.get_mut(&HostId(peer)) {
+                    p.punch.add_candidates(now, addrs.iter());
+                }
+            }
             _ => self.stats.dropped.unexpected += 1,
         }
     }

@@ -40,6 +40,8 @@ const DIRECT_IDLE_DEAD: Duration = Duration::from_millis(2500);
 const DIRECT_BUSY_DEAD_MIN: Duration = Duration::from_millis(300);
 /// Probe answers waiting to be sent, per peer.
 const MAX_ACKS_DUE: usize = 8;
+/// Candidate addresses probed per peer, at most (server-reflexive, LAN, peer-reflexive).
+const MAX_CANDIDATES: usize = 8;
 
 /// Per-peer path state.
 #[derive(Debug)]
@@ -48,6 +50,8 @@ pub(super) struct Punch {
     candidates: SmallVec<[SocketAddr; 4]>,
     /// Our probes carry this; only its echo validates a path.
     nonce: u64,
+    /// Hole punching allowed by the configuration.
+    enabled: bool,
     /// Probes sent in the current round.
     sent: u32,
     /// When the next probe round step is due (`None`: not probing).
@@ -72,6 +76,7 @@ impl Punch {
         Self {
             candidates,
             nonce,
+            enabled,
             sent: 0,
             next_probe: (enabled && usable).then_some(now),
             cursor: 0,
@@ -114,7 +119,42 @@ pub(super) fn dead_limit(conn: &crate::rudp::conn::Connection) -> Duration {
     }
 }
 
+impl Punch {
+    /// More addresses to probe (the peer's LAN candidates); starts a round if not direct.
+    pub(super) fn add_candidates(&mut self, now: Instant, addrs: impl Iterator<Item = SocketAddr>) {
+        for a in addrs {
+            if !self.candidates.contains(&a) && self.candidates.len() < MAX_CANDIDATES {
+                self.candidates.push(a);
+            }
+        }
+        if self.direct.is_none() && self.enabled {
+            self.sent = 0;
+            self.next_probe = Some(now);
+        }
+    }
+}
+
 impl Client {
+    /// Tells the server this client's local (LAN) addresses, so that peers behind the same
+    /// NAT can reach it directly; runtimes call it with the socket's interface addresses
+    /// (`pierce_mio::local_addresses`). Sent now if connected, else once connected.
+    ///
+    /// # Errors
+    /// [`crate::CommandError::QueueFull`] if the control queue is full.
+    pub fn set_local_addresses(
+        &mut self,
+        now: Instant,
+        addrs: &[SocketAddr],
+    ) -> Result<(), crate::CommandError> {
+        self.clock.advance(now);
+        self.local_addresses = crate::wire::control::Candidates::new(addrs);
+        if self.is_connected() {
+            let addrs = self.local_addresses;
+            self.push_control(&crate::wire::control::ControlMsg::Candidates { addrs })?;
+        }
+        Ok(())
+    }
+
     /// Advances every peer's path timers: probe rounds, keepalives, liveness.
     pub(super) fn punch_timeouts(&mut self, now: Instant) {
         let ids: SmallVec<[HostId; 16]> = self.peers.keys().copied().collect();
@@ -232,7 +272,7 @@ impl Client {
                 }
                 // The probe's source is where the peer's NAT maps it towards us: the best
                 // candidate there is (it already passed our NAT's filter, too).
-                if !p.candidates.contains(&from) && p.candidates.len() < 4 {
+                if !p.candidates.contains(&from) && p.candidates.len() < MAX_CANDIDATES {
                     p.candidates.push(from);
                     if p.direct.is_none() && p.next_probe.is_none_or(|t| t > now) {
                         p.next_probe = Some(now);

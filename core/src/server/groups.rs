@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand::RngCore;
+use smallvec::SmallVec;
 
 use super::Server;
 use crate::error::GroupError;
@@ -311,7 +312,7 @@ impl Server {
             let Some((_, s)) = self.established(peer) else {
                 continue;
             };
-            let addr = s.addr;
+            let (addr, candidates) = (s.addr, s.candidates);
             self.send_control(
                 to,
                 &ControlMsg::PeerAdd {
@@ -321,6 +322,15 @@ impl Server {
                     addr,
                 },
             );
+            if candidates.iter().next().is_some() {
+                self.send_control(
+                    to,
+                    &ControlMsg::PeerCandidates {
+                        peer: peer.0,
+                        addrs: candidates,
+                    },
+                );
+            }
         }
     }
 
@@ -343,6 +353,49 @@ impl Server {
                 &ControlMsg::PeerRemove {
                     peer: peer.0,
                     pair_id,
+                },
+            );
+        }
+    }
+
+    /// A client advertised its local addresses: keep the plausible ones (never loopback,
+    /// multicast, unspecified or port 0: a peer must not be steered into probing those) and
+    /// pass them to everyone it shares a group with.
+    pub(super) fn on_candidates(&mut self, from: HostId, addrs: &crate::wire::control::Candidates) {
+        let good: SmallVec<[std::net::SocketAddr; 4]> = addrs
+            .iter()
+            .filter(|a| {
+                let ip = a.ip();
+                a.port() != 0 && !ip.is_loopback() && !ip.is_multicast() && !ip.is_unspecified()
+            })
+            .collect();
+        if good.len() < addrs.iter().count() {
+            self.stats.dropped.bad_candidates += 1;
+        }
+        let candidates = crate::wire::control::Candidates::new(&good);
+        let Some((key, _)) = self.established(from) else {
+            return;
+        };
+        self.sessions[key].candidates = candidates;
+        let partners: SmallVec<[HostId; 16]> = self
+            .pairs
+            .keys()
+            .filter_map(|&(x, y)| {
+                if x == from {
+                    Some(y)
+                } else if y == from {
+                    Some(x)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for p in partners {
+            self.send_control(
+                p,
+                &ControlMsg::PeerCandidates {
+                    peer: from.0,
+                    addrs: candidates,
                 },
             );
         }

@@ -134,6 +134,8 @@ struct Session {
     groups: SmallVec<[GroupId; INLINE_GROUPS]>,
     /// This client's relay budget.
     relay_bucket: Bucket,
+    /// Local (LAN) addresses the client advertised, already filtered.
+    candidates: crate::wire::control::Candidates,
 }
 
 enum Phase {
@@ -673,6 +675,7 @@ impl Server {
             control: ControlStream::new(self.config.max_queued_control_per_client),
             groups: SmallVec::new(),
             relay_bucket: Bucket::EMPTY,
+            candidates: crate::wire::control::Candidates::default(),
         });
         self.half_open.insert((from, hello.client_session), key);
         self.stats.half_open += 1;
@@ -790,6 +793,7 @@ impl Server {
                 let payload = self.recv_arena.copy(data);
                 self.push_event(ServerEvent::Message { from, payload });
             }
+            ControlMsg::Candidates { addrs } => self.on_candidates(from, &addrs),
             ControlMsg::RoomJoin {
                 flags,
                 max_members,

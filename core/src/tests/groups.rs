@@ -545,3 +545,39 @@ fn relay_only_clients_never_go_direct() {
         "no direct datagram"
     );
 }
+
+#[test]
+fn lan_candidates_are_filtered_by_the_server_and_probed_by_peers() {
+    let mut net = Net::connected(2);
+    let [a, b] = net.hosts()[..] else { panic!() };
+    let lan: std::net::SocketAddr = "10.9.8.7:4000".parse().unwrap();
+    let now = net.now;
+    net.clients[0]
+        .client
+        .set_local_addresses(
+            now,
+            &[
+                "127.0.0.1:4000".parse().unwrap(),
+                lan,
+                "224.0.0.1:4000".parse().unwrap(),
+                "0.0.0.0:4000".parse().unwrap(),
+            ],
+        )
+        .unwrap();
+    net.run_for(ms(50));
+    assert_eq!(net.server.stats().dropped.bad_candidates, 1);
+    let now = net.now;
+    net.server.create_group(now, &[a, b]).unwrap();
+    net.run_for(ms(300));
+    let b_addr = net.clients[1].addr;
+    let to = |dst: std::net::SocketAddr| {
+        net.log
+            .iter()
+            .filter(|s| s.from == b_addr && s.to == dst)
+            .count()
+    };
+    assert!(to(lan) >= 1, "b probes a's LAN address");
+    for bad in ["127.0.0.1:4000", "224.0.0.1:4000", "0.0.0.0:4000"] {
+        assert_eq!(to(bad.parse().unwrap()), 0, "never probes {bad}");
+    }
+}

@@ -12,6 +12,7 @@
 //!                         entry = name (str8) | members (u16) | max members (u16) | flags (u8)
 //!   0x08 RoomError      operation (u8) | reason (u8)
 //!   0x09 RoomOwner      group (u64) | owner (u64)
+//!   0x0A PeerCandidates peer (u64) | count (u8, ≤ MAX_CANDIDATES) | count × address
 //! client → server
 //!   0x20 MemberAck      group (u64) | member (u64)
 //!   0x21 RoomJoin       flags (u8) | max members (u16) | name (str8) | password (str8)
@@ -19,6 +20,7 @@
 //!   0x23 RoomListGet    offset (u16)
 //!   0x24 RoomLeave      group (u64)
 //!   0x25 RoomKick       group (u64) | member (u64)
+//!   0x26 Candidates     count (u8, ≤ MAX_CANDIDATES) | count × address (this client's LAN)
 //! both ways
 //!   0x30 App            application message (the rest)
 //! str8 = length (u8, ≤ MAX_NAME_LEN) | UTF-8 bytes
@@ -27,6 +29,9 @@
 use std::net::SocketAddr;
 
 use super::{BufferTooSmall, DecodeError, Reader, Writer, addr_len};
+
+/// Local (LAN) candidate addresses one client may advertise.
+pub const MAX_CANDIDATES: usize = 4;
 
 /// Longest room name or password, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -83,6 +88,13 @@ pub enum ControlMsg<'a> {
         group: u64,
         owner: u64,
     },
+    PeerCandidates {
+        peer: u64,
+        addrs: Candidates,
+    },
+    Candidates {
+        addrs: Candidates,
+    },
     MemberAck {
         group: u64,
         member: u64,
@@ -107,6 +119,51 @@ pub enum ControlMsg<'a> {
     App {
         data: &'a [u8],
     },
+}
+
+/// Up to [`MAX_CANDIDATES`] addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Candidates {
+    len: u8,
+    addrs: [Option<SocketAddr>; MAX_CANDIDATES],
+}
+
+impl Candidates {
+    /// The first [`MAX_CANDIDATES`] of `addrs`.
+    pub fn new(addrs: &[SocketAddr]) -> Self {
+        let mut out = Self::default();
+        for a in addrs.iter().take(MAX_CANDIDATES) {
+            out.addrs[out.len as usize] = Some(*a);
+            out.len += 1;
+        }
+        out
+    }
+
+    /// The addresses.
+    pub fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.addrs.iter().flatten().copied()
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let n = r.u8()? as usize;
+        if n > MAX_CANDIDATES {
+            return Err(DecodeError::BadLength);
+        }
+        let mut out = Self::default();
+        for _ in 0..n {
+            out.addrs[out.len as usize] = Some(r.addr()?);
+            out.len += 1;
+        }
+        Ok(out)
+    }
+
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), BufferTooSmall> {
+        w.u8(self.len)?;
+        for a in self.iter() {
+            w.addr(a)?;
+        }
+        Ok(())
+    }
 }
 
 /// One room in a room list.
@@ -249,6 +306,13 @@ impl<'a> ControlMsg<'a> {
                 group: r.u64()?,
                 owner: r.u64()?,
             },
+            0x0A => Self::PeerCandidates {
+                peer: r.u64()?,
+                addrs: Candidates::decode(&mut r)?,
+            },
+            0x26 => Self::Candidates {
+                addrs: Candidates::decode(&mut r)?,
+            },
             0x20 => Self::MemberAck {
                 group: r.u64()?,
                 member: r.u64()?,
@@ -344,6 +408,15 @@ impl<'a> ControlMsg<'a> {
                 w.u8(0x09)?;
                 w.u64(group)?;
                 w.u64(owner)?;
+            }
+            Self::PeerCandidates { peer, addrs } => {
+                w.u8(0x0A)?;
+                w.u64(peer)?;
+                addrs.encode(&mut w)?;
+            }
+            Self::Candidates { addrs } => {
+                w.u8(0x26)?;
+                addrs.encode(&mut w)?;
             }
             Self::MemberAck { group, member } => {
                 w.u8(0x20)?;
@@ -488,6 +561,13 @@ mod tests {
             },
             ControlMsg::RoomError { op: 1, reason: 2 },
             ControlMsg::RoomOwner { group: 1, owner: 2 },
+            ControlMsg::Candidates {
+                addrs: Candidates::new(&[addr, "[fd00::1]:7".parse().unwrap()]),
+            },
+            ControlMsg::PeerCandidates {
+                peer: 9,
+                addrs: Candidates::new(&[addr]),
+            },
             ControlMsg::MemberAck {
                 group: 5,
                 member: 6,
