@@ -565,6 +565,7 @@ impl Client {
                 let retransmits = control.retransmits;
                 let mut pinged = false;
                 let mut relayed = 0;
+                let mut empty = false;
                 let ping_due = l.ping_due;
                 let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
                     control.write(now, w);
@@ -582,7 +583,17 @@ impl Client {
                         let _ = Frame::Ping.encode(w);
                         pinged = true;
                     }
+                    empty = w.is_empty();
                 })?;
+                if empty {
+                    // Something claimed to have data but wrote none: never send an empty
+                    // packet (a caller draining poll_transmit would spin on it).
+                    debug_assert!(false, "a component wanted to transmit but wrote nothing");
+                    return self.poll_peer_transmit(now, buf).inspect(|t| {
+                        self.stats.io.datagrams_out += 1;
+                        self.stats.io.bytes_out += t.len as u64;
+                    });
+                }
                 if pinged {
                     self.stats.io.keepalives_sent += 1;
                 }

@@ -57,13 +57,17 @@ pub(super) fn write_relay_frames(
 ) -> (u64, Option<HostId>) {
     let mut packets = 0;
     let mut last = cursor;
+    // Peers after the cursor first, then the rest. The cursor's own peer may be gone (it
+    // left), so the bound excludes the cursor rather than skipping the first entry.
     let order: smallvec::SmallVec<[HostId; 16]> = match cursor {
-        Some(c) => peers
-            .range(c..)
-            .skip(1)
-            .chain(peers.range(..=c))
-            .map(|(k, _)| *k)
-            .collect(),
+        Some(c) => {
+            use std::ops::Bound::{Excluded, Unbounded};
+            peers
+                .range((Excluded(c), Unbounded))
+                .chain(peers.range(..=c))
+                .map(|(k, _)| *k)
+                .collect()
+        }
         None => peers.keys().copied().collect(),
     };
     for to in order {

@@ -581,3 +581,41 @@ fn lan_candidates_are_filtered_by_the_server_and_probed_by_peers() {
         assert_eq!(to(bad.parse().unwrap()), 0, "never probes {bad}");
     }
 }
+
+/// Regression (found by the `pierce peer` process tests): the relay writer rotates between
+/// peers from a cursor; when the cursor's peer had left, the peer right after it was skipped
+/// forever, its acks never went out and the client kept emitting empty server packets.
+#[test]
+fn the_peer_after_one_that_left_is_still_served() {
+    let mut net = Net::connected_relay_only(4);
+    let [a, b, c, d] = net.hosts()[..] else { panic!() };
+    let now = net.now;
+    let g = net.server.create_group(now, &[a, b, c, d]).unwrap();
+    net.run_for(ms(200));
+    // a's last relayed packet goes to c: c becomes the cursor. Then c leaves.
+    let now = net.now;
+    net.clients[0]
+        .client
+        .send(now, c, crate::Channel::RELIABLE_ORDERED, b"to c")
+        .unwrap();
+    net.run_for(ms(100));
+    let now = net.now;
+    net.server.leave_group(now, g, c).unwrap();
+    net.run_for(ms(200));
+    // d sits right after c: it must still get a's messages and a must stay quiet otherwise.
+    let before = net.log.len();
+    for i in 0..20u32 {
+        let now = net.now;
+        net.clients[0]
+            .client
+            .send(now, d, crate::Channel::RELIABLE_ORDERED, &i.to_be_bytes())
+            .unwrap();
+        net.run_for(ms(10));
+    }
+    net.run_for(ms(500));
+    let got: Vec<_> = net.peer_messages(3).into_iter().filter(|(f, _)| *f == a).collect();
+    assert_eq!(got.len(), 20, "d got {} of 20", got.len());
+    assert_eq!(net.clients[0].client.peer_stats(d).unwrap().unacked, 0, "acks flowed back");
+    assert!(net.log.len() - before < 200, "no packet storm: {}", net.log.len() - before);
+    let _ = b;
+}
