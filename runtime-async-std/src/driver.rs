@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_lite::future;
 use pierce_core::{
-    Client, ClientStats, ConnectError, Endpoint, HostId, MAX_DATAGRAM_SIZE, SendError, Server,
-    ServerStats, UnknownHost,
+    Channel, Client, ClientStats, CommandError, ConnectError, Endpoint, GroupId, HostId,
+    MAX_DATAGRAM_SIZE, MessageId, PeerStats, SendError, Server, ServerStats, UnknownHost,
 };
 
 use crate::rt::{self, Socket, channel};
@@ -53,6 +53,21 @@ pub(crate) enum ClientCommand {
     SendToServer(Bytes, Reply<Result<(), SendError>>),
     Disconnect(u16, Reply<()>),
     Stats(Reply<ClientStats>),
+    JoinRoom(RoomJoin, Reply<Result<(), CommandError>>),
+    LeaveRoom(GroupId, Reply<Result<(), CommandError>>),
+    Kick(GroupId, HostId, Reply<Result<(), CommandError>>),
+    Send(HostId, Channel, Bytes, Reply<Result<MessageId, SendError>>),
+    SendToGroup(GroupId, Channel, Bytes, Reply<Result<(), SendError>>),
+    PeerStats(HostId, Reply<Option<PeerStats>>),
+    SetLocalAddresses(Vec<SocketAddr>, Reply<Result<(), CommandError>>),
+}
+
+/// The arguments of `Client::join_room`.
+pub(crate) struct RoomJoin {
+    pub(crate) name: String,
+    pub(crate) password: String,
+    pub(crate) create: bool,
+    pub(crate) max_members: u16,
 }
 
 pub(crate) enum ServerCommand {
@@ -72,6 +87,22 @@ impl Core for Client {
                 reply(r, ());
             }
             ClientCommand::Stats(r) => reply(r, self.stats()),
+            ClientCommand::JoinRoom(j, r) => reply(
+                r,
+                self.join_room(now, &j.name, &j.password, j.create, j.max_members),
+            ),
+            ClientCommand::LeaveRoom(group, r) => reply(r, self.leave_room(now, group)),
+            ClientCommand::Kick(group, member, r) => reply(r, self.kick(now, group, member)),
+            ClientCommand::Send(to, channel, payload, r) => {
+                reply(r, self.send(now, to, channel, &payload));
+            }
+            ClientCommand::SendToGroup(group, channel, payload, r) => {
+                reply(r, self.send_to_group(now, group, channel, &payload));
+            }
+            ClientCommand::PeerStats(peer, r) => reply(r, self.peer_stats(peer)),
+            ClientCommand::SetLocalAddresses(addrs, r) => {
+                reply(r, self.set_local_addresses(now, &addrs));
+            }
         }
     }
 }

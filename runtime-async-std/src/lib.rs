@@ -51,13 +51,16 @@ use std::time::Instant;
 pub use bytes::Bytes;
 pub use driver::DriverStats;
 use pierce_core::{
-    Client, ClientConfig, ClientStats, ConfigError, ConnectError, Endpoint, HostId, PublicKey,
-    SendError, Server, ServerConfig, ServerStats, UnknownHost,
+    Channel, Client, ClientConfig, ClientStats, CommandError, ConfigError, ConnectError, Endpoint,
+    GroupId, HostId, MessageId, PeerStats, PublicKey, SendError, Server, ServerConfig, ServerStats,
+    UnknownHost,
 };
 pub use pierce_core::{ClientEvent, ServerEvent};
 pub use sys::{os_seed, unix_time};
 
-use driver::{COMMAND_CAPACITY, ClientCommand, Core, EVENT_CAPACITY, Reply, ServerCommand};
+use driver::{
+    COMMAND_CAPACITY, ClientCommand, Core, EVENT_CAPACITY, Reply, RoomJoin, ServerCommand,
+};
 use driver::{Shared, Task};
 use rt::{Socket, channel};
 
@@ -176,6 +179,109 @@ impl ClientHandle {
     /// The driver has stopped.
     pub async fn stats(&self) -> io::Result<ClientStats> {
         self.0.call(ClientCommand::Stats).await
+    }
+
+    /// Joins the room `name`, creating it (with `max_members`, 0 for the server's default) if
+    /// `create` and it does not exist; answered by [`ClientEvent::RoomJoined`] or
+    /// [`ClientEvent::RoomFailed`] (`Client::join_room`).
+    ///
+    /// # Errors
+    /// The core's [`CommandError`], or [`HandleError::Stopped`].
+    pub async fn join_room(
+        &self,
+        name: &str,
+        password: &str,
+        create: bool,
+        max_members: u16,
+    ) -> Result<(), HandleError<CommandError>> {
+        let join = RoomJoin {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            create,
+            max_members,
+        };
+        self.0.try_call(|r| ClientCommand::JoinRoom(join, r)).await
+    }
+
+    /// Leaves a room (`Client::leave_room`).
+    ///
+    /// # Errors
+    /// The core's [`CommandError`], or [`HandleError::Stopped`].
+    pub async fn leave_room(&self, group: GroupId) -> Result<(), HandleError<CommandError>> {
+        self.0
+            .try_call(|r| ClientCommand::LeaveRoom(group, r))
+            .await
+    }
+
+    /// Removes a member from a room this client owns (`Client::kick`).
+    ///
+    /// # Errors
+    /// The core's [`CommandError`], or [`HandleError::Stopped`].
+    pub async fn kick(
+        &self,
+        group: GroupId,
+        member: HostId,
+    ) -> Result<(), HandleError<CommandError>> {
+        (self.0)
+            .try_call(|r| ClientCommand::Kick(group, member, r))
+            .await
+    }
+
+    /// Queues a message for a member this client shares a group with, on `channel`
+    /// (`Client::send`).
+    ///
+    /// # Errors
+    /// The core's [`SendError`], or [`HandleError::Stopped`].
+    pub async fn send(
+        &self,
+        to: HostId,
+        channel: Channel,
+        payload: impl Into<Bytes>,
+    ) -> Result<MessageId, HandleError<SendError>> {
+        let payload = payload.into();
+        (self.0)
+            .try_call(|r| ClientCommand::Send(to, channel, payload, r))
+            .await
+    }
+
+    /// Queues a message for every other member of `group` (`Client::send_to_group`).
+    ///
+    /// # Errors
+    /// The core's [`SendError`], or [`HandleError::Stopped`].
+    pub async fn send_to_group(
+        &self,
+        group: GroupId,
+        channel: Channel,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), HandleError<SendError>> {
+        let payload = payload.into();
+        (self.0)
+            .try_call(|r| ClientCommand::SendToGroup(group, channel, payload, r))
+            .await
+    }
+
+    /// Tells the server this client's LAN addresses, so peers behind the same NAT can reach it
+    /// directly (`Client::set_local_addresses`; sent once connected).
+    ///
+    /// # Errors
+    /// The core's [`CommandError`], or [`HandleError::Stopped`].
+    pub async fn set_local_addresses(
+        &self,
+        addrs: &[SocketAddr],
+    ) -> Result<(), HandleError<CommandError>> {
+        let addrs = addrs.to_vec();
+        (self.0)
+            .try_call(|r| ClientCommand::SetLocalAddresses(addrs, r))
+            .await
+    }
+
+    /// Counters and estimates of the connection to `peer`, if this client shares a group with
+    /// it (`Client::peer_stats`).
+    ///
+    /// # Errors
+    /// The driver has stopped.
+    pub async fn peer_stats(&self, peer: HostId) -> io::Result<Option<PeerStats>> {
+        self.0.call(|r| ClientCommand::PeerStats(peer, r)).await
     }
 
     /// The next event; `None` once the driver has stopped and every event was taken.

@@ -42,7 +42,13 @@ pub struct DriverStats {
     pub budget_exhausted: u64,
     /// Datagrams (and ignored errors) read by the most recent pump; never above the budget.
     pub last_pump_received: usize,
+    /// Flushes that stopped sending because [`SEND_BUDGET`] ran out with more queued.
+    pub send_budget_exhausted: u64,
 }
+
+/// Datagrams one flush sends at most: a core that keeps producing output (a bug, or a huge
+/// backlog) cannot stall a frame; the rest goes out on the next pump, which does not wait.
+pub const SEND_BUDGET: usize = 1024;
 
 /// Drives one core [`Endpoint`] on one mio UDP socket.
 pub struct Driver<E> {
@@ -59,6 +65,8 @@ pub struct Driver<E> {
     /// The socket may hold unread data. mio is edge-triggered: this stays set until a read
     /// returns `WouldBlock`, including across pumps when the budget runs out.
     readable: bool,
+    /// The last flush stopped at [`SEND_BUDGET`]: the next pump must not wait.
+    more_to_send: bool,
     budget: usize,
     stats: DriverStats,
 }
@@ -96,6 +104,7 @@ impl<E: Endpoint> Driver<E> {
             rx: vec![0; RECV_BUFFER_SIZE].into_boxed_slice(),
             parked: None,
             readable: true,
+            more_to_send: false,
             budget: RECV_BUDGET,
             stats: DriverStats::default(),
         })
@@ -171,7 +180,7 @@ impl<E: Endpoint> Driver<E> {
     fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
         self.flush(now)?;
-        let wait = if self.readable {
+        let wait = if self.readable || self.more_to_send {
             Some(Duration::ZERO) // unread data left by the budget: mio will not signal it again
         } else {
             let until_deadline = self
@@ -234,7 +243,10 @@ impl<E: Endpoint> Driver<E> {
                 .registry()
                 .reregister(&mut self.socket, TOKEN, Interest::READABLE)?;
         }
+        let mut sent = 0;
+        self.more_to_send = false;
         while let Some(t) = self.endpoint.poll_transmit(now, &mut self.tx) {
+            sent += 1;
             if !self.send(t) {
                 self.parked = Some(t);
                 let interest = Interest::READABLE | Interest::WRITABLE;
@@ -242,6 +254,11 @@ impl<E: Endpoint> Driver<E> {
                     .poll
                     .registry()
                     .reregister(&mut self.socket, TOKEN, interest);
+            }
+            if sent >= SEND_BUDGET {
+                self.more_to_send = true;
+                self.stats.send_budget_exhausted += 1;
+                break;
             }
         }
         Ok(())

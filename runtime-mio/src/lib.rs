@@ -44,8 +44,10 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod driver;
 mod sys;
 
-pub use driver::{Driver, DriverStats, RECV_BUDGET, RECV_BUFFER_SIZE};
+pub use driver::{Driver, DriverStats, RECV_BUDGET, RECV_BUFFER_SIZE, SEND_BUDGET};
 pub use sys::{local_addresses, os_seed, unix_time};

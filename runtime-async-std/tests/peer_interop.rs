@@ -1,0 +1,163 @@
+//! The async-std example peer in a room with two `pierce peer` processes (mio), all against a
+//! `pierce server` process: every peer must get every message from both others.
+//!
+//! Both binaries come from other targets (another package's binary, this package's example),
+//! so the test builds them with the cargo that runs it, into the same target directory.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(60);
+const COUNT: u32 = 100;
+
+/// Builds `what` (cargo target-selection flags) and returns the path cargo reports for the
+/// executable.
+fn build(what: &[&str]) -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    // This test runs from <target>/<profile>/deps/; build into the same place.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args(["--message-format", "json"])
+        .args(what);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo build");
+    assert!(out.status.success(), "cargo build {what:?} failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(r#""reason":"compiler-artifact""#) && l.contains(r#""executable":""#))
+        .expect("cargo reports the executable");
+    let start = line.find(r#""executable":""#).expect("executable") + 14;
+    let len = line[start..].find('"').expect("closing quote");
+    PathBuf::from(line[start..start + len].replace("\\\\", "\\"))
+}
+
+fn field(line: &str, key: &str) -> String {
+    let start = line.find(&format!("\"{key}\":\"")).expect(key) + key.len() + 4;
+    let len = line[start..].find('"').expect("closing quote");
+    line[start..start + len].to_owned()
+}
+
+/// Waits for `child` (killing it after [`LIMIT`]); its status, stdout and stderr.
+fn finish(mut child: Child, started: Instant) -> (bool, String, String) {
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let readers = [
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        }),
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        }),
+    ];
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a peer ran longer than {LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let [out, err] = readers.map(|r| r.join().expect("reader"));
+    (status.success(), out, err)
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_async_std_peer_exchanges_with_mio_peers_through_a_pierce_server() {
+    let pierce = build(&["-p", "pierce-mio", "--bin", "pierce"]);
+    let async_peer = build(&["-p", "pierce-async-std", "--example", "peer"]);
+    let mut server = Command::new(&pierce)
+        .args(["server", "--listen", "127.0.0.1:0", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn pierce server");
+    let stdout = server.stdout.take().expect("piped");
+    let server = Killed(server);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("ready line");
+    let (addr, key) = (field(&ready, "addr"), field(&ready, "public_key"));
+    let count = COUNT.to_string();
+    let peer = |program: &Path, name: &str, mode: &str, extra: &[&str]| {
+        let mut cmd = Command::new(program);
+        if program == pierce {
+            cmd.arg("peer");
+        }
+        cmd.args(["--server", &addr, "--server-key", &key])
+            .args(["--room", &format!("interop-{mode}"), "--peers", "2"])
+            .args(["--send", &count, "--size", "300", "--mode", mode])
+            .args(["--name", name, "--timeout", "30", "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn a peer")
+    };
+    // Punching allowed in one run (loopback goes direct), relay only in the other.
+    let runs: [(&str, &[&str], &str); 2] = [
+        ("reliable-ordered", &["--hold", "1"], "direct"),
+        ("unreliable", &["--relay-only"], "relay"),
+    ];
+    for (mode, extra, path) in runs {
+        let started = Instant::now();
+        let children = [
+            ("mio-a", peer(&pierce, "mio-a", mode, extra)),
+            ("async", peer(&async_peer, "async", mode, extra)),
+            ("mio-b", peer(&pierce, "mio-b", mode, extra)),
+        ];
+        for (name, child) in children {
+            let (ok, out, err) = finish(child, started);
+            assert!(ok, "{mode}: {name} failed\nstdout:\n{out}\nstderr:\n{err}");
+            let summary = out.lines().last().unwrap_or_default();
+            let head = format!(r#"{{"event":"summary","ok":true,"name":"{name}","peers":["#);
+            assert!(summary.starts_with(&head), "{summary}");
+            for other in ["mio-a", "async", "mio-b"].iter().filter(|o| **o != name) {
+                let entry = format!(r#"{{"name":"{other}","path":"{path}","received":{COUNT},"#);
+                assert!(
+                    summary.contains(&entry),
+                    "{mode}: {name} lacks {entry}: {summary}"
+                );
+            }
+        }
+    }
+    drop(server);
+}

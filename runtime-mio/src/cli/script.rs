@@ -1,0 +1,1220 @@
+//! The scripted peer of `pierce peer`, with no I/O of its own (the core's shape, one level
+//! up): events and replies go in, commands for the client, output lines and a summary come
+//! out. The mio runner ([`super::peer`]), `pierce demo` and the async-std example peer all drive
+//! this one state machine, so they keep the same contract by construction.
+//!
+//! The messages peers exchange are described in `pierce peer --help`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use pierce_core::{
+    Channel, Client, ClientConfig, ClientEvent, CommandError, GroupId, HostId, MessageId, Path,
+    PeerStats, SendError,
+};
+
+use super::args::{Mode, PeerArgs};
+use super::json::Obj;
+use super::{CliError, describe};
+
+/// How often the script asks for every member's `peer_stats` (acknowledgements, RTT).
+const STATS_EVERY: Duration = Duration::from_millis(100);
+/// The same, once only acknowledgements stand between the run and its end.
+const STATS_EVERY_AT_END: Duration = Duration::from_millis(10);
+/// How long to wait before retrying a send the core refused with `QueueFull`; the next
+/// transmits free room.
+const RETRY_AFTER: Duration = Duration::from_millis(2);
+/// Unreliable mode: once our own sends are out, a member that sent nothing new for this long
+/// has sent all that will arrive.
+const QUIET: Duration = Duration::from_secs(1);
+/// Hello: the tag and the sender's name.
+const HELLO: u8 = b'H';
+/// Payload: the tag, a big-endian sequence number, then filler derived from it.
+const DATA: u8 = b'D';
+/// "I got COUNT of your payloads": the tag and a big-endian count.
+const GOT: u8 = b'G';
+/// Smallest `--size`: the tag and the sequence number.
+pub const MIN_SIZE: usize = 5;
+/// Largest `--send`: each member's received set is a bitmap of this many bits.
+pub const MAX_COUNT: u32 = 10_000_000;
+/// Longest name carried in a hello.
+const MAX_NAME: usize = 64;
+
+/// Something for the runner to do with its client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `join_room(name, password, create = true, max_members)`.
+    JoinRoom {
+        /// The room.
+        name: String,
+        /// Its password.
+        password: String,
+        /// Member limit if it gets created.
+        max_members: u16,
+    },
+    /// `send(to, channel, payload)`.
+    Send {
+        /// The member.
+        to: HostId,
+        /// The channel.
+        channel: Channel,
+        /// The bytes.
+        payload: Vec<u8>,
+    },
+    /// `peer_stats(peer)`.
+    Stats(HostId),
+}
+
+/// The client's answer to a [`Command`], in the same order.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// To [`Command::JoinRoom`].
+    Joined(Result<(), CommandError>),
+    /// To [`Command::Send`].
+    Sent(Result<MessageId, SendError>),
+    /// To [`Command::Stats`].
+    Stats(Option<PeerStats>),
+}
+
+/// Runs a command against a core client (the mio runner and the demo; the async-std example
+/// has its own, through the handle).
+pub fn execute(client: &mut Client, now: Instant, command: Command) -> Reply {
+    match command {
+        Command::JoinRoom {
+            name,
+            password,
+            max_members,
+        } => Reply::Joined(client.join_room(now, &name, &password, true, max_members)),
+        Command::Send {
+            to,
+            channel,
+            payload,
+        } => Reply::Sent(client.send(now, to, channel, &payload)),
+        Command::Stats(peer) => Reply::Stats(client.peer_stats(peer)),
+    }
+}
+
+/// One line of output: JSON (printed with `--json`, if this event has a JSON form) and text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    /// The JSON line, for events the contract lists (joins, leaves, path changes, expiries).
+    pub json: Option<String>,
+    /// The text line.
+    pub text: String,
+}
+
+impl Line {
+    /// The line to print in the chosen format, if any.
+    pub fn render(&self, json: bool) -> Option<&str> {
+        if json {
+            self.json.as_deref()
+        } else {
+            Some(&self.text)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Joining,
+    Gathering,
+    Exchanging,
+    Holding(Instant),
+    Finished,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Hello,
+    Data(u32),
+    Got(u32),
+}
+
+/// What this peer knows about one other member.
+#[derive(Debug)]
+struct Remote {
+    name: Option<String>,
+    hello_at: Option<Instant>,
+    received: u32,
+    duplicates: u32,
+    corrupt: u32,
+    seen: Vec<u64>,
+    last_seq: Option<u32>,
+    in_order: bool,
+    first_message: Option<Instant>,
+    last_data: Option<Instant>,
+    /// Its G: how many of our payloads it got.
+    their_got: Option<u32>,
+    /// Our G to it is queued.
+    got_queued: bool,
+    /// Our G to it was handed to the core.
+    got_sent: bool,
+    /// Something was sent to it since the last stats.
+    dirty: bool,
+    unacked: usize,
+    queued_bytes: usize,
+    path: Path,
+    /// When stats first showed a direct path.
+    direct_at: Option<Instant>,
+    left: bool,
+}
+
+impl Remote {
+    fn new() -> Self {
+        Self {
+            name: None,
+            hello_at: None,
+            received: 0,
+            duplicates: 0,
+            corrupt: 0,
+            seen: Vec::new(),
+            last_seq: None,
+            in_order: true,
+            first_message: None,
+            last_data: None,
+            their_got: None,
+            got_queued: false,
+            got_sent: false,
+            dirty: false,
+            unacked: 0,
+            queued_bytes: 0,
+            path: Path::Relay,
+            direct_at: None,
+            left: false,
+        }
+    }
+
+    /// Marks `seq` seen; false if it was already.
+    fn mark(&mut self, seq: u32, count: u32) -> bool {
+        if self.seen.is_empty() {
+            self.seen = vec![0; count.div_ceil(64) as usize];
+        }
+        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+        let fresh = self.seen[word] & bit == 0;
+        self.seen[word] |= bit;
+        fresh
+    }
+
+    /// All of its messages are here and everything we sent it is confirmed.
+    fn complete(&self, reliable: bool, count: u32) -> bool {
+        let flushed = self.left || (!self.dirty && self.unacked == 0 && self.queued_bytes == 0);
+        self.name.is_some()
+            && (!reliable || self.received == count)
+            && self.got_sent
+            && self.their_got.is_some()
+            && flushed
+    }
+}
+
+/// The scripted peer: see the module docs and `pierce peer --help`.
+#[derive(Debug)]
+pub struct Script {
+    args: PeerArgs,
+    start: Instant,
+    deadline: Instant,
+    phase: Phase,
+    me: Option<HostId>,
+    name: String,
+    group: Option<GroupId>,
+    present: BTreeSet<HostId>,
+    remotes: BTreeMap<HostId, Remote>,
+    targets: Vec<HostId>,
+    join_due: bool,
+    urgent: VecDeque<(HostId, Kind)>,
+    next_seq: u32,
+    next_target: usize,
+    in_flight: Option<(HostId, Kind)>,
+    data_done_at: Option<Instant>,
+    retry_at: Option<Instant>,
+    stats_due: Instant,
+    stats_queue: VecDeque<HostId>,
+    stats_for: VecDeque<HostId>,
+    /// Expired messages that may have been payloads.
+    expired: u64,
+    failure: Option<String>,
+    lines: VecDeque<Line>,
+}
+
+impl Script {
+    /// A script for `args`, starting at `start` (its `--timeout` counts from there). `config`
+    /// is the client's, to check `--size` against what the core can send.
+    ///
+    /// # Errors
+    /// A usage error for flags the core cannot honour.
+    pub fn new(args: PeerArgs, config: &ClientConfig, start: Instant) -> Result<Self, CliError> {
+        validate(&args, config)?;
+        // Until the server gives us a host id to name ourselves after.
+        let name = args.name.clone().unwrap_or_else(|| "peer".to_owned());
+        Ok(Self {
+            deadline: start + args.timeout,
+            args,
+            start,
+            phase: Phase::Connecting,
+            me: None,
+            name,
+            group: None,
+            present: BTreeSet::new(),
+            remotes: BTreeMap::new(),
+            targets: Vec::new(),
+            join_due: false,
+            urgent: VecDeque::new(),
+            next_seq: 0,
+            next_target: 0,
+            in_flight: None,
+            data_done_at: None,
+            retry_at: None,
+            stats_due: start,
+            stats_queue: VecDeque::new(),
+            stats_for: VecDeque::new(),
+            expired: 0,
+            failure: None,
+            lines: VecDeque::new(),
+        })
+    }
+
+    /// This peer's name (known once connected if `--name` was not given).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True once the run is over, successfully or not.
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+
+    /// Why the run failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// The members this peer exchanges with (once enough joined), with their names.
+    pub fn members(&self) -> impl Iterator<Item = (HostId, Option<&str>)> + '_ {
+        self.targets
+            .iter()
+            .map(|h| (*h, self.remotes.get(h).and_then(|r| r.name.as_deref())))
+    }
+
+    /// The next line to print.
+    pub fn poll_line(&mut self) -> Option<Line> {
+        self.lines.pop_front()
+    }
+
+    /// When [`Script::handle_timeout`] should run next.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut t = self.deadline;
+        let mut at = |i: Instant| t = t.min(i);
+        match self.phase {
+            Phase::Finished => return self.start,
+            Phase::Holding(until) => at(until),
+            Phase::Exchanging => {
+                at(self.stats_due);
+                if self.args.mode == Mode::Unreliable {
+                    if let Some(done) = self.data_done_at {
+                        for r in self.targets.iter().filter_map(|h| self.remotes.get(h)) {
+                            if let (false, Some(hello)) = (r.got_queued, r.hello_at) {
+                                at(done.max(hello).max(r.last_data.unwrap_or(hello)) + QUIET);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some(r) = self.retry_at {
+            at(r);
+        }
+        t
+    }
+
+    /// Fails the run: SIGINT or SIGTERM arrived.
+    pub fn interrupt(&mut self) {
+        self.fail("interrupted".to_owned());
+    }
+
+    /// Moves the run along: deadlines, the quiet period, the end of `--hold`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Finished {
+            return;
+        }
+        self.progress(now);
+        if now >= self.deadline && self.phase != Phase::Finished {
+            let what = self.waiting_for();
+            let secs = self.args.timeout.as_secs_f64();
+            self.fail(format!("timed out after {secs} s {what}"));
+        }
+    }
+
+    /// Takes one event from the client.
+    pub fn handle_event(&mut self, now: Instant, event: ClientEvent) {
+        if self.phase == Phase::Finished {
+            return;
+        }
+        match event {
+            ClientEvent::Connected {
+                host_id,
+                public_addr,
+                ..
+            } => {
+                self.me = Some(host_id);
+                if self.args.name.is_none() {
+                    self.name = format!("peer-{}", host_id.0);
+                }
+                self.phase = Phase::Joining;
+                self.join_due = true;
+                let server = self.args.connect.server;
+                self.line(
+                    Some(
+                        Obj::event("connected")
+                            .str("server", &server.to_string())
+                            .int("host_id", host_id.0)
+                            .str("public_addr", &public_addr.to_string()),
+                    ),
+                    format!(
+                        "connected to {server} as {host_id} (seen from {public_addr}); name {}",
+                        self.name
+                    ),
+                );
+            }
+            ClientEvent::Disconnected { reason } => {
+                self.fail(describe::disconnect(reason, self.args.connect.server));
+            }
+            ClientEvent::RoomJoined { group, name, owner } => {
+                if name != self.args.room {
+                    return;
+                }
+                self.group = Some(group);
+                self.phase = Phase::Gathering;
+                self.line(
+                    Some(
+                        Obj::event("room_joined")
+                            .str("room", &name)
+                            .int("owner", owner.0),
+                    ),
+                    format!(
+                        "in room {name:?} (owner {owner}); waiting for {} other members",
+                        self.args.peers
+                    ),
+                );
+            }
+            ClientEvent::RoomFailed { op, error } => {
+                let room = &self.args.room;
+                let error = describe::room_error(error);
+                self.fail(format!("room {room:?}: {op:?} failed: {error}"));
+            }
+            ClientEvent::MemberJoined {
+                group,
+                member,
+                member_count,
+            } => {
+                if Some(group) != self.group || Some(member) == self.me {
+                    return;
+                }
+                self.present.insert(member);
+                self.remotes.entry(member).or_insert_with(Remote::new);
+                self.line(
+                    Some(
+                        Obj::event("member_joined")
+                            .int("member", member.0)
+                            .int("member_count", member_count),
+                    ),
+                    format!("{member} joined ({member_count} in the room)"),
+                );
+                self.progress(now);
+            }
+            ClientEvent::MemberLeft {
+                group,
+                member,
+                reason,
+            } => self.on_member_left(now, group, member, describe::member_left(reason)),
+            ClientEvent::GroupDestroyed { group } if Some(group) == self.group => {
+                self.fail("the server destroyed the room".to_owned());
+            }
+            ClientEvent::PeerMessage {
+                from,
+                channel,
+                payload,
+            } => self.on_message(now, from, channel, &payload),
+            ClientEvent::MessageExpired {
+                peer,
+                channel,
+                message_id,
+            } => {
+                // Once a member confirmed all our payloads, only our G to it can expire, and
+                // only because it left (with the G in hand: it leaves only after getting it).
+                let confirmed = self
+                    .remotes
+                    .get(&peer)
+                    .is_some_and(|r| r.their_got.is_some());
+                if !confirmed {
+                    self.expired += 1;
+                }
+                self.line(
+                    Some(
+                        Obj::event("message_expired")
+                            .int("peer", peer.0)
+                            .int("channel", channel.0)
+                            .int("message_id", message_id.0),
+                    ),
+                    format!("message {} to {peer} on {channel} expired", message_id.0),
+                );
+            }
+            ClientEvent::PathChanged { peer, path, reason } => {
+                self.path_changed(now, peer, path, describe::path_change(reason));
+            }
+            ClientEvent::PeerDropped { peer, reason } if self.targets.contains(&peer) => {
+                let who = self.display(peer);
+                self.fail(format!("stopped talking to {who}: {reason:?}"));
+            }
+            ClientEvent::RoomOwnerChanged { owner, .. } => {
+                self.line(None, format!("{owner} owns the room now"));
+            }
+            _ => {}
+        }
+    }
+
+    /// The next command for the client, if one is due at `now`.
+    pub fn poll_command(&mut self, now: Instant) -> Option<Command> {
+        if self.phase == Phase::Finished {
+            return None;
+        }
+        if std::mem::take(&mut self.join_due) {
+            return Some(Command::JoinRoom {
+                name: self.args.room.clone(),
+                password: self.args.password.clone(),
+                max_members: self.args.peers.saturating_add(1),
+            });
+        }
+        if !self.targets.is_empty() && now >= self.stats_due && self.stats_queue.is_empty() {
+            let at_end = self.targets.iter().all(|t| {
+                let r = &self.remotes[t];
+                r.left || (r.got_sent && r.their_got.is_some())
+            });
+            self.stats_due = now
+                + if at_end {
+                    STATS_EVERY_AT_END
+                } else {
+                    STATS_EVERY
+                };
+            let live = self.targets.iter().filter(|h| !self.remotes[h].left);
+            self.stats_queue.extend(live);
+        }
+        if let Some(peer) = self.stats_queue.pop_front() {
+            self.stats_for.push_back(peer);
+            return Some(Command::Stats(peer));
+        }
+        if self.retry_at.is_some_and(|r| now < r) {
+            return None;
+        }
+        self.retry_at = None;
+        let (to, kind) = self.next_send(now)?;
+        self.in_flight = Some((to, kind));
+        let (channel, payload) = self.encode(kind);
+        Some(Command::Send {
+            to,
+            channel,
+            payload,
+        })
+    }
+
+    /// The client's answer to the last command.
+    pub fn handle_reply(&mut self, now: Instant, reply: Reply) {
+        match reply {
+            Reply::Joined(Ok(())) => {}
+            Reply::Joined(Err(e)) => self.fail(format!("cannot join room: {e}")),
+            Reply::Sent(result) => {
+                let Some((to, kind)) = self.in_flight.take() else {
+                    return;
+                };
+                match result {
+                    Ok(_) => {
+                        let r = self.remotes.entry(to).or_insert_with(Remote::new);
+                        r.dirty = true;
+                        if let Kind::Got(_) = kind {
+                            r.got_sent = true;
+                        }
+                    }
+                    Err(SendError::QueueFull) => {
+                        self.urgent.push_front((to, kind));
+                        self.retry_at = Some(now + RETRY_AFTER);
+                    }
+                    // It left; the MemberLeft event decides what that means.
+                    Err(SendError::UnknownPeer) => {}
+                    Err(e) => self.fail(format!("cannot send to {to}: {e}")),
+                }
+            }
+            Reply::Stats(stats) => {
+                let Some(peer) = self.stats_for.pop_front() else {
+                    return;
+                };
+                let r = self.remotes.entry(peer).or_insert_with(Remote::new);
+                r.dirty = false;
+                let Some(s) = stats else {
+                    // No pair any more: it left, and nothing can be delivered to it.
+                    (r.unacked, r.queued_bytes) = (0, 0);
+                    self.progress(now);
+                    return;
+                };
+                (r.unacked, r.queued_bytes) = (s.unacked, s.queued_bytes);
+            }
+        }
+        self.progress(now);
+    }
+
+    /// True if the run succeeded (see `pierce peer --help` for what that takes).
+    pub fn ok(&self) -> bool {
+        let reliable = self.args.mode.is_reliable();
+        let count = self.args.count;
+        self.failure.is_none()
+            && self.phase == Phase::Finished
+            && (!reliable || self.expired == 0)
+            && self.targets.iter().all(|h| {
+                let r = &self.remotes[h];
+                r.name.is_some()
+                    && r.corrupt == 0
+                    && (!reliable
+                        || (r.received == count
+                            && r.duplicates == 0
+                            && r.their_got == Some(count)
+                            && (self.args.mode != Mode::ReliableOrdered || r.in_order)))
+            })
+    }
+
+    /// The final JSON line.
+    pub fn summary(&self) -> String {
+        let shown: Vec<HostId> = if self.targets.is_empty() {
+            self.present.iter().copied().collect()
+        } else {
+            self.targets.clone()
+        };
+        let peers = shown.iter().map(|h| {
+            let r = self.remotes.get(h);
+            let fallback = format!("host#{}", h.0);
+            let name = r.and_then(|r| r.name.as_deref()).unwrap_or(&fallback);
+            let since_start = |t: Instant| ms(t.saturating_duration_since(self.start));
+            let first = r.and_then(|r| r.first_message).map(since_start);
+            let direct = r.and_then(|r| r.direct_at).map(since_start);
+            Obj::new()
+                .str("name", name)
+                .str("path", describe::path(r.map_or(Path::Relay, |r| r.path)))
+                .int("received", r.map_or(0, |r| r.received))
+                .bool("in_order", r.is_none_or(|r| r.in_order))
+                .ms("first_message_ms", first)
+                .ms("direct_after_ms", direct)
+        });
+        Obj::event("summary")
+            .bool("ok", self.ok())
+            .str("name", &self.name)
+            .array("peers", peers.collect::<Vec<_>>())
+            .finish()
+    }
+
+    // ---- internals ---------------------------------------------------------------------
+
+    fn line(&mut self, json: Option<Obj>, text: String) {
+        self.lines.push_back(Line {
+            json: json.map(Obj::finish),
+            text,
+        });
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.phase != Phase::Finished {
+            self.failure.get_or_insert(why);
+            self.phase = Phase::Finished;
+        }
+    }
+
+    fn display(&self, h: HostId) -> String {
+        match self.remotes.get(&h).and_then(|r| r.name.as_deref()) {
+            Some(n) => format!("{n} ({h})"),
+            None => h.to_string(),
+        }
+    }
+
+    fn path_changed(&mut self, now: Instant, peer: HostId, path: Path, why: &str) {
+        let r = self.remotes.entry(peer).or_insert_with(Remote::new);
+        r.path = path;
+        if let Path::Direct(_) = path {
+            r.direct_at.get_or_insert(now);
+        }
+        let addr = match path {
+            Path::Direct(a) => Some(a.to_string()),
+            Path::Relay => None,
+        };
+        let after = ms(now.saturating_duration_since(self.start));
+        let json = Obj::event("path_changed")
+            .int("peer", peer.0)
+            .opt_str(
+                "name",
+                self.remotes.get(&peer).and_then(|r| r.name.as_deref()),
+            )
+            .str("path", describe::path(path))
+            .opt_str("addr", addr.as_deref())
+            .str("reason", why)
+            .ms("after_ms", Some(after));
+        let who = self.display(peer);
+        let text = match addr {
+            Some(a) => format!("{who}: relay -> direct ({a}) after {after:.0} ms"),
+            None => format!("{who}: direct -> relay ({why})"),
+        };
+        self.line(Some(json), text);
+    }
+
+    fn on_member_left(&mut self, now: Instant, group: GroupId, member: HostId, why: &str) {
+        if Some(group) != self.group {
+            return;
+        }
+        if Some(member) == self.me {
+            self.fail(format!("removed from the room ({why})"));
+            return;
+        }
+        self.present.remove(&member);
+        let who = self.display(member);
+        self.line(
+            Some(
+                Obj::event("member_left")
+                    .int("member", member.0)
+                    .opt_str(
+                        "name",
+                        self.remotes.get(&member).and_then(|r| r.name.as_deref()),
+                    )
+                    .str("reason", why),
+            ),
+            format!("{who} left ({why})"),
+        );
+        let reliable = self.args.mode.is_reliable();
+        let count = self.args.count;
+        let Some(r) = self.remotes.get_mut(&member) else {
+            return;
+        };
+        r.left = true;
+        if self.targets.contains(&member) && !r.complete(reliable, count) {
+            let missing = if r.their_got.is_none() {
+                "before confirming our messages"
+            } else {
+                "before all its messages arrived"
+            };
+            self.fail(format!("{who} left {missing}"));
+        } else {
+            self.progress(now);
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, from: HostId, channel: Channel, payload: &[u8]) {
+        let (size, count, data_channel) =
+            (self.args.size, self.args.count, self.args.mode.channel());
+        let r = self.remotes.entry(from).or_insert_with(Remote::new);
+        match payload.split_first() {
+            Some((&HELLO, name)) if channel == Channel::RELIABLE_ORDERED && r.name.is_none() => {
+                let name: String = String::from_utf8_lossy(name)
+                    .chars()
+                    .take(MAX_NAME)
+                    .collect();
+                r.name = Some(name.clone());
+                r.hello_at = Some(now);
+                self.line(
+                    Some(
+                        Obj::event("member_named")
+                            .int("member", from.0)
+                            .str("name", &name),
+                    ),
+                    format!("{from} is {name}"),
+                );
+            }
+            Some((&DATA, _)) if channel == data_channel && payload.len() == size => {
+                let seq = be_u32(&payload[1..]);
+                if seq >= count || !is_filler(seq, &payload[MIN_SIZE..]) {
+                    r.corrupt += 1;
+                    return;
+                }
+                if !r.mark(seq, count) {
+                    r.duplicates += 1;
+                    return;
+                }
+                r.received += 1;
+                r.in_order &= r.last_seq.is_none_or(|last| seq > last);
+                r.last_seq = Some(r.last_seq.map_or(seq, |l| l.max(seq)));
+                r.first_message.get_or_insert(now);
+                r.last_data = Some(now);
+                if r.received == count {
+                    let order = if r.in_order {
+                        "in order"
+                    } else {
+                        "out of order"
+                    };
+                    let text = format!(
+                        "all {count} messages from {} arrived, {order}",
+                        self.display(from)
+                    );
+                    self.line(None, text);
+                }
+            }
+            Some((&GOT, n)) if channel == Channel::RELIABLE_ORDERED && n.len() == 4 => {
+                let got = be_u32(n);
+                r.their_got = Some(got);
+                let text = format!("{} confirmed {got} of our {count}", self.display(from));
+                self.line(None, text);
+            }
+            _ => r.corrupt += 1,
+        }
+        self.progress(now);
+    }
+
+    /// The next message to hand to the core: hellos and G's first, then payloads round-robin
+    /// over the members.
+    fn next_send(&mut self, now: Instant) -> Option<(HostId, Kind)> {
+        if let Some(next) = self.urgent.pop_front() {
+            return Some(next);
+        }
+        if self.phase != Phase::Exchanging {
+            return None;
+        }
+        if self.targets.is_empty() {
+            self.next_seq = self.args.count;
+        }
+        while self.next_seq < self.args.count {
+            let to = self.targets[self.next_target];
+            let seq = self.next_seq;
+            self.next_target += 1;
+            if self.next_target == self.targets.len() {
+                (self.next_target, self.next_seq) = (0, self.next_seq + 1);
+            }
+            if !self.remotes[&to].left {
+                return Some((to, Kind::Data(seq)));
+            }
+        }
+        if self.data_done_at.is_none() && self.in_flight.is_none() {
+            self.data_done_at = Some(now);
+        }
+        None
+    }
+
+    fn encode(&self, kind: Kind) -> (Channel, Vec<u8>) {
+        match kind {
+            Kind::Hello => {
+                let mut p = vec![HELLO];
+                p.extend_from_slice(self.name.as_bytes());
+                (Channel::RELIABLE_ORDERED, p)
+            }
+            Kind::Data(seq) => {
+                let mut p = Vec::with_capacity(self.args.size);
+                p.push(DATA);
+                p.extend_from_slice(&seq.to_be_bytes());
+                p.extend((0..self.args.size - MIN_SIZE).map(|i| filler(seq, i)));
+                (self.args.mode.channel(), p)
+            }
+            Kind::Got(n) => {
+                let mut p = vec![GOT];
+                p.extend_from_slice(&n.to_be_bytes());
+                (Channel::RELIABLE_ORDERED, p)
+            }
+        }
+    }
+
+    /// Advances the phases as far as the facts allow.
+    fn progress(&mut self, now: Instant) {
+        if self.phase == Phase::Gathering && self.present.len() >= usize::from(self.args.peers) {
+            self.targets = self.present.iter().copied().collect();
+            self.phase = Phase::Exchanging;
+            self.stats_due = now;
+            for &t in &self.targets {
+                self.urgent.push_back((t, Kind::Hello));
+            }
+            let a = &self.args;
+            self.line(
+                None,
+                format!(
+                    "sending {} x {} B to {} members, {}",
+                    a.count,
+                    a.size,
+                    self.targets.len(),
+                    a.mode.name()
+                ),
+            );
+        }
+        if self.phase == Phase::Exchanging {
+            self.exchange(now);
+        }
+        if let Phase::Holding(until) = self.phase {
+            if now >= until {
+                self.phase = Phase::Finished;
+            }
+        }
+    }
+
+    fn exchange(&mut self, now: Instant) {
+        let (reliable, count) = (self.args.mode.is_reliable(), self.args.count);
+        let data_done = self.data_done_at;
+        for &t in &self.targets {
+            let Some(r) = self.remotes.get_mut(&t) else {
+                continue;
+            };
+            if r.got_queued || r.left {
+                continue;
+            }
+            let ready = match (reliable, data_done, r.hello_at) {
+                (true, ..) => r.received == count,
+                (false, Some(done), Some(hello)) => {
+                    let quiet_since = done.max(hello).max(r.last_data.unwrap_or(hello));
+                    r.received == count || now >= quiet_since + QUIET
+                }
+                (false, ..) => false,
+            };
+            if ready {
+                r.got_queued = true;
+                self.urgent.push_back((t, Kind::Got(r.received)));
+            }
+        }
+        let sent_all = data_done.is_some() && self.urgent.is_empty() && self.in_flight.is_none();
+        let complete = self
+            .targets
+            .iter()
+            .all(|t| self.remotes[t].complete(reliable, count));
+        if sent_all && complete {
+            let hold = self.args.hold;
+            let text = if hold.is_zero() {
+                "exchange complete".to_owned()
+            } else {
+                format!("exchange complete; holding {} s", hold.as_secs_f64())
+            };
+            self.line(None, text);
+            self.phase = Phase::Holding((now + hold).min(self.deadline));
+        }
+    }
+
+    /// What the run was waiting for, for a timeout message.
+    fn waiting_for(&self) -> String {
+        let server = self.args.connect.server;
+        match self.phase {
+            Phase::Connecting => format!("connecting to {server}"),
+            Phase::Joining => "waiting for the server to answer the room join".to_owned(),
+            Phase::Gathering => format!(
+                "waiting for members: {} of {} joined",
+                self.present.len(),
+                self.args.peers
+            ),
+            Phase::Exchanging => {
+                let count = self.args.count;
+                let reliable = self.args.mode.is_reliable();
+                let pending: Vec<String> = self
+                    .targets
+                    .iter()
+                    .filter(|t| !self.remotes[t].complete(reliable, count))
+                    .map(|t| {
+                        let r = &self.remotes[t];
+                        let mut s =
+                            format!("{}: {}/{count} received", self.display(*t), r.received);
+                        if r.name.is_none() {
+                            s.push_str(", no hello");
+                        }
+                        if r.their_got.is_none() {
+                            s.push_str(", no confirmation of ours");
+                        }
+                        if r.unacked > 0 {
+                            s.push_str(&format!(", {} of ours unacknowledged", r.unacked));
+                        }
+                        s
+                    })
+                    .collect();
+                format!("exchanging ({})", pending.join("; "))
+            }
+            Phase::Holding(_) | Phase::Finished => "holding".to_owned(),
+        }
+    }
+}
+
+fn validate(args: &PeerArgs, config: &ClientConfig) -> Result<(), CliError> {
+    if args.size < MIN_SIZE {
+        return Err(CliError::usage(format!(
+            "--size must be at least {MIN_SIZE} bytes (a tag and a sequence number)"
+        )));
+    }
+    if args.count > MAX_COUNT {
+        return Err(CliError::usage(format!("--send is at most {MAX_COUNT}")));
+    }
+    if args.room.is_empty() {
+        return Err(CliError::usage("--room must not be empty".to_owned()));
+    }
+    let probe = Client::new(config.clone().into(), [0; 32], Instant::now())
+        .map_err(|e| CliError::usage(format!("invalid client settings: {e}")))?;
+    let (max, what) = if args.mode.is_reliable() {
+        (probe.max_message_size(), "reliable messages")
+    } else {
+        (
+            probe.max_unreliable_payload(),
+            "unreliable messages (one datagram)",
+        )
+    };
+    if args.size > max {
+        return Err(CliError::usage(format!(
+            "--size {} is too large: {what} are at most {max} bytes",
+            args.size
+        )));
+    }
+    Ok(())
+}
+
+/// Byte `i` after a payload's header: a pattern derived from its sequence number, so any
+/// corruption or mix-up shows.
+fn filler(seq: u32, i: usize) -> u8 {
+    (seq as u8).wrapping_add(i as u8)
+}
+
+fn is_filler(seq: u32, bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().all(|(i, b)| *b == filler(seq, i))
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use bytes::Bytes;
+    use pierce_core::PublicKey;
+
+    use super::*;
+    use crate::cli::args::ConnectArgs;
+
+    const ME: HostId = HostId(1);
+    const BOB: HostId = HostId(2);
+    const ROOM: GroupId = GroupId(7);
+    const N: u32 = 3;
+
+    fn args(mode: Mode) -> PeerArgs {
+        let server: SocketAddr = "127.0.0.1:7777".parse().expect("literal");
+        PeerArgs {
+            connect: ConnectArgs {
+                server,
+                server_key: None,
+                token_secret: None,
+                user_id: None,
+                bind: None,
+            },
+            room: "r".to_owned(),
+            password: String::new(),
+            name: Some("me".to_owned()),
+            peers: 1,
+            count: N,
+            size: 16,
+            mode,
+            relay_only: false,
+            hold: Duration::ZERO,
+            timeout: Duration::from_secs(10),
+            json: true,
+        }
+    }
+
+    /// A script in the room with Bob, its hello and payloads to him handed to the core.
+    fn exchanging(mode: Mode, t0: Instant) -> Script {
+        let mut s = Script::new(args(mode), &ClientConfig::default(), t0).expect("valid");
+        s.handle_event(
+            t0,
+            ClientEvent::Connected {
+                host_id: ME,
+                public_addr: "127.0.0.1:1".parse().expect("literal"),
+                server_key: PublicKey([0; 32]),
+            },
+        );
+        assert!(matches!(s.poll_command(t0), Some(Command::JoinRoom { .. })));
+        s.handle_reply(t0, Reply::Joined(Ok(())));
+        let (name, owner) = ("r".to_owned(), ME);
+        s.handle_event(
+            t0,
+            ClientEvent::RoomJoined {
+                group: ROOM,
+                name,
+                owner,
+            },
+        );
+        for member in [ME, BOB] {
+            let member_count = 2;
+            s.handle_event(
+                t0,
+                ClientEvent::MemberJoined {
+                    group: ROOM,
+                    member,
+                    member_count,
+                },
+            );
+        }
+        let mut sent = Vec::new();
+        while let Some(c) = s.poll_command(t0) {
+            match c {
+                Command::Send { to, payload, .. } => {
+                    assert_eq!(to, BOB);
+                    sent.push(payload[0]);
+                    s.handle_reply(t0, Reply::Sent(Ok(MessageId(sent.len() as u64))));
+                }
+                Command::Stats(_) => s.handle_reply(t0, Reply::Stats(None)),
+                Command::JoinRoom { .. } => panic!("joined twice"),
+            }
+        }
+        assert_eq!(sent, b"HDDD", "a hello, then the payloads");
+        s
+    }
+
+    fn from_bob(s: &mut Script, t: Instant, channel: Channel, payload: Vec<u8>) {
+        let payload = Bytes::from(payload);
+        s.handle_event(
+            t,
+            ClientEvent::PeerMessage {
+                from: BOB,
+                channel,
+                payload,
+            },
+        );
+    }
+
+    fn data(seq: u32) -> Vec<u8> {
+        let mut p = vec![DATA];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend((0..16 - MIN_SIZE).map(|i| filler(seq, i)));
+        p
+    }
+
+    fn got(n: u32) -> Vec<u8> {
+        let mut p = vec![GOT];
+        p.extend_from_slice(&n.to_be_bytes());
+        p
+    }
+
+    /// Answers every command at `t` and once more when stats are next due: sends succeed,
+    /// stats show nothing outstanding (as for a member that has gone: no stats at all).
+    fn settle(s: &mut Script, t: Instant) {
+        for t in [t, t + STATS_EVERY] {
+            s.handle_timeout(t);
+            while let Some(c) = s.poll_command(t) {
+                let reply = match c {
+                    Command::Stats(_) => Reply::Stats(None),
+                    _ => Reply::Sent(Ok(MessageId(0))),
+                };
+                s.handle_reply(t, reply);
+            }
+        }
+    }
+
+    fn run_bob(s: &mut Script, t: Instant, seqs: &[u32]) {
+        from_bob(s, t, Channel::RELIABLE_ORDERED, b"Hbob".to_vec());
+        for &seq in seqs {
+            from_bob(s, t, Channel::RELIABLE_ORDERED, data(seq));
+        }
+        from_bob(s, t, Channel::RELIABLE_ORDERED, got(N));
+        settle(s, t);
+    }
+
+    #[test]
+    fn a_complete_exchange_finishes_ok_with_a_summary() {
+        let t0 = Instant::now();
+        let mut s = exchanging(Mode::ReliableOrdered, t0);
+        run_bob(&mut s, t0, &[0, 1, 2]);
+        assert!(s.is_finished() && s.ok(), "{:?}", s.failure());
+        let summary = s.summary();
+        assert!(
+            summary.starts_with(
+                r#"{"event":"summary","ok":true,"name":"me","peers":[{"name":"bob","path":"relay","received":3,"in_order":true,"first_message_ms":"#
+            ),
+            "{summary}"
+        );
+        assert!(
+            summary.ends_with(r#","direct_after_ms":null}]}"#),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn duplicates_and_reordering_fail_reliable_ordered() {
+        let t0 = Instant::now();
+        let mut s = exchanging(Mode::ReliableOrdered, t0);
+        run_bob(&mut s, t0, &[0, 2, 1, 2]);
+        assert!(s.is_finished());
+        assert!(!s.ok(), "a duplicate and a reordering must not pass");
+        assert!(s.summary().contains(r#""received":3,"in_order":false"#));
+    }
+
+    #[test]
+    fn reordering_is_fine_when_unordered_but_corruption_is_not() {
+        let t0 = Instant::now();
+        let mut s = exchanging(Mode::ReliableUnordered, t0);
+        from_bob(&mut s, t0, Channel::RELIABLE_UNORDERED, data(2));
+        from_bob(&mut s, t0, Channel::RELIABLE_UNORDERED, data(0));
+        from_bob(&mut s, t0, Channel::RELIABLE_UNORDERED, data(1));
+        from_bob(&mut s, t0, Channel::RELIABLE_ORDERED, b"Hbob".to_vec());
+        from_bob(&mut s, t0, Channel::RELIABLE_ORDERED, got(N));
+        settle(&mut s, t0);
+        assert!(s.is_finished() && s.ok(), "{:?}", s.failure());
+
+        let mut s = exchanging(Mode::ReliableUnordered, t0);
+        let mut bad = data(1);
+        bad[10] ^= 1;
+        from_bob(&mut s, t0, Channel::RELIABLE_UNORDERED, bad);
+        for seq in [0, 1, 2] {
+            from_bob(&mut s, t0, Channel::RELIABLE_UNORDERED, data(seq));
+        }
+        from_bob(&mut s, t0, Channel::RELIABLE_ORDERED, b"Hbob".to_vec());
+        from_bob(&mut s, t0, Channel::RELIABLE_ORDERED, got(N));
+        settle(&mut s, t0);
+        assert!(
+            s.is_finished() && !s.ok(),
+            "a corrupt payload must fail the run"
+        );
+    }
+
+    #[test]
+    fn a_member_leaving_before_confirming_fails_the_run() {
+        let t0 = Instant::now();
+        let mut s = exchanging(Mode::ReliableOrdered, t0);
+        from_bob(&mut s, t0, Channel::RELIABLE_ORDERED, b"Hbob".to_vec());
+        let reason = pierce_core::MemberLeftReason::Disconnected;
+        s.handle_event(
+            t0,
+            ClientEvent::MemberLeft {
+                group: ROOM,
+                member: BOB,
+                reason,
+            },
+        );
+        assert!(s.is_finished() && !s.ok());
+        assert_eq!(
+            s.failure(),
+            Some("bob (host#2) left before confirming our messages")
+        );
+    }
+
+    #[test]
+    fn unreliable_mode_settles_after_a_quiet_second_and_reports_loss() {
+        let t0 = Instant::now();
+        let mut s = exchanging(Mode::Unreliable, t0);
+        from_bob(&mut s, t0, Channel::RELIABLE_ORDERED, b"Hbob".to_vec());
+        from_bob(&mut s, t0, Channel::UNRELIABLE, data(0));
+        from_bob(&mut s, t0, Channel::RELIABLE_ORDERED, got(N));
+        settle(&mut s, t0);
+        assert!(!s.is_finished(), "still waiting for more of Bob's payloads");
+        assert!(s.poll_timeout() <= t0 + QUIET);
+        settle(&mut s, t0 + QUIET);
+        assert!(s.is_finished() && s.ok(), "{:?}", s.failure());
+        assert!(s.summary().contains(r#""received":1,"#));
+    }
+
+    #[test]
+    fn the_deadline_fails_the_run_and_says_what_was_missing() {
+        let t0 = Instant::now();
+        let mut s = exchanging(Mode::ReliableOrdered, t0);
+        from_bob(&mut s, t0, Channel::RELIABLE_ORDERED, data(0));
+        settle(&mut s, t0 + Duration::from_secs(10));
+        assert!(s.is_finished() && !s.ok());
+        let why = s.failure().expect("a reason");
+        assert!(why.starts_with("timed out after 10 s exchanging"), "{why}");
+        assert!(
+            why.contains("1/3 received, no hello, no confirmation of ours"),
+            "{why}"
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! `pierce server`: the rendezvous/relay server with the rooms policy, until SIGINT/SIGTERM.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Write};
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pierce_core::{HostId, RoomsConfig, SecretKey, Server, ServerConfig, ServerEvent};
+
+use super::args::ServerArgs;
+use super::json::Obj;
+use super::{CliError, describe, out, signal};
+use crate::{Driver, os_seed, unix_time};
+
+/// Longest the loop waits before looking at the signal flag again.
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+
+/// Close code sent to every client when the server stops (a clean shutdown, not a kick).
+pub const SHUTDOWN_CODE: u16 = 0;
+
+/// A server with the rooms policy: what `pierce server` and `pierce demo` run.
+///
+/// # Errors
+/// No OS entropy, or a configuration the core refuses.
+pub fn rooms_server(key: SecretKey, token_secret: Option<Vec<u8>>) -> Result<Server, CliError> {
+    let mut config = ServerConfig::new(key);
+    config.rooms = Some(RoomsConfig::default());
+    config.token_secret = token_secret;
+    let seed = os_seed().map_err(|e| CliError::io("reading OS entropy", &e))?;
+    Server::new(Arc::new(config), seed, Instant::now(), unix_time())
+        .map_err(|e| CliError::failed(format!("invalid server settings: {e}")))
+}
+
+/// Runs `pierce server`.
+///
+/// # Errors
+/// A bad key file, a failed bind, or a socket failure while serving.
+pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
+    let key = match &args.key_file {
+        Some(path) => load_or_create_key(path)?,
+        None => SecretKey::from_bytes(os_seed().map_err(|e| CliError::io("OS entropy", &e))?),
+    };
+    let secret = args.secret.as_ref().map(|s| s.as_bytes().to_vec());
+    if secret.as_ref().is_some_and(Vec::is_empty) {
+        return Err(CliError::usage("--secret must not be empty".to_owned()));
+    }
+    let server = rooms_server(key, secret)?;
+    let public_key = server.public_key().to_hex();
+    let mut driver = Driver::bind(args.listen, server)
+        .map_err(|e| CliError::io(&format!("cannot listen on {}", args.listen), &e))?;
+    // Held, not read: NAT behaviour discovery (answering from a second address) is a later
+    // step. Binding now makes a bad --alt-listen fail at start, not later.
+    let alt = args
+        .alt_listen
+        .map(|a| UdpSocket::bind(a).map_err(|e| CliError::io(&format!("cannot listen on {a}"), &e)))
+        .transpose()?;
+    signal::install().map_err(|e| CliError::io("installing signal handlers", &e))?;
+    let addr = driver.local_addr();
+    if args.json {
+        let ready = Obj::event("listening")
+            .str("addr", &addr.to_string())
+            .str("public_key", &public_key);
+        out(&ready.finish());
+    } else {
+        let alt = alt
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .map(|a| format!(" (alternate address {a} bound, not used yet)"))
+            .unwrap_or_default();
+        out(&format!(
+            "listening on {addr}{alt}, public key {public_key}"
+        ));
+    }
+    let mut clients = BTreeSet::new();
+    while !signal::received() {
+        driver
+            .pump(TICK)
+            .map_err(|e| CliError::io("server socket failed", &e))?;
+        while let Some(event) = driver.poll_event() {
+            log(args.json, &mut clients, event);
+        }
+    }
+    shut_down(&mut driver, &clients);
+    if args.json {
+        out(&Obj::event("stopped")
+            .int("clients", clients.len() as u64)
+            .finish());
+    } else {
+        out(&format!("stopped; told {} clients", clients.len()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Tells every client the server is going away, so they see a close instead of a timeout.
+fn shut_down(driver: &mut Driver<Server>, clients: &BTreeSet<HostId>) {
+    let now = Instant::now();
+    for &c in clients {
+        let _ = driver.endpoint_mut().disconnect(now, c, SHUTDOWN_CODE);
+    }
+    // One pump sends what the closes queued; nobody answers a close.
+    let _ = driver.pump(Duration::ZERO);
+}
+
+fn log(json: bool, clients: &mut BTreeSet<HostId>, event: ServerEvent) {
+    match event {
+        ServerEvent::ClientJoined {
+            host_id,
+            addr,
+            user_id,
+        } => {
+            clients.insert(host_id);
+            if json {
+                let mut o = Obj::event("client_joined")
+                    .int("host_id", host_id.0)
+                    .str("addr", &addr.to_string());
+                if let Some(u) = user_id {
+                    o = o.int("user_id", u);
+                }
+                out(&o.finish());
+            } else {
+                let user = user_id.map(|u| format!(" (user {u})")).unwrap_or_default();
+                out(&format!("{host_id} connected from {addr}{user}"));
+            }
+        }
+        ServerEvent::ClientLeft { host_id, reason } => {
+            clients.remove(&host_id);
+            let reason = describe::client_left(reason);
+            if json {
+                let o = Obj::event("client_left")
+                    .int("host_id", host_id.0)
+                    .str("reason", &reason);
+                out(&o.finish());
+            } else {
+                out(&format!("{host_id} left: {reason}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Reads the server key from `path`: 64 hex digits (surrounding whitespace ignored) or 32 raw
+/// bytes. A missing file is created with a new key, as hex, readable by the owner only.
+///
+/// # Errors
+/// The file is unreadable, malformed, or cannot be created.
+pub fn load_or_create_key(path: &Path) -> Result<SecretKey, CliError> {
+    let shown = path.display();
+    match fs::read(path) {
+        Ok(bytes) => parse_key(&bytes).map(SecretKey::from_bytes).ok_or_else(|| {
+            CliError::failed(format!(
+                "key file {shown}: expected 64 hex digits or 32 raw bytes, found {} bytes \
+                     of something else",
+                bytes.len()
+            ))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let bytes = os_seed().map_err(|e| CliError::io("reading OS entropy", &e))?;
+            write_new_key(path, &bytes)
+                .map_err(|e| CliError::io(&format!("cannot create key file {shown}"), &e))?;
+            Ok(SecretKey::from_bytes(bytes))
+        }
+        Err(e) => Err(CliError::io(&format!("cannot read key file {shown}"), &e)),
+    }
+}
+
+fn parse_key(bytes: &[u8]) -> Option<[u8; 32]> {
+    let text = std::str::from_utf8(bytes).ok().map(str::trim);
+    if let Some(hex) = text.filter(|t| t.len() == 64) {
+        let mut key = [0u8; 32];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        return Some(key);
+    }
+    bytes.try_into().ok()
+}
+
+fn write_new_key(path: &Path, key: &[u8; 32]) -> io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true); // never overwrite a key another process just wrote
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    writeln!(file, "{hex}")?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_as_hex_or_raw_and_nothing_else() {
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF\n";
+        let key = parse_key(hex.as_bytes()).expect("hex key");
+        assert_eq!(key[..3], [0x00, 0x11, 0x22]);
+        assert_eq!(key[31], 0xff);
+        assert_eq!(parse_key(&[7u8; 32]), Some([7u8; 32]));
+        assert_eq!(parse_key(b"too short"), None);
+        assert_eq!(parse_key(&[b'g'; 64]), None);
+        assert_eq!(parse_key(&[0u8; 33]), None);
+    }
+
+    #[test]
+    fn a_missing_key_file_is_created_once_and_then_reused() {
+        let dir = std::env::temp_dir().join(format!("pierce-key-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("server.key");
+        let first = load_or_create_key(&path).expect("created");
+        let second = load_or_create_key(&path).expect("read back");
+        assert_eq!(first.public_key(), second.public_key());
+        let text = fs::read_to_string(&path).expect("readable");
+        assert_eq!(text.trim().len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).expect("metadata").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        fs::write(&path, b"not a key").expect("overwrite");
+        let err = load_or_create_key(&path).expect_err("malformed");
+        assert_eq!(err.code, 1);
+        assert!(err.message.contains("expected 64 hex digits"), "{err}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,625 @@
+//! The `pierce` binary end to end, as separate processes on loopback: a server and three peers
+//! in one room in each delivery mode, with and without `--relay-only`; the demo; netcheck;
+//! tokens and key pinning; and the failures a user meets first (bad flags, no server).
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
+/// Longest any process may run before the test kills it and fails.
+const LIMIT: Duration = Duration::from_secs(60);
+/// The peers' own `--timeout`.
+const PEER_TIMEOUT: &str = "30";
+
+/// A `pierce server --json` child, killed when dropped.
+struct ServerProc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    addr: String,
+    key: String,
+}
+
+impl ServerProc {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(PIERCE)
+            .args(["server", "--listen", "127.0.0.1:0", "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn pierce server");
+        let lines = line_reader(child.stdout.take().expect("piped stdout"));
+        let ready = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server prints its ready line");
+        assert!(
+            ready.starts_with(r#"{"event":"listening","addr":""#),
+            "{ready}"
+        );
+        let addr = string_field(&ready, "addr").expect("addr");
+        let key = string_field(&ready, "public_key").expect("public_key");
+        assert_eq!(key.len(), 64, "{ready}");
+        Self {
+            child,
+            lines,
+            addr,
+            key,
+        }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn line_reader(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The value of `"key":"value"` in a flat JSON line (values here never contain quotes).
+fn string_field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let len = line[start..].find('"')?;
+    Some(line[start..start + len].to_owned())
+}
+
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Finished {
+    fn last_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or("")
+    }
+}
+
+/// Starts `pierce args...` with piped output.
+fn spawn(args: &[String]) -> Child {
+    Command::new(PIERCE)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pierce")
+}
+
+/// Waits for `child`, killing it (and failing the test) after [`LIMIT`].
+fn finish(mut child: Child, started: Instant) -> Finished {
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let stdout = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let stderr = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pierce ran longer than {LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Finished {
+        status,
+        elapsed: started.elapsed(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+fn run(args: &[&str]) -> Finished {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    finish(spawn(&args), Instant::now())
+}
+
+/// Three peers named p0..p2 in one fresh room, each sending `count` messages of `size` bytes
+/// with `extra` flags; returns their results in name order.
+fn three_peers(server: &ServerProc, room: &str, count: u32, extra: &[&str]) -> Vec<Finished> {
+    let started = Instant::now();
+    let children: Vec<Child> = (0..3)
+        .map(|i| {
+            let mut args: Vec<String> = [
+                "peer",
+                "--server",
+                &server.addr,
+                "--server-key",
+                &server.key,
+                "--room",
+                room,
+                "--peers",
+                "2",
+                "--send",
+                &count.to_string(),
+                "--name",
+                &format!("p{i}"),
+                "--timeout",
+                PEER_TIMEOUT,
+                "--json",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            spawn(&args)
+        })
+        .collect();
+    children.into_iter().map(|c| finish(c, started)).collect()
+}
+
+/// Every peer exited 0 with a summary showing all `count` messages from both others.
+fn assert_complete(results: &[Finished], count: u32, path: &[&str], in_order: bool) {
+    for (i, r) in results.iter().enumerate() {
+        let summary = r.last_line();
+        assert!(
+            r.status.success(),
+            "p{i} failed: {}\nstdout:\n{}\nstderr:\n{}",
+            r.status,
+            r.stdout,
+            r.stderr
+        );
+        let head = format!(r#"{{"event":"summary","ok":true,"name":"p{i}","peers":["#);
+        assert!(summary.starts_with(&head), "p{i}: {summary}");
+        for j in (0..3).filter(|j| *j != i) {
+            let start = summary
+                .find(&format!(r#"{{"name":"p{j}","#))
+                .unwrap_or_else(|| panic!("p{i} has no entry for p{j}: {summary}"));
+            let entry = &summary[start..];
+            let entry = &entry[..=entry.find('}').expect("entry ends")];
+            let p = string_field(entry, "path").expect("path");
+            assert!(path.contains(&p.as_str()), "p{i} -> p{j}: {entry}");
+            assert!(
+                entry.contains(&format!(r#""received":{count},"#)),
+                "p{i} got less than {count} from p{j}: {entry}"
+            );
+            if in_order {
+                assert!(entry.contains(r#""in_order":true"#), "{entry}");
+            }
+            assert!(entry.contains(r#""first_message_ms":"#), "{entry}");
+            assert!(!entry.contains(r#""first_message_ms":null"#), "{entry}");
+            let direct_after_null = entry.contains(r#""direct_after_ms":null"#);
+            assert_eq!(direct_after_null, p == "relay", "{entry}");
+        }
+        let upgrades = r.stdout.matches(r#""event":"path_changed""#).count();
+        if path == ["relay"] {
+            assert_eq!(upgrades, 0, "p{i} punched with --relay-only:\n{}", r.stdout);
+        } else if path == ["direct"] {
+            assert!(upgrades >= 2, "p{i}:\n{}", r.stdout);
+        }
+        // With --json, every stdout line is JSON; the events name the other members.
+        for line in r.stdout.lines() {
+            assert!(
+                line.starts_with("{\"event\":\"") && line.ends_with('}'),
+                "{line}"
+            );
+        }
+        assert_eq!(r.stdout.matches(r#""event":"member_joined""#).count(), 2);
+    }
+}
+
+#[test]
+fn three_peers_reliable_ordered_through_the_relay() {
+    let server = ServerProc::start(&[]);
+    let results = three_peers(&server, "ro-relay", 200, &["--relay-only", "--size", "200"]);
+    assert_complete(&results, 200, &["relay"], true);
+}
+
+#[test]
+fn three_peers_reliable_ordered_punch_direct_paths_on_loopback() {
+    // Loopback has no NAT: punching succeeds within milliseconds, and the hold lets it settle
+    // even if the exchange finishes first.
+    let server = ServerProc::start(&[]);
+    let args = ["--mode", "reliable-ordered", "--hold", "1"];
+    let results = three_peers(&server, "ro", 100, &args);
+    assert_complete(&results, 100, &["direct"], true);
+}
+
+#[test]
+fn three_peers_reliable_ordered_large_messages_are_fragmented_and_reassembled() {
+    let server = ServerProc::start(&[]);
+    let results = three_peers(&server, "big", 20, &["--size", "20000", "--hold", "0.2"]);
+    assert_complete(&results, 20, &["relay", "direct"], true);
+}
+
+#[test]
+fn three_peers_reliable_unordered() {
+    let server = ServerProc::start(&[]);
+    let results = three_peers(&server, "ru", 100, &["--mode", "reliable-unordered"]);
+    assert_complete(&results, 100, &["relay", "direct"], false);
+}
+
+#[test]
+fn three_peers_unreliable_through_the_relay() {
+    // Loopback loses nothing at this rate, so "complete delivery" holds for unreliable too.
+    let server = ServerProc::start(&[]);
+    let args = ["--mode", "unreliable", "--relay-only", "--size", "100"];
+    let results = three_peers(&server, "u-relay", 50, &args);
+    assert_complete(&results, 50, &["relay"], false);
+}
+
+#[test]
+fn three_peers_unreliable_with_punching_allowed() {
+    let server = ServerProc::start(&[]);
+    let results = three_peers(&server, "u", 50, &["--mode", "unreliable"]);
+    assert_complete(&results, 50, &["relay", "direct"], false);
+}
+
+#[test]
+fn the_demo_runs_to_completion() {
+    let r = run(&["demo"]);
+    assert!(r.status.success(), "{}\n{}", r.stdout, r.stderr);
+    for needle in [
+        "[server] listening on",
+        "[alice] ",
+        "[bob] ",
+        "[carol] ",
+        "rtt: ",
+    ] {
+        assert!(r.stdout.contains(needle), "no {needle:?} in:\n{}", r.stdout);
+    }
+    assert!(r.last_line().starts_with("demo complete"), "{}", r.stdout);
+    assert!(r.stdout.contains("relay -> direct"), "{}", r.stdout);
+    assert_eq!(r.stdout.matches(r#""ok":true"#).count(), 3, "{}", r.stdout);
+}
+
+#[test]
+fn bad_command_lines_exit_2_with_a_message() {
+    let cases: &[&[&str]] = &[
+        &[],
+        &["frobnicate"],
+        &["server"],
+        &["server", "--listen", "127.0.0.1"],
+        &["server", "--listen", "127.0.0.1:99999"],
+        &["netcheck", "--server", "localhost"],
+        &["peer", "--server", "127.0.0.1:1", "--peers", "2"],
+        &[
+            "peer",
+            "--server",
+            "127.0.0.1:1",
+            "--room",
+            "r",
+            "--peers",
+            "-1",
+        ],
+        &[
+            "peer",
+            "--server",
+            "127.0.0.1:1",
+            "--room",
+            "r",
+            "--peers",
+            "2",
+            "--mode",
+            "fast",
+        ],
+        &[
+            "peer",
+            "--server",
+            "127.0.0.1:1",
+            "--room",
+            "r",
+            "--peers",
+            "2",
+            "--size",
+            "4",
+        ],
+        &[
+            "peer",
+            "--server",
+            "127.0.0.1:1",
+            "--room",
+            "r",
+            "--peers",
+            "2",
+            "--timeout",
+            "0",
+        ],
+        &[
+            "peer",
+            "--server",
+            "127.0.0.1:1",
+            "--room",
+            "r",
+            "--peers",
+            "2",
+            "--hold",
+            "x",
+        ],
+        &[
+            "peer",
+            "--server",
+            "127.0.0.1:1",
+            "--room",
+            "",
+            "--peers",
+            "2",
+        ],
+        &[
+            "peer",
+            "--server",
+            "127.0.0.1:1",
+            "--room",
+            "r",
+            "--peers",
+            "2",
+            "--server-key",
+            "ab",
+        ],
+        &[
+            "peer",
+            "--server",
+            "127.0.0.1:1",
+            "--room",
+            "r",
+            "--peers",
+            "2",
+            "--bind",
+            "[::]:0",
+        ],
+        &[
+            "peer",
+            "--server",
+            "127.0.0.1:1",
+            "--room",
+            "r",
+            "--peers",
+            "2",
+            "--mode",
+            "unreliable",
+            "--size",
+            "100000",
+        ],
+    ];
+    for args in cases {
+        let r = run(args);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.trim().is_empty(), "{args:?}: no message");
+        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn an_unreachable_server_fails_within_the_timeout() {
+    // Nothing listens on a port we just bound and released.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free port")
+        .port();
+    let server = format!("127.0.0.1:{port}");
+    let r = run(&[
+        "peer",
+        "--server",
+        &server,
+        "--room",
+        "r",
+        "--peers",
+        "1",
+        "--timeout",
+        "2",
+    ]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert!(r.elapsed < Duration::from_secs(4), "{:?}", r.elapsed);
+    assert!(
+        r.stderr.contains("no answer from a Pierce server"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert_eq!(
+        r.last_line(),
+        r#"{"event":"summary","ok":false,"name":"peer","peers":[]}"#
+    );
+    let r = run(&["netcheck", "--server", &server, "--timeout", "1"]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert!(r.elapsed < Duration::from_secs(3), "{:?}", r.elapsed);
+    assert!(r.stderr.contains("no answer"), "{}", r.stderr);
+}
+
+#[test]
+fn netcheck_reports_the_reflexive_address_and_leaves_the_rest_unknown() {
+    let server = ServerProc::start(&[]);
+    let r = run(&["netcheck", "--server", &server.addr, "--json"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    let line = r.last_line();
+    let reflexive = string_field(line, "reflexive").expect("reflexive");
+    assert!(reflexive.starts_with("127.0.0.1:"), "{line}");
+    assert!(
+        line.ends_with(r#","mapping":"unknown","filtering":"unknown","port_preserved":true}"#),
+        "loopback has no NAT: {line}"
+    );
+    assert!(r.stderr.contains("not measured yet"), "{}", r.stderr);
+}
+
+#[test]
+fn a_server_with_a_secret_admits_only_token_holders() {
+    let server = ServerProc::start(&["--secret", "s3cret"]);
+    let netcheck = |extra: &[&str]| {
+        let mut args = vec!["netcheck", "--server", &server.addr, "--timeout", "5"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let r = netcheck(&[]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        r.stderr.contains("requires a connect token"),
+        "{}",
+        r.stderr
+    );
+    let r = netcheck(&["--token-secret", "wrong"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(r.stderr.contains("token is invalid"), "{}", r.stderr);
+    let r = netcheck(&["--token-secret", "s3cret", "--user-id", "42"]);
+    assert!(r.status.success(), "{}", r.stderr);
+}
+
+#[test]
+fn a_pinned_key_the_server_does_not_hold_is_refused() {
+    let server = ServerProc::start(&[]);
+    let wrong = "11".repeat(32);
+    let r = run(&[
+        "peer",
+        "--server",
+        &server.addr,
+        "--server-key",
+        &wrong,
+        "--room",
+        "r",
+        "--peers",
+        "1",
+        "--timeout",
+        "3",
+    ]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("does not hold the key"), "{}", r.stderr);
+    assert!(r.last_line().contains(r#""ok":false"#));
+}
+
+#[test]
+fn the_key_file_keeps_the_server_identity_across_restarts() {
+    let dir = std::env::temp_dir().join(format!("pierce-cli-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("server.key");
+    let path = path.to_str().expect("utf-8 temp path");
+    let first = ServerProc::start(&["--key-file", path]).key.clone();
+    let second = ServerProc::start(&["--key-file", path]).key.clone();
+    assert_eq!(first, second);
+    std::fs::write(path, "not a key").expect("overwrite");
+    let r = run(&["server", "--listen", "127.0.0.1:0", "--key-file", path]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(r.stderr.contains("expected 64 hex digits"), "{}", r.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_taken_alt_listen_address_fails_at_start() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let r = run(&["server", "--listen", "127.0.0.1:0", "--alt-listen", &addr]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(r.stderr.contains("cannot listen on"), "{}", r.stderr);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_server_cleanly_and_closes_its_clients() {
+    let mut server = ServerProc::start(&["--alt-listen", "127.0.0.1:0"]);
+    // A peer waiting for a member who never comes: connected when the server stops.
+    let peer = spawn(
+        &[
+            "peer",
+            "--server",
+            &server.addr,
+            "--room",
+            "r",
+            "--peers",
+            "1",
+            "--timeout",
+            "20",
+            "--json",
+        ]
+        .map(str::to_owned),
+    );
+    let started = Instant::now();
+    let joined = server
+        .lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the peer connects");
+    assert!(joined.contains(r#""event":"client_joined""#), "{joined}");
+    let pid = server.child.id().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(kill.expect("run kill").success());
+    let status = loop {
+        if let Some(s) = server.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "server ignored SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+    let rest: Vec<String> = server.lines.iter().collect();
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some(r#"{"event":"stopped","clients":1}"#)
+    );
+    // The peer hears the close at once instead of timing out.
+    let r = finish(peer, started);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        r.stderr.contains("the server closed the session"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_ends_a_waiting_peer_with_its_summary() {
+    let server = ServerProc::start(&[]);
+    let peer = spawn(
+        &[
+            "peer",
+            "--server",
+            &server.addr,
+            "--room",
+            "lonely",
+            "--peers",
+            "1",
+            "--timeout",
+            "20",
+            "--json",
+        ]
+        .map(str::to_owned),
+    );
+    let started = Instant::now();
+    // Connected means its loop runs, and the handler is installed before the loop starts.
+    let joined = server
+        .lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the peer connects");
+    assert!(joined.contains(r#""event":"client_joined""#), "{joined}");
+    let kill = Command::new("kill")
+        .args(["-INT", &peer.id().to_string()])
+        .status();
+    assert!(kill.expect("run kill").success());
+    let r = finish(peer, started);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("interrupted"), "{}", r.stderr);
+    assert!(
+        r.last_line()
+            .starts_with(r#"{"event":"summary","ok":false,"#)
+    );
+    assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
+}
