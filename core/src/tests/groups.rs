@@ -588,7 +588,9 @@ fn lan_candidates_are_filtered_by_the_server_and_probed_by_peers() {
 #[test]
 fn the_peer_after_one_that_left_is_still_served() {
     let mut net = Net::connected_relay_only(4);
-    let [a, b, c, d] = net.hosts()[..] else { panic!() };
+    let [a, b, c, d] = net.hosts()[..] else {
+        panic!()
+    };
     let now = net.now;
     let g = net.server.create_group(now, &[a, b, c, d]).unwrap();
     net.run_for(ms(200));
@@ -613,9 +615,21 @@ fn the_peer_after_one_that_left_is_still_served() {
         net.run_for(ms(10));
     }
     net.run_for(ms(500));
-    let got: Vec<_> = net.peer_messages(3).into_iter().filter(|(f, _)| *f == a).collect();
+    let got: Vec<_> = net
+        .peer_messages(3)
+        .into_iter()
+        .filter(|(f, _)| *f == a)
+        .collect();
     assert_eq!(got.len(), 20, "d got {} of 20", got.len());
-    assert_eq!(net.clients[0].client.peer_stats(d).unwrap().unacked, 0, "acks flowed back");
-    assert!(net.log.len() - before < 200, "no packet storm: {}", net.log.len() - before);
+    assert_eq!(
+        net.clients[0].client.peer_stats(d).unwrap().unacked,
+        0,
+        "acks flowed back"
+    );
+    assert!(
+        net.log.len() - before < 200,
+        "no packet storm: {}",
+        net.log.len() - before
+    );
     let _ = b;
 }
