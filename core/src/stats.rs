@@ -1,6 +1,12 @@
 //! Counters. Part of the public API: tests and operators assert on them.
 
-/// Datagrams dropped, by reason. Dropping is the only thing the core does with bad input.
+/// Input dropped, by reason. Dropping is the only thing the core does with bad input.
+///
+/// A count is one datagram, or one item carried inside an authentic datagram (a frame that is
+/// not expected in the current state, a relayed peer packet, a relay request): one datagram
+/// can account for several drops. A drop is an (even empty) datagram or an item that occupied
+/// at least one byte of one, so [`DropStats::total`] never exceeds datagrams plus bytes
+/// received (the fuzz targets check this).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DropStats {
