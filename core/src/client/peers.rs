@@ -404,7 +404,8 @@ impl Client {
                 self.remove_peer(peer);
                 let conn = self.new_connection();
                 let nonce = rand::RngCore::next_u64(&mut self.rng);
-                let punch = super::punch::Punch::new(now, addr, nonce, self.config.direct_paths);
+                let punch =
+                    super::punch::Punch::new(now, addr, nonce, self.config.direct_paths, me < peer);
                 self.peers.insert(
                     peer,
                     Peer {
@@ -676,7 +677,7 @@ impl Client {
                 addr,
                 conn,
                 path: Path::Relay,
-                punch: super::punch::Punch::new(crate::tests::epoch(), addr, 0, false),
+                punch: super::punch::Punch::new(crate::tests::epoch(), addr, 0, false, me < peer),
             },
         );
         self.pair_index.insert(pair_id, peer);

@@ -27,9 +27,17 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// Probes per round (3 s): longer than a lost-and-retransmitted `PeerAdd` plus a slow RTT,
 /// shorter than Linux's 30 s unreplied-conntrack timeout.
 const PROBES_PER_ROUND: u32 = 30;
-/// A failed round is retried after this long: NAT state may have changed (or the peer's
-/// address was not yet known).
-const RETRY_AFTER: Duration = Duration::from_secs(20);
+/// A failed round is retried after this long. Longer than Linux conntrack's 30 s unreplied
+/// timeout on purpose: when a peer's probe reaches a Linux NAT before the local probe has
+/// left it, conntrack keeps that inbound flow and moves the local mapping to another port;
+/// the peer's own probes keep refreshing it, so a retry within 30 s loses the same race
+/// (found by the simulator's internet mix). After 35 s of quiet the stale entry is gone.
+const RETRY_AFTER: Duration = Duration::from_secs(35);
+/// In retry rounds the two sides alternate which one probes first, this much ahead: the
+/// first side's probes open its own NAT before the second side's can arrive, so in one of
+/// two rounds a NAT with the conntrack quirk sends first. Round 0 is simultaneous (fastest
+/// for the common case).
+const RETRY_STAGGER: Duration = Duration::from_millis(250);
 /// On a direct path, send at least this often (a probe when idle): keeps NAT bindings open
 /// (well under conntrack's 30 s) and gives liveness something to measure.
 const DIRECT_KEEPALIVE: Duration = Duration::from_secs(1);
@@ -52,6 +60,10 @@ pub(super) struct Punch {
     nonce: u64,
     /// Hole punching allowed by the configuration.
     enabled: bool,
+    /// Probe rounds started so far.
+    round: u32,
+    /// This end has the lower host id (decides who goes first in staggered rounds).
+    lower: bool,
     /// Probes sent in the current round.
     sent: u32,
     /// When the next probe round step is due (`None`: not probing).
@@ -67,7 +79,13 @@ pub(super) struct Punch {
 }
 
 impl Punch {
-    pub(super) fn new(now: Instant, addr: SocketAddr, nonce: u64, enabled: bool) -> Self {
+    pub(super) fn new(
+        now: Instant,
+        addr: SocketAddr,
+        nonce: u64,
+        enabled: bool,
+        lower: bool,
+    ) -> Self {
         let usable = !addr.ip().is_unspecified() && addr.port() != 0;
         let mut candidates = SmallVec::new();
         if usable {
@@ -77,6 +95,8 @@ impl Punch {
             candidates,
             nonce,
             enabled,
+            round: 0,
+            lower,
             sent: 0,
             next_probe: (enabled && usable).then_some(now),
             cursor: 0,
@@ -221,7 +241,14 @@ impl Client {
                             None
                         } else if p.sent >= PROBES_PER_ROUND {
                             p.sent = 0;
-                            Some(now + RETRY_AFTER)
+                            p.round += 1;
+                            let second = (p.round % 2 == 1) != p.lower;
+                            let stagger = if second {
+                                RETRY_STAGGER
+                            } else {
+                                Duration::ZERO
+                            };
+                            Some(now + RETRY_AFTER + stagger)
                         } else {
                             Some(now + PROBE_INTERVAL)
                         };

@@ -181,8 +181,19 @@ impl Chan {
         }
     }
 
+    /// True if a packet would carry data: new messages, or retransmissions that are still
+    /// needed. A fragment can be acknowledged after it was declared lost (a late ack), so
+    /// the retransmission queue may hold entries that no longer need sending; counting those
+    /// made `wants_transmit` promise data that `write` then did not produce (found by the
+    /// chaos suite, seeds 269 and 735).
     fn has_data(&self) -> bool {
-        !self.pending.is_empty() || !self.retx.is_empty()
+        !self.pending.is_empty()
+            || self.retx.iter().any(|&(seq, offset, _)| {
+                self.live.get(seq).is_some_and(|l| {
+                    !l.acked.contains(u64::from(offset))
+                        && l.max_retransmits.is_none_or(|m| l.retransmits < m)
+                })
+            })
     }
 
     /// Lowest sequence number still alive (sent or queued, not acknowledged, not expired).
@@ -1146,6 +1157,12 @@ impl Connection {
                     return;
                 };
                 if l.acked.contains(u64::from(offset)) {
+                    return;
+                }
+                if l.max_retransmits.is_some_and(|m| l.retransmits >= m) {
+                    // The budget is spent: expire it now rather than keep a resend that
+                    // will never be written.
+                    self.exhausted.push((channel, seq));
                     return;
                 }
                 c.retx.push_back((seq, offset, len));
