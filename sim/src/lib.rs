@@ -26,6 +26,9 @@
 //!
 //! The `sim-sweep` binary runs one handshake per seed over each link preset and prints
 //! connect-time percentiles (`cargo run -p pierce-sim --release --bin sim-sweep`).
+//! `nat-matrix` runs every pair of NAT types (or, with `--mix`, pairs drawn from real-world
+//! NAT proportions) and writes a Markdown table and an SVG heatmap; `timeline` draws one
+//! connection as an SVG sequence diagram ([`report`] holds what they share).
 //!
 //! Failing checks print the seed and a one-line repro command (see [`repro_command`]); set
 //! `PIERCE_SIM_SEED` to rerun one seed ([`seed_or`], [`seeds`]).
@@ -51,6 +54,7 @@ mod nat;
 mod net;
 mod node;
 mod oracle;
+pub mod report;
 mod scenario;
 mod sim;
 
@@ -63,7 +67,10 @@ pub use net::{NetDrop, NetStats};
 pub use node::{Node, NodeEvent};
 pub use oracle::{NatProfile, Traversal, direct_path_possible, direct_path_possible_with};
 pub use scenario::{Action, DEFAULT_BUSY_LIMIT, DEFAULT_STEP_CAP, Edge, Scenario};
-pub use sim::{CLIENT_PORT, Connected, Direction, LogEntry, SERVER_PORT, Sim, SimError};
+pub use sim::{
+    CLIENT_PORT, Connected, Direction, DropCause, LogEntry, PacketFate, PacketRecord, SERVER_PORT,
+    Sim, SimError,
+};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;

@@ -294,7 +294,8 @@ impl Scenario {
         self
     }
 
-    /// Also logs every datagram's fate (sent, dropped and why, delivered) in the global log.
+    /// Also logs every datagram's fate (sent, dropped and why, delivered) in the global log,
+    /// and keeps a structured record of each ([`Sim::packets`]).
     pub fn trace_packets(mut self, on: bool) -> Self {
         self.trace = on;
         self

@@ -65,6 +65,73 @@ pub struct Connected {
     pub public_addr: SocketAddr,
 }
 
+/// One datagram's journey, recorded when packet tracing is on
+/// ([`crate::Scenario::trace_packets`], [`Sim::packets`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketRecord {
+    /// When it left the sender (since the epoch).
+    pub sent_at: Duration,
+    /// The sending host.
+    pub from: String,
+    /// The sender's own (inside) address.
+    pub src: SocketAddr,
+    /// Where it was sent to.
+    pub dst: SocketAddr,
+    /// Its length in bytes.
+    pub len: usize,
+    /// Its first byte (the Pierce packet kind; 0x00/0x01 for STUN), 0 if empty.
+    pub kind: u8,
+    /// Whether a link made a second copy.
+    pub duplicated: bool,
+    /// What became of it: one entry per copy, in the order they happened (none yet while in
+    /// flight).
+    pub fates: Vec<PacketFate>,
+}
+
+/// What became of one copy of a datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PacketFate {
+    /// It reached a node.
+    Delivered {
+        /// When (since the epoch).
+        at: Duration,
+        /// The receiving host.
+        to: String,
+        /// The source address the receiver saw (after NAT translation).
+        from: SocketAddr,
+    },
+    /// It was lost.
+    Dropped {
+        /// When (since the epoch).
+        at: Duration,
+        /// Where and why.
+        cause: DropCause,
+    },
+}
+
+/// Where a datagram was lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropCause {
+    /// On the sender's up link.
+    Uplink(crate::LinkDrop),
+    /// In the network core (no route, partition, offline, dead host).
+    Net(NetDrop),
+    /// In this NAT (named like [`Sim::nat`]).
+    Nat {
+        /// The NAT's name.
+        nat: String,
+        /// Why.
+        drop: crate::NatDrop,
+    },
+    /// On the receiver's down link.
+    Downlink {
+        /// The receiving host.
+        to: String,
+        /// Why.
+        drop: crate::LinkDrop,
+    },
+}
+
 /// Which way along a host's access link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -179,12 +246,15 @@ enum Item {
         src: SocketAddr,
         dst: SocketAddr,
         data: Bytes,
+        /// Index in `Sim::packets`, when tracing.
+        trace: Option<usize>,
     },
     /// At the receiving host.
     Deliver {
         to: usize,
         from: SocketAddr,
         data: Bytes,
+        trace: Option<usize>,
     },
     Action(Action),
 }
@@ -202,6 +272,7 @@ pub struct Sim {
     server_config: Arc<ServerConfig>,
     log: Vec<String>,
     trace: bool,
+    packets: Vec<PacketRecord>,
     step_cap: u64,
     busy_limit: u32,
     buf: Box<[u8]>,
@@ -237,6 +308,7 @@ impl Sim {
             server_config,
             log: Vec::new(),
             trace: s.trace,
+            packets: Vec::new(),
             step_cap: s.step_cap,
             busy_limit: s.busy_limit,
             buf: vec![0u8; MAX_DATAGRAM_SIZE.max(2048)].into_boxed_slice(),
@@ -485,18 +557,54 @@ impl Sim {
                 src,
                 dst,
                 data,
+                trace,
             } => {
                 let realm = self.hosts[from].realm;
                 match self.net.route(now, from, realm, src, dst) {
-                    Err(e) => self.trace_drop(from, dst, data.len(), "net", e),
+                    Err(e) => {
+                        self.trace_drop(from, dst, data.len(), "net", e);
+                        let cause = match e {
+                            NetDrop::Nat(n, drop) => DropCause::Nat {
+                                nat: self.net.nats[n].name.clone(),
+                                drop,
+                            },
+                            e => DropCause::Net(e),
+                        };
+                        self.record_fate(
+                            trace,
+                            PacketFate::Dropped {
+                                at: self.elapsed(),
+                                cause,
+                            },
+                        );
+                    }
                     Ok((to, seen)) => match self.hosts[to].down.send(now, data.len()) {
-                        Sent::Dropped(r) => self.trace_drop(from, dst, data.len(), "downlink", r),
+                        Sent::Dropped(r) => {
+                            self.trace_drop(from, dst, data.len(), "downlink", r);
+                            let cause = DropCause::Downlink {
+                                to: self.hosts[to].name.clone(),
+                                drop: r,
+                            };
+                            self.record_fate(
+                                trace,
+                                PacketFate::Dropped {
+                                    at: self.elapsed(),
+                                    cause,
+                                },
+                            );
+                        }
                         Sent::Arrives { at, duplicate } => {
+                            if duplicate.is_some() {
+                                if let Some(r) = trace.and_then(|i| self.packets.get_mut(i)) {
+                                    r.duplicated = true;
+                                }
+                            }
                             for t in std::iter::once(at).chain(duplicate) {
                                 let item = Item::Deliver {
                                     to,
                                     from: seen,
                                     data: data.clone(),
+                                    trace,
                                 };
                                 self.queue.push(t, item);
                             }
@@ -505,7 +613,12 @@ impl Sim {
                 }
                 Ok(())
             }
-            Item::Deliver { to, from, data } => {
+            Item::Deliver {
+                to,
+                from,
+                data,
+                trace,
+            } => {
                 if self.trace {
                     let line = format!(
                         "{} {} <- {from} {}B",
@@ -515,12 +628,19 @@ impl Sim {
                     );
                     self.log.push(line);
                 }
+                let at = self.elapsed();
                 match &mut self.hosts[to].node {
                     NodeState::Running(n) => n.handle_datagram(now, from, &data),
                     NodeState::Crashed => {
                         self.net.stats.dead_host += 1;
+                        let cause = DropCause::Net(NetDrop::DeadHost);
+                        self.record_fate(trace, PacketFate::Dropped { at, cause });
                         return Ok(());
                     }
+                }
+                if trace.is_some() {
+                    let to = self.hosts[to].name.clone();
+                    self.record_fate(trace, PacketFate::Delivered { at, to, from });
                 }
                 self.net.stats.delivered += 1;
                 self.service(to, false)
@@ -578,14 +698,50 @@ impl Sim {
 
     fn send_from(&mut self, id: usize, dst: SocketAddr, data: Bytes) {
         let now = self.clock.now();
+        let trace = self.trace.then(|| {
+            self.packets.push(PacketRecord {
+                sent_at: self.clock.elapsed(),
+                from: self.hosts[id].name.clone(),
+                src: self.hosts[id].addr,
+                dst,
+                len: data.len(),
+                kind: data.first().copied().unwrap_or(0),
+                duplicated: false,
+                fates: Vec::new(),
+            });
+            self.packets.len() - 1
+        });
         if self.net.is_offline(id) {
             self.net.stats.offline += 1;
             self.trace_drop(id, dst, data.len(), "net", NetDrop::Offline);
+            let cause = DropCause::Net(NetDrop::Offline);
+            self.record_fate(
+                trace,
+                PacketFate::Dropped {
+                    at: self.elapsed(),
+                    cause,
+                },
+            );
             return;
         }
         match self.hosts[id].up.send(now, data.len()) {
-            Sent::Dropped(r) => self.trace_drop(id, dst, data.len(), "uplink", r),
+            Sent::Dropped(r) => {
+                self.trace_drop(id, dst, data.len(), "uplink", r);
+                let cause = DropCause::Uplink(r);
+                self.record_fate(
+                    trace,
+                    PacketFate::Dropped {
+                        at: self.elapsed(),
+                        cause,
+                    },
+                );
+            }
             Sent::Arrives { at, duplicate } => {
+                if duplicate.is_some() {
+                    if let Some(r) = trace.and_then(|i| self.packets.get_mut(i)) {
+                        r.duplicated = true;
+                    }
+                }
                 if self.trace {
                     let line = format!(
                         "{} {} -> {dst} {}B{}",
@@ -606,10 +762,17 @@ impl Sim {
                         src: self.hosts[id].addr,
                         dst,
                         data: data.clone(),
+                        trace,
                     };
                     self.queue.push(t, item);
                 }
             }
+        }
+    }
+
+    fn record_fate(&mut self, trace: Option<usize>, fate: PacketFate) {
+        if let Some(r) = trace.and_then(|i| self.packets.get_mut(i)) {
+            r.fates.push(fate);
         }
     }
 

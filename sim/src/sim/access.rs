@@ -43,6 +43,16 @@ impl Sim {
         self.node::<Client>(name)
     }
 
+    /// The client named `name` if it is running (`None` while crashed), without failing the
+    /// test.
+    #[track_caller]
+    pub fn try_client(&self, name: &str) -> Option<&Client> {
+        match &self.hosts[self.client_id(name)].node {
+            NodeState::Running(n) => n.as_any().downcast_ref::<Client>(),
+            NodeState::Crashed => None,
+        }
+    }
+
     /// The server.
     #[track_caller]
     pub fn server(&self) -> &Server {
@@ -278,6 +288,12 @@ impl Sim {
     /// Every log line so far: node events, actions and (if enabled) packet traces.
     pub fn log(&self) -> &[String] {
         &self.log
+    }
+
+    /// Every datagram sent so far and what became of it, when packet tracing is on
+    /// ([`crate::Scenario::trace_packets`]); empty otherwise.
+    pub fn packets(&self) -> &[super::PacketRecord] {
+        &self.packets
     }
 
     /// The log as one string, a line per entry.

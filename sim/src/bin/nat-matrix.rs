@@ -1,0 +1,875 @@
+//! The NAT-type matrix as a report: two clients behind every pair of NAT types (the 27 of
+//! `NatConfig::all_types()` plus an open host) join one group on broadband links and stream
+//! reliable messages both ways for 6 s, for each of N seeds.
+//!
+//! ```text
+//! cargo run --release -p pierce-sim --bin nat-matrix -- [--seeds N] [--start S] [--out DIR]
+//! cargo run --release -p pierce-sim --bin nat-matrix -- --mix [--pairs M] [--start S] [--out DIR]
+//! ```
+//!
+//! The matrix run prints (and writes to `DIR/nat-matrix.md`) a Markdown table of direct %
+//! per pair of types, a summary per pair family (median time from introduction to a direct
+//! path, relay share of peer packets), and the oracle's expectation against the outcome; it
+//! draws the table as a heatmap in `DIR/nat-matrix.svg`. `DIR` defaults to `target/sim-report`.
+//!
+//! # Internet mix
+//!
+//! `--mix` draws both ends of M random pairs (default 500, seeded) from the proportions in
+//! [`MIX`] and reports the share of pairs that end on a direct path (and writes
+//! `DIR/internet-mix.md`), to compare with the hole-punching success of libp2p's DCUtR
+//! measured in the wild: **70 % ± 7.1 %** over 4.4 million attempts from 85,000+ networks
+//! (Trautwein, Ihle, Schubotz, Gipp: "Challenging Tribal Knowledge – Large Scale Measurement
+//! Campaign on Decentralized NAT Traversal", arXiv:2510.27500, 2025).
+//!
+//! The proportions are a judgement call from published measurements, not a measurement:
+//! - Ford, Srisuresh, Kegel, "Peer-to-Peer Communication Across Network Address Translators"
+//!   (USENIX ATC 2005): about **82 %** of the NATs tested support UDP hole punching, i.e. map
+//!   endpoint-independently; the rest map per destination ("symmetric", hard).
+//! - Halkes, Pouwelse, "UDP NAT and Firewall Puncturing in the Wild" (IFIP Networking 2011,
+//!   ~3,500 Tribler peers): about **64 %** of all peers sit behind a NAT or firewall that
+//!   should allow hole punching.
+//! - Tailscale, "NAT traversal, and how we're improving it" (2025): symmetric ("hard") NATs,
+//!   CGNAT and multiple NAT layers are what sends traffic to their DERP relays; with every
+//!   trick they have, over 90 % of their connections end direct.
+//!
+//! So: ~10 % open hosts, ~68 % endpoint-independent NATs (mostly port-restricted home
+//! routers, some Linux routers with the conntrack quirk, some behind CGNAT), ~22 % hard NATs
+//! (endpoint-dependent mapping). With simultaneous punching alone the oracle then expects
+//! about 72 % of random pairs to be punchable, which is where DCUtR's 70 % sits.
+//!
+//! Output is deterministic for given arguments.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pierce_core::{Channel, ClientEvent, HostId, Path};
+use pierce_sim::report::{
+    ABBREVIATIONS, CLASSES, NatType, class_of, median, nat_types, percentile, share_colour,
+    xml_escape,
+};
+use pierce_sim::{Edge, LinkProfile, NatConfig, Scenario, Sim, direct_path_possible, substream};
+use rand::Rng;
+
+const SECOND: Duration = Duration::from_secs(1);
+/// Messages each way, one per tick.
+const MESSAGES: u32 = 60;
+const TICK: Duration = Duration::from_millis(100);
+
+/// The internet mix: (weight in %, label, edge). See the module docs for the sources.
+const MIX: &[(u32, &str)] = &[
+    // No NAT: public IPv4 hosts, servers, some IPv6-reachable hosts.
+    (10, "open"),
+    // Endpoint-independent mapping, ~68 % in all.
+    (5, "full-cone"),
+    (10, "restricted"),
+    (35, "port-restricted"),
+    (8, "linux"),
+    (10, "cgnat"),
+    // Endpoint-dependent mapping, ~22 %.
+    (4, "address-dependent"),
+    (6, "symmetric-seq"),
+    (12, "symmetric"),
+];
+
+/// What one run of a pair showed.
+#[derive(Debug, Clone, Default)]
+struct PairRun {
+    /// Both clients connected and learnt of each other.
+    introduced: bool,
+    /// Both ends on a direct path at the end.
+    direct: bool,
+    /// From the first introduction (`MemberJoined` naming the other) to both ends having a
+    /// validated direct path.
+    time_to_direct: Option<Duration>,
+    /// Every message arrived, once, in order, both ways.
+    delivered: bool,
+    /// Peer packets that went through the relay, both ends.
+    relayed: u64,
+    /// Peer packets sent, both ends.
+    peer_packets: u64,
+    /// A simulation error (busy loop, step cap), if any.
+    error: Option<String>,
+}
+
+fn introduced_at(sim: &Sim, name: &str, other: HostId) -> Option<Duration> {
+    sim.client_events(name).find_map(|(t, e)| match e {
+        ClientEvent::MemberJoined { member, .. } if *member == other => Some(t),
+        _ => None,
+    })
+}
+
+fn direct_at(sim: &Sim, name: &str, other: HostId) -> Option<Duration> {
+    sim.client_events(name).find_map(|(t, e)| match e {
+        ClientEvent::PathChanged {
+            peer,
+            path: Path::Direct(_),
+            ..
+        } if *peer == other => Some(t),
+        _ => None,
+    })
+}
+
+fn received_in_order(sim: &Sim, name: &str, from: HostId) -> bool {
+    let got: Vec<u32> = sim
+        .client_events(name)
+        .filter_map(|(_, e)| match e {
+            ClientEvent::PeerMessage {
+                from: f, payload, ..
+            } if *f == from => payload
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            _ => None,
+        })
+        .collect();
+    got.len() == MESSAGES as usize && got.iter().enumerate().all(|(i, s)| *s == i as u32)
+}
+
+fn run_pair(seed: u64, a: &Edge, b: &Edge, link: &LinkProfile) -> PairRun {
+    let mut out = PairRun::default();
+    if let Err(e) = run_pair_inner(seed, a, b, link, &mut out) {
+        out.error = Some(e);
+    }
+    out
+}
+
+fn run_pair_inner(
+    seed: u64,
+    a: &Edge,
+    b: &Edge,
+    link: &LinkProfile,
+    out: &mut PairRun,
+) -> Result<(), String> {
+    let mut sim = Scenario::new(seed)
+        .link(link.clone())
+        .client("a", a.clone())
+        .client("b", b.clone())
+        .build();
+    let connected = sim.run_until(
+        |s| s.connected("a").is_some() && s.connected("b").is_some(),
+        10 * SECOND,
+    );
+    if connected.is_err() {
+        return Err("a client did not connect".to_owned());
+    }
+    let (ha, hb) = (
+        sim.expect_connected("a").host_id,
+        sim.expect_connected("b").host_id,
+    );
+    sim.with_server(|srv, now| srv.create_group(now, &[ha, hb]))
+        .map_err(|e| e.to_string())?;
+    sim.run_until(
+        |s| s.client("a").peers().any(|p| p == hb) && s.client("b").peers().any(|p| p == ha),
+        5 * SECOND,
+    )
+    .map_err(|e| e.summary())?;
+    out.introduced = true;
+    for i in 0..MESSAGES {
+        let mut payload = i.to_le_bytes().to_vec();
+        payload.resize(64, 0xab);
+        for (from, to) in [("a", hb), ("b", ha)] {
+            sim.with_client(from, |c, now| {
+                c.send(now, to, Channel::RELIABLE_ORDERED, &payload)
+            })
+            .map_err(|e| format!("send: {e}"))?;
+        }
+        sim.run_for(TICK).map_err(|e| e.summary())?;
+    }
+    sim.run_for(2 * SECOND).map_err(|e| e.summary())?;
+
+    let path_direct = |s: &Sim, name: &str, peer: HostId| {
+        matches!(
+            s.client(name).peer_stats(peer).map(|p| p.path),
+            Some(Path::Direct(_))
+        )
+    };
+    out.direct = path_direct(&sim, "a", hb) && path_direct(&sim, "b", ha);
+    let intro = introduced_at(&sim, "a", hb).min(introduced_at(&sim, "b", ha));
+    let direct = direct_at(&sim, "a", hb).zip(direct_at(&sim, "b", ha));
+    out.time_to_direct = intro
+        .zip(direct)
+        .map(|(i, (x, y))| x.max(y).saturating_sub(i));
+    out.delivered = received_in_order(&sim, "b", ha) && received_in_order(&sim, "a", hb);
+    out.relayed = sim.client_stats("a").relayed_out + sim.client_stats("b").relayed_out;
+    out.peer_packets = [("a", hb), ("b", ha)]
+        .iter()
+        .filter_map(|(n, p)| sim.client(n).peer_stats(*p))
+        .map(|s| s.packets_sent)
+        .sum();
+    Ok(())
+}
+
+/// Runs `jobs` on every core, returning results in job order (so output stays deterministic).
+fn run_parallel<J: Sync, R: Send>(jobs: &[J], f: impl Fn(&J) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    let r = f(job);
+                    results.lock().expect("no panics while held")[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("no panics while held")
+        .into_iter()
+        .map(|r| r.expect("every job ran"))
+        .collect()
+}
+
+struct Args {
+    seeds: u64,
+    start: u64,
+    out: PathBuf,
+    mix: bool,
+    pairs: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        seeds: 3,
+        start: 1,
+        out: PathBuf::from("target/sim-report"),
+        mix: false,
+        pairs: 500,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let number = |v: String, name: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{name} needs a number, not {v:?}"))
+        };
+        match a.as_str() {
+            "--seeds" => args.seeds = number(value("--seeds")?, "--seeds")?.max(1),
+            "--start" => args.start = number(value("--start")?, "--start")?,
+            "--pairs" => args.pairs = number(value("--pairs")?, "--pairs")?.max(1) as usize,
+            "--out" => args.out = PathBuf::from(value("--out")?),
+            "--mix" => args.mix = true,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+const USAGE: &str = "usage: nat-matrix [--seeds N] [--start S] [--out DIR]\n       \
+                     nat-matrix --mix [--pairs M] [--start S] [--out DIR]";
+
+#[allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("{e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    };
+    #[allow(clippy::disallowed_methods)] // wall time, only to print how long the run took
+    let started = std::time::Instant::now();
+    let result = if args.mix {
+        internet_mix(&args)
+    } else {
+        matrix(&args)
+    };
+    match result {
+        Ok(()) => {
+            eprintln!(
+                "(ran in {:.1} s wall time)",
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn pct(n: usize, of: usize) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        100.0 * n as f64 / of as f64
+    }
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or_else(|| "–".to_owned(), |d| format!("{} ms", d.as_millis()))
+}
+
+// ---- the matrix --------------------------------------------------------------------------
+
+/// Per unordered pair of types: the runs over every seed.
+struct Cell {
+    i: usize,
+    j: usize,
+    expect: bool,
+    runs: Vec<PairRun>,
+}
+
+impl Cell {
+    fn direct(&self) -> usize {
+        self.runs.iter().filter(|r| r.direct).count()
+    }
+}
+
+#[allow(clippy::print_stdout)] // a command-line tool
+fn matrix(args: &Args) -> Result<(), String> {
+    let types = nat_types();
+    let link = LinkProfile::broadband();
+    let seeds: Vec<u64> = (args.start..args.start + args.seeds).collect();
+    let mut jobs = Vec::new();
+    for i in 0..types.len() {
+        for j in i..types.len() {
+            for &seed in &seeds {
+                jobs.push((i, j, seed));
+            }
+        }
+    }
+    let results = run_parallel(&jobs, |&(i, j, seed)| {
+        run_pair(seed, &types[i].edge, &types[j].edge, &link)
+    });
+    let mut cells: Vec<Cell> = Vec::new();
+    for (&(i, j, _), r) in jobs.iter().zip(results) {
+        if cells.last().is_none_or(|c| (c.i, c.j) != (i, j)) {
+            cells.push(Cell {
+                i,
+                j,
+                expect: direct_path_possible(&types[i].edge, &types[j].edge),
+                runs: Vec::new(),
+            });
+        }
+        if let Some(c) = cells.last_mut() {
+            c.runs.push(r);
+        }
+    }
+    let md = matrix_markdown(&types, &cells, &seeds);
+    print!("{md}");
+    let svg = matrix_svg(&types, &cells, &seeds);
+    let md_path = args.out.join("nat-matrix.md");
+    let svg_path = args.out.join("nat-matrix.svg");
+    write_file(&md_path, &md)?;
+    write_file(&svg_path, &svg)?;
+    println!("\nwrote {} and {}", md_path.display(), svg_path.display());
+    Ok(())
+}
+
+fn matrix_markdown(types: &[NatType], cells: &[Cell], seeds: &[u64]) -> String {
+    let n = types.len();
+    let mut grid = vec![vec![String::new(); n]; n];
+    for c in cells {
+        let d = c.direct();
+        let mut s = format!("{:.0}", pct(d, c.runs.len()));
+        if d > 0 && !c.expect {
+            s.push('*');
+        }
+        if c.expect && d < c.runs.len() {
+            s.push('!');
+        }
+        grid[c.i][c.j] = s.clone();
+        grid[c.j][c.i] = s;
+    }
+    let runs: usize = cells.iter().map(|c| c.runs.len()).sum();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# NAT matrix: direct % per pair of NAT types\n\n{} types, {} pairs, seeds {}..={} \
+         ({runs} runs), broadband links, reliable messages both ways for {} s after the \
+         introduction.\n",
+        n,
+        cells.len(),
+        seeds.first().copied().unwrap_or_default(),
+        seeds.last().copied().unwrap_or_default(),
+        (TICK * MESSAGES).as_secs(),
+    );
+    let _ = writeln!(
+        md,
+        "Cells: % of seeds whose pair ended with a direct path both ways. `*`: direct although \
+         the basic oracle (simultaneous punching to server-reflexive addresses) says relay; \
+         `!`: the oracle says direct but some seed stayed relayed.\n\n{ABBREVIATIONS}.\n"
+    );
+    let _ = write!(md, "| a \\ b |");
+    for t in types {
+        let _ = write!(md, " {} |", t.abbr);
+    }
+    let _ = write!(md, "\n|---|");
+    for _ in types {
+        let _ = write!(md, "--:|");
+    }
+    md.push('\n');
+    for (i, t) in types.iter().enumerate() {
+        let _ = write!(md, "| **{}** |", t.abbr);
+        for cell in &grid[i] {
+            let _ = write!(md, " {cell} |");
+        }
+        md.push('\n');
+    }
+
+    // Families.
+    let _ = writeln!(
+        md,
+        "\n## By pair family\n\nTime to direct: from the first `MemberJoined` naming the \
+         peer to both ends reporting `PathChanged` Direct. Relay share: peer packets that went \
+         through the server, of all peer packets sent (both ends).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| family | type pairs | runs | direct % | oracle % | median time to direct | p90 | \
+         relay share | delivered % |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+    );
+    let class_index = |t: &NatType| {
+        CLASSES
+            .iter()
+            .position(|c| *c == class_of(&t.edge))
+            .unwrap_or(0)
+    };
+    for (x, cx) in CLASSES.iter().enumerate() {
+        for (y, cy) in CLASSES.iter().enumerate().skip(x) {
+            let fam: Vec<&Cell> = cells
+                .iter()
+                .filter(|c| {
+                    let (p, q) = (class_index(&types[c.i]), class_index(&types[c.j]));
+                    (p.min(q), p.max(q)) == (x, y)
+                })
+                .collect();
+            if fam.is_empty() {
+                continue;
+            }
+            let all: Vec<&PairRun> = fam.iter().flat_map(|c| &c.runs).collect();
+            let row = summary_row(&all, fam.iter().map(|c| (c.expect, c.runs.len())));
+            let _ = writeln!(md, "| {cx} × {cy} | {} | {row}", fam.len(),);
+        }
+    }
+    let all: Vec<&PairRun> = cells.iter().flat_map(|c| &c.runs).collect();
+    let row = summary_row(&all, cells.iter().map(|c| (c.expect, c.runs.len())));
+    let _ = writeln!(md, "| **all** | {} | {}", cells.len(), row);
+
+    // Against the oracle.
+    let expected = cells.iter().filter(|c| c.expect).count();
+    let all_direct = |c: &&&Cell| c.direct() == c.runs.len();
+    let beyond: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| !c.expect && c.direct() > 0)
+        .collect();
+    let beyond_all = beyond.iter().filter(all_direct).count();
+    let short: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.expect && c.direct() < c.runs.len())
+        .collect();
+    let errors: Vec<String> = cells
+        .iter()
+        .flat_map(|c| {
+            c.runs.iter().filter_map(move |r| {
+                r.error
+                    .as_ref()
+                    .map(|e| format!("{} × {}: {e}", types[c.i].abbr, types[c.j].abbr))
+            })
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "\n## Against the oracle\n\n- The basic oracle expects **{expected}** of {} type \
+         pairs to go direct; all of them did in every seed: **{}**.\n- Direct beyond the \
+         oracle (peer-reflexive candidates): **{}** type pairs ({} in every seed).\n- \
+         Expected direct but relayed in some seed: **{}**{}.\n- Runs with a simulation \
+         error: {}.",
+        cells.len(),
+        if short.is_empty() { "yes" } else { "no" },
+        beyond.len(),
+        beyond_all,
+        short.len(),
+        if short.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                short
+                    .iter()
+                    .map(|c| format!("{} × {}", types[c.i].abbr, types[c.j].abbr))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+        if errors.is_empty() {
+            "none".to_owned()
+        } else {
+            errors.join("; ")
+        }
+    );
+    if !beyond.is_empty() {
+        let _ = writeln!(
+            md,
+            "- Beyond the oracle: {}",
+            beyond
+                .iter()
+                .map(|c| format!(
+                    "{} × {} ({}/{})",
+                    types[c.i].abbr,
+                    types[c.j].abbr,
+                    c.direct(),
+                    c.runs.len()
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    md
+}
+
+/// `runs | direct % | oracle % | median | p90 | relay share | delivered % |`
+fn summary_row(runs: &[&PairRun], expect: impl Iterator<Item = (bool, usize)>) -> String {
+    let n = runs.len();
+    let direct = runs.iter().filter(|r| r.direct).count();
+    let (mut exp_runs, mut total) = (0, 0);
+    for (e, k) in expect {
+        total += k;
+        if e {
+            exp_runs += k;
+        }
+    }
+    let mut ttd: Vec<Duration> = runs
+        .iter()
+        .filter(|r| r.direct)
+        .filter_map(|r| r.time_to_direct)
+        .collect();
+    ttd.sort();
+    let relayed: u64 = runs.iter().map(|r| r.relayed).sum();
+    let packets: u64 = runs.iter().map(|r| r.peer_packets).sum();
+    let delivered = runs.iter().filter(|r| r.delivered).count();
+    format!(
+        "{n} | {:.0} | {:.0} | {} | {} | {:.1} % | {:.0} |",
+        pct(direct, n),
+        pct(exp_runs, total),
+        ms(median(&ttd)),
+        ms(percentile(&ttd, 90)),
+        if packets == 0 {
+            0.0
+        } else {
+            100.0 * relayed as f64 / packets as f64
+        },
+        pct(delivered, n),
+    )
+}
+
+fn matrix_svg(types: &[NatType], cells: &[Cell], seeds: &[u64]) -> String {
+    let n = types.len();
+    let cell = 24.0;
+    let (left, top) = (70.0, 130.0);
+    let grid = cell * n as f64;
+    let legend_x = left + grid + 40.0;
+    let width = legend_x + 230.0;
+    let height = top + grid + 60.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{left}" y="24" font-size="18" font-weight="bold">Pierce NAT matrix: pairs ending on a direct path</text>"#
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{left}" y="44" font-size="12" fill="#444">{} NAT types, seeds {}..={}, broadband links; cell = % of seeds direct both ways</text>"##,
+        n,
+        seeds.first().copied().unwrap_or_default(),
+        seeds.last().copied().unwrap_or_default()
+    );
+    // Axis labels.
+    for (k, t) in types.iter().enumerate() {
+        let y = top + cell * k as f64 + cell * 0.5 + 4.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{y}" font-size="11" text-anchor="end" font-family="monospace"><title>{}</title>{}</text>"#,
+            left - 6.0,
+            xml_escape(&t.name),
+            xml_escape(&t.abbr)
+        );
+        let x = left + cell * k as f64 + cell * 0.5 + 4.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{x}" y="{}" font-size="11" font-family="monospace" transform="rotate(-60 {x} {})"><title>{}</title>{}</text>"#,
+            top - 6.0,
+            top - 6.0,
+            xml_escape(&t.name),
+            xml_escape(&t.abbr)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="{}" y="{}" font-size="12" text-anchor="middle" fill="#444">peer b</text>"##,
+        left + grid / 2.0,
+        top - 50.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="16" y="{}" font-size="12" text-anchor="middle" fill="#444" transform="rotate(-90 16 {})">peer a</text>"##,
+        top + grid / 2.0,
+        top + grid / 2.0
+    );
+    // Cells.
+    for c in cells {
+        let share = c.direct() as f64 / c.runs.len().max(1) as f64;
+        let colour = share_colour(share);
+        for (r, k) in [(c.i, c.j), (c.j, c.i)] {
+            let (x, y) = (left + cell * k as f64, top + cell * r as f64);
+            let _ = writeln!(
+                s,
+                r##"<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{colour}" stroke="#fff" stroke-width="1"><title>{} × {}: {}/{} seeds direct; oracle: {}</title></rect>"##,
+                xml_escape(&types[r].name),
+                xml_escape(&types[k].name),
+                c.direct(),
+                c.runs.len(),
+                if c.expect { "direct" } else { "relay" }
+            );
+            if c.expect {
+                let _ = writeln!(
+                    s,
+                    r##"<circle cx="{}" cy="{}" r="2.5" fill="#222"/>"##,
+                    x + cell / 2.0,
+                    y + cell / 2.0
+                );
+            } else if c.direct() > 0 {
+                let _ = writeln!(
+                    s,
+                    r##"<text x="{}" y="{}" font-size="13" text-anchor="middle" fill="#222">*</text>"##,
+                    x + cell / 2.0,
+                    y + cell / 2.0 + 6.0
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        r##"<rect x="{left}" y="{top}" width="{grid}" height="{grid}" fill="none" stroke="#888"/>"##
+    );
+    // Legend: gradient bar and markers.
+    let _ = writeln!(
+        s,
+        r#"<defs><linearGradient id="share" x1="0" y1="1" x2="0" y2="0"><stop offset="0" stop-color="{}"/><stop offset="0.5" stop-color="{}"/><stop offset="1" stop-color="{}"/></linearGradient></defs>"#,
+        share_colour(0.0),
+        share_colour(0.5),
+        share_colour(1.0)
+    );
+    let bar_h = 200.0;
+    let _ = writeln!(
+        s,
+        r##"<text x="{legend_x}" y="{}" font-size="12" font-weight="bold">direct %</text><rect x="{legend_x}" y="{top}" width="18" height="{bar_h}" fill="url(#share)" stroke="#888"/>"##,
+        top - 10.0
+    );
+    for p in [0, 25, 50, 75, 100] {
+        let y = top + bar_h - bar_h * f64::from(p) / 100.0;
+        let _ = writeln!(
+            s,
+            r##"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="#444"/><text x="{}" y="{}" font-size="11">{p}</text>"##,
+            legend_x + 18.0,
+            legend_x + 23.0,
+            legend_x + 26.0,
+            y + 4.0
+        );
+    }
+    let ly = top + bar_h + 30.0;
+    let _ = writeln!(
+        s,
+        r##"<circle cx="{}" cy="{}" r="2.5" fill="#222"/><text x="{}" y="{}" font-size="11">oracle: punchable</text>"##,
+        legend_x + 9.0,
+        ly,
+        legend_x + 22.0,
+        ly + 4.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{}" y="{}" font-size="13" text-anchor="middle">*</text><text x="{}" y="{}" font-size="11">direct beyond the oracle</text>"##,
+        legend_x + 9.0,
+        ly + 24.0,
+        legend_x + 22.0,
+        ly + 20.0
+    );
+    let lines = [
+        "labels: mapping, filtering - allocation",
+        "E endpoint-independent",
+        "A address-dependent",
+        "P address+port-dependent",
+        "p preserving, s sequential, r random",
+        "EE-p full cone, EA-p restricted,",
+        "EP-p port-restricted, PP-r symmetric",
+    ];
+    for (k, l) in lines.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            r##"<text x="{legend_x}" y="{}" font-size="11" fill="#444">{}</text>"##,
+            ly + 50.0 + 15.0 * k as f64,
+            xml_escape(l)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+// ---- the internet mix --------------------------------------------------------------------
+
+fn mix_edge(label: &str) -> Edge {
+    pierce_sim::report::edge_by_name(label).unwrap_or_else(|| Edge::nat(NatConfig::symmetric()))
+}
+
+fn draw(rng: &mut impl Rng) -> usize {
+    let total: u32 = MIX.iter().map(|m| m.0).sum();
+    let mut x = rng.random_range(0..total);
+    for (k, (w, _)) in MIX.iter().enumerate() {
+        if x < *w {
+            return k;
+        }
+        x -= w;
+    }
+    MIX.len() - 1
+}
+
+#[allow(clippy::print_stdout)] // a command-line tool
+fn internet_mix(args: &Args) -> Result<(), String> {
+    let link = LinkProfile::broadband();
+    let mut rng = substream(args.start, "internet-mix/draws");
+    let jobs: Vec<(usize, usize, u64)> = (0..args.pairs)
+        .map(|k| (draw(&mut rng), draw(&mut rng), args.start + k as u64))
+        .collect();
+    let edges: Vec<Edge> = MIX.iter().map(|(_, l)| mix_edge(l)).collect();
+    let results = run_parallel(&jobs, |&(a, b, seed)| {
+        run_pair(seed, &edges[a], &edges[b], &link)
+    });
+
+    let n = results.len();
+    let direct = results.iter().filter(|r| r.direct).count();
+    let expected = jobs
+        .iter()
+        .filter(|(a, b, _)| direct_path_possible(&edges[*a], &edges[*b]))
+        .count();
+    let delivered = results.iter().filter(|r| r.delivered).count();
+    let mut ttd: Vec<Duration> = results
+        .iter()
+        .filter(|r| r.direct)
+        .filter_map(|r| r.time_to_direct)
+        .collect();
+    ttd.sort();
+    let relayed: u64 = results.iter().map(|r| r.relayed).sum();
+    let packets: u64 = results.iter().map(|r| r.peer_packets).sum();
+    let (lo, hi) = wilson(direct, n);
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Internet mix: {n} random pairs\n\nNAT types drawn with these weights (sources in \
+         `sim/src/bin/nat-matrix.rs`), broadband links, seeds {}..={}:\n",
+        args.start,
+        args.start + n as u64 - 1
+    );
+    let _ = writeln!(
+        md,
+        "| type | weight | class | drawn (ends) | pairs with it | direct % of those |\n|---|--:|---|--:|--:|--:|"
+    );
+    for (k, (w, label)) in MIX.iter().enumerate() {
+        let ends = jobs
+            .iter()
+            .map(|(a, b, _)| usize::from(*a == k) + usize::from(*b == k))
+            .sum::<usize>();
+        let with: Vec<&PairRun> = jobs
+            .iter()
+            .zip(&results)
+            .filter(|((a, b, _), _)| *a == k || *b == k)
+            .map(|(_, r)| r)
+            .collect();
+        let d = with.iter().filter(|r| r.direct).count();
+        let _ = writeln!(
+            md,
+            "| {label} | {w} % | {} | {ends} | {} | {:.0} |",
+            class_of(&edges[k]),
+            with.len(),
+            pct(d, with.len())
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n**{direct} of {n} pairs ended direct: {:.1} %** (95 % CI {:.1}–{:.1} %). The basic \
+         oracle expected {expected} ({:.1} %). Every message delivered in {:.1} % of pairs. \
+         Time to direct: median {}, p90 {}. Relay share of peer packets: {:.1} %.\n\n\
+         For comparison, libp2p's DCUtR in the wild: 70 % ± 7.1 % (Trautwein et al., \
+         arXiv:2510.27500).",
+        pct(direct, n),
+        lo,
+        hi,
+        pct(expected, n),
+        pct(delivered, n),
+        ms(median(&ttd)),
+        ms(percentile(&ttd, 90)),
+        if packets == 0 {
+            0.0
+        } else {
+            100.0 * relayed as f64 / packets as f64
+        },
+    );
+    let below: Vec<String> = jobs
+        .iter()
+        .zip(&results)
+        .filter(|((a, b, _), r)| !r.direct && direct_path_possible(&edges[*a], &edges[*b]))
+        .map(|((a, b, seed), _)| format!("seed {seed} {} × {}", MIX[*a].1, MIX[*b].1))
+        .collect();
+    if !below.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nRelayed although the oracle says punchable ({}): {}",
+            below.len(),
+            below.join(", ")
+        );
+    }
+    let errors: Vec<String> = jobs
+        .iter()
+        .zip(&results)
+        .filter_map(|((a, b, seed), r)| {
+            r.error
+                .as_ref()
+                .map(|e| format!("seed {seed} {} × {}: {e}", MIX[*a].1, MIX[*b].1))
+        })
+        .collect();
+    if !errors.is_empty() {
+        let _ = writeln!(md, "\nRuns with a simulation error: {}", errors.join("; "));
+    }
+    print!("{md}");
+    let path = args.out.join("internet-mix.md");
+    write_file(&path, &md)?;
+    println!("\nwrote {}", path.display());
+    Ok(())
+}
+
+/// Wilson score interval (95 %) for `k` successes of `n`, in %.
+fn wilson(k: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let (k, n, z) = (k as f64, n as f64, 1.96f64);
+    let p = k / n;
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
+    (100.0 * (centre - half), 100.0 * (centre + half))
+}
