@@ -908,12 +908,15 @@ impl Connection {
             }
             Delivery::ReliableSequenced | Delivery::UnreliableSequenced => {
                 c.last_delivered = Some(seq);
-                c.partial.retain(|s, _| *s > seq);
                 Self::deliver(events, stats, &mut c.stats, channel, payload);
+                // Older partial messages can never be delivered now.
+                if c.partial.first_key_value().is_some_and(|(s, _)| *s < seq) {
+                    c.partial.retain(|s, _| *s > seq);
+                    self.recount_reassembly();
+                }
             }
             Delivery::Unreliable => Self::deliver(events, stats, &mut c.stats, channel, payload),
         }
-        self.recount_reassembly();
     }
 
     fn recount_reassembly(&mut self) {

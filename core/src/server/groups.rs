@@ -428,32 +428,25 @@ impl Server {
             .filter(|g| self.group(*g).is_some_and(|g| g.members.contains(&to)))
             .min();
         let n = packet.len() as u32;
-        let cfg = self.config.clone();
-        let client_ok = self.sessions[from_key].relay_bucket.take_n(
-            now,
-            cfg.relay_rate_per_client,
-            cfg.relay_burst_per_client,
-            n,
-        );
+        let cfg = &*self.config;
+        let (client_rate, client_burst) = (cfg.relay_rate_per_client, cfg.relay_burst_per_client);
+        let (group_rate, total_rate) = (cfg.relay_rate_per_group, cfg.relay_rate_total);
+        let queue_cap = cfg.max_queued_relay_per_client;
+        let client_ok =
+            self.sessions[from_key]
+                .relay_bucket
+                .take_n(now, client_rate, client_burst, n);
         let group_ok = client_ok
-            && shared.and_then(|g| self.group_mut(g)).is_none_or(|g| {
-                g.relay_bucket.take_n(
-                    now,
-                    cfg.relay_rate_per_group,
-                    cfg.relay_rate_per_group / 4,
-                    n,
-                )
-            });
-        let total_ok = group_ok
-            && self
-                .relay_total
-                .take_n(now, cfg.relay_rate_total, cfg.relay_rate_total / 4, n);
+            && shared
+                .and_then(|g| self.group_mut(g))
+                .is_none_or(|g| g.relay_bucket.take_n(now, group_rate, group_rate / 4, n));
+        let total_ok = group_ok && self.relay_total.take_n(now, total_rate, total_rate / 4, n);
         if !total_ok {
             self.stats.dropped.relay_rate += 1;
             return;
         }
         let target = &mut self.sessions[to_key];
-        if target.out.relayed.len() >= cfg.max_queued_relay_per_client {
+        if target.out.relayed.len() >= queue_cap {
             self.stats.dropped.queue_full += 1;
             return;
         }
