@@ -70,6 +70,22 @@ pub struct ClientConfig {
     /// [`crate::SendError::QueueFull`], so a peer that stops acknowledging cannot make memory
     /// grow.
     pub max_send_buffer_per_peer: usize,
+    /// Classify this client's NAT (RFC 5780) against the server once connected, and tell
+    /// the server, so peers can pick port prediction or birthday probing. Needs a server with
+    /// an alternate address ([`crate::Server::enable_nat_discovery`]); against one without,
+    /// discovery ends after one STUN round trip with the behaviour unknown.
+    pub nat_discovery: bool,
+    /// Extra local sockets this client opens, when it is the "hard" side (random
+    /// endpoint-dependent mapping) of a pair whose other side filters by address and port:
+    /// each gets its own NAT mapping towards the peer, and the peer probes random ports
+    /// (birthday probing; Tailscale also opens 256). 0 turns birthday probing off on this
+    /// side. At most 1024.
+    pub birthday_sockets: u16,
+    /// Random ports the "easy" side of such a pair probes per round, at most (with 256
+    /// mappings on the other side, 1024 probes succeed ~98% of the time).
+    pub birthday_probes: u32,
+    /// Ports probed past a sequential NAT's last seen mapping, per sweep (port prediction).
+    pub prediction_window: u16,
 }
 
 impl Default for ClientConfig {
@@ -91,6 +107,10 @@ impl Default for ClientConfig {
             max_reassembly_bytes: 4 << 20,
             max_send_buffer_per_peer: 4 << 20,
             direct_paths: true,
+            nat_discovery: true,
+            birthday_sockets: 256,
+            birthday_probes: 1024,
+            prediction_window: 32,
         }
     }
 }
@@ -108,6 +128,12 @@ impl ClientConfig {
         }
         if self.handshake_retry_max < self.handshake_retry_initial {
             return Err(ConfigError::RetryMaxBelowInitial);
+        }
+        if self.birthday_sockets > 1024 {
+            return Err(ConfigError::OutOfRange("birthday_sockets"));
+        }
+        if self.birthday_probes > 65_536 || self.prediction_window > 1024 {
+            return Err(ConfigError::OutOfRange("birthday_probes/prediction_window"));
         }
         if self.channels.is_empty() || self.channels.len() > 255 {
             return Err(ConfigError::OutOfRange("channels"));

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
-use crate::Transmit;
 use crate::time::Instant;
+use crate::{SocketId, SocketRequest, Transmit};
 
 /// A sans-IO endpoint: datagrams and time in; datagrams, deadlines and events out.
 ///
@@ -15,8 +15,31 @@ pub trait Endpoint {
     /// What this endpoint reports.
     type Event;
 
-    /// Processes one received datagram.
+    /// Processes one datagram received on the primary socket.
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]);
+    /// Processes one datagram received on local socket `socket`. The default, for
+    /// endpoints that never ask for more sockets, treats every socket as the primary one.
+    fn handle_datagram_on(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) {
+        let _ = socket;
+        self.handle_datagram(now, from, datagram);
+    }
+    /// The next change to the set of local sockets the endpoint wants (see
+    /// [`SocketRequest`]); runtimes check it after every input, like `poll_transmit`.
+    /// Default: never any.
+    fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+        None
+    }
+    /// Reports how a [`SocketRequest::Open`] went: the bound local address, or `None` if the
+    /// socket could not be opened. Default: ignored.
+    fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
+        let _ = (now, id, local);
+    }
     /// Advances timers; idempotent, may be called early or often.
     fn handle_timeout(&mut self, now: Instant);
     /// Writes the next datagram into `buf` (at least [`crate::MAX_DATAGRAM_SIZE`] bytes).
@@ -35,6 +58,21 @@ macro_rules! impl_endpoint {
             type Event = $event;
             fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
                 <$ty>::handle_datagram(self, now, from, datagram)
+            }
+            fn handle_datagram_on(
+                &mut self,
+                now: Instant,
+                socket: SocketId,
+                from: SocketAddr,
+                datagram: &[u8],
+            ) {
+                <$ty>::handle_datagram_on(self, now, socket, from, datagram)
+            }
+            fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+                <$ty>::poll_socket_request(self)
+            }
+            fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
+                <$ty>::socket_opened(self, now, id, local)
             }
             fn handle_timeout(&mut self, now: Instant) {
                 <$ty>::handle_timeout(self, now)

@@ -16,6 +16,8 @@ pub enum ConfigError {
     RetryMaxBelowInitial,
     /// A numeric setting is outside its allowed range (the setting's name).
     OutOfRange(&'static str),
+    /// A setting or combination of settings is not usable (why).
+    Invalid(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -29,6 +31,7 @@ impl fmt::Display for ConfigError {
                 f.write_str("handshake_retry_max must not be below handshake_retry_initial")
             }
             Self::OutOfRange(name) => write!(f, "{name} is out of range"),
+            Self::Invalid(why) => f.write_str(why),
         }
     }
 }

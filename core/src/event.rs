@@ -255,6 +255,14 @@ pub enum ClientEvent {
         /// This client's address as that server sees it, or why there is none.
         result: Result<SocketAddr, crate::stun::StunError>,
     },
+    /// NAT behaviour discovery ([`crate::Client::discover_nat`], or the automatic one after
+    /// connecting) finished.
+    NatDiscovered {
+        /// The STUN server asked.
+        server: SocketAddr,
+        /// What it found, or why nothing.
+        result: Result<crate::nat::NatBehavior, crate::stun::StunError>,
+    },
     /// This client stopped talking to a peer that broke a protocol limit.
     PeerDropped {
         /// The peer.

@@ -59,6 +59,7 @@ pub mod crypto;
 mod endpoint;
 mod error;
 mod event;
+pub mod nat;
 mod ratelimit;
 mod rng;
 mod rudp;
@@ -109,6 +110,56 @@ pub struct Transmit {
     pub dst: SocketAddr,
     /// How many bytes of the buffer to send.
     pub len: usize,
+    /// The local socket it leaves from: [`SocketId::PRIMARY`] unless the endpoint asked for
+    /// more sockets (see [`SocketRequest`]). A runtime that has no socket with this id drops
+    /// the datagram, like a datagram lost on the way.
+    pub socket: SocketId,
+}
+
+impl Transmit {
+    /// A datagram leaving from the primary socket.
+    pub const fn new(dst: SocketAddr, len: usize) -> Self {
+        Self {
+            dst,
+            len,
+            socket: SocketId::PRIMARY,
+        }
+    }
+}
+
+/// One of an endpoint's local UDP sockets. The runtime owns the sockets; the core names them.
+///
+/// Socket 0 is the one the runtime was set up with. Endpoints may ask for more through
+/// [`SocketRequest`]: a server for NAT behaviour discovery (its alternate addresses, RFC
+/// 5780), a client for birthday probing (many local ports, each with its own NAT mapping).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct SocketId(pub u16);
+
+impl SocketId {
+    /// The socket the endpoint was created for.
+    pub const PRIMARY: Self = Self(0);
+}
+
+/// A change to the set of local sockets an endpoint wants, from `poll_socket_request`.
+///
+/// The runtime carries it out and reports the result with `socket_opened`; until then (and
+/// forever, if it cannot) transmits naming the socket are dropped by the runtime. Datagrams
+/// that arrive on a socket go to `handle_datagram_on` with its id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketRequest {
+    /// Bind a new UDP socket and call it `id`. With `addr`, bind exactly that address (a
+    /// server's alternate address); without, bind the primary socket's IP with any port.
+    Open {
+        /// The name the core will use for it.
+        id: SocketId,
+        /// The address to bind, if the core needs a particular one.
+        addr: Option<SocketAddr>,
+    },
+    /// Close socket `id`; the core will not name it again until it asks to open it anew.
+    Close {
+        /// Which socket.
+        id: SocketId,
+    },
 }
 
 /// Size of the per-endpoint decryption scratch buffer; larger datagrams are dropped.

@@ -133,6 +133,9 @@ pub struct ClientStats {
     pub relayed_in: u64,
     /// Direct paths validated (hole punching successes).
     pub direct_paths: u64,
+    /// Probes sent directly to peers (punching rounds, prediction and birthday sprays,
+    /// keepalives on direct paths).
+    pub probes_sent: u64,
     /// Retry packets (cookie requests) received from the server.
     pub retries_received: u64,
     /// Control messages retransmitted.

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 
 use crate::Transmit;
 use crate::time::{Backoff, Duration, Instant};
-use crate::wire::stun::{BINDING_SUCCESS, StunMessage, encode_binding_request, is_stun};
+use crate::wire::stun::{
+    BINDING_SUCCESS, CHANGE_IP, CHANGE_PORT, StunMessage, encode_binding_request,
+    encode_binding_request_change, is_stun,
+};
 
 /// First retransmission after this long; doubling (RFC 8489 §6.2.1 suggests 500 ms; games and
 /// `netcheck` want answers sooner, so the default is shorter and the budget smaller).
@@ -40,6 +43,11 @@ impl std::error::Error for StunError {}
 pub struct StunBinding {
     server: SocketAddr,
     txid: [u8; 12],
+    /// CHANGE-REQUEST flags; `None`: a plain request (no attributes but FINGERPRINT).
+    change: Option<u32>,
+    /// OTHER-ADDRESS and RESPONSE-ORIGIN of the answer.
+    other: Option<SocketAddr>,
+    origin: Option<SocketAddr>,
     retry: Backoff,
     tries_left: u32,
     due: bool,
@@ -66,12 +74,40 @@ impl StunBinding {
         Self {
             server,
             txid,
+            change: None,
+            other: None,
+            origin: None,
             retry: Backoff::new(now, rto, rto.saturating_mul(1 << 16)),
             tries_left: tries,
             due: true,
             deadline: now + total,
             result: None,
         }
+    }
+
+    /// Sends a CHANGE-REQUEST attribute with `flags` ([`CHANGE_IP`], [`CHANGE_PORT`]; 0 asks
+    /// for nothing but still makes an RFC 5780 server add RESPONSE-ORIGIN and
+    /// OTHER-ADDRESS). With a change, the answer is expected from another address and is
+    /// accepted from any source that echoes the (random, 96-bit) transaction id.
+    #[must_use]
+    pub fn with_change_request(mut self, flags: u32) -> Self {
+        self.change = Some(flags & (CHANGE_IP | CHANGE_PORT));
+        self
+    }
+
+    /// The server's alternate address (OTHER-ADDRESS), if the answer carried one.
+    pub fn other_address(&self) -> Option<SocketAddr> {
+        self.other
+    }
+
+    /// Where the answer says it came from (RESPONSE-ORIGIN), if it said.
+    pub fn response_origin(&self) -> Option<SocketAddr> {
+        self.origin
+    }
+
+    /// This transaction's id.
+    pub fn txid(&self) -> [u8; 12] {
+        self.txid
     }
 
     /// The server asked.
@@ -87,7 +123,8 @@ impl StunBinding {
     /// Offers a received datagram; returns true if it was this transaction's answer (the
     /// caller should not look at it further).
     pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8]) -> bool {
-        if self.result.is_some() || from != self.server || !is_stun(datagram) {
+        let changed = self.change.is_some_and(|f| f != 0);
+        if self.result.is_some() || (from != self.server && !changed) || !is_stun(datagram) {
             return false;
         }
         let Ok(m) = StunMessage::decode(datagram) else {
@@ -100,6 +137,8 @@ impl StunBinding {
             return false;
         }
         self.result = Some(m.mapped_address().ok_or(StunError::NoAddress));
+        self.other = m.other_address();
+        self.origin = m.response_origin();
         true
     }
 
@@ -124,11 +163,12 @@ impl StunBinding {
         }
         self.due = false;
         self.tries_left -= 1;
-        let len = encode_binding_request(buf, &self.txid).ok()?;
-        Some(Transmit {
-            dst: self.server,
-            len,
-        })
+        let len = match self.change {
+            None => encode_binding_request(buf, &self.txid),
+            Some(flags) => encode_binding_request_change(buf, &self.txid, flags),
+        }
+        .ok()?;
+        Some(Transmit::new(self.server, len))
     }
 
     /// When to call [`StunBinding::handle_timeout`].

@@ -42,10 +42,7 @@ impl Endpoint for Raw {
     fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let (dst, bytes) = self.outbox.pop_front()?;
         buf[..bytes.len()].copy_from_slice(&bytes);
-        Some(Transmit {
-            dst,
-            len: bytes.len(),
-        })
+        Some(Transmit::new(dst, bytes.len()))
     }
     fn poll_timeout(&self) -> Option<Instant> {
         self.spin_at.or(self.next)

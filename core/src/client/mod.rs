@@ -16,6 +16,7 @@ use crate::config::ClientConfig;
 use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey};
 use crate::error::{ConfigError, ConnectError, SendError};
 use crate::event::{ClientEvent, DisconnectReason, GroupId, HostId, RejectReason};
+use crate::nat::{NatBehavior, NatDiscovery};
 use crate::rng::{self, Rng};
 use crate::rudp::stream::ControlStream;
 use crate::stats::ClientStats;
@@ -25,7 +26,7 @@ use crate::wire::demux::{self, Datagram};
 use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame, Frames, MAX_TOKEN_LEN};
 use crate::wire::handshake::{ClientHello, ServerHello};
 use crate::wire::sealed::{OVERHEAD, SealedPacket};
-use crate::{RECV_SCRATCH_SIZE, Transmit};
+use crate::{RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
 
 /// A Pierce client: one encrypted session with a server.
 ///
@@ -76,6 +77,14 @@ pub struct Client {
     stun: Vec<crate::stun::StunBinding>,
     /// This client's local addresses, advertised to the server once connected.
     local_addresses: crate::wire::control::Candidates,
+    /// Extra sockets for birthday probing.
+    sockets: punch::SocketPool,
+    /// The local socket of the datagram being handled.
+    rx_socket: SocketId,
+    /// NAT behaviour discovery under way.
+    discovery: Option<NatDiscovery>,
+    /// What discovery found about this client's NAT.
+    nat_behavior: Option<NatBehavior>,
 }
 
 /// STUN transactions one client runs at once, at most.
@@ -162,6 +171,10 @@ impl Client {
             early: VecDeque::new(),
             stun: Vec::new(),
             local_addresses: crate::wire::control::Candidates::default(),
+            sockets: punch::SocketPool::default(),
+            rx_socket: SocketId::PRIMARY,
+            discovery: None,
+            nat_behavior: None,
         })
     }
 
@@ -411,16 +424,38 @@ impl Client {
     /// Processes one received datagram. Anything malformed, unauthentic, replayed or
     /// unexpected is dropped and counted in [`Client::stats`]; nothing here fails.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.handle_datagram_on(now, SocketId::PRIMARY, from, datagram);
+    }
+
+    /// Processes one datagram received on local socket `socket` (see [`SocketRequest`]);
+    /// [`Client::handle_datagram`] is this for the primary socket.
+    pub fn handle_datagram_on(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) {
         let now = self.clock.advance(now);
         self.stats.io.datagrams_in += 1;
         self.stats.io.bytes_in += datagram.len() as u64;
+        self.rx_socket = socket;
         match demux::decode(datagram) {
             Err(e) => self.stats.dropped.count_decode(e),
             Ok(Datagram::Stun(_)) => {
-                if self
-                    .stun
-                    .iter_mut()
-                    .any(|b| b.handle_datagram(from, datagram))
+                let primary = socket == SocketId::PRIMARY;
+                if primary
+                    && self
+                        .discovery
+                        .as_mut()
+                        .is_some_and(|d| d.handle_datagram(now, from, datagram))
+                {
+                    self.finish_discovery(now);
+                } else if primary
+                    && self
+                        .stun
+                        .iter_mut()
+                        .any(|b| b.handle_datagram(from, datagram))
                 {
                     self.finish_stun();
                 } else {
@@ -432,6 +467,62 @@ impl Client {
             Ok(Datagram::Retry(retry)) => self.on_retry(from, &retry),
             Ok(Datagram::Sealed(packet)) => self.on_sealed(now, from, &packet),
         }
+        self.rx_socket = SocketId::PRIMARY;
+    }
+
+    /// The next change to this client's local sockets (see [`SocketRequest`]): birthday
+    /// probing asks for [`ClientConfig::birthday_sockets`] extra sockets while it runs and
+    /// closes them after (but the one a direct path uses).
+    pub fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+        self.sockets.poll_request()
+    }
+
+    /// The runtime opened socket `id` at `local` (or could not: `None`).
+    pub fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
+        self.clock.advance(now);
+        self.sockets.opened(id, local);
+    }
+
+    /// Runs NAT behaviour discovery (RFC 5780) against `server`'s STUN service (a Pierce
+    /// server with an alternate address, or any RFC 5780 STUN server), from the primary
+    /// socket; answered by [`ClientEvent::NatDiscovered`]. Connected clients with
+    /// [`ClientConfig::nat_discovery`] run it against their server by themselves and report
+    /// the result to it. Replaces a discovery under way.
+    pub fn discover_nat(&mut self, now: Instant, server: SocketAddr) {
+        let now = self.clock.advance(now);
+        let mut txid = [0u8; 12];
+        self.rng.fill_bytes(&mut txid);
+        let local = self
+            .local_addresses
+            .iter()
+            .find(|a| a.is_ipv4() == server.is_ipv4());
+        self.discovery = Some(NatDiscovery::new(now, server, local, txid));
+    }
+
+    /// What NAT behaviour discovery found about this client's NAT, once it finished.
+    pub fn nat_behavior(&self) -> Option<NatBehavior> {
+        self.nat_behavior
+    }
+
+    fn finish_discovery(&mut self, now: Instant) {
+        let Some(result) = self.discovery.as_ref().and_then(NatDiscovery::result) else {
+            return;
+        };
+        let Some(d) = self.discovery.take() else {
+            return;
+        };
+        if let Ok(b) = result {
+            self.nat_behavior = Some(b);
+            if self.is_connected() && self.server_addr() == Some(d.server()) {
+                let info = crate::wire::control::NatInfo::from_behavior(&b);
+                let _ = self.push_control(&ControlMsg::NatInfo { info });
+            }
+            self.replan_peers(now);
+        }
+        self.push_event(ClientEvent::NatDiscovered {
+            server: d.server(),
+            result,
+        });
     }
 
     /// Advances timers: retransmissions, keepalives, timeouts. Idempotent; may be called
@@ -442,6 +533,10 @@ impl Client {
             b.handle_timeout(now);
         }
         self.finish_stun();
+        if let Some(d) = &mut self.discovery {
+            d.handle_timeout(now);
+            self.finish_discovery(now);
+        }
         let failure = match &mut self.state {
             State::Idle | State::Closed | State::Closing(..) => None,
             State::Handshaking(h) => {
@@ -508,7 +603,10 @@ impl Client {
             "poll_transmit buffer too small"
         );
         let now = self.clock.advance(now);
-        if let Some(t) = self.stun.iter_mut().find_map(|b| b.poll_transmit(buf)) {
+        let discovery = self.discovery.as_mut().and_then(|d| d.poll_transmit(buf));
+        if let Some(t) =
+            discovery.or_else(|| self.stun.iter_mut().find_map(|b| b.poll_transmit(buf)))
+        {
             self.stats.io.datagrams_out += 1;
             self.stats.io.bytes_out += t.len as u64;
             return Some(t);
@@ -615,14 +713,15 @@ impl Client {
         };
         self.stats.io.datagrams_out += 1;
         self.stats.io.bytes_out += len as u64;
-        Some(Transmit { dst, len })
+        Some(Transmit::new(dst, len))
     }
 
     /// When [`Client::handle_timeout`] should next be called, if ever. Pure.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let stun = self.stun.iter().filter_map(|b| b.poll_timeout()).min();
-        earliest(stun, self.session_timeout())
+        let discovery = self.discovery.as_ref().and_then(NatDiscovery::poll_timeout);
+        earliest(earliest(stun, discovery), self.session_timeout())
     }
 
     fn session_timeout(&self) -> Option<Instant> {
@@ -883,6 +982,7 @@ impl Client {
             return;
         };
         let mut link = a.link;
+        let observed_server = link.server;
         link.host_id = host_id;
         link.public_addr = Some(observed);
         let server_key = link.server_key;
@@ -895,6 +995,14 @@ impl Client {
         if self.local_addresses.iter().next().is_some() {
             let addrs = self.local_addresses;
             let _ = self.push_control(&ControlMsg::Candidates { addrs });
+        }
+        if self.config.nat_discovery && self.config.direct_paths {
+            let now = self.clock.now();
+            self.discover_nat(now, observed_server);
+        } else if let Some(b) = self.nat_behavior {
+            // Learnt earlier (an explicit discovery): the server should know it too.
+            let info = crate::wire::control::NatInfo::from_behavior(&b);
+            let _ = self.push_control(&ControlMsg::NatInfo { info });
         }
     }
 }

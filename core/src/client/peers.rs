@@ -399,13 +399,20 @@ impl Client {
                 pair_id,
                 key,
                 addr,
+                delay_ms,
             } => {
                 let peer = HostId(peer);
                 self.remove_peer(peer);
                 let conn = self.new_connection();
                 let nonce = rand::RngCore::next_u64(&mut self.rng);
-                let punch =
-                    super::punch::Punch::new(now, addr, nonce, self.config.direct_paths, me < peer);
+                let punch = super::punch::Punch::new(
+                    now,
+                    addr,
+                    nonce,
+                    self.config.direct_paths,
+                    me < peer,
+                    Duration::from_millis(u64::from(delay_ms)),
+                );
                 self.peers.insert(
                     peer,
                     Peer {
@@ -524,6 +531,14 @@ impl Client {
                     p.punch.add_candidates(now, addrs.iter());
                 }
             }
+            ControlMsg::PeerNat { peer, info } => {
+                if let Some(p) = self.peers.get_mut(&HostId(peer)) {
+                    p.punch.peer_nat = Some(info);
+                    p.punch
+                        .replan(now, self.nat_behavior.as_ref(), &self.config);
+                    self.update_socket_pool();
+                }
+            }
             _ => self.stats.dropped.unexpected += 1,
         }
     }
@@ -589,12 +604,13 @@ impl Client {
                         path_frames |= matches!(f, Frame::Probe { .. } | Frame::ProbeAck { .. });
                     }
                     peer.conn.end_packet(now, elicit, out_of_order);
+                    let socket = self.rx_socket;
                     if !relayed {
-                        self.on_direct_packet(now, peer_id, from);
+                        self.on_direct_packet(now, peer_id, socket, from);
                     }
                     if path_frames {
                         for f in Frames::new(plaintext).flatten() {
-                            self.on_path_frame(now, peer_id, from, relayed, &f);
+                            self.on_path_frame(now, peer_id, socket, from, relayed, &f);
                         }
                     }
                 }
@@ -677,7 +693,14 @@ impl Client {
                 addr,
                 conn,
                 path: Path::Relay,
-                punch: super::punch::Punch::new(crate::tests::epoch(), addr, 0, false, me < peer),
+                punch: super::punch::Punch::new(
+                    crate::tests::epoch(),
+                    addr,
+                    0,
+                    false,
+                    me < peer,
+                    Duration::ZERO,
+                ),
             },
         );
         self.pair_index.insert(pair_id, peer);

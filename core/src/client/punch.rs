@@ -1,25 +1,42 @@
-//! Direct paths to peers: probe the peer's candidate addresses (today: the public address
-//! the server observed for it) with sealed `Probe` frames from both sides at once, promote a
-//! path once a `ProbeAck` comes back on it (validated both ways), keep it alive, and fall
-//! back to the relay when it goes quiet. The reliability state is per peer, not per path, so
-//! moving traffic between paths loses, duplicates and reorders nothing.
+//! Direct paths to peers: probe the peer's candidate addresses with sealed `Probe` frames
+//! from both sides at once, promote a path once a `ProbeAck` comes back on it (validated both
+//! ways), keep it alive, and fall back to the relay when it goes quiet. The reliability state
+//! is per peer, not per path, so moving traffic between paths loses, duplicates and reorders
+//! nothing.
 //!
-//! Both ends start probing when the server introduces them (the `PeerAdd` reaches both within
-//! a server RTT of each other), so each side's first probes open its own NAT before the
-//! other's arrive: simultaneous open, which is what every cone NAT needs.
+//! Candidates: the peer's server-reflexive address, its LAN addresses, and peer-reflexive
+//! addresses (where its probes came from). The server starts both ends together: each
+//! `PeerAdd` carries a delay that makes the two ends' first probes leave at about the same
+//! moment, so each NAT has opened its mapping before the other side's probes arrive.
+//!
+//! When both NATs' behaviours are known (RFC 5780 discovery, relayed by the server) and one
+//! side is "hard" (endpoint-dependent mapping) while the other is "easy" (endpoint-
+//! independent mapping) but filters by address and port, simultaneous punching alone cannot
+//! work: the hard side's probes leave from a port nobody knows. Then:
+//! - **port prediction**: a hard NAT with sequential allocation maps the next flow at its last
+//!   seen port plus its step; the easy side probes a window of those ports;
+//! - **birthday probing**: against random allocation, the hard side opens many local sockets
+//!   (each a new mapping towards the easy side) and the easy side probes random ports of the
+//!   hard side's IP; a collision opens the path (n sockets, k probes: success
+//!   1 − (1 − n/64512)^k, ~98% for 256 and 1024).
+//!
+//! The runtime opens the extra sockets when asked ([`crate::SocketRequest`]); a direct path
+//! found on one keeps using it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use smallvec::SmallVec;
 
 use super::Client;
-use crate::Transmit;
 use crate::event::{ClientEvent, HostId, PathChangeReason};
+use crate::nat::{Dependence, NatBehavior, PortAllocation};
 use crate::rudp::Path;
 use crate::time::{Duration, Instant};
 use crate::wire::Writer;
+use crate::wire::control::NatInfo;
 use crate::wire::frame::Frame;
 use crate::wire::sealed::{HEADER_LEN, OVERHEAD, TAG_LEN};
+use crate::{SocketId, SocketRequest, Transmit};
 
 /// Time between probes of one round. Short, because both sides probe at once and the first
 /// probes are expected to die in the other side's NAT until it has sent its own.
@@ -50,12 +67,78 @@ const DIRECT_BUSY_DEAD_MIN: Duration = Duration::from_millis(300);
 const MAX_ACKS_DUE: usize = 8;
 /// Candidate addresses probed per peer, at most (server-reflexive, LAN, peer-reflexive).
 const MAX_CANDIDATES: usize = 8;
+/// Between two sprayed probes (prediction windows, birthday ports): 500 per second, ~30 kB/s
+/// of probes, a 1024-probe birthday round in about two seconds.
+const SPRAY_INTERVAL: Duration = Duration::from_millis(2);
+/// A prediction window is swept again this often during a round (the hard side's mapping
+/// may appear after our first sweep).
+const PREDICTION_SWEEP: Duration = Duration::from_millis(500);
+/// The hard side sweeps its extra sockets this often during a round, re-opening their
+/// mappings and its filters towards the easy side.
+const SOCKET_SWEEP: Duration = Duration::from_secs(1);
+/// Lowest port a birthday probe targets (NATs allocate from the unprivileged range).
+const LOWEST_RANDOM_PORT: u16 = 1024;
+
+/// What the two NATs' behaviours call for beyond simultaneous punching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Plan {
+    /// Candidates only.
+    Basic,
+    /// We are easy, the peer hard and sequential: probe its predicted ports.
+    Predict { base: u16, delta: i16 },
+    /// We are easy, the peer hard and random: probe random ports of its IP.
+    BirthdayEasy,
+    /// We are hard and random, the peer easy: probe it from many sockets.
+    BirthdayHard,
+}
+
+/// Chooses the plan from our NAT and the peer's; both ends reach matching plans from the
+/// same two descriptions.
+pub(super) fn plan(me: Option<&NatBehavior>, peer: Option<&NatInfo>, sockets: u16) -> Plan {
+    let (Some(me), Some(peer)) = (me, peer) else {
+        return Plan::Basic;
+    };
+    let easy = |m: Option<Dependence>| m == Some(Dependence::EndpointIndependent);
+    let hard = |m: Option<Dependence>| {
+        matches!(
+            m,
+            Some(Dependence::AddressDependent | Dependence::AddressAndPortDependent)
+        )
+    };
+    // A filter that lets the other side's probes in from any port of its IP makes punching
+    // work by itself (the peer-reflexive candidate); unknown counts as strict.
+    let strict = |f: Option<Dependence>| {
+        !matches!(
+            f,
+            Some(Dependence::EndpointIndependent | Dependence::AddressDependent)
+        )
+    };
+    if easy(me.mapping) && hard(peer.mapping()) && strict(me.filtering) {
+        return match peer.allocation() {
+            Some(PortAllocation::Sequential { delta }) => Plan::Predict {
+                base: peer.last_port,
+                delta,
+            },
+            Some(PortAllocation::Random) => Plan::BirthdayEasy,
+            None => Plan::Basic,
+        };
+    }
+    if hard(me.mapping)
+        && easy(peer.mapping())
+        && strict(peer.filtering())
+        && me.allocation == Some(PortAllocation::Random)
+        && sockets > 0
+    {
+        return Plan::BirthdayHard;
+    }
+    Plan::Basic
+}
 
 /// Per-peer path state.
 #[derive(Debug)]
 pub(super) struct Punch {
-    /// Addresses to probe.
-    candidates: SmallVec<[SocketAddr; 4]>,
+    /// Addresses to probe, and the local socket to probe each from.
+    candidates: SmallVec<[(SocketId, SocketAddr); 4]>,
     /// Our probes carry this; only its echo validates a path.
     nonce: u64,
     /// Hole punching allowed by the configuration.
@@ -70,26 +153,50 @@ pub(super) struct Punch {
     next_probe: Option<Instant>,
     /// Candidate index for the next probe of this step.
     cursor: usize,
-    /// Probe answers to send: (to, nonce).
-    acks_due: SmallVec<[(SocketAddr, u64); 4]>,
-    /// The validated direct address, if any.
-    direct: Option<SocketAddr>,
+    /// Probe answers to send: (on socket, to, nonce).
+    acks_due: SmallVec<[(SocketId, SocketAddr, u64); 4]>,
+    /// The validated direct path: local socket and the peer's address.
+    direct: Option<(SocketId, SocketAddr)>,
     last_direct_recv: Option<Instant>,
     last_direct_send: Option<Instant>,
+    /// The peer's server-reflexive address (what the server saw).
+    reflexive: Option<SocketAddr>,
+    /// The peer's NAT, when known.
+    pub(super) peer_nat: Option<NatInfo>,
+    /// What the two NATs call for.
+    pub(super) plan: Plan,
+    /// Spraying (prediction, birthday) in the current round.
+    spray: Spray,
+    /// xorshift state for birthday ports (seeded from the nonce: deterministic per pair).
+    rng: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Spray {
+    /// When the next sprayed probe is due (`None`: not spraying).
+    next: Option<Instant>,
+    /// Probes sprayed this round.
+    sent: u32,
+    /// Probes this round may spray in all.
+    budget: u32,
+    /// Position in the current sweep (prediction offset, or extra socket index).
+    step: u32,
 }
 
 impl Punch {
+    /// A peer introduced now: start probing after `delay` (the server's coordination).
     pub(super) fn new(
         now: Instant,
         addr: SocketAddr,
         nonce: u64,
         enabled: bool,
         lower: bool,
+        delay: Duration,
     ) -> Self {
         let usable = !addr.ip().is_unspecified() && addr.port() != 0;
         let mut candidates = SmallVec::new();
         if usable {
-            candidates.push(addr);
+            candidates.push((SocketId::PRIMARY, addr));
         }
         Self {
             candidates,
@@ -98,17 +205,33 @@ impl Punch {
             round: 0,
             lower,
             sent: 0,
-            next_probe: (enabled && usable).then_some(now),
+            next_probe: (enabled && usable).then_some(now + delay),
             cursor: 0,
             acks_due: SmallVec::new(),
             direct: None,
             last_direct_recv: None,
             last_direct_send: None,
+            reflexive: usable.then_some(addr),
+            peer_nat: None,
+            plan: Plan::Basic,
+            spray: Spray::default(),
+            rng: nonce | 1,
         }
     }
 
     pub(super) fn direct(&self) -> Option<SocketAddr> {
-        self.direct
+        self.direct.map(|(_, a)| a)
+    }
+
+    /// The local socket of the direct path, if any.
+    pub(super) fn direct_socket(&self) -> Option<SocketId> {
+        self.direct.map(|(s, _)| s)
+    }
+
+    /// True while this peer needs the extra sockets (we are the hard side of a birthday
+    /// round that has not succeeded).
+    pub(super) fn wants_sockets(&self) -> bool {
+        self.plan == Plan::BirthdayHard && self.direct.is_none() && self.enabled
     }
 
     /// The next instant this path needs attention; `dead_after` is how long the direct path
@@ -122,10 +245,144 @@ impl Punch {
             .direct
             .and(self.last_direct_recv)
             .map(|t| t + dead_after);
-        [self.next_probe, keepalive, dead]
+        let spray = self.spray.next.filter(|_| self.direct.is_none());
+        [self.next_probe, keepalive, dead, spray]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    fn arm_spray(&mut self, at: Instant, sockets: u16, cfg: &crate::ClientConfig) {
+        let budget = match self.plan {
+            Plan::Basic => 0,
+            // A window per sweep, a sweep every PREDICTION_SWEEP for the round.
+            Plan::Predict { .. } => {
+                u32::from(cfg.prediction_window) * (PROBES_PER_ROUND * 100 / 500).max(1)
+            }
+            Plan::BirthdayEasy => cfg.birthday_probes,
+            Plan::BirthdayHard => u32::from(sockets) * 3,
+        };
+        self.spray = Spray {
+            next: (budget > 0 && self.enabled).then_some(at),
+            sent: 0,
+            budget,
+            step: 0,
+        };
+    }
+
+    /// Recomputes the plan after either NAT description changed; restarts probing if it
+    /// changed and no direct path exists yet.
+    pub(super) fn replan(
+        &mut self,
+        now: Instant,
+        me: Option<&NatBehavior>,
+        cfg: &crate::ClientConfig,
+    ) {
+        let plan = plan(me, self.peer_nat.as_ref(), cfg.birthday_sockets);
+        if plan == self.plan {
+            return;
+        }
+        self.plan = plan;
+        if self.direct.is_none() && self.enabled && self.reflexive.is_some() {
+            // Keep the round's timing if one is under way (or the server's start delay).
+            let at = self.next_probe.map_or(now, |t| t.max(now));
+            if self.next_probe.is_none() {
+                self.next_probe = Some(at);
+            }
+            self.arm_spray(at, cfg.birthday_sockets, cfg);
+        }
+    }
+
+    /// More addresses to probe (the peer's LAN candidates); starts a round if not direct.
+    pub(super) fn add_candidates(&mut self, now: Instant, addrs: impl Iterator<Item = SocketAddr>) {
+        for a in addrs {
+            let c = (SocketId::PRIMARY, a);
+            if !self.candidates.contains(&c) && self.candidates.len() < MAX_CANDIDATES {
+                self.candidates.push(c);
+            }
+        }
+        if self.direct.is_none() && self.enabled {
+            self.sent = 0;
+            self.next_probe = Some(now);
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// The next sprayed probe's (socket, destination), if one is due now.
+    fn next_spray(
+        &mut self,
+        now: Instant,
+        open: &[SocketId],
+        cfg: &crate::ClientConfig,
+    ) -> Option<(SocketId, SocketAddr)> {
+        let due = self.spray.next.is_some_and(|t| now >= t) && self.direct.is_none();
+        if !due {
+            return None;
+        }
+        let reflexive = self.reflexive?;
+        let ip: IpAddr = reflexive.ip();
+        let s = &mut self.spray;
+        if s.sent >= s.budget {
+            s.next = None;
+            return None;
+        }
+        let (target, sweep_len, sweep_pause) = match self.plan {
+            Plan::Basic => {
+                s.next = None;
+                return None;
+            }
+            Plan::Predict { base, delta } => {
+                let k = i32::from(s.step as u16) + 1;
+                let port = i32::from(base) + i32::from(delta) * k;
+                let port = u16::try_from(port.rem_euclid(65_536)).unwrap_or(0).max(1);
+                (
+                    (SocketId::PRIMARY, SocketAddr::new(ip, port)),
+                    u32::from(cfg.prediction_window),
+                    PREDICTION_SWEEP,
+                )
+            }
+            Plan::BirthdayEasy => {
+                let span = u64::from(u16::MAX - LOWEST_RANDOM_PORT) + 1;
+                let r = self.next_random();
+                let port = LOWEST_RANDOM_PORT + u16::try_from(r % span).unwrap_or(0);
+                (
+                    (SocketId::PRIMARY, SocketAddr::new(ip, port)),
+                    u32::MAX,
+                    Duration::ZERO,
+                )
+            }
+            Plan::BirthdayHard => {
+                if open.is_empty() {
+                    // Sockets not open yet: look again shortly.
+                    s.next = Some(now + SPRAY_INTERVAL * 10);
+                    return None;
+                }
+                let i = s.step as usize % open.len();
+                ((open[i], reflexive), open.len() as u32, SOCKET_SWEEP)
+            }
+        };
+        let s = &mut self.spray;
+        s.sent += 1;
+        s.step += 1;
+        if s.step >= sweep_len {
+            s.step = 0;
+            s.next = Some(now + sweep_pause);
+        } else {
+            s.next = Some(now + SPRAY_INTERVAL);
+        }
+        if s.sent >= s.budget {
+            s.next = None;
+        }
+        Some(target)
     }
 }
 
@@ -139,17 +396,70 @@ pub(super) fn dead_limit(conn: &crate::rudp::conn::Connection) -> Duration {
     }
 }
 
-impl Punch {
-    /// More addresses to probe (the peer's LAN candidates); starts a round if not direct.
-    pub(super) fn add_candidates(&mut self, now: Instant, addrs: impl Iterator<Item = SocketAddr>) {
-        for a in addrs {
-            if !self.candidates.contains(&a) && self.candidates.len() < MAX_CANDIDATES {
-                self.candidates.push(a);
-            }
+/// The extra sockets of birthday probing, shared by every peer that needs them.
+#[derive(Debug, Default)]
+pub(super) struct SocketPool {
+    /// Sockets are wanted (some peer is the hard side of a birthday round).
+    active: bool,
+    /// Ids 1..=size belong to the pool.
+    size: u16,
+    /// Ids the runtime confirmed open, in order.
+    open: Vec<SocketId>,
+    requests: std::collections::VecDeque<SocketRequest>,
+}
+
+impl SocketPool {
+    pub(super) fn open_ids(&self) -> &[SocketId] {
+        if self.active { &self.open } else { &[] }
+    }
+
+    pub(super) fn poll_request(&mut self) -> Option<SocketRequest> {
+        self.requests.pop_front()
+    }
+
+    pub(super) fn opened(&mut self, id: SocketId, local: Option<SocketAddr>) {
+        if id.0 == 0 || id.0 > self.size || self.open.contains(&id) || local.is_none() {
+            return;
         }
-        if self.direct.is_none() && self.enabled {
-            self.sent = 0;
-            self.next_probe = Some(now);
+        if self.active {
+            self.open.push(id);
+        } else {
+            // Confirmed after the pool was given up: close it again.
+            self.requests.push_back(SocketRequest::Close { id });
+        }
+    }
+
+    /// Opens `n` sockets when `want` starts; closes every one not in `keep` when it stops.
+    pub(super) fn update(&mut self, want: bool, n: u16, keep: &[SocketId]) {
+        if want && !self.active {
+            self.active = true;
+            self.size = self.size.max(n);
+            for i in 1..=n {
+                let id = SocketId(i);
+                if !self.open.contains(&id) {
+                    self.requests
+                        .push_back(SocketRequest::Open { id, addr: None });
+                }
+            }
+        } else if !want && self.active {
+            self.active = false;
+            for i in 1..=self.size {
+                let id = SocketId(i);
+                if !keep.contains(&id) {
+                    self.requests.push_back(SocketRequest::Close { id });
+                }
+            }
+            self.open.retain(|id| keep.contains(id));
+        } else if !want {
+            // A direct path that kept its socket has ended since.
+            let requests = &mut self.requests;
+            self.open.retain(|&id| {
+                let keep = keep.contains(&id);
+                if !keep {
+                    requests.push_back(SocketRequest::Close { id });
+                }
+                keep
+            });
         }
     }
 }
@@ -189,6 +499,7 @@ impl Client {
                     p.direct = None;
                     p.sent = 0;
                     p.next_probe = Some(now + RETRY_AFTER);
+                    p.spray = Spray::default();
                     peer.path = Path::Relay;
                     self.push_event(ClientEvent::PathChanged {
                         peer: id,
@@ -198,20 +509,48 @@ impl Client {
                 }
             }
         }
+        self.update_socket_pool();
     }
 
-    /// The next direct datagram to any peer: probe answers, probes, then connection traffic
-    /// of peers on a direct path.
+    /// Opens the birthday sockets while some peer needs them; closes the unused ones after.
+    pub(super) fn update_socket_pool(&mut self) {
+        let want = self.peers.values().any(|p| p.punch.wants_sockets());
+        let keep: SmallVec<[SocketId; 8]> = self
+            .peers
+            .values()
+            .filter_map(|p| p.punch.direct_socket())
+            .filter(|s| *s != SocketId::PRIMARY)
+            .collect();
+        self.sockets
+            .update(want, self.config.birthday_sockets, &keep);
+    }
+
+    /// Recomputes every peer's traversal plan (our NAT behaviour or a peer's changed).
+    pub(super) fn replan_peers(&mut self, now: Instant) {
+        let me = self.nat_behavior;
+        for peer in self.peers.values_mut() {
+            peer.punch.replan(now, me.as_ref(), &self.config);
+        }
+        self.update_socket_pool();
+    }
+
+    /// The next direct datagram to any peer: probe answers, probes, sprayed probes, then
+    /// connection traffic of peers on a direct path.
     pub(super) fn poll_peer_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let max = self.config.max_datagram_size.min(buf.len());
+        let open = self.sockets.open_ids();
         for (_, peer) in self.peers.iter_mut() {
             let pair_id = peer.pair_id;
-            // 1. Answers to probes.
-            if let Some((to, nonce)) = peer.punch.acks_due.pop() {
+            // 1. Answers to probes, from the socket the probe came in on.
+            if let Some((socket, to, nonce)) = peer.punch.acks_due.pop() {
                 let len = peer.keys.seal_frames(pair_id, buf, max, |w| {
                     let _ = Frame::ProbeAck { nonce }.encode(w);
                 })?;
-                return Some(Transmit { dst: to, len });
+                return Some(Transmit {
+                    dst: to,
+                    len,
+                    socket,
+                });
             }
             // 2. Probes (probing rounds, and keepalives on a direct path).
             let p = &mut peer.punch;
@@ -219,12 +558,14 @@ impl Client {
                 && p.last_direct_send
                     .is_none_or(|t| now >= t + DIRECT_KEEPALIVE);
             let probe_due = p.next_probe.is_some_and(|t| now >= t) && !p.candidates.is_empty();
-            if keepalive_due || probe_due {
-                let dst = if keepalive_due {
-                    p.direct?
-                } else {
-                    p.candidates[p.cursor % p.candidates.len()]
-                };
+            let target = if keepalive_due {
+                p.direct
+            } else if probe_due {
+                Some(p.candidates[p.cursor % p.candidates.len()])
+            } else {
+                p.next_spray(now, open, &self.config)
+            };
+            if let Some((socket, dst)) = target {
                 let nonce = p.nonce;
                 let len = peer.keys.seal_frames(pair_id, buf, max, |w| {
                     let _ = Frame::Probe { nonce }.encode(w);
@@ -232,7 +573,7 @@ impl Client {
                 let p = &mut peer.punch;
                 if keepalive_due {
                     p.last_direct_send = Some(now);
-                } else {
+                } else if probe_due {
                     p.cursor += 1;
                     if p.cursor >= p.candidates.len() {
                         p.cursor = 0;
@@ -248,16 +589,19 @@ impl Client {
                             } else {
                                 Duration::ZERO
                             };
-                            Some(now + RETRY_AFTER + stagger)
+                            let at = now + RETRY_AFTER + stagger;
+                            p.arm_spray(at, self.config.birthday_sockets, &self.config);
+                            Some(at)
                         } else {
                             Some(now + PROBE_INTERVAL)
                         };
                     }
                 }
-                return Some(Transmit { dst, len });
+                self.stats.probes_sent += 1;
+                return Some(Transmit { dst, len, socket });
             }
             // 3. Reliability traffic on the direct path.
-            if let Some(dst) = peer.punch.direct {
+            if let Some((socket, dst)) = peer.punch.direct {
                 if peer.conn.wants_transmit(now) {
                     let limit = max;
                     if limit < OVERHEAD + 1 {
@@ -271,19 +615,21 @@ impl Client {
                     }
                     let len = peer.keys.seal(pair_id, &mut buf[..limit], n)?;
                     peer.punch.last_direct_send = Some(now);
-                    return Some(Transmit { dst, len });
+                    return Some(Transmit { dst, len, socket });
                 }
             }
         }
         None
     }
 
-    /// Path frames of an authentic peer packet. `relayed` packets only count for probes
-    /// (never: probes are sent directly) — a path is direct only if the packet was.
+    /// Path frames of an authentic peer packet that arrived on local socket `socket`.
+    /// `relayed` packets only count for probes (never: probes are sent directly) — a path is
+    /// direct only if the packet was.
     pub(super) fn on_path_frame(
         &mut self,
         now: Instant,
         peer_id: HostId,
+        socket: SocketId,
         from: SocketAddr,
         relayed: bool,
         frame: &Frame<'_>,
@@ -295,20 +641,22 @@ impl Client {
         match *frame {
             Frame::Probe { nonce } if !relayed && self.config.direct_paths => {
                 if p.acks_due.len() < MAX_ACKS_DUE {
-                    p.acks_due.push((from, nonce));
+                    p.acks_due.push((socket, from, nonce));
                 }
                 // The probe's source is where the peer's NAT maps it towards us: the best
                 // candidate there is (it already passed our NAT's filter, too).
-                if !p.candidates.contains(&from) && p.candidates.len() < MAX_CANDIDATES {
-                    p.candidates.push(from);
+                let c = (socket, from);
+                if !p.candidates.contains(&c) && p.candidates.len() < MAX_CANDIDATES {
+                    p.candidates.push(c);
                     if p.direct.is_none() && p.next_probe.is_none_or(|t| t > now) {
                         p.next_probe = Some(now);
                     }
                 }
             }
             Frame::ProbeAck { nonce } if !relayed && nonce == p.nonce && p.direct.is_none() => {
-                p.direct = Some(from);
+                p.direct = Some((socket, from));
                 p.next_probe = None;
+                p.spray = Spray::default();
                 p.last_direct_recv = Some(now);
                 p.last_direct_send = Some(now);
                 peer.path = Path::Direct(from);
@@ -318,22 +666,30 @@ impl Client {
                     path: Path::Direct(from),
                     reason: PathChangeReason::Punched,
                 });
+                self.update_socket_pool();
             }
             _ => {}
         }
     }
 
-    /// Any authentic packet that came directly from `from`.
-    pub(super) fn on_direct_packet(&mut self, now: Instant, peer_id: HostId, from: SocketAddr) {
+    /// Any authentic packet that came directly from `from` on local socket `socket`.
+    pub(super) fn on_direct_packet(
+        &mut self,
+        now: Instant,
+        peer_id: HostId,
+        socket: SocketId,
+        from: SocketAddr,
+    ) {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
         let p = &mut peer.punch;
-        if p.direct.is_some() {
+        if let Some((s, addr)) = p.direct {
             p.last_direct_recv = Some(now);
-            // The peer's NAT rebound: follow it (the packet is authentic and fresh).
-            if p.direct != Some(from) {
-                p.direct = Some(from);
+            // The peer's NAT rebound: follow it (the packet is authentic and fresh). A packet
+            // on another of our sockets is a probe's echo, not a move.
+            if s == socket && addr != from {
+                p.direct = Some((s, from));
                 peer.path = Path::Direct(from);
             }
         }

@@ -14,9 +14,13 @@ use super::Server;
 use crate::error::GroupError;
 use crate::event::{GroupId, HostId, MemberLeftReason, ServerEvent};
 use crate::ratelimit::Bucket;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use crate::wire::control::ControlMsg;
 use crate::wire::sealed::{KIND_PEER, OVERHEAD};
+
+/// Longest delay the server asks one end of a new pair to wait before punching (a session
+/// with a huge RTT estimate must not stall its partner's punching).
+const MAX_PUNCH_DELAY: Duration = Duration::from_millis(500);
 
 pub(super) struct Group {
     generation: u32,
@@ -308,11 +312,21 @@ impl Server {
         self.pairs
             .insert(pair_key(a, b), Pair { pair_id, shared: 1 });
         self.stats.pairs += 1;
+        // Coordinated punching: each end starts probing when the other's PeerAdd has arrived
+        // too. One-way times are half the smoothed RTTs of the two sessions.
+        let half_rtt = |h: HostId| {
+            self.established(h)
+                .map_or(Duration::ZERO, |(_, s)| s.control.srtt() / 2)
+        };
+        let (owd_a, owd_b) = (half_rtt(a), half_rtt(b));
+        let latest = owd_a.max(owd_b);
         for (to, peer) in [(a, b), (b, a)] {
             let Some((_, s)) = self.established(peer) else {
                 continue;
             };
-            let (addr, candidates) = (s.addr, s.candidates);
+            let (addr, candidates, nat) = (s.addr, s.candidates, s.nat);
+            let own = if to == a { owd_a } else { owd_b };
+            let delay = (latest - own).min(MAX_PUNCH_DELAY);
             self.send_control(
                 to,
                 &ControlMsg::PeerAdd {
@@ -320,8 +334,12 @@ impl Server {
                     pair_id,
                     key,
                     addr,
+                    delay_ms: u16::try_from(delay.as_millis()).unwrap_or(u16::MAX),
                 },
             );
+            if let Some(info) = nat {
+                self.send_control(to, &ControlMsg::PeerNat { peer: peer.0, info });
+            }
             if candidates.iter().next().is_some() {
                 self.send_control(
                     to,
@@ -358,6 +376,34 @@ impl Server {
         }
     }
 
+    /// A client reported its NAT's behaviour (from discovery): keep it and pass it to everyone
+    /// it shares a group with, who use it to choose port prediction or birthday probing.
+    pub(super) fn on_nat_info(&mut self, from: HostId, info: crate::wire::control::NatInfo) {
+        let Some((key, _)) = self.established(from) else {
+            return;
+        };
+        self.sessions[key].nat = Some(info);
+        for p in self.partners(from) {
+            self.send_control(p, &ControlMsg::PeerNat { peer: from.0, info });
+        }
+    }
+
+    /// Everyone `host` shares a group with.
+    fn partners(&self, host: HostId) -> SmallVec<[HostId; 16]> {
+        self.pairs
+            .keys()
+            .filter_map(|&(x, y)| {
+                if x == host {
+                    Some(y)
+                } else if y == host {
+                    Some(x)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
     /// A client advertised its local addresses: keep the plausible ones (never loopback,
     /// multicast, unspecified or port 0: a peer must not be steered into probing those) and
     /// pass them to everyone it shares a group with.
@@ -377,20 +423,7 @@ impl Server {
             return;
         };
         self.sessions[key].candidates = candidates;
-        let partners: SmallVec<[HostId; 16]> = self
-            .pairs
-            .keys()
-            .filter_map(|&(x, y)| {
-                if x == from {
-                    Some(y)
-                } else if y == from {
-                    Some(x)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        for p in partners {
+        for p in self.partners(from) {
             self.send_control(
                 p,
                 &ControlMsg::PeerCandidates {

@@ -1,6 +1,7 @@
 //! The server end: handshakes, client sessions, keepalives and timeouts (this file); P2P
 //! groups, pairs and the relay (`groups.rs`); the rooms policy (`rooms.rs`).
 
+mod discovery;
 mod groups;
 mod rooms;
 
@@ -32,7 +33,7 @@ use crate::wire::handshake::{
     COOKIE_LEN, ClientHello, MIN_CLIENT_HELLO_LEN, Retry, SERVER_HELLO_LEN, ServerHello,
 };
 use crate::wire::sealed::{OVERHEAD, SealedPacket};
-use crate::{RECV_SCRATCH_SIZE, Transmit};
+use crate::{RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
 
 /// Sessions one server can hold: the slab index must fit the low 24 bits of a session id.
 pub(crate) const MAX_SESSIONS: usize = 1 << 24;
@@ -42,6 +43,8 @@ const INDEX_MASK: u32 = (MAX_SESSIONS - 1) as u32;
 const RETRY_QUEUE_CAP: usize = 1024;
 /// STUN answers waiting to be sent, at most (requests beyond are dropped and counted).
 const STUN_QUEUE_CAP: usize = 1024;
+/// STUN requests at least this long (one attribute) get the RFC 5780 answer.
+const STUN_EXTENDED_MIN_REQUEST: usize = 28;
 /// Groups a client is in without allocating; more spill to the heap.
 const INLINE_GROUPS: usize = 4;
 
@@ -102,12 +105,26 @@ pub struct Server {
     rooms: BTreeMap<String, GroupId>,
     /// Clients whose control queue overflowed during the current call; disconnected at its end.
     overloaded: Vec<HostId>,
-    /// STUN Binding responses to send: (requester, transaction id).
-    stun_queue: VecDeque<(SocketAddr, [u8; 12])>,
+    /// STUN Binding responses to send.
+    stun_queue: VecDeque<StunReply>,
+    /// Local sockets, for NAT behaviour discovery.
+    sockets: discovery::Sockets,
     /// Retry packets to send: (to, client session id, cookie).
     retry_queue: VecDeque<(SocketAddr, u32, [u8; COOKIE_LEN])>,
     /// Key of the stateless cookies.
     cookie_key: [u8; 32],
+}
+
+/// A STUN Binding response to send.
+struct StunReply {
+    to: SocketAddr,
+    txid: [u8; 12],
+    /// The socket the request came in on.
+    on: SocketId,
+    /// The socket the response leaves from (differs with CHANGE-REQUEST).
+    from: SocketId,
+    /// Carry RESPONSE-ORIGIN and OTHER-ADDRESS (RFC 5780).
+    extended: bool,
 }
 
 struct Session {
@@ -136,6 +153,8 @@ struct Session {
     relay_bucket: Bucket,
     /// Local (LAN) addresses the client advertised, already filtered.
     candidates: crate::wire::control::Candidates,
+    /// The client's NAT behaviour, once it reported it.
+    nat: Option<crate::wire::control::NatInfo>,
 }
 
 enum Phase {
@@ -247,6 +266,7 @@ impl Server {
             rooms: BTreeMap::new(),
             overloaded: Vec::new(),
             stun_queue: VecDeque::new(),
+            sockets: discovery::Sockets::default(),
             retry_queue: VecDeque::new(),
             cookie_key,
         })
@@ -390,16 +410,68 @@ impl Server {
         Ok(())
     }
 
+    /// Turns on NAT behaviour discovery (RFC 5780): STUN answers on `alternate` too, and on
+    /// the two crossings of the addresses when the IPs differ, so clients can classify their
+    /// NAT's mapping and filtering ([`crate::Client::discover_nat`], standard tools such as
+    /// `turnutils_natdiscovery`). `primary` is the bound address of the primary socket; the
+    /// alternate sockets are requested through [`Server::poll_socket_request`] (the alternate
+    /// may have port 0).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] if the addresses are unusable (unspecified, mixed families,
+    /// equal) or discovery is already on.
+    pub fn enable_nat_discovery(
+        &mut self,
+        primary: SocketAddr,
+        alternate: SocketAddr,
+    ) -> Result<(), ConfigError> {
+        self.sockets.enable(primary, alternate)
+    }
+
+    /// The next socket the server wants the runtime to open (see [`SocketRequest`]).
+    pub fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+        self.sockets.poll_request()
+    }
+
+    /// The runtime opened socket `id` at `local` (or could not: `None`).
+    pub fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
+        self.clock.advance(now);
+        self.sockets.opened(id, local);
+    }
+
+    /// The bound address of local socket `id`, once known.
+    pub fn socket_addr(&self, id: SocketId) -> Option<SocketAddr> {
+        self.sockets.addr(id)
+    }
+
     // ---- inputs ------------------------------------------------------------------------
 
-    /// Processes one received datagram. Nothing here fails: bad input is dropped and counted.
+    /// Processes one datagram received on the primary socket. Nothing here fails: bad input
+    /// is dropped and counted.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.handle_datagram_on(now, SocketId::PRIMARY, from, datagram);
+    }
+
+    /// Processes one datagram received on local socket `socket`. The discovery sockets
+    /// ([`Server::enable_nat_discovery`]) answer STUN only; everything else there is dropped.
+    pub fn handle_datagram_on(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) {
         let now = self.clock.advance(now);
         self.stats.io.datagrams_in += 1;
         self.stats.io.bytes_in += datagram.len() as u64;
-        match demux::decode(datagram) {
+        let decoded = demux::decode(datagram);
+        if socket != SocketId::PRIMARY && !matches!(decoded, Ok(Datagram::Stun(_)) | Err(_)) {
+            self.stats.dropped.unexpected += 1;
+            return;
+        }
+        match decoded {
             Err(e) => self.stats.dropped.count_decode(e),
-            Ok(Datagram::Stun(m)) => self.on_stun(now, from, &m, datagram),
+            Ok(Datagram::Stun(m)) => self.on_stun(now, socket, from, &m, datagram),
             Ok(Datagram::ServerHello(_) | Datagram::Retry(_)) => {
                 self.stats.dropped.unexpected += 1;
             }
@@ -676,6 +748,7 @@ impl Server {
             groups: SmallVec::new(),
             relay_bucket: Bucket::EMPTY,
             candidates: crate::wire::control::Candidates::default(),
+            nat: None,
         });
         self.half_open.insert((from, hello.client_session), key);
         self.stats.half_open += 1;
@@ -794,6 +867,7 @@ impl Server {
                 self.push_event(ServerEvent::Message { from, payload });
             }
             ControlMsg::Candidates { addrs } => self.on_candidates(from, &addrs),
+            ControlMsg::NatInfo { info } => self.on_nat_info(from, info),
             ControlMsg::RoomJoin {
                 flags,
                 max_members,
@@ -894,9 +968,15 @@ impl Server {
     /// a factor of at most 2.6, the same as every STUN server. It shares the per-source and
     /// global handshake token buckets, so a spoofed flood gets at most that factor on a
     /// bounded rate; requests with a FINGERPRINT that does not verify are not answered.
+    ///
+    /// With NAT discovery on ([`Server::enable_nat_discovery`]), a request that carries any
+    /// attribute (so is at least 28 bytes) is answered with RESPONSE-ORIGIN and OTHER-ADDRESS
+    /// too (64 bytes for IPv4: at most 2.3x), from the socket its CHANGE-REQUEST asks for. A
+    /// bare 20-byte request always gets the plain 40-byte answer, so the factor stays 2.
     fn on_stun(
         &mut self,
         now: Instant,
+        on: SocketId,
         from: SocketAddr,
         m: &crate::wire::stun::StunMessage<'_>,
         datagram: &[u8],
@@ -906,6 +986,23 @@ impl Server {
             self.stats.dropped.stun += 1;
             return;
         }
+        let Some(flags) = m.change_request() else {
+            self.stats.dropped.stun += 1;
+            return;
+        };
+        let extended = self.sockets.enabled() && datagram.len() >= STUN_EXTENDED_MIN_REQUEST;
+        let reply_from = if extended {
+            self.sockets.reply_socket(on, flags)
+        } else if flags == 0 {
+            Some(on)
+        } else {
+            None
+        };
+        let Some(reply_from) = reply_from else {
+            // A change this server cannot make (no alternate address, or one IP only).
+            self.stats.dropped.stun += 1;
+            return;
+        };
         if !self.limiter.allow(now, from.ip()) {
             self.stats.dropped.rate_limited += 1;
             return;
@@ -914,7 +1011,13 @@ impl Server {
             self.stats.dropped.queue_full += 1;
             return;
         }
-        self.stun_queue.push_back((from, m.transaction_id));
+        self.stun_queue.push_back(StunReply {
+            to: from,
+            txid: m.transaction_id,
+            on,
+            from: reply_from,
+            extended,
+        });
     }
 
     /// Ten-second buckets since the server started: a cookie is valid in its bucket and the
@@ -967,14 +1070,30 @@ impl Server {
         .encode(buf)
         .ok()?;
         self.stats.retries_sent += 1;
-        Some(Transmit { dst, len })
+        Some(Transmit::new(dst, len))
     }
 
     fn next_stun(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        let (dst, txid) = self.stun_queue.pop_front()?;
-        let len = crate::wire::stun::encode_binding_response(buf, &txid, dst).ok()?;
+        use crate::wire::stun::{encode_binding_response, encode_binding_response_5780};
+        let r = self.stun_queue.pop_front()?;
+        let origin = self.sockets.addr(r.from);
+        let len = match origin {
+            Some(origin) if r.extended => encode_binding_response_5780(
+                buf,
+                &r.txid,
+                r.to,
+                origin,
+                self.sockets.other_address(r.on),
+            ),
+            _ => encode_binding_response(buf, &r.txid, r.to),
+        }
+        .ok()?;
         self.stats.stun_answered += 1;
-        Some(Transmit { dst, len })
+        Some(Transmit {
+            dst: r.to,
+            len,
+            socket: r.from,
+        })
     }
 
     fn next_hello(&mut self, buf: &mut [u8]) -> Option<Transmit> {
@@ -988,10 +1107,7 @@ impl Server {
             };
             if let Phase::HalfOpen { hello, .. } = &s.phase {
                 buf[..SERVER_HELLO_LEN].copy_from_slice(hello);
-                return Some(Transmit {
-                    dst: s.addr,
-                    len: SERVER_HELLO_LEN,
-                });
+                return Some(Transmit::new(s.addr, SERVER_HELLO_LEN));
             }
         }
         None
@@ -1086,7 +1202,7 @@ impl Server {
                 }
                 self.schedule(key);
             }
-            return Some(Transmit { dst: addr, len });
+            return Some(Transmit::new(addr, len));
         }
         None
     }

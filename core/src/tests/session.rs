@@ -225,6 +225,7 @@ fn keepalives_flow_at_the_configured_interval_both_ways() {
     let mut client = ClientConfig::default();
     client.keepalive_interval = secs(1);
     client.idle_timeout = secs(5);
+    client.nat_discovery = false;
     let mut net = Net::new(server, client, 1);
     net.connect_all(&[]);
     assert!(net.drive_until(secs(1), |n| n.clients[0].client.is_connected()));

@@ -117,9 +117,13 @@ impl Net {
         }
     }
 
-    /// Connects every client and drives until all are connected (panics otherwise).
+    /// Connects every client and drives until all are connected (panics otherwise). NAT
+    /// discovery is off (these tests count packets and events; discovery has its own tests
+    /// in `nat/tests.rs` and the simulator).
     pub(crate) fn connected(n: usize) -> Self {
-        Self::connected_with(n, ClientConfig::default())
+        let mut cfg = ClientConfig::default();
+        cfg.nat_discovery = false;
+        Self::connected_with(n, cfg)
     }
 
     /// Like [`Net::connected`] with peers kept on the relay (no hole punching).

@@ -3,6 +3,8 @@
 //! ```text
 //! server → client
 //!   0x01 PeerAdd        peer (u64) | pair id (u32) | pair key (32) | peer's observed address
+//!                         | punch delay (u16, ms: when to start probing, so both ends start
+//!                           together)
 //!   0x02 PeerRemove     peer (u64) | pair id (u32)
 //!   0x03 MemberJoined   group (u64) | member (u64) | member count (u16)
 //!   0x04 MemberLeft     group (u64) | member (u64) | reason (u8)
@@ -13,6 +15,7 @@
 //!   0x08 RoomError      operation (u8) | reason (u8)
 //!   0x09 RoomOwner      group (u64) | owner (u64)
 //!   0x0A PeerCandidates peer (u64) | count (u8, ≤ MAX_CANDIDATES) | count × address
+//!   0x0B PeerNat        peer (u64) | nat info (the peer's NAT behaviour)
 //! client → server
 //!   0x20 MemberAck      group (u64) | member (u64)
 //!   0x21 RoomJoin       flags (u8) | max members (u16) | name (str8) | password (str8)
@@ -21,9 +24,13 @@
 //!   0x24 RoomLeave      group (u64)
 //!   0x25 RoomKick       group (u64) | member (u64)
 //!   0x26 Candidates     count (u8, ≤ MAX_CANDIDATES) | count × address (this client's LAN)
+//!   0x27 NatInfo        nat info (this client's NAT behaviour, from discovery)
 //! both ways
 //!   0x30 App            application message (the rest)
 //! str8 = length (u8, ≤ MAX_NAME_LEN) | UTF-8 bytes
+//! nat info = mapping (u8) | filtering (u8) | allocation (u8) | port step (i16) | last port (u16)
+//!   mapping, filtering: 0 unknown, 1 endpoint-independent, 2 address-dependent,
+//!   3 address-and-port-dependent; allocation: 0 unknown, 1 sequential, 2 random
 //! ```
 
 use std::net::SocketAddr;
@@ -52,6 +59,7 @@ pub enum ControlMsg<'a> {
         pair_id: u32,
         key: [u8; 32],
         addr: SocketAddr,
+        delay_ms: u16,
     },
     PeerRemove {
         peer: u64,
@@ -95,6 +103,13 @@ pub enum ControlMsg<'a> {
     Candidates {
         addrs: Candidates,
     },
+    PeerNat {
+        peer: u64,
+        info: NatInfo,
+    },
+    NatInfo {
+        info: NatInfo,
+    },
     MemberAck {
         group: u64,
         member: u64,
@@ -126,6 +141,79 @@ pub enum ControlMsg<'a> {
 pub struct Candidates {
     len: u8,
     addrs: [Option<SocketAddr>; MAX_CANDIDATES],
+}
+
+/// A NAT's behaviour as carried on the wire (see the module table).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatInfo {
+    /// 0 unknown, 1 EI, 2 AD, 3 APD.
+    pub mapping: u8,
+    /// 0 unknown, 1 EI, 2 AD, 3 APD.
+    pub filtering: u8,
+    /// 0 unknown, 1 sequential (`delta`), 2 random.
+    pub allocation: u8,
+    /// Port step between consecutive mappings (sequential allocation).
+    pub delta: i16,
+    /// The newest mapping's port seen in discovery.
+    pub last_port: u16,
+}
+
+impl NatInfo {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let info = Self {
+            mapping: r.u8()?,
+            filtering: r.u8()?,
+            allocation: r.u8()?,
+            delta: r.u16()? as i16,
+            last_port: r.u16()?,
+        };
+        if info.mapping > 3 || info.filtering > 3 || info.allocation > 2 {
+            return Err(DecodeError::BadValue);
+        }
+        Ok(info)
+    }
+
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), BufferTooSmall> {
+        w.put(&[self.mapping, self.filtering, self.allocation])?;
+        w.u16(self.delta as u16)?;
+        w.u16(self.last_port)
+    }
+
+    /// From what discovery found.
+    pub fn from_behavior(b: &crate::nat::NatBehavior) -> Self {
+        use crate::nat::{Dependence, PortAllocation};
+        let (allocation, delta) = match b.allocation {
+            None => (0, 0),
+            Some(PortAllocation::Sequential { delta }) => (1, delta),
+            Some(PortAllocation::Random) => (2, 0),
+        };
+        Self {
+            mapping: Dependence::to_wire(b.mapping),
+            filtering: Dependence::to_wire(b.filtering),
+            allocation,
+            delta,
+            last_port: b.last_port,
+        }
+    }
+
+    /// The mapping behaviour, if known.
+    pub fn mapping(&self) -> Option<crate::nat::Dependence> {
+        crate::nat::Dependence::from_wire(self.mapping)
+    }
+
+    /// The filtering behaviour, if known.
+    pub fn filtering(&self) -> Option<crate::nat::Dependence> {
+        crate::nat::Dependence::from_wire(self.filtering)
+    }
+
+    /// The port allocation, if known.
+    pub fn allocation(&self) -> Option<crate::nat::PortAllocation> {
+        match self.allocation {
+            1 => Some(crate::nat::PortAllocation::Sequential { delta: self.delta }),
+            2 => Some(crate::nat::PortAllocation::Random),
+            _ => None,
+        }
+    }
 }
 
 impl Candidates {
@@ -260,6 +348,7 @@ impl<'a> ControlMsg<'a> {
                 pair_id: r.u32()?,
                 key: r.array()?,
                 addr: r.addr()?,
+                delay_ms: r.u16()?,
             },
             0x02 => Self::PeerRemove {
                 peer: r.u64()?,
@@ -313,6 +402,13 @@ impl<'a> ControlMsg<'a> {
             0x26 => Self::Candidates {
                 addrs: Candidates::decode(&mut r)?,
             },
+            0x0B => Self::PeerNat {
+                peer: r.u64()?,
+                info: NatInfo::decode(&mut r)?,
+            },
+            0x27 => Self::NatInfo {
+                info: NatInfo::decode(&mut r)?,
+            },
             0x20 => Self::MemberAck {
                 group: r.u64()?,
                 member: r.u64()?,
@@ -348,12 +444,14 @@ impl<'a> ControlMsg<'a> {
                 pair_id,
                 key,
                 addr,
+                delay_ms,
             } => {
                 w.u8(0x01)?;
                 w.u64(peer)?;
                 w.u32(pair_id)?;
                 w.put(&key)?;
                 w.addr(addr)?;
+                w.u16(delay_ms)?;
             }
             Self::PeerRemove { peer, pair_id } => {
                 w.u8(0x02)?;
@@ -418,6 +516,15 @@ impl<'a> ControlMsg<'a> {
                 w.u8(0x26)?;
                 addrs.encode(&mut w)?;
             }
+            Self::PeerNat { peer, info } => {
+                w.u8(0x0B)?;
+                w.u64(peer)?;
+                info.encode(&mut w)?;
+            }
+            Self::NatInfo { info } => {
+                w.u8(0x27)?;
+                info.encode(&mut w)?;
+            }
             Self::MemberAck { group, member } => {
                 w.u8(0x20)?;
                 w.u64(group)?;
@@ -460,7 +567,7 @@ impl<'a> ControlMsg<'a> {
 
 /// Encoded size of a `PeerAdd` for `addr` (for budgeting).
 pub fn peer_add_len(addr: &SocketAddr) -> usize {
-    1 + 8 + 4 + 32 + addr_len(addr)
+    1 + 8 + 4 + 32 + addr_len(addr) + 2
 }
 
 #[cfg(test)]
@@ -501,6 +608,22 @@ mod tests {
         );
         assert_eq!(round_trip(ControlMsg::RoomJoinRandom), [0x22]);
         assert_eq!(
+            round_trip(ControlMsg::NatInfo {
+                info: NatInfo {
+                    mapping: 1,
+                    filtering: 3,
+                    allocation: 2,
+                    delta: -1,
+                    last_port: 0x1234
+                }
+            }),
+            [0x27, 1, 3, 2, 0xFF, 0xFF, 0x12, 0x34]
+        );
+        assert_eq!(
+            ControlMsg::decode(&[0x27, 4, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::BadValue)
+        );
+        assert_eq!(
             round_trip(ControlMsg::App { data: b"xy" }),
             [0x30, b'x', b'y']
         );
@@ -538,6 +661,20 @@ mod tests {
                 pair_id: 8,
                 key: [9; 32],
                 addr,
+                delay_ms: 40,
+            },
+            ControlMsg::PeerNat {
+                peer: 3,
+                info: NatInfo {
+                    mapping: 3,
+                    filtering: 3,
+                    allocation: 1,
+                    delta: -2,
+                    last_port: 40_000,
+                },
+            },
+            ControlMsg::NatInfo {
+                info: NatInfo::default(),
             },
             ControlMsg::PeerRemove {
                 peer: 7,

@@ -19,6 +19,16 @@ pub const ATTR_MAPPED_ADDRESS: u16 = 0x0001;
 pub const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
 /// FINGERPRINT (RFC 8489 §14.7).
 pub const ATTR_FINGERPRINT: u16 = 0x8028;
+/// CHANGE-REQUEST (RFC 5780 §7.2): answer from the other IP and/or the other port.
+pub const ATTR_CHANGE_REQUEST: u16 = 0x0003;
+/// RESPONSE-ORIGIN (RFC 5780 §7.3): the address the response was sent from.
+pub const ATTR_RESPONSE_ORIGIN: u16 = 0x802B;
+/// OTHER-ADDRESS (RFC 5780 §7.4): the server's alternate IP and port.
+pub const ATTR_OTHER_ADDRESS: u16 = 0x802C;
+/// CHANGE-REQUEST flag: send the response from the alternate IP.
+pub const CHANGE_IP: u32 = 0x04;
+/// CHANGE-REQUEST flag: send the response from the alternate port.
+pub const CHANGE_PORT: u32 = 0x02;
 /// XOR applied to the CRC-32 in FINGERPRINT.
 const FINGERPRINT_XOR: u32 = 0x5354_554E;
 /// Size of a Binding response to an IPv4 client: header, XOR-MAPPED-ADDRESS, FINGERPRINT.
@@ -98,6 +108,32 @@ impl<'a> StunMessage<'a> {
             }
         }
         plain
+    }
+
+    /// The CHANGE-REQUEST flags ([`CHANGE_IP`], [`CHANGE_PORT`]) of a request, 0 if absent;
+    /// `None` if the attribute is malformed.
+    pub fn change_request(&self) -> Option<u32> {
+        for (t, v) in self.attrs() {
+            if t == ATTR_CHANGE_REQUEST {
+                let v: [u8; 4] = v.try_into().ok()?;
+                return Some(u32::from_be_bytes(v));
+            }
+        }
+        Some(0)
+    }
+
+    /// The OTHER-ADDRESS of a response (RFC 5780), if any.
+    pub fn other_address(&self) -> Option<SocketAddr> {
+        self.attrs()
+            .find(|(t, _)| *t == ATTR_OTHER_ADDRESS)
+            .and_then(|(_, v)| decode_addr(v, None))
+    }
+
+    /// The RESPONSE-ORIGIN of a response (RFC 5780), if any.
+    pub fn response_origin(&self) -> Option<SocketAddr> {
+        self.attrs()
+            .find(|(t, _)| *t == ATTR_RESPONSE_ORIGIN)
+            .and_then(|(_, v)| decode_addr(v, None))
     }
 
     /// False if a FINGERPRINT attribute is present and wrong (`datagram` is the whole
@@ -185,6 +221,25 @@ fn put_xor_addr(
     }
 }
 
+/// A plain (not XORed) address attribute: MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS.
+fn put_plain_addr(w: &mut Writer<'_>, attr: u16, addr: SocketAddr) -> Result<(), BufferTooSmall> {
+    w.u16(attr)?;
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            w.u16(8)?;
+            w.put(&[0, 0x01])?;
+            w.u16(addr.port())?;
+            w.put(&ip.octets())
+        }
+        IpAddr::V6(ip) => {
+            w.u16(20)?;
+            w.put(&[0, 0x02])?;
+            w.u16(addr.port())?;
+            w.put(&ip.octets())
+        }
+    }
+}
+
 /// Writes a message with the given attributes writer and a FINGERPRINT; returns its length.
 fn encode_with_fingerprint(
     buf: &mut [u8],
@@ -216,6 +271,43 @@ pub fn encode_binding_response(
 ) -> Result<usize, BufferTooSmall> {
     let n = encode_with_fingerprint(buf, BINDING_SUCCESS, txid, |w| {
         put_xor_addr(w, mapped, txid)
+    })?;
+    fix_fingerprint(&mut buf[..n]);
+    Ok(n)
+}
+
+/// Writes a Binding success response for NAT behaviour discovery (RFC 5780): the mapped
+/// address, where the response comes from, and the server's alternate address.
+pub fn encode_binding_response_5780(
+    buf: &mut [u8],
+    txid: &[u8; 12],
+    mapped: SocketAddr,
+    origin: SocketAddr,
+    other: Option<SocketAddr>,
+) -> Result<usize, BufferTooSmall> {
+    let n = encode_with_fingerprint(buf, BINDING_SUCCESS, txid, |w| {
+        put_xor_addr(w, mapped, txid)?;
+        put_plain_addr(w, ATTR_RESPONSE_ORIGIN, origin)?;
+        if let Some(other) = other {
+            put_plain_addr(w, ATTR_OTHER_ADDRESS, other)?;
+        }
+        Ok(())
+    })?;
+    fix_fingerprint(&mut buf[..n]);
+    Ok(n)
+}
+
+/// Writes a Binding request with a CHANGE-REQUEST attribute (`flags` of [`CHANGE_IP`] and
+/// [`CHANGE_PORT`], possibly 0) and a FINGERPRINT; returns its length (36).
+pub fn encode_binding_request_change(
+    buf: &mut [u8],
+    txid: &[u8; 12],
+    flags: u32,
+) -> Result<usize, BufferTooSmall> {
+    let n = encode_with_fingerprint(buf, BINDING_REQUEST, txid, |w| {
+        w.u16(ATTR_CHANGE_REQUEST)?;
+        w.u16(4)?;
+        w.u32(flags)
     })?;
     fix_fingerprint(&mut buf[..n]);
     Ok(n)
@@ -321,6 +413,35 @@ mod tests {
         let m = StunMessage::decode(&buf[..n]).unwrap();
         assert_eq!(m.message_type, BINDING_REQUEST);
         assert!(m.fingerprint_ok(&buf[..n]));
+    }
+
+    #[test]
+    fn rfc5780_attributes_round_trip() {
+        let txid = [7u8; 12];
+        let mut buf = [0u8; 128];
+        let n = encode_binding_request_change(&mut buf, &txid, CHANGE_IP | CHANGE_PORT).unwrap();
+        assert_eq!(n, 36);
+        let m = StunMessage::decode(&buf[..n]).unwrap();
+        assert_eq!(m.change_request(), Some(6));
+        assert!(m.fingerprint_ok(&buf[..n]));
+        #[rustfmt::skip]
+        assert_eq!(&buf[20..28], &[0x00, 0x03, 0x00, 0x04, 0, 0, 0, 6]);
+        let plain = StunMessage::decode(&BINDING_REQUEST_BYTES).unwrap();
+        assert_eq!(plain.change_request(), Some(0));
+
+        let mapped: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let origin: SocketAddr = "203.0.113.2:3479".parse().unwrap();
+        let other: SocketAddr = "203.0.113.1:3478".parse().unwrap();
+        let n = encode_binding_response_5780(&mut buf, &txid, mapped, origin, Some(other)).unwrap();
+        assert_eq!(n, BINDING_RESPONSE_V4_LEN + 24);
+        let m = StunMessage::decode(&buf[..n]).unwrap();
+        assert_eq!(m.mapped_address(), Some(mapped));
+        assert_eq!(m.response_origin(), Some(origin));
+        assert_eq!(m.other_address(), Some(other));
+        assert!(m.fingerprint_ok(&buf[..n]));
+        // RESPONSE-ORIGIN golden bytes: type 0x802B, length 8, family 1, port, address.
+        #[rustfmt::skip]
+        assert_eq!(&buf[32..44], &[0x80, 0x2B, 0, 8, 0, 1, 0x0D, 0x97, 203, 0, 113, 2]);
     }
 
     #[test]

@@ -1,0 +1,392 @@
+//! NAT behaviour discovery (RFC 5780, with RFC 4787's terms): ask an RFC 5780 STUN server
+//! (a Pierce server with an alternate address, or any standard one) from one socket how this
+//! host's NAT maps and filters, whether it keeps the local port, and how it allocates ports
+//! for new mappings. Sans-IO: [`NatDiscovery`] is a sequence of [`StunBinding`]s.
+//!
+//! The tests, all from one local socket, with the server at IP1:P1 and its alternate at
+//! IP2:P2 (learned from the first answer's OTHER-ADDRESS):
+//!
+//! 1. Binding to IP1:P1 → mapped address M1.
+//! 2. Filtering first, before this socket has sent anything to another server address (which
+//!    would open the NAT's filter for it): ask IP1:P1 to answer from IP2:P2 (CHANGE-REQUEST
+//!    IP and port). An answer means endpoint-independent filtering; otherwise ask for an
+//!    answer from IP1:P2 (port only): an answer means address-dependent filtering, none means
+//!    address-and-port-dependent.
+//! 3. Mapping: Binding to IP2:P1 → M2. M2 = M1 means endpoint-independent mapping; else
+//!    Binding to IP2:P2 → M3: M3 = M2 means address-dependent, else address-and-port-
+//!    dependent, and a Binding to IP1:P2 → M4 gives a second port step: two equal small steps
+//!    (M3−M2 = M4−M3) mean sequential allocation (ports can be predicted), anything else
+//!    random.
+//!
+//! With a one-IP server (IP1 = IP2) only port changes exist: filtering that lets an answer
+//! from the other port through is "not port-dependent" and mapping that keeps the port is
+//! "not port-dependent", which are reported as unknown (`None`) rather than guessed.
+//! A lost answer reads as "filtered": each test is retried [`DISCOVERY_TRIES`] times first.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::Transmit;
+use crate::stun::{StunBinding, StunError};
+use crate::time::{Duration, Instant};
+use crate::wire::stun::{CHANGE_IP, CHANGE_PORT};
+
+/// First retransmission of each discovery request after this long, doubling.
+pub const DISCOVERY_RTO: Duration = Duration::from_millis(150);
+/// Requests per test; a test with no answer after them (1.05 s) counts as filtered.
+pub const DISCOVERY_TRIES: u32 = 3;
+/// Largest port step between consecutive mappings still called sequential.
+pub const MAX_SEQUENTIAL_STEP: i32 = 16;
+
+/// How a NAT's mapping or filtering depends on the remote endpoint (RFC 4787 §4.1, §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dependence {
+    /// The same for every remote endpoint ("cone").
+    EndpointIndependent,
+    /// Depends on the remote IP.
+    AddressDependent,
+    /// Depends on the remote IP and port ("symmetric" for mapping).
+    AddressAndPortDependent,
+}
+
+impl Dependence {
+    /// The RFC 4787 name: `endpoint-independent`, `address-dependent`,
+    /// `address-and-port-dependent`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EndpointIndependent => "endpoint-independent",
+            Self::AddressDependent => "address-dependent",
+            Self::AddressAndPortDependent => "address-and-port-dependent",
+        }
+    }
+
+    pub(crate) fn to_wire(v: Option<Self>) -> u8 {
+        match v {
+            None => 0,
+            Some(Self::EndpointIndependent) => 1,
+            Some(Self::AddressDependent) => 2,
+            Some(Self::AddressAndPortDependent) => 3,
+        }
+    }
+
+    pub(crate) fn from_wire(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::EndpointIndependent),
+            2 => Some(Self::AddressDependent),
+            3 => Some(Self::AddressAndPortDependent),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Dependence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a NAT with endpoint-dependent mapping picks the port of each new mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PortAllocation {
+    /// Each new mapping's port is the previous one plus `delta` (also what a port-preserving
+    /// NAT looks like once the preserved port is taken): predictable.
+    Sequential {
+        /// The step between consecutive mappings.
+        delta: i16,
+    },
+    /// No pattern: birthday probing is the way through.
+    Random,
+}
+
+/// What [`NatDiscovery`] found. `None` fields were not measurable, never guessed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatBehavior {
+    /// This socket's address as the server sees it (M1).
+    pub reflexive: SocketAddr,
+    /// Mapping behaviour.
+    pub mapping: Option<Dependence>,
+    /// Filtering behaviour.
+    pub filtering: Option<Dependence>,
+    /// The NAT kept the local port (known only if the local address was given).
+    pub port_preserved: Option<bool>,
+    /// Port allocation of new mappings (measured for endpoint-dependent mappings only).
+    pub allocation: Option<PortAllocation>,
+    /// The newest mapping's external port seen: where predictions start.
+    pub last_port: u16,
+    /// The server's alternate address (OTHER-ADDRESS), if it has one.
+    pub alternate: Option<SocketAddr>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    First,
+    FilterBoth,
+    FilterPort,
+    Map2,
+    Map3,
+    Map4,
+}
+
+/// The RFC 5780 test sequence against one server (see the module docs).
+#[derive(Debug)]
+pub struct NatDiscovery {
+    server: SocketAddr,
+    local: Option<SocketAddr>,
+    step: Step,
+    txn: StunBinding,
+    rto: Duration,
+    tries: u32,
+    /// Mapped addresses M1..M4 as far as known.
+    mapped: [Option<SocketAddr>; 4],
+    other: Option<SocketAddr>,
+    filtering: Option<Dependence>,
+    result: Option<Result<NatBehavior, StunError>>,
+}
+
+impl NatDiscovery {
+    /// Starts discovery against `server` from the socket whose local address is `local`
+    /// (for port preservation; `None` if unknown). `txid` seeds the transaction ids and must
+    /// be random.
+    pub fn new(
+        now: Instant,
+        server: SocketAddr,
+        local: Option<SocketAddr>,
+        txid: [u8; 12],
+    ) -> Self {
+        Self::with_timing(now, server, local, txid, DISCOVERY_RTO, DISCOVERY_TRIES)
+    }
+
+    /// As [`NatDiscovery::new`], with the retransmission timing of each test.
+    pub fn with_timing(
+        now: Instant,
+        server: SocketAddr,
+        local: Option<SocketAddr>,
+        txid: [u8; 12],
+        rto: Duration,
+        tries: u32,
+    ) -> Self {
+        Self {
+            server,
+            local,
+            step: Step::First,
+            txn: StunBinding::new(now, server, txid, rto, tries).with_change_request(0),
+            rto,
+            tries,
+            mapped: [None; 4],
+            other: None,
+            filtering: None,
+            result: None,
+        }
+    }
+
+    /// The server asked.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// The outcome, once finished.
+    pub fn result(&self) -> Option<Result<NatBehavior, StunError>> {
+        self.result
+    }
+
+    /// Offers a received datagram; true if it answered the current test.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
+        if self.result.is_some() || !self.txn.handle_datagram(from, datagram) {
+            return false;
+        }
+        self.advance(now);
+        true
+    }
+
+    /// Retransmits, gives up on tests, moves on.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.result.is_some() {
+            return;
+        }
+        self.txn.handle_timeout(now);
+        if self.txn.result().is_some() {
+            self.advance(now);
+        }
+    }
+
+    /// The next request to send.
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        if self.result.is_some() {
+            return None;
+        }
+        self.txn.poll_transmit(buf)
+    }
+
+    /// When to call [`NatDiscovery::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.result.is_some() {
+            return None;
+        }
+        self.txn.poll_timeout()
+    }
+
+    /// The next transaction id: derived from the first, so every test's differs.
+    fn next_txid(&self) -> [u8; 12] {
+        let mut id = self.txn_id();
+        id[11] = id[11].wrapping_add(1);
+        id
+    }
+
+    fn txn_id(&self) -> [u8; 12] {
+        self.txn.txid()
+    }
+
+    fn start(&mut self, now: Instant, step: Step, to: SocketAddr, flags: u32) {
+        let txid = self.next_txid();
+        self.step = step;
+        self.txn = StunBinding::new(now, to, txid, self.rto, self.tries).with_change_request(flags);
+    }
+
+    fn two_ips(&self) -> bool {
+        self.other.is_some_and(|o| o.ip() != self.server.ip())
+    }
+
+    /// The current test finished (answered or not): record it and start the next.
+    fn advance(&mut self, now: Instant) {
+        let answer = self.txn.result();
+        let ok = matches!(answer, Some(Ok(_)));
+        let mapped = answer.and_then(Result::ok);
+        match self.step {
+            Step::First => match answer {
+                Some(Ok(m1)) => {
+                    self.mapped[0] = Some(m1);
+                    self.other = self
+                        .txn
+                        .other_address()
+                        .filter(|o| o.is_ipv4() == self.server.is_ipv4() && *o != self.server);
+                    if self.other.is_none() {
+                        return self.finish(None);
+                    }
+                    if self.two_ips() {
+                        self.start(now, Step::FilterBoth, self.server, CHANGE_IP | CHANGE_PORT);
+                    } else {
+                        self.start(now, Step::FilterPort, self.server, CHANGE_PORT);
+                    }
+                }
+                Some(Err(e)) => self.result = Some(Err(e)),
+                None => {}
+            },
+            Step::FilterBoth => {
+                if ok {
+                    self.filtering = Some(Dependence::EndpointIndependent);
+                    self.start_mapping(now);
+                } else {
+                    self.start(now, Step::FilterPort, self.server, CHANGE_PORT);
+                }
+            }
+            Step::FilterPort => {
+                self.filtering = match (ok, self.two_ips()) {
+                    (true, true) => Some(Dependence::AddressDependent),
+                    (true, false) => None, // endpoint-independent or address-dependent
+                    (false, _) => Some(Dependence::AddressAndPortDependent),
+                };
+                self.start_mapping(now);
+            }
+            Step::Map2 => {
+                let Some(m2) = mapped else {
+                    return self.finish(None);
+                };
+                self.mapped[1] = Some(m2);
+                let m1 = self.mapped[0];
+                if Some(m2) == m1 {
+                    // Same mapping for another IP (or, with one IP, another port).
+                    let m = self.two_ips().then_some(Dependence::EndpointIndependent);
+                    return self.finish(m);
+                }
+                if !self.two_ips() {
+                    return self.finish(Some(Dependence::AddressAndPortDependent));
+                }
+                let other = self.other.unwrap_or(self.server);
+                self.start(now, Step::Map3, other, 0);
+            }
+            Step::Map3 => {
+                let Some(m3) = mapped else {
+                    return self.finish(None);
+                };
+                self.mapped[2] = Some(m3);
+                if Some(m3) == self.mapped[1] {
+                    return self.finish(Some(Dependence::AddressDependent));
+                }
+                let other = self.other.unwrap_or(self.server);
+                let to = SocketAddr::new(self.server.ip(), other.port());
+                self.start(now, Step::Map4, to, 0);
+            }
+            Step::Map4 => {
+                self.mapped[3] = mapped;
+                self.finish(Some(Dependence::AddressAndPortDependent));
+            }
+        }
+    }
+
+    fn start_mapping(&mut self, now: Instant) {
+        let other = self.other.unwrap_or(self.server);
+        let to = if self.two_ips() {
+            SocketAddr::new(other.ip(), self.server.port())
+        } else {
+            SocketAddr::new(self.server.ip(), other.port())
+        };
+        self.start(now, Step::Map2, to, 0);
+    }
+
+    fn finish(&mut self, mapping: Option<Dependence>) {
+        let Some(m1) = self.mapped[0] else {
+            self.result = Some(Err(StunError::TimedOut));
+            return;
+        };
+        let ports: Vec<i32> = self
+            .mapped
+            .iter()
+            .flatten()
+            .map(|a| i32::from(a.port()))
+            .collect();
+        let last_port = self
+            .mapped
+            .iter()
+            .flatten()
+            .last()
+            .map_or_else(|| m1.port(), |a| a.port());
+        let step = |a: i32, b: i32| {
+            let d = b - a;
+            (d != 0 && d.abs() <= MAX_SEQUENTIAL_STEP).then_some(d)
+        };
+        let allocation = match mapping {
+            Some(Dependence::AddressAndPortDependent) if ports.len() >= 4 => {
+                // M2, M3, M4 are fresh mappings made back to back; M1 may be older.
+                match (step(ports[1], ports[2]), step(ports[2], ports[3])) {
+                    (Some(a), Some(b)) if a == b => Some(PortAllocation::Sequential {
+                        delta: i16::try_from(a).unwrap_or(1),
+                    }),
+                    _ => Some(PortAllocation::Random),
+                }
+            }
+            Some(Dependence::AddressDependent) if ports.len() >= 2 => {
+                // One fresh mapping (M2, for IP2); M1 is the only other sample.
+                Some(
+                    step(ports[0], ports[1]).map_or(PortAllocation::Random, |d| {
+                        PortAllocation::Sequential {
+                            delta: i16::try_from(d).unwrap_or(1),
+                        }
+                    }),
+                )
+            }
+            _ => None,
+        };
+        self.result = Some(Ok(NatBehavior {
+            reflexive: m1,
+            mapping,
+            filtering: self.filtering,
+            port_preserved: self.local.map(|l| l.port() == m1.port()),
+            allocation,
+            last_port,
+            alternate: self.other,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests;
