@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
+use pierce_core::SocketId;
 use rand::rngs::StdRng;
 
 use crate::nat::{Nat, NatConfig, NatDrop};
@@ -21,7 +22,7 @@ pub(crate) type Realm = Option<usize>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Owner {
-    Host { id: usize, port: u16 },
+    Host(usize),
     Nat(usize),
 }
 
@@ -75,6 +76,8 @@ const MAX_HOPS: usize = 32;
 pub(crate) struct Network {
     pub(crate) nats: Vec<NatSlot>,
     owners: BTreeMap<(Realm, IpAddr), Owner>,
+    /// Bound sockets: address in a realm → (host, socket id).
+    sockets: BTreeMap<(Realm, SocketAddr), (usize, SocketId)>,
     /// (from host, to host) pairs that cannot talk.
     blocked: BTreeSet<(usize, usize)>,
     offline: BTreeSet<usize>,
@@ -125,11 +128,51 @@ impl Network {
 
     pub(crate) fn add_host(&mut self, id: usize, realm: Realm, port: u16) -> SocketAddr {
         let ip = self.alloc_in(realm);
-        self.owners.insert((realm, ip), Owner::Host { id, port });
-        SocketAddr::new(ip, port)
+        self.owners.insert((realm, ip), Owner::Host(id));
+        let addr = SocketAddr::new(ip, port);
+        self.sockets.insert((realm, addr), (id, SocketId::PRIMARY));
+        addr
     }
 
-    /// Moves an open host (or one inside a NAT) to a new address in the same realm.
+    /// Gives host `id` one more IP in its realm (a server's alternate address).
+    pub(crate) fn add_ip(&mut self, id: usize, realm: Realm) -> IpAddr {
+        let ip = self.alloc_in(realm);
+        self.owners.insert((realm, ip), Owner::Host(id));
+        ip
+    }
+
+    /// Binds socket `socket` of host `id` at `addr`: the host must own the IP and the port
+    /// must be free.
+    pub(crate) fn bind(
+        &mut self,
+        id: usize,
+        realm: Realm,
+        addr: SocketAddr,
+        socket: SocketId,
+    ) -> bool {
+        if self.owners.get(&(realm, addr.ip())) != Some(&Owner::Host(id))
+            || addr.port() == 0
+            || self.sockets.contains_key(&(realm, addr))
+        {
+            return false;
+        }
+        self.sockets.insert((realm, addr), (id, socket));
+        true
+    }
+
+    /// Unbinds a socket.
+    pub(crate) fn unbind(&mut self, realm: Realm, addr: SocketAddr) {
+        self.sockets.remove(&(realm, addr));
+    }
+
+    /// True if `addr` is free to bind in `realm`.
+    pub(crate) fn is_free(&self, realm: Realm, addr: SocketAddr) -> bool {
+        !self.sockets.contains_key(&(realm, addr))
+    }
+
+    /// Moves an open host (or one inside a NAT) to a new address in the same realm: a new
+    /// IP (its extra sockets follow, keeping their ports), or the next port on the same IP
+    /// (the primary socket only).
     pub(crate) fn readdress_host(
         &mut self,
         id: usize,
@@ -137,20 +180,41 @@ impl Network {
         old: SocketAddr,
         new_ip: bool,
     ) -> SocketAddr {
-        self.owners.remove(&(realm, old.ip()));
-        let ip = if new_ip {
-            self.alloc_in(realm)
+        if new_ip {
+            self.owners.remove(&(realm, old.ip()));
+            let ip = self.alloc_in(realm);
+            self.owners.insert((realm, ip), Owner::Host(id));
+            let moved: Vec<_> = self
+                .sockets
+                .iter()
+                .filter(|((r, a), (h, _))| *r == realm && a.ip() == old.ip() && *h == id)
+                .map(|(k, v)| (*k, *v))
+                .collect();
+            for ((r, a), v) in moved {
+                self.sockets.remove(&(r, a));
+                self.sockets.insert((r, SocketAddr::new(ip, a.port())), v);
+            }
+            SocketAddr::new(ip, old.port())
         } else {
-            old.ip()
-        };
-        // A rebind without a new IP takes the next port.
-        let port = if new_ip {
-            old.port()
-        } else {
-            old.port().wrapping_add(1).max(1024)
-        };
-        self.owners.insert((realm, ip), Owner::Host { id, port });
-        SocketAddr::new(ip, port)
+            // A rebind without a new IP takes the next free port.
+            let v = self
+                .sockets
+                .remove(&(realm, old))
+                .unwrap_or((id, SocketId::PRIMARY));
+            let mut port = old.port();
+            loop {
+                port = port.wrapping_add(1).max(1024);
+                if !self
+                    .sockets
+                    .contains_key(&(realm, SocketAddr::new(old.ip(), port)))
+                {
+                    break;
+                }
+            }
+            let new = SocketAddr::new(old.ip(), port);
+            self.sockets.insert((realm, new), v);
+            new
+        }
     }
 
     /// Gives NAT `n` a new public IP (flushing its bindings).
@@ -204,7 +268,7 @@ impl Network {
         mut realm: Realm,
         mut src: SocketAddr,
         dst: SocketAddr,
-    ) -> Result<(usize, SocketAddr), NetDrop> {
+    ) -> Result<(usize, SocketId, SocketAddr), NetDrop> {
         // Climb until the destination is known in the current realm.
         let mut hops = 0;
         while !self.owners.contains_key(&(realm, dst.ip())) {
@@ -235,12 +299,12 @@ impl Network {
         for _ in 0..MAX_HOPS {
             match self.owners.get(&(realm, dst.ip())).copied() {
                 None => break,
-                Some(Owner::Host { id, port }) => {
-                    if port != dst.port() {
+                Some(Owner::Host(_)) => {
+                    let Some(&(id, socket)) = self.sockets.get(&(realm, dst)) else {
                         self.stats.no_listener += 1;
                         return Err(NetDrop::NoListener);
-                    }
-                    return Ok((id, src));
+                    };
+                    return Ok((id, socket, src));
                 }
                 Some(Owner::Nat(n)) => {
                     dst = self.nats[n]
@@ -265,7 +329,7 @@ impl Network {
     ) -> Option<usize> {
         for _ in 0..MAX_HOPS {
             match self.owners.get(&(realm, dst.ip()))? {
-                Owner::Host { id, port } => return (*port == dst.port()).then_some(*id),
+                Owner::Host(_) => return self.sockets.get(&(realm, dst)).map(|(id, _)| *id),
                 Owner::Nat(n) => {
                     dst = self.nats[*n].nat.peek_inbound(now, src, dst)?;
                     realm = Some(*n);

@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use pierce_core::{Client, ClientEvent, ClientStats, Endpoint, Server, ServerEvent, ServerStats};
+use pierce_core::{
+    Client, ClientEvent, ClientStats, Endpoint, Server, ServerEvent, ServerStats, SocketId,
+    SocketRequest,
+};
 
 /// Something the simulator can drive: a sans-IO [`Endpoint`] whose events it can log and
 /// whose counters it can report. Implemented for [`Client`] and [`Server`]; implement it
@@ -70,8 +73,8 @@ impl From<String> for NodeEvent {
 /// What one service round of a node produced.
 #[derive(Debug, Default)]
 pub(crate) struct Output {
-    /// Datagrams to send: destination and bytes.
-    pub(crate) transmits: Vec<(SocketAddr, Bytes)>,
+    /// Datagrams to send: local socket, destination and bytes.
+    pub(crate) transmits: Vec<(SocketId, SocketAddr, Bytes)>,
     pub(crate) events: Vec<NodeEvent>,
 }
 
@@ -79,7 +82,7 @@ pub(crate) struct Output {
 pub(crate) fn drain<N: Node>(node: &mut N, now: Instant, buf: &mut [u8], out: &mut Output) {
     while let Some(t) = node.poll_transmit(now, buf) {
         out.transmits
-            .push((t.dst, Bytes::copy_from_slice(&buf[..t.len])));
+            .push((t.socket, t.dst, Bytes::copy_from_slice(&buf[..t.len])));
     }
     while let Some(e) = node.poll_event() {
         out.events.push(e.into());
@@ -89,7 +92,15 @@ pub(crate) fn drain<N: Node>(node: &mut N, now: Instant, buf: &mut [u8], out: &m
 /// The object-safe face of a [`Node`] that the simulation loop uses, so clients, servers and
 /// custom nodes share one code path.
 pub(crate) trait Driven {
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]);
+    fn handle_datagram_on(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        datagram: &[u8],
+    );
+    fn poll_socket_request(&mut self) -> Option<SocketRequest>;
+    fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>);
     fn handle_timeout(&mut self, now: Instant);
     /// Drains transmits and events into `out`; returns `poll_timeout()` afterwards.
     fn drain(&mut self, now: Instant, buf: &mut [u8], out: &mut Output) -> Option<Instant>;
@@ -99,8 +110,20 @@ pub(crate) trait Driven {
 }
 
 impl<N: Node + 'static> Driven for N {
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        Endpoint::handle_datagram(self, now, from, datagram);
+    fn handle_datagram_on(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) {
+        Endpoint::handle_datagram_on(self, now, socket, from, datagram);
+    }
+    fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+        Endpoint::poll_socket_request(self)
+    }
+    fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
+        Endpoint::socket_opened(self, now, id, local);
     }
     fn handle_timeout(&mut self, now: Instant) {
         Endpoint::handle_timeout(self, now);

@@ -40,22 +40,35 @@ use crate::scenario::Edge;
 /// The traversal techniques the peers use beyond simultaneous punching.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traversal {
-    /// Guess the hard side's next port from its recent allocations (sequential NATs).
+    /// Guess the hard side's next port from its recent allocations (sequential NATs), when
+    /// the other side is easy.
     pub port_prediction: bool,
     /// Birthday-paradox probing against a hard NAT with random ports.
     pub birthday: bool,
+    /// Predict on both sides at once when both are hard and predictable (lockstep port
+    /// sweeps; fragile, since every probe to a new port allocates a new port).
+    pub both_hard_prediction: bool,
 }
 
 impl Traversal {
-    /// Simultaneous punching only (what Pierce plans first).
+    /// Simultaneous punching only.
     pub const BASIC: Self = Self {
         port_prediction: false,
         birthday: false,
+        both_hard_prediction: false,
     };
-    /// Punching plus port prediction and birthday probing.
+    /// What Pierce does: punching, plus port prediction and birthday probing between an easy
+    /// and a hard side (both hard: relay).
+    pub const PIERCE: Self = Self {
+        port_prediction: true,
+        birthday: true,
+        both_hard_prediction: false,
+    };
+    /// Every technique, including prediction between two hard NATs.
     pub const FULL: Self = Self {
         port_prediction: true,
         birthday: true,
+        both_hard_prediction: true,
     };
 }
 
@@ -129,7 +142,7 @@ pub fn direct_path_possible_with(a: &Edge, b: &Edge, t: Traversal) -> bool {
         (true, true) => true,
         (true, false) => easy_vs_hard(a, b, t),
         (false, true) => easy_vs_hard(b, a, t),
-        (false, false) => t.port_prediction && a.predictable() && b.predictable(),
+        (false, false) => t.both_hard_prediction && a.predictable() && b.predictable(),
     }
 }
 
@@ -195,6 +208,7 @@ mod tests {
             Traversal {
                 port_prediction: true,
                 birthday: false,
+                both_hard_prediction: true,
             },
             [
                 [1, 1, 1, 1, 1, 1],
@@ -217,6 +231,21 @@ mod tests {
                 [1, 1, 1, 1, 1, 1],
                 [1, 1, 1, 1, 1, 1],
                 [1, 1, 1, 1, 1, 0],
+                [1, 1, 1, 1, 0, 0],
+            ],
+        );
+    }
+
+    #[test]
+    fn oracle_table_for_what_pierce_does() {
+        check(
+            Traversal::PIERCE,
+            [
+                [1, 1, 1, 1, 1, 1],
+                [1, 1, 1, 1, 1, 1],
+                [1, 1, 1, 1, 1, 1],
+                [1, 1, 1, 1, 1, 1],
+                [1, 1, 1, 1, 0, 0],
                 [1, 1, 1, 1, 0, 0],
             ],
         );

@@ -183,6 +183,7 @@ pub struct Scenario {
     pub(crate) client_config: ClientConfig,
     pub(crate) server_config: Option<ServerConfig>,
     pub(crate) trace: bool,
+    pub(crate) server_discovery: bool,
     pub(crate) step_cap: u64,
     pub(crate) busy_limit: u32,
 }
@@ -205,6 +206,7 @@ impl Scenario {
             client_config: ClientConfig::default(),
             server_config: None,
             trace: false,
+            server_discovery: true,
             step_cap: DEFAULT_STEP_CAP,
             busy_limit: DEFAULT_BUSY_LIMIT,
         }

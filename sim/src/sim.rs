@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pierce_core::{
-    Client, ClientConfig, HostId, MAX_DATAGRAM_SIZE, SecretKey, Server, ServerConfig,
+    Client, ClientConfig, HostId, MAX_DATAGRAM_SIZE, SecretKey, Server, ServerConfig, SocketId,
+    SocketRequest,
 };
 
 use crate::clock::{Clock, Queue, format_time};
@@ -225,6 +226,10 @@ struct Host {
     edge: Edge,
     realm: Realm,
     addr: SocketAddr,
+    /// Sockets beyond the primary one, opened at the node's request.
+    extra: BTreeMap<SocketId, SocketAddr>,
+    /// Next port tried for an extra socket without a fixed address.
+    next_port: u16,
     up: Link,
     down: Link,
     /// The wakeup currently scheduled.
@@ -252,6 +257,7 @@ enum Item {
     /// At the receiving host.
     Deliver {
         to: usize,
+        socket: SocketId,
         from: SocketAddr,
         data: Bytes,
         trace: Option<usize>,
@@ -270,6 +276,8 @@ pub struct Sim {
     server: usize,
     server_addr: SocketAddr,
     server_config: Arc<ServerConfig>,
+    /// The server's second IP, for RFC 5780 discovery.
+    server_alt_ip: Option<std::net::IpAddr>,
     log: Vec<String>,
     trace: bool,
     packets: Vec<PacketRecord>,
@@ -306,6 +314,7 @@ impl Sim {
             server: 0,
             server_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             server_config,
+            server_alt_ip: None,
             log: Vec::new(),
             trace: s.trace,
             packets: Vec::new(),
@@ -316,6 +325,7 @@ impl Sim {
 
         // The server, with forwards through any NATs in front of it.
         let server_edge = s.server.clone().unwrap_or(Edge::Open);
+        let server_edge_is_open = matches!(server_edge, Edge::Open);
         let server_link = s.server_link.clone().unwrap_or_else(|| s.link.clone());
         let (realm, chain) = sim.build_nats(SERVER, &server_edge);
         let id = sim.add_host(SERVER, server_edge, realm, SERVER_PORT, &server_link, None);
@@ -326,6 +336,10 @@ impl Sim {
         }
         sim.server_addr = inner;
         sim.server = id;
+        if s.server_discovery && server_edge_is_open {
+            let realm = sim.hosts[id].realm;
+            sim.server_alt_ip = Some(sim.net.add_ip(id, realm));
+        }
         sim.hosts[id].node = NodeState::Running(Box::new(sim.new_server(0)));
 
         let client_config = Arc::new(s.client_config.clone());
@@ -409,6 +423,8 @@ impl Sim {
             edge,
             realm,
             addr,
+            extra: BTreeMap::new(),
+            next_port: 40_000,
             up: Link::new(
                 link.up.clone(),
                 substream(self.seed, &format!("link/{name}/up")),
@@ -431,13 +447,21 @@ impl Sim {
 
     fn new_server(&self, generation: u32) -> Server {
         let seed = derive_seed(self.seed, &format!("server/{generation}"));
-        Server::new(
+        let mut server = Server::new(
             self.server_config.clone(),
             seed,
             self.clock.now(),
             UNIX_START,
         )
-        .unwrap_or_else(|e| self.fail(format!("invalid server config: {e}")))
+        .unwrap_or_else(|e| self.fail(format!("invalid server config: {e}")));
+        if let Some(ip) = self.server_alt_ip {
+            let primary = self.hosts[self.server].addr;
+            let alt = SocketAddr::new(ip, SERVER_PORT + 1);
+            server
+                .enable_nat_discovery(primary, alt)
+                .unwrap_or_else(|e| self.fail(format!("NAT discovery: {e}")));
+        }
+        server
     }
 
     /// A fresh client process for host `id`, connecting now.
@@ -578,7 +602,7 @@ impl Sim {
                             },
                         );
                     }
-                    Ok((to, seen)) => match self.hosts[to].down.send(now, data.len()) {
+                    Ok((to, socket, seen)) => match self.hosts[to].down.send(now, data.len()) {
                         Sent::Dropped(r) => {
                             self.trace_drop(from, dst, data.len(), "downlink", r);
                             let cause = DropCause::Downlink {
@@ -602,6 +626,7 @@ impl Sim {
                             for t in std::iter::once(at).chain(duplicate) {
                                 let item = Item::Deliver {
                                     to,
+                                    socket,
                                     from: seen,
                                     data: data.clone(),
                                     trace,
@@ -615,6 +640,7 @@ impl Sim {
             }
             Item::Deliver {
                 to,
+                socket,
                 from,
                 data,
                 trace,
@@ -630,7 +656,7 @@ impl Sim {
                 }
                 let at = self.elapsed();
                 match &mut self.hosts[to].node {
-                    NodeState::Running(n) => n.handle_datagram(now, from, &data),
+                    NodeState::Running(n) => n.handle_datagram_on(now, socket, from, &data),
                     NodeState::Crashed => {
                         self.net.stats.dead_host += 1;
                         let cause = DropCause::Net(NetDrop::DeadHost);
@@ -653,6 +679,7 @@ impl Sim {
     /// its wakeup. `after_timeout` enables the busy-loop check.
     fn service(&mut self, id: usize, after_timeout: bool) -> Result<(), SimError> {
         let now = self.clock.now();
+        self.serve_socket_requests(id);
         let mut out = Output::default();
         let host = &mut self.hosts[id];
         let next = match &mut host.node {
@@ -690,19 +717,85 @@ impl Sim {
                 self.queue.push(t, Item::Wake(id));
             }
         }
-        for (dst, data) in out.transmits {
-            self.send_from(id, dst, data);
+        for (socket, dst, data) in out.transmits {
+            self.send_from(id, socket, dst, data);
         }
         Ok(())
     }
 
-    fn send_from(&mut self, id: usize, dst: SocketAddr, data: Bytes) {
+    /// Opens and closes the sockets a node asks for, like a runtime would.
+    fn serve_socket_requests(&mut self, id: usize) {
         let now = self.clock.now();
+        loop {
+            let req = match &mut self.hosts[id].node {
+                NodeState::Running(n) => n.poll_socket_request(),
+                NodeState::Crashed => None,
+            };
+            let Some(req) = req else { break };
+            let realm = self.hosts[id].realm;
+            match req {
+                SocketRequest::Open { id: sid, addr } => {
+                    if sid == SocketId::PRIMARY {
+                        continue;
+                    }
+                    if let Some(old) = self.hosts[id].extra.remove(&sid) {
+                        self.net.unbind(realm, old);
+                    }
+                    let ip = self.hosts[id].addr.ip();
+                    let bound = match addr {
+                        Some(a) => self.net.bind(id, realm, a, sid).then_some(a),
+                        None => {
+                            let mut found = None;
+                            for _ in 0..4096 {
+                                let h = &mut self.hosts[id];
+                                let port = h.next_port;
+                                h.next_port = if port >= 60_000 { 40_000 } else { port + 1 };
+                                let a = SocketAddr::new(ip, port);
+                                if self.net.is_free(realm, a) && self.net.bind(id, realm, a, sid) {
+                                    found = Some(a);
+                                    break;
+                                }
+                            }
+                            found
+                        }
+                    };
+                    if let Some(a) = bound {
+                        self.hosts[id].extra.insert(sid, a);
+                    }
+                    if let NodeState::Running(n) = &mut self.hosts[id].node {
+                        n.socket_opened(now, sid, bound);
+                    }
+                }
+                SocketRequest::Close { id: sid } => {
+                    if let Some(old) = self.hosts[id].extra.remove(&sid) {
+                        self.net.unbind(realm, old);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The local address of a host's socket.
+    fn socket_addr(&self, id: usize, socket: SocketId) -> Option<SocketAddr> {
+        if socket == SocketId::PRIMARY {
+            Some(self.hosts[id].addr)
+        } else {
+            self.hosts[id].extra.get(&socket).copied()
+        }
+    }
+
+    fn send_from(&mut self, id: usize, socket: SocketId, dst: SocketAddr, data: Bytes) {
+        let now = self.clock.now();
+        let Some(src) = self.socket_addr(id, socket) else {
+            // The node named a socket it does not have (a runtime drops these).
+            self.trace_drop(id, dst, data.len(), "host", "no such socket");
+            return;
+        };
         let trace = self.trace.then(|| {
             self.packets.push(PacketRecord {
                 sent_at: self.clock.elapsed(),
                 from: self.hosts[id].name.clone(),
-                src: self.hosts[id].addr,
+                src,
                 dst,
                 len: data.len(),
                 kind: data.first().copied().unwrap_or(0),
@@ -759,7 +852,7 @@ impl Sim {
                 for t in std::iter::once(at).chain(duplicate) {
                     let item = Item::Arrive {
                         from: id,
-                        src: self.hosts[id].addr,
+                        src,
                         dst,
                         data: data.clone(),
                         trace,

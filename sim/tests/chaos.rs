@@ -105,8 +105,11 @@ const SETTLE: Duration = Duration::from_secs(150);
 /// After a membership change is seen everywhere, `relay_denied` may still grow this long
 /// (packets in flight, reordered or duplicated).
 const DENIED_GRACE: Duration = Duration::from_secs(2);
-/// Most NAT bindings one NAT may hold (each client has a handful of flows).
-const MAX_BINDINGS: usize = 64;
+/// Most NAT bindings one NAT may hold: each client has a handful of flows, plus, as the hard
+/// side of birthday probing, one per extra socket towards each peer (the default 256
+/// sockets, up to three peers), twice: a pool closed after a round leaves its bindings to
+/// idle out while the next round's pool makes new ones.
+const MAX_BINDINGS: usize = 64 + 256 * 3 * 2;
 /// Seeds the CI run covers.
 const CI_SEEDS: u64 = 256;
 /// Tests the seeds are spread over (so libtest runs them in parallel).

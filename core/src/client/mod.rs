@@ -85,6 +85,8 @@ pub struct Client {
     discovery: Option<NatDiscovery>,
     /// What discovery found about this client's NAT.
     nat_behavior: Option<NatBehavior>,
+    /// The discovery under way was started by the session (and ends with it).
+    discovery_auto: bool,
 }
 
 /// STUN transactions one client runs at once, at most.
@@ -175,6 +177,7 @@ impl Client {
             rx_socket: SocketId::PRIMARY,
             discovery: None,
             nat_behavior: None,
+            discovery_auto: false,
         })
     }
 
@@ -497,6 +500,7 @@ impl Client {
             .iter()
             .find(|a| a.is_ipv4() == server.is_ipv4());
         self.discovery = Some(NatDiscovery::new(now, server, local, txid));
+        self.discovery_auto = false;
     }
 
     /// What NAT behaviour discovery found about this client's NAT, once it finished.
@@ -786,6 +790,9 @@ impl Client {
         self.pair_index.clear();
         self.groups.clear();
         self.early.clear();
+        if self.discovery_auto {
+            self.discovery = None;
+        }
     }
 
     /// Queues a control message for the server.
@@ -999,6 +1006,7 @@ impl Client {
         if self.config.nat_discovery && self.config.direct_paths {
             let now = self.clock.now();
             self.discover_nat(now, observed_server);
+            self.discovery_auto = true;
         } else if let Some(b) = self.nat_behavior {
             // Learnt earlier (an explicit discovery): the server should know it too.
             let info = crate::wire::control::NatInfo::from_behavior(&b);

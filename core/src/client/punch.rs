@@ -79,6 +79,16 @@ const SOCKET_SWEEP: Duration = Duration::from_secs(1);
 /// Lowest port a birthday probe targets (NATs allocate from the unprivileged range).
 const LOWEST_RANDOM_PORT: u16 = 1024;
 
+/// Prediction sweeps in one round (a round lasts about three seconds).
+const PREDICTION_SWEEPS_PER_ROUND: u32 = 6;
+/// Most ports one prediction sweep covers.
+const MAX_PREDICTION_SPAN: u32 = 1024;
+
+/// Ports one prediction sweep covers: `window` steps of `delta`.
+fn prediction_span(window: u16, delta: i16) -> u32 {
+    (u32::from(window) * u32::from(delta.unsigned_abs()).max(1)).min(MAX_PREDICTION_SPAN)
+}
+
 /// What the two NATs' behaviours call for beyond simultaneous punching.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Plan {
@@ -256,8 +266,8 @@ impl Punch {
         let budget = match self.plan {
             Plan::Basic => 0,
             // A window per sweep, a sweep every PREDICTION_SWEEP for the round.
-            Plan::Predict { .. } => {
-                u32::from(cfg.prediction_window) * (PROBES_PER_ROUND * 100 / 500).max(1)
+            Plan::Predict { delta, .. } => {
+                prediction_span(cfg.prediction_window, delta) * PREDICTION_SWEEPS_PER_ROUND
             }
             Plan::BirthdayEasy => cfg.birthday_probes,
             Plan::BirthdayHard => u32::from(sockets) * 3,
@@ -341,12 +351,18 @@ impl Punch {
                 return None;
             }
             Plan::Predict { base, delta } => {
-                let k = i32::from(s.step as u16) + 1;
-                let port = i32::from(base) + i32::from(delta) * k;
+                // Every port around the last seen one, nearest first, leaning the step's
+                // way (+1, −1, +2, −2, … for a positive step): other flows may have taken
+                // ports in between, a "step" measured from few samples may be a multiple of
+                // the real one, and the mapping towards this peer may predate discovery's.
+                let n = i32::try_from(s.step).unwrap_or(0);
+                let j = n / 2 + 1;
+                let sign = if n % 2 == 0 { 1 } else { -1 };
+                let port = i32::from(base) + i32::from(delta.signum()) * sign * j;
                 let port = u16::try_from(port.rem_euclid(65_536)).unwrap_or(0).max(1);
                 (
                     (SocketId::PRIMARY, SocketAddr::new(ip, port)),
-                    u32::from(cfg.prediction_window),
+                    prediction_span(cfg.prediction_window, delta),
                     PREDICTION_SWEEP,
                 )
             }

@@ -33,7 +33,14 @@ impl Sim {
                     self.net.readdress_nat(outer);
                 } else {
                     let h = &self.hosts[id];
-                    self.hosts[id].addr = self.net.readdress_host(id, h.realm, h.addr, true);
+                    let old = h.addr;
+                    let new = self.net.readdress_host(id, h.realm, h.addr, true);
+                    self.hosts[id].addr = new;
+                    for a in self.hosts[id].extra.values_mut() {
+                        if a.ip() == old.ip() {
+                            a.set_ip(new.ip());
+                        }
+                    }
                 }
                 self.update_server_addr(id);
             }
