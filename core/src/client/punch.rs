@@ -165,6 +165,9 @@ pub(super) struct Punch {
     cursor: usize,
     /// Probe answers to send: (on socket, to, nonce).
     acks_due: SmallVec<[(SocketId, SocketAddr, u64); 4]>,
+    /// A probe to send at once (ICE's triggered check): a probe arrived from there while no
+    /// path is validated, so a probe back crosses both NATs now.
+    triggered: Option<(SocketId, SocketAddr)>,
     /// The validated direct path: local socket and the peer's address.
     direct: Option<(SocketId, SocketAddr)>,
     last_direct_recv: Option<Instant>,
@@ -177,6 +180,8 @@ pub(super) struct Punch {
     pub(super) plan: Plan,
     /// Spraying (prediction, birthday) in the current round.
     spray: Spray,
+    /// The round the spray was last armed for.
+    spray_round: Option<u32>,
     /// xorshift state for birthday ports (seeded from the nonce: deterministic per pair).
     rng: u64,
 }
@@ -218,6 +223,7 @@ impl Punch {
             next_probe: (enabled && usable).then_some(now + delay),
             cursor: 0,
             acks_due: SmallVec::new(),
+            triggered: None,
             direct: None,
             last_direct_recv: None,
             last_direct_send: None,
@@ -225,6 +231,7 @@ impl Punch {
             peer_nat: None,
             plan: Plan::Basic,
             spray: Spray::default(),
+            spray_round: None,
             rng: nonce | 1,
         }
     }
@@ -300,6 +307,7 @@ impl Punch {
                 self.next_probe = Some(at);
             }
             self.arm_spray(at, cfg.birthday_sockets, cfg);
+            self.spray_round = Some(self.round);
         }
     }
 
@@ -574,9 +582,22 @@ impl Client {
                 && p.last_direct_send
                     .is_none_or(|t| now >= t + DIRECT_KEEPALIVE);
             let probe_due = p.next_probe.is_some_and(|t| now >= t) && !p.candidates.is_empty();
+            let triggered = if p.direct.is_none() {
+                p.triggered.take()
+            } else {
+                None
+            };
             let target = if keepalive_due {
                 p.direct
+            } else if triggered.is_some() {
+                triggered
             } else if probe_due {
+                if p.sent == 0 && p.cursor == 0 && p.spray_round != Some(p.round) {
+                    // A round starts: spray along with it (a spray under way from a replan
+                    // in this round keeps going).
+                    p.spray_round = Some(p.round);
+                    p.arm_spray(now, self.config.birthday_sockets, &self.config);
+                }
                 Some(p.candidates[p.cursor % p.candidates.len()])
             } else {
                 p.next_spray(now, open, &self.config)
@@ -589,6 +610,8 @@ impl Client {
                 let p = &mut peer.punch;
                 if keepalive_due {
                     p.last_direct_send = Some(now);
+                } else if triggered.is_some() {
+                    // Outside the round's count.
                 } else if probe_due {
                     p.cursor += 1;
                     if p.cursor >= p.candidates.len() {
@@ -605,9 +628,7 @@ impl Client {
                             } else {
                                 Duration::ZERO
                             };
-                            let at = now + RETRY_AFTER + stagger;
-                            p.arm_spray(at, self.config.birthday_sockets, &self.config);
-                            Some(at)
+                            Some(now + RETRY_AFTER + stagger)
                         } else {
                             Some(now + PROBE_INTERVAL)
                         };
@@ -662,6 +683,9 @@ impl Client {
                 // The probe's source is where the peer's NAT maps it towards us: the best
                 // candidate there is (it already passed our NAT's filter, too).
                 let c = (socket, from);
+                if p.direct.is_none() && self.config.direct_paths && p.enabled {
+                    p.triggered = Some(c);
+                }
                 if !p.candidates.contains(&c) && p.candidates.len() < MAX_CANDIDATES {
                     p.candidates.push(c);
                     if p.direct.is_none() && p.next_probe.is_none_or(|t| t > now) {
