@@ -1,24 +1,39 @@
 //! The task that owns a core endpoint (quinn's `ConnectionDriver` shape, without the shared
-//! mutex): it owns the socket, reads the clock once per wakeup, and moves bytes, commands and
+//! mutex): it owns the sockets, reads the clock once per wakeup, and moves bytes, commands and
 //! events. Every protocol decision stays in the core.
+//!
+//! Besides its primary socket the core may ask for more ([`SocketRequest`]: a server's NAT
+//! discovery addresses, a client's birthday probing ports). The task binds them itself and
+//! keeps one pending receive per extra socket inside its own future (no task is spawned, so
+//! the driver still runs under any executor), polled in turn so none starves the others.
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future;
 use pierce_core::{
-    Channel, Client, ClientStats, CommandError, ConnectError, Endpoint, GroupId, HostId,
-    MAX_DATAGRAM_SIZE, MessageId, PeerStats, SendError, Server, ServerStats, UnknownHost,
+    Channel, Client, ClientStats, CommandError, ConfigError, ConnectError, Endpoint, GroupId,
+    HostId, MAX_DATAGRAM_SIZE, MessageId, PeerStats, SendError, Server, ServerStats, SocketId,
+    SocketRequest, UnknownHost,
 };
 
 use crate::rt::{self, Socket, channel};
 
 /// Size of the receive buffer: any UDP payload fits, so the core sees a datagram's true length.
 const RECV_BUFFER_SIZE: usize = 65_536;
+
+/// Size of each extra socket's receive buffer (there may be a thousand of them). Larger
+/// datagrams arrive truncated and the core drops them: it neither sends nor accepts any
+/// datagram half this size.
+const EXTRA_RECV_BUFFER_SIZE: usize = 4096;
 
 /// Events waiting for the application, at most, in the channel. When it is full the rest stay
 /// in the core's own queue (bounded by `max_pending_events`, overflow counted in its stats), so
@@ -60,6 +75,7 @@ pub(crate) enum ClientCommand {
     SendToGroup(GroupId, Channel, Bytes, Reply<Result<(), SendError>>),
     PeerStats(HostId, Reply<Option<PeerStats>>),
     SetLocalAddresses(Vec<SocketAddr>, Reply<Result<(), CommandError>>),
+    DiscoverNat(SocketAddr, Reply<()>),
 }
 
 /// The arguments of `Client::join_room`.
@@ -74,6 +90,9 @@ pub(crate) enum ServerCommand {
     Send(HostId, Bytes, Reply<Result<(), SendError>>),
     Disconnect(HostId, u16, Reply<Result<(), UnknownHost>>),
     Stats(Reply<ServerStats>),
+    /// Primary (bound) address, alternate address.
+    EnableNatDiscovery(SocketAddr, SocketAddr, Reply<Result<(), ConfigError>>),
+    SocketAddr(SocketId, Reply<Option<SocketAddr>>),
 }
 
 impl Core for Client {
@@ -103,6 +122,10 @@ impl Core for Client {
             ClientCommand::SetLocalAddresses(addrs, r) => {
                 reply(r, self.set_local_addresses(now, &addrs));
             }
+            ClientCommand::DiscoverNat(server, r) => {
+                self.discover_nat(now, server);
+                reply(r, ());
+            }
         }
     }
 }
@@ -114,6 +137,10 @@ impl Core for Server {
             ServerCommand::Send(to, payload, r) => reply(r, self.send(now, to, &payload)),
             ServerCommand::Disconnect(h, code, r) => reply(r, self.disconnect(now, h, code)),
             ServerCommand::Stats(r) => reply(r, self.stats()),
+            ServerCommand::EnableNatDiscovery(primary, alternate, r) => {
+                reply(r, self.enable_nat_discovery(primary, alternate));
+            }
+            ServerCommand::SocketAddr(id, r) => reply(r, self.socket_addr(id)),
         }
     }
 }
@@ -132,8 +159,14 @@ pub struct DriverStats {
     /// dropped like any datagram lost on the way.
     pub send_errors: u64,
     /// Receive errors that describe an earlier send (ICMP unreachable surfacing as
-    /// `ConnectionReset`/`ConnectionRefused`); ignored, as quinn does.
+    /// `ConnectionReset`/`ConnectionRefused`); ignored, as quinn does. Also any receive error
+    /// of an extra socket, which then stops receiving (the endpoint goes on).
     pub recv_errors_ignored: u64,
+    /// Datagrams the core wanted sent from a socket the driver does not have (never opened,
+    /// failed to open, or closed); dropped like any datagram lost on the way.
+    pub unknown_socket_drops: u64,
+    /// Sockets the core asked for that could not be opened (it is told so).
+    pub socket_open_failures: u64,
 }
 
 /// What the driver task and its handles share: fixed facts and counters, no core state.
@@ -144,6 +177,8 @@ pub(crate) struct Shared {
     error: OnceLock<Arc<io::Error>>,
     send_errors: AtomicU64,
     recv_errors_ignored: AtomicU64,
+    unknown_socket_drops: AtomicU64,
+    socket_open_failures: AtomicU64,
 }
 
 impl Shared {
@@ -153,6 +188,8 @@ impl Shared {
             error: OnceLock::new(),
             send_errors: AtomicU64::new(0),
             recv_errors_ignored: AtomicU64::new(0),
+            unknown_socket_drops: AtomicU64::new(0),
+            socket_open_failures: AtomicU64::new(0),
         }
     }
 
@@ -168,6 +205,105 @@ impl Shared {
         DriverStats {
             send_errors: self.send_errors.load(Ordering::Relaxed),
             recv_errors_ignored: self.recv_errors_ignored.load(Ordering::Relaxed),
+            unknown_socket_drops: self.unknown_socket_drops.load(Ordering::Relaxed),
+            socket_open_failures: self.socket_open_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A finished receive on an extra socket, with what it needs to start the next one.
+struct Received {
+    id: SocketId,
+    socket: Arc<Socket>,
+    buf: Vec<u8>,
+    result: io::Result<(usize, SocketAddr)>,
+}
+
+type Receiving = Pin<Box<dyn Future<Output = Received> + Send>>;
+
+fn receive(id: SocketId, socket: Arc<Socket>, mut buf: Vec<u8>) -> Receiving {
+    Box::pin(async move {
+        let result = socket.recv_from(&mut buf).await;
+        Received {
+            id,
+            socket,
+            buf,
+            result,
+        }
+    })
+}
+
+/// The extra sockets: each with one pending receive, polled in turn.
+#[derive(Default)]
+pub(crate) struct Extra {
+    sockets: BTreeMap<SocketId, Arc<Socket>>,
+    /// One receive per socket (a placeholder that never completes while its result is being
+    /// handled). Dropping one cancels it.
+    receiving: Vec<(SocketId, Receiving)>,
+    /// Where the next poll starts: just after the socket that was ready last.
+    next: usize,
+}
+
+impl Extra {
+    /// Binds socket `id` at `addr`, replacing any socket of that id.
+    async fn open(&mut self, id: SocketId, addr: SocketAddr) -> io::Result<SocketAddr> {
+        self.close(id);
+        let socket = Socket::bind(addr).await?;
+        let local = socket.local_addr()?;
+        let socket = Arc::new(socket);
+        self.sockets.insert(id, Arc::clone(&socket));
+        let buf = vec![0; EXTRA_RECV_BUFFER_SIZE];
+        self.receiving.push((id, receive(id, socket, buf)));
+        Ok(local)
+    }
+
+    fn close(&mut self, id: SocketId) {
+        if self.sockets.remove(&id).is_some() {
+            self.receiving.retain(|(i, _)| *i != id);
+        }
+    }
+
+    fn get(&self, id: SocketId) -> Option<&Socket> {
+        self.sockets.get(&id).map(|s| &**s)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// The next finished receive on any extra socket; pending while there is none (forever
+    /// without extra sockets). Hand it back with [`Extra::rearm`].
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Received> {
+        let n = self.receiving.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            let slot = &mut self.receiving[i].1;
+            if let Poll::Ready(r) = slot.as_mut().poll(cx) {
+                *slot = Box::pin(future::pending());
+                self.next = i + 1;
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    }
+
+    async fn next(&mut self) -> Received {
+        future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Starts the next receive on the socket `r` came from, if it is still open.
+    fn rearm(&mut self, r: Received) {
+        let current = self.sockets.get(&r.id);
+        if !current.is_some_and(|s| Arc::ptr_eq(s, &r.socket)) {
+            return; // closed (or replaced) meanwhile
+        }
+        if let Some((_, slot)) = self.receiving.iter_mut().find(|(i, _)| *i == r.id) {
+            *slot = receive(r.id, r.socket, r.buf);
         }
     }
 }
@@ -176,6 +312,7 @@ impl Shared {
 pub(crate) struct Task<E: Core> {
     pub(crate) endpoint: E,
     pub(crate) socket: Socket,
+    pub(crate) extra: Extra,
     pub(crate) commands: channel::Receiver<E::Command>,
     pub(crate) events: channel::Sender<E::Event>,
     pub(crate) shared: Arc<Shared>,
@@ -185,6 +322,7 @@ enum Wake<C> {
     Timer,
     Command(Option<C>),
     Datagram(io::Result<(usize, SocketAddr)>),
+    Extra(Received),
 }
 
 impl<E: Core> Task<E> {
@@ -207,12 +345,24 @@ impl<E: Core> Task<E> {
             if self.endpoint.poll_timeout().is_some_and(|d| d <= now) {
                 self.endpoint.handle_timeout(now);
             }
+            // Sockets first, so a transmit naming a socket just asked for finds it.
+            self.apply_socket_requests(now).await;
             while let Some(t) = self.endpoint.poll_transmit(now, &mut tx) {
+                let socket = if t.socket == SocketId::PRIMARY {
+                    Some(&self.socket)
+                } else {
+                    self.extra.get(t.socket)
+                };
+                let Some(socket) = socket else {
+                    Shared::count(&self.shared.unknown_socket_drops);
+                    continue;
+                };
                 // A hard error is loss to UDP; an unreachable candidate must not stop the task.
-                if self.socket.send_to(&tx[..t.len], t.dst).await.is_err() {
-                    self.shared.send_errors.fetch_add(1, Ordering::Relaxed);
+                if socket.send_to(&tx[..t.len], t.dst).await.is_err() {
+                    Shared::count(&self.shared.send_errors);
                 }
             }
+            self.apply_socket_requests(now).await;
             // We are the only sender, so the channel cannot fill between check and send. Once
             // it is full, the rest wait in the core until a retry finds room.
             let backlog = loop {
@@ -231,8 +381,10 @@ impl<E: Core> Task<E> {
             if backlog {
                 wait = Some(wait.map_or(EVENT_RETRY, |w| w.min(EVENT_RETRY)));
             }
+            let (commands, socket, extra) = (&self.commands, &self.socket, &mut self.extra);
             // The timer goes first so a flood cannot starve it; commands and datagrams are
-            // polled in random order so neither starves the other.
+            // polled in random order so neither starves the other, and the primary socket
+            // and the extra ones likewise.
             let wake = future::or(
                 async {
                     match wait {
@@ -242,8 +394,11 @@ impl<E: Core> Task<E> {
                     Wake::Timer
                 },
                 future::race(
-                    async { Wake::Command(self.commands.recv().await.ok()) },
-                    async { Wake::Datagram(self.socket.recv_from(&mut rx).await) },
+                    async { Wake::Command(commands.recv().await.ok()) },
+                    future::race(
+                        async { Wake::Datagram(socket.recv_from(&mut rx).await) },
+                        async { Wake::Extra(extra.next().await) },
+                    ),
                 ),
             )
             .await;
@@ -257,15 +412,56 @@ impl<E: Core> Task<E> {
                 }
                 Wake::Datagram(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Wake::Datagram(Err(e)) if is_stray_icmp(&e) => {
-                    self.shared
-                        .recv_errors_ignored
-                        .fetch_add(1, Ordering::Relaxed);
+                    Shared::count(&self.shared.recv_errors_ignored);
                 }
                 Wake::Datagram(Err(e)) => return Err(e),
+                Wake::Extra(r) => self.on_extra(now, r),
             }
             wakes = (wakes + 1) % YIELD_EVERY;
             if wakes == 0 {
                 future::yield_now().await;
+            }
+        }
+    }
+
+    /// A receive on an extra socket finished: hand the datagram to the core and receive again.
+    fn on_extra(&mut self, now: Instant, r: Received) {
+        match &r.result {
+            Ok((len, from)) => {
+                let len = (*len).min(r.buf.len());
+                self.endpoint
+                    .handle_datagram_on(now, r.id, *from, &r.buf[..len]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_stray_icmp(e) => Shared::count(&self.shared.recv_errors_ignored),
+            Err(_) => {
+                // A failing extra socket must not stop the endpoint (to the core this is
+                // loss), nor spin: it stops receiving, and can still send.
+                Shared::count(&self.shared.recv_errors_ignored);
+                return;
+            }
+        }
+        self.extra.rearm(r);
+    }
+
+    /// Opens and closes sockets until the core wants no more changes.
+    async fn apply_socket_requests(&mut self, now: Instant) {
+        while let Some(request) = self.endpoint.poll_socket_request() {
+            match request {
+                SocketRequest::Open { id, addr } => {
+                    let addr =
+                        addr.unwrap_or_else(|| SocketAddr::new(self.shared.local_addr.ip(), 0));
+                    let local = if id == SocketId::PRIMARY {
+                        None // the primary socket lives as long as the driver
+                    } else {
+                        self.extra.open(id, addr).await.ok()
+                    };
+                    if local.is_none() {
+                        Shared::count(&self.shared.socket_open_failures);
+                    }
+                    self.endpoint.socket_opened(now, id, local);
+                }
+                SocketRequest::Close { id } => self.extra.close(id),
             }
         }
     }
@@ -282,4 +478,64 @@ fn is_stray_icmp(e: &io::Error) -> bool {
             | io::ErrorKind::HostUnreachable
             | io::ErrorKind::NetworkUnreachable
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn extra_sockets_take_turns_keep_their_ids_and_close() {
+        async_io::block_on(async {
+            let lo = SocketAddr::from(([127, 0, 0, 1], 0));
+            let mut extra = Extra::default();
+            let mut addrs = BTreeMap::new();
+            for i in 1..=3 {
+                addrs.insert(SocketId(i), extra.open(SocketId(i), lo).await.unwrap());
+            }
+            assert_eq!(extra.len(), 3);
+            let peer = std::net::UdpSocket::bind(lo).unwrap();
+            for round in 0..2u8 {
+                for (id, a) in &addrs {
+                    let tag = u8::try_from(id.0).unwrap();
+                    peer.send_to(&[tag, round], a).unwrap();
+                }
+            }
+            // Everything is queued at once: each socket is read once before any twice.
+            let mut order = Vec::new();
+            for _ in 0..6 {
+                let r = extra.next().await;
+                let (len, from) = *r.result.as_ref().unwrap();
+                assert_eq!(len, 2);
+                assert_eq!(from, peer.local_addr().unwrap());
+                assert_eq!(
+                    u16::from(r.buf[0]),
+                    r.id.0,
+                    "delivered with its socket's id"
+                );
+                order.push((r.id, r.buf[1]));
+                extra.rearm(r);
+            }
+            for (k, (_, round)) in order.iter().enumerate() {
+                assert_eq!(usize::from(*round), k / 3, "{order:?}");
+            }
+            // Sending goes through the socket named.
+            let s2 = extra.get(SocketId(2)).unwrap();
+            s2.send_to(b"x", peer.local_addr().unwrap()).await.unwrap();
+            let mut buf = [0u8; 8];
+            let (_, from) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!(from, addrs[&SocketId(2)]);
+            // A receive handed back after its socket closed is not restarted.
+            peer.send_to(b"z", addrs[&SocketId(2)]).unwrap();
+            let r = extra.next().await;
+            assert_eq!(r.id, SocketId(2));
+            extra.close(SocketId(2));
+            extra.rearm(r);
+            assert_eq!(extra.len(), 2);
+            assert!(extra.get(SocketId(2)).is_none());
+            assert_eq!(extra.receiving.len(), 2);
+        });
+    }
 }

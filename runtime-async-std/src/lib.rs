@@ -1,12 +1,15 @@
 //! # pierce-async-std
 //!
-//! Runs a [`pierce_core`] endpoint on async-std. One task owns the core and its UDP socket;
-//! the application holds a cloneable handle that sends commands over a channel and receives
-//! events from another (quinn's `ConnectionDriver` shape without the shared mutex). The task:
+//! Runs a [`pierce_core`] endpoint on async-std. One task owns the core and its UDP sockets
+//! (the one it is created with, and any more the core asks for: a server's NAT discovery
+//! addresses, a client's birthday probing ports); the application holds a cloneable handle
+//! that sends commands over a channel and receives events from another (quinn's
+//! `ConnectionDriver` shape without the shared mutex). The task:
 //!
-//! 1. runs due timers and drains transmits to the socket;
+//! 1. runs due timers, opens and closes the sockets the core asks for, and drains transmits
+//!    to the socket each names;
 //! 2. moves events to the handles;
-//! 3. waits for the first of: the core's deadline, a command, a datagram;
+//! 3. waits for the first of: the core's deadline, a command, a datagram on any socket;
 //! 4. feeds the winner to the core (reading the clock once), and repeats;
 //!
 //! until every handle is dropped. No protocol decision is made here.
@@ -53,7 +56,7 @@ pub use driver::DriverStats;
 use pierce_core::{
     Channel, Client, ClientConfig, ClientStats, CommandError, ConfigError, ConnectError, Endpoint,
     GroupId, HostId, MessageId, PeerStats, PublicKey, SendError, Server, ServerConfig, ServerStats,
-    UnknownHost,
+    SocketId, UnknownHost,
 };
 pub use pierce_core::{ClientEvent, ServerEvent};
 pub use sys::{os_seed, unix_time};
@@ -275,6 +278,17 @@ impl ClientHandle {
             .await
     }
 
+    /// Runs NAT behaviour discovery (RFC 5780) against `server`'s STUN service from this
+    /// client's socket (`Client::discover_nat`): a Pierce server with an alternate address or
+    /// any RFC 5780 STUN server; answered by [`ClientEvent::NatDiscovered`]. Connected clients
+    /// run it against their server by themselves (`ClientConfig::nat_discovery`).
+    ///
+    /// # Errors
+    /// The driver has stopped.
+    pub async fn discover_nat(&self, server: SocketAddr) -> io::Result<()> {
+        self.0.call(|r| ClientCommand::DiscoverNat(server, r)).await
+    }
+
     /// Counters and estimates of the connection to `peer`, if this client shares a group with
     /// it (`Client::peer_stats`).
     ///
@@ -344,6 +358,34 @@ impl ServerHandle {
     /// The driver has stopped.
     pub async fn stats(&self) -> io::Result<ServerStats> {
         self.link.call(ServerCommand::Stats).await
+    }
+
+    /// Turns on NAT behaviour discovery (RFC 5780, `Server::enable_nat_discovery`) with
+    /// `alternate` as the second address (port 0 picks one): the driver binds the alternate
+    /// socket, and its crossings with the primary address when the IPs differ, before it next
+    /// waits. Their addresses come from [`ServerHandle::socket_addr`] (1: the alternate, 2:
+    /// primary IP with the alternate port, 3: alternate IP with the primary port).
+    ///
+    /// # Errors
+    /// The core's [`ConfigError`] (the server must be bound to a specific IP, not a wildcard;
+    /// discovery already on), or [`HandleError::Stopped`].
+    pub async fn enable_nat_discovery(
+        &self,
+        alternate: SocketAddr,
+    ) -> Result<(), HandleError<ConfigError>> {
+        let primary = self.local_addr();
+        (self.link)
+            .try_call(|r| ServerCommand::EnableNatDiscovery(primary, alternate, r))
+            .await
+    }
+
+    /// The bound address of the server's local socket `id` (`Server::socket_addr`), once
+    /// the driver has opened it; `None` if it is not open (or could not be).
+    ///
+    /// # Errors
+    /// The driver has stopped.
+    pub async fn socket_addr(&self, id: SocketId) -> io::Result<Option<SocketAddr>> {
+        self.link.call(|r| ServerCommand::SocketAddr(id, r)).await
     }
 
     /// The next event; `None` once the driver has stopped and every event was taken.
@@ -463,6 +505,7 @@ fn wire<E: Core>(socket: Socket, endpoint: E) -> io::Result<Wired<E>> {
     let task = Task {
         endpoint,
         socket,
+        extra: driver::Extra::default(),
         commands,
         events,
         shared,

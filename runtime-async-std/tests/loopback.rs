@@ -62,9 +62,13 @@ async fn hello_round_trip(c: &ClientHandle, text: String) {
     c.send_to_server(text.clone().into_bytes())
         .await
         .expect("connected");
-    match c.next_event().await {
-        Some(ClientEvent::Message { payload }) => assert_eq!(payload, text.as_bytes()),
-        other => panic!("expected the echo, got {other:?}"),
+    loop {
+        match c.next_event().await {
+            Some(ClientEvent::Message { payload }) => break assert_eq!(payload, text.as_bytes()),
+            // Connected clients discover their NAT by themselves (nat_discovery).
+            Some(ClientEvent::NatDiscovered { .. }) => {}
+            other => panic!("expected the echo, got {other:?}"),
+        }
     }
 }
 

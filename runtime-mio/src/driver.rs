@@ -1,6 +1,9 @@
-//! The event loop: one `Poll`, one `UdpSocket`, one `Token` (firezone relay `Eventloop::poll`
-//! shape). Bytes and time in, bytes out; everything else is the core's business.
+//! The event loop: one `Poll`, the primary `UdpSocket` plus whatever sockets the core asks for,
+//! one `Token` per socket (its `SocketId`) (firezone relay `Eventloop::poll` shape). Bytes and
+//! time in, bytes out, sockets opened and closed on request; everything else is the core's
+//! business.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -8,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
-use pierce_core::{Endpoint, MAX_DATAGRAM_SIZE, Transmit};
+use pierce_core::{Endpoint, MAX_DATAGRAM_SIZE, SocketId, SocketRequest, Transmit};
 
 /// Most datagrams one [`Driver::pump`] reads (the default; see [`Driver::set_recv_budget`]).
 ///
@@ -22,7 +25,8 @@ pub const RECV_BUDGET: usize = 256;
 /// and classifies oversize garbage itself instead of getting a silently truncated copy.
 pub const RECV_BUFFER_SIZE: usize = 65_536;
 
-const TOKEN: Token = Token(0);
+/// Readiness events taken from the poller per wait; more stay queued in the kernel for the next.
+const EVENT_CAPACITY: usize = 256;
 
 /// Counters kept by the adapter; protocol counters live in the core's `stats()`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +41,8 @@ pub struct DriverStats {
     pub send_errors: u64,
     /// Receive errors that describe an earlier send, not this socket (ICMP port or host
     /// unreachable surfacing as `ConnectionReset`/`ConnectionRefused`); ignored, as quinn does.
+    /// Also any other receive error of an extra socket (only the primary socket's stop the
+    /// driver).
     pub recv_errors_ignored: u64,
     /// Pumps that stopped reading because the budget ran out with data still queued.
     pub budget_exhausted: u64,
@@ -44,31 +50,53 @@ pub struct DriverStats {
     pub last_pump_received: usize,
     /// Flushes that stopped sending because [`SEND_BUDGET`] ran out with more queued.
     pub send_budget_exhausted: u64,
+    /// Datagrams the core wanted sent from a socket the driver does not have (never opened,
+    /// failed to open, or closed while the datagram waited); dropped like any lost datagram.
+    pub unknown_socket_drops: u64,
+    /// Sockets the core asked for that could not be opened (bind or registration failed;
+    /// the core is told with `socket_opened(.., None)`, see [`Driver::last_open_error`]).
+    pub socket_open_failures: u64,
 }
 
 /// Datagrams one flush sends at most: a core that keeps producing output (a bug, or a huge
 /// backlog) cannot stall a frame; the rest goes out on the next pump, which does not wait.
 pub const SEND_BUDGET: usize = 1024;
 
-/// Drives one core [`Endpoint`] on one mio UDP socket.
+/// One UDP socket of the driver.
+struct Sock {
+    socket: UdpSocket,
+    local: SocketAddr,
+    /// The socket may hold unread data. mio is edge-triggered: this stays set until a read
+    /// returns `WouldBlock`, including across pumps when the budget runs out. Set exactly when
+    /// the socket's id is in [`Driver::ready`].
+    readable: bool,
+}
+
+/// Drives one core [`Endpoint`] on mio UDP sockets: the primary one it is created with
+/// ([`SocketId::PRIMARY`]) and any more the endpoint asks for ([`SocketRequest`]).
 pub struct Driver<E> {
     endpoint: E,
-    socket: UdpSocket,
+    /// Every open socket by id, the primary (id 0) always among them. Each is registered with
+    /// `Token(id)`.
+    sockets: BTreeMap<SocketId, Sock>,
     local_addr: SocketAddr,
     poll: Poll,
     events: Events,
     /// `poll_transmit` writes here; holds the parked datagram while one is parked.
     tx: Box<[u8]>,
     rx: Box<[u8]>,
-    /// A datagram the socket refused with `WouldBlock`; WRITABLE is registered while set.
+    /// A datagram a socket refused with `WouldBlock` (its `socket` says which); that socket
+    /// has WRITABLE registered while it is set.
     parked: Option<Transmit>,
-    /// The socket may hold unread data. mio is edge-triggered: this stays set until a read
-    /// returns `WouldBlock`, including across pumps when the budget runs out.
-    readable: bool,
+    /// Sockets that may hold unread data, in the order they are read: one datagram from the
+    /// front socket, which then goes to the back while it stays readable (round robin, so no
+    /// socket starves the others and the budget is shared).
+    ready: VecDeque<SocketId>,
     /// The last flush stopped at [`SEND_BUDGET`]: the next pump must not wait.
     more_to_send: bool,
     budget: usize,
     stats: DriverStats,
+    last_open_error: Option<(SocketId, io::Error)>,
 }
 
 impl<E: Endpoint> Driver<E> {
@@ -93,26 +121,48 @@ impl<E: Endpoint> Driver<E> {
     fn new(mut socket: UdpSocket, endpoint: E) -> io::Result<Self> {
         let poll = Poll::new()?;
         poll.registry()
-            .register(&mut socket, TOKEN, Interest::READABLE)?;
+            .register(&mut socket, token(SocketId::PRIMARY), Interest::READABLE)?;
+        let local_addr = socket.local_addr()?;
+        let primary = Sock {
+            socket,
+            local: local_addr,
+            readable: true,
+        };
         Ok(Self {
             endpoint,
-            local_addr: socket.local_addr()?,
-            socket,
+            sockets: BTreeMap::from([(SocketId::PRIMARY, primary)]),
+            local_addr,
             poll,
-            events: Events::with_capacity(4),
+            events: Events::with_capacity(EVENT_CAPACITY),
             tx: vec![0; MAX_DATAGRAM_SIZE].into_boxed_slice(),
             rx: vec![0; RECV_BUFFER_SIZE].into_boxed_slice(),
             parked: None,
-            readable: true,
+            ready: VecDeque::from([SocketId::PRIMARY]),
             more_to_send: false,
             budget: RECV_BUDGET,
             stats: DriverStats::default(),
+            last_open_error: None,
         })
     }
 
-    /// The address the socket is bound to.
+    /// The address the primary socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address socket `id` is bound to, if the driver has it open.
+    pub fn socket_addr(&self, id: SocketId) -> Option<SocketAddr> {
+        self.sockets.get(&id).map(|s| s.local)
+    }
+
+    /// How many sockets are open, the primary one included.
+    pub fn socket_count(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// Why the most recent failed [`SocketRequest::Open`] failed, and for which socket.
+    pub fn last_open_error(&self) -> Option<(SocketId, &io::Error)> {
+        self.last_open_error.as_ref().map(|(id, e)| (*id, e))
     }
 
     /// The core endpoint, to read its state and `stats()`.
@@ -125,7 +175,7 @@ impl<E: Endpoint> Driver<E> {
         &mut self.endpoint
     }
 
-    /// Gives the endpoint back, dropping the socket.
+    /// Gives the endpoint back, dropping the sockets.
     pub fn into_endpoint(self) -> E {
         self.endpoint
     }
@@ -135,7 +185,8 @@ impl<E: Endpoint> Driver<E> {
         self.stats
     }
 
-    /// Sets how many datagrams one pump reads at most (at least 1; default [`RECV_BUDGET`]).
+    /// Sets how many datagrams one pump reads at most, over all sockets (at least 1; default
+    /// [`RECV_BUDGET`]).
     pub fn set_recv_budget(&mut self, budget: usize) {
         self.budget = budget.max(1);
     }
@@ -145,13 +196,14 @@ impl<E: Endpoint> Driver<E> {
         self.endpoint.poll_event()
     }
 
-    /// One turn of the loop: send what is queued, wait up to `max_wait` (less if the core's
-    /// deadline or unread data comes first), read up to the budget, run due timers and send
-    /// what that produced. `pump(Duration::ZERO)` never blocks, for use once per game frame.
+    /// One turn of the loop: open and close the sockets the core asked for, send what is
+    /// queued, wait up to `max_wait` (less if the core's deadline or unread data comes first),
+    /// read up to the budget, run due timers and send what that produced.
+    /// `pump(Duration::ZERO)` never blocks, for use once per game frame.
     ///
     /// # Errors
-    /// Only failures of the socket or poller itself; per-datagram errors are counted in
-    /// [`Driver::stats`] and dropped.
+    /// Only failures of the primary socket or the poller itself; per-datagram errors are
+    /// counted in [`Driver::stats`] and dropped.
     pub fn pump(&mut self, max_wait: Duration) -> io::Result<()> {
         self.turn(Some(max_wait))
     }
@@ -180,7 +232,7 @@ impl<E: Endpoint> Driver<E> {
     fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
         self.flush(now)?;
-        let wait = if self.readable || self.more_to_send {
+        let wait = if !self.ready.is_empty() || self.more_to_send {
             Some(Duration::ZERO) // unread data left by the budget: mio will not signal it again
         } else {
             let until_deadline = self
@@ -197,7 +249,20 @@ impl<E: Endpoint> Driver<E> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        self.readable |= self.events.iter().any(|e| e.is_readable());
+        for event in self.events.iter() {
+            if !event.is_readable() {
+                continue;
+            }
+            let Ok(id) = u16::try_from(event.token().0).map(SocketId) else {
+                continue;
+            };
+            if let Some(sock) = self.sockets.get_mut(&id)
+                && !sock.readable
+            {
+                sock.readable = true;
+                self.ready.push_back(id);
+            }
+        }
         let now = Instant::now(); // the one clock read for this wakeup
         self.receive(now)?;
         if self.endpoint.poll_timeout().is_some_and(|d| d <= now) {
@@ -206,54 +271,85 @@ impl<E: Endpoint> Driver<E> {
         self.flush(now)
     }
 
-    /// Reads until `WouldBlock` or the budget is spent.
+    /// Reads until every socket returned `WouldBlock` or the budget is spent, one datagram
+    /// per socket in turn.
     fn receive(&mut self, now: Instant) -> io::Result<()> {
         let mut n = 0;
-        while self.readable && n < self.budget {
-            match self.socket.recv_from(&mut self.rx) {
+        while n < self.budget {
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(sock) = self.sockets.get_mut(&id) else {
+                continue; // closed since it was queued
+            };
+            match sock.socket.recv_from(&mut self.rx) {
                 Ok((len, from)) => {
                     n += 1;
                     self.stats.datagrams_received += 1;
-                    self.endpoint.handle_datagram(now, from, &self.rx[..len]);
+                    self.ready.push_back(id);
+                    self.endpoint
+                        .handle_datagram_on(now, id, from, &self.rx[..len]);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.ready.push_front(id),
                 Err(e) if is_stray_icmp(&e) => {
                     n += 1; // counted against the budget: injected errors are a flood too
                     self.stats.recv_errors_ignored += 1;
+                    self.ready.push_back(id);
                 }
-                Err(e) => return Err(e),
+                Err(e) if id == SocketId::PRIMARY => return Err(e),
+                Err(_) => {
+                    // An extra socket failing must not stop the endpoint: to the core it is
+                    // loss. Its next readiness event brings it back.
+                    self.stats.recv_errors_ignored += 1;
+                    sock.readable = false;
+                }
             }
         }
-        if self.readable {
+        if !self.ready.is_empty() {
             self.stats.budget_exhausted += 1;
         }
         self.stats.last_pump_received = n;
         Ok(())
     }
 
-    /// Sends the parked datagram, then everything the core has queued, until `WouldBlock`.
+    /// Carries out the core's socket requests, then sends the parked datagram and everything
+    /// the core has queued, until `WouldBlock`.
     fn flush(&mut self, now: Instant) -> io::Result<()> {
+        self.apply_socket_requests(now);
         if let Some(t) = self.parked {
-            if !self.send(t) {
+            let Some(sock) = self.sockets.get_mut(&t.socket) else {
+                // Its socket was closed while the datagram waited.
+                self.parked = None;
+                self.stats.unknown_socket_drops += 1;
+                return self.flush(now);
+            };
+            if !send(&sock.socket, &self.tx[..t.len], t.dst, &mut self.stats) {
                 return Ok(()); // still blocked; WRITABLE stays registered
             }
             self.parked = None;
-            self.poll
-                .registry()
-                .reregister(&mut self.socket, TOKEN, Interest::READABLE)?;
+            self.poll.registry().reregister(
+                &mut sock.socket,
+                token(t.socket),
+                Interest::READABLE,
+            )?;
         }
         let mut sent = 0;
         self.more_to_send = false;
         while let Some(t) = self.endpoint.poll_transmit(now, &mut self.tx) {
             sent += 1;
-            if !self.send(t) {
-                self.parked = Some(t);
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                return self
-                    .poll
-                    .registry()
-                    .reregister(&mut self.socket, TOKEN, interest);
+            if let Some(sock) = self.sockets.get_mut(&t.socket) {
+                if !send(&sock.socket, &self.tx[..t.len], t.dst, &mut self.stats) {
+                    self.parked = Some(t);
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    return self.poll.registry().reregister(
+                        &mut sock.socket,
+                        token(t.socket),
+                        interest,
+                    );
+                }
+            } else {
+                self.stats.unknown_socket_drops += 1;
             }
             if sent >= SEND_BUDGET {
                 self.more_to_send = true;
@@ -261,26 +357,97 @@ impl<E: Endpoint> Driver<E> {
                 break;
             }
         }
+        // Requests the transmits queued; their datagrams go out on the next flush.
+        self.apply_socket_requests(now);
         Ok(())
     }
 
-    /// Sends `self.tx[..t.len]`; `false` on `WouldBlock`. Other per-datagram errors drop the
-    /// datagram: to UDP they are loss, and a candidate address that cannot be reached must not
-    /// stop the endpoint.
-    fn send(&mut self, t: Transmit) -> bool {
-        let result = loop {
-            match self.socket.send_to(&self.tx[..t.len], t.dst) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                result => break result,
+    /// Opens and closes sockets until the core wants no more changes. A failure to open is
+    /// the core's to handle (`socket_opened(.., None)`), never the driver's.
+    fn apply_socket_requests(&mut self, now: Instant) {
+        while let Some(request) = self.endpoint.poll_socket_request() {
+            match request {
+                SocketRequest::Open { id, addr } => {
+                    let local = self.open_socket(id, addr);
+                    self.endpoint.socket_opened(now, id, local);
+                }
+                SocketRequest::Close { id } => self.close_socket(id),
             }
-        };
-        match result {
-            Ok(_) => self.stats.datagrams_sent += 1,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(_) => self.stats.send_errors += 1,
         }
-        true
     }
+
+    fn open_socket(&mut self, id: SocketId, addr: Option<SocketAddr>) -> Option<SocketAddr> {
+        if id == SocketId::PRIMARY {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "socket 0 is the primary socket",
+            );
+            self.stats.socket_open_failures += 1;
+            self.last_open_error = Some((id, e));
+            return None;
+        }
+        self.close_socket(id); // a second Open for an id replaces its socket
+        let addr = addr.unwrap_or_else(|| SocketAddr::new(self.local_addr.ip(), 0));
+        let opened = UdpSocket::bind(addr).and_then(|mut socket| {
+            let local = socket.local_addr()?;
+            self.poll
+                .registry()
+                .register(&mut socket, token(id), Interest::READABLE)?;
+            Ok((socket, local))
+        });
+        match opened {
+            Ok((socket, local)) => {
+                // Anything that arrived before the registration was never signalled.
+                let sock = Sock {
+                    socket,
+                    local,
+                    readable: true,
+                };
+                self.sockets.insert(id, sock);
+                self.ready.push_back(id);
+                Some(local)
+            }
+            Err(e) => {
+                self.stats.socket_open_failures += 1;
+                self.last_open_error = Some((id, e));
+                None
+            }
+        }
+    }
+
+    fn close_socket(&mut self, id: SocketId) {
+        if id == SocketId::PRIMARY {
+            return; // the primary socket lives as long as the driver
+        }
+        if let Some(mut sock) = self.sockets.remove(&id) {
+            let _ = self.poll.registry().deregister(&mut sock.socket);
+            if sock.readable {
+                self.ready.retain(|&r| r != id);
+            }
+        }
+    }
+}
+
+fn token(id: SocketId) -> Token {
+    Token(usize::from(id.0))
+}
+
+/// Sends `buf` to `dst`; `false` on `WouldBlock`. Other per-datagram errors drop the datagram:
+/// to UDP they are loss, and a candidate address that cannot be reached must not stop the
+/// endpoint.
+fn send(socket: &UdpSocket, buf: &[u8], dst: SocketAddr, stats: &mut DriverStats) -> bool {
+    let result = loop {
+        match socket.send_to(buf, dst) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            result => break result,
+        }
+    };
+    match result {
+        Ok(_) => stats.datagrams_sent += 1,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+        Err(_) => stats.send_errors += 1,
+    }
+    true
 }
 
 /// Errors a UDP receive reports about an earlier send (ICMP unreachable): undefined for UDP,
@@ -300,6 +467,7 @@ impl<E> std::fmt::Debug for Driver<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("local_addr", &self.local_addr)
+            .field("sockets", &self.sockets.len())
             .field("parked", &self.parked)
             .field("stats", &self.stats)
             .finish_non_exhaustive()

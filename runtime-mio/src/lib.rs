@@ -1,10 +1,12 @@
 //! # pierce-mio
 //!
-//! Runs a [`pierce_core`] endpoint ([`pierce_core::Client`] or [`pierce_core::Server`]) on one
-//! non-blocking UDP socket with [`mio`]. The adapter is thin on purpose: it owns the socket,
-//! reads the clock once per wakeup, sleeps until the earlier of the core's deadline and the next
-//! readiness, moves bytes both ways and hands events to the application. Every protocol
-//! decision stays in the core.
+//! Runs a [`pierce_core`] endpoint ([`pierce_core::Client`] or [`pierce_core::Server`]) on
+//! non-blocking UDP sockets with [`mio`]. The adapter is thin on purpose: it owns the sockets
+//! (the primary one it is created with, plus any the core asks for with
+//! [`pierce_core::SocketRequest`]: a server's NAT discovery addresses, a client's birthday
+//! probing ports), reads the clock once per wakeup, sleeps until the earlier of the core's
+//! deadline and the next readiness, moves bytes both ways and hands events to the application.
+//! Every protocol decision stays in the core.
 //!
 //! Two ways to drive it:
 //!

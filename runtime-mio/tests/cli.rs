@@ -297,6 +297,14 @@ fn bad_command_lines_exit_2_with_a_message() {
         &["server"],
         &["server", "--listen", "127.0.0.1"],
         &["server", "--listen", "127.0.0.1:99999"],
+        // Discovery needs the primary socket's own IP, which a wildcard listen does not give.
+        &[
+            "server",
+            "--listen",
+            "0.0.0.0:0",
+            "--alt-listen",
+            "127.0.0.2:0",
+        ],
         &["netcheck", "--server", "localhost"],
         &["peer", "--server", "127.0.0.1:1", "--peers", "2"],
         &[
@@ -444,7 +452,7 @@ fn an_unreachable_server_fails_within_the_timeout() {
 }
 
 #[test]
-fn netcheck_reports_the_reflexive_address_and_leaves_the_rest_unknown() {
+fn netcheck_without_an_alternate_address_leaves_mapping_and_filtering_unknown() {
     let server = ServerProc::start(&[]);
     let r = run(&["netcheck", "--server", &server.addr, "--json"]);
     assert!(r.status.success(), "{}", r.stderr);
@@ -452,10 +460,91 @@ fn netcheck_reports_the_reflexive_address_and_leaves_the_rest_unknown() {
     let reflexive = string_field(line, "reflexive").expect("reflexive");
     assert!(reflexive.starts_with("127.0.0.1:"), "{line}");
     assert!(
-        line.ends_with(r#","mapping":"unknown","filtering":"unknown","port_preserved":true}"#),
+        line.ends_with(
+            r#","mapping":"unknown","filtering":"unknown","port_preserved":true,"allocation":null,"port_delta":null,"alternate":null}"#
+        ),
+        "loopback has no NAT, and nothing else is measurable: {line}"
+    );
+    assert!(
+        r.stderr.contains(
+            "the server has no alternate address (--alt-listen): mapping and filtering cannot \
+             be measured"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("not as a Pierce server"), "{}", r.stderr);
+}
+
+#[test]
+fn netcheck_measures_mapping_and_filtering_with_an_alternate_address() {
+    // 127.0.0.2 is a loopback address too on Linux: a second server IP with no setup.
+    let server = ServerProc::start(&["--alt-listen", "127.0.0.2:0"]);
+    let r = run(&["netcheck", "--server", &server.addr, "--json"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    let line = r.last_line();
+    let reflexive = string_field(line, "reflexive").expect("reflexive");
+    assert!(reflexive.starts_with("127.0.0.1:"), "{line}");
+    let alternate = string_field(line, "alternate").expect("alternate");
+    assert!(alternate.starts_with("127.0.0.2:"), "{line}");
+    assert!(
+        line.contains(
+            r#","mapping":"endpoint-independent","filtering":"endpoint-independent","port_preserved":true,"allocation":null,"port_delta":null,"#
+        ),
         "loopback has no NAT: {line}"
     );
-    assert!(r.stderr.contains("not measured yet"), "{}", r.stderr);
+    assert!(!r.stderr.contains("note"), "{}", r.stderr);
+    // The same as text.
+    let r = run(&["netcheck", "--server", &server.addr]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("mapping: endpoint-independent\nfiltering: endpoint-independent\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("server alternate address: {alternate}")),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn the_server_ready_line_lists_its_discovery_addresses() {
+    let ready = |extra: &[&str]| {
+        let mut args = vec!["server", "--listen", "127.0.0.1:0", "--json"];
+        args.extend_from_slice(extra);
+        let mut child = spawn(&args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        let lines = line_reader(child.stdout.take().expect("piped stdout"));
+        let line = lines.recv_timeout(Duration::from_secs(20));
+        let _ = child.kill();
+        let _ = child.wait();
+        line.expect("the server prints its ready line")
+    };
+    let line = ready(&[]);
+    assert!(line.ends_with(r#","alt_addrs":[]}"#), "{line}");
+    let line = ready(&["--alt-listen", "127.0.0.2:0"]);
+    let addr = string_field(&line, "addr").expect("addr");
+    let port = addr.rsplit(':').next().expect("port");
+    let alt = line
+        .split(r#""alt_addrs":["127.0.0.2:"#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the alternate address first");
+    // The alternate, then the crossings: the primary IP with the alternate port, the
+    // alternate IP with the primary port.
+    assert!(
+        line.ends_with(&format!(
+            r#""alt_addrs":["127.0.0.2:{alt}","127.0.0.1:{alt}","127.0.0.2:{port}"]}}"#
+        )),
+        "{line}"
+    );
+    // Same IP, another port: no crossings.
+    let line = ready(&["--alt-listen", "127.0.0.1:0"]);
+    assert!(line.contains(r#""alt_addrs":["127.0.0.1:"#), "{line}");
+    assert_eq!(line.matches("127.0.0.1:").count(), 2, "{line}");
 }
 
 #[test]

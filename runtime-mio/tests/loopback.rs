@@ -6,8 +6,9 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pierce_core::nat::Dependence;
 use pierce_core::{
-    Client, ClientConfig, ClientEvent, SecretKey, Server, ServerConfig, ServerEvent,
+    Client, ClientConfig, ClientEvent, SecretKey, Server, ServerConfig, ServerEvent, SocketId,
 };
 use pierce_mio::{Driver, local_addresses, os_seed, unix_time};
 
@@ -84,6 +85,8 @@ fn server_and_two_clients_exchange_datagrams_in_one_thread() {
                         assert_eq!(&payload[..], format!("hello from {i}").as_bytes());
                         echoed[i] = true;
                     }
+                    // Connected clients discover their NAT by themselves (nat_discovery).
+                    ClientEvent::NatDiscovered { .. } => {}
                     other => panic!("client {i}: unexpected {other:?}"),
                 }
             }
@@ -227,6 +230,91 @@ fn an_unsendable_destination_is_counted_and_does_not_stop_the_driver() {
         d.endpoint().stats().hellos_sent >= 2,
         "the core kept retrying"
     );
+}
+
+#[test]
+fn a_discovery_server_answers_nat_discovery_from_its_alternate_sockets() {
+    // 127.0.0.2 is loopback too on Linux (all of 127/8), with no setup.
+    let mut server = server();
+    let primary = server.local_addr();
+    let alternate = SocketAddr::from(([127, 0, 0, 2], 0));
+    server
+        .endpoint_mut()
+        .enable_nat_discovery(primary, alternate)
+        .expect("valid addresses");
+    server.pump(Duration::ZERO).expect("server pump");
+    // The alternate, then its crossings with the primary (IP1:P2, IP2:P1), all bound at once.
+    assert_eq!(server.socket_count(), 4, "{:?}", server.last_open_error());
+    let alt = server.socket_addr(SocketId(1)).expect("alternate bound");
+    assert_eq!(alt.ip(), alternate.ip());
+    assert_ne!(alt.port(), 0);
+    assert_eq!(server.endpoint().socket_addr(SocketId(1)), Some(alt));
+    let crossings = [SocketId(2), SocketId(3)].map(|id| server.socket_addr(id));
+    assert_eq!(
+        crossings,
+        [
+            Some(SocketAddr::new(primary.ip(), alt.port())),
+            Some(SocketAddr::new(alt.ip(), primary.port())),
+        ]
+    );
+
+    let cfg = Arc::new(ClientConfig::default());
+    let c = Client::new(cfg, os_seed().expect("os entropy"), Instant::now()).expect("config");
+    let mut c = Driver::bind(localhost(), c).expect("bind client");
+    c.endpoint_mut().discover_nat(Instant::now(), primary);
+    let start = Instant::now();
+    let found = 'run: loop {
+        assert!(
+            start.elapsed() < LIMIT,
+            "no result: {:?}",
+            server.endpoint().stats()
+        );
+        server.pump(Duration::from_millis(2)).expect("server pump");
+        c.pump(Duration::from_millis(2)).expect("client pump");
+        while let Some(e) = c.poll_event() {
+            if let ClientEvent::NatDiscovered { server: s, result } = e {
+                assert_eq!(s, primary);
+                break 'run result.expect("discovery answered");
+            }
+        }
+    };
+    // Loopback has no NAT: the same mapping for every server address, and answers from
+    // another IP and port get through.
+    assert_eq!(found.reflexive, c.local_addr());
+    assert_eq!(found.mapping, Some(Dependence::EndpointIndependent));
+    assert_eq!(found.filtering, Some(Dependence::EndpointIndependent));
+    assert_eq!(found.alternate, Some(alt));
+    assert_eq!(
+        found.allocation, None,
+        "only measured for endpoint-dependent mapping"
+    );
+    assert!(
+        server.endpoint().stats().stun_answered >= 3,
+        "{:?}",
+        server.endpoint().stats()
+    );
+    assert_eq!(server.stats().unknown_socket_drops, 0);
+    assert_eq!(server.stats().socket_open_failures, 0);
+}
+
+#[test]
+fn opening_the_primary_socket_or_a_taken_address_fails_cleanly() {
+    let taken = UdpSocket::bind(localhost()).expect("bind");
+    let mut server = server();
+    let primary = server.local_addr();
+    server
+        .endpoint_mut()
+        .enable_nat_discovery(primary, taken.local_addr().expect("addr"))
+        .expect("valid addresses");
+    server
+        .pump(Duration::ZERO)
+        .expect("a failed open is not a pump error");
+    assert_eq!(server.socket_count(), 1);
+    assert_eq!(server.stats().socket_open_failures, 1);
+    let (id, e) = server.last_open_error().expect("the failure is kept");
+    assert_eq!(id, SocketId(1));
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+    assert_eq!(server.endpoint().socket_addr(SocketId(1)), None);
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Interop with real STUN tools from Debian's `coturn` package: `turnutils_stunclient`
-//! against a Pierce server, and Pierce's STUN client against coturn's `turnserver`.
+//! Interop with real STUN tools from Debian's `coturn` package: `turnutils_stunclient` and
+//! `turnutils_natdiscovery` against a Pierce server, and Pierce's STUN client and NAT
+//! behaviour discovery (RFC 5780) against coturn's `turnserver`.
 //!
 //! CI installs coturn (`.ci/run`) and fails these tests if the tools are missing; elsewhere
 //! they say loudly that they were skipped.
@@ -125,4 +126,133 @@ fn a_pierce_client_learns_its_address_from_coturn() {
     let _ = turn.kill();
     let _ = turn.wait();
     assert_eq!(result, Some(me), "coturn's answer");
+}
+
+/// Starts `pierce server --json` with `extra` flags; returns it and its ready line.
+#[cfg(feature = "cli")]
+fn pierce_server(extra: &[&str]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pierce"))
+        .args(["server", "--json"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    let stdout = child.stdout.take().unwrap();
+    BufReader::new(stdout).read_line(&mut ready).unwrap();
+    (child, ready)
+}
+
+/// The value of `"key":"value"` in a flat JSON line.
+#[cfg(feature = "cli")]
+fn string_field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let len = line[start..].find('"')?;
+    Some(line[start..start + len].to_owned())
+}
+
+/// coturn's RFC 5780 client classifies loopback (no NAT) through a `pierce server` with an
+/// alternate address on a second loopback IP.
+///
+/// `-P` (a PADDING attribute) is needed: a Pierce server adds OTHER-ADDRESS only to requests
+/// that carry an attribute (a bare 20-byte request gets the plain 40-byte answer, so spoofed
+/// requests are amplified at most 2x), and turnutils_natdiscovery's tests without `-P` send
+/// bare requests, so it would never learn the alternate address. `-L 127.0.0.1` binds its
+/// socket to a concrete address so it can also tell "no NAT" (local = reflexive).
+#[cfg(feature = "cli")]
+#[test]
+fn turnutils_natdiscovery_finds_no_nat_through_a_pierce_server() {
+    if !have("turnutils_natdiscovery") {
+        return;
+    }
+    let (mut server, ready) =
+        pierce_server(&["--listen", "127.0.0.1:0", "--alt-listen", "127.0.0.2:0"]);
+    let addr: SocketAddr = string_field(&ready, "addr").unwrap().parse().unwrap();
+    assert!(ready.contains(r#""alt_addrs":["127.0.0.2:"#), "{ready}");
+    let out = Command::new("timeout")
+        .args([
+            "20",
+            "turnutils_natdiscovery",
+            "-m",
+            "-f",
+            "-P",
+            "-L",
+            "127.0.0.1",
+        ])
+        .args(["-p", &addr.port().to_string(), "127.0.0.1"])
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    for verdict in [
+        "Other addr: : 127.0.0.2:",
+        "NAT with Endpoint Independent Mapping!",
+        "NAT with Endpoint Independent Filtering!",
+    ] {
+        assert!(text.contains(verdict), "no {verdict:?} in:\n{text}");
+    }
+    assert!(!text.contains("Dependent"), "{text}");
+}
+
+/// `pierce netcheck` (Pierce's RFC 5780 discovery) classifies loopback through coturn, which
+/// is RFC 5780 capable when it listens on two IPs of one family (127.0.0.1 and 127.0.0.2),
+/// with its alternate port (`--alt-listening-port`) on each.
+#[cfg(feature = "cli")]
+#[test]
+fn pierce_netcheck_finds_no_nat_through_coturn() {
+    if !have("turnserver") {
+        return;
+    }
+    let port = free_udp_port();
+    let alt = port.checked_add(1).unwrap();
+    let mut turn = Command::new("turnserver")
+        .args([
+            "-n",
+            "--listening-ip=127.0.0.1",
+            "--listening-ip=127.0.0.2",
+            &format!("--listening-port={port}"),
+            &format!("--alt-listening-port={alt}"),
+            "--no-tcp",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--log-file=stdout",
+            "--simple-log",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // coturn needs a moment to start: ask again until it answers.
+    let out = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_pierce"))
+            .args(["netcheck", "--server", &server, "--json", "--timeout", "3"])
+            .output()
+            .unwrap();
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+    };
+    let _ = turn.kill();
+    let _ = turn.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line = stdout.lines().last().unwrap_or("");
+    let reflexive = string_field(line, "reflexive").unwrap_or_default();
+    assert!(reflexive.starts_with("127.0.0.1:"), "{line}");
+    let want = format!(
+        r#","mapping":"endpoint-independent","filtering":"endpoint-independent","port_preserved":true,"allocation":null,"port_delta":null,"alternate":"127.0.0.2:{alt}"}}"#
+    );
+    assert!(line.ends_with(&want), "{line}\n{stderr}");
+    assert!(
+        stderr.contains("answered STUN but not as a Pierce server"),
+        "{stderr}"
+    );
 }

@@ -38,16 +38,24 @@ pub enum Command {
 /// `pierce server`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-When ready, prints one line: {\"event\":\"listening\",\"addr\":\"IP:PORT\",\"public_key\":\"HEX\"}
-with --json, or the same facts as text without. Peers pin the key with --server-key HEX.
+When ready, prints one line with --json:
+  {\"event\":\"listening\",\"addr\":\"IP:PORT\",\"public_key\":\"HEX\",\"alt_addrs\":[\"IP:PORT\",...]}
+or the same facts as text without. Peers pin the key with --server-key HEX. alt_addrs are the
+NAT discovery sockets (--alt-listen): the alternate address first, then, when its IP differs
+from --listen's, the two crossings (--listen's IP with the alternate port, the alternate IP
+with --listen's port); empty without --alt-listen.
 With --json, later events (client_joined, client_left, stopped) are JSON lines too.
 On SIGINT or SIGTERM every client is told the server is closing, and the command exits 0.")]
 pub struct ServerArgs {
     /// UDP address to listen on (port 0 picks a free port; the ready line shows it).
     #[arg(long, value_name = "IP:PORT")]
     pub listen: SocketAddr,
-    /// A second UDP address, for NAT behaviour discovery. Bound and held, but not used yet:
-    /// discovery (RFC 5780 mapping and filtering tests) is a later step.
+    /// A second UDP address, for NAT behaviour discovery (RFC 5780): the server answers STUN
+    /// there too, and on the crossings of the two addresses, so `pierce netcheck` and RFC 5780
+    /// tools (turnutils_natdiscovery) can measure NAT mapping and filtering. A second IP of
+    /// this host gives the full test; the same IP with another port measures port dependence
+    /// only. Port 0 picks a free port (the ready line shows it). Needs --listen with a
+    /// specific IP, not 0.0.0.0 or ::.
     #[arg(long, value_name = "IP:PORT")]
     pub alt_listen: Option<SocketAddr>,
     /// The server's identity key: 64 hex digits (whitespace around them ignored) or 32 raw
@@ -89,10 +97,15 @@ pub struct ConnectArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Prints {\"event\":\"netcheck\",\"reflexive\":\"IP:PORT\",\"mapping\":M,\"filtering\":F,\
-\"port_preserved\":BOOL}.
-Today only the reflexive address and port preservation are measured (one server address is
-enough for those); mapping and filtering print \"unknown\" until NAT behaviour discovery
-(RFC 5780) lands, with a note on stderr.")]
+\"port_preserved\":BOOL,\"allocation\":A,\"port_delta\":N,\"alternate\":\"IP:PORT\"|null}.
+M and F are \"endpoint-independent\", \"address-dependent\", \"address-and-port-dependent\" or
+\"unknown\" (not measurable, never guessed), from the RFC 5780 tests. allocation (\"sequential\"
+or \"random\") and port_delta (the port step between new mappings) are measured only for
+endpoint-dependent mapping, null otherwise. alternate is the server's second address; without
+one (a server without --alt-listen) mapping and filtering stay unknown, with a note on stderr.
+--server may be any RFC 5780 STUN server; a Pierce server must also accept the session
+(--server-key and tokens are checked). A server that answers only STUN is reported as such on
+stderr, unless --server-key or --token-secret say a Pierce server is expected.")]
 pub struct NetcheckArgs {
     /// The server to ask.
     #[command(flatten)]
@@ -202,10 +215,11 @@ All members must use the same --send, --size and --mode.
 
 Last line on stdout, always JSON:
   {\"event\":\"summary\",\"ok\":BOOL,\"name\":\"...\",\"peers\":[{\"name\":\"...\",
-  \"path\":\"relay\"|\"direct\",\"received\":N,\"in_order\":BOOL,\"first_message_ms\":F,
-  \"direct_after_ms\":F|null}]}
-first_message_ms and direct_after_ms (when the path to that member first went direct; null if
-it never did) count from the start of the command. ok needs, for every member: its hello, no
+  \"path\":\"relay\"|\"direct\",\"received\":N,\"in_order\":BOOL,\"joined_ms\":F,
+  \"first_message_ms\":F|null,\"direct_after_ms\":F|null}]}
+joined_ms (when that member was first seen in the room), first_message_ms (its first payload)
+and direct_after_ms (when the path to that member first went direct; null if it never did)
+count from the start of the command. ok needs, for every member: its hello, no
 corrupt payloads, and in reliable modes all N payloads (in order, for reliable-ordered), no
 duplicates, no expired message and its G. In unreliable mode loss shows in `received` but does
 not fail the run. With --json, events are JSON lines too: connected, room_joined,

@@ -135,6 +135,8 @@ enum Kind {
 #[derive(Debug)]
 struct Remote {
     name: Option<String>,
+    /// When its `MemberJoined` first arrived.
+    joined_at: Option<Instant>,
     hello_at: Option<Instant>,
     received: u32,
     duplicates: u32,
@@ -164,6 +166,7 @@ impl Remote {
     fn new() -> Self {
         Self {
             name: None,
+            joined_at: None,
             hello_at: None,
             received: 0,
             duplicates: 0,
@@ -411,7 +414,8 @@ impl Script {
                     return;
                 }
                 self.present.insert(member);
-                self.remotes.entry(member).or_insert_with(Remote::new);
+                let r = self.remotes.entry(member).or_insert_with(Remote::new);
+                r.joined_at.get_or_insert(now);
                 self.line(
                     Some(
                         Obj::event("member_joined")
@@ -592,6 +596,7 @@ impl Script {
             let fallback = format!("host#{}", h.0);
             let name = r.and_then(|r| r.name.as_deref()).unwrap_or(&fallback);
             let since_start = |t: Instant| ms(t.saturating_duration_since(self.start));
+            let joined = r.and_then(|r| r.joined_at).map(since_start);
             let first = r.and_then(|r| r.first_message).map(since_start);
             let direct = r.and_then(|r| r.direct_at).map(since_start);
             Obj::new()
@@ -599,6 +604,7 @@ impl Script {
                 .str("path", describe::path(r.map_or(Path::Relay, |r| r.path)))
                 .int("received", r.map_or(0, |r| r.received))
                 .bool("in_order", r.is_none_or(|r| r.in_order))
+                .ms("joined_ms", joined)
                 .ms("first_message_ms", first)
                 .ms("direct_after_ms", direct)
         });
@@ -1119,7 +1125,7 @@ mod tests {
         let summary = s.summary();
         assert!(
             summary.starts_with(
-                r#"{"event":"summary","ok":true,"name":"me","peers":[{"name":"bob","path":"relay","received":3,"in_order":true,"first_message_ms":"#
+                r#"{"event":"summary","ok":true,"name":"me","peers":[{"name":"bob","path":"relay","received":3,"in_order":true,"joined_ms":0.000,"first_message_ms":"#
             ),
             "{summary}"
         );

@@ -3,13 +3,13 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Write};
-use std::net::UdpSocket;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pierce_core::{HostId, RoomsConfig, SecretKey, Server, ServerConfig, ServerEvent};
+use pierce_core::{HostId, RoomsConfig, SecretKey, Server, ServerConfig, ServerEvent, SocketId};
 
 use super::args::ServerArgs;
 use super::json::Obj;
@@ -52,28 +52,30 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
     let public_key = server.public_key().to_hex();
     let mut driver = Driver::bind(args.listen, server)
         .map_err(|e| CliError::io(&format!("cannot listen on {}", args.listen), &e))?;
-    // Held, not read: NAT behaviour discovery (answering from a second address) is a later
-    // step. Binding now makes a bad --alt-listen fail at start, not later.
-    let alt = args
-        .alt_listen
-        .map(|a| UdpSocket::bind(a).map_err(|e| CliError::io(&format!("cannot listen on {a}"), &e)))
-        .transpose()?;
+    let alt_addrs = match args.alt_listen {
+        Some(alt) => enable_discovery(&mut driver, alt)?,
+        None => Vec::new(),
+    };
     signal::install().map_err(|e| CliError::io("installing signal handlers", &e))?;
     let addr = driver.local_addr();
     if args.json {
         let ready = Obj::event("listening")
             .str("addr", &addr.to_string())
             .str("public_key", &public_key);
-        out(&ready.finish());
+        out(&with_addr_array(ready, "alt_addrs", &alt_addrs));
     } else {
-        let alt = alt
-            .as_ref()
-            .and_then(|s| s.local_addr().ok())
-            .map(|a| format!(" (alternate address {a} bound, not used yet)"))
-            .unwrap_or_default();
-        out(&format!(
-            "listening on {addr}{alt}, public key {public_key}"
-        ));
+        out(&format!("listening on {addr}, public key {public_key}"));
+        if let Some((alt, crossings)) = alt_addrs.split_first() {
+            let also: Vec<String> = crossings.iter().map(ToString::to_string).collect();
+            let also = if also.is_empty() {
+                String::new()
+            } else {
+                format!(", also answering STUN on {}", also.join(", "))
+            };
+            out(&format!(
+                "NAT behaviour discovery: alternate address {alt}{also}"
+            ));
+        }
     }
     let mut clients = BTreeSet::new();
     while !signal::received() {
@@ -93,6 +95,76 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         out(&format!("stopped; told {} clients", clients.len()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Turns on NAT behaviour discovery with `alt` as the alternate address and opens its sockets;
+/// returns their addresses, the alternate first (the OTHER-ADDRESS clients are told), then the
+/// crossings with the primary address (IP1:P2, IP2:P1) when the IPs differ.
+///
+/// # Errors
+/// A primary address discovery cannot use (unspecified IP, another family), or the alternate
+/// address cannot be bound. A crossing that cannot be bound is only warned about: discovery
+/// works without it, minus the tests that need it.
+fn enable_discovery(
+    driver: &mut Driver<Server>,
+    alt: SocketAddr,
+) -> Result<Vec<SocketAddr>, CliError> {
+    let primary = driver.local_addr();
+    if primary.ip().is_unspecified() {
+        return Err(CliError::usage(format!(
+            "--alt-listen needs --listen with a specific IP address, not {}: NAT discovery \
+             answers from known addresses",
+            primary.ip()
+        )));
+    }
+    driver
+        .endpoint_mut()
+        .enable_nat_discovery(primary, alt)
+        .map_err(|e| CliError::usage(format!("--alt-listen {alt} with --listen {primary}: {e}")))?;
+    // One pump opens the alternate socket, then its crossings once its port is known.
+    driver
+        .pump(Duration::ZERO)
+        .map_err(|e| CliError::io("server socket failed", &e))?;
+    let open_error = |driver: &Driver<Server>, id: SocketId| match driver.last_open_error() {
+        Some((failed, e)) if failed == id => format!(": {e}"),
+        _ => String::new(),
+    };
+    let Some(bound) = driver.socket_addr(ALTERNATE) else {
+        let why = open_error(driver, ALTERNATE);
+        return Err(CliError::failed(format!("cannot listen on {alt}{why}")));
+    };
+    let mut addrs = vec![bound];
+    if bound.ip() != primary.ip() {
+        let crossings = [
+            (SocketId(2), SocketAddr::new(primary.ip(), bound.port())),
+            (SocketId(3), SocketAddr::new(bound.ip(), primary.port())),
+        ];
+        for (id, want) in crossings {
+            match driver.socket_addr(id) {
+                Some(a) => addrs.push(a),
+                None => eprintln!(
+                    "pierce: warning: cannot listen on {want}{} (NAT discovery goes on \
+                     without it: clients may see some behaviour as unknown)",
+                    open_error(driver, id)
+                ),
+            }
+        }
+    }
+    Ok(addrs)
+}
+
+/// The core's id for the alternate discovery socket. The server numbers its discovery sockets
+/// 1 (alternate), 2 (IP1:P2) and 3 (IP2:P1), in the order it asks for them.
+const ALTERNATE: SocketId = SocketId(1);
+
+/// `obj` finished with one more member: an array of addresses as strings. (Addresses print as
+/// digits, dots, colons and brackets: nothing to escape.)
+fn with_addr_array(obj: Obj, key: &str, addrs: &[SocketAddr]) -> String {
+    let items: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    let mut line = obj.finish();
+    line.pop(); // the closing brace
+    line.push_str(&format!(",\"{key}\":[{}]}}", items.join(",")));
+    line
 }
 
 /// Tells every client the server is going away, so they see a close instead of a timeout.
