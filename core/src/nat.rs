@@ -8,10 +8,11 @@
 //!
 //! 1. Binding to IP1:P1 → mapped address M1.
 //! 2. Filtering first, before this socket has sent anything to another server address (which
-//!    would open the NAT's filter for it): ask IP1:P1 to answer from IP2:P2 (CHANGE-REQUEST
-//!    IP and port). An answer means endpoint-independent filtering; otherwise ask for an
-//!    answer from IP1:P2 (port only): an answer means address-dependent filtering, none means
-//!    address-and-port-dependent.
+//!    would open the NAT's filter for it): ask IP1:P1, at the same time, to answer from
+//!    IP2:P2 (CHANGE-REQUEST IP and port) and from IP1:P2 (port only). An answer to the first
+//!    means endpoint-independent filtering; else an answer to the second means
+//!    address-dependent filtering; neither, address-and-port-dependent. Running both at once
+//!    makes a strict NAT cost one timeout instead of two.
 //! 3. Mapping: Binding to IP2:P1 → M2. M2 = M1 means endpoint-independent mapping; else
 //!    Binding to IP2:P2 → M3: M3 = M2 means address-dependent, else address-and-port-
 //!    dependent, and a Binding to IP1:P2 → M4 gives a second port step: two equal small steps
@@ -34,6 +35,7 @@ use crate::wire::stun::{CHANGE_IP, CHANGE_PORT};
 /// First retransmission of each discovery request after this long, doubling.
 pub const DISCOVERY_RTO: Duration = Duration::from_millis(150);
 /// Requests per test; a test with no answer after them (1.05 s) counts as filtered.
+/// Discovery behind a NAT that filters by address and port takes about that plus four RTTs.
 pub const DISCOVERY_TRIES: u32 = 3;
 /// Largest port step between consecutive mappings still called sequential.
 pub const MAX_SEQUENTIAL_STEP: i32 = 16;
@@ -134,6 +136,10 @@ pub struct NatDiscovery {
     local: Option<SocketAddr>,
     step: Step,
     txn: StunBinding,
+    /// The port-only filtering test, run beside the IP-and-port one (both ask the primary
+    /// address, so neither opens the NAT's filter for the other; together a strict NAT costs
+    /// one timeout instead of two).
+    port_txn: Option<StunBinding>,
     rto: Duration,
     tries: u32,
     /// Mapped addresses M1..M4 as far as known.
@@ -170,6 +176,7 @@ impl NatDiscovery {
             local,
             step: Step::First,
             txn: StunBinding::new(now, server, txid, rto, tries).with_change_request(0),
+            port_txn: None,
             rto,
             tries,
             mapped: [None; 4],
@@ -191,10 +198,19 @@ impl NatDiscovery {
 
     /// Offers a received datagram; true if it answered the current test.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
-        if self.result.is_some() || !self.txn.handle_datagram(from, datagram) {
+        if self.result.is_some() {
             return false;
         }
-        self.advance(now);
+        let port = self
+            .port_txn
+            .as_mut()
+            .is_some_and(|t| t.handle_datagram(from, datagram));
+        if !port && !self.txn.handle_datagram(from, datagram) {
+            return false;
+        }
+        if self.txn.result().is_some() {
+            self.advance(now);
+        }
         true
     }
 
@@ -204,6 +220,9 @@ impl NatDiscovery {
             return;
         }
         self.txn.handle_timeout(now);
+        if let Some(t) = &mut self.port_txn {
+            t.handle_timeout(now);
+        }
         if self.txn.result().is_some() {
             self.advance(now);
         }
@@ -214,7 +233,9 @@ impl NatDiscovery {
         if self.result.is_some() {
             return None;
         }
-        self.txn.poll_transmit(buf)
+        self.txn
+            .poll_transmit(buf)
+            .or_else(|| self.port_txn.as_mut().and_then(|t| t.poll_transmit(buf)))
     }
 
     /// When to call [`NatDiscovery::handle_timeout`].
@@ -222,7 +243,11 @@ impl NatDiscovery {
         if self.result.is_some() {
             return None;
         }
-        self.txn.poll_timeout()
+        let port = self.port_txn.as_ref().and_then(StunBinding::poll_timeout);
+        match (self.txn.poll_timeout(), port) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next transaction id: derived from the first, so every test's differs.
@@ -264,6 +289,12 @@ impl NatDiscovery {
                     }
                     if self.two_ips() {
                         self.start(now, Step::FilterBoth, self.server, CHANGE_IP | CHANGE_PORT);
+                        let mut txid = self.next_txid();
+                        txid[10] ^= 0x5A;
+                        self.port_txn = Some(
+                            StunBinding::new(now, self.server, txid, self.rto, self.tries)
+                                .with_change_request(CHANGE_PORT),
+                        );
                     } else {
                         self.start(now, Step::FilterPort, self.server, CHANGE_PORT);
                     }
@@ -272,12 +303,18 @@ impl NatDiscovery {
                 None => {}
             },
             Step::FilterBoth => {
+                let port = self.port_txn.take().and_then(|t| t.result());
                 if ok {
                     self.filtering = Some(Dependence::EndpointIndependent);
-                    self.start_mapping(now);
                 } else {
-                    self.start(now, Step::FilterPort, self.server, CHANGE_PORT);
+                    // The port-only test ran beside this one and was given the same time.
+                    self.filtering = Some(if matches!(port, Some(Ok(_))) {
+                        Dependence::AddressDependent
+                    } else {
+                        Dependence::AddressAndPortDependent
+                    });
                 }
+                self.start_mapping(now);
             }
             Step::FilterPort => {
                 self.filtering = match (ok, self.two_ips()) {
