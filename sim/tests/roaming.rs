@@ -246,3 +246,121 @@ fn outages_shorter_than_a_keepalive_gap_are_survived_and_longer_ones_are_not() {
         format!("{net:?}")
     });
 }
+
+/// Issue #7's rebinding case: two port-restricted peers on a direct path, one NAT forgets
+/// every mapping in the middle of a reliable stream (the next packet leaves from a new
+/// port). The sessions survive (ids, not addresses), the server tells the other peer where
+/// its partner went, the pair goes direct again within seconds, and the stream arrives
+/// exactly once, in order.
+#[test]
+fn a_rebinding_peer_goes_direct_again_and_its_stream_survives() {
+    use pierce_core::{Channel, Path};
+    use pierce_sim::PortAllocation;
+    let mut sim = Scenario::new(seed_or(11))
+        // Random ports: after the rebind, a's packets leave from a new port.
+        .client(
+            "a",
+            Edge::nat(NatConfig::port_restricted().with_allocation(PortAllocation::Random)),
+        )
+        .client("b", Edge::nat(NatConfig::port_restricted()))
+        .link(LinkProfile::broadband())
+        .build();
+    all_connected(&mut sim, &["a", "b"]);
+    let (ha, hb) = (
+        sim.expect_connected("a").host_id,
+        sim.expect_connected("b").host_id,
+    );
+    sim.with_server(|srv, now| srv.create_group(now, &[ha, hb]).expect("connected"));
+    let direct = |s: &Sim, n: &str, p| {
+        matches!(
+            s.client(n).peer_stats(p).map(|st| st.path),
+            Some(Path::Direct(_))
+        )
+    };
+    sim.eventually("a and b go direct", 5 * SECOND, |s| {
+        direct(s, "a", hb) && direct(s, "b", ha)
+    });
+    let old = sim.mapped_addr("a").expect("mapped");
+    let tick = Duration::from_millis(20);
+    let mut rebound_at = None;
+    for i in 0u32..500 {
+        sim.with_client("a", |c, now| {
+            c.send(now, hb, Channel::RELIABLE_ORDERED, &i.to_be_bytes())
+        })
+        .expect("queued");
+        if i == 150 {
+            sim.apply(Action::rebind("a")).expect("rebind");
+            rebound_at = Some(sim.elapsed());
+        }
+        sim.advance(tick);
+    }
+    let rebound_at = rebound_at.expect("rebound");
+    sim.eventually("direct again both ways", 10 * SECOND, |s| {
+        direct(s, "a", hb) && direct(s, "b", ha)
+    });
+    sim.advance(5 * SECOND);
+    // When each end last switched to direct after the rebind.
+    let back = ["a", "b"]
+        .iter()
+        .filter_map(|n| {
+            sim.client_events(n)
+                .filter(|(t, e)| {
+                    *t >= rebound_at
+                        && matches!(
+                            e,
+                            ClientEvent::PathChanged {
+                                path: Path::Direct(_),
+                                ..
+                            }
+                        )
+                })
+                .map(|(t, _)| t - rebound_at)
+                .last()
+        })
+        .max()
+        .unwrap_or_default();
+    let new = sim.mapped_addr("a").expect("mapped");
+    sim.check(new != old, || "the rebind did not move a".to_owned());
+    let got: Vec<u32> = sim
+        .client_events("b")
+        .filter_map(|(_, e)| match e {
+            ClientEvent::PeerMessage { from, payload, .. } if *from == ha => {
+                Some(u32::from_be_bytes(payload[..4].try_into().ok()?))
+            }
+            _ => None,
+        })
+        .collect();
+    sim.check(got == (0..500).collect::<Vec<_>>(), || {
+        format!("b got {} messages, not 0..500 in order", got.len())
+    });
+    for n in ["a", "b"] {
+        sim.check(sim.disconnected(n).is_none(), || {
+            format!("{n} lost its session")
+        });
+        sim.check(
+            !sim.client_events(n)
+                .any(|(_, e)| matches!(e, ClientEvent::MemberLeft { .. })),
+            || format!("{n} saw a member leave"),
+        );
+    }
+    let lost = sim
+        .client_events("a")
+        .filter(|(t, e)| {
+            *t >= rebound_at
+                && matches!(
+                    e,
+                    ClientEvent::PathChanged {
+                        path: Path::Relay,
+                        ..
+                    }
+                )
+        })
+        .count();
+    eprintln!(
+        "a rebound from {old} to {new}; direct path lost {lost} time(s), direct again both ways \
+         {back:?} after the rebind; 500 messages in order"
+    );
+    sim.check(back < 5 * SECOND, || {
+        format!("direct again only after {back:?}")
+    });
+}

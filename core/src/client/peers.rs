@@ -531,6 +531,12 @@ impl Client {
                     p.punch.add_candidates(now, addrs.iter());
                 }
             }
+            ControlMsg::PeerMoved { peer, addr } => {
+                if let Some(p) = self.peers.get_mut(&HostId(peer)) {
+                    p.addr = addr;
+                    p.punch.peer_moved(now, addr);
+                }
+            }
             ControlMsg::PeerNat { peer, info } => {
                 if let Some(p) = self.peers.get_mut(&HostId(peer)) {
                     p.punch.peer_nat = Some(info);

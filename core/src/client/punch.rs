@@ -55,6 +55,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(35);
 /// two rounds a NAT with the conntrack quirk sends first. Round 0 is simultaneous (fastest
 /// for the common case).
 const RETRY_STAGGER: Duration = Duration::from_millis(250);
+/// After a direct path died, probing restarts this soon: both ends notice the loss within a
+/// few RTOs of each other, so their rounds overlap.
+const RETRY_AFTER_LOSS: Duration = Duration::from_secs(1);
 /// On a direct path, send at least this often (a probe when idle): keeps NAT bindings open
 /// (well under conntrack's 30 s) and gives liveness something to measure.
 const DIRECT_KEEPALIVE: Duration = Duration::from_secs(1);
@@ -311,6 +314,30 @@ impl Punch {
         }
     }
 
+    /// The peer's reflexive address changed (rebinding, roaming): probe the new one, now if
+    /// no direct path is up (a live direct path follows the peer's packets by itself).
+    pub(super) fn peer_moved(&mut self, now: Instant, addr: SocketAddr) {
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return;
+        }
+        let old = self.reflexive.replace(addr);
+        let c = (SocketId::PRIMARY, addr);
+        if let Some(i) = self
+            .candidates
+            .iter()
+            .position(|x| Some(x.1) == old && x.0 == SocketId::PRIMARY)
+        {
+            self.candidates[i] = c;
+        } else if !self.candidates.contains(&c) && self.candidates.len() < MAX_CANDIDATES {
+            self.candidates.push(c);
+        }
+        if self.direct.is_none() && self.enabled {
+            self.sent = 0;
+            self.cursor = 0;
+            self.next_probe = Some(now);
+        }
+    }
+
     /// More addresses to probe (the peer's LAN candidates); starts a round if not direct.
     pub(super) fn add_candidates(&mut self, now: Instant, addrs: impl Iterator<Item = SocketAddr>) {
         for a in addrs {
@@ -522,7 +549,10 @@ impl Client {
                 if now >= last + limit {
                     p.direct = None;
                     p.sent = 0;
-                    p.next_probe = Some(now + RETRY_AFTER);
+                    p.cursor = 0;
+                    // A path that worked is retried soon (the peer may have moved, and the
+                    // server's PeerMoved restarts it at once); a failed round waits longer.
+                    p.next_probe = Some(now + RETRY_AFTER_LOSS);
                     p.spray = Spray::default();
                     peer.path = Path::Relay;
                     self.push_event(ClientEvent::PathChanged {

@@ -388,6 +388,14 @@ impl Server {
         }
     }
 
+    /// A client's address changed (its NAT rebound, it roamed): its peers learn the new
+    /// reflexive address and punch to it again.
+    pub(super) fn on_client_moved(&mut self, host: HostId, addr: std::net::SocketAddr) {
+        for p in self.partners(host) {
+            self.send_control(p, &ControlMsg::PeerMoved { peer: host.0, addr });
+        }
+    }
+
     /// Everyone `host` shares a group with.
     fn partners(&self, host: HostId) -> SmallVec<[HostId; 16]> {
         self.pairs

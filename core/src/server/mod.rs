@@ -768,6 +768,7 @@ impl Server {
             return;
         };
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut moved = None;
         match s.keys.open(packet, &mut scratch) {
             Err(e) => self.stats.dropped.count_open(e),
             Ok(plaintext) => {
@@ -782,6 +783,9 @@ impl Server {
                     }
                     s.addr = from;
                     self.stats.address_changes += 1;
+                    if matches!(s.phase, Phase::Established { .. }) {
+                        moved = Some(s.host_id(key));
+                    }
                 }
                 if Frames::new(plaintext).any(|f| f.is_err()) {
                     self.stats.dropped.bad_frames += 1;
@@ -791,6 +795,9 @@ impl Server {
             }
         }
         self.scratch = scratch;
+        if let Some(host) = moved {
+            self.on_client_moved(host, from);
+        }
     }
 
     fn on_frames(&mut self, now: Instant, key: usize, plaintext: &[u8]) {

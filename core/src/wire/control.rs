@@ -16,6 +16,7 @@
 //!   0x09 RoomOwner      group (u64) | owner (u64)
 //!   0x0A PeerCandidates peer (u64) | count (u8, ≤ MAX_CANDIDATES) | count × address
 //!   0x0B PeerNat        peer (u64) | nat info (the peer's NAT behaviour)
+//!   0x0C PeerMoved      peer (u64) | the peer's new observed address
 //! client → server
 //!   0x20 MemberAck      group (u64) | member (u64)
 //!   0x21 RoomJoin       flags (u8) | max members (u16) | name (str8) | password (str8)
@@ -106,6 +107,10 @@ pub enum ControlMsg<'a> {
     PeerNat {
         peer: u64,
         info: NatInfo,
+    },
+    PeerMoved {
+        peer: u64,
+        addr: SocketAddr,
     },
     NatInfo {
         info: NatInfo,
@@ -406,6 +411,10 @@ impl<'a> ControlMsg<'a> {
                 peer: r.u64()?,
                 info: NatInfo::decode(&mut r)?,
             },
+            0x0C => Self::PeerMoved {
+                peer: r.u64()?,
+                addr: r.addr()?,
+            },
             0x27 => Self::NatInfo {
                 info: NatInfo::decode(&mut r)?,
             },
@@ -520,6 +529,11 @@ impl<'a> ControlMsg<'a> {
                 w.u8(0x0B)?;
                 w.u64(peer)?;
                 info.encode(&mut w)?;
+            }
+            Self::PeerMoved { peer, addr } => {
+                w.u8(0x0C)?;
+                w.u64(peer)?;
+                w.addr(addr)?;
             }
             Self::NatInfo { info } => {
                 w.u8(0x27)?;
@@ -676,6 +690,7 @@ mod tests {
             ControlMsg::NatInfo {
                 info: NatInfo::default(),
             },
+            ControlMsg::PeerMoved { peer: 4, addr },
             ControlMsg::PeerRemove {
                 peer: 7,
                 pair_id: 8,
