@@ -205,7 +205,17 @@ fn assert_complete(results: &[Finished], count: u32, path: &[&str], in_order: bo
             assert!(entry.contains(r#""first_message_ms":"#), "{entry}");
             assert!(!entry.contains(r#""first_message_ms":null"#), "{entry}");
             let direct_after_null = entry.contains(r#""direct_after_ms":null"#);
-            assert_eq!(direct_after_null, p == "relay", "{entry}");
+            if p == "direct" {
+                assert!(!direct_after_null, "direct without a time: {entry}");
+            } else if !direct_after_null {
+                // Went direct and fell back (a loaded machine can starve a path past its
+                // liveness limit): then the fall-back must have been reported.
+                assert!(
+                    r.stdout.contains(r#""path":"relay""#) && r.stdout.contains("path_changed"),
+                    "p{i} -> p{j} was direct, ends on relay, and no path_changed said so:\n{}",
+                    r.stdout
+                );
+            }
         }
         let upgrades = r.stdout.matches(r#""event":"path_changed""#).count();
         if path == ["relay"] {

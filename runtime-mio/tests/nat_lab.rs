@@ -1,0 +1,528 @@
+//! A real-NAT lab: real `pierce server` and `pierce peer` processes across real Linux NATs,
+//! built from network namespaces and nftables (see `nat_lab/lab.rs` for the topology and the
+//! rulesets). Each scenario builds its own small internet, so the tests run in parallel.
+//!
+//! Needs root, iproute2 (`ip`) and nftables (`nft`); `conntrack` (conntrack-tools) is used
+//! only for the diagnostics printed when a scenario fails. Without them the tests print
+//! `SKIPPED nat_lab: <reason>` and pass, except under `CI`, where they fail.
+//!
+//! Every scenario prints one `LAB ...` line per peer with the measured timings (visible with
+//! `--nocapture`). Timings count from the start of each `pierce peer`; the `*_after_join_ms`
+//! figures count from the moment that peer saw the other one join the room. A failing scenario
+//! panics with both peers' and the server's output plus each router's nftables counters and
+//! conntrack table; `NAT_LAB_DUMP=1` prints the same for passing scenarios.
+
+#![cfg(all(target_os = "linux", feature = "cli"))]
+
+#[path = "nat_lab/lab.rs"]
+mod lab;
+#[path = "nat_lab/proc.rs"]
+mod proc;
+
+use lab::{Host, Lab, Nat};
+use proc::{Finished, Proc, Server, bool_field, number_field, string_field};
+
+/// Messages each peer sends the other.
+const SEND: u32 = 200;
+/// The peers' own `--timeout`, in seconds (the lab's hard limit per process is 60 s).
+const PEER_TIMEOUT: &str = "30";
+
+/// A fresh lab, or `None` (after printing why) where the lab cannot run; under `CI` that is a
+/// failure instead.
+fn lab() -> Option<Lab> {
+    if let Err(why) = lab::prerequisites() {
+        if std::env::var_os("CI").is_some() {
+            panic!("nat_lab cannot run, and CI must run it: {why}");
+        }
+        println!("SKIPPED nat_lab: {why}");
+        return None;
+    }
+    Some(Lab::new().unwrap_or_else(|e| panic!("building the lab failed: {e}")))
+}
+
+/// What a peer's summary and events say about the other member.
+#[derive(Debug)]
+struct Report {
+    ok: bool,
+    path: String,
+    received: u32,
+    joined_ms: Option<f64>,
+    first_message_ms: Option<f64>,
+    direct_after_ms: Option<f64>,
+    /// The address of the last `path_changed` to direct.
+    direct_addr: Option<String>,
+    /// Every `path_changed`, as `path@after_ms(reason)`.
+    changes: Vec<String>,
+}
+
+impl Report {
+    fn read(run: &Finished) -> Self {
+        let summary = run.last_line();
+        let entry = summary
+            .find(r#""peers":[{"#)
+            .map_or("", |start| &summary[start..]);
+        let direct_addr = run
+            .stdout
+            .iter()
+            .rev()
+            .filter(|l| l.contains(r#""event":"path_changed""#))
+            .filter(|l| l.contains(r#""path":"direct""#))
+            .find_map(|l| string_field(l, "addr"));
+        let changes = run
+            .stdout
+            .iter()
+            .filter(|l| l.contains(r#""event":"path_changed""#))
+            .map(|l| {
+                let field = |k| string_field(l, k).unwrap_or_default();
+                let after = number_field(l, "after_ms").unwrap_or(f64::NAN);
+                format!("{}@{after:.0}({})", field("path"), field("reason"))
+            })
+            .collect();
+        Self {
+            ok: summary.starts_with(r#"{"event":"summary","#)
+                && bool_field(summary, "ok") == Some(true),
+            path: string_field(entry, "path").unwrap_or_else(|| "none".to_owned()),
+            received: number_field(entry, "received").map_or(0, |n| n as u32),
+            joined_ms: number_field(entry, "joined_ms"),
+            first_message_ms: number_field(entry, "first_message_ms"),
+            direct_after_ms: number_field(entry, "direct_after_ms"),
+            direct_addr,
+            changes,
+        }
+    }
+}
+
+/// One peer of a scenario.
+struct Side {
+    label: &'static str,
+    host: Host,
+    run: Finished,
+    report: Report,
+}
+
+/// A finished scenario, its lab still up for diagnostics.
+struct Outcome {
+    scenario: String,
+    sides: Vec<Side>,
+    server: Option<Finished>,
+    lab: Lab,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Direct,
+    Relay,
+    /// Complete delivery over whichever path.
+    Delivered,
+}
+
+impl Outcome {
+    /// Fails the test, with every process's output and the routers' state, unless both peers
+    /// delivered everything over the expected path.
+    fn check(&self, expect: Expect) {
+        self.fail_on(&self.problems(expect));
+    }
+
+    /// What keeps the scenario from meeting `expect`.
+    fn problems(&self, expect: Expect) -> Vec<String> {
+        let mut problems = Vec::new();
+        for s in &self.sides {
+            let r = &s.report;
+            if !s.run.success() || !r.ok {
+                problems.push(format!("{}: the run failed (ok={})", s.label, r.ok));
+            }
+            if r.received != SEND {
+                problems.push(format!("{}: received {} of {SEND}", s.label, r.received));
+            }
+            let want = match expect {
+                Expect::Direct => Some("direct"),
+                Expect::Relay => Some("relay"),
+                Expect::Delivered => None,
+            };
+            if want.is_some_and(|w| w != r.path) {
+                problems.push(format!(
+                    "{}: path {} where {} was expected",
+                    s.label,
+                    r.path,
+                    want.unwrap_or_default()
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The panic for `problems`, if any, with everything that explains them. With
+    /// `NAT_LAB_DUMP` set, the same is printed for passing scenarios too.
+    fn fail_on(&self, problems: &[String]) {
+        if problems.is_empty() && std::env::var_os("NAT_LAB_DUMP").is_none() {
+            return;
+        }
+        let mut dump = String::new();
+        for s in &self.sides {
+            let what = format!("peer {} ({} {})", s.label, s.host.nat.name(), s.host.ns);
+            dump.push_str(&s.run.dump(&what));
+        }
+        if let Some(server) = &self.server {
+            dump.push_str(&server.dump("server"));
+        }
+        let diagnostics = self.lab.diagnostics();
+        if problems.is_empty() {
+            println!("{}: passed\n{dump}{diagnostics}", self.scenario);
+            return;
+        }
+        panic!(
+            "{}: {}\n{dump}{diagnostics}",
+            self.scenario,
+            problems.join("; ")
+        );
+    }
+}
+
+/// What a scenario varies besides the NATs.
+#[derive(Clone, Copy)]
+struct Knobs {
+    /// Percent of the packets lost on every WAN link, in each direction.
+    loss_percent: u8,
+    /// Bytes per message.
+    size: usize,
+    /// Seconds each peer stays after the exchange, so a direct path has time to form.
+    hold: &'static str,
+}
+
+/// Enough for the punching that starts at once (direct within ~0.1 s here).
+const PLAIN: Knobs = Knobs {
+    loss_percent: 0,
+    size: 64,
+    hold: "3",
+};
+
+/// How the two peers sit.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// Each behind its own NAT.
+    Apart(Nat, Nat),
+    /// Both on the LAN of one NAT.
+    SameNat(Nat),
+}
+
+/// Runs `pierce peer --send SEND` on two hosts laid out as `layout` against a server in the
+/// lab, with `knobs`; prints the LAB lines and returns everything for checking.
+fn scenario(name: &str, layout: Layout, knobs: Knobs) -> Option<Outcome> {
+    let mut lab = lab()?;
+    let loss_percent = knobs.loss_percent;
+    let build = |lab: &mut Lab| -> Result<Vec<Host>, String> {
+        Ok(match layout {
+            Layout::Apart(a, b) => {
+                let mut hosts = lab.add_nat(a, 1, loss_percent)?;
+                hosts.extend(lab.add_nat(b, 1, loss_percent)?);
+                hosts
+            }
+            Layout::SameNat(nat) => lab.add_nat(nat, 2, loss_percent)?,
+        })
+    };
+    let hosts = build(&mut lab).unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
+    let mut server = Server::start(&lab.server_ns());
+    let (send, size) = (SEND.to_string(), knobs.size.to_string());
+    let peers: Vec<Proc> = ["a", "b"]
+        .iter()
+        .zip(&hosts)
+        .map(|(label, host)| {
+            Proc::spawn(
+                &host.ns,
+                &[
+                    "peer",
+                    "--server",
+                    lab::SERVER,
+                    "--room",
+                    "lab",
+                    "--peers",
+                    "1",
+                    "--send",
+                    &send,
+                    "--size",
+                    &size,
+                    "--hold",
+                    knobs.hold,
+                    "--timeout",
+                    PEER_TIMEOUT,
+                    "--name",
+                    label,
+                    "--json",
+                ],
+            )
+        })
+        .collect();
+    let runs: Vec<Finished> = peers.into_iter().map(Proc::finish).collect();
+    let server = server.stop();
+    let sides: Vec<Side> = runs
+        .into_iter()
+        .zip(hosts)
+        .zip(["a", "b"])
+        .map(|((run, host), label)| {
+            let report = Report::read(&run);
+            Side {
+                label,
+                host,
+                run,
+                report,
+            }
+        })
+        .collect();
+    for s in &sides {
+        print_lab_line(name, s);
+    }
+    Some(Outcome {
+        scenario: name.to_owned(),
+        sides,
+        server,
+        lab,
+    })
+}
+
+fn print_lab_line(scenario: &str, s: &Side) {
+    let r = &s.report;
+    let f = |v: Option<f64>| v.map_or_else(|| "null".to_owned(), |v| format!("{v:.1}"));
+    let since_join = |v: Option<f64>| Some(v? - r.joined_ms?);
+    println!(
+        "LAB scenario={scenario} side={}({}) path={} ok={} received={} joined_ms={} \
+         first_message_ms={} direct_after_ms={} first_message_after_join_ms={} \
+         direct_after_join_ms={} direct_addr={} changes={} run_s={:.1}",
+        s.label,
+        s.host.nat.name(),
+        r.path,
+        r.ok && s.run.success(),
+        r.received,
+        f(r.joined_ms),
+        f(r.first_message_ms),
+        f(r.direct_after_ms),
+        f(since_join(r.first_message_ms)),
+        f(since_join(r.direct_after_ms)),
+        r.direct_addr.as_deref().unwrap_or("null"),
+        if r.changes.is_empty() {
+            "none".to_owned()
+        } else {
+            r.changes.join(",")
+        },
+        s.run.elapsed.as_secs_f64(),
+    );
+}
+
+fn apart(a: Nat, b: Nat) -> (String, Layout) {
+    (format!("{}<->{}", a.name(), b.name()), Layout::Apart(a, b))
+}
+
+/// One peer behind `a`, one behind `b`, checked against `expect`.
+fn run_apart(a: Nat, b: Nat, knobs: Knobs, expect: Expect) {
+    let (name, layout) = apart(a, b);
+    if let Some(outcome) = scenario(&name, layout, knobs) {
+        outcome.check(expect);
+    }
+}
+
+#[test]
+fn full_cone_to_full_cone_goes_direct() {
+    run_apart(Nat::FullCone, Nat::FullCone, PLAIN, Expect::Direct);
+}
+
+#[test]
+fn port_restricted_to_port_restricted_goes_direct() {
+    run_apart(
+        Nat::PortRestricted,
+        Nat::PortRestricted,
+        PLAIN,
+        Expect::Direct,
+    );
+}
+
+#[test]
+fn full_cone_to_port_restricted_goes_direct() {
+    run_apart(Nat::FullCone, Nat::PortRestricted, PLAIN, Expect::Direct);
+}
+
+#[test]
+fn two_hosts_behind_one_nat_go_direct_over_the_lan() {
+    let Some(outcome) = scenario(
+        "same-nat(port-restricted)",
+        Layout::SameNat(Nat::PortRestricted),
+        PLAIN,
+    ) else {
+        return;
+    };
+    let mut problems = outcome.problems(Expect::Direct);
+    for (me, other) in [(0, 1), (1, 0)] {
+        let (me, other) = (&outcome.sides[me], &outcome.sides[other]);
+        let want = format!("{}:", other.host.ip);
+        let addr = me.report.direct_addr.as_deref().unwrap_or("none");
+        if !addr.starts_with(&want) {
+            problems.push(format!(
+                "{} went direct to {addr}, not to {}'s LAN address {}",
+                me.label, other.label, other.host.ip
+            ));
+        }
+    }
+    outcome.fail_on(&problems);
+}
+
+#[test]
+fn symmetric_to_symmetric_is_delivered_through_the_relay() {
+    run_apart(Nat::Symmetric, Nat::Symmetric, PLAIN, Expect::Relay);
+}
+
+/// Birthday probing starts after NAT discovery and takes a few seconds of sprays.
+const BIRTHDAY: Knobs = Knobs { hold: "8", ..PLAIN };
+
+#[test]
+fn symmetric_to_port_restricted_is_delivered() {
+    run_apart(
+        Nat::Symmetric,
+        Nat::PortRestricted,
+        BIRTHDAY,
+        Expect::Delivered,
+    );
+}
+
+#[test]
+fn symmetric_to_port_restricted_goes_direct() {
+    run_apart(
+        Nat::Symmetric,
+        Nat::PortRestricted,
+        BIRTHDAY,
+        Expect::Direct,
+    );
+}
+
+#[test]
+fn symmetric_to_full_cone_goes_direct() {
+    // The full cone accepts the symmetric side's probes from their fresh port and answers the
+    // peer-reflexive address they came from.
+    run_apart(Nat::Symmetric, Nat::FullCone, PLAIN, Expect::Direct);
+}
+
+#[test]
+fn port_restricted_pair_with_ten_percent_loss_delivers_everything() {
+    let (name, layout) = apart(Nat::PortRestricted, Nat::PortRestricted);
+    let name = format!("{name}+loss10");
+    // 1000-byte messages: one datagram each, so the loss hits payloads, not only the few
+    // datagrams that 200 small messages pack into.
+    let knobs = Knobs {
+        loss_percent: 10,
+        size: 1000,
+        ..PLAIN
+    };
+    if let Some(outcome) = scenario(&name, layout, knobs) {
+        outcome.check(Expect::Delivered);
+    }
+}
+
+/// `pierce netcheck --json` from a host behind each NAT kind, with the lab (for diagnostics).
+fn netcheck_each_nat() -> Option<(Lab, Vec<(Host, Finished)>)> {
+    let mut lab = lab()?;
+    let mut hosts = Vec::new();
+    for nat in [Nat::FullCone, Nat::PortRestricted, Nat::Symmetric] {
+        let built = lab.add_nat(nat, 1, 0);
+        hosts.extend(built.unwrap_or_else(|e| panic!("building the lab failed: {e}")));
+    }
+    let _server = Server::start(&lab.server_ns());
+    let args = [
+        "netcheck",
+        "--server",
+        lab::SERVER,
+        "--json",
+        "--timeout",
+        "10",
+    ];
+    let checks: Vec<Proc> = hosts.iter().map(|h| Proc::spawn(&h.ns, &args)).collect();
+    let results: Vec<(Host, Finished)> = hosts
+        .into_iter()
+        .zip(checks.into_iter().map(Proc::finish))
+        .collect();
+    for (host, run) in &results {
+        let line = run.last_line();
+        let field = |k| string_field(line, k).unwrap_or_else(|| "none".to_owned());
+        let preserved =
+            bool_field(line, "port_preserved").map_or_else(|| "none".to_owned(), |b| b.to_string());
+        println!(
+            "LAB netcheck nat={} reflexive={} mapping={} filtering={} port_preserved={preserved} \
+             run_s={:.1}",
+            host.nat.name(),
+            field("reflexive"),
+            field("mapping"),
+            field("filtering"),
+            run.elapsed.as_secs_f64(),
+        );
+    }
+    Some((lab, results))
+}
+
+/// Panics with every run's output and the routers' state if `problems` is not empty.
+fn fail_netcheck(lab: &Lab, results: &[(Host, Finished)], problems: &[String]) {
+    if problems.is_empty() {
+        return;
+    }
+    let dump: String = results
+        .iter()
+        .map(|(h, r)| r.dump(&format!("netcheck behind {}", h.nat.name())))
+        .collect();
+    panic!(
+        "netcheck: {}\n{dump}{}",
+        problems.join("; "),
+        lab.diagnostics()
+    );
+}
+
+#[test]
+fn netcheck_sees_each_nat_from_its_public_address() {
+    let Some((lab, results)) = netcheck_each_nat() else {
+        return;
+    };
+    let mut problems = Vec::new();
+    for (host, run) in &results {
+        let nat = host.nat.name();
+        let line = run.last_line();
+        if !run.success() {
+            problems.push(format!("behind {nat}: netcheck failed"));
+            continue;
+        }
+        let reflexive = string_field(line, "reflexive").unwrap_or_default();
+        if !reflexive.starts_with(&format!("{}:", host.wan)) {
+            problems.push(format!(
+                "behind {nat}: reflexive {reflexive}, not on the NAT's address {}",
+                host.wan
+            ));
+        }
+        // Linux keeps the source port unless told `fully-random`.
+        if host.nat != Nat::Symmetric && bool_field(line, "port_preserved") != Some(true) {
+            problems.push(format!("behind {nat}: the port was not preserved: {line}"));
+        }
+    }
+    fail_netcheck(&lab, &results, &problems);
+}
+
+#[test]
+fn netcheck_classifies_each_nat_kind() {
+    let Some((lab, results)) = netcheck_each_nat() else {
+        return;
+    };
+    const EIM: &str = "endpoint-independent";
+    const APDM: &str = "address-and-port-dependent";
+    let mut problems = Vec::new();
+    for (host, run) in &results {
+        let (mapping, filtering) = match host.nat {
+            Nat::FullCone => (EIM, EIM),
+            Nat::PortRestricted => (EIM, APDM),
+            Nat::Symmetric => (APDM, APDM),
+        };
+        let line = run.last_line();
+        let got = (
+            string_field(line, "mapping").unwrap_or_default(),
+            string_field(line, "filtering").unwrap_or_default(),
+        );
+        if !run.success() || got != (mapping.to_owned(), filtering.to_owned()) {
+            problems.push(format!(
+                "behind {}: expected mapping {mapping}, filtering {filtering}; got {line}",
+                host.nat.name()
+            ));
+        }
+    }
+    fail_netcheck(&lab, &results, &problems);
+}

@@ -1,0 +1,471 @@
+//! A small internet in Linux network namespaces: an "internet" namespace holding one bridge, a
+//! server namespace with two public addresses on it, and per NAT a router namespace (WAN on
+//! the bridge, a LAN bridge with one or two host namespaces behind it) whose NAT behaviour is
+//! a few lines of nftables.
+//!
+//! Every namespace of one lab is named `plab<pid>-<n>-<role>`, so labs of parallel tests and
+//! of parallel test processes never meet; interfaces are created directly inside their
+//! namespaces (`ip -n A link add X type veth peer name Y netns B`), so their short fixed names
+//! never collide either. [`Lab`]'s `Drop` kills whatever still runs inside its namespaces and
+//! deletes them, on success and on panic alike; a lab left behind by a test process that was
+//! killed outright is removed by the next run ([`prerequisites`]).
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// The server's main address (its `--listen`).
+pub(crate) const SERVER: &str = "203.0.113.1:3478";
+/// The server's second address (its `--alt-listen`, for RFC 5780 discovery).
+pub(crate) const SERVER_ALT: &str = "203.0.113.2:3479";
+/// Every namespace of this file starts with this.
+const PREFIX: &str = "plab";
+
+/// A NAT's behaviour, as the router namespace's nftables ruleset makes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Nat {
+    /// Masquerade (Linux keeps the source port when it can) plus a DNAT of every inbound UDP
+    /// port on the WAN address to the one LAN host, and no firewall: endpoint-independent
+    /// mapping and filtering.
+    FullCone,
+    /// Masquerade plus a home router's stateful firewall (inbound only for established or
+    /// related flows): endpoint-independent mapping, address-and-port-dependent filtering.
+    PortRestricted,
+    /// `masquerade fully-random` (a random port per destination address and port) plus the
+    /// same firewall: address-and-port-dependent mapping and filtering.
+    Symmetric,
+}
+
+impl Nat {
+    /// The name scenarios and LAB lines use.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::FullCone => "full-cone",
+            Self::PortRestricted => "port-restricted",
+            Self::Symmetric => "symmetric",
+        }
+    }
+
+    /// The router's ruleset: `lan_host` is the first host behind it.
+    fn ruleset(self, lan_host: Ipv4Addr) -> String {
+        // A home router's firewall. It must guard `input` as well as `forward`: a peer's probe
+        // that arrives before our own outbound probe is addressed to the router itself (no
+        // mapping matches it yet), so it takes the input path; accepted there, conntrack would
+        // confirm an entry for it and a later outbound packet to that peer would need a new
+        // port. Dropped before confirmation, it leaves no trace.
+        const FIREWALL: &str = r#"
+table ip lab_fw {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname "wan" ct state established,related counter accept
+    iifname "wan" counter drop
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname "wan" ct state established,related counter accept
+    iifname "wan" counter drop
+  }
+}
+"#;
+        match self {
+            Self::FullCone => format!(
+                r#"
+table ip lab_nat {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "wan" meta l4proto udp counter dnat to {lan_host}
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan" counter masquerade
+  }}
+}}
+"#
+            ),
+            Self::PortRestricted => format!(
+                r#"
+table ip lab_nat {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan" counter masquerade
+  }}
+}}
+{FIREWALL}"#
+            ),
+            Self::Symmetric => format!(
+                r#"
+table ip lab_nat {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan" counter masquerade fully-random
+  }}
+}}
+{FIREWALL}"#
+            ),
+        }
+    }
+}
+
+/// A host namespace behind a NAT.
+#[derive(Clone, Debug)]
+pub(crate) struct Host {
+    /// Its namespace.
+    pub(crate) ns: String,
+    /// Its LAN address.
+    pub(crate) ip: Ipv4Addr,
+    /// The NAT in front of it.
+    pub(crate) nat: Nat,
+    /// That NAT's public address.
+    pub(crate) wan: Ipv4Addr,
+}
+
+/// One lab: see the module docs. Dropping it tears everything down.
+pub(crate) struct Lab {
+    prefix: String,
+    /// Every namespace created so far, in creation order.
+    namespaces: Vec<String>,
+    /// Bridge ports used on the internet namespace's bridge.
+    ports: usize,
+    /// Router namespaces with their NAT kind and the bridge port of their WAN.
+    routers: Vec<(String, Nat, String)>,
+}
+
+impl Lab {
+    /// The internet and the server's namespace (203.0.113.1 and .2 on one interface).
+    pub(crate) fn new() -> Result<Self, String> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut lab = Self {
+            prefix: format!("{PREFIX}{}-{n}-", std::process::id()),
+            namespaces: Vec::new(),
+            ports: 0,
+            routers: Vec::new(),
+        };
+        // Building is a few dozen short `ip` runs; one lab at a time keeps a busy machine's
+        // setup errors readable and costs well under a second per lab.
+        let _one_at_a_time = setup_lock();
+        let inet = lab.add_ns("inet")?;
+        ip(&["-n", &inet, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &inet, "link", "set", "br0", "up"])?;
+        let srv = lab.add_ns("srv")?;
+        lab.attach(&srv, "eth0", &["203.0.113.1/24", "203.0.113.2/24"])?;
+        Ok(lab)
+    }
+
+    /// The server's namespace.
+    pub(crate) fn server_ns(&self) -> String {
+        format!("{}srv", self.prefix)
+    }
+
+    /// Adds a router of kind `nat` with `hosts` hosts on its LAN; `loss_percent` of the
+    /// packets crossing its WAN link are dropped, in each direction, on the wire (after NAT,
+    /// in the internet's bridge: a mapping a lost packet created stays, as on a real link).
+    pub(crate) fn add_nat(
+        &mut self,
+        nat: Nat,
+        hosts: usize,
+        loss_percent: u8,
+    ) -> Result<Vec<Host>, String> {
+        assert!((1..=2).contains(&hosts), "one or two hosts per NAT");
+        assert!(
+            nat != Nat::FullCone || hosts == 1,
+            "a full cone forwards to one host"
+        );
+        let _one_at_a_time = setup_lock();
+        let i = self.routers.len();
+        let wan = Ipv4Addr::new(203, 0, 113, 10 + i as u8);
+        let router = self.add_ns(&format!("r{i}"))?;
+        let port = self.attach(&router, "wan", &[&format!("{wan}/24")])?;
+        ip(&["-n", &router, "link", "add", "lan", "type", "bridge"])?;
+        ip(&["-n", &router, "link", "set", "lan", "up"])?;
+        let lan_net = |last: u8| Ipv4Addr::new(10, i as u8 + 1, 0, last);
+        let gateway = lan_net(1);
+        ip(&[
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("{gateway}/24"),
+            "dev",
+            "lan",
+        ])?;
+        sysctl(&router, "net/ipv4/ip_forward", "1")?;
+        let mut out = Vec::new();
+        for j in 0..hosts {
+            let host = self.add_ns(&format!("h{i}{j}"))?;
+            let lan_port = format!("l{j}");
+            ip(&[
+                "-n", &router, "link", "add", &lan_port, "type", "veth", "peer", "name", "eth0",
+                "netns", &host,
+            ])?;
+            ip(&[
+                "-n", &router, "link", "set", &lan_port, "master", "lan", "up",
+            ])?;
+            let addr = lan_net(2 + j as u8);
+            ip(&[
+                "-n",
+                &host,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", &host, "link", "set", "eth0", "up"])?;
+            ip(&[
+                "-n",
+                &host,
+                "route",
+                "add",
+                "default",
+                "via",
+                &gateway.to_string(),
+            ])?;
+            out.push(Host {
+                ns: host,
+                ip: addr,
+                nat,
+                wan,
+            });
+        }
+        nft(&router, &nat.ruleset(lan_net(2)))?;
+        if loss_percent > 0 {
+            let rules = format!(
+                r#"
+table bridge lab_loss_{port} {{
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname "{port}" counter
+    oifname "{port}" counter
+    iifname "{port}" numgen random mod 100 < {loss_percent} counter drop
+    oifname "{port}" numgen random mod 100 < {loss_percent} counter drop
+  }}
+}}
+"#
+            );
+            nft(&self.inet_ns(), &rules)?;
+        }
+        self.routers.push((router, nat, port));
+        Ok(out)
+    }
+
+    /// Everything that explains a failure: per router its ruleset with counters and its
+    /// conntrack table, and the loss counters on the internet's bridge.
+    pub(crate) fn diagnostics(&self) -> String {
+        let mut s = String::new();
+        for (router, nat, port) in &self.routers {
+            s.push_str(&format!(
+                "--- router {router} ({}, bridge port {port})\n",
+                nat.name()
+            ));
+            s.push_str(&run_text(&[
+                "ip", "netns", "exec", router, "nft", "list", "ruleset",
+            ]));
+            s.push_str(&run_text(&[
+                "ip",
+                "netns",
+                "exec",
+                router,
+                "conntrack",
+                "-L",
+            ]));
+        }
+        s.push_str("--- internet\n");
+        s.push_str(&run_text(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.inet_ns(),
+            "nft",
+            "list",
+            "ruleset",
+        ]));
+        s
+    }
+
+    fn inet_ns(&self) -> String {
+        format!("{}inet", self.prefix)
+    }
+
+    fn add_ns(&mut self, role: &str) -> Result<String, String> {
+        let ns = format!("{}{role}", self.prefix);
+        ip(&["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        // With br_netfilter loaded, bridged IPv4 would pass the namespace's IP hooks (and its
+        // conntrack); these bridges are plain wires.
+        let _ = sysctl(&ns, "net/bridge/bridge-nf-call-iptables", "0");
+        Ok(ns)
+    }
+
+    /// A veth from `ns` (named `ifname`, with `addrs`) to a new port of the internet's bridge;
+    /// returns the port's name.
+    fn attach(&mut self, ns: &str, ifname: &str, addrs: &[&str]) -> Result<String, String> {
+        let inet = self.inet_ns();
+        let port = format!("p{}", self.ports);
+        self.ports += 1;
+        ip(&[
+            "-n", &inet, "link", "add", &port, "type", "veth", "peer", "name", ifname, "netns", ns,
+        ])?;
+        ip(&["-n", &inet, "link", "set", &port, "master", "br0", "up"])?;
+        for a in addrs {
+            ip(&["-n", ns, "addr", "add", a, "dev", ifname])?;
+        }
+        ip(&["-n", ns, "link", "set", ifname, "up"])?;
+        Ok(port)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            remove_ns(ns);
+        }
+    }
+}
+
+/// Kills what still runs in `ns` (only this file's processes run there) and deletes it.
+fn remove_ns(ns: &str) {
+    let pids = run_text(&["ip", "netns", "pids", ns]);
+    for pid in pids.split_whitespace().filter(|p| p.parse::<u32>().is_ok()) {
+        let _ = Command::new("kill")
+            .args(["-KILL", pid])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _ = Command::new("ip")
+        .args(["netns", "del", ns])
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn setup_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Why the lab cannot run here, if it cannot: not root, no `ip` or `nft`, or no namespaces.
+/// Checked once per process; also removes labs left behind by test processes that are gone.
+pub(crate) fn prerequisites() -> Result<(), String> {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let _one_at_a_time = setup_lock();
+            let status = std::fs::read_to_string("/proc/self/status")
+                .map_err(|e| format!("cannot read /proc/self/status ({e}); not Linux?"))?;
+            let euid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or("?");
+            if euid != "0" {
+                return Err(format!(
+                    "needs root for network namespaces (effective uid {euid})"
+                ));
+            }
+            for tool in [["ip", "-V"], ["nft", "--version"]] {
+                run(&tool).map_err(|e| format!("`{}` is not usable: {e}", tool[0]))?;
+            }
+            remove_stale_labs();
+            let probe = format!("{PREFIX}{}-probe", std::process::id());
+            ip(&["netns", "add", &probe]).map_err(|e| format!("cannot add a namespace: {e}"))?;
+            let nft_works = nft(&probe, "table ip probe {\n}\n");
+            remove_ns(&probe);
+            nft_works
+                .map(drop)
+                .map_err(|e| format!("nftables does not work in a namespace: {e}"))
+        })
+        .clone()
+}
+
+/// Deletes `plab<pid>-...` namespaces whose test process no longer exists.
+fn remove_stale_labs() {
+    let list = run_text(&["ip", "netns", "list"]);
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            remove_ns(name);
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    let mut all = vec!["ip"];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+/// Writes a sysctl inside `ns` (`key` as a path under /proc/sys).
+fn sysctl(ns: &str, key: &str, value: &str) -> Result<String, String> {
+    let script = format!("echo {value} > /proc/sys/{key}");
+    run(&["ip", "netns", "exec", ns, "sh", "-c", &script])
+}
+
+/// Loads an nftables ruleset inside `ns`.
+fn nft(ns: &str, rules: &str) -> Result<String, String> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run nft: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(rules.as_bytes())
+        .map_err(|e| format!("cannot feed nft: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "nft -f in {ns} failed: {}\n{rules}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs a command to completion; its stdout, or an error naming it with its stderr.
+fn run(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `{}`: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs a command for its output, whatever happens (diagnostics, teardown).
+fn run_text(args: &[&str]) -> String {
+    match Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => format!("cannot run `{}`: {e}\n", args.join(" ")),
+    }
+}
