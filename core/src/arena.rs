@@ -7,16 +7,32 @@ use bytes::{Bytes, BytesMut};
 /// Chunk size: big enough that one allocation serves many datagrams.
 const CHUNK: usize = 64 * 1024;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Arena {
     buf: BytesMut,
+    chunk: usize,
+}
+
+impl Default for Arena {
+    fn default() -> Self {
+        Self::with_chunk(CHUNK)
+    }
 }
 
 impl Arena {
+    /// An arena that allocates `chunk` bytes at a time: small for low-rate streams kept per
+    /// session (a server holds one per client), large for datagram paths.
+    pub(crate) fn with_chunk(chunk: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            chunk,
+        }
+    }
+
     /// Copies `data` into the arena and returns it as `Bytes`.
     pub(crate) fn copy(&mut self, data: &[u8]) -> Bytes {
         if self.buf.capacity() < data.len() {
-            self.buf.reserve(CHUNK.max(data.len()));
+            self.buf.reserve(self.chunk.max(data.len()));
         }
         self.buf.extend_from_slice(data);
         self.buf.split().freeze()

@@ -37,6 +37,9 @@ struct Outgoing {
     acked: bool,
 }
 
+/// Arena chunk of a control stream.
+const CONTROL_ARENA_CHUNK: usize = 1024;
+
 /// One end of a reliable ordered message stream.
 #[derive(Debug)]
 pub(crate) struct ControlStream {
@@ -65,7 +68,9 @@ impl ControlStream {
             recv_buf: BTreeMap::new(),
             delivered: VecDeque::new(),
             ack_due: false,
-            arena: Arena::default(),
+            // Control messages are few and small; a server keeps one stream per client, so
+            // a 64 KiB datagram-path chunk here would cost 64 KiB per client.
+            arena: Arena::with_chunk(CONTROL_ARENA_CHUNK),
             retransmits: 0,
         }
     }
