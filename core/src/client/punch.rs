@@ -173,6 +173,9 @@ pub(super) struct Punch {
     triggered: Option<(SocketId, SocketAddr)>,
     /// The validated direct path: local socket and the peer's address.
     direct: Option<(SocketId, SocketAddr)>,
+    /// A new address the peer's direct packets came from, being validated before the path
+    /// moves to it.
+    migrating: Option<(SocketId, SocketAddr)>,
     last_direct_recv: Option<Instant>,
     last_direct_send: Option<Instant>,
     /// The peer's server-reflexive address (what the server saw).
@@ -228,6 +231,7 @@ impl Punch {
             acks_due: SmallVec::new(),
             triggered: None,
             direct: None,
+            migrating: None,
             last_direct_recv: None,
             last_direct_send: None,
             reflexive: usable.then_some(addr),
@@ -612,7 +616,7 @@ impl Client {
                 && p.last_direct_send
                     .is_none_or(|t| now >= t + DIRECT_KEEPALIVE);
             let probe_due = p.next_probe.is_some_and(|t| now >= t) && !p.candidates.is_empty();
-            let triggered = if p.direct.is_none() {
+            let triggered = if p.direct.is_none() || p.migrating.is_some() {
                 p.triggered.take()
             } else {
                 None
@@ -723,6 +727,23 @@ impl Client {
                     }
                 }
             }
+            Frame::ProbeAck { nonce }
+                if !relayed
+                    && nonce == p.nonce
+                    && p.direct.is_some()
+                    && p.migrating == Some((socket, from)) =>
+            {
+                // The moved peer answered at its new address: follow it.
+                p.direct = Some((socket, from));
+                p.migrating = None;
+                p.last_direct_recv = Some(now);
+                peer.path = Path::Direct(from);
+                self.push_event(ClientEvent::PathChanged {
+                    peer: peer_id,
+                    path: Path::Direct(from),
+                    reason: PathChangeReason::Punched,
+                });
+            }
             Frame::ProbeAck { nonce } if !relayed && nonce == p.nonce && p.direct.is_none() => {
                 p.direct = Some((socket, from));
                 p.next_probe = None;
@@ -755,12 +776,15 @@ impl Client {
         };
         let p = &mut peer.punch;
         if let Some((s, addr)) = p.direct {
-            p.last_direct_recv = Some(now);
-            // The peer's NAT rebound: follow it (the packet is authentic and fresh). A packet
-            // on another of our sockets is a probe's echo, not a move.
             if s == socket && addr != from {
-                p.direct = Some((s, from));
-                peer.path = Path::Direct(from);
+                // The peer seems to have moved (its NAT rebound), or someone on the path
+                // forwarded one of its packets from elsewhere. Authentic is not enough: probe
+                // the new address and move only when our nonce comes back from it (QUIC's
+                // path validation). Until then the validated address keeps the traffic.
+                p.migrating = Some((socket, from));
+                p.triggered = Some((socket, from));
+            } else {
+                p.last_direct_recv = Some(now);
             }
         }
     }
