@@ -2,8 +2,9 @@
 //! oracle: 2–4 clients behind NATs from the sim's catalogue (or open, or beside another
 //! client), on links with bounded latency, jitter, loss, duplication and reordering; then a
 //! short script of group joins, leaves and destroys (two overlapping groups), sends on every
-//! channel (some with deadlines, some fragmented, some to hosts that are not peers) and time
-//! steps; then a drain until every connection is idle.
+//! channel (some with deadlines, some fragmented, some to hosts that are not peers), NAT
+//! rebindings and roaming (sessions and direct paths must follow, after path validation) and
+//! time steps; then a drain until every connection is idle.
 //!
 //! Invariants:
 //! - no panic anywhere (core debug assertions included), no busy loop, no step cap;
@@ -17,23 +18,25 @@
 //!   from the send to the end, and neither end saw a membership change of the pair after the
 //!   send): delivered exactly once, or (deadline messages only) reported expired, never
 //!   delivered after expiring;
-//! - the oracle: with exactly two clients on default settings behind NATs from
-//!   `NatConfig::all_types()` (or open vs full cone) on broadband links, as
-//!   `sim/tests/punch_matrix.rs` runs them, a pair that simultaneous punching alone can open
-//!   (`direct_path_possible`) and that stayed formed for 8 s after a message was sent ends
-//!   direct: punch_matrix's budget for those pairs (connect within 10 s, then 8 s after the
-//!   first message). Pairs that need port prediction or birthday probing (punch_matrix gives
+//! - the oracle, in punch_matrix runs (a quarter of the inputs): `sim/tests/punch_matrix.rs`'s
+//!   setup exactly (two clients on default settings behind a pair of NATs from
+//!   `NatConfig::all_types()`, or open vs full cone, on broadband links; connect within 10 s,
+//!   one group, a learns of b within 5 s, a sends a message) with an arbitrary seed and
+//!   arbitrary traffic and time steps after it: a pair that simultaneous punching alone can
+//!   open (`direct_path_possible`) is direct 8 s after that message, punch_matrix's budget
+//!   for those pairs. Pairs that need port prediction or birthday probing (punch_matrix gives
 //!   them 50 s) are not asserted: 50 s of spraying per input is too slow for a fuzzer.
 //!
-//! Clients run default settings in punch_matrix setups; otherwise, at the fuzzer's choice,
-//! birthday probing and port prediction on a small scale (the same plans; 256 sockets and
-//! 1024 probes per round cost tens of milliseconds per input), no birthday probing, no NAT
-//! discovery, or relay only. Costs are capped so that one input runs in a few
+//! Elsewhere clients run, at the fuzzer's choice, birthday probing and port prediction on a
+//! small scale (the same plans; the defaults' 256 sockets and 1024 probes per round cost tens
+//! of milliseconds per input), no birthday probing, no NAT discovery, or relay only. Costs
+//! are capped so that one input runs in a few
 //! milliseconds: at most 40 script steps and 8 s of script time (steps of up to 1.5 s), at
 //! most 60 s of drain, a step cap per run.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
@@ -42,7 +45,7 @@ use pierce_core::{
     Channel, ClientConfig, ClientEvent, GroupId, HostId, MessageId, Path, SendOptions,
 };
 use pierce_sim::{
-    Edge, GilbertElliott, LinkConfig, LinkProfile, Loss, NatConfig, Scenario, Sim,
+    Action, Edge, GilbertElliott, LinkConfig, LinkProfile, Loss, NatConfig, Scenario, Sim,
     direct_path_possible,
 };
 
@@ -128,14 +131,23 @@ enum Op {
     Advance {
         ms: u16,
     },
+    /// Every NAT on the client's path forgets its bindings (an open host re-binds its
+    /// socket): sessions and direct paths must follow the new mapping (path validation).
+    Rebind {
+        client: u8,
+    },
+    /// The client's outermost NAT (or the open host) gets a new public IP.
+    Roam {
+        client: u8,
+    },
 }
 
-/// Client settings: the defaults (what punch_matrix runs), or cheaper or narrower traversal.
+/// Client settings outside punch_matrix runs (those run the defaults).
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
 enum Traversal {
-    /// The defaults in a punch_matrix setup (where the oracle is checked); elsewhere
-    /// [`Traversal::Small`]: 256 birthday sockets and 1024 probes per round make one input
-    /// cost tens of milliseconds, and the plans are the same at any scale.
+    /// Taken as [`Traversal::Small`]: the defaults' 256 birthday sockets and 1024 probes per
+    /// round make one input cost tens of milliseconds, and the plans are the same at any
+    /// scale.
     Defaults,
     /// Birthday probing and port prediction on a small scale (16 sockets, 64 probes, a
     /// window of 8): the same plans at a fraction of the simulation cost.
@@ -172,6 +184,10 @@ impl Traversal {
 #[derive(Arbitrary, Debug)]
 struct Input {
     seed: u16,
+    /// Below 64 (a quarter of the byte's values): a punch_matrix run of the pair
+    /// `matrix_pairs()[pair]` with arbitrary traffic, checked against the oracle.
+    mode: u8,
+    pair: u16,
     traversal: Traversal,
     extra_clients: u8,
     clients: [ClientSpec; 4],
@@ -270,6 +286,8 @@ struct World {
     last_absent: BTreeMap<(HostId, HostId), Duration>,
     /// Last message delivered per (from, to, channel), for order checks.
     last_delivered: BTreeMap<(usize, usize, u8), usize>,
+    /// A rebinding or roaming happened (the oracle's budget then does not apply).
+    moved: bool,
 }
 
 impl World {
@@ -283,6 +301,14 @@ impl World {
 
     fn live(&self, c: usize) -> Option<HostId> {
         self.hosts[c].filter(|_| !self.disconnected[c])
+    }
+
+    /// Applies a rebinding or roaming now.
+    fn act(&mut self, action: Action) {
+        if let Err(e) = self.sim.apply(action) {
+            panic!("sim: {e}\n{}", self.tail());
+        }
+        self.moved = true;
     }
 
     /// Runs the sim; any step cap or busy loop is a finding.
@@ -657,23 +683,18 @@ impl World {
     }
 }
 
-fuzz_target!(|input: Input| {
-    let n = 2 + usize::from(input.extra_clients % 3);
-    let specs = &input.clients[..n];
-    let mut scenario = Scenario::new(u64::from(input.seed))
-        .link(LinkProfile::broadband())
-        .step_cap(STEP_CAP);
+/// The clients of an arbitrary (non-matrix) network, named c0, c1, ...
+fn build_clients(mut scenario: Scenario, specs: &[ClientSpec]) -> Scenario {
     let mut own_nat = Vec::new();
-    let mut edges = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let name = format!("c{i}");
         let edge = match spec.edge {
             EdgeKind::Beside(o) if i > 0 && own_nat[usize::from(o) % i] => {
                 let o = usize::from(o) % i;
-                scenario = scenario.client_beside(&name, format!("c{o}"));
+                scenario = scenario
+                    .client_beside(&name, format!("c{o}"))
+                    .host_link(&name, link(spec.link));
                 own_nat.push(false);
-                edges.push(None);
-                scenario = scenario.host_link(&name, link(spec.link));
                 continue;
             }
             EdgeKind::Open | EdgeKind::Beside(_) => Edge::Open,
@@ -695,17 +716,61 @@ fuzz_target!(|input: Input| {
             EdgeKind::Cgnat(w) => Edge::cgnat(preset(w)),
         };
         own_nat.push(edge != Edge::Open);
-        edges.push(Some(edge.clone()));
         scenario = scenario
             .client(&name, edge)
             .host_link(&name, link(spec.link));
     }
-    let matrix = input.traversal == Traversal::Defaults && matrix_pair(specs, &edges);
-    let traversal = match input.traversal {
-        Traversal::Defaults if !matrix => Traversal::Small,
-        t => t,
+    scenario
+}
+
+/// The pairs punch_matrix asserts go direct within 8 s of their introduction: both behind
+/// NATs from `NatConfig::all_types()` that simultaneous punching alone can open
+/// (`direct_path_possible`), plus open vs full cone (its second test). Pairs that need port
+/// prediction or birthday probing get 50 s there: too slow for a fuzzer.
+fn matrix_pairs() -> &'static [(Edge, Edge)] {
+    static PAIRS: OnceLock<Vec<(Edge, Edge)>> = OnceLock::new();
+    PAIRS.get_or_init(|| {
+        let types = NatConfig::all_types();
+        let mut pairs = vec![(Edge::Open, Edge::nat(NatConfig::full_cone()))];
+        for (i, (_, a)) in types.iter().enumerate() {
+            for (_, b) in types.iter().skip(i) {
+                let (a, b) = (Edge::nat(a.clone()), Edge::nat(b.clone()));
+                if direct_path_possible(&a, &b) {
+                    pairs.push((a, b));
+                }
+            }
+        }
+        pairs
+    })
+}
+
+fuzz_target!(|input: Input| {
+    let matrix = input.mode < 64;
+    let mut scenario = Scenario::new(u64::from(input.seed))
+        .link(LinkProfile::broadband())
+        .step_cap(STEP_CAP);
+    let n = if matrix {
+        // punch_matrix's setup exactly: two clients behind the pair's NATs, broadband links,
+        // default settings.
+        let pairs = matrix_pairs();
+        let (a, b) = &pairs[usize::from(input.pair) % pairs.len()];
+        scenario = scenario
+            .client("c0", a.clone())
+            .client("c1", b.clone())
+            .client_config(ClientConfig::default());
+        2
+    } else {
+        let n = 2 + usize::from(input.extra_clients % 3);
+        scenario = build_clients(scenario, &input.clients[..n]);
+        // The defaults' 256 birthday sockets and 1024 probes per round would make an input
+        // cost tens of milliseconds; the plans are the same at a small scale.
+        let traversal = match input.traversal {
+            Traversal::Defaults => Traversal::Small,
+            t => t,
+        };
+        scenario = scenario.client_config(traversal.config());
+        n
     };
-    scenario = scenario.client_config(traversal.config());
     let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
     let mut w = World {
         sim: scenario.build(),
@@ -721,6 +786,7 @@ fuzz_target!(|input: Input| {
         paired_now: BTreeSet::new(),
         last_absent: BTreeMap::new(),
         last_delivered: BTreeMap::new(),
+        moved: false,
     };
 
     // Connect (punch_matrix's budget).
@@ -733,11 +799,32 @@ fuzz_target!(|input: Input| {
     }
     w.observe();
 
-    // The script.
+    if matrix && w.live(0).is_some() && w.live(1).is_some() {
+        // punch_matrix: one group, a learns of b (within 5 s), a sends one message.
+        w.join(0, 0);
+        w.join(1, 0);
+        w.observe_pairs();
+        let hb = w.hosts[1].expect("live");
+        let r = w.sim.run_until(
+            |s| s.client("c0").peers().any(|p| p == hb),
+            Duration::from_secs(5),
+        );
+        if let Err(pierce_sim::SimError::StepCap { .. } | pierce_sim::SimError::BusyLoop { .. }) = r
+        {
+            panic!("sim: {}", r.expect_err("matched"));
+        }
+        w.observe();
+        w.send(0, 1, Channel::RELIABLE_ORDERED, 16, None);
+    }
+
+    // The script (in a punch_matrix run: traffic and time only).
     let start = w.now();
     for op in input.ops.iter().take(MAX_OPS) {
         if w.now() - start >= MAX_SCRIPT_TIME {
             break;
+        }
+        if matrix && !matches!(op, Op::Send { .. } | Op::Burst { .. } | Op::Advance { .. }) {
+            continue;
         }
         match *op {
             Op::Join { client, group } => w.join(usize::from(client) % n, usize::from(group)),
@@ -778,6 +865,14 @@ fuzz_target!(|input: Input| {
                 }
             }
             Op::Advance { ms } => w.run(MS * u32::from(ms % 1501)),
+            Op::Rebind { client } => {
+                let name = names[usize::from(client) % n].clone();
+                w.act(Action::rebind(name));
+            }
+            Op::Roam { client } => {
+                let name = names[usize::from(client) % n].clone();
+                w.act(Action::roam(name));
+            }
         }
         w.observe_pairs();
     }
@@ -820,34 +915,11 @@ fuzz_target!(|input: Input| {
         );
     }
 
-    // The oracle, exactly where punch_matrix asserts it.
-    if matrix {
+    // The oracle, exactly where punch_matrix asserts it (no rebinding or roaming there).
+    if matrix && !w.moved {
         check_direct(&w);
     }
 });
-
-/// Exactly two clients, on broadband links, behind NATs from `NatConfig::all_types()` (or
-/// open vs full cone), which the oracle calls punchable: punch_matrix's setups.
-fn matrix_pair(specs: &[ClientSpec], edges: &[Option<Edge>]) -> bool {
-    let full_cone = |e: EdgeKind| matches!(e, EdgeKind::Preset { which, idle_s: None, hairpin: false } if which % 7 == 0);
-    let matrix_edge = |i: usize| match specs[i].edge {
-        EdgeKind::Catalogue(_) => true,
-        EdgeKind::Open => full_cone(specs[1 - i].edge),
-        e if full_cone(e) => matches!(specs[1 - i].edge, EdgeKind::Open),
-        _ => false,
-    };
-    if specs.len() != 2
-        || !specs.iter().all(|s| matches!(s.link, LinkKind::Broadband))
-        || !matrix_edge(0)
-        || !matrix_edge(1)
-    {
-        return false;
-    }
-    match (&edges[0], &edges[1]) {
-        (Some(a), Some(b)) => direct_path_possible(a, b),
-        _ => false,
-    }
-}
 
 /// Two clients whose pair formed once and stayed formed, with no teardown at either end,
 /// and a message sent at least `PUNCH_BUDGET` before the end: the sender's path is direct.
@@ -872,10 +944,11 @@ fn check_direct(w: &World) {
         return;
     };
     let (from, to) = (m.from, m.to);
+    let peer = w.hosts[to].expect("live");
     let path = w
         .sim
         .client(&w.names[from])
-        .peer_stats(w.hosts[to].expect("live"))
+        .peer_stats(peer)
         .map(|s| s.path);
     assert!(
         matches!(path, Some(Path::Direct(_))),

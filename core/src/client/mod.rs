@@ -749,7 +749,7 @@ impl Client {
                         .filter_map(|p| {
                             earliest(
                                 p.conn.poll_timeout(self.clock.now()),
-                                p.punch.next_timeout(punch::dead_limit(&p.conn)),
+                                p.punch.next_timeout(punch::busy_limit(&p.conn)),
                             )
                         })
                         .min(),

@@ -178,6 +178,10 @@ pub(super) struct Punch {
     migrating: Option<(SocketId, SocketAddr)>,
     last_direct_recv: Option<Instant>,
     last_direct_send: Option<Instant>,
+    /// The first connection packet sent on the direct path since the last packet received
+    /// on it: busy silence is measured from here, not from the last receive (a send after a
+    /// quiet second must get its chance to be answered).
+    busy_since: Option<Instant>,
     /// The peer's server-reflexive address (what the server saw).
     reflexive: Option<SocketAddr>,
     /// The peer's NAT, when known.
@@ -234,6 +238,7 @@ impl Punch {
             migrating: None,
             last_direct_recv: None,
             last_direct_send: None,
+            busy_since: None,
             reflexive: usable.then_some(addr),
             peer_nat: None,
             plan: Plan::Basic,
@@ -258,17 +263,31 @@ impl Punch {
         self.plan == Plan::BirthdayHard && self.direct.is_none() && self.enabled
     }
 
-    /// The next instant this path needs attention; `dead_after` is how long the direct path
-    /// may stay silent (see [`dead_limit`]).
-    pub(super) fn next_timeout(&self, dead_after: Duration) -> Option<Instant> {
+    /// When the direct path is dead if nothing arrives on it: [`DIRECT_IDLE_DEAD`] after the
+    /// last packet received, or, with data awaiting acknowledgement (`busy` is then the limit,
+    /// see [`busy_limit`]), that long after the first send since the last receive.
+    fn dead_at(&self, busy: Option<Duration>) -> Option<Instant> {
+        self.direct?;
+        let last = self.last_direct_recv?;
+        let idle = last + DIRECT_IDLE_DEAD;
+        let busy = busy.map(|limit| self.busy_since.unwrap_or(last) + limit);
+        Some(busy.map_or(idle, |b| b.min(idle)))
+    }
+
+    /// Something arrived on the direct path.
+    fn direct_alive(&mut self, now: Instant) {
+        self.last_direct_recv = Some(now);
+        self.busy_since = None;
+    }
+
+    /// The next instant this path needs attention; `busy` is the busy-silence limit when data
+    /// awaits acknowledgement (see [`busy_limit`]).
+    pub(super) fn next_timeout(&self, busy: Option<Duration>) -> Option<Instant> {
         let keepalive = self
             .direct
             .and(self.last_direct_send)
             .map(|t| t + DIRECT_KEEPALIVE);
-        let dead = self
-            .direct
-            .and(self.last_direct_recv)
-            .map(|t| t + dead_after);
+        let dead = self.dead_at(busy);
         let spray = self.spray.next.filter(|_| self.direct.is_none());
         [self.next_probe, keepalive, dead, spray]
             .into_iter()
@@ -441,14 +460,12 @@ impl Punch {
     }
 }
 
-/// How long a direct path may be silent before it is dead: two retransmission timeouts when
-/// data is waiting for acknowledgement, a few missed keepalives when idle.
-pub(super) fn dead_limit(conn: &crate::rudp::conn::Connection) -> Duration {
-    if conn.unacked() > 0 {
-        ((conn.srtt() + conn.rtt_var() * 4) * 2).max(DIRECT_BUSY_DEAD_MIN)
-    } else {
-        DIRECT_IDLE_DEAD
-    }
+/// How long a direct path may go unanswered while data awaits acknowledgement: two
+/// retransmission timeouts (never under [`DIRECT_BUSY_DEAD_MIN`]), counted from the first
+/// send since the last receive; `None` when nothing is in flight (then only
+/// [`DIRECT_IDLE_DEAD`], a few missed keepalives, applies).
+pub(super) fn busy_limit(conn: &crate::rudp::conn::Connection) -> Option<Duration> {
+    (conn.unacked() > 0).then(|| ((conn.srtt() + conn.rtt_var() * 4) * 2).max(DIRECT_BUSY_DEAD_MIN))
 }
 
 /// The extra sockets of birthday probing, shared by every peer that needs them.
@@ -547,11 +564,12 @@ impl Client {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
-            let limit = dead_limit(&peer.conn);
+            let busy = busy_limit(&peer.conn);
             let p = &mut peer.punch;
-            if let (Some(_), Some(last)) = (p.direct, p.last_direct_recv) {
-                if now >= last + limit {
+            if let Some(dead) = p.dead_at(busy) {
+                if now >= dead {
                     p.direct = None;
+                    p.busy_since = None;
                     p.sent = 0;
                     p.cursor = 0;
                     // A path that worked is retried soon (the peer may have moved, and the
@@ -686,6 +704,7 @@ impl Client {
                     }
                     let len = peer.keys.seal(pair_id, &mut buf[..limit], n)?;
                     peer.punch.last_direct_send = Some(now);
+                    peer.punch.busy_since.get_or_insert(now);
                     return Some(Transmit { dst, len, socket });
                 }
             }
@@ -736,7 +755,7 @@ impl Client {
                 // The moved peer answered at its new address: follow it.
                 p.direct = Some((socket, from));
                 p.migrating = None;
-                p.last_direct_recv = Some(now);
+                p.direct_alive(now);
                 peer.path = Path::Direct(from);
                 self.push_event(ClientEvent::PathChanged {
                     peer: peer_id,
@@ -748,7 +767,7 @@ impl Client {
                 p.direct = Some((socket, from));
                 p.next_probe = None;
                 p.spray = Spray::default();
-                p.last_direct_recv = Some(now);
+                p.direct_alive(now);
                 p.last_direct_send = Some(now);
                 peer.path = Path::Direct(from);
                 self.stats.direct_paths += 1;
@@ -784,7 +803,7 @@ impl Client {
                 p.migrating = Some((socket, from));
                 p.triggered = Some((socket, from));
             } else {
-                p.last_direct_recv = Some(now);
+                p.direct_alive(now);
             }
         }
     }
