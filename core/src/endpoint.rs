@@ -95,3 +95,4 @@ macro_rules! impl_endpoint {
 
 impl_endpoint!(crate::Client, crate::ClientEvent);
 impl_endpoint!(crate::Server, crate::ServerEvent);
+impl_endpoint!(crate::Host, crate::HostEvent);

@@ -59,6 +59,7 @@ pub mod crypto;
 mod endpoint;
 mod error;
 mod event;
+mod host;
 pub mod nat;
 mod ratelimit;
 mod rng;
@@ -92,6 +93,7 @@ pub use event::{
     ClientEvent, DisconnectReason, GroupId, HostId, LeaveReason, MemberLeftReason,
     PathChangeReason, RejectReason, RoomError, RoomInfo, RoomOp, ServerEvent,
 };
+pub use host::{Host, HostEvent, HostStats};
 pub use rudp::{
     Channel, ChannelConfig, ChannelStats, Delivery, MessageId, Path, PeerDropReason, PeerStats,
     SendOptions,

@@ -6,6 +6,15 @@
 //! cargo run -p pierce-mio --example chat -- 127.0.0.1:7777 lobby bob
 //! ```
 //!
+//! Host mode, with no dedicated server: the first player's process is the server too
+//! (`pierce_core::Host`: the server and its own client on one socket), the others connect to
+//! it as to any server:
+//!
+//! ```sh
+//! cargo run -p pierce-mio --example chat -- --host 127.0.0.1:7777 lobby alice
+//! cargo run -p pierce-mio --example chat -- 127.0.0.1:7777 lobby bob
+//! ```
+//!
 //! Type a line to send it to everyone in the room. `/who` lists the members, `/kick NAME`
 //! removes one (only the room's owner, its first member, may), `/quit` (or end of input)
 //! leaves once everything typed has been acknowledged. Messages travel on the reliable-ordered
@@ -20,8 +29,11 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, TryRecvError};
 use std::time::{Duration, Instant};
 
-use pierce_core::{Channel, Client, ClientConfig, ClientEvent, GroupId, HostId};
-use pierce_mio::{Driver, os_seed};
+use pierce_core::{
+    Channel, Client, ClientConfig, ClientEvent, Endpoint, GroupId, Host, HostEvent, HostId,
+    RoomsConfig, SecretKey, Server, ServerConfig,
+};
+use pierce_mio::{Driver, os_seed, unix_time};
 
 /// First byte of a message: an introduction carrying the sender's name.
 const NAME: u8 = b'N';
@@ -132,15 +144,24 @@ impl Chat {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [server, room, name] = &args[..] else {
-        eprintln!("usage: chat SERVER:PORT ROOM NAME");
+    let (host, rest) = match args.split_first() {
+        Some((flag, rest)) if flag == "--host" => (true, rest),
+        _ => (false, &args[..]),
+    };
+    let [server, room, name] = rest else {
+        eprintln!("usage: chat [--host] SERVER:PORT ROOM NAME");
         return ExitCode::from(2);
     };
     let Ok(server) = server.parse() else {
         eprintln!("chat: {server:?} is not an IP:PORT");
         return ExitCode::from(2);
     };
-    match run(server, room, name) {
+    let result = if host {
+        run_host(server, room, name)
+    } else {
+        run_client(server, room, name)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chat: {e}");
@@ -149,7 +170,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(server: std::net::SocketAddr, room: &str, name: &str) -> Result<(), String> {
+fn run_client(server: std::net::SocketAddr, room: &str, name: &str) -> Result<(), String> {
     let seed = os_seed().map_err(|e| e.to_string())?;
     let mut client = Client::new(Arc::new(ClientConfig::default()), seed, Instant::now())
         .map_err(|e| e.to_string())?;
@@ -163,7 +184,43 @@ fn run(server: std::net::SocketAddr, room: &str, name: &str) -> Result<(), Strin
     }
     .parse()
     .map_err(|_| "bad bind address")?;
-    let mut driver = Driver::bind(any, client).map_err(|e| e.to_string())?;
+    let driver = Driver::bind(any, client).map_err(|e| e.to_string())?;
+    run(driver, room, name, |c| c, Some)
+}
+
+/// Host mode: a rooms server and this player's client on one socket at `listen`.
+fn run_host(listen: std::net::SocketAddr, room: &str, name: &str) -> Result<(), String> {
+    let socket = std::net::UdpSocket::bind(listen).map_err(|e| e.to_string())?;
+    let addr = socket.local_addr().map_err(|e| e.to_string())?;
+    let mut config =
+        ServerConfig::new(SecretKey::from_bytes(os_seed().map_err(|e| e.to_string())?));
+    config.rooms = Some(RoomsConfig::default());
+    let now = Instant::now();
+    let seed = os_seed().map_err(|e| e.to_string())?;
+    let server =
+        Server::new(Arc::new(config), seed, now, unix_time()).map_err(|e| e.to_string())?;
+    let seed = os_seed().map_err(|e| e.to_string())?;
+    let host = Host::new(server, ClientConfig::default(), seed, now, addr, &[])
+        .map_err(|e| format!("{e} (listen on the address players reach, not 0.0.0.0)"))?;
+    println!(
+        "* hosting at {addr} (server key {}); others: chat {addr} {room} NAME",
+        host.server().public_key()
+    );
+    let driver = Driver::from_std(socket, host).map_err(|e| e.to_string())?;
+    run(driver, room, name, Host::client_mut, |e| match e {
+        HostEvent::Client(e) => Some(e),
+        HostEvent::Server(_) => None,
+    })
+}
+
+/// The chat loop over any endpoint that holds this player's client.
+fn run<E: Endpoint>(
+    mut driver: Driver<E>,
+    room: &str,
+    name: &str,
+    client: fn(&mut E) -> &mut Client,
+    client_event: fn(E::Event) -> Option<ClientEvent>,
+) -> Result<(), String> {
     // Standard input blocks, so it gets a thread; lines arrive over a channel.
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
@@ -187,13 +244,15 @@ fn run(server: std::net::SocketAddr, room: &str, name: &str) -> Result<(), Strin
             .pump(Duration::from_millis(20))
             .map_err(|e| e.to_string())?;
         while let Some(event) = driver.poll_event() {
-            chat.on_event(driver.endpoint_mut(), event)?;
+            if let Some(event) = client_event(event) {
+                chat.on_event(client(driver.endpoint_mut()), event)?;
+            }
         }
         if chat.group.is_none() {
             continue; // typed lines wait until we are in the room
         }
         let quit = match lines.try_recv() {
-            Ok(line) => !chat.on_line(driver.endpoint_mut(), line.trim_end()),
+            Ok(line) => !chat.on_line(client(driver.endpoint_mut()), line.trim_end()),
             Err(TryRecvError::Empty) => false,
             Err(TryRecvError::Disconnected) => true, // end of input
         };
@@ -203,12 +262,12 @@ fn run(server: std::net::SocketAddr, room: &str, name: &str) -> Result<(), Strin
     }
     // Let the last lines reach everyone before leaving.
     let until = Instant::now() + DRAIN;
-    while Instant::now() < until && unacknowledged(driver.endpoint()) > 0 {
+    while Instant::now() < until && unacknowledged(client(driver.endpoint_mut())) > 0 {
         driver
             .pump(Duration::from_millis(10))
             .map_err(|e| e.to_string())?;
     }
-    driver.endpoint_mut().disconnect(Instant::now(), 0);
+    client(driver.endpoint_mut()).disconnect(Instant::now(), 0);
     driver.pump(Duration::ZERO).map_err(|e| e.to_string())
 }
 

@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pierce_core::{
-    Client, ClientEvent, ClientStats, Endpoint, Server, ServerEvent, ServerStats, SocketId,
-    SocketRequest,
+    Client, ClientEvent, ClientStats, Endpoint, Host, HostEvent, HostStats, Server, ServerEvent,
+    ServerStats, SocketId, SocketRequest,
 };
 
 /// Something the simulator can drive: a sans-IO [`Endpoint`] whose events it can log and
-/// whose counters it can report. Implemented for [`Client`] and [`Server`]; implement it
+/// whose counters it can report. Implemented for [`Client`], [`Server`] and [`Host`]; implement it
 /// for test doubles (an echo server, a misbehaving peer) and add them with
 /// [`crate::Sim::add_node`].
 pub trait Node: Endpoint<Event: fmt::Debug + Into<NodeEvent>> {
@@ -40,6 +40,15 @@ impl Node for Server {
     }
 }
 
+/// Host mode: a server and its own client on one socket.
+impl Node for Host {
+    type Stats = HostStats;
+
+    fn stats(&self) -> HostStats {
+        Self::stats(self)
+    }
+}
+
 /// An event from any node, as recorded in the logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
@@ -60,6 +69,15 @@ impl From<ClientEvent> for NodeEvent {
 impl From<ServerEvent> for NodeEvent {
     fn from(e: ServerEvent) -> Self {
         Self::Server(e)
+    }
+}
+
+impl From<HostEvent> for NodeEvent {
+    fn from(e: HostEvent) -> Self {
+        match e {
+            HostEvent::Client(e) => Self::Client(e),
+            HostEvent::Server(e) => Self::Server(e),
+        }
     }
 }
 

@@ -123,7 +123,29 @@ impl Sim {
             self.fail(format!("duplicate host name {name:?}"));
         }
         let (realm, _) = self.build_nats(name, &edge);
-        self.place_node(name, edge, realm, port, link, node)
+        self.place_node(name, edge, realm, port, link, |_, _| node)
+    }
+
+    /// [`Sim::add_node`] for a node that must know its own address when it is made (a
+    /// [`pierce_core::Host`] tells remote players where its client is): `make` gets the
+    /// node's (inside) address and the current instant.
+    ///
+    /// # Panics
+    /// If the name is taken.
+    #[track_caller]
+    pub fn add_node_with<N: Node + 'static>(
+        &mut self,
+        name: &str,
+        edge: Edge,
+        port: u16,
+        link: &LinkProfile,
+        make: impl FnOnce(SocketAddr, Instant) -> N,
+    ) -> SocketAddr {
+        if self.names.contains_key(name) {
+            self.fail(format!("duplicate host name {name:?}"));
+        }
+        let (realm, _) = self.build_nats(name, &edge);
+        self.place_node(name, edge, realm, port, link, make)
     }
 
     /// Adds a custom node on the same inside network as host `other` (behind the same
@@ -145,7 +167,7 @@ impl Sim {
         }
         let o = self.id(other);
         let (edge, realm) = (self.hosts[o].edge.clone(), self.hosts[o].realm);
-        self.place_node(name, edge, realm, port, link, node)
+        self.place_node(name, edge, realm, port, link, |_, _| node)
     }
 
     #[track_caller]
@@ -156,9 +178,10 @@ impl Sim {
         realm: Realm,
         port: u16,
         link: &LinkProfile,
-        node: N,
+        make: impl FnOnce(SocketAddr, Instant) -> N,
     ) -> SocketAddr {
         let id = self.add_host(name, edge, realm, port, link, None);
+        let node = make(self.hosts[id].addr, self.clock.now());
         self.hosts[id].node = NodeState::Running(Box::new(node));
         if let Err(e) = self.service(id, false) {
             self.fail(e.summary());
