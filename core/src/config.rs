@@ -16,8 +16,16 @@ pub const MAX_DATAGRAM_SIZE: usize = 1200;
 /// also want a dead link noticed within seconds (Photon's client timeout is ~10 s), so the
 /// server link pings after 5 s of sending nothing.
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often an idle client pings the server: often enough that the server can tell a
+/// client that went quiet (its network changed, it lost signal) within
+/// [`DEFAULT_OFFLINE_AFTER`] and warn its peers, for ~25 bytes a second.
+pub const DEFAULT_CLIENT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 /// A session that hears nothing authentic for this long is dead: three missed keepalives.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// A client the server has not heard for this long is offline: its peers get
+/// `PeerRecovering` (two missed client keepalives and a margin). It has until
+/// [`DEFAULT_IDLE_TIMEOUT`] to come back, from any address: a recovery window of 10 s.
+pub const DEFAULT_OFFLINE_AFTER: Duration = Duration::from_secs(5);
 /// How long a client keeps trying to reach the server before giving up (Photon: ~10 s).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// First handshake retransmission; doubles up to [`DEFAULT_HANDSHAKE_RETRY_MAX`].
@@ -92,7 +100,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             server_key: None,
-            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_interval: DEFAULT_CLIENT_KEEPALIVE_INTERVAL,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             handshake_retry_initial: DEFAULT_HANDSHAKE_RETRY_INITIAL,
@@ -164,6 +172,13 @@ pub struct ServerConfig {
     pub keepalive_interval: Duration,
     /// Drop a client after this long without an authentic packet from it.
     pub idle_timeout: Duration,
+    /// Call a client offline after this long without an authentic packet from it: its peers
+    /// get [`crate::ClientEvent::PeerRecovering`] and the server
+    /// [`crate::ServerEvent::ClientOffline`]; its session, groups and pairs are kept until
+    /// `idle_timeout` (the recovery window is the difference), and its next packet, from any
+    /// address, brings it back (`PeerRecovered`, `ClientOnline`). Must exceed the clients'
+    /// keepalive interval; zero turns the notice off.
+    pub offline_after: Duration,
     /// Forget a half-open handshake after this long.
     pub handshake_timeout: Duration,
     /// Connected clients, at most; beyond it new clients are rejected with `ServerFull`.
@@ -238,6 +253,7 @@ impl ServerConfig {
             token_secret: None,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            offline_after: DEFAULT_OFFLINE_AFTER,
             handshake_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_clients: 100_000,
             max_half_open: 4096,
@@ -268,6 +284,11 @@ impl ServerConfig {
         )?;
         if self.handshake_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration);
+        }
+        if self.offline_after >= self.idle_timeout {
+            return Err(ConfigError::Invalid(
+                "offline_after must be shorter than idle_timeout (zero turns it off)",
+            ));
         }
         if self.max_clients == 0 || self.max_clients > crate::server::MAX_SESSIONS {
             return Err(ConfigError::OutOfRange("max_clients"));

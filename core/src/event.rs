@@ -263,6 +263,20 @@ pub enum ClientEvent {
         /// What it found, or why nothing.
         result: Result<crate::nat::NatBehavior, crate::stun::StunError>,
     },
+    /// The server has not heard `peer` for a while (its network changed, it lost signal):
+    /// it is still a member of every shared group, and messages to it wait in the reliability
+    /// layer (or expire at their deadline). Either [`ClientEvent::PeerRecovered`] follows, or,
+    /// when the server's recovery window closes, the usual `MemberLeft`.
+    PeerRecovering {
+        /// The peer.
+        peer: HostId,
+    },
+    /// A recovering peer is back (from the same or a new address); what was sent to it
+    /// meanwhile is retransmitted now.
+    PeerRecovered {
+        /// The peer.
+        peer: HostId,
+    },
     /// This client stopped talking to a peer that broke a protocol limit.
     PeerDropped {
         /// The peer.
@@ -405,6 +419,19 @@ pub enum ServerEvent {
         group: GroupId,
         /// The member whose join everyone acknowledged.
         member: HostId,
+    },
+    /// Nothing from the client for [`crate::ServerConfig::offline_after`]: its session,
+    /// groups and pairs are kept until `idle_timeout` (the recovery window) and its peers are
+    /// told (`PeerRecovering`).
+    ClientOffline {
+        /// Its id.
+        host_id: HostId,
+    },
+    /// An offline client was heard again within the recovery window (perhaps from a new
+    /// address); its peers are told (`PeerRecovered`).
+    ClientOnline {
+        /// Its id.
+        host_id: HostId,
     },
 }
 

@@ -160,6 +160,8 @@ pub struct ServerStats {
     pub handshakes_expired: u64,
     /// Clients dropped for silence.
     pub clients_timed_out: u64,
+    /// Times a client went quiet past `offline_after` (its peers were told it is recovering).
+    pub clients_offline: u64,
     /// Sessions whose client address changed (NAT rebinding), following the newest packet.
     pub address_changes: u64,
     /// Connected clients now.

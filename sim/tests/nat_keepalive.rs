@@ -1,10 +1,10 @@
 //! Clients behind every NAT type reach the server, learn their NAT's public address, and keep
-//! the mapping alive with keepalives; a NAT that forgets faster than keepalives refresh loses
-//! the session.
+//! the mapping alive with keepalives; a NAT that forgets faster than keepalives refresh is
+//! kept open by the client's recovery pings once the server goes quiet.
 
 use std::time::Duration;
 
-use pierce_core::{ClientConfig, ClientEvent, DisconnectReason, LeaveReason, ServerEvent};
+use pierce_core::{ClientConfig, ClientEvent, ServerEvent};
 use pierce_sim::{Action, Edge, LinkProfile, NatConfig, Scenario, Sim, seed_or};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -134,8 +134,11 @@ fn clients_behind_every_nat_type_connect_and_stay_connected_for_five_minutes() {
 /// period away from the server's: from then on the two sides' keepalives alternate, 2.5 s
 /// apart, instead of crossing within a round trip.
 fn out_of_phase_client(seed: u64, nat_timeout: Duration) -> Sim {
+    // Both sides keep alive every 5 s here (the server's default; clients default to 2 s).
+    let mut config = no_discovery();
+    config.keepalive_interval = pierce_core::DEFAULT_KEEPALIVE_INTERVAL;
     let mut sim = Scenario::new(seed)
-        .client_config(no_discovery())
+        .client_config(config)
         .client(
             "a",
             Edge::nat(NatConfig::port_restricted().with_idle_timeout(nat_timeout)),
@@ -153,42 +156,35 @@ fn out_of_phase_client(seed: u64, nat_timeout: Duration) -> Sim {
 }
 
 #[test]
-fn a_nat_that_forgets_faster_than_keepalives_refresh_loses_the_session() {
+fn a_nat_that_forgets_faster_than_keepalives_refresh_is_rescued_by_recovery_pings() {
     // Keepalives are every 5 s; this NAT forgets a mapping after 2 s. The client's keepalive
     // re-creates the mapping (same port: port preservation), but the server's keepalives
-    // arrive 2.5 s later, after it has expired again, and are dropped. The client hears
-    // nothing and gives up after its 15 s idle timeout; the server, hearing nothing after
-    // that, drops the client 15 s later.
+    // arrive 2.5 s later, after it has expired again, and are dropped. Once the server has
+    // been quiet for 6 s the client pings every 0.5 s (it would be how it notices its
+    // network came back): that keeps the mapping open, the server's packets get through,
+    // and the session lives, at the cost of the faster pings.
     let mut sim = out_of_phase_client(seed_or(2), 2 * SECOND);
     let host = sim.expect_connected("a").host_id;
-    sim.eventually("the server drops a", 60 * SECOND, |s| {
-        s.client_left(host).is_some()
+    sim.advance(60 * SECOND);
+    sim.check(sim.disconnected("a").is_none(), || {
+        format!("a lost its session: {:?}", sim.disconnected("a"))
     });
-
-    let (lost_at, reason) = sim
-        .disconnected("a")
-        .unwrap_or_else(|| sim.fail("the client never noticed"));
-    sim.check(reason == DisconnectReason::TimedOut, || {
-        format!("client: {reason:?}")
-    });
-    let connected_at = sim.expect_connected("a").at;
-    sim.check(lost_at - connected_at <= 16 * SECOND, || {
-        format!("client lasted until {lost_at:?}")
-    });
-    let (_, leave) = sim.client_left(host).expect("checked by eventually");
-    sim.check(leave == LeaveReason::TimedOut, || {
-        format!("server: {leave:?}")
+    sim.check(sim.client_left(host).is_none(), || {
+        format!("the server dropped a: {:?}", sim.client_left(host))
     });
     let nat = sim.nat("a").stats();
     sim.check(
         nat.mappings_expired >= 2 && nat.dropped_no_mapping >= 2,
         || format!("the NAT expiry did not bite: {nat:?}"),
     );
+    let pings = sim.client_stats("a").io.keepalives_sent;
+    eprintln!("2 s NAT timeout: {pings} client keepalives in 60 s, NAT {nat:?}");
+    sim.check(pings > 12, || format!("only {pings} keepalives"));
 }
 
 #[test]
 fn the_same_schedule_survives_a_nat_that_remembers_for_30_seconds() {
-    // The control for the test above: only the NAT timeout differs.
+    // The control for the test above: only the NAT timeout differs (and no fast pings).
     let mut sim = out_of_phase_client(seed_or(2), 30 * SECOND);
     sim.advance(120 * SECOND);
     sim.check(sim.client("a").is_connected(), || {

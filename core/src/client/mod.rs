@@ -89,6 +89,25 @@ pub struct Client {
     discovery_auto: bool,
 }
 
+/// Longer than the server's keepalive interval ([`crate::DEFAULT_KEEPALIVE_INTERVAL`]: a
+/// server with nothing to say pings that often) plus a margin: a server quiet for this long
+/// means our network is probably out. Heard again after such a silence, peer retransmissions
+/// restart without their backoff.
+const SERVER_QUIET: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// While the server is quiet (past [`SERVER_QUIET`]), ping it this often, so that when our
+/// network comes back the server hears us (and tells our peers) within half a second.
+const RECOVERY_PING: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl Link {
+    /// When the next keepalive is due: `keepalive` after the last send, or every
+    /// [`RECOVERY_PING`] once the server has been quiet for [`SERVER_QUIET`].
+    fn ping_at(&self, keepalive: std::time::Duration) -> Instant {
+        let quiet = (self.last_send + RECOVERY_PING).max(self.last_recv + SERVER_QUIET);
+        (self.last_send + keepalive).min(quiet)
+    }
+}
+
 /// STUN transactions one client runs at once, at most.
 const MAX_STUN_QUERIES: usize = 8;
 
@@ -258,7 +277,7 @@ impl Client {
             State::Authenticating(_) => "connect retransmit",
             State::Connected(l) => {
                 let idle = l.last_recv + self.config.idle_timeout;
-                let keepalive = (!l.ping_due).then(|| l.last_send + self.config.keepalive_interval);
+                let keepalive = (!l.ping_due).then(|| l.ping_at(self.config.keepalive_interval));
                 match (l.control.next_timeout(), keepalive) {
                     (Some(c), _) if c <= idle && keepalive.is_none_or(|k| c <= k) => {
                         "control retransmit"
@@ -567,7 +586,7 @@ impl Client {
                 if now >= l.last_recv + self.config.idle_timeout {
                     Some(DisconnectReason::TimedOut)
                 } else {
-                    l.ping_due |= now >= l.last_send + self.config.keepalive_interval;
+                    l.ping_due |= now >= l.ping_at(self.config.keepalive_interval);
                     None
                 }
             }
@@ -737,7 +756,7 @@ impl Client {
             State::Connected(l) => earliest(
                 earliest(
                     Some(l.last_recv + self.config.idle_timeout),
-                    (!l.ping_due).then(|| l.last_send + self.config.keepalive_interval),
+                    (!l.ping_due).then(|| l.ping_at(self.config.keepalive_interval)),
                 ),
                 earliest(
                     earliest(
@@ -902,7 +921,15 @@ impl Client {
         match link.keys.open(packet, &mut scratch) {
             Err(e) => self.stats.dropped.count_open(e),
             Ok(plaintext) => {
+                let quiet = now.saturating_duration_since(link.last_recv);
                 link.last_recv = now;
+                if quiet >= SERVER_QUIET {
+                    // Our network was probably out (or changed): whatever waits for peers'
+                    // acknowledgements goes now, not after a timeout that doubled meanwhile.
+                    for p in self.peers.values_mut() {
+                        p.conn.path_restored();
+                    }
+                }
                 self.on_frames(now, plaintext);
             }
         }

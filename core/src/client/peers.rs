@@ -44,6 +44,8 @@ pub(super) struct Peer {
     pub(super) path: Path,
     /// Hole punching and the direct path.
     pub(super) punch: super::punch::Punch,
+    /// The server said the peer went quiet (`PeerRecovering` was reported).
+    pub(super) recovering: bool,
 }
 
 /// Writes Relay frames for every peer with something to send (acks, data, probes), one
@@ -422,6 +424,7 @@ impl Client {
                         conn,
                         path: Path::Relay,
                         punch,
+                        recovering: false,
                     },
                 );
                 self.pair_index.insert(pair_id, peer);
@@ -535,6 +538,24 @@ impl Client {
                 if let Some(p) = self.peers.get_mut(&HostId(peer)) {
                     p.addr = addr;
                     p.punch.peer_moved(now, addr);
+                }
+            }
+            ControlMsg::PeerOffline { peer } => {
+                let id = HostId(peer);
+                if let Some(p) = self.peers.get_mut(&id).filter(|p| !p.recovering) {
+                    p.recovering = true;
+                    self.push_event(ClientEvent::PeerRecovering { peer: id });
+                }
+            }
+            ControlMsg::PeerOnline { peer } => {
+                let id = HostId(peer);
+                if let Some(p) = self.peers.get_mut(&id).filter(|p| p.recovering) {
+                    p.recovering = false;
+                    // Whatever waited for it goes now, not after a backed-off timeout; a lost
+                    // direct path is probed again at once.
+                    p.conn.path_restored();
+                    p.punch.peer_moved(now, p.addr);
+                    self.push_event(ClientEvent::PeerRecovered { peer: id });
                 }
             }
             ControlMsg::PeerNat { peer, info } => {
@@ -707,6 +728,7 @@ impl Client {
                     me < peer,
                     Duration::ZERO,
                 ),
+                recovering: false,
             },
         );
         self.pair_index.insert(pair_id, peer);

@@ -1202,6 +1202,16 @@ impl Connection {
 
     // ---- time ------------------------------------------------------------------------
 
+    /// The peer is reachable again after an outage (the server saw it come back): forget
+    /// the probe-timeout backoff and send what is unacknowledged now, as a probe timeout
+    /// would, instead of after a timeout that doubled through the outage.
+    pub fn path_restored(&mut self) {
+        self.pto_count = 0;
+        if self.in_flight > 0 || self.chans.iter().any(|c| !c.retx.is_empty()) {
+            self.probes = 2;
+        }
+    }
+
     /// When [`Self::handle_timeout`] is next needed (`now` is the latest time seen, for the
     /// pacer).
     pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {

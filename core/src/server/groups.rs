@@ -324,7 +324,7 @@ impl Server {
             let Some((_, s)) = self.established(peer) else {
                 continue;
             };
-            let (addr, candidates, nat) = (s.addr, s.candidates, s.nat);
+            let (addr, candidates, nat, offline) = (s.addr, s.candidates, s.nat, s.offline);
             let own = if to == a { owd_a } else { owd_b };
             let delay = (latest - own).min(MAX_PUNCH_DELAY);
             self.send_control(
@@ -348,6 +348,9 @@ impl Server {
                         addrs: candidates,
                     },
                 );
+            }
+            if offline {
+                self.send_control(to, &ControlMsg::PeerOffline { peer: peer.0 });
             }
         }
     }
@@ -393,6 +396,18 @@ impl Server {
     pub(super) fn on_client_moved(&mut self, host: HostId, addr: std::net::SocketAddr) {
         for p in self.partners(host) {
             self.send_control(p, &ControlMsg::PeerMoved { peer: host.0, addr });
+        }
+    }
+
+    /// A client went offline (`true`) or came back: everyone it shares a group with hears.
+    pub(super) fn on_client_offline(&mut self, host: HostId, offline: bool) {
+        let msg = if offline {
+            ControlMsg::PeerOffline { peer: host.0 }
+        } else {
+            ControlMsg::PeerOnline { peer: host.0 }
+        };
+        for p in self.partners(host) {
+            self.send_control(p, &msg);
         }
     }
 

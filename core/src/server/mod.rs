@@ -155,6 +155,8 @@ struct Session {
     candidates: crate::wire::control::Candidates,
     /// The client's NAT behaviour, once it reported it.
     nat: Option<crate::wire::control::NatInfo>,
+    /// Not heard for `offline_after`: its peers were told; cleared by its next packet.
+    offline: bool,
 }
 
 enum Phase {
@@ -205,6 +207,9 @@ impl Session {
             Phase::HalfOpen { expires, .. } => expires,
             Phase::Established { .. } => {
                 let mut d = self.last_recv + config.idle_timeout;
+                if !self.offline && !config.offline_after.is_zero() {
+                    d = d.min(self.last_recv + config.offline_after);
+                }
                 if !self.out.ping {
                     d = d.min(self.last_send + config.keepalive_interval);
                 }
@@ -749,6 +754,7 @@ impl Server {
             relay_bucket: Bucket::EMPTY,
             candidates: crate::wire::control::Candidates::default(),
             nat: None,
+            offline: false,
         });
         self.half_open.insert((from, hello.client_session), key);
         self.stats.half_open += 1;
@@ -769,10 +775,18 @@ impl Server {
         };
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut moved = None;
+        let mut back = None;
         match s.keys.open(packet, &mut scratch) {
             Err(e) => self.stats.dropped.count_open(e),
             Ok(plaintext) => {
                 s.last_recv = now;
+                if s.offline {
+                    s.offline = false;
+                    back = Some(s.host_id(key));
+                    // Answer at once: the client learns its network is back (and restarts
+                    // its peers' retransmissions) without waiting for our keepalive.
+                    s.out.ping = true;
+                }
                 // Follow the client to a new address only on its newest packet, so a
                 // delayed or re-sent older packet cannot move the session.
                 if from != s.addr && s.keys.highest_received() == Some(packet.header.counter) {
@@ -795,7 +809,18 @@ impl Server {
             }
         }
         self.scratch = scratch;
-        if let Some(host) = moved {
+        if let Some(host_id) = back {
+            // Back within the recovery window: peers first hear where it is (if it moved),
+            // then that it is online.
+            if let Some(host) = moved {
+                self.on_client_moved(host, from);
+            }
+            self.push_event(ServerEvent::ClientOnline { host_id });
+            self.on_client_offline(host_id, false);
+            if self.sessions.contains(key) {
+                self.enqueue(key);
+            }
+        } else if let Some(host) = moved {
             self.on_client_moved(host, from);
         }
     }
@@ -951,6 +976,15 @@ impl Server {
                 return;
             }
             Phase::Established { .. } => {
+                let offline_after = self.config.offline_after;
+                if !s.offline && !offline_after.is_zero() && now >= s.last_recv + offline_after {
+                    s.offline = true;
+                    let host_id = s.host_id(key);
+                    self.stats.clients_offline += 1;
+                    self.push_event(ServerEvent::ClientOffline { host_id });
+                    self.on_client_offline(host_id, true);
+                }
+                let s = &mut self.sessions[key];
                 if now >= s.last_send + self.config.keepalive_interval && !s.out.ping {
                     s.out.ping = true;
                     self.enqueue(key);

@@ -17,6 +17,8 @@
 //!   0x0A PeerCandidates peer (u64) | count (u8, ≤ MAX_CANDIDATES) | count × address
 //!   0x0B PeerNat        peer (u64) | nat info (the peer's NAT behaviour)
 //!   0x0C PeerMoved      peer (u64) | the peer's new observed address
+//!   0x0D PeerOffline    peer (u64) (the server has not heard the peer for a while)
+//!   0x0E PeerOnline     peer (u64) (heard again, within the recovery window)
 //! client → server
 //!   0x20 MemberAck      group (u64) | member (u64)
 //!   0x21 RoomJoin       flags (u8) | max members (u16) | name (str8) | password (str8)
@@ -111,6 +113,12 @@ pub enum ControlMsg<'a> {
     PeerMoved {
         peer: u64,
         addr: SocketAddr,
+    },
+    PeerOffline {
+        peer: u64,
+    },
+    PeerOnline {
+        peer: u64,
     },
     NatInfo {
         info: NatInfo,
@@ -415,6 +423,8 @@ impl<'a> ControlMsg<'a> {
                 peer: r.u64()?,
                 addr: r.addr()?,
             },
+            0x0D => Self::PeerOffline { peer: r.u64()? },
+            0x0E => Self::PeerOnline { peer: r.u64()? },
             0x27 => Self::NatInfo {
                 info: NatInfo::decode(&mut r)?,
             },
@@ -534,6 +544,14 @@ impl<'a> ControlMsg<'a> {
                 w.u8(0x0C)?;
                 w.u64(peer)?;
                 w.addr(addr)?;
+            }
+            Self::PeerOffline { peer } => {
+                w.u8(0x0D)?;
+                w.u64(peer)?;
+            }
+            Self::PeerOnline { peer } => {
+                w.u8(0x0E)?;
+                w.u64(peer)?;
             }
             Self::NatInfo { info } => {
                 w.u8(0x27)?;
@@ -691,6 +709,8 @@ mod tests {
                 info: NatInfo::default(),
             },
             ControlMsg::PeerMoved { peer: 4, addr },
+            ControlMsg::PeerOffline { peer: 5 },
+            ControlMsg::PeerOnline { peer: 6 },
             ControlMsg::PeerRemove {
                 peer: 7,
                 pair_id: 8,

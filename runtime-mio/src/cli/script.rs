@@ -473,6 +473,20 @@ impl Script {
             ClientEvent::RoomOwnerChanged { owner, .. } => {
                 self.line(None, format!("{owner} owns the room now"));
             }
+            ClientEvent::PeerRecovering { peer } => {
+                let who = self.display(peer);
+                self.line(
+                    Some(Obj::event("peer_recovering").int("peer", peer.0)),
+                    format!("{who} went quiet; waiting for it to come back"),
+                );
+            }
+            ClientEvent::PeerRecovered { peer } => {
+                let who = self.display(peer);
+                self.line(
+                    Some(Obj::event("peer_recovered").int("peer", peer.0)),
+                    format!("{who} is back"),
+                );
+            }
             _ => {}
         }
     }
