@@ -94,6 +94,11 @@ pub struct ClientConfig {
     pub birthday_probes: u32,
     /// Ports probed past a sequential NAT's last seen mapping, per sweep (port prediction).
     pub prediction_window: u16,
+    /// When the server session ends by timeout (the server crashed or restarts) or by
+    /// [`crate::Client::detach_from_server`], peers with a validated direct path stay, with
+    /// their keys and reliability state, for this long. Zero: every peer goes with the
+    /// session.
+    pub pair_lifetime: Duration,
 }
 
 impl Default for ClientConfig {
@@ -119,6 +124,7 @@ impl Default for ClientConfig {
             birthday_sockets: 256,
             birthday_probes: 1024,
             prediction_window: 32,
+            pair_lifetime: Duration::from_secs(600),
         }
     }
 }

@@ -339,12 +339,15 @@ pub enum DisconnectReason {
     ServerKeyMismatch,
     /// The server refused the session.
     Rejected(RejectReason),
-    /// Nothing authentic from the server within `idle_timeout`.
+    /// Nothing authentic from the server within `idle_timeout`. Peers with a validated
+    /// direct path stay for `pair_lifetime` (see [`crate::Client::detach_from_server`]).
     TimedOut,
     /// The server closed the session with this code.
     ClosedByServer(u16),
     /// This client closed the session with this code.
     ClosedLocally(u16),
+    /// [`crate::Client::detach_from_server`]: peers with a validated direct path stay.
+    Detached,
 }
 
 /// Why a server refused a session.

@@ -142,6 +142,14 @@ enum Op {
     },
 }
 
+/// The defaults, but every pair ends with its session: this target's model has no detached
+/// mode (`pair_lifetime`; pierce-sim's serverless tests cover it).
+fn base_config() -> ClientConfig {
+    let mut c = ClientConfig::default();
+    c.pair_lifetime = Duration::ZERO;
+    c
+}
+
 /// Client settings outside punch_matrix runs (those run the defaults).
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
 enum Traversal {
@@ -162,7 +170,7 @@ enum Traversal {
 
 impl Traversal {
     fn config(self) -> ClientConfig {
-        let mut c = ClientConfig::default();
+        let mut c = base_config();
         match self {
             Self::Defaults => {}
             Self::Small => {
@@ -757,7 +765,7 @@ fuzz_target!(|input: Input| {
         scenario = scenario
             .client("c0", a.clone())
             .client("c1", b.clone())
-            .client_config(ClientConfig::default());
+            .client_config(base_config());
         2
     } else {
         let n = 2 + usize::from(input.extra_clients % 3);

@@ -397,7 +397,13 @@ fn plan(seed: u64) -> Plan {
 }
 
 fn build(seed: u64, plan: &Plan) -> Sim {
-    let mut s = Scenario::new(seed).link(LinkProfile::broadband());
+    // This model ends every pair with its session; pairs that outlive the server
+    // (`pair_lifetime`, detached mode) have their own tests (serverless.rs).
+    let mut config = ClientConfig::default();
+    config.pair_lifetime = Duration::ZERO;
+    let mut s = Scenario::new(seed)
+        .link(LinkProfile::broadband())
+        .client_config(config);
     for c in &plan.clients {
         s = match &c.placement {
             Placement::Edge(e) => s.client(&c.name, e.clone()),

@@ -18,6 +18,7 @@ use crate::error::{ConfigError, ConnectError, SendError};
 use crate::event::{ClientEvent, DisconnectReason, GroupId, HostId, RejectReason};
 use crate::nat::{NatBehavior, NatDiscovery};
 use crate::rng::{self, Rng};
+use crate::rudp::PeerDropReason;
 use crate::rudp::stream::ControlStream;
 use crate::stats::ClientStats;
 use crate::time::{Backoff, Clock, Instant, earliest};
@@ -122,6 +123,10 @@ enum State {
     Connected(Box<Link>),
     /// `disconnect` called: one Close frame still to send.
     Closing(Box<Link>, u16),
+    /// No server session any more (it timed out, or [`Client::detach_from_server`]), but
+    /// peers with a validated direct path are still talked to, until this instant (the pair
+    /// lifetime) or their direct path dies.
+    Detached(Instant),
     /// Finished; nothing more happens.
     Closed,
 }
@@ -249,7 +254,7 @@ impl Client {
             State::Handshaking(h) => Some(h.server),
             State::Authenticating(a) => Some(a.link.server),
             State::Connected(l) | State::Closing(l, _) => Some(l.server),
-            State::Idle | State::Closed => None,
+            State::Idle | State::Closed | State::Detached(_) => None,
         }
     }
 
@@ -287,6 +292,13 @@ impl Client {
                 }
             }
             State::Closing(..) => "close pending",
+            State::Detached(until) => {
+                if self.session_timeout() == Some(*until) {
+                    "pair lifetime"
+                } else {
+                    "peer traffic (detached)"
+                }
+            }
             State::Closed => "closed",
         }
     }
@@ -433,6 +445,11 @@ impl Client {
                 self.state = state;
                 return;
             }
+            State::Detached(_) => {
+                // The session ended already (and was reported); the peers go now.
+                self.forget_session_state();
+                return;
+            }
             State::Handshaking(_) => State::Closed,
         };
         self.forget_session_state();
@@ -562,6 +579,18 @@ impl Client {
         }
         let failure = match &mut self.state {
             State::Idle | State::Closed | State::Closing(..) => None,
+            State::Detached(until) => {
+                if now >= *until {
+                    // The pair lifetime is over: what is left of the peers goes.
+                    let ids: smallvec::SmallVec<[HostId; 16]> =
+                        self.peers.keys().copied().collect();
+                    for id in ids {
+                        self.drop_peer(id, PeerDropReason::PairExpired);
+                    }
+                    self.state = State::Closed;
+                }
+                None
+            }
             State::Handshaking(h) => {
                 if now >= h.deadline {
                     Some(if h.key_mismatch {
@@ -602,6 +631,18 @@ impl Client {
             self.drain_peer(id);
         }
         self.punch_timeouts(now);
+        if matches!(self.state, State::Detached(_)) {
+            // No relay without a server: a peer whose direct path died is gone.
+            let lost: smallvec::SmallVec<[HostId; 8]> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.punch.direct().is_none())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in lost {
+                self.drop_peer(id, PeerDropReason::DirectLost);
+            }
+        }
         while self
             .early
             .front()
@@ -638,6 +679,12 @@ impl Client {
         let session_id = self.session_id;
         let (dst, len) = match &mut self.state {
             State::Idle | State::Closed => return None,
+            State::Detached(_) => {
+                return self.poll_peer_transmit(now, buf).inspect(|t| {
+                    self.stats.io.datagrams_out += 1;
+                    self.stats.io.bytes_out += t.len as u64;
+                });
+            }
             State::Handshaking(h) => {
                 if !h.hello_due {
                     return None;
@@ -751,6 +798,7 @@ impl Client {
         match &self.state {
             State::Idle | State::Closed => None,
             State::Closing(..) => None,
+            State::Detached(until) => earliest(Some(*until), self.peer_timeouts()),
             State::Handshaking(h) => Some(h.deadline.min(h.retry.next_at())),
             State::Authenticating(a) => Some(a.deadline.min(a.retry.next_at())),
             State::Connected(l) => earliest(
@@ -763,18 +811,23 @@ impl Client {
                         l.control.next_timeout(),
                         self.early.front().map(|(at, _, _)| *at + peers::EARLY_TTL),
                     ),
-                    self.peers
-                        .values()
-                        .filter_map(|p| {
-                            earliest(
-                                p.conn.poll_timeout(self.clock.now()),
-                                p.punch.next_timeout(punch::busy_limit(&p.conn)),
-                            )
-                        })
-                        .min(),
+                    self.peer_timeouts(),
                 ),
             ),
         }
+    }
+
+    /// The earliest deadline of any peer's reliability layer or path.
+    fn peer_timeouts(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter_map(|p| {
+                earliest(
+                    p.conn.poll_timeout(self.clock.now()),
+                    p.punch.next_timeout(punch::busy_limit(&p.conn)),
+                )
+            })
+            .min()
     }
 
     /// The next event, if any.
@@ -794,9 +847,84 @@ impl Client {
     }
 
     fn fail(&mut self, reason: DisconnectReason) {
-        self.state = State::Closed;
-        self.forget_session_state();
-        self.push_event(ClientEvent::Disconnected { reason });
+        let now = self.clock.now();
+        let keep = reason == DisconnectReason::TimedOut
+            && !self.config.pair_lifetime.is_zero()
+            && self.peers.values().any(|p| p.punch.direct().is_some());
+        if keep {
+            // The server is gone (crashed, restarting, unreachable): peers we reach directly
+            // stay, for the pair lifetime.
+            self.state = State::Detached(now + self.config.pair_lifetime);
+            self.push_event(ClientEvent::Disconnected { reason });
+            self.forget_server_state();
+        } else {
+            self.state = State::Closed;
+            self.forget_session_state();
+            self.push_event(ClientEvent::Disconnected { reason });
+        }
+    }
+
+    /// Stops talking to the server but keeps every peer that has a validated direct path,
+    /// with its pair key and reliability state, for [`ClientConfig::pair_lifetime`] or until
+    /// that path dies (no relay without a server); peers reachable only through the relay
+    /// are dropped ([`ClientEvent::PeerDropped`] with [`PeerDropReason::ServerLost`]).
+    /// The same happens by itself when the server times out (it crashed or restarts).
+    ///
+    /// Nothing is said to the server: it sees this client go quiet, and members that stay
+    /// connected to it hear `PeerRecovering`, then (after its recovery window) `MemberLeft`
+    /// and drop the pair, so a whole group detaches together. Rejoining a server later is a
+    /// new session with a new host id (resumption tickets that keep the id are not done yet).
+    /// Emits [`ClientEvent::Disconnected`] with [`DisconnectReason::Detached`].
+    ///
+    /// # Errors
+    /// [`crate::CommandError::NotConnected`] unless connected.
+    pub fn detach_from_server(&mut self, now: Instant) -> Result<(), crate::CommandError> {
+        let now = self.clock.advance(now);
+        if !self.is_connected() {
+            return Err(crate::CommandError::NotConnected);
+        }
+        self.state = State::Detached(now + self.config.pair_lifetime);
+        self.push_event(ClientEvent::Disconnected {
+            reason: DisconnectReason::Detached,
+        });
+        self.forget_server_state();
+        Ok(())
+    }
+
+    /// True while detached from the server with peers still reachable directly (see
+    /// [`Client::detach_from_server`]).
+    pub fn is_detached(&self) -> bool {
+        matches!(self.state, State::Detached(_))
+    }
+
+    /// Drops what only lives with the server session, but keeps peers with a direct path.
+    fn forget_server_state(&mut self) {
+        self.outgoing.clear();
+        let relayed: Vec<HostId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.punch.direct().is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in relayed {
+            self.drop_peer(id, PeerDropReason::ServerLost);
+        }
+        for p in self.peers.values_mut() {
+            p.recovering = false;
+        }
+        self.groups.clear();
+        self.early.clear();
+        if self.discovery_auto {
+            self.discovery = None;
+        }
+    }
+
+    /// Stops talking to a peer on our own, with an event.
+    fn drop_peer(&mut self, id: HostId, reason: PeerDropReason) {
+        if self.peers.contains_key(&id) {
+            self.remove_peer(id);
+            self.push_event(ClientEvent::PeerDropped { peer: id, reason });
+        }
     }
 
     /// Drops everything that only lives as long as the server session.
@@ -897,6 +1025,14 @@ impl Client {
     }
 
     fn on_sealed(&mut self, now: Instant, from: SocketAddr, packet: &SealedPacket<'_>) {
+        if matches!(self.state, State::Detached(_)) {
+            if packet.header.peer {
+                self.on_peer_packet(now, from, packet, false);
+            } else {
+                self.stats.dropped.unexpected += 1;
+            }
+            return;
+        }
         let link = match &mut self.state {
             State::Authenticating(a) => &mut a.link,
             State::Connected(l) | State::Closing(l, _) => &mut **l,

@@ -233,7 +233,7 @@ impl Client {
         options: SendOptions,
     ) -> Result<MessageId, SendError> {
         let now = self.clock.advance(now);
-        if !self.is_connected() {
+        if !self.is_connected() && !self.is_detached() {
             return Err(SendError::NotConnected);
         }
         let Some(peer) = self.peers.get_mut(&to) else {

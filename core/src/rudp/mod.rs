@@ -124,6 +124,13 @@ pub enum PeerDropReason {
     MessageTooLarge,
     /// Its partial messages exceeded `max_reassembly_bytes`.
     ReassemblyLimit,
+    /// The server session ended and this peer was reachable only through its relay.
+    ServerLost,
+    /// Detached from the server, the direct path to this peer died (no relay to fall back
+    /// on).
+    DirectLost,
+    /// Detached from the server, the pair lifetime ran out.
+    PairExpired,
 }
 
 /// Counters of one channel of a peer connection.

@@ -23,6 +23,7 @@ pub fn disconnect(reason: DisconnectReason, server: SocketAddr) -> String {
             format!("the server closed the session (code {code})")
         }
         DisconnectReason::ClosedLocally(code) => format!("closed locally (code {code})"),
+        DisconnectReason::Detached => "detached from the server (direct peers stay)".to_owned(),
         other => format!("disconnected: {other:?}"),
     }
 }
