@@ -13,14 +13,25 @@
 //! ## What works today
 //!
 //! - [`Server`] and [`Client`] with an encrypted session: X25519 handshake (server identity
-//!   pinnable), ChaCha20-Poly1305 per direction, 64-bit packet counters, replay window.
-//! - Keepalives, idle timeouts, graceful close with a code, kicking, connect tokens.
-//! - Unreliable application datagrams between a client and the server.
-//! - Hostile-input handling: no amplification, per-source and global handshake rate limits,
-//!   bounded half-open state, everything invalid dropped and counted in `stats()`.
+//!   pinnable), ChaCha20-Poly1305 per direction, 64-bit packet counters, replay window;
+//!   keepalives, idle timeouts, close codes, kicking, connect tokens; a stateless cookie
+//!   round trip under load; every invalid input dropped and counted in `stats()`.
+//! - Server-managed P2P groups and rooms; per-pair keys; relay-first peer messaging, end-to-end
+//!   sealed, only between members of a shared group.
+//! - Reliable UDP per peer: reliable-ordered, reliable-unordered, sequenced and unreliable
+//!   channels, fragmentation, RTT estimation, congestion control, expiry with an event.
+//! - STUN (RFC 8489) answering, NAT behaviour discovery (RFC 5780, [`nat`]), coordinated hole
+//!   punching with LAN, reflexive and peer-reflexive candidates, port prediction and birthday
+//!   probing; traffic moves between relay and direct paths with nothing lost.
+//! - Connection recovery: a client that goes quiet is offline (its peers get
+//!   [`ClientEvent::PeerRecovering`]) and comes back within the recovery window with the same
+//!   host id, groups and in-flight messages ([`ClientEvent::PeerRecovered`]).
+//! - P2P without the server: direct pairs outlive a lost server session
+//!   ([`Client::detach_from_server`], [`ClientConfig::pair_lifetime`]).
+//! - Host mode: a [`Server`] and its own [`Client`] on one socket ([`Host`]).
 //!
-//! Not yet: P2P groups and relaying, reliable delivery, STUN answering and NAT traversal.
-//! The repository README tracks what lands next.
+//! Not yet: TCP fallback, resumption tickets (re-registering with the same host id after a
+//! server restart). The repository README tracks what lands next.
 //!
 //! ## The run loop
 //!
