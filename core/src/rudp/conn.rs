@@ -335,7 +335,9 @@ impl Connection {
             ack_deadline: None,
             reassembly_bytes: 0,
             violation: None,
-            arena: Arena::default(),
+            // Reassembled and delivered payloads: a few KiB for a quiet peer, growing to
+            // 64 KiB chunks for a busy one (a client holds one per peer).
+            arena: Arena::growing(2048),
             events: VecDeque::new(),
             stats: ConnStats::default(),
         }
