@@ -213,7 +213,11 @@ fn log(json: bool, clients: &mut BTreeSet<HostId>, event: ServerEvent) {
         ServerEvent::ClientOffline { host_id } | ServerEvent::ClientOnline { host_id } => {
             let offline = matches!(event, ServerEvent::ClientOffline { .. });
             if json {
-                let name = if offline { "client_offline" } else { "client_online" };
+                let name = if offline {
+                    "client_offline"
+                } else {
+                    "client_online"
+                };
                 out(&Obj::event(name).int("host_id", host_id.0).finish());
             } else if offline {
                 out(&format!("{host_id} went quiet (recovery window open)"));
