@@ -1,8 +1,9 @@
-//! Arbitrary bytes → every decoder. Decoding never panics, and whatever decodes re-encodes to
-//! exactly the bytes it consumed.
+//! Arbitrary bytes → every decoder (datagrams, frames, control-stream messages). Decoding
+//! never panics, and whatever decodes re-encodes to exactly the bytes it consumed.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use pierce_core::wire::control::ControlMsg;
 use pierce_core::wire::demux::{self, Datagram};
 use pierce_core::wire::frame::Frames;
 use pierce_core::wire::handshake::{RETRY_LEN, SERVER_HELLO_LEN};
@@ -38,6 +39,12 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(p.aad, &data[..HEADER_LEN]);
             assert_eq!(p.ciphertext_and_tag, &data[HEADER_LEN..]);
         }
+    }
+    // The same bytes as a control-stream message (decode consumes all of it): it re-encodes
+    // to exactly those bytes.
+    if let Ok(m) = ControlMsg::decode(data) {
+        let n = m.encode(&mut buf).expect("fits");
+        assert_eq!(&buf[..n], data, "{m:?}");
     }
     // The same bytes as a decrypted plaintext: each decoded frame re-encodes to what it used.
     let mut frames = Frames::new(data);
