@@ -670,7 +670,9 @@ impl Connection {
                         continue;
                     }
                     if w.remaining() < len as usize + MESSAGE_FRAME_OVERHEAD {
-                        return;
+                        // It goes in the next packet; smaller frames of other channels may
+                        // still fill this one.
+                        break;
                     }
                     live.retransmits += 1;
                     c.stats.retransmits += 1;
@@ -708,10 +710,9 @@ impl Connection {
                     let total = p.payload.len();
                     let len = (total - p.offset as usize).min(frag);
                     if w.remaining() < len + MESSAGE_FRAME_OVERHEAD {
-                        if len + MESSAGE_FRAME_OVERHEAD > frag + MESSAGE_FRAME_OVERHEAD {
-                            continue;
-                        }
-                        return;
+                        // Not in this packet: another channel's smaller message may fit (a
+                        // blob's full fragments must not starve a game channel's ticks).
+                        continue;
                     }
                     let data = &p.payload[p.offset as usize..p.offset as usize + len];
                     let f = Frame::Message {

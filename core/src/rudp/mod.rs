@@ -26,7 +26,9 @@ pub enum Delivery {
     /// Only the newest message matters: it is delivered reliably unless a newer one
     /// supersedes it; an older message is never delivered after a newer one.
     ReliableSequenced,
-    /// Best effort; an older message is never delivered after a newer one.
+    /// Best effort; an older message is never delivered after a newer one. Only the newest
+    /// message waits to be sent: queueing one drops any older one not yet on the wire (send
+    /// one state update per tick on this channel, not several).
     UnreliableSequenced,
     /// Best effort, any order.
     Unreliable,
