@@ -1,7 +1,8 @@
 //! The event loop: one `Poll`, the primary `UdpSocket` plus whatever sockets the core asks for,
 //! one `Token` per socket (its `SocketId`) (firezone relay `Eventloop::poll` shape). Bytes and
 //! time in, bytes out, sockets opened and closed on request; everything else is the core's
-//! business.
+//! business. Datagrams move in batches where the OS allows (`batch.rs`: `recvmmsg` and
+//! `sendmmsg` on Linux), one system call per datagram elsewhere.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
-use pierce_core::{Endpoint, MAX_DATAGRAM_SIZE, SocketId, SocketRequest, Transmit};
+use pierce_core::{Endpoint, SocketId, SocketRequest};
+
+use crate::batch::{self, RecvBatch, SendQueue, Sent};
 
 /// Most datagrams one [`Driver::pump`] reads (the default; see [`Driver::set_recv_budget`]).
 ///
@@ -21,8 +24,10 @@ use pierce_core::{Endpoint, MAX_DATAGRAM_SIZE, SocketId, SocketRequest, Transmit
 /// one pump can still empty a full buffer.
 pub const RECV_BUDGET: usize = 256;
 
-/// Size of the receive buffer: any UDP payload fits, so the core sees a datagram's true length
-/// and classifies oversize garbage itself instead of getting a silently truncated copy.
+/// Size of the receive buffer of each datagram of a batch: any UDP payload fits, so the core
+/// sees a datagram's true length and classifies oversize garbage itself instead of getting a
+/// silently truncated copy. (The buffers are allocated zeroed, so only the pages datagrams
+/// are written to take memory.)
 pub const RECV_BUFFER_SIZE: usize = 65_536;
 
 /// Readiness events taken from the poller per wait; more stay queued in the kernel for the next.
@@ -67,9 +72,11 @@ struct Sock {
     socket: UdpSocket,
     local: SocketAddr,
     /// The socket may hold unread data. mio is edge-triggered: this stays set until a read
-    /// returns `WouldBlock`, including across pumps when the budget runs out. Set exactly when
-    /// the socket's id is in [`Driver::ready`].
+    /// finds the socket empty, including across pumps when the budget runs out. Set exactly
+    /// when the socket's id is in [`Driver::ready`].
     readable: bool,
+    /// WRITABLE is registered: the socket refused a datagram that is still queued.
+    writable_interest: bool,
 }
 
 /// Drives one core [`Endpoint`] on mio UDP sockets: the primary one it is created with
@@ -82,15 +89,14 @@ pub struct Driver<E> {
     local_addr: SocketAddr,
     poll: Poll,
     events: Events,
-    /// `poll_transmit` writes here; holds the parked datagram while one is parked.
-    tx: Box<[u8]>,
-    rx: Box<[u8]>,
-    /// A datagram a socket refused with `WouldBlock` (its `socket` says which); that socket
-    /// has WRITABLE registered while it is set.
-    parked: Option<Transmit>,
-    /// Sockets that may hold unread data, in the order they are read: one datagram from the
-    /// front socket, which then goes to the back while it stays readable (round robin, so no
-    /// socket starves the others and the budget is shared).
+    /// `poll_transmit` writes into its free slots; it keeps the datagrams a socket refused
+    /// with `WouldBlock` (parked; that socket has WRITABLE registered) until they are sent.
+    tx: SendQueue,
+    rx: RecvBatch,
+    /// Sockets that may hold unread data, in the order they are read: a fair share of the
+    /// remaining budget from the front socket (one batch at most), which then goes to the
+    /// back while it stays readable (round robin, so no socket starves the others and the
+    /// budget is shared).
     ready: VecDeque<SocketId>,
     /// The last flush stopped at [`SEND_BUDGET`]: the next pump must not wait.
     more_to_send: bool,
@@ -127,6 +133,7 @@ impl<E: Endpoint> Driver<E> {
             socket,
             local: local_addr,
             readable: true,
+            writable_interest: false,
         };
         Ok(Self {
             endpoint,
@@ -134,9 +141,8 @@ impl<E: Endpoint> Driver<E> {
             local_addr,
             poll,
             events: Events::with_capacity(EVENT_CAPACITY),
-            tx: vec![0; MAX_DATAGRAM_SIZE].into_boxed_slice(),
-            rx: vec![0; RECV_BUFFER_SIZE].into_boxed_slice(),
-            parked: None,
+            tx: SendQueue::new(),
+            rx: RecvBatch::new(),
             ready: VecDeque::from([SocketId::PRIMARY]),
             more_to_send: false,
             budget: RECV_BUDGET,
@@ -271,8 +277,9 @@ impl<E: Endpoint> Driver<E> {
         self.flush(now)
     }
 
-    /// Reads until every socket returned `WouldBlock` or the budget is spent, one datagram
-    /// per socket in turn.
+    /// Reads until every socket is empty or the budget is spent, in turns: each ready socket
+    /// in turn gets a fair share of what is left of the budget (at least one datagram, at
+    /// most one batch), so a flood on one socket cannot crowd out the others.
     fn receive(&mut self, now: Instant) -> io::Result<()> {
         let mut n = 0;
         while n < self.budget {
@@ -282,13 +289,20 @@ impl<E: Endpoint> Driver<E> {
             let Some(sock) = self.sockets.get_mut(&id) else {
                 continue; // closed since it was queued
             };
-            match sock.socket.recv_from(&mut self.rx) {
-                Ok((len, from)) => {
-                    n += 1;
-                    self.stats.datagrams_received += 1;
-                    self.ready.push_back(id);
-                    self.endpoint
-                        .handle_datagram_on(now, id, from, &self.rx[..len]);
+            let share = ((self.budget - n) / (self.ready.len() + 1)).max(1);
+            match self.rx.recv(&sock.socket, share) {
+                Ok(got) => {
+                    n += got.count;
+                    self.stats.datagrams_received += got.count as u64;
+                    if got.drained {
+                        sock.readable = false;
+                    } else {
+                        self.ready.push_back(id);
+                    }
+                    for i in 0..got.count {
+                        let (from, datagram) = self.rx.get(i);
+                        self.endpoint.handle_datagram_on(now, id, from, datagram);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => self.ready.push_front(id),
@@ -313,53 +327,76 @@ impl<E: Endpoint> Driver<E> {
         Ok(())
     }
 
-    /// Carries out the core's socket requests, then sends the parked datagram and everything
-    /// the core has queued, until `WouldBlock`.
+    /// Carries out the core's socket requests, then sends the parked datagrams and everything
+    /// the core has queued, a batch at a time, until `WouldBlock` or [`SEND_BUDGET`].
     fn flush(&mut self, now: Instant) -> io::Result<()> {
         self.apply_socket_requests(now);
-        if let Some(t) = self.parked {
-            let Some(sock) = self.sockets.get_mut(&t.socket) else {
-                // Its socket was closed while the datagram waited.
-                self.parked = None;
-                self.stats.unknown_socket_drops += 1;
-                return self.flush(now);
-            };
-            if !send(&sock.socket, &self.tx[..t.len], t.dst, &mut self.stats) {
-                return Ok(()); // still blocked; WRITABLE stays registered
-            }
-            self.parked = None;
-            self.poll.registry().reregister(
-                &mut sock.socket,
-                token(t.socket),
-                Interest::READABLE,
-            )?;
+        if !self.send_queued()? {
+            return Ok(()); // still blocked; WRITABLE stays registered
         }
-        let mut sent = 0;
+        let mut pulled = 0;
         self.more_to_send = false;
-        while let Some(t) = self.endpoint.poll_transmit(now, &mut self.tx) {
-            sent += 1;
-            if let Some(sock) = self.sockets.get_mut(&t.socket) {
-                if !send(&sock.socket, &self.tx[..t.len], t.dst, &mut self.stats) {
-                    self.parked = Some(t);
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    return self.poll.registry().reregister(
-                        &mut sock.socket,
-                        token(t.socket),
-                        interest,
-                    );
+        loop {
+            let mut done = false;
+            while !self.tx.is_full() {
+                let Some(t) = self.endpoint.poll_transmit(now, self.tx.slot_mut()) else {
+                    done = true;
+                    break;
+                };
+                pulled += 1;
+                if self.sockets.contains_key(&t.socket) {
+                    self.tx.push(t);
+                } else {
+                    self.stats.unknown_socket_drops += 1;
                 }
-            } else {
-                self.stats.unknown_socket_drops += 1;
+                if pulled >= SEND_BUDGET {
+                    self.more_to_send = true;
+                    self.stats.send_budget_exhausted += 1;
+                    done = true;
+                    break;
+                }
             }
-            if sent >= SEND_BUDGET {
-                self.more_to_send = true;
-                self.stats.send_budget_exhausted += 1;
+            if !self.send_queued()? {
+                return Ok(());
+            }
+            if done {
                 break;
             }
         }
         // Requests the transmits queued; their datagrams go out on the next flush.
         self.apply_socket_requests(now);
         Ok(())
+    }
+
+    /// Sends what is queued, one run of datagrams per socket at a time; `false` if a socket
+    /// blocked, which then has WRITABLE registered (and keeps the rest queued). Datagrams of a
+    /// socket closed meanwhile are dropped.
+    fn send_queued(&mut self) -> io::Result<bool> {
+        while let Some(id) = self.tx.front_socket() {
+            let Some(sock) = self.sockets.get_mut(&id) else {
+                self.stats.unknown_socket_drops += self.tx.drop_run() as u64;
+                continue;
+            };
+            let sent = self
+                .tx
+                .send_run(&mut self.stats, |run| batch::send(&sock.socket, run));
+            let want_writable = sent == Sent::Blocked;
+            if sock.writable_interest != want_writable {
+                let interest = if want_writable {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                self.poll
+                    .registry()
+                    .reregister(&mut sock.socket, token(id), interest)?;
+                sock.writable_interest = want_writable;
+            }
+            if want_writable {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Opens and closes sockets until the core wants no more changes. A failure to open is
@@ -402,6 +439,7 @@ impl<E: Endpoint> Driver<E> {
                     socket,
                     local,
                     readable: true,
+                    writable_interest: false,
                 };
                 self.sockets.insert(id, sock);
                 self.ready.push_back(id);
@@ -432,24 +470,6 @@ fn token(id: SocketId) -> Token {
     Token(usize::from(id.0))
 }
 
-/// Sends `buf` to `dst`; `false` on `WouldBlock`. Other per-datagram errors drop the datagram:
-/// to UDP they are loss, and a candidate address that cannot be reached must not stop the
-/// endpoint.
-fn send(socket: &UdpSocket, buf: &[u8], dst: SocketAddr, stats: &mut DriverStats) -> bool {
-    let result = loop {
-        match socket.send_to(buf, dst) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            result => break result,
-        }
-    };
-    match result {
-        Ok(_) => stats.datagrams_sent += 1,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-        Err(_) => stats.send_errors += 1,
-    }
-    true
-}
-
 /// Errors a UDP receive reports about an earlier send (ICMP unreachable): undefined for UDP,
 /// injectable by anyone who can forge ICMP, and never a reason to stop reading (quinn ignores
 /// ECONNRESET the same way; Windows reports these as WSAECONNRESET on `recv_from`).
@@ -468,7 +488,7 @@ impl<E> std::fmt::Debug for Driver<E> {
         f.debug_struct("Driver")
             .field("local_addr", &self.local_addr)
             .field("sockets", &self.sockets.len())
-            .field("parked", &self.parked)
+            .field("queued", &self.tx.len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }

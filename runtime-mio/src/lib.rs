@@ -46,6 +46,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod driver;

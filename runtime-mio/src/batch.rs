@@ -1,0 +1,690 @@
+//! Datagrams in batches, so a busy endpoint pays one system call per batch instead of one per
+//! datagram: on Linux one `recvmmsg` reads up to [`BATCH`] datagrams from a socket and one
+//! `sendmmsg` sends up to [`BATCH`] (the shape of quinn-udp's `recvmmsg` receive path, with
+//! `sendmmsg` for sends because a relay's datagrams go to many destinations, which GSO cannot
+//! batch). Elsewhere the same types make one `recv_from` / `send_to` per datagram, which is
+//! what the driver always did.
+//!
+//! Both sides keep their buffers for the driver's lifetime: no allocation per datagram. Only
+//! the OS calls differ between platforms; the queue logic (runs per socket, partial sends,
+//! `WouldBlock`) is the same everywhere and is unit tested against a scripted OS below.
+
+use std::io;
+use std::net::SocketAddr;
+
+use mio::net::UdpSocket;
+use pierce_core::{MAX_DATAGRAM_SIZE, SocketId, Transmit};
+
+use crate::driver::{DriverStats, RECV_BUFFER_SIZE};
+
+/// Most datagrams one system call moves: quinn-udp's batch size on Linux. A relay at 30 000
+/// datagrams/s averages about 3 per call (`benches/relay_vs_coturn.rs`), so a larger batch
+/// would rarely fill; it only matters when the socket backs up.
+pub(crate) const BATCH: usize = 32;
+
+/// Datagrams one receive or send call can move on this platform.
+#[cfg(target_os = "linux")]
+const SLOTS: usize = BATCH;
+#[cfg(not(target_os = "linux"))]
+const SLOTS: usize = 1;
+
+/// What one [`RecvBatch::recv`] read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Received {
+    /// Datagrams now in the batch, `0..count`.
+    pub(crate) count: usize,
+    /// The socket returned everything it held: the read stopped on `WouldBlock`, so the
+    /// driver may wait for the next readiness event instead of calling again. `false` when
+    /// unknown, which costs one more read that returns `WouldBlock`.
+    pub(crate) drained: bool,
+}
+
+/// Receive buffers: [`SLOTS`] slots of [`RECV_BUFFER_SIZE`] bytes each, so every datagram
+/// keeps its true length however large it is. The slots are allocated zeroed, so the OS
+/// commits only the pages datagrams are written to (a few KiB per slot for game traffic,
+/// not 64 KiB).
+pub(crate) struct RecvBatch {
+    buf: Box<[u8]>,
+    /// Length and source of the datagrams of the last read.
+    meta: [(usize, SocketAddr); SLOTS],
+    #[cfg(target_os = "linux")]
+    names: Box<[linux::RawAddr; SLOTS]>,
+}
+
+impl RecvBatch {
+    pub(crate) fn new() -> Self {
+        Self {
+            buf: vec![0; SLOTS * RECV_BUFFER_SIZE].into_boxed_slice(),
+            meta: [(0, SocketAddr::from(([0, 0, 0, 0], 0))); SLOTS],
+            #[cfg(target_os = "linux")]
+            names: Box::new([linux::RawAddr::EMPTY; SLOTS]),
+        }
+    }
+
+    /// Reads up to `max` datagrams (at least 1, at most [`BATCH`]; one where batching is not
+    /// available) from `socket` without blocking.
+    ///
+    /// # Errors
+    /// The socket's error for the first datagram (`WouldBlock` when it holds none); datagrams
+    /// already read are never lost to an error.
+    pub(crate) fn recv(&mut self, socket: &UdpSocket, max: usize) -> io::Result<Received> {
+        #[cfg(target_os = "linux")]
+        {
+            let max = max.clamp(1, SLOTS);
+            let (read, count) = linux::recv(
+                socket,
+                &mut self.buf,
+                &mut self.names[..max],
+                &mut self.meta,
+            )?;
+            // recvmmsg on a non-blocking socket stops early only when the next read would
+            // block, or on an error after the first datagram (kept for the next call). An
+            // unconnected UDP socket without IP_RECVERR (every socket the driver opens) never
+            // has one: Linux does not report ICMP errors to it. On a socket the application
+            // connected, an error can only appear mid-call if it arrived during the call, and
+            // its arrival signalled readiness that the next poll reports. Either way a short
+            // batch means nothing is left unsignalled, so the driver need not read again.
+            Ok(Received {
+                count,
+                drained: read < max,
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = max;
+            portable::recv(socket, &mut self.buf, &mut self.meta)
+        }
+    }
+
+    /// Datagram `i` of the last read: where it came from and its bytes.
+    pub(crate) fn get(&self, i: usize) -> (SocketAddr, &[u8]) {
+        let (len, from) = self.meta[i];
+        let start = i * RECV_BUFFER_SIZE;
+        (from, &self.buf[start..start + len])
+    }
+}
+
+/// Datagrams the core produced and the OS has not taken yet, in the order they were produced:
+/// [`SLOTS`] slots of [`MAX_DATAGRAM_SIZE`] bytes. The driver fills it from `poll_transmit`
+/// while it is not full, then sends it; what a blocked socket refused stays here (the parked
+/// datagrams) and goes first on the next flush.
+pub(crate) struct SendQueue {
+    buf: Box<[u8]>,
+    /// Transmits in slot order; `items[i]`'s bytes are in slot `i`.
+    items: Vec<Transmit>,
+    /// The first transmit not sent yet.
+    head: usize,
+}
+
+/// How sending the front run of the queue ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Every datagram of the run went to the OS or was dropped with a hard error.
+    Run,
+    /// The socket refused the run's first remaining datagram with `WouldBlock`; it and the
+    /// rest stay queued.
+    Blocked,
+}
+
+impl SendQueue {
+    pub(crate) fn new() -> Self {
+        Self {
+            buf: vec![0; SLOTS * MAX_DATAGRAM_SIZE].into_boxed_slice(),
+            items: Vec::with_capacity(SLOTS),
+            head: 0,
+        }
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.head == self.items.len()
+    }
+
+    /// Datagrams queued and not sent yet.
+    pub(crate) fn len(&self) -> usize {
+        self.items.len() - self.head
+    }
+
+    /// No free slot: send before asking the core for more.
+    pub(crate) fn is_full(&self) -> bool {
+        self.items.len() == SLOTS
+    }
+
+    /// The free slot for the next `poll_transmit`; `push` the transmit it returns.
+    ///
+    /// # Panics
+    /// If the queue is full.
+    pub(crate) fn slot_mut(&mut self) -> &mut [u8] {
+        let i = self.items.len();
+        assert!(i < SLOTS, "send queue full");
+        &mut self.buf[i * MAX_DATAGRAM_SIZE..(i + 1) * MAX_DATAGRAM_SIZE]
+    }
+
+    /// Keeps the transmit `poll_transmit` just wrote into [`SendQueue::slot_mut`].
+    pub(crate) fn push(&mut self, t: Transmit) {
+        debug_assert!(t.len <= MAX_DATAGRAM_SIZE && !self.is_full());
+        self.items.push(t);
+    }
+
+    /// The socket the next datagram leaves from.
+    pub(crate) fn front_socket(&self) -> Option<SocketId> {
+        self.items.get(self.head).map(|t| t.socket)
+    }
+
+    /// Drops the front run (its socket is gone); returns how many datagrams that was.
+    pub(crate) fn drop_run(&mut self) -> usize {
+        let end = self.run_end();
+        let n = end - self.head;
+        self.advance(n);
+        n
+    }
+
+    /// Sends the front run (the datagrams at the front that leave from one socket) with
+    /// `os`, which takes a run and returns how many of its datagrams it sent from the front
+    /// (at least one), or the error of the first (`sendmmsg`'s contract). Sent datagrams count
+    /// in `datagrams_sent`; one a hard error refuses counts in `send_errors` and is dropped,
+    /// like any datagram lost on the way, and the rest of the run is sent after it.
+    pub(crate) fn send_run(
+        &mut self,
+        stats: &mut DriverStats,
+        mut os: impl FnMut(&Run<'_>) -> io::Result<usize>,
+    ) -> Sent {
+        let Some(socket) = self.front_socket() else {
+            return Sent::Run;
+        };
+        while self.front_socket() == Some(socket) {
+            let end = self.run_end();
+            let run = Run {
+                items: &self.items[self.head..end],
+                slots: &self.buf[self.head * MAX_DATAGRAM_SIZE..],
+            };
+            match os(&run) {
+                Ok(0) => {
+                    // Nothing sent and no error: not in sendmmsg's contract. Drop the
+                    // datagram rather than spin on it.
+                    stats.send_errors += 1;
+                    self.advance(1);
+                }
+                Ok(n) => {
+                    let n = n.min(end - self.head);
+                    stats.datagrams_sent += n as u64;
+                    self.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Sent::Blocked,
+                Err(_) => {
+                    stats.send_errors += 1;
+                    self.advance(1);
+                }
+            }
+        }
+        Sent::Run
+    }
+
+    /// One past the last transmit of the front run.
+    fn run_end(&self) -> usize {
+        let Some(first) = self.items.get(self.head) else {
+            return self.head;
+        };
+        self.items[self.head..]
+            .iter()
+            .position(|t| t.socket != first.socket)
+            .map_or(self.items.len(), |k| self.head + k)
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.head += n;
+        if self.head == self.items.len() {
+            self.items.clear();
+            self.head = 0;
+        }
+    }
+}
+
+/// Consecutive queued datagrams that leave from one socket: what one batched send takes.
+pub(crate) struct Run<'a> {
+    items: &'a [Transmit],
+    /// The slots, from the run's first one on.
+    slots: &'a [u8],
+}
+
+impl Run<'_> {
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Datagram `i` of the run: its destination and bytes.
+    pub(crate) fn get(&self, i: usize) -> (SocketAddr, &[u8]) {
+        let t = &self.items[i];
+        let start = i * MAX_DATAGRAM_SIZE;
+        (t.dst, &self.slots[start..start + t.len])
+    }
+}
+
+/// Sends `run` from `socket` with one system call where the platform allows; returns how many
+/// datagrams went out from the front, or the error of the first.
+pub(crate) fn send(socket: &UdpSocket, run: &Run<'_>) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::send(socket, run)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        portable::send(socket, run)
+    }
+}
+
+/// One datagram per system call, with the batched calls' contracts (the fallback outside
+/// Linux; also built for the tests on Linux so it cannot rot).
+#[cfg(any(not(target_os = "linux"), test))]
+mod portable {
+    use super::*;
+
+    /// Reads one datagram into slot 0.
+    pub(super) fn recv(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+        meta: &mut [(usize, SocketAddr)],
+    ) -> io::Result<Received> {
+        let (len, from) = socket.recv_from(&mut buf[..RECV_BUFFER_SIZE])?;
+        meta[0] = (len, from);
+        // One datagram says nothing about what is left: read again until WouldBlock.
+        Ok(Received {
+            count: 1,
+            drained: false,
+        })
+    }
+
+    /// `send_to` per datagram until one fails: `sendmmsg`'s contract (the count sent, or the
+    /// first datagram's error), so the next call reports the failing datagram's error.
+    pub(super) fn send(socket: &UdpSocket, run: &Run<'_>) -> io::Result<usize> {
+        for i in 0..run.len() {
+            let (dst, bytes) = run.get(i);
+            if let Err(e) = socket.send_to(bytes, dst) {
+                return if i == 0 { Err(e) } else { Ok(i) };
+            }
+        }
+        Ok(run.len())
+    }
+}
+
+/// `recvmmsg` / `sendmmsg` through `libc`.
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::mem;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    /// Room for an IPv4 or IPv6 socket address in C layout (what `sockaddr_storage` is for,
+    /// in 28 bytes instead of 128).
+    #[derive(Clone, Copy)]
+    #[repr(C)]
+    pub(super) union RawAddr {
+        v4: libc::sockaddr_in,
+        v6: libc::sockaddr_in6,
+    }
+
+    impl RawAddr {
+        // SAFETY: both members are plain C structs for which all-zero bytes are valid.
+        pub(super) const EMPTY: Self = unsafe { mem::zeroed() };
+
+        fn new(addr: SocketAddr) -> (Self, libc::socklen_t) {
+            let mut raw = Self::EMPTY;
+            match addr {
+                SocketAddr::V4(a) => {
+                    // SAFETY: writing a Copy member of a union.
+                    let v4 = unsafe { &mut raw.v4 };
+                    v4.sin_family = libc::AF_INET as libc::sa_family_t;
+                    v4.sin_port = a.port().to_be();
+                    v4.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                    (raw, size_of::<libc::sockaddr_in>() as libc::socklen_t)
+                }
+                SocketAddr::V6(a) => {
+                    // SAFETY: as above.
+                    let v6 = unsafe { &mut raw.v6 };
+                    v6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                    v6.sin6_port = a.port().to_be();
+                    v6.sin6_flowinfo = a.flowinfo();
+                    v6.sin6_addr.s6_addr = a.ip().octets();
+                    v6.sin6_scope_id = a.scope_id();
+                    (raw, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+                }
+            }
+        }
+
+        /// The address the kernel wrote (`len` bytes of it), the way std decodes one.
+        fn get(&self, len: libc::socklen_t) -> Option<SocketAddr> {
+            let len = len as usize;
+            // SAFETY: every bit pattern is a valid sockaddr_in/sockaddr_in6 (plain integers
+            // and byte arrays); the family says which one the kernel wrote.
+            unsafe {
+                match i32::from(self.v4.sin_family) {
+                    libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+                        let a = self.v4;
+                        let ip = Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes());
+                        Some(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
+                    }
+                    libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+                        let a = self.v6;
+                        let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+                        let port = u16::from_be(a.sin6_port);
+                        Some(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id).into())
+                    }
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// One `recvmmsg` for up to `names.len()` datagrams, slot `i` of `buf` for datagram `i`;
+    /// returns how many the kernel returned and how many of those are in the batch.
+    pub(super) fn recv(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+        names: &mut [RawAddr],
+        meta: &mut [(usize, SocketAddr)],
+    ) -> io::Result<(usize, usize)> {
+        let max = names.len().min(SLOTS);
+        // SAFETY (for both arrays): all-zero iovec/mmsghdr are valid (null pointers, zero
+        // lengths). They live on the stack for this call only, so the driver holds no raw
+        // pointers (and stays Send).
+        let mut iov: [libc::iovec; SLOTS] = unsafe { mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { mem::zeroed() };
+        let slots = buf.chunks_exact_mut(RECV_BUFFER_SIZE);
+        for (((slot, iov), hdr), name) in slots.zip(&mut iov).zip(&mut hdrs).zip(names.iter_mut()) {
+            iov.iov_base = slot.as_mut_ptr().cast();
+            iov.iov_len = slot.len();
+            hdr.msg_hdr.msg_name = (name as *mut RawAddr).cast();
+            hdr.msg_hdr.msg_namelen = size_of::<RawAddr>() as libc::socklen_t;
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `max` headers, each pointing at its own live iovec, slot and name buffer
+        // of the lengths given; the socket is non-blocking (mio's), so the call returns at
+        // once with what the socket holds.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                max as libc::c_uint,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let read = n as usize;
+        let mut count = 0;
+        for (k, (hdr, name)) in hdrs.iter().zip(names.iter()).take(read).enumerate() {
+            // An AF_INET/AF_INET6 socket always names the sender; anything else is skipped,
+            // and the datagrams after it move down so datagram `i` stays in slot `i`.
+            let Some(from) = name.get(hdr.msg_hdr.msg_namelen) else {
+                continue;
+            };
+            let len = hdr.msg_len as usize;
+            if k != count {
+                let src = k * RECV_BUFFER_SIZE;
+                buf.copy_within(src..src + len, count * RECV_BUFFER_SIZE);
+            }
+            meta[count] = (len, from);
+            count += 1;
+        }
+        Ok((read, count))
+    }
+
+    /// One `sendmmsg` for the whole run.
+    pub(super) fn send(socket: &UdpSocket, run: &Run<'_>) -> io::Result<usize> {
+        let n = run.len().min(SLOTS);
+        let mut names = [RawAddr::EMPTY; SLOTS];
+        // SAFETY: as in `recv`.
+        let mut iov: [libc::iovec; SLOTS] = unsafe { mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { mem::zeroed() };
+        for i in 0..n {
+            let (dst, bytes) = run.get(i);
+            let (raw, len) = RawAddr::new(dst);
+            names[i] = raw;
+            // The kernel only reads through this pointer (sendmsg's iovec is not written).
+            iov[i].iov_base = bytes.as_ptr().cast_mut().cast();
+            iov[i].iov_len = bytes.len();
+            let hdr = &mut hdrs[i].msg_hdr;
+            hdr.msg_name = (&mut names[i] as *mut RawAddr).cast();
+            hdr.msg_namelen = len;
+            hdr.msg_iov = &mut iov[i];
+            hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `n` headers, each pointing at its own live iovec, datagram and address.
+        let sent =
+            unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sent as usize)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn socket_addresses_survive_the_c_layout_both_ways() {
+            let addrs = [
+                "127.0.0.1:9",
+                "203.0.113.7:65535",
+                "[::1]:7777",
+                "[2001:db8::1%3]:1",
+                "[::ffff:192.0.2.1]:443",
+            ];
+            for a in addrs {
+                let addr: SocketAddr = a.parse().expect("literal");
+                let (raw, len) = RawAddr::new(addr);
+                assert_eq!(raw.get(len), Some(addr), "{a}");
+            }
+            assert_eq!(RawAddr::EMPTY.get(size_of::<RawAddr>() as _), None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    fn transmit(socket: u16, dst_port: u16, len: usize) -> Transmit {
+        Transmit {
+            dst: SocketAddr::from(([127, 0, 0, 1], dst_port)),
+            len,
+            socket: SocketId(socket),
+        }
+    }
+
+    /// Queues `n` one-byte datagrams (byte = index) on `socket`, ports 1000 + index.
+    fn fill(q: &mut SendQueue, socket: u16, n: usize) {
+        for _ in 0..n {
+            let i = q.items.len();
+            q.slot_mut()[0] = i as u8;
+            q.push(transmit(socket, 1000 + i as u16, 1));
+        }
+    }
+
+    /// An OS that answers each call from a script (sent count or error) and records what left.
+    struct ScriptedOs {
+        answers: VecDeque<io::Result<usize>>,
+        wire: Vec<(SocketAddr, u8)>,
+        calls: usize,
+    }
+
+    impl ScriptedOs {
+        fn new(answers: impl IntoIterator<Item = io::Result<usize>>) -> Self {
+            Self {
+                answers: answers.into_iter().collect(),
+                wire: Vec::new(),
+                calls: 0,
+            }
+        }
+
+        fn send(&mut self, run: &Run<'_>) -> io::Result<usize> {
+            self.calls += 1;
+            let answer = self.answers.pop_front().unwrap_or(Ok(usize::MAX));
+            let n = match answer {
+                Ok(n) => n.min(run.len()),
+                Err(e) => return Err(e),
+            };
+            for i in 0..n {
+                let (dst, bytes) = run.get(i);
+                self.wire.push((dst, bytes[0]));
+            }
+            Ok(n)
+        }
+    }
+
+    fn kind(k: io::ErrorKind) -> io::Result<usize> {
+        Err(io::Error::from(k))
+    }
+
+    #[test]
+    fn a_partial_send_is_resumed_where_it_stopped() {
+        let mut q = SendQueue::new();
+        let n = SLOTS.min(5);
+        fill(&mut q, 0, n);
+        let mut stats = DriverStats::default();
+        let mut os = ScriptedOs::new([Ok(2), Ok(1)]);
+        assert_eq!(q.send_run(&mut stats, |r| os.send(r)), Sent::Run);
+        let bytes: Vec<u8> = os.wire.iter().map(|w| w.1).collect();
+        assert_eq!(
+            bytes,
+            (0..n as u8).collect::<Vec<_>>(),
+            "in order, each once"
+        );
+        for (i, (dst, _)) in os.wire.iter().enumerate() {
+            assert_eq!(dst.port(), 1000 + i as u16);
+        }
+        assert_eq!(stats.datagrams_sent, n as u64);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn would_block_mid_batch_keeps_the_rest_queued_and_loses_nothing() {
+        let mut q = SendQueue::new();
+        let n = SLOTS.min(6);
+        fill(&mut q, 0, n);
+        let mut stats = DriverStats::default();
+        let blocked_after = n / 2;
+        let mut os = ScriptedOs::new([Ok(blocked_after), kind(io::ErrorKind::WouldBlock)]);
+        assert_eq!(q.send_run(&mut stats, |r| os.send(r)), Sent::Blocked);
+        assert_eq!(q.len(), n - blocked_after);
+        assert_eq!(q.front_socket(), Some(SocketId(0)));
+        assert_eq!(stats.datagrams_sent, blocked_after as u64);
+        // Writable again: the rest goes, in order, and the queue is reusable from slot 0.
+        assert_eq!(q.send_run(&mut stats, |r| os.send(r)), Sent::Run);
+        let bytes: Vec<u8> = os.wire.iter().map(|w| w.1).collect();
+        assert_eq!(bytes, (0..n as u8).collect::<Vec<_>>());
+        assert_eq!(stats.datagrams_sent, n as u64);
+        assert!(q.is_empty() && !q.is_full());
+        assert_eq!(q.items.len(), 0);
+    }
+
+    #[test]
+    fn a_hard_error_drops_one_datagram_and_interrupts_are_retried() {
+        let mut q = SendQueue::new();
+        let n = SLOTS.min(4);
+        fill(&mut q, 0, n);
+        let mut stats = DriverStats::default();
+        let mut os = ScriptedOs::new([
+            kind(io::ErrorKind::Interrupted),
+            kind(io::ErrorKind::InvalidInput), // datagram 0 cannot be sent
+            Ok(1),
+            kind(io::ErrorKind::HostUnreachable), // nor datagram 2
+        ]);
+        assert_eq!(q.send_run(&mut stats, |r| os.send(r)), Sent::Run);
+        let bytes: Vec<u8> = os.wire.iter().map(|w| w.1).collect();
+        let expected: Vec<u8> = (0..n as u8).filter(|&b| b != 0 && b != 2).collect();
+        assert_eq!(bytes, expected);
+        assert_eq!(stats.send_errors, 2);
+        assert_eq!(stats.datagrams_sent, expected.len() as u64);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn runs_split_where_the_socket_changes_and_keep_the_global_order() {
+        let mut q = SendQueue::new();
+        if SLOTS < 4 {
+            return; // one datagram per call: runs are single datagrams by construction
+        }
+        fill(&mut q, 0, 2);
+        fill(&mut q, 7, 1);
+        fill(&mut q, 0, 1);
+        let mut stats = DriverStats::default();
+        let mut runs = Vec::new();
+        while let Some(id) = q.front_socket() {
+            let mut os = ScriptedOs::new([]);
+            assert_eq!(q.send_run(&mut stats, |r| os.send(r)), Sent::Run);
+            runs.push((
+                id,
+                os.wire.iter().map(|w| w.1).collect::<Vec<_>>(),
+                os.calls,
+            ));
+        }
+        assert_eq!(
+            runs,
+            vec![
+                (SocketId(0), vec![0, 1], 1),
+                (SocketId(7), vec![2], 1),
+                (SocketId(0), vec![3], 1)
+            ]
+        );
+        let mut q2 = SendQueue::new();
+        fill(&mut q2, 3, 2);
+        assert_eq!(q2.drop_run(), 2);
+        assert!(q2.is_empty());
+    }
+
+    #[test]
+    fn the_portable_fallback_keeps_the_batched_contracts() {
+        let rx = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let tx = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let to = rx.local_addr().expect("addr");
+        // Datagram 1 goes to an IPv6 address from an IPv4 socket: a hard error after one sent.
+        let mut q = SendQueue::new();
+        let dsts = [to, "[::1]:9".parse().expect("literal"), to];
+        for (i, dst) in dsts.into_iter().enumerate().take(SLOTS.max(1)) {
+            q.slot_mut()[0] = i as u8;
+            q.push(Transmit {
+                dst,
+                len: 1,
+                socket: SocketId::PRIMARY,
+            });
+            if q.is_full() {
+                break;
+            }
+        }
+        let queued = q.len();
+        let mut stats = DriverStats::default();
+        assert_eq!(
+            q.send_run(&mut stats, |r| portable::send(&tx, r)),
+            Sent::Run
+        );
+        assert_eq!(stats.datagrams_sent + stats.send_errors, queued as u64);
+        let mut buf = vec![0u8; RECV_BUFFER_SIZE];
+        let mut meta = [(0, to); 1];
+        let mut got = Vec::new();
+        let start = std::time::Instant::now();
+        while got.len() < stats.datagrams_sent as usize {
+            assert!(start.elapsed() < std::time::Duration::from_secs(5));
+            match portable::recv(&rx, &mut buf, &mut meta) {
+                Ok(r) => {
+                    assert_eq!((r.count, r.drained), (1, false));
+                    assert_eq!(meta[0], (1, tx.local_addr().expect("addr")));
+                    got.push(buf[0]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let expected: Vec<u8> = [0u8, 2].into_iter().take(got.len()).collect();
+        assert_eq!(got, expected);
+    }
+}
