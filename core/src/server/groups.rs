@@ -412,19 +412,21 @@ impl Server {
     }
 
     /// Everyone `host` shares a group with.
+    /// Found through its groups' member lists (a pair exists exactly while two clients share
+    /// a group), so the cost is the size of its groups, not the number of pairs on the server.
     fn partners(&self, host: HostId) -> SmallVec<[HostId; 16]> {
-        self.pairs
-            .keys()
-            .filter_map(|&(x, y)| {
-                if x == host {
-                    Some(y)
-                } else if y == host {
-                    Some(x)
-                } else {
-                    None
+        let Some((_, s)) = self.established(host) else {
+            return SmallVec::new();
+        };
+        let mut out: SmallVec<[HostId; 16]> = SmallVec::new();
+        for g in s.groups.iter().filter_map(|&g| self.group(g)) {
+            for &m in &g.members {
+                if m != host && !out.contains(&m) {
+                    out.push(m);
                 }
-            })
-            .collect()
+            }
+        }
+        out
     }
 
     /// A client advertised its local addresses: keep the plausible ones (never loopback,
