@@ -18,7 +18,8 @@
 //!   from the send to the end, and neither end saw a membership change of the pair after the
 //!   send): delivered exactly once, or (deadline messages only) reported expired, never
 //!   delivered after expiring;
-//! - the oracle, in punch_matrix runs (a quarter of the inputs): `sim/tests/punch_matrix.rs`'s
+//! - the oracle, in punch_matrix runs (a sixteenth of the inputs; at a quarter, their 20-80 s
+//!   of simulated time halved the target's throughput): `sim/tests/punch_matrix.rs`'s
 //!   setup exactly (two clients on default settings behind a pair of NATs from
 //!   `NatConfig::all_types()`, or open vs full cone, on broadband links; connect within 10 s,
 //!   one group, a learns of b within 5 s, a sends a message) with an arbitrary seed and
@@ -192,7 +193,7 @@ impl Traversal {
 #[derive(Arbitrary, Debug)]
 struct Input {
     seed: u16,
-    /// Below 64 (a quarter of the byte's values): a punch_matrix run of the pair
+    /// Below 16 (a sixteenth of the byte's values): a punch_matrix run of the pair
     /// `matrix_pairs()[pair]` with arbitrary traffic, checked against the oracle.
     mode: u8,
     pair: u16,
@@ -753,7 +754,7 @@ fn matrix_pairs() -> &'static [(Edge, Edge)] {
 }
 
 fuzz_target!(|input: Input| {
-    let matrix = input.mode < 64;
+    let matrix = input.mode < 16;
     let mut scenario = Scenario::new(u64::from(input.seed))
         .link(LinkProfile::broadband())
         .step_cap(STEP_CAP);
