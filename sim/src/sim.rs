@@ -525,6 +525,35 @@ impl Sim {
         }
     }
 
+    /// The usual start of a peer-to-peer test: waits (up to 10 s) for the named clients to
+    /// connect, puts them in one new group, and waits (up to 5 s) until each knows every
+    /// other as a peer. Returns their host ids in the order named.
+    ///
+    /// # Panics
+    /// Fails the test (with the seed and a repro command) if any step does not happen.
+    #[track_caller]
+    pub fn group_up(&mut self, names: &[&str]) -> Vec<HostId> {
+        const SECOND: Duration = Duration::from_secs(1);
+        self.eventually("every client connects", 10 * SECOND, |s| {
+            names.iter().all(|n| s.connected(n).is_some())
+        });
+        let ids: Vec<HostId> = names
+            .iter()
+            .map(|n| self.expect_connected(n).host_id)
+            .collect();
+        let created = self.with_server(|srv, now| srv.create_group(now, &ids));
+        if let Err(e) = created {
+            self.fail(format!("create_group: {e}"));
+        }
+        self.eventually("every member knows every other", 5 * SECOND, |s| {
+            names.iter().zip(&ids).all(|(n, me)| {
+                ids.iter()
+                    .all(|p| p == me || s.client(n).peers().any(|q| q == *p))
+            })
+        });
+        ids
+    }
+
     /// [`Sim::run_for`], failing the test on a step cap or busy loop.
     #[track_caller]
     pub fn advance(&mut self, d: Duration) {

@@ -7,14 +7,14 @@ use std::time::Duration;
 use pierce_core::{Channel, ClientEvent, HostId, Path, PathChangeReason};
 use pierce_sim::{Action, Edge, LinkProfile, NatConfig, Scenario, Sim, seed_or};
 
+mod common;
+use common::received;
+
 const SECOND: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
 
 fn direct(s: &Sim, n: &str, p: HostId) -> bool {
-    matches!(
-        s.client(n).peer_stats(p).map(|st| st.path),
-        Some(Path::Direct(_))
-    )
+    matches!(s.peer_path(n, p), Some(Path::Direct(_)))
 }
 
 fn relay_events(sim: &Sim, name: &str, since: Duration) -> Vec<(Duration, PathChangeReason)> {
@@ -25,17 +25,6 @@ fn relay_events(sim: &Sim, name: &str, since: Duration) -> Vec<(Duration, PathCh
                 reason,
                 ..
             } if t >= since => Some((t, *reason)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn received(sim: &Sim, name: &str, from: HostId) -> Vec<u32> {
-    sim.client_events(name)
-        .filter_map(|(_, e)| match e {
-            ClientEvent::PeerMessage {
-                from: f, payload, ..
-            } if *f == from => Some(u32::from_be_bytes(payload[..4].try_into().ok()?)),
             _ => None,
         })
         .collect()

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pierce_core::{
-    Channel, Client, ClientConfig, ClientEvent, Host, HostId, Path, PublicKey, SecretKey, Server,
-    ServerConfig,
+    Channel, Client, ClientConfig, Host, HostId, Path, PublicKey, SecretKey, Server, ServerConfig,
 };
 use pierce_sim::{Edge, LinkProfile, NatConfig, Scenario, Sim, seed_or};
+
+mod common;
+use common::received;
 
 const SECOND: Duration = Duration::from_secs(1);
 const HOST_PORT: u16 = 7777;
@@ -76,17 +78,6 @@ fn send(sim: &mut Sim, from: &str, to: HostId, i: u32) {
         })
     }
     .unwrap_or_else(|e| sim.fail(format!("{from} -> {to:?}: {e}")));
-}
-
-fn received(sim: &Sim, name: &str, from: HostId) -> Vec<u32> {
-    sim.client_events(name)
-        .filter_map(|(_, e)| match e {
-            ClientEvent::PeerMessage {
-                from: f, payload, ..
-            } if *f == from => Some(u32::from_be_bytes(payload[..4].try_into().ok()?)),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Every member streams 100 reliable messages to every other; all arrive once, in order.

@@ -8,6 +8,9 @@ use std::time::Duration;
 use pierce_core::{Channel, ClientEvent, HostId, LeaveReason, MemberLeftReason, ServerEvent};
 use pierce_sim::{Action, Edge, LinkProfile, NatConfig, PortAllocation, Scenario, Sim, seed_or};
 
+mod common;
+use common::received;
+
 const SECOND: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(20);
 
@@ -21,29 +24,10 @@ fn setup(seed: u64) -> (Sim, HostId, HostId) {
         .client("b", Edge::nat(NatConfig::port_restricted()))
         .link(LinkProfile::broadband())
         .build();
-    sim.eventually("both connect", 10 * SECOND, |s| {
-        s.connected("a").is_some() && s.connected("b").is_some()
-    });
-    let (ha, hb) = (
-        sim.expect_connected("a").host_id,
-        sim.expect_connected("b").host_id,
-    );
-    sim.with_server(|srv, now| srv.create_group(now, &[ha, hb]).expect("connected"));
-    sim.eventually("a and b know each other", 5 * SECOND, |s| {
-        s.client("a").peers().any(|p| p == hb) && s.client("b").peers().any(|p| p == ha)
-    });
+    let [ha, hb] = sim.group_up(&["a", "b"])[..] else {
+        unreachable!("two names")
+    };
     (sim, ha, hb)
-}
-
-fn received(sim: &Sim, name: &str, from: HostId) -> Vec<u32> {
-    sim.client_events(name)
-        .filter_map(|(_, e)| match e {
-            ClientEvent::PeerMessage {
-                from: f, payload, ..
-            } if *f == from => Some(u32::from_be_bytes(payload[..4].try_into().ok()?)),
-            _ => None,
-        })
-        .collect()
 }
 
 fn membership_changes(sim: &Sim, name: &str, since: Duration) -> usize {

@@ -11,6 +11,9 @@ use pierce_core::{
 };
 use pierce_sim::{Action, Edge, LinkProfile, NatConfig, Scenario, Sim, seed_or};
 
+mod common;
+use common::received;
+
 const SECOND: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(50);
 
@@ -25,11 +28,10 @@ fn trio(seed: u64, config: ClientConfig) -> (Sim, [HostId; 3]) {
         .client_with("c", Edge::nat(NatConfig::port_restricted()), relay_only)
         .link(LinkProfile::broadband())
         .build();
-    sim.eventually("all connect", 10 * SECOND, |s| {
-        ["a", "b", "c"].iter().all(|n| s.connected(n).is_some())
-    });
-    let ids = ["a", "b", "c"].map(|n| sim.expect_connected(n).host_id);
-    sim.with_server(|srv, now| srv.create_group(now, &ids).expect("connected"));
+    let [a, b, c] = sim.group_up(&["a", "b", "c"])[..] else {
+        unreachable!("three names")
+    };
+    let ids = [a, b, c];
     sim.eventually("a and b go direct", 5 * SECOND, |s| {
         direct(s, "a", ids[1]) && direct(s, "b", ids[0])
     });
@@ -37,21 +39,7 @@ fn trio(seed: u64, config: ClientConfig) -> (Sim, [HostId; 3]) {
 }
 
 fn direct(s: &Sim, n: &str, p: HostId) -> bool {
-    matches!(
-        s.client(n).peer_stats(p).map(|st| st.path),
-        Some(Path::Direct(_))
-    )
-}
-
-fn received(sim: &Sim, name: &str, from: HostId) -> Vec<u32> {
-    sim.client_events(name)
-        .filter_map(|(_, e)| match e {
-            ClientEvent::PeerMessage {
-                from: f, payload, ..
-            } if *f == from => Some(u32::from_be_bytes(payload[..4].try_into().ok()?)),
-            _ => None,
-        })
-        .collect()
+    matches!(s.peer_path(n, p), Some(Path::Direct(_)))
 }
 
 fn dropped(sim: &Sim, name: &str, peer: HostId) -> Option<(Duration, PeerDropReason)> {

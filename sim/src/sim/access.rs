@@ -247,6 +247,29 @@ impl Sim {
             .collect()
     }
 
+    /// The payloads of the peer messages node `name` (a client, or a host-mode node's own
+    /// client) received from `from`, in delivery order.
+    pub fn peer_payloads(&self, name: &str, from: HostId) -> Vec<&bytes::Bytes> {
+        self.client_events(name)
+            .filter_map(|(_, e)| match e {
+                ClientEvent::PeerMessage {
+                    from: f, payload, ..
+                } if *f == from => Some(payload),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The path client `name` uses to `peer` now (`None` if it is not a peer, or `name` is
+    /// not a running client).
+    pub fn peer_path(&self, name: &str, peer: HostId) -> Option<pierce_core::Path> {
+        let client = match &self.hosts[self.id(name)].node {
+            NodeState::Running(n) => n.as_any().downcast_ref::<Client>(),
+            NodeState::Crashed => None,
+        }?;
+        client.peer_stats(peer).map(|s| s.path)
+    }
+
     /// A client's events.
     pub fn client_events(&self, name: &str) -> impl Iterator<Item = (Duration, &ClientEvent)> {
         self.events(name).iter().filter_map(|e| match &e.event {
