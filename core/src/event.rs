@@ -228,7 +228,8 @@ pub enum ClientEvent {
         payload: Bytes,
     },
     /// A reliable message was not acknowledged before its deadline or retry budget (or its
-    /// peer went away); it will not be delivered from now on.
+    /// peer went away); it will not be delivered from now on. It may have arrived already
+    /// with its acknowledgement lost on the way back: "expired" means not confirmed.
     MessageExpired {
         /// The peer it was for.
         peer: HostId,

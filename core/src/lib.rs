@@ -85,7 +85,9 @@ pub mod wire;
 /// The reliability layer as a standalone state machine, for fuzzing, benchmarks and custom
 /// transports. [`Client`] drives one [`reliability::Connection`] per peer for you.
 pub mod reliability {
-    pub use crate::rudp::conn::{ACK_RESERVE, ConnEvent, ConnStats, Connection, Limits};
+    pub use crate::rudp::conn::{
+        ACK_RESERVE, ConnEvent, ConnStats, Connection, Limits, MAX_ACK_DELAY,
+    };
 }
 
 #[cfg(test)]

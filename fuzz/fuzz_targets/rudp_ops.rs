@@ -53,6 +53,7 @@ fn limits() -> Limits {
         max_reassembly_bytes: 64 * 1024,
         max_send_buffer: 256 * 1024,
         mtu: 400,
+        ack_delay: Duration::from_millis(20),
     }
 }
 

@@ -174,7 +174,11 @@ fn detached_peers_talk_until_the_pair_lifetime_and_a_dead_path_is_reported() {
     let Some((at, PeerDropReason::DirectLost)) = d else {
         sim.fail(format!("a about b: {d:?}"));
     };
-    let got = received(&sim, "b", ha).len();
+    let delivered = received(&sim, "b", ha);
+    let got = delivered.len();
+    sim.check(delivered == (0..got as u32).collect::<Vec<_>>(), || {
+        format!("b got {got} messages, not a prefix in order")
+    });
     let expired = sim
         .client_events("a")
         .filter(|(_, e)| matches!(e, ClientEvent::MessageExpired { peer, .. } if *peer == hb))
@@ -185,7 +189,9 @@ fn detached_peers_talk_until_the_pair_lifetime_and_a_dead_path_is_reported() {
          expired, of {sent}",
         at - cut
     );
-    sim.check(got + expired == sent, || {
+    // Nothing lost silently: every message arrived or was reported expired (one can be both:
+    // it arrived, but its acknowledgement never came back across the cut).
+    sim.check(got + expired >= sent, || {
         format!("{sent} sent: {got} delivered + {expired} expired")
     });
 }

@@ -162,6 +162,7 @@ impl Client {
                 max_reassembly_bytes: self.config.max_reassembly_bytes,
                 max_send_buffer: self.config.max_send_buffer_per_peer,
                 mtu: self.config.max_datagram_size,
+                ack_delay: self.config.ack_delay,
             },
         )
     }

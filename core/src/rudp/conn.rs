@@ -36,9 +36,9 @@ const ACK_RANGES_SENT: usize = 8;
 const ACK_RANGE_WINDOW: u64 = 64;
 /// Frames one sent packet records without allocating (a full packet of small messages).
 const SENT_FRAMES_INLINE: usize = 16;
-/// An ack goes out at most this long after an ack-eliciting packet arrived (RFC 9000's
-/// default is 25 ms; games want faster loss recovery and the ack is tiny).
-const MAX_ACK_DELAY: Duration = Duration::from_millis(5);
+/// The longest ack delay a peer may report and that we credit (RFC 9000's default
+/// `max_ack_delay`); [`Limits::ack_delay`] is at most this.
+pub const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 /// Packet-count loss threshold (RFC 9002 §6.1.1).
 const PACKET_THRESHOLD: u64 = 3;
 /// Minimum congestion window. RFC 9002 says 2 datagrams; game flows are app-limited and
@@ -232,6 +232,11 @@ pub struct Limits {
     pub max_send_buffer: usize,
     /// Largest datagram, for the congestion window's unit.
     pub mtu: usize,
+    /// An ack goes out at most this long after an ack-eliciting packet arrived (at once after
+    /// two, or on reordering), riding on data sent meanwhile. 20 ms (`ClientConfig`'s
+    /// default) lets 60 Hz traffic carry its acks in the next tick's packet; 5 ms recovers
+    /// losses sooner for twice the packets. At most [`MAX_ACK_DELAY`].
+    pub ack_delay: Duration,
 }
 
 /// Counters.
@@ -799,7 +804,7 @@ impl Connection {
         if self.ack_eliciting_since_ack >= 2 || out_of_order {
             self.ack_deadline = Some(now);
         } else if self.ack_deadline.is_none() {
-            self.ack_deadline = Some(now + MAX_ACK_DELAY);
+            self.ack_deadline = Some(now + self.limits.ack_delay.min(MAX_ACK_DELAY));
         }
     }
 
@@ -1195,8 +1200,9 @@ impl Connection {
             return None;
         }
         let last = self.last_ack_eliciting?;
-        let base =
-            self.rtt.srtt() + (self.rtt.rttvar() * 4).max(Duration::from_millis(1)) + MAX_ACK_DELAY;
+        let base = self.rtt.srtt()
+            + (self.rtt.rttvar() * 4).max(Duration::from_millis(1))
+            + self.limits.ack_delay;
         let backoff = base
             .saturating_mul(1 << self.pto_count.min(6))
             .min(MAX_RTO * 4);

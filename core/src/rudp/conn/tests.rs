@@ -15,6 +15,7 @@ fn limits() -> Limits {
         max_reassembly_bytes: 4 << 20,
         max_send_buffer: 8 << 20,
         mtu: 1200,
+        ack_delay: Duration::from_millis(5),
     }
 }
 
