@@ -53,4 +53,4 @@ mod driver;
 mod sys;
 
 pub use driver::{Driver, DriverStats, RECV_BUDGET, RECV_BUFFER_SIZE, SEND_BUDGET};
-pub use sys::{local_addresses, os_seed, unix_time};
+pub use sys::{local_addresses, os_seed, set_socket_buffers, unix_time};

@@ -35,6 +35,9 @@ pub fn rooms_server(key: SecretKey, token_secret: Option<Vec<u8>>) -> Result<Ser
         .map_err(|e| CliError::failed(format!("invalid server settings: {e}")))
 }
 
+/// Receive and send buffer the server's socket asks for.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 /// Runs `pierce server`.
 ///
 /// # Errors
@@ -50,7 +53,12 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
     }
     let server = rooms_server(key, secret)?;
     let public_key = server.public_key().to_hex();
-    let mut driver = Driver::bind(args.listen, server)
+    let socket = std::net::UdpSocket::bind(args.listen)
+        .map_err(|e| CliError::io(&format!("cannot listen on {}", args.listen), &e))?;
+    // 4 MiB each way (what coturn asks for): relayed bursts must not overflow the default
+    // ~208 KiB between two wakeups. Best effort: a refusal leaves the default.
+    let _ = crate::set_socket_buffers(&socket, SOCKET_BUFFER);
+    let mut driver = Driver::from_std(socket, server)
         .map_err(|e| CliError::io(&format!("cannot listen on {}", args.listen), &e))?;
     let alt_addrs = match args.alt_listen {
         Some(alt) => enable_discovery(&mut driver, alt)?,
