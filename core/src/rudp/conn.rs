@@ -1144,10 +1144,12 @@ impl Connection {
             self.requeue(f);
         }
         if let Some(sent_time) = lost_any {
-            // One window reduction per round trip.
+            // One window reduction per round trip, to 0.7 of the window (CUBIC's beta, RFC
+            // 9438): random loss on game links is not all congestion, and halving made a
+            // 1 MiB transfer at 2% loss take 13 s (rudp_vs_peers); 0.7 makes it 9 s.
             if self.recovery_start.is_none_or(|r| sent_time > r) {
                 self.recovery_start = Some(now);
-                self.ssthresh = (self.cwnd / 2).max(MIN_WINDOW_PACKETS * self.limits.mtu);
+                self.ssthresh = (self.cwnd * 7 / 10).max(MIN_WINDOW_PACKETS * self.limits.mtu);
                 self.cwnd = self.ssthresh;
             }
         }
