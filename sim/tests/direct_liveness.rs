@@ -63,6 +63,23 @@ fn sporadic_sends_on_a_quiet_direct_path_keep_it_and_a_dead_one_is_noticed_quick
         .expect("queued");
         sim.advance(MS * *gap);
     }
+    // Then b speaks first each time: a answers with an ack-only packet, and sends its own
+    // message up to a second later. Silence after an ack-only packet is expected; it must
+    // not start the busy clock (the sim_scenario fuzz target found that it did).
+    let mut i = u32::try_from(gaps.len()).expect("small");
+    for gap in [400u32, 650, 900, 1150, 980, 720] {
+        sim.with_client("b", |c, now| {
+            c.send(now, ha, Channel::RELIABLE_ORDERED, &i.to_be_bytes())
+        })
+        .expect("queued");
+        sim.advance(MS * gap);
+        sim.with_client("a", |c, now| {
+            c.send(now, hb, Channel::RELIABLE_ORDERED, &i.to_be_bytes())
+        })
+        .expect("queued");
+        sim.advance(MS * 1300);
+        i += 1;
+    }
     let lost = relay_events(&sim, "a", start);
     sim.check(lost.is_empty(), || {
         format!("a quiet, working direct path was declared dead: {lost:?}")
@@ -70,7 +87,7 @@ fn sporadic_sends_on_a_quiet_direct_path_keep_it_and_a_dead_one_is_noticed_quick
     sim.check(direct(&sim, "a", hb), || {
         "a left the direct path".to_owned()
     });
-    let n = u32::try_from(gaps.len()).expect("small");
+    let n = i;
     let got = received(&sim, "b", ha);
     sim.check(got == (0..n).collect::<Vec<_>>(), || {
         format!("b got {got:?}")
@@ -105,7 +122,7 @@ fn sporadic_sends_on_a_quiet_direct_path_keep_it_and_a_dead_one_is_noticed_quick
         )
     });
     sim.eventually("the message arrives through the relay", 5 * SECOND, |s| {
-        received(s, "b", ha).len() == gaps.len() + 1
+        received(s, "b", ha).len() == n as usize + 1
     });
     let got = received(&sim, "b", ha);
     sim.check(got == (0..=n).collect::<Vec<_>>(), || {

@@ -704,7 +704,11 @@ impl Client {
                     }
                     let len = peer.keys.seal(pair_id, &mut buf[..limit], n)?;
                     peer.punch.last_direct_send = Some(now);
-                    peer.punch.busy_since.get_or_insert(now);
+                    if peer.conn.unacked() > 0 {
+                        // Data awaits an answer from here on (an ack-only packet does not:
+                        // silence after it is expected).
+                        peer.punch.busy_since.get_or_insert(now);
+                    }
                     return Some(Transmit { dst, len, socket });
                 }
             }
