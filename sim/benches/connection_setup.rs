@@ -47,12 +47,10 @@
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use pierce_core::{Channel, ClientEvent, HostId, Path};
-use pierce_sim::report::{CLASSES, class_of, nat_types};
+use pierce_core::{Channel, ClientEvent, HostId};
+use pierce_sim::report::{CLASSES, class_of, direct_at, joined_at, nat_types, run_parallel};
 use pierce_sim::{
     Edge, LinkConfig, LinkProfile, Scenario, Sim, Traversal, direct_path_possible_with,
 };
@@ -134,24 +132,6 @@ struct Run {
     /// From the introduction to both ends direct.
     direct: Option<Duration>,
     error: Option<String>,
-}
-
-fn joined_at(sim: &Sim, name: &str, other: HostId) -> Option<Duration> {
-    sim.client_events(name).find_map(|(t, e)| match e {
-        ClientEvent::MemberJoined { member, .. } if *member == other => Some(t),
-        _ => None,
-    })
-}
-
-fn direct_at(sim: &Sim, name: &str, other: HostId) -> Option<Duration> {
-    sim.client_events(name).find_map(|(t, e)| match e {
-        ClientEvent::PathChanged {
-            peer,
-            path: Path::Direct(_),
-            ..
-        } if *peer == other => Some(t),
-        _ => None,
-    })
 }
 
 fn delivered_at(sim: &Sim, name: &str, from: HostId) -> Option<Duration> {
@@ -239,31 +219,6 @@ fn run_pair_inner(
         .zip(direct_at(&sim, "b", ha))
         .map(|(x, y)| x.max(y).saturating_sub(introduced));
     Ok(())
-}
-
-/// Runs `jobs` on every core; results in job order.
-fn run_parallel<J: Sync, R: Send>(jobs: &[J], f: impl Fn(&J) -> R + Sync) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(job) = jobs.get(i) else { break };
-                    let r = f(job);
-                    results.lock().unwrap()[i] = Some(r);
-                }
-            });
-        }
-    });
-    results
-        .into_inner()
-        .unwrap()
-        .into_iter()
-        .map(Option::unwrap)
-        .collect()
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {

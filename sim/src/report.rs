@@ -1,10 +1,67 @@
-//! Small helpers shared by the report binaries (`nat-matrix`, `timeline`): names for NAT
-//! types, the classes their pairs are summarised by, and hand-written SVG.
+//! Small helpers shared by the report binaries and benches (`nat-matrix`, `timeline`,
+//! `connection_setup`): names for NAT types, the classes their pairs are summarised by, when
+//! a client met or went direct with a peer, a parallel job runner, and hand-written SVG.
 
 use std::fmt::Write as _;
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pierce_core::{ClientEvent, HostId, Path};
+
 use crate::nat::{Filtering, Mapping, NatConfig, PortAllocation};
 use crate::scenario::Edge;
+use crate::sim::Sim;
+
+/// When client `name` first heard (`MemberJoined`) that `other` shares a group with it.
+pub fn joined_at(sim: &Sim, name: &str, other: HostId) -> Option<Duration> {
+    sim.client_events(name).find_map(|(t, e)| match e {
+        ClientEvent::MemberJoined { member, .. } if *member == other => Some(t),
+        _ => None,
+    })
+}
+
+/// When client `name` first reported a direct path to `other`.
+pub fn direct_at(sim: &Sim, name: &str, other: HostId) -> Option<Duration> {
+    sim.client_events(name).find_map(|(t, e)| match e {
+        ClientEvent::PathChanged {
+            peer,
+            path: Path::Direct(_),
+            ..
+        } if *peer == other => Some(t),
+        _ => None,
+    })
+}
+
+/// Runs `f` over `jobs` on every core, returning results in job order (so output stays
+/// deterministic whatever the scheduling).
+///
+/// # Panics
+/// If `f` panics.
+pub fn run_parallel<J: Sync, R: Send>(jobs: &[J], f: impl Fn(&J) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    let r = f(job);
+                    results.lock().expect("no panics while held")[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("no panics while held")
+        .into_iter()
+        .map(|r| r.expect("every job ran"))
+        .collect()
+}
 
 /// A NAT type of the matrix: its full name (as in [`NatConfig::all_types`], or `"open"`), a
 /// short label for tables and axes, and the edge a host behind it sits on.

@@ -44,14 +44,12 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pierce_core::{Channel, ClientEvent, HostId, Path};
 use pierce_sim::report::{
-    ABBREVIATIONS, CLASSES, NatType, class_of, median, nat_types, percentile, share_colour,
-    xml_escape,
+    ABBREVIATIONS, CLASSES, NatType, class_of, direct_at, joined_at, median, nat_types, percentile,
+    run_parallel, share_colour, xml_escape,
 };
 use pierce_sim::{
     Edge, LinkProfile, NatConfig, Scenario, Sim, Traversal, direct_path_possible_with, substream,
@@ -102,24 +100,6 @@ struct PairRun {
     peer_packets: u64,
     /// A simulation error (busy loop, step cap), if any.
     error: Option<String>,
-}
-
-fn introduced_at(sim: &Sim, name: &str, other: HostId) -> Option<Duration> {
-    sim.client_events(name).find_map(|(t, e)| match e {
-        ClientEvent::MemberJoined { member, .. } if *member == other => Some(t),
-        _ => None,
-    })
-}
-
-fn direct_at(sim: &Sim, name: &str, other: HostId) -> Option<Duration> {
-    sim.client_events(name).find_map(|(t, e)| match e {
-        ClientEvent::PathChanged {
-            peer,
-            path: Path::Direct(_),
-            ..
-        } if *peer == other => Some(t),
-        _ => None,
-    })
 }
 
 fn received_in_order(sim: &Sim, name: &str, from: HostId) -> bool {
@@ -212,7 +192,7 @@ fn run_pair_inner(
         )
     };
     out.direct = path_direct(&sim, "a", hb) && path_direct(&sim, "b", ha);
-    let intro = introduced_at(&sim, "a", hb).min(introduced_at(&sim, "b", ha));
+    let intro = joined_at(&sim, "a", hb).min(joined_at(&sim, "b", ha));
     let direct = direct_at(&sim, "a", hb).zip(direct_at(&sim, "b", ha));
     out.time_to_direct = intro
         .zip(direct)
@@ -225,31 +205,6 @@ fn run_pair_inner(
         .map(|s| s.packets_sent)
         .sum();
     Ok(())
-}
-
-/// Runs `jobs` on every core, returning results in job order (so output stays deterministic).
-fn run_parallel<J: Sync, R: Send>(jobs: &[J], f: impl Fn(&J) -> R + Sync) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(job) = jobs.get(i) else { break };
-                    let r = f(job);
-                    results.lock().expect("no panics while held")[i] = Some(r);
-                }
-            });
-        }
-    });
-    results
-        .into_inner()
-        .expect("no panics while held")
-        .into_iter()
-        .map(|r| r.expect("every job ran"))
-        .collect()
 }
 
 struct Args {
