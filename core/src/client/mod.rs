@@ -633,15 +633,7 @@ impl Client {
         self.punch_timeouts(now);
         if matches!(self.state, State::Detached(_)) {
             // No relay without a server: a peer whose direct path died is gone.
-            let lost: smallvec::SmallVec<[HostId; 8]> = self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.punch.direct().is_none())
-                .map(|(id, _)| *id)
-                .collect();
-            for id in lost {
-                self.drop_peer(id, PeerDropReason::DirectLost);
-            }
+            self.drop_peers_without_direct(PeerDropReason::DirectLost);
         }
         while self
             .early
@@ -900,15 +892,7 @@ impl Client {
     /// Drops what only lives with the server session, but keeps peers with a direct path.
     fn forget_server_state(&mut self) {
         self.outgoing.clear();
-        let relayed: Vec<HostId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.punch.direct().is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in relayed {
-            self.drop_peer(id, PeerDropReason::ServerLost);
-        }
+        self.drop_peers_without_direct(PeerDropReason::ServerLost);
         for p in self.peers.values_mut() {
             p.recovering = false;
         }
@@ -916,6 +900,19 @@ impl Client {
         self.early.clear();
         if self.discovery_auto {
             self.discovery = None;
+        }
+    }
+
+    /// Drops every peer that has no validated direct path (only the relay reached it).
+    fn drop_peers_without_direct(&mut self, reason: PeerDropReason) {
+        let relayed: smallvec::SmallVec<[HostId; 8]> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.punch.direct().is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in relayed {
+            self.drop_peer(id, reason);
         }
     }
 

@@ -809,19 +809,16 @@ impl Server {
             }
         }
         self.scratch = scratch;
+        // Peers first hear where it is (if it moved), then that it is back online.
+        if let Some(host) = moved {
+            self.on_client_moved(host, from);
+        }
         if let Some(host_id) = back {
-            // Back within the recovery window: peers first hear where it is (if it moved),
-            // then that it is online.
-            if let Some(host) = moved {
-                self.on_client_moved(host, from);
-            }
             self.push_event(ServerEvent::ClientOnline { host_id });
             self.on_client_offline(host_id, false);
             if self.sessions.contains(key) {
                 self.enqueue(key);
             }
-        } else if let Some(host) = moved {
-            self.on_client_moved(host, from);
         }
     }
 
