@@ -34,6 +34,30 @@ pub const DEFAULT_HANDSHAKE_RETRY_INITIAL: Duration = Duration::from_millis(250)
 /// loss, a 2 s cap left 0.6% of 1000 seeds unconnected after 10 s; a 1 s cap, none.
 pub const DEFAULT_HANDSHAKE_RETRY_MAX: Duration = Duration::from_secs(1);
 
+/// How long a client waits for the server over UDP before also trying TCP
+/// ([`Transport::Auto`]): long enough for a few handshake retransmissions on a lossy path,
+/// short enough that a player behind a UDP-blocking firewall is in within seconds.
+pub const DEFAULT_TCP_FALLBACK_AFTER: Duration = Duration::from_secs(2);
+/// How often a client on TCP checks whether UDP to the server works again.
+pub const DEFAULT_UDP_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How a client reaches its server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP; if the server has not answered after [`ClientConfig::tcp_fallback_after`], a TCP
+    /// stream too. A client on TCP keeps checking UDP (every
+    /// [`ClientConfig::udp_probe_interval`]) and moves back to it when it works both ways.
+    #[default]
+    Auto,
+    /// UDP only.
+    Udp,
+    /// TCP only (`pierce peer --tcp`): the server session, and every relayed peer packet, go
+    /// over one TCP stream, and nothing is sent to the server over UDP. Peers still try
+    /// direct UDP paths to LAN candidates, but the server never learns this client's UDP
+    /// address, so pairs across NATs stay on the relay.
+    Tcp,
+}
+
 /// Client settings.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -105,6 +129,20 @@ pub struct ClientConfig {
     /// their keys and reliability state, for this long. Zero: every peer goes with the
     /// session.
     pub pair_lifetime: Duration,
+    /// After the server session times out with peers kept on their direct paths (see
+    /// `pair_lifetime`), register with the server again (every 1 s, backing off to 8 s)
+    /// until it answers or the pair lifetime ends. The new session presents the last
+    /// resumption ticket (same host id, if the server accepts it) and the token given to
+    /// `connect`; pairs the server introduces again keep their direct path and reliability
+    /// state. Not after an explicit `detach_from_server`.
+    pub reregister: bool,
+    /// How the server is reached: UDP with a TCP fallback (the default), or one of them only.
+    pub transport: Transport,
+    /// With [`Transport::Auto`], how long the handshake waits for the server over UDP before
+    /// connecting a TCP stream too.
+    pub tcp_fallback_after: Duration,
+    /// With [`Transport::Auto`], how often a client on TCP probes the server over UDP.
+    pub udp_probe_interval: Duration,
 }
 
 impl Default for ClientConfig {
@@ -132,6 +170,10 @@ impl Default for ClientConfig {
             prediction_window: 32,
             pair_lifetime: Duration::from_secs(600),
             ack_delay: Duration::from_millis(20),
+            reregister: true,
+            transport: Transport::Auto,
+            tcp_fallback_after: DEFAULT_TCP_FALLBACK_AFTER,
+            udp_probe_interval: DEFAULT_UDP_PROBE_INTERVAL,
         }
     }
 }
@@ -144,7 +186,10 @@ impl ClientConfig {
             self.idle_timeout,
             self.max_datagram_size,
         )?;
-        if self.connect_timeout.is_zero() || self.handshake_retry_initial.is_zero() {
+        if self.connect_timeout.is_zero()
+            || self.handshake_retry_initial.is_zero()
+            || self.udp_probe_interval.is_zero()
+        {
             return Err(ConfigError::ZeroDuration);
         }
         if self.ack_delay > crate::reliability::MAX_ACK_DELAY {
@@ -195,6 +240,11 @@ pub struct ServerConfig {
     /// address, brings it back (`PeerRecovered`, `ClientOnline`). Must exceed the clients'
     /// keepalive interval; zero turns the notice off.
     pub offline_after: Duration,
+    /// How long a resumption ticket stays good (renewed at half of it while connected). A
+    /// client whose session is gone (it timed out, or the server restarted with the same
+    /// key) presents its ticket when it connects again and gets its host id back. Zero: no
+    /// tickets.
+    pub ticket_lifetime: Duration,
     /// Forget a half-open handshake after this long.
     pub handshake_timeout: Duration,
     /// Connected clients, at most; beyond it new clients are rejected with `ServerFull`.
@@ -270,6 +320,7 @@ impl ServerConfig {
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             offline_after: DEFAULT_OFFLINE_AFTER,
+            ticket_lifetime: Duration::from_secs(600),
             handshake_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_clients: 100_000,
             max_half_open: 4096,

@@ -40,6 +40,16 @@ pub trait Endpoint {
     fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
         let _ = (now, id, local);
     }
+    /// Reports that the runtime accepted TCP stream `id` from `peer` (servers; before any
+    /// datagram on it). Default: ignored.
+    fn stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
+        let _ = (now, id, peer);
+    }
+    /// Reports that TCP stream `id` ended (closed by the other side, reset, or failed after
+    /// connecting); not called for streams the core closed itself. Default: ignored.
+    fn stream_closed(&mut self, now: Instant, id: SocketId) {
+        let _ = (now, id);
+    }
     /// Advances timers; idempotent, may be called early or often.
     fn handle_timeout(&mut self, now: Instant);
     /// Writes the next datagram into `buf` (at least [`crate::MAX_DATAGRAM_SIZE`] bytes).
@@ -53,9 +63,14 @@ pub trait Endpoint {
 }
 
 macro_rules! impl_endpoint {
-    ($ty:ty, $event:ty) => {
+    ($ty:ty, $event:ty $(, accepts $accepted:ident)?) => {
         impl Endpoint for $ty {
             type Event = $event;
+            $(
+                fn $accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
+                    <$ty>::$accepted(self, now, id, peer)
+                }
+            )?
             fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
                 <$ty>::handle_datagram(self, now, from, datagram)
             }
@@ -73,6 +88,9 @@ macro_rules! impl_endpoint {
             }
             fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
                 <$ty>::socket_opened(self, now, id, local)
+            }
+            fn stream_closed(&mut self, now: Instant, id: SocketId) {
+                <$ty>::stream_closed(self, now, id)
             }
             fn handle_timeout(&mut self, now: Instant) {
                 <$ty>::handle_timeout(self, now)
@@ -94,5 +112,5 @@ macro_rules! impl_endpoint {
 }
 
 impl_endpoint!(crate::Client, crate::ClientEvent);
-impl_endpoint!(crate::Server, crate::ServerEvent);
-impl_endpoint!(crate::Host, crate::HostEvent);
+impl_endpoint!(crate::Server, crate::ServerEvent, accepts stream_accepted);
+impl_endpoint!(crate::Host, crate::HostEvent, accepts stream_accepted);

@@ -278,6 +278,13 @@ pub enum ClientEvent {
         /// The peer.
         peer: HostId,
     },
+    /// The session with the server moved to TCP (`tcp: true`: UDP to the server failed, see
+    /// [`crate::Transport::Auto`]) or back to UDP (a probe came back). Nothing sent is lost
+    /// or duplicated across the move.
+    ServerTransport {
+        /// Whether the server is now reached over a TCP stream.
+        tcp: bool,
+    },
     /// This client stopped talking to a peer that broke a protocol limit.
     PeerDropped {
         /// The peer.
@@ -401,6 +408,14 @@ pub enum ServerEvent {
         addr: SocketAddr,
         /// The user id from its connect token, when tokens are required.
         user_id: Option<u64>,
+    },
+    /// Right after `ClientJoined`: the client presented a resumption ticket and got its
+    /// earlier host id back (the server restarted, or its old session had ended). Its groups
+    /// are not restored by the server: the application puts it back where it was (rooms are
+    /// rejoined by the client itself).
+    ClientResumed {
+        /// Its id, the same as before.
+        host_id: HostId,
     },
     /// A client is gone; its id will not be seen again.
     ClientLeft {

@@ -105,6 +105,7 @@ impl Host {
             server_key: Some(server.public_key()),
             nat_discovery: false,
             birthday_sockets: 0,
+            transport: crate::Transport::Udp,
             ..client_config
         };
         let mut client = Client::new(Arc::new(config), seed, now)?;
@@ -187,6 +188,17 @@ impl Host {
     /// Reports an opened socket to the server.
     pub fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
         self.server.socket_opened(now, id, local);
+    }
+
+    /// Reports an accepted TCP stream to the server.
+    pub fn stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
+        self.server.stream_accepted(now, id, peer);
+    }
+
+    /// Reports a closed TCP stream to the server (remote players may join over TCP; the
+    /// host's own player never needs it).
+    pub fn stream_closed(&mut self, now: Instant, id: SocketId) {
+        self.server.stream_closed(now, id);
     }
 
     /// Advances both halves' timers.

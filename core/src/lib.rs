@@ -27,11 +27,17 @@
 //!   [`ClientEvent::PeerRecovering`]) and comes back within the recovery window with the same
 //!   host id, groups and in-flight messages ([`ClientEvent::PeerRecovered`]).
 //! - P2P without the server: direct pairs outlive a lost server session
-//!   ([`Client::detach_from_server`], [`ClientConfig::pair_lifetime`]).
+//!   ([`Client::detach_from_server`], [`ClientConfig::pair_lifetime`]); after a timeout the
+//!   client registers again with a resumption ticket, gets its host id back
+//!   ([`ServerEvent::ClientResumed`]) and the pairs the server introduces again keep their
+//!   direct path and reliability state ([`ClientConfig::reregister`]).
+//! - TCP fallback: a client the server does not answer over UDP reaches it over a TCP
+//!   stream (the runtime owns it: [`SocketId::stream`], [`SocketRequest::Connect`],
+//!   [`framing`]) and moves back to UDP when a probe gets through ([`Transport`],
+//!   [`ClientEvent::ServerTransport`]).
 //! - Host mode: a [`Server`] and its own [`Client`] on one socket ([`Host`]).
 //!
-//! Not yet: TCP fallback, resumption tickets (re-registering with the same host id after a
-//! server restart). The repository README tracks what lands next.
+//! The repository README tracks what is not done yet.
 //!
 //! ## The run loop
 //!
@@ -57,7 +63,8 @@
 //!
 //! ## Out of scope / assumptions
 //!
-//! - One UDP socket per endpoint; the runtime owns it.
+//! - The runtime owns every socket: the primary UDP socket, extra ones the core asks for
+//!   ([`SocketRequest`]), and TCP streams.
 //! - The seed passed to constructors comes from a CSPRNG in production; all keys derive from it.
 //! - Datagrams never exceed [`MAX_DATAGRAM_SIZE`]; IP fragmentation is never relied on.
 #![cfg_attr(not(fuzzing), warn(missing_docs))]
@@ -70,6 +77,7 @@ pub mod crypto;
 mod endpoint;
 mod error;
 mod event;
+pub mod framing;
 mod host;
 pub mod nat;
 mod ratelimit;
@@ -97,8 +105,9 @@ pub use client::Client;
 pub use config::{
     ClientConfig, DEFAULT_CLIENT_KEEPALIVE_INTERVAL, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_HANDSHAKE_RETRY_INITIAL, DEFAULT_HANDSHAKE_RETRY_MAX, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_OFFLINE_AFTER, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE,
-    RoomsConfig, ServerConfig,
+    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_OFFLINE_AFTER, DEFAULT_TCP_FALLBACK_AFTER,
+    DEFAULT_UDP_PROBE_INTERVAL, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE, RoomsConfig, ServerConfig,
+    Transport,
 };
 pub use crypto::{PublicKey, SecretKey};
 pub use endpoint::Endpoint;
@@ -143,17 +152,41 @@ impl Transmit {
     }
 }
 
-/// One of an endpoint's local UDP sockets. The runtime owns the sockets; the core names them.
+/// One of an endpoint's local sockets. The runtime owns the sockets; the core names them.
 ///
-/// Socket 0 is the one the runtime was set up with. Endpoints may ask for more through
-/// [`SocketRequest`]: a server for NAT behaviour discovery (its alternate addresses, RFC
-/// 5780), a client for birthday probing (many local ports, each with its own NAT mapping).
+/// Socket 0 is the UDP socket the runtime was set up with. Endpoints may ask for more UDP
+/// sockets through [`SocketRequest`]: a server for NAT behaviour discovery (its alternate
+/// addresses, RFC 5780), a client for birthday probing (many local ports, each with its own
+/// NAT mapping).
+///
+/// Ids with the top bit set ([`SocketId::stream`]) name **TCP streams** (the fallback for
+/// networks that block UDP). A stream carries the same datagrams a UDP socket would, each
+/// framed by the runtime as a 2-byte big-endian length and the bytes ([`framing`] does it).
+/// A client asks for its stream with [`SocketRequest::Connect`]; a server's runtime names
+/// each accepted stream itself, passes what arrives on it to `handle_datagram_on` with the
+/// stream's id and the remote address, sends transmits naming it down that stream, and reports
+/// its end with `stream_closed`. A runtime must not give a closed stream's id to a new stream
+/// before it has reported the close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct SocketId(pub u16);
 
 impl SocketId {
     /// The socket the endpoint was created for.
     pub const PRIMARY: Self = Self(0);
+    /// The bit that marks a stream id.
+    pub const STREAM_BIT: u16 = 0x8000;
+
+    /// Stream number `n` (only its low 15 bits count).
+    #[must_use]
+    pub const fn stream(n: u16) -> Self {
+        Self(Self::STREAM_BIT | (n & !Self::STREAM_BIT))
+    }
+
+    /// Whether this names a TCP stream rather than a UDP socket.
+    #[must_use]
+    pub const fn is_stream(self) -> bool {
+        self.0 & Self::STREAM_BIT != 0
+    }
 }
 
 /// A change to the set of local sockets an endpoint wants, from `poll_socket_request`.
@@ -171,10 +204,20 @@ pub enum SocketRequest {
         /// The address to bind, if the core needs a particular one.
         addr: Option<SocketAddr>,
     },
-    /// Close socket `id`; the core will not name it again until it asks to open it anew.
+    /// Close socket `id` (a UDP socket, or a stream: shut it down); the core will not name it
+    /// again until it asks to open or connect it anew. No `stream_closed` follows.
     Close {
         /// Which socket.
         id: SocketId,
+    },
+    /// Connect a TCP stream to `addr` and call it `id` (a [`SocketId::stream`] id). The
+    /// runtime reports the outcome with `socket_opened` (the stream's local address, or
+    /// `None` if it could not connect) and, later, the stream's end with `stream_closed`.
+    Connect {
+        /// The name the core will use for it.
+        id: SocketId,
+        /// Where to connect.
+        addr: SocketAddr,
     },
 }
 

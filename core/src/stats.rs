@@ -46,6 +46,8 @@ pub struct DropStats {
     pub queue_full: u64,
     /// Peer packets for a pair this endpoint does not know (never formed, or an old epoch).
     pub unknown_peer: u64,
+    /// Resumption tickets refused: forged, altered, expired, or presented before.
+    pub bad_tickets: u64,
 }
 
 impl DropStats {
@@ -90,6 +92,7 @@ impl DropStats {
             + self.queue_full
             + self.bad_candidates
             + self.unknown_peer
+            + self.bad_tickets
     }
 }
 
@@ -140,6 +143,24 @@ pub struct ClientStats {
     pub retries_received: u64,
     /// Control messages retransmitted.
     pub control_retransmits: u64,
+    /// TCP streams to the server connected (see [`crate::Transport`]).
+    pub tcp_streams_opened: u64,
+    /// TCP streams to the server that failed to connect.
+    pub tcp_connect_failures: u64,
+    /// TCP streams to the server that ended while in use.
+    pub tcp_streams_closed: u64,
+    /// Moves of the server session between UDP and TCP.
+    pub transport_changes: u64,
+    /// UDP probes sent to the server while on TCP.
+    pub udp_probes_sent: u64,
+    /// Re-registrations with the server started after it was lost (see
+    /// [`crate::ClientConfig::reregister`]).
+    pub reregistrations: u64,
+    /// Pairs kept through a server loss that the returning server introduced again (their
+    /// direct path and reliability state went on).
+    pub pairs_carried_over: u64,
+    /// Carried-over pairs whose peer had kept nothing (restarted): begun again.
+    pub pairs_restarted: u64,
 }
 
 /// A server's counters.
@@ -164,6 +185,14 @@ pub struct ServerStats {
     pub clients_offline: u64,
     /// Sessions whose client address changed (NAT rebinding), following the newest packet.
     pub address_changes: u64,
+    /// Sessions that moved between UDP and a TCP stream (or to a new stream).
+    pub transport_changes: u64,
+    /// Sessions whose TCP stream closed under them (they wait for the client's next packet).
+    pub stream_paths_closed: u64,
+    /// UDP path probes from clients on TCP answered (the probe does not move the session).
+    pub path_probes_answered: u64,
+    /// Sessions that got their host id back from a resumption ticket.
+    pub sessions_resumed: u64,
     /// Connected clients now.
     pub clients: u64,
     /// Half-open handshakes now.

@@ -1,7 +1,10 @@
 //! Arbitrary datagrams into a connecting Client (null cipher under `cfg(fuzzing)`, so forged
 //! ServerHellos and sealed packets reach the state machine). Invariants: no panic; after
 //! `handle_timeout(now)` the next deadline is in the future; nothing is ever sent anywhere but
-//! the server it was told to use (no reflection off a client); queues stay bounded.
+//! the server it was told to use (no reflection off a client); queues stay bounded. The
+//! harness plays the runtime's TCP side too (template bits: deliver on the stream, close it,
+//! refuse the next connect): streams are only asked of the server, and a transmit only ever
+//! names a stream that is connected and not closed.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -10,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use pierce_core::{Client, ClientConfig, MAX_DATAGRAM_SIZE};
+use pierce_core::{Client, ClientConfig, MAX_DATAGRAM_SIZE, SocketId, SocketRequest};
 
 #[derive(Arbitrary, Debug)]
 struct Step {
@@ -29,6 +32,9 @@ fuzz_target!(|steps: Vec<Step>| {
     client.connect(now, server, &[]).expect("fresh");
     let mut buf = [0u8; MAX_DATAGRAM_SIZE];
     let mut session = 0u32;
+    // The stream the runtime holds for the client, if any.
+    let mut stream: Option<SocketId> = None;
+    let mut refuse = false;
     for step in steps.iter().take(64) {
         now += Duration::from_millis(u64::from(step.advance_ms));
         client.handle_timeout(now);
@@ -39,10 +45,47 @@ fuzz_target!(|steps: Vec<Step>| {
                 client.timeout_reason()
             );
         }
+        let serve = |client: &mut Client, stream: &mut Option<SocketId>| {
+            while let Some(r) = client.poll_socket_request() {
+                match r {
+                    SocketRequest::Connect { id, addr } => {
+                        assert_eq!(addr, server, "streams go to the server only");
+                        assert!(id.is_stream());
+                        if refuse {
+                            client.socket_opened(now, id, None);
+                        } else {
+                            *stream = Some(id);
+                            client.socket_opened(
+                                now,
+                                id,
+                                Some("10.0.0.2:50000".parse().expect("literal")),
+                            );
+                        }
+                    }
+                    SocketRequest::Close { id } if Some(id) == *stream => *stream = None,
+                    _ => {}
+                }
+            }
+        };
+        serve(&mut client, &mut stream);
         while let Some(t) = client.poll_transmit(now, &mut buf) {
             assert_eq!(t.dst, server, "a client only ever talks to its server here");
+            if t.socket.is_stream() {
+                assert_eq!(
+                    Some(t.socket),
+                    stream,
+                    "a transmit on a stream that is not open"
+                );
+            }
             if buf[0] == 0xD1 {
                 session = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+            }
+        }
+        serve(&mut client, &mut stream);
+        refuse = step.template & 0x40 != 0;
+        if step.template & 0x20 != 0 {
+            if let Some(id) = stream.take() {
+                client.stream_closed(now, id);
             }
         }
         let d: Vec<u8> = match step.template % 3 {
@@ -71,7 +114,11 @@ fuzz_target!(|steps: Vec<Step>| {
             _ => step.bytes.clone(),
         };
         let from = if step.from_server { server } else { stranger };
-        client.handle_datagram(now, from, &d[..d.len().min(2048)]);
+        let socket = match stream {
+            Some(id) if step.template & 0x10 != 0 => id,
+            _ => SocketId::PRIMARY,
+        };
+        client.handle_datagram_on(now, socket, from, &d[..d.len().min(2048)]);
         let mut events = 0;
         while client.poll_event().is_some() {
             events += 1;

@@ -2,7 +2,10 @@
 //! with the `cfg(fuzzing)` null cipher, so forged sealed packets get past authentication).
 //! Invariants: no panic; after `handle_timeout(now)` the next deadline is in the future; state
 //! stays within the configured caps; replies to a source that is not a connected client are
-//! never more than 2.6x what it sent (STUN's factor; everything else is below 1x).
+//! never more than 2.6x what it sent (STUN's factor; everything else is below 1x). Sources with
+//! the top bit set arrive on TCP streams (one fixed peer address per stream) and template bit
+//! 0x40 closes the stream afterwards: a transmit names a stream only with that stream's
+//! address, and never a stream closed since it was last heard.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use pierce_core::wire::handshake::{ClientHello, MIN_CLIENT_HELLO_LEN};
-use pierce_core::{MAX_DATAGRAM_SIZE, RoomsConfig, SecretKey, Server, ServerConfig};
+use pierce_core::{MAX_DATAGRAM_SIZE, RoomsConfig, SecretKey, Server, ServerConfig, SocketId};
 
 #[derive(Arbitrary, Debug)]
 struct Step {
@@ -24,6 +27,17 @@ struct Step {
 
 fn addr(i: u8) -> SocketAddr {
     SocketAddr::from(([198, 51, 100, i % 8], 4000 + u16::from(i % 3)))
+}
+
+/// The socket a source's datagrams arrive on, and the address seen there.
+fn source(i: u8) -> (SocketId, SocketAddr) {
+    if i & 0x80 == 0 {
+        (SocketId::PRIMARY, addr(i))
+    } else {
+        let n = u16::from(i % 4) + 1;
+        let a = SocketAddr::from(([198, 51, 100, 100 + i % 4], 50_000 + n));
+        (SocketId::stream(n), a)
+    }
 }
 
 /// Shapes fuzz bytes into something the server will look at closely.
@@ -88,6 +102,7 @@ fuzz_target!(|steps: Vec<Step>| {
     )
     .expect("config");
     let mut buf = [0u8; MAX_DATAGRAM_SIZE];
+    let mut closed: Vec<SocketId> = Vec::new();
     for step in steps.iter().take(64) {
         now += Duration::from_millis(u64::from(step.advance_ms));
         server.handle_timeout(now);
@@ -98,10 +113,11 @@ fuzz_target!(|steps: Vec<Step>| {
                 server.timeout_reason()
             );
         }
-        let from = addr(step.src);
+        let (socket, from) = source(step.src);
         let d = datagram(step.template, &step.bytes);
         let d = &d[..d.len().min(2048)];
-        server.handle_datagram(now, from, d);
+        server.handle_datagram_on(now, socket, from, d);
+        closed.retain(|&c| c != socket);
         let clients: Vec<SocketAddr> = server
             .clients()
             .filter_map(|h| server.client_addr(h))
@@ -109,6 +125,12 @@ fuzz_target!(|steps: Vec<Step>| {
         let mut to_src = 0usize;
         while let Some(t) = server.poll_transmit(now, &mut buf) {
             assert!(t.len <= MAX_DATAGRAM_SIZE);
+            if t.socket.is_stream() {
+                assert!(!closed.contains(&t.socket), "a transmit on a closed stream");
+                let n = t.socket.0 & 0x7fff;
+                let expect = SocketAddr::from(([198, 51, 100, 100 + (n as u8 - 1)], 50_000 + n));
+                assert_eq!(t.dst, expect, "a stream carries one peer's traffic");
+            }
             if t.dst == from {
                 to_src += t.len;
             }
@@ -119,6 +141,10 @@ fuzz_target!(|steps: Vec<Step>| {
                 "amplification: {to_src} bytes for {} from an unvalidated source",
                 d.len()
             );
+        }
+        if socket.is_stream() && step.template & 0x40 != 0 {
+            server.stream_closed(now, socket);
+            closed.push(socket);
         }
         while server.poll_event().is_some() {}
         let s = server.stats();

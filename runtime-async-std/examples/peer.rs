@@ -39,7 +39,8 @@ fn main() -> ExitCode {
 
 async fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
     let start = Instant::now();
-    let setup = Setup::new(&args.connect, args.timeout, !args.relay_only)?;
+    let mut setup = Setup::new(&args.connect, args.timeout, !args.relay_only)?;
+    setup.config.transport = args.transport();
     let (json, server) = (args.json, args.connect.server);
     let mut script = Script::new(args, &setup.config, start)?;
     let client = spawn_client(setup.bind, setup.config.clone())

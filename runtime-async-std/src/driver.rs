@@ -6,6 +6,8 @@
 //! discovery addresses, a client's birthday probing ports). The task binds them itself and
 //! keeps one pending receive per extra socket inside its own future (no task is spawned, so
 //! the driver still runs under any executor), polled in turn so none starves the others.
+//! TCP streams (the fallback for networks that block UDP: a client's connect, a server's
+//! listener) work the same way, in `stream.rs`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,6 +28,7 @@ use pierce_core::{
 };
 
 use crate::rt::{self, Socket, channel};
+use crate::stream::{Push, StreamWake, Streams};
 
 /// Size of the receive buffer: any UDP payload fits, so the core sees a datagram's true length.
 const RECV_BUFFER_SIZE: usize = 65_536;
@@ -76,6 +79,7 @@ pub(crate) enum ClientCommand {
     PeerStats(HostId, Reply<Option<PeerStats>>),
     SetLocalAddresses(Vec<SocketAddr>, Reply<Result<(), CommandError>>),
     DiscoverNat(SocketAddr, Reply<()>),
+    OnTcp(Reply<bool>),
 }
 
 /// The arguments of `Client::join_room`.
@@ -93,6 +97,7 @@ pub(crate) enum ServerCommand {
     /// Primary (bound) address, alternate address.
     EnableNatDiscovery(SocketAddr, SocketAddr, Reply<Result<(), ConfigError>>),
     SocketAddr(SocketId, Reply<Option<SocketAddr>>),
+    ClientSocket(HostId, Reply<Option<SocketId>>),
 }
 
 impl Core for Client {
@@ -126,6 +131,7 @@ impl Core for Client {
                 self.discover_nat(now, server);
                 reply(r, ());
             }
+            ClientCommand::OnTcp(r) => reply(r, self.on_tcp()),
         }
     }
 }
@@ -141,6 +147,7 @@ impl Core for Server {
                 reply(r, self.enable_nat_discovery(primary, alternate));
             }
             ServerCommand::SocketAddr(id, r) => reply(r, self.socket_addr(id)),
+            ServerCommand::ClientSocket(host, r) => reply(r, self.client_socket(host)),
         }
     }
 }
@@ -165,31 +172,73 @@ pub struct DriverStats {
     /// Datagrams the core wanted sent from a socket the driver does not have (never opened,
     /// failed to open, or closed); dropped like any datagram lost on the way.
     pub unknown_socket_drops: u64,
-    /// Sockets the core asked for that could not be opened (it is told so).
+    /// Sockets the core asked for that could not be opened (it is told so). Streams whose
+    /// connect failed count here too.
     pub socket_open_failures: u64,
+    /// TCP streams accepted on the server's listener and handed to the core.
+    pub streams_accepted: u64,
+    /// TCP streams the core asked for (`SocketRequest::Connect`) that connected.
+    pub streams_connected: u64,
+    /// Streams that ended by themselves (EOF, reset, error, or a frame over
+    /// `MAX_STREAM_FRAME`), reported to the core with `stream_closed`. Streams the core
+    /// closed itself are not counted.
+    pub streams_closed: u64,
+    /// Of [`DriverStats::streams_closed`], the streams that announced a frame over
+    /// `MAX_STREAM_FRAME` (not Pierce, or broken).
+    pub stream_frames_too_long: u64,
+    /// Connections over the stream cap (`ServerOptions::max_streams`), accepted and closed
+    /// at once.
+    pub streams_refused: u64,
+    /// Accepts that failed (out of file descriptors, ...); the listener rests briefly.
+    pub accept_errors: u64,
+    /// Datagrams for a stream whose queue was full (its peer reads too slowly): dropped like
+    /// any datagram lost on the way, never buffered without bound.
+    pub stream_datagrams_dropped: u64,
+    /// Bytes still queued for a stream the core closed that its socket would not take at
+    /// once; dropped with the stream.
+    pub stream_bytes_unflushed: u64,
 }
 
 /// What the driver task and its handles share: fixed facts and counters, no core state.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) local_addr: SocketAddr,
+    /// Where the server's listener accepts TCP streams, if it does.
+    pub(crate) tcp_addr: Option<SocketAddr>,
     /// Why the driver stopped, once it stopped on an error.
     error: OnceLock<Arc<io::Error>>,
     send_errors: AtomicU64,
     recv_errors_ignored: AtomicU64,
     unknown_socket_drops: AtomicU64,
     socket_open_failures: AtomicU64,
+    streams_accepted: AtomicU64,
+    streams_connected: AtomicU64,
+    streams_closed: AtomicU64,
+    stream_frames_too_long: AtomicU64,
+    streams_refused: AtomicU64,
+    accept_errors: AtomicU64,
+    stream_datagrams_dropped: AtomicU64,
+    stream_bytes_unflushed: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(local_addr: SocketAddr) -> Self {
+    pub(crate) fn new(local_addr: SocketAddr, tcp_addr: Option<SocketAddr>) -> Self {
         Self {
             local_addr,
+            tcp_addr,
             error: OnceLock::new(),
             send_errors: AtomicU64::new(0),
             recv_errors_ignored: AtomicU64::new(0),
             unknown_socket_drops: AtomicU64::new(0),
             socket_open_failures: AtomicU64::new(0),
+            streams_accepted: AtomicU64::new(0),
+            streams_connected: AtomicU64::new(0),
+            streams_closed: AtomicU64::new(0),
+            stream_frames_too_long: AtomicU64::new(0),
+            streams_refused: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+            stream_datagrams_dropped: AtomicU64::new(0),
+            stream_bytes_unflushed: AtomicU64::new(0),
         }
     }
 
@@ -207,6 +256,14 @@ impl Shared {
             recv_errors_ignored: self.recv_errors_ignored.load(Ordering::Relaxed),
             unknown_socket_drops: self.unknown_socket_drops.load(Ordering::Relaxed),
             socket_open_failures: self.socket_open_failures.load(Ordering::Relaxed),
+            streams_accepted: self.streams_accepted.load(Ordering::Relaxed),
+            streams_connected: self.streams_connected.load(Ordering::Relaxed),
+            streams_closed: self.streams_closed.load(Ordering::Relaxed),
+            stream_frames_too_long: self.stream_frames_too_long.load(Ordering::Relaxed),
+            streams_refused: self.streams_refused.load(Ordering::Relaxed),
+            accept_errors: self.accept_errors.load(Ordering::Relaxed),
+            stream_datagrams_dropped: self.stream_datagrams_dropped.load(Ordering::Relaxed),
+            stream_bytes_unflushed: self.stream_bytes_unflushed.load(Ordering::Relaxed),
         }
     }
 
@@ -313,6 +370,7 @@ pub(crate) struct Task<E: Core> {
     pub(crate) endpoint: E,
     pub(crate) socket: Socket,
     pub(crate) extra: Extra,
+    pub(crate) streams: Streams,
     pub(crate) commands: channel::Receiver<E::Command>,
     pub(crate) events: channel::Sender<E::Event>,
     pub(crate) shared: Arc<Shared>,
@@ -323,6 +381,7 @@ enum Wake<C> {
     Command(Option<C>),
     Datagram(io::Result<(usize, SocketAddr)>),
     Extra(Received),
+    Stream(StreamWake),
 }
 
 impl<E: Core> Task<E> {
@@ -348,6 +407,14 @@ impl<E: Core> Task<E> {
             // Sockets first, so a transmit naming a socket just asked for finds it.
             self.apply_socket_requests(now).await;
             while let Some(t) = self.endpoint.poll_transmit(now, &mut tx) {
+                if t.socket.is_stream() {
+                    match self.streams.push(t.socket, &tx[..t.len]) {
+                        Push::Queued => {}
+                        Push::Full => Shared::count(&self.shared.stream_datagrams_dropped),
+                        Push::Unknown => Shared::count(&self.shared.unknown_socket_drops),
+                    }
+                    continue;
+                }
                 let socket = if t.socket == SocketId::PRIMARY {
                     Some(&self.socket)
                 } else {
@@ -362,6 +429,8 @@ impl<E: Core> Task<E> {
                     Shared::count(&self.shared.send_errors);
                 }
             }
+            // Streams write what they take now; the rest when they can (polled below).
+            self.streams.flush_now().await;
             self.apply_socket_requests(now).await;
             // We are the only sender, so the channel cannot fill between check and send. Once
             // it is full, the rest wait in the core until a retry finds room.
@@ -381,10 +450,12 @@ impl<E: Core> Task<E> {
             if backlog {
                 wait = Some(wait.map_or(EVENT_RETRY, |w| w.min(EVENT_RETRY)));
             }
-            let (commands, socket, extra) = (&self.commands, &self.socket, &mut self.extra);
+            let (commands, socket) = (&self.commands, &self.socket);
+            let extra = async { Wake::Extra(self.extra.next().await) };
+            let streams = async { Wake::Stream(self.streams.next().await) };
             // The timer goes first so a flood cannot starve it; commands and datagrams are
-            // polled in random order so neither starves the other, and the primary socket
-            // and the extra ones likewise.
+            // polled in random order so neither starves the other, and the primary socket,
+            // the extra ones and the streams likewise.
             let wake = future::or(
                 async {
                     match wait {
@@ -397,7 +468,7 @@ impl<E: Core> Task<E> {
                     async { Wake::Command(commands.recv().await.ok()) },
                     future::race(
                         async { Wake::Datagram(socket.recv_from(&mut rx).await) },
-                        async { Wake::Extra(extra.next().await) },
+                        future::race(extra, streams),
                     ),
                 ),
             )
@@ -416,6 +487,7 @@ impl<E: Core> Task<E> {
                 }
                 Wake::Datagram(Err(e)) => return Err(e),
                 Wake::Extra(r) => self.on_extra(now, r),
+                Wake::Stream(w) => self.on_stream(now, w),
             }
             wakes = (wakes + 1) % YIELD_EVERY;
             if wakes == 0 {
@@ -444,6 +516,65 @@ impl<E: Core> Task<E> {
         self.extra.rearm(r);
     }
 
+    /// Something happened on the stream side: hand it to the core.
+    fn on_stream(&mut self, now: Instant, wake: StreamWake) {
+        match wake {
+            StreamWake::Connected { id, addr, result } => {
+                let local = result.and_then(|io| self.streams.connected(id, io, addr));
+                if local.is_ok() {
+                    Shared::count(&self.shared.streams_connected);
+                } else {
+                    Shared::count(&self.shared.socket_open_failures);
+                }
+                self.endpoint.socket_opened(now, id, local.ok());
+            }
+            StreamWake::Accepted(Ok((io, peer))) => {
+                if let Some(id) = self.streams.admit(io, peer) {
+                    Shared::count(&self.shared.streams_accepted);
+                    self.endpoint.stream_accepted(now, id, peer);
+                } else {
+                    Shared::count(&self.shared.streams_refused); // dropping it closed it
+                }
+            }
+            StreamWake::Accepted(Err(_)) => Shared::count(&self.shared.accept_errors),
+            StreamWake::Read { id, done } => {
+                let mut deframer = done.deframer;
+                match done.result {
+                    Ok(0) => return self.stream_ended(now, id),
+                    Ok(n) => deframer.filled(n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return self.stream_ended(now, id),
+                }
+                let Some(peer) = self.streams.peer(id) else {
+                    return;
+                };
+                loop {
+                    match deframer.next_frame() {
+                        Ok(Some(datagram)) => {
+                            self.endpoint.handle_datagram_on(now, id, peer, datagram);
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            Shared::count(&self.shared.stream_frames_too_long);
+                            return self.stream_ended(now, id);
+                        }
+                    }
+                }
+                self.streams.rearm(id, deframer);
+            }
+            StreamWake::WriteFailed(id) => self.stream_ended(now, id),
+        }
+    }
+
+    /// Stream `id` ended by itself: forget it and tell the core.
+    fn stream_ended(&mut self, now: Instant, id: SocketId) {
+        if self.streams.close(id).is_none() {
+            return; // the core closed it first
+        }
+        Shared::count(&self.shared.streams_closed);
+        self.endpoint.stream_closed(now, id);
+    }
+
     /// Opens and closes sockets until the core wants no more changes.
     async fn apply_socket_requests(&mut self, now: Instant) {
         while let Some(request) = self.endpoint.poll_socket_request() {
@@ -461,7 +592,12 @@ impl<E: Core> Task<E> {
                     }
                     self.endpoint.socket_opened(now, id, local);
                 }
+                SocketRequest::Close { id } if id.is_stream() => {
+                    let unflushed = self.streams.close(id).unwrap_or(0) as u64;
+                    (self.shared.stream_bytes_unflushed).fetch_add(unflushed, Ordering::Relaxed);
+                }
                 SocketRequest::Close { id } => self.extra.close(id),
+                SocketRequest::Connect { id, addr } => self.streams.connect(id, addr),
             }
         }
     }

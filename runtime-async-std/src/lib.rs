@@ -1,15 +1,18 @@
 //! # pierce-async-std
 //!
-//! Runs a [`pierce_core`] endpoint on async-std. One task owns the core and its UDP sockets
-//! (the one it is created with, and any more the core asks for: a server's NAT discovery
-//! addresses, a client's birthday probing ports); the application holds a cloneable handle
-//! that sends commands over a channel and receives events from another (quinn's
-//! `ConnectionDriver` shape without the shared mutex). The task:
+//! Runs a [`pierce_core`] endpoint on async-std. One task owns the core and its sockets: the
+//! UDP socket it is created with, any more the core asks for (a server's NAT discovery
+//! addresses, a client's birthday probing ports), and TCP streams, the fallback for networks
+//! that block UDP (a client's stream to its server when the core asks for one; a server
+//! listens on TCP at its UDP address, see [`ServerOptions`]). The application holds a
+//! cloneable handle that sends commands over a channel and receives events from another
+//! (quinn's `ConnectionDriver` shape without the shared mutex). The task:
 //!
 //! 1. runs due timers, opens and closes the sockets the core asks for, and drains transmits
-//!    to the socket each names;
+//!    to the socket each names (framed onto a stream's bounded queue, for a stream);
 //! 2. moves events to the handles;
-//! 3. waits for the first of: the core's deadline, a command, a datagram on any socket;
+//! 3. waits for the first of: the core's deadline, a command, a datagram on any socket, a
+//!    frame on any stream, a connect or accept;
 //! 4. feeds the winner to the core (reading the clock once), and repeats;
 //!
 //! until every handle is dropped. No protocol decision is made here.
@@ -43,6 +46,7 @@
 
 mod driver;
 mod rt;
+mod stream;
 mod sys;
 
 use std::fmt;
@@ -56,16 +60,22 @@ pub use driver::DriverStats;
 use pierce_core::{
     Channel, Client, ClientConfig, ClientStats, CommandError, ConfigError, ConnectError, Endpoint,
     GroupId, HostId, MessageId, PeerStats, PublicKey, SendError, Server, ServerConfig, ServerStats,
-    SocketId, UnknownHost,
+    SocketId, UnknownHost, framing::DEFAULT_STREAM_BUFFER,
 };
 pub use pierce_core::{ClientEvent, ServerEvent};
+pub use stream::DEFAULT_MAX_STREAMS;
 pub use sys::{os_seed, unix_time};
 
 use driver::{
     COMMAND_CAPACITY, ClientCommand, Core, EVENT_CAPACITY, Reply, RoomJoin, ServerCommand,
 };
 use driver::{Shared, Task};
-use rt::{Socket, channel};
+use rt::{Socket, TcpListener, channel};
+use stream::Streams;
+
+/// Times [`server_with`] binds a fresh UDP port when the TCP port next to it is taken (only
+/// for `bind` with port 0; an explicit port fails at once).
+const BIND_ATTEMPTS: usize = 16;
 
 /// A handle command failed.
 #[derive(Debug)]
@@ -308,6 +318,15 @@ impl ClientHandle {
         self.0.shared.local_addr
     }
 
+    /// Whether the session with the server is on a TCP stream now (`Client::on_tcp`; moves
+    /// are also reported by [`ClientEvent::ServerTransport`]).
+    ///
+    /// # Errors
+    /// The driver has stopped.
+    pub async fn on_tcp(&self) -> io::Result<bool> {
+        self.0.call(ClientCommand::OnTcp).await
+    }
+
     /// The adapter's counters.
     pub fn driver_stats(&self) -> DriverStats {
         self.0.shared.stats()
@@ -388,6 +407,18 @@ impl ServerHandle {
         self.link.call(|r| ServerCommand::SocketAddr(id, r)).await
     }
 
+    /// The local socket a client's session is on (`Server::client_socket`):
+    /// [`SocketId::PRIMARY`] for UDP, a TCP stream ([`SocketId::is_stream`]) for a client on
+    /// the fallback; `None` if `host` has no session.
+    ///
+    /// # Errors
+    /// The driver has stopped.
+    pub async fn client_socket(&self, host: HostId) -> io::Result<Option<SocketId>> {
+        self.link
+            .call(|r| ServerCommand::ClientSocket(host, r))
+            .await
+    }
+
     /// The next event; `None` once the driver has stopped and every event was taken.
     pub async fn next_event(&self) -> Option<ServerEvent> {
         self.link.events.recv().await.ok()
@@ -396,6 +427,12 @@ impl ServerHandle {
     /// The address the socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.link.shared.local_addr
+    }
+
+    /// The address the server accepts TCP streams at (the UDP socket's, same port), unless
+    /// [`ServerOptions::tcp`] turned the listener off.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.link.shared.tcp_addr
     }
 
     /// The key clients pin in `ClientConfig::server_key`.
@@ -436,6 +473,33 @@ impl ServerDriver {
     }
 }
 
+/// How a server's driver handles sockets (the protocol settings are in [`ServerConfig`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Listen for TCP streams at the UDP socket's address (same port), for clients on networks
+    /// that block UDP (`pierce_core::Transport`). Default: on.
+    pub tcp: bool,
+    /// Streams accepted at most at a time; a connection over the cap is accepted and closed
+    /// at once (counted in [`DriverStats::streams_refused`]). Default:
+    /// [`DEFAULT_MAX_STREAMS`]; at most 32767 (the stream ids there are).
+    pub max_streams: usize,
+    /// Bytes of output queued per stream at most; a datagram that does not fit is dropped
+    /// ([`DriverStats::stream_datagrams_dropped`]). Default:
+    /// [`pierce_core::framing::DEFAULT_STREAM_BUFFER`].
+    pub stream_buffer: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            tcp: true,
+            max_streams: DEFAULT_MAX_STREAMS,
+            stream_buffer: DEFAULT_STREAM_BUFFER,
+        }
+    }
+}
+
 /// A client bound at `bind`, seeded from the OS, and the driver to run it.
 ///
 /// # Errors
@@ -445,11 +509,12 @@ pub async fn client(
     config: impl Into<Arc<ClientConfig>>,
 ) -> io::Result<(ClientHandle, ClientDriver)> {
     let core = Client::new(config.into(), os_seed()?, Instant::now()).map_err(invalid)?;
-    let (link, task) = wire(Socket::bind(bind).await?, core)?;
+    let (link, task) = wire(Socket::bind(bind).await?, core, Streams::default())?;
     Ok((ClientHandle(link), ClientDriver(task)))
 }
 
-/// A server bound at `bind`, seeded from the OS, and the driver to run it.
+/// A server bound at `bind` (UDP, and TCP at the same address), seeded from the OS, and the
+/// driver to run it: [`server_with`] with default [`ServerOptions`].
 ///
 /// # Errors
 /// An invalid config (`InvalidInput`), no OS entropy, or the bind failed.
@@ -457,11 +522,49 @@ pub async fn server(
     bind: SocketAddr,
     config: impl Into<Arc<ServerConfig>>,
 ) -> io::Result<(ServerHandle, ServerDriver)> {
+    server_with(bind, config, ServerOptions::default()).await
+}
+
+/// A server bound at `bind`, seeded from the OS, and the driver to run it. With
+/// [`ServerOptions::tcp`] it also listens on TCP at the UDP socket's address; for port 0 it
+/// picks a port free for both.
+///
+/// # Errors
+/// An invalid config (`InvalidInput`), no OS entropy, or a bind failed.
+pub async fn server_with(
+    bind: SocketAddr,
+    config: impl Into<Arc<ServerConfig>>,
+    options: ServerOptions,
+) -> io::Result<(ServerHandle, ServerDriver)> {
     let (seed, now) = (os_seed()?, Instant::now());
     let core = Server::new(config.into(), seed, now, unix_time()).map_err(invalid)?;
     let public_key = core.public_key();
-    let (link, task) = wire(Socket::bind(bind).await?, core)?;
+    let (socket, listener) = bind_server(bind, options.tcp).await?;
+    let streams = Streams::new(listener, options.max_streams, options.stream_buffer);
+    let (link, task) = wire(socket, core, streams)?;
     Ok((ServerHandle { link, public_key }, ServerDriver(task)))
+}
+
+/// The server's UDP socket and, if `tcp`, a TCP listener on the same address.
+async fn bind_server(bind: SocketAddr, tcp: bool) -> io::Result<(Socket, Option<TcpListener>)> {
+    let mut attempts = 0;
+    loop {
+        let socket = Socket::bind(bind).await?;
+        if !tcp {
+            return Ok((socket, None));
+        }
+        match TcpListener::bind(socket.local_addr()?).await {
+            Ok(listener) => return Ok((socket, Some(listener))),
+            // The OS picked a UDP port whose TCP twin is taken: pick another.
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && bind.port() == 0 => {
+                attempts += 1;
+                if attempts == BIND_ATTEMPTS {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// [`client`], with its driver spawned on async-std.
@@ -485,7 +588,19 @@ pub async fn spawn_server(
     bind: SocketAddr,
     config: impl Into<Arc<ServerConfig>>,
 ) -> io::Result<ServerHandle> {
-    let (handle, driver) = server(bind, config).await?;
+    spawn_server_with(bind, config, ServerOptions::default()).await
+}
+
+/// [`server_with`], with its driver spawned on async-std.
+///
+/// # Errors
+/// As [`server_with`].
+pub async fn spawn_server_with(
+    bind: SocketAddr,
+    config: impl Into<Arc<ServerConfig>>,
+    options: ServerOptions,
+) -> io::Result<ServerHandle> {
+    let (handle, driver) = server_with(bind, config, options).await?;
     rt::spawn(driver.run());
     Ok(handle)
 }
@@ -493,8 +608,8 @@ pub async fn spawn_server(
 /// A handle's channels and the driver at their other end.
 type Wired<E> = (Link<<E as Core>::Command, <E as Endpoint>::Event>, Task<E>);
 
-fn wire<E: Core>(socket: Socket, endpoint: E) -> io::Result<Wired<E>> {
-    let shared = Arc::new(Shared::new(socket.local_addr()?));
+fn wire<E: Core>(socket: Socket, endpoint: E, streams: Streams) -> io::Result<Wired<E>> {
+    let shared = Arc::new(Shared::new(socket.local_addr()?, streams.local_addr()));
     let (command_tx, commands) = channel::bounded(COMMAND_CAPACITY);
     let (events, event_rx) = channel::bounded(EVENT_CAPACITY);
     let link = Link {
@@ -506,6 +621,7 @@ fn wire<E: Core>(socket: Socket, endpoint: E) -> io::Result<Wired<E>> {
         endpoint,
         socket,
         extra: driver::Extra::default(),
+        streams,
         commands,
         events,
         shared,

@@ -5,6 +5,8 @@
 //! | here | what it is underneath | smol |
 //! |---|---|---|
 //! | `Socket` | `async_io::Async<std::net::UdpSocket>` | `smol::net::UdpSocket` |
+//! | `TcpStream` | `Arc<async_io::Async<std::net::TcpStream>>` | `smol::net::TcpStream` |
+//! | `TcpListener` | `async_io::Async<std::net::TcpListener>` | `smol::net::TcpListener` |
 //! | `sleep` | `async_io::Timer::after` | `smol::Timer::after` |
 //! | `channel` | `async-channel` | `smol::channel` |
 //! | `spawn` | `async_global_executor::spawn` | `smol::spawn(..).detach()` |
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 pub(crate) use async_std::channel;
 pub(crate) use async_std::net::UdpSocket as Socket;
+pub(crate) use async_std::net::{TcpListener, TcpStream};
 
 /// Completes after `d`.
 pub(crate) async fn sleep(d: Duration) {

@@ -3,18 +3,28 @@
 //! time in, bytes out, sockets opened and closed on request; everything else is the core's
 //! business. Datagrams move in batches where the OS allows (`batch.rs`: `recvmmsg` and
 //! `sendmmsg` on Linux), one system call per datagram elsewhere.
+//!
+//! TCP streams (the fallback for networks that block UDP; `stream.rs`) are sockets too: a
+//! stream's `SocketId` has the top bit set and is its token. The core connects them
+//! ([`SocketRequest::Connect`]); a server's driver also accepts them on a listener
+//! ([`Driver::listen_tcp`]) and names each itself. Frames read from a stream share the receive
+//! budget and the round robin with the UDP sockets.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use mio::net::UdpSocket;
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
+use pierce_core::framing::DEFAULT_STREAM_BUFFER;
 use pierce_core::{Endpoint, SocketId, SocketRequest};
 
 use crate::batch::{self, RecvBatch, SendQueue, Sent};
+use crate::stream::{
+    ACCEPT_BUDGET, Connect, DEFAULT_MAX_STREAMS, Ended, MAX_STREAM_IDS, ReadEnd, Stream,
+};
 
 /// Most datagrams one [`Driver::pump`] reads (the default; see [`Driver::set_recv_budget`]).
 ///
@@ -33,13 +43,17 @@ pub const RECV_BUFFER_SIZE: usize = 65_536;
 /// Readiness events taken from the poller per wait; more stay queued in the kernel for the next.
 const EVENT_CAPACITY: usize = 256;
 
+/// The TCP listener's token: above every `SocketId` (which are `u16`).
+const LISTENER: Token = Token(1 << 16);
+
 /// Counters kept by the adapter; protocol counters live in the core's `stats()`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DriverStats {
-    /// Datagrams read from the socket and handed to the core.
+    /// Datagrams read from the sockets (UDP, or whole frames from streams) and handed to the
+    /// core.
     pub datagrams_received: u64,
-    /// Datagrams handed to the socket.
+    /// Datagrams handed to the sockets (for a stream: queued on it, framed).
     pub datagrams_sent: u64,
     /// Datagrams the socket refused with a hard error (unreachable, wrong address family...);
     /// they are dropped like any datagram lost on the way.
@@ -56,11 +70,36 @@ pub struct DriverStats {
     /// Flushes that stopped sending because [`SEND_BUDGET`] ran out with more queued.
     pub send_budget_exhausted: u64,
     /// Datagrams the core wanted sent from a socket the driver does not have (never opened,
-    /// failed to open, or closed while the datagram waited); dropped like any lost datagram.
+    /// failed to open, or closed while the datagram waited; for a stream also: not connected
+    /// yet, or ended); dropped like any lost datagram.
     pub unknown_socket_drops: u64,
     /// Sockets the core asked for that could not be opened (bind or registration failed;
     /// the core is told with `socket_opened(.., None)`, see [`Driver::last_open_error`]).
+    /// Streams whose connect failed count here too.
     pub socket_open_failures: u64,
+    /// TCP streams accepted on the listener ([`Driver::listen_tcp`]) and handed to the core.
+    pub streams_accepted: u64,
+    /// TCP streams the core asked for ([`SocketRequest::Connect`]) that connected.
+    pub streams_connected: u64,
+    /// Streams that ended by themselves (EOF, reset, error, or a frame over
+    /// `MAX_STREAM_FRAME`), reported to the core with `stream_closed`. Streams the core
+    /// closed itself are not counted.
+    pub streams_closed: u64,
+    /// Of [`DriverStats::streams_closed`], the streams that announced a frame over
+    /// `MAX_STREAM_FRAME` (not Pierce, or broken).
+    pub stream_frames_too_long: u64,
+    /// Connections over the stream cap ([`Driver::set_max_streams`]), accepted and closed at
+    /// once.
+    pub streams_refused: u64,
+    /// Accepts that failed (out of file descriptors, ...); the connection waits in the
+    /// kernel's backlog until the next one arrives.
+    pub accept_errors: u64,
+    /// Datagrams for a stream whose queue was full (its peer reads too slowly): dropped like
+    /// any datagram lost on the way, never buffered without bound.
+    pub stream_datagrams_dropped: u64,
+    /// Bytes still queued for a stream the core closed that its socket would not take at once;
+    /// dropped with the stream.
+    pub stream_bytes_unflushed: u64,
 }
 
 /// Datagrams one flush sends at most: a core that keeps producing output (a bug, or a huge
@@ -80,12 +119,29 @@ struct Sock {
 }
 
 /// Drives one core [`Endpoint`] on mio UDP sockets: the primary one it is created with
-/// ([`SocketId::PRIMARY`]) and any more the endpoint asks for ([`SocketRequest`]).
+/// ([`SocketId::PRIMARY`]) and any more the endpoint asks for ([`SocketRequest`]); and on TCP
+/// streams: those the endpoint connects ([`SocketRequest::Connect`]) and, once
+/// [`Driver::listen_tcp`] was called, those accepted at the primary socket's address.
 pub struct Driver<E> {
     endpoint: E,
     /// Every open socket by id, the primary (id 0) always among them. Each is registered with
     /// `Token(id)`.
     sockets: BTreeMap<SocketId, Sock>,
+    /// Every TCP stream by id (ids with [`SocketId::STREAM_BIT`]), connecting or open. Each is
+    /// registered with `Token(id)`, READABLE | WRITABLE.
+    streams: BTreeMap<SocketId, Stream>,
+    /// Accepts streams once [`Driver::listen_tcp`] was called; registered with [`LISTENER`].
+    listener: Option<TcpListener>,
+    /// The listener may hold connections not accepted yet (the accept budget ran out).
+    accept_pending: bool,
+    /// Streams with bytes queued by the current flush, written at its end.
+    to_write: BTreeSet<SocketId>,
+    /// Readiness of streams from the last poll: (id, readable, writable).
+    stream_events: Vec<(SocketId, bool, bool)>,
+    /// The number after the last stream id handed out (1..=0x7fff, cycling).
+    next_stream: u16,
+    max_streams: usize,
+    stream_buffer: usize,
     local_addr: SocketAddr,
     poll: Poll,
     events: Events,
@@ -138,6 +194,14 @@ impl<E: Endpoint> Driver<E> {
         Ok(Self {
             endpoint,
             sockets: BTreeMap::from([(SocketId::PRIMARY, primary)]),
+            streams: BTreeMap::new(),
+            listener: None,
+            accept_pending: false,
+            to_write: BTreeSet::new(),
+            stream_events: Vec::new(),
+            next_stream: 1,
+            max_streams: DEFAULT_MAX_STREAMS,
+            stream_buffer: DEFAULT_STREAM_BUFFER,
             local_addr,
             poll,
             events: Events::with_capacity(EVENT_CAPACITY),
@@ -156,12 +220,89 @@ impl<E: Endpoint> Driver<E> {
         self.local_addr
     }
 
-    /// The address socket `id` is bound to, if the driver has it open.
+    /// The address socket `id` is bound to, if the driver has it open (for a stream: its local
+    /// end, once connected).
     pub fn socket_addr(&self, id: SocketId) -> Option<SocketAddr> {
+        if id.is_stream() {
+            return self.streams.get(&id).and_then(|s| s.local);
+        }
         self.sockets.get(&id).map(|s| s.local)
     }
 
-    /// How many sockets are open, the primary one included.
+    /// The remote end of stream `id`, if the driver has it (connected or connecting).
+    pub fn stream_peer(&self, id: SocketId) -> Option<SocketAddr> {
+        self.streams.get(&id).map(|s| s.peer)
+    }
+
+    /// How many TCP streams are open or connecting.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Accepts TCP streams at the primary socket's address (same IP, same port: clients that
+    /// cannot use UDP connect to the address they were given), for a server. Each accepted
+    /// stream gets a fresh [`SocketId::stream`] id; its datagrams go to `handle_datagram_on`
+    /// with that id and the client's address, transmits naming it go down it, and its end is
+    /// reported with `stream_closed`. At most [`Driver::set_max_streams`] streams at once.
+    /// Returns the listening address. Calling it again is a no-op.
+    ///
+    /// # Errors
+    /// The TCP port is taken, or registration failed.
+    pub fn listen_tcp(&mut self) -> io::Result<SocketAddr> {
+        if let Some(l) = &self.listener {
+            return l.local_addr();
+        }
+        self.listen_tcp_with(TcpListener::bind(self.local_addr)?)
+    }
+
+    /// [`Driver::listen_tcp`] on a listener the application set up itself (another address,
+    /// socket options); it is switched to non-blocking mode. Replaces any listener.
+    ///
+    /// # Errors
+    /// Switching to non-blocking mode or the registration failed.
+    pub fn listen_tcp_from_std(
+        &mut self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<SocketAddr> {
+        listener.set_nonblocking(true)?;
+        self.listen_tcp_with(TcpListener::from_std(listener))
+    }
+
+    fn listen_tcp_with(&mut self, mut listener: TcpListener) -> io::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
+        if let Some(mut old) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut old);
+        }
+        self.poll
+            .registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        self.listener = Some(listener);
+        self.accept_pending = true; // connections queued before registration are not signalled
+        Ok(addr)
+    }
+
+    /// The address TCP streams are accepted at, if [`Driver::listen_tcp`] was called.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Sets how many streams the driver keeps at once (default [`DEFAULT_MAX_STREAMS`]; at
+    /// least 1, at most 32767, the number of stream ids). Connections accepted over it are
+    /// closed at once and counted in [`DriverStats::streams_refused`]; streams the endpoint
+    /// connects itself are not limited. Lowering it closes nothing.
+    pub fn set_max_streams(&mut self, max: usize) {
+        self.max_streams = max.clamp(1, MAX_STREAM_IDS);
+    }
+
+    /// Sets the cap on bytes queued for each stream created from now on (default
+    /// `pierce_core::framing::DEFAULT_STREAM_BUFFER`, 256 KiB); a datagram that does not fit
+    /// is dropped and counted in [`DriverStats::stream_datagrams_dropped`].
+    pub fn set_stream_buffer(&mut self, bytes: usize) {
+        self.stream_buffer = bytes;
+    }
+
+    /// How many UDP sockets are open, the primary one included (streams:
+    /// [`Driver::stream_count`]).
     pub fn socket_count(&self) -> usize {
         self.sockets.len()
     }
@@ -238,7 +379,7 @@ impl<E: Endpoint> Driver<E> {
     fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
         self.flush(now)?;
-        let wait = if !self.ready.is_empty() || self.more_to_send {
+        let wait = if !self.ready.is_empty() || self.more_to_send || self.accept_pending {
             Some(Duration::ZERO) // unread data left by the budget: mio will not signal it again
         } else {
             let until_deadline = self
@@ -255,13 +396,26 @@ impl<E: Endpoint> Driver<E> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+        self.stream_events.clear();
         for event in self.events.iter() {
-            if !event.is_readable() {
+            if event.token() == LISTENER {
+                self.accept_pending = true;
                 continue;
             }
             let Ok(id) = u16::try_from(event.token().0).map(SocketId) else {
                 continue;
             };
+            if id.is_stream() {
+                // A closed or failed stream shows as readable (EOF or the error comes with
+                // the read) and writable (the write or the connect check reports it).
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+                self.stream_events.push((id, readable, writable));
+                continue;
+            }
+            if !event.is_readable() {
+                continue;
+            }
             if let Some(sock) = self.sockets.get_mut(&id)
                 && !sock.readable
             {
@@ -270,6 +424,8 @@ impl<E: Endpoint> Driver<E> {
             }
         }
         let now = Instant::now(); // the one clock read for this wakeup
+        self.handle_stream_events(now);
+        self.accept(now);
         self.receive(now)?;
         if self.endpoint.poll_timeout().is_some_and(|d| d <= now) {
             self.endpoint.handle_timeout(now);
@@ -286,10 +442,16 @@ impl<E: Endpoint> Driver<E> {
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
+            let share = ((self.budget - n) / (self.ready.len() + 1)).max(1);
+            if id.is_stream() {
+                // At least one unit of budget per turn: a stream of empty frames delivers
+                // nothing but must not keep the loop going either.
+                n += self.read_stream(now, id, share).max(1);
+                continue;
+            }
             let Some(sock) = self.sockets.get_mut(&id) else {
                 continue; // closed since it was queued
             };
-            let share = ((self.budget - n) / (self.ready.len() + 1)).max(1);
             match self.rx.recv(&sock.socket, share) {
                 Ok(got) => {
                     n += got.count;
@@ -344,7 +506,22 @@ impl<E: Endpoint> Driver<E> {
                     break;
                 };
                 pulled += 1;
-                if self.sockets.contains_key(&t.socket) {
+                if t.socket.is_stream() {
+                    match self.streams.get_mut(&t.socket) {
+                        // Until the connect is reported, the id is not open: like a UDP
+                        // socket not opened yet, its datagrams are dropped.
+                        Some(stream) if !stream.connecting => {
+                            let datagram = &self.tx.slot_mut()[..t.len];
+                            if stream.tx.push(datagram) {
+                                self.stats.datagrams_sent += 1;
+                                self.to_write.insert(t.socket);
+                            } else {
+                                self.stats.stream_datagrams_dropped += 1;
+                            }
+                        }
+                        _ => self.stats.unknown_socket_drops += 1,
+                    }
+                } else if self.sockets.contains_key(&t.socket) {
                     self.tx.push(t);
                 } else {
                     self.stats.unknown_socket_drops += 1;
@@ -356,6 +533,7 @@ impl<E: Endpoint> Driver<E> {
                     break;
                 }
             }
+            self.write_streams(now);
             if !self.send_queued()? {
                 return Ok(());
             }
@@ -408,19 +586,240 @@ impl<E: Endpoint> Driver<E> {
                     let local = self.open_socket(id, addr);
                     self.endpoint.socket_opened(now, id, local);
                 }
+                SocketRequest::Close { id } if id.is_stream() => self.shut_down_stream(id),
                 SocketRequest::Close { id } => self.close_socket(id),
+                SocketRequest::Connect { id, addr } => {
+                    if let Err(e) = self.connect_stream(id, addr) {
+                        self.open_failed(id, e);
+                        self.endpoint.socket_opened(now, id, None);
+                    }
+                }
             }
         }
     }
 
-    fn open_socket(&mut self, id: SocketId, addr: Option<SocketAddr>) -> Option<SocketAddr> {
-        if id == SocketId::PRIMARY {
-            let e = io::Error::new(
+    fn open_failed(&mut self, id: SocketId, e: io::Error) {
+        self.stats.socket_open_failures += 1;
+        self.last_open_error = Some((id, e));
+    }
+
+    /// Starts a non-blocking connect for stream `id`; its outcome is reported when the
+    /// stream becomes writable ([`Driver::handle_stream_events`]).
+    fn connect_stream(&mut self, id: SocketId, addr: SocketAddr) -> io::Result<()> {
+        if !id.is_stream() {
+            return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "socket 0 is the primary socket",
-            );
-            self.stats.socket_open_failures += 1;
-            self.last_open_error = Some((id, e));
+                "a stream id needs the stream bit (SocketId::stream)",
+            ));
+        }
+        if self.streams.contains_key(&id) {
+            // Only an endpoint that both accepts and connects streams could get here; the
+            // stream already under this id stays, and the core hears the connect failed.
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "the stream id is in use",
+            ));
+        }
+        let mut io = TcpStream::connect(addr)?;
+        self.poll.registry().register(
+            &mut io,
+            token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.streams
+            .insert(id, Stream::connecting(io, addr, self.stream_buffer));
+        Ok(())
+    }
+
+    /// Acts on the readiness the last poll reported for streams: finishes connects (and
+    /// tells the core), queues readable streams for [`Driver::receive`], writes to streams
+    /// that have room again.
+    fn handle_stream_events(&mut self, now: Instant) {
+        let events = std::mem::take(&mut self.stream_events);
+        for &(id, readable, writable) in &events {
+            let Some(stream) = self.streams.get_mut(&id) else {
+                continue; // closed since
+            };
+            if stream.connecting {
+                match stream.finish_connect() {
+                    Connect::Pending => {}
+                    Connect::Done(local) => {
+                        self.stats.streams_connected += 1;
+                        stream.readable = true; // whatever came before now was signalled
+                        self.ready.push_back(id);
+                        self.endpoint.socket_opened(now, id, Some(local));
+                    }
+                    Connect::Failed(e) => {
+                        self.forget_stream(id);
+                        self.open_failed(id, e);
+                        self.endpoint.socket_opened(now, id, None);
+                    }
+                }
+                continue;
+            }
+            if readable && !stream.readable {
+                stream.readable = true;
+                self.ready.push_back(id);
+            }
+            if writable && stream.write_blocked {
+                stream.write_blocked = false;
+                self.to_write.insert(id);
+            }
+        }
+        self.stream_events = events;
+        self.write_streams(now);
+    }
+
+    /// Accepts waiting connections, up to [`ACCEPT_BUDGET`] per pump (the rest on the next,
+    /// which then does not sleep); over the stream cap each is closed at once.
+    fn accept(&mut self, now: Instant) {
+        if !self.accept_pending {
+            return;
+        }
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(listener) = &self.listener else {
+                self.accept_pending = false;
+                return;
+            };
+            let (mut io, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_pending = false;
+                    return;
+                }
+                // Interrupted, or a connection reset before it was accepted: take the next.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(_) => {
+                    // Out of descriptors or memory: retrying now would spin. The listener
+                    // signals again when the next connection arrives.
+                    self.stats.accept_errors += 1;
+                    self.accept_pending = false;
+                    return;
+                }
+            };
+            let id = if self.streams.len() < self.max_streams {
+                self.free_stream_id()
+            } else {
+                None
+            };
+            let Some(id) = id else {
+                self.stats.streams_refused += 1;
+                continue; // dropping `io` closes it
+            };
+            if self
+                .poll
+                .registry()
+                .register(&mut io, token(id), Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                self.stats.accept_errors += 1;
+                continue;
+            }
+            let mut stream = Stream::accepted(io, peer, self.stream_buffer);
+            stream.readable = true; // a client may have written before the registration
+            self.streams.insert(id, stream);
+            self.ready.push_back(id);
+            self.stats.streams_accepted += 1;
+            self.endpoint.stream_accepted(now, id, peer);
+        }
+    }
+
+    /// The next stream number not in use, cycling through 1..=0x7fff. An id is free once the
+    /// core was told its stream closed (or closed it itself): those are exactly the ids not
+    /// in `streams`.
+    fn free_stream_id(&mut self) -> Option<SocketId> {
+        for _ in 0..MAX_STREAM_IDS {
+            let n = self.next_stream;
+            self.next_stream = if n >= MAX_STREAM_IDS as u16 { 1 } else { n + 1 };
+            let id = SocketId::stream(n);
+            if !self.streams.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Reads up to `max` datagrams from stream `id` into the endpoint; requeues it while it
+    /// stays readable, and ends it (telling the core) if it ended. Returns how many were read.
+    fn read_stream(&mut self, now: Instant, id: SocketId, max: usize) -> usize {
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return 0; // closed since it was queued
+        };
+        let peer = stream.peer;
+        let endpoint = &mut self.endpoint;
+        let (n, end) = stream.read_frames(max, |datagram| {
+            endpoint.handle_datagram_on(now, id, peer, datagram);
+        });
+        self.stats.datagrams_received += n as u64;
+        match end {
+            ReadEnd::Drained => stream.readable = false,
+            ReadEnd::Budget => self.ready.push_back(id),
+            ReadEnd::Ended(why) => {
+                stream.readable = false;
+                if why == Ended::FrameTooLong {
+                    self.stats.stream_frames_too_long += 1;
+                }
+                self.stream_ended(now, id);
+            }
+        }
+        n
+    }
+
+    /// Writes what is queued for the streams in `to_write` (as much as each socket takes);
+    /// a stream whose write fails has ended.
+    fn write_streams(&mut self, now: Instant) {
+        while let Some(id) = self.to_write.pop_first() {
+            let Some(stream) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            if stream.write_queued().is_err() {
+                self.stream_ended(now, id);
+            }
+        }
+    }
+
+    /// Stream `id` ended by itself: forget it and tell the core (after which the id may be
+    /// handed out again).
+    fn stream_ended(&mut self, now: Instant, id: SocketId) {
+        if self.forget_stream(id).is_some() {
+            self.stats.streams_closed += 1;
+            self.endpoint.stream_closed(now, id);
+        }
+    }
+
+    /// The core closed stream `id`: flush what the socket takes now, shut it down, forget it.
+    /// No `stream_closed` follows.
+    fn shut_down_stream(&mut self, id: SocketId) {
+        if let Some(mut stream) = self.forget_stream(id) {
+            self.stats.stream_bytes_unflushed += stream.shut_down() as u64;
+        }
+    }
+
+    fn forget_stream(&mut self, id: SocketId) -> Option<Stream> {
+        let mut stream = self.streams.remove(&id)?;
+        let _ = self.poll.registry().deregister(&mut stream.io);
+        if stream.readable {
+            self.ready.retain(|&r| r != id);
+        }
+        self.to_write.remove(&id);
+        Some(stream)
+    }
+
+    fn open_socket(&mut self, id: SocketId, addr: Option<SocketAddr>) -> Option<SocketAddr> {
+        if id == SocketId::PRIMARY || id.is_stream() {
+            let why = if id.is_stream() {
+                "a stream id names a TCP stream (SocketRequest::Connect), not a UDP socket"
+            } else {
+                "socket 0 is the primary socket"
+            };
+            self.open_failed(id, io::Error::new(io::ErrorKind::InvalidInput, why));
             return None;
         }
         self.close_socket(id); // a second Open for an id replaces its socket
@@ -446,8 +845,7 @@ impl<E: Endpoint> Driver<E> {
                 Some(local)
             }
             Err(e) => {
-                self.stats.socket_open_failures += 1;
-                self.last_open_error = Some((id, e));
+                self.open_failed(id, e);
                 None
             }
         }
@@ -488,6 +886,7 @@ impl<E> std::fmt::Debug for Driver<E> {
         f.debug_struct("Driver")
             .field("local_addr", &self.local_addr)
             .field("sockets", &self.sockets.len())
+            .field("streams", &self.streams.len())
             .field("queued", &self.tx.len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()

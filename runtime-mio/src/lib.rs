@@ -8,6 +8,13 @@
 //! deadline and the next readiness, moves bytes both ways and hands events to the application.
 //! Every protocol decision stays in the core.
 //!
+//! TCP streams carry the same datagrams for clients whose network blocks UDP (each framed as
+//! a 2-byte length and the bytes): the driver connects the streams a client's core asks for
+//! ([`pierce_core::SocketRequest::Connect`]), and a server's driver accepts them at its UDP
+//! address once [`Driver::listen_tcp`] is called (at most [`DEFAULT_MAX_STREAMS`] at once
+//! unless [`Driver::set_max_streams`] says otherwise). When to use TCP, and when to go back
+//! to UDP, is the core's decision (`ClientConfig::transport`).
+//!
 //! Two ways to drive it:
 //!
 //! - From a game's frame loop: call [`Driver::pump`] with `Duration::ZERO` once per frame and
@@ -50,7 +57,9 @@ mod batch;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod driver;
+mod stream;
 mod sys;
 
 pub use driver::{Driver, DriverStats, RECV_BUDGET, RECV_BUFFER_SIZE, SEND_BUDGET};
+pub use stream::DEFAULT_MAX_STREAMS;
 pub use sys::{local_addresses, os_seed, set_socket_buffers, unix_time};

@@ -235,6 +235,22 @@ fn assert_complete(results: &[Finished], count: u32, path: &[&str], in_order: bo
 }
 
 #[test]
+fn three_peers_over_tcp_exchange_everything_through_the_relay() {
+    let server = ServerProc::start(&[]);
+    let results = three_peers(&server, "ro-tcp", 100, &["--tcp", "--relay-only"]);
+    assert_complete(&results, 100, &["relay"], true);
+    for (i, r) in results.iter().enumerate() {
+        assert!(
+            r.stdout
+                .contains(r#"{"event":"server_transport","transport":"tcp"}"#),
+            "p{i} never said it reached the server over TCP:\n{}",
+            r.stdout
+        );
+        assert!(!r.stdout.contains(r#""transport":"udp""#), "{}", r.stdout);
+    }
+}
+
+#[test]
 fn three_peers_reliable_ordered_through_the_relay() {
     let server = ServerProc::start(&[]);
     let results = three_peers(&server, "ro-relay", 200, &["--relay-only", "--size", "200"]);
@@ -414,6 +430,17 @@ fn bad_command_lines_exit_2_with_a_message() {
             "--size",
             "100000",
         ],
+        &[
+            "peer",
+            "--server",
+            "127.0.0.1:1",
+            "--room",
+            "r",
+            "--peers",
+            "2",
+            "--tcp",
+            "--udp-only",
+        ],
     ];
     for args in cases {
         let r = run(args);
@@ -535,6 +562,8 @@ fn the_server_ready_line_lists_its_discovery_addresses() {
     };
     let line = ready(&[]);
     assert!(line.ends_with(r#","alt_addrs":[]}"#), "{line}");
+    // TCP (the fallback for clients that cannot use UDP) on the same address.
+    assert_eq!(string_field(&line, "tcp_addr"), string_field(&line, "addr"));
     let line = ready(&["--alt-listen", "127.0.0.2:0"]);
     let addr = string_field(&line, "addr").expect("addr");
     let port = addr.rsplit(':').next().expect("port");
@@ -554,7 +583,8 @@ fn the_server_ready_line_lists_its_discovery_addresses() {
     // Same IP, another port: no crossings.
     let line = ready(&["--alt-listen", "127.0.0.1:0"]);
     assert!(line.contains(r#""alt_addrs":["127.0.0.1:"#), "{line}");
-    assert_eq!(line.matches("127.0.0.1:").count(), 2, "{line}");
+    // addr, tcp_addr and the alternate.
+    assert_eq!(line.matches("127.0.0.1:").count(), 3, "{line}");
 }
 
 #[test]

@@ -17,10 +17,14 @@
 //! - **Oracle** ([`direct_path_possible`]) says whether two edges can ever talk directly, so
 //!   NAT-traversal tests can assert the path they expect.
 //! - **Scenarios** ([`Scenario`]) build a server and clients behind edges, with scripted
-//!   [`Action`]s (roam, rebind, partition, restart, crash) at chosen times. Custom nodes (any
-//!   [`Node`]: a core [`pierce_core::Endpoint`] with counters) join with [`Sim::add_node`].
+//!   [`Action`]s (roam, rebind, partition, restart, crash, UDP firewall) at chosen times.
+//!   Custom nodes (any [`Node`]: a core [`pierce_core::Endpoint`] with counters) join with
+//!   [`Sim::add_node`].
 //! - **Drive loop** ([`Sim::run_until`], [`Sim::run_for`]): one event heap, a step cap, and a
 //!   busy-loop detector that names the spinning node and its `timeout_reason()`.
+//! - **TCP streams** for the UDP-blocked fallback: connects, ordered lossless frames with the
+//!   links' latency, closes, crashes, roams and outages (the model and its counters:
+//!   [`StreamStats`]), and UDP-blocking firewalls ([`Action::BlockUdp`]).
 //! - **Outputs**: per-node event logs stamped with time since the epoch, node stats, link,
 //!   NAT and network counters, and a global log (optionally with every datagram's fate).
 //!
@@ -68,8 +72,8 @@ pub use node::{Node, NodeEvent};
 pub use oracle::{NatProfile, Traversal, direct_path_possible, direct_path_possible_with};
 pub use scenario::{Action, DEFAULT_BUSY_LIMIT, DEFAULT_STEP_CAP, Edge, Scenario};
 pub use sim::{
-    CLIENT_PORT, Connected, Direction, DropCause, LogEntry, PacketFate, PacketRecord, SERVER_PORT,
-    Sim, SimError,
+    CLIENT_PORT, Connected, Direction, DropCause, LogEntry, PacketFate, PacketRecord, RTO_MIN,
+    SERVER_PORT, STREAM_CONNECT_TIMEOUT, STREAM_STALL_TIMEOUT, Sim, SimError, StreamStats,
 };
 
 use rand::SeedableRng;

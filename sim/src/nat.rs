@@ -357,6 +357,11 @@ impl Nat {
         self.forwards.insert(external_port, internal);
     }
 
+    /// Where a static forward sends `external_port`, if one does.
+    pub(crate) fn forwarded(&self, external_port: u16) -> Option<SocketAddr> {
+        self.forwards.get(&external_port).copied()
+    }
+
     /// Forgets every binding and conntrack entry (a router reboot, a rebind). Forwards stay.
     pub fn flush(&mut self) {
         self.bindings.clear();

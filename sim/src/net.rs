@@ -41,6 +41,9 @@ pub enum NetDrop {
     DeadHost,
     /// A NAT (by index) refused it.
     Nat(usize, NatDrop),
+    /// A firewall blocks UDP to or from the sender or the receiver
+    /// ([`crate::Action::BlockUdp`]).
+    Firewall,
 }
 
 /// Network-wide drop counters (NAT drops are also counted per NAT in [`crate::NatStats`]).
@@ -60,6 +63,8 @@ pub struct NetStats {
     pub dead_host: u64,
     /// Refused by a NAT.
     pub nat_dropped: u64,
+    /// UDP blocked by a firewall at the sender or the receiver ([`crate::Action::BlockUdp`]).
+    pub firewall: u64,
 }
 
 pub(crate) struct NatSlot {
@@ -81,6 +86,8 @@ pub(crate) struct Network {
     /// (from host, to host) pairs that cannot talk.
     blocked: BTreeSet<(usize, usize)>,
     offline: BTreeSet<usize>,
+    /// Hosts whose UDP is blocked, both ways.
+    udp_blocked: BTreeSet<usize>,
     next_public: u32,
     next_private: BTreeMap<usize, u32>,
     pub(crate) stats: NetStats,
@@ -258,6 +265,68 @@ impl Network {
         self.offline.contains(&host)
     }
 
+    pub(crate) fn set_udp_blocked(&mut self, host: usize, blocked: bool) {
+        if blocked {
+            self.udp_blocked.insert(host);
+        } else {
+            self.udp_blocked.remove(&host);
+        }
+    }
+
+    /// Whether anything can pass from host `from` to host `to` (both online, no partition
+    /// that way); what TCP segments need. UDP firewalls do not count.
+    pub(crate) fn passes(&self, from: usize, to: usize) -> bool {
+        !self.offline.contains(&from)
+            && !self.offline.contains(&to)
+            && !self.blocked.contains(&(from, to))
+    }
+
+    /// Where a TCP connection from a host at `src_ip` in `realm` to `dst` ends up: climbs out
+    /// through NATs without translating (NATs model UDP; TCP always passes them outbound),
+    /// then follows static port forwards down. Returns the listening host, the address it
+    /// listens on, and the IP the connection comes from as the listener sees it (the
+    /// connecting host's, or that of the outermost NAT it crossed).
+    ///
+    /// # Errors
+    /// [`NetDrop::NoRoute`] if nothing owns `dst` (or a NAT has no forward for its port: the
+    /// SYN is dropped), [`NetDrop::NoListener`] if a host owns the IP but does not listen on
+    /// that port (it answers with a reset).
+    pub(crate) fn tcp_route(
+        &self,
+        mut realm: Realm,
+        mut src_ip: IpAddr,
+        mut dst: SocketAddr,
+    ) -> Result<(usize, SocketAddr, IpAddr), NetDrop> {
+        let mut hops = 0;
+        while !self.owners.contains_key(&(realm, dst.ip())) {
+            hops += 1;
+            let Some(n) = realm.filter(|_| hops < MAX_HOPS) else {
+                return Err(NetDrop::NoRoute);
+            };
+            src_ip = self.nats[n].nat.public_ip();
+            realm = self.nats[n].outside;
+        }
+        for _ in 0..MAX_HOPS {
+            match self.owners.get(&(realm, dst.ip())).copied() {
+                None => break,
+                Some(Owner::Host(h)) => {
+                    return match self.sockets.get(&(realm, dst)) {
+                        Some(&(id, SocketId::PRIMARY)) if id == h => Ok((h, dst, src_ip)),
+                        _ => Err(NetDrop::NoListener),
+                    };
+                }
+                Some(Owner::Nat(n)) => {
+                    dst = self.nats[n]
+                        .nat
+                        .forwarded(dst.port())
+                        .ok_or(NetDrop::NoRoute)?;
+                    realm = Some(n);
+                }
+            }
+        }
+        Err(NetDrop::NoRoute)
+    }
+
     /// Carries a datagram from `src` (in `realm`, sent by host `from`) to `dst`: translates
     /// it through every NAT on the way and returns the receiving host and the source address
     /// it sees.
@@ -269,6 +338,11 @@ impl Network {
         mut src: SocketAddr,
         dst: SocketAddr,
     ) -> Result<(usize, SocketId, SocketAddr), NetDrop> {
+        // A UDP-blocking firewall in front of the sender stops it before any NAT sees it.
+        if self.udp_blocked.contains(&from) {
+            self.stats.firewall += 1;
+            return Err(NetDrop::Firewall);
+        }
         // Climb until the destination is known in the current realm.
         let mut hops = 0;
         while !self.owners.contains_key(&(realm, dst.ip())) {
@@ -292,6 +366,10 @@ impl Network {
             if self.blocked.contains(&(from, to)) {
                 self.stats.partitioned += 1;
                 return Err(NetDrop::Partitioned);
+            }
+            if self.udp_blocked.contains(&to) {
+                self.stats.firewall += 1;
+                return Err(NetDrop::Firewall);
             }
         }
         // Descend to the host.

@@ -119,6 +119,7 @@ pub(crate) trait Driven {
     );
     fn poll_socket_request(&mut self) -> Option<SocketRequest>;
     fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>);
+    fn stream_closed(&mut self, now: Instant, id: SocketId);
     fn handle_timeout(&mut self, now: Instant);
     /// Drains transmits and events into `out`; returns `poll_timeout()` afterwards.
     fn drain(&mut self, now: Instant, buf: &mut [u8], out: &mut Output) -> Option<Instant>;
@@ -142,6 +143,9 @@ impl<N: Node + 'static> Driven for N {
     }
     fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
         Endpoint::socket_opened(self, now, id, local);
+    }
+    fn stream_closed(&mut self, now: Instant, id: SocketId) {
+        Endpoint::stream_closed(self, now, id);
     }
     fn handle_timeout(&mut self, now: Instant) {
         Endpoint::handle_timeout(self, now);

@@ -86,6 +86,12 @@ pub enum Action {
     ServerSend(String, Vec<u8>),
     /// The client closes its session with this code.
     Disconnect(String, u16),
+    /// A firewall in front of the host drops all UDP to and from it (counted as
+    /// [`crate::NetDrop::Firewall`]); TCP streams pass. Scheduled at time zero, the host
+    /// starts blocked.
+    BlockUdp(String),
+    /// Undoes [`Action::BlockUdp`].
+    UnblockUdp(String),
 }
 
 impl Action {
@@ -136,6 +142,14 @@ impl Action {
     /// [`Action::Disconnect`].
     pub fn disconnect(node: impl Into<String>, code: u16) -> Self {
         Self::Disconnect(node.into(), code)
+    }
+    /// [`Action::BlockUdp`].
+    pub fn block_udp(node: impl Into<String>) -> Self {
+        Self::BlockUdp(node.into())
+    }
+    /// [`Action::UnblockUdp`].
+    pub fn unblock_udp(node: impl Into<String>) -> Self {
+        Self::UnblockUdp(node.into())
     }
 }
 

@@ -38,6 +38,10 @@ use crate::{SERVER, derive_seed, repro_command, substream};
 
 mod access;
 mod actions;
+mod tcp;
+
+pub use tcp::{RTO_MIN, STREAM_CONNECT_TIMEOUT, STREAM_STALL_TIMEOUT, StreamStats};
+use tcp::{StreamItem, Streams};
 
 /// Port every client binds.
 pub const CLIENT_PORT: u16 = 5000;
@@ -84,6 +88,8 @@ pub struct PacketRecord {
     pub kind: u8,
     /// Whether a link made a second copy.
     pub duplicated: bool,
+    /// Sent down a TCP stream (`src` and `dst` are the stream's ends; see [`Sim::streams`]).
+    pub tcp: bool,
     /// What became of it: one entry per copy, in the order they happened (none yet while in
     /// flight).
     pub fates: Vec<PacketFate>,
@@ -131,6 +137,9 @@ pub enum DropCause {
         /// Why.
         drop: crate::LinkDrop,
     },
+    /// A TCP frame whose stream ended (closed, broken, receiver gone) before it arrived, or
+    /// that its stream's buffer refused.
+    StreamEnded,
 }
 
 /// Which way along a host's access link.
@@ -263,6 +272,7 @@ enum Item {
         trace: Option<usize>,
     },
     Action(Action),
+    Stream(StreamItem),
 }
 
 /// A running simulation. Build one with [`Scenario`].
@@ -284,6 +294,7 @@ pub struct Sim {
     step_cap: u64,
     busy_limit: u32,
     buf: Box<[u8]>,
+    streams: Streams,
 }
 
 impl fmt::Debug for Sim {
@@ -321,6 +332,7 @@ impl Sim {
             step_cap: s.step_cap,
             busy_limit: s.busy_limit,
             buf: vec![0u8; MAX_DATAGRAM_SIZE.max(2048)].into_boxed_slice(),
+            streams: Streams::default(),
         };
 
         // The server, with forwards through any NATs in front of it.
@@ -701,68 +713,91 @@ impl Sim {
                 self.service(to, false)
             }
             Item::Action(a) => self.apply(a),
+            Item::Stream(s) => self.handle_stream(s),
         }
     }
 
     /// Drains a node after an input, logs its events, sends its datagrams and reschedules
     /// its wakeup. `after_timeout` enables the busy-loop check.
     fn service(&mut self, id: usize, after_timeout: bool) -> Result<(), SimError> {
-        let now = self.clock.now();
+        /// Rounds of requests served after transmits, per service call.
+        const MAX_ROUNDS: usize = 64;
         self.serve_socket_requests(id);
-        let mut out = Output::default();
-        let host = &mut self.hosts[id];
-        let next = match &mut host.node {
-            NodeState::Running(n) => n.drain(now, &mut self.buf, &mut out),
-            NodeState::Crashed => None,
-        };
-        let progress = !out.transmits.is_empty() || !out.events.is_empty();
-        if after_timeout && !progress && next.is_some_and(|t| t <= now) {
-            host.busy += 1;
-            if host.busy >= self.busy_limit {
-                let reason = match &host.node {
-                    NodeState::Running(n) => n.timeout_reason(),
-                    NodeState::Crashed => "crashed",
-                };
-                return Err(SimError::BusyLoop {
-                    seed: self.seed,
-                    at: self.clock.elapsed(),
-                    node: host.name.clone(),
-                    reason,
-                });
+        for round in 0..MAX_ROUNDS {
+            let now = self.clock.now();
+            let mut out = Output::default();
+            let host = &mut self.hosts[id];
+            let next = match &mut host.node {
+                NodeState::Running(n) => n.drain(now, &mut self.buf, &mut out),
+                NodeState::Crashed => None,
+            };
+            let progress = !out.transmits.is_empty() || !out.events.is_empty();
+            if round > 0 {
+                if progress {
+                    host.busy = 0;
+                }
+            } else if after_timeout && !progress && next.is_some_and(|t| t <= now) {
+                host.busy += 1;
+                if host.busy >= self.busy_limit {
+                    let reason = match &host.node {
+                        NodeState::Running(n) => n.timeout_reason(),
+                        NodeState::Crashed => "crashed",
+                    };
+                    return Err(SimError::BusyLoop {
+                        seed: self.seed,
+                        at: self.clock.elapsed(),
+                        node: host.name.clone(),
+                        reason,
+                    });
+                }
+            } else if after_timeout || progress {
+                host.busy = 0;
             }
-        } else if after_timeout || progress {
-            host.busy = 0;
-        }
-        let at = self.clock.elapsed();
-        for event in out.events {
-            self.log
-                .push(format!("{} {}: {event:?}", format_time(at), host.name));
-            host.log.push(LogEntry { at, event });
-        }
-        let wake = next.map(|t| t.max(now));
-        if wake != host.wake {
-            host.wake = wake;
-            if let Some(t) = wake {
-                self.queue.push(t, Item::Wake(id));
+            let at = self.clock.elapsed();
+            for event in out.events {
+                self.log
+                    .push(format!("{} {}: {event:?}", format_time(at), host.name));
+                host.log.push(LogEntry { at, event });
             }
-        }
-        for (socket, dst, data) in out.transmits {
-            self.send_from(id, socket, dst, data);
+            let wake = next.map(|t| t.max(now));
+            if wake != host.wake {
+                host.wake = wake;
+                if let Some(t) = wake {
+                    self.queue.push(t, Item::Wake(id));
+                }
+            }
+            for (socket, dst, data) in out.transmits {
+                if socket.is_stream() {
+                    self.stream_send(id, socket, data);
+                } else {
+                    self.send_from(id, socket, dst, data);
+                }
+            }
+            // The core may ask for sockets while transmitting (a stream's Close after its last
+            // frame): serve them now, and drain what that produced.
+            if !self.serve_socket_requests(id) {
+                break;
+            }
         }
         Ok(())
     }
 
-    /// Opens and closes the sockets a node asks for, like a runtime would.
-    fn serve_socket_requests(&mut self, id: usize) {
+    /// Opens and closes the sockets (and connects and closes the streams) a node asks for,
+    /// like a runtime would. Returns whether there were any requests.
+    fn serve_socket_requests(&mut self, id: usize) -> bool {
         let now = self.clock.now();
+        let mut any = false;
         loop {
             let req = match &mut self.hosts[id].node {
                 NodeState::Running(n) => n.poll_socket_request(),
                 NodeState::Crashed => None,
             };
             let Some(req) = req else { break };
+            any = true;
             let realm = self.hosts[id].realm;
             match req {
+                SocketRequest::Connect { id: sid, addr } => self.stream_connect(id, sid, addr),
+                SocketRequest::Close { id: sid } if sid.is_stream() => self.stream_close(id, sid),
                 SocketRequest::Open { id: sid, addr } => {
                     if sid == SocketId::PRIMARY {
                         continue;
@@ -802,6 +837,7 @@ impl Sim {
                 }
             }
         }
+        any
     }
 
     /// The local address of a host's socket.
@@ -829,6 +865,7 @@ impl Sim {
                 len: data.len(),
                 kind: data.first().copied().unwrap_or(0),
                 duplicated: false,
+                tcp: false,
                 fates: Vec::new(),
             });
             self.packets.len() - 1

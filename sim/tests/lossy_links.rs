@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pierce_core::{ClientConfig, DisconnectReason, ServerEvent};
+use pierce_core::{ClientConfig, DisconnectReason, ServerEvent, Transport};
 use pierce_sim::{
     Direction, Edge, GilbertElliott, LinkConfig, LinkProfile, Loss, NatConfig, Scenario, Sim,
     repro_command, seeds,
@@ -19,6 +19,15 @@ fn bad_link() -> LinkProfile {
         reorder_delay: Duration::from_millis(40),
         ..LinkConfig::default()
     })
+}
+
+/// UDP only: these sweeps measure the UDP handshake. With the default `Transport::Auto` a
+/// handshake still unanswered after 2 s would finish over the TCP fallback instead
+/// (`tcp_fallback.rs` covers that).
+fn udp_only() -> ClientConfig {
+    let mut config = ClientConfig::default();
+    config.transport = Transport::Udp;
+    config
 }
 
 /// Runs one handshake to success or failure, checking what a success must look like.
@@ -102,7 +111,7 @@ fn handshakes_survive_30_percent_burst_loss_in_all_but_a_few_seeds() {
     // about 8 tries at a round trip that succeeds half the time, then the same again for the
     // Connect/Welcome exchange. A few seeds in a thousand lose every try (6 of seeds
     // 0..1000, 3 of 0..300 when this was written); more than 2 % means a regression.
-    let config = ClientConfig::default();
+    let config = udp_only();
     let s = sweep(&config);
     assert!(
         s.failed.len() as u64 * 50 <= s.runs,
@@ -122,7 +131,7 @@ fn handshakes_survive_30_percent_burst_loss_in_all_but_a_few_seeds() {
 fn with_retries_capped_at_one_second_every_seed_connects_in_time() {
     // Retrying at most every second doubles the tries within the connect timeout; no seed
     // of 0..1000 failed when this was written.
-    let mut config = ClientConfig::default();
+    let mut config = udp_only();
     config.handshake_retry_max = Duration::from_secs(1);
     let s = sweep(&config);
     assert!(

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use pierce_core::{
-    Channel, ClientConfig, ClientEvent, DisconnectReason, HostId, Path, PeerDropReason,
+    Channel, ClientConfig, ClientEvent, DisconnectReason, HostId, Path, PeerDropReason, ServerEvent,
 };
 use pierce_sim::{Action, Edge, LinkProfile, NatConfig, Scenario, Sim, seed_or};
 
@@ -65,24 +65,40 @@ fn stream(sim: &mut Sim, ids: [HostId; 3], next: &mut u32, d: Duration) {
 }
 
 #[test]
-fn a_server_restart_leaves_live_direct_paths_delivering() {
+fn a_server_restart_leaves_live_direct_paths_delivering_and_members_reregister() {
     let (mut sim, ids) = trio(seed_or(51), ClientConfig::default());
-    let [_, _, hc] = ids;
+    let [ha, hb, hc] = ids;
     let mut next = 0;
     stream(&mut sim, ids, &mut next, 2 * SECOND);
     let restart = sim.elapsed();
     sim.apply(Action::RestartServer).expect("restart");
     // The restarted server knows nobody: after their idle timeout (15 s) the clients lose
-    // their sessions; a and b keep each other (direct), everyone drops c (relay only).
-    stream(&mut sim, ids, &mut next, 40 * SECOND);
+    // their sessions; a and b keep each other (direct), everyone drops c (relay only). a and
+    // b register again on their own, get their host ids back from their tickets, and the
+    // application (this test) puts them back in a group: their pair goes on as it was.
+    let end = sim.elapsed() + 40 * SECOND;
+    let mut regrouped = None;
+    while sim.elapsed() < end {
+        stream(&mut sim, ids, &mut next, TICK);
+        let resumed: Vec<HostId> = sim
+            .server_events()
+            .filter_map(|(_, e)| match e {
+                ServerEvent::ClientResumed { host_id } => Some(*host_id),
+                _ => None,
+            })
+            .collect();
+        if regrouped.is_none() && resumed.contains(&ha) && resumed.contains(&hb) {
+            sim.with_server(|srv, now| srv.create_group(now, &[ha, hb]))
+                .expect("group");
+            regrouped = Some(sim.elapsed() - restart);
+        }
+    }
     sim.advance(2 * SECOND);
-    for (name, from) in [("a", ids[1]), ("b", ids[0])] {
+    sim.check(regrouped.is_some(), || "a and b never resumed".to_owned());
+    for (name, me, from) in [("a", ha, hb), ("b", hb, ha)] {
         let got = received(&sim, name, from);
         sim.check(got == (0..next).collect::<Vec<_>>(), || {
             format!("{name} got {} of {next} messages in order", got.len())
-        });
-        sim.check(sim.client(name).is_detached(), || {
-            format!("{name} is not detached")
         });
         sim.check(
             matches!(
@@ -91,6 +107,21 @@ fn a_server_restart_leaves_live_direct_paths_delivering() {
             ),
             || format!("{name}: {:?}", sim.disconnected(name)),
         );
+        let c = sim.client(name);
+        sim.check(c.is_connected() && c.host_id() == Some(me), || {
+            format!("{name} is not back with its id: {:?}", c.host_id())
+        });
+        let stats = sim.client_stats(name);
+        sim.check(stats.pairs_carried_over == 1, || {
+            format!("{name}: {stats:?}")
+        });
+        let path_changes = sim
+            .client_events(name)
+            .filter(|(t, e)| *t > restart && matches!(e, ClientEvent::PathChanged { .. }))
+            .count();
+        sim.check(path_changes == 0, || {
+            format!("{name}: the direct path changed {path_changes} times")
+        });
         let d = dropped(&sim, name, hc);
         sim.check(matches!(d, Some((_, PeerDropReason::ServerLost))), || {
             format!("{name} about c: {d:?}")
@@ -102,7 +133,9 @@ fn a_server_restart_leaves_live_direct_paths_delivering() {
     let lost_at = sim.disconnected("a").map(|(t, _)| t - restart);
     eprintln!(
         "server restart: sessions timed out {lost_at:?} later; a and b delivered {next} \
-         messages each way in order over 42 s, detached; c dropped (relay only)"
+         messages each way in order over 42 s, registered again with their ids and were \
+         grouped again {regrouped:?} after the restart, their direct pair carried over; c \
+         dropped (relay only)"
     );
 }
 

@@ -3,6 +3,7 @@
 
 mod peers;
 mod punch;
+mod tcp;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use rand::RngCore;
 
 use crate::arena::Arena;
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, Transport};
 use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey};
 use crate::error::{ConfigError, ConnectError, SendError};
 use crate::event::{ClientEvent, DisconnectReason, GroupId, HostId, RejectReason};
@@ -21,7 +22,7 @@ use crate::rng::{self, Rng};
 use crate::rudp::PeerDropReason;
 use crate::rudp::stream::ControlStream;
 use crate::stats::ClientStats;
-use crate::time::{Backoff, Clock, Instant, earliest};
+use crate::time::{Backoff, Clock, Duration, Instant, earliest};
 use crate::wire::control::ControlMsg;
 use crate::wire::demux::{self, Datagram};
 use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame, Frames, MAX_TOKEN_LEN};
@@ -88,22 +89,45 @@ pub struct Client {
     nat_behavior: Option<NatBehavior>,
     /// The discovery under way was started by the session (and ends with it).
     discovery_auto: bool,
+    /// The TCP stream to the server, when UDP does not get through.
+    tcp: tcp::TcpLink,
+    /// The server and token given to `connect`: re-registration goes there with them.
+    last_server: Option<(SocketAddr, Vec<u8>)>,
+    /// The server's latest resumption ticket (presented when re-registering).
+    ticket: Option<Vec<u8>>,
+    /// Peers kept from a lost server session (orphans) live until this instant.
+    orphans_until: Option<Instant>,
+    /// While detached after losing the server: the next re-registration attempt.
+    rejoin_at: Option<Instant>,
+    rejoin_backoff: Duration,
+    /// Rooms this client is in: (name, password, max members), rejoined by name after
+    /// re-registering with a server that lost them.
+    rooms: BTreeMap<GroupId, (String, String, u16)>,
+    /// Passwords and sizes of rooms asked for, by name, until the answer.
+    room_requests: BTreeMap<String, (String, u16)>,
 }
+
+/// Room requests remembered at once, at most (for rejoining after a server restart).
+const MAX_ROOM_REQUESTS: usize = 32;
+
+/// First wait before re-registering with a lost server; doubles to [`REJOIN_MAX`].
+const REJOIN_INITIAL: Duration = Duration::from_secs(1);
+const REJOIN_MAX: Duration = Duration::from_secs(8);
 
 /// Longer than the server's keepalive interval ([`crate::DEFAULT_KEEPALIVE_INTERVAL`]: a
 /// server with nothing to say pings that often) plus a margin: a server quiet for this long
 /// means our network is probably out. Heard again after such a silence, peer retransmissions
 /// restart without their backoff.
-const SERVER_QUIET: std::time::Duration = std::time::Duration::from_secs(6);
+const SERVER_QUIET: Duration = Duration::from_secs(6);
 
 /// While the server is quiet (past [`SERVER_QUIET`]), ping it this often, so that when our
 /// network comes back the server hears us (and tells our peers) within half a second.
-const RECOVERY_PING: std::time::Duration = std::time::Duration::from_millis(500);
+const RECOVERY_PING: Duration = Duration::from_millis(500);
 
 impl Link {
     /// When the next keepalive is due: `keepalive` after the last send, or every
     /// [`RECOVERY_PING`] once the server has been quiet for [`SERVER_QUIET`].
-    fn ping_at(&self, keepalive: std::time::Duration) -> Instant {
+    fn ping_at(&self, keepalive: Duration) -> Instant {
         let quiet = (self.last_send + RECOVERY_PING).max(self.last_recv + SERVER_QUIET);
         (self.last_send + keepalive).min(quiet)
     }
@@ -133,12 +157,19 @@ enum State {
 
 struct Handshake {
     server: SocketAddr,
+    /// Hellos go out on this socket: the primary UDP socket, or the TCP stream.
+    socket: SocketId,
+    /// With [`Transport::Auto`]: connect a TCP stream at this instant if the server has not
+    /// answered over UDP by then.
+    tcp_at: Option<Instant>,
     ephemeral: Ephemeral,
     retry: Backoff,
     deadline: Instant,
     hello_due: bool,
     /// A server answered with a key other than the pinned one.
     key_mismatch: bool,
+    /// Re-registering after the server was lost: failure returns to `Detached`.
+    rejoin: bool,
     /// The cookie a server under load asked us to echo.
     cookie: Option<[u8; crate::wire::handshake::COOKIE_LEN]>,
     token: Vec<u8>,
@@ -146,6 +177,8 @@ struct Handshake {
 
 struct Authenticating {
     link: Link,
+    /// See [`Handshake::rejoin`].
+    rejoin: bool,
     retry: Backoff,
     deadline: Instant,
     connect_due: bool,
@@ -155,6 +188,13 @@ struct Authenticating {
 /// An established, encrypted link to the server.
 struct Link {
     server: SocketAddr,
+    /// The socket the session is on: the primary UDP socket, or the TCP stream.
+    socket: SocketId,
+    /// On TCP with [`Transport::Auto`]: the next UDP probe to the server is due then.
+    probe_at: Instant,
+    probe_due: bool,
+    /// The nonce of the last UDP probe; its answer (over UDP) moves the session back.
+    probe_nonce: Option<u64>,
     server_key: PublicKey,
     keys: PacketKeys,
     /// The id the server chose for packets sent to it.
@@ -202,6 +242,14 @@ impl Client {
             discovery: None,
             nat_behavior: None,
             discovery_auto: false,
+            tcp: tcp::TcpLink::default(),
+            last_server: None,
+            ticket: None,
+            orphans_until: None,
+            rejoin_at: None,
+            rejoin_backoff: REJOIN_INITIAL,
+            rooms: BTreeMap::new(),
+            room_requests: BTreeMap::new(),
         })
     }
 
@@ -241,7 +289,7 @@ impl Client {
     }
 
     /// Smoothed round-trip time to the server (an initial estimate until measured).
-    pub fn server_rtt(&self) -> Option<std::time::Duration> {
+    pub fn server_rtt(&self) -> Option<Duration> {
         match &self.state {
             State::Connected(l) => Some(l.control.srtt()),
             _ => None,
@@ -323,9 +371,26 @@ impl Client {
         if token.len() > MAX_TOKEN_LEN {
             return Err(ConnectError::TokenTooLarge { max: MAX_TOKEN_LEN });
         }
+        self.last_server = Some((server, token.to_vec()));
+        self.begin_handshake(now, server, token.to_vec(), false);
+        Ok(())
+    }
+
+    /// A new handshake with `server` (a first connect, or a re-registration).
+    fn begin_handshake(&mut self, now: Instant, server: SocketAddr, token: Vec<u8>, rejoin: bool) {
         self.session_id = self.rng.next_u32();
+        let tcp_at = match self.config.transport {
+            Transport::Auto => Some(now + self.config.tcp_fallback_after),
+            Transport::Udp => None,
+            Transport::Tcp => {
+                self.tcp.connect(now, server);
+                None
+            }
+        };
         self.state = State::Handshaking(Box::new(Handshake {
             server,
+            socket: SocketId::PRIMARY,
+            tcp_at,
             ephemeral: Ephemeral::generate(&mut self.rng),
             retry: Backoff::new(
                 now,
@@ -335,10 +400,10 @@ impl Client {
             deadline: now + self.config.connect_timeout,
             hello_due: true,
             key_mismatch: false,
+            rejoin,
             cookie: None,
-            token: token.to_vec(),
+            token,
         }));
-        Ok(())
     }
 
     /// Queues an unreliable datagram for the server application.
@@ -513,13 +578,128 @@ impl Client {
     /// probing asks for [`ClientConfig::birthday_sockets`] extra sockets while it runs and
     /// closes them after (but the one a direct path uses).
     pub fn poll_socket_request(&mut self) -> Option<SocketRequest> {
-        self.sockets.poll_request()
+        self.tcp
+            .poll_request()
+            .or_else(|| self.sockets.poll_request())
     }
 
-    /// The runtime opened socket `id` at `local` (or could not: `None`).
+    /// The runtime opened socket `id` at `local`, or connected stream `id` (or could not:
+    /// `None`).
     pub fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
-        self.clock.advance(now);
-        self.sockets.opened(id, local);
+        let now = self.clock.advance(now);
+        if id.is_stream() {
+            self.on_stream_opened(now, id, local.is_some());
+        } else {
+            self.sockets.opened(id, local);
+        }
+    }
+
+    /// The runtime reports that TCP stream `id` ended. A session on it connects a new one at
+    /// once (the server keeps the session through its recovery window).
+    pub fn stream_closed(&mut self, now: Instant, id: SocketId) {
+        let now = self.clock.advance(now);
+        if !self.tcp.closed(id) {
+            return;
+        }
+        self.stats.tcp_streams_closed += 1;
+        match &mut self.state {
+            State::Handshaking(h) if h.socket == id => {
+                // Back to UDP hellos (Auto) while a new stream is connected.
+                h.socket = SocketId::PRIMARY;
+                h.cookie = None;
+                self.tcp.reconnect_later(now);
+            }
+            State::Authenticating(a) if a.link.socket == id => self.tcp.connect(now, a.link.server),
+            State::Connected(l) if l.socket == id => self.tcp.connect(now, l.server),
+            _ => {}
+        }
+    }
+
+    /// Test-only: the resumption ticket this client holds.
+    #[cfg(test)]
+    pub(crate) fn test_ticket(&self) -> Option<Vec<u8>> {
+        self.ticket.clone()
+    }
+
+    /// Test-only: this client forgets a peer without a word (as if its side of the pair had
+    /// expired).
+    #[cfg(test)]
+    pub(crate) fn test_forget_peer(&mut self, peer: HostId) {
+        self.remove_peer(peer);
+    }
+
+    /// Test-only: hand this client someone's ticket (a thief's copy).
+    #[cfg(test)]
+    pub(crate) fn test_set_ticket(&mut self, ticket: Vec<u8>) {
+        self.ticket = Some(ticket);
+    }
+
+    /// Whether the session with the server is on a TCP stream now (see [`Transport`]).
+    pub fn on_tcp(&self) -> bool {
+        match &self.state {
+            State::Handshaking(h) => h.socket.is_stream(),
+            State::Authenticating(a) => a.link.socket.is_stream(),
+            State::Connected(l) | State::Closing(l, _) => l.socket.is_stream(),
+            State::Idle | State::Closed | State::Detached(_) => false,
+        }
+    }
+
+    /// The runtime's answer to a stream connect.
+    fn on_stream_opened(&mut self, now: Instant, id: SocketId, ok: bool) {
+        if !self.tcp.opened(id, ok) {
+            if self.tcp.open_id().is_none() && !ok && self.wants_stream(now) {
+                self.stats.tcp_connect_failures += 1;
+                self.tcp.reconnect_later(now);
+            }
+            return;
+        }
+        self.stats.tcp_streams_opened += 1;
+        let quiet_after = SERVER_QUIET;
+        let mut moved = false;
+        match &mut self.state {
+            State::Handshaking(h) => {
+                h.socket = id;
+                h.cookie = None;
+                h.hello_due = true;
+            }
+            State::Authenticating(a) if a.link.socket.is_stream() => {
+                a.link.socket = id;
+                a.connect_due = true;
+            }
+            State::Connected(l)
+                if l.socket.is_stream()
+                    || now.saturating_duration_since(l.last_recv) >= quiet_after =>
+            {
+                // A replacement stream, or the server went quiet over UDP: the next packet
+                // moves the session here.
+                moved = !l.socket.is_stream();
+                l.socket = id;
+                l.ping_due = true;
+                l.probe_at = now + self.config.udp_probe_interval;
+                self.tcp.keep();
+            }
+            _ => self.tcp.close(None),
+        }
+        if moved {
+            self.stats.transport_changes += 1;
+            self.push_event(ClientEvent::ServerTransport { tcp: true });
+        }
+    }
+
+    /// Whether a TCP stream to the server is (still) worth connecting.
+    fn wants_stream(&self, now: Instant) -> bool {
+        let auto = self.config.transport == Transport::Auto;
+        match &self.state {
+            State::Handshaking(h) => {
+                self.config.transport == Transport::Tcp || (auto && h.tcp_at.is_none())
+            }
+            State::Authenticating(a) => a.link.socket.is_stream(),
+            State::Connected(l) => {
+                l.socket.is_stream()
+                    || (auto && now.saturating_duration_since(l.last_recv) >= SERVER_QUIET)
+            }
+            _ => false,
+        }
     }
 
     /// Runs NAT behaviour discovery (RFC 5780) against `server`'s STUN service (a Pierce
@@ -588,6 +768,15 @@ impl Client {
                         self.drop_peer(id, PeerDropReason::PairExpired);
                     }
                     self.state = State::Closed;
+                    self.rejoin_at = None;
+                    self.orphans_until = None;
+                } else if self.rejoin_at.is_some_and(|at| now >= at) {
+                    self.rejoin_at = None;
+                    if let Some((server, token)) = self.last_server.clone() {
+                        // The server may be back: register again, peers carry on meanwhile.
+                        self.stats.reregistrations += 1;
+                        self.begin_handshake(now, server, token, true);
+                    }
                 }
                 None
             }
@@ -600,6 +789,11 @@ impl Client {
                     })
                 } else {
                     h.hello_due |= h.retry.poll(now);
+                    if h.tcp_at.is_some_and(|at| now >= at) {
+                        // No answer over UDP: try TCP too.
+                        h.tcp_at = None;
+                        self.tcp.connect(now, h.server);
+                    }
                     None
                 }
             }
@@ -616,10 +810,31 @@ impl Client {
                     Some(DisconnectReason::TimedOut)
                 } else {
                     l.ping_due |= now >= l.ping_at(self.config.keepalive_interval);
+                    let auto = self.config.transport == Transport::Auto;
+                    if auto && l.socket.is_stream() && now >= l.probe_at {
+                        l.probe_due = true;
+                        l.probe_at = now + self.config.udp_probe_interval;
+                    }
+                    if auto
+                        && !l.socket.is_stream()
+                        && !self.tcp.wanted()
+                        && now >= l.last_recv + SERVER_QUIET
+                    {
+                        // The server is quiet over UDP (blocked, or our network is out):
+                        // a stream too; it takes over if it connects while still quiet.
+                        self.tcp.connect(now, l.server);
+                    }
                     None
                 }
             }
         };
+        let server = self.server_addr().filter(|_| self.wants_stream(now));
+        if self.tcp.handle_timeout(now, server) {
+            self.stats.tcp_connect_failures += 1;
+            if self.wants_stream(now) {
+                self.tcp.reconnect_later(now);
+            }
+        }
         if let Some(reason) = failure {
             self.fail(reason);
         }
@@ -631,9 +846,12 @@ impl Client {
             self.drain_peer(id);
         }
         self.punch_timeouts(now);
-        if matches!(self.state, State::Detached(_)) {
-            // No relay without a server: a peer whose direct path died is gone.
-            self.drop_peers_without_direct(PeerDropReason::DirectLost);
+        // No relay for orphans: one whose direct path died is gone; all of them at the end of
+        // the pair lifetime.
+        self.drop_orphans(|p| p.punch.direct().is_none(), PeerDropReason::DirectLost);
+        if self.orphans_until.is_some_and(|t| now >= t) && !self.is_detached() {
+            self.orphans_until = None;
+            self.drop_orphans(|_| true, PeerDropReason::PairExpired);
         }
         while self
             .early
@@ -669,7 +887,33 @@ impl Client {
         }
         let max = self.config.max_datagram_size.min(buf.len());
         let session_id = self.session_id;
-        let (dst, len) = match &mut self.state {
+        // A session on a stream that is not connected (it broke; a new one is on its way)
+        // has no path: nothing is sealed for it meanwhile.
+        let down = |socket: SocketId| socket.is_stream() && self.tcp.open_id() != Some(socket);
+        let waiting = match &self.state {
+            State::Handshaking(h) => {
+                !h.hello_due
+                    || (self.config.transport == Transport::Tcp && !h.socket.is_stream())
+                    || down(h.socket)
+            }
+            State::Authenticating(a) => !a.connect_due || down(a.link.socket),
+            State::Connected(l) => !l.probe_due && down(l.socket),
+            State::Closing(l, _) if down(l.socket) => {
+                // Nothing can carry the Close: the server times the session out.
+                self.state = State::Closed;
+                return None;
+            }
+            _ => false,
+        };
+        if waiting {
+            // (Peers exist here only while re-registering: their direct paths go on.)
+            return self.poll_peer_transmit(now, buf).inspect(|t| {
+                self.stats.io.datagrams_out += 1;
+                self.stats.io.bytes_out += t.len as u64;
+            });
+        }
+        let ticket = &self.ticket;
+        let (dst, len, socket) = match &mut self.state {
             State::Idle | State::Closed => return None,
             State::Detached(_) => {
                 return self.poll_peer_transmit(now, buf).inspect(|t| {
@@ -678,7 +922,10 @@ impl Client {
                 });
             }
             State::Handshaking(h) => {
-                if !h.hello_due {
+                if !h.hello_due
+                    || (self.config.transport == Transport::Tcp && !h.socket.is_stream())
+                {
+                    // (Forced TCP waits for its stream.)
                     return None;
                 }
                 h.hello_due = false;
@@ -689,7 +936,7 @@ impl Client {
                 };
                 let len = hello.encode(buf).ok()?;
                 self.stats.hellos_sent += 1;
-                (h.server, len)
+                (h.server, len, h.socket)
             }
             State::Authenticating(a) => {
                 if !a.connect_due {
@@ -699,10 +946,25 @@ impl Client {
                 let token = &a.token;
                 let l = &mut a.link;
                 let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    if let Some(ticket) = ticket {
+                        let _ = Frame::Resume { ticket }.encode(w);
+                    }
                     let _ = Frame::Connect { token }.encode(w);
                 })?;
                 l.last_send = now;
-                (l.server, len)
+                (l.server, len, l.socket)
+            }
+            State::Connected(l) if l.probe_due => {
+                // Does UDP to the server work (both ways)? The server answers on UDP without
+                // moving the session; the answer moves it (`on_probe_ack`).
+                l.probe_due = false;
+                let nonce = self.rng.next_u64();
+                l.probe_nonce = Some(nonce);
+                let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    let _ = Frame::Probe { nonce }.encode(w);
+                })?;
+                self.stats.udp_probes_sent += 1;
+                (l.server, len, SocketId::PRIMARY)
             }
             State::Connected(l) => {
                 if self.outgoing.is_empty()
@@ -711,7 +973,7 @@ impl Client {
                     && !self
                         .peers
                         .values()
-                        .any(|p| p.punch.direct().is_none() && p.conn.wants_transmit(now))
+                        .any(|p| p.relayed() && p.conn.wants_transmit(now))
                 {
                     return self.poll_peer_transmit(now, buf).inspect(|t| {
                         self.stats.io.datagrams_out += 1;
@@ -761,21 +1023,23 @@ impl Client {
                 self.stats.control_retransmits += l.control.retransmits - retransmits;
                 l.ping_due = false;
                 l.last_send = now;
-                (l.server, len)
+                (l.server, len, l.socket)
             }
             State::Closing(l, code) => {
                 let code = *code;
                 let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
                     let _ = Frame::Close { code }.encode(w);
                 })?;
-                let dst = l.server;
+                let (dst, socket) = (l.server, l.socket);
                 self.state = State::Closed;
-                (dst, len)
+                // The Close frame is queued on the stream before the stream's close.
+                self.tcp.close(None);
+                (dst, len, socket)
             }
         };
         self.stats.io.datagrams_out += 1;
         self.stats.io.bytes_out += len as u64;
-        Some(Transmit::new(dst, len))
+        Some(Transmit { dst, len, socket })
     }
 
     /// When [`Client::handle_timeout`] should next be called, if ever. Pure.
@@ -783,27 +1047,41 @@ impl Client {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let stun = self.stun.iter().filter_map(|b| b.poll_timeout()).min();
         let discovery = self.discovery.as_ref().and_then(NatDiscovery::poll_timeout);
-        earliest(earliest(stun, discovery), self.session_timeout())
+        earliest(
+            earliest(stun, discovery),
+            earliest(self.session_timeout(), self.tcp.next_timeout()),
+        )
     }
 
     fn session_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::Idle | State::Closed => None,
             State::Closing(..) => None,
-            State::Detached(until) => earliest(Some(*until), self.peer_timeouts()),
-            State::Handshaking(h) => Some(h.deadline.min(h.retry.next_at())),
-            State::Authenticating(a) => Some(a.deadline.min(a.retry.next_at())),
+            State::Detached(until) => {
+                earliest(earliest(Some(*until), self.rejoin_at), self.peer_timeouts())
+            }
+            State::Handshaking(h) => earliest(
+                earliest(Some(h.deadline.min(h.retry.next_at())), h.tcp_at),
+                earliest(self.peer_timeouts(), self.orphans_until),
+            ),
+            State::Authenticating(a) => earliest(
+                Some(a.deadline.min(a.retry.next_at())),
+                earliest(self.peer_timeouts(), self.orphans_until),
+            ),
             State::Connected(l) => earliest(
                 earliest(
-                    Some(l.last_recv + self.config.idle_timeout),
-                    (!l.ping_due).then(|| l.ping_at(self.config.keepalive_interval)),
+                    earliest(
+                        Some(l.last_recv + self.config.idle_timeout),
+                        (!l.ping_due).then(|| l.ping_at(self.config.keepalive_interval)),
+                    ),
+                    self.link_tcp_timeout(l),
                 ),
                 earliest(
                     earliest(
                         l.control.next_timeout(),
                         self.early.front().map(|(at, _, _)| *at + peers::EARLY_TTL),
                     ),
-                    self.peer_timeouts(),
+                    earliest(self.peer_timeouts(), self.orphans_until),
                 ),
             ),
         }
@@ -840,15 +1118,32 @@ impl Client {
 
     fn fail(&mut self, reason: DisconnectReason) {
         let now = self.clock.now();
+        let rejoining = match &self.state {
+            State::Handshaking(h) => h.rejoin,
+            State::Authenticating(a) => a.rejoin,
+            _ => false,
+        };
+        if rejoining {
+            // The server is not back (or refused): stay detached, try again later.
+            self.tcp.close(None);
+            self.state = State::Detached(self.orphans_until.unwrap_or(now));
+            self.rejoin_at = Some(now + self.rejoin_backoff);
+            self.rejoin_backoff = (self.rejoin_backoff * 2).min(REJOIN_MAX);
+            return;
+        }
         let keep = reason == DisconnectReason::TimedOut
             && !self.config.pair_lifetime.is_zero()
             && self.peers.values().any(|p| p.punch.direct().is_some());
         if keep {
             // The server is gone (crashed, restarting, unreachable): peers we reach directly
-            // stay, for the pair lifetime.
+            // stay, for the pair lifetime; meanwhile we register again when it is back.
             self.state = State::Detached(now + self.config.pair_lifetime);
             self.push_event(ClientEvent::Disconnected { reason });
             self.forget_server_state();
+            if self.config.reregister {
+                self.rejoin_backoff = REJOIN_INITIAL;
+                self.rejoin_at = Some(now + REJOIN_INITIAL);
+            }
         } else {
             self.state = State::Closed;
             self.forget_session_state();
@@ -880,6 +1175,7 @@ impl Client {
             reason: DisconnectReason::Detached,
         });
         self.forget_server_state();
+        self.rejoin_at = None;
         Ok(())
     }
 
@@ -889,12 +1185,31 @@ impl Client {
         matches!(self.state, State::Detached(_))
     }
 
+    /// A Connected link's TCP deadlines: the next UDP probe (on a stream, Auto) or the
+    /// instant a quiet server makes a stream worth trying (on UDP, Auto).
+    fn link_tcp_timeout(&self, l: &Link) -> Option<Instant> {
+        if self.config.transport != Transport::Auto {
+            None
+        } else if l.socket.is_stream() {
+            (!l.probe_due).then_some(l.probe_at)
+        } else if !self.tcp.wanted() {
+            Some(l.last_recv + SERVER_QUIET)
+        } else {
+            None
+        }
+    }
+
     /// Drops what only lives with the server session, but keeps peers with a direct path.
     fn forget_server_state(&mut self) {
+        self.tcp.close(None);
         self.outgoing.clear();
         self.drop_peers_without_direct(PeerDropReason::ServerLost);
         for p in self.peers.values_mut() {
             p.recovering = false;
+            p.orphan = true;
+        }
+        if let State::Detached(until) = self.state {
+            self.orphans_until = Some(until);
         }
         self.groups.clear();
         self.early.clear();
@@ -924,8 +1239,37 @@ impl Client {
         }
     }
 
+    /// Drops the orphans (peers kept from a lost server session) that `which` picks.
+    fn drop_orphans(&mut self, which: impl Fn(&peers::Peer) -> bool, reason: PeerDropReason) {
+        let ids: smallvec::SmallVec<[HostId; 8]> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.orphan && which(p))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.drop_peer(id, reason);
+        }
+    }
+
+    /// Remembers how a room was asked for, to ask again after a server restart.
+    fn remember_room_request(&mut self, name: &str, password: &str, max_members: u16) {
+        if self.room_requests.len() < MAX_ROOM_REQUESTS || self.room_requests.contains_key(name) {
+            self.room_requests
+                .insert(name.to_owned(), (password.to_owned(), max_members));
+        }
+    }
+
     /// Drops everything that only lives as long as the server session.
     fn forget_session_state(&mut self) {
+        self.orphans_until = None;
+        self.rejoin_at = None;
+        self.rooms.clear();
+        self.room_requests.clear();
+        if !matches!(self.state, State::Closing(..)) {
+            // (A closing session's stream closes after its Close frame.)
+            self.tcp.close(None);
+        }
         self.outgoing.clear();
         let ids: Vec<HostId> = self.peers.keys().copied().collect();
         for id in ids {
@@ -973,7 +1317,12 @@ impl Client {
             self.stats.dropped.unexpected += 1;
             return;
         };
-        if from != h.server || hello.client_session != self.session_id {
+        let on_stream = self.rx_socket.is_stream();
+        if from != h.server
+            || hello.client_session != self.session_id
+            || (on_stream && Some(self.rx_socket) != self.tcp.open_id())
+            || (!on_stream && self.rx_socket != SocketId::PRIMARY)
+        {
             self.stats.dropped.unexpected += 1;
             return;
         }
@@ -997,9 +1346,19 @@ impl Client {
         let State::Handshaking(h) = std::mem::replace(&mut self.state, State::Closed) else {
             return;
         };
+        // The session lives on the socket the server answered on. An answer over UDP makes
+        // a stream connected meanwhile pointless.
+        let socket = self.rx_socket;
+        if !socket.is_stream() {
+            self.tcp.close(None);
+        }
         self.state = State::Authenticating(Box::new(Authenticating {
             link: Link {
                 server: h.server,
+                socket,
+                probe_at: now,
+                probe_due: false,
+                probe_nonce: None,
                 server_key: PublicKey(hello.server_static),
                 keys: keys.into_client_session(),
                 server_session: hello.server_session,
@@ -1017,11 +1376,17 @@ impl Client {
             ),
             deadline: h.deadline,
             connect_due: true,
+            rejoin: h.rejoin,
             token: h.token,
         }));
     }
 
     fn on_sealed(&mut self, now: Instant, from: SocketAddr, packet: &SealedPacket<'_>) {
+        let no_link = matches!(self.state, State::Detached(_) | State::Handshaking(_));
+        if no_link && packet.header.peer && !self.rx_socket.is_stream() {
+            self.on_peer_packet(now, from, packet, false);
+            return;
+        }
         if matches!(self.state, State::Detached(_)) {
             if packet.header.peer {
                 self.on_peer_packet(now, from, packet, false);
@@ -1042,11 +1407,16 @@ impl Client {
             self.stats.dropped.unknown_session += 1;
             return;
         }
-        if packet.header.peer {
+        let on_stream = self.rx_socket.is_stream();
+        if on_stream && Some(self.rx_socket) != self.tcp.open_id() {
+            self.stats.dropped.unexpected += 1;
+            return;
+        }
+        if packet.header.peer && !on_stream {
             self.on_peer_packet(now, from, packet, false);
             return;
         }
-        if from != link.server {
+        if packet.header.peer || from != link.server {
             self.stats.dropped.unexpected += 1;
             return;
         }
@@ -1113,15 +1483,39 @@ impl Client {
                     }
                 }
                 Frame::Relayed { from, packet } => self.on_relayed(now, HostId(from), packet),
+                Frame::ProbeAck { nonce } => self.on_probe_ack(now, nonce),
                 Frame::Connect { .. }
                 | Frame::Relay { .. }
                 | Frame::Message { .. }
                 | Frame::Ack(_)
                 | Frame::Floor { .. }
                 | Frame::Probe { .. }
-                | Frame::ProbeAck { .. } => self.stats.dropped.unexpected += 1,
+                | Frame::Resume { .. } => self.stats.dropped.unexpected += 1,
             }
         }
+    }
+
+    /// The server answered our UDP probe over UDP: UDP works both ways again, the session
+    /// moves back to it (the server follows our next packet) and the stream closes after a
+    /// grace period.
+    fn on_probe_ack(&mut self, now: Instant, nonce: u64) {
+        let State::Connected(l) = &mut self.state else {
+            self.stats.dropped.unexpected += 1;
+            return;
+        };
+        if self.rx_socket != SocketId::PRIMARY
+            || l.probe_nonce != Some(nonce)
+            || !l.socket.is_stream()
+        {
+            self.stats.dropped.unexpected += 1;
+            return;
+        }
+        l.probe_nonce = None;
+        l.socket = SocketId::PRIMARY;
+        l.ping_due = true;
+        self.tcp.close(Some(now + tcp::CLOSE_GRACE));
+        self.stats.transport_changes += 1;
+        self.push_event(ClientEvent::ServerTransport { tcp: false });
     }
 
     /// Handles control messages delivered in order by the control stream.
@@ -1149,16 +1543,39 @@ impl Client {
             return;
         };
         let mut link = a.link;
+        let rejoin = a.rejoin;
+        if rejoin {
+            self.rejoin_at = None;
+            self.rejoin_backoff = REJOIN_INITIAL;
+        }
         let observed_server = link.server;
         link.host_id = host_id;
         link.public_addr = Some(observed);
         let server_key = link.server_key;
+        let on_tcp = link.socket.is_stream();
+        // On TCP, probe UDP at once: the server learns our UDP address (peers punch to it).
+        link.probe_at = self.clock.now();
         self.state = State::Connected(Box::new(link));
         self.push_event(ClientEvent::Connected {
             host_id,
             public_addr: observed,
             server_key,
         });
+        if on_tcp {
+            self.push_event(ClientEvent::ServerTransport { tcp: true });
+        }
+        if rejoin {
+            // Back in the rooms we were in (created again if the server lost them).
+            for (name, password, max_members) in std::mem::take(&mut self.rooms).into_values() {
+                let _ = self.push_control(&ControlMsg::RoomJoin {
+                    flags: crate::wire::control::JOIN_CREATE,
+                    max_members,
+                    name: &name,
+                    password: &password,
+                });
+                self.remember_room_request(&name, &password, max_members);
+            }
+        }
         if self.local_addresses.iter().next().is_some() {
             let addrs = self.local_addresses;
             let _ = self.push_control(&ControlMsg::Candidates { addrs });

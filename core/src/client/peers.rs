@@ -46,6 +46,22 @@ pub(super) struct Peer {
     pub(super) punch: super::punch::Punch,
     /// The server said the peer went quiet (`PeerRecovering` was reported).
     pub(super) recovering: bool,
+    /// The pair id the current server knows this pair by (differs from `pair_id` for a pair
+    /// carried over a server restart: see `adopt`).
+    pub(super) server_pair: u32,
+    /// Kept from an earlier server session, not (yet) introduced by the current one: only its
+    /// direct path reaches it (no relay), until the pair lifetime ends.
+    pub(super) orphan: bool,
+    /// For a pair carried over: the new server's key and pair id. Packets from the peer under
+    /// them mean it kept nothing of the old pair (it restarted): the connection starts over.
+    pub(super) fresh: Option<([u8; 32], u32)>,
+}
+
+impl Peer {
+    /// Its traffic goes through the relay: no direct path, and the server knows the pair.
+    pub(super) fn relayed(&self) -> bool {
+        self.punch.direct().is_none() && !self.orphan
+    }
 }
 
 /// Writes Relay frames for every peer with something to send (acks, data, probes), one
@@ -76,8 +92,8 @@ pub(super) fn write_relay_frames(
         let Some(peer) = peers.get_mut(&to) else {
             continue;
         };
-        if peer.punch.direct().is_some() {
-            continue; // its traffic goes on the direct path
+        if !peer.relayed() {
+            continue; // its traffic goes on the direct path (or nowhere, for an orphan)
         }
         while peer.conn.wants_transmit(now) {
             if w.remaining() < RELAY_FRAME_OVERHEAD + OVERHEAD + MESSAGE_FRAME_OVERHEAD {
@@ -234,11 +250,14 @@ impl Client {
         options: SendOptions,
     ) -> Result<MessageId, SendError> {
         let now = self.clock.advance(now);
-        if !self.is_connected() && !self.is_detached() {
-            return Err(SendError::NotConnected);
-        }
+        // Peers exist while connected, and (those kept on a direct path) while detached or
+        // registering again after losing the server.
         let Some(peer) = self.peers.get_mut(&to) else {
-            return Err(SendError::UnknownPeer);
+            return Err(if self.is_connected() || self.is_detached() {
+                SendError::UnknownPeer
+            } else {
+                SendError::NotConnected
+            });
         };
         let b = self.send_arena.copy(payload);
         peer.conn.send(now, channel, b, options)
@@ -309,7 +328,9 @@ impl Client {
             max_members,
             name,
             password,
-        })
+        })?;
+        self.remember_room_request(name, password, max_members);
+        Ok(())
     }
 
     /// Creates the room `name`; fails with [`RoomError::AlreadyExists`] if it exists.
@@ -333,7 +354,9 @@ impl Client {
             max_members,
             name,
             password,
-        })
+        })?;
+        self.remember_room_request(name, password, max_members);
+        Ok(())
     }
 
     /// Joins any room that has no password and room to spare.
@@ -365,7 +388,9 @@ impl Client {
         if self.is_connected() && !self.groups.contains_key(&group) {
             return Err(CommandError::NotMember);
         }
-        self.push_control(&ControlMsg::RoomLeave { group: group.0 })
+        self.push_control(&ControlMsg::RoomLeave { group: group.0 })?;
+        self.rooms.remove(&group);
+        Ok(())
     }
 
     /// Removes a member from a room this client owns.
@@ -405,6 +430,10 @@ impl Client {
                 delay_ms,
             } => {
                 let peer = HostId(peer);
+                if self.peers.get(&peer).is_some_and(|p| p.orphan) {
+                    self.adopt(peer, pair_id, &key);
+                    return;
+                }
                 self.remove_peer(peer);
                 let conn = self.new_connection();
                 let nonce = rand::RngCore::next_u64(&mut self.rng);
@@ -426,6 +455,9 @@ impl Client {
                         path: Path::Relay,
                         punch,
                         recovering: false,
+                        server_pair: pair_id,
+                        orphan: false,
+                        fresh: None,
                     },
                 );
                 self.pair_index.insert(pair_id, peer);
@@ -441,7 +473,11 @@ impl Client {
             }
             ControlMsg::PeerRemove { peer, pair_id } => {
                 let peer = HostId(peer);
-                if self.peers.get(&peer).is_some_and(|p| p.pair_id == pair_id) {
+                if self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| p.server_pair == pair_id)
+                {
                     self.remove_peer(peer);
                 }
             }
@@ -473,6 +509,7 @@ impl Client {
                 let (group, member) = (GroupId(group), HostId(member));
                 if member == me {
                     self.groups.remove(&group);
+                    self.rooms.remove(&group);
                 } else if let Some(m) = self.groups.get_mut(&group) {
                     m.retain(|x| *x != member);
                 }
@@ -485,9 +522,15 @@ impl Client {
             ControlMsg::GroupDestroyed { group } => {
                 let group = GroupId(group);
                 self.groups.remove(&group);
+                self.rooms.remove(&group);
                 self.push_event(ClientEvent::GroupDestroyed { group });
             }
             ControlMsg::RoomJoined { group, owner, name } => {
+                let (password, max) = self.room_requests.remove(name).unwrap_or_default();
+                if self.rooms.len() < 2 * super::MAX_ROOM_REQUESTS {
+                    self.rooms
+                        .insert(GroupId(group), (name.to_owned(), password, max));
+                }
                 self.push_event(ClientEvent::RoomJoined {
                     group: GroupId(group),
                     name: name.to_owned(),
@@ -559,6 +602,7 @@ impl Client {
                     self.push_event(ClientEvent::PeerRecovered { peer: id });
                 }
             }
+            ControlMsg::Ticket { ticket } => self.ticket = Some(ticket.to_vec()),
             ControlMsg::PeerNat { peer, info } => {
                 if let Some(p) = self.peers.get_mut(&HostId(peer)) {
                     p.punch.peer_nat = Some(info);
@@ -569,6 +613,23 @@ impl Client {
             }
             _ => self.stats.dropped.unexpected += 1,
         }
+    }
+
+    /// The new server introduced a peer this client kept talking to directly while the
+    /// server was away. The pair goes on as it was (keys, reliability state, direct path:
+    /// nothing in flight is lost or repeated, nothing is punched again); the server's pair id
+    /// is used with the server, and its key is held in case the peer kept nothing.
+    fn adopt(&mut self, peer: HostId, pair_id: u32, key: &[u8; 32]) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.orphan = false;
+        p.server_pair = pair_id;
+        if pair_id != p.pair_id {
+            p.fresh = Some((*key, pair_id));
+            self.pair_index.insert(pair_id, peer);
+        }
+        self.stats.pairs_carried_over += 1;
     }
 
     /// A peer packet the server relayed from `from`.
@@ -610,6 +671,7 @@ impl Client {
             self.stats.dropped.unknown_peer += 1;
             return;
         };
+        let lower = self.host_id().is_some_and(|me| me < peer_id);
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             self.stats.dropped.unknown_peer += 1;
             return;
@@ -617,6 +679,26 @@ impl Client {
         let pn = packet.header.counter;
         let size = packet.aad.len() + packet.ciphertext_and_tag.len();
         let mut scratch = std::mem::take(&mut self.peer_scratch);
+        let fresh = peer
+            .fresh
+            .as_ref()
+            .is_some_and(|(_, id)| *id == packet.header.receiver && *id != peer.pair_id);
+        if fresh {
+            // Authentic under the new server's key: the peer started this pair over.
+            let ok = peer.fresh.as_ref().is_some_and(|(key, id)| {
+                PacketKeys::for_pair(key, *id, lower)
+                    .open(packet, &mut scratch)
+                    .is_ok()
+            });
+            if !ok {
+                self.stats.dropped.auth_failed += 1;
+                self.peer_scratch = scratch;
+                return;
+            }
+            self.peer_scratch = scratch;
+            self.restart_pair(peer_id);
+            return self.on_peer_packet(now, from, packet, relayed);
+        }
         let out_of_order = peer.conn.is_out_of_order(pn);
         match peer.keys.open(packet, &mut scratch) {
             Err(e) => self.stats.dropped.count_open(e),
@@ -688,12 +770,46 @@ impl Client {
         }
     }
 
+    /// A carried-over pair whose peer kept nothing of it: a new connection under the new
+    /// server's key and pair id (messages unacknowledged on the old one are reported
+    /// expired); the direct path stays.
+    fn restart_pair(&mut self, peer_id: HostId) {
+        let Some(me) = self.host_id() else {
+            return;
+        };
+        let conn = self.new_connection();
+        let Some(p) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let Some((key, id)) = p.fresh.take() else {
+            return;
+        };
+        let old_id = std::mem::replace(&mut p.pair_id, id);
+        p.keys = PacketKeys::for_pair(&key, id, me < peer_id);
+        let mut old_conn = std::mem::replace(&mut p.conn, conn);
+        self.pair_index.remove(&old_id);
+        old_conn.abandon();
+        while let Some(e) = old_conn.poll_event() {
+            if let ConnEvent::Expired { channel, id } = e {
+                self.push_event(ClientEvent::MessageExpired {
+                    peer: peer_id,
+                    channel,
+                    message_id: id,
+                });
+            }
+        }
+        self.stats.pairs_restarted += 1;
+    }
+
     /// Forgets a peer; its unacknowledged reliable messages are reported expired.
     pub(super) fn remove_peer(&mut self, peer_id: HostId) {
         let Some(mut old) = self.peers.remove(&peer_id) else {
             return;
         };
         self.pair_index.remove(&old.pair_id);
+        if let Some((_, id)) = old.fresh {
+            self.pair_index.remove(&id);
+        }
         old.conn.abandon();
         while let Some(e) = old.conn.poll_event() {
             if let ConnEvent::Expired { channel, id } = e {
@@ -730,6 +846,9 @@ impl Client {
                     Duration::ZERO,
                 ),
                 recovering: false,
+                server_pair: pair_id,
+                orphan: false,
+                fresh: None,
             },
         );
         self.pair_index.insert(pair_id, peer);

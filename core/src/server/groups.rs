@@ -324,7 +324,8 @@ impl Server {
             let Some((_, s)) = self.established(peer) else {
                 continue;
             };
-            let (addr, candidates, nat, offline) = (s.addr, s.candidates, s.nat, s.offline);
+            let (addr, candidates, nat, offline) =
+                (s.udp.unwrap_or(s.addr), s.candidates, s.nat, s.offline);
             let own = if to == a { owd_a } else { owd_b };
             let delay = (latest - own).min(MAX_PUNCH_DELAY);
             self.send_control(

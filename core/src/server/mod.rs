@@ -4,6 +4,8 @@
 mod discovery;
 mod groups;
 mod rooms;
+mod streams;
+mod ticket;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -17,7 +19,7 @@ use smallvec::SmallVec;
 
 use crate::arena::Arena;
 use crate::config::ServerConfig;
-use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey};
+use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey, TicketKey};
 use crate::error::{ConfigError, SendError, UnknownHost};
 use crate::event::{GroupId, HostId, LeaveReason, RejectReason, ServerEvent};
 use crate::ratelimit::{Bucket, Limiter};
@@ -76,8 +78,11 @@ pub struct Server {
     sessions: Slab<Session>,
     /// Generation counter: makes `HostId`s unique for the life of the server.
     next_gen: u32,
-    /// Half-open sessions by (source, client session id), to answer retransmitted hellos.
-    half_open: BTreeMap<(SocketAddr, u32), usize>,
+    /// Half-open sessions by (socket, source, client session id), to answer retransmitted
+    /// hellos.
+    half_open: BTreeMap<(SocketId, SocketAddr, u32), usize>,
+    /// TCP streams: which sessions are on them, when unused ones close.
+    streams: streams::Streams,
     limiter: Limiter,
     /// Session deadlines, lazily invalidated: an entry counts only while it equals the
     /// session's `timer`.
@@ -109,10 +114,16 @@ pub struct Server {
     stun_queue: VecDeque<StunReply>,
     /// Local sockets, for NAT behaviour discovery.
     sockets: discovery::Sockets,
-    /// Retry packets to send: (to, client session id, cookie).
-    retry_queue: VecDeque<(SocketAddr, u32, [u8; COOKIE_LEN])>,
+    /// Retry packets to send: (socket, to, client session id, cookie).
+    retry_queue: VecDeque<(SocketId, SocketAddr, u32, [u8; COOKIE_LEN])>,
     /// Key of the stateless cookies.
     cookie_key: [u8; 32],
+    /// Seals resumption tickets (derived from the static key: survives restarts).
+    ticket_key: TicketKey,
+    /// Tickets already presented.
+    used_tickets: ticket::Used,
+    /// Sessions whose host id came from a ticket (not derivable from their slab key).
+    restored: BTreeMap<HostId, usize>,
 }
 
 /// A STUN Binding response to send.
@@ -130,12 +141,25 @@ struct StunReply {
 struct Session {
     /// Generation: distinguishes this session from earlier ones in the same slab slot.
     generation: u32,
+    /// The client's id: `(generation << 32) | slab key`, or the one its resumption ticket
+    /// gave back.
+    host: HostId,
+    /// When its last resumption ticket was issued.
+    ticket_at: Option<Instant>,
     /// Our receiver id: slab index in the low 24 bits, generation bits above.
     id: u32,
     /// The client's receiver id.
     client_session: u32,
-    /// Where the newest authentic packet came from.
+    /// Where the newest authentic packet came from (the path: this address on `socket`).
     addr: SocketAddr,
+    /// The local socket the path is on: the primary UDP socket or a TCP stream.
+    socket: SocketId,
+    /// The stream the path is on was closed: nothing is sent until the client's next
+    /// authentic packet (from any path) gives it a new one.
+    path_closed: bool,
+    /// The client's address on UDP, once an authentic UDP packet came from it: the one peers
+    /// punch to (for a client on UDP, `addr`).
+    udp: Option<SocketAddr>,
     keys: PacketKeys,
     phase: Phase,
     last_recv: Instant,
@@ -165,6 +189,8 @@ enum Phase {
         hello: [u8; SERVER_HELLO_LEN],
         client_ephemeral: [u8; 32],
         expires: Instant,
+        /// A valid resumption ticket came ahead of the Connect frame.
+        resume: Option<ticket::Ticket>,
     },
     /// A client.
     Established { user_id: Option<u64> },
@@ -181,6 +207,8 @@ struct Outbox {
     datagrams: VecDeque<Bytes>,
     /// Peer packets to forward: (sender, sealed packet).
     relayed: VecDeque<(HostId, Bytes)>,
+    /// A path probe to answer where it came from: (socket, address, nonce).
+    probe_ack: Option<(SocketId, SocketAddr, u64)>,
 }
 
 impl Outbox {
@@ -191,12 +219,13 @@ impl Outbox {
             && !self.ping
             && self.datagrams.is_empty()
             && self.relayed.is_empty()
+            && self.probe_ack.is_none()
     }
 }
 
 impl Session {
-    fn host_id(&self, key: usize) -> HostId {
-        HostId((u64::from(self.generation) << 32) | key as u64)
+    fn host_id(&self, _key: usize) -> HostId {
+        self.host
     }
 
     /// The next instant this session needs `handle_timeout`. A control retransmission that
@@ -215,6 +244,9 @@ impl Session {
                 }
                 if let Some(c) = self.control.next_timeout().filter(|c| *c > now) {
                     d = d.min(c);
+                }
+                if let Some(at) = self.ticket_at.filter(|_| !config.ticket_lifetime.is_zero()) {
+                    d = d.min(at + config.ticket_lifetime / 2);
                 }
                 d
             }
@@ -237,6 +269,11 @@ impl Server {
         let mut rng = rng::derive(&seed, b"server");
         let mut cookie_key = [0u8; 32];
         rng.fill_bytes(&mut cookie_key);
+        // Random starts: ids from a restarted server's sessions do not collide with the host
+        // ids its clients' tickets bring back, nor its pair ids with their surviving pairs.
+        let next_gen = rng.next_u32().max(1);
+        let next_pair_id = rng.next_u32().max(1);
+        let ticket_key = TicketKey::derive(&config.secret_key);
         let limiter = Limiter::new(
             rng.next_u64(),
             config.handshake_rate_per_ip,
@@ -252,7 +289,7 @@ impl Server {
             epoch: now,
             unix_base: unix_time,
             sessions: Slab::new(),
-            next_gen: 1,
+            next_gen,
             half_open: BTreeMap::new(),
             limiter,
             timers: BinaryHeap::new(),
@@ -266,14 +303,18 @@ impl Server {
             groups: Slab::new(),
             next_group_gen: 1,
             pairs: BTreeMap::new(),
-            next_pair_id: 1,
+            next_pair_id,
             relay_total: Bucket::EMPTY,
             rooms: BTreeMap::new(),
             overloaded: Vec::new(),
             stun_queue: VecDeque::new(),
             sockets: discovery::Sockets::default(),
             retry_queue: VecDeque::new(),
+            streams: streams::Streams::default(),
             cookie_key,
+            ticket_key,
+            used_tickets: ticket::Used::default(),
+            restored: BTreeMap::new(),
         })
     }
 
@@ -435,7 +476,9 @@ impl Server {
 
     /// The next socket the server wants the runtime to open (see [`SocketRequest`]).
     pub fn poll_socket_request(&mut self) -> Option<SocketRequest> {
-        self.sockets.poll_request()
+        self.sockets
+            .poll_request()
+            .or_else(|| self.streams.poll_request())
     }
 
     /// The runtime opened socket `id` at `local` (or could not: `None`).
@@ -470,12 +513,14 @@ impl Server {
         self.stats.io.datagrams_in += 1;
         self.stats.io.bytes_in += datagram.len() as u64;
         let decoded = demux::decode(datagram);
-        if socket != SocketId::PRIMARY && !matches!(decoded, Ok(Datagram::Stun(_)) | Err(_)) {
+        let session_socket = socket == SocketId::PRIMARY || socket.is_stream();
+        if !session_socket && !matches!(decoded, Ok(Datagram::Stun(_)) | Err(_)) {
             self.stats.dropped.unexpected += 1;
             return;
         }
         match decoded {
             Err(e) => self.stats.dropped.count_decode(e),
+            Ok(Datagram::Stun(_)) if socket.is_stream() => self.stats.dropped.stun += 1,
             Ok(Datagram::Stun(m)) => self.on_stun(now, socket, from, &m, datagram),
             Ok(Datagram::ServerHello(_) | Datagram::Retry(_)) => {
                 self.stats.dropped.unexpected += 1;
@@ -484,22 +529,59 @@ impl Server {
                 if datagram.len() < MIN_CLIENT_HELLO_LEN {
                     self.stats.dropped.malformed += 1;
                 } else {
-                    self.on_client_hello(now, from, &hello);
+                    self.on_client_hello(now, socket, from, &hello);
                 }
             }
             Ok(Datagram::Sealed(packet)) if packet.header.peer => {
                 // Peer packets reach the server only inside Relay frames.
                 self.stats.dropped.unexpected += 1;
             }
-            Ok(Datagram::Sealed(packet)) => self.on_sealed(now, from, &packet),
+            Ok(Datagram::Sealed(packet)) => self.on_sealed(now, socket, from, &packet),
         }
         self.settle(now);
+    }
+
+    /// TCP stream `id` ended: a session whose path it was sends nothing until the client is
+    /// heard again (over UDP, or over a new stream), and keeps everything else meanwhile (it
+    /// goes offline, then times out, like a client whose network went away).
+    pub fn stream_closed(&mut self, now: Instant, id: SocketId) {
+        self.clock.advance(now);
+        for key in self.streams.closed(id) {
+            let Some(s) = self.sessions.get_mut(key).filter(|s| s.socket == id) else {
+                continue;
+            };
+            if let Phase::HalfOpen { .. } = s.phase {
+                // Its client starts over on a new stream: free the slot now.
+                self.remove(key);
+            } else {
+                s.path_closed = true;
+                self.stats.stream_paths_closed += 1;
+            }
+        }
+    }
+
+    /// The runtime accepted TCP stream `id` from `peer`. A stream that carries no handshake
+    /// within 10 s is closed again (see [`Server::poll_socket_request`]), as is one whose
+    /// last session ended or moved away.
+    pub fn stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
+        let now = self.clock.advance(now);
+        let _ = peer;
+        if id.is_stream() {
+            self.streams.accepted(now, id);
+        }
+    }
+
+    /// The local socket a client's session is on: [`SocketId::PRIMARY`] (UDP) or a TCP
+    /// stream ([`SocketId::is_stream`]).
+    pub fn client_socket(&self, host: HostId) -> Option<SocketId> {
+        self.established(host).map(|(_, s)| s.socket)
     }
 
     /// Advances timers: handshake expiry, keepalives, client timeouts. Idempotent; may be
     /// called early or often.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.advance(now);
+        self.streams.handle_timeout(now);
         while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
             if at > now {
                 break;
@@ -546,7 +628,10 @@ impl Server {
     /// reported once; waking for it is harmless and clears it.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _, _))| *at)
+        crate::time::earliest(
+            self.timers.peek().map(|Reverse((at, _, _))| *at),
+            self.streams.next_timeout(),
+        )
     }
 
     /// The next event, if any.
@@ -557,16 +642,26 @@ impl Server {
 
     // ---- internals ---------------------------------------------------------------------
 
-    fn established(&self, host: HostId) -> Option<(usize, &Session)> {
+    /// The slab key of `host`'s session, whatever its phase.
+    fn key_of(&self, host: HostId) -> Option<usize> {
         let key = (host.0 & u64::from(u32::MAX)) as usize;
+        if self.sessions.get(key).is_some_and(|s| s.host == host) {
+            Some(key)
+        } else {
+            self.restored.get(&host).copied()
+        }
+    }
+
+    fn established(&self, host: HostId) -> Option<(usize, &Session)> {
+        let key = self.key_of(host)?;
         let s = self.sessions.get(key)?;
-        (s.host_id(key) == host && matches!(s.phase, Phase::Established { .. })).then_some((key, s))
+        matches!(s.phase, Phase::Established { .. }).then_some((key, s))
     }
 
     fn established_mut(&mut self, host: HostId) -> Option<(usize, &mut Session)> {
-        let key = (host.0 & u64::from(u32::MAX)) as usize;
+        let key = self.key_of(host)?;
         let s = self.sessions.get_mut(key)?;
-        (s.host_id(key) == host && matches!(s.phase, Phase::Established { .. })).then_some((key, s))
+        matches!(s.phase, Phase::Established { .. }).then_some((key, s))
     }
 
     fn unix_now_secs(&self, now: Instant) -> u64 {
@@ -604,8 +699,14 @@ impl Server {
     fn remove(&mut self, key: usize) {
         let s = self.sessions.remove(key);
         if let Phase::HalfOpen { .. } = s.phase {
-            self.half_open.remove(&(s.addr, s.client_session));
+            self.half_open.remove(&(s.socket, s.addr, s.client_session));
             self.stats.half_open -= 1;
+        }
+        if s.socket.is_stream() {
+            self.streams.release(self.clock.now(), s.socket, key, true);
+        }
+        if self.restored.get(&s.host) == Some(&key) {
+            self.restored.remove(&s.host);
         }
     }
 
@@ -672,12 +773,18 @@ impl Server {
         }
     }
 
-    fn on_client_hello(&mut self, now: Instant, from: SocketAddr, hello: &ClientHello<'_>) {
+    fn on_client_hello(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        hello: &ClientHello<'_>,
+    ) {
         if !self.limiter.allow(now, from.ip()) {
             self.stats.dropped.rate_limited += 1;
             return;
         }
-        if let Some(&key) = self.half_open.get(&(from, hello.client_session)) {
+        if let Some(&key) = self.half_open.get(&(socket, from, hello.client_session)) {
             if let Phase::HalfOpen {
                 client_ephemeral, ..
             } = &self.sessions[key].phase
@@ -699,7 +806,7 @@ impl Server {
             if self.retry_queue.len() < RETRY_QUEUE_CAP {
                 let cookie = self.cookie(Self::cookie_bucket(self.epoch, now), from, hello);
                 self.retry_queue
-                    .push_back((from, hello.client_session, cookie));
+                    .push_back((socket, from, hello.client_session, cookie));
             }
             return;
         }
@@ -720,8 +827,14 @@ impl Server {
             return;
         };
         let key = self.sessions.vacant_key();
-        let generation = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let mut generation = self.next_gen;
+        while self
+            .restored
+            .contains_key(&HostId((u64::from(generation) << 32) | key as u64))
+        {
+            generation = generation.wrapping_add(1).max(1);
+        }
+        self.next_gen = generation.wrapping_add(1).max(1);
         let id = (key as u32 & INDEX_MASK) | (generation << 24);
         let mut reply = ServerHello {
             client_session: hello.client_session,
@@ -735,14 +848,20 @@ impl Server {
         let _ = reply.encode(&mut bytes);
         self.sessions.insert(Session {
             generation,
+            host: HostId((u64::from(generation) << 32) | key as u64),
+            ticket_at: None,
             id,
             client_session: hello.client_session,
             addr: from,
+            socket,
+            path_closed: false,
+            udp: (!socket.is_stream()).then_some(from),
             keys: keys.into_server_session(),
             phase: Phase::HalfOpen {
                 hello: bytes,
                 client_ephemeral: hello.client_ephemeral,
                 expires: now + self.config.handshake_timeout,
+                resume: None,
             },
             last_recv: now,
             last_send: now,
@@ -756,14 +875,24 @@ impl Server {
             nat: None,
             offline: false,
         });
-        self.half_open.insert((from, hello.client_session), key);
+        self.half_open
+            .insert((socket, from, hello.client_session), key);
+        if socket.is_stream() {
+            self.streams.claim(socket, key);
+        }
         self.stats.half_open += 1;
         self.stats.handshakes_started += 1;
         self.hello_queue.push_back((key, generation));
         self.schedule(key);
     }
 
-    fn on_sealed(&mut self, now: Instant, from: SocketAddr, packet: &SealedPacket<'_>) {
+    fn on_sealed(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        packet: &SealedPacket<'_>,
+    ) {
         let key = (packet.header.receiver & INDEX_MASK) as usize;
         let Some(s) = self
             .sessions
@@ -787,15 +916,35 @@ impl Server {
                     // its peers' retransmissions) without waiting for our keepalive.
                     s.out.ping = true;
                 }
-                // Follow the client to a new address only on its newest packet, so a
-                // delayed or re-sent older packet cannot move the session.
-                if from != s.addr && s.keys.highest_received() == Some(packet.header.counter) {
+                // Follow the client to a new path (address, or transport) only on its newest
+                // packet, so a delayed or re-sent older packet cannot move the session; and
+                // never on a probe: a client on TCP checks UDP with probes, and moves only
+                // once the answer came back (UDP may work one way only).
+                let newest = s.keys.highest_received() == Some(packet.header.counter);
+                let probe = Frames::new(plaintext).any(|f| matches!(f, Ok(Frame::Probe { .. })));
+                if newest && !probe && (from != s.addr || socket != s.socket || s.path_closed) {
                     if let Phase::HalfOpen { .. } = s.phase {
-                        if let Some(k) = self.half_open.remove(&(s.addr, s.client_session)) {
-                            self.half_open.insert((from, s.client_session), k);
+                        let old = (s.socket, s.addr, s.client_session);
+                        if let Some(k) = self.half_open.remove(&old) {
+                            self.half_open.insert((socket, from, s.client_session), k);
+                        }
+                    }
+                    if socket != s.socket {
+                        self.stats.transport_changes += 1;
+                        if s.socket.is_stream() {
+                            self.streams.release(now, s.socket, key, false);
+                        }
+                        if socket.is_stream() {
+                            self.streams.claim(socket, key);
                         }
                     }
                     s.addr = from;
+                    s.socket = socket;
+                    s.path_closed = false;
+                }
+                // Peers punch to the client's UDP address: they hear when it changes.
+                if newest && !socket.is_stream() && s.udp != Some(from) {
+                    s.udp = Some(from);
                     self.stats.address_changes += 1;
                     if matches!(s.phase, Phase::Established { .. }) {
                         moved = Some(s.host_id(key));
@@ -804,7 +953,7 @@ impl Server {
                 if Frames::new(plaintext).any(|f| f.is_err()) {
                     self.stats.dropped.bad_frames += 1;
                 } else {
-                    self.on_frames(now, key, plaintext);
+                    self.on_frames(now, key, (socket, from), plaintext);
                 }
             }
         }
@@ -822,7 +971,14 @@ impl Server {
         }
     }
 
-    fn on_frames(&mut self, now: Instant, key: usize, plaintext: &[u8]) {
+    /// The frames of an authentic packet that came in on `path` (socket, address).
+    fn on_frames(
+        &mut self,
+        now: Instant,
+        key: usize,
+        path: (SocketId, SocketAddr),
+        plaintext: &[u8],
+    ) {
         for frame in Frames::new(plaintext).flatten() {
             let Some(s) = self.sessions.get_mut(key) else {
                 return;
@@ -830,6 +986,10 @@ impl Server {
             let host = s.host_id(key);
             match (frame, &s.phase) {
                 (Frame::Padding(_), _) => {}
+                (Frame::Resume { ticket }, Phase::HalfOpen { .. }) => {
+                    self.on_resume(now, key, ticket);
+                }
+                (Frame::Resume { .. }, Phase::Established { .. }) => {}
                 (Frame::Connect { token }, Phase::HalfOpen { .. }) => {
                     self.on_connect(now, key, token);
                 }
@@ -839,6 +999,11 @@ impl Server {
                     self.enqueue(key);
                 }
                 (Frame::Ping, Phase::Established { .. }) => self.stats.io.keepalives_received += 1,
+                (Frame::Probe { nonce }, Phase::Established { .. }) if !path.0.is_stream() => {
+                    // One answer pending per session at most (the latest probe's).
+                    s.out.probe_ack = Some((path.0, path.1, nonce));
+                    self.enqueue(key);
+                }
                 (Frame::Close { code }, Phase::Established { .. }) => {
                     self.end_client(now, key, LeaveReason::Closed(code), None);
                     return;
@@ -930,16 +1095,37 @@ impl Server {
                 Ok(user)
             }
         });
+        // A ticket gives its host id back if that id is free and the ticket's user (if any)
+        // is the token's.
+        let resume = match &self.sessions[key].phase {
+            Phase::HalfOpen {
+                resume: Some(t), ..
+            } => Some(*t),
+            _ => None,
+        };
+        let resume = resume.filter(|t| {
+            let same_user = match &verdict {
+                Ok(Some(user)) => t.user_id == Some(*user),
+                _ => true,
+            };
+            same_user && self.key_of(t.host).is_none()
+        });
         let s = &mut self.sessions[key];
-        self.half_open.remove(&(s.addr, s.client_session));
+        self.half_open.remove(&(s.socket, s.addr, s.client_session));
         self.stats.half_open -= 1;
         match verdict {
             Ok(user_id) => {
+                let user_id = user_id.or_else(|| resume.and_then(|t| t.user_id));
+                if let Some(t) = resume {
+                    s.host = t.host;
+                    self.restored.insert(t.host, key);
+                }
+                let s = &mut self.sessions[key];
                 s.phase = Phase::Established { user_id };
                 s.out.welcome = true;
                 // Reschedule from scratch: the half-open expiry no longer applies.
                 s.timer = None;
-                let (host_id, addr) = (s.host_id(key), s.addr);
+                let (host_id, addr) = (s.host, s.addr);
                 self.stats.clients += 1;
                 self.stats.handshakes_completed += 1;
                 self.push_event(ServerEvent::ClientJoined {
@@ -947,6 +1133,11 @@ impl Server {
                     addr,
                     user_id,
                 });
+                if resume.is_some() {
+                    self.stats.sessions_resumed += 1;
+                    self.push_event(ServerEvent::ClientResumed { host_id });
+                }
+                self.issue_ticket(now, key);
             }
             Err(reason) => {
                 s.phase = Phase::Closing;
@@ -956,6 +1147,45 @@ impl Server {
             }
         }
         self.enqueue(key);
+    }
+
+    /// A valid, unused ticket ahead of the Connect frame: remembered for `on_connect`.
+    /// Anything else is counted and ignored (the client gets a fresh host id).
+    fn on_resume(&mut self, now: Instant, key: usize, sealed: &[u8]) {
+        let unix = self.unix_now_secs(now);
+        let t = ticket::Ticket::open(&self.ticket_key, sealed);
+        let ok =
+            t.filter(|t| !self.config.ticket_lifetime.is_zero() && self.used_tickets.take(t, unix));
+        if ok.is_none() {
+            self.stats.dropped.bad_tickets += 1;
+        }
+        if let Phase::HalfOpen { resume, .. } = &mut self.sessions[key].phase {
+            *resume = ok;
+        }
+    }
+
+    /// Sends `key`'s client a fresh resumption ticket for its host id.
+    fn issue_ticket(&mut self, now: Instant, key: usize) {
+        let lifetime = self.config.ticket_lifetime;
+        if lifetime.is_zero() {
+            return;
+        }
+        let s = &self.sessions[key];
+        let Phase::Established { user_id } = s.phase else {
+            return;
+        };
+        let t = ticket::Ticket {
+            host: s.host,
+            user_id,
+            expires: self.unix_now_secs(now) + lifetime.as_secs().max(1),
+            id: self.rng.next_u64(),
+        };
+        let mut nonce = [0u8; 12];
+        self.rng.fill_bytes(&mut nonce);
+        let sealed = t.seal(&self.ticket_key, nonce);
+        let host = s.host;
+        self.sessions[key].ticket_at = Some(now);
+        self.send_control(host, &ControlMsg::Ticket { ticket: &sealed });
     }
 
     fn on_session_timer(&mut self, now: Instant, key: usize) {
@@ -980,6 +1210,13 @@ impl Server {
                     self.stats.clients_offline += 1;
                     self.push_event(ServerEvent::ClientOffline { host_id });
                     self.on_client_offline(host_id, true);
+                }
+                let lifetime = self.config.ticket_lifetime;
+                if self.sessions[key]
+                    .ticket_at
+                    .is_some_and(|at| !lifetime.is_zero() && now >= at + lifetime / 2)
+                {
+                    self.issue_ticket(now, key);
                 }
                 let s = &mut self.sessions[key];
                 if now >= s.last_send + self.config.keepalive_interval && !s.out.ping {
@@ -1100,7 +1337,7 @@ impl Server {
     }
 
     fn next_retry(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        let (dst, client_session, cookie) = self.retry_queue.pop_front()?;
+        let (socket, dst, client_session, cookie) = self.retry_queue.pop_front()?;
         let len = Retry {
             client_session,
             cookie,
@@ -1108,7 +1345,7 @@ impl Server {
         .encode(buf)
         .ok()?;
         self.stats.retries_sent += 1;
-        Some(Transmit::new(dst, len))
+        Some(Transmit { dst, len, socket })
     }
 
     fn next_stun(&mut self, buf: &mut [u8]) -> Option<Transmit> {
@@ -1145,7 +1382,11 @@ impl Server {
             };
             if let Phase::HalfOpen { hello, .. } = &s.phase {
                 buf[..SERVER_HELLO_LEN].copy_from_slice(hello);
-                return Some(Transmit::new(s.addr, SERVER_HELLO_LEN));
+                return Some(Transmit {
+                    dst: s.addr,
+                    len: SERVER_HELLO_LEN,
+                    socket: s.socket,
+                });
             }
         }
         None
@@ -1162,11 +1403,34 @@ impl Server {
                 continue;
             };
             s.queued = false;
+            if let Some((socket, dst, nonce)) = s.out.probe_ack.take() {
+                // Answered on the path it came from, alone: it tells the client that path
+                // works both ways. Authenticated, and no larger than the probe.
+                let sealed = s.keys.seal_frames(s.client_session, buf, max, |w| {
+                    let _ = Frame::ProbeAck { nonce }.encode(w);
+                });
+                if !s.out.is_empty() || s.control.wants_transmit(now) {
+                    self.enqueue(key);
+                }
+                if let Some(len) = sealed {
+                    self.stats.path_probes_answered += 1;
+                    return Some(Transmit { dst, len, socket });
+                }
+                continue;
+            }
+            if s.path_closed {
+                // No path until the client is heard again: unreliable output is dropped
+                // (as on a dead link), control messages wait for their retransmission.
+                s.out = Outbox::default();
+                continue;
+            }
             if s.out.is_empty() && !s.control.wants_transmit(now) {
                 continue;
             }
             let host_id = s.host_id(key);
             let addr = s.addr;
+            let socket = s.socket;
+            let observed = s.udp.unwrap_or(addr);
             let out = &mut s.out;
             let control = &mut s.control;
             let retransmits_before = control.retransmits;
@@ -1187,7 +1451,7 @@ impl Server {
                 if out.welcome {
                     let _ = Frame::Welcome {
                         host_id: host_id.0,
-                        observed: addr,
+                        observed,
                     }
                     .encode(w);
                     out.welcome = false;
@@ -1240,7 +1504,11 @@ impl Server {
                 }
                 self.schedule(key);
             }
-            return Some(Transmit::new(addr, len));
+            return Some(Transmit {
+                dst: addr,
+                len,
+                socket,
+            });
         }
         None
     }

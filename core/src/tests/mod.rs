@@ -4,8 +4,10 @@
 mod epoch;
 mod groups;
 mod hostile;
+mod resume;
 mod rooms;
 mod session;
+mod transport;
 pub(crate) mod util;
 
 pub(crate) use epoch::epoch;

@@ -19,6 +19,8 @@
 //!   0x0C PeerMoved      peer (u64) | the peer's new observed address
 //!   0x0D PeerOffline    peer (u64) (the server has not heard the peer for a while)
 //!   0x0E PeerOnline     peer (u64) (heard again, within the recovery window)
+//!   0x0F Ticket         length (u8, ≤ MAX_TICKET_LEN) | resumption ticket: presented in a
+//!                         `Resume` frame by a later session, it asks for this host id back
 //! client → server
 //!   0x20 MemberAck      group (u64) | member (u64)
 //!   0x21 RoomJoin       flags (u8) | max members (u16) | name (str8) | password (str8)
@@ -119,6 +121,9 @@ pub enum ControlMsg<'a> {
     },
     PeerOnline {
         peer: u64,
+    },
+    Ticket {
+        ticket: &'a [u8],
     },
     NatInfo {
         info: NatInfo,
@@ -425,6 +430,15 @@ impl<'a> ControlMsg<'a> {
             },
             0x0D => Self::PeerOffline { peer: r.u64()? },
             0x0E => Self::PeerOnline { peer: r.u64()? },
+            0x0F => {
+                let len = usize::from(r.u8()?);
+                if len > super::frame::MAX_TICKET_LEN {
+                    return Err(DecodeError::BadLength);
+                }
+                Self::Ticket {
+                    ticket: r.bytes(len)?,
+                }
+            }
             0x27 => Self::NatInfo {
                 info: NatInfo::decode(&mut r)?,
             },
@@ -552,6 +566,14 @@ impl<'a> ControlMsg<'a> {
             Self::PeerOnline { peer } => {
                 w.u8(0x0E)?;
                 w.u64(peer)?;
+            }
+            Self::Ticket { ticket } => {
+                if ticket.len() > super::frame::MAX_TICKET_LEN {
+                    return Err(BufferTooSmall);
+                }
+                w.u8(0x0F)?;
+                w.u8(ticket.len() as u8)?;
+                w.put(ticket)?;
             }
             Self::NatInfo { info } => {
                 w.u8(0x27)?;
@@ -711,6 +733,7 @@ mod tests {
             ControlMsg::PeerMoved { peer: 4, addr },
             ControlMsg::PeerOffline { peer: 5 },
             ControlMsg::PeerOnline { peer: 6 },
+            ControlMsg::Ticket { ticket: &[7; 62] },
             ControlMsg::PeerRemove {
                 peer: 7,
                 pair_id: 8,

@@ -20,6 +20,8 @@
 //! 0x0D Floor     | channel (u8) | sequence (u32): nothing below it will be sent again
 //! 0x0E Probe     | nonce (u64): path probe, sent directly to a candidate address
 //! 0x0F ProbeAck  | nonce (u64): answer to a Probe, sent back to where it came from
+//! 0x10 Resume    | ticket length (u16, ≤ MAX_TICKET_LEN) | resumption ticket
+//!                  (client → server, before Connect: asks for the ticket's host id back)
 //! ```
 //!
 //! Ack ranges follow QUIC: the first range covers `largest - first + 1 ..= largest`; each
@@ -31,6 +33,8 @@ use super::{BufferTooSmall, DecodeError, Reader, Writer, addr_len};
 
 /// Largest connect token a client may present.
 pub const MAX_TOKEN_LEN: usize = 256;
+/// Largest resumption ticket (Pierce's are 62 bytes).
+pub const MAX_TICKET_LEN: usize = 128;
 
 const PADDING: u8 = 0x00;
 const PING: u8 = 0x01;
@@ -48,6 +52,7 @@ const ACK: u8 = 0x0C;
 const FLOOR: u8 = 0x0D;
 const PROBE: u8 = 0x0E;
 const PROBE_ACK: u8 = 0x0F;
+const RESUME: u8 = 0x10;
 
 /// `Message` flag: the frame carries one fragment of a larger message.
 pub const FLAG_FRAGMENT: u8 = 1;
@@ -185,6 +190,11 @@ pub enum Frame<'a> {
         /// The probe's nonce.
         nonce: u64,
     },
+    /// Client → server, ahead of `Connect`: a resumption ticket from an earlier session.
+    Resume {
+        /// The ticket, opaque to the client.
+        ticket: &'a [u8],
+    },
 }
 
 /// Acknowledged packet-number ranges, borrowing the encoded ranges.
@@ -274,6 +284,7 @@ impl<'a> Frame<'a> {
             Self::Ack(a) => 8 + 4 + 4 + 1 + a.rest.len(),
             Self::Floor { .. } => 5,
             Self::Probe { .. } | Self::ProbeAck { .. } => 8,
+            Self::Resume { ticket } => 2 + ticket.len(),
         }
     }
 
@@ -292,6 +303,14 @@ impl<'a> Frame<'a> {
                 w.u8(CONNECT)?;
                 w.u16(token.len() as u16)?;
                 w.put(token)
+            }
+            Self::Resume { ticket } => {
+                if ticket.len() > MAX_TICKET_LEN {
+                    return Err(BufferTooSmall);
+                }
+                w.u8(RESUME)?;
+                w.u16(ticket.len() as u16)?;
+                w.put(ticket)
             }
             Self::Welcome { host_id, observed } => {
                 w.u8(WELCOME)?;
@@ -399,6 +418,15 @@ impl<'a> Frame<'a> {
                 }
                 Self::Connect {
                     token: r.bytes(len)?,
+                }
+            }
+            RESUME => {
+                let len = r.u16()? as usize;
+                if len > MAX_TICKET_LEN {
+                    return Err(DecodeError::BadLength);
+                }
+                Self::Resume {
+                    ticket: r.bytes(len)?,
                 }
             }
             WELCOME => Self::Welcome {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pierce_core::{Channel, PublicKey};
+use pierce_core::{Channel, PublicKey, Transport};
 
 /// `pierce`: run a Pierce server, check this host's NAT, or try peer-to-peer messaging.
 #[derive(Debug, Parser)]
@@ -39,15 +39,19 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 When ready, prints one line with --json:
-  {\"event\":\"listening\",\"addr\":\"IP:PORT\",\"public_key\":\"HEX\",\"alt_addrs\":[\"IP:PORT\",...]}
+  {\"event\":\"listening\",\"addr\":\"IP:PORT\",\"tcp_addr\":\"IP:PORT\"|null,\"public_key\":\"HEX\",
+   \"alt_addrs\":[\"IP:PORT\",...]}
 or the same facts as text without. Peers pin the key with --server-key HEX. alt_addrs are the
 NAT discovery sockets (--alt-listen): the alternate address first, then, when its IP differs
 from --listen's, the two crossings (--listen's IP with the alternate port, the alternate IP
 with --listen's port); empty without --alt-listen.
 With --json, later events (client_joined, client_left, stopped) are JSON lines too.
+The server also accepts TCP connections on --listen's port (the fallback for clients whose
+network blocks UDP; `pierce peer --tcp`), and says so in the ready line (tcp_addr).
 On SIGINT or SIGTERM every client is told the server is closing, and the command exits 0.")]
 pub struct ServerArgs {
-    /// UDP address to listen on (port 0 picks a free port; the ready line shows it).
+    /// UDP address to listen on, and TCP at the same address for clients that cannot use UDP
+    /// (port 0 picks a free port; the ready line shows it).
     #[arg(long, value_name = "IP:PORT")]
     pub listen: SocketAddr,
     /// A second UDP address, for NAT behaviour discovery (RFC 5780): the server answers STUN
@@ -186,6 +190,15 @@ pub struct PeerArgs {
     /// off).
     #[arg(long)]
     pub relay_only: bool,
+    /// Reach the server over TCP only, at --server's address (`Transport::Tcp`): for networks
+    /// that block UDP. Relayed peer traffic then goes down the stream; direct UDP paths to
+    /// peers are still tried. Without --tcp or --udp-only the client uses UDP and falls back
+    /// to TCP by itself when the server does not answer, moving back once UDP works.
+    #[arg(long, conflicts_with = "udp_only")]
+    pub tcp: bool,
+    /// Reach the server over UDP only, never falling back to TCP (`Transport::Udp`).
+    #[arg(long)]
+    pub udp_only: bool,
     /// Seconds to stay connected after the exchange, so paths can settle (ends early at
     /// --timeout without failing the run).
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_hold)]
@@ -223,10 +236,24 @@ count from the start of the command. ok needs, for every member: its hello, no
 corrupt payloads, and in reliable modes all N payloads (in order, for reliable-ordered), no
 duplicates, no expired message and its G. In unreliable mode loss shows in `received` but does
 not fail the run. With --json, events are JSON lines too: connected, room_joined,
-member_joined, member_named, member_left, path_changed, message_expired.
+member_joined, member_named, member_left, path_changed, message_expired, peer_recovering,
+peer_recovered, server_transport ({\"transport\":\"tcp\"|\"udp\"}: the server session moved).
 
 SIGINT or SIGTERM ends the run with its summary (ok false); a second one ends it at once.
 Exit status 0 if ok, 1 otherwise, 2 for bad input.";
+
+impl PeerArgs {
+    /// How the client reaches the server, from --tcp and --udp-only (`ClientConfig::transport`).
+    pub fn transport(&self) -> Transport {
+        if self.tcp {
+            Transport::Tcp
+        } else if self.udp_only {
+            Transport::Udp
+        } else {
+            Transport::Auto
+        }
+    }
+}
 
 /// `pierce demo`.
 #[derive(Debug, Args)]
@@ -337,5 +364,22 @@ mod tests {
         assert!(p.relay_only && !p.json);
         assert_eq!(p.hold, Duration::from_millis(500));
         assert_eq!(p.timeout, Duration::from_secs(30));
+        assert_eq!(p.transport(), Transport::Auto);
+    }
+
+    #[test]
+    fn transport_flags_parse_and_exclude_each_other() {
+        let peer = |extra: &[&str]| {
+            let mut argv = vec!["pierce", "peer", "--server", "127.0.0.1:7777"];
+            argv.extend_from_slice(&["--room", "r", "--peers", "1"]);
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Peer(p) => p.transport(),
+                _ => panic!("not peer"),
+            })
+        };
+        assert_eq!(peer(&["--tcp"]).expect("valid"), Transport::Tcp);
+        assert_eq!(peer(&["--udp-only"]).expect("valid"), Transport::Udp);
+        assert!(peer(&["--tcp", "--udp-only"]).is_err());
     }
 }

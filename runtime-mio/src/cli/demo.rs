@@ -63,6 +63,8 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
             size: args.size,
             mode: Mode::ReliableOrdered,
             relay_only: false,
+            tcp: false,
+            udp_only: false,
             hold: HOLD,
             timeout: args.timeout,
             json: false,

@@ -22,7 +22,8 @@ const TICK: Duration = Duration::from_millis(50);
 /// prints its summary with `"ok":false` and exits 1.
 pub fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
     let start = Instant::now();
-    let setup = Setup::new(&args.connect, args.timeout, !args.relay_only)?;
+    let mut setup = Setup::new(&args.connect, args.timeout, !args.relay_only)?;
+    setup.config.transport = args.transport();
     let json = args.json;
     let server = args.connect.server;
     let mut script = Script::new(args, &setup.config, start)?;

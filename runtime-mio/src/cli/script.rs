@@ -487,6 +487,17 @@ impl Script {
                     format!("{who} is back"),
                 );
             }
+            ClientEvent::ServerTransport { tcp } => {
+                let (name, text) = if tcp {
+                    ("tcp", "the server is reached over TCP now")
+                } else {
+                    ("udp", "the server is reached over UDP now")
+                };
+                self.line(
+                    Some(Obj::event("server_transport").str("transport", name)),
+                    text.to_owned(),
+                );
+            }
             _ => {}
         }
     }
@@ -1026,6 +1037,8 @@ mod tests {
             size: 16,
             mode,
             relay_only: false,
+            tcp: false,
+            udp_only: false,
             hold: Duration::ZERO,
             timeout: Duration::from_secs(10),
             json: true,

@@ -64,15 +64,36 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         Some(alt) => enable_discovery(&mut driver, alt)?,
         None => Vec::new(),
     };
+    // TCP at the same address, for clients whose network blocks UDP. A server that cannot
+    // listen there still serves UDP: warned about, and the ready line says `null`.
+    let tcp_addr = match driver.listen_tcp() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            eprintln!(
+                "pierce: warning: cannot listen on TCP {} ({e}); clients that cannot use UDP \
+                 will not reach this server",
+                driver.local_addr()
+            );
+            None
+        }
+    };
     signal::install().map_err(|e| CliError::io("installing signal handlers", &e))?;
     let addr = driver.local_addr();
     if args.json {
         let ready = Obj::event("listening")
             .str("addr", &addr.to_string())
+            .opt_str("tcp_addr", tcp_addr.map(|a| a.to_string()).as_deref())
             .str("public_key", &public_key);
         out(&with_addr_array(ready, "alt_addrs", &alt_addrs));
     } else {
-        out(&format!("listening on {addr}, public key {public_key}"));
+        let tcp = match tcp_addr {
+            Some(a) if a == addr => " (UDP and TCP)".to_owned(),
+            Some(a) => format!(" (UDP; TCP on {a})"),
+            None => " (UDP only)".to_owned(),
+        };
+        out(&format!(
+            "listening on {addr}{tcp}, public key {public_key}"
+        ));
         if let Some((alt, crossings)) = alt_addrs.split_first() {
             let also: Vec<String> = crossings.iter().map(ToString::to_string).collect();
             let also = if also.is_empty() {

@@ -285,6 +285,17 @@ table bridge lab_loss_{port} {{
         s
     }
 
+    /// Loads nftables `rules` (a ruleset, or commands such as `delete table ...`) inside
+    /// `ns`, one of this lab's namespaces (`tcp_fallback.rs` blocks and unblocks UDP with it).
+    #[allow(dead_code)] // not every test binary that includes this file uses it
+    pub(crate) fn nft_in(&self, ns: &str, rules: &str) -> Result<String, String> {
+        assert!(
+            self.namespaces.iter().any(|n| n == ns),
+            "{ns} is not a namespace of this lab"
+        );
+        nft(ns, rules)
+    }
+
     fn inet_ns(&self) -> String {
         format!("{}inet", self.prefix)
     }

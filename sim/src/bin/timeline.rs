@@ -725,6 +725,7 @@ fn render(args: &Args, ea: &Edge, eb: &Edge, run: &Run) -> (String, usize) {
                             frac(x_of(to).unwrap_or(tx), 0.85),
                             format!("downlink to {to}: {drop:?}"),
                         ),
+                        DropCause::StreamEnded => (frac(tx, 0.5), "stream ended".to_owned()),
                     };
                     let y1 = axis.y(*at).max(y0 + 2.0);
                     let _ = writeln!(

@@ -26,6 +26,13 @@ impl Sim {
             Action::Roam(name) => {
                 let id = self.id(&name);
                 let chain = self.net.chain(self.hosts[id].realm);
+                // Streams of every host whose public IP changes break (a reset).
+                let moved: Vec<usize> = match chain.last() {
+                    Some(outer) => (0..self.hosts.len())
+                        .filter(|&h| self.net.chain(self.hosts[h].realm).contains(outer))
+                        .collect(),
+                    None => vec![id],
+                };
                 if let Some((&outer, inner)) = chain.split_last() {
                     for &n in inner {
                         self.net.nats[n].nat.flush();
@@ -43,6 +50,7 @@ impl Sim {
                     }
                 }
                 self.update_server_addr(id);
+                return self.break_streams_of(&moved, "address changed");
             }
             Action::Rebind(name) => {
                 let id = self.id(&name);
@@ -70,6 +78,7 @@ impl Sim {
                 let (a, b) = (self.id(&a), self.id(&b));
                 self.net.heal(a, b);
                 self.net.heal(b, a);
+                self.kick_streams();
             }
             Action::Offline(name) => {
                 let id = self.id(&name);
@@ -78,9 +87,19 @@ impl Sim {
             Action::Online(name) => {
                 let id = self.id(&name);
                 self.net.set_offline(id, false);
+                self.kick_streams();
+            }
+            Action::BlockUdp(name) => {
+                let id = self.id(&name);
+                self.net.set_udp_blocked(id, true);
+            }
+            Action::UnblockUdp(name) => {
+                let id = self.id(&name);
+                self.net.set_udp_blocked(id, false);
             }
             Action::RestartServer => {
                 let id = self.server;
+                self.streams_host_died(id);
                 self.hosts[id].generation += 1;
                 let server = self.new_server(self.hosts[id].generation);
                 let h = &mut self.hosts[id];
@@ -91,12 +110,14 @@ impl Sim {
             }
             Action::Crash(name) => {
                 let id = self.id(&name);
+                self.streams_host_died(id);
                 let h = &mut self.hosts[id];
                 h.node = NodeState::Crashed;
                 h.wake = None;
             }
             Action::Reconnect(name) => {
                 let id = self.client_id(&name);
+                self.streams_host_died(id);
                 self.hosts[id].generation += 1;
                 self.start_client(id);
                 return self.service(id, false);

@@ -1,0 +1,234 @@
+//! The client's TCP stream to the server: the fallback for networks that block UDP.
+//!
+//! The runtime owns the stream (see [`crate::SocketId::stream`]); this keeps its id, asks
+//! for it to be connected or closed, and paces reconnections. Which transport the session
+//! uses, and when it moves, is decided in `mod.rs`.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use crate::time::{Duration, Instant};
+use crate::{SocketId, SocketRequest};
+
+/// First wait before connecting again after a failed or closed stream; doubles to
+/// [`RECONNECT_MAX`].
+const RECONNECT_INITIAL: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(4);
+
+/// A stream not connected after this long is given up (a firewall that drops SYNs would
+/// otherwise hold it for the kernel's ~2 minutes) and tried again later.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After the session moved back to UDP, the stream stays open this long, so that what the
+/// server sent down it before it heard us on UDP still arrives.
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+pub(super) struct TcpLink {
+    /// The stream in use or being connected.
+    id: Option<SocketId>,
+    /// The runtime reported it connected.
+    open: bool,
+    /// Stream numbers are not reused within a client.
+    next: u16,
+    /// Connect (again) at this instant.
+    connect_at: Option<Instant>,
+    /// Wait before the next reconnection.
+    backoff: Option<Duration>,
+    /// Close the stream at this instant (the session moved to UDP).
+    close_at: Option<Instant>,
+    /// The connect under way is given up at this instant.
+    connect_deadline: Option<Instant>,
+    requests: VecDeque<SocketRequest>,
+}
+
+impl TcpLink {
+    /// The stream, if connected.
+    pub(super) fn open_id(&self) -> Option<SocketId> {
+        self.id.filter(|_| self.open)
+    }
+
+    /// A stream exists or is being connected.
+    pub(super) fn wanted(&self) -> bool {
+        self.id.is_some() || self.connect_at.is_some()
+    }
+
+    pub(super) fn poll_request(&mut self) -> Option<SocketRequest> {
+        self.requests.pop_front()
+    }
+
+    /// Asks for a stream to `server` now, unless one exists or is being connected.
+    pub(super) fn connect(&mut self, now: Instant, server: SocketAddr) {
+        if self.id.is_some() {
+            return;
+        }
+        self.connect_at = None;
+        self.close_at = None;
+        self.connect_deadline = Some(now + CONNECT_TIMEOUT);
+        self.next = if self.next >= 0x7fff {
+            1
+        } else {
+            self.next + 1
+        };
+        let id = SocketId::stream(self.next);
+        self.id = Some(id);
+        self.open = false;
+        self.requests
+            .push_back(SocketRequest::Connect { id, addr: server });
+    }
+
+    /// Connect again after the current backoff (a stream failed or closed).
+    pub(super) fn reconnect_later(&mut self, now: Instant) {
+        let wait = self.backoff.unwrap_or(RECONNECT_INITIAL);
+        self.backoff = Some((wait * 2).min(RECONNECT_MAX));
+        self.connect_at = Some(now + wait);
+    }
+
+    /// The runtime's answer to a connect: true if `id` is ours and now open. A stream that
+    /// is not (any more) wanted is closed again.
+    pub(super) fn opened(&mut self, id: SocketId, ok: bool) -> bool {
+        if self.id != Some(id) {
+            if ok {
+                self.requests.push_back(SocketRequest::Close { id });
+            }
+            return false;
+        }
+        self.connect_deadline = None;
+        if ok {
+            self.open = true;
+            self.backoff = None;
+        } else {
+            self.id = None;
+        }
+        ok
+    }
+
+    /// The runtime says `id` ended: true if it was ours.
+    pub(super) fn closed(&mut self, id: SocketId) -> bool {
+        if self.id != Some(id) {
+            return false;
+        }
+        self.id = None;
+        self.open = false;
+        self.close_at = None;
+        self.connect_deadline = None;
+        true
+    }
+
+    /// Closes the stream (now, or after [`CLOSE_GRACE`]) and stops reconnecting.
+    pub(super) fn close(&mut self, after: Option<Instant>) {
+        self.connect_at = None;
+        match after {
+            Some(at) if self.id.is_some() => self.close_at = Some(at),
+            _ => {
+                if let Some(id) = self.id.take() {
+                    self.requests.push_back(SocketRequest::Close { id });
+                }
+                self.open = false;
+                self.close_at = None;
+                self.connect_deadline = None;
+            }
+        }
+    }
+
+    /// Cancels a pending graceful close (the session went back to the stream).
+    pub(super) fn keep(&mut self) {
+        self.close_at = None;
+    }
+
+    /// Due reconnections, closes and connect timeouts; true if a connect timed out (the
+    /// caller decides whether to try again). A due reconnection goes to `server`, or is
+    /// given up if there is none (the stream is not wanted any more).
+    pub(super) fn handle_timeout(&mut self, now: Instant, server: Option<SocketAddr>) -> bool {
+        if self.close_at.is_some_and(|at| now >= at) {
+            self.close(None);
+        }
+        let timed_out = self.connect_deadline.is_some_and(|at| now >= at);
+        if timed_out {
+            self.close(None);
+        }
+        if self.connect_at.is_some_and(|at| now >= at) {
+            match server {
+                Some(server) => self.connect(now, server),
+                None => self.connect_at = None,
+            }
+        }
+        timed_out
+    }
+
+    pub(super) fn next_timeout(&self) -> Option<Instant> {
+        crate::time::earliest(
+            crate::time::earliest(self.connect_at, self.close_at),
+            self.connect_deadline,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "192.0.2.1:7777".parse().unwrap()
+    }
+
+    #[test]
+    fn a_connect_that_hangs_is_given_up() {
+        let now = crate::tests::epoch();
+        let mut t = TcpLink::default();
+        t.connect(now, addr());
+        let Some(SocketRequest::Connect { id, .. }) = t.poll_request() else {
+            panic!("no connect");
+        };
+        assert_eq!(t.next_timeout(), Some(now + CONNECT_TIMEOUT));
+        assert!(t.handle_timeout(now + CONNECT_TIMEOUT, Some(addr())));
+        assert_eq!(t.poll_request(), Some(SocketRequest::Close { id }));
+        assert!(!t.wanted());
+    }
+
+    #[test]
+    fn ids_are_streams_and_not_reused() {
+        let now = crate::tests::epoch();
+        let mut t = TcpLink::default();
+        t.connect(now, addr());
+        let Some(SocketRequest::Connect { id: a, .. }) = t.poll_request() else {
+            panic!("no connect");
+        };
+        assert!(a.is_stream());
+        assert!(t.closed(a));
+        t.connect(now, addr());
+        let Some(SocketRequest::Connect { id: b, .. }) = t.poll_request() else {
+            panic!("no connect");
+        };
+        assert_ne!(a, b);
+        assert!(!t.closed(a), "an old id is not ours any more");
+    }
+
+    #[test]
+    fn a_late_open_of_an_abandoned_stream_is_closed() {
+        let mut t = TcpLink::default();
+        t.connect(crate::tests::epoch(), addr());
+        let _ = t.poll_request();
+        t.close(None);
+        let Some(SocketRequest::Close { id }) = t.poll_request() else {
+            panic!("no close");
+        };
+        assert!(!t.opened(id, true));
+        assert_eq!(t.poll_request(), Some(SocketRequest::Close { id }));
+    }
+
+    #[test]
+    fn reconnections_back_off() {
+        let now = crate::tests::epoch();
+        let mut t = TcpLink::default();
+        t.reconnect_later(now);
+        assert_eq!(t.next_timeout(), Some(now + RECONNECT_INITIAL));
+        t.handle_timeout(now + RECONNECT_INITIAL, Some(addr()));
+        let Some(SocketRequest::Connect { id, .. }) = t.poll_request() else {
+            panic!("no connect");
+        };
+        assert!(!t.opened(id, false));
+        t.reconnect_later(now);
+        assert_eq!(t.next_timeout(), Some(now + RECONNECT_INITIAL * 2));
+    }
+}

@@ -1,0 +1,400 @@
+//! TCP fallback: one server and one client, with the test standing in for the runtime (UDP
+//! datagrams and one TCP stream, both with 10 ms one-way latency; the stream never loses or
+//! reorders). UDP can be blocked either way.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::util::{UNIX_START, server_addr, server_config};
+use crate::time::{Duration, Instant};
+use crate::{
+    Client, ClientConfig, ClientEvent, MAX_DATAGRAM_SIZE, Server, SocketId, SocketRequest,
+    Transport,
+};
+
+const LATENCY: Duration = Duration::from_millis(10);
+/// The server's name for the client's stream.
+const SERVER_STREAM: SocketId = SocketId::stream(77);
+
+fn client_udp() -> SocketAddr {
+    "198.51.100.1:40000".parse().unwrap()
+}
+
+fn client_tcp() -> SocketAddr {
+    "198.51.100.1:50123".parse().unwrap()
+}
+
+enum To {
+    Server(SocketId, SocketAddr),
+    Client(SocketId),
+}
+
+struct Rig {
+    now: Instant,
+    epoch: Instant,
+    server: Server,
+    client: Client,
+    events: Vec<(Duration, ClientEvent)>,
+    /// (arrival, destination, bytes)
+    wire: VecDeque<(Instant, To, Vec<u8>)>,
+    /// The client's stream, once connected.
+    stream: Option<SocketId>,
+    /// Refuse stream connects.
+    refuse_tcp: bool,
+    block_udp_up: bool,
+    block_udp_down: bool,
+    udp_up: u64,
+    tcp_up: u64,
+    closes: u64,
+}
+
+impl Rig {
+    fn new(transport: Transport) -> Self {
+        let epoch = super::epoch();
+        let server = Server::new(Arc::new(server_config()), [1; 32], epoch, UNIX_START).unwrap();
+        let mut cfg = ClientConfig::default();
+        cfg.nat_discovery = false;
+        cfg.transport = transport;
+        let client = Client::new(Arc::new(cfg), [9; 32], epoch).unwrap();
+        Self {
+            now: epoch,
+            epoch,
+            server,
+            client,
+            events: Vec::new(),
+            wire: VecDeque::new(),
+            stream: None,
+            refuse_tcp: false,
+            block_udp_up: false,
+            block_udp_down: false,
+            udp_up: 0,
+            tcp_up: 0,
+            closes: 0,
+        }
+    }
+
+    fn at(&self) -> Duration {
+        self.now - self.epoch
+    }
+
+    /// Serves socket requests and moves transmits onto the wire.
+    fn flush(&mut self) {
+        let now = self.now;
+        while let Some(r) = self.client.poll_socket_request() {
+            match r {
+                SocketRequest::Connect { id, addr } => {
+                    assert!(id.is_stream());
+                    assert_eq!(addr, server_addr());
+                    if self.refuse_tcp {
+                        self.client.socket_opened(now, id, None);
+                    } else {
+                        self.stream = Some(id);
+                        self.client.socket_opened(now, id, Some(client_tcp()));
+                    }
+                }
+                SocketRequest::Close { id } if Some(id) == self.stream => {
+                    self.stream = None;
+                    self.closes += 1;
+                    self.server.stream_closed(now, SERVER_STREAM);
+                }
+                _ => {}
+            }
+        }
+        let mut buf = vec![0u8; MAX_DATAGRAM_SIZE];
+        while let Some(t) = self.client.poll_transmit(now, &mut buf) {
+            let bytes = buf[..t.len].to_vec();
+            if t.socket.is_stream() {
+                if Some(t.socket) == self.stream {
+                    self.tcp_up += 1;
+                    self.wire.push_back((
+                        now + LATENCY,
+                        To::Server(SERVER_STREAM, client_tcp()),
+                        bytes,
+                    ));
+                }
+            } else {
+                self.udp_up += 1;
+                if !self.block_udp_up {
+                    self.wire.push_back((
+                        now + LATENCY,
+                        To::Server(SocketId::PRIMARY, client_udp()),
+                        bytes,
+                    ));
+                }
+            }
+        }
+        while let Some(t) = self.server.poll_transmit(now, &mut buf) {
+            let bytes = buf[..t.len].to_vec();
+            if t.socket == SERVER_STREAM {
+                assert_eq!(t.dst, client_tcp());
+                if let Some(id) = self.stream {
+                    self.wire.push_back((now + LATENCY, To::Client(id), bytes));
+                }
+            } else if !self.block_udp_down {
+                assert_eq!(t.dst, client_udp());
+                self.wire
+                    .push_back((now + LATENCY, To::Client(SocketId::PRIMARY), bytes));
+            }
+        }
+        let at = self.at();
+        while let Some(e) = self.client.poll_event() {
+            self.events.push((at, e));
+        }
+        while self.server.poll_event().is_some() {}
+    }
+
+    fn step(&mut self, limit: Instant) {
+        self.flush();
+        let next = [
+            self.wire.front().map(|w| w.0),
+            self.client.poll_timeout(),
+            self.server.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(limit, |t| t.min(limit));
+        self.now = self.now.max(next);
+        let now = self.now;
+        while self.wire.front().is_some_and(|w| w.0 <= now) {
+            let (_, to, bytes) = self.wire.pop_front().unwrap();
+            match to {
+                To::Server(socket, from) => {
+                    self.server.handle_datagram_on(now, socket, from, &bytes);
+                }
+                To::Client(socket) => {
+                    if socket.is_stream() && Some(socket) != self.stream {
+                        continue;
+                    }
+                    self.client
+                        .handle_datagram_on(now, socket, server_addr(), &bytes);
+                }
+            }
+        }
+        if self.client.poll_timeout().is_some_and(|t| t <= now) {
+            self.client.handle_timeout(now);
+        }
+        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+            self.server.handle_timeout(now);
+        }
+        self.flush();
+    }
+
+    fn run_until(&mut self, limit: Duration, mut pred: impl FnMut(&Self) -> bool) -> bool {
+        let end = self.now + limit;
+        for _ in 0..100_000 {
+            if pred(self) {
+                return true;
+            }
+            if self.now >= end {
+                return false;
+            }
+            self.step(end);
+        }
+        panic!("step cap at {:?}", self.at());
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        self.run_until(d, |_| false);
+    }
+
+    fn server_on_stream(&self) -> bool {
+        let host = self.client.host_id().expect("connected");
+        self.server.client_socket(host).unwrap().is_stream()
+    }
+
+    fn transport_events(&self) -> Vec<bool> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                ClientEvent::ServerTransport { tcp } => Some(*tcp),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn disconnected(&self) -> bool {
+        self.events
+            .iter()
+            .any(|(_, e)| matches!(e, ClientEvent::Disconnected { .. }))
+    }
+}
+
+#[test]
+fn udp_blocked_falls_back_to_tcp_then_moves_back_to_udp() {
+    let mut r = Rig::new(Transport::Auto);
+    r.block_udp_up = true;
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    assert!(r.run_until(Duration::from_secs(4), |r| r.client.is_connected()));
+    let connected_at = r.at();
+    assert!(
+        connected_at >= Duration::from_secs(2) && connected_at < Duration::from_millis(2100),
+        "connected over TCP right after the 2 s fallback: {connected_at:?}"
+    );
+    assert!(r.client.on_tcp() && r.server_on_stream());
+    assert_eq!(r.transport_events(), [true]);
+    r.client
+        .send_to_server_reliable(r.now, b"over tcp")
+        .unwrap();
+    r.run_for(Duration::from_secs(12));
+    assert!(r.client.on_tcp(), "still blocked: still on TCP");
+    let probes = r.client.stats().udp_probes_sent;
+    assert!(
+        (3..=4).contains(&probes),
+        "a probe at once, then every 5 s: {probes}"
+    );
+
+    r.block_udp_up = false;
+    let unblocked = r.at();
+    assert!(r.run_until(Duration::from_secs(6), |r| !r.client.on_tcp()));
+    let moved = r.at() - unblocked;
+    assert!(moved <= Duration::from_millis(5100), "{moved:?}");
+    r.run_for(Duration::from_millis(100));
+    assert!(
+        !r.server_on_stream(),
+        "the server followed the client's next packet"
+    );
+    assert_eq!(r.transport_events(), [true, false]);
+    assert_eq!(r.closes, 0, "the stream stays a grace period");
+    r.run_for(Duration::from_secs(3));
+    assert_eq!(r.closes, 1);
+    assert!(!r.disconnected());
+    assert_eq!(r.server.stats().transport_changes, 1);
+    println!(
+        "TCP fallback: connected over TCP at {connected_at:?}, back on UDP {moved:?} after \
+         the unblock, {probes} probes while blocked"
+    );
+}
+
+#[test]
+fn forced_tcp_never_sends_udp() {
+    let mut r = Rig::new(Transport::Tcp);
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    assert!(r.run_until(Duration::from_secs(1), |r| r.client.is_connected()));
+    assert!(r.at() < Duration::from_millis(100), "{:?}", r.at());
+    r.run_for(Duration::from_secs(20));
+    assert!(r.client.is_connected() && r.client.on_tcp() && r.server_on_stream());
+    assert_eq!(r.udp_up, 0);
+    assert!(r.tcp_up > 5, "keepalives over the stream");
+}
+
+#[test]
+fn udp_only_never_asks_for_a_stream() {
+    let mut r = Rig::new(Transport::Udp);
+    r.block_udp_up = true;
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    r.run_for(Duration::from_secs(11));
+    assert!(r.disconnected() && r.stream.is_none() && r.tcp_up == 0);
+}
+
+#[test]
+fn one_way_udp_keeps_the_session_on_tcp() {
+    // Probes reach the server but its answers never come back: the client must not move,
+    // and the probes must not move the server either.
+    let mut r = Rig::new(Transport::Auto);
+    r.block_udp_up = true;
+    r.block_udp_down = true;
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    assert!(r.run_until(Duration::from_secs(4), |r| r.client.is_connected()));
+    r.block_udp_up = false;
+    r.run_for(Duration::from_secs(30));
+    assert!(r.client.is_connected() && r.client.on_tcp() && r.server_on_stream());
+    assert!(r.server.stats().path_probes_answered >= 5);
+    assert_eq!(r.transport_events(), [true]);
+}
+
+#[test]
+fn a_closed_stream_is_replaced_without_losing_the_session() {
+    let mut r = Rig::new(Transport::Tcp);
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    assert!(r.run_until(Duration::from_secs(1), |r| r.client.is_connected()));
+    let host = r.client.host_id();
+    // The stream breaks (a middlebox reset): both ends hear.
+    let old = r.stream.take().unwrap();
+    r.client.stream_closed(r.now, old);
+    r.server.stream_closed(r.now, SERVER_STREAM);
+    r.client.send_to_server_reliable(r.now, b"after").unwrap();
+    assert!(r.run_until(Duration::from_secs(2), |r| r.stream.is_some()));
+    assert_ne!(r.stream, Some(old));
+    r.run_for(Duration::from_secs(20));
+    assert!(!r.disconnected());
+    assert_eq!(r.client.host_id(), host);
+    assert!(r.server_on_stream());
+    assert_eq!(r.client.stats().tcp_streams_opened, 2);
+    assert_eq!(r.server.stats().stream_paths_closed, 1);
+}
+
+#[test]
+fn a_refused_stream_is_retried_with_backoff() {
+    let mut r = Rig::new(Transport::Tcp);
+    r.refuse_tcp = true;
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    r.run_for(Duration::from_secs(5));
+    let failures = r.client.stats().tcp_connect_failures;
+    assert!(
+        (3..=5).contains(&failures),
+        "0.5, 1, 2, 4 s apart: {failures}"
+    );
+    r.refuse_tcp = false;
+    assert!(r.run_until(Duration::from_secs(6), |r| r.client.is_connected()));
+}
+
+#[test]
+fn udp_going_quiet_mid_session_moves_the_session_to_tcp() {
+    let mut r = Rig::new(Transport::Auto);
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    assert!(r.run_until(Duration::from_secs(1), |r| r.client.is_connected()));
+    assert!(!r.client.on_tcp());
+    r.block_udp_up = true;
+    r.block_udp_down = true;
+    let blocked = r.at();
+    assert!(r.run_until(Duration::from_secs(10), |r| r.client.on_tcp()));
+    let took = r.at() - blocked;
+    assert!(took <= Duration::from_millis(6100), "{took:?}");
+    r.run_for(Duration::from_millis(100));
+    assert!(r.server_on_stream());
+    r.run_for(Duration::from_secs(20));
+    assert!(!r.disconnected());
+}
+
+#[test]
+fn a_probe_is_answered_no_larger_and_does_not_move_the_session() {
+    let mut r = Rig::new(Transport::Auto);
+    r.block_udp_up = true;
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    assert!(r.run_until(Duration::from_secs(4), |r| r.client.is_connected()));
+    r.block_udp_down = true;
+    r.block_udp_up = false;
+    // Catch the probe and the answer.
+    let mut probe = None;
+    for _ in 0..10_000 {
+        r.flush();
+        if let Some(w) = r
+            .wire
+            .iter()
+            .find(|w| matches!(w.1, To::Server(SocketId::PRIMARY, _)))
+        {
+            probe = Some(w.2.clone());
+            break;
+        }
+        let t = r.now + Duration::from_millis(100);
+        r.step(t);
+    }
+    let probe = probe.expect("a probe");
+    let before = r.server.stats().path_probes_answered;
+    r.server
+        .handle_datagram_on(r.now, SocketId::PRIMARY, client_udp(), &probe);
+    let mut buf = vec![0u8; MAX_DATAGRAM_SIZE];
+    let answer = r.server.poll_transmit(r.now, &mut buf).expect("answered");
+    assert_eq!(answer.socket, SocketId::PRIMARY);
+    assert_eq!(answer.dst, client_udp());
+    assert!(
+        answer.len <= probe.len(),
+        "{} > {}",
+        answer.len,
+        probe.len()
+    );
+    assert_eq!(r.server.stats().path_probes_answered, before + 1);
+    assert!(r.server_on_stream());
+}
