@@ -83,10 +83,10 @@ fuzz_target!(|steps: Vec<Step>| {
         }
         serve(&mut client, &mut stream);
         refuse = step.template & 0x40 != 0;
-        if step.template & 0x20 != 0 {
-            if let Some(id) = stream.take() {
-                client.stream_closed(now, id);
-            }
+        if step.template & 0x20 != 0
+            && let Some(id) = stream.take()
+        {
+            client.stream_closed(now, id);
         }
         let d: Vec<u8> = match step.template % 3 {
             // A ServerHello for the current attempt: null-cipher tag of zeros.
