@@ -654,7 +654,6 @@ impl Client {
             return;
         }
         self.stats.tcp_streams_opened += 1;
-        let quiet_after = SERVER_QUIET;
         let mut moved = false;
         match &mut self.state {
             State::Handshaking(h) => {
@@ -668,7 +667,7 @@ impl Client {
             }
             State::Connected(l)
                 if l.socket.is_stream()
-                    || now.saturating_duration_since(l.last_recv) >= quiet_after =>
+                    || now.saturating_duration_since(l.last_recv) >= SERVER_QUIET =>
             {
                 // A replacement stream, or the server went quiet over UDP: the next packet
                 // moves the session here.

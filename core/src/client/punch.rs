@@ -152,7 +152,8 @@ pub(super) fn plan(me: Option<&NatBehavior>, peer: Option<&NatInfo>, sockets: u1
 pub(super) struct Punch {
     /// Addresses to probe, and the local socket to probe each from.
     candidates: SmallVec<[(SocketId, SocketAddr); 4]>,
-    /// Our probes carry this; only its echo validates a path.
+    /// The pair's probe secret: a probe to an address carries [`Punch::challenge`] for it,
+    /// and only that value echoed from that address validates it.
     nonce: u64,
     /// Hole punching allowed by the configuration.
     enabled: bool,
@@ -209,6 +210,18 @@ struct Spray {
 }
 
 impl Punch {
+    /// The probe value for one path (local socket, peer address): the pair's secret mixed
+    /// with the path, so an answer proves the probe reached that very address. An answer
+    /// the peer gave to a probe sent elsewhere, forwarded by someone on the path from their
+    /// own address, does not validate that address (the value differs), and probes are
+    /// sealed: the value cannot be read off the wire to answer with.
+    fn challenge(&self, socket: SocketId, addr: SocketAddr) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (self.nonce, socket, addr).hash(&mut h);
+        h.finish()
+    }
+
     /// A peer introduced now: start probing after `delay` (the server's coordination).
     pub(super) fn new(
         now: Instant,
@@ -655,7 +668,7 @@ impl Client {
                 p.next_spray(now, open, &self.config)
             };
             if let Some((socket, dst)) = target {
-                let nonce = p.nonce;
+                let nonce = p.challenge(socket, dst);
                 let len = peer.keys.seal_frames(pair_id, buf, max, |w| {
                     let _ = Frame::Probe { nonce }.encode(w);
                 })?;
@@ -752,7 +765,7 @@ impl Client {
             }
             Frame::ProbeAck { nonce }
                 if !relayed
-                    && nonce == p.nonce
+                    && nonce == p.challenge(socket, from)
                     && p.direct.is_some()
                     && p.migrating == Some((socket, from)) =>
             {
@@ -767,7 +780,9 @@ impl Client {
                     reason: PathChangeReason::Punched,
                 });
             }
-            Frame::ProbeAck { nonce } if !relayed && nonce == p.nonce && p.direct.is_none() => {
+            Frame::ProbeAck { nonce }
+                if !relayed && nonce == p.challenge(socket, from) && p.direct.is_none() =>
+            {
                 p.direct = Some((socket, from));
                 p.next_probe = None;
                 p.spray = Spray::default();

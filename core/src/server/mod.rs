@@ -562,12 +562,12 @@ impl Server {
 
     /// The runtime accepted TCP stream `id` from `peer`. A stream that carries no handshake
     /// within 10 s is closed again (see [`Server::poll_socket_request`]), as is one whose
-    /// last session ended or moved away.
+    /// last session ended or moved away, and one IP may hold only 8 streams that carry no
+    /// session yet (more are closed at once, counted in `stats().dropped.rate_limited`).
     pub fn stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
         let now = self.clock.advance(now);
-        let _ = peer;
-        if id.is_stream() {
-            self.streams.accepted(now, id);
+        if id.is_stream() && !self.streams.accepted(now, id, peer.ip()) {
+            self.stats.dropped.rate_limited += 1;
         }
     }
 

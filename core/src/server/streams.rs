@@ -6,10 +6,13 @@
 //! accepted if no handshake came down it (a port scanner, a client that vanished before
 //! saying anything), [`LINGER`] after its last session moved to another path (the client
 //! closes it itself after its own, shorter grace), and at once when its last session ends.
-//! Everything here is bounded: stream ids are 15 bits, so at most 32 767 streams are
-//! tracked, and the deadline queue is compacted when it outgrows that.
+//! One source IP may hold at most [`MAX_UNCLAIMED_PER_IP`] streams that carry no session yet;
+//! more are closed at once, so one host cannot use up the runtime's cap on streams. Everything
+//! here is bounded: stream ids are 15 bits, so at most 32 767 streams are tracked, and the
+//! deadline queue is compacted when it outgrows that.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
 
 use crate::time::{Duration, Instant};
 use crate::{SocketId, SocketRequest};
@@ -18,6 +21,8 @@ use crate::{SocketId, SocketRequest};
 pub(super) const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stream whose last session moved elsewhere is closed this long after.
 pub(super) const LINGER: Duration = Duration::from_secs(5);
+/// Streams one source IP may hold before a handshake comes down them.
+pub(super) const MAX_UNCLAIMED_PER_IP: u16 = 8;
 
 #[derive(Default)]
 pub(super) struct Streams {
@@ -25,23 +30,50 @@ pub(super) struct Streams {
     on: BTreeSet<(SocketId, usize)>,
     /// Streams with no session, and when they are closed unless one claims them.
     unclaimed: BTreeMap<SocketId, Instant>,
+    /// Streams accepted and not yet claimed, by source IP (their number per IP, and theirs).
+    fresh: BTreeMap<SocketId, IpAddr>,
+    per_ip: BTreeMap<IpAddr, u16>,
     /// The same deadlines in order (entries whose deadline changed since are skipped).
     queue: VecDeque<(Instant, SocketId)>,
     requests: VecDeque<SocketRequest>,
 }
 
 impl Streams {
-    /// The runtime accepted stream `id`.
-    pub(super) fn accepted(&mut self, now: Instant, id: SocketId) {
-        if !self.in_use(id) {
-            self.expire_at(id, now + CLAIM_TIMEOUT);
+    /// The runtime accepted stream `id` from `ip`. False if it was closed at once (that IP
+    /// holds too many streams without a session).
+    pub(super) fn accepted(&mut self, now: Instant, id: SocketId, ip: IpAddr) -> bool {
+        if self.in_use(id) {
+            return true;
         }
+        self.forget_fresh(id);
+        let n = self.per_ip.entry(ip).or_insert(0);
+        if *n >= MAX_UNCLAIMED_PER_IP {
+            self.close(id);
+            return false;
+        }
+        *n += 1;
+        self.fresh.insert(id, ip);
+        self.expire_at(id, now + CLAIM_TIMEOUT);
+        true
     }
 
     /// Session `key` is on stream `id` now.
     pub(super) fn claim(&mut self, id: SocketId, key: usize) {
         self.on.insert((id, key));
         self.unclaimed.remove(&id);
+        self.forget_fresh(id);
+    }
+
+    /// Stream `id` no longer counts against its source IP.
+    fn forget_fresh(&mut self, id: SocketId) {
+        if let Some(ip) = self.fresh.remove(&id) {
+            if let Some(n) = self.per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_ip.remove(&ip);
+                }
+            }
+        }
     }
 
     /// Session `key` left stream `id` (it moved to another path, or ended: `ended`).
@@ -58,6 +90,7 @@ impl Streams {
     /// The runtime reports stream `id` gone: the sessions that were on it.
     pub(super) fn closed(&mut self, id: SocketId) -> Vec<usize> {
         self.unclaimed.remove(&id);
+        self.forget_fresh(id);
         let keys: Vec<usize> = self.sessions_on(id).collect();
         for &k in &keys {
             self.on.remove(&(id, k));
@@ -108,6 +141,7 @@ impl Streams {
 
     fn close(&mut self, id: SocketId) {
         self.unclaimed.remove(&id);
+        self.forget_fresh(id);
         self.requests.push_back(SocketRequest::Close { id });
     }
 }
@@ -121,8 +155,9 @@ mod tests {
         let t0 = crate::tests::epoch();
         let mut s = Streams::default();
         let (a, b) = (SocketId::stream(1), SocketId::stream(2));
-        s.accepted(t0, a);
-        s.accepted(t0, b);
+        let ip = IpAddr::from([198, 51, 100, 1]);
+        assert!(s.accepted(t0, a, ip));
+        assert!(s.accepted(t0, b, ip));
         s.claim(b, 7);
         s.handle_timeout(t0 + CLAIM_TIMEOUT);
         assert_eq!(s.poll_request(), Some(SocketRequest::Close { id: a }));
@@ -135,6 +170,30 @@ mod tests {
         s.handle_timeout(t1 + LINGER);
         assert_eq!(s.poll_request(), Some(SocketRequest::Close { id: b }));
         assert_eq!(s.next_timeout(), None);
+    }
+
+    #[test]
+    fn one_ip_holds_a_bounded_number_of_streams_without_a_session() {
+        let t0 = crate::tests::epoch();
+        let mut s = Streams::default();
+        let (ip, other) = (IpAddr::from([192, 0, 2, 9]), IpAddr::from([192, 0, 2, 10]));
+        for n in 1..=MAX_UNCLAIMED_PER_IP {
+            assert!(s.accepted(t0, SocketId::stream(n), ip));
+        }
+        let over = SocketId::stream(100);
+        assert!(!s.accepted(t0, over, ip));
+        assert_eq!(s.poll_request(), Some(SocketRequest::Close { id: over }));
+        assert!(
+            s.accepted(t0, SocketId::stream(101), other),
+            "others are not affected"
+        );
+        // One of them carries a handshake: room for one more.
+        s.claim(SocketId::stream(1), 5);
+        assert!(s.accepted(t0, SocketId::stream(102), ip));
+        // Closed by the runtime: room again.
+        let _ = s.closed(SocketId::stream(2));
+        assert!(s.accepted(t0, SocketId::stream(103), ip));
+        assert!(!s.accepted(t0, SocketId::stream(104), ip));
     }
 
     #[test]

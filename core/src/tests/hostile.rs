@@ -7,7 +7,7 @@ use rand::{RngCore, SeedableRng, rngs::StdRng};
 
 use super::util::{Net, server_config};
 use crate::wire::handshake::{ClientHello, MIN_CLIENT_HELLO_LEN};
-use crate::wire::sealed::KIND_SEALED;
+use crate::wire::sealed::{KIND_PEER, KIND_SEALED};
 use crate::{ClientConfig, MAX_DATAGRAM_SIZE, ServerEvent};
 
 fn stranger(i: u32) -> SocketAddr {
@@ -438,4 +438,61 @@ fn a_cookie_only_works_from_the_address_it_was_given_to() {
     .unwrap();
     net.server.handle_datagram(now, stranger(1), &other[..n]);
     assert!(net.server.stats().dropped.cookie_required >= 3);
+}
+
+/// Someone on the path between a and b holds back b's direct packets one at a time and
+/// delivers each to a from its own address first (keepalive probes, and b's answers to a's
+/// probes among them). a probes that address but never moves there: an answer b gave to a
+/// probe sent to b's real address does not validate another one (the probe value is bound
+/// to the path), and b's path stays.
+#[test]
+fn forwarded_probe_answers_do_not_move_a_direct_path() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut cfg = ClientConfig::default();
+    cfg.nat_discovery = false;
+    let mut net = Net::connected_with(2, cfg);
+    let [a, b] = net.hosts()[..] else { panic!() };
+    let now = net.now;
+    net.server.create_group(now, &[a, b]).unwrap();
+    let direct_to_b = |n: &Net| {
+        n.clients[0]
+            .client
+            .peer_stats(b)
+            .is_some_and(|s| s.path == crate::Path::Direct(n.clients[1].addr))
+    };
+    assert!(net.drive_until(Duration::from_secs(3), direct_to_b));
+    let (a_addr, b_addr) = (net.clients[0].addr, net.clients[1].addr);
+    let attacker = stranger(7);
+    let held: Rc<RefCell<Option<Vec<u8>>>> = Rc::default();
+    let hold = held.clone();
+    net.filter = Some(Box::new(move |s| {
+        if s.from == b_addr && s.to == a_addr && s.bytes[0] == KIND_PEER {
+            let mut h = hold.borrow_mut();
+            if h.is_none() {
+                *h = Some(s.bytes.clone());
+                return false;
+            }
+        }
+        true
+    }));
+    let mut forwarded = 0;
+    for _ in 0..400 {
+        net.run_for(Duration::from_millis(50));
+        let Some(p) = held.borrow_mut().take() else {
+            continue;
+        };
+        let now = net.now;
+        net.clients[0].client.handle_datagram(now, attacker, &p);
+        forwarded += 1;
+        net.run_for(Duration::from_millis(30));
+        assert!(
+            direct_to_b(&net),
+            "a moved on forwarded packet {forwarded}: {:?}",
+            net.clients[0].client.peer_stats(b).map(|s| s.path)
+        );
+    }
+    assert!(forwarded >= 5, "{forwarded} packets forwarded");
+    let probes_to_attacker = net.log.iter().filter(|s| s.to == attacker).count();
+    assert!(probes_to_attacker >= 1, "a checked the new address");
 }
