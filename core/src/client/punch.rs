@@ -61,6 +61,11 @@ const RETRY_AFTER_LOSS: Duration = Duration::from_secs(1);
 /// On a direct path, send at least this often (a probe when idle): keeps NAT bindings open
 /// (well under conntrack's 30 s) and gives liveness something to measure.
 const DIRECT_KEEPALIVE: Duration = Duration::from_secs(1);
+/// A check of a new peer address is not replaced by another before this long. Behind two
+/// endpoint-dependent NATs every probe to a new address opens a new mapping, so each answer
+/// comes from yet another port: following each one at once would make probes chase each
+/// other at network speed.
+const MIGRATION_RETRY: Duration = Duration::from_secs(1);
 /// A direct path with no authentic packet for this long is dead even when idle.
 const DIRECT_IDLE_DEAD: Duration = Duration::from_millis(2500);
 /// With data in flight, a direct path is dead after two retransmission timeouts without an
@@ -152,8 +157,11 @@ pub(super) fn plan(me: Option<&NatBehavior>, peer: Option<&NatInfo>, sockets: u1
 pub(super) struct Punch {
     /// Addresses to probe, and the local socket to probe each from.
     candidates: SmallVec<[(SocketId, SocketAddr); 4]>,
-    /// The pair's probe secret: a probe to an address carries [`Punch::challenge`] for it,
-    /// and only that value echoed from that address validates it.
+    /// The pair's probe secret. Punching probes carry it, and its echo from any address
+    /// validates the first direct path (with two endpoint-dependent NATs the answer comes
+    /// back from another port than the one probed). A probe that checks a new address for a
+    /// validated path carries [`Punch::challenge`] for that address instead, and only that
+    /// echoed from there moves the path.
     nonce: u64,
     /// Hole punching allowed by the configuration.
     enabled: bool,
@@ -175,8 +183,9 @@ pub(super) struct Punch {
     /// The validated direct path: local socket and the peer's address.
     direct: Option<(SocketId, SocketAddr)>,
     /// A new address the peer's direct packets came from, being validated before the path
-    /// moves to it.
+    /// moves to it, and when that check started.
     migrating: Option<(SocketId, SocketAddr)>,
+    migrating_since: Option<Instant>,
     last_direct_recv: Option<Instant>,
     last_direct_send: Option<Instant>,
     /// The first connection packet sent on the direct path since the last packet received
@@ -210,11 +219,11 @@ struct Spray {
 }
 
 impl Punch {
-    /// The probe value for one path (local socket, peer address): the pair's secret mixed
-    /// with the path, so an answer proves the probe reached that very address. An answer
-    /// the peer gave to a probe sent elsewhere, forwarded by someone on the path from their
-    /// own address, does not validate that address (the value differs), and probes are
-    /// sealed: the value cannot be read off the wire to answer with.
+    /// The probe value for checking a new address of a validated path: the pair's secret
+    /// mixed with the path, so the answer proves the probe reached that very address. An
+    /// answer the peer gave to a probe sent elsewhere (a keepalive to its old address),
+    /// forwarded by someone on the path from their own address, does not move the path (the
+    /// value differs), and probes are sealed: the value cannot be read off the wire.
     fn challenge(&self, socket: SocketId, addr: SocketAddr) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
@@ -249,6 +258,7 @@ impl Punch {
             triggered: None,
             direct: None,
             migrating: None,
+            migrating_since: None,
             last_direct_recv: None,
             last_direct_send: None,
             busy_since: None,
@@ -668,7 +678,11 @@ impl Client {
                 p.next_spray(now, open, &self.config)
             };
             if let Some((socket, dst)) = target {
-                let nonce = p.challenge(socket, dst);
+                let nonce = if p.migrating == Some((socket, dst)) {
+                    p.challenge(socket, dst)
+                } else {
+                    p.nonce
+                };
                 let len = peer.keys.seal_frames(pair_id, buf, max, |w| {
                     let _ = Frame::Probe { nonce }.encode(w);
                 })?;
@@ -765,24 +779,26 @@ impl Client {
             }
             Frame::ProbeAck { nonce }
                 if !relayed
-                    && nonce == p.challenge(socket, from)
                     && p.direct.is_some()
-                    && p.migrating == Some((socket, from)) =>
+                    && p.migrating
+                        .is_some_and(|(s, a)| s == socket && nonce == p.challenge(s, a)) =>
             {
-                // The moved peer answered at its new address: follow it.
-                p.direct = Some((socket, from));
-                p.migrating = None;
+                // The moved peer answered the probe sent to its new address (the answer may
+                // come from yet another port behind an endpoint-dependent NAT): follow it.
+                let Some((s, to)) = p.migrating.take() else {
+                    return;
+                };
+                p.migrating_since = None;
+                p.direct = Some((s, to));
                 p.direct_alive(now);
-                peer.path = Path::Direct(from);
+                peer.path = Path::Direct(to);
                 self.push_event(ClientEvent::PathChanged {
                     peer: peer_id,
-                    path: Path::Direct(from),
+                    path: Path::Direct(to),
                     reason: PathChangeReason::Punched,
                 });
             }
-            Frame::ProbeAck { nonce }
-                if !relayed && nonce == p.challenge(socket, from) && p.direct.is_none() =>
-            {
+            Frame::ProbeAck { nonce } if !relayed && nonce == p.nonce && p.direct.is_none() => {
                 p.direct = Some((socket, from));
                 p.next_probe = None;
                 p.spray = Spray::default();
@@ -817,10 +833,15 @@ impl Client {
             if s == socket && addr != from {
                 // The peer seems to have moved (its NAT rebound), or someone on the path
                 // forwarded one of its packets from elsewhere. Authentic is not enough: probe
-                // the new address and move only when our nonce comes back from it (QUIC's
-                // path validation). Until then the validated address keeps the traffic.
-                p.migrating = Some((socket, from));
-                p.triggered = Some((socket, from));
+                // the new address with a value bound to it and move only when that value comes
+                // back (QUIC's path validation). Until then the validated address keeps the
+                // traffic.
+                let idle = p.migrating_since.is_none_or(|t| now >= t + MIGRATION_RETRY);
+                if p.migrating != Some((socket, from)) && idle {
+                    p.migrating = Some((socket, from));
+                    p.migrating_since = Some(now);
+                    p.triggered = Some((socket, from));
+                }
             } else {
                 p.direct_alive(now);
             }
