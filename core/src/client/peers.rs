@@ -709,14 +709,17 @@ impl Client {
                     peer.conn.begin_packet(now, pn, size);
                     let mut elicit = false;
                     let mut path_frames = false;
+                    let mut conn_frames = false;
                     for f in Frames::new(plaintext).flatten() {
                         elicit |= peer.conn.on_frame(now, &f);
-                        path_frames |= matches!(f, Frame::Probe { .. } | Frame::ProbeAck { .. });
+                        let path = matches!(f, Frame::Probe { .. } | Frame::ProbeAck { .. });
+                        path_frames |= path;
+                        conn_frames |= !path && !matches!(f, Frame::Padding(_));
                     }
                     peer.conn.end_packet(now, elicit, out_of_order);
                     let socket = self.rx_socket;
                     if !relayed {
-                        self.on_direct_packet(now, peer_id, socket, from);
+                        self.on_direct_packet(now, peer_id, socket, from, conn_frames);
                     }
                     if path_frames {
                         for f in Frames::new(plaintext).flatten() {

@@ -788,7 +788,7 @@ impl Client {
                 let Some((s, to)) = p.migrating.take() else {
                     return;
                 };
-                p.migrating_since = None;
+                // (`migrating_since` stays: the next check waits its turn too.)
                 p.direct = Some((s, to));
                 p.direct_alive(now);
                 peer.path = Path::Direct(to);
@@ -817,13 +817,15 @@ impl Client {
         }
     }
 
-    /// Any authentic packet that came directly from `from` on local socket `socket`.
+    /// Any authentic packet that came directly from `from` on local socket `socket`;
+    /// `conn_frames`: it carried connection traffic (data, acks), not only probes.
     pub(super) fn on_direct_packet(
         &mut self,
         now: Instant,
         peer_id: HostId,
         socket: SocketId,
         from: SocketAddr,
+        conn_frames: bool,
     ) {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
@@ -836,8 +838,12 @@ impl Client {
                 // the new address with a value bound to it and move only when that value comes
                 // back (QUIC's path validation). Until then the validated address keeps the
                 // traffic.
+                // Only connection traffic counts: the peer sends it to its path to us, so it
+                // comes from a new port only if the peer really moved. Probes and their
+                // answers go to (and come back from) other addresses while punching; behind
+                // an endpoint-dependent NAT each of those has a port of its own.
                 let idle = p.migrating_since.is_none_or(|t| now >= t + MIGRATION_RETRY);
-                if p.migrating != Some((socket, from)) && idle {
+                if conn_frames && p.migrating != Some((socket, from)) && idle {
                     p.migrating = Some((socket, from));
                     p.migrating_since = Some(now);
                     p.triggered = Some((socket, from));
