@@ -3,16 +3,18 @@
 
 use libfuzzer_sys::fuzz_target;
 use pierce_core::wire::Writer;
-use pierce_core::wire::frame::{Frame, Frames, MAX_ACK_RANGES, MAX_TOKEN_LEN};
+use pierce_core::wire::frame::{Frame, Frames, MAX_ACK_RANGES, MAX_TICKET_LEN, MAX_TOKEN_LEN};
 
 fuzz_target!(|frames: Vec<Frame<'_>>| {
-    // Padding swallows the rest of a packet, so only a last one can round-trip; tokens over
-    // the cap are refused by the encoder by design; IPv6 scope/flow info is not carried.
+    // Padding swallows the rest of a packet, so only a last one can round-trip; tokens and
+    // tickets over their caps are refused by the encoder by design; IPv6 scope/flow info is
+    // not carried.
     let mut frames: Vec<Frame<'_>> = frames
         .into_iter()
         .filter(|f| match f {
             Frame::Padding(_) => false,
             Frame::Connect { token } => token.len() <= MAX_TOKEN_LEN,
+            Frame::Resume { ticket } => ticket.len() <= MAX_TICKET_LEN,
             // Ack ranges are 8-byte pairs, at most MAX_ACK_RANGES of them.
             Frame::Ack(a) => a.rest.len() % 8 == 0 && a.rest.len() / 8 <= MAX_ACK_RANGES,
             // A fragment never runs past its message's end.
