@@ -886,22 +886,13 @@ impl Client {
         }
         let max = self.config.max_datagram_size.min(buf.len());
         let session_id = self.session_id;
-        // A session on a stream that is not connected (it broke; a new one is on its way)
-        // has no path: nothing is sealed for it meanwhile.
-        let down = |socket: SocketId| socket.is_stream() && self.tcp.open_id() != Some(socket);
+        // (A session whose stream broke keeps naming it until the new one connects: the
+        // runtime drops those, as a dead link would. Stream ids are never reused.)
         let waiting = match &self.state {
             State::Handshaking(h) => {
-                !h.hello_due
-                    || (self.config.transport == Transport::Tcp && !h.socket.is_stream())
-                    || down(h.socket)
+                !h.hello_due || (self.config.transport == Transport::Tcp && !h.socket.is_stream())
             }
-            State::Authenticating(a) => !a.connect_due || down(a.link.socket),
-            State::Connected(l) => !l.probe_due && down(l.socket),
-            State::Closing(l, _) if down(l.socket) => {
-                // Nothing can carry the Close: the server times the session out.
-                self.state = State::Closed;
-                return None;
-            }
+            State::Authenticating(a) => !a.connect_due,
             _ => false,
         };
         if waiting {

@@ -398,3 +398,31 @@ fn a_probe_is_answered_no_larger_and_does_not_move_the_session() {
     assert_eq!(r.server.stats().path_probes_answered, before + 1);
     assert!(r.server_on_stream());
 }
+
+#[test]
+fn a_session_whose_stream_broke_waits_without_spinning_until_a_new_one_connects() {
+    // The stream breaks and reconnecting is refused for a while, with a reliable message
+    // and keepalives due: the client names the dead stream meanwhile (the runtime drops
+    // those) instead of holding them, so its deadlines move on (no busy loop), and once a
+    // stream connects again the message goes through.
+    let mut r = Rig::new(Transport::Tcp);
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    assert!(r.run_until(Duration::from_secs(1), |r| r.client.is_connected()));
+    // The message leaves on the stream, then the stream breaks with it in flight: its
+    // retransmission timer runs while no stream is connected.
+    r.client
+        .send_to_server_reliable(r.now, b"in flight")
+        .unwrap();
+    r.flush();
+    r.wire.clear();
+    r.refuse_tcp = true;
+    let old = r.stream.take().unwrap();
+    r.client.stream_closed(r.now, old);
+    r.server.stream_closed(r.now, SERVER_STREAM);
+    r.run_for(Duration::from_secs(6));
+    assert!(r.client.stats().tcp_connect_failures >= 3);
+    r.refuse_tcp = false;
+    r.run_for(Duration::from_secs(6));
+    assert!(r.stream.is_some() && r.client.is_connected() && !r.disconnected());
+    assert!(r.server_on_stream());
+}
