@@ -4,8 +4,8 @@
 //! the server it was told to use (no reflection off a client); queues stay bounded. The
 //! harness plays the runtime's TCP side too (template bits: deliver on the stream, close it,
 //! refuse the next connect): streams are only asked of the server, and a transmit only ever
-//! names the last stream that connected (after it broke, until a new one connects, the
-//! runtime drops what names it; stream ids are never reused).
+//! names a stream that connected and that the client has not closed itself (one that broke
+//! is named until a new one connects: the runtime drops those; stream ids are never reused).
 #![no_main]
 
 use std::net::SocketAddr;
@@ -35,7 +35,9 @@ fuzz_target!(|steps: Vec<Step>| {
     let mut session = 0u32;
     // The stream the runtime holds for the client, if any.
     let mut stream: Option<SocketId> = None;
-    let mut last_connected: Option<SocketId> = None;
+    // Streams that connected, and those the client closed itself.
+    let mut connected: Vec<SocketId> = Vec::new();
+    let mut closed_by_client: Vec<SocketId> = Vec::new();
     let mut refuse = false;
     for step in steps.iter().take(64) {
         now += Duration::from_millis(u64::from(step.advance_ms));
@@ -49,7 +51,8 @@ fuzz_target!(|steps: Vec<Step>| {
         }
         let serve = |client: &mut Client,
                      stream: &mut Option<SocketId>,
-                     last_connected: &mut Option<SocketId>| {
+                     connected: &mut Vec<SocketId>,
+                     closed_by_client: &mut Vec<SocketId>| {
             while let Some(r) = client.poll_socket_request() {
                 match r {
                     SocketRequest::Connect { id, addr } => {
@@ -59,7 +62,7 @@ fuzz_target!(|steps: Vec<Step>| {
                             client.socket_opened(now, id, None);
                         } else {
                             *stream = Some(id);
-                            *last_connected = Some(id);
+                            connected.push(id);
                             client.socket_opened(
                                 now,
                                 id,
@@ -67,26 +70,41 @@ fuzz_target!(|steps: Vec<Step>| {
                             );
                         }
                     }
-                    SocketRequest::Close { id } if Some(id) == *stream => *stream = None,
+                    SocketRequest::Close { id } => {
+                        closed_by_client.push(id);
+                        if Some(id) == *stream {
+                            *stream = None;
+                        }
+                    }
                     _ => {}
                 }
             }
         };
-        serve(&mut client, &mut stream, &mut last_connected);
+        serve(
+            &mut client,
+            &mut stream,
+            &mut connected,
+            &mut closed_by_client,
+        );
         while let Some(t) = client.poll_transmit(now, &mut buf) {
             assert_eq!(t.dst, server, "a client only ever talks to its server here");
             if t.socket.is_stream() {
-                assert_eq!(
-                    Some(t.socket),
-                    last_connected,
-                    "a transmit on a stream that never connected, or an older one"
+                assert!(
+                    connected.contains(&t.socket) && !closed_by_client.contains(&t.socket),
+                    "a transmit on {:?}, which never connected or which the client closed",
+                    t.socket
                 );
             }
             if buf[0] == 0xD1 {
                 session = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
             }
         }
-        serve(&mut client, &mut stream, &mut last_connected);
+        serve(
+            &mut client,
+            &mut stream,
+            &mut connected,
+            &mut closed_by_client,
+        );
         refuse = step.template & 0x40 != 0;
         if step.template & 0x20 != 0
             && let Some(id) = stream.take()

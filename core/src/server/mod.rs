@@ -934,9 +934,10 @@ impl Server {
                         if s.socket.is_stream() {
                             self.streams.release(now, s.socket, key, false);
                         }
-                        if socket.is_stream() {
-                            self.streams.claim(socket, key);
-                        }
+                    }
+                    if socket.is_stream() {
+                        // (Again, too, for a session heard anew on a stream reported closed.)
+                        self.streams.claim(socket, key);
                     }
                     s.addr = from;
                     s.socket = socket;
