@@ -640,19 +640,7 @@ fn the_peer_after_one_that_left_is_still_served() {
 /// same direct path, every message once and in order, no drop, no path change.
 #[test]
 fn after_a_server_restart_members_reregister_with_their_ids_and_keep_their_direct_pair() {
-    let mut cfg = ClientConfig::default();
-    cfg.nat_discovery = false;
-    let mut net = Net::connected_with(2, cfg);
-    let [a, b] = net.hosts()[..] else { panic!() };
-    let now = net.now;
-    net.server.create_group(now, &[a, b]).unwrap();
-    assert!(net.drive_until(Duration::from_secs(3), |n| {
-        n.clients.iter().all(|c| {
-            c.client
-                .peer_stats(if c.addr == n.clients[0].addr { b } else { a })
-                .is_some_and(|s| matches!(s.path, crate::Path::Direct(_)))
-        })
-    }));
+    let (mut net, a, b) = Net::direct_pair();
     let mark: Vec<usize> = net.clients.iter().map(|c| c.events.len()).collect();
 
     // The server process restarts now; a keeps sending to b, one message every 100 ms.

@@ -449,19 +449,14 @@ fn a_cookie_only_works_from_the_address_it_was_given_to() {
 fn forwarded_probe_answers_do_not_move_a_direct_path() {
     use std::cell::RefCell;
     use std::rc::Rc;
-    let mut cfg = ClientConfig::default();
-    cfg.nat_discovery = false;
-    let mut net = Net::connected_with(2, cfg);
-    let [a, b] = net.hosts()[..] else { panic!() };
-    let now = net.now;
-    net.server.create_group(now, &[a, b]).unwrap();
+    let (mut net, _, b) = Net::direct_pair();
     let direct_to_b = |n: &Net| {
         n.clients[0]
             .client
             .peer_stats(b)
             .is_some_and(|s| s.path == crate::Path::Direct(n.clients[1].addr))
     };
-    assert!(net.drive_until(Duration::from_secs(3), direct_to_b));
+    assert!(direct_to_b(&net));
     let (a_addr, b_addr) = (net.clients[0].addr, net.clients[1].addr);
     let attacker = stranger(7);
     let held: Rc<RefCell<Option<Vec<u8>>>> = Rc::default();

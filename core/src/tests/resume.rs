@@ -92,13 +92,7 @@ fn a_ticket_for_a_live_host_id_or_from_another_server_key_is_refused() {
 /// reported expired, never lost silently), and messages flow again.
 #[test]
 fn a_pair_carried_over_starts_again_when_the_peer_kept_nothing() {
-    let mut cfg = ClientConfig::default();
-    cfg.nat_discovery = false;
-    let mut net = Net::connected_with(2, cfg);
-    let [a, b] = net.hosts()[..] else { panic!() };
-    let now = net.now;
-    net.server.create_group(now, &[a, b]).unwrap();
-    net.run_for(Duration::from_secs(2));
+    let (mut net, a, b) = Net::direct_pair();
     restart(&mut net, 9);
     assert!(net.drive_until(Duration::from_secs(40), |n| {
         n.server.stats().sessions_resumed == 2

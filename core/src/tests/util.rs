@@ -298,6 +298,32 @@ impl Net {
 }
 
 impl Net {
+    /// Two connected clients (NAT discovery off) in one new group, driven until each has a
+    /// validated direct path to the other. Returns the net and their host ids.
+    pub(crate) fn direct_pair() -> (Self, crate::HostId, crate::HostId) {
+        let mut cfg = ClientConfig::default();
+        cfg.nat_discovery = false;
+        let mut net = Self::connected_with(2, cfg);
+        let [a, b] = net.hosts()[..] else {
+            unreachable!("two clients")
+        };
+        let now = net.now;
+        net.server.create_group(now, &[a, b]).unwrap();
+        let direct = |n: &Self| {
+            [(0, b), (1, a)].iter().all(|&(i, peer)| {
+                n.clients[i]
+                    .client
+                    .peer_stats(peer)
+                    .is_some_and(|s| matches!(s.path, crate::Path::Direct(_)))
+            })
+        };
+        assert!(
+            net.drive_until(Duration::from_secs(3), direct),
+            "no direct path"
+        );
+        (net, a, b)
+    }
+
     /// Host ids of the clients, in client order (all must be connected).
     pub(crate) fn hosts(&self) -> Vec<crate::HostId> {
         self.clients
