@@ -644,8 +644,7 @@ fn after_a_server_restart_members_reregister_with_their_ids_and_keep_their_direc
     let mark: Vec<usize> = net.clients.iter().map(|c| c.events.len()).collect();
 
     // The server process restarts now; a keeps sending to b, one message every 100 ms.
-    let config = std::sync::Arc::new(server_config());
-    net.server = crate::Server::new(config, [2; 32], net.now, super::util::UNIX_START).unwrap();
+    net.restart_server(server_config(), 2);
     let mut sent = 0u32;
     let mut rebuilt = None;
     for _ in 0..400 {

@@ -3,12 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::util::{Net, UNIX_START, server_config};
-use crate::{Client, ClientConfig, ClientEvent, Server, ServerEvent};
-
-fn restart(net: &mut Net, seed: u8) {
-    net.server = Server::new(Arc::new(server_config()), [seed; 32], net.now, UNIX_START).unwrap();
-}
+use super::util::{Net, server_config};
+use crate::{Client, ClientConfig, ClientEvent, ServerEvent};
 
 fn fresh_client(net: &Net, seed: u8) -> Client {
     let mut cfg = ClientConfig::default();
@@ -25,7 +21,7 @@ fn a_ticket_gives_its_host_id_back_once() {
         .test_ticket()
         .expect("a ticket after the Welcome");
     assert_eq!(ticket.len(), crate::crypto::TICKET_LEN);
-    restart(&mut net, 3);
+    net.restart_server(server_config(), 3);
     // Two other processes present a's ticket to the restarted server, one after the other:
     // the first gets a's id back, the second a fresh one, and the refusal is counted.
     for i in 1..3 {
@@ -72,7 +68,7 @@ fn a_ticket_for_a_live_host_id_or_from_another_server_key_is_refused() {
     // A server with another key cannot read it.
     let mut other = server_config();
     other.secret_key = crate::SecretKey::from_bytes([0x77; 32]);
-    net.server = Server::new(Arc::new(other), [5; 32], net.now, UNIX_START).unwrap();
+    net.restart_server(other, 5);
     let mut c = fresh_client(&net, 78);
     c.test_set_ticket(ticket);
     net.clients[1].client = c;
@@ -93,7 +89,7 @@ fn a_ticket_for_a_live_host_id_or_from_another_server_key_is_refused() {
 #[test]
 fn a_pair_carried_over_starts_again_when_the_peer_kept_nothing() {
     let (mut net, a, b) = Net::direct_pair();
-    restart(&mut net, 9);
+    net.restart_server(server_config(), 9);
     assert!(net.drive_until(Duration::from_secs(40), |n| {
         n.server.stats().sessions_resumed == 2
     }));

@@ -294,13 +294,7 @@ fn after_a_server_restart_members_rebuild_their_room_by_themselves() {
 
     let mut cfg = server_config();
     cfg.rooms = Some(RoomsConfig::default());
-    net.server = crate::Server::new(
-        std::sync::Arc::new(cfg),
-        [7; 32],
-        net.now,
-        super::util::UNIX_START,
-    )
-    .unwrap();
+    net.restart_server(cfg, 7);
     assert!(net.drive_until(Duration::from_secs(40), |n| {
         n.server.stats().sessions_resumed == 2
     }));

@@ -324,6 +324,12 @@ impl Net {
         (net, a, b)
     }
 
+    /// The server process restarts now with `config` (seeded with `seed`): every session,
+    /// group and pair is gone; clients find out by themselves.
+    pub(crate) fn restart_server(&mut self, config: ServerConfig, seed: u8) {
+        self.server = Server::new(Arc::new(config), [seed; 32], self.now, UNIX_START).unwrap();
+    }
+
     /// Host ids of the clients, in client order (all must be connected).
     pub(crate) fn hosts(&self) -> Vec<crate::HostId> {
         self.clients
