@@ -921,8 +921,12 @@ impl Server {
                 // never on a probe: a client on TCP checks UDP with probes, and moves only
                 // once the answer came back (UDP may work one way only).
                 let newest = s.keys.highest_received() == Some(packet.header.counter);
-                let probe = Frames::new(plaintext).any(|f| matches!(f, Ok(Frame::Probe { .. })));
-                if newest && !probe && (from != s.addr || socket != s.socket || s.path_closed) {
+                let changed = from != s.addr || socket != s.socket || s.path_closed;
+                // (The frames are looked at only when the path would change: not per packet.)
+                if newest
+                    && changed
+                    && !Frames::new(plaintext).any(|f| matches!(f, Ok(Frame::Probe { .. })))
+                {
                     if let Phase::HalfOpen { .. } = s.phase {
                         let old = (s.socket, s.addr, s.client_session);
                         if let Some(k) = self.half_open.remove(&old) {
