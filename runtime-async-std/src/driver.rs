@@ -19,12 +19,10 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_lite::future;
 use pierce_core::{
-    Channel, Client, ClientStats, CommandError, ConfigError, ConnectError, Endpoint, GroupId,
-    HostId, MAX_DATAGRAM_SIZE, MessageId, PeerStats, SendError, Server, ServerStats, SocketId,
-    SocketRequest, UnknownHost,
+    Client, ClientEvent, Endpoint, Host, HostEvent, MAX_DATAGRAM_SIZE, Server, ServerEvent,
+    SocketId, SocketRequest,
 };
 
 use crate::rt::{self, Socket, channel};
@@ -62,92 +60,108 @@ pub(crate) type Reply<T> = channel::Sender<T>;
 /// A core endpoint this crate can drive: the five verbs plus its commands.
 pub(crate) trait Core: Endpoint + Send + 'static {
     type Command: Send + 'static;
+    /// Where its events go: one channel, or one per half for a [`Host`].
+    type Outbox: Outbox<Self::Event> + Send + 'static;
     /// Runs one command against the core and sends its result to the caller.
     fn apply(&mut self, now: Instant, command: Self::Command);
 }
 
-pub(crate) enum ClientCommand {
-    Connect(SocketAddr, Vec<u8>, Reply<Result<(), ConnectError>>),
-    SendToServer(Bytes, Reply<Result<(), SendError>>),
-    Disconnect(u16, Reply<()>),
-    Stats(Reply<ClientStats>),
-    JoinRoom(RoomJoin, Reply<Result<(), CommandError>>),
-    LeaveRoom(GroupId, Reply<Result<(), CommandError>>),
-    Kick(GroupId, HostId, Reply<Result<(), CommandError>>),
-    Send(HostId, Channel, Bytes, Reply<Result<MessageId, SendError>>),
-    SendToGroup(GroupId, Channel, Bytes, Reply<Result<(), SendError>>),
-    PeerStats(HostId, Reply<Option<PeerStats>>),
-    SetLocalAddresses(Vec<SocketAddr>, Reply<Result<(), CommandError>>),
-    DiscoverNat(SocketAddr, Reply<()>),
-    OnTcp(Reply<bool>),
+/// Where the driver puts the core's events for the handles.
+pub(crate) trait Outbox<Ev> {
+    /// No room for one more event (of any kind): the rest wait in the core, and the driver
+    /// retries shortly. Nothing is dropped.
+    fn is_full(&self) -> bool;
+    /// Hands one event over (there is room: see [`Outbox::is_full`]); `false` once no handle
+    /// can receive events any more, and the driver then stops.
+    fn put(&self, event: Ev) -> bool;
 }
 
-/// The arguments of `Client::join_room`.
-pub(crate) struct RoomJoin {
-    pub(crate) name: String,
-    pub(crate) password: String,
-    pub(crate) create: bool,
-    pub(crate) max_members: u16,
+impl<Ev> Outbox<Ev> for channel::Sender<Ev> {
+    fn is_full(&self) -> bool {
+        Self::is_full(self)
+    }
+    fn put(&self, event: Ev) -> bool {
+        self.try_send(event).is_ok()
+    }
 }
 
-pub(crate) enum ServerCommand {
-    Send(HostId, Bytes, Reply<Result<(), SendError>>),
-    Disconnect(HostId, u16, Reply<Result<(), UnknownHost>>),
-    Stats(Reply<ServerStats>),
-    /// Primary (bound) address, alternate address.
-    EnableNatDiscovery(SocketAddr, SocketAddr, Reply<Result<(), ConfigError>>),
-    SocketAddr(SocketId, Reply<Option<SocketAddr>>),
-    ClientSocket(HostId, Reply<Option<SocketId>>),
+/// A host's two event streams: its server's for the server handles, its own client's for the
+/// client handles.
+pub(crate) struct HostOutbox {
+    pub(crate) server: channel::Sender<ServerEvent>,
+    pub(crate) client: channel::Sender<ClientEvent>,
+}
+
+impl Outbox<HostEvent> for HostOutbox {
+    fn is_full(&self) -> bool {
+        self.server.is_full() || self.client.is_full()
+    }
+    /// An event for a half whose handles are all gone is dropped (nobody can read it); the
+    /// driver stops only when both halves' are, which the command channel tells it first.
+    fn put(&self, event: HostEvent) -> bool {
+        let _ = match event {
+            HostEvent::Server(e) => self.server.try_send(e).is_ok(),
+            HostEvent::Client(e) => self.client.try_send(e).is_ok(),
+        };
+        !(self.server.is_closed() && self.client.is_closed())
+    }
+}
+
+/// A closure run against the core in the driver, between inputs, with the wakeup's `now`;
+/// it sends its own result back.
+pub(crate) type Job<E> = Box<dyn FnOnce(&mut E, Instant) + Send>;
+
+/// A job that runs `f` and replies with what it returns.
+pub(crate) fn job<E, T: Send + 'static>(
+    to: Reply<T>,
+    f: impl FnOnce(&mut E, Instant) -> T + Send + 'static,
+) -> Job<E> {
+    Box::new(move |core, now| reply(to, f(core, now)))
 }
 
 impl Core for Client {
-    type Command = ClientCommand;
-    fn apply(&mut self, now: Instant, command: ClientCommand) {
-        match command {
-            ClientCommand::Connect(server, token, r) => reply(r, self.connect(now, server, &token)),
-            ClientCommand::SendToServer(payload, r) => reply(r, self.send_to_server(now, &payload)),
-            ClientCommand::Disconnect(code, r) => {
-                self.disconnect(now, code);
-                reply(r, ());
-            }
-            ClientCommand::Stats(r) => reply(r, self.stats()),
-            ClientCommand::JoinRoom(j, r) => reply(
-                r,
-                self.join_room(now, &j.name, &j.password, j.create, j.max_members),
-            ),
-            ClientCommand::LeaveRoom(group, r) => reply(r, self.leave_room(now, group)),
-            ClientCommand::Kick(group, member, r) => reply(r, self.kick(now, group, member)),
-            ClientCommand::Send(to, channel, payload, r) => {
-                reply(r, self.send(now, to, channel, &payload));
-            }
-            ClientCommand::SendToGroup(group, channel, payload, r) => {
-                reply(r, self.send_to_group(now, group, channel, &payload));
-            }
-            ClientCommand::PeerStats(peer, r) => reply(r, self.peer_stats(peer)),
-            ClientCommand::SetLocalAddresses(addrs, r) => {
-                reply(r, self.set_local_addresses(now, &addrs));
-            }
-            ClientCommand::DiscoverNat(server, r) => {
-                self.discover_nat(now, server);
-                reply(r, ());
-            }
-            ClientCommand::OnTcp(r) => reply(r, self.on_tcp()),
-        }
+    type Command = Job<Self>;
+    type Outbox = channel::Sender<ClientEvent>;
+    fn apply(&mut self, now: Instant, job: Job<Self>) {
+        job(self, now);
     }
 }
 
 impl Core for Server {
-    type Command = ServerCommand;
-    fn apply(&mut self, now: Instant, command: ServerCommand) {
+    type Command = Job<Self>;
+    type Outbox = channel::Sender<ServerEvent>;
+    fn apply(&mut self, now: Instant, job: Job<Self>) {
+        job(self, now);
+    }
+}
+
+/// A host's commands: each half's, from its own handles.
+pub(crate) enum HostCommand {
+    Server(Job<Server>),
+    Client(Job<Client>),
+}
+
+impl From<Job<Server>> for HostCommand {
+    fn from(job: Job<Server>) -> Self {
+        Self::Server(job)
+    }
+}
+
+impl From<Job<Client>> for HostCommand {
+    fn from(job: Job<Client>) -> Self {
+        Self::Client(job)
+    }
+}
+
+impl Core for Host {
+    type Command = HostCommand;
+    type Outbox = HostOutbox;
+    fn apply(&mut self, now: Instant, command: HostCommand) {
+        // Whatever either half sends in answer (the local session's datagrams included) is
+        // drained through `Host::poll_transmit`, as after any input.
         match command {
-            ServerCommand::Send(to, payload, r) => reply(r, self.send(now, to, &payload)),
-            ServerCommand::Disconnect(h, code, r) => reply(r, self.disconnect(now, h, code)),
-            ServerCommand::Stats(r) => reply(r, self.stats()),
-            ServerCommand::EnableNatDiscovery(primary, alternate, r) => {
-                reply(r, self.enable_nat_discovery(primary, alternate));
-            }
-            ServerCommand::SocketAddr(id, r) => reply(r, self.socket_addr(id)),
-            ServerCommand::ClientSocket(host, r) => reply(r, self.client_socket(host)),
+            HostCommand::Server(job) => job(self.server_mut(), now),
+            HostCommand::Client(job) => job(self.client_mut(), now),
         }
     }
 }
@@ -372,7 +386,7 @@ pub(crate) struct Task<E: Core> {
     pub(crate) extra: Extra,
     pub(crate) streams: Streams,
     pub(crate) commands: channel::Receiver<E::Command>,
-    pub(crate) events: channel::Sender<E::Event>,
+    pub(crate) events: E::Outbox,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -441,7 +455,7 @@ impl<E: Core> Task<E> {
                 let Some(event) = self.endpoint.poll_event() else {
                     break false;
                 };
-                if self.events.try_send(event).is_err() {
+                if !self.events.put(event) {
                     return Ok(()); // closed: every handle is gone
                 }
             };

@@ -17,6 +17,12 @@
 //!
 //! until every handle is dropped. No protocol decision is made here.
 //!
+//! Commands travel to the task as closures run against the core between two inputs: the
+//! handles' methods are such closures, and [`ServerHandle::with`] / [`ClientHandle::with`]
+//! reach anything else the core offers. [`host`] runs a `pierce_core::Host` (a listen server:
+//! a server and its own player on one socket) behind a [`ServerHandle`] and a
+//! [`ClientHandle`], each with its own events, on one task.
+//!
 //! async-std is discontinued upstream ("deprecated in favor of smol"). Everything this crate
 //! uses from it maps one-to-one onto async-io and lives in one private module, so a smol port
 //! is a dependency swap. [`client`] and [`server`] return the driver future for any executor
@@ -59,16 +65,14 @@ pub use bytes::Bytes;
 pub use driver::DriverStats;
 use pierce_core::{
     Channel, Client, ClientConfig, ClientStats, CommandError, ConfigError, ConnectError, Endpoint,
-    GroupId, HostId, MessageId, PeerStats, PublicKey, SendError, Server, ServerConfig, ServerStats,
-    SocketId, UnknownHost, framing::DEFAULT_STREAM_BUFFER,
+    GroupError, GroupId, Host, HostId, MessageId, PeerStats, PublicKey, SendError, SendOptions,
+    Server, ServerConfig, ServerStats, SocketId, UnknownHost, framing::DEFAULT_STREAM_BUFFER,
 };
 pub use pierce_core::{ClientEvent, ServerEvent};
 pub use stream::DEFAULT_MAX_STREAMS;
 pub use sys::{os_seed, unix_time};
 
-use driver::{
-    COMMAND_CAPACITY, ClientCommand, Core, EVENT_CAPACITY, Reply, RoomJoin, ServerCommand,
-};
+use driver::{COMMAND_CAPACITY, Core, EVENT_CAPACITY, HostCommand, HostOutbox, Job, Reply, job};
 use driver::{Shared, Task};
 use rt::{Socket, TcpListener, channel};
 use stream::Streams;
@@ -104,9 +108,25 @@ impl<E: std::error::Error + 'static> std::error::Error for HandleError<E> {
     }
 }
 
+/// Where a handle's commands go: its own driver's channel, or the channel of a host's driver
+/// (one driver for a server and its own client).
+enum Commands<C> {
+    Own(channel::Sender<C>),
+    Host(channel::Sender<HostCommand>),
+}
+
+impl<C> Clone for Commands<C> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Own(s) => Self::Own(s.clone()),
+            Self::Host(s) => Self::Host(s.clone()),
+        }
+    }
+}
+
 /// The channels between one handle and the driver.
 struct Link<C, Ev> {
-    commands: channel::Sender<C>,
+    commands: Commands<C>,
     events: channel::Receiver<Ev>,
     shared: Arc<Shared>,
 }
@@ -121,14 +141,19 @@ impl<C, Ev> Clone for Link<C, Ev> {
     }
 }
 
-impl<C, Ev> Link<C, Ev> {
+impl<C: Into<HostCommand>, Ev> Link<C, Ev> {
     /// Sends a command and waits for the core's answer.
     async fn call<T>(&self, command: impl FnOnce(Reply<T>) -> C) -> io::Result<T> {
         let (reply, answer) = channel::bounded(1);
-        let sent = self.commands.send(command(reply)).await;
-        match sent {
-            Ok(()) => answer.recv().await.map_err(|_| self.shared.stopped()),
-            Err(_) => Err(self.shared.stopped()),
+        let command = command(reply);
+        let sent = match &self.commands {
+            Commands::Own(s) => s.send(command).await.is_ok(),
+            Commands::Host(s) => s.send(command.into()).await.is_ok(),
+        };
+        if sent {
+            answer.recv().await.map_err(|_| self.shared.stopped())
+        } else {
+            Err(self.shared.stopped())
         }
     }
 
@@ -145,7 +170,7 @@ impl<C, Ev> Link<C, Ev> {
 /// clones that are waiting in `next_event`. The driver stops when the last clone is dropped;
 /// call [`ClientHandle::disconnect`] first to tell the server.
 #[derive(Clone)]
-pub struct ClientHandle(Link<ClientCommand, ClientEvent>);
+pub struct ClientHandle(Link<Job<Client>, ClientEvent>);
 
 impl ClientHandle {
     /// Starts connecting to `server`, presenting `token` (empty if the server needs none).
@@ -158,8 +183,7 @@ impl ClientHandle {
         token: &[u8],
     ) -> Result<(), HandleError<ConnectError>> {
         let token = token.to_vec();
-        (self.0)
-            .try_call(|r| ClientCommand::Connect(server, token, r))
+        self.try_with(move |c, now| c.connect(now, server, &token))
             .await
     }
 
@@ -172,8 +196,7 @@ impl ClientHandle {
         payload: impl Into<Bytes>,
     ) -> Result<(), HandleError<SendError>> {
         let payload = payload.into();
-        (self.0)
-            .try_call(|r| ClientCommand::SendToServer(payload, r))
+        self.try_with(move |c, now| c.send_to_server(now, &payload))
             .await
     }
 
@@ -183,7 +206,7 @@ impl ClientHandle {
     /// # Errors
     /// The driver has stopped.
     pub async fn disconnect(&self, code: u16) -> io::Result<()> {
-        self.0.call(|r| ClientCommand::Disconnect(code, r)).await
+        self.with(move |c, now| c.disconnect(now, code)).await
     }
 
     /// The core's counters.
@@ -191,7 +214,7 @@ impl ClientHandle {
     /// # Errors
     /// The driver has stopped.
     pub async fn stats(&self) -> io::Result<ClientStats> {
-        self.0.call(ClientCommand::Stats).await
+        self.with(|c, _| c.stats()).await
     }
 
     /// Joins the room `name`, creating it (with `max_members`, 0 for the server's default) if
@@ -207,13 +230,9 @@ impl ClientHandle {
         create: bool,
         max_members: u16,
     ) -> Result<(), HandleError<CommandError>> {
-        let join = RoomJoin {
-            name: name.to_owned(),
-            password: password.to_owned(),
-            create,
-            max_members,
-        };
-        self.0.try_call(|r| ClientCommand::JoinRoom(join, r)).await
+        let (name, password) = (name.to_owned(), password.to_owned());
+        self.try_with(move |c, now| c.join_room(now, &name, &password, create, max_members))
+            .await
     }
 
     /// Leaves a room (`Client::leave_room`).
@@ -221,9 +240,7 @@ impl ClientHandle {
     /// # Errors
     /// The core's [`CommandError`], or [`HandleError::Stopped`].
     pub async fn leave_room(&self, group: GroupId) -> Result<(), HandleError<CommandError>> {
-        self.0
-            .try_call(|r| ClientCommand::LeaveRoom(group, r))
-            .await
+        self.try_with(move |c, now| c.leave_room(now, group)).await
     }
 
     /// Removes a member from a room this client owns (`Client::kick`).
@@ -235,8 +252,7 @@ impl ClientHandle {
         group: GroupId,
         member: HostId,
     ) -> Result<(), HandleError<CommandError>> {
-        (self.0)
-            .try_call(|r| ClientCommand::Kick(group, member, r))
+        self.try_with(move |c, now| c.kick(now, group, member))
             .await
     }
 
@@ -252,9 +268,70 @@ impl ClientHandle {
         payload: impl Into<Bytes>,
     ) -> Result<MessageId, HandleError<SendError>> {
         let payload = payload.into();
-        (self.0)
-            .try_call(|r| ClientCommand::Send(to, channel, payload, r))
+        self.try_with(move |c, now| c.send(now, to, channel, &payload))
             .await
+    }
+
+    /// [`ClientHandle::send`] with per-message options, such as an expiry
+    /// (`Client::send_with`).
+    ///
+    /// # Errors
+    /// The core's [`SendError`], or [`HandleError::Stopped`].
+    pub async fn send_with(
+        &self,
+        to: HostId,
+        channel: Channel,
+        payload: impl Into<Bytes>,
+        options: SendOptions,
+    ) -> Result<MessageId, HandleError<SendError>> {
+        let payload = payload.into();
+        self.try_with(move |c, now| c.send_with(now, to, channel, &payload, options))
+            .await
+    }
+
+    /// Queues a reliable, ordered message for the server application
+    /// (`Client::send_to_server_reliable`).
+    ///
+    /// # Errors
+    /// The core's [`SendError`], or [`HandleError::Stopped`].
+    pub async fn send_to_server_reliable(
+        &self,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), HandleError<SendError>> {
+        let payload = payload.into();
+        self.try_with(move |c, now| c.send_to_server_reliable(now, &payload))
+            .await
+    }
+
+    /// Asks for a page of the server's room list, from `offset`; answered by
+    /// [`ClientEvent::RoomList`] (`Client::list_rooms`).
+    ///
+    /// # Errors
+    /// The core's [`CommandError`], or [`HandleError::Stopped`].
+    pub async fn list_rooms(&self, offset: u16) -> Result<(), HandleError<CommandError>> {
+        self.try_with(move |c, now| c.list_rooms(now, offset)).await
+    }
+
+    /// Runs `f` against the client in the driver, between two inputs, and returns what it
+    /// returns: for anything the core offers that has no method here (`Client::host_id`,
+    /// `Client::channel_stats`, `Client::detach_from_server`, ...). What it queues is sent
+    /// before the driver next waits. `f` holds up the driver while it runs: keep it short.
+    ///
+    /// # Errors
+    /// The driver has stopped.
+    pub async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client, Instant) -> T + Send + 'static,
+    ) -> io::Result<T> {
+        self.0.call(|r| job(r, f)).await
+    }
+
+    /// [`ClientHandle::with`] for a core call that can fail.
+    async fn try_with<T: Send + 'static, E: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client, Instant) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, HandleError<E>> {
+        self.0.try_call(|r| job(r, f)).await
     }
 
     /// Queues a message for every other member of `group` (`Client::send_to_group`).
@@ -268,8 +345,7 @@ impl ClientHandle {
         payload: impl Into<Bytes>,
     ) -> Result<(), HandleError<SendError>> {
         let payload = payload.into();
-        (self.0)
-            .try_call(|r| ClientCommand::SendToGroup(group, channel, payload, r))
+        self.try_with(move |c, now| c.send_to_group(now, group, channel, &payload))
             .await
     }
 
@@ -283,8 +359,7 @@ impl ClientHandle {
         addrs: &[SocketAddr],
     ) -> Result<(), HandleError<CommandError>> {
         let addrs = addrs.to_vec();
-        (self.0)
-            .try_call(|r| ClientCommand::SetLocalAddresses(addrs, r))
+        self.try_with(move |c, now| c.set_local_addresses(now, &addrs))
             .await
     }
 
@@ -296,7 +371,7 @@ impl ClientHandle {
     /// # Errors
     /// The driver has stopped.
     pub async fn discover_nat(&self, server: SocketAddr) -> io::Result<()> {
-        self.0.call(|r| ClientCommand::DiscoverNat(server, r)).await
+        self.with(move |c, now| c.discover_nat(now, server)).await
     }
 
     /// Counters and estimates of the connection to `peer`, if this client shares a group with
@@ -305,7 +380,7 @@ impl ClientHandle {
     /// # Errors
     /// The driver has stopped.
     pub async fn peer_stats(&self, peer: HostId) -> io::Result<Option<PeerStats>> {
-        self.0.call(|r| ClientCommand::PeerStats(peer, r)).await
+        self.with(move |c, _| c.peer_stats(peer)).await
     }
 
     /// The next event; `None` once the driver has stopped and every event was taken.
@@ -324,7 +399,7 @@ impl ClientHandle {
     /// # Errors
     /// The driver has stopped.
     pub async fn on_tcp(&self) -> io::Result<bool> {
-        self.0.call(ClientCommand::OnTcp).await
+        self.with(|c, _| c.on_tcp()).await
     }
 
     /// The adapter's counters.
@@ -337,7 +412,7 @@ impl ClientHandle {
 /// stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct ServerHandle {
-    link: Link<ServerCommand, ServerEvent>,
+    link: Link<Job<Server>, ServerEvent>,
     public_key: PublicKey,
 }
 
@@ -352,9 +427,113 @@ impl ServerHandle {
         payload: impl Into<Bytes>,
     ) -> Result<(), HandleError<SendError>> {
         let payload = payload.into();
-        (self.link)
-            .try_call(|r| ServerCommand::Send(host, payload, r))
+        self.try_with(move |s, now| s.send(now, host, &payload))
             .await
+    }
+
+    /// Queues a reliable, ordered message for a client (`Server::send_reliable`).
+    ///
+    /// # Errors
+    /// The core's [`SendError`], or [`HandleError::Stopped`].
+    pub async fn send_reliable(
+        &self,
+        host: HostId,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), HandleError<SendError>> {
+        let payload = payload.into();
+        self.try_with(move |s, now| s.send_reliable(now, host, &payload))
+            .await
+    }
+
+    /// Creates a P2P group with `members` (possibly none), joined in the order given
+    /// (`Server::create_group`). Members are told; the server reports
+    /// [`ServerEvent::GroupJoinAckComplete`] when every member has acknowledged a join.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownHost`] if any member is not connected (nothing is created), or
+    /// [`HandleError::Stopped`].
+    pub async fn create_group(
+        &self,
+        members: &[HostId],
+    ) -> Result<GroupId, HandleError<GroupError>> {
+        let members = members.to_vec();
+        self.try_with(move |s, now| s.create_group(now, &members))
+            .await
+    }
+
+    /// Adds a connected client to a group (`Server::join_group`).
+    ///
+    /// # Errors
+    /// The core's [`GroupError`], or [`HandleError::Stopped`].
+    pub async fn join_group(
+        &self,
+        group: GroupId,
+        host: HostId,
+    ) -> Result<(), HandleError<GroupError>> {
+        self.try_with(move |s, now| s.join_group(now, group, host))
+            .await
+    }
+
+    /// Removes a client from a group; every member, the leaver included, is told
+    /// (`Server::leave_group`).
+    ///
+    /// # Errors
+    /// The core's [`GroupError`], or [`HandleError::Stopped`].
+    pub async fn leave_group(
+        &self,
+        group: GroupId,
+        host: HostId,
+    ) -> Result<(), HandleError<GroupError>> {
+        self.try_with(move |s, now| s.leave_group(now, group, host))
+            .await
+    }
+
+    /// Destroys a group (`Server::destroy_group`).
+    ///
+    /// # Errors
+    /// The core's [`GroupError`], or [`HandleError::Stopped`].
+    pub async fn destroy_group(&self, group: GroupId) -> Result<(), HandleError<GroupError>> {
+        self.try_with(move |s, now| s.destroy_group(now, group))
+            .await
+    }
+
+    /// The members of a group in join order, if it exists (`Server::group_members`).
+    ///
+    /// # Errors
+    /// The driver has stopped.
+    pub async fn group_members(&self, group: GroupId) -> io::Result<Option<Vec<HostId>>> {
+        self.with(move |s, _| s.group_members(group).map(<[HostId]>::to_vec))
+            .await
+    }
+
+    /// The connected clients, in id order (`Server::clients`).
+    ///
+    /// # Errors
+    /// The driver has stopped.
+    pub async fn clients(&self) -> io::Result<Vec<HostId>> {
+        self.with(|s, _| s.clients().collect()).await
+    }
+
+    /// Runs `f` against the server in the driver, between two inputs, and returns what it
+    /// returns: for anything the core offers that has no method here (`Server::groups`,
+    /// `Server::client_addr`, `Server::client_user_id`, ...). What it queues is sent before
+    /// the driver next waits. `f` holds up the driver while it runs: keep it short.
+    ///
+    /// # Errors
+    /// The driver has stopped.
+    pub async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Server, Instant) -> T + Send + 'static,
+    ) -> io::Result<T> {
+        self.link.call(|r| job(r, f)).await
+    }
+
+    /// [`ServerHandle::with`] for a core call that can fail.
+    async fn try_with<T: Send + 'static, E: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Server, Instant) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, HandleError<E>> {
+        self.link.try_call(|r| job(r, f)).await
     }
 
     /// Disconnects a client with `code`.
@@ -366,8 +545,7 @@ impl ServerHandle {
         host: HostId,
         code: u16,
     ) -> Result<(), HandleError<UnknownHost>> {
-        (self.link)
-            .try_call(|r| ServerCommand::Disconnect(host, code, r))
+        self.try_with(move |s, now| s.disconnect(now, host, code))
             .await
     }
 
@@ -376,7 +554,7 @@ impl ServerHandle {
     /// # Errors
     /// The driver has stopped.
     pub async fn stats(&self) -> io::Result<ServerStats> {
-        self.link.call(ServerCommand::Stats).await
+        self.with(|s, _| s.stats()).await
     }
 
     /// Turns on NAT behaviour discovery (RFC 5780, `Server::enable_nat_discovery`) with
@@ -393,8 +571,7 @@ impl ServerHandle {
         alternate: SocketAddr,
     ) -> Result<(), HandleError<ConfigError>> {
         let primary = self.local_addr();
-        (self.link)
-            .try_call(|r| ServerCommand::EnableNatDiscovery(primary, alternate, r))
+        self.try_with(move |s, _| s.enable_nat_discovery(primary, alternate))
             .await
     }
 
@@ -404,7 +581,7 @@ impl ServerHandle {
     /// # Errors
     /// The driver has stopped.
     pub async fn socket_addr(&self, id: SocketId) -> io::Result<Option<SocketAddr>> {
-        self.link.call(|r| ServerCommand::SocketAddr(id, r)).await
+        self.with(move |s, _| s.socket_addr(id)).await
     }
 
     /// The local socket a client's session is on (`Server::client_socket`):
@@ -414,9 +591,7 @@ impl ServerHandle {
     /// # Errors
     /// The driver has stopped.
     pub async fn client_socket(&self, host: HostId) -> io::Result<Option<SocketId>> {
-        self.link
-            .call(|r| ServerCommand::ClientSocket(host, r))
-            .await
+        self.with(move |s, _| s.client_socket(host)).await
     }
 
     /// The next event; `None` once the driver has stopped and every event was taken.
@@ -465,6 +640,20 @@ pub struct ServerDriver(Task<Server>);
 
 impl ServerDriver {
     /// Drives the server until every handle is dropped or the socket fails.
+    ///
+    /// # Errors
+    /// The socket failed; the handles report the same error.
+    pub async fn run(self) -> io::Result<()> {
+        self.0.run().await
+    }
+}
+
+/// A host's driver: run it to completion on any executor (see [`ClientDriver`]). It finishes
+/// when every server handle and every client handle is dropped.
+pub struct HostDriver(Task<Host>);
+
+impl HostDriver {
+    /// Drives the host until every handle is dropped or the socket fails.
     ///
     /// # Errors
     /// The socket failed; the handles report the same error.
@@ -605,18 +794,102 @@ pub async fn spawn_server_with(
     Ok(handle)
 }
 
+/// A host (`pierce_core::Host`: a server and its own client, the local player, on one socket)
+/// bound at `bind`, seeded from the OS, and the driver to run it; a listen server for LAN or
+/// small games. The socket's address is where remote players reach the host, so `bind` must
+/// name a specific IP (not `0.0.0.0`); the local client presents `token` to its own server
+/// (empty if the server needs none) and is connected before this returns, in memory. With
+/// [`ServerOptions::tcp`] the server also listens on TCP at that address, for remote players
+/// on networks that block UDP.
+///
+/// The server handle and the client handle are the same types as a standalone server's and
+/// client's, each with its own events; one driver runs both, until every handle of both is
+/// dropped. Read both handles' events: while either channel is full, events of both wait.
+///
+/// # Errors
+/// An invalid config or an unspecified `bind` IP (`InvalidInput`), no OS entropy, or a bind
+/// failed.
+pub async fn host(
+    bind: SocketAddr,
+    server: impl Into<Arc<ServerConfig>>,
+    client: ClientConfig,
+    token: &[u8],
+    options: ServerOptions,
+) -> io::Result<(ServerHandle, ClientHandle, HostDriver)> {
+    let now = Instant::now();
+    let core = Server::new(server.into(), os_seed()?, now, unix_time()).map_err(invalid)?;
+    let public_key = core.public_key();
+    let (socket, listener) = bind_server(bind, options.tcp).await?;
+    let addr = socket.local_addr()?;
+    let core = Host::new(core, client, os_seed()?, now, addr, token).map_err(invalid)?;
+    let streams = Streams::new(listener, options.max_streams, options.stream_buffer);
+    let (server_events, server_rx) = channel::bounded(EVENT_CAPACITY);
+    let (client_events, client_rx) = channel::bounded(EVENT_CAPACITY);
+    let outbox = HostOutbox {
+        server: server_events,
+        client: client_events,
+    };
+    let (task, commands) = task(socket, core, streams, outbox)?;
+    let shared = Arc::clone(&task.shared);
+    let server = ServerHandle {
+        link: Link {
+            commands: Commands::Host(commands.clone()),
+            events: server_rx,
+            shared: Arc::clone(&shared),
+        },
+        public_key,
+    };
+    let client = ClientHandle(Link {
+        commands: Commands::Host(commands),
+        events: client_rx,
+        shared,
+    });
+    Ok((server, client, HostDriver(task)))
+}
+
+/// [`host`], with its driver spawned on async-std.
+///
+/// # Errors
+/// As [`host`].
+pub async fn spawn_host(
+    bind: SocketAddr,
+    server: impl Into<Arc<ServerConfig>>,
+    client: ClientConfig,
+    token: &[u8],
+    options: ServerOptions,
+) -> io::Result<(ServerHandle, ClientHandle)> {
+    let (server, client, driver) = host(bind, server, client, token, options).await?;
+    rt::spawn(driver.run());
+    Ok((server, client))
+}
+
 /// A handle's channels and the driver at their other end.
 type Wired<E> = (Link<<E as Core>::Command, <E as Endpoint>::Event>, Task<E>);
 
-fn wire<E: Core>(socket: Socket, endpoint: E, streams: Streams) -> io::Result<Wired<E>> {
+/// A standalone client's or server's driver and its handles' link: one event channel.
+fn wire<E>(socket: Socket, endpoint: E, streams: Streams) -> io::Result<Wired<E>>
+where
+    E: Core<Outbox = channel::Sender<<E as Endpoint>::Event>>,
+{
+    let (events, event_rx) = channel::bounded(EVENT_CAPACITY);
+    let (task, commands) = task(socket, endpoint, streams, events)?;
+    let link = Link {
+        commands: Commands::Own(commands),
+        events: event_rx,
+        shared: Arc::clone(&task.shared),
+    };
+    Ok((link, task))
+}
+
+/// The driver task of `endpoint`, and the sending end of its command channel.
+fn task<E: Core>(
+    socket: Socket,
+    endpoint: E,
+    streams: Streams,
+    events: E::Outbox,
+) -> io::Result<(Task<E>, channel::Sender<E::Command>)> {
     let shared = Arc::new(Shared::new(socket.local_addr()?, streams.local_addr()));
     let (command_tx, commands) = channel::bounded(COMMAND_CAPACITY);
-    let (events, event_rx) = channel::bounded(EVENT_CAPACITY);
-    let link = Link {
-        commands: command_tx,
-        events: event_rx,
-        shared: Arc::clone(&shared),
-    };
     let task = Task {
         endpoint,
         socket,
@@ -626,7 +899,7 @@ fn wire<E: Core>(socket: Socket, endpoint: E, streams: Streams) -> io::Result<Wi
         events,
         shared,
     };
-    Ok((link, task))
+    Ok((task, command_tx))
 }
 
 fn invalid(e: ConfigError) -> io::Error {
