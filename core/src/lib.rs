@@ -36,6 +36,9 @@
 //!   [`framing`]) and moves back to UDP when a probe gets through ([`Transport`],
 //!   [`ClientEvent::ServerTransport`]).
 //! - Host mode: a [`Server`] and its own [`Client`] on one socket ([`Host`]).
+//! - Optional logging: with the cargo feature `tracing` (off by default), every event and every
+//!   dropped input, with its reason, is also a `tracing` line at `debug` (messages at `trace`,
+//!   by length only); [`DropStats::by_reason`] lists the drop counters by name.
 //!
 //! The repository README tracks what is not done yet.
 //!
@@ -88,6 +91,8 @@ mod stats;
 pub mod stun;
 mod time;
 mod token;
+#[cfg(feature = "tracing")]
+mod trace;
 pub mod wire;
 
 /// The reliability layer as a standalone state machine, for fuzzing, benchmarks and custom

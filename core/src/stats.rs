@@ -73,26 +73,33 @@ impl DropStats {
         }
     }
 
+    /// Every counter with its field's name, in declaration order (for logs and reports).
+    pub fn by_reason(&self) -> [(&'static str, u64); 18] {
+        [
+            ("malformed", self.malformed),
+            ("unknown_kind", self.unknown_kind),
+            ("bad_version", self.bad_version),
+            ("stun", self.stun),
+            ("unknown_session", self.unknown_session),
+            ("auth_failed", self.auth_failed),
+            ("replayed", self.replayed),
+            ("rate_limited", self.rate_limited),
+            ("handshake_capacity", self.handshake_capacity),
+            ("cookie_required", self.cookie_required),
+            ("unexpected", self.unexpected),
+            ("bad_frames", self.bad_frames),
+            ("relay_denied", self.relay_denied),
+            ("relay_rate", self.relay_rate),
+            ("bad_candidates", self.bad_candidates),
+            ("queue_full", self.queue_full),
+            ("unknown_peer", self.unknown_peer),
+            ("bad_tickets", self.bad_tickets),
+        ]
+    }
+
     /// All drops together.
     pub fn total(&self) -> u64 {
-        self.malformed
-            + self.unknown_kind
-            + self.bad_version
-            + self.stun
-            + self.unknown_session
-            + self.auth_failed
-            + self.replayed
-            + self.rate_limited
-            + self.handshake_capacity
-            + self.cookie_required
-            + self.unexpected
-            + self.bad_frames
-            + self.relay_denied
-            + self.relay_rate
-            + self.queue_full
-            + self.bad_candidates
-            + self.unknown_peer
-            + self.bad_tickets
+        self.by_reason().iter().map(|(_, n)| n).sum()
     }
 }
 

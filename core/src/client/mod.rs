@@ -540,6 +540,21 @@ impl Client {
         from: SocketAddr,
         datagram: &[u8],
     ) {
+        #[cfg(feature = "tracing")]
+        let before = self.stats.dropped;
+        self.receive(now, socket, from, datagram);
+        #[cfg(feature = "tracing")]
+        crate::trace::dropped(
+            true,
+            &before,
+            &self.stats.dropped,
+            socket,
+            from,
+            datagram.len(),
+        );
+    }
+
+    fn receive(&mut self, now: Instant, socket: SocketId, from: SocketAddr, datagram: &[u8]) {
         let now = self.clock.advance(now);
         self.stats.io.datagrams_in += 1;
         self.stats.io.bytes_in += datagram.len() as u64;
@@ -1099,6 +1114,8 @@ impl Client {
     // ---- internals ---------------------------------------------------------------------
 
     fn push_event(&mut self, e: ClientEvent) {
+        #[cfg(feature = "tracing")]
+        crate::trace::client_event(&e);
         if self.events.len() >= self.config.max_pending_events {
             self.stats.io.events_dropped += 1;
         } else {

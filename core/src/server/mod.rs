@@ -509,6 +509,21 @@ impl Server {
         from: SocketAddr,
         datagram: &[u8],
     ) {
+        #[cfg(feature = "tracing")]
+        let before = self.stats.dropped;
+        self.receive(now, socket, from, datagram);
+        #[cfg(feature = "tracing")]
+        crate::trace::dropped(
+            false,
+            &before,
+            &self.stats.dropped,
+            socket,
+            from,
+            datagram.len(),
+        );
+    }
+
+    fn receive(&mut self, now: Instant, socket: SocketId, from: SocketAddr, datagram: &[u8]) {
         let now = self.clock.advance(now);
         self.stats.io.datagrams_in += 1;
         self.stats.io.bytes_in += datagram.len() as u64;
@@ -669,6 +684,8 @@ impl Server {
     }
 
     fn push_event(&mut self, e: ServerEvent) {
+        #[cfg(feature = "tracing")]
+        crate::trace::server_event(&e);
         if self.events.len() >= self.config.max_pending_events {
             self.stats.io.events_dropped += 1;
         } else {
