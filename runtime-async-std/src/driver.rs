@@ -93,8 +93,11 @@ pub(crate) struct HostOutbox {
 }
 
 impl Outbox<HostEvent> for HostOutbox {
+    /// A half nobody listens to any more never holds the other up, however full it was left.
     fn is_full(&self) -> bool {
-        self.server.is_full() || self.client.is_full()
+        let full = |s: bool, closed: bool| s && !closed;
+        full(self.server.is_full(), self.server.is_closed())
+            || full(self.client.is_full(), self.client.is_closed())
     }
     /// An event for a half whose handles are all gone is dropped (nobody can read it); the
     /// driver stops only when both halves' are, which the command channel tells it first.
@@ -635,6 +638,34 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_host_half_nobody_listens_to_never_holds_the_other_up() {
+        let (server, server_rx) = channel::bounded(1);
+        let (client, client_rx) = channel::bounded(1);
+        let outbox = HostOutbox { server, client };
+        let joined = |n| ServerEvent::ClientResumed {
+            host_id: pierce_core::HostId(n),
+        };
+        let offline = ClientEvent::ServerTransport { tcp: true };
+        assert!(outbox.put(HostEvent::Client(offline.clone())));
+        assert!(outbox.is_full(), "the client's channel is full and read");
+        drop(client_rx); // the application dropped every client handle, events unread
+        assert!(!outbox.is_full());
+        assert!(outbox.put(HostEvent::Server(joined(1))));
+        assert!(
+            outbox.put(HostEvent::Client(offline)),
+            "dropped, not a stop"
+        );
+        assert!(outbox.is_full(), "the server's channel is full and read");
+        assert_eq!(server_rx.try_recv().ok(), Some(joined(1)));
+        drop(server_rx);
+        assert!(!outbox.is_full());
+        assert!(
+            !outbox.put(HostEvent::Server(joined(2))),
+            "nobody listens: stop"
+        );
+    }
 
     #[test]
     fn extra_sockets_take_turns_keep_their_ids_and_close() {
