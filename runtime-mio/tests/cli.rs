@@ -588,6 +588,38 @@ fn the_server_ready_line_lists_its_discovery_addresses() {
 }
 
 #[test]
+fn the_server_reports_its_counters_with_drops_by_reason() {
+    let server = ServerProc::start(&["--stats-every", "1"]);
+    // Two datagrams no protocol here speaks, from a stranger.
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for _ in 0..2 {
+        stranger.send_to(&[0xEE; 40], &server.addr).expect("send");
+    }
+    let started = Instant::now();
+    let line = loop {
+        let line = server
+            .lines
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a stats line every second");
+        if line.starts_with(r#"{"event":"stats","#) && line.contains(r#""dropped":2"#) {
+            break line;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{line}");
+    };
+    assert!(line.contains(r#""clients":0,"#), "{line}");
+    assert!(
+        line.contains(r#""datagrams_in":2,"bytes_in":80,"#),
+        "{line}"
+    );
+    assert!(
+        line.contains(r#""dropped_by_reason":{"unknown_kind":2}"#),
+        "{line}"
+    );
+    // Nothing answers garbage: no amplification, not even a reply.
+    assert!(line.contains(r#""datagrams_out":0,"#), "{line}");
+}
+
+#[test]
 fn a_server_with_a_secret_admits_only_token_holders() {
     let server = ServerProc::start(&["--secret", "s3cret"]);
     let netcheck = |extra: &[&str]| {

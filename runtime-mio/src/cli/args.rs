@@ -45,7 +45,9 @@ or the same facts as text without. Peers pin the key with --server-key HEX. alt_
 NAT discovery sockets (--alt-listen): the alternate address first, then, when its IP differs
 from --listen's, the two crossings (--listen's IP with the alternate port, the alternate IP
 with --listen's port); empty without --alt-listen.
-With --json, later events (client_joined, client_left, stopped) are JSON lines too.
+With --json, later events (client_joined, client_left, stats, stopped) are JSON lines too.
+A stats line (counters since start: clients, groups, pairs, traffic, relay, handshakes, drops
+by reason, socket errors) comes every --stats-every seconds, and once before stopped.
 The server also accepts TCP connections on --listen's port (the fallback for clients whose
 network blocks UDP; `pierce peer --tcp`), and says so in the ready line (tcp_addr).
 On SIGINT or SIGTERM every client is told the server is closing, and the command exits 0.")]
@@ -73,6 +75,9 @@ pub struct ServerArgs {
     /// Print JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Print a stats line every this many seconds (one is always printed on stopping).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub stats_every: Option<u64>,
 }
 
 /// Connecting to a server: shared by `netcheck` and `peer`.

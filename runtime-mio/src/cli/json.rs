@@ -95,6 +95,12 @@ impl Obj {
         self
     }
 
+    /// Adds an object member.
+    #[must_use]
+    pub fn object(self, key: &str, value: Self) -> Self {
+        self.raw(key, &value.finish())
+    }
+
     /// Adds a member whose value is already JSON.
     fn raw(mut self, key: &str, json: &str) -> Self {
         self.key(key);

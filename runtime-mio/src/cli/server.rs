@@ -107,6 +107,8 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         }
     }
     let mut clients = BTreeSet::new();
+    let every = args.stats_every.map(Duration::from_secs);
+    let mut next_stats = every.map(|e| Instant::now() + e);
     while !signal::received() {
         driver
             .pump(TICK)
@@ -114,8 +116,16 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         while let Some(event) = driver.poll_event() {
             log(args.json, &mut clients, event);
         }
+        if let (Some(at), Some(every)) = (next_stats, every) {
+            let now = Instant::now();
+            if now >= at {
+                out(&stats_line(args.json, &driver));
+                next_stats = Some(at.max(now - every) + every);
+            }
+        }
     }
     shut_down(&mut driver, &clients);
+    out(&stats_line(args.json, &driver));
     if args.json {
         out(&Obj::event("stopped")
             .int("clients", clients.len() as u64)
@@ -194,6 +204,68 @@ fn with_addr_array(obj: Obj, key: &str, addrs: &[SocketAddr]) -> String {
     line.pop(); // the closing brace
     line.push_str(&format!(",\"{key}\":[{}]}}", items.join(",")));
     line
+}
+
+/// The server's counters since start, as one line: the core's (sessions, groups, traffic,
+/// relay, handshakes, drops by reason) and the socket's errors.
+fn stats_line(json: bool, driver: &Driver<Server>) -> String {
+    let s = driver.endpoint().stats();
+    let d = driver.stats();
+    let drops: Vec<(&str, u64)> = (s.dropped.by_reason().into_iter())
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    if json {
+        let by_reason = drops
+            .iter()
+            .fold(Obj::new(), |o, (reason, n)| o.int(reason, *n));
+        Obj::event("stats")
+            .int("clients", s.clients)
+            .int("half_open", s.half_open)
+            .int("groups", s.groups)
+            .int("pairs", s.pairs)
+            .int("datagrams_in", s.io.datagrams_in)
+            .int("bytes_in", s.io.bytes_in)
+            .int("datagrams_out", s.io.datagrams_out)
+            .int("bytes_out", s.io.bytes_out)
+            .int("relayed_packets", s.relayed_packets)
+            .int("relayed_bytes", s.relayed_bytes)
+            .int("handshakes_completed", s.handshakes_completed)
+            .int("handshakes_rejected", s.handshakes_rejected)
+            .int("clients_timed_out", s.clients_timed_out)
+            .int("sessions_resumed", s.sessions_resumed)
+            .int("stun_answered", s.stun_answered)
+            .int("dropped", s.dropped.total())
+            .object("dropped_by_reason", by_reason)
+            .int("send_errors", d.send_errors)
+            .int("streams_accepted", d.streams_accepted)
+            .finish()
+    } else {
+        let drops: Vec<String> = drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let drops = if drops.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", drops.join(", "))
+        };
+        format!(
+            "stats: {} clients ({} half-open), {} groups, {} pairs; in {} datagrams / {} B, \
+             out {} / {} B; relayed {} / {} B; {} handshakes, {} rejected; dropped {}{drops}; \
+             {} send errors",
+            s.clients,
+            s.half_open,
+            s.groups,
+            s.pairs,
+            s.io.datagrams_in,
+            s.io.bytes_in,
+            s.io.datagrams_out,
+            s.io.bytes_out,
+            s.relayed_packets,
+            s.relayed_bytes,
+            s.handshakes_completed,
+            s.handshakes_rejected,
+            s.dropped.total(),
+            d.send_errors,
+        )
+    }
 }
 
 /// Tells every client the server is going away, so they see a close instead of a timeout.
