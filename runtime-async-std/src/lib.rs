@@ -806,6 +806,33 @@ pub async fn spawn_server_with(
 /// client's, each with its own events; one driver runs both, until every handle of both is
 /// dropped. Read both handles' events: while either channel is full, events of both wait.
 ///
+/// ```no_run
+/// use pierce_async_std::{ClientEvent, ServerEvent, ServerOptions, spawn_host};
+/// use pierce_core::{Channel, ClientConfig, SecretKey, ServerConfig};
+///
+/// # async fn listen_server() -> std::io::Result<()> {
+/// let key = SecretKey::from_bytes(pierce_async_std::os_seed()?);
+/// let at = "192.0.2.10:7777".parse().expect("literal"); // where the other players reach us
+/// let (server, me) =
+///     spawn_host(at, ServerConfig::new(key), ClientConfig::default(), &[], ServerOptions::default())
+///         .await?;
+/// let mut players = Vec::new();
+/// while players.len() < 3 {
+///     if let Some(ServerEvent::ClientJoined { host_id, .. }) = server.next_event().await {
+///         players.push(host_id); // this process's own player joins first, in memory
+///     }
+/// }
+/// let group = server.create_group(&players).await.expect("all connected");
+/// while let Some(event) = me.next_event().await {
+///     if let ClientEvent::MemberJoined { member, .. } = event {
+///         let _ = me.send(member, Channel::RELIABLE_ORDERED, &b"welcome"[..]).await;
+///     }
+/// }
+/// # let _ = group;
+/// # Ok(())
+/// # }
+/// ```
+///
 /// # Errors
 /// An invalid config or an unspecified `bind` IP (`InvalidInput`), no OS entropy, or a bind
 /// failed.
