@@ -10,16 +10,22 @@
 //! The scripted peer itself ([`Script`]) does no I/O: it takes events and replies and asks for
 //! commands. This file is the async-std half: a [`ClientHandle`] whose driver task owns the
 //! socket, and a loop that awaits the next event or the script's next deadline, whichever comes
-//! first. `pierce peer` runs the same script on a mio `Driver`. Ctrl-C ends the process at once
-//! (no summary); `pierce peer` catches it.
+//! first. `pierce peer` runs the same script on a mio `Driver`. With `--host` the peer is a
+//! host's own client (`pierce_async_std::spawn_host`). Ctrl-C ends the process at once (no
+//! summary); `pierce peer` catches it.
 #![allow(clippy::disallowed_methods)] // an application reads the clock
 
+use std::io;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use async_std::future::timeout;
-use pierce_async_std::{ClientHandle, HandleError, spawn_client};
+use pierce_async_std::{
+    ClientHandle, HandleError, ServerOptions, os_seed, spawn_client, spawn_host,
+};
+use pierce_core::{RoomsConfig, SecretKey, ServerConfig};
 use pierce_mio::cli::args::{PeerArgs, parse_peer_args};
+use pierce_mio::cli::json::Obj;
 use pierce_mio::cli::script::{Command, Reply, Script};
 use pierce_mio::cli::{CliError, Setup, lan_candidates, out};
 
@@ -42,17 +48,57 @@ async fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
     let mut setup = Setup::new(&args.connect, args.timeout, !args.relay_only)?;
     setup.config.transport = args.transport();
     let (json, server) = (args.json, args.connect.server);
+    let deadline = start + args.timeout;
+    let (host, secret) = (args.host, args.connect.token_secret.clone());
     let mut script = Script::new(args, &setup.config, start)?;
-    let client = spawn_client(setup.bind, setup.config.clone())
-        .await
-        .map_err(|e| CliError::io(&format!("cannot bind {}", setup.bind), &e))?;
-    if setup.config.direct_paths {
-        // Peers behind the same NAT reach each other on these; sent once connected.
-        let lan = lan_candidates(client.local_addr());
-        let _ = core(client.set_local_addresses(&lan).await)?;
-    }
-    core(client.connect(server, &setup.token).await)?
-        .map_err(|e| CliError::usage(e.to_string()))?;
+    let (client, hosting) = if host {
+        // A listen server: the rooms server and this peer on one socket and one driver.
+        let key = os_seed().map_err(|e| CliError::io("reading OS entropy", &e))?;
+        let mut config = ServerConfig::new(SecretKey::from_bytes(key));
+        config.rooms = Some(RoomsConfig::default());
+        config.token_secret = secret.map(String::into_bytes);
+        let options = ServerOptions::default();
+        let (server_handle, client) =
+            spawn_host(server, config, setup.config.clone(), &setup.token, options)
+                .await
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::InvalidInput => CliError::usage(format!(
+                        "--host --server {server}: {e} (name the address the other peers reach)"
+                    )),
+                    _ => CliError::io(&format!("cannot listen on {server}"), &e),
+                })?;
+        let addr = server_handle.local_addr();
+        let key = server_handle.public_key().to_hex();
+        if json {
+            out(&Obj::event("hosting")
+                .str("addr", &addr.to_string())
+                .opt_str(
+                    "tcp_addr",
+                    server_handle.tcp_addr().map(|a| a.to_string()).as_deref(),
+                )
+                .str("public_key", &key)
+                .finish());
+        } else {
+            out(&format!("hosting at {addr}, public key {key}"));
+        }
+        // The server's events are not the script's, but they must be read: a full channel
+        // would hold up the client's too.
+        let drain = server_handle.clone();
+        async_std::task::spawn(async move { while drain.next_event().await.is_some() {} });
+        (client, Some(server_handle))
+    } else {
+        let client = spawn_client(setup.bind, setup.config.clone())
+            .await
+            .map_err(|e| CliError::io(&format!("cannot bind {}", setup.bind), &e))?;
+        if setup.config.direct_paths {
+            // Peers behind the same NAT reach each other on these; sent once connected.
+            let lan = lan_candidates(client.local_addr());
+            let _ = core(client.set_local_addresses(&lan).await)?;
+        }
+        core(client.connect(server, &setup.token).await)?
+            .map_err(|e| CliError::usage(e.to_string()))?;
+        (client, None)
+    };
     while !script.is_finished() {
         let wait = script
             .poll_timeout()
@@ -72,6 +118,13 @@ async fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
             if let Some(l) = line.render(json) {
                 out(l);
             }
+        }
+    }
+    if let Some(server) = hosting {
+        // A host serves on until the others left: they may still wait for its last
+        // acknowledgements, and their sessions end with it.
+        while Instant::now() < deadline && server.clients().await.map_or(0, |c| c.len()) > 1 {
+            async_std::task::sleep(TICK).await;
         }
     }
     leave(&client).await;

@@ -57,11 +57,21 @@ fn field(line: &str, key: &str) -> String {
 
 /// Waits for `child` (killing it after [`LIMIT`]); its status, stdout and stderr.
 fn finish(mut child: Child, started: Instant) -> (bool, String, String) {
-    let mut out = child.stdout.take().expect("piped");
+    let out = child.stdout.take().expect("piped");
+    finish_reading(child, started, String::new(), out)
+}
+
+/// [`finish`] for a child whose stdout the caller took and read the start of (`read`).
+fn finish_reading(
+    mut child: Child,
+    started: Instant,
+    read: String,
+    mut out: impl Read + Send + 'static,
+) -> (bool, String, String) {
     let mut err = child.stderr.take().expect("piped");
     let readers = [
         thread::spawn(move || {
-            let mut s = String::new();
+            let mut s = read;
             let _ = out.read_to_string(&mut s);
             s
         }),
@@ -160,4 +170,49 @@ fn the_async_std_peer_exchanges_with_mio_peers_through_a_pierce_server() {
         }
     }
     drop(server);
+}
+
+#[test]
+fn two_mio_peers_play_on_an_async_std_peer_that_hosts() {
+    let pierce = build(&["-p", "pierce-mio", "--bin", "pierce"]);
+    let async_peer = build(&["-p", "pierce-async-std", "--example", "peer"]);
+    let count = COUNT.to_string();
+    let peer = |program: &Path, name: &str, extra: &[&str]| {
+        let mut cmd = Command::new(program);
+        if program == pierce {
+            cmd.arg("peer");
+        }
+        cmd.args(["--room", "hosted", "--peers", "2", "--send", &count])
+            .args(["--name", name, "--timeout", "30", "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn a peer")
+    };
+    let started = Instant::now();
+    let mut host = peer(&async_peer, "async", &["--host", "--server", "127.0.0.1:0"]);
+    let mut out = BufReader::new(host.stdout.take().expect("piped"));
+    let mut hosting = String::new();
+    out.read_line(&mut hosting).expect("the hosting line");
+    assert!(
+        hosting.starts_with(r#"{"event":"hosting","addr":""#),
+        "{hosting}"
+    );
+    let (addr, key) = (field(&hosting, "addr"), field(&hosting, "public_key"));
+    let server = ["--server", &addr, "--server-key", &key];
+    let mio = [
+        ("mio-a", peer(&pierce, "mio-a", &server)),
+        ("mio-b", peer(&pierce, "mio-b", &server)),
+    ];
+    let mut results = vec![("async", finish_reading(host, started, hosting, out))];
+    results.extend(mio.map(|(name, child)| (name, finish(child, started))));
+    for (name, (ok, out, err)) in &results {
+        assert!(ok, "{name} failed\nstdout:\n{out}\nstderr:\n{err}");
+        let summary = out.lines().last().unwrap_or_default();
+        for other in ["async", "mio-a", "mio-b"].iter().filter(|o| *o != name) {
+            let entry = format!(r#"{{"name":"{other}","path":"direct","received":{COUNT},"#);
+            assert!(summary.contains(&entry), "{name} lacks {entry}: {summary}");
+        }
+    }
 }

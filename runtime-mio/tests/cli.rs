@@ -104,10 +104,20 @@ fn spawn(args: &[String]) -> Child {
 
 /// Waits for `child`, killing it (and failing the test) after [`LIMIT`].
 fn finish(mut child: Child, started: Instant) -> Finished {
-    let mut out = child.stdout.take().expect("piped stdout");
+    let out = child.stdout.take().expect("piped stdout");
+    finish_reading(child, started, String::new(), out)
+}
+
+/// [`finish`] for a child whose stdout the caller took and read the start of (`read`).
+fn finish_reading(
+    mut child: Child,
+    started: Instant,
+    read: String,
+    mut out: impl Read + Send + 'static,
+) -> Finished {
     let mut err = child.stderr.take().expect("piped stderr");
     let stdout = thread::spawn(move || {
-        let mut s = String::new();
+        let mut s = read;
         let _ = out.read_to_string(&mut s);
         s
     });
@@ -231,6 +241,49 @@ fn assert_complete(results: &[Finished], count: u32, path: &[&str], in_order: bo
             );
         }
         assert_eq!(r.stdout.matches(r#""event":"member_joined""#).count(), 2);
+    }
+}
+
+#[test]
+fn a_hosting_peer_serves_two_others_who_reach_it_directly() {
+    let started = Instant::now();
+    let peer = |name: &str, extra: &[&str]| {
+        let args: Vec<String> = ["peer", "--room", "lobby", "--peers", "2", "--send", "50"]
+            .iter()
+            .chain(["--name", name, "--timeout", PEER_TIMEOUT, "--json"].iter())
+            .chain(extra.iter())
+            .map(|s| (*s).to_owned())
+            .collect();
+        spawn(&args)
+    };
+    let mut host = peer("p0", &["--host", "--server", "127.0.0.1:0"]);
+    let mut out = BufReader::new(host.stdout.take().expect("piped stdout"));
+    let mut hosting = String::new();
+    out.read_line(&mut hosting).expect("the hosting line");
+    assert!(
+        hosting.starts_with(r#"{"event":"hosting","addr":""#),
+        "{hosting}"
+    );
+    let addr = string_field(&hosting, "addr").expect("addr");
+    let key = string_field(&hosting, "public_key").expect("public_key");
+    assert_eq!(string_field(&hosting, "tcp_addr"), Some(addr.clone()));
+    let others: Vec<Child> = ["p1", "p2"]
+        .iter()
+        .map(|name| peer(name, &["--server", &addr, "--server-key", &key]))
+        .collect();
+    let mut results = vec![finish_reading(host, started, hosting, out)];
+    results.extend(others.into_iter().map(|c| finish(c, started)));
+    assert_complete(&results, 50, &["direct"], true);
+    // The others reach the hosting peer at the host's own socket.
+    for (i, r) in results.iter().enumerate().skip(1) {
+        let to_host = format!(r#""path":"direct","addr":"{addr}""#);
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.contains("path_changed") && l.contains(&to_host)),
+            "p{i}:\n{}",
+            r.stdout
+        );
     }
 }
 
@@ -440,6 +493,30 @@ fn bad_command_lines_exit_2_with_a_message() {
             "2",
             "--tcp",
             "--udp-only",
+        ],
+        // A host must be told the address the other peers reach it at, and is its own
+        // server: no key to pin, nothing to bind apart.
+        &[
+            "peer",
+            "--host",
+            "--server",
+            "0.0.0.0:0",
+            "--room",
+            "r",
+            "--peers",
+            "2",
+        ],
+        &[
+            "peer",
+            "--host",
+            "--server",
+            "127.0.0.1:0",
+            "--room",
+            "r",
+            "--peers",
+            "2",
+            "--server-key",
+            &"11".repeat(32),
         ],
     ];
     for args in cases {

@@ -214,6 +214,14 @@ pub struct PeerArgs {
     /// Print events as JSON lines too (the summary is always JSON).
     #[arg(long)]
     pub json: bool,
+    /// Host mode: be the server too, at --server's address (a rooms server and this peer on
+    /// one socket, a listen server; `pierce_core::Host`). Prints a `hosting` line with the
+    /// address and the server key first; the other peers connect to it as to any `pierce
+    /// server`, and reach this peer directly at that address. --server must name the address
+    /// they reach (not 0.0.0.0; port 0 picks one). With --token-secret, the others need
+    /// tokens from the same secret.
+    #[arg(long, conflicts_with_all = ["server_key", "bind", "tcp", "relay_only"])]
+    pub host: bool,
 }
 
 const PEER_HELP: &str = "\

@@ -68,6 +68,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
             hold: HOLD,
             timeout: args.timeout,
             json: false,
+            host: false,
         };
         let mut config = ClientConfig::default();
         (config.server_key, config.connect_timeout) = (Some(key), args.timeout);

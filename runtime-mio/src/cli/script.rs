@@ -1042,6 +1042,7 @@ mod tests {
             hold: Duration::ZERO,
             timeout: Duration::from_secs(10),
             json: true,
+            host: false,
         }
     }
 
