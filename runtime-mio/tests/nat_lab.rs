@@ -95,9 +95,20 @@ impl Report {
 /// One peer of a scenario.
 struct Side {
     label: &'static str,
-    host: Host,
+    /// Where it runs: a host behind a NAT, or (`None`) the public server's namespace.
+    host: Option<Host>,
     run: Finished,
     report: Report,
+}
+
+impl Side {
+    /// Its NAT's name and namespace, or "public".
+    fn place(&self) -> String {
+        self.host.as_ref().map_or_else(
+            || "public".to_owned(),
+            |h| format!("{} {}", h.nat.name(), h.ns),
+        )
+    }
 }
 
 /// A finished scenario, its lab still up for diagnostics.
@@ -159,7 +170,7 @@ impl Outcome {
         }
         let mut dump = String::new();
         for s in &self.sides {
-            let what = format!("peer {} ({} {})", s.label, s.host.nat.name(), s.host.ns);
+            let what = format!("peer {} ({})", s.label, s.place());
             dump.push_str(&s.run.dump(&what));
         }
         if let Some(server) = &self.server {
@@ -222,35 +233,10 @@ fn scenario(name: &str, layout: Layout, knobs: Knobs) -> Option<Outcome> {
     };
     let hosts = build(&mut lab).unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
     let mut server = Server::start(&lab.server_ns());
-    let (send, size) = (SEND.to_string(), knobs.size.to_string());
     let peers: Vec<Proc> = ["a", "b"]
         .iter()
         .zip(&hosts)
-        .map(|(label, host)| {
-            Proc::spawn(
-                &host.ns,
-                &[
-                    "peer",
-                    "--server",
-                    lab::SERVER,
-                    "--room",
-                    "lab",
-                    "--peers",
-                    "1",
-                    "--send",
-                    &send,
-                    "--size",
-                    &size,
-                    "--hold",
-                    knobs.hold,
-                    "--timeout",
-                    PEER_TIMEOUT,
-                    "--name",
-                    label,
-                    "--json",
-                ],
-            )
-        })
+        .map(|(label, host)| peer(&host.ns, label, knobs, &["--server", lab::SERVER]))
         .collect();
     let runs: Vec<Finished> = peers.into_iter().map(Proc::finish).collect();
     let server = server.stop();
@@ -262,7 +248,7 @@ fn scenario(name: &str, layout: Layout, knobs: Knobs) -> Option<Outcome> {
             let report = Report::read(&run);
             Side {
                 label,
-                host,
+                host: Some(host),
                 run,
                 report,
             }
@@ -279,6 +265,32 @@ fn scenario(name: &str, layout: Layout, knobs: Knobs) -> Option<Outcome> {
     })
 }
 
+/// `pierce peer` named `label` in namespace `ns`, in the lab's room with one other member,
+/// sending [`SEND`] messages as `knobs` say; `extra` names the server (or hosts it).
+fn peer(ns: &str, label: &str, knobs: Knobs, extra: &[&str]) -> Proc {
+    let (send, size) = (SEND.to_string(), knobs.size.to_string());
+    let mut args = vec![
+        "peer",
+        "--room",
+        "lab",
+        "--peers",
+        "1",
+        "--send",
+        &send,
+        "--size",
+        &size,
+        "--hold",
+        knobs.hold,
+        "--timeout",
+        PEER_TIMEOUT,
+        "--name",
+        label,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(ns, &args)
+}
+
 fn print_lab_line(scenario: &str, s: &Side) {
     let r = &s.report;
     let f = |v: Option<f64>| v.map_or_else(|| "null".to_owned(), |v| format!("{v:.1}"));
@@ -288,7 +300,7 @@ fn print_lab_line(scenario: &str, s: &Side) {
          first_message_ms={} direct_after_ms={} first_message_after_join_ms={} \
          direct_after_join_ms={} direct_addr={} changes={} run_s={:.1}",
         s.label,
-        s.host.nat.name(),
+        s.host.as_ref().map_or("public", |h| h.nat.name()),
         r.path,
         r.ok && s.run.success(),
         r.received,
@@ -351,12 +363,13 @@ fn two_hosts_behind_one_nat_go_direct_over_the_lan() {
     let mut problems = outcome.problems(Expect::Direct);
     for (me, other) in [(0, 1), (1, 0)] {
         let (me, other) = (&outcome.sides[me], &outcome.sides[other]);
-        let want = format!("{}:", other.host.ip);
+        let other_ip = other.host.as_ref().map(|h| h.ip).expect("behind the NAT");
+        let want = format!("{other_ip}:");
         let addr = me.report.direct_addr.as_deref().unwrap_or("none");
         if !addr.starts_with(&want) {
             problems.push(format!(
                 "{} went direct to {addr}, not to {}'s LAN address {}",
-                me.label, other.label, other.host.ip
+                me.label, other.label, other_ip
             ));
         }
     }
@@ -412,6 +425,72 @@ fn port_restricted_pair_with_ten_percent_loss_delivers_everything() {
     if let Some(outcome) = scenario(&name, layout, knobs) {
         outcome.check(Expect::Delivered);
     }
+}
+
+/// Host mode across a real NAT: a player hosts on the public network (`pierce peer --host`,
+/// the rooms server and its player on one socket), and a player behind a symmetric NAT, the
+/// hardest kind to punch, joins. Its packets to the server already opened its NAT to the
+/// host's player (same address), so their pair goes direct in the first probe round, to the
+/// host's socket, without prediction or birthday probing.
+#[test]
+fn a_peer_behind_a_symmetric_nat_reaches_a_public_host_directly() {
+    let Some(mut lab) = lab() else {
+        return;
+    };
+    let name = "host-mode(public<->symmetric)";
+    let nat = lab
+        .add_nat(Nat::Symmetric, 1, 0)
+        .unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
+    let hosting = peer(
+        &lab.server_ns(),
+        "a",
+        PLAIN,
+        &["--host", "--server", lab::SERVER],
+    );
+    let Some(line) = hosting.next_line(std::time::Duration::from_secs(20)) else {
+        panic!(
+            "the host printed no hosting line\n{}",
+            hosting.stop().dump("host")
+        );
+    };
+    assert!(
+        line.starts_with(&format!(r#"{{"event":"hosting","addr":"{}""#, lab::SERVER)),
+        "{line}"
+    );
+    let player = peer(&nat[0].ns, "b", PLAIN, &["--server", lab::SERVER]);
+    let runs = [hosting.finish(), player.finish()];
+    let [a, b] = runs;
+    let sides = [(a, None, "a"), (b, Some(nat[0].clone()), "b")].map(|(run, host, label)| {
+        let report = Report::read(&run);
+        Side {
+            label,
+            host,
+            run,
+            report,
+        }
+    });
+    for s in &sides {
+        print_lab_line(name, s);
+    }
+    let outcome = Outcome {
+        scenario: name.to_owned(),
+        sides: sides.into(),
+        server: None,
+        lab,
+    };
+    let mut problems = outcome.problems(Expect::Direct);
+    let player = &outcome.sides[1].report;
+    if player.direct_addr.as_deref() != Some(lab::SERVER) {
+        problems.push(format!(
+            "b went direct to {:?}, not to the host's socket {}",
+            player.direct_addr,
+            lab::SERVER
+        ));
+    }
+    if player.changes.iter().any(|c| c.starts_with("relay")) {
+        problems.push(format!("b fell back to the relay: {:?}", player.changes));
+    }
+    outcome.fail_on(&problems);
 }
 
 /// `pierce netcheck --json` from a host behind each NAT kind, with the lab (for diagnostics).
