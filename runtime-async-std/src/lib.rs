@@ -315,7 +315,9 @@ impl ClientHandle {
     /// Runs `f` against the client in the driver, between two inputs, and returns what it
     /// returns: for anything the core offers that has no method here (`Client::host_id`,
     /// `Client::channel_stats`, `Client::detach_from_server`, ...). What it queues is sent
-    /// before the driver next waits. `f` holds up the driver while it runs: keep it short.
+    /// before the driver next waits. `f` holds up the driver while it runs: keep it short, and
+    /// leave the `handle_*` / `poll_*` calls to the driver (events polled here are lost to
+    /// the handles).
     ///
     /// # Errors
     /// The driver has stopped.
@@ -517,7 +519,9 @@ impl ServerHandle {
     /// Runs `f` against the server in the driver, between two inputs, and returns what it
     /// returns: for anything the core offers that has no method here (`Server::groups`,
     /// `Server::client_addr`, `Server::client_user_id`, ...). What it queues is sent before
-    /// the driver next waits. `f` holds up the driver while it runs: keep it short.
+    /// the driver next waits. `f` holds up the driver while it runs: keep it short, and leave
+    /// the `handle_*` / `poll_*` calls to the driver (events polled here are lost to the
+    /// handles).
     ///
     /// # Errors
     /// The driver has stopped.
