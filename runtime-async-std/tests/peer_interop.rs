@@ -96,6 +96,22 @@ fn finish_reading(
     (status.success(), out, err)
 }
 
+/// A scripted peer named `name` (`pierce peer` when `subcommand`, else the example) in a room
+/// with two others, sending [`COUNT`] messages, with `args` (server, room, mode...).
+fn spawn_peer(program: &Path, subcommand: bool, name: &str, args: &[&str]) -> Child {
+    let mut cmd = Command::new(program);
+    if subcommand {
+        cmd.arg("peer");
+    }
+    cmd.args(["--peers", "2", "--send", &COUNT.to_string()])
+        .args(["--name", name, "--timeout", "30", "--json"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn a peer")
+}
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -126,21 +142,12 @@ fn the_async_std_peer_exchanges_with_mio_peers_through_a_pierce_server() {
         .recv_timeout(Duration::from_secs(20))
         .expect("ready line");
     let (addr, key) = (field(&ready, "addr"), field(&ready, "public_key"));
-    let count = COUNT.to_string();
     let peer = |program: &Path, name: &str, mode: &str, extra: &[&str]| {
-        let mut cmd = Command::new(program);
-        if program == pierce {
-            cmd.arg("peer");
-        }
-        cmd.args(["--server", &addr, "--server-key", &key])
-            .args(["--room", &format!("interop-{mode}"), "--peers", "2"])
-            .args(["--send", &count, "--size", "300", "--mode", mode])
-            .args(["--name", name, "--timeout", "30", "--json"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn a peer")
+        let room = format!("interop-{mode}");
+        let mut args = vec!["--server", &addr, "--server-key", &key, "--room", &room];
+        args.extend(["--size", "300", "--mode", mode]);
+        args.extend(extra);
+        spawn_peer(program, program == pierce, name, &args)
     };
     // Punching allowed in one run (loopback goes direct), relay only in the other.
     let runs: [(&str, &[&str], &str); 2] = [
@@ -176,19 +183,10 @@ fn the_async_std_peer_exchanges_with_mio_peers_through_a_pierce_server() {
 fn two_mio_peers_play_on_an_async_std_peer_that_hosts() {
     let pierce = build(&["-p", "pierce-mio", "--bin", "pierce"]);
     let async_peer = build(&["-p", "pierce-async-std", "--example", "peer"]);
-    let count = COUNT.to_string();
     let peer = |program: &Path, name: &str, extra: &[&str]| {
-        let mut cmd = Command::new(program);
-        if program == pierce {
-            cmd.arg("peer");
-        }
-        cmd.args(["--room", "hosted", "--peers", "2", "--send", &count])
-            .args(["--name", name, "--timeout", "30", "--json"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn a peer")
+        let mut args = vec!["--room", "hosted"];
+        args.extend(extra);
+        spawn_peer(program, program == pierce, name, &args)
     };
     let started = Instant::now();
     let mut host = peer(&async_peer, "async", &["--host", "--server", "127.0.0.1:0"]);
