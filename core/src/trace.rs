@@ -27,6 +27,9 @@ pub(crate) fn dropped(
     from: SocketAddr,
     len: usize,
 ) {
+    if before == after {
+        return; // the common case: nothing dropped, nothing to compare by name
+    }
     let (was, now) = (before.by_reason(), after.by_reason());
     for ((reason, n0), (_, n1)) in was.iter().zip(now.iter()) {
         if n1 > n0 {

@@ -95,9 +95,8 @@ pub(crate) struct HostOutbox {
 impl Outbox<HostEvent> for HostOutbox {
     /// A half nobody listens to any more never holds the other up, however full it was left.
     fn is_full(&self) -> bool {
-        let full = |s: bool, closed: bool| s && !closed;
-        full(self.server.is_full(), self.server.is_closed())
-            || full(self.client.is_full(), self.client.is_closed())
+        (self.server.is_full() && !self.server.is_closed())
+            || (self.client.is_full() && !self.client.is_closed())
     }
     /// An event for a half whose handles are all gone is dropped (nobody can read it); the
     /// driver stops only when both halves' are, which the command channel tells it first.

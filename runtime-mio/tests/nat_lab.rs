@@ -128,6 +128,34 @@ enum Expect {
 }
 
 impl Outcome {
+    /// The outcome of the peers' `runs` (each with where it ran, `None` for the public
+    /// network, and its label); prints their LAB lines.
+    fn new(
+        scenario: &str,
+        runs: impl IntoIterator<Item = ((Finished, Option<Host>), &'static str)>,
+        server: Option<Finished>,
+        lab: Lab,
+    ) -> Self {
+        let sides: Vec<Side> = runs
+            .into_iter()
+            .map(|((run, host), label)| Side {
+                label,
+                host,
+                report: Report::read(&run),
+                run,
+            })
+            .collect();
+        for s in &sides {
+            print_lab_line(scenario, s);
+        }
+        Self {
+            scenario: scenario.to_owned(),
+            sides,
+            server,
+            lab,
+        }
+    }
+
     /// Fails the test, with every process's output and the routers' state, unless both peers
     /// delivered everything over the expected path.
     fn check(&self, expect: Expect) {
@@ -240,29 +268,8 @@ fn scenario(name: &str, layout: Layout, knobs: Knobs) -> Option<Outcome> {
         .collect();
     let runs: Vec<Finished> = peers.into_iter().map(Proc::finish).collect();
     let server = server.stop();
-    let sides: Vec<Side> = runs
-        .into_iter()
-        .zip(hosts)
-        .zip(["a", "b"])
-        .map(|((run, host), label)| {
-            let report = Report::read(&run);
-            Side {
-                label,
-                host: Some(host),
-                run,
-                report,
-            }
-        })
-        .collect();
-    for s in &sides {
-        print_lab_line(name, s);
-    }
-    Some(Outcome {
-        scenario: name.to_owned(),
-        sides,
-        server,
-        lab,
-    })
+    let runs = runs.into_iter().zip(hosts.into_iter().map(Some));
+    Some(Outcome::new(name, runs.zip(["a", "b"]), server, lab))
 }
 
 /// `pierce peer` named `label` in namespace `ns`, in the lab's room with one other member,
@@ -458,26 +465,11 @@ fn a_peer_behind_a_symmetric_nat_reaches_a_public_host_directly() {
         "{line}"
     );
     let player = peer(&nat[0].ns, "b", PLAIN, &["--server", lab::SERVER]);
-    let runs = [hosting.finish(), player.finish()];
-    let [a, b] = runs;
-    let sides = [(a, None, "a"), (b, Some(nat[0].clone()), "b")].map(|(run, host, label)| {
-        let report = Report::read(&run);
-        Side {
-            label,
-            host,
-            run,
-            report,
-        }
-    });
-    for s in &sides {
-        print_lab_line(name, s);
-    }
-    let outcome = Outcome {
-        scenario: name.to_owned(),
-        sides: sides.into(),
-        server: None,
-        lab,
-    };
+    let runs = [
+        ((hosting.finish(), None), "a"),
+        ((player.finish(), Some(nat[0].clone())), "b"),
+    ];
+    let outcome = Outcome::new(name, runs, None, lab);
     let mut problems = outcome.problems(Expect::Direct);
     let player = &outcome.sides[1].report;
     if player.direct_addr.as_deref() != Some(lab::SERVER) {
