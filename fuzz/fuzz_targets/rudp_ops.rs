@@ -12,7 +12,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use pierce_core::reliability::{ConnEvent, Connection, Limits};
 use pierce_core::wire::Writer;
-use pierce_core::wire::frame::Frames;
+use pierce_core::wire::frame::decode_all;
 use pierce_core::{Channel, ChannelConfig, SendOptions};
 
 #[derive(Arbitrary, Debug)]
@@ -77,13 +77,8 @@ fn deliver(now: Instant, to: &mut Side, pn: u64, bytes: &[u8]) {
     if !to.seen.insert(pn) {
         return; // the AEAD replay window's job
     }
-    let ooo = to.conn.is_out_of_order(pn);
-    to.conn.begin_packet(now, pn, bytes.len() + 32);
-    let mut elicit = false;
-    for f in Frames::new(bytes) {
-        elicit |= to.conn.on_frame(now, &f.expect("our own encoding decodes"));
-    }
-    to.conn.end_packet(now, elicit, ooo);
+    let frames = decode_all(bytes).expect("our own encoding decodes");
+    to.conn.handle_packet(now, pn, bytes.len() + 32, &frames);
 }
 
 fuzz_target!(|ops: Vec<Op>| {
@@ -196,8 +191,8 @@ fuzz_target!(|ops: Vec<Op>| {
         // Quiet: nothing to send and no timer pending (a delayed ack of a floor, say).
         let quiet = !a.conn.wants_transmit(now)
             && !b.conn.wants_transmit(now)
-            && a.conn.poll_timeout(now).is_none()
-            && b.conn.poll_timeout(now).is_none();
+            && a.conn.poll_timeout().is_none()
+            && b.conn.poll_timeout().is_none();
         if quiet {
             break;
         }

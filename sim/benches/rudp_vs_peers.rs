@@ -130,7 +130,7 @@ use bytes::Bytes;
 use kcp::Kcp;
 use pierce_core::reliability::{ACK_RESERVE, ConnEvent, Connection, Limits};
 use pierce_core::wire::Writer;
-use pierce_core::wire::frame::{Frames, MESSAGE_FRAME_OVERHEAD};
+use pierce_core::wire::frame::{MESSAGE_FRAME_OVERHEAD, decode_all};
 use pierce_core::wire::sealed::OVERHEAD as AEAD_OVERHEAD;
 use pierce_core::{Channel, ChannelConfig, Delivery, SendOptions};
 use pierce_sim::{GE_STEP, GilbertElliott};
@@ -1055,7 +1055,7 @@ impl PierceMesh {
         if let Some(v) = e.conn.violation() {
             panic!("pierce: {p} dropped {q}: {v:?}");
         }
-        let at = e.conn.poll_timeout(now);
+        let at = e.conn.poll_timeout();
         self.timers
             .set(idx, at.map(|d| d.saturating_duration_since(self.epoch)));
     }
@@ -1088,15 +1088,12 @@ impl Mesh for PierceMesh {
     fn receive(&mut self, cx: &mut Cx<'_>, a: Arrival) {
         let now = self.epoch + cx.t;
         let idx = a.to * self.n + a.from;
-        let conn = &mut self.ends[idx].conn;
-        let ooo = conn.is_out_of_order(a.pn);
-        conn.begin_packet(now, a.pn, a.len + AEAD_OVERHEAD);
-        let mut elicit = false;
-        for f in Frames::new(&a.buf[..a.len]) {
-            let f = f.unwrap_or_else(|e| panic!("pierce: undecodable frame: {e}"));
-            elicit |= conn.on_frame(now, &f);
+        {
+            let frames = decode_all(&a.buf[..a.len])
+                .unwrap_or_else(|e| panic!("pierce: undecodable frame: {e}"));
+            let conn = &mut self.ends[idx].conn;
+            conn.handle_packet(now, a.pn, a.len + AEAD_OVERHEAD, &frames);
         }
-        conn.end_packet(now, elicit, ooo);
         self.pool.push(a.buf);
         self.flush(cx, idx);
     }

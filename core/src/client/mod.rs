@@ -1098,7 +1098,7 @@ impl Client {
             .values()
             .filter_map(|p| {
                 earliest(
-                    p.conn.poll_timeout(self.clock.now()),
+                    p.conn.poll_timeout(),
                     p.punch.next_timeout(punch::busy_limit(&p.conn)),
                 )
             })

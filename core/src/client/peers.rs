@@ -16,7 +16,7 @@ use crate::wire::control::{
     ControlMsg, JOIN_CREATE, JOIN_MUST_CREATE, MAX_NAME_LEN, ROOM_HAS_PASSWORD,
 };
 use crate::wire::frame::{
-    Frame, Frames, MESSAGE_FRAME_OVERHEAD, RELAY_FRAME_OVERHEAD, encode_relay_with,
+    Frame, MESSAGE_FRAME_OVERHEAD, RELAY_FRAME_OVERHEAD, decode_all, encode_relay_with,
 };
 use crate::wire::sealed::{HEADER_LEN, OVERHEAD, SealedPacket, TAG_LEN};
 
@@ -699,35 +699,26 @@ impl Client {
             self.restart_pair(peer_id);
             return self.on_peer_packet(now, from, packet, relayed);
         }
-        let out_of_order = peer.conn.is_out_of_order(pn);
         match peer.keys.open(packet, &mut scratch) {
             Err(e) => self.stats.dropped.count_open(e),
-            Ok(plaintext) => {
-                if Frames::new(plaintext).any(|f| f.is_err()) {
-                    self.stats.dropped.bad_frames += 1;
-                } else {
-                    peer.conn.begin_packet(now, pn, size);
-                    let mut elicit = false;
-                    let mut path_frames = false;
-                    let mut conn_frames = false;
-                    for f in Frames::new(plaintext).flatten() {
-                        elicit |= peer.conn.on_frame(now, &f);
-                        let path = matches!(f, Frame::Probe { .. } | Frame::ProbeAck { .. });
-                        path_frames |= path;
-                        conn_frames |= !path && !matches!(f, Frame::Padding(_));
-                    }
-                    peer.conn.end_packet(now, elicit, out_of_order);
+            Ok(plaintext) => match decode_all(plaintext) {
+                Err(_) => self.stats.dropped.bad_frames += 1,
+                Ok(frames) => {
+                    peer.conn.handle_packet(now, pn, size, &frames);
+                    let is_path =
+                        |f: &Frame<'_>| matches!(f, Frame::Probe { .. } | Frame::ProbeAck { .. });
+                    let conn_frames = frames
+                        .iter()
+                        .any(|f| !is_path(f) && !matches!(f, Frame::Padding(_)));
                     let socket = self.rx_socket;
                     if !relayed {
                         self.on_direct_packet(now, peer_id, socket, from, conn_frames);
                     }
-                    if path_frames {
-                        for f in Frames::new(plaintext).flatten() {
-                            self.on_path_frame(now, peer_id, socket, from, relayed, &f);
-                        }
+                    for f in frames.iter().filter(|f| is_path(f)) {
+                        self.on_path_frame(now, peer_id, socket, from, relayed, f);
                     }
                 }
-            }
+            },
         }
         self.peer_scratch = scratch;
         self.drain_peer(peer_id);

@@ -265,12 +265,14 @@ pub struct ConnStats {
 /// transports.
 ///
 /// Driving it: [`Connection::send`] queues; [`Connection::write`] fills one packet's frames
-/// (the caller numbers and seals the packet); a received packet goes through
-/// [`Connection::begin_packet`], [`Connection::on_frame`] for each frame, then
-/// [`Connection::end_packet`]; [`Connection::handle_timeout`] at
+/// (the caller numbers and seals the packet); a received packet, once authenticated and its
+/// frames decoded ([`crate::wire::frame::decode_all`]), goes to
+/// [`Connection::handle_packet`]; [`Connection::handle_timeout`] at
 /// [`Connection::poll_timeout`]; events from [`Connection::poll_event`].
 pub struct Connection {
     limits: Limits,
+    /// The latest time any call passed in (for [`Self::poll_timeout`], which takes none).
+    now: Option<Instant>,
     chans: Vec<Chan>,
     rtt: RttEstimator,
     latest_rtt: Duration,
@@ -314,6 +316,7 @@ impl Connection {
     pub fn new(channels: &[ChannelConfig], limits: Limits) -> Self {
         Self {
             limits,
+            now: None,
             chans: channels.iter().map(|c| Chan::new(*c)).collect(),
             rtt: RttEstimator::default(),
             latest_rtt: Duration::ZERO,
@@ -441,6 +444,7 @@ impl Connection {
         payload: Bytes,
         opts: SendOptions,
     ) -> Result<MessageId, SendError> {
+        self.saw(now);
         self.check_send(channel, payload.len())?;
         let chan = &mut self.chans[channel.0 as usize];
         chan.stats.messages_out += 1;
@@ -497,7 +501,6 @@ impl Connection {
             offset: 0,
         });
         self.stats.messages_out += 1;
-        let _ = now;
         Ok(id)
     }
 
@@ -535,15 +538,23 @@ impl Connection {
         self.in_flight < self.cwnd && self.pace_ready(now).is_none()
     }
 
-    /// `None` if the pacer allows a packet now, else when it will.
+    /// `None` if the pacer allows a packet at `now`, else when it will.
     fn pace_ready(&self, now: Instant) -> Option<Instant> {
-        let tokens = self.pace_tokens_at(now);
-        if tokens >= self.limits.mtu {
-            return None;
-        }
-        let rate = self.pace_rate();
-        let missing = (self.limits.mtu - tokens) as f64;
-        Some(now + Duration::from_secs_f64(missing / rate))
+        self.pace_ready_at().filter(|at| *at > now)
+    }
+
+    /// The instant the pacer's tokens reach one packet again after the last send, at the
+    /// current rate; `None` if they never fell below one packet. It does not depend on when
+    /// it is asked, so [`Self::poll_timeout`] needs no `now`.
+    fn pace_ready_at(&self) -> Option<Instant> {
+        let at = self.pace_at?;
+        let missing = self.limits.mtu.checked_sub(self.pace_tokens)?;
+        (missing > 0).then(|| at + Duration::from_secs_f64(missing as f64 / self.pace_rate()))
+    }
+
+    /// Records `now` as the latest time seen.
+    fn saw(&mut self, now: Instant) {
+        self.now = Some(self.now.map_or(now, |t| t.max(now)));
     }
 
     /// Bytes per second: 5/4 of a window per smoothed RTT (RFC 9002 §7.7).
@@ -567,6 +578,7 @@ impl Connection {
     /// `pn` is the packet number the packet will carry, `overhead` the bytes around the
     /// frames on the wire. Returns the bytes written (0: nothing to send).
     pub fn write(&mut self, now: Instant, pn: u64, overhead: usize, w: &mut Writer<'_>) -> usize {
+        self.saw(now);
         let mut frames: SmallVec<[SentFrame; SENT_FRAMES_INLINE]> = SmallVec::new();
         let start = w.len();
         // Ack: piggybacked whenever something is unacknowledged, due or not.
@@ -760,9 +772,23 @@ impl Connection {
 
     // ---- input -----------------------------------------------------------------------
 
-    /// A peer packet with number `pn` and `size` bytes on the wire was authenticated; its
-    /// frames follow through [`Self::on_frame`], then [`Self::end_packet`].
-    pub fn begin_packet(&mut self, now: Instant, pn: u64, size: usize) {
+    /// One authenticated peer packet: its number `pn` (the AEAD counter, replay-checked by
+    /// the caller), its `size` on the wire and its frames, decoded once by the caller. Frames
+    /// that are not the connection's (path probes, padding) are left alone. Schedules the
+    /// acknowledgement: at once for a packet that arrived out of order or for every second
+    /// ack-eliciting one, else within the ack delay.
+    pub fn handle_packet(&mut self, now: Instant, pn: u64, size: usize, frames: &[Frame<'_>]) {
+        self.saw(now);
+        let out_of_order = self.is_out_of_order(pn);
+        self.begin_packet(now, pn, size);
+        let mut elicit = false;
+        for f in frames {
+            elicit |= self.on_frame(now, f);
+        }
+        self.end_packet(now, elicit, out_of_order);
+    }
+
+    fn begin_packet(&mut self, now: Instant, pn: u64, size: usize) {
         self.stats.bytes_in += size as u64;
         if self.received.max().is_none_or(|m| pn > m) {
             self.largest_received_at = Some(now);
@@ -771,7 +797,7 @@ impl Connection {
     }
 
     /// One frame of the current packet. Returns true if it was ack-eliciting.
-    pub fn on_frame(&mut self, now: Instant, frame: &Frame<'_>) -> bool {
+    fn on_frame(&mut self, now: Instant, frame: &Frame<'_>) -> bool {
         match *frame {
             Frame::Message {
                 channel,
@@ -796,7 +822,7 @@ impl Connection {
     }
 
     /// Ends the current packet: schedules the ack.
-    pub fn end_packet(&mut self, now: Instant, ack_eliciting: bool, out_of_order: bool) {
+    fn end_packet(&mut self, now: Instant, ack_eliciting: bool, out_of_order: bool) {
         if !ack_eliciting {
             return;
         }
@@ -809,7 +835,7 @@ impl Connection {
     }
 
     /// True if `pn` is below the largest received (a reordering sign: ack at once).
-    pub fn is_out_of_order(&self, pn: u64) -> bool {
+    fn is_out_of_order(&self, pn: u64) -> bool {
         self.received.max().is_some_and(|m| pn < m)
     }
 
@@ -1223,12 +1249,12 @@ impl Connection {
         }
     }
 
-    /// When [`Self::handle_timeout`] is next needed (`now` is the latest time seen, for the
-    /// pacer).
-    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+    /// When [`Self::handle_timeout`] is next needed. Pure.
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = self.ack_deadline;
         if !self.exhausted.is_empty() {
-            t = Some(now);
+            // Expired at the next timeout, which is due now.
+            t = self.now;
         }
         let mut take = |d: Option<Instant>| {
             if let Some(d) = d {
@@ -1239,13 +1265,14 @@ impl Connection {
         take(self.pto_at());
         take(self.deadlines.first().map(|(d, _, _)| *d));
         if self.chans.iter().any(Chan::has_data) && self.in_flight < self.cwnd {
-            take(self.pace_ready(now));
+            take(self.now.and_then(|now| self.pace_ready(now)));
         }
         t
     }
 
     /// Runs loss detection, probe timeouts, pacing and expiry.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.saw(now);
         if self.loss_time.is_some_and(|t| t <= now) {
             self.detect_lost(now);
             self.trim_sent();

@@ -539,6 +539,25 @@ impl<'a> Frames<'a> {
     }
 }
 
+/// Frames of one packet kept inline before [`PacketFrames`] spills to the heap: more than any
+/// packet Pierce builds carries except one packed with many tiny messages (a peer that does
+/// so costs itself one allocation per packet; a packet of 1200 bytes holds at most 1200
+/// frames, so the spill is bounded).
+pub const INLINE_FRAMES: usize = 16;
+
+/// Every frame of one packet, decoded once.
+pub type PacketFrames<'a> = smallvec::SmallVec<[Frame<'a>; INLINE_FRAMES]>;
+
+/// Decodes every frame of `plaintext` in one pass. A packet with any malformed frame is
+/// refused whole (`Err`), so that nothing of it takes effect: receivers decode first, then
+/// hand each frame to its owner.
+///
+/// # Errors
+/// The first frame that does not decode.
+pub fn decode_all(plaintext: &[u8]) -> Result<PacketFrames<'_>, DecodeError> {
+    Frames::new(plaintext).collect()
+}
+
 impl<'a> Iterator for Frames<'a> {
     type Item = Result<Frame<'a>, DecodeError>;
 

@@ -163,13 +163,8 @@ impl Pair {
                     continue; // the replay window drops duplicates before the connection
                 }
                 let conn = if to_b { &mut self.b } else { &mut self.a };
-                let ooo = conn.is_out_of_order(pn);
-                conn.begin_packet(now, pn, bytes.len() + OVERHEAD);
-                let mut elicit = false;
-                for f in crate::wire::frame::Frames::new(&bytes) {
-                    elicit |= conn.on_frame(now, &f.unwrap());
-                }
-                conn.end_packet(now, elicit, ooo);
+                let frames = crate::wire::frame::decode_all(&bytes).unwrap();
+                conn.handle_packet(now, pn, bytes.len() + OVERHEAD, &frames);
             }
         }
         while let Some(e) = self.b.poll_event() {
@@ -191,8 +186,8 @@ impl Pair {
         let mut next = [
             self.ab.wire.keys().next().map(|k| k.0),
             self.ba.wire.keys().next().map(|k| k.0),
-            self.a.poll_timeout(self.now),
-            self.b.poll_timeout(self.now),
+            self.a.poll_timeout(),
+            self.b.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -531,27 +526,30 @@ fn unreliable_messages_too_big_for_a_fragment_and_unknown_channels_are_refused()
 fn a_peer_announcing_a_huge_message_is_flagged() {
     let mut c = Connection::new(&ChannelConfig::defaults(), limits());
     let now = crate::tests::epoch();
-    c.begin_packet(now, 0, 100);
-    c.on_frame(
+    c.handle_packet(
         now,
-        &Frame::Message {
+        0,
+        100,
+        &[Frame::Message {
             channel: 0,
             seq: 0,
             fragment: Some((u32::MAX, 0)),
             data: b"x",
-        },
+        }],
     );
     assert_eq!(c.violation(), Some(PeerDropReason::MessageTooLarge));
     let mut c = Connection::new(&ChannelConfig::defaults(), limits());
     for seq in 0..5 {
-        c.on_frame(
+        c.handle_packet(
             now,
-            &Frame::Message {
+            u64::from(seq),
+            100,
+            &[Frame::Message {
                 channel: 1,
                 seq,
                 fragment: Some((1 << 20, 0)),
                 data: b"x",
-            },
+            }],
         );
     }
     assert_eq!(c.violation(), Some(PeerDropReason::ReassemblyLimit));
