@@ -8,6 +8,7 @@
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock; the core never does
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+use pierce_core::{Endpoint as _, Events as _};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::SocketAddr;

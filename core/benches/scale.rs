@@ -10,6 +10,7 @@
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock; the core never does
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::cast_precision_loss)]
 
+use pierce_core::{Endpoint as _, Events as _};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;

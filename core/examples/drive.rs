@@ -3,6 +3,7 @@
 //! Run: `cargo run -p pierce-core --example drive`
 #![allow(clippy::disallowed_methods)] // an application reads the clock; the core never does
 
+use pierce_core::{Endpoint as _, Events as _};
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

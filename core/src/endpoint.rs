@@ -1,116 +1,103 @@
-//! The five verbs every Pierce state machine speaks, as a trait, so runtimes and simulators can
-//! drive a [`crate::Client`] or a [`crate::Server`] (or both, on one socket) with one loop.
+//! The drive contract: the verbs every Pierce state machine speaks, as two traits, so
+//! runtimes and simulators drive a [`crate::Client`], a [`crate::Server`] or a
+//! [`crate::Host`] with one loop.
+//!
+//! [`Endpoint`] is the I/O side (datagrams, sockets, streams and time in; datagrams, socket
+//! requests and deadlines out). It is object safe: `Box<dyn Endpoint>` drives any of them.
+//! [`Events`] is the application side: what the endpoint reports.
 
 use std::net::SocketAddr;
 
 use crate::time::Instant;
 use crate::{SocketId, SocketRequest, Transmit};
 
-/// A sans-IO endpoint: datagrams and time in; datagrams, deadlines and events out.
+/// A sans-IO endpoint: datagrams, socket changes and time in; datagrams, socket requests and
+/// deadlines out. The core never touches a socket or a clock; a runtime owns both and honours
+/// every verb here:
 ///
-/// The drive order is the one documented on [`crate::Client`]: after any `handle_*` call or
-/// command, drain [`Endpoint::poll_transmit`] until `None`, then read
-/// [`Endpoint::poll_timeout`]; drain [`Endpoint::poll_event`] whenever convenient.
+/// 1. **Datagrams in.** Every datagram that arrives goes to
+///    [`Endpoint::handle_datagram_on`] with the id of the local socket it arrived on
+///    ([`Endpoint::handle_datagram`] is the same for the primary socket). Bad input is
+///    dropped and counted in the endpoint's `stats()`, never returned as an error.
+/// 2. **Datagrams out.** After any `handle_*` call or command, call
+///    [`Endpoint::poll_transmit`] until it returns `None`, sending `buf[..len]` to `dst` from
+///    the local socket [`Transmit::socket`] names (a UDP socket, or a TCP stream: see
+///    [`SocketId`]). `buf` holds at least [`crate::MAX_DATAGRAM_SIZE`] bytes. A transmit for
+///    a socket the runtime does not have is dropped, like a datagram lost on the way.
+/// 3. **Sockets.** After any input, drain [`Endpoint::poll_socket_request`] too: open a UDP
+///    socket, connect a TCP stream or close one ([`SocketRequest`]), then report how it went
+///    with [`Endpoint::handle_socket_opened`]. A server's runtime that listens for TCP
+///    reports each accepted stream with [`Endpoint::handle_stream_accepted`]; any runtime
+///    reports a stream that ended by itself with [`Endpoint::handle_stream_closed`].
+/// 4. **Time.** Then read [`Endpoint::poll_timeout`] and call [`Endpoint::handle_timeout`]
+///    when that instant passes. Calling it early or often (once per game frame) is harmless;
+///    [`Endpoint::timeout_reason`] says what the deadline is for (logs, busy-loop reports).
+/// 5. **Events.** Drain [`Events::poll_event`] whenever convenient.
+///
+/// `now` comes from one monotonic clock owned by the caller; values earlier than one already
+/// seen are clamped and counted. `core/examples/drive.rs` is a complete loop over
+/// `std::net` that honours all of it.
 pub trait Endpoint {
-    /// What this endpoint reports.
-    type Event;
-
-    /// Processes one datagram received on the primary socket.
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]);
-    /// Processes one datagram received on local socket `socket`. The default, for
-    /// endpoints that never ask for more sockets, treats every socket as the primary one.
+    /// Processes one datagram received on local socket `socket` (the primary UDP socket,
+    /// another UDP socket the endpoint asked for, or a TCP stream).
     fn handle_datagram_on(
         &mut self,
         now: Instant,
         socket: SocketId,
         from: SocketAddr,
         datagram: &[u8],
-    ) {
-        let _ = socket;
-        self.handle_datagram(now, from, datagram);
+    );
+
+    /// Processes one datagram received on the primary socket.
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.handle_datagram_on(now, SocketId::PRIMARY, from, datagram);
     }
+
+    /// Reports how a [`SocketRequest::Open`] or [`SocketRequest::Connect`] went: the bound
+    /// (or connected) local address, or `None` if the socket could not be opened. Default:
+    /// ignored (for endpoints that never ask).
+    fn handle_socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
+        let _ = (now, id, local);
+    }
+
+    /// Reports that the runtime accepted TCP stream `id` from `peer` (servers; before any
+    /// datagram on it). Default: ignored.
+    fn handle_stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
+        let _ = (now, id, peer);
+    }
+
+    /// Reports that TCP stream `id` ended (closed by the other side, reset, or failed after
+    /// connecting); not for streams the endpoint closed itself. Default: ignored.
+    fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
+        let _ = (now, id);
+    }
+
+    /// Advances timers. Idempotent: may be called early or often.
+    fn handle_timeout(&mut self, now: Instant);
+
+    /// Writes the next datagram to send into `buf` (at least [`crate::MAX_DATAGRAM_SIZE`]
+    /// bytes) and says where it goes, or `None` when nothing is due.
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit>;
+
     /// The next change to the set of local sockets the endpoint wants (see
-    /// [`SocketRequest`]); runtimes check it after every input, like `poll_transmit`.
-    /// Default: never any.
+    /// [`SocketRequest`]). Default: never any.
     fn poll_socket_request(&mut self) -> Option<SocketRequest> {
         None
     }
-    /// Reports how a [`SocketRequest::Open`] went: the bound local address, or `None` if the
-    /// socket could not be opened. Default: ignored.
-    fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
-        let _ = (now, id, local);
-    }
-    /// Reports that the runtime accepted TCP stream `id` from `peer` (servers; before any
-    /// datagram on it). Default: ignored.
-    fn stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
-        let _ = (now, id, peer);
-    }
-    /// Reports that TCP stream `id` ended (closed by the other side, reset, or failed after
-    /// connecting); not called for streams the core closed itself. Default: ignored.
-    fn stream_closed(&mut self, now: Instant, id: SocketId) {
-        let _ = (now, id);
-    }
-    /// Advances timers; idempotent, may be called early or often.
-    fn handle_timeout(&mut self, now: Instant);
-    /// Writes the next datagram into `buf` (at least [`crate::MAX_DATAGRAM_SIZE`] bytes).
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit>;
-    /// When `handle_timeout` should next be called.
+
+    /// When [`Endpoint::handle_timeout`] should next be called, if ever. Pure.
     fn poll_timeout(&self) -> Option<Instant>;
-    /// The next event.
-    fn poll_event(&mut self) -> Option<Self::Event>;
-    /// What the current deadline is for.
+
+    /// What the deadline from [`Endpoint::poll_timeout`] is for (the same computation, so
+    /// the two always agree).
     fn timeout_reason(&self) -> &'static str;
 }
 
-macro_rules! impl_endpoint {
-    ($ty:ty, $event:ty $(, accepts $accepted:ident)?) => {
-        impl Endpoint for $ty {
-            type Event = $event;
-            $(
-                fn $accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
-                    <$ty>::$accepted(self, now, id, peer)
-                }
-            )?
-            fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-                <$ty>::handle_datagram(self, now, from, datagram)
-            }
-            fn handle_datagram_on(
-                &mut self,
-                now: Instant,
-                socket: SocketId,
-                from: SocketAddr,
-                datagram: &[u8],
-            ) {
-                <$ty>::handle_datagram_on(self, now, socket, from, datagram)
-            }
-            fn poll_socket_request(&mut self) -> Option<SocketRequest> {
-                <$ty>::poll_socket_request(self)
-            }
-            fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
-                <$ty>::socket_opened(self, now, id, local)
-            }
-            fn stream_closed(&mut self, now: Instant, id: SocketId) {
-                <$ty>::stream_closed(self, now, id)
-            }
-            fn handle_timeout(&mut self, now: Instant) {
-                <$ty>::handle_timeout(self, now)
-            }
-            fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-                <$ty>::poll_transmit(self, now, buf)
-            }
-            fn poll_timeout(&self) -> Option<Instant> {
-                <$ty>::poll_timeout(self)
-            }
-            fn poll_event(&mut self) -> Option<Self::Event> {
-                <$ty>::poll_event(self)
-            }
-            fn timeout_reason(&self) -> &'static str {
-                <$ty>::timeout_reason(self)
-            }
-        }
-    };
-}
+/// What an endpoint reports to the application.
+pub trait Events {
+    /// The event type.
+    type Event;
 
-impl_endpoint!(crate::Client, crate::ClientEvent);
-impl_endpoint!(crate::Server, crate::ServerEvent, accepts stream_accepted);
-impl_endpoint!(crate::Host, crate::HostEvent, accepts stream_accepted);
+    /// The next event, if any.
+    fn poll_event(&mut self) -> Option<Self::Event>;
+}

@@ -19,6 +19,7 @@ use crate::stats::{ClientStats, ServerStats};
 use crate::time::Instant;
 use crate::wire::sealed::KIND_PEER;
 use crate::{Client, Server, SocketId, SocketRequest, Transmit};
+use crate::{Endpoint, Events};
 
 /// A server and its own client on one socket. Drive it like either of them (it implements
 /// [`crate::Endpoint`]); reach each half with [`Host::server_mut`] and [`Host::client_mut`]
@@ -27,7 +28,7 @@ use crate::{Client, Server, SocketId, SocketRequest, Transmit};
 /// ```
 /// use std::sync::Arc;
 /// use std::time::{Duration, Instant};
-/// use pierce_core::{ClientConfig, Host, SecretKey, Server, ServerConfig};
+/// use pierce_core::{ClientConfig, Endpoint, Host, SecretKey, Server, ServerConfig};
 ///
 /// /// A listen server: `addr` is the address remote players reach this process's socket at.
 /// fn listen_server(now: Instant, addr: std::net::SocketAddr) -> Host {
@@ -153,15 +154,12 @@ impl Host {
             spoofed_local: self.spoofed,
         }
     }
+}
 
-    /// Processes one datagram from the primary socket.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.handle_datagram_on(now, SocketId::PRIMARY, from, datagram);
-    }
-
+impl Endpoint for Host {
     /// Processes one datagram from local socket `socket`: peer-to-peer packets on the
     /// primary socket go to the client, the rest to the server.
-    pub fn handle_datagram_on(
+    fn handle_datagram_on(
         &mut self,
         now: Instant,
         socket: SocketId,
@@ -179,37 +177,31 @@ impl Host {
         }
     }
 
-    /// The server's socket requests (NAT behaviour discovery's extra sockets); the client
-    /// asks for none.
-    pub fn poll_socket_request(&mut self) -> Option<SocketRequest> {
-        self.server.poll_socket_request()
-    }
-
     /// Reports an opened socket to the server.
-    pub fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
-        self.server.socket_opened(now, id, local);
+    fn handle_socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
+        self.server.handle_socket_opened(now, id, local);
     }
 
     /// Reports an accepted TCP stream to the server.
-    pub fn stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
-        self.server.stream_accepted(now, id, peer);
+    fn handle_stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
+        self.server.handle_stream_accepted(now, id, peer);
     }
 
     /// Reports a closed TCP stream to the server (remote players may join over TCP; the
     /// host's own player never needs it).
-    pub fn stream_closed(&mut self, now: Instant, id: SocketId) {
-        self.server.stream_closed(now, id);
+    fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
+        self.server.handle_stream_closed(now, id);
     }
 
     /// Advances both halves' timers.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         self.server.handle_timeout(now);
         self.client.handle_timeout(now);
     }
 
     /// The next datagram for the network. Datagrams between the halves are delivered in
     /// memory on the way (so draining this until `None` settles both).
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         loop {
             if let Some(t) = self.client.poll_transmit(now, buf) {
                 if t.dst == self.addr && t.socket == SocketId::PRIMARY {
@@ -229,26 +221,36 @@ impl Host {
         }
     }
 
+    /// The server's socket requests (NAT behaviour discovery's extra sockets); the client
+    /// asks for none.
+    fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+        self.server.poll_socket_request()
+    }
+
     /// The earlier of the two halves' deadlines.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         crate::time::earliest(self.server.poll_timeout(), self.client.poll_timeout())
     }
 
-    /// The next event of either half (the server's first).
-    pub fn poll_event(&mut self) -> Option<HostEvent> {
-        self.server
-            .poll_event()
-            .map(HostEvent::Server)
-            .or_else(|| self.client.poll_event().map(HostEvent::Client))
-    }
-
     /// What the earlier deadline is for.
-    pub fn timeout_reason(&self) -> &'static str {
+    fn timeout_reason(&self) -> &'static str {
         match (self.server.poll_timeout(), self.client.poll_timeout()) {
             (Some(s), Some(c)) if c < s => self.client.timeout_reason(),
             (None, Some(_)) => self.client.timeout_reason(),
             _ => self.server.timeout_reason(),
         }
+    }
+}
+
+impl Events for Host {
+    type Event = HostEvent;
+
+    /// The next event of either half (the server's first).
+    fn poll_event(&mut self) -> Option<HostEvent> {
+        self.server
+            .poll_event()
+            .map(HostEvent::Server)
+            .or_else(|| self.client.poll_event().map(HostEvent::Client))
     }
 }
 

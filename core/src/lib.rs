@@ -115,7 +115,7 @@ pub use config::{
     Transport,
 };
 pub use crypto::{PublicKey, SecretKey};
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, Events};
 pub use error::{CommandError, ConfigError, ConnectError, GroupError, SendError, UnknownHost};
 pub use event::{
     ClientEvent, DisconnectReason, GroupId, HostId, LeaveReason, MemberLeftReason,
@@ -170,7 +170,7 @@ impl Transmit {
 /// A client asks for its stream with [`SocketRequest::Connect`]; a server's runtime names
 /// each accepted stream itself, passes what arrives on it to `handle_datagram_on` with the
 /// stream's id and the remote address, sends transmits naming it down that stream, and reports
-/// its end with `stream_closed`. A runtime must not give a closed stream's id to a new stream
+/// its end with `handle_stream_closed`. A runtime must not give a closed stream's id to a new stream
 /// before it has reported the close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct SocketId(pub u16);
@@ -196,7 +196,7 @@ impl SocketId {
 
 /// A change to the set of local sockets an endpoint wants, from `poll_socket_request`.
 ///
-/// The runtime carries it out and reports the result with `socket_opened`; until then (and
+/// The runtime carries it out and reports the result with `handle_socket_opened`; until then (and
 /// forever, if it cannot) transmits naming the socket are dropped by the runtime. Datagrams
 /// that arrive on a socket go to `handle_datagram_on` with its id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,14 +210,14 @@ pub enum SocketRequest {
         addr: Option<SocketAddr>,
     },
     /// Close socket `id` (a UDP socket, or a stream: shut it down); the core will not name it
-    /// again until it asks to open or connect it anew. No `stream_closed` follows.
+    /// again until it asks to open or connect it anew. No `handle_stream_closed` follows.
     Close {
         /// Which socket.
         id: SocketId,
     },
     /// Connect a TCP stream to `addr` and call it `id` (a [`SocketId::stream`] id). The
-    /// runtime reports the outcome with `socket_opened` (the stream's local address, or
-    /// `None` if it could not connect) and, later, the stream's end with `stream_closed`.
+    /// runtime reports the outcome with `handle_socket_opened` (the stream's local address, or
+    /// `None` if it could not connect) and, later, the stream's end with `handle_stream_closed`.
     Connect {
         /// The name the core will use for it.
         id: SocketId,

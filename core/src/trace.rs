@@ -83,6 +83,8 @@ mod tests {
     use tracing::span::{Attributes, Id, Record};
     use tracing::{Event, Metadata, Subscriber};
 
+    use crate::Endpoint as _;
+
     use crate::tests::util::Net;
 
     const STRANGER: ([u8; 4], u16) = ([198, 51, 100, 9], 4000);

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use pierce_core::{Client, ClientConfig, MAX_DATAGRAM_SIZE, SocketId, SocketRequest};
+use pierce_core::{
+    Client, ClientConfig, Endpoint, Events, MAX_DATAGRAM_SIZE, SocketId, SocketRequest,
+};
 
 #[derive(Arbitrary, Debug)]
 struct Step {
@@ -59,11 +61,11 @@ fuzz_target!(|steps: Vec<Step>| {
                         assert_eq!(addr, server, "streams go to the server only");
                         assert!(id.is_stream());
                         if refuse {
-                            client.socket_opened(now, id, None);
+                            client.handle_socket_opened(now, id, None);
                         } else {
                             *stream = Some(id);
                             connected.push(id);
-                            client.socket_opened(
+                            client.handle_socket_opened(
                                 now,
                                 id,
                                 Some("10.0.0.2:50000".parse().expect("literal")),
@@ -109,7 +111,7 @@ fuzz_target!(|steps: Vec<Step>| {
         if step.template & 0x20 != 0
             && let Some(id) = stream.take()
         {
-            client.stream_closed(now, id);
+            client.handle_stream_closed(now, id);
         }
         let d: Vec<u8> = match step.template % 3 {
             // A ServerHello for the current attempt: null-cipher tag of zeros.

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use pierce_core::wire::handshake::{ClientHello, MIN_CLIENT_HELLO_LEN};
-use pierce_core::{MAX_DATAGRAM_SIZE, RoomsConfig, SecretKey, Server, ServerConfig, SocketId};
+use pierce_core::{
+    Endpoint, Events, MAX_DATAGRAM_SIZE, RoomsConfig, SecretKey, Server, ServerConfig, SocketId,
+};
 
 #[derive(Arbitrary, Debug)]
 struct Step {
@@ -143,7 +145,7 @@ fuzz_target!(|steps: Vec<Step>| {
             );
         }
         if socket.is_stream() && step.template & 0x40 != 0 {
-            server.stream_closed(now, socket);
+            server.handle_stream_closed(now, socket);
             closed.push(socket);
         }
         while server.poll_event().is_some() {}

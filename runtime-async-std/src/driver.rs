@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use pierce_core::{
-    Client, ClientEvent, Endpoint, Host, HostEvent, MAX_DATAGRAM_SIZE, Server, ServerEvent,
+    Client, ClientEvent, Endpoint, Events, Host, HostEvent, MAX_DATAGRAM_SIZE, Server, ServerEvent,
     SocketId, SocketRequest,
 };
 
@@ -58,7 +58,7 @@ const YIELD_EVERY: u32 = 64;
 pub(crate) type Reply<T> = channel::Sender<T>;
 
 /// A core endpoint this crate can drive: the five verbs plus its commands.
-pub(crate) trait Core: Endpoint + Send + 'static {
+pub(crate) trait Core: Endpoint + Events + Send + 'static {
     type Command: Send + 'static;
     /// Where its events go: one channel, or one per half for a [`Host`].
     type Outbox: Outbox<Self::Event> + Send + 'static;
@@ -196,7 +196,7 @@ pub struct DriverStats {
     /// TCP streams the core asked for (`SocketRequest::Connect`) that connected.
     pub streams_connected: u64,
     /// Streams that ended by themselves (EOF, reset, error, or a frame over
-    /// `MAX_STREAM_FRAME`), reported to the core with `stream_closed`. Streams the core
+    /// `MAX_STREAM_FRAME`), reported to the core with `handle_stream_closed`. Streams the core
     /// closed itself are not counted.
     pub streams_closed: u64,
     /// Of [`DriverStats::streams_closed`], the streams that announced a frame over
@@ -542,12 +542,12 @@ impl<E: Core> Task<E> {
                 } else {
                     Shared::count(&self.shared.socket_open_failures);
                 }
-                self.endpoint.socket_opened(now, id, local.ok());
+                self.endpoint.handle_socket_opened(now, id, local.ok());
             }
             StreamWake::Accepted(Ok((io, peer))) => {
                 if let Some(id) = self.streams.admit(io, peer) {
                     Shared::count(&self.shared.streams_accepted);
-                    self.endpoint.stream_accepted(now, id, peer);
+                    self.endpoint.handle_stream_accepted(now, id, peer);
                 } else {
                     Shared::count(&self.shared.streams_refused); // dropping it closed it
                 }
@@ -588,7 +588,7 @@ impl<E: Core> Task<E> {
             return; // the core closed it first
         }
         Shared::count(&self.shared.streams_closed);
-        self.endpoint.stream_closed(now, id);
+        self.endpoint.handle_stream_closed(now, id);
     }
 
     /// Opens and closes sockets until the core wants no more changes.
@@ -606,7 +606,7 @@ impl<E: Core> Task<E> {
                     if local.is_none() {
                         Shared::count(&self.shared.socket_open_failures);
                     }
-                    self.endpoint.socket_opened(now, id, local);
+                    self.endpoint.handle_socket_opened(now, id, local);
                 }
                 SocketRequest::Close { id } if id.is_stream() => {
                     let unflushed = self.streams.close(id).unwrap_or(0) as u64;

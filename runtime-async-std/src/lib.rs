@@ -64,7 +64,7 @@ use std::time::Instant;
 pub use bytes::Bytes;
 pub use driver::DriverStats;
 use pierce_core::{
-    Channel, Client, ClientConfig, ClientStats, CommandError, ConfigError, ConnectError, Endpoint,
+    Channel, Client, ClientConfig, ClientStats, CommandError, ConfigError, ConnectError, Events,
     GroupError, GroupId, Host, HostId, MessageId, PeerStats, PublicKey, SendError, SendOptions,
     Server, ServerConfig, ServerStats, SocketId, UnknownHost, framing::DEFAULT_STREAM_BUFFER,
 };
@@ -895,12 +895,12 @@ pub async fn spawn_host(
 }
 
 /// A handle's channels and the driver at their other end.
-type Wired<E> = (Link<<E as Core>::Command, <E as Endpoint>::Event>, Task<E>);
+type Wired<E> = (Link<<E as Core>::Command, <E as Events>::Event>, Task<E>);
 
 /// A standalone client's or server's driver and its handles' link: one event channel.
 fn wire<E>(socket: Socket, endpoint: E, streams: Streams) -> io::Result<Wired<E>>
 where
-    E: Core<Outbox = channel::Sender<<E as Endpoint>::Event>>,
+    E: Core<Outbox = channel::Sender<<E as Events>::Event>>,
 {
     let (events, event_rx) = channel::bounded(EVENT_CAPACITY);
     let (task, commands) = task(socket, endpoint, streams, events)?;

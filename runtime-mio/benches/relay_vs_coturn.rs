@@ -81,6 +81,7 @@ mod bench {
     use pierce_core::{
         Channel, Client, ClientConfig, ClientEvent, HostId, MAX_DATAGRAM_SIZE, PublicKey,
     };
+    use pierce_core::{Endpoint as _, Events as _};
 
     /// Generator threads per contender.
     const WORKERS: usize = 2;

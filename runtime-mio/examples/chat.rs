@@ -30,7 +30,7 @@ use std::sync::mpsc::{self, TryRecvError};
 use std::time::{Duration, Instant};
 
 use pierce_core::{
-    Channel, Client, ClientConfig, ClientEvent, Endpoint, GroupId, Host, HostEvent, HostId,
+    Channel, Client, ClientConfig, ClientEvent, Endpoint, Events, GroupId, Host, HostEvent, HostId,
     RoomsConfig, SecretKey, Server, ServerConfig,
 };
 use pierce_mio::{Driver, os_seed, unix_time};
@@ -214,7 +214,7 @@ fn run_host(listen: std::net::SocketAddr, room: &str, name: &str) -> Result<(), 
 }
 
 /// The chat loop over any endpoint that holds this player's client.
-fn run<E: Endpoint>(
+fn run<E: Endpoint + Events>(
     mut driver: Driver<E>,
     room: &str,
     name: &str,

@@ -74,7 +74,7 @@ pub struct DriverStats {
     /// yet, or ended); dropped like any lost datagram.
     pub unknown_socket_drops: u64,
     /// Sockets the core asked for that could not be opened (bind or registration failed;
-    /// the core is told with `socket_opened(.., None)`, see [`Driver::last_open_error`]).
+    /// the core is told with `handle_socket_opened(.., None)`, see [`Driver::last_open_error`]).
     /// Streams whose connect failed count here too.
     pub socket_open_failures: u64,
     /// TCP streams accepted on the listener ([`Driver::listen_tcp`]) and handed to the core.
@@ -82,7 +82,7 @@ pub struct DriverStats {
     /// TCP streams the core asked for ([`SocketRequest::Connect`]) that connected.
     pub streams_connected: u64,
     /// Streams that ended by themselves (EOF, reset, error, or a frame over
-    /// `MAX_STREAM_FRAME`), reported to the core with `stream_closed`. Streams the core
+    /// `MAX_STREAM_FRAME`), reported to the core with `handle_stream_closed`. Streams the core
     /// closed itself are not counted.
     pub streams_closed: u64,
     /// Of [`DriverStats::streams_closed`], the streams that announced a frame over
@@ -159,6 +159,33 @@ pub struct Driver<E> {
     budget: usize,
     stats: DriverStats,
     last_open_error: Option<(SocketId, io::Error)>,
+}
+
+impl<E: Endpoint + pierce_core::Events> Driver<E> {
+    /// The next event from the core.
+    pub fn poll_event(&mut self) -> Option<E::Event> {
+        self.endpoint.poll_event()
+    }
+
+    /// Pumps until `on_event` returns `Break`, blocking while there is nothing to do. The
+    /// callback gets the endpoint to answer with commands; their datagrams go out before the
+    /// loop waits again (or before `run` returns, on `Break`).
+    ///
+    /// # Errors
+    /// As [`Driver::pump`].
+    pub fn run(
+        &mut self,
+        mut on_event: impl FnMut(&mut E, E::Event) -> ControlFlow<()>,
+    ) -> io::Result<()> {
+        loop {
+            while let Some(event) = self.endpoint.poll_event() {
+                if on_event(&mut self.endpoint, event).is_break() {
+                    return self.flush(Instant::now());
+                }
+            }
+            self.turn(None)?;
+        }
+    }
 }
 
 impl<E: Endpoint> Driver<E> {
@@ -243,7 +270,7 @@ impl<E: Endpoint> Driver<E> {
     /// cannot use UDP connect to the address they were given), for a server. Each accepted
     /// stream gets a fresh [`SocketId::stream`] id; its datagrams go to `handle_datagram_on`
     /// with that id and the client's address, transmits naming it go down it, and its end is
-    /// reported with `stream_closed`. At most [`Driver::set_max_streams`] streams at once.
+    /// reported with `handle_stream_closed`. At most [`Driver::set_max_streams`] streams at once.
     /// Returns the listening address. Calling it again is a no-op.
     ///
     /// # Errors
@@ -338,11 +365,6 @@ impl<E: Endpoint> Driver<E> {
         self.budget = budget.max(1);
     }
 
-    /// The next event from the core.
-    pub fn poll_event(&mut self) -> Option<E::Event> {
-        self.endpoint.poll_event()
-    }
-
     /// One turn of the loop: open and close the sockets the core asked for, send what is
     /// queued, wait up to `max_wait` (less if the core's deadline or unread data comes first),
     /// read up to the budget, run due timers and send what that produced.
@@ -353,26 +375,6 @@ impl<E: Endpoint> Driver<E> {
     /// counted in [`Driver::stats`] and dropped.
     pub fn pump(&mut self, max_wait: Duration) -> io::Result<()> {
         self.turn(Some(max_wait))
-    }
-
-    /// Pumps until `on_event` returns `Break`, blocking while there is nothing to do. The
-    /// callback gets the endpoint to answer with commands; their datagrams go out before the
-    /// loop waits again (or before `run` returns, on `Break`).
-    ///
-    /// # Errors
-    /// As [`Driver::pump`].
-    pub fn run(
-        &mut self,
-        mut on_event: impl FnMut(&mut E, E::Event) -> ControlFlow<()>,
-    ) -> io::Result<()> {
-        loop {
-            while let Some(event) = self.endpoint.poll_event() {
-                if on_event(&mut self.endpoint, event).is_break() {
-                    return self.flush(Instant::now());
-                }
-            }
-            self.turn(None)?;
-        }
     }
 
     /// `max_wait: None` waits for as long as the core allows (forever without a deadline).
@@ -578,20 +580,20 @@ impl<E: Endpoint> Driver<E> {
     }
 
     /// Opens and closes sockets until the core wants no more changes. A failure to open is
-    /// the core's to handle (`socket_opened(.., None)`), never the driver's.
+    /// the core's to handle (`handle_socket_opened(.., None)`), never the driver's.
     fn apply_socket_requests(&mut self, now: Instant) {
         while let Some(request) = self.endpoint.poll_socket_request() {
             match request {
                 SocketRequest::Open { id, addr } => {
                     let local = self.open_socket(id, addr);
-                    self.endpoint.socket_opened(now, id, local);
+                    self.endpoint.handle_socket_opened(now, id, local);
                 }
                 SocketRequest::Close { id } if id.is_stream() => self.shut_down_stream(id),
                 SocketRequest::Close { id } => self.close_socket(id),
                 SocketRequest::Connect { id, addr } => {
                     if let Err(e) = self.connect_stream(id, addr) {
                         self.open_failed(id, e);
-                        self.endpoint.socket_opened(now, id, None);
+                        self.endpoint.handle_socket_opened(now, id, None);
                     }
                 }
             }
@@ -647,12 +649,12 @@ impl<E: Endpoint> Driver<E> {
                         self.stats.streams_connected += 1;
                         stream.readable = true; // whatever came before now was signalled
                         self.ready.push_back(id);
-                        self.endpoint.socket_opened(now, id, Some(local));
+                        self.endpoint.handle_socket_opened(now, id, Some(local));
                     }
                     Connect::Failed(e) => {
                         self.forget_stream(id);
                         self.open_failed(id, e);
-                        self.endpoint.socket_opened(now, id, None);
+                        self.endpoint.handle_socket_opened(now, id, None);
                     }
                 }
                 continue;
@@ -727,7 +729,7 @@ impl<E: Endpoint> Driver<E> {
             self.streams.insert(id, stream);
             self.ready.push_back(id);
             self.stats.streams_accepted += 1;
-            self.endpoint.stream_accepted(now, id, peer);
+            self.endpoint.handle_stream_accepted(now, id, peer);
         }
     }
 
@@ -790,12 +792,12 @@ impl<E: Endpoint> Driver<E> {
     fn stream_ended(&mut self, now: Instant, id: SocketId) {
         if self.forget_stream(id).is_some() {
             self.stats.streams_closed += 1;
-            self.endpoint.stream_closed(now, id);
+            self.endpoint.handle_stream_closed(now, id);
         }
     }
 
     /// The core closed stream `id`: flush what the socket takes now, shut it down, forget it.
-    /// No `stream_closed` follows.
+    /// No `handle_stream_closed` follows.
     fn shut_down_stream(&mut self, id: SocketId) {
         if let Some(mut stream) = self.forget_stream(id) {
             self.stats.stream_bytes_unflushed += stream.shut_down() as u64;

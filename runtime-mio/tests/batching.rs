@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use pierce_core::{Endpoint, SocketId, Transmit};
+use pierce_core::{Endpoint, Events, SocketId, Transmit};
 use pierce_mio::Driver;
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -81,9 +81,13 @@ impl Echo {
 }
 
 impl Endpoint for Echo {
-    type Event = ();
-
-    fn handle_datagram(&mut self, _now: Instant, from: SocketAddr, datagram: &[u8]) {
+    fn handle_datagram_on(
+        &mut self,
+        _now: Instant,
+        _socket: SocketId,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) {
         let mut head = [0u8; 8];
         let n = datagram.len().min(8);
         head[..n].copy_from_slice(&datagram[..n]);
@@ -110,12 +114,16 @@ impl Endpoint for Echo {
         None
     }
 
-    fn poll_event(&mut self) -> Option<()> {
-        None
-    }
-
     fn timeout_reason(&self) -> &'static str {
         "none"
+    }
+}
+
+impl Events for Echo {
+    type Event = ();
+
+    fn poll_event(&mut self) -> Option<()> {
+        None
     }
 }
 
@@ -233,9 +241,14 @@ struct Blaster {
 
 #[cfg(target_os = "linux")]
 impl Endpoint for Blaster {
-    type Event = ();
-
-    fn handle_datagram(&mut self, _now: Instant, _from: SocketAddr, _datagram: &[u8]) {}
+    fn handle_datagram_on(
+        &mut self,
+        _now: Instant,
+        _socket: SocketId,
+        _from: SocketAddr,
+        _datagram: &[u8],
+    ) {
+    }
 
     fn handle_timeout(&mut self, _now: Instant) {}
 
@@ -257,12 +270,16 @@ impl Endpoint for Blaster {
         None
     }
 
-    fn poll_event(&mut self) -> Option<()> {
-        None
-    }
-
     fn timeout_reason(&self) -> &'static str {
         "none"
+    }
+}
+
+impl Events for Blaster {
+    type Event = ();
+
+    fn poll_event(&mut self) -> Option<()> {
+        None
     }
 }
 

@@ -22,6 +22,7 @@
 //! 127.0.0.0/8 addresses and read `/proc`.
 #![cfg(all(feature = "cli", target_os = "linux"))]
 
+use pierce_core::{Endpoint as _, Events as _};
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -284,7 +285,7 @@ impl Manual {
         // One socket only: any extra socket the client asks for cannot be opened.
         while let Some(r) = self.client.poll_socket_request() {
             if let pierce_core::SocketRequest::Open { id, .. } = r {
-                self.client.socket_opened(now, id, None);
+                self.client.handle_socket_opened(now, id, None);
             }
         }
         while let Some(t) = self.client.poll_transmit(now, &mut self.tx) {
@@ -318,7 +319,10 @@ fn local_server() -> Driver<Server> {
     Driver::bind(SocketAddr::new(ip(0, 0, 1), 0), server).expect("bind server")
 }
 
-fn drain<E: pierce_core::Endpoint>(d: &mut Driver<E>, into: &mut Vec<E::Event>) {
+fn drain<E: pierce_core::Endpoint + pierce_core::Events>(
+    d: &mut Driver<E>,
+    into: &mut Vec<E::Event>,
+) {
     while let Some(e) = d.poll_event() {
         into.push(e);
     }

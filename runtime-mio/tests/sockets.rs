@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use pierce_core::{Endpoint, SocketId, SocketRequest, Transmit};
+use pierce_core::{Endpoint, Events, SocketId, SocketRequest, Transmit};
 use pierce_mio::Driver;
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -59,8 +59,6 @@ impl Fanout {
 }
 
 impl Endpoint for Fanout {
-    type Event = ();
-
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.handle_datagram_on(now, SocketId::PRIMARY, from, datagram);
     }
@@ -79,7 +77,7 @@ impl Endpoint for Fanout {
         self.requests.pop_front()
     }
 
-    fn socket_opened(&mut self, _now: Instant, id: SocketId, local: Option<SocketAddr>) {
+    fn handle_socket_opened(&mut self, _now: Instant, id: SocketId, local: Option<SocketAddr>) {
         let local = local.expect("a loopback socket opens");
         self.opened.insert(id, local);
         self.to_send.push_back(id);
@@ -113,12 +111,16 @@ impl Endpoint for Fanout {
         None
     }
 
-    fn poll_event(&mut self) -> Option<()> {
-        None
-    }
-
     fn timeout_reason(&self) -> &'static str {
         "none"
+    }
+}
+
+impl Events for Fanout {
+    type Event = ();
+
+    fn poll_event(&mut self) -> Option<()> {
+        None
     }
 }
 

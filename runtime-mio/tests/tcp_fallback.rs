@@ -30,8 +30,8 @@ use pierce_core::wire::handshake::{
     KIND_CLIENT_HELLO, KIND_SERVER_HELLO, MIN_CLIENT_HELLO_LEN, SERVER_HELLO_LEN,
 };
 use pierce_core::{
-    Channel, Client, ClientConfig, ClientEvent, Endpoint, HostId, Path, PublicKey, SecretKey,
-    Server, ServerConfig, SocketId, Transport,
+    Channel, Client, ClientConfig, ClientEvent, Endpoint, Events, HostId, Path, PublicKey,
+    SecretKey, Server, ServerConfig, SocketId, Transport,
 };
 use pierce_mio::{Driver, DriverStats, os_seed, unix_time};
 
@@ -41,16 +41,16 @@ const MESSAGES: u32 = 200;
 
 // ---- the harness ----------------------------------------------------------------------------
 
-type Job<E> = Box<dyn FnOnce(&mut Driver<E>, &mut Vec<<E as Endpoint>::Event>) + Send>;
+type Job<E> = Box<dyn FnOnce(&mut Driver<E>, &mut Vec<<E as Events>::Event>) + Send>;
 
 /// A driver on a thread of its own, pumped every millisecond; its events pile up in a list
 /// that jobs ([`Remote::with`]) read. Dropping it stops the thread.
-struct Remote<E: Endpoint> {
+struct Remote<E: Endpoint + Events> {
     jobs: Option<mpsc::Sender<Job<E>>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl<E: Endpoint + 'static> Remote<E> {
+impl<E: Endpoint + Events + 'static> Remote<E> {
     /// Runs the driver `make` builds on a new thread, inside network namespace `ns` if given.
     fn spawn(ns: Option<String>, make: impl FnOnce() -> Driver<E> + Send + 'static) -> Self {
         let (jobs, rx) = mpsc::channel::<Job<E>>();
@@ -103,7 +103,7 @@ impl<E: Endpoint + 'static> Remote<E> {
     }
 }
 
-impl<E: Endpoint> Drop for Remote<E> {
+impl<E: Endpoint + Events> Drop for Remote<E> {
     fn drop(&mut self) {
         drop(self.jobs.take());
         if let Some(t) = self.thread.take() {

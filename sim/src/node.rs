@@ -1,6 +1,5 @@
-//! The nodes the simulator drives: `pierce_core`'s [`Endpoint`] verbs (handle_datagram,
-//! handle_timeout, poll_transmit, poll_timeout, poll_event, timeout_reason) plus counters
-//! (firezone's `PollTimeout`-style trait).
+//! The nodes the simulator drives: `pierce_core`'s [`Endpoint`] and [`Events`] verbs plus
+//! counters (firezone's `PollTimeout`-style trait).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -8,15 +7,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pierce_core::{
-    Client, ClientEvent, ClientStats, Endpoint, Host, HostEvent, HostStats, Server, ServerEvent,
-    ServerStats, SocketId, SocketRequest,
+    Client, ClientEvent, ClientStats, Endpoint, Events, Host, HostEvent, HostStats, Server,
+    ServerEvent, ServerStats, SocketId,
 };
 
 /// Something the simulator can drive: a sans-IO [`Endpoint`] whose events it can log and
 /// whose counters it can report. Implemented for [`Client`], [`Server`] and [`Host`]; implement it
 /// for test doubles (an echo server, a misbehaving peer) and add them with
 /// [`crate::Sim::add_node`].
-pub trait Node: Endpoint<Event: fmt::Debug + Into<NodeEvent>> {
+pub trait Node: Endpoint + Events<Event: fmt::Debug + Into<NodeEvent>> {
     /// What `stats` returns.
     type Stats: fmt::Debug + Copy;
 
@@ -96,66 +95,35 @@ pub(crate) struct Output {
     pub(crate) events: Vec<NodeEvent>,
 }
 
-/// Drains a node's transmits and events after an input.
-pub(crate) fn drain<N: Node>(node: &mut N, now: Instant, buf: &mut [u8], out: &mut Output) {
+/// Drains a node's transmits and events after an input; returns its `poll_timeout()` after.
+pub(crate) fn drain(
+    node: &mut dyn Driven,
+    now: Instant,
+    buf: &mut [u8],
+    out: &mut Output,
+) -> Option<Instant> {
     while let Some(t) = node.poll_transmit(now, buf) {
         out.transmits
             .push((t.socket, t.dst, Bytes::copy_from_slice(&buf[..t.len])));
     }
-    while let Some(e) = node.poll_event() {
-        out.events.push(e.into());
+    while let Some(e) = node.poll_node_event() {
+        out.events.push(e);
     }
+    node.poll_timeout()
 }
 
-/// The object-safe face of a [`Node`] that the simulation loop uses, so clients, servers and
-/// custom nodes share one code path.
-pub(crate) trait Driven {
-    fn handle_datagram_on(
-        &mut self,
-        now: Instant,
-        socket: SocketId,
-        from: SocketAddr,
-        datagram: &[u8],
-    );
-    fn poll_socket_request(&mut self) -> Option<SocketRequest>;
-    fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>);
-    fn stream_closed(&mut self, now: Instant, id: SocketId);
-    fn handle_timeout(&mut self, now: Instant);
-    /// Drains transmits and events into `out`; returns `poll_timeout()` afterwards.
-    fn drain(&mut self, now: Instant, buf: &mut [u8], out: &mut Output) -> Option<Instant>;
-    fn timeout_reason(&self) -> &'static str;
+/// The object-safe face of a [`Node`] that the simulation loop holds, so clients, servers and
+/// custom nodes share one code path: every verb comes from the core's object-safe
+/// [`Endpoint`]; only events (converted to [`NodeEvent`]) and downcasting are added here.
+pub(crate) trait Driven: Endpoint {
+    fn poll_node_event(&mut self) -> Option<NodeEvent>;
     fn as_any(&self) -> &dyn std::any::Any;
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
 impl<N: Node + 'static> Driven for N {
-    fn handle_datagram_on(
-        &mut self,
-        now: Instant,
-        socket: SocketId,
-        from: SocketAddr,
-        datagram: &[u8],
-    ) {
-        Endpoint::handle_datagram_on(self, now, socket, from, datagram);
-    }
-    fn poll_socket_request(&mut self) -> Option<SocketRequest> {
-        Endpoint::poll_socket_request(self)
-    }
-    fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
-        Endpoint::socket_opened(self, now, id, local);
-    }
-    fn stream_closed(&mut self, now: Instant, id: SocketId) {
-        Endpoint::stream_closed(self, now, id);
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        Endpoint::handle_timeout(self, now);
-    }
-    fn drain(&mut self, now: Instant, buf: &mut [u8], out: &mut Output) -> Option<Instant> {
-        drain(self, now, buf, out);
-        Endpoint::poll_timeout(self)
-    }
-    fn timeout_reason(&self) -> &'static str {
-        Endpoint::timeout_reason(self)
+    fn poll_node_event(&mut self) -> Option<NodeEvent> {
+        self.poll_event().map(Into::into)
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self

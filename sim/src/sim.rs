@@ -32,7 +32,7 @@ use pierce_core::{
 use crate::clock::{Clock, Queue, format_time};
 use crate::link::{Link, LinkProfile, Sent};
 use crate::net::{NetDrop, Network, Realm};
-use crate::node::{Driven, NodeEvent, Output};
+use crate::node::{Driven, NodeEvent, Output, drain};
 use crate::scenario::{Action, Edge, Placement, Scenario};
 use crate::{SERVER, derive_seed, repro_command, substream};
 
@@ -728,7 +728,7 @@ impl Sim {
             let mut out = Output::default();
             let host = &mut self.hosts[id];
             let next = match &mut host.node {
-                NodeState::Running(n) => n.drain(now, &mut self.buf, &mut out),
+                NodeState::Running(n) => drain(n.as_mut(), now, &mut self.buf, &mut out),
                 NodeState::Crashed => None,
             };
             let progress = !out.transmits.is_empty() || !out.events.is_empty();
@@ -827,7 +827,7 @@ impl Sim {
                         self.hosts[id].extra.insert(sid, a);
                     }
                     if let NodeState::Running(n) = &mut self.hosts[id].node {
-                        n.socket_opened(now, sid, bound);
+                        n.handle_socket_opened(now, sid, bound);
                     }
                 }
                 SocketRequest::Close { id: sid } => {

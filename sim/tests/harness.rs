@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use pierce_core::{Endpoint, Transmit};
+use pierce_core::{Endpoint, Events, SocketId, Transmit};
 use pierce_sim::{Edge, LinkProfile, NatConfig, Node, Scenario, SimError, seed_or};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -23,9 +23,13 @@ struct Raw {
 }
 
 impl Endpoint for Raw {
-    type Event = String;
-
-    fn handle_datagram(&mut self, _now: Instant, from: SocketAddr, datagram: &[u8]) {
+    fn handle_datagram_on(
+        &mut self,
+        _now: Instant,
+        _socket: SocketId,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) {
         self.events.push_back(format!(
             "from {from}: {}",
             String::from_utf8_lossy(datagram)
@@ -47,11 +51,16 @@ impl Endpoint for Raw {
     fn poll_timeout(&self) -> Option<Instant> {
         self.spin_at.or(self.next)
     }
-    fn poll_event(&mut self) -> Option<String> {
-        self.events.pop_front()
-    }
     fn timeout_reason(&self) -> &'static str {
         "spinning on purpose"
+    }
+}
+
+impl Events for Raw {
+    type Event = String;
+
+    fn poll_event(&mut self) -> Option<String> {
+        self.events.pop_front()
     }
 }
 

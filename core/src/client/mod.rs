@@ -28,6 +28,7 @@ use crate::wire::demux::{self, Datagram};
 use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame, Frames, MAX_TOKEN_LEN};
 use crate::wire::handshake::{ClientHello, ServerHello};
 use crate::wire::sealed::{OVERHEAD, SealedPacket};
+use crate::{Endpoint, Events};
 use crate::{RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
 
 /// A Pierce client: one encrypted session with a server.
@@ -320,37 +321,6 @@ impl Client {
             - 1
     }
 
-    /// What the deadline from [`Client::poll_timeout`] is for (for logs and busy-loop reports).
-    pub fn timeout_reason(&self) -> &'static str {
-        match &self.state {
-            State::Idle => "idle",
-            State::Handshaking(h) if h.deadline <= h.retry.next_at() => "connect timeout",
-            State::Handshaking(_) => "hello retransmit",
-            State::Authenticating(a) if a.deadline <= a.retry.next_at() => "connect timeout",
-            State::Authenticating(_) => "connect retransmit",
-            State::Connected(l) => {
-                let idle = l.last_recv + self.config.idle_timeout;
-                let keepalive = (!l.ping_due).then(|| l.ping_at(self.config.keepalive_interval));
-                match (l.control.next_timeout(), keepalive) {
-                    (Some(c), _) if c <= idle && keepalive.is_none_or(|k| c <= k) => {
-                        "control retransmit"
-                    }
-                    (_, Some(k)) if k < idle => "keepalive",
-                    _ => "idle timeout",
-                }
-            }
-            State::Closing(..) => "close pending",
-            State::Detached(until) => {
-                if self.session_timeout() == Some(*until) {
-                    "pair lifetime"
-                } else {
-                    "peer traffic (detached)"
-                }
-            }
-            State::Closed => "closed",
-        }
-    }
-
     // ---- commands ----------------------------------------------------------------------
 
     /// Starts connecting to `server`, presenting `token` (empty if the server needs none).
@@ -525,35 +495,6 @@ impl Client {
 
     // ---- inputs ------------------------------------------------------------------------
 
-    /// Processes one received datagram. Anything malformed, unauthentic, replayed or
-    /// unexpected is dropped and counted in [`Client::stats`]; nothing here fails.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.handle_datagram_on(now, SocketId::PRIMARY, from, datagram);
-    }
-
-    /// Processes one datagram received on local socket `socket` (see [`SocketRequest`]);
-    /// [`Client::handle_datagram`] is this for the primary socket.
-    pub fn handle_datagram_on(
-        &mut self,
-        now: Instant,
-        socket: SocketId,
-        from: SocketAddr,
-        datagram: &[u8],
-    ) {
-        #[cfg(feature = "tracing")]
-        let before = self.stats.dropped;
-        self.receive(now, socket, from, datagram);
-        #[cfg(feature = "tracing")]
-        crate::trace::dropped(
-            true,
-            &before,
-            &self.stats.dropped,
-            socket,
-            from,
-            datagram.len(),
-        );
-    }
-
     fn receive(&mut self, now: Instant, socket: SocketId, from: SocketAddr, datagram: &[u8]) {
         let now = self.clock.advance(now);
         self.stats.io.datagrams_in += 1;
@@ -587,47 +528,6 @@ impl Client {
             Ok(Datagram::Sealed(packet)) => self.on_sealed(now, from, &packet),
         }
         self.rx_socket = SocketId::PRIMARY;
-    }
-
-    /// The next change to this client's local sockets (see [`SocketRequest`]): birthday
-    /// probing asks for [`ClientConfig::birthday_sockets`] extra sockets while it runs and
-    /// closes them after (but the one a direct path uses).
-    pub fn poll_socket_request(&mut self) -> Option<SocketRequest> {
-        self.tcp
-            .poll_request()
-            .or_else(|| self.sockets.poll_request())
-    }
-
-    /// The runtime opened socket `id` at `local`, or connected stream `id` (or could not:
-    /// `None`).
-    pub fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
-        let now = self.clock.advance(now);
-        if id.is_stream() {
-            self.on_stream_opened(now, id, local.is_some());
-        } else {
-            self.sockets.opened(id, local);
-        }
-    }
-
-    /// The runtime reports that TCP stream `id` ended. A session on it connects a new one at
-    /// once (the server keeps the session through its recovery window).
-    pub fn stream_closed(&mut self, now: Instant, id: SocketId) {
-        let now = self.clock.advance(now);
-        if !self.tcp.closed(id) {
-            return;
-        }
-        self.stats.tcp_streams_closed += 1;
-        match &mut self.state {
-            State::Handshaking(h) if h.socket == id => {
-                // Back to UDP hellos (Auto) while a new stream is connected.
-                h.socket = SocketId::PRIMARY;
-                h.cookie = None;
-                self.tcp.reconnect_later(now);
-            }
-            State::Authenticating(a) if a.link.socket == id => self.tcp.connect(now, a.link.server),
-            State::Connected(l) if l.socket == id => self.tcp.connect(now, l.server),
-            _ => {}
-        }
     }
 
     /// Test-only: the resumption ticket this client holds.
@@ -759,304 +659,7 @@ impl Client {
         });
     }
 
-    /// Advances timers: retransmissions, keepalives, timeouts. Idempotent; may be called
-    /// early or often.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let now = self.clock.advance(now);
-        for b in &mut self.stun {
-            b.handle_timeout(now);
-        }
-        self.finish_stun();
-        if let Some(d) = &mut self.discovery {
-            d.handle_timeout(now);
-            self.finish_discovery(now);
-        }
-        let failure = match &mut self.state {
-            State::Idle | State::Closed | State::Closing(..) => None,
-            State::Detached(until) => {
-                if now >= *until {
-                    // The pair lifetime is over: what is left of the peers goes.
-                    let ids: smallvec::SmallVec<[HostId; 16]> =
-                        self.peers.keys().copied().collect();
-                    for id in ids {
-                        self.drop_peer(id, PeerDropReason::PairExpired);
-                    }
-                    self.state = State::Closed;
-                    self.rejoin_at = None;
-                    self.orphans_until = None;
-                } else if self.rejoin_at.is_some_and(|at| now >= at) {
-                    self.rejoin_at = None;
-                    if let Some((server, token)) = self.last_server.clone() {
-                        // The server may be back: register again, peers carry on meanwhile.
-                        self.stats.reregistrations += 1;
-                        self.begin_handshake(now, server, token, true);
-                    }
-                }
-                None
-            }
-            State::Handshaking(h) => {
-                if now >= h.deadline {
-                    Some(if h.key_mismatch {
-                        DisconnectReason::ServerKeyMismatch
-                    } else {
-                        DisconnectReason::ConnectTimedOut
-                    })
-                } else {
-                    h.hello_due |= h.retry.poll(now);
-                    if h.tcp_at.is_some_and(|at| now >= at) {
-                        // No answer over UDP: try TCP too.
-                        h.tcp_at = None;
-                        self.tcp.connect(now, h.server);
-                    }
-                    None
-                }
-            }
-            State::Authenticating(a) => {
-                if now >= a.deadline {
-                    Some(DisconnectReason::ConnectTimedOut)
-                } else {
-                    a.connect_due |= a.retry.poll(now);
-                    None
-                }
-            }
-            State::Connected(l) => {
-                if now >= l.last_recv + self.config.idle_timeout {
-                    Some(DisconnectReason::TimedOut)
-                } else {
-                    l.ping_due |= now >= l.ping_at(self.config.keepalive_interval);
-                    let auto = self.config.transport == Transport::Auto;
-                    if auto && l.socket.is_stream() && now >= l.probe_at {
-                        l.probe_due = true;
-                        l.probe_at = now + self.config.udp_probe_interval;
-                    }
-                    if auto
-                        && !l.socket.is_stream()
-                        && !self.tcp.wanted()
-                        && now >= l.last_recv + SERVER_QUIET
-                    {
-                        // The server is quiet over UDP (blocked, or our network is out):
-                        // a stream too; it takes over if it connects while still quiet.
-                        self.tcp.connect(now, l.server);
-                    }
-                    None
-                }
-            }
-        };
-        let server = self.server_addr().filter(|_| self.wants_stream(now));
-        if self.tcp.handle_timeout(now, server) {
-            self.stats.tcp_connect_failures += 1;
-            if self.wants_stream(now) {
-                self.tcp.reconnect_later(now);
-            }
-        }
-        if let Some(reason) = failure {
-            self.fail(reason);
-        }
-        let ids: smallvec::SmallVec<[HostId; 16]> = self.peers.keys().copied().collect();
-        for id in ids {
-            if let Some(p) = self.peers.get_mut(&id) {
-                p.conn.handle_timeout(now);
-            }
-            self.drain_peer(id);
-        }
-        self.punch_timeouts(now);
-        // No relay for orphans: one whose direct path died is gone; all of them at the end of
-        // the pair lifetime.
-        self.drop_orphans(|p| p.punch.direct().is_none(), PeerDropReason::DirectLost);
-        if self.orphans_until.is_some_and(|t| now >= t) && !self.is_detached() {
-            self.orphans_until = None;
-            self.drop_orphans(|_| true, PeerDropReason::PairExpired);
-        }
-        while self
-            .early
-            .front()
-            .is_some_and(|(at, _, _)| now >= *at + peers::EARLY_TTL)
-        {
-            self.early.pop_front();
-            self.stats.dropped.unknown_peer += 1;
-        }
-    }
-
     // ---- outputs -----------------------------------------------------------------------
-
-    /// Writes the next datagram to send into `buf` and says where it goes, or `None` when
-    /// nothing is due. Call after every input or command until it returns `None`.
-    ///
-    /// # Panics
-    /// In debug builds if `buf` is shorter than [`crate::MAX_DATAGRAM_SIZE`].
-    #[must_use]
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        debug_assert!(
-            buf.len() >= crate::MAX_DATAGRAM_SIZE,
-            "poll_transmit buffer too small"
-        );
-        let now = self.clock.advance(now);
-        let discovery = self.discovery.as_mut().and_then(|d| d.poll_transmit(buf));
-        if let Some(t) =
-            discovery.or_else(|| self.stun.iter_mut().find_map(|b| b.poll_transmit(buf)))
-        {
-            self.stats.io.datagrams_out += 1;
-            self.stats.io.bytes_out += t.len as u64;
-            return Some(t);
-        }
-        let max = self.config.max_datagram_size.min(buf.len());
-        let session_id = self.session_id;
-        // (A session whose stream broke keeps naming it until the new one connects: the
-        // runtime drops those, as a dead link would. Stream ids are never reused.)
-        let waiting = match &self.state {
-            State::Handshaking(h) => {
-                !h.hello_due || (self.config.transport == Transport::Tcp && !h.socket.is_stream())
-            }
-            State::Authenticating(a) => !a.connect_due,
-            _ => false,
-        };
-        if waiting {
-            // (Peers exist here only while re-registering: their direct paths go on.)
-            return self.poll_peer_transmit(now, buf).inspect(|t| {
-                self.stats.io.datagrams_out += 1;
-                self.stats.io.bytes_out += t.len as u64;
-            });
-        }
-        let ticket = &self.ticket;
-        let (dst, len, socket) = match &mut self.state {
-            State::Idle | State::Closed => return None,
-            State::Detached(_) => {
-                return self.poll_peer_transmit(now, buf).inspect(|t| {
-                    self.stats.io.datagrams_out += 1;
-                    self.stats.io.bytes_out += t.len as u64;
-                });
-            }
-            State::Handshaking(h) => {
-                if !h.hello_due
-                    || (self.config.transport == Transport::Tcp && !h.socket.is_stream())
-                {
-                    // (Forced TCP waits for its stream.)
-                    return None;
-                }
-                h.hello_due = false;
-                let hello = ClientHello {
-                    client_session: session_id,
-                    client_ephemeral: h.ephemeral.public(),
-                    cookie: h.cookie.as_ref().map_or(&[][..], |c| &c[..]),
-                };
-                let len = hello.encode(buf).ok()?;
-                self.stats.hellos_sent += 1;
-                (h.server, len, h.socket)
-            }
-            State::Authenticating(a) => {
-                if !a.connect_due {
-                    return None;
-                }
-                a.connect_due = false;
-                let token = &a.token;
-                let l = &mut a.link;
-                let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
-                    if let Some(ticket) = ticket {
-                        let _ = Frame::Resume { ticket }.encode(w);
-                    }
-                    let _ = Frame::Connect { token }.encode(w);
-                })?;
-                l.last_send = now;
-                (l.server, len, l.socket)
-            }
-            State::Connected(l) if l.probe_due => {
-                // Does UDP to the server work (both ways)? The server answers on UDP without
-                // moving the session; the answer moves it (`on_probe_ack`).
-                l.probe_due = false;
-                let nonce = self.rng.next_u64();
-                l.probe_nonce = Some(nonce);
-                let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
-                    let _ = Frame::Probe { nonce }.encode(w);
-                })?;
-                self.stats.udp_probes_sent += 1;
-                (l.server, len, SocketId::PRIMARY)
-            }
-            State::Connected(l) => {
-                if self.outgoing.is_empty()
-                    && !l.ping_due
-                    && !l.control.wants_transmit(now)
-                    && !self
-                        .peers
-                        .values()
-                        .any(|p| p.relayed() && p.conn.wants_transmit(now))
-                {
-                    return self.poll_peer_transmit(now, buf).inspect(|t| {
-                        self.stats.io.datagrams_out += 1;
-                        self.stats.io.bytes_out += t.len as u64;
-                    });
-                }
-                let outgoing = &mut self.outgoing;
-                let peers = &mut self.peers;
-                let cursor = &mut self.peer_cursor;
-                let control = &mut l.control;
-                let retransmits = control.retransmits;
-                let mut pinged = false;
-                let mut relayed = 0;
-                let mut empty = false;
-                let ping_due = l.ping_due;
-                let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
-                    control.write(now, w);
-                    let (n, next) = peers::write_relay_frames(now, w, peers, *cursor);
-                    relayed = n;
-                    *cursor = next;
-                    while let Some(p) = outgoing.front() {
-                        if w.remaining() < p.len() + DATAGRAM_FRAME_OVERHEAD {
-                            break;
-                        }
-                        let _ = Frame::Datagram { payload: p }.encode(w);
-                        outgoing.pop_front();
-                    }
-                    if w.is_empty() && ping_due {
-                        let _ = Frame::Ping.encode(w);
-                        pinged = true;
-                    }
-                    empty = w.is_empty();
-                })?;
-                if empty {
-                    // Something claimed to have data but wrote none: never send an empty
-                    // packet (a caller draining poll_transmit would spin on it).
-                    debug_assert!(false, "a component wanted to transmit but wrote nothing");
-                    return self.poll_peer_transmit(now, buf).inspect(|t| {
-                        self.stats.io.datagrams_out += 1;
-                        self.stats.io.bytes_out += t.len as u64;
-                    });
-                }
-                if pinged {
-                    self.stats.io.keepalives_sent += 1;
-                }
-                self.stats.relayed_out += relayed;
-                self.stats.control_retransmits += l.control.retransmits - retransmits;
-                l.ping_due = false;
-                l.last_send = now;
-                (l.server, len, l.socket)
-            }
-            State::Closing(l, code) => {
-                let code = *code;
-                let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
-                    let _ = Frame::Close { code }.encode(w);
-                })?;
-                let (dst, socket) = (l.server, l.socket);
-                self.state = State::Closed;
-                // The Close frame is queued on the stream before the stream's close.
-                self.tcp.close(None);
-                (dst, len, socket)
-            }
-        };
-        self.stats.io.datagrams_out += 1;
-        self.stats.io.bytes_out += len as u64;
-        Some(Transmit { dst, len, socket })
-    }
-
-    /// When [`Client::handle_timeout`] should next be called, if ever. Pure.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let stun = self.stun.iter().filter_map(|b| b.poll_timeout()).min();
-        let discovery = self.discovery.as_ref().and_then(NatDiscovery::poll_timeout);
-        earliest(
-            earliest(stun, discovery),
-            earliest(self.session_timeout(), self.tcp.next_timeout()),
-        )
-    }
 
     fn session_timeout(&self) -> Option<Instant> {
         match &self.state {
@@ -1103,12 +706,6 @@ impl Client {
                 )
             })
             .min()
-    }
-
-    /// The next event, if any.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
     }
 
     // ---- internals ---------------------------------------------------------------------
@@ -1596,5 +1193,406 @@ impl Client {
             let info = crate::wire::control::NatInfo::from_behavior(&b);
             let _ = self.push_control(&ControlMsg::NatInfo { info });
         }
+    }
+}
+
+impl Endpoint for Client {
+    /// Processes one datagram received on local socket `socket` (see [`SocketRequest`]);
+    /// [`Client::handle_datagram`] is this for the primary socket.
+    fn handle_datagram_on(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) {
+        #[cfg(feature = "tracing")]
+        let before = self.stats.dropped;
+        self.receive(now, socket, from, datagram);
+        #[cfg(feature = "tracing")]
+        crate::trace::dropped(
+            true,
+            &before,
+            &self.stats.dropped,
+            socket,
+            from,
+            datagram.len(),
+        );
+    }
+
+    /// The runtime opened socket `id` at `local`, or connected stream `id` (or could not:
+    /// `None`).
+    fn handle_socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
+        let now = self.clock.advance(now);
+        if id.is_stream() {
+            self.on_stream_opened(now, id, local.is_some());
+        } else {
+            self.sockets.opened(id, local);
+        }
+    }
+
+    /// The runtime reports that TCP stream `id` ended. A session on it connects a new one at
+    /// once (the server keeps the session through its recovery window).
+    fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
+        let now = self.clock.advance(now);
+        if !self.tcp.closed(id) {
+            return;
+        }
+        self.stats.tcp_streams_closed += 1;
+        match &mut self.state {
+            State::Handshaking(h) if h.socket == id => {
+                // Back to UDP hellos (Auto) while a new stream is connected.
+                h.socket = SocketId::PRIMARY;
+                h.cookie = None;
+                self.tcp.reconnect_later(now);
+            }
+            State::Authenticating(a) if a.link.socket == id => self.tcp.connect(now, a.link.server),
+            State::Connected(l) if l.socket == id => self.tcp.connect(now, l.server),
+            _ => {}
+        }
+    }
+
+    /// Advances timers: retransmissions, keepalives, timeouts. Idempotent; may be called
+    /// early or often.
+    fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.advance(now);
+        for b in &mut self.stun {
+            b.handle_timeout(now);
+        }
+        self.finish_stun();
+        if let Some(d) = &mut self.discovery {
+            d.handle_timeout(now);
+            self.finish_discovery(now);
+        }
+        let failure = match &mut self.state {
+            State::Idle | State::Closed | State::Closing(..) => None,
+            State::Detached(until) => {
+                if now >= *until {
+                    // The pair lifetime is over: what is left of the peers goes.
+                    let ids: smallvec::SmallVec<[HostId; 16]> =
+                        self.peers.keys().copied().collect();
+                    for id in ids {
+                        self.drop_peer(id, PeerDropReason::PairExpired);
+                    }
+                    self.state = State::Closed;
+                    self.rejoin_at = None;
+                    self.orphans_until = None;
+                } else if self.rejoin_at.is_some_and(|at| now >= at) {
+                    self.rejoin_at = None;
+                    if let Some((server, token)) = self.last_server.clone() {
+                        // The server may be back: register again, peers carry on meanwhile.
+                        self.stats.reregistrations += 1;
+                        self.begin_handshake(now, server, token, true);
+                    }
+                }
+                None
+            }
+            State::Handshaking(h) => {
+                if now >= h.deadline {
+                    Some(if h.key_mismatch {
+                        DisconnectReason::ServerKeyMismatch
+                    } else {
+                        DisconnectReason::ConnectTimedOut
+                    })
+                } else {
+                    h.hello_due |= h.retry.poll(now);
+                    if h.tcp_at.is_some_and(|at| now >= at) {
+                        // No answer over UDP: try TCP too.
+                        h.tcp_at = None;
+                        self.tcp.connect(now, h.server);
+                    }
+                    None
+                }
+            }
+            State::Authenticating(a) => {
+                if now >= a.deadline {
+                    Some(DisconnectReason::ConnectTimedOut)
+                } else {
+                    a.connect_due |= a.retry.poll(now);
+                    None
+                }
+            }
+            State::Connected(l) => {
+                if now >= l.last_recv + self.config.idle_timeout {
+                    Some(DisconnectReason::TimedOut)
+                } else {
+                    l.ping_due |= now >= l.ping_at(self.config.keepalive_interval);
+                    let auto = self.config.transport == Transport::Auto;
+                    if auto && l.socket.is_stream() && now >= l.probe_at {
+                        l.probe_due = true;
+                        l.probe_at = now + self.config.udp_probe_interval;
+                    }
+                    if auto
+                        && !l.socket.is_stream()
+                        && !self.tcp.wanted()
+                        && now >= l.last_recv + SERVER_QUIET
+                    {
+                        // The server is quiet over UDP (blocked, or our network is out):
+                        // a stream too; it takes over if it connects while still quiet.
+                        self.tcp.connect(now, l.server);
+                    }
+                    None
+                }
+            }
+        };
+        let server = self.server_addr().filter(|_| self.wants_stream(now));
+        if self.tcp.handle_timeout(now, server) {
+            self.stats.tcp_connect_failures += 1;
+            if self.wants_stream(now) {
+                self.tcp.reconnect_later(now);
+            }
+        }
+        if let Some(reason) = failure {
+            self.fail(reason);
+        }
+        let ids: smallvec::SmallVec<[HostId; 16]> = self.peers.keys().copied().collect();
+        for id in ids {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.conn.handle_timeout(now);
+            }
+            self.drain_peer(id);
+        }
+        self.punch_timeouts(now);
+        // No relay for orphans: one whose direct path died is gone; all of them at the end of
+        // the pair lifetime.
+        self.drop_orphans(|p| p.punch.direct().is_none(), PeerDropReason::DirectLost);
+        if self.orphans_until.is_some_and(|t| now >= t) && !self.is_detached() {
+            self.orphans_until = None;
+            self.drop_orphans(|_| true, PeerDropReason::PairExpired);
+        }
+        while self
+            .early
+            .front()
+            .is_some_and(|(at, _, _)| now >= *at + peers::EARLY_TTL)
+        {
+            self.early.pop_front();
+            self.stats.dropped.unknown_peer += 1;
+        }
+    }
+
+    /// Writes the next datagram to send into `buf` and says where it goes, or `None` when
+    /// nothing is due. Call after every input or command until it returns `None`.
+    ///
+    /// # Panics
+    /// In debug builds if `buf` is shorter than [`crate::MAX_DATAGRAM_SIZE`].
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        debug_assert!(
+            buf.len() >= crate::MAX_DATAGRAM_SIZE,
+            "poll_transmit buffer too small"
+        );
+        let now = self.clock.advance(now);
+        let discovery = self.discovery.as_mut().and_then(|d| d.poll_transmit(buf));
+        if let Some(t) =
+            discovery.or_else(|| self.stun.iter_mut().find_map(|b| b.poll_transmit(buf)))
+        {
+            self.stats.io.datagrams_out += 1;
+            self.stats.io.bytes_out += t.len as u64;
+            return Some(t);
+        }
+        let max = self.config.max_datagram_size.min(buf.len());
+        let session_id = self.session_id;
+        // (A session whose stream broke keeps naming it until the new one connects: the
+        // runtime drops those, as a dead link would. Stream ids are never reused.)
+        let waiting = match &self.state {
+            State::Handshaking(h) => {
+                !h.hello_due || (self.config.transport == Transport::Tcp && !h.socket.is_stream())
+            }
+            State::Authenticating(a) => !a.connect_due,
+            _ => false,
+        };
+        if waiting {
+            // (Peers exist here only while re-registering: their direct paths go on.)
+            return self.poll_peer_transmit(now, buf).inspect(|t| {
+                self.stats.io.datagrams_out += 1;
+                self.stats.io.bytes_out += t.len as u64;
+            });
+        }
+        let ticket = &self.ticket;
+        let (dst, len, socket) = match &mut self.state {
+            State::Idle | State::Closed => return None,
+            State::Detached(_) => {
+                return self.poll_peer_transmit(now, buf).inspect(|t| {
+                    self.stats.io.datagrams_out += 1;
+                    self.stats.io.bytes_out += t.len as u64;
+                });
+            }
+            State::Handshaking(h) => {
+                if !h.hello_due
+                    || (self.config.transport == Transport::Tcp && !h.socket.is_stream())
+                {
+                    // (Forced TCP waits for its stream.)
+                    return None;
+                }
+                h.hello_due = false;
+                let hello = ClientHello {
+                    client_session: session_id,
+                    client_ephemeral: h.ephemeral.public(),
+                    cookie: h.cookie.as_ref().map_or(&[][..], |c| &c[..]),
+                };
+                let len = hello.encode(buf).ok()?;
+                self.stats.hellos_sent += 1;
+                (h.server, len, h.socket)
+            }
+            State::Authenticating(a) => {
+                if !a.connect_due {
+                    return None;
+                }
+                a.connect_due = false;
+                let token = &a.token;
+                let l = &mut a.link;
+                let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    if let Some(ticket) = ticket {
+                        let _ = Frame::Resume { ticket }.encode(w);
+                    }
+                    let _ = Frame::Connect { token }.encode(w);
+                })?;
+                l.last_send = now;
+                (l.server, len, l.socket)
+            }
+            State::Connected(l) if l.probe_due => {
+                // Does UDP to the server work (both ways)? The server answers on UDP without
+                // moving the session; the answer moves it (`on_probe_ack`).
+                l.probe_due = false;
+                let nonce = self.rng.next_u64();
+                l.probe_nonce = Some(nonce);
+                let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    let _ = Frame::Probe { nonce }.encode(w);
+                })?;
+                self.stats.udp_probes_sent += 1;
+                (l.server, len, SocketId::PRIMARY)
+            }
+            State::Connected(l) => {
+                if self.outgoing.is_empty()
+                    && !l.ping_due
+                    && !l.control.wants_transmit(now)
+                    && !self
+                        .peers
+                        .values()
+                        .any(|p| p.relayed() && p.conn.wants_transmit(now))
+                {
+                    return self.poll_peer_transmit(now, buf).inspect(|t| {
+                        self.stats.io.datagrams_out += 1;
+                        self.stats.io.bytes_out += t.len as u64;
+                    });
+                }
+                let outgoing = &mut self.outgoing;
+                let peers = &mut self.peers;
+                let cursor = &mut self.peer_cursor;
+                let control = &mut l.control;
+                let retransmits = control.retransmits;
+                let mut pinged = false;
+                let mut relayed = 0;
+                let mut empty = false;
+                let ping_due = l.ping_due;
+                let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    control.write(now, w);
+                    let (n, next) = peers::write_relay_frames(now, w, peers, *cursor);
+                    relayed = n;
+                    *cursor = next;
+                    while let Some(p) = outgoing.front() {
+                        if w.remaining() < p.len() + DATAGRAM_FRAME_OVERHEAD {
+                            break;
+                        }
+                        let _ = Frame::Datagram { payload: p }.encode(w);
+                        outgoing.pop_front();
+                    }
+                    if w.is_empty() && ping_due {
+                        let _ = Frame::Ping.encode(w);
+                        pinged = true;
+                    }
+                    empty = w.is_empty();
+                })?;
+                if empty {
+                    // Something claimed to have data but wrote none: never send an empty
+                    // packet (a caller draining poll_transmit would spin on it).
+                    debug_assert!(false, "a component wanted to transmit but wrote nothing");
+                    return self.poll_peer_transmit(now, buf).inspect(|t| {
+                        self.stats.io.datagrams_out += 1;
+                        self.stats.io.bytes_out += t.len as u64;
+                    });
+                }
+                if pinged {
+                    self.stats.io.keepalives_sent += 1;
+                }
+                self.stats.relayed_out += relayed;
+                self.stats.control_retransmits += l.control.retransmits - retransmits;
+                l.ping_due = false;
+                l.last_send = now;
+                (l.server, len, l.socket)
+            }
+            State::Closing(l, code) => {
+                let code = *code;
+                let len = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    let _ = Frame::Close { code }.encode(w);
+                })?;
+                let (dst, socket) = (l.server, l.socket);
+                self.state = State::Closed;
+                // The Close frame is queued on the stream before the stream's close.
+                self.tcp.close(None);
+                (dst, len, socket)
+            }
+        };
+        self.stats.io.datagrams_out += 1;
+        self.stats.io.bytes_out += len as u64;
+        Some(Transmit { dst, len, socket })
+    }
+
+    /// The next change to this client's local sockets (see [`SocketRequest`]): birthday
+    /// probing asks for [`ClientConfig::birthday_sockets`] extra sockets while it runs and
+    /// closes them after (but the one a direct path uses).
+    fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+        self.tcp
+            .poll_request()
+            .or_else(|| self.sockets.poll_request())
+    }
+
+    /// When [`Client::handle_timeout`] should next be called, if ever. Pure.
+    fn poll_timeout(&self) -> Option<Instant> {
+        let stun = self.stun.iter().filter_map(|b| b.poll_timeout()).min();
+        let discovery = self.discovery.as_ref().and_then(NatDiscovery::poll_timeout);
+        earliest(
+            earliest(stun, discovery),
+            earliest(self.session_timeout(), self.tcp.next_timeout()),
+        )
+    }
+
+    /// What the deadline from [`Client::poll_timeout`] is for (for logs and busy-loop reports).
+    fn timeout_reason(&self) -> &'static str {
+        match &self.state {
+            State::Idle => "idle",
+            State::Handshaking(h) if h.deadline <= h.retry.next_at() => "connect timeout",
+            State::Handshaking(_) => "hello retransmit",
+            State::Authenticating(a) if a.deadline <= a.retry.next_at() => "connect timeout",
+            State::Authenticating(_) => "connect retransmit",
+            State::Connected(l) => {
+                let idle = l.last_recv + self.config.idle_timeout;
+                let keepalive = (!l.ping_due).then(|| l.ping_at(self.config.keepalive_interval));
+                match (l.control.next_timeout(), keepalive) {
+                    (Some(c), _) if c <= idle && keepalive.is_none_or(|k| c <= k) => {
+                        "control retransmit"
+                    }
+                    (_, Some(k)) if k < idle => "keepalive",
+                    _ => "idle timeout",
+                }
+            }
+            State::Closing(..) => "close pending",
+            State::Detached(until) => {
+                if self.session_timeout() == Some(*until) {
+                    "pair lifetime"
+                } else {
+                    "peer traffic (detached)"
+                }
+            }
+            State::Closed => "closed",
+        }
+    }
+}
+
+impl Events for Client {
+    type Event = ClientEvent;
+
+    /// The next event, if any.
+    fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
     }
 }

@@ -2,6 +2,7 @@
 //! model in between (the simulator has the full one; this keeps the core's tests
 //! self-contained).
 
+use crate::Endpoint as _;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -114,7 +115,7 @@ fn discover(mut nat: Option<ToyNat>, alt: Option<&str>) -> Result<NatBehavior, S
             };
             let addr = addr.unwrap();
             sockets.insert(id, addr);
-            server.socket_opened(t0, id, Some(addr));
+            server.handle_socket_opened(t0, id, Some(addr));
         }
     }
     let local = a("10.0.0.2:5000");

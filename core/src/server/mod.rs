@@ -35,6 +35,7 @@ use crate::wire::handshake::{
     COOKIE_LEN, ClientHello, MIN_CLIENT_HELLO_LEN, Retry, SERVER_HELLO_LEN, ServerHello,
 };
 use crate::wire::sealed::{OVERHEAD, SealedPacket};
+use crate::{Endpoint, Events};
 use crate::{RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
 
 /// Sessions one server can hold: the slab index must fit the low 24 bits of a session id.
@@ -358,24 +359,6 @@ impl Server {
         self.config.max_datagram_size - OVERHEAD - DATAGRAM_FRAME_OVERHEAD
     }
 
-    /// What the deadline from [`Server::poll_timeout`] is for.
-    pub fn timeout_reason(&self) -> &'static str {
-        let Some(Reverse((_, key, generation))) = self.timers.peek() else {
-            return "none";
-        };
-        match self
-            .sessions
-            .get(*key)
-            .filter(|s| s.generation == *generation)
-            .map(|s| &s.phase)
-        {
-            Some(Phase::HalfOpen { .. }) => "handshake expiry",
-            Some(Phase::Established { .. }) => "client keepalive or idle timeout",
-            Some(Phase::Closing) => "closing session expiry",
-            None => "stale timer",
-        }
-    }
-
     // ---- commands ----------------------------------------------------------------------
 
     /// Queues an unreliable datagram for a client.
@@ -474,54 +457,12 @@ impl Server {
         self.sockets.enable(primary, alternate)
     }
 
-    /// The next socket the server wants the runtime to open (see [`SocketRequest`]).
-    pub fn poll_socket_request(&mut self) -> Option<SocketRequest> {
-        self.sockets
-            .poll_request()
-            .or_else(|| self.streams.poll_request())
-    }
-
-    /// The runtime opened socket `id` at `local` (or could not: `None`).
-    pub fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
-        self.clock.advance(now);
-        self.sockets.opened(id, local);
-    }
-
     /// The bound address of local socket `id`, once known.
     pub fn socket_addr(&self, id: SocketId) -> Option<SocketAddr> {
         self.sockets.addr(id)
     }
 
     // ---- inputs ------------------------------------------------------------------------
-
-    /// Processes one datagram received on the primary socket. Nothing here fails: bad input
-    /// is dropped and counted.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.handle_datagram_on(now, SocketId::PRIMARY, from, datagram);
-    }
-
-    /// Processes one datagram received on local socket `socket`. The discovery sockets
-    /// ([`Server::enable_nat_discovery`]) answer STUN only; everything else there is dropped.
-    pub fn handle_datagram_on(
-        &mut self,
-        now: Instant,
-        socket: SocketId,
-        from: SocketAddr,
-        datagram: &[u8],
-    ) {
-        #[cfg(feature = "tracing")]
-        let before = self.stats.dropped;
-        self.receive(now, socket, from, datagram);
-        #[cfg(feature = "tracing")]
-        crate::trace::dropped(
-            false,
-            &before,
-            &self.stats.dropped,
-            socket,
-            from,
-            datagram.len(),
-        );
-    }
 
     fn receive(&mut self, now: Instant, socket: SocketId, from: SocketAddr, datagram: &[u8]) {
         let now = self.clock.advance(now);
@@ -556,104 +497,13 @@ impl Server {
         self.settle(now);
     }
 
-    /// TCP stream `id` ended: a session whose path it was sends nothing until the client is
-    /// heard again (over UDP, or over a new stream), and keeps everything else meanwhile (it
-    /// goes offline, then times out, like a client whose network went away).
-    pub fn stream_closed(&mut self, now: Instant, id: SocketId) {
-        self.clock.advance(now);
-        for key in self.streams.closed(id) {
-            let Some(s) = self.sessions.get_mut(key).filter(|s| s.socket == id) else {
-                continue;
-            };
-            if let Phase::HalfOpen { .. } = s.phase {
-                // Its client starts over on a new stream: free the slot now.
-                self.remove(key);
-            } else {
-                s.path_closed = true;
-                self.stats.stream_paths_closed += 1;
-            }
-        }
-    }
-
-    /// The runtime accepted TCP stream `id` from `peer`. A stream that carries no handshake
-    /// within 10 s is closed again (see [`Server::poll_socket_request`]), as is one whose
-    /// last session ended or moved away, and one IP may hold only 8 streams that carry no
-    /// session yet (more are closed at once, counted in `stats().dropped.rate_limited`).
-    pub fn stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
-        let now = self.clock.advance(now);
-        if id.is_stream() && !self.streams.accepted(now, id, peer.ip()) {
-            self.stats.dropped.rate_limited += 1;
-        }
-    }
-
     /// The local socket a client's session is on: [`SocketId::PRIMARY`] (UDP) or a TCP
     /// stream ([`SocketId::is_stream`]).
     pub fn client_socket(&self, host: HostId) -> Option<SocketId> {
         self.established(host).map(|(_, s)| s.socket)
     }
 
-    /// Advances timers: handshake expiry, keepalives, client timeouts. Idempotent; may be
-    /// called early or often.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let now = self.clock.advance(now);
-        self.streams.handle_timeout(now);
-        while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let live = self
-                .sessions
-                .get_mut(key)
-                .filter(|s| s.generation == generation && s.timer == Some(at));
-            let Some(s) = live else { continue };
-            s.timer = None;
-            self.on_session_timer(now, key);
-        }
-        self.settle(now);
-    }
-
     // ---- outputs -----------------------------------------------------------------------
-
-    /// Writes the next datagram to send into `buf` and says where it goes, or `None` when
-    /// nothing is due. Call after every input or command until it returns `None`.
-    ///
-    /// # Panics
-    /// In debug builds if `buf` is shorter than [`crate::MAX_DATAGRAM_SIZE`].
-    #[must_use]
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        debug_assert!(
-            buf.len() >= crate::MAX_DATAGRAM_SIZE,
-            "poll_transmit buffer too small"
-        );
-        let now = self.clock.advance(now);
-        let t = self
-            .next_hello(buf)
-            .or_else(|| self.next_retry(buf))
-            .or_else(|| self.next_stun(buf))
-            .or_else(|| self.next_sealed(now, buf))?;
-        self.stats.io.datagrams_out += 1;
-        self.stats.io.bytes_out += t.len as u64;
-        Some(t)
-    }
-
-    /// When [`Server::handle_timeout`] should next be called, if ever. Pure.
-    ///
-    /// Deadlines are kept lazily: after a session ends, its last deadline may still be
-    /// reported once; waking for it is harmless and clears it.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        crate::time::earliest(
-            self.timers.peek().map(|Reverse((at, _, _))| *at),
-            self.streams.next_timeout(),
-        )
-    }
-
-    /// The next event, if any.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
-    }
 
     // ---- internals ---------------------------------------------------------------------
 
@@ -1533,5 +1383,153 @@ impl Server {
             });
         }
         None
+    }
+}
+
+impl Endpoint for Server {
+    /// Processes one datagram received on local socket `socket`. The discovery sockets
+    /// ([`Server::enable_nat_discovery`]) answer STUN only; everything else there is dropped.
+    fn handle_datagram_on(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) {
+        #[cfg(feature = "tracing")]
+        let before = self.stats.dropped;
+        self.receive(now, socket, from, datagram);
+        #[cfg(feature = "tracing")]
+        crate::trace::dropped(
+            false,
+            &before,
+            &self.stats.dropped,
+            socket,
+            from,
+            datagram.len(),
+        );
+    }
+
+    /// TCP stream `id` ended: a session whose path it was sends nothing until the client is
+    /// heard again (over UDP, or over a new stream), and keeps everything else meanwhile (it
+    /// goes offline, then times out, like a client whose network went away).
+    fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
+        self.clock.advance(now);
+        for key in self.streams.closed(id) {
+            let Some(s) = self.sessions.get_mut(key).filter(|s| s.socket == id) else {
+                continue;
+            };
+            if let Phase::HalfOpen { .. } = s.phase {
+                // Its client starts over on a new stream: free the slot now.
+                self.remove(key);
+            } else {
+                s.path_closed = true;
+                self.stats.stream_paths_closed += 1;
+            }
+        }
+    }
+
+    /// The runtime accepted TCP stream `id` from `peer`. A stream that carries no handshake
+    /// within 10 s is closed again (see [`Server::poll_socket_request`]), as is one whose
+    /// last session ended or moved away, and one IP may hold only 8 streams that carry no
+    /// session yet (more are closed at once, counted in `stats().dropped.rate_limited`).
+    fn handle_stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
+        let now = self.clock.advance(now);
+        if id.is_stream() && !self.streams.accepted(now, id, peer.ip()) {
+            self.stats.dropped.rate_limited += 1;
+        }
+    }
+
+    /// The runtime opened socket `id` at `local` (or could not: `None`).
+    fn handle_socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
+        self.clock.advance(now);
+        self.sockets.opened(id, local);
+    }
+
+    /// Advances timers: handshake expiry, keepalives, client timeouts. Idempotent; may be
+    /// called early or often.
+    fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.advance(now);
+        self.streams.handle_timeout(now);
+        while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let live = self
+                .sessions
+                .get_mut(key)
+                .filter(|s| s.generation == generation && s.timer == Some(at));
+            let Some(s) = live else { continue };
+            s.timer = None;
+            self.on_session_timer(now, key);
+        }
+        self.settle(now);
+    }
+
+    /// Writes the next datagram to send into `buf` and says where it goes, or `None` when
+    /// nothing is due. Call after every input or command until it returns `None`.
+    ///
+    /// # Panics
+    /// In debug builds if `buf` is shorter than [`crate::MAX_DATAGRAM_SIZE`].
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        debug_assert!(
+            buf.len() >= crate::MAX_DATAGRAM_SIZE,
+            "poll_transmit buffer too small"
+        );
+        let now = self.clock.advance(now);
+        let t = self
+            .next_hello(buf)
+            .or_else(|| self.next_retry(buf))
+            .or_else(|| self.next_stun(buf))
+            .or_else(|| self.next_sealed(now, buf))?;
+        self.stats.io.datagrams_out += 1;
+        self.stats.io.bytes_out += t.len as u64;
+        Some(t)
+    }
+
+    /// The next socket the server wants the runtime to open (see [`SocketRequest`]).
+    fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+        self.sockets
+            .poll_request()
+            .or_else(|| self.streams.poll_request())
+    }
+
+    /// When [`Server::handle_timeout`] should next be called, if ever. Pure.
+    ///
+    /// Deadlines are kept lazily: after a session ends, its last deadline may still be
+    /// reported once; waking for it is harmless and clears it.
+    fn poll_timeout(&self) -> Option<Instant> {
+        crate::time::earliest(
+            self.timers.peek().map(|Reverse((at, _, _))| *at),
+            self.streams.next_timeout(),
+        )
+    }
+
+    /// What the deadline from [`Server::poll_timeout`] is for.
+    fn timeout_reason(&self) -> &'static str {
+        let Some(Reverse((_, key, generation))) = self.timers.peek() else {
+            return "none";
+        };
+        match self
+            .sessions
+            .get(*key)
+            .filter(|s| s.generation == *generation)
+            .map(|s| &s.phase)
+        {
+            Some(Phase::HalfOpen { .. }) => "handshake expiry",
+            Some(Phase::Established { .. }) => "client keepalive or idle timeout",
+            Some(Phase::Closing) => "closing session expiry",
+            None => "stale timer",
+        }
+    }
+}
+
+impl Events for Server {
+    type Event = ServerEvent;
+
+    /// The next event, if any.
+    fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
     }
 }

@@ -1,5 +1,6 @@
 //! Hostile input: replays, truncation, bit flips, garbage, floods, amplification.
 
+use crate::Endpoint as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The encrypted client–server session: handshake, identity, keepalives, timeouts, close.
 
+use crate::Endpoint as _;
 use std::time::Duration;
 
 use super::util::{Net, UNIX_START, client_addr, server_config};

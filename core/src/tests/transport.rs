@@ -2,6 +2,7 @@
 //! datagrams and one TCP stream, both with 10 ms one-way latency; the stream never loses or
 //! reorders). UDP can be blocked either way.
 
+use crate::{Endpoint as _, Events as _};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,16 +88,17 @@ impl Rig {
                     assert!(id.is_stream());
                     assert_eq!(addr, server_addr());
                     if self.refuse_tcp {
-                        self.client.socket_opened(now, id, None);
+                        self.client.handle_socket_opened(now, id, None);
                     } else {
                         self.stream = Some(id);
-                        self.client.socket_opened(now, id, Some(client_tcp()));
+                        self.client
+                            .handle_socket_opened(now, id, Some(client_tcp()));
                     }
                 }
                 SocketRequest::Close { id } if Some(id) == self.stream => {
                     self.stream = None;
                     self.closes += 1;
-                    self.server.stream_closed(now, SERVER_STREAM);
+                    self.server.handle_stream_closed(now, SERVER_STREAM);
                 }
                 _ => {}
             }
@@ -312,8 +314,8 @@ fn a_closed_stream_is_replaced_without_losing_the_session() {
     let host = r.client.host_id();
     // The stream breaks (a middlebox reset): both ends hear.
     let old = r.stream.take().unwrap();
-    r.client.stream_closed(r.now, old);
-    r.server.stream_closed(r.now, SERVER_STREAM);
+    r.client.handle_stream_closed(r.now, old);
+    r.server.handle_stream_closed(r.now, SERVER_STREAM);
     r.client.send_to_server_reliable(r.now, b"after").unwrap();
     assert!(r.run_until(Duration::from_secs(2), |r| r.stream.is_some()));
     assert_ne!(r.stream, Some(old));
@@ -417,8 +419,8 @@ fn a_session_whose_stream_broke_waits_without_spinning_until_a_new_one_connects(
     r.wire.clear();
     r.refuse_tcp = true;
     let old = r.stream.take().unwrap();
-    r.client.stream_closed(r.now, old);
-    r.server.stream_closed(r.now, SERVER_STREAM);
+    r.client.handle_stream_closed(r.now, old);
+    r.server.handle_stream_closed(r.now, SERVER_STREAM);
     r.run_for(Duration::from_secs(6));
     assert!(r.client.stats().tcp_connect_failures >= 3);
     r.refuse_tcp = false;

@@ -2,6 +2,7 @@
 //! manual time (quinn's `Pair`, grown to a star). Everything is deterministic: seeds are fixed
 //! and time only moves when the harness moves it.
 
+use crate::{Endpoint as _, Events as _};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;

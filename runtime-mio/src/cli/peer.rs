@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pierce_core::{Client, ClientEvent, Endpoint, Host, HostEvent, SecretKey};
+use pierce_core::{Client, ClientEvent, Endpoint, Events, Host, HostEvent, SecretKey};
 
 use super::args::PeerArgs;
 use super::json::Obj;
@@ -18,7 +18,7 @@ use crate::{Driver, os_seed};
 const TICK: Duration = Duration::from_millis(50);
 
 /// What a scripted peer runs on: a client, or a host's own client.
-pub trait PeerEndpoint: Endpoint {
+pub trait PeerEndpoint: Endpoint + Events {
     /// The peer's client.
     fn client(&mut self) -> &mut Client;
     /// The peer's client's part of an event, if it is one.

@@ -40,10 +40,10 @@ const EPHEMERAL: RangeInclusive<u16> = 32_768..=60_999;
 /// - **Connecting.** A node's `Connect { id, addr }` sends a SYN that climbs out through the
 ///   connecting host's NATs untranslated (the NATs model UDP only; TCP always passes them
 ///   outbound) and follows static port forwards down to the listener. The connect completes
-///   after one round trip of the two access links' latencies (`socket_opened(Some(local))`).
+///   after one round trip of the two access links' latencies (`handle_socket_opened(Some(local))`).
 ///   A reset (no listener, crashed host) comes back after one round trip too; a SYN that is
 ///   dropped (no route, a partition, an offline host) fails after
-///   [`STREAM_CONNECT_TIMEOUT`] (`socket_opened(None)` both ways). UDP firewalls
+///   [`STREAM_CONNECT_TIMEOUT`] (`handle_socket_opened(None)` both ways). UDP firewalls
 ///   ([`crate::Action::BlockUdp`]) do not touch TCP.
 /// - **Addresses.** The listener sees the stream come from the connecting host's IP as it
 ///   appears in the listener's realm (its outermost NAT's public IP, usually) with a port
@@ -59,16 +59,16 @@ const EPHEMERAL: RangeInclusive<u16> = 32_768..=60_999;
 ///   [`DEFAULT_STREAM_BUFFER`] undelivered bytes refuses new frames (the runtime's bounded
 ///   framer; counted as `overflow`).
 /// - **Closing.** A node's `Close` on a stream delivers what it already sent, then the other
-///   end gets `stream_closed`. A crash, a restart ([`crate::Action::RestartServer`]) or a new
+///   end gets `handle_stream_closed`. A crash, a restart ([`crate::Action::RestartServer`]) or a new
 ///   client process ([`crate::Action::Reconnect`]) closes the dead process's streams the same
 ///   way (the kernel closes a dead process's sockets); frames towards it are dropped.
 /// - **Outages.** While a partition or an offline end keeps a flow's frames from passing,
 ///   they wait; when the path heals ([`crate::Action::Heal`], [`crate::Action::Online`]) they
 ///   go on, one trip later, in order. A flow stuck for [`STREAM_STALL_TIMEOUT`] breaks the
-///   stream: both ends get `stream_closed` (like a TCP user timeout). A stream with nothing
+///   stream: both ends get `handle_stream_closed` (like a TCP user timeout). A stream with nothing
 ///   to send never notices an outage, as in TCP without keepalives.
 /// - **Roaming.** A host whose public IP changes ([`crate::Action::Roam`], of it or of a NAT
-///   in front of it) loses its streams at once: both ends get `stream_closed` (a reset).
+///   in front of it) loses its streams at once: both ends get `handle_stream_closed` (a reset).
 ///   [`crate::Action::Rebind`] leaves streams alone.
 /// - **Unknown ids.** A transmit naming a stream the host does not have (never connected,
 ///   closed, or not yet connected) is dropped and counted (`unknown`).
@@ -686,7 +686,7 @@ impl Sim {
             self.stream_note(host, format_args!("tcp {id:?} connect failed"));
         }
         match &mut self.hosts[host].node {
-            NodeState::Running(n) => n.socket_opened(now, id, ok.then_some(local)),
+            NodeState::Running(n) => n.handle_socket_opened(now, id, ok.then_some(local)),
             NodeState::Crashed => return Ok(()),
         }
         self.service(host, false)
@@ -779,7 +779,7 @@ impl Sim {
                     self.streams.stats.closed += 1;
                     self.stream_note(to, format_args!("tcp {id:?} closed by the other end"));
                     if let NodeState::Running(n) = &mut self.hosts[to].node {
-                        n.stream_closed(now, id);
+                        n.handle_stream_closed(now, id);
                         self.service(to, false)?;
                     }
                 }
@@ -789,7 +789,7 @@ impl Sim {
     }
 
     /// Ends a stream at both ends at once (stall timeout, roam): open ends are told (a
-    /// connector still connecting gets `socket_opened(None)`), frames in flight are lost.
+    /// connector still connecting gets `handle_socket_opened(None)`), frames in flight are lost.
     fn break_conn(&mut self, key: u64, why: &str) -> Result<(), SimError> {
         let now = self.clock.now();
         let Some(c) = self.streams.conns.get(&key) else {
@@ -810,9 +810,9 @@ impl Sim {
                 continue;
             };
             if side == CONNECTOR && phase != Phase::Open {
-                n.socket_opened(now, id, None);
+                n.handle_socket_opened(now, id, None);
             } else {
-                n.stream_closed(now, id);
+                n.handle_stream_closed(now, id);
             }
             self.service(host, false)?;
         }
@@ -852,7 +852,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use pierce_core::{
-        Client, ClientConfig, ClientEvent, Endpoint, SocketId, SocketRequest, Transmit, Transport,
+        Client, ClientConfig, ClientEvent, Endpoint, Events, SocketId, SocketRequest, Transmit,
+        Transport,
     };
 
     use crate::{
@@ -900,7 +901,6 @@ mod tests {
     }
 
     impl Endpoint for Probe {
-        type Event = String;
         fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
             self.handle_datagram_on(now, SocketId::PRIMARY, from, datagram);
         }
@@ -919,12 +919,12 @@ mod tests {
         fn poll_socket_request(&mut self) -> Option<SocketRequest> {
             self.requests.pop_front()
         }
-        fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
+        fn handle_socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
             let at = self.since(now);
             self.opened.push((at, id, local));
             self.events.push_back(format!("opened {id:?} {local:?}"));
         }
-        fn stream_closed(&mut self, now: Instant, id: SocketId) {
+        fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
             let at = self.since(now);
             self.closed.push((at, id));
             self.events.push_back(format!("closed {id:?}"));
@@ -942,11 +942,16 @@ mod tests {
         fn poll_timeout(&self) -> Option<Instant> {
             None
         }
-        fn poll_event(&mut self) -> Option<String> {
-            self.events.pop_front()
-        }
         fn timeout_reason(&self) -> &'static str {
             "idle"
+        }
+    }
+
+    impl Events for Probe {
+        type Event = String;
+
+        fn poll_event(&mut self) -> Option<String> {
+            self.events.pop_front()
         }
     }
 
@@ -1035,7 +1040,7 @@ mod tests {
         );
         assert!(
             cli.closed.is_empty(),
-            "no stream_closed for a stream closed by its node"
+            "no handle_stream_closed for a stream closed by its node"
         );
         let stats = sim.stream_stats();
         assert_eq!(stats.opened, 1);
@@ -1218,7 +1223,6 @@ mod tests {
     }
 
     impl Endpoint for Shim {
-        type Event = ClientEvent;
         fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
             self.client.handle_datagram(now, from, datagram);
         }
@@ -1242,16 +1246,16 @@ mod tests {
                 .pop_front()
                 .or_else(|| self.client.poll_socket_request())
         }
-        fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
+        fn handle_socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
             if !id.is_stream() {
-                self.client.socket_opened(now, id, local);
+                self.client.handle_socket_opened(now, id, local);
             } else if local.is_some() {
                 self.stream = Some(id);
             } else {
                 self.connect();
             }
         }
-        fn stream_closed(&mut self, _now: Instant, id: SocketId) {
+        fn handle_stream_closed(&mut self, _now: Instant, id: SocketId) {
             if self.stream == Some(id) {
                 self.stream = None;
                 self.connect();
@@ -1274,11 +1278,16 @@ mod tests {
         fn poll_timeout(&self) -> Option<Instant> {
             self.client.poll_timeout()
         }
-        fn poll_event(&mut self) -> Option<ClientEvent> {
-            self.client.poll_event()
-        }
         fn timeout_reason(&self) -> &'static str {
             self.client.timeout_reason()
+        }
+    }
+
+    impl Events for Shim {
+        type Event = ClientEvent;
+
+        fn poll_event(&mut self) -> Option<ClientEvent> {
+            self.client.poll_event()
         }
     }
 
