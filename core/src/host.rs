@@ -16,7 +16,7 @@ use crate::config::ClientConfig;
 use crate::error::ConfigError;
 use crate::event::{ClientEvent, ServerEvent};
 use crate::stats::{ClientStats, ServerStats};
-use crate::time::Instant;
+use crate::time::{Instant, Timeout};
 use crate::wire::sealed::KIND_PEER;
 use crate::{Client, Server, SocketId, SocketRequest, Transmit};
 use crate::{Endpoint, Events};
@@ -146,6 +146,14 @@ impl Host {
         self.addr
     }
 
+    /// The earlier of the two halves' deadlines, with its reason (the server's on a tie).
+    fn timeout(&self) -> Option<Timeout> {
+        Timeout::min([
+            Timeout::at(self.server.poll_timeout(), self.server.timeout_reason()),
+            Timeout::at(self.client.poll_timeout(), self.client.timeout_reason()),
+        ])
+    }
+
     /// Counters of both halves.
     pub fn stats(&self) -> HostStats {
         HostStats {
@@ -229,16 +237,12 @@ impl Endpoint for Host {
 
     /// The earlier of the two halves' deadlines.
     fn poll_timeout(&self) -> Option<Instant> {
-        crate::time::earliest(self.server.poll_timeout(), self.client.poll_timeout())
+        self.timeout().map(|t| t.at)
     }
 
     /// What the earlier deadline is for.
     fn timeout_reason(&self) -> &'static str {
-        match (self.server.poll_timeout(), self.client.poll_timeout()) {
-            (Some(s), Some(c)) if c < s => self.client.timeout_reason(),
-            (None, Some(_)) => self.client.timeout_reason(),
-            _ => self.server.timeout_reason(),
-        }
+        self.timeout().map_or("none", |t| t.reason)
     }
 }
 

@@ -93,6 +93,43 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
     }
 }
 
+/// A deadline and what it is for: every sub-machine's `poll_timeout` returns one, and its
+/// parent takes the earliest of its children's together with its reason (snownet's
+/// `(Instant, &'static str)`), so the reason a busy-loop report names is always the one of the
+/// deadline that was returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Timeout {
+    /// When.
+    pub(crate) at: Instant,
+    /// What for (a short phrase for logs and busy-loop reports).
+    pub(crate) reason: &'static str,
+}
+
+impl Timeout {
+    pub(crate) const fn new(at: Instant, reason: &'static str) -> Self {
+        Self { at, reason }
+    }
+
+    /// `at` for `reason`, if there is a deadline at all.
+    pub(crate) fn at(at: Option<Instant>, reason: &'static str) -> Option<Self> {
+        at.map(|at| Self::new(at, reason))
+    }
+
+    /// The earlier of two deadlines with its reason; on a tie, `a`'s.
+    pub(crate) fn earliest(a: Option<Self>, b: Option<Self>) -> Option<Self> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if b.at < a.at { b } else { a }),
+            (a, None) => a,
+            (None, b) => b,
+        }
+    }
+
+    /// The earliest of any number of deadlines; on a tie, the first given.
+    pub(crate) fn min(all: impl IntoIterator<Item = Option<Self>>) -> Option<Self> {
+        all.into_iter().fold(None, Self::earliest)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +145,17 @@ mod tests {
             t0 + Duration::from_secs(6)
         );
         assert_eq!(c.backwards(), 1);
+    }
+
+    #[test]
+    fn the_earliest_timeout_keeps_its_own_reason_and_ties_go_to_the_first() {
+        let t0 = crate::tests::epoch();
+        let a = Timeout::new(t0 + Duration::from_millis(5), "a");
+        let b = Timeout::new(t0 + Duration::from_millis(3), "b");
+        let c = Timeout::new(t0 + Duration::from_millis(3), "c");
+        assert_eq!(Timeout::min([Some(a), None, Some(b), Some(c)]), Some(b));
+        assert_eq!(Timeout::min([Some(c), Some(b)]), Some(c));
+        assert_eq!(Timeout::min([None, None]), None);
     }
 
     #[test]
