@@ -68,8 +68,8 @@ impl std::error::Error for ConnectError {}
 pub enum SendError {
     /// Not connected (yet, or any more).
     NotConnected,
-    /// No such client (server side): never existed, or already gone.
-    UnknownHost,
+    /// No connected client has that id (server side): never existed, or already gone.
+    UnknownHost(crate::HostId),
     /// No group member with that id shares a group with this client.
     UnknownPeer,
     /// This client is not in that group.
@@ -89,7 +89,7 @@ impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotConnected => f.write_str("not connected"),
-            Self::UnknownHost => f.write_str("no such client"),
+            Self::UnknownHost(h) => UnknownHost(*h).fmt(f),
             Self::UnknownPeer => f.write_str("no such peer"),
             Self::NotMember => f.write_str("not in that group"),
             Self::UnknownChannel => f.write_str("no such channel"),
@@ -118,7 +118,7 @@ pub enum GroupError {
 impl fmt::Display for GroupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::UnknownHost(h) => write!(f, "no connected client {h}"),
+            Self::UnknownHost(h) => UnknownHost(*h).fmt(f),
             Self::UnknownGroup => f.write_str("no such group"),
             Self::AlreadyMember => f.write_str("already a member"),
             Self::NotMember => f.write_str("not a member"),
@@ -158,13 +158,15 @@ impl fmt::Display for CommandError {
 
 impl std::error::Error for CommandError {}
 
-/// No connected client has that id.
+/// No connected client has that id (the one error, and the one wording, for every command
+/// that names a client: [`SendError::UnknownHost`] and [`GroupError::UnknownHost`] say the
+/// same).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnknownHost;
+pub struct UnknownHost(pub crate::HostId);
 
 impl fmt::Display for UnknownHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no such client")
+        write!(f, "no connected client {}", self.0)
     }
 }
 

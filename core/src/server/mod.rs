@@ -370,7 +370,7 @@ impl Server {
         let max = self.max_payload();
         let cap = self.config.max_queued_datagrams_per_client;
         let Some((key, s)) = self.established_mut(to) else {
-            return Err(SendError::UnknownHost);
+            return Err(SendError::UnknownHost(to));
         };
         if payload.len() > max {
             return Err(SendError::PayloadTooLarge { max });
@@ -397,7 +397,7 @@ impl Server {
         self.clock.advance(now);
         let max = self.max_reliable_payload();
         let Some((key, s)) = self.established_mut(to) else {
-            return Err(SendError::UnknownHost);
+            return Err(SendError::UnknownHost(to));
         };
         if payload.len() > max {
             return Err(SendError::PayloadTooLarge { max });
@@ -432,7 +432,7 @@ impl Server {
     pub fn disconnect(&mut self, now: Instant, host: HostId, code: u16) -> Result<(), UnknownHost> {
         let now = self.clock.advance(now);
         let Some((key, _)) = self.established_mut(host) else {
-            return Err(UnknownHost);
+            return Err(UnknownHost(host));
         };
         self.end_client(now, key, LeaveReason::Kicked(code), Some(code));
         self.settle(now);

@@ -336,7 +336,7 @@ fn oversize_payloads_and_sends_before_connecting_are_errors() {
     assert_eq!(c.send_to_server(now, &vec![0; max]), Ok(()));
     assert_eq!(
         net.server.send(now, crate::HostId(12345), b"x"),
-        Err(SendError::UnknownHost)
+        Err(SendError::UnknownHost(crate::HostId(12345)))
     );
 }
 
@@ -370,7 +370,7 @@ fn a_kicked_client_hears_the_code() {
     net.server.disconnect(now, host, 99).unwrap();
     assert_eq!(
         net.server.disconnect(now, host, 99),
-        Err(crate::UnknownHost)
+        Err(crate::UnknownHost(host))
     );
     net.run_for(Duration::from_millis(100));
     assert_eq!(
