@@ -143,6 +143,9 @@ pub enum CommandError {
     QueueFull,
     /// The client is not in that group.
     NotMember,
+    /// The command does not fit one datagram (names and payloads are checked against their
+    /// limits first, so valid input never gets this).
+    TooLarge,
 }
 
 impl fmt::Display for CommandError {
@@ -152,6 +155,7 @@ impl fmt::Display for CommandError {
             Self::InvalidName { max } => write!(f, "names are 1 to {max} bytes"),
             Self::QueueFull => f.write_str("control queue full"),
             Self::NotMember => f.write_str("not in that group"),
+            Self::TooLarge => f.write_str("the command does not fit one datagram"),
         }
     }
 }

@@ -1,195 +1,170 @@
-//! Groups, peers and peer traffic on the client: relay first (every peer message travels
-//! through the server until a direct path exists), end-to-end sealed with the pair's key.
+//! The peer set: every member this client shares a group with, its pair keys, its reliability
+//! connection and its path agent. Relay first: every peer message travels through the server
+//! until a direct path exists, end-to-end sealed with the pair's key; the reliability state is
+//! per peer, not per path, so moving between the relay and a direct path loses, duplicates and
+//! reorders nothing.
+//!
+//! A peer packet arrives [`Via`] a direct path or the relay, is opened once with the pair's
+//! key, its frames are decoded once, and each goes to its owner: connection frames to the
+//! peer's [`Connection`], probes to its [`PathAgent`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use super::Client;
+use bytes::Bytes;
+use rand::RngCore;
+
+use super::path::{PathAgent, PathEvent, PathSend, busy_limit};
+use super::session::Relay;
+use super::sockets::SocketPool;
+use crate::arena::Arena;
+use crate::config::ClientConfig;
 use crate::crypto::PacketKeys;
-use crate::error::{CommandError, SendError};
-use crate::event::{ClientEvent, GroupId, HostId, MemberLeftReason, RoomError, RoomInfo, RoomOp};
-use crate::rudp::conn::{ACK_RESERVE, ConnEvent, Connection, Limits};
-use crate::rudp::{Channel, MessageId, Path, PeerStats, SendOptions};
-use crate::time::{Duration, Instant};
+use crate::error::SendError;
+use crate::event::{ClientEvent, HostId, PathChangeReason};
+use crate::nat::NatBehavior;
+use crate::reliability::{ACK_RESERVE, ConnEvent, Connection, Limits};
+use crate::rng::Rng;
+use crate::rudp::{Channel, MessageId, Path, PeerDropReason, PeerStats, SendOptions};
+use crate::stats::ClientStats;
+use crate::time::{Duration, Instant, Timeout};
 use crate::wire::Writer;
-use crate::wire::control::{
-    ControlMsg, JOIN_CREATE, JOIN_MUST_CREATE, MAX_NAME_LEN, ROOM_HAS_PASSWORD,
-};
+use crate::wire::control::ControlMsg;
 use crate::wire::frame::{
     Frame, MESSAGE_FRAME_OVERHEAD, RELAY_FRAME_OVERHEAD, decode_all, encode_relay_with,
 };
 use crate::wire::sealed::{HEADER_LEN, OVERHEAD, SealedPacket, TAG_LEN};
+use crate::{RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
 
 /// How long a relayed packet that arrived before its pair key is kept. The key travels on the
 /// reliable control stream ahead of any relayed packet, so only a lost control packet makes a
 /// peer packet early, and its retransmission comes within a few RTOs.
-pub(super) const EARLY_TTL: Duration = Duration::from_secs(2);
+const EARLY_TTL: Duration = Duration::from_secs(2);
 /// Early packets kept at most.
 const EARLY_CAP: usize = 64;
 /// Bytes around a peer packet's frames when it travels through the relay: the server
 /// session packet, the relay frame and the peer packet's own header and tag.
 const RELAYED_OVERHEAD: usize = OVERHEAD + RELAY_FRAME_OVERHEAD + OVERHEAD;
 
+/// Bytes of one fragment: what fits a relayed peer packet with room left for an ack.
+pub(super) fn fragment_size(config: &ClientConfig) -> usize {
+    config.max_datagram_size - RELAYED_OVERHEAD - MESSAGE_FRAME_OVERHEAD - ACK_RESERVE
+}
+
+/// The path a peer packet arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Via {
+    /// Directly from this address, on this local socket.
+    Direct(SocketId, SocketAddr),
+    /// Through the server's relay (inside a `Relayed` frame).
+    Relay,
+}
+
 /// A member this client shares at least one group with.
-pub(super) struct Peer {
+struct Peer {
     /// The pair's id (and epoch) as the server assigned it.
-    pub(super) pair_id: u32,
+    pair_id: u32,
     /// End-to-end protection with this peer.
-    pub(super) keys: PacketKeys,
+    keys: PacketKeys,
     /// The peer's address as the server observed it.
-    pub(super) addr: SocketAddr,
+    addr: SocketAddr,
     /// Reliability, channels and congestion control, whatever the path.
-    pub(super) conn: Connection,
-    /// Where its packets go.
-    pub(super) path: Path,
+    conn: Connection,
     /// Hole punching and the direct path.
-    pub(super) punch: super::punch::Punch,
+    path: PathAgent,
     /// The server said the peer went quiet (`PeerRecovering` was reported).
-    pub(super) recovering: bool,
+    recovering: bool,
     /// The pair id the current server knows this pair by (differs from `pair_id` for a pair
     /// carried over a server restart: see `adopt`).
-    pub(super) server_pair: u32,
+    server_pair: u32,
     /// Kept from an earlier server session, not (yet) introduced by the current one: only its
     /// direct path reaches it (no relay), until the pair lifetime ends.
-    pub(super) orphan: bool,
+    orphan: bool,
     /// For a pair carried over: the new server's key and pair id. Packets from the peer under
     /// them mean it kept nothing of the old pair (it restarted): the connection starts over.
-    pub(super) fresh: Option<([u8; 32], u32)>,
+    fresh: Option<([u8; 32], u32)>,
 }
 
 impl Peer {
     /// Its traffic goes through the relay: no direct path, and the server knows the pair.
-    pub(super) fn relayed(&self) -> bool {
-        self.punch.direct().is_none() && !self.orphan
+    fn relayed(&self) -> bool {
+        self.path.direct().is_none() && !self.orphan
     }
 }
 
-/// Writes Relay frames for every peer with something to send (acks, data, probes), one
-/// sealed peer packet per frame, starting after `cursor` for fairness. Returns the number of
-/// peer packets written and the peer to start after next time.
-pub(super) fn write_relay_frames(
-    now: Instant,
-    w: &mut Writer<'_>,
-    peers: &mut BTreeMap<HostId, Peer>,
+/// Every peer, and what they share: the pair index, relayed packets that came before their
+/// key, the birthday sockets, the orphans' lifetime.
+pub(super) struct PeerSet {
+    config: Arc<ClientConfig>,
+    peers: BTreeMap<HostId, Peer>,
+    /// Pair id → member.
+    pair_index: BTreeMap<u32, HostId>,
+    /// The peer whose packets went last into a server packet (round-robin between peers).
     cursor: Option<HostId>,
-) -> (u64, Option<HostId>) {
-    let mut packets = 0;
-    let mut last = cursor;
-    // Peers after the cursor first, then the rest. The cursor's own peer may be gone (it
-    // left), so the bound excludes the cursor rather than skipping the first entry.
-    let order: smallvec::SmallVec<[HostId; 16]> = match cursor {
-        Some(c) => {
-            use std::ops::Bound::{Excluded, Unbounded};
-            peers
-                .range((Excluded(c), Unbounded))
-                .chain(peers.range(..=c))
-                .map(|(k, _)| *k)
-                .collect()
-        }
-        None => peers.keys().copied().collect(),
-    };
-    for to in order {
-        let Some(peer) = peers.get_mut(&to) else {
-            continue;
-        };
-        if !peer.relayed() {
-            continue; // its traffic goes on the direct path (or nowhere, for an orphan)
-        }
-        while peer.conn.wants_transmit(now) {
-            if w.remaining() < RELAY_FRAME_OVERHEAD + OVERHEAD + MESSAGE_FRAME_OVERHEAD {
-                return (packets, last);
-            }
-            let pair_id = peer.pair_id;
-            let (keys, conn) = (&mut peer.keys, &mut peer.conn);
-            let written = encode_relay_with(w, to.0, |tail| {
-                if tail.len() < OVERHEAD + 1 {
-                    return None;
-                }
-                let pn = keys.next_counter();
-                let body_end = tail.len() - TAG_LEN;
-                let mut bw = Writer::new(&mut tail[HEADER_LEN..body_end]);
-                let n = conn.write(now, pn, RELAYED_OVERHEAD, &mut bw);
-                if n == 0 {
-                    return None;
-                }
-                keys.seal(pair_id, tail, n)
-            });
-            if !written {
-                break;
-            }
-            packets += 1;
-            last = Some(to);
-        }
-    }
-    (packets, last)
+    /// Relayed packets that arrived before their pair's key (bounded, short-lived).
+    early: VecDeque<(Instant, HostId, Bytes)>,
+    /// Holds queued messages and early packets.
+    arena: Arena,
+    /// Peer packets are opened here: a relayed one is nested inside a server packet that is
+    /// still in the client's own scratch buffer.
+    scratch: Box<[u8]>,
+    /// Extra sockets for birthday probing.
+    sockets: SocketPool,
+    /// Peers kept from a lost server session (orphans) live until this instant.
+    orphans_until: Option<Instant>,
+    events: VecDeque<ClientEvent>,
 }
 
-fn valid_name(s: &str) -> Result<(), CommandError> {
-    if s.is_empty() || s.len() > MAX_NAME_LEN {
-        return Err(CommandError::InvalidName { max: MAX_NAME_LEN });
+impl PeerSet {
+    pub(super) fn new(config: Arc<ClientConfig>) -> Self {
+        Self {
+            config,
+            peers: BTreeMap::new(),
+            pair_index: BTreeMap::new(),
+            cursor: None,
+            early: VecDeque::new(),
+            arena: Arena::default(),
+            scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
+            sockets: SocketPool::default(),
+            orphans_until: None,
+            events: VecDeque::new(),
+        }
     }
-    Ok(())
-}
 
-impl Client {
     // ---- getters -----------------------------------------------------------------------
 
-    /// Groups this client is in, in id order.
-    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
-        self.groups.keys().copied()
-    }
-
-    /// Members of a group this client is in (itself included), in join order.
-    pub fn group_members(&self, group: GroupId) -> Option<&[HostId]> {
-        self.groups.get(&group).map(|m| &m[..])
-    }
-
     /// Members this client shares a group with, in id order.
-    pub fn peers(&self) -> impl Iterator<Item = HostId> + '_ {
+    pub(super) fn ids(&self) -> impl Iterator<Item = HostId> + '_ {
         self.peers.keys().copied()
     }
 
     /// A peer's public address as the server observed it.
-    pub fn peer_addr(&self, peer: HostId) -> Option<SocketAddr> {
+    pub(super) fn addr(&self, peer: HostId) -> Option<SocketAddr> {
         self.peers.get(&peer).map(|p| p.addr)
     }
 
-    /// Largest reliable message [`Client::send`] accepts (fragmented on the wire).
-    pub fn max_message_size(&self) -> usize {
-        self.config.max_message_size
+    /// Until when peers kept from a lost server session live (if any are kept).
+    pub(super) fn orphans_until(&self) -> Option<Instant> {
+        self.orphans_until
     }
 
-    /// Largest message an unreliable channel accepts: one fragment, no fragmentation.
-    pub fn max_unreliable_payload(&self) -> usize {
-        self.fragment_size()
-    }
-
-    /// Bytes of one fragment: what fits a relayed peer packet with room left for an ack.
-    fn fragment_size(&self) -> usize {
-        self.config.max_datagram_size - RELAYED_OVERHEAD - MESSAGE_FRAME_OVERHEAD - ACK_RESERVE
-    }
-
-    pub(super) fn new_connection(&self) -> Connection {
-        Connection::new(
-            &self.config.channels,
-            Limits {
-                fragment_size: self.fragment_size(),
-                max_message_size: self.config.max_message_size,
-                max_reassembly_bytes: self.config.max_reassembly_bytes,
-                max_send_buffer: self.config.max_send_buffer_per_peer,
-                mtu: self.config.max_datagram_size,
-                ack_delay: self.config.ack_delay,
-            },
-        )
+    /// Some peer has a validated direct path.
+    pub(super) fn any_direct(&self) -> bool {
+        self.peers.values().any(|p| p.path.direct().is_some())
     }
 
     /// Counters of one channel of the connection with a peer.
-    pub fn channel_stats(&self, peer: HostId, channel: Channel) -> Option<crate::ChannelStats> {
+    pub(super) fn channel_stats(
+        &self,
+        peer: HostId,
+        channel: Channel,
+    ) -> Option<crate::ChannelStats> {
         self.peers.get(&peer)?.conn.channel_stats(channel)
     }
 
     /// Counters and estimates of the connection with a peer.
-    pub fn peer_stats(&self, peer: HostId) -> Option<PeerStats> {
+    pub(super) fn peer_stats(&self, peer: HostId) -> Option<PeerStats> {
         let p = self.peers.get(&peer)?;
         let s = p.conn.stats;
         Some(PeerStats {
@@ -210,78 +185,35 @@ impl Client {
             unacked: p.conn.unacked(),
             queued_bytes: p.conn.queued_bytes(),
             cwnd: p.conn.cwnd(),
-            path: p.path,
+            path: p.path.direct().map_or(Path::Relay, Path::Direct),
         })
     }
 
-    // ---- commands: peers ---------------------------------------------------------------
+    // ---- commands ----------------------------------------------------------------------
 
-    /// Queues a message for a member this client shares a group with, on `channel` (see
-    /// [`crate::ChannelConfig::defaults`] for the default channels). Works from the moment
-    /// [`ClientEvent::MemberJoined`] names that member: until a direct path exists the message
-    /// goes through the server's relay, sealed end to end with the pair's key.
-    ///
-    /// # Errors
-    /// [`SendError::NotConnected`], [`SendError::UnknownPeer`],
-    /// [`SendError::UnknownChannel`], [`SendError::PayloadTooLarge`] (see
-    /// [`Client::max_message_size`] and [`Client::max_unreliable_payload`]) or
-    /// [`SendError::QueueFull`].
-    pub fn send(
-        &mut self,
-        now: Instant,
-        to: HostId,
-        channel: Channel,
-        payload: &[u8],
-    ) -> Result<MessageId, SendError> {
-        self.send_with(now, to, channel, payload, SendOptions::default())
-    }
-
-    /// [`Client::send`] with a deadline or retry budget; a reliable message that misses
-    /// either is reported as [`ClientEvent::MessageExpired`] and never delivered afterwards.
-    ///
-    /// # Errors
-    /// As [`Client::send`].
-    pub fn send_with(
+    /// Queues a message for `to`; `None` if it is not a peer.
+    pub(super) fn send(
         &mut self,
         now: Instant,
         to: HostId,
         channel: Channel,
         payload: &[u8],
         options: SendOptions,
-    ) -> Result<MessageId, SendError> {
-        let now = self.clock.advance(now);
-        // Peers exist while connected, and (those kept on a direct path) while detached or
-        // registering again after losing the server.
-        let Some(peer) = self.peers.get_mut(&to) else {
-            return Err(if self.is_connected() || self.is_detached() {
-                SendError::UnknownPeer
-            } else {
-                SendError::NotConnected
-            });
-        };
-        let b = self.send_arena.copy(payload);
-        peer.conn.send(now, channel, b, options)
+    ) -> Option<Result<MessageId, SendError>> {
+        let peer = self.peers.get_mut(&to)?;
+        let b = self.arena.copy(payload);
+        Some(peer.conn.send(now, channel, b, options))
     }
 
-    /// Queues a message for every other member of `group`.
-    ///
-    /// # Errors
-    /// As [`Client::send`], plus [`SendError::NotMember`]. On an error no member gets it.
-    pub fn send_to_group(
+    /// Queues a message for every peer among `members` (but `me`): all or none.
+    pub(super) fn send_to_all(
         &mut self,
         now: Instant,
-        group: GroupId,
+        members: &[HostId],
+        me: Option<HostId>,
         channel: Channel,
         payload: &[u8],
     ) -> Result<(), SendError> {
-        let now = self.clock.advance(now);
-        if !self.is_connected() {
-            return Err(SendError::NotConnected);
-        }
-        let me = self.host_id();
-        let Some(members) = self.groups.get(&group) else {
-            return Err(SendError::NotMember);
-        };
         let targets: smallvec::SmallVec<[HostId; 16]> = members
             .iter()
             .copied()
@@ -291,7 +223,7 @@ impl Client {
         for t in &targets {
             self.peers[t].conn.check_send(channel, payload.len())?;
         }
-        let b = self.send_arena.copy(payload);
+        let b = self.arena.copy(payload);
         for t in targets {
             if let Some(p) = self.peers.get_mut(&t) {
                 p.conn
@@ -301,127 +233,20 @@ impl Client {
         Ok(())
     }
 
-    // ---- commands: rooms ---------------------------------------------------------------
-
-    /// Joins the room `name`, creating it (with `max_members`, 0 for the server's default) if
-    /// `create` and it does not exist. The answer is [`ClientEvent::RoomJoined`] (then
-    /// `MemberJoined` for each member) or [`ClientEvent::RoomFailed`].
-    ///
-    /// # Errors
-    /// [`CommandError::NotConnected`], [`CommandError::InvalidName`],
-    /// [`CommandError::QueueFull`].
-    pub fn join_room(
-        &mut self,
-        now: Instant,
-        name: &str,
-        password: &str,
-        create: bool,
-        max_members: u16,
-    ) -> Result<(), CommandError> {
-        self.clock.advance(now);
-        valid_name(name)?;
-        if password.len() > MAX_NAME_LEN {
-            return Err(CommandError::InvalidName { max: MAX_NAME_LEN });
-        }
-        self.push_control(&ControlMsg::RoomJoin {
-            flags: if create { JOIN_CREATE } else { 0 },
-            max_members,
-            name,
-            password,
-        })?;
-        self.remember_room_request(name, password, max_members);
-        Ok(())
-    }
-
-    /// Creates the room `name`; fails with [`RoomError::AlreadyExists`] if it exists.
-    ///
-    /// # Errors
-    /// As [`Client::join_room`].
-    pub fn create_room(
-        &mut self,
-        now: Instant,
-        name: &str,
-        password: &str,
-        max_members: u16,
-    ) -> Result<(), CommandError> {
-        self.clock.advance(now);
-        valid_name(name)?;
-        if password.len() > MAX_NAME_LEN {
-            return Err(CommandError::InvalidName { max: MAX_NAME_LEN });
-        }
-        self.push_control(&ControlMsg::RoomJoin {
-            flags: JOIN_MUST_CREATE,
-            max_members,
-            name,
-            password,
-        })?;
-        self.remember_room_request(name, password, max_members);
-        Ok(())
-    }
-
-    /// Joins any room that has no password and room to spare.
-    ///
-    /// # Errors
-    /// [`CommandError::NotConnected`] or [`CommandError::QueueFull`].
-    pub fn join_random_room(&mut self, now: Instant) -> Result<(), CommandError> {
-        self.clock.advance(now);
-        self.push_control(&ControlMsg::RoomJoinRandom)
-    }
-
-    /// Asks for one page of the room list, starting at `offset`; answered by
-    /// [`ClientEvent::RoomList`].
-    ///
-    /// # Errors
-    /// [`CommandError::NotConnected`] or [`CommandError::QueueFull`].
-    pub fn list_rooms(&mut self, now: Instant, offset: u16) -> Result<(), CommandError> {
-        self.clock.advance(now);
-        self.push_control(&ControlMsg::RoomListGet { offset })
-    }
-
-    /// Leaves a room.
-    ///
-    /// # Errors
-    /// [`CommandError::NotConnected`], [`CommandError::NotMember`] or
-    /// [`CommandError::QueueFull`].
-    pub fn leave_room(&mut self, now: Instant, group: GroupId) -> Result<(), CommandError> {
-        self.clock.advance(now);
-        if self.is_connected() && !self.groups.contains_key(&group) {
-            return Err(CommandError::NotMember);
-        }
-        self.push_control(&ControlMsg::RoomLeave { group: group.0 })?;
-        self.rooms.remove(&group);
-        Ok(())
-    }
-
-    /// Removes a member from a room this client owns.
-    ///
-    /// # Errors
-    /// [`CommandError::NotConnected`], [`CommandError::NotMember`] or
-    /// [`CommandError::QueueFull`].
-    pub fn kick(
-        &mut self,
-        now: Instant,
-        group: GroupId,
-        member: HostId,
-    ) -> Result<(), CommandError> {
-        self.clock.advance(now);
-        if self.is_connected() && !self.groups.contains_key(&group) {
-            return Err(CommandError::NotMember);
-        }
-        self.push_control(&ControlMsg::RoomKick {
-            group: group.0,
-            member: member.0,
-        })
-    }
-
     // ---- inputs ------------------------------------------------------------------------
 
-    /// A control message from the server, in order.
-    pub(super) fn on_control(&mut self, now: Instant, msg: ControlMsg<'_>) {
-        let Some(me) = self.host_id() else {
-            return;
-        };
-        match msg {
+    /// A control message about peers, from the server (in order); false if it is not about
+    /// peers. `me` is this client's host id, `nat` what discovery found about its NAT.
+    pub(super) fn handle_control(
+        &mut self,
+        now: Instant,
+        msg: &ControlMsg<'_>,
+        me: HostId,
+        nat: Option<&NatBehavior>,
+        rng: &mut Rng,
+        stats: &mut ClientStats,
+    ) -> bool {
+        match *msg {
             ControlMsg::PeerAdd {
                 peer,
                 pair_id,
@@ -431,13 +256,13 @@ impl Client {
             } => {
                 let peer = HostId(peer);
                 if self.peers.get(&peer).is_some_and(|p| p.orphan) {
-                    self.adopt(peer, pair_id, &key);
-                    return;
+                    self.adopt(peer, pair_id, &key, stats);
+                    return true;
                 }
                 self.remove_peer(peer);
                 let conn = self.new_connection();
-                let nonce = rand::RngCore::next_u64(&mut self.rng);
-                let punch = super::punch::Punch::new(
+                let nonce = rng.next_u64();
+                let path = PathAgent::new(
                     now,
                     addr,
                     nonce,
@@ -452,8 +277,7 @@ impl Client {
                         keys: PacketKeys::for_pair(&key, pair_id, me < peer),
                         addr,
                         conn,
-                        path: Path::Relay,
-                        punch,
+                        path,
                         recovering: false,
                         server_pair: pair_id,
                         orphan: false,
@@ -462,10 +286,9 @@ impl Client {
                 );
                 self.pair_index.insert(pair_id, peer);
                 // Replay relayed packets that arrived before this key.
-                let early = std::mem::take(&mut self.early);
-                for (at, from, packet) in early {
+                for (at, from, packet) in std::mem::take(&mut self.early) {
                     if from == peer {
-                        self.on_relayed(now, from, &packet);
+                        self.handle_relayed(now, from, &packet, true, Some(me), stats);
                     } else {
                         self.early.push_back((at, from, packet));
                     }
@@ -481,114 +304,23 @@ impl Client {
                     self.remove_peer(peer);
                 }
             }
-            ControlMsg::MemberJoined {
-                group,
-                member,
-                member_count,
-            } => {
-                let (group, member) = (GroupId(group), HostId(member));
-                let members = self.groups.entry(group).or_default();
-                if !members.contains(&member) {
-                    members.push(member);
-                }
-                let _ = self.push_control(&ControlMsg::MemberAck {
-                    group: group.0,
-                    member: member.0,
-                });
-                self.push_event(ClientEvent::MemberJoined {
-                    group,
-                    member,
-                    member_count,
-                });
-            }
-            ControlMsg::MemberLeft {
-                group,
-                member,
-                reason,
-            } => {
-                let (group, member) = (GroupId(group), HostId(member));
-                if member == me {
-                    self.groups.remove(&group);
-                    self.rooms.remove(&group);
-                } else if let Some(m) = self.groups.get_mut(&group) {
-                    m.retain(|x| *x != member);
-                }
-                self.push_event(ClientEvent::MemberLeft {
-                    group,
-                    member,
-                    reason: MemberLeftReason::from_code(reason),
-                });
-            }
-            ControlMsg::GroupDestroyed { group } => {
-                let group = GroupId(group);
-                self.groups.remove(&group);
-                self.rooms.remove(&group);
-                self.push_event(ClientEvent::GroupDestroyed { group });
-            }
-            ControlMsg::RoomJoined { group, owner, name } => {
-                let (password, max) = self.room_requests.remove(name).unwrap_or_default();
-                if self.rooms.len() < 2 * super::MAX_ROOM_REQUESTS {
-                    self.rooms
-                        .insert(GroupId(group), (name.to_owned(), password, max));
-                }
-                self.push_event(ClientEvent::RoomJoined {
-                    group: GroupId(group),
-                    name: name.to_owned(),
-                    owner: HostId(owner),
-                });
-            }
-            ControlMsg::RoomOwner { group, owner } => {
-                self.push_event(ClientEvent::RoomOwnerChanged {
-                    group: GroupId(group),
-                    owner: HostId(owner),
-                });
-            }
-            ControlMsg::RoomList {
-                total,
-                offset,
-                entries,
-            } => {
-                let rooms = entries
-                    .iter()
-                    .map(|e| RoomInfo {
-                        name: e.name.to_owned(),
-                        members: e.members,
-                        max_members: e.max_members,
-                        has_password: e.flags & ROOM_HAS_PASSWORD != 0,
-                    })
-                    .collect();
-                self.push_event(ClientEvent::RoomList {
-                    total,
-                    offset,
-                    rooms,
-                });
-            }
-            ControlMsg::RoomError { op, reason } => {
-                self.push_event(ClientEvent::RoomFailed {
-                    op: RoomOp::from_code(op),
-                    error: RoomError::from_code(reason),
-                });
-            }
-            ControlMsg::App { data } => {
-                let payload = self.recv_arena.copy(data);
-                self.push_event(ClientEvent::Message { payload });
-            }
             ControlMsg::PeerCandidates { peer, addrs } => {
                 if let Some(p) = self.peers.get_mut(&HostId(peer)) {
-                    p.punch.add_candidates(now, addrs.iter());
+                    p.path.add_candidates(now, addrs.iter());
                 }
             }
             ControlMsg::PeerMoved { peer, addr } => {
                 if let Some(p) = self.peers.get_mut(&HostId(peer)) {
                     p.addr = addr;
-                    p.punch.peer_moved(now, addr);
+                    p.path.peer_moved(now, addr);
                 }
             }
             ControlMsg::PeerOffline { peer } => {
                 let id = HostId(peer);
                 if let Some(p) = self.peers.get_mut(&id).filter(|p| !p.recovering) {
                     p.recovering = true;
-                    self.push_event(ClientEvent::PeerRecovering { peer: id });
+                    self.events
+                        .push_back(ClientEvent::PeerRecovering { peer: id });
                 }
             }
             ControlMsg::PeerOnline { peer } => {
@@ -598,28 +330,470 @@ impl Client {
                     // Whatever waited for it goes now, not after a backed-off timeout; a lost
                     // direct path is probed again at once.
                     p.conn.path_restored();
-                    p.punch.peer_moved(now, p.addr);
-                    self.push_event(ClientEvent::PeerRecovered { peer: id });
+                    p.path.peer_moved(now, p.addr);
+                    self.events
+                        .push_back(ClientEvent::PeerRecovered { peer: id });
                 }
             }
-            ControlMsg::Ticket { ticket } => self.ticket = Some(ticket.to_vec()),
             ControlMsg::PeerNat { peer, info } => {
                 if let Some(p) = self.peers.get_mut(&HostId(peer)) {
-                    p.punch.peer_nat = Some(info);
-                    p.punch
-                        .replan(now, self.nat_behavior.as_ref(), &self.config);
+                    p.path.set_peer_nat(now, info, nat, &self.config);
                     self.update_socket_pool();
                 }
             }
-            _ => self.stats.dropped.unexpected += 1,
+            _ => return false,
         }
+        true
+    }
+
+    /// A peer packet the server relayed from `from`. It is opened only while a server is
+    /// known (`server_known`); one whose pair is not known yet waits for its key.
+    pub(super) fn handle_relayed(
+        &mut self,
+        now: Instant,
+        from: HostId,
+        packet: &[u8],
+        server_known: bool,
+        me: Option<HostId>,
+        stats: &mut ClientStats,
+    ) {
+        let Ok(p) = SealedPacket::decode(packet) else {
+            stats.dropped.malformed += 1;
+            return;
+        };
+        if !p.header.peer {
+            stats.dropped.malformed += 1;
+            return;
+        }
+        match self.pair_index.get(&p.header.receiver) {
+            Some(&peer) if peer == from => {
+                stats.relayed_in += 1;
+                if server_known {
+                    self.handle_packet(now, Via::Relay, &p, me, stats);
+                }
+            }
+            Some(_) => stats.dropped.unknown_peer += 1,
+            None if self.early.len() < EARLY_CAP && !self.peers.contains_key(&from) => {
+                let b = self.arena.copy(packet);
+                self.early.push_back((now, from, b));
+            }
+            None => stats.dropped.unknown_peer += 1,
+        }
+    }
+
+    /// A peer packet that arrived `via` a direct path or the relay: opened once, its frames
+    /// decoded once, each handed to its owner.
+    pub(super) fn handle_packet(
+        &mut self,
+        now: Instant,
+        via: Via,
+        packet: &SealedPacket<'_>,
+        me: Option<HostId>,
+        stats: &mut ClientStats,
+    ) {
+        let Some(&peer_id) = self.pair_index.get(&packet.header.receiver) else {
+            stats.dropped.unknown_peer += 1;
+            return;
+        };
+        let lower = me.is_some_and(|me| me < peer_id);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            stats.dropped.unknown_peer += 1;
+            self.scratch = scratch;
+            return;
+        };
+        let pn = packet.header.counter;
+        let size = packet.aad.len() + packet.ciphertext_and_tag.len();
+        let fresh = peer
+            .fresh
+            .filter(|(_, id)| *id == packet.header.receiver && *id != peer.pair_id);
+        let opened = match fresh {
+            // Authentic under the new server's key: the peer started this pair over.
+            Some((key, id)) => {
+                let mut keys = PacketKeys::for_pair(&key, id, lower);
+                match keys.open(packet, &mut scratch) {
+                    Ok(plaintext) => {
+                        self.restart_pair(peer_id, keys, id, stats);
+                        Some(plaintext)
+                    }
+                    Err(_) => {
+                        stats.dropped.auth_failed += 1;
+                        None
+                    }
+                }
+            }
+            None => match peer.keys.open(packet, &mut scratch) {
+                Ok(plaintext) => Some(plaintext),
+                Err(e) => {
+                    stats.dropped.count_open(e);
+                    None
+                }
+            },
+        };
+        let drain = fresh.is_none() || opened.is_some();
+        match opened.map(decode_all) {
+            None => {}
+            Some(Err(_)) => stats.dropped.bad_frames += 1,
+            Some(Ok(frames)) => self.on_frames(now, peer_id, via, pn, size, &frames, stats),
+        }
+        self.scratch = scratch;
+        if drain {
+            self.drain_peer(peer_id);
+        }
+    }
+
+    /// The frames of one authentic packet from `peer_id`: connection frames to its
+    /// connection, path frames (of a packet that came directly) to its path agent.
+    #[allow(clippy::too_many_arguments)]
+    fn on_frames(
+        &mut self,
+        now: Instant,
+        peer_id: HostId,
+        via: Via,
+        pn: u64,
+        size: usize,
+        frames: &[Frame<'_>],
+        stats: &mut ClientStats,
+    ) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        peer.conn.handle_packet(now, pn, size, frames);
+        let Via::Direct(socket, from) = via else {
+            return; // probes travel directly: relayed ones mean nothing
+        };
+        let is_path = |f: &Frame<'_>| matches!(f, Frame::Probe { .. } | Frame::ProbeAck { .. });
+        let conn_frames = frames
+            .iter()
+            .any(|f| !is_path(f) && !matches!(f, Frame::Padding(_)));
+        peer.path
+            .handle_direct_packet(now, socket, from, conn_frames);
+        for f in frames {
+            let Some(peer) = self.peers.get_mut(&peer_id) else {
+                return;
+            };
+            match *f {
+                Frame::Probe { nonce } => {
+                    let direct_paths = self.config.direct_paths;
+                    peer.path
+                        .handle_probe(now, socket, from, nonce, direct_paths);
+                }
+                Frame::ProbeAck { nonce } => {
+                    if let Some(e) = peer.path.handle_probe_ack(now, socket, from, nonce) {
+                        self.on_path_event(peer_id, e, stats);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Our network is probably back (the server was heard after a silence): whatever waits
+    /// for peers' acknowledgements goes now, not after a timeout that doubled meanwhile.
+    pub(super) fn path_restored(&mut self) {
+        for p in self.peers.values_mut() {
+            p.conn.path_restored();
+        }
+    }
+
+    /// Our NAT's behaviour is known (or changed): every peer's traversal plan is recomputed.
+    pub(super) fn replan(&mut self, now: Instant, nat: Option<&NatBehavior>) {
+        for peer in self.peers.values_mut() {
+            peer.path.replan(now, nat, &self.config);
+        }
+        self.update_socket_pool();
+    }
+
+    /// The server session is lost but peers with a direct path stay (until `until`, the pair
+    /// lifetime): the others are dropped, the rest become orphans (no relay).
+    pub(super) fn keep_direct(&mut self, until: Instant) {
+        self.drop_where(|p| p.path.direct().is_none(), PeerDropReason::ServerLost);
+        for p in self.peers.values_mut() {
+            p.recovering = false;
+            p.orphan = true;
+        }
+        self.orphans_until = Some(until);
+        self.early.clear();
+    }
+
+    /// Everything that lived with the server session goes: every peer is forgotten (their
+    /// unacknowledged messages reported expired).
+    pub(super) fn clear(&mut self) {
+        self.orphans_until = None;
+        let ids: Vec<HostId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.remove_peer(id);
+        }
+        self.pair_index.clear();
+        self.early.clear();
+    }
+
+    /// Every peer is dropped with `reason` (the pair lifetime of a detached client ended).
+    pub(super) fn drop_all(&mut self, reason: PeerDropReason) {
+        self.drop_where(|_| true, reason);
+        self.orphans_until = None;
+    }
+
+    /// Advances every peer's timers: reliability, then paths (a quiet direct path falls back
+    /// to the relay), orphans (`detached`: the pair lifetime is the session's business then),
+    /// early packets.
+    pub(super) fn handle_timeout(&mut self, now: Instant, detached: bool, stats: &mut ClientStats) {
+        let ids: smallvec::SmallVec<[HostId; 16]> = self.peers.keys().copied().collect();
+        for &id in &ids {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.conn.handle_timeout(now);
+            }
+            self.drain_peer(id);
+        }
+        for &id in &ids {
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            let busy = busy_limit(&p.conn);
+            if let Some(e) = p.path.handle_timeout(now, busy) {
+                self.on_path_event(id, e, stats);
+            }
+        }
+        self.update_socket_pool();
+        // No relay for orphans: one whose direct path died is gone; all of them at the end of
+        // the pair lifetime.
+        self.drop_where(
+            |p| p.orphan && p.path.direct().is_none(),
+            PeerDropReason::DirectLost,
+        );
+        if self.orphans_until.is_some_and(|t| now >= t) && !detached {
+            self.orphans_until = None;
+            self.drop_where(|p| p.orphan, PeerDropReason::PairExpired);
+        }
+        while self
+            .early
+            .front()
+            .is_some_and(|(at, _, _)| now >= *at + EARLY_TTL)
+        {
+            self.early.pop_front();
+            stats.dropped.unknown_peer += 1;
+        }
+    }
+
+    /// The runtime's answer to a birthday socket's open.
+    pub(super) fn handle_socket_opened(&mut self, id: SocketId, local: Option<SocketAddr>) {
+        self.sockets.handle_socket_opened(id, local);
+    }
+
+    // ---- outputs -----------------------------------------------------------------------
+
+    /// The next datagram sent directly to a peer: probe answers, probes, sprayed probes, then
+    /// connection traffic of peers on a direct path.
+    pub(super) fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        stats: &mut ClientStats,
+    ) -> Option<Transmit> {
+        let max = self.config.max_datagram_size.min(buf.len());
+        let open = self.sockets.open_ids();
+        for peer in self.peers.values_mut() {
+            let pair_id = peer.pair_id;
+            match peer.path.poll_transmit(now, open, &self.config) {
+                Some(PathSend::ProbeAck { socket, to, nonce }) => {
+                    let len = peer.keys.seal_frames(pair_id, buf, max, |w| {
+                        let _ = Frame::ProbeAck { nonce }.encode(w);
+                    })?;
+                    return Some(Transmit {
+                        dst: to,
+                        len,
+                        socket,
+                    });
+                }
+                Some(PathSend::Probe { socket, to, nonce }) => {
+                    let len = peer.keys.seal_frames(pair_id, buf, max, |w| {
+                        let _ = Frame::Probe { nonce }.encode(w);
+                    })?;
+                    stats.probes_sent += 1;
+                    return Some(Transmit {
+                        dst: to,
+                        len,
+                        socket,
+                    });
+                }
+                None => {}
+            }
+            // Reliability traffic on the direct path.
+            let Some((socket, dst)) = peer.path.direct_path() else {
+                continue;
+            };
+            if !peer.conn.wants_transmit(now) || max < OVERHEAD + 1 {
+                continue;
+            }
+            let pn = peer.keys.next_counter();
+            let mut w = Writer::new(&mut buf[HEADER_LEN..max - TAG_LEN]);
+            let n = peer.conn.write(now, pn, OVERHEAD, &mut w);
+            if n == 0 {
+                continue;
+            }
+            let len = peer.keys.seal(pair_id, &mut buf[..max], n)?;
+            peer.path.on_direct_sent(now, peer.conn.unacked() > 0);
+            return Some(Transmit { dst, len, socket });
+        }
+        None
+    }
+}
+
+impl Relay for PeerSet {
+    /// Some peer whose traffic goes through the relay has a packet to send.
+    fn wants_relay(&self, now: Instant) -> bool {
+        self.peers
+            .values()
+            .any(|p| p.relayed() && p.conn.wants_transmit(now))
+    }
+
+    /// Writes `Relay` frames for every relayed peer with something to send (acks, data), one
+    /// sealed peer packet per frame, starting after the last peer served for fairness; returns
+    /// the number of peer packets written.
+    fn write_relay(&mut self, now: Instant, w: &mut Writer<'_>) -> u64 {
+        let mut packets = 0;
+        // Peers after the cursor first, then the rest. The cursor's own peer may be gone (it
+        // left), so the bound excludes the cursor rather than skipping the first entry.
+        let order: smallvec::SmallVec<[HostId; 16]> = match self.cursor {
+            Some(c) => {
+                use std::ops::Bound::{Excluded, Unbounded};
+                self.peers
+                    .range((Excluded(c), Unbounded))
+                    .chain(self.peers.range(..=c))
+                    .map(|(k, _)| *k)
+                    .collect()
+            }
+            None => self.peers.keys().copied().collect(),
+        };
+        for to in order {
+            let Some(peer) = self.peers.get_mut(&to) else {
+                continue;
+            };
+            if !peer.relayed() {
+                continue; // its traffic goes on the direct path (or nowhere, for an orphan)
+            }
+            while peer.conn.wants_transmit(now) {
+                if w.remaining() < RELAY_FRAME_OVERHEAD + OVERHEAD + MESSAGE_FRAME_OVERHEAD {
+                    return packets;
+                }
+                let pair_id = peer.pair_id;
+                let (keys, conn) = (&mut peer.keys, &mut peer.conn);
+                let written = encode_relay_with(w, to.0, |tail| {
+                    if tail.len() < OVERHEAD + 1 {
+                        return None;
+                    }
+                    let pn = keys.next_counter();
+                    let body_end = tail.len() - TAG_LEN;
+                    let mut bw = Writer::new(&mut tail[HEADER_LEN..body_end]);
+                    let n = conn.write(now, pn, RELAYED_OVERHEAD, &mut bw);
+                    if n == 0 {
+                        return None;
+                    }
+                    keys.seal(pair_id, tail, n)
+                });
+                if !written {
+                    break;
+                }
+                packets += 1;
+                self.cursor = Some(to);
+            }
+        }
+        packets
+    }
+}
+
+impl PeerSet {
+    /// The next change to the birthday sockets.
+    pub(super) fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+        self.sockets.poll_socket_request()
+    }
+
+    /// The earliest deadline of any peer's reliability or path, with its reason; with
+    /// `orphans`, the end of the orphans' lifetime too, and with `early`, the expiry of relayed
+    /// packets waiting for their key.
+    pub(super) fn poll_timeout(&self, orphans: bool, early: bool) -> Option<Timeout> {
+        let peers = self
+            .peers
+            .values()
+            .filter_map(|p| {
+                Timeout::min([
+                    Timeout::at(p.conn.poll_timeout(), "peer reliability"),
+                    p.path.poll_timeout(busy_limit(&p.conn)),
+                ])
+            })
+            .min_by_key(|t| t.at);
+        Timeout::min([
+            peers,
+            Timeout::at(
+                self.orphans_until.filter(|_| orphans),
+                "orphan pair lifetime",
+            ),
+            Timeout::at(
+                self.early
+                    .front()
+                    .filter(|_| early)
+                    .map(|(at, _, _)| *at + EARLY_TTL),
+                "early relayed packet expiry",
+            ),
+        ])
+    }
+
+    /// The next event.
+    pub(super) fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    // ---- internals ---------------------------------------------------------------------
+
+    fn new_connection(&self) -> Connection {
+        let c = &self.config;
+        Connection::new(
+            &c.channels,
+            Limits {
+                fragment_size: fragment_size(c),
+                max_message_size: c.max_message_size,
+                max_reassembly_bytes: c.max_reassembly_bytes,
+                max_send_buffer: c.max_send_buffer_per_peer,
+                mtu: c.max_datagram_size,
+                ack_delay: c.ack_delay,
+            },
+        )
+    }
+
+    fn on_path_event(&mut self, peer: HostId, e: PathEvent, stats: &mut ClientStats) {
+        let (path, reason) = match e {
+            PathEvent::Validated(to) => {
+                stats.direct_paths += 1;
+                (Path::Direct(to), PathChangeReason::Punched)
+            }
+            PathEvent::Moved(to) => (Path::Direct(to), PathChangeReason::Punched),
+            PathEvent::Lost => (Path::Relay, PathChangeReason::DirectLost),
+        };
+        self.events
+            .push_back(ClientEvent::PathChanged { peer, path, reason });
+        if matches!(e, PathEvent::Validated(_)) {
+            self.update_socket_pool();
+        }
+    }
+
+    /// Opens the birthday sockets while some peer needs them; closes the unused ones after.
+    fn update_socket_pool(&mut self) {
+        let want = self.peers.values().any(|p| p.path.wants_sockets());
+        let keep: smallvec::SmallVec<[SocketId; 8]> = self
+            .peers
+            .values()
+            .filter_map(|p| p.path.direct_socket())
+            .filter(|s| *s != SocketId::PRIMARY)
+            .collect();
+        self.sockets
+            .update(want, self.config.birthday_sockets, &keep);
     }
 
     /// The new server introduced a peer this client kept talking to directly while the
     /// server was away. The pair goes on as it was (keys, reliability state, direct path:
     /// nothing in flight is lost or repeated, nothing is punched again); the server's pair id
     /// is used with the server, and its key is held in case the peer kept nothing.
-    fn adopt(&mut self, peer: HostId, pair_id: u32, key: &[u8; 32]) {
+    fn adopt(&mut self, peer: HostId, pair_id: u32, key: &[u8; 32], stats: &mut ClientStats) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -629,110 +803,39 @@ impl Client {
             p.fresh = Some((*key, pair_id));
             self.pair_index.insert(pair_id, peer);
         }
-        self.stats.pairs_carried_over += 1;
+        stats.pairs_carried_over += 1;
     }
 
-    /// A peer packet the server relayed from `from`.
-    pub(super) fn on_relayed(&mut self, now: Instant, from: HostId, packet: &[u8]) {
-        let Ok(p) = SealedPacket::decode(packet) else {
-            self.stats.dropped.malformed += 1;
-            return;
-        };
-        if !p.header.peer {
-            self.stats.dropped.malformed += 1;
-            return;
-        }
-        match self.pair_index.get(&p.header.receiver) {
-            Some(&peer) if peer == from => {
-                self.stats.relayed_in += 1;
-                let server = self.server_addr();
-                if let Some(server) = server {
-                    self.on_peer_packet(now, server, &p, true);
-                }
-            }
-            Some(_) => self.stats.dropped.unknown_peer += 1,
-            None if self.early.len() < EARLY_CAP && !self.peers.contains_key(&from) => {
-                let b = self.recv_arena.copy(packet);
-                self.early.push_back((now, from, b));
-            }
-            None => self.stats.dropped.unknown_peer += 1,
-        }
-    }
-
-    /// A peer packet, direct from `from` or (with `relayed`) unwrapped from a relay frame.
-    pub(super) fn on_peer_packet(
+    /// A carried-over pair whose peer kept nothing of it: a new connection under the new
+    /// server's key (`keys`, which just opened the peer's first packet under it) and pair id
+    /// (messages unacknowledged on the old one are reported expired); the direct path stays.
+    fn restart_pair(
         &mut self,
-        now: Instant,
-        from: SocketAddr,
-        packet: &SealedPacket<'_>,
-        relayed: bool,
+        peer_id: HostId,
+        keys: PacketKeys,
+        id: u32,
+        stats: &mut ClientStats,
     ) {
-        let Some(&peer_id) = self.pair_index.get(&packet.header.receiver) else {
-            self.stats.dropped.unknown_peer += 1;
+        let conn = self.new_connection();
+        let Some(p) = self.peers.get_mut(&peer_id) else {
             return;
         };
-        let lower = self.host_id().is_some_and(|me| me < peer_id);
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            self.stats.dropped.unknown_peer += 1;
-            return;
-        };
-        let pn = packet.header.counter;
-        let size = packet.aad.len() + packet.ciphertext_and_tag.len();
-        let mut scratch = std::mem::take(&mut self.peer_scratch);
-        let fresh = peer
-            .fresh
-            .as_ref()
-            .is_some_and(|(_, id)| *id == packet.header.receiver && *id != peer.pair_id);
-        if fresh {
-            // Authentic under the new server's key: the peer started this pair over.
-            let ok = peer.fresh.as_ref().is_some_and(|(key, id)| {
-                PacketKeys::for_pair(key, *id, lower)
-                    .open(packet, &mut scratch)
-                    .is_ok()
-            });
-            if !ok {
-                self.stats.dropped.auth_failed += 1;
-                self.peer_scratch = scratch;
-                return;
-            }
-            self.peer_scratch = scratch;
-            self.restart_pair(peer_id);
-            return self.on_peer_packet(now, from, packet, relayed);
-        }
-        match peer.keys.open(packet, &mut scratch) {
-            Err(e) => self.stats.dropped.count_open(e),
-            Ok(plaintext) => match decode_all(plaintext) {
-                Err(_) => self.stats.dropped.bad_frames += 1,
-                Ok(frames) => {
-                    peer.conn.handle_packet(now, pn, size, &frames);
-                    let is_path =
-                        |f: &Frame<'_>| matches!(f, Frame::Probe { .. } | Frame::ProbeAck { .. });
-                    let conn_frames = frames
-                        .iter()
-                        .any(|f| !is_path(f) && !matches!(f, Frame::Padding(_)));
-                    let socket = self.rx_socket;
-                    if !relayed {
-                        self.on_direct_packet(now, peer_id, socket, from, conn_frames);
-                    }
-                    for f in frames.iter().filter(|f| is_path(f)) {
-                        self.on_path_frame(now, peer_id, socket, from, relayed, f);
-                    }
-                }
-            },
-        }
-        self.peer_scratch = scratch;
-        self.drain_peer(peer_id);
+        p.fresh = None;
+        let old_id = std::mem::replace(&mut p.pair_id, id);
+        p.keys = keys;
+        let old_conn = std::mem::replace(&mut p.conn, conn);
+        self.pair_index.remove(&old_id);
+        self.expire_all(peer_id, old_conn);
+        stats.pairs_restarted += 1;
     }
 
-    /// Moves a peer connection's events into the client's, and drops a peer that broke a
-    /// limit.
-    pub(super) fn drain_peer(&mut self, peer_id: HostId) {
+    /// Moves a peer connection's events into the set's, and drops a peer that broke a limit.
+    fn drain_peer(&mut self, peer_id: HostId) {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
-        let mut out: smallvec::SmallVec<[ClientEvent; 8]> = smallvec::SmallVec::new();
         while let Some(e) = peer.conn.poll_event() {
-            out.push(match e {
+            self.events.push_back(match e {
                 ConnEvent::Message { channel, payload } => ClientEvent::PeerMessage {
                     from: peer_id,
                     channel,
@@ -744,71 +847,50 @@ impl Client {
                     message_id: id,
                 },
             });
-            if out.len() == out.inline_size() {
-                for e in out.drain(..) {
-                    self.push_event(e);
-                }
-                return self.drain_peer(peer_id);
-            }
         }
-        let violation = peer.conn.violation();
-        for e in out {
-            self.push_event(e);
-        }
-        if let Some(reason) = violation {
+        if let Some(reason) = peer.conn.violation() {
             self.remove_peer(peer_id);
-            self.push_event(ClientEvent::PeerDropped {
+            self.events.push_back(ClientEvent::PeerDropped {
                 peer: peer_id,
                 reason,
             });
         }
     }
 
-    /// A carried-over pair whose peer kept nothing of it: a new connection under the new
-    /// server's key and pair id (messages unacknowledged on the old one are reported
-    /// expired); the direct path stays.
-    fn restart_pair(&mut self, peer_id: HostId) {
-        let Some(me) = self.host_id() else {
-            return;
-        };
-        let conn = self.new_connection();
-        let Some(p) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        let Some((key, id)) = p.fresh.take() else {
-            return;
-        };
-        let old_id = std::mem::replace(&mut p.pair_id, id);
-        p.keys = PacketKeys::for_pair(&key, id, me < peer_id);
-        let mut old_conn = std::mem::replace(&mut p.conn, conn);
-        self.pair_index.remove(&old_id);
-        old_conn.abandon();
-        while let Some(e) = old_conn.poll_event() {
-            if let ConnEvent::Expired { channel, id } = e {
-                self.push_event(ClientEvent::MessageExpired {
-                    peer: peer_id,
-                    channel,
-                    message_id: id,
-                });
-            }
+    /// Drops (with an event) every peer that `which` picks.
+    fn drop_where(&mut self, which: impl Fn(&Peer) -> bool, reason: PeerDropReason) {
+        let ids: smallvec::SmallVec<[HostId; 8]> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| which(p))
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in ids {
+            self.remove_peer(peer);
+            self.events
+                .push_back(ClientEvent::PeerDropped { peer, reason });
         }
-        self.stats.pairs_restarted += 1;
     }
 
     /// Forgets a peer; its unacknowledged reliable messages are reported expired.
     pub(super) fn remove_peer(&mut self, peer_id: HostId) {
-        let Some(mut old) = self.peers.remove(&peer_id) else {
+        let Some(old) = self.peers.remove(&peer_id) else {
             return;
         };
         self.pair_index.remove(&old.pair_id);
         if let Some((_, id)) = old.fresh {
             self.pair_index.remove(&id);
         }
-        old.conn.abandon();
-        while let Some(e) = old.conn.poll_event() {
+        self.expire_all(peer_id, old.conn);
+    }
+
+    /// Reports every message unacknowledged on a connection that ends as expired.
+    fn expire_all(&mut self, peer: HostId, mut conn: Connection) {
+        conn.abandon();
+        while let Some(e) = conn.poll_event() {
             if let ConnEvent::Expired { channel, id } = e {
-                self.push_event(ClientEvent::MessageExpired {
-                    peer: peer_id,
+                self.events.push_back(ClientEvent::MessageExpired {
+                    peer,
                     channel,
                     message_id: id,
                 });
@@ -819,8 +901,7 @@ impl Client {
     /// Test-only: pretend the server introduced `peer`, to forge relay requests the server
     /// must refuse.
     #[cfg(test)]
-    pub(crate) fn test_insert_peer(&mut self, peer: HostId, pair_id: u32, key: [u8; 32]) {
-        let me = self.host_id().unwrap_or(HostId(0));
+    pub(super) fn test_insert(&mut self, me: HostId, peer: HostId, pair_id: u32, key: [u8; 32]) {
         let conn = self.new_connection();
         let addr: SocketAddr = "0.0.0.0:0".parse().expect("literal");
         self.peers.insert(
@@ -830,8 +911,7 @@ impl Client {
                 keys: PacketKeys::for_pair(&key, pair_id, me < peer),
                 addr,
                 conn,
-                path: Path::Relay,
-                punch: super::punch::Punch::new(
+                path: PathAgent::new(
                     crate::tests::epoch(),
                     addr,
                     0,
@@ -846,5 +926,199 @@ impl Client {
             },
         );
         self.pair_index.insert(pair_id, peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::Frames;
+
+    const A: HostId = HostId(1);
+    const B: HostId = HostId(2);
+    const C: HostId = HostId(3);
+    const KEY: [u8; 32] = [9; 32];
+
+    /// One instant for the whole test (each `epoch()` call is a new one).
+    fn t0() -> Instant {
+        thread_local!(static T0: Instant = crate::tests::epoch());
+        T0.with(|t| *t)
+    }
+
+    fn set() -> PeerSet {
+        // Relay only: these tests are about the relay.
+        let cfg = ClientConfig {
+            direct_paths: false,
+            ..ClientConfig::default()
+        };
+        PeerSet::new(Arc::new(cfg))
+    }
+
+    /// `me` learns of `peer` from the server, on pair `pair_id`.
+    fn add(s: &mut PeerSet, me: HostId, peer: HostId, pair_id: u32, stats: &mut ClientStats) {
+        let mut rng = crate::rng::derive(&[me.0 as u8; 32], b"test");
+        let msg = ControlMsg::PeerAdd {
+            peer: peer.0,
+            pair_id,
+            key: KEY,
+            addr: "198.51.100.9:4000".parse().unwrap(),
+            delay_ms: 0,
+        };
+        assert!(s.handle_control(t0(), &msg, me, None, &mut rng, stats));
+    }
+
+    /// The Relay frames `s` writes into one server packet of `room` bytes: (to, packet).
+    fn relay_out(s: &mut PeerSet, now: Instant, room: usize) -> Vec<(HostId, Vec<u8>)> {
+        let mut buf = vec![0u8; room];
+        let mut w = Writer::new(&mut buf);
+        s.write_relay(now, &mut w);
+        let n = w.len();
+        Frames::new(&buf[..n])
+            .map(|f| match f.unwrap() {
+                Frame::Relay { to, packet } => (HostId(to), packet.to_vec()),
+                f => panic!("{f:?}"),
+            })
+            .collect()
+    }
+
+    fn events(s: &mut PeerSet) -> Vec<ClientEvent> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    #[test]
+    fn a_message_goes_through_the_relay_sealed_end_to_end_and_the_ack_comes_back() {
+        let mut stats = ClientStats::default();
+        let (mut a, mut b) = (set(), set());
+        add(&mut a, A, B, 7, &mut stats);
+        add(&mut b, B, A, 7, &mut stats);
+        let id = a.send(
+            t0(),
+            B,
+            Channel::RELIABLE_ORDERED,
+            b"hi",
+            SendOptions::default(),
+        );
+        assert!(matches!(id, Some(Ok(_))));
+        assert!(a.wants_relay(t0()));
+        let out = relay_out(&mut a, t0(), 1200);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, B);
+        assert!(!out[0].1.windows(2).any(|w| w == b"hi"), "sealed");
+        b.handle_relayed(t0(), A, &out[0].1, true, Some(B), &mut stats);
+        let got = events(&mut b);
+        assert!(
+            matches!(&got[..], [ClientEvent::PeerMessage { from: A, payload, .. }] if &payload[..] == b"hi"),
+            "{got:?}"
+        );
+        // The ack goes back the same way (held up to the ack delay, then due).
+        let later = t0() + Duration::from_millis(50);
+        b.handle_timeout(later, false, &mut stats);
+        let acks = relay_out(&mut b, later, 1200);
+        assert_eq!(acks.len(), 1);
+        a.handle_relayed(later, B, &acks[0].1, true, Some(A), &mut stats);
+        assert_eq!(a.peer_stats(B).unwrap().unacked, 0);
+        // A packet relayed from someone else than the pair's member is refused.
+        b.handle_relayed(later, C, &out[0].1, true, Some(B), &mut stats);
+        assert_eq!(stats.dropped.unknown_peer, 1);
+        assert_eq!(stats.relayed_in, 2);
+    }
+
+    #[test]
+    fn a_packet_that_comes_before_its_key_waits_for_it_and_expires_if_it_never_comes() {
+        let mut stats = ClientStats::default();
+        let (mut a, mut b) = (set(), set());
+        add(&mut a, A, B, 7, &mut stats);
+        let _ = a.send(
+            t0(),
+            B,
+            Channel::RELIABLE_ORDERED,
+            b"early",
+            SendOptions::default(),
+        );
+        let out = relay_out(&mut a, t0(), 1200);
+        b.handle_relayed(t0(), A, &out[0].1, true, Some(B), &mut stats);
+        assert!(events(&mut b).is_empty(), "no key yet");
+        assert_eq!(
+            b.poll_timeout(false, true),
+            Some(Timeout::new(
+                t0() + EARLY_TTL,
+                "early relayed packet expiry"
+            ))
+        );
+        add(&mut b, B, A, 7, &mut stats);
+        let got = events(&mut b);
+        assert!(
+            matches!(&got[..], [ClientEvent::PeerMessage { from: A, .. }]),
+            "{got:?}"
+        );
+        // One from a member whose key never comes is counted as unknown when it expires.
+        b.handle_relayed(t0(), C, &out[0].1, true, Some(B), &mut stats);
+        b.handle_timeout(t0() + EARLY_TTL, false, &mut stats);
+        assert_eq!(stats.dropped.unknown_peer, 1);
+        assert_eq!(
+            b.poll_timeout(false, true).map(|t| t.reason),
+            Some("peer reliability")
+        );
+    }
+
+    #[test]
+    fn relayed_peers_share_server_packets_round_robin() {
+        let mut stats = ClientStats::default();
+        let mut a = set();
+        add(&mut a, A, B, 7, &mut stats);
+        add(&mut a, A, C, 8, &mut stats);
+        for to in [B, C] {
+            for _ in 0..20 {
+                let _ = a.send(
+                    t0(),
+                    to,
+                    Channel::RELIABLE_ORDERED,
+                    &[0; 500],
+                    SendOptions::default(),
+                );
+            }
+        }
+        // Room for one peer packet per server packet: the peers take turns.
+        let order: Vec<HostId> = (0..6)
+            .flat_map(|_| relay_out(&mut a, t0(), 600))
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(order, [B, C, B, C, B, C]);
+    }
+
+    #[test]
+    fn losing_the_server_drops_peers_reachable_only_through_its_relay() {
+        let mut stats = ClientStats::default();
+        let mut a = set();
+        add(&mut a, A, B, 7, &mut stats);
+        let id = a
+            .send(
+                t0(),
+                B,
+                Channel::RELIABLE_ORDERED,
+                b"x",
+                SendOptions::default(),
+            )
+            .unwrap()
+            .unwrap();
+        let until = t0() + Duration::from_secs(600);
+        a.keep_direct(until);
+        assert_eq!(
+            events(&mut a),
+            [
+                ClientEvent::MessageExpired {
+                    peer: B,
+                    channel: Channel::RELIABLE_ORDERED,
+                    message_id: id
+                },
+                ClientEvent::PeerDropped {
+                    peer: B,
+                    reason: PeerDropReason::ServerLost
+                }
+            ]
+        );
+        assert!(!a.any_direct());
+        assert_eq!(a.ids().count(), 0);
+        assert_eq!(a.orphans_until(), Some(until));
     }
 }

@@ -2,12 +2,12 @@
 //!
 //! The runtime owns the stream (see [`crate::SocketId::stream`]); this keeps its id, asks
 //! for it to be connected or closed, and paces reconnections. Which transport the session
-//! uses, and when it moves, is decided in `mod.rs`.
+//! uses, and when it moves, is decided by the session (`session.rs`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use crate::time::{Duration, Instant};
+use crate::time::{Duration, Instant, Timeout};
 use crate::{SocketId, SocketRequest};
 
 /// First wait before connecting again after a failed or closed stream; doubles to
@@ -53,7 +53,7 @@ impl TcpLink {
         self.id.is_some() || self.connect_at.is_some()
     }
 
-    pub(super) fn poll_request(&mut self) -> Option<SocketRequest> {
+    pub(super) fn poll_socket_request(&mut self) -> Option<SocketRequest> {
         self.requests.pop_front()
     }
 
@@ -156,11 +156,12 @@ impl TcpLink {
         timed_out
     }
 
-    pub(super) fn next_timeout(&self) -> Option<Instant> {
-        crate::time::earliest(
-            crate::time::earliest(self.connect_at, self.close_at),
-            self.connect_deadline,
-        )
+    pub(super) fn poll_timeout(&self) -> Option<Timeout> {
+        Timeout::min([
+            Timeout::at(self.connect_at, "tcp reconnect"),
+            Timeout::at(self.close_at, "tcp close after grace"),
+            Timeout::at(self.connect_deadline, "tcp connect timeout"),
+        ])
     }
 }
 
@@ -177,12 +178,12 @@ mod tests {
         let now = crate::tests::epoch();
         let mut t = TcpLink::default();
         t.connect(now, addr());
-        let Some(SocketRequest::Connect { id, .. }) = t.poll_request() else {
+        let Some(SocketRequest::Connect { id, .. }) = t.poll_socket_request() else {
             panic!("no connect");
         };
-        assert_eq!(t.next_timeout(), Some(now + CONNECT_TIMEOUT));
+        assert_eq!(t.poll_timeout().map(|t| t.at), Some(now + CONNECT_TIMEOUT));
         assert!(t.handle_timeout(now + CONNECT_TIMEOUT, Some(addr())));
-        assert_eq!(t.poll_request(), Some(SocketRequest::Close { id }));
+        assert_eq!(t.poll_socket_request(), Some(SocketRequest::Close { id }));
         assert!(!t.wanted());
     }
 
@@ -191,13 +192,13 @@ mod tests {
         let now = crate::tests::epoch();
         let mut t = TcpLink::default();
         t.connect(now, addr());
-        let Some(SocketRequest::Connect { id: a, .. }) = t.poll_request() else {
+        let Some(SocketRequest::Connect { id: a, .. }) = t.poll_socket_request() else {
             panic!("no connect");
         };
         assert!(a.is_stream());
         assert!(t.closed(a));
         t.connect(now, addr());
-        let Some(SocketRequest::Connect { id: b, .. }) = t.poll_request() else {
+        let Some(SocketRequest::Connect { id: b, .. }) = t.poll_socket_request() else {
             panic!("no connect");
         };
         assert_ne!(a, b);
@@ -208,13 +209,13 @@ mod tests {
     fn a_late_open_of_an_abandoned_stream_is_closed() {
         let mut t = TcpLink::default();
         t.connect(crate::tests::epoch(), addr());
-        let _ = t.poll_request();
+        let _ = t.poll_socket_request();
         t.close(None);
-        let Some(SocketRequest::Close { id }) = t.poll_request() else {
+        let Some(SocketRequest::Close { id }) = t.poll_socket_request() else {
             panic!("no close");
         };
         assert!(!t.opened(id, true));
-        assert_eq!(t.poll_request(), Some(SocketRequest::Close { id }));
+        assert_eq!(t.poll_socket_request(), Some(SocketRequest::Close { id }));
     }
 
     #[test]
@@ -222,13 +223,19 @@ mod tests {
         let now = crate::tests::epoch();
         let mut t = TcpLink::default();
         t.reconnect_later(now);
-        assert_eq!(t.next_timeout(), Some(now + RECONNECT_INITIAL));
+        assert_eq!(
+            t.poll_timeout().map(|t| t.at),
+            Some(now + RECONNECT_INITIAL)
+        );
         t.handle_timeout(now + RECONNECT_INITIAL, Some(addr()));
-        let Some(SocketRequest::Connect { id, .. }) = t.poll_request() else {
+        let Some(SocketRequest::Connect { id, .. }) = t.poll_socket_request() else {
             panic!("no connect");
         };
         assert!(!t.opened(id, false));
         t.reconnect_later(now);
-        assert_eq!(t.next_timeout(), Some(now + RECONNECT_INITIAL * 2));
+        assert_eq!(
+            t.poll_timeout().map(|t| t.at),
+            Some(now + RECONNECT_INITIAL * 2)
+        );
     }
 }

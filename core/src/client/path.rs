@@ -1,0 +1,985 @@
+//! The path agent: one per peer, it finds, validates, keeps and loses the direct path.
+//!
+//! It probes the peer's candidate addresses with sealed `Probe` frames from both sides at
+//! once, promotes a path once a `ProbeAck` comes back on it (validated both ways), keeps it
+//! alive, follows the peer to a new address only after validating it (a probe value bound to
+//! that address must come back), and declares it dead when it goes quiet, so the peer's
+//! traffic falls back to the relay. The reliability state is per peer, not per path (see
+//! `peers.rs`), so moving traffic between paths loses, duplicates and reorders nothing.
+//!
+//! Candidates: the peer's server-reflexive address, its LAN addresses, and peer-reflexive
+//! addresses (where its probes came from). The server starts both ends together: each
+//! `PeerAdd` carries a delay that makes the two ends' first probes leave at about the same
+//! moment, so each NAT has opened its mapping before the other side's probes arrive.
+//!
+//! When both NATs' behaviours are known (RFC 5780 discovery, relayed by the server) and one
+//! side is "hard" (endpoint-dependent mapping) while the other is "easy" (endpoint-
+//! independent mapping) but filters by address and port, simultaneous punching alone cannot
+//! work: the hard side's probes leave from a port nobody knows. Then:
+//! - **port prediction**: a hard NAT with sequential allocation maps the next flow at its last
+//!   seen port plus its step; the easy side probes a window of those ports;
+//! - **birthday probing**: against random allocation, the hard side opens many local sockets
+//!   (each a new mapping towards the easy side: `sockets.rs`) and the easy side probes random
+//!   ports of the hard side's IP; a collision opens the path (n sockets, k probes: success
+//!   1 − (1 − n/64512)^k, ~98% for 256 and 1024).
+//!
+//! The agent never seals anything: it says what to send ([`PathSend`]) and its owner (the
+//! peer, which holds the pair's keys) seals it. It reports what became of the path as
+//! [`PathEvent`]s.
+
+use std::net::{IpAddr, SocketAddr};
+
+use smallvec::SmallVec;
+
+use crate::SocketId;
+use crate::config::ClientConfig;
+use crate::nat::{Dependence, NatBehavior, PortAllocation};
+use crate::time::{Duration, Instant, Timeout};
+use crate::wire::control::NatInfo;
+
+/// Time between probes of one round. Short, because both sides probe at once and the first
+/// probes are expected to die in the other side's NAT until it has sent its own.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// Probes per round (3 s): longer than a lost-and-retransmitted `PeerAdd` plus a slow RTT,
+/// shorter than Linux's 30 s unreplied-conntrack timeout.
+const PROBES_PER_ROUND: u32 = 30;
+/// A failed round is retried after this long. Longer than Linux conntrack's 30 s unreplied
+/// timeout on purpose: when a peer's probe reaches a Linux NAT before the local probe has
+/// left it, conntrack keeps that inbound flow and moves the local mapping to another port;
+/// the peer's own probes keep refreshing it, so a retry within 30 s loses the same race
+/// (found by the simulator's internet mix). After 35 s of quiet the stale entry is gone.
+const RETRY_AFTER: Duration = Duration::from_secs(35);
+/// In retry rounds the two sides alternate which one probes first, this much ahead: the
+/// first side's probes open its own NAT before the second side's can arrive, so in one of
+/// two rounds a NAT with the conntrack quirk sends first. Round 0 is simultaneous (fastest
+/// for the common case).
+const RETRY_STAGGER: Duration = Duration::from_millis(250);
+/// After a direct path died, probing restarts this soon: both ends notice the loss within a
+/// few RTOs of each other, so their rounds overlap.
+const RETRY_AFTER_LOSS: Duration = Duration::from_secs(1);
+/// On a direct path, send at least this often (a probe when idle): keeps NAT bindings open
+/// (well under conntrack's 30 s) and gives liveness something to measure.
+const DIRECT_KEEPALIVE: Duration = Duration::from_secs(1);
+/// A check of a new peer address is not replaced by another before this long. Behind two
+/// endpoint-dependent NATs every probe to a new address opens a new mapping, so each answer
+/// comes from yet another port: following each one at once would make probes chase each
+/// other at network speed.
+const MIGRATION_RETRY: Duration = Duration::from_secs(1);
+/// A direct path with no authentic packet for this long is dead even when idle.
+const DIRECT_IDLE_DEAD: Duration = Duration::from_millis(2500);
+/// With data in flight, a direct path is dead after two retransmission timeouts without an
+/// answer, but never sooner than this (jitter on fast paths).
+const DIRECT_BUSY_DEAD_MIN: Duration = Duration::from_millis(300);
+/// Probe answers waiting to be sent, per peer.
+const MAX_ACKS_DUE: usize = 8;
+/// Candidate addresses probed per peer, at most (server-reflexive, LAN, peer-reflexive).
+const MAX_CANDIDATES: usize = 8;
+/// Between two sprayed probes (prediction windows, birthday ports): 500 per second, ~30 kB/s
+/// of probes, a 1024-probe birthday round in about two seconds.
+const SPRAY_INTERVAL: Duration = Duration::from_millis(2);
+/// A prediction window is swept again this often during a round (the hard side's mapping
+/// may appear after our first sweep).
+const PREDICTION_SWEEP: Duration = Duration::from_millis(500);
+/// The hard side sweeps its extra sockets this often during a round, re-opening their
+/// mappings and its filters towards the easy side.
+const SOCKET_SWEEP: Duration = Duration::from_secs(1);
+/// Lowest port a birthday probe targets (NATs allocate from the unprivileged range).
+const LOWEST_RANDOM_PORT: u16 = 1024;
+
+/// Prediction sweeps in one round (a round lasts about three seconds).
+const PREDICTION_SWEEPS_PER_ROUND: u32 = 6;
+/// Most ports one prediction sweep covers.
+const MAX_PREDICTION_SPAN: u32 = 1024;
+
+/// Ports one prediction sweep covers: `window` steps of `delta`.
+fn prediction_span(window: u16, delta: i16) -> u32 {
+    (u32::from(window) * u32::from(delta.unsigned_abs()).max(1)).min(MAX_PREDICTION_SPAN)
+}
+
+/// What the two NATs' behaviours call for beyond simultaneous punching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Plan {
+    /// Candidates only.
+    Basic,
+    /// We are easy, the peer hard and sequential: probe its predicted ports.
+    Predict { base: u16, delta: i16 },
+    /// We are easy, the peer hard and random: probe random ports of its IP.
+    BirthdayEasy,
+    /// We are hard and random, the peer easy: probe it from many sockets.
+    BirthdayHard,
+}
+
+/// Chooses the plan from our NAT and the peer's; both ends reach matching plans from the
+/// same two descriptions.
+pub(super) fn plan(me: Option<&NatBehavior>, peer: Option<&NatInfo>, sockets: u16) -> Plan {
+    let (Some(me), Some(peer)) = (me, peer) else {
+        return Plan::Basic;
+    };
+    let easy = |m: Option<Dependence>| m == Some(Dependence::EndpointIndependent);
+    let hard = |m: Option<Dependence>| {
+        matches!(
+            m,
+            Some(Dependence::AddressDependent | Dependence::AddressAndPortDependent)
+        )
+    };
+    // A filter that lets the other side's probes in from any port of its IP makes punching
+    // work by itself (the peer-reflexive candidate); unknown counts as strict.
+    let strict = |f: Option<Dependence>| {
+        !matches!(
+            f,
+            Some(Dependence::EndpointIndependent | Dependence::AddressDependent)
+        )
+    };
+    if easy(me.mapping) && hard(peer.mapping()) && strict(me.filtering) {
+        return match peer.allocation() {
+            Some(PortAllocation::Sequential { delta }) => Plan::Predict {
+                base: peer.last_port,
+                delta,
+            },
+            Some(PortAllocation::Random) => Plan::BirthdayEasy,
+            None => Plan::Basic,
+        };
+    }
+    if hard(me.mapping)
+        && easy(peer.mapping())
+        && strict(peer.filtering())
+        && me.allocation == Some(PortAllocation::Random)
+        && sockets > 0
+    {
+        return Plan::BirthdayHard;
+    }
+    Plan::Basic
+}
+
+/// What the agent wants sent: a frame for its owner to seal with the pair's keys and send
+/// from `socket` to `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PathSend {
+    /// An answer to a probe, back where it came from.
+    ProbeAck {
+        socket: SocketId,
+        to: SocketAddr,
+        nonce: u64,
+    },
+    /// A probe: a punching round's, a triggered one, a sprayed one, a migration check or a
+    /// keepalive on the direct path.
+    Probe {
+        socket: SocketId,
+        to: SocketAddr,
+        nonce: u64,
+    },
+}
+
+/// What became of the direct path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PathEvent {
+    /// A first direct path was validated (both ways): traffic moves to it.
+    Validated(SocketAddr),
+    /// The peer moved and its new address was validated: traffic follows.
+    Moved(SocketAddr),
+    /// The direct path went quiet: traffic falls back to the relay.
+    Lost,
+}
+
+/// One peer's path state.
+#[derive(Debug)]
+pub(super) struct PathAgent {
+    /// Addresses to probe, and the local socket to probe each from.
+    candidates: SmallVec<[(SocketId, SocketAddr); 4]>,
+    /// The pair's probe secret. Punching probes carry it, and its echo from any address
+    /// validates the first direct path (with two endpoint-dependent NATs the answer comes
+    /// back from another port than the one probed). A probe that checks a new address for a
+    /// validated path carries [`PathAgent::challenge`] for that address instead, and only that
+    /// echoed from there moves the path.
+    nonce: u64,
+    /// Hole punching allowed by the configuration.
+    enabled: bool,
+    /// Probe rounds started so far.
+    round: u32,
+    /// This end has the lower host id (decides who goes first in staggered rounds).
+    lower: bool,
+    /// Probes sent in the current round.
+    sent: u32,
+    /// When the next probe round step is due (`None`: not probing).
+    next_probe: Option<Instant>,
+    /// Candidate index for the next probe of this step.
+    cursor: usize,
+    /// Probe answers to send: (on socket, to, nonce).
+    acks_due: SmallVec<[(SocketId, SocketAddr, u64); 4]>,
+    /// A probe to send at once (ICE's triggered check): a probe arrived from there while no
+    /// path is validated, so a probe back crosses both NATs now.
+    triggered: Option<(SocketId, SocketAddr)>,
+    /// The validated direct path: local socket and the peer's address.
+    direct: Option<(SocketId, SocketAddr)>,
+    /// A new address the peer's direct packets came from, being validated before the path
+    /// moves to it, and when that check started.
+    migrating: Option<(SocketId, SocketAddr)>,
+    migrating_since: Option<Instant>,
+    last_direct_recv: Option<Instant>,
+    last_direct_send: Option<Instant>,
+    /// The first connection packet sent on the direct path since the last packet received
+    /// on it: busy silence is measured from here, not from the last receive (a send after a
+    /// quiet second must get its chance to be answered).
+    busy_since: Option<Instant>,
+    /// The peer's server-reflexive address (what the server saw).
+    reflexive: Option<SocketAddr>,
+    /// The peer's NAT, when known.
+    peer_nat: Option<NatInfo>,
+    /// What the two NATs call for.
+    plan: Plan,
+    /// Spraying (prediction, birthday) in the current round.
+    spray: Spray,
+    /// The round the spray was last armed for.
+    spray_round: Option<u32>,
+    /// xorshift state for birthday ports (seeded from the nonce: deterministic per pair).
+    rng: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Spray {
+    /// When the next sprayed probe is due (`None`: not spraying).
+    next: Option<Instant>,
+    /// Probes sprayed this round.
+    sent: u32,
+    /// Probes this round may spray in all.
+    budget: u32,
+    /// Position in the current sweep (prediction offset, or extra socket index).
+    step: u32,
+}
+
+impl PathAgent {
+    /// The probe value for checking a new address of a validated path: the pair's secret
+    /// mixed with the path, so the answer proves the probe reached that very address. An
+    /// answer the peer gave to a probe sent elsewhere (a keepalive to its old address),
+    /// forwarded by someone on the path from their own address, does not move the path (the
+    /// value differs), and probes are sealed: the value cannot be read off the wire.
+    fn challenge(&self, socket: SocketId, addr: SocketAddr) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (self.nonce, socket, addr).hash(&mut h);
+        h.finish()
+    }
+
+    /// A peer introduced now: start probing after `delay` (the server's coordination).
+    pub(super) fn new(
+        now: Instant,
+        addr: SocketAddr,
+        nonce: u64,
+        enabled: bool,
+        lower: bool,
+        delay: Duration,
+    ) -> Self {
+        let usable = !addr.ip().is_unspecified() && addr.port() != 0;
+        let mut candidates = SmallVec::new();
+        if usable {
+            candidates.push((SocketId::PRIMARY, addr));
+        }
+        Self {
+            candidates,
+            nonce,
+            enabled,
+            round: 0,
+            lower,
+            sent: 0,
+            next_probe: (enabled && usable).then_some(now + delay),
+            cursor: 0,
+            acks_due: SmallVec::new(),
+            triggered: None,
+            direct: None,
+            migrating: None,
+            migrating_since: None,
+            last_direct_recv: None,
+            last_direct_send: None,
+            busy_since: None,
+            reflexive: usable.then_some(addr),
+            peer_nat: None,
+            plan: Plan::Basic,
+            spray: Spray::default(),
+            spray_round: None,
+            rng: nonce | 1,
+        }
+    }
+
+    /// The validated direct path's address, if any.
+    pub(super) fn direct(&self) -> Option<SocketAddr> {
+        self.direct.map(|(_, a)| a)
+    }
+
+    /// The validated direct path: local socket and the peer's address.
+    pub(super) fn direct_path(&self) -> Option<(SocketId, SocketAddr)> {
+        self.direct
+    }
+
+    /// The local socket of the direct path, if any.
+    pub(super) fn direct_socket(&self) -> Option<SocketId> {
+        self.direct.map(|(s, _)| s)
+    }
+
+    /// True while this peer needs the extra sockets (we are the hard side of a birthday
+    /// round that has not succeeded).
+    pub(super) fn wants_sockets(&self) -> bool {
+        self.plan == Plan::BirthdayHard && self.direct.is_none() && self.enabled
+    }
+
+    /// When the direct path is dead if nothing arrives on it: [`DIRECT_IDLE_DEAD`] after the
+    /// last packet received, or, with data awaiting acknowledgement (`busy` is then the limit,
+    /// see [`busy_limit`]), that long after the first send since the last receive.
+    fn dead_at(&self, busy: Option<Duration>) -> Option<Instant> {
+        self.direct?;
+        let last = self.last_direct_recv?;
+        let idle = last + DIRECT_IDLE_DEAD;
+        let busy = busy.map(|limit| self.busy_since.unwrap_or(last) + limit);
+        Some(busy.map_or(idle, |b| b.min(idle)))
+    }
+
+    /// Something arrived on the direct path.
+    fn direct_alive(&mut self, now: Instant) {
+        self.last_direct_recv = Some(now);
+        self.busy_since = None;
+    }
+
+    /// The next instant this path needs attention, and why; `busy` is the busy-silence limit
+    /// when data awaits acknowledgement (see [`busy_limit`]).
+    pub(super) fn poll_timeout(&self, busy: Option<Duration>) -> Option<Timeout> {
+        let keepalive = self
+            .direct
+            .and(self.last_direct_send)
+            .map(|t| t + DIRECT_KEEPALIVE);
+        let spray = self.spray.next.filter(|_| self.direct.is_none());
+        Timeout::min([
+            Timeout::at(self.next_probe, "probe round"),
+            Timeout::at(keepalive, "direct path keepalive"),
+            Timeout::at(self.dead_at(busy), "direct path liveness"),
+            Timeout::at(spray, "sprayed probe"),
+        ])
+    }
+
+    fn arm_spray(&mut self, at: Instant, sockets: u16, cfg: &ClientConfig) {
+        let budget = match self.plan {
+            Plan::Basic => 0,
+            // A window per sweep, a sweep every PREDICTION_SWEEP for the round.
+            Plan::Predict { delta, .. } => {
+                prediction_span(cfg.prediction_window, delta) * PREDICTION_SWEEPS_PER_ROUND
+            }
+            Plan::BirthdayEasy => cfg.birthday_probes,
+            Plan::BirthdayHard => u32::from(sockets) * 3,
+        };
+        self.spray = Spray {
+            next: (budget > 0 && self.enabled).then_some(at),
+            sent: 0,
+            budget,
+            step: 0,
+        };
+    }
+
+    /// Recomputes the plan after either NAT description changed; restarts probing if it
+    /// changed and no direct path exists yet.
+    pub(super) fn replan(&mut self, now: Instant, me: Option<&NatBehavior>, cfg: &ClientConfig) {
+        let plan = plan(me, self.peer_nat.as_ref(), cfg.birthday_sockets);
+        if plan == self.plan {
+            return;
+        }
+        self.plan = plan;
+        if self.direct.is_none() && self.enabled && self.reflexive.is_some() {
+            // Keep the round's timing if one is under way (or the server's start delay).
+            let at = self.next_probe.map_or(now, |t| t.max(now));
+            if self.next_probe.is_none() {
+                self.next_probe = Some(at);
+            }
+            self.arm_spray(at, cfg.birthday_sockets, cfg);
+            self.spray_round = Some(self.round);
+        }
+    }
+
+    /// The peer's reflexive address changed (rebinding, roaming): probe the new one, now if
+    /// no direct path is up (a live direct path follows the peer's packets by itself).
+    pub(super) fn peer_moved(&mut self, now: Instant, addr: SocketAddr) {
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return;
+        }
+        let old = self.reflexive.replace(addr);
+        let c = (SocketId::PRIMARY, addr);
+        if let Some(i) = self
+            .candidates
+            .iter()
+            .position(|x| Some(x.1) == old && x.0 == SocketId::PRIMARY)
+        {
+            self.candidates[i] = c;
+        } else if !self.candidates.contains(&c) && self.candidates.len() < MAX_CANDIDATES {
+            self.candidates.push(c);
+        }
+        if self.direct.is_none() && self.enabled {
+            self.sent = 0;
+            self.cursor = 0;
+            self.next_probe = Some(now);
+        }
+    }
+
+    /// More addresses to probe (the peer's LAN candidates); starts a round if not direct.
+    pub(super) fn add_candidates(&mut self, now: Instant, addrs: impl Iterator<Item = SocketAddr>) {
+        for a in addrs {
+            let c = (SocketId::PRIMARY, a);
+            if !self.candidates.contains(&c) && self.candidates.len() < MAX_CANDIDATES {
+                self.candidates.push(c);
+            }
+        }
+        if self.direct.is_none() && self.enabled {
+            self.sent = 0;
+            self.next_probe = Some(now);
+        }
+    }
+
+    /// The peer's NAT behaviour (relayed by the server): recompute the plan.
+    pub(super) fn set_peer_nat(
+        &mut self,
+        now: Instant,
+        info: NatInfo,
+        me: Option<&NatBehavior>,
+        cfg: &ClientConfig,
+    ) {
+        self.peer_nat = Some(info);
+        self.replan(now, me, cfg);
+    }
+
+    /// A `Probe` frame of an authentic packet that came directly from `from` on local socket
+    /// `socket` (with `direct_paths` off, probes are not answered).
+    pub(super) fn handle_probe(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        nonce: u64,
+        direct_paths: bool,
+    ) {
+        if !direct_paths {
+            return;
+        }
+        if self.acks_due.len() < MAX_ACKS_DUE {
+            self.acks_due.push((socket, from, nonce));
+        }
+        // The probe's source is where the peer's NAT maps it towards us: the best candidate
+        // there is (it already passed our NAT's filter, too).
+        let c = (socket, from);
+        if self.direct.is_none() && self.enabled {
+            self.triggered = Some(c);
+        }
+        if !self.candidates.contains(&c) && self.candidates.len() < MAX_CANDIDATES {
+            self.candidates.push(c);
+            if self.direct.is_none() && self.next_probe.is_none_or(|t| t > now) {
+                self.next_probe = Some(now);
+            }
+        }
+    }
+
+    /// A `ProbeAck` frame of an authentic packet that came directly from `from` on local
+    /// socket `socket`: the echo of the pair's secret validates a first direct path; the echo
+    /// of the challenge for the address being checked moves a validated one there.
+    pub(super) fn handle_probe_ack(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        nonce: u64,
+    ) -> Option<PathEvent> {
+        if self.direct.is_some()
+            && self
+                .migrating
+                .is_some_and(|(s, a)| s == socket && nonce == self.challenge(s, a))
+        {
+            // The moved peer answered the probe sent to its new address (the answer may come
+            // from yet another port behind an endpoint-dependent NAT): follow it.
+            let (s, to) = self.migrating.take()?;
+            // (`migrating_since` stays: the next check waits its turn too.)
+            self.direct = Some((s, to));
+            self.direct_alive(now);
+            return Some(PathEvent::Moved(to));
+        }
+        if nonce == self.nonce && self.direct.is_none() {
+            self.direct = Some((socket, from));
+            self.next_probe = None;
+            self.spray = Spray::default();
+            self.direct_alive(now);
+            self.last_direct_send = Some(now);
+            return Some(PathEvent::Validated(from));
+        }
+        None
+    }
+
+    /// Any authentic packet that came directly from `from` on local socket `socket`;
+    /// `conn_frames`: it carried connection traffic (data, acks), not only probes.
+    pub(super) fn handle_direct_packet(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        conn_frames: bool,
+    ) {
+        let Some((s, addr)) = self.direct else {
+            return;
+        };
+        if s == socket && addr != from {
+            // The peer seems to have moved (its NAT rebound), or someone on the path forwarded
+            // one of its packets from elsewhere. Authentic is not enough: probe the new address
+            // with a value bound to it and move only when that value comes back (QUIC's path
+            // validation). Until then the validated address keeps the traffic.
+            // Only connection traffic counts: the peer sends it to its path to us, so it comes
+            // from a new port only if the peer really moved. Probes and their answers go to
+            // (and come back from) other addresses while punching; behind an
+            // endpoint-dependent NAT each of those has a port of its own.
+            let idle = self
+                .migrating_since
+                .is_none_or(|t| now >= t + MIGRATION_RETRY);
+            if conn_frames && self.migrating != Some((socket, from)) && idle {
+                self.migrating = Some((socket, from));
+                self.migrating_since = Some(now);
+                self.triggered = Some((socket, from));
+            }
+        } else {
+            self.direct_alive(now);
+        }
+    }
+
+    /// Declares the direct path dead if it has been quiet too long (`busy`: see
+    /// [`busy_limit`]); probing restarts soon.
+    pub(super) fn handle_timeout(
+        &mut self,
+        now: Instant,
+        busy: Option<Duration>,
+    ) -> Option<PathEvent> {
+        let dead = self.dead_at(busy)?;
+        if now < dead {
+            return None;
+        }
+        self.direct = None;
+        self.busy_since = None;
+        self.sent = 0;
+        self.cursor = 0;
+        // A path that worked is retried soon (the peer may have moved, and the server's
+        // PeerMoved restarts it at once); a failed round waits longer.
+        self.next_probe = Some(now + RETRY_AFTER_LOSS);
+        self.spray = Spray::default();
+        Some(PathEvent::Lost)
+    }
+
+    /// The next probe answer or probe to send, if one is due: answers first (from the socket
+    /// the probe came in on), then a keepalive on the direct path, a triggered probe, a
+    /// punching round's next probe, a sprayed one. `open` are the birthday sockets open now.
+    pub(super) fn poll_transmit(
+        &mut self,
+        now: Instant,
+        open: &[SocketId],
+        cfg: &ClientConfig,
+    ) -> Option<PathSend> {
+        if let Some((socket, to, nonce)) = self.acks_due.pop() {
+            return Some(PathSend::ProbeAck { socket, to, nonce });
+        }
+        let keepalive_due = self.direct.is_some()
+            && self
+                .last_direct_send
+                .is_none_or(|t| now >= t + DIRECT_KEEPALIVE);
+        let probe_due = self.next_probe.is_some_and(|t| now >= t) && !self.candidates.is_empty();
+        let triggered = if self.direct.is_none() || self.migrating.is_some() {
+            self.triggered.take()
+        } else {
+            None
+        };
+        let (socket, to) = if keepalive_due {
+            self.direct?
+        } else if let Some(t) = triggered {
+            t
+        } else if probe_due {
+            if self.sent == 0 && self.cursor == 0 && self.spray_round != Some(self.round) {
+                // A round starts: spray along with it (a spray under way from a replan in
+                // this round keeps going).
+                self.spray_round = Some(self.round);
+                self.arm_spray(now, cfg.birthday_sockets, cfg);
+            }
+            self.candidates[self.cursor % self.candidates.len()]
+        } else {
+            self.next_spray(now, open, cfg)?
+        };
+        let nonce = if self.migrating == Some((socket, to)) {
+            self.challenge(socket, to)
+        } else {
+            self.nonce
+        };
+        if keepalive_due {
+            self.last_direct_send = Some(now);
+        } else if triggered.is_some() {
+            // Outside the round's count.
+        } else if probe_due {
+            self.advance_round(now);
+        }
+        Some(PathSend::Probe { socket, to, nonce })
+    }
+
+    /// A punching round's probe went out: on to the next candidate, the next step, or the
+    /// next round.
+    fn advance_round(&mut self, now: Instant) {
+        self.cursor += 1;
+        if self.cursor < self.candidates.len() {
+            return;
+        }
+        self.cursor = 0;
+        self.sent += 1;
+        self.next_probe = if self.direct.is_some() {
+            None
+        } else if self.sent >= PROBES_PER_ROUND {
+            self.sent = 0;
+            self.round += 1;
+            let second = (self.round % 2 == 1) != self.lower;
+            let stagger = if second {
+                RETRY_STAGGER
+            } else {
+                Duration::ZERO
+            };
+            Some(now + RETRY_AFTER + stagger)
+        } else {
+            Some(now + PROBE_INTERVAL)
+        };
+    }
+
+    /// The owner sent connection traffic on the direct path; `awaiting`: data in it awaits an
+    /// answer (an ack-only packet does not: silence after it is expected).
+    pub(super) fn on_direct_sent(&mut self, now: Instant, awaiting: bool) {
+        self.last_direct_send = Some(now);
+        if awaiting {
+            self.busy_since.get_or_insert(now);
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// The next sprayed probe's (socket, destination), if one is due now.
+    fn next_spray(
+        &mut self,
+        now: Instant,
+        open: &[SocketId],
+        cfg: &ClientConfig,
+    ) -> Option<(SocketId, SocketAddr)> {
+        let due = self.spray.next.is_some_and(|t| now >= t) && self.direct.is_none();
+        if !due {
+            return None;
+        }
+        let reflexive = self.reflexive?;
+        let ip: IpAddr = reflexive.ip();
+        let s = &mut self.spray;
+        if s.sent >= s.budget {
+            s.next = None;
+            return None;
+        }
+        let (target, sweep_len, sweep_pause) = match self.plan {
+            Plan::Basic => {
+                s.next = None;
+                return None;
+            }
+            Plan::Predict { base, delta } => {
+                // Every port around the last seen one, nearest first, leaning the step's
+                // way (+1, −1, +2, −2, … for a positive step): other flows may have taken
+                // ports in between, a "step" measured from few samples may be a multiple of
+                // the real one, and the mapping towards this peer may predate discovery's.
+                let n = i32::try_from(s.step).unwrap_or(0);
+                let j = n / 2 + 1;
+                let sign = if n % 2 == 0 { 1 } else { -1 };
+                let port = i32::from(base) + i32::from(delta.signum()) * sign * j;
+                let port = u16::try_from(port.rem_euclid(65_536)).unwrap_or(0).max(1);
+                (
+                    (SocketId::PRIMARY, SocketAddr::new(ip, port)),
+                    prediction_span(cfg.prediction_window, delta),
+                    PREDICTION_SWEEP,
+                )
+            }
+            Plan::BirthdayEasy => {
+                let span = u64::from(u16::MAX - LOWEST_RANDOM_PORT) + 1;
+                let r = self.next_random();
+                let port = LOWEST_RANDOM_PORT + u16::try_from(r % span).unwrap_or(0);
+                (
+                    (SocketId::PRIMARY, SocketAddr::new(ip, port)),
+                    u32::MAX,
+                    Duration::ZERO,
+                )
+            }
+            Plan::BirthdayHard => {
+                if open.is_empty() {
+                    // Sockets not open yet: look again shortly.
+                    s.next = Some(now + SPRAY_INTERVAL * 10);
+                    return None;
+                }
+                let i = s.step as usize % open.len();
+                ((open[i], reflexive), open.len() as u32, SOCKET_SWEEP)
+            }
+        };
+        let s = &mut self.spray;
+        s.sent += 1;
+        s.step += 1;
+        if s.step >= sweep_len {
+            s.step = 0;
+            s.next = Some(now + sweep_pause);
+        } else {
+            s.next = Some(now + SPRAY_INTERVAL);
+        }
+        if s.sent >= s.budget {
+            s.next = None;
+        }
+        Some(target)
+    }
+}
+
+/// How long a direct path may go unanswered while data awaits acknowledgement: two
+/// retransmission timeouts (never under [`DIRECT_BUSY_DEAD_MIN`]), counted from the first
+/// send since the last receive; `None` when nothing is in flight (then only
+/// [`DIRECT_IDLE_DEAD`], a few missed keepalives, applies).
+pub(super) fn busy_limit(conn: &crate::reliability::Connection) -> Option<Duration> {
+    (conn.unacked() > 0).then(|| ((conn.srtt() + conn.rtt_var() * 4) * 2).max(DIRECT_BUSY_DEAD_MIN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONCE: u64 = 0x5eed;
+
+    fn peer() -> SocketAddr {
+        "198.51.100.7:40000".parse().unwrap()
+    }
+
+    fn agent(now: Instant, lower: bool) -> PathAgent {
+        PathAgent::new(now, peer(), NONCE, true, lower, Duration::ZERO)
+    }
+
+    fn cfg() -> ClientConfig {
+        ClientConfig::default()
+    }
+
+    /// Every probe the agent sends at `now`.
+    fn sends(a: &mut PathAgent, now: Instant) -> Vec<PathSend> {
+        std::iter::from_fn(|| a.poll_transmit(now, &[], &cfg())).collect()
+    }
+
+    /// Validates the direct path to `peer()` on the primary socket at `now`.
+    fn validated(now: Instant) -> PathAgent {
+        let mut a = agent(now, true);
+        let _ = sends(&mut a, now);
+        let e = a.handle_probe_ack(now, SocketId::PRIMARY, peer(), NONCE);
+        assert_eq!(e, Some(PathEvent::Validated(peer())));
+        a
+    }
+
+    #[test]
+    fn probing_starts_after_the_servers_delay_and_the_pair_secret_validates_a_path() {
+        let t0 = crate::tests::epoch();
+        let delay = Duration::from_millis(40);
+        let mut a = PathAgent::new(t0, peer(), NONCE, true, true, delay);
+        assert_eq!(
+            a.poll_timeout(None),
+            Some(Timeout::new(t0 + delay, "probe round"))
+        );
+        assert!(sends(&mut a, t0).is_empty(), "not before the delay");
+        let first = sends(&mut a, t0 + delay);
+        assert_eq!(
+            first,
+            [PathSend::Probe {
+                socket: SocketId::PRIMARY,
+                to: peer(),
+                nonce: NONCE
+            }]
+        );
+        // A wrong value validates nothing; the pair's secret from any address does (behind
+        // an endpoint-dependent NAT the answer comes from another port).
+        let other: SocketAddr = "198.51.100.7:40001".parse().unwrap();
+        assert_eq!(a.handle_probe_ack(t0, SocketId::PRIMARY, other, 1), None);
+        let t1 = t0 + Duration::from_millis(60);
+        let e = a.handle_probe_ack(t1, SocketId::PRIMARY, other, NONCE);
+        assert_eq!(e, Some(PathEvent::Validated(other)));
+        assert_eq!(a.direct_path(), Some((SocketId::PRIMARY, other)));
+        // No more punching: a keepalive a second later is all that is due.
+        assert_eq!(
+            a.poll_timeout(None),
+            Some(Timeout::new(t1 + DIRECT_KEEPALIVE, "direct path keepalive"))
+        );
+    }
+
+    #[test]
+    fn a_round_probes_every_candidate_then_the_retry_waits_out_conntrack_staggered_by_id() {
+        let t0 = crate::tests::epoch();
+        for lower in [true, false] {
+            let mut a = agent(t0, lower);
+            a.add_candidates(t0, ["10.0.0.5:4000".parse().unwrap()].into_iter());
+            let mut now = t0;
+            let mut probes = 0;
+            while let Some(t) = a.poll_timeout(None).filter(|t| t.at < t0 + RETRY_AFTER) {
+                now = t.at;
+                probes += sends(&mut a, now).len();
+            }
+            assert_eq!(probes, 2 * PROBES_PER_ROUND as usize, "two candidates");
+            // Round 1 is the first retry: the higher id goes second, RETRY_STAGGER later.
+            let stagger = if lower { Duration::ZERO } else { RETRY_STAGGER };
+            assert_eq!(
+                a.poll_timeout(None).map(|t| t.at),
+                Some(now + RETRY_AFTER + stagger),
+                "lower: {lower}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_probe_is_answered_from_the_socket_it_came_in_on_and_triggers_a_probe_back() {
+        let t0 = crate::tests::epoch();
+        let mut a = PathAgent::new(t0, peer(), NONCE, true, true, Duration::from_secs(1));
+        let reflexive: SocketAddr = "203.0.113.9:6000".parse().unwrap();
+        a.handle_probe(t0, SocketId(3), reflexive, 77, true);
+        let probe = |socket, to| PathSend::Probe {
+            socket,
+            to,
+            nonce: NONCE,
+        };
+        assert_eq!(
+            sends(&mut a, t0),
+            [
+                PathSend::ProbeAck {
+                    socket: SocketId(3),
+                    to: reflexive,
+                    nonce: 77
+                },
+                // Triggered: back where the probe came from, at once.
+                probe(SocketId(3), reflexive),
+                // A new candidate starts a round now, the server's delay notwithstanding.
+                probe(SocketId::PRIMARY, peer()),
+                probe(SocketId(3), reflexive),
+            ]
+        );
+        // Answers are bounded, and with direct paths off nothing is answered at all.
+        for i in 0..100 {
+            a.handle_probe(t0, SocketId(3), reflexive, i, true);
+        }
+        let acks = sends(&mut a, t0)
+            .iter()
+            .filter(|s| matches!(s, PathSend::ProbeAck { .. }))
+            .count();
+        assert_eq!(acks, MAX_ACKS_DUE);
+        a.handle_probe(t0, SocketId(3), reflexive, 5, false);
+        assert!(sends(&mut a, t0).is_empty());
+    }
+
+    #[test]
+    fn a_moved_peer_is_followed_only_once_the_challenge_for_its_new_address_comes_back() {
+        let t0 = crate::tests::epoch();
+        let mut a = validated(t0);
+        let moved: SocketAddr = "198.51.100.7:50000".parse().unwrap();
+        // Probes and their answers from a new address start nothing.
+        a.handle_direct_packet(t0, SocketId::PRIMARY, moved, false);
+        assert!(sends(&mut a, t0).is_empty());
+        // Connection traffic from there does: a probe with a value bound to that address.
+        a.handle_direct_packet(t0, SocketId::PRIMARY, moved, true);
+        let probes = sends(&mut a, t0);
+        let [PathSend::Probe { to, nonce, .. }] = probes[..] else {
+            panic!("{probes:?}");
+        };
+        assert_eq!(to, moved);
+        assert_ne!(nonce, NONCE, "bound to the address, not the pair's secret");
+        // The pair's secret coming back (an answer to a probe sent elsewhere, forwarded from
+        // the new address) moves nothing; the challenge does.
+        assert_eq!(
+            a.handle_probe_ack(t0, SocketId::PRIMARY, moved, NONCE),
+            None
+        );
+        assert_eq!(a.direct(), Some(peer()));
+        let e = a.handle_probe_ack(t0, SocketId::PRIMARY, moved, nonce);
+        assert_eq!(e, Some(PathEvent::Moved(moved)));
+        assert_eq!(a.direct(), Some(moved));
+        // A further move is checked no sooner than MIGRATION_RETRY after the last check.
+        let again: SocketAddr = "198.51.100.7:50001".parse().unwrap();
+        a.handle_direct_packet(t0, SocketId::PRIMARY, again, true);
+        assert!(sends(&mut a, t0).is_empty());
+        a.handle_direct_packet(t0 + MIGRATION_RETRY, SocketId::PRIMARY, again, true);
+        assert!(!sends(&mut a, t0 + MIGRATION_RETRY).is_empty());
+    }
+
+    #[test]
+    fn a_quiet_direct_path_is_lost_sooner_with_data_in_flight_and_probing_restarts() {
+        let t0 = crate::tests::epoch();
+        let mut idle = validated(t0);
+        assert_eq!(idle.handle_timeout(t0 + DIRECT_IDLE_DEAD / 2, None), None);
+        let lost = t0 + DIRECT_IDLE_DEAD;
+        assert_eq!(
+            idle.poll_timeout(None).map(|t| t.reason),
+            Some("direct path keepalive"),
+            "the keepalive comes first"
+        );
+        assert_eq!(idle.handle_timeout(lost, None), Some(PathEvent::Lost));
+        assert_eq!(idle.direct(), None);
+        assert_eq!(
+            idle.poll_timeout(None),
+            Some(Timeout::new(lost + RETRY_AFTER_LOSS, "probe round"))
+        );
+        // With data awaiting an answer, silence counts from the first send after the last
+        // receive, for the busy limit.
+        let mut busy = validated(t0);
+        let limit = Duration::from_millis(400);
+        let sent = t0 + Duration::from_millis(100);
+        busy.on_direct_sent(sent, true);
+        assert_eq!(
+            busy.poll_timeout(Some(limit)),
+            Some(Timeout::new(sent + limit, "direct path liveness"))
+        );
+        assert_eq!(
+            busy.handle_timeout(sent + limit, Some(limit)),
+            Some(PathEvent::Lost)
+        );
+    }
+
+    #[test]
+    fn both_ends_reach_matching_plans_from_the_same_two_descriptions() {
+        use crate::nat::NatBehavior;
+        let nat = |mapping, allocation| NatBehavior {
+            reflexive: peer(),
+            mapping: Some(mapping),
+            filtering: Some(Dependence::AddressAndPortDependent),
+            port_preserved: None,
+            allocation: Some(allocation),
+            last_port: 4000,
+            alternate: None,
+        };
+        let easy = nat(
+            Dependence::EndpointIndependent,
+            PortAllocation::Sequential { delta: 1 },
+        );
+        let hard = |allocation| nat(Dependence::AddressAndPortDependent, allocation);
+        let info = |b: &NatBehavior| NatInfo::from_behavior(b);
+        let random = hard(PortAllocation::Random);
+        assert_eq!(
+            plan(Some(&easy), Some(&info(&random)), 256),
+            Plan::BirthdayEasy
+        );
+        assert_eq!(
+            plan(Some(&random), Some(&info(&easy)), 256),
+            Plan::BirthdayHard
+        );
+        assert_eq!(
+            plan(Some(&random), Some(&info(&easy)), 0),
+            Plan::Basic,
+            "no sockets"
+        );
+        let sequential = hard(PortAllocation::Sequential { delta: 2 });
+        assert_eq!(
+            plan(Some(&easy), Some(&info(&sequential)), 256),
+            Plan::Predict {
+                base: 4000,
+                delta: 2
+            }
+        );
+        assert_eq!(
+            plan(Some(&sequential), Some(&info(&easy)), 256),
+            Plan::Basic
+        );
+        assert_eq!(plan(None, Some(&info(&easy)), 256), Plan::Basic, "unknown");
+    }
+}

@@ -1,0 +1,1273 @@
+//! The client's session with the server: the handshake (with the cookie a loaded server asks
+//! for), the encrypted link (keepalives, idle timeout, the reliable control stream, unreliable
+//! datagrams, the relay frames its packets carry for the peers), the TCP fallback and the move
+//! back to UDP (`tcp.rs` owns the stream itself), closing, and re-registration after the
+//! server was lost.
+//!
+//! What the session cannot decide alone it reports as a [`SessionEvent`] and its owner
+//! answers: whether a lost session keeps its peers (detached) or ends everything depends on
+//! the peers; control messages are for whoever they concern.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rand::RngCore;
+
+use super::tcp::{self, TcpLink};
+use crate::arena::Arena;
+use crate::config::{ClientConfig, Transport};
+use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey};
+use crate::error::{CommandError, SendError};
+use crate::event::{DisconnectReason, HostId, RejectReason};
+use crate::rng::Rng;
+use crate::rudp::stream::ControlStream;
+use crate::stats::ClientStats;
+use crate::time::{Backoff, Duration, Instant, Timeout};
+use crate::wire::Writer;
+use crate::wire::control::ControlMsg;
+use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame};
+use crate::wire::handshake::{COOKIE_LEN, ClientHello, Retry, ServerHello};
+use crate::wire::sealed::{SealedHeader, SealedPacket};
+use crate::{SocketId, SocketRequest, Transmit};
+
+/// First wait before re-registering with a lost server; doubles to [`REJOIN_MAX`].
+const REJOIN_INITIAL: Duration = Duration::from_secs(1);
+const REJOIN_MAX: Duration = Duration::from_secs(8);
+
+/// Longer than the server's keepalive interval ([`crate::DEFAULT_KEEPALIVE_INTERVAL`]: a
+/// server with nothing to say pings that often) plus a margin: a server quiet for this long
+/// means our network is probably out. Heard again after such a silence, peer retransmissions
+/// restart without their backoff.
+const SERVER_QUIET: Duration = Duration::from_secs(6);
+
+/// While the server is quiet (past [`SERVER_QUIET`]), ping it this often, so that when our
+/// network comes back the server hears us (and tells our peers) within half a second.
+const RECOVERY_PING: Duration = Duration::from_millis(500);
+
+/// Where a session is in its life (for the owner's routing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    Idle,
+    Handshaking,
+    Authenticating,
+    Connected,
+    Closing,
+    Detached,
+    Closed,
+}
+
+/// What the session tells its owner.
+#[derive(Debug)]
+pub(super) enum SessionEvent {
+    /// The server welcomed us.
+    Connected {
+        host_id: HostId,
+        public_addr: SocketAddr,
+        server_key: PublicKey,
+        /// The server's address (where NAT discovery goes).
+        server: SocketAddr,
+        /// The session is on a TCP stream.
+        on_tcp: bool,
+        /// It was a re-registration after the server was lost.
+        rejoined: bool,
+    },
+    /// The session failed. The owner answers with [`Session::rejoin_failed`] (`rejoining`),
+    /// [`Session::detach`] or [`Session::close`].
+    Failed {
+        reason: DisconnectReason,
+        rejoining: bool,
+    },
+    /// The server was heard again after a silence of [`SERVER_QUIET`]: our network was
+    /// probably out.
+    HeardAfterQuiet,
+    /// The session moved to a TCP stream (`tcp`) or back to UDP.
+    Transport { tcp: bool },
+    /// Detached, the pair lifetime ran out: the session is closed and the peers must go.
+    PairLifetimeOver,
+}
+
+/// What [`Session::poll_transmit`] produced.
+pub(super) enum Poll {
+    /// A datagram for the server.
+    Server(Transmit),
+    /// Nothing for the server now: peers' direct traffic may go.
+    Peers,
+    /// Nothing at all.
+    Nothing,
+}
+
+/// How a sealed packet that arrived is routed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    /// To the peers: a peer packet that came directly.
+    Peer,
+    /// To the session: a server packet on the session's path.
+    Server,
+    /// Dropped (counted).
+    Dropped,
+}
+
+/// The peers' side of the relay: what the session's packets carry for them.
+pub(super) trait Relay {
+    /// Some relayed peer has a packet to send.
+    fn wants_relay(&self, now: Instant) -> bool;
+    /// Writes `Relay` frames into a server packet; returns how many peer packets.
+    fn write_relay(&mut self, now: Instant, w: &mut Writer<'_>) -> u64;
+}
+
+enum State {
+    /// `connect` not called yet.
+    Idle,
+    /// ClientHello sent, waiting for a ServerHello.
+    Handshaking(Box<Handshake>),
+    /// Keys agreed, Connect frame sent, waiting for Welcome or Reject.
+    Authenticating(Box<Authenticating>),
+    /// Welcome received.
+    Connected(Box<Link>),
+    /// `disconnect` called: one Close frame still to send.
+    Closing(Box<Link>, u16),
+    /// No server session any more (it timed out, or [`crate::Client::detach_from_server`]),
+    /// but peers with a validated direct path are still talked to, until this instant (the
+    /// pair lifetime) or their direct path dies.
+    Detached(Instant),
+    /// Finished; nothing more happens.
+    Closed,
+}
+
+struct Handshake {
+    server: SocketAddr,
+    /// Hellos go out on this socket: the primary UDP socket, or the TCP stream.
+    socket: SocketId,
+    /// With [`Transport::Auto`]: connect a TCP stream at this instant if the server has not
+    /// answered over UDP by then.
+    tcp_at: Option<Instant>,
+    ephemeral: Ephemeral,
+    retry: Backoff,
+    deadline: Instant,
+    hello_due: bool,
+    /// A server answered with a key other than the pinned one.
+    key_mismatch: bool,
+    /// Re-registering after the server was lost: failure returns to `Detached`.
+    rejoin: bool,
+    /// The cookie a server under load asked us to echo.
+    cookie: Option<[u8; COOKIE_LEN]>,
+    token: Vec<u8>,
+}
+
+struct Authenticating {
+    link: Link,
+    /// See [`Handshake::rejoin`].
+    rejoin: bool,
+    retry: Backoff,
+    deadline: Instant,
+    connect_due: bool,
+    token: Vec<u8>,
+}
+
+/// An established, encrypted link to the server.
+struct Link {
+    server: SocketAddr,
+    /// The socket the session is on: the primary UDP socket, or the TCP stream.
+    socket: SocketId,
+    /// On TCP with [`Transport::Auto`]: the next UDP probe to the server is due then.
+    probe_at: Instant,
+    probe_due: bool,
+    /// The nonce of the last UDP probe; its answer (over UDP) moves the session back.
+    probe_nonce: Option<u64>,
+    server_key: PublicKey,
+    keys: PacketKeys,
+    /// The id the server chose for packets sent to it.
+    server_session: u32,
+    host_id: HostId,
+    public_addr: Option<SocketAddr>,
+    last_recv: Instant,
+    last_send: Instant,
+    ping_due: bool,
+    /// Reliable ordered control messages in both directions.
+    control: ControlStream,
+}
+
+impl Link {
+    /// When the next keepalive is due: `keepalive` after the last send, or every
+    /// [`RECOVERY_PING`] once the server has been quiet for [`SERVER_QUIET`].
+    fn ping_at(&self, keepalive: Duration) -> Instant {
+        let quiet = (self.last_send + RECOVERY_PING).max(self.last_recv + SERVER_QUIET);
+        (self.last_send + keepalive).min(quiet)
+    }
+}
+
+/// The session with the server (see the module docs).
+pub(super) struct Session {
+    config: Arc<ClientConfig>,
+    state: State,
+    /// The id this client chose for packets sent to it (new for every handshake).
+    id: u32,
+    /// Datagrams for the server application not yet transmitted.
+    outgoing: VecDeque<Bytes>,
+    /// Holds queued datagrams.
+    arena: Arena,
+    /// The TCP stream to the server, when UDP does not get through.
+    tcp: TcpLink,
+    /// The server and token given to `connect`: re-registration goes there with them.
+    last_server: Option<(SocketAddr, Vec<u8>)>,
+    /// The server's latest resumption ticket (presented when re-registering).
+    ticket: Option<Vec<u8>>,
+    /// While detached after losing the server: the next re-registration attempt.
+    rejoin_at: Option<Instant>,
+    rejoin_backoff: Duration,
+    events: VecDeque<SessionEvent>,
+}
+
+impl Session {
+    pub(super) fn new(config: Arc<ClientConfig>) -> Self {
+        Self {
+            config,
+            state: State::Idle,
+            id: 0,
+            outgoing: VecDeque::new(),
+            arena: Arena::default(),
+            tcp: TcpLink::default(),
+            last_server: None,
+            ticket: None,
+            rejoin_at: None,
+            rejoin_backoff: REJOIN_INITIAL,
+            events: VecDeque::new(),
+        }
+    }
+
+    // ---- getters -----------------------------------------------------------------------
+
+    pub(super) fn phase(&self) -> Phase {
+        match self.state {
+            State::Idle => Phase::Idle,
+            State::Handshaking(_) => Phase::Handshaking,
+            State::Authenticating(_) => Phase::Authenticating,
+            State::Connected(_) => Phase::Connected,
+            State::Closing(..) => Phase::Closing,
+            State::Detached(_) => Phase::Detached,
+            State::Closed => Phase::Closed,
+        }
+    }
+
+    fn connected(&self) -> Option<&Link> {
+        match &self.state {
+            State::Connected(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The id the server gave this client, while connected.
+    pub(super) fn host_id(&self) -> Option<HostId> {
+        self.connected().map(|l| l.host_id)
+    }
+
+    /// This client's address as the server sees it, while connected.
+    pub(super) fn public_addr(&self) -> Option<SocketAddr> {
+        self.connected().and_then(|l| l.public_addr)
+    }
+
+    /// Smoothed round-trip time to the server, while connected.
+    pub(super) fn server_rtt(&self) -> Option<Duration> {
+        self.connected().map(|l| l.control.srtt())
+    }
+
+    /// The server address, while a session with it exists or is being made.
+    pub(super) fn server_addr(&self) -> Option<SocketAddr> {
+        match &self.state {
+            State::Handshaking(h) => Some(h.server),
+            State::Authenticating(a) => Some(a.link.server),
+            State::Connected(l) | State::Closing(l, _) => Some(l.server),
+            State::Idle | State::Closed | State::Detached(_) => None,
+        }
+    }
+
+    /// Whether the session is on a TCP stream now.
+    pub(super) fn on_tcp(&self) -> bool {
+        match &self.state {
+            State::Handshaking(h) => h.socket.is_stream(),
+            State::Authenticating(a) => a.link.socket.is_stream(),
+            State::Connected(l) | State::Closing(l, _) => l.socket.is_stream(),
+            State::Idle | State::Closed | State::Detached(_) => false,
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn ticket(&self) -> Option<Vec<u8>> {
+        self.ticket.clone()
+    }
+
+    /// The server's latest resumption ticket (presented when re-registering).
+    pub(super) fn store_ticket(&mut self, ticket: &[u8]) {
+        self.ticket = Some(ticket.to_vec());
+    }
+
+    // ---- commands ----------------------------------------------------------------------
+
+    /// Starts connecting to `server` (the caller checked the client is fresh and the token's
+    /// size).
+    pub(super) fn connect(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+        token: &[u8],
+        rng: &mut Rng,
+    ) {
+        self.last_server = Some((server, token.to_vec()));
+        self.begin_handshake(now, server, token.to_vec(), false, rng);
+    }
+
+    /// A new handshake with `server` (a first connect, or a re-registration).
+    fn begin_handshake(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+        token: Vec<u8>,
+        rejoin: bool,
+        rng: &mut Rng,
+    ) {
+        self.id = rng.next_u32();
+        let tcp_at = match self.config.transport {
+            Transport::Auto => Some(now + self.config.tcp_fallback_after),
+            Transport::Udp => None,
+            Transport::Tcp => {
+                self.tcp.connect(now, server);
+                None
+            }
+        };
+        self.state = State::Handshaking(Box::new(Handshake {
+            server,
+            socket: SocketId::PRIMARY,
+            tcp_at,
+            ephemeral: Ephemeral::generate(rng),
+            retry: Backoff::new(
+                now,
+                self.config.handshake_retry_initial,
+                self.config.handshake_retry_max,
+            ),
+            deadline: now + self.config.connect_timeout,
+            hello_due: true,
+            key_mismatch: false,
+            rejoin,
+            cookie: None,
+            token,
+        }));
+    }
+
+    /// Queues an unreliable datagram for the server application.
+    pub(super) fn send_datagram(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        if self.connected().is_none() {
+            return Err(SendError::NotConnected);
+        }
+        let max =
+            self.config.max_datagram_size - crate::wire::sealed::OVERHEAD - DATAGRAM_FRAME_OVERHEAD;
+        if payload.len() > max {
+            return Err(SendError::PayloadTooLarge { max });
+        }
+        if self.outgoing.len() >= self.config.max_queued_datagrams {
+            return Err(SendError::QueueFull);
+        }
+        let b = self.arena.copy(payload);
+        self.outgoing.push_back(b);
+        Ok(())
+    }
+
+    /// Queues a control message for the server. A message that does not fit one datagram
+    /// cannot be (the caller checks sizes); one the full queue cannot take is refused.
+    pub(super) fn push_control(&mut self, msg: &ControlMsg<'_>) -> Result<(), CommandError> {
+        let State::Connected(l) = &mut self.state else {
+            return Err(CommandError::NotConnected);
+        };
+        let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
+        let Ok(n) = msg.encode(&mut buf) else {
+            debug_assert!(
+                false,
+                "a control message the caller let through is too large"
+            );
+            return Err(CommandError::TooLarge);
+        };
+        l.control
+            .push(&buf[..n])
+            .map_err(|_| CommandError::QueueFull)
+    }
+
+    /// `disconnect`: a live session closes with one Close frame. `None` if there was nothing
+    /// to close; else whether to report `Disconnected` (not for a session that had already
+    /// ended and left only its peers behind). The owner forgets everything of the session.
+    pub(super) fn disconnect(&mut self, code: u16) -> Option<bool> {
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        let (state, report) = match state {
+            State::Connected(link) => (State::Closing(link, code), true),
+            State::Authenticating(a) => (State::Closing(Box::new(a.link), code), true),
+            State::Handshaking(_) => (State::Closed, true),
+            // The session ended already (and was reported); the peers go now.
+            State::Detached(_) => (State::Closed, false),
+            s @ (State::Closing(..) | State::Idle | State::Closed) => {
+                self.state = s;
+                return None;
+            }
+        };
+        self.state = state;
+        Some(report)
+    }
+
+    /// The session is lost but peers stay: detached until `until` (the pair lifetime),
+    /// registering again from `now` on if `reregister`.
+    pub(super) fn detach(&mut self, now: Instant, until: Instant, reregister: bool) {
+        self.state = State::Detached(until);
+        self.forget_link();
+        if reregister {
+            self.rejoin_backoff = REJOIN_INITIAL;
+            self.rejoin_at = Some(now + REJOIN_INITIAL);
+        } else {
+            self.rejoin_at = None;
+        }
+    }
+
+    /// A re-registration failed (the server is not back, or refused): detached again until
+    /// `until`, the next attempt after the backoff.
+    pub(super) fn rejoin_failed(&mut self, now: Instant, until: Instant) {
+        self.tcp.close(None);
+        self.state = State::Detached(until);
+        self.rejoin_at = Some(now + self.rejoin_backoff);
+        self.rejoin_backoff = (self.rejoin_backoff * 2).min(REJOIN_MAX);
+    }
+
+    /// The session ended for good.
+    pub(super) fn close(&mut self) {
+        self.state = State::Closed;
+        self.forget();
+    }
+
+    /// Drops what lived with the session (its stream, unless a Close frame still has to go
+    /// down it, and queued datagrams) and re-registration.
+    pub(super) fn forget(&mut self) {
+        self.rejoin_at = None;
+        if !matches!(self.state, State::Closing(..)) {
+            // (A closing session's stream closes after its Close frame.)
+            self.tcp.close(None);
+        }
+        self.outgoing.clear();
+    }
+
+    fn forget_link(&mut self) {
+        self.tcp.close(None);
+        self.outgoing.clear();
+    }
+
+    // ---- inputs ------------------------------------------------------------------------
+
+    /// Where a sealed packet that arrived on `socket` from `from` goes.
+    pub(super) fn route(
+        &self,
+        socket: SocketId,
+        from: SocketAddr,
+        header: &SealedHeader,
+        stats: &mut ClientStats,
+    ) -> Route {
+        let on_stream = socket.is_stream();
+        let link = match &self.state {
+            State::Detached(_) if header.peer => return Route::Peer,
+            State::Handshaking(_) if header.peer && !on_stream => return Route::Peer,
+            State::Authenticating(a) => &a.link,
+            State::Connected(l) | State::Closing(l, _) => &**l,
+            _ => {
+                stats.dropped.unexpected += 1;
+                return Route::Dropped;
+            }
+        };
+        if !header.peer && header.receiver != self.id {
+            stats.dropped.unknown_session += 1;
+            Route::Dropped
+        } else if on_stream && Some(socket) != self.tcp.open_id() {
+            stats.dropped.unexpected += 1;
+            Route::Dropped
+        } else if header.peer && !on_stream {
+            Route::Peer
+        } else if header.peer || from != link.server {
+            stats.dropped.unexpected += 1;
+            Route::Dropped
+        } else {
+            Route::Server
+        }
+    }
+
+    /// Opens a server packet (routed [`Route::Server`]) into `scratch`.
+    pub(super) fn open<'s>(
+        &mut self,
+        now: Instant,
+        packet: &SealedPacket<'_>,
+        scratch: &'s mut [u8],
+        stats: &mut ClientStats,
+    ) -> Option<&'s [u8]> {
+        let link = match &mut self.state {
+            State::Authenticating(a) => &mut a.link,
+            State::Connected(l) | State::Closing(l, _) => &mut **l,
+            _ => return None,
+        };
+        match link.keys.open(packet, scratch) {
+            Err(e) => {
+                stats.dropped.count_open(e);
+                None
+            }
+            Ok(plaintext) => {
+                let quiet = now.saturating_duration_since(link.last_recv);
+                link.last_recv = now;
+                if quiet >= SERVER_QUIET {
+                    self.events.push_back(SessionEvent::HeardAfterQuiet);
+                }
+                Some(plaintext)
+            }
+        }
+    }
+
+    /// One frame of an authentic server packet that came in on `socket`.
+    pub(super) fn handle_frame(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        frame: &Frame<'_>,
+        stats: &mut ClientStats,
+    ) {
+        match *frame {
+            Frame::Padding(_) => {}
+            Frame::Ping => stats.io.keepalives_received += 1,
+            Frame::Welcome { host_id, observed } => self.on_welcome(now, HostId(host_id), observed),
+            Frame::Reject { reason } => {
+                if matches!(self.state, State::Authenticating(_)) {
+                    let reason = DisconnectReason::Rejected(RejectReason::from_code(reason));
+                    self.fail(reason);
+                } else {
+                    stats.dropped.unexpected += 1;
+                }
+            }
+            Frame::Close { code } => {
+                if matches!(self.state, State::Connected(_) | State::Authenticating(_)) {
+                    self.fail(DisconnectReason::ClosedByServer(code));
+                }
+            }
+            Frame::Stream { seq, data } => match &mut self.state {
+                State::Connected(l) => l.control.on_data(seq, data),
+                _ => stats.dropped.unexpected += 1,
+            },
+            Frame::StreamAck { next, mask } => {
+                if let State::Connected(l) = &mut self.state {
+                    l.control.on_ack(now, next, mask);
+                }
+            }
+            Frame::ProbeAck { nonce } => self.on_probe_ack(now, socket, nonce, stats),
+            _ => stats.dropped.unexpected += 1,
+        }
+    }
+
+    /// The next control message the server sent, in order.
+    pub(super) fn poll_control(&mut self) -> Option<Bytes> {
+        match &mut self.state {
+            State::Connected(l) => l.control.poll_delivered(),
+            _ => None,
+        }
+    }
+
+    /// A server under load wants its cookie echoed: the hello goes again at once with it.
+    pub(super) fn handle_retry(
+        &mut self,
+        from: SocketAddr,
+        retry: &Retry,
+        stats: &mut ClientStats,
+    ) {
+        let State::Handshaking(h) = &mut self.state else {
+            stats.dropped.unexpected += 1;
+            return;
+        };
+        if from != h.server || retry.client_session != self.id {
+            stats.dropped.unexpected += 1;
+            return;
+        }
+        h.cookie = Some(retry.cookie);
+        h.hello_due = true;
+        stats.retries_received += 1;
+    }
+
+    /// The server's answer to our hello, on `socket`.
+    pub(super) fn handle_hello(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        hello: &ServerHello,
+        stats: &mut ClientStats,
+    ) {
+        let State::Handshaking(h) = &mut self.state else {
+            stats.dropped.unexpected += 1;
+            return;
+        };
+        let on_stream = socket.is_stream();
+        if from != h.server
+            || hello.client_session != self.id
+            || (on_stream && Some(socket) != self.tcp.open_id())
+            || (!on_stream && socket != SocketId::PRIMARY)
+        {
+            stats.dropped.unexpected += 1;
+            return;
+        }
+        if let Some(pinned) = self.config.server_key {
+            if pinned.0 != hello.server_static {
+                stats.server_key_mismatches += 1;
+                h.key_mismatch = true;
+                return;
+            }
+        }
+        let Ok(keys) =
+            HandshakeKeys::client(&h.ephemeral, &hello.server_ephemeral, &hello.server_static)
+        else {
+            stats.dropped.auth_failed += 1;
+            return;
+        };
+        if keys.verify_confirm(&hello.aad(), &hello.tag).is_err() {
+            stats.dropped.auth_failed += 1;
+            return;
+        }
+        let State::Handshaking(h) = std::mem::replace(&mut self.state, State::Closed) else {
+            return;
+        };
+        // The session lives on the socket the server answered on. An answer over UDP makes a
+        // stream connected meanwhile pointless.
+        if !on_stream {
+            self.tcp.close(None);
+        }
+        self.state = State::Authenticating(Box::new(Authenticating {
+            link: Link {
+                server: h.server,
+                socket,
+                probe_at: now,
+                probe_due: false,
+                probe_nonce: None,
+                server_key: PublicKey(hello.server_static),
+                keys: keys.into_client_session(),
+                server_session: hello.server_session,
+                host_id: HostId(0),
+                public_addr: None,
+                last_recv: now,
+                last_send: now,
+                ping_due: false,
+                control: ControlStream::new(self.config.max_queued_control),
+            },
+            retry: Backoff::new(
+                now,
+                self.config.handshake_retry_initial,
+                self.config.handshake_retry_max,
+            ),
+            deadline: h.deadline,
+            connect_due: true,
+            rejoin: h.rejoin,
+            token: h.token,
+        }));
+    }
+
+    fn on_welcome(&mut self, now: Instant, host_id: HostId, observed: SocketAddr) {
+        // A duplicate Welcome (our Connect was retransmitted) changes nothing.
+        let State::Authenticating(_) = self.state else {
+            return;
+        };
+        let State::Authenticating(a) = std::mem::replace(&mut self.state, State::Closed) else {
+            return;
+        };
+        let mut link = a.link;
+        if a.rejoin {
+            self.rejoin_at = None;
+            self.rejoin_backoff = REJOIN_INITIAL;
+        }
+        link.host_id = host_id;
+        link.public_addr = Some(observed);
+        // On TCP, probe UDP at once: the server learns our UDP address (peers punch to it).
+        link.probe_at = now;
+        self.events.push_back(SessionEvent::Connected {
+            host_id,
+            public_addr: observed,
+            server_key: link.server_key,
+            server: link.server,
+            on_tcp: link.socket.is_stream(),
+            rejoined: a.rejoin,
+        });
+        self.state = State::Connected(Box::new(link));
+    }
+
+    /// The server answered our UDP probe over UDP: UDP works both ways again, the session
+    /// moves back to it (the server follows our next packet) and the stream closes after a
+    /// grace period.
+    fn on_probe_ack(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        nonce: u64,
+        stats: &mut ClientStats,
+    ) {
+        let State::Connected(l) = &mut self.state else {
+            stats.dropped.unexpected += 1;
+            return;
+        };
+        if socket != SocketId::PRIMARY || l.probe_nonce != Some(nonce) || !l.socket.is_stream() {
+            stats.dropped.unexpected += 1;
+            return;
+        }
+        l.probe_nonce = None;
+        l.socket = SocketId::PRIMARY;
+        l.ping_due = true;
+        self.tcp.close(Some(now + tcp::CLOSE_GRACE));
+        stats.transport_changes += 1;
+        self.events
+            .push_back(SessionEvent::Transport { tcp: false });
+    }
+
+    fn fail(&mut self, reason: DisconnectReason) {
+        let rejoining = match &self.state {
+            State::Handshaking(h) => h.rejoin,
+            State::Authenticating(a) => a.rejoin,
+            _ => false,
+        };
+        self.events
+            .push_back(SessionEvent::Failed { reason, rejoining });
+    }
+
+    /// The runtime's answer to a stream connect (`ok`: it connected).
+    pub(super) fn handle_stream_opened(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        ok: bool,
+        stats: &mut ClientStats,
+    ) {
+        if !self.tcp.opened(id, ok) {
+            if self.tcp.open_id().is_none() && !ok && self.wants_stream(now) {
+                stats.tcp_connect_failures += 1;
+                self.tcp.reconnect_later(now);
+            }
+            return;
+        }
+        stats.tcp_streams_opened += 1;
+        let mut moved = false;
+        match &mut self.state {
+            State::Handshaking(h) => {
+                h.socket = id;
+                h.cookie = None;
+                h.hello_due = true;
+            }
+            State::Authenticating(a) if a.link.socket.is_stream() => {
+                a.link.socket = id;
+                a.connect_due = true;
+            }
+            State::Connected(l)
+                if l.socket.is_stream()
+                    || now.saturating_duration_since(l.last_recv) >= SERVER_QUIET =>
+            {
+                // A replacement stream, or the server went quiet over UDP: the next packet
+                // moves the session here.
+                moved = !l.socket.is_stream();
+                l.socket = id;
+                l.ping_due = true;
+                l.probe_at = now + self.config.udp_probe_interval;
+                self.tcp.keep();
+            }
+            _ => self.tcp.close(None),
+        }
+        if moved {
+            stats.transport_changes += 1;
+            self.events.push_back(SessionEvent::Transport { tcp: true });
+        }
+    }
+
+    /// The runtime reports that TCP stream `id` ended. A session on it connects a new one at
+    /// once (the server keeps the session through its recovery window).
+    pub(super) fn handle_stream_closed(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        stats: &mut ClientStats,
+    ) {
+        if !self.tcp.closed(id) {
+            return;
+        }
+        stats.tcp_streams_closed += 1;
+        match &mut self.state {
+            State::Handshaking(h) if h.socket == id => {
+                // Back to UDP hellos (Auto) while a new stream is connected.
+                h.socket = SocketId::PRIMARY;
+                h.cookie = None;
+                self.tcp.reconnect_later(now);
+            }
+            State::Authenticating(a) if a.link.socket == id => self.tcp.connect(now, a.link.server),
+            State::Connected(l) if l.socket == id => self.tcp.connect(now, l.server),
+            _ => {}
+        }
+    }
+
+    /// Whether a TCP stream to the server is (still) worth connecting.
+    fn wants_stream(&self, now: Instant) -> bool {
+        let auto = self.config.transport == Transport::Auto;
+        match &self.state {
+            State::Handshaking(h) => {
+                self.config.transport == Transport::Tcp || (auto && h.tcp_at.is_none())
+            }
+            State::Authenticating(a) => a.link.socket.is_stream(),
+            State::Connected(l) => {
+                l.socket.is_stream()
+                    || (auto && now.saturating_duration_since(l.last_recv) >= SERVER_QUIET)
+            }
+            _ => false,
+        }
+    }
+
+    /// Advances timers: retransmissions, keepalives, timeouts, the TCP stream,
+    /// re-registration.
+    pub(super) fn handle_timeout(&mut self, now: Instant, rng: &mut Rng, stats: &mut ClientStats) {
+        let failure = match &mut self.state {
+            State::Idle | State::Closed | State::Closing(..) => None,
+            State::Detached(until) => {
+                if now >= *until {
+                    self.state = State::Closed;
+                    self.rejoin_at = None;
+                    self.events.push_back(SessionEvent::PairLifetimeOver);
+                } else if self.rejoin_at.is_some_and(|at| now >= at) {
+                    self.rejoin_at = None;
+                    if let Some((server, token)) = self.last_server.clone() {
+                        // The server may be back: register again, peers carry on meanwhile.
+                        stats.reregistrations += 1;
+                        self.begin_handshake(now, server, token, true, rng);
+                    }
+                }
+                None
+            }
+            State::Handshaking(h) => {
+                if now >= h.deadline {
+                    Some(if h.key_mismatch {
+                        DisconnectReason::ServerKeyMismatch
+                    } else {
+                        DisconnectReason::ConnectTimedOut
+                    })
+                } else {
+                    h.hello_due |= h.retry.poll(now);
+                    if h.tcp_at.is_some_and(|at| now >= at) {
+                        // No answer over UDP: try TCP too.
+                        h.tcp_at = None;
+                        self.tcp.connect(now, h.server);
+                    }
+                    None
+                }
+            }
+            State::Authenticating(a) => {
+                if now >= a.deadline {
+                    Some(DisconnectReason::ConnectTimedOut)
+                } else {
+                    a.connect_due |= a.retry.poll(now);
+                    None
+                }
+            }
+            State::Connected(l) => {
+                if now >= l.last_recv + self.config.idle_timeout {
+                    Some(DisconnectReason::TimedOut)
+                } else {
+                    l.ping_due |= now >= l.ping_at(self.config.keepalive_interval);
+                    let auto = self.config.transport == Transport::Auto;
+                    if auto && l.socket.is_stream() && now >= l.probe_at {
+                        l.probe_due = true;
+                        l.probe_at = now + self.config.udp_probe_interval;
+                    }
+                    if auto
+                        && !l.socket.is_stream()
+                        && !self.tcp.wanted()
+                        && now >= l.last_recv + SERVER_QUIET
+                    {
+                        // The server is quiet over UDP (blocked, or our network is out): a
+                        // stream too; it takes over if it connects while still quiet.
+                        self.tcp.connect(now, l.server);
+                    }
+                    None
+                }
+            }
+        };
+        let server = self.server_addr().filter(|_| self.wants_stream(now));
+        if self.tcp.handle_timeout(now, server) {
+            stats.tcp_connect_failures += 1;
+            if self.wants_stream(now) {
+                self.tcp.reconnect_later(now);
+            }
+        }
+        if let Some(reason) = failure {
+            self.fail(reason);
+        }
+    }
+
+    // ---- outputs -----------------------------------------------------------------------
+
+    /// The next datagram for the server: a hello, the Connect packet, a UDP probe, a packet
+    /// of control messages, relayed peer packets and datagrams (or a keepalive), the Close
+    /// frame.
+    pub(super) fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        relay: &mut impl Relay,
+        rng: &mut Rng,
+        stats: &mut ClientStats,
+    ) -> Poll {
+        let max = self.config.max_datagram_size.min(buf.len());
+        let id = self.id;
+        let forced_tcp = self.config.transport == Transport::Tcp;
+        let ticket = &self.ticket;
+        // (A session whose stream broke keeps naming it until the new one connects: the
+        // runtime drops those, as a dead link would. Stream ids are never reused.)
+        let (dst, len, socket) = match &mut self.state {
+            State::Idle | State::Closed => return Poll::Nothing,
+            State::Detached(_) => return Poll::Peers,
+            State::Handshaking(h) => {
+                if !h.hello_due || (forced_tcp && !h.socket.is_stream()) {
+                    // (Forced TCP waits for its stream; peers kept while re-registering carry
+                    // on meanwhile.)
+                    return Poll::Peers;
+                }
+                h.hello_due = false;
+                let hello = ClientHello {
+                    client_session: id,
+                    client_ephemeral: h.ephemeral.public(),
+                    cookie: h.cookie.as_ref().map_or(&[][..], |c| &c[..]),
+                };
+                let Ok(len) = hello.encode(buf) else {
+                    return Poll::Nothing;
+                };
+                stats.hellos_sent += 1;
+                (h.server, len, h.socket)
+            }
+            State::Authenticating(a) => {
+                if !a.connect_due {
+                    return Poll::Peers;
+                }
+                a.connect_due = false;
+                let token = &a.token;
+                let l = &mut a.link;
+                let Some(len) = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    if let Some(ticket) = ticket {
+                        let _ = Frame::Resume { ticket }.encode(w);
+                    }
+                    let _ = Frame::Connect { token }.encode(w);
+                }) else {
+                    return Poll::Nothing;
+                };
+                l.last_send = now;
+                (l.server, len, l.socket)
+            }
+            State::Connected(l) if l.probe_due => {
+                // Does UDP to the server work (both ways)? The server answers on UDP without
+                // moving the session; the answer moves it (`on_probe_ack`).
+                l.probe_due = false;
+                let nonce = rng.next_u64();
+                l.probe_nonce = Some(nonce);
+                let Some(len) = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    let _ = Frame::Probe { nonce }.encode(w);
+                }) else {
+                    return Poll::Nothing;
+                };
+                stats.udp_probes_sent += 1;
+                (l.server, len, SocketId::PRIMARY)
+            }
+            State::Connected(l) => {
+                if self.outgoing.is_empty()
+                    && !l.ping_due
+                    && !l.control.wants_transmit(now)
+                    && !relay.wants_relay(now)
+                {
+                    return Poll::Peers;
+                }
+                let outgoing = &mut self.outgoing;
+                let control = &mut l.control;
+                let retransmits = control.retransmits;
+                let ping_due = l.ping_due;
+                let (mut pinged, mut relayed, mut empty) = (false, 0, false);
+                let Some(len) = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    control.write(now, w);
+                    relayed = relay.write_relay(now, w);
+                    while let Some(p) = outgoing.front() {
+                        if w.remaining() < p.len() + DATAGRAM_FRAME_OVERHEAD {
+                            break;
+                        }
+                        let _ = Frame::Datagram { payload: p }.encode(w);
+                        outgoing.pop_front();
+                    }
+                    if w.is_empty() && ping_due {
+                        let _ = Frame::Ping.encode(w);
+                        pinged = true;
+                    }
+                    empty = w.is_empty();
+                }) else {
+                    return Poll::Nothing;
+                };
+                if empty {
+                    // Something claimed to have data but wrote none: never send an empty
+                    // packet (a caller draining poll_transmit would spin on it).
+                    debug_assert!(false, "a component wanted to transmit but wrote nothing");
+                    return Poll::Peers;
+                }
+                if pinged {
+                    stats.io.keepalives_sent += 1;
+                }
+                stats.relayed_out += relayed;
+                stats.control_retransmits += l.control.retransmits - retransmits;
+                l.ping_due = false;
+                l.last_send = now;
+                (l.server, len, l.socket)
+            }
+            State::Closing(l, code) => {
+                let code = *code;
+                let Some(len) = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    let _ = Frame::Close { code }.encode(w);
+                }) else {
+                    return Poll::Nothing;
+                };
+                let (dst, socket) = (l.server, l.socket);
+                self.state = State::Closed;
+                // The Close frame is queued on the stream before the stream's close.
+                self.tcp.close(None);
+                (dst, len, socket)
+            }
+        };
+        Poll::Server(Transmit { dst, len, socket })
+    }
+
+    /// The next change to the TCP stream (connect it, close it).
+    pub(super) fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+        self.tcp.poll_socket_request()
+    }
+
+    /// The session's next deadline and what it is for.
+    pub(super) fn poll_timeout(&self) -> Option<Timeout> {
+        let own = match &self.state {
+            State::Idle | State::Closed | State::Closing(..) => None,
+            State::Detached(until) => Timeout::min([
+                Some(Timeout::new(*until, "pair lifetime")),
+                Timeout::at(self.rejoin_at, "re-registration"),
+            ]),
+            State::Handshaking(h) => Timeout::min([
+                Some(Self::retry_or_deadline(
+                    &h.retry,
+                    h.deadline,
+                    "hello retransmit",
+                )),
+                Timeout::at(h.tcp_at, "tcp fallback"),
+            ]),
+            State::Authenticating(a) => Some(Self::retry_or_deadline(
+                &a.retry,
+                a.deadline,
+                "connect retransmit",
+            )),
+            State::Connected(l) => Timeout::min([
+                Some(Timeout::new(
+                    l.last_recv + self.config.idle_timeout,
+                    "idle timeout",
+                )),
+                Timeout::at(
+                    (!l.ping_due).then(|| l.ping_at(self.config.keepalive_interval)),
+                    "keepalive",
+                ),
+                self.link_tcp_timeout(l),
+                Timeout::at(l.control.next_timeout(), "control retransmit"),
+            ]),
+        };
+        Timeout::min([own, self.tcp.poll_timeout()])
+    }
+
+    fn retry_or_deadline(retry: &Backoff, deadline: Instant, what: &'static str) -> Timeout {
+        if deadline <= retry.next_at() {
+            Timeout::new(deadline, "connect timeout")
+        } else {
+            Timeout::new(retry.next_at(), what)
+        }
+    }
+
+    /// A connected link's TCP deadlines: the next UDP probe (on a stream, Auto) or the
+    /// instant a quiet server makes a stream worth trying (on UDP, Auto).
+    fn link_tcp_timeout(&self, l: &Link) -> Option<Timeout> {
+        if self.config.transport != Transport::Auto {
+            None
+        } else if l.socket.is_stream() {
+            Timeout::at((!l.probe_due).then_some(l.probe_at), "udp probe")
+        } else if !self.tcp.wanted() {
+            Some(Timeout::new(
+                l.last_recv + SERVER_QUIET,
+                "server quiet: try tcp",
+            ))
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoRelay;
+
+    impl Relay for NoRelay {
+        fn wants_relay(&self, _: Instant) -> bool {
+            false
+        }
+        fn write_relay(&mut self, _: Instant, _: &mut Writer<'_>) -> u64 {
+            0
+        }
+    }
+
+    fn server() -> SocketAddr {
+        "203.0.113.10:7000".parse().unwrap()
+    }
+
+    fn session(transport: Transport) -> (Session, Rng) {
+        let cfg = ClientConfig {
+            transport,
+            ..ClientConfig::default()
+        };
+        (
+            Session::new(Arc::new(cfg)),
+            crate::rng::derive(&[4; 32], b"test"),
+        )
+    }
+
+    /// The hello the session sends now, decoded, if it sends one.
+    fn hello(s: &mut Session, now: Instant, rng: &mut Rng) -> Option<(u32, Vec<u8>)> {
+        let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
+        let mut stats = ClientStats::default();
+        match s.poll_transmit(now, &mut buf, &mut NoRelay, rng, &mut stats) {
+            Poll::Server(t) => {
+                assert_eq!((t.dst, t.socket), (server(), SocketId::PRIMARY));
+                let h = ClientHello::decode(&buf[..t.len]).unwrap();
+                Some((h.client_session, h.cookie.to_vec()))
+            }
+            Poll::Peers => None,
+            Poll::Nothing => panic!("a handshaking session is not over"),
+        }
+    }
+
+    #[test]
+    fn hellos_go_again_with_backoff_until_the_connect_timeout_fails_the_session() {
+        let t0 = crate::tests::epoch();
+        let (mut s, mut rng) = session(Transport::Udp);
+        s.connect(t0, server(), &[], &mut rng);
+        assert_eq!(s.phase(), Phase::Handshaking);
+        assert!(hello(&mut s, t0, &mut rng).is_some());
+        assert!(
+            hello(&mut s, t0, &mut rng).is_none(),
+            "one per retransmission"
+        );
+        let mut stats = ClientStats::default();
+        let mut hellos = 1;
+        let mut last = t0;
+        while let Some(t) = s.poll_timeout() {
+            if t.reason == "connect timeout" {
+                last = t.at;
+                break;
+            }
+            assert_eq!(t.reason, "hello retransmit");
+            s.handle_timeout(t.at, &mut rng, &mut stats);
+            hellos += usize::from(hello(&mut s, t.at, &mut rng).is_some());
+        }
+        // 250 ms doubling to 1 s within the default 10 s: 0.25, 0.75, 1.75, 2.75 … 9.75.
+        assert_eq!(hellos, 12);
+        s.handle_timeout(last, &mut rng, &mut stats);
+        assert!(matches!(
+            s.poll_event(),
+            Some(SessionEvent::Failed {
+                reason: DisconnectReason::ConnectTimedOut,
+                rejoining: false
+            })
+        ));
+    }
+
+    #[test]
+    fn a_loaded_servers_retry_brings_the_hello_again_at_once_with_its_cookie() {
+        let t0 = crate::tests::epoch();
+        let (mut s, mut rng) = session(Transport::Udp);
+        s.connect(t0, server(), &[], &mut rng);
+        let (id, cookie) = hello(&mut s, t0, &mut rng).unwrap();
+        assert!(cookie.is_empty());
+        let mut stats = ClientStats::default();
+        let retry = Retry {
+            client_session: id,
+            cookie: [7; COOKIE_LEN],
+        };
+        // From elsewhere, or for another attempt: ignored and counted.
+        let stranger = "192.0.2.1:7000".parse().unwrap();
+        s.handle_retry(stranger, &retry, &mut stats);
+        let other = Retry {
+            client_session: id ^ 1,
+            ..retry
+        };
+        s.handle_retry(server(), &other, &mut stats);
+        assert_eq!(stats.dropped.unexpected, 2);
+        assert!(hello(&mut s, t0, &mut rng).is_none());
+        s.handle_retry(server(), &retry, &mut stats);
+        assert_eq!(stats.retries_received, 1);
+        assert_eq!(hello(&mut s, t0, &mut rng), Some((id, vec![7; COOKIE_LEN])));
+    }
+
+    #[test]
+    fn with_auto_transport_a_server_silent_over_udp_brings_a_tcp_stream() {
+        let t0 = crate::tests::epoch();
+        let (mut s, mut rng) = session(Transport::Auto);
+        s.connect(t0, server(), &[], &mut rng);
+        let fallback = t0 + crate::DEFAULT_TCP_FALLBACK_AFTER;
+        let mut stats = ClientStats::default();
+        s.handle_timeout(fallback - Duration::from_millis(1), &mut rng, &mut stats);
+        assert_eq!(s.poll_socket_request(), None);
+        s.handle_timeout(fallback, &mut rng, &mut stats);
+        let Some(SocketRequest::Connect { id, addr }) = s.poll_socket_request() else {
+            panic!("no stream asked for");
+        };
+        assert!(id.is_stream());
+        assert_eq!(addr, server());
+        // Once it connects, hellos go down it.
+        s.handle_stream_opened(fallback, id, true, &mut stats);
+        assert!(s.on_tcp());
+        assert_eq!(stats.tcp_streams_opened, 1);
+        // A transport that is forced to UDP never asks.
+        let (mut udp, mut rng) = session(Transport::Udp);
+        udp.connect(t0, server(), &[], &mut rng);
+        udp.handle_timeout(fallback, &mut rng, &mut stats);
+        assert_eq!(udp.poll_socket_request(), None);
+    }
+
+    #[test]
+    fn sealed_packets_are_routed_by_kind_phase_and_path() {
+        let t0 = crate::tests::epoch();
+        let (mut s, mut rng) = session(Transport::Udp);
+        let mut stats = ClientStats::default();
+        let peer = SealedHeader {
+            peer: true,
+            receiver: 5,
+            counter: 0,
+        };
+        let srv = SealedHeader {
+            peer: false,
+            ..peer
+        };
+        let from = "198.51.100.3:9000".parse().unwrap();
+        let udp = SocketId::PRIMARY;
+        assert_eq!(
+            s.route(udp, from, &peer, &mut stats),
+            Route::Dropped,
+            "idle"
+        );
+        s.connect(t0, server(), &[], &mut rng);
+        // While the handshake runs (a re-registration keeps its peers), peer packets over UDP
+        // go to the peers; anything from the server is unexpected until keys exist.
+        assert_eq!(s.route(udp, from, &peer, &mut stats), Route::Peer);
+        assert_eq!(
+            s.route(SocketId::stream(1), from, &peer, &mut stats),
+            Route::Dropped
+        );
+        assert_eq!(s.route(udp, server(), &srv, &mut stats), Route::Dropped);
+        assert_eq!(stats.dropped.unexpected, 3);
+    }
+}
