@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 use crate::Transmit;
 use crate::stun::{StunBinding, StunError};
 use crate::time::{Duration, Instant};
+use crate::wire::control::NatInfo;
 use crate::wire::stun::{CHANGE_IP, CHANGE_PORT};
 
 /// First retransmission of each discovery request after this long, doubling.
@@ -77,6 +78,59 @@ impl Dependence {
             2 => Some(Self::AddressDependent),
             3 => Some(Self::AddressAndPortDependent),
             _ => None,
+        }
+    }
+}
+
+impl PortAllocation {
+    fn to_wire(v: Option<Self>) -> (u8, i16) {
+        match v {
+            None => (0, 0),
+            Some(Self::Sequential { delta }) => (1, delta),
+            Some(Self::Random) => (2, 0),
+        }
+    }
+
+    fn from_wire(allocation: u8, delta: i16) -> Option<Self> {
+        match allocation {
+            1 => Some(Self::Sequential { delta }),
+            2 => Some(Self::Random),
+            _ => None,
+        }
+    }
+}
+
+/// What the server relays of a client's NAT to its peers: a few numbers on the wire.
+impl From<&NatBehavior> for NatInfo {
+    fn from(b: &NatBehavior) -> Self {
+        let (allocation, delta) = PortAllocation::to_wire(b.allocation);
+        Self {
+            mapping: Dependence::to_wire(b.mapping),
+            filtering: Dependence::to_wire(b.filtering),
+            allocation,
+            delta,
+            last_port: b.last_port,
+        }
+    }
+}
+
+/// A peer's NAT as the server relayed it ([`NatInfo`]), read back as behaviours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Reported {
+    pub(crate) mapping: Option<Dependence>,
+    pub(crate) filtering: Option<Dependence>,
+    pub(crate) allocation: Option<PortAllocation>,
+    /// The newest mapping's port seen in discovery: where predictions start.
+    pub(crate) last_port: u16,
+}
+
+impl From<&NatInfo> for Reported {
+    fn from(i: &NatInfo) -> Self {
+        Self {
+            mapping: Dependence::from_wire(i.mapping),
+            filtering: Dependence::from_wire(i.filtering),
+            allocation: PortAllocation::from_wire(i.allocation, i.delta),
+            last_port: i.last_port,
         }
     }
 }

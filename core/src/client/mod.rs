@@ -261,7 +261,7 @@ impl Client {
             } = &e
             {
                 if self.is_connected() && self.server_addr() == Some(*server) {
-                    let info = NatInfo::from_behavior(b);
+                    let info = NatInfo::from(b);
                     let _ = self.session.push_control(&ControlMsg::NatInfo { info });
                 }
                 self.peers.replan(self.clock.now(), Some(b));
@@ -287,7 +287,7 @@ impl Client {
             self.start_discovery(now, server, true);
         } else if let Some(b) = self.discovery.behavior() {
             // Learnt earlier (an explicit discovery): the server should know it too.
-            let info = NatInfo::from_behavior(&b);
+            let info = NatInfo::from(&b);
             let _ = self.session.push_control(&ControlMsg::NatInfo { info });
         }
     }

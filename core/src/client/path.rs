@@ -33,7 +33,7 @@ use smallvec::SmallVec;
 
 use crate::SocketId;
 use crate::config::ClientConfig;
-use crate::nat::{Dependence, NatBehavior, PortAllocation};
+use crate::nat::{Dependence, NatBehavior, PortAllocation, Reported};
 use crate::time::{Duration, Instant, Timeout};
 use crate::wire::control::NatInfo;
 
@@ -112,7 +112,7 @@ pub(super) enum Plan {
 /// Chooses the plan from our NAT and the peer's; both ends reach matching plans from the
 /// same two descriptions.
 pub(super) fn plan(me: Option<&NatBehavior>, peer: Option<&NatInfo>, sockets: u16) -> Plan {
-    let (Some(me), Some(peer)) = (me, peer) else {
+    let (Some(me), Some(peer)) = (me, peer.map(Reported::from)) else {
         return Plan::Basic;
     };
     let easy = |m: Option<Dependence>| m == Some(Dependence::EndpointIndependent);
@@ -130,8 +130,8 @@ pub(super) fn plan(me: Option<&NatBehavior>, peer: Option<&NatInfo>, sockets: u1
             Some(Dependence::EndpointIndependent | Dependence::AddressDependent)
         )
     };
-    if easy(me.mapping) && hard(peer.mapping()) && strict(me.filtering) {
-        return match peer.allocation() {
+    if easy(me.mapping) && hard(peer.mapping) && strict(me.filtering) {
+        return match peer.allocation {
             Some(PortAllocation::Sequential { delta }) => Plan::Predict {
                 base: peer.last_port,
                 delta,
@@ -141,8 +141,8 @@ pub(super) fn plan(me: Option<&NatBehavior>, peer: Option<&NatInfo>, sockets: u1
         };
     }
     if hard(me.mapping)
-        && easy(peer.mapping())
-        && strict(peer.filtering())
+        && easy(peer.mapping)
+        && strict(peer.filtering)
         && me.allocation == Some(PortAllocation::Random)
         && sockets > 0
     {
@@ -953,7 +953,7 @@ mod tests {
             PortAllocation::Sequential { delta: 1 },
         );
         let hard = |allocation| nat(Dependence::AddressAndPortDependent, allocation);
-        let info = |b: &NatBehavior| NatInfo::from_behavior(b);
+        let info = |b: &NatBehavior| NatInfo::from(b);
         let random = hard(PortAllocation::Random);
         assert_eq!(
             plan(Some(&easy), Some(&info(&random)), 256),

@@ -196,42 +196,6 @@ impl NatInfo {
         w.u16(self.delta as u16)?;
         w.u16(self.last_port)
     }
-
-    /// From what discovery found.
-    pub fn from_behavior(b: &crate::nat::NatBehavior) -> Self {
-        use crate::nat::{Dependence, PortAllocation};
-        let (allocation, delta) = match b.allocation {
-            None => (0, 0),
-            Some(PortAllocation::Sequential { delta }) => (1, delta),
-            Some(PortAllocation::Random) => (2, 0),
-        };
-        Self {
-            mapping: Dependence::to_wire(b.mapping),
-            filtering: Dependence::to_wire(b.filtering),
-            allocation,
-            delta,
-            last_port: b.last_port,
-        }
-    }
-
-    /// The mapping behaviour, if known.
-    pub fn mapping(&self) -> Option<crate::nat::Dependence> {
-        crate::nat::Dependence::from_wire(self.mapping)
-    }
-
-    /// The filtering behaviour, if known.
-    pub fn filtering(&self) -> Option<crate::nat::Dependence> {
-        crate::nat::Dependence::from_wire(self.filtering)
-    }
-
-    /// The port allocation, if known.
-    pub fn allocation(&self) -> Option<crate::nat::PortAllocation> {
-        match self.allocation {
-            1 => Some(crate::nat::PortAllocation::Sequential { delta: self.delta }),
-            2 => Some(crate::nat::PortAllocation::Random),
-            _ => None,
-        }
-    }
 }
 
 impl Candidates {
