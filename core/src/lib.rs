@@ -42,23 +42,37 @@
 //!
 //! The repository README tracks what is not done yet.
 //!
-//! ## The run loop
+//! ## The drive contract
 //!
-//! For both [`Client`] and [`Server`]:
+//! [`Client`], [`Server`] and [`Host`] are driven the same way, through [`Endpoint`] (the I/O
+//! side, object safe) and [`Events`] (what they report). A runtime honours every verb:
 //!
-//! 1. Pass every received datagram to `handle_datagram(now, from, bytes)`.
-//! 2. When the deadline from `poll_timeout()` passes, call `handle_timeout(now)`. Calling it
-//!    early or often (once per game frame, say) is harmless.
-//! 3. After any `handle_*` call or command, call `poll_transmit(now, &mut buf)` until it
-//!    returns `None`, sending `buf[..len]` to `dst` each time. `buf` must hold at least
-//!    [`MAX_DATAGRAM_SIZE`] bytes.
-//! 4. Then read `poll_timeout()` to know when to wake next.
-//! 5. Drain `poll_event()` whenever convenient.
+//! 1. **Datagrams in**: each received datagram to [`Endpoint::handle_datagram_on`] with the
+//!    id of the local socket it came in on ([`Endpoint::handle_datagram`] for the primary
+//!    one). Bad input is dropped and counted in `stats()`, never returned as an error.
+//! 2. **Datagrams out**: after any `handle_*` call or command, [`Endpoint::poll_transmit`]
+//!    until `None`; send `buf[..len]` to `dst` **from the socket [`Transmit::socket`] names**
+//!    (a UDP socket, or a TCP stream, framed with [`framing`]). `buf` holds at least
+//!    [`MAX_DATAGRAM_SIZE`] bytes. A transmit naming a socket the runtime does not have is
+//!    dropped, like a lost datagram.
+//! 3. **Sockets**: after any input, [`Endpoint::poll_socket_request`] until `None`: open a UDP
+//!    socket (a client's birthday probing asks for 256 with the default configuration; a
+//!    server with NAT discovery for its alternate addresses), connect a TCP stream (a
+//!    client's fallback when UDP is blocked) or close one ([`SocketRequest`]), then report how
+//!    it went with [`Endpoint::handle_socket_opened`]. A server's runtime that listens for TCP
+//!    reports accepted streams ([`Endpoint::handle_stream_accepted`]); any runtime reports a
+//!    stream that ended by itself ([`Endpoint::handle_stream_closed`]).
+//! 4. **Time**: [`Endpoint::poll_timeout`] says when to call [`Endpoint::handle_timeout`];
+//!    early or repeated calls are harmless, so once per game frame is fine.
+//!    [`Endpoint::timeout_reason`] names what that deadline is for.
+//! 5. **Events**: [`Events::poll_event`] whenever convenient.
 //!
 //! `now` must come from one monotonic clock; earlier values than one already seen are clamped.
 //!
-//! The complete loop, from `examples/drive.rs` (a server and two clients on real UDP sockets
-//! with nothing but `std::net`):
+//! The complete loop, from `examples/drive.rs`: every verb above over `std::net`, a server and
+//! two clients on loopback with the default configuration (or, with `--server`, one client
+//! against a `pierce server`; the NAT lab runs it behind a symmetric NAT, where it opens the
+//! birthday sockets its client asks for and goes direct):
 //!
 #![doc = "```no_run"]
 #![doc = include_str!("../examples/drive.rs")]

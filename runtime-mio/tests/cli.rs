@@ -1,6 +1,10 @@
 //! The `pierce` binary end to end, as separate processes on loopback: a server and three peers
 //! in one room in each delivery mode, with and without `--relay-only`; the demo; netcheck;
-//! tokens and key pinning; and the failures a user meets first (bad flags, no server).
+//! tokens and key pinning; the failures a user meets first (bad flags, no server); and the
+//! core's own drive example (`core/examples/drive.rs`) talking to a `pierce server`.
+
+#[path = "support/drive.rs"]
+mod drive;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
@@ -860,4 +864,33 @@ fn sigint_ends_a_waiting_peer_with_its_summary() {
             .starts_with(r#"{"event":"summary","ok":false,"#)
     );
     assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
+}
+
+/// The drive example is the contract an engine author copies: with the default
+/// configuration (TCP fallback, birthday sockets and all) two of them meet in a room of a real
+/// `pierce server`, exchange 300 reliable messages each way and go direct.
+#[test]
+fn the_drive_example_with_default_settings_meets_another_through_a_pierce_server() {
+    let server = ServerProc::start(&[]);
+    let drive = drive::example();
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(&drive)
+                .args(["--server", &server.addr, "--room", "drive", "--send", "300"])
+                .args(["--timeout", PEER_TIMEOUT])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn the drive example")
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().expect("wait for the drive example");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last = stdout.lines().last().unwrap_or_default();
+        assert!(out.status.success(), "{stdout}");
+        assert!(
+            last.starts_with("drive ok received=300 sent=300 path=direct"),
+            "{stdout}"
+        );
+    }
 }

@@ -14,6 +14,8 @@
 
 #![cfg(all(target_os = "linux", feature = "cli"))]
 
+#[path = "support/drive.rs"]
+mod drive;
 #[path = "nat_lab/lab.rs"]
 mod lab;
 #[path = "nat_lab/proc.rs"]
@@ -409,6 +411,74 @@ fn symmetric_to_port_restricted_goes_direct() {
         BIRTHDAY,
         Expect::Direct,
     );
+}
+
+/// The drive example behind a symmetric NAT, against another behind a port-restricted one:
+/// its client asks for birthday probing's extra sockets, the example opens them (the drive
+/// contract's socket requests), and the pair goes direct.
+#[test]
+fn the_drive_example_opens_birthday_sockets_behind_a_symmetric_nat_and_goes_direct() {
+    let Some(mut lab) = lab() else { return };
+    let mut hosts = lab
+        .add_nat(Nat::Symmetric, 1, 0)
+        .unwrap_or_else(|e| panic!("building the lab failed: {e}"));
+    hosts.extend(
+        lab.add_nat(Nat::PortRestricted, 1, 0)
+            .unwrap_or_else(|e| panic!("building the lab failed: {e}")),
+    );
+    let drive = drive::example();
+    let mut server = Server::start(&lab.server_ns());
+    let args = [
+        "--server",
+        lab::SERVER,
+        "--room",
+        "lab",
+        "--send",
+        "200",
+        "--timeout",
+        "45",
+    ];
+    let procs: Vec<Proc> = hosts
+        .iter()
+        .map(|h| Proc::spawn_program(&h.ns, &drive, &args))
+        .collect();
+    let runs: Vec<Finished> = procs.into_iter().map(Proc::finish).collect();
+    let server = server.stop();
+    let mut problems = Vec::new();
+    for ((run, host), side) in runs.iter().zip(&hosts).zip(["hard", "easy"]) {
+        let last = run.last_line();
+        println!(
+            "LAB scenario=drive-example({}<->{}) side={side}({}) {last} run_s={:.1}",
+            hosts[0].nat.name(),
+            hosts[1].nat.name(),
+            host.nat.name(),
+            run.elapsed.as_secs_f64()
+        );
+        if !run.success() || !last.starts_with("drive ok") || !last.contains("path=direct") {
+            problems.push(format!("{side}: {last}"));
+        }
+        let extra = number_field_plain(last, "extra_sockets_opened");
+        if side == "hard" && extra.is_none_or(|n| n == 0) {
+            problems.push(format!("{side}: no birthday sockets opened: {last}"));
+        }
+    }
+    if !problems.is_empty() {
+        let mut dump: String = runs
+            .iter()
+            .zip(["hard", "easy"])
+            .map(|(r, side)| r.dump(&format!("drive {side}")))
+            .collect();
+        if let Some(s) = &server {
+            dump.push_str(&s.dump("server"));
+        }
+        panic!("{}\n{dump}{}", problems.join("; "), lab.diagnostics());
+    }
+}
+
+/// `key=N` in a plain-text line.
+fn number_field_plain(line: &str, key: &str) -> Option<u64> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    line[start..].split_whitespace().next()?.parse().ok()
 }
 
 #[test]

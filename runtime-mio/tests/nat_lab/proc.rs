@@ -1,5 +1,5 @@
-//! `pierce` processes inside the lab's namespaces (`ip netns exec NS pierce ...`, which execs
-//! pierce in place, so the child is pierce itself), with a hard time limit, output collected
+//! `pierce` (and other) processes inside the lab's namespaces (`ip netns exec NS pierce ...`,
+//! which execs pierce in place, so the child is pierce itself), with a hard time limit, output collected
 //! line by line, and a kill on drop; plus the little JSON reading the lab needs.
 
 use std::io::{BufRead, BufReader, Read};
@@ -58,14 +58,19 @@ impl Finished {
 impl Proc {
     /// Starts `pierce args...` inside `ns`.
     pub(crate) fn spawn(ns: &str, args: &[&str]) -> Self {
+        Self::spawn_program(ns, PIERCE, args)
+    }
+
+    /// Starts `program args...` inside `ns`.
+    pub(crate) fn spawn_program(ns: &str, program: &str, args: &[&str]) -> Self {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, PIERCE])
+            .args(["netns", "exec", ns, program])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn ip netns exec pierce");
+            .unwrap_or_else(|e| panic!("spawn ip netns exec {program}: {e}"));
         let out = child.stdout.take().expect("piped stdout");
         let mut err = child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();
