@@ -24,6 +24,7 @@ use pierce_core::{
     Client, ClientEvent, Endpoint, Events, Host, HostEvent, MAX_DATAGRAM_SIZE, Server, ServerEvent,
     SocketId, SocketRequest,
 };
+use pierce_os::is_stray_icmp;
 
 use crate::rt::{self, Socket, channel};
 use crate::stream::{Push, StreamWake, Streams};
@@ -617,19 +618,6 @@ impl<E: Core> Task<E> {
             }
         }
     }
-}
-
-/// Errors a UDP receive reports about an earlier send (ICMP unreachable): undefined for UDP,
-/// injectable by anyone who can forge ICMP, and never a reason to stop reading (quinn ignores
-/// ECONNRESET the same way; Windows reports these as WSAECONNRESET on `recv_from`).
-fn is_stray_icmp(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::HostUnreachable
-            | io::ErrorKind::NetworkUnreachable
-    )
 }
 
 #[cfg(test)]

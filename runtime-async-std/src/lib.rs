@@ -53,7 +53,6 @@
 mod driver;
 mod rt;
 mod stream;
-mod sys;
 
 use std::fmt;
 use std::io;
@@ -69,8 +68,8 @@ use pierce_core::{
     Server, ServerConfig, ServerStats, SocketId, UnknownHost, framing::DEFAULT_STREAM_BUFFER,
 };
 pub use pierce_core::{ClientEvent, ServerEvent};
+pub use pierce_os::{local_addresses, os_seed, unix_time};
 pub use stream::DEFAULT_MAX_STREAMS;
-pub use sys::{os_seed, unix_time};
 
 use driver::{COMMAND_CAPACITY, Core, EVENT_CAPACITY, HostCommand, HostOutbox, Job, Reply, job};
 use driver::{Shared, Task};

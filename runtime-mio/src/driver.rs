@@ -20,6 +20,7 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use pierce_core::framing::DEFAULT_STREAM_BUFFER;
 use pierce_core::{Endpoint, SocketId, SocketRequest};
+use pierce_os::is_stray_icmp;
 
 use crate::batch::{self, RecvBatch, SendQueue, Sent};
 use crate::stream::{
@@ -868,19 +869,6 @@ impl<E: Endpoint> Driver<E> {
 
 fn token(id: SocketId) -> Token {
     Token(usize::from(id.0))
-}
-
-/// Errors a UDP receive reports about an earlier send (ICMP unreachable): undefined for UDP,
-/// injectable by anyone who can forge ICMP, and never a reason to stop reading (quinn ignores
-/// ECONNRESET the same way; Windows reports these as WSAECONNRESET on `recv_from`).
-fn is_stray_icmp(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::HostUnreachable
-            | io::ErrorKind::NetworkUnreachable
-    )
 }
 
 impl<E> std::fmt::Debug for Driver<E> {
