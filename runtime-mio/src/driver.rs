@@ -20,7 +20,7 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use pierce_core::framing::DEFAULT_STREAM_BUFFER;
 use pierce_core::{Endpoint, SocketId, SocketRequest};
-use pierce_os::is_stray_icmp;
+use pierce_os::{DriverStats, is_stray_icmp};
 
 use crate::batch::{self, RecvBatch, SendQueue, Sent};
 use crate::stream::{
@@ -46,62 +46,6 @@ const EVENT_CAPACITY: usize = 256;
 
 /// The TCP listener's token: above every `SocketId` (which are `u16`).
 const LISTENER: Token = Token(1 << 16);
-
-/// Counters kept by the adapter; protocol counters live in the core's `stats()`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DriverStats {
-    /// Datagrams read from the sockets (UDP, or whole frames from streams) and handed to the
-    /// core.
-    pub datagrams_received: u64,
-    /// Datagrams handed to the sockets (for a stream: queued on it, framed).
-    pub datagrams_sent: u64,
-    /// Datagrams the socket refused with a hard error (unreachable, wrong address family...);
-    /// they are dropped like any datagram lost on the way.
-    pub send_errors: u64,
-    /// Receive errors that describe an earlier send, not this socket (ICMP port or host
-    /// unreachable surfacing as `ConnectionReset`/`ConnectionRefused`); ignored, as quinn does.
-    /// Also any other receive error of an extra socket (only the primary socket's stop the
-    /// driver).
-    pub recv_errors_ignored: u64,
-    /// Pumps that stopped reading because the budget ran out with data still queued.
-    pub budget_exhausted: u64,
-    /// Datagrams (and ignored errors) read by the most recent pump; never above the budget.
-    pub last_pump_received: usize,
-    /// Flushes that stopped sending because [`SEND_BUDGET`] ran out with more queued.
-    pub send_budget_exhausted: u64,
-    /// Datagrams the core wanted sent from a socket the driver does not have (never opened,
-    /// failed to open, or closed while the datagram waited; for a stream also: not connected
-    /// yet, or ended); dropped like any lost datagram.
-    pub unknown_socket_drops: u64,
-    /// Sockets the core asked for that could not be opened (bind or registration failed;
-    /// the core is told with `handle_socket_opened(.., None)`, see [`Driver::last_open_error`]).
-    /// Streams whose connect failed count here too.
-    pub socket_open_failures: u64,
-    /// TCP streams accepted on the listener ([`Driver::listen_tcp`]) and handed to the core.
-    pub streams_accepted: u64,
-    /// TCP streams the core asked for ([`SocketRequest::Connect`]) that connected.
-    pub streams_connected: u64,
-    /// Streams that ended by themselves (EOF, reset, error, or a frame over
-    /// `MAX_STREAM_FRAME`), reported to the core with `handle_stream_closed`. Streams the core
-    /// closed itself are not counted.
-    pub streams_closed: u64,
-    /// Of [`DriverStats::streams_closed`], the streams that announced a frame over
-    /// `MAX_STREAM_FRAME` (not Pierce, or broken).
-    pub stream_frames_too_long: u64,
-    /// Connections over the stream cap ([`Driver::set_max_streams`]), accepted and closed at
-    /// once.
-    pub streams_refused: u64,
-    /// Accepts that failed (out of file descriptors, ...); the connection waits in the
-    /// kernel's backlog until the next one arrives.
-    pub accept_errors: u64,
-    /// Datagrams for a stream whose queue was full (its peer reads too slowly): dropped like
-    /// any datagram lost on the way, never buffered without bound.
-    pub stream_datagrams_dropped: u64,
-    /// Bytes still queued for a stream the core closed that its socket would not take at once;
-    /// dropped with the stream.
-    pub stream_bytes_unflushed: u64,
-}
 
 /// Datagrams one flush sends at most: a core that keeps producing output (a bug, or a huge
 /// backlog) cannot stall a frame; the rest goes out on the next pump, which does not wait.

@@ -5,7 +5,8 @@
 //! ([`os_seed`]), wall-clock time for a server's token expiry ([`unix_time`]), the host's
 //! interface addresses as LAN candidates ([`local_addresses`]), socket buffer sizes
 //! ([`set_socket_buffers`]), and which receive errors are stray ICMP rather than a broken
-//! socket ([`is_stray_icmp`]).
+//! socket ([`is_stray_icmp`]); and the counters a driver keeps about that work
+//! ([`DriverStats`]).
 //!
 //! The core (`pierce-core`) never touches the OS, so none of this can live there. A game uses
 //! these through its runtime, which re-exports them (`pierce_mio::os_seed`,
@@ -13,6 +14,8 @@
 
 #![warn(missing_docs)]
 
+mod stats;
 mod sys;
 
+pub use stats::DriverStats;
 pub use sys::{is_stray_icmp, local_addresses, os_seed, set_socket_buffers, unix_time};
