@@ -355,7 +355,7 @@ impl<E: Core> Task<E> {
             while let Some(t) = self.endpoint.poll_transmit(now, &mut tx) {
                 if t.socket.is_stream() {
                     match self.streams.push(t.socket, &tx[..t.len]) {
-                        Push::Queued => {}
+                        Push::Queued => self.stats.datagrams_sent += 1,
                         Push::Full => self.stats.stream_datagrams_dropped += 1,
                         Push::Unknown => self.stats.unknown_socket_drops += 1,
                     }
@@ -371,7 +371,9 @@ impl<E: Core> Task<E> {
                     continue;
                 };
                 // A hard error is loss to UDP; an unreachable candidate must not stop the task.
-                if socket.send_to(&tx[..t.len], t.dst).await.is_err() {
+                if socket.send_to(&tx[..t.len], t.dst).await.is_ok() {
+                    self.stats.datagrams_sent += 1;
+                } else {
                     self.stats.send_errors += 1;
                 }
             }
@@ -427,6 +429,7 @@ impl<E: Core> Task<E> {
                 Wake::Command(Some(c)) => self.endpoint.apply(now, c),
                 Wake::Command(None) => return Ok(()), // every handle is gone
                 Wake::Datagram(Ok((len, from))) => {
+                    self.stats.datagrams_received += 1;
                     self.endpoint.handle_datagram(now, from, &rx[..len]);
                 }
                 Wake::Datagram(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -447,6 +450,7 @@ impl<E: Core> Task<E> {
         match &r.result {
             Ok((len, from)) => {
                 let len = (*len).min(r.buf.len());
+                self.stats.datagrams_received += 1;
                 self.endpoint
                     .handle_datagram_on(now, r.id, *from, &r.buf[..len]);
             }
@@ -497,6 +501,7 @@ impl<E: Core> Task<E> {
                 loop {
                     match deframer.next_frame() {
                         Ok(Some(datagram)) => {
+                            self.stats.datagrams_received += 1;
                             self.endpoint.handle_datagram_on(now, id, peer, datagram);
                         }
                         Ok(None) => break,
