@@ -60,5 +60,5 @@ mod driver;
 mod stream;
 
 pub use driver::{Driver, RECV_BUDGET, RECV_BUFFER_SIZE, SEND_BUDGET};
+pub use pierce_core::streams::DEFAULT_MAX_STREAMS;
 pub use pierce_os::{DriverStats, local_addresses, os_seed, set_socket_buffers, unix_time};
-pub use stream::DEFAULT_MAX_STREAMS;

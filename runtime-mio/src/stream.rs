@@ -2,6 +2,7 @@
 //! [`Stream`] per connection, framed with the core's `Deframer`/`Framer` (2-byte big-endian
 //! length + datagram), plus the pieces of I/O the driver needs: finishing a non-blocking
 //! connect, reading frames up to a budget, writing what is queued until the socket blocks.
+//! The driver keeps them in the core's `StreamTable` (ids, cap, queues, who hears of a close).
 //! Which stream to open or close, and when, is the core's decision; the driver only carries
 //! it out (`driver.rs`).
 
@@ -10,15 +11,6 @@ use std::net::{Shutdown, SocketAddr};
 
 use mio::net::TcpStream;
 use pierce_core::framing::{Deframer, FRAME_HEADER, Framer, MAX_STREAM_FRAME};
-
-/// Default cap on concurrent streams a listening driver keeps (see
-/// [`crate::Driver::set_max_streams`]): a connection over the cap is accepted and closed at
-/// once. 1024 streams hold at most 1024 × [`pierce_core::framing::DEFAULT_STREAM_BUFFER`]
-/// (256 MiB) of queued output in the worst case where no client reads; ~2 KiB each otherwise.
-pub const DEFAULT_MAX_STREAMS: usize = 1024;
-
-/// Most stream ids there are: `SocketId::stream(n)` for n in 1..=0x7fff.
-pub(crate) const MAX_STREAM_IDS: usize = 0x7fff;
 
 /// Connections one pump accepts at most; more wait for the next pump (which does not sleep).
 /// Bounds what a connection flood costs one game frame, like the receive budget.
@@ -54,6 +46,13 @@ pub(crate) struct Stream {
     pub(crate) write_blocked: bool,
     rx: Deframer,
     pub(crate) tx: Framer,
+}
+
+/// The table's view of a stream: its output queue.
+impl AsMut<Framer> for Stream {
+    fn as_mut(&mut self) -> &mut Framer {
+        &mut self.tx
+    }
 }
 
 /// How a read of a stream ended.

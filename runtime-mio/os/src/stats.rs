@@ -1,6 +1,8 @@
 //! The counters a runtime keeps about its own work; protocol counters live in the core's
 //! `stats()`.
 
+use pierce_core::streams::{Push, Report};
+
 /// Counters kept by a runtime's driver (`pierce_mio::Driver::stats`,
 /// `pierce_async_std::ClientHandle::driver_stats`, ...); protocol counters live in the core's
 /// `stats()`. A few are about a pump-based driver's budgets and stay zero under a driver
@@ -63,4 +65,50 @@ pub struct DriverStats {
     /// Bytes still queued for a stream the core closed that its socket would not take at once;
     /// dropped with the stream.
     pub stream_bytes_unflushed: u64,
+}
+
+impl DriverStats {
+    /// Counts where a datagram for a stream went (`StreamTable::push`): sent, or dropped
+    /// because the stream's queue was full or the stream is not there.
+    pub fn count_push(&mut self, push: Push) {
+        match push {
+            Push::Queued => self.datagrams_sent += 1,
+            Push::Full => self.stream_datagrams_dropped += 1,
+            Push::Unknown => self.unknown_socket_drops += 1,
+        }
+    }
+
+    /// Counts a stream that ended by itself (`StreamTable::ended`), by what the core is told:
+    /// a closed stream, or a connect that failed.
+    pub fn count_end(&mut self, report: Report) {
+        match report {
+            Report::Closed => self.streams_closed += 1,
+            Report::ConnectFailed => self.socket_open_failures += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_outcomes_land_in_their_counters() {
+        let mut s = DriverStats::default();
+        for push in [Push::Queued, Push::Queued, Push::Full, Push::Unknown] {
+            s.count_push(push);
+        }
+        s.count_end(Report::Closed);
+        s.count_end(Report::ConnectFailed);
+        s.count_end(Report::ConnectFailed);
+        let want = DriverStats {
+            datagrams_sent: 2,
+            stream_datagrams_dropped: 1,
+            unknown_socket_drops: 1,
+            streams_closed: 1,
+            socket_open_failures: 2,
+            ..DriverStats::default()
+        };
+        assert_eq!(s, want);
+    }
 }
