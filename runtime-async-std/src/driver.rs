@@ -26,7 +26,7 @@ use pierce_core::{
 use pierce_os::{DriverStats, is_stray_icmp};
 
 use crate::rt::{self, Socket, channel};
-use crate::stream::{Push, StreamWake, Streams};
+use crate::stream::{StreamWake, Streams};
 
 /// Size of the receive buffer: any UDP payload fits, so the core sees a datagram's true length.
 const RECV_BUFFER_SIZE: usize = 65_536;
@@ -354,11 +354,8 @@ impl<E: Core> Task<E> {
             self.apply_socket_requests(now).await;
             while let Some(t) = self.endpoint.poll_transmit(now, &mut tx) {
                 if t.socket.is_stream() {
-                    match self.streams.push(t.socket, &tx[..t.len]) {
-                        Push::Queued => self.stats.datagrams_sent += 1,
-                        Push::Full => self.stats.stream_datagrams_dropped += 1,
-                        Push::Unknown => self.stats.unknown_socket_drops += 1,
-                    }
+                    let pushed = self.streams.push(t.socket, &tx[..t.len]);
+                    self.stats.count_push(pushed);
                     continue;
                 }
                 let socket = if t.socket == SocketId::PRIMARY {
@@ -469,15 +466,16 @@ impl<E: Core> Task<E> {
     /// Something happened on the stream side: hand it to the core.
     fn on_stream(&mut self, now: Instant, wake: StreamWake) {
         match wake {
-            StreamWake::Connected { id, addr, result } => {
-                let local = result.and_then(|io| self.streams.connected(id, io, addr));
-                if local.is_ok() {
-                    self.stats.streams_connected += 1;
-                } else {
-                    self.stats.socket_open_failures += 1;
-                }
-                self.endpoint.handle_socket_opened(now, id, local.ok());
+            StreamWake::Connected {
+                id,
+                result: Ok(local),
+            } => {
+                self.streams.connected(id);
+                self.stats.streams_connected += 1;
+                self.endpoint.handle_socket_opened(now, id, Some(local));
             }
+            // Counted and reported as a failed open.
+            StreamWake::Connected { id, result: Err(_) } => self.stream_ended(now, id),
             StreamWake::Accepted(Ok((io, peer))) => {
                 if let Some(id) = self.streams.admit(io, peer) {
                     self.stats.streams_accepted += 1;
@@ -517,13 +515,13 @@ impl<E: Core> Task<E> {
         }
     }
 
-    /// Stream `id` ended by itself: forget it and tell the core.
+    /// Stream `id` ended by itself (or its connect failed): forget it and tell the core, once;
+    /// nothing if the core closed it first.
     fn stream_ended(&mut self, now: Instant, id: SocketId) {
-        if self.streams.close(id).is_none() {
-            return; // the core closed it first
+        if let Some(report) = self.streams.ended(id) {
+            self.stats.count_end(report);
+            report.tell(&mut self.endpoint, now, id);
         }
-        self.stats.streams_closed += 1;
-        self.endpoint.handle_stream_closed(now, id);
     }
 
     /// Opens and closes sockets until the core wants no more changes.

@@ -61,6 +61,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use bytes::Bytes;
+pub use pierce_core::streams::DEFAULT_MAX_STREAMS;
 use pierce_core::{
     Channel, Client, ClientConfig, ClientStats, CommandError, ConfigError, ConnectError, Events,
     GroupError, GroupId, Host, HostId, MessageId, PeerStats, PublicKey, SendError, SendOptions,
@@ -68,7 +69,6 @@ use pierce_core::{
 };
 pub use pierce_core::{ClientEvent, ServerEvent};
 pub use pierce_os::{DriverStats, local_addresses, os_seed, unix_time};
-pub use stream::DEFAULT_MAX_STREAMS;
 
 use driver::{COMMAND_CAPACITY, Core, EVENT_CAPACITY, HostCommand, HostOutbox, Job, Reply, job};
 use driver::{Shared, Task};
