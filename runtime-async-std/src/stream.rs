@@ -36,11 +36,6 @@ use crate::rt::{self, TcpListener, TcpStream};
 /// and an immediate retry would spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Bytes of unread input a closing stream discards at most: closing a socket with unread
-/// input makes the kernel reset the connection and drop what was still queued for the peer,
-/// so a short drain first lets the last datagrams leave (runtime-mio does the same).
-const CLOSE_DRAIN: usize = 16 * 1024;
-
 /// A finished read: the bytes are in the deframer, which goes back into the next read.
 pub(crate) struct ReadDone {
     pub(crate) deframer: Deframer,
@@ -185,14 +180,11 @@ impl Stream {
         let mut cx = Context::from_waker(Waker::noop());
         let _ = self.poll_write_queued(&mut cx);
         if let Some(io) = &self.io {
-            let mut scratch = [0u8; 2048];
-            let mut drained = 0;
-            while drained < CLOSE_DRAIN {
-                match Pin::new(&mut &*io).poll_read(&mut cx, &mut scratch) {
-                    Poll::Ready(Ok(n)) if n > 0 => drained += n,
-                    _ => break,
-                }
-            }
+            // Unread input would make the close a reset that drops what is still queued.
+            pierce_os::discard_unread(|buf| match Pin::new(&mut &*io).poll_read(&mut cx, buf) {
+                Poll::Ready(result) => result,
+                Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+            });
             let _ = io.shutdown(Shutdown::Both);
         }
         self.framer.len()

@@ -21,11 +21,6 @@ pub(crate) const ACCEPT_BUDGET: usize = 64;
 /// reading forever.
 const READ_BYTES_PER_DATAGRAM: usize = FRAME_HEADER + MAX_STREAM_FRAME;
 
-/// Bytes of unread input [`Stream::shut_down`] discards at most before closing: closing a
-/// socket with unread input makes the kernel reset the connection and drop what we still had
-/// queued for it, so a short drain first lets the last datagrams leave.
-const CLOSE_DRAIN: usize = 16 * 1024;
-
 /// One TCP stream of the driver.
 pub(crate) struct Stream {
     pub(crate) io: TcpStream,
@@ -212,14 +207,8 @@ impl Stream {
     /// the background). Returns the bytes that could not be written.
     pub(crate) fn shut_down(&mut self) -> usize {
         if !self.connecting {
-            let mut sink = [0u8; 2048];
-            let mut drained = 0;
-            while drained < CLOSE_DRAIN {
-                match self.io.read(&mut sink) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => drained += k,
-                }
-            }
+            // Unread input would make the close a reset that drops what is still queued.
+            pierce_os::discard_unread(|buf| self.io.read(buf));
             self.write_blocked = false;
             if self.write_queued().is_err() {
                 self.write_blocked = true;

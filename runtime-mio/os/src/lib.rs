@@ -5,8 +5,8 @@
 //! ([`os_seed`]), wall-clock time for a server's token expiry ([`unix_time`]), the host's
 //! interface addresses as LAN candidates ([`local_addresses`]), socket buffer sizes
 //! ([`set_socket_buffers`]), and which receive errors are stray ICMP rather than a broken
-//! socket ([`is_stray_icmp`]); and the counters a driver keeps about that work
-//! ([`DriverStats`]).
+//! socket ([`is_stray_icmp`]), how much unread input to discard before closing a TCP stream
+//! ([`discard_unread`]); and the counters a driver keeps about that work ([`DriverStats`]).
 //!
 //! The core (`pierce-core`) never touches the OS, so none of this can live there. A game uses
 //! these through its runtime, which re-exports them (`pierce_mio::os_seed`,
@@ -16,6 +16,8 @@
 
 mod stats;
 mod sys;
+mod tcp;
 
 pub use stats::DriverStats;
 pub use sys::{is_stray_icmp, local_addresses, os_seed, set_socket_buffers, unix_time};
+pub use tcp::{CLOSE_DRAIN, discard_unread};
