@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pierce_core::SocketId;
 use pierce_core::framing::{DEFAULT_STREAM_BUFFER, MAX_STREAM_FRAME};
+use pierce_core::streams::{MAX_STREAM_IDS, Report, StreamTable};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -168,13 +169,13 @@ struct Conn {
 #[derive(Debug, Default)]
 pub(super) struct Streams {
     conns: BTreeMap<u64, Conn>,
-    /// Open ends: (host, stream id) → connection.
-    ends: BTreeMap<(usize, SocketId), u64>,
+    /// Each host's open ends: stream id → connection, kept by the rules every runtime keeps
+    /// (the core's `StreamTable`: names for accepted streams, connected or still connecting,
+    /// who is told of an end). No cap but the ids there are.
+    tables: BTreeMap<usize, StreamTable<u64>>,
     next_conn: u64,
     /// Connects each host made so far (they name the connections' random substreams).
     connects: BTreeMap<usize, u64>,
-    /// Next stream number each listening host hands out.
-    next_accept: BTreeMap<usize, u16>,
     /// Next port per source IP.
     next_port: BTreeMap<IpAddr, u16>,
     pub(super) stats: StreamStats,
@@ -213,16 +214,26 @@ impl Sim {
     #[track_caller]
     pub fn streams(&self, name: &str) -> Vec<(SocketId, SocketAddr, SocketAddr)> {
         let host = self.id(name);
-        self.streams
-            .ends
-            .range((host, SocketId(0))..=(host, SocketId(u16::MAX)))
-            .filter_map(|(&(_, id), k)| {
+        let Some(table) = self.streams.tables.get(&host) else {
+            return Vec::new();
+        };
+        table
+            .iter()
+            .filter_map(|(id, k)| {
                 let c = self.streams.conns.get(k)?;
                 let side = Self::side_of(c, host, id)?;
                 let end = c.ends[side].as_ref()?;
                 Some((id, end.local, end.peer))
             })
             .collect()
+    }
+
+    /// Host `host`'s streams.
+    fn table(&mut self, host: usize) -> &mut StreamTable<u64> {
+        let tables = &mut self.streams.tables;
+        tables
+            .entry(host)
+            .or_insert_with(|| StreamTable::new(MAX_STREAM_IDS))
     }
 
     fn side_of(c: &Conn, host: usize, id: SocketId) -> Option<usize> {
@@ -270,25 +281,11 @@ impl Sim {
         port
     }
 
-    /// A fresh stream id for a stream host `host` accepts.
-    fn accept_id(&mut self, host: usize) -> SocketId {
-        let mut n = *self.streams.next_accept.get(&host).unwrap_or(&1);
-        for _ in 0..0x7fff {
-            if !self.streams.ends.contains_key(&(host, SocketId::stream(n))) {
-                break;
-            }
-            n = if n >= 0x7fff { 1 } else { n + 1 };
-        }
-        let next = if n >= 0x7fff { 1 } else { n + 1 };
-        self.streams.next_accept.insert(host, next);
-        SocketId::stream(n)
-    }
-
     /// Serves `SocketRequest::Connect { id, addr }` from host `host`.
     pub(super) fn stream_connect(&mut self, host: usize, id: SocketId, addr: SocketAddr) {
         let now = self.clock.now();
         self.streams.stats.connects += 1;
-        if self.streams.ends.contains_key(&(host, id)) {
+        if self.table(host).contains(id) {
             // The node reuses an id it has not closed: the old stream goes first.
             self.stream_note(
                 host,
@@ -341,7 +338,7 @@ impl Sim {
                 rng,
             },
         );
-        self.streams.ends.insert((host, id), key);
+        self.table(host).connecting(id, key); // the id is free: nothing is replaced
         self.stream_note(
             host,
             format_args!("tcp {id:?} connecting {local} -> {addr}"),
@@ -389,7 +386,7 @@ impl Sim {
                 rng: substream(self.seed, "tcp/unused"),
             },
         );
-        self.streams.ends.insert((host, id), key);
+        self.table(host).connecting(id, key); // the id is free: nothing is replaced
         self.queue
             .push(at, Item::Stream(StreamItem::Answer(key, false)));
     }
@@ -399,7 +396,7 @@ impl Sim {
     /// to `host`.
     pub(super) fn stream_close(&mut self, host: usize, id: SocketId) {
         let now = self.clock.now();
-        let Some(key) = self.streams.ends.remove(&(host, id)) else {
+        let Some(key) = self.table(host).close(id) else {
             return;
         };
         let Some(c) = self.streams.conns.get_mut(&key) else {
@@ -425,12 +422,7 @@ impl Sim {
 
     /// Closes every stream of host `host`, whose process died (or was replaced).
     pub(super) fn streams_host_died(&mut self, host: usize) {
-        let ids: Vec<SocketId> = self
-            .streams
-            .ends
-            .range((host, SocketId(0))..=(host, SocketId(u16::MAX)))
-            .map(|(&(_, id), _)| id)
-            .collect();
+        let ids: Vec<SocketId> = self.table(host).iter().map(|(id, _)| id).collect();
         for id in ids {
             self.stream_close(host, id);
         }
@@ -490,15 +482,14 @@ impl Sim {
     /// Sends `data` down stream `id` of host `host` (a transmit naming it).
     pub(super) fn stream_send(&mut self, host: usize, id: SocketId, data: Bytes) {
         let now = self.clock.now();
-        let found = self.streams.ends.get(&(host, id)).and_then(|&key| {
+        // A connector may send once it was told the stream is open; an acceptor at once.
+        let table = self.streams.tables.get(&host);
+        let key = table.filter(|t| t.is_connected(id)).and_then(|t| t.get(id));
+        let found = key.and_then(|&key| {
             let c = self.streams.conns.get(&key)?;
             let side = Self::side_of(c, host, id)?;
-            let other = c.ends[1 - side].as_ref()?;
             let mine = c.ends[side].as_ref()?;
-            // A connector may send once it was told the stream is open.
-            let usable = c.phase == Phase::Open || (side == ACCEPTOR && c.phase == Phase::SynAck);
-            let _ = other;
-            usable.then_some((key, side, mine.local, mine.peer))
+            Some((key, side, mine.local, mine.peer))
         });
         let Some((key, side, src, dst)) = found else {
             self.streams.stats.unknown += 1;
@@ -650,8 +641,13 @@ impl Sim {
                 .push(back, Item::Stream(StreamItem::Answer(key, false)));
             return Ok(());
         }
-        let id = self.accept_id(to);
-        self.streams.ends.insert((to, id), key);
+        let Ok(id) = self.table(to).accept(key) else {
+            // Every stream id of the listener is taken: it resets the connection.
+            self.streams.stats.refused += 1;
+            self.queue
+                .push(back, Item::Stream(StreamItem::Answer(key, false)));
+            return Ok(());
+        };
         let c = self.streams.conns.get_mut(&key).expect("looked up");
         c.ends[ACCEPTOR] = Some(End {
             id,
@@ -679,9 +675,10 @@ impl Sim {
         if ok {
             c.phase = Phase::Open;
             self.streams.stats.opened += 1;
+            let _ = self.table(host).connected(id);
             self.stream_note(host, format_args!("tcp {id:?} connected"));
         } else {
-            self.streams.ends.remove(&(host, id));
+            let _ = self.table(host).ended(id); // a failed connect: told below
             self.remove_conn(key);
             self.stream_note(host, format_args!("tcp {id:?} connect failed"));
         }
@@ -767,7 +764,7 @@ impl Sim {
                     self.record_fate(trace, PacketFate::Dropped { at, cause });
                 }
                 (Segment::Fin, Some((id, _))) => {
-                    self.streams.ends.remove(&(to, id));
+                    let ended = self.table(to).ended(id);
                     let c = self.streams.conns.get_mut(&key).expect("looked up");
                     if let Some(e) = c.ends[1 - dir].as_mut() {
                         e.open = false;
@@ -778,8 +775,10 @@ impl Sim {
                     }
                     self.streams.stats.closed += 1;
                     self.stream_note(to, format_args!("tcp {id:?} closed by the other end"));
-                    if let NodeState::Running(n) = &mut self.hosts[to].node {
-                        n.handle_stream_closed(now, id);
+                    if let (NodeState::Running(n), Some((_, report))) =
+                        (&mut self.hosts[to].node, ended)
+                    {
+                        report.tell(&mut **n, now, id);
                         self.service(to, false)?;
                     }
                 }
@@ -795,25 +794,28 @@ impl Sim {
         let Some(c) = self.streams.conns.get(&key) else {
             return Ok(());
         };
-        let phase = c.phase;
         let hosts = c.hosts;
-        let ends: Vec<(usize, SocketId)> = (0..2)
-            .filter_map(|s| c.ends[s].as_ref().filter(|e| e.open).map(|e| (s, e.id)))
+        let open: Vec<(usize, SocketId)> = (0..2)
+            .filter_map(|s| {
+                c.ends[s]
+                    .as_ref()
+                    .filter(|e| e.open)
+                    .map(|e| (hosts[s], e.id))
+            })
+            .collect();
+        // A connector still connecting hears its connect failed; any other end, that it closed.
+        let ends: Vec<(usize, SocketId, Report)> = open
+            .into_iter()
+            .filter_map(|(host, id)| Some((host, id, self.table(host).ended(id)?.1)))
             .collect();
         self.streams.stats.broken += 1;
         self.remove_conn(key);
-        for (side, id) in ends {
-            let host = hosts[side];
-            self.streams.ends.remove(&(host, id));
+        for (host, id, report) in ends {
             self.stream_note(host, format_args!("tcp {id:?} broken ({why})"));
             let NodeState::Running(n) = &mut self.hosts[host].node else {
                 continue;
             };
-            if side == CONNECTOR && phase != Phase::Open {
-                n.handle_socket_opened(now, id, None);
-            } else {
-                n.handle_stream_closed(now, id);
-            }
+            report.tell(&mut **n, now, id);
             self.service(host, false)?;
         }
         Ok(())
@@ -836,8 +838,9 @@ impl Sim {
         }
         for (s, e) in c.ends.iter().enumerate() {
             if let Some(e) = e {
-                if self.streams.ends.get(&(c.hosts[s], e.id)) == Some(&key) {
-                    self.streams.ends.remove(&(c.hosts[s], e.id));
+                let table = self.table(c.hosts[s]);
+                if table.get(e.id) == Some(&key) {
+                    let _ = table.close(e.id);
                 }
             }
         }
