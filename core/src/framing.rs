@@ -124,6 +124,20 @@ pub struct Framer {
 /// Default cap on bytes waiting for one stream: ~200 full datagrams.
 pub const DEFAULT_STREAM_BUFFER: usize = 256 * 1024;
 
+/// Bytes a datagram of `len` bytes takes on a stream: its length prefix and itself.
+pub const fn framed_len(len: usize) -> usize {
+    FRAME_HEADER + len
+}
+
+/// Whether a stream queue holding `queued` bytes (frames, length prefixes included) under a
+/// cap of `cap` bytes takes a datagram of `len` bytes: one that is not empty (an empty frame
+/// carries nothing and is skipped by [`Deframer`]), fits in a frame ([`MAX_STREAM_FRAME`])
+/// and keeps the queue within its cap. The rule of [`Framer::push`], for a carrier that keeps
+/// its frames its own way (the simulator's flows).
+pub const fn frame_fits(queued: usize, len: usize, cap: usize) -> bool {
+    len > 0 && len <= MAX_STREAM_FRAME && queued + framed_len(len) <= cap
+}
+
 impl Default for Framer {
     fn default() -> Self {
         Self::new(DEFAULT_STREAM_BUFFER)
@@ -140,12 +154,9 @@ impl Framer {
     }
 
     /// Queues `datagram`; false (nothing queued) if it is empty, too long for a frame, or
-    /// does not fit under the cap.
+    /// does not fit under the cap ([`frame_fits`]).
     pub fn push(&mut self, datagram: &[u8]) -> bool {
-        if datagram.is_empty()
-            || datagram.len() > MAX_STREAM_FRAME
-            || self.queue.len() + FRAME_HEADER + datagram.len() > self.cap
-        {
+        if !frame_fits(self.queue.len(), datagram.len(), self.cap) {
             return false;
         }
         let n = datagram.len() as u16;
@@ -226,6 +237,18 @@ mod tests {
         let too_long = (MAX_STREAM_FRAME as u16 + 1).to_be_bytes();
         d.push(&too_long);
         assert_eq!(d.next_frame(), Err(FrameTooLong(MAX_STREAM_FRAME + 1)));
+    }
+
+    #[test]
+    fn a_frame_fits_when_its_prefix_and_bytes_stay_within_the_cap() {
+        assert!(frame_fits(0, 98, 100));
+        assert!(!frame_fits(0, 99, 100), "2 + 99 > 100");
+        assert!(frame_fits(62, 36, 100));
+        assert!(!frame_fits(0, 0, 100), "empty");
+        assert!(
+            !frame_fits(0, MAX_STREAM_FRAME + 1, 1 << 20),
+            "too long for a frame"
+        );
     }
 
     #[test]
