@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pierce_core::SocketId;
-use pierce_core::framing::{DEFAULT_STREAM_BUFFER, MAX_STREAM_FRAME};
+use pierce_core::framing::{DEFAULT_STREAM_BUFFER, frame_fits, framed_len};
 use pierce_core::streams::{MAX_STREAM_IDS, Report, StreamTable};
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -56,9 +56,10 @@ const EPHEMERAL: RangeInclusive<u16> = 32_768..=60_999;
 ///   arrives [`RTO_MIN`] plus a round trip later. Frames are never lost, duplicated or
 ///   reordered: a frame never arrives before the one sent ahead of it (head-of-line
 ///   blocking). Jitter, rate limits, MTU and outages are not modelled for streams, and
-///   streams do not count in the links' counters. A flow holding more than
-///   [`DEFAULT_STREAM_BUFFER`] undelivered bytes refuses new frames (the runtime's bounded
-///   framer; counted as `overflow`).
+///   streams do not count in the links' counters. A flow refuses a frame that would take its
+///   undelivered frames (length prefixes included) past [`DEFAULT_STREAM_BUFFER`] bytes, and
+///   one it cannot frame, by the runtime's rule (`pierce_core::framing::frame_fits`; counted
+///   as `overflow`).
 /// - **Closing.** A node's `Close` on a stream delivers what it already sent, then the other
 ///   end gets `handle_stream_closed`. A crash, a restart ([`crate::Action::RestartServer`]) or a new
 ///   client process ([`crate::Action::Reconnect`]) closes the dead process's streams the same
@@ -133,8 +134,8 @@ struct Flow {
     queue: VecDeque<(Instant, Segment)>,
     /// Due time of the last segment queued.
     last: Option<Instant>,
-    /// Payload bytes queued.
-    bytes: usize,
+    /// Bytes queued, counted as a runtime's framer counts them (length prefixes included).
+    framed: usize,
     /// A `Flow` item is scheduled for this instant.
     wake: Option<Instant>,
     /// The front segment has been waiting for a blocked path since then.
@@ -512,10 +513,7 @@ impl Sim {
             self.packets.len() - 1
         });
         let c = &self.streams.conns[&key];
-        if data.is_empty()
-            || data.len() > MAX_STREAM_FRAME
-            || c.flows[side].bytes + data.len() > DEFAULT_STREAM_BUFFER
-        {
+        if !frame_fits(c.flows[side].framed, data.len(), DEFAULT_STREAM_BUFFER) {
             self.streams.stats.overflow += 1;
             self.trace_drop(
                 host,
@@ -566,7 +564,7 @@ impl Sim {
         let due = flow.last.map_or(due, |t| t.max(due));
         flow.last = Some(due);
         if let Segment::Data { data, .. } = &seg {
-            flow.bytes += data.len();
+            flow.framed += framed_len(data.len());
         }
         flow.queue.push_back((due, seg));
         self.schedule_flow(key, dir);
@@ -723,7 +721,7 @@ impl Sim {
             let flow = &mut c.flows[dir];
             let (_, seg) = flow.queue.pop_front().expect("peeked");
             if let Segment::Data { data, .. } = &seg {
-                flow.bytes -= data.len();
+                flow.framed -= framed_len(data.len());
             }
             let end = c.ends[1 - dir]
                 .as_ref()
@@ -1055,6 +1053,30 @@ mod tests {
             "300 + echoes that were sent: {stats:?}"
         );
         assert!(sim.streams("srv").is_empty() && sim.streams("cli").is_empty());
+    }
+
+    #[test]
+    fn a_stalled_flow_takes_frames_up_to_the_runtimes_cap_prefixes_included() {
+        let link = LinkProfile::symmetric(LinkConfig::with_latency(10 * MS));
+        let (mut sim, srv) = probes(9, Edge::Open, &link);
+        let id = connect(&mut sim, "cli", 1, srv);
+        sim.advance(100 * MS);
+        sim.apply(Action::partition("cli", "srv")).unwrap();
+        sim.with_node::<Probe, _>("cli", |p, _| {
+            for i in 0..300u32 {
+                let mut frame = vec![0u8; 1000];
+                frame[..4].copy_from_slice(&i.to_be_bytes());
+                p.out.push_back((id, srv, frame));
+            }
+        });
+        // 261 frames of 2 + 1000 bytes fit in 256 KiB; a 262nd would not.
+        let fit = pierce_core::framing::DEFAULT_STREAM_BUFFER / 1002;
+        assert_eq!(fit, 261);
+        assert_eq!(sim.stream_stats().overflow, 300 - fit as u64);
+        sim.apply(Action::heal("cli", "srv")).unwrap();
+        sim.advance(SECOND);
+        let got = sim.node::<Probe>("srv").numbers(sim.streams("srv")[0].0);
+        assert_eq!(got, (0..fit as u32).collect::<Vec<_>>());
     }
 
     #[test]
