@@ -856,20 +856,7 @@ impl Sim {
             self.trace_drop(id, dst, data.len(), "host", "no such socket");
             return;
         };
-        let trace = self.trace.then(|| {
-            self.packets.push(PacketRecord {
-                sent_at: self.clock.elapsed(),
-                from: self.hosts[id].name.clone(),
-                src,
-                dst,
-                len: data.len(),
-                kind: data.first().copied().unwrap_or(0),
-                duplicated: false,
-                tcp: false,
-                fates: Vec::new(),
-            });
-            self.packets.len() - 1
-        });
+        let trace = self.trace_sent(id, src, dst, &data, false);
         if self.net.is_offline(id) {
             self.net.stats.offline += 1;
             self.trace_drop(id, dst, data.len(), "net", NetDrop::Offline);
@@ -927,6 +914,33 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// With packet tracing on, records a datagram (a stream's frame if `tcp`) host `from`
+    /// sends from `src` to `dst`, and returns its index for [`Sim::record_fate`].
+    fn trace_sent(
+        &mut self,
+        from: usize,
+        src: SocketAddr,
+        dst: SocketAddr,
+        data: &[u8],
+        tcp: bool,
+    ) -> Option<usize> {
+        if !self.trace {
+            return None;
+        }
+        self.packets.push(PacketRecord {
+            sent_at: self.clock.elapsed(),
+            from: self.hosts[from].name.clone(),
+            src,
+            dst,
+            len: data.len(),
+            kind: data.first().copied().unwrap_or(0),
+            duplicated: false,
+            tcp,
+            fates: Vec::new(),
+        });
+        Some(self.packets.len() - 1)
     }
 
     fn record_fate(&mut self, trace: Option<usize>, fate: PacketFate) {

@@ -14,7 +14,7 @@ use pierce_core::streams::{MAX_STREAM_IDS, Report, StreamTable};
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use super::{DropCause, Item, NodeState, PacketFate, PacketRecord, Sim, SimError};
+use super::{DropCause, Item, NodeState, PacketFate, Sim, SimError};
 use crate::clock::format_time;
 use crate::link::{LinkConfig, Loss};
 use crate::substream;
@@ -498,20 +498,7 @@ impl Sim {
             self.trace_drop(host, peer, data.len(), "host", format!("no stream {id:?}"));
             return;
         };
-        let trace = self.trace.then(|| {
-            self.packets.push(PacketRecord {
-                sent_at: self.clock.elapsed(),
-                from: self.hosts[host].name.clone(),
-                src,
-                dst,
-                len: data.len(),
-                kind: data.first().copied().unwrap_or(0),
-                duplicated: false,
-                tcp: true,
-                fates: Vec::new(),
-            });
-            self.packets.len() - 1
-        });
+        let trace = self.trace_sent(host, src, dst, &data, true);
         let c = &self.streams.conns[&key];
         if !frame_fits(c.flows[side].framed, data.len(), DEFAULT_STREAM_BUFFER) {
             self.streams.stats.overflow += 1;
