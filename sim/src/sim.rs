@@ -686,15 +686,7 @@ impl Sim {
                 data,
                 trace,
             } => {
-                if self.trace {
-                    let line = format!(
-                        "{} {} <- {from} {}B",
-                        format_time(self.elapsed()),
-                        self.hosts[to].name,
-                        data.len()
-                    );
-                    self.log.push(line);
-                }
+                self.trace_line(to, format_args!("<- {from} {}B", data.len()));
                 let at = self.elapsed();
                 match &mut self.hosts[to].node {
                     NodeState::Running(n) => n.handle_datagram_on(now, socket, from, &data),
@@ -888,20 +880,12 @@ impl Sim {
                         r.duplicated = true;
                     }
                 }
-                if self.trace {
-                    let line = format!(
-                        "{} {} -> {dst} {}B{}",
-                        format_time(self.elapsed()),
-                        self.hosts[id].name,
-                        data.len(),
-                        if duplicate.is_some() {
-                            " (duplicated)"
-                        } else {
-                            ""
-                        }
-                    );
-                    self.log.push(line);
-                }
+                let dup = if duplicate.is_some() {
+                    " (duplicated)"
+                } else {
+                    ""
+                };
+                self.trace_line(id, format_args!("-> {dst} {}B{dup}", data.len()));
                 for t in std::iter::once(at).chain(duplicate) {
                     let item = Item::Arrive {
                         from: id,
@@ -957,11 +941,19 @@ impl Sim {
         at: &str,
         why: impl fmt::Debug,
     ) {
+        self.trace_line(
+            from,
+            format_args!("-> {dst} {len}B dropped ({at}: {why:?})"),
+        );
+    }
+
+    /// With packet tracing on, logs what host `host` did, stamped with the time and its name.
+    fn trace_line(&mut self, host: usize, what: fmt::Arguments<'_>) {
         if self.trace {
             let line = format!(
-                "{} {} -> {dst} {len}B dropped ({at}: {why:?})",
+                "{} {} {what}",
                 format_time(self.elapsed()),
-                self.hosts[from].name,
+                self.hosts[host].name
             );
             self.log.push(line);
         }

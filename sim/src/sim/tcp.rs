@@ -531,15 +531,7 @@ impl Sim {
             due += RTO_MIN + rtt;
             self.streams.stats.retransmitted += 1;
         }
-        if self.trace {
-            let line = format!(
-                "{} {} -> {dst} {}B (tcp {id:?})",
-                format_time(self.elapsed()),
-                self.hosts[host].name,
-                data.len()
-            );
-            self.log.push(line);
-        }
+        self.trace_line(host, format_args!("-> {dst} {}B (tcp {id:?})", data.len()));
         self.push_segment(key, side, due, Segment::Data { data, trace });
     }
 
@@ -718,15 +710,8 @@ impl Sim {
             let at = self.elapsed();
             match (seg, end) {
                 (Segment::Data { data, trace }, Some((id, peer))) if running => {
-                    if self.trace {
-                        let line = format!(
-                            "{} {} <- {peer} {}B (tcp {id:?})",
-                            format_time(at),
-                            self.hosts[to].name,
-                            data.len()
-                        );
-                        self.log.push(line);
-                    }
+                    let len = data.len();
+                    self.trace_line(to, format_args!("<- {peer} {len}B (tcp {id:?})"));
                     if let NodeState::Running(n) = &mut self.hosts[to].node {
                         n.handle_datagram_on(now, id, peer, &data);
                     }
