@@ -874,9 +874,6 @@ mod tests {
     }
 
     impl Endpoint for Probe {
-        fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-            self.handle_datagram_on(now, SocketId::PRIMARY, from, datagram);
-        }
         fn handle_datagram_on(
             &mut self,
             _now: Instant,
@@ -1220,9 +1217,6 @@ mod tests {
     }
 
     impl Endpoint for Shim {
-        fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-            self.client.handle_datagram(now, from, datagram);
-        }
         fn handle_datagram_on(
             &mut self,
             now: Instant,
