@@ -236,22 +236,28 @@ mod tests {
     use pierce_core::framing::MAX_STREAM_FRAME;
     use std::time::{Duration, Instant};
 
+    /// Polls a connecting stream until its connect is done or failed.
+    fn finish(s: &mut Stream) -> Connect {
+        let start = Instant::now();
+        loop {
+            match s.finish_connect() {
+                Connect::Pending => {
+                    assert!(start.elapsed() < Duration::from_secs(5), "connect hangs");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// A connected pair: a mio stream (ours) and a blocking std stream (the other side).
     fn pair() -> (Stream, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mut ours = Stream::connecting(TcpStream::connect(addr).unwrap(), addr, 4096);
         let (theirs, _) = listener.accept().unwrap();
-        let start = Instant::now();
-        loop {
-            match ours.finish_connect() {
-                Connect::Done(_) => break,
-                Connect::Pending => {
-                    assert!(start.elapsed() < Duration::from_secs(5), "connect hangs");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Connect::Failed(e) => panic!("connect failed: {e}"),
-            }
+        if let Connect::Failed(e) = finish(&mut ours) {
+            panic!("connect failed: {e}");
         }
         (ours, theirs)
     }
@@ -365,16 +371,8 @@ mod tests {
             .local_addr()
             .unwrap();
         let mut s = Stream::connecting(TcpStream::connect(addr).unwrap(), addr, 4096);
-        let start = Instant::now();
-        loop {
-            match s.finish_connect() {
-                Connect::Failed(_) => break,
-                Connect::Pending => {
-                    assert!(start.elapsed() < Duration::from_secs(5), "connect hangs");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Connect::Done(a) => panic!("connected to nothing from {a}"),
-            }
+        if let Connect::Done(a) = finish(&mut s) {
+            panic!("connected to nothing from {a}");
         }
     }
 }
