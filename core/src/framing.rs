@@ -100,6 +100,29 @@ impl Deframer {
         }
     }
 
+    /// Hands up to `max` whole datagrams, in order, to `deliver` (a runtime's budget per
+    /// read); returns how many, and `Err` once the stream announced a frame over
+    /// [`MAX_STREAM_FRAME`] (the datagrams before it were delivered; nothing more can be read
+    /// from it).
+    pub fn deliver(
+        &mut self,
+        max: usize,
+        mut deliver: impl FnMut(&[u8]),
+    ) -> (usize, Result<(), FrameTooLong>) {
+        let mut n = 0;
+        while n < max {
+            match self.next_frame() {
+                Ok(Some(frame)) => {
+                    deliver(frame);
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(e) => return (n, Err(e)),
+            }
+        }
+        (n, Ok(()))
+    }
+
     /// Bytes held that are not a whole frame yet.
     pub fn pending(&self) -> usize {
         self.len - self.consumed
@@ -249,6 +272,21 @@ mod tests {
             !frame_fits(0, MAX_STREAM_FRAME + 1, 1 << 20),
             "too long for a frame"
         );
+    }
+
+    #[test]
+    fn delivery_stops_at_its_budget_and_at_a_broken_frame() {
+        let mut d = Deframer::default();
+        d.push(&[0, 1, 7, 0, 1, 8, 0, 1, 9]);
+        let mut got = Vec::new();
+        assert_eq!(d.deliver(2, |f| got.push(f[0])), (2, Ok(())));
+        assert_eq!(d.deliver(5, |f| got.push(f[0])), (1, Ok(())));
+        assert_eq!(got, [7, 8, 9]);
+        let too_long = (MAX_STREAM_FRAME as u16 + 1).to_be_bytes();
+        d.push(&[0, 1, 10, too_long[0], too_long[1]]);
+        let broken = Err(FrameTooLong(MAX_STREAM_FRAME + 1));
+        assert_eq!(d.deliver(5, |f| got.push(f[0])), (1, broken));
+        assert_eq!(got, [7, 8, 9, 10]);
     }
 
     #[test]
