@@ -496,18 +496,14 @@ impl<E: Core> Task<E> {
                 let Some(peer) = self.streams.peer(id) else {
                     return;
                 };
-                loop {
-                    match deframer.next_frame() {
-                        Ok(Some(datagram)) => {
-                            self.stats.datagrams_received += 1;
-                            self.endpoint.handle_datagram_on(now, id, peer, datagram);
-                        }
-                        Ok(None) => break,
-                        Err(_) => {
-                            self.stats.stream_frames_too_long += 1;
-                            return self.stream_ended(now, id);
-                        }
-                    }
+                let endpoint = &mut self.endpoint;
+                let (n, framed) = deframer.deliver(usize::MAX, |datagram| {
+                    endpoint.handle_datagram_on(now, id, peer, datagram);
+                });
+                self.stats.datagrams_received += n as u64;
+                if framed.is_err() {
+                    self.stats.stream_frames_too_long += 1;
+                    return self.stream_ended(now, id);
                 }
                 self.streams.rearm(id, deframer);
             }

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use futures_lite::{future, ready};
 use pierce_core::SocketId;
 use pierce_core::framing::{DEFAULT_STREAM_BUFFER, Deframer, Framer};
 use pierce_core::streams::{DEFAULT_MAX_STREAMS, Push, Report, StreamTable};
@@ -162,15 +162,18 @@ impl Stream {
         let Some(io) = &self.io else {
             return Poll::Ready(Ok(())); // connecting: nothing is queued before it connects
         };
-        while !self.framer.is_empty() {
-            match ready!(Pin::new(&mut &*io).poll_write(cx, self.framer.front())) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.framer.consume(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
+        // `Pending` reads as `WouldBlock`; the waker is registered for when it has room.
+        let written = pierce_os::write_queued(&mut self.framer, |bytes| {
+            match Pin::new(&mut &*io).poll_write(cx, bytes) {
+                Poll::Ready(result) => result,
+                Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
             }
+        });
+        match written {
+            Ok(true) => Poll::Ready(Ok(())),
+            Ok(false) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
         }
-        Poll::Ready(Ok(()))
     }
 
     /// Closes the stream without waiting: writes what the socket takes at once, discards a

@@ -151,15 +151,10 @@ impl Stream {
         let mut n = 0;
         let mut bytes_left = max.saturating_mul(READ_BYTES_PER_DATAGRAM);
         loop {
-            while n < max {
-                match self.rx.next_frame() {
-                    Ok(Some(frame)) => {
-                        deliver(frame);
-                        n += 1;
-                    }
-                    Ok(None) => break,
-                    Err(_) => return (n, ReadEnd::Ended(Ended::FrameTooLong)),
-                }
+            let (k, framed) = self.rx.deliver(max - n, &mut deliver);
+            n += k;
+            if framed.is_err() {
+                return (n, ReadEnd::Ended(Ended::FrameTooLong));
             }
             if n >= max || bytes_left == 0 {
                 return (n, ReadEnd::Budget);
@@ -186,18 +181,8 @@ impl Stream {
         if self.connecting || self.write_blocked {
             return Ok(());
         }
-        while !self.tx.is_empty() {
-            match self.io.write(self.tx.front()) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(k) => self.tx.consume(k),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.write_blocked = true;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let written = pierce_os::write_queued(&mut self.tx, |bytes| self.io.write(bytes))?;
+        self.write_blocked = !written;
         Ok(())
     }
 

@@ -5,8 +5,9 @@
 //! ([`os_seed`]), wall-clock time for a server's token expiry ([`unix_time`]), the host's
 //! interface addresses as LAN candidates ([`local_addresses`]), socket buffer sizes
 //! ([`set_socket_buffers`]), and which receive errors are stray ICMP rather than a broken
-//! socket ([`is_stray_icmp`]), how much unread input to discard before closing a TCP stream
-//! ([`discard_unread`]); and the counters a driver keeps about that work ([`DriverStats`]).
+//! socket ([`is_stray_icmp`]), writing a TCP stream's queue ([`write_queued`]) and how much
+//! unread input to discard before closing one ([`discard_unread`]); and the counters a
+//! driver keeps about that work ([`DriverStats`]).
 //!
 //! The core (`pierce-core`) never touches the OS, so none of this can live there. A game uses
 //! these through its runtime, which re-exports them (`pierce_mio::os_seed`,
@@ -20,4 +21,4 @@ mod tcp;
 
 pub use stats::DriverStats;
 pub use sys::{is_stray_icmp, local_addresses, os_seed, set_socket_buffers, unix_time};
-pub use tcp::{CLOSE_DRAIN, discard_unread};
+pub use tcp::{CLOSE_DRAIN, discard_unread, write_queued};
