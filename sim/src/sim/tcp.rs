@@ -951,11 +951,33 @@ mod tests {
         id
     }
 
+    /// [`probes`] on 10 ms links, with `cli`'s stream 1 to `srv` connected.
+    fn connected_probes(seed: u64, edge: Edge) -> (Sim, SocketAddr, SocketId) {
+        let link = LinkProfile::symmetric(LinkConfig::with_latency(10 * MS));
+        let (mut sim, srv) = probes(seed, edge, &link);
+        let id = connect(&mut sim, "cli", 1, srv);
+        sim.advance(100 * MS);
+        (sim, srv, id)
+    }
+
     fn send(sim: &mut Sim, name: &str, socket: SocketId, numbers: std::ops::Range<u32>) {
+        send_sized(sim, name, socket, numbers, 4);
+    }
+
+    /// Frames of `len` bytes, each starting with its number.
+    fn send_sized(
+        sim: &mut Sim,
+        name: &str,
+        socket: SocketId,
+        numbers: std::ops::Range<u32>,
+        len: usize,
+    ) {
         sim.with_node::<Probe, _>(name, |p, _| {
             for i in numbers {
                 let dst = SocketAddr::from(([0, 0, 0, 0], 0)); // ignored on streams
-                p.out.push_back((socket, dst, i.to_be_bytes().to_vec()));
+                let mut frame = vec![0u8; len];
+                frame[..4].copy_from_slice(&i.to_be_bytes());
+                p.out.push_back((socket, dst, frame));
             }
         });
     }
@@ -1026,18 +1048,9 @@ mod tests {
 
     #[test]
     fn a_stalled_flow_takes_frames_up_to_the_runtimes_cap_prefixes_included() {
-        let link = LinkProfile::symmetric(LinkConfig::with_latency(10 * MS));
-        let (mut sim, srv) = probes(9, Edge::Open, &link);
-        let id = connect(&mut sim, "cli", 1, srv);
-        sim.advance(100 * MS);
+        let (mut sim, _, id) = connected_probes(9, Edge::Open);
         sim.apply(Action::partition("cli", "srv")).unwrap();
-        sim.with_node::<Probe, _>("cli", |p, _| {
-            for i in 0..300u32 {
-                let mut frame = vec![0u8; 1000];
-                frame[..4].copy_from_slice(&i.to_be_bytes());
-                p.out.push_back((id, srv, frame));
-            }
-        });
+        send_sized(&mut sim, "cli", id, 0..300, 1000);
         // 261 frames of 2 + 1000 bytes fit in 256 KiB; a 262nd would not.
         let fit = pierce_core::framing::DEFAULT_STREAM_BUFFER / 1002;
         assert_eq!(fit, 261);
@@ -1089,10 +1102,7 @@ mod tests {
 
     #[test]
     fn a_crash_or_restart_closes_the_other_end_after_what_was_in_flight() {
-        let link = LinkProfile::symmetric(LinkConfig::with_latency(10 * MS));
-        let (mut sim, srv) = probes(3, Edge::Open, &link);
-        let id = connect(&mut sim, "cli", 1, srv);
-        sim.advance(100 * MS);
+        let (mut sim, _, id) = connected_probes(3, Edge::Open);
         send(&mut sim, "cli", id, 0..5);
         sim.advance(15 * MS);
         // srv dies 5 ms before the frames reach it; its kernel's FIN is on its way at once.
@@ -1108,6 +1118,7 @@ mod tests {
         assert_eq!(sim.stream_stats().unknown, 1, "a closed stream");
 
         // A restarting server closes its streams the same way.
+        let link = LinkProfile::symmetric(LinkConfig::with_latency(10 * MS));
         let mut sim = Scenario::new(3).link(link.clone()).build();
         sim.add_node("cli", Edge::Open, PROBE_PORT, &link, Probe::default());
         let server = sim.server_addr();
@@ -1126,10 +1137,7 @@ mod tests {
 
     #[test]
     fn frames_wait_out_a_short_outage_and_a_long_one_breaks_the_stream() {
-        let link = LinkProfile::symmetric(LinkConfig::with_latency(10 * MS));
-        let (mut sim, srv) = probes(5, Edge::nat(NatConfig::port_restricted()), &link);
-        let id = connect(&mut sim, "cli", 1, srv);
-        sim.advance(100 * MS);
+        let (mut sim, _, id) = connected_probes(5, Edge::nat(NatConfig::port_restricted()));
         send(&mut sim, "cli", id, 0..3);
         sim.advance(5 * MS);
         sim.apply(Action::offline("srv")).unwrap();
