@@ -280,27 +280,22 @@ fn main() {
     }
     for (e, entrant) in ENTRANTS.iter().enumerate().skip(2) {
         let name = result_name(e);
+        let vs = |key, profile, f| fr(find(key, profile).pierce_over(e, f));
         for p in PROFILES {
-            let c = find("rel64_n2", p.key);
-            let r = c.median(0, |s| s.p99) / c.median(e, |s| s.p99);
-            result.push(format!("p99_ratio_vs_{name}_{}={}", p.key, fr(r)));
+            let r = vs("rel64_n2", p.key, |s| s.p99);
+            result.push(format!("p99_ratio_vs_{name}_{}={r}", p.key));
         }
-        let c = find("rel64_n2", "good");
-        let r = c.median(0, |s| s.cpu_us_per_msg) / c.median(e, |s| s.cpu_us_per_msg);
-        result.push(format!("cpu_ratio_vs_{name}_good={}", fr(r)));
-        let c = find("rel64_n8", "good");
-        let r = c.median(0, |s| s.cpu_us_per_msg) / c.median(e, |s| s.cpu_us_per_msg);
-        result.push(format!("cpu_ratio_n8_vs_{name}_good={}", fr(r)));
-        let c = find("rel64_n2", "average");
-        let r = c.median(0, |s| s.wire) / c.median(e, |s| s.wire);
-        result.push(format!("bytes_ratio_vs_{name}_average={}", fr(r)));
-        let c = find("blob_n2", "average");
-        let r = c.median(0, |s| s.blob_s) / c.median(e, |s| s.blob_s);
-        result.push(format!("blob_time_ratio_vs_{name}_average={}", fr(r)));
+        let r = vs("rel64_n2", "good", |s| s.cpu_us_per_msg);
+        result.push(format!("cpu_ratio_vs_{name}_good={r}"));
+        let r = vs("rel64_n8", "good", |s| s.cpu_us_per_msg);
+        result.push(format!("cpu_ratio_n8_vs_{name}_good={r}"));
+        let r = vs("rel64_n2", "average", |s| s.wire);
+        result.push(format!("bytes_ratio_vs_{name}_average={r}"));
+        let r = vs("blob_n2", "average", |s| s.blob_s);
+        result.push(format!("blob_time_ratio_vs_{name}_average={r}"));
         if entrant.who != Who::Kcp {
-            let c = find("seq64_n2", "poor");
-            let r = c.median(0, |s| s.p99) / c.median(e, |s| s.p99);
-            result.push(format!("seq_p99_ratio_vs_{name}_poor={}", fr(r)));
+            let r = vs("seq64_n2", "poor", |s| s.p99);
+            result.push(format!("seq_p99_ratio_vs_{name}_poor={r}"));
         }
     }
     let c = find("rel64_n2", "good");

@@ -18,6 +18,31 @@ impl Bucket {
         }
         over(&self.rounds[e], f).median
     }
+
+    /// Pierce's median of `f` over entrant `e`'s (< 1 is better for Pierce).
+    pub(crate) fn pierce_over(&self, e: usize, f: fn(&Stats) -> f64) -> f64 {
+        self.median(0, f) / self.median(e, f)
+    }
+
+    /// The profile column: the profile's name on its first row only.
+    fn profile_column(&self, first: bool) -> &'static str {
+        if first {
+            PROFILES[self.profile].key
+        } else {
+            ""
+        }
+    }
+
+    /// The "pierce/this" columns of entrant `e`'s row: Pierce's median over its, for each
+    /// of three measures (empty on Pierce's own row).
+    fn verdict(&self, e: usize, measures: [fn(&Stats) -> f64; 3]) -> String {
+        if e == 0 {
+            return String::new();
+        }
+        let (pierce, r) = (&self.rounds[0], &self.rounds[e]);
+        let [a, b, c] = measures.map(|f| ratio(over(pierce, f).median, over(r, f).median));
+        format!("{a:>6} {b:>6} {c:>6}")
+    }
 }
 
 /// Median wire bytes per payload byte without the AEAD bytes (Pierce rows only).
@@ -28,6 +53,20 @@ fn plain(r: &[Stats]) -> String {
     } else {
         format!("{:.2}", s.median)
     }
+}
+
+/// Spread columns of an entrant's row: each of the measures' median [min-max] over its
+/// rounds, with `decimals` decimals, 19 characters wide.
+fn spreads<const N: usize>(
+    r: &[Stats],
+    decimals: usize,
+    measures: impl Fn(&Stats) -> [f64; N],
+) -> String {
+    let columns: [String; N] = std::array::from_fn(|i| {
+        let spread = over(r, |s| measures(s)[i]);
+        format!("{:>19}", fmt_spread(spread, decimals))
+    });
+    columns.join(" ")
 }
 
 /// A note for rows where some rounds did not finish.
@@ -65,41 +104,24 @@ pub(crate) fn print_tick_header() {
 }
 
 pub(crate) fn print_tick_row(cell: &Bucket, e: usize, first: bool) {
-    let r = &cell.rounds[e];
-    let pierce = &cell.rounds[0];
-    let profile = if first {
-        PROFILES[cell.profile].key
-    } else {
-        ""
-    };
+    let (r, profile) = (&cell.rounds[e], cell.profile_column(first));
     let del = over(r, |s| s.delivered_pct);
     let del = if del.min >= 100.0 && r.iter().all(|s| s.finished) {
         String::new()
     } else {
         fmt_spread(del, 1)
     };
-    let verdict = if e == 0 {
-        String::new()
-    } else {
-        let a = ratio(over(pierce, |s| s.p99).median, over(r, |s| s.p99).median);
-        let b = ratio(
-            over(pierce, |s| s.cpu_us_per_msg).median,
-            over(r, |s| s.cpu_us_per_msg).median,
-        );
-        let c = ratio(over(pierce, |s| s.wire).median, over(r, |s| s.wire).median);
-        format!("{a:>6} {b:>6} {c:>6}")
-    };
+    let verdict = cell.verdict(e, [|s| s.p99, |s| s.cpu_us_per_msg, |s| s.wire]);
+    let latency = spreads(r, 1, |s| [s.p50, s.p99, s.p999, s.max]);
+    let (wire, cpu) = (
+        spreads(r, 2, |s| [s.wire]),
+        spreads(r, 2, |s| [s.cpu_us_per_msg]),
+    );
     println!(
-        "{profile:<8} {:<11} {:>19} {:>19} {:>19} {:>19} {del:>19} {:>19} {:>6} {:>5.2} {:>19} {:>6.2}  {verdict}",
+        "{profile:<8} {:<11} {latency} {del:>19} {wire} {:>6} {:>5.2} {cpu} {:>6.2}  {verdict}",
         ENTRANTS[e].label,
-        fmt_spread(over(r, |s| s.p50), 1),
-        fmt_spread(over(r, |s| s.p99), 1),
-        fmt_spread(over(r, |s| s.p999), 1),
-        fmt_spread(over(r, |s| s.max), 1),
-        fmt_spread(over(r, |s| s.wire), 2),
         plain(r),
         over(r, |s| s.dgrams_per_msg).median,
-        fmt_spread(over(r, |s| s.cpu_us_per_msg), 2),
         over(r, |s| s.allocs).median,
     );
     let note = dnf(r);
@@ -125,38 +147,15 @@ pub(crate) fn print_blob_header() {
 }
 
 pub(crate) fn print_blob_row(cell: &Bucket, e: usize, first: bool) {
-    let r = &cell.rounds[e];
-    let pierce = &cell.rounds[0];
-    let profile = if first {
-        PROFILES[cell.profile].key
-    } else {
-        ""
-    };
-    let verdict = if e == 0 {
-        String::new()
-    } else {
-        let a = ratio(
-            over(pierce, |s| s.blob_s).median,
-            over(r, |s| s.blob_s).median,
-        );
-        let b = ratio(
-            over(pierce, |s| s.during_p99).median,
-            over(r, |s| s.during_p99).median,
-        );
-        let c = ratio(over(pierce, |s| s.wire).median, over(r, |s| s.wire).median);
-        format!("{a:>6} {b:>6} {c:>6}")
-    };
+    let (r, profile) = (&cell.rounds[e], cell.profile_column(first));
+    let verdict = cell.verdict(e, [|s| s.blob_s, |s| s.during_p99, |s| s.wire]);
+    let rate = spreads(r, 2, |s| [s.blob_s, s.goodput_mbit]);
+    let ticks = spreads(r, 1, |s| [s.before_p99, s.during_p99, s.during_max]);
+    let (wire, cpu) = (spreads(r, 2, |s| [s.wire]), spreads(r, 1, |s| [s.cpu_ms]));
     println!(
-        "{profile:<8} {:<11} {:>19} {:>19} {:>19} {:>19} {:>19} {:>19} {:>6} {:>19}  {verdict}",
+        "{profile:<8} {:<11} {rate} {ticks} {wire} {:>6} {cpu}  {verdict}",
         ENTRANTS[e].label,
-        fmt_spread(over(r, |s| s.blob_s), 2),
-        fmt_spread(over(r, |s| s.goodput_mbit), 2),
-        fmt_spread(over(r, |s| s.before_p99), 1),
-        fmt_spread(over(r, |s| s.during_p99), 1),
-        fmt_spread(over(r, |s| s.during_max), 1),
-        fmt_spread(over(r, |s| s.wire), 2),
         plain(r),
-        fmt_spread(over(r, |s| s.cpu_ms), 1),
     );
     let note = dnf(r);
     if !note.is_empty() {

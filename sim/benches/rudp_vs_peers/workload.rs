@@ -185,6 +185,17 @@ pub(crate) fn workloads(s: Scale) -> Vec<Workload> {
         reorder: false,
         repeat: if peers == 2 { s.repeat_2 } else { 1 },
     };
+    let blob = |key, reorder| Workload {
+        key,
+        peers: 2,
+        size: 64,
+        per_tick: 2,
+        reliable: true,
+        ticks: s.ticks_blob,
+        blob_at: Some(s.blob_at),
+        reorder,
+        repeat: s.repeat_2,
+    };
     vec![
         w("rel64_n2", 2, 64, true),
         w("rel200_n2", 2, 200, true),
@@ -194,27 +205,7 @@ pub(crate) fn workloads(s: Scale) -> Vec<Workload> {
         w("rel200_n8", 8, 200, true),
         w("seq64_n8", 8, 64, false),
         w("seq200_n8", 8, 200, false),
-        Workload {
-            key: "blob_n2",
-            peers: 2,
-            size: 64,
-            per_tick: 2,
-            reliable: true,
-            ticks: s.ticks_blob,
-            blob_at: Some(s.blob_at),
-            reorder: false,
-            repeat: s.repeat_2,
-        },
-        Workload {
-            key: "blob_n2_reorder",
-            peers: 2,
-            size: 64,
-            per_tick: 2,
-            reliable: true,
-            ticks: s.ticks_blob,
-            blob_at: Some(s.blob_at),
-            reorder: true,
-            repeat: s.repeat_2,
-        },
+        blob("blob_n2", false),
+        blob("blob_n2_reorder", true),
     ]
 }
