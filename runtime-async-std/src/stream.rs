@@ -308,9 +308,10 @@ impl Streams {
 
     /// Starts the next read on stream `id` with the deframer its last read returned.
     pub(crate) fn rearm(&mut self, id: SocketId, deframer: Deframer) {
-        if let Some(s) = self.table.get_mut(id)
-            && let Some(io) = &s.io
-        {
+        let Some(s) = self.table.get_mut(id) else {
+            return; // closed since
+        };
+        if let Some(io) = &s.io {
             s.pending = Some(Pending::Read(read(io.clone(), deframer)));
         }
     }
