@@ -100,6 +100,29 @@ impl Deframer {
         }
     }
 
+    /// Hands up to `max` whole datagrams, in order, to `deliver` (a runtime's budget per
+    /// read); returns how many, and `Err` once the stream announced a frame over
+    /// [`MAX_STREAM_FRAME`] (the datagrams before it were delivered; nothing more can be read
+    /// from it).
+    pub fn deliver(
+        &mut self,
+        max: usize,
+        mut deliver: impl FnMut(&[u8]),
+    ) -> (usize, Result<(), FrameTooLong>) {
+        let mut n = 0;
+        while n < max {
+            match self.next_frame() {
+                Ok(Some(frame)) => {
+                    deliver(frame);
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(e) => return (n, Err(e)),
+            }
+        }
+        (n, Ok(()))
+    }
+
     /// Bytes held that are not a whole frame yet.
     pub fn pending(&self) -> usize {
         self.len - self.consumed
@@ -124,6 +147,20 @@ pub struct Framer {
 /// Default cap on bytes waiting for one stream: ~200 full datagrams.
 pub const DEFAULT_STREAM_BUFFER: usize = 256 * 1024;
 
+/// Bytes a datagram of `len` bytes takes on a stream: its length prefix and itself.
+pub const fn framed_len(len: usize) -> usize {
+    FRAME_HEADER + len
+}
+
+/// Whether a stream queue holding `queued` bytes (frames, length prefixes included) under a
+/// cap of `cap` bytes takes a datagram of `len` bytes: one that is not empty (an empty frame
+/// carries nothing and is skipped by [`Deframer`]), fits in a frame ([`MAX_STREAM_FRAME`])
+/// and keeps the queue within its cap. The rule of [`Framer::push`], for a carrier that keeps
+/// its frames its own way (the simulator's flows).
+pub const fn frame_fits(queued: usize, len: usize, cap: usize) -> bool {
+    len > 0 && len <= MAX_STREAM_FRAME && queued + framed_len(len) <= cap
+}
+
 impl Default for Framer {
     fn default() -> Self {
         Self::new(DEFAULT_STREAM_BUFFER)
@@ -140,12 +177,9 @@ impl Framer {
     }
 
     /// Queues `datagram`; false (nothing queued) if it is empty, too long for a frame, or
-    /// does not fit under the cap.
+    /// does not fit under the cap ([`frame_fits`]).
     pub fn push(&mut self, datagram: &[u8]) -> bool {
-        if datagram.is_empty()
-            || datagram.len() > MAX_STREAM_FRAME
-            || self.queue.len() + FRAME_HEADER + datagram.len() > self.cap
-        {
+        if !frame_fits(self.queue.len(), datagram.len(), self.cap) {
             return false;
         }
         let n = datagram.len() as u16;
@@ -226,6 +260,33 @@ mod tests {
         let too_long = (MAX_STREAM_FRAME as u16 + 1).to_be_bytes();
         d.push(&too_long);
         assert_eq!(d.next_frame(), Err(FrameTooLong(MAX_STREAM_FRAME + 1)));
+    }
+
+    #[test]
+    fn a_frame_fits_when_its_prefix_and_bytes_stay_within_the_cap() {
+        assert!(frame_fits(0, 98, 100));
+        assert!(!frame_fits(0, 99, 100), "2 + 99 > 100");
+        assert!(frame_fits(62, 36, 100));
+        assert!(!frame_fits(0, 0, 100), "empty");
+        assert!(
+            !frame_fits(0, MAX_STREAM_FRAME + 1, 1 << 20),
+            "too long for a frame"
+        );
+    }
+
+    #[test]
+    fn delivery_stops_at_its_budget_and_at_a_broken_frame() {
+        let mut d = Deframer::default();
+        d.push(&[0, 1, 7, 0, 1, 8, 0, 1, 9]);
+        let mut got = Vec::new();
+        assert_eq!(d.deliver(2, |f| got.push(f[0])), (2, Ok(())));
+        assert_eq!(d.deliver(5, |f| got.push(f[0])), (1, Ok(())));
+        assert_eq!(got, [7, 8, 9]);
+        let too_long = (MAX_STREAM_FRAME as u16 + 1).to_be_bytes();
+        d.push(&[0, 1, 10, too_long[0], too_long[1]]);
+        let broken = Err(FrameTooLong(MAX_STREAM_FRAME + 1));
+        assert_eq!(d.deliver(5, |f| got.push(f[0])), (1, broken));
+        assert_eq!(got, [7, 8, 9, 10]);
     }
 
     #[test]

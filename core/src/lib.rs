@@ -33,7 +33,7 @@
 //!   direct path and reliability state ([`ClientConfig::reregister`]).
 //! - TCP fallback: a client the server does not answer over UDP reaches it over a TCP
 //!   stream (the runtime owns it: [`SocketId::stream`], [`SocketRequest::Connect`],
-//!   [`framing`]) and moves back to UDP when a probe gets through ([`Transport`],
+//!   [`framing`], [`streams`]) and moves back to UDP when a probe gets through ([`Transport`],
 //!   [`ClientEvent::ServerTransport`]).
 //! - Host mode: a [`Server`] and its own [`Client`] on one socket ([`Host`]).
 //! - Optional logging: with the cargo feature `tracing` (off by default), every event and every
@@ -102,6 +102,7 @@ mod rng;
 mod rudp;
 mod server;
 mod stats;
+pub mod streams;
 pub mod stun;
 mod time;
 mod token;

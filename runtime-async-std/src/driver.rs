@@ -14,8 +14,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -24,9 +23,10 @@ use pierce_core::{
     Client, ClientEvent, Endpoint, Events, Host, HostEvent, MAX_DATAGRAM_SIZE, Server, ServerEvent,
     SocketId, SocketRequest,
 };
+use pierce_os::{DriverStats, is_stray_icmp};
 
 use crate::rt::{self, Socket, channel};
-use crate::stream::{Push, StreamWake, Streams};
+use crate::stream::{StreamWake, Streams};
 
 /// Size of the receive buffer: any UDP payload fits, so the core sees a datagram's true length.
 const RECV_BUFFER_SIZE: usize = 65_536;
@@ -174,47 +174,6 @@ fn reply<T>(to: Reply<T>, value: T) {
     let _ = to.try_send(value);
 }
 
-/// Counters kept by the adapter; protocol counters come from the handles' `stats()`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DriverStats {
-    /// Datagrams the socket refused with a hard error (unreachable, wrong address family...);
-    /// dropped like any datagram lost on the way.
-    pub send_errors: u64,
-    /// Receive errors that describe an earlier send (ICMP unreachable surfacing as
-    /// `ConnectionReset`/`ConnectionRefused`); ignored, as quinn does. Also any receive error
-    /// of an extra socket, which then stops receiving (the endpoint goes on).
-    pub recv_errors_ignored: u64,
-    /// Datagrams the core wanted sent from a socket the driver does not have (never opened,
-    /// failed to open, or closed); dropped like any datagram lost on the way.
-    pub unknown_socket_drops: u64,
-    /// Sockets the core asked for that could not be opened (it is told so). Streams whose
-    /// connect failed count here too.
-    pub socket_open_failures: u64,
-    /// TCP streams accepted on the server's listener and handed to the core.
-    pub streams_accepted: u64,
-    /// TCP streams the core asked for (`SocketRequest::Connect`) that connected.
-    pub streams_connected: u64,
-    /// Streams that ended by themselves (EOF, reset, error, or a frame over
-    /// `MAX_STREAM_FRAME`), reported to the core with `handle_stream_closed`. Streams the core
-    /// closed itself are not counted.
-    pub streams_closed: u64,
-    /// Of [`DriverStats::streams_closed`], the streams that announced a frame over
-    /// `MAX_STREAM_FRAME` (not Pierce, or broken).
-    pub stream_frames_too_long: u64,
-    /// Connections over the stream cap (`ServerOptions::max_streams`), accepted and closed
-    /// at once.
-    pub streams_refused: u64,
-    /// Accepts that failed (out of file descriptors, ...); the listener rests briefly.
-    pub accept_errors: u64,
-    /// Datagrams for a stream whose queue was full (its peer reads too slowly): dropped like
-    /// any datagram lost on the way, never buffered without bound.
-    pub stream_datagrams_dropped: u64,
-    /// Bytes still queued for a stream the core closed that its socket would not take at
-    /// once; dropped with the stream.
-    pub stream_bytes_unflushed: u64,
-}
-
 /// What the driver task and its handles share: fixed facts and counters, no core state.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -223,18 +182,10 @@ pub(crate) struct Shared {
     pub(crate) tcp_addr: Option<SocketAddr>,
     /// Why the driver stopped, once it stopped on an error.
     error: OnceLock<Arc<io::Error>>,
-    send_errors: AtomicU64,
-    recv_errors_ignored: AtomicU64,
-    unknown_socket_drops: AtomicU64,
-    socket_open_failures: AtomicU64,
-    streams_accepted: AtomicU64,
-    streams_connected: AtomicU64,
-    streams_closed: AtomicU64,
-    stream_frames_too_long: AtomicU64,
-    streams_refused: AtomicU64,
-    accept_errors: AtomicU64,
-    stream_datagrams_dropped: AtomicU64,
-    stream_bytes_unflushed: AtomicU64,
+    /// The task's counters as of its last wakeup: it counts in its own [`Task::stats`] and
+    /// copies them here before it hands events over, so a handle that sees an event also sees
+    /// every count that came before it. Held only for that copy.
+    stats: Mutex<DriverStats>,
 }
 
 impl Shared {
@@ -243,18 +194,7 @@ impl Shared {
             local_addr,
             tcp_addr,
             error: OnceLock::new(),
-            send_errors: AtomicU64::new(0),
-            recv_errors_ignored: AtomicU64::new(0),
-            unknown_socket_drops: AtomicU64::new(0),
-            socket_open_failures: AtomicU64::new(0),
-            streams_accepted: AtomicU64::new(0),
-            streams_connected: AtomicU64::new(0),
-            streams_closed: AtomicU64::new(0),
-            stream_frames_too_long: AtomicU64::new(0),
-            streams_refused: AtomicU64::new(0),
-            accept_errors: AtomicU64::new(0),
-            stream_datagrams_dropped: AtomicU64::new(0),
-            stream_bytes_unflushed: AtomicU64::new(0),
+            stats: Mutex::new(DriverStats::default()),
         }
     }
 
@@ -267,24 +207,11 @@ impl Shared {
     }
 
     pub(crate) fn stats(&self) -> DriverStats {
-        DriverStats {
-            send_errors: self.send_errors.load(Ordering::Relaxed),
-            recv_errors_ignored: self.recv_errors_ignored.load(Ordering::Relaxed),
-            unknown_socket_drops: self.unknown_socket_drops.load(Ordering::Relaxed),
-            socket_open_failures: self.socket_open_failures.load(Ordering::Relaxed),
-            streams_accepted: self.streams_accepted.load(Ordering::Relaxed),
-            streams_connected: self.streams_connected.load(Ordering::Relaxed),
-            streams_closed: self.streams_closed.load(Ordering::Relaxed),
-            stream_frames_too_long: self.stream_frames_too_long.load(Ordering::Relaxed),
-            streams_refused: self.streams_refused.load(Ordering::Relaxed),
-            accept_errors: self.accept_errors.load(Ordering::Relaxed),
-            stream_datagrams_dropped: self.stream_datagrams_dropped.load(Ordering::Relaxed),
-            stream_bytes_unflushed: self.stream_bytes_unflushed.load(Ordering::Relaxed),
-        }
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    fn publish(&self, stats: DriverStats) {
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = stats;
     }
 }
 
@@ -390,6 +317,8 @@ pub(crate) struct Task<E: Core> {
     pub(crate) commands: channel::Receiver<E::Command>,
     pub(crate) events: E::Outbox,
     pub(crate) shared: Arc<Shared>,
+    /// The adapter's counters, published to [`Shared`] once per wakeup.
+    pub(crate) stats: DriverStats,
 }
 
 enum Wake<C> {
@@ -403,16 +332,17 @@ enum Wake<C> {
 impl<E: Core> Task<E> {
     /// Runs until every handle is dropped (`Ok`) or the socket fails (the error, which the
     /// handles then report too).
-    pub(crate) async fn run(self) -> io::Result<()> {
-        let shared = Arc::clone(&self.shared);
-        self.drive().await.map_err(|e| {
+    pub(crate) async fn run(mut self) -> io::Result<()> {
+        let result = self.drive().await;
+        self.shared.publish(self.stats);
+        result.map_err(|e| {
             let e = Arc::new(e);
-            let _ = shared.error.set(Arc::clone(&e)); // set once: this is the only writer
+            let _ = self.shared.error.set(Arc::clone(&e)); // set once: this is the only writer
             io::Error::new(e.kind(), e)
         })
     }
 
-    async fn drive(mut self) -> io::Result<()> {
+    async fn drive(&mut self) -> io::Result<()> {
         let mut tx = vec![0u8; MAX_DATAGRAM_SIZE];
         let mut rx = vec![0u8; RECV_BUFFER_SIZE];
         let (mut now, mut wakes) = (Instant::now(), 0);
@@ -424,11 +354,8 @@ impl<E: Core> Task<E> {
             self.apply_socket_requests(now).await;
             while let Some(t) = self.endpoint.poll_transmit(now, &mut tx) {
                 if t.socket.is_stream() {
-                    match self.streams.push(t.socket, &tx[..t.len]) {
-                        Push::Queued => {}
-                        Push::Full => Shared::count(&self.shared.stream_datagrams_dropped),
-                        Push::Unknown => Shared::count(&self.shared.unknown_socket_drops),
-                    }
+                    let pushed = self.streams.push(t.socket, &tx[..t.len]);
+                    self.stats.count_push(pushed);
                     continue;
                 }
                 let socket = if t.socket == SocketId::PRIMARY {
@@ -437,17 +364,21 @@ impl<E: Core> Task<E> {
                     self.extra.get(t.socket)
                 };
                 let Some(socket) = socket else {
-                    Shared::count(&self.shared.unknown_socket_drops);
+                    self.stats.unknown_socket_drops += 1;
                     continue;
                 };
                 // A hard error is loss to UDP; an unreachable candidate must not stop the task.
-                if socket.send_to(&tx[..t.len], t.dst).await.is_err() {
-                    Shared::count(&self.shared.send_errors);
+                if socket.send_to(&tx[..t.len], t.dst).await.is_ok() {
+                    self.stats.datagrams_sent += 1;
+                } else {
+                    self.stats.send_errors += 1;
                 }
             }
             // Streams write what they take now; the rest when they can (polled below).
             self.streams.flush_now().await;
             self.apply_socket_requests(now).await;
+            // Every count so far becomes visible before the events it led to.
+            self.shared.publish(self.stats);
             // We are the only sender, so the channel cannot fill between check and send. Once
             // it is full, the rest wait in the core until a retry finds room.
             let backlog = loop {
@@ -495,12 +426,11 @@ impl<E: Core> Task<E> {
                 Wake::Command(Some(c)) => self.endpoint.apply(now, c),
                 Wake::Command(None) => return Ok(()), // every handle is gone
                 Wake::Datagram(Ok((len, from))) => {
+                    self.stats.datagrams_received += 1;
                     self.endpoint.handle_datagram(now, from, &rx[..len]);
                 }
                 Wake::Datagram(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Wake::Datagram(Err(e)) if is_stray_icmp(&e) => {
-                    Shared::count(&self.shared.recv_errors_ignored);
-                }
+                Wake::Datagram(Err(e)) if is_stray_icmp(&e) => self.stats.recv_errors_ignored += 1,
                 Wake::Datagram(Err(e)) => return Err(e),
                 Wake::Extra(r) => self.on_extra(now, r),
                 Wake::Stream(w) => self.on_stream(now, w),
@@ -517,15 +447,16 @@ impl<E: Core> Task<E> {
         match &r.result {
             Ok((len, from)) => {
                 let len = (*len).min(r.buf.len());
+                self.stats.datagrams_received += 1;
                 self.endpoint
                     .handle_datagram_on(now, r.id, *from, &r.buf[..len]);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_stray_icmp(e) => Shared::count(&self.shared.recv_errors_ignored),
+            Err(e) if is_stray_icmp(e) => self.stats.recv_errors_ignored += 1,
             Err(_) => {
                 // A failing extra socket must not stop the endpoint (to the core this is
                 // loss), nor spin: it stops receiving, and can still send.
-                Shared::count(&self.shared.recv_errors_ignored);
+                self.stats.recv_errors_ignored += 1;
                 return;
             }
         }
@@ -535,24 +466,25 @@ impl<E: Core> Task<E> {
     /// Something happened on the stream side: hand it to the core.
     fn on_stream(&mut self, now: Instant, wake: StreamWake) {
         match wake {
-            StreamWake::Connected { id, addr, result } => {
-                let local = result.and_then(|io| self.streams.connected(id, io, addr));
-                if local.is_ok() {
-                    Shared::count(&self.shared.streams_connected);
-                } else {
-                    Shared::count(&self.shared.socket_open_failures);
-                }
-                self.endpoint.handle_socket_opened(now, id, local.ok());
+            StreamWake::Connected {
+                id,
+                result: Ok(local),
+            } => {
+                self.streams.connected(id);
+                self.stats.streams_connected += 1;
+                self.endpoint.handle_socket_opened(now, id, Some(local));
             }
+            // Counted and reported as a failed open.
+            StreamWake::Connected { id, result: Err(_) } => self.stream_ended(now, id),
             StreamWake::Accepted(Ok((io, peer))) => {
                 if let Some(id) = self.streams.admit(io, peer) {
-                    Shared::count(&self.shared.streams_accepted);
+                    self.stats.streams_accepted += 1;
                     self.endpoint.handle_stream_accepted(now, id, peer);
                 } else {
-                    Shared::count(&self.shared.streams_refused); // dropping it closed it
+                    self.stats.streams_refused += 1; // dropping it closed it
                 }
             }
-            StreamWake::Accepted(Err(_)) => Shared::count(&self.shared.accept_errors),
+            StreamWake::Accepted(Err(_)) => self.stats.accept_errors += 1,
             StreamWake::Read { id, done } => {
                 let mut deframer = done.deframer;
                 match done.result {
@@ -564,17 +496,14 @@ impl<E: Core> Task<E> {
                 let Some(peer) = self.streams.peer(id) else {
                     return;
                 };
-                loop {
-                    match deframer.next_frame() {
-                        Ok(Some(datagram)) => {
-                            self.endpoint.handle_datagram_on(now, id, peer, datagram);
-                        }
-                        Ok(None) => break,
-                        Err(_) => {
-                            Shared::count(&self.shared.stream_frames_too_long);
-                            return self.stream_ended(now, id);
-                        }
-                    }
+                let endpoint = &mut self.endpoint;
+                let (n, framed) = deframer.deliver(usize::MAX, |datagram| {
+                    endpoint.handle_datagram_on(now, id, peer, datagram);
+                });
+                self.stats.datagrams_received += n as u64;
+                if framed.is_err() {
+                    self.stats.stream_frames_too_long += 1;
+                    return self.stream_ended(now, id);
                 }
                 self.streams.rearm(id, deframer);
             }
@@ -582,13 +511,13 @@ impl<E: Core> Task<E> {
         }
     }
 
-    /// Stream `id` ended by itself: forget it and tell the core.
+    /// Stream `id` ended by itself (or its connect failed): forget it and tell the core, once;
+    /// nothing if the core closed it first.
     fn stream_ended(&mut self, now: Instant, id: SocketId) {
-        if self.streams.close(id).is_none() {
-            return; // the core closed it first
+        if let Some(report) = self.streams.ended(id) {
+            self.stats.count_end(report);
+            report.tell(&mut self.endpoint, now, id);
         }
-        Shared::count(&self.shared.streams_closed);
-        self.endpoint.handle_stream_closed(now, id);
     }
 
     /// Opens and closes sockets until the core wants no more changes.
@@ -604,32 +533,19 @@ impl<E: Core> Task<E> {
                         self.extra.open(id, addr).await.ok()
                     };
                     if local.is_none() {
-                        Shared::count(&self.shared.socket_open_failures);
+                        self.stats.socket_open_failures += 1;
                     }
                     self.endpoint.handle_socket_opened(now, id, local);
                 }
                 SocketRequest::Close { id } if id.is_stream() => {
                     let unflushed = self.streams.close(id).unwrap_or(0) as u64;
-                    (self.shared.stream_bytes_unflushed).fetch_add(unflushed, Ordering::Relaxed);
+                    self.stats.stream_bytes_unflushed += unflushed;
                 }
                 SocketRequest::Close { id } => self.extra.close(id),
                 SocketRequest::Connect { id, addr } => self.streams.connect(id, addr),
             }
         }
     }
-}
-
-/// Errors a UDP receive reports about an earlier send (ICMP unreachable): undefined for UDP,
-/// injectable by anyone who can forge ICMP, and never a reason to stop reading (quinn ignores
-/// ECONNRESET the same way; Windows reports these as WSAECONNRESET on `recv_from`).
-fn is_stray_icmp(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::HostUnreachable
-            | io::ErrorKind::NetworkUnreachable
-    )
 }
 
 #[cfg(test)]

@@ -53,7 +53,6 @@
 mod driver;
 mod rt;
 mod stream;
-mod sys;
 
 use std::fmt;
 use std::io;
@@ -62,15 +61,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use bytes::Bytes;
-pub use driver::DriverStats;
+pub use pierce_core::streams::DEFAULT_MAX_STREAMS;
 use pierce_core::{
     Channel, Client, ClientConfig, ClientStats, CommandError, ConfigError, ConnectError, Events,
     GroupError, GroupId, Host, HostId, MessageId, PeerStats, PublicKey, SendError, SendOptions,
     Server, ServerConfig, ServerStats, SocketId, UnknownHost, framing::DEFAULT_STREAM_BUFFER,
 };
 pub use pierce_core::{ClientEvent, ServerEvent};
-pub use stream::DEFAULT_MAX_STREAMS;
-pub use sys::{os_seed, unix_time};
+pub use pierce_os::{DriverStats, local_addresses, os_seed, unix_time};
 
 use driver::{COMMAND_CAPACITY, Core, EVENT_CAPACITY, HostCommand, HostOutbox, Job, Reply, job};
 use driver::{Shared, Task};
@@ -929,6 +927,7 @@ fn task<E: Core>(
         commands,
         events,
         shared,
+        stats: DriverStats::default(),
     };
     Ok((task, command_tx))
 }

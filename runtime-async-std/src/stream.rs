@@ -2,16 +2,18 @@
 //! contract is on `pierce_core::SocketId`): a client's stream to its server, connected when
 //! the core asks ([`SocketRequest::Connect`](pierce_core::SocketRequest::Connect)), and a
 //! server's accepted streams. Each carries datagrams framed by the core's
-//! [`Deframer`]/[`Framer`]. Which stream to open or close, and when, is the core's decision;
+//! [`Deframer`]/[`Framer`], and all are kept in the core's [`StreamTable`] (ids, cap, queues,
+//! who hears of a close). Which stream to open or close, and when, is the core's decision;
 //! this only moves bytes.
 //!
-//! Like the extra UDP sockets, every stream keeps one pending read inside the driver's own
-//! future (no task is spawned), and the listener one pending accept; [`Streams::poll_next`]
-//! polls them in turn, so neither a busy stream nor a connection flood starves the rest.
-//! Writes are not futures: queued bytes are written whenever the driver flushes (after each
-//! batch of transmits, and on every poll), until the socket blocks.
+//! Like the extra UDP sockets, every stream keeps one pending future inside the driver's own
+//! future (no task is spawned): its connect, then one read at a time; the listener keeps one
+//! pending accept. [`Streams::poll_next`] polls them in turn, so neither a busy stream nor a
+//! connection flood starves the rest. Writes are not futures: queued bytes are written
+//! whenever the driver flushes (after each batch of transmits, and on every poll), until the
+//! socket blocks.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
@@ -21,31 +23,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use futures_lite::{future, ready};
 use pierce_core::SocketId;
 use pierce_core::framing::{DEFAULT_STREAM_BUFFER, Deframer, Framer};
+use pierce_core::streams::{DEFAULT_MAX_STREAMS, Push, Report, StreamTable};
 
 use crate::rt::{self, TcpListener, TcpStream};
-
-/// Default cap on concurrent accepted streams (`ServerOptions::max_streams`): a connection
-/// over the cap is accepted and closed at once. 1024 streams hold at most 1024 ×
-/// [`DEFAULT_STREAM_BUFFER`] (256 MiB) of queued output if no client reads, ~2 KiB each
-/// otherwise.
-pub const DEFAULT_MAX_STREAMS: usize = 1024;
-
-/// Most stream ids there are: `SocketId::stream(n)` for n in 1..=0x7fff.
-const MAX_STREAM_IDS: usize = 0x7fff;
 
 /// How long the listener rests after a failed accept. A failure such as running out of file
 /// descriptors leaves the connection in the kernel's backlog, so the listener stays readable
 /// and an immediate retry would spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-/// Bytes of unread input a closing stream discards at most: closing a socket with unread
-/// input makes the kernel reset the connection and drop what was still queued for the peer,
-/// so a short drain first lets the last datagrams leave (runtime-mio does the same).
-const CLOSE_DRAIN: usize = 16 * 1024;
 
 /// A finished read: the bytes are in the deframer, which goes back into the next read.
 pub(crate) struct ReadDone {
@@ -76,11 +65,11 @@ fn accept(listener: Arc<TcpListener>) -> Accepting {
 
 /// What woke the driver on the stream side.
 pub(crate) enum StreamWake {
-    /// A connect the core asked for finished.
+    /// A connect the core asked for finished: the stream's local address, or why it failed
+    /// (then [`Streams::ended`] reports it).
     Connected {
         id: SocketId,
-        addr: SocketAddr,
-        result: io::Result<TcpStream>,
+        result: io::Result<SocketAddr>,
     },
     /// The listener accepted a connection (or failed to).
     Accepted(io::Result<(TcpStream, SocketAddr)>),
@@ -90,82 +79,130 @@ pub(crate) enum StreamWake {
     WriteFailed(SocketId),
 }
 
-/// Where a datagram for a stream went.
-pub(crate) enum Push {
-    Queued,
-    /// The stream's queue is full: the datagram is dropped, as UDP would lose it.
-    Full,
-    /// No such stream (never connected, still connecting, or closed).
-    Unknown,
+/// The future a stream is waiting on.
+enum Pending {
+    Connect(Connecting),
+    Read(Reading),
 }
 
 struct Stream {
-    io: TcpStream,
+    /// The socket, once connected.
+    io: Option<TcpStream>,
     /// The remote end: what `handle_datagram_on` is told the datagrams come from.
     peer: SocketAddr,
-    /// The pending read; `None` while its result is with the driver.
-    reading: Option<Reading>,
+    /// The pending connect or read; `None` while a read's result is with the driver.
+    pending: Option<Pending>,
     framer: Framer,
 }
 
+/// The table's view of a stream: its output queue.
+impl AsMut<Framer> for Stream {
+    fn as_mut(&mut self) -> &mut Framer {
+        &mut self.framer
+    }
+}
+
 impl Stream {
-    fn new(io: TcpStream, peer: SocketAddr, buffer: usize) -> Self {
-        let reading = Some(read(io.clone(), Deframer::default()));
+    /// A stream being connected to `peer`.
+    fn connecting(peer: SocketAddr, buffer: usize) -> Self {
+        let connect = Box::pin(async move { TcpStream::connect(peer).await });
         Self {
-            io,
+            io: None,
             peer,
-            reading,
+            pending: Some(Pending::Connect(connect)),
             framer: Framer::new(buffer),
         }
     }
 
+    /// An accepted stream, reading.
+    fn accepted(io: TcpStream, peer: SocketAddr, buffer: usize) -> Self {
+        // Without it only latency suffers; a socket too broken to take it fails its read.
+        let _ = io.set_nodelay(true);
+        Self {
+            pending: Some(Pending::Read(read(io.clone(), Deframer::default()))),
+            io: Some(io),
+            peer,
+            framer: Framer::new(buffer),
+        }
+    }
+
+    /// Its connect succeeded: sets it up, starts reading, and returns its local address.
+    fn open(&mut self, io: TcpStream) -> io::Result<SocketAddr> {
+        io.set_nodelay(true)?;
+        let local = io.local_addr()?;
+        self.pending = Some(Pending::Read(read(io.clone(), Deframer::default())));
+        self.io = Some(io);
+        Ok(local)
+    }
+
+    /// What finished on this stream, if anything.
+    fn poll_pending(&mut self, id: SocketId, cx: &mut Context<'_>) -> Option<StreamWake> {
+        let wake = match self.pending.as_mut()? {
+            Pending::Connect(connect) => match connect.as_mut().poll(cx) {
+                Poll::Ready(result) => {
+                    self.pending = None;
+                    let result = result.and_then(|io| self.open(io));
+                    StreamWake::Connected { id, result }
+                }
+                Poll::Pending => return None,
+            },
+            Pending::Read(reading) => match reading.as_mut().poll(cx) {
+                Poll::Ready(done) => {
+                    self.pending = None;
+                    StreamWake::Read { id, done }
+                }
+                Poll::Pending => return None,
+            },
+        };
+        Some(wake)
+    }
+
     /// Writes what is queued until the socket blocks (`Pending`) or the queue is empty.
     fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.framer.is_empty() {
-            match ready!(Pin::new(&mut &self.io).poll_write(cx, self.framer.front())) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.framer.consume(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
+        let Some(io) = &self.io else {
+            return Poll::Ready(Ok(())); // connecting: nothing is queued before it connects
+        };
+        // `Pending` reads as `WouldBlock`; the waker is registered for when it has room.
+        let written = pierce_os::write_queued(&mut self.framer, |bytes| {
+            match Pin::new(&mut &*io).poll_write(cx, bytes) {
+                Poll::Ready(result) => result,
+                Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
             }
+        });
+        match written {
+            Ok(true) => Poll::Ready(Ok(())),
+            Ok(false) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
         }
-        Poll::Ready(Ok(()))
     }
 
     /// Closes the stream without waiting: writes what the socket takes at once, discards a
     /// little unread input, shuts it down. Returns the bytes left unwritten.
     fn shut_down(mut self) -> usize {
-        self.reading = None; // drops the read's clone of the socket too
+        self.pending = None; // drops the read's clone of the socket too (or the connect)
         let mut cx = Context::from_waker(Waker::noop());
         let _ = self.poll_write_queued(&mut cx);
-        let mut scratch = [0u8; 2048];
-        let mut drained = 0;
-        while drained < CLOSE_DRAIN {
-            match Pin::new(&mut &self.io).poll_read(&mut cx, &mut scratch) {
-                Poll::Ready(Ok(n)) if n > 0 => drained += n,
-                _ => break,
-            }
+        if let Some(io) = &self.io {
+            // Unread input would make the close a reset that drops what is still queued.
+            pierce_os::discard_unread(|buf| match Pin::new(&mut &*io).poll_read(&mut cx, buf) {
+                Poll::Ready(result) => result,
+                Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+            });
+            let _ = io.shutdown(Shutdown::Both);
         }
-        let _ = self.io.shutdown(Shutdown::Both);
         self.framer.len()
     }
 }
 
 /// The driver's streams, and its listener if it accepts any.
 pub(crate) struct Streams {
-    open: BTreeMap<SocketId, Stream>,
-    connecting: Vec<(SocketId, SocketAddr, Connecting)>,
+    table: StreamTable<Stream>,
     listener: Option<(Arc<TcpListener>, Accepting)>,
-    /// Streams with bytes queued, written on the next flush.
-    queued: BTreeSet<SocketId>,
     /// Streams whose write failed, reported by the next poll.
     failed: VecDeque<SocketId>,
     /// Where the next poll starts: after this stream (`PRIMARY` stands for the listener,
     /// which comes before the first stream in the rotation).
     cursor: SocketId,
-    /// The next accepted stream's number (1..=0x7fff, cycling).
-    next_id: u16,
-    max_streams: usize,
     buffer: usize,
 }
 
@@ -184,14 +221,10 @@ impl Streams {
             (Arc::clone(&l), accept(l))
         });
         Self {
-            open: BTreeMap::new(),
-            connecting: Vec::new(),
+            table: StreamTable::new(max_streams),
             listener,
-            queued: BTreeSet::new(),
             failed: VecDeque::new(),
             cursor: SocketId::PRIMARY,
-            next_id: 1,
-            max_streams: max_streams.clamp(1, MAX_STREAM_IDS),
             buffer,
         }
     }
@@ -206,85 +239,45 @@ impl Streams {
     /// Starts connecting stream `id` to `addr` (replacing any stream of that id).
     pub(crate) fn connect(&mut self, id: SocketId, addr: SocketAddr) {
         let _ = self.close(id);
-        let connecting = Box::pin(async move { TcpStream::connect(addr).await });
-        self.connecting.push((id, addr, connecting));
+        self.table
+            .connecting(id, Stream::connecting(addr, self.buffer));
     }
 
-    /// Stream `id`'s connect succeeded: sets it up and returns its local address.
-    pub(crate) fn connected(
-        &mut self,
-        id: SocketId,
-        io: TcpStream,
-        peer: SocketAddr,
-    ) -> io::Result<SocketAddr> {
-        io.set_nodelay(true)?;
-        let local = io.local_addr()?;
-        self.open.insert(id, Stream::new(io, peer, self.buffer));
-        Ok(local)
+    /// Stream `id`'s connect succeeded and the core is told so: datagrams go down it now.
+    pub(crate) fn connected(&mut self, id: SocketId) {
+        let _ = self.table.connected(id);
     }
 
     /// Names an accepted connection; `None` (and it is closed) over the cap.
     pub(crate) fn admit(&mut self, io: TcpStream, peer: SocketAddr) -> Option<SocketId> {
-        if self.open.len() >= self.max_streams {
-            return None;
-        }
-        let id = self.fresh_id()?;
-        // Without it only latency suffers; a socket too broken to take it fails its read.
-        let _ = io.set_nodelay(true);
-        self.open.insert(id, Stream::new(io, peer, self.buffer));
-        Some(id)
+        self.table
+            .accept(Stream::accepted(io, peer, self.buffer))
+            .ok()
     }
 
-    /// The next stream number not in use, cycling through 1..=0x7fff. Ids leave `open` only
-    /// when the core closes them or is told they ended, so a free id is one the core knows
-    /// is gone.
-    fn fresh_id(&mut self) -> Option<SocketId> {
-        for _ in 0..MAX_STREAM_IDS {
-            let n = self.next_id;
-            self.next_id = if n >= 0x7fff { 1 } else { n + 1 };
-            let id = SocketId::stream(n);
-            if !self.open.contains_key(&id) && !self.connecting.iter().any(|c| c.0 == id) {
-                return Some(id);
-            }
-        }
-        None
-    }
-
-    /// The remote address of stream `id`, if it is open.
+    /// The remote address of stream `id`, if it is held.
     pub(crate) fn peer(&self, id: SocketId) -> Option<SocketAddr> {
-        self.open.get(&id).map(|s| s.peer)
+        self.table.get(id).map(|s| s.peer)
     }
 
     /// Queues a datagram for stream `id`.
     pub(crate) fn push(&mut self, id: SocketId, datagram: &[u8]) -> Push {
-        let Some(s) = self.open.get_mut(&id) else {
-            return Push::Unknown;
-        };
-        if s.framer.push(datagram) {
-            self.queued.insert(id);
-            Push::Queued
-        } else {
-            Push::Full
-        }
+        self.table.push(id, datagram)
     }
 
     /// Writes queued bytes until each socket blocks; a failed stream is reported by the next
     /// [`Streams::poll_next`].
     fn flush(&mut self, cx: &mut Context<'_>) {
-        let (open, failed) = (&mut self.open, &mut self.failed);
-        self.queued.retain(|id| {
-            let Some(s) = open.get_mut(id) else {
-                return false;
+        for id in self.table.take_unwritten() {
+            let Some(s) = self.table.get_mut(id) else {
+                continue;
             };
             match s.poll_write_queued(cx) {
-                Poll::Pending => true,
-                Poll::Ready(Ok(())) => false,
-                Poll::Ready(Err(_)) => {
-                    failed.push_back(*id);
-                    false
-                }
+                Poll::Pending => self.table.mark_unwritten(id),
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => self.failed.push_back(id),
             }
-        });
+        }
     }
 
     /// [`Streams::flush`] with the calling task's waker.
@@ -296,45 +289,49 @@ impl Streams {
         .await;
     }
 
-    /// The core closed stream `id` (or it ended): forgets it (and a connect in progress),
-    /// after writing what the socket takes at once. Returns the bytes that were still queued
-    /// and are dropped, or `None` if it was not open.
+    /// The core closed stream `id`: forgets it (connected or connecting), after writing what
+    /// the socket takes at once. Returns the bytes that were still queued and are dropped, or
+    /// `None` if it was not held.
     pub(crate) fn close(&mut self, id: SocketId) -> Option<usize> {
-        self.connecting.retain(|c| c.0 != id);
-        self.queued.remove(&id);
         self.failed.retain(|f| *f != id);
-        self.open.remove(&id).map(Stream::shut_down)
+        self.table.close(id).map(Stream::shut_down)
+    }
+
+    /// Stream `id` ended by itself (or its connect failed): forgets it and says what the core
+    /// must be told; `None` if the core closed it first.
+    pub(crate) fn ended(&mut self, id: SocketId) -> Option<Report> {
+        self.failed.retain(|f| *f != id);
+        let (stream, report) = self.table.ended(id)?;
+        stream.shut_down();
+        Some(report)
     }
 
     /// Starts the next read on stream `id` with the deframer its last read returned.
     pub(crate) fn rearm(&mut self, id: SocketId, deframer: Deframer) {
-        if let Some(s) = self.open.get_mut(&id) {
-            s.reading = Some(read(s.io.clone(), deframer));
+        let Some(s) = self.table.get_mut(id) else {
+            return; // closed since
+        };
+        if let Some(io) = &s.io {
+            s.pending = Some(Pending::Read(read(io.clone(), deframer)));
         }
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.open.len()
+        self.table.len()
     }
 
-    /// The next thing that happened on a stream, connect or the listener; pending while
-    /// nothing did (forever without any). Flushes first.
+    /// The next thing that happened on a stream (a connect, a read) or the listener; pending
+    /// while nothing did (forever without any). Flushes first.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<StreamWake> {
         self.flush(cx);
         if let Some(id) = self.failed.pop_front() {
             return Poll::Ready(StreamWake::WriteFailed(id));
         }
-        for i in 0..self.connecting.len() {
-            if let Poll::Ready(result) = self.connecting[i].2.as_mut().poll(cx) {
-                let (id, addr, _) = self.connecting.swap_remove(i);
-                return Poll::Ready(StreamWake::Connected { id, addr, result });
-            }
-        }
         // In turn: the streams after the cursor, the listener, the streams up to the cursor.
         let after = self.cursor;
         let later = (Bound::Excluded(after), Bound::Unbounded);
-        if let Some(wake) = poll_reads(self.open.range_mut(later), &mut self.cursor, cx) {
+        if let Some(wake) = poll_streams(self.table.range_mut(later), &mut self.cursor, cx) {
             return Poll::Ready(wake);
         }
         if let Some((listener, accepting)) = &mut self.listener {
@@ -345,7 +342,8 @@ impl Streams {
             }
         }
         if after != SocketId::PRIMARY {
-            if let Some(wake) = poll_reads(self.open.range_mut(..=after), &mut self.cursor, cx) {
+            let earlier = self.table.range_mut(..=after);
+            if let Some(wake) = poll_streams(earlier, &mut self.cursor, cx) {
                 return Poll::Ready(wake);
             }
         }
@@ -357,20 +355,17 @@ impl Streams {
     }
 }
 
-/// The first finished read among `streams`, which then waits for [`Streams::rearm`].
-fn poll_reads<'a>(
-    streams: impl Iterator<Item = (&'a SocketId, &'a mut Stream)>,
+/// The first stream among `streams` whose connect or read finished; a read then waits for
+/// [`Streams::rearm`].
+fn poll_streams<'a>(
+    streams: impl Iterator<Item = (SocketId, &'a mut Stream)>,
     cursor: &mut SocketId,
     cx: &mut Context<'_>,
 ) -> Option<StreamWake> {
     for (id, s) in streams {
-        let Some(reading) = &mut s.reading else {
-            continue;
-        };
-        if let Poll::Ready(done) = reading.as_mut().poll(cx) {
-            s.reading = None;
-            *cursor = *id;
-            return Some(StreamWake::Read { id: *id, done });
+        if let Some(wake) = s.poll_pending(id, cx) {
+            *cursor = id;
+            return Some(wake);
         }
     }
     None
@@ -392,11 +387,10 @@ mod tests {
     }
 
     #[test]
-    fn accepted_streams_get_free_ids_cycling_under_the_cap() {
+    fn accepted_streams_are_named_and_capped_by_the_table() {
         async_io::block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let mut streams = Streams::new(None, 3, 1024);
-            streams.next_id = 0x7ffe;
             let mut others = Vec::new();
             let mut ids = Vec::new();
             for _ in 0..3 {
@@ -404,17 +398,16 @@ mod tests {
                 others.push(other);
                 ids.push(streams.admit(io, peer).unwrap());
             }
-            let expected = [0x7ffe, 0x7fff, 1].map(SocketId::stream);
-            assert_eq!(ids, expected, "wraps past 0x7fff to 1");
+            assert_eq!(ids, [1, 2, 3].map(SocketId::stream));
             let (io, peer, _other) = pair(&listener).await;
             assert_eq!(streams.admit(io, peer), None, "over the cap");
             assert_eq!(streams.len(), 3);
-            // A closed id is free again; ids in use are skipped.
-            assert_eq!(streams.close(SocketId::stream(0x7fff)), Some(0));
-            assert_eq!(streams.close(SocketId::stream(0x7fff)), None, "closed once");
-            streams.next_id = 0x7ffe;
+            // A closed stream frees its slot; the core heard nothing, and hears nothing later.
+            assert_eq!(streams.close(SocketId::stream(2)), Some(0));
+            assert_eq!(streams.ended(SocketId::stream(2)), None);
             let (io, peer, _other) = pair(&listener).await;
-            assert_eq!(streams.admit(io, peer), Some(SocketId::stream(0x7fff)));
+            assert_eq!(streams.admit(io, peer), Some(SocketId::stream(4)));
+            assert_eq!(streams.ended(ids[0]), Some(Report::Closed));
         });
     }
 

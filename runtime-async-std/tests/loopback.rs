@@ -92,7 +92,10 @@ fn server_and_two_clients_exchange_datagrams_on_async_std() {
                 left += 1;
             }
         }
-        assert_eq!(a.driver_stats().send_errors, 0);
+        let (ad, sd) = (a.driver_stats(), server.driver_stats());
+        assert_eq!(ad.send_errors, 0);
+        assert!(ad.datagrams_sent > 0 && ad.datagrams_received > 0, "{ad:?}");
+        assert!(sd.datagrams_sent > 0 && sd.datagrams_received > 0, "{sd:?}");
         io::Result::Ok(())
     }))
     .expect("within the time limit")

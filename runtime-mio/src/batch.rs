@@ -14,8 +14,9 @@ use std::net::SocketAddr;
 
 use mio::net::UdpSocket;
 use pierce_core::{MAX_DATAGRAM_SIZE, SocketId, Transmit};
+use pierce_os::DriverStats;
 
-use crate::driver::{DriverStats, RECV_BUFFER_SIZE};
+use crate::driver::RECV_BUFFER_SIZE;
 
 /// Most datagrams one system call moves: quinn-udp's batch size on Linux. A relay at 30 000
 /// datagrams/s averages about 3 per call (`benches/relay_vs_coturn.rs`), so a larger batch

@@ -10,7 +10,7 @@
 //! ([`Driver::listen_tcp`]) and names each itself. Frames read from a stream share the receive
 //! budget and the round robin with the UDP sockets.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use pierce_core::framing::DEFAULT_STREAM_BUFFER;
+use pierce_core::streams::{DEFAULT_MAX_STREAMS, StreamTable};
 use pierce_core::{Endpoint, SocketId, SocketRequest};
+use pierce_os::{DriverStats, is_stray_icmp};
 
 use crate::batch::{self, RecvBatch, SendQueue, Sent};
-use crate::stream::{
-    ACCEPT_BUDGET, Connect, DEFAULT_MAX_STREAMS, Ended, MAX_STREAM_IDS, ReadEnd, Stream,
-};
+use crate::stream::{ACCEPT_BUDGET, Connect, Ended, ReadEnd, Stream};
 
 /// Most datagrams one [`Driver::pump`] reads (the default; see [`Driver::set_recv_budget`]).
 ///
@@ -45,62 +45,6 @@ const EVENT_CAPACITY: usize = 256;
 
 /// The TCP listener's token: above every `SocketId` (which are `u16`).
 const LISTENER: Token = Token(1 << 16);
-
-/// Counters kept by the adapter; protocol counters live in the core's `stats()`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DriverStats {
-    /// Datagrams read from the sockets (UDP, or whole frames from streams) and handed to the
-    /// core.
-    pub datagrams_received: u64,
-    /// Datagrams handed to the sockets (for a stream: queued on it, framed).
-    pub datagrams_sent: u64,
-    /// Datagrams the socket refused with a hard error (unreachable, wrong address family...);
-    /// they are dropped like any datagram lost on the way.
-    pub send_errors: u64,
-    /// Receive errors that describe an earlier send, not this socket (ICMP port or host
-    /// unreachable surfacing as `ConnectionReset`/`ConnectionRefused`); ignored, as quinn does.
-    /// Also any other receive error of an extra socket (only the primary socket's stop the
-    /// driver).
-    pub recv_errors_ignored: u64,
-    /// Pumps that stopped reading because the budget ran out with data still queued.
-    pub budget_exhausted: u64,
-    /// Datagrams (and ignored errors) read by the most recent pump; never above the budget.
-    pub last_pump_received: usize,
-    /// Flushes that stopped sending because [`SEND_BUDGET`] ran out with more queued.
-    pub send_budget_exhausted: u64,
-    /// Datagrams the core wanted sent from a socket the driver does not have (never opened,
-    /// failed to open, or closed while the datagram waited; for a stream also: not connected
-    /// yet, or ended); dropped like any lost datagram.
-    pub unknown_socket_drops: u64,
-    /// Sockets the core asked for that could not be opened (bind or registration failed;
-    /// the core is told with `handle_socket_opened(.., None)`, see [`Driver::last_open_error`]).
-    /// Streams whose connect failed count here too.
-    pub socket_open_failures: u64,
-    /// TCP streams accepted on the listener ([`Driver::listen_tcp`]) and handed to the core.
-    pub streams_accepted: u64,
-    /// TCP streams the core asked for ([`SocketRequest::Connect`]) that connected.
-    pub streams_connected: u64,
-    /// Streams that ended by themselves (EOF, reset, error, or a frame over
-    /// `MAX_STREAM_FRAME`), reported to the core with `handle_stream_closed`. Streams the core
-    /// closed itself are not counted.
-    pub streams_closed: u64,
-    /// Of [`DriverStats::streams_closed`], the streams that announced a frame over
-    /// `MAX_STREAM_FRAME` (not Pierce, or broken).
-    pub stream_frames_too_long: u64,
-    /// Connections over the stream cap ([`Driver::set_max_streams`]), accepted and closed at
-    /// once.
-    pub streams_refused: u64,
-    /// Accepts that failed (out of file descriptors, ...); the connection waits in the
-    /// kernel's backlog until the next one arrives.
-    pub accept_errors: u64,
-    /// Datagrams for a stream whose queue was full (its peer reads too slowly): dropped like
-    /// any datagram lost on the way, never buffered without bound.
-    pub stream_datagrams_dropped: u64,
-    /// Bytes still queued for a stream the core closed that its socket would not take at once;
-    /// dropped with the stream.
-    pub stream_bytes_unflushed: u64,
-}
 
 /// Datagrams one flush sends at most: a core that keeps producing output (a bug, or a huge
 /// backlog) cannot stall a frame; the rest goes out on the next pump, which does not wait.
@@ -127,20 +71,16 @@ pub struct Driver<E> {
     /// Every open socket by id, the primary (id 0) always among them. Each is registered with
     /// `Token(id)`.
     sockets: BTreeMap<SocketId, Sock>,
-    /// Every TCP stream by id (ids with [`SocketId::STREAM_BIT`]), connecting or open. Each is
-    /// registered with `Token(id)`, READABLE | WRITABLE.
-    streams: BTreeMap<SocketId, Stream>,
+    /// Every TCP stream by id (ids with [`SocketId::STREAM_BIT`]), connecting or open, with
+    /// the ids of those with output to write; the cap on accepted ones. Each is registered
+    /// with `Token(id)`, READABLE | WRITABLE.
+    streams: StreamTable<Stream>,
     /// Accepts streams once [`Driver::listen_tcp`] was called; registered with [`LISTENER`].
     listener: Option<TcpListener>,
     /// The listener may hold connections not accepted yet (the accept budget ran out).
     accept_pending: bool,
-    /// Streams with bytes queued by the current flush, written at its end.
-    to_write: BTreeSet<SocketId>,
     /// Readiness of streams from the last poll: (id, readable, writable).
     stream_events: Vec<(SocketId, bool, bool)>,
-    /// The number after the last stream id handed out (1..=0x7fff, cycling).
-    next_stream: u16,
-    max_streams: usize,
     stream_buffer: usize,
     local_addr: SocketAddr,
     poll: Poll,
@@ -221,13 +161,10 @@ impl<E: Endpoint> Driver<E> {
         Ok(Self {
             endpoint,
             sockets: BTreeMap::from([(SocketId::PRIMARY, primary)]),
-            streams: BTreeMap::new(),
+            streams: StreamTable::new(DEFAULT_MAX_STREAMS),
             listener: None,
             accept_pending: false,
-            to_write: BTreeSet::new(),
             stream_events: Vec::new(),
-            next_stream: 1,
-            max_streams: DEFAULT_MAX_STREAMS,
             stream_buffer: DEFAULT_STREAM_BUFFER,
             local_addr,
             poll,
@@ -251,14 +188,14 @@ impl<E: Endpoint> Driver<E> {
     /// end, once connected).
     pub fn socket_addr(&self, id: SocketId) -> Option<SocketAddr> {
         if id.is_stream() {
-            return self.streams.get(&id).and_then(|s| s.local);
+            return self.streams.get(id).and_then(|s| s.local);
         }
         self.sockets.get(&id).map(|s| s.local)
     }
 
     /// The remote end of stream `id`, if the driver has it (connected or connecting).
     pub fn stream_peer(&self, id: SocketId) -> Option<SocketAddr> {
-        self.streams.get(&id).map(|s| s.peer)
+        self.streams.get(id).map(|s| s.peer)
     }
 
     /// How many TCP streams are open or connecting.
@@ -318,7 +255,7 @@ impl<E: Endpoint> Driver<E> {
     /// closed at once and counted in [`DriverStats::streams_refused`]; streams the endpoint
     /// connects itself are not limited. Lowering it closes nothing.
     pub fn set_max_streams(&mut self, max: usize) {
-        self.max_streams = max.clamp(1, MAX_STREAM_IDS);
+        self.streams.set_max_streams(max);
     }
 
     /// Sets the cap on bytes queued for each stream created from now on (default
@@ -509,20 +446,10 @@ impl<E: Endpoint> Driver<E> {
                 };
                 pulled += 1;
                 if t.socket.is_stream() {
-                    match self.streams.get_mut(&t.socket) {
-                        // Until the connect is reported, the id is not open: like a UDP
-                        // socket not opened yet, its datagrams are dropped.
-                        Some(stream) if !stream.connecting => {
-                            let datagram = &self.tx.slot_mut()[..t.len];
-                            if stream.tx.push(datagram) {
-                                self.stats.datagrams_sent += 1;
-                                self.to_write.insert(t.socket);
-                            } else {
-                                self.stats.stream_datagrams_dropped += 1;
-                            }
-                        }
-                        _ => self.stats.unknown_socket_drops += 1,
-                    }
+                    // Until the connect is reported, the id is not open: like a UDP socket
+                    // not opened yet, its datagrams are dropped.
+                    let datagram = &self.tx.slot_mut()[..t.len];
+                    self.stats.count_push(self.streams.push(t.socket, datagram));
                 } else if self.sockets.contains_key(&t.socket) {
                     self.tx.push(t);
                 } else {
@@ -614,7 +541,7 @@ impl<E: Endpoint> Driver<E> {
                 "a stream id needs the stream bit (SocketId::stream)",
             ));
         }
-        if self.streams.contains_key(&id) {
+        if self.streams.contains(id) {
             // Only an endpoint that both accepts and connects streams could get here; the
             // stream already under this id stays, and the core hears the connect failed.
             return Err(io::Error::new(
@@ -628,8 +555,8 @@ impl<E: Endpoint> Driver<E> {
             token(id),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        self.streams
-            .insert(id, Stream::connecting(io, addr, self.stream_buffer));
+        let stream = Stream::connecting(io, addr, self.stream_buffer);
+        self.streams.connecting(id, stream); // the id is free: nothing is replaced
         Ok(())
     }
 
@@ -639,7 +566,7 @@ impl<E: Endpoint> Driver<E> {
     fn handle_stream_events(&mut self, now: Instant) {
         let events = std::mem::take(&mut self.stream_events);
         for &(id, readable, writable) in &events {
-            let Some(stream) = self.streams.get_mut(&id) else {
+            let Some(stream) = self.streams.get_mut(id) else {
                 continue; // closed since
             };
             if stream.connecting {
@@ -649,12 +576,12 @@ impl<E: Endpoint> Driver<E> {
                         self.stats.streams_connected += 1;
                         stream.readable = true; // whatever came before now was signalled
                         self.ready.push_back(id);
+                        let _ = self.streams.connected(id);
                         self.endpoint.handle_socket_opened(now, id, Some(local));
                     }
                     Connect::Failed(e) => {
-                        self.forget_stream(id);
-                        self.open_failed(id, e);
-                        self.endpoint.handle_socket_opened(now, id, None);
+                        self.last_open_error = Some((id, e));
+                        self.stream_ended(now, id); // counted and reported as a failed open
                     }
                 }
                 continue;
@@ -665,7 +592,7 @@ impl<E: Endpoint> Driver<E> {
             }
             if writable && stream.write_blocked {
                 stream.write_blocked = false;
-                self.to_write.insert(id);
+                self.streams.mark_unwritten(id);
             }
         }
         self.stream_events = events;
@@ -683,7 +610,7 @@ impl<E: Endpoint> Driver<E> {
                 self.accept_pending = false;
                 return;
             };
-            let (mut io, peer) = match listener.accept() {
+            let (io, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.accept_pending = false;
@@ -706,52 +633,38 @@ impl<E: Endpoint> Driver<E> {
                     return;
                 }
             };
-            let id = if self.streams.len() < self.max_streams {
-                self.free_stream_id()
-            } else {
-                None
-            };
-            let Some(id) = id else {
+            let Ok(id) = self
+                .streams
+                .accept(Stream::accepted(io, peer, self.stream_buffer))
+            else {
                 self.stats.streams_refused += 1;
-                continue; // dropping `io` closes it
+                continue; // dropping the stream closed it
             };
+            let Some(stream) = self.streams.get_mut(id) else {
+                continue;
+            };
+            let interest = Interest::READABLE | Interest::WRITABLE;
             if self
                 .poll
                 .registry()
-                .register(&mut io, token(id), Interest::READABLE | Interest::WRITABLE)
+                .register(&mut stream.io, token(id), interest)
                 .is_err()
             {
                 self.stats.accept_errors += 1;
+                let _ = self.streams.close(id); // the core never heard of it
                 continue;
             }
-            let mut stream = Stream::accepted(io, peer, self.stream_buffer);
             stream.readable = true; // a client may have written before the registration
-            self.streams.insert(id, stream);
             self.ready.push_back(id);
             self.stats.streams_accepted += 1;
             self.endpoint.handle_stream_accepted(now, id, peer);
         }
     }
 
-    /// The next stream number not in use, cycling through 1..=0x7fff. An id is free once the
-    /// core was told its stream closed (or closed it itself): those are exactly the ids not
-    /// in `streams`.
-    fn free_stream_id(&mut self) -> Option<SocketId> {
-        for _ in 0..MAX_STREAM_IDS {
-            let n = self.next_stream;
-            self.next_stream = if n >= MAX_STREAM_IDS as u16 { 1 } else { n + 1 };
-            let id = SocketId::stream(n);
-            if !self.streams.contains_key(&id) {
-                return Some(id);
-            }
-        }
-        None
-    }
-
     /// Reads up to `max` datagrams from stream `id` into the endpoint; requeues it while it
     /// stays readable, and ends it (telling the core) if it ended. Returns how many were read.
     fn read_stream(&mut self, now: Instant, id: SocketId, max: usize) -> usize {
-        let Some(stream) = self.streams.get_mut(&id) else {
+        let Some(stream) = self.streams.get_mut(id) else {
             return 0; // closed since it was queued
         };
         let peer = stream.peer;
@@ -774,11 +687,11 @@ impl<E: Endpoint> Driver<E> {
         n
     }
 
-    /// Writes what is queued for the streams in `to_write` (as much as each socket takes);
-    /// a stream whose write fails has ended.
+    /// Writes what is queued for the streams with output (as much as each socket takes); a
+    /// stream whose write fails has ended.
     fn write_streams(&mut self, now: Instant) {
-        while let Some(id) = self.to_write.pop_first() {
-            let Some(stream) = self.streams.get_mut(&id) else {
+        while let Some(id) = self.streams.next_unwritten() {
+            let Some(stream) = self.streams.get_mut(id) else {
                 continue;
             };
             if stream.write_queued().is_err() {
@@ -787,31 +700,31 @@ impl<E: Endpoint> Driver<E> {
         }
     }
 
-    /// Stream `id` ended by itself: forget it and tell the core (after which the id may be
-    /// handed out again).
+    /// Stream `id` ended by itself (or its connect failed): forget it and tell the core, once
+    /// (after which the id may be handed out again); nothing if the core closed it first.
     fn stream_ended(&mut self, now: Instant, id: SocketId) {
-        if self.forget_stream(id).is_some() {
-            self.stats.streams_closed += 1;
-            self.endpoint.handle_stream_closed(now, id);
+        if let Some((mut stream, report)) = self.streams.ended(id) {
+            self.release(id, &mut stream);
+            self.stats.count_end(report);
+            report.tell(&mut self.endpoint, now, id);
         }
     }
 
     /// The core closed stream `id`: flush what the socket takes now, shut it down, forget it.
     /// No `handle_stream_closed` follows.
     fn shut_down_stream(&mut self, id: SocketId) {
-        if let Some(mut stream) = self.forget_stream(id) {
+        if let Some(mut stream) = self.streams.close(id) {
+            self.release(id, &mut stream);
             self.stats.stream_bytes_unflushed += stream.shut_down() as u64;
         }
     }
 
-    fn forget_stream(&mut self, id: SocketId) -> Option<Stream> {
-        let mut stream = self.streams.remove(&id)?;
+    /// What the driver holds for a stream the table forgot: its registration, its turn.
+    fn release(&mut self, id: SocketId, stream: &mut Stream) {
         let _ = self.poll.registry().deregister(&mut stream.io);
         if stream.readable {
             self.ready.retain(|&r| r != id);
         }
-        self.to_write.remove(&id);
-        Some(stream)
     }
 
     fn open_socket(&mut self, id: SocketId, addr: Option<SocketAddr>) -> Option<SocketAddr> {
@@ -868,19 +781,6 @@ impl<E: Endpoint> Driver<E> {
 
 fn token(id: SocketId) -> Token {
     Token(usize::from(id.0))
-}
-
-/// Errors a UDP receive reports about an earlier send (ICMP unreachable): undefined for UDP,
-/// injectable by anyone who can forge ICMP, and never a reason to stop reading (quinn ignores
-/// ECONNRESET the same way; Windows reports these as WSAECONNRESET on `recv_from`).
-fn is_stray_icmp(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::HostUnreachable
-            | io::ErrorKind::NetworkUnreachable
-    )
 }
 
 impl<E> std::fmt::Debug for Driver<E> {

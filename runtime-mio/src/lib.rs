@@ -58,8 +58,7 @@ mod batch;
 pub mod cli;
 mod driver;
 mod stream;
-mod sys;
 
-pub use driver::{Driver, DriverStats, RECV_BUDGET, RECV_BUFFER_SIZE, SEND_BUDGET};
-pub use stream::DEFAULT_MAX_STREAMS;
-pub use sys::{local_addresses, os_seed, set_socket_buffers, unix_time};
+pub use driver::{Driver, RECV_BUDGET, RECV_BUFFER_SIZE, SEND_BUDGET};
+pub use pierce_core::streams::DEFAULT_MAX_STREAMS;
+pub use pierce_os::{DriverStats, local_addresses, os_seed, set_socket_buffers, unix_time};

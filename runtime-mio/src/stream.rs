@@ -2,6 +2,7 @@
 //! [`Stream`] per connection, framed with the core's `Deframer`/`Framer` (2-byte big-endian
 //! length + datagram), plus the pieces of I/O the driver needs: finishing a non-blocking
 //! connect, reading frames up to a budget, writing what is queued until the socket blocks.
+//! The driver keeps them in the core's `StreamTable` (ids, cap, queues, who hears of a close).
 //! Which stream to open or close, and when, is the core's decision; the driver only carries
 //! it out (`driver.rs`).
 
@@ -11,15 +12,6 @@ use std::net::{Shutdown, SocketAddr};
 use mio::net::TcpStream;
 use pierce_core::framing::{Deframer, FRAME_HEADER, Framer, MAX_STREAM_FRAME};
 
-/// Default cap on concurrent streams a listening driver keeps (see
-/// [`crate::Driver::set_max_streams`]): a connection over the cap is accepted and closed at
-/// once. 1024 streams hold at most 1024 × [`pierce_core::framing::DEFAULT_STREAM_BUFFER`]
-/// (256 MiB) of queued output in the worst case where no client reads; ~2 KiB each otherwise.
-pub const DEFAULT_MAX_STREAMS: usize = 1024;
-
-/// Most stream ids there are: `SocketId::stream(n)` for n in 1..=0x7fff.
-pub(crate) const MAX_STREAM_IDS: usize = 0x7fff;
-
 /// Connections one pump accepts at most; more wait for the next pump (which does not sleep).
 /// Bounds what a connection flood costs one game frame, like the receive budget.
 pub(crate) const ACCEPT_BUDGET: usize = 64;
@@ -28,11 +20,6 @@ pub(crate) const ACCEPT_BUDGET: usize = 64;
 /// sends nothing but empty frames (skipped, never counted as datagrams) must not keep one pump
 /// reading forever.
 const READ_BYTES_PER_DATAGRAM: usize = FRAME_HEADER + MAX_STREAM_FRAME;
-
-/// Bytes of unread input [`Stream::shut_down`] discards at most before closing: closing a
-/// socket with unread input makes the kernel reset the connection and drop what we still had
-/// queued for it, so a short drain first lets the last datagrams leave.
-const CLOSE_DRAIN: usize = 16 * 1024;
 
 /// One TCP stream of the driver.
 pub(crate) struct Stream {
@@ -54,6 +41,13 @@ pub(crate) struct Stream {
     pub(crate) write_blocked: bool,
     rx: Deframer,
     pub(crate) tx: Framer,
+}
+
+/// The table's view of a stream: its output queue.
+impl AsMut<Framer> for Stream {
+    fn as_mut(&mut self) -> &mut Framer {
+        &mut self.tx
+    }
 }
 
 /// How a read of a stream ended.
@@ -157,15 +151,10 @@ impl Stream {
         let mut n = 0;
         let mut bytes_left = max.saturating_mul(READ_BYTES_PER_DATAGRAM);
         loop {
-            while n < max {
-                match self.rx.next_frame() {
-                    Ok(Some(frame)) => {
-                        deliver(frame);
-                        n += 1;
-                    }
-                    Ok(None) => break,
-                    Err(_) => return (n, ReadEnd::Ended(Ended::FrameTooLong)),
-                }
+            let (k, framed) = self.rx.deliver(max - n, &mut deliver);
+            n += k;
+            if framed.is_err() {
+                return (n, ReadEnd::Ended(Ended::FrameTooLong));
             }
             if n >= max || bytes_left == 0 {
                 return (n, ReadEnd::Budget);
@@ -192,18 +181,8 @@ impl Stream {
         if self.connecting || self.write_blocked {
             return Ok(());
         }
-        while !self.tx.is_empty() {
-            match self.io.write(self.tx.front()) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(k) => self.tx.consume(k),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.write_blocked = true;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let written = pierce_os::write_queued(&mut self.tx, |bytes| self.io.write(bytes))?;
+        self.write_blocked = !written;
         Ok(())
     }
 
@@ -213,14 +192,8 @@ impl Stream {
     /// the background). Returns the bytes that could not be written.
     pub(crate) fn shut_down(&mut self) -> usize {
         if !self.connecting {
-            let mut sink = [0u8; 2048];
-            let mut drained = 0;
-            while drained < CLOSE_DRAIN {
-                match self.io.read(&mut sink) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => drained += k,
-                }
-            }
+            // Unread input would make the close a reset that drops what is still queued.
+            pierce_os::discard_unread(|buf| self.io.read(buf));
             self.write_blocked = false;
             if self.write_queued().is_err() {
                 self.write_blocked = true;
@@ -248,22 +221,28 @@ mod tests {
     use pierce_core::framing::MAX_STREAM_FRAME;
     use std::time::{Duration, Instant};
 
+    /// Polls a connecting stream until its connect is done or failed.
+    fn finish(s: &mut Stream) -> Connect {
+        let start = Instant::now();
+        loop {
+            match s.finish_connect() {
+                Connect::Pending => {
+                    assert!(start.elapsed() < Duration::from_secs(5), "connect hangs");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// A connected pair: a mio stream (ours) and a blocking std stream (the other side).
     fn pair() -> (Stream, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mut ours = Stream::connecting(TcpStream::connect(addr).unwrap(), addr, 4096);
         let (theirs, _) = listener.accept().unwrap();
-        let start = Instant::now();
-        loop {
-            match ours.finish_connect() {
-                Connect::Done(_) => break,
-                Connect::Pending => {
-                    assert!(start.elapsed() < Duration::from_secs(5), "connect hangs");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Connect::Failed(e) => panic!("connect failed: {e}"),
-            }
+        if let Connect::Failed(e) = finish(&mut ours) {
+            panic!("connect failed: {e}");
         }
         (ours, theirs)
     }
@@ -377,16 +356,8 @@ mod tests {
             .local_addr()
             .unwrap();
         let mut s = Stream::connecting(TcpStream::connect(addr).unwrap(), addr, 4096);
-        let start = Instant::now();
-        loop {
-            match s.finish_connect() {
-                Connect::Failed(_) => break,
-                Connect::Pending => {
-                    assert!(start.elapsed() < Duration::from_secs(5), "connect hangs");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Connect::Done(a) => panic!("connected to nothing from {a}"),
-            }
+        if let Connect::Done(a) = finish(&mut s) {
+            panic!("connected to nothing from {a}");
         }
     }
 }

@@ -59,10 +59,6 @@ impl Fanout {
 }
 
 impl Endpoint for Fanout {
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.handle_datagram_on(now, SocketId::PRIMARY, from, datagram);
-    }
-
     fn handle_datagram_on(
         &mut self,
         _now: Instant,

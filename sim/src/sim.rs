@@ -686,15 +686,7 @@ impl Sim {
                 data,
                 trace,
             } => {
-                if self.trace {
-                    let line = format!(
-                        "{} {} <- {from} {}B",
-                        format_time(self.elapsed()),
-                        self.hosts[to].name,
-                        data.len()
-                    );
-                    self.log.push(line);
-                }
+                self.trace_line(to, format_args!("<- {from} {}B", data.len()));
                 let at = self.elapsed();
                 match &mut self.hosts[to].node {
                     NodeState::Running(n) => n.handle_datagram_on(now, socket, from, &data),
@@ -856,20 +848,7 @@ impl Sim {
             self.trace_drop(id, dst, data.len(), "host", "no such socket");
             return;
         };
-        let trace = self.trace.then(|| {
-            self.packets.push(PacketRecord {
-                sent_at: self.clock.elapsed(),
-                from: self.hosts[id].name.clone(),
-                src,
-                dst,
-                len: data.len(),
-                kind: data.first().copied().unwrap_or(0),
-                duplicated: false,
-                tcp: false,
-                fates: Vec::new(),
-            });
-            self.packets.len() - 1
-        });
+        let trace = self.trace_sent(id, src, dst, &data, false);
         if self.net.is_offline(id) {
             self.net.stats.offline += 1;
             self.trace_drop(id, dst, data.len(), "net", NetDrop::Offline);
@@ -901,20 +880,12 @@ impl Sim {
                         r.duplicated = true;
                     }
                 }
-                if self.trace {
-                    let line = format!(
-                        "{} {} -> {dst} {}B{}",
-                        format_time(self.elapsed()),
-                        self.hosts[id].name,
-                        data.len(),
-                        if duplicate.is_some() {
-                            " (duplicated)"
-                        } else {
-                            ""
-                        }
-                    );
-                    self.log.push(line);
-                }
+                let dup = if duplicate.is_some() {
+                    " (duplicated)"
+                } else {
+                    ""
+                };
+                self.trace_line(id, format_args!("-> {dst} {}B{dup}", data.len()));
                 for t in std::iter::once(at).chain(duplicate) {
                     let item = Item::Arrive {
                         from: id,
@@ -927,6 +898,33 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// With packet tracing on, records a datagram (a stream's frame if `tcp`) host `from`
+    /// sends from `src` to `dst`, and returns its index for [`Sim::record_fate`].
+    fn trace_sent(
+        &mut self,
+        from: usize,
+        src: SocketAddr,
+        dst: SocketAddr,
+        data: &[u8],
+        tcp: bool,
+    ) -> Option<usize> {
+        if !self.trace {
+            return None;
+        }
+        self.packets.push(PacketRecord {
+            sent_at: self.clock.elapsed(),
+            from: self.hosts[from].name.clone(),
+            src,
+            dst,
+            len: data.len(),
+            kind: data.first().copied().unwrap_or(0),
+            duplicated: false,
+            tcp,
+            fates: Vec::new(),
+        });
+        Some(self.packets.len() - 1)
     }
 
     fn record_fate(&mut self, trace: Option<usize>, fate: PacketFate) {
@@ -943,11 +941,19 @@ impl Sim {
         at: &str,
         why: impl fmt::Debug,
     ) {
+        self.trace_line(
+            from,
+            format_args!("-> {dst} {len}B dropped ({at}: {why:?})"),
+        );
+    }
+
+    /// With packet tracing on, logs what host `host` did, stamped with the time and its name.
+    fn trace_line(&mut self, host: usize, what: fmt::Arguments<'_>) {
         if self.trace {
             let line = format!(
-                "{} {} -> {dst} {len}B dropped ({at}: {why:?})",
+                "{} {} {what}",
                 format_time(self.elapsed()),
-                self.hosts[from].name,
+                self.hosts[host].name
             );
             self.log.push(line);
         }

@@ -1,6 +1,7 @@
 //! TCP fallback: one server and one client, with the test standing in for the runtime (UDP
 //! datagrams and one TCP stream, both with 10 ms one-way latency; the stream never loses or
-//! reorders). UDP can be blocked either way.
+//! reorders). UDP can be blocked either way. The client's streams are kept as a runtime keeps
+//! them, in a [`StreamTable`] (what is connected, who hears of an end).
 
 use crate::{Endpoint as _, Events as _};
 use std::collections::VecDeque;
@@ -8,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::util::{UNIX_START, server_addr, server_config};
+use crate::streams::StreamTable;
 use crate::time::{Duration, Instant};
 use crate::{
     Client, ClientConfig, ClientEvent, MAX_DATAGRAM_SIZE, Server, SocketId, SocketRequest,
@@ -39,8 +41,8 @@ struct Rig {
     events: Vec<(Duration, ClientEvent)>,
     /// (arrival, destination, bytes)
     wire: VecDeque<(Instant, To, Vec<u8>)>,
-    /// The client's stream, once connected.
-    stream: Option<SocketId>,
+    /// The client's streams (one at a time).
+    streams: StreamTable<()>,
     /// Refuse stream connects.
     refuse_tcp: bool,
     block_udp_up: bool,
@@ -65,7 +67,7 @@ impl Rig {
             client,
             events: Vec::new(),
             wire: VecDeque::new(),
-            stream: None,
+            streams: StreamTable::default(),
             refuse_tcp: false,
             block_udp_up: false,
             block_udp_down: false,
@@ -87,16 +89,19 @@ impl Rig {
                 SocketRequest::Connect { id, addr } => {
                     assert!(id.is_stream());
                     assert_eq!(addr, server_addr());
+                    assert!(self.streams.is_empty(), "one stream at a time");
+                    let _ = self.streams.connecting(id, ());
                     if self.refuse_tcp {
-                        self.client.handle_socket_opened(now, id, None);
+                        let (_, refused) = self.streams.ended(id).unwrap();
+                        refused.tell(&mut self.client, now, id);
                     } else {
-                        self.stream = Some(id);
+                        let _ = self.streams.connected(id);
                         self.client
                             .handle_socket_opened(now, id, Some(client_tcp()));
                     }
                 }
-                SocketRequest::Close { id } if Some(id) == self.stream => {
-                    self.stream = None;
+                // A close of the stream (by the core: the client hears nothing back).
+                SocketRequest::Close { id } if self.streams.close(id).is_some() => {
                     self.closes += 1;
                     self.server.handle_stream_closed(now, SERVER_STREAM);
                 }
@@ -107,7 +112,7 @@ impl Rig {
         while let Some(t) = self.client.poll_transmit(now, &mut buf) {
             let bytes = buf[..t.len].to_vec();
             if t.socket.is_stream() {
-                if Some(t.socket) == self.stream {
+                if self.streams.is_connected(t.socket) {
                     self.tcp_up += 1;
                     self.wire.push_back((
                         now + LATENCY,
@@ -130,7 +135,7 @@ impl Rig {
             let bytes = buf[..t.len].to_vec();
             if t.socket == SERVER_STREAM {
                 assert_eq!(t.dst, client_tcp());
-                if let Some(id) = self.stream {
+                if let Some(id) = self.stream() {
                     self.wire.push_back((now + LATENCY, To::Client(id), bytes));
                 }
             } else if !self.block_udp_down {
@@ -166,7 +171,7 @@ impl Rig {
                     self.server.handle_datagram_on(now, socket, from, &bytes);
                 }
                 To::Client(socket) => {
-                    if socket.is_stream() && Some(socket) != self.stream {
+                    if socket.is_stream() && !self.streams.is_connected(socket) {
                         continue;
                     }
                     self.client
@@ -199,6 +204,20 @@ impl Rig {
 
     fn run_for(&mut self, d: Duration) {
         self.run_until(d, |_| false);
+    }
+
+    /// The client's stream, once connected.
+    fn stream(&self) -> Option<SocketId> {
+        self.streams.iter().next().map(|(id, ())| id)
+    }
+
+    /// The stream breaks (a middlebox reset): both ends hear. Returns its id.
+    fn break_stream(&mut self) -> SocketId {
+        let id = self.stream().expect("a stream");
+        let (_, closed) = self.streams.ended(id).unwrap();
+        closed.tell(&mut self.client, self.now, id);
+        self.server.handle_stream_closed(self.now, SERVER_STREAM);
+        id
     }
 
     fn server_on_stream(&self) -> bool {
@@ -287,7 +306,7 @@ fn udp_only_never_asks_for_a_stream() {
     r.block_udp_up = true;
     r.client.connect(r.now, server_addr(), &[]).unwrap();
     r.run_for(Duration::from_secs(11));
-    assert!(r.disconnected() && r.stream.is_none() && r.tcp_up == 0);
+    assert!(r.disconnected() && r.stream().is_none() && r.tcp_up == 0);
 }
 
 #[test]
@@ -312,13 +331,10 @@ fn a_closed_stream_is_replaced_without_losing_the_session() {
     r.client.connect(r.now, server_addr(), &[]).unwrap();
     assert!(r.run_until(Duration::from_secs(1), |r| r.client.is_connected()));
     let host = r.client.host_id();
-    // The stream breaks (a middlebox reset): both ends hear.
-    let old = r.stream.take().unwrap();
-    r.client.handle_stream_closed(r.now, old);
-    r.server.handle_stream_closed(r.now, SERVER_STREAM);
+    let old = r.break_stream();
     r.client.send_to_server_reliable(r.now, b"after").unwrap();
-    assert!(r.run_until(Duration::from_secs(2), |r| r.stream.is_some()));
-    assert_ne!(r.stream, Some(old));
+    assert!(r.run_until(Duration::from_secs(2), |r| r.stream().is_some()));
+    assert_ne!(r.stream(), Some(old));
     r.run_for(Duration::from_secs(20));
     assert!(!r.disconnected());
     assert_eq!(r.client.host_id(), host);
@@ -418,13 +434,11 @@ fn a_session_whose_stream_broke_waits_without_spinning_until_a_new_one_connects(
     r.flush();
     r.wire.clear();
     r.refuse_tcp = true;
-    let old = r.stream.take().unwrap();
-    r.client.handle_stream_closed(r.now, old);
-    r.server.handle_stream_closed(r.now, SERVER_STREAM);
+    r.break_stream();
     r.run_for(Duration::from_secs(6));
     assert!(r.client.stats().tcp_connect_failures >= 3);
     r.refuse_tcp = false;
     r.run_for(Duration::from_secs(6));
-    assert!(r.stream.is_some() && r.client.is_connected() && !r.disconnected());
+    assert!(r.stream().is_some() && r.client.is_connected() && !r.disconnected());
     assert!(r.server_on_stream());
 }

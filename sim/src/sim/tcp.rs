@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pierce_core::SocketId;
-use pierce_core::framing::{DEFAULT_STREAM_BUFFER, MAX_STREAM_FRAME};
+use pierce_core::framing::{DEFAULT_STREAM_BUFFER, frame_fits, framed_len};
+use pierce_core::streams::{MAX_STREAM_IDS, Report, StreamTable};
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use super::{DropCause, Item, NodeState, PacketFate, PacketRecord, Sim, SimError};
+use super::{DropCause, Item, NodeState, PacketFate, Sim, SimError};
 use crate::clock::format_time;
 use crate::link::{LinkConfig, Loss};
 use crate::substream;
@@ -55,9 +56,10 @@ const EPHEMERAL: RangeInclusive<u16> = 32_768..=60_999;
 ///   arrives [`RTO_MIN`] plus a round trip later. Frames are never lost, duplicated or
 ///   reordered: a frame never arrives before the one sent ahead of it (head-of-line
 ///   blocking). Jitter, rate limits, MTU and outages are not modelled for streams, and
-///   streams do not count in the links' counters. A flow holding more than
-///   [`DEFAULT_STREAM_BUFFER`] undelivered bytes refuses new frames (the runtime's bounded
-///   framer; counted as `overflow`).
+///   streams do not count in the links' counters. A flow refuses a frame that would take its
+///   undelivered frames (length prefixes included) past [`DEFAULT_STREAM_BUFFER`] bytes, and
+///   one it cannot frame, by the runtime's rule (`pierce_core::framing::frame_fits`; counted
+///   as `overflow`).
 /// - **Closing.** A node's `Close` on a stream delivers what it already sent, then the other
 ///   end gets `handle_stream_closed`. A crash, a restart ([`crate::Action::RestartServer`]) or a new
 ///   client process ([`crate::Action::Reconnect`]) closes the dead process's streams the same
@@ -132,8 +134,8 @@ struct Flow {
     queue: VecDeque<(Instant, Segment)>,
     /// Due time of the last segment queued.
     last: Option<Instant>,
-    /// Payload bytes queued.
-    bytes: usize,
+    /// Bytes queued, counted as a runtime's framer counts them (length prefixes included).
+    framed: usize,
     /// A `Flow` item is scheduled for this instant.
     wake: Option<Instant>,
     /// The front segment has been waiting for a blocked path since then.
@@ -168,13 +170,13 @@ struct Conn {
 #[derive(Debug, Default)]
 pub(super) struct Streams {
     conns: BTreeMap<u64, Conn>,
-    /// Open ends: (host, stream id) → connection.
-    ends: BTreeMap<(usize, SocketId), u64>,
+    /// Each host's open ends: stream id → connection, kept by the rules every runtime keeps
+    /// (the core's `StreamTable`: names for accepted streams, connected or still connecting,
+    /// who is told of an end). No cap but the ids there are.
+    tables: BTreeMap<usize, StreamTable<u64>>,
     next_conn: u64,
     /// Connects each host made so far (they name the connections' random substreams).
     connects: BTreeMap<usize, u64>,
-    /// Next stream number each listening host hands out.
-    next_accept: BTreeMap<usize, u16>,
     /// Next port per source IP.
     next_port: BTreeMap<IpAddr, u16>,
     pub(super) stats: StreamStats,
@@ -213,16 +215,26 @@ impl Sim {
     #[track_caller]
     pub fn streams(&self, name: &str) -> Vec<(SocketId, SocketAddr, SocketAddr)> {
         let host = self.id(name);
-        self.streams
-            .ends
-            .range((host, SocketId(0))..=(host, SocketId(u16::MAX)))
-            .filter_map(|(&(_, id), k)| {
+        let Some(table) = self.streams.tables.get(&host) else {
+            return Vec::new();
+        };
+        table
+            .iter()
+            .filter_map(|(id, k)| {
                 let c = self.streams.conns.get(k)?;
                 let side = Self::side_of(c, host, id)?;
                 let end = c.ends[side].as_ref()?;
                 Some((id, end.local, end.peer))
             })
             .collect()
+    }
+
+    /// Host `host`'s streams.
+    fn table(&mut self, host: usize) -> &mut StreamTable<u64> {
+        let tables = &mut self.streams.tables;
+        tables
+            .entry(host)
+            .or_insert_with(|| StreamTable::new(MAX_STREAM_IDS))
     }
 
     fn side_of(c: &Conn, host: usize, id: SocketId) -> Option<usize> {
@@ -270,25 +282,11 @@ impl Sim {
         port
     }
 
-    /// A fresh stream id for a stream host `host` accepts.
-    fn accept_id(&mut self, host: usize) -> SocketId {
-        let mut n = *self.streams.next_accept.get(&host).unwrap_or(&1);
-        for _ in 0..0x7fff {
-            if !self.streams.ends.contains_key(&(host, SocketId::stream(n))) {
-                break;
-            }
-            n = if n >= 0x7fff { 1 } else { n + 1 };
-        }
-        let next = if n >= 0x7fff { 1 } else { n + 1 };
-        self.streams.next_accept.insert(host, next);
-        SocketId::stream(n)
-    }
-
     /// Serves `SocketRequest::Connect { id, addr }` from host `host`.
     pub(super) fn stream_connect(&mut self, host: usize, id: SocketId, addr: SocketAddr) {
         let now = self.clock.now();
         self.streams.stats.connects += 1;
-        if self.streams.ends.contains_key(&(host, id)) {
+        if self.table(host).contains(id) {
             // The node reuses an id it has not closed: the old stream goes first.
             self.stream_note(
                 host,
@@ -341,7 +339,7 @@ impl Sim {
                 rng,
             },
         );
-        self.streams.ends.insert((host, id), key);
+        self.table(host).connecting(id, key); // the id is free: nothing is replaced
         self.stream_note(
             host,
             format_args!("tcp {id:?} connecting {local} -> {addr}"),
@@ -389,7 +387,7 @@ impl Sim {
                 rng: substream(self.seed, "tcp/unused"),
             },
         );
-        self.streams.ends.insert((host, id), key);
+        self.table(host).connecting(id, key); // the id is free: nothing is replaced
         self.queue
             .push(at, Item::Stream(StreamItem::Answer(key, false)));
     }
@@ -399,7 +397,7 @@ impl Sim {
     /// to `host`.
     pub(super) fn stream_close(&mut self, host: usize, id: SocketId) {
         let now = self.clock.now();
-        let Some(key) = self.streams.ends.remove(&(host, id)) else {
+        let Some(key) = self.table(host).close(id) else {
             return;
         };
         let Some(c) = self.streams.conns.get_mut(&key) else {
@@ -425,12 +423,7 @@ impl Sim {
 
     /// Closes every stream of host `host`, whose process died (or was replaced).
     pub(super) fn streams_host_died(&mut self, host: usize) {
-        let ids: Vec<SocketId> = self
-            .streams
-            .ends
-            .range((host, SocketId(0))..=(host, SocketId(u16::MAX)))
-            .map(|(&(_, id), _)| id)
-            .collect();
+        let ids: Vec<SocketId> = self.table(host).iter().map(|(id, _)| id).collect();
         for id in ids {
             self.stream_close(host, id);
         }
@@ -490,15 +483,14 @@ impl Sim {
     /// Sends `data` down stream `id` of host `host` (a transmit naming it).
     pub(super) fn stream_send(&mut self, host: usize, id: SocketId, data: Bytes) {
         let now = self.clock.now();
-        let found = self.streams.ends.get(&(host, id)).and_then(|&key| {
+        // A connector may send once it was told the stream is open; an acceptor at once.
+        let table = self.streams.tables.get(&host);
+        let key = table.filter(|t| t.is_connected(id)).and_then(|t| t.get(id));
+        let found = key.and_then(|&key| {
             let c = self.streams.conns.get(&key)?;
             let side = Self::side_of(c, host, id)?;
-            let other = c.ends[1 - side].as_ref()?;
             let mine = c.ends[side].as_ref()?;
-            // A connector may send once it was told the stream is open.
-            let usable = c.phase == Phase::Open || (side == ACCEPTOR && c.phase == Phase::SynAck);
-            let _ = other;
-            usable.then_some((key, side, mine.local, mine.peer))
+            Some((key, side, mine.local, mine.peer))
         });
         let Some((key, side, src, dst)) = found else {
             self.streams.stats.unknown += 1;
@@ -506,25 +498,9 @@ impl Sim {
             self.trace_drop(host, peer, data.len(), "host", format!("no stream {id:?}"));
             return;
         };
-        let trace = self.trace.then(|| {
-            self.packets.push(PacketRecord {
-                sent_at: self.clock.elapsed(),
-                from: self.hosts[host].name.clone(),
-                src,
-                dst,
-                len: data.len(),
-                kind: data.first().copied().unwrap_or(0),
-                duplicated: false,
-                tcp: true,
-                fates: Vec::new(),
-            });
-            self.packets.len() - 1
-        });
+        let trace = self.trace_sent(host, src, dst, &data, true);
         let c = &self.streams.conns[&key];
-        if data.is_empty()
-            || data.len() > MAX_STREAM_FRAME
-            || c.flows[side].bytes + data.len() > DEFAULT_STREAM_BUFFER
-        {
+        if !frame_fits(c.flows[side].framed, data.len(), DEFAULT_STREAM_BUFFER) {
             self.streams.stats.overflow += 1;
             self.trace_drop(
                 host,
@@ -555,15 +531,7 @@ impl Sim {
             due += RTO_MIN + rtt;
             self.streams.stats.retransmitted += 1;
         }
-        if self.trace {
-            let line = format!(
-                "{} {} -> {dst} {}B (tcp {id:?})",
-                format_time(self.elapsed()),
-                self.hosts[host].name,
-                data.len()
-            );
-            self.log.push(line);
-        }
+        self.trace_line(host, format_args!("-> {dst} {}B (tcp {id:?})", data.len()));
         self.push_segment(key, side, due, Segment::Data { data, trace });
     }
 
@@ -575,7 +543,7 @@ impl Sim {
         let due = flow.last.map_or(due, |t| t.max(due));
         flow.last = Some(due);
         if let Segment::Data { data, .. } = &seg {
-            flow.bytes += data.len();
+            flow.framed += framed_len(data.len());
         }
         flow.queue.push_back((due, seg));
         self.schedule_flow(key, dir);
@@ -650,8 +618,13 @@ impl Sim {
                 .push(back, Item::Stream(StreamItem::Answer(key, false)));
             return Ok(());
         }
-        let id = self.accept_id(to);
-        self.streams.ends.insert((to, id), key);
+        let Ok(id) = self.table(to).accept(key) else {
+            // Every stream id of the listener is taken: it resets the connection.
+            self.streams.stats.refused += 1;
+            self.queue
+                .push(back, Item::Stream(StreamItem::Answer(key, false)));
+            return Ok(());
+        };
         let c = self.streams.conns.get_mut(&key).expect("looked up");
         c.ends[ACCEPTOR] = Some(End {
             id,
@@ -679,9 +652,10 @@ impl Sim {
         if ok {
             c.phase = Phase::Open;
             self.streams.stats.opened += 1;
+            let _ = self.table(host).connected(id);
             self.stream_note(host, format_args!("tcp {id:?} connected"));
         } else {
-            self.streams.ends.remove(&(host, id));
+            let _ = self.table(host).ended(id); // a failed connect: told below
             self.remove_conn(key);
             self.stream_note(host, format_args!("tcp {id:?} connect failed"));
         }
@@ -726,7 +700,7 @@ impl Sim {
             let flow = &mut c.flows[dir];
             let (_, seg) = flow.queue.pop_front().expect("peeked");
             if let Segment::Data { data, .. } = &seg {
-                flow.bytes -= data.len();
+                flow.framed -= framed_len(data.len());
             }
             let end = c.ends[1 - dir]
                 .as_ref()
@@ -736,15 +710,8 @@ impl Sim {
             let at = self.elapsed();
             match (seg, end) {
                 (Segment::Data { data, trace }, Some((id, peer))) if running => {
-                    if self.trace {
-                        let line = format!(
-                            "{} {} <- {peer} {}B (tcp {id:?})",
-                            format_time(at),
-                            self.hosts[to].name,
-                            data.len()
-                        );
-                        self.log.push(line);
-                    }
+                    let len = data.len();
+                    self.trace_line(to, format_args!("<- {peer} {len}B (tcp {id:?})"));
                     if let NodeState::Running(n) = &mut self.hosts[to].node {
                         n.handle_datagram_on(now, id, peer, &data);
                     }
@@ -767,7 +734,7 @@ impl Sim {
                     self.record_fate(trace, PacketFate::Dropped { at, cause });
                 }
                 (Segment::Fin, Some((id, _))) => {
-                    self.streams.ends.remove(&(to, id));
+                    let ended = self.table(to).ended(id);
                     let c = self.streams.conns.get_mut(&key).expect("looked up");
                     if let Some(e) = c.ends[1 - dir].as_mut() {
                         e.open = false;
@@ -778,8 +745,10 @@ impl Sim {
                     }
                     self.streams.stats.closed += 1;
                     self.stream_note(to, format_args!("tcp {id:?} closed by the other end"));
-                    if let NodeState::Running(n) = &mut self.hosts[to].node {
-                        n.handle_stream_closed(now, id);
+                    if let (NodeState::Running(n), Some((_, report))) =
+                        (&mut self.hosts[to].node, ended)
+                    {
+                        report.tell(&mut **n, now, id);
                         self.service(to, false)?;
                     }
                 }
@@ -795,25 +764,28 @@ impl Sim {
         let Some(c) = self.streams.conns.get(&key) else {
             return Ok(());
         };
-        let phase = c.phase;
         let hosts = c.hosts;
-        let ends: Vec<(usize, SocketId)> = (0..2)
-            .filter_map(|s| c.ends[s].as_ref().filter(|e| e.open).map(|e| (s, e.id)))
+        let open: Vec<(usize, SocketId)> = (0..2)
+            .filter_map(|s| {
+                c.ends[s]
+                    .as_ref()
+                    .filter(|e| e.open)
+                    .map(|e| (hosts[s], e.id))
+            })
+            .collect();
+        // A connector still connecting hears its connect failed; any other end, that it closed.
+        let ends: Vec<(usize, SocketId, Report)> = open
+            .into_iter()
+            .filter_map(|(host, id)| Some((host, id, self.table(host).ended(id)?.1)))
             .collect();
         self.streams.stats.broken += 1;
         self.remove_conn(key);
-        for (side, id) in ends {
-            let host = hosts[side];
-            self.streams.ends.remove(&(host, id));
+        for (host, id, report) in ends {
             self.stream_note(host, format_args!("tcp {id:?} broken ({why})"));
             let NodeState::Running(n) = &mut self.hosts[host].node else {
                 continue;
             };
-            if side == CONNECTOR && phase != Phase::Open {
-                n.handle_socket_opened(now, id, None);
-            } else {
-                n.handle_stream_closed(now, id);
-            }
+            report.tell(&mut **n, now, id);
             self.service(host, false)?;
         }
         Ok(())
@@ -836,8 +808,9 @@ impl Sim {
         }
         for (s, e) in c.ends.iter().enumerate() {
             if let Some(e) = e {
-                if self.streams.ends.get(&(c.hosts[s], e.id)) == Some(&key) {
-                    self.streams.ends.remove(&(c.hosts[s], e.id));
+                let table = self.table(c.hosts[s]);
+                if table.get(e.id) == Some(&key) {
+                    let _ = table.close(e.id);
                 }
             }
         }
@@ -901,9 +874,6 @@ mod tests {
     }
 
     impl Endpoint for Probe {
-        fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-            self.handle_datagram_on(now, SocketId::PRIMARY, from, datagram);
-        }
         fn handle_datagram_on(
             &mut self,
             _now: Instant,
@@ -981,11 +951,33 @@ mod tests {
         id
     }
 
+    /// [`probes`] on 10 ms links, with `cli`'s stream 1 to `srv` connected.
+    fn connected_probes(seed: u64, edge: Edge) -> (Sim, SocketAddr, SocketId) {
+        let link = LinkProfile::symmetric(LinkConfig::with_latency(10 * MS));
+        let (mut sim, srv) = probes(seed, edge, &link);
+        let id = connect(&mut sim, "cli", 1, srv);
+        sim.advance(100 * MS);
+        (sim, srv, id)
+    }
+
     fn send(sim: &mut Sim, name: &str, socket: SocketId, numbers: std::ops::Range<u32>) {
+        send_sized(sim, name, socket, numbers, 4);
+    }
+
+    /// Frames of `len` bytes, each starting with its number.
+    fn send_sized(
+        sim: &mut Sim,
+        name: &str,
+        socket: SocketId,
+        numbers: std::ops::Range<u32>,
+        len: usize,
+    ) {
         sim.with_node::<Probe, _>(name, |p, _| {
             for i in numbers {
                 let dst = SocketAddr::from(([0, 0, 0, 0], 0)); // ignored on streams
-                p.out.push_back((socket, dst, i.to_be_bytes().to_vec()));
+                let mut frame = vec![0u8; len];
+                frame[..4].copy_from_slice(&i.to_be_bytes());
+                p.out.push_back((socket, dst, frame));
             }
         });
     }
@@ -1055,6 +1047,21 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_flow_takes_frames_up_to_the_runtimes_cap_prefixes_included() {
+        let (mut sim, _, id) = connected_probes(9, Edge::Open);
+        sim.apply(Action::partition("cli", "srv")).unwrap();
+        send_sized(&mut sim, "cli", id, 0..300, 1000);
+        // 261 frames of 2 + 1000 bytes fit in 256 KiB; a 262nd would not.
+        let fit = pierce_core::framing::DEFAULT_STREAM_BUFFER / 1002;
+        assert_eq!(fit, 261);
+        assert_eq!(sim.stream_stats().overflow, 300 - fit as u64);
+        sim.apply(Action::heal("cli", "srv")).unwrap();
+        sim.advance(SECOND);
+        let got = sim.node::<Probe>("srv").numbers(sim.streams("srv")[0].0);
+        assert_eq!(got, (0..fit as u32).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn connects_to_clients_and_crashed_hosts_are_refused_and_to_nowhere_time_out() {
         let link = LinkProfile::symmetric(LinkConfig::with_latency(5 * MS));
         let mut sim = Scenario::new(2)
@@ -1095,10 +1102,7 @@ mod tests {
 
     #[test]
     fn a_crash_or_restart_closes_the_other_end_after_what_was_in_flight() {
-        let link = LinkProfile::symmetric(LinkConfig::with_latency(10 * MS));
-        let (mut sim, srv) = probes(3, Edge::Open, &link);
-        let id = connect(&mut sim, "cli", 1, srv);
-        sim.advance(100 * MS);
+        let (mut sim, _, id) = connected_probes(3, Edge::Open);
         send(&mut sim, "cli", id, 0..5);
         sim.advance(15 * MS);
         // srv dies 5 ms before the frames reach it; its kernel's FIN is on its way at once.
@@ -1114,6 +1118,7 @@ mod tests {
         assert_eq!(sim.stream_stats().unknown, 1, "a closed stream");
 
         // A restarting server closes its streams the same way.
+        let link = LinkProfile::symmetric(LinkConfig::with_latency(10 * MS));
         let mut sim = Scenario::new(3).link(link.clone()).build();
         sim.add_node("cli", Edge::Open, PROBE_PORT, &link, Probe::default());
         let server = sim.server_addr();
@@ -1132,10 +1137,7 @@ mod tests {
 
     #[test]
     fn frames_wait_out_a_short_outage_and_a_long_one_breaks_the_stream() {
-        let link = LinkProfile::symmetric(LinkConfig::with_latency(10 * MS));
-        let (mut sim, srv) = probes(5, Edge::nat(NatConfig::port_restricted()), &link);
-        let id = connect(&mut sim, "cli", 1, srv);
-        sim.advance(100 * MS);
+        let (mut sim, _, id) = connected_probes(5, Edge::nat(NatConfig::port_restricted()));
         send(&mut sim, "cli", id, 0..3);
         sim.advance(5 * MS);
         sim.apply(Action::offline("srv")).unwrap();
@@ -1223,9 +1225,6 @@ mod tests {
     }
 
     impl Endpoint for Shim {
-        fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-            self.client.handle_datagram(now, from, datagram);
-        }
         fn handle_datagram_on(
             &mut self,
             now: Instant,

@@ -1,11 +1,12 @@
 //! What a runtime takes from the operating system besides the socket: entropy, wall-clock
-//! time and the host's interface addresses.
+//! time, the host's interface addresses, socket buffer sizes, and what a receive error means.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// 32 bytes from the OS CSPRNG, for the `seed` of `Client::new` / `Server::new`.
+/// 32 bytes from the OS CSPRNG: the seed a runtime gives `Client::new` / `Server::new`, and
+/// what an application can use for its `SecretKey`.
 ///
 /// # Errors
 /// The OS entropy source failed (practically never after boot).
@@ -53,9 +54,45 @@ fn usable(ip: IpAddr) -> bool {
     }
 }
 
+/// Errors a UDP receive reports about an earlier send (ICMP unreachable): undefined for UDP,
+/// injectable by anyone who can forge ICMP, and never a reason to stop reading (quinn ignores
+/// ECONNRESET the same way; Windows reports these as WSAECONNRESET on `recv_from`). A runtime
+/// counts them and reads on.
+pub fn is_stray_icmp(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreachable_errors_are_stray_icmp_and_others_are_not() {
+        use io::ErrorKind::*;
+        for kind in [
+            ConnectionReset,
+            ConnectionRefused,
+            HostUnreachable,
+            NetworkUnreachable,
+        ] {
+            assert!(is_stray_icmp(&kind.into()), "{kind:?}");
+        }
+        for kind in [
+            WouldBlock,
+            Interrupted,
+            PermissionDenied,
+            InvalidInput,
+            Other,
+        ] {
+            assert!(!is_stray_icmp(&kind.into()), "{kind:?}");
+        }
+    }
 
     #[test]
     fn link_local_loopback_and_unspecified_are_not_candidates() {

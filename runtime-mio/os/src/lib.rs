@@ -1,0 +1,24 @@
+//! # pierce-os
+//!
+//! What Pierce's runtimes (`pierce-mio`, `pierce-async-std`) take from the operating system
+//! besides their sockets, written once for both: 32 bytes of OS entropy for a core's seed
+//! ([`os_seed`]), wall-clock time for a server's token expiry ([`unix_time`]), the host's
+//! interface addresses as LAN candidates ([`local_addresses`]), socket buffer sizes
+//! ([`set_socket_buffers`]), and which receive errors are stray ICMP rather than a broken
+//! socket ([`is_stray_icmp`]), writing a TCP stream's queue ([`write_queued`]) and how much
+//! unread input to discard before closing one ([`discard_unread`]); and the counters a
+//! driver keeps about that work ([`DriverStats`]).
+//!
+//! The core (`pierce-core`) never touches the OS, so none of this can live there. A game uses
+//! these through its runtime, which re-exports them (`pierce_mio::os_seed`,
+//! `pierce_async_std::os_seed`, ...).
+
+#![warn(missing_docs)]
+
+mod stats;
+mod sys;
+mod tcp;
+
+pub use stats::DriverStats;
+pub use sys::{is_stray_icmp, local_addresses, os_seed, set_socket_buffers, unix_time};
+pub use tcp::{CLOSE_DRAIN, discard_unread, write_queued};
