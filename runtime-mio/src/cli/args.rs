@@ -1,12 +1,26 @@
 //! The command line, as clap derive structs. The async-std example peer flattens
 //! [`PeerArgs`] into its own parser, so both peers accept exactly the same flags.
+//!
+//! Every value is checked before anything touches the network, and bad input exits with
+//! status 2. Here: each flag by its own parser (a clap error naming the flag and what it
+//! accepts), and what spans flags (`--alt-listen` with `--listen`, `--bind` with `--server`,
+//! port 0 outside `--host`) right after parsing ([`Cli::parse_checked`], [`parse_peer_args`]),
+//! as a clap error too. Elsewhere, still before any socket: the `--key-file` itself
+//! ([`super::server::load_or_create_key`]) and `--size` against the one-datagram limit of
+//! `--mode unreliable` ([`super::script::Script::new`]).
 
-use std::net::SocketAddr;
+use std::fmt::Display;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use pierce_core::{Channel, PublicKey, Transport};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use pierce_core::wire::control::MAX_NAME_LEN;
+use pierce_core::{Channel, ClientConfig, PublicKey, RoomsConfig, Transport};
+
+use super::script::{MAX_COUNT, MAX_NAME, MIN_SIZE};
 
 /// `pierce`: run a Pierce server, check this host's NAT, or try peer-to-peer messaging.
 #[derive(Debug, Parser)]
@@ -16,6 +30,46 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's command line and checks what spans flags; on bad input prints
+    /// clap's error and exits with status 2 (`--help` and `--version` exit 0).
+    pub fn parse_checked() -> Self {
+        match Self::try_parse_checked_from(std::env::args_os()) {
+            Ok(cli) => cli,
+            Err(e) => e.exit(),
+        }
+    }
+
+    /// [`Cli::parse_checked`] on `argv`, returning the error instead of exiting.
+    ///
+    /// # Errors
+    /// Clap's error for a bad flag or value, or for flags that do not go together.
+    pub fn try_parse_checked_from<I, T>(argv: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Self::try_parse_from(argv)?;
+        let (name, problem) = match &cli.command {
+            Command::Server(a) => ("server", a.check()),
+            Command::Netcheck(a) => ("netcheck", a.connect.check(false)),
+            Command::Peer(a) => ("peer", a.check()),
+            Command::Demo(_) => ("demo", Ok(())),
+        };
+        match problem {
+            Ok(()) => Ok(cli),
+            Err(message) => {
+                let mut command = Self::command();
+                command.build(); // names the subcommands "pierce peer" etc. for the usage line
+                let sub = command
+                    .find_subcommand_mut(name)
+                    .expect("every subcommand is defined");
+                Err(sub.error(ErrorKind::ArgumentConflict, message))
+            }
+        }
+    }
 }
 
 const EXIT_CODES: &str = "\
@@ -53,53 +107,125 @@ network blocks UDP; `pierce peer --tcp`), and says so in the ready line (tcp_add
 On SIGINT or SIGTERM every client is told the server is closing, and the command exits 0.")]
 pub struct ServerArgs {
     /// UDP address to listen on, and TCP at the same address for clients that cannot use UDP
-    /// (port 0 picks a free port; the ready line shows it).
-    #[arg(long, value_name = "IP:PORT")]
+    /// (port 0 picks a free port; the ready line shows it). 0.0.0.0 or :: listens on every
+    /// address; a multicast or broadcast address is refused.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// A second UDP address, for NAT behaviour discovery (RFC 5780): the server answers STUN
     /// there too, and on the crossings of the two addresses, so `pierce netcheck` and RFC 5780
     /// tools (turnutils_natdiscovery) can measure NAT mapping and filtering. A second IP of
     /// this host gives the full test; the same IP with another port measures port dependence
-    /// only. Port 0 picks a free port (the ready line shows it). Needs --listen with a
-    /// specific IP, not 0.0.0.0 or ::.
-    #[arg(long, value_name = "IP:PORT")]
+    /// only. Port 0 picks a free port (the ready line shows it). A specific IP (not 0.0.0.0
+    /// or ::, multicast or broadcast) of --listen's family, and --listen with a specific IP
+    /// too.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_alt_listen)]
     pub alt_listen: Option<SocketAddr>,
     /// The server's identity key: 64 hex digits (whitespace around them ignored) or 32 raw
     /// bytes. Created with 32 bytes from the OS CSPRNG, written as hex, mode 0600, if missing.
     /// Without it the key is new on every start, and pinned peers must be told the new one.
     #[arg(long, value_name = "PATH")]
     pub key_file: Option<PathBuf>,
-    /// Require connect tokens issued with this shared secret (peers: --token-secret).
-    #[arg(long, value_name = "S")]
+    /// Require connect tokens issued with this shared secret (peers: --token-secret); not
+    /// empty.
+    #[arg(long, value_name = "S", value_parser = parse_secret)]
     pub secret: Option<String>,
     /// Print JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Print a stats line every this many seconds (one is always printed on stopping).
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Print a stats line every this many seconds, 1 to 86400 (one is always printed on
+    /// stopping).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = parse_stats_every,
+        allow_negative_numbers = true
+    )]
     pub stats_every: Option<u64>,
+}
+
+impl ServerArgs {
+    /// What the flags' own parsers cannot see: `--alt-listen` against `--listen`.
+    ///
+    /// # Errors
+    /// What is wrong, naming the flags.
+    pub fn check(&self) -> Result<(), String> {
+        let (Some(alt), listen) = (self.alt_listen, self.listen) else {
+            return Ok(());
+        };
+        if listen.ip().is_unspecified() {
+            return Err(format!(
+                "--alt-listen needs --listen with a specific IP address, not {}: NAT discovery \
+                 answers from known addresses",
+                listen.ip()
+            ));
+        }
+        if alt.is_ipv4() != listen.is_ipv4() {
+            return Err(format!(
+                "--alt-listen {alt} and --listen {listen} must be of the same address family"
+            ));
+        }
+        if alt == listen && alt.port() != 0 {
+            return Err(format!(
+                "--alt-listen {alt} must differ from --listen (another IP or another port)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Connecting to a server: shared by `netcheck` and `peer`.
 #[derive(Clone, Debug, Args)]
 pub struct ConnectArgs {
-    /// The server's UDP address.
-    #[arg(long, value_name = "IP:PORT")]
+    /// The server's UDP address: a unicast IP (not 0.0.0.0 or ::, broadcast or multicast)
+    /// and a port from 1 to 65535.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_server)]
     pub server: SocketAddr,
     /// Refuse any server that cannot prove it holds this key (the `public_key` of its ready
     /// line). Without it the key is trusted on first use and reported.
     #[arg(long, value_name = "HEX", value_parser = parse_key)]
     pub server_key: Option<PublicKey>,
     /// Mint a connect token with this secret (the server's --secret). Stands in for a game
-    /// backend that issues tokens; valid for one hour.
-    #[arg(long, value_name = "S")]
+    /// backend that issues tokens; valid for one hour. Not empty.
+    #[arg(long, value_name = "S", value_parser = parse_secret)]
     pub token_secret: Option<String>,
-    /// The user id in the minted token (random if not given).
-    #[arg(long, value_name = "ID", requires = "token_secret")]
+    /// The user id in the minted token, 0 to 18446744073709551615 (random if not given).
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "token_secret",
+        value_parser = parse_user_id,
+        allow_negative_numbers = true
+    )]
     pub user_id: Option<u64>,
-    /// Local UDP address to bind (default: any address of the server's family, any port).
-    #[arg(long, value_name = "IP:PORT")]
+    /// Local UDP address to bind, of the server's family (default: any address of the
+    /// server's family, any port); not multicast or broadcast.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen)]
     pub bind: Option<SocketAddr>,
+}
+
+impl ConnectArgs {
+    /// What the flags' own parsers cannot see: port 0, which only a hosting peer (`host`)
+    /// may name, and `--bind` against `--server`.
+    ///
+    /// # Errors
+    /// What is wrong, naming the flags.
+    pub fn check(&self, host: bool) -> Result<(), String> {
+        let server = self.server;
+        if server.port() == 0 && !host {
+            return Err(format!(
+                "--server {server}: port 0 is no server's port (only with --host does port 0 \
+                 pick a free one)"
+            ));
+        }
+        if let Some(bind) = self.bind {
+            if bind.is_ipv4() != server.is_ipv4() {
+                return Err(format!(
+                    "--bind {bind} cannot reach --server {server} (different address families)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `pierce netcheck`.
@@ -119,8 +245,14 @@ pub struct NetcheckArgs {
     /// The server to ask.
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// Give up after this many seconds.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_timeout)]
+    /// Give up after this many seconds: more than 0, at most 86400.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "10",
+        value_parser = parse_timeout,
+        allow_negative_numbers = true
+    )]
     pub timeout: Duration,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -170,23 +302,36 @@ pub struct PeerArgs {
     /// The server, and how to reach it.
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// Room to join, created if it does not exist.
-    #[arg(long, value_name = "NAME")]
+    /// Room to join, created if it does not exist: 1 to 64 bytes.
+    #[arg(long, value_name = "NAME", value_parser = parse_room)]
     pub room: String,
-    /// The room's password (empty: none).
-    #[arg(long, value_name = "P", default_value = "")]
+    /// The room's password, at most 64 bytes (empty: none).
+    #[arg(long, value_name = "P", default_value = "", value_parser = parse_password)]
     pub password: String,
-    /// This peer's name in other peers' summaries (default: `peer-<host id>`).
-    #[arg(long, value_name = "NAME")]
+    /// This peer's name in other peers' summaries, 1 to 64 bytes (default: `peer-<host id>`).
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub name: Option<String>,
-    /// Other members to wait for before sending.
-    #[arg(long, value_name = "K")]
+    /// Other members to wait for before sending: 0 to 63 (a `pierce server` room holds 64).
+    #[arg(long, value_name = "K", value_parser = parse_peers, allow_negative_numbers = true)]
     pub peers: u16,
-    /// Messages to send to every other member.
-    #[arg(long = "send", value_name = "N", default_value_t = 10)]
+    /// Messages to send to every other member: 0 to 10000000.
+    #[arg(
+        long = "send",
+        value_name = "N",
+        default_value_t = 10,
+        value_parser = parse_count,
+        allow_negative_numbers = true
+    )]
     pub count: u32,
-    /// Bytes per message (at least 5: a tag and a sequence number).
-    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    /// Bytes per message: at least 5 (a tag and a sequence number), at most 1048576 (the
+    /// largest reliable message), and one datagram in unreliable mode.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 64,
+        value_parser = parse_size,
+        allow_negative_numbers = true
+    )]
     pub size: usize,
     /// Delivery mode of the N messages.
     #[arg(long, value_enum, default_value_t = Mode::ReliableOrdered)]
@@ -205,11 +350,24 @@ pub struct PeerArgs {
     #[arg(long)]
     pub udp_only: bool,
     /// Seconds to stay connected after the exchange, so paths can settle (ends early at
-    /// --timeout without failing the run).
-    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_hold)]
+    /// --timeout without failing the run): 0 to 86400.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "0",
+        value_parser = parse_hold,
+        allow_negative_numbers = true
+    )]
     pub hold: Duration,
-    /// Seconds for the whole run (connect, join, exchange, hold); then fail.
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_timeout)]
+    /// Seconds for the whole run (connect, join, exchange, hold); then fail. More than 0, at
+    /// most 86400.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "30",
+        value_parser = parse_timeout,
+        allow_negative_numbers = true
+    )]
     pub timeout: Duration,
     /// Print events as JSON lines too (the summary is always JSON).
     #[arg(long)]
@@ -256,6 +414,14 @@ SIGINT or SIGTERM ends the run with its summary (ok false); a second one ends it
 Exit status 0 if ok, 1 otherwise, 2 for bad input.";
 
 impl PeerArgs {
+    /// What the flags' own parsers cannot see (see [`ConnectArgs::check`]).
+    ///
+    /// # Errors
+    /// What is wrong, naming the flags.
+    pub fn check(&self) -> Result<(), String> {
+        self.connect.check(self.host)
+    }
+
     /// How the client reaches the server, from --tcp and --udp-only (`ClientConfig::transport`).
     pub fn transport(&self) -> Transport {
         if self.tcp {
@@ -271,64 +437,247 @@ impl PeerArgs {
 /// `pierce demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Messages each peer sends to each other peer.
-    #[arg(long = "send", value_name = "N", default_value_t = 20)]
+    /// Messages each peer sends to each other peer: 0 to 10000000.
+    #[arg(
+        long = "send",
+        value_name = "N",
+        default_value_t = 20,
+        value_parser = parse_count,
+        allow_negative_numbers = true
+    )]
     pub count: u32,
-    /// Bytes per message.
-    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    /// Bytes per message: 5 to 1048576.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 64,
+        value_parser = parse_size,
+        allow_negative_numbers = true
+    )]
     pub size: usize,
-    /// Seconds for the whole demo.
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_timeout)]
+    /// Seconds for the whole demo: more than 0, at most 86400.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "30",
+        value_parser = parse_timeout,
+        allow_negative_numbers = true
+    )]
     pub timeout: Duration,
 }
 
 /// Parses the process's command line as [`PeerArgs`] alone, for a program that is nothing but
-/// a peer (the async-std example): clap's usage errors and `--help` included, exit status 2.
+/// a peer (the async-std example): the same checks as `pierce peer`, clap's usage errors and
+/// `--help` included; bad input exits with status 2.
 pub fn parse_peer_args(program: &'static str) -> PeerArgs {
+    match try_parse_peer_args(program, std::env::args_os()) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    }
+}
+
+/// [`parse_peer_args`] on `argv`, returning the error instead of exiting.
+///
+/// # Errors
+/// Clap's error for a bad flag or value, or for flags that do not go together.
+pub fn try_parse_peer_args<I, T>(program: &'static str, argv: I) -> Result<PeerArgs, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     #[derive(Parser)]
     struct PeerOnly {
         #[command(flatten)]
         args: PeerArgs,
     }
-    let command = <PeerOnly as clap::CommandFactory>::command()
+    let mut command = PeerOnly::command()
         .name(program)
         .about("A scripted room member: join, exchange N messages with every other member, report");
-    let matches = command.get_matches();
-    match <PeerOnly as clap::FromArgMatches>::from_arg_matches(&matches) {
-        Ok(p) => p.args,
-        Err(e) => e.exit(),
+    let matches = command.try_get_matches_from_mut(argv)?;
+    let args = PeerOnly::from_arg_matches(&matches)
+        .map_err(|e| e.format(&mut command))?
+        .args;
+    match args.check() {
+        Ok(()) => Ok(args),
+        Err(message) => Err(command.error(ErrorKind::ArgumentConflict, message)),
     }
 }
+
+// ---- the values' parsers: each error says what the flag accepts (clap names the flag) ------
+
+/// Longest --timeout, --hold and --stats-every, in seconds: a day. Nothing here needs longer,
+/// and a day keeps every deadline computed from them (`Instant + Duration` in the commands and
+/// in the core's `connect_timeout`) far from overflow on any platform.
+pub const MAX_SECS: u64 = 86_400;
 
 fn parse_key(s: &str) -> Result<PublicKey, String> {
     PublicKey::from_hex(s).map_err(|_| "expected 64 hex digits".to_owned())
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a usable duration"))
+/// `s` as a whole number from `min` to `max`; any failure (not a number, negative, out of
+/// the type's range or of `min..=max`) says the range.
+fn int_in<T>(s: &str, min: T, max: T, unit: &str) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + Display,
+{
+    match s.parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => Err(format!("expected a whole number from {min} to {max}{unit}")),
+    }
+}
+
+fn parse_stats_every(s: &str) -> Result<u64, String> {
+    int_in(s, 1, MAX_SECS, " (seconds; at most a day)")
+}
+
+fn parse_user_id(s: &str) -> Result<u64, String> {
+    int_in(s, 0, u64::MAX, "")
+}
+
+/// Largest --peers: a room of a `pierce server` (the default rooms policy) holds at most
+/// `max_members_cap` members, this peer included; more could never all join.
+fn max_peers() -> u16 {
+    RoomsConfig::default().max_members_cap.saturating_sub(1)
+}
+
+fn parse_peers(s: &str) -> Result<u16, String> {
+    let max = max_peers();
+    let room = u32::from(max) + 1;
+    int_in(
+        s,
+        0,
+        max,
+        &format!(" (a pierce server's room holds {room} members)"),
+    )
+}
+
+fn parse_count(s: &str) -> Result<u32, String> {
+    int_in(s, 0, MAX_COUNT, "")
+}
+
+/// Largest --size in any mode: the core's largest reliable message (unreliable mode allows one
+/// datagram's worth, checked with --mode before the run starts).
+fn max_size() -> usize {
+    ClientConfig::default().max_message_size
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    int_in(s, MIN_SIZE, max_size(), " bytes")
+}
+
+/// Seconds from `min` (0 or just above) to [`MAX_SECS`]; fractions allowed, never NaN,
+/// infinite or negative.
+fn parse_secs(s: &str, above_zero: bool) -> Result<Duration, String> {
+    let range = if above_zero {
+        format!("more than 0 and at most {MAX_SECS} (a day)")
+    } else {
+        format!("from 0 to {MAX_SECS} (a day)")
+    };
+    let d = s
+        .parse::<f64>()
+        .ok()
+        .filter(|secs| secs.is_finite() && *secs <= MAX_SECS as f64)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !(above_zero && d.is_zero()));
+    d.ok_or_else(|| format!("expected a number of seconds {range}"))
 }
 
 fn parse_hold(s: &str) -> Result<Duration, String> {
-    let d = parse_secs(s)?;
-    if d > MAX_SECS {
-        return Err(format!("at most {} seconds", MAX_SECS.as_secs()));
-    }
-    Ok(d)
+    parse_secs(s, false)
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let d = parse_hold(s)?;
-    if d.is_zero() {
-        return Err("must be more than zero".to_owned());
-    }
-    Ok(d)
+    parse_secs(s, true)
 }
 
-/// Longest --hold or --timeout: a day, far below where `Instant + Duration` could overflow.
-const MAX_SECS: Duration = Duration::from_secs(86_400);
+/// `s`, if it is from `min` to `max` bytes long.
+fn text_in(s: &str, min: usize, max: usize, what: &str) -> Result<String, String> {
+    if (min..=max).contains(&s.len()) {
+        return Ok(s.to_owned());
+    }
+    let range = match min {
+        0 => format!("at most {max} bytes{what}"),
+        _ => format!("{min} to {max} bytes{what}"),
+    };
+    Err(format!("expected {range}, got {}", s.len()))
+}
+
+fn parse_room(s: &str) -> Result<String, String> {
+    text_in(s, 1, MAX_NAME_LEN, "")
+}
+
+fn parse_password(s: &str) -> Result<String, String> {
+    text_in(s, 0, MAX_NAME_LEN, " (empty: no password)")
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    text_in(s, 1, MAX_NAME, "")
+}
+
+fn parse_secret(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("expected a secret, not an empty string".to_owned());
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        "expected IP:PORT, such as 192.0.2.7:7777 or [2001:db8::7]:7777 (no host names)".to_owned()
+    })
+}
+
+/// What kind of address `ip` is, if no single host can have it: unspecified, broadcast or
+/// multicast, in their IPv4-mapped IPv6 forms too (`::ffff:255.255.255.255`).
+fn not_a_host(ip: IpAddr) -> Option<&'static str> {
+    let ip = ip.to_canonical();
+    if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        Some("the broadcast address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else {
+        None
+    }
+}
+
+/// A server to reach: one host. Port 0 is refused after parsing, where --host is known.
+fn parse_server(s: &str) -> Result<SocketAddr, String> {
+    let addr = parse_addr(s)?;
+    match not_a_host(addr.ip()) {
+        Some(what) => Err(format!(
+            "{} is {what}, which no server has; name the server's own IP",
+            addr.ip()
+        )),
+        None => Ok(addr),
+    }
+}
+
+/// A local address to bind: a specific IP or every one (unspecified), any port.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let addr = parse_addr(s)?;
+    match not_a_host(addr.ip()) {
+        Some(what) if !addr.ip().to_canonical().is_unspecified() => Err(format!(
+            "{} is {what}: a socket cannot be bound to it",
+            addr.ip()
+        )),
+        _ => Ok(addr),
+    }
+}
+
+/// The alternate discovery address: a specific IP of this host, any port.
+fn parse_alt_listen(s: &str) -> Result<SocketAddr, String> {
+    let addr = parse_listen(s)?;
+    if addr.ip().to_canonical().is_unspecified() {
+        return Err(format!(
+            "{} is the unspecified address: NAT discovery answers from a known address, name \
+             a specific IP",
+            addr.ip()
+        ));
+    }
+    Ok(addr)
+}
 
 #[cfg(test)]
 mod tests {
@@ -344,11 +693,275 @@ mod tests {
     fn durations_parse_and_reject_nonsense() {
         assert_eq!(parse_timeout("1.5"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_hold("0"), Ok(Duration::ZERO));
-        assert!(parse_timeout("0").is_err());
-        assert!(parse_hold("-1").is_err());
-        assert!(parse_hold("NaN").is_err());
-        assert!(parse_hold("1e30").is_err());
-        assert!(parse_hold("soon").is_err());
+        assert_eq!(parse_hold("86400"), Ok(Duration::from_secs(MAX_SECS)));
+        assert_eq!(parse_timeout("86400"), Ok(Duration::from_secs(MAX_SECS)));
+        for bad in [
+            "-1",
+            "-0.5",
+            "NaN",
+            "nan",
+            "inf",
+            "-inf",
+            "1e30",
+            "1e400",
+            "86400.001",
+            "soon",
+            "",
+            "1s",
+            "0x10",
+        ] {
+            let hold = parse_hold(bad).expect_err(bad);
+            assert!(hold.contains("from 0 to 86400"), "{bad}: {hold}");
+            let timeout = parse_timeout(bad).expect_err(bad);
+            assert!(
+                timeout.contains("more than 0 and at most 86400"),
+                "{bad}: {timeout}"
+            );
+        }
+        // Zero, and what rounds to zero nanoseconds, is no timeout.
+        for zero in ["0", "-0", "0.0", "1e-10"] {
+            assert!(parse_timeout(zero).is_err(), "{zero}");
+        }
+    }
+
+    #[test]
+    fn whole_numbers_are_checked_against_their_range() {
+        assert_eq!(parse_stats_every("1"), Ok(1));
+        assert_eq!(parse_stats_every("86400"), Ok(86_400));
+        assert_eq!(parse_user_id("18446744073709551615"), Ok(u64::MAX));
+        assert_eq!(parse_peers("0"), Ok(0));
+        assert_eq!(parse_peers("63"), Ok(63));
+        assert_eq!(parse_count("0"), Ok(0));
+        assert_eq!(parse_count("10000000"), Ok(MAX_COUNT));
+        assert_eq!(parse_size("5"), Ok(5));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        type Check = fn(&str) -> Result<(), String>;
+        let cases: [(Check, &[&str], &str); 5] = [
+            (
+                |s| parse_stats_every(s).map(drop),
+                &["0", "86401", "18446744073709551615", "-1", "1.5", "x", ""],
+                "from 1 to 86400",
+            ),
+            (
+                |s| parse_user_id(s).map(drop),
+                &["-1", "18446744073709551616", "1e3", "id"],
+                "from 0 to 18446744073709551615",
+            ),
+            (
+                |s| parse_peers(s).map(drop),
+                &["64", "65535", "65536", "-1", "many"],
+                "from 0 to 63",
+            ),
+            (
+                |s| parse_count(s).map(drop),
+                &["10000001", "4294967295", "4294967296", "-1", "ten"],
+                "from 0 to 10000000",
+            ),
+            (
+                |s| parse_size(s).map(drop),
+                &[
+                    "0",
+                    "4",
+                    "1048577",
+                    "18446744073709551615",
+                    "18446744073709551616",
+                    "-5",
+                ],
+                "from 5 to 1048576",
+            ),
+        ];
+        for (parse, bad, range) in cases {
+            for b in bad {
+                let e = parse(b).expect_err(b);
+                assert!(e.contains(range), "{b}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_help_states_the_limits_the_parsers_apply() {
+        // The help text spells the ranges out as literals; they must follow the constants.
+        let mut cli = Cli::command();
+        cli.build();
+        let help = |sub: &str, arg: &str| {
+            let sub = cli.find_subcommand(sub).expect(sub);
+            let arg = sub.get_arguments().find(|a| a.get_id() == arg).expect(arg);
+            arg.get_help().expect("documented").to_string()
+        };
+        let (peers, size) = (max_peers(), max_size());
+        let expected = [
+            ("server", "stats_every", format!("1 to {MAX_SECS}")),
+            ("netcheck", "timeout", format!("at most {MAX_SECS}")),
+            ("netcheck", "user_id", format!("0 to {}", u64::MAX)),
+            ("peer", "room", format!("1 to {MAX_NAME_LEN} bytes")),
+            ("peer", "password", format!("at most {MAX_NAME_LEN} bytes")),
+            ("peer", "name", format!("1 to {MAX_NAME} bytes")),
+            (
+                "peer",
+                "peers",
+                format!("0 to {peers} (a `pierce server` room holds {})", peers + 1),
+            ),
+            ("peer", "count", format!("0 to {MAX_COUNT}")),
+            ("peer", "size", format!("at least {MIN_SIZE} ")),
+            ("peer", "size", format!("at most {size} ")),
+            ("peer", "hold", format!("0 to {MAX_SECS}")),
+            ("peer", "timeout", format!("at most {MAX_SECS}")),
+            ("demo", "count", format!("0 to {MAX_COUNT}")),
+            ("demo", "size", format!("{MIN_SIZE} to {size}")),
+            ("demo", "timeout", format!("at most {MAX_SECS}")),
+        ];
+        for (sub, arg, text) in expected {
+            let help = help(sub, arg);
+            assert!(
+                help.contains(&text),
+                "{sub} --{arg}: {text:?} not in {help:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn room_names_passwords_and_peer_names_have_the_cores_limits() {
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        let full = "x".repeat(MAX_NAME_LEN);
+        assert_eq!(parse_room(&full), Ok(full.clone()));
+        assert_eq!(parse_password(""), Ok(String::new()));
+        assert_eq!(parse_password(&full), Ok(full.clone()));
+        assert_eq!(parse_name(&full), Ok(full.clone()));
+        // Bytes, not characters: 33 two-byte characters are 66 bytes.
+        let wide = "é".repeat(33);
+        for (parse, what) in [
+            (
+                parse_room as fn(&str) -> Result<String, String>,
+                "1 to 64 bytes",
+            ),
+            (parse_password, "at most 64 bytes"),
+            (parse_name, "1 to 64 bytes"),
+        ] {
+            assert!(parse(&long).expect_err("too long").contains(what));
+            assert!(parse(&wide).expect_err("too long").contains("got 66"));
+        }
+        assert!(parse_room("").is_err());
+        assert!(parse_name("").is_err());
+        assert!(parse_secret("").is_err());
+        assert_eq!(parse_secret("s"), Ok("s".to_owned()));
+    }
+
+    #[test]
+    fn addresses_that_no_server_has_are_refused() {
+        for ok in [
+            "192.0.2.7:7777",
+            "[2001:db8::7]:7777",
+            "127.0.0.1:1",
+            "[::1]:1",
+        ] {
+            assert!(parse_server(ok).is_ok(), "{ok}");
+        }
+        // Port 0 passes the value's parser: --host picks a port with it (checked later).
+        assert!(parse_server("127.0.0.1:0").is_ok());
+        for (bad, what) in [
+            ("0.0.0.0:7777", "unspecified"),
+            ("[::]:7777", "unspecified"),
+            ("[::ffff:0.0.0.0]:7777", "unspecified"),
+            ("255.255.255.255:7777", "broadcast"),
+            ("[::ffff:255.255.255.255]:7777", "broadcast"),
+            ("224.0.0.1:7777", "multicast"),
+            ("239.255.255.250:1900", "multicast"),
+            ("[ff02::1]:7777", "multicast"),
+            ("[::ffff:224.0.0.251]:5353", "multicast"),
+            ("localhost:7777", "expected IP:PORT"),
+            ("127.0.0.1", "expected IP:PORT"),
+            ("127.0.0.1:65536", "expected IP:PORT"),
+        ] {
+            let e = parse_server(bad).expect_err(bad);
+            assert!(e.contains(what), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses_refuse_what_cannot_be_bound() {
+        for ok in [
+            "0.0.0.0:0",
+            "[::]:0",
+            "127.0.0.1:0",
+            "[::ffff:127.0.0.1]:7777",
+        ] {
+            assert!(parse_listen(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "224.0.0.1:0",
+            "255.255.255.255:0",
+            "[ff02::1]:0",
+            "[::ffff:239.0.0.1]:0",
+        ] {
+            assert!(
+                parse_listen(bad)
+                    .expect_err(bad)
+                    .contains("cannot be bound")
+            );
+        }
+        assert!(parse_alt_listen("127.0.0.2:0").is_ok());
+        for bad in ["0.0.0.0:0", "[::]:9", "224.0.0.1:0"] {
+            assert!(parse_alt_listen(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn parse(argv: &[&str]) -> Result<Cli, String> {
+        Cli::try_parse_checked_from(argv).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn flags_that_do_not_go_together_are_refused_after_parsing() {
+        let server = |extra: &[&str]| {
+            let mut argv = vec!["pierce", "server"];
+            argv.extend_from_slice(extra);
+            parse(&argv).map(drop)
+        };
+        assert!(server(&["--listen", "0.0.0.0:0"]).is_ok());
+        assert!(server(&["--listen", "[::]:0"]).is_ok());
+        assert!(server(&["--listen", "127.0.0.1:0", "--alt-listen", "127.0.0.2:0"]).is_ok());
+        assert!(server(&["--listen", "127.0.0.1:7", "--alt-listen", "127.0.0.1:8"]).is_ok());
+        for (flags, what) in [
+            (
+                ["0.0.0.0:0", "127.0.0.2:0"],
+                "needs --listen with a specific IP",
+            ),
+            (["127.0.0.1:0", "[::1]:0"], "same address family"),
+            (["127.0.0.1:7", "127.0.0.1:7"], "must differ from --listen"),
+        ] {
+            let e = server(&["--listen", flags[0], "--alt-listen", flags[1]]).expect_err(what);
+            assert!(
+                e.contains(what) && e.contains("Usage: pierce server"),
+                "{e}"
+            );
+        }
+        let peer = |extra: &[&str]| {
+            let mut argv = vec!["pierce", "peer", "--room", "r", "--peers", "1"];
+            argv.extend_from_slice(extra);
+            parse(&argv).map(drop)
+        };
+        assert!(peer(&["--server", "127.0.0.1:0", "--host"]).is_ok());
+        let e = peer(&["--server", "127.0.0.1:0"]).expect_err("port 0");
+        assert!(e.contains("--server 127.0.0.1:0: port 0"), "{e}");
+        let e = peer(&["--server", "127.0.0.1:7", "--bind", "[::]:0"]).expect_err("family");
+        assert!(e.contains("--bind [::]:0 cannot reach --server"), "{e}");
+        let e = parse(&["pierce", "netcheck", "--server", "[::1]:0"]).expect_err("port 0");
+        assert!(e.contains("--server [::1]:0: port 0"), "{e}");
+    }
+
+    #[test]
+    fn the_peer_only_parser_makes_the_same_checks() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["peer", "--room", "r", "--peers", "1"];
+            argv.extend_from_slice(extra);
+            try_parse_peer_args("peer", argv).map_err(|e| e.to_string())
+        };
+        assert!(parse(&["--server", "127.0.0.1:7"]).is_ok());
+        let e = parse(&["--server", "127.0.0.1:0"]).expect_err("port 0");
+        assert!(e.contains("port 0 is no server's port"), "{e}");
+        let e = parse(&["--server", "224.0.0.1:7"]).expect_err("multicast");
+        assert!(e.contains("'--server <IP:PORT>'"), "{e}");
+        let e = parse(&["--server", "127.0.0.1:7", "--peers", "64"]).expect_err("peers");
+        assert!(e.contains("--peers"), "{e}");
     }
 
     #[test]

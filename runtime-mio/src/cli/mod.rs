@@ -24,7 +24,6 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use pierce_core::{ClientConfig, ConnectToken};
 
 use args::{Cli, Command, ConnectArgs};
@@ -34,7 +33,7 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Parses the command line and runs the command: the whole of `pierce`'s `main`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse(); // prints usage errors and exits with 2
+    let cli = Cli::parse_checked(); // prints usage errors and exits with 2
     let result = match cli.command {
         Command::Server(a) => server::run(&a),
         Command::Netcheck(a) => netcheck::run(&a),

@@ -37,8 +37,8 @@ const GOT: u8 = b'G';
 pub const MIN_SIZE: usize = 5;
 /// Largest `--send`: each member's received set is a bitmap of this many bits.
 pub const MAX_COUNT: u32 = 10_000_000;
-/// Longest name carried in a hello.
-const MAX_NAME: usize = 64;
+/// Longest `--name`, in bytes; a longer name in a hello is cut to this many characters.
+pub const MAX_NAME: usize = 64;
 
 /// Something for the runner to do with its client.
 #[derive(Clone, Debug, PartialEq, Eq)]
