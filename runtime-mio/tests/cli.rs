@@ -756,8 +756,13 @@ fn the_key_file_keeps_the_server_identity_across_restarts() {
     assert_eq!(first, second);
     std::fs::write(path, "not a key").expect("overwrite");
     let r = run(&["server", "--listen", "127.0.0.1:0", "--key-file", path]);
-    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(r.status.code(), Some(2), "bad input: {}", r.stderr);
     assert!(r.stderr.contains("expected 64 hex digits"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("--key-file {path}")),
+        "{}",
+        r.stderr
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

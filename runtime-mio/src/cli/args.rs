@@ -120,9 +120,10 @@ pub struct ServerArgs {
     /// too.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_alt_listen)]
     pub alt_listen: Option<SocketAddr>,
-    /// The server's identity key: 64 hex digits (whitespace around them ignored) or 32 raw
-    /// bytes. Created with 32 bytes from the OS CSPRNG, written as hex, mode 0600, if missing.
-    /// Without it the key is new on every start, and pinned peers must be told the new one.
+    /// The server's identity key: a regular file of 64 hex digits (whitespace around them
+    /// ignored) or 32 raw bytes, at most 512 bytes. Created with 32 bytes from the OS CSPRNG,
+    /// written as hex, mode 0600, if missing (never through a symbolic link). Without it the
+    /// key is new on every start, and pinned peers must be told the new one.
     #[arg(long, value_name = "PATH")]
     pub key_file: Option<PathBuf>,
     /// Require connect tokens issued with this shared secret (peers: --token-secret); not
@@ -780,6 +781,7 @@ mod tests {
 
     #[test]
     fn the_help_states_the_limits_the_parsers_apply() {
+        use crate::cli::server::MAX_KEY_FILE;
         // The help text spells the ranges out as literals; they must follow the constants.
         let mut cli = Cli::command();
         cli.build();
@@ -791,6 +793,11 @@ mod tests {
         let (peers, size) = (max_peers(), max_size());
         let expected = [
             ("server", "stats_every", format!("1 to {MAX_SECS}")),
+            (
+                "server",
+                "key_file",
+                format!("at most {MAX_KEY_FILE} bytes"),
+            ),
             ("netcheck", "timeout", format!("at most {MAX_SECS}")),
             ("netcheck", "user_id", format!("0 to {}", u64::MAX)),
             ("peer", "room", format!("1 to {MAX_NAME_LEN} bytes")),

@@ -1,8 +1,8 @@
 //! `pierce server`: the rendezvous/relay server with the rooms policy, until SIGINT/SIGTERM.
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -48,9 +48,6 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         None => SecretKey::from_bytes(os_seed().map_err(|e| CliError::io("OS entropy", &e))?),
     };
     let secret = args.secret.as_ref().map(|s| s.as_bytes().to_vec());
-    if secret.as_ref().is_some_and(Vec::is_empty) {
-        return Err(CliError::usage("--secret must not be empty".to_owned()));
-    }
     let server = rooms_server(key, secret)?;
     let public_key = server.public_key().to_hex();
     let socket = std::net::UdpSocket::bind(args.listen)
@@ -330,29 +327,170 @@ fn log(json: bool, clients: &mut BTreeSet<HostId>, event: ServerEvent) {
     }
 }
 
-/// Reads the server key from `path`: 64 hex digits (surrounding whitespace ignored) or 32 raw
-/// bytes. A missing file is created with a new key, as hex, readable by the owner only.
+/// Largest key file read, in bytes. A key is 64 hex digits (a line of 65 bytes as written
+/// here) or 32 raw bytes; room for generous whitespace, and far too little for anything else.
+pub const MAX_KEY_FILE: u64 = 512;
+
+/// Reads the server key from `path` (`--key-file`): 64 hex digits (surrounding whitespace
+/// ignored) or 32 raw bytes. A missing file is created with a new key, as hex, readable by the
+/// owner only.
+///
+/// Only a regular file of at most [`MAX_KEY_FILE`] bytes is read: the path is looked at
+/// before it is opened (opening a FIFO would wait for a writer forever, and opening a device
+/// can have effects), opened without blocking, looked at again through the open file (the path
+/// may have changed in between), and read through a cap, so a file that grows meanwhile is
+/// bounded too. A symbolic link to a regular file is followed for reading; a new key file is
+/// created with `O_CREAT | O_EXCL`, which never follows a symbolic link (a dangling one is
+/// refused, not written through).
 ///
 /// # Errors
-/// The file is unreadable, malformed, or cannot be created.
+/// A usage error (exit status 2) naming `--key-file` and the path for anything wrong with
+/// the file: not a regular file, too large, malformed, no permission, a missing directory. A
+/// failed run (exit 1) for what the operator cannot fix by naming another file: no OS
+/// entropy, an I/O failure while reading or writing.
 pub fn load_or_create_key(path: &Path) -> Result<SecretKey, CliError> {
-    let shown = path.display();
-    match fs::read(path) {
-        Ok(bytes) => parse_key(&bytes).map(SecretKey::from_bytes).ok_or_else(|| {
-            CliError::failed(format!(
-                "key file {shown}: expected 64 hex digits or 32 raw bytes, found {} bytes \
-                     of something else",
+    let bad = |what: String| CliError::usage(format!("--key-file {}: {what}", path.display()));
+    let io = |doing: &str, e: io::Error| {
+        let message = format!("--key-file {}: cannot {doing}: {e}", path.display());
+        if is_input_error(&e) {
+            CliError::usage(message)
+        } else {
+            CliError::failed(message)
+        }
+    };
+    match read_key_file(path) {
+        Ok(KeyFile::Read(bytes)) => parse_key(&bytes).map(SecretKey::from_bytes).ok_or_else(|| {
+            bad(format!(
+                "expected 64 hex digits or 32 raw bytes, found {} bytes of something else",
                 bytes.len()
             ))
         }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Ok(KeyFile::Missing) => {
             let bytes = os_seed().map_err(|e| CliError::io("reading OS entropy", &e))?;
-            write_new_key(path, &bytes)
-                .map_err(|e| CliError::io(&format!("cannot create key file {shown}"), &e))?;
+            write_new_key(path, &bytes).map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => bad(
+                    "appeared while being created (another process, or a dangling symbolic \
+                     link, which is not followed); not overwritten"
+                        .to_owned(),
+                ),
+                _ => io("create it", e),
+            })?;
             Ok(SecretKey::from_bytes(bytes))
         }
-        Err(e) => Err(CliError::io(&format!("cannot read key file {shown}"), &e)),
+        Ok(KeyFile::Dangling) => Err(bad(
+            "is a symbolic link to nothing; a new key is not created through a link (create \
+             the file it names, or name a path without a link)"
+                .to_owned(),
+        )),
+        Ok(KeyFile::NotRegular(kind)) => Err(bad(format!(
+            "is {kind}, not a regular file; a key file holds 64 hex digits or 32 bytes"
+        ))),
+        Ok(KeyFile::TooLarge(len)) => Err(bad(format!(
+            "{len} is too large for a key file (at most {MAX_KEY_FILE} bytes: 64 hex digits \
+             or 32 raw bytes)"
+        ))),
+        Err(e) => Err(io("read it", e)),
     }
+}
+
+/// What was found at a `--key-file` path.
+#[derive(Debug, PartialEq, Eq)]
+enum KeyFile {
+    /// A regular file of at most [`MAX_KEY_FILE`] bytes: its contents.
+    Read(Vec<u8>),
+    /// Nothing: a key is to be created.
+    Missing,
+    /// A symbolic link to nothing: creating through it would write wherever it points.
+    Dangling,
+    /// Something other than a regular file (what, for the message).
+    NotRegular(&'static str),
+    /// A regular file over [`MAX_KEY_FILE`]: its size (`"N bytes"`, `"more than N bytes"`).
+    TooLarge(String),
+}
+
+fn read_key_file(path: &Path) -> io::Result<KeyFile> {
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(path).is_ok() => {
+            return Ok(KeyFile::Dangling);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(KeyFile::Missing),
+        Err(e) => return Err(e),
+    };
+    if let Some(found) = not_a_key_file(&meta) {
+        return Ok(found);
+    }
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        // Should the path have become a FIFO or a terminal since the look: no waiting for a
+        // writer, no controlling terminal. Neither flag changes reading a regular file.
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let file: File = options.open(path)?;
+    if let Some(found) = not_a_key_file(&file.metadata()?) {
+        return Ok(found);
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_KEY_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        return Ok(KeyFile::TooLarge(format!("more than {MAX_KEY_FILE} bytes")));
+    }
+    Ok(KeyFile::Read(bytes))
+}
+
+/// Why `meta` is not a key file to read, if it is not.
+fn not_a_key_file(meta: &fs::Metadata) -> Option<KeyFile> {
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return Some(KeyFile::NotRegular("a directory"));
+    }
+    if !kind.is_file() {
+        return Some(KeyFile::NotRegular(special_kind(&kind)));
+    }
+    (meta.len() > MAX_KEY_FILE).then(|| KeyFile::TooLarge(format!("{} bytes", meta.len())))
+}
+
+#[cfg(unix)]
+fn special_kind(kind: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_: &fs::FileType) -> &'static str {
+    "a special file"
+}
+
+/// An I/O error the operator fixes by naming another path or fixing this one (exit 2), rather
+/// than a failure of the machine (exit 1).
+fn is_input_error(e: &io::Error) -> bool {
+    use io::ErrorKind as K;
+    let kind = matches!(
+        e.kind(),
+        K::NotFound
+            | K::PermissionDenied
+            | K::AlreadyExists
+            | K::NotADirectory
+            | K::IsADirectory
+            | K::ReadOnlyFilesystem
+            | K::InvalidInput
+    );
+    #[cfg(unix)]
+    let errno = matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENAMETOOLONG));
+    #[cfg(not(unix))]
+    let errno = false;
+    kind || errno
 }
 
 fn parse_key(bytes: &[u8]) -> Option<[u8; 32]> {
@@ -367,9 +505,13 @@ fn parse_key(bytes: &[u8]) -> Option<[u8; 32]> {
     bytes.try_into().ok()
 }
 
+/// Writes a new key file. `create_new` is `O_CREAT | O_EXCL`: it never overwrites a key
+/// another process just wrote, and never follows a symbolic link (one planted at `path` makes
+/// it fail). A file left half-written by a failure is removed: it was ours, and would be
+/// refused as malformed on the next start.
 fn write_new_key(path: &Path, key: &[u8; 32]) -> io::Result<()> {
     let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true); // never overwrite a key another process just wrote
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -377,8 +519,12 @@ fn write_new_key(path: &Path, key: &[u8; 32]) -> io::Result<()> {
     }
     let mut file = options.open(path)?;
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    writeln!(file, "{hex}")?;
-    file.sync_all()
+    let written = writeln!(file, "{hex}").and_then(|()| file.sync_all());
+    if written.is_err() {
+        drop(file);
+        let _ = fs::remove_file(path);
+    }
+    written
 }
 
 #[cfg(test)]
@@ -416,8 +562,84 @@ mod tests {
         }
         fs::write(&path, b"not a key").expect("overwrite");
         let err = load_or_create_key(&path).expect_err("malformed");
-        assert_eq!(err.code, 1);
+        assert_eq!(err.code, 2);
         assert!(err.message.contains("expected 64 hex digits"), "{err}");
+        assert!(err.message.starts_with("--key-file "), "{err}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A fresh, empty temporary directory for one test.
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("pierce-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn only_a_small_regular_file_is_read_as_a_key() {
+        let dir = temp_dir("key-kinds");
+        let refused = |path: &Path, what: &str| {
+            let err = load_or_create_key(path).expect_err(what);
+            assert_eq!(err.code, 2, "{err}");
+            let named = format!("--key-file {}: ", path.display());
+            assert!(err.message.starts_with(&named), "{err}");
+            assert!(err.message.contains(what), "{err}");
+        };
+        refused(&dir, "is a directory");
+        let big = dir.join("big.key");
+        fs::write(&big, vec![b'0'; MAX_KEY_FILE as usize + 1]).expect("write");
+        refused(&big, "513 bytes is too large");
+        let ok = dir.join("ok.key");
+        fs::write(&ok, format!("  {}\n\n", "ab".repeat(32))).expect("write");
+        assert!(load_or_create_key(&ok).is_ok());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::symlink;
+            refused(Path::new("/dev/zero"), "is a device");
+            refused(Path::new("/dev/null"), "is a device");
+            let fifo = dir.join("fifo.key");
+            let c = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("no NUL");
+            // SAFETY: a valid NUL-terminated path; mkfifo only reads it.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+            refused(&fifo, "is a FIFO"); // and returns: no waiting for a writer
+            // A link to a key is followed for reading; a link to a device is still a device.
+            let link = dir.join("link.key");
+            symlink(&ok, &link).expect("symlink");
+            assert!(load_or_create_key(&link).is_ok());
+            let to_zero = dir.join("zero.key");
+            symlink("/dev/zero", &to_zero).expect("symlink");
+            refused(&to_zero, "is a device");
+            // A dangling link is not written through.
+            let target = dir.join("elsewhere.key");
+            let dangling = dir.join("dangling.key");
+            symlink(&target, &dangling).expect("symlink");
+            refused(&dangling, "symbolic link to nothing");
+            assert!(!target.exists(), "a key was created through a link");
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_longer_than_its_size_says_is_read_only_up_to_the_cap() {
+        // procfs files claim size 0 and hold more: what a file growing while read looks like.
+        let status = Path::new("/proc/self/status");
+        assert_eq!(fs::metadata(status).expect("procfs").len(), 0);
+        let found = read_key_file(status).expect("readable");
+        assert_eq!(
+            found,
+            KeyFile::TooLarge(format!("more than {MAX_KEY_FILE} bytes"))
+        );
+    }
+
+    #[test]
+    fn a_key_file_in_a_missing_directory_is_an_input_error() {
+        let dir = temp_dir("key-nodir");
+        let path = dir.join("no").join("such").join("dir.key");
+        let err = load_or_create_key(&path).expect_err("no directory");
+        assert_eq!(err.code, 2, "{err}");
+        assert!(err.message.contains("cannot create it"), "{err}");
         let _ = fs::remove_dir_all(&dir);
     }
 }
