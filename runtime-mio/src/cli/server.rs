@@ -117,7 +117,7 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
             let now = Instant::now();
             if now >= at {
                 out(&stats_line(args.json, &driver));
-                next_stats = Some(at.max(now - every) + every);
+                next_stats = Some(next_stats_at(at, now, every));
             }
         }
     }
@@ -131,6 +131,18 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         out(&format!("stopped; told {} clients", clients.len()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// When the stats line after the one due `at` and printed at `now` is due: one period later,
+/// or one period from now if the loop fell a whole period behind (no burst of lines to catch
+/// up). No `now - every`: an `Instant` cannot go below its origin on every platform (on
+/// Windows it counts from boot), and --stats-every may be a day.
+fn next_stats_at(at: Instant, now: Instant, every: Duration) -> Instant {
+    if now.saturating_duration_since(at) >= every {
+        now + every
+    } else {
+        at + every
+    }
 }
 
 /// Turns on NAT behaviour discovery with `alt` as the alternate address and opens its sockets;
@@ -641,5 +653,20 @@ mod tests {
         assert_eq!(err.code, 2, "{err}");
         assert!(err.message.contains("cannot create it"), "{err}");
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stats_lines_keep_their_period_without_going_below_the_clock_origin() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(crate::cli::args::MAX_SECS);
+        // On time: one period after the due time.
+        assert_eq!(next_stats_at(t0, t0, every), t0 + every);
+        assert_eq!(
+            next_stats_at(t0, t0 + Duration::from_secs(1), every),
+            t0 + every
+        );
+        // A whole period late: one period from now, no catching up.
+        let late = t0 + every + Duration::from_secs(5);
+        assert_eq!(next_stats_at(t0, late, every), late + every);
     }
 }
