@@ -5,7 +5,11 @@
 //! status 2. Here: each flag by its own parser (a clap error naming the flag and what it
 //! accepts), and what spans flags (`--alt-listen` with `--listen`, `--bind` with `--server`,
 //! port 0 outside `--host`) right after parsing ([`Cli::parse_checked`], [`parse_peer_args`]),
-//! as a clap error too. Elsewhere, still before any socket: the `--key-file` itself
+//! as a clap error too. Flags whose values never start with `-` (numbers, seconds, addresses,
+//! keys) take one that does as their value (`allow_hyphen_values`), so `--timeout -inf` or
+//! `--peers -1` is refused by the flag's parser, naming it, not as an unknown flag.
+//!
+//! Elsewhere, still before any socket: the `--key-file` itself
 //! ([`super::server::load_or_create_key`]) and `--size` against the one-datagram limit of
 //! `--mode unreliable` ([`super::script::Script::new`]).
 
@@ -109,7 +113,7 @@ pub struct ServerArgs {
     /// UDP address to listen on, and TCP at the same address for clients that cannot use UDP
     /// (port 0 picks a free port; the ready line shows it). 0.0.0.0 or :: listens on every
     /// address; a multicast or broadcast address is refused.
-    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen)]
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen, allow_hyphen_values = true)]
     pub listen: SocketAddr,
     /// A second UDP address, for NAT behaviour discovery (RFC 5780): the server answers STUN
     /// there too, and on the crossings of the two addresses, so `pierce netcheck` and RFC 5780
@@ -118,7 +122,12 @@ pub struct ServerArgs {
     /// only. Port 0 picks a free port (the ready line shows it). A specific IP (not 0.0.0.0
     /// or ::, multicast or broadcast) of --listen's family, and --listen with a specific IP
     /// too.
-    #[arg(long, value_name = "IP:PORT", value_parser = parse_alt_listen)]
+    #[arg(
+        long,
+        value_name = "IP:PORT",
+        value_parser = parse_alt_listen,
+        allow_hyphen_values = true
+    )]
     pub alt_listen: Option<SocketAddr>,
     /// The server's identity key: a regular file of 64 hex digits (whitespace around them
     /// ignored) or 32 raw bytes, at most 512 bytes. Created with 32 bytes from the OS CSPRNG,
@@ -139,7 +148,7 @@ pub struct ServerArgs {
         long,
         value_name = "SECONDS",
         value_parser = parse_stats_every,
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     pub stats_every: Option<u64>,
 }
@@ -179,11 +188,11 @@ impl ServerArgs {
 pub struct ConnectArgs {
     /// The server's UDP address: a unicast IP (not 0.0.0.0 or ::, broadcast or multicast)
     /// and a port from 1 to 65535.
-    #[arg(long, value_name = "IP:PORT", value_parser = parse_server)]
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_server, allow_hyphen_values = true)]
     pub server: SocketAddr,
     /// Refuse any server that cannot prove it holds this key (the `public_key` of its ready
     /// line). Without it the key is trusted on first use and reported.
-    #[arg(long, value_name = "HEX", value_parser = parse_key)]
+    #[arg(long, value_name = "HEX", value_parser = parse_key, allow_hyphen_values = true)]
     pub server_key: Option<PublicKey>,
     /// Mint a connect token with this secret (the server's --secret). Stands in for a game
     /// backend that issues tokens; valid for one hour. Not empty.
@@ -195,12 +204,12 @@ pub struct ConnectArgs {
         value_name = "ID",
         requires = "token_secret",
         value_parser = parse_user_id,
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     pub user_id: Option<u64>,
     /// Local UDP address to bind, of the server's family (default: any address of the
     /// server's family, any port); not multicast or broadcast.
-    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen)]
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen, allow_hyphen_values = true)]
     pub bind: Option<SocketAddr>,
 }
 
@@ -252,7 +261,7 @@ pub struct NetcheckArgs {
         value_name = "SECS",
         default_value = "10",
         value_parser = parse_timeout,
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     pub timeout: Duration,
     /// Print JSON instead of text.
@@ -313,7 +322,7 @@ pub struct PeerArgs {
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub name: Option<String>,
     /// Other members to wait for before sending: 0 to 63 (a `pierce server` room holds 64).
-    #[arg(long, value_name = "K", value_parser = parse_peers, allow_negative_numbers = true)]
+    #[arg(long, value_name = "K", value_parser = parse_peers, allow_hyphen_values = true)]
     pub peers: u16,
     /// Messages to send to every other member: 0 to 10000000.
     #[arg(
@@ -321,7 +330,7 @@ pub struct PeerArgs {
         value_name = "N",
         default_value_t = 10,
         value_parser = parse_count,
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     pub count: u32,
     /// Bytes per message: at least 5 (a tag and a sequence number), at most 1048576 (the
@@ -331,7 +340,7 @@ pub struct PeerArgs {
         value_name = "BYTES",
         default_value_t = 64,
         value_parser = parse_size,
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     pub size: usize,
     /// Delivery mode of the N messages.
@@ -357,7 +366,7 @@ pub struct PeerArgs {
         value_name = "SECS",
         default_value = "0",
         value_parser = parse_hold,
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     pub hold: Duration,
     /// Seconds for the whole run (connect, join, exchange, hold); then fail. More than 0, at
@@ -367,7 +376,7 @@ pub struct PeerArgs {
         value_name = "SECS",
         default_value = "30",
         value_parser = parse_timeout,
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     pub timeout: Duration,
     /// Print events as JSON lines too (the summary is always JSON).
@@ -444,7 +453,7 @@ pub struct DemoArgs {
         value_name = "N",
         default_value_t = 20,
         value_parser = parse_count,
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     pub count: u32,
     /// Bytes per message: 5 to 1048576.
@@ -453,7 +462,7 @@ pub struct DemoArgs {
         value_name = "BYTES",
         default_value_t = 64,
         value_parser = parse_size,
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     pub size: usize,
     /// Seconds for the whole demo: more than 0, at most 86400.
@@ -462,7 +471,7 @@ pub struct DemoArgs {
         value_name = "SECS",
         default_value = "30",
         value_parser = parse_timeout,
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     pub timeout: Duration,
 }
