@@ -1,5 +1,6 @@
 //! The async-std example peer in a room with two `pierce peer` processes (mio), all against a
-//! `pierce server` process: every peer must get every message from both others.
+//! `pierce server` process: every peer must get every message from both others. And the same
+//! refusals of bad input from both, with exit status 2.
 //!
 //! Both binaries come from other targets (another package's binary, this package's example),
 //! so the test builds them with the cargo that runs it, into the same target directory.
@@ -212,5 +213,71 @@ fn two_mio_peers_play_on_an_async_std_peer_that_hosts() {
             let entry = format!(r#"{{"name":"{other}","path":"direct","received":{COUNT},"#);
             assert!(summary.contains(&entry), "{name} lacks {entry}: {summary}");
         }
+    }
+}
+
+/// The example flattens `pierce peer`'s flags and parses them with the same checks: what
+/// `pierce peer` refuses, it refuses too, with the same message and exit status 2, before it
+/// opens a socket.
+#[test]
+fn the_async_std_peer_refuses_bad_input_as_pierce_peer_does() {
+    let pierce = build(&["-p", "pierce-mio", "--bin", "pierce"]);
+    let async_peer = build(&["-p", "pierce-async-std", "--example", "peer"]);
+    let long = "x".repeat(65);
+    let max = u64::MAX.to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--server", "127.0.0.1:0"], "--server"),
+        (&["--server", "255.255.255.255:7"], "--server"),
+        (&["--server", "[::ffff:224.0.0.1]:7"], "--server"),
+        (&["--peers", "64"], "--peers"),
+        (&["--peers", "-1"], "--peers"),
+        (&["--send", &max], "--send"),
+        (&["--size", "4"], "--size"),
+        (&["--mode", "unreliable", "--size", "100000"], "--size"),
+        (&["--room", &long], "--room"),
+        (&["--password", &long], "--password"),
+        (&["--timeout", "inf"], "--timeout"),
+        (&["--hold", &max], "--hold"),
+        (&["--bind", "[::]:0"], "--bind"),
+        (&["--token-secret", ""], "--token-secret"),
+        (&["--host", "--server", "0.0.0.0:0"], "--server"),
+    ];
+    for (extra, flag) in cases {
+        let mut stderrs = Vec::new();
+        // The case's flags replace the base's: clap refuses a flag given twice.
+        let base = [
+            ("--server", "127.0.0.1:9"),
+            ("--room", "r"),
+            ("--peers", "1"),
+        ];
+        let base = base
+            .iter()
+            .filter(|(f, _)| !extra.contains(f))
+            .flat_map(|(f, v)| [*f, *v]);
+        let args: Vec<&str> = base.chain(extra.iter().copied()).collect();
+        for (program, sub) in [(&pierce, Some("peer")), (&async_peer, None)] {
+            let out = Command::new(program)
+                .args(sub)
+                .args(&args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run a peer");
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{program:?} {extra:?}: {stderr}"
+            );
+            assert!(stderr.contains(flag), "{program:?} {extra:?}: {stderr}");
+            assert!(
+                !stderr.contains("panicked"),
+                "{program:?} {extra:?}: {stderr}"
+            );
+            assert!(out.stdout.is_empty(), "{program:?} {extra:?}");
+            // The first line, without the program's own name.
+            let first = stderr.lines().next().unwrap_or_default();
+            stderrs.push(first.split_once("error: ").map(|(_, m)| m.to_owned()));
+        }
+        assert_eq!(stderrs[0], stderrs[1], "{extra:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! The `pierce` binary end to end, as separate processes on loopback: a server and three peers
 //! in one room in each delivery mode, with and without `--relay-only`; the demo; netcheck;
-//! tokens and key pinning; the failures a user meets first (bad flags, no server); and the
+//! tokens and key pinning; the failures a user meets first (bad flags, no server); every flag
+//! fed absurd values (refused with exit status 2, naming the flag, never a panic); and the
 //! core's own drive example (`core/examples/drive.rs`) talking to a `pierce server`.
 
 #[path = "support/drive.rs"]
@@ -529,6 +530,247 @@ fn bad_command_lines_exit_2_with_a_message() {
         assert!(!r.stderr.trim().is_empty(), "{args:?}: no message");
         assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
         assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
+    }
+}
+
+/// Absurd values for every flag of every subcommand, as rows of (subcommand, flag, values,
+/// expected text of the error, other flags the row needs). Values are separated by spaces;
+/// `''` is the empty string and `$NAME` a value made at run time (see the test).
+#[rustfmt::skip] // a table: one row a line
+const BAD: &[(&str, &str, &str, &str, &[&str])] = &[
+    ("server", "--listen", "127.0.0.1 localhost:7 127.0.0.1:65536 '' -1", "expected IP:PORT", &[]),
+    ("server", "--listen", "224.0.0.1:0 [ff02::1]:0 [::ffff:239.0.0.1]:0", "multicast", &[]),
+    ("server", "--listen", "255.255.255.255:0 [::ffff:255.255.255.255]:0", "broadcast", &[]),
+    ("server", "--alt-listen", "0.0.0.0:0 [::]:0 [::ffff:0.0.0.0]:0", "unspecified", &[]),
+    ("server", "--alt-listen", "224.0.0.1:0 255.255.255.255:0", "cannot be bound", &[]),
+    ("server", "--alt-listen", "[::1]:0", "same address family", &[]),
+    ("server", "--alt-listen", "127.0.0.1:7", "must differ", &["--listen", "127.0.0.1:7"]),
+    ("server", "--alt-listen", "127.0.0.2:0", "specific IP", &["--listen", "0.0.0.0:0"]),
+    ("server", "--alt-listen", "[::1]:0", "specific IP", &["--listen", "[::]:0"]),
+    ("server", "--secret", "''", "not an empty string", &[]),
+    ("server", "--stats-every", "0 -1 86401 $MAX $PAST 1.5 1e3 NaN ''", "from 1 to 86400", &[]),
+    ("server", "--key-file", "/dev/zero /dev/null /dev/urandom", "is a device", &[]),
+    ("server", "--key-file", "$DIR", "is a directory", &[]),
+    ("server", "--key-file", "$BIG", "4096 bytes is too large", &[]),
+    ("server", "--key-file", "$MALFORMED", "expected 64 hex digits", &[]),
+    ("server", "--key-file", "$FIFO", "is a FIFO", &[]),
+    ("server", "--key-file", "$DANGLING", "symbolic link to nothing", &[]),
+    // netcheck and peer share the connect flags: both get them all (`*`).
+    ("*", "--server", "localhost:7777 127.0.0.1 ''", "expected IP:PORT", &[]),
+    ("*", "--server", "0.0.0.0:7777 [::]:7777 [::ffff:0.0.0.0]:7777", "unspecified", &[]),
+    ("*", "--server", "255.255.255.255:7777 [::ffff:255.255.255.255]:7777", "broadcast", &[]),
+    ("*", "--server", "224.0.0.1:7 [ff02::1]:7 [::ffff:224.0.0.251]:5353", "multicast", &[]),
+    ("*", "--server", "127.0.0.1:0 [::1]:0 [::ffff:127.0.0.1]:0", "port 0", &[]),
+    ("*", "--server-key", "ab '' $ZZ64 $AB66", "64 hex digits", &[]),
+    ("*", "--token-secret", "''", "not an empty string", &[]),
+    ("*", "--user-id", "-1 $PAST 1e3 1.5 id ''", "from 0 to 18446744073709551615",
+        &["--token-secret", "s"]),
+    ("*", "--bind", "224.0.0.1:0 255.255.255.255:0 [ff02::1]:0", "cannot be bound", &[]),
+    ("*", "--bind", "[::]:0 [::1]:0", "different address families", &[]),
+    ("*", "--timeout", "0 -0 -1 1e-10 NaN inf -inf 1e400", "more than 0 and at most 86400", &[]),
+    ("*", "--timeout", "86401 $MAX $PAST soon 10s '' --json", "more than 0 and at most 86400", &[]),
+    ("peer", "--room", "''", "1 to 64 bytes, got 0", &[]),
+    ("peer", "--room", "$LONG", "1 to 64 bytes, got 65", &[]),
+    ("peer", "--room", "$WIDE", "1 to 64 bytes, got 66", &[]),
+    ("peer", "--password", "$LONG", "at most 64 bytes (empty: no password), got 65", &[]),
+    ("peer", "--password", "$WIDE", "at most 64 bytes (empty: no password), got 66", &[]),
+    ("peer", "--name", "''", "1 to 64 bytes, got 0", &[]),
+    ("peer", "--name", "$LONG", "1 to 64 bytes, got 65", &[]),
+    ("peer", "--peers", "64 65535 65536 -1 $MAX $PAST two 1.5 ''", "from 0 to 63", &[]),
+    ("peer", "--send", "10000001 4294967296 -1 $MAX $PAST 1e3 ''", "from 0 to 10000000", &[]),
+    ("peer", "--size", "0 4 -1 1048577 $MAX $PAST 64k ''", "from 5 to 1048576", &[]),
+    ("peer", "--size", "100000 1048576", "unreliable messages (one datagram) are at most",
+        &["--mode", "unreliable"]),
+    ("peer", "--mode", "fast ''", "reliable-ordered", &[]),
+    ("peer", "--hold", "-1 -0.5 NaN inf 1e400 86400.5 $MAX $PAST ''", "from 0 to 86400", &[]),
+    ("peer", "--server", "0.0.0.0:0 [::]:7777", "unspecified", &["--host"]),
+    ("demo", "--send", "10000001 -1 $MAX $PAST many", "from 0 to 10000000", &[]),
+    ("demo", "--size", "0 4 1048577 $MAX $PAST -5", "from 5 to 1048576", &[]),
+    ("demo", "--timeout", "0 -1 NaN inf 86401 $MAX 1e400", "more than 0 and at most 86400", &[]),
+];
+
+/// Runs `pierce args...`, killing it after `limit` (a rejected command line ends at once).
+fn run_within(args: &[String], limit: Duration) -> Finished {
+    let started = Instant::now();
+    let mut child = spawn(args);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return finish(child, started);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let r = finish(child, started);
+            panic!(
+                "{args:?} was accepted and ran (killed after {limit:?})\nstdout:\n{}\nstderr:\n{}",
+                r.stdout, r.stderr
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `flags` with `flag value` set: replacing the value of a flag already there, else added
+/// (`value` `None`: a switch).
+fn with(flags: &mut Vec<(String, Option<String>)>, flag: &str, value: Option<&str>) {
+    let value = value.map(str::to_owned);
+    match flags.iter_mut().find(|(f, _)| f == flag) {
+        Some(slot) => slot.1 = value,
+        None => flags.push((flag.to_owned(), value)),
+    }
+}
+
+/// Every flag of every subcommand ([`BAD`]), fed out-of-range and absurd values: each is
+/// refused before anything touches the network, with exit status 2, a message naming the
+/// flag, nothing on stdout and no panic.
+#[test]
+fn every_flag_refuses_absurd_values_with_exit_2_naming_the_flag() {
+    let dir = std::env::temp_dir().join(format!("pierce-cli-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = |name: &str| dir.join(name).to_str().expect("utf-8 temp path").to_owned();
+    std::fs::write(path("big.key"), [b'a'; 4096]).expect("write");
+    std::fs::write(path("bad.key"), "not a key").expect("write");
+    let mut made: Vec<(&str, String)> = vec![
+        ("$MAX", u64::MAX.to_string()),
+        ("$PAST", "18446744073709551616".to_owned()),
+        ("$LONG", "x".repeat(65)),
+        ("$WIDE", "\u{e9}".repeat(33)), // 33 characters, 66 bytes
+        ("$ZZ64", "zz".repeat(32)),
+        ("$AB66", "ab".repeat(33)),
+        ("$DIR", dir.to_str().expect("utf-8 temp path").to_owned()),
+        ("$BIG", path("big.key")),
+        ("$MALFORMED", path("bad.key")),
+    ];
+    #[cfg(unix)]
+    {
+        let fifo = std::ffi::CString::new(path("fifo.key")).expect("no NUL");
+        // SAFETY: a valid NUL-terminated path; mkfifo only reads it.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+        std::os::unix::fs::symlink(path("elsewhere.key"), path("dangling.key")).expect("link");
+        made.push(("$FIFO", path("fifo.key")));
+        made.push(("$DANGLING", path("dangling.key")));
+    }
+    let base = |sub: &str| -> Vec<(String, Option<String>)> {
+        let flags: &[&str] = match sub {
+            "server" => &["--listen", "127.0.0.1:0"],
+            "netcheck" => &["--server", "127.0.0.1:9"],
+            "peer" => &["--server", "127.0.0.1:9", "--room", "r", "--peers", "1"],
+            _ => &[],
+        };
+        let pair = |p: &[&str]| (p[0].to_owned(), Some(p[1].to_owned()));
+        flags.chunks(2).map(pair).collect()
+    };
+    let (mut cases, mut failures) = (0, Vec::new());
+    for &(subs, flag, values, expect, extra) in BAD {
+        let subs: &[&str] = if subs == "*" {
+            &["netcheck", "peer"]
+        } else {
+            &[subs]
+        };
+        for (sub, value) in subs
+            .iter()
+            .flat_map(|s| values.split(' ').map(move |v| (s, v)))
+        {
+            let value = match value {
+                "''" => String::new(),
+                v if v.starts_with('$') => match made.iter().find(|(name, _)| *name == v) {
+                    Some((_, made)) => made.clone(),
+                    None if cfg!(unix) => panic!("no value {v}"),
+                    None => continue, // a FIFO or a symbolic link, where there are none
+                },
+                v => v.to_owned(),
+            };
+            let mut flags = base(sub);
+            for pair in extra.chunks(2) {
+                with(&mut flags, pair[0], pair.get(1).copied());
+            }
+            with(&mut flags, flag, Some(&value));
+            let mut args = vec![(*sub).to_owned()];
+            for (f, v) in flags {
+                args.push(f);
+                args.extend(v);
+            }
+            cases += 1;
+            let r = run_within(&args, Duration::from_secs(10));
+            let ok = r.status.code() == Some(2)
+                && r.stderr.contains(flag)
+                && r.stderr.contains(expect)
+                && !r.stderr.contains("panicked")
+                && r.stdout.is_empty();
+            if !ok {
+                failures.push(format!(
+                    "{args:?}: {}, expected {expect:?} naming {flag}\nstderr: {}stdout: {}",
+                    r.status, r.stderr, r.stdout
+                ));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(cases > 150, "only {cases} cases");
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The largest values each flag accepts run without overflow: deadlines a day away, a stats
+/// period of a day, the largest user id.
+#[test]
+fn the_largest_accepted_values_run() {
+    let mut server = ServerProc::start(&["--stats-every", "86400"]);
+    let r = run(&[
+        "peer",
+        "--server",
+        &server.addr,
+        "--room",
+        "edge",
+        "--peers",
+        "0",
+        "--send",
+        "0",
+        "--timeout",
+        "86400",
+        "--token-secret",
+        "s",
+        "--user-id",
+        &u64::MAX.to_string(),
+        "--name",
+        &"n".repeat(64),
+        "--password",
+        &"p".repeat(64),
+    ]);
+    assert!(r.status.success(), "{}\n{}", r.stdout, r.stderr);
+    let room = "r".repeat(64);
+    let r = run(&[
+        "peer",
+        "--server",
+        &server.addr,
+        "--room",
+        &room,
+        "--peers",
+        "0",
+        "--hold",
+        "86400",
+        "--timeout",
+        "1",
+    ]);
+    // The hold ends at --timeout without failing the run.
+    assert!(r.status.success(), "{}\n{}", r.stdout, r.stderr);
+    let r = run(&["netcheck", "--server", &server.addr, "--timeout", "86400"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    #[cfg(unix)]
+    {
+        let pid = server.child.id().to_string();
+        let kill = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(kill.expect("run kill").success());
+        let rest: Vec<String> = server.lines.iter().collect();
+        assert!(server.child.wait().expect("wait").success(), "{rest:?}");
+        assert_eq!(
+            rest.last().map(String::as_str),
+            Some(r#"{"event":"stopped","clients":0}"#)
+        );
     }
 }
 
