@@ -187,7 +187,7 @@ impl ServerArgs {
 #[derive(Clone, Debug, Args)]
 pub struct ConnectArgs {
     /// The server's UDP address: a unicast IP (not 0.0.0.0 or ::, broadcast or multicast)
-    /// and a port from 1 to 65535.
+    /// and a port from 1 to 65535 (0 only with `peer --host`, which picks a free one).
     #[arg(long, value_name = "IP:PORT", value_parser = parse_server, allow_hyphen_values = true)]
     pub server: SocketAddr,
     /// Refuse any server that cannot prove it holds this key (the `public_key` of its ready
