@@ -162,7 +162,7 @@ impl ServerArgs {
         let (Some(alt), listen) = (self.alt_listen, self.listen) else {
             return Ok(());
         };
-        if listen.ip().is_unspecified() {
+        if listen.ip().to_canonical().is_unspecified() {
             return Err(format!(
                 "--alt-listen needs --listen with a specific IP address, not {}: NAT discovery \
                  answers from known addresses",
@@ -937,10 +937,9 @@ mod tests {
         assert!(server(&["--listen", "127.0.0.1:0", "--alt-listen", "127.0.0.2:0"]).is_ok());
         assert!(server(&["--listen", "127.0.0.1:7", "--alt-listen", "127.0.0.1:8"]).is_ok());
         for (flags, what) in [
-            (
-                ["0.0.0.0:0", "127.0.0.2:0"],
-                "needs --listen with a specific IP",
-            ),
+            (["0.0.0.0:0", "127.0.0.2:0"], "specific IP"),
+            (["[::]:0", "[::1]:0"], "specific IP"),
+            (["[::ffff:0.0.0.0]:0", "[::1]:0"], "specific IP"),
             (["127.0.0.1:0", "[::1]:0"], "same address family"),
             (["127.0.0.1:7", "127.0.0.1:7"], "must differ from --listen"),
         ] {
