@@ -18,7 +18,7 @@ use slab::Slab;
 use smallvec::SmallVec;
 
 use crate::arena::Arena;
-use crate::config::ServerConfig;
+use crate::config::{MAX_SESSIONS, ServerConfig};
 use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey, TicketKey};
 use crate::error::{ConfigError, SendError, UnknownHost};
 use crate::event::{GroupId, HostId, LeaveReason, RejectReason, ServerEvent};
@@ -38,8 +38,6 @@ use crate::wire::sealed::{OVERHEAD, SealedPacket};
 use crate::{Endpoint, Events};
 use crate::{RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
 
-/// Sessions one server can hold: the slab index must fit the low 24 bits of a session id.
-pub(crate) const MAX_SESSIONS: usize = 1 << 24;
 const INDEX_MASK: u32 = (MAX_SESSIONS - 1) as u32;
 
 /// Retry packets waiting to be sent, at most.
