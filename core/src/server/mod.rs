@@ -19,7 +19,7 @@ use smallvec::SmallVec;
 
 use crate::arena::Arena;
 use crate::config::{MAX_SESSIONS, ServerConfig};
-use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey, TicketKey};
+use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey};
 use crate::error::{ConfigError, SendError, UnknownHost};
 use crate::event::{GroupId, HostId, LeaveReason, RejectReason, ServerEvent};
 use crate::ratelimit::{Bucket, Limiter};
@@ -117,10 +117,8 @@ pub struct Server {
     retry_queue: VecDeque<(SocketId, SocketAddr, u32, [u8; COOKIE_LEN])>,
     /// Key of the stateless cookies.
     cookie_key: [u8; 32],
-    /// Seals resumption tickets (derived from the static key: survives restarts).
-    ticket_key: TicketKey,
-    /// Tickets already presented.
-    used_tickets: ticket::Used,
+    /// Resumption tickets.
+    tickets: ticket::Tickets,
     /// Sessions whose host id came from a ticket (not derivable from their slab key).
     restored: BTreeMap<HostId, usize>,
 }
@@ -244,8 +242,11 @@ impl Session {
                 if let Some(c) = self.control.next_timeout().filter(|c| *c > now) {
                     d = d.min(c);
                 }
-                if let Some(at) = self.ticket_at.filter(|_| !config.ticket_lifetime.is_zero()) {
-                    d = d.min(at + config.ticket_lifetime / 2);
+                if let Some(at) = self
+                    .ticket_at
+                    .and_then(|at| ticket::renewal(at, config.ticket_lifetime))
+                {
+                    d = d.min(at);
                 }
                 d
             }
@@ -272,7 +273,7 @@ impl Server {
         // ids its clients' tickets bring back, nor its pair ids with their surviving pairs.
         let next_gen = rng.next_u32().max(1);
         let next_pair_id = rng.next_u32().max(1);
-        let ticket_key = TicketKey::derive(&config.secret_key);
+        let tickets = ticket::Tickets::new(&config.secret_key, config.ticket_lifetime);
         let limiter = Limiter::new(
             rng.next_u64(),
             config.handshake_rate_per_ip,
@@ -311,8 +312,7 @@ impl Server {
             retry_queue: VecDeque::new(),
             streams: streams::Streams::default(),
             cookie_key,
-            ticket_key,
-            used_tickets: ticket::Used::default(),
+            tickets,
             restored: BTreeMap::new(),
         })
     }
@@ -1023,12 +1023,7 @@ impl Server {
     /// Anything else is counted and ignored (the client gets a fresh host id).
     fn on_resume(&mut self, now: Instant, key: usize, sealed: &[u8]) {
         let unix = self.unix_now_secs(now);
-        let t = ticket::Ticket::open(&self.ticket_key, sealed);
-        let ok =
-            t.filter(|t| !self.config.ticket_lifetime.is_zero() && self.used_tickets.take(t, unix));
-        if ok.is_none() {
-            self.stats.dropped.bad_tickets += 1;
-        }
+        let ok = self.tickets.handle_resume(unix, sealed, &mut self.stats);
         if let Phase::HalfOpen { resume, .. } = &mut self.sessions[key].phase {
             *resume = ok;
         }
@@ -1036,24 +1031,15 @@ impl Server {
 
     /// Sends `key`'s client a fresh resumption ticket for its host id.
     fn issue_ticket(&mut self, now: Instant, key: usize) {
-        let lifetime = self.config.ticket_lifetime;
-        if lifetime.is_zero() {
-            return;
-        }
         let s = &self.sessions[key];
         let Phase::Established { user_id } = s.phase else {
             return;
         };
-        let t = ticket::Ticket {
-            host: s.host,
-            user_id,
-            expires: self.unix_now_secs(now) + lifetime.as_secs().max(1),
-            id: self.rng.next_u64(),
-        };
-        let mut nonce = [0u8; 12];
-        self.rng.fill_bytes(&mut nonce);
-        let sealed = t.seal(&self.ticket_key, nonce);
         let host = s.host;
+        let unix = self.unix_now_secs(now);
+        let Some(sealed) = self.tickets.issue(unix, host, user_id, &mut self.rng) else {
+            return;
+        };
         self.sessions[key].ticket_at = Some(now);
         self.send_control(host, &ControlMsg::Ticket { ticket: &sealed });
     }
@@ -1084,7 +1070,8 @@ impl Server {
                 let lifetime = self.config.ticket_lifetime;
                 if self.sessions[key]
                     .ticket_at
-                    .is_some_and(|at| !lifetime.is_zero() && now >= at + lifetime / 2)
+                    .and_then(|at| ticket::renewal(at, lifetime))
+                    .is_some_and(|at| now >= at)
                 {
                     self.issue_ticket(now, key);
                 }
