@@ -5,6 +5,7 @@ mod discovery;
 mod groups;
 mod rooms;
 mod streams;
+mod stun;
 mod ticket;
 
 use std::cmp::Reverse;
@@ -42,10 +43,6 @@ const INDEX_MASK: u32 = (MAX_SESSIONS - 1) as u32;
 
 /// Retry packets waiting to be sent, at most.
 const RETRY_QUEUE_CAP: usize = 1024;
-/// STUN answers waiting to be sent, at most (requests beyond are dropped and counted).
-const STUN_QUEUE_CAP: usize = 1024;
-/// STUN requests at least this long (one attribute) get the RFC 5780 answer.
-const STUN_EXTENDED_MIN_REQUEST: usize = 28;
 /// Groups a client is in without allocating; more spill to the heap.
 const INLINE_GROUPS: usize = 4;
 
@@ -109,10 +106,8 @@ pub struct Server {
     rooms: BTreeMap<String, GroupId>,
     /// Clients whose control queue overflowed during the current call; disconnected at its end.
     overloaded: Vec<HostId>,
-    /// STUN Binding responses to send.
-    stun_queue: VecDeque<StunReply>,
-    /// Local sockets, for NAT behaviour discovery.
-    sockets: discovery::Sockets,
+    /// Answers STUN Binding requests; owns the NAT behaviour discovery sockets.
+    stun: stun::StunResponder,
     /// Retry packets to send: (socket, to, client session id, cookie).
     retry_queue: VecDeque<(SocketId, SocketAddr, u32, [u8; COOKIE_LEN])>,
     /// Key of the stateless cookies.
@@ -123,16 +118,14 @@ pub struct Server {
     restored: BTreeMap<HostId, usize>,
 }
 
-/// A STUN Binding response to send.
-struct StunReply {
-    to: SocketAddr,
-    txid: [u8; 12],
-    /// The socket the request came in on.
-    on: SocketId,
-    /// The socket the response leaves from (differs with CHANGE-REQUEST).
-    from: SocketId,
-    /// Carry RESPONSE-ORIGIN and OTHER-ADDRESS (RFC 5780).
-    extended: bool,
+/// Where a datagram came from, or where a session's client is: a local socket (UDP, or a TCP
+/// stream) and the remote address on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Path {
+    /// The local socket.
+    socket: SocketId,
+    /// The remote address.
+    addr: SocketAddr,
 }
 
 struct Session {
@@ -307,8 +300,7 @@ impl Server {
             relay_total: Bucket::EMPTY,
             rooms: BTreeMap::new(),
             overloaded: Vec::new(),
-            stun_queue: VecDeque::new(),
-            sockets: discovery::Sockets::default(),
+            stun: stun::StunResponder::default(),
             retry_queue: VecDeque::new(),
             streams: streams::Streams::default(),
             cookie_key,
@@ -452,12 +444,12 @@ impl Server {
         primary: SocketAddr,
         alternate: SocketAddr,
     ) -> Result<(), ConfigError> {
-        self.sockets.enable(primary, alternate)
+        self.stun.enable_discovery(primary, alternate)
     }
 
     /// The bound address of local socket `id`, once known.
     pub fn socket_addr(&self, id: SocketId) -> Option<SocketAddr> {
-        self.sockets.addr(id)
+        self.stun.socket_addr(id)
     }
 
     // ---- inputs ------------------------------------------------------------------------
@@ -475,7 +467,14 @@ impl Server {
         match decoded {
             Err(e) => self.stats.dropped.count_decode(e),
             Ok(Datagram::Stun(_)) if socket.is_stream() => self.stats.dropped.stun += 1,
-            Ok(Datagram::Stun(m)) => self.on_stun(now, socket, from, &m, datagram),
+            Ok(Datagram::Stun(m)) => self.stun.handle_request(
+                now,
+                Path { socket, addr: from },
+                &m,
+                datagram,
+                &mut self.limiter,
+                &mut self.stats,
+            ),
             Ok(Datagram::ServerHello(_) | Datagram::Retry(_)) => {
                 self.stats.dropped.unexpected += 1;
             }
@@ -1093,65 +1092,6 @@ impl Server {
         self.schedule(key);
     }
 
-    /// A STUN Binding request: answered with the source's address, like any STUN server.
-    ///
-    /// # Amplification
-    /// The answer (40 bytes for IPv4, 52 for IPv6) is larger than a bare request (20 bytes):
-    /// a factor of at most 2.6, the same as every STUN server. It shares the per-source and
-    /// global handshake token buckets, so a spoofed flood gets at most that factor on a
-    /// bounded rate; requests with a FINGERPRINT that does not verify are not answered.
-    ///
-    /// With NAT discovery on ([`Server::enable_nat_discovery`]), a request that carries any
-    /// attribute (so is at least 28 bytes) is answered with RESPONSE-ORIGIN and OTHER-ADDRESS
-    /// too (64 bytes for IPv4: at most 2.3x), from the socket its CHANGE-REQUEST asks for. A
-    /// bare 20-byte request always gets the plain 40-byte answer, so the factor stays 2.
-    fn on_stun(
-        &mut self,
-        now: Instant,
-        on: SocketId,
-        from: SocketAddr,
-        m: &crate::wire::stun::StunMessage<'_>,
-        datagram: &[u8],
-    ) {
-        use crate::wire::stun::BINDING_REQUEST;
-        if m.message_type != BINDING_REQUEST || !m.fingerprint_ok(datagram) {
-            self.stats.dropped.stun += 1;
-            return;
-        }
-        let Some(flags) = m.change_request() else {
-            self.stats.dropped.stun += 1;
-            return;
-        };
-        let extended = self.sockets.enabled() && datagram.len() >= STUN_EXTENDED_MIN_REQUEST;
-        let reply_from = if extended {
-            self.sockets.reply_socket(on, flags)
-        } else if flags == 0 {
-            Some(on)
-        } else {
-            None
-        };
-        let Some(reply_from) = reply_from else {
-            // A change this server cannot make (no alternate address, or one IP only).
-            self.stats.dropped.stun += 1;
-            return;
-        };
-        if !self.limiter.allow(now, from.ip()) {
-            self.stats.dropped.rate_limited += 1;
-            return;
-        }
-        if self.stun_queue.len() >= STUN_QUEUE_CAP {
-            self.stats.dropped.queue_full += 1;
-            return;
-        }
-        self.stun_queue.push_back(StunReply {
-            to: from,
-            txid: m.transaction_id,
-            on,
-            from: reply_from,
-            extended,
-        });
-    }
-
     /// Ten-second buckets since the server started: a cookie is valid in its bucket and the
     /// next, so 10–20 s.
     fn cookie_bucket(epoch: Instant, now: Instant) -> u64 {
@@ -1203,29 +1143,6 @@ impl Server {
         .ok()?;
         self.stats.retries_sent += 1;
         Some(Transmit { dst, len, socket })
-    }
-
-    fn next_stun(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        use crate::wire::stun::{encode_binding_response, encode_binding_response_5780};
-        let r = self.stun_queue.pop_front()?;
-        let origin = self.sockets.addr(r.from);
-        let len = match origin {
-            Some(origin) if r.extended => encode_binding_response_5780(
-                buf,
-                &r.txid,
-                r.to,
-                origin,
-                self.sockets.other_address(r.on),
-            ),
-            _ => encode_binding_response(buf, &r.txid, r.to),
-        }
-        .ok()?;
-        self.stats.stun_answered += 1;
-        Some(Transmit {
-            dst: r.to,
-            len,
-            socket: r.from,
-        })
     }
 
     fn next_hello(&mut self, buf: &mut [u8]) -> Option<Transmit> {
@@ -1428,7 +1345,7 @@ impl Endpoint for Server {
     /// The runtime opened socket `id` at `local` (or could not: `None`).
     fn handle_socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
         self.clock.advance(now);
-        self.sockets.opened(id, local);
+        self.stun.handle_socket_opened(id, local);
     }
 
     /// Advances timers: handshake expiry, keepalives, client timeouts. Idempotent; may be
@@ -1466,7 +1383,7 @@ impl Endpoint for Server {
         let t = self
             .next_hello(buf)
             .or_else(|| self.next_retry(buf))
-            .or_else(|| self.next_stun(buf))
+            .or_else(|| self.stun.poll_transmit(buf, &mut self.stats))
             .or_else(|| self.next_sealed(now, buf))?;
         self.stats.io.datagrams_out += 1;
         self.stats.io.bytes_out += t.len as u64;
@@ -1475,8 +1392,8 @@ impl Endpoint for Server {
 
     /// The next socket the server wants the runtime to open (see [`SocketRequest`]).
     fn poll_socket_request(&mut self) -> Option<SocketRequest> {
-        self.sockets
-            .poll_request()
+        self.stun
+            .poll_socket_request()
             .or_else(|| self.streams.poll_request())
     }
 
