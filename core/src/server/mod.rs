@@ -3,6 +3,7 @@
 
 mod discovery;
 mod groups;
+mod relay;
 mod rooms;
 mod streams;
 mod stun;
@@ -16,14 +17,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rand::RngCore;
 use slab::Slab;
-use smallvec::SmallVec;
 
 use crate::arena::Arena;
 use crate::config::{MAX_SESSIONS, ServerConfig};
 use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey};
-use crate::error::{ConfigError, SendError, UnknownHost};
-use crate::event::{GroupId, HostId, LeaveReason, RejectReason, ServerEvent};
-use crate::ratelimit::{Bucket, Limiter};
+use crate::error::{ConfigError, GroupError, SendError, UnknownHost};
+use crate::event::{GroupId, HostId, LeaveReason, MemberLeftReason, RejectReason, ServerEvent};
+use crate::ratelimit::Limiter;
 use crate::rng::{self, Rng};
 use crate::rudp::stream::ControlStream;
 use crate::stats::ServerStats;
@@ -43,8 +43,6 @@ const INDEX_MASK: u32 = (MAX_SESSIONS - 1) as u32;
 
 /// Retry packets waiting to be sent, at most.
 const RETRY_QUEUE_CAP: usize = 1024;
-/// Groups a client is in without allocating; more spill to the heap.
-const INLINE_GROUPS: usize = 4;
 
 /// A Pierce server: accepts encrypted client sessions, assigns each a [`HostId`], keeps them
 /// alive and times them out.
@@ -92,18 +90,12 @@ pub struct Server {
     recv_arena: Arena,
     scratch: Box<[u8]>,
     stats: ServerStats,
-    /// P2P groups.
-    groups: Slab<groups::Group>,
-    /// Generation counter for `GroupId`s.
-    next_group_gen: u32,
-    /// Pairs of clients that share at least one group, keyed (lower, higher).
-    pairs: BTreeMap<(HostId, HostId), groups::Pair>,
-    /// Next pair id: pair ids are never reused, so they double as the pair's epoch.
-    next_pair_id: u32,
-    /// Whole-server relay budget.
-    relay_total: Bucket,
-    /// Room name → group.
-    rooms: BTreeMap<String, GroupId>,
+    /// P2P groups, their pairs, and the introductions.
+    groups: groups::Groups,
+    /// The rooms policy over `groups`.
+    rooms: rooms::Rooms,
+    /// Relay budgets and the forwarding decision.
+    relay: relay::Relay,
     /// Clients whose control queue overflowed during the current call; disconnected at its end.
     overloaded: Vec<HostId>,
     /// Answers STUN Binding requests; owns the NAT behaviour discovery sockets.
@@ -161,14 +153,6 @@ struct Session {
     timer: Option<Instant>,
     /// Reliable ordered control messages in both directions.
     control: ControlStream,
-    /// Groups this client is in.
-    groups: SmallVec<[GroupId; INLINE_GROUPS]>,
-    /// This client's relay budget.
-    relay_bucket: Bucket,
-    /// Local (LAN) addresses the client advertised, already filtered.
-    candidates: crate::wire::control::Candidates,
-    /// The client's NAT behaviour, once it reported it.
-    nat: Option<crate::wire::control::NatInfo>,
     /// Not heard for `offline_after`: its peers were told; cleared by its next packet.
     offline: bool,
 }
@@ -274,6 +258,8 @@ impl Server {
             config.handshake_rate_global,
             config.handshake_burst_global,
         );
+        let rooms = rooms::Rooms::new(config.rooms.clone());
+        let relay = relay::Relay::new(&config);
         Ok(Self {
             public_key: config.secret_key.public_key(),
             config,
@@ -293,12 +279,9 @@ impl Server {
             recv_arena: Arena::default(),
             scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
             stats: ServerStats::default(),
-            groups: Slab::new(),
-            next_group_gen: 1,
-            pairs: BTreeMap::new(),
-            next_pair_id,
-            relay_total: Bucket::EMPTY,
-            rooms: BTreeMap::new(),
+            groups: groups::Groups::new(next_pair_id),
+            rooms,
+            relay,
             overloaded: Vec::new(),
             stun: stun::StunResponder::default(),
             retry_queue: VecDeque::new(),
@@ -320,6 +303,8 @@ impl Server {
     pub fn stats(&self) -> ServerStats {
         let mut s = self.stats;
         s.io.time_went_backwards = self.clock.backwards();
+        s.groups = self.groups.len() as u64;
+        s.pairs = self.groups.pairs() as u64;
         s
     }
 
@@ -420,13 +405,124 @@ impl Server {
     /// # Errors
     /// [`UnknownHost`] if no connected client has that id.
     pub fn disconnect(&mut self, now: Instant, host: HostId, code: u16) -> Result<(), UnknownHost> {
-        let now = self.clock.advance(now);
+        self.clock.advance(now);
         let Some((key, _)) = self.established_mut(host) else {
             return Err(UnknownHost(host));
         };
-        self.end_client(now, key, LeaveReason::Kicked(code), Some(code));
-        self.settle(now);
+        self.end_client(key, LeaveReason::Kicked(code), Some(code));
+        self.settle();
         Ok(())
+    }
+
+    /// Creates a group with `members` (possibly none), joined in the order given.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownHost`] if any member is not a connected client (nothing is
+    /// created then).
+    pub fn create_group(
+        &mut self,
+        now: Instant,
+        members: &[HostId],
+    ) -> Result<GroupId, GroupError> {
+        self.clock.advance(now);
+        if let Some(&bad) = members.iter().find(|&&m| self.established(m).is_none()) {
+            return Err(GroupError::UnknownHost(bad));
+        }
+        let group = self.groups.create();
+        let roster = SessionView {
+            sessions: &self.sessions,
+            restored: &self.restored,
+        };
+        for &m in members {
+            if !self.groups.members(group).is_some_and(|g| g.contains(&m)) {
+                self.groups.join(group, m, &mut self.rng, &roster);
+            }
+        }
+        self.drain_groups();
+        self.settle();
+        Ok(group)
+    }
+
+    /// Adds a connected client to a group.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`], [`GroupError::UnknownHost`] or
+    /// [`GroupError::AlreadyMember`].
+    pub fn join_group(
+        &mut self,
+        now: Instant,
+        group: GroupId,
+        host: HostId,
+    ) -> Result<(), GroupError> {
+        self.clock.advance(now);
+        let members = self.groups.members(group).ok_or(GroupError::UnknownGroup)?;
+        if members.contains(&host) {
+            return Err(GroupError::AlreadyMember);
+        }
+        if self.established(host).is_none() {
+            return Err(GroupError::UnknownHost(host));
+        }
+        let roster = SessionView {
+            sessions: &self.sessions,
+            restored: &self.restored,
+        };
+        self.groups.join(group, host, &mut self.rng, &roster);
+        self.drain_groups();
+        self.settle();
+        Ok(())
+    }
+
+    /// Removes a client from a group; every member (the leaver included) is told.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`] or [`GroupError::NotMember`].
+    pub fn leave_group(
+        &mut self,
+        now: Instant,
+        group: GroupId,
+        host: HostId,
+    ) -> Result<(), GroupError> {
+        self.clock.advance(now);
+        let members = self.groups.members(group).ok_or(GroupError::UnknownGroup)?;
+        if !members.contains(&host) {
+            return Err(GroupError::NotMember);
+        }
+        self.rooms
+            .leave(&mut self.groups, group, host, MemberLeftReason::Left);
+        self.drain_groups();
+        self.settle();
+        Ok(())
+    }
+
+    /// Destroys a group: members get `GroupDestroyed`, pairs that shared only this group are
+    /// torn down.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`].
+    pub fn destroy_group(&mut self, now: Instant, group: GroupId) -> Result<(), GroupError> {
+        self.clock.advance(now);
+        if !self.rooms.destroy(&mut self.groups, group) {
+            return Err(GroupError::UnknownGroup);
+        }
+        self.drain_groups();
+        self.settle();
+        Ok(())
+    }
+
+    /// Members of a group, in join order.
+    pub fn group_members(&self, group: GroupId) -> Option<&[HostId]> {
+        self.groups.members(group)
+    }
+
+    /// Groups, in id order.
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.ids()
+    }
+
+    /// Groups a connected client is in.
+    pub fn client_groups(&self, host: HostId) -> Option<&[GroupId]> {
+        self.established(host)
+            .map(|_| self.groups.client_groups(host))
     }
 
     /// Turns on NAT behaviour discovery (RFC 5780): STUN answers on `alternate` too, and on
@@ -491,7 +587,7 @@ impl Server {
             }
             Ok(Datagram::Sealed(packet)) => self.on_sealed(now, socket, from, &packet),
         }
-        self.settle(now);
+        self.settle();
     }
 
     /// The local socket a client's session is on: [`SocketId::PRIMARY`] (UDP) or a TCP
@@ -506,24 +602,15 @@ impl Server {
 
     /// The slab key of `host`'s session, whatever its phase.
     fn key_of(&self, host: HostId) -> Option<usize> {
-        let key = (host.0 & u64::from(u32::MAX)) as usize;
-        if self.sessions.get(key).is_some_and(|s| s.host == host) {
-            Some(key)
-        } else {
-            self.restored.get(&host).copied()
-        }
+        key_of_in(&self.sessions, &self.restored, host)
     }
 
     fn established(&self, host: HostId) -> Option<(usize, &Session)> {
-        let key = self.key_of(host)?;
-        let s = self.sessions.get(key)?;
-        matches!(s.phase, Phase::Established { .. }).then_some((key, s))
+        established_in(&self.sessions, &self.restored, host)
     }
 
     fn established_mut(&mut self, host: HostId) -> Option<(usize, &mut Session)> {
-        let key = self.key_of(host)?;
-        let s = self.sessions.get_mut(key)?;
-        matches!(s.phase, Phase::Established { .. }).then_some((key, s))
+        established_mut_in(&mut self.sessions, &self.restored, host)
     }
 
     fn unix_now_secs(&self, now: Instant) -> u64 {
@@ -577,7 +664,7 @@ impl Server {
     /// Ends a client's membership of everything: it leaves its groups (the other members are
     /// told), its pairs are torn down, `ClientLeft` is reported. With `close`, one Close frame
     /// is still sent to it; otherwise the session is removed at once.
-    fn end_client(&mut self, now: Instant, key: usize, reason: LeaveReason, close: Option<u16>) {
+    fn end_client(&mut self, key: usize, reason: LeaveReason, close: Option<u16>) {
         let s = &mut self.sessions[key];
         if !matches!(s.phase, Phase::Established { .. }) {
             return;
@@ -586,13 +673,13 @@ impl Server {
         s.phase = Phase::Closing;
         self.stats.clients -= 1;
         let member_reason = match reason {
-            LeaveReason::Kicked(_) => crate::event::MemberLeftReason::Kicked,
-            _ => crate::event::MemberLeftReason::Disconnected,
+            LeaveReason::Kicked(_) => MemberLeftReason::Kicked,
+            _ => MemberLeftReason::Disconnected,
         };
-        let groups = std::mem::take(&mut self.sessions[key].groups);
-        for g in groups {
-            self.leave_inner(now, g, host, member_reason);
+        for g in self.groups.client_ended(host) {
+            self.rooms.leave(&mut self.groups, g, host, member_reason);
         }
+        self.drain_groups();
         self.push_event(ServerEvent::ClientLeft {
             host_id: host,
             reason,
@@ -629,10 +716,10 @@ impl Server {
     }
 
     /// End-of-call housekeeping: disconnect clients whose control queue overflowed.
-    fn settle(&mut self, now: Instant) {
+    fn settle(&mut self) {
         while let Some(host) = self.overloaded.pop() {
             if let Some((key, _)) = self.established_mut(host) {
-                self.end_client(now, key, LeaveReason::Overloaded, None);
+                self.end_client(key, LeaveReason::Overloaded, None);
             }
         }
     }
@@ -733,10 +820,6 @@ impl Server {
             queued: false,
             timer: None,
             control: ControlStream::new(self.config.max_queued_control_per_client),
-            groups: SmallVec::new(),
-            relay_bucket: Bucket::EMPTY,
-            candidates: crate::wire::control::Candidates::default(),
-            nat: None,
             offline: false,
         });
         self.half_open
@@ -829,11 +912,13 @@ impl Server {
         self.scratch = scratch;
         // Peers first hear where it is (if it moved), then that it is back online.
         if let Some(host) = moved {
-            self.on_client_moved(host, from);
+            self.groups.client_moved(host, from);
+            self.drain_groups();
         }
         if let Some(host_id) = back {
             self.push_event(ServerEvent::ClientOnline { host_id });
-            self.on_client_offline(host_id, false);
+            self.groups.client_offline(host_id, false);
+            self.drain_groups();
             if self.sessions.contains(key) {
                 self.enqueue(key);
             }
@@ -874,7 +959,7 @@ impl Server {
                     self.enqueue(key);
                 }
                 (Frame::Close { code }, Phase::Established { .. }) => {
-                    self.end_client(now, key, LeaveReason::Closed(code), None);
+                    self.end_client(key, LeaveReason::Closed(code), None);
                     return;
                 }
                 (Frame::Stream { seq, data }, Phase::Established { .. }) => {
@@ -886,7 +971,7 @@ impl Server {
                         .and_then(|s| s.control.poll_delivered())
                     {
                         match ControlMsg::decode(&msg) {
-                            Ok(m) => self.on_control(now, host, m),
+                            Ok(m) => self.on_control(host, m),
                             Err(_) => self.stats.dropped.bad_frames += 1,
                         }
                         if !self.sessions.contains(key) {
@@ -898,7 +983,7 @@ impl Server {
                     s.control.on_ack(now, next, mask);
                 }
                 (Frame::Relay { to, packet }, Phase::Established { .. }) => {
-                    self.on_relay(now, host, HostId(to), packet);
+                    self.on_relay(now, key, host, HostId(to), packet);
                 }
                 (Frame::Close { .. }, Phase::HalfOpen { .. }) => {
                     self.remove(key);
@@ -920,30 +1005,99 @@ impl Server {
     }
 
     /// A control message from a client.
-    fn on_control(&mut self, now: Instant, from: HostId, msg: ControlMsg<'_>) {
+    fn on_control(&mut self, from: HostId, msg: ControlMsg<'_>) {
+        let roster = SessionView {
+            sessions: &self.sessions,
+            restored: &self.restored,
+        };
+        let (groups, rng) = (&mut self.groups, &mut self.rng);
         match msg {
             ControlMsg::MemberAck { group, member } => {
-                self.on_member_ack(GroupId(group), from, HostId(member));
+                groups.handle_member_ack(GroupId(group), from, HostId(member));
             }
             ControlMsg::App { data } => {
                 let payload = self.recv_arena.copy(data);
                 self.push_event(ServerEvent::Message { from, payload });
             }
-            ControlMsg::Candidates { addrs } => self.on_candidates(from, &addrs),
-            ControlMsg::NatInfo { info } => self.on_nat_info(from, info),
+            ControlMsg::Candidates { addrs } => {
+                groups.handle_candidates(from, &addrs, &mut self.stats);
+            }
+            ControlMsg::NatInfo { info } => groups.handle_nat_info(from, info),
             ControlMsg::RoomJoin {
                 flags,
                 max_members,
                 name,
                 password,
-            } => self.room_join(now, from, flags, max_members, name, password),
-            ControlMsg::RoomJoinRandom => self.room_join_random(now, from),
-            ControlMsg::RoomListGet { offset } => self.room_list(from, offset),
-            ControlMsg::RoomLeave { group } => self.room_leave(now, from, GroupId(group)),
+            } => self.rooms.handle_join(
+                groups,
+                rng,
+                &roster,
+                from,
+                flags,
+                max_members,
+                name,
+                password,
+            ),
+            ControlMsg::RoomJoinRandom => self.rooms.handle_join_random(groups, rng, &roster, from),
+            ControlMsg::RoomListGet { offset } => self.rooms.handle_list(groups, from, offset),
+            ControlMsg::RoomLeave { group } => {
+                self.rooms.handle_leave(groups, from, GroupId(group));
+            }
             ControlMsg::RoomKick { group, member } => {
-                self.room_kick(now, from, GroupId(group), HostId(member));
+                self.rooms
+                    .handle_kick(groups, from, GroupId(group), HostId(member));
             }
             _ => self.stats.dropped.unexpected += 1,
+        }
+        self.drain_groups();
+    }
+
+    /// A Relay frame from session `key` (client `from`): forwarded into `to`'s outbox if the
+    /// relay says so.
+    fn on_relay(&mut self, now: Instant, key: usize, from: HostId, to: HostId, packet: &[u8]) {
+        let sender = relay::Sender {
+            host: from,
+            slot: key,
+            generation: self.sessions[key].generation,
+        };
+        let (groups, sessions, restored) = (&self.groups, &self.sessions, &self.restored);
+        let route = |from, to| {
+            let group = groups.relay_group(from, to)?;
+            let (to_key, _) = established_in(sessions, restored, to)?;
+            Some((to_key, group))
+        };
+        let Some(to_key) = self
+            .relay
+            .handle_relay(now, sender, to, packet, route, &mut self.stats)
+        else {
+            return;
+        };
+        let target = &mut self.sessions[to_key];
+        if target.out.relayed.len() >= self.config.max_queued_relay_per_client {
+            self.stats.dropped.queue_full += 1;
+            return;
+        }
+        let bytes = self.send_arena.copy(packet);
+        self.sessions[to_key].out.relayed.push_back((from, bytes));
+        self.enqueue(to_key);
+    }
+
+    /// Hands what `groups` queued to the sessions (control messages) and the application
+    /// (events), in order.
+    fn drain_groups(&mut self) {
+        while let Some((to, msg)) = self.groups.poll_control() {
+            let Some((key, s)) = established_mut_in(&mut self.sessions, &self.restored, to) else {
+                continue;
+            };
+            if s.control.push(msg).is_err() {
+                self.overloaded.push(to);
+                continue;
+            }
+            self.enqueue(key);
+            self.schedule(key);
+        }
+        while let Some(e) = self.groups.poll_event() {
+            self.push_event(e);
         }
     }
 
@@ -1054,7 +1208,7 @@ impl Server {
             }
             Phase::Established { .. } if now >= idle_deadline => {
                 self.stats.clients_timed_out += 1;
-                self.end_client(now, key, LeaveReason::TimedOut, None);
+                self.end_client(key, LeaveReason::TimedOut, None);
                 return;
             }
             Phase::Established { .. } => {
@@ -1064,7 +1218,8 @@ impl Server {
                     let host_id = s.host_id(key);
                     self.stats.clients_offline += 1;
                     self.push_event(ServerEvent::ClientOffline { host_id });
-                    self.on_client_offline(host_id, true);
+                    self.groups.client_offline(host_id, true);
+                    self.drain_groups();
                 }
                 let lifetime = self.config.ticket_lifetime;
                 if self.sessions[key]
@@ -1288,6 +1443,57 @@ impl Server {
     }
 }
 
+/// The slab key of `host`'s session, whatever its phase.
+fn key_of_in(
+    sessions: &Slab<Session>,
+    restored: &BTreeMap<HostId, usize>,
+    host: HostId,
+) -> Option<usize> {
+    let key = (host.0 & u64::from(u32::MAX)) as usize;
+    if sessions.get(key).is_some_and(|s| s.host == host) {
+        Some(key)
+    } else {
+        restored.get(&host).copied()
+    }
+}
+
+fn established_in<'a>(
+    sessions: &'a Slab<Session>,
+    restored: &BTreeMap<HostId, usize>,
+    host: HostId,
+) -> Option<(usize, &'a Session)> {
+    let key = key_of_in(sessions, restored, host)?;
+    let s = sessions.get(key)?;
+    matches!(s.phase, Phase::Established { .. }).then_some((key, s))
+}
+
+fn established_mut_in<'a>(
+    sessions: &'a mut Slab<Session>,
+    restored: &BTreeMap<HostId, usize>,
+    host: HostId,
+) -> Option<(usize, &'a mut Session)> {
+    let key = key_of_in(sessions, restored, host)?;
+    let s = sessions.get_mut(key)?;
+    matches!(s.phase, Phase::Established { .. }).then_some((key, s))
+}
+
+/// The sessions as groups see them.
+struct SessionView<'a> {
+    sessions: &'a Slab<Session>,
+    restored: &'a BTreeMap<HostId, usize>,
+}
+
+impl groups::Roster for SessionView<'_> {
+    fn card(&self, host: HostId) -> Option<groups::Card> {
+        let (_, s) = established_in(self.sessions, self.restored, host)?;
+        Some(groups::Card {
+            addr: s.udp.unwrap_or(s.addr),
+            offline: s.offline,
+            srtt: s.control.srtt(),
+        })
+    }
+}
+
 impl Endpoint for Server {
     /// Processes one datagram received on local socket `socket`. The discovery sockets
     /// ([`Server::enable_nat_discovery`]) answer STUN only; everything else there is dropped.
@@ -1366,7 +1572,7 @@ impl Endpoint for Server {
             s.timer = None;
             self.on_session_timer(now, key);
         }
-        self.settle(now);
+        self.settle();
     }
 
     /// Writes the next datagram to send into `buf` and says where it goes, or `None` when

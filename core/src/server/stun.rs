@@ -219,7 +219,10 @@ mod tests {
             .unwrap();
         assert!(matches!(
             r.poll_socket_request(),
-            Some(SocketRequest::Open { id: SocketId(1), .. })
+            Some(SocketRequest::Open {
+                id: SocketId(1),
+                ..
+            })
         ));
         r.handle_socket_opened(SocketId(1), Some(alternate.parse().unwrap()));
         let mut req = [0u8; 64];

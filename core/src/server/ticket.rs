@@ -194,7 +194,11 @@ mod tests {
         let sealed = on.issue(1000, HostId(7), Some(3), &mut rng).unwrap();
         let t = on.handle_resume(1001, &sealed, &mut stats).unwrap();
         assert_eq!((t.host, t.user_id, t.expires), (HostId(7), Some(3), 1600));
-        assert_eq!(on.handle_resume(1002, &sealed, &mut stats), None, "replayed");
+        assert_eq!(
+            on.handle_resume(1002, &sealed, &mut stats),
+            None,
+            "replayed"
+        );
         assert_eq!(on.handle_resume(1002, &sealed[1..], &mut stats), None);
         assert_eq!(stats.dropped.bad_tickets, 2);
         let mut off = Tickets::new(&secret, Duration::ZERO);
