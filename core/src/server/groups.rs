@@ -18,6 +18,7 @@ use rand::RngCore;
 use slab::Slab;
 use smallvec::SmallVec;
 
+use crate::error::GroupError;
 use crate::event::{GroupId, HostId, MemberLeftReason, ServerEvent};
 use crate::rng::Rng;
 use crate::stats::ServerStats;
@@ -155,6 +156,45 @@ impl Groups {
     }
 
     // ---- commands ----------------------------------------------------------------------
+
+    /// The server's `create_group`: a group with `members` (connected clients), joined in
+    /// the order given; nothing is created if one is not connected.
+    pub(super) fn create_with(
+        &mut self,
+        members: &[HostId],
+        rng: &mut Rng,
+        roster: &impl Roster,
+    ) -> Result<GroupId, GroupError> {
+        if let Some(&bad) = members.iter().find(|&&m| roster.card(m).is_none()) {
+            return Err(GroupError::UnknownHost(bad));
+        }
+        let group = self.create();
+        for &m in members {
+            if !self.members(group).is_some_and(|g| g.contains(&m)) {
+                self.join(group, m, rng, roster);
+            }
+        }
+        Ok(group)
+    }
+
+    /// The server's `join_group`: connected client `host` joins `group`.
+    pub(super) fn join_checked(
+        &mut self,
+        group: GroupId,
+        host: HostId,
+        rng: &mut Rng,
+        roster: &impl Roster,
+    ) -> Result<(), GroupError> {
+        let members = self.members(group).ok_or(GroupError::UnknownGroup)?;
+        if members.contains(&host) {
+            return Err(GroupError::AlreadyMember);
+        }
+        if roster.card(host).is_none() {
+            return Err(GroupError::UnknownHost(host));
+        }
+        self.join(group, host, rng, roster);
+        Ok(())
+    }
 
     /// A new, empty group.
     pub(super) fn create(&mut self) -> GroupId {

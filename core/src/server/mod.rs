@@ -275,21 +275,11 @@ impl Server {
         members: &[HostId],
     ) -> Result<GroupId, GroupError> {
         let now = self.clock.advance(now);
-        if let Some(&bad) = members
-            .iter()
-            .find(|&&m| self.sessions.established_key(m).is_none())
-        {
-            return Err(GroupError::UnknownHost(bad));
-        }
-        let group = self.groups.create();
-        for &m in members {
-            if !self.groups.members(group).is_some_and(|g| g.contains(&m)) {
-                self.groups.join(group, m, &mut self.rng, &self.sessions);
-            }
-        }
-        self.drain_groups(now);
+        let created = self
+            .groups
+            .create_with(members, &mut self.rng, &self.sessions);
         self.settle(now);
-        Ok(group)
+        created
     }
 
     /// Adds a connected client to a group.
@@ -304,17 +294,9 @@ impl Server {
         host: HostId,
     ) -> Result<(), GroupError> {
         let now = self.clock.advance(now);
-        let members = self.groups.members(group).ok_or(GroupError::UnknownGroup)?;
-        if members.contains(&host) {
-            return Err(GroupError::AlreadyMember);
-        }
-        if self.sessions.established_key(host).is_none() {
-            return Err(GroupError::UnknownHost(host));
-        }
-        self.groups.join(group, host, &mut self.rng, &self.sessions);
-        self.drain_groups(now);
+        let joined = (self.groups).join_checked(group, host, &mut self.rng, &self.sessions);
         self.settle(now);
-        Ok(())
+        joined
     }
 
     /// Removes a client from a group; every member (the leaver included) is told.
@@ -328,15 +310,9 @@ impl Server {
         host: HostId,
     ) -> Result<(), GroupError> {
         let now = self.clock.advance(now);
-        let members = self.groups.members(group).ok_or(GroupError::UnknownGroup)?;
-        if !members.contains(&host) {
-            return Err(GroupError::NotMember);
-        }
-        self.rooms
-            .leave(&mut self.groups, group, host, MemberLeftReason::Left);
-        self.drain_groups(now);
+        let left = self.rooms.leave_group(&mut self.groups, group, host);
         self.settle(now);
-        Ok(())
+        left
     }
 
     /// Destroys a group: members get `GroupDestroyed`, pairs that shared only this group are
@@ -346,12 +322,9 @@ impl Server {
     /// [`GroupError::UnknownGroup`].
     pub fn destroy_group(&mut self, now: Instant, group: GroupId) -> Result<(), GroupError> {
         let now = self.clock.advance(now);
-        if !self.rooms.destroy(&mut self.groups, group) {
-            return Err(GroupError::UnknownGroup);
-        }
-        self.drain_groups(now);
+        let destroyed = self.rooms.destroy(&mut self.groups, group);
         self.settle(now);
-        Ok(())
+        destroyed.then_some(()).ok_or(GroupError::UnknownGroup)
     }
 
     /// Turns on NAT behaviour discovery (RFC 5780): STUN answers on `alternate` too, and on
@@ -540,48 +513,16 @@ impl Server {
         }
     }
 
-    /// A control message from a connected client: to groups, rooms or the application.
+    /// A control message from a connected client: to the application, or to the rooms
+    /// (which pass group business on to the groups).
     fn on_control(&mut self, now: Instant, from: HostId, msg: ControlMsg<'_>) {
-        let (groups, rng, sessions) = (&mut self.groups, &mut self.rng, &self.sessions);
-        match msg {
-            ControlMsg::MemberAck { group, member } => {
-                groups.handle_member_ack(GroupId(group), from, HostId(member));
-            }
-            ControlMsg::App { data } => {
-                let payload = self.recv_arena.copy(data);
-                self.push_event(ServerEvent::Message { from, payload });
-            }
-            ControlMsg::Candidates { addrs } => {
-                groups.handle_candidates(from, &addrs, &mut self.stats);
-            }
-            ControlMsg::NatInfo { info } => groups.handle_nat_info(from, info),
-            ControlMsg::RoomJoin {
-                flags,
-                max_members,
-                name,
-                password,
-            } => self.rooms.handle_join(
-                groups,
-                rng,
-                sessions,
-                from,
-                flags,
-                max_members,
-                name,
-                password,
-            ),
-            ControlMsg::RoomJoinRandom => {
-                self.rooms.handle_join_random(groups, rng, sessions, from);
-            }
-            ControlMsg::RoomListGet { offset } => self.rooms.handle_list(groups, from, offset),
-            ControlMsg::RoomLeave { group } => {
-                self.rooms.handle_leave(groups, from, GroupId(group));
-            }
-            ControlMsg::RoomKick { group, member } => {
-                self.rooms
-                    .handle_kick(groups, from, GroupId(group), HostId(member));
-            }
-            _ => self.stats.dropped.unexpected += 1,
+        if let ControlMsg::App { data } = msg {
+            let payload = self.recv_arena.copy(data);
+            return self.push_event(ServerEvent::Message { from, payload });
+        }
+        let (groups, rng, stats) = (&mut self.groups, &mut self.rng, &mut self.stats);
+        if !(self.rooms).handle_control(groups, rng, &self.sessions, from, msg, stats) {
+            self.stats.dropped.unexpected += 1;
         }
         self.drain_groups(now);
     }
@@ -638,10 +579,7 @@ impl Server {
 
     /// Sends established session `key`'s client a fresh resumption ticket (if tickets are on).
     fn issue_ticket(&mut self, now: Instant, key: usize) {
-        let Some((host, _)) = self.sessions.stage(key) else {
-            return;
-        };
-        let Some((_, user_id)) = self.sessions.client(host) else {
+        let Some((host, user_id)) = self.sessions.ticket_holder(key) else {
             return;
         };
         let unix = self.unix_secs(now);
@@ -681,8 +619,10 @@ impl Server {
         self.sessions.remove(now, key);
     }
 
-    /// End-of-call housekeeping: disconnect clients whose control queue overflowed.
+    /// End-of-call housekeeping: what groups queued goes out, and clients whose control
+    /// queue overflowed are disconnected.
     fn settle(&mut self, now: Instant) {
+        self.drain_groups(now);
         while let Some(host) = self.sessions.poll_overloaded() {
             if let Some(key) = self.sessions.established_key(host) {
                 self.end_client(now, key, LeaveReason::Overloaded, None);

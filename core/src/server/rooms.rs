@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 
 use super::groups::{Groups, Roster};
 use crate::config::RoomsConfig;
+use crate::error::GroupError;
 use crate::event::{GroupId, HostId, MemberLeftReason, RoomError, RoomOp};
 use crate::rng::Rng;
+use crate::stats::ServerStats;
 use crate::wire::control::{
     ControlMsg, JOIN_CREATE, JOIN_MUST_CREATE, MAX_NAME_LEN, ROOM_HAS_PASSWORD, RoomEntries,
     RoomEntry,
@@ -67,6 +69,59 @@ impl Rooms {
         }
     }
 
+    /// A membership control message from connected client `from`: group acknowledgements,
+    /// what it tells about itself (to `groups`), room requests (here). False if `msg` is none
+    /// of those.
+    pub(super) fn handle_control(
+        &mut self,
+        groups: &mut Groups,
+        rng: &mut Rng,
+        roster: &impl Roster,
+        from: HostId,
+        msg: ControlMsg<'_>,
+        stats: &mut ServerStats,
+    ) -> bool {
+        match msg {
+            ControlMsg::MemberAck { group, member } => {
+                groups.handle_member_ack(GroupId(group), from, HostId(member));
+            }
+            ControlMsg::Candidates { addrs } => groups.handle_candidates(from, &addrs, stats),
+            ControlMsg::NatInfo { info } => groups.handle_nat_info(from, info),
+            ControlMsg::RoomJoin {
+                flags,
+                max_members,
+                name,
+                password,
+            } => {
+                let request = (flags, max_members, name, password);
+                self.handle_join(groups, rng, roster, from, request);
+            }
+            ControlMsg::RoomJoinRandom => self.handle_join_random(groups, rng, roster, from),
+            ControlMsg::RoomListGet { offset } => self.handle_list(groups, from, offset),
+            ControlMsg::RoomLeave { group } => self.handle_leave(groups, from, GroupId(group)),
+            ControlMsg::RoomKick { group, member } => {
+                self.handle_kick(groups, from, GroupId(group), HostId(member));
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// The server's `leave_group`: `host` leaves `group` (any group).
+    pub(super) fn leave_group(
+        &mut self,
+        groups: &mut Groups,
+        group: GroupId,
+        host: HostId,
+    ) -> Result<(), GroupError> {
+        let members = groups.members(group).ok_or(GroupError::UnknownGroup)?;
+        if !members.contains(&host) {
+            return Err(GroupError::NotMember);
+        }
+        self.leave(groups, group, host, MemberLeftReason::Left);
+        Ok(())
+    }
+
     /// Takes `host` out of `group` (any group: rooms apply their rules afterwards).
     pub(super) fn leave(
         &mut self,
@@ -90,18 +145,14 @@ impl Rooms {
         true
     }
 
-    /// A client asks to join (or create) the room `name`.
-    #[allow(clippy::too_many_arguments)] // the request's four fields, and what joining needs
-    pub(super) fn handle_join(
+    /// A client asks to join (or create) a room: `(flags, max_members, name, password)`.
+    fn handle_join(
         &mut self,
         groups: &mut Groups,
         rng: &mut Rng,
         roster: &impl Roster,
         from: HostId,
-        flags: u8,
-        max_members: u16,
-        name: &str,
-        password: &str,
+        (flags, max_members, name, password): (u8, u16, &str, &str),
     ) {
         let Some(cfg) = self.config.clone() else {
             return room_error(groups, from, RoomOp::Join, RoomError::Disabled);
@@ -159,7 +210,7 @@ impl Rooms {
     }
 
     /// A client asks to join any open room (no password, not full, not its own).
-    pub(super) fn handle_join_random(
+    fn handle_join_random(
         &mut self,
         groups: &mut Groups,
         rng: &mut Rng,
@@ -183,7 +234,7 @@ impl Rooms {
     }
 
     /// A client asks for the room list from `offset` on (name order).
-    pub(super) fn handle_list(&self, groups: &mut Groups, from: HostId, offset: u16) {
+    fn handle_list(&self, groups: &mut Groups, from: HostId, offset: u16) {
         if self.config.is_none() {
             return room_error(groups, from, RoomOp::List, RoomError::Disabled);
         }
@@ -229,7 +280,7 @@ impl Rooms {
     }
 
     /// A client asks to leave room `group`.
-    pub(super) fn handle_leave(&mut self, groups: &mut Groups, from: HostId, group: GroupId) {
+    fn handle_leave(&mut self, groups: &mut Groups, from: HostId, group: GroupId) {
         let member = self.rooms.contains_key(&group)
             && groups.members(group).is_some_and(|m| m.contains(&from));
         if !member {
@@ -239,13 +290,7 @@ impl Rooms {
     }
 
     /// A client asks to kick `member` out of room `group` (only its owner may).
-    pub(super) fn handle_kick(
-        &mut self,
-        groups: &mut Groups,
-        from: HostId,
-        group: GroupId,
-        member: HostId,
-    ) {
+    fn handle_kick(&mut self, groups: &mut Groups, from: HostId, group: GroupId, member: HostId) {
         let Some(members) = groups.members(group) else {
             return room_error(groups, from, RoomOp::Kick, RoomError::NotFound);
         };
@@ -332,15 +377,9 @@ mod tests {
         }
     }
 
-    /// The kinds of the control messages queued for `to`, in order (drains the outbox).
-    fn kinds(groups: &mut Groups, to: HostId) -> Vec<u8> {
-        let mut out = Vec::new();
-        while let Some((h, bytes)) = groups.poll_control() {
-            if h == to {
-                out.push(bytes[0]);
-            }
-        }
-        out
+    /// Drops whatever the outbox holds.
+    fn drain(groups: &mut Groups) {
+        while groups.poll_control().is_some() {}
     }
 
     fn setup() -> (Rooms, Groups, Rng) {
@@ -348,14 +387,30 @@ mod tests {
         (rooms, Groups::new(1), crate::rng::derive(&[1; 32], b"test"))
     }
 
+    /// `from` sends `msg`.
+    fn ask(rooms: &mut Rooms, groups: &mut Groups, rng: &mut Rng, from: u64, msg: ControlMsg<'_>) {
+        let mut stats = ServerStats::default();
+        let from = HostId(from);
+        assert!(rooms.handle_control(groups, rng, &Everyone, from, msg, &mut stats));
+    }
+
+    fn join(name: &str, password: &'static str) -> ControlMsg<'static> {
+        let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        ControlMsg::RoomJoin {
+            flags: JOIN_CREATE,
+            max_members: 0,
+            name,
+            password,
+        }
+    }
+
     #[test]
     fn the_first_joiner_creates_and_owns_a_room_and_hears_of_it_before_the_group() {
         let (mut rooms, mut groups, mut rng) = setup();
-        let a = HostId(1);
-        rooms.handle_join(&mut groups, &mut rng, &Everyone, a, JOIN_CREATE, 0, "r", "");
+        ask(&mut rooms, &mut groups, &mut rng, 1, join("r", ""));
         let group = *rooms.by_name.get("r").unwrap();
-        assert_eq!(rooms.rooms[&group].owner, a);
-        assert_eq!(groups.members(group), Some(&[a][..]));
+        assert_eq!(rooms.rooms[&group].owner, HostId(1));
+        assert_eq!(groups.members(group), Some(&[HostId(1)][..]));
         let mut first = None;
         while let Some((_, bytes)) = groups.poll_control() {
             let m = ControlMsg::decode(bytes).unwrap();
@@ -367,23 +422,24 @@ mod tests {
     #[test]
     fn a_wrong_password_is_refused_and_the_last_one_out_destroys_the_room() {
         let (mut rooms, mut groups, mut rng) = setup();
-        let (a, b) = (HostId(1), HostId(2));
-        rooms.handle_join(
+        ask(&mut rooms, &mut groups, &mut rng, 1, join("r", "pw"));
+        drain(&mut groups);
+        ask(&mut rooms, &mut groups, &mut rng, 2, join("r", "nope"));
+        let (to, bytes) = groups.poll_control().unwrap();
+        assert_eq!(to, HostId(2));
+        assert!(matches!(
+            ControlMsg::decode(bytes),
+            Ok(ControlMsg::RoomError { .. })
+        ));
+        let group = *rooms.by_name.get("r").unwrap();
+        assert_eq!(groups.members(group), Some(&[HostId(1)][..]));
+        ask(
+            &mut rooms,
             &mut groups,
             &mut rng,
-            &Everyone,
-            a,
-            JOIN_CREATE,
-            0,
-            "r",
-            "pw",
+            1,
+            ControlMsg::RoomLeave { group: group.0 },
         );
-        kinds(&mut groups, b);
-        rooms.handle_join(&mut groups, &mut rng, &Everyone, b, 0, 0, "r", "nope");
-        assert_eq!(groups.poll_control().map(|(h, _)| h), Some(b));
-        let group = *rooms.by_name.get("r").unwrap();
-        assert_eq!(groups.members(group), Some(&[a][..]));
-        rooms.handle_leave(&mut groups, a, group);
         assert!(rooms.by_name.is_empty() && rooms.rooms.is_empty());
         assert_eq!(groups.members(group), None);
     }
@@ -391,35 +447,60 @@ mod tests {
     #[test]
     fn when_the_owner_leaves_the_longest_standing_member_owns_the_room() {
         let (mut rooms, mut groups, mut rng) = setup();
-        let (a, b, c) = (HostId(1), HostId(2), HostId(3));
-        for h in [a, b, c] {
-            rooms.handle_join(&mut groups, &mut rng, &Everyone, h, JOIN_CREATE, 0, "r", "");
+        for h in 1..=3 {
+            ask(&mut rooms, &mut groups, &mut rng, h, join("r", ""));
         }
         let group = *rooms.by_name.get("r").unwrap();
-        kinds(&mut groups, a);
-        rooms.handle_kick(&mut groups, b, group, c);
+        let kick = ControlMsg::RoomKick {
+            group: group.0,
+            member: 3,
+        };
+        ask(&mut rooms, &mut groups, &mut rng, 2, kick);
         assert_eq!(
             groups.members(group).map(<[_]>::len),
             Some(3),
-            "b is not owner"
+            "2 is not the owner"
         );
-        kinds(&mut groups, a);
-        rooms.handle_leave(&mut groups, a, group);
-        assert_eq!(rooms.rooms[&group].owner, b);
-        rooms.handle_kick(&mut groups, b, group, c);
-        assert_eq!(groups.members(group), Some(&[b][..]));
+        drain(&mut groups);
+        ask(
+            &mut rooms,
+            &mut groups,
+            &mut rng,
+            1,
+            ControlMsg::RoomLeave { group: group.0 },
+        );
+        assert_eq!(rooms.rooms[&group].owner, HostId(2));
+        ask(&mut rooms, &mut groups, &mut rng, 2, kick);
+        assert_eq!(groups.members(group), Some(&[HostId(2)][..]));
     }
 
     #[test]
-    fn rooms_that_are_off_answer_disabled() {
-        let rooms = Rooms::new(None);
+    fn rooms_that_are_off_answer_disabled_and_other_messages_are_not_theirs() {
+        let mut rooms = Rooms::new(None);
         let mut groups = Groups::new(1);
-        rooms.handle_list(&mut groups, HostId(1), 0);
+        let mut rng = crate::rng::derive(&[1; 32], b"test");
+        ask(
+            &mut rooms,
+            &mut groups,
+            &mut rng,
+            1,
+            ControlMsg::RoomListGet { offset: 0 },
+        );
         let (to, bytes) = groups.poll_control().unwrap();
         assert_eq!(to, HostId(1));
         assert!(matches!(
             ControlMsg::decode(bytes),
             Ok(ControlMsg::RoomError { .. })
+        ));
+        let mut stats = ServerStats::default();
+        let app = ControlMsg::App { data: &[] };
+        assert!(!rooms.handle_control(
+            &mut groups,
+            &mut rng,
+            &Everyone,
+            HostId(1),
+            app,
+            &mut stats
         ));
     }
 }

@@ -290,6 +290,14 @@ impl Sessions {
         }
     }
 
+    /// Established session `key`'s client and its token's user id (what its tickets carry).
+    pub(super) fn ticket_holder(&self, key: usize) -> Option<(HostId, Option<u64>)> {
+        match self.slab.get(key)?.phase {
+            Phase::Established { user_id } => Some((self.slab[key].host, user_id)),
+            _ => None,
+        }
+    }
+
     /// Session `key`'s client and stage, if the slot is taken.
     pub(super) fn stage(&self, key: usize) -> Option<(HostId, Stage)> {
         self.slab.get(key).map(|s| (s.host, s.stage()))
