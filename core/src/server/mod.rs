@@ -1,9 +1,9 @@
 //! The server end, as a router over small machines, each with its own state:
 //!
-//! - [`handshake`]: ClientHellos, cookies and Retries, half-open sessions' handshake state;
-//! - [`stun`]: the STUN responder (RFC 5780 with [`discovery`]'s sockets);
 //! - [`sessions`]: every session's keys, path, timers, outbox and control stream, the
-//!   round-robin transmit queue, and TCP stream tracking ([`streams`]);
+//!   round-robin transmit queue, TCP stream tracking ([`streams`]), and the half-open
+//!   sessions' handshakes ([`handshake`]: ClientHellos, cookies and Retries);
+//! - [`stun`]: the STUN responder (RFC 5780 with [`discovery`]'s sockets);
 //! - [`groups`] and [`rooms`]: membership, pairs and introductions, and the rooms policy;
 //! - [`relay`]: the relay budgets and forwarding decision;
 //! - [`ticket`]: resumption tickets.
@@ -39,12 +39,11 @@ use crate::time::{Clock, Duration, Instant, Timeout};
 use crate::wire::control::ControlMsg;
 use crate::wire::demux::{self, Datagram};
 use crate::wire::frame::{Frame, Frames};
-use crate::wire::handshake::{ClientHello, MIN_CLIENT_HELLO_LEN};
+use crate::wire::handshake::MIN_CLIENT_HELLO_LEN;
 use crate::wire::sealed::SealedPacket;
 use crate::{Endpoint, Events};
 use crate::{RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
-use handshake::Hello;
-use sessions::{Due, Stage};
+use sessions::{Due, Routed};
 
 /// A Pierce server: accepts encrypted client sessions, assigns each a [`HostId`], keeps them
 /// alive and times them out; manages P2P groups and relays between their members.
@@ -77,7 +76,6 @@ pub struct Server {
     /// Per-source and global budget for work on behalf of unproven sources (handshakes and
     /// STUN answers), lent to both.
     limiter: Limiter,
-    handshakes: handshake::Handshakes,
     stun: stun::StunResponder,
     sessions: sessions::Sessions,
     groups: groups::Groups,
@@ -137,9 +135,8 @@ impl Server {
             epoch: now,
             unix_base: unix_time,
             limiter,
-            handshakes: handshake::Handshakes::new(config.clone(), cookie_key, now),
             stun: stun::StunResponder::default(),
-            sessions: sessions::Sessions::new(config.clone(), first_generation),
+            sessions: sessions::Sessions::new(config.clone(), first_generation, cookie_key, now),
             groups: groups::Groups::new(first_pair_id),
             rooms: rooms::Rooms::new(config.rooms.clone()),
             relay: relay::Relay::new(&config),
@@ -164,7 +161,7 @@ impl Server {
         let mut s = self.stats;
         s.io.time_went_backwards = self.clock.backwards();
         s.clients = self.sessions.clients() as u64;
-        s.half_open = self.handshakes.len() as u64;
+        s.half_open = self.sessions.half_open() as u64;
         s.groups = self.groups.len() as u64;
         s.pairs = self.groups.pairs() as u64;
         s
@@ -372,7 +369,10 @@ impl Server {
             Ok(Datagram::ClientHello(_)) if datagram.len() < MIN_CLIENT_HELLO_LEN => {
                 self.stats.dropped.malformed += 1;
             }
-            Ok(Datagram::ClientHello(hello)) => self.on_client_hello(now, path, &hello),
+            Ok(Datagram::ClientHello(hello)) => {
+                let (limiter, rng, stats) = (&mut self.limiter, &mut self.rng, &mut self.stats);
+                (self.sessions).handle_hello(now, path, &hello, limiter, rng, stats);
+            }
             Ok(Datagram::Sealed(packet)) if packet.header.peer => {
                 // Peer packets reach the server only inside Relay frames.
                 self.stats.dropped.unexpected += 1;
@@ -384,33 +384,6 @@ impl Server {
             }
         }
         self.settle(now);
-    }
-
-    /// A ClientHello: the handshakes decide; a new session takes a slot (after the older
-    /// attempt it replaces, if any, is gone).
-    fn on_client_hello(&mut self, now: Instant, path: Path, hello: &ClientHello<'_>) {
-        let (limiter, stats) = (&mut self.limiter, &mut self.stats);
-        let replaces = match self
-            .handshakes
-            .handle_hello(now, path, hello, limiter, stats)
-        {
-            Hello::Answered => return,
-            Hello::New { replaces } => replaces,
-        };
-        if let Some(old) = replaces {
-            self.remove_session(now, old);
-        }
-        let slot = self.sessions.next_slot();
-        let sessions = self.sessions.len();
-        let (rng, stats) = (&mut self.rng, &mut self.stats);
-        if let Some(half_open) = self
-            .handshakes
-            .accept(now, path, hello, slot, sessions, rng, stats)
-        {
-            let (keys, expires) = (half_open.keys, half_open.expires);
-            self.sessions
-                .insert_half_open(now, slot, path, hello.client_session, keys, expires);
-        }
     }
 
     /// A sealed packet for a session, opened into `scratch`: its frames go to their owners,
@@ -430,9 +403,6 @@ impl Server {
         let heard = self
             .sessions
             .heard(now, key, path, counter, probe, &mut self.stats);
-        if heard.path_changed {
-            self.handshakes.moved(key, path);
-        }
         if Frames::new(plaintext).any(|f| f.is_err()) {
             self.stats.dropped.bad_frames += 1;
         } else {
@@ -451,36 +421,29 @@ impl Server {
         }
     }
 
-    /// The frames of session `key`'s authentic packet from `path`, each to its owner (by the
-    /// session's stage when the frame comes up).
+    /// The frames of session `key`'s authentic packet from `path`: each to the session, and
+    /// what it passes on to its owner.
     fn on_frames(&mut self, now: Instant, key: usize, path: Path, plaintext: &[u8]) {
         for frame in Frames::new(plaintext).flatten() {
-            let Some((host, stage)) = self.sessions.stage(key) else {
-                return;
-            };
-            match (frame, stage) {
-                (Frame::Padding(_), _) | (Frame::Resume { .. }, Stage::Established) => {}
-                (Frame::Resume { ticket }, Stage::HalfOpen) => {
+            match self
+                .sessions
+                .handle_frame(now, key, path, frame, &mut self.stats)
+            {
+                Routed::Done => {}
+                Routed::Gone => return,
+                Routed::Resume(ticket) => {
                     let unix = self.unix_secs(now);
                     let ticket = self.tickets.handle_resume(unix, ticket, &mut self.stats);
-                    self.handshakes.handle_resume(key, ticket);
+                    self.sessions.handle_resume(key, ticket);
                 }
-                (Frame::Connect { token }, Stage::HalfOpen) => self.on_connect(now, key, token),
-                // Our Welcome was lost and the client retried.
-                (Frame::Connect { .. }, Stage::Established) => self.sessions.resend_welcome(key),
-                (Frame::Ping, Stage::Established) => self.stats.io.keepalives_received += 1,
-                (Frame::Probe { nonce }, Stage::Established) if !path.socket.is_stream() => {
-                    self.sessions.answer_probe(key, path, nonce);
+                Routed::Connect(token) => self.on_connect(now, key, token),
+                Routed::Close(code) => {
+                    return self.end_client(now, key, LeaveReason::Closed(code), None);
                 }
-                (Frame::Close { code }, Stage::Established) => {
-                    self.end_client(now, key, LeaveReason::Closed(code), None);
-                    return;
-                }
-                (Frame::Stream { seq, data }, Stage::Established) => {
-                    self.sessions.handle_stream(key, seq, data);
+                Routed::Control(from) => {
                     while let Some(msg) = self.sessions.poll_delivered(key) {
                         match ControlMsg::decode(&msg) {
-                            Ok(m) => self.on_control(now, host, m),
+                            Ok(m) => self.on_control(now, from, m),
                             Err(_) => self.stats.dropped.bad_frames += 1,
                         }
                         if !self.sessions.contains(key) {
@@ -488,24 +451,23 @@ impl Server {
                         }
                     }
                 }
-                (Frame::StreamAck { next, mask }, Stage::Established) => {
-                    self.sessions.handle_stream_ack(now, key, next, mask);
+                Routed::Relay {
+                    from,
+                    generation,
+                    to,
+                    packet,
+                } => {
+                    let sender = relay::Sender {
+                        host: from,
+                        slot: key,
+                        generation,
+                    };
+                    self.on_relay(now, sender, to, packet);
                 }
-                (Frame::Relay { to, packet }, Stage::Established) => {
-                    self.on_relay(now, key, host, HostId(to), packet);
-                }
-                (Frame::Close { .. }, Stage::HalfOpen) => {
-                    self.remove_session(now, key);
-                    return;
-                }
-                (Frame::Datagram { payload }, Stage::Established) => {
+                Routed::Datagram { from, payload } => {
                     let payload = self.recv_arena.copy(payload);
-                    self.push_event(ServerEvent::Message {
-                        from: host,
-                        payload,
-                    });
+                    self.push_event(ServerEvent::Message { from, payload });
                 }
-                _ => self.stats.dropped.unexpected += 1,
             }
         }
         if self.sessions.contains(key) {
@@ -527,53 +489,37 @@ impl Server {
         self.drain_groups(now);
     }
 
-    /// Half-open session `key`'s Connect frame: the handshakes decide; the session is
-    /// established (and welcomed, and given a ticket) or refused.
+    /// Half-open session `key`'s Connect frame: if the session is established, the
+    /// application hears and the client gets a ticket.
     fn on_connect(&mut self, now: Instant, key: usize, token: &[u8]) {
         let unix = self.unix_secs(now);
-        let clients = self.sessions.clients();
-        let sessions = &self.sessions;
-        let host_free = |h| sessions.key_of(h).is_none();
-        let verdict =
-            self.handshakes
-                .handle_connect(key, token, unix, clients, host_free, &mut self.stats);
-        match verdict {
-            Ok(welcome) => {
-                let user_id = welcome.user_id;
-                let (host_id, addr) = self.sessions.establish(key, user_id, welcome.resume);
-                self.push_event(ServerEvent::ClientJoined {
-                    host_id,
-                    addr,
-                    user_id,
-                });
-                if welcome.resume.is_some() {
-                    self.push_event(ServerEvent::ClientResumed { host_id });
-                }
-                self.issue_ticket(now, key);
-            }
-            Err(reason) => self.sessions.reject(key, reason.code()),
+        let stats = &mut self.stats;
+        let Some(joined) = self.sessions.handle_connect(key, token, unix, stats) else {
+            return;
+        };
+        let host_id = joined.host_id;
+        self.push_event(ServerEvent::ClientJoined {
+            host_id,
+            addr: joined.addr,
+            user_id: joined.user_id,
+        });
+        if joined.resumed {
+            self.push_event(ServerEvent::ClientResumed { host_id });
         }
+        self.issue_ticket(now, key);
     }
 
-    /// A Relay frame from session `key` (client `from`): the relay decides; a forwarded
-    /// packet goes into the target session's outbox.
-    fn on_relay(&mut self, now: Instant, key: usize, from: HostId, to: HostId, packet: &[u8]) {
-        let sender = relay::Sender {
-            host: from,
-            slot: key,
-            generation: self.sessions.generation(key),
-        };
+    /// A Relay frame from `from`'s session: the relay decides; a forwarded packet goes into
+    /// the target session's outbox.
+    fn on_relay(&mut self, now: Instant, from: relay::Sender, to: HostId, packet: &[u8]) {
         let (groups, sessions) = (&self.groups, &self.sessions);
         let route = |from, to| {
             let group = groups.relay_group(from, to)?;
             Some((sessions.established_key(to)?, group))
         };
         let stats = &mut self.stats;
-        if let Some(target) = self
-            .relay
-            .handle_relay(now, sender, to, packet, route, stats)
-        {
-            self.sessions.push_relayed(target, from, packet, stats);
+        if let Some(target) = (self.relay).handle_relay(now, from, to, packet, route, stats) {
+            self.sessions.push_relayed(target, from.host, packet, stats);
         }
     }
 
@@ -609,14 +555,8 @@ impl Server {
         });
         match close {
             Some(code) => self.sessions.close(key, code),
-            None => self.remove_session(now, key),
+            None => self.sessions.remove(now, key),
         }
-    }
-
-    /// Forgets session `key` (and its handshake, if it was half-open).
-    fn remove_session(&mut self, now: Instant, key: usize) {
-        self.handshakes.forget(key);
-        self.sessions.remove(now, key);
     }
 
     /// End-of-call housekeeping: what groups queued goes out, and clients whose control
@@ -692,10 +632,7 @@ impl Endpoint for Server {
     /// goes offline, then times out, like a client whose network went away).
     fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
         let now = self.clock.advance(now);
-        for key in self.sessions.handle_stream_closed(id, &mut self.stats) {
-            // A half-open session's client starts over on a new stream: free the slot now.
-            self.remove_session(now, key);
-        }
+        self.sessions.handle_stream_closed(now, id, &mut self.stats);
     }
 
     /// The runtime accepted TCP stream `id` from `peer`. A stream that carries no handshake
@@ -722,7 +659,6 @@ impl Endpoint for Server {
         self.sessions.handle_timeout(now);
         while let Some(due) = self.sessions.poll_due(now, &mut self.stats) {
             match due {
-                Due::HandshakeExpired(key) => self.remove_session(now, key),
                 Due::TimedOut(key) => self.end_client(now, key, LeaveReason::TimedOut, None),
                 Due::Offline(host_id) => {
                     self.push_event(ServerEvent::ClientOffline { host_id });
@@ -748,8 +684,8 @@ impl Endpoint for Server {
         let now = self.clock.advance(now);
         let stats = &mut self.stats;
         let t = self
-            .handshakes
-            .poll_transmit(buf, stats)
+            .sessions
+            .poll_handshake(buf, stats)
             .or_else(|| self.stun.poll_transmit(buf, stats))
             .or_else(|| self.sessions.poll_transmit(now, buf, stats))?;
         self.stats.io.datagrams_out += 1;

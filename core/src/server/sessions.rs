@@ -1,6 +1,8 @@
 //! Client sessions: the table of every session (half-open, established, closing), their keys
 //! and paths, their deadlines, their outboxes and control streams, the round-robin transmit
-//! queue, and which TCP streams they are on ([`Streams`]).
+//! queue, which TCP streams they are on ([`Streams`]), and the handshakes of the half-open
+//! ones ([`Handshakes`]: a session is half-open exactly while its handshake is pending, and
+//! one owner keeps it so).
 //!
 //! Deadlines live in one heap, lazily invalidated: a session's entry counts only while it
 //! equals the session's `timer`; later entries left behind are skipped when they come up.
@@ -18,18 +20,22 @@ use slab::Slab;
 
 use super::Path;
 use super::groups::{Card, Roster};
+use super::handshake::{Handshakes, Hello};
 use super::streams::Streams;
-use super::ticket;
+use super::ticket::{self, Ticket};
 use crate::arena::Arena;
 use crate::config::{MAX_SESSIONS, ServerConfig};
 use crate::crypto::PacketKeys;
 use crate::error::SendError;
 use crate::event::HostId;
+use crate::ratelimit::Limiter;
+use crate::rng::Rng;
 use crate::rudp::stream::ControlStream;
 use crate::stats::ServerStats;
 use crate::time::{Instant, Timeout};
 use crate::wire::control::ControlMsg;
 use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame, RELAY_FRAME_OVERHEAD};
+use crate::wire::handshake::ClientHello;
 use crate::wire::sealed::{OVERHEAD, SealedPacket};
 use crate::{SocketId, SocketRequest, Transmit};
 
@@ -59,6 +65,8 @@ pub(super) struct Sessions {
     send_arena: Arena,
     /// TCP streams: which sessions are on them, when unused ones close.
     streams: Streams,
+    /// The half-open sessions' handshakes.
+    handshakes: Handshakes,
     /// Clients whose control queue overflowed; the server disconnects them.
     overloaded: Vec<HostId>,
 }
@@ -74,34 +82,67 @@ pub(super) struct Slot {
     pub(super) id: u32,
 }
 
-/// Where a session is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Stage {
-    /// ServerHello sent; waiting for the Connect frame.
-    HalfOpen,
-    /// A client.
-    Established,
-    /// A last Reject or Close frame to send, then the session is removed.
-    Closing,
-}
-
 /// What an authentic packet changed, for the server to pass on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Heard {
-    /// The session follows the client to the packet's path (a half-open session's handshake
-    /// index moves with it).
-    pub(super) path_changed: bool,
     /// This client's UDP address changed: its peers must hear.
     pub(super) moved: Option<HostId>,
     /// This client was offline and is back.
     pub(super) back: Option<HostId>,
 }
 
+/// A half-open session that connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Joined {
+    /// Its client's id (one a ticket gave back, if `resumed`).
+    pub(super) host_id: HostId,
+    /// Where it connected from.
+    pub(super) addr: std::net::SocketAddr,
+    /// The user id from its token or ticket.
+    pub(super) user_id: Option<u64>,
+    /// Its ticket gave it its host id back.
+    pub(super) resumed: bool,
+}
+
+/// What a frame of a session's packet asks of someone other than the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Routed<'a> {
+    /// Nothing: the session took it (or dropped and counted it).
+    Done,
+    /// The session is gone: the rest of the packet is ignored.
+    Gone,
+    /// Half-open: a resumption ticket, to check.
+    Resume(&'a [u8]),
+    /// Half-open: the Connect frame's token.
+    Connect(&'a [u8]),
+    /// Established: the client closes with `code`.
+    Close(u16),
+    /// Established: control messages from `from` may be ready
+    /// ([`Sessions::poll_delivered`]).
+    Control(HostId),
+    /// Established: a peer packet to relay.
+    Relay {
+        /// The client it comes from.
+        from: HostId,
+        /// Its session's generation.
+        generation: u32,
+        /// The client it is for.
+        to: HostId,
+        /// The sealed peer packet.
+        packet: &'a [u8],
+    },
+    /// Established: an application datagram from `from`.
+    Datagram {
+        /// The client.
+        from: HostId,
+        /// The payload.
+        payload: &'a [u8],
+    },
+}
+
 /// What came due on a timer that only the server can settle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Due {
-    /// Session `key`'s handshake was not completed in time: remove it.
-    HandshakeExpired(usize),
     /// Session `key`'s client was not heard for the idle timeout: end it.
     TimedOut(usize),
     /// This client was not heard for `offline_after`: its peers must hear.
@@ -189,14 +230,6 @@ impl Outbox {
 }
 
 impl Session {
-    fn stage(&self) -> Stage {
-        match self.phase {
-            Phase::HalfOpen { .. } => Stage::HalfOpen,
-            Phase::Established { .. } => Stage::Established,
-            Phase::Closing => Stage::Closing,
-        }
-    }
-
     /// The next instant this session needs `handle_timeout`. A control retransmission that
     /// is already due is not a deadline: the session is queued for transmit instead (a past
     /// deadline would make `handle_timeout` spin).
@@ -230,8 +263,15 @@ impl Session {
 impl Sessions {
     /// No sessions; generations start at `first_generation` (random, so that a restarted
     /// server's ids do not collide with the host ids its clients' tickets bring back).
-    pub(super) fn new(config: Arc<ServerConfig>, first_generation: u32) -> Self {
+    /// `cookie_key` and `epoch` are for the handshakes' cookies.
+    pub(super) fn new(
+        config: Arc<ServerConfig>,
+        first_generation: u32,
+        cookie_key: [u8; 32],
+        epoch: Instant,
+    ) -> Self {
         Self {
+            handshakes: Handshakes::new(config.clone(), cookie_key, epoch),
             config,
             slab: Slab::new(),
             next_gen: first_generation,
@@ -248,14 +288,14 @@ impl Sessions {
 
     // ---- the table ---------------------------------------------------------------------
 
-    /// Sessions of every stage.
-    pub(super) fn len(&self) -> usize {
-        self.slab.len()
-    }
-
     /// Established sessions.
     pub(super) fn clients(&self) -> usize {
         self.clients
+    }
+
+    /// Half-open sessions.
+    pub(super) fn half_open(&self) -> usize {
+        self.handshakes.len()
     }
 
     /// Connected clients, in slot order.
@@ -267,13 +307,8 @@ impl Sessions {
     }
 
     /// The slot of `host`'s session, whatever its stage.
-    pub(super) fn key_of(&self, host: HostId) -> Option<usize> {
-        let key = (host.0 & u64::from(u32::MAX)) as usize;
-        if self.slab.get(key).is_some_and(|s| s.host == host) {
-            Some(key)
-        } else {
-            self.restored.get(&host).copied()
-        }
+    fn key_of(&self, host: HostId) -> Option<usize> {
+        key_of(&self.slab, &self.restored, host)
     }
 
     /// The slot of `host`'s session if it is established.
@@ -298,26 +333,101 @@ impl Sessions {
         }
     }
 
-    /// Session `key`'s client and stage, if the slot is taken.
-    pub(super) fn stage(&self, key: usize) -> Option<(HostId, Stage)> {
-        self.slab.get(key).map(|s| (s.host, s.stage()))
-    }
-
-    /// Session `key`'s generation (the slot is taken).
-    pub(super) fn generation(&self, key: usize) -> u32 {
-        self.slab[key].generation
-    }
-
     /// Whether slot `key` is taken.
     pub(super) fn contains(&self, key: usize) -> bool {
         self.slab.contains(key)
+    }
+
+    // ---- handshakes --------------------------------------------------------------------
+
+    /// A ClientHello (at least `MIN_CLIENT_HELLO_LEN` bytes) from `path`: the handshakes
+    /// decide; a new half-open session takes a slot, after the older attempt it replaces (if
+    /// any) is removed.
+    pub(super) fn handle_hello(
+        &mut self,
+        now: Instant,
+        path: Path,
+        hello: &ClientHello<'_>,
+        limiter: &mut Limiter,
+        rng: &mut Rng,
+        stats: &mut ServerStats,
+    ) {
+        let replaces = match self
+            .handshakes
+            .handle_hello(now, path, hello, limiter, stats)
+        {
+            Hello::Answered => return,
+            Hello::New { replaces } => replaces,
+        };
+        if let Some(old) = replaces {
+            self.remove(now, old);
+        }
+        let slot = self.next_slot();
+        let sessions = self.slab.len();
+        let Some(half_open) =
+            (self.handshakes).accept(now, path, hello, slot, sessions, rng, stats)
+        else {
+            return;
+        };
+        self.insert_half_open(
+            now,
+            slot,
+            path,
+            hello.client_session,
+            half_open.keys,
+            half_open.expires,
+        );
+    }
+
+    /// Half-open session `key` presented a resumption ticket (`None`: a bad one).
+    pub(super) fn handle_resume(&mut self, key: usize, ticket: Option<Ticket>) {
+        self.handshakes.handle_resume(key, ticket);
+    }
+
+    /// Half-open session `key`'s Connect frame with `token`, at `unix_now` (seconds): the
+    /// handshakes decide; the session is established and welcomed (returned), or refused.
+    pub(super) fn handle_connect(
+        &mut self,
+        key: usize,
+        token: &[u8],
+        unix_now: u64,
+        stats: &mut ServerStats,
+    ) -> Option<Joined> {
+        let (slab, restored) = (&self.slab, &self.restored);
+        let host_free = |h| key_of(slab, restored, h).is_none();
+        let verdict =
+            (self.handshakes).handle_connect(key, token, unix_now, self.clients, host_free, stats);
+        match verdict {
+            Ok(welcome) => {
+                let (host_id, addr) = self.establish(key, welcome.user_id, welcome.resume);
+                Some(Joined {
+                    host_id,
+                    addr,
+                    user_id: welcome.user_id,
+                    resumed: welcome.resume.is_some(),
+                })
+            }
+            Err(reason) => {
+                self.reject(key, reason.code());
+                None
+            }
+        }
+    }
+
+    /// The next ServerHello or Retry to send.
+    pub(super) fn poll_handshake(
+        &mut self,
+        buf: &mut [u8],
+        stats: &mut ServerStats,
+    ) -> Option<Transmit> {
+        self.handshakes.poll_transmit(buf, stats)
     }
 
     // ---- lifecycle ---------------------------------------------------------------------
 
     /// The slot, generation and id the next half-open session will have (skipping host ids
     /// that tickets gave back).
-    pub(super) fn next_slot(&self) -> Slot {
+    fn next_slot(&self) -> Slot {
         let key = self.slab.vacant_key();
         let mut generation = self.next_gen;
         while self
@@ -335,7 +445,7 @@ impl Sessions {
 
     /// A new half-open session in `slot` (from [`Sessions::next_slot`]) for a client at
     /// `path`, keyed `keys`, forgotten at `expires` unless it connects.
-    pub(super) fn insert_half_open(
+    fn insert_half_open(
         &mut self,
         now: Instant,
         slot: Slot,
@@ -373,7 +483,7 @@ impl Sessions {
 
     /// Half-open session `key` connected: it is established (with the host id `resume`
     /// gives back, if any) and welcomed. Returns its client and address.
-    pub(super) fn establish(
+    fn establish(
         &mut self,
         key: usize,
         user_id: Option<u64>,
@@ -395,7 +505,7 @@ impl Sessions {
     }
 
     /// Half-open session `key` is refused with reason `code`: one Reject frame, then gone.
-    pub(super) fn reject(&mut self, key: usize, code: u8) {
+    fn reject(&mut self, key: usize, code: u8) {
         let s = &mut self.slab[key];
         s.phase = Phase::Closing;
         s.out.reject = Some(code);
@@ -424,9 +534,11 @@ impl Sessions {
         self.enqueue(key);
     }
 
-    /// Forgets session `key`. Established clients are ended first ([`Sessions::end`]).
+    /// Forgets session `key` (and its handshake, if it was half-open). Established clients
+    /// are ended first ([`Sessions::end`]).
     pub(super) fn remove(&mut self, now: Instant, key: usize) {
         let s = self.slab.remove(key);
+        self.handshakes.forget(key);
         if s.path.socket.is_stream() {
             self.streams.release(now, s.path.socket, key, true);
         }
@@ -491,7 +603,7 @@ impl Sessions {
         let newest = s.keys.highest_received() == Some(counter);
         let changed = path != s.path || s.path_closed;
         if newest && changed && !probe {
-            heard.path_changed = true;
+            self.handshakes.moved(key, path);
             if path.socket != s.path.socket {
                 stats.transport_changes += 1;
                 if s.path.socket.is_stream() {
@@ -516,33 +628,73 @@ impl Sessions {
         heard
     }
 
-    /// The client retried its Connect: our Welcome was lost.
-    pub(super) fn resend_welcome(&mut self, key: usize) {
-        self.slab[key].out.welcome = true;
-        self.enqueue(key);
-    }
-
-    /// A path probe with `nonce` came in on `path`: answered there (one answer pending per
-    /// session at most: the latest probe's).
-    pub(super) fn answer_probe(&mut self, key: usize, path: Path, nonce: u64) {
-        self.slab[key].out.probe_ack = Some((path, nonce));
-        self.enqueue(key);
-    }
-
-    /// Control stream message `seq` from session `key`'s client.
-    pub(super) fn handle_stream(&mut self, key: usize, seq: u32, data: &[u8]) {
-        self.slab[key].control.on_data(seq, data);
-        self.enqueue(key);
+    /// A frame of session `key`'s authentic packet from `path`, by the session's stage when
+    /// it comes up: what is the session's own business is done here (keepalives, probes,
+    /// control stream data and acks, a lost Welcome); the rest goes back to the server.
+    pub(super) fn handle_frame<'a>(
+        &mut self,
+        now: Instant,
+        key: usize,
+        path: Path,
+        frame: Frame<'a>,
+        stats: &mut ServerStats,
+    ) -> Routed<'a> {
+        let Some(s) = self.slab.get_mut(key) else {
+            return Routed::Gone;
+        };
+        let half_open = matches!(s.phase, Phase::HalfOpen { .. });
+        let established = matches!(s.phase, Phase::Established { .. });
+        match frame {
+            Frame::Padding(_) => {}
+            Frame::Resume { ticket } if half_open => return Routed::Resume(ticket),
+            Frame::Resume { .. } if established => {}
+            Frame::Connect { token } if half_open => return Routed::Connect(token),
+            Frame::Connect { .. } if established => {
+                // Our Welcome was lost and the client retried.
+                s.out.welcome = true;
+                self.enqueue(key);
+            }
+            Frame::Ping if established => stats.io.keepalives_received += 1,
+            Frame::Probe { nonce } if established && !path.socket.is_stream() => {
+                // Answered on the path it came from; one answer pending per session at
+                // most (the latest probe's).
+                s.out.probe_ack = Some((path, nonce));
+                self.enqueue(key);
+            }
+            Frame::Close { code } if established => return Routed::Close(code),
+            Frame::Close { .. } if half_open => {
+                self.remove(now, key);
+                return Routed::Gone;
+            }
+            Frame::Stream { seq, data } if established => {
+                s.control.on_data(seq, data);
+                let from = s.host;
+                self.enqueue(key);
+                return Routed::Control(from);
+            }
+            Frame::StreamAck { next, mask } if established => s.control.on_ack(now, next, mask),
+            Frame::Relay { to, packet } if established => {
+                return Routed::Relay {
+                    from: s.host,
+                    generation: s.generation,
+                    to: HostId(to),
+                    packet,
+                };
+            }
+            Frame::Datagram { payload } if established => {
+                return Routed::Datagram {
+                    from: s.host,
+                    payload,
+                };
+            }
+            _ => stats.dropped.unexpected += 1,
+        }
+        Routed::Done
     }
 
     /// The next control message session `key`'s client sent, in order.
     pub(super) fn poll_delivered(&mut self, key: usize) -> Option<Bytes> {
         self.slab.get_mut(key)?.control.poll_delivered()
-    }
-
-    /// Session `key`'s client acknowledged control messages.
-    pub(super) fn handle_stream_ack(&mut self, now: Instant, key: usize, next: u32, mask: u32) {
-        self.slab[key].control.on_ack(now, next, mask);
     }
 
     // ---- output ------------------------------------------------------------------------
@@ -690,26 +842,24 @@ impl Sessions {
     }
 
     /// Stream `id` ended: the sessions whose path it was send nothing until their client is
-    /// heard again. Returns the half-open ones on it (their client starts over on a new
-    /// stream: the server frees their slots).
+    /// heard again; half-open ones are removed (their client starts over on a new stream).
     pub(super) fn handle_stream_closed(
         &mut self,
+        now: Instant,
         id: SocketId,
         stats: &mut ServerStats,
-    ) -> Vec<usize> {
-        let mut half_open = Vec::new();
+    ) {
         for key in self.streams.closed(id) {
             let Some(s) = self.slab.get_mut(key).filter(|s| s.path.socket == id) else {
                 continue;
             };
             if let Phase::HalfOpen { .. } = s.phase {
-                half_open.push(key);
+                self.remove(now, key);
             } else {
                 s.path_closed = true;
                 stats.stream_paths_closed += 1;
             }
         }
-        half_open
     }
 
     /// The next stream to close.
@@ -750,8 +900,8 @@ impl Sessions {
             let idle_deadline = s.last_recv + self.config.idle_timeout;
             match s.phase {
                 Phase::HalfOpen { expires } if now >= expires => {
+                    self.remove(now, key);
                     stats.handshakes_expired += 1;
-                    return Some(Due::HandshakeExpired(key));
                 }
                 Phase::Established { .. } if now >= idle_deadline => {
                     stats.clients_timed_out += 1;
@@ -977,6 +1127,16 @@ impl Sessions {
         let key = self.key_of(host)?;
         let s = self.slab.get_mut(key)?;
         matches!(s.phase, Phase::Established { .. }).then_some((key, s))
+    }
+}
+
+/// The slot of `host`'s session in `slab`, whatever its stage.
+fn key_of(slab: &Slab<Session>, restored: &BTreeMap<HostId, usize>, host: HostId) -> Option<usize> {
+    let key = (host.0 & u64::from(u32::MAX)) as usize;
+    if slab.get(key).is_some_and(|s| s.host == host) {
+        Some(key)
+    } else {
+        restored.get(&host).copied()
     }
 }
 
