@@ -38,7 +38,7 @@ use crate::stats::ServerStats;
 use crate::time::{Clock, Duration, Instant, Timeout};
 use crate::wire::control::ControlMsg;
 use crate::wire::demux::{self, Datagram};
-use crate::wire::frame::{Frame, Frames};
+use crate::wire::frame::{Frame, decode_prefix};
 use crate::wire::handshake::MIN_CLIENT_HELLO_LEN;
 use crate::wire::sealed::SealedPacket;
 use crate::{Endpoint, Events};
@@ -386,8 +386,9 @@ impl Server {
         self.settle(now);
     }
 
-    /// A sealed packet for a session, opened into `scratch`: its frames go to their owners,
-    /// then the client's peers hear if it moved or came back.
+    /// A sealed packet for a session, opened into `scratch` (decrypted once), its frames
+    /// decoded once: they go to their owners (a packet with any malformed frame is refused
+    /// whole), then the client's peers hear if it moved or came back.
     fn on_sealed(
         &mut self,
         now: Instant,
@@ -398,15 +399,16 @@ impl Server {
         let Some((key, plaintext)) = self.sessions.open(packet, scratch, &mut self.stats) else {
             return;
         };
-        let probe = Frames::new(plaintext).any(|f| matches!(f, Ok(Frame::Probe { .. })));
+        let (frames, malformed) = decode_prefix(plaintext);
+        let probe = frames.iter().any(|f| matches!(f, Frame::Probe { .. }));
         let counter = packet.header.counter;
         let heard = self
             .sessions
             .heard(now, key, path, counter, probe, &mut self.stats);
-        if Frames::new(plaintext).any(|f| f.is_err()) {
+        if malformed.is_some() {
             self.stats.dropped.bad_frames += 1;
         } else {
-            self.on_frames(now, key, path, plaintext);
+            self.on_frames(now, key, path, &frames);
         }
         // Peers first hear where it is (if it moved), then that it is back online.
         if let Some(host) = heard.moved {
@@ -423,8 +425,8 @@ impl Server {
 
     /// The frames of session `key`'s authentic packet from `path`: each to the session, and
     /// what it passes on to its owner.
-    fn on_frames(&mut self, now: Instant, key: usize, path: Path, plaintext: &[u8]) {
-        for frame in Frames::new(plaintext).flatten() {
+    fn on_frames(&mut self, now: Instant, key: usize, path: Path, frames: &[Frame<'_>]) {
+        for &frame in frames {
             match self
                 .sessions
                 .handle_frame(now, key, path, frame, &mut self.stats)
