@@ -19,6 +19,8 @@ mod rooms;
 mod sessions;
 mod streams;
 mod stun;
+#[cfg(test)]
+mod tests;
 mod ticket;
 
 use std::collections::VecDeque;
@@ -598,10 +600,12 @@ impl Server {
         (self.unix_base + now.saturating_duration_since(self.epoch)).as_secs()
     }
 
-    /// The next deadline and what it is for: the earliest of the machines' (only the
-    /// sessions, with their streams, have any).
+    /// The next deadline and what it is for (`poll_timeout` and `timeout_reason` both read
+    /// it): the earliest of the machines' deadlines. Only the sessions have any: their timers
+    /// (handshake expiry, keepalives, idle and offline checks, control retransmissions, ticket
+    /// renewal) and their TCP streams' (claim timeout, linger).
     fn timeout(&self) -> Option<Timeout> {
-        Timeout::min([self.sessions.poll_timeout()])
+        self.sessions.poll_timeout()
     }
 }
 

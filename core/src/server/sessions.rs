@@ -186,8 +186,8 @@ struct Session {
     out: Outbox,
     /// In `tx_queue`.
     queued: bool,
-    /// The deadline this session has in `timers`, if any.
-    timer: Option<Instant>,
+    /// The deadline this session has in `timers`, if any, and what it is for.
+    timer: Option<Timeout>,
     /// Reliable ordered control messages in both directions.
     control: ControlStream,
     /// Not heard for `offline_after`: its peers were told; cleared by its next packet.
@@ -230,32 +230,40 @@ impl Outbox {
 }
 
 impl Session {
-    /// The next instant this session needs `handle_timeout`. A control retransmission that
-    /// is already due is not a deadline: the session is queued for transmit instead (a past
-    /// deadline would make `handle_timeout` spin).
-    fn deadline(&self, config: &ServerConfig, now: Instant) -> Instant {
+    /// The next instant this session needs `handle_timeout`, and what for. A control
+    /// retransmission that is already due is not a deadline: the session is queued for
+    /// transmit instead (a past deadline would make `handle_timeout` spin).
+    fn deadline(&self, config: &ServerConfig, now: Instant) -> Timeout {
         match self.phase {
-            Phase::HalfOpen { expires } => expires,
+            Phase::HalfOpen { expires } => Timeout::new(expires, "handshake expiry"),
             Phase::Established { .. } => {
-                let mut d = self.last_recv + config.idle_timeout;
-                if !self.offline && !config.offline_after.is_zero() {
-                    d = d.min(self.last_recv + config.offline_after);
-                }
-                if !self.out.ping {
-                    d = d.min(self.last_send + config.keepalive_interval);
-                }
-                if let Some(c) = self.control.next_timeout().filter(|c| *c > now) {
-                    d = d.min(c);
-                }
-                if let Some(at) = self
-                    .ticket_at
-                    .and_then(|at| ticket::renewal(at, config.ticket_lifetime))
-                {
-                    d = d.min(at);
-                }
-                d
+                let offline = !self.offline && !config.offline_after.is_zero();
+                let renewal = self.ticket_at;
+                let renewal = renewal.and_then(|at| ticket::renewal(at, config.ticket_lifetime));
+                let idle =
+                    Timeout::new(self.last_recv + config.idle_timeout, "client idle timeout");
+                Timeout::min([
+                    Some(idle),
+                    Timeout::at(
+                        offline.then(|| self.last_recv + config.offline_after),
+                        "client offline check",
+                    ),
+                    Timeout::at(
+                        (!self.out.ping).then(|| self.last_send + config.keepalive_interval),
+                        "server keepalive",
+                    ),
+                    Timeout::at(
+                        self.control.next_timeout().filter(|c| *c > now),
+                        "control stream retransmission",
+                    ),
+                    Timeout::at(renewal, "resumption ticket renewal"),
+                ])
+                .unwrap_or(idle)
             }
-            Phase::Closing => self.last_recv + config.idle_timeout,
+            Phase::Closing => Timeout::new(
+                self.last_recv + config.idle_timeout,
+                "closing session expiry",
+            ),
         }
     }
 }
@@ -822,9 +830,9 @@ impl Sessions {
     pub(super) fn schedule(&mut self, now: Instant, key: usize) {
         let s = &mut self.slab[key];
         let d = s.deadline(&self.config, now);
-        if s.timer.is_none_or(|t| d < t) {
+        if s.timer.is_none_or(|t| d.at < t.at) {
             s.timer = Some(d);
-            self.timers.push(Reverse((d, key, s.generation)));
+            self.timers.push(Reverse((d.at, key, s.generation)));
         }
     }
 
@@ -894,7 +902,7 @@ impl Sessions {
             let live = self
                 .slab
                 .get_mut(key)
-                .filter(|s| s.generation == generation && s.timer == Some(at));
+                .filter(|s| s.generation == generation && s.timer.map(|t| t.at) == Some(at));
             let Some(s) = live else { continue };
             s.timer = None;
             let idle_deadline = s.last_recv + self.config.idle_timeout;
@@ -958,29 +966,20 @@ impl Sessions {
         None
     }
 
-    /// The earliest deadline, and what it is for.
+    /// The earliest deadline (of the sessions' and the streams'), and what it is for.
     ///
-    /// Deadlines are kept lazily: after a session ends, its last deadline may still be
-    /// reported once; waking for it is harmless and clears it.
+    /// Deadlines are kept lazily: after a session ends or its deadline moves, the old one may
+    /// still be reported once; waking for it is harmless and clears it.
     pub(super) fn poll_timeout(&self) -> Option<Timeout> {
         let timer = self.timers.peek().map(|&Reverse((at, key, generation))| {
-            let reason = match self
-                .slab
+            self.slab
                 .get(key)
                 .filter(|s| s.generation == generation)
-                .map(|s| &s.phase)
-            {
-                Some(Phase::HalfOpen { .. }) => "handshake expiry",
-                Some(Phase::Established { .. }) => "client keepalive or idle timeout",
-                Some(Phase::Closing) => "closing session expiry",
-                None => "stale timer",
-            };
-            Timeout::new(at, reason)
+                .and_then(|s| s.timer)
+                .filter(|t| t.at == at)
+                .unwrap_or_else(|| Timeout::new(at, "stale session deadline"))
         });
-        Timeout::min([
-            timer,
-            Timeout::at(self.streams.next_timeout(), "TCP stream close"),
-        ])
+        Timeout::min([timer, self.streams.poll_timeout()])
     }
 
     // ---- transmit ----------------------------------------------------------------------
