@@ -1,12 +1,12 @@
 //! The server end, as a router over small machines, each with its own state:
 //!
-//! - [`sessions`]: every session's keys, path, timers, outbox and control stream, the
-//!   round-robin transmit queue, TCP stream tracking ([`streams`]), and the half-open
-//!   sessions' handshakes ([`handshake`]: ClientHellos, cookies and Retries);
+//! - [`sessions`]: the table of [`session`]s (keys, path, timers, outbox, control stream),
+//!   the timer heap and the round-robin transmit queue, composing TCP stream tracking
+//!   ([`streams`]), the half-open sessions' handshakes ([`handshake`]: ClientHellos, cookies
+//!   and Retries) and resumption tickets ([`ticket`]);
 //! - [`stun`]: the STUN responder (RFC 5780 with [`discovery`]'s sockets);
 //! - [`groups`] and [`rooms`]: membership, pairs and introductions, and the rooms policy;
-//! - [`relay`]: the relay budgets and forwarding decision;
-//! - [`ticket`]: resumption tickets.
+//! - [`relay`]: the relay budgets and forwarding decision.
 //!
 //! This file routes each input to the machine that owns it, drains the machines, and turns
 //! their outputs into the server's transmits and events.
@@ -16,6 +16,7 @@ mod groups;
 mod handshake;
 mod relay;
 mod rooms;
+mod session;
 mod sessions;
 mod streams;
 mod stun;
@@ -45,7 +46,8 @@ use crate::wire::handshake::MIN_CLIENT_HELLO_LEN;
 use crate::wire::sealed::SealedPacket;
 use crate::{Endpoint, Events};
 use crate::{RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
-use sessions::{Due, Routed};
+use session::Routed;
+use sessions::Due;
 
 /// A Pierce server: accepts encrypted client sessions, assigns each a [`HostId`], keeps them
 /// alive and times them out; manages P2P groups and relays between their members.
@@ -71,10 +73,6 @@ pub struct Server {
     /// machine that draws.
     rng: Rng,
     clock: Clock,
-    /// The instant `unix_base` was taken at.
-    epoch: Instant,
-    /// Wall-clock time (since the Unix epoch) at `epoch`; for token and ticket expiry only.
-    unix_base: Duration,
     /// Per-source and global budget for work on behalf of unproven sources (handshakes and
     /// STUN answers), lent to both.
     limiter: Limiter,
@@ -83,7 +81,6 @@ pub struct Server {
     groups: groups::Groups,
     rooms: rooms::Rooms,
     relay: relay::Relay,
-    tickets: ticket::Tickets,
     events: VecDeque<ServerEvent>,
     /// Copies of received payloads handed out in events.
     recv_arena: Arena,
@@ -134,15 +131,18 @@ impl Server {
             public_key: config.secret_key.public_key(),
             rng,
             clock: Clock::new(now),
-            epoch: now,
-            unix_base: unix_time,
             limiter,
             stun: stun::StunResponder::default(),
-            sessions: sessions::Sessions::new(config.clone(), first_generation, cookie_key, now),
+            sessions: sessions::Sessions::new(
+                config.clone(),
+                first_generation,
+                cookie_key,
+                now,
+                unix_time,
+            ),
             groups: groups::Groups::new(first_pair_id),
             rooms: rooms::Rooms::new(config.rooms.clone()),
             relay: relay::Relay::new(&config),
-            tickets: ticket::Tickets::new(&config.secret_key, config.ticket_lifetime),
             events: VecDeque::new(),
             recv_arena: Arena::default(),
             scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
@@ -435,11 +435,6 @@ impl Server {
             {
                 Routed::Done => {}
                 Routed::Gone => return,
-                Routed::Resume(ticket) => {
-                    let unix = self.unix_secs(now);
-                    let ticket = self.tickets.handle_resume(unix, ticket, &mut self.stats);
-                    self.sessions.handle_resume(key, ticket);
-                }
                 Routed::Connect(token) => self.on_connect(now, key, token),
                 Routed::Close(code) => {
                     return self.end_client(now, key, LeaveReason::Closed(code), None);
@@ -455,19 +450,7 @@ impl Server {
                         }
                     }
                 }
-                Routed::Relay {
-                    from,
-                    generation,
-                    to,
-                    packet,
-                } => {
-                    let sender = relay::Sender {
-                        host: from,
-                        slot: key,
-                        generation,
-                    };
-                    self.on_relay(now, sender, to, packet);
-                }
+                Routed::Relay { from, to, packet } => self.on_relay(now, from, to, packet),
                 Routed::Datagram { from, payload } => {
                     let payload = self.recv_arena.copy(payload);
                     self.push_event(ServerEvent::Message { from, payload });
@@ -494,11 +477,10 @@ impl Server {
     }
 
     /// Half-open session `key`'s Connect frame: if the session is established, the
-    /// application hears and the client gets a ticket.
+    /// application hears.
     fn on_connect(&mut self, now: Instant, key: usize, token: &[u8]) {
-        let unix = self.unix_secs(now);
-        let stats = &mut self.stats;
-        let Some(joined) = self.sessions.handle_connect(key, token, unix, stats) else {
+        let (rng, stats) = (&mut self.rng, &mut self.stats);
+        let Some(joined) = self.sessions.handle_connect(now, key, token, rng, stats) else {
             return;
         };
         let host_id = joined.host_id;
@@ -510,7 +492,6 @@ impl Server {
         if joined.resumed {
             self.push_event(ServerEvent::ClientResumed { host_id });
         }
-        self.issue_ticket(now, key);
     }
 
     /// A Relay frame from `from`'s session: the relay decides; a forwarded packet goes into
@@ -524,17 +505,6 @@ impl Server {
         let stats = &mut self.stats;
         if let Some(target) = (self.relay).handle_relay(now, from, to, packet, route, stats) {
             self.sessions.push_relayed(target, from.host, packet, stats);
-        }
-    }
-
-    /// Sends established session `key`'s client a fresh resumption ticket (if tickets are on).
-    fn issue_ticket(&mut self, now: Instant, key: usize) {
-        let Some((host, user_id)) = self.sessions.ticket_holder(key) else {
-            return;
-        };
-        let unix = self.unix_secs(now);
-        if let Some(sealed) = self.tickets.issue(unix, host, user_id, &mut self.rng) {
-            self.sessions.send_ticket(now, key, &sealed);
         }
     }
 
@@ -593,11 +563,6 @@ impl Server {
         } else {
             self.events.push_back(e);
         }
-    }
-
-    /// Unix seconds at `now`.
-    fn unix_secs(&self, now: Instant) -> u64 {
-        (self.unix_base + now.saturating_duration_since(self.epoch)).as_secs()
     }
 
     /// The next deadline and what it is for (`poll_timeout` and `timeout_reason` both read
@@ -663,7 +628,7 @@ impl Endpoint for Server {
     fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.advance(now);
         self.sessions.handle_timeout(now);
-        while let Some(due) = self.sessions.poll_due(now, &mut self.stats) {
+        while let Some(due) = (self.sessions).poll_due(now, &mut self.rng, &mut self.stats) {
             match due {
                 Due::TimedOut(key) => self.end_client(now, key, LeaveReason::TimedOut, None),
                 Due::Offline(host_id) => {
@@ -671,7 +636,6 @@ impl Endpoint for Server {
                     self.groups.client_offline(host_id, true);
                     self.drain_groups(now);
                 }
-                Due::RenewTicket(key) => self.issue_ticket(now, key),
             }
         }
         self.settle(now);

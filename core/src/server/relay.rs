@@ -14,7 +14,7 @@ use crate::time::Instant;
 use crate::wire::sealed::{KIND_PEER, OVERHEAD};
 
 /// The session a Relay frame came in on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Sender {
     /// Its client.
     pub(super) host: HostId,

@@ -1,18 +1,18 @@
-//! Client sessions: the table of every session (half-open, established, closing), their keys
-//! and paths, their deadlines, their outboxes and control streams, the round-robin transmit
-//! queue, which TCP streams they are on ([`Streams`]), and the handshakes of the half-open
-//! ones ([`Handshakes`]: a session is half-open exactly while its handshake is pending, and
-//! one owner keeps it so).
+//! Client sessions: the table of every [`Session`] (half-open, established, closing), their
+//! deadlines, the round-robin transmit queue, and what goes with a session's life: which TCP
+//! streams they are on ([`Streams`]), the half-open ones' handshakes ([`Handshakes`]: a
+//! session is half-open exactly while its handshake is pending, and one owner keeps it so),
+//! and resumption tickets ([`Tickets`]: checked at a handshake, issued at its end, renewed on
+//! a session's timer).
 //!
-//! Deadlines live in one heap, lazily invalidated: a session's entry counts only while it
-//! equals the session's `timer`; later entries left behind are skipped when they come up.
-//! [`Sessions::poll_due`] walks the expired ones and hands back what only the server can
-//! settle (a handshake that expired, a client that timed out or went offline, a ticket to
-//! renew), doing the rest (keepalives, control retransmissions) itself.
+//! Deadlines live in one heap, lazily invalidated: an entry counts only while it equals its
+//! session's timer; entries left behind are skipped (and reported as stale) when they come
+//! up. [`Sessions::poll_due`] walks the expired ones and hands back only what the server must
+//! settle (a client that timed out or went offline), doing the rest itself.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,8 +21,9 @@ use slab::Slab;
 use super::Path;
 use super::groups::{Card, Roster};
 use super::handshake::{Handshakes, Hello};
+use super::session::{Handled, Routed, Sealed, Session};
 use super::streams::Streams;
-use super::ticket::{self, Ticket};
+use super::ticket::Tickets;
 use crate::arena::Arena;
 use crate::config::{MAX_SESSIONS, ServerConfig};
 use crate::crypto::PacketKeys;
@@ -30,11 +31,10 @@ use crate::error::SendError;
 use crate::event::HostId;
 use crate::ratelimit::Limiter;
 use crate::rng::Rng;
-use crate::rudp::stream::ControlStream;
 use crate::stats::ServerStats;
-use crate::time::{Instant, Timeout};
+use crate::time::{Duration, Instant, Timeout};
 use crate::wire::control::ControlMsg;
-use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame, RELAY_FRAME_OVERHEAD};
+use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame};
 use crate::wire::handshake::ClientHello;
 use crate::wire::sealed::{OVERHEAD, SealedPacket};
 use crate::{SocketId, SocketRequest, Transmit};
@@ -53,13 +53,13 @@ pub(super) struct Sessions {
     restored: BTreeMap<HostId, usize>,
     /// Established sessions.
     clients: usize,
-    /// Session deadlines, lazily invalidated: an entry counts only while it equals the
-    /// session's `timer`.
+    /// Session deadlines (instant, slot, generation), lazily invalidated.
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
-    /// An established session whose timer fired, part way through: what is left of it is
-    /// done on the next [`Sessions::poll_due`] (slot, generation, next step).
-    firing: Option<(usize, u32, Step)>,
-    /// Sessions with sealed output pending (slot, generation), served round-robin.
+    /// An established session whose timer fired and went offline: the rest of its timer
+    /// (ticket renewal if `true`, keepalive) is done on the next [`Sessions::poll_due`], after
+    /// the server told its peers.
+    firing: Option<(usize, u32, bool)>,
+    /// Sessions with output pending (slot, generation), served round-robin.
     tx_queue: VecDeque<(usize, u32)>,
     /// Copies of outgoing payloads (datagrams, relayed packets).
     send_arena: Arena,
@@ -67,6 +67,12 @@ pub(super) struct Sessions {
     streams: Streams,
     /// The half-open sessions' handshakes.
     handshakes: Handshakes,
+    /// Resumption tickets.
+    tickets: Tickets,
+    /// The instant `unix_base` was taken at.
+    epoch: Instant,
+    /// Wall-clock time (since the Unix epoch) at `epoch`; for token and ticket expiry only.
+    unix_base: Duration,
     /// Clients whose control queue overflowed; the server disconnects them.
     overloaded: Vec<HostId>,
 }
@@ -97,47 +103,11 @@ pub(super) struct Joined {
     /// Its client's id (one a ticket gave back, if `resumed`).
     pub(super) host_id: HostId,
     /// Where it connected from.
-    pub(super) addr: std::net::SocketAddr,
+    pub(super) addr: SocketAddr,
     /// The user id from its token or ticket.
     pub(super) user_id: Option<u64>,
     /// Its ticket gave it its host id back.
     pub(super) resumed: bool,
-}
-
-/// What a frame of a session's packet asks of someone other than the session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Routed<'a> {
-    /// Nothing: the session took it (or dropped and counted it).
-    Done,
-    /// The session is gone: the rest of the packet is ignored.
-    Gone,
-    /// Half-open: a resumption ticket, to check.
-    Resume(&'a [u8]),
-    /// Half-open: the Connect frame's token.
-    Connect(&'a [u8]),
-    /// Established: the client closes with `code`.
-    Close(u16),
-    /// Established: control messages from `from` may be ready
-    /// ([`Sessions::poll_delivered`]).
-    Control(HostId),
-    /// Established: a peer packet to relay.
-    Relay {
-        /// The client it comes from.
-        from: HostId,
-        /// Its session's generation.
-        generation: u32,
-        /// The client it is for.
-        to: HostId,
-        /// The sealed peer packet.
-        packet: &'a [u8],
-    },
-    /// Established: an application datagram from `from`.
-    Datagram {
-        /// The client.
-        from: HostId,
-        /// The payload.
-        payload: &'a [u8],
-    },
 }
 
 /// What came due on a timer that only the server can settle.
@@ -147,139 +117,23 @@ pub(super) enum Due {
     TimedOut(usize),
     /// This client was not heard for `offline_after`: its peers must hear.
     Offline(HostId),
-    /// Session `key`'s resumption ticket is due for renewal.
-    RenewTicket(usize),
-}
-
-/// A fired established session's remaining steps, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Step {
-    Offline,
-    Ticket,
-    Keepalive,
-}
-
-struct Session {
-    /// Generation: distinguishes this session from earlier ones in the same slab slot.
-    generation: u32,
-    /// The client's id: `(generation << 32) | slab key`, or the one its resumption ticket
-    /// gave back.
-    host: HostId,
-    /// When its last resumption ticket was issued.
-    ticket_at: Option<Instant>,
-    /// Our receiver id: slab index in the low 24 bits, generation bits above.
-    id: u32,
-    /// The client's receiver id.
-    client_session: u32,
-    /// Where the newest authentic packet came from.
-    path: Path,
-    /// The stream the path is on was closed: nothing is sent until the client's next
-    /// authentic packet (from any path) gives it a new one.
-    path_closed: bool,
-    /// The client's address on UDP, once an authentic UDP packet came from it: the one peers
-    /// punch to (for a client on UDP, `path.addr`).
-    udp: Option<std::net::SocketAddr>,
-    keys: PacketKeys,
-    phase: Phase,
-    last_recv: Instant,
-    last_send: Instant,
-    out: Outbox,
-    /// In `tx_queue`.
-    queued: bool,
-    /// The deadline this session has in `timers`, if any, and what it is for.
-    timer: Option<Timeout>,
-    /// Reliable ordered control messages in both directions.
-    control: ControlStream,
-    /// Not heard for `offline_after`: its peers were told; cleared by its next packet.
-    offline: bool,
-}
-
-enum Phase {
-    /// ServerHello sent (the handshake's state is the handshake machine's); forgotten at
-    /// `expires`.
-    HalfOpen { expires: Instant },
-    /// A client.
-    Established { user_id: Option<u64> },
-    /// A last Reject or Close frame to send, then the session is removed.
-    Closing,
-}
-
-#[derive(Default)]
-struct Outbox {
-    welcome: bool,
-    reject: Option<u8>,
-    close: Option<u16>,
-    ping: bool,
-    datagrams: VecDeque<Bytes>,
-    /// Peer packets to forward: (sender, sealed packet).
-    relayed: VecDeque<(HostId, Bytes)>,
-    /// A path probe to answer where it came from: (path, nonce).
-    probe_ack: Option<(Path, u64)>,
-}
-
-impl Outbox {
-    fn is_empty(&self) -> bool {
-        !self.welcome
-            && self.reject.is_none()
-            && self.close.is_none()
-            && !self.ping
-            && self.datagrams.is_empty()
-            && self.relayed.is_empty()
-            && self.probe_ack.is_none()
-    }
-}
-
-impl Session {
-    /// The next instant this session needs `handle_timeout`, and what for. A control
-    /// retransmission that is already due is not a deadline: the session is queued for
-    /// transmit instead (a past deadline would make `handle_timeout` spin).
-    fn deadline(&self, config: &ServerConfig, now: Instant) -> Timeout {
-        match self.phase {
-            Phase::HalfOpen { expires } => Timeout::new(expires, "handshake expiry"),
-            Phase::Established { .. } => {
-                let offline = !self.offline && !config.offline_after.is_zero();
-                let renewal = self.ticket_at;
-                let renewal = renewal.and_then(|at| ticket::renewal(at, config.ticket_lifetime));
-                let idle =
-                    Timeout::new(self.last_recv + config.idle_timeout, "client idle timeout");
-                Timeout::min([
-                    Some(idle),
-                    Timeout::at(
-                        offline.then(|| self.last_recv + config.offline_after),
-                        "client offline check",
-                    ),
-                    Timeout::at(
-                        (!self.out.ping).then(|| self.last_send + config.keepalive_interval),
-                        "server keepalive",
-                    ),
-                    Timeout::at(
-                        self.control.next_timeout().filter(|c| *c > now),
-                        "control stream retransmission",
-                    ),
-                    Timeout::at(renewal, "resumption ticket renewal"),
-                ])
-                .unwrap_or(idle)
-            }
-            Phase::Closing => Timeout::new(
-                self.last_recv + config.idle_timeout,
-                "closing session expiry",
-            ),
-        }
-    }
 }
 
 impl Sessions {
     /// No sessions; generations start at `first_generation` (random, so that a restarted
     /// server's ids do not collide with the host ids its clients' tickets bring back).
-    /// `cookie_key` and `epoch` are for the handshakes' cookies.
+    /// `cookie_key` is the handshakes' cookie key, `now` when the server started, and
+    /// `unix_time` the wall-clock time then (for token and ticket expiry).
     pub(super) fn new(
         config: Arc<ServerConfig>,
         first_generation: u32,
         cookie_key: [u8; 32],
-        epoch: Instant,
+        now: Instant,
+        unix_time: Duration,
     ) -> Self {
         Self {
-            handshakes: Handshakes::new(config.clone(), cookie_key, epoch),
+            handshakes: Handshakes::new(config.clone(), cookie_key, now),
+            tickets: Tickets::new(&config.secret_key, config.ticket_lifetime),
             config,
             slab: Slab::new(),
             next_gen: first_generation,
@@ -290,11 +144,13 @@ impl Sessions {
             tx_queue: VecDeque::new(),
             send_arena: Arena::default(),
             streams: Streams::default(),
+            epoch: now,
+            unix_base: unix_time,
             overloaded: Vec::new(),
         }
     }
 
-    // ---- the table ---------------------------------------------------------------------
+    // ---- getters -----------------------------------------------------------------------
 
     /// Established sessions.
     pub(super) fn clients(&self) -> usize {
@@ -310,13 +166,8 @@ impl Sessions {
     pub(super) fn hosts(&self) -> impl Iterator<Item = HostId> + '_ {
         self.slab
             .iter()
-            .filter(|(_, s)| matches!(s.phase, Phase::Established { .. }))
-            .map(|(_, s)| s.host)
-    }
-
-    /// The slot of `host`'s session, whatever its stage.
-    fn key_of(&self, host: HostId) -> Option<usize> {
-        key_of(&self.slab, &self.restored, host)
+            .filter(|(_, s)| s.is_established())
+            .map(|(_, s)| s.host())
     }
 
     /// The slot of `host`'s session if it is established.
@@ -327,23 +178,26 @@ impl Sessions {
     /// A connected client's path (where its newest packet came from) and its token's user id.
     pub(super) fn client(&self, host: HostId) -> Option<(Path, Option<u64>)> {
         let (_, s) = self.established(host)?;
-        match s.phase {
-            Phase::Established { user_id } => Some((s.path, user_id)),
-            _ => None,
-        }
-    }
-
-    /// Established session `key`'s client and its token's user id (what its tickets carry).
-    pub(super) fn ticket_holder(&self, key: usize) -> Option<(HostId, Option<u64>)> {
-        match self.slab.get(key)?.phase {
-            Phase::Established { user_id } => Some((self.slab[key].host, user_id)),
-            _ => None,
-        }
+        Some((s.path(), s.user_id()?))
     }
 
     /// Whether slot `key` is taken.
     pub(super) fn contains(&self, key: usize) -> bool {
         self.slab.contains(key)
+    }
+
+    /// Largest payload [`Sessions::send_datagram`] takes.
+    pub(super) fn max_payload(&self) -> usize {
+        self.config.max_datagram_size - OVERHEAD - DATAGRAM_FRAME_OVERHEAD
+    }
+
+    /// Largest payload [`Sessions::send_reliable`] takes.
+    pub(super) fn max_reliable_payload(&self) -> usize {
+        self.config.max_datagram_size
+            - OVERHEAD
+            - crate::wire::frame::STREAM_FRAME_OVERHEAD
+            - 1
+            - crate::wire::frame::STREAM_ACK_FRAME_LEN
     }
 
     // ---- handshakes --------------------------------------------------------------------
@@ -372,54 +226,13 @@ impl Sessions {
         }
         let slot = self.next_slot();
         let sessions = self.slab.len();
-        let Some(half_open) =
-            (self.handshakes).accept(now, path, hello, slot, sessions, rng, stats)
+        let handshakes = &mut self.handshakes;
+        let Some(half_open) = handshakes.accept(now, path, hello, slot, sessions, rng, stats)
         else {
             return;
         };
-        self.insert_half_open(
-            now,
-            slot,
-            path,
-            hello.client_session,
-            half_open.keys,
-            half_open.expires,
-        );
-    }
-
-    /// Half-open session `key` presented a resumption ticket (`None`: a bad one).
-    pub(super) fn handle_resume(&mut self, key: usize, ticket: Option<Ticket>) {
-        self.handshakes.handle_resume(key, ticket);
-    }
-
-    /// Half-open session `key`'s Connect frame with `token`, at `unix_now` (seconds): the
-    /// handshakes decide; the session is established and welcomed (returned), or refused.
-    pub(super) fn handle_connect(
-        &mut self,
-        key: usize,
-        token: &[u8],
-        unix_now: u64,
-        stats: &mut ServerStats,
-    ) -> Option<Joined> {
-        let (slab, restored) = (&self.slab, &self.restored);
-        let host_free = |h| key_of(slab, restored, h).is_none();
-        let verdict =
-            (self.handshakes).handle_connect(key, token, unix_now, self.clients, host_free, stats);
-        match verdict {
-            Ok(welcome) => {
-                let (host_id, addr) = self.establish(key, welcome.user_id, welcome.resume);
-                Some(Joined {
-                    host_id,
-                    addr,
-                    user_id: welcome.user_id,
-                    resumed: welcome.resume.is_some(),
-                })
-            }
-            Err(reason) => {
-                self.reject(key, reason.code());
-                None
-            }
-        }
+        let (keys, expires) = (half_open.keys, half_open.expires);
+        self.insert(now, slot, path, hello.client_session, keys, expires);
     }
 
     /// The next ServerHello or Retry to send.
@@ -431,114 +244,62 @@ impl Sessions {
         self.handshakes.poll_transmit(buf, stats)
     }
 
-    // ---- lifecycle ---------------------------------------------------------------------
-
-    /// The slot, generation and id the next half-open session will have (skipping host ids
-    /// that tickets gave back).
-    fn next_slot(&self) -> Slot {
-        let key = self.slab.vacant_key();
-        let mut generation = self.next_gen;
-        while self
-            .restored
-            .contains_key(&HostId((u64::from(generation) << 32) | key as u64))
-        {
-            generation = generation.wrapping_add(1).max(1);
-        }
-        Slot {
-            key,
-            generation,
-            id: (key as u32 & INDEX_MASK) | (generation << 24),
-        }
-    }
-
-    /// A new half-open session in `slot` (from [`Sessions::next_slot`]) for a client at
-    /// `path`, keyed `keys`, forgotten at `expires` unless it connects.
-    fn insert_half_open(
+    /// Half-open session `key`'s Connect frame with `token`: the handshakes decide; the
+    /// session is established, welcomed and given a ticket (drawn from `rng`), or refused.
+    pub(super) fn handle_connect(
         &mut self,
         now: Instant,
-        slot: Slot,
-        path: Path,
-        client_session: u32,
-        keys: PacketKeys,
-        expires: Instant,
-    ) {
-        debug_assert_eq!(slot, self.next_slot());
-        self.next_gen = slot.generation.wrapping_add(1).max(1);
-        let key = self.slab.insert(Session {
-            generation: slot.generation,
-            host: HostId((u64::from(slot.generation) << 32) | slot.key as u64),
-            ticket_at: None,
-            id: slot.id,
-            client_session,
-            path,
-            path_closed: false,
-            udp: (!path.socket.is_stream()).then_some(path.addr),
-            keys,
-            phase: Phase::HalfOpen { expires },
-            last_recv: now,
-            last_send: now,
-            out: Outbox::default(),
-            queued: false,
-            timer: None,
-            control: ControlStream::new(self.config.max_queued_control_per_client),
-            offline: false,
-        });
-        if path.socket.is_stream() {
-            self.streams.claim(path.socket, key);
-        }
-        self.schedule(now, key);
-    }
-
-    /// Half-open session `key` connected: it is established (with the host id `resume`
-    /// gives back, if any) and welcomed. Returns its client and address.
-    fn establish(
-        &mut self,
         key: usize,
-        user_id: Option<u64>,
-        resume: Option<HostId>,
-    ) -> (HostId, std::net::SocketAddr) {
+        token: &[u8],
+        rng: &mut Rng,
+        stats: &mut ServerStats,
+    ) -> Option<Joined> {
+        let unix = self.unix_secs(now);
+        let (slab, restored) = (&self.slab, &self.restored);
+        let host_free = |h| key_of(slab, restored, h).is_none();
+        let clients = self.clients;
+        let verdict = (self.handshakes).handle_connect(key, token, unix, clients, host_free, stats);
+        let welcome = match verdict {
+            Ok(welcome) => welcome,
+            Err(reason) => {
+                self.slab[key].reject(reason.code());
+                self.enqueue(key);
+                return None;
+            }
+        };
         let s = &mut self.slab[key];
-        if let Some(host) = resume {
-            s.host = host;
+        s.establish(welcome.user_id, welcome.resume);
+        if let Some(host) = welcome.resume {
             self.restored.insert(host, key);
         }
-        s.phase = Phase::Established { user_id };
-        s.out.welcome = true;
-        // Reschedule from scratch: the half-open expiry no longer applies.
-        s.timer = None;
-        let done = (s.host, s.path.addr);
+        let joined = Joined {
+            host_id: s.host(),
+            addr: s.path().addr,
+            user_id: welcome.user_id,
+            resumed: welcome.resume.is_some(),
+        };
         self.clients += 1;
         self.enqueue(key);
-        done
+        self.issue_ticket(now, key, rng);
+        Some(joined)
     }
 
-    /// Half-open session `key` is refused with reason `code`: one Reject frame, then gone.
-    fn reject(&mut self, key: usize, code: u8) {
-        let s = &mut self.slab[key];
-        s.phase = Phase::Closing;
-        s.out.reject = Some(code);
-        s.timer = None;
-        self.enqueue(key);
-    }
+    // ---- lifecycle ---------------------------------------------------------------------
 
     /// Session `key`'s client is ending: no longer established. Returns it, or `None` if the
     /// session was not established.
     pub(super) fn end(&mut self, key: usize) -> Option<HostId> {
         let s = &mut self.slab[key];
-        if !matches!(s.phase, Phase::Established { .. }) {
+        if !s.end() {
             return None;
         }
-        s.phase = Phase::Closing;
         self.clients -= 1;
-        Some(s.host)
+        Some(s.host())
     }
 
     /// Ending session `key` sends one Close frame with `code` (and nothing else), then goes.
     pub(super) fn close(&mut self, key: usize, code: u16) {
-        self.slab[key].out = Outbox {
-            close: Some(code),
-            ..Outbox::default()
-        };
+        self.slab[key].close(code);
         self.enqueue(key);
     }
 
@@ -547,11 +308,12 @@ impl Sessions {
     pub(super) fn remove(&mut self, now: Instant, key: usize) {
         let s = self.slab.remove(key);
         self.handshakes.forget(key);
-        if s.path.socket.is_stream() {
-            self.streams.release(now, s.path.socket, key, true);
+        let socket = s.path().socket;
+        if socket.is_stream() {
+            self.streams.release(now, socket, key, true);
         }
-        if self.restored.get(&s.host) == Some(&key) {
-            self.restored.remove(&s.host);
+        if self.restored.get(&s.host()) == Some(&key) {
+            self.restored.remove(&s.host());
         }
     }
 
@@ -566,15 +328,14 @@ impl Sessions {
         stats: &mut ServerStats,
     ) -> Option<(usize, &'s [u8])> {
         let key = (packet.header.receiver & INDEX_MASK) as usize;
-        let Some(s) = self
-            .slab
+        let Some(s) = (self.slab)
             .get_mut(key)
-            .filter(|s| s.id == packet.header.receiver)
+            .filter(|s| s.id() == packet.header.receiver)
         else {
             stats.dropped.unknown_session += 1;
             return None;
         };
-        match s.keys.open(packet, scratch) {
+        match s.open(packet, scratch) {
             Err(e) => {
                 stats.dropped.count_open(e);
                 None
@@ -584,11 +345,8 @@ impl Sessions {
     }
 
     /// Session `key` opened packet number `counter` that came in on `path`; `probe`: it
-    /// carries a path probe. The client is heard: it is back if it was offline; the session
-    /// follows it to a new path (address, or transport) only on its newest packet, so a
-    /// delayed or re-sent older packet cannot move it; and never on a probe: a client on TCP
-    /// checks UDP with probes, and moves only once the answer came back (UDP may work one way
-    /// only).
+    /// carries a path probe (see [`Session::heard`]). A session that follows its client to a
+    /// new path takes its handshake and its TCP streams along.
     pub(super) fn heard(
         &mut self,
         now: Instant,
@@ -598,47 +356,25 @@ impl Sessions {
         probe: bool,
         stats: &mut ServerStats,
     ) -> Heard {
-        let s = &mut self.slab[key];
-        let mut heard = Heard::default();
-        s.last_recv = now;
-        if s.offline {
-            s.offline = false;
-            heard.back = Some(s.host);
-            // Answer at once: the client learns its network is back (and restarts its peers'
-            // retransmissions) without waiting for our keepalive.
-            s.out.ping = true;
-        }
-        let newest = s.keys.highest_received() == Some(counter);
-        let changed = path != s.path || s.path_closed;
-        if newest && changed && !probe {
+        let heard = self.slab[key].heard(now, path, counter, probe, stats);
+        if let Some(left) = heard.left {
             self.handshakes.moved(key, path);
-            if path.socket != s.path.socket {
-                stats.transport_changes += 1;
-                if s.path.socket.is_stream() {
-                    self.streams.release(now, s.path.socket, key, false);
-                }
+            if left.socket != path.socket && left.socket.is_stream() {
+                self.streams.release(now, left.socket, key, false);
             }
             if path.socket.is_stream() {
                 // (Again, too, for a session heard anew on a stream reported closed.)
                 self.streams.claim(path.socket, key);
             }
-            s.path = path;
-            s.path_closed = false;
         }
-        // Peers punch to the client's UDP address: they hear when it changes.
-        if newest && !path.socket.is_stream() && s.udp != Some(path.addr) {
-            s.udp = Some(path.addr);
-            stats.address_changes += 1;
-            if matches!(s.phase, Phase::Established { .. }) {
-                heard.moved = Some(s.host);
-            }
+        Heard {
+            moved: heard.moved,
+            back: heard.back,
         }
-        heard
     }
 
-    /// A frame of session `key`'s authentic packet from `path`, by the session's stage when
-    /// it comes up: what is the session's own business is done here (keepalives, probes,
-    /// control stream data and acks, a lost Welcome); the rest goes back to the server.
+    /// A frame of session `key`'s authentic packet from `path`: the session's own business
+    /// is done (a half-open session's resumption ticket is checked too); the rest comes back.
     pub(super) fn handle_frame<'a>(
         &mut self,
         now: Instant,
@@ -650,76 +386,31 @@ impl Sessions {
         let Some(s) = self.slab.get_mut(key) else {
             return Routed::Gone;
         };
-        let half_open = matches!(s.phase, Phase::HalfOpen { .. });
-        let established = matches!(s.phase, Phase::Established { .. });
-        match frame {
-            Frame::Padding(_) => {}
-            Frame::Resume { ticket } if half_open => return Routed::Resume(ticket),
-            Frame::Resume { .. } if established => {}
-            Frame::Connect { token } if half_open => return Routed::Connect(token),
-            Frame::Connect { .. } if established => {
-                // Our Welcome was lost and the client retried.
-                s.out.welcome = true;
-                self.enqueue(key);
-            }
-            Frame::Ping if established => stats.io.keepalives_received += 1,
-            Frame::Probe { nonce } if established && !path.socket.is_stream() => {
-                // Answered on the path it came from; one answer pending per session at
-                // most (the latest probe's).
-                s.out.probe_ack = Some((path, nonce));
-                self.enqueue(key);
-            }
-            Frame::Close { code } if established => return Routed::Close(code),
-            Frame::Close { .. } if half_open => {
-                self.remove(now, key);
-                return Routed::Gone;
-            }
-            Frame::Stream { seq, data } if established => {
-                s.control.on_data(seq, data);
-                let from = s.host;
-                self.enqueue(key);
-                return Routed::Control(from);
-            }
-            Frame::StreamAck { next, mask } if established => s.control.on_ack(now, next, mask),
-            Frame::Relay { to, packet } if established => {
-                return Routed::Relay {
-                    from: s.host,
-                    generation: s.generation,
-                    to: HostId(to),
-                    packet,
-                };
-            }
-            Frame::Datagram { payload } if established => {
-                return Routed::Datagram {
-                    from: s.host,
-                    payload,
-                };
-            }
-            _ => stats.dropped.unexpected += 1,
+        let (routed, queue) = s.handle_frame(now, key, path, frame, stats);
+        if queue {
+            self.enqueue(key);
         }
-        Routed::Done
+        match routed {
+            Handled::Routed(routed) => routed,
+            Handled::Resume(ticket) => {
+                let unix = self.unix_secs(now);
+                let ticket = self.tickets.handle_resume(unix, ticket, stats);
+                self.handshakes.handle_resume(key, ticket);
+                Routed::Done
+            }
+            Handled::Abort => {
+                self.remove(now, key);
+                Routed::Gone
+            }
+        }
     }
 
     /// The next control message session `key`'s client sent, in order.
     pub(super) fn poll_delivered(&mut self, key: usize) -> Option<Bytes> {
-        self.slab.get_mut(key)?.control.poll_delivered()
+        self.slab.get_mut(key)?.poll_delivered()
     }
 
-    // ---- output ------------------------------------------------------------------------
-
-    /// Largest payload [`Sessions::send_datagram`] takes.
-    pub(super) fn max_payload(&self) -> usize {
-        self.config.max_datagram_size - OVERHEAD - DATAGRAM_FRAME_OVERHEAD
-    }
-
-    /// Largest payload [`Sessions::send_reliable`] takes.
-    pub(super) fn max_reliable_payload(&self) -> usize {
-        self.config.max_datagram_size
-            - OVERHEAD
-            - crate::wire::frame::STREAM_FRAME_OVERHEAD
-            - 1
-            - crate::wire::frame::STREAM_ACK_FRAME_LEN
-    }
+    // ---- send --------------------------------------------------------------------------
 
     /// Queues an unreliable datagram for a connected client.
     pub(super) fn send_datagram(&mut self, to: HostId, payload: &[u8]) -> Result<(), SendError> {
@@ -731,11 +422,11 @@ impl Sessions {
         if payload.len() > max {
             return Err(SendError::PayloadTooLarge { max });
         }
-        if s.out.datagrams.len() >= cap {
+        if s.datagrams_full(cap) {
             return Err(SendError::QueueFull);
         }
         let b = self.send_arena.copy(payload);
-        self.slab[key].out.datagrams.push_back(b);
+        self.slab[key].push_datagram(b);
         self.enqueue(key);
         Ok(())
     }
@@ -758,8 +449,7 @@ impl Sessions {
         let n = ControlMsg::App { data: payload }
             .encode(&mut buf)
             .map_err(|_| SendError::PayloadTooLarge { max })?;
-        s.control
-            .push(&buf[..n])
+        s.push_control(&buf[..n])
             .map_err(|_| SendError::QueueFull)?;
         self.enqueue(key);
         self.schedule(now, key);
@@ -773,23 +463,12 @@ impl Sessions {
         let Some((key, s)) = self.established_mut(to) else {
             return;
         };
-        if s.control.push(msg).is_err() {
+        if s.push_control(msg).is_err() {
             self.overloaded.push(to);
             return;
         }
         self.enqueue(key);
         self.schedule(now, key);
-    }
-
-    /// Sends session `key`'s client the resumption ticket `sealed` (just issued at `now`).
-    pub(super) fn send_ticket(&mut self, now: Instant, key: usize, sealed: &[u8]) {
-        let s = &mut self.slab[key];
-        s.ticket_at = Some(now);
-        let host = s.host;
-        let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
-        if let Ok(n) = (ControlMsg::Ticket { ticket: sealed }).encode(&mut buf) {
-            self.send_control(now, host, &buf[..n]);
-        }
     }
 
     /// A relayed peer packet for session `key` from client `from`, unless its relay queue is
@@ -801,12 +480,12 @@ impl Sessions {
         packet: &[u8],
         stats: &mut ServerStats,
     ) {
-        if self.slab[key].out.relayed.len() >= self.config.max_queued_relay_per_client {
+        if self.slab[key].relayed_full(self.config.max_queued_relay_per_client) {
             stats.dropped.queue_full += 1;
             return;
         }
         let bytes = self.send_arena.copy(packet);
-        self.slab[key].out.relayed.push_back((from, bytes));
+        self.slab[key].push_relayed(from, bytes);
         self.enqueue(key);
     }
 
@@ -820,19 +499,16 @@ impl Sessions {
         let Some(s) = self.slab.get_mut(key) else {
             return;
         };
-        if !s.queued {
-            s.queued = true;
-            self.tx_queue.push_back((key, s.generation));
+        if s.enqueue() {
+            self.tx_queue.push_back((key, s.generation()));
         }
     }
 
-    /// Makes sure `timers` holds an entry no later than session `key`'s deadline.
+    /// Makes sure the heap holds an entry no later than session `key`'s deadline.
     pub(super) fn schedule(&mut self, now: Instant, key: usize) {
         let s = &mut self.slab[key];
-        let d = s.deadline(&self.config, now);
-        if s.timer.is_none_or(|t| d.at < t.at) {
-            s.timer = Some(d);
-            self.timers.push(Reverse((d.at, key, s.generation)));
+        if let Some(at) = s.reschedule(&self.config, now) {
+            self.timers.push(Reverse((at, key, s.generation())));
         }
     }
 
@@ -858,13 +534,13 @@ impl Sessions {
         stats: &mut ServerStats,
     ) {
         for key in self.streams.closed(id) {
-            let Some(s) = self.slab.get_mut(key).filter(|s| s.path.socket == id) else {
+            let Some(s) = self.slab.get_mut(key).filter(|s| s.path().socket == id) else {
                 continue;
             };
-            if let Phase::HalfOpen { .. } = s.phase {
+            if s.is_half_open() {
                 self.remove(now, key);
             } else {
-                s.path_closed = true;
+                s.path_closed();
                 stats.stream_paths_closed += 1;
             }
         }
@@ -884,86 +560,79 @@ impl Sessions {
     }
 
     /// The next expired deadline's business that only the server can settle, if any:
-    /// everything else due by `now` is done on the way (keepalives queued, retransmissions
-    /// queued, closing sessions removed, deadlines moved on). Call until `None`.
-    pub(super) fn poll_due(&mut self, now: Instant, stats: &mut ServerStats) -> Option<Due> {
+    /// everything else due by `now` is done on the way (expired handshakes and closing
+    /// sessions removed, tickets renewed with `rng`, keepalives and retransmissions queued,
+    /// deadlines moved on). Call until `None`.
+    pub(super) fn poll_due(
+        &mut self,
+        now: Instant,
+        rng: &mut Rng,
+        stats: &mut ServerStats,
+    ) -> Option<Due> {
+        if let Some((key, generation, renew_ticket)) = self.firing.take() {
+            self.finish_timer(now, key, generation, renew_ticket, rng);
+        }
         loop {
-            if let Some((key, generation, step)) = self.firing.take() {
-                match self.fire(now, key, generation, step, stats) {
-                    Some(due) => return Some(due),
-                    None => continue,
-                }
-            }
             let &Reverse((at, key, generation)) = self.timers.peek()?;
             if at > now {
                 return None;
             }
             self.timers.pop();
-            let live = self
-                .slab
-                .get_mut(key)
-                .filter(|s| s.generation == generation && s.timer.map(|t| t.at) == Some(at));
-            let Some(s) = live else { continue };
-            s.timer = None;
-            let idle_deadline = s.last_recv + self.config.idle_timeout;
-            match s.phase {
-                Phase::HalfOpen { expires } if now >= expires => {
+            let Some(s) = self.slab.get_mut(key) else {
+                continue;
+            };
+            if s.generation() != generation || !s.take_timer(at) {
+                continue;
+            }
+            let established = s.is_established();
+            if s.expired(&self.config, now) {
+                if s.is_half_open() {
                     self.remove(now, key);
                     stats.handshakes_expired += 1;
-                }
-                Phase::Established { .. } if now >= idle_deadline => {
+                } else if established {
                     stats.clients_timed_out += 1;
                     return Some(Due::TimedOut(key));
+                } else {
+                    self.remove(now, key);
                 }
-                Phase::Established { .. } => self.firing = Some((key, generation, Step::Offline)),
-                Phase::Closing if now >= idle_deadline => self.remove(now, key),
-                Phase::HalfOpen { .. } | Phase::Closing => self.schedule(now, key),
+            } else if established {
+                let fired = s.fire(&self.config, now);
+                if fired.offline {
+                    stats.clients_offline += 1;
+                    self.firing = Some((key, generation, fired.renew_ticket));
+                    return Some(Due::Offline(s.host()));
+                }
+                self.finish_timer(now, key, generation, fired.renew_ticket, rng);
+            } else {
+                self.schedule(now, key);
             }
         }
     }
 
-    /// Carries on with fired established session `key` from `step`.
-    fn fire(
+    /// The rest of established session `key`'s timer: its ticket renewed if due, a keepalive
+    /// queued if due, its deadline moved on.
+    fn finish_timer(
         &mut self,
         now: Instant,
         key: usize,
         generation: u32,
-        step: Step,
-        stats: &mut ServerStats,
-    ) -> Option<Due> {
-        let config = &*self.config;
-        let s = self
+        renew_ticket: bool,
+        rng: &mut Rng,
+    ) {
+        if self
             .slab
-            .get_mut(key)
-            .filter(|s| s.generation == generation)?;
-        if step == Step::Offline {
-            self.firing = Some((key, generation, Step::Ticket));
-            let offline_after = config.offline_after;
-            if !s.offline && !offline_after.is_zero() && now >= s.last_recv + offline_after {
-                s.offline = true;
-                stats.clients_offline += 1;
-                return Some(Due::Offline(s.host));
-            }
+            .get(key)
+            .is_none_or(|s| s.generation() != generation)
+        {
+            return;
         }
-        if step <= Step::Ticket {
-            self.firing = Some((key, generation, Step::Keepalive));
-            if s.ticket_at
-                .and_then(|at| ticket::renewal(at, config.ticket_lifetime))
-                .is_some_and(|at| now >= at)
-            {
-                return Some(Due::RenewTicket(key));
-            }
+        if renew_ticket {
+            self.issue_ticket(now, key, rng);
         }
-        self.firing = None;
-        if now >= s.last_send + config.keepalive_interval && !s.out.ping {
-            s.out.ping = true;
-            self.enqueue(key);
-        }
-        if self.slab[key].control.wants_transmit(now) {
+        if self.slab[key].keepalive(&self.config, now) {
             self.enqueue(key);
         }
         self.schedule(now, key);
-        None
     }
 
     /// The earliest deadline (of the sessions' and the streams'), and what it is for.
@@ -974,8 +643,8 @@ impl Sessions {
         let timer = self.timers.peek().map(|&Reverse((at, key, generation))| {
             self.slab
                 .get(key)
-                .filter(|s| s.generation == generation)
-                .and_then(|s| s.timer)
+                .filter(|s| s.generation() == generation)
+                .and_then(Session::timer)
                 .filter(|t| t.at == at)
                 .unwrap_or_else(|| Timeout::new(at, "stale session deadline"))
         });
@@ -993,146 +662,117 @@ impl Sessions {
     ) -> Option<Transmit> {
         let max = self.config.max_datagram_size.min(buf.len());
         while let Some((key, generation)) = self.tx_queue.pop_front() {
-            let Some(s) = self
-                .slab
-                .get_mut(key)
-                .filter(|s| s.generation == generation)
-            else {
+            let Some(s) = (self.slab.get_mut(key)).filter(|s| s.generation() == generation) else {
                 continue;
             };
-            s.queued = false;
-            if let Some((path, nonce)) = s.out.probe_ack.take() {
-                // Answered on the path it came from, alone: it tells the client that path
-                // works both ways. Authenticated, and no larger than the probe.
-                let sealed = s.keys.seal_frames(s.client_session, buf, max, |w| {
-                    let _ = Frame::ProbeAck { nonce }.encode(w);
-                });
-                if !s.out.is_empty() || s.control.wants_transmit(now) {
-                    self.enqueue(key);
-                }
-                if let Some(len) = sealed {
-                    stats.path_probes_answered += 1;
-                    return Some(Transmit {
-                        dst: path.addr,
-                        len,
-                        socket: path.socket,
-                    });
-                }
-                continue;
-            }
-            if s.path_closed {
-                // No path until the client is heard again: unreliable output is dropped
-                // (as on a dead link), control messages wait for their retransmission.
-                s.out = Outbox::default();
-                continue;
-            }
-            if s.out.is_empty() && !s.control.wants_transmit(now) {
-                continue;
-            }
-            let host_id = s.host;
-            let path = s.path;
-            let observed = s.udp.unwrap_or(path.addr);
-            let out = &mut s.out;
-            let control = &mut s.control;
-            let retransmits_before = control.retransmits;
-            let mut pinged = false;
-            let mut final_frame = false;
-            let mut relayed = (0u64, 0u64);
-            let len = s.keys.seal_frames(s.client_session, buf, max, |w| {
-                if let Some(reason) = out.reject.take() {
-                    let _ = Frame::Reject { reason }.encode(w);
-                    final_frame = true;
-                    return;
-                }
-                if let Some(code) = out.close.take() {
-                    let _ = Frame::Close { code }.encode(w);
-                    final_frame = true;
-                    return;
-                }
-                if out.welcome {
-                    let _ = Frame::Welcome {
-                        host_id: host_id.0,
-                        observed,
+            match s.seal(now, buf, max, stats) {
+                Sealed::Nothing => {}
+                Sealed::ProbeAck { transmit, more } => {
+                    if more {
+                        self.enqueue(key);
                     }
-                    .encode(w);
-                    out.welcome = false;
-                }
-                control.write(now, w);
-                while let Some((from, p)) = out.relayed.front() {
-                    if w.remaining() < p.len() + RELAY_FRAME_OVERHEAD {
-                        break;
+                    if transmit.is_some() {
+                        return transmit;
                     }
-                    let _ = Frame::Relayed {
-                        from: from.0,
-                        packet: p,
+                }
+                Sealed::Packet { transmit, more } => {
+                    if more {
+                        self.enqueue(key);
                     }
-                    .encode(w);
-                    relayed.0 += 1;
-                    relayed.1 += p.len() as u64;
-                    out.relayed.pop_front();
+                    self.schedule(now, key);
+                    return Some(transmit);
                 }
-                while let Some(p) = out.datagrams.front() {
-                    if w.remaining() < p.len() + DATAGRAM_FRAME_OVERHEAD {
-                        break;
-                    }
-                    let _ = Frame::Datagram { payload: p }.encode(w);
-                    out.datagrams.pop_front();
+                Sealed::Last(transmit) => {
+                    self.remove(now, key);
+                    return Some(transmit);
                 }
-                if w.is_empty() && out.ping {
-                    let _ = Frame::Ping.encode(w);
-                    pinged = true;
-                }
-                out.ping = false;
-            });
-            let Some(len) = len else {
-                // Counter exhausted: the session cannot send again; let it time out.
-                s.out = Outbox::default();
-                continue;
-            };
-            s.last_send = now;
-            stats.control_retransmits += s.control.retransmits - retransmits_before;
-            stats.relayed_packets += relayed.0;
-            stats.relayed_bytes += relayed.1;
-            if pinged {
-                stats.io.keepalives_sent += 1;
             }
-            if final_frame {
-                self.remove(now, key);
-            } else {
-                let s = &self.slab[key];
-                if !s.out.is_empty() || s.control.wants_transmit(now) {
-                    self.enqueue(key);
-                }
-                self.schedule(now, key);
-            }
-            return Some(Transmit {
-                dst: path.addr,
-                len,
-                socket: path.socket,
-            });
         }
         None
     }
 
     // ---- internals ---------------------------------------------------------------------
 
+    /// Sends established session `key`'s client a fresh resumption ticket (if tickets are on).
+    fn issue_ticket(&mut self, now: Instant, key: usize, rng: &mut Rng) {
+        let s = &self.slab[key];
+        let Some(user_id) = s.user_id() else {
+            return;
+        };
+        let host = s.host();
+        let unix = self.unix_secs(now);
+        let Some(sealed) = self.tickets.issue(unix, host, user_id, rng) else {
+            return;
+        };
+        self.slab[key].ticket_issued(now);
+        let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
+        if let Ok(n) = (ControlMsg::Ticket { ticket: &sealed }).encode(&mut buf) {
+            self.send_control(now, host, &buf[..n]);
+        }
+    }
+
+    /// The slot, generation and id the next half-open session will have (skipping host ids
+    /// that tickets gave back).
+    fn next_slot(&self) -> Slot {
+        let key = self.slab.vacant_key();
+        let mut generation = self.next_gen;
+        while self
+            .restored
+            .contains_key(&HostId((u64::from(generation) << 32) | key as u64))
+        {
+            generation = generation.wrapping_add(1).max(1);
+        }
+        Slot {
+            key,
+            generation,
+            id: (key as u32 & INDEX_MASK) | (generation << 24),
+        }
+    }
+
+    /// A new half-open session in `slot` (from [`Sessions::next_slot`]) for a client at
+    /// `path`, keyed `keys`, forgotten at `expires` unless it connects.
+    fn insert(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        path: Path,
+        client_session: u32,
+        keys: PacketKeys,
+        expires: Instant,
+    ) {
+        debug_assert_eq!(slot, self.next_slot());
+        self.next_gen = slot.generation.wrapping_add(1).max(1);
+        let control = self.config.max_queued_control_per_client;
+        let s = Session::new(now, slot, path, client_session, keys, expires, control);
+        let key = self.slab.insert(s);
+        if path.socket.is_stream() {
+            self.streams.claim(path.socket, key);
+        }
+        self.schedule(now, key);
+    }
+
+    /// Unix seconds at `now`.
+    fn unix_secs(&self, now: Instant) -> u64 {
+        (self.unix_base + now.saturating_duration_since(self.epoch)).as_secs()
+    }
+
     fn established(&self, host: HostId) -> Option<(usize, &Session)> {
-        let key = self.key_of(host)?;
+        let key = key_of(&self.slab, &self.restored, host)?;
         let s = self.slab.get(key)?;
-        matches!(s.phase, Phase::Established { .. }).then_some((key, s))
+        s.is_established().then_some((key, s))
     }
 
     fn established_mut(&mut self, host: HostId) -> Option<(usize, &mut Session)> {
-        let key = self.key_of(host)?;
+        let key = key_of(&self.slab, &self.restored, host)?;
         let s = self.slab.get_mut(key)?;
-        matches!(s.phase, Phase::Established { .. }).then_some((key, s))
+        s.is_established().then_some((key, s))
     }
 }
 
 /// The slot of `host`'s session in `slab`, whatever its stage.
 fn key_of(slab: &Slab<Session>, restored: &BTreeMap<HostId, usize>, host: HostId) -> Option<usize> {
     let key = (host.0 & u64::from(u32::MAX)) as usize;
-    if slab.get(key).is_some_and(|s| s.host == host) {
+    if slab.get(key).is_some_and(|s| s.host() == host) {
         Some(key)
     } else {
         restored.get(&host).copied()
@@ -1141,11 +781,6 @@ fn key_of(slab: &Slab<Session>, restored: &BTreeMap<HostId, usize>, host: HostId
 
 impl Roster for Sessions {
     fn card(&self, host: HostId) -> Option<Card> {
-        let (_, s) = self.established(host)?;
-        Some(Card {
-            addr: s.udp.unwrap_or(s.path.addr),
-            offline: s.offline,
-            srtt: s.control.srtt(),
-        })
+        self.established(host).map(|(_, s)| s.card())
     }
 }
