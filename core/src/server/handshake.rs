@@ -35,6 +35,15 @@ use crate::wire::handshake::{COOKIE_LEN, ClientHello, Retry, SERVER_HELLO_LEN, S
 /// Retry packets waiting to be sent, at most.
 const RETRY_QUEUE_CAP: usize = 1024;
 
+/// The per-source and global budget for work on behalf of sources that have not proven they
+/// receive (handshakes, and STUN answers, which share it), keyed with `key` (random: the
+/// per-IP table's hashing must not be predictable).
+pub(super) fn limiter(key: u64, config: &ServerConfig) -> Limiter {
+    let (ip_rate, ip_burst) = (config.handshake_rate_per_ip, config.handshake_burst_per_ip);
+    let (rate, burst) = (config.handshake_rate_global, config.handshake_burst_global);
+    Limiter::new(key, ip_rate, ip_burst, rate, burst)
+}
+
 /// Half-open sessions' handshake state, the hello and Retry queues, and the cookie.
 pub(super) struct Handshakes {
     config: Arc<ServerConfig>,

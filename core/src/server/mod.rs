@@ -34,7 +34,7 @@ use crate::arena::Arena;
 use crate::config::ServerConfig;
 use crate::crypto::PublicKey;
 use crate::error::{ConfigError, GroupError, SendError, UnknownHost};
-use crate::event::{GroupId, HostId, LeaveReason, MemberLeftReason, ServerEvent};
+use crate::event::{GroupId, HostId, LeaveReason, ServerEvent};
 use crate::ratelimit::Limiter;
 use crate::rng::{self, Rng};
 use crate::stats::ServerStats;
@@ -113,34 +113,21 @@ impl Server {
         unix_time: Duration,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        // Draws in this order: cookie key, first session generation, first pair id (random
+        // starts: a restarted server's ids do not collide with those its clients bring back),
+        // limiter key.
         let mut rng = rng::derive(&seed, b"server");
-        let mut cookie_key = [0u8; 32];
-        rng.fill_bytes(&mut cookie_key);
-        // Random starts: ids from a restarted server's sessions do not collide with the host
-        // ids its clients' tickets bring back, nor its pair ids with their surviving pairs.
-        let first_generation = rng.next_u32().max(1);
-        let first_pair_id = rng.next_u32().max(1);
-        let limiter = Limiter::new(
-            rng.next_u64(),
-            config.handshake_rate_per_ip,
-            config.handshake_burst_per_ip,
-            config.handshake_rate_global,
-            config.handshake_burst_global,
-        );
+        let sessions = sessions::Sessions::new(config.clone(), &mut rng, now, unix_time);
+        let groups = groups::Groups::new(rng.next_u32().max(1));
+        let limiter = handshake::limiter(rng.next_u64(), &config);
         Ok(Self {
             public_key: config.secret_key.public_key(),
             rng,
             clock: Clock::new(now),
             limiter,
             stun: stun::StunResponder::default(),
-            sessions: sessions::Sessions::new(
-                config.clone(),
-                first_generation,
-                cookie_key,
-                now,
-                unix_time,
-            ),
-            groups: groups::Groups::new(first_pair_id),
+            sessions,
+            groups,
             rooms: rooms::Rooms::new(config.rooms.clone()),
             relay: relay::Relay::new(&config),
             events: VecDeque::new(),
@@ -359,7 +346,6 @@ impl Server {
         }
         match decoded {
             Err(e) => self.stats.dropped.count_decode(e),
-            Ok(Datagram::Stun(_)) if path.socket.is_stream() => self.stats.dropped.stun += 1,
             Ok(Datagram::Stun(m)) => {
                 let (limiter, stats) = (&mut self.limiter, &mut self.stats);
                 self.stun
@@ -374,10 +360,6 @@ impl Server {
             Ok(Datagram::ClientHello(hello)) => {
                 let (limiter, rng, stats) = (&mut self.limiter, &mut self.rng, &mut self.stats);
                 (self.sessions).handle_hello(now, path, &hello, limiter, rng, stats);
-            }
-            Ok(Datagram::Sealed(packet)) if packet.header.peer => {
-                // Peer packets reach the server only inside Relay frames.
-                self.stats.dropped.unexpected += 1;
             }
             Ok(Datagram::Sealed(packet)) => {
                 let mut scratch = std::mem::take(&mut self.scratch);
@@ -451,10 +433,7 @@ impl Server {
                     }
                 }
                 Routed::Relay { from, to, packet } => self.on_relay(now, from, to, packet),
-                Routed::Datagram { from, payload } => {
-                    let payload = self.recv_arena.copy(payload);
-                    self.push_event(ServerEvent::Message { from, payload });
-                }
+                Routed::Datagram { from, payload } => self.message(from, payload),
             }
         }
         if self.sessions.contains(key) {
@@ -466,8 +445,7 @@ impl Server {
     /// (which pass group business on to the groups).
     fn on_control(&mut self, now: Instant, from: HostId, msg: ControlMsg<'_>) {
         if let ControlMsg::App { data } = msg {
-            let payload = self.recv_arena.copy(data);
-            return self.push_event(ServerEvent::Message { from, payload });
+            return self.message(from, data);
         }
         let (groups, rng, stats) = (&mut self.groups, &mut self.rng, &mut self.stats);
         if !(self.rooms).handle_control(groups, rng, &self.sessions, from, msg, stats) {
@@ -480,17 +458,8 @@ impl Server {
     /// application hears.
     fn on_connect(&mut self, now: Instant, key: usize, token: &[u8]) {
         let (rng, stats) = (&mut self.rng, &mut self.stats);
-        let Some(joined) = self.sessions.handle_connect(now, key, token, rng, stats) else {
-            return;
-        };
-        let host_id = joined.host_id;
-        self.push_event(ServerEvent::ClientJoined {
-            host_id,
-            addr: joined.addr,
-            user_id: joined.user_id,
-        });
-        if joined.resumed {
-            self.push_event(ServerEvent::ClientResumed { host_id });
+        for e in self.sessions.handle_connect(now, key, token, rng, stats) {
+            self.push_event(e);
         }
     }
 
@@ -515,13 +484,7 @@ impl Server {
         let Some(host) = self.sessions.end(key) else {
             return;
         };
-        let member_reason = match reason {
-            LeaveReason::Kicked(_) => MemberLeftReason::Kicked,
-            _ => MemberLeftReason::Disconnected,
-        };
-        for g in self.groups.client_ended(host) {
-            self.rooms.leave(&mut self.groups, g, host, member_reason);
-        }
+        self.rooms.client_ended(&mut self.groups, host, reason);
         self.drain_groups(now);
         self.push_event(ServerEvent::ClientLeft {
             host_id: host,
@@ -553,6 +516,12 @@ impl Server {
         while let Some(e) = self.groups.poll_event() {
             self.push_event(e);
         }
+    }
+
+    /// An application message from `from`: copied out for the event.
+    fn message(&mut self, from: HostId, payload: &[u8]) {
+        let payload = self.recv_arena.copy(payload);
+        self.push_event(ServerEvent::Message { from, payload });
     }
 
     fn push_event(&mut self, e: ServerEvent) {

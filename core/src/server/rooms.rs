@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use super::groups::{Groups, Roster};
 use crate::config::RoomsConfig;
 use crate::error::GroupError;
-use crate::event::{GroupId, HostId, MemberLeftReason, RoomError, RoomOp};
+use crate::event::{GroupId, HostId, LeaveReason, MemberLeftReason, RoomError, RoomOp};
 use crate::rng::Rng;
 use crate::stats::ServerStats;
 use crate::wire::control::{
@@ -120,6 +120,18 @@ impl Rooms {
         }
         self.leave(groups, group, host, MemberLeftReason::Left);
         Ok(())
+    }
+
+    /// Client `host` left the server (`reason`): it leaves each of its groups in turn (kicked
+    /// ones as kicked, the rest as disconnected), and `groups` forgets it.
+    pub(super) fn client_ended(&mut self, groups: &mut Groups, host: HostId, reason: LeaveReason) {
+        let reason = match reason {
+            LeaveReason::Kicked(_) => MemberLeftReason::Kicked,
+            _ => MemberLeftReason::Disconnected,
+        };
+        for group in groups.client_ended(host) {
+            self.leave(groups, group, host, reason);
+        }
     }
 
     /// Takes `host` out of `group` (any group: rooms apply their rules afterwards).

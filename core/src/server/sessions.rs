@@ -12,11 +12,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rand::RngCore;
 use slab::Slab;
+use smallvec::SmallVec;
 
 use super::Path;
 use super::groups::{Card, Roster};
@@ -28,7 +30,7 @@ use crate::arena::Arena;
 use crate::config::{MAX_SESSIONS, ServerConfig};
 use crate::crypto::PacketKeys;
 use crate::error::SendError;
-use crate::event::HostId;
+use crate::event::{HostId, ServerEvent};
 use crate::ratelimit::Limiter;
 use crate::rng::Rng;
 use crate::stats::ServerStats;
@@ -97,19 +99,6 @@ pub(super) struct Heard {
     pub(super) back: Option<HostId>,
 }
 
-/// A half-open session that connected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Joined {
-    /// Its client's id (one a ticket gave back, if `resumed`).
-    pub(super) host_id: HostId,
-    /// Where it connected from.
-    pub(super) addr: SocketAddr,
-    /// The user id from its token or ticket.
-    pub(super) user_id: Option<u64>,
-    /// Its ticket gave it its host id back.
-    pub(super) resumed: bool,
-}
-
 /// What came due on a timer that only the server can settle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Due {
@@ -120,17 +109,19 @@ pub(super) enum Due {
 }
 
 impl Sessions {
-    /// No sessions; generations start at `first_generation` (random, so that a restarted
-    /// server's ids do not collide with the host ids its clients' tickets bring back).
-    /// `cookie_key` is the handshakes' cookie key, `now` when the server started, and
-    /// `unix_time` the wall-clock time then (for token and ticket expiry).
+    /// No sessions, at `now`, the wall-clock time then being `unix_time` (for token and
+    /// ticket expiry). Draws the handshakes' cookie key, then the first generation, from
+    /// `rng` (random, so that a restarted server's ids do not collide with the host ids its
+    /// clients' tickets bring back).
     pub(super) fn new(
         config: Arc<ServerConfig>,
-        first_generation: u32,
-        cookie_key: [u8; 32],
+        rng: &mut Rng,
         now: Instant,
         unix_time: Duration,
     ) -> Self {
+        let mut cookie_key = [0u8; 32];
+        rng.fill_bytes(&mut cookie_key);
+        let first_generation = rng.next_u32().max(1);
         Self {
             handshakes: Handshakes::new(config.clone(), cookie_key, now),
             tickets: Tickets::new(&config.secret_key, config.ticket_lifetime),
@@ -246,6 +237,7 @@ impl Sessions {
 
     /// Half-open session `key`'s Connect frame with `token`: the handshakes decide; the
     /// session is established, welcomed and given a ticket (drawn from `rng`), or refused.
+    /// Returns what the application hears.
     pub(super) fn handle_connect(
         &mut self,
         now: Instant,
@@ -253,7 +245,7 @@ impl Sessions {
         token: &[u8],
         rng: &mut Rng,
         stats: &mut ServerStats,
-    ) -> Option<Joined> {
+    ) -> SmallVec<[ServerEvent; 2]> {
         let unix = self.unix_secs(now);
         let (slab, restored) = (&self.slab, &self.restored);
         let host_free = |h| key_of(slab, restored, h).is_none();
@@ -264,7 +256,7 @@ impl Sessions {
             Err(reason) => {
                 self.slab[key].reject(reason.code());
                 self.enqueue(key);
-                return None;
+                return SmallVec::new();
             }
         };
         let s = &mut self.slab[key];
@@ -272,16 +264,20 @@ impl Sessions {
         if let Some(host) = welcome.resume {
             self.restored.insert(host, key);
         }
-        let joined = Joined {
-            host_id: s.host(),
+        let host_id = s.host();
+        let mut events = SmallVec::new();
+        events.push(ServerEvent::ClientJoined {
+            host_id,
             addr: s.path().addr,
             user_id: welcome.user_id,
-            resumed: welcome.resume.is_some(),
-        };
+        });
+        if welcome.resume.is_some() {
+            events.push(ServerEvent::ClientResumed { host_id });
+        }
         self.clients += 1;
         self.enqueue(key);
         self.issue_ticket(now, key, rng);
-        Some(joined)
+        events
     }
 
     // ---- lifecycle ---------------------------------------------------------------------
@@ -320,13 +316,18 @@ impl Sessions {
     // ---- receive -----------------------------------------------------------------------
 
     /// Opens a sealed packet for one of our sessions into `scratch`: its slot and plaintext.
-    /// Unknown sessions and packets that do not open are dropped and counted.
+    /// Peer packets, unknown sessions and packets that do not open are dropped and counted.
     pub(super) fn open<'s>(
         &mut self,
         packet: &SealedPacket<'_>,
         scratch: &'s mut [u8],
         stats: &mut ServerStats,
     ) -> Option<(usize, &'s [u8])> {
+        if packet.header.peer {
+            // Peer packets reach the server only inside Relay frames.
+            stats.dropped.unexpected += 1;
+            return None;
+        }
         let key = (packet.header.receiver & INDEX_MASK) as usize;
         let Some(s) = (self.slab)
             .get_mut(key)

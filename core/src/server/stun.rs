@@ -81,8 +81,8 @@ impl StunResponder {
         self.sockets.addr(id)
     }
 
-    /// A STUN message `m` (all of `datagram`) that came in on `path` (a UDP socket): a valid
-    /// Binding request is answered unless the rate limit or the queue says no.
+    /// A STUN message `m` (all of `datagram`) that came in on `path`: a valid Binding request
+    /// on a UDP socket is answered unless the rate limit or the queue says no.
     pub(super) fn handle_request(
         &mut self,
         now: Instant,
@@ -92,7 +92,10 @@ impl StunResponder {
         limiter: &mut Limiter,
         stats: &mut ServerStats,
     ) {
-        if m.message_type != BINDING_REQUEST || !m.fingerprint_ok(datagram) {
+        if path.socket.is_stream()
+            || m.message_type != BINDING_REQUEST
+            || !m.fingerprint_ok(datagram)
+        {
             stats.dropped.stun += 1;
             return;
         }
