@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::Path;
+use super::session::Path;
 use super::sessions::Slot;
 use super::ticket::Ticket;
 use crate::Transmit;

@@ -6,12 +6,14 @@
 //!   and Retries) and resumption tickets ([`ticket`]);
 //! - [`stun`]: the STUN responder (RFC 5780 with [`discovery`]'s sockets);
 //! - [`groups`] and [`rooms`]: membership, pairs and introductions, and the rooms policy;
-//! - [`relay`]: the relay budgets and forwarding decision.
+//! - [`relay`]: the relay budgets and forwarding decision;
+//! - [`events`]: what the application hears.
 //!
 //! This file routes each input to the machine that owns it, drains the machines, and turns
 //! their outputs into the server's transmits and events.
 
 mod discovery;
+mod events;
 mod groups;
 mod handshake;
 mod relay;
@@ -24,13 +26,11 @@ mod stun;
 mod tests;
 mod ticket;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rand::RngCore;
 
-use crate::arena::Arena;
 use crate::config::ServerConfig;
 use crate::crypto::PublicKey;
 use crate::error::{ConfigError, GroupError, SendError, UnknownHost};
@@ -45,8 +45,8 @@ use crate::wire::frame::{Frame, decode_prefix};
 use crate::wire::handshake::MIN_CLIENT_HELLO_LEN;
 use crate::wire::sealed::SealedPacket;
 use crate::{Endpoint, Events};
-use crate::{RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
-use session::Routed;
+use crate::{MAX_DATAGRAM_SIZE, RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
+use session::{Path, Routed};
 use sessions::Due;
 
 /// A Pierce server: accepts encrypted client sessions, assigns each a [`HostId`], keeps them
@@ -54,10 +54,9 @@ use sessions::Due;
 ///
 /// # Driving it
 ///
-/// Same contract as [`crate::Client`] (see [`crate::Endpoint`]): feed
-/// [`Server::handle_datagram`] and [`Server::handle_timeout`]; after each input or command
-/// drain [`Server::poll_transmit`] until `None`, then read [`Server::poll_timeout`]; drain
-/// [`Server::poll_event`] at leisure.
+/// As every [`crate::Endpoint`]: feed [`Server::handle_datagram`] and [`Server::handle_timeout`];
+/// after each input or command drain [`Server::poll_transmit`] until `None`, then read
+/// [`Server::poll_timeout`]; drain [`Server::poll_event`] at leisure.
 ///
 /// # Hostile input
 ///
@@ -67,36 +66,21 @@ use sessions::Due;
 /// answer to a ClientHello of at least [`MIN_CLIENT_HELLO_LEN`]: the server never amplifies.
 /// Everything invalid is dropped and counted in [`Server::stats`].
 pub struct Server {
-    config: Arc<ServerConfig>,
     public_key: PublicKey,
-    /// The server's one random stream (ephemeral keys, pair keys, ticket ids), lent to the
-    /// machine that draws.
+    /// The one random stream (ephemeral keys, pair keys, ticket ids), lent to who draws.
     rng: Rng,
     clock: Clock,
-    /// Per-source and global budget for work on behalf of unproven sources (handshakes and
-    /// STUN answers), lent to both.
+    /// Budget for work on behalf of unproven sources, lent to handshakes and STUN.
     limiter: Limiter,
     stun: stun::StunResponder,
     sessions: sessions::Sessions,
     groups: groups::Groups,
     rooms: rooms::Rooms,
     relay: relay::Relay,
-    events: VecDeque<ServerEvent>,
-    /// Copies of received payloads handed out in events.
-    recv_arena: Arena,
+    events: events::AppEvents,
     /// Where sealed packets are opened.
     scratch: Box<[u8]>,
     stats: ServerStats,
-}
-
-/// Where a datagram came from, or where a session's client is: a local socket (UDP, or a TCP
-/// stream) and the remote address on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Path {
-    /// The local socket.
-    socket: SocketId,
-    /// The remote address.
-    addr: SocketAddr,
 }
 
 impl Server {
@@ -113,9 +97,8 @@ impl Server {
         unix_time: Duration,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        // Draws in this order: cookie key, first session generation, first pair id (random
-        // starts: a restarted server's ids do not collide with those its clients bring back),
-        // limiter key.
+        // Draws: cookie key, first session generation, first pair id (random starts: a restarted
+        // server's ids do not collide with those its clients bring back), limiter key.
         let mut rng = rng::derive(&seed, b"server");
         let sessions = sessions::Sessions::new(config.clone(), &mut rng, now, unix_time);
         let groups = groups::Groups::new(rng.next_u32().max(1));
@@ -130,11 +113,9 @@ impl Server {
             groups,
             rooms: rooms::Rooms::new(config.rooms.clone()),
             relay: relay::Relay::new(&config),
-            events: VecDeque::new(),
-            recv_arena: Arena::default(),
+            events: events::AppEvents::new(config.max_pending_events),
             scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
             stats: ServerStats::default(),
-            config,
         })
     }
 
@@ -149,6 +130,7 @@ impl Server {
     pub fn stats(&self) -> ServerStats {
         let mut s = self.stats;
         s.io.time_went_backwards = self.clock.backwards();
+        s.io.events_dropped = self.events.dropped();
         s.clients = self.sessions.clients() as u64;
         s.half_open = self.sessions.half_open() as u64;
         s.groups = self.groups.len() as u64;
@@ -199,9 +181,8 @@ impl Server {
 
     /// Groups a connected client is in.
     pub fn client_groups(&self, host: HostId) -> Option<&[GroupId]> {
-        self.sessions
-            .established_key(host)
-            .map(|_| self.groups.client_groups(host))
+        self.sessions.established_key(host)?;
+        Some(self.groups.client_groups(host))
     }
 
     /// The bound address of local socket `id`, once known.
@@ -241,13 +222,11 @@ impl Server {
     /// # Errors
     /// [`UnknownHost`] if no connected client has that id.
     pub fn disconnect(&mut self, now: Instant, host: HostId, code: u16) -> Result<(), UnknownHost> {
-        let now = self.clock.advance(now);
-        let Some(key) = self.sessions.established_key(host) else {
-            return Err(UnknownHost(host));
-        };
-        self.end_client(now, key, LeaveReason::Kicked(code), Some(code));
-        self.settle(now);
-        Ok(())
+        self.command(now, |s, now| {
+            let key = s.sessions.established_key(host).ok_or(UnknownHost(host))?;
+            s.end_client(now, key, LeaveReason::Kicked(code), Some(code));
+            Ok(())
+        })
     }
 
     /// Creates a group with `members` (possibly none), joined in the order given.
@@ -260,12 +239,9 @@ impl Server {
         now: Instant,
         members: &[HostId],
     ) -> Result<GroupId, GroupError> {
-        let now = self.clock.advance(now);
-        let created = self
-            .groups
-            .create_with(members, &mut self.rng, &self.sessions);
-        self.settle(now);
-        created
+        self.command(now, |s, _| {
+            s.groups.create_with(members, &mut s.rng, &s.sessions)
+        })
     }
 
     /// Adds a connected client to a group.
@@ -279,10 +255,9 @@ impl Server {
         group: GroupId,
         host: HostId,
     ) -> Result<(), GroupError> {
-        let now = self.clock.advance(now);
-        let joined = (self.groups).join_checked(group, host, &mut self.rng, &self.sessions);
-        self.settle(now);
-        joined
+        self.command(now, |s, _| {
+            s.groups.join_checked(group, host, &mut s.rng, &s.sessions)
+        })
     }
 
     /// Removes a client from a group; every member (the leaver included) is told.
@@ -295,10 +270,7 @@ impl Server {
         group: GroupId,
         host: HostId,
     ) -> Result<(), GroupError> {
-        let now = self.clock.advance(now);
-        let left = self.rooms.leave_group(&mut self.groups, group, host);
-        self.settle(now);
-        left
+        self.command(now, |s, _| s.rooms.leave_group(&mut s.groups, group, host))
     }
 
     /// Destroys a group: members get `GroupDestroyed`, pairs that shared only this group are
@@ -307,18 +279,15 @@ impl Server {
     /// # Errors
     /// [`GroupError::UnknownGroup`].
     pub fn destroy_group(&mut self, now: Instant, group: GroupId) -> Result<(), GroupError> {
-        let now = self.clock.advance(now);
-        let destroyed = self.rooms.destroy(&mut self.groups, group);
-        self.settle(now);
+        let destroyed = self.command(now, |s, _| s.rooms.destroy(&mut s.groups, group));
         destroyed.then_some(()).ok_or(GroupError::UnknownGroup)
     }
 
-    /// Turns on NAT behaviour discovery (RFC 5780): STUN answers on `alternate` too, and on
-    /// the two crossings of the addresses when the IPs differ, so clients can classify their
-    /// NAT's mapping and filtering ([`crate::Client::discover_nat`], standard tools such as
-    /// `turnutils_natdiscovery`). `primary` is the bound address of the primary socket; the
-    /// alternate sockets are requested through [`Server::poll_socket_request`] (the alternate
-    /// may have port 0).
+    /// Turns on NAT behaviour discovery (RFC 5780): STUN answers on `alternate` too, and on the
+    /// two crossings of the addresses when the IPs differ, so clients can classify their NAT's
+    /// mapping and filtering ([`crate::Client::discover_nat`], standard tools such as
+    /// `turnutils_natdiscovery`). `primary` is the primary socket's bound address; the others
+    /// are requested through [`Server::poll_socket_request`] (`alternate` may have port 0).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] if the addresses are unusable (unspecified, mixed families,
@@ -333,14 +302,25 @@ impl Server {
 
     // ---- routing -----------------------------------------------------------------------
 
+    /// A command at `now`: `f` acts (with the clamped `now`), then the call settles.
+    fn command<T>(&mut self, now: Instant, f: impl FnOnce(&mut Self, Instant) -> T) -> T {
+        let now = self.clock.advance(now);
+        let done = f(self, now);
+        self.settle(now);
+        done
+    }
+
     /// One datagram from `path`: to the machine its kind belongs to.
     fn receive(&mut self, now: Instant, path: Path, datagram: &[u8]) {
         let now = self.clock.advance(now);
         self.stats.io.datagrams_in += 1;
         self.stats.io.bytes_in += datagram.len() as u64;
         let decoded = demux::decode(datagram);
+        // The discovery sockets answer STUN only; a server answers no handshake.
         let session_socket = path.socket == SocketId::PRIMARY || path.socket.is_stream();
-        if !session_socket && !matches!(decoded, Ok(Datagram::Stun(_)) | Err(_)) {
+        if matches!(decoded, Ok(Datagram::ServerHello(_) | Datagram::Retry(_)))
+            || !session_socket && !matches!(decoded, Ok(Datagram::Stun(_)) | Err(_))
+        {
             self.stats.dropped.unexpected += 1;
             return;
         }
@@ -351,9 +331,7 @@ impl Server {
                 self.stun
                     .handle_request(now, path, &m, datagram, limiter, stats);
             }
-            Ok(Datagram::ServerHello(_) | Datagram::Retry(_)) => {
-                self.stats.dropped.unexpected += 1;
-            }
+            Ok(Datagram::ServerHello(_) | Datagram::Retry(_)) => {}
             Ok(Datagram::ClientHello(_)) if datagram.len() < MIN_CLIENT_HELLO_LEN => {
                 self.stats.dropped.malformed += 1;
             }
@@ -370,9 +348,8 @@ impl Server {
         self.settle(now);
     }
 
-    /// A sealed packet for a session, opened into `scratch` (decrypted once), its frames
-    /// decoded once: they go to their owners (a packet with any malformed frame is refused
-    /// whole), then the client's peers hear if it moved or came back.
+    /// A sealed packet, opened into `scratch` once, its frames decoded once and routed (a
+    /// packet with any malformed frame is refused whole); then peers hear what changed.
     fn on_sealed(
         &mut self,
         now: Instant,
@@ -385,10 +362,8 @@ impl Server {
         };
         let (frames, malformed) = decode_prefix(plaintext);
         let probe = frames.iter().any(|f| matches!(f, Frame::Probe { .. }));
-        let counter = packet.header.counter;
-        let heard = self
-            .sessions
-            .heard(now, key, path, counter, probe, &mut self.stats);
+        let (counter, stats) = (packet.header.counter, &mut self.stats);
+        let heard = self.sessions.heard(now, key, path, counter, probe, stats);
         if malformed.is_some() {
             self.stats.dropped.bad_frames += 1;
         } else {
@@ -397,27 +372,30 @@ impl Server {
         // Peers first hear where it is (if it moved), then that it is back online.
         if let Some(host) = heard.moved {
             self.groups.client_moved(host, path.addr);
-            self.drain_groups(now);
         }
         if let Some(host_id) = heard.back {
-            self.push_event(ServerEvent::ClientOnline { host_id });
+            self.events.push(ServerEvent::ClientOnline { host_id });
             self.groups.client_offline(host_id, false);
-            self.drain_groups(now);
+        }
+        self.drain_groups(now);
+        if heard.back.is_some() {
             self.sessions.enqueue(key);
         }
     }
 
-    /// The frames of session `key`'s authentic packet from `path`: each to the session, and
-    /// what it passes on to its owner.
+    /// Each frame of session `key`'s packet to the session, then what it passes on onwards.
     fn on_frames(&mut self, now: Instant, key: usize, path: Path, frames: &[Frame<'_>]) {
         for &frame in frames {
-            match self
-                .sessions
-                .handle_frame(now, key, path, frame, &mut self.stats)
-            {
+            let stats = &mut self.stats;
+            match self.sessions.handle_frame(now, key, path, frame, stats) {
                 Routed::Done => {}
                 Routed::Gone => return,
-                Routed::Connect(token) => self.on_connect(now, key, token),
+                Routed::Connect(token) => {
+                    let (rng, stats) = (&mut self.rng, &mut self.stats);
+                    for e in self.sessions.handle_connect(now, key, token, rng, stats) {
+                        self.events.push(e);
+                    }
+                }
                 Routed::Close(code) => {
                     return self.end_client(now, key, LeaveReason::Closed(code), None);
                 }
@@ -433,7 +411,7 @@ impl Server {
                     }
                 }
                 Routed::Relay { from, to, packet } => self.on_relay(now, from, to, packet),
-                Routed::Datagram { from, payload } => self.message(from, payload),
+                Routed::Datagram { from, payload } => self.events.message(from, payload),
             }
         }
         if self.sessions.contains(key) {
@@ -441,30 +419,17 @@ impl Server {
         }
     }
 
-    /// A control message from a connected client: to the application, or to the rooms
-    /// (which pass group business on to the groups).
+    /// A control message from a client: to the application, or the rooms (and groups).
     fn on_control(&mut self, now: Instant, from: HostId, msg: ControlMsg<'_>) {
         if let ControlMsg::App { data } = msg {
-            return self.message(from, data);
+            return self.events.message(from, data);
         }
         let (groups, rng, stats) = (&mut self.groups, &mut self.rng, &mut self.stats);
-        if !(self.rooms).handle_control(groups, rng, &self.sessions, from, msg, stats) {
-            self.stats.dropped.unexpected += 1;
-        }
+        (self.rooms).handle_control(groups, rng, &self.sessions, from, msg, stats);
         self.drain_groups(now);
     }
 
-    /// Half-open session `key`'s Connect frame: if the session is established, the
-    /// application hears.
-    fn on_connect(&mut self, now: Instant, key: usize, token: &[u8]) {
-        let (rng, stats) = (&mut self.rng, &mut self.stats);
-        for e in self.sessions.handle_connect(now, key, token, rng, stats) {
-            self.push_event(e);
-        }
-    }
-
-    /// A Relay frame from `from`'s session: the relay decides; a forwarded packet goes into
-    /// the target session's outbox.
+    /// A Relay frame: if the relay forwards it, into the target session's outbox.
     fn on_relay(&mut self, now: Instant, from: relay::Sender, to: HostId, packet: &[u8]) {
         let (groups, sessions) = (&self.groups, &self.sessions);
         let route = |from, to| {
@@ -477,16 +442,15 @@ impl Server {
         }
     }
 
-    /// Ends a client's membership of everything: it leaves its groups (the other members are
-    /// told), its pairs are torn down, `ClientLeft` is reported. With `close`, one Close frame
-    /// is still sent to it; otherwise the session is removed at once.
+    /// Ends a client: it leaves its groups (members told, pairs torn down), `ClientLeft` is
+    /// reported; then one Close frame with `close`, or the session is removed at once.
     fn end_client(&mut self, now: Instant, key: usize, reason: LeaveReason, close: Option<u16>) {
         let Some(host) = self.sessions.end(key) else {
             return;
         };
         self.rooms.client_ended(&mut self.groups, host, reason);
         self.drain_groups(now);
-        self.push_event(ServerEvent::ClientLeft {
+        self.events.push(ServerEvent::ClientLeft {
             host_id: host,
             reason,
         });
@@ -496,8 +460,7 @@ impl Server {
         }
     }
 
-    /// End-of-call housekeeping: what groups queued goes out, and clients whose control
-    /// queue overflowed are disconnected.
+    /// End of a call: what groups queued goes out; overloaded clients are disconnected.
     fn settle(&mut self, now: Instant) {
         self.drain_groups(now);
         while let Some(host) = self.sessions.poll_overloaded() {
@@ -507,37 +470,18 @@ impl Server {
         }
     }
 
-    /// Hands what `groups` queued to the sessions (control messages) and the application
-    /// (events), in order.
+    /// Hands what `groups` queued to the sessions and the application, in order.
     fn drain_groups(&mut self, now: Instant) {
         while let Some((to, msg)) = self.groups.poll_control() {
             self.sessions.send_control(now, to, msg);
         }
         while let Some(e) = self.groups.poll_event() {
-            self.push_event(e);
+            self.events.push(e);
         }
     }
 
-    /// An application message from `from`: copied out for the event.
-    fn message(&mut self, from: HostId, payload: &[u8]) {
-        let payload = self.recv_arena.copy(payload);
-        self.push_event(ServerEvent::Message { from, payload });
-    }
-
-    fn push_event(&mut self, e: ServerEvent) {
-        #[cfg(feature = "tracing")]
-        crate::trace::server_event(&e);
-        if self.events.len() >= self.config.max_pending_events {
-            self.stats.io.events_dropped += 1;
-        } else {
-            self.events.push_back(e);
-        }
-    }
-
-    /// The next deadline and what it is for (`poll_timeout` and `timeout_reason` both read
-    /// it): the earliest of the machines' deadlines. Only the sessions have any: their timers
-    /// (handshake expiry, keepalives, idle and offline checks, control retransmissions, ticket
-    /// renewal) and their TCP streams' (claim timeout, linger).
+    /// The next deadline with its reason (`poll_timeout` and `timeout_reason` read it): the
+    /// earliest of the machines'. Only the sessions (with their TCP streams) have any.
     fn timeout(&self) -> Option<Timeout> {
         self.sessions.poll_timeout()
     }
@@ -554,22 +498,15 @@ impl Endpoint for Server {
         datagram: &[u8],
     ) {
         #[cfg(feature = "tracing")]
-        let before = self.stats.dropped;
+        let (before, len) = (self.stats.dropped, datagram.len());
         self.receive(now, Path { socket, addr: from }, datagram);
         #[cfg(feature = "tracing")]
-        crate::trace::dropped(
-            false,
-            &before,
-            &self.stats.dropped,
-            socket,
-            from,
-            datagram.len(),
-        );
+        crate::trace::dropped(false, &before, &self.stats.dropped, socket, from, len);
     }
 
-    /// TCP stream `id` ended: a session whose path it was sends nothing until the client is
-    /// heard again (over UDP, or over a new stream), and keeps everything else meanwhile (it
-    /// goes offline, then times out, like a client whose network went away).
+    /// TCP stream `id` ended: a session on it sends nothing until its client is heard again
+    /// (over UDP or a new stream), and keeps everything else (it goes offline, then times out,
+    /// like a client whose network went away).
     fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
         let now = self.clock.advance(now);
         self.sessions.handle_stream_closed(now, id, &mut self.stats);
@@ -601,7 +538,7 @@ impl Endpoint for Server {
             match due {
                 Due::TimedOut(key) => self.end_client(now, key, LeaveReason::TimedOut, None),
                 Due::Offline(host_id) => {
-                    self.push_event(ServerEvent::ClientOffline { host_id });
+                    self.events.push(ServerEvent::ClientOffline { host_id });
                     self.groups.client_offline(host_id, true);
                     self.drain_groups(now);
                 }
@@ -610,16 +547,12 @@ impl Endpoint for Server {
         self.settle(now);
     }
 
-    /// Writes the next datagram to send into `buf` and says where it goes, or `None` when
-    /// nothing is due. Call after every input or command until it returns `None`.
+    /// The next datagram: a ServerHello or Retry, a STUN answer, or a session's packet.
     ///
     /// # Panics
-    /// In debug builds if `buf` is shorter than [`crate::MAX_DATAGRAM_SIZE`].
+    /// In debug builds if `buf` is shorter than [`MAX_DATAGRAM_SIZE`].
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        debug_assert!(
-            buf.len() >= crate::MAX_DATAGRAM_SIZE,
-            "poll_transmit buffer too small"
-        );
+        debug_assert!(buf.len() >= MAX_DATAGRAM_SIZE, "buf too small");
         let now = self.clock.advance(now);
         let stats = &mut self.stats;
         let t = self
@@ -659,6 +592,6 @@ impl Events for Server {
 
     /// The next event, if any.
     fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        self.events.poll_event()
     }
 }

@@ -69,9 +69,9 @@ impl Rooms {
         }
     }
 
-    /// A membership control message from connected client `from`: group acknowledgements,
-    /// what it tells about itself (to `groups`), room requests (here). False if `msg` is none
-    /// of those.
+    /// A control message from connected client `from` that is not for the application: group
+    /// acknowledgements, what it tells about itself (to `groups`), room requests (here);
+    /// anything else is unexpected (dropped and counted).
     pub(super) fn handle_control(
         &mut self,
         groups: &mut Groups,
@@ -80,7 +80,7 @@ impl Rooms {
         from: HostId,
         msg: ControlMsg<'_>,
         stats: &mut ServerStats,
-    ) -> bool {
+    ) {
         match msg {
             ControlMsg::MemberAck { group, member } => {
                 groups.handle_member_ack(GroupId(group), from, HostId(member));
@@ -102,9 +102,8 @@ impl Rooms {
             ControlMsg::RoomKick { group, member } => {
                 self.handle_kick(groups, from, GroupId(group), HostId(member));
             }
-            _ => return false,
+            _ => stats.dropped.unexpected += 1,
         }
-        true
     }
 
     /// The server's `leave_group`: `host` leaves `group` (any group).
@@ -402,8 +401,8 @@ mod tests {
     /// `from` sends `msg`.
     fn ask(rooms: &mut Rooms, groups: &mut Groups, rng: &mut Rng, from: u64, msg: ControlMsg<'_>) {
         let mut stats = ServerStats::default();
-        let from = HostId(from);
-        assert!(rooms.handle_control(groups, rng, &Everyone, from, msg, &mut stats));
+        rooms.handle_control(groups, rng, &Everyone, HostId(from), msg, &mut stats);
+        assert_eq!(stats.dropped.unexpected, 0);
     }
 
     fn join(name: &str, password: &'static str) -> ControlMsg<'static> {
@@ -506,13 +505,7 @@ mod tests {
         ));
         let mut stats = ServerStats::default();
         let app = ControlMsg::App { data: &[] };
-        assert!(!rooms.handle_control(
-            &mut groups,
-            &mut rng,
-            &Everyone,
-            HostId(1),
-            app,
-            &mut stats
-        ));
+        rooms.handle_control(&mut groups, &mut rng, &Everyone, HostId(1), app, &mut stats);
+        assert_eq!(stats.dropped.unexpected, 1);
     }
 }

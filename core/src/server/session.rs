@@ -8,12 +8,10 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-use super::Path;
 use super::groups::Card;
 use super::relay::Sender;
 use super::sessions::Slot;
 use super::ticket;
-use crate::Transmit;
 use crate::config::ServerConfig;
 use crate::crypto::{OpenError, PacketKeys};
 use crate::event::HostId;
@@ -22,6 +20,17 @@ use crate::stats::ServerStats;
 use crate::time::{Instant, Timeout};
 use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame, RELAY_FRAME_OVERHEAD};
 use crate::wire::sealed::SealedPacket;
+use crate::{SocketId, Transmit};
+
+/// Where a datagram came from, or where a session's client is: a local socket (UDP, or a TCP
+/// stream) and the remote address on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Path {
+    /// The local socket.
+    pub(super) socket: SocketId,
+    /// The remote address.
+    pub(super) addr: SocketAddr,
+}
 
 pub(super) struct Session {
     /// Generation: distinguishes this session from earlier ones in the same slab slot.

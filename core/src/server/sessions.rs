@@ -20,9 +20,9 @@ use rand::RngCore;
 use slab::Slab;
 use smallvec::SmallVec;
 
-use super::Path;
 use super::groups::{Card, Roster};
 use super::handshake::{Handshakes, Hello};
+use super::session::Path;
 use super::session::{Handled, Routed, Sealed, Session};
 use super::streams::Streams;
 use super::ticket::Tickets;

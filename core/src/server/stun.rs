@@ -17,8 +17,8 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use super::Path;
 use super::discovery::Sockets;
+use super::session::Path;
 use crate::error::ConfigError;
 use crate::ratelimit::Limiter;
 use crate::stats::ServerStats;
