@@ -400,3 +400,183 @@ impl Cookie {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SecretKey;
+    use crate::SocketId;
+
+    fn config(f: impl FnOnce(&mut ServerConfig)) -> Arc<ServerConfig> {
+        let mut cfg = ServerConfig::new(SecretKey::from_bytes([1; 32]));
+        f(&mut cfg);
+        Arc::new(cfg)
+    }
+
+    fn path(i: u8) -> Path {
+        Path {
+            socket: SocketId::PRIMARY,
+            addr: SocketAddr::from(([198, 51, 100, i], 4000)),
+        }
+    }
+
+    fn slot(key: usize) -> Slot {
+        Slot {
+            key,
+            generation: 7,
+            id: key as u32 | (7 << 24),
+        }
+    }
+
+    /// A ClientHello's fields: session id 5, a real ephemeral key from `seed`.
+    fn hello(seed: u8, cookie: &[u8]) -> ClientHello<'_> {
+        let mut rng = crate::rng::derive(&[seed; 32], b"test");
+        ClientHello {
+            client_session: 5,
+            client_ephemeral: Ephemeral::generate(&mut rng).public(),
+            cookie,
+        }
+    }
+
+    struct Bench {
+        h: Handshakes,
+        limiter: Limiter,
+        rng: Rng,
+        stats: ServerStats,
+        now: Instant,
+    }
+
+    impl Bench {
+        fn new(config: Arc<ServerConfig>) -> Self {
+            let now = crate::tests::epoch();
+            Self {
+                limiter: limiter(1, &config),
+                h: Handshakes::new(config, [9; 32], now),
+                rng: crate::rng::derive(&[2; 32], b"test"),
+                stats: ServerStats::default(),
+                now,
+            }
+        }
+
+        /// `hello` from `path`: the verdict, and the session started in `key` if admitted.
+        fn hello(&mut self, path: Path, hello: &ClientHello<'_>, key: usize) -> Hello {
+            let (now, stats) = (self.now, &mut self.stats);
+            let verdict = self
+                .h
+                .handle_hello(now, path, hello, &mut self.limiter, stats);
+            if let Hello::New { replaces } = verdict {
+                if let Some(old) = replaces {
+                    self.h.forget(old);
+                }
+                let _ = (self.h).accept(now, path, hello, slot(key), key, &mut self.rng, stats);
+            }
+            verdict
+        }
+
+        fn sent(&mut self) -> Vec<(usize, SocketAddr)> {
+            let mut buf = [0u8; 1200];
+            std::iter::from_fn(|| self.h.poll_transmit(&mut buf, &mut self.stats))
+                .map(|t| (t.len, t.dst))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_retransmitted_hello_gets_the_same_server_hello_and_a_new_attempt_replaces_the_old() {
+        let mut b = Bench::new(config(|_| {}));
+        let first = hello(1, &[]);
+        assert_eq!(b.hello(path(1), &first, 0), Hello::New { replaces: None });
+        assert_eq!(b.hello(path(1), &first, 1), Hello::Answered);
+        assert_eq!(b.sent(), [(SERVER_HELLO_LEN, path(1).addr); 2]);
+        assert_eq!(b.h.len(), 1);
+        // The same source and client session id, a new key: the old attempt goes.
+        let second = hello(2, &[]);
+        assert_eq!(
+            b.hello(path(1), &second, 1),
+            Hello::New { replaces: Some(0) }
+        );
+        assert_eq!(b.h.len(), 1);
+        assert_eq!(b.stats.handshakes_started, 2);
+    }
+
+    #[test]
+    fn under_load_a_hello_must_echo_the_cookie_of_its_own_address() {
+        let mut b = Bench::new(config(|c| c.cookie_threshold = 0));
+        assert_eq!(
+            b.hello(path(1), &hello(1, &[]), 0),
+            Hello::New { replaces: None }
+        );
+        assert_eq!(b.h.len(), 0, "no state without a cookie");
+        assert_eq!(b.stats.dropped.cookie_required, 1);
+        let mut buf = [0u8; 1200];
+        let t = b.h.poll_transmit(&mut buf, &mut b.stats).unwrap();
+        let retry = Retry::decode(&buf[..t.len]).unwrap();
+        assert_eq!((t.dst, retry.client_session), (path(1).addr, 5));
+        // Echoed from elsewhere: refused; from the address it was made for: accepted.
+        b.hello(path(2), &hello(1, &retry.cookie), 0);
+        assert_eq!((b.h.len(), b.stats.dropped.cookie_required), (0, 2));
+        b.hello(path(1), &hello(1, &retry.cookie), 0);
+        assert_eq!(b.h.len(), 1);
+        assert_eq!(
+            b.sent().len(),
+            2,
+            "a Retry for the spoofed echo, then the ServerHello"
+        );
+    }
+
+    #[test]
+    fn the_half_open_table_is_bounded() {
+        let mut b = Bench::new(config(|c| c.max_half_open = 2));
+        for i in 0..3 {
+            b.hello(path(i), &hello(i, &[]), usize::from(i));
+        }
+        assert_eq!(b.h.len(), 2);
+        assert_eq!(b.stats.dropped.handshake_capacity, 1);
+    }
+
+    #[test]
+    fn a_connect_settles_the_handshake_a_token_is_checked_and_the_server_may_be_full() {
+        let mut b = Bench::new(config(|c| c.token_secret = Some(vec![3; 32])));
+        for key in 0..2 {
+            b.hello(path(key as u8), &hello(key as u8, &[]), key);
+        }
+        let free = |_| true;
+        let stats = &mut b.stats;
+        assert_eq!(
+            b.h.handle_connect(0, &[], 1000, 0, free, stats),
+            Err(RejectReason::TokenRequired)
+        );
+        assert_eq!(b.h.len(), 1, "settled either way");
+        let token = ConnectToken::issue(&[3; 32], 42, 2000);
+        assert_eq!(
+            b.h.handle_connect(1, &token, 1000, 0, free, stats),
+            Ok(Welcome {
+                user_id: Some(42),
+                resume: None
+            })
+        );
+        assert_eq!(
+            (stats.handshakes_rejected, stats.handshakes_completed),
+            (1, 1)
+        );
+        let mut b = Bench::new(config(|c| c.max_clients = 1));
+        b.hello(path(1), &hello(1, &[]), 0);
+        let verdict = b.h.handle_connect(0, &[], 1000, 1, free, &mut b.stats);
+        assert_eq!(verdict, Err(RejectReason::ServerFull));
+    }
+
+    #[test]
+    fn a_half_open_session_that_moves_keeps_answering_its_retransmitted_hellos() {
+        let mut b = Bench::new(config(|_| {}));
+        let h = hello(1, &[]);
+        b.hello(path(1), &h, 0);
+        b.sent();
+        b.h.moved(0, path(2));
+        assert_eq!(b.hello(path(2), &h, 1), Hello::Answered);
+        assert_eq!(b.sent(), [(SERVER_HELLO_LEN, path(2).addr)]);
+        assert_eq!(b.hello(path(1), &h, 1), Hello::New { replaces: None });
+        b.h.forget(0);
+        b.h.forget(1);
+        assert_eq!(b.h.len(), 0);
+    }
+}

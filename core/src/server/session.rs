@@ -689,3 +689,151 @@ impl Session {
         !self.out.is_empty() || self.control.wants_transmit(now)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SecretKey;
+    use crate::crypto::{Ephemeral, HandshakeKeys};
+    use crate::time::Duration;
+
+    fn path(i: u8) -> Path {
+        Path {
+            socket: SocketId::PRIMARY,
+            addr: SocketAddr::from(([198, 51, 100, i], 4000)),
+        }
+    }
+
+    fn session(now: Instant, config: &ServerConfig) -> Session {
+        let mut rng = crate::rng::derive(&[5; 32], b"test");
+        let (ours, theirs) = (Ephemeral::generate(&mut rng), Ephemeral::generate(&mut rng));
+        let secret = &config.secret_key;
+        let keys = HandshakeKeys::server(secret, &secret.public_key(), &ours, &theirs.public())
+            .unwrap()
+            .into_server_session();
+        let slot = Slot {
+            key: 3,
+            generation: 9,
+            id: 3 | (9 << 24),
+        };
+        let expires = now + config.handshake_timeout;
+        Session::new(now, slot, path(1), 77, keys, expires, 64)
+    }
+
+    fn config(f: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
+        let mut cfg = ServerConfig::new(SecretKey::from_bytes([1; 32]));
+        f(&mut cfg);
+        cfg
+    }
+
+    #[test]
+    fn the_deadline_is_the_earliest_of_its_reasons() {
+        let t0 = crate::tests::epoch();
+        let cfg = config(|c| c.ticket_lifetime = Duration::ZERO);
+        let mut s = session(t0, &cfg);
+        assert_eq!(
+            s.deadline(&cfg, t0),
+            Timeout::new(t0 + cfg.handshake_timeout, "handshake expiry")
+        );
+        s.establish(None, None);
+        // Offline check and keepalive are both due at 5 s: the first named wins.
+        let five = t0 + cfg.offline_after;
+        assert_eq!(
+            s.deadline(&cfg, t0),
+            Timeout::new(five, "client offline check")
+        );
+        assert_eq!(
+            s.fire(&cfg, five),
+            Fired {
+                offline: true,
+                renew_ticket: false
+            }
+        );
+        assert_eq!(
+            s.deadline(&cfg, five),
+            Timeout::new(five, "server keepalive")
+        );
+        assert!(s.keepalive(&cfg, five), "a ping is queued");
+        let idle = Timeout::new(t0 + cfg.idle_timeout, "client idle timeout");
+        assert_eq!(
+            s.deadline(&cfg, five),
+            idle,
+            "no keepalive while one is queued"
+        );
+        assert!(s.expired(&cfg, idle.at));
+        let with_tickets = config(|c| c.ticket_lifetime = Duration::from_secs(4));
+        s.ticket_issued(t0);
+        assert_eq!(
+            s.deadline(&with_tickets, five).reason,
+            "resumption ticket renewal"
+        );
+    }
+
+    #[test]
+    fn a_probe_is_answered_alone_on_its_own_path_before_anything_else() {
+        let t0 = crate::tests::epoch();
+        let cfg = config(|_| {});
+        let mut s = session(t0, &cfg);
+        s.establish(None, None);
+        let mut stats = ServerStats::default();
+        let probe = Frame::Probe { nonce: 5 };
+        let (routed, queue) = s.handle_frame(t0, 3, path(2), probe, &mut stats);
+        assert_eq!((routed, queue), (Handled::Routed(Routed::Done), true));
+        let mut buf = [0u8; 1200];
+        let Sealed::ProbeAck { transmit, more } = s.seal(t0, &mut buf, 1200, &mut stats) else {
+            panic!("the probe first");
+        };
+        assert_eq!((transmit.map(|t| t.dst), more), (Some(path(2).addr), true));
+        let Sealed::Packet { transmit, more } = s.seal(t0, &mut buf, 1200, &mut stats) else {
+            panic!("then the Welcome");
+        };
+        assert_eq!((transmit.dst, more), (path(1).addr, false));
+        assert_eq!(stats.path_probes_answered, 1);
+    }
+
+    #[test]
+    fn a_reject_is_sealed_alone_and_is_the_last_packet() {
+        let t0 = crate::tests::epoch();
+        let cfg = config(|_| {});
+        let mut s = session(t0, &cfg);
+        s.reject(3);
+        assert!(!s.is_half_open() && !s.is_established());
+        let mut buf = [0u8; 1200];
+        let mut stats = ServerStats::default();
+        assert!(matches!(
+            s.seal(t0, &mut buf, 1200, &mut stats),
+            Sealed::Last(t) if t.dst == path(1).addr
+        ));
+        assert!(matches!(
+            s.seal(t0, &mut buf, 1200, &mut stats),
+            Sealed::Nothing
+        ));
+    }
+
+    #[test]
+    fn frames_count_only_in_the_phase_they_belong_to() {
+        let t0 = crate::tests::epoch();
+        let cfg = config(|_| {});
+        let mut s = session(t0, &cfg);
+        let mut stats = ServerStats::default();
+        let datagram = Frame::Datagram { payload: b"early" };
+        let (routed, _) = s.handle_frame(t0, 3, path(1), datagram, &mut stats);
+        assert_eq!(routed, Handled::Routed(Routed::Done));
+        assert_eq!(stats.dropped.unexpected, 1, "not before Connect");
+        let close = Frame::Close { code: 1 };
+        assert_eq!(
+            s.handle_frame(t0, 3, path(1), close, &mut stats).0,
+            Handled::Abort
+        );
+        s.establish(Some(4), None);
+        let (routed, _) = s.handle_frame(t0, 3, path(1), datagram, &mut stats);
+        assert_eq!(
+            routed,
+            Handled::Routed(Routed::Datagram {
+                from: s.host(),
+                payload: b"early"
+            })
+        );
+        assert_eq!(s.user_id(), Some(Some(4)));
+    }
+}

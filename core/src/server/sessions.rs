@@ -785,3 +785,193 @@ impl Roster for Sessions {
         self.established(host).map(|(_, s)| s.card())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    use crate::SecretKey;
+    use crate::crypto::Ephemeral;
+    use crate::server::handshake::limiter;
+
+    struct Bench {
+        s: Sessions,
+        rng: Rng,
+        limiter: Limiter,
+        stats: ServerStats,
+        now: Instant,
+    }
+
+    fn path(i: u8) -> Path {
+        Path {
+            socket: SocketId::PRIMARY,
+            addr: SocketAddr::from(([198, 51, 100, i], 4000)),
+        }
+    }
+
+    impl Bench {
+        fn new(f: impl FnOnce(&mut ServerConfig)) -> Self {
+            let mut cfg = ServerConfig::new(SecretKey::from_bytes([1; 32]));
+            f(&mut cfg);
+            let cfg = Arc::new(cfg);
+            let now = crate::tests::epoch();
+            let mut rng = crate::rng::derive(&[2; 32], b"test");
+            Self {
+                s: Sessions::new(
+                    cfg.clone(),
+                    &mut rng,
+                    now,
+                    Duration::from_secs(1_800_000_000),
+                ),
+                limiter: limiter(1, &cfg),
+                rng,
+                stats: ServerStats::default(),
+                now,
+            }
+        }
+
+        /// A client at `path(i)` handshakes; returns its slot.
+        fn half_open(&mut self, i: u8) -> usize {
+            self.half_open_at(i, path(i))
+        }
+
+        /// Client `i` at `at` handshakes; returns its slot.
+        fn half_open_at(&mut self, i: u8, at: Path) -> usize {
+            let mut rng = crate::rng::derive(&[i; 32], b"client");
+            let hello = ClientHello {
+                client_session: u32::from(i),
+                client_ephemeral: Ephemeral::generate(&mut rng).public(),
+                cookie: &[],
+            };
+            let (now, rng, stats) = (self.now, &mut self.rng, &mut self.stats);
+            (self.s).handle_hello(now, at, &hello, &mut self.limiter, rng, stats);
+            self.s.slab.iter().find(|(_, s)| s.path() == at).unwrap().0
+        }
+
+        /// A client at `path(i)` connects; returns its slot and host.
+        fn client(&mut self, i: u8) -> (usize, HostId) {
+            self.client_at(i, path(i))
+        }
+
+        /// Client `i` at `at` connects; returns its slot and host.
+        fn client_at(&mut self, i: u8, at: Path) -> (usize, HostId) {
+            let key = self.half_open_at(i, at);
+            let (now, rng, stats) = (self.now, &mut self.rng, &mut self.stats);
+            let joined = self.s.handle_connect(now, key, &[], rng, stats);
+            let Some(ServerEvent::ClientJoined { host_id, .. }) = joined.first() else {
+                panic!("{joined:?}");
+            };
+            (key, *host_id)
+        }
+
+        /// Where everything sealed now goes, in order.
+        fn sent(&mut self) -> Vec<SocketAddr> {
+            let mut buf = [0u8; 1200];
+            let (now, stats) = (self.now, &mut self.stats);
+            std::iter::from_fn(|| self.s.poll_transmit(now, &mut buf, stats))
+                .map(|t| t.dst)
+                .collect()
+        }
+
+        /// The timer round at `now`: what it hands back.
+        fn due(&mut self) -> Vec<Due> {
+            let (now, rng, stats) = (self.now, &mut self.rng, &mut self.stats);
+            self.s.handle_timeout(now);
+            std::iter::from_fn(|| self.s.poll_due(now, rng, stats)).collect()
+        }
+    }
+
+    #[test]
+    fn a_connected_client_is_welcomed_and_a_session_is_half_open_until_then() {
+        let mut b = Bench::new(|_| {});
+        let key = b.half_open(1);
+        assert_eq!((b.s.half_open(), b.s.clients()), (1, 0));
+        assert!(b.s.established_key(b.s.slab[key].host()).is_none());
+        let (key2, host) = b.client(2);
+        assert_ne!(key, key2);
+        assert_eq!((b.s.half_open(), b.s.clients()), (1, 1));
+        assert_eq!(b.s.client(host), Some((path(2), None)));
+        assert_eq!(b.s.hosts().collect::<Vec<_>>(), [host]);
+        assert_eq!(b.sent(), [path(2).addr], "the Welcome (with the ticket)");
+    }
+
+    #[test]
+    fn an_offline_client_is_handed_back_once_and_its_keepalive_waits_for_the_next_poll() {
+        let mut b = Bench::new(|c| c.ticket_lifetime = Duration::ZERO);
+        let (_, host) = b.client(1);
+        b.sent();
+        b.now += b.s.config.offline_after;
+        let (now, rng, stats) = (b.now, &mut b.rng, &mut b.stats);
+        b.s.handle_timeout(now);
+        assert_eq!(b.s.poll_due(now, rng, stats), Some(Due::Offline(host)));
+        assert_eq!(stats.clients_offline, 1);
+        let mut buf = [0u8; 1200];
+        assert!(b.s.poll_transmit(now, &mut buf, stats).is_none(), "not yet");
+        assert_eq!(b.s.poll_due(now, rng, stats), None);
+        assert_eq!(b.sent(), [path(1).addr], "the keepalive");
+        assert_eq!(b.due(), [], "offline is reported once");
+        b.now += b.s.config.idle_timeout;
+        assert_eq!(b.due(), [Due::TimedOut(0)]);
+    }
+
+    #[test]
+    fn an_expired_handshake_and_stale_deadlines_are_cleared_by_the_timers_alone() {
+        let mut b = Bench::new(|_| {});
+        b.half_open(1);
+        let (key, _) = b.client(2);
+        b.sent();
+        // The established session's half-open expiry is still in the heap; the other
+        // session's is live.
+        let expiry = b.now + b.s.config.handshake_timeout;
+        let reasons: Vec<_> = std::iter::from_fn(|| {
+            let t = b.s.poll_timeout()?;
+            b.now = t.at;
+            let due = b.due();
+            b.sent();
+            (t.at <= expiry).then_some((t.reason, due))
+        })
+        .collect();
+        assert!(reasons.contains(&("handshake expiry", vec![])));
+        assert!(reasons.contains(&("stale session deadline", vec![])));
+        assert_eq!((b.s.half_open(), b.stats.handshakes_expired), (0, 1));
+        assert!(b.s.contains(key));
+    }
+
+    #[test]
+    fn sessions_with_output_are_served_round_robin() {
+        let mut b = Bench::new(|_| {});
+        let (_, one) = b.client(1);
+        let (_, two) = b.client(2);
+        b.sent();
+        let big = vec![7u8; b.s.max_payload()];
+        for _ in 0..2 {
+            b.s.send_datagram(one, &big).unwrap();
+        }
+        for _ in 0..2 {
+            b.s.send_datagram(two, &big).unwrap();
+        }
+        let (a, c) = (path(1).addr, path(2).addr);
+        assert_eq!(b.sent(), [a, c, a, c]);
+    }
+
+    #[test]
+    fn a_closed_stream_ends_its_half_open_sessions_and_silences_the_others() {
+        let mut b = Bench::new(|_| {});
+        let on_stream = |n: u16| Path {
+            socket: SocketId::stream(n),
+            addr: SocketAddr::from(([198, 51, 100, n as u8], 5000)),
+        };
+        let (_, host) = b.client_at(3, on_stream(1));
+        b.half_open_at(4, on_stream(2));
+        b.sent();
+        assert_eq!((b.s.clients(), b.s.half_open()), (1, 1));
+        let (now, stats) = (b.now, &mut b.stats);
+        b.s.handle_stream_closed(now, SocketId::stream(1), stats);
+        b.s.handle_stream_closed(now, SocketId::stream(2), stats);
+        assert_eq!(stats.stream_paths_closed, 1);
+        assert_eq!((b.s.clients(), b.s.half_open()), (1, 0));
+        b.s.send_datagram(host, b"lost").unwrap();
+        assert_eq!(b.sent(), [], "no path until the client is heard again");
+    }
+}
