@@ -315,23 +315,17 @@ impl Server {
         let now = self.clock.advance(now);
         self.stats.io.datagrams_in += 1;
         self.stats.io.bytes_in += datagram.len() as u64;
-        let decoded = demux::decode(datagram);
-        // The discovery sockets answer STUN only; a server answers no handshake.
         let session_socket = path.socket == SocketId::PRIMARY || path.socket.is_stream();
-        if matches!(decoded, Ok(Datagram::ServerHello(_) | Datagram::Retry(_)))
-            || !session_socket && !matches!(decoded, Ok(Datagram::Stun(_)) | Err(_))
-        {
-            self.stats.dropped.unexpected += 1;
-            return;
-        }
-        match decoded {
+        match demux::decode(datagram) {
             Err(e) => self.stats.dropped.count_decode(e),
             Ok(Datagram::Stun(m)) => {
                 let (limiter, stats) = (&mut self.limiter, &mut self.stats);
                 self.stun
                     .handle_request(now, path, &m, datagram, limiter, stats);
             }
-            Ok(Datagram::ServerHello(_) | Datagram::Retry(_)) => {}
+            // The discovery sockets answer STUN only; a server answers no handshake.
+            _ if !session_socket => self.stats.dropped.unexpected += 1,
+            Ok(Datagram::ServerHello(_) | Datagram::Retry(_)) => self.stats.dropped.unexpected += 1,
             Ok(Datagram::ClientHello(_)) if datagram.len() < MIN_CLIENT_HELLO_LEN => {
                 self.stats.dropped.malformed += 1;
             }

@@ -23,7 +23,7 @@ use smallvec::SmallVec;
 use super::groups::{Card, Roster};
 use super::handshake::{Handshakes, Hello};
 use super::session::Path;
-use super::session::{Handled, Routed, Sealed, Session};
+use super::session::{Handled, Heard, Routed, Sealed, Session};
 use super::streams::Streams;
 use super::ticket::Tickets;
 use crate::arena::Arena;
@@ -88,15 +88,6 @@ pub(super) struct Slot {
     pub(super) generation: u32,
     /// Our receiver id for it: slot in the low 24 bits, generation bits above.
     pub(super) id: u32,
-}
-
-/// What an authentic packet changed, for the server to pass on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Heard {
-    /// This client's UDP address changed: its peers must hear.
-    pub(super) moved: Option<HostId>,
-    /// This client was offline and is back.
-    pub(super) back: Option<HostId>,
 }
 
 /// What came due on a timer that only the server can settle.
@@ -368,10 +359,7 @@ impl Sessions {
                 self.streams.claim(path.socket, key);
             }
         }
-        Heard {
-            moved: heard.moved,
-            back: heard.back,
-        }
+        heard
     }
 
     /// A frame of session `key`'s authentic packet from `path`: the session's own business
