@@ -62,7 +62,7 @@ pub(super) struct Session {
     /// In the transmit queue.
     queued: bool,
     /// The deadline this session has in the timer heap, if any, and what it is for.
-    timer: Option<Timeout>,
+    timer: Option<(Instant, Wake)>,
     /// Reliable ordered control messages in both directions.
     control: ControlStream,
     /// Not heard for `offline_after`: its peers were told; cleared by its next packet.
@@ -174,6 +174,34 @@ pub(super) enum Sealed {
     Last(Transmit),
 }
 
+/// What a session's deadline is for (one byte next to the instant: the deadline is computed
+/// for every packet received and sent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wake {
+    HandshakeExpiry,
+    IdleTimeout,
+    OfflineCheck,
+    Keepalive,
+    ControlRetransmission,
+    TicketRenewal,
+    ClosingExpiry,
+}
+
+impl Wake {
+    /// For logs and busy-loop reports.
+    pub(super) fn reason(self) -> &'static str {
+        match self {
+            Self::HandshakeExpiry => "handshake expiry",
+            Self::IdleTimeout => "client idle timeout",
+            Self::OfflineCheck => "client offline check",
+            Self::Keepalive => "server keepalive",
+            Self::ControlRetransmission => "control stream retransmission",
+            Self::TicketRenewal => "resumption ticket renewal",
+            Self::ClosingExpiry => "closing session expiry",
+        }
+    }
+}
+
 /// An established session's timer fired: what it found due.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Fired {
@@ -259,9 +287,9 @@ impl Session {
         }
     }
 
-    /// Its deadline in the timer heap, if any.
+    /// Its deadline in the timer heap, if any, with its reason.
     pub(super) fn timer(&self) -> Option<Timeout> {
-        self.timer
+        self.timer.map(|(at, wake)| Timeout::new(at, wake.reason()))
     }
 
     // ---- lifecycle ---------------------------------------------------------------------
@@ -464,40 +492,37 @@ impl Session {
 
     // ---- time --------------------------------------------------------------------------
 
-    /// The next instant this session needs its timer, and what for. A control
-    /// retransmission that is already due is not a deadline: the session is queued for
-    /// transmit instead (a past deadline would make the timers spin).
-    pub(super) fn deadline(&self, config: &ServerConfig, now: Instant) -> Timeout {
+    /// The next instant this session needs its timer, and what for (on a tie, the first
+    /// named here). A control retransmission that is already due is not a deadline: the
+    /// session is queued for transmit instead (a past deadline would make the timers spin).
+    pub(super) fn deadline(&self, config: &ServerConfig, now: Instant) -> (Instant, Wake) {
+        let idle = self.last_recv + config.idle_timeout;
         match self.phase {
-            Phase::HalfOpen { expires } => Timeout::new(expires, "handshake expiry"),
+            Phase::HalfOpen { expires } => (expires, Wake::HandshakeExpiry),
             Phase::Established { .. } => {
-                let idle =
-                    Timeout::new(self.last_recv + config.idle_timeout, "client idle timeout");
-                let offline = !self.offline && !config.offline_after.is_zero();
+                let mut d = (idle, Wake::IdleTimeout);
+                let mut earlier = |at: Instant, wake| {
+                    if at < d.0 {
+                        d = (at, wake);
+                    }
+                };
+                if !self.offline && !config.offline_after.is_zero() {
+                    earlier(self.last_recv + config.offline_after, Wake::OfflineCheck);
+                }
+                if !self.out.ping {
+                    earlier(self.last_send + config.keepalive_interval, Wake::Keepalive);
+                }
+                if let Some(c) = self.control.next_timeout().filter(|c| *c > now) {
+                    earlier(c, Wake::ControlRetransmission);
+                }
                 let renewal = self.ticket_at;
-                let renewal = renewal.and_then(|at| ticket::renewal(at, config.ticket_lifetime));
-                Timeout::min([
-                    Some(idle),
-                    Timeout::at(
-                        offline.then(|| self.last_recv + config.offline_after),
-                        "client offline check",
-                    ),
-                    Timeout::at(
-                        (!self.out.ping).then(|| self.last_send + config.keepalive_interval),
-                        "server keepalive",
-                    ),
-                    Timeout::at(
-                        self.control.next_timeout().filter(|c| *c > now),
-                        "control stream retransmission",
-                    ),
-                    Timeout::at(renewal, "resumption ticket renewal"),
-                ])
-                .unwrap_or(idle)
+                if let Some(at) = renewal.and_then(|at| ticket::renewal(at, config.ticket_lifetime))
+                {
+                    earlier(at, Wake::TicketRenewal);
+                }
+                d
             }
-            Phase::Closing => Timeout::new(
-                self.last_recv + config.idle_timeout,
-                "closing session expiry",
-            ),
+            Phase::Closing => (idle, Wake::ClosingExpiry),
         }
     }
 
@@ -505,16 +530,16 @@ impl Session {
     /// earlier (for the heap).
     pub(super) fn reschedule(&mut self, config: &ServerConfig, now: Instant) -> Option<Instant> {
         let d = self.deadline(config, now);
-        if self.timer.is_some_and(|t| d.at >= t.at) {
+        if self.timer.is_some_and(|t| d.0 >= t.0) {
             return None;
         }
         self.timer = Some(d);
-        Some(d.at)
+        Some(d.0)
     }
 
     /// Its heap entry `at` came up: true if it is the live one (then cleared).
     pub(super) fn take_timer(&mut self, at: Instant) -> bool {
-        let live = self.timer.is_some_and(|t| t.at == at);
+        let live = self.timer.is_some_and(|t| t.0 == at);
         if live {
             self.timer = None;
         }
@@ -731,15 +756,19 @@ mod tests {
         let t0 = crate::tests::epoch();
         let cfg = config(|c| c.ticket_lifetime = Duration::ZERO);
         let mut s = session(t0, &cfg);
+        let deadline = |s: &Session, cfg, now| {
+            let (at, wake) = s.deadline(cfg, now);
+            Timeout::new(at, wake.reason())
+        };
         assert_eq!(
-            s.deadline(&cfg, t0),
+            deadline(&s, &cfg, t0),
             Timeout::new(t0 + cfg.handshake_timeout, "handshake expiry")
         );
         s.establish(None, None);
         // Offline check and keepalive are both due at 5 s: the first named wins.
         let five = t0 + cfg.offline_after;
         assert_eq!(
-            s.deadline(&cfg, t0),
+            deadline(&s, &cfg, t0),
             Timeout::new(five, "client offline check")
         );
         assert_eq!(
@@ -750,13 +779,13 @@ mod tests {
             }
         );
         assert_eq!(
-            s.deadline(&cfg, five),
+            deadline(&s, &cfg, five),
             Timeout::new(five, "server keepalive")
         );
         assert!(s.keepalive(&cfg, five), "a ping is queued");
         let idle = Timeout::new(t0 + cfg.idle_timeout, "client idle timeout");
         assert_eq!(
-            s.deadline(&cfg, five),
+            deadline(&s, &cfg, five),
             idle,
             "no keepalive while one is queued"
         );
@@ -764,7 +793,7 @@ mod tests {
         let with_tickets = config(|c| c.ticket_lifetime = Duration::from_secs(4));
         s.ticket_issued(t0);
         assert_eq!(
-            s.deadline(&with_tickets, five).reason,
+            deadline(&s, &with_tickets, five).reason,
             "resumption ticket renewal"
         );
     }

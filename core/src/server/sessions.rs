@@ -22,8 +22,7 @@ use smallvec::SmallVec;
 
 use super::groups::{Card, Roster};
 use super::handshake::{Handshakes, Hello};
-use super::session::Path;
-use super::session::{Handled, Heard, Routed, Sealed, Session};
+use super::session::{Handled, Heard, Path, Routed, Sealed, Session};
 use super::streams::Streams;
 use super::ticket::Tickets;
 use crate::arena::Arena;
