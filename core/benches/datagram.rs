@@ -4,6 +4,13 @@
 //! datagram in steady state, next to bare ChaCha20-Poly1305 seal+open of the same bytes
 //! measured in the same run (the floor any encrypted protocol pays), as a ratio.
 //!
+//! Then the relay path (the server's hot path): two relay-only clients in one group; each
+//! iteration sends a peer message from one to the other through the server (client seal ->
+//! server open -> Relay frame -> budgets -> Relayed frame -> server seal -> client open ->
+//! event). Reports relayed messages per second end to end, the server's own time per relayed
+//! packet (its `handle_datagram` and `poll_transmit`, timed around the calls), and the
+//! server's heap allocations per relayed packet.
+//!
 //! `cargo bench -p pierce-core --bench datagram`
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock; the core never does
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -19,16 +26,23 @@ use std::time::{Duration, Instant};
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
 use pierce_core::{
-    Client, ClientConfig, MAX_DATAGRAM_SIZE, SecretKey, Server, ServerConfig, ServerEvent,
+    Channel, Client, ClientConfig, ClientEvent, HostId, MAX_DATAGRAM_SIZE, SecretKey, Server,
+    ServerConfig, ServerEvent,
 };
 
 struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Allocations made while `IN_SERVER` is set (single-threaded bench: a plain flag).
+static SERVER_ALLOCS: AtomicU64 = AtomicU64::new(0);
+static IN_SERVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        if IN_SERVER.load(Ordering::Relaxed) {
+            SERVER_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
@@ -36,6 +50,9 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        if IN_SERVER.load(Ordering::Relaxed) {
+            SERVER_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
         unsafe { System.realloc(p, l, n) }
     }
 }
@@ -101,6 +118,163 @@ impl Pair {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+/// Two relay-only clients in one group, and their server.
+struct Relay {
+    now: Instant,
+    server: Server,
+    a: Client,
+    b: Client,
+    a_id: HostId,
+    b_id: HostId,
+    server_addr: SocketAddr,
+    a_addr: SocketAddr,
+    b_addr: SocketAddr,
+    buf: Vec<u8>,
+    /// Server time spent in the measured calls.
+    server_time: Duration,
+}
+
+impl Relay {
+    fn grouped() -> Self {
+        let now = Instant::now();
+        let mut cfg = ServerConfig::new(SecretKey::from_bytes([1; 32]));
+        // Budgets out of the way: this measures the path, not the policy.
+        cfg.relay_rate_per_client = u32::MAX;
+        cfg.relay_burst_per_client = u32::MAX;
+        cfg.relay_rate_per_group = u32::MAX;
+        cfg.relay_rate_total = u32::MAX;
+        let server = Server::new(Arc::new(cfg), [2; 32], now, Duration::ZERO).unwrap();
+        let mut ccfg = ClientConfig::default();
+        ccfg.direct_paths = false;
+        let ccfg = Arc::new(ccfg);
+        let mut r = Self {
+            now,
+            server,
+            a: Client::new(ccfg.clone(), [3; 32], now).unwrap(),
+            b: Client::new(ccfg, [4; 32], now).unwrap(),
+            a_id: HostId(0),
+            b_id: HostId(0),
+            server_addr: "10.0.0.1:7000".parse().unwrap(),
+            a_addr: "10.0.0.2:5000".parse().unwrap(),
+            b_addr: "10.0.0.3:5000".parse().unwrap(),
+            buf: vec![0; MAX_DATAGRAM_SIZE],
+            server_time: Duration::ZERO,
+        };
+        r.a.connect(now, r.server_addr, &[]).unwrap();
+        r.b.connect(now, r.server_addr, &[]).unwrap();
+        for _ in 0..10 {
+            r.shuttle();
+        }
+        r.a_id = r.a.host_id().unwrap();
+        r.b_id = r.b.host_id().unwrap();
+        r.server.create_group(now, &[r.a_id, r.b_id]).unwrap();
+        for _ in 0..10 {
+            r.shuttle();
+        }
+        while r.a.poll_event().is_some() {}
+        while r.b.poll_event().is_some() {}
+        while r.server.poll_event().is_some() {}
+        r
+    }
+
+    /// Delivers everything queued (only to the server and from it: no direct paths).
+    fn shuttle(&mut self) {
+        for (c, addr) in [(&mut self.a, self.a_addr), (&mut self.b, self.b_addr)] {
+            while let Some(t) = c.poll_transmit(self.now, &mut self.buf) {
+                if t.dst == self.server_addr {
+                    self.server
+                        .handle_datagram(self.now, addr, &self.buf[..t.len]);
+                }
+            }
+        }
+        while let Some(t) = self.server.poll_transmit(self.now, &mut self.buf) {
+            let c = if t.dst == self.a_addr {
+                &mut self.a
+            } else {
+                &mut self.b
+            };
+            c.handle_datagram(self.now, self.server_addr, &self.buf[..t.len]);
+        }
+    }
+
+    /// One peer message a -> server -> b; returns the payload length b saw.
+    fn one(&mut self, payload: &[u8]) -> usize {
+        // Time moves (10 µs a message), so budgets and timers behave as in a real run.
+        self.now += Duration::from_micros(10);
+        self.a
+            .send(self.now, self.b_id, Channel::UNRELIABLE, payload)
+            .unwrap();
+        let mut seen = 0;
+        while let Some(t) = self.a.poll_transmit(self.now, &mut self.buf) {
+            if t.dst != self.server_addr {
+                continue;
+            }
+            let t0 = Instant::now();
+            IN_SERVER.store(true, Ordering::Relaxed);
+            self.server
+                .handle_datagram(self.now, self.a_addr, &self.buf[..t.len]);
+            IN_SERVER.store(false, Ordering::Relaxed);
+            self.server_time += t0.elapsed();
+            loop {
+                let t0 = Instant::now();
+                IN_SERVER.store(true, Ordering::Relaxed);
+                let t = self.server.poll_transmit(self.now, &mut self.buf);
+                IN_SERVER.store(false, Ordering::Relaxed);
+                self.server_time += t0.elapsed();
+                let Some(t) = t else { break };
+                let c = if t.dst == self.a_addr {
+                    &mut self.a
+                } else {
+                    &mut self.b
+                };
+                c.handle_datagram(self.now, self.server_addr, &self.buf[..t.len]);
+            }
+        }
+        while let Some(e) = self.b.poll_event() {
+            if let ClientEvent::PeerMessage { payload, .. } = e {
+                seen += payload.len();
+            }
+        }
+        // Acknowledgements, keepalives: delivered, not timed.
+        self.shuttle();
+        while self.a.poll_event().is_some() {}
+        while self.server.poll_event().is_some() {}
+        seen
+    }
+}
+
+/// Relay path, one payload size. Returns (messages/s median, spread %, server ns per
+/// relayed packet median, server allocs per relayed packet median).
+fn measure_relay(r: &mut Relay, size: usize) -> (f64, f64, f64, f64) {
+    const RELAY_PER_ROUND: u64 = 50_000;
+    let payload = vec![0x42u8; size];
+    for _ in 0..20_000 {
+        r.one(&payload);
+    }
+    let (mut rate, mut server_ns, mut allocs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let relayed0 = r.server.stats().relayed_packets;
+        let a0 = SERVER_ALLOCS.load(Ordering::Relaxed);
+        r.server_time = Duration::ZERO;
+        let t = Instant::now();
+        let mut seen = 0;
+        for _ in 0..RELAY_PER_ROUND {
+            seen += r.one(&payload);
+        }
+        let dt = t.elapsed().as_secs_f64();
+        let relayed = (r.server.stats().relayed_packets - relayed0) as f64;
+        assert_eq!(seen, payload.len() * RELAY_PER_ROUND as usize);
+        rate.push(RELAY_PER_ROUND as f64 / dt);
+        server_ns.push(r.server_time.as_nanos() as f64 / relayed);
+        allocs.push((SERVER_ALLOCS.load(Ordering::Relaxed) - a0) as f64 / relayed);
+    }
+    let (lo, hi) = rate
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), x| (l.min(*x), h.max(*x)));
+    let spread = (hi - lo) / median(rate.clone()) * 100.0;
+    (median(rate), spread, median(server_ns), median(allocs))
 }
 
 fn raw_aead(payload: &[u8], n: u64) -> f64 {
@@ -198,5 +372,29 @@ fn main() {
         ));
     }
     println!("(1200Bdgram: a {full}-byte payload, the largest that fits one 1200-byte datagram)");
+
+    let mut relay = Relay::grouped();
+    println!();
+    println!(
+        "relay path: peer message a -> server (Relay frame) -> b (Relayed frame), relay-only \
+         clients; {ROUNDS} rounds (median); server time measured around its calls"
+    );
+    println!(
+        "| payload | relayed messages/s | spread | server ns/relayed packet | server allocs/relayed packet |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    let relay_full = relay.a.max_unreliable_payload();
+    for size in [64, relay_full] {
+        let (rate, spread, ns, allocs) = measure_relay(&mut relay, size);
+        println!("| {size} B | {rate:.0} | {spread:.1}% | {ns:.0} | {allocs:.4} |");
+        let key = if size == relay_full {
+            "full".to_owned()
+        } else {
+            format!("{size}B")
+        };
+        result.push_str(&format!(
+            " relay_msgs_per_sec_{key}={rate:.0} relay_server_ns_{key}={ns:.0} relay_server_allocs_{key}={allocs:.4}"
+        ));
+    }
     println!("{result}");
 }

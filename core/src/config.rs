@@ -247,7 +247,8 @@ pub struct ServerConfig {
     pub ticket_lifetime: Duration,
     /// Forget a half-open handshake after this long.
     pub handshake_timeout: Duration,
-    /// Connected clients, at most; beyond it new clients are rejected with `ServerFull`.
+    /// Connected clients, at most; beyond it new clients are rejected with `ServerFull`. At
+    /// most 2^24 (16 777 216).
     pub max_clients: usize,
     /// Half-open handshakes held at once, at most; beyond it new ClientHellos are dropped.
     pub max_half_open: usize,
@@ -357,7 +358,7 @@ impl ServerConfig {
                 "offline_after must be shorter than idle_timeout (zero turns it off)",
             ));
         }
-        if self.max_clients == 0 || self.max_clients > crate::server::MAX_SESSIONS {
+        if self.max_clients == 0 || self.max_clients > MAX_SESSIONS {
             return Err(ConfigError::OutOfRange("max_clients"));
         }
         Ok(())
@@ -379,3 +380,8 @@ fn validate_timing(keepalive: Duration, idle: Duration, mtu: usize) -> Result<()
 
 /// Smallest `max_datagram_size` accepted: room for the sealed overhead and a Welcome frame.
 pub const MIN_DATAGRAM_SIZE: usize = 200;
+
+/// Sessions one server can hold: a session id carries the session's slot in its low 24 bits
+/// (the generation above), so a server never has more slots than that, and `max_clients` is
+/// capped by it.
+pub(crate) const MAX_SESSIONS: usize = 1 << 24;

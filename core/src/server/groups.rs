@@ -1,184 +1,222 @@
-//! P2P groups, client pairs and the relay.
+//! P2P groups and client pairs.
 //!
 //! A pair of clients shares one P2P connection while they share at least one group: the pair
 //! is created (fresh random key, fresh pair id) when they come to share their first group and
 //! torn down when they share none. Group and pair changes reach clients on their reliable
 //! control stream, pair keys always before the `MemberJoined` that makes them usable.
+//!
+//! [`Groups`] decides, and queues what the members must hear as encoded control messages
+//! ([`Groups::poll_control`]) and what the application must hear as events
+//! ([`Groups::poll_event`]); the server hands them on. What it needs to know about a client's
+//! session (its address, RTT, whether it is offline) it asks through a [`Roster`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::ops::Range;
 
 use rand::RngCore;
+use slab::Slab;
 use smallvec::SmallVec;
 
-use super::Server;
 use crate::error::GroupError;
 use crate::event::{GroupId, HostId, MemberLeftReason, ServerEvent};
-use crate::ratelimit::Bucket;
-use crate::time::{Duration, Instant};
-use crate::wire::control::ControlMsg;
-use crate::wire::sealed::{KIND_PEER, OVERHEAD};
+use crate::rng::Rng;
+use crate::stats::ServerStats;
+use crate::time::Duration;
+use crate::wire::control::{Candidates, ControlMsg, NatInfo};
 
 /// Longest delay the server asks one end of a new pair to wait before punching (a session
 /// with a huge RTT estimate must not stall its partner's punching).
 const MAX_PUNCH_DELAY: Duration = Duration::from_millis(500);
+/// Groups a client is in without allocating; more spill to the heap.
+const INLINE_GROUPS: usize = 4;
+/// Groups two clients share without allocating (usually one).
+const INLINE_SHARED: usize = 2;
 
-pub(super) struct Group {
-    generation: u32,
-    /// Members in join order.
-    pub(super) members: Vec<HostId>,
-    /// For each member whose join is not yet acknowledged by everyone: who still owes an ack.
-    pending_acks: BTreeMap<HostId, BTreeSet<HostId>>,
-    /// Relay budget of the group.
-    relay_bucket: Bucket,
-    /// Set when the group is a room.
-    pub(super) room: Option<super::rooms::Room>,
+/// What a pair's introduction needs from a member's session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Card {
+    /// The address peers punch to: the client's UDP address (its path's, if none yet).
+    pub(super) addr: SocketAddr,
+    /// Not heard from lately (its peers were told).
+    pub(super) offline: bool,
+    /// Smoothed round-trip time of its session.
+    pub(super) srtt: Duration,
 }
 
-pub(super) struct Pair {
-    pub(super) pair_id: u32,
-    /// Groups the two share.
-    shared: u32,
+/// The sessions, as groups see them: connected clients and their cards.
+pub(super) trait Roster {
+    /// `host`'s card, if it is a connected client.
+    fn card(&self, host: HostId) -> Option<Card>;
+}
+
+/// Groups, their members, the pairs they imply, and what each member told about itself.
+#[derive(Default)]
+pub(super) struct Groups {
+    groups: Slab<Group>,
+    /// Generation of the next group (never 0): makes `GroupId`s unique for the server's life.
+    next_generation: u32,
+    /// Pairs of clients that share at least one group, keyed (lower, higher).
+    pairs: BTreeMap<(HostId, HostId), Pair>,
+    /// Next pair id: pair ids are never reused, so they double as the pair's epoch.
+    next_pair_id: u32,
+    /// Connected clients that are in a group or told something about themselves.
+    clients: BTreeMap<HostId, Member>,
+    /// Control messages for members, in order.
+    out: Outbox,
+    /// Events for the application.
+    events: VecDeque<ServerEvent>,
+}
+
+struct Group {
+    generation: u32,
+    /// Members in join order.
+    members: Vec<HostId>,
+    /// For each member whose join is not yet acknowledged by everyone: who still owes an ack.
+    pending_acks: BTreeMap<HostId, BTreeSet<HostId>>,
+}
+
+struct Pair {
+    pair_id: u32,
+    /// The groups the two share, in id order (never empty).
+    shared: SmallVec<[GroupId; INLINE_SHARED]>,
+}
+
+/// A connected client, as groups know it.
+#[derive(Default)]
+struct Member {
+    /// Its groups, in join order.
+    groups: SmallVec<[GroupId; INLINE_GROUPS]>,
+    /// Local (LAN) addresses it advertised, already filtered.
+    candidates: Candidates,
+    /// Its NAT's behaviour, once it reported it.
+    nat: Option<NatInfo>,
+}
+
+/// Encoded control messages waiting to be handed to sessions: one buffer, reused.
+#[derive(Default)]
+struct Outbox {
+    bytes: Vec<u8>,
+    messages: VecDeque<(HostId, Range<usize>)>,
 }
 
 fn pair_key(a: HostId, b: HostId) -> (HostId, HostId) {
     (a.min(b), a.max(b))
 }
 
-impl Server {
-    // ---- public group API --------------------------------------------------------------
+fn slot(id: GroupId) -> usize {
+    (id.0 & u64::from(u32::MAX)) as usize
+}
 
-    /// Creates a group with `members` (possibly none), joined in the order given.
-    ///
-    /// # Errors
-    /// [`GroupError::UnknownHost`] if any member is not a connected client (nothing is
-    /// created then).
-    pub fn create_group(
-        &mut self,
-        now: Instant,
-        members: &[HostId],
-    ) -> Result<GroupId, GroupError> {
-        let now = self.clock.advance(now);
-        if let Some(&bad) = members.iter().find(|&&m| self.established(m).is_none()) {
-            return Err(GroupError::UnknownHost(bad));
+impl Groups {
+    /// No groups; pair ids start at `first_pair_id` (random, so that a restarted server's
+    /// pair ids do not collide with its clients' surviving pairs).
+    pub(super) fn new(first_pair_id: u32) -> Self {
+        Self {
+            next_generation: 1,
+            next_pair_id: first_pair_id,
+            ..Self::default()
         }
-        let group = self.new_group(None);
-        for &m in members {
-            if !self.group(group).is_some_and(|g| g.members.contains(&m)) {
-                self.join_inner(now, group, m);
-            }
-        }
-        self.settle(now);
-        Ok(group)
     }
 
-    /// Adds a connected client to a group.
-    ///
-    /// # Errors
-    /// [`GroupError::UnknownGroup`], [`GroupError::UnknownHost`] or
-    /// [`GroupError::AlreadyMember`].
-    pub fn join_group(
-        &mut self,
-        now: Instant,
-        group: GroupId,
-        host: HostId,
-    ) -> Result<(), GroupError> {
-        let now = self.clock.advance(now);
-        let g = self.group(group).ok_or(GroupError::UnknownGroup)?;
-        if g.members.contains(&host) {
-            return Err(GroupError::AlreadyMember);
-        }
-        if self.established(host).is_none() {
-            return Err(GroupError::UnknownHost(host));
-        }
-        self.join_inner(now, group, host);
-        self.settle(now);
-        Ok(())
-    }
-
-    /// Removes a client from a group; every member (the leaver included) is told.
-    ///
-    /// # Errors
-    /// [`GroupError::UnknownGroup`] or [`GroupError::NotMember`].
-    pub fn leave_group(
-        &mut self,
-        now: Instant,
-        group: GroupId,
-        host: HostId,
-    ) -> Result<(), GroupError> {
-        let now = self.clock.advance(now);
-        let g = self.group(group).ok_or(GroupError::UnknownGroup)?;
-        if !g.members.contains(&host) {
-            return Err(GroupError::NotMember);
-        }
-        self.leave_inner(now, group, host, MemberLeftReason::Left);
-        self.settle(now);
-        Ok(())
-    }
-
-    /// Destroys a group: members get `GroupDestroyed`, pairs that shared only this group are
-    /// torn down.
-    ///
-    /// # Errors
-    /// [`GroupError::UnknownGroup`].
-    pub fn destroy_group(&mut self, now: Instant, group: GroupId) -> Result<(), GroupError> {
-        let now = self.clock.advance(now);
-        if self.group(group).is_none() {
-            return Err(GroupError::UnknownGroup);
-        }
-        self.destroy_inner(group);
-        self.settle(now);
-        Ok(())
-    }
-
-    /// Members of a group, in join order.
-    pub fn group_members(&self, group: GroupId) -> Option<&[HostId]> {
-        self.group(group).map(|g| &g.members[..])
-    }
+    // ---- getters -----------------------------------------------------------------------
 
     /// Groups, in id order.
-    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+    pub(super) fn ids(&self) -> impl Iterator<Item = GroupId> + '_ {
         self.groups
             .iter()
             .map(|(k, g)| GroupId((u64::from(g.generation) << 32) | k as u64))
     }
 
-    /// Groups a connected client is in.
-    pub fn client_groups(&self, host: HostId) -> Option<&[GroupId]> {
-        self.established(host).map(|(_, s)| &s.groups[..])
+    /// Groups that exist.
+    pub(super) fn len(&self) -> usize {
+        self.groups.len()
     }
 
-    // ---- internals ---------------------------------------------------------------------
-
-    pub(super) fn group(&self, id: GroupId) -> Option<&Group> {
-        let key = (id.0 & u64::from(u32::MAX)) as usize;
-        self.groups
-            .get(key)
-            .filter(|g| u64::from(g.generation) == id.0 >> 32)
+    /// Pairs that exist.
+    pub(super) fn pairs(&self) -> usize {
+        self.pairs.len()
     }
 
-    pub(super) fn group_mut(&mut self, id: GroupId) -> Option<&mut Group> {
-        let key = (id.0 & u64::from(u32::MAX)) as usize;
-        self.groups
-            .get_mut(key)
-            .filter(|g| u64::from(g.generation) == id.0 >> 32)
+    /// Members of `group`, in join order.
+    pub(super) fn members(&self, group: GroupId) -> Option<&[HostId]> {
+        self.group(group).map(|g| &g.members[..])
     }
 
-    pub(super) fn new_group(&mut self, room: Option<super::rooms::Room>) -> GroupId {
-        let generation = self.next_group_gen;
-        self.next_group_gen = self.next_group_gen.wrapping_add(1).max(1);
+    /// The groups `host` is in, in join order.
+    pub(super) fn client_groups(&self, host: HostId) -> &[GroupId] {
+        self.clients.get(&host).map_or(&[], |m| &m.groups[..])
+    }
+
+    /// The group whose relay budget a packet from `from` to `to` is charged to (the lowest
+    /// numbered they share), or `None` if they share none.
+    pub(super) fn relay_group(&self, from: HostId, to: HostId) -> Option<GroupId> {
+        let pair = self.pairs.get(&pair_key(from, to))?;
+        pair.shared.first().copied()
+    }
+
+    // ---- commands ----------------------------------------------------------------------
+
+    /// The server's `create_group`: a group with `members` (connected clients), joined in
+    /// the order given; nothing is created if one is not connected.
+    pub(super) fn create_with(
+        &mut self,
+        members: &[HostId],
+        rng: &mut Rng,
+        roster: &impl Roster,
+    ) -> Result<GroupId, GroupError> {
+        if let Some(&bad) = members.iter().find(|&&m| roster.card(m).is_none()) {
+            return Err(GroupError::UnknownHost(bad));
+        }
+        let group = self.create();
+        for &m in members {
+            if !self.members(group).is_some_and(|g| g.contains(&m)) {
+                self.join(group, m, rng, roster);
+            }
+        }
+        Ok(group)
+    }
+
+    /// The server's `join_group`: connected client `host` joins `group`.
+    pub(super) fn join_checked(
+        &mut self,
+        group: GroupId,
+        host: HostId,
+        rng: &mut Rng,
+        roster: &impl Roster,
+    ) -> Result<(), GroupError> {
+        let members = self.members(group).ok_or(GroupError::UnknownGroup)?;
+        if members.contains(&host) {
+            return Err(GroupError::AlreadyMember);
+        }
+        if roster.card(host).is_none() {
+            return Err(GroupError::UnknownHost(host));
+        }
+        self.join(group, host, rng, roster);
+        Ok(())
+    }
+
+    /// A new, empty group.
+    pub(super) fn create(&mut self) -> GroupId {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let key = self.groups.insert(Group {
             generation,
             members: Vec::new(),
             pending_acks: BTreeMap::new(),
-            relay_bucket: Bucket::EMPTY,
-            room,
         });
-        self.stats.groups += 1;
         GroupId((u64::from(generation) << 32) | key as u64)
     }
 
-    /// Adds `host` (connected, not a member) to `group` and tells everyone.
-    pub(super) fn join_inner(&mut self, _now: Instant, group: GroupId, host: HostId) {
+    /// Adds `host` (a connected client, not a member) to `group` and tells everyone: pair
+    /// keys first (drawn from `rng`), so each `MemberJoined` finds its pair ready.
+    pub(super) fn join(
+        &mut self,
+        group: GroupId,
+        host: HostId,
+        rng: &mut Rng,
+        roster: &impl Roster,
+    ) {
         let Some(g) = self.group_mut(group) else {
             return;
         };
@@ -188,15 +226,12 @@ impl Server {
         let mut owe: BTreeSet<HostId> = existing.iter().copied().collect();
         owe.insert(host);
         g.pending_acks.insert(host, owe);
-        if let Some((key, _)) = self.established(host) {
-            self.sessions[key].groups.push(group);
-        }
-        // Pair keys first, so each MemberJoined finds its pair ready.
+        self.clients.entry(host).or_default().groups.push(group);
         for &e in &existing {
-            self.pair_ref(host, e);
+            self.pair_ref(host, e, group, rng, roster);
         }
         for &e in &existing {
-            self.send_control(
+            self.push_control(
                 host,
                 &ControlMsg::MemberJoined {
                     group: group.0,
@@ -210,20 +245,14 @@ impl Server {
             member: host.0,
             member_count: count,
         };
-        self.send_control(host, &joined);
+        self.push_control(host, &joined);
         for &e in &existing {
-            self.send_control(e, &joined);
+            self.push_control(e, &joined);
         }
     }
 
-    /// Removes `host` from `group` and tells everyone still connected.
-    pub(super) fn leave_inner(
-        &mut self,
-        _now: Instant,
-        group: GroupId,
-        host: HostId,
-        reason: MemberLeftReason,
-    ) {
+    /// Removes `host` from `group` and tells every member, the leaver included.
+    pub(super) fn leave(&mut self, group: GroupId, host: HostId, reason: MemberLeftReason) {
         let Some(g) = self.group_mut(group) else {
             return;
         };
@@ -242,8 +271,8 @@ impl Server {
         for m in &completed {
             g.pending_acks.remove(m);
         }
-        if let Some((key, _)) = self.established(host) {
-            self.sessions[key].groups.retain(|x| *x != group);
+        if let Some(c) = self.clients.get_mut(&host) {
+            c.groups.retain(|x| *x != group);
         }
         let left = ControlMsg::MemberLeft {
             group: group.0,
@@ -251,41 +280,50 @@ impl Server {
             reason: reason.code(),
         };
         for &e in &remaining {
-            self.send_control(e, &left);
+            self.push_control(e, &left);
         }
-        self.send_control(host, &left);
+        self.push_control(host, &left);
         for &e in &remaining {
-            self.pair_unref(host, e);
+            self.pair_unref(host, e, group);
         }
         for member in completed {
-            self.push_event(ServerEvent::GroupJoinAckComplete { group, member });
+            self.events
+                .push_back(ServerEvent::GroupJoinAckComplete { group, member });
         }
-        self.room_after_leave(group, host);
     }
 
-    pub(super) fn destroy_inner(&mut self, group: GroupId) {
-        let key = (group.0 & u64::from(u32::MAX)) as usize;
+    /// Destroys `group`: members get `GroupDestroyed`, pairs that shared only it are torn
+    /// down. False if there is no such group.
+    pub(super) fn destroy(&mut self, group: GroupId) -> bool {
         if self.group(group).is_none() {
-            return;
+            return false;
         }
-        let g = self.groups.remove(key);
-        self.stats.groups -= 1;
-        if let Some(room) = &g.room {
-            self.rooms.remove(&room.name);
-        }
+        let g = self.groups.remove(slot(group));
         for (i, &m) in g.members.iter().enumerate() {
-            if let Some((k, _)) = self.established(m) {
-                self.sessions[k].groups.retain(|x| *x != group);
+            if let Some(c) = self.clients.get_mut(&m) {
+                c.groups.retain(|x| *x != group);
             }
-            self.send_control(m, &ControlMsg::GroupDestroyed { group: group.0 });
+            self.push_control(m, &ControlMsg::GroupDestroyed { group: group.0 });
             for &other in &g.members[i + 1..] {
-                self.pair_unref(m, other);
+                self.pair_unref(m, other, group);
             }
         }
+        true
     }
+
+    /// `host`'s session ended: forgets what it told, and returns the groups it is still in
+    /// (for the caller to take it out of, one by one, as for any leave).
+    pub(super) fn client_ended(&mut self, host: HostId) -> SmallVec<[GroupId; INLINE_GROUPS]> {
+        self.clients
+            .remove(&host)
+            .map(|c| c.groups)
+            .unwrap_or_default()
+    }
+
+    // ---- inputs from clients -----------------------------------------------------------
 
     /// A client acknowledged that `member` is in `group`.
-    pub(super) fn on_member_ack(&mut self, group: GroupId, from: HostId, member: HostId) {
+    pub(super) fn handle_member_ack(&mut self, group: GroupId, from: HostId, member: HostId) {
         let Some(g) = self.group_mut(group) else {
             return;
         };
@@ -294,147 +332,21 @@ impl Server {
         };
         if owe.remove(&from) && owe.is_empty() {
             g.pending_acks.remove(&member);
-            self.push_event(ServerEvent::GroupJoinAckComplete { group, member });
+            self.events
+                .push_back(ServerEvent::GroupJoinAckComplete { group, member });
         }
-    }
-
-    /// One more shared group for `a` and `b`; creates the pair (and hands both the key) on the
-    /// first.
-    fn pair_ref(&mut self, a: HostId, b: HostId) {
-        if let Some(p) = self.pairs.get_mut(&pair_key(a, b)) {
-            p.shared += 1;
-            return;
-        }
-        let pair_id = self.next_pair_id;
-        self.next_pair_id = self.next_pair_id.wrapping_add(1).max(1);
-        let mut key = [0u8; 32];
-        self.rng.fill_bytes(&mut key);
-        self.pairs
-            .insert(pair_key(a, b), Pair { pair_id, shared: 1 });
-        self.stats.pairs += 1;
-        // Coordinated punching: each end starts probing when the other's PeerAdd has arrived
-        // too. One-way times are half the smoothed RTTs of the two sessions.
-        let half_rtt = |h: HostId| {
-            self.established(h)
-                .map_or(Duration::ZERO, |(_, s)| s.control.srtt() / 2)
-        };
-        let (owd_a, owd_b) = (half_rtt(a), half_rtt(b));
-        let latest = owd_a.max(owd_b);
-        for (to, peer) in [(a, b), (b, a)] {
-            let Some((_, s)) = self.established(peer) else {
-                continue;
-            };
-            let (addr, candidates, nat, offline) =
-                (s.udp.unwrap_or(s.addr), s.candidates, s.nat, s.offline);
-            let own = if to == a { owd_a } else { owd_b };
-            let delay = (latest - own).min(MAX_PUNCH_DELAY);
-            self.send_control(
-                to,
-                &ControlMsg::PeerAdd {
-                    peer: peer.0,
-                    pair_id,
-                    key,
-                    addr,
-                    delay_ms: u16::try_from(delay.as_millis()).unwrap_or(u16::MAX),
-                },
-            );
-            if let Some(info) = nat {
-                self.send_control(to, &ControlMsg::PeerNat { peer: peer.0, info });
-            }
-            if candidates.iter().next().is_some() {
-                self.send_control(
-                    to,
-                    &ControlMsg::PeerCandidates {
-                        peer: peer.0,
-                        addrs: candidates,
-                    },
-                );
-            }
-            if offline {
-                self.send_control(to, &ControlMsg::PeerOffline { peer: peer.0 });
-            }
-        }
-    }
-
-    /// One fewer shared group; tears the pair down after the last.
-    fn pair_unref(&mut self, a: HostId, b: HostId) {
-        let k = pair_key(a, b);
-        let Some(p) = self.pairs.get_mut(&k) else {
-            return;
-        };
-        p.shared -= 1;
-        if p.shared > 0 {
-            return;
-        }
-        let pair_id = p.pair_id;
-        self.pairs.remove(&k);
-        self.stats.pairs -= 1;
-        for (to, peer) in [(a, b), (b, a)] {
-            self.send_control(
-                to,
-                &ControlMsg::PeerRemove {
-                    peer: peer.0,
-                    pair_id,
-                },
-            );
-        }
-    }
-
-    /// A client reported its NAT's behaviour (from discovery): keep it and pass it to everyone
-    /// it shares a group with, who use it to choose port prediction or birthday probing.
-    pub(super) fn on_nat_info(&mut self, from: HostId, info: crate::wire::control::NatInfo) {
-        let Some((key, _)) = self.established(from) else {
-            return;
-        };
-        self.sessions[key].nat = Some(info);
-        for p in self.partners(from) {
-            self.send_control(p, &ControlMsg::PeerNat { peer: from.0, info });
-        }
-    }
-
-    /// A client's address changed (its NAT rebound, it roamed): its peers learn the new
-    /// reflexive address and punch to it again.
-    pub(super) fn on_client_moved(&mut self, host: HostId, addr: std::net::SocketAddr) {
-        for p in self.partners(host) {
-            self.send_control(p, &ControlMsg::PeerMoved { peer: host.0, addr });
-        }
-    }
-
-    /// A client went offline (`true`) or came back: everyone it shares a group with hears.
-    pub(super) fn on_client_offline(&mut self, host: HostId, offline: bool) {
-        let msg = if offline {
-            ControlMsg::PeerOffline { peer: host.0 }
-        } else {
-            ControlMsg::PeerOnline { peer: host.0 }
-        };
-        for p in self.partners(host) {
-            self.send_control(p, &msg);
-        }
-    }
-
-    /// Everyone `host` shares a group with.
-    /// Found through its groups' member lists (a pair exists exactly while two clients share
-    /// a group), so the cost is the size of its groups, not the number of pairs on the server.
-    fn partners(&self, host: HostId) -> SmallVec<[HostId; 16]> {
-        let Some((_, s)) = self.established(host) else {
-            return SmallVec::new();
-        };
-        let mut out: SmallVec<[HostId; 16]> = SmallVec::new();
-        for g in s.groups.iter().filter_map(|&g| self.group(g)) {
-            for &m in &g.members {
-                if m != host && !out.contains(&m) {
-                    out.push(m);
-                }
-            }
-        }
-        out
     }
 
     /// A client advertised its local addresses: keep the plausible ones (never loopback,
     /// multicast, unspecified or port 0: a peer must not be steered into probing those) and
     /// pass them to everyone it shares a group with.
-    pub(super) fn on_candidates(&mut self, from: HostId, addrs: &crate::wire::control::Candidates) {
-        let good: SmallVec<[std::net::SocketAddr; 4]> = addrs
+    pub(super) fn handle_candidates(
+        &mut self,
+        from: HostId,
+        addrs: &Candidates,
+        stats: &mut ServerStats,
+    ) {
+        let good: SmallVec<[SocketAddr; 4]> = addrs
             .iter()
             .filter(|a| {
                 let ip = a.ip();
@@ -442,15 +354,12 @@ impl Server {
             })
             .collect();
         if good.len() < addrs.iter().count() {
-            self.stats.dropped.bad_candidates += 1;
+            stats.dropped.bad_candidates += 1;
         }
-        let candidates = crate::wire::control::Candidates::new(&good);
-        let Some((key, _)) = self.established(from) else {
-            return;
-        };
-        self.sessions[key].candidates = candidates;
+        let candidates = Candidates::new(&good);
+        self.clients.entry(from).or_default().candidates = candidates;
         for p in self.partners(from) {
-            self.send_control(
+            self.push_control(
                 p,
                 &ControlMsg::PeerCandidates {
                     peer: from.0,
@@ -460,57 +369,336 @@ impl Server {
         }
     }
 
-    /// A Relay frame: forward a sealed peer packet from `from` to `to` if they share a group
-    /// and every budget allows it. The server never reads the packet; it checks only that it
-    /// looks like a peer packet, so it cannot be used to inject server-session packets.
-    pub(super) fn on_relay(&mut self, now: Instant, from: HostId, to: HostId, packet: &[u8]) {
-        if packet.len() < OVERHEAD || packet[0] != KIND_PEER {
-            self.stats.dropped.malformed += 1;
+    /// A client reported its NAT's behaviour (from discovery): keep it and pass it to everyone
+    /// it shares a group with, who use it to choose port prediction or birthday probing.
+    pub(super) fn handle_nat_info(&mut self, from: HostId, info: NatInfo) {
+        self.clients.entry(from).or_default().nat = Some(info);
+        for p in self.partners(from) {
+            self.push_control(p, &ControlMsg::PeerNat { peer: from.0, info });
+        }
+    }
+
+    // ---- inputs from sessions ----------------------------------------------------------
+
+    /// A client's UDP address changed (its NAT rebound, it roamed): its peers learn the new
+    /// reflexive address and punch to it again.
+    pub(super) fn client_moved(&mut self, host: HostId, addr: SocketAddr) {
+        for p in self.partners(host) {
+            self.push_control(p, &ControlMsg::PeerMoved { peer: host.0, addr });
+        }
+    }
+
+    /// A client went offline (`true`) or came back: everyone it shares a group with hears.
+    pub(super) fn client_offline(&mut self, host: HostId, offline: bool) {
+        let msg = if offline {
+            ControlMsg::PeerOffline { peer: host.0 }
+        } else {
+            ControlMsg::PeerOnline { peer: host.0 }
+        };
+        for p in self.partners(host) {
+            self.push_control(p, &msg);
+        }
+    }
+
+    // ---- outputs -----------------------------------------------------------------------
+
+    /// Queues control message `msg` for `to` (dropped if it does not encode into one
+    /// datagram).
+    pub(super) fn push_control(&mut self, to: HostId, msg: &ControlMsg<'_>) {
+        let out = &mut self.out;
+        let start = out.bytes.len();
+        out.bytes.resize(start + crate::MAX_DATAGRAM_SIZE, 0);
+        match msg.encode(&mut out.bytes[start..]) {
+            Ok(n) => {
+                out.bytes.truncate(start + n);
+                out.messages.push_back((to, start..start + n));
+            }
+            Err(_) => out.bytes.truncate(start),
+        }
+    }
+
+    /// The next control message to send, encoded, and its recipient.
+    pub(super) fn poll_control(&mut self) -> Option<(HostId, &[u8])> {
+        let Some((to, range)) = self.out.messages.pop_front() else {
+            self.out.bytes.clear();
+            return None;
+        };
+        Some((to, &self.out.bytes[range]))
+    }
+
+    /// The next event for the application.
+    pub(super) fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    // ---- internals ---------------------------------------------------------------------
+
+    fn group(&self, id: GroupId) -> Option<&Group> {
+        self.groups
+            .get(slot(id))
+            .filter(|g| u64::from(g.generation) == id.0 >> 32)
+    }
+
+    fn group_mut(&mut self, id: GroupId) -> Option<&mut Group> {
+        self.groups
+            .get_mut(slot(id))
+            .filter(|g| u64::from(g.generation) == id.0 >> 32)
+    }
+
+    /// `a` and `b` share `group` too; creates the pair (and hands both the key) on the first.
+    fn pair_ref(
+        &mut self,
+        a: HostId,
+        b: HostId,
+        group: GroupId,
+        rng: &mut Rng,
+        roster: &impl Roster,
+    ) {
+        if let Some(p) = self.pairs.get_mut(&pair_key(a, b)) {
+            if let Err(i) = p.shared.binary_search(&group) {
+                p.shared.insert(i, group);
+            }
             return;
         }
-        if !self.pairs.contains_key(&pair_key(from, to)) {
-            self.stats.dropped.relay_denied += 1;
+        let pair_id = self.next_pair_id;
+        self.next_pair_id = self.next_pair_id.wrapping_add(1).max(1);
+        let mut key = [0u8; 32];
+        rng.fill_bytes(&mut key);
+        let mut shared = SmallVec::new();
+        shared.push(group);
+        self.pairs.insert(pair_key(a, b), Pair { pair_id, shared });
+        // Coordinated punching: each end starts probing when the other's PeerAdd has arrived
+        // too. One-way times are half the smoothed RTTs of the two sessions.
+        let half_rtt = |h: HostId| roster.card(h).map_or(Duration::ZERO, |c| c.srtt / 2);
+        let (owd_a, owd_b) = (half_rtt(a), half_rtt(b));
+        let latest = owd_a.max(owd_b);
+        for (to, peer) in [(a, b), (b, a)] {
+            let Some(card) = roster.card(peer) else {
+                continue;
+            };
+            let (candidates, nat) = self
+                .clients
+                .get(&peer)
+                .map_or_else(|| (Candidates::default(), None), |c| (c.candidates, c.nat));
+            let own = if to == a { owd_a } else { owd_b };
+            let delay = (latest - own).min(MAX_PUNCH_DELAY);
+            self.push_control(
+                to,
+                &ControlMsg::PeerAdd {
+                    peer: peer.0,
+                    pair_id,
+                    key,
+                    addr: card.addr,
+                    delay_ms: u16::try_from(delay.as_millis()).unwrap_or(u16::MAX),
+                },
+            );
+            if let Some(info) = nat {
+                self.push_control(to, &ControlMsg::PeerNat { peer: peer.0, info });
+            }
+            if candidates.iter().next().is_some() {
+                self.push_control(
+                    to,
+                    &ControlMsg::PeerCandidates {
+                        peer: peer.0,
+                        addrs: candidates,
+                    },
+                );
+            }
+            if card.offline {
+                self.push_control(to, &ControlMsg::PeerOffline { peer: peer.0 });
+            }
+        }
+    }
+
+    /// `a` and `b` no longer share `group`; tears the pair down after the last.
+    fn pair_unref(&mut self, a: HostId, b: HostId, group: GroupId) {
+        let k = pair_key(a, b);
+        let Some(p) = self.pairs.get_mut(&k) else {
+            return;
+        };
+        if let Ok(i) = p.shared.binary_search(&group) {
+            p.shared.remove(i);
+        }
+        if !p.shared.is_empty() {
             return;
         }
-        let Some((to_key, _)) = self.established(to) else {
-            self.stats.dropped.relay_denied += 1;
-            return;
-        };
-        let Some((from_key, sender)) = self.established(from) else {
-            return;
-        };
-        // Account the bytes to the lowest-numbered group the two share.
-        let shared = sender
-            .groups
+        let pair_id = p.pair_id;
+        self.pairs.remove(&k);
+        for (to, peer) in [(a, b), (b, a)] {
+            self.push_control(
+                to,
+                &ControlMsg::PeerRemove {
+                    peer: peer.0,
+                    pair_id,
+                },
+            );
+        }
+    }
+
+    /// Everyone `host` shares a group with.
+    /// Found through its groups' member lists (a pair exists exactly while two clients share
+    /// a group), so the cost is the size of its groups, not the number of pairs on the server.
+    fn partners(&self, host: HostId) -> SmallVec<[HostId; 16]> {
+        let mut out: SmallVec<[HostId; 16]> = SmallVec::new();
+        for g in self
+            .client_groups(host)
             .iter()
-            .copied()
-            .filter(|g| self.group(*g).is_some_and(|g| g.members.contains(&to)))
-            .min();
-        let n = packet.len() as u32;
-        let cfg = &*self.config;
-        let (client_rate, client_burst) = (cfg.relay_rate_per_client, cfg.relay_burst_per_client);
-        let (group_rate, total_rate) = (cfg.relay_rate_per_group, cfg.relay_rate_total);
-        let queue_cap = cfg.max_queued_relay_per_client;
-        let client_ok =
-            self.sessions[from_key]
-                .relay_bucket
-                .take_n(now, client_rate, client_burst, n);
-        let group_ok = client_ok
-            && shared
-                .and_then(|g| self.group_mut(g))
-                .is_none_or(|g| g.relay_bucket.take_n(now, group_rate, group_rate / 4, n));
-        let total_ok = group_ok && self.relay_total.take_n(now, total_rate, total_rate / 4, n);
-        if !total_ok {
-            self.stats.dropped.relay_rate += 1;
-            return;
+            .filter_map(|&g| self.group(g))
+        {
+            for &m in &g.members {
+                if m != host && !out.contains(&m) {
+                    out.push(m);
+                }
+            }
         }
-        let target = &mut self.sessions[to_key];
-        if target.out.relayed.len() >= queue_cap {
-            self.stats.dropped.queue_full += 1;
-            return;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every client connected, at a fixed address, online, with a 40 ms RTT.
+    struct Everyone;
+
+    impl Roster for Everyone {
+        fn card(&self, host: HostId) -> Option<Card> {
+            Some(Card {
+                addr: SocketAddr::from(([198, 51, 100, host.0 as u8], 4000)),
+                offline: false,
+                srtt: Duration::from_millis(40),
+            })
         }
-        let bytes = self.send_arena.copy(packet);
-        self.sessions[to_key].out.relayed.push_back((from, bytes));
-        self.enqueue(to_key);
+    }
+
+    fn drain(g: &mut Groups) -> Vec<(HostId, ControlMsg<'static>)> {
+        let mut out = Vec::new();
+        while let Some((to, bytes)) = g.poll_control() {
+            // Leak for the test's convenience: the messages outlive the outbox's buffer.
+            let bytes: &'static [u8] = Box::leak(bytes.to_vec().into_boxed_slice());
+            out.push((to, ControlMsg::decode(bytes).unwrap()));
+        }
+        out
+    }
+
+    #[test]
+    fn a_join_hands_out_pair_keys_before_the_member_joined_that_uses_them() {
+        let mut g = Groups::new(100);
+        let mut rng = crate::rng::derive(&[1; 32], b"test");
+        let (a, b) = (HostId(1), HostId(2));
+        let group = g.create();
+        g.join(group, a, &mut rng, &Everyone);
+        drain(&mut g);
+        g.join(group, b, &mut rng, &Everyone);
+        let to_b: Vec<_> = drain(&mut g)
+            .into_iter()
+            .filter(|(to, _)| *to == b)
+            .map(|(_, m)| m)
+            .collect();
+        assert!(
+            matches!(
+                to_b[0],
+                ControlMsg::PeerAdd {
+                    peer: 1,
+                    pair_id: 100,
+                    ..
+                }
+            ),
+            "{to_b:?}"
+        );
+        assert!(matches!(
+            to_b[1],
+            ControlMsg::MemberJoined { member: 1, .. }
+        ));
+        assert_eq!(g.pairs(), 1);
+        assert_eq!(g.relay_group(b, a), Some(group));
+    }
+
+    #[test]
+    fn a_pair_lives_while_its_clients_share_a_group_and_relays_charge_the_lowest() {
+        let mut g = Groups::new(1);
+        let mut rng = crate::rng::derive(&[1; 32], b"test");
+        let (a, b) = (HostId(1), HostId(2));
+        let (first, second) = (g.create(), g.create());
+        for group in [second, first] {
+            g.join(group, a, &mut rng, &Everyone);
+            g.join(group, b, &mut rng, &Everyone);
+        }
+        assert_eq!(g.pairs(), 1);
+        assert_eq!(g.relay_group(a, b), Some(first));
+        g.leave(first, a, MemberLeftReason::Left);
+        assert_eq!(g.relay_group(a, b), Some(second));
+        drain(&mut g);
+        assert!(g.destroy(second));
+        let msgs = drain(&mut g);
+        assert!(
+            msgs.iter()
+                .any(|(to, m)| *to == a && matches!(m, ControlMsg::PeerRemove { peer: 2, .. }))
+        );
+        assert_eq!((g.pairs(), g.relay_group(a, b)), (0, None));
+        assert!(g.client_groups(a).is_empty());
+    }
+
+    #[test]
+    fn the_join_completes_when_every_member_acknowledged_it() {
+        let mut g = Groups::new(1);
+        let mut rng = crate::rng::derive(&[1; 32], b"test");
+        let (a, b) = (HostId(1), HostId(2));
+        let group = g.create();
+        g.join(group, a, &mut rng, &Everyone);
+        g.handle_member_ack(group, a, a);
+        assert_eq!(
+            g.poll_event(),
+            Some(ServerEvent::GroupJoinAckComplete { group, member: a })
+        );
+        g.join(group, b, &mut rng, &Everyone);
+        g.handle_member_ack(group, b, b);
+        assert_eq!(g.poll_event(), None, "a has not acknowledged b yet");
+        g.handle_member_ack(group, a, b);
+        assert_eq!(
+            g.poll_event(),
+            Some(ServerEvent::GroupJoinAckComplete { group, member: b })
+        );
+    }
+
+    #[test]
+    fn implausible_candidates_are_filtered_and_the_rest_reach_partners() {
+        let mut g = Groups::new(1);
+        let mut rng = crate::rng::derive(&[1; 32], b"test");
+        let mut stats = ServerStats::default();
+        let (a, b) = (HostId(1), HostId(2));
+        let group = g.create();
+        g.join(group, a, &mut rng, &Everyone);
+        g.join(group, b, &mut rng, &Everyone);
+        drain(&mut g);
+        let lan: SocketAddr = "192.168.1.5:4000".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        g.handle_candidates(a, &Candidates::new(&[lan, loopback]), &mut stats);
+        assert_eq!(stats.dropped.bad_candidates, 1);
+        let msgs = drain(&mut g);
+        assert_eq!(msgs.len(), 1);
+        let (to, ControlMsg::PeerCandidates { peer, addrs }) = msgs[0] else {
+            panic!("{msgs:?}");
+        };
+        assert_eq!((to, peer), (b, 1));
+        assert_eq!(addrs.iter().collect::<Vec<_>>(), [lan]);
+    }
+
+    #[test]
+    fn an_ended_client_hands_back_its_groups_and_forgets_what_it_told() {
+        let mut g = Groups::new(1);
+        let mut rng = crate::rng::derive(&[1; 32], b"test");
+        let a = HostId(1);
+        let (x, y) = (g.create(), g.create());
+        g.join(x, a, &mut rng, &Everyone);
+        g.join(y, a, &mut rng, &Everyone);
+        assert_eq!(g.client_ended(a).as_slice(), [x, y]);
+        assert!(g.client_groups(a).is_empty());
+        assert_eq!(
+            g.members(x),
+            Some(&[a][..]),
+            "still a member until it leaves"
+        );
     }
 }

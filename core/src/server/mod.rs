@@ -1,265 +1,95 @@
-//! The server end: handshakes, client sessions, keepalives and timeouts (this file); P2P
-//! groups, pairs and the relay (`groups.rs`); the rooms policy (`rooms.rs`).
+//! The server end, as a router over small machines, each with its own state:
+//!
+//! - [`sessions`]: the table of [`session`]s (keys, path, timers, outbox, control stream),
+//!   the timer heap and the round-robin transmit queue, composing TCP stream tracking
+//!   ([`streams`]), the half-open sessions' handshakes ([`handshake`]: ClientHellos, cookies
+//!   and Retries) and resumption tickets ([`ticket`]);
+//! - [`stun`]: the STUN responder (RFC 5780 with [`discovery`]'s sockets);
+//! - [`groups`] and [`rooms`]: membership, pairs and introductions, and the rooms policy;
+//! - [`relay`]: the relay budgets and forwarding decision;
+//! - [`events`]: what the application hears.
+//!
+//! This file routes each input to the machine that owns it, drains the machines, and turns
+//! their outputs into the server's transmits and events.
 
 mod discovery;
+mod events;
 mod groups;
+mod handshake;
+mod relay;
 mod rooms;
+mod session;
+mod sessions;
 mod streams;
+mod stun;
+#[cfg(test)]
+mod tests;
 mod ticket;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use rand::RngCore;
-use slab::Slab;
-use smallvec::SmallVec;
 
-use crate::arena::Arena;
 use crate::config::ServerConfig;
-use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey, TicketKey};
-use crate::error::{ConfigError, SendError, UnknownHost};
-use crate::event::{GroupId, HostId, LeaveReason, RejectReason, ServerEvent};
-use crate::ratelimit::{Bucket, Limiter};
+use crate::crypto::PublicKey;
+use crate::error::{ConfigError, GroupError, SendError, UnknownHost};
+use crate::event::{GroupId, HostId, LeaveReason, ServerEvent};
+use crate::ratelimit::Limiter;
 use crate::rng::{self, Rng};
-use crate::rudp::stream::ControlStream;
 use crate::stats::ServerStats;
-use crate::time::{Clock, Duration, Instant};
-use crate::token::{ConnectToken, TokenError};
+use crate::time::{Clock, Duration, Instant, Timeout};
 use crate::wire::control::ControlMsg;
 use crate::wire::demux::{self, Datagram};
-use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame, Frames, RELAY_FRAME_OVERHEAD};
-use crate::wire::handshake::{
-    COOKIE_LEN, ClientHello, MIN_CLIENT_HELLO_LEN, Retry, SERVER_HELLO_LEN, ServerHello,
-};
-use crate::wire::sealed::{OVERHEAD, SealedPacket};
+use crate::wire::frame::{Frame, decode_prefix};
+use crate::wire::handshake::MIN_CLIENT_HELLO_LEN;
+use crate::wire::sealed::SealedPacket;
 use crate::{Endpoint, Events};
-use crate::{RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
-
-/// Sessions one server can hold: the slab index must fit the low 24 bits of a session id.
-pub(crate) const MAX_SESSIONS: usize = 1 << 24;
-const INDEX_MASK: u32 = (MAX_SESSIONS - 1) as u32;
-
-/// Retry packets waiting to be sent, at most.
-const RETRY_QUEUE_CAP: usize = 1024;
-/// STUN answers waiting to be sent, at most (requests beyond are dropped and counted).
-const STUN_QUEUE_CAP: usize = 1024;
-/// STUN requests at least this long (one attribute) get the RFC 5780 answer.
-const STUN_EXTENDED_MIN_REQUEST: usize = 28;
-/// Groups a client is in without allocating; more spill to the heap.
-const INLINE_GROUPS: usize = 4;
+use crate::{MAX_DATAGRAM_SIZE, RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
+use session::{Path, Routed};
+use sessions::Due;
 
 /// A Pierce server: accepts encrypted client sessions, assigns each a [`HostId`], keeps them
-/// alive and times them out.
+/// alive and times them out; manages P2P groups and relays between their members.
 ///
 /// # Driving it
 ///
-/// Same contract as [`crate::Client`]: feed [`Server::handle_datagram`] and
-/// [`Server::handle_timeout`]; after each input or command drain [`Server::poll_transmit`]
-/// until `None`, then read [`Server::poll_timeout`]; drain [`Server::poll_event`] at leisure.
+/// As every [`crate::Endpoint`]: feed [`Server::handle_datagram`] and [`Server::handle_timeout`];
+/// after each input or command drain [`Server::poll_transmit`] until `None`, then read
+/// [`Server::poll_timeout`]; drain [`Server::poll_event`] at leisure.
 ///
 /// # Hostile input
 ///
 /// Handshakes are rate-limited per source IP and globally before any X25519 work, the
 /// half-open table is bounded, and the only packet sent to an address that has not proven it
-/// can receive is a ServerHello of [`SERVER_HELLO_LEN`] bytes in answer to a ClientHello of
-/// at least [`MIN_CLIENT_HELLO_LEN`]: the server never amplifies. Everything invalid is dropped
-/// and counted in [`Server::stats`].
+/// can receive is a ServerHello of [`crate::wire::handshake::SERVER_HELLO_LEN`] bytes in
+/// answer to a ClientHello of at least [`MIN_CLIENT_HELLO_LEN`]: the server never amplifies.
+/// Everything invalid is dropped and counted in [`Server::stats`].
 pub struct Server {
-    config: Arc<ServerConfig>,
     public_key: PublicKey,
+    /// The one random stream (ephemeral keys, pair keys, ticket ids), lent to who draws.
     rng: Rng,
     clock: Clock,
-    /// The instant `unix_base` was taken at.
-    epoch: Instant,
-    /// Wall-clock time (since the Unix epoch) at `epoch`; used for token expiry only.
-    unix_base: Duration,
-    sessions: Slab<Session>,
-    /// Generation counter: makes `HostId`s unique for the life of the server.
-    next_gen: u32,
-    /// Half-open sessions by (socket, source, client session id), to answer retransmitted
-    /// hellos.
-    half_open: BTreeMap<(SocketId, SocketAddr, u32), usize>,
-    /// TCP streams: which sessions are on them, when unused ones close.
-    streams: streams::Streams,
+    /// Budget for work on behalf of unproven sources, lent to handshakes and STUN.
     limiter: Limiter,
-    /// Session deadlines, lazily invalidated: an entry counts only while it equals the
-    /// session's `timer`.
-    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
-    /// Sessions with a ServerHello to send.
-    hello_queue: VecDeque<(usize, u32)>,
-    /// Sessions with sealed output pending, served round-robin.
-    tx_queue: VecDeque<(usize, u32)>,
-    events: VecDeque<ServerEvent>,
-    send_arena: Arena,
-    recv_arena: Arena,
+    stun: stun::StunResponder,
+    sessions: sessions::Sessions,
+    groups: groups::Groups,
+    rooms: rooms::Rooms,
+    relay: relay::Relay,
+    events: events::AppEvents,
+    /// Where sealed packets are opened.
     scratch: Box<[u8]>,
     stats: ServerStats,
-    /// P2P groups.
-    groups: Slab<groups::Group>,
-    /// Generation counter for `GroupId`s.
-    next_group_gen: u32,
-    /// Pairs of clients that share at least one group, keyed (lower, higher).
-    pairs: BTreeMap<(HostId, HostId), groups::Pair>,
-    /// Next pair id: pair ids are never reused, so they double as the pair's epoch.
-    next_pair_id: u32,
-    /// Whole-server relay budget.
-    relay_total: Bucket,
-    /// Room name → group.
-    rooms: BTreeMap<String, GroupId>,
-    /// Clients whose control queue overflowed during the current call; disconnected at its end.
-    overloaded: Vec<HostId>,
-    /// STUN Binding responses to send.
-    stun_queue: VecDeque<StunReply>,
-    /// Local sockets, for NAT behaviour discovery.
-    sockets: discovery::Sockets,
-    /// Retry packets to send: (socket, to, client session id, cookie).
-    retry_queue: VecDeque<(SocketId, SocketAddr, u32, [u8; COOKIE_LEN])>,
-    /// Key of the stateless cookies.
-    cookie_key: [u8; 32],
-    /// Seals resumption tickets (derived from the static key: survives restarts).
-    ticket_key: TicketKey,
-    /// Tickets already presented.
-    used_tickets: ticket::Used,
-    /// Sessions whose host id came from a ticket (not derivable from their slab key).
-    restored: BTreeMap<HostId, usize>,
-}
-
-/// A STUN Binding response to send.
-struct StunReply {
-    to: SocketAddr,
-    txid: [u8; 12],
-    /// The socket the request came in on.
-    on: SocketId,
-    /// The socket the response leaves from (differs with CHANGE-REQUEST).
-    from: SocketId,
-    /// Carry RESPONSE-ORIGIN and OTHER-ADDRESS (RFC 5780).
-    extended: bool,
-}
-
-struct Session {
-    /// Generation: distinguishes this session from earlier ones in the same slab slot.
-    generation: u32,
-    /// The client's id: `(generation << 32) | slab key`, or the one its resumption ticket
-    /// gave back.
-    host: HostId,
-    /// When its last resumption ticket was issued.
-    ticket_at: Option<Instant>,
-    /// Our receiver id: slab index in the low 24 bits, generation bits above.
-    id: u32,
-    /// The client's receiver id.
-    client_session: u32,
-    /// Where the newest authentic packet came from (the path: this address on `socket`).
-    addr: SocketAddr,
-    /// The local socket the path is on: the primary UDP socket or a TCP stream.
-    socket: SocketId,
-    /// The stream the path is on was closed: nothing is sent until the client's next
-    /// authentic packet (from any path) gives it a new one.
-    path_closed: bool,
-    /// The client's address on UDP, once an authentic UDP packet came from it: the one peers
-    /// punch to (for a client on UDP, `addr`).
-    udp: Option<SocketAddr>,
-    keys: PacketKeys,
-    phase: Phase,
-    last_recv: Instant,
-    last_send: Instant,
-    out: Outbox,
-    /// In `tx_queue`.
-    queued: bool,
-    /// The deadline this session has in `timers`, if any.
-    timer: Option<Instant>,
-    /// Reliable ordered control messages in both directions.
-    control: ControlStream,
-    /// Groups this client is in.
-    groups: SmallVec<[GroupId; INLINE_GROUPS]>,
-    /// This client's relay budget.
-    relay_bucket: Bucket,
-    /// Local (LAN) addresses the client advertised, already filtered.
-    candidates: crate::wire::control::Candidates,
-    /// The client's NAT behaviour, once it reported it.
-    nat: Option<crate::wire::control::NatInfo>,
-    /// Not heard for `offline_after`: its peers were told; cleared by its next packet.
-    offline: bool,
-}
-
-enum Phase {
-    /// ServerHello sent; waiting for the Connect frame.
-    HalfOpen {
-        hello: [u8; SERVER_HELLO_LEN],
-        client_ephemeral: [u8; 32],
-        expires: Instant,
-        /// A valid resumption ticket came ahead of the Connect frame.
-        resume: Option<ticket::Ticket>,
-    },
-    /// A client.
-    Established { user_id: Option<u64> },
-    /// A last Reject or Close frame to send, then the session is removed.
-    Closing,
-}
-
-#[derive(Default)]
-struct Outbox {
-    welcome: bool,
-    reject: Option<u8>,
-    close: Option<u16>,
-    ping: bool,
-    datagrams: VecDeque<Bytes>,
-    /// Peer packets to forward: (sender, sealed packet).
-    relayed: VecDeque<(HostId, Bytes)>,
-    /// A path probe to answer where it came from: (socket, address, nonce).
-    probe_ack: Option<(SocketId, SocketAddr, u64)>,
-}
-
-impl Outbox {
-    fn is_empty(&self) -> bool {
-        !self.welcome
-            && self.reject.is_none()
-            && self.close.is_none()
-            && !self.ping
-            && self.datagrams.is_empty()
-            && self.relayed.is_empty()
-            && self.probe_ack.is_none()
-    }
-}
-
-impl Session {
-    fn host_id(&self, _key: usize) -> HostId {
-        self.host
-    }
-
-    /// The next instant this session needs `handle_timeout`. A control retransmission that
-    /// is already due is not a deadline: the session is queued for transmit instead (a past
-    /// deadline would make `handle_timeout` spin).
-    fn deadline(&self, config: &ServerConfig, now: Instant) -> Instant {
-        match self.phase {
-            Phase::HalfOpen { expires, .. } => expires,
-            Phase::Established { .. } => {
-                let mut d = self.last_recv + config.idle_timeout;
-                if !self.offline && !config.offline_after.is_zero() {
-                    d = d.min(self.last_recv + config.offline_after);
-                }
-                if !self.out.ping {
-                    d = d.min(self.last_send + config.keepalive_interval);
-                }
-                if let Some(c) = self.control.next_timeout().filter(|c| *c > now) {
-                    d = d.min(c);
-                }
-                if let Some(at) = self.ticket_at.filter(|_| !config.ticket_lifetime.is_zero()) {
-                    d = d.min(at + config.ticket_lifetime / 2);
-                }
-                d
-            }
-            Phase::Closing => self.last_recv + config.idle_timeout,
-        }
-    }
 }
 
 impl Server {
     /// A server with no clients. `seed` must come from a CSPRNG in production. `unix_time` is
     /// the wall-clock time (since the Unix epoch) at `now`; it is used only to check connect
-    /// token expiry.
+    /// token and ticket expiry.
+    ///
+    /// # Errors
+    /// Any error of [`ServerConfig::validate`].
     pub fn new(
         config: Arc<ServerConfig>,
         seed: [u8; 32],
@@ -267,55 +97,25 @@ impl Server {
         unix_time: Duration,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        // Draws: cookie key, first session generation, first pair id (random starts: a restarted
+        // server's ids do not collide with those its clients bring back), limiter key.
         let mut rng = rng::derive(&seed, b"server");
-        let mut cookie_key = [0u8; 32];
-        rng.fill_bytes(&mut cookie_key);
-        // Random starts: ids from a restarted server's sessions do not collide with the host
-        // ids its clients' tickets bring back, nor its pair ids with their surviving pairs.
-        let next_gen = rng.next_u32().max(1);
-        let next_pair_id = rng.next_u32().max(1);
-        let ticket_key = TicketKey::derive(&config.secret_key);
-        let limiter = Limiter::new(
-            rng.next_u64(),
-            config.handshake_rate_per_ip,
-            config.handshake_burst_per_ip,
-            config.handshake_rate_global,
-            config.handshake_burst_global,
-        );
+        let sessions = sessions::Sessions::new(config.clone(), &mut rng, now, unix_time);
+        let groups = groups::Groups::new(rng.next_u32().max(1));
+        let limiter = handshake::limiter(rng.next_u64(), &config);
         Ok(Self {
             public_key: config.secret_key.public_key(),
-            config,
             rng,
             clock: Clock::new(now),
-            epoch: now,
-            unix_base: unix_time,
-            sessions: Slab::new(),
-            next_gen,
-            half_open: BTreeMap::new(),
             limiter,
-            timers: BinaryHeap::new(),
-            hello_queue: VecDeque::new(),
-            tx_queue: VecDeque::new(),
-            events: VecDeque::new(),
-            send_arena: Arena::default(),
-            recv_arena: Arena::default(),
+            stun: stun::StunResponder::default(),
+            sessions,
+            groups,
+            rooms: rooms::Rooms::new(config.rooms.clone()),
+            relay: relay::Relay::new(&config),
+            events: events::AppEvents::new(config.max_pending_events),
             scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
             stats: ServerStats::default(),
-            groups: Slab::new(),
-            next_group_gen: 1,
-            pairs: BTreeMap::new(),
-            next_pair_id,
-            relay_total: Bucket::EMPTY,
-            rooms: BTreeMap::new(),
-            overloaded: Vec::new(),
-            stun_queue: VecDeque::new(),
-            sockets: discovery::Sockets::default(),
-            retry_queue: VecDeque::new(),
-            streams: streams::Streams::default(),
-            cookie_key,
-            ticket_key,
-            used_tickets: ticket::Used::default(),
-            restored: BTreeMap::new(),
         })
     }
 
@@ -330,33 +130,64 @@ impl Server {
     pub fn stats(&self) -> ServerStats {
         let mut s = self.stats;
         s.io.time_went_backwards = self.clock.backwards();
+        s.io.events_dropped = self.events.dropped();
+        s.clients = self.sessions.clients() as u64;
+        s.half_open = self.sessions.half_open() as u64;
+        s.groups = self.groups.len() as u64;
+        s.pairs = self.groups.pairs() as u64;
         s
     }
 
     /// The address a connected client's newest packet came from.
     pub fn client_addr(&self, host: HostId) -> Option<SocketAddr> {
-        self.established(host).map(|(_, s)| s.addr)
+        self.sessions.client(host).map(|(path, _)| path.addr)
+    }
+
+    /// The local socket a client's session is on: [`SocketId::PRIMARY`] (UDP) or a TCP
+    /// stream ([`SocketId::is_stream`]).
+    pub fn client_socket(&self, host: HostId) -> Option<SocketId> {
+        self.sessions.client(host).map(|(path, _)| path.socket)
     }
 
     /// The user id from a connected client's connect token (when tokens are required).
     pub fn client_user_id(&self, host: HostId) -> Option<u64> {
-        match self.established(host)?.1.phase {
-            Phase::Established { user_id } => user_id,
-            _ => None,
-        }
+        self.sessions.client(host).and_then(|(_, user_id)| user_id)
     }
 
     /// Connected clients, in id order.
     pub fn clients(&self) -> impl Iterator<Item = HostId> + '_ {
-        self.sessions
-            .iter()
-            .filter(|(_, s)| matches!(s.phase, Phase::Established { .. }))
-            .map(|(k, s)| s.host_id(k))
+        self.sessions.hosts()
     }
 
     /// Largest payload [`Server::send`] accepts.
     pub fn max_payload(&self) -> usize {
-        self.config.max_datagram_size - OVERHEAD - DATAGRAM_FRAME_OVERHEAD
+        self.sessions.max_payload()
+    }
+
+    /// Largest payload [`Server::send_reliable`] accepts.
+    pub fn max_reliable_payload(&self) -> usize {
+        self.sessions.max_reliable_payload()
+    }
+
+    /// Members of a group, in join order.
+    pub fn group_members(&self, group: GroupId) -> Option<&[HostId]> {
+        self.groups.members(group)
+    }
+
+    /// Groups, in id order.
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.ids()
+    }
+
+    /// Groups a connected client is in.
+    pub fn client_groups(&self, host: HostId) -> Option<&[GroupId]> {
+        self.sessions.established_key(host)?;
+        Some(self.groups.client_groups(host))
+    }
+
+    /// The bound address of local socket `id`, once known.
+    pub fn socket_addr(&self, id: SocketId) -> Option<SocketAddr> {
+        self.stun.socket_addr(id)
     }
 
     // ---- commands ----------------------------------------------------------------------
@@ -367,21 +198,7 @@ impl Server {
     /// [`SendError::UnknownHost`], [`SendError::PayloadTooLarge`] or [`SendError::QueueFull`].
     pub fn send(&mut self, now: Instant, to: HostId, payload: &[u8]) -> Result<(), SendError> {
         self.clock.advance(now);
-        let max = self.max_payload();
-        let cap = self.config.max_queued_datagrams_per_client;
-        let Some((key, s)) = self.established_mut(to) else {
-            return Err(SendError::UnknownHost(to));
-        };
-        if payload.len() > max {
-            return Err(SendError::PayloadTooLarge { max });
-        }
-        if s.out.datagrams.len() >= cap {
-            return Err(SendError::QueueFull);
-        }
-        let b = self.send_arena.copy(payload);
-        self.sessions[key].out.datagrams.push_back(b);
-        self.enqueue(key);
-        Ok(())
+        self.sessions.send_datagram(to, payload)
     }
 
     /// Queues a reliable, ordered message for a client (on its control stream).
@@ -394,33 +211,8 @@ impl Server {
         to: HostId,
         payload: &[u8],
     ) -> Result<(), SendError> {
-        self.clock.advance(now);
-        let max = self.max_reliable_payload();
-        let Some((key, s)) = self.established_mut(to) else {
-            return Err(SendError::UnknownHost(to));
-        };
-        if payload.len() > max {
-            return Err(SendError::PayloadTooLarge { max });
-        }
-        let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
-        let n = ControlMsg::App { data: payload }
-            .encode(&mut buf)
-            .map_err(|_| SendError::PayloadTooLarge { max })?;
-        s.control
-            .push(&buf[..n])
-            .map_err(|_| SendError::QueueFull)?;
-        self.enqueue(key);
-        self.schedule(key);
-        Ok(())
-    }
-
-    /// Largest payload [`Server::send_reliable`] accepts.
-    pub fn max_reliable_payload(&self) -> usize {
-        self.config.max_datagram_size
-            - OVERHEAD
-            - crate::wire::frame::STREAM_FRAME_OVERHEAD
-            - 1
-            - crate::wire::frame::STREAM_ACK_FRAME_LEN
+        let now = self.clock.advance(now);
+        self.sessions.send_reliable(now, to, payload)
     }
 
     /// Disconnects a client with `code`: it is told, it leaves its groups (their members see
@@ -430,21 +222,72 @@ impl Server {
     /// # Errors
     /// [`UnknownHost`] if no connected client has that id.
     pub fn disconnect(&mut self, now: Instant, host: HostId, code: u16) -> Result<(), UnknownHost> {
-        let now = self.clock.advance(now);
-        let Some((key, _)) = self.established_mut(host) else {
-            return Err(UnknownHost(host));
-        };
-        self.end_client(now, key, LeaveReason::Kicked(code), Some(code));
-        self.settle(now);
-        Ok(())
+        self.command(now, |s, now| {
+            let key = s.sessions.established_key(host).ok_or(UnknownHost(host))?;
+            s.end_client(now, key, LeaveReason::Kicked(code), Some(code));
+            Ok(())
+        })
     }
 
-    /// Turns on NAT behaviour discovery (RFC 5780): STUN answers on `alternate` too, and on
-    /// the two crossings of the addresses when the IPs differ, so clients can classify their
-    /// NAT's mapping and filtering ([`crate::Client::discover_nat`], standard tools such as
-    /// `turnutils_natdiscovery`). `primary` is the bound address of the primary socket; the
-    /// alternate sockets are requested through [`Server::poll_socket_request`] (the alternate
-    /// may have port 0).
+    /// Creates a group with `members` (possibly none), joined in the order given.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownHost`] if any member is not a connected client (nothing is
+    /// created then).
+    pub fn create_group(
+        &mut self,
+        now: Instant,
+        members: &[HostId],
+    ) -> Result<GroupId, GroupError> {
+        self.command(now, |s, _| {
+            s.groups.create_with(members, &mut s.rng, &s.sessions)
+        })
+    }
+
+    /// Adds a connected client to a group.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`], [`GroupError::UnknownHost`] or
+    /// [`GroupError::AlreadyMember`].
+    pub fn join_group(
+        &mut self,
+        now: Instant,
+        group: GroupId,
+        host: HostId,
+    ) -> Result<(), GroupError> {
+        self.command(now, |s, _| {
+            s.groups.join_checked(group, host, &mut s.rng, &s.sessions)
+        })
+    }
+
+    /// Removes a client from a group; every member (the leaver included) is told.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`] or [`GroupError::NotMember`].
+    pub fn leave_group(
+        &mut self,
+        now: Instant,
+        group: GroupId,
+        host: HostId,
+    ) -> Result<(), GroupError> {
+        self.command(now, |s, _| s.rooms.leave_group(&mut s.groups, group, host))
+    }
+
+    /// Destroys a group: members get `GroupDestroyed`, pairs that shared only this group are
+    /// torn down.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`].
+    pub fn destroy_group(&mut self, now: Instant, group: GroupId) -> Result<(), GroupError> {
+        let destroyed = self.command(now, |s, _| s.rooms.destroy(&mut s.groups, group));
+        destroyed.then_some(()).ok_or(GroupError::UnknownGroup)
+    }
+
+    /// Turns on NAT behaviour discovery (RFC 5780): STUN answers on `alternate` too, and on the
+    /// two crossings of the addresses when the IPs differ, so clients can classify their NAT's
+    /// mapping and filtering ([`crate::Client::discover_nat`], standard tools such as
+    /// `turnutils_natdiscovery`). `primary` is the primary socket's bound address; the others
+    /// are requested through [`Server::poll_socket_request`] (`alternate` may have port 0).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] if the addresses are unusable (unspecified, mixed families,
@@ -454,442 +297,106 @@ impl Server {
         primary: SocketAddr,
         alternate: SocketAddr,
     ) -> Result<(), ConfigError> {
-        self.sockets.enable(primary, alternate)
+        self.stun.enable_discovery(primary, alternate)
     }
 
-    /// The bound address of local socket `id`, once known.
-    pub fn socket_addr(&self, id: SocketId) -> Option<SocketAddr> {
-        self.sockets.addr(id)
+    // ---- routing -----------------------------------------------------------------------
+
+    /// A command at `now`: `f` acts (with the clamped `now`), then the call settles.
+    fn command<T>(&mut self, now: Instant, f: impl FnOnce(&mut Self, Instant) -> T) -> T {
+        let now = self.clock.advance(now);
+        let done = f(self, now);
+        self.settle(now);
+        done
     }
 
-    // ---- inputs ------------------------------------------------------------------------
-
-    fn receive(&mut self, now: Instant, socket: SocketId, from: SocketAddr, datagram: &[u8]) {
+    /// One datagram from `path`: to the machine its kind belongs to.
+    fn receive(&mut self, now: Instant, path: Path, datagram: &[u8]) {
         let now = self.clock.advance(now);
         self.stats.io.datagrams_in += 1;
         self.stats.io.bytes_in += datagram.len() as u64;
-        let decoded = demux::decode(datagram);
-        let session_socket = socket == SocketId::PRIMARY || socket.is_stream();
-        if !session_socket && !matches!(decoded, Ok(Datagram::Stun(_)) | Err(_)) {
-            self.stats.dropped.unexpected += 1;
-            return;
-        }
-        match decoded {
+        let session_socket = path.socket == SocketId::PRIMARY || path.socket.is_stream();
+        match demux::decode(datagram) {
             Err(e) => self.stats.dropped.count_decode(e),
-            Ok(Datagram::Stun(_)) if socket.is_stream() => self.stats.dropped.stun += 1,
-            Ok(Datagram::Stun(m)) => self.on_stun(now, socket, from, &m, datagram),
-            Ok(Datagram::ServerHello(_) | Datagram::Retry(_)) => {
-                self.stats.dropped.unexpected += 1;
+            Ok(Datagram::Stun(m)) => {
+                let (limiter, stats) = (&mut self.limiter, &mut self.stats);
+                self.stun
+                    .handle_request(now, path, &m, datagram, limiter, stats);
+            }
+            // The discovery sockets answer STUN only; a server answers no handshake.
+            _ if !session_socket => self.stats.dropped.unexpected += 1,
+            Ok(Datagram::ServerHello(_) | Datagram::Retry(_)) => self.stats.dropped.unexpected += 1,
+            Ok(Datagram::ClientHello(_)) if datagram.len() < MIN_CLIENT_HELLO_LEN => {
+                self.stats.dropped.malformed += 1;
             }
             Ok(Datagram::ClientHello(hello)) => {
-                if datagram.len() < MIN_CLIENT_HELLO_LEN {
-                    self.stats.dropped.malformed += 1;
-                } else {
-                    self.on_client_hello(now, socket, from, &hello);
-                }
+                let (limiter, rng, stats) = (&mut self.limiter, &mut self.rng, &mut self.stats);
+                (self.sessions).handle_hello(now, path, &hello, limiter, rng, stats);
             }
-            Ok(Datagram::Sealed(packet)) if packet.header.peer => {
-                // Peer packets reach the server only inside Relay frames.
-                self.stats.dropped.unexpected += 1;
+            Ok(Datagram::Sealed(packet)) => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                self.on_sealed(now, path, &packet, &mut scratch);
+                self.scratch = scratch;
             }
-            Ok(Datagram::Sealed(packet)) => self.on_sealed(now, socket, from, &packet),
         }
         self.settle(now);
     }
 
-    /// The local socket a client's session is on: [`SocketId::PRIMARY`] (UDP) or a TCP
-    /// stream ([`SocketId::is_stream`]).
-    pub fn client_socket(&self, host: HostId) -> Option<SocketId> {
-        self.established(host).map(|(_, s)| s.socket)
-    }
-
-    // ---- outputs -----------------------------------------------------------------------
-
-    // ---- internals ---------------------------------------------------------------------
-
-    /// The slab key of `host`'s session, whatever its phase.
-    fn key_of(&self, host: HostId) -> Option<usize> {
-        let key = (host.0 & u64::from(u32::MAX)) as usize;
-        if self.sessions.get(key).is_some_and(|s| s.host == host) {
-            Some(key)
-        } else {
-            self.restored.get(&host).copied()
-        }
-    }
-
-    fn established(&self, host: HostId) -> Option<(usize, &Session)> {
-        let key = self.key_of(host)?;
-        let s = self.sessions.get(key)?;
-        matches!(s.phase, Phase::Established { .. }).then_some((key, s))
-    }
-
-    fn established_mut(&mut self, host: HostId) -> Option<(usize, &mut Session)> {
-        let key = self.key_of(host)?;
-        let s = self.sessions.get_mut(key)?;
-        matches!(s.phase, Phase::Established { .. }).then_some((key, s))
-    }
-
-    fn unix_now_secs(&self, now: Instant) -> u64 {
-        (self.unix_base + now.saturating_duration_since(self.epoch)).as_secs()
-    }
-
-    fn push_event(&mut self, e: ServerEvent) {
-        #[cfg(feature = "tracing")]
-        crate::trace::server_event(&e);
-        if self.events.len() >= self.config.max_pending_events {
-            self.stats.io.events_dropped += 1;
-        } else {
-            self.events.push_back(e);
-        }
-    }
-
-    fn enqueue(&mut self, key: usize) {
-        let s = &mut self.sessions[key];
-        if !s.queued {
-            s.queued = true;
-            self.tx_queue.push_back((key, s.generation));
-        }
-    }
-
-    /// Makes sure `timers` holds an entry no later than the session's deadline.
-    fn schedule(&mut self, key: usize) {
-        let now = self.clock.now();
-        let s = &mut self.sessions[key];
-        let d = s.deadline(&self.config, now);
-        if s.timer.is_none_or(|t| d < t) {
-            s.timer = Some(d);
-            self.timers.push(Reverse((d, key, s.generation)));
-        }
-    }
-
-    /// Forgets a session. Established clients go through [`Self::end_client`] first.
-    fn remove(&mut self, key: usize) {
-        let s = self.sessions.remove(key);
-        if let Phase::HalfOpen { .. } = s.phase {
-            self.half_open.remove(&(s.socket, s.addr, s.client_session));
-            self.stats.half_open -= 1;
-        }
-        if s.socket.is_stream() {
-            self.streams.release(self.clock.now(), s.socket, key, true);
-        }
-        if self.restored.get(&s.host) == Some(&key) {
-            self.restored.remove(&s.host);
-        }
-    }
-
-    /// Ends a client's membership of everything: it leaves its groups (the other members are
-    /// told), its pairs are torn down, `ClientLeft` is reported. With `close`, one Close frame
-    /// is still sent to it; otherwise the session is removed at once.
-    fn end_client(&mut self, now: Instant, key: usize, reason: LeaveReason, close: Option<u16>) {
-        let s = &mut self.sessions[key];
-        if !matches!(s.phase, Phase::Established { .. }) {
-            return;
-        }
-        let host = s.host_id(key);
-        s.phase = Phase::Closing;
-        self.stats.clients -= 1;
-        let member_reason = match reason {
-            LeaveReason::Kicked(_) => crate::event::MemberLeftReason::Kicked,
-            _ => crate::event::MemberLeftReason::Disconnected,
-        };
-        let groups = std::mem::take(&mut self.sessions[key].groups);
-        for g in groups {
-            self.leave_inner(now, g, host, member_reason);
-        }
-        self.push_event(ServerEvent::ClientLeft {
-            host_id: host,
-            reason,
-        });
-        match close {
-            Some(code) => {
-                let s = &mut self.sessions[key];
-                s.out = Outbox {
-                    close: Some(code),
-                    ..Outbox::default()
-                };
-                self.enqueue(key);
-            }
-            None => self.remove(key),
-        }
-    }
-
-    /// Queues a control message for a connected client. A client too far behind to take it
-    /// is disconnected at the end of the current call.
-    fn send_control(&mut self, host: HostId, msg: &ControlMsg<'_>) {
-        let Some((key, s)) = self.established_mut(host) else {
-            return;
-        };
-        let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
-        let Ok(n) = msg.encode(&mut buf) else {
-            return;
-        };
-        if s.control.push(&buf[..n]).is_err() {
-            self.overloaded.push(host);
-            return;
-        }
-        self.enqueue(key);
-        self.schedule(key);
-    }
-
-    /// End-of-call housekeeping: disconnect clients whose control queue overflowed.
-    fn settle(&mut self, now: Instant) {
-        while let Some(host) = self.overloaded.pop() {
-            if let Some((key, _)) = self.established_mut(host) {
-                self.end_client(now, key, LeaveReason::Overloaded, None);
-            }
-        }
-    }
-
-    fn on_client_hello(
-        &mut self,
-        now: Instant,
-        socket: SocketId,
-        from: SocketAddr,
-        hello: &ClientHello<'_>,
-    ) {
-        if !self.limiter.allow(now, from.ip()) {
-            self.stats.dropped.rate_limited += 1;
-            return;
-        }
-        if let Some(&key) = self.half_open.get(&(socket, from, hello.client_session)) {
-            if let Phase::HalfOpen {
-                client_ephemeral, ..
-            } = &self.sessions[key].phase
-            {
-                if *client_ephemeral == hello.client_ephemeral {
-                    // Our ServerHello was lost: send the same one again.
-                    self.hello_queue
-                        .push_back((key, self.sessions[key].generation));
-                    return;
-                }
-            }
-            // A new attempt from the same source and id replaces the old one.
-            self.remove(key);
-        }
-        if self.stats.half_open as usize >= self.config.cookie_threshold
-            && !self.cookie_ok(now, from, hello)
-        {
-            self.stats.dropped.cookie_required += 1;
-            if self.retry_queue.len() < RETRY_QUEUE_CAP {
-                let cookie = self.cookie(Self::cookie_bucket(self.epoch, now), from, hello);
-                self.retry_queue
-                    .push_back((socket, from, hello.client_session, cookie));
-            }
-            return;
-        }
-        if self.stats.half_open as usize >= self.config.max_half_open
-            || self.sessions.len() >= MAX_SESSIONS
-        {
-            self.stats.dropped.handshake_capacity += 1;
-            return;
-        }
-        let ephemeral = Ephemeral::generate(&mut self.rng);
-        let Ok(keys) = HandshakeKeys::server(
-            &self.config.secret_key,
-            &self.public_key,
-            &ephemeral,
-            &hello.client_ephemeral,
-        ) else {
-            self.stats.dropped.auth_failed += 1;
-            return;
-        };
-        let key = self.sessions.vacant_key();
-        let mut generation = self.next_gen;
-        while self
-            .restored
-            .contains_key(&HostId((u64::from(generation) << 32) | key as u64))
-        {
-            generation = generation.wrapping_add(1).max(1);
-        }
-        self.next_gen = generation.wrapping_add(1).max(1);
-        let id = (key as u32 & INDEX_MASK) | (generation << 24);
-        let mut reply = ServerHello {
-            client_session: hello.client_session,
-            server_session: id,
-            server_ephemeral: ephemeral.public(),
-            server_static: self.public_key.0,
-            tag: [0; 16],
-        };
-        reply.tag = keys.confirm_tag(&reply.aad());
-        let mut bytes = [0u8; SERVER_HELLO_LEN];
-        let _ = reply.encode(&mut bytes);
-        self.sessions.insert(Session {
-            generation,
-            host: HostId((u64::from(generation) << 32) | key as u64),
-            ticket_at: None,
-            id,
-            client_session: hello.client_session,
-            addr: from,
-            socket,
-            path_closed: false,
-            udp: (!socket.is_stream()).then_some(from),
-            keys: keys.into_server_session(),
-            phase: Phase::HalfOpen {
-                hello: bytes,
-                client_ephemeral: hello.client_ephemeral,
-                expires: now + self.config.handshake_timeout,
-                resume: None,
-            },
-            last_recv: now,
-            last_send: now,
-            out: Outbox::default(),
-            queued: false,
-            timer: None,
-            control: ControlStream::new(self.config.max_queued_control_per_client),
-            groups: SmallVec::new(),
-            relay_bucket: Bucket::EMPTY,
-            candidates: crate::wire::control::Candidates::default(),
-            nat: None,
-            offline: false,
-        });
-        self.half_open
-            .insert((socket, from, hello.client_session), key);
-        if socket.is_stream() {
-            self.streams.claim(socket, key);
-        }
-        self.stats.half_open += 1;
-        self.stats.handshakes_started += 1;
-        self.hello_queue.push_back((key, generation));
-        self.schedule(key);
-    }
-
+    /// A sealed packet, opened into `scratch` once, its frames decoded once and routed (a
+    /// packet with any malformed frame is refused whole); then peers hear what changed.
     fn on_sealed(
         &mut self,
         now: Instant,
-        socket: SocketId,
-        from: SocketAddr,
+        path: Path,
         packet: &SealedPacket<'_>,
+        scratch: &mut [u8],
     ) {
-        let key = (packet.header.receiver & INDEX_MASK) as usize;
-        let Some(s) = self
-            .sessions
-            .get_mut(key)
-            .filter(|s| s.id == packet.header.receiver)
-        else {
-            self.stats.dropped.unknown_session += 1;
+        let Some((key, plaintext)) = self.sessions.open(packet, scratch, &mut self.stats) else {
             return;
         };
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let mut moved = None;
-        let mut back = None;
-        match s.keys.open(packet, &mut scratch) {
-            Err(e) => self.stats.dropped.count_open(e),
-            Ok(plaintext) => {
-                s.last_recv = now;
-                if s.offline {
-                    s.offline = false;
-                    back = Some(s.host_id(key));
-                    // Answer at once: the client learns its network is back (and restarts
-                    // its peers' retransmissions) without waiting for our keepalive.
-                    s.out.ping = true;
-                }
-                // Follow the client to a new path (address, or transport) only on its newest
-                // packet, so a delayed or re-sent older packet cannot move the session; and
-                // never on a probe: a client on TCP checks UDP with probes, and moves only
-                // once the answer came back (UDP may work one way only).
-                let newest = s.keys.highest_received() == Some(packet.header.counter);
-                let changed = from != s.addr || socket != s.socket || s.path_closed;
-                // (The frames are looked at only when the path would change: not per packet.)
-                if newest
-                    && changed
-                    && !Frames::new(plaintext).any(|f| matches!(f, Ok(Frame::Probe { .. })))
-                {
-                    if let Phase::HalfOpen { .. } = s.phase {
-                        let old = (s.socket, s.addr, s.client_session);
-                        if let Some(k) = self.half_open.remove(&old) {
-                            self.half_open.insert((socket, from, s.client_session), k);
-                        }
-                    }
-                    if socket != s.socket {
-                        self.stats.transport_changes += 1;
-                        if s.socket.is_stream() {
-                            self.streams.release(now, s.socket, key, false);
-                        }
-                    }
-                    if socket.is_stream() {
-                        // (Again, too, for a session heard anew on a stream reported closed.)
-                        self.streams.claim(socket, key);
-                    }
-                    s.addr = from;
-                    s.socket = socket;
-                    s.path_closed = false;
-                }
-                // Peers punch to the client's UDP address: they hear when it changes.
-                if newest && !socket.is_stream() && s.udp != Some(from) {
-                    s.udp = Some(from);
-                    self.stats.address_changes += 1;
-                    if matches!(s.phase, Phase::Established { .. }) {
-                        moved = Some(s.host_id(key));
-                    }
-                }
-                if Frames::new(plaintext).any(|f| f.is_err()) {
-                    self.stats.dropped.bad_frames += 1;
-                } else {
-                    self.on_frames(now, key, (socket, from), plaintext);
-                }
-            }
+        let (frames, malformed) = decode_prefix(plaintext);
+        let probe = frames.iter().any(|f| matches!(f, Frame::Probe { .. }));
+        let (counter, stats) = (packet.header.counter, &mut self.stats);
+        let heard = self.sessions.heard(now, key, path, counter, probe, stats);
+        if malformed.is_some() {
+            self.stats.dropped.bad_frames += 1;
+        } else {
+            self.on_frames(now, key, path, &frames);
         }
-        self.scratch = scratch;
         // Peers first hear where it is (if it moved), then that it is back online.
-        if let Some(host) = moved {
-            self.on_client_moved(host, from);
+        if let Some(host) = heard.moved {
+            self.groups.client_moved(host, path.addr);
         }
-        if let Some(host_id) = back {
-            self.push_event(ServerEvent::ClientOnline { host_id });
-            self.on_client_offline(host_id, false);
-            if self.sessions.contains(key) {
-                self.enqueue(key);
-            }
+        if let Some(host_id) = heard.back {
+            self.events.push(ServerEvent::ClientOnline { host_id });
+            self.groups.client_offline(host_id, false);
+        }
+        self.drain_groups(now);
+        if heard.back.is_some() {
+            self.sessions.enqueue(key);
         }
     }
 
-    /// The frames of an authentic packet that came in on `path` (socket, address).
-    fn on_frames(
-        &mut self,
-        now: Instant,
-        key: usize,
-        path: (SocketId, SocketAddr),
-        plaintext: &[u8],
-    ) {
-        for frame in Frames::new(plaintext).flatten() {
-            let Some(s) = self.sessions.get_mut(key) else {
-                return;
-            };
-            let host = s.host_id(key);
-            match (frame, &s.phase) {
-                (Frame::Padding(_), _) => {}
-                (Frame::Resume { ticket }, Phase::HalfOpen { .. }) => {
-                    self.on_resume(now, key, ticket);
+    /// Each frame of session `key`'s packet to the session, then what it passes on onwards.
+    fn on_frames(&mut self, now: Instant, key: usize, path: Path, frames: &[Frame<'_>]) {
+        for &frame in frames {
+            let stats = &mut self.stats;
+            match self.sessions.handle_frame(now, key, path, frame, stats) {
+                Routed::Done => {}
+                Routed::Gone => return,
+                Routed::Connect(token) => {
+                    let (rng, stats) = (&mut self.rng, &mut self.stats);
+                    for e in self.sessions.handle_connect(now, key, token, rng, stats) {
+                        self.events.push(e);
+                    }
                 }
-                (Frame::Resume { .. }, Phase::Established { .. }) => {}
-                (Frame::Connect { token }, Phase::HalfOpen { .. }) => {
-                    self.on_connect(now, key, token);
+                Routed::Close(code) => {
+                    return self.end_client(now, key, LeaveReason::Closed(code), None);
                 }
-                (Frame::Connect { .. }, Phase::Established { .. }) => {
-                    // Our Welcome was lost and the client retried.
-                    s.out.welcome = true;
-                    self.enqueue(key);
-                }
-                (Frame::Ping, Phase::Established { .. }) => self.stats.io.keepalives_received += 1,
-                (Frame::Probe { nonce }, Phase::Established { .. }) if !path.0.is_stream() => {
-                    // One answer pending per session at most (the latest probe's).
-                    s.out.probe_ack = Some((path.0, path.1, nonce));
-                    self.enqueue(key);
-                }
-                (Frame::Close { code }, Phase::Established { .. }) => {
-                    self.end_client(now, key, LeaveReason::Closed(code), None);
-                    return;
-                }
-                (Frame::Stream { seq, data }, Phase::Established { .. }) => {
-                    s.control.on_data(seq, data);
-                    self.enqueue(key);
-                    while let Some(msg) = self
-                        .sessions
-                        .get_mut(key)
-                        .and_then(|s| s.control.poll_delivered())
-                    {
+                Routed::Control(from) => {
+                    while let Some(msg) = self.sessions.poll_delivered(key) {
                         match ControlMsg::decode(&msg) {
-                            Ok(m) => self.on_control(now, host, m),
+                            Ok(m) => self.on_control(now, from, m),
                             Err(_) => self.stats.dropped.bad_frames += 1,
                         }
                         if !self.sessions.contains(key) {
@@ -897,492 +404,80 @@ impl Server {
                         }
                     }
                 }
-                (Frame::StreamAck { next, mask }, Phase::Established { .. }) => {
-                    s.control.on_ack(now, next, mask);
-                }
-                (Frame::Relay { to, packet }, Phase::Established { .. }) => {
-                    self.on_relay(now, host, HostId(to), packet);
-                }
-                (Frame::Close { .. }, Phase::HalfOpen { .. }) => {
-                    self.remove(key);
-                    return;
-                }
-                (Frame::Datagram { payload }, Phase::Established { .. }) => {
-                    let payload = self.recv_arena.copy(payload);
-                    self.push_event(ServerEvent::Message {
-                        from: host,
-                        payload,
-                    });
-                }
-                _ => self.stats.dropped.unexpected += 1,
+                Routed::Relay { from, to, packet } => self.on_relay(now, from, to, packet),
+                Routed::Datagram { from, payload } => self.events.message(from, payload),
             }
         }
         if self.sessions.contains(key) {
-            self.schedule(key);
+            self.sessions.schedule(now, key);
         }
     }
 
-    /// A control message from a client.
+    /// A control message from a client: to the application, or the rooms (and groups).
     fn on_control(&mut self, now: Instant, from: HostId, msg: ControlMsg<'_>) {
-        match msg {
-            ControlMsg::MemberAck { group, member } => {
-                self.on_member_ack(GroupId(group), from, HostId(member));
-            }
-            ControlMsg::App { data } => {
-                let payload = self.recv_arena.copy(data);
-                self.push_event(ServerEvent::Message { from, payload });
-            }
-            ControlMsg::Candidates { addrs } => self.on_candidates(from, &addrs),
-            ControlMsg::NatInfo { info } => self.on_nat_info(from, info),
-            ControlMsg::RoomJoin {
-                flags,
-                max_members,
-                name,
-                password,
-            } => self.room_join(now, from, flags, max_members, name, password),
-            ControlMsg::RoomJoinRandom => self.room_join_random(now, from),
-            ControlMsg::RoomListGet { offset } => self.room_list(from, offset),
-            ControlMsg::RoomLeave { group } => self.room_leave(now, from, GroupId(group)),
-            ControlMsg::RoomKick { group, member } => {
-                self.room_kick(now, from, GroupId(group), HostId(member));
-            }
-            _ => self.stats.dropped.unexpected += 1,
+        if let ControlMsg::App { data } = msg {
+            return self.events.message(from, data);
+        }
+        let (groups, rng, stats) = (&mut self.groups, &mut self.rng, &mut self.stats);
+        (self.rooms).handle_control(groups, rng, &self.sessions, from, msg, stats);
+        self.drain_groups(now);
+    }
+
+    /// A Relay frame: if the relay forwards it, into the target session's outbox.
+    fn on_relay(&mut self, now: Instant, from: relay::Sender, to: HostId, packet: &[u8]) {
+        let (groups, sessions) = (&self.groups, &self.sessions);
+        let route = |from, to| {
+            let group = groups.relay_group(from, to)?;
+            Some((sessions.established_key(to)?, group))
+        };
+        let stats = &mut self.stats;
+        if let Some(target) = (self.relay).handle_relay(now, from, to, packet, route, stats) {
+            self.sessions.push_relayed(target, from.host, packet, stats);
         }
     }
 
-    fn on_connect(&mut self, now: Instant, key: usize, token: &[u8]) {
-        let verdict = match &self.config.token_secret {
-            None => Ok(None),
-            Some(_) if token.is_empty() => Err(RejectReason::TokenRequired),
-            Some(secret) => match ConnectToken::verify(secret, token, self.unix_now_secs(now)) {
-                Ok(user) => Ok(Some(user)),
-                Err(TokenError::Expired) => Err(RejectReason::ExpiredToken),
-                Err(TokenError::Invalid) => Err(RejectReason::InvalidToken),
-            },
+    /// Ends a client: it leaves its groups (members told, pairs torn down), `ClientLeft` is
+    /// reported; then one Close frame with `close`, or the session is removed at once.
+    fn end_client(&mut self, now: Instant, key: usize, reason: LeaveReason, close: Option<u16>) {
+        let Some(host) = self.sessions.end(key) else {
+            return;
         };
-        let verdict = verdict.and_then(|user| {
-            if self.stats.clients as usize >= self.config.max_clients {
-                Err(RejectReason::ServerFull)
-            } else {
-                Ok(user)
-            }
+        self.rooms.client_ended(&mut self.groups, host, reason);
+        self.drain_groups(now);
+        self.events.push(ServerEvent::ClientLeft {
+            host_id: host,
+            reason,
         });
-        // A ticket gives its host id back if that id is free and the ticket's user (if any)
-        // is the token's.
-        let resume = match &self.sessions[key].phase {
-            Phase::HalfOpen {
-                resume: Some(t), ..
-            } => Some(*t),
-            _ => None,
-        };
-        let resume = resume.filter(|t| {
-            let same_user = match &verdict {
-                Ok(Some(user)) => t.user_id == Some(*user),
-                _ => true,
-            };
-            same_user && self.key_of(t.host).is_none()
-        });
-        let s = &mut self.sessions[key];
-        self.half_open.remove(&(s.socket, s.addr, s.client_session));
-        self.stats.half_open -= 1;
-        match verdict {
-            Ok(user_id) => {
-                let user_id = user_id.or_else(|| resume.and_then(|t| t.user_id));
-                if let Some(t) = resume {
-                    s.host = t.host;
-                    self.restored.insert(t.host, key);
-                }
-                let s = &mut self.sessions[key];
-                s.phase = Phase::Established { user_id };
-                s.out.welcome = true;
-                // Reschedule from scratch: the half-open expiry no longer applies.
-                s.timer = None;
-                let (host_id, addr) = (s.host, s.addr);
-                self.stats.clients += 1;
-                self.stats.handshakes_completed += 1;
-                self.push_event(ServerEvent::ClientJoined {
-                    host_id,
-                    addr,
-                    user_id,
-                });
-                if resume.is_some() {
-                    self.stats.sessions_resumed += 1;
-                    self.push_event(ServerEvent::ClientResumed { host_id });
-                }
-                self.issue_ticket(now, key);
-            }
-            Err(reason) => {
-                s.phase = Phase::Closing;
-                s.out.reject = Some(reason.code());
-                s.timer = None;
-                self.stats.handshakes_rejected += 1;
-            }
-        }
-        self.enqueue(key);
-    }
-
-    /// A valid, unused ticket ahead of the Connect frame: remembered for `on_connect`.
-    /// Anything else is counted and ignored (the client gets a fresh host id).
-    fn on_resume(&mut self, now: Instant, key: usize, sealed: &[u8]) {
-        let unix = self.unix_now_secs(now);
-        let t = ticket::Ticket::open(&self.ticket_key, sealed);
-        let ok =
-            t.filter(|t| !self.config.ticket_lifetime.is_zero() && self.used_tickets.take(t, unix));
-        if ok.is_none() {
-            self.stats.dropped.bad_tickets += 1;
-        }
-        if let Phase::HalfOpen { resume, .. } = &mut self.sessions[key].phase {
-            *resume = ok;
+        match close {
+            Some(code) => self.sessions.close(key, code),
+            None => self.sessions.remove(now, key),
         }
     }
 
-    /// Sends `key`'s client a fresh resumption ticket for its host id.
-    fn issue_ticket(&mut self, now: Instant, key: usize) {
-        let lifetime = self.config.ticket_lifetime;
-        if lifetime.is_zero() {
-            return;
+    /// End of a call: what groups queued goes out; overloaded clients are disconnected.
+    fn settle(&mut self, now: Instant) {
+        self.drain_groups(now);
+        while let Some(host) = self.sessions.poll_overloaded() {
+            if let Some(key) = self.sessions.established_key(host) {
+                self.end_client(now, key, LeaveReason::Overloaded, None);
+            }
         }
-        let s = &self.sessions[key];
-        let Phase::Established { user_id } = s.phase else {
-            return;
-        };
-        let t = ticket::Ticket {
-            host: s.host,
-            user_id,
-            expires: self.unix_now_secs(now) + lifetime.as_secs().max(1),
-            id: self.rng.next_u64(),
-        };
-        let mut nonce = [0u8; 12];
-        self.rng.fill_bytes(&mut nonce);
-        let sealed = t.seal(&self.ticket_key, nonce);
-        let host = s.host;
-        self.sessions[key].ticket_at = Some(now);
-        self.send_control(host, &ControlMsg::Ticket { ticket: &sealed });
     }
 
-    fn on_session_timer(&mut self, now: Instant, key: usize) {
-        let s = &mut self.sessions[key];
-        let idle_deadline = s.last_recv + self.config.idle_timeout;
-        match s.phase {
-            Phase::HalfOpen { expires, .. } if now >= expires => {
-                self.remove(key);
-                self.stats.handshakes_expired += 1;
-                return;
-            }
-            Phase::Established { .. } if now >= idle_deadline => {
-                self.stats.clients_timed_out += 1;
-                self.end_client(now, key, LeaveReason::TimedOut, None);
-                return;
-            }
-            Phase::Established { .. } => {
-                let offline_after = self.config.offline_after;
-                if !s.offline && !offline_after.is_zero() && now >= s.last_recv + offline_after {
-                    s.offline = true;
-                    let host_id = s.host_id(key);
-                    self.stats.clients_offline += 1;
-                    self.push_event(ServerEvent::ClientOffline { host_id });
-                    self.on_client_offline(host_id, true);
-                }
-                let lifetime = self.config.ticket_lifetime;
-                if self.sessions[key]
-                    .ticket_at
-                    .is_some_and(|at| !lifetime.is_zero() && now >= at + lifetime / 2)
-                {
-                    self.issue_ticket(now, key);
-                }
-                let s = &mut self.sessions[key];
-                if now >= s.last_send + self.config.keepalive_interval && !s.out.ping {
-                    s.out.ping = true;
-                    self.enqueue(key);
-                }
-                if self.sessions[key].control.wants_transmit(now) {
-                    self.enqueue(key);
-                }
-            }
-            Phase::Closing if now >= idle_deadline => {
-                self.remove(key);
-                return;
-            }
-            Phase::HalfOpen { .. } | Phase::Closing => {}
+    /// Hands what `groups` queued to the sessions and the application, in order.
+    fn drain_groups(&mut self, now: Instant) {
+        while let Some((to, msg)) = self.groups.poll_control() {
+            self.sessions.send_control(now, to, msg);
         }
-        self.schedule(key);
+        while let Some(e) = self.groups.poll_event() {
+            self.events.push(e);
+        }
     }
 
-    /// A STUN Binding request: answered with the source's address, like any STUN server.
-    ///
-    /// # Amplification
-    /// The answer (40 bytes for IPv4, 52 for IPv6) is larger than a bare request (20 bytes):
-    /// a factor of at most 2.6, the same as every STUN server. It shares the per-source and
-    /// global handshake token buckets, so a spoofed flood gets at most that factor on a
-    /// bounded rate; requests with a FINGERPRINT that does not verify are not answered.
-    ///
-    /// With NAT discovery on ([`Server::enable_nat_discovery`]), a request that carries any
-    /// attribute (so is at least 28 bytes) is answered with RESPONSE-ORIGIN and OTHER-ADDRESS
-    /// too (64 bytes for IPv4: at most 2.3x), from the socket its CHANGE-REQUEST asks for. A
-    /// bare 20-byte request always gets the plain 40-byte answer, so the factor stays 2.
-    fn on_stun(
-        &mut self,
-        now: Instant,
-        on: SocketId,
-        from: SocketAddr,
-        m: &crate::wire::stun::StunMessage<'_>,
-        datagram: &[u8],
-    ) {
-        use crate::wire::stun::BINDING_REQUEST;
-        if m.message_type != BINDING_REQUEST || !m.fingerprint_ok(datagram) {
-            self.stats.dropped.stun += 1;
-            return;
-        }
-        let Some(flags) = m.change_request() else {
-            self.stats.dropped.stun += 1;
-            return;
-        };
-        let extended = self.sockets.enabled() && datagram.len() >= STUN_EXTENDED_MIN_REQUEST;
-        let reply_from = if extended {
-            self.sockets.reply_socket(on, flags)
-        } else if flags == 0 {
-            Some(on)
-        } else {
-            None
-        };
-        let Some(reply_from) = reply_from else {
-            // A change this server cannot make (no alternate address, or one IP only).
-            self.stats.dropped.stun += 1;
-            return;
-        };
-        if !self.limiter.allow(now, from.ip()) {
-            self.stats.dropped.rate_limited += 1;
-            return;
-        }
-        if self.stun_queue.len() >= STUN_QUEUE_CAP {
-            self.stats.dropped.queue_full += 1;
-            return;
-        }
-        self.stun_queue.push_back(StunReply {
-            to: from,
-            txid: m.transaction_id,
-            on,
-            from: reply_from,
-            extended,
-        });
-    }
-
-    /// Ten-second buckets since the server started: a cookie is valid in its bucket and the
-    /// next, so 10–20 s.
-    fn cookie_bucket(epoch: Instant, now: Instant) -> u64 {
-        now.saturating_duration_since(epoch).as_secs() / 10
-    }
-
-    /// HMAC-SHA256 over the bucket, the source address, the client's session id and
-    /// ephemeral key: only someone who receives at `from` can echo it.
-    fn cookie(&self, bucket: u64, from: SocketAddr, hello: &ClientHello<'_>) -> [u8; COOKIE_LEN] {
-        use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.cookie_key)
-            .expect("HMAC accepts keys of any length");
-        mac.update(&bucket.to_be_bytes());
-        let mut addr = [0u8; 19];
-        let mut w = crate::wire::Writer::new(&mut addr);
-        let _ = w.addr(from);
-        let n = w.len();
-        mac.update(&addr[..n]);
-        mac.update(&hello.client_session.to_be_bytes());
-        mac.update(&hello.client_ephemeral);
-        let full = mac.finalize().into_bytes();
-        let mut out = [0u8; COOKIE_LEN];
-        out.copy_from_slice(&full[..COOKIE_LEN]);
-        out
-    }
-
-    fn cookie_ok(&self, now: Instant, from: SocketAddr, hello: &ClientHello<'_>) -> bool {
-        if hello.cookie.len() != COOKIE_LEN {
-            return false;
-        }
-        let bucket = Self::cookie_bucket(self.epoch, now);
-        [bucket, bucket.saturating_sub(1)].into_iter().any(|b| {
-            let want = self.cookie(b, from, hello);
-            // Compare without an early exit.
-            want.iter()
-                .zip(hello.cookie)
-                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-                == 0
-        })
-    }
-
-    fn next_retry(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        let (socket, dst, client_session, cookie) = self.retry_queue.pop_front()?;
-        let len = Retry {
-            client_session,
-            cookie,
-        }
-        .encode(buf)
-        .ok()?;
-        self.stats.retries_sent += 1;
-        Some(Transmit { dst, len, socket })
-    }
-
-    fn next_stun(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        use crate::wire::stun::{encode_binding_response, encode_binding_response_5780};
-        let r = self.stun_queue.pop_front()?;
-        let origin = self.sockets.addr(r.from);
-        let len = match origin {
-            Some(origin) if r.extended => encode_binding_response_5780(
-                buf,
-                &r.txid,
-                r.to,
-                origin,
-                self.sockets.other_address(r.on),
-            ),
-            _ => encode_binding_response(buf, &r.txid, r.to),
-        }
-        .ok()?;
-        self.stats.stun_answered += 1;
-        Some(Transmit {
-            dst: r.to,
-            len,
-            socket: r.from,
-        })
-    }
-
-    fn next_hello(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        while let Some((key, generation)) = self.hello_queue.pop_front() {
-            let Some(s) = self
-                .sessions
-                .get(key)
-                .filter(|s| s.generation == generation)
-            else {
-                continue;
-            };
-            if let Phase::HalfOpen { hello, .. } = &s.phase {
-                buf[..SERVER_HELLO_LEN].copy_from_slice(hello);
-                return Some(Transmit {
-                    dst: s.addr,
-                    len: SERVER_HELLO_LEN,
-                    socket: s.socket,
-                });
-            }
-        }
-        None
-    }
-
-    fn next_sealed(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        let max = self.config.max_datagram_size.min(buf.len());
-        while let Some((key, generation)) = self.tx_queue.pop_front() {
-            let Some(s) = self
-                .sessions
-                .get_mut(key)
-                .filter(|s| s.generation == generation)
-            else {
-                continue;
-            };
-            s.queued = false;
-            if let Some((socket, dst, nonce)) = s.out.probe_ack.take() {
-                // Answered on the path it came from, alone: it tells the client that path
-                // works both ways. Authenticated, and no larger than the probe.
-                let sealed = s.keys.seal_frames(s.client_session, buf, max, |w| {
-                    let _ = Frame::ProbeAck { nonce }.encode(w);
-                });
-                if !s.out.is_empty() || s.control.wants_transmit(now) {
-                    self.enqueue(key);
-                }
-                if let Some(len) = sealed {
-                    self.stats.path_probes_answered += 1;
-                    return Some(Transmit { dst, len, socket });
-                }
-                continue;
-            }
-            if s.path_closed {
-                // No path until the client is heard again: unreliable output is dropped
-                // (as on a dead link), control messages wait for their retransmission.
-                s.out = Outbox::default();
-                continue;
-            }
-            if s.out.is_empty() && !s.control.wants_transmit(now) {
-                continue;
-            }
-            let host_id = s.host_id(key);
-            let addr = s.addr;
-            let socket = s.socket;
-            let observed = s.udp.unwrap_or(addr);
-            let out = &mut s.out;
-            let control = &mut s.control;
-            let retransmits_before = control.retransmits;
-            let mut pinged = false;
-            let mut final_frame = false;
-            let mut relayed = (0u64, 0u64);
-            let len = s.keys.seal_frames(s.client_session, buf, max, |w| {
-                if let Some(reason) = out.reject.take() {
-                    let _ = Frame::Reject { reason }.encode(w);
-                    final_frame = true;
-                    return;
-                }
-                if let Some(code) = out.close.take() {
-                    let _ = Frame::Close { code }.encode(w);
-                    final_frame = true;
-                    return;
-                }
-                if out.welcome {
-                    let _ = Frame::Welcome {
-                        host_id: host_id.0,
-                        observed,
-                    }
-                    .encode(w);
-                    out.welcome = false;
-                }
-                control.write(now, w);
-                while let Some((from, p)) = out.relayed.front() {
-                    if w.remaining() < p.len() + RELAY_FRAME_OVERHEAD {
-                        break;
-                    }
-                    let _ = Frame::Relayed {
-                        from: from.0,
-                        packet: p,
-                    }
-                    .encode(w);
-                    relayed.0 += 1;
-                    relayed.1 += p.len() as u64;
-                    out.relayed.pop_front();
-                }
-                while let Some(p) = out.datagrams.front() {
-                    if w.remaining() < p.len() + DATAGRAM_FRAME_OVERHEAD {
-                        break;
-                    }
-                    let _ = Frame::Datagram { payload: p }.encode(w);
-                    out.datagrams.pop_front();
-                }
-                if w.is_empty() && out.ping {
-                    let _ = Frame::Ping.encode(w);
-                    pinged = true;
-                }
-                out.ping = false;
-            });
-            let Some(len) = len else {
-                // Counter exhausted: the session cannot send again; let it time out.
-                s.out = Outbox::default();
-                continue;
-            };
-            s.last_send = now;
-            self.stats.control_retransmits += s.control.retransmits - retransmits_before;
-            self.stats.relayed_packets += relayed.0;
-            self.stats.relayed_bytes += relayed.1;
-            if pinged {
-                self.stats.io.keepalives_sent += 1;
-            }
-            if final_frame {
-                self.remove(key);
-            } else {
-                let s = &self.sessions[key];
-                if !s.out.is_empty() || s.control.wants_transmit(now) {
-                    self.enqueue(key);
-                }
-                self.schedule(key);
-            }
-            return Some(Transmit {
-                dst: addr,
-                len,
-                socket,
-            });
-        }
-        None
+    /// The next deadline with its reason (`poll_timeout` and `timeout_reason` read it): the
+    /// earliest of the machines'. Only the sessions (with their TCP streams) have any.
+    fn timeout(&self) -> Option<Timeout> {
+        self.sessions.poll_timeout()
     }
 }
 
@@ -1397,36 +492,18 @@ impl Endpoint for Server {
         datagram: &[u8],
     ) {
         #[cfg(feature = "tracing")]
-        let before = self.stats.dropped;
-        self.receive(now, socket, from, datagram);
+        let (before, len) = (self.stats.dropped, datagram.len());
+        self.receive(now, Path { socket, addr: from }, datagram);
         #[cfg(feature = "tracing")]
-        crate::trace::dropped(
-            false,
-            &before,
-            &self.stats.dropped,
-            socket,
-            from,
-            datagram.len(),
-        );
+        crate::trace::dropped(false, &before, &self.stats.dropped, socket, from, len);
     }
 
-    /// TCP stream `id` ended: a session whose path it was sends nothing until the client is
-    /// heard again (over UDP, or over a new stream), and keeps everything else meanwhile (it
-    /// goes offline, then times out, like a client whose network went away).
+    /// TCP stream `id` ended: a session on it sends nothing until its client is heard again
+    /// (over UDP or a new stream), and keeps everything else (it goes offline, then times out,
+    /// like a client whose network went away).
     fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
-        self.clock.advance(now);
-        for key in self.streams.closed(id) {
-            let Some(s) = self.sessions.get_mut(key).filter(|s| s.socket == id) else {
-                continue;
-            };
-            if let Phase::HalfOpen { .. } = s.phase {
-                // Its client starts over on a new stream: free the slot now.
-                self.remove(key);
-            } else {
-                s.path_closed = true;
-                self.stats.stream_paths_closed += 1;
-            }
-        }
+        let now = self.clock.advance(now);
+        self.sessions.handle_stream_closed(now, id, &mut self.stats);
     }
 
     /// The runtime accepted TCP stream `id` from `peer`. A stream that carries no handshake
@@ -1435,7 +512,7 @@ impl Endpoint for Server {
     /// session yet (more are closed at once, counted in `stats().dropped.rate_limited`).
     fn handle_stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
         let now = self.clock.advance(now);
-        if id.is_stream() && !self.streams.accepted(now, id, peer.ip()) {
+        if id.is_stream() && !self.sessions.handle_stream_accepted(now, id, peer.ip()) {
             self.stats.dropped.rate_limited += 1;
         }
     }
@@ -1443,56 +520,51 @@ impl Endpoint for Server {
     /// The runtime opened socket `id` at `local` (or could not: `None`).
     fn handle_socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
         self.clock.advance(now);
-        self.sockets.opened(id, local);
+        self.stun.handle_socket_opened(id, local);
     }
 
     /// Advances timers: handshake expiry, keepalives, client timeouts. Idempotent; may be
     /// called early or often.
     fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.advance(now);
-        self.streams.handle_timeout(now);
-        while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
-            if at > now {
-                break;
+        self.sessions.handle_timeout(now);
+        while let Some(due) = (self.sessions).poll_due(now, &mut self.rng, &mut self.stats) {
+            match due {
+                Due::TimedOut(key) => self.end_client(now, key, LeaveReason::TimedOut, None),
+                Due::Offline(host_id) => {
+                    self.events.push(ServerEvent::ClientOffline { host_id });
+                    self.groups.client_offline(host_id, true);
+                    self.drain_groups(now);
+                }
             }
-            self.timers.pop();
-            let live = self
-                .sessions
-                .get_mut(key)
-                .filter(|s| s.generation == generation && s.timer == Some(at));
-            let Some(s) = live else { continue };
-            s.timer = None;
-            self.on_session_timer(now, key);
         }
         self.settle(now);
     }
 
-    /// Writes the next datagram to send into `buf` and says where it goes, or `None` when
-    /// nothing is due. Call after every input or command until it returns `None`.
+    /// The next datagram: a ServerHello or Retry, a STUN answer, or a session's packet.
     ///
     /// # Panics
-    /// In debug builds if `buf` is shorter than [`crate::MAX_DATAGRAM_SIZE`].
+    /// In debug builds if `buf` is shorter than [`MAX_DATAGRAM_SIZE`].
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        debug_assert!(
-            buf.len() >= crate::MAX_DATAGRAM_SIZE,
-            "poll_transmit buffer too small"
-        );
+        debug_assert!(buf.len() >= MAX_DATAGRAM_SIZE, "buf too small");
         let now = self.clock.advance(now);
+        let stats = &mut self.stats;
         let t = self
-            .next_hello(buf)
-            .or_else(|| self.next_retry(buf))
-            .or_else(|| self.next_stun(buf))
-            .or_else(|| self.next_sealed(now, buf))?;
+            .sessions
+            .poll_handshake(buf, stats)
+            .or_else(|| self.stun.poll_transmit(buf, stats))
+            .or_else(|| self.sessions.poll_transmit(now, buf, stats))?;
         self.stats.io.datagrams_out += 1;
         self.stats.io.bytes_out += t.len as u64;
         Some(t)
     }
 
-    /// The next socket the server wants the runtime to open (see [`SocketRequest`]).
+    /// The next socket the server wants the runtime to open or close (see
+    /// [`SocketRequest`]).
     fn poll_socket_request(&mut self) -> Option<SocketRequest> {
-        self.sockets
-            .poll_request()
-            .or_else(|| self.streams.poll_request())
+        self.stun
+            .poll_socket_request()
+            .or_else(|| self.sessions.poll_socket_request())
     }
 
     /// When [`Server::handle_timeout`] should next be called, if ever. Pure.
@@ -1500,28 +572,12 @@ impl Endpoint for Server {
     /// Deadlines are kept lazily: after a session ends, its last deadline may still be
     /// reported once; waking for it is harmless and clears it.
     fn poll_timeout(&self) -> Option<Instant> {
-        crate::time::earliest(
-            self.timers.peek().map(|Reverse((at, _, _))| *at),
-            self.streams.next_timeout(),
-        )
+        self.timeout().map(|t| t.at)
     }
 
     /// What the deadline from [`Server::poll_timeout`] is for.
     fn timeout_reason(&self) -> &'static str {
-        let Some(Reverse((_, key, generation))) = self.timers.peek() else {
-            return "none";
-        };
-        match self
-            .sessions
-            .get(*key)
-            .filter(|s| s.generation == *generation)
-            .map(|s| &s.phase)
-        {
-            Some(Phase::HalfOpen { .. }) => "handshake expiry",
-            Some(Phase::Established { .. }) => "client keepalive or idle timeout",
-            Some(Phase::Closing) => "closing session expiry",
-            None => "stale timer",
-        }
+        self.timeout().map_or("none", |t| t.reason)
     }
 }
 
@@ -1530,6 +586,6 @@ impl Events for Server {
 
     /// The next event, if any.
     fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        self.events.poll_event()
     }
 }

@@ -2,10 +2,20 @@
 //! clients create or join rooms by name (optionally with a password), join any open room,
 //! list rooms, leave, and the owner may kick. Each room is a group; an empty room is
 //! destroyed; when the owner leaves, the longest-standing member becomes owner.
+//!
+//! [`Rooms`] is a policy over [`Groups`]: it keeps the room names and settings, and does
+//! everything through the `Groups` it is lent (whose outbox carries its answers too, in order
+//! with the group changes they cause). Every leave and every destruction of any group goes
+//! through [`Rooms::leave`] and [`Rooms::destroy`], so a room never outlives its rules.
 
-use super::Server;
-use crate::event::{GroupId, HostId, MemberLeftReason, RoomError, RoomOp};
-use crate::time::Instant;
+use std::collections::BTreeMap;
+
+use super::groups::{Groups, Roster};
+use crate::config::RoomsConfig;
+use crate::error::GroupError;
+use crate::event::{GroupId, HostId, LeaveReason, MemberLeftReason, RoomError, RoomOp};
+use crate::rng::Rng;
+use crate::stats::ServerStats;
 use crate::wire::control::{
     ControlMsg, JOIN_CREATE, JOIN_MUST_CREATE, MAX_NAME_LEN, ROOM_HAS_PASSWORD, RoomEntries,
     RoomEntry,
@@ -14,8 +24,18 @@ use crate::wire::control::{
 /// Room list bytes per answer: one control message must fit one datagram with room to spare.
 const LIST_BUDGET: usize = 900;
 
-pub(super) struct Room {
-    pub(super) name: String,
+/// Rooms by name, and each room's settings.
+pub(super) struct Rooms {
+    /// `None`: rooms are off (every request is answered `Disabled`).
+    config: Option<RoomsConfig>,
+    /// Room name → group.
+    by_name: BTreeMap<String, GroupId>,
+    /// The rooms, by group.
+    rooms: BTreeMap<GroupId, Room>,
+}
+
+struct Room {
+    name: String,
     password: String,
     max_members: u16,
     owner: HostId,
@@ -30,127 +50,217 @@ fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
-impl Server {
-    fn room_error(&mut self, to: HostId, op: RoomOp, error: RoomError) {
-        self.send_control(
-            to,
-            &ControlMsg::RoomError {
-                op: op.code(),
-                reason: error.code(),
-            },
-        );
+fn room_error(groups: &mut Groups, to: HostId, op: RoomOp, error: RoomError) {
+    groups.push_control(
+        to,
+        &ControlMsg::RoomError {
+            op: op.code(),
+            reason: error.code(),
+        },
+    );
+}
+
+impl Rooms {
+    pub(super) fn new(config: Option<RoomsConfig>) -> Self {
+        Self {
+            config,
+            by_name: BTreeMap::new(),
+            rooms: BTreeMap::new(),
+        }
     }
 
-    fn room_of(&self, group: GroupId) -> Option<&Room> {
-        self.group(group)?.room.as_ref()
-    }
-
-    fn enter_room(&mut self, now: Instant, group: GroupId, host: HostId) {
-        let Some(room) = self.room_of(group) else {
-            return;
-        };
-        let msg_name = room.name.clone();
-        let owner = room.owner;
-        self.send_control(
-            host,
-            &ControlMsg::RoomJoined {
-                group: group.0,
-                owner: owner.0,
-                name: &msg_name,
-            },
-        );
-        self.join_inner(now, group, host);
-    }
-
-    pub(super) fn room_join(
+    /// A control message from connected client `from` that is not for the application: group
+    /// acknowledgements, what it tells about itself (to `groups`), room requests (here);
+    /// anything else is unexpected (dropped and counted).
+    pub(super) fn handle_control(
         &mut self,
-        now: Instant,
+        groups: &mut Groups,
+        rng: &mut Rng,
+        roster: &impl Roster,
         from: HostId,
-        flags: u8,
-        max_members: u16,
-        name: &str,
-        password: &str,
+        msg: ControlMsg<'_>,
+        stats: &mut ServerStats,
     ) {
-        let Some(cfg) = self.config.rooms.clone() else {
-            return self.room_error(from, RoomOp::Join, RoomError::Disabled);
+        match msg {
+            ControlMsg::MemberAck { group, member } => {
+                groups.handle_member_ack(GroupId(group), from, HostId(member));
+            }
+            ControlMsg::Candidates { addrs } => groups.handle_candidates(from, &addrs, stats),
+            ControlMsg::NatInfo { info } => groups.handle_nat_info(from, info),
+            ControlMsg::RoomJoin {
+                flags,
+                max_members,
+                name,
+                password,
+            } => {
+                let request = (flags, max_members, name, password);
+                self.handle_join(groups, rng, roster, from, request);
+            }
+            ControlMsg::RoomJoinRandom => self.handle_join_random(groups, rng, roster, from),
+            ControlMsg::RoomListGet { offset } => self.handle_list(groups, from, offset),
+            ControlMsg::RoomLeave { group } => self.handle_leave(groups, from, GroupId(group)),
+            ControlMsg::RoomKick { group, member } => {
+                self.handle_kick(groups, from, GroupId(group), HostId(member));
+            }
+            _ => stats.dropped.unexpected += 1,
+        }
+    }
+
+    /// The server's `leave_group`: `host` leaves `group` (any group).
+    pub(super) fn leave_group(
+        &mut self,
+        groups: &mut Groups,
+        group: GroupId,
+        host: HostId,
+    ) -> Result<(), GroupError> {
+        let members = groups.members(group).ok_or(GroupError::UnknownGroup)?;
+        if !members.contains(&host) {
+            return Err(GroupError::NotMember);
+        }
+        self.leave(groups, group, host, MemberLeftReason::Left);
+        Ok(())
+    }
+
+    /// Client `host` left the server (`reason`): it leaves each of its groups in turn (kicked
+    /// ones as kicked, the rest as disconnected), and `groups` forgets it.
+    pub(super) fn client_ended(&mut self, groups: &mut Groups, host: HostId, reason: LeaveReason) {
+        let reason = match reason {
+            LeaveReason::Kicked(_) => MemberLeftReason::Kicked,
+            _ => MemberLeftReason::Disconnected,
+        };
+        for group in groups.client_ended(host) {
+            self.leave(groups, group, host, reason);
+        }
+    }
+
+    /// Takes `host` out of `group` (any group: rooms apply their rules afterwards).
+    pub(super) fn leave(
+        &mut self,
+        groups: &mut Groups,
+        group: GroupId,
+        host: HostId,
+        reason: MemberLeftReason,
+    ) {
+        groups.leave(group, host, reason);
+        self.after_leave(groups, group, host);
+    }
+
+    /// Destroys `group` (any group: a room's name is free again). False if there is none.
+    pub(super) fn destroy(&mut self, groups: &mut Groups, group: GroupId) -> bool {
+        if !groups.destroy(group) {
+            return false;
+        }
+        if let Some(room) = self.rooms.remove(&group) {
+            self.by_name.remove(&room.name);
+        }
+        true
+    }
+
+    /// A client asks to join (or create) a room: `(flags, max_members, name, password)`.
+    fn handle_join(
+        &mut self,
+        groups: &mut Groups,
+        rng: &mut Rng,
+        roster: &impl Roster,
+        from: HostId,
+        (flags, max_members, name, password): (u8, u16, &str, &str),
+    ) {
+        let Some(cfg) = self.config.clone() else {
+            return room_error(groups, from, RoomOp::Join, RoomError::Disabled);
         };
         if name.is_empty() || name.len() > MAX_NAME_LEN || password.len() > MAX_NAME_LEN {
-            return self.room_error(from, RoomOp::Join, RoomError::InvalidName);
+            return room_error(groups, from, RoomOp::Join, RoomError::InvalidName);
         }
-        if let Some(&group) = self.rooms.get(name) {
+        if let Some(&group) = self.by_name.get(name) {
             if flags & JOIN_MUST_CREATE != 0 {
-                return self.room_error(from, RoomOp::Join, RoomError::AlreadyExists);
+                return room_error(groups, from, RoomOp::Join, RoomError::AlreadyExists);
             }
-            let Some(g) = self.group(group) else {
-                return self.room_error(from, RoomOp::Join, RoomError::NotFound);
+            let Some(members) = groups.members(group) else {
+                return room_error(groups, from, RoomOp::Join, RoomError::NotFound);
             };
-            let Some(room) = &g.room else {
-                return self.room_error(from, RoomOp::Join, RoomError::NotFound);
+            let Some(room) = self.rooms.get(&group) else {
+                return room_error(groups, from, RoomOp::Join, RoomError::NotFound);
             };
-            let error = if g.members.contains(&from) {
+            let error = if members.contains(&from) {
                 Some(RoomError::AlreadyMember)
             } else if !same_secret(&room.password, password) {
                 Some(RoomError::WrongPassword)
-            } else if g.members.len() >= room.max_members as usize {
+            } else if members.len() >= room.max_members as usize {
                 Some(RoomError::Full)
             } else {
                 None
             };
             return match error {
-                Some(e) => self.room_error(from, RoomOp::Join, e),
-                None => self.enter_room(now, group, from),
+                Some(e) => room_error(groups, from, RoomOp::Join, e),
+                None => self.enter(groups, rng, roster, group, from),
             };
         }
         if flags & (JOIN_CREATE | JOIN_MUST_CREATE) == 0 {
-            return self.room_error(from, RoomOp::Join, RoomError::NotFound);
+            return room_error(groups, from, RoomOp::Join, RoomError::NotFound);
         }
-        if self.rooms.len() >= cfg.max_rooms {
-            return self.room_error(from, RoomOp::Join, RoomError::TooManyRooms);
+        if self.by_name.len() >= cfg.max_rooms {
+            return room_error(groups, from, RoomOp::Join, RoomError::TooManyRooms);
         }
         let max_members = match max_members {
             0 => cfg.default_max_members,
             n => n.min(cfg.max_members_cap),
         }
         .max(1);
-        let group = self.new_group(Some(Room {
-            name: name.to_owned(),
-            password: password.to_owned(),
-            max_members,
-            owner: from,
-        }));
-        self.rooms.insert(name.to_owned(), group);
-        self.enter_room(now, group, from);
+        let group = groups.create();
+        self.rooms.insert(
+            group,
+            Room {
+                name: name.to_owned(),
+                password: password.to_owned(),
+                max_members,
+                owner: from,
+            },
+        );
+        self.by_name.insert(name.to_owned(), group);
+        self.enter(groups, rng, roster, group, from);
     }
 
-    pub(super) fn room_join_random(&mut self, now: Instant, from: HostId) {
-        if self.config.rooms.is_none() {
-            return self.room_error(from, RoomOp::JoinRandom, RoomError::Disabled);
+    /// A client asks to join any open room (no password, not full, not its own).
+    fn handle_join_random(
+        &mut self,
+        groups: &mut Groups,
+        rng: &mut Rng,
+        roster: &impl Roster,
+        from: HostId,
+    ) {
+        if self.config.is_none() {
+            return room_error(groups, from, RoomOp::JoinRandom, RoomError::Disabled);
         }
-        let open = self.rooms.values().copied().find(|&g| {
-            self.group(g).is_some_and(|g| {
-                g.room.as_ref().is_some_and(|r| {
-                    r.password.is_empty() && g.members.len() < r.max_members as usize
-                }) && !g.members.contains(&from)
+        let open = self.by_name.values().copied().find(|&g| {
+            groups.members(g).is_some_and(|members| {
+                self.rooms.get(&g).is_some_and(|r| {
+                    r.password.is_empty() && members.len() < r.max_members as usize
+                }) && !members.contains(&from)
             })
         });
         match open {
-            Some(group) => self.enter_room(now, group, from),
-            None => self.room_error(from, RoomOp::JoinRandom, RoomError::NotFound),
+            Some(group) => self.enter(groups, rng, roster, group, from),
+            None => room_error(groups, from, RoomOp::JoinRandom, RoomError::NotFound),
         }
     }
 
-    pub(super) fn room_list(&mut self, from: HostId, offset: u16) {
-        if self.config.rooms.is_none() {
-            return self.room_error(from, RoomOp::List, RoomError::Disabled);
+    /// A client asks for the room list from `offset` on (name order).
+    fn handle_list(&self, groups: &mut Groups, from: HostId, offset: u16) {
+        if self.config.is_none() {
+            return room_error(groups, from, RoomOp::List, RoomError::Disabled);
         }
         let mut entries = Vec::new();
         let mut used = 0;
-        for &group in self.rooms.values().skip(offset as usize) {
-            let Some(g) = self.group(group) else { continue };
-            let Some(r) = &g.room else { continue };
+        for &group in self.by_name.values().skip(offset as usize) {
+            let Some(members) = groups.members(group) else {
+                continue;
+            };
+            let Some(r) = self.rooms.get(&group) else {
+                continue;
+            };
             let e = RoomEntry {
                 name: &r.name,
-                members: g.members.len() as u16,
+                members: members.len() as u16,
                 max_members: r.max_members,
                 flags: if r.password.is_empty() {
                     0
@@ -164,7 +274,7 @@ impl Server {
             }
             entries.push(e);
         }
-        let total = self.rooms.len().min(u16::MAX as usize) as u16;
+        let total = self.by_name.len().min(u16::MAX as usize) as u16;
         let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
         let mut w = crate::wire::Writer::new(&mut buf);
         let _ = w.u8(0x07);
@@ -174,56 +284,81 @@ impl Server {
             return;
         }
         let n = w.len();
-        // Decode our own encoding to hand `send_control` a typed message.
+        // Decode our own encoding to hand the outbox a typed message.
         if let Ok(msg) = ControlMsg::decode(&buf[..n]) {
-            self.send_control(from, &msg);
+            groups.push_control(from, &msg);
         }
     }
 
-    pub(super) fn room_leave(&mut self, now: Instant, from: HostId, group: GroupId) {
-        let member = self
-            .group(group)
-            .is_some_and(|g| g.room.is_some() && g.members.contains(&from));
+    /// A client asks to leave room `group`.
+    fn handle_leave(&mut self, groups: &mut Groups, from: HostId, group: GroupId) {
+        let member = self.rooms.contains_key(&group)
+            && groups.members(group).is_some_and(|m| m.contains(&from));
         if !member {
-            return self.room_error(from, RoomOp::Leave, RoomError::NotMember);
+            return room_error(groups, from, RoomOp::Leave, RoomError::NotMember);
         }
-        self.leave_inner(now, group, from, MemberLeftReason::Left);
+        self.leave(groups, group, from, MemberLeftReason::Left);
     }
 
-    pub(super) fn room_kick(&mut self, now: Instant, from: HostId, group: GroupId, member: HostId) {
-        let Some(g) = self.group(group) else {
-            return self.room_error(from, RoomOp::Kick, RoomError::NotFound);
+    /// A client asks to kick `member` out of room `group` (only its owner may).
+    fn handle_kick(&mut self, groups: &mut Groups, from: HostId, group: GroupId, member: HostId) {
+        let Some(members) = groups.members(group) else {
+            return room_error(groups, from, RoomOp::Kick, RoomError::NotFound);
         };
-        let Some(room) = &g.room else {
-            return self.room_error(from, RoomOp::Kick, RoomError::NotFound);
+        let Some(room) = self.rooms.get(&group) else {
+            return room_error(groups, from, RoomOp::Kick, RoomError::NotFound);
         };
         if room.owner != from {
-            return self.room_error(from, RoomOp::Kick, RoomError::NotOwner);
+            return room_error(groups, from, RoomOp::Kick, RoomError::NotOwner);
         }
-        if member == from || !g.members.contains(&member) {
-            return self.room_error(from, RoomOp::Kick, RoomError::NotMember);
+        if member == from || !members.contains(&member) {
+            return room_error(groups, from, RoomOp::Kick, RoomError::NotMember);
         }
-        self.leave_inner(now, group, member, MemberLeftReason::Kicked);
+        self.leave(groups, group, member, MemberLeftReason::Kicked);
+    }
+
+    /// Tells `host` it is in room `group`, then joins it (so it hears about the room before
+    /// its members).
+    fn enter(
+        &mut self,
+        groups: &mut Groups,
+        rng: &mut Rng,
+        roster: &impl Roster,
+        group: GroupId,
+        host: HostId,
+    ) {
+        let Some(room) = self.rooms.get(&group) else {
+            return;
+        };
+        groups.push_control(
+            host,
+            &ControlMsg::RoomJoined {
+                group: group.0,
+                owner: room.owner.0,
+                name: &room.name,
+            },
+        );
+        groups.join(group, host, rng, roster);
     }
 
     /// After a member left a room: destroy it if empty, hand ownership on if the owner left.
-    pub(super) fn room_after_leave(&mut self, group: GroupId, left: HostId) {
-        let Some(g) = self.group_mut(group) else {
+    fn after_leave(&mut self, groups: &mut Groups, group: GroupId, left: HostId) {
+        let Some(members) = groups.members(group) else {
             return;
         };
-        let Some(room) = &mut g.room else {
+        let Some(room) = self.rooms.get_mut(&group) else {
             return;
         };
-        if g.members.is_empty() {
-            self.destroy_inner(group);
+        if members.is_empty() {
+            self.destroy(groups, group);
             return;
         }
         if room.owner == left {
-            room.owner = g.members[0];
+            room.owner = members[0];
             let owner = room.owner;
-            let members = g.members.clone();
+            let members = members.to_vec();
             for m in members {
-                self.send_control(
+                groups.push_control(
                     m,
                     &ControlMsg::RoomOwner {
                         group: group.0,
@@ -232,5 +367,145 @@ impl Server {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::groups::Card;
+    use std::net::SocketAddr;
+
+    struct Everyone;
+
+    impl Roster for Everyone {
+        fn card(&self, host: HostId) -> Option<Card> {
+            Some(Card {
+                addr: SocketAddr::from(([198, 51, 100, host.0 as u8], 4000)),
+                offline: false,
+                srtt: crate::time::Duration::ZERO,
+            })
+        }
+    }
+
+    /// Drops whatever the outbox holds.
+    fn drain(groups: &mut Groups) {
+        while groups.poll_control().is_some() {}
+    }
+
+    fn setup() -> (Rooms, Groups, Rng) {
+        let rooms = Rooms::new(Some(RoomsConfig::default()));
+        (rooms, Groups::new(1), crate::rng::derive(&[1; 32], b"test"))
+    }
+
+    /// `from` sends `msg`.
+    fn ask(rooms: &mut Rooms, groups: &mut Groups, rng: &mut Rng, from: u64, msg: ControlMsg<'_>) {
+        let mut stats = ServerStats::default();
+        rooms.handle_control(groups, rng, &Everyone, HostId(from), msg, &mut stats);
+        assert_eq!(stats.dropped.unexpected, 0);
+    }
+
+    fn join(name: &str, password: &'static str) -> ControlMsg<'static> {
+        let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        ControlMsg::RoomJoin {
+            flags: JOIN_CREATE,
+            max_members: 0,
+            name,
+            password,
+        }
+    }
+
+    #[test]
+    fn the_first_joiner_creates_and_owns_a_room_and_hears_of_it_before_the_group() {
+        let (mut rooms, mut groups, mut rng) = setup();
+        ask(&mut rooms, &mut groups, &mut rng, 1, join("r", ""));
+        let group = *rooms.by_name.get("r").unwrap();
+        assert_eq!(rooms.rooms[&group].owner, HostId(1));
+        assert_eq!(groups.members(group), Some(&[HostId(1)][..]));
+        let mut first = None;
+        while let Some((_, bytes)) = groups.poll_control() {
+            let m = ControlMsg::decode(bytes).unwrap();
+            first.get_or_insert(matches!(m, ControlMsg::RoomJoined { .. }));
+        }
+        assert_eq!(first, Some(true));
+    }
+
+    #[test]
+    fn a_wrong_password_is_refused_and_the_last_one_out_destroys_the_room() {
+        let (mut rooms, mut groups, mut rng) = setup();
+        ask(&mut rooms, &mut groups, &mut rng, 1, join("r", "pw"));
+        drain(&mut groups);
+        ask(&mut rooms, &mut groups, &mut rng, 2, join("r", "nope"));
+        let (to, bytes) = groups.poll_control().unwrap();
+        assert_eq!(to, HostId(2));
+        assert!(matches!(
+            ControlMsg::decode(bytes),
+            Ok(ControlMsg::RoomError { .. })
+        ));
+        let group = *rooms.by_name.get("r").unwrap();
+        assert_eq!(groups.members(group), Some(&[HostId(1)][..]));
+        ask(
+            &mut rooms,
+            &mut groups,
+            &mut rng,
+            1,
+            ControlMsg::RoomLeave { group: group.0 },
+        );
+        assert!(rooms.by_name.is_empty() && rooms.rooms.is_empty());
+        assert_eq!(groups.members(group), None);
+    }
+
+    #[test]
+    fn when_the_owner_leaves_the_longest_standing_member_owns_the_room() {
+        let (mut rooms, mut groups, mut rng) = setup();
+        for h in 1..=3 {
+            ask(&mut rooms, &mut groups, &mut rng, h, join("r", ""));
+        }
+        let group = *rooms.by_name.get("r").unwrap();
+        let kick = ControlMsg::RoomKick {
+            group: group.0,
+            member: 3,
+        };
+        ask(&mut rooms, &mut groups, &mut rng, 2, kick);
+        assert_eq!(
+            groups.members(group).map(<[_]>::len),
+            Some(3),
+            "2 is not the owner"
+        );
+        drain(&mut groups);
+        ask(
+            &mut rooms,
+            &mut groups,
+            &mut rng,
+            1,
+            ControlMsg::RoomLeave { group: group.0 },
+        );
+        assert_eq!(rooms.rooms[&group].owner, HostId(2));
+        ask(&mut rooms, &mut groups, &mut rng, 2, kick);
+        assert_eq!(groups.members(group), Some(&[HostId(2)][..]));
+    }
+
+    #[test]
+    fn rooms_that_are_off_answer_disabled_and_other_messages_are_not_theirs() {
+        let mut rooms = Rooms::new(None);
+        let mut groups = Groups::new(1);
+        let mut rng = crate::rng::derive(&[1; 32], b"test");
+        ask(
+            &mut rooms,
+            &mut groups,
+            &mut rng,
+            1,
+            ControlMsg::RoomListGet { offset: 0 },
+        );
+        let (to, bytes) = groups.poll_control().unwrap();
+        assert_eq!(to, HostId(1));
+        assert!(matches!(
+            ControlMsg::decode(bytes),
+            Ok(ControlMsg::RoomError { .. })
+        ));
+        let mut stats = ServerStats::default();
+        let app = ControlMsg::App { data: &[] };
+        rooms.handle_control(&mut groups, &mut rng, &Everyone, HostId(1), app, &mut stats);
+        assert_eq!(stats.dropped.unexpected, 1);
     }
 }

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 
-use crate::time::{Duration, Instant};
+use crate::time::{Duration, Instant, Timeout};
 use crate::{SocketId, SocketRequest};
 
 /// A stream that has carried no session this long after it was accepted is closed.
@@ -102,8 +102,17 @@ impl Streams {
         self.requests.pop_front()
     }
 
-    pub(super) fn next_timeout(&self) -> Option<Instant> {
-        self.queue.front().map(|(at, _)| *at)
+    /// When the next unused stream is closed, and why.
+    pub(super) fn poll_timeout(&self) -> Option<Timeout> {
+        let &(at, id) = self.queue.front()?;
+        let reason = if self.unclaimed.get(&id) != Some(&at) {
+            "stale TCP stream deadline"
+        } else if self.fresh.contains_key(&id) {
+            "TCP stream claim timeout"
+        } else {
+            "TCP stream linger"
+        };
+        Some(Timeout::new(at, reason))
     }
 
     /// Closes the streams whose deadline passed with no session on them.
@@ -159,17 +168,25 @@ mod tests {
         assert!(s.accepted(t0, a, ip));
         assert!(s.accepted(t0, b, ip));
         s.claim(b, 7);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(Timeout::new(t0 + CLAIM_TIMEOUT, "TCP stream claim timeout"))
+        );
         s.handle_timeout(t0 + CLAIM_TIMEOUT);
         assert_eq!(s.poll_request(), Some(SocketRequest::Close { id: a }));
         assert_eq!(s.poll_request(), None);
         // b's session moves to UDP: b lingers, then goes.
         let t1 = t0 + CLAIM_TIMEOUT;
         s.release(t1, b, 7, false);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(Timeout::new(t1 + LINGER, "TCP stream linger"))
+        );
         s.handle_timeout(t1 + LINGER - Duration::from_millis(1));
         assert_eq!(s.poll_request(), None);
         s.handle_timeout(t1 + LINGER);
         assert_eq!(s.poll_request(), Some(SocketRequest::Close { id: b }));
-        assert_eq!(s.next_timeout(), None);
+        assert_eq!(s.poll_timeout(), None);
     }
 
     #[test]

@@ -12,12 +12,86 @@
 
 use std::collections::BTreeMap;
 
-use crate::crypto::{TICKET_BODY, TICKET_LEN, TicketKey};
+use rand::RngCore;
+
+use crate::crypto::{SecretKey, TICKET_BODY, TICKET_LEN, TicketKey};
 use crate::event::HostId;
+use crate::rng::Rng;
+use crate::stats::ServerStats;
+use crate::time::{Duration, Instant};
 
 const VERSION: u8 = 1;
 /// Ticket ids remembered at most (each for at most the ticket lifetime).
 pub(super) const MAX_USED: usize = 65_536;
+
+/// The server's tickets: the key that seals them, the ids already presented, and when a
+/// session's ticket is issued again.
+pub(super) struct Tickets {
+    /// Seals tickets (derived from the static key: survives restarts).
+    key: TicketKey,
+    /// Tickets already presented.
+    used: Used,
+    /// How long a ticket is good for; zero: no tickets.
+    lifetime: Duration,
+}
+
+impl Tickets {
+    pub(super) fn new(secret: &SecretKey, lifetime: Duration) -> Self {
+        Self {
+            key: TicketKey::derive(secret),
+            used: Used::default(),
+            lifetime,
+        }
+    }
+
+    /// A `Resume` frame's ticket, presented at `unix_now` (seconds): what it says if it is
+    /// authentic, unexpired and never presented before (and tickets are on). Anything else is
+    /// counted in `dropped.bad_tickets`.
+    pub(super) fn handle_resume(
+        &mut self,
+        unix_now: u64,
+        sealed: &[u8],
+        stats: &mut ServerStats,
+    ) -> Option<Ticket> {
+        let lifetime = self.lifetime;
+        let used = &mut self.used;
+        let ok = Ticket::open(&self.key, sealed)
+            .filter(|t| !lifetime.is_zero() && used.take(t, unix_now));
+        if ok.is_none() {
+            stats.dropped.bad_tickets += 1;
+        }
+        ok
+    }
+
+    /// A fresh sealed ticket for `host` (and its token's `user_id`) at `unix_now`, or `None`
+    /// when tickets are off. Draws its id and nonce from `rng`.
+    pub(super) fn issue(
+        &self,
+        unix_now: u64,
+        host: HostId,
+        user_id: Option<u64>,
+        rng: &mut Rng,
+    ) -> Option<[u8; TICKET_LEN]> {
+        if self.lifetime.is_zero() {
+            return None;
+        }
+        let t = Ticket {
+            host,
+            user_id,
+            expires: unix_now + self.lifetime.as_secs().max(1),
+            id: rng.next_u64(),
+        };
+        let mut nonce = [0u8; 12];
+        rng.fill_bytes(&mut nonce);
+        Some(t.seal(&self.key, nonce))
+    }
+}
+
+/// When a session whose ticket was issued at `issued` gets a new one: at half the ticket
+/// lifetime, so that it always holds a good one; never when tickets are off.
+pub(super) fn renewal(issued: Instant, lifetime: Duration) -> Option<Instant> {
+    (!lifetime.is_zero()).then(|| issued + lifetime / 2)
+}
 
 /// What a ticket says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +183,36 @@ mod tests {
             assert_eq!(Ticket::open(&key(1), &bad), None, "byte {i}");
         }
         assert_eq!(Ticket::open(&key(1), &sealed[1..]), None);
+    }
+
+    #[test]
+    fn tickets_issued_open_once_and_not_at_all_when_off() {
+        let secret = SecretKey::from_bytes([4; 32]);
+        let mut rng = crate::rng::derive(&[9; 32], b"test");
+        let mut stats = ServerStats::default();
+        let mut on = Tickets::new(&secret, Duration::from_secs(600));
+        let sealed = on.issue(1000, HostId(7), Some(3), &mut rng).unwrap();
+        let t = on.handle_resume(1001, &sealed, &mut stats).unwrap();
+        assert_eq!((t.host, t.user_id, t.expires), (HostId(7), Some(3), 1600));
+        assert_eq!(
+            on.handle_resume(1002, &sealed, &mut stats),
+            None,
+            "replayed"
+        );
+        assert_eq!(on.handle_resume(1002, &sealed[1..], &mut stats), None);
+        assert_eq!(stats.dropped.bad_tickets, 2);
+        let mut off = Tickets::new(&secret, Duration::ZERO);
+        assert_eq!(off.issue(1000, HostId(7), None, &mut rng), None);
+        let sealed = Tickets::new(&secret, Duration::from_secs(600))
+            .issue(1000, HostId(8), None, &mut rng)
+            .unwrap();
+        assert_eq!(off.handle_resume(1001, &sealed, &mut stats), None);
+        let t0 = crate::tests::epoch();
+        assert_eq!(renewal(t0, Duration::ZERO), None);
+        assert_eq!(
+            renewal(t0, Duration::from_secs(600)),
+            Some(t0 + Duration::from_secs(300))
+        );
     }
 
     #[test]

@@ -555,7 +555,25 @@ pub type PacketFrames<'a> = smallvec::SmallVec<[Frame<'a>; INLINE_FRAMES]>;
 /// # Errors
 /// The first frame that does not decode.
 pub fn decode_all(plaintext: &[u8]) -> Result<PacketFrames<'_>, DecodeError> {
-    Frames::new(plaintext).collect()
+    match decode_prefix(plaintext) {
+        (frames, None) => Ok(frames),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// [`decode_all`] for a receiver that also looks at what came before a malformed frame (the
+/// server's path rule: an authentic packet carrying a probe never moves a session, whatever
+/// follows the probe). One pass: the frames that decoded, in order, and the error that ended
+/// it, if any (then the packet is still refused whole).
+pub fn decode_prefix(plaintext: &[u8]) -> (PacketFrames<'_>, Option<DecodeError>) {
+    let mut frames = PacketFrames::new();
+    for frame in Frames::new(plaintext) {
+        match frame {
+            Ok(f) => frames.push(f),
+            Err(e) => return (frames, Some(e)),
+        }
+    }
+    (frames, None)
 }
 
 impl<'a> Iterator for Frames<'a> {
@@ -713,6 +731,18 @@ mod tests {
         let mut it = Frames::new(&[0x01, 0x00, 0x2E]);
         assert_eq!(it.next(), Some(Ok(Frame::Ping)));
         assert_eq!(it.next(), Some(Err(DecodeError::BadValue)));
+    }
+
+    #[test]
+    fn a_malformed_frame_refuses_the_packet_and_the_prefix_is_what_came_before() {
+        let bytes = [0x01, 0x0E, 0, 0, 0, 0, 0, 0, 0, 7, 0x7F, 0x01];
+        let (frames, error) = decode_prefix(&bytes);
+        assert_eq!(&frames[..], [Frame::Ping, Frame::Probe { nonce: 7 }]);
+        assert_eq!(error, Some(DecodeError::UnknownKind(0x7F)));
+        assert_eq!(decode_all(&bytes), Err(DecodeError::UnknownKind(0x7F)));
+        let (frames, error) = decode_prefix(&bytes[..10]);
+        assert_eq!((frames.len(), error), (2, None));
+        assert_eq!(decode_all(&bytes[..10]).map(|f| f.len()), Ok(2));
     }
 
     /// Property test: arbitrary frame sequences survive encode → decode unchanged.

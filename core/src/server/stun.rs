@@ -1,0 +1,256 @@
+//! The server's STUN responder: answers Binding requests with the address they came from, like
+//! any STUN server, and (with NAT behaviour discovery on) with the RFC 5780 attributes, from
+//! the socket a CHANGE-REQUEST asks for. The sockets themselves are [`Sockets`]' business.
+//!
+//! # Amplification
+//! The answer (40 bytes for IPv4, 52 for IPv6) is larger than a bare request (20 bytes): a
+//! factor of at most 2.6, the same as every STUN server. It shares the per-source and global
+//! handshake token buckets (the [`Limiter`] the server lends it), so a spoofed flood gets at
+//! most that factor on a bounded rate; requests with a FINGERPRINT that does not verify are
+//! not answered.
+//!
+//! With NAT discovery on, a request that carries any attribute (so is at least
+//! [`EXTENDED_MIN_REQUEST`] bytes) is answered with RESPONSE-ORIGIN and OTHER-ADDRESS too (64
+//! bytes for IPv4: at most 2.3x). A bare 20-byte request always gets the plain 40-byte
+//! answer, so the factor stays 2.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use super::discovery::Sockets;
+use super::session::Path;
+use crate::error::ConfigError;
+use crate::ratelimit::Limiter;
+use crate::stats::ServerStats;
+use crate::time::Instant;
+use crate::wire::stun::{
+    BINDING_REQUEST, StunMessage, encode_binding_response, encode_binding_response_5780,
+};
+use crate::{SocketId, SocketRequest, Transmit};
+
+/// Answers waiting to be sent, at most (requests beyond are dropped and counted).
+const QUEUE_CAP: usize = 1024;
+/// Requests at least this long (one attribute) get the RFC 5780 answer.
+const EXTENDED_MIN_REQUEST: usize = 28;
+
+/// Binding requests in, Binding responses out.
+#[derive(Debug, Default)]
+pub(super) struct StunResponder {
+    /// Answers to send, in order.
+    queue: VecDeque<Reply>,
+    /// The local sockets (NAT behaviour discovery).
+    sockets: Sockets,
+}
+
+/// A Binding response to send.
+#[derive(Debug)]
+struct Reply {
+    /// Where the request came from: the address answered, and where the answer goes.
+    to: SocketAddr,
+    txid: [u8; 12],
+    /// The socket the request came in on.
+    on: SocketId,
+    /// The socket the response leaves from (differs with CHANGE-REQUEST).
+    from: SocketId,
+    /// Carry RESPONSE-ORIGIN and OTHER-ADDRESS (RFC 5780).
+    extended: bool,
+}
+
+impl StunResponder {
+    /// Turns on NAT behaviour discovery (see `Server::enable_nat_discovery`).
+    pub(super) fn enable_discovery(
+        &mut self,
+        primary: SocketAddr,
+        alternate: SocketAddr,
+    ) -> Result<(), ConfigError> {
+        self.sockets.enable(primary, alternate)
+    }
+
+    /// The runtime opened socket `id` at `local` (or could not: `None`).
+    pub(super) fn handle_socket_opened(&mut self, id: SocketId, local: Option<SocketAddr>) {
+        self.sockets.opened(id, local);
+    }
+
+    /// The next socket to open.
+    pub(super) fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+        self.sockets.poll_request()
+    }
+
+    /// The bound address of local socket `id`, once known.
+    pub(super) fn socket_addr(&self, id: SocketId) -> Option<SocketAddr> {
+        self.sockets.addr(id)
+    }
+
+    /// A STUN message `m` (all of `datagram`) that came in on `path`: a valid Binding request
+    /// on a UDP socket is answered unless the rate limit or the queue says no.
+    pub(super) fn handle_request(
+        &mut self,
+        now: Instant,
+        path: Path,
+        m: &StunMessage<'_>,
+        datagram: &[u8],
+        limiter: &mut Limiter,
+        stats: &mut ServerStats,
+    ) {
+        if path.socket.is_stream()
+            || m.message_type != BINDING_REQUEST
+            || !m.fingerprint_ok(datagram)
+        {
+            stats.dropped.stun += 1;
+            return;
+        }
+        let Some(flags) = m.change_request() else {
+            stats.dropped.stun += 1;
+            return;
+        };
+        let extended = self.sockets.enabled() && datagram.len() >= EXTENDED_MIN_REQUEST;
+        let reply_from = if extended {
+            self.sockets.reply_socket(path.socket, flags)
+        } else if flags == 0 {
+            Some(path.socket)
+        } else {
+            None
+        };
+        let Some(reply_from) = reply_from else {
+            // A change this server cannot make (no alternate address, or one IP only).
+            stats.dropped.stun += 1;
+            return;
+        };
+        if !limiter.allow(now, path.addr.ip()) {
+            stats.dropped.rate_limited += 1;
+            return;
+        }
+        if self.queue.len() >= QUEUE_CAP {
+            stats.dropped.queue_full += 1;
+            return;
+        }
+        self.queue.push_back(Reply {
+            to: path.addr,
+            txid: m.transaction_id,
+            on: path.socket,
+            from: reply_from,
+            extended,
+        });
+    }
+
+    /// Writes the next answer into `buf`.
+    pub(super) fn poll_transmit(
+        &mut self,
+        buf: &mut [u8],
+        stats: &mut ServerStats,
+    ) -> Option<Transmit> {
+        let r = self.queue.pop_front()?;
+        let origin = self.sockets.addr(r.from);
+        let len = match origin {
+            Some(origin) if r.extended => encode_binding_response_5780(
+                buf,
+                &r.txid,
+                r.to,
+                origin,
+                self.sockets.other_address(r.on),
+            ),
+            _ => encode_binding_response(buf, &r.txid, r.to),
+        }
+        .ok()?;
+        stats.stun_answered += 1;
+        Some(Transmit {
+            dst: r.to,
+            len,
+            socket: r.from,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::stun::{CHANGE_PORT, encode_binding_request, encode_binding_request_change};
+
+    fn limiter() -> Limiter {
+        Limiter::new(1, 1000, 1000, 1000, 1000)
+    }
+
+    fn path(socket: u16, addr: &str) -> Path {
+        Path {
+            socket: SocketId(socket),
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    /// Feeds `request` to `r` from `from` on `on`.
+    fn ask(r: &mut StunResponder, from: Path, request: &[u8], stats: &mut ServerStats) {
+        let m = StunMessage::decode(request).unwrap();
+        let now = crate::tests::epoch();
+        r.handle_request(now, from, &m, request, &mut limiter(), stats);
+    }
+
+    #[test]
+    fn a_request_is_answered_with_its_source_from_the_socket_it_came_on() {
+        let mut r = StunResponder::default();
+        let mut stats = ServerStats::default();
+        let mut req = [0u8; 64];
+        let n = encode_binding_request(&mut req, &[7; 12]).unwrap();
+        let from = path(0, "198.51.100.7:4000");
+        ask(&mut r, from, &req[..n], &mut stats);
+        let mut buf = [0u8; 1200];
+        let t = r.poll_transmit(&mut buf, &mut stats).unwrap();
+        assert_eq!((t.dst, t.socket), (from.addr, SocketId::PRIMARY));
+        let answer = StunMessage::decode(&buf[..t.len]).unwrap();
+        assert_eq!(answer.transaction_id, [7; 12]);
+        assert_eq!(answer.mapped_address(), Some(from.addr));
+        assert_eq!(stats.stun_answered, 1);
+        assert!(r.poll_transmit(&mut buf, &mut stats).is_none());
+    }
+
+    #[test]
+    fn a_change_request_without_discovery_is_dropped_and_counted() {
+        let mut r = StunResponder::default();
+        let mut stats = ServerStats::default();
+        let mut req = [0u8; 64];
+        let n = encode_binding_request_change(&mut req, &[1; 12], CHANGE_PORT).unwrap();
+        ask(&mut r, path(0, "198.51.100.7:4000"), &req[..n], &mut stats);
+        assert_eq!(stats.dropped.stun, 1);
+        assert!(r.poll_transmit(&mut [0u8; 1200], &mut stats).is_none());
+    }
+
+    #[test]
+    fn with_discovery_a_change_of_port_is_answered_from_the_alternate_socket() {
+        let mut r = StunResponder::default();
+        let mut stats = ServerStats::default();
+        let (primary, alternate) = ("127.0.0.1:3478", "127.0.0.1:3479");
+        r.enable_discovery(primary.parse().unwrap(), alternate.parse().unwrap())
+            .unwrap();
+        assert!(matches!(
+            r.poll_socket_request(),
+            Some(SocketRequest::Open {
+                id: SocketId(1),
+                ..
+            })
+        ));
+        r.handle_socket_opened(SocketId(1), Some(alternate.parse().unwrap()));
+        let mut req = [0u8; 64];
+        let n = encode_binding_request_change(&mut req, &[2; 12], CHANGE_PORT).unwrap();
+        ask(&mut r, path(0, "198.51.100.7:4000"), &req[..n], &mut stats);
+        let mut buf = [0u8; 1200];
+        let t = r.poll_transmit(&mut buf, &mut stats).unwrap();
+        assert_eq!(t.socket, SocketId(1));
+        let answer = StunMessage::decode(&buf[..t.len]).unwrap();
+        assert_eq!(answer.response_origin(), Some(alternate.parse().unwrap()));
+        assert_eq!(answer.other_address(), Some(alternate.parse().unwrap()));
+    }
+
+    #[test]
+    fn answers_beyond_the_queue_cap_are_dropped_and_counted() {
+        let mut r = StunResponder::default();
+        let mut stats = ServerStats::default();
+        let mut req = [0u8; 64];
+        let n = encode_binding_request(&mut req, &[3; 12]).unwrap();
+        for _ in 0..=QUEUE_CAP {
+            ask(&mut r, path(0, "198.51.100.7:4000"), &req[..n], &mut stats);
+        }
+        assert_eq!(stats.dropped.queue_full, 1);
+        let mut buf = [0u8; 1200];
+        let sent = std::iter::from_fn(|| r.poll_transmit(&mut buf, &mut stats)).count();
+        assert_eq!(sent, QUEUE_CAP);
+    }
+}
