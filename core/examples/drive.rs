@@ -184,7 +184,7 @@ impl Sockets {
 fn turn(now: Instant, e: &mut dyn Endpoint, s: &mut Sockets, buf: &mut [u8]) {
     let mut rx = [0u8; 65_536];
     s.receive(now, e, &mut rx);
-    if e.poll_timeout().is_some_and(|t| t <= now) {
+    if e.poll_timeout().is_some_and(|t| t.at <= now) {
         e.handle_timeout(now);
     }
     s.flush(now, e, buf);

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-use crate::time::Instant;
+use crate::time::{Instant, Timeout};
 use crate::{SocketId, SocketRequest, Transmit};
 
 /// A sans-IO endpoint: datagrams, socket changes and time in; datagrams, socket requests and
@@ -30,8 +30,8 @@ use crate::{SocketId, SocketRequest, Transmit};
 ///    reports each accepted stream with [`Endpoint::handle_stream_accepted`]; any runtime
 ///    reports a stream that ended by itself with [`Endpoint::handle_stream_closed`].
 /// 4. **Time.** Then read [`Endpoint::poll_timeout`] and call [`Endpoint::handle_timeout`]
-///    when that instant passes. Calling it early or often (once per game frame) is harmless;
-///    [`Endpoint::timeout_reason`] says what the deadline is for (logs, busy-loop reports).
+///    when its instant passes. Calling it early or often (once per game frame) is harmless;
+///    the deadline's reason says what is due then (logs, busy-loop reports).
 /// 5. **Events.** Drain [`Events::poll_event`] whenever convenient.
 ///
 /// `now` comes from one monotonic clock owned by the caller; values earlier than one already
@@ -85,12 +85,9 @@ pub trait Endpoint {
         None
     }
 
-    /// When [`Endpoint::handle_timeout`] should next be called, if ever. Pure.
-    fn poll_timeout(&self) -> Option<Instant>;
-
-    /// What the deadline from [`Endpoint::poll_timeout`] is for (the same computation, so
-    /// the two always agree).
-    fn timeout_reason(&self) -> &'static str;
+    /// When [`Endpoint::handle_timeout`] should next be called, if ever, and what is due
+    /// then. Pure.
+    fn poll_timeout(&self) -> Option<Timeout>;
 }
 
 /// What an endpoint reports to the application.

@@ -146,14 +146,6 @@ impl Host {
         self.addr
     }
 
-    /// The earlier of the two halves' deadlines, with its reason (the server's on a tie).
-    fn timeout(&self) -> Option<Timeout> {
-        Timeout::min([
-            Timeout::at(self.server.poll_timeout(), self.server.timeout_reason()),
-            Timeout::at(self.client.poll_timeout(), self.client.timeout_reason()),
-        ])
-    }
-
     /// Counters of both halves.
     pub fn stats(&self) -> HostStats {
         HostStats {
@@ -235,14 +227,9 @@ impl Endpoint for Host {
         self.server.poll_socket_request()
     }
 
-    /// The earlier of the two halves' deadlines.
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.timeout().map(|t| t.at)
-    }
-
-    /// What the earlier deadline is for.
-    fn timeout_reason(&self) -> &'static str {
-        self.timeout().map_or("none", |t| t.reason)
+    /// The earlier of the two halves' deadlines, with its reason (the server's on a tie).
+    fn poll_timeout(&self) -> Option<Timeout> {
+        Timeout::min([self.server.poll_timeout(), self.client.poll_timeout()])
     }
 }
 
@@ -322,9 +309,13 @@ mod tests {
             loop {
                 self.flush();
                 let mut next = self.wire.iter().map(|w| w.0).min();
-                for t in [self.host.poll_timeout()]
+                for t in [self.host.poll_timeout().map(|t| t.at)]
                     .into_iter()
-                    .chain(self.remotes.iter().map(|(_, c)| c.poll_timeout()))
+                    .chain(
+                        self.remotes
+                            .iter()
+                            .map(|(_, c)| c.poll_timeout().map(|t| t.at)),
+                    )
                     .flatten()
                 {
                     next = Some(next.map_or(t, |n: Instant| n.min(t)));

@@ -62,9 +62,9 @@
 //!    it went with [`Endpoint::handle_socket_opened`]. A server's runtime that listens for TCP
 //!    reports accepted streams ([`Endpoint::handle_stream_accepted`]); any runtime reports a
 //!    stream that ended by itself ([`Endpoint::handle_stream_closed`]).
-//! 4. **Time**: [`Endpoint::poll_timeout`] says when to call [`Endpoint::handle_timeout`];
-//!    early or repeated calls are harmless, so once per game frame is fine.
-//!    [`Endpoint::timeout_reason`] names what that deadline is for.
+//! 4. **Time**: [`Endpoint::poll_timeout`] says when to call [`Endpoint::handle_timeout`]
+//!    and what is due then ([`Timeout`]); early or repeated calls are harmless, so once per
+//!    game frame is fine.
 //! 5. **Events**: [`Events::poll_event`] whenever convenient.
 //!
 //! `now` must come from one monotonic clock; earlier values than one already seen are clamped.
@@ -143,6 +143,7 @@ pub use rudp::{
 };
 pub use server::Server;
 pub use stats::{ClientStats, DropStats, IoStats, ServerStats};
+pub use time::Timeout;
 pub use token::{CONNECT_TOKEN_LEN, ConnectToken};
 
 use std::net::SocketAddr;

@@ -406,11 +406,8 @@ mod tests {
             fn poll_transmit(&mut self, _: Instant, _: &mut [u8]) -> Option<crate::Transmit> {
                 None
             }
-            fn poll_timeout(&self) -> Option<Instant> {
+            fn poll_timeout(&self) -> Option<crate::Timeout> {
                 None
-            }
-            fn timeout_reason(&self) -> &'static str {
-                "idle"
             }
         }
         use std::net::SocketAddr;

@@ -84,29 +84,22 @@ impl Backoff {
     }
 }
 
-/// The earliest of two optional deadlines.
-pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, None) => a,
-        (None, b) => b,
-    }
-}
-
-/// A deadline and what it is for: every sub-machine's `poll_timeout` returns one, and its
+/// A deadline and what it is for, from [`crate::Endpoint::poll_timeout`]: call
+/// `handle_timeout` at its `at` instant; its `reason` names what is due then (for logs
+/// and busy-loop reports). Inside the core every machine's `poll_timeout` returns one and its
 /// parent takes the earliest of its children's together with its reason (snownet's
-/// `(Instant, &'static str)`), so the reason a busy-loop report names is always the one of the
-/// deadline that was returned.
+/// `(Instant, &'static str)`), so the reason is always the one of the deadline returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Timeout {
+pub struct Timeout {
     /// When.
-    pub(crate) at: Instant,
-    /// What for (a short phrase for logs and busy-loop reports).
-    pub(crate) reason: &'static str,
+    pub at: Instant,
+    /// What for: a short phrase ("keepalive", "peer reliability", "tcp connect timeout"...).
+    pub reason: &'static str,
 }
 
 impl Timeout {
-    pub(crate) const fn new(at: Instant, reason: &'static str) -> Self {
+    /// A deadline at `at` for `reason`.
+    pub const fn new(at: Instant, reason: &'static str) -> Self {
         Self { at, reason }
     }
 

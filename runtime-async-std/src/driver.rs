@@ -347,7 +347,7 @@ impl<E: Core> Task<E> {
         let mut rx = vec![0u8; RECV_BUFFER_SIZE];
         let (mut now, mut wakes) = (Instant::now(), 0);
         loop {
-            if self.endpoint.poll_timeout().is_some_and(|d| d <= now) {
+            if self.endpoint.poll_timeout().is_some_and(|d| d.at <= now) {
                 self.endpoint.handle_timeout(now);
             }
             // Sockets first, so a transmit naming a socket just asked for finds it.
@@ -392,7 +392,7 @@ impl<E: Core> Task<E> {
                     return Ok(()); // closed: every handle is gone
                 }
             };
-            let deadline = self.endpoint.poll_timeout();
+            let deadline = self.endpoint.poll_timeout().map(|t| t.at);
             let mut wait = deadline.map(|d| d.saturating_duration_since(now));
             if backlog {
                 wait = Some(wait.map_or(EVENT_RETRY, |w| w.min(EVENT_RETRY)));

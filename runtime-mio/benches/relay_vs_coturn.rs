@@ -958,7 +958,7 @@ mod bench {
                         }
                     }
                 }
-                if n.client.poll_timeout().is_some_and(|t| t <= now) {
+                if n.client.poll_timeout().is_some_and(|t| t.at <= now) {
                     n.client.handle_timeout(now);
                     touched = true;
                 }
@@ -968,7 +968,10 @@ mod bench {
                 }
             }
             flush_all = false;
-            let next_timer = nodes.iter().filter_map(|n| n.client.poll_timeout()).min();
+            let next_timer = nodes
+                .iter()
+                .filter_map(|n| n.client.poll_timeout().map(|t| t.at))
+                .min();
             let tick = now
                 + if running {
                     TICK

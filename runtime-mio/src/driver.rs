@@ -324,7 +324,7 @@ impl<E: Endpoint> Driver<E> {
             let until_deadline = self
                 .endpoint
                 .poll_timeout()
-                .map(|d| d.saturating_duration_since(now));
+                .map(|d| d.at.saturating_duration_since(now));
             match (until_deadline, max_wait) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -366,7 +366,7 @@ impl<E: Endpoint> Driver<E> {
         self.handle_stream_events(now);
         self.accept(now);
         self.receive(now)?;
-        if self.endpoint.poll_timeout().is_some_and(|d| d <= now) {
+        if self.endpoint.poll_timeout().is_some_and(|d| d.at <= now) {
             self.endpoint.handle_timeout(now);
         }
         self.flush(now)

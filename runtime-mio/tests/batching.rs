@@ -110,12 +110,8 @@ impl Endpoint for Echo {
         Some(Transmit::new(to, len))
     }
 
-    fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<pierce_core::Timeout> {
         None
-    }
-
-    fn timeout_reason(&self) -> &'static str {
-        "none"
     }
 }
 
@@ -266,12 +262,8 @@ impl Endpoint for Blaster {
         })
     }
 
-    fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<pierce_core::Timeout> {
         None
-    }
-
-    fn timeout_reason(&self) -> &'static str {
-        "none"
     }
 }
 

@@ -275,7 +275,7 @@ impl Manual {
                 Err(_) => {} // ICMP errors of earlier sends
             }
         }
-        if self.client.poll_timeout().is_some_and(|t| t <= now) {
+        if self.client.poll_timeout().is_some_and(|t| t.at <= now) {
             self.client.handle_timeout(now);
         }
         self.flush(now);

@@ -103,12 +103,8 @@ impl Endpoint for Fanout {
         })
     }
 
-    fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<pierce_core::Timeout> {
         None
-    }
-
-    fn timeout_reason(&self) -> &'static str {
-        "none"
     }
 }
 

@@ -21,7 +21,7 @@
 //!   Custom nodes (any [`Node`]: a core [`pierce_core::Endpoint`] with counters) join with
 //!   [`Sim::add_node`].
 //! - **Drive loop** ([`Sim::run_until`], [`Sim::run_for`]): one event heap, a step cap, and a
-//!   busy-loop detector that names the spinning node and its `timeout_reason()`.
+//!   busy-loop detector that names the spinning node and the reason of its deadline.
 //! - **TCP streams** for the UDP-blocked fallback: connects, ordered lossless frames with the
 //!   links' latency, closes, crashes, roams and outages (the model and its counters:
 //!   [`StreamStats`]), and UDP-blocking firewalls ([`Action::BlockUdp`]).

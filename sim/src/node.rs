@@ -109,7 +109,7 @@ pub(crate) fn drain(
     while let Some(e) = node.poll_node_event() {
         out.events.push(e);
     }
-    node.poll_timeout()
+    node.poll_timeout().map(|t| t.at)
 }
 
 /// The object-safe face of a [`Node`] that the simulation loop holds, so clients, servers and

@@ -8,7 +8,7 @@
 //! rescheduled from `poll_timeout`. A `run_*` call panics-by-error on a step cap (quinn's
 //! `drive_bounded`), and a node that stays due after `handle_timeout` without sending,
 //! reporting, or moving its deadline for `busy_limit` wakeups in a row is reported as a busy
-//! loop with its `timeout_reason()`.
+//! loop with the reason of its deadline (`poll_timeout`).
 //!
 //! # Where time passes
 //!
@@ -171,7 +171,7 @@ pub enum SimError {
         at: Duration,
         /// The node.
         node: String,
-        /// Its `timeout_reason()`.
+        /// The reason of its deadline.
         reason: &'static str,
     },
     /// `run_until`'s condition did not hold within its limit.
@@ -732,7 +732,7 @@ impl Sim {
                 host.busy += 1;
                 if host.busy >= self.busy_limit {
                     let reason = match &host.node {
-                        NodeState::Running(n) => n.timeout_reason(),
+                        NodeState::Running(n) => n.poll_timeout().map_or("none", |t| t.reason),
                         NodeState::Crashed => "crashed",
                     };
                     return Err(SimError::BusyLoop {

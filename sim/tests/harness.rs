@@ -48,11 +48,8 @@ impl Endpoint for Raw {
         buf[..bytes.len()].copy_from_slice(&bytes);
         Some(Transmit::new(dst, bytes.len()))
     }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.spin_at.or(self.next)
-    }
-    fn timeout_reason(&self) -> &'static str {
-        "spinning on purpose"
+    fn poll_timeout(&self) -> Option<pierce_core::Timeout> {
+        (self.spin_at.or(self.next)).map(|at| pierce_core::Timeout::new(at, "spinning on purpose"))
     }
 }
 

@@ -358,24 +358,6 @@ impl Client {
         }
     }
 
-    /// The deadline `poll_timeout` reports, with its reason: the earliest of the children's.
-    fn timeout(&self) -> Option<Timeout> {
-        // Peers wait for their deadlines while a session exists or is being made, and
-        // detached; orphans' lifetime while one is being made or up (detached, it is the
-        // session's pair lifetime); early relayed packets while connected.
-        let (peers, orphans, early) = match self.session.phase() {
-            Phase::Idle | Phase::Closed | Phase::Closing => (false, false, false),
-            Phase::Detached => (true, false, false),
-            Phase::Handshaking | Phase::Authenticating => (true, true, false),
-            Phase::Connected => (true, true, true),
-        };
-        Timeout::min([
-            self.discovery.poll_timeout(),
-            self.session.poll_timeout(),
-            self.peers.poll_timeout(orphans, early).filter(|_| peers),
-        ])
-    }
-
     /// Test-only: the resumption ticket this client holds.
     #[cfg(test)]
     pub(crate) fn test_ticket(&self) -> Option<Vec<u8>> {
@@ -493,12 +475,22 @@ impl Endpoint for Client {
             .or_else(|| self.peers.poll_socket_request())
     }
 
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.timeout().map(|t| t.at)
-    }
-
-    fn timeout_reason(&self) -> &'static str {
-        self.timeout().map_or("none", |t| t.reason)
+    /// The earliest of the children's deadlines, with its reason.
+    fn poll_timeout(&self) -> Option<Timeout> {
+        // Peers wait for their deadlines while a session exists or is being made, and
+        // detached; orphans' lifetime while one is being made or up (detached, it is the
+        // session's pair lifetime); early relayed packets while connected.
+        let (peers, orphans, early) = match self.session.phase() {
+            Phase::Idle | Phase::Closed | Phase::Closing => (false, false, false),
+            Phase::Detached => (true, false, false),
+            Phase::Handshaking | Phase::Authenticating => (true, true, false),
+            Phase::Connected => (true, true, true),
+        };
+        Timeout::min([
+            self.discovery.poll_timeout(),
+            self.session.poll_timeout(),
+            self.peers.poll_timeout(orphans, early).filter(|_| peers),
+        ])
     }
 }
 

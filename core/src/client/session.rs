@@ -548,12 +548,12 @@ impl Session {
                 }
             }
             Frame::Stream { seq, data } => match &mut self.state {
-                State::Connected(l) => l.control.on_data(seq, data),
+                State::Connected(l) => l.control.handle_data(seq, data),
                 _ => stats.dropped.unexpected += 1,
             },
             Frame::StreamAck { next, mask } => {
                 if let State::Connected(l) = &mut self.state {
-                    l.control.on_ack(now, next, mask);
+                    l.control.handle_ack(now, next, mask);
                 }
             }
             Frame::ProbeAck { nonce } => self.on_probe_ack(now, socket, nonce, stats),
@@ -1069,7 +1069,7 @@ impl Session {
                     "keepalive",
                 ),
                 self.link_tcp_timeout(l),
-                Timeout::at(l.control.next_timeout(), "control retransmit"),
+                Timeout::at(l.control.poll_timeout(), "control retransmit"),
             ]),
         };
         Timeout::min([own, self.tcp.poll_timeout()])

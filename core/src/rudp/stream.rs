@@ -127,7 +127,7 @@ impl ControlStream {
     }
 
     /// When the next retransmission is due.
-    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.unacked
             .iter()
             .take(SEND_WINDOW)
@@ -192,7 +192,7 @@ impl ControlStream {
     }
 
     /// A `Stream` frame arrived.
-    pub(crate) fn on_data(&mut self, seq: u32, data: &[u8]) {
+    pub(crate) fn handle_data(&mut self, seq: u32, data: &[u8]) {
         self.ack_due = true;
         if seq < self.recv_next || seq - self.recv_next >= RECV_WINDOW {
             return; // duplicate, or too far ahead to buffer: the sender will resend
@@ -211,7 +211,7 @@ impl ControlStream {
     }
 
     /// A `StreamAck` frame arrived.
-    pub(crate) fn on_ack(&mut self, now: Instant, next: u32, mask: u32) {
+    pub(crate) fn handle_ack(&mut self, now: Instant, next: u32, mask: u32) {
         if next > self.next_seq {
             return; // acknowledges what was never sent: ignore
         }
@@ -262,8 +262,8 @@ mod tests {
         }
         for f in Frames::new(&buf[..n]) {
             match f.unwrap() {
-                Frame::Stream { seq, data } => to.on_data(seq, data),
-                Frame::StreamAck { next, mask } => to.on_ack(now, next, mask),
+                Frame::Stream { seq, data } => to.handle_data(seq, data),
+                Frame::StreamAck { next, mask } => to.handle_ack(now, next, mask),
                 other => panic!("{other:?}"),
             }
         }
@@ -305,8 +305,8 @@ mod tests {
         let mut buf = [0u8; 200];
         let mut w = Writer::new(&mut buf);
         a.write(t0, &mut w);
-        b.on_data(1, &[1]);
-        b.on_data(2, &[2]);
+        b.handle_data(1, &[1]);
+        b.handle_data(2, &[2]);
         assert!(b.poll_delivered().is_none(), "waits for #0");
         pump(t0, &mut b, &mut a, true);
         // Retransmission time: only #0 goes again.

@@ -473,12 +473,6 @@ impl Server {
             self.events.push(e);
         }
     }
-
-    /// The next deadline with its reason (`poll_timeout` and `timeout_reason` read it): the
-    /// earliest of the machines'. Only the sessions (with their TCP streams) have any.
-    fn timeout(&self) -> Option<Timeout> {
-        self.sessions.poll_timeout()
-    }
 }
 
 impl Endpoint for Server {
@@ -567,17 +561,13 @@ impl Endpoint for Server {
             .or_else(|| self.sessions.poll_socket_request())
     }
 
-    /// When [`Server::handle_timeout`] should next be called, if ever. Pure.
+    /// The earliest of the machines' deadlines, with its reason (only the sessions, with
+    /// their TCP streams, have any). Pure.
     ///
     /// Deadlines are kept lazily: after a session ends, its last deadline may still be
-    /// reported once; waking for it is harmless and clears it.
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.timeout().map(|t| t.at)
-    }
-
-    /// What the deadline from [`Server::poll_timeout`] is for.
-    fn timeout_reason(&self) -> &'static str {
-        self.timeout().map_or("none", |t| t.reason)
+    /// reported once ("stale session deadline"); waking for it is harmless and clears it.
+    fn poll_timeout(&self) -> Option<Timeout> {
+        self.sessions.poll_timeout()
     }
 }
 

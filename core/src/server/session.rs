@@ -425,11 +425,11 @@ impl Session {
             Frame::Close { code } if established => Routed::Close(code),
             Frame::Close { .. } if half_open => return (Handled::Abort, false),
             Frame::Stream { seq, data } if established => {
-                self.control.on_data(seq, data);
+                self.control.handle_data(seq, data);
                 return (Handled::Routed(Routed::Control(self.host)), true);
             }
             Frame::StreamAck { next, mask } if established => {
-                self.control.on_ack(now, next, mask);
+                self.control.handle_ack(now, next, mask);
                 Routed::Done
             }
             Frame::Relay { to, packet } if established => Routed::Relay {
@@ -512,7 +512,7 @@ impl Session {
                 if !self.out.ping {
                     earlier(self.last_send + config.keepalive_interval, Wake::Keepalive);
                 }
-                if let Some(c) = self.control.next_timeout().filter(|c| *c > now) {
+                if let Some(c) = self.control.poll_timeout().filter(|c| *c > now) {
                     earlier(c, Wake::ControlRetransmission);
                 }
                 let renewal = self.ticket_at;

@@ -63,8 +63,11 @@ fn the_reason_names_a_half_open_handshakes_expiry() {
     .unwrap();
     server.handle_datagram(t0, client_addr(0), &hello[..n]);
     assert_eq!(server.stats().half_open, 1);
-    assert_eq!(server.poll_timeout(), Some(t0 + expiry));
-    assert_eq!(server.timeout_reason(), "handshake expiry");
+    assert_eq!(server.poll_timeout().map(|t| t.at), Some(t0 + expiry));
+    assert_eq!(
+        server.poll_timeout().map_or("none", |t| t.reason),
+        "handshake expiry"
+    );
 }
 
 #[test]
@@ -77,15 +80,18 @@ fn the_reason_names_an_established_sessions_keepalive_then_its_idle_timeout() {
     let mut buf = [0u8; MAX_DATAGRAM_SIZE];
     // Deadlines only ever move earlier: the first may be the keepalive as it stood before
     // the Welcome went out (one early, harmless wakeup). From then on each is exact.
-    let first = net.server.poll_timeout().unwrap();
-    assert_eq!(net.server.timeout_reason(), "server keepalive");
+    let first = net.server.poll_timeout().unwrap().at;
+    assert_eq!(
+        net.server.poll_timeout().map_or("none", |t| t.reason),
+        "server keepalive"
+    );
     assert!(first <= last_send + keepalive);
     net.server.handle_timeout(first);
     assert!(net.server.poll_transmit(first, &mut buf).is_none());
     let mut seen = Vec::new();
     while net.server.clients().next().is_some() {
-        let at = net.server.poll_timeout().unwrap();
-        let reason = net.server.timeout_reason();
+        let at = net.server.poll_timeout().unwrap().at;
+        let reason = net.server.poll_timeout().map_or("none", |t| t.reason);
         match reason {
             "server keepalive" => assert_eq!(at, last_send + keepalive),
             "client idle timeout" => assert_eq!(at, last_recv + idle),
@@ -121,20 +127,29 @@ fn the_reason_names_a_tcp_streams_claim_timeout_when_it_comes_first() {
     // (The half-open expiry left in the heap comes after both.)
     cfg.handshake_timeout = Duration::from_secs(30);
     let mut net = connected(cfg);
-    let session = net.server.poll_timeout().unwrap();
-    assert_eq!(net.server.timeout_reason(), "server keepalive");
+    let session = net.server.poll_timeout().unwrap().at;
+    assert_eq!(
+        net.server.poll_timeout().map_or("none", |t| t.reason),
+        "server keepalive"
+    );
     let (now, stream) = (net.now, SocketId::stream(1));
     let peer: SocketAddr = "198.51.100.200:50000".parse().unwrap();
     net.server.handle_stream_accepted(now, stream, peer);
     let claim = now + Duration::from_secs(10);
     assert!(claim < session);
-    assert_eq!(net.server.poll_timeout(), Some(claim));
-    assert_eq!(net.server.timeout_reason(), "TCP stream claim timeout");
+    assert_eq!(net.server.poll_timeout().map(|t| t.at), Some(claim));
+    assert_eq!(
+        net.server.poll_timeout().map_or("none", |t| t.reason),
+        "TCP stream claim timeout"
+    );
     net.server.handle_timeout(claim);
     assert_eq!(
         net.server.poll_socket_request(),
         Some(SocketRequest::Close { id: stream })
     );
-    assert_eq!(net.server.poll_timeout(), Some(session));
-    assert_eq!(net.server.timeout_reason(), "server keepalive");
+    assert_eq!(net.server.poll_timeout().map(|t| t.at), Some(session));
+    assert_eq!(
+        net.server.poll_timeout().map_or("none", |t| t.reason),
+        "server keepalive"
+    );
 }

@@ -155,8 +155,8 @@ impl Rig {
         self.flush();
         let next = [
             self.wire.front().map(|w| w.0),
-            self.client.poll_timeout(),
-            self.server.poll_timeout(),
+            self.client.poll_timeout().map(|t| t.at),
+            self.server.poll_timeout().map(|t| t.at),
         ]
         .into_iter()
         .flatten()
@@ -179,10 +179,10 @@ impl Rig {
                 }
             }
         }
-        if self.client.poll_timeout().is_some_and(|t| t <= now) {
+        if self.client.poll_timeout().is_some_and(|t| t.at <= now) {
             self.client.handle_timeout(now);
         }
-        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+        if self.server.poll_timeout().is_some_and(|t| t.at <= now) {
             self.server.handle_timeout(now);
         }
         self.flush();

@@ -212,9 +212,9 @@ impl Net {
                 t = Some(t.map_or(d, |t| t.min(d)));
             }
         };
-        consider(self.server.poll_timeout());
+        consider(self.server.poll_timeout().map(|t| t.at));
         for c in &self.clients {
-            consider(c.client.poll_timeout());
+            consider(c.client.poll_timeout().map(|t| t.at));
         }
         t
     }
@@ -235,11 +235,11 @@ impl Net {
                 self.deliver(p.from, p.to, &p.bytes);
             }
         }
-        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+        if self.server.poll_timeout().is_some_and(|t| t.at <= now) {
             self.server.handle_timeout(now);
         }
         for c in &mut self.clients {
-            if c.client.poll_timeout().is_some_and(|t| t <= now) {
+            if c.client.poll_timeout().is_some_and(|t| t.at <= now) {
                 c.client.handle_timeout(now);
             }
         }
@@ -271,10 +271,10 @@ impl Net {
                     busy < BUSY_CAP,
                     "busy loop at {:?}: server wants {} / clients want {:?}",
                     self.elapsed(),
-                    self.server.timeout_reason(),
+                    self.server.poll_timeout().map_or("none", |t| t.reason),
                     self.clients
                         .iter()
-                        .map(|c| c.client.timeout_reason())
+                        .map(|c| c.client.poll_timeout().map_or("none", |t| t.reason))
                         .collect::<Vec<_>>()
                 );
             } else {

@@ -909,11 +909,8 @@ mod tests {
                 socket,
             })
         }
-        fn poll_timeout(&self) -> Option<Instant> {
+        fn poll_timeout(&self) -> Option<pierce_core::Timeout> {
             None
-        }
-        fn timeout_reason(&self) -> &'static str {
-            "idle"
         }
     }
 
@@ -1274,11 +1271,8 @@ mod tests {
                 }
             }
         }
-        fn poll_timeout(&self) -> Option<Instant> {
+        fn poll_timeout(&self) -> Option<pierce_core::Timeout> {
             self.client.poll_timeout()
-        }
-        fn timeout_reason(&self) -> &'static str {
-            self.client.timeout_reason()
         }
     }
 
