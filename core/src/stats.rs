@@ -125,6 +125,20 @@ pub struct IoStats {
     pub events_dropped: u64,
 }
 
+impl IoStats {
+    /// A datagram of `len` bytes came in.
+    pub(crate) fn received(&mut self, len: usize) {
+        self.datagrams_in += 1;
+        self.bytes_in += len as u64;
+    }
+
+    /// A datagram of `len` bytes went out.
+    pub(crate) fn sent(&mut self, len: usize) {
+        self.datagrams_out += 1;
+        self.bytes_out += len as u64;
+    }
+}
+
 /// A client's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -100,8 +100,7 @@ impl Client {
 
     fn receive(&mut self, now: Instant, socket: SocketId, from: SocketAddr, datagram: &[u8]) {
         let now = self.clock.advance(now);
-        self.stats.io.datagrams_in += 1;
-        self.stats.io.bytes_in += datagram.len() as u64;
+        self.stats.io.received(datagram.len());
         let stats = &mut self.stats;
         match demux::decode(datagram) {
             Err(e) => stats.dropped.count_decode(e),
@@ -463,8 +462,7 @@ impl Endpoint for Client {
                 Poll::Nothing => None,
             }
         })?;
-        self.stats.io.datagrams_out += 1;
-        self.stats.io.bytes_out += t.len as u64;
+        self.stats.io.sent(t.len);
         Some(t)
     }
 

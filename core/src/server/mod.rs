@@ -313,8 +313,7 @@ impl Server {
     /// One datagram from `path`: to the machine its kind belongs to.
     fn receive(&mut self, now: Instant, path: Path, datagram: &[u8]) {
         let now = self.clock.advance(now);
-        self.stats.io.datagrams_in += 1;
-        self.stats.io.bytes_in += datagram.len() as u64;
+        self.stats.io.received(datagram.len());
         let session_socket = path.socket == SocketId::PRIMARY || path.socket.is_stream();
         match demux::decode(datagram) {
             Err(e) => self.stats.dropped.count_decode(e),
@@ -548,8 +547,7 @@ impl Endpoint for Server {
             .poll_handshake(buf, stats)
             .or_else(|| self.stun.poll_transmit(buf, stats))
             .or_else(|| self.sessions.poll_transmit(now, buf, stats))?;
-        self.stats.io.datagrams_out += 1;
-        self.stats.io.bytes_out += t.len as u64;
+        self.stats.io.sent(t.len);
         Some(t)
     }
 
