@@ -3,7 +3,8 @@
 //! `handle_timeout(now)` the next deadline is in the future; nothing is ever sent anywhere but
 //! the server it was told to use (no reflection off a client); queues stay bounded. The
 //! harness plays the runtime's TCP side too (template bits: deliver on the stream, close it,
-//! refuse the next connect): streams are only asked of the server, and a transmit only ever
+//! refuse the next connect; template 0 with bit 0x80: a relayed peer packet of the relay fast
+//! path): streams are only asked of the server, and a transmit only ever
 //! names a stream that connected and that the client has not closed itself (one that broke
 //! is named until a new one connects: the runtime drops those; stream ids are never reused).
 #![no_main]
@@ -129,6 +130,21 @@ fuzz_target!(|steps: Vec<Step>| {
                 d.extend_from_slice(&session.to_be_bytes());
                 d.extend_from_slice(&u64::from(step.advance_ms).to_be_bytes());
                 d.extend_from_slice(&step.bytes);
+                d.extend_from_slice(&[0; 16]);
+                d
+            }
+            // A peer packet the server relayed (the relay fast path): for this session, from a
+            // host and for a pair the bytes choose (pairs come from PeerAdd messages in the
+            // fuzz frames), null-cipher tag.
+            _ if step.template & 0x80 != 0 => {
+                let b = |i: usize| step.bytes.get(i).copied().unwrap_or(0);
+                let mut d = vec![0xD7, 1, 0, 0];
+                d.extend_from_slice(&session.to_be_bytes());
+                d.extend_from_slice(&u64::from(b(0)).to_be_bytes());
+                d.extend_from_slice(&[0xD4, 1, 0, 0]);
+                d.extend_from_slice(&[b(1), b(2), b(3), b(4)]);
+                d.extend_from_slice(&u64::from(b(5)).to_be_bytes());
+                d.extend_from_slice(step.bytes.get(6..).unwrap_or(&[]));
                 d.extend_from_slice(&[0; 16]);
                 d
             }

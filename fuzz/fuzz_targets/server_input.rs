@@ -4,7 +4,8 @@
 //! stays within the configured caps; replies to a source that is not a connected client are
 //! never more than 2.6x what it sent (STUN's factor; everything else is below 1x). Sources with
 //! the top bit set arrive on TCP streams (one fixed peer address per stream) and template bit
-//! 0x40 closes the stream afterwards: a transmit names a stream only with that stream's
+//! 0x40 closes the stream afterwards (template 0 with bit 0x20 is a relay packet of the relay
+//! fast path): a transmit names a stream only with that stream's
 //! address, and never a stream closed since it was last heard.
 #![no_main]
 
@@ -83,6 +84,22 @@ fn datagram(template: u8, bytes: &[u8]) -> Vec<u8> {
                 *t = *s;
             }
             d.extend_from_slice(&txid);
+            d
+        }
+        // A relay packet (the fast path) for a plausible session, null-cipher tag, carrying a
+        // peer packet for a plausible pair (so the session, path, counter and pair checks run).
+        0 if template & 0x20 != 0 => {
+            let b = |i: usize| bytes.get(i).copied().unwrap_or(0);
+            let session = (u32::from(b(0)) % 8) | ((u32::from(b(1)) % 8 + 1) << 24);
+            let mut d = vec![0xD6, 1, 0, 0];
+            d.extend_from_slice(&session.to_be_bytes());
+            d.extend_from_slice(&u64::from(b(2)).to_be_bytes());
+            d.extend_from_slice(&[0; 16]);
+            d.extend_from_slice(&[0xD4, 1, 0, 0]);
+            d.extend_from_slice(&u32::from_be_bytes([b(3), b(4), b(5), b(6)]).to_be_bytes());
+            d.extend_from_slice(&u64::from(b(7)).to_be_bytes());
+            d.extend_from_slice(bytes.get(8..).unwrap_or(&[]));
+            d.extend_from_slice(&[0; 16]);
             d
         }
         _ => bytes.to_vec(),

@@ -7,7 +7,8 @@ use pierce_core::wire::control::ControlMsg;
 use pierce_core::wire::demux::{self, Datagram};
 use pierce_core::wire::frame::Frames;
 use pierce_core::wire::handshake::{RETRY_LEN, SERVER_HELLO_LEN};
-use pierce_core::wire::sealed::HEADER_LEN;
+use pierce_core::wire::relay::{self, RELAY_HEADER_LEN};
+use pierce_core::wire::sealed::{HEADER_LEN, KIND_PEER};
 use pierce_core::wire::{Writer, stun};
 
 fuzz_target!(|data: &[u8]| {
@@ -38,6 +39,25 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(p.header.to_bytes(), data[..HEADER_LEN]);
             assert_eq!(p.aad, &data[..HEADER_LEN]);
             assert_eq!(p.ciphertext_and_tag, &data[HEADER_LEN..]);
+        }
+        Ok(Datagram::Relay(p)) => {
+            // A relay header re-encodes exactly, its tag covers the two headers, and what is
+            // forwarded is a whole peer packet.
+            let peer_len = p.peer_bytes.len();
+            buf[RELAY_HEADER_LEN..][..peer_len].copy_from_slice(p.peer_bytes);
+            let n = relay::encode_relay(&mut buf, p.session, p.counter, peer_len, |aad| {
+                assert_eq!(aad, &p.aad);
+                p.tag
+            })
+            .expect("fits");
+            assert_eq!(&buf[..n], data);
+            assert_eq!(p.peer_bytes[0], KIND_PEER);
+            assert_eq!(&p.aad[HEADER_LEN..], &p.peer_bytes[..HEADER_LEN]);
+        }
+        Ok(Datagram::Relayed(p)) => {
+            let n = relay::encode_relayed(&mut buf, p.session, p.from, p.peer_bytes).expect("fits");
+            assert_eq!(&buf[..n], data);
+            assert_eq!(p.peer_bytes[0], KIND_PEER);
         }
     }
     // The same bytes as a control-stream message (decode consumes all of it): it re-encodes

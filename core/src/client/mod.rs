@@ -109,7 +109,16 @@ impl Client {
                     stats.dropped.stun += 1;
                 }
             }
-            Ok(Datagram::ClientHello(_)) => stats.dropped.unexpected += 1,
+            Ok(Datagram::ClientHello(_) | Datagram::Relay(_)) => stats.dropped.unexpected += 1,
+            Ok(Datagram::Relayed(p)) => {
+                if self.session.accepts_relayed(socket, from, p.session, stats) {
+                    let me = self.session.host_id();
+                    let from = HostId(p.from);
+                    if (self.peers).handle_relayed(now, from, p.peer_bytes, true, me, stats) {
+                        self.session.heard_relayed(now);
+                    }
+                }
+            }
             Ok(Datagram::ServerHello(h)) => self.session.handle_hello(now, socket, from, &h, stats),
             Ok(Datagram::Retry(retry)) => self.session.handle_retry(from, &retry, stats),
             Ok(Datagram::Sealed(packet)) => {

@@ -31,9 +31,8 @@ use crate::stats::ClientStats;
 use crate::time::{Duration, Instant, Timeout};
 use crate::wire::Writer;
 use crate::wire::control::ControlMsg;
-use crate::wire::frame::{
-    Frame, MESSAGE_FRAME_OVERHEAD, RELAY_FRAME_OVERHEAD, decode_all, encode_relay_with,
-};
+use crate::wire::frame::{Frame, MESSAGE_FRAME_OVERHEAD, RELAY_FRAME_OVERHEAD, decode_all};
+use crate::wire::relay::RELAY_HEADER_LEN;
 use crate::wire::sealed::{HEADER_LEN, OVERHEAD, SealedPacket, TAG_LEN};
 use crate::{RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
 
@@ -43,9 +42,14 @@ use crate::{RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
 const EARLY_TTL: Duration = Duration::from_secs(2);
 /// Early packets kept at most.
 const EARLY_CAP: usize = 64;
-/// Bytes around a peer packet's frames when it travels through the relay: the server
-/// session packet, the relay frame and the peer packet's own header and tag.
+/// Bytes around a peer packet's frames when it travels through the relay: at most the server
+/// session packet, the relay frame and the peer packet's own header and tag (the Relay frame
+/// older clients send; this client's relay header, [`RELAY_PATH_OVERHEAD`], is smaller).
+/// Fragments are sized so that either fits one datagram.
 const RELAYED_OVERHEAD: usize = OVERHEAD + RELAY_FRAME_OVERHEAD + OVERHEAD;
+/// Bytes around a peer packet's frames on the relay fast path: the relay header with its tag,
+/// and the peer packet's own header and tag (what congestion control counts).
+const RELAY_PATH_OVERHEAD: usize = RELAY_HEADER_LEN + OVERHEAD;
 
 /// Bytes of one fragment: what fits a relayed peer packet with room left for an ack.
 pub(super) fn fragment_size(config: &ClientConfig) -> usize {
@@ -288,7 +292,7 @@ impl PeerSet {
                 // Replay relayed packets that arrived before this key.
                 for (at, from, packet) in std::mem::take(&mut self.early) {
                     if from == peer {
-                        self.handle_relayed(now, from, &packet, true, Some(me), stats);
+                        let _ = self.handle_relayed(now, from, &packet, true, Some(me), stats);
                     } else {
                         self.early.push_back((at, from, packet));
                     }
@@ -347,7 +351,8 @@ impl PeerSet {
     }
 
     /// A peer packet the server relayed from `from`. It is opened only while a server is
-    /// known (`server_known`); one whose pair is not known yet waits for its key.
+    /// known (`server_known`); one whose pair is not known yet waits for its key. True if it
+    /// opened (it is authentic: it came through the server's relay).
     pub(super) fn handle_relayed(
         &mut self,
         now: Instant,
@@ -356,33 +361,38 @@ impl PeerSet {
         server_known: bool,
         me: Option<HostId>,
         stats: &mut ClientStats,
-    ) {
+    ) -> bool {
         let Ok(p) = SealedPacket::decode(packet) else {
             stats.dropped.malformed += 1;
-            return;
+            return false;
         };
         if !p.header.peer {
             stats.dropped.malformed += 1;
-            return;
+            return false;
         }
         match self.pair_index.get(&p.header.receiver) {
             Some(&peer) if peer == from => {
                 stats.relayed_in += 1;
-                if server_known {
-                    self.handle_packet(now, Via::Relay, &p, me, stats);
-                }
+                server_known && self.handle_packet(now, Via::Relay, &p, me, stats)
             }
-            Some(_) => stats.dropped.unknown_peer += 1,
+            Some(_) => {
+                stats.dropped.unknown_peer += 1;
+                false
+            }
             None if self.early.len() < EARLY_CAP && !self.peers.contains_key(&from) => {
                 let b = self.arena.copy(packet);
                 self.early.push_back((now, from, b));
+                false
             }
-            None => stats.dropped.unknown_peer += 1,
+            None => {
+                stats.dropped.unknown_peer += 1;
+                false
+            }
         }
     }
 
     /// A peer packet that arrived `via` a direct path or the relay: opened once, its frames
-    /// decoded once, each handed to its owner.
+    /// decoded once, each handed to its owner. True if it opened.
     pub(super) fn handle_packet(
         &mut self,
         now: Instant,
@@ -390,17 +400,17 @@ impl PeerSet {
         packet: &SealedPacket<'_>,
         me: Option<HostId>,
         stats: &mut ClientStats,
-    ) {
+    ) -> bool {
         let Some(&peer_id) = self.pair_index.get(&packet.header.receiver) else {
             stats.dropped.unknown_peer += 1;
-            return;
+            return false;
         };
         let lower = me.is_some_and(|me| me < peer_id);
         let mut scratch = std::mem::take(&mut self.scratch);
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             stats.dropped.unknown_peer += 1;
             self.scratch = scratch;
-            return;
+            return false;
         };
         let pn = packet.header.counter;
         let size = packet.aad.len() + packet.ciphertext_and_tag.len();
@@ -430,7 +440,8 @@ impl PeerSet {
                 }
             },
         };
-        let drain = fresh.is_none() || opened.is_some();
+        let authentic = opened.is_some();
+        let drain = fresh.is_none() || authentic;
         match opened.map(decode_all) {
             None => {}
             Some(Err(_)) => stats.dropped.bad_frames += 1,
@@ -440,6 +451,7 @@ impl PeerSet {
         if drain {
             self.drain_peer(peer_id);
         }
+        authentic
     }
 
     /// The frames of one authentic packet from `peer_id`: connection frames to its
@@ -640,18 +652,12 @@ impl PeerSet {
 }
 
 impl Relay for PeerSet {
-    /// Some peer whose traffic goes through the relay has a packet to send.
-    fn wants_relay(&self, now: Instant) -> bool {
-        self.peers
-            .values()
-            .any(|p| p.relayed() && p.conn.wants_transmit(now))
-    }
-
-    /// Writes `Relay` frames for every relayed peer with something to send (acks, data), one
-    /// sealed peer packet per frame, starting after the last peer served for fairness; returns
-    /// the number of peer packets written.
-    fn write_relay(&mut self, now: Instant, w: &mut Writer<'_>) -> u64 {
-        let mut packets = 0;
+    /// The next relayed peer's next packet, sealed with its pair's key, round-robin between
+    /// peers starting after the last one served.
+    fn write_relayed(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if buf.len() < OVERHEAD + MESSAGE_FRAME_OVERHEAD {
+            return None;
+        }
         // Peers after the cursor first, then the rest. The cursor's own peer may be gone (it
         // left), so the bound excludes the cursor rather than skipping the first entry.
         let order: smallvec::SmallVec<[HostId; 16]> = match self.cursor {
@@ -669,36 +675,22 @@ impl Relay for PeerSet {
             let Some(peer) = self.peers.get_mut(&to) else {
                 continue;
             };
-            if !peer.relayed() {
-                continue; // its traffic goes on the direct path (or nowhere, for an orphan)
+            // A peer with a direct path sends there (an orphan has no relay at all).
+            if !peer.relayed() || !peer.conn.wants_transmit(now) {
+                continue;
             }
-            while peer.conn.wants_transmit(now) {
-                if w.remaining() < RELAY_FRAME_OVERHEAD + OVERHEAD + MESSAGE_FRAME_OVERHEAD {
-                    return packets;
-                }
-                let pair_id = peer.pair_id;
-                let (keys, conn) = (&mut peer.keys, &mut peer.conn);
-                let written = encode_relay_with(w, to.0, |tail| {
-                    if tail.len() < OVERHEAD + 1 {
-                        return None;
-                    }
-                    let pn = keys.next_counter();
-                    let body_end = tail.len() - TAG_LEN;
-                    let mut bw = Writer::new(&mut tail[HEADER_LEN..body_end]);
-                    let n = conn.write(now, pn, RELAYED_OVERHEAD, &mut bw);
-                    if n == 0 {
-                        return None;
-                    }
-                    keys.seal(pair_id, tail, n)
-                });
-                if !written {
-                    break;
-                }
-                packets += 1;
-                self.cursor = Some(to);
+            let pn = peer.keys.next_counter();
+            let body_end = buf.len() - TAG_LEN;
+            let mut w = Writer::new(&mut buf[HEADER_LEN..body_end]);
+            let n = peer.conn.write(now, pn, RELAY_PATH_OVERHEAD, &mut w);
+            if n == 0 {
+                continue;
             }
+            let len = peer.keys.seal(peer.pair_id, buf, n)?;
+            self.cursor = Some(to);
+            return Some(len);
         }
-        packets
+        None
     }
 }
 
@@ -932,7 +924,6 @@ impl PeerSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::frame::Frames;
 
     const A: HostId = HostId(1);
     const B: HostId = HostId(2);
@@ -967,18 +958,16 @@ mod tests {
         assert!(s.handle_control(t0(), &msg, me, None, &mut rng, stats));
     }
 
-    /// The Relay frames `s` writes into one server packet of `room` bytes: (to, packet).
+    /// The peer packets `s` hands the session to relay now, each in a buffer of `room`
+    /// bytes: (to, packet), the receiver told by the pair id (7: B, 8: C, as the tests add).
     fn relay_out(s: &mut PeerSet, now: Instant, room: usize) -> Vec<(HostId, Vec<u8>)> {
+        let mut out = Vec::new();
         let mut buf = vec![0u8; room];
-        let mut w = Writer::new(&mut buf);
-        s.write_relay(now, &mut w);
-        let n = w.len();
-        Frames::new(&buf[..n])
-            .map(|f| match f.unwrap() {
-                Frame::Relay { to, packet } => (HostId(to), packet.to_vec()),
-                f => panic!("{f:?}"),
-            })
-            .collect()
+        while let Some(n) = s.write_relayed(now, &mut buf) {
+            let pair = SealedPacket::decode(&buf[..n]).unwrap().header.receiver;
+            out.push((if pair == 7 { B } else { C }, buf[..n].to_vec()));
+        }
+        out
     }
 
     fn events(s: &mut PeerSet) -> Vec<ClientEvent> {
@@ -999,7 +988,6 @@ mod tests {
             SendOptions::default(),
         );
         assert!(matches!(id, Some(Ok(_))));
-        assert!(a.wants_relay(t0()));
         let out = relay_out(&mut a, t0(), 1200);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, B);
@@ -1078,12 +1066,15 @@ mod tests {
                 );
             }
         }
-        // Room for one peer packet per server packet: the peers take turns.
-        let order: Vec<HostId> = (0..6)
-            .flat_map(|_| relay_out(&mut a, t0(), 600))
-            .map(|(to, _)| to)
+        // One peer packet per relay datagram: the peers take turns.
+        let mut buf = vec![0u8; 600];
+        let order: Vec<u32> = (0..6)
+            .map(|_| {
+                let n = a.write_relayed(t0(), &mut buf).unwrap();
+                SealedPacket::decode(&buf[..n]).unwrap().header.receiver
+            })
             .collect();
-        assert_eq!(order, [B, C, B, C, B, C]);
+        assert_eq!(order, [7, 8, 7, 8, 7, 8]);
     }
 
     #[test]

@@ -18,17 +18,18 @@ use rand::RngCore;
 use super::tcp::{self, TcpLink};
 use crate::arena::Arena;
 use crate::config::{ClientConfig, Transport};
-use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey};
+use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey, RelayKey};
 use crate::error::{CommandError, SendError};
 use crate::event::{DisconnectReason, HostId, RejectReason};
 use crate::rng::Rng;
 use crate::rudp::stream::ControlStream;
 use crate::stats::ClientStats;
 use crate::time::{Backoff, Duration, Instant, Timeout};
-use crate::wire::Writer;
+
 use crate::wire::control::ControlMsg;
 use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame};
 use crate::wire::handshake::{COOKIE_LEN, ClientHello, Retry, ServerHello};
+use crate::wire::relay::{RELAY_AAD_LEN, RELAY_HEADER_LEN, encode_relay};
 use crate::wire::sealed::{SealedHeader, SealedPacket};
 use crate::{SocketId, SocketRequest, Transmit};
 
@@ -109,12 +110,11 @@ pub(super) enum Route {
     Dropped,
 }
 
-/// The peers' side of the relay: what the session's packets carry for them.
+/// The peers' side of the relay: the peer packets the session sends the server to relay.
 pub(super) trait Relay {
-    /// Some relayed peer has a packet to send.
-    fn wants_relay(&self, now: Instant) -> bool;
-    /// Writes `Relay` frames into a server packet; returns how many peer packets.
-    fn write_relay(&mut self, now: Instant, w: &mut Writer<'_>) -> u64;
+    /// Writes the next relayed peer packet, sealed with its pair's key, into `buf`; returns
+    /// its length, or `None` if no relayed peer has anything to send.
+    fn write_relayed(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize>;
 }
 
 enum State {
@@ -178,6 +178,8 @@ struct Link {
     probe_nonce: Option<u64>,
     server_key: PublicKey,
     keys: PacketKeys,
+    /// Tags the peer packets sent to the server for relaying (the relay fast path).
+    relay: RelayKey,
     /// The id the server chose for packets sent to it.
     server_session: u32,
     host_id: HostId,
@@ -493,6 +495,48 @@ impl Session {
         }
     }
 
+    /// Whether a peer packet the server relayed (the relay fast path), naming session
+    /// `session`, that came in on `socket` from `from`, is for this session: from the server,
+    /// on the session's path. It is not authenticated here (the peer packet is, end to end).
+    pub(super) fn accepts_relayed(
+        &self,
+        socket: SocketId,
+        from: SocketAddr,
+        session: u32,
+        stats: &mut ClientStats,
+    ) -> bool {
+        let link = match &self.state {
+            State::Authenticating(a) => &a.link,
+            State::Connected(l) | State::Closing(l, _) => &**l,
+            _ => {
+                stats.dropped.unexpected += 1;
+                return false;
+            }
+        };
+        if session != self.id {
+            stats.dropped.unknown_session += 1;
+            false
+        } else if (socket.is_stream() && Some(socket) != self.tcp.open_id()) || from != link.server
+        {
+            stats.dropped.unexpected += 1;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// A peer packet the server relayed opened (it is authentic, and only the server relays):
+    /// the server is alive, as for any of its packets.
+    pub(super) fn heard_relayed(&mut self, now: Instant) {
+        if let State::Connected(l) = &mut self.state {
+            let quiet = now.saturating_duration_since(l.last_recv);
+            l.last_recv = now;
+            if quiet >= SERVER_QUIET {
+                self.events.push_back(SessionEvent::HeardAfterQuiet);
+            }
+        }
+    }
+
     /// Opens a server packet (routed [`Route::Server`]) into `scratch`.
     pub(super) fn open<'s>(
         &mut self,
@@ -644,6 +688,7 @@ impl Session {
                 probe_due: false,
                 probe_nonce: None,
                 server_key: PublicKey(hello.server_static),
+                relay: keys.relay_key(),
                 keys: keys.into_client_session(),
                 server_session: hello.server_session,
                 host_id: HostId(0),
@@ -970,22 +1015,37 @@ impl Session {
                 stats.udp_probes_sent += 1;
                 (l.server, len, SocketId::PRIMARY)
             }
-            State::Connected(l) => {
-                if self.outgoing.is_empty()
-                    && !l.ping_due
-                    && !l.control.wants_transmit(now)
-                    && !relay.wants_relay(now)
-                {
+            State::Connected(l)
+                if self.outgoing.is_empty() && !l.ping_due && !l.control.wants_transmit(now) =>
+            {
+                // Nothing for the server itself: a peer packet for it to relay, behind a
+                // header tagged with the session's relay key (it forwards it without opening
+                // or sealing anything), or the peers' direct traffic.
+                let Some(peer_len) = relay.write_relayed(now, &mut buf[RELAY_HEADER_LEN..max])
+                else {
                     return Poll::Peers;
-                }
+                };
+                let Some(counter) = l.relay.next_counter() else {
+                    return Poll::Nothing; // used up: the session ends by timing out
+                };
+                let key = &l.relay;
+                let tag = |aad: &[u8; RELAY_AAD_LEN]| key.tag(counter, aad);
+                let Ok(len) =
+                    encode_relay(&mut buf[..max], l.server_session, counter, peer_len, tag)
+                else {
+                    return Poll::Nothing;
+                };
+                stats.relayed_out += 1;
+                (l.server, len, l.socket)
+            }
+            State::Connected(l) => {
                 let outgoing = &mut self.outgoing;
                 let control = &mut l.control;
                 let retransmits = control.retransmits;
                 let ping_due = l.ping_due;
-                let (mut pinged, mut relayed, mut empty) = (false, 0, false);
+                let (mut pinged, mut empty) = (false, false);
                 let Some(len) = l.keys.seal_frames(l.server_session, buf, max, |w| {
                     control.write(now, w);
-                    relayed = relay.write_relay(now, w);
                     while let Some(p) = outgoing.front() {
                         if w.remaining() < p.len() + DATAGRAM_FRAME_OVERHEAD {
                             break;
@@ -1010,7 +1070,6 @@ impl Session {
                 if pinged {
                     stats.io.keepalives_sent += 1;
                 }
-                stats.relayed_out += relayed;
                 stats.control_retransmits += l.control.retransmits - retransmits;
                 l.ping_due = false;
                 l.last_send = now;
@@ -1112,11 +1171,8 @@ mod tests {
     struct NoRelay;
 
     impl Relay for NoRelay {
-        fn wants_relay(&self, _: Instant) -> bool {
-            false
-        }
-        fn write_relay(&mut self, _: Instant, _: &mut Writer<'_>) -> u64 {
-            0
+        fn write_relayed(&mut self, _: Instant, _: &mut [u8]) -> Option<usize> {
+            None
         }
     }
 

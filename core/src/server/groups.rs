@@ -58,6 +58,8 @@ pub(super) struct Groups {
     next_generation: u32,
     /// Pairs of clients that share at least one group, keyed (lower, higher).
     pairs: BTreeMap<(HostId, HostId), Pair>,
+    /// The same pairs by pair id (what a relayed peer packet names).
+    by_id: BTreeMap<u32, (HostId, HostId)>,
     /// Next pair id: pair ids are never reused, so they double as the pair's epoch.
     next_pair_id: u32,
     /// Connected clients that are in a group or told something about themselves.
@@ -146,6 +148,16 @@ impl Groups {
     /// The groups `host` is in, in join order.
     pub(super) fn client_groups(&self, host: HostId) -> &[GroupId] {
         self.clients.get(&host).map_or(&[], |m| &m.groups[..])
+    }
+
+    /// The member of pair `pair_id` a packet from `from` goes to: the other one, if `from` is
+    /// in that pair.
+    pub(super) fn pair_peer(&self, pair_id: u32, from: HostId) -> Option<HostId> {
+        match *self.by_id.get(&pair_id)? {
+            (a, b) if a == from => Some(b),
+            (a, b) if b == from => Some(a),
+            _ => None,
+        }
     }
 
     /// The group whose relay budget a packet from `from` to `to` is charged to (the lowest
@@ -467,6 +479,7 @@ impl Groups {
         let mut shared = SmallVec::new();
         shared.push(group);
         self.pairs.insert(pair_key(a, b), Pair { pair_id, shared });
+        self.by_id.insert(pair_id, pair_key(a, b));
         // Coordinated punching: each end starts probing when the other's PeerAdd has arrived
         // too. One-way times are half the smoothed RTTs of the two sessions.
         let half_rtt = |h: HostId| roster.card(h).map_or(Duration::ZERO, |c| c.srtt / 2);
@@ -524,6 +537,7 @@ impl Groups {
         }
         let pair_id = p.pair_id;
         self.pairs.remove(&k);
+        self.by_id.remove(&pair_id);
         for (to, peer) in [(a, b), (b, a)] {
             self.push_control(
                 to,

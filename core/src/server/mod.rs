@@ -43,10 +43,11 @@ use crate::wire::control::ControlMsg;
 use crate::wire::demux::{self, Datagram};
 use crate::wire::frame::{Frame, decode_prefix};
 use crate::wire::handshake::MIN_CLIENT_HELLO_LEN;
+use crate::wire::relay::RelayPacket;
 use crate::wire::sealed::SealedPacket;
 use crate::{Endpoint, Events};
 use crate::{MAX_DATAGRAM_SIZE, RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
-use session::{Path, Routed};
+use session::{Heard, Path, Routed};
 use sessions::Due;
 
 /// A Pierce server: accepts encrypted client sessions, assigns each a [`HostId`], keeps them
@@ -332,6 +333,8 @@ impl Server {
                 let (limiter, rng, stats) = (&mut self.limiter, &mut self.rng, &mut self.stats);
                 (self.sessions).handle_hello(now, path, &hello, limiter, rng, stats);
             }
+            Ok(Datagram::Relay(packet)) => self.on_relay_packet(now, path, &packet),
+            Ok(Datagram::Relayed(_)) => self.stats.dropped.unexpected += 1,
             Ok(Datagram::Sealed(packet)) => {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 self.on_sealed(now, path, &packet, &mut scratch);
@@ -362,7 +365,12 @@ impl Server {
         } else {
             self.on_frames(now, key, path, &frames);
         }
-        // Peers first hear where it is (if it moved), then that it is back online.
+        self.after_heard(now, key, path, heard);
+    }
+
+    /// What hearing session `key`'s client on `path` changed, told: peers first hear where
+    /// it is (if it moved), then that it is back online.
+    fn after_heard(&mut self, now: Instant, key: usize, path: Path, heard: Heard) {
         if let Some(host) = heard.moved {
             self.groups.client_moved(host, path.addr);
         }
@@ -420,6 +428,25 @@ impl Server {
         let (groups, rng, stats) = (&mut self.groups, &mut self.rng, &mut self.stats);
         (self.rooms).handle_control(groups, rng, &self.sessions, from, msg, stats);
         self.drain_groups(now);
+    }
+
+    /// A peer packet behind a relay header (the relay fast path): checked against its
+    /// sender's session (path, counter, tag), then forwarded like a Relay frame to the other
+    /// member of the pair it names, without opening or sealing anything.
+    fn on_relay_packet(&mut self, now: Instant, path: Path, packet: &RelayPacket<'_>) {
+        let stats = &mut self.stats;
+        let Some((from, heard)) = self.sessions.check_relay(now, path, packet, stats) else {
+            return;
+        };
+        self.after_heard(now, from.slot, path, heard);
+        let Some(to) = self
+            .groups
+            .pair_peer(packet.peer.header.receiver, from.host)
+        else {
+            self.stats.dropped.relay_denied += 1;
+            return;
+        };
+        self.on_relay(now, from, to, packet.peer_bytes);
     }
 
     /// A Relay frame: if the relay forwards it, into the target session's outbox.

@@ -9,16 +9,18 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 use super::groups::Card;
+use super::handshake::Accepted;
 use super::relay::Sender;
 use super::sessions::Slot;
 use super::ticket;
 use crate::config::ServerConfig;
-use crate::crypto::{OpenError, PacketKeys};
+use crate::crypto::{OpenError, PacketKeys, RelayKey};
 use crate::event::HostId;
 use crate::rudp::stream::{ControlStream, StreamFull};
 use crate::stats::ServerStats;
 use crate::time::{Instant, Timeout};
-use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame, RELAY_FRAME_OVERHEAD};
+use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame};
+use crate::wire::relay::{RelayPacket, encode_relayed};
 use crate::wire::sealed::SealedPacket;
 use crate::{SocketId, Transmit};
 
@@ -53,6 +55,8 @@ pub(super) struct Session {
     /// punch to (for a client on UDP, `path.addr`).
     udp: Option<SocketAddr>,
     keys: PacketKeys,
+    /// Checks the client's relay packets (the relay fast path).
+    relay: RelayKey,
     phase: Phase,
     /// When the last authentic packet came.
     last_recv: Instant,
@@ -170,6 +174,9 @@ pub(super) enum Sealed {
     },
     /// A packet; `more` is pending. The session's deadline may have moved.
     Packet { transmit: Transmit, more: bool },
+    /// A relayed peer packet, behind its plain header (the relay fast path: nothing sealed);
+    /// `more` is pending.
+    Relayed { transmit: Transmit, more: bool },
     /// Its last packet (Reject or Close): the session is done.
     Last(Transmit),
 }
@@ -218,10 +225,14 @@ impl Session {
         slot: Slot,
         path: Path,
         client_session: u32,
-        keys: PacketKeys,
-        expires: Instant,
+        accepted: Accepted,
         max_queued_control: usize,
     ) -> Self {
+        let Accepted {
+            keys,
+            relay,
+            expires,
+        } = accepted;
         Self {
             generation: slot.generation,
             host: HostId((u64::from(slot.generation) << 32) | slot.key as u64),
@@ -232,6 +243,7 @@ impl Session {
             path_closed: false,
             udp: (!path.socket.is_stream()).then_some(path.addr),
             keys,
+            relay,
             phase: Phase::HalfOpen { expires },
             last_recv: now,
             last_send: now,
@@ -264,6 +276,32 @@ impl Session {
 
     pub(super) fn is_half_open(&self) -> bool {
         matches!(self.phase, Phase::HalfOpen { .. })
+    }
+
+    /// A relay packet for this session: taken only while it is established, from the path it
+    /// is on (the validated address: a packet replayed or forged from elsewhere never costs its
+    /// budget), with a fresh counter and a tag that verifies. `None` (counted) otherwise;
+    /// `Some(true)` if it is the first the client was heard of after going offline (it is
+    /// authentic, so it counts as hearing the client: relayed traffic keeps a session alive).
+    pub(super) fn check_relay(
+        &mut self,
+        now: Instant,
+        path: Path,
+        packet: &RelayPacket<'_>,
+        stats: &mut ServerStats,
+    ) -> Option<Heard> {
+        if !self.is_established() {
+            stats.dropped.unexpected += 1;
+            return None;
+        }
+        if let Err(e) = self.relay.verify(packet.counter, &packet.aad, &packet.tag) {
+            stats.dropped.count_open(e);
+            return None;
+        }
+        // Authentic and fresh: it counts as hearing the client, as any packet of its session
+        // does (relayed traffic keeps it alive), and its newest moves the session's path.
+        let newest = self.relay.highest_received() == Some(packet.counter);
+        Some(self.heard_on(now, path, newest, false, stats))
     }
 
     pub(super) fn is_established(&self) -> bool {
@@ -353,6 +391,19 @@ impl Session {
         probe: bool,
         stats: &mut ServerStats,
     ) -> Heard {
+        let newest = self.keys.highest_received() == Some(counter);
+        self.heard_on(now, path, newest, probe, stats)
+    }
+
+    /// Heard the client on `path` (`newest`: the packet carried its highest counter so far).
+    fn heard_on(
+        &mut self,
+        now: Instant,
+        path: Path,
+        newest: bool,
+        probe: bool,
+        stats: &mut ServerStats,
+    ) -> Heard {
         let mut heard = Heard::default();
         self.last_recv = now;
         if self.offline {
@@ -362,7 +413,6 @@ impl Session {
             // retransmissions) without waiting for our keepalive.
             self.out.ping = true;
         }
-        let newest = self.keys.highest_received() == Some(counter);
         let changed = path != self.path || self.path_closed;
         if newest && changed && !probe {
             if path.socket != self.path.socket {
@@ -625,6 +675,22 @@ impl Session {
             self.out = Outbox::default();
             return Sealed::Nothing;
         }
+        if let Some((from, p)) = self.out.relayed.pop_front() {
+            // Forwarded as it came, behind a plain header naming the sender: the peer packet
+            // is sealed end to end, and the receiver checks it with the pair's key.
+            let Ok(len) = encode_relayed(&mut buf[..max], self.client_session, from.0, &p) else {
+                return Sealed::Nothing; // larger than a datagram here: as a datagram lost
+            };
+            stats.relayed_packets += 1;
+            stats.relayed_bytes += p.len() as u64;
+            let transmit = Transmit {
+                dst: self.path.addr,
+                len,
+                socket: self.path.socket,
+            };
+            let more = self.wants_transmit(now);
+            return Sealed::Relayed { transmit, more };
+        }
         if !self.wants_transmit(now) {
             return Sealed::Nothing;
         }
@@ -636,7 +702,6 @@ impl Session {
         let retransmits_before = control.retransmits;
         let mut pinged = false;
         let mut final_frame = false;
-        let mut relayed = (0u64, 0u64);
         let len = self.keys.seal_frames(self.client_session, buf, max, |w| {
             if let Some(reason) = out.reject.take() {
                 let _ = Frame::Reject { reason }.encode(w);
@@ -657,19 +722,6 @@ impl Session {
                 out.welcome = false;
             }
             control.write(now, w);
-            while let Some((from, p)) = out.relayed.front() {
-                if w.remaining() < p.len() + RELAY_FRAME_OVERHEAD {
-                    break;
-                }
-                let _ = Frame::Relayed {
-                    from: from.0,
-                    packet: p,
-                }
-                .encode(w);
-                relayed.0 += 1;
-                relayed.1 += p.len() as u64;
-                out.relayed.pop_front();
-            }
             while let Some(p) = out.datagrams.front() {
                 if w.remaining() < p.len() + DATAGRAM_FRAME_OVERHEAD {
                     break;
@@ -690,8 +742,6 @@ impl Session {
         };
         self.last_send = now;
         stats.control_retransmits += self.control.retransmits - retransmits_before;
-        stats.relayed_packets += relayed.0;
-        stats.relayed_bytes += relayed.1;
         if pinged {
             stats.io.keepalives_sent += 1;
         }
@@ -733,16 +783,19 @@ mod tests {
         let mut rng = crate::rng::derive(&[5; 32], b"test");
         let (ours, theirs) = (Ephemeral::generate(&mut rng), Ephemeral::generate(&mut rng));
         let secret = &config.secret_key;
-        let keys = HandshakeKeys::server(secret, &secret.public_key(), &ours, &theirs.public())
-            .unwrap()
-            .into_server_session();
+        let keys =
+            HandshakeKeys::server(secret, &secret.public_key(), &ours, &theirs.public()).unwrap();
+        let accepted = Accepted {
+            relay: keys.relay_key(),
+            keys: keys.into_server_session(),
+            expires: now + config.handshake_timeout,
+        };
         let slot = Slot {
             key: 3,
             generation: 9,
             id: 3 | (9 << 24),
         };
-        let expires = now + config.handshake_timeout;
-        Session::new(now, slot, path(1), 77, keys, expires, 64)
+        Session::new(now, slot, path(1), 77, accepted, 64)
     }
 
     fn config(f: impl FnOnce(&mut ServerConfig)) -> ServerConfig {

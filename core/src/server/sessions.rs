@@ -21,13 +21,15 @@ use slab::Slab;
 use smallvec::SmallVec;
 
 use super::groups::{Card, Roster};
-use super::handshake::{Handshakes, Hello};
+use super::handshake::{Accepted, Handshakes, Hello};
+use super::relay::Sender;
 use super::session::{Handled, Heard, Path, Routed, Sealed, Session};
 use super::streams::Streams;
 use super::ticket::Tickets;
 use crate::arena::Arena;
 use crate::config::{MAX_SESSIONS, ServerConfig};
-use crate::crypto::PacketKeys;
+use crate::wire::relay::RelayPacket;
+
 use crate::error::SendError;
 use crate::event::{HostId, ServerEvent};
 use crate::ratelimit::Limiter;
@@ -212,8 +214,7 @@ impl Sessions {
         else {
             return;
         };
-        let (keys, expires) = (half_open.keys, half_open.expires);
-        self.insert(now, slot, path, hello.client_session, keys, expires);
+        self.insert(now, slot, path, hello.client_session, half_open);
     }
 
     /// The next ServerHello or Retry to send.
@@ -307,6 +308,35 @@ impl Sessions {
 
     /// Opens a sealed packet for one of our sessions into `scratch`: its slot and plaintext.
     /// Peer packets, unknown sessions and packets that do not open are dropped and counted.
+    /// The sender of a relay packet (the relay fast path), if it is an established session's,
+    /// from the path the session is on, with a fresh counter and a tag that verifies under its
+    /// relay key (anything else is dropped and counted before it can cost a budget); and
+    /// whether it brought the client back from offline.
+    pub(super) fn check_relay(
+        &mut self,
+        now: Instant,
+        path: Path,
+        packet: &RelayPacket<'_>,
+        stats: &mut ServerStats,
+    ) -> Option<(Sender, Heard)> {
+        let key = (packet.session & INDEX_MASK) as usize;
+        let Some(s) = (self.slab)
+            .get_mut(key)
+            .filter(|s| s.id() == packet.session)
+        else {
+            stats.dropped.unknown_session += 1;
+            return None;
+        };
+        let heard = s.check_relay(now, path, packet, stats)?;
+        let sender = Sender {
+            host: s.host(),
+            slot: key,
+            generation: s.generation(),
+        };
+        self.followed(now, key, path, heard);
+        Some((sender, heard))
+    }
+
     pub(super) fn open<'s>(
         &mut self,
         packet: &SealedPacket<'_>,
@@ -314,7 +344,7 @@ impl Sessions {
         stats: &mut ServerStats,
     ) -> Option<(usize, &'s [u8])> {
         if packet.header.peer {
-            // Peer packets reach the server only inside Relay frames.
+            // Peer packets reach the server only behind a relay header (or in Relay frames).
             stats.dropped.unexpected += 1;
             return None;
         }
@@ -348,6 +378,13 @@ impl Sessions {
         stats: &mut ServerStats,
     ) -> Heard {
         let heard = self.slab[key].heard(now, path, counter, probe, stats);
+        self.followed(now, key, path, heard);
+        heard
+    }
+
+    /// Session `key` followed its client to `path` (if it moved): the handshake index and the
+    /// streams' bookkeeping follow too.
+    fn followed(&mut self, now: Instant, key: usize, path: Path, heard: Heard) {
         if let Some(left) = heard.left {
             self.handshakes.moved(key, path);
             if left.socket != path.socket && left.socket.is_stream() {
@@ -358,7 +395,6 @@ impl Sessions {
                 self.streams.claim(path.socket, key);
             }
         }
-        heard
     }
 
     /// A frame of session `key`'s authentic packet from `path`: the session's own business
@@ -670,6 +706,12 @@ impl Sessions {
                     self.schedule(now, key);
                     return Some(transmit);
                 }
+                Sealed::Relayed { transmit, more } => {
+                    if more {
+                        self.enqueue(key);
+                    }
+                    return Some(transmit);
+                }
                 Sealed::Last(transmit) => {
                     self.remove(now, key);
                     return Some(transmit);
@@ -725,13 +767,12 @@ impl Sessions {
         slot: Slot,
         path: Path,
         client_session: u32,
-        keys: PacketKeys,
-        expires: Instant,
+        accepted: Accepted,
     ) {
         debug_assert_eq!(slot, self.next_slot());
         self.next_gen = slot.generation.wrapping_add(1).max(1);
         let control = self.config.max_queued_control_per_client;
-        let s = Session::new(now, slot, path, client_session, keys, expires, control);
+        let s = Session::new(now, slot, path, client_session, accepted, control);
         let key = self.slab.insert(s);
         if path.socket.is_stream() {
             self.streams.claim(path.socket, key);

@@ -492,3 +492,125 @@ fn forwarded_probe_answers_do_not_move_a_direct_path() {
     let probes_to_attacker = net.log.iter().filter(|s| s.to == attacker).count();
     assert!(probes_to_attacker >= 1, "a checked the new address");
 }
+
+/// Two relay-only clients in a group; client 0 sends `payload` to client 1; returns the relay
+/// packet (fast path) it sent the server, and the relayed packet the server sent client 1.
+fn relayed_once(net: &mut Net, payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let hosts = net.hosts();
+    let now = net.now;
+    net.server.create_group(now, &hosts).unwrap();
+    net.run_for(Duration::from_millis(200));
+    let now = net.now;
+    net.clients[0]
+        .client
+        .send(now, hosts[1], crate::Channel::RELIABLE_ORDERED, payload)
+        .unwrap();
+    net.run_for(Duration::from_millis(100));
+    let (a, b, s) = (net.clients[0].addr, net.clients[1].addr, net.server_addr);
+    let kind = |k: u8| move |p: &&super::util::Sent| p.bytes[0] == k;
+    let up = net.sent_between(a, s).into_iter().find(kind(0xD6)).unwrap();
+    let down = net.sent_between(s, b).into_iter().find(kind(0xD7)).unwrap();
+    (up.bytes.clone(), down.bytes.clone())
+}
+
+fn peer_messages(net: &Net, i: usize) -> usize {
+    net.clients[i]
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, crate::ClientEvent::PeerMessage { .. }))
+        .count()
+}
+
+#[test]
+fn a_relay_packet_replayed_or_with_a_forged_header_is_dropped_before_it_costs_anything() {
+    let mut net = Net::connected_relay_only(2);
+    let (pkt, _) = relayed_once(&mut net, b"once");
+    let relayed = net.server.stats().relayed_packets;
+    let (a, s) = (net.clients[0].addr, net.server_addr);
+    // Replayed from the sender's address, or from anywhere else: a replay.
+    net.deliver(a, s, &pkt);
+    net.deliver(stranger(7), s, &pkt);
+    assert_eq!(net.server.stats().dropped.replayed, 2);
+    // Any changed header bit (the session, the counter, the tag, the peer packet's pair or
+    // counter) fails the tag; so does a fresh counter without the session's key.
+    for byte in [4, 8, 15, 16, 31, 36, 47] {
+        let mut bad = pkt.clone();
+        bad[byte] ^= 0x20;
+        net.deliver(a, s, &bad);
+    }
+    let d = net.server.stats().dropped;
+    // (A flipped counter may name one already seen: refused as a replay before the tag.)
+    assert_eq!(
+        d.auth_failed + d.unknown_session + d.replayed,
+        2 + 7,
+        "{d:?}"
+    );
+    let stats = net.server.stats();
+    assert_eq!(stats.relayed_packets, relayed, "nothing forwarded");
+    assert_eq!(peer_messages(&net, 1), 1, "delivered exactly once");
+    // The sender's session did not move to the stranger, and its own traffic still flows.
+    let host = net.clients[0].client.host_id().unwrap();
+    assert_eq!(net.server.client_addr(host), Some(a));
+    let (b, now) = (net.hosts()[1], net.now);
+    net.clients[0]
+        .client
+        .send(now, b, crate::Channel::RELIABLE_ORDERED, b"twice")
+        .unwrap();
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(peer_messages(&net, 1), 2);
+}
+
+#[test]
+fn spoofed_relay_packets_cannot_spend_a_clients_relay_budget() {
+    let mut cfg = ClientConfig::default();
+    cfg.direct_paths = false;
+    cfg.nat_discovery = false;
+    let mut server = server_config();
+    // A small budget: 4 KiB, refilled at 4 KiB/s.
+    server.relay_rate_per_client = 4096;
+    server.relay_burst_per_client = 4096;
+    let mut net = Net::new(server, cfg, 2);
+    net.connect_all(&[]);
+    assert!(net.drive_until(Duration::from_secs(5), |n| {
+        n.clients.iter().all(|c| c.client.is_connected())
+    }));
+    let (pkt, _) = relayed_once(&mut net, b"seen on the wire");
+    // An attacker who saw one of the victim's relay packets sends a thousand with fresh
+    // counters, from the victim's own address (spoofed) and from its own.
+    let (a, s) = (net.clients[0].addr, net.server_addr);
+    for i in 0..1000u64 {
+        let mut forged = pkt.clone();
+        forged[8..16].copy_from_slice(&(1_000_000 + i).to_be_bytes());
+        net.deliver(if i % 2 == 0 { a } else { stranger(3) }, s, &forged);
+    }
+    assert_eq!(net.server.stats().dropped.auth_failed, 1000);
+    assert_eq!(net.server.stats().dropped.relay_rate, 0);
+    // The victim's whole budget is still there: 3 KiB of messages right away all go through.
+    let (b, now) = (net.hosts()[1], net.now);
+    for i in 0..3u8 {
+        net.clients[0]
+            .client
+            .send(now, b, crate::Channel::RELIABLE_ORDERED, &[i; 900])
+            .unwrap();
+    }
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.server.stats().dropped.relay_rate, 0);
+    assert_eq!(peer_messages(&net, 1), 4);
+}
+
+#[test]
+fn a_replayed_relayed_packet_is_dropped_by_the_receiving_peer() {
+    let mut net = Net::connected_relay_only(2);
+    let (_, down) = relayed_once(&mut net, b"once");
+    assert_eq!(peer_messages(&net, 1), 1);
+    let (s, b) = (net.server_addr, net.clients[1].addr);
+    let before = net.clients[1].client.stats().dropped;
+    net.deliver(s, b, &down);
+    // From someone who is not the server: not even looked at.
+    net.deliver(stranger(9), b, &down);
+    net.run_for(Duration::from_millis(50));
+    let after = net.clients[1].client.stats().dropped;
+    assert_eq!(after.replayed, before.replayed + 1);
+    assert_eq!(after.unexpected, before.unexpected + 1);
+    assert_eq!(peer_messages(&net, 1), 1, "delivered exactly once");
+}

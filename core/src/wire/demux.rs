@@ -3,6 +3,7 @@
 use super::handshake::{
     ClientHello, KIND_CLIENT_HELLO, KIND_RETRY, KIND_SERVER_HELLO, Retry, ServerHello,
 };
+use super::relay::{KIND_RELAY, KIND_RELAYED, RelayPacket, RelayedPacket};
 use super::sealed::{KIND_PEER, KIND_SEALED, SealedPacket};
 use super::stun::{StunMessage, is_stun};
 use super::{DecodeError, VERSION};
@@ -20,6 +21,10 @@ pub enum Datagram<'a> {
     Retry(Retry),
     /// An encrypted session packet or peer-to-peer packet.
     Sealed(SealedPacket<'a>),
+    /// A peer packet sent to the server for relaying (the relay fast path).
+    Relay(RelayPacket<'a>),
+    /// A peer packet the server relayed.
+    Relayed(RelayedPacket<'a>),
 }
 
 /// Classifies and decodes the outer layer of `datagram`.
@@ -35,7 +40,8 @@ pub fn decode(datagram: &[u8]) -> Result<Datagram<'_>, DecodeError> {
         };
     }
     match kind {
-        KIND_CLIENT_HELLO | KIND_SERVER_HELLO | KIND_SEALED | KIND_PEER | KIND_RETRY => {}
+        KIND_CLIENT_HELLO | KIND_SERVER_HELLO | KIND_SEALED | KIND_PEER | KIND_RETRY
+        | KIND_RELAY | KIND_RELAYED => {}
         other => return Err(DecodeError::UnknownKind(other)),
     }
     match datagram.get(1) {
@@ -47,6 +53,8 @@ pub fn decode(datagram: &[u8]) -> Result<Datagram<'_>, DecodeError> {
         KIND_CLIENT_HELLO => ClientHello::decode(datagram).map(Datagram::ClientHello),
         KIND_SERVER_HELLO => ServerHello::decode(datagram).map(Datagram::ServerHello),
         KIND_RETRY => Retry::decode(datagram).map(Datagram::Retry),
+        KIND_RELAY => RelayPacket::decode(datagram).map(Datagram::Relay),
+        KIND_RELAYED => RelayedPacket::decode(datagram).map(Datagram::Relayed),
         _ => SealedPacket::decode(datagram).map(Datagram::Sealed),
     }
 }

@@ -11,6 +11,8 @@
 //! | `0xD3`        | version | [`sealed::SealedHeader`] + AEAD ciphertext + 16-byte tag |
 //! | `0xD4`        | version | the same, peer to peer (direct, or inside a relay frame)  |
 //! | `0xD5`        | version | [`handshake::Retry`]: echo this cookie (server under load) |
+//! | `0xD6`        | version | [`relay::RelayPacket`]: a peer packet for the server to relay |
+//! | `0xD7`        | version | [`relay::RelayedPacket`]: a peer packet the server relayed |
 //! | anything else |         | not ours: dropped and counted                            |
 //!
 //! Our kinds keep the top two bits set, so RFC 7983-style multiplexing with STUN (top two bits
@@ -24,6 +26,7 @@ pub mod control;
 pub mod demux;
 pub mod frame;
 pub mod handshake;
+pub mod relay;
 pub mod sealed;
 pub mod stun;
 
