@@ -282,6 +282,11 @@ pub struct ServerConfig {
     pub relay_rate_total: u32,
     /// Peer packets waiting for one recipient, at most.
     pub max_queued_relay_per_client: usize,
+    /// Relay forwarders the runtime runs on threads of their own (0: the server relays on
+    /// its own thread). With `n`, the runtime takes forwarder `i` of `n` from
+    /// [`crate::Server::forwarder`] for each thread and steers each relay packet to its owner
+    /// ([`crate::relay_shard_of`]); see [`crate::Forwarder`]. At most [`MAX_RELAY_SHARDS`].
+    pub relay_shards: u16,
     /// Control messages queued for one client and not yet acknowledged, at most; a client
     /// that falls this far behind is disconnected with [`crate::LeaveReason::Overloaded`].
     pub max_queued_control_per_client: usize,
@@ -338,6 +343,7 @@ impl ServerConfig {
             relay_rate_per_group: 8 * 1024 * 1024,
             relay_rate_total: 256 * 1024 * 1024,
             max_queued_relay_per_client: 512,
+            relay_shards: 0,
             max_queued_control_per_client: 4096,
             rooms: None,
         }
@@ -361,6 +367,9 @@ impl ServerConfig {
         if self.max_clients == 0 || self.max_clients > MAX_SESSIONS {
             return Err(ConfigError::OutOfRange("max_clients"));
         }
+        if self.relay_shards > MAX_RELAY_SHARDS {
+            return Err(ConfigError::OutOfRange("relay_shards"));
+        }
         Ok(())
     }
 }
@@ -377,6 +386,9 @@ fn validate_timing(keepalive: Duration, idle: Duration, mtu: usize) -> Result<()
     }
     Ok(())
 }
+
+/// Most relay forwarders on threads of their own ([`ServerConfig::relay_shards`]).
+pub const MAX_RELAY_SHARDS: u16 = 256;
 
 /// Smallest `max_datagram_size` accepted: room for the sealed overhead and a Welcome frame.
 pub const MIN_DATAGRAM_SIZE: usize = 200;

@@ -126,8 +126,8 @@ pub use config::{
     ClientConfig, DEFAULT_CLIENT_KEEPALIVE_INTERVAL, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_HANDSHAKE_RETRY_INITIAL, DEFAULT_HANDSHAKE_RETRY_MAX, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_OFFLINE_AFTER, DEFAULT_TCP_FALLBACK_AFTER,
-    DEFAULT_UDP_PROBE_INTERVAL, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE, RoomsConfig, ServerConfig,
-    Transport,
+    DEFAULT_UDP_PROBE_INTERVAL, MAX_DATAGRAM_SIZE, MAX_RELAY_SHARDS, MIN_DATAGRAM_SIZE,
+    RoomsConfig, ServerConfig, Transport,
 };
 pub use crypto::{PublicKey, SecretKey};
 pub use endpoint::{Endpoint, Events};
@@ -141,7 +141,10 @@ pub use rudp::{
     Channel, ChannelConfig, ChannelStats, Delivery, MessageId, Path, PeerDropReason, PeerStats,
     SendOptions,
 };
-pub use server::Server;
+pub use server::{
+    Forward, ForwardReport, ForwardUpdate, Forwarder, REPORT_INTERVAL, Server, relay_shard,
+    relay_shard_of,
+};
 pub use stats::{ClientStats, DropStats, IoStats, ServerStats};
 pub use time::Timeout;
 pub use token::{CONNECT_TOKEN_LEN, ConnectToken};

@@ -41,18 +41,20 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(p.ciphertext_and_tag, &data[HEADER_LEN..]);
         }
         Ok(Datagram::Relay(p)) => {
-            // A relay header re-encodes exactly, its tag covers the two headers, and what is
-            // forwarded is a whole peer packet.
+            // A relay header re-encodes exactly, its tag covers its format bytes, its counter
+            // and the peer packet's pair id, and what is forwarded is a whole peer packet.
             let peer_len = p.peer_bytes.len();
             buf[RELAY_HEADER_LEN..][..peer_len].copy_from_slice(p.peer_bytes);
-            let n = relay::encode_relay(&mut buf, p.session, p.counter, peer_len, |aad| {
-                assert_eq!(aad, &p.aad);
+            let n = relay::encode_relay(&mut buf, p.session, p.counter, peer_len, |tagged| {
+                assert_eq!(tagged, &p.tagged);
                 p.tag
             })
             .expect("fits");
             assert_eq!(&buf[..n], data);
             assert_eq!(p.peer_bytes[0], KIND_PEER);
-            assert_eq!(&p.aad[HEADER_LEN..], &p.peer_bytes[..HEADER_LEN]);
+            assert_eq!(&p.tagged[..4], &data[..4]);
+            assert_eq!(p.tagged[4..12], p.counter.to_be_bytes());
+            assert_eq!(p.tagged[12..], p.peer.header.receiver.to_be_bytes());
         }
         Ok(Datagram::Relayed(p)) => {
             let n = relay::encode_relayed(&mut buf, p.session, p.from, p.peer_bytes).expect("fits");

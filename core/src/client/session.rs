@@ -29,7 +29,7 @@ use crate::time::{Backoff, Duration, Instant, Timeout};
 use crate::wire::control::ControlMsg;
 use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame};
 use crate::wire::handshake::{COOKIE_LEN, ClientHello, Retry, ServerHello};
-use crate::wire::relay::{RELAY_AAD_LEN, RELAY_HEADER_LEN, encode_relay};
+use crate::wire::relay::{RELAY_HEADER_LEN, RELAY_TAGGED_LEN, encode_relay};
 use crate::wire::sealed::{SealedHeader, SealedPacket};
 use crate::{SocketId, SocketRequest, Transmit};
 
@@ -1029,7 +1029,7 @@ impl Session {
                     return Poll::Nothing; // used up: the session ends by timing out
                 };
                 let key = &l.relay;
-                let tag = |aad: &[u8; RELAY_AAD_LEN]| key.tag(counter, aad);
+                let tag = |tagged: &[u8; RELAY_TAGGED_LEN]| key.tag(tagged);
                 let Ok(len) =
                     encode_relay(&mut buf[..max], l.server_session, counter, peer_len, tag)
                 else {

@@ -18,6 +18,7 @@ use rand::RngCore;
 use slab::Slab;
 use smallvec::SmallVec;
 
+use super::forward::Update;
 use crate::error::GroupError;
 use crate::event::{GroupId, HostId, MemberLeftReason, ServerEvent};
 use crate::rng::Rng;
@@ -58,8 +59,9 @@ pub(super) struct Groups {
     next_generation: u32,
     /// Pairs of clients that share at least one group, keyed (lower, higher).
     pairs: BTreeMap<(HostId, HostId), Pair>,
-    /// The same pairs by pair id (what a relayed peer packet names).
-    by_id: BTreeMap<u32, (HostId, HostId)>,
+    /// What the relay forwarders must learn about pairs (formed, charged to another group,
+    /// gone), in order.
+    forward: VecDeque<Update>,
     /// Next pair id: pair ids are never reused, so they double as the pair's epoch.
     next_pair_id: u32,
     /// Connected clients that are in a group or told something about themselves.
@@ -82,6 +84,19 @@ struct Pair {
     pair_id: u32,
     /// The groups the two share, in id order (never empty).
     shared: SmallVec<[GroupId; INLINE_SHARED]>,
+}
+
+impl Pair {
+    /// What the forwarders must know of pair `(a, b)`: its id, and that relaying between the
+    /// two is charged to the lowest numbered group they share.
+    fn update(&self, a: HostId, b: HostId) -> Update {
+        Update::Pair {
+            pair_id: self.pair_id,
+            a,
+            b,
+            group: self.shared[0],
+        }
+    }
 }
 
 /// A connected client, as groups know it.
@@ -152,19 +167,14 @@ impl Groups {
 
     /// The member of pair `pair_id` a packet from `from` goes to: the other one, if `from` is
     /// in that pair.
-    pub(super) fn pair_peer(&self, pair_id: u32, from: HostId) -> Option<HostId> {
-        match *self.by_id.get(&pair_id)? {
-            (a, b) if a == from => Some(b),
-            (a, b) if b == from => Some(a),
-            _ => None,
-        }
+    /// What the forwarders must know of every pair (for a new forwarder).
+    pub(super) fn forward_snapshot(&self) -> impl Iterator<Item = Update> + '_ {
+        self.pairs.iter().map(|(&(a, b), p)| p.update(a, b))
     }
 
-    /// The group whose relay budget a packet from `from` to `to` is charged to (the lowest
-    /// numbered they share), or `None` if they share none.
-    pub(super) fn relay_group(&self, from: HostId, to: HostId) -> Option<GroupId> {
-        let pair = self.pairs.get(&pair_key(from, to))?;
-        pair.shared.first().copied()
+    /// The next change the relay forwarders must learn, in order.
+    pub(super) fn poll_forward_update(&mut self) -> Option<Update> {
+        self.forward.pop_front()
     }
 
     // ---- commands ----------------------------------------------------------------------
@@ -469,6 +479,10 @@ impl Groups {
         if let Some(p) = self.pairs.get_mut(&pair_key(a, b)) {
             if let Err(i) = p.shared.binary_search(&group) {
                 p.shared.insert(i, group);
+                if i == 0 {
+                    let (lo, hi) = pair_key(a, b);
+                    self.forward.push_back(p.update(lo, hi));
+                }
             }
             return;
         }
@@ -478,8 +492,10 @@ impl Groups {
         rng.fill_bytes(&mut key);
         let mut shared = SmallVec::new();
         shared.push(group);
-        self.pairs.insert(pair_key(a, b), Pair { pair_id, shared });
-        self.by_id.insert(pair_id, pair_key(a, b));
+        let pair = Pair { pair_id, shared };
+        let (lo, hi) = pair_key(a, b);
+        self.forward.push_back(pair.update(lo, hi));
+        self.pairs.insert((lo, hi), pair);
         // Coordinated punching: each end starts probing when the other's PeerAdd has arrived
         // too. One-way times are half the smoothed RTTs of the two sessions.
         let half_rtt = |h: HostId| roster.card(h).map_or(Duration::ZERO, |c| c.srtt / 2);
@@ -529,15 +545,19 @@ impl Groups {
         let Some(p) = self.pairs.get_mut(&k) else {
             return;
         };
-        if let Ok(i) = p.shared.binary_search(&group) {
-            p.shared.remove(i);
-        }
+        let Ok(i) = p.shared.binary_search(&group) else {
+            return;
+        };
+        p.shared.remove(i);
         if !p.shared.is_empty() {
+            if i == 0 {
+                self.forward.push_back(p.update(k.0, k.1));
+            }
             return;
         }
         let pair_id = p.pair_id;
         self.pairs.remove(&k);
-        self.by_id.remove(&pair_id);
+        self.forward.push_back(Update::PairGone { pair_id });
         for (to, peer) in [(a, b), (b, a)] {
             self.push_control(
                 to,
@@ -586,6 +606,20 @@ mod tests {
         }
     }
 
+    /// What the forwarders last learned of the one pair: charged to a group, or gone
+    /// (`None` if nothing changed).
+    fn charged(g: &mut Groups) -> Option<Option<GroupId>> {
+        let mut last = None;
+        while let Some(u) = g.poll_forward_update() {
+            last = Some(match u {
+                Update::Pair { group, .. } => Some(group),
+                Update::PairGone { .. } => None,
+                other => panic!("{other:?}"),
+            });
+        }
+        last
+    }
+
     fn drain(g: &mut Groups) -> Vec<(HostId, ControlMsg<'static>)> {
         let mut out = Vec::new();
         while let Some((to, bytes)) = g.poll_control() {
@@ -626,7 +660,7 @@ mod tests {
             ControlMsg::MemberJoined { member: 1, .. }
         ));
         assert_eq!(g.pairs(), 1);
-        assert_eq!(g.relay_group(b, a), Some(group));
+        assert_eq!(charged(&mut g), Some(Some(group)));
     }
 
     #[test]
@@ -640,9 +674,13 @@ mod tests {
             g.join(group, b, &mut rng, &Everyone);
         }
         assert_eq!(g.pairs(), 1);
-        assert_eq!(g.relay_group(a, b), Some(first));
+        assert_eq!(
+            charged(&mut g),
+            Some(Some(first)),
+            "the lower joined second"
+        );
         g.leave(first, a, MemberLeftReason::Left);
-        assert_eq!(g.relay_group(a, b), Some(second));
+        assert_eq!(charged(&mut g), Some(Some(second)));
         drain(&mut g);
         assert!(g.destroy(second));
         let msgs = drain(&mut g);
@@ -650,7 +688,7 @@ mod tests {
             msgs.iter()
                 .any(|(to, m)| *to == a && matches!(m, ControlMsg::PeerRemove { peer: 2, .. }))
         );
-        assert_eq!((g.pairs(), g.relay_group(a, b)), (0, None));
+        assert_eq!((g.pairs(), charged(&mut g)), (0, Some(None)));
         assert!(g.client_groups(a).is_empty());
     }
 

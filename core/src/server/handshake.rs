@@ -23,7 +23,7 @@ use super::sessions::Slot;
 use super::ticket::Ticket;
 use crate::Transmit;
 use crate::config::{MAX_SESSIONS, ServerConfig};
-use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey, RelayKey};
+use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey, RelaySecret};
 use crate::event::{HostId, RejectReason};
 use crate::ratelimit::Limiter;
 use crate::rng::Rng;
@@ -91,7 +91,7 @@ pub(super) struct Accepted {
     /// The session's packet keys.
     pub(super) keys: PacketKeys,
     /// The key its relay packets are checked with.
-    pub(super) relay: RelayKey,
+    pub(super) relay: RelaySecret,
     /// When the handshake is given up on.
     pub(super) expires: Instant,
 }
@@ -220,7 +220,7 @@ impl Handshakes {
         stats.handshakes_started += 1;
         self.hellos.push_back((slot.key, slot.generation));
         Some(Accepted {
-            relay: keys.relay_key(),
+            relay: keys.relay_secret(),
             keys: keys.into_server_session(),
             expires: now + self.config.handshake_timeout,
         })

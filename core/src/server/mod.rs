@@ -6,7 +6,9 @@
 //!   and Retries) and resumption tickets ([`ticket`]);
 //! - [`stun`]: the STUN responder (RFC 5780 with [`discovery`]'s sockets);
 //! - [`groups`] and [`rooms`]: membership, pairs and introductions, and the rooms policy;
-//! - [`relay`]: the relay budgets and forwarding decision;
+//! - [`forward`]: the relay data plane (the [`Forwarder`]: relay packets checked and
+//!   forwarded without opening anything), and [`relay`]: the relay budgets it draws on, shared
+//!   by the forwarders of every thread;
 //! - [`events`]: what the application hears.
 //!
 //! This file routes each input to the machine that owns it, drains the machines, and turns
@@ -14,6 +16,7 @@
 
 mod discovery;
 mod events;
+mod forward;
 mod groups;
 mod handshake;
 mod relay;
@@ -26,6 +29,7 @@ mod stun;
 mod tests;
 mod ticket;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -43,10 +47,13 @@ use crate::wire::control::ControlMsg;
 use crate::wire::demux::{self, Datagram};
 use crate::wire::frame::{Frame, decode_prefix};
 use crate::wire::handshake::MIN_CLIENT_HELLO_LEN;
-use crate::wire::relay::RelayPacket;
 use crate::wire::sealed::SealedPacket;
 use crate::{Endpoint, Events};
 use crate::{MAX_DATAGRAM_SIZE, RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
+pub use forward::{
+    Forward, ForwardReport, ForwardUpdate, Forwarder, REPORT_INTERVAL, relay_shard, relay_shard_of,
+};
+use forward::{Report, Role};
 use session::{Heard, Path, Routed};
 use sessions::Due;
 
@@ -77,7 +84,14 @@ pub struct Server {
     sessions: sessions::Sessions,
     groups: groups::Groups,
     rooms: rooms::Rooms,
-    relay: relay::Relay,
+    /// Its own relay forwarder: every relay packet when it relays alone, else those that
+    /// reach its thread.
+    forwarder: Forwarder,
+    /// The budgets every forwarder draws on.
+    budgets: Arc<relay::Budgets>,
+    /// Changes for the forwarders on other threads (only with `relay_shards`).
+    forward_out: VecDeque<ForwardUpdate>,
+    config: Arc<ServerConfig>,
     events: events::AppEvents,
     /// Where sealed packets are opened.
     scratch: Box<[u8]>,
@@ -104,6 +118,12 @@ impl Server {
         let sessions = sessions::Sessions::new(config.clone(), &mut rng, now, unix_time);
         let groups = groups::Groups::new(rng.next_u32().max(1));
         let limiter = handshake::limiter(rng.next_u64(), &config);
+        let budgets = Arc::new(relay::Budgets::new(&config));
+        let role = if config.relay_shards == 0 {
+            Role::Alone
+        } else {
+            Role::Beside
+        };
         Ok(Self {
             public_key: config.secret_key.public_key(),
             rng,
@@ -113,11 +133,50 @@ impl Server {
             sessions,
             groups,
             rooms: rooms::Rooms::new(config.rooms.clone()),
-            relay: relay::Relay::new(&config),
+            forwarder: Forwarder::new(&config, budgets.clone(), role),
+            budgets,
+            forward_out: VecDeque::new(),
             events: events::AppEvents::new(config.max_pending_events),
             scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
             stats: ServerStats::default(),
+            config,
         })
+    }
+
+    // ---- relay forwarders on other threads ---------------------------------------------
+
+    /// Relay forwarder `index` of [`ServerConfig::relay_shards`], for a thread of its own,
+    /// knowing every client and pair there is now; keep it current with
+    /// [`Server::poll_forward_update`], and hand what it reports to
+    /// [`Server::handle_forward_report`]. See [`Forwarder`].
+    ///
+    /// # Errors
+    /// [`ConfigError::OutOfRange`] if `index` is not below `relay_shards`.
+    pub fn forwarder(&self, index: u16) -> Result<Forwarder, ConfigError> {
+        let count = self.config.relay_shards;
+        if index >= count {
+            return Err(ConfigError::OutOfRange("relay forwarder index"));
+        }
+        let role = Role::Shard { index, count };
+        let mut f = Forwarder::new(&self.config, self.budgets.clone(), role);
+        let snapshot = (self.sessions.forward_snapshot()).chain(self.groups.forward_snapshot());
+        for u in snapshot {
+            f.handle_update(&ForwardUpdate(u));
+        }
+        Ok(f)
+    }
+
+    /// The next change every forwarder on another thread must learn, in order (none unless
+    /// [`ServerConfig::relay_shards`] is set). Drain after every call into the server, as
+    /// [`Server::poll_transmit`].
+    pub fn poll_forward_update(&mut self) -> Option<ForwardUpdate> {
+        self.forward_out.pop_front()
+    }
+
+    /// What a forwarder on another thread reported: a client it heard (which keeps its
+    /// session alive, and may move it).
+    pub fn handle_forward_report(&mut self, now: Instant, report: ForwardReport) {
+        self.command(now, |s, now| s.on_forward_report(now, report.0));
     }
 
     // ---- getters -----------------------------------------------------------------------
@@ -333,7 +392,7 @@ impl Server {
                 let (limiter, rng, stats) = (&mut self.limiter, &mut self.rng, &mut self.stats);
                 (self.sessions).handle_hello(now, path, &hello, limiter, rng, stats);
             }
-            Ok(Datagram::Relay(packet)) => self.on_relay_packet(now, path, &packet),
+            Ok(Datagram::Relay(_)) => self.on_relay_packet(now, path, datagram),
             Ok(Datagram::Relayed(_)) => self.stats.dropped.unexpected += 1,
             Ok(Datagram::Sealed(packet)) => {
                 let mut scratch = std::mem::take(&mut self.scratch);
@@ -411,7 +470,6 @@ impl Server {
                         }
                     }
                 }
-                Routed::Relay { from, to, packet } => self.on_relay(now, from, to, packet),
                 Routed::Datagram { from, payload } => self.events.message(from, payload),
             }
         }
@@ -430,35 +488,45 @@ impl Server {
         self.drain_groups(now);
     }
 
-    /// A peer packet behind a relay header (the relay fast path): checked against its
-    /// sender's session (path, counter, tag), then forwarded like a Relay frame to the other
-    /// member of the pair it names, without opening or sealing anything.
-    fn on_relay_packet(&mut self, now: Instant, path: Path, packet: &RelayPacket<'_>) {
+    /// A peer packet behind a relay header (the relay fast path): the forwarder checks it
+    /// (session, counter, tag, pair, budgets) without opening anything; what it heard comes
+    /// back first, then the packet goes into the receiver's outbox.
+    fn on_relay_packet(&mut self, now: Instant, path: Path, datagram: &[u8]) {
         let stats = &mut self.stats;
-        let Some((from, heard)) = self.sessions.check_relay(now, path, packet, stats) else {
-            return;
-        };
-        self.after_heard(now, from.slot, path, heard);
-        let Some(to) = self
-            .groups
-            .pair_peer(packet.peer.header.receiver, from.host)
-        else {
-            self.stats.dropped.relay_denied += 1;
-            return;
-        };
-        self.on_relay(now, from, to, packet.peer_bytes);
+        let forward =
+            (self.forwarder).handle_datagram(now, path.socket, path.addr, datagram, stats);
+        while let Some(report) = self.forwarder.poll_report() {
+            self.on_forward_report(now, report.0);
+        }
+        match forward {
+            Forward::Relay { from, to, peer, .. } => match self.sessions.established_key(to) {
+                Some(target) => {
+                    let stats = &mut self.stats;
+                    self.sessions
+                        .push_relayed(target, from, &datagram[peer], stats);
+                }
+                None => self.stats.dropped.relay_denied += 1,
+            },
+            // Its own forwarder owns every session.
+            Forward::Control => self.stats.dropped.unexpected += 1,
+            Forward::Dropped => {}
+        }
     }
 
-    /// A Relay frame: if the relay forwards it, into the target session's outbox.
-    fn on_relay(&mut self, now: Instant, from: relay::Sender, to: HostId, packet: &[u8]) {
-        let (groups, sessions) = (&self.groups, &self.sessions);
-        let route = |from, to| {
-            let group = groups.relay_group(from, to)?;
-            Some((sessions.established_key(to)?, group))
-        };
+    /// A forwarder heard a client.
+    fn on_forward_report(&mut self, now: Instant, report: Report) {
+        let Report::Heard {
+            session,
+            at,
+            path: (socket, addr),
+            newest,
+        } = report;
+        let path = Path { socket, addr };
         let stats = &mut self.stats;
-        if let Some(target) = (self.relay).handle_relay(now, from, to, packet, route, stats) {
-            self.sessions.push_relayed(target, from.host, packet, stats);
+        if let Some((key, heard)) =
+            (self.sessions).heard_relay(at.min(now), session, path, newest, stats)
+        {
+            self.after_heard(now, key, path, heard);
         }
     }
 
@@ -480,12 +548,29 @@ impl Server {
         }
     }
 
-    /// End of a call: what groups queued goes out; overloaded clients are disconnected.
+    /// End of a call: what groups queued goes out; overloaded clients are disconnected; the
+    /// forwarders learn what changed.
     fn settle(&mut self, now: Instant) {
         self.drain_groups(now);
         while let Some(host) = self.sessions.poll_overloaded() {
             if let Some(key) = self.sessions.established_key(host) {
                 self.end_client(now, key, LeaveReason::Overloaded, None);
+            }
+        }
+        self.publish();
+    }
+
+    /// What sessions and groups changed, to every forwarder: its own at once, the others'
+    /// through [`Server::poll_forward_update`]. Sessions first: a pair's clients are known
+    /// before the pair.
+    fn publish(&mut self) {
+        while let Some(u) =
+            (self.sessions.poll_forward_update()).or_else(|| self.groups.poll_forward_update())
+        {
+            let u = ForwardUpdate(u);
+            self.forwarder.handle_update(&u);
+            if self.config.relay_shards > 0 {
+                self.forward_out.push_back(u);
             }
         }
     }
@@ -524,6 +609,7 @@ impl Endpoint for Server {
     fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
         let now = self.clock.advance(now);
         self.sessions.handle_stream_closed(now, id, &mut self.stats);
+        self.publish();
     }
 
     /// The runtime accepted TCP stream `id` from `peer`. A stream that carries no handshake

@@ -8,19 +8,19 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
+use super::forward::Update;
 use super::groups::Card;
 use super::handshake::Accepted;
-use super::relay::Sender;
 use super::sessions::Slot;
 use super::ticket;
 use crate::config::ServerConfig;
-use crate::crypto::{OpenError, PacketKeys, RelayKey};
+use crate::crypto::{OpenError, PacketKeys, RelaySecret};
 use crate::event::HostId;
 use crate::rudp::stream::{ControlStream, StreamFull};
 use crate::stats::ServerStats;
 use crate::time::{Instant, Timeout};
 use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame};
-use crate::wire::relay::{RelayPacket, encode_relayed};
+use crate::wire::relay::encode_relayed;
 use crate::wire::sealed::SealedPacket;
 use crate::{SocketId, Transmit};
 
@@ -55,8 +55,8 @@ pub(super) struct Session {
     /// punch to (for a client on UDP, `path.addr`).
     udp: Option<SocketAddr>,
     keys: PacketKeys,
-    /// Checks the client's relay packets (the relay fast path).
-    relay: RelayKey,
+    /// What its relay packets (the relay fast path) are checked with, by the forwarders.
+    relay: RelaySecret,
     phase: Phase,
     /// When the last authentic packet came.
     last_recv: Instant,
@@ -133,15 +133,6 @@ pub(super) enum Routed<'a> {
     Close(u16),
     /// Established: control messages from `from` may be ready.
     Control(HostId),
-    /// Established: a peer packet to relay.
-    Relay {
-        /// Whose.
-        from: Sender,
-        /// The client it is for.
-        to: HostId,
-        /// The sealed peer packet.
-        packet: &'a [u8],
-    },
     /// Established: an application datagram from `from`.
     Datagram {
         /// The client.
@@ -278,30 +269,29 @@ impl Session {
         matches!(self.phase, Phase::HalfOpen { .. })
     }
 
-    /// A relay packet for this session: taken only while it is established, from the path it
-    /// is on (the validated address: a packet replayed or forged from elsewhere never costs its
-    /// budget), with a fresh counter and a tag that verifies. `None` (counted) otherwise;
-    /// `Some(true)` if it is the first the client was heard of after going offline (it is
-    /// authentic, so it counts as hearing the client: relayed traffic keeps a session alive).
-    pub(super) fn check_relay(
+    /// What the forwarders must know of it (once established): its session, relay key, and
+    /// where its client is (`None` while its stream is closed).
+    pub(super) fn forward_update(&self) -> Update {
+        Update::Client {
+            session: self.id,
+            host: self.host,
+            secret: self.relay.clone(),
+            client_session: self.client_session,
+            path: (!self.path_closed).then_some((self.path.socket, self.path.addr)),
+        }
+    }
+
+    /// An authentic relay packet (checked by a forwarder) came at `at` on `path`; `newest`: it
+    /// carried its sender's highest relay counter so far. It counts as hearing the client
+    /// (relayed traffic keeps a session alive), and the newest moves the session's path.
+    pub(super) fn heard_relay(
         &mut self,
-        now: Instant,
+        at: Instant,
         path: Path,
-        packet: &RelayPacket<'_>,
+        newest: bool,
         stats: &mut ServerStats,
-    ) -> Option<Heard> {
-        if !self.is_established() {
-            stats.dropped.unexpected += 1;
-            return None;
-        }
-        if let Err(e) = self.relay.verify(packet.counter, &packet.aad, &packet.tag) {
-            stats.dropped.count_open(e);
-            return None;
-        }
-        // Authentic and fresh: it counts as hearing the client, as any packet of its session
-        // does (relayed traffic keeps it alive), and its newest moves the session's path.
-        let newest = self.relay.highest_received() == Some(packet.counter);
-        Some(self.heard_on(now, path, newest, false, stats))
+    ) -> Heard {
+        self.heard_on(at, path, newest, false, stats)
     }
 
     pub(super) fn is_established(&self) -> bool {
@@ -405,7 +395,8 @@ impl Session {
         stats: &mut ServerStats,
     ) -> Heard {
         let mut heard = Heard::default();
-        self.last_recv = now;
+        // (A forwarder on another thread reports what it heard a little late.)
+        self.last_recv = self.last_recv.max(now);
         if self.offline {
             self.offline = false;
             heard.back = Some(self.host);
@@ -438,14 +429,13 @@ impl Session {
         self.path_closed = true;
     }
 
-    /// A frame of an authentic packet from `path`, by the session's phase when it comes up
-    /// (session `slot`): what is the session's own business is done here (keepalives, probes,
+    /// A frame of an authentic packet from `path`, by the session's phase when it comes up:
+    /// what is the session's own business is done here (keepalives, probes,
     /// control stream data and acks, a lost Welcome); the rest is handed back. `queue`:
     /// whether it has something new to send.
     pub(super) fn handle_frame<'a>(
         &mut self,
         now: Instant,
-        slot: usize,
         path: Path,
         frame: Frame<'a>,
         stats: &mut ServerStats,
@@ -482,15 +472,6 @@ impl Session {
                 self.control.handle_ack(now, next, mask);
                 Routed::Done
             }
-            Frame::Relay { to, packet } if established => Routed::Relay {
-                from: Sender {
-                    host: self.host,
-                    slot,
-                    generation: self.generation,
-                },
-                to: HostId(to),
-                packet,
-            },
             Frame::Datagram { payload } if established => Routed::Datagram {
                 from: self.host,
                 payload,
@@ -786,7 +767,7 @@ mod tests {
         let keys =
             HandshakeKeys::server(secret, &secret.public_key(), &ours, &theirs.public()).unwrap();
         let accepted = Accepted {
-            relay: keys.relay_key(),
+            relay: keys.relay_secret(),
             keys: keys.into_server_session(),
             expires: now + config.handshake_timeout,
         };
@@ -859,7 +840,7 @@ mod tests {
         s.establish(None, None);
         let mut stats = ServerStats::default();
         let probe = Frame::Probe { nonce: 5 };
-        let (routed, queue) = s.handle_frame(t0, 3, path(2), probe, &mut stats);
+        let (routed, queue) = s.handle_frame(t0, path(2), probe, &mut stats);
         assert_eq!((routed, queue), (Handled::Routed(Routed::Done), true));
         let mut buf = [0u8; 1200];
         let Sealed::ProbeAck { transmit, more } = s.seal(t0, &mut buf, 1200, &mut stats) else {
@@ -899,16 +880,16 @@ mod tests {
         let mut s = session(t0, &cfg);
         let mut stats = ServerStats::default();
         let datagram = Frame::Datagram { payload: b"early" };
-        let (routed, _) = s.handle_frame(t0, 3, path(1), datagram, &mut stats);
+        let (routed, _) = s.handle_frame(t0, path(1), datagram, &mut stats);
         assert_eq!(routed, Handled::Routed(Routed::Done));
         assert_eq!(stats.dropped.unexpected, 1, "not before Connect");
         let close = Frame::Close { code: 1 };
         assert_eq!(
-            s.handle_frame(t0, 3, path(1), close, &mut stats).0,
+            s.handle_frame(t0, path(1), close, &mut stats).0,
             Handled::Abort
         );
         s.establish(Some(4), None);
-        let (routed, _) = s.handle_frame(t0, 3, path(1), datagram, &mut stats);
+        let (routed, _) = s.handle_frame(t0, path(1), datagram, &mut stats);
         assert_eq!(
             routed,
             Handled::Routed(Routed::Datagram {

@@ -20,15 +20,14 @@ use rand::RngCore;
 use slab::Slab;
 use smallvec::SmallVec;
 
+use super::forward::Update;
 use super::groups::{Card, Roster};
 use super::handshake::{Accepted, Handshakes, Hello};
-use super::relay::Sender;
 use super::session::{Handled, Heard, Path, Routed, Sealed, Session};
 use super::streams::Streams;
 use super::ticket::Tickets;
 use crate::arena::Arena;
 use crate::config::{MAX_SESSIONS, ServerConfig};
-use crate::wire::relay::RelayPacket;
 
 use crate::error::SendError;
 use crate::event::{HostId, ServerEvent};
@@ -78,6 +77,8 @@ pub(super) struct Sessions {
     unix_base: Duration,
     /// Clients whose control queue overflowed; the server disconnects them.
     overloaded: Vec<HostId>,
+    /// What the relay forwarders must learn (sessions established, moved, ended), in order.
+    forward: VecDeque<Update>,
 }
 
 /// A session's place in the table, before it is taken.
@@ -130,6 +131,7 @@ impl Sessions {
             epoch: now,
             unix_base: unix_time,
             overloaded: Vec::new(),
+            forward: VecDeque::new(),
         }
     }
 
@@ -256,6 +258,7 @@ impl Sessions {
             self.restored.insert(host, key);
         }
         let host_id = s.host();
+        self.forward.push_back(s.forward_update());
         let mut events = SmallVec::new();
         events.push(ServerEvent::ClientJoined {
             host_id,
@@ -281,6 +284,10 @@ impl Sessions {
             return None;
         }
         self.clients -= 1;
+        self.forward.push_back(Update::ClientGone {
+            session: s.id(),
+            host: s.host(),
+        });
         Some(s.host())
     }
 
@@ -306,37 +313,29 @@ impl Sessions {
 
     // ---- receive -----------------------------------------------------------------------
 
-    /// Opens a sealed packet for one of our sessions into `scratch`: its slot and plaintext.
-    /// Peer packets, unknown sessions and packets that do not open are dropped and counted.
-    /// The sender of a relay packet (the relay fast path), if it is an established session's,
-    /// from the path the session is on, with a fresh counter and a tag that verifies under its
-    /// relay key (anything else is dropped and counted before it can cost a budget); and
-    /// whether it brought the client back from offline.
-    pub(super) fn check_relay(
+    /// A forwarder checked a relay packet of session `session` that came at `at` on `path`
+    /// (`newest`: with its highest relay counter so far): its client was heard. Returns the
+    /// session's slot and what hearing it changed; `None` if the session is gone or not
+    /// established (the report came late).
+    pub(super) fn heard_relay(
         &mut self,
-        now: Instant,
+        at: Instant,
+        session: u32,
         path: Path,
-        packet: &RelayPacket<'_>,
+        newest: bool,
         stats: &mut ServerStats,
-    ) -> Option<(Sender, Heard)> {
-        let key = (packet.session & INDEX_MASK) as usize;
-        let Some(s) = (self.slab)
+    ) -> Option<(usize, Heard)> {
+        let key = (session & INDEX_MASK) as usize;
+        let s = (self.slab)
             .get_mut(key)
-            .filter(|s| s.id() == packet.session)
-        else {
-            stats.dropped.unknown_session += 1;
-            return None;
-        };
-        let heard = s.check_relay(now, path, packet, stats)?;
-        let sender = Sender {
-            host: s.host(),
-            slot: key,
-            generation: s.generation(),
-        };
-        self.followed(now, key, path, heard);
-        Some((sender, heard))
+            .filter(|s| s.id() == session && s.is_established())?;
+        let heard = s.heard_relay(at, path, newest, stats);
+        self.followed(at, key, path, heard);
+        Some((key, heard))
     }
 
+    /// Opens a sealed packet for one of our sessions into `scratch`: its slot and plaintext.
+    /// Peer packets, unknown sessions and packets that do not open are dropped and counted.
     pub(super) fn open<'s>(
         &mut self,
         packet: &SealedPacket<'_>,
@@ -386,6 +385,9 @@ impl Sessions {
     /// streams' bookkeeping follow too.
     fn followed(&mut self, now: Instant, key: usize, path: Path, heard: Heard) {
         if let Some(left) = heard.left {
+            if self.slab[key].is_established() {
+                self.forward.push_back(self.slab[key].forward_update());
+            }
             self.handshakes.moved(key, path);
             if left.socket != path.socket && left.socket.is_stream() {
                 self.streams.release(now, left.socket, key, false);
@@ -410,7 +412,7 @@ impl Sessions {
         let Some(s) = self.slab.get_mut(key) else {
             return Routed::Gone;
         };
-        let (routed, queue) = s.handle_frame(now, key, path, frame, stats);
+        let (routed, queue) = s.handle_frame(now, path, frame, stats);
         if queue {
             self.enqueue(key);
         }
@@ -513,6 +515,18 @@ impl Sessions {
         self.enqueue(key);
     }
 
+    /// The next change the relay forwarders must learn, in order.
+    pub(super) fn poll_forward_update(&mut self) -> Option<Update> {
+        self.forward.pop_front()
+    }
+
+    /// What the forwarders must know of every established session (for a new forwarder).
+    pub(super) fn forward_snapshot(&self) -> impl Iterator<Item = Update> + '_ {
+        (self.slab.iter())
+            .filter(|(_, s)| s.is_established())
+            .map(|(_, s)| s.forward_update())
+    }
+
     /// A client whose control queue overflowed (since the last call), to be disconnected.
     pub(super) fn poll_overloaded(&mut self) -> Option<HostId> {
         self.overloaded.pop()
@@ -566,6 +580,9 @@ impl Sessions {
             } else {
                 s.path_closed();
                 stats.stream_paths_closed += 1;
+                if s.is_established() {
+                    self.forward.push_back(s.forward_update());
+                }
             }
         }
     }

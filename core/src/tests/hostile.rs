@@ -531,8 +531,10 @@ fn a_relay_packet_replayed_or_with_a_forged_header_is_dropped_before_it_costs_an
     net.deliver(a, s, &pkt);
     net.deliver(stranger(7), s, &pkt);
     assert_eq!(net.server.stats().dropped.replayed, 2);
-    // Any changed header bit (the session, the counter, the tag, the peer packet's pair or
-    // counter) fails the tag; so does a fresh counter without the session's key.
+    // A changed header bit (the session, the counter, the tag, the peer packet's pair) fails
+    // the tag, or names a counter already seen (the replay window checks first); so does a
+    // fresh counter without the session's key. (The peer packet's own counter is not under
+    // the relay tag: the receiver authenticates it, and the relay counter is already spent.)
     for byte in [4, 8, 15, 16, 31, 36, 47] {
         let mut bad = pkt.clone();
         bad[byte] ^= 0x20;

@@ -7,6 +7,7 @@ mod hostile;
 mod resume;
 mod rooms;
 mod session;
+mod shards;
 mod timeouts;
 mod transport;
 pub(crate) mod util;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use crate::time::{Duration, Instant};
 use crate::{
-    Client, ClientConfig, ClientEvent, MAX_DATAGRAM_SIZE, SecretKey, Server, ServerConfig,
-    ServerEvent,
+    Client, ClientConfig, ClientEvent, Forward, Forwarder, MAX_DATAGRAM_SIZE, SecretKey, Server,
+    ServerConfig, ServerEvent, ServerStats, SocketId, relay_shard_of,
 };
 
 /// Unix time the harness server believes it started at.
@@ -57,6 +57,13 @@ pub(crate) struct Net {
     inflight: BinaryHeap<Reverse<(Instant, u64)>>,
     packets: BTreeMap<u64, Sent>,
     seq: u64,
+    /// Relay forwarders as on threads of their own (see [`Net::with_shards`]): each
+    /// datagram for the server goes to the one [`relay_shard_of`] names, else to the server.
+    pub shards: Vec<Forwarder>,
+    /// The forwarders' counters.
+    pub shard_stats: ServerStats,
+    /// What the forwarders forwarded, for the wire: (to, bytes).
+    shard_out: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 pub(crate) fn server_addr() -> SocketAddr {
@@ -97,6 +104,50 @@ impl Net {
             inflight: BinaryHeap::new(),
             packets: BTreeMap::new(),
             seq: 0,
+            shards: Vec::new(),
+            shard_stats: ServerStats::default(),
+            shard_out: Vec::new(),
+        }
+    }
+
+    /// Takes the server's forwarders (its config's `relay_shards`): from now on relay packets
+    /// go to them, as a runtime with relay threads steers them.
+    pub(crate) fn with_shards(mut self) -> Self {
+        self.take_shards();
+        self
+    }
+
+    /// (Re)creates the forwarders from the server's current state.
+    pub(crate) fn take_shards(&mut self) {
+        let n = self.server_shards();
+        self.shards = (0..n).map(|i| self.server.forwarder(i).unwrap()).collect();
+        while self.server.poll_forward_update().is_some() {} // already in the snapshot
+    }
+
+    fn server_shards(&self) -> u16 {
+        let mut n = 0;
+        while self.server.forwarder(n).is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    /// Passes the server's updates to the forwarders and their reports to the server.
+    fn sync_shards(&mut self) {
+        while let Some(u) = self.server.poll_forward_update() {
+            for f in &mut self.shards {
+                f.handle_update(&u);
+            }
+        }
+        for i in 0..self.shards.len() {
+            while let Some(r) = self.shards[i].poll_report() {
+                self.server.handle_forward_report(self.now, r);
+            }
+        }
+        while let Some(u) = self.server.poll_forward_update() {
+            for f in &mut self.shards {
+                f.handle_update(&u);
+            }
         }
     }
 
@@ -152,7 +203,10 @@ impl Net {
     pub(crate) fn flush(&mut self) {
         let mut buf = [0u8; MAX_DATAGRAM_SIZE];
         let now = self.now;
-        let mut out = Vec::new();
+        self.sync_shards();
+        let mut out: Vec<_> = (self.shard_out.drain(..))
+            .map(|(to, bytes)| (self.server_addr, to, bytes))
+            .collect();
         while let Some(t) = self.server.poll_transmit(now, &mut buf) {
             out.push((self.server_addr, t.dst, buf[..t.len].to_vec()));
         }
@@ -184,7 +238,28 @@ impl Net {
     /// Hands a datagram to whoever owns `to`, now.
     pub(crate) fn deliver(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
         let now = self.now;
-        if to == self.server_addr {
+        let shard =
+            relay_shard_of(bytes, self.shards.len() as u16).filter(|_| !self.shards.is_empty());
+        if let (true, Some(i)) = (to == self.server_addr, shard) {
+            let stats = &mut self.shard_stats;
+            let forward =
+                self.shards[i].handle_datagram(now, SocketId::PRIMARY, from, bytes, stats);
+            match forward {
+                Forward::Relay {
+                    dst,
+                    header,
+                    ref peer,
+                    ..
+                } => {
+                    let mut d = header.to_vec();
+                    d.extend_from_slice(&bytes[peer.clone()]);
+                    self.shard_out.push((dst, d));
+                }
+                Forward::Control => self.server.handle_datagram(now, from, bytes),
+                Forward::Dropped => {}
+            }
+            self.sync_shards();
+        } else if to == self.server_addr {
             self.server.handle_datagram(now, from, bytes);
         } else if let Some(c) = self.clients.iter_mut().find(|c| c.addr == to) {
             c.client.handle_datagram(now, from, bytes);
@@ -213,6 +288,9 @@ impl Net {
             }
         };
         consider(self.server.poll_timeout().map(|t| t.at));
+        for f in &self.shards {
+            consider(f.poll_timeout().map(|t| t.at));
+        }
         for c in &self.clients {
             consider(c.client.poll_timeout().map(|t| t.at));
         }
@@ -238,6 +316,12 @@ impl Net {
         if self.server.poll_timeout().is_some_and(|t| t.at <= now) {
             self.server.handle_timeout(now);
         }
+        for f in &mut self.shards {
+            if f.poll_timeout().is_some_and(|t| t.at <= now) {
+                f.handle_timeout(now);
+            }
+        }
+        self.sync_shards();
         for c in &mut self.clients {
             if c.client.poll_timeout().is_some_and(|t| t.at <= now) {
                 c.client.handle_timeout(now);

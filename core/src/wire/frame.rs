@@ -13,6 +13,9 @@
 //! 0x08 StreamAck | next expected (u32) | mask (u32): bit i = next + 1 + i arrived
 //! 0x09 Relay     | to host id (u64) | length (u16) | peer packet        (client → server)
 //! 0x0A Relayed   | from host id (u64) | length (u16) | peer packet      (server → client)
+//!                (Relay and Relayed are retired: peer packets travel behind the relay fast
+//!                path's headers, `wire::relay`; a server drops a Relay frame as unexpected.
+//!                Both still decode, so that an old peer's packet is counted, not misread.)
 //! 0x0B Message   | channel (u8) | flags (u8) | sequence (u32)
 //!                | [if FRAGMENT: message length (u32) | offset (u32)] | length (u16) | data
 //! 0x0C Ack       | largest (u64) | delay µs (u32) | first range length (u32)

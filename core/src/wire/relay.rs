@@ -3,9 +3,10 @@
 //!
 //! A peer packet (`0xD4`) is already sealed end to end with its pair's key. What the server
 //! must know is who sent it and that they may reach its receiver; it learns both from a short
-//! header authenticated with the sender's session (a 16-byte tag over the header and the peer
-//! packet's own header, see [`crate::crypto::RelayKey`]), and forwards the peer packet to the
-//! receiver behind a plain header naming the sender.
+//! header authenticated with the sender's session (a 16-byte tag over the relay header's
+//! format bytes, its counter and the pair id of the peer packet behind it, see
+//! [`crate::crypto::RelayKey`]), and forwards the peer packet to the receiver behind a plain
+//! header naming the sender.
 //!
 //! ```text
 //! to the server (client → server), 32 bytes + the peer packet:
@@ -16,9 +17,17 @@
 //!        | sender's host id (u64) | peer packet (0xD4 ...)
 //! ```
 //!
-//! The relay counter is the sender's own sequence for this path (the tag's nonce); the server
-//! keeps a replay window of it per session. Which pair (and so which receiver) a packet is
-//! for is the peer packet's receiver id, covered by the tag.
+//! The relay counter is the sender's own sequence for this path; the server keeps a replay
+//! window of it per session. Which pair (and so which receiver) a packet is for is the peer
+//! packet's receiver id, covered by the tag. The session id is not among the tagged bytes: it
+//! selects the key, and a tag made under one session's key does not verify under another's.
+//! The rest of the peer packet (its counter, ciphertext and tag) is not covered: the receiver
+//! authenticates all of it with the pair's key, and whoever could change it on the way could
+//! as well drop the packet.
+//!
+//! ```text
+//! tagged (16 bytes): 0xD6 | version | flags | reserved | relay counter (u64) | pair id (u32)
+//! ```
 
 use super::sealed::{HEADER_LEN, KIND_PEER, OVERHEAD, SealedPacket};
 use super::{BufferTooSmall, DecodeError, Reader, VERSION, Writer};
@@ -33,8 +42,9 @@ pub const RELAY_TAG_LEN: usize = 16;
 pub const RELAY_HEADER_LEN: usize = 16 + RELAY_TAG_LEN;
 /// Bytes in front of the peer packet in a [`RelayedPacket`].
 pub const RELAYED_HEADER_LEN: usize = 16;
-/// What a tag covers: the relay header's first 16 bytes, then the peer packet's header.
-pub const RELAY_AAD_LEN: usize = 16 + HEADER_LEN;
+/// What a tag covers: the relay header's four format bytes, its counter, then the pair id of
+/// the peer packet behind it.
+pub const RELAY_TAGGED_LEN: usize = 16;
 
 /// A peer packet sent to the server for relaying, split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,12 +53,12 @@ pub struct RelayPacket<'a> {
     pub session: u32,
     /// The sender's relay counter.
     pub counter: u64,
-    /// The tag over [`RelayPacket::aad`].
+    /// The tag over [`RelayPacket::tagged`].
     pub tag: [u8; RELAY_TAG_LEN],
     /// The peer packet, as the receiver must get it.
     pub peer: SealedPacket<'a>,
-    /// The bytes the tag covers: this header's first 16 bytes and the peer packet's 16.
-    pub aad: [u8; RELAY_AAD_LEN],
+    /// The bytes the tag covers (see the module's documentation).
+    pub tagged: [u8; RELAY_TAGGED_LEN],
     /// The whole peer packet's bytes (what is forwarded).
     pub peer_bytes: &'a [u8],
 }
@@ -97,18 +107,25 @@ impl<'a> RelayPacket<'a> {
         let tag = r.array::<RELAY_TAG_LEN>()?;
         let peer_bytes = r.rest();
         let peer = peer_packet(peer_bytes)?;
-        let mut aad = [0u8; RELAY_AAD_LEN];
-        aad[..16].copy_from_slice(&datagram[..16]);
-        aad[16..].copy_from_slice(peer.aad);
+        let tagged = tagged(&datagram[..16], peer.aad);
         Ok(Self {
             session,
             counter,
             tag,
             peer,
-            aad,
+            tagged,
             peer_bytes,
         })
     }
+}
+
+/// The bytes a tag covers, from a relay header's first 16 bytes and the peer packet's header.
+fn tagged(relay_head: &[u8], peer_head: &[u8]) -> [u8; RELAY_TAGGED_LEN] {
+    let mut t = [0u8; RELAY_TAGGED_LEN];
+    t[..4].copy_from_slice(&relay_head[..4]);
+    t[4..12].copy_from_slice(&relay_head[8..16]);
+    t[12..].copy_from_slice(&peer_head[4..8]);
+    t
 }
 
 /// Writes a relay header for a peer packet already at `buf[RELAY_HEADER_LEN..][..peer_len]`,
@@ -121,7 +138,7 @@ pub fn encode_relay(
     session: u32,
     counter: u64,
     peer_len: usize,
-    tag: impl FnOnce(&[u8; RELAY_AAD_LEN]) -> [u8; RELAY_TAG_LEN],
+    tag: impl FnOnce(&[u8; RELAY_TAGGED_LEN]) -> [u8; RELAY_TAG_LEN],
 ) -> Result<usize, BufferTooSmall> {
     let total = RELAY_HEADER_LEN + peer_len;
     if buf.len() < total || peer_len < OVERHEAD {
@@ -131,10 +148,11 @@ pub fn encode_relay(
     w.put(&[KIND_RELAY, VERSION, 0, 0])?;
     w.u32(session)?;
     w.u64(counter)?;
-    let mut aad = [0u8; RELAY_AAD_LEN];
-    aad[..16].copy_from_slice(&buf[..16]);
-    aad[16..].copy_from_slice(&buf[RELAY_HEADER_LEN..RELAY_HEADER_LEN + HEADER_LEN]);
-    buf[16..RELAY_HEADER_LEN].copy_from_slice(&tag(&aad));
+    let covered = tagged(
+        &buf[..16],
+        &buf[RELAY_HEADER_LEN..RELAY_HEADER_LEN + HEADER_LEN],
+    );
+    buf[16..RELAY_HEADER_LEN].copy_from_slice(&tag(&covered));
     Ok(total)
 }
 
@@ -169,12 +187,20 @@ pub fn encode_relayed(
     if buf.len() < total {
         return Err(BufferTooSmall);
     }
-    let mut w = Writer::new(&mut buf[..total]);
-    w.put(&[KIND_RELAYED, VERSION, 0, 0])?;
-    w.u32(session)?;
-    w.u64(from)?;
-    w.put(peer)?;
+    buf[..RELAYED_HEADER_LEN].copy_from_slice(&encode_relayed_header(session, from));
+    buf[RELAYED_HEADER_LEN..total].copy_from_slice(peer);
     Ok(total)
+}
+
+/// The plain header in front of a relayed peer packet: for the receiver's session
+/// `session` (its id at the client), from host `from`.
+#[must_use]
+pub fn encode_relayed_header(session: u32, from: u64) -> [u8; RELAYED_HEADER_LEN] {
+    let mut h = [0u8; RELAYED_HEADER_LEN];
+    h[..4].copy_from_slice(&[KIND_RELAYED, VERSION, 0, 0]);
+    h[4..8].copy_from_slice(&session.to_be_bytes());
+    h[8..].copy_from_slice(&from.to_be_bytes());
+    h
 }
 
 #[cfg(test)]
@@ -196,7 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn relay_golden_bytes_and_the_tag_covers_both_headers() {
+    fn relay_golden_bytes_and_the_tag_covers_format_counter_and_pair() {
         let p = peer(0x0708_090A, 5, b"hi");
         let mut buf = vec![0u8; 128];
         buf[RELAY_HEADER_LEN..][..p.len()].copy_from_slice(&p);
@@ -221,19 +247,20 @@ mod tests {
         assert_eq!(&buf[..16], &head);
         assert_eq!(&buf[16..32], &[0xEE; 16]);
         assert_eq!(&buf[32..n], &p[..]);
+        #[rustfmt::skip]
+        let want: [u8; 16] = [
+            0xD6, 0x01, 0x00, 0x00,                         // kind, version, flags, reserved
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, // relay counter
+            0x07, 0x08, 0x09, 0x0A,                         // the peer packet's pair id
+        ];
         let covered = covered.unwrap();
-        assert_eq!(&covered[..16], &head);
-        assert_eq!(
-            &covered[16..],
-            &p[..16],
-            "the peer header: its pair id is covered"
-        );
+        assert_eq!(covered, want);
         let d = RelayPacket::decode(&buf[..n]).unwrap();
         assert_eq!(
             (d.session, d.counter, d.tag),
             (0x0102_0304, 0x1122_3344_5566_7788, [0xEE; 16])
         );
-        assert_eq!(d.aad, covered);
+        assert_eq!(d.tagged, covered);
         assert_eq!(d.peer.header.receiver, 0x0708_090A);
         assert_eq!(d.peer_bytes, &p[..]);
     }
