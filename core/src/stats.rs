@@ -50,6 +50,49 @@ pub struct DropStats {
     pub bad_tickets: u64,
 }
 
+impl std::ops::AddAssign for DropStats {
+    fn add_assign(&mut self, o: Self) {
+        let Self {
+            malformed,
+            unknown_kind,
+            bad_version,
+            stun,
+            unknown_session,
+            auth_failed,
+            replayed,
+            rate_limited,
+            handshake_capacity,
+            cookie_required,
+            unexpected,
+            bad_frames,
+            relay_denied,
+            relay_rate,
+            bad_candidates,
+            queue_full,
+            unknown_peer,
+            bad_tickets,
+        } = o;
+        self.malformed += malformed;
+        self.unknown_kind += unknown_kind;
+        self.bad_version += bad_version;
+        self.stun += stun;
+        self.unknown_session += unknown_session;
+        self.auth_failed += auth_failed;
+        self.replayed += replayed;
+        self.rate_limited += rate_limited;
+        self.handshake_capacity += handshake_capacity;
+        self.cookie_required += cookie_required;
+        self.unexpected += unexpected;
+        self.bad_frames += bad_frames;
+        self.relay_denied += relay_denied;
+        self.relay_rate += relay_rate;
+        self.bad_candidates += bad_candidates;
+        self.queue_full += queue_full;
+        self.unknown_peer += unknown_peer;
+        self.bad_tickets += bad_tickets;
+    }
+}
+
 impl DropStats {
     /// Counts a datagram that failed to decode.
     pub(crate) fn count_decode(&mut self, e: crate::wire::DecodeError) {
@@ -123,6 +166,29 @@ pub struct IoStats {
     pub time_went_backwards: u64,
     /// Events dropped because the application did not drain `poll_event`.
     pub events_dropped: u64,
+}
+
+impl std::ops::AddAssign for IoStats {
+    fn add_assign(&mut self, o: Self) {
+        let Self {
+            datagrams_in,
+            bytes_in,
+            datagrams_out,
+            bytes_out,
+            keepalives_sent,
+            keepalives_received,
+            time_went_backwards,
+            events_dropped,
+        } = o;
+        self.datagrams_in += datagrams_in;
+        self.bytes_in += bytes_in;
+        self.datagrams_out += datagrams_out;
+        self.bytes_out += bytes_out;
+        self.keepalives_sent += keepalives_sent;
+        self.keepalives_received += keepalives_received;
+        self.time_went_backwards += time_went_backwards;
+        self.events_dropped += events_dropped;
+    }
 }
 
 impl IoStats {
@@ -232,4 +298,15 @@ pub struct ServerStats {
     pub stun_answered: u64,
     /// Retry packets (cookie requests) sent while under load.
     pub retries_sent: u64,
+}
+
+impl ServerStats {
+    /// Adds what a relay forwarder on a thread of its own counted (its traffic, drops and
+    /// relayed packets; see [`crate::Forwarder`]): the server's totals for an operator.
+    pub fn add_forwarder(&mut self, f: &Self) {
+        self.io += f.io;
+        self.dropped += f.dropped;
+        self.relayed_packets += f.relayed_packets;
+        self.relayed_bytes += f.relayed_bytes;
+    }
 }

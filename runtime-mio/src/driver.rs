@@ -14,10 +14,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use pierce_core::framing::DEFAULT_STREAM_BUFFER;
 use pierce_core::streams::{DEFAULT_MAX_STREAMS, StreamTable};
 use pierce_core::{Endpoint, SocketId, SocketRequest};
@@ -45,6 +46,9 @@ const EVENT_CAPACITY: usize = 256;
 
 /// The TCP listener's token: above every `SocketId` (which are `u16`).
 const LISTENER: Token = Token(1 << 16);
+
+/// The waker's token ([`Driver::waker`]).
+const WAKER: Token = Token((1 << 16) + 1);
 
 /// Datagrams one flush sends at most: a core that keeps producing output (a bug, or a huge
 /// backlog) cannot stall a frame; the rest goes out on the next pump, which does not wait.
@@ -99,6 +103,8 @@ pub struct Driver<E> {
     budget: usize,
     stats: DriverStats,
     last_open_error: Option<(SocketId, io::Error)>,
+    /// Wakes a waiting pump from another thread, once asked for.
+    waker: Option<Arc<Waker>>,
 }
 
 impl<E: Endpoint + pierce_core::Events> Driver<E> {
@@ -176,6 +182,7 @@ impl<E: Endpoint> Driver<E> {
             budget: RECV_BUDGET,
             stats: DriverStats::default(),
             last_open_error: None,
+            waker: None,
         })
     }
 
@@ -296,6 +303,21 @@ impl<E: Endpoint> Driver<E> {
         self.stats
     }
 
+    /// A handle another thread can wake a waiting [`Driver::pump`] with (it returns as if
+    /// its wait were over), e.g. when it has input for the endpoint that does not come
+    /// through the driver's sockets (the server's relay threads' reports).
+    ///
+    /// # Errors
+    /// The poller refused the waker.
+    pub fn waker(&mut self) -> io::Result<Arc<Waker>> {
+        if let Some(w) = &self.waker {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(Waker::new(self.poll.registry(), WAKER)?);
+        self.waker = Some(w.clone());
+        Ok(w)
+    }
+
     /// Sets how many datagrams one pump reads at most, over all sockets (at least 1; default
     /// [`RECV_BUDGET`]).
     pub fn set_recv_budget(&mut self, budget: usize) {
@@ -337,6 +359,9 @@ impl<E: Endpoint> Driver<E> {
         }
         self.stream_events.clear();
         for event in self.events.iter() {
+            if event.token() == WAKER {
+                continue; // it only ends the wait
+            }
             if event.token() == LISTENER {
                 self.accept_pending = true;
                 continue;

@@ -57,8 +57,12 @@ mod batch;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod driver;
+mod relay;
 mod stream;
 
 pub use driver::{Driver, RECV_BUDGET, RECV_BUFFER_SIZE, SEND_BUDGET};
 pub use pierce_core::streams::DEFAULT_MAX_STREAMS;
-pub use pierce_os::{DriverStats, local_addresses, os_seed, set_socket_buffers, unix_time};
+pub use pierce_os::{
+    DriverStats, bind_relay_group, local_addresses, os_seed, set_socket_buffers, unix_time,
+};
+pub use relay::RelayThreads;

@@ -25,6 +25,8 @@ struct ServerProc {
     lines: mpsc::Receiver<String>,
     addr: String,
     key: String,
+    /// Its relay threads (0: it relays on its own thread).
+    relay_threads: u64,
 }
 
 impl ServerProc {
@@ -47,11 +49,13 @@ impl ServerProc {
         let addr = string_field(&ready, "addr").expect("addr");
         let key = string_field(&ready, "public_key").expect("public_key");
         assert_eq!(key.len(), 64, "{ready}");
+        let relay_threads = int_field(&ready, "relay_threads").expect("relay_threads");
         Self {
             child,
             lines,
             addr,
             key,
+            relay_threads,
         }
     }
 }
@@ -315,6 +319,49 @@ fn three_peers_reliable_ordered_through_the_relay() {
     assert_complete(&results, 200, &["relay"], true);
 }
 
+/// The value of `"key":123` in a flat JSON line.
+fn int_field(line: &str, key: &str) -> Option<u64> {
+    let start = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let len = line[start..].find(|c: char| !c.is_ascii_digit())?;
+    line[start..start + len].parse().ok()
+}
+
+#[test]
+fn three_relay_only_peers_through_one_thread_and_through_two_relay_threads() {
+    for threads in [1u64, 2] {
+        let server = ServerProc::start(&["--threads", &threads.to_string(), "--stats-every", "1"]);
+        let relay_threads = if threads == 1 { 0 } else { threads };
+        assert_eq!(server.relay_threads, relay_threads);
+        let room = format!("threads-{threads}");
+        let results = three_peers(&server, &room, 300, &["--relay-only", "--size", "300"]);
+        assert_complete(&results, 300, &["relay"], true);
+        // Every message's bytes went through the relay (packed several to a packet, with
+        // acks), on the relay threads if any.
+        let started = Instant::now();
+        let stats = loop {
+            let line = server
+                .lines
+                .recv_timeout(Duration::from_secs(5))
+                .expect("a stats line every second");
+            if line.starts_with(r#"{"event":"stats","#)
+                && int_field(&line, "relayed_bytes").is_some_and(|n| n >= 6 * 300 * 300)
+            {
+                break line;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{line}");
+        };
+        let relayed = int_field(&stats, "relayed_packets").expect("relayed_packets");
+        let by_threads = int_field(&stats, "relayed_by_relay_threads").expect("by threads");
+        if relay_threads == 0 {
+            assert_eq!(by_threads, 0, "{stats}");
+        } else {
+            assert_eq!(by_threads, relayed, "all on the relay threads: {stats}");
+        }
+        assert!(!stats.contains("relay_denied"), "{stats}");
+        assert!(!stats.contains("relay_rate"), "{stats}");
+    }
+}
+
 #[test]
 fn three_peers_reliable_ordered_punch_direct_paths_on_loopback() {
     // Loopback has no NAT: punching succeeds within milliseconds, and the hold lets it settle
@@ -549,6 +596,7 @@ const BAD: &[(&str, &str, &str, &str, &[&str])] = &[
     ("server", "--alt-listen", "[::1]:0", "specific IP", &["--listen", "[::]:0"]),
     ("server", "--secret", "''", "not an empty string", &[]),
     ("server", "--stats-every", "0 -1 86401 $MAX $PAST 1.5 1e3 NaN ''", "from 1 to 86400", &[]),
+    ("server", "--threads", "0 -1 257 $MAX 1.5 NaN ''", "from 1 to 256", &[]),
     ("server", "--key-file", "/dev/zero /dev/null /dev/urandom", "is a device", &[]),
     ("server", "--key-file", "$DIR", "is a directory", &[]),
     ("server", "--key-file", "$BIG", "4096 bytes is too large", &[]),

@@ -264,6 +264,12 @@ impl Forwarder {
         if !self.owns(packet.session) {
             return Forward::Control;
         }
+        // A forwarder on a thread of its own counts what it takes (the server counts the
+        // rest, when it gets them).
+        let is_shard = matches!(self.role, Role::Shard { .. });
+        if is_shard {
+            stats.io.received(datagram.len());
+        }
         let slot = slot(packet.session);
         let Some(owned) = self
             .owned
@@ -340,6 +346,13 @@ impl Forwarder {
             stats.dropped.relay_denied += 1;
             return Forward::Dropped;
         };
+        if socket.is_stream() && is_shard {
+            // Only the server's thread writes TCP streams: it forwards this one itself (from
+            // where the sender is, so its forwarder takes it).
+            stats.io.datagrams_in -= 1;
+            stats.io.bytes_in -= datagram.len() as u64;
+            return Forward::Control;
+        }
         let n = packet.peer_bytes.len() as u32;
         let (rate, burst) = (self.client_rate, self.client_burst);
         let refused = if owned.budget.take_n(now, rate, burst, n) {
@@ -352,10 +365,11 @@ impl Forwarder {
             return Forward::Dropped;
         }
         let peer = RELAY_HEADER_END..datagram.len();
-        if matches!(self.role, Role::Shard { .. }) {
+        if is_shard {
             // On the server's thread these count when the packet leaves its queue.
             stats.relayed_packets += 1;
             stats.relayed_bytes += u64::from(n);
+            stats.io.sent(RELAYED_HEADER_LEN + peer.len());
         }
         Forward::Relay {
             from: sender,

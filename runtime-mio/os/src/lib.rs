@@ -6,8 +6,9 @@
 //! interface addresses as LAN candidates ([`local_addresses`]), socket buffer sizes
 //! ([`set_socket_buffers`]), and which receive errors are stray ICMP rather than a broken
 //! socket ([`is_stray_icmp`]), writing a TCP stream's queue ([`write_queued`]) and how much
-//! unread input to discard before closing one ([`discard_unread`]); and the counters a
-//! driver keeps about that work ([`DriverStats`]).
+//! unread input to discard before closing one ([`discard_unread`]), a server's sockets for
+//! relay threads with the kernel steering relay packets among them ([`bind_relay_group`]);
+//! and the counters a driver keeps about that work ([`DriverStats`]).
 //!
 //! The core (`pierce-core`) never touches the OS, so none of this can live there. A game uses
 //! these through its runtime, which re-exports them (`pierce_mio::os_seed`,
@@ -15,10 +16,12 @@
 
 #![warn(missing_docs)]
 
+mod reuseport;
 mod stats;
 mod sys;
 mod tcp;
 
+pub use reuseport::bind_relay_group;
 pub use stats::DriverStats;
 pub use sys::{is_stray_icmp, local_addresses, os_seed, set_socket_buffers, unix_time};
 pub use tcp::{CLOSE_DRAIN, discard_unread, write_queued};

@@ -151,6 +151,18 @@ pub struct ServerArgs {
         allow_hyphen_values = true
     )]
     pub stats_every: Option<u64>,
+    /// Threads that relay, 1 to 256. With 1 the server does everything on one thread. With
+    /// N of 2 or more, N relay threads share the listening port (SO_REUSEPORT; the kernel
+    /// hands each relay packet to the thread that owns its session; Linux only) and one
+    /// more thread keeps sessions, handshakes and groups. Default: the number of cores on
+    /// Linux, 1 elsewhere.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_threads,
+        allow_hyphen_values = true
+    )]
+    pub threads: Option<u16>,
 }
 
 impl ServerArgs {
@@ -540,6 +552,10 @@ fn parse_stats_every(s: &str) -> Result<u64, String> {
     int_in(s, 1, MAX_SECS, " (seconds; at most a day)")
 }
 
+fn parse_threads(s: &str) -> Result<u16, String> {
+    int_in(s, 1, pierce_core::MAX_RELAY_SHARDS, "")
+}
+
 fn parse_user_id(s: &str) -> Result<u64, String> {
     int_in(s, 0, u64::MAX, "")
 }
@@ -802,6 +818,11 @@ mod tests {
         let (peers, size) = (max_peers(), max_size());
         let expected = [
             ("server", "stats_every", format!("1 to {MAX_SECS}")),
+            (
+                "server",
+                "threads",
+                format!("1 to {}", pierce_core::MAX_RELAY_SHARDS),
+            ),
             (
                 "server",
                 "key_file",

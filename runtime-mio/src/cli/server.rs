@@ -9,12 +9,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pierce_core::{HostId, RoomsConfig, SecretKey, Server, ServerConfig, ServerEvent, SocketId};
+use pierce_core::{
+    HostId, RoomsConfig, SecretKey, Server, ServerConfig, ServerEvent, ServerStats, SocketId,
+};
 
 use super::args::ServerArgs;
 use super::json::Obj;
 use super::{CliError, describe, out, signal};
-use crate::{Driver, os_seed, unix_time};
+use crate::{Driver, DriverStats, RelayThreads, os_seed, unix_time};
 
 /// Longest the loop waits before looking at the signal flag again.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -27,9 +29,22 @@ pub const SHUTDOWN_CODE: u16 = 0;
 /// # Errors
 /// No OS entropy, or a configuration the core refuses.
 pub fn rooms_server(key: SecretKey, token_secret: Option<Vec<u8>>) -> Result<Server, CliError> {
+    rooms_server_with(key, token_secret, 0)
+}
+
+/// [`rooms_server`] with its relay on `relay_threads` threads of their own (0: on its own).
+///
+/// # Errors
+/// As [`rooms_server`].
+pub fn rooms_server_with(
+    key: SecretKey,
+    token_secret: Option<Vec<u8>>,
+    relay_threads: u16,
+) -> Result<Server, CliError> {
     let mut config = ServerConfig::new(key);
     config.rooms = Some(RoomsConfig::default());
     config.token_secret = token_secret;
+    config.relay_shards = relay_threads;
     let seed = os_seed().map_err(|e| CliError::io("reading OS entropy", &e))?;
     Server::new(Arc::new(config), seed, Instant::now(), unix_time())
         .map_err(|e| CliError::failed(format!("invalid server settings: {e}")))
@@ -48,15 +63,41 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         None => SecretKey::from_bytes(os_seed().map_err(|e| CliError::io("OS entropy", &e))?),
     };
     let secret = args.secret.as_ref().map(|s| s.as_bytes().to_vec());
-    let server = rooms_server(key, secret)?;
+    let threads = args.threads.unwrap_or_else(default_threads);
+    // One thread: it does everything. More: that many relay threads, and the server's own.
+    let relay_threads = if threads >= 2 { threads } else { 0 };
+    let server = rooms_server_with(key, secret, relay_threads)?;
     let public_key = server.public_key().to_hex();
-    let socket = std::net::UdpSocket::bind(args.listen)
-        .map_err(|e| CliError::io(&format!("cannot listen on {}", args.listen), &e))?;
+    let cannot_listen = |e: &io::Error| {
+        let with = if relay_threads > 0 {
+            format!(" with {relay_threads} relay threads (use --threads 1 without them)")
+        } else {
+            String::new()
+        };
+        CliError::io(&format!("cannot listen on {}{with}", args.listen), e)
+    };
+    let (socket, relay_sockets) = if relay_threads > 0 {
+        let mut group =
+            crate::bind_relay_group(args.listen, relay_threads).map_err(|e| cannot_listen(&e))?;
+        let primary = group.remove(0);
+        (primary, group)
+    } else {
+        let socket = std::net::UdpSocket::bind(args.listen).map_err(|e| cannot_listen(&e))?;
+        (socket, Vec::new())
+    };
     // 4 MiB each way (what coturn asks for): relayed bursts must not overflow the default
     // ~208 KiB between two wakeups. Best effort: a refusal leaves the default.
-    let _ = crate::set_socket_buffers(&socket, SOCKET_BUFFER);
-    let mut driver = Driver::from_std(socket, server)
-        .map_err(|e| CliError::io(&format!("cannot listen on {}", args.listen), &e))?;
+    for s in std::iter::once(&socket).chain(&relay_sockets) {
+        let _ = crate::set_socket_buffers(s, SOCKET_BUFFER);
+    }
+    let mut driver = Driver::from_std(socket, server).map_err(|e| cannot_listen(&e))?;
+    let mut relays = if relay_sockets.is_empty() {
+        None
+    } else {
+        let r = RelayThreads::start(&mut driver, relay_sockets)
+            .map_err(|e| CliError::io("starting the relay threads", &e))?;
+        Some(r)
+    };
     let alt_addrs = match args.alt_listen {
         Some(alt) => enable_discovery(&mut driver, alt)?,
         None => Vec::new(),
@@ -80,7 +121,8 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         let ready = Obj::event("listening")
             .str("addr", &addr.to_string())
             .opt_str("tcp_addr", tcp_addr.map(|a| a.to_string()).as_deref())
-            .str("public_key", &public_key);
+            .str("public_key", &public_key)
+            .int("relay_threads", u64::from(relay_threads));
         out(&with_addr_array(ready, "alt_addrs", &alt_addrs));
     } else {
         let tcp = match tcp_addr {
@@ -91,6 +133,12 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         out(&format!(
             "listening on {addr}{tcp}, public key {public_key}"
         ));
+        if relay_threads > 0 {
+            out(&format!(
+                "relaying on {relay_threads} threads of their own (sessions, handshakes and \
+                 groups on one more)"
+            ));
+        }
         if let Some((alt, crossings)) = alt_addrs.split_first() {
             let also: Vec<String> = crossings.iter().map(ToString::to_string).collect();
             let also = if also.is_empty() {
@@ -110,19 +158,27 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         driver
             .pump(TICK)
             .map_err(|e| CliError::io("server socket failed", &e))?;
+        if let Some(r) = &mut relays {
+            r.exchange(&mut driver)
+                .map_err(|e| CliError::io("relay failed", &e))?;
+        }
         while let Some(event) = driver.poll_event() {
             log(args.json, &mut clients, event);
         }
         if let (Some(at), Some(every)) = (next_stats, every) {
             let now = Instant::now();
             if now >= at {
-                out(&stats_line(args.json, &driver));
+                out(&stats_line(args.json, &driver, relays.as_ref()));
                 next_stats = Some(next_stats_at(at, now, every));
             }
         }
     }
     shut_down(&mut driver, &clients);
-    out(&stats_line(args.json, &driver));
+    let relay_stats = relays.as_ref().map(RelayThreads::stats);
+    if let Some(r) = relays.take() {
+        r.stop().map_err(|e| CliError::io("relay failed", &e))?;
+    }
+    out(&stats_line_with(args.json, &driver, relay_stats));
     if args.json {
         out(&Obj::event("stopped")
             .int("clients", clients.len() as u64)
@@ -131,6 +187,18 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         out(&format!("stopped; told {} clients", clients.len()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--threads`' default: the number of cores where relay threads work (Linux), else 1.
+fn default_threads() -> u16 {
+    if cfg!(target_os = "linux") {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        u16::try_from(cores).map_or(pierce_core::MAX_RELAY_SHARDS, |n| {
+            n.min(pierce_core::MAX_RELAY_SHARDS)
+        })
+    } else {
+        1
+    }
 }
 
 /// When the stats line after the one due `at` and printed at `now` is due: one period later,
@@ -217,9 +285,25 @@ fn with_addr_array(obj: Obj, key: &str, addrs: &[SocketAddr]) -> String {
 
 /// The server's counters since start, as one line: the core's (sessions, groups, traffic,
 /// relay, handshakes, drops by reason) and the socket's errors.
-fn stats_line(json: bool, driver: &Driver<Server>) -> String {
-    let s = driver.endpoint().stats();
-    let d = driver.stats();
+fn stats_line(json: bool, driver: &Driver<Server>, relays: Option<&RelayThreads>) -> String {
+    stats_line_with(json, driver, relays.map(RelayThreads::stats))
+}
+
+/// [`stats_line`] with the relay threads' counters taken already.
+fn stats_line_with(
+    json: bool,
+    driver: &Driver<Server>,
+    relays: Option<(ServerStats, DriverStats)>,
+) -> String {
+    let mut s = driver.endpoint().stats();
+    let mut d = driver.stats();
+    // What the relay threads relayed (0 without them: the server's thread relays).
+    let mut by_threads = 0;
+    if let Some((rs, rd)) = relays {
+        s.add_forwarder(&rs);
+        d.send_errors += rd.send_errors;
+        by_threads = rs.relayed_packets;
+    }
     let drops: Vec<(&str, u64)> = (s.dropped.by_reason().into_iter())
         .filter(|(_, n)| *n > 0)
         .collect();
@@ -238,6 +322,7 @@ fn stats_line(json: bool, driver: &Driver<Server>) -> String {
             .int("bytes_out", s.io.bytes_out)
             .int("relayed_packets", s.relayed_packets)
             .int("relayed_bytes", s.relayed_bytes)
+            .int("relayed_by_relay_threads", by_threads)
             .int("handshakes_completed", s.handshakes_completed)
             .int("handshakes_rejected", s.handshakes_rejected)
             .int("clients_timed_out", s.clients_timed_out)
