@@ -53,12 +53,14 @@
 
 #![warn(missing_docs)]
 
+mod alloc;
 mod batch;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod driver;
 mod stream;
 
+pub use alloc::CountingAllocator;
 pub use driver::{Driver, RECV_BUDGET, RECV_BUFFER_SIZE, SEND_BUDGET};
 pub use pierce_core::streams::DEFAULT_MAX_STREAMS;
 pub use pierce_os::{DriverStats, local_addresses, os_seed, set_socket_buffers, unix_time};

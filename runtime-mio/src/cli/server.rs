@@ -216,8 +216,11 @@ fn with_addr_array(obj: Obj, key: &str, addrs: &[SocketAddr]) -> String {
 }
 
 /// The server's counters since start, as one line: the core's (sessions, groups, traffic,
-/// relay, handshakes, drops by reason) and the socket's errors.
+/// relay, handshakes, drops by reason), the socket's errors and the process's allocations
+/// (read first, so a line's own allocations count in the next; 0 unless the binary installs
+/// [`crate::CountingAllocator`], as `pierce` does).
 fn stats_line(json: bool, driver: &Driver<Server>) -> String {
+    let allocations = crate::CountingAllocator::allocations();
     let s = driver.endpoint().stats();
     let d = driver.stats();
     let drops: Vec<(&str, u64)> = (s.dropped.by_reason().into_iter())
@@ -247,6 +250,7 @@ fn stats_line(json: bool, driver: &Driver<Server>) -> String {
             .object("dropped_by_reason", by_reason)
             .int("send_errors", d.send_errors)
             .int("streams_accepted", d.streams_accepted)
+            .int("allocations", allocations)
             .finish()
     } else {
         let drops: Vec<String> = drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
@@ -258,7 +262,7 @@ fn stats_line(json: bool, driver: &Driver<Server>) -> String {
         format!(
             "stats: {} clients ({} half-open), {} groups, {} pairs; in {} datagrams / {} B, \
              out {} / {} B; relayed {} / {} B; {} handshakes, {} rejected; dropped {}{drops}; \
-             {} send errors",
+             {} send errors; {allocations} allocations",
             s.clients,
             s.half_open,
             s.groups,
