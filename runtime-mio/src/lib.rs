@@ -53,6 +53,7 @@
 
 #![warn(missing_docs)]
 
+mod alloc;
 mod batch;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -60,6 +61,7 @@ mod driver;
 mod relay;
 mod stream;
 
+pub use alloc::CountingAllocator;
 pub use driver::{Driver, RECV_BUDGET, RECV_BUFFER_SIZE, SEND_BUDGET};
 pub use pierce_core::streams::DEFAULT_MAX_STREAMS;
 pub use pierce_os::{

@@ -284,7 +284,9 @@ fn with_addr_array(obj: Obj, key: &str, addrs: &[SocketAddr]) -> String {
 }
 
 /// The server's counters since start, as one line: the core's (sessions, groups, traffic,
-/// relay, handshakes, drops by reason) and the socket's errors.
+/// relay, handshakes, drops by reason), the socket's errors and the process's allocations
+/// (read first, so a line's own allocations count in the next; 0 unless the binary installs
+/// [`crate::CountingAllocator`], as `pierce` does).
 fn stats_line(json: bool, driver: &Driver<Server>, relays: Option<&RelayThreads>) -> String {
     stats_line_with(json, driver, relays.map(RelayThreads::stats))
 }
@@ -295,6 +297,7 @@ fn stats_line_with(
     driver: &Driver<Server>,
     relays: Option<(ServerStats, DriverStats)>,
 ) -> String {
+    let allocations = crate::CountingAllocator::allocations();
     let mut s = driver.endpoint().stats();
     let mut d = driver.stats();
     // What the relay threads relayed (0 without them: the server's thread relays).
@@ -332,6 +335,7 @@ fn stats_line_with(
             .object("dropped_by_reason", by_reason)
             .int("send_errors", d.send_errors)
             .int("streams_accepted", d.streams_accepted)
+            .int("allocations", allocations)
             .finish()
     } else {
         let drops: Vec<String> = drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
@@ -343,7 +347,7 @@ fn stats_line_with(
         format!(
             "stats: {} clients ({} half-open), {} groups, {} pairs; in {} datagrams / {} B, \
              out {} / {} B; relayed {} / {} B; {} handshakes, {} rejected; dropped {}{drops}; \
-             {} send errors",
+             {} send errors; {allocations} allocations",
             s.clients,
             s.half_open,
             s.groups,
