@@ -5,11 +5,13 @@
 //! measured in the same run (the floor any encrypted protocol pays), as a ratio.
 //!
 //! Then the relay path (the server's hot path): two relay-only clients in one group; each
-//! iteration sends a peer message from one to the other through the server (client seal ->
-//! server open -> Relay frame -> budgets -> Relayed frame -> server seal -> client open ->
-//! event). Reports relayed messages per second end to end, the server's own time per relayed
-//! packet (its `handle_datagram` and `poll_transmit`, timed around the calls), and the
-//! server's heap allocations per relayed packet.
+//! iteration sends a peer message from one to the other through the server (client seals
+//! with the pair key -> server checks the relay tag and budgets, rewrites the header -> client
+//! opens -> event). Reports relayed messages per second end to end, each side's own time (the
+//! sender's per message, the server's per relayed packet, the receiver's per message
+//! received; timed around their calls), and the server's heap allocations per relayed packet.
+//! The same file builds on commits before the relay fast path (`git worktree add ... a5526af`,
+//! copy this file in): client time per relayed message before and after.
 //!
 //! `cargo bench -p pierce-core --bench datagram`
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock; the core never does
@@ -134,6 +136,11 @@ struct Relay {
     buf: Vec<u8>,
     /// Server time spent in the measured calls.
     server_time: Duration,
+    /// The sending client's time in `send` and `poll_transmit` (sealing the message).
+    sender_time: Duration,
+    /// The receiving client's time in `handle_datagram` and `poll_event` for the relayed
+    /// packet (opening it, to the event).
+    receiver_time: Duration,
 }
 
 impl Relay {
@@ -161,6 +168,8 @@ impl Relay {
             b_addr: "10.0.0.3:5000".parse().unwrap(),
             buf: vec![0; MAX_DATAGRAM_SIZE],
             server_time: Duration::ZERO,
+            sender_time: Duration::ZERO,
+            receiver_time: Duration::ZERO,
         };
         r.a.connect(now, r.server_addr, &[]).unwrap();
         r.b.connect(now, r.server_addr, &[]).unwrap();
@@ -203,11 +212,17 @@ impl Relay {
     fn one(&mut self, payload: &[u8]) -> usize {
         // Time moves (10 µs a message), so budgets and timers behave as in a real run.
         self.now += Duration::from_micros(10);
+        let t0 = Instant::now();
         self.a
             .send(self.now, self.b_id, Channel::UNRELIABLE, payload)
             .unwrap();
+        self.sender_time += t0.elapsed();
         let mut seen = 0;
-        while let Some(t) = self.a.poll_transmit(self.now, &mut self.buf) {
+        loop {
+            let t0 = Instant::now();
+            let t = self.a.poll_transmit(self.now, &mut self.buf);
+            self.sender_time += t0.elapsed();
+            let Some(t) = t else { break };
             if t.dst != self.server_addr {
                 continue;
             }
@@ -224,19 +239,22 @@ impl Relay {
                 IN_SERVER.store(false, Ordering::Relaxed);
                 self.server_time += t0.elapsed();
                 let Some(t) = t else { break };
-                let c = if t.dst == self.a_addr {
-                    &mut self.a
+                if t.dst == self.a_addr {
+                    (self.a).handle_datagram(self.now, self.server_addr, &self.buf[..t.len]);
                 } else {
-                    &mut self.b
-                };
-                c.handle_datagram(self.now, self.server_addr, &self.buf[..t.len]);
+                    let t0 = Instant::now();
+                    (self.b).handle_datagram(self.now, self.server_addr, &self.buf[..t.len]);
+                    self.receiver_time += t0.elapsed();
+                }
             }
         }
+        let t0 = Instant::now();
         while let Some(e) = self.b.poll_event() {
             if let ClientEvent::PeerMessage { payload, .. } = e {
                 seen += payload.len();
             }
         }
+        self.receiver_time += t0.elapsed();
         // Acknowledgements, keepalives: delivered, not timed.
         self.shuttle();
         while self.a.poll_event().is_some() {}
@@ -245,19 +263,37 @@ impl Relay {
     }
 }
 
-/// Relay path, one payload size. Returns (messages/s median, spread %, server ns per
-/// relayed packet median, server allocs per relayed packet median).
-fn measure_relay(r: &mut Relay, size: usize) -> (f64, f64, f64, f64) {
+/// The relay path's figures for one payload size (medians over the rounds).
+struct RelayFigures {
+    /// Messages per second end to end.
+    rate: f64,
+    /// (max - min) / median of the rate, percent.
+    spread: f64,
+    /// Server time per relayed packet.
+    server_ns: f64,
+    /// Server allocations per relayed packet.
+    allocs: f64,
+    /// Sending client's time per message.
+    sender_ns: f64,
+    /// Receiving client's time per message received.
+    receiver_ns: f64,
+}
+
+/// Relay path, one payload size.
+fn measure_relay(r: &mut Relay, size: usize) -> RelayFigures {
     const RELAY_PER_ROUND: u64 = 50_000;
     let payload = vec![0x42u8; size];
     for _ in 0..20_000 {
         r.one(&payload);
     }
     let (mut rate, mut server_ns, mut allocs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sender_ns, mut receiver_ns) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let relayed0 = r.server.stats().relayed_packets;
         let a0 = SERVER_ALLOCS.load(Ordering::Relaxed);
         r.server_time = Duration::ZERO;
+        r.sender_time = Duration::ZERO;
+        r.receiver_time = Duration::ZERO;
         let t = Instant::now();
         let mut seen = 0;
         for _ in 0..RELAY_PER_ROUND {
@@ -269,12 +305,21 @@ fn measure_relay(r: &mut Relay, size: usize) -> (f64, f64, f64, f64) {
         rate.push(RELAY_PER_ROUND as f64 / dt);
         server_ns.push(r.server_time.as_nanos() as f64 / relayed);
         allocs.push((SERVER_ALLOCS.load(Ordering::Relaxed) - a0) as f64 / relayed);
+        sender_ns.push(r.sender_time.as_nanos() as f64 / RELAY_PER_ROUND as f64);
+        receiver_ns.push(r.receiver_time.as_nanos() as f64 / RELAY_PER_ROUND as f64);
     }
     let (lo, hi) = rate
         .iter()
         .fold((f64::MAX, 0f64), |(l, h), x| (l.min(*x), h.max(*x)));
     let spread = (hi - lo) / median(rate.clone()) * 100.0;
-    (median(rate), spread, median(server_ns), median(allocs))
+    RelayFigures {
+        rate: median(rate),
+        spread,
+        server_ns: median(server_ns),
+        allocs: median(allocs),
+        sender_ns: median(sender_ns),
+        receiver_ns: median(receiver_ns),
+    }
 }
 
 fn raw_aead(payload: &[u8], n: u64) -> f64 {
@@ -376,24 +421,35 @@ fn main() {
     let mut relay = Relay::grouped();
     println!();
     println!(
-        "relay path: peer message a -> server (Relay frame) -> b (Relayed frame), relay-only \
-         clients; {ROUNDS} rounds (median); server time measured around its calls"
+        "relay path: peer message a -> server -> b, relay-only clients, unreliable channel; \
+         {ROUNDS} rounds (median); each side's time measured around its own calls (the sender's \
+         send + poll_transmit, the server's handle_datagram + poll_transmit, the receiver's \
+         handle_datagram + poll_event for the relayed packet)"
     );
     println!(
-        "| payload | relayed messages/s | spread | server ns/relayed packet | server allocs/relayed packet |"
+        "| payload | relayed messages/s | spread | sender ns/message | server ns/relayed packet | receiver ns/message | server allocs/relayed packet |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     let relay_full = relay.a.max_unreliable_payload();
     for size in [64, relay_full] {
-        let (rate, spread, ns, allocs) = measure_relay(&mut relay, size);
-        println!("| {size} B | {rate:.0} | {spread:.1}% | {ns:.0} | {allocs:.4} |");
+        let RelayFigures {
+            rate,
+            spread,
+            server_ns: ns,
+            allocs,
+            sender_ns,
+            receiver_ns,
+        } = measure_relay(&mut relay, size);
+        println!(
+            "| {size} B | {rate:.0} | {spread:.1}% | {sender_ns:.0} | {ns:.0} | {receiver_ns:.0} | {allocs:.4} |"
+        );
         let key = if size == relay_full {
             "full".to_owned()
         } else {
             format!("{size}B")
         };
         result.push_str(&format!(
-            " relay_msgs_per_sec_{key}={rate:.0} relay_server_ns_{key}={ns:.0} relay_server_allocs_{key}={allocs:.4}"
+            " relay_msgs_per_sec_{key}={rate:.0} relay_server_ns_{key}={ns:.0} relay_server_allocs_{key}={allocs:.4} relay_sender_ns_{key}={sender_ns:.0} relay_receiver_ns_{key}={receiver_ns:.0}"
         ));
     }
     println!("{result}");
