@@ -56,6 +56,29 @@ const RECV_WINDOW: u32 = 1 << 16;
 const PERSISTENT_CONGESTION_PTOS: u32 = 3;
 /// Space kept free in each packet for an ack when data is written.
 pub const ACK_RESERVE: usize = 64;
+/// Ack at once when the ack-eliciting packets received since the last ack weigh this much:
+/// a packet with anything reliable (or a ping, or a floor) weighs half, so two of them are
+/// acknowledged at once (RFC 9000 §13.2.2); one that carries only unreliable messages weighs
+/// its size, so small unreliable packets (a game's ticks) are acknowledged every two
+/// full-size datagrams' worth or when `ack_delay` passes, whichever comes first, not every
+/// second packet: the acks exist only for congestion control and loss statistics there, and
+/// through the relay each one costs the server a datagram (`relay_vs_coturn`: 0.50 acks per
+/// relayed 100-byte datagram before, see the README). The smallest congestion window
+/// ([`MIN_WINDOW_PACKETS`] full packets) is twice this, so a sender never waits on the delay
+/// timer with its window full.
+const ACK_EVERY_BYTES: usize = 2 * crate::MAX_DATAGRAM_SIZE;
+
+/// Whether a received packet asks for an acknowledgement, and how soon (ordered: a packet
+/// asks as its most demanding frame does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Elicit {
+    /// Acks only: no ack for it.
+    No,
+    /// Unreliable messages only: acknowledged by weight (see [`ACK_EVERY_BYTES`]).
+    Unreliable,
+    /// Something reliable, a floor or a ping: every second such packet is acknowledged.
+    Yes,
+}
 
 /// Events for the owner.
 #[derive(Debug)]
@@ -302,6 +325,8 @@ pub struct Connection {
     received: RangeSet,
     largest_received_at: Option<Instant>,
     ack_eliciting_since_ack: u32,
+    /// Weight of those packets (see [`ACK_EVERY_BYTES`]).
+    ack_debt: usize,
     ack_deadline: Option<Instant>,
     reassembly_bytes: usize,
     violation: Option<PeerDropReason>,
@@ -340,6 +365,7 @@ impl Connection {
             received: RangeSet::default(),
             largest_received_at: None,
             ack_eliciting_since_ack: 0,
+            ack_debt: 0,
             ack_deadline: None,
             reassembly_bytes: 0,
             violation: None,
@@ -599,6 +625,7 @@ impl Connection {
             });
             if AckFrame::encode_ranges(w, &ranges, delay, w.remaining()) {
                 self.ack_eliciting_since_ack = 0;
+                self.ack_debt = 0;
                 self.ack_deadline = None;
             }
         }
@@ -781,11 +808,11 @@ impl Connection {
         self.saw(now);
         let out_of_order = self.is_out_of_order(pn);
         self.begin_packet(now, pn, size);
-        let mut elicit = false;
+        let mut elicit = Elicit::No;
         for f in frames {
-            elicit |= self.on_frame(now, f);
+            elicit = elicit.max(self.on_frame(now, f));
         }
-        self.end_packet(now, elicit, out_of_order);
+        self.end_packet(now, elicit, size, out_of_order);
     }
 
     fn begin_packet(&mut self, now: Instant, pn: u64, size: usize) {
@@ -796,8 +823,8 @@ impl Connection {
         self.received.insert(pn, pn, ACK_RANGES_KEPT);
     }
 
-    /// One frame of the current packet. Returns true if it was ack-eliciting.
-    fn on_frame(&mut self, now: Instant, frame: &Frame<'_>) -> bool {
+    /// One frame of the current packet. Returns whether (and how soon) it asks for an ack.
+    fn on_frame(&mut self, now: Instant, frame: &Frame<'_>) -> Elicit {
         match *frame {
             Frame::Message {
                 channel,
@@ -806,28 +833,33 @@ impl Connection {
                 data,
             } => {
                 self.on_message(channel, seq, fragment, data);
-                true
+                match self.chans.get(channel as usize) {
+                    Some(c) if !c.delivery.is_reliable() => Elicit::Unreliable,
+                    _ => Elicit::Yes,
+                }
             }
             Frame::Ack(ref a) => {
                 self.on_ack(now, a);
-                false
+                Elicit::No
             }
             Frame::Floor { channel, seq } => {
                 self.on_floor(channel, seq);
-                true
+                Elicit::Yes
             }
-            Frame::Ping => true,
-            _ => false,
+            Frame::Ping => Elicit::Yes,
+            _ => Elicit::No,
         }
     }
 
-    /// Ends the current packet: schedules the ack.
-    fn end_packet(&mut self, now: Instant, ack_eliciting: bool, out_of_order: bool) {
-        if !ack_eliciting {
-            return;
-        }
+    /// Ends the current packet of `size` bytes: schedules the ack.
+    fn end_packet(&mut self, now: Instant, elicit: Elicit, size: usize, out_of_order: bool) {
+        self.ack_debt += match elicit {
+            Elicit::No => return,
+            Elicit::Unreliable => size,
+            Elicit::Yes => ACK_EVERY_BYTES / 2,
+        };
         self.ack_eliciting_since_ack += 1;
-        if self.ack_eliciting_since_ack >= 2 || out_of_order {
+        if self.ack_debt >= ACK_EVERY_BYTES || out_of_order {
             self.ack_deadline = Some(now);
         } else if self.ack_deadline.is_none() {
             self.ack_deadline = Some(now + self.limits.ack_delay.min(MAX_ACK_DELAY));

@@ -635,3 +635,72 @@ fn a_blob_on_one_channel_does_not_starve_small_messages_on_another_of_equal_prio
         "ticks waited behind the blob: p99 {p99:?}"
     );
 }
+
+/// Acks `b` sends while `a` sends 40 small messages on `channel`, one a millisecond, each in
+/// a packet of its own that `b` gets at once; `b` sends whenever it wants to (its acks reach
+/// `a` at once too).
+fn acks_for_small_messages(channel: Channel) -> u64 {
+    let ch = ChannelConfig::defaults();
+    let (mut a, mut b) = (
+        Connection::new(&ch, limits()),
+        Connection::new(&ch, limits()),
+    );
+    let mut now = crate::tests::epoch();
+    let (mut pn_a, mut pn_b) = (0, 0);
+    let mut buf = [0u8; 1200 - OVERHEAD];
+    for i in 0..40u32 {
+        a.send(
+            now,
+            channel,
+            Bytes::copy_from_slice(&[i as u8; 100]),
+            SendOptions::default(),
+        )
+        .unwrap();
+        let mut w = Writer::new(&mut buf);
+        let n = a.write(now, pn_a, OVERHEAD, &mut w);
+        assert!(n > 0, "message {i} left at once");
+        let frames = crate::wire::frame::decode_all(&buf[..n]).unwrap();
+        b.handle_packet(now, pn_a, n + OVERHEAD, &frames);
+        pn_a += 1;
+        let mut send_b = |now: Instant, a: &mut Connection, b: &mut Connection| {
+            while b.wants_transmit(now) {
+                let mut back = [0u8; 1200 - OVERHEAD];
+                let mut w = Writer::new(&mut back);
+                let n = b.write(now, pn_b, OVERHEAD, &mut w);
+                if n == 0 {
+                    break;
+                }
+                let frames = crate::wire::frame::decode_all(&back[..n]).unwrap();
+                a.handle_packet(now, pn_b, n + OVERHEAD, &frames);
+                pn_b += 1;
+            }
+        };
+        send_b(now, &mut a, &mut b);
+        // The next millisecond, with b's delayed-ack timer fired on the way if it is due.
+        let next = now + Duration::from_millis(1);
+        if let Some(t) = b.poll_timeout().filter(|&t| t < next) {
+            b.handle_timeout(t);
+            send_b(t, &mut a, &mut b);
+        }
+        now = next;
+        b.handle_timeout(now);
+        send_b(now, &mut a, &mut b);
+    }
+    assert_eq!(a.stats.packets_sent, 40, "one packet per message");
+    b.stats.packets_sent
+}
+
+#[test]
+fn small_unreliable_packets_are_acknowledged_by_weight_and_reliable_ones_every_second() {
+    // Reliable: every second packet (RFC 9000 §13.2.2), as before.
+    let reliable = acks_for_small_messages(Channel::RELIABLE_ORDERED);
+    assert_eq!(reliable, 20, "acks for 40 reliable packets");
+    // Unreliable: 40 packets of about 120 bytes weigh about two full datagrams; the 5 ms ack
+    // delay of these limits sends an ack at least every 5 or 6 packets: 7 or 8 acks against
+    // 20 before.
+    let unreliable = acks_for_small_messages(Channel::UNRELIABLE);
+    assert!(
+        (6..=9).contains(&unreliable),
+        "{unreliable} acks for 40 unreliable packets"
+    );
+}
