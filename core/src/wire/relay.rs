@@ -5,7 +5,7 @@
 //! must know is who sent it and that they may reach its receiver; it learns both from a short
 //! header authenticated with the sender's session (a 16-byte tag over the relay header's
 //! format bytes, its counter and the pair id of the peer packet behind it, see
-//! [`crate::crypto::RelayKey`]), and forwards the peer packet to the receiver behind a plain
+//! `crypto::RelayKey`), and forwards the peer packet to the receiver behind a plain
 //! header naming the sender.
 //!
 //! ```text

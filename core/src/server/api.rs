@@ -1,0 +1,196 @@
+//! The application's side of a [`Server`]: its getters and commands. Each goes to the child
+//! machine that owns what it touches (see `mod.rs` for the children and the routing);
+//! nothing here holds state or protocol logic of its own.
+
+use std::net::SocketAddr;
+
+use super::Server;
+use crate::SocketId;
+use crate::crypto::PublicKey;
+use crate::error::{ConfigError, GroupError, SendError, UnknownHost};
+use crate::event::{GroupId, HostId, LeaveReason};
+use crate::stats::ServerStats;
+use crate::time::Instant;
+
+impl Server {
+    // ---- getters -----------------------------------------------------------------------
+
+    /// The public key clients may pin.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ServerStats {
+        let mut s = self.stats;
+        s.io.time_went_backwards = self.clock.backwards();
+        s.io.events_dropped = self.events.dropped();
+        s.clients = self.sessions.clients() as u64;
+        s.half_open = self.sessions.half_open() as u64;
+        s.groups = self.groups.len() as u64;
+        s.pairs = self.groups.pairs() as u64;
+        s
+    }
+
+    /// The address a connected client's newest packet came from.
+    pub fn client_addr(&self, host: HostId) -> Option<SocketAddr> {
+        self.sessions.client(host).map(|(path, _)| path.addr)
+    }
+
+    /// The local socket a client's session is on: [`SocketId::PRIMARY`] (UDP) or a TCP
+    /// stream ([`SocketId::is_stream`]).
+    pub fn client_socket(&self, host: HostId) -> Option<SocketId> {
+        self.sessions.client(host).map(|(path, _)| path.socket)
+    }
+
+    /// The user id from a connected client's connect token (when tokens are required).
+    pub fn client_user_id(&self, host: HostId) -> Option<u64> {
+        self.sessions.client(host).and_then(|(_, user_id)| user_id)
+    }
+
+    /// Connected clients, in id order.
+    pub fn clients(&self) -> impl Iterator<Item = HostId> + '_ {
+        self.sessions.hosts()
+    }
+
+    /// Largest payload [`Server::send`] accepts.
+    pub fn max_payload(&self) -> usize {
+        self.sessions.max_payload()
+    }
+
+    /// Largest payload [`Server::send_reliable`] accepts.
+    pub fn max_reliable_payload(&self) -> usize {
+        self.sessions.max_reliable_payload()
+    }
+
+    /// Members of a group, in join order.
+    pub fn group_members(&self, group: GroupId) -> Option<&[HostId]> {
+        self.groups.members(group)
+    }
+
+    /// Groups, in id order.
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.ids()
+    }
+
+    /// Groups a connected client is in.
+    pub fn client_groups(&self, host: HostId) -> Option<&[GroupId]> {
+        self.sessions.established_key(host)?;
+        Some(self.groups.client_groups(host))
+    }
+
+    /// The bound address of local socket `id`, once known.
+    pub fn socket_addr(&self, id: SocketId) -> Option<SocketAddr> {
+        self.stun.socket_addr(id)
+    }
+
+    // ---- commands ----------------------------------------------------------------------
+
+    /// Queues an unreliable datagram for a client.
+    ///
+    /// # Errors
+    /// [`SendError::UnknownHost`], [`SendError::PayloadTooLarge`] or [`SendError::QueueFull`].
+    pub fn send(&mut self, now: Instant, to: HostId, payload: &[u8]) -> Result<(), SendError> {
+        self.clock.advance(now);
+        self.sessions.send_datagram(to, payload)
+    }
+
+    /// Queues a reliable, ordered message for a client (on its control stream).
+    ///
+    /// # Errors
+    /// [`SendError::UnknownHost`], [`SendError::PayloadTooLarge`] or [`SendError::QueueFull`].
+    pub fn send_reliable(
+        &mut self,
+        now: Instant,
+        to: HostId,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        let now = self.clock.advance(now);
+        self.sessions.send_reliable(now, to, payload)
+    }
+
+    /// Disconnects a client with `code`: it is told, it leaves its groups (their members see
+    /// `MemberLeft`), and [`crate::ServerEvent::ClientLeft`] with [`LeaveReason::Kicked`] is reported
+    /// at once.
+    ///
+    /// # Errors
+    /// [`UnknownHost`] if no connected client has that id.
+    pub fn disconnect(&mut self, now: Instant, host: HostId, code: u16) -> Result<(), UnknownHost> {
+        self.command(now, |s, now| {
+            let key = s.sessions.established_key(host).ok_or(UnknownHost(host))?;
+            s.end_client(now, key, LeaveReason::Kicked(code), Some(code));
+            Ok(())
+        })
+    }
+
+    /// Creates a group with `members` (possibly none), joined in the order given.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownHost`] if any member is not a connected client (nothing is
+    /// created then).
+    pub fn create_group(
+        &mut self,
+        now: Instant,
+        members: &[HostId],
+    ) -> Result<GroupId, GroupError> {
+        self.command(now, |s, _| {
+            s.groups.create_with(members, &mut s.rng, &s.sessions)
+        })
+    }
+
+    /// Adds a connected client to a group.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`], [`GroupError::UnknownHost`] or
+    /// [`GroupError::AlreadyMember`].
+    pub fn join_group(
+        &mut self,
+        now: Instant,
+        group: GroupId,
+        host: HostId,
+    ) -> Result<(), GroupError> {
+        self.command(now, |s, _| {
+            s.groups.join_checked(group, host, &mut s.rng, &s.sessions)
+        })
+    }
+
+    /// Removes a client from a group; every member (the leaver included) is told.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`] or [`GroupError::NotMember`].
+    pub fn leave_group(
+        &mut self,
+        now: Instant,
+        group: GroupId,
+        host: HostId,
+    ) -> Result<(), GroupError> {
+        self.command(now, |s, _| s.rooms.leave_group(&mut s.groups, group, host))
+    }
+
+    /// Destroys a group: members get `GroupDestroyed`, pairs that shared only this group are
+    /// torn down.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`].
+    pub fn destroy_group(&mut self, now: Instant, group: GroupId) -> Result<(), GroupError> {
+        let destroyed = self.command(now, |s, _| s.rooms.destroy(&mut s.groups, group));
+        destroyed.then_some(()).ok_or(GroupError::UnknownGroup)
+    }
+
+    /// Turns on NAT behaviour discovery (RFC 5780): STUN answers on `alternate` too, and on the
+    /// two crossings of the addresses when the IPs differ, so clients can classify their NAT's
+    /// mapping and filtering ([`crate::Client::discover_nat`], standard tools such as
+    /// `turnutils_natdiscovery`). `primary` is the primary socket's bound address; the others
+    /// are requested through [`crate::Endpoint::poll_socket_request`] (`alternate` may have port 0).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] if the addresses are unusable (unspecified, mixed families,
+    /// equal) or discovery is already on.
+    pub fn enable_nat_discovery(
+        &mut self,
+        primary: SocketAddr,
+        alternate: SocketAddr,
+    ) -> Result<(), ConfigError> {
+        self.stun.enable_discovery(primary, alternate)
+    }
+}
