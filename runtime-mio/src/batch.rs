@@ -1,9 +1,15 @@
 //! Datagrams in batches, so a busy endpoint pays one system call per batch instead of one per
 //! datagram: on Linux one `recvmmsg` reads up to [`BATCH`] datagrams from a socket and one
 //! `sendmmsg` sends up to [`BATCH`] (the shape of quinn-udp's `recvmmsg` receive path, with
-//! `sendmmsg` for sends because a relay's datagrams go to many destinations, which GSO cannot
-//! batch). Elsewhere the same types make one `recv_from` / `send_to` per datagram, which is
-//! what the driver always did.
+//! `sendmmsg` for sends because a relay's datagrams go to many destinations). Within a send,
+//! consecutive datagrams to one destination of one size (the last may be shorter) leave as
+//! one UDP GSO send (`UDP_SEGMENT`): a bulk transfer, or a relay forwarding a burst to one
+//! receiver, hands the kernel one buffer per 32 datagrams. A socket whose kernel or route
+//! refuses GSO (`EIO`: no checksum offload, `EINVAL`/`ENOPROTOOPT`: an older kernel) falls back
+//! to one datagram per message for good. Sockets ask for UDP GRO (`UDP_GRO`), so datagrams the
+//! kernel coalesced (a sender's GSO burst over loopback or a veth, or a NIC's GRO) arrive as
+//! one buffer that [`RecvBatch`] splits at the segment size it reports. Elsewhere the same
+//! types make one `recv_from` / `send_to` per datagram, which is what the driver always did.
 //!
 //! Both sides keep their buffers for the driver's lifetime: no allocation per datagram. Only
 //! the OS calls differ between platforms; the queue logic (runs per socket, partial sends,
@@ -29,6 +35,18 @@ const SLOTS: usize = BATCH;
 #[cfg(not(target_os = "linux"))]
 const SLOTS: usize = 1;
 
+/// Datagrams one GRO buffer may hold (the kernel's `UDP_MAX_SEGMENTS` since Linux 4.18 is 64;
+/// a buffer is at most [`RECV_BUFFER_SIZE`] bytes, so 1200-byte datagrams make 54 at most).
+#[cfg(target_os = "linux")]
+const GRO_SEGMENTS: usize = 64;
+#[cfg(not(target_os = "linux"))]
+const GRO_SEGMENTS: usize = 1;
+
+/// Datagrams one GSO send carries at most: the kernel's `UDP_MAX_SEGMENTS` (64), above what a
+/// batch holds.
+#[cfg(target_os = "linux")]
+const GSO_SEGMENTS: usize = 64;
+
 /// What one [`RecvBatch::recv`] read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Received {
@@ -46,8 +64,9 @@ pub(crate) struct Received {
 /// not 64 KiB).
 pub(crate) struct RecvBatch {
     buf: Box<[u8]>,
-    /// Length and source of the datagrams of the last read.
-    meta: [(usize, SocketAddr); SLOTS],
+    /// Where each datagram of the last read is in `buf` (start, length) and its source: one
+    /// per slot, or several when the kernel coalesced them (GRO).
+    meta: Vec<(usize, usize, SocketAddr)>,
     #[cfg(target_os = "linux")]
     names: Box<[linux::RawAddr; SLOTS]>,
 }
@@ -56,14 +75,15 @@ impl RecvBatch {
     pub(crate) fn new() -> Self {
         Self {
             buf: vec![0; SLOTS * RECV_BUFFER_SIZE].into_boxed_slice(),
-            meta: [(0, SocketAddr::from(([0, 0, 0, 0], 0))); SLOTS],
+            meta: Vec::with_capacity(SLOTS * GRO_SEGMENTS),
             #[cfg(target_os = "linux")]
             names: Box::new([linux::RawAddr::EMPTY; SLOTS]),
         }
     }
 
-    /// Reads up to `max` datagrams (at least 1, at most [`BATCH`]; one where batching is not
-    /// available) from `socket` without blocking.
+    /// Reads up to `max` buffers (at least 1, at most [`BATCH`]; one where batching is not
+    /// available) from `socket` without blocking: as many datagrams, or more when the kernel
+    /// coalesced some (GRO; [`Received::count`] says how many).
     ///
     /// # Errors
     /// The socket's error for the first datagram (`WouldBlock` when it holds none); datagrams
@@ -72,12 +92,13 @@ impl RecvBatch {
         #[cfg(target_os = "linux")]
         {
             let max = max.clamp(1, SLOTS);
-            let (read, count) = linux::recv(
+            let read = linux::recv(
                 socket,
                 &mut self.buf,
                 &mut self.names[..max],
                 &mut self.meta,
             )?;
+            let count = self.meta.len();
             // recvmmsg on a non-blocking socket stops early only when the next read would
             // block, or on an error after the first datagram (kept for the next call). An
             // unconnected UDP socket without IP_RECVERR (every socket the driver opens) never
@@ -99,8 +120,7 @@ impl RecvBatch {
 
     /// Datagram `i` of the last read: where it came from and its bytes.
     pub(crate) fn get(&self, i: usize) -> (SocketAddr, &[u8]) {
-        let (len, from) = self.meta[i];
-        let start = i * RECV_BUFFER_SIZE;
+        let (start, len, from) = self.meta[i];
         (from, &self.buf[start..start + len])
     }
 }
@@ -263,15 +283,36 @@ impl Run<'_> {
 }
 
 /// Sends `run` from `socket` with one system call where the platform allows; returns how many
-/// datagrams went out from the front, or the error of the first.
-pub(crate) fn send(socket: &UdpSocket, run: &Run<'_>) -> io::Result<usize> {
+/// datagrams went out from the front, or the error of the first. `gso` says whether the socket
+/// may still try GSO; it is cleared for good when the kernel refuses it.
+pub(crate) fn send(socket: &UdpSocket, run: &Run<'_>, gso: &mut bool) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
     {
-        linux::send(socket, run)
+        linux::send(socket, run, gso)
     }
     #[cfg(not(target_os = "linux"))]
     {
+        let _ = gso;
         portable::send(socket, run)
+    }
+}
+
+/// Asks the kernel to hand `socket`'s coalesced datagrams over as one buffer (UDP GRO, Linux
+/// 5.0 and later); `false` where it cannot (then datagrams arrive one by one, as always).
+pub(crate) fn enable_gro(socket: &UdpSocket) -> bool {
+    set_gro(socket, true)
+}
+
+/// Turns UDP GRO on or off for `socket`; `false` where the kernel refused.
+pub(crate) fn set_gro(socket: &UdpSocket, on: bool) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        linux::set_gro(socket, on)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (socket, on);
+        false
     }
 }
 
@@ -285,10 +326,11 @@ mod portable {
     pub(super) fn recv(
         socket: &UdpSocket,
         buf: &mut [u8],
-        meta: &mut [(usize, SocketAddr)],
+        meta: &mut Vec<(usize, usize, SocketAddr)>,
     ) -> io::Result<Received> {
+        meta.clear();
         let (len, from) = socket.recv_from(&mut buf[..RECV_BUFFER_SIZE])?;
-        meta[0] = (len, from);
+        meta.push((0, len, from));
         // One datagram says nothing about what is left: read again until WouldBlock.
         Ok(Received {
             count: 1,
@@ -379,32 +421,44 @@ mod linux {
         }
     }
 
-    /// One `recvmmsg` for up to `names.len()` datagrams, slot `i` of `buf` for datagram `i`;
-    /// returns how many the kernel returned and how many of those are in the batch.
+    /// Room for one control message of a 4-byte value (`CMSG_SPACE(4)` is 16 on 64-bit Linux,
+    /// 12 or 16 on 32-bit), aligned as `cmsghdr` wants.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(8))]
+    struct Cmsg([u8; 24]);
+
+    /// One `recvmmsg` for up to `names.len()` buffers, slot `i` of `buf` for buffer `i`;
+    /// `meta` gets every datagram of them (a GRO buffer split at its segment size). Returns
+    /// how many buffers the kernel returned.
     pub(super) fn recv(
         socket: &UdpSocket,
         buf: &mut [u8],
         names: &mut [RawAddr],
-        meta: &mut [(usize, SocketAddr)],
-    ) -> io::Result<(usize, usize)> {
+        meta: &mut Vec<(usize, usize, SocketAddr)>,
+    ) -> io::Result<usize> {
+        meta.clear();
         let max = names.len().min(SLOTS);
-        // SAFETY (for both arrays): all-zero iovec/mmsghdr are valid (null pointers, zero
-        // lengths). They live on the stack for this call only, so the driver holds no raw
-        // pointers (and stays Send).
+        // SAFETY (for the arrays): all-zero iovec/mmsghdr/bytes are valid (null pointers,
+        // zero lengths). They live on the stack for this call only, so the driver holds no
+        // raw pointers (and stays Send).
         let mut iov: [libc::iovec; SLOTS] = unsafe { mem::zeroed() };
         let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { mem::zeroed() };
+        let mut control = [Cmsg([0; 24]); SLOTS];
         let slots = buf.chunks_exact_mut(RECV_BUFFER_SIZE);
-        for (((slot, iov), hdr), name) in slots.zip(&mut iov).zip(&mut hdrs).zip(names.iter_mut()) {
+        let per = slots.zip(&mut iov).zip(&mut hdrs).zip(names.iter_mut());
+        for ((((slot, iov), hdr), name), control) in per.zip(&mut control) {
             iov.iov_base = slot.as_mut_ptr().cast();
             iov.iov_len = slot.len();
             hdr.msg_hdr.msg_name = (name as *mut RawAddr).cast();
             hdr.msg_hdr.msg_namelen = size_of::<RawAddr>() as libc::socklen_t;
             hdr.msg_hdr.msg_iov = iov;
             hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
+            hdr.msg_hdr.msg_controllen = size_of::<Cmsg>() as _;
         }
-        // SAFETY: `max` headers, each pointing at its own live iovec, slot and name buffer
-        // of the lengths given; the socket is non-blocking (mio's), so the call returns at
-        // once with what the socket holds.
+        // SAFETY: `max` headers, each pointing at its own live iovec, slot, name and control
+        // buffer of the lengths given; the socket is non-blocking (mio's), so the call returns
+        // at once with what the socket holds.
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
@@ -418,51 +472,171 @@ mod linux {
             return Err(io::Error::last_os_error());
         }
         let read = n as usize;
-        let mut count = 0;
         for (k, (hdr, name)) in hdrs.iter().zip(names.iter()).take(read).enumerate() {
-            // An AF_INET/AF_INET6 socket always names the sender; anything else is skipped,
-            // and the datagrams after it move down so datagram `i` stays in slot `i`.
+            // An AF_INET/AF_INET6 socket always names the sender; anything else is skipped.
             let Some(from) = name.get(hdr.msg_hdr.msg_namelen) else {
                 continue;
             };
-            let len = hdr.msg_len as usize;
-            if k != count {
-                let src = k * RECV_BUFFER_SIZE;
-                buf.copy_within(src..src + len, count * RECV_BUFFER_SIZE);
+            let (start, len) = (k * RECV_BUFFER_SIZE, hdr.msg_len as usize);
+            let segment = gro_segment(&hdr.msg_hdr).filter(|&g| g > 0 && g < len);
+            match segment {
+                None => meta.push((start, len, from)),
+                Some(g) => {
+                    meta.extend(
+                        (0..len)
+                            .step_by(g)
+                            .map(|o| (start + o, g.min(len - o), from)),
+                    );
+                }
             }
-            meta[count] = (len, from);
-            count += 1;
         }
-        Ok((read, count))
+        Ok(read)
     }
 
-    /// One `sendmmsg` for the whole run.
-    pub(super) fn send(socket: &UdpSocket, run: &Run<'_>) -> io::Result<usize> {
+    /// The segment size of a GRO buffer, from its `UDP_GRO` control message.
+    fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
+        // SAFETY: `hdr` is a header the kernel filled: its control pointer and the length it
+        // wrote describe our live control buffer, which the CMSG macros walk within.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(hdr);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    return usize::try_from(v).ok();
+                }
+                c = libc::CMSG_NXTHDR(hdr, c);
+            }
+        }
+        None
+    }
+
+    /// Sets `UDP_GRO` on `socket`.
+    pub(super) fn set_gro(socket: &UdpSocket, on: bool) -> bool {
+        let on = libc::c_int::from(on);
+        // SAFETY: a live socket; the option value is a c_int that outlives the call, with its
+        // exact size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        rc == 0
+    }
+
+    /// Where the run's datagrams split into sends: each group is consecutive datagrams to one
+    /// destination, all of one size but the last, which may be shorter (what one GSO send
+    /// takes), up to [`GSO_SEGMENTS`] and 64 KiB; without GSO every datagram is a group.
+    /// Fills `groups` with each group's (first datagram, count) and returns how many there are.
+    fn groups(run: &Run<'_>, gso: bool, groups: &mut [(usize, usize); SLOTS]) -> usize {
         let n = run.len().min(SLOTS);
+        let mut g = 0;
+        let mut i = 0;
+        while i < n {
+            let (dst, first) = run.get(i);
+            let size = first.len();
+            let mut count = 1;
+            let mut bytes = size;
+            while gso && i + count < n && count < GSO_SEGMENTS {
+                let (d, b) = run.get(i + count);
+                if d != dst || b.len() > size || bytes + b.len() > u16::MAX as usize - 48 {
+                    break;
+                }
+                count += 1;
+                bytes += b.len();
+                if b.len() < size {
+                    break; // a shorter datagram ends a GSO send
+                }
+            }
+            groups[g] = (i, count);
+            g += 1;
+            i += count;
+        }
+        g
+    }
+
+    /// One `sendmmsg` for the whole run, with a GSO send for each group of two or more
+    /// datagrams (see [`groups`]) while `gso` holds; returns how many datagrams went out.
+    pub(super) fn send(socket: &UdpSocket, run: &Run<'_>, gso: &mut bool) -> io::Result<usize> {
+        let mut groups = [(0, 0); SLOTS];
+        let g = self::groups(run, *gso, &mut groups);
+        match send_groups(socket, run, &groups[..g]) {
+            Err(e) if groups[0].1 > 1 && refuses_gso(&e) => {
+                // This socket's kernel or route does not do GSO: never again, and this run
+                // goes out one datagram per message.
+                *gso = false;
+                let g = self::groups(run, false, &mut groups);
+                send_groups(socket, run, &groups[..g])
+            }
+            sent => sent,
+        }
+    }
+
+    /// Errors with which a kernel refuses a GSO send it cannot do (rather than the datagram).
+    fn refuses_gso(e: &io::Error) -> bool {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+        )
+    }
+
+    fn send_groups(
+        socket: &UdpSocket,
+        run: &Run<'_>,
+        groups: &[(usize, usize)],
+    ) -> io::Result<usize> {
         let mut names = [RawAddr::EMPTY; SLOTS];
         // SAFETY: as in `recv`.
         let mut iov: [libc::iovec; SLOTS] = unsafe { mem::zeroed() };
         let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { mem::zeroed() };
-        for i in 0..n {
-            let (dst, bytes) = run.get(i);
+        let mut control = [Cmsg([0; 24]); SLOTS];
+        for (k, &(first, count)) in groups.iter().enumerate() {
+            let (dst, bytes) = run.get(first);
             let (raw, len) = RawAddr::new(dst);
-            names[i] = raw;
-            // The kernel only reads through this pointer (sendmsg's iovec is not written).
-            iov[i].iov_base = bytes.as_ptr().cast_mut().cast();
-            iov[i].iov_len = bytes.len();
-            let hdr = &mut hdrs[i].msg_hdr;
-            hdr.msg_name = (&mut names[i] as *mut RawAddr).cast();
+            names[k] = raw;
+            for (i, v) in iov.iter_mut().enumerate().skip(first).take(count) {
+                // The kernel only reads through this pointer (sendmsg's iovec is not written).
+                let (_, b) = run.get(i);
+                v.iov_base = b.as_ptr().cast_mut().cast();
+                v.iov_len = b.len();
+            }
+            let hdr = &mut hdrs[k].msg_hdr;
+            hdr.msg_name = (&mut names[k] as *mut RawAddr).cast();
             hdr.msg_namelen = len;
-            hdr.msg_iov = &mut iov[i];
-            hdr.msg_iovlen = 1;
+            hdr.msg_iov = &mut iov[first];
+            hdr.msg_iovlen = count as _;
+            if count > 1 {
+                hdr.msg_control = control[k].0.as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic; CMSG_FIRSTHDR returns a pointer
+                // into our control buffer (which CMSG_SPACE(2) fits), written in place.
+                unsafe {
+                    hdr.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
+                    let c = libc::CMSG_FIRSTHDR(hdr);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = libc::UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                    let segment = bytes.len() as u16;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
+                }
+            }
         }
-        // SAFETY: `n` headers, each pointing at its own live iovec, datagram and address.
-        let sent =
-            unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+        // SAFETY: one header per group, each pointing at its own live address, iovecs (those
+        // of its datagrams, consecutive in `iov`), datagrams and control buffer.
+        let sent = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                groups.len() as libc::c_uint,
+                0,
+            )
+        };
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(sent as usize)
+        Ok(groups[..sent as usize].iter().map(|&(_, c)| c).sum())
     }
 
     #[cfg(test)]
@@ -484,6 +658,128 @@ mod linux {
                 assert_eq!(raw.get(len), Some(addr), "{a}");
             }
             assert_eq!(RawAddr::EMPTY.get(size_of::<RawAddr>() as _), None);
+        }
+
+        fn bound() -> UdpSocket {
+            UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind")
+        }
+
+        /// A queue of datagrams `(destination, length)`, datagram `i` filled with byte `i`.
+        fn queue(datagrams: &[(SocketAddr, usize)]) -> SendQueue {
+            let mut q = SendQueue::new();
+            for (i, &(dst, len)) in datagrams.iter().enumerate() {
+                q.slot_mut()[..len].fill(i as u8);
+                q.push(Transmit {
+                    dst,
+                    len,
+                    socket: SocketId::PRIMARY,
+                });
+            }
+            q
+        }
+
+        /// Reads from `rx` (with `batch`) until `n` datagrams came or 5 s passed: each as
+        /// (first byte, length), and how many buffers they came in.
+        fn read(rx: &UdpSocket, batch: &mut RecvBatch, n: usize) -> (Vec<(u8, usize)>, usize) {
+            let (mut got, mut buffers) = (Vec::new(), 0);
+            let start = std::time::Instant::now();
+            while got.len() < n {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(5),
+                    "{got:?}"
+                );
+                match batch.recv(rx, BATCH) {
+                    Ok(r) => {
+                        buffers += (batch.meta.iter())
+                            .filter(|(start, ..)| start % RECV_BUFFER_SIZE == 0)
+                            .count();
+                        for i in 0..r.count {
+                            let (_, d) = batch.get(i);
+                            assert!(d.iter().all(|&b| b == d[0]), "datagram {} mixed", d[0]);
+                            got.push((d[0], d.len()));
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            (got, buffers)
+        }
+
+        #[test]
+        fn runs_to_one_destination_leave_as_gso_sends_and_arrive_as_they_were() {
+            let (tx, plain, gro) = (bound(), bound(), bound());
+            assert!(enable_gro(&gro), "UDP_GRO (Linux 5.0)");
+            let (a, b) = (
+                plain.local_addr().expect("addr"),
+                gro.local_addr().expect("addr"),
+            );
+            // Ten to `a` (nine of 1000 bytes, then a shorter one), three of 200 to `b`, one
+            // more to `a`, then 1000 bytes to `b` after a shorter one (which ends a group).
+            let mut list: Vec<(SocketAddr, usize)> = vec![(a, 1000); 9];
+            list.extend([
+                (a, 500),
+                (b, 200),
+                (b, 200),
+                (b, 200),
+                (a, 1000),
+                (b, 100),
+                (b, 1000),
+            ]);
+            let q = queue(&list);
+            let run = Run {
+                items: &q.items,
+                slots: &q.buf,
+            };
+            let mut g = [(0, 0); SLOTS];
+            let n = groups(&run, true, &mut g);
+            assert_eq!(g[..n], [(0, 10), (10, 3), (13, 1), (14, 1), (15, 1)]);
+            assert_eq!(groups(&run, false, &mut g), list.len(), "no GSO: one each");
+            let mut gso = true;
+            assert_eq!(send(&tx, &run, &mut gso).expect("send"), list.len());
+            assert!(gso, "loopback does GSO");
+            let mut batch = RecvBatch::new();
+            // Without GRO the kernel splits a GSO send back into its datagrams.
+            let (got, _) = read(&plain, &mut batch, 11);
+            let want = (0..9).map(|i| (i, 1000)).chain([(9, 500), (13, 1000)]);
+            assert_eq!(got, want.collect::<Vec<(u8, usize)>>());
+            // With GRO the three 200-byte datagrams come in one buffer, split here.
+            let (got, buffers) = read(&gro, &mut batch, 5);
+            assert_eq!(
+                got,
+                [(10, 200), (11, 200), (12, 200), (14, 100), (15, 1000)]
+            );
+            assert!(buffers < 5, "{buffers} buffers: nothing coalesced");
+        }
+
+        #[test]
+        fn a_socket_that_refuses_gso_falls_back_to_one_datagram_each_for_good() {
+            let (tx, rx) = (bound(), bound());
+            // UDP without checksums cannot be segmented: Linux refuses GSO on it (EINVAL).
+            let on: libc::c_int = 1;
+            // SAFETY: a live socket; a c_int option of its exact size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    tx.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_NO_CHECK,
+                    (&raw const on).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0);
+            let to = rx.local_addr().expect("addr");
+            let q = queue(&[(to, 300); 6]);
+            let run = Run {
+                items: &q.items,
+                slots: &q.buf,
+            };
+            let mut gso = true;
+            assert_eq!(send(&tx, &run, &mut gso).expect("send"), 6);
+            assert!(!gso, "GSO is off for this socket now");
+            let (got, buffers) = read(&rx, &mut RecvBatch::new(), 6);
+            assert_eq!(got, (0..6).map(|i| (i, 300)).collect::<Vec<_>>());
+            assert_eq!(buffers, 6);
         }
     }
 }
@@ -670,7 +966,7 @@ mod tests {
         );
         assert_eq!(stats.datagrams_sent + stats.send_errors, queued as u64);
         let mut buf = vec![0u8; RECV_BUFFER_SIZE];
-        let mut meta = [(0, to); 1];
+        let mut meta = Vec::new();
         let mut got = Vec::new();
         let start = std::time::Instant::now();
         while got.len() < stats.datagrams_sent as usize {
@@ -678,7 +974,7 @@ mod tests {
             match portable::recv(&rx, &mut buf, &mut meta) {
                 Ok(r) => {
                     assert_eq!((r.count, r.drained), (1, false));
-                    assert_eq!(meta[0], (1, tx.local_addr().expect("addr")));
+                    assert_eq!(meta[..], [(0, 1, tx.local_addr().expect("addr"))]);
                     got.push(buf[0]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),

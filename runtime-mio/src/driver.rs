@@ -64,6 +64,8 @@ struct Sock {
     readable: bool,
     /// WRITABLE is registered: the socket refused a datagram that is still queued.
     writable_interest: bool,
+    /// The socket may still try GSO (see [`batch::send`]).
+    gso: bool,
 }
 
 /// Drives one core [`Endpoint`] on mio UDP sockets: the primary one it is created with
@@ -103,6 +105,8 @@ pub struct Driver<E> {
     budget: usize,
     stats: DriverStats,
     last_open_error: Option<(SocketId, io::Error)>,
+    /// Sockets use UDP GSO and GRO where the kernel has them ([`Driver::set_offload`]).
+    offload: bool,
     /// Wakes a waiting pump from another thread, once asked for.
     waker: Option<Arc<Waker>>,
 }
@@ -158,11 +162,13 @@ impl<E: Endpoint> Driver<E> {
         poll.registry()
             .register(&mut socket, token(SocketId::PRIMARY), Interest::READABLE)?;
         let local_addr = socket.local_addr()?;
+        batch::enable_gro(&socket);
         let primary = Sock {
             socket,
             local: local_addr,
             readable: true,
             writable_interest: false,
+            gso: true,
         };
         Ok(Self {
             endpoint,
@@ -182,6 +188,7 @@ impl<E: Endpoint> Driver<E> {
             budget: RECV_BUDGET,
             stats: DriverStats::default(),
             last_open_error: None,
+            offload: true,
             waker: None,
         })
     }
@@ -316,6 +323,24 @@ impl<E: Endpoint> Driver<E> {
         let w = Arc::new(Waker::new(self.poll.registry(), WAKER)?);
         self.waker = Some(w.clone());
         Ok(w)
+    }
+
+    /// Turns UDP segmentation offload on or off for every socket, open and to come (default:
+    /// on). On, a send of consecutive datagrams to one destination goes to the kernel as one
+    /// GSO buffer and coalesced datagrams arrive as one GRO buffer (Linux; a socket whose
+    /// kernel or route refuses GSO stops trying by itself); off, one datagram per message both
+    /// ways, as on other systems. For comparisons, and for a path that misbehaves with it.
+    pub fn set_offload(&mut self, on: bool) {
+        self.offload = on;
+        for sock in self.sockets.values_mut() {
+            sock.gso = on;
+            batch::set_gro(&sock.socket, on);
+        }
+    }
+
+    /// Whether UDP segmentation offload is on ([`Driver::set_offload`]).
+    pub fn offload(&self) -> bool {
+        self.offload
     }
 
     /// Sets how many datagrams one pump reads at most, over all sockets (at least 1; default
@@ -509,9 +534,8 @@ impl<E: Endpoint> Driver<E> {
                 self.stats.unknown_socket_drops += self.tx.drop_run() as u64;
                 continue;
             };
-            let sent = self
-                .tx
-                .send_run(&mut self.stats, |run| batch::send(&sock.socket, run));
+            let (socket, gso) = (&sock.socket, &mut sock.gso);
+            let sent = (self.tx).send_run(&mut self.stats, |run| batch::send(socket, run, gso));
             let want_writable = sent == Sent::Blocked;
             if sock.writable_interest != want_writable {
                 let interest = if want_writable {
@@ -769,6 +793,9 @@ impl<E: Endpoint> Driver<E> {
             self.poll
                 .registry()
                 .register(&mut socket, token(id), Interest::READABLE)?;
+            if self.offload {
+                batch::enable_gro(&socket);
+            }
             Ok((socket, local))
         });
         match opened {
@@ -779,6 +806,7 @@ impl<E: Endpoint> Driver<E> {
                     local,
                     readable: true,
                     writable_interest: false,
+                    gso: self.offload,
                 };
                 self.sockets.insert(id, sock);
                 self.ready.push_back(id);

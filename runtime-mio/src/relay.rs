@@ -92,6 +92,8 @@ impl RelayThreads {
             })?;
             socket.set_nonblocking(true)?;
             let mut socket = UdpSocket::from_std(socket);
+            let offload = driver.offload();
+            batch::set_gro(&socket, offload);
             let poll = Poll::new()?;
             poll.registry()
                 .register(&mut socket, SOCKET, Interest::READABLE)?;
@@ -103,6 +105,7 @@ impl RelayThreads {
                     socket,
                     poll,
                     writable_interest: false,
+                    gso: offload,
                     tx: SendQueue::new(),
                     stats: DriverStats::default(),
                 },
@@ -265,6 +268,8 @@ struct Out {
     socket: UdpSocket,
     poll: Poll,
     writable_interest: bool,
+    /// The socket may still try GSO (see [`batch::send`]).
+    gso: bool,
     tx: SendQueue,
     stats: DriverStats,
 }
@@ -417,8 +422,8 @@ impl Out {
     fn send_queued(&mut self) -> io::Result<bool> {
         let mut blocked = false;
         while self.tx.front_socket().is_some() {
-            let socket = &self.socket;
-            let sent = (self.tx).send_run(&mut self.stats, |run| batch::send(socket, run));
+            let (socket, gso) = (&self.socket, &mut self.gso);
+            let sent = (self.tx).send_run(&mut self.stats, |run| batch::send(socket, run, gso));
             if sent == Sent::Blocked {
                 blocked = true;
                 break;

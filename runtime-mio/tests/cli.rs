@@ -363,6 +363,37 @@ fn three_relay_only_peers_through_one_thread_and_through_two_relay_threads() {
 }
 
 #[test]
+fn large_messages_arrive_whole_with_segmentation_offload_and_without() {
+    // Full-size packets back to back to one destination: GSO sends and GRO receives on Linux
+    // (the default), one datagram per message with --no-offload; through the relay (two relay
+    // threads) and direct.
+    for (offload, path) in [
+        (true, "relay"),
+        (false, "relay"),
+        (true, "direct"),
+        (false, "direct"),
+    ] {
+        let flag: &[&str] = if offload { &[] } else { &["--no-offload"] };
+        let server = ServerProc::start(&[&["--threads", "2"][..], flag].concat());
+        let mut args = vec![
+            "--mode",
+            "reliable-ordered",
+            "--size",
+            "200000",
+            "--hold",
+            "1",
+        ];
+        args.extend_from_slice(flag);
+        if path == "relay" {
+            args.push("--relay-only");
+        }
+        let room = format!("offload-{offload}-{path}");
+        let results = three_peers(&server, &room, 4, &args);
+        assert_complete(&results, 4, &[path], true);
+    }
+}
+
+#[test]
 fn three_peers_reliable_ordered_punch_direct_paths_on_loopback() {
     // Loopback has no NAT: punching succeeds within milliseconds, and the hold lets it settle
     // even if the exchange finishes first.

@@ -163,6 +163,11 @@ pub struct ServerArgs {
         allow_hyphen_values = true
     )]
     pub threads: Option<u16>,
+    /// Send and receive one datagram per system call message: no UDP GSO/GRO (Linux uses
+    /// them by default where the kernel and the route allow; for comparisons, or a path that
+    /// misbehaves with them).
+    #[arg(long)]
+    pub no_offload: bool,
 }
 
 impl ServerArgs {
@@ -362,6 +367,9 @@ pub struct PeerArgs {
     /// off).
     #[arg(long)]
     pub relay_only: bool,
+    /// No UDP GSO/GRO: one datagram per system call message (see `pierce server --help`).
+    #[arg(long)]
+    pub no_offload: bool,
     /// Reach the server over TCP only, at --server's address (`Transport::Tcp`): for networks
     /// that block UDP. Relayed peer traffic then goes down the stream; direct UDP paths to
     /// peers are still tried. Without --tcp or --udp-only the client uses UDP and falls back

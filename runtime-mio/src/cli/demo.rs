@@ -63,6 +63,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
             size: args.size,
             mode: Mode::ReliableOrdered,
             relay_only: false,
+            no_offload: false,
             tcp: false,
             udp_only: false,
             hold: HOLD,

@@ -65,7 +65,7 @@ pub fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
     setup.config.transport = args.transport();
     let json = args.json;
     let deadline = start + args.timeout;
-    let (server, host) = (args.connect.server, args.host);
+    let (server, host, offload) = (args.connect.server, args.host, !args.no_offload);
     let secret = args.connect.token_secret.clone();
     let script = Script::new(args, &setup.config, start)?;
     let seed = os_seed().map_err(|e| CliError::io("reading OS entropy", &e))?;
@@ -87,6 +87,7 @@ pub fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
             })?;
         let mut driver = Driver::from_std(socket, host)
             .map_err(|e| CliError::io(&format!("cannot listen on {server}"), &e))?;
+        driver.set_offload(offload);
         // Peers whose UDP is blocked reach the host over TCP, as any server.
         let tcp = driver.listen_tcp().ok();
         if json {
@@ -107,6 +108,7 @@ pub fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::usage(e.to_string()))?;
         let mut driver = Driver::bind(setup.bind, client)
             .map_err(|e| CliError::io(&format!("cannot bind {}", setup.bind), &e))?;
+        driver.set_offload(offload);
         if setup.config.direct_paths {
             // Peers behind the same NAT reach each other on these; sent once connected.
             let lan = lan_candidates(driver.local_addr());

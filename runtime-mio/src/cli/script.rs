@@ -1037,6 +1037,7 @@ mod tests {
             size: 16,
             mode,
             relay_only: false,
+            no_offload: false,
             tcp: false,
             udp_only: false,
             hold: Duration::ZERO,

@@ -91,6 +91,7 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         let _ = crate::set_socket_buffers(s, SOCKET_BUFFER);
     }
     let mut driver = Driver::from_std(socket, server).map_err(|e| cannot_listen(&e))?;
+    driver.set_offload(!args.no_offload);
     let mut relays = if relay_sockets.is_empty() {
         None
     } else {
