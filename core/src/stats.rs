@@ -276,6 +276,11 @@ pub struct ServerStats {
     pub transport_changes: u64,
     /// Sessions whose TCP stream closed under them (they wait for the client's next packet).
     pub stream_paths_closed: u64,
+    /// Relay packets for a receiver whose stream had closed (it waits for the client's next
+    /// packet): lost as on a dead link, as the session's own unreliable output is. Not a
+    /// drop for a reason of the sender's: the pair's reliability repairs it once the receiver
+    /// is heard again.
+    pub relay_unreachable: u64,
     /// UDP path probes from clients on TCP answered (the probe does not move the session).
     pub path_probes_answered: u64,
     /// Sessions that got their host id back from a resumption ticket.
@@ -308,5 +313,6 @@ impl ServerStats {
         self.dropped += f.dropped;
         self.relayed_packets += f.relayed_packets;
         self.relayed_bytes += f.relayed_bytes;
+        self.relay_unreachable += f.relay_unreachable;
     }
 }

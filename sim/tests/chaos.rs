@@ -1409,6 +1409,16 @@ fn chaos_seeds_that_once_found_stale_retransmissions() {
 }
 
 #[test]
+fn chaos_seeds_that_once_counted_relays_to_a_closed_stream_as_denials() {
+    // The relay fast path counted a relay packet for a receiver whose TCP stream had just
+    // closed as `relay_denied`; it is a packet lost on a dead link (`relay_unreachable`), and
+    // the oracle allows denials only around membership changes.
+    for seed in [496_271_772, 496_279_597] {
+        run_seed(seed);
+    }
+}
+
+#[test]
 fn chaos_shard_0() {
     shard(0);
 }

@@ -342,8 +342,8 @@ impl Forwarder {
         };
         let Some((socket, dst)) = route.path else {
             // Its stream closed: nothing reaches it until it is heard again (as a datagram
-            // lost on the way).
-            stats.dropped.relay_denied += 1;
+            // lost on the way; not a denial).
+            stats.relay_unreachable += 1;
             return Forward::Dropped;
         };
         if socket.is_stream() && is_shard {

@@ -327,6 +327,7 @@ fn stats_line_with(
             .int("relayed_packets", s.relayed_packets)
             .int("relayed_bytes", s.relayed_bytes)
             .int("relayed_by_relay_threads", by_threads)
+            .int("relay_unreachable", s.relay_unreachable)
             .int("handshakes_completed", s.handshakes_completed)
             .int("handshakes_rejected", s.handshakes_rejected)
             .int("clients_timed_out", s.clients_timed_out)
