@@ -1217,16 +1217,8 @@ mod bench {
                 result.insert(0, format!("knee_ratio_{size}B={ratio:.2}"));
             }
         }
-        println!();
-        for l in &summary {
-            println!("{l}");
-        }
         drop(entries);
-        println!(
-            "\nRESULT {} pairs={pairs} pinned={pin} loss_max_pct={}",
-            result.join(" "),
-            o.loss_max_pct
-        );
+        print_summary(&summary, &result, pairs, pin, o);
         drop(pierce);
         drop(coturn);
         let _ = std::fs::remove_dir_all(&tmp);
@@ -1327,11 +1319,16 @@ mod bench {
                 result.insert(0, format!("scaling_ratio_t{n}_{size}B={ratio:.2}"));
             }
         }
+        drop(entries);
+        print_summary(&summary, &result, pairs, pin, o);
+    }
+
+    /// The knee and scaling modes' last lines: the summary, then `RESULT`.
+    fn print_summary(summary: &[String], result: &[String], pairs: usize, pin: bool, o: &Options) {
         println!();
-        for l in &summary {
+        for l in summary {
             println!("{l}");
         }
-        drop(entries);
         println!(
             "\nRESULT {} pairs={pairs} pinned={pin} loss_max_pct={}",
             result.join(" "),

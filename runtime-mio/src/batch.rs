@@ -297,13 +297,9 @@ pub(crate) fn send(socket: &UdpSocket, run: &Run<'_>, gso: &mut bool) -> io::Res
     }
 }
 
-/// Asks the kernel to hand `socket`'s coalesced datagrams over as one buffer (UDP GRO, Linux
-/// 5.0 and later); `false` where it cannot (then datagrams arrive one by one, as always).
-pub(crate) fn enable_gro(socket: &UdpSocket) -> bool {
-    set_gro(socket, true)
-}
-
-/// Turns UDP GRO on or off for `socket`; `false` where the kernel refused.
+/// Turns UDP GRO on or off for `socket`: on, the kernel hands its coalesced datagrams over as
+/// one buffer (Linux 5.0 and later); `false` where it cannot (then datagrams arrive one by
+/// one, as always).
 pub(crate) fn set_gro(socket: &UdpSocket, on: bool) -> bool {
     #[cfg(target_os = "linux")]
     {
@@ -709,7 +705,7 @@ mod linux {
         #[test]
         fn runs_to_one_destination_leave_as_gso_sends_and_arrive_as_they_were() {
             let (tx, plain, gro) = (bound(), bound(), bound());
-            assert!(enable_gro(&gro), "UDP_GRO (Linux 5.0)");
+            assert!(set_gro(&gro, true), "UDP_GRO (Linux 5.0)");
             let (a, b) = (
                 plain.local_addr().expect("addr"),
                 gro.local_addr().expect("addr"),

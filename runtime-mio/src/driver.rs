@@ -162,7 +162,8 @@ impl<E: Endpoint> Driver<E> {
         poll.registry()
             .register(&mut socket, token(SocketId::PRIMARY), Interest::READABLE)?;
         let local_addr = socket.local_addr()?;
-        batch::enable_gro(&socket);
+        // Offload is on by default (`Driver::set_offload`).
+        batch::set_gro(&socket, true);
         let primary = Sock {
             socket,
             local: local_addr,
@@ -793,9 +794,7 @@ impl<E: Endpoint> Driver<E> {
             self.poll
                 .registry()
                 .register(&mut socket, token(id), Interest::READABLE)?;
-            if self.offload {
-                batch::enable_gro(&socket);
-            }
+            batch::set_gro(&socket, self.offload);
             Ok((socket, local))
         });
         match opened {

@@ -23,35 +23,11 @@ pub fn bind_relay_group(addr: SocketAddr, relay_threads: u16) -> io::Result<Vec<
             "a relay group needs at least one relay thread",
         ));
     }
-    #[cfg(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86",
-            target_arch = "x86_64",
-            target_arch = "arm",
-            target_arch = "aarch64",
-            target_arch = "riscv64",
-            target_arch = "powerpc64",
-            target_arch = "s390x",
-            target_arch = "loongarch64"
-        )
-    ))]
+    #[cfg(target_os = "linux")]
     {
         linux::bind_group(addr, relay_threads)
     }
-    #[cfg(not(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86",
-            target_arch = "x86_64",
-            target_arch = "arm",
-            target_arch = "aarch64",
-            target_arch = "riscv64",
-            target_arch = "powerpc64",
-            target_arch = "s390x",
-            target_arch = "loongarch64"
-        )
-    )))]
+    #[cfg(not(target_os = "linux"))]
     {
         let _ = addr;
         Err(io::Error::new(
@@ -67,9 +43,13 @@ mod linux {
     use std::net::{SocketAddr, UdpSocket};
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-    /// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h; the architectures this module is
-    /// built for all use the generic number).
+    /// `SO_ATTACH_REUSEPORT_CBPF`: 51 in asm-generic/socket.h and in the architectures' own
+    /// headers that define it (mips, powerpc), 0x35 on sparc (libc exports it for Android
+    /// only).
+    #[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
     const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+    #[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
+    const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 0x35;
 
     // Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
     const BPF_LD: u16 = 0x00;
