@@ -256,15 +256,37 @@ pub struct ServerConfig {
     /// must echo a stateless cookie (one extra round trip) before the server spends X25519
     /// work or state on it, so spoofed floods cannot fill the half-open table. 0: always.
     pub cookie_threshold: usize,
-    /// Handshakes per second one source IP may start (sustained).
+    /// Handshakes per second one source IP may start (sustained) without showing that it
+    /// receives at its address. Anyone who can send packets with that source address can
+    /// spend this budget, so over it a ClientHello is answered with a Retry (a stateless
+    /// cookie, one more round trip) instead of being dropped; hellos that echo the cookie
+    /// spend [`ServerConfig::proven_handshake_rate_per_ip`] instead.
     pub handshake_rate_per_ip: u32,
-    /// Handshakes one source IP may start in a burst.
+    /// Handshakes one source IP may start in a burst without showing it receives.
     pub handshake_burst_per_ip: u32,
-    /// Handshakes per second the whole server starts (sustained); bounds the X25519 work an
-    /// attacker with many addresses can cause.
+    /// Handshakes per second the whole server starts (sustained), for each of the two kinds
+    /// of source (unproven, proven); bounds the X25519 work an attacker with many addresses
+    /// can cause. Unproven hellos over it get a Retry.
     pub handshake_rate_global: u32,
-    /// Handshakes the whole server may start in a burst.
+    /// Handshakes the whole server may start in a burst (each kind).
     pub handshake_burst_global: u32,
+    /// Handshakes per second one source IP may start (sustained) with hellos that echoed a
+    /// cookie or came down a TCP stream: only hosts that receive at that address (the players
+    /// behind one carrier-grade NAT, say) can spend it, so it is larger. Over it, dropped.
+    pub proven_handshake_rate_per_ip: u32,
+    /// Proven handshakes one source IP may start in a burst.
+    pub proven_handshake_burst_per_ip: u32,
+    /// STUN Binding requests per second answered for one source IP (sustained). Its own
+    /// budget: a STUN flood with a spoofed source costs that IP's clients NAT behaviour
+    /// discovery, never their sessions. Bounds the reflection toward any one address (a STUN
+    /// answer is at most 2.6x its request).
+    pub stun_rate_per_ip: u32,
+    /// STUN Binding requests one source IP may have answered in a burst.
+    pub stun_burst_per_ip: u32,
+    /// STUN Binding requests per second the whole server answers (sustained).
+    pub stun_rate_global: u32,
+    /// STUN Binding requests the whole server answers in a burst.
+    pub stun_burst_global: u32,
     /// Largest datagram to send; at most [`MAX_DATAGRAM_SIZE`].
     pub max_datagram_size: usize,
     /// Datagrams queued per client and not yet transmitted, at most.
@@ -335,6 +357,12 @@ impl ServerConfig {
             handshake_burst_per_ip: 64,
             handshake_rate_global: 5000,
             handshake_burst_global: 5000,
+            proven_handshake_rate_per_ip: 200,
+            proven_handshake_burst_per_ip: 1000,
+            stun_rate_per_ip: 200,
+            stun_burst_per_ip: 1000,
+            stun_rate_global: 5000,
+            stun_burst_global: 5000,
             max_datagram_size: MAX_DATAGRAM_SIZE,
             max_queued_datagrams_per_client: 256,
             max_pending_events: 65_536,
@@ -366,6 +394,13 @@ impl ServerConfig {
         }
         if self.max_clients == 0 || self.max_clients > MAX_SESSIONS {
             return Err(ConfigError::OutOfRange("max_clients"));
+        }
+        if self.proven_handshake_burst_per_ip == 0 || self.proven_handshake_rate_per_ip == 0 {
+            // Nobody could ever connect (a Retry answered is no way in then).
+            return Err(ConfigError::OutOfRange("proven_handshake_rate_per_ip"));
+        }
+        if self.handshake_burst_global == 0 || self.handshake_rate_global == 0 {
+            return Err(ConfigError::OutOfRange("handshake_rate_global"));
         }
         if self.relay_shards > MAX_RELAY_SHARDS {
             return Err(ConfigError::OutOfRange("relay_shards"));

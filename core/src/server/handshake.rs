@@ -1,13 +1,15 @@
 //! Handshakes: ClientHellos in, ServerHellos and Retries out, until a half-open session's
 //! Connect frame settles it.
 //!
-//! Handshakes are rate-limited per source IP and globally (the [`Limiter`] the server lends)
-//! before any X25519 work, the half-open table is bounded, and under load (from
-//! `cookie_threshold` half-open sessions on) a ClientHello must echo a stateless cookie
-//! first, so spoofed floods cannot fill the table. The only packet sent to an address that
-//! has not proven it can receive is a ServerHello of [`SERVER_HELLO_LEN`] bytes in answer to
-//! a ClientHello of at least `MIN_CLIENT_HELLO_LEN` (or a smaller Retry): the server never
-//! amplifies.
+//! Admission (see [`Admission`]): a hello that has not shown its source receives at its
+//! address spends a per-IP and a global budget that a spoofer can spend too, so over that
+//! budget it gets a Retry (a stateless cookie) rather than nothing; a hello that echoes the
+//! cookie, or came down a TCP stream, spends a budget of its own that off-path senders cannot
+//! touch. Under load (from `cookie_threshold` half-open sessions on) every unproven hello gets
+//! a Retry, so spoofed floods cannot fill the half-open table, which is bounded anyway. The
+//! only packets sent to an address that has not proven it can receive are a ServerHello of
+//! [`SERVER_HELLO_LEN`] bytes in answer to a ClientHello of at least `MIN_CLIENT_HELLO_LEN`,
+//! and a smaller Retry: the server never amplifies.
 //!
 //! A half-open session has a slot in the session table (its id is in the ServerHello); what
 //! only the handshake needs (the ServerHello to resend, the client's ephemeral key, a ticket
@@ -35,13 +37,42 @@ use crate::wire::handshake::{COOKIE_LEN, ClientHello, Retry, SERVER_HELLO_LEN, S
 /// Retry packets waiting to be sent, at most.
 const RETRY_QUEUE_CAP: usize = 1024;
 
-/// The per-source and global budget for work on behalf of sources that have not proven they
-/// receive (handshakes, and STUN answers, which share it), keyed with `key` (random: the
-/// per-IP table's hashing must not be predictable).
-pub(super) fn limiter(key: u64, config: &ServerConfig) -> Limiter {
-    let (ip_rate, ip_burst) = (config.handshake_rate_per_ip, config.handshake_burst_per_ip);
-    let (rate, burst) = (config.handshake_rate_global, config.handshake_burst_global);
-    Limiter::new(key, ip_rate, ip_burst, rate, burst)
+/// The budgets a ClientHello is charged to, per source IP and for the whole server. A hello
+/// is *proven* when it echoes a valid cookie or came down a TCP stream (whose three-way
+/// handshake already showed the source receives at its address); every other hello is
+/// *unproven*: anyone who can send packets with that source address could have sent it.
+///
+/// Unproven hellos spend the `handshake_*` budget; over it they are answered with a Retry
+/// (a stateless cookie, smaller than the hello) instead of being dropped, so a spoofer who
+/// empties an IP's budget only makes that IP's real clients take one more round trip. Proven
+/// hellos spend the `proven_handshake_*` budget, which only sources that receive at the
+/// address can touch. Neither is the budget of STUN requests (see `server::stun`).
+pub(super) struct Admission {
+    unproven: Limiter,
+    proven: Limiter,
+}
+
+impl Admission {
+    /// `key`: random, so that the per-IP tables' hashing cannot be predicted.
+    pub(super) fn new(key: u64, config: &ServerConfig) -> Self {
+        let (rate, burst) = (config.handshake_rate_global, config.handshake_burst_global);
+        Self {
+            unproven: Limiter::new(
+                key,
+                config.handshake_rate_per_ip,
+                config.handshake_burst_per_ip,
+                rate,
+                burst,
+            ),
+            proven: Limiter::new(
+                key.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15,
+                config.proven_handshake_rate_per_ip,
+                config.proven_handshake_burst_per_ip,
+                rate,
+                burst,
+            ),
+        }
+    }
 }
 
 /// Half-open sessions' handshake state, the hello and Retry queues, and the cookie.
@@ -49,6 +80,8 @@ pub(super) struct Handshakes {
     config: Arc<ServerConfig>,
     public_key: PublicKey,
     cookie: Cookie,
+    /// What hellos may cost.
+    admission: Admission,
     /// Half-open sessions, by slot.
     pending: BTreeMap<usize, Pending>,
     /// Half-open sessions by (path, client session id), to answer retransmitted hellos.
@@ -83,6 +116,8 @@ pub(super) enum Hello {
     New {
         /// The slot of the older attempt.
         replaces: Option<usize>,
+        /// The hello showed its source receives (see [`Admission`]).
+        proven: bool,
     },
 }
 
@@ -108,13 +143,15 @@ pub(super) struct Welcome {
 impl Handshakes {
     /// `epoch`: when the server started (cookies are valid per ten-second bucket since).
     pub(super) fn new(config: Arc<ServerConfig>, cookie_key: [u8; 32], epoch: Instant) -> Self {
+        let cookie = Cookie {
+            key: cookie_key,
+            epoch,
+        };
         Self {
             public_key: config.secret_key.public_key(),
+            admission: Admission::new(cookie.derive_key(b"admission"), &config),
             config,
-            cookie: Cookie {
-                key: cookie_key,
-                epoch,
-            },
+            cookie,
             pending: BTreeMap::new(),
             index: BTreeMap::new(),
             hellos: VecDeque::new(),
@@ -127,21 +164,36 @@ impl Handshakes {
         self.pending.len()
     }
 
-    /// A ClientHello (at least `MIN_CLIENT_HELLO_LEN` bytes) from `path`.
+    /// A ClientHello (at least `MIN_CLIENT_HELLO_LEN` bytes) from `path`, charged to its
+    /// budget (see [`Admission`]): an unproven one over budget gets a Retry, a proven one over
+    /// budget is dropped.
     pub(super) fn handle_hello(
         &mut self,
         now: Instant,
         path: Path,
         hello: &ClientHello<'_>,
-        limiter: &mut Limiter,
         stats: &mut ServerStats,
     ) -> Hello {
-        if !limiter.allow(now, path.addr.ip()) {
-            stats.dropped.rate_limited += 1;
+        let proven = path.socket.is_stream() || self.cookie.verify(now, path.addr, hello);
+        let (admission, ip) = (&mut self.admission, path.addr.ip());
+        let budget = if proven {
+            &mut admission.proven
+        } else {
+            &mut admission.unproven
+        };
+        if !budget.allow(now, ip) {
+            if proven {
+                stats.dropped.rate_limited += 1;
+            } else {
+                self.retry(now, path, hello, stats);
+            }
             return Hello::Answered;
         }
         let Some(&key) = self.index.get(&(path, hello.client_session)) else {
-            return Hello::New { replaces: None };
+            return Hello::New {
+                replaces: None,
+                proven,
+            };
         };
         if let Some(p) = self.pending.get(&key) {
             if p.client_ephemeral == hello.client_ephemeral {
@@ -153,32 +205,45 @@ impl Handshakes {
         // A new attempt from the same source and id replaces the old one.
         Hello::New {
             replaces: Some(key),
+            proven,
+        }
+    }
+
+    /// Answers `hello` with a Retry carrying its cookie (counted as `cookie_required`).
+    fn retry(
+        &mut self,
+        now: Instant,
+        path: Path,
+        hello: &ClientHello<'_>,
+        stats: &mut ServerStats,
+    ) {
+        stats.dropped.cookie_required += 1;
+        if self.retries.len() < RETRY_QUEUE_CAP {
+            let cookie = self.cookie.make(now, path.addr, hello);
+            self.retries.push_back((path, hello.client_session, cookie));
+        } else {
+            stats.dropped.queue_full += 1;
         }
     }
 
     /// Starts the handshake `hello` asked for ([`Hello::New`]) in session slot `slot`, unless
-    /// the server is under load and the hello has no valid cookie (a Retry is queued), the
+    /// the server is under load and the hello is not `proven` (a Retry is queued), the
     /// half-open table is full (`sessions`: sessions of every stage), or the key exchange
     /// fails. Queues the ServerHello.
-    #[allow(clippy::too_many_arguments)] // the hello, where it goes, and what the keys need
+    #[allow(clippy::too_many_arguments)] // the hello and its proof, where it goes, what the keys need
     pub(super) fn accept(
         &mut self,
         now: Instant,
         path: Path,
         hello: &ClientHello<'_>,
+        proven: bool,
         slot: Slot,
         sessions: usize,
         rng: &mut Rng,
         stats: &mut ServerStats,
     ) -> Option<Accepted> {
-        if self.pending.len() >= self.config.cookie_threshold
-            && !self.cookie.verify(now, path.addr, hello)
-        {
-            stats.dropped.cookie_required += 1;
-            if self.retries.len() < RETRY_QUEUE_CAP {
-                let cookie = self.cookie.make(now, path.addr, hello);
-                self.retries.push_back((path, hello.client_session, cookie));
-            }
+        if !proven && self.pending.len() >= self.config.cookie_threshold {
+            self.retry(now, path, hello, stats);
             return None;
         }
         if self.pending.len() >= self.config.max_half_open || sessions >= MAX_SESSIONS {
@@ -383,6 +448,18 @@ impl Cookie {
         })
     }
 
+    /// A value for another use of the cookie key (`label` keeps the uses apart).
+    fn derive_key(&self, label: &[u8]) -> u64 {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC accepts keys of any length");
+        mac.update(label);
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&full[..8]);
+        u64::from_le_bytes(out)
+    }
+
     /// HMAC-SHA256 over the bucket, the source address, the client's session id and
     /// ephemeral key.
     fn mac(&self, bucket: u64, from: SocketAddr, hello: &ClientHello<'_>) -> [u8; COOKIE_LEN] {
@@ -443,7 +520,6 @@ mod tests {
 
     struct Bench {
         h: Handshakes,
-        limiter: Limiter,
         rng: Rng,
         stats: ServerStats,
         now: Instant,
@@ -453,7 +529,6 @@ mod tests {
         fn new(config: Arc<ServerConfig>) -> Self {
             let now = crate::tests::epoch();
             Self {
-                limiter: limiter(1, &config),
                 h: Handshakes::new(config, [9; 32], now),
                 rng: crate::rng::derive(&[2; 32], b"test"),
                 stats: ServerStats::default(),
@@ -464,14 +539,13 @@ mod tests {
         /// `hello` from `path`: the verdict, and the session started in `key` if admitted.
         fn hello(&mut self, path: Path, hello: &ClientHello<'_>, key: usize) -> Hello {
             let (now, stats) = (self.now, &mut self.stats);
-            let verdict = self
-                .h
-                .handle_hello(now, path, hello, &mut self.limiter, stats);
-            if let Hello::New { replaces } = verdict {
+            let verdict = self.h.handle_hello(now, path, hello, stats);
+            if let Hello::New { replaces, proven } = verdict {
                 if let Some(old) = replaces {
                     self.h.forget(old);
                 }
-                let _ = (self.h).accept(now, path, hello, slot(key), key, &mut self.rng, stats);
+                let rng = &mut self.rng;
+                let _ = (self.h).accept(now, path, hello, proven, slot(key), key, rng, stats);
             }
             verdict
         }
@@ -488,7 +562,13 @@ mod tests {
     fn a_retransmitted_hello_gets_the_same_server_hello_and_a_new_attempt_replaces_the_old() {
         let mut b = Bench::new(config(|_| {}));
         let first = hello(1, &[]);
-        assert_eq!(b.hello(path(1), &first, 0), Hello::New { replaces: None });
+        assert_eq!(
+            b.hello(path(1), &first, 0),
+            Hello::New {
+                replaces: None,
+                proven: false
+            }
+        );
         assert_eq!(b.hello(path(1), &first, 1), Hello::Answered);
         assert_eq!(b.sent(), [(SERVER_HELLO_LEN, path(1).addr); 2]);
         assert_eq!(b.h.len(), 1);
@@ -496,7 +576,10 @@ mod tests {
         let second = hello(2, &[]);
         assert_eq!(
             b.hello(path(1), &second, 1),
-            Hello::New { replaces: Some(0) }
+            Hello::New {
+                replaces: Some(0),
+                proven: false
+            }
         );
         assert_eq!(b.h.len(), 1);
         assert_eq!(b.stats.handshakes_started, 2);
@@ -507,7 +590,10 @@ mod tests {
         let mut b = Bench::new(config(|c| c.cookie_threshold = 0));
         assert_eq!(
             b.hello(path(1), &hello(1, &[]), 0),
-            Hello::New { replaces: None }
+            Hello::New {
+                replaces: None,
+                proven: false
+            }
         );
         assert_eq!(b.h.len(), 0, "no state without a cookie");
         assert_eq!(b.stats.dropped.cookie_required, 1);
@@ -577,9 +663,117 @@ mod tests {
         b.h.moved(0, path(2));
         assert_eq!(b.hello(path(2), &h, 1), Hello::Answered);
         assert_eq!(b.sent(), [(SERVER_HELLO_LEN, path(2).addr)]);
-        assert_eq!(b.hello(path(1), &h, 1), Hello::New { replaces: None });
+        assert_eq!(
+            b.hello(path(1), &h, 1),
+            Hello::New {
+                replaces: None,
+                proven: false
+            }
+        );
         b.h.forget(0);
         b.h.forget(1);
         assert_eq!(b.h.len(), 0);
+    }
+
+    fn at(i: u8, port: u16) -> Path {
+        Path {
+            socket: SocketId::PRIMARY,
+            addr: SocketAddr::from(([198, 51, 100, i], port)),
+        }
+    }
+
+    /// The Retries sent, as (to, cookie).
+    fn retries(b: &mut Bench) -> Vec<(SocketAddr, [u8; COOKIE_LEN])> {
+        let mut buf = [0u8; 1200];
+        let mut out = Vec::new();
+        while let Some(t) = b.h.poll_transmit(&mut buf, &mut b.stats) {
+            if let Ok(r) = Retry::decode(&buf[..t.len]) {
+                out.push((t.dst, r.cookie));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_spoofer_who_spends_an_ips_budget_costs_its_clients_one_round_trip_not_their_way_in() {
+        let mut b = Bench::new(config(|c| {
+            c.handshake_burst_per_ip = 3;
+            c.handshake_rate_per_ip = 1;
+        }));
+        // Spoofed hellos with the victim's IP, from many ports: the unproven budget goes...
+        let spoofed: Vec<Hello> = (0..50u16)
+            .map(|p| b.hello(at(1, 5000 + p), &hello(9, &[]), usize::from(p)))
+            .collect();
+        let admitted = spoofed.iter().filter(|v| **v != Hello::Answered).count();
+        assert_eq!(admitted, 3);
+        assert_eq!(b.stats.dropped.cookie_required, 47, "the rest got a Retry");
+        assert_eq!(b.stats.dropped.rate_limited, 0);
+        // ... and each of them was answered with a Retry smaller than the hello.
+        let mut buf = [0u8; 1200];
+        let sent: Vec<usize> = std::iter::from_fn(|| b.h.poll_transmit(&mut buf, &mut b.stats))
+            .map(|t| t.len)
+            .collect();
+        assert_eq!(sent.len(), 50);
+        assert!(sent.iter().all(|&n| n <= SERVER_HELLO_LEN));
+        // A real client behind that IP: a Retry first, then in with its cookie.
+        let real = at(1, 40_000);
+        assert_eq!(b.hello(real, &hello(1, &[]), 100), Hello::Answered);
+        let [(to, cookie)] = retries(&mut b)[..] else {
+            panic!("one Retry")
+        };
+        assert_eq!(to, real.addr);
+        let before = b.h.len();
+        assert_eq!(
+            b.hello(real, &hello(1, &cookie), 100),
+            Hello::New {
+                replaces: None,
+                proven: true
+            }
+        );
+        assert_eq!(b.h.len(), before + 1, "admitted");
+        // The cookie is bound to its address: a spoofer cannot reuse it from another port.
+        assert_eq!(
+            b.hello(at(1, 40_001), &hello(1, &cookie), 101),
+            Hello::Answered
+        );
+    }
+
+    #[test]
+    fn proven_hellos_have_a_budget_of_their_own_and_over_it_are_dropped() {
+        let mut b = Bench::new(config(|c| {
+            c.handshake_burst_per_ip = 0;
+            c.proven_handshake_burst_per_ip = 2;
+            c.proven_handshake_rate_per_ip = 1;
+        }));
+        let mut verdicts = Vec::new();
+        for port in 0..3u16 {
+            let p = at(1, 6000 + port);
+            b.hello(p, &hello(1, &[]), 0);
+            let [(_, cookie)] = retries(&mut b)[..] else {
+                panic!("a Retry: the unproven budget is zero")
+            };
+            verdicts.push(b.hello(p, &hello(1, &cookie), usize::from(port)));
+        }
+        let admitted = verdicts.iter().filter(|v| **v != Hello::Answered).count();
+        assert_eq!(admitted, 2);
+        assert_eq!(b.stats.dropped.rate_limited, 1);
+        assert!(retries(&mut b).is_empty(), "no Retry for a proven hello");
+    }
+
+    #[test]
+    fn a_hello_down_a_tcp_stream_is_proven() {
+        let mut b = Bench::new(config(|c| c.handshake_burst_per_ip = 0));
+        let stream = Path {
+            socket: SocketId::stream(3),
+            addr: path(1).addr,
+        };
+        assert_eq!(
+            b.hello(stream, &hello(1, &[]), 0),
+            Hello::New {
+                replaces: None,
+                proven: true
+            }
+        );
+        assert_eq!(b.h.len(), 1);
     }
 }

@@ -41,7 +41,6 @@ use crate::config::ServerConfig;
 use crate::crypto::PublicKey;
 use crate::error::ConfigError;
 use crate::event::{HostId, LeaveReason, ServerEvent};
-use crate::ratelimit::Limiter;
 use crate::rng::{self, Rng};
 use crate::stats::ServerStats;
 use crate::time::{Clock, Duration, Instant, Timeout};
@@ -70,18 +69,20 @@ use sessions::Due;
 ///
 /// # Hostile input
 ///
-/// Handshakes are rate-limited per source IP and globally before any X25519 work, the
-/// half-open table is bounded, and the only packet sent to an address that has not proven it
-/// can receive is a ServerHello of [`crate::wire::handshake::SERVER_HELLO_LEN`] bytes in
-/// answer to a ClientHello of at least [`MIN_CLIENT_HELLO_LEN`]: the server never amplifies.
-/// Everything invalid is dropped and counted in [`Server::stats`].
+/// Handshakes are rate-limited per source IP and globally before any X25519 work; a source
+/// that has not shown it receives at its address is answered with a stateless cookie (Retry)
+/// over its budget, so a spoofer who spends an IP's budget cannot keep that IP's clients out
+/// (see `ServerConfig::proven_handshake_rate_per_ip`). The half-open table is bounded, and
+/// the only packets sent to an address that has not proven it can receive are a ServerHello
+/// of [`crate::wire::handshake::SERVER_HELLO_LEN`] bytes in answer to a ClientHello of at
+/// least [`MIN_CLIENT_HELLO_LEN`], a smaller Retry, and STUN answers within STUN's own
+/// budget: the server never amplifies beyond STUN's factor. Everything invalid is dropped and
+/// counted in [`Server::stats`].
 pub struct Server {
     public_key: PublicKey,
     /// The one random stream (ephemeral keys, pair keys, ticket ids), lent to who draws.
     rng: Rng,
     clock: Clock,
-    /// Budget for work on behalf of unproven sources, lent to handshakes and STUN.
-    limiter: Limiter,
     stun: stun::StunResponder,
     sessions: sessions::Sessions,
     groups: groups::Groups,
@@ -115,11 +116,11 @@ impl Server {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         // Draws: cookie key, first session generation, first pair id (random starts: a restarted
-        // server's ids do not collide with those its clients bring back), limiter key.
+        // server's ids do not collide with those its clients bring back), the STUN limiter's key.
         let mut rng = rng::derive(&seed, b"server");
         let sessions = sessions::Sessions::new(config.clone(), &mut rng, now, unix_time);
         let groups = groups::Groups::new(rng.next_u32().max(1));
-        let limiter = handshake::limiter(rng.next_u64(), &config);
+        let stun = stun::StunResponder::new(rng.next_u64(), &config);
         let budgets = Arc::new(relay::Budgets::new(&config));
         let role = if config.relay_shards == 0 {
             Role::Alone
@@ -130,8 +131,7 @@ impl Server {
             public_key: config.secret_key.public_key(),
             rng,
             clock: Clock::new(now),
-            limiter,
-            stun: stun::StunResponder::default(),
+            stun,
             sessions,
             groups,
             rooms: rooms::Rooms::new(config.rooms.clone()),
@@ -199,9 +199,7 @@ impl Server {
         match demux::decode(datagram) {
             Err(e) => self.stats.dropped.count_decode(e),
             Ok(Datagram::Stun(m)) => {
-                let (limiter, stats) = (&mut self.limiter, &mut self.stats);
-                self.stun
-                    .handle_request(now, path, &m, datagram, limiter, stats);
+                (self.stun).handle_request(now, path, &m, datagram, &mut self.stats);
             }
             // The discovery sockets answer STUN only; a server answers no handshake.
             _ if !session_socket => self.stats.dropped.unexpected += 1,
@@ -210,8 +208,8 @@ impl Server {
                 self.stats.dropped.malformed += 1;
             }
             Ok(Datagram::ClientHello(hello)) => {
-                let (limiter, rng, stats) = (&mut self.limiter, &mut self.rng, &mut self.stats);
-                (self.sessions).handle_hello(now, path, &hello, limiter, rng, stats);
+                let (rng, stats) = (&mut self.rng, &mut self.stats);
+                (self.sessions).handle_hello(now, path, &hello, rng, stats);
             }
             Ok(Datagram::Relay(_)) => self.on_relay_packet(now, path, datagram),
             Ok(Datagram::Relayed(_)) => self.stats.dropped.unexpected += 1,

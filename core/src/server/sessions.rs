@@ -31,7 +31,6 @@ use crate::config::{MAX_SESSIONS, ServerConfig};
 
 use crate::error::SendError;
 use crate::event::{HostId, ServerEvent};
-use crate::ratelimit::Limiter;
 use crate::rng::Rng;
 use crate::stats::ServerStats;
 use crate::time::{Duration, Instant, Timeout};
@@ -195,16 +194,12 @@ impl Sessions {
         now: Instant,
         path: Path,
         hello: &ClientHello<'_>,
-        limiter: &mut Limiter,
         rng: &mut Rng,
         stats: &mut ServerStats,
     ) {
-        let replaces = match self
-            .handshakes
-            .handle_hello(now, path, hello, limiter, stats)
-        {
+        let (replaces, proven) = match self.handshakes.handle_hello(now, path, hello, stats) {
             Hello::Answered => return,
-            Hello::New { replaces } => replaces,
+            Hello::New { replaces, proven } => (replaces, proven),
         };
         if let Some(old) = replaces {
             self.remove(now, old);
@@ -212,7 +207,8 @@ impl Sessions {
         let slot = self.next_slot();
         let sessions = self.slab.len();
         let handshakes = &mut self.handshakes;
-        let Some(half_open) = handshakes.accept(now, path, hello, slot, sessions, rng, stats)
+        let Some(half_open) =
+            handshakes.accept(now, path, hello, proven, slot, sessions, rng, stats)
         else {
             return;
         };
@@ -838,12 +834,10 @@ mod tests {
 
     use crate::SecretKey;
     use crate::crypto::Ephemeral;
-    use crate::server::handshake::limiter;
 
     struct Bench {
         s: Sessions,
         rng: Rng,
-        limiter: Limiter,
         stats: ServerStats,
         now: Instant,
     }
@@ -869,7 +863,6 @@ mod tests {
                     now,
                     Duration::from_secs(1_800_000_000),
                 ),
-                limiter: limiter(1, &cfg),
                 rng,
                 stats: ServerStats::default(),
                 now,
@@ -890,7 +883,7 @@ mod tests {
                 cookie: &[],
             };
             let (now, rng, stats) = (self.now, &mut self.rng, &mut self.stats);
-            (self.s).handle_hello(now, at, &hello, &mut self.limiter, rng, stats);
+            (self.s).handle_hello(now, at, &hello, rng, stats);
             self.s.slab.iter().find(|(_, s)| s.path() == at).unwrap().0
         }
 

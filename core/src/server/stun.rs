@@ -4,10 +4,15 @@
 //!
 //! # Amplification
 //! The answer (40 bytes for IPv4, 52 for IPv6) is larger than a bare request (20 bytes): a
-//! factor of at most 2.6, the same as every STUN server. It shares the per-source and global
-//! handshake token buckets (the [`Limiter`] the server lends it), so a spoofed flood gets at
-//! most that factor on a bounded rate; requests with a FINGERPRINT that does not verify are
-//! not answered.
+//! factor of at most 2.6, the same as every STUN server. Requests draw on a budget of their own
+//! per source IP and for the whole server (`ServerConfig::stun_rate_per_ip` and
+//! `stun_rate_global`), so a spoofed flood gets at most that factor on a bounded rate toward
+//! any one address; requests with a FINGERPRINT that does not verify are not answered.
+//!
+//! A STUN request proves nothing about its source, so a spoofer can spend an IP's STUN budget:
+//! that costs the clients behind that IP their NAT behaviour discovery for as long as the
+//! flood lasts (they still connect, join and relay, and punch from the address their session
+//! shows the server), never their sessions, whose handshakes have a budget of their own.
 //!
 //! With NAT discovery on, a request that carries any attribute (so is at least
 //! [`EXTENDED_MIN_REQUEST`] bytes) is answered with RESPONSE-ORIGIN and OTHER-ADDRESS too (64
@@ -19,6 +24,7 @@ use std::net::SocketAddr;
 
 use super::discovery::Sockets;
 use super::session::Path;
+use crate::config::ServerConfig;
 use crate::error::ConfigError;
 use crate::ratelimit::Limiter;
 use crate::stats::ServerStats;
@@ -34,12 +40,14 @@ const QUEUE_CAP: usize = 1024;
 const EXTENDED_MIN_REQUEST: usize = 28;
 
 /// Binding requests in, Binding responses out.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct StunResponder {
     /// Answers to send, in order.
     queue: VecDeque<Reply>,
     /// The local sockets (NAT behaviour discovery).
     sockets: Sockets,
+    /// Requests answered per source IP and in all.
+    limiter: Limiter,
 }
 
 /// A Binding response to send.
@@ -57,6 +65,21 @@ struct Reply {
 }
 
 impl StunResponder {
+    /// `key`: random, so that the per-IP table's hashing cannot be predicted.
+    pub(super) fn new(key: u64, config: &ServerConfig) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            sockets: Sockets::default(),
+            limiter: Limiter::new(
+                key,
+                config.stun_rate_per_ip,
+                config.stun_burst_per_ip,
+                config.stun_rate_global,
+                config.stun_burst_global,
+            ),
+        }
+    }
+
     /// Turns on NAT behaviour discovery (see `Server::enable_nat_discovery`).
     pub(super) fn enable_discovery(
         &mut self,
@@ -89,7 +112,6 @@ impl StunResponder {
         path: Path,
         m: &StunMessage<'_>,
         datagram: &[u8],
-        limiter: &mut Limiter,
         stats: &mut ServerStats,
     ) {
         if path.socket.is_stream()
@@ -116,7 +138,7 @@ impl StunResponder {
             stats.dropped.stun += 1;
             return;
         };
-        if !limiter.allow(now, path.addr.ip()) {
+        if !self.limiter.allow(now, path.addr.ip()) {
             stats.dropped.rate_limited += 1;
             return;
         }
@@ -166,8 +188,11 @@ mod tests {
     use super::*;
     use crate::wire::stun::{CHANGE_PORT, encode_binding_request, encode_binding_request_change};
 
-    fn limiter() -> Limiter {
-        Limiter::new(1, 1000, 1000, 1000, 1000)
+    fn responder() -> StunResponder {
+        let mut cfg = ServerConfig::new(crate::SecretKey::from_bytes([1; 32]));
+        (cfg.stun_rate_per_ip, cfg.stun_burst_per_ip) = (10_000, 10_000);
+        (cfg.stun_rate_global, cfg.stun_burst_global) = (10_000, 10_000);
+        StunResponder::new(1, &cfg)
     }
 
     fn path(socket: u16, addr: &str) -> Path {
@@ -181,12 +206,12 @@ mod tests {
     fn ask(r: &mut StunResponder, from: Path, request: &[u8], stats: &mut ServerStats) {
         let m = StunMessage::decode(request).unwrap();
         let now = crate::tests::epoch();
-        r.handle_request(now, from, &m, request, &mut limiter(), stats);
+        r.handle_request(now, from, &m, request, stats);
     }
 
     #[test]
     fn a_request_is_answered_with_its_source_from_the_socket_it_came_on() {
-        let mut r = StunResponder::default();
+        let mut r = responder();
         let mut stats = ServerStats::default();
         let mut req = [0u8; 64];
         let n = encode_binding_request(&mut req, &[7; 12]).unwrap();
@@ -204,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_change_request_without_discovery_is_dropped_and_counted() {
-        let mut r = StunResponder::default();
+        let mut r = responder();
         let mut stats = ServerStats::default();
         let mut req = [0u8; 64];
         let n = encode_binding_request_change(&mut req, &[1; 12], CHANGE_PORT).unwrap();
@@ -215,7 +240,7 @@ mod tests {
 
     #[test]
     fn with_discovery_a_change_of_port_is_answered_from_the_alternate_socket() {
-        let mut r = StunResponder::default();
+        let mut r = responder();
         let mut stats = ServerStats::default();
         let (primary, alternate) = ("127.0.0.1:3478", "127.0.0.1:3479");
         r.enable_discovery(primary.parse().unwrap(), alternate.parse().unwrap())
@@ -241,7 +266,7 @@ mod tests {
 
     #[test]
     fn answers_beyond_the_queue_cap_are_dropped_and_counted() {
-        let mut r = StunResponder::default();
+        let mut r = responder();
         let mut stats = ServerStats::default();
         let mut req = [0u8; 64];
         let n = encode_binding_request(&mut req, &[3; 12]).unwrap();
@@ -252,5 +277,36 @@ mod tests {
         let mut buf = [0u8; 1200];
         let sent = std::iter::from_fn(|| r.poll_transmit(&mut buf, &mut stats)).count();
         assert_eq!(sent, QUEUE_CAP);
+    }
+
+    #[test]
+    fn stun_has_a_budget_per_source_ip_of_its_own() {
+        let mut cfg = ServerConfig::new(crate::SecretKey::from_bytes([1; 32]));
+        (cfg.stun_rate_per_ip, cfg.stun_burst_per_ip) = (1, 5);
+        let mut r = StunResponder::new(1, &cfg);
+        let mut stats = ServerStats::default();
+        let mut req = [0u8; 64];
+        let n = encode_binding_request(&mut req, &[7; 12]).unwrap();
+        for port in 0..20 {
+            ask(
+                &mut r,
+                path(0, &format!("198.51.100.7:{}", 4000 + port)),
+                &req[..n],
+                &mut stats,
+            );
+        }
+        ask(&mut r, path(0, "198.51.100.8:4000"), &req[..n], &mut stats);
+        let mut buf = [0u8; 1200];
+        let answered: Vec<SocketAddr> =
+            std::iter::from_fn(|| r.poll_transmit(&mut buf, &mut stats))
+                .map(|t| t.dst)
+                .collect();
+        assert_eq!(
+            answered.len(),
+            6,
+            "five for the flooded IP, one for another"
+        );
+        assert_eq!(stats.dropped.rate_limited, 15);
+        assert_eq!(answered[5], "198.51.100.8:4000".parse().unwrap());
     }
 }
