@@ -7,7 +7,8 @@
 //! ServerHello (SERVER_HELLO_LEN bytes):
 //!   0xD2 | version | 0x00 0x00 | client session id (u32) | server session id (u32)
 //!   | server ephemeral X25519 (32) | server static X25519 (32) | AEAD tag (16)
-//! Retry (RETRY_LEN bytes), server → client, only when the server is under load:
+//! Retry (RETRY_LEN bytes), server → client, when the server is under load or the hello's
+//! source has spent its unproven budget:
 //!   0xD5 | version | 0x00 0x00 | client session id (u32) | cookie (16)
 //! ```
 //!
