@@ -418,6 +418,18 @@ pub(crate) struct RelayKey {
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct RelaySecret([u8; 32]);
 
+impl RelaySecret {
+    /// The session's STUN credential (see [`crate::wire::stun::StunCredential`]) for server
+    /// session id `id`: its password is derived from the relay secret, which both ends hold.
+    pub(crate) fn stun_credential(&self, id: u32) -> crate::wire::stun::StunCredential {
+        let hk = Hkdf::<Sha256>::new(None, &self.0);
+        let mut secret = [0u8; 16];
+        // 16 bytes is far below HKDF-SHA256's limit: this cannot fail.
+        let _ = hk.expand(b"pierce/1 stun", &mut secret);
+        crate::wire::stun::StunCredential::new(id, &secret)
+    }
+}
+
 impl fmt::Debug for RelaySecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("RelaySecret(..)")

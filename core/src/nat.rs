@@ -31,7 +31,7 @@ use crate::Transmit;
 use crate::stun::{StunBinding, StunError};
 use crate::time::{Duration, Instant};
 use crate::wire::control::NatInfo;
-use crate::wire::stun::{CHANGE_IP, CHANGE_PORT};
+use crate::wire::stun::{CHANGE_IP, CHANGE_PORT, StunCredential};
 
 /// First retransmission of each discovery request after this long, doubling.
 pub const DISCOVERY_RTO: Duration = Duration::from_millis(150);
@@ -201,6 +201,8 @@ pub struct NatDiscovery {
     other: Option<SocketAddr>,
     filtering: Option<Dependence>,
     result: Option<Result<NatBehavior, StunError>>,
+    /// Signs every request (see [`StunBinding::with_credential`]).
+    credential: Option<StunCredential>,
 }
 
 impl NatDiscovery {
@@ -214,6 +216,16 @@ impl NatDiscovery {
         txid: [u8; 12],
     ) -> Self {
         Self::with_timing(now, server, local, txid, DISCOVERY_RTO, DISCOVERY_TRIES)
+    }
+
+    /// Signs every request with `credential` and takes only signed answers (see
+    /// [`StunBinding::with_credential`]): a Pierce client discovering against its own server
+    /// passes its session's, so its requests spend its session's STUN budget, not its IP's.
+    #[must_use]
+    pub fn with_credential(mut self, credential: Option<StunCredential>) -> Self {
+        self.credential = credential;
+        self.txn = self.txn.with_credential(credential);
+        self
     }
 
     /// As [`NatDiscovery::new`], with the retransmission timing of each test.
@@ -237,6 +249,7 @@ impl NatDiscovery {
             other: None,
             filtering: None,
             result: None,
+            credential: None,
         }
     }
 
@@ -318,7 +331,9 @@ impl NatDiscovery {
     fn start(&mut self, now: Instant, step: Step, to: SocketAddr, flags: u32) {
         let txid = self.next_txid();
         self.step = step;
-        self.txn = StunBinding::new(now, to, txid, self.rto, self.tries).with_change_request(flags);
+        self.txn = StunBinding::new(now, to, txid, self.rto, self.tries)
+            .with_change_request(flags)
+            .with_credential(self.credential);
     }
 
     fn two_ips(&self) -> bool {
@@ -347,7 +362,8 @@ impl NatDiscovery {
                         txid[10] ^= 0x5A;
                         self.port_txn = Some(
                             StunBinding::new(now, self.server, txid, self.rto, self.tries)
-                                .with_change_request(CHANGE_PORT),
+                                .with_change_request(CHANGE_PORT)
+                                .with_credential(self.credential),
                         );
                     } else {
                         self.start(now, Step::FilterPort, self.server, CHANGE_PORT);

@@ -1,10 +1,8 @@
 //! Token buckets for unauthenticated traffic: one per source IP (hashed into a fixed table, so
 //! memory is bounded whatever the number of sources) and one for the whole server.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::net::IpAddr;
-
 use crate::time::{Duration, Instant};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// Buckets in the per-IP table. Sources that hash to one slot share it; with 4096 slots an
 /// attacker needs many addresses to crowd out a legitimate one, and then the global bucket
@@ -85,11 +83,12 @@ impl Limiter {
         }
     }
 
-    /// Takes one token for `ip` (and one global); false if either is exhausted.
-    pub(crate) fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
+    /// Takes one token for `source` (an IP address, or any other key the budget is per) and
+    /// one global; false if either is exhausted.
+    pub(crate) fn allow(&mut self, now: Instant, source: impl Hash) -> bool {
         let mut h = DefaultHasher::new();
         self.key.hash(&mut h);
-        ip.hash(&mut h);
+        source.hash(&mut h);
         let slot = (h.finish() as usize) % TABLE_SIZE;
         if !self.per_ip[slot].take(now, self.ip_rate, self.ip_burst) {
             return false;
@@ -101,6 +100,7 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     #[test]
     fn a_source_gets_its_burst_then_its_rate() {

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use crate::Transmit;
 use crate::time::{Backoff, Duration, Instant};
 use crate::wire::stun::{
-    BINDING_SUCCESS, CHANGE_IP, CHANGE_PORT, StunMessage, encode_binding_request,
-    encode_binding_request_change, is_stun,
+    BINDING_SUCCESS, CHANGE_IP, CHANGE_PORT, StunCredential, StunMessage,
+    encode_binding_request_with, is_stun,
 };
 
 /// First retransmission after this long; doubling (RFC 8489 §6.2.1 suggests 500 ms; games and
@@ -45,6 +45,8 @@ pub struct StunBinding {
     txid: [u8; 12],
     /// CHANGE-REQUEST flags; `None`: a plain request (no attributes but FINGERPRINT).
     change: Option<u32>,
+    /// Signs the request; the answer must be signed too.
+    credential: Option<StunCredential>,
     /// OTHER-ADDRESS and RESPONSE-ORIGIN of the answer.
     other: Option<SocketAddr>,
     origin: Option<SocketAddr>,
@@ -75,6 +77,7 @@ impl StunBinding {
             server,
             txid,
             change: None,
+            credential: None,
             other: None,
             origin: None,
             retry: Backoff::new(now, rto, rto.saturating_mul(1 << 16)),
@@ -92,6 +95,15 @@ impl StunBinding {
     #[must_use]
     pub fn with_change_request(mut self, flags: u32) -> Self {
         self.change = Some(flags & (CHANGE_IP | CHANGE_PORT));
+        self
+    }
+
+    /// Signs the request with short-term credentials (USERNAME and MESSAGE-INTEGRITY-SHA256,
+    /// RFC 8489 §9.1), and takes only an answer signed with them. Pierce clients sign their
+    /// requests to their own server with their session's credential (`None`: unsigned).
+    #[must_use]
+    pub fn with_credential(mut self, credential: Option<StunCredential>) -> Self {
+        self.credential = credential;
         self
     }
 
@@ -136,6 +148,11 @@ impl StunBinding {
         {
             return false;
         }
+        if let Some(c) = &self.credential {
+            if m.integrity_ok(datagram, &c.password) != Some(true) {
+                return false;
+            }
+        }
         self.result = Some(m.mapped_address().ok_or(StunError::NoAddress));
         self.other = m.other_address();
         self.origin = m.response_origin();
@@ -163,11 +180,8 @@ impl StunBinding {
         }
         self.due = false;
         self.tries_left -= 1;
-        let len = match self.change {
-            None => encode_binding_request(buf, &self.txid),
-            Some(flags) => encode_binding_request_change(buf, &self.txid, flags),
-        }
-        .ok()?;
+        let credential = self.credential.as_ref();
+        let len = encode_binding_request_with(buf, &self.txid, self.change, credential).ok()?;
         Some(Transmit::new(self.server, len))
     }
 

@@ -4,11 +4,13 @@
 //! and STUN requests from that IP (random ports, so the server's answers die at the NAT), or
 //! with hellos from a thousand random addresses. The players must all get in, with their
 //! connect time at most twice the unattacked one (one Retry round trip more), and their
-//! messages must all arrive. Virtual time, so the figures are exact and repeatable.
+//! messages must all arrive, and their NAT behaviour discovery must complete. Virtual time,
+//! so the figures are exact and repeatable.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use pierce_core::nat::NatBehavior;
 use pierce_core::wire::handshake::{ClientHello, MIN_CLIENT_HELLO_LEN};
 use pierce_core::wire::stun::encode_binding_request;
 use pierce_core::{Channel, ClientEvent, Endpoint as _};
@@ -25,7 +27,9 @@ enum Flood {
     None,
     /// Hellos from the players' public IP, 1000 a second.
     Hellos,
-    /// STUN Binding requests from the players' public IP, 1000 a second.
+    /// STUN Binding requests from the players' public IP, 3000 a second (15 times the per-IP
+    /// budget's rate: at 1000 a second the players' retransmissions still win a token now and
+    /// then).
     Stun,
     /// Both of the above.
     Both,
@@ -38,6 +42,8 @@ struct Outcome {
     connected: Vec<Duration>,
     /// Messages each player received.
     received: Vec<usize>,
+    /// What each player's NAT behaviour discovery (automatic after connecting) found.
+    discovered: Vec<Option<NatBehavior>>,
     cookie_required: u64,
 }
 
@@ -69,7 +75,9 @@ fn flood_tick(sim: &mut Sim, flood: Flood, victim: IpAddr, rng: &mut StdRng) {
         packets.push((from_victim(rng), hello(rng)));
     }
     if matches!(flood, Flood::Stun | Flood::Both) {
-        packets.push((from_victim(rng), stun(rng)));
+        for _ in 0..3 {
+            packets.push((from_victim(rng), stun(rng)));
+        }
     }
     if flood == Flood::ManySources {
         for _ in 0..10 {
@@ -101,8 +109,9 @@ fn run(flood: Flood) -> Outcome {
     // spent (a burst of the per-IP budget's size, or of the global one's).
     let prelude = match flood {
         Flood::None => 0,
+        Flood::Hellos => 100,
         Flood::ManySources => 600,
-        _ => 100,
+        Flood::Stun | Flood::Both => 400,
     };
     for _ in 0..prelude {
         flood_tick(&mut sim, flood, public, &mut rng);
@@ -154,9 +163,19 @@ fn run(flood: Flood) -> Outcome {
                 .count()
         })
         .collect();
+    let discovered = PLAYERS
+        .iter()
+        .map(|p| {
+            sim.client_events(p).find_map(|(_, e)| match e {
+                ClientEvent::NatDiscovered { result, .. } => result.ok(),
+                _ => None,
+            })
+        })
+        .collect();
     Outcome {
         connected,
         received,
+        discovered,
         cookie_required: sim.server_stats().dropped.cookie_required,
     }
 }
@@ -166,6 +185,13 @@ fn spoofed_floods_from_the_players_own_address_do_not_keep_them_out() {
     let calm = run(Flood::None);
     let calm_worst = *calm.connected.iter().max().expect("players");
     assert_eq!(calm.received, [MESSAGES; 4]);
+    assert!(
+        calm.discovered
+            .iter()
+            .all(|b| b.as_ref().is_some_and(|b| b.mapping.is_some())),
+        "{:?}",
+        calm.discovered
+    );
     println!(
         "SPOOF none connected_ms={:?} cookie_required={}",
         calm.connected
@@ -197,6 +223,19 @@ fn spoofed_floods_from_the_players_own_address_do_not_keep_them_out() {
         assert_eq!(
             o.received, [MESSAGES; 4],
             "{flood:?}: every message arrives"
+        );
+        // Their discovery requests are signed with their sessions' credentials, so they
+        // spend the sessions' STUN budget, which no spoofer can: discovery finds what it
+        // finds in calm (a lost answer would read as filtering or an unknown mapping).
+        let kinds = |o: &Outcome| -> Vec<String> {
+            (o.discovered.iter())
+                .map(|b| format!("{:?}", b.as_ref().map(|b| (b.mapping, b.filtering))))
+                .collect()
+        };
+        assert_eq!(
+            kinds(&o),
+            kinds(&calm),
+            "{flood:?}: NAT discovery undisturbed"
         );
         if flood != Flood::Stun {
             assert!(

@@ -15,6 +15,7 @@ use crate::nat::{NatBehavior, NatDiscovery};
 use crate::rng::Rng;
 use crate::stun::{DEFAULT_STUN_RTO, DEFAULT_STUN_TRIES, StunBinding};
 use crate::time::{Instant, Timeout};
+use crate::wire::stun::StunCredential;
 use crate::{SocketId, Transmit};
 
 /// STUN transactions one client runs at once, at most.
@@ -69,11 +70,12 @@ impl Discovery {
         server: SocketAddr,
         local: Option<SocketAddr>,
         auto: bool,
+        credential: Option<StunCredential>,
         rng: &mut Rng,
     ) {
         let mut txid = [0u8; 12];
         rng.fill_bytes(&mut txid);
-        self.nat = Some(NatDiscovery::new(now, server, local, txid));
+        self.nat = Some(NatDiscovery::new(now, server, local, txid).with_credential(credential));
         self.auto = auto;
     }
 
@@ -231,10 +233,10 @@ mod tests {
         let mut rng = crate::rng::derive(&[2; 32], b"test");
         let server: SocketAddr = "192.0.2.7:3478".parse().unwrap();
         let mut d = Discovery::default();
-        d.discover(t0, server, None, false, &mut rng);
+        d.discover(t0, server, None, false, None, &mut rng);
         d.forget_auto();
         assert_eq!(d.poll_timeout().map(|t| t.reason), Some("nat discovery"));
-        d.discover(t0, server, None, true, &mut rng);
+        d.discover(t0, server, None, true, None, &mut rng);
         d.forget_auto();
         assert_eq!(d.poll_timeout(), None);
     }

@@ -305,8 +305,14 @@ impl Client {
             .local_addresses
             .iter()
             .find(|a| a.is_ipv4() == server.is_ipv4());
+        // Signed with the session's credential when the server is our own (whatever address
+        // of it discovery goes on to use).
+        let credential = self
+            .session
+            .stun_credential()
+            .filter(|_| self.session.server_addr() == Some(server));
         self.discovery
-            .discover(now, server, local, auto, &mut self.rng);
+            .discover(now, server, local, auto, credential, &mut self.rng);
     }
 
     /// The session failed: a re-registration goes back to waiting; a server that timed out

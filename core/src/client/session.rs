@@ -31,6 +31,7 @@ use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame};
 use crate::wire::handshake::{COOKIE_LEN, ClientHello, Retry, ServerHello};
 use crate::wire::relay::{RELAY_HEADER_LEN, RELAY_TAGGED_LEN, encode_relay};
 use crate::wire::sealed::{SealedHeader, SealedPacket};
+use crate::wire::stun::StunCredential;
 use crate::{SocketId, SocketRequest, Transmit};
 
 /// First wait before re-registering with a lost server; doubles to [`REJOIN_MAX`].
@@ -182,6 +183,9 @@ struct Link {
     relay: RelayKey,
     /// The id the server chose for packets sent to it.
     server_session: u32,
+    /// Signs this client's STUN requests to its server (their budget is the session's, not
+    /// its IP's, which a spoofer can spend).
+    stun: StunCredential,
     host_id: HostId,
     public_addr: Option<SocketAddr>,
     last_recv: Instant,
@@ -251,6 +255,11 @@ impl Session {
             State::Detached(_) => Phase::Detached,
             State::Closed => Phase::Closed,
         }
+    }
+
+    /// The credential this client signs STUN requests to its server with, while connected.
+    pub(super) fn stun_credential(&self) -> Option<StunCredential> {
+        self.connected().map(|l| l.stun)
     }
 
     fn connected(&self) -> Option<&Link> {
@@ -689,6 +698,7 @@ impl Session {
                 probe_nonce: None,
                 server_key: PublicKey(hello.server_static),
                 relay: keys.relay_key(),
+                stun: keys.relay_secret().stun_credential(hello.server_session),
                 keys: keys.into_client_session(),
                 server_session: hello.server_session,
                 host_id: HostId(0),

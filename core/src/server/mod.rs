@@ -49,6 +49,7 @@ use crate::wire::demux::{self, Datagram};
 use crate::wire::frame::{Frame, decode_prefix};
 use crate::wire::handshake::MIN_CLIENT_HELLO_LEN;
 use crate::wire::sealed::SealedPacket;
+use crate::wire::stun::StunCredential;
 use crate::{Endpoint, Events};
 use crate::{MAX_DATAGRAM_SIZE, RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
 pub use forward::{
@@ -199,7 +200,12 @@ impl Server {
         match demux::decode(datagram) {
             Err(e) => self.stats.dropped.count_decode(e),
             Ok(Datagram::Stun(m)) => {
-                (self.stun).handle_request(now, path, &m, datagram, &mut self.stats);
+                // Signed by a client of ours: its session's credential checks it.
+                let credential = (m.username())
+                    .and_then(StunCredential::session_of)
+                    .and_then(|id| self.sessions.stun_credential(id));
+                let stats = &mut self.stats;
+                (self.stun).handle_request(now, path, &m, datagram, credential, stats);
             }
             // The discovery sockets answer STUN only; a server answers no handshake.
             _ if !session_socket => self.stats.dropped.unexpected += 1,

@@ -22,6 +22,7 @@ use crate::time::{Instant, Timeout};
 use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame};
 use crate::wire::relay::encode_relayed;
 use crate::wire::sealed::SealedPacket;
+use crate::wire::stun::StunCredential;
 use crate::{SocketId, Transmit};
 
 /// Where a datagram came from, or where a session's client is: a local socket (UDP, or a TCP
@@ -57,6 +58,8 @@ pub(super) struct Session {
     keys: PacketKeys,
     /// What its relay packets (the relay fast path) are checked with, by the forwarders.
     relay: RelaySecret,
+    /// What its client's STUN requests are signed with (derived from `relay`).
+    stun: StunCredential,
     phase: Phase,
     /// When the last authentic packet came.
     last_recv: Instant,
@@ -234,6 +237,7 @@ impl Session {
             path_closed: false,
             udp: (!path.socket.is_stream()).then_some(path.addr),
             keys,
+            stun: relay.stun_credential(slot.id),
             relay,
             phase: Phase::HalfOpen { expires },
             last_recv: now,
@@ -292,6 +296,11 @@ impl Session {
         stats: &mut ServerStats,
     ) -> Heard {
         self.heard_on(at, path, newest, false, stats)
+    }
+
+    /// What its client's STUN requests are signed with.
+    pub(super) fn stun_credential(&self) -> &StunCredential {
+        &self.stun
     }
 
     pub(super) fn is_established(&self) -> bool {

@@ -38,6 +38,7 @@ use crate::wire::control::ControlMsg;
 use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame};
 use crate::wire::handshake::ClientHello;
 use crate::wire::sealed::{OVERHEAD, SealedPacket};
+use crate::wire::stun::StunCredential;
 use crate::{SocketId, SocketRequest, Transmit};
 
 /// The slot bits of a session id (the rest is the generation's low byte).
@@ -328,6 +329,14 @@ impl Sessions {
         let heard = s.heard_relay(at, path, newest, stats);
         self.followed(at, key, path, heard);
         Some((key, heard))
+    }
+
+    /// The STUN credential of established session `id`, if there is one.
+    pub(super) fn stun_credential(&self, id: u32) -> Option<&StunCredential> {
+        let key = (id & INDEX_MASK) as usize;
+        (self.slab.get(key))
+            .filter(|s| s.id() == id && s.is_established())
+            .map(Session::stun_credential)
     }
 
     /// Opens a sealed packet for one of our sessions into `scratch`: its slot and plaintext.

@@ -30,12 +30,20 @@ use crate::ratelimit::Limiter;
 use crate::stats::ServerStats;
 use crate::time::Instant;
 use crate::wire::stun::{
-    BINDING_REQUEST, StunMessage, encode_binding_response, encode_binding_response_5780,
+    ATTR_MESSAGE_INTEGRITY_SHA256, ATTR_USERNAME, BINDING_REQUEST, StunCredential, StunMessage,
+    encode_binding_response_with,
 };
+
+/// MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 §14.5): credentials this server never hands out.
+const ATTR_MESSAGE_INTEGRITY: u16 = 0x0008;
 use crate::{SocketId, SocketRequest, Transmit};
 
 /// Answers waiting to be sent, at most (requests beyond are dropped and counted).
 const QUEUE_CAP: usize = 1024;
+/// STUN requests per second one session may have answered when they are signed with its
+/// credential (sustained), and in a burst: NAT behaviour discovery takes a handful.
+const SESSION_RATE: u32 = 20;
+const SESSION_BURST: u32 = 64;
 /// Requests at least this long (one attribute) get the RFC 5780 answer.
 const EXTENDED_MIN_REQUEST: usize = 28;
 
@@ -46,8 +54,11 @@ pub(super) struct StunResponder {
     queue: VecDeque<Reply>,
     /// The local sockets (NAT behaviour discovery).
     sockets: Sockets,
-    /// Requests answered per source IP and in all.
+    /// Unsigned requests answered per source IP and in all.
     limiter: Limiter,
+    /// Requests signed by a client of ours answered per session and in all: no spoofer can
+    /// spend these.
+    signed: Limiter,
 }
 
 /// A Binding response to send.
@@ -62,6 +73,8 @@ struct Reply {
     from: SocketId,
     /// Carry RESPONSE-ORIGIN and OTHER-ADDRESS (RFC 5780).
     extended: bool,
+    /// Sign it (the request was signed by this session's client).
+    credential: Option<StunCredential>,
 }
 
 impl StunResponder {
@@ -74,6 +87,13 @@ impl StunResponder {
                 key,
                 config.stun_rate_per_ip,
                 config.stun_burst_per_ip,
+                config.stun_rate_global,
+                config.stun_burst_global,
+            ),
+            signed: Limiter::new(
+                key.rotate_left(32),
+                SESSION_RATE,
+                SESSION_BURST,
                 config.stun_rate_global,
                 config.stun_burst_global,
             ),
@@ -105,13 +125,17 @@ impl StunResponder {
     }
 
     /// A STUN message `m` (all of `datagram`) that came in on `path`: a valid Binding request
-    /// on a UDP socket is answered unless the rate limit or the queue says no.
+    /// on a UDP socket is answered unless the rate limit or the queue says no. A request
+    /// signed with short-term credentials (RFC 8489 §9.1) is answered only if it verifies with
+    /// `credential` (the session its USERNAME names, if that is a client of ours), then from
+    /// that session's budget rather than its IP's, and the answer is signed too.
     pub(super) fn handle_request(
         &mut self,
         now: Instant,
         path: Path,
         m: &StunMessage<'_>,
         datagram: &[u8],
+        credential: Option<&StunCredential>,
         stats: &mut ServerStats,
     ) {
         if path.socket.is_stream()
@@ -138,7 +162,26 @@ impl StunResponder {
             stats.dropped.stun += 1;
             return;
         };
-        if !self.limiter.allow(now, path.addr.ip()) {
+        let signed = m.attrs().any(|(t, _)| {
+            matches!(
+                t,
+                ATTR_USERNAME | ATTR_MESSAGE_INTEGRITY | ATTR_MESSAGE_INTEGRITY_SHA256
+            )
+        });
+        let credential = match credential {
+            _ if !signed => None,
+            Some(c) if m.integrity_ok(datagram, &c.password) == Some(true) => Some(*c),
+            _ => {
+                // Signed for no session of ours, or not verifying: nothing to answer with.
+                stats.dropped.auth_failed += 1;
+                return;
+            }
+        };
+        let allowed = match &credential {
+            Some(c) => self.signed.allow(now, c.username),
+            None => self.limiter.allow(now, path.addr.ip()),
+        };
+        if !allowed {
             stats.dropped.rate_limited += 1;
             return;
         }
@@ -152,6 +195,7 @@ impl StunResponder {
             on: path.socket,
             from: reply_from,
             extended,
+            credential,
         });
     }
 
@@ -163,17 +207,11 @@ impl StunResponder {
     ) -> Option<Transmit> {
         let r = self.queue.pop_front()?;
         let origin = self.sockets.addr(r.from);
-        let len = match origin {
-            Some(origin) if r.extended => encode_binding_response_5780(
-                buf,
-                &r.txid,
-                r.to,
-                origin,
-                self.sockets.other_address(r.on),
-            ),
-            _ => encode_binding_response(buf, &r.txid, r.to),
-        }
-        .ok()?;
+        let rfc5780 = origin
+            .filter(|_| r.extended)
+            .map(|origin| (origin, self.sockets.other_address(r.on)));
+        let signed = r.credential.as_ref();
+        let len = encode_binding_response_with(buf, &r.txid, r.to, rfc5780, signed).ok()?;
         stats.stun_answered += 1;
         Some(Transmit {
             dst: r.to,
@@ -186,7 +224,10 @@ impl StunResponder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::stun::{CHANGE_PORT, encode_binding_request, encode_binding_request_change};
+    use crate::wire::stun::{
+        CHANGE_PORT, encode_binding_request, encode_binding_request_change,
+        encode_binding_request_with,
+    };
 
     fn responder() -> StunResponder {
         let mut cfg = ServerConfig::new(crate::SecretKey::from_bytes([1; 32]));
@@ -206,7 +247,7 @@ mod tests {
     fn ask(r: &mut StunResponder, from: Path, request: &[u8], stats: &mut ServerStats) {
         let m = StunMessage::decode(request).unwrap();
         let now = crate::tests::epoch();
-        r.handle_request(now, from, &m, request, stats);
+        r.handle_request(now, from, &m, request, None, stats);
     }
 
     #[test]
@@ -308,5 +349,53 @@ mod tests {
         );
         assert_eq!(stats.dropped.rate_limited, 15);
         assert_eq!(answered[5], "198.51.100.8:4000".parse().unwrap());
+    }
+
+    #[test]
+    fn a_request_signed_by_a_session_is_answered_from_its_own_budget_and_signed() {
+        let mut cfg = ServerConfig::new(crate::SecretKey::from_bytes([1; 32]));
+        (cfg.stun_rate_per_ip, cfg.stun_burst_per_ip) = (1, 2);
+        let mut r = StunResponder::new(1, &cfg);
+        let mut stats = ServerStats::default();
+        let cred = StunCredential::new(0x0100_0007, &[5; 16]);
+        let from = path(0, "198.51.100.7:4000");
+        let mut req = [0u8; 128];
+        // A spoofer spent the IP's budget.
+        let n = encode_binding_request(&mut req, &[1; 12]).unwrap();
+        for _ in 0..10 {
+            let m = StunMessage::decode(&req[..n]).unwrap();
+            r.handle_request(crate::tests::epoch(), from, &m, &req[..n], None, &mut stats);
+        }
+        assert_eq!(stats.dropped.rate_limited, 8);
+        let mut buf = [0u8; 1200];
+        while r.poll_transmit(&mut buf, &mut stats).is_some() {}
+        // The session's client, signed: answered, and the answer is signed.
+        let n = encode_binding_request_with(&mut req, &[2; 12], None, Some(&cred)).unwrap();
+        let signed = &req[..n];
+        let m = StunMessage::decode(signed).unwrap();
+        let now = crate::tests::epoch();
+        r.handle_request(now, from, &m, signed, Some(&cred), &mut stats);
+        let t = r.poll_transmit(&mut buf, &mut stats).expect("answered");
+        let answer = StunMessage::decode(&buf[..t.len]).unwrap();
+        assert_eq!(answer.mapped_address(), Some(from.addr));
+        assert_eq!(
+            answer.integrity_ok(&buf[..t.len], &cred.password),
+            Some(true)
+        );
+        assert!(t.len <= n, "no amplification: {} for {n}", t.len);
+        // Signed for a session we do not have, or with the wrong password: dropped.
+        r.handle_request(now, from, &m, signed, None, &mut stats);
+        let wrong = StunCredential::new(0x0100_0007, &[6; 16]);
+        r.handle_request(now, from, &m, signed, Some(&wrong), &mut stats);
+        assert_eq!(stats.dropped.auth_failed, 2);
+        assert!(r.poll_transmit(&mut buf, &mut stats).is_none());
+        // The session's own budget holds too.
+        let answered = (0..100)
+            .filter(|_| {
+                r.handle_request(now, from, &m, signed, Some(&cred), &mut stats);
+                r.poll_transmit(&mut buf, &mut stats).is_some()
+            })
+            .count();
+        assert_eq!(answered, SESSION_BURST as usize - 1);
     }
 }

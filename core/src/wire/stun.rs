@@ -19,6 +19,11 @@ pub const ATTR_MAPPED_ADDRESS: u16 = 0x0001;
 pub const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
 /// FINGERPRINT (RFC 8489 §14.7).
 pub const ATTR_FINGERPRINT: u16 = 0x8028;
+/// USERNAME (RFC 8489 §14.3).
+pub const ATTR_USERNAME: u16 = 0x0006;
+/// MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6): an HMAC-SHA256 over the message up to it, keyed
+/// with the short-term password.
+pub const ATTR_MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
 /// CHANGE-REQUEST (RFC 5780 §7.2): answer from the other IP and/or the other port.
 pub const ATTR_CHANGE_REQUEST: u16 = 0x0003;
 /// RESPONSE-ORIGIN (RFC 5780 §7.3): the address the response was sent from.
@@ -40,6 +45,64 @@ pub const BINDING_RESPONSE_V6_LEN: usize = HEADER_LEN + 24 + 8;
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 /// Size of the STUN header.
 pub const HEADER_LEN: usize = 20;
+
+/// Short-term credentials (RFC 8489 §9.1): a request carries the USERNAME and a
+/// MESSAGE-INTEGRITY-SHA256 keyed with the password, and so does its answer. Pierce gives each
+/// session one (the username names the session, the password is derived from its keys), so a
+/// client's STUN requests to its own server prove where they come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct StunCredential {
+    /// The USERNAME: eight lowercase hex digits.
+    pub username: [u8; 8],
+    /// The password (and so the HMAC key, RFC 8489 §9.1.1): 32 lowercase hex digits.
+    pub password: [u8; 32],
+}
+
+impl std::fmt::Debug for StunCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StunCredential")
+            .field("username", &String::from_utf8_lossy(&self.username))
+            .finish_non_exhaustive()
+    }
+}
+
+impl StunCredential {
+    /// The credential of session `id` with `secret` (16 bytes from the session's keys).
+    pub fn new(id: u32, secret: &[u8; 16]) -> Self {
+        let mut username = [0u8; 8];
+        hex_into(&id.to_be_bytes(), &mut username);
+        let mut password = [0u8; 32];
+        hex_into(secret, &mut password);
+        Self { username, password }
+    }
+
+    /// The session id a USERNAME names, if it is one of ours.
+    pub fn session_of(username: &[u8]) -> Option<u32> {
+        if username.len() != 8 {
+            return None;
+        }
+        let text = std::str::from_utf8(username).ok()?;
+        if !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        u32::from_str_radix(text, 16).ok()
+    }
+}
+
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
+    }
+}
+
+const INTEGRITY_LEN: usize = 32;
+
+fn hmac_sha256(key: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac;
+    <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
 
 /// True if `datagram` looks like STUN: top two bits zero and the magic cookie in place.
 pub fn is_stun(datagram: &[u8]) -> bool {
@@ -127,6 +190,41 @@ impl<'a> StunMessage<'a> {
         self.attrs()
             .find(|(t, _)| *t == ATTR_OTHER_ADDRESS)
             .and_then(|(_, v)| decode_addr(v, None))
+    }
+
+    /// The USERNAME, if any.
+    pub fn username(&self) -> Option<&'a [u8]> {
+        self.attrs()
+            .find(|(t, _)| *t == ATTR_USERNAME)
+            .map(|(_, v)| v)
+    }
+
+    /// Whether the message carries a MESSAGE-INTEGRITY-SHA256 (`None` if it does not), and
+    /// whether it verifies with `password` (`datagram` is the whole message this was decoded
+    /// from). Attributes after it other than FINGERPRINT are not covered (RFC 8489 §14.6).
+    pub fn integrity_ok(&self, datagram: &[u8], password: &[u8]) -> Option<bool> {
+        use hmac::Mac;
+        let mut offset = HEADER_LEN;
+        for (t, v) in self.attrs() {
+            let next = offset + 4 + v.len() + (4 - v.len() % 4) % 4;
+            if t == ATTR_MESSAGE_INTEGRITY_SHA256 {
+                // 16 to 32 bytes, a multiple of 4 (a truncated HMAC).
+                if !(16..=INTEGRITY_LEN).contains(&v.len()) || v.len() % 4 != 0 {
+                    return Some(false);
+                }
+                // The length field as if the message ended with this attribute.
+                let len = u16::try_from(next - HEADER_LEN).unwrap_or(u16::MAX);
+                let mut mac = hmac_sha256(password);
+                mac.update(&datagram[..2]);
+                mac.update(&len.to_be_bytes());
+                mac.update(&datagram[4..offset]);
+                let want = mac.finalize().into_bytes();
+                let diff = want.iter().zip(v).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+                return Some(diff == 0);
+            }
+            offset = next;
+        }
+        None
     }
 
     /// The RESPONSE-ORIGIN of a response (RFC 5780), if any.
@@ -240,11 +338,13 @@ fn put_plain_addr(w: &mut Writer<'_>, attr: u16, addr: SocketAddr) -> Result<(),
     }
 }
 
-/// Writes a message with the given attributes writer and a FINGERPRINT; returns its length.
+/// Writes a message with the given attributes writer, a MESSAGE-INTEGRITY-SHA256 keyed with
+/// `password` (if any) and a FINGERPRINT; returns its length.
 fn encode_with_fingerprint(
     buf: &mut [u8],
     message_type: u16,
     txid: &[u8; 12],
+    password: Option<&[u8]>,
     attrs: impl FnOnce(&mut Writer<'_>) -> Result<(), BufferTooSmall>,
 ) -> Result<usize, BufferTooSmall> {
     let mut w = Writer::new(buf);
@@ -253,14 +353,34 @@ fn encode_with_fingerprint(
     w.u32(MAGIC_COOKIE)?;
     w.put(txid)?;
     attrs(&mut w)?;
+    let integrity_at = w.len();
+    if password.is_some() {
+        // Filled in below, once the bytes before it are final.
+        w.u16(ATTR_MESSAGE_INTEGRITY_SHA256)?;
+        w.u16(INTEGRITY_LEN as u16)?;
+        w.zeros(INTEGRITY_LEN)?;
+    }
     // The length covers the attributes including the FINGERPRINT about to be added.
     let len = (w.len() - HEADER_LEN + 8) as u16;
     w.patch_u16(2, len);
-    // The CRC is filled in by `fix_fingerprint` once the bytes are final.
     w.u16(ATTR_FINGERPRINT)?;
     w.u16(4)?;
     w.u32(0)?;
-    Ok(w.len())
+    let n = w.len();
+    if let Some(password) = password {
+        use hmac::Mac;
+        let msg = &mut buf[..n];
+        // The HMAC covers the header with a length that ends at the integrity attribute.
+        let upto = (integrity_at + 4 + INTEGRITY_LEN - HEADER_LEN) as u16;
+        let mut mac = hmac_sha256(password);
+        mac.update(&msg[..2]);
+        mac.update(&upto.to_be_bytes());
+        mac.update(&msg[4..integrity_at]);
+        let value = integrity_at + 4;
+        msg[value..value + INTEGRITY_LEN].copy_from_slice(&mac.finalize().into_bytes());
+    }
+    fix_fingerprint(&mut buf[..n]);
+    Ok(n)
 }
 
 /// Writes a Binding success response telling `mapped` its address; returns its length.
@@ -269,11 +389,9 @@ pub fn encode_binding_response(
     txid: &[u8; 12],
     mapped: SocketAddr,
 ) -> Result<usize, BufferTooSmall> {
-    let n = encode_with_fingerprint(buf, BINDING_SUCCESS, txid, |w| {
+    encode_with_fingerprint(buf, BINDING_SUCCESS, txid, None, |w| {
         put_xor_addr(w, mapped, txid)
-    })?;
-    fix_fingerprint(&mut buf[..n]);
-    Ok(n)
+    })
 }
 
 /// Writes a Binding success response for NAT behaviour discovery (RFC 5780): the mapped
@@ -285,16 +403,30 @@ pub fn encode_binding_response_5780(
     origin: SocketAddr,
     other: Option<SocketAddr>,
 ) -> Result<usize, BufferTooSmall> {
-    let n = encode_with_fingerprint(buf, BINDING_SUCCESS, txid, |w| {
+    encode_binding_response_with(buf, txid, mapped, Some((origin, other)), None)
+}
+
+/// Writes a Binding success response: the mapped address; with `rfc5780`, RESPONSE-ORIGIN
+/// and OTHER-ADDRESS (if any); signed with `credential`'s password when the request was
+/// (RFC 8489 §9.1.3). Returns its length.
+pub fn encode_binding_response_with(
+    buf: &mut [u8],
+    txid: &[u8; 12],
+    mapped: SocketAddr,
+    rfc5780: Option<(SocketAddr, Option<SocketAddr>)>,
+    credential: Option<&StunCredential>,
+) -> Result<usize, BufferTooSmall> {
+    let password = credential.map(|c| &c.password[..]);
+    encode_with_fingerprint(buf, BINDING_SUCCESS, txid, password, |w| {
         put_xor_addr(w, mapped, txid)?;
-        put_plain_addr(w, ATTR_RESPONSE_ORIGIN, origin)?;
-        if let Some(other) = other {
-            put_plain_addr(w, ATTR_OTHER_ADDRESS, other)?;
+        if let Some((origin, other)) = rfc5780 {
+            put_plain_addr(w, ATTR_RESPONSE_ORIGIN, origin)?;
+            if let Some(other) = other {
+                put_plain_addr(w, ATTR_OTHER_ADDRESS, other)?;
+            }
         }
         Ok(())
-    })?;
-    fix_fingerprint(&mut buf[..n]);
-    Ok(n)
+    })
 }
 
 /// Writes a Binding request with a CHANGE-REQUEST attribute (`flags` of [`CHANGE_IP`] and
@@ -304,20 +436,37 @@ pub fn encode_binding_request_change(
     txid: &[u8; 12],
     flags: u32,
 ) -> Result<usize, BufferTooSmall> {
-    let n = encode_with_fingerprint(buf, BINDING_REQUEST, txid, |w| {
-        w.u16(ATTR_CHANGE_REQUEST)?;
-        w.u16(4)?;
-        w.u32(flags)
-    })?;
-    fix_fingerprint(&mut buf[..n]);
-    Ok(n)
+    encode_binding_request_with(buf, txid, Some(flags), None)
 }
 
 /// Writes a Binding request (no attributes but FINGERPRINT); returns its length.
 pub fn encode_binding_request(buf: &mut [u8], txid: &[u8; 12]) -> Result<usize, BufferTooSmall> {
-    let n = encode_with_fingerprint(buf, BINDING_REQUEST, txid, |_| Ok(()))?;
-    fix_fingerprint(&mut buf[..n]);
-    Ok(n)
+    encode_binding_request_with(buf, txid, None, None)
+}
+
+/// Writes a Binding request: a CHANGE-REQUEST with `change` (flags, possibly 0) if given, and
+/// USERNAME and MESSAGE-INTEGRITY-SHA256 with `credential` if given (84 bytes with both);
+/// returns its length.
+pub fn encode_binding_request_with(
+    buf: &mut [u8],
+    txid: &[u8; 12],
+    change: Option<u32>,
+    credential: Option<&StunCredential>,
+) -> Result<usize, BufferTooSmall> {
+    let password = credential.map(|c| &c.password[..]);
+    encode_with_fingerprint(buf, BINDING_REQUEST, txid, password, |w| {
+        if let Some(flags) = change {
+            w.u16(ATTR_CHANGE_REQUEST)?;
+            w.u16(4)?;
+            w.u32(flags)?;
+        }
+        if let Some(c) = credential {
+            w.u16(ATTR_USERNAME)?;
+            w.u16(c.username.len() as u16)?;
+            w.put(&c.username)?;
+        }
+        Ok(())
+    })
 }
 
 /// Fills in the CRC of a message whose last 8 bytes are a FINGERPRINT attribute.
@@ -452,5 +601,77 @@ mod tests {
         let mut m = BINDING_REQUEST_BYTES;
         m[4] = 0;
         assert!(!is_stun(&m));
+    }
+
+    #[test]
+    fn a_signed_request_and_its_signed_answer_verify_only_with_their_password() {
+        let cred = StunCredential::new(0x0102_0a0b, &[7; 16]);
+        assert_eq!(&cred.username, b"01020a0b");
+        assert_eq!(
+            StunCredential::session_of(&cred.username),
+            Some(0x0102_0a0b)
+        );
+        assert_eq!(
+            StunCredential::session_of(b"01020A0B"),
+            None,
+            "lowercase only"
+        );
+        assert_eq!(StunCredential::session_of(b"0102"), None);
+        let mut buf = [0u8; 128];
+        let n = encode_binding_request_with(&mut buf, &[3; 12], Some(CHANGE_PORT), Some(&cred))
+            .unwrap();
+        assert_eq!(n, 84);
+        let req = &buf[..n];
+        let m = StunMessage::decode(req).unwrap();
+        assert!(m.fingerprint_ok(req));
+        assert_eq!(m.username(), Some(&b"01020a0b"[..]));
+        assert_eq!(m.change_request(), Some(CHANGE_PORT));
+        assert_eq!(m.integrity_ok(req, &cred.password), Some(true));
+        let other = StunCredential::new(0x0102_0a0b, &[8; 16]);
+        assert_eq!(m.integrity_ok(req, &other.password), Some(false));
+        // Any bit flipped before the integrity attribute breaks it.
+        for i in (0..n - 44).filter(|i| !(2..4).contains(i)) {
+            let mut bad = req.to_vec();
+            bad[i] ^= 0x10;
+            if let Ok(m) = StunMessage::decode(&bad) {
+                assert_ne!(m.integrity_ok(&bad, &cred.password), Some(true), "byte {i}");
+            }
+        }
+        // Unsigned messages have none.
+        let n = encode_binding_request(&mut buf, &[3; 12]).unwrap();
+        let m = StunMessage::decode(&buf[..n]).unwrap();
+        assert_eq!(m.integrity_ok(&buf[..n], &cred.password), None);
+        // The answer, signed the same way.
+        let mapped: SocketAddr = "198.51.100.7:4000".parse().unwrap();
+        let n =
+            encode_binding_response_with(&mut buf, &[3; 12], mapped, None, Some(&cred)).unwrap();
+        let m = StunMessage::decode(&buf[..n]).unwrap();
+        assert!(m.fingerprint_ok(&buf[..n]));
+        assert_eq!(m.mapped_address(), Some(mapped));
+        assert_eq!(m.integrity_ok(&buf[..n], &cred.password), Some(true));
+    }
+
+    #[test]
+    fn message_integrity_sha256_matches_an_independent_hmac() {
+        // The RFC 8489 rule spelt out by hand: HMAC-SHA256 over the header (its length
+        // ending at the integrity attribute) and the attributes before it.
+        use hmac::Mac;
+        let cred = StunCredential::new(1, &[0xAB; 16]);
+        let mut buf = [0u8; 128];
+        let n = encode_binding_request_with(&mut buf, &[9; 12], None, Some(&cred)).unwrap();
+        let msg = &buf[..n];
+        let at = n - 8 - 36; // FINGERPRINT and the integrity attribute end the message
+        assert_eq!(
+            u16::from_be_bytes([msg[at], msg[at + 1]]),
+            ATTR_MESSAGE_INTEGRITY_SHA256
+        );
+        let mut header = msg[..HEADER_LEN].to_vec();
+        header[2..4].copy_from_slice(&((at + 36 - HEADER_LEN) as u16).to_be_bytes());
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(b"abababababababababababababababab")
+                .unwrap();
+        mac.update(&header);
+        mac.update(&msg[HEADER_LEN..at]);
+        assert_eq!(&msg[at + 4..at + 36], &mac.finalize().into_bytes()[..]);
     }
 }
