@@ -23,6 +23,9 @@
 //! join may take at most twice the unattacked one (see [`join_bound`]), and the server's peak
 //! memory stays under [`SERVER_MEMORY_BOUND_KB`].
 //!
+//! A failing scenario shows the failed clients' last lines; `DOS_DUMP=1` prints every
+//! client's whole output.
+//!
 //! Needs root (raw sockets): without it, or if a spoofed datagram does not arrive with its
 //! spoofed source, the tests print `SKIPPED dos: <reason>` and pass, except under `CI`, where
 //! they fail. A release build only: a debug build prints `SKIPPED dos` (see
@@ -763,6 +766,15 @@ fn scenario(name: &'static str, floods: Floods<'_>) -> Outcome {
         int_field(&stats, "stun_answered").unwrap_or(0),
         object_field(&stats, "dropped_by_reason"),
     );
+    if std::env::var_os("DOS_DUMP").is_some() {
+        for (i, r) in runs.iter().enumerate() {
+            println!(
+                "--- {name} p{i}: stdout:\n{}\nstderr:\n{}",
+                r.stdout.join("\n"),
+                r.stderr.trim_end()
+            );
+        }
+    }
     let mut failures = String::new();
     for (i, r) in runs.iter().enumerate().filter(|(_, r)| !r.ok) {
         let status = r
