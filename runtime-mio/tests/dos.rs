@@ -32,7 +32,6 @@
 //! [`spoofer_or_skip`]; CI runs this file with `--release`). The tests run one at a time
 //! (they measure time and memory). Linux only.
 #![cfg(all(feature = "cli", target_os = "linux"))]
-#![allow(clippy::unwrap_used)]
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
