@@ -62,8 +62,9 @@ const RATE: u32 = 1000;
 /// under any per-IP budget: what it spends is the global one).
 const MANY_SOURCES: u32 = 1000;
 const MANY_RATE: u32 = 5000;
-/// How long a flood runs before the clients start: it has spent its budget by then.
-const HEAD_START: Duration = Duration::from_secs(1);
+/// How long a flood runs before the clients start: it has spent its budget by then (the STUN
+/// budget per IP is a burst of 1000 refilled at 200/s: 1.25 s at 1000/s).
+const HEAD_START: Duration = Duration::from_secs(2);
 /// A flood stops when the clients are done, and after this at the latest.
 const FLOOD_LIMIT: Duration = Duration::from_secs(20);
 /// The flooded server's peak resident memory may not exceed this. Everything an unproven
@@ -690,6 +691,8 @@ struct Outcome {
     name: &'static str,
     joins: Vec<Duration>,
     completed: usize,
+    /// Clients whose NAT behaviour discovery found their address.
+    discovered: usize,
     hwm_kb: u64,
     /// The failed peers' output, for the failure message.
     failures: String,
@@ -733,6 +736,17 @@ fn scenario(name: &'static str, floods: Floods<'_>) -> Outcome {
     let mut joins: Vec<Duration> = runs.iter().filter_map(|r| r.joined).collect();
     joins.sort();
     let completed = runs.iter().filter(|r| r.ok).count();
+    // Each client's NAT behaviour discovery (automatic after connecting) must find its
+    // address: its requests are signed with its session's credential, so a spoofed STUN flood
+    // at its IP does not starve them.
+    let discovered = runs
+        .iter()
+        .filter(|r| {
+            r.stdout
+                .iter()
+                .any(|l| l.starts_with(r#"{"event":"nat_discovered","reflexive":"#))
+        })
+        .count();
     let mut done: Vec<Duration> = runs.iter().map(|r| r.done).collect();
     done.sort();
     let p50 = |v: &[Duration]| {
@@ -742,7 +756,7 @@ fn scenario(name: &'static str, floods: Floods<'_>) -> Outcome {
     let max = |v: &[Duration]| v.last().map_or_else(|| "-".to_owned(), |d| ms(*d));
     println!(
         "DOS {name} join_ms p50={} max={} joined={}/{K} completed={completed}/{K} \
-         server_rss_kb={rss} hwm_kb={hwm}",
+         discovered={discovered}/{K} server_rss_kb={rss} hwm_kb={hwm}",
         p50(&joins),
         max(&joins),
         joins.len(),
@@ -798,6 +812,7 @@ fn scenario(name: &'static str, floods: Floods<'_>) -> Outcome {
         name,
         joins,
         completed,
+        discovered,
         hwm_kb: hwm,
         failures,
     }
@@ -815,6 +830,10 @@ fn run_suite(floods: &[(&'static str, Floods<'_>)]) {
         "unattacked, only {}/{K} clients completed:\n{}",
         baseline.completed, baseline.failures
     );
+    assert_eq!(
+        baseline.discovered, K,
+        "unattacked, not every client discovered"
+    );
     let unattacked_max = baseline.max_join().expect("all joined");
     let bound = join_bound(unattacked_max);
     println!(
@@ -826,6 +845,12 @@ fn run_suite(floods: &[(&'static str, Floods<'_>)]) {
     let mut problems = Vec::new();
     for (name, specs) in floods {
         let o = scenario(name, specs);
+        if o.discovered < K {
+            problems.push(format!(
+                "{}: {}/{K} clients' NAT discovery found their address",
+                o.name, o.discovered
+            ));
+        }
         if o.completed < K {
             problems.push(format!(
                 "{}: {}/{K} clients completed, {} joined\n{}",

@@ -438,7 +438,8 @@ corrupt payloads, and in reliable modes all N payloads (in order, for reliable-o
 duplicates, no expired message and its G. In unreliable mode loss shows in `received` but does
 not fail the run. With --json, events are JSON lines too: connected, room_joined,
 member_joined, member_named, member_left, path_changed, message_expired, peer_recovering,
-peer_recovered, server_transport ({\"transport\":\"tcp\"|\"udp\"}: the server session moved).
+peer_recovered, server_transport ({\"transport\":\"tcp\"|\"udp\"}: the server session moved),
+nat_discovered (reflexive, mapping, filtering; or error).
 
 SIGINT or SIGTERM ends the run with its summary (ok false); a second one ends it at once.
 Exit status 0 if ok, 1 otherwise, 2 for bad input.";

@@ -487,6 +487,32 @@ impl Script {
                     format!("{who} is back"),
                 );
             }
+            ClientEvent::NatDiscovered { result, .. } => {
+                let (obj, text) = match result {
+                    Ok(b) => {
+                        let found = |d: Option<pierce_core::nat::Dependence>| {
+                            d.map_or("unknown".to_owned(), |d| format!("{d:?}"))
+                        };
+                        let (mapping, filtering) = (found(b.mapping), found(b.filtering));
+                        (
+                            Obj::event("nat_discovered")
+                                .str("reflexive", &b.reflexive.to_string())
+                                .str("mapping", &mapping)
+                                .str("filtering", &filtering),
+                            format!(
+                                "the server sees us at {} (mapping {mapping}, filtering \
+                                 {filtering})",
+                                b.reflexive
+                            ),
+                        )
+                    }
+                    Err(e) => (
+                        Obj::event("nat_discovered").str("error", &e.to_string()),
+                        format!("NAT behaviour discovery failed: {e}"),
+                    ),
+                };
+                self.line(Some(obj), text);
+            }
             ClientEvent::ServerTransport { tcp } => {
                 let (name, text) = if tcp {
                     ("tcp", "the server is reached over TCP now")
