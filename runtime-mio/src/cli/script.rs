@@ -491,7 +491,7 @@ impl Script {
                 let (obj, text) = match result {
                     Ok(b) => {
                         let found = |d: Option<pierce_core::nat::Dependence>| {
-                            d.map_or("unknown".to_owned(), |d| format!("{d:?}"))
+                            d.map_or_else(|| "unknown".to_owned(), |d| format!("{d:?}"))
                         };
                         let (mapping, filtering) = (found(b.mapping), found(b.filtering));
                         (
