@@ -12,8 +12,10 @@
 //! Forwarder `i` of `n` owns the sessions whose id is `i` modulo `n`
 //! ([`relay_shard`]): their relay keys' replay windows and their clients' budgets are in one
 //! place, so the runtime must steer each relay packet to its owner (on Linux, a reuseport BPF
-//! program does it in the kernel); a packet for a session it does not own, or that is not a
-//! relay packet, it hands back ([`Forward::Control`]) for the server's thread.
+//! program does it in the kernel); a packet for a session it does not own, that is not a
+//! relay packet, that goes to a TCP stream, or whose pair it has not heard of yet (the
+//! server's update may still be in its channel while the client already has its PeerAdd), it
+//! hands back ([`Forward::Control`]) for the server's thread.
 //!
 //! What moves a session stays with the server: a forwarder reports that it heard a client
 //! (batched, [`REPORT_INTERVAL`]) and, at once, that a client's newest relay packet came from
@@ -333,12 +335,10 @@ impl Forwarder {
             _ => None,
         };
         let Some((to, group)) = to else {
-            stats.dropped.relay_denied += 1;
-            return Forward::Dropped;
+            return deny(is_shard, datagram.len(), stats);
         };
         let Some(route) = self.routes.get(&to).copied() else {
-            stats.dropped.relay_denied += 1;
-            return Forward::Dropped;
+            return deny(is_shard, datagram.len(), stats);
         };
         let Some((socket, dst)) = route.path else {
             // Its stream closed: nothing reaches it until it is heard again (as a datagram
@@ -349,9 +349,7 @@ impl Forwarder {
         if socket.is_stream() && is_shard {
             // Only the server's thread writes TCP streams: it forwards this one itself (from
             // where the sender is, so its forwarder takes it).
-            stats.io.datagrams_in -= 1;
-            stats.io.bytes_in -= datagram.len() as u64;
-            return Forward::Control;
+            return hand_back(datagram.len(), stats);
         }
         let n = packet.peer_bytes.len() as u32;
         let (rate, burst) = (self.client_rate, self.client_burst);
@@ -487,6 +485,26 @@ impl Forwarder {
 
 /// Where the peer packet starts in a relay datagram.
 const RELAY_HEADER_END: usize = crate::wire::relay::RELAY_HEADER_LEN;
+
+/// A relay packet whose pair (or receiver) this forwarder does not know. On a thread of its
+/// own that may only mean it has not read the server's newest update yet (a client can send
+/// the moment its PeerAdd arrives, and the relay thread reads its channel between batches):
+/// the server's thread, which does know, decides. There, it is refused.
+fn deny(is_shard: bool, len: usize, stats: &mut ServerStats) -> Forward {
+    if is_shard {
+        hand_back(len, stats)
+    } else {
+        stats.dropped.relay_denied += 1;
+        Forward::Dropped
+    }
+}
+
+/// Hands a packet a shard counted as taken to the server's thread (which counts it there).
+fn hand_back(len: usize, stats: &mut ServerStats) -> Forward {
+    stats.io.datagrams_in -= 1;
+    stats.io.bytes_in -= len as u64;
+    Forward::Control
+}
 
 fn slot(session: u32) -> usize {
     (session & (config::MAX_SESSIONS - 1) as u32) as usize

@@ -240,3 +240,47 @@ fn forwarders_taken_after_clients_connected_know_them_and_steering_matches_owner
         assert_eq!(f.len().1, 1);
     }
 }
+
+#[test]
+fn a_pair_a_forwarder_has_not_heard_of_yet_is_relayed_by_the_servers_thread_not_denied() {
+    // A relay thread reads its channel between batches: a client that got its PeerAdd can
+    // send before its owner learns of the pair. The forwarder hands such a packet to the
+    // server's thread, which knows the pair, instead of refusing it.
+    let mut cfg = ClientConfig::default();
+    cfg.direct_paths = false;
+    cfg.nat_discovery = false;
+    let mut server = server_config();
+    server.relay_shards = 2;
+    let mut net = Net::new(server, cfg, 2).with_shards();
+    net.connect_all(&[]);
+    assert!(net.drive_until(Duration::from_secs(5), |n| {
+        n.clients.iter().all(|c| c.client.is_connected())
+    }));
+    net.run_for(Duration::from_millis(100));
+    net.hold_updates = true;
+    let (hosts, now) = (net.hosts(), net.now);
+    net.server.create_group(now, &hosts).unwrap();
+    assert!(net.drive_until(Duration::from_secs(2), |n| {
+        n.clients[0].client.peers().any(|p| p == hosts[1])
+    }));
+    send(&mut net, 0, hosts[1], Channel::RELIABLE_ORDERED, b"early");
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(received(&net, 1), vec![b"early".to_vec()], "within 100 ms");
+    assert_eq!(net.shard_stats.dropped.relay_denied, 0);
+    assert_eq!(net.server.stats().dropped.relay_denied, 0);
+    assert!(
+        net.server.stats().relayed_packets > 0,
+        "through the server's thread"
+    );
+    // Once the forwarders know the pair, they relay it themselves.
+    net.hold_updates = false;
+    net.run_for(Duration::from_millis(50));
+    let (before, now) = (net.shard_stats.relayed_packets, net.now);
+    send(&mut net, 0, hosts[1], Channel::RELIABLE_ORDERED, b"later");
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(
+        received(&net, 1),
+        vec![b"early".to_vec(), b"later".to_vec()]
+    );
+    assert!(net.shard_stats.relayed_packets > before, "{now:?}");
+}

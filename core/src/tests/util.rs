@@ -64,6 +64,10 @@ pub(crate) struct Net {
     pub shard_stats: ServerStats,
     /// What the forwarders forwarded, for the wire: (to, bytes).
     shard_out: Vec<(SocketAddr, Vec<u8>)>,
+    /// Updates for the forwarders held back (a relay thread that has not read its channel
+    /// yet), while `hold_updates`.
+    pub hold_updates: bool,
+    held: Vec<crate::ForwardUpdate>,
 }
 
 pub(crate) fn server_addr() -> SocketAddr {
@@ -107,6 +111,8 @@ impl Net {
             shards: Vec::new(),
             shard_stats: ServerStats::default(),
             shard_out: Vec::new(),
+            hold_updates: false,
+            held: Vec::new(),
         }
     }
 
@@ -134,17 +140,24 @@ impl Net {
 
     /// Passes the server's updates to the forwarders and their reports to the server.
     fn sync_shards(&mut self) {
-        while let Some(u) = self.server.poll_forward_update() {
-            for f in &mut self.shards {
-                f.handle_update(&u);
-            }
-        }
+        self.pass_updates();
         for i in 0..self.shards.len() {
             while let Some(r) = self.shards[i].poll_report() {
                 self.server.handle_forward_report(self.now, r);
             }
         }
+        self.pass_updates();
+    }
+
+    /// The server's updates to the forwarders (held back while `hold_updates`).
+    fn pass_updates(&mut self) {
         while let Some(u) = self.server.poll_forward_update() {
+            self.held.push(u);
+        }
+        if self.hold_updates {
+            return;
+        }
+        for u in self.held.drain(..) {
             for f in &mut self.shards {
                 f.handle_update(&u);
             }
