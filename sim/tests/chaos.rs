@@ -433,6 +433,8 @@ struct SessInfo {
     host: HostId,
     /// Which server incarnation it connected to.
     server_gen: u32,
+    /// When it connected.
+    since: Duration,
     /// Members this session was told of (true) or told left (false), from its own events.
     view: BTreeMap<HostId, bool>,
     ended: bool,
@@ -647,6 +649,7 @@ impl Driver {
             self.sessions[c].push(SessInfo {
                 host: host_id,
                 server_gen: sgen,
+                since: t,
                 view: BTreeMap::new(),
                 ended: false,
             });
@@ -1179,8 +1182,14 @@ fn run_seed(seed: u64) -> Counts {
             d.pending_leaves.clear();
         }
         while let Some((t, c)) = crashes.next_if(|(t, _)| *t <= now) {
-            // The crashed process's pairs are gone; its session ends without an event.
-            if let Some(s) = d.current(c) {
+            // The crashed process's pairs are gone; its session ends without an event. A
+            // session that began after the crash (a reconnect scheduled before it, after an
+            // earlier disconnect, started a new process within this tick) is not the crashed
+            // one.
+            if let Some(s) = d
+                .current(c)
+                .filter(|s| d.sessions[c][s.k as usize - 1].since <= t)
+            {
                 d.end_session(s, t);
             }
         }
@@ -1414,6 +1423,16 @@ fn chaos_seeds_that_once_counted_relays_to_a_closed_stream_as_denials() {
     // closed as `relay_denied`; it is a packet lost on a dead link (`relay_unreachable`), and
     // the oracle allows denials only around membership changes.
     for seed in [496_271_772, 496_279_597] {
+        run_seed(seed);
+    }
+}
+
+#[test]
+fn chaos_seeds_where_a_reconnect_overtook_a_crash() {
+    // A client that disconnected is reconnected by the harness after a while; a crash planned
+    // in that while, and processed by the harness a tick late, ended the new process's session
+    // in the oracle's books, and its later events read as "no live session".
+    for seed in [496_268_143, 2_655_017_724, 2_655_021_563] {
         run_seed(seed);
     }
 }
