@@ -265,6 +265,14 @@ pub struct ServerConfig {
     pub handshake_rate_global: u32,
     /// Handshakes the whole server may start in a burst.
     pub handshake_burst_global: u32,
+    /// Stateless resets ([`crate::wire::reset`]) per second the whole server sends
+    /// (sustained) in answer to packets of sessions it does not have; 0: none. Each is
+    /// smaller than the packet it answers, so the limit bounds work, not amplification; one
+    /// reset is enough to tell a client, so after a restart it sets how fast the old clients
+    /// hear (their later packets are answered too).
+    pub reset_rate_global: u32,
+    /// Stateless resets the whole server may send in a burst.
+    pub reset_burst_global: u32,
     /// Largest datagram to send; at most [`MAX_DATAGRAM_SIZE`].
     pub max_datagram_size: usize,
     /// Datagrams queued per client and not yet transmitted, at most.
@@ -335,6 +343,8 @@ impl ServerConfig {
             handshake_burst_per_ip: 64,
             handshake_rate_global: 5000,
             handshake_burst_global: 5000,
+            reset_rate_global: 5000,
+            reset_burst_global: 5000,
             max_datagram_size: MAX_DATAGRAM_SIZE,
             max_queued_datagrams_per_client: 256,
             max_pending_events: 65_536,

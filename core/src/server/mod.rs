@@ -22,6 +22,7 @@ mod forward;
 mod groups;
 mod handshake;
 mod relay;
+mod reset;
 mod rooms;
 mod session;
 mod sessions;
@@ -83,6 +84,8 @@ pub struct Server {
     /// Budget for work on behalf of unproven sources, lent to handshakes and STUN.
     limiter: Limiter,
     stun: stun::StunResponder,
+    /// Answers packets of sessions this server does not have (it restarted) with a reset.
+    resets: reset::Resets,
     sessions: sessions::Sessions,
     groups: groups::Groups,
     rooms: rooms::Rooms,
@@ -132,6 +135,7 @@ impl Server {
             clock: Clock::new(now),
             limiter,
             stun: stun::StunResponder::default(),
+            resets: reset::Resets::new(&config),
             sessions,
             groups,
             rooms: rooms::Rooms::new(config.rooms.clone()),
@@ -214,7 +218,8 @@ impl Server {
                 (self.sessions).handle_hello(now, path, &hello, limiter, rng, stats);
             }
             Ok(Datagram::Relay(_)) => self.on_relay_packet(now, path, datagram),
-            Ok(Datagram::Relayed(_)) => self.stats.dropped.unexpected += 1,
+            // A reset is never answered (nor is anything a client sends us unasked).
+            Ok(Datagram::Relayed(_) | Datagram::Reset(_)) => self.stats.dropped.unexpected += 1,
             Ok(Datagram::Sealed(packet)) => {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 self.on_sealed(now, path, &packet, &mut scratch);
@@ -234,6 +239,11 @@ impl Server {
         scratch: &mut [u8],
     ) {
         let Some((key, plaintext)) = self.sessions.open(packet, scratch, &mut self.stats) else {
+            let id = packet.header.receiver;
+            if !packet.header.peer && !self.sessions.knows(id) {
+                let len = packet.aad.len() + packet.ciphertext_and_tag.len();
+                (self.resets).handle_unknown(now, path, id, len, &mut self.stats);
+            }
             return;
         };
         let (frames, malformed) = decode_prefix(plaintext);
@@ -330,6 +340,10 @@ impl Server {
             },
             // Its own forwarder owns every session.
             Forward::Control => self.stats.dropped.unexpected += 1,
+            Forward::Unknown { session } => {
+                let stats = &mut self.stats;
+                (self.resets).handle_unknown(now, path, session, datagram.len(), stats);
+            }
             Forward::Dropped => {}
         }
     }
@@ -480,6 +494,7 @@ impl Endpoint for Server {
             .sessions
             .poll_handshake(buf, stats)
             .or_else(|| self.stun.poll_transmit(buf, stats))
+            .or_else(|| self.resets.poll_transmit(buf, stats))
             .or_else(|| self.sessions.poll_transmit(now, buf, stats))?;
         self.stats.io.sent(t.len);
         Some(t)
