@@ -86,7 +86,7 @@ fn a_forged_reset_or_one_from_another_address_changes_nothing_and_a_true_one_rer
 }
 
 #[test]
-fn a_reset_before_the_welcome_or_after_the_session_is_gone_is_dropped() {
+fn a_reset_before_the_welcome_is_dropped() {
     let mut net = Net::new(server_config(), ClientConfig::default(), 1);
     let (server, now) = (net.server_addr, net.now);
     let mut d = vec![0u8; RESET_LEN];
@@ -238,4 +238,24 @@ fn relay_only_members_ride_through_a_restart_with_every_message_delivered_in_ord
         )));
         assert_eq!(net.clients[i].client.stats().pairs_carried_over, 1);
     }
+}
+
+#[test]
+fn a_server_restarted_with_another_key_cannot_reset_its_old_clients() {
+    let mut net = Net::connected(1);
+    let mut other = server_config();
+    other.secret_key = crate::SecretKey::from_bytes([0x77; 32]);
+    net.restart_server(other, 5);
+    // Its resets carry tokens under another key: ignored, the client times out as before.
+    net.run_for(Duration::from_secs(5));
+    let s = net.server.stats();
+    assert!(s.resets_sent > 0, "{s:?}");
+    let c = net.clients[0].client.stats();
+    assert_eq!(
+        (c.resets_received, c.dropped.auth_failed),
+        (0, s.resets_sent)
+    );
+    assert!(disconnects(&net, 0).is_empty());
+    net.run_for(Duration::from_secs(12));
+    assert_eq!(disconnects(&net, 0), vec![DisconnectReason::TimedOut]);
 }
