@@ -72,9 +72,11 @@ use sessions::Due;
 /// # Hostile input
 ///
 /// Handshakes are rate-limited per source IP and globally before any X25519 work, the
-/// half-open table is bounded, and the only packet sent to an address that has not proven it
-/// can receive is a ServerHello of [`crate::wire::handshake::SERVER_HELLO_LEN`] bytes in
-/// answer to a ClientHello of at least [`MIN_CLIENT_HELLO_LEN`]: the server never amplifies.
+/// half-open table is bounded, and the only packets sent to an address that has not proven it
+/// can receive are a ServerHello of [`crate::wire::handshake::SERVER_HELLO_LEN`] bytes in
+/// answer to a ClientHello of at least [`MIN_CLIENT_HELLO_LEN`], and a stateless reset of
+/// [`crate::wire::reset::RESET_LEN`] bytes in answer to a longer session packet of a session
+/// it does not have (rate-limited globally): the server never amplifies.
 /// Everything invalid is dropped and counted in [`Server::stats`].
 pub struct Server {
     public_key: PublicKey,
