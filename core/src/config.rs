@@ -124,14 +124,16 @@ pub struct ClientConfig {
     /// CPU of acking each packet alone. 5 ms recovers lost packets up to ~15 ms sooner on bad
     /// links (measured by `cargo bench -p pierce-sim --bench rudp_vs_peers`).
     pub ack_delay: Duration,
-    /// When the server session ends by timeout (the server crashed or restarts) or by
-    /// [`crate::Client::detach_from_server`], peers with a validated direct path stay, with
-    /// their keys and reliability state, for this long. Zero: every peer goes with the
-    /// session.
+    /// When the server session ends by timeout (the server crashed or restarts), by a reset
+    /// (see `reregister`) or by [`crate::Client::detach_from_server`], peers with a validated
+    /// direct path stay, with their keys and reliability state, for this long. Zero: every
+    /// peer goes with the session (and a reset ends it all, as any other loss).
     pub pair_lifetime: Duration,
     /// After the server session times out with peers kept on their direct paths (see
     /// `pair_lifetime`), register with the server again (every 1 s, backing off to 8 s)
-    /// until it answers or the pair lifetime ends. The new session presents the last
+    /// until it answers or the pair lifetime ends; after a stateless reset (the server is back
+    /// without the session, [`crate::DisconnectReason::Reset`]), at once, every peer kept
+    /// meanwhile (relay-only ones for `idle_timeout`). The new session presents the last
     /// resumption ticket (same host id, if the server accepts it) and the token given to
     /// `connect`; pairs the server introduces again keep their direct path and reliability
     /// state. Not after an explicit `detach_from_server`.

@@ -183,7 +183,10 @@ pub enum ClientEvent {
         /// The server's proven identity (equal to the pinned key, if one was configured).
         server_key: PublicKey,
     },
-    /// The session ended or could not start. Nothing more is sent or received afterwards.
+    /// The session ended or could not start. Nothing more is sent or received afterwards,
+    /// except when the client registers again by itself ([`crate::ClientConfig::reregister`]:
+    /// after a timeout with direct peers kept, or a [`DisconnectReason::Reset`]): then a new
+    /// `Connected` follows, and kept peers carry on meanwhile.
     Disconnected {
         /// Why.
         reason: DisconnectReason,
