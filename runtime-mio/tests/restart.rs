@@ -64,9 +64,17 @@ struct Server {
 }
 
 impl Server {
-    fn start(addr: &str, key_file: &PathBuf) -> Self {
+    fn start(addr: &str, key_file: &PathBuf, threads: &str) -> Self {
         let mut child = Command::new(PIERCE)
-            .args(["server", "--listen", addr, "--json", "--key-file"])
+            .args([
+                "server",
+                "--listen",
+                addr,
+                "--json",
+                "--threads",
+                threads,
+                "--key-file",
+            ])
             .arg(key_file)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -165,9 +173,10 @@ fn wait_for(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
     pred()
 }
 
-/// Three peers with `extra` flags exchange through a server that is killed and restarted in
-/// the middle; returns each peer's re-registration time after the restart.
-fn kill_and_restart_mid_exchange(tag: &str, extra: &[&str]) -> Vec<Duration> {
+/// Three peers with `extra` flags exchange through a server (with `threads` relay threads)
+/// that is killed and restarted in the middle; returns each peer's re-registration time after
+/// the restart.
+fn kill_and_restart_mid_exchange(tag: &str, threads: &str, extra: &[&str]) -> Vec<Duration> {
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("pierce-restart-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -180,7 +189,7 @@ fn kill_and_restart_mid_exchange(tag: &str, extra: &[&str]) -> Vec<Duration> {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let server = Server::start(&addr, &key_file);
+    let server = Server::start(&addr, &key_file, threads);
     let key = server.key.clone();
     let mut peers: Vec<Peer> = (0..3).map(|i| Peer::start(&addr, &key, i, extra)).collect();
     // Once everyone is in the room the exchange starts; kill the server a second into it.
@@ -197,7 +206,7 @@ fn kill_and_restart_mid_exchange(tag: &str, extra: &[&str]) -> Vec<Duration> {
         );
     }
     drop(server); // SIGKILL
-    let server = Server::start(&addr, &key_file);
+    let server = Server::start(&addr, &key_file, threads);
     assert_eq!(server.key, key, "the same key");
     let restart = server.ready_at;
     let mut back = Vec::new();
@@ -258,7 +267,7 @@ fn kill_and_restart_mid_exchange(tag: &str, extra: &[&str]) -> Vec<Duration> {
 fn peers_on_direct_paths_ride_through_a_sigkilled_servers_restart_too() {
     // Their data goes direct; the server hears only their keepalives (every 2 s), so the
     // reset comes with the next one.
-    let back = kill_and_restart_mid_exchange("direct", &[]);
+    let back = kill_and_restart_mid_exchange("direct", "1", &[]);
     eprintln!("peers on direct paths registered again {back:?} after the restart");
     for (i, b) in back.iter().enumerate() {
         assert!(*b < Duration::from_secs(4), "p{i}: {b:?}");
@@ -267,7 +276,9 @@ fn peers_on_direct_paths_ride_through_a_sigkilled_servers_restart_too() {
 
 #[test]
 fn relay_only_peers_register_again_within_two_seconds_of_a_sigkilled_servers_restart() {
-    let back = kill_and_restart_mid_exchange("relay", &["--relay-only"]);
+    // Two relay threads: the relay packets of the sessions the restarted server does not have
+    // reach a relay thread, which hands them to the server's thread for their resets.
+    let back = kill_and_restart_mid_exchange("relay", "2", &["--relay-only"]);
     eprintln!("relay-only peers registered again {back:?} after the restart");
     for (i, b) in back.iter().enumerate() {
         assert!(*b < Duration::from_secs(2), "p{i}: {b:?}");
