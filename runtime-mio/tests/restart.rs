@@ -226,6 +226,12 @@ fn kill_and_restart_mid_exchange(tag: &str, threads: &str, extra: &[&str]) -> Ve
             "p{i} came back with another host id (its ticket was refused)"
         );
         back.push(at.saturating_duration_since(restart));
+        let (reset_at, _) = p.first(r#""event":"server_reset""#).unwrap();
+        eprintln!(
+            "{tag}: p{i} heard the reset {:?} after the restart, registered again {:?} later",
+            reset_at.saturating_duration_since(restart),
+            at.saturating_duration_since(*reset_at)
+        );
     }
     for (i, p) in peers.iter_mut().enumerate() {
         let status = loop {
