@@ -117,6 +117,23 @@ fn the_server_answers_with_resets_only_session_packets_and_never_a_reset() {
     peer[..4].copy_from_slice(&[crate::wire::sealed::KIND_PEER, 1, 0, 0]);
     net.server.handle_datagram(now, stranger, &peer);
     assert!(net.server.poll_transmit(now, &mut buf).is_none());
+    // A STUN request and a ClientHello get their own answers, never a reset.
+    let mut stun = [0u8; 64];
+    let n = crate::wire::stun::encode_binding_request(&mut stun, &[7; 12]).unwrap();
+    let mut hello = [0u8; crate::wire::handshake::MIN_CLIENT_HELLO_LEN];
+    let h = crate::wire::handshake::ClientHello {
+        client_session: 5,
+        client_ephemeral: [9; 32],
+        cookie: &[],
+    };
+    let m = h.encode(&mut hello).unwrap();
+    for d in [&stun[..n], &hello[..m]] {
+        net.server.handle_datagram(now, stranger, d);
+        let t = net.server.poll_transmit(now, &mut buf).expect("an answer");
+        assert_ne!(buf[0], crate::wire::reset::KIND_RESET);
+        assert_ne!(t.len, RESET_LEN);
+        assert!(net.server.poll_transmit(now, &mut buf).is_none());
+    }
     assert_eq!(net.server.stats().resets_sent, 0);
 }
 
