@@ -124,14 +124,16 @@ pub struct ClientConfig {
     /// CPU of acking each packet alone. 5 ms recovers lost packets up to ~15 ms sooner on bad
     /// links (measured by `cargo bench -p pierce-sim --bench rudp_vs_peers`).
     pub ack_delay: Duration,
-    /// When the server session ends by timeout (the server crashed or restarts) or by
-    /// [`crate::Client::detach_from_server`], peers with a validated direct path stay, with
-    /// their keys and reliability state, for this long. Zero: every peer goes with the
-    /// session.
+    /// When the server session ends by timeout (the server crashed or restarts), by a reset
+    /// (see `reregister`) or by [`crate::Client::detach_from_server`], peers with a validated
+    /// direct path stay, with their keys and reliability state, for this long. Zero: every
+    /// peer goes with the session (and a reset ends it all, as any other loss).
     pub pair_lifetime: Duration,
     /// After the server session times out with peers kept on their direct paths (see
     /// `pair_lifetime`), register with the server again (every 1 s, backing off to 8 s)
-    /// until it answers or the pair lifetime ends. The new session presents the last
+    /// until it answers or the pair lifetime ends; after a stateless reset (the server is back
+    /// without the session, [`crate::DisconnectReason::Reset`]), at once, every peer kept
+    /// meanwhile (relay-only ones for `idle_timeout`). The new session presents the last
     /// resumption ticket (same host id, if the server accepts it) and the token given to
     /// `connect`; pairs the server introduces again keep their direct path and reliability
     /// state. Not after an explicit `detach_from_server`.
@@ -287,6 +289,14 @@ pub struct ServerConfig {
     pub stun_rate_global: u32,
     /// STUN Binding requests the whole server answers in a burst.
     pub stun_burst_global: u32,
+    /// Stateless resets ([`crate::wire::reset`]) per second the whole server sends
+    /// (sustained) in answer to packets of sessions it does not have; 0: none. Each is
+    /// smaller than the packet it answers, so the limit bounds work, not amplification; one
+    /// reset is enough to tell a client, so after a restart it sets how fast the old clients
+    /// hear (their later packets are answered too).
+    pub reset_rate_global: u32,
+    /// Stateless resets the whole server may send in a burst.
+    pub reset_burst_global: u32,
     /// Largest datagram to send; at most [`MAX_DATAGRAM_SIZE`].
     pub max_datagram_size: usize,
     /// Datagrams queued per client and not yet transmitted, at most.
@@ -363,6 +373,8 @@ impl ServerConfig {
             stun_burst_per_ip: 1000,
             stun_rate_global: 5000,
             stun_burst_global: 5000,
+            reset_rate_global: 5000,
+            reset_burst_global: 5000,
             max_datagram_size: MAX_DATAGRAM_SIZE,
             max_queued_datagrams_per_client: 256,
             max_pending_events: 65_536,

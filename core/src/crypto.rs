@@ -91,6 +91,46 @@ impl TicketKey {
     }
 }
 
+/// Computes stateless reset tokens ([`crate::wire::reset`]): HMAC-SHA-256 of the server's
+/// session id under a key derived from the server's static secret key (as [`TicketKey`] is,
+/// under its own label), truncated to 16 bytes. A server restarted with the same key computes
+/// the same token for a session it no longer has; nobody without the key can compute one.
+#[derive(Clone)]
+pub(crate) struct ResetKey([u8; 32]);
+
+impl ResetKey {
+    pub(crate) fn derive(secret: &SecretKey) -> Self {
+        let hk = Hkdf::<Sha256>::new(Some(b"pierce/1 reset"), &secret.to_bytes());
+        let mut key = [0u8; 32];
+        let _ = hk.expand(b"reset key", &mut key);
+        Self(key)
+    }
+
+    /// The reset token of the server's session `session`.
+    pub(crate) fn token(&self, session: u32) -> [u8; 16] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .expect("HMAC accepts keys of any length");
+        mac.update(&session.to_be_bytes());
+        let out = mac.finalize().into_bytes();
+        let mut token = [0u8; 16];
+        token.copy_from_slice(&out[..16]);
+        token
+    }
+}
+
+impl fmt::Debug for ResetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResetKey(..)")
+    }
+}
+
+/// Whether a received reset token is `ours`, in time that does not depend on where they
+/// differ.
+pub(crate) fn reset_token_eq(received: &[u8; 16], ours: &[u8; 16]) -> bool {
+    ct_eq(received, ours)
+}
+
 /// How far behind the highest counter seen a packet may arrive and still be accepted
 /// (RFC 6479 sizes; WireGuard uses 2048). Reordering deeper than this on one session is
 /// indistinguishable from a replay and is dropped.

@@ -183,7 +183,10 @@ pub enum ClientEvent {
         /// The server's proven identity (equal to the pinned key, if one was configured).
         server_key: PublicKey,
     },
-    /// The session ended or could not start. Nothing more is sent or received afterwards.
+    /// The session ended or could not start. Nothing more is sent or received afterwards,
+    /// except when the client registers again by itself ([`crate::ClientConfig::reregister`]:
+    /// after a timeout with direct peers kept, or a [`DisconnectReason::Reset`]): then a new
+    /// `Connected` follows, and kept peers carry on meanwhile.
     Disconnected {
         /// Why.
         reason: DisconnectReason,
@@ -356,6 +359,12 @@ pub enum DisconnectReason {
     ClosedLocally(u16),
     /// [`crate::Client::detach_from_server`]: peers with a validated direct path stay.
     Detached,
+    /// The server answered with a stateless reset carrying this session's token: it no
+    /// longer has the session (it restarted with the same key, or forgot the session). With
+    /// [`crate::ClientConfig::reregister`] the client registers again at once, with its
+    /// ticket; peers stay meanwhile, relay-only ones too (for `idle_timeout`, waiting for the
+    /// returning server to introduce them again).
+    Reset,
 }
 
 /// Why a server refused a session.

@@ -248,6 +248,10 @@ pub struct ClientStats {
     pub pairs_carried_over: u64,
     /// Carried-over pairs whose peer had kept nothing (restarted): begun again.
     pub pairs_restarted: u64,
+    /// Stateless resets from the server that carried this session's token: the session was
+    /// lost at once ([`crate::DisconnectReason::Reset`]). Resets that do not are dropped and
+    /// counted (`dropped.auth_failed`, or `dropped.unexpected` from another address).
+    pub resets_received: u64,
 }
 
 /// A server's counters.
@@ -303,6 +307,11 @@ pub struct ServerStats {
     pub stun_answered: u64,
     /// Retry packets (cookie requests) sent while under load.
     pub retries_sent: u64,
+    /// Stateless resets sent in answer to packets of sessions this server does not have.
+    pub resets_sent: u64,
+    /// Packets of unknown sessions not answered with a reset: over the reset rate or queue
+    /// (also counted in `dropped.unknown_session`).
+    pub resets_limited: u64,
 }
 
 impl ServerStats {

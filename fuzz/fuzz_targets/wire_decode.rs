@@ -9,7 +9,7 @@ use pierce_core::wire::frame::Frames;
 use pierce_core::wire::handshake::{RETRY_LEN, SERVER_HELLO_LEN};
 use pierce_core::wire::relay::{self, RELAY_HEADER_LEN};
 use pierce_core::wire::sealed::{HEADER_LEN, KIND_PEER};
-use pierce_core::wire::{Writer, stun};
+use pierce_core::wire::{Writer, reset, stun};
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = vec![0u8; 70_000];
@@ -55,6 +55,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(&p.tagged[..4], &data[..4]);
             assert_eq!(p.tagged[4..12], p.counter.to_be_bytes());
             assert_eq!(p.tagged[12..], p.peer.header.receiver.to_be_bytes());
+        }
+        Ok(Datagram::Reset(r)) => {
+            assert_eq!(r.encode(&mut buf), Ok(reset::RESET_LEN));
+            assert_eq!(&buf[..reset::RESET_LEN], data);
         }
         Ok(Datagram::Relayed(p)) => {
             let n = relay::encode_relayed(&mut buf, p.session, p.from, p.peer_bytes).expect("fits");

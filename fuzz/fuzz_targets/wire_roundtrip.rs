@@ -26,9 +26,14 @@ fuzz_target!(|frames: Vec<Frame<'_>>| {
             _ => true,
         })
         .map(|f| match f {
-            Frame::Welcome { host_id, observed } => Frame::Welcome {
+            Frame::Welcome {
+                host_id,
+                observed,
+                reset_token,
+            } => Frame::Welcome {
                 host_id,
                 observed: std::net::SocketAddr::new(observed.ip(), observed.port()),
+                reset_token,
             },
             f => f,
         })

@@ -399,7 +399,8 @@ impl Worker {
                             }
                         }
                     }
-                    Forward::Dropped => {}
+                    // (A shard hands unknown sessions over as Control: never Unknown.)
+                    Forward::Dropped | Forward::Unknown { .. } => {}
                 }
             }
             if !out.send_queued()? {

@@ -4,7 +4,8 @@
 //! - a flood of spoofed handshakes and garbage from a hundred loopback addresses while 50 real
 //!   clients connect: all of them connect, and the server's memory stays bounded;
 //! - the amplification factor (bytes and datagrams sent back per byte and datagram received)
-//!   for each kind of unsolicited input.
+//!   for each kind of unsolicited input (sealed packets of sessions the server does not have
+//!   get a 20-byte stateless reset; a reset gets nothing).
 //!
 //! In-process (a [`Server`] in a [`Driver`] on loopback, so its counters can be read, and
 //! clients in Drivers or driven by hand over a `std` socket so their datagrams can be captured,
@@ -599,6 +600,32 @@ fn unsolicited_input_is_never_amplified_except_stun_within_its_factor() {
             5,
             (0..100).map(|_| stun_request(&mut rng)).collect(),
         ),
+        // The real client's sealed packets naming sessions the server does not have (as after
+        // a restart): answered with a 20-byte stateless reset each, never more.
+        kind(
+            "stale-session",
+            8,
+            (0..100)
+                .map(|i| {
+                    let sealed: Vec<&Vec<u8>> = captured.iter().filter(|d| d[0] == 0xD3).collect();
+                    let mut d = sealed[i % sealed.len()].clone();
+                    d[4..8].copy_from_slice(&rng.bytes(4));
+                    d
+                })
+                .collect(),
+        ),
+        // Resets themselves (any token): never answered.
+        kind(
+            "reset",
+            9,
+            (0..100)
+                .map(|_| {
+                    let mut d = vec![0xD8, 1, 0, 0];
+                    d.extend_from_slice(&rng.bytes(16));
+                    d
+                })
+                .collect(),
+        ),
     ];
     measure_amplification(&server, "default", &mut kinds);
     for k in &kinds {
@@ -616,6 +643,13 @@ fn unsolicited_input_is_never_amplified_except_stun_within_its_factor() {
     // Per request, too: a STUN answer is 40 bytes for 20 (IPv4).
     let stun = &kinds[5];
     assert!(stun.replies.0 > 0, "STUN Binding requests are answered");
+    let (stale, resets) = (&kinds[6], &kinds[7]);
+    assert!(
+        stale.replies.0 > 0,
+        "stale sessions are answered with resets"
+    );
+    assert!(stale.largest_reply == 20, "{} bytes", stale.largest_reply);
+    assert_eq!(resets.replies.0, 0, "a reset is never answered");
     assert!(
         stun.largest_reply <= 3 * 20,
         "{} bytes for 20",

@@ -8,8 +8,9 @@
 //! sending stops, and the run drains.
 //!
 //! A server restart loses every session (`Action::RestartServer` starts a fresh `Server`
-//! with the same key): clients time out within the idle timeout, the test reconnects them
-//! (new processes, new host ids) and re-forms the group on the new server, and keeps sending
+//! with the same key): clients hear a stateless reset with their next packet (or time out
+//! within the idle timeout, if partitioned from the server), the test reconnects them (new
+//! processes, new host ids; a client's own re-registration after a reset is replaced) and re-forms the group on the new server, and keeps sending
 //! for a while so that the new group carries traffic too. Pairs across a restart, a crash or
 //! a reconnect are "torn down" for the invariants below.
 //!

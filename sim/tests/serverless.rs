@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use pierce_core::{
-    Channel, ClientConfig, ClientEvent, DisconnectReason, HostId, Path, PeerDropReason, ServerEvent,
+    Channel, ClientConfig, ClientEvent, DisconnectReason, HostId, Path, PeerDropReason, SecretKey,
+    ServerConfig, ServerEvent,
 };
 use pierce_sim::{Action, Edge, LinkProfile, NatConfig, Scenario, Sim, seed_or};
 
@@ -17,11 +18,16 @@ use common::received;
 const SECOND: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(50);
 
-/// a and b (port-restricted: they go direct) and c (relay only), in one group.
+/// a and b (port-restricted: they go direct) and c (relay only), in one group, on a server
+/// that sends no stateless resets: a restart is like a restart with another key, the clients
+/// find out by their idle timeout (with resets, see `tests/reset.rs`).
 fn trio(seed: u64, config: ClientConfig) -> (Sim, [HostId; 3]) {
     let mut relay_only = config.clone();
     relay_only.direct_paths = false;
+    let mut server = ServerConfig::new(SecretKey::from_bytes([0x51; 32]));
+    server.reset_rate_global = 0;
     let mut sim = Scenario::new(seed)
+        .server_config(server)
         .client_config(config)
         .client("a", Edge::nat(NatConfig::port_restricted()))
         .client("b", Edge::nat(NatConfig::port_restricted()))

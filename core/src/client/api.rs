@@ -223,10 +223,10 @@ impl Client {
             return Err(CommandError::NotConnected);
         }
         let until = now + self.config.pair_lifetime;
-        self.session.detach(now, until, false);
+        self.session.detach(now, until, false, false);
         let reason = DisconnectReason::Detached;
         self.push_event(ClientEvent::Disconnected { reason });
-        self.forget_server(until);
+        self.forget_server(until, None);
         self.drain(now);
         Ok(())
     }

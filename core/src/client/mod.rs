@@ -120,6 +120,7 @@ impl Client {
                 }
             }
             Ok(Datagram::ServerHello(h)) => self.session.handle_hello(now, socket, from, &h, stats),
+            Ok(Datagram::Reset(r)) => self.session.handle_reset(socket, from, &r, stats),
             Ok(Datagram::Retry(retry)) => self.session.handle_retry(from, &retry, stats),
             Ok(Datagram::Sealed(packet)) => {
                 match self.session.route(socket, from, &packet.header, stats) {
@@ -316,23 +317,29 @@ impl Client {
     }
 
     /// The session failed: a re-registration goes back to waiting; a server that timed out
-    /// leaves the peers with a direct path (detached); anything else ends it all.
+    /// leaves the peers with a direct path (detached); a server that reset the session (it
+    /// is back, without it) is registered with again at once, every peer waiting for it to
+    /// introduce them again; anything else ends it all.
     fn lose_session(&mut self, now: Instant, reason: DisconnectReason, rejoining: bool) {
         if rejoining {
             let until = self.peers.orphans_until().unwrap_or(now);
             self.session.rejoin_failed(now, until);
             return;
         }
-        let keep = reason == DisconnectReason::TimedOut
-            && !self.config.pair_lifetime.is_zero()
-            && self.peers.any_direct();
-        if keep {
-            // The server is gone (crashed, restarting, unreachable): peers we reach directly
-            // stay, for the pair lifetime; meanwhile we register again when it is back.
-            let until = now + self.config.pair_lifetime;
-            self.session.detach(now, until, self.config.reregister);
+        let lifetime = self.config.pair_lifetime;
+        let reset = reason == DisconnectReason::Reset && self.config.reregister;
+        let timed_out = reason == DisconnectReason::TimedOut && self.peers.any_direct();
+        if !lifetime.is_zero() && (reset || timed_out) {
+            // The server is gone (crashed, restarting, unreachable) or back without our
+            // session: peers we reach directly stay, for the pair lifetime (after a reset,
+            // relay-only ones too, for the idle timeout); meanwhile we register again when
+            // it is back (at once after a reset).
+            let until = now + lifetime;
+            self.session
+                .detach(now, until, self.config.reregister, reset);
             self.push_event(ClientEvent::Disconnected { reason });
-            self.forget_server(until);
+            let relay_until = reset.then(|| now + self.config.idle_timeout.min(lifetime));
+            self.forget_server(until, relay_until);
         } else {
             self.session.close();
             self.forget_session();
@@ -340,9 +347,10 @@ impl Client {
         }
     }
 
-    /// What only lives with the server session goes; peers with a direct path stay.
-    fn forget_server(&mut self, until: Instant) {
-        self.peers.keep_direct(until);
+    /// What only lives with the server session goes; peers with a direct path stay (and
+    /// relay-only ones until `relay_until`, if given).
+    fn forget_server(&mut self, until: Instant, relay_until: Option<Instant>) {
+        self.peers.keep_direct(until, relay_until);
         self.membership.forget_groups();
         self.discovery.forget_auto();
     }

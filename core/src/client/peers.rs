@@ -117,6 +117,9 @@ pub(super) struct PeerSet {
     sockets: SocketPool,
     /// Peers kept from a lost server session (orphans) live until this instant.
     orphans_until: Option<Instant>,
+    /// After a stateless reset, orphans without a direct path (relay-only peers) are kept
+    /// until this instant, for the returning server to introduce them again.
+    relay_orphans_until: Option<Instant>,
     events: VecDeque<ClientEvent>,
 }
 
@@ -132,6 +135,7 @@ impl PeerSet {
             scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
             sockets: SocketPool::default(),
             orphans_until: None,
+            relay_orphans_until: None,
             events: VecDeque::new(),
         }
     }
@@ -417,7 +421,12 @@ impl PeerSet {
         let fresh = peer
             .fresh
             .filter(|(_, id)| *id == packet.header.receiver && *id != peer.pair_id);
+        // Under the new server's pair id but our keys: the peer carried the pair over too and
+        // relays it under the id the server knows (see `write_relayed`).
+        let carried = fresh.is_some() && peer.keys.open(packet, &mut scratch).is_ok();
         let opened = match fresh {
+            // (`open` leaves the plaintext at the start of `scratch`.)
+            _ if carried => Some(&scratch[..packet.ciphertext_and_tag.len() - TAG_LEN]),
             // Authentic under the new server's key: the peer started this pair over.
             Some((key, id)) => {
                 let mut keys = PacketKeys::for_pair(&key, id, lower);
@@ -518,13 +527,18 @@ impl PeerSet {
 
     /// The server session is lost but peers with a direct path stay (until `until`, the pair
     /// lifetime): the others are dropped, the rest become orphans (no relay).
-    pub(super) fn keep_direct(&mut self, until: Instant) {
-        self.drop_where(|p| p.path.direct().is_none(), PeerDropReason::ServerLost);
+    /// With `relay_until` (the server reset our session: it is back), relay-only peers stay
+    /// too, until then, for the returning server to introduce them again.
+    pub(super) fn keep_direct(&mut self, until: Instant, relay_until: Option<Instant>) {
+        if relay_until.is_none() {
+            self.drop_where(|p| p.path.direct().is_none(), PeerDropReason::ServerLost);
+        }
         for p in self.peers.values_mut() {
             p.recovering = false;
             p.orphan = true;
         }
         self.orphans_until = Some(until);
+        self.relay_orphans_until = relay_until;
         self.early.clear();
     }
 
@@ -532,6 +546,7 @@ impl PeerSet {
     /// unacknowledged messages reported expired).
     pub(super) fn clear(&mut self) {
         self.orphans_until = None;
+        self.relay_orphans_until = None;
         let ids: Vec<HostId> = self.peers.keys().copied().collect();
         for id in ids {
             self.remove_peer(id);
@@ -567,12 +582,22 @@ impl PeerSet {
             }
         }
         self.update_socket_pool();
-        // No relay for orphans: one whose direct path died is gone; all of them at the end of
+        // No relay for orphans: one whose direct path died is gone (after a reset, only once
+        // the returning server had its time to introduce it again); all of them at the end of
         // the pair lifetime.
-        self.drop_where(
-            |p| p.orphan && p.path.direct().is_none(),
-            PeerDropReason::DirectLost,
-        );
+        if self.relay_orphans_until.is_some_and(|t| now >= t) {
+            self.relay_orphans_until = None;
+            self.drop_where(
+                |p| p.orphan && p.path.direct().is_none(),
+                PeerDropReason::ServerLost,
+            );
+        }
+        if self.relay_orphans_until.is_none() {
+            self.drop_where(
+                |p| p.orphan && p.path.direct().is_none(),
+                PeerDropReason::DirectLost,
+            );
+        }
         if self.orphans_until.is_some_and(|t| now >= t) && !detached {
             self.orphans_until = None;
             self.drop_where(|p| p.orphan, PeerDropReason::PairExpired);
@@ -686,7 +711,9 @@ impl Relay for PeerSet {
             if n == 0 {
                 continue;
             }
-            let len = peer.keys.seal(peer.pair_id, buf, n)?;
+            // The server knows the pair by its id (for a pair carried over a reset, the new
+            // server's: the keys stay ours, see `handle_packet`).
+            let len = peer.keys.seal(peer.server_pair, buf, n)?;
             self.cursor = Some(to);
             return Some(len);
         }
@@ -719,6 +746,10 @@ impl PeerSet {
             Timeout::at(
                 self.orphans_until.filter(|_| orphans),
                 "orphan pair lifetime",
+            ),
+            Timeout::at(
+                self.relay_orphans_until,
+                "relay-only peers waiting for the server",
             ),
             Timeout::at(
                 self.early
@@ -1093,7 +1124,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let until = t0() + Duration::from_secs(600);
-        a.keep_direct(until);
+        a.keep_direct(until, None);
         assert_eq!(
             events(&mut a),
             [

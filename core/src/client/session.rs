@@ -18,7 +18,7 @@ use rand::RngCore;
 use super::tcp::{self, TcpLink};
 use crate::arena::Arena;
 use crate::config::{ClientConfig, Transport};
-use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey, RelayKey};
+use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey, RelayKey, reset_token_eq};
 use crate::error::{CommandError, SendError};
 use crate::event::{DisconnectReason, HostId, RejectReason};
 use crate::rng::Rng;
@@ -30,6 +30,7 @@ use crate::wire::control::ControlMsg;
 use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame};
 use crate::wire::handshake::{COOKIE_LEN, ClientHello, Retry, ServerHello};
 use crate::wire::relay::{RELAY_HEADER_LEN, RELAY_TAGGED_LEN, encode_relay};
+use crate::wire::reset::{RESET_TOKEN_LEN, Reset};
 use crate::wire::sealed::{SealedHeader, SealedPacket};
 use crate::wire::stun::StunCredential;
 use crate::{SocketId, SocketRequest, Transmit};
@@ -186,6 +187,9 @@ struct Link {
     /// Signs this client's STUN requests to its server (their budget is the session's, not
     /// its IP's, which a spoofer can spend).
     stun: StunCredential,
+    /// The stateless reset token of this session, once the server sent it: a reset carrying
+    /// it means the server no longer has the session.
+    reset_token: Option<[u8; RESET_TOKEN_LEN]>,
     host_id: HostId,
     public_addr: Option<SocketAddr>,
     last_recv: Instant,
@@ -424,13 +428,14 @@ impl Session {
     }
 
     /// The session is lost but peers stay: detached until `until` (the pair lifetime),
-    /// registering again from `now` on if `reregister`.
-    pub(super) fn detach(&mut self, now: Instant, until: Instant, reregister: bool) {
+    /// registering again if `reregister`: at `now` if `at_once` (the server said it is back,
+    /// with a reset), else after [`REJOIN_INITIAL`].
+    pub(super) fn detach(&mut self, now: Instant, until: Instant, reregister: bool, at_once: bool) {
         self.state = State::Detached(until);
         self.forget_link();
         if reregister {
             self.rejoin_backoff = REJOIN_INITIAL;
-            self.rejoin_at = Some(now + REJOIN_INITIAL);
+            self.rejoin_at = Some(if at_once { now } else { now + REJOIN_INITIAL });
         } else {
             self.rejoin_at = None;
         }
@@ -502,6 +507,34 @@ impl Session {
         } else {
             Route::Server
         }
+    }
+
+    /// A stateless reset that came in on `socket` from `from`: if it carries our session's
+    /// token and comes from the server on a path of ours, the server no longer has the
+    /// session and it fails now ([`DisconnectReason::Reset`]). Anything else is dropped and
+    /// counted: it changes nothing.
+    pub(super) fn handle_reset(
+        &mut self,
+        socket: SocketId,
+        from: SocketAddr,
+        reset: &Reset,
+        stats: &mut ClientStats,
+    ) {
+        let State::Connected(l) = &self.state else {
+            stats.dropped.unexpected += 1;
+            return;
+        };
+        let our_path = socket == SocketId::PRIMARY || Some(socket) == self.tcp.open_id();
+        let Some(token) = l.reset_token.filter(|_| from == l.server && our_path) else {
+            stats.dropped.unexpected += 1;
+            return;
+        };
+        if !reset_token_eq(&reset.token, &token) {
+            stats.dropped.auth_failed += 1;
+            return;
+        }
+        stats.resets_received += 1;
+        self.fail(DisconnectReason::Reset);
     }
 
     /// Whether a peer packet the server relayed (the relay fast path), naming session
@@ -586,7 +619,11 @@ impl Session {
         match *frame {
             Frame::Padding(_) => {}
             Frame::Ping => stats.io.keepalives_received += 1,
-            Frame::Welcome { host_id, observed } => self.on_welcome(now, HostId(host_id), observed),
+            Frame::Welcome {
+                host_id,
+                observed,
+                reset_token,
+            } => self.on_welcome(now, HostId(host_id), observed, reset_token),
             Frame::Reject { reason } => {
                 if matches!(self.state, State::Authenticating(_)) {
                     let reason = DisconnectReason::Rejected(RejectReason::from_code(reason));
@@ -701,6 +738,7 @@ impl Session {
                 stun: keys.relay_secret().stun_credential(hello.server_session),
                 keys: keys.into_client_session(),
                 server_session: hello.server_session,
+                reset_token: None,
                 host_id: HostId(0),
                 public_addr: None,
                 last_recv: now,
@@ -720,7 +758,13 @@ impl Session {
         }));
     }
 
-    fn on_welcome(&mut self, now: Instant, host_id: HostId, observed: SocketAddr) {
+    fn on_welcome(
+        &mut self,
+        now: Instant,
+        host_id: HostId,
+        observed: SocketAddr,
+        reset_token: [u8; RESET_TOKEN_LEN],
+    ) {
         // A duplicate Welcome (our Connect was retransmitted) changes nothing.
         let State::Authenticating(_) = self.state else {
             return;
@@ -735,6 +779,7 @@ impl Session {
         }
         link.host_id = host_id;
         link.public_addr = Some(observed);
+        link.reset_token = Some(reset_token);
         // On TCP, probe UDP at once: the server learns our UDP address (peers punch to it).
         link.probe_at = now;
         self.events.push_back(SessionEvent::Connected {

@@ -90,6 +90,14 @@ pub enum Forward {
     Control,
     /// Dropped and counted in the stats passed in.
     Dropped,
+    /// A relay packet of session `session`, which the server does not have (counted in
+    /// `dropped.unknown_session`): the server answers it with a stateless reset
+    /// ([`crate::wire::reset`]). Only the server's own forwarder says this; a forwarder on a
+    /// thread of its own hands such a packet to the server's thread ([`Forward::Control`]).
+    Unknown {
+        /// The session id the packet named.
+        session: u32,
+    },
 }
 
 impl Forward {
@@ -266,12 +274,7 @@ impl Forwarder {
         if !self.owns(packet.session) {
             return Forward::Control;
         }
-        // A forwarder on a thread of its own counts what it takes (the server counts the
-        // rest, when it gets them).
         let is_shard = matches!(self.role, Role::Shard { .. });
-        if is_shard {
-            stats.io.received(datagram.len());
-        }
         let slot = slot(packet.session);
         let Some(owned) = self
             .owned
@@ -279,9 +282,20 @@ impl Forwarder {
             .and_then(Option::as_mut)
             .filter(|o| o.session == packet.session)
         else {
+            if is_shard {
+                // The server's thread answers it with a reset (the queue to it is bounded).
+                return Forward::Control;
+            }
             stats.dropped.unknown_session += 1;
-            return Forward::Dropped;
+            return Forward::Unknown {
+                session: packet.session,
+            };
         };
+        // A forwarder on a thread of its own counts what it takes (the server counts the
+        // rest, when it gets them).
+        if is_shard {
+            stats.io.received(datagram.len());
+        }
         let path = (socket, from);
         if self.role == Role::Beside && owned.path != Some(path) {
             // Next to shards, the server's thread sees what the kernel did not steer to them:

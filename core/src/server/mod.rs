@@ -22,6 +22,7 @@ mod forward;
 mod groups;
 mod handshake;
 mod relay;
+mod reset;
 mod rooms;
 mod session;
 mod sessions;
@@ -76,15 +77,19 @@ use sessions::Due;
 /// (see `ServerConfig::proven_handshake_rate_per_ip`). The half-open table is bounded, and
 /// the only packets sent to an address that has not proven it can receive are a ServerHello
 /// of [`crate::wire::handshake::SERVER_HELLO_LEN`] bytes in answer to a ClientHello of at
-/// least [`MIN_CLIENT_HELLO_LEN`], a smaller Retry, and STUN answers within STUN's own
-/// budget: the server never amplifies beyond STUN's factor. Everything invalid is dropped and
-/// counted in [`Server::stats`].
+/// least [`MIN_CLIENT_HELLO_LEN`], a smaller Retry, a stateless reset of
+/// [`crate::wire::reset::RESET_LEN`] bytes in answer to a longer session packet of a session
+/// it does not have (rate-limited globally), and STUN answers within STUN's own budget: the
+/// server never amplifies beyond STUN's factor. Everything invalid is dropped and counted in
+/// [`Server::stats`].
 pub struct Server {
     public_key: PublicKey,
     /// The one random stream (ephemeral keys, pair keys, ticket ids), lent to who draws.
     rng: Rng,
     clock: Clock,
     stun: stun::StunResponder,
+    /// Answers packets of sessions this server does not have (it restarted) with a reset.
+    resets: reset::Resets,
     sessions: sessions::Sessions,
     groups: groups::Groups,
     rooms: rooms::Rooms,
@@ -133,6 +138,7 @@ impl Server {
             rng,
             clock: Clock::new(now),
             stun,
+            resets: reset::Resets::new(&config),
             sessions,
             groups,
             rooms: rooms::Rooms::new(config.rooms.clone()),
@@ -218,7 +224,8 @@ impl Server {
                 (self.sessions).handle_hello(now, path, &hello, rng, stats);
             }
             Ok(Datagram::Relay(_)) => self.on_relay_packet(now, path, datagram),
-            Ok(Datagram::Relayed(_)) => self.stats.dropped.unexpected += 1,
+            // A reset is never answered (nor is anything a client sends us unasked).
+            Ok(Datagram::Relayed(_) | Datagram::Reset(_)) => self.stats.dropped.unexpected += 1,
             Ok(Datagram::Sealed(packet)) => {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 self.on_sealed(now, path, &packet, &mut scratch);
@@ -238,6 +245,11 @@ impl Server {
         scratch: &mut [u8],
     ) {
         let Some((key, plaintext)) = self.sessions.open(packet, scratch, &mut self.stats) else {
+            let id = packet.header.receiver;
+            if !packet.header.peer && !self.sessions.knows(id) {
+                let len = packet.aad.len() + packet.ciphertext_and_tag.len();
+                (self.resets).handle_unknown(now, path, id, len, &mut self.stats);
+            }
             return;
         };
         let (frames, malformed) = decode_prefix(plaintext);
@@ -334,6 +346,10 @@ impl Server {
             },
             // Its own forwarder owns every session.
             Forward::Control => self.stats.dropped.unexpected += 1,
+            Forward::Unknown { session } => {
+                let stats = &mut self.stats;
+                (self.resets).handle_unknown(now, path, session, datagram.len(), stats);
+            }
             Forward::Dropped => {}
         }
     }
@@ -484,6 +500,7 @@ impl Endpoint for Server {
             .sessions
             .poll_handshake(buf, stats)
             .or_else(|| self.stun.poll_transmit(buf, stats))
+            .or_else(|| self.resets.poll_transmit(buf, stats))
             .or_else(|| self.sessions.poll_transmit(now, buf, stats))?;
         self.stats.io.sent(t.len);
         Some(t)

@@ -21,6 +21,7 @@ use crate::stats::ServerStats;
 use crate::time::{Instant, Timeout};
 use crate::wire::frame::{DATAGRAM_FRAME_OVERHEAD, Frame};
 use crate::wire::relay::encode_relayed;
+use crate::wire::reset::RESET_TOKEN_LEN;
 use crate::wire::sealed::SealedPacket;
 use crate::wire::stun::StunCredential;
 use crate::{SocketId, Transmit};
@@ -47,6 +48,8 @@ pub(super) struct Session {
     id: u32,
     /// The client's receiver id.
     client_session: u32,
+    /// The stateless reset token of `id`, given to the client in the Welcome.
+    reset_token: [u8; RESET_TOKEN_LEN],
     /// Where the newest authentic packet came from.
     path: Path,
     /// The stream the path is on was closed: nothing is sent until the client's next
@@ -233,6 +236,7 @@ impl Session {
             ticket_at: None,
             id: slot.id,
             client_session,
+            reset_token: [0; RESET_TOKEN_LEN],
             path,
             path_closed: false,
             udp: (!path.socket.is_stream()).then_some(path.addr),
@@ -332,10 +336,17 @@ impl Session {
     // ---- lifecycle ---------------------------------------------------------------------
 
     /// The handshake completed: established (as `resume`'s host, if any) and welcomed.
-    pub(super) fn establish(&mut self, user_id: Option<u64>, resume: Option<HostId>) {
+    /// `reset_token` is the session's stateless reset token (the Welcome tells the client).
+    pub(super) fn establish(
+        &mut self,
+        user_id: Option<u64>,
+        resume: Option<HostId>,
+        reset_token: [u8; RESET_TOKEN_LEN],
+    ) {
         if let Some(host) = resume {
             self.host = host;
         }
+        self.reset_token = reset_token;
         self.phase = Phase::Established { user_id };
         self.out.welcome = true;
         // Reschedule from scratch: the half-open expiry no longer applies.
@@ -687,6 +698,7 @@ impl Session {
         let host_id = self.host;
         let path = self.path;
         let observed = self.udp.unwrap_or(path.addr);
+        let reset_token = self.reset_token;
         let out = &mut self.out;
         let control = &mut self.control;
         let retransmits_before = control.retransmits;
@@ -707,6 +719,7 @@ impl Session {
                 let _ = Frame::Welcome {
                     host_id: host_id.0,
                     observed,
+                    reset_token,
                 }
                 .encode(w);
                 out.welcome = false;
@@ -807,7 +820,7 @@ mod tests {
             deadline(&s, &cfg, t0),
             Timeout::new(t0 + cfg.handshake_timeout, "handshake expiry")
         );
-        s.establish(None, None);
+        s.establish(None, None, [0; 16]);
         // Offline check and keepalive are both due at 5 s: the first named wins.
         let five = t0 + cfg.offline_after;
         assert_eq!(
@@ -846,7 +859,7 @@ mod tests {
         let t0 = crate::tests::epoch();
         let cfg = config(|_| {});
         let mut s = session(t0, &cfg);
-        s.establish(None, None);
+        s.establish(None, None, [0; 16]);
         let mut stats = ServerStats::default();
         let probe = Frame::Probe { nonce: 5 };
         let (routed, queue) = s.handle_frame(t0, path(2), probe, &mut stats);
@@ -897,7 +910,7 @@ mod tests {
             s.handle_frame(t0, path(1), close, &mut stats).0,
             Handled::Abort
         );
-        s.establish(Some(4), None);
+        s.establish(Some(4), None, [0; 16]);
         let (routed, _) = s.handle_frame(t0, path(1), datagram, &mut stats);
         assert_eq!(
             routed,

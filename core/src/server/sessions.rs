@@ -28,6 +28,7 @@ use super::streams::Streams;
 use super::ticket::Tickets;
 use crate::arena::Arena;
 use crate::config::{MAX_SESSIONS, ServerConfig};
+use crate::crypto::ResetKey;
 
 use crate::error::SendError;
 use crate::event::{HostId, ServerEvent};
@@ -71,6 +72,8 @@ pub(super) struct Sessions {
     handshakes: Handshakes,
     /// Resumption tickets.
     tickets: Tickets,
+    /// Makes each session's stateless reset token, sent to its client in the Welcome.
+    reset_key: ResetKey,
     /// The instant `unix_base` was taken at.
     epoch: Instant,
     /// Wall-clock time (since the Unix epoch) at `epoch`; for token and ticket expiry only.
@@ -118,6 +121,7 @@ impl Sessions {
         Self {
             handshakes: Handshakes::new(config.clone(), cookie_key, now),
             tickets: Tickets::new(&config.secret_key, config.ticket_lifetime),
+            reset_key: ResetKey::derive(&config.secret_key),
             config,
             slab: Slab::new(),
             next_gen: first_generation,
@@ -250,7 +254,10 @@ impl Sessions {
             }
         };
         let s = &mut self.slab[key];
-        s.establish(welcome.user_id, welcome.resume);
+        // The Welcome carries the token a restart of this server (same key) would answer the
+        // client's packets with.
+        let reset_token = self.reset_key.token(s.id());
+        s.establish(welcome.user_id, welcome.resume, reset_token);
         if let Some(host) = welcome.resume {
             self.restored.insert(host, key);
         }
@@ -337,6 +344,12 @@ impl Sessions {
         (self.slab.get(key))
             .filter(|s| s.id() == id && s.is_established())
             .map(Session::stun_credential)
+    }
+
+    /// Whether `id` names one of our sessions (half-open or established).
+    pub(super) fn knows(&self, id: u32) -> bool {
+        let key = (id & INDEX_MASK) as usize;
+        self.slab.get(key).is_some_and(|s| s.id() == id)
     }
 
     /// Opens a sealed packet for one of our sessions into `scratch`: its slot and plaintext.

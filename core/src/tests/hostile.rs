@@ -8,6 +8,7 @@ use rand::{RngCore, SeedableRng, rngs::StdRng};
 
 use super::util::{Net, server_config};
 use crate::wire::handshake::{ClientHello, MIN_CLIENT_HELLO_LEN};
+use crate::wire::reset::RESET_LEN;
 use crate::wire::sealed::{KIND_PEER, KIND_SEALED};
 use crate::{ClientConfig, MAX_DATAGRAM_SIZE, ServerEvent};
 
@@ -278,17 +279,28 @@ fn half_open_state_is_bounded_and_expires() {
 }
 
 #[test]
-fn sealed_packets_for_unknown_sessions_get_no_answer() {
+fn sealed_packets_for_unknown_sessions_get_only_a_reset_smaller_than_themselves() {
     let mut net = Net::with_clients(0);
     let mut rng = StdRng::seed_from_u64(9);
+    let (mut bytes_in, mut bytes_out) = (0, 0);
     for i in 0..1000u32 {
-        let mut d = vec![0u8; 64];
+        // From the smallest sealed packet (header and tag) up.
+        let mut d = vec![0u8; 32 + i as usize % 1200];
         rng.fill_bytes(&mut d);
         d[..4].copy_from_slice(&[KIND_SEALED, 1, 0, 0]);
-        assert_eq!(reply_bytes(&mut net, stranger(i), &d), 0);
+        let out = reply_bytes(&mut net, stranger(i), &d);
+        assert_eq!(out, RESET_LEN);
+        assert!(out < d.len());
+        (bytes_in, bytes_out) = (bytes_in + d.len(), bytes_out + out);
     }
-    assert_eq!(net.server.stats().dropped.unknown_session, 1000);
-    assert_eq!(net.server.stats().io.datagrams_out, 0);
+    let s = net.server.stats();
+    assert_eq!((s.dropped.unknown_session, s.resets_sent), (1000, 1000));
+    assert_eq!(s.io.datagrams_out, 1000);
+    assert!(
+        bytes_out * 3 < bytes_in,
+        "amplification {}",
+        bytes_out as f64 / bytes_in as f64
+    );
 }
 
 #[test]

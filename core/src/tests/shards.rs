@@ -284,3 +284,26 @@ fn a_pair_a_forwarder_has_not_heard_of_yet_is_relayed_by_the_servers_thread_not_
     );
     assert!(net.shard_stats.relayed_packets > before, "{now:?}");
 }
+
+#[test]
+fn a_relay_packet_for_an_unknown_session_goes_from_its_relay_thread_to_the_server_for_a_reset() {
+    let mut net = sharded(1, 2);
+    // A well-formed relay packet (64 bytes) naming a session nobody has.
+    let mut d = vec![0u8; 64];
+    d[..4].copy_from_slice(&[0xD6, 1, 0, 0]);
+    d[4..8].copy_from_slice(&0x00AB_CDEFu32.to_be_bytes());
+    d[32..36].copy_from_slice(&[0xD4, 1, 0, 0]);
+    let owner = relay_shard_of(&d, 2).unwrap();
+    let (now, from) = (net.now, "192.0.2.66:6666".parse::<SocketAddr>().unwrap());
+    let stats = &mut net.shard_stats;
+    let f = net.shards[owner].handle_datagram(now, SocketId::PRIMARY, from, &d, stats);
+    assert_eq!(f, Forward::Control, "handed over, not dropped");
+    assert_eq!(net.shard_stats.dropped.unknown_session, 0);
+    net.server.handle_datagram(now, from, &d);
+    let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
+    let t = net.server.poll_transmit(now, &mut buf).expect("a reset");
+    assert_eq!((t.dst, t.len), (from, crate::wire::reset::RESET_LEN));
+    assert_eq!(buf[0], crate::wire::reset::KIND_RESET);
+    let s = net.server.stats();
+    assert_eq!((s.resets_sent, s.dropped.unknown_session), (1, 1));
+}

@@ -269,7 +269,7 @@ impl Net {
                     self.shard_out.push((dst, d));
                 }
                 Forward::Control => self.server.handle_datagram(now, from, bytes),
-                Forward::Dropped => {}
+                Forward::Dropped | Forward::Unknown { .. } => {}
             }
             self.sync_shards();
         } else if to == self.server_addr {

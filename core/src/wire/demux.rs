@@ -4,6 +4,7 @@ use super::handshake::{
     ClientHello, KIND_CLIENT_HELLO, KIND_RETRY, KIND_SERVER_HELLO, Retry, ServerHello,
 };
 use super::relay::{KIND_RELAY, KIND_RELAYED, RelayPacket, RelayedPacket};
+use super::reset::{KIND_RESET, Reset};
 use super::sealed::{KIND_PEER, KIND_SEALED, SealedPacket};
 use super::stun::{StunMessage, is_stun};
 use super::{DecodeError, VERSION};
@@ -25,6 +26,8 @@ pub enum Datagram<'a> {
     Relay(RelayPacket<'a>),
     /// A peer packet the server relayed.
     Relayed(RelayedPacket<'a>),
+    /// A stateless reset: the server no longer has the session of the token in it.
+    Reset(Reset),
 }
 
 /// Classifies and decodes the outer layer of `datagram`.
@@ -41,7 +44,7 @@ pub fn decode(datagram: &[u8]) -> Result<Datagram<'_>, DecodeError> {
     }
     match kind {
         KIND_CLIENT_HELLO | KIND_SERVER_HELLO | KIND_SEALED | KIND_PEER | KIND_RETRY
-        | KIND_RELAY | KIND_RELAYED => {}
+        | KIND_RELAY | KIND_RELAYED | KIND_RESET => {}
         other => return Err(DecodeError::UnknownKind(other)),
     }
     match datagram.get(1) {
@@ -55,6 +58,7 @@ pub fn decode(datagram: &[u8]) -> Result<Datagram<'_>, DecodeError> {
         KIND_RETRY => Retry::decode(datagram).map(Datagram::Retry),
         KIND_RELAY => RelayPacket::decode(datagram).map(Datagram::Relay),
         KIND_RELAYED => RelayedPacket::decode(datagram).map(Datagram::Relayed),
+        KIND_RESET => Reset::decode(datagram).map(Datagram::Reset),
         _ => SealedPacket::decode(datagram).map(Datagram::Sealed),
     }
 }
@@ -90,6 +94,13 @@ mod tests {
         .to_vec();
         sealed.extend_from_slice(&[0; 16]);
         assert!(matches!(decode(&sealed), Ok(Datagram::Sealed(_))));
+
+        let mut reset = [0u8; crate::wire::reset::RESET_LEN];
+        Reset { token: [5; 16] }.encode(&mut reset).unwrap();
+        assert_eq!(
+            decode(&reset),
+            Ok(Datagram::Reset(Reset { token: [5; 16] }))
+        );
     }
 
     #[test]

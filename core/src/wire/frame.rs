@@ -6,6 +6,7 @@
 //! 0x01 Ping      |
 //! 0x02 Connect   | token length (u16, ≤ MAX_TOKEN_LEN) | token
 //! 0x03 Welcome   | host id (u64) | observed address (family u8, ip, port u16)
+//!                | stateless reset token (16, see `wire::reset`)
 //! 0x04 Reject    | reason (u8)
 //! 0x05 Close     | code (u16)
 //! 0x06 Datagram  | length (u16) | payload
@@ -119,6 +120,8 @@ pub enum Frame<'a> {
         host_id: u64,
         /// The client's address as the server sees it.
         observed: SocketAddr,
+        /// The session's stateless reset token: a reset carrying it ends the session.
+        reset_token: [u8; 16],
     },
     /// Server → client: the session is refused.
     Reject {
@@ -274,7 +277,7 @@ impl<'a> Frame<'a> {
             Self::Padding(n) => *n as usize,
             Self::Ping => 0,
             Self::Connect { token } => 2 + token.len(),
-            Self::Welcome { observed, .. } => 8 + addr_len(observed),
+            Self::Welcome { observed, .. } => 8 + addr_len(observed) + 16,
             Self::Reject { .. } => 1,
             Self::Close { .. } => 2,
             Self::Datagram { payload } => 2 + payload.len(),
@@ -315,10 +318,15 @@ impl<'a> Frame<'a> {
                 w.u16(ticket.len() as u16)?;
                 w.put(ticket)
             }
-            Self::Welcome { host_id, observed } => {
+            Self::Welcome {
+                host_id,
+                observed,
+                reset_token,
+            } => {
                 w.u8(WELCOME)?;
                 w.u64(host_id)?;
-                w.addr(observed)
+                w.addr(observed)?;
+                w.put(&reset_token)
             }
             Self::Reject { reason } => {
                 w.u8(REJECT)?;
@@ -435,6 +443,7 @@ impl<'a> Frame<'a> {
             WELCOME => Self::Welcome {
                 host_id: r.u64()?,
                 observed: r.addr()?,
+                reset_token: r.array()?,
             },
             REJECT => Self::Reject { reason: r.u8()? },
             CLOSE => Self::Close { code: r.u16()? },
@@ -618,6 +627,7 @@ mod tests {
             Frame::Welcome {
                 host_id: 5,
                 observed,
+                reset_token: [0xEE; 16],
             },
             Frame::Reject { reason: 2 },
             Frame::Close { code: 0x0102 },
@@ -640,6 +650,8 @@ mod tests {
             0x02, 0x00, 0x02, 7, 8,             // Connect, len 2, token
             0x03, 0, 0, 0, 0, 0, 0, 0, 5,       // Welcome, host id 5
                   4, 198, 51, 100, 9, 0x0F, 0xA0, //   observed 198.51.100.9:4000
+                  0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, // reset token
+                  0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE,
             0x04, 0x02,                         // Reject, reason 2
             0x05, 0x01, 0x02,                   // Close, code 0x0102
             0x06, 0x00, 0x02, b'h', b'i',       // Datagram, len 2, payload
@@ -794,6 +806,7 @@ mod tests {
                     host_id: u.arbitrary()?,
                     // The wire carries IP and port only (no IPv6 flow info or scope).
                     observed: SocketAddr::new(u.arbitrary()?, u.arbitrary()?),
+                    reset_token: u.arbitrary()?,
                 },
                 4 => Frame::Reject {
                     reason: u.arbitrary()?,

@@ -13,6 +13,7 @@
 //! | `0xD5`        | version | [`handshake::Retry`]: echo this cookie (server under load) |
 //! | `0xD6`        | version | [`relay::RelayPacket`]: a peer packet for the server to relay |
 //! | `0xD7`        | version | [`relay::RelayedPacket`]: a peer packet the server relayed |
+//! | `0xD8`        | version | [`reset::Reset`]: stateless reset, the session is gone    |
 //! | anything else |         | not ours: dropped and counted                            |
 //!
 //! Our kinds keep the top two bits set, so RFC 7983-style multiplexing with STUN (top two bits
@@ -27,6 +28,7 @@ pub mod demux;
 pub mod frame;
 pub mod handshake;
 pub mod relay;
+pub mod reset;
 pub mod sealed;
 pub mod stun;
 

@@ -439,7 +439,10 @@ duplicates, no expired message and its G. In unreliable mode loss shows in `rece
 not fail the run. With --json, events are JSON lines too: connected, room_joined,
 member_joined, member_named, member_left, path_changed, message_expired, peer_recovering,
 peer_recovered, server_transport ({\"transport\":\"tcp\"|\"udp\"}: the server session moved),
-nat_discovered (reflexive, mapping, filtering; or error).
+nat_discovered (reflexive, mapping, filtering; or error),
+server_reset and reconnected (the server restarted with the same key and answered with a
+stateless reset: the peer registers again at once, with the same host id, rejoins the room
+and goes on with the exchange).
 
 SIGINT or SIGTERM ends the run with its summary (ok false); a second one ends it at once.
 Exit status 0 if ok, 1 otherwise, 2 for bad input.";

@@ -24,6 +24,9 @@ pub fn disconnect(reason: DisconnectReason, server: SocketAddr) -> String {
         }
         DisconnectReason::ClosedLocally(code) => format!("closed locally (code {code})"),
         DisconnectReason::Detached => "detached from the server (direct peers stay)".to_owned(),
+        DisconnectReason::Reset => {
+            format!("the server at {server} no longer has the session (it restarted): reset")
+        }
         other => format!("disconnected: {other:?}"),
     }
 }

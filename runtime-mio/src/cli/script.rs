@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use pierce_core::{
-    Channel, Client, ClientConfig, ClientEvent, CommandError, GroupId, HostId, MessageId, Path,
-    PeerStats, SendError,
+    Channel, Client, ClientConfig, ClientEvent, CommandError, DisconnectReason, GroupId, HostId,
+    MessageId, Path, PeerStats, SendError,
 };
 
 use super::args::{Mode, PeerArgs};
@@ -235,6 +235,9 @@ pub struct Script {
     stats_for: VecDeque<HostId>,
     /// Expired messages that may have been payloads.
     expired: u64,
+    /// The client registers again by itself after a stateless reset (its config says so):
+    /// the run goes on through it.
+    rides_resets: bool,
     failure: Option<String>,
     lines: VecDeque<Line>,
 }
@@ -271,6 +274,7 @@ impl Script {
             stats_queue: VecDeque::new(),
             stats_for: VecDeque::new(),
             expired: 0,
+            rides_resets: config.reregister && !config.pair_lifetime.is_zero(),
             failure: None,
             lines: VecDeque::new(),
         })
@@ -358,6 +362,11 @@ impl Script {
                 host_id,
                 public_addr,
                 ..
+            } if self.me.is_some() => self.on_registered_again(host_id, public_addr),
+            ClientEvent::Connected {
+                host_id,
+                public_addr,
+                ..
             } => {
                 self.me = Some(host_id);
                 if self.args.name.is_none() {
@@ -379,6 +388,17 @@ impl Script {
                     ),
                 );
             }
+            ClientEvent::Disconnected {
+                reason: DisconnectReason::Reset,
+            } if self.rides_resets => {
+                // The server restarted (same key) without our session: the client registers
+                // again at once, with its ticket, and rejoins the room; peers wait for it.
+                let server = self.args.connect.server;
+                self.line(
+                    Some(Obj::event("server_reset").str("server", &server.to_string())),
+                    format!("{server} restarted without our session; registering again"),
+                );
+            }
             ClientEvent::Disconnected { reason } => {
                 self.fail(describe::disconnect(reason, self.args.connect.server));
             }
@@ -387,7 +407,10 @@ impl Script {
                     return;
                 }
                 self.group = Some(group);
-                self.phase = Phase::Gathering;
+                // (Again, after a re-registration: the exchange goes on where it was.)
+                if matches!(self.phase, Phase::Connecting | Phase::Joining) {
+                    self.phase = Phase::Gathering;
+                }
                 self.line(
                     Some(
                         Obj::event("room_joined")
@@ -667,6 +690,30 @@ impl Script {
     }
 
     // ---- internals ---------------------------------------------------------------------
+
+    /// Connected again after a reset (the client registered again by itself, and rejoins
+    /// the room it was in; a join still unanswered is asked again).
+    fn on_registered_again(&mut self, host_id: HostId, public_addr: std::net::SocketAddr) {
+        if self.group.is_none() {
+            self.join_due = true;
+        }
+        let server = self.args.connect.server;
+        let same = if self.me == Some(host_id) {
+            "the same id"
+        } else {
+            "a new id"
+        };
+        self.me = Some(host_id);
+        self.line(
+            Some(
+                Obj::event("reconnected")
+                    .str("server", &server.to_string())
+                    .int("host_id", host_id.0)
+                    .str("public_addr", &public_addr.to_string()),
+            ),
+            format!("registered again with {server} as {host_id} ({same})"),
+        );
+    }
 
     fn line(&mut self, json: Option<Obj>, text: String) {
         self.lines.push_back(Line {
@@ -1262,6 +1309,69 @@ mod tests {
         settle(&mut s, t0 + QUIET);
         assert!(s.is_finished() && s.ok(), "{:?}", s.failure());
         assert!(s.summary().contains(r#""received":1,"#));
+    }
+
+    #[test]
+    fn a_reset_mid_exchange_is_ridden_through_the_room_rejoined_by_the_client_alone() {
+        let t0 = Instant::now();
+        let mut s = exchanging(Mode::ReliableOrdered, t0);
+        from_bob(&mut s, t0, Channel::RELIABLE_ORDERED, b"Hbob".to_vec());
+        from_bob(&mut s, t0, Channel::RELIABLE_ORDERED, data(0));
+        let reason = DisconnectReason::Reset;
+        s.handle_event(t0, ClientEvent::Disconnected { reason });
+        assert!(!s.is_finished(), "{:?}", s.failure());
+        let public_addr = "127.0.0.1:1".parse().expect("literal");
+        let server_key = PublicKey([0; 32]);
+        let again = ClientEvent::Connected {
+            host_id: ME,
+            public_addr,
+            server_key,
+        };
+        s.handle_event(t0, again);
+        let (name, owner) = ("r".to_owned(), BOB);
+        let group = GroupId(ROOM.0 + 1);
+        s.handle_event(t0, ClientEvent::RoomJoined { group, name, owner });
+        for member in [BOB, ME] {
+            let member_count = 2;
+            let e = ClientEvent::MemberJoined {
+                group,
+                member,
+                member_count,
+            };
+            s.handle_event(t0, e);
+        }
+        let lines: Vec<String> = std::iter::from_fn(|| s.poll_line())
+            .filter_map(|l| l.json)
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(r#""event":"server_reset""#))
+        );
+        assert!(lines.iter().any(|l| l.contains(r#""event":"reconnected""#)));
+        // No second join (the client rejoins by itself), and the exchange goes on.
+        for seq in [1, 2] {
+            from_bob(&mut s, t0, Channel::RELIABLE_ORDERED, data(seq));
+        }
+        from_bob(&mut s, t0, Channel::RELIABLE_ORDERED, got(N));
+        for t in [t0, t0 + STATS_EVERY] {
+            s.handle_timeout(t);
+            while let Some(c) = s.poll_command(t) {
+                let reply = match c {
+                    Command::Stats(_) => Reply::Stats(None),
+                    Command::JoinRoom { .. } => panic!("joined again"),
+                    Command::Send { .. } => Reply::Sent(Ok(MessageId(0))),
+                };
+                s.handle_reply(t, reply);
+            }
+        }
+        assert!(s.is_finished() && s.ok(), "{:?}", s.failure());
+
+        // Other losses still end the run.
+        let mut s = exchanging(Mode::ReliableOrdered, t0);
+        let reason = DisconnectReason::TimedOut;
+        s.handle_event(t0, ClientEvent::Disconnected { reason });
+        assert!(s.is_finished() && !s.ok());
     }
 
     #[test]

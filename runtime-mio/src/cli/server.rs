@@ -333,6 +333,8 @@ fn stats_line_with(
             .int("clients_timed_out", s.clients_timed_out)
             .int("sessions_resumed", s.sessions_resumed)
             .int("stun_answered", s.stun_answered)
+            .int("resets_sent", s.resets_sent)
+            .int("resets_limited", s.resets_limited)
             .int("dropped", s.dropped.total())
             .object("dropped_by_reason", by_reason)
             .int("send_errors", d.send_errors)
