@@ -435,12 +435,14 @@ impl Endpoint for Server {
 
     /// The runtime accepted TCP stream `id` from `peer`. A stream that carries no handshake
     /// within 10 s is closed again (see [`Server::poll_socket_request`]), as is one whose
-    /// last session ended or moved away, and one IP may hold only 8 streams that carry no
-    /// session yet (more are closed at once, counted in `stats().dropped.rate_limited`).
+    /// last session ended or moved away. One IP may hold only 8 streams that carry no session
+    /// yet, and the server `max_sessionless_streams`: past either, the oldest such stream is
+    /// closed to make room for this one (counted in `stats().streams_evicted`), so idle
+    /// connections cannot keep a real client out.
     fn handle_stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
         let now = self.clock.advance(now);
-        if id.is_stream() && !self.sessions.handle_stream_accepted(now, id, peer.ip()) {
-            self.stats.dropped.rate_limited += 1;
+        if id.is_stream() {
+            self.stats.streams_evicted += self.sessions.handle_stream_accepted(now, id, peer.ip());
         }
     }
 

@@ -118,6 +118,7 @@ impl Sessions {
         Self {
             handshakes: Handshakes::new(config.clone(), cookie_key, now),
             tickets: Tickets::new(&config.secret_key, config.ticket_lifetime),
+            streams: Streams::new(config.max_sessionless_streams),
             config,
             slab: Slab::new(),
             next_gen: first_generation,
@@ -127,7 +128,6 @@ impl Sessions {
             firing: None,
             tx_queue: VecDeque::new(),
             send_arena: Arena::default(),
-            streams: Streams::default(),
             epoch: now,
             unix_base: unix_time,
             overloaded: Vec::new(),
@@ -552,14 +552,9 @@ impl Sessions {
 
     // ---- TCP streams -------------------------------------------------------------------
 
-    /// The runtime accepted stream `id` from `ip`. False if it was closed at once (that IP
-    /// holds too many streams without a session).
-    pub(super) fn handle_stream_accepted(
-        &mut self,
-        now: Instant,
-        id: SocketId,
-        ip: IpAddr,
-    ) -> bool {
+    /// The runtime accepted stream `id` from `ip`; an older stream without a session may be
+    /// closed to make room. Returns how many were.
+    pub(super) fn handle_stream_accepted(&mut self, now: Instant, id: SocketId, ip: IpAddr) -> u64 {
         self.streams.accepted(now, id, ip)
     }
 

@@ -6,10 +6,30 @@
 //! accepted if no handshake came down it (a port scanner, a client that vanished before
 //! saying anything), [`LINGER`] after its last session moved to another path (the client
 //! closes it itself after its own, shorter grace), and at once when its last session ends.
-//! One source IP may hold at most [`MAX_UNCLAIMED_PER_IP`] streams that carry no session yet;
-//! more are closed at once, so one host cannot use up the runtime's cap on streams. Everything
-//! here is bounded: stream ids are 15 bits, so at most 32 767 streams are tracked, and the
-//! deadline queue is compacted when it outgrows that.
+//!
+//! **Admission.** A stream that carries no session yet ("sessionless": accepted, no
+//! handshake down it) is the only thing a stranger can hold here, so those are bounded: one
+//! source IP holds at most [`MAX_UNCLAIMED_PER_IP`] of them and the whole server at most
+//! `ServerConfig::max_sessionless_streams` (kept below the runtime's cap on streams, so the
+//! runtime's table never fills with them). When either bound is full, the *oldest*
+//! sessionless stream of that IP (or of the whole server) is closed to make room, never the
+//! new one, and counted in `ServerStats::streams_evicted`: whoever holds idle or slow
+//! connections from an address (the same CGNAT address as real players) cannot keep a real
+//! client out, because a real client sends its ClientHello right behind the TCP handshake's
+//! last ACK and so leaves the sessionless pool within one trip through the server's loop,
+//! while a held stream only gets older. A stream that completed TCP's three-way handshake
+//! has proven its source receives (the same proof of return a cookie gives UDP): a spoofer
+//! cannot hold one, and a SYN flood is the kernel's business (SYN cookies, the listen
+//! backlog), never this module's.
+//!
+//! A stream leaves the pool when a handshake claims it (a ClientHello that passed the
+//! handshake rate limits and the token check made a half-open session on it). A half-open
+//! session that never completes holds its stream until the session expires
+//! (`handshake_timeout`), when its stream is closed with it; how many of those one source
+//! can make is bounded by the handshake limits (`handshake_burst_per_ip` plus
+//! `handshake_rate_per_ip` per second of `handshake_timeout`) and `max_half_open`, not here.
+//! Everything here is bounded: stream ids are 15 bits, so at most 32 767 streams are
+//! tracked, and the deadline queue is compacted when it outgrows that.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
@@ -21,40 +41,80 @@ use crate::{SocketId, SocketRequest};
 pub(super) const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stream whose last session moved elsewhere is closed this long after.
 pub(super) const LINGER: Duration = Duration::from_secs(5);
-/// Streams one source IP may hold before a handshake comes down them.
-pub(super) const MAX_UNCLAIMED_PER_IP: u16 = 8;
+/// Streams one source IP may hold before a handshake comes down them; a newer one closes
+/// that IP's oldest. A handful: a household or a CGNAT address with several players
+/// connecting at once each needs one only for the moment before its hello arrives.
+pub(super) const MAX_UNCLAIMED_PER_IP: usize = 8;
 
-#[derive(Default)]
 pub(super) struct Streams {
     /// (stream, session key): the sessions whose path is each stream.
     on: BTreeSet<(SocketId, usize)>,
     /// Streams with no session, and when they are closed unless one claims them.
     unclaimed: BTreeMap<SocketId, Instant>,
-    /// Streams accepted and not yet claimed, by source IP (their number per IP, and theirs).
-    fresh: BTreeMap<SocketId, IpAddr>,
-    per_ip: BTreeMap<IpAddr, u16>,
+    /// Streams accepted and not yet claimed ("sessionless"): their source IP and their
+    /// accept number (which orders them by age).
+    fresh: BTreeMap<SocketId, (IpAddr, u64)>,
+    /// The same, oldest first: across the server, and per source IP.
+    by_age: BTreeMap<u64, SocketId>,
+    by_ip: BTreeMap<(IpAddr, u64), SocketId>,
+    /// Sessionless streams per source IP.
+    per_ip: BTreeMap<IpAddr, usize>,
+    /// Sessionless streams the whole server holds, at most.
+    max_fresh: usize,
+    /// The next accept number.
+    accepts: u64,
     /// The same deadlines in order (entries whose deadline changed since are skipped).
     queue: VecDeque<(Instant, SocketId)>,
     requests: VecDeque<SocketRequest>,
 }
 
 impl Streams {
-    /// The runtime accepted stream `id` from `ip`. False if it was closed at once (that IP
-    /// holds too many streams without a session).
-    pub(super) fn accepted(&mut self, now: Instant, id: SocketId, ip: IpAddr) -> bool {
+    /// No streams; at most `max_sessionless` (at least 1) streams without a session at once.
+    pub(super) fn new(max_sessionless: usize) -> Self {
+        Self {
+            on: BTreeSet::new(),
+            unclaimed: BTreeMap::new(),
+            fresh: BTreeMap::new(),
+            by_age: BTreeMap::new(),
+            by_ip: BTreeMap::new(),
+            per_ip: BTreeMap::new(),
+            max_fresh: max_sessionless.max(1),
+            accepts: 0,
+            queue: VecDeque::new(),
+            requests: VecDeque::new(),
+        }
+    }
+
+    /// The runtime accepted stream `id` from `ip`. If that IP, or the server, holds as many
+    /// sessionless streams as it may, the oldest of them is closed to make room. Returns how
+    /// many were closed (0 or 1).
+    pub(super) fn accepted(&mut self, now: Instant, id: SocketId, ip: IpAddr) -> u64 {
         if self.in_use(id) {
-            return true;
+            return 0;
         }
         self.forget_fresh(id);
-        let n = self.per_ip.entry(ip).or_insert(0);
-        if *n >= MAX_UNCLAIMED_PER_IP {
-            self.close(id);
-            return false;
+        let mut evicted = 0;
+        if self.per_ip.get(&ip).copied().unwrap_or(0) >= MAX_UNCLAIMED_PER_IP {
+            let oldest = self.by_ip.range((ip, 0)..=(ip, u64::MAX)).next();
+            if let Some((_, &old)) = oldest {
+                self.close(old);
+                evicted += 1;
+            }
         }
-        *n += 1;
-        self.fresh.insert(id, ip);
+        if self.fresh.len() >= self.max_fresh {
+            if let Some((_, &old)) = self.by_age.first_key_value() {
+                self.close(old);
+                evicted += 1;
+            }
+        }
+        let n = self.accepts;
+        self.accepts += 1;
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        self.fresh.insert(id, (ip, n));
+        self.by_age.insert(n, id);
+        self.by_ip.insert((ip, n), id);
         self.expire_at(id, now + CLAIM_TIMEOUT);
-        true
+        evicted
     }
 
     /// Session `key` is on stream `id` now.
@@ -64,14 +124,17 @@ impl Streams {
         self.forget_fresh(id);
     }
 
-    /// Stream `id` no longer counts against its source IP.
+    /// Stream `id` no longer counts as sessionless.
     fn forget_fresh(&mut self, id: SocketId) {
-        if let Some(ip) = self.fresh.remove(&id) {
-            if let Some(n) = self.per_ip.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_ip.remove(&ip);
-                }
+        let Some((ip, n)) = self.fresh.remove(&id) else {
+            return;
+        };
+        self.by_age.remove(&n);
+        self.by_ip.remove(&(ip, n));
+        if let Some(count) = self.per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&ip);
             }
         }
     }
@@ -159,14 +222,18 @@ impl Streams {
 mod tests {
     use super::*;
 
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
     #[test]
     fn a_silent_stream_is_closed_after_the_claim_timeout_a_used_one_is_not() {
         let t0 = crate::tests::epoch();
-        let mut s = Streams::default();
+        let mut s = Streams::new(512);
         let (a, b) = (SocketId::stream(1), SocketId::stream(2));
         let ip = IpAddr::from([198, 51, 100, 1]);
-        assert!(s.accepted(t0, a, ip));
-        assert!(s.accepted(t0, b, ip));
+        assert_eq!(s.accepted(t0, a, ip), 0);
+        assert_eq!(s.accepted(t0, b, ip), 0);
         s.claim(b, 7);
         assert_eq!(
             s.poll_timeout(),
@@ -190,32 +257,96 @@ mod tests {
     }
 
     #[test]
-    fn one_ip_holds_a_bounded_number_of_streams_without_a_session() {
+    fn a_full_ip_makes_room_by_closing_its_oldest_sessionless_stream_not_the_new_one() {
         let t0 = crate::tests::epoch();
-        let mut s = Streams::default();
-        let (ip, other) = (IpAddr::from([192, 0, 2, 9]), IpAddr::from([192, 0, 2, 10]));
-        for n in 1..=MAX_UNCLAIMED_PER_IP {
-            assert!(s.accepted(t0, SocketId::stream(n), ip));
+        let mut s = Streams::new(512);
+        let (held, other) = (ip(9), ip(10));
+        let cap = MAX_UNCLAIMED_PER_IP as u16;
+        for n in 1..=cap {
+            assert_eq!(s.accepted(t0, SocketId::stream(n), held), 0);
         }
-        let over = SocketId::stream(100);
-        assert!(!s.accepted(t0, over, ip));
-        assert_eq!(s.poll_request(), Some(SocketRequest::Close { id: over }));
-        assert!(
-            s.accepted(t0, SocketId::stream(101), other),
-            "others are not affected"
-        );
-        // One of them carries a handshake: room for one more.
+        assert_eq!(s.poll_request(), None);
+        // One of them carries a handshake: it is out of the pool, room for one more.
         s.claim(SocketId::stream(1), 5);
-        assert!(s.accepted(t0, SocketId::stream(102), ip));
-        // Closed by the runtime: room again.
-        let _ = s.closed(SocketId::stream(2));
-        assert!(s.accepted(t0, SocketId::stream(103), ip));
-        assert!(!s.accepted(t0, SocketId::stream(104), ip));
+        assert_eq!(s.accepted(t0, SocketId::stream(100), held), 0);
+        assert_eq!(s.poll_request(), None);
+        // Full again: each newcomer closes the oldest sessionless stream of its IP, in the
+        // order they came (stream 1 has a session and stays).
+        for (newcomer, oldest) in [(101, 2), (102, 3), (103, 4)] {
+            assert_eq!(s.accepted(t0, SocketId::stream(newcomer), held), 1);
+            let close = SocketRequest::Close {
+                id: SocketId::stream(oldest),
+            };
+            assert_eq!(s.poll_request(), Some(close));
+            assert_eq!(s.poll_request(), None);
+        }
+        // Another address is not affected.
+        assert_eq!(s.accepted(t0, SocketId::stream(200), other), 0);
+        assert_eq!(s.poll_request(), None);
+        // A newcomer that claims at once survives any number of newer holders after it.
+        assert_eq!(s.accepted(t0, SocketId::stream(300), held), 1);
+        let _ = s.poll_request();
+        s.claim(SocketId::stream(300), 6);
+        assert_eq!(
+            s.accepted(t0, SocketId::stream(301), held),
+            0,
+            "it left the pool"
+        );
+        for n in 302..320 {
+            assert_eq!(s.accepted(t0, SocketId::stream(n), held), 1);
+            let Some(SocketRequest::Close { id }) = s.poll_request() else {
+                panic!("no eviction");
+            };
+            assert_ne!(id, SocketId::stream(300));
+            assert_ne!(id, SocketId::stream(1));
+        }
+        // Closed by the runtime: room again without an eviction.
+        let _ = s.closed(SocketId::stream(319));
+        assert_eq!(s.accepted(t0, SocketId::stream(400), held), 0);
+        assert_eq!(s.poll_request(), None);
+    }
+
+    #[test]
+    fn a_full_server_makes_room_by_closing_the_oldest_sessionless_stream_of_any_address() {
+        let t0 = crate::tests::epoch();
+        let mut s = Streams::new(20);
+        // Twenty addresses, one stream each, a millisecond apart.
+        for n in 1..=20u16 {
+            let at = t0 + Duration::from_millis(u64::from(n));
+            assert_eq!(s.accepted(at, SocketId::stream(n), ip(n as u8)), 0);
+        }
+        assert_eq!(s.poll_request(), None);
+        // A stream with a session does not count: room for one.
+        s.claim(SocketId::stream(5), 1);
+        let later = t0 + Duration::from_millis(30);
+        assert_eq!(s.accepted(later, SocketId::stream(21), ip(99)), 0);
+        assert_eq!(s.poll_request(), None);
+        // Then each newcomer, from an address that holds nothing, closes the oldest of all.
+        for (newcomer, oldest) in [(22, 1), (23, 2), (24, 3), (25, 4), (26, 6)] {
+            assert_eq!(s.accepted(later, SocketId::stream(newcomer), ip(100)), 1);
+            let close = SocketRequest::Close {
+                id: SocketId::stream(oldest),
+            };
+            assert_eq!(s.poll_request(), Some(close));
+        }
+        // The evicted streams' deadlines are gone with them: the next close is stream 7's.
+        assert_eq!(
+            s.poll_timeout().map(|t| t.reason),
+            Some("stale TCP stream deadline")
+        );
+        s.handle_timeout(t0 + CLAIM_TIMEOUT + Duration::from_millis(7));
+        assert_eq!(
+            s.poll_request(),
+            Some(SocketRequest::Close {
+                id: SocketId::stream(7)
+            })
+        );
+        assert_eq!(s.poll_request(), None);
     }
 
     #[test]
     fn the_end_of_the_last_session_closes_its_stream_at_once() {
-        let mut s = Streams::default();
+        let mut s = Streams::new(512);
         let a = SocketId::stream(3);
         s.claim(a, 1);
         s.claim(a, 2);
