@@ -231,7 +231,8 @@ impl<E: Endpoint> Driver<E> {
         if let Some(l) = &self.listener {
             return l.local_addr();
         }
-        self.listen_tcp_with(TcpListener::bind(self.local_addr)?)
+        // (Bound by hand for an accept queue sized for bursts: `pierce_os::LISTEN_BACKLOG`.)
+        self.listen_tcp_from_std(pierce_os::listen_tcp(self.local_addr)?)
     }
 
     /// [`Driver::listen_tcp`] on a listener the application set up itself (another address,
@@ -708,6 +709,9 @@ impl<E: Endpoint> Driver<E> {
             self.ready.push_back(id);
             self.stats.streams_accepted += 1;
             self.endpoint.handle_stream_accepted(now, id, peer);
+            // The core may have closed an older stream to make room (its admission): free
+            // its slot before the next accept, so a burst cannot fill the table first.
+            self.apply_socket_requests(now);
         }
     }
 
