@@ -631,8 +631,9 @@ impl<E: Endpoint> Driver<E> {
                         self.endpoint.handle_socket_opened(now, id, Some(local));
                     }
                     Connect::Failed(e) => {
+                        let refused = e.kind() == io::ErrorKind::ConnectionRefused;
                         self.last_open_error = Some((id, e));
-                        self.stream_ended(now, id); // counted and reported as a failed open
+                        self.connect_failed(now, id, refused); // counted, reported
                     }
                 }
                 continue;
@@ -751,6 +752,17 @@ impl<E: Endpoint> Driver<E> {
             if stream.write_queued().is_err() {
                 self.stream_ended(now, id);
             }
+        }
+    }
+
+    /// Stream `id`'s connect failed (`refused`: with `ECONNREFUSED`): forget it and tell the
+    /// core how.
+    fn connect_failed(&mut self, now: Instant, id: SocketId, refused: bool) {
+        if let Some((mut stream, report)) = self.streams.ended(id) {
+            let report = if refused { report.refused() } else { report };
+            self.release(id, &mut stream);
+            self.stats.count_end(report);
+            report.tell(&mut self.endpoint, now, id);
         }
     }
 

@@ -42,9 +42,9 @@ const EPHEMERAL: RangeInclusive<u16> = 32_768..=60_999;
 ///   connecting host's NATs untranslated (the NATs model UDP only; TCP always passes them
 ///   outbound) and follows static port forwards down to the listener. The connect completes
 ///   after one round trip of the two access links' latencies (`handle_socket_opened(Some(local))`).
-///   A reset (no listener, crashed host) comes back after one round trip too; a SYN that is
-///   dropped (no route, a partition, an offline host) fails after
-///   [`STREAM_CONNECT_TIMEOUT`] (`handle_socket_opened(None)` both ways). UDP firewalls
+///   A reset (no listener, crashed host) comes back after one round trip too
+///   (`handle_stream_refused`); a SYN that is dropped (no route, a partition, an offline
+///   host) fails after [`STREAM_CONNECT_TIMEOUT`] (`handle_socket_opened(None)` both ways). UDP firewalls
 ///   ([`crate::Action::BlockUdp`]) do not touch TCP.
 /// - **Addresses.** The listener sees the stream come from the connecting host's IP as it
 ///   appears in the listener's realm (its outermost NAT's public IP, usually) with a port
@@ -182,13 +182,24 @@ pub(super) struct Streams {
     pub(super) stats: StreamStats,
 }
 
+/// How a connect ends for the connector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// The SYN-ACK came back: `handle_socket_opened(Some(local))`.
+    Connected,
+    /// A reset came back: `handle_stream_refused`.
+    Refused,
+    /// Nothing came back: `handle_socket_opened(None)`.
+    TimedOut,
+}
+
 /// Scheduled stream work.
 #[derive(Debug)]
 pub(super) enum StreamItem {
     /// The SYN reaches the listener.
     Syn(u64),
     /// The connector learns the outcome: connected, or not (refused or timed out).
-    Answer(u64, bool),
+    Answer(u64, Outcome),
     /// Segments of a flow may be due.
     Flow(u64, usize),
     /// A flow may still be stalled since the instant given.
@@ -351,7 +362,7 @@ impl Sim {
             self.streams.stats.timed_out += 1;
             let at = now + STREAM_CONNECT_TIMEOUT;
             self.queue
-                .push(at, Item::Stream(StreamItem::Answer(key, false)));
+                .push(at, Item::Stream(StreamItem::Answer(key, Outcome::TimedOut)));
         }
     }
 
@@ -388,8 +399,13 @@ impl Sim {
             },
         );
         self.table(host).connecting(id, key); // the id is free: nothing is replaced
+        let outcome = if refused {
+            Outcome::Refused
+        } else {
+            Outcome::TimedOut
+        };
         self.queue
-            .push(at, Item::Stream(StreamItem::Answer(key, false)));
+            .push(at, Item::Stream(StreamItem::Answer(key, outcome)));
     }
 
     /// Serves `SocketRequest::Close { id }` for a stream of host `host` (or the death of its
@@ -571,7 +587,7 @@ impl Sim {
     pub(super) fn handle_stream(&mut self, item: StreamItem) -> Result<(), SimError> {
         match item {
             StreamItem::Syn(key) => self.on_syn(key),
-            StreamItem::Answer(key, ok) => self.on_answer(key, ok),
+            StreamItem::Answer(key, outcome) => self.on_answer(key, outcome),
             StreamItem::Flow(key, dir) => self.on_flow(key, dir),
             StreamItem::Stall(key, dir, since) => {
                 let Some(c) = self.streams.conns.get(&key) else {
@@ -608,21 +624,25 @@ impl Sim {
             self.streams.stats.timed_out += 1;
             let at = started + STREAM_CONNECT_TIMEOUT;
             self.queue
-                .push(at, Item::Stream(StreamItem::Answer(key, false)));
+                .push(at, Item::Stream(StreamItem::Answer(key, Outcome::TimedOut)));
             return Ok(());
         }
         let back = now + self.one_way(to, from);
         if !listening {
             self.streams.stats.refused += 1;
-            self.queue
-                .push(back, Item::Stream(StreamItem::Answer(key, false)));
+            self.queue.push(
+                back,
+                Item::Stream(StreamItem::Answer(key, Outcome::Refused)),
+            );
             return Ok(());
         }
         let Ok(id) = self.table(to).accept(key) else {
             // Every stream id of the listener is taken: it resets the connection.
             self.streams.stats.refused += 1;
-            self.queue
-                .push(back, Item::Stream(StreamItem::Answer(key, false)));
+            self.queue.push(
+                back,
+                Item::Stream(StreamItem::Answer(key, Outcome::Refused)),
+            );
             return Ok(());
         };
         let c = self.streams.conns.get_mut(&key).expect("looked up");
@@ -634,12 +654,15 @@ impl Sim {
         });
         c.phase = Phase::SynAck;
         self.stream_note(to, format_args!("tcp {id:?} accepted from {seen}"));
-        self.queue
-            .push(back, Item::Stream(StreamItem::Answer(key, true)));
+        self.queue.push(
+            back,
+            Item::Stream(StreamItem::Answer(key, Outcome::Connected)),
+        );
         Ok(())
     }
 
-    fn on_answer(&mut self, key: u64, ok: bool) -> Result<(), SimError> {
+    fn on_answer(&mut self, key: u64, outcome: Outcome) -> Result<(), SimError> {
+        let ok = outcome == Outcome::Connected;
         let now = self.clock.now();
         let Some(c) = self.streams.conns.get_mut(&key) else {
             return Ok(());
@@ -660,6 +683,9 @@ impl Sim {
             self.stream_note(host, format_args!("tcp {id:?} connect failed"));
         }
         match &mut self.hosts[host].node {
+            NodeState::Running(n) if outcome == Outcome::Refused => {
+                n.handle_stream_refused(now, id)
+            }
             NodeState::Running(n) => n.handle_socket_opened(now, id, ok.then_some(local)),
             NodeState::Crashed => return Ok(()),
         }
