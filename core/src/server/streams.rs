@@ -8,19 +8,29 @@
 //! closes it itself after its own, shorter grace), and at once when its last session ends.
 //!
 //! **Admission.** A stream that carries no session yet ("sessionless": accepted, no
-//! handshake down it) is the only thing a stranger can hold here, so those are bounded: one
-//! source IP holds at most [`MAX_UNCLAIMED_PER_IP`] of them and the whole server at most
-//! `ServerConfig::max_sessionless_streams` (kept below the runtime's cap on streams, so the
-//! runtime's table never fills with them). When either bound is full, the *oldest*
-//! sessionless stream of that IP (or of the whole server) is closed to make room, never the
-//! new one, and counted in `ServerStats::streams_evicted`: whoever holds idle or slow
-//! connections from an address (the same CGNAT address as real players) cannot keep a real
-//! client out, because a real client sends its ClientHello right behind the TCP handshake's
-//! last ACK and so leaves the sessionless pool within one trip through the server's loop,
-//! while a held stream only gets older. A stream that completed TCP's three-way handshake
-//! has proven its source receives (the same proof of return a cookie gives UDP): a spoofer
-//! cannot hold one, and a SYN flood is the kernel's business (SYN cookies, the listen
-//! backlog), never this module's.
+//! handshake down it) is the only thing a stranger can hold here, so those are bounded, and a
+//! new stream is never the one turned away: whoever holds idle or slow connections from an
+//! address (the same CGNAT address as real players) must not keep a real client out. A real
+//! client sends its ClientHello right behind the TCP handshake's last ACK, so its stream
+//! leaves the sessionless pool moments after it was accepted, while a held stream only gets
+//! older; so when a bound is full, the *oldest* sessionless stream goes (closed, and counted
+//! in `ServerStats::streams_evicted`):
+//!
+//! - The whole server holds at most `ServerConfig::max_sessionless_streams` (kept below the
+//!   runtime's cap on streams, so the runtime's table never fills with them): a newer stream
+//!   closes the oldest of all. A real client then loses its stream only if that many streams
+//!   were accepted between its own and its hello.
+//! - One source IP holds at most [`MAX_UNCLAIMED_PER_IP`] that are older than
+//!   [`HELLO_GRACE`]: past that, a newer stream from the IP closes the IP's oldest, so idle
+//!   holders on one address make room for that address's players, and churn there does not
+//!   reach other addresses' streams. Younger streams are never closed to make room for their
+//!   own IP's: an attacker re-opening connections as fast as the server closes them could
+//!   otherwise push a client's stream out in the moment before its hello arrives. (What it
+//!   opens within the grace counts against the server-wide bound instead.)
+//!
+//! A stream that completed TCP's three-way handshake has proven its source receives (the same
+//! proof of return a cookie gives UDP): a spoofer cannot hold one, and a SYN flood is the
+//! kernel's business (SYN cookies, the listen backlog), never this module's.
 //!
 //! A stream leaves the pool when a handshake claims it (a ClientHello that passed the
 //! handshake rate limits and the token check made a half-open session on it). A half-open
@@ -41,19 +51,24 @@ use crate::{SocketId, SocketRequest};
 pub(super) const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stream whose last session moved elsewhere is closed this long after.
 pub(super) const LINGER: Duration = Duration::from_secs(5);
-/// Streams one source IP may hold before a handshake comes down them; a newer one closes
-/// that IP's oldest. A handful: a household or a CGNAT address with several players
-/// connecting at once each needs one only for the moment before its hello arrives.
+/// Streams older than [`HELLO_GRACE`] one source IP may hold before a handshake comes down
+/// them; a newer one closes that IP's oldest. A handful: a household or a CGNAT address with
+/// several players connecting at once needs one each only for the moment before its hello
+/// arrives.
 pub(super) const MAX_UNCLAIMED_PER_IP: usize = 8;
+/// A new stream is not closed to make room for its own IP's newer ones for this long: time
+/// for its client's hello to arrive (right behind the handshake's ACK, or one TCP
+/// retransmission later on a lossy path).
+pub(super) const HELLO_GRACE: Duration = Duration::from_secs(1);
 
 pub(super) struct Streams {
     /// (stream, session key): the sessions whose path is each stream.
     on: BTreeSet<(SocketId, usize)>,
     /// Streams with no session, and when they are closed unless one claims them.
     unclaimed: BTreeMap<SocketId, Instant>,
-    /// Streams accepted and not yet claimed ("sessionless"): their source IP and their
-    /// accept number (which orders them by age).
-    fresh: BTreeMap<SocketId, (IpAddr, u64)>,
+    /// Streams accepted and not yet claimed ("sessionless"): their source IP, their accept
+    /// number (which orders them by age) and when they were accepted.
+    fresh: BTreeMap<SocketId, (IpAddr, u64, Instant)>,
     /// The same, oldest first: across the server, and per source IP.
     by_age: BTreeMap<u64, SocketId>,
     by_ip: BTreeMap<(IpAddr, u64), SocketId>,
@@ -86,8 +101,8 @@ impl Streams {
     }
 
     /// The runtime accepted stream `id` from `ip`. If that IP, or the server, holds as many
-    /// sessionless streams as it may, the oldest of them is closed to make room. Returns how
-    /// many were closed (0 or 1).
+    /// sessionless streams as it may, the oldest of them is closed to make room (see the
+    /// module docs). Returns how many were closed (0 or 1).
     pub(super) fn accepted(&mut self, now: Instant, id: SocketId, ip: IpAddr) -> u64 {
         if self.in_use(id) {
             return 0;
@@ -96,7 +111,12 @@ impl Streams {
         let mut evicted = 0;
         if self.per_ip.get(&ip).copied().unwrap_or(0) >= MAX_UNCLAIMED_PER_IP {
             let oldest = self.by_ip.range((ip, 0)..=(ip, u64::MAX)).next();
-            if let Some((_, &old)) = oldest {
+            if let Some((_, &old)) = oldest
+                && self
+                    .fresh
+                    .get(&old)
+                    .is_some_and(|f| now >= f.2 + HELLO_GRACE)
+            {
                 self.close(old);
                 evicted += 1;
             }
@@ -110,7 +130,7 @@ impl Streams {
         let n = self.accepts;
         self.accepts += 1;
         *self.per_ip.entry(ip).or_insert(0) += 1;
-        self.fresh.insert(id, (ip, n));
+        self.fresh.insert(id, (ip, n, now));
         self.by_age.insert(n, id);
         self.by_ip.insert((ip, n), id);
         self.expire_at(id, now + CLAIM_TIMEOUT);
@@ -126,7 +146,7 @@ impl Streams {
 
     /// Stream `id` no longer counts as sessionless.
     fn forget_fresh(&mut self, id: SocketId) {
-        let Some((ip, n)) = self.fresh.remove(&id) else {
+        let Some((ip, n, _)) = self.fresh.remove(&id) else {
             return;
         };
         self.by_age.remove(&n);
@@ -270,10 +290,11 @@ mod tests {
         s.claim(SocketId::stream(1), 5);
         assert_eq!(s.accepted(t0, SocketId::stream(100), held), 0);
         assert_eq!(s.poll_request(), None);
-        // Full again: each newcomer closes the oldest sessionless stream of its IP, in the
-        // order they came (stream 1 has a session and stays).
+        // Full again, and the holders are past the grace: each newcomer closes the oldest
+        // sessionless stream of its IP, in the order they came (stream 1 has a session).
+        let t1 = t0 + HELLO_GRACE;
         for (newcomer, oldest) in [(101, 2), (102, 3), (103, 4)] {
-            assert_eq!(s.accepted(t0, SocketId::stream(newcomer), held), 1);
+            assert_eq!(s.accepted(t1, SocketId::stream(newcomer), held), 1);
             let close = SocketRequest::Close {
                 id: SocketId::stream(oldest),
             };
@@ -281,29 +302,64 @@ mod tests {
             assert_eq!(s.poll_request(), None);
         }
         // Another address is not affected.
-        assert_eq!(s.accepted(t0, SocketId::stream(200), other), 0);
+        assert_eq!(s.accepted(t1, SocketId::stream(200), other), 0);
         assert_eq!(s.poll_request(), None);
-        // A newcomer that claims at once survives any number of newer holders after it.
-        assert_eq!(s.accepted(t0, SocketId::stream(300), held), 1);
-        let _ = s.poll_request();
-        s.claim(SocketId::stream(300), 6);
-        assert_eq!(
-            s.accepted(t0, SocketId::stream(301), held),
-            0,
-            "it left the pool"
-        );
-        for n in 302..320 {
-            assert_eq!(s.accepted(t0, SocketId::stream(n), held), 1);
-            let Some(SocketRequest::Close { id }) = s.poll_request() else {
-                panic!("no eviction");
-            };
-            assert_ne!(id, SocketId::stream(300));
-            assert_ne!(id, SocketId::stream(1));
-        }
         // Closed by the runtime: room again without an eviction.
-        let _ = s.closed(SocketId::stream(319));
-        assert_eq!(s.accepted(t0, SocketId::stream(400), held), 0);
+        let _ = s.closed(SocketId::stream(5));
+        assert_eq!(s.accepted(t1, SocketId::stream(300), held), 0);
         assert_eq!(s.poll_request(), None);
+    }
+
+    #[test]
+    fn a_stream_within_its_hello_grace_is_not_pushed_out_by_its_own_ip() {
+        let t0 = crate::tests::epoch();
+        let mut s = Streams::new(64);
+        let held = ip(7);
+        let cap = MAX_UNCLAIMED_PER_IP as u16;
+        for n in 1..=cap {
+            assert_eq!(s.accepted(t0, SocketId::stream(n), held), 0);
+        }
+        // A client's stream comes after the holders aged; holders re-open as fast as they
+        // are closed: each of theirs closes an old one, never the client's young stream.
+        let t1 = t0 + HELLO_GRACE;
+        let client = SocketId::stream(50);
+        assert_eq!(s.accepted(t1, client, held), 1);
+        let mut closed = vec![s.poll_request()];
+        for n in 51..80u16 {
+            let at = t1 + Duration::from_millis(u64::from(n - 50));
+            s.accepted(at, SocketId::stream(n), held);
+            while let Some(r) = s.poll_request() {
+                closed.push(Some(r));
+            }
+        }
+        let old: Vec<_> = (1..=cap)
+            .map(|n| {
+                Some(SocketRequest::Close {
+                    id: SocketId::stream(n),
+                })
+            })
+            .collect();
+        assert_eq!(closed, old, "only the holders past their grace went");
+        // Its hello arrives: it leaves the pool.
+        s.claim(client, 3);
+        // The IP holds more than its cap while they are young, and the server-wide bound
+        // holds them: the oldest of all goes first.
+        assert_eq!(s.accepted(t1, SocketId::stream(90), ip(8)), 0);
+        let mut n = 91;
+        while s.poll_request().is_none() {
+            s.accepted(t1 + Duration::from_millis(40), SocketId::stream(n), held);
+            n += 1;
+        }
+        assert_eq!(s.fresh.len(), 64);
+        // (The server-wide eviction took the oldest there was: a holder of `held`.)
+        assert!(s.fresh.contains_key(&SocketId::stream(90)));
+        // Past their grace, the IP's streams make room for its newcomers again.
+        let t2 = t1 + Duration::from_millis(40) + HELLO_GRACE;
+        let oldest = s.by_ip.range((held, 0)..=(held, u64::MAX)).next();
+        let oldest = oldest.map(|(_, id)| SocketRequest::Close { id: *id });
+        assert!(oldest.is_some());
+        assert_eq!(s.accepted(t2, SocketId::stream(500), held), 1);
+        assert_eq!(s.poll_request(), oldest);
     }
 
     #[test]
