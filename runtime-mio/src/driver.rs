@@ -707,9 +707,13 @@ impl<E: Endpoint> Driver<E> {
                 continue;
             }
             stream.readable = true; // a client may have written before the registration
-            self.ready.push_back(id);
             self.stats.streams_accepted += 1;
             self.endpoint.handle_stream_accepted(now, id, peer);
+            // A client sends its hello right behind the handshake's last ACK: read what the
+            // stream carries already (registered first, so what comes later is signalled),
+            // so a real client's stream carries a session before the next accept of this
+            // burst could push it out of the core's admission pool. Requeued for the rest.
+            self.read_stream(now, id, 1);
             // The core may have closed an older stream to make room (its admission): free
             // its slot before the next accept, so a burst cannot fill the table first.
             self.apply_socket_requests(now);

@@ -9,14 +9,15 @@ use pierce_core::framing::Framer;
 /// Connections the kernel queues for a listener before it accepts them ([`listen_tcp`]).
 /// std's listeners (and mio's) ask for 128: a burst of connects beyond that in one turn of
 /// the server's loop (players reconnecting after an outage, or a flood from many addresses
-/// that the server's own admission sorts out) overflows the queue, and the kernel then drops
-/// the handshakes' last ACKs, so real clients wait for their retransmissions (a second and
-/// more). Linux caps it at `net.core.somaxconn` (4096 since 5.4); what waits costs the kernel
-/// a few hundred bytes each, the server nothing until it accepts.
-pub const LISTEN_BACKLOG: i32 = 1024;
+/// that the server's own admission sorts out, closing and so prompting ~one re-connect per
+/// connection it accepts) overflows the queue, and Linux then drops new SYNs, SYN cookies
+/// or not, so real clients wait for their SYN's retransmission (a second, then three). This
+/// is Linux's own cap, `net.core.somaxconn` (4096 since 5.4; a lower setting wins); what
+/// waits costs the kernel a few hundred bytes each, the server nothing until it accepts.
+pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// A TCP listener bound at `addr` (with `SO_REUSEADDR` on Unix, as std sets it) whose accept
-/// queue holds [`LISTEN_BACKLOG`] connections where the OS lets us say so (Linux: `listen`
+/// queue holds [`LISTEN_BACKLOG`] connections (at most) where the OS lets us say so (Linux: `listen`
 /// again on the bound socket, which only resizes the queue); elsewhere std's 128.
 ///
 /// # Errors
