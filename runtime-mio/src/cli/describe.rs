@@ -16,7 +16,7 @@ pub fn disconnect(reason: DisconnectReason, server: SocketAddr) -> String {
         ),
         DisconnectReason::ConnectRefused => format!(
             "the connection to {server} was refused (no Pierce server listens there, or a \
-             firewall rejects it; UDP got no answer either)"
+             firewall rejects it)"
         ),
         DisconnectReason::ConnectClosed => format!(
             "the server at {server} closed the connection before answering (it is running but \
