@@ -272,7 +272,7 @@ fn under_attack(name: &str, attack: impl FnOnce(SocketAddr) -> Holders) {
     let (held, reopened) = holders.stop();
     let evicted = |l: &str| int_field(l, "streams_evicted").unwrap_or(0);
     let refused = int_field(&after, "streams_refused").unwrap_or(0);
-    let (worst_base, worst) = (*base.last().unwrap(), *attacked.last().unwrap());
+    let (worst_base, worst) = (base[CLIENTS - 1], attacked[CLIENTS - 1]);
     println!(
         "{name}: {CLIENTS} TCP clients joined in {} (median {}) unattacked, {} (median {}) \
          under attack ({held} attacking connections, re-opened {reopened} times; \
