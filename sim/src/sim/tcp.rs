@@ -873,6 +873,7 @@ mod tests {
         events: VecDeque<String>,
         got: Vec<(SocketId, SocketAddr, Vec<u8>)>,
         opened: Vec<(Duration, SocketId, Option<SocketAddr>)>,
+        refused: Vec<(Duration, SocketId)>,
         closed: Vec<(Duration, SocketId)>,
         epoch: Option<Instant>,
     }
@@ -919,6 +920,11 @@ mod tests {
             let at = self.since(now);
             self.opened.push((at, id, local));
             self.events.push_back(format!("opened {id:?} {local:?}"));
+        }
+        fn handle_stream_refused(&mut self, now: Instant, id: SocketId) {
+            let at = self.since(now);
+            self.refused.push((at, id));
+            self.events.push_back(format!("refused {id:?}"));
         }
         fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
             let at = self.since(now);
@@ -1107,17 +1113,14 @@ mod tests {
         sim.apply(Action::crash("srv")).unwrap();
         connect(&mut sim, "cli", 3, srv);
         sim.advance(10 * SECOND);
-        let mut opened = sim.node::<Probe>("cli").opened.clone();
-        opened.sort_by_key(|o| o.1);
+        let probe = sim.node::<Probe>("cli");
         let id = SocketId::stream;
-        assert_eq!(
-            opened,
-            vec![
-                (20 * MS, id(1), None),
-                (crate::STREAM_CONNECT_TIMEOUT, id(2), None),
-                (20 * MS, id(3), None),
-            ]
-        );
+        // A reset is a refusal (`handle_stream_refused`); silence is a failed open.
+        let mut refused = probe.refused.clone();
+        refused.sort_by_key(|r| r.1);
+        assert_eq!(refused, vec![(20 * MS, id(1)), (20 * MS, id(3))]);
+        let timed_out = (crate::STREAM_CONNECT_TIMEOUT, id(2), None);
+        assert_eq!(probe.opened, vec![timed_out]);
         let stats = sim.stream_stats();
         assert_eq!((stats.refused, stats.timed_out, stats.opened), (2, 1, 0));
         assert!(sim.streams("cli").is_empty());
