@@ -435,10 +435,11 @@ impl Endpoint for Server {
 
     /// The runtime accepted TCP stream `id` from `peer`. A stream that carries no handshake
     /// within 10 s is closed again (see [`Server::poll_socket_request`]), as is one whose
-    /// last session ended or moved away. One IP may hold only 8 streams that carry no session
-    /// yet, and the server `max_sessionless_streams`: past either, the oldest such stream is
-    /// closed to make room for this one (counted in `stats().streams_evicted`), so idle
-    /// connections cannot keep a real client out.
+    /// last session ended or moved away. The server holds at most `max_sessionless_streams`
+    /// streams that carry no session yet, and one IP at most 8 such streams older than a
+    /// second: past either, the oldest such stream is closed to make room for this one
+    /// (counted in `stats().streams_evicted`), so idle connections cannot keep a real client
+    /// out (see `server/streams.rs`).
     fn handle_stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
         let now = self.clock.advance(now);
         if id.is_stream() {
