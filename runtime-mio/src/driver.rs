@@ -223,6 +223,7 @@ impl<E: Endpoint> Driver<E> {
     /// stream gets a fresh [`SocketId::stream`] id; its datagrams go to `handle_datagram_on`
     /// with that id and the client's address, transmits naming it go down it, and its end is
     /// reported with `handle_stream_closed`. At most [`Driver::set_max_streams`] streams at once.
+    /// The kernel queues up to [`pierce_os::LISTEN_BACKLOG`] connections not accepted yet.
     /// Returns the listening address. Calling it again is a no-op.
     ///
     /// # Errors
