@@ -428,8 +428,8 @@ impl Endpoint for Server {
     /// (over UDP or a new stream), and keeps everything else (it goes offline, then times out,
     /// like a client whose network went away).
     fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
-        let now = self.clock.advance(now);
-        self.sessions.handle_stream_closed(now, id, &mut self.stats);
+        self.clock.advance(now);
+        self.sessions.handle_stream_closed(id, &mut self.stats);
         self.publish();
     }
 
@@ -443,7 +443,7 @@ impl Endpoint for Server {
     fn handle_stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
         let now = self.clock.advance(now);
         if id.is_stream() {
-            self.stats.streams_evicted += self.sessions.handle_stream_accepted(now, id, peer.ip());
+            (self.sessions).handle_stream_accepted(now, id, peer.ip(), &mut self.stats);
         }
     }
 

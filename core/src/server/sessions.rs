@@ -269,6 +269,10 @@ impl Sessions {
             events.push(ServerEvent::ClientResumed { host_id });
         }
         self.clients += 1;
+        let socket = self.slab[key].path().socket;
+        if socket.is_stream() {
+            self.streams.settled(socket); // (out of the TCP admission pool)
+        }
         self.enqueue(key);
         self.issue_ticket(now, key, rng);
         events
@@ -394,7 +398,11 @@ impl Sessions {
             }
             if path.socket.is_stream() {
                 // (Again, too, for a session heard anew on a stream reported closed.)
-                self.streams.claim(path.socket, key);
+                if self.slab[key].is_half_open() {
+                    self.streams.claim_half_open(path.socket, key);
+                } else {
+                    self.streams.claim(path.socket, key);
+                }
             }
         }
     }
@@ -552,32 +560,34 @@ impl Sessions {
 
     // ---- TCP streams -------------------------------------------------------------------
 
-    /// The runtime accepted stream `id` from `ip`; an older stream without a session may be
-    /// closed to make room. Returns how many were.
-    pub(super) fn handle_stream_accepted(&mut self, now: Instant, id: SocketId, ip: IpAddr) -> u64 {
-        self.streams.accepted(now, id, ip)
-    }
-
-    /// Stream `id` ended: the sessions whose path it was send nothing until their client is
-    /// heard again; half-open ones are removed (their client starts over on a new stream).
-    pub(super) fn handle_stream_closed(
+    /// The runtime accepted stream `id` from `ip`; an older stream without an established
+    /// session may be closed to make room (counted), its half-open sessions with it.
+    pub(super) fn handle_stream_accepted(
         &mut self,
         now: Instant,
         id: SocketId,
+        ip: IpAddr,
         stats: &mut ServerStats,
     ) {
+        if let Some(evicted) = self.streams.accepted(now, id, ip) {
+            stats.streams_evicted += 1;
+            self.handle_stream_closed(evicted, stats);
+        }
+    }
+
+    /// Stream `id` ended: the sessions whose path it was send nothing until their client is
+    /// heard again. Half-open ones too: a client that had our ServerHello sends its Connect
+    /// down its next stream, and the session follows it there (else it expires as any
+    /// half-open one); so does one whose stream the admission pool closed to make room.
+    pub(super) fn handle_stream_closed(&mut self, id: SocketId, stats: &mut ServerStats) {
         for key in self.streams.closed(id) {
             let Some(s) = self.slab.get_mut(key).filter(|s| s.path().socket == id) else {
                 continue;
             };
-            if s.is_half_open() {
-                self.remove(now, key);
-            } else {
-                s.path_closed();
-                stats.stream_paths_closed += 1;
-                if s.is_established() {
-                    self.forward.push_back(s.forward_update());
-                }
+            s.path_closed();
+            stats.stream_paths_closed += 1;
+            if s.is_established() {
+                self.forward.push_back(s.forward_update());
             }
         }
     }
@@ -787,7 +797,7 @@ impl Sessions {
         let s = Session::new(now, slot, path, client_session, accepted, control);
         let key = self.slab.insert(s);
         if path.socket.is_stream() {
-            self.streams.claim(path.socket, key);
+            self.streams.claim_half_open(path.socket, key);
         }
         self.schedule(now, key);
     }
@@ -996,7 +1006,7 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_stream_ends_its_half_open_sessions_and_silences_the_others() {
+    fn a_closed_stream_silences_its_sessions_half_open_ones_too() {
         let mut b = Bench::new(|_| {});
         let on_stream = |n: u16| Path {
             socket: SocketId::stream(n),
@@ -1006,11 +1016,12 @@ mod tests {
         b.half_open_at(4, on_stream(2));
         b.sent();
         assert_eq!((b.s.clients(), b.s.half_open()), (1, 1));
-        let (now, stats) = (b.now, &mut b.stats);
-        b.s.handle_stream_closed(now, SocketId::stream(1), stats);
-        b.s.handle_stream_closed(now, SocketId::stream(2), stats);
-        assert_eq!(stats.stream_paths_closed, 1);
-        assert_eq!((b.s.clients(), b.s.half_open()), (1, 0));
+        let stats = &mut b.stats;
+        b.s.handle_stream_closed(SocketId::stream(1), stats);
+        b.s.handle_stream_closed(SocketId::stream(2), stats);
+        assert_eq!(stats.stream_paths_closed, 2);
+        // The half-open one waits for its client's Connect down a new stream (or expires).
+        assert_eq!((b.s.clients(), b.s.half_open()), (1, 1));
         b.s.send_datagram(host, b"lost").unwrap();
         assert_eq!(b.sent(), [], "no path until the client is heard again");
     }

@@ -32,12 +32,14 @@
 //! proof of return a cookie gives UDP): a spoofer cannot hold one, and a SYN flood is the
 //! kernel's business (SYN cookies, the listen backlog), never this module's.
 //!
-//! A stream leaves the pool when a handshake claims it (a ClientHello that passed the
-//! handshake rate limits and the token check made a half-open session on it). A half-open
-//! session that never completes holds its stream until the session expires
-//! (`handshake_timeout`), when its stream is closed with it; how many of those one source
-//! can make is bounded by the handshake limits (`handshake_burst_per_ip` plus
-//! `handshake_rate_per_ip` per second of `handshake_timeout`) and `max_half_open`, not here.
+//! A stream leaves the pool only when a session on it is established. A ClientHello down it
+//! makes a half-open session there, which lifts the stream's [`CLAIM_TIMEOUT`] (the
+//! handshake's own expiry bounds it) but keeps it in the pool: were hellos enough, anyone
+//! who can pass the handshake limits (every source, on a server without connect tokens)
+//! could hold `handshake_burst_per_ip` plus `handshake_rate_per_ip` per second of
+//! `handshake_timeout` streams per address (264 by default), and a few addresses would
+//! fill the runtime's table. Closing such a stream to make room ends its half-open
+//! sessions with it (the caller does, from [`Streams::accepted`]'s answer).
 //! Everything here is bounded: stream ids are 15 bits, so at most 32 767 streams are
 //! tracked, and the deadline queue is compacted when it outgrows that.
 
@@ -102,13 +104,14 @@ impl Streams {
 
     /// The runtime accepted stream `id` from `ip`. If that IP, or the server, holds as many
     /// sessionless streams as it may, the oldest of them is closed to make room (see the
-    /// module docs). Returns how many were closed (0 or 1).
-    pub(super) fn accepted(&mut self, now: Instant, id: SocketId, ip: IpAddr) -> u64 {
+    /// module docs) and returned: the caller takes the half-open sessions that were on it
+    /// ([`Streams::closed`]) and ends them.
+    pub(super) fn accepted(&mut self, now: Instant, id: SocketId, ip: IpAddr) -> Option<SocketId> {
         if self.in_use(id) {
-            return 0;
+            return None;
         }
         self.forget_fresh(id);
-        let mut evicted = 0;
+        let mut evicted = None;
         if self.per_ip.get(&ip).copied().unwrap_or(0) >= MAX_UNCLAIMED_PER_IP {
             let oldest = self.by_ip.range((ip, 0)..=(ip, u64::MAX)).next();
             if let Some((_, &old)) = oldest
@@ -118,13 +121,14 @@ impl Streams {
                     .is_some_and(|f| now >= f.2 + HELLO_GRACE)
             {
                 self.close(old);
-                evicted += 1;
+                evicted = Some(old);
             }
         }
+        // (Closing one for its IP left room here.)
         if self.fresh.len() >= self.max_fresh {
             if let Some((_, &old)) = self.by_age.first_key_value() {
                 self.close(old);
-                evicted += 1;
+                evicted = Some(old);
             }
         }
         let n = self.accepts;
@@ -137,10 +141,23 @@ impl Streams {
         evicted
     }
 
-    /// Session `key` is on stream `id` now.
+    /// Established session `key` is on stream `id` now: it leaves the admission pool.
     pub(super) fn claim(&mut self, id: SocketId, key: usize) {
         self.on.insert((id, key));
         self.unclaimed.remove(&id);
+        self.forget_fresh(id);
+    }
+
+    /// Half-open session `key` is on stream `id`: no claim timeout any more (the handshake
+    /// expires by itself), but the stream stays in the admission pool until the session is
+    /// established ([`Streams::settled`]).
+    pub(super) fn claim_half_open(&mut self, id: SocketId, key: usize) {
+        self.on.insert((id, key));
+        self.unclaimed.remove(&id);
+    }
+
+    /// The session on stream `id` was established: the stream leaves the admission pool.
+    pub(super) fn settled(&mut self, id: SocketId) {
         self.forget_fresh(id);
     }
 
@@ -252,8 +269,8 @@ mod tests {
         let mut s = Streams::new(512);
         let (a, b) = (SocketId::stream(1), SocketId::stream(2));
         let ip = IpAddr::from([198, 51, 100, 1]);
-        assert_eq!(s.accepted(t0, a, ip), 0);
-        assert_eq!(s.accepted(t0, b, ip), 0);
+        assert_eq!(s.accepted(t0, a, ip), None);
+        assert_eq!(s.accepted(t0, b, ip), None);
         s.claim(b, 7);
         assert_eq!(
             s.poll_timeout(),
@@ -283,18 +300,19 @@ mod tests {
         let (held, other) = (ip(9), ip(10));
         let cap = MAX_UNCLAIMED_PER_IP as u16;
         for n in 1..=cap {
-            assert_eq!(s.accepted(t0, SocketId::stream(n), held), 0);
+            assert_eq!(s.accepted(t0, SocketId::stream(n), held), None);
         }
         assert_eq!(s.poll_request(), None);
         // One of them carries a handshake: it is out of the pool, room for one more.
         s.claim(SocketId::stream(1), 5);
-        assert_eq!(s.accepted(t0, SocketId::stream(100), held), 0);
+        assert_eq!(s.accepted(t0, SocketId::stream(100), held), None);
         assert_eq!(s.poll_request(), None);
         // Full again, and the holders are past the grace: each newcomer closes the oldest
         // sessionless stream of its IP, in the order they came (stream 1 has a session).
         let t1 = t0 + HELLO_GRACE;
         for (newcomer, oldest) in [(101, 2), (102, 3), (103, 4)] {
-            assert_eq!(s.accepted(t1, SocketId::stream(newcomer), held), 1);
+            let evicted = s.accepted(t1, SocketId::stream(newcomer), held);
+            assert_eq!(evicted, Some(SocketId::stream(oldest)));
             let close = SocketRequest::Close {
                 id: SocketId::stream(oldest),
             };
@@ -302,11 +320,11 @@ mod tests {
             assert_eq!(s.poll_request(), None);
         }
         // Another address is not affected.
-        assert_eq!(s.accepted(t1, SocketId::stream(200), other), 0);
+        assert_eq!(s.accepted(t1, SocketId::stream(200), other), None);
         assert_eq!(s.poll_request(), None);
         // Closed by the runtime: room again without an eviction.
         let _ = s.closed(SocketId::stream(5));
-        assert_eq!(s.accepted(t1, SocketId::stream(300), held), 0);
+        assert_eq!(s.accepted(t1, SocketId::stream(300), held), None);
         assert_eq!(s.poll_request(), None);
     }
 
@@ -317,13 +335,13 @@ mod tests {
         let held = ip(7);
         let cap = MAX_UNCLAIMED_PER_IP as u16;
         for n in 1..=cap {
-            assert_eq!(s.accepted(t0, SocketId::stream(n), held), 0);
+            assert_eq!(s.accepted(t0, SocketId::stream(n), held), None);
         }
         // A client's stream comes after the holders aged; holders re-open as fast as they
         // are closed: each of theirs closes an old one, never the client's young stream.
         let t1 = t0 + HELLO_GRACE;
         let client = SocketId::stream(50);
-        assert_eq!(s.accepted(t1, client, held), 1);
+        assert_eq!(s.accepted(t1, client, held), Some(SocketId::stream(1)));
         let mut closed = vec![s.poll_request()];
         for n in 51..80u16 {
             let at = t1 + Duration::from_millis(u64::from(n - 50));
@@ -344,7 +362,7 @@ mod tests {
         s.claim(client, 3);
         // The IP holds more than its cap while they are young, and the server-wide bound
         // holds them: the oldest of all goes first.
-        assert_eq!(s.accepted(t1, SocketId::stream(90), ip(8)), 0);
+        assert_eq!(s.accepted(t1, SocketId::stream(90), ip(8)), None);
         let mut n = 91;
         while s.poll_request().is_none() {
             s.accepted(t1 + Duration::from_millis(40), SocketId::stream(n), held);
@@ -356,10 +374,11 @@ mod tests {
         // Past their grace, the IP's streams make room for its newcomers again.
         let t2 = t1 + Duration::from_millis(40) + HELLO_GRACE;
         let oldest = s.by_ip.range((held, 0)..=(held, u64::MAX)).next();
-        let oldest = oldest.map(|(_, id)| SocketRequest::Close { id: *id });
+        let oldest = oldest.map(|(_, id)| *id);
         assert!(oldest.is_some());
-        assert_eq!(s.accepted(t2, SocketId::stream(500), held), 1);
-        assert_eq!(s.poll_request(), oldest);
+        assert_eq!(s.accepted(t2, SocketId::stream(500), held), oldest);
+        let close = oldest.map(|id| SocketRequest::Close { id });
+        assert_eq!(s.poll_request(), close);
     }
 
     #[test]
@@ -369,17 +388,18 @@ mod tests {
         // Twenty addresses, one stream each, a millisecond apart.
         for n in 1..=20u16 {
             let at = t0 + Duration::from_millis(u64::from(n));
-            assert_eq!(s.accepted(at, SocketId::stream(n), ip(n as u8)), 0);
+            assert_eq!(s.accepted(at, SocketId::stream(n), ip(n as u8)), None);
         }
         assert_eq!(s.poll_request(), None);
         // A stream with a session does not count: room for one.
         s.claim(SocketId::stream(5), 1);
         let later = t0 + Duration::from_millis(30);
-        assert_eq!(s.accepted(later, SocketId::stream(21), ip(99)), 0);
+        assert_eq!(s.accepted(later, SocketId::stream(21), ip(99)), None);
         assert_eq!(s.poll_request(), None);
         // Then each newcomer, from an address that holds nothing, closes the oldest of all.
         for (newcomer, oldest) in [(22, 1), (23, 2), (24, 3), (25, 4), (26, 6)] {
-            assert_eq!(s.accepted(later, SocketId::stream(newcomer), ip(100)), 1);
+            let evicted = s.accepted(later, SocketId::stream(newcomer), ip(100));
+            assert_eq!(evicted, Some(SocketId::stream(oldest)));
             let close = SocketRequest::Close {
                 id: SocketId::stream(oldest),
             };
@@ -398,6 +418,45 @@ mod tests {
             })
         );
         assert_eq!(s.poll_request(), None);
+    }
+
+    #[test]
+    fn a_stream_with_only_a_half_open_session_stays_in_the_pool_until_it_is_established() {
+        let t0 = crate::tests::epoch();
+        let mut s = Streams::new(4);
+        let (a, b) = (SocketId::stream(1), SocketId::stream(2));
+        assert_eq!(s.accepted(t0, a, ip(1)), None);
+        assert_eq!(s.accepted(t0, b, ip(2)), None);
+        // Hellos came down both: their claim timeouts go (the handshakes expire by
+        // themselves), but both still count against the bounds.
+        s.claim_half_open(a, 10);
+        s.claim_half_open(b, 11);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(Timeout::new(
+                t0 + CLAIM_TIMEOUT,
+                "stale TCP stream deadline"
+            ))
+        );
+        s.handle_timeout(t0 + CLAIM_TIMEOUT);
+        assert_eq!(s.poll_request(), None);
+        // b's session is established: it leaves the pool; a's is not.
+        s.claim(b, 11);
+        s.settled(b);
+        for n in 3..=5 {
+            assert_eq!(s.accepted(t0, SocketId::stream(n), ip(3)), None);
+        }
+        // The pool (4) is full: the next newcomer closes a, the oldest, and the caller
+        // gets a's half-open session back to end it.
+        assert_eq!(s.accepted(t0, SocketId::stream(6), ip(4)), Some(a));
+        assert_eq!(s.poll_request(), Some(SocketRequest::Close { id: a }));
+        assert_eq!(s.closed(a), [10]);
+        // b, with its session, is never a candidate.
+        assert_eq!(
+            s.accepted(t0, SocketId::stream(7), ip(4)),
+            Some(SocketId::stream(3))
+        );
+        assert!(s.in_use(b));
     }
 
     #[test]

@@ -438,6 +438,31 @@ fn a_session_s_stream_closed_unanswered_is_replaced_after_the_back_off_not_at_on
 }
 
 #[test]
+fn a_handshake_whose_stream_breaks_after_the_server_hello_completes_down_the_next_stream() {
+    let mut r = Rig::new(Transport::Tcp);
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    // The hello and then the Connect went up the stream: the client has the ServerHello.
+    assert!(r.run_until(Duration::from_secs(1), |r| r.tcp_up >= 2));
+    assert!(!r.client.is_connected());
+    assert_eq!(r.server.stats().half_open, 1);
+    // The stream breaks (or the server's admission closed it) with the Connect on the way.
+    r.wire
+        .retain(|(_, to, _)| !matches!(to, To::Server(id, _) if id.is_stream()));
+    r.break_stream();
+    // The server kept the half-open session; the client's next stream (at once: the server
+    // had spoken on the last one) carries the Connect again.
+    let broke = r.at();
+    assert!(r.run_until(Duration::from_secs(1), |r| r.client.is_connected()));
+    assert!(
+        r.at() - broke < Duration::from_millis(100),
+        "{:?}",
+        r.at() - broke
+    );
+    assert_eq!(r.connects.len(), 2);
+    assert_eq!(r.server.stats().handshakes_completed, 1);
+}
+
+#[test]
 fn udp_going_quiet_mid_session_moves_the_session_to_tcp() {
     let mut r = Rig::new(Transport::Auto);
     r.client.connect(r.now, server_addr(), &[]).unwrap();
