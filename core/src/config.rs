@@ -252,8 +252,8 @@ pub struct ServerConfig {
     pub max_clients: usize,
     /// Half-open handshakes held at once, at most; beyond it new ClientHellos are dropped.
     pub max_half_open: usize,
-    /// TCP streams without a session (accepted, no handshake down them yet) held at once,
-    /// at most; a newer one closes the oldest. Keep it below the runtime's cap on streams
+    /// TCP streams without an established session (accepted; at most a handshake under way
+    /// on them) held at once, at most; a newer one closes the oldest. Keep it below the runtime's cap on streams
     /// (`pierce_mio::Driver::set_max_streams`, `ServerOptions::max_streams`; by default
     /// [`crate::streams::DEFAULT_MAX_STREAMS`]), so that the runtime's table never fills with
     /// them and always has room for streams that carry sessions. Default: half of it.
