@@ -7,26 +7,28 @@
 //! saying anything), [`LINGER`] after its last session moved to another path (the client
 //! closes it itself after its own, shorter grace), and at once when its last session ends.
 //!
-//! **Admission.** A stream that carries no session yet ("sessionless": accepted, no
-//! handshake down it) is the only thing a stranger can hold here, so those are bounded, and a
-//! new stream is never the one turned away: whoever holds idle or slow connections from an
-//! address (the same CGNAT address as real players) must not keep a real client out. A real
-//! client sends its ClientHello right behind the TCP handshake's last ACK, so its stream
-//! leaves the sessionless pool moments after it was accepted, while a held stream only gets
-//! older; so when a bound is full, the *oldest* sessionless stream goes (closed, and counted
-//! in `ServerStats::streams_evicted`):
+//! **Admission.** A stream that carries no established session yet ("sessionless":
+//! accepted, at most a handshake under way down it) is the only thing a stranger can hold
+//! here, so those are bounded, and a new stream is never the one turned away: whoever holds
+//! idle or slow connections from an address (the same CGNAT address as real players) must
+//! not keep a real client out. A real client sends its ClientHello right behind the TCP
+//! handshake's last ACK and its Connect one round trip later, so its stream leaves the
+//! sessionless pool moments after it was accepted, while a held stream only gets older; so
+//! when a bound is full, the *oldest* sessionless stream goes (closed, and counted in
+//! `ServerStats::streams_evicted`):
 //!
 //! - The whole server holds at most `ServerConfig::max_sessionless_streams` (kept below the
 //!   runtime's cap on streams, so the runtime's table never fills with them): a newer stream
 //!   closes the oldest of all. A real client then loses its stream only if that many streams
-//!   were accepted between its own and its hello.
+//!   were accepted between its own and its Connect (and one lost after its ServerHello
+//!   costs it a reconnect, not the handshake: see below).
 //! - One source IP holds at most [`MAX_UNCLAIMED_PER_IP`] that are older than
 //!   [`HELLO_GRACE`]: past that, a newer stream from the IP closes the IP's oldest, so idle
 //!   holders on one address make room for that address's players, and churn there does not
 //!   reach other addresses' streams. Younger streams are never closed to make room for their
 //!   own IP's: an attacker re-opening connections as fast as the server closes them could
-//!   otherwise push a client's stream out in the moment before its hello arrives. (What it
-//!   opens within the grace counts against the server-wide bound instead.)
+//!   otherwise push a client's stream out in the moment before its handshake is done. (What
+//!   it opens within the grace counts against the server-wide bound instead.)
 //!
 //! A stream that completed TCP's three-way handshake has proven its source receives (the same
 //! proof of return a cookie gives UDP): a spoofer cannot hold one, and a SYN flood is the
@@ -35,11 +37,13 @@
 //! A stream leaves the pool only when a session on it is established. A ClientHello down it
 //! makes a half-open session there, which lifts the stream's [`CLAIM_TIMEOUT`] (the
 //! handshake's own expiry bounds it) but keeps it in the pool: were hellos enough, anyone
-//! who can pass the handshake limits (every source, on a server without connect tokens)
-//! could hold `handshake_burst_per_ip` plus `handshake_rate_per_ip` per second of
-//! `handshake_timeout` streams per address (264 by default), and a few addresses would
-//! fill the runtime's table. Closing such a stream to make room ends its half-open
-//! sessions with it (the caller does, from [`Streams::accepted`]'s answer).
+//! within the handshake limits (the token is checked at Connect, not before) could hold
+//! `handshake_burst_per_ip` plus `handshake_rate_per_ip` per second of `handshake_timeout`
+//! streams per address (264 by default), and a few addresses would fill the runtime's
+//! table. Closing such a stream to make room hands its half-open sessions back to the
+//! caller ([`Streams::accepted`]'s answer, then [`Streams::closed`]), which keeps them
+//! waiting for their client's next stream, as for any stream that ends.
+//!
 //! Everything here is bounded: stream ids are 15 bits, so at most 32 767 streams are
 //! tracked, and the deadline queue is compacted when it outgrows that.
 
@@ -53,14 +57,14 @@ use crate::{SocketId, SocketRequest};
 pub(super) const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stream whose last session moved elsewhere is closed this long after.
 pub(super) const LINGER: Duration = Duration::from_secs(5);
-/// Streams older than [`HELLO_GRACE`] one source IP may hold before a handshake comes down
-/// them; a newer one closes that IP's oldest. A handful: a household or a CGNAT address with
-/// several players connecting at once needs one each only for the moment before its hello
-/// arrives.
+/// Streams older than [`HELLO_GRACE`] one source IP may hold before a session on them is
+/// established; a newer one closes that IP's oldest. A handful: a household or a CGNAT
+/// address with several players connecting at once needs one each only for the moment
+/// their handshakes take.
 pub(super) const MAX_UNCLAIMED_PER_IP: usize = 8;
 /// A new stream is not closed to make room for its own IP's newer ones for this long: time
-/// for its client's hello to arrive (right behind the handshake's ACK, or one TCP
-/// retransmission later on a lossy path).
+/// for its client's handshake (the hello right behind TCP's ACK, the Connect a round trip
+/// later; or one TCP retransmission later on a lossy path).
 pub(super) const HELLO_GRACE: Duration = Duration::from_secs(1);
 
 pub(super) struct Streams {
