@@ -62,7 +62,19 @@ struct ServerProc {
 }
 
 impl ServerProc {
+    /// A server listening on UDP and TCP at one loopback port. Port 0 lets the OS pick the
+    /// UDP port, whose TCP twin may be taken (the attackers of an earlier test leave many
+    /// ports in TIME_WAIT): then the server runs without TCP and is started again.
     fn start() -> Self {
+        for _ in 0..10 {
+            if let Some(server) = Self::try_start() {
+                return server;
+            }
+        }
+        panic!("no loopback port free for both UDP and TCP in 10 attempts");
+    }
+
+    fn try_start() -> Option<Self> {
         let mut child = Command::new(PIERCE)
             .args([
                 "server",
@@ -86,19 +98,22 @@ impl ServerProc {
                 }
             }
         });
-        let ready = lines
+        // Killed when dropped from here on, whatever fails.
+        let mut server = Self {
+            child,
+            lines,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            key: String::new(),
+        };
+        let ready = (server.lines)
             .recv_timeout(Duration::from_secs(20))
             .expect("the server prints its ready line");
         let addr = string_field(&ready, "addr").expect("addr");
-        let tcp = string_field(&ready, "tcp_addr").expect("tcp_addr");
+        let tcp = string_field(&ready, "tcp_addr")?;
         assert_eq!(addr, tcp, "{ready}");
-        let key = string_field(&ready, "public_key").expect("public_key");
-        Self {
-            child,
-            lines,
-            addr: addr.parse().expect("an address"),
-            key,
-        }
+        server.addr = addr.parse().expect("an address");
+        server.key = string_field(&ready, "public_key").expect("public_key");
+        Some(server)
     }
 
     /// The latest stats line printed so far (waits for the next one).
@@ -346,6 +361,16 @@ impl Holders {
             t.join().expect("holder thread");
         }
         (self.wanted, self.reopened.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for Holders {
+    /// (A test that fails midway must not leave its attack running under the next.)
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
