@@ -37,7 +37,8 @@ const EPHEMERAL: RangeInclusive<u16> = 32_768..=60_999;
 ///
 /// - **Who listens.** Every running host that is not a scenario client (the server, and
 ///   nodes added with [`Sim::add_node`]) accepts streams on its primary address, as the
-///   contract asks runtimes to. Scenario clients and crashed hosts answer with a reset.
+///   contract asks runtimes to, and tells its endpoint (`handle_stream_accepted`, when the
+///   SYN arrives). Scenario clients and crashed hosts answer with a reset.
 /// - **Connecting.** A node's `Connect { id, addr }` sends a SYN that climbs out through the
 ///   connecting host's NATs untranslated (the NATs model UDP only; TCP always passes them
 ///   outbound) and follows static port forwards down to the listener. The connect completes
@@ -658,7 +659,13 @@ impl Sim {
             back,
             Item::Stream(StreamItem::Answer(key, Outcome::Connected)),
         );
-        Ok(())
+        // The listener hears of it as a runtime tells its endpoint (a server's admission may
+        // close an older stream to make room).
+        match &mut self.hosts[to].node {
+            NodeState::Running(n) => n.handle_stream_accepted(now, id, seen),
+            NodeState::Crashed => return Ok(()),
+        }
+        self.service(to, false)
     }
 
     fn on_answer(&mut self, key: u64, outcome: Outcome) -> Result<(), SimError> {
@@ -1351,6 +1358,52 @@ mod tests {
         });
         assert!(got, "{:?}", sim.event_lines("t"));
         assert_eq!(sim.net_stats().firewall, 0, "nothing tried UDP");
+    }
+
+    #[test]
+    fn idle_streams_from_the_players_own_nat_keep_no_tcp_player_out() {
+        // Sixteen idle streams from the public address two TCP-only players share (twice
+        // what one address may hold without a session), a second and a half old when the
+        // players start: each player's stream closes the oldest holder, and both connect
+        // in one handshake's time, without a back-off.
+        let link = LinkProfile::broadband();
+        let mut tcp = ClientConfig::default();
+        tcp.transport = Transport::Tcp;
+        let mut sim = Scenario::new(12)
+            .client("a", Edge::nat(NatConfig::port_restricted()))
+            .client_beside("b", "a")
+            .client_config(tcp)
+            .link(link.clone())
+            .build();
+        for name in ["a", "b"] {
+            sim.apply(Action::crash(name)).unwrap();
+        }
+        let server = sim.server_addr();
+        sim.add_node_beside("h", "a", PROBE_PORT, &link, Probe::default());
+        for n in 1..=16 {
+            connect(&mut sim, "h", n, server);
+        }
+        sim.advance(1500 * MS);
+        assert_eq!(sim.streams("server").len(), 16);
+        let start = sim.now() - sim.epoch();
+        for name in ["a", "b"] {
+            sim.apply(Action::reconnect(name)).unwrap();
+        }
+        sim.eventually("both players connect", 5 * SECOND, |s| {
+            s.connected("a").is_some() && s.connected("b").is_some()
+        });
+        for name in ["a", "b"] {
+            let took = sim.expect_connected(name).at - start;
+            assert!(took < 300 * MS, "{name} took {took:?}");
+            assert!(sim.client(name).on_tcp());
+        }
+        assert_eq!(sim.server().stats().streams_evicted, 2);
+        let closed: Vec<SocketId> = sim.node::<Probe>("h").closed.iter().map(|c| c.1).collect();
+        assert_eq!(
+            closed,
+            [SocketId::stream(1), SocketId::stream(2)],
+            "the oldest two"
+        );
     }
 
     #[test]
