@@ -254,6 +254,12 @@ pub struct ServerConfig {
     pub max_clients: usize,
     /// Half-open handshakes held at once, at most; beyond it new ClientHellos are dropped.
     pub max_half_open: usize,
+    /// TCP streams without an established session (accepted; at most a handshake under way
+    /// on them) held at once, at most; a newer one closes the oldest. Keep it below the runtime's cap on streams
+    /// (`pierce_mio::Driver::set_max_streams`, `ServerOptions::max_streams`; by default
+    /// [`crate::streams::DEFAULT_MAX_STREAMS`]), so that the runtime's table never fills with
+    /// them and always has room for streams that carry sessions. Default: half of it.
+    pub max_sessionless_streams: usize,
     /// From this many half-open handshakes on, the server is "under load": a ClientHello
     /// must echo a stateless cookie (one extra round trip) before the server spends X25519
     /// work or state on it, so spoofed floods cannot fill the half-open table. 0: always.
@@ -362,6 +368,7 @@ impl ServerConfig {
             handshake_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_clients: 100_000,
             max_half_open: 4096,
+            max_sessionless_streams: crate::streams::DEFAULT_MAX_STREAMS / 2,
             cookie_threshold: 1024,
             handshake_rate_per_ip: 20,
             handshake_burst_per_ip: 64,

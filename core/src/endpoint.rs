@@ -26,7 +26,8 @@ use crate::{SocketId, SocketRequest, Transmit};
 ///    a socket the runtime does not have is dropped, like a datagram lost on the way.
 /// 3. **Sockets.** After any input, drain [`Endpoint::poll_socket_request`] too: open a UDP
 ///    socket, connect a TCP stream or close one ([`SocketRequest`]), then report how it went
-///    with [`Endpoint::handle_socket_opened`]. A server's runtime that listens for TCP
+///    with [`Endpoint::handle_socket_opened`] (a refused connect with
+///    [`Endpoint::handle_stream_refused`]). A server's runtime that listens for TCP
 ///    reports each accepted stream with [`Endpoint::handle_stream_accepted`]; any runtime
 ///    reports a stream that ended by itself with [`Endpoint::handle_stream_closed`].
 /// 4. **Time.** Then read [`Endpoint::poll_timeout`] and call [`Endpoint::handle_timeout`]
@@ -58,6 +59,14 @@ pub trait Endpoint {
     /// ignored (for endpoints that never ask).
     fn handle_socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
         let _ = (now, id, local);
+    }
+
+    /// Reports that a [`SocketRequest::Connect`] for stream `id` was refused: the remote host
+    /// answered it with a reset (`ECONNREFUSED`: nothing listens there, or a firewall
+    /// rejects it). Any other failure to connect is `handle_socket_opened(.., None)`. Default:
+    /// the same as that; a client remembers it for the reason it gives if it cannot connect.
+    fn handle_stream_refused(&mut self, now: Instant, id: SocketId) {
+        self.handle_socket_opened(now, id, None);
     }
 
     /// Reports that the runtime accepted TCP stream `id` from `peer` (servers; before any

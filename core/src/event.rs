@@ -343,8 +343,18 @@ pub enum PathChangeReason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DisconnectReason {
-    /// No answer from the server within `connect_timeout`.
+    /// No answer from the server within `connect_timeout` (over UDP, and over TCP if it was
+    /// tried: the connects went unanswered).
     ConnectTimedOut,
+    /// No session within `connect_timeout`, and the last TCP connect to the server was
+    /// refused (nothing listens at its TCP port, or a firewall rejects the connection); UDP,
+    /// if tried, got no answer.
+    ConnectRefused,
+    /// No session within `connect_timeout`, and the server accepted the last TCP connection
+    /// but closed it before it answered (it runs, but admitted nobody from here: it is
+    /// overloaded or its admission is full, or it is not a Pierce server); UDP, if tried,
+    /// got no answer.
+    ConnectClosed,
     /// A server answered but could not prove it holds the pinned key (and none that could
     /// answered within `connect_timeout`).
     ServerKeyMismatch,

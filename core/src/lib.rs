@@ -59,7 +59,8 @@
 //!    socket (a client's birthday probing asks for 256 with the default configuration; a
 //!    server with NAT discovery for its alternate addresses), connect a TCP stream (a
 //!    client's fallback when UDP is blocked) or close one ([`SocketRequest`]), then report how
-//!    it went with [`Endpoint::handle_socket_opened`]. A server's runtime that listens for TCP
+//!    it went with [`Endpoint::handle_socket_opened`] (a refused connect with
+//!    [`Endpoint::handle_stream_refused`]). A server's runtime that listens for TCP
 //!    reports accepted streams ([`Endpoint::handle_stream_accepted`]); any runtime reports a
 //!    stream that ended by itself ([`Endpoint::handle_stream_closed`]).
 //! 4. **Time**: [`Endpoint::poll_timeout`] says when to call [`Endpoint::handle_timeout`]

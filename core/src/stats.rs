@@ -280,6 +280,9 @@ pub struct ServerStats {
     pub transport_changes: u64,
     /// Sessions whose TCP stream closed under them (they wait for the client's next packet).
     pub stream_paths_closed: u64,
+    /// TCP streams without a session closed to make room for a newer one: their source IP
+    /// (or the whole server) held as many as it may (see `ServerConfig::max_sessionless_streams`).
+    pub streams_evicted: u64,
     /// Relay packets for a receiver whose stream had closed (it waits for the client's next
     /// packet): lost as on a dead link, as the session's own unreliable output is. Not a
     /// drop for a reason of the sender's: the pair's reliability repairs it once the receiver

@@ -19,7 +19,7 @@
 //! - **Closing.** A stream the core closed ([`StreamTable::close`]) is forgotten without a
 //!   word to the core; one that ended by itself ([`StreamTable::ended`]) is reported exactly
 //!   once, as [`Report::Closed`], or as [`Report::ConnectFailed`] while its connect was still
-//!   in progress; an end that comes after the core closed it is not reported at all.
+//!   in progress ([`Report::ConnectRefused`] if the runtime saw a refusal: [`Report::refused`]); an end that comes after the core closed it is not reported at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeBounds;
@@ -61,6 +61,8 @@ pub enum Report {
     Closed,
     /// Its connect had not completed: `handle_socket_opened(.., None)`.
     ConnectFailed,
+    /// Its connect was refused (`ECONNREFUSED`): `handle_stream_refused`.
+    ConnectRefused,
 }
 
 impl Report {
@@ -69,6 +71,17 @@ impl Report {
         match self {
             Self::Closed => endpoint.handle_stream_closed(now, id),
             Self::ConnectFailed => endpoint.handle_socket_opened(now, id, None),
+            Self::ConnectRefused => endpoint.handle_stream_refused(now, id),
+        }
+    }
+
+    /// The same report for a stream whose connect failed because it was refused (the runtime
+    /// saw `ECONNREFUSED`): a failed connect becomes [`Report::ConnectRefused`]; a stream that
+    /// had connected stays [`Report::Closed`].
+    pub fn refused(self) -> Self {
+        match self {
+            Self::ConnectFailed => Self::ConnectRefused,
+            other => other,
         }
     }
 }
@@ -393,14 +406,17 @@ mod tests {
     #[test]
     fn a_report_is_the_call_the_contract_names() {
         #[derive(Default)]
-        struct Heard(Vec<(SocketId, Option<bool>)>);
+        struct Heard(Vec<&'static str>);
         impl Endpoint for Heard {
             fn handle_datagram_on(&mut self, _: Instant, _: SocketId, _: SocketAddr, _: &[u8]) {}
-            fn handle_socket_opened(&mut self, _: Instant, id: SocketId, l: Option<SocketAddr>) {
-                self.0.push((id, Some(l.is_some())));
+            fn handle_socket_opened(&mut self, _: Instant, _: SocketId, l: Option<SocketAddr>) {
+                self.0.push(if l.is_some() { "opened" } else { "failed" });
             }
-            fn handle_stream_closed(&mut self, _: Instant, id: SocketId) {
-                self.0.push((id, None));
+            fn handle_stream_closed(&mut self, _: Instant, _: SocketId) {
+                self.0.push("closed");
+            }
+            fn handle_stream_refused(&mut self, _: Instant, _: SocketId) {
+                self.0.push("refused");
             }
             fn handle_timeout(&mut self, _: Instant) {}
             fn poll_transmit(&mut self, _: Instant, _: &mut [u8]) -> Option<crate::Transmit> {
@@ -415,6 +431,8 @@ mod tests {
         let id = SocketId::stream(9);
         Report::Closed.tell(&mut heard, now, id);
         Report::ConnectFailed.tell(&mut heard, now, id);
-        assert_eq!(heard.0, [(id, None), (id, Some(false))]);
+        Report::ConnectFailed.refused().tell(&mut heard, now, id);
+        Report::Closed.refused().tell(&mut heard, now, id);
+        assert_eq!(heard.0, ["closed", "failed", "refused", "closed"]);
     }
 }

@@ -474,8 +474,15 @@ impl<E: Core> Task<E> {
                 self.stats.streams_connected += 1;
                 self.endpoint.handle_socket_opened(now, id, Some(local));
             }
-            // Counted and reported as a failed open.
-            StreamWake::Connected { id, result: Err(_) } => self.stream_ended(now, id),
+            // Counted and reported as a failed open (a refused one as such).
+            StreamWake::Connected { id, result: Err(e) } => {
+                let refused = e.kind() == io::ErrorKind::ConnectionRefused;
+                if let Some(report) = self.streams.ended(id) {
+                    let report = if refused { report.refused() } else { report };
+                    self.stats.count_end(report);
+                    report.tell(&mut self.endpoint, now, id);
+                }
+            }
             StreamWake::Accepted(Ok((io, peer))) => {
                 if let Some(id) = self.streams.admit(io, peer) {
                     self.stats.streams_accepted += 1;

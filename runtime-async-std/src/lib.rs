@@ -744,8 +744,9 @@ async fn bind_server(bind: SocketAddr, tcp: bool) -> io::Result<(Socket, Option<
         if !tcp {
             return Ok((socket, None));
         }
-        match TcpListener::bind(socket.local_addr()?).await {
-            Ok(listener) => return Ok((socket, Some(listener))),
+        // (Bound by hand for an accept queue sized for bursts: `pierce_os::LISTEN_BACKLOG`.)
+        match pierce_os::listen_tcp(socket.local_addr()?) {
+            Ok(listener) => return Ok((socket, Some(TcpListener::from(listener)))),
             // The OS picked a UDP port whose TCP twin is taken: pick another.
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && bind.port() == 0 => {
                 attempts += 1;

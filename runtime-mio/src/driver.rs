@@ -223,6 +223,7 @@ impl<E: Endpoint> Driver<E> {
     /// stream gets a fresh [`SocketId::stream`] id; its datagrams go to `handle_datagram_on`
     /// with that id and the client's address, transmits naming it go down it, and its end is
     /// reported with `handle_stream_closed`. At most [`Driver::set_max_streams`] streams at once.
+    /// The kernel queues up to [`pierce_os::LISTEN_BACKLOG`] connections not accepted yet.
     /// Returns the listening address. Calling it again is a no-op.
     ///
     /// # Errors
@@ -231,7 +232,8 @@ impl<E: Endpoint> Driver<E> {
         if let Some(l) = &self.listener {
             return l.local_addr();
         }
-        self.listen_tcp_with(TcpListener::bind(self.local_addr)?)
+        // (Bound by hand for an accept queue sized for bursts: `pierce_os::LISTEN_BACKLOG`.)
+        self.listen_tcp_from_std(pierce_os::listen_tcp(self.local_addr)?)
     }
 
     /// [`Driver::listen_tcp`] on a listener the application set up itself (another address,
@@ -630,8 +632,9 @@ impl<E: Endpoint> Driver<E> {
                         self.endpoint.handle_socket_opened(now, id, Some(local));
                     }
                     Connect::Failed(e) => {
+                        let refused = e.kind() == io::ErrorKind::ConnectionRefused;
                         self.last_open_error = Some((id, e));
-                        self.stream_ended(now, id); // counted and reported as a failed open
+                        self.connect_failed(now, id, refused); // counted, reported
                     }
                 }
                 continue;
@@ -705,9 +708,16 @@ impl<E: Endpoint> Driver<E> {
                 continue;
             }
             stream.readable = true; // a client may have written before the registration
-            self.ready.push_back(id);
             self.stats.streams_accepted += 1;
             self.endpoint.handle_stream_accepted(now, id, peer);
+            // A client sends its hello right behind the handshake's last ACK: read what the
+            // stream carries already (registered first, so what comes later is signalled),
+            // so a real client's stream carries a session before the next accept of this
+            // burst could push it out of the core's admission pool. Requeued for the rest.
+            self.read_stream(now, id, 1);
+            // The core may have closed an older stream to make room (its admission): free
+            // its slot before the next accept, so a burst cannot fill the table first.
+            self.apply_socket_requests(now);
         }
     }
 
@@ -747,6 +757,17 @@ impl<E: Endpoint> Driver<E> {
             if stream.write_queued().is_err() {
                 self.stream_ended(now, id);
             }
+        }
+    }
+
+    /// Stream `id`'s connect failed (`refused`: with `ECONNREFUSED`): forget it and tell the
+    /// core how.
+    fn connect_failed(&mut self, now: Instant, id: SocketId, refused: bool) {
+        if let Some((mut stream, report)) = self.streams.ended(id) {
+            let report = if refused { report.refused() } else { report };
+            self.release(id, &mut stream);
+            self.stats.count_end(report);
+            report.tell(&mut self.endpoint, now, id);
         }
     }
 

@@ -45,6 +45,7 @@ use discovery::Discovery;
 use membership::{Membership, join_flags};
 use peers::{PeerSet, Via};
 use session::{Phase, Poll, Route, Session, SessionEvent};
+use tcp::TcpFailure;
 
 /// A Pierce client: a session with a server, and peer-to-peer links with the members of the
 /// groups it is in. Drive it through [`Endpoint`] and [`Events`] (see the drive contract
@@ -116,6 +117,7 @@ impl Client {
                     let from = HostId(p.from);
                     if (self.peers).handle_relayed(now, from, p.peer_bytes, true, me, stats) {
                         self.session.heard_relayed(now);
+                        self.session.heard_on(socket);
                     }
                 }
             }
@@ -145,6 +147,7 @@ impl Client {
             .session
             .open(now, packet, &mut scratch, &mut self.stats)
         {
+            self.session.heard_on(socket);
             self.drain(now);
             match decode_all(plaintext) {
                 Err(_) => self.stats.dropped.bad_frames += 1,
@@ -437,16 +440,25 @@ impl Endpoint for Client {
     fn handle_socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
         let now = self.clock.advance(now);
         if id.is_stream() {
-            self.session
-                .handle_stream_opened(now, id, local.is_some(), &mut self.stats);
+            let result = local.map(|_| ()).ok_or(TcpFailure::Unanswered);
+            (self.session).handle_stream_opened(now, id, result, &mut self.stats);
         } else {
             self.peers.handle_socket_opened(id, local);
         }
         self.drain(now);
     }
 
-    /// A session on the stream connects a new one at once (the server keeps the session
-    /// through its recovery window).
+    /// Remembered for the reason the session gives if it cannot connect
+    /// ([`crate::DisconnectReason::ConnectRefused`]); otherwise as a failed connect.
+    fn handle_stream_refused(&mut self, now: Instant, id: SocketId) {
+        let now = self.clock.advance(now);
+        let refused = Err(TcpFailure::Refused);
+        (self.session).handle_stream_opened(now, id, refused, &mut self.stats);
+        self.drain(now);
+    }
+
+    /// A session on the stream connects a new one at once if the server had spoken on it
+    /// (the server keeps the session through its recovery window), after the back-off if not.
     fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
         let now = self.clock.advance(now);
         self.session.handle_stream_closed(now, id, &mut self.stats);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rand::RngCore;
 
-use super::tcp::{self, TcpLink};
+use super::tcp::{self, TcpFailure, TcpLink};
 use crate::arena::Arena;
 use crate::config::{ClientConfig, Transport};
 use crate::crypto::{Ephemeral, HandshakeKeys, PacketKeys, PublicKey, RelayKey, reset_token_eq};
@@ -343,6 +343,7 @@ impl Session {
         rng: &mut Rng,
     ) {
         self.id = rng.next_u32();
+        self.tcp.forget_failure();
         let tcp_at = match self.config.transport {
             Transport::Auto => Some(now + self.config.tcp_fallback_after),
             Transport::Udp => None,
@@ -723,7 +724,9 @@ impl Session {
         };
         // The session lives on the socket the server answered on. An answer over UDP makes a
         // stream connected meanwhile pointless.
-        if !on_stream {
+        if on_stream {
+            self.tcp.heard(socket);
+        } else {
             self.tcp.close(None);
         }
         self.state = State::Authenticating(Box::new(Authenticating {
@@ -830,16 +833,23 @@ impl Session {
             .push_back(SessionEvent::Failed { reason, rejoining });
     }
 
-    /// The runtime's answer to a stream connect (`ok`: it connected).
+    /// An authentic server packet came in on `socket`: if it is the stream, the stream works.
+    pub(super) fn heard_on(&mut self, socket: SocketId) {
+        if socket.is_stream() {
+            self.tcp.heard(socket);
+        }
+    }
+
+    /// The runtime's answer to a stream connect (`Ok`: it connected; else how it failed).
     pub(super) fn handle_stream_opened(
         &mut self,
         now: Instant,
         id: SocketId,
-        ok: bool,
+        result: Result<(), TcpFailure>,
         stats: &mut ClientStats,
     ) {
-        if !self.tcp.opened(id, ok) {
-            if self.tcp.open_id().is_none() && !ok && self.wants_stream(now) {
+        if !self.tcp.opened(id, result) {
+            if self.tcp.open_id().is_none() && result.is_err() && self.wants_stream(now) {
                 stats.tcp_connect_failures += 1;
                 self.tcp.reconnect_later(now);
             }
@@ -878,27 +888,33 @@ impl Session {
     }
 
     /// The runtime reports that TCP stream `id` ended. A session on it connects a new one at
-    /// once (the server keeps the session through its recovery window).
+    /// once (the server keeps the session through its recovery window) if the server had
+    /// spoken on it; after the back-off if it closed without a word (or the session was still
+    /// handshaking), so a server that closes every stream is not asked in a storm.
     pub(super) fn handle_stream_closed(
         &mut self,
         now: Instant,
         id: SocketId,
         stats: &mut ClientStats,
     ) {
-        if !self.tcp.closed(id) {
+        let Some(spoke) = self.tcp.closed(id) else {
             return;
-        }
+        };
         stats.tcp_streams_closed += 1;
-        match &mut self.state {
+        let server = match &mut self.state {
             State::Handshaking(h) if h.socket == id => {
                 // Back to UDP hellos (Auto) while a new stream is connected.
                 h.socket = SocketId::PRIMARY;
                 h.cookie = None;
-                self.tcp.reconnect_later(now);
+                None
             }
-            State::Authenticating(a) if a.link.socket == id => self.tcp.connect(now, a.link.server),
-            State::Connected(l) if l.socket == id => self.tcp.connect(now, l.server),
-            _ => {}
+            State::Authenticating(a) if a.link.socket == id => Some(a.link.server),
+            State::Connected(l) if l.socket == id => Some(l.server),
+            _ => return,
+        };
+        match server {
+            Some(server) if spoke => self.tcp.connect(now, server),
+            _ => self.tcp.reconnect_later(now),
         }
     }
 
@@ -940,10 +956,12 @@ impl Session {
             }
             State::Handshaking(h) => {
                 if now >= h.deadline {
-                    Some(if h.key_mismatch {
-                        DisconnectReason::ServerKeyMismatch
-                    } else {
-                        DisconnectReason::ConnectTimedOut
+                    // (What the TCP attempts met says more than "no answer" when there was one.)
+                    Some(match (h.key_mismatch, self.tcp.failure()) {
+                        (true, _) => DisconnectReason::ServerKeyMismatch,
+                        (false, Some(TcpFailure::Refused)) => DisconnectReason::ConnectRefused,
+                        (false, Some(TcpFailure::Closed)) => DisconnectReason::ConnectClosed,
+                        (false, _) => DisconnectReason::ConnectTimedOut,
                     })
                 } else {
                     h.hello_due |= h.retry.poll(now);
@@ -1339,7 +1357,7 @@ mod tests {
         assert!(id.is_stream());
         assert_eq!(addr, server());
         // Once it connects, hellos go down it.
-        s.handle_stream_opened(fallback, id, true, &mut stats);
+        s.handle_stream_opened(fallback, id, Ok(()), &mut stats);
         assert!(s.on_tcp());
         assert_eq!(stats.tcp_streams_opened, 1);
         // A transport that is forced to UDP never asks.

@@ -448,19 +448,22 @@ impl Endpoint for Server {
     /// (over UDP or a new stream), and keeps everything else (it goes offline, then times out,
     /// like a client whose network went away).
     fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
-        let now = self.clock.advance(now);
-        self.sessions.handle_stream_closed(now, id, &mut self.stats);
+        self.clock.advance(now);
+        self.sessions.handle_stream_closed(id, &mut self.stats);
         self.publish();
     }
 
     /// The runtime accepted TCP stream `id` from `peer`. A stream that carries no handshake
     /// within 10 s is closed again (see [`Server::poll_socket_request`]), as is one whose
-    /// last session ended or moved away, and one IP may hold only 8 streams that carry no
-    /// session yet (more are closed at once, counted in `stats().dropped.rate_limited`).
+    /// last session ended or moved away. The server holds at most `max_sessionless_streams`
+    /// streams that carry no session yet, and one IP at most 8 such streams older than a
+    /// second: past either, the oldest such stream is closed to make room for this one
+    /// (counted in `stats().streams_evicted`), so idle connections cannot keep a real client
+    /// out (see `server/streams.rs`).
     fn handle_stream_accepted(&mut self, now: Instant, id: SocketId, peer: SocketAddr) {
         let now = self.clock.advance(now);
-        if id.is_stream() && !self.sessions.handle_stream_accepted(now, id, peer.ip()) {
-            self.stats.dropped.rate_limited += 1;
+        if id.is_stream() {
+            (self.sessions).handle_stream_accepted(now, id, peer.ip(), &mut self.stats);
         }
     }
 

@@ -122,6 +122,7 @@ impl Sessions {
             handshakes: Handshakes::new(config.clone(), cookie_key, now),
             tickets: Tickets::new(&config.secret_key, config.ticket_lifetime),
             reset_key: ResetKey::derive(&config.secret_key),
+            streams: Streams::new(config.max_sessionless_streams),
             config,
             slab: Slab::new(),
             next_gen: first_generation,
@@ -131,7 +132,6 @@ impl Sessions {
             firing: None,
             tx_queue: VecDeque::new(),
             send_arena: Arena::default(),
-            streams: Streams::default(),
             epoch: now,
             unix_base: unix_time,
             overloaded: Vec::new(),
@@ -273,6 +273,10 @@ impl Sessions {
             events.push(ServerEvent::ClientResumed { host_id });
         }
         self.clients += 1;
+        let socket = self.slab[key].path().socket;
+        if socket.is_stream() {
+            self.streams.settled(socket); // (out of the TCP admission pool)
+        }
         self.enqueue(key);
         self.issue_ticket(now, key, rng);
         events
@@ -412,7 +416,11 @@ impl Sessions {
             }
             if path.socket.is_stream() {
                 // (Again, too, for a session heard anew on a stream reported closed.)
-                self.streams.claim(path.socket, key);
+                if self.slab[key].is_half_open() {
+                    self.streams.claim_half_open(path.socket, key);
+                } else {
+                    self.streams.claim(path.socket, key);
+                }
             }
         }
     }
@@ -570,37 +578,34 @@ impl Sessions {
 
     // ---- TCP streams -------------------------------------------------------------------
 
-    /// The runtime accepted stream `id` from `ip`. False if it was closed at once (that IP
-    /// holds too many streams without a session).
+    /// The runtime accepted stream `id` from `ip`; an older stream without an established
+    /// session may be closed to make room (counted), its half-open sessions with it.
     pub(super) fn handle_stream_accepted(
         &mut self,
         now: Instant,
         id: SocketId,
         ip: IpAddr,
-    ) -> bool {
-        self.streams.accepted(now, id, ip)
+        stats: &mut ServerStats,
+    ) {
+        if let Some(evicted) = self.streams.accepted(now, id, ip) {
+            stats.streams_evicted += 1;
+            self.handle_stream_closed(evicted, stats);
+        }
     }
 
     /// Stream `id` ended: the sessions whose path it was send nothing until their client is
-    /// heard again; half-open ones are removed (their client starts over on a new stream).
-    pub(super) fn handle_stream_closed(
-        &mut self,
-        now: Instant,
-        id: SocketId,
-        stats: &mut ServerStats,
-    ) {
+    /// heard again. Half-open ones too: a client that had our ServerHello sends its Connect
+    /// down its next stream, and the session follows it there (else it expires as any
+    /// half-open one); so does one whose stream the admission pool closed to make room.
+    pub(super) fn handle_stream_closed(&mut self, id: SocketId, stats: &mut ServerStats) {
         for key in self.streams.closed(id) {
             let Some(s) = self.slab.get_mut(key).filter(|s| s.path().socket == id) else {
                 continue;
             };
-            if s.is_half_open() {
-                self.remove(now, key);
-            } else {
-                s.path_closed();
-                stats.stream_paths_closed += 1;
-                if s.is_established() {
-                    self.forward.push_back(s.forward_update());
-                }
+            s.path_closed();
+            stats.stream_paths_closed += 1;
+            if s.is_established() {
+                self.forward.push_back(s.forward_update());
             }
         }
     }
@@ -810,7 +815,7 @@ impl Sessions {
         let s = Session::new(now, slot, path, client_session, accepted, control);
         let key = self.slab.insert(s);
         if path.socket.is_stream() {
-            self.streams.claim(path.socket, key);
+            self.streams.claim_half_open(path.socket, key);
         }
         self.schedule(now, key);
     }
@@ -1016,7 +1021,7 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_stream_ends_its_half_open_sessions_and_silences_the_others() {
+    fn a_closed_stream_silences_its_sessions_half_open_ones_too() {
         let mut b = Bench::new(|_| {});
         let on_stream = |n: u16| Path {
             socket: SocketId::stream(n),
@@ -1026,11 +1031,12 @@ mod tests {
         b.half_open_at(4, on_stream(2));
         b.sent();
         assert_eq!((b.s.clients(), b.s.half_open()), (1, 1));
-        let (now, stats) = (b.now, &mut b.stats);
-        b.s.handle_stream_closed(now, SocketId::stream(1), stats);
-        b.s.handle_stream_closed(now, SocketId::stream(2), stats);
-        assert_eq!(stats.stream_paths_closed, 1);
-        assert_eq!((b.s.clients(), b.s.half_open()), (1, 0));
+        let stats = &mut b.stats;
+        b.s.handle_stream_closed(SocketId::stream(1), stats);
+        b.s.handle_stream_closed(SocketId::stream(2), stats);
+        assert_eq!(stats.stream_paths_closed, 2);
+        // The half-open one waits for its client's Connect down a new stream (or expires).
+        assert_eq!((b.s.clients(), b.s.half_open()), (1, 1));
         b.s.send_datagram(host, b"lost").unwrap();
         assert_eq!(b.sent(), [], "no path until the client is heard again");
     }

@@ -153,3 +153,49 @@ fn the_reason_names_a_tcp_streams_claim_timeout_when_it_comes_first() {
         "server keepalive"
     );
 }
+
+#[test]
+fn hellos_down_streams_cannot_hold_more_streams_than_the_admission_pool() {
+    // Two addresses open streams and send a valid ClientHello down each (no token is
+    // checked before Connect): the streams stay in the pool until a session is established,
+    // so the server keeps only `max_sessionless_streams` of them, whatever the handshakes.
+    let t0 = crate::tests::epoch();
+    let mut cfg = plain_config();
+    cfg.max_sessionless_streams = 32;
+    let mut server = Server::new(Arc::new(cfg), [1; 32], t0, UNIX_START).unwrap();
+    let mut rng = crate::rng::derive(&[4; 32], b"test");
+    let mut open = std::collections::BTreeSet::new();
+    let mut buf = [0u8; MAX_DATAGRAM_SIZE];
+    for n in 1..=200u16 {
+        let now = t0 + Duration::from_millis(u64::from(n));
+        let peer = SocketAddr::from(([198, 51, 100, 1 + (n % 2) as u8], 40_000 + n));
+        let id = SocketId::stream(n);
+        server.handle_stream_accepted(now, id, peer);
+        open.insert(id);
+        let mut hello = [0u8; MIN_CLIENT_HELLO_LEN];
+        let len = ClientHello {
+            client_session: u32::from(n),
+            client_ephemeral: Ephemeral::generate(&mut rng).public(),
+            cookie: &[],
+        }
+        .encode(&mut hello)
+        .unwrap();
+        server.handle_datagram_on(now, id, peer, &hello[..len]);
+        while server.poll_transmit(now, &mut buf).is_some() {}
+        while let Some(r) = server.poll_socket_request() {
+            if let SocketRequest::Close { id } = r {
+                assert!(open.remove(&id), "{id:?} closed twice");
+            }
+        }
+    }
+    assert_eq!(open.len(), 32);
+    assert_eq!(server.stats().streams_evicted, 200 - 32);
+    // The newest are the ones kept.
+    assert_eq!(open.first(), Some(&SocketId::stream(169)));
+    // The handshakes themselves are the handshake limits' business (64 per address at once).
+    assert!(
+        server.stats().half_open >= 100,
+        "{}",
+        server.stats().half_open
+    );
+}

@@ -12,8 +12,8 @@ use super::util::{UNIX_START, server_addr, server_config};
 use crate::streams::StreamTable;
 use crate::time::{Duration, Instant};
 use crate::{
-    Client, ClientConfig, ClientEvent, MAX_DATAGRAM_SIZE, Server, SocketId, SocketRequest,
-    Transport,
+    Client, ClientConfig, ClientEvent, DisconnectReason, MAX_DATAGRAM_SIZE, Server, SocketId,
+    SocketRequest, Transport,
 };
 
 const LATENCY: Duration = Duration::from_millis(10);
@@ -31,6 +31,8 @@ fn client_tcp() -> SocketAddr {
 enum To {
     Server(SocketId, SocketAddr),
     Client(SocketId),
+    /// The server's end of the client's stream closes (the client hears the end).
+    ClientEnd(SocketId),
 }
 
 struct Rig {
@@ -45,6 +47,11 @@ struct Rig {
     streams: StreamTable<()>,
     /// Refuse stream connects.
     refuse_tcp: bool,
+    /// Accept stream connects and close them at once, unanswered (a server whose admission
+    /// holds nothing for us): the client hears the end a round trip after it connected.
+    slam_tcp: bool,
+    /// When the client asked for each stream.
+    connects: Vec<Duration>,
     block_udp_up: bool,
     block_udp_down: bool,
     udp_up: u64,
@@ -69,6 +76,8 @@ impl Rig {
             wire: VecDeque::new(),
             streams: StreamTable::default(),
             refuse_tcp: false,
+            slam_tcp: false,
+            connects: Vec::new(),
             block_udp_up: false,
             block_udp_down: false,
             udp_up: 0,
@@ -91,13 +100,18 @@ impl Rig {
                     assert_eq!(addr, server_addr());
                     assert!(self.streams.is_empty(), "one stream at a time");
                     let _ = self.streams.connecting(id, ());
+                    self.connects.push(now - self.epoch);
                     if self.refuse_tcp {
-                        let (_, refused) = self.streams.ended(id).unwrap();
-                        refused.tell(&mut self.client, now, id);
+                        let (_, failed) = self.streams.ended(id).unwrap();
+                        failed.refused().tell(&mut self.client, now, id);
                     } else {
                         let _ = self.streams.connected(id);
                         self.client
                             .handle_socket_opened(now, id, Some(client_tcp()));
+                        if self.slam_tcp {
+                            let end = (now + 2 * LATENCY, To::ClientEnd(id), Vec::new());
+                            self.wire.push_back(end);
+                        }
                     }
                 }
                 // A close of the stream (by the core: the client hears nothing back).
@@ -169,6 +183,11 @@ impl Rig {
             match to {
                 To::Server(socket, from) => {
                     self.server.handle_datagram_on(now, socket, from, &bytes);
+                }
+                To::ClientEnd(id) => {
+                    if let Some((_, closed)) = self.streams.ended(id) {
+                        closed.tell(&mut self.client, now, id);
+                    }
                 }
                 To::Client(socket) => {
                     if socket.is_stream() && !self.streams.is_connected(socket) {
@@ -356,6 +375,91 @@ fn a_refused_stream_is_retried_with_backoff() {
     );
     r.refuse_tcp = false;
     assert!(r.run_until(Duration::from_secs(6), |r| r.client.is_connected()));
+}
+
+/// The reason the client's session ended, if it did.
+fn reason(r: &Rig) -> Option<DisconnectReason> {
+    r.events.iter().find_map(|(_, e)| match e {
+        ClientEvent::Disconnected { reason } => Some(*reason),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_connect_refused_every_time_is_named_in_the_reason() {
+    let mut r = Rig::new(Transport::Tcp);
+    r.refuse_tcp = true;
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    r.run_for(Duration::from_secs(11));
+    assert_eq!(reason(&r), Some(DisconnectReason::ConnectRefused));
+}
+
+#[test]
+fn a_server_that_closes_every_stream_unanswered_is_asked_with_back_off_and_named() {
+    let mut r = Rig::new(Transport::Tcp);
+    r.slam_tcp = true;
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    r.run_for(Duration::from_secs(11));
+    // Each stream connects and is closed a round trip later (20 ms); the next waits 0.5, 1,
+    // 2, 4 s: connecting must not reset the back-off, only the server speaking does.
+    let ms: Vec<u128> = r.connects.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [0, 520, 1540, 3560, 7580]);
+    assert_eq!(reason(&r), Some(DisconnectReason::ConnectClosed));
+}
+
+#[test]
+fn a_session_s_stream_closed_unanswered_is_replaced_after_the_back_off_not_at_once() {
+    let mut r = Rig::new(Transport::Tcp);
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    assert!(r.run_until(Duration::from_secs(1), |r| r.client.is_connected()));
+    // The stream the server spoke on breaks: replaced at once. From then on the server's
+    // host closes every new stream before the server says anything on it.
+    r.slam_tcp = true;
+    let broken = r.at();
+    r.break_stream();
+    r.run_for(Duration::from_secs(4));
+    let after: Vec<u128> = (r.connects[1..].iter())
+        .map(|at| (*at - broken).as_millis())
+        .collect();
+    assert_eq!(after, [0, 520, 1540, 3560]);
+    // It comes back: the next stream works (the server acknowledges a message on it), and
+    // the back-off starts over.
+    r.slam_tcp = false;
+    let n = r.connects.len();
+    assert!(r.run_until(Duration::from_secs(5), |r| r.stream().is_some()));
+    r.client.send_to_server_reliable(r.now, b"hi").unwrap();
+    r.run_for(Duration::from_secs(1));
+    assert_eq!(r.connects.len(), n + 1, "it stays");
+    let back = r.at();
+    r.break_stream();
+    r.run_for(Duration::from_millis(100));
+    assert_eq!(r.connects.last().map(|at| *at - back), Some(Duration::ZERO));
+    assert!(!r.disconnected());
+}
+
+#[test]
+fn a_handshake_whose_stream_breaks_after_the_server_hello_completes_down_the_next_stream() {
+    let mut r = Rig::new(Transport::Tcp);
+    r.client.connect(r.now, server_addr(), &[]).unwrap();
+    // The hello and then the Connect went up the stream: the client has the ServerHello.
+    assert!(r.run_until(Duration::from_secs(1), |r| r.tcp_up >= 2));
+    assert!(!r.client.is_connected());
+    assert_eq!(r.server.stats().half_open, 1);
+    // The stream breaks (or the server's admission closed it) with the Connect on the way.
+    r.wire
+        .retain(|(_, to, _)| !matches!(to, To::Server(id, _) if id.is_stream()));
+    r.break_stream();
+    // The server kept the half-open session; the client's next stream (at once: the server
+    // had spoken on the last one) carries the Connect again.
+    let broke = r.at();
+    assert!(r.run_until(Duration::from_secs(1), |r| r.client.is_connected()));
+    assert!(
+        r.at() - broke < Duration::from_millis(100),
+        "{:?}",
+        r.at() - broke
+    );
+    assert_eq!(r.connects.len(), 2);
+    assert_eq!(r.server.stats().handshakes_completed, 1);
 }
 
 #[test]

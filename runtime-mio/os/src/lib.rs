@@ -5,7 +5,8 @@
 //! ([`os_seed`]), wall-clock time for a server's token expiry ([`unix_time`]), the host's
 //! interface addresses as LAN candidates ([`local_addresses`]), socket buffer sizes
 //! ([`set_socket_buffers`]), and which receive errors are stray ICMP rather than a broken
-//! socket ([`is_stray_icmp`]), writing a TCP stream's queue ([`write_queued`]) and how much
+//! socket ([`is_stray_icmp`]), a TCP listener sized for bursts ([`listen_tcp`]), writing a TCP
+//! stream's queue ([`write_queued`]) and how much
 //! unread input to discard before closing one ([`discard_unread`]), a server's sockets for
 //! relay threads with the kernel steering relay packets among them ([`bind_relay_group`]);
 //! and the counters a driver keeps about that work ([`DriverStats`]).
@@ -24,4 +25,4 @@ mod tcp;
 pub use reuseport::bind_relay_group;
 pub use stats::DriverStats;
 pub use sys::{is_stray_icmp, local_addresses, os_seed, set_socket_buffers, unix_time};
-pub use tcp::{CLOSE_DRAIN, discard_unread, write_queued};
+pub use tcp::{CLOSE_DRAIN, LISTEN_BACKLOG, discard_unread, listen_tcp, write_queued};

@@ -83,7 +83,7 @@ impl DriverStats {
     pub fn count_end(&mut self, report: Report) {
         match report {
             Report::Closed => self.streams_closed += 1,
-            Report::ConnectFailed => self.socket_open_failures += 1,
+            Report::ConnectFailed | Report::ConnectRefused => self.socket_open_failures += 1,
         }
     }
 }

@@ -1,8 +1,40 @@
-//! What a runtime's TCP streams ask of the OS: writing out a stream's queue, and closing it.
+//! What a runtime's TCP streams ask of the OS: a listener with room for a burst of
+//! connections, writing out a stream's queue, and closing it.
 
 use std::io;
+use std::net::{SocketAddr, TcpListener};
 
 use pierce_core::framing::Framer;
+
+/// Connections the kernel queues for a listener before it accepts them ([`listen_tcp`]).
+/// std's listeners (and mio's) ask for 128: a burst of connects beyond that in one turn of
+/// the server's loop (players reconnecting after an outage, or a flood from many addresses
+/// that the server's own admission sorts out, closing and so prompting ~one re-connect per
+/// connection it accepts) overflows the queue, and Linux then drops new SYNs, SYN cookies
+/// or not, so real clients wait for their SYN's retransmission (a second, then three). This
+/// is Linux's own cap, `net.core.somaxconn` (4096 since 5.4; a lower setting wins); what
+/// waits costs the kernel a few hundred bytes each, the server nothing until it accepts.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// A TCP listener bound at `addr` (with `SO_REUSEADDR` on Unix, as std sets it) whose accept
+/// queue holds [`LISTEN_BACKLOG`] connections (at most) where the OS lets us say so (Linux: `listen`
+/// again on the bound socket, which only resizes the queue); elsewhere std's 128.
+///
+/// # Errors
+/// The bind failed (the port is taken), or resizing the queue did.
+pub fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is a live, bound and listening socket owned by `listener`;
+        // listen() on it only changes the accept queue's length.
+        if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(listener)
+}
 
 /// Writes what `queue` holds with `write` (a non-blocking write to the stream) until the queue
 /// is empty (`Ok(true)`) or the socket takes no more now (`WouldBlock`: `Ok(false)`, the rest
@@ -52,6 +84,22 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_listener_queues_more_than_std_s_128_connections_before_any_accept() {
+        use std::net::TcpStream;
+        let listener = listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Each connect completes (the kernel finished the handshake and queued it) without
+        // anyone accepting; with std's backlog of 128 the 130th would wait for a SYN
+        // retransmission (a second) and time out here.
+        let held: Vec<TcpStream> = (0..300)
+            .map(|_| TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500)))
+            .collect::<io::Result<_>>()
+            .unwrap();
+        assert_eq!(held.len(), 300);
+    }
 
     #[test]
     fn a_queue_is_written_until_the_socket_blocks_and_a_failure_ends_it() {

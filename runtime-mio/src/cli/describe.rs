@@ -14,6 +14,14 @@ pub fn disconnect(reason: DisconnectReason, server: SocketAddr) -> String {
         DisconnectReason::ConnectTimedOut => format!(
             "no answer from a Pierce server at {server} (is it running, and is the address right?)"
         ),
+        DisconnectReason::ConnectRefused => format!(
+            "the connection to {server} was refused (no Pierce server listens there, or a \
+             firewall rejects it)"
+        ),
+        DisconnectReason::ConnectClosed => format!(
+            "the server at {server} closed the connection before answering (it is running but \
+             admitted nobody from here: overloaded, or not a Pierce server)"
+        ),
         DisconnectReason::ServerKeyMismatch => {
             format!("the server at {server} does not hold the key given with --server-key")
         }

@@ -174,8 +174,9 @@ pub fn run(args: &NetcheckArgs) -> Result<ExitCode, CliError> {
 enum Session {
     Pending,
     Up,
-    /// The connect attempt timed out: no Pierce server there (or none that answers).
-    NoAnswer,
+    /// The connect attempt timed out: no Pierce server there (or none that answers); why
+    /// (no answer, TCP refused, TCP closed unanswered).
+    NoAnswer(DisconnectReason),
 }
 
 /// Runs discovery and the session side by side on one socket, then leaves.
@@ -213,11 +214,10 @@ pub fn discover(args: &NetcheckArgs) -> Result<NatReport, CliError> {
         if let Some((at, b)) = found {
             match session {
                 Session::Up => break b,
-                Session::NoAnswer if pierce_required => {
-                    let reason = DisconnectReason::ConnectTimedOut;
+                Session::NoAnswer(reason) if pierce_required => {
                     return Err(CliError::failed(describe::disconnect(reason, server)));
                 }
-                Session::NoAnswer => break b,
+                Session::NoAnswer(_) => break b,
                 Session::Pending if !pierce_required && now >= at + SESSION_GRACE => break b,
                 Session::Pending if now >= deadline => {
                     let reason = DisconnectReason::ConnectTimedOut;
@@ -240,8 +240,11 @@ pub fn discover(args: &NetcheckArgs) -> Result<NatReport, CliError> {
             match event {
                 ClientEvent::Connected { .. } => session = Session::Up,
                 ClientEvent::Disconnected {
-                    reason: DisconnectReason::ConnectTimedOut,
-                } => session = Session::NoAnswer,
+                    reason:
+                        reason @ (DisconnectReason::ConnectTimedOut
+                        | DisconnectReason::ConnectRefused
+                        | DisconnectReason::ConnectClosed),
+                } => session = Session::NoAnswer(reason),
                 ClientEvent::Disconnected { reason } => {
                     return Err(CliError::failed(describe::disconnect(reason, server)));
                 }

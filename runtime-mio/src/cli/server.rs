@@ -339,6 +339,8 @@ fn stats_line_with(
             .object("dropped_by_reason", by_reason)
             .int("send_errors", d.send_errors)
             .int("streams_accepted", d.streams_accepted)
+            .int("streams_evicted", s.streams_evicted)
+            .int("streams_refused", d.streams_refused)
             .int("allocations", allocations)
             .finish()
     } else {

@@ -37,14 +37,15 @@ const EPHEMERAL: RangeInclusive<u16> = 32_768..=60_999;
 ///
 /// - **Who listens.** Every running host that is not a scenario client (the server, and
 ///   nodes added with [`Sim::add_node`]) accepts streams on its primary address, as the
-///   contract asks runtimes to. Scenario clients and crashed hosts answer with a reset.
+///   contract asks runtimes to, and tells its endpoint (`handle_stream_accepted`, when the
+///   SYN arrives). Scenario clients and crashed hosts answer with a reset.
 /// - **Connecting.** A node's `Connect { id, addr }` sends a SYN that climbs out through the
 ///   connecting host's NATs untranslated (the NATs model UDP only; TCP always passes them
 ///   outbound) and follows static port forwards down to the listener. The connect completes
 ///   after one round trip of the two access links' latencies (`handle_socket_opened(Some(local))`).
-///   A reset (no listener, crashed host) comes back after one round trip too; a SYN that is
-///   dropped (no route, a partition, an offline host) fails after
-///   [`STREAM_CONNECT_TIMEOUT`] (`handle_socket_opened(None)` both ways). UDP firewalls
+///   A reset (no listener, crashed host) comes back after one round trip too
+///   (`handle_stream_refused`); a SYN that is dropped (no route, a partition, an offline
+///   host) fails after [`STREAM_CONNECT_TIMEOUT`] (`handle_socket_opened(None)` both ways). UDP firewalls
 ///   ([`crate::Action::BlockUdp`]) do not touch TCP.
 /// - **Addresses.** The listener sees the stream come from the connecting host's IP as it
 ///   appears in the listener's realm (its outermost NAT's public IP, usually) with a port
@@ -182,13 +183,24 @@ pub(super) struct Streams {
     pub(super) stats: StreamStats,
 }
 
+/// How a connect ends for the connector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// The SYN-ACK came back: `handle_socket_opened(Some(local))`.
+    Connected,
+    /// A reset came back: `handle_stream_refused`.
+    Refused,
+    /// Nothing came back: `handle_socket_opened(None)`.
+    TimedOut,
+}
+
 /// Scheduled stream work.
 #[derive(Debug)]
 pub(super) enum StreamItem {
     /// The SYN reaches the listener.
     Syn(u64),
     /// The connector learns the outcome: connected, or not (refused or timed out).
-    Answer(u64, bool),
+    Answer(u64, Outcome),
     /// Segments of a flow may be due.
     Flow(u64, usize),
     /// A flow may still be stalled since the instant given.
@@ -351,7 +363,7 @@ impl Sim {
             self.streams.stats.timed_out += 1;
             let at = now + STREAM_CONNECT_TIMEOUT;
             self.queue
-                .push(at, Item::Stream(StreamItem::Answer(key, false)));
+                .push(at, Item::Stream(StreamItem::Answer(key, Outcome::TimedOut)));
         }
     }
 
@@ -388,8 +400,13 @@ impl Sim {
             },
         );
         self.table(host).connecting(id, key); // the id is free: nothing is replaced
+        let outcome = if refused {
+            Outcome::Refused
+        } else {
+            Outcome::TimedOut
+        };
         self.queue
-            .push(at, Item::Stream(StreamItem::Answer(key, false)));
+            .push(at, Item::Stream(StreamItem::Answer(key, outcome)));
     }
 
     /// Serves `SocketRequest::Close { id }` for a stream of host `host` (or the death of its
@@ -571,7 +588,7 @@ impl Sim {
     pub(super) fn handle_stream(&mut self, item: StreamItem) -> Result<(), SimError> {
         match item {
             StreamItem::Syn(key) => self.on_syn(key),
-            StreamItem::Answer(key, ok) => self.on_answer(key, ok),
+            StreamItem::Answer(key, outcome) => self.on_answer(key, outcome),
             StreamItem::Flow(key, dir) => self.on_flow(key, dir),
             StreamItem::Stall(key, dir, since) => {
                 let Some(c) = self.streams.conns.get(&key) else {
@@ -608,21 +625,25 @@ impl Sim {
             self.streams.stats.timed_out += 1;
             let at = started + STREAM_CONNECT_TIMEOUT;
             self.queue
-                .push(at, Item::Stream(StreamItem::Answer(key, false)));
+                .push(at, Item::Stream(StreamItem::Answer(key, Outcome::TimedOut)));
             return Ok(());
         }
         let back = now + self.one_way(to, from);
         if !listening {
             self.streams.stats.refused += 1;
-            self.queue
-                .push(back, Item::Stream(StreamItem::Answer(key, false)));
+            self.queue.push(
+                back,
+                Item::Stream(StreamItem::Answer(key, Outcome::Refused)),
+            );
             return Ok(());
         }
         let Ok(id) = self.table(to).accept(key) else {
             // Every stream id of the listener is taken: it resets the connection.
             self.streams.stats.refused += 1;
-            self.queue
-                .push(back, Item::Stream(StreamItem::Answer(key, false)));
+            self.queue.push(
+                back,
+                Item::Stream(StreamItem::Answer(key, Outcome::Refused)),
+            );
             return Ok(());
         };
         let c = self.streams.conns.get_mut(&key).expect("looked up");
@@ -634,12 +655,21 @@ impl Sim {
         });
         c.phase = Phase::SynAck;
         self.stream_note(to, format_args!("tcp {id:?} accepted from {seen}"));
-        self.queue
-            .push(back, Item::Stream(StreamItem::Answer(key, true)));
-        Ok(())
+        self.queue.push(
+            back,
+            Item::Stream(StreamItem::Answer(key, Outcome::Connected)),
+        );
+        // The listener hears of it as a runtime tells its endpoint (a server's admission may
+        // close an older stream to make room).
+        match &mut self.hosts[to].node {
+            NodeState::Running(n) => n.handle_stream_accepted(now, id, seen),
+            NodeState::Crashed => return Ok(()),
+        }
+        self.service(to, false)
     }
 
-    fn on_answer(&mut self, key: u64, ok: bool) -> Result<(), SimError> {
+    fn on_answer(&mut self, key: u64, outcome: Outcome) -> Result<(), SimError> {
+        let ok = outcome == Outcome::Connected;
         let now = self.clock.now();
         let Some(c) = self.streams.conns.get_mut(&key) else {
             return Ok(());
@@ -660,6 +690,9 @@ impl Sim {
             self.stream_note(host, format_args!("tcp {id:?} connect failed"));
         }
         match &mut self.hosts[host].node {
+            NodeState::Running(n) if outcome == Outcome::Refused => {
+                n.handle_stream_refused(now, id)
+            }
             NodeState::Running(n) => n.handle_socket_opened(now, id, ok.then_some(local)),
             NodeState::Crashed => return Ok(()),
         }
@@ -847,6 +880,7 @@ mod tests {
         events: VecDeque<String>,
         got: Vec<(SocketId, SocketAddr, Vec<u8>)>,
         opened: Vec<(Duration, SocketId, Option<SocketAddr>)>,
+        refused: Vec<(Duration, SocketId)>,
         closed: Vec<(Duration, SocketId)>,
         epoch: Option<Instant>,
     }
@@ -893,6 +927,11 @@ mod tests {
             let at = self.since(now);
             self.opened.push((at, id, local));
             self.events.push_back(format!("opened {id:?} {local:?}"));
+        }
+        fn handle_stream_refused(&mut self, now: Instant, id: SocketId) {
+            let at = self.since(now);
+            self.refused.push((at, id));
+            self.events.push_back(format!("refused {id:?}"));
         }
         fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
             let at = self.since(now);
@@ -1081,17 +1120,14 @@ mod tests {
         sim.apply(Action::crash("srv")).unwrap();
         connect(&mut sim, "cli", 3, srv);
         sim.advance(10 * SECOND);
-        let mut opened = sim.node::<Probe>("cli").opened.clone();
-        opened.sort_by_key(|o| o.1);
+        let probe = sim.node::<Probe>("cli");
         let id = SocketId::stream;
-        assert_eq!(
-            opened,
-            vec![
-                (20 * MS, id(1), None),
-                (crate::STREAM_CONNECT_TIMEOUT, id(2), None),
-                (20 * MS, id(3), None),
-            ]
-        );
+        // A reset is a refusal (`handle_stream_refused`); silence is a failed open.
+        let mut refused = probe.refused.clone();
+        refused.sort_by_key(|r| r.1);
+        assert_eq!(refused, vec![(20 * MS, id(1)), (20 * MS, id(3))]);
+        let timed_out = (crate::STREAM_CONNECT_TIMEOUT, id(2), None);
+        assert_eq!(probe.opened, vec![timed_out]);
         let stats = sim.stream_stats();
         assert_eq!((stats.refused, stats.timed_out, stats.opened), (2, 1, 0));
         assert!(sim.streams("cli").is_empty());
@@ -1322,6 +1358,52 @@ mod tests {
         });
         assert!(got, "{:?}", sim.event_lines("t"));
         assert_eq!(sim.net_stats().firewall, 0, "nothing tried UDP");
+    }
+
+    #[test]
+    fn idle_streams_from_the_players_own_nat_keep_no_tcp_player_out() {
+        // Sixteen idle streams from the public address two TCP-only players share (twice
+        // what one address may hold without a session), a second and a half old when the
+        // players start: each player's stream closes the oldest holder, and both connect
+        // in one handshake's time, without a back-off.
+        let link = LinkProfile::broadband();
+        let mut tcp = ClientConfig::default();
+        tcp.transport = Transport::Tcp;
+        let mut sim = Scenario::new(12)
+            .client("a", Edge::nat(NatConfig::port_restricted()))
+            .client_beside("b", "a")
+            .client_config(tcp)
+            .link(link.clone())
+            .build();
+        for name in ["a", "b"] {
+            sim.apply(Action::crash(name)).unwrap();
+        }
+        let server = sim.server_addr();
+        sim.add_node_beside("h", "a", PROBE_PORT, &link, Probe::default());
+        for n in 1..=16 {
+            connect(&mut sim, "h", n, server);
+        }
+        sim.advance(1500 * MS);
+        assert_eq!(sim.streams("server").len(), 16);
+        let start = sim.now() - sim.epoch();
+        for name in ["a", "b"] {
+            sim.apply(Action::reconnect(name)).unwrap();
+        }
+        sim.eventually("both players connect", 5 * SECOND, |s| {
+            s.connected("a").is_some() && s.connected("b").is_some()
+        });
+        for name in ["a", "b"] {
+            let took = sim.expect_connected(name).at - start;
+            assert!(took < 300 * MS, "{name} took {took:?}");
+            assert!(sim.client(name).on_tcp());
+        }
+        assert_eq!(sim.server().stats().streams_evicted, 2);
+        let closed: Vec<SocketId> = sim.node::<Probe>("h").closed.iter().map(|c| c.1).collect();
+        assert_eq!(
+            closed,
+            [SocketId::stream(1), SocketId::stream(2)],
+            "the oldest two"
+        );
     }
 
     #[test]
