@@ -369,8 +369,9 @@ pub enum DisconnectReason {
     ClosedLocally(u16),
     /// [`crate::Client::detach_from_server`]: peers with a validated direct path stay.
     Detached,
-    /// The server answered with a stateless reset carrying this session's token: it no
-    /// longer has the session (it restarted with the same key, or forgot the session). With
+    /// The server answered with a stateless reset carrying this session's token, and did not
+    /// answer the probe that checked it within three round trips: it no longer has the
+    /// session (it restarted with the same key, or forgot the session). With
     /// [`crate::ClientConfig::reregister`] the client registers again at once, with its
     /// ticket; peers stay meanwhile, relay-only ones too (for `idle_timeout`, waiting for the
     /// returning server to introduce them again).

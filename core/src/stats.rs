@@ -248,10 +248,16 @@ pub struct ClientStats {
     pub pairs_carried_over: u64,
     /// Carried-over pairs whose peer had kept nothing (restarted): begun again.
     pub pairs_restarted: u64,
-    /// Stateless resets from the server that carried this session's token: the session was
-    /// lost at once ([`crate::DisconnectReason::Reset`]). Resets that do not are dropped and
-    /// counted (`dropped.auth_failed`, or `dropped.unexpected` from another address).
+    /// Stateless resets from the server that carried this session's token. Each starts a
+    /// check (a probe on the session's path): if the server answers anything authentic within
+    /// a few round trips the reset was not its own (`resets_refuted`), else the session is
+    /// lost ([`crate::DisconnectReason::Reset`]). Resets that carry another token are dropped
+    /// and counted (`dropped.auth_failed`, or `dropped.unexpected` from another address).
     pub resets_received: u64,
+    /// Resets with this session's token that the server then refuted by answering: someone
+    /// else sent them (a token learnt for a session id before it was ours; see
+    /// [`crate::wire::reset`]).
+    pub resets_refuted: u64,
 }
 
 /// A server's counters.

@@ -116,13 +116,13 @@ impl Client {
                     let me = self.session.host_id();
                     let from = HostId(p.from);
                     if (self.peers).handle_relayed(now, from, p.peer_bytes, true, me, stats) {
-                        self.session.heard_relayed(now);
+                        self.session.heard_relayed(now, stats);
                         self.session.heard_on(socket);
                     }
                 }
             }
             Ok(Datagram::ServerHello(h)) => self.session.handle_hello(now, socket, from, &h, stats),
-            Ok(Datagram::Reset(r)) => self.session.handle_reset(socket, from, &r, stats),
+            Ok(Datagram::Reset(r)) => self.session.handle_reset(now, socket, from, &r, stats),
             Ok(Datagram::Retry(retry)) => self.session.handle_retry(from, &retry, stats),
             Ok(Datagram::Sealed(packet)) => {
                 match self.session.route(socket, from, &packet.header, stats) {

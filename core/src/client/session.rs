@@ -156,6 +156,8 @@ struct Handshake {
     /// The cookie a server under load asked us to echo.
     cookie: Option<[u8; COOKIE_LEN]>,
     token: Vec<u8>,
+    /// When the last hello went out (the ServerHello's arrival gives a first round trip).
+    hello_sent: Instant,
 }
 
 struct Authenticating {
@@ -190,6 +192,13 @@ struct Link {
     /// The stateless reset token of this session, once the server sent it: a reset carrying
     /// it means the server no longer has the session.
     reset_token: Option<[u8; RESET_TOKEN_LEN]>,
+    /// A reset with our token came: unless the server answers something authentic by then
+    /// (the probe `reset_probe_due` sends asks it to), the session is lost then.
+    reset_check: Option<Instant>,
+    reset_probe_due: bool,
+    /// The handshake's round trip (from the last hello): a round trip to go by before the
+    /// control stream measured one.
+    handshake_rtt: Duration,
     host_id: HostId,
     public_addr: Option<SocketAddr>,
     last_recv: Instant,
@@ -199,7 +208,21 @@ struct Link {
     control: ControlStream,
 }
 
+/// How long a client waits, after a reset with its token, for the server to show it still
+/// has the session: three round trips, at least 50 ms, at most a second.
+fn reset_check_window(srtt: Duration) -> Duration {
+    (srtt * 3).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
 impl Link {
+    /// Something authentic came from the server: a reset with our token was not its own.
+    fn refute_reset(&mut self, stats: &mut ClientStats) {
+        if self.reset_check.take().is_some() {
+            self.reset_probe_due = false;
+            stats.resets_refuted += 1;
+        }
+    }
+
     /// When the next keepalive is due: `keepalive` after the last send, or every
     /// [`RECOVERY_PING`] once the server has been quiet for [`SERVER_QUIET`].
     fn ping_at(&self, keepalive: Duration) -> Instant {
@@ -368,6 +391,7 @@ impl Session {
             rejoin,
             cookie: None,
             token,
+            hello_sent: now,
         }));
     }
 
@@ -511,17 +535,21 @@ impl Session {
     }
 
     /// A stateless reset that came in on `socket` from `from`: if it carries our session's
-    /// token and comes from the server on a path of ours, the server no longer has the
-    /// session and it fails now ([`DisconnectReason::Reset`]). Anything else is dropped and
-    /// counted: it changes nothing.
+    /// token and comes from the server on a path of ours, the server may no longer have the
+    /// session. A session id's token can be learnt before the id is ours (by sending a packet
+    /// naming it while the server has no such session), so the reset is checked: a probe goes
+    /// to the server at once on the session's path, and unless something authentic comes back
+    /// within [`reset_check_window`] the session fails ([`DisconnectReason::Reset`]); a live
+    /// server's answer refutes it. Anything else is dropped and counted: it changes nothing.
     pub(super) fn handle_reset(
         &mut self,
+        now: Instant,
         socket: SocketId,
         from: SocketAddr,
         reset: &Reset,
         stats: &mut ClientStats,
     ) {
-        let State::Connected(l) = &self.state else {
+        let State::Connected(l) = &mut self.state else {
             stats.dropped.unexpected += 1;
             return;
         };
@@ -535,7 +563,11 @@ impl Session {
             return;
         }
         stats.resets_received += 1;
-        self.fail(DisconnectReason::Reset);
+        if l.reset_check.is_none() {
+            let rtt = l.control.measured_srtt().unwrap_or(l.handshake_rtt);
+            l.reset_check = Some(now + reset_check_window(rtt));
+            l.reset_probe_due = true;
+        }
     }
 
     /// Whether a peer packet the server relayed (the relay fast path), naming session
@@ -570,10 +602,11 @@ impl Session {
 
     /// A peer packet the server relayed opened (it is authentic, and only the server relays):
     /// the server is alive, as for any of its packets.
-    pub(super) fn heard_relayed(&mut self, now: Instant) {
+    pub(super) fn heard_relayed(&mut self, now: Instant, stats: &mut ClientStats) {
         if let State::Connected(l) = &mut self.state {
             let quiet = now.saturating_duration_since(l.last_recv);
             l.last_recv = now;
+            l.refute_reset(stats);
             if quiet >= SERVER_QUIET {
                 self.events.push_back(SessionEvent::HeardAfterQuiet);
             }
@@ -601,6 +634,7 @@ impl Session {
             Ok(plaintext) => {
                 let quiet = now.saturating_duration_since(link.last_recv);
                 link.last_recv = now;
+                link.refute_reset(stats);
                 if quiet >= SERVER_QUIET {
                     self.events.push_back(SessionEvent::HeardAfterQuiet);
                 }
@@ -742,6 +776,9 @@ impl Session {
                 keys: keys.into_client_session(),
                 server_session: hello.server_session,
                 reset_token: None,
+                reset_check: None,
+                reset_probe_due: false,
+                handshake_rtt: now.saturating_duration_since(h.hello_sent),
                 host_id: HostId(0),
                 public_addr: None,
                 last_recv: now,
@@ -984,6 +1021,8 @@ impl Session {
             State::Connected(l) => {
                 if now >= l.last_recv + self.config.idle_timeout {
                     Some(DisconnectReason::TimedOut)
+                } else if l.reset_check.is_some_and(|at| now >= at) {
+                    Some(DisconnectReason::Reset)
                 } else {
                     l.ping_due |= now >= l.ping_at(self.config.keepalive_interval);
                     let auto = self.config.transport == Transport::Auto;
@@ -1045,6 +1084,7 @@ impl Session {
                     return Poll::Peers;
                 }
                 h.hello_due = false;
+                h.hello_sent = now;
                 let hello = ClientHello {
                     client_session: id,
                     client_ephemeral: h.ephemeral.public(),
@@ -1068,6 +1108,19 @@ impl Session {
                         let _ = Frame::Resume { ticket }.encode(w);
                     }
                     let _ = Frame::Connect { token }.encode(w);
+                }) else {
+                    return Poll::Nothing;
+                };
+                l.last_send = now;
+                (l.server, len, l.socket)
+            }
+            State::Connected(l) if l.reset_probe_due => {
+                // Does the server still have the session (a reset with our token came)? It
+                // answers a probe on the path it came from.
+                l.reset_probe_due = false;
+                let nonce = rng.next_u64();
+                let Some(len) = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                    let _ = Frame::Probe { nonce }.encode(w);
                 }) else {
                     return Poll::Nothing;
                 };
@@ -1196,6 +1249,7 @@ impl Session {
                     l.last_recv + self.config.idle_timeout,
                     "idle timeout",
                 )),
+                Timeout::at(l.reset_check, "stateless reset check"),
                 Timeout::at(
                     (!l.ping_due).then(|| l.ping_at(self.config.keepalive_interval)),
                     "keepalive",

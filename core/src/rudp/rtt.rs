@@ -50,6 +50,11 @@ impl RttEstimator {
     }
 
     /// Smoothed RTT (the initial guess before any sample).
+    /// The smoothed RTT, once a sample came.
+    pub(crate) fn measured(&self) -> Option<Duration> {
+        self.srtt
+    }
+
     pub(crate) fn srtt(&self) -> Duration {
         self.srtt.unwrap_or(INITIAL_RTT)
     }

@@ -103,6 +103,11 @@ impl ControlStream {
         self.rtt.srtt()
     }
 
+    /// The smoothed RTT, once a sample came.
+    pub(crate) fn measured_srtt(&self) -> Option<Duration> {
+        self.rtt.measured()
+    }
+
     fn due_at(&self, o: &Outgoing) -> Option<Instant> {
         if o.acked {
             return None;

@@ -476,9 +476,10 @@ impl Session {
                 stats.io.keepalives_received += 1;
                 Routed::Done
             }
-            Frame::Probe { nonce } if established && !path.socket.is_stream() => {
-                // Answered on the path it came from; one answer pending per session at most
-                // (the latest probe's).
+            Frame::Probe { nonce } if established => {
+                // Answered on the path it came from (a UDP probe from a client on TCP; or a
+                // client checking a stateless reset, on its session's path, stream or not);
+                // one answer pending per session at most (the latest probe's).
                 self.out.probe_ack = Some((path, nonce));
                 return (Handled::Routed(Routed::Done), true);
             }

@@ -9,9 +9,13 @@
 //!
 //! The token is a keyed MAC of the server's session id under a key derived from the server's
 //! static key (`crypto::ResetKey`), so a server restarted with the same key computes the same
-//! token for a session it no longer has. The client learned its session's token inside the
-//! encrypted control stream (`ControlMsg::ResetToken`), so nobody else can make a reset it
-//! believes. A reset is [`RESET_LEN`] bytes, shorter than any packet it answers (a sealed
+//! token for a session it no longer has. The client learns its session's token in the
+//! encrypted Welcome. A server id is 32 bits (a slot and an 8-bit generation), so anyone can
+//! learn the token of an id *before* it is given out, by sending the server a packet naming
+//! it; a client therefore checks a reset with its token before believing it: it probes the
+//! server on its session's path at once, and only if nothing authentic comes back within
+//! three round trips (50 ms to 1 s) is the session lost (`ClientStats::resets_refuted` counts
+//! the others). A reset is [`RESET_LEN`] bytes, shorter than any packet it answers (a sealed
 //! packet is at least 32 bytes): it never amplifies, and it is never answered itself.
 
 use super::{BufferTooSmall, DecodeError, Reader, VERSION, Writer};
