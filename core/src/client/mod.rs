@@ -473,6 +473,13 @@ impl Endpoint for Client {
         self.session
             .handle_timeout(now, &mut self.rng, &mut self.stats);
         self.drain(now);
+        if self.session.poll_timeout().is_some_and(|t| t.at <= now) {
+            // The session failed just now and is due to register again at once (a stateless
+            // reset whose check ran out): no deadline is left in the past.
+            self.session
+                .handle_timeout(now, &mut self.rng, &mut self.stats);
+            self.drain(now);
+        }
         let detached = self.is_detached();
         self.peers.handle_timeout(now, detached, &mut self.stats);
         self.drain(now);

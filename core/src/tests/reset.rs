@@ -315,3 +315,34 @@ fn a_server_restarted_with_another_key_cannot_reset_its_old_clients() {
     net.run_for(Duration::from_secs(12));
     assert_eq!(disconnects(&net, 0), vec![DisconnectReason::TimedOut]);
 }
+
+#[test]
+fn when_a_resets_check_runs_out_the_client_registers_again_in_the_same_call() {
+    // Found by `client_input`: the check ran out inside `handle_timeout`, the session failed
+    // and re-registration was due at once, but only the next call did it: `poll_timeout` then
+    // named an instant already past.
+    let mut net = Net::connected(1);
+    net.restart_server(server_config(), 9);
+    let now = net.now;
+    net.clients[0]
+        .client
+        .send_to_server(now, b"anyone there?")
+        .unwrap();
+    assert!(net.drive_until(Duration::from_secs(1), |n| {
+        n.clients[0].client.stats().resets_received > 0
+    }));
+    let client = &mut net.clients[0].client;
+    let check = client.poll_timeout().unwrap();
+    assert_eq!(check.reason, "stateless reset check");
+    let hellos = client.stats().hellos_sent;
+    client.handle_timeout(check.at);
+    let next = client.poll_timeout().unwrap();
+    assert!(next.at > check.at, "{next:?} is not after {:?}", check.at);
+    let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
+    while client.poll_transmit(check.at, &mut buf).is_some() {}
+    assert_eq!(
+        client.stats().hellos_sent,
+        hellos + 1,
+        "the hello went at once"
+    );
+}
