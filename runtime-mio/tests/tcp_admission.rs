@@ -137,7 +137,27 @@ impl ServerProc {
         }
         last.expect("a stats line every second")
     }
+
+    /// The server's resident and peak resident memory, in kB (from `/proc`).
+    fn memory(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
 }
+
+/// The server's peak memory may not exceed this under any hold: what sessionless streams can
+/// make it keep is bounded by a count (`max_sessionless_streams`, 512, each with an empty
+/// read buffer and no queue); the process itself (relay threads, the binary) takes about
+/// 10 MB.
+const SERVER_MEMORY_BOUND_KB: u64 = 64 * 1024;
 
 impl Drop for ServerProc {
     fn drop(&mut self) {
@@ -285,6 +305,7 @@ fn under_attack(name: &str, attack: impl FnOnce(SocketAddr) -> Holders) {
     let attacked = round(&server, &format!("{name}-attacked"));
     let after = server.stats();
     let (held, reopened) = holders.stop();
+    let (rss, hwm) = server.memory();
     let evicted = |l: &str| int_field(l, "streams_evicted").unwrap_or(0);
     let refused = int_field(&after, "streams_refused").unwrap_or(0);
     let (worst_base, worst) = (base[CLIENTS - 1], attacked[CLIENTS - 1]);
@@ -292,7 +313,7 @@ fn under_attack(name: &str, attack: impl FnOnce(SocketAddr) -> Holders) {
         "{name}: {CLIENTS} TCP clients joined in {} (median {}) unattacked, {} (median {}) \
          under attack ({held} attacking connections, re-opened {reopened} times; \
          server: {} sessionless streams evicted during the round, {refused} refused by the \
-         table); allowed {}",
+         table; memory {rss} kB, peak {hwm} kB); allowed {}",
         ms(worst_base),
         ms(base[CLIENTS / 2]),
         ms(worst),
@@ -307,6 +328,10 @@ fn under_attack(name: &str, attack: impl FnOnce(SocketAddr) -> Holders) {
     assert_eq!(
         refused, 0,
         "the server's stream table never filled: {after}"
+    );
+    assert!(
+        hwm <= SERVER_MEMORY_BOUND_KB,
+        "{name}: server peak memory {hwm} kB > {SERVER_MEMORY_BOUND_KB} kB"
     );
 }
 
