@@ -19,9 +19,16 @@
 //!
 //! - The whole server holds at most `ServerConfig::max_sessionless_streams` (kept below the
 //!   runtime's cap on streams, so the runtime's table never fills with them): a newer stream
-//!   closes the oldest of all. A real client then loses its stream only if that many streams
-//!   were accepted between its own and its Connect (and one lost after its ServerHello
-//!   costs it a reconnect, not the handshake: see below).
+//!   closes the oldest stream no handshake came down yet, and only if there is none, the
+//!   oldest of all. Without that order, an attacker re-opening connections from many
+//!   addresses as fast as the server closes them turns the whole pool over every few
+//!   milliseconds (512 streams at ~55 000 accepts a second on this machine: 9 ms), and a real
+//!   client whose Connect is a round trip behind its hello (50 ms on a real network) would
+//!   lose its stream every time. A real client's hello comes right behind TCP's last ACK (the
+//!   runtime reads it at accept), so its stream is out of reach of bare churn; to push it
+//!   out, an attacker must fill the pool with handshakes of its own, which cost it the
+//!   handshake budgets. (One lost after its ServerHello costs a client a reconnect, not the
+//!   handshake: see below.)
 //! - One source IP holds at most [`MAX_UNCLAIMED_PER_IP`] that are older than
 //!   [`HELLO_GRACE`]: past that, a newer stream from the IP closes the IP's oldest, so idle
 //!   holders on one address make room for that address's players, and churn there does not
@@ -77,6 +84,9 @@ pub(super) struct Streams {
     fresh: BTreeMap<SocketId, (IpAddr, u64, Instant)>,
     /// The same, oldest first: across the server, and per source IP.
     by_age: BTreeMap<u64, SocketId>,
+    /// The sessionless streams no handshake came down yet, oldest first: the server-wide
+    /// bound closes these before any with a handshake under way.
+    bare_by_age: BTreeMap<u64, SocketId>,
     by_ip: BTreeMap<(IpAddr, u64), SocketId>,
     /// Sessionless streams per source IP.
     per_ip: BTreeMap<IpAddr, usize>,
@@ -97,6 +107,7 @@ impl Streams {
             unclaimed: BTreeMap::new(),
             fresh: BTreeMap::new(),
             by_age: BTreeMap::new(),
+            bare_by_age: BTreeMap::new(),
             by_ip: BTreeMap::new(),
             per_ip: BTreeMap::new(),
             max_fresh: max_sessionless.max(1),
@@ -130,7 +141,8 @@ impl Streams {
         }
         // (Closing one for its IP left room here.)
         if self.fresh.len() >= self.max_fresh {
-            if let Some((_, &old)) = self.by_age.first_key_value() {
+            let oldest = (self.bare_by_age.first_key_value()).or(self.by_age.first_key_value());
+            if let Some((_, &old)) = oldest {
                 self.close(old);
                 evicted = Some(old);
             }
@@ -140,6 +152,7 @@ impl Streams {
         *self.per_ip.entry(ip).or_insert(0) += 1;
         self.fresh.insert(id, (ip, n, now));
         self.by_age.insert(n, id);
+        self.bare_by_age.insert(n, id);
         self.by_ip.insert((ip, n), id);
         self.expire_at(id, now + CLAIM_TIMEOUT);
         evicted
@@ -158,6 +171,9 @@ impl Streams {
     pub(super) fn claim_half_open(&mut self, id: SocketId, key: usize) {
         self.on.insert((id, key));
         self.unclaimed.remove(&id);
+        if let Some(&(_, n, _)) = self.fresh.get(&id) {
+            self.bare_by_age.remove(&n);
+        }
     }
 
     /// The session on stream `id` was established: the stream leaves the admission pool.
@@ -171,6 +187,7 @@ impl Streams {
             return;
         };
         self.by_age.remove(&n);
+        self.bare_by_age.remove(&n);
         self.by_ip.remove(&(ip, n));
         if let Some(count) = self.per_ip.get_mut(&ip) {
             *count -= 1;
@@ -449,16 +466,18 @@ mod tests {
         s.settled(b);
         for n in 3..=5 {
             assert_eq!(s.accepted(t0, SocketId::stream(n), ip(3)), None);
+            s.claim_half_open(SocketId::stream(n), 20 + usize::from(n));
         }
-        // The pool (4) is full: the next newcomer closes a, the oldest, and the caller
-        // gets a's half-open session back to end it.
+        // The pool (4) is full of handshakes under way: the next newcomer closes a, the
+        // oldest, and the caller gets a's half-open session back to end it.
         assert_eq!(s.accepted(t0, SocketId::stream(6), ip(4)), Some(a));
         assert_eq!(s.poll_request(), Some(SocketRequest::Close { id: a }));
         assert_eq!(s.closed(a), [10]);
-        // b, with its session, is never a candidate.
+        // Then the newcomer itself, bare, goes before any handshake; b, with its session,
+        // is never a candidate.
         assert_eq!(
             s.accepted(t0, SocketId::stream(7), ip(4)),
-            Some(SocketId::stream(3))
+            Some(SocketId::stream(6))
         );
         assert!(s.in_use(b));
     }
@@ -474,5 +493,31 @@ mod tests {
         s.release(crate::tests::epoch(), a, 2, true);
         assert_eq!(s.poll_request(), Some(SocketRequest::Close { id: a }));
         assert!(s.closed(a).is_empty());
+    }
+
+    #[test]
+    fn a_full_server_closes_bare_streams_before_one_with_a_handshake_under_way() {
+        let t0 = crate::tests::epoch();
+        let mut s = Streams::new(4);
+        // A real client's stream, its hello read at accept: a half-open session on it.
+        assert_eq!(s.accepted(t0, SocketId::stream(1), ip(1)), None);
+        s.claim_half_open(SocketId::stream(1), 7);
+        // Churn from many addresses, far more than the pool holds, each newer than it.
+        for n in 2..200u16 {
+            let at = t0 + Duration::from_micros(u64::from(n));
+            let evicted = s.accepted(at, SocketId::stream(n), ip((n % 250) as u8 + 2));
+            assert_ne!(evicted, Some(SocketId::stream(1)), "after {n} accepts");
+        }
+        // It is still there when its Connect comes, and leaves the pool.
+        s.settled(SocketId::stream(1));
+        assert!(s.in_use(SocketId::stream(1)));
+        // With the pool full of handshakes alone, the oldest of them goes.
+        let mut s = Streams::new(2);
+        for n in 1..=2u16 {
+            s.accepted(t0, SocketId::stream(n), ip(n as u8));
+            s.claim_half_open(SocketId::stream(n), usize::from(n));
+        }
+        let evicted = s.accepted(t0, SocketId::stream(3), ip(3));
+        assert_eq!(evicted, Some(SocketId::stream(1)));
     }
 }
