@@ -141,7 +141,8 @@ impl Streams {
         }
         // (Closing one for its IP left room here.)
         if self.fresh.len() >= self.max_fresh {
-            let oldest = (self.bare_by_age.first_key_value()).or(self.by_age.first_key_value());
+            let oldest =
+                (self.bare_by_age.first_key_value()).or_else(|| self.by_age.first_key_value());
             if let Some((_, &old)) = oldest {
                 self.close(old);
                 evicted = Some(old);
