@@ -33,17 +33,21 @@
 //! (they measure time and memory). Linux only.
 #![cfg(all(feature = "cli", target_os = "linux"))]
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Arc, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use pierce_core::wire::handshake::{ClientHello, MIN_CLIENT_HELLO_LEN};
 use pierce_core::wire::stun;
+
+#[path = "support/child.rs"]
+mod child;
+use child::{Rng, int_field, memory_of, serial, start_server, string_field, timed_lines};
 
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
 /// The address every real client uses, and the floods at it spoof.
@@ -76,13 +80,6 @@ const FLOOD_LIMIT: Duration = Duration::from_secs(20);
 /// the flood's length (a 20 s flood at 6000/s is 120 000 datagrams: a kilobyte each would be
 /// 120 MB).
 const SERVER_MEMORY_BOUND_KB: u64 = 32 * 1024;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// The tests measure time and memory: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The slowest join allowed under a flood, from the slowest unattacked one: twice it, but at
 /// least 150 ms more than it. On loopback an unattacked join takes a few milliseconds of
@@ -254,26 +251,6 @@ fn spoofer_or_skip() -> Option<Spoofer> {
 }
 
 // ---- the floods ------------------------------------------------------------------------
-
-/// xorshift64*: reproducible junk without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn array<const N: usize>(&mut self) -> [u8; N] {
-        std::array::from_fn(|_| self.next() as u8)
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Payload {
@@ -451,32 +428,7 @@ struct ServerProc {
 
 impl ServerProc {
     fn start() -> Self {
-        let mut child = Command::new(PIERCE)
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--json",
-                "--stats-every",
-                "1",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn pierce server");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // Keep draining even when nobody listens, so the server never blocks.
-                let _ = tx.send(line);
-            }
-        });
-        let ready = lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server prints its ready line");
+        let (child, lines, ready) = start_server(PIERCE, &[]);
         let addr = string_field(&ready, "addr")
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no IPv4 addr in {ready}"));
@@ -491,16 +443,7 @@ impl ServerProc {
 
     /// (VmRSS, VmHWM) in KiB.
     fn memory(&self) -> (u64, u64) {
-        let path = format!("/proc/{}/status", self.child.id());
-        let status = std::fs::read_to_string(&path).expect("read /proc status");
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in {path}"))
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        memory_of(self.child.id())
     }
 
     /// Stops it with SIGTERM; returns its last stats line (counters since start) and the
@@ -528,23 +471,6 @@ impl Drop for ServerProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The value of `"key":"value"` in a flat JSON line.
-fn string_field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let len = line[start..].find('"')?;
-    Some(line[start..start + len].to_owned())
-}
-
-/// The value of `"key":N`.
-fn int_field(line: &str, key: &str) -> Option<u64> {
-    let start = line.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let digits: String = line[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
 }
 
 /// The `{...}` after `"key":`.
@@ -596,17 +522,8 @@ impl Peer {
             .spawn()
             .expect("spawn pierce peer");
         let started = Instant::now();
-        let out = child.stdout.take().expect("piped stdout");
         let mut err = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = timed_lines(&mut child);
         let stderr = thread::spawn(move || {
             let mut s = String::new();
             let _ = err.read_to_string(&mut s);

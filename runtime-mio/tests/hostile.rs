@@ -24,11 +24,11 @@
 #![cfg(all(feature = "cli", target_os = "linux"))]
 
 use pierce_core::{Endpoint as _, Events as _};
-use std::io::{BufRead, BufReader, ErrorKind};
+use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,18 +41,15 @@ use pierce_core::{
 };
 use pierce_mio::{Driver, os_seed, unix_time};
 
+#[path = "support/child.rs"]
+mod child;
+use child::{Rng, lines, memory_of, serial, string_field};
+
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
 /// All 50 real clients must connect within this, flood or not.
 const CONNECT_BOUND: Duration = Duration::from_secs(20);
 /// The flooded server's peak resident memory may not exceed this.
 const SERVER_MEMORY_BOUND_KB: u64 = 64 * 1024;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// The tests measure time and memory: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 fn ip(a: u8, b: u8, c: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, a, b, c))
@@ -82,17 +79,7 @@ impl ServerProc {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn pierce server");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    // Nobody listens any more; keep draining so the server never blocks.
-                    continue;
-                }
-            }
-        });
+        let rx = lines(&mut child);
         let ready = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("the server prints its ready line");
@@ -107,7 +94,7 @@ impl ServerProc {
 
     /// (VmRSS, VmHWM) in KiB.
     fn memory(&self) -> (u64, u64) {
-        memory_of(&format!("/proc/{}/status", self.child.id()))
+        memory_of(self.child.id())
     }
 }
 
@@ -118,47 +105,7 @@ impl Drop for ServerProc {
     }
 }
 
-/// The value of `"key":"value"` in a flat JSON line.
-fn string_field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let len = line[start..].find('"')?;
-    Some(line[start..start + len].to_owned())
-}
-
-/// (VmRSS, VmHWM) in KiB from a `/proc/<pid>/status` file.
-fn memory_of(path: &str) -> (u64, u64) {
-    let status = std::fs::read_to_string(path).expect("read /proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {path}"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 // ---- inputs ----------------------------------------------------------------------------
-
-/// xorshift64*: reproducible junk without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// A well-formed, padded ClientHello with a random ephemeral key: costs the server a
 /// handshake (or a cookie round) unless a limit says otherwise.
@@ -1054,7 +1001,7 @@ fn replayed_and_forged_peer_packets_do_not_move_a_direct_path() {
 fn reset_own_peak() -> (u64, u64) {
     // "5" resets VmHWM to VmRSS (Linux 4.0+); if refused, the peak covers the whole run.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    memory_of("/proc/self/status")
+    memory_of(std::process::id())
 }
 
 #[test]
@@ -1127,7 +1074,7 @@ fn a_peer_abusing_fragmentation_is_dropped_with_a_reason_and_memory_stays_bounde
     assert!(lab.until(Duration::from_secs(20), |l| dropped(l, v2, hy).is_some()));
     let partial = dropped(&lab, v2, hy);
     lab.run_for(Duration::from_millis(500));
-    let (rss, peak) = memory_of("/proc/self/status");
+    let (rss, peak) = memory_of(std::process::id());
     let delivered = lab.events[v2]
         .iter()
         .filter(|e| matches!(e, ClientEvent::PeerMessage { .. }))

@@ -4,13 +4,16 @@
 //! room, and finish the exchange with every message delivered in order (issue #24).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+#[path = "support/child.rs"]
+mod child;
+use child::{int_field, string_field, timed_lines};
 
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
 /// Longest the whole test may take.
@@ -23,37 +26,6 @@ const SIZE: &str = "1000";
 
 /// A line of a child's stdout, with when the test read it.
 type Lines = mpsc::Receiver<(Instant, String)>;
-
-fn lines_of(child: &mut Child) -> Lines {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send((Instant::now(), line)).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// The value of `"key":"value"` in a flat JSON line.
-fn string_field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let len = line[start..].find('"')?;
-    Some(line[start..start + len].to_owned())
-}
-
-/// The value of `"key":123` in a flat JSON line.
-fn int_field(line: &str, key: &str) -> Option<u64> {
-    let start = line.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let digits: String = line[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
 
 /// A `pierce server` child, killed when dropped.
 struct Server {
@@ -80,7 +52,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let lines = lines_of(&mut child);
+        let lines = timed_lines(&mut child);
         let (ready_at, ready) = lines.recv_timeout(Duration::from_secs(20)).unwrap();
         assert!(ready.contains(r#""event":"listening""#), "{ready}");
         assert!(ready.contains(&format!(r#""addr":"{addr}""#)), "{ready}");
@@ -123,7 +95,7 @@ impl Peer {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let lines = lines_of(&mut child);
+        let lines = timed_lines(&mut child);
         Self {
             child,
             lines,

@@ -26,12 +26,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::FromRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+
+#[path = "support/child.rs"]
+mod child;
+use child::{int_field, memory_of, serial, start_server, string_field};
 
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
 /// Real clients per round.
@@ -40,16 +44,6 @@ const CLIENTS: usize = 6;
 const MESSAGES: &str = "20";
 /// The per-address cap on sessionless streams (`MAX_UNCLAIMED_PER_IP` in the core).
 const PER_IP: usize = 8;
-
-/// The attacks and their rounds are timed: one at a time, whatever the test harness runs
-/// in parallel.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 // ---- the server ------------------------------------------------------------------------------
 
@@ -75,29 +69,7 @@ impl ServerProc {
     }
 
     fn try_start() -> Option<Self> {
-        let mut child = Command::new(PIERCE)
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--json",
-                "--stats-every",
-                "1",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn pierce server");
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().expect("piped stdout");
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, lines, ready) = start_server(PIERCE, &[]);
         // Killed when dropped from here on, whatever fails.
         let mut server = Self {
             child,
@@ -105,9 +77,6 @@ impl ServerProc {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             key: String::new(),
         };
-        let ready = (server.lines)
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server prints its ready line");
         let addr = string_field(&ready, "addr").expect("addr");
         let tcp = string_field(&ready, "tcp_addr")?;
         assert_eq!(addr, tcp, "{ready}");
@@ -140,16 +109,7 @@ impl ServerProc {
 
     /// The server's resident and peak resident memory, in kB (from `/proc`).
     fn memory(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the server's /proc status");
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        memory_of(self.child.id())
     }
 }
 
@@ -164,22 +124,6 @@ impl Drop for ServerProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The value of `"key":"value"` in a flat JSON line (values here never contain quotes).
-fn string_field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let len = line[start..].find('"')?;
-    Some(line[start..start + len].to_owned())
-}
-
-fn int_field(line: &str, key: &str) -> Option<u64> {
-    let start = line.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let digits: String = line[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
 }
 
 // ---- the real clients ------------------------------------------------------------------------
@@ -296,6 +240,8 @@ fn ms(d: Duration) -> String {
 /// Runs an unattacked round, then `attack`, then an attacked round, prints both, and checks
 /// the slowest attacked join against [`allowed`].
 fn under_attack(name: &str, attack: impl FnOnce(SocketAddr) -> Holders) {
+    // The attacks and their rounds are timed: one at a time, whatever the harness runs in
+    // parallel.
     let _serial = serial();
     let server = ServerProc::start();
     let base = round(&server, &format!("{name}-base"));

@@ -229,11 +229,16 @@ mod tests {
         encode_binding_request_with,
     };
 
-    fn responder() -> StunResponder {
+    /// A responder whose per-IP budget is `rate` a second, `burst` at once (global: 10 000).
+    fn limited(rate: u32, burst: u32) -> StunResponder {
         let mut cfg = ServerConfig::new(crate::SecretKey::from_bytes([1; 32]));
-        (cfg.stun_rate_per_ip, cfg.stun_burst_per_ip) = (10_000, 10_000);
+        (cfg.stun_rate_per_ip, cfg.stun_burst_per_ip) = (rate, burst);
         (cfg.stun_rate_global, cfg.stun_burst_global) = (10_000, 10_000);
         StunResponder::new(1, &cfg)
+    }
+
+    fn responder() -> StunResponder {
+        limited(10_000, 10_000)
     }
 
     fn path(socket: u16, addr: &str) -> Path {
@@ -322,9 +327,7 @@ mod tests {
 
     #[test]
     fn stun_has_a_budget_per_source_ip_of_its_own() {
-        let mut cfg = ServerConfig::new(crate::SecretKey::from_bytes([1; 32]));
-        (cfg.stun_rate_per_ip, cfg.stun_burst_per_ip) = (1, 5);
-        let mut r = StunResponder::new(1, &cfg);
+        let mut r = limited(1, 5);
         let mut stats = ServerStats::default();
         let mut req = [0u8; 64];
         let n = encode_binding_request(&mut req, &[7; 12]).unwrap();
@@ -353,9 +356,7 @@ mod tests {
 
     #[test]
     fn a_request_signed_by_a_session_is_answered_from_its_own_budget_and_signed() {
-        let mut cfg = ServerConfig::new(crate::SecretKey::from_bytes([1; 32]));
-        (cfg.stun_rate_per_ip, cfg.stun_burst_per_ip) = (1, 2);
-        let mut r = StunResponder::new(1, &cfg);
+        let mut r = limited(1, 2);
         let mut stats = ServerStats::default();
         let cred = StunCredential::new(0x0100_0007, &[5; 16]);
         let from = path(0, "198.51.100.7:4000");

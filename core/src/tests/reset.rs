@@ -32,6 +32,20 @@ fn true_reset(net: &mut Net) -> Vec<u8> {
     d
 }
 
+/// The server restarts with the same key; client 0's next packet gets it a reset with its
+/// token (its check under way).
+fn restart_until_a_reset(net: &mut Net) {
+    net.restart_server(server_config(), 9);
+    let now = net.now;
+    net.clients[0]
+        .client
+        .send_to_server(now, b"anyone there?")
+        .unwrap();
+    assert!(net.drive_until(Duration::from_secs(1), |n| {
+        n.clients[0].client.stats().resets_received > 0
+    }));
+}
+
 fn disconnects(net: &Net, i: usize) -> Vec<DisconnectReason> {
     net.clients[i]
         .events
@@ -88,16 +102,8 @@ fn after_a_restart_a_reset_with_our_token_ends_the_session_within_its_check_and_
 {
     let mut net = Net::connected(1);
     let host = net.hosts()[0];
-    net.restart_server(server_config(), 9);
     let t0 = net.now;
-    let now = net.now;
-    net.clients[0]
-        .client
-        .send_to_server(now, b"anyone there?")
-        .unwrap();
-    assert!(net.drive_until(Duration::from_secs(1), |n| {
-        n.clients[0].client.stats().resets_received > 0
-    }));
+    restart_until_a_reset(&mut net);
     let heard = net.now;
     assert!(net.drive_until(Duration::from_secs(1), |n| {
         !n.clients[0].client.is_connected()
@@ -322,15 +328,7 @@ fn when_a_resets_check_runs_out_the_client_registers_again_in_the_same_call() {
     // and re-registration was due at once, but only the next call did it: `poll_timeout` then
     // named an instant already past.
     let mut net = Net::connected(1);
-    net.restart_server(server_config(), 9);
-    let now = net.now;
-    net.clients[0]
-        .client
-        .send_to_server(now, b"anyone there?")
-        .unwrap();
-    assert!(net.drive_until(Duration::from_secs(1), |n| {
-        n.clients[0].client.stats().resets_received > 0
-    }));
+    restart_until_a_reset(&mut net);
     let client = &mut net.clients[0].client;
     let check = client.poll_timeout().unwrap();
     assert_eq!(check.reason, "stateless reset check");

@@ -1,0 +1,125 @@
+//! What the process tests share about the `pierce` children they run: reading their JSON
+//! lines, their memory, one test at a time, and reproducible junk.
+#![allow(dead_code)] // each test file uses what it needs
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The tests of a file that measure time or memory: one at a time.
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The child's stdout, line by line, from a thread that keeps draining it even when nobody
+/// listens any more (so the child never blocks on a full pipe).
+pub(crate) fn lines(child: &mut Child) -> Receiver<String> {
+    read_lines(child, |line| line)
+}
+
+/// The same, each line with when it was read.
+pub(crate) fn timed_lines(child: &mut Child) -> Receiver<(Instant, String)> {
+    read_lines(child, |line| (Instant::now(), line))
+}
+
+fn read_lines<T: Send + 'static>(child: &mut Child, stamp: fn(String) -> T) -> Receiver<T> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(stamp(line));
+        }
+    });
+    rx
+}
+
+/// Starts `pierce server --listen 127.0.0.1:0 --json --stats-every 1` (from the `pierce`
+/// binary at `bin`) with `extra` flags; returns it, its stdout lines, and its ready line
+/// (killing it if that does not come).
+pub(crate) fn start_server(bin: &str, extra: &[&str]) -> (Child, Receiver<String>, String) {
+    let mut child = Command::new(bin)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+            "--stats-every",
+            "1",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn pierce server");
+    let lines = lines(&mut child);
+    match lines.recv_timeout(Duration::from_secs(20)) {
+        Ok(ready) => (child, lines, ready),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server printed no ready line: {e}");
+        }
+    }
+}
+
+/// The value of `"key":"value"` in a flat JSON line (values here never contain quotes).
+pub(crate) fn string_field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let len = line[start..].find('"')?;
+    Some(line[start..start + len].to_owned())
+}
+
+/// The value of `"key":123` in a flat JSON line.
+pub(crate) fn int_field(line: &str, key: &str) -> Option<u64> {
+    let start = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// (VmRSS, VmHWM) of process `pid`, in KiB (Linux: from `/proc`).
+pub(crate) fn memory_of(pid: u32) -> (u64, u64) {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).expect("read /proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {path}"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// xorshift64*: reproducible junk without a dependency.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> [u8; N] {
+        std::array::from_fn(|_| self.next() as u8)
+    }
+}
