@@ -150,18 +150,28 @@ fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>
 /// A server driver bound at `addr`, accepting TCP at the same address.
 fn server(ns: Option<String>, addr: SocketAddr) -> (Remote<Server>, SocketAddr, PublicKey) {
     let remote = Remote::spawn(ns, move || {
-        let cfg = ServerConfig::new(SecretKey::from_bytes(os_seed().expect("os entropy")));
-        let server = Server::new(
-            Arc::new(cfg),
-            os_seed().expect("os entropy"),
-            Instant::now(),
-            unix_time(),
-        )
-        .expect("default config is valid");
-        let mut driver = Driver::bind(addr, server).expect("bind server");
-        let tcp = driver.listen_tcp().expect("listen on TCP");
-        assert_eq!(tcp, driver.local_addr(), "TCP on the UDP socket's address");
-        driver
+        // Port 0 may give a UDP port whose TCP twin is taken (connections of earlier tests in
+        // TIME_WAIT): then another port, as `pierce_async_std::server` does.
+        for _ in 0..10 {
+            let cfg = ServerConfig::new(SecretKey::from_bytes(os_seed().expect("os entropy")));
+            let server = Server::new(
+                Arc::new(cfg),
+                os_seed().expect("os entropy"),
+                Instant::now(),
+                unix_time(),
+            )
+            .expect("default config is valid");
+            let mut driver = Driver::bind(addr, server).expect("bind server");
+            match driver.listen_tcp() {
+                Ok(tcp) => {
+                    assert_eq!(tcp, driver.local_addr(), "TCP on the UDP socket's address");
+                    return driver;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && addr.port() == 0 => {}
+                Err(e) => panic!("listen on TCP: {e}"),
+            }
+        }
+        panic!("no port free for both UDP and TCP in 10 attempts");
     });
     let (addr, key) = remote.with(|d, _| (d.local_addr(), d.endpoint().public_key()));
     (remote, addr, key)
