@@ -14,6 +14,7 @@ use pierce_core::{
 };
 
 use super::args::ServerArgs;
+use super::config::ServerSettings;
 use super::json::Obj;
 use super::{CliError, describe, out, signal};
 use crate::{Driver, DriverStats, RelayThreads, os_seed, unix_time};
@@ -45,6 +46,11 @@ pub fn rooms_server_with(
     config.rooms = Some(RoomsConfig::default());
     config.token_secret = token_secret;
     config.relay_shards = relay_threads;
+    server_with(config)
+}
+
+/// A server with `config`, seeded from the OS.
+fn server_with(config: ServerConfig) -> Result<Server, CliError> {
     let seed = os_seed().map_err(|e| CliError::io("reading OS entropy", &e))?;
     Server::new(Arc::new(config), seed, Instant::now(), unix_time())
         .map_err(|e| CliError::failed(format!("invalid server settings: {e}")))
@@ -53,20 +59,23 @@ pub fn rooms_server_with(
 /// Receive and send buffer the server's socket asks for.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-/// Runs `pierce server`.
+/// Runs `pierce server` (or prints its settings, with `--print-config`).
 ///
 /// # Errors
-/// A bad key file, a failed bind, or a socket failure while serving.
+/// Bad settings (flags or --config's file), a bad key file, a failed bind, or a socket
+/// failure while serving.
 pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
-    let key = match &args.key_file {
-        Some(path) => load_or_create_key(path)?,
-        None => SecretKey::from_bytes(os_seed().map_err(|e| CliError::io("OS entropy", &e))?),
-    };
-    let secret = args.secret.as_ref().map(|s| s.as_bytes().to_vec());
-    let threads = args.threads.unwrap_or_else(default_threads);
+    let settings = ServerSettings::load(args)?;
+    if args.print_config {
+        out(settings.to_toml().trim_end());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let listen = settings.listen()?;
+    settings.install_logging()?;
+    let key = settings.load_key()?;
     // One thread: it does everything. More: that many relay threads, and the server's own.
-    let relay_threads = if threads >= 2 { threads } else { 0 };
-    let server = rooms_server_with(key, secret, relay_threads)?;
+    let relay_threads = settings.relay_threads();
+    let server = server_with(settings.server_config(key))?;
     let public_key = server.public_key().to_hex();
     let cannot_listen = |e: &io::Error| {
         let with = if relay_threads > 0 {
@@ -74,15 +83,15 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         } else {
             String::new()
         };
-        CliError::io(&format!("cannot listen on {}{with}", args.listen), e)
+        CliError::io(&format!("cannot listen on {listen}{with}"), e)
     };
     let (socket, relay_sockets) = if relay_threads > 0 {
         let mut group =
-            crate::bind_relay_group(args.listen, relay_threads).map_err(|e| cannot_listen(&e))?;
+            crate::bind_relay_group(listen, relay_threads).map_err(|e| cannot_listen(&e))?;
         let primary = group.remove(0);
         (primary, group)
     } else {
-        let socket = std::net::UdpSocket::bind(args.listen).map_err(|e| cannot_listen(&e))?;
+        let socket = std::net::UdpSocket::bind(listen).map_err(|e| cannot_listen(&e))?;
         (socket, Vec::new())
     };
     // 4 MiB each way (what coturn asks for): relayed bursts must not overflow the default
@@ -91,7 +100,7 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         let _ = crate::set_socket_buffers(s, SOCKET_BUFFER);
     }
     let mut driver = Driver::from_std(socket, server).map_err(|e| cannot_listen(&e))?;
-    driver.set_offload(!args.no_offload);
+    driver.set_offload(!settings.no_offload);
     let mut relays = if relay_sockets.is_empty() {
         None
     } else {
@@ -99,7 +108,7 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::io("starting the relay threads", &e))?;
         Some(r)
     };
-    let alt_addrs = match args.alt_listen {
+    let alt_addrs = match settings.alt_listen {
         Some(alt) => enable_discovery(&mut driver, alt)?,
         None => Vec::new(),
     };
@@ -118,7 +127,7 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
     };
     signal::install().map_err(|e| CliError::io("installing signal handlers", &e))?;
     let addr = driver.local_addr();
-    if args.json {
+    if settings.json {
         let ready = Obj::event("listening")
             .str("addr", &addr.to_string())
             .opt_str("tcp_addr", tcp_addr.map(|a| a.to_string()).as_deref())
@@ -153,7 +162,7 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         }
     }
     let mut clients = BTreeSet::new();
-    let every = args.stats_every.map(Duration::from_secs);
+    let every = settings.stats_every_s.map(Duration::from_secs);
     let mut next_stats = every.map(|e| Instant::now() + e);
     while !signal::received() {
         driver
@@ -164,12 +173,12 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
                 .map_err(|e| CliError::io("relay failed", &e))?;
         }
         while let Some(event) = driver.poll_event() {
-            log(args.json, &mut clients, event);
+            log(settings.json, &mut clients, event);
         }
         if let (Some(at), Some(every)) = (next_stats, every) {
             let now = Instant::now();
             if now >= at {
-                out(&stats_line(args.json, &driver, relays.as_ref()));
+                out(&stats_line(settings.json, &driver, relays.as_ref()));
                 next_stats = Some(next_stats_at(at, now, every));
             }
         }
@@ -179,8 +188,8 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
     if let Some(r) = relays.take() {
         r.stop().map_err(|e| CliError::io("relay failed", &e))?;
     }
-    out(&stats_line_with(args.json, &driver, relay_stats));
-    if args.json {
+    out(&stats_line_with(settings.json, &driver, relay_stats));
+    if settings.json {
         out(&Obj::event("stopped")
             .int("clients", clients.len() as u64)
             .finish());
@@ -188,18 +197,6 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         out(&format!("stopped; told {} clients", clients.len()));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `--threads`' default: the number of cores where relay threads work (Linux), else 1.
-fn default_threads() -> u16 {
-    if cfg!(target_os = "linux") {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        u16::try_from(cores).map_or(pierce_core::MAX_RELAY_SHARDS, |n| {
-            n.min(pierce_core::MAX_RELAY_SHARDS)
-        })
-    } else {
-        1
-    }
 }
 
 /// When the stats line after the one due `at` and printed at `now` is due: one period later,
