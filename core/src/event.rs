@@ -68,6 +68,9 @@ pub struct RoomInfo {
     pub max_members: u16,
     /// Whether joining needs a password.
     pub has_password: bool,
+    /// Whether the room is relay-only: its members never learn each other's addresses
+    /// ([`crate::RoomOptions::relay_only`], [`crate::RoomsConfig::relay_only`]).
+    pub relay_only: bool,
 }
 
 /// A room operation that failed.
@@ -132,6 +135,9 @@ pub enum RoomError {
     InvalidName,
     /// The server's room limit is reached.
     TooManyRooms,
+    /// The join asked for a relay-only room ([`crate::RoomOptions::relay_only`]) and the
+    /// room exists but is not relay-only: joining would hand this client's addresses out.
+    NotRelayOnly,
     /// A code this version does not know.
     Other(u8),
 }
@@ -149,6 +155,7 @@ impl RoomError {
             Self::Disabled => 8,
             Self::InvalidName => 9,
             Self::TooManyRooms => 10,
+            Self::NotRelayOnly => 11,
             Self::Other(c) => c,
         }
     }
@@ -165,6 +172,7 @@ impl RoomError {
             8 => Self::Disabled,
             9 => Self::InvalidName,
             10 => Self::TooManyRooms,
+            11 => Self::NotRelayOnly,
             c => Self::Other(c),
         }
     }

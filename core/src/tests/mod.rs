@@ -4,6 +4,7 @@
 mod epoch;
 mod groups;
 mod hostile;
+mod privacy;
 mod reset;
 mod resume;
 mod rooms;

@@ -62,6 +62,7 @@ pub fn room_error(e: RoomError) -> String {
         RoomError::Disabled => "the server has no rooms".into(),
         RoomError::InvalidName => "invalid room name or password".into(),
         RoomError::TooManyRooms => "the server's room limit is reached".into(),
+        RoomError::NotRelayOnly => "the room exists and is not relay-only".into(),
         other => format!("{other:?}"),
     }
 }
