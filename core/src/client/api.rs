@@ -104,7 +104,8 @@ impl Client {
         self.peers.ids()
     }
 
-    /// A peer's public address as the server observed it.
+    /// A peer's public address as the server observed it: `0.0.0.0:0` for a relay-only pair
+    /// (IP privacy: [`crate::ClientConfig::private`] on either end, or a relay-only room).
     pub fn peer_addr(&self, peer: HostId) -> Option<SocketAddr> {
         self.peers.addr(peer)
     }

@@ -168,6 +168,10 @@ pub struct ServerArgs {
     /// misbehaves with them).
     #[arg(long)]
     pub no_offload: bool,
+    /// IP privacy for every room (`RoomsConfig::relay_only`): members never learn each other's
+    /// addresses, never punch, and all their traffic goes through this server's relay.
+    #[arg(long)]
+    pub relay_only_rooms: bool,
 }
 
 impl ServerArgs {

@@ -29,10 +29,11 @@ pub const SHUTDOWN_CODE: u16 = 0;
 /// # Errors
 /// No OS entropy, or a configuration the core refuses.
 pub fn rooms_server(key: SecretKey, token_secret: Option<Vec<u8>>) -> Result<Server, CliError> {
-    rooms_server_with(key, token_secret, 0)
+    rooms_server_with(key, token_secret, 0, false)
 }
 
-/// [`rooms_server`] with its relay on `relay_threads` threads of their own (0: on its own).
+/// [`rooms_server`] with its relay on `relay_threads` threads of their own (0: on its own),
+/// every room relay-only if `relay_only_rooms` (`RoomsConfig::relay_only`).
 ///
 /// # Errors
 /// As [`rooms_server`].
@@ -40,9 +41,12 @@ pub fn rooms_server_with(
     key: SecretKey,
     token_secret: Option<Vec<u8>>,
     relay_threads: u16,
+    relay_only_rooms: bool,
 ) -> Result<Server, CliError> {
     let mut config = ServerConfig::new(key);
-    config.rooms = Some(RoomsConfig::default());
+    let mut rooms = RoomsConfig::default();
+    rooms.relay_only = relay_only_rooms;
+    config.rooms = Some(rooms);
     config.token_secret = token_secret;
     config.relay_shards = relay_threads;
     let seed = os_seed().map_err(|e| CliError::io("reading OS entropy", &e))?;
@@ -66,7 +70,7 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
     let threads = args.threads.unwrap_or_else(default_threads);
     // One thread: it does everything. More: that many relay threads, and the server's own.
     let relay_threads = if threads >= 2 { threads } else { 0 };
-    let server = rooms_server_with(key, secret, relay_threads)?;
+    let server = rooms_server_with(key, secret, relay_threads, args.relay_only_rooms)?;
     let public_key = server.public_key().to_hex();
     let cannot_listen = |e: &io::Error| {
         let with = if relay_threads > 0 {
