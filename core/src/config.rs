@@ -98,6 +98,18 @@ pub struct ClientConfig {
     pub max_reassembly_bytes: usize,
     /// Try to reach peers directly (hole punching); `false` keeps every peer on the relay.
     pub direct_paths: bool,
+    /// IP privacy: no peer ever learns this client's addresses. The client tells the server
+    /// so before its session is established (a `Private` frame with its `Connect`); the
+    /// server then hands its public address, LAN addresses and NAT's mapped ports to no one,
+    /// and introduces it to every peer as relay-only: neither end of such a pair learns the
+    /// other's addresses, and both stay on the relay. The client itself never punches,
+    /// answers no probes, never sends its LAN addresses ([`crate::Client::set_local_addresses`]
+    /// keeps them to itself) and runs no NAT discovery. Cost: every packet to and from its
+    /// peers goes through the server (its bandwidth, and the detour's latency). A server that
+    /// predates privacy fails to decode the `Private` frame and drops the packet, so a
+    /// private client does not connect to it at all (`ConnectTimedOut`) rather than become
+    /// public. Default: off.
+    pub private: bool,
     /// Bytes queued or unacknowledged towards one peer at once; beyond it `send` returns
     /// [`crate::SendError::QueueFull`], so a peer that stops acknowledging cannot make memory
     /// grow.
@@ -166,6 +178,7 @@ impl Default for ClientConfig {
             max_reassembly_bytes: 4 << 20,
             max_send_buffer_per_peer: 4 << 20,
             direct_paths: true,
+            private: false,
             nat_discovery: true,
             birthday_sockets: 256,
             birthday_probes: 1024,
@@ -343,6 +356,12 @@ pub struct RoomsConfig {
     pub default_max_members: u16,
     /// Largest member limit a creator may ask for.
     pub max_members_cap: u16,
+    /// Every room is relay-only, whatever its creator asked: members never hear each other's
+    /// addresses (public or LAN, nor their NAT's mapped ports), never punch, and every packet
+    /// between them goes through this server's relay (IP privacy at the cost of relay
+    /// bandwidth and latency). Without it, a creator may ask for it per room
+    /// ([`crate::RoomOptions::relay_only`]). Default: off.
+    pub relay_only: bool,
 }
 
 impl Default for RoomsConfig {
@@ -351,6 +370,7 @@ impl Default for RoomsConfig {
             max_rooms: 10_000,
             default_max_members: 8,
             max_members_cap: 64,
+            relay_only: false,
         }
     }
 }

@@ -68,6 +68,9 @@ pub struct RoomInfo {
     pub max_members: u16,
     /// Whether joining needs a password.
     pub has_password: bool,
+    /// Whether the room is relay-only: its members never learn each other's addresses
+    /// ([`crate::RoomOptions::relay_only`], [`crate::RoomsConfig::relay_only`]).
+    pub relay_only: bool,
 }
 
 /// A room operation that failed.
@@ -134,6 +137,9 @@ pub enum RoomError {
     TooManyRooms,
     /// The server is draining ([`crate::Server::drain`]): it creates no new rooms.
     Draining,
+    /// The join asked for a relay-only room ([`crate::RoomOptions::relay_only`]) and the
+    /// room exists but is not relay-only: joining would hand this client's addresses out.
+    NotRelayOnly,
     /// A code this version does not know.
     Other(u8),
 }
@@ -152,6 +158,7 @@ impl RoomError {
             Self::InvalidName => 9,
             Self::TooManyRooms => 10,
             Self::Draining => 11,
+            Self::NotRelayOnly => 12,
             Self::Other(c) => c,
         }
     }
@@ -169,6 +176,7 @@ impl RoomError {
             9 => Self::InvalidName,
             10 => Self::TooManyRooms,
             11 => Self::Draining,
+            12 => Self::NotRelayOnly,
             c => Self::Other(c),
         }
     }

@@ -122,7 +122,7 @@ pub mod reliability {
 #[cfg(test)]
 mod tests;
 
-pub use client::Client;
+pub use client::{Client, RoomOptions};
 pub use config::{
     ClientConfig, DEFAULT_CLIENT_KEEPALIVE_INTERVAL, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_HANDSHAKE_RETRY_INITIAL, DEFAULT_HANDSHAKE_RETRY_MAX, DEFAULT_IDLE_TIMEOUT,

@@ -47,6 +47,13 @@ async fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
     let start = Instant::now();
     let mut setup = Setup::new(&args.connect, args.timeout, !args.relay_only)?;
     setup.config.transport = args.transport();
+    setup.config.private = args.private;
+    if args.relay_only_room {
+        // (ClientHandle has no join_room_with yet: refuse rather than create a normal room.)
+        return Err(CliError::usage(
+            "--relay-only-room: only `pierce peer` has it".to_owned(),
+        ));
+    }
     let (json, server) = (args.json, args.connect.server);
     let deadline = start + args.timeout;
     let (host, secret) = (args.host, args.connect.token_secret.clone());
@@ -146,6 +153,7 @@ async fn execute(client: &ClientHandle, command: Command) -> Result<Reply, CliEr
             name,
             password,
             max_members,
+            relay_only: _, // refused in `run`
         } => Reply::Joined(core(
             client.join_room(&name, &password, true, max_members).await,
         )?),

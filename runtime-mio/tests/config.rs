@@ -24,7 +24,7 @@ const QUICK: Duration = Duration::from_secs(10);
 /// Keys at the top level (the process's: one for each flag, and `secret_file`) and in the
 /// sections (the core's).
 const TOP_KEYS: usize = 14;
-const SECTION_KEYS: usize = 34;
+const SECTION_KEYS: usize = 35;
 
 /// A fresh, empty temporary directory for one test.
 fn temp_dir(name: &str) -> PathBuf {
@@ -215,6 +215,7 @@ const BAD: &[(&str, &str, &str)] = &[
     ("rooms.max_rooms", "0 16777217", "from 1 to 16777216"),
     ("rooms.default_max_members", "0 65536", "from 1 to 65535"),
     ("rooms.max_members_cap", "0 65536", "from 1 to 65535"),
+    ("rooms.relay_only", r#"1 "yes""#, "invalid type"),
     // Unknown keys, at the top and in every section; an unknown section.
     ("bogus_key", "1", "unknown field `bogus_key`"),
     ("session.bogus_key", "1", "unknown field `bogus_key`"),

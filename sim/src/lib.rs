@@ -26,7 +26,8 @@
 //!   links' latency, closes, crashes, roams and outages (the model and its counters:
 //!   [`StreamStats`]), and UDP-blocking firewalls ([`Action::BlockUdp`]).
 //! - **Outputs**: per-node event logs stamped with time since the epoch, node stats, link,
-//!   NAT and network counters, and a global log (optionally with every datagram's fate).
+//!   NAT and network counters, and a global log (optionally with every datagram's fate and
+//!   bytes, [`Sim::packets`]).
 //!
 //! The `sim-sweep` binary runs one handshake per seed over each link preset and prints
 //! connect-time percentiles (`cargo run -p pierce-sim --release --bin sim-sweep`).

@@ -90,6 +90,8 @@ pub struct PacketRecord {
     pub duplicated: bool,
     /// Sent down a TCP stream (`src` and `dst` are the stream's ends; see [`Sim::streams`]).
     pub tcp: bool,
+    /// Its bytes, as sent (what anyone on its way could read: privacy tests search them).
+    pub data: Bytes,
     /// What became of it: one entry per copy, in the order they happened (none yet while in
     /// flight).
     pub fates: Vec<PacketFate>,
@@ -907,7 +909,7 @@ impl Sim {
         from: usize,
         src: SocketAddr,
         dst: SocketAddr,
-        data: &[u8],
+        data: &Bytes,
         tcp: bool,
     ) -> Option<usize> {
         if !self.trace {
@@ -922,6 +924,7 @@ impl Sim {
             kind: data.first().copied().unwrap_or(0),
             duplicated: false,
             tcp,
+            data: data.clone(),
             fates: Vec::new(),
         });
         Some(self.packets.len() - 1)

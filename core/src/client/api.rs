@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use super::Client;
-use super::membership::{CREATE_ONLY, RoomRequest, join_flags};
+use super::membership::{CREATE_ONLY, RoomOptions, RoomRequest, join_flags};
 use super::peers;
 use super::session::Phase;
 use crate::error::{CommandError, ConnectError, SendError};
@@ -104,7 +104,8 @@ impl Client {
         self.peers.ids()
     }
 
-    /// A peer's public address as the server observed it.
+    /// A peer's public address as the server observed it: `0.0.0.0:0` for a relay-only pair
+    /// (IP privacy: [`crate::ClientConfig::private`] on either end, or a relay-only room).
     pub fn peer_addr(&self, peer: HostId) -> Option<SocketAddr> {
         self.peers.addr(peer)
     }
@@ -254,7 +255,8 @@ impl Client {
 
     /// Tells the server this client's local (LAN) addresses, so that peers behind the same
     /// NAT can reach it directly; runtimes call it with the socket's interface addresses
-    /// (`pierce_mio::local_addresses`). Sent now if connected, else once connected.
+    /// (`pierce_mio::local_addresses`). Sent now if connected, else once connected; never
+    /// with [`crate::ClientConfig::private`] (kept, and told to no one).
     ///
     /// # Errors
     /// [`CommandError::QueueFull`] if the control queue is full.
@@ -265,7 +267,7 @@ impl Client {
     ) -> Result<(), CommandError> {
         self.clock.advance(now);
         self.local_addresses = Candidates::new(addrs);
-        if self.is_connected() {
+        if self.is_connected() && !self.config.private {
             let addrs = self.local_addresses;
             self.session
                 .push_control(&ControlMsg::Candidates { addrs })?;
@@ -358,7 +360,24 @@ impl Client {
         create: bool,
         max_members: u16,
     ) -> Result<(), CommandError> {
-        self.request_room(now, name, password, max_members, join_flags(create))
+        let options = RoomOptions::new().max_members(max_members);
+        self.join_room_with(now, name, password, create, options)
+    }
+
+    /// [`Client::join_room`] with [`RoomOptions`] for the room if this join creates it
+    /// (relay-only rooms for IP privacy).
+    ///
+    /// # Errors
+    /// As [`Client::join_room`].
+    pub fn join_room_with(
+        &mut self,
+        now: Instant,
+        name: &str,
+        password: &str,
+        create: bool,
+        options: RoomOptions,
+    ) -> Result<(), CommandError> {
+        self.request_room(now, name, password, options, join_flags(create))
     }
 
     /// Creates the room `name`; fails with [`crate::RoomError::AlreadyExists`] if it exists.
@@ -372,7 +391,22 @@ impl Client {
         password: &str,
         max_members: u16,
     ) -> Result<(), CommandError> {
-        self.request_room(now, name, password, max_members, CREATE_ONLY)
+        let options = RoomOptions::new().max_members(max_members);
+        self.create_room_with(now, name, password, options)
+    }
+
+    /// [`Client::create_room`] with [`RoomOptions`] (relay-only rooms for IP privacy).
+    ///
+    /// # Errors
+    /// As [`Client::join_room`].
+    pub fn create_room_with(
+        &mut self,
+        now: Instant,
+        name: &str,
+        password: &str,
+        options: RoomOptions,
+    ) -> Result<(), CommandError> {
+        self.request_room(now, name, password, options, CREATE_ONLY)
     }
 
     fn request_room(
@@ -380,14 +414,15 @@ impl Client {
         now: Instant,
         name: &str,
         password: &str,
-        max_members: u16,
+        options: RoomOptions,
         flags: u8,
     ) -> Result<(), CommandError> {
         self.clock.advance(now);
         let r = RoomRequest {
             name: name.to_owned(),
             password: password.to_owned(),
-            max_members,
+            max_members: options.max_members,
+            relay_only: options.relay_only,
         };
         let session = &mut self.session;
         self.membership

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::error::CommandError;
 use crate::event::{ClientEvent, GroupId, HostId, MemberLeftReason, RoomError, RoomInfo, RoomOp};
 use crate::wire::control::{
-    ControlMsg, JOIN_CREATE, JOIN_MUST_CREATE, MAX_NAME_LEN, ROOM_HAS_PASSWORD,
+    ControlMsg, JOIN_CREATE, JOIN_MUST_CREATE, JOIN_RELAY_ONLY, MAX_NAME_LEN, ROOM_HAS_PASSWORD,
+    ROOM_RELAY_ONLY,
 };
 
 /// Room requests remembered at once, at most (for rejoining after a server restart).
@@ -15,19 +16,61 @@ const MAX_ROOM_REQUESTS: usize = 32;
 /// Rooms remembered at once, at most.
 const MAX_ROOMS: usize = 2 * MAX_ROOM_REQUESTS;
 
+/// How a room is made if a join creates it ([`crate::Client::join_room_with`],
+/// [`crate::Client::create_room_with`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoomOptions {
+    /// Most members; 0 for the server's default.
+    pub max_members: u16,
+    /// IP privacy for the room: members paired through it never learn each other's
+    /// addresses (public or LAN, nor their NAT's mapped ports), never punch to each other,
+    /// and all their traffic goes through the server's relay. A pair that also shares a
+    /// normal group stays relay-only; a pair introduced earlier through a normal group keeps
+    /// what it was told then (its direct path too), though it hears no more address changes.
+    /// Joining a room that exists with it is refused ([`crate::RoomError::NotRelayOnly`])
+    /// unless the room is relay-only, so a room this client rejoins by itself after a server
+    /// restart is relay-only again whoever recreates it, or not joined. A server older than
+    /// the option ignores it (a normal room: [`crate::RoomInfo::relay_only`] says which it
+    /// is; [`crate::ClientConfig::private`] is the setting that fails closed).
+    pub relay_only: bool,
+}
+
+impl RoomOptions {
+    /// Default options: the server's default size, not relay-only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With `max_members` (0: the server's default).
+    pub fn max_members(mut self, max_members: u16) -> Self {
+        self.max_members = max_members;
+        self
+    }
+
+    /// Relay-only or not (see [`RoomOptions::relay_only`]).
+    pub fn relay_only(mut self, relay_only: bool) -> Self {
+        self.relay_only = relay_only;
+        self
+    }
+}
+
 /// How a room was asked for: enough to ask again.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct RoomRequest {
     pub(super) name: String,
     pub(super) password: String,
     pub(super) max_members: u16,
+    pub(super) relay_only: bool,
 }
 
 impl RoomRequest {
-    /// The control message that asks for it (`flags`: [`JOIN_CREATE`], [`JOIN_MUST_CREATE`]).
+    /// The control message that asks for it (`flags`: [`JOIN_CREATE`], [`JOIN_MUST_CREATE`];
+    /// [`JOIN_RELAY_ONLY`] is added for a relay-only request).
     pub(super) fn msg(&self, flags: u8) -> ControlMsg<'_> {
+        let relay_only = if self.relay_only { JOIN_RELAY_ONLY } else { 0 };
         ControlMsg::RoomJoin {
-            flags,
+            flags: flags | relay_only,
             max_members: self.max_members,
             name: &self.name,
             password: &self.password,
@@ -42,8 +85,8 @@ pub(super) struct Membership {
     /// Rooms this client is in, rejoined by name after re-registering with a server that
     /// lost them.
     rooms: BTreeMap<GroupId, RoomRequest>,
-    /// Passwords and sizes of rooms asked for, by name, until the answer.
-    requests: BTreeMap<String, (String, u16)>,
+    /// Passwords, sizes and privacy of rooms asked for, by name, until the answer.
+    requests: BTreeMap<String, (String, u16, bool)>,
     events: VecDeque<ClientEvent>,
 }
 
@@ -81,8 +124,10 @@ impl Membership {
 
     fn remember(&mut self, r: &RoomRequest) {
         if self.requests.len() < MAX_ROOM_REQUESTS || self.requests.contains_key(&r.name) {
-            self.requests
-                .insert(r.name.clone(), (r.password.clone(), r.max_members));
+            self.requests.insert(
+                r.name.clone(),
+                (r.password.clone(), r.max_members, r.relay_only),
+            );
         }
     }
 
@@ -155,12 +200,14 @@ impl Membership {
                 self.events.push_back(ClientEvent::GroupDestroyed { group });
             }
             ControlMsg::RoomJoined { group, owner, name } => {
-                let (password, max_members) = self.requests.remove(name).unwrap_or_default();
+                let (password, max_members, relay_only) =
+                    self.requests.remove(name).unwrap_or_default();
                 if self.rooms.len() < MAX_ROOMS {
                     let r = RoomRequest {
                         name: name.to_owned(),
                         password,
                         max_members,
+                        relay_only,
                     };
                     self.rooms.insert(GroupId(group), r);
                 }
@@ -188,6 +235,7 @@ impl Membership {
                         members: e.members,
                         max_members: e.max_members,
                         has_password: e.flags & ROOM_HAS_PASSWORD != 0,
+                        relay_only: e.flags & ROOM_RELAY_ONLY != 0,
                     })
                     .collect();
                 self.events.push_back(ClientEvent::RoomList {
@@ -242,6 +290,7 @@ mod tests {
             name: name.into(),
             password: password.into(),
             max_members: max,
+            relay_only: false,
         }
     }
 

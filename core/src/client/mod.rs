@@ -42,6 +42,7 @@ use crate::wire::frame::{Frame, decode_all};
 use crate::wire::sealed::SealedPacket;
 use crate::{Endpoint, Events, RECV_SCRATCH_SIZE, SocketId, SocketRequest, Transmit};
 use discovery::Discovery;
+pub use membership::RoomOptions;
 use membership::{Membership, join_flags};
 use peers::{PeerSet, Via};
 use session::{Phase, Poll, Route, Session, SessionEvent};
@@ -70,6 +71,9 @@ pub struct Client {
     recv_arena: Arena,
     /// Server packets are opened here, never in an allocation per packet.
     scratch: Box<[u8]>,
+    /// Test-only: every control message the server sent, opened, in order.
+    #[cfg(test)]
+    received_control: Vec<Vec<u8>>,
 }
 
 impl Client {
@@ -93,6 +97,8 @@ impl Client {
             stats: ClientStats::default(),
             recv_arena: Arena::default(),
             scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
+            #[cfg(test)]
+            received_control: Vec::new(),
             config,
         })
     }
@@ -186,9 +192,18 @@ impl Client {
         }
     }
 
+    /// Test-only: the control messages this client sent to the server and received from it,
+    /// encoded, in order (what the wire carries sealed).
+    #[cfg(test)]
+    pub(crate) fn control_log(&self) -> (&[Vec<u8>], &[Vec<u8>]) {
+        (&self.session.sent_control, &self.received_control)
+    }
+
     /// A control message from the server, in order: to the peers, the membership, or the
     /// application.
     fn on_control(&mut self, now: Instant, msg: &[u8]) {
+        #[cfg(test)]
+        self.received_control.push(msg.to_vec());
         let Ok(msg) = ControlMsg::decode(msg) else {
             self.stats.dropped.bad_frames += 1;
             return;
@@ -286,7 +301,8 @@ impl Client {
                 result: Ok(b),
             } = &e
             {
-                if self.is_connected() && self.server_addr() == Some(*server) {
+                let ours = self.is_connected() && self.server_addr() == Some(*server);
+                if ours && !self.config.private {
                     let info = NatInfo::from(b);
                     let _ = self.session.push_control(&ControlMsg::NatInfo { info });
                 }
@@ -304,6 +320,11 @@ impl Client {
             for r in self.membership.rejoin() {
                 let _ = self.session.push_control(&r.msg(join_flags(true)));
             }
+        }
+        if self.config.private {
+            // Nothing about where we are: no LAN addresses, no NAT behaviour (its mapped
+            // ports), and no discovery to learn them.
+            return;
         }
         if self.local_addresses.iter().next().is_some() {
             let addrs = self.local_addresses;

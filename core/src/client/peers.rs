@@ -71,8 +71,11 @@ struct Peer {
     pair_id: u32,
     /// End-to-end protection with this peer.
     keys: PacketKeys,
-    /// The peer's address as the server observed it.
+    /// The peer's address as the server observed it (unspecified for a relay-only pair).
     addr: SocketAddr,
+    /// Relay-only (IP privacy: we are private, or the server hid the peer's address): no
+    /// probing, no probe answered, and address updates about the peer are ignored.
+    relay_only: bool,
     /// Reliability, channels and congestion control, whatever the path.
     conn: Connection,
     /// Hole punching and the direct path.
@@ -294,11 +297,15 @@ impl PeerSet {
                 self.remove_peer(peer);
                 let conn = self.new_connection();
                 let nonce = rng.next_u64();
+                // The server names no address for a relay-only pair; a private client treats
+                // every pair so, whatever the server says.
+                let hidden = addr.ip().is_unspecified() || addr.port() == 0;
+                let relay_only = self.config.private || hidden;
                 let path = PathAgent::new(
                     now,
                     addr,
                     nonce,
-                    self.config.direct_paths,
+                    self.config.direct_paths && !relay_only,
                     me < peer,
                     Duration::from_millis(u64::from(delay_ms)),
                 );
@@ -308,6 +315,7 @@ impl PeerSet {
                         pair_id,
                         keys: PacketKeys::for_pair(&key, pair_id, me < peer),
                         addr,
+                        relay_only,
                         conn,
                         path,
                         recovering: false,
@@ -338,12 +346,12 @@ impl PeerSet {
                 }
             }
             ControlMsg::PeerCandidates { peer, addrs } => {
-                if let Some(p) = self.peers.get_mut(&HostId(peer)) {
+                if let Some(p) = self.peers.get_mut(&HostId(peer)).filter(|p| !p.relay_only) {
                     p.path.add_candidates(now, addrs.iter());
                 }
             }
             ControlMsg::PeerMoved { peer, addr } => {
-                if let Some(p) = self.peers.get_mut(&HostId(peer)) {
+                if let Some(p) = self.peers.get_mut(&HostId(peer)).filter(|p| !p.relay_only) {
                     p.addr = addr;
                     p.path.peer_moved(now, addr);
                 }
@@ -369,7 +377,7 @@ impl PeerSet {
                 }
             }
             ControlMsg::PeerNat { peer, info } => {
-                if let Some(p) = self.peers.get_mut(&HostId(peer)) {
+                if let Some(p) = self.peers.get_mut(&HostId(peer)).filter(|p| !p.relay_only) {
                     p.path.set_peer_nat(now, info, nat, &self.config);
                     self.update_socket_pool();
                 }
@@ -520,7 +528,9 @@ impl PeerSet {
             };
             match *f {
                 Frame::Probe { nonce } => {
-                    let direct_paths = self.config.direct_paths;
+                    // (A relay-only peer's probe is not answered: the answer would tell it
+                    // where we are.)
+                    let direct_paths = self.config.direct_paths && !peer.relay_only;
                     peer.path
                         .handle_probe(now, socket, from, nonce, direct_paths);
                 }
@@ -990,6 +1000,7 @@ impl PeerSet {
                 pair_id,
                 keys: PacketKeys::for_pair(&key, pair_id, me < peer),
                 addr,
+                relay_only: true,
                 conn,
                 path: PathAgent::new(
                     crate::tests::epoch(),
@@ -1164,6 +1175,125 @@ mod tests {
             })
             .collect();
         assert_eq!(order, [7, 8, 7, 8, 7, 8]);
+    }
+
+    /// What `s` sends directly (probes, probe answers) over `secs` seconds of timers, from
+    /// `t0()`, as (to, datagram).
+    fn direct_out(
+        s: &mut PeerSet,
+        secs: u64,
+        stats: &mut ClientStats,
+    ) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1500];
+        for ms in (0..secs * 1000).step_by(10) {
+            let now = t0() + Duration::from_millis(ms);
+            s.handle_timeout(now, false, stats);
+            while let Some(t) = s.poll_transmit(now, &mut buf, stats) {
+                out.push((t.dst, buf[..t.len].to_vec()));
+            }
+        }
+        out
+    }
+
+    /// The server tells `me` about `peer` on pair 7: introduced at `addr`, then its LAN
+    /// address, a new public address and its NAT (all of which a relay-only pair ignores).
+    fn introduce(s: &mut PeerSet, me: HostId, peer: HostId, addr: &str, stats: &mut ClientStats) {
+        let mut rng = crate::rng::derive(&[me.0 as u8; 32], b"test");
+        let lan: SocketAddr = "192.168.7.7:5000".parse().unwrap();
+        let moved: SocketAddr = "198.51.100.77:4100".parse().unwrap();
+        for msg in [
+            ControlMsg::PeerAdd {
+                peer: peer.0,
+                pair_id: 7,
+                key: KEY,
+                addr: addr.parse().unwrap(),
+                delay_ms: 0,
+            },
+            ControlMsg::PeerCandidates {
+                peer: peer.0,
+                addrs: crate::wire::control::Candidates::new(&[lan]),
+            },
+            ControlMsg::PeerMoved {
+                peer: peer.0,
+                addr: moved,
+            },
+            ControlMsg::PeerNat {
+                peer: peer.0,
+                info: crate::wire::control::NatInfo {
+                    mapping: 1,
+                    filtering: 3,
+                    allocation: 1,
+                    delta: 1,
+                    last_port: 4100,
+                },
+            },
+        ] {
+            assert!(s.handle_control(t0(), &msg, me, None, &mut rng, stats));
+        }
+    }
+
+    fn direct_set(private: bool) -> PeerSet {
+        let cfg = ClientConfig {
+            private,
+            ..ClientConfig::default()
+        };
+        PeerSet::new(Arc::new(cfg))
+    }
+
+    #[test]
+    fn a_private_client_never_probes_even_when_a_server_hands_it_addresses() {
+        let mut stats = ClientStats::default();
+        // The control: a normal client told the same probes all of them.
+        let mut normal = direct_set(false);
+        introduce(&mut normal, A, B, "198.51.100.9:4000", &mut stats);
+        let probed: Vec<SocketAddr> = direct_out(&mut normal, 4, &mut stats)
+            .into_iter()
+            .map(|(to, _)| to)
+            .collect();
+        for addr in ["198.51.100.77:4100", "192.168.7.7:5000"] {
+            assert!(
+                probed.contains(&addr.parse().unwrap()),
+                "{addr}: {probed:?}"
+            );
+        }
+        let mut private = direct_set(true);
+        let mut stats = ClientStats::default();
+        introduce(&mut private, A, B, "198.51.100.9:4000", &mut stats);
+        assert_eq!(direct_out(&mut private, 40, &mut stats), []);
+        assert_eq!(stats.probes_sent, 0);
+        assert_eq!(private.peer_stats(B).unwrap().path, Path::Relay);
+    }
+
+    #[test]
+    fn a_pair_the_server_introduces_without_an_address_is_neither_probed_nor_answered() {
+        let mut stats = ClientStats::default();
+        // A is told nothing about B (relay-only pair); B, a normal client that was told A's
+        // address anyway (an old server), probes A.
+        let mut a = direct_set(false);
+        introduce(&mut a, A, B, "0.0.0.0:0", &mut stats);
+        assert_eq!(a.addr(B), Some("0.0.0.0:0".parse().unwrap()));
+        assert_eq!(direct_out(&mut a, 40, &mut stats), []);
+        let mut b = direct_set(false);
+        let mut b_stats = ClientStats::default();
+        introduce(&mut b, B, A, "198.51.100.1:4000", &mut b_stats);
+        let probes = direct_out(&mut b, 1, &mut b_stats);
+        assert!(!probes.is_empty());
+        let from: SocketAddr = "198.51.100.2:4000".parse().unwrap();
+        let now = t0() + Duration::from_secs(41);
+        for (_, datagram) in &probes {
+            let packet = SealedPacket::decode(datagram).unwrap();
+            let via = Via::Direct(SocketId::PRIMARY, from);
+            assert!(a.handle_packet(now, via, &packet, Some(A), &mut stats));
+        }
+        let mut buf = vec![0u8; 1500];
+        assert_eq!(
+            a.poll_transmit(now, &mut buf, &mut stats),
+            None,
+            "no answer"
+        );
+        assert_eq!(stats.probes_sent, 0);
+        assert_eq!(a.peer_stats(B).unwrap().path, Path::Relay);
     }
 
     #[test]

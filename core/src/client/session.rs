@@ -234,6 +234,9 @@ impl Link {
 /// The session with the server (see the module docs).
 pub(super) struct Session {
     config: Arc<ClientConfig>,
+    /// Test-only: every control message queued for the server, encoded, in order.
+    #[cfg(test)]
+    pub(super) sent_control: Vec<Vec<u8>>,
     state: State,
     /// The id this client chose for packets sent to it (new for every handshake).
     id: u32,
@@ -257,6 +260,8 @@ impl Session {
     pub(super) fn new(config: Arc<ClientConfig>) -> Self {
         Self {
             config,
+            #[cfg(test)]
+            sent_control: Vec::new(),
             state: State::Idle,
             id: 0,
             outgoing: VecDeque::new(),
@@ -429,7 +434,10 @@ impl Session {
         };
         l.control
             .push(&buf[..n])
-            .map_err(|_| CommandError::QueueFull)
+            .map_err(|_| CommandError::QueueFull)?;
+        #[cfg(test)]
+        self.sent_control.push(buf[..n].to_vec());
+        Ok(())
     }
 
     /// `disconnect`: a live session closes with one Close frame. `None` if there was nothing
@@ -1071,6 +1079,7 @@ impl Session {
         let max = self.config.max_datagram_size.min(buf.len());
         let id = self.id;
         let forced_tcp = self.config.transport == Transport::Tcp;
+        let private = self.config.private;
         let ticket = &self.ticket;
         // (A session whose stream broke keeps naming it until the new one connects: the
         // runtime drops those, as a dead link would. Stream ids are never reused.)
@@ -1106,6 +1115,11 @@ impl Session {
                 let Some(len) = l.keys.seal_frames(l.server_session, buf, max, |w| {
                     if let Some(ticket) = ticket {
                         let _ = Frame::Resume { ticket }.encode(w);
+                    }
+                    // Ahead of Connect, in the same packet: the server knows before the
+                    // session exists (so before any pair with it can form).
+                    if private {
+                        let _ = Frame::Private.encode(w);
                     }
                     let _ = Frame::Connect { token }.encode(w);
                 }) else {

@@ -9,9 +9,20 @@
 //! ([`Groups::poll_control`]) and what the application must hear as events
 //! ([`Groups::poll_event`]); the server hands them on. What it needs to know about a client's
 //! session (its address, RTT, whether it is offline) it asks through a [`Roster`].
+//!
+//! **Relay-only pairs** (IP privacy): a pair is relay-only when either member is private (it
+//! said so before its session was established) or when the two share a relay-only group (a
+//! room created so). Neither member of a relay-only pair ever hears anything that carries the
+//! other's addresses: its `PeerAdd` names the unspecified address `0.0.0.0:0` (which makes
+//! both ends stay on the relay: there is nothing to probe), and no `PeerNat` (its mapped port),
+//! `PeerCandidates` (LAN addresses) or `PeerMoved` (a new public address) about the other
+//! follows. Relay-only is decided when the pair forms and is sticky: a relay-only group shared
+//! later makes an existing pair relay-only from then on (no more address updates, though what
+//! was told at its introduction cannot be taken back), and sharing a normal group too never
+//! makes a relay-only pair direct.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 
 use rand::RngCore;
@@ -33,6 +44,10 @@ const MAX_PUNCH_DELAY: Duration = Duration::from_millis(500);
 const INLINE_GROUPS: usize = 4;
 /// Groups two clients share without allocating (usually one).
 const INLINE_SHARED: usize = 2;
+/// What a relay-only pair's `PeerAdd` names instead of the peer's address: nothing to probe
+/// (clients never punch towards an unspecified address), and not even the peer's address
+/// family.
+const HIDDEN_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// What a pair's introduction needs from a member's session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +58,8 @@ pub(super) struct Card {
     pub(super) offline: bool,
     /// Smoothed round-trip time of its session.
     pub(super) srtt: Duration,
+    /// Its addresses go to no one: every pair with it is relay-only.
+    pub(super) private: bool,
 }
 
 /// The sessions, as groups see them: connected clients and their cards.
@@ -80,6 +97,8 @@ struct Group {
     members: Vec<HostId>,
     /// For each member whose join is not yet acknowledged by everyone: who still owes an ack.
     pending_acks: BTreeMap<HostId, BTreeSet<HostId>>,
+    /// Pairs formed through it are relay-only (see the module docs).
+    relay_only: bool,
 }
 
 struct Pair {
@@ -90,6 +109,8 @@ struct Pair {
     direct: bool,
     /// A direct path was reported once already (its time was observed).
     timed: bool,
+    /// Neither member hears the other's addresses (see the module docs); sticky.
+    relay_only: bool,
 }
 
 impl Pair {
@@ -232,8 +253,25 @@ impl Groups {
             generation,
             members: Vec::new(),
             pending_acks: BTreeMap::new(),
+            relay_only: false,
         });
         GroupId((u64::from(generation) << 32) | key as u64)
+    }
+
+    /// Makes `group` relay-only: pairs that share it never hear each other's addresses (see
+    /// the module docs). Set it before anyone joins. False if there is no such group.
+    pub(super) fn set_relay_only(&mut self, group: GroupId) -> bool {
+        self.group_mut(group).map(|g| g.relay_only = true).is_some()
+    }
+
+    /// Whether `group` is relay-only.
+    pub(super) fn is_relay_only(&self, group: GroupId) -> bool {
+        self.group(group).is_some_and(|g| g.relay_only)
+    }
+
+    /// Whether the pair `a`, `b` exists and is relay-only.
+    pub(super) fn pair_relay_only(&self, a: HostId, b: HostId) -> Option<bool> {
+        self.pairs.get(&pair_key(a, b)).map(|p| p.relay_only)
     }
 
     /// Adds `host` (a connected client, not a member) to `group` and tells everyone: pair
@@ -386,7 +424,7 @@ impl Groups {
         }
         let candidates = Candidates::new(&good);
         self.clients.entry(from).or_default().candidates = candidates;
-        for p in self.partners(from) {
+        for p in self.address_partners(from) {
             self.push_control(
                 p,
                 &ControlMsg::PeerCandidates {
@@ -437,7 +475,7 @@ impl Groups {
 
     pub(super) fn handle_nat_info(&mut self, from: HostId, info: NatInfo) {
         self.clients.entry(from).or_default().nat = Some(info);
-        for p in self.partners(from) {
+        for p in self.address_partners(from) {
             self.push_control(p, &ControlMsg::PeerNat { peer: from.0, info });
         }
     }
@@ -445,9 +483,9 @@ impl Groups {
     // ---- inputs from sessions ----------------------------------------------------------
 
     /// A client's UDP address changed (its NAT rebound, it roamed): its peers learn the new
-    /// reflexive address and punch to it again.
+    /// reflexive address and punch to it again (not those of relay-only pairs).
     pub(super) fn client_moved(&mut self, host: HostId, addr: SocketAddr) {
-        for p in self.partners(host) {
+        for p in self.address_partners(host) {
             self.push_control(p, &ControlMsg::PeerMoved { peer: host.0, addr });
         }
     }
@@ -518,7 +556,10 @@ impl Groups {
         rng: &mut Rng,
         roster: &impl Roster,
     ) {
+        let relay_only_group = self.is_relay_only(group);
         if let Some(p) = self.pairs.get_mut(&pair_key(a, b)) {
+            // Sticky: from now on neither hears the other's addresses change.
+            p.relay_only |= relay_only_group;
             if let Err(i) = p.shared.binary_search(&group) {
                 p.shared.insert(i, group);
                 if i == 0 {
@@ -534,9 +575,12 @@ impl Groups {
         rng.fill_bytes(&mut key);
         let mut shared = SmallVec::new();
         shared.push(group);
+        let private = |h: HostId| roster.card(h).is_some_and(|c| c.private);
+        let relay_only = relay_only_group || private(a) || private(b);
         let pair = Pair {
             pair_id,
             shared,
+            relay_only,
             direct: false,
             timed: false,
         };
@@ -552,10 +596,11 @@ impl Groups {
             let Some(card) = roster.card(peer) else {
                 continue;
             };
-            let (candidates, nat) = self
-                .clients
-                .get(&peer)
-                .map_or_else(|| (Candidates::default(), None), |c| (c.candidates, c.nat));
+            let (candidates, nat) = match self.clients.get(&peer) {
+                Some(c) if !relay_only => (c.candidates, c.nat),
+                _ => (Candidates::default(), None),
+            };
+            let addr = if relay_only { HIDDEN_ADDR } else { card.addr };
             let own = if to == a { owd_a } else { owd_b };
             let delay = (latest - own).min(MAX_PUNCH_DELAY);
             self.push_control(
@@ -564,7 +609,7 @@ impl Groups {
                     peer: peer.0,
                     pair_id,
                     key,
-                    addr: card.addr,
+                    addr,
                     delay_ms: u16::try_from(delay.as_millis()).unwrap_or(u16::MAX),
                 },
             );
@@ -619,6 +664,14 @@ impl Groups {
         }
     }
 
+    /// Everyone `host` shares a group with and may hear its addresses (not through a
+    /// relay-only pair).
+    fn address_partners(&self, host: HostId) -> SmallVec<[HostId; 16]> {
+        let mut out = self.partners(host);
+        out.retain(|p| self.pair_relay_only(host, *p) == Some(false));
+        out
+    }
+
     /// Everyone `host` shares a group with.
     /// Found through its groups' member lists (a pair exists exactly while two clients share
     /// a group), so the cost is the size of its groups, not the number of pairs on the server.
@@ -652,6 +705,7 @@ mod tests {
                 addr: SocketAddr::from(([198, 51, 100, host.0 as u8], 4000)),
                 offline: false,
                 srtt: Duration::from_millis(40),
+                private: false,
             })
         }
     }
@@ -785,6 +839,111 @@ mod tests {
         };
         assert_eq!((to, peer), (b, 1));
         assert_eq!(addrs.iter().collect::<Vec<_>>(), [lan]);
+    }
+
+    /// Like [`Everyone`], but host 1 is private.
+    struct OnePrivate;
+
+    impl Roster for OnePrivate {
+        fn card(&self, host: HostId) -> Option<Card> {
+            Everyone.card(host).map(|c| Card {
+                private: host == HostId(1),
+                ..c
+            })
+        }
+    }
+
+    /// Every address-bearing message in `msgs`: (to, about whom, the address or None for
+    /// NAT info, which carries a mapped port).
+    fn addresses(msgs: &[(HostId, ControlMsg<'static>)]) -> Vec<(HostId, u64, Option<SocketAddr>)> {
+        let mut out = Vec::new();
+        for &(to, m) in msgs {
+            match m {
+                ControlMsg::PeerAdd { peer, addr, .. } if !addr.ip().is_unspecified() => {
+                    out.push((to, peer, Some(addr)));
+                }
+                ControlMsg::PeerAdd { addr, .. } => assert_eq!(addr.port(), 0),
+                ControlMsg::PeerMoved { peer, addr } => out.push((to, peer, Some(addr))),
+                ControlMsg::PeerCandidates { peer, addrs } => {
+                    out.extend(addrs.iter().map(|a| (to, peer, Some(a))));
+                }
+                ControlMsg::PeerNat { peer, .. } => out.push((to, peer, None)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Both members of every pair tell their LAN address and NAT, and move.
+    fn everyone_tells(g: &mut Groups, hosts: &[HostId]) {
+        let mut stats = ServerStats::default();
+        for &h in hosts {
+            let lan = SocketAddr::from(([192, 168, 0, h.0 as u8], 5000));
+            g.handle_candidates(h, &Candidates::new(&[lan]), &mut stats);
+            g.handle_nat_info(h, NatInfo::default());
+            g.client_moved(h, SocketAddr::from(([203, 0, 113, h.0 as u8], 6000)));
+        }
+    }
+
+    #[test]
+    fn a_pair_with_a_private_member_hears_no_address_either_way_and_others_still_do() {
+        let mut g = Groups::new(1);
+        let mut rng = crate::rng::derive(&[1; 32], b"test");
+        let (p, b, c) = (HostId(1), HostId(2), HostId(3));
+        // What they told before the pairs formed, and after.
+        g.clients.entry(p).or_default().nat = Some(NatInfo::default());
+        let lan = SocketAddr::from(([192, 168, 0, 1], 5000));
+        g.clients.entry(p).or_default().candidates = Candidates::new(&[lan]);
+        let group = g.create();
+        for h in [p, b, c] {
+            g.join(group, h, &mut rng, &OnePrivate);
+        }
+        everyone_tells(&mut g, &[p, b, c]);
+        let msgs = drain(&mut g);
+        let seen = addresses(&msgs);
+        assert!(
+            seen.iter().all(|&(to, about, _)| to != p && about != p.0),
+            "{seen:?}"
+        );
+        assert_eq!(g.pair_relay_only(p, b), Some(true));
+        assert_eq!(g.pair_relay_only(b, c), Some(false));
+        // The normal pair hears everything: introduction, LAN address, NAT and move, both ways.
+        for (to, about) in [(b, c), (c, b)] {
+            let n = seen.iter().filter(|s| (s.0, s.1) == (to, about.0)).count();
+            assert_eq!(n, 4, "{to} about {about}: {seen:?}");
+        }
+        // The private member was introduced (a key, a pair id), with no address.
+        assert!(msgs.iter().any(|(to, m)| *to == b
+            && matches!(m, ControlMsg::PeerAdd { peer: 1, addr, .. } if *addr == HIDDEN_ADDR)));
+    }
+
+    #[test]
+    fn a_relay_only_group_hides_addresses_and_its_pairs_stay_relay_only() {
+        let mut g = Groups::new(1);
+        let mut rng = crate::rng::derive(&[1; 32], b"test");
+        let (a, b, c) = (HostId(1), HostId(2), HostId(3));
+        let (hidden, normal) = (g.create(), g.create());
+        assert!(g.set_relay_only(hidden));
+        assert!(g.is_relay_only(hidden) && !g.is_relay_only(normal));
+        // a and b meet in the relay-only group first, then share a normal one too.
+        for group in [hidden, normal] {
+            g.join(group, a, &mut rng, &Everyone);
+            g.join(group, b, &mut rng, &Everyone);
+        }
+        everyone_tells(&mut g, &[a, b]);
+        assert_eq!(addresses(&drain(&mut g)), []);
+        assert_eq!(g.pair_relay_only(a, b), Some(true));
+        // c meets a in the normal group first (introduced with addresses), then in the
+        // relay-only one: from then on no more address updates.
+        g.join(normal, c, &mut rng, &Everyone);
+        let seen = addresses(&drain(&mut g));
+        assert!(seen.iter().any(|s| (s.0, s.1) == (c, a.0)), "{seen:?}");
+        assert!(seen.iter().any(|s| (s.0, s.1) == (c, b.0)), "{seen:?}");
+        g.join(hidden, c, &mut rng, &Everyone);
+        drain(&mut g);
+        everyone_tells(&mut g, &[a, b, c]);
+        assert_eq!(addresses(&drain(&mut g)), []);
+        assert_eq!(g.pair_relay_only(a, c), Some(true));
     }
 
     #[test]

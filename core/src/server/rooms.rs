@@ -17,8 +17,8 @@ use crate::event::{GroupId, HostId, LeaveReason, MemberLeftReason, RoomError, Ro
 use crate::rng::Rng;
 use crate::stats::ServerStats;
 use crate::wire::control::{
-    ControlMsg, JOIN_CREATE, JOIN_MUST_CREATE, MAX_NAME_LEN, ROOM_HAS_PASSWORD, RoomEntries,
-    RoomEntry,
+    ControlMsg, JOIN_CREATE, JOIN_MUST_CREATE, JOIN_RELAY_ONLY, MAX_NAME_LEN, ROOM_HAS_PASSWORD,
+    ROOM_RELAY_ONLY, RoomEntries, RoomEntry,
 };
 
 /// Room list bytes per answer: one control message must fit one datagram with room to spare.
@@ -243,6 +243,9 @@ impl Rooms {
                 Some(RoomError::AlreadyMember)
             } else if !same_secret(&room.password, password) {
                 Some(RoomError::WrongPassword)
+            } else if flags & JOIN_RELAY_ONLY != 0 && !groups.is_relay_only(group) {
+                // Asked for privacy: never into a room that would hand its addresses out.
+                Some(RoomError::NotRelayOnly)
             } else if members.len() >= room.max_members as usize {
                 Some(RoomError::Full)
             } else {
@@ -268,6 +271,9 @@ impl Rooms {
         }
         .max(1);
         let group = groups.create();
+        if cfg.relay_only || flags & JOIN_RELAY_ONLY != 0 {
+            groups.set_relay_only(group);
+        }
         self.rooms.insert(
             group,
             Room {
@@ -327,6 +333,10 @@ impl Rooms {
                     0
                 } else {
                     ROOM_HAS_PASSWORD
+                } | if groups.is_relay_only(group) {
+                    ROOM_RELAY_ONLY
+                } else {
+                    0
                 },
             };
             used += RoomEntries::entry_len(&e);
@@ -445,6 +455,7 @@ mod tests {
                 addr: SocketAddr::from(([198, 51, 100, host.0 as u8], 4000)),
                 offline: false,
                 srtt: crate::time::Duration::ZERO,
+                private: false,
             })
         }
     }

@@ -77,6 +77,9 @@ pub(super) struct Session {
     control: ControlStream,
     /// Not heard for `offline_after`: its peers were told; cleared by its next packet.
     offline: bool,
+    /// The client asked for privacy (a `Private` frame before its `Connect`): its addresses
+    /// are never handed to anyone, and its pairs stay on the relay.
+    private: bool,
 }
 
 enum Phase {
@@ -251,6 +254,7 @@ impl Session {
             timer: None,
             control: ControlStream::new(max_queued_control),
             offline: false,
+            private: false,
         }
     }
 
@@ -325,6 +329,7 @@ impl Session {
             addr: self.udp.unwrap_or(self.path.addr),
             offline: self.offline,
             srtt: self.control.srtt(),
+            private: self.private,
         }
     }
 
@@ -466,6 +471,13 @@ impl Session {
             Frame::Padding(_) => Routed::Done,
             Frame::Resume { ticket } if half_open => return (Handled::Resume(ticket), false),
             Frame::Resume { .. } if established => Routed::Done,
+            Frame::Private if half_open => {
+                self.private = true;
+                Routed::Done
+            }
+            // (Privacy is for the session's life: it cannot be given up, nor asked for after
+            // pairs may have been introduced.)
+            Frame::Private if established => Routed::Done,
             Frame::Connect { token } if half_open => Routed::Connect(token),
             Frame::Connect { .. } if established => {
                 // Our Welcome was lost and the client retried.

@@ -5,6 +5,7 @@ mod epoch;
 mod groups;
 mod hostile;
 mod ops;
+mod privacy;
 mod reset;
 mod resume;
 mod rooms;

@@ -133,7 +133,8 @@ fn passwords_limits_listing_and_kicking_behave_as_described() {
                 name: "lobby".into(),
                 members: 2,
                 max_members: 2,
-                has_password: true
+                has_password: true,
+                relay_only: false,
             }]
         }
     );

@@ -3,6 +3,7 @@
 //! ```text
 //! server → client
 //!   0x01 PeerAdd        peer (u64) | pair id (u32) | pair key (32) | peer's observed address
+//!                         (0.0.0.0:0 for a relay-only pair: no direct path, nothing to probe)
 //!                         | punch delay (u16, ms: when to start probing, so both ends start
 //!                           together)
 //!   0x02 PeerRemove     peer (u64) | pair id (u32)
@@ -11,7 +12,8 @@
 //!   0x05 GroupDestroyed group (u64)
 //!   0x06 RoomJoined     group (u64) | owner (u64) | name (str8)
 //!   0x07 RoomList       total (u16) | offset (u16) | count (u8) | count × entry
-//!                         entry = name (str8) | members (u16) | max members (u16) | flags (u8)
+//!                         entry = name (str8) | members (u16) | max members (u16)
+//!                         | flags (u8: ROOM_HAS_PASSWORD 1, ROOM_RELAY_ONLY 2)
 //!   0x08 RoomError      operation (u8) | reason (u8)
 //!   0x09 RoomOwner      group (u64) | owner (u64)
 //!   0x0A PeerCandidates peer (u64) | count (u8, ≤ MAX_CANDIDATES) | count × address
@@ -25,7 +27,8 @@
 //!                         rooms and closes this session within that time
 //! client → server
 //!   0x20 MemberAck      group (u64) | member (u64)
-//!   0x21 RoomJoin       flags (u8) | max members (u16) | name (str8) | password (str8)
+//!   0x21 RoomJoin       flags (u8: JOIN_CREATE 1, JOIN_MUST_CREATE 2, JOIN_RELAY_ONLY 4)
+//!                         | max members (u16) | name (str8) | password (str8)
 //!   0x22 RoomJoinRandom
 //!   0x23 RoomListGet    offset (u16)
 //!   0x24 RoomLeave      group (u64)
@@ -58,6 +61,15 @@ pub const JOIN_CREATE: u8 = 1;
 pub const JOIN_MUST_CREATE: u8 = 2;
 /// Room list entry flag: a password is required.
 pub const ROOM_HAS_PASSWORD: u8 = 1;
+/// `RoomJoin` flag: if this request creates the room, the room is relay-only (its members'
+/// addresses are never handed to each other; every pair formed through it stays relayed).
+/// Joining a room that exists and is not relay-only with it is refused (`RoomError` 11,
+/// `NotRelayOnly`): whoever asks for privacy never lands in a room that hands its addresses
+/// out. A server older than the flag ignores it (a normal room, created or joined): the
+/// `RoomList` entry shows [`ROOM_RELAY_ONLY`] only on servers that honour it.
+pub const JOIN_RELAY_ONLY: u8 = 4;
+/// Room list entry flag: the room is relay-only (see [`JOIN_RELAY_ONLY`]).
+pub const ROOM_RELAY_ONLY: u8 = 2;
 
 /// One control message, borrowing from the stream buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,6 +26,11 @@
 //! 0x0F ProbeAck  | nonce (u64): answer to a Probe, sent back to where it came from
 //! 0x10 Resume    | ticket length (u16, ≤ MAX_TICKET_LEN) | resumption ticket
 //!                  (client → server, before Connect: asks for the ticket's host id back)
+//! 0x11 Private   | (client → server, before Connect: never hand this client's addresses to
+//!                  anyone; every pair with it stays on the relay. An older server fails to
+//!                  decode the packet and drops it, so a private client never becomes a
+//!                  public client of a server that does not know the frame: it does not
+//!                  connect at all.)
 //! ```
 //!
 //! Ack ranges follow QUIC: the first range covers `largest - first + 1 ..= largest`; each
@@ -57,6 +62,7 @@ const FLOOR: u8 = 0x0D;
 const PROBE: u8 = 0x0E;
 const PROBE_ACK: u8 = 0x0F;
 const RESUME: u8 = 0x10;
+const PRIVATE: u8 = 0x11;
 
 /// `Message` flag: the frame carries one fragment of a larger message.
 pub const FLAG_FRAGMENT: u8 = 1;
@@ -201,6 +207,9 @@ pub enum Frame<'a> {
         /// The ticket, opaque to the client.
         ticket: &'a [u8],
     },
+    /// Client → server, ahead of `Connect`: this client is private (its addresses are never
+    /// handed to anyone, and its pairs stay on the relay).
+    Private,
 }
 
 /// Acknowledged packet-number ranges, borrowing the encoded ranges.
@@ -275,7 +284,7 @@ impl<'a> Frame<'a> {
     pub fn encoded_len(&self) -> usize {
         1 + match self {
             Self::Padding(n) => *n as usize,
-            Self::Ping => 0,
+            Self::Ping | Self::Private => 0,
             Self::Connect { token } => 2 + token.len(),
             Self::Welcome { observed, .. } => 8 + addr_len(observed) + 16,
             Self::Reject { .. } => 1,
@@ -302,6 +311,7 @@ impl<'a> Frame<'a> {
                 w.zeros(n as usize)
             }
             Self::Ping => w.u8(PING),
+            Self::Private => w.u8(PRIVATE),
             Self::Connect { token } => {
                 if token.len() > MAX_TOKEN_LEN {
                     return Err(BufferTooSmall);
@@ -422,6 +432,7 @@ impl<'a> Frame<'a> {
                 Self::Padding(u16::try_from(rest.len()).map_err(|_| DecodeError::BadLength)?)
             }
             PING => Self::Ping,
+            PRIVATE => Self::Private,
             CONNECT => {
                 let len = r.u16()? as usize;
                 if len > MAX_TOKEN_LEN {
@@ -760,6 +771,17 @@ mod tests {
         assert_eq!(decode_all(&bytes[..10]).map(|f| f.len()), Ok(2));
     }
 
+    #[test]
+    fn the_private_frame_is_one_byte_ahead_of_connect() {
+        let bytes = encode_all(&[Frame::Private, Frame::Connect { token: &[] }]);
+        assert_eq!(bytes, [0x11, 0x02, 0x00, 0x00]);
+        let decoded: Result<Vec<_>, _> = Frames::new(&bytes).collect();
+        assert_eq!(
+            decoded,
+            Ok(vec![Frame::Private, Frame::Connect { token: &[] }])
+        );
+    }
+
     /// Property test: arbitrary frame sequences survive encode → decode unchanged.
     #[test]
     fn arbitrary_frame_sequences_round_trip() {
@@ -796,7 +818,7 @@ mod tests {
 
     impl<'a> arbitrary::Arbitrary<'a> for ArbFrame<'a> {
         fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
-            Ok(Self(match u.int_in_range(0..=15u8)? {
+            Ok(Self(match u.int_in_range(0..=16u8)? {
                 0 => Frame::Padding(u.arbitrary()?),
                 1 => Frame::Ping,
                 2 => Frame::Connect {
@@ -869,6 +891,7 @@ mod tests {
                 15 => Frame::ProbeAck {
                     nonce: u.arbitrary()?,
                 },
+                16 => Frame::Private,
                 _ => Frame::Relayed {
                     from: u.arbitrary()?,
                     packet: u.arbitrary()?,

@@ -208,6 +208,10 @@ pub struct ServerArgs {
         allow_hyphen_values = true
     )]
     pub drain_timeout_ms: Option<u64>,
+    /// IP privacy for every room (`RoomsConfig::relay_only`): members never learn each other's
+    /// addresses, never punch, and all their traffic goes through this server's relay.
+    #[arg(long)]
+    pub relay_only_rooms: bool,
 }
 
 /// `pierce server --log-level` (and `log_level` in --config's file).
@@ -446,6 +450,18 @@ pub struct PeerArgs {
     /// off).
     #[arg(long)]
     pub relay_only: bool,
+    /// IP privacy (`ClientConfig::private`): no other peer ever learns this peer's addresses.
+    /// The server hands them to no one and pairs this peer relay-only both ways (it learns no
+    /// one's addresses either); it never punches and never tells its LAN addresses. Every
+    /// packet to and from it goes through the server. A server that predates the option
+    /// does not accept the connection, so the run fails rather than go public.
+    #[arg(long)]
+    pub private: bool,
+    /// Create the room relay-only (`RoomOptions::relay_only`): members paired through it never
+    /// learn each other's addresses, and all their traffic is relayed. Joining an existing
+    /// room that is not relay-only fails instead.
+    #[arg(long)]
+    pub relay_only_room: bool,
     /// No UDP GSO/GRO: one datagram per system call message (see `pierce server --help`).
     #[arg(long)]
     pub no_offload: bool,
@@ -487,7 +503,7 @@ pub struct PeerArgs {
     /// server`, and reach this peer directly at that address. --server must name the address
     /// they reach (not 0.0.0.0; port 0 picks one). With --token-secret, the others need
     /// tokens from the same secret.
-    #[arg(long, conflicts_with_all = ["server_key", "bind", "tcp", "relay_only"])]
+    #[arg(long, conflicts_with_all = ["server_key", "bind", "tcp", "relay_only", "private"])]
     pub host: bool,
 }
 
@@ -1146,5 +1162,23 @@ mod tests {
         assert_eq!(peer(&["--tcp"]).expect("valid"), Transport::Tcp);
         assert_eq!(peer(&["--udp-only"]).expect("valid"), Transport::Udp);
         assert!(peer(&["--tcp", "--udp-only"]).is_err());
+    }
+
+    #[test]
+    fn privacy_flags_parse_and_a_host_cannot_be_private() {
+        let peer = |extra: &[&str]| {
+            let mut argv = vec!["pierce", "peer", "--server", "127.0.0.1:7777"];
+            argv.extend_from_slice(&["--room", "r", "--peers", "1"]);
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Peer(p) => (p.private, p.relay_only_room),
+                _ => panic!("not peer"),
+            })
+        };
+        assert_eq!(peer(&[]).expect("valid"), (false, false));
+        assert_eq!(peer(&["--private"]).expect("valid"), (true, false));
+        assert_eq!(peer(&["--relay-only-room"]).expect("valid"), (false, true));
+        // A host is the server its peers reach: its address is theirs to know.
+        assert!(peer(&["--host", "--private"]).is_err());
     }
 }

@@ -336,6 +336,8 @@ sections! {
             "Member limit of a room whose creator asked for none; at most max_members_cap."
         max_members_cap: U16Count, 1, U16 => rooms.max_members_cap;
             "Largest member limit a room's creator may ask for."
+        relay_only: Flag, 0, 1 => rooms.relay_only;
+            "IP privacy for every room (--relay-only-rooms): members never learn each other's addresses, never punch, and all their traffic goes through this server's relay."
     }
 }
 
@@ -569,6 +571,7 @@ impl ServerSettings {
             self.threads = n;
         }
         self.no_offload |= args.no_offload;
+        self.core.rooms.relay_only |= args.relay_only_rooms;
         if let Some(l) = args.log_level {
             self.log_level = l;
         }

@@ -63,6 +63,8 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
             size: args.size,
             mode: Mode::ReliableOrdered,
             relay_only: false,
+            private: false,
+            relay_only_room: false,
             no_offload: false,
             tcp: false,
             udp_only: false,

@@ -64,6 +64,7 @@ pub fn room_error(e: RoomError) -> String {
         RoomError::InvalidName => "invalid room name or password".into(),
         RoomError::TooManyRooms => "the server's room limit is reached".into(),
         RoomError::Draining => "the server is draining (shutting down): no new rooms".into(),
+        RoomError::NotRelayOnly => "the room exists and is not relay-only".into(),
         other => format!("{other:?}"),
     }
 }

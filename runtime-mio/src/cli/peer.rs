@@ -63,6 +63,7 @@ pub fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
     let start = Instant::now();
     let mut setup = Setup::new(&args.connect, args.timeout, !args.relay_only)?;
     setup.config.transport = args.transport();
+    setup.config.private = args.private;
     let json = args.json;
     let deadline = start + args.timeout;
     let (server, host, offload) = (args.connect.server, args.host, !args.no_offload);

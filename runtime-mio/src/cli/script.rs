@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pierce_core::{
     Channel, Client, ClientConfig, ClientEvent, CommandError, DisconnectReason, GroupId, HostId,
-    MessageId, Path, PeerStats, SendError,
+    MessageId, Path, PeerStats, RoomOptions, SendError,
 };
 
 use super::args::{Mode, PeerArgs};
@@ -43,7 +43,7 @@ pub const MAX_NAME: usize = 64;
 /// Something for the runner to do with its client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// `join_room(name, password, create = true, max_members)`.
+    /// `join_room_with(name, password, create = true, options)`.
     JoinRoom {
         /// The room.
         name: String,
@@ -51,6 +51,8 @@ pub enum Command {
         password: String,
         /// Member limit if it gets created.
         max_members: u16,
+        /// Created relay-only; an existing room must be relay-only (`--relay-only-room`).
+        relay_only: bool,
     },
     /// `send(to, channel, payload)`.
     Send {
@@ -84,7 +86,13 @@ pub fn execute(client: &mut Client, now: Instant, command: Command) -> Reply {
             name,
             password,
             max_members,
-        } => Reply::Joined(client.join_room(now, &name, &password, true, max_members)),
+            relay_only,
+        } => {
+            let options = RoomOptions::new()
+                .max_members(max_members)
+                .relay_only(relay_only);
+            Reply::Joined(client.join_room_with(now, &name, &password, true, options))
+        }
         Command::Send {
             to,
             channel,
@@ -568,6 +576,7 @@ impl Script {
                 name: self.args.room.clone(),
                 password: self.args.password.clone(),
                 max_members: self.args.peers.saturating_add(1),
+                relay_only: self.args.relay_only_room,
             });
         }
         if !self.targets.is_empty() && now >= self.stats_due && self.stats_queue.is_empty() {
@@ -689,11 +698,19 @@ impl Script {
                 .ms("first_message_ms", first)
                 .ms("direct_after_ms", direct)
         });
-        Obj::event("summary")
+        let summary = Obj::event("summary")
             .bool("ok", self.ok())
             .str("name", &self.name)
-            .array("peers", peers.collect::<Vec<_>>())
-            .finish()
+            .array("peers", peers.collect::<Vec<_>>());
+        // (Named only when asked for, so that the usual summary keeps its shape.)
+        let summary = if self.args.private || self.args.relay_only_room {
+            summary
+                .bool("private", self.args.private)
+                .bool("relay_only_room", self.args.relay_only_room)
+        } else {
+            summary
+        };
+        summary.finish()
     }
 
     // ---- internals ---------------------------------------------------------------------
@@ -1117,6 +1134,8 @@ mod tests {
             size: 16,
             mode,
             relay_only: false,
+            private: false,
+            relay_only_room: false,
             no_offload: false,
             tcp: false,
             udp_only: false,

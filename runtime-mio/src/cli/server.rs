@@ -30,10 +30,11 @@ pub const SHUTDOWN_CODE: u16 = 0;
 /// # Errors
 /// No OS entropy, or a configuration the core refuses.
 pub fn rooms_server(key: SecretKey, token_secret: Option<Vec<u8>>) -> Result<Server, CliError> {
-    rooms_server_with(key, token_secret, 0)
+    rooms_server_with(key, token_secret, 0, false)
 }
 
-/// [`rooms_server`] with its relay on `relay_threads` threads of their own (0: on its own).
+/// [`rooms_server`] with its relay on `relay_threads` threads of their own (0: on its own),
+/// every room relay-only if `relay_only_rooms` (`RoomsConfig::relay_only`).
 ///
 /// # Errors
 /// As [`rooms_server`].
@@ -41,9 +42,12 @@ pub fn rooms_server_with(
     key: SecretKey,
     token_secret: Option<Vec<u8>>,
     relay_threads: u16,
+    relay_only_rooms: bool,
 ) -> Result<Server, CliError> {
     let mut config = ServerConfig::new(key);
-    config.rooms = Some(RoomsConfig::default());
+    let mut rooms = RoomsConfig::default();
+    rooms.relay_only = relay_only_rooms;
+    config.rooms = Some(rooms);
     config.token_secret = token_secret;
     config.relay_shards = relay_threads;
     server_with(config)
