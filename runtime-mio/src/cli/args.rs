@@ -168,7 +168,31 @@ pub struct ServerArgs {
     /// misbehaves with them).
     #[arg(long)]
     pub no_offload: bool,
+    /// Serve Prometheus metrics (`GET /metrics`), `GET /healthz` and `GET /readyz` over HTTP
+    /// at this TCP address, and the admin endpoints (`/admin/...`) with --admin-token-file.
+    /// Port 0 picks a free port (the ready line shows it: `metrics_addr`). Give a loopback
+    /// address unless the network in front of it is trusted: the text is unauthenticated.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen, allow_hyphen_values = true)]
+    pub metrics: Option<SocketAddr>,
+    /// Turn on the admin endpoints of --metrics (list clients and rooms, kick, close a room,
+    /// drain): requests must carry `Authorization: Bearer TOKEN`, TOKEN being this file's
+    /// content with surrounding whitespace trimmed (not empty). Without it they answer 403.
+    /// Needs --metrics.
+    #[arg(long, value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Milliseconds a drain (`POST /admin/drain`) gives clients to leave before the server
+    /// disconnects whoever is left and exits 0: 0 to 86400000 (default 10000).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_drain_timeout,
+        allow_hyphen_values = true
+    )]
+    pub drain_timeout_ms: Option<u64>,
 }
+
+/// `--drain-timeout-ms` when not given.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 10_000;
 
 impl ServerArgs {
     /// What the flags' own parsers cannot see: `--alt-listen` against `--listen`.
@@ -562,6 +586,10 @@ where
 
 fn parse_stats_every(s: &str) -> Result<u64, String> {
     int_in(s, 1, MAX_SECS, " (seconds; at most a day)")
+}
+
+fn parse_drain_timeout(s: &str) -> Result<u64, String> {
+    int_in(s, 0, MAX_SECS * 1000, " (milliseconds; at most a day)")
 }
 
 fn parse_threads(s: &str) -> Result<u16, String> {
