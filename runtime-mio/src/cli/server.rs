@@ -181,6 +181,10 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
                 .map_err(|e| CliError::io("relay failed", &e))?;
         }
         while let Some(event) = driver.poll_event() {
+            if let (Some(_), ServerEvent::ClientJoined { host_id, .. }) = (drain_deadline, &event) {
+                // Draining: a session that got through anyway is closed at once.
+                let _ = (driver.endpoint_mut()).disconnect(Instant::now(), *host_id, SHUTDOWN_CODE);
+            }
             log(args.json, &mut clients, event);
         }
         let now = Instant::now();
