@@ -50,7 +50,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> Answe
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     let chunked = head
         .lines()
-        .any(|l| l.to_ascii_lowercase() == "transfer-encoding: chunked");
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
     let body = if chunked {
         dechunk(body)
     } else {
