@@ -879,6 +879,103 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// An ops listener on loopback with `token`, and the poll its waker wakes.
+    fn listener(token: Option<&[u8]>) -> (Ops, mio::Poll) {
+        let poll = mio::Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let ops = Ops::start(loopback, token.map(<[u8]>::to_vec), waker).expect("listens");
+        (ops, poll)
+    }
+
+    /// A raw HTTP/1.1 exchange with the listener: status line and body.
+    fn request(addr: SocketAddr, head: &str) -> (String, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connects");
+        write!(s, "{head}\r\nConnection: close\r\n\r\n").expect("writes");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("reads");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
+        (
+            head.lines().next().unwrap_or_default().to_owned(),
+            body.to_owned(),
+        )
+    }
+
+    #[test]
+    fn publishing_skips_a_turn_instead_of_waiting_for_a_scrape_that_holds_the_lock() {
+        let (mut ops, _poll) = listener(None);
+        let now = Instant::now();
+        let mut snapshot = Snapshot::default();
+        snapshot.stats.relayed_bytes = 1;
+        {
+            let shared = ops.shared.clone();
+            let _held = shared.snapshot.lock().expect("lock");
+            ops.publish(now, snapshot.clone()); // returns at once
+            assert!(ops.publish_due(now), "a skipped turn stays due");
+        }
+        ops.publish(now, snapshot);
+        assert!(!ops.publish_due(now));
+        assert!(ops.publish_due(now + PUBLISH_EVERY));
+        let (status, body) = request(ops.local_addr(), "GET /metrics HTTP/1.1");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(body.contains("\npierce_relayed_bytes_total 1\n"), "{body}");
+    }
+
+    #[test]
+    fn admin_requests_reach_the_loop_and_its_answer_comes_back() {
+        let (ops, mut poll) = listener(Some(b"t0k"));
+        let addr = ops.local_addr();
+        let client = thread::spawn(move || {
+            request(
+                addr,
+                "POST /admin/clients/7/kick HTTP/1.1\r\nAuthorization: Bearer t0k",
+            )
+        });
+        // The loop's side: woken by the request, it finds the command and answers.
+        let mut events = mio::Events::with_capacity(4);
+        let command = loop {
+            poll.poll(&mut events, Some(Duration::from_secs(5)))
+                .expect("poll");
+            if let Some(c) = ops.next_command() {
+                break c;
+            }
+        };
+        assert_eq!(command.request, AdminRequest::Kick(HostId(7)));
+        command.answer(Reply::error(404, "no such client"));
+        let (status, body) = client.join().expect("client");
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+        assert_eq!(body, r#"{"error":"no such client"}"#);
+        // Draining flips readyz, not healthz.
+        ops.set_draining();
+        assert_eq!(
+            request(addr, "GET /readyz HTTP/1.1").0,
+            "HTTP/1.1 503 Service Unavailable"
+        );
+        assert_eq!(request(addr, "GET /healthz HTTP/1.1").0, "HTTP/1.1 200 OK");
+        // A wrong token never reaches the loop.
+        let (status, _) = request(
+            addr,
+            "POST /admin/drain HTTP/1.1\r\nAuthorization: Bearer t0K",
+        );
+        assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+        assert!(ops.next_command().is_none());
+    }
+
+    #[test]
+    fn the_loop_answers_lists_and_unknown_ids_from_the_server() {
+        let key = pierce_core::SecretKey::from_bytes([9; 32]);
+        let mut server = super::super::server::rooms_server(key, None).expect("server");
+        let now = Instant::now();
+        let clients = answer(&mut server, now, &AdminRequest::Clients);
+        assert_eq!(clients, Reply::json(200, r#"{"clients":[]}"#.to_owned()));
+        let rooms = answer(&mut server, now, &AdminRequest::Rooms);
+        assert_eq!(rooms, Reply::json(200, r#"{"rooms":[]}"#.to_owned()));
+        let kick = answer(&mut server, now, &AdminRequest::Kick(HostId(3)));
+        assert_eq!(kick.status, 404);
+        assert!(kick.body.contains("host id 3"), "{kick:?}");
+    }
+
     #[test]
     fn metrics_carry_help_type_total_suffixes_and_one_series_per_drop_reason() {
         let mut snapshot = Snapshot::default();
