@@ -132,6 +132,8 @@ pub enum RoomError {
     InvalidName,
     /// The server's room limit is reached.
     TooManyRooms,
+    /// The server is draining ([`crate::Server::drain`]): it creates no new rooms.
+    Draining,
     /// A code this version does not know.
     Other(u8),
 }
@@ -149,6 +151,7 @@ impl RoomError {
             Self::Disabled => 8,
             Self::InvalidName => 9,
             Self::TooManyRooms => 10,
+            Self::Draining => 11,
             Self::Other(c) => c,
         }
     }
@@ -165,6 +168,7 @@ impl RoomError {
             8 => Self::Disabled,
             9 => Self::InvalidName,
             10 => Self::TooManyRooms,
+            11 => Self::Draining,
             c => Self::Other(c),
         }
     }
@@ -281,6 +285,15 @@ pub enum ClientEvent {
         /// The peer.
         peer: HostId,
     },
+    /// The server is draining (its operator is taking it down): it takes no new clients or
+    /// rooms, and closes this session within `within`
+    /// ([`DisconnectReason::ClosedByServer`]). Peers with a validated direct path can stay
+    /// after that (see [`crate::ClientConfig::pair_lifetime`]); a game may move its players
+    /// to another server meanwhile.
+    ServerDraining {
+        /// Time left before the server closes the session.
+        within: crate::time::Duration,
+    },
     /// The session with the server moved to TCP (`tcp: true`: UDP to the server failed, see
     /// [`crate::Transport::Auto`]) or back to UDP (a probe came back). Nothing sent is lost
     /// or duplicated across the move.
@@ -390,6 +403,8 @@ pub enum RejectReason {
     ExpiredToken,
     /// The server is at `max_clients`.
     ServerFull,
+    /// The server is draining ([`crate::Server::drain`]): it takes no new clients.
+    Draining,
     /// A code this version does not know.
     Other(u8),
 }
@@ -401,6 +416,7 @@ impl RejectReason {
             Self::InvalidToken => 2,
             Self::ExpiredToken => 3,
             Self::ServerFull => 4,
+            Self::Draining => 5,
             Self::Other(c) => c,
         }
     }
@@ -411,6 +427,7 @@ impl RejectReason {
             2 => Self::InvalidToken,
             3 => Self::ExpiredToken,
             4 => Self::ServerFull,
+            5 => Self::Draining,
             c => Self::Other(c),
         }
     }

@@ -143,10 +143,13 @@ pub use rudp::{
     SendOptions,
 };
 pub use server::{
-    Forward, ForwardReport, ForwardUpdate, Forwarder, REPORT_INTERVAL, Server, relay_shard,
-    relay_shard_of,
+    Forward, ForwardReport, ForwardUpdate, Forwarder, REPORT_INTERVAL, RoomSummary, Server,
+    relay_shard, relay_shard_of,
 };
-pub use stats::{ClientStats, DropStats, IoStats, ServerStats};
+pub use stats::{
+    ClientStats, DropStats, Histogram, IoStats, RELAY_DATAGRAM_BOUNDS_BYTES, SESSION_RTT_BOUNDS_MS,
+    ServerHistograms, ServerStats, TIME_TO_DIRECT_BOUNDS_MS,
+};
 pub use time::Timeout;
 pub use token::{CONNECT_TOKEN_LEN, ConnectToken};
 

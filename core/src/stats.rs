@@ -321,6 +321,124 @@ pub struct ServerStats {
     /// Packets of unknown sessions not answered with a reset: over the reset rate or queue
     /// (also counted in `dropped.unknown_session`).
     pub resets_limited: u64,
+    /// Pairs whose path is direct now, as their clients last reported it (clients report
+    /// every change of path to the server; a client that predates the report, or one that
+    /// never punches, leaves its pairs counted as relayed).
+    pub pairs_direct: u64,
+    /// Distributions: session round trips, relayed datagram sizes, time to a direct path.
+    pub histograms: ServerHistograms,
+}
+
+/// Most buckets a [`Histogram`] has, the overflow bucket included.
+const MAX_BUCKETS: usize = 16;
+
+/// Observations counted into fixed buckets since start: what Prometheus calls a histogram
+/// (its exposition wants cumulative counts: add up [`Histogram::counts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Histogram {
+    bounds: &'static [u64],
+    counts: [u64; MAX_BUCKETS],
+    sum: u64,
+    count: u64,
+}
+
+impl Histogram {
+    /// An empty histogram whose finite buckets end at `bounds` (ascending, at most 15; one
+    /// more bucket takes everything above the last).
+    ///
+    /// # Panics
+    /// More than 15 bounds, or bounds not strictly ascending: a programming error, caught in
+    /// const evaluation where the bounds are constants.
+    pub const fn new(bounds: &'static [u64]) -> Self {
+        assert!(bounds.len() < MAX_BUCKETS, "at most 15 bucket bounds");
+        let mut i = 1;
+        while i < bounds.len() {
+            assert!(bounds[i - 1] < bounds[i], "bucket bounds must ascend");
+            i += 1;
+        }
+        Self {
+            bounds,
+            counts: [0; MAX_BUCKETS],
+            sum: 0,
+            count: 0,
+        }
+    }
+
+    /// Counts `value` in the first bucket whose bound is at least `value`.
+    pub fn observe(&mut self, value: u64) {
+        let i = self.bounds.partition_point(|&b| b < value);
+        self.counts[i] += 1;
+        self.sum = self.sum.saturating_add(value);
+        self.count += 1;
+    }
+
+    /// The finite buckets' upper bounds (inclusive), ascending.
+    pub fn bounds(&self) -> &'static [u64] {
+        self.bounds
+    }
+
+    /// Observations per bucket (not cumulative): one per bound, then the overflow bucket.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts[..=self.bounds.len()]
+    }
+
+    /// Sum of every observed value (saturating).
+    pub fn sum(&self) -> u64 {
+        self.sum
+    }
+
+    /// Observations.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Adds `other`'s observations; a histogram with other bounds is ignored (returns false).
+    pub fn merge(&mut self, other: &Self) -> bool {
+        if self.bounds != other.bounds {
+            return false;
+        }
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum = self.sum.saturating_add(other.sum);
+        self.count += other.count;
+        true
+    }
+}
+
+/// Bucket bounds of [`ServerHistograms::session_rtt_ms`], in milliseconds.
+pub const SESSION_RTT_BOUNDS_MS: &[u64] = &[5, 10, 20, 40, 80, 120, 160, 250, 400, 640, 1000, 2000];
+/// Bucket bounds of [`ServerHistograms::relay_datagram_bytes`]: small game state, typical
+/// snapshots, full datagrams.
+pub const RELAY_DATAGRAM_BOUNDS_BYTES: &[u64] = &[64, 128, 256, 384, 512, 768, 1024, 1200];
+/// Bucket bounds of [`ServerHistograms::time_to_direct_ms`], in milliseconds: a first-round
+/// punch lands in a few round trips, a retried one after seconds.
+pub const TIME_TO_DIRECT_BOUNDS_MS: &[u64] = &[
+    50, 100, 200, 400, 700, 1000, 2000, 4000, 8000, 15_000, 30_000, 60_000,
+];
+
+/// The server's distributions, for operators (Prometheus histograms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerHistograms {
+    /// Round-trip samples of client sessions (control messages acknowledged on their first
+    /// transmission), in milliseconds.
+    pub session_rtt_ms: Histogram,
+    /// Sizes of relayed peer packets as received, in bytes.
+    pub relay_datagram_bytes: Histogram,
+    /// From a pair's introduction to its first direct path, in milliseconds, as the client
+    /// that validated it reports; one observation per pair.
+    pub time_to_direct_ms: Histogram,
+}
+
+impl Default for ServerHistograms {
+    fn default() -> Self {
+        Self {
+            session_rtt_ms: Histogram::new(SESSION_RTT_BOUNDS_MS),
+            relay_datagram_bytes: Histogram::new(RELAY_DATAGRAM_BOUNDS_BYTES),
+            time_to_direct_ms: Histogram::new(TIME_TO_DIRECT_BOUNDS_MS),
+        }
+    }
 }
 
 impl ServerStats {
@@ -332,5 +450,8 @@ impl ServerStats {
         self.relayed_packets += f.relayed_packets;
         self.relayed_bytes += f.relayed_bytes;
         self.relay_unreachable += f.relay_unreachable;
+        self.histograms
+            .relay_datagram_bytes
+            .merge(&f.histograms.relay_datagram_bytes);
     }
 }

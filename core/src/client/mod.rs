@@ -217,6 +217,10 @@ impl Client {
                 self.push_event(ClientEvent::Message { payload });
             }
             ControlMsg::Ticket { ticket } => self.session.store_ticket(ticket),
+            ControlMsg::Draining { within_ms } => {
+                let within = crate::time::Duration::from_millis(u64::from(within_ms));
+                self.push_event(ClientEvent::ServerDraining { within });
+            }
             _ => self.stats.dropped.unexpected += 1,
         }
     }
@@ -262,6 +266,16 @@ impl Client {
     fn drain_children(&mut self) {
         while let Some(e) = self.peers.poll_event() {
             self.emit(e);
+        }
+        while let Some(r) = self.peers.poll_report() {
+            // Figures for the server's operators; lost with a session that is not up.
+            if self.is_connected() {
+                let _ = self.session.push_control(&ControlMsg::PeerPath {
+                    peer: r.peer.0,
+                    direct: r.direct,
+                    after_ms: r.after_ms,
+                });
+            }
         }
         while let Some(e) = self.membership.poll_event() {
             self.emit(e);

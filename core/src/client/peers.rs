@@ -88,6 +88,8 @@ struct Peer {
     /// For a pair carried over: the new server's key and pair id. Packets from the peer under
     /// them mean it kept nothing of the old pair (it restarted): the connection starts over.
     fresh: Option<([u8; 32], u32)>,
+    /// When the current server introduced the pair (for the path reports' `after`).
+    introduced: Instant,
 }
 
 impl Peer {
@@ -121,7 +123,28 @@ pub(super) struct PeerSet {
     /// until this instant, for the returning server to introduce them again.
     relay_orphans_until: Option<Instant>,
     events: VecDeque<ClientEvent>,
+    /// Path changes to tell the server (for its operators' figures), bounded.
+    reports: VecDeque<PathReport>,
 }
+
+/// A peer's path changed: what the server is told ([`ControlMsg::PeerPath`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PathReport {
+    pub(super) peer: HostId,
+    pub(super) direct: bool,
+    /// Since the current server introduced the pair, in ms; [`PathReport::NOT_TIMED`] for a
+    /// direct path carried over from an earlier server session.
+    pub(super) after_ms: u32,
+}
+
+impl PathReport {
+    /// `after_ms` of a direct path this server did not see being made.
+    pub(super) const NOT_TIMED: u32 = u32::MAX;
+}
+
+/// Path reports held at most: each peer needs one (its latest), so older ones beyond a few
+/// per peer are stale anyway.
+const MAX_REPORTS: usize = 1024;
 
 impl PeerSet {
     pub(super) fn new(config: Arc<ClientConfig>) -> Self {
@@ -137,6 +160,7 @@ impl PeerSet {
             orphans_until: None,
             relay_orphans_until: None,
             events: VecDeque::new(),
+            reports: VecDeque::new(),
         }
     }
 
@@ -290,6 +314,7 @@ impl PeerSet {
                         server_pair: pair_id,
                         orphan: false,
                         fresh: None,
+                        introduced: now,
                     },
                 );
                 self.pair_index.insert(pair_id, peer);
@@ -501,7 +526,7 @@ impl PeerSet {
                 }
                 Frame::ProbeAck { nonce } => {
                     if let Some(e) = peer.path.handle_probe_ack(now, socket, from, nonce) {
-                        self.on_path_event(peer_id, e, stats);
+                        self.on_path_event(now, peer_id, e, stats);
                     }
                 }
                 _ => {}
@@ -578,7 +603,7 @@ impl PeerSet {
             };
             let busy = busy_limit(&p.conn);
             if let Some(e) = p.path.handle_timeout(now, busy) {
-                self.on_path_event(id, e, stats);
+                self.on_path_event(now, id, e, stats);
             }
         }
         self.update_socket_pool();
@@ -766,6 +791,19 @@ impl PeerSet {
         self.events.pop_front()
     }
 
+    /// The next path change to tell the server.
+    pub(super) fn poll_report(&mut self) -> Option<PathReport> {
+        self.reports.pop_front()
+    }
+
+    /// Queues a report, dropping the oldest beyond [`MAX_REPORTS`] (figures only).
+    fn report(&mut self, r: PathReport) {
+        if self.reports.len() >= MAX_REPORTS {
+            self.reports.pop_front();
+        }
+        self.reports.push_back(r);
+    }
+
     // ---- internals ---------------------------------------------------------------------
 
     fn new_connection(&self) -> Connection {
@@ -783,7 +821,17 @@ impl PeerSet {
         )
     }
 
-    fn on_path_event(&mut self, peer: HostId, e: PathEvent, stats: &mut ClientStats) {
+    fn on_path_event(&mut self, now: Instant, peer: HostId, e: PathEvent, stats: &mut ClientStats) {
+        if let Some(p) = self.peers.get(&peer).filter(|p| !p.orphan) {
+            let since = now.saturating_duration_since(p.introduced).as_millis();
+            let after_ms = u32::try_from(since).unwrap_or(PathReport::NOT_TIMED - 1);
+            let direct = !matches!(e, PathEvent::Lost);
+            self.report(PathReport {
+                peer,
+                direct,
+                after_ms,
+            });
+        }
         let (path, reason) = match e {
             PathEvent::Validated(to) => {
                 stats.direct_paths += 1;
@@ -822,11 +870,20 @@ impl PeerSet {
         };
         p.orphan = false;
         p.server_pair = pair_id;
+        let direct = p.path.direct().is_some();
         if pair_id != p.pair_id {
             p.fresh = Some((*key, pair_id));
             self.pair_index.insert(pair_id, peer);
         }
         stats.pairs_carried_over += 1;
+        if direct {
+            // The new server counts it direct, without a time of its own.
+            self.report(PathReport {
+                peer,
+                direct,
+                after_ms: PathReport::NOT_TIMED,
+            });
+        }
     }
 
     /// A carried-over pair whose peer kept nothing of it: a new connection under the new
@@ -946,6 +1003,7 @@ impl PeerSet {
                 server_pair: pair_id,
                 orphan: false,
                 fresh: None,
+                introduced: crate::tests::epoch(),
             },
         );
         self.pair_index.insert(pair_id, peer);

@@ -678,7 +678,7 @@ impl Session {
             },
             Frame::StreamAck { next, mask } => {
                 if let State::Connected(l) = &mut self.state {
-                    l.control.handle_ack(now, next, mask);
+                    let _ = l.control.handle_ack(now, next, mask);
                 }
             }
             Frame::ProbeAck { nonce } => self.on_probe_ack(now, socket, nonce, stats),

@@ -215,10 +215,11 @@ impl ControlStream {
         }
     }
 
-    /// A `StreamAck` frame arrived.
-    pub(crate) fn handle_ack(&mut self, now: Instant, next: u32, mask: u32) {
+    /// A `StreamAck` frame arrived; returns the round-trip sample it gave, if any (a
+    /// message acknowledged on its first transmission).
+    pub(crate) fn handle_ack(&mut self, now: Instant, next: u32, mask: u32) -> Option<Duration> {
         if next > self.next_seq {
-            return; // acknowledges what was never sent: ignore
+            return None; // acknowledges what was never sent: ignore
         }
         let mut sample = None;
         for o in self.unacked.iter_mut() {
@@ -243,6 +244,7 @@ impl ControlStream {
         while self.unacked.front().is_some_and(|o| o.acked) {
             self.unacked.pop_front();
         }
+        sample
     }
 
     /// The next message delivered in order.
@@ -268,7 +270,9 @@ mod tests {
         for f in Frames::new(&buf[..n]) {
             match f.unwrap() {
                 Frame::Stream { seq, data } => to.handle_data(seq, data),
-                Frame::StreamAck { next, mask } => to.handle_ack(now, next, mask),
+                Frame::StreamAck { next, mask } => {
+                    to.handle_ack(now, next, mask);
+                }
                 other => panic!("{other:?}"),
             }
         }

@@ -5,12 +5,15 @@
 use std::net::SocketAddr;
 
 use super::Server;
+use super::groups::Roster;
+use super::rooms::RoomSummary;
 use crate::SocketId;
 use crate::crypto::PublicKey;
 use crate::error::{ConfigError, GroupError, SendError, UnknownHost};
-use crate::event::{GroupId, HostId, LeaveReason};
+use crate::event::{GroupId, HostId, LeaveReason, RoomError};
 use crate::stats::ServerStats;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
+use crate::wire::control::ControlMsg;
 
 impl Server {
     // ---- getters -----------------------------------------------------------------------
@@ -29,6 +32,7 @@ impl Server {
         s.half_open = self.sessions.half_open() as u64;
         s.groups = self.groups.len() as u64;
         s.pairs = self.groups.pairs() as u64;
+        s.pairs_direct = self.groups.pairs_direct() as u64;
         s
     }
 
@@ -77,6 +81,23 @@ impl Server {
     pub fn client_groups(&self, host: HostId) -> Option<&[GroupId]> {
         self.sessions.established_key(host)?;
         Some(self.groups.client_groups(host))
+    }
+
+    /// A connected client's smoothed round-trip time on its session (the initial estimate
+    /// until its first control message is acknowledged).
+    pub fn client_rtt(&self, host: HostId) -> Option<Duration> {
+        self.sessions.established_key(host)?;
+        self.sessions.card(host).map(|c| c.srtt)
+    }
+
+    /// The rooms (with the rooms policy; none without), in name order.
+    pub fn rooms(&self) -> Vec<RoomSummary> {
+        self.rooms.summaries(&self.groups)
+    }
+
+    /// Whether [`Server::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// The bound address of local socket `id`, once known.
@@ -175,6 +196,36 @@ impl Server {
     pub fn destroy_group(&mut self, now: Instant, group: GroupId) -> Result<(), GroupError> {
         let destroyed = self.command(now, |s, _| s.rooms.destroy(&mut s.groups, group));
         destroyed.then_some(()).ok_or(GroupError::UnknownGroup)
+    }
+
+    /// Closes the room called `name` (the rooms policy's): its members get `GroupDestroyed`
+    /// (their `RoomLeft`), pairs that shared only this room are torn down. Returns its group.
+    ///
+    /// # Errors
+    /// [`RoomError::NotFound`], or [`RoomError::Disabled`] without the rooms policy.
+    pub fn close_room(&mut self, now: Instant, name: &str) -> Result<GroupId, RoomError> {
+        self.command(now, |s, _| s.rooms.close(&mut s.groups, name))
+    }
+
+    /// Starts draining: from now on new sessions are refused
+    /// ([`crate::RejectReason::Draining`]) and rooms are not created
+    /// ([`RoomError::Draining`]); every connected client is told, with `within` (the time
+    /// left before the runtime closes the sessions that remain:
+    /// [`crate::ClientEvent::ServerDraining`]), and clients that connect meanwhile cannot.
+    /// Existing sessions, rooms, pairs and relaying go on until the runtime disconnects them.
+    /// Calling it again tells the clients the new `within`.
+    pub fn drain(&mut self, now: Instant, within: Duration) {
+        self.command(now, |s, _| {
+            s.draining = true;
+            s.sessions.set_draining();
+            s.rooms.set_draining();
+            let within_ms = u32::try_from(within.as_millis()).unwrap_or(u32::MAX);
+            let hosts: Vec<HostId> = s.sessions.hosts().collect();
+            for host in hosts {
+                s.groups
+                    .push_control(host, &ControlMsg::Draining { within_ms });
+            }
+        });
     }
 
     /// Turns on NAT behaviour discovery (RFC 5780): STUN answers on `alternate` too, and on the

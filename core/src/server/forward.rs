@@ -381,6 +381,7 @@ impl Forwarder {
             // On the server's thread these count when the packet leaves its queue.
             stats.relayed_packets += 1;
             stats.relayed_bytes += u64::from(n);
+            stats.histograms.relay_datagram_bytes.observe(u64::from(n));
             stats.io.sent(RELAYED_HEADER_LEN + peer.len());
         }
         Forward::Relay {

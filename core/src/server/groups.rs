@@ -59,6 +59,8 @@ pub(super) struct Groups {
     next_generation: u32,
     /// Pairs of clients that share at least one group, keyed (lower, higher).
     pairs: BTreeMap<(HostId, HostId), Pair>,
+    /// Pairs whose `direct` is set.
+    pairs_direct: usize,
     /// What the relay forwarders must learn about pairs (formed, charged to another group,
     /// gone), in order.
     forward: VecDeque<Update>,
@@ -84,6 +86,10 @@ struct Pair {
     pair_id: u32,
     /// The groups the two share, in id order (never empty).
     shared: SmallVec<[GroupId; INLINE_SHARED]>,
+    /// Its path is direct, as the latest report from either end says (`PeerPath`).
+    direct: bool,
+    /// A direct path was reported once already (its time was observed).
+    timed: bool,
 }
 
 impl Pair {
@@ -393,6 +399,42 @@ impl Groups {
 
     /// A client reported its NAT's behaviour (from discovery): keep it and pass it to everyone
     /// it shares a group with, who use it to choose port prediction or birthday probing.
+    /// `from` reports its path to `peer` changed (direct or not), `after_ms` since the pair
+    /// was introduced: operators' figures (pairs direct now, time to a direct path). A report
+    /// about a client it shares no pair with is dropped and counted.
+    pub(super) fn handle_path_report(
+        &mut self,
+        from: HostId,
+        peer: HostId,
+        direct: bool,
+        after_ms: u32,
+        stats: &mut ServerStats,
+    ) {
+        let Some(p) = self.pairs.get_mut(&pair_key(from, peer)) else {
+            stats.dropped.unexpected += 1;
+            return;
+        };
+        if p.direct != direct {
+            p.direct = direct;
+            if direct {
+                self.pairs_direct += 1;
+            } else {
+                self.pairs_direct -= 1;
+            }
+        }
+        // The first direct path of the pair, timed by the end that validated it first (a
+        // path carried over from another server session comes untimed: u32::MAX).
+        if direct && !p.timed && after_ms != u32::MAX {
+            p.timed = true;
+            (stats.histograms.time_to_direct_ms).observe(u64::from(after_ms));
+        }
+    }
+
+    /// Pairs whose latest path report says direct.
+    pub(super) fn pairs_direct(&self) -> usize {
+        self.pairs_direct
+    }
+
     pub(super) fn handle_nat_info(&mut self, from: HostId, info: NatInfo) {
         self.clients.entry(from).or_default().nat = Some(info);
         for p in self.partners(from) {
@@ -492,7 +534,12 @@ impl Groups {
         rng.fill_bytes(&mut key);
         let mut shared = SmallVec::new();
         shared.push(group);
-        let pair = Pair { pair_id, shared };
+        let pair = Pair {
+            pair_id,
+            shared,
+            direct: false,
+            timed: false,
+        };
         let (lo, hi) = pair_key(a, b);
         self.forward.push_back(pair.update(lo, hi));
         self.pairs.insert((lo, hi), pair);
@@ -556,6 +603,9 @@ impl Groups {
             return;
         }
         let pair_id = p.pair_id;
+        if p.direct {
+            self.pairs_direct -= 1;
+        }
         self.pairs.remove(&k);
         self.forward.push_back(Update::PairGone { pair_id });
         for (to, peer) in [(a, b), (b, a)] {

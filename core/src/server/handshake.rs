@@ -90,6 +90,8 @@ pub(super) struct Handshakes {
     hellos: VecDeque<(usize, u32)>,
     /// Retry packets to send: (to, client session id, cookie).
     retries: VecDeque<(Path, u32, [u8; COOKIE_LEN])>,
+    /// The server is draining: every Connect is refused with [`RejectReason::Draining`].
+    draining: bool,
 }
 
 /// A half-open session, as the handshake knows it.
@@ -156,6 +158,7 @@ impl Handshakes {
             index: BTreeMap::new(),
             hellos: VecDeque::new(),
             retries: VecDeque::new(),
+            draining: false,
         }
     }
 
@@ -292,6 +295,12 @@ impl Handshakes {
     }
 
     /// Half-open session `key` presented a ticket (already checked: `None` if it was bad).
+    /// From now on every Connect is refused with [`RejectReason::Draining`] (hellos are still
+    /// answered, so the client hears why).
+    pub(super) fn set_draining(&mut self) {
+        self.draining = true;
+    }
+
     pub(super) fn handle_resume(&mut self, key: usize, ticket: Option<Ticket>) {
         if let Some(p) = self.pending.get_mut(&key) {
             p.resume = ticket;
@@ -321,7 +330,9 @@ impl Handshakes {
             },
         };
         let verdict = verdict.and_then(|user| {
-            if clients >= self.config.max_clients {
+            if self.draining {
+                Err(RejectReason::Draining)
+            } else if clients >= self.config.max_clients {
                 Err(RejectReason::ServerFull)
             } else {
                 Ok(user)

@@ -57,6 +57,7 @@ pub use forward::{
     Forward, ForwardReport, ForwardUpdate, Forwarder, REPORT_INTERVAL, relay_shard, relay_shard_of,
 };
 use forward::{Report, Role};
+pub use rooms::RoomSummary;
 use session::{Heard, Path, Routed};
 use sessions::Due;
 
@@ -105,6 +106,8 @@ pub struct Server {
     /// Where sealed packets are opened.
     scratch: Box<[u8]>,
     stats: ServerStats,
+    /// [`Server::drain`] was called.
+    draining: bool,
 }
 
 impl Server {
@@ -148,6 +151,7 @@ impl Server {
             events: events::AppEvents::new(config.max_pending_events),
             scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
             stats: ServerStats::default(),
+            draining: false,
             config,
         })
     }

@@ -32,6 +32,26 @@ pub(super) struct Rooms {
     by_name: BTreeMap<String, GroupId>,
     /// The rooms, by group.
     rooms: BTreeMap<GroupId, Room>,
+    /// The server is draining ([`crate::Server::drain`]): no new rooms.
+    draining: bool,
+}
+
+/// A room as the operator sees it ([`crate::Server::rooms`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoomSummary {
+    /// Its name.
+    pub name: String,
+    /// The group behind it.
+    pub group: GroupId,
+    /// Its owner.
+    pub owner: HostId,
+    /// Its members, in join order.
+    pub members: Vec<HostId>,
+    /// Its member limit.
+    pub max_members: u16,
+    /// Whether joining takes a password.
+    pub has_password: bool,
 }
 
 struct Room {
@@ -66,7 +86,40 @@ impl Rooms {
             config,
             by_name: BTreeMap::new(),
             rooms: BTreeMap::new(),
+            draining: false,
         }
+    }
+
+    /// From now on, requests that would create a room fail with [`RoomError::Draining`].
+    pub(super) fn set_draining(&mut self) {
+        self.draining = true;
+    }
+
+    /// Every room, in name order.
+    pub(super) fn summaries(&self, groups: &Groups) -> Vec<RoomSummary> {
+        (self.by_name.iter())
+            .filter_map(|(name, &group)| {
+                let room = self.rooms.get(&group)?;
+                Some(RoomSummary {
+                    name: name.clone(),
+                    group,
+                    owner: room.owner,
+                    members: groups.members(group)?.to_vec(),
+                    max_members: room.max_members,
+                    has_password: !room.password.is_empty(),
+                })
+            })
+            .collect()
+    }
+
+    /// Closes the room called `name`: its members get `GroupDestroyed`.
+    pub(super) fn close(&mut self, groups: &mut Groups, name: &str) -> Result<GroupId, RoomError> {
+        if self.config.is_none() {
+            return Err(RoomError::Disabled);
+        }
+        let group = *self.by_name.get(name).ok_or(RoomError::NotFound)?;
+        self.destroy(groups, group);
+        Ok(group)
     }
 
     /// A control message from connected client `from` that is not for the application: group
@@ -87,6 +140,11 @@ impl Rooms {
             }
             ControlMsg::Candidates { addrs } => groups.handle_candidates(from, &addrs, stats),
             ControlMsg::NatInfo { info } => groups.handle_nat_info(from, info),
+            ControlMsg::PeerPath {
+                peer,
+                direct,
+                after_ms,
+            } => groups.handle_path_report(from, HostId(peer), direct, after_ms, stats),
             ControlMsg::RoomJoin {
                 flags,
                 max_members,
@@ -197,6 +255,9 @@ impl Rooms {
         }
         if flags & (JOIN_CREATE | JOIN_MUST_CREATE) == 0 {
             return room_error(groups, from, RoomOp::Join, RoomError::NotFound);
+        }
+        if self.draining {
+            return room_error(groups, from, RoomOp::Join, RoomError::Draining);
         }
         if self.by_name.len() >= cfg.max_rooms {
             return room_error(groups, from, RoomOp::Join, RoomError::TooManyRooms);

@@ -490,7 +490,10 @@ impl Session {
                 return (Handled::Routed(Routed::Control(self.host)), true);
             }
             Frame::StreamAck { next, mask } if established => {
-                self.control.handle_ack(now, next, mask);
+                if let Some(rtt) = self.control.handle_ack(now, next, mask) {
+                    let ms = u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX);
+                    stats.histograms.session_rtt_ms.observe(ms);
+                }
                 Routed::Done
             }
             Frame::Datagram { payload } if established => Routed::Datagram {
@@ -685,6 +688,10 @@ impl Session {
             };
             stats.relayed_packets += 1;
             stats.relayed_bytes += p.len() as u64;
+            stats
+                .histograms
+                .relay_datagram_bytes
+                .observe(p.len() as u64);
             let transmit = Transmit {
                 dst: self.path.addr,
                 len,

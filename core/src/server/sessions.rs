@@ -160,6 +160,11 @@ impl Sessions {
     }
 
     /// The slot of `host`'s session if it is established.
+    /// From now on new sessions are refused ([`crate::RejectReason::Draining`]).
+    pub(super) fn set_draining(&mut self) {
+        self.handshakes.set_draining();
+    }
+
     pub(super) fn established_key(&self, host: HostId) -> Option<usize> {
         self.established(host).map(|(k, _)| k)
     }

@@ -4,6 +4,7 @@
 mod epoch;
 mod groups;
 mod hostile;
+mod ops;
 mod reset;
 mod resume;
 mod rooms;

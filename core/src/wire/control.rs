@@ -21,6 +21,8 @@
 //!   0x0E PeerOnline     peer (u64) (heard again, within the recovery window)
 //!   0x0F Ticket         length (u8, ≤ MAX_TICKET_LEN) | resumption ticket: presented in a
 //!                         `Resume` frame by a later session, it asks for this host id back
+//!   0x10 Draining       within (u32, ms): the server is draining; it takes no new clients or
+//!                         rooms and closes this session within that time
 //! client → server
 //!   0x20 MemberAck      group (u64) | member (u64)
 //!   0x21 RoomJoin       flags (u8) | max members (u16) | name (str8) | password (str8)
@@ -30,6 +32,8 @@
 //!   0x25 RoomKick       group (u64) | member (u64)
 //!   0x26 Candidates     count (u8, ≤ MAX_CANDIDATES) | count × address (this client's LAN)
 //!   0x27 NatInfo        nat info (this client's NAT behaviour, from discovery)
+//!   0x2E PeerPath       peer (u64) | direct (u8, 0 or 1) | after (u32, ms since the pair was
+//!                         introduced; meaningful with direct = 1): the path to that peer changed
 //! both ways
 //!   0x30 App            application message (the rest)
 //! str8 = length (u8, ≤ MAX_NAME_LEN) | UTF-8 bytes
@@ -125,6 +129,9 @@ pub enum ControlMsg<'a> {
     Ticket {
         ticket: &'a [u8],
     },
+    Draining {
+        within_ms: u32,
+    },
     NatInfo {
         info: NatInfo,
     },
@@ -148,6 +155,11 @@ pub enum ControlMsg<'a> {
     RoomKick {
         group: u64,
         member: u64,
+    },
+    PeerPath {
+        peer: u64,
+        direct: bool,
+        after_ms: u32,
     },
     App {
         data: &'a [u8],
@@ -403,6 +415,18 @@ impl<'a> ControlMsg<'a> {
                     ticket: r.bytes(len)?,
                 }
             }
+            0x10 => Self::Draining {
+                within_ms: r.u32()?,
+            },
+            0x2E => Self::PeerPath {
+                peer: r.u64()?,
+                direct: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::BadValue),
+                },
+                after_ms: r.u32()?,
+            },
             0x27 => Self::NatInfo {
                 info: NatInfo::decode(&mut r)?,
             },
@@ -538,6 +562,20 @@ impl<'a> ControlMsg<'a> {
                 w.u8(0x0F)?;
                 w.u8(ticket.len() as u8)?;
                 w.put(ticket)?;
+            }
+            Self::Draining { within_ms } => {
+                w.u8(0x10)?;
+                w.u32(within_ms)?;
+            }
+            Self::PeerPath {
+                peer,
+                direct,
+                after_ms,
+            } => {
+                w.u8(0x2E)?;
+                w.u64(peer)?;
+                w.u8(u8::from(direct))?;
+                w.u32(after_ms)?;
             }
             Self::NatInfo { info } => {
                 w.u8(0x27)?;
@@ -698,6 +736,12 @@ mod tests {
             ControlMsg::PeerOffline { peer: 5 },
             ControlMsg::PeerOnline { peer: 6 },
             ControlMsg::Ticket { ticket: &[7; 62] },
+            ControlMsg::Draining { within_ms: 10_000 },
+            ControlMsg::PeerPath {
+                peer: 9,
+                direct: true,
+                after_ms: 350,
+            },
             ControlMsg::PeerRemove {
                 peer: 7,
                 pair_id: 8,

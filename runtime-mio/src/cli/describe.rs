@@ -45,6 +45,7 @@ fn reject(r: RejectReason) -> String {
         RejectReason::InvalidToken => "the connect token is invalid (wrong --token-secret?)".into(),
         RejectReason::ExpiredToken => "the connect token expired (check the clock)".into(),
         RejectReason::ServerFull => "it is full".into(),
+        RejectReason::Draining => "it is draining (shutting down); try another server".into(),
         other => format!("{other:?}"),
     }
 }
@@ -62,6 +63,7 @@ pub fn room_error(e: RoomError) -> String {
         RoomError::Disabled => "the server has no rooms".into(),
         RoomError::InvalidName => "invalid room name or password".into(),
         RoomError::TooManyRooms => "the server's room limit is reached".into(),
+        RoomError::Draining => "the server is draining (shutting down): no new rooms".into(),
         other => format!("{other:?}"),
     }
 }

@@ -536,6 +536,13 @@ impl Script {
                 };
                 self.line(Some(obj), text);
             }
+            ClientEvent::ServerDraining { within } => {
+                let ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
+                self.line(
+                    Some(Obj::event("server_draining").int("within_ms", ms)),
+                    format!("the server is draining: it closes this session within {ms} ms"),
+                );
+            }
             ClientEvent::ServerTransport { tcp } => {
                 let (name, text) = if tcp {
                     ("tcp", "the server is reached over TCP now")
