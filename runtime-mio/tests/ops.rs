@@ -83,8 +83,8 @@ fn dechunk(mut body: &str) -> String {
 
 // ---- children -------------------------------------------------------------------------------
 
-/// A `pierce server --metrics 127.0.0.1:0 --threads 1` with `extra` flags, killed when
-/// dropped unless it exited.
+/// A `pierce server --metrics 127.0.0.1:0` with `extra` flags (`--threads 1` unless they
+/// say otherwise), killed when dropped unless it exited.
 struct Server {
     child: Child,
     lines: Receiver<String>,
@@ -95,7 +95,10 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Self {
-        let mut flags = vec!["--metrics", "127.0.0.1:0", "--threads", "1"];
+        let mut flags = vec!["--metrics", "127.0.0.1:0"];
+        if !extra.contains(&"--threads") {
+            flags.extend(["--threads", "1"]);
+        }
         flags.extend_from_slice(extra);
         let (child, lines, ready) = start_server(PIERCE, &flags);
         Self {
@@ -333,7 +336,10 @@ fn have(program: &str, test: &str) -> bool {
 
 #[test]
 fn a_live_scrape_of_a_relaying_server_passes_promtool_and_counts_the_relayed_bytes() {
-    let server = Server::start(&[]);
+    // Two relay threads where they work (Linux): their counters and sizes must be in the
+    // totals too.
+    let threads = if cfg!(target_os = "linux") { "2" } else { "1" };
+    let server = Server::start(&["--threads", threads]);
     assert_eq!(get(server.metrics, "/healthz").status, 200);
     assert_eq!(get(server.metrics, "/readyz").status, 200);
     let peers = relaying_pair(&server, "scrape", "200", "500");
@@ -347,6 +353,13 @@ fn a_live_scrape_of_a_relaying_server_passes_promtool_and_counts_the_relayed_byt
         sample(&body, "pierce_relayed_bytes_total").is_some_and(|b| b >= 2.0 * 200.0 * 500.0)
     });
     assert!(counted, "relayed bytes not counted:\n{body}");
+    if threads == "2" {
+        let by_threads = sample(&body, "pierce_relayed_by_relay_threads_packets_total").unwrap();
+        assert!(
+            by_threads > 0.0,
+            "the relay threads relayed nothing:\n{body}"
+        );
+    }
     // (Messages share packets: fewer packets than messages.)
     assert!(sample(&body, "pierce_relayed_packets_total").unwrap() > 0.0);
     assert!(sample(&body, "pierce_handshakes_completed_total").unwrap() >= 2.0);
@@ -356,6 +369,30 @@ fn a_live_scrape_of_a_relaying_server_passes_promtool_and_counts_the_relayed_byt
     );
     assert!(
         body.contains("pierce_dropped_total{reason=\"auth_failed\"} "),
+        "{body}"
+    );
+    // The relayed datagrams' sizes: every one counted, none above the largest datagram.
+    let sizes = sample(&body, "pierce_relay_datagram_size_bytes_count").unwrap();
+    assert_eq!(
+        Some(sizes),
+        sample(&body, "pierce_relayed_packets_total"),
+        "{body}"
+    );
+    let sum = sample(&body, "pierce_relay_datagram_size_bytes_sum").unwrap();
+    assert_eq!(
+        Some(sum),
+        sample(&body, "pierce_relayed_bytes_total"),
+        "{body}"
+    );
+    assert!(
+        body.contains("pierce_relay_datagram_size_bytes_bucket{le=\"+Inf\"} "),
+        "{body}"
+    );
+    // Session round trips were sampled (each peer's control messages were acknowledged).
+    let rtts = sample(&body, "pierce_session_rtt_seconds_count").unwrap();
+    assert!(rtts > 0.0, "{body}");
+    assert!(
+        body.contains("# TYPE pierce_time_to_direct_seconds histogram"),
         "{body}"
     );
     // Without --admin-token-file the admin endpoints are off.
@@ -509,9 +546,16 @@ fn admin_needs_the_token_and_a_kick_closes_a_real_peer() {
         clients.body.contains(r#""addr":"127.0.0.1:"#),
         "{clients:?}"
     );
+    assert!(clients.body.contains(r#""rtt_ms":"#), "{clients:?}");
     let rooms = admin(server.metrics, "GET", "/admin/rooms");
     assert_eq!(rooms.status, 200, "{rooms:?}");
-    assert!(rooms.body.contains(&format!("[{host}]")), "{rooms:?}");
+    assert!(
+        rooms.body.contains(r#""name":"kick-room","group":"#),
+        "{rooms:?}"
+    );
+    let room = format!(r#""owner":{host},"members":[{host}],"max_members":"#);
+    assert!(rooms.body.contains(&room), "{rooms:?}");
+    assert!(rooms.body.contains(r#""has_password":false"#), "{rooms:?}");
 
     // Missing, wrong and malformed tokens: 401, and nothing changes.
     let kick = format!("/admin/clients/{host}/kick");
@@ -549,6 +593,36 @@ fn admin_needs_the_token_and_a_kick_closes_a_real_peer() {
     let unknown = admin(server.metrics, "POST", "/admin/clients/999999/kick");
     assert_eq!(unknown.status, 404, "{unknown:?}");
     assert!(unknown.body.starts_with(r#"{"error":"#), "{unknown:?}");
+    let unknown = admin(
+        server.metrics,
+        "POST",
+        "/admin/rooms/no%20such%20room/close",
+    );
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    assert!(unknown.body.contains("no room is called"), "{unknown:?}");
+
+    // Closing a room: its member hears the room is gone.
+    let mut closing = Peer::idle(&server, "closing room");
+    assert!(
+        closing.wait_line(r#""event":"room_joined""#, Duration::from_secs(20)),
+        "{:?}",
+        closing.seen
+    );
+    let closed = admin(server.metrics, "POST", "/admin/rooms/closing%20room/close");
+    assert_eq!(closed.status, 200, "{closed:?}");
+    assert!(
+        closed.body.contains(r#""closed":"closing room""#),
+        "{closed:?}"
+    );
+    let (status, out, err) = closing.finish(Duration::from_secs(10));
+    assert!(!status.success(), "{out:?}");
+    assert!(
+        err.contains("the server destroyed the room"),
+        "stderr: {err}"
+    );
+    let rooms = admin(server.metrics, "GET", "/admin/rooms").body;
+    assert!(!rooms.contains("closing room"), "{rooms}");
+    assert!(rooms.contains("kick-room"), "{rooms}");
 
     // The kick: the peer hears the server close its session with the kick code.
     let kicked = admin(server.metrics, "POST", &kick);
@@ -597,6 +671,17 @@ fn a_drain_turns_readyz_503_refuses_newcomers_and_exits_0_within_its_bound() {
         ) == Some(1.0)),
         "{metrics}"
     );
+    // The peer that stays is told how long it has.
+    assert!(
+        peer.wait_line(r#""event":"server_draining""#, Duration::from_secs(5)),
+        "{:?}",
+        peer.seen
+    );
+    assert!(
+        peer.seen.iter().any(|l| l.contains(r#""within_ms":3000"#)),
+        "{:?}",
+        peer.seen
+    );
     // A newcomer is refused: it never gets to join a room.
     let newcomer = Peer::start(
         &server,
@@ -609,6 +694,7 @@ fn a_drain_turns_readyz_503_refuses_newcomers_and_exits_0_within_its_bound() {
         !out.iter().any(|l| l.contains(r#""event":"room_joined""#)),
         "a newcomer joined a draining server: {out:?} {err}"
     );
+    assert!(err.contains("it is draining"), "stderr: {err}");
     // The bound: the server disconnects the peer that stayed and exits 0.
     let exit = server.wait_exit(Duration::from_secs(10));
     let took = started.elapsed();

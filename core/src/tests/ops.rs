@@ -21,7 +21,9 @@ fn rooms_net_with(n: usize, connected: usize) -> Net {
         c.client.connect(now, server, &[]).unwrap();
     }
     assert!(net.drive_until(Duration::from_secs(1), |n| {
-        n.clients[..connected].iter().all(|c| c.client.is_connected())
+        n.clients[..connected]
+            .iter()
+            .all(|c| c.client.is_connected())
     }));
     net
 }

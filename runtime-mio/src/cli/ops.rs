@@ -24,11 +24,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use mio::Waker;
-use pierce_core::{HostId, Server, ServerStats};
+use pierce_core::{Histogram, HostId, RoomError, Server, ServerStats};
 
 use crate::DriverStats;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -494,11 +494,16 @@ impl Collector for Metrics {
         let snap = &*self.0;
         let s = &snap.stats;
         let d = &snap.driver;
-        let gauges: [(&str, &str, u64); 6] = [
+        let gauges: [(&str, &str, u64); 7] = [
             ("clients", "Connected clients.", s.clients),
             ("half_open_handshakes", "Handshakes under way.", s.half_open),
             ("groups", "Groups (rooms) now.", s.groups),
             ("pairs", "Client pairs sharing at least one group.", s.pairs),
+            (
+                "pairs_direct",
+                "Pairs whose clients last reported a direct path.",
+                s.pairs_direct,
+            ),
             (
                 "relay_threads",
                 "Threads of their own that relay (0: the server's thread relays).",
@@ -709,7 +714,60 @@ impl Collector for Metrics {
             let labels = [("reason", reason)];
             ConstCounter::new(n).encode(dropped.encode_family(&labels)?)?;
         }
+        let h = &s.histograms;
+        let histograms = [
+            (
+                "session_rtt_seconds",
+                "Round trips of client sessions (control messages acknowledged on their first \
+                 transmission).",
+                &h.session_rtt_ms,
+                1000.0,
+            ),
+            (
+                "time_to_direct_seconds",
+                "From a pair's introduction to its first direct path, as its client reports.",
+                &h.time_to_direct_ms,
+                1000.0,
+            ),
+            (
+                "relay_datagram_size_bytes",
+                "Sizes of relayed peer packets as received.",
+                &h.relay_datagram_bytes,
+                1.0,
+            ),
+        ];
+        for (name, help, histogram, per_unit) in histograms {
+            let metric = Buckets {
+                histogram: *histogram,
+                per_unit,
+            };
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
         Ok(())
+    }
+}
+
+/// A core [`Histogram`] as a Prometheus histogram, its values divided by `per_unit` (1000 for
+/// milliseconds as seconds, the base unit Prometheus names want).
+#[derive(Debug)]
+struct Buckets {
+    histogram: Histogram,
+    per_unit: f64,
+}
+
+impl EncodeMetric for Buckets {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let h = &self.histogram;
+        // Per bucket, not cumulative (the encoder adds them up); the last is +Inf.
+        let bounds = (h.bounds().iter().map(|&b| b as f64 / self.per_unit))
+            .chain(std::iter::once(f64::INFINITY));
+        let buckets: Vec<(f64, u64)> = bounds.zip(h.counts().iter().copied()).collect();
+        let sum = h.sum() as f64 / self.per_unit;
+        encoder.encode_histogram::<NoLabelSet>(sum, h.count(), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -737,27 +795,41 @@ fn clients_json(server: &Server) -> String {
             )
             .opt_int("user_id", server.client_user_id(host))
             .ints("groups", groups.iter().map(|g| g.0))
+            .ms(
+                "rtt_ms",
+                server.client_rtt(host).map(|d| d.as_secs_f64() * 1000.0),
+            )
     });
     Obj::new().array("clients", clients).finish()
 }
 
 /// `GET /admin/rooms`' body.
 fn rooms_json(server: &Server) -> String {
-    let rooms = server.groups().map(|group| {
-        let members = server.group_members(group).unwrap_or_default();
+    let rooms = server.rooms().into_iter().map(|room| {
         Obj::new()
-            .int("group", group.0)
-            .ints("members", members.iter().map(|h| h.0))
+            .str("name", &room.name)
+            .int("group", room.group.0)
+            .int("owner", room.owner.0)
+            .ints("members", room.members.iter().map(|h| h.0))
+            .int("max_members", room.max_members)
+            .bool("has_password", room.has_password)
     });
     Obj::new().array("rooms", rooms).finish()
 }
 
-/// `POST /admin/rooms/{name}/close`.
-fn close_room(_server: &mut Server, _now: Instant, name: &str) -> Reply {
-    Reply::error(
-        501,
-        &format!("cannot close {name:?}: this core cannot close rooms yet"),
-    )
+/// `POST /admin/rooms/{name}/close`: its members are told the room is gone.
+fn close_room(server: &mut Server, now: Instant, name: &str) -> Reply {
+    match server.close_room(now, name) {
+        Ok(group) => Reply::json(
+            200,
+            Obj::new()
+                .str("closed", name)
+                .int("group", group.0)
+                .finish(),
+        ),
+        Err(RoomError::Disabled) => Reply::error(404, "this server has no rooms"),
+        Err(_) => Reply::error(404, &format!("no room is called {name:?}")),
+    }
 }
 
 /// `POST /admin/clients/{host_id}/kick`: disconnects the client with [`KICK_CODE`].
@@ -983,7 +1055,40 @@ mod tests {
         snapshot.stats.clients = 2;
         snapshot.stats.dropped.auth_failed = 7;
         snapshot.driver.send_errors = 3;
+        let rtt = &mut snapshot.stats.histograms.session_rtt_ms;
+        for ms in [3, 7, 7, 5000] {
+            rtt.observe(ms);
+        }
         let text = encoded(snapshot);
+        // Milliseconds as seconds, buckets cumulative, the overflow in +Inf only.
+        assert!(
+            text.contains("# TYPE pierce_session_rtt_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\npierce_session_rtt_seconds_bucket{le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\npierce_session_rtt_seconds_bucket{le=\"0.01\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\npierce_session_rtt_seconds_bucket{le=\"2\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\npierce_session_rtt_seconds_bucket{le=\"+Inf\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\npierce_session_rtt_seconds_sum 5.017\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\npierce_session_rtt_seconds_count 4\n"),
+            "{text}"
+        );
         assert!(
             text.contains("# HELP pierce_relayed_bytes_total "),
             "{text}"

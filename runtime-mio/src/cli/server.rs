@@ -182,7 +182,8 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         }
         while let Some(event) = driver.poll_event() {
             if let (Some(_), ServerEvent::ClientJoined { host_id, .. }) = (drain_deadline, &event) {
-                // Draining: a session that got through anyway is closed at once.
+                // Draining: the core refuses new sessions; one that was half open when the
+                // drain began and completes anyway is closed at once.
                 let _ = (driver.endpoint_mut()).disconnect(Instant::now(), *host_id, SHUTDOWN_CODE);
             }
             log(args.json, &mut clients, event);
@@ -270,8 +271,9 @@ fn start_ops(args: &ServerArgs, driver: &mut Driver<Server>) -> Result<Option<Op
         .map_err(|e| CliError::io(&format!("cannot listen on --metrics {addr}"), &e))
 }
 
-/// Starts a drain (`POST /admin/drain`): `/readyz` answers 503 from now on, the event is
-/// logged; returns when it ends.
+/// Starts a drain (`POST /admin/drain`): the core refuses new sessions and rooms and tells
+/// every client it has `within` left, `/readyz` answers 503 from now on, the event is logged;
+/// returns when the drain ends.
 fn start_drain(
     json: bool,
     driver: &mut Driver<Server>,
@@ -280,7 +282,7 @@ fn start_drain(
     within: Duration,
 ) -> Instant {
     ops.set_draining();
-    let _ = driver;
+    driver.endpoint_mut().drain(now, within);
     if json {
         out(&Obj::event("draining")
             .int("within_ms", within.as_millis() as u64)
