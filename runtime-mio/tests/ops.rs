@@ -713,3 +713,50 @@ fn a_drain_turns_readyz_503_refuses_newcomers_and_exits_0_within_its_bound() {
     assert!(printed.contains(r#""event":"stopped""#), "{printed}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn unusable_admin_flags_are_usage_errors() {
+    let dir = temp_dir("usage");
+    let empty = dir.join("empty.token");
+    std::fs::write(&empty, " \n").unwrap();
+    let good = dir.join("good.token");
+    std::fs::write(&good, TOKEN).unwrap();
+    let missing = dir.join("missing.token");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "--metrics",
+                "127.0.0.1:0",
+                "--admin-token-file",
+                empty.to_str().unwrap(),
+            ],
+            "is empty",
+        ),
+        (
+            &[
+                "--metrics",
+                "127.0.0.1:0",
+                "--admin-token-file",
+                missing.to_str().unwrap(),
+            ],
+            "cannot read it",
+        ),
+        (
+            &["--admin-token-file", good.to_str().unwrap()],
+            "needs --metrics",
+        ),
+    ];
+    for (flags, what) in cases {
+        let out = Command::new(PIERCE)
+            .args(["server", "--listen", "127.0.0.1:0", "--threads", "1"])
+            .args(flags)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains("--admin-token-file"), "{flags:?}: {err}");
+        assert!(err.contains(what), "{flags:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -108,7 +108,12 @@ A stats line (counters since start: clients, groups, pairs, traffic, relay, hand
 by reason, socket errors) comes every --stats-every seconds, and once before stopped.
 The server also accepts TCP connections on --listen's port (the fallback for clients whose
 network blocks UDP; `pierce peer --tcp`), and says so in the ready line (tcp_addr).
-On SIGINT or SIGTERM every client is told the server is closing, and the command exits 0.")]
+On SIGINT or SIGTERM every client is told the server is closing, and the command exits 0.
+With --metrics the ready line has metrics_addr (null without), where GET /metrics (Prometheus
+text), /healthz and /readyz answer; with --admin-token-file too, the admin endpoints (bearer
+token): GET /admin/clients, GET /admin/rooms, POST /admin/clients/ID/kick (close code 4001),
+POST /admin/rooms/NAME/close, POST /admin/drain (new clients refused, /readyz 503, the rest
+told and disconnected after --drain-timeout-ms, then exit 0).")]
 pub struct ServerArgs {
     /// UDP address to listen on, and TCP at the same address for clients that cannot use UDP
     /// (port 0 picks a free port; the ready line shows it). 0.0.0.0 or :: listens on every
