@@ -18,6 +18,16 @@ use crate::SocketId;
 use crate::event::{ClientEvent, ServerEvent};
 use crate::stats::DropStats;
 
+/// Whether anyone listens to drop lines: a global level check first (one atomic load when
+/// no subscriber or a quieter one is installed), then the callsite's interest.
+pub(crate) fn drops_wanted(client: bool) -> bool {
+    if client {
+        tracing::enabled!(target: "pierce_core::client", tracing::Level::DEBUG)
+    } else {
+        tracing::enabled!(target: "pierce_core::server", tracing::Level::DEBUG)
+    }
+}
+
 /// Logs what a datagram added to the drop counters, if anything.
 pub(crate) fn dropped(
     client: bool,

@@ -437,17 +437,13 @@ impl Endpoint for Client {
         datagram: &[u8],
     ) {
         #[cfg(feature = "tracing")]
-        let before = self.stats.dropped;
+        let before = crate::trace::drops_wanted(true).then_some(self.stats.dropped);
         self.receive(now, socket, from, datagram);
         #[cfg(feature = "tracing")]
-        crate::trace::dropped(
-            true,
-            &before,
-            &self.stats.dropped,
-            socket,
-            from,
-            datagram.len(),
-        );
+        if let Some(before) = before {
+            let len = datagram.len();
+            crate::trace::dropped(true, &before, &self.stats.dropped, socket, from, len);
+        }
     }
 
     /// A stream connected (`local`) or could not (`None`), or a birthday socket opened.

@@ -441,11 +441,16 @@ impl Endpoint for Server {
         from: SocketAddr,
         datagram: &[u8],
     ) {
+        // Only while a subscriber listens at debug: the `pierce` binary always has the
+        // feature on, and its relay path should not copy the counters per datagram for nobody.
         #[cfg(feature = "tracing")]
-        let (before, len) = (self.stats.dropped, datagram.len());
+        let before = crate::trace::drops_wanted(false).then_some(self.stats.dropped);
         self.receive(now, Path { socket, addr: from }, datagram);
         #[cfg(feature = "tracing")]
-        crate::trace::dropped(false, &before, &self.stats.dropped, socket, from, len);
+        if let Some(before) = before {
+            let len = datagram.len();
+            crate::trace::dropped(false, &before, &self.stats.dropped, socket, from, len);
+        }
     }
 
     /// TCP stream `id` ended: a session on it sends nothing until its client is heard again

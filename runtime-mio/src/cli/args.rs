@@ -113,13 +113,20 @@ With --metrics the ready line has metrics_addr (null without), where GET /metric
 text), /healthz and /readyz answer; with --admin-token-file too, the admin endpoints (bearer
 token): GET /admin/clients, GET /admin/rooms, POST /admin/clients/ID/kick (close code 4001),
 POST /admin/rooms/NAME/close, POST /admin/drain (new clients refused, /readyz 503, the rest
-told and disconnected after --drain-timeout-ms, then exit 0).")]
+told and disconnected after --drain-timeout-ms, then exit 0).
+
+Settings come from the defaults, then --config FILE (TOML; every flag has a key there, and so
+has every limit of the server: sessions, handshakes, STUN, resets, relay, rooms), then the
+flags. `pierce server --print-config` prints the result with every key documented, in the
+format --config reads, and exits without listening. An unknown key or a value out of range
+is refused with exit status 2, naming the key.")]
 pub struct ServerArgs {
     /// UDP address to listen on, and TCP at the same address for clients that cannot use UDP
     /// (port 0 picks a free port; the ready line shows it). 0.0.0.0 or :: listens on every
-    /// address; a multicast or broadcast address is refused.
+    /// address; a multicast or broadcast address is refused. Required, here or as `listen`
+    /// in --config's file.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_listen, allow_hyphen_values = true)]
-    pub listen: SocketAddr,
+    pub listen: Option<SocketAddr>,
     /// A second UDP address, for NAT behaviour discovery (RFC 5780): the server answers STUN
     /// there too, and on the crossings of the two addresses, so `pierce netcheck` and RFC 5780
     /// tools (turnutils_natdiscovery) can measure NAT mapping and filtering. A second IP of
@@ -141,7 +148,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "PATH")]
     pub key_file: Option<PathBuf>,
     /// Require connect tokens issued with this shared secret (peers: --token-secret); not
-    /// empty.
+    /// empty. In --config's file: `secret`, or `secret_file` naming a file that holds it.
     #[arg(long, value_name = "S", value_parser = parse_secret)]
     pub secret: Option<String>,
     /// Print JSON lines instead of text.
@@ -173,6 +180,24 @@ pub struct ServerArgs {
     /// misbehaves with them).
     #[arg(long)]
     pub no_offload: bool,
+    /// Read settings from this TOML file (keys: see --print-config); flags given as well
+    /// override it. A missing file, a syntax error, an unknown key or a value out of range is
+    /// refused (exit status 2), naming the key.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings (the defaults, then --config's file, then the flags) as
+    /// a TOML file --config accepts, every key with what it means, its unit and its default,
+    /// and exit without listening. A secret given with --secret is not printed.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Print the core's log lines on stderr at this level and above (debug: every server
+    /// event and every input dropped, with the reason; trace: relayed messages too, their
+    /// length only). Default: off.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
+    /// The log lines' format on stderr: text, or one JSON object a line. Default: text.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// Serve Prometheus metrics (`GET /metrics`), `GET /healthz` and `GET /readyz` over HTTP
     /// at this TCP address, and the admin endpoints (`/admin/...`) with --admin-token-file.
     /// Port 0 picks a free port (the ready line shows it: `metrics_addr`). Give a loopback
@@ -185,48 +210,84 @@ pub struct ServerArgs {
     /// Needs --metrics.
     #[arg(long, value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
-    /// Milliseconds a drain (`POST /admin/drain`) gives clients to leave before the server
-    /// disconnects whoever is left and exits 0: 0 to 86400000 (default 10000).
+    /// How long a drain (`POST /admin/drain`) gives clients to leave before the server
+    /// disconnects whoever is left and exits 0: 1 to 600000 milliseconds (default 10000).
     #[arg(
         long,
         value_name = "N",
-        value_parser = parse_drain_timeout,
+        value_parser = parse_drain_timeout_ms,
         allow_hyphen_values = true
     )]
     pub drain_timeout_ms: Option<u64>,
 }
 
-/// `--drain-timeout-ms` when not given.
-pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 10_000;
+/// `pierce server --log-level` (and `log_level` in --config's file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// No log lines.
+    #[default]
+    Off,
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Information, warnings and errors.
+    Info,
+    /// Every server event and every dropped input too.
+    Debug,
+    /// Everything, relayed messages included (their length, never their bytes).
+    Trace,
+}
+
+/// `pierce server --log-format` (and `log_format` in --config's file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text each.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+}
 
 impl ServerArgs {
-    /// What the flags' own parsers cannot see: `--alt-listen` against `--listen`.
+    /// What the flags' own parsers cannot see: `--alt-listen` against `--listen` (when
+    /// either comes from --config's file, the same check runs on the merged settings).
     ///
     /// # Errors
     /// What is wrong, naming the flags.
     pub fn check(&self) -> Result<(), String> {
-        let (Some(alt), listen) = (self.alt_listen, self.listen) else {
+        let (Some(alt), Some(listen)) = (self.alt_listen, self.listen) else {
             return Ok(());
         };
-        if listen.ip().to_canonical().is_unspecified() {
-            return Err(format!(
-                "--alt-listen needs --listen with a specific IP address, not {}: NAT discovery \
-                 answers from known addresses",
-                listen.ip()
-            ));
-        }
-        if alt.is_ipv4() != listen.is_ipv4() {
-            return Err(format!(
-                "--alt-listen {alt} and --listen {listen} must be of the same address family"
-            ));
-        }
-        if alt == listen && alt.port() != 0 {
-            return Err(format!(
-                "--alt-listen {alt} must differ from --listen (another IP or another port)"
-            ));
-        }
-        Ok(())
+        check_alt_listen(alt, listen, "--alt-listen", "--listen")
     }
+}
+
+/// `alt` (named `alt_name`: a flag or a config key) against `listen` (`listen_name`).
+pub(super) fn check_alt_listen(
+    alt: SocketAddr,
+    listen: SocketAddr,
+    alt_name: &str,
+    listen_name: &str,
+) -> Result<(), String> {
+    if listen.ip().to_canonical().is_unspecified() {
+        return Err(format!(
+            "{alt_name} needs {listen_name} with a specific IP address, not {}: NAT discovery \
+             answers from known addresses",
+            listen.ip()
+        ));
+    }
+    if alt.is_ipv4() != listen.is_ipv4() {
+        return Err(format!(
+            "{alt_name} {alt} and {listen_name} {listen} must be of the same address family"
+        ));
+    }
+    if alt == listen && alt.port() != 0 {
+        return Err(format!(
+            "{alt_name} {alt} must differ from {listen_name} (another IP or another port)"
+        ));
+    }
+    Ok(())
 }
 
 /// Connecting to a server: shared by `netcheck` and `peer`.
@@ -593,8 +654,11 @@ fn parse_stats_every(s: &str) -> Result<u64, String> {
     int_in(s, 1, MAX_SECS, " (seconds; at most a day)")
 }
 
-fn parse_drain_timeout(s: &str) -> Result<u64, String> {
-    int_in(s, 0, MAX_SECS * 1000, " (milliseconds; at most a day)")
+/// Longest `--drain-timeout-ms`: ten minutes.
+pub const MAX_DRAIN_TIMEOUT_MS: u64 = 600_000;
+
+fn parse_drain_timeout_ms(s: &str) -> Result<u64, String> {
+    int_in(s, 1, MAX_DRAIN_TIMEOUT_MS, " (milliseconds)")
 }
 
 fn parse_threads(s: &str) -> Result<u16, String> {
@@ -726,7 +790,7 @@ fn parse_server(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// A local address to bind: a specific IP or every one (unspecified), any port.
-fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+pub(super) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let addr = parse_addr(s)?;
     match not_a_host(addr.ip()) {
         Some(what) if !addr.ip().to_canonical().is_unspecified() => Err(format!(
@@ -738,7 +802,7 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// The alternate discovery address: a specific IP of this host, any port.
-fn parse_alt_listen(s: &str) -> Result<SocketAddr, String> {
+pub(super) fn parse_alt_listen(s: &str) -> Result<SocketAddr, String> {
     let addr = parse_listen(s)?;
     if addr.ip().to_canonical().is_unspecified() {
         return Err(format!(
@@ -872,6 +936,11 @@ mod tests {
                 "server",
                 "key_file",
                 format!("at most {MAX_KEY_FILE} bytes"),
+            ),
+            (
+                "server",
+                "drain_timeout_ms",
+                format!("1 to {MAX_DRAIN_TIMEOUT_MS}"),
             ),
             ("netcheck", "timeout", format!("at most {MAX_SECS}")),
             ("netcheck", "user_id", format!("0 to {}", u64::MAX)),

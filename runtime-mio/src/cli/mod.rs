@@ -3,12 +3,13 @@
 //! the scripted peer ([`script::Script`]); it is application code, not part of the library's
 //! driver API, and may change with the command.
 //!
-//! - `pierce server`: [`server`]
+//! - `pierce server`: [`server`], its settings (flags and `--config` file) in [`config`]
 //! - `pierce netcheck`: [`netcheck`]
 //! - `pierce peer`: [`peer`] drives a [`script::Script`] on a [`crate::Driver`]
 //! - `pierce demo`: [`demo`]
 
 pub mod args;
+pub mod config;
 pub mod demo;
 pub mod describe;
 pub mod json;

@@ -13,7 +13,8 @@ use pierce_core::{
     HostId, RoomsConfig, SecretKey, Server, ServerConfig, ServerEvent, ServerStats, SocketId,
 };
 
-use super::args::{DEFAULT_DRAIN_TIMEOUT_MS, ServerArgs};
+use super::args::ServerArgs;
+use super::config::ServerSettings;
 use super::json::Obj;
 use super::ops::{self, AdminRequest, Ops, Reply, Snapshot};
 use super::{CliError, describe, out, signal};
@@ -46,6 +47,11 @@ pub fn rooms_server_with(
     config.rooms = Some(RoomsConfig::default());
     config.token_secret = token_secret;
     config.relay_shards = relay_threads;
+    server_with(config)
+}
+
+/// A server with `config`, seeded from the OS.
+fn server_with(config: ServerConfig) -> Result<Server, CliError> {
     let seed = os_seed().map_err(|e| CliError::io("reading OS entropy", &e))?;
     Server::new(Arc::new(config), seed, Instant::now(), unix_time())
         .map_err(|e| CliError::failed(format!("invalid server settings: {e}")))
@@ -54,20 +60,23 @@ pub fn rooms_server_with(
 /// Receive and send buffer the server's socket asks for.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-/// Runs `pierce server`.
+/// Runs `pierce server` (or prints its settings, with `--print-config`).
 ///
 /// # Errors
-/// A bad key file, a failed bind, or a socket failure while serving.
+/// Bad settings (flags or --config's file), a bad key file, a failed bind, or a socket
+/// failure while serving.
 pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
-    let key = match &args.key_file {
-        Some(path) => load_or_create_key(path)?,
-        None => SecretKey::from_bytes(os_seed().map_err(|e| CliError::io("OS entropy", &e))?),
-    };
-    let secret = args.secret.as_ref().map(|s| s.as_bytes().to_vec());
-    let threads = args.threads.unwrap_or_else(default_threads);
+    let settings = ServerSettings::load(args)?;
+    if args.print_config {
+        out(settings.to_toml().trim_end());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let listen = settings.listen()?;
+    settings.install_logging()?;
+    let key = settings.load_key()?;
     // One thread: it does everything. More: that many relay threads, and the server's own.
-    let relay_threads = if threads >= 2 { threads } else { 0 };
-    let server = rooms_server_with(key, secret, relay_threads)?;
+    let relay_threads = settings.relay_threads();
+    let server = server_with(settings.server_config(key))?;
     let public_key = server.public_key().to_hex();
     let cannot_listen = |e: &io::Error| {
         let with = if relay_threads > 0 {
@@ -75,15 +84,15 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         } else {
             String::new()
         };
-        CliError::io(&format!("cannot listen on {}{with}", args.listen), e)
+        CliError::io(&format!("cannot listen on {listen}{with}"), e)
     };
     let (socket, relay_sockets) = if relay_threads > 0 {
         let mut group =
-            crate::bind_relay_group(args.listen, relay_threads).map_err(|e| cannot_listen(&e))?;
+            crate::bind_relay_group(listen, relay_threads).map_err(|e| cannot_listen(&e))?;
         let primary = group.remove(0);
         (primary, group)
     } else {
-        let socket = std::net::UdpSocket::bind(args.listen).map_err(|e| cannot_listen(&e))?;
+        let socket = std::net::UdpSocket::bind(listen).map_err(|e| cannot_listen(&e))?;
         (socket, Vec::new())
     };
     // 4 MiB each way (what coturn asks for): relayed bursts must not overflow the default
@@ -92,7 +101,7 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         let _ = crate::set_socket_buffers(s, SOCKET_BUFFER);
     }
     let mut driver = Driver::from_std(socket, server).map_err(|e| cannot_listen(&e))?;
-    driver.set_offload(!args.no_offload);
+    driver.set_offload(!settings.no_offload);
     let mut relays = if relay_sockets.is_empty() {
         None
     } else {
@@ -100,7 +109,7 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::io("starting the relay threads", &e))?;
         Some(r)
     };
-    let alt_addrs = match args.alt_listen {
+    let alt_addrs = match settings.alt_listen {
         Some(alt) => enable_discovery(&mut driver, alt)?,
         None => Vec::new(),
     };
@@ -117,11 +126,11 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
             None
         }
     };
-    let mut ops = start_ops(args, &mut driver)?;
+    let mut ops = start_ops(&settings, &mut driver)?;
     let metrics_addr = ops.as_ref().map(Ops::local_addr);
     signal::install().map_err(|e| CliError::io("installing signal handlers", &e))?;
     let addr = driver.local_addr();
-    if args.json {
+    if settings.json {
         let ready = Obj::event("listening")
             .str("addr", &addr.to_string())
             .opt_str("tcp_addr", tcp_addr.map(|a| a.to_string()).as_deref())
@@ -165,10 +174,9 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         }
     }
     let mut clients = BTreeSet::new();
-    let every = args.stats_every.map(Duration::from_secs);
+    let every = settings.stats_every_s.map(Duration::from_secs);
     let mut next_stats = every.map(|e| Instant::now() + e);
-    let drain_within =
-        Duration::from_millis(args.drain_timeout_ms.unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS));
+    let drain_within = settings.drain_timeout;
     // When a drain started with `POST /admin/drain` ends: then whoever is left is
     // disconnected and the command exits 0.
     let mut drain_deadline: Option<Instant> = None;
@@ -186,12 +194,12 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
                 // drain began and completes anyway is closed at once.
                 let _ = (driver.endpoint_mut()).disconnect(Instant::now(), *host_id, SHUTDOWN_CODE);
             }
-            log(args.json, &mut clients, event);
+            log(settings.json, &mut clients, event);
         }
         let now = Instant::now();
         if let (Some(at), Some(every)) = (next_stats, every) {
             if now >= at {
-                out(&stats_line(args.json, &driver, relays.as_ref()));
+                out(&stats_line(settings.json, &driver, relays.as_ref()));
                 next_stats = Some(next_stats_at(at, now, every));
             }
         }
@@ -204,7 +212,7 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
                 let reply = match &command.request {
                     AdminRequest::Drain => {
                         let deadline = *drain_deadline.get_or_insert_with(|| {
-                            start_drain(args.json, &mut driver, ops, now, drain_within)
+                            start_drain(settings.json, &mut driver, ops, now, drain_within)
                         });
                         drain_reply(&clients, deadline.saturating_duration_since(now))
                     }
@@ -224,8 +232,8 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
     if let Some(r) = relays.take() {
         r.stop().map_err(|e| CliError::io("relay failed", &e))?;
     }
-    out(&stats_line_with(args.json, &driver, relay_stats));
-    if args.json {
+    out(&stats_line_with(settings.json, &driver, relay_stats));
+    if settings.json {
         out(&Obj::event("stopped")
             .int("clients", clients.len() as u64)
             .finish());
@@ -241,12 +249,15 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
 /// # Errors
 /// A usage error for a token file that cannot be used, or `--admin-token-file` without
 /// `--metrics`; a failed run if the address cannot be bound.
-fn start_ops(args: &ServerArgs, driver: &mut Driver<Server>) -> Result<Option<Ops>, CliError> {
-    let token = match &args.admin_token_file {
+fn start_ops(
+    settings: &ServerSettings,
+    driver: &mut Driver<Server>,
+) -> Result<Option<Ops>, CliError> {
+    let token = match &settings.admin_token_file {
         Some(path) => Some(ops::load_token(path)?),
         None => None,
     };
-    let Some(addr) = args.metrics else {
+    let Some(addr) = settings.metrics else {
         if token.is_some() {
             return Err(CliError::usage(
                 "--admin-token-file needs --metrics IP:PORT (the admin endpoints are on its \
@@ -317,18 +328,6 @@ fn snapshot(driver: &Driver<Server>, relays: Option<&RelayThreads>, draining: bo
         relayed_by_threads,
         relay_threads: relays.map_or(0, |r| u16::try_from(r.len()).unwrap_or(u16::MAX)),
         draining,
-    }
-}
-
-/// `--threads`' default: the number of cores where relay threads work (Linux), else 1.
-fn default_threads() -> u16 {
-    if cfg!(target_os = "linux") {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        u16::try_from(cores).map_or(pierce_core::MAX_RELAY_SHARDS, |n| {
-            n.min(pierce_core::MAX_RELAY_SHARDS)
-        })
-    } else {
-        1
     }
 }
 
