@@ -109,6 +109,11 @@ by reason, socket errors) comes every --stats-every seconds, and once before sto
 The server also accepts TCP connections on --listen's port (the fallback for clients whose
 network blocks UDP; `pierce peer --tcp`), and says so in the ready line (tcp_addr).
 On SIGINT or SIGTERM every client is told the server is closing, and the command exits 0.
+With --metrics the ready line has metrics_addr (null without), where GET /metrics (Prometheus
+text), /healthz and /readyz answer; with --admin-token-file too, the admin endpoints (bearer
+token): GET /admin/clients, GET /admin/rooms, POST /admin/clients/ID/kick (close code 4001),
+POST /admin/rooms/NAME/close, POST /admin/drain (new clients refused, /readyz 503, the rest
+told and disconnected after --drain-timeout-ms, then exit 0).
 
 Settings come from the defaults, then --config FILE (TOML; every flag has a key there, and so
 has every limit of the server: sessions, handshakes, STUN, resets, relay, rooms), then the
@@ -193,14 +198,20 @@ pub struct ServerArgs {
     /// The log lines' format on stderr: text, or one JSON object a line. Default: text.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Serve metrics over HTTP at this address.
+    /// Serve Prometheus metrics (`GET /metrics`), `GET /healthz` and `GET /readyz` over HTTP
+    /// at this TCP address, and the admin endpoints (`/admin/...`) with --admin-token-file.
+    /// Port 0 picks a free port (the ready line shows it: `metrics_addr`). Give a loopback
+    /// address unless the network in front of it is trusted: the text is unauthenticated.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_listen, allow_hyphen_values = true)]
     pub metrics: Option<SocketAddr>,
-    /// A file holding the bearer token the admin endpoints require.
+    /// Turn on the admin endpoints of --metrics (list clients and rooms, kick, close a room,
+    /// drain): requests must carry `Authorization: Bearer TOKEN`, TOKEN being this file's
+    /// content with surrounding whitespace trimmed (not empty). Without it they answer 403.
+    /// Needs --metrics.
     #[arg(long, value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
-    /// On SIGTERM, how long clients get to leave before the server stops: 1 to 600000
-    /// milliseconds (default 10000).
+    /// How long a drain (`POST /admin/drain`) gives clients to leave before the server
+    /// disconnects whoever is left and exits 0: 1 to 600000 milliseconds (default 10000).
     #[arg(
         long,
         value_name = "N",

@@ -95,6 +95,30 @@ impl Obj {
         self
     }
 
+    /// Adds an array of integers.
+    #[must_use]
+    pub fn ints(mut self, key: &str, items: impl IntoIterator<Item = u64>) -> Self {
+        self.key(key);
+        self.0.push('[');
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.0.push(',');
+            }
+            let _ = write!(self.0, "{item}");
+        }
+        self.0.push(']');
+        self
+    }
+
+    /// Adds an integer member, or `null`.
+    #[must_use]
+    pub fn opt_int(self, key: &str, value: Option<u64>) -> Self {
+        match value {
+            Some(v) => self.int(key, v),
+            None => self.raw(key, "null"),
+        }
+    }
+
     /// Adds an object member.
     #[must_use]
     pub fn object(self, key: &str, value: Self) -> Self {
@@ -161,10 +185,12 @@ mod tests {
             .ms("u", None)
             .opt_bool("p", None)
             .array("peers", [Obj::new().int("x", -1i32), Obj::new()])
+            .ints("ids", [1, 22])
+            .opt_int("o", None)
             .finish();
         assert_eq!(
             line,
-            r#"{"event":"summary","ok":true,"name":"a\"b\\c\nd\u0001é","n":3,"t":1.500,"u":null,"p":null,"peers":[{"x":-1},{}]}"#
+            r#"{"event":"summary","ok":true,"name":"a\"b\\c\nd\u0001é","n":3,"t":1.500,"u":null,"p":null,"peers":[{"x":-1},{}],"ids":[1,22],"o":null}"#
         );
     }
 

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod describe;
 pub mod json;
 pub mod netcheck;
+pub mod ops;
 pub mod peer;
 pub mod script;
 pub mod server;

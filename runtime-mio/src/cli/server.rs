@@ -16,6 +16,7 @@ use pierce_core::{
 use super::args::ServerArgs;
 use super::config::ServerSettings;
 use super::json::Obj;
+use super::ops::{self, AdminRequest, Ops, Reply, Snapshot};
 use super::{CliError, describe, out, signal};
 use crate::{Driver, DriverStats, RelayThreads, os_seed, unix_time};
 
@@ -129,12 +130,18 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
             None
         }
     };
+    let mut ops = start_ops(&settings, &mut driver)?;
+    let metrics_addr = ops.as_ref().map(Ops::local_addr);
     signal::install().map_err(|e| CliError::io("installing signal handlers", &e))?;
     let addr = driver.local_addr();
     if settings.json {
         let ready = Obj::event("listening")
             .str("addr", &addr.to_string())
             .opt_str("tcp_addr", tcp_addr.map(|a| a.to_string()).as_deref())
+            .opt_str(
+                "metrics_addr",
+                metrics_addr.map(|a| a.to_string()).as_deref(),
+            )
             .str("public_key", &public_key)
             .int("relay_threads", u64::from(relay_threads));
         out(&with_addr_array(ready, "alt_addrs", &alt_addrs));
@@ -147,6 +154,11 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         out(&format!(
             "listening on {addr}{tcp}, public key {public_key}"
         ));
+        if let Some(m) = metrics_addr {
+            out(&format!(
+                "metrics on http://{m}/metrics (and /healthz, /readyz, /admin)"
+            ));
+        }
         if relay_threads > 0 {
             out(&format!(
                 "relaying on {relay_threads} threads of their own (sessions, handshakes and \
@@ -168,6 +180,10 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
     let mut clients = BTreeSet::new();
     let every = settings.stats_every_s.map(Duration::from_secs);
     let mut next_stats = every.map(|e| Instant::now() + e);
+    let drain_within = settings.drain_timeout;
+    // When a drain started with `POST /admin/drain` ends: then whoever is left is
+    // disconnected and the command exits 0.
+    let mut drain_deadline: Option<Instant> = None;
     while !signal::received() {
         driver
             .pump(TICK)
@@ -177,13 +193,41 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
                 .map_err(|e| CliError::io("relay failed", &e))?;
         }
         while let Some(event) = driver.poll_event() {
+            if let (Some(_), ServerEvent::ClientJoined { host_id, .. }) = (drain_deadline, &event) {
+                // Draining: the core refuses new sessions; one that was half open when the
+                // drain began and completes anyway is closed at once.
+                let _ = (driver.endpoint_mut()).disconnect(Instant::now(), *host_id, SHUTDOWN_CODE);
+            }
             log(settings.json, &mut clients, event);
         }
+        let now = Instant::now();
         if let (Some(at), Some(every)) = (next_stats, every) {
-            let now = Instant::now();
             if now >= at {
                 out(&stats_line(settings.json, &driver, relays.as_ref()));
                 next_stats = Some(next_stats_at(at, now, every));
+            }
+        }
+        if let Some(ops) = &mut ops {
+            if ops.publish_due(now) {
+                let draining = drain_deadline.is_some();
+                ops.publish(now, snapshot(&driver, relays.as_ref(), draining));
+            }
+            while let Some(command) = ops.next_command() {
+                let reply = match &command.request {
+                    AdminRequest::Drain => {
+                        let deadline = *drain_deadline.get_or_insert_with(|| {
+                            start_drain(settings.json, &mut driver, ops, now, drain_within)
+                        });
+                        drain_reply(&clients, deadline.saturating_duration_since(now))
+                    }
+                    request => ops::answer(driver.endpoint_mut(), now, request),
+                };
+                command.answer(reply);
+            }
+        }
+        if let Some(deadline) = drain_deadline {
+            if now >= deadline || clients.is_empty() {
+                break;
             }
         }
     }
@@ -201,6 +245,94 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         out(&format!("stopped; told {} clients", clients.len()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The ops listener of `--metrics`, with the admin endpoints if `--admin-token-file` is
+/// given; `None` without `--metrics`.
+///
+/// # Errors
+/// A usage error for a token file that cannot be used, or `--admin-token-file` without
+/// `--metrics`; a failed run if the address cannot be bound.
+fn start_ops(
+    settings: &ServerSettings,
+    driver: &mut Driver<Server>,
+) -> Result<Option<Ops>, CliError> {
+    let token = match &settings.admin_token_file {
+        Some(path) => Some(ops::load_token(path)?),
+        None => None,
+    };
+    let Some(addr) = settings.metrics else {
+        if token.is_some() {
+            return Err(CliError::usage(
+                "--admin-token-file needs --metrics IP:PORT (the admin endpoints are on its \
+                 listener)"
+                    .to_owned(),
+            ));
+        }
+        return Ok(None);
+    };
+    if token.is_some() && !addr.ip().to_canonical().is_loopback() {
+        eprintln!(
+            "pierce: warning: --metrics {addr} is not a loopback address and the admin \
+             endpoints are on: anyone who can reach it may try the token (put it behind a \
+             firewall or a TLS proxy)"
+        );
+    }
+    let waker = driver
+        .waker()
+        .map_err(|e| CliError::io("creating the loop's waker", &e))?;
+    Ops::start(addr, token, waker)
+        .map(Some)
+        .map_err(|e| CliError::io(&format!("cannot listen on --metrics {addr}"), &e))
+}
+
+/// Starts a drain (`POST /admin/drain`): the core refuses new sessions and rooms and tells
+/// every client it has `within` left, `/readyz` answers 503 from now on, the event is logged;
+/// returns when the drain ends.
+fn start_drain(
+    json: bool,
+    driver: &mut Driver<Server>,
+    ops: &Ops,
+    now: Instant,
+    within: Duration,
+) -> Instant {
+    ops.set_draining();
+    driver.endpoint_mut().drain(now, within);
+    if json {
+        out(&Obj::event("draining")
+            .int("within_ms", within.as_millis() as u64)
+            .finish());
+    } else {
+        out(&format!(
+            "draining: no new clients; the rest are disconnected in {} ms",
+            within.as_millis()
+        ));
+    }
+    now + within
+}
+
+/// `POST /admin/drain`'s answer (the same for a drain already under way).
+fn drain_reply(clients: &BTreeSet<HostId>, left: Duration) -> Reply {
+    Reply::json(
+        202,
+        Obj::new()
+            .bool("draining", true)
+            .int("clients", clients.len() as u64)
+            .int("deadline_in_ms", left.as_millis() as u64)
+            .finish(),
+    )
+}
+
+/// What `GET /metrics` shows: the counters as the stats line adds them up.
+fn snapshot(driver: &Driver<Server>, relays: Option<&RelayThreads>, draining: bool) -> Snapshot {
+    let (stats, driver_stats, relayed_by_threads) = totals(driver, relays.map(RelayThreads::stats));
+    Snapshot {
+        stats,
+        driver: driver_stats,
+        relayed_by_threads,
+        relay_threads: relays.map_or(0, |r| u16::try_from(r.len()).unwrap_or(u16::MAX)),
+        draining,
+    }
 }
 
 /// When the stats line after the one due `at` and printed at `now` is due: one period later,
@@ -300,15 +432,7 @@ fn stats_line_with(
     relays: Option<(ServerStats, DriverStats)>,
 ) -> String {
     let allocations = crate::CountingAllocator::allocations();
-    let mut s = driver.endpoint().stats();
-    let mut d = driver.stats();
-    // What the relay threads relayed (0 without them: the server's thread relays).
-    let mut by_threads = 0;
-    if let Some((rs, rd)) = relays {
-        s.add_forwarder(&rs);
-        d.send_errors += rd.send_errors;
-        by_threads = rs.relayed_packets;
-    }
+    let (s, d, by_threads) = totals(driver, relays);
     let drops: Vec<(&str, u64)> = (s.dropped.by_reason().into_iter())
         .filter(|(_, n)| *n > 0)
         .collect();
@@ -371,6 +495,23 @@ fn stats_line_with(
             d.send_errors,
         )
     }
+}
+
+/// The server's counters with the relay threads' added: the core's, the sockets', and how
+/// many packets the relay threads relayed (0 without them: the server's thread relays).
+fn totals(
+    driver: &Driver<Server>,
+    relays: Option<(ServerStats, DriverStats)>,
+) -> (ServerStats, DriverStats, u64) {
+    let mut s = driver.endpoint().stats();
+    let mut d = driver.stats();
+    let mut by_threads = 0;
+    if let Some((rs, rd)) = relays {
+        s.add_forwarder(&rs);
+        d.send_errors += rd.send_errors;
+        by_threads = rs.relayed_packets;
+    }
+    (s, d, by_threads)
 }
 
 /// Tells every client the server is going away, so they see a close instead of a timeout.
