@@ -1098,8 +1098,9 @@ fn a_taken_alt_listen_address_fails_at_start() {
 
 #[cfg(unix)]
 #[test]
-fn sigterm_stops_the_server_cleanly_and_closes_its_clients() {
-    let mut server = ServerProc::start(&["--alt-listen", "127.0.0.1:0"]);
+fn sigterm_drains_the_server_then_closes_its_clients() {
+    let mut server =
+        ServerProc::start(&["--alt-listen", "127.0.0.1:0", "--drain-timeout-ms", "400"]);
     // A peer waiting for a member who never comes: connected when the server stops.
     let peer = spawn(
         &[
@@ -1137,12 +1138,24 @@ fn sigterm_stops_the_server_cleanly_and_closes_its_clients() {
     };
     assert!(status.success(), "{status}");
     let rest: Vec<String> = server.lines.iter().collect();
+    // A drain first: no new clients, the connected one told, closed at the bound.
+    assert!(
+        rest.iter()
+            .any(|l| l == r#"{"event":"draining","within_ms":400}"#),
+        "{rest:?}"
+    );
     assert_eq!(
         rest.last().map(String::as_str),
         Some(r#"{"event":"stopped","clients":1}"#)
     );
-    // The peer hears the close at once instead of timing out.
+    // The peer hears the drain, then the close, instead of timing out.
     let r = finish(peer, started);
+    assert!(
+        r.stdout
+            .contains(r#""event":"server_draining","within_ms":400"#),
+        "{}",
+        r.stdout
+    );
     assert_eq!(r.status.code(), Some(1));
     assert!(
         r.stderr.contains("the server closed the session"),
@@ -1150,6 +1163,61 @@ fn sigterm_stops_the_server_cleanly_and_closes_its_clients() {
         r.stderr
     );
     assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_stops_the_server_at_once_without_a_drain() {
+    let mut server = ServerProc::start(&["--drain-timeout-ms", "60000"]);
+    let peer = spawn(
+        &[
+            "peer",
+            "--server",
+            &server.addr,
+            "--room",
+            "r",
+            "--peers",
+            "1",
+            "--timeout",
+            "20",
+            "--json",
+        ]
+        .map(str::to_owned),
+    );
+    let started = Instant::now();
+    let joined = server
+        .lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the peer connects");
+    assert!(joined.contains(r#""event":"client_joined""#), "{joined}");
+    let pid = server.child.id().to_string();
+    let kill = Command::new("kill").args(["-INT", &pid]).status();
+    assert!(kill.expect("run kill").success());
+    let status = loop {
+        if let Some(s) = server.child.try_wait().expect("wait") {
+            break s;
+        }
+        // Far below the 60 s drain it would take on SIGTERM.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "server ignored SIGINT"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+    let rest: Vec<String> = server.lines.iter().collect();
+    assert!(!rest.iter().any(|l| l.contains("draining")), "{rest:?}");
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some(r#"{"event":"stopped","clients":1}"#)
+    );
+    let r = finish(peer, started);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        r.stderr.contains("the server closed the session"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[cfg(unix)]

@@ -83,7 +83,7 @@ incomplete delivery); 2 bad command-line input.";
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the rendezvous/relay server with the rooms policy until SIGINT or SIGTERM.
+    /// Run the rendezvous/relay server with the rooms policy until SIGINT, or SIGTERM and a drain.
     Server(ServerArgs),
     /// Connect to a server and report this host's reflexive address and NAT behaviour.
     Netcheck(NetcheckArgs),
@@ -108,7 +108,9 @@ A stats line (counters since start: clients, groups, pairs, traffic, relay, hand
 by reason, socket errors) comes every --stats-every seconds, and once before stopped.
 The server also accepts TCP connections on --listen's port (the fallback for clients whose
 network blocks UDP; `pierce peer --tcp`), and says so in the ready line (tcp_addr).
-On SIGINT or SIGTERM every client is told the server is closing, and the command exits 0.
+On SIGTERM the server drains (a draining line): it refuses new clients and rooms, tells every
+client, and when none is left or --drain-timeout-ms has passed closes the rest and exits 0.
+SIGINT (or a second signal) closes every client at once and exits 0; a third ends it at once.
 With --metrics the ready line has metrics_addr (null without), where GET /metrics (Prometheus
 text), /healthz and /readyz answer; with --admin-token-file too, the admin endpoints (bearer
 token): GET /admin/clients, GET /admin/rooms, POST /admin/clients/ID/kick (close code 4001),
@@ -210,8 +212,9 @@ pub struct ServerArgs {
     /// Needs --metrics.
     #[arg(long, value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
-    /// How long a drain (`POST /admin/drain`) gives clients to leave before the server
-    /// disconnects whoever is left and exits 0: 1 to 600000 milliseconds (default 10000).
+    /// How long a drain (SIGTERM or `POST /admin/drain`) gives clients to leave before the
+    /// server disconnects whoever is left and exits 0 (at once when none are left): 1 to
+    /// 600000 milliseconds (default 10000).
     #[arg(
         long,
         value_name = "N",

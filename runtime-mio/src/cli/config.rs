@@ -838,8 +838,8 @@ impl ServerSettings {
             &mut out,
             "drain_timeout_ms",
             &format!(
-                "On SIGTERM, how long clients get to leave before the server stops \
-                 (--drain-timeout-ms). Range: 1 to {MAX_DRAIN_TIMEOUT_MS}. Default: \
+                "How long a drain (SIGTERM, POST /admin/drain) gives clients to leave \
+                 before the server closes the rest and exits (--drain-timeout-ms). Range: 1 to {MAX_DRAIN_TIMEOUT_MS}. Default: \
                  {DEFAULT_DRAIN_TIMEOUT_MS}."
             ),
             Some(self.drain_timeout.as_millis().to_string()),

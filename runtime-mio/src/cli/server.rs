@@ -1,4 +1,5 @@
-//! `pierce server`: the rendezvous/relay server with the rooms policy, until SIGINT/SIGTERM.
+//! `pierce server`: the rendezvous/relay server with the rooms policy, until SIGINT, or
+//! SIGTERM and a drain.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -181,10 +182,10 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
     let every = settings.stats_every_s.map(Duration::from_secs);
     let mut next_stats = every.map(|e| Instant::now() + e);
     let drain_within = settings.drain_timeout;
-    // When a drain started with `POST /admin/drain` ends: then whoever is left is
-    // disconnected and the command exits 0.
+    // When a drain (SIGTERM, or `POST /admin/drain`) ends: then whoever is left is
+    // disconnected and the command exits 0. SIGINT, or a second signal, stops at once.
     let mut drain_deadline: Option<Instant> = None;
-    while !signal::received() {
+    while !signal::stop_now() {
         driver
             .pump(TICK)
             .map_err(|e| CliError::io("server socket failed", &e))?;
@@ -201,6 +202,12 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
             log(settings.json, &mut clients, event);
         }
         let now = Instant::now();
+        // (A SIGINT sets its flag before the count: `received` without `stop_now` is SIGTERM.)
+        if signal::received() && !signal::stop_now() && drain_deadline.is_none() {
+            let ops = ops.as_ref();
+            let started = start_drain(settings.json, &mut driver, ops, now, drain_within);
+            drain_deadline = Some(started);
+        }
         if let (Some(at), Some(every)) = (next_stats, every) {
             if now >= at {
                 out(&stats_line(settings.json, &driver, relays.as_ref()));
@@ -216,7 +223,7 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
                 let reply = match &command.request {
                     AdminRequest::Drain => {
                         let deadline = *drain_deadline.get_or_insert_with(|| {
-                            start_drain(settings.json, &mut driver, ops, now, drain_within)
+                            start_drain(settings.json, &mut driver, Some(ops), now, drain_within)
                         });
                         drain_reply(&clients, deadline.saturating_duration_since(now))
                     }
@@ -286,17 +293,19 @@ fn start_ops(
         .map_err(|e| CliError::io(&format!("cannot listen on --metrics {addr}"), &e))
 }
 
-/// Starts a drain (`POST /admin/drain`): the core refuses new sessions and rooms and tells
-/// every client it has `within` left, `/readyz` answers 503 from now on, the event is logged;
-/// returns when the drain ends.
+/// Starts a drain (SIGTERM or `POST /admin/drain`): the core refuses new sessions and rooms
+/// and tells every client it has `within` left, `/readyz` answers 503 from now on, the event
+/// is logged; returns when the drain ends.
 fn start_drain(
     json: bool,
     driver: &mut Driver<Server>,
-    ops: &Ops,
+    ops: Option<&Ops>,
     now: Instant,
     within: Duration,
 ) -> Instant {
-    ops.set_draining();
+    if let Some(ops) = ops {
+        ops.set_draining();
+    }
     driver.endpoint_mut().drain(now, within);
     if json {
         out(&Obj::event("draining")
