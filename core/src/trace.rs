@@ -128,7 +128,13 @@ mod tests {
         fn exit(&self, _: &Id) {}
     }
 
+    // Alone in its process: tracing caches each callsite's interest globally, and other tests
+    // on other threads hitting the same callsites without a subscriber race with this one's
+    // thread-scoped subscriber (lines went missing when it ran beside them). CI runs it with
+    // `--ignored` on its own; a process with a global subscriber (`pierce server
+    // --log-level`) installs it before any callsite is hit.
     #[test]
+    #[ignore = "needs its own process: cargo test -p pierce-core --lib trace:: -- --ignored"]
     fn events_and_drops_are_logged_at_debug_without_payloads() {
         let lines = Lines::default();
         tracing::subscriber::with_default(lines.clone(), || {
