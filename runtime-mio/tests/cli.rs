@@ -1123,6 +1123,14 @@ fn sigterm_drains_the_server_then_closes_its_clients() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the peer connects");
     assert!(joined.contains(r#""event":"client_joined""#), "{joined}");
+    // In its room before the drain (a drain refuses new rooms: the peer's join would fail).
+    let mut peer = peer;
+    let mut out = BufReader::new(peer.stdout.take().expect("piped stdout"));
+    let mut read = String::new();
+    while !read.contains(r#""event":"room_joined""#) {
+        let n = out.read_line(&mut read).expect("peer stdout");
+        assert!(n > 0, "the peer ended before joining its room: {read}");
+    }
     let pid = server.child.id().to_string();
     let kill = Command::new("kill").args(["-TERM", &pid]).status();
     assert!(kill.expect("run kill").success());
@@ -1139,6 +1147,7 @@ fn sigterm_drains_the_server_then_closes_its_clients() {
     assert!(status.success(), "{status}");
     let rest: Vec<String> = server.lines.iter().collect();
     // A drain first: no new clients, the connected one told, closed at the bound.
+    let r = finish_reading(peer, started, read, out);
     assert!(
         rest.iter()
             .any(|l| l == r#"{"event":"draining","within_ms":400}"#),
@@ -1146,10 +1155,12 @@ fn sigterm_drains_the_server_then_closes_its_clients() {
     );
     assert_eq!(
         rest.last().map(String::as_str),
-        Some(r#"{"event":"stopped","clients":1}"#)
+        Some(r#"{"event":"stopped","clients":1}"#),
+        "{rest:?}\npeer: {}\n{}",
+        r.stdout,
+        r.stderr
     );
     // The peer hears the drain, then the close, instead of timing out.
-    let r = finish(peer, started);
     assert!(
         r.stdout
             .contains(r#""event":"server_draining","within_ms":400"#),
