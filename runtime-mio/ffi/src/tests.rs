@@ -519,6 +519,78 @@ fn deadlines_are_in_the_callers_clock_and_a_clock_going_back_is_clamped() {
     }
 }
 
+/// Runs a client connecting to a server that never answers over UDP, answering its TCP
+/// fallback's connect request with `answer`, until it gives up; returns the socket request
+/// seen and the disconnect reason.
+fn unanswered_connect(
+    seed: u8,
+    answer: impl Fn(*mut PierceClient, u64, u16) -> PierceResult,
+) -> (PierceSocketRequest, u32) {
+    use PierceClientEventKind::*;
+    let mut config = quiet_client_config();
+    config.connect_timeout_ms = 3_000;
+    let mut c = ptr::null_mut();
+    let start = 1_000_000;
+    unsafe {
+        assert_eq!(
+            pierce_client_new(&config, [seed; 32].as_ptr(), start, &mut c),
+            PIERCE_OK
+        );
+        let server = addr("192.0.2.1:7777");
+        assert_eq!(
+            pierce_client_connect(c, start, &server, ptr::null(), 0),
+            PIERCE_OK
+        );
+        let mut buf = [0u8; PIERCE_MAX_DATAGRAM_SIZE];
+        let mut t = PierceTransmit::default();
+        let mut request = None;
+        for ms in 0..10_000u64 {
+            let now = start + ms * 1_000;
+            assert_eq!(pierce_client_handle_timeout(c, now), PIERCE_OK);
+            while pierce_client_poll_transmit(c, now, buf.as_mut_ptr(), buf.len(), &mut t)
+                == PIERCE_OK
+            {}
+            let mut r = std::mem::MaybeUninit::<PierceSocketRequest>::uninit();
+            while pierce_client_poll_socket_request(c, r.as_mut_ptr()) == PIERCE_OK {
+                let r = r.assume_init();
+                if r.kind == PierceSocketRequestKind::PIERCE_SOCKET_CONNECT {
+                    assert_eq!(answer(c, now, r.socket), PIERCE_OK);
+                    request = Some(r);
+                }
+            }
+            let mut e = PierceClientEvent::empty(PIERCE_CLIENT_EVENT_OTHER);
+            while pierce_client_poll_event(c, &mut e) == PIERCE_OK {
+                if e.kind == PIERCE_CLIENT_EVENT_DISCONNECTED {
+                    assert_eq!(pierce_client_free(c), PIERCE_OK);
+                    return (request.expect("a TCP fallback was asked for"), e.reason);
+                }
+            }
+        }
+    }
+    panic!("the client never gave up");
+}
+
+#[test]
+fn socket_requests_and_stream_reports_reach_the_client() {
+    use PierceDisconnectReason::*;
+    let (request, reason) = unanswered_connect(30, |c, now, id| unsafe {
+        pierce_client_handle_stream_refused(c, now, id)
+    });
+    assert_eq!(request.has_addr, 1);
+    assert_eq!(
+        request.addr,
+        addr("192.0.2.1:7777"),
+        "the stream goes to the server's address"
+    );
+    assert_ne!(request.socket & crate::PIERCE_STREAM_BIT, 0, "a stream id");
+    assert_eq!(reason, PIERCE_DISCONNECT_CONNECT_REFUSED as u32);
+
+    let (_, reason) = unanswered_connect(31, |c, now, id| unsafe {
+        pierce_client_handle_socket_failed(c, now, id)
+    });
+    assert_eq!(reason, PIERCE_DISCONNECT_CONNECT_TIMED_OUT as u32);
+}
+
 // ---- a whole exchange through the C functions ------------------------------------------------
 
 /// An event copied out of its borrowed C form.
