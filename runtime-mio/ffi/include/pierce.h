@@ -877,8 +877,8 @@ typedef struct PierceServerConfig {
     uint32_t idle_timeout_ms;
     // Call a client offline after this long (default 5000; 0: off; below idle timeout).
     uint32_t offline_after_ms;
-    // If not NULL: clients must present a connect token issued with this secret (read during
-    // `*_new` only).
+    // If not NULL (and `token_secret_len` is not 0): clients must present a connect token
+    // issued with this secret (read during `*_new` only). Default: NULL, no tokens.
     const uint8_t *token_secret;
     // How many bytes `token_secret` has.
     size_t token_secret_len;
