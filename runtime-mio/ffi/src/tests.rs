@@ -601,6 +601,8 @@ struct Ev {
     group: u64,
     channel: u8,
     reason: u32,
+    code: u32,
+    value: u64,
     payload: Vec<u8>,
     name: Option<String>,
 }
@@ -623,6 +625,8 @@ fn copy_event(e: &PierceClientEvent) -> Ev {
         group: e.group,
         channel: e.channel,
         reason: e.reason,
+        code: e.code,
+        value: e.value,
         payload,
         name,
     }
@@ -634,7 +638,7 @@ struct Net {
     now: u64,
     server: *mut PierceServer,
     server_addr: PierceAddr,
-    server_events: Vec<PierceServerEventKind>,
+    server_events: Vec<(PierceServerEventKind, u64, Vec<u8>)>,
     clients: Vec<(*mut PierceClient, PierceAddr, Vec<Ev>)>,
     wire: VecDeque<(PierceAddr, PierceAddr, Vec<u8>)>,
 }
@@ -676,7 +680,12 @@ impl Net {
             }
             let mut e = PierceServerEvent::empty(PierceServerEventKind::PIERCE_SERVER_EVENT_OTHER);
             while pierce_server_poll_event(self.server, &mut e) == PIERCE_OK {
-                self.server_events.push(e.kind);
+                let payload = if e.payload.is_null() {
+                    Vec::new()
+                } else {
+                    std::slice::from_raw_parts(e.payload, e.payload_len).to_vec()
+                };
+                self.server_events.push((e.kind, e.host, payload));
             }
             for (c, a, events) in &mut self.clients {
                 while pierce_client_poll_transmit(*c, self.now, buf.as_mut_ptr(), buf.len(), &mut t)
@@ -1003,10 +1012,13 @@ fn a_server_and_two_clients_join_a_room_and_exchange_reliable_messages_through_t
         gone.reason,
         PierceDisconnectReason::PIERCE_DISCONNECT_CLOSED_LOCALLY as u32
     );
-    assert!(
-        net.server_events
-            .contains(&PierceServerEventKind::PIERCE_SERVER_EVENT_CLIENT_LEFT)
-    );
+    assert_eq!(gone.code, 42);
+    let left = |n: &Net| {
+        n.server_events
+            .iter()
+            .any(|e| e.0 == PierceServerEventKind::PIERCE_SERVER_EVENT_CLIENT_LEFT && e.1 == id_a)
+    };
+    net.run_until("the server reports a's close", left);
 }
 
 #[test]
@@ -1245,4 +1257,134 @@ fn driven_clients_meet_in_a_room_on_loopback_and_exchange_messages() {
     }
     assert!(io.datagrams_received > 0 && io.datagrams_sent > 0, "{io:?}");
     assert_eq!(ss.clients, 2);
+}
+
+#[test]
+fn a_server_application_groups_messages_kicks_and_drains_through_the_c_api() {
+    use PierceClientEventKind::*;
+    use PierceServerEventKind::*;
+    let mut net = Net::new(2);
+    let (a, b, s) = (net.clients[0].0, net.clients[1].0, net.server);
+    let server = net.server_addr;
+    unsafe {
+        assert_eq!(
+            pierce_client_connect(a, net.now, &server, ptr::null(), 0),
+            PIERCE_OK
+        );
+        assert_eq!(
+            pierce_client_connect(b, net.now, &server, ptr::null(), 0),
+            PIERCE_OK
+        );
+    }
+    net.run_until("both joined the server", |n| {
+        n.server_events
+            .iter()
+            .filter(|e| e.0 == PIERCE_SERVER_EVENT_CLIENT_JOINED)
+            .count()
+            == 2
+    });
+    let joined: Vec<u64> = net
+        .server_events
+        .iter()
+        .filter(|e| e.0 == PIERCE_SERVER_EVENT_CLIENT_JOINED)
+        .map(|e| e.1)
+        .collect();
+    let (id_a, id_b) = (joined[0], joined[1]);
+    let mut where_a = PierceAddr::default();
+    unsafe { assert_eq!(pierce_server_client_addr(s, id_a, &mut where_a), PIERCE_OK) };
+    assert_eq!(where_a, net.clients[0].1);
+
+    // A group made by the server application.
+    let mut group = 0;
+    unsafe {
+        let members = [id_a, id_b];
+        let r = pierce_server_create_group(s, net.now, members.as_ptr(), 2, &mut group);
+        assert_eq!(r, PIERCE_OK, "{}", last_error());
+        let r = pierce_server_create_group(s, net.now, [77_777u64].as_ptr(), 1, &mut group);
+        assert_eq!(r, PIERCE_UNKNOWN_HOST);
+        assert_eq!(
+            pierce_server_destroy_group(s, net.now, group + 1000),
+            PIERCE_UNKNOWN_GROUP
+        );
+        assert_eq!(
+            pierce_server_join_group(s, net.now, group, id_a),
+            PIERCE_ALREADY
+        );
+    }
+    net.run_until("members told", |n| {
+        n.has(0, PIERCE_CLIENT_EVENT_MEMBER_JOINED, Some(id_b))
+            && n.has(1, PIERCE_CLIENT_EVENT_MEMBER_JOINED, Some(id_a))
+    });
+
+    // Messages both ways between the server application and a client.
+    unsafe {
+        let down = b"from the server";
+        assert_eq!(
+            pierce_server_send(s, net.now, id_a, down.as_ptr(), down.len(), 1),
+            PIERCE_OK
+        );
+        let up = b"from a";
+        assert_eq!(
+            pierce_client_send_to_server(a, net.now, up.as_ptr(), up.len(), 1),
+            PIERCE_OK
+        );
+        assert_eq!(
+            pierce_server_send(s, net.now, 55_555, down.as_ptr(), 1, 0),
+            PIERCE_UNKNOWN_HOST
+        );
+    }
+    net.run_until("messages", |n| {
+        n.has(0, PIERCE_CLIENT_EVENT_SERVER_MESSAGE, None)
+            && n.server_events
+                .iter()
+                .any(|e| e.0 == PIERCE_SERVER_EVENT_MESSAGE)
+    });
+    let down = net
+        .events(0)
+        .iter()
+        .find(|e| e.kind == PIERCE_CLIENT_EVENT_SERVER_MESSAGE)
+        .unwrap();
+    assert_eq!(down.payload, b"from the server");
+    let up = net
+        .server_events
+        .iter()
+        .find(|e| e.0 == PIERCE_SERVER_EVENT_MESSAGE)
+        .unwrap();
+    assert_eq!((up.1, up.2.as_slice()), (id_a, &b"from a"[..]));
+
+    // Draining tells every client how long it has; kicking closes with the code given.
+    unsafe { assert_eq!(pierce_server_drain(s, net.now, 30_000), PIERCE_OK) };
+    net.run_until("drain told", |n| {
+        n.has(1, PIERCE_CLIENT_EVENT_SERVER_DRAINING, None)
+    });
+    let drain = net
+        .events(1)
+        .iter()
+        .find(|e| e.kind == PIERCE_CLIENT_EVENT_SERVER_DRAINING)
+        .unwrap();
+    assert_eq!(drain.value, 30_000, "milliseconds left");
+    unsafe {
+        assert_eq!(pierce_server_disconnect(s, net.now, id_b, 7), PIERCE_OK);
+        assert_eq!(
+            pierce_server_disconnect(s, net.now, id_b, 7),
+            PIERCE_UNKNOWN_HOST
+        );
+    }
+    net.run_until("b kicked", |n| {
+        n.has(1, PIERCE_CLIENT_EVENT_DISCONNECTED, None)
+    });
+    let gone = net
+        .events(1)
+        .iter()
+        .find(|e| e.kind == PIERCE_CLIENT_EVENT_DISCONNECTED)
+        .unwrap();
+    assert_eq!(
+        gone.reason,
+        PierceDisconnectReason::PIERCE_DISCONNECT_CLOSED_BY_SERVER as u32
+    );
+    assert_eq!(gone.code, 7);
+    let mut stats = PierceServerStats::default();
+    unsafe { assert_eq!(pierce_server_stats(s, &mut stats), PIERCE_OK) };
+    assert_eq!(stats.draining, 1);
+    assert_eq!(stats.clients, 1);
 }
