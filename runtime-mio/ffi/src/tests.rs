@@ -1388,3 +1388,30 @@ fn a_server_application_groups_messages_kicks_and_drains_through_the_c_api() {
     assert_eq!(stats.draining, 1);
     assert_eq!(stats.clients, 1);
 }
+
+/// The struct sizes a C compiler gives the header on x86_64 Linux (measured with `cc` and
+/// `sizeof`; the same here from Rust's `repr(C)`). A change to any of them breaks programs built
+/// against the old header: bump `PIERCE_ABI_VERSION` with it and update these numbers.
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn struct_layouts_are_the_abi_version_1_layouts() {
+    use std::mem::{offset_of, size_of};
+    assert_eq!(
+        PIERCE_ABI_VERSION, 1,
+        "new version: re-measure the sizes below"
+    );
+    assert_eq!(size_of::<PierceAddr>(), 20);
+    assert_eq!(size_of::<PierceClientEvent>(), 192);
+    assert_eq!(offset_of!(PierceClientEvent, payload), 160);
+    assert_eq!(size_of::<PierceServerEvent>(), 80);
+    assert_eq!(size_of::<PierceHostEvent>(), 280);
+    assert_eq!(size_of::<PierceClientConfig>(), 72);
+    assert_eq!(size_of::<PierceServerConfig>(), 80);
+    assert_eq!(size_of::<PierceTransmit>(), 40);
+    assert_eq!(size_of::<PierceSocketRequest>(), 28);
+    assert_eq!(size_of::<PierceClientStats>(), 144);
+    assert_eq!(size_of::<PierceServerStats>(), 160);
+    assert_eq!(size_of::<PiercePeerStats>(), 120);
+    assert_eq!(size_of::<PierceHostStats>(), 312);
+    assert_eq!(size_of::<PierceDriverStats>(), 72);
+}
