@@ -150,11 +150,12 @@ pub unsafe extern "C" fn pierce_driver_client_connect(
         let local = h.driver.local_addr();
         let c = h.driver.endpoint_mut();
         client_cmd::connect(c, now, server, token, token_len)?;
-        if local.ip().is_unspecified()
-            && let Ok(lan) = pierce_mio::local_addresses(local.port())
-        {
-            // Best effort: without them, peers behind the same NAT still meet via the relay.
-            let _ = c.set_local_addresses(now, &lan);
+        // Best effort: without them, peers behind the same NAT still meet via the relay.
+        // (No let-chain: the workspace's MSRV is 1.85.)
+        if local.ip().is_unspecified() {
+            if let Ok(lan) = pierce_mio::local_addresses(local.port()) {
+                let _ = c.set_local_addresses(now, &lan);
+            }
         }
         Ok(PIERCE_OK)
     })
