@@ -408,9 +408,7 @@ impl<E: Endpoint> Driver<E> {
             if !event.is_readable() {
                 continue;
             }
-            if let Some(sock) = self.sockets.get_mut(&id)
-                && !sock.readable
-            {
+            if let Some(sock) = self.sockets.get_mut(&id).filter(|s| !s.readable) {
                 sock.readable = true;
                 self.ready.push_back(id);
             }

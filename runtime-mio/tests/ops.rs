@@ -559,11 +559,12 @@ fn admin_needs_the_token_and_a_kick_closes_a_real_peer() {
 
     // Missing, wrong and malformed tokens: 401, and nothing changes.
     let kick = format!("/admin/clients/{host}/kick");
+    let (longer, basic) = (format!("Bearer {TOKEN}x"), format!("Basic {TOKEN}"));
     let wrong = [
         None,
         Some("Bearer wrong-token"),
-        Some(&format!("Bearer {TOKEN}x")[..]),
-        Some(&format!("Basic {TOKEN}")[..]),
+        Some(&longer[..]),
+        Some(&basic[..]),
     ];
     for auth in wrong {
         for (method, path) in [

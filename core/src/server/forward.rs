@@ -438,10 +438,10 @@ impl Forwarder {
                     self.routes.remove(&host);
                 }
                 let slot = slot(session);
-                if let Some(entry) = self.owned.get_mut(slot)
-                    && entry.as_ref().is_some_and(|o| o.session == session)
-                {
-                    *entry = None;
+                if let Some(entry) = self.owned.get_mut(slot) {
+                    if entry.as_ref().is_some_and(|o| o.session == session) {
+                        *entry = None;
+                    }
                 }
             }
             Update::Pair {

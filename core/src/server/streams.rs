@@ -129,12 +129,9 @@ impl Streams {
         let mut evicted = None;
         if self.per_ip.get(&ip).copied().unwrap_or(0) >= MAX_UNCLAIMED_PER_IP {
             let oldest = self.by_ip.range((ip, 0)..=(ip, u64::MAX)).next();
-            if let Some((_, &old)) = oldest
-                && self
-                    .fresh
-                    .get(&old)
-                    .is_some_and(|f| now >= f.2 + HELLO_GRACE)
-            {
+            let expired =
+                |old: &SocketId| (self.fresh.get(old)).is_some_and(|f| now >= f.2 + HELLO_GRACE);
+            if let Some(old) = oldest.map(|(_, &old)| old).filter(expired) {
                 self.close(old);
                 evicted = Some(old);
             }
