@@ -32,12 +32,8 @@ fn room_with_two_pierce_peers(
     peer_timeout: u32,
 ) -> Vec<Finished> {
     let pierce = &support::built().pierce;
-    let mut server = spawn(Command::new(pierce).args([
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--json",
-    ]));
+    let mut server =
+        spawn(Command::new(pierce).args(["server", "--listen", "127.0.0.1:0", "--json"]));
     let ready = read_line(&mut server);
     let (Some(addr), Some(key)) = (
         string_field(&ready, "addr"),
@@ -117,9 +113,7 @@ fn assert_everyone_complete(runs: &[Finished]) {
             run.show(me)
         );
         for other in names.iter().filter(|n| **n != me) {
-            let entry = format!(
-                r#""name":"{other}","path":"#,
-            );
+            let entry = format!(r#""name":"{other}","path":"#,);
             let at = summary
                 .find(&entry)
                 .unwrap_or_else(|| panic!("{me}'s summary does not name {other}: {summary}"));
@@ -206,5 +200,52 @@ fn driven_program_runs_clean_under_valgrind() {
         runs[2].stderr.contains("ERROR SUMMARY: 0 errors"),
         "{}",
         runs[2].show("valgrind driven")
+    );
+}
+
+/// A program that forgets `pierce_client_free`, for the test below.
+const FORGETS_TO_FREE: &str = r#"
+#include <stdio.h>
+#include "pierce.h"
+int main(void) {
+    PierceClient *c = NULL;
+    PierceResult r = pierce_client_new(NULL, NULL, 0, &c);
+    printf("pierce_client_new: %d\n", (int)r);
+    return r == PIERCE_OK ? 0 : 1; /* and never pierce_client_free(c) */
+}
+"#;
+
+/// The valgrind check can fail: a forgotten `*_free` (still reachable through the library's
+/// handle registry, not "definitely lost") fails the same settings the examples pass.
+#[test]
+fn forgotten_free_fails_the_valgrind_check() {
+    if !support::have("forgotten free under valgrind", &["cc", "valgrind"]) {
+        return;
+    }
+    let exe = support::compile_source("forgets_to_free", FORGETS_TO_FREE);
+    let _serial = support::serial();
+    let run = finish(
+        spawn(support::valgrind().arg(&exe)),
+        Duration::from_secs(120),
+    );
+    println!(
+        "a forgotten pierce_client_free under valgrind:\n{}",
+        support::valgrind_summary(&run.stderr)
+    );
+    assert!(
+        run.stdout.contains("pierce_client_new: 0"),
+        "{}",
+        run.show("forgets_to_free")
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(99),
+        "valgrind must fail it: {}",
+        run.show("forgets_to_free")
+    );
+    assert!(
+        run.stderr.contains("still reachable") && !run.stderr.contains("ERROR SUMMARY: 0 errors"),
+        "{}",
+        run.show("forgets_to_free")
     );
 }
