@@ -89,7 +89,7 @@ pub(crate) fn built() -> &'static Built {
             let mut cargo = Command::new(env!("CARGO"));
             cargo
                 .current_dir(&workspace)
-                .arg("build")
+                .args(["build", "--locked"])
                 .args(args)
                 .arg("--target-dir")
                 .arg(&target);
