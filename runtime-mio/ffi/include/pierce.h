@@ -877,8 +877,8 @@ typedef struct PierceServerConfig {
     uint32_t idle_timeout_ms;
     // Call a client offline after this long (default 5000; 0: off; below idle timeout).
     uint32_t offline_after_ms;
-    // If not NULL: clients must present a connect token issued with this secret (read during
-    // `*_new` only).
+    // If not NULL (and `token_secret_len` is not 0): clients must present a connect token
+    // issued with this secret (read during `*_new` only). Default: NULL, no tokens.
     const uint8_t *token_secret;
     // How many bytes `token_secret` has.
     size_t token_secret_len;
@@ -1122,6 +1122,15 @@ PierceResult pierce_client_handle_socket_opened(struct PierceClient *c,
                                                 uint16_t socket,
                                                 const struct PierceAddr *local);
 
+// Reports that an `OPEN` or `CONNECT` socket request failed: the same as
+// `pierce_client_handle_socket_opened` with a NULL address, for bindings where passing NULL
+// for a struct pointer is awkward.
+//
+// Thread safety: the handle must not be in use on another thread.
+PierceResult pierce_client_handle_socket_failed(struct PierceClient *c,
+                                                uint64_t now_us,
+                                                uint16_t socket);
+
 // Reports that a `CONNECT` request's stream was refused (ECONNREFUSED); any other failure is
 // `handle_socket_opened` with NULL.
 //
@@ -1260,6 +1269,17 @@ PierceResult pierce_client_query_stun(struct PierceClient *c,
                                       uint64_t now_us,
                                       const struct PierceAddr *server);
 
+// Runs NAT behaviour discovery (RFC 5780) against `server`'s STUN service from the primary
+// socket (answered by `NAT_DISCOVERED`); connected clients with `nat_discovery` run it against
+// their server by themselves. Replaces a discovery under way.
+//
+// Errors: `PIERCE_BAD_ADDRESS`.
+//
+// Thread safety: the handle must not be in use on another thread.
+PierceResult pierce_client_discover_nat(struct PierceClient *c,
+                                        uint64_t now_us,
+                                        const struct PierceAddr *server);
+
 // The client's state and counters into `*out`.
 //
 // Thread safety: the handle must not be in use on another thread.
@@ -1319,7 +1339,7 @@ PierceResult pierce_driver_client_free(struct PierceDriverClient *d);
 PierceResult pierce_driver_client_local_addr(struct PierceDriverClient *d, struct PierceAddr *out);
 
 // Starts connecting to the server at `server` with `token` (NULL and 0 for none); also tells
-// it this machine's LAN addresses when the socket is bound to 0.0.0.0 or [::].
+// it this machine's LAN addresses when the socket is bound to `0.0.0.0` or `[::]`.
 //
 // Errors: as `pierce_client_connect`.
 //
@@ -1649,6 +1669,15 @@ PierceResult pierce_host_handle_socket_opened(struct PierceHost *h,
                                               uint16_t socket,
                                               const struct PierceAddr *local);
 
+// Reports that an `OPEN` or `CONNECT` socket request failed: the same as
+// `pierce_host_handle_socket_opened` with a NULL address, for bindings where passing NULL
+// for a struct pointer is awkward.
+//
+// Thread safety: the handle must not be in use on another thread.
+PierceResult pierce_host_handle_socket_failed(struct PierceHost *h,
+                                              uint64_t now_us,
+                                              uint16_t socket);
+
 // As `pierce_server_handle_stream_accepted`, for the host.
 //
 // Thread safety: the handle must not be in use on another thread.
@@ -1817,6 +1846,15 @@ PierceResult pierce_server_handle_socket_opened(struct PierceServer *s,
                                                 uint64_t now_us,
                                                 uint16_t socket,
                                                 const struct PierceAddr *local);
+
+// Reports that an `OPEN` or `CONNECT` socket request failed: the same as
+// `pierce_server_handle_socket_opened` with a NULL address, for bindings where passing NULL
+// for a struct pointer is awkward.
+//
+// Thread safety: the handle must not be in use on another thread.
+PierceResult pierce_server_handle_socket_failed(struct PierceServer *s,
+                                                uint64_t now_us,
+                                                uint16_t socket);
 
 // Reports a TCP stream the caller accepted from `peer` and named `socket` (bit 15 set:
 // `PIERCE_STREAM_BIT | n`), before any frame of it.

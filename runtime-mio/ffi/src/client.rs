@@ -1,5 +1,5 @@
 //! `PierceClient`: the sans-IO client. The caller owns the sockets and the clock; the shared
-//! command bodies in [`cmd`] also serve the driven client and the host's client half.
+//! command bodies in `cmd` also serve the driven client and the host's client half.
 
 use std::ffi::c_char;
 use std::time::Instant;
@@ -406,6 +406,22 @@ pub unsafe extern "C" fn pierce_client_handle_socket_opened(
     handle::with(c, |h| sans::handle_socket_opened(h, now_us, socket, local))
 }
 
+/// Reports that an `OPEN` or `CONNECT` socket request failed: the same as
+/// `pierce_client_handle_socket_opened` with a NULL address, for bindings where passing NULL
+/// for a struct pointer is awkward.
+///
+/// Thread safety: the handle must not be in use on another thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pierce_client_handle_socket_failed(
+    c: *mut PierceClient,
+    now_us: u64,
+    socket: u16,
+) -> PierceResult {
+    handle::with(c, |h| {
+        sans::handle_socket_opened(h, now_us, socket, std::ptr::null())
+    })
+}
+
 /// Reports that a `CONNECT` request's stream was refused (ECONNREFUSED); any other failure is
 /// `handle_socket_opened` with NULL.
 ///
@@ -644,6 +660,26 @@ pub unsafe extern "C" fn pierce_client_query_stun(
     at(c, now_us, |c, now| {
         let server = read_addr(server, "server")?;
         c.query_stun(now, server)?;
+        Ok(PIERCE_OK)
+    })
+}
+
+/// Runs NAT behaviour discovery (RFC 5780) against `server`'s STUN service from the primary
+/// socket (answered by `NAT_DISCOVERED`); connected clients with `nat_discovery` run it against
+/// their server by themselves. Replaces a discovery under way.
+///
+/// Errors: `PIERCE_BAD_ADDRESS`.
+///
+/// Thread safety: the handle must not be in use on another thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pierce_client_discover_nat(
+    c: *mut PierceClient,
+    now_us: u64,
+    server: *const PierceAddr,
+) -> PierceResult {
+    at(c, now_us, |c, now| {
+        let server = read_addr(server, "server")?;
+        c.discover_nat(now, server);
         Ok(PIERCE_OK)
     })
 }

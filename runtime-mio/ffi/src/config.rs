@@ -136,8 +136,8 @@ pub struct PierceServerConfig {
     pub idle_timeout_ms: u32,
     /// Call a client offline after this long (default 5000; 0: off; below idle timeout).
     pub offline_after_ms: u32,
-    /// If not NULL: clients must present a connect token issued with this secret (read during
-    /// `*_new` only).
+    /// If not NULL (and `token_secret_len` is not 0): clients must present a connect token
+    /// issued with this secret (read during `*_new` only). Default: NULL, no tokens.
     pub token_secret: *const u8,
     /// How many bytes `token_secret` has.
     pub token_secret_len: usize,
@@ -291,7 +291,7 @@ impl PierceServerConfig {
         c.keepalive_interval = ms(self.keepalive_interval_ms);
         c.idle_timeout = ms(self.idle_timeout_ms);
         c.offline_after = ms(self.offline_after_ms);
-        if !self.token_secret.is_null() {
+        if !self.token_secret.is_null() && self.token_secret_len > 0 {
             c.token_secret = Some(
                 read_bytes(self.token_secret, self.token_secret_len, "token_secret")?.to_vec(),
             );

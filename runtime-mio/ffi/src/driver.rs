@@ -133,7 +133,7 @@ pub unsafe extern "C" fn pierce_driver_client_local_addr(
 }
 
 /// Starts connecting to the server at `server` with `token` (NULL and 0 for none); also tells
-/// it this machine's LAN addresses when the socket is bound to 0.0.0.0 or [::].
+/// it this machine's LAN addresses when the socket is bound to `0.0.0.0` or `[::]`.
 ///
 /// Errors: as `pierce_client_connect`.
 ///

@@ -217,6 +217,22 @@ pub unsafe extern "C" fn pierce_host_handle_socket_opened(
     handle::with(h, |x| sans::handle_socket_opened(x, now_us, socket, local))
 }
 
+/// Reports that an `OPEN` or `CONNECT` socket request failed: the same as
+/// `pierce_host_handle_socket_opened` with a NULL address, for bindings where passing NULL
+/// for a struct pointer is awkward.
+///
+/// Thread safety: the handle must not be in use on another thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pierce_host_handle_socket_failed(
+    h: *mut PierceHost,
+    now_us: u64,
+    socket: u16,
+) -> PierceResult {
+    handle::with(h, |x| {
+        sans::handle_socket_opened(x, now_us, socket, std::ptr::null())
+    })
+}
+
 /// As `pierce_server_handle_stream_accepted`, for the host.
 ///
 /// Thread safety: the handle must not be in use on another thread.

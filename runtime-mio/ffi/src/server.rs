@@ -1,4 +1,4 @@
-//! `PierceServer`: the sans-IO server. The command bodies in [`cmd`] also serve the driven
+//! `PierceServer`: the sans-IO server. The command bodies in `cmd` also serve the driven
 //! server and the host's server half.
 
 use std::ffi::c_char;
@@ -310,6 +310,22 @@ pub unsafe extern "C" fn pierce_server_handle_socket_opened(
     local: *const PierceAddr,
 ) -> PierceResult {
     handle::with(s, |h| sans::handle_socket_opened(h, now_us, socket, local))
+}
+
+/// Reports that an `OPEN` or `CONNECT` socket request failed: the same as
+/// `pierce_server_handle_socket_opened` with a NULL address, for bindings where passing NULL
+/// for a struct pointer is awkward.
+///
+/// Thread safety: the handle must not be in use on another thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pierce_server_handle_socket_failed(
+    s: *mut PierceServer,
+    now_us: u64,
+    socket: u16,
+) -> PierceResult {
+    handle::with(s, |h| {
+        sans::handle_socket_opened(h, now_us, socket, std::ptr::null())
+    })
 }
 
 /// Reports a TCP stream the caller accepted from `peer` and named `socket` (bit 15 set:

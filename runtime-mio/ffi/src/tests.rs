@@ -519,6 +519,78 @@ fn deadlines_are_in_the_callers_clock_and_a_clock_going_back_is_clamped() {
     }
 }
 
+/// Runs a client connecting to a server that never answers over UDP, answering its TCP
+/// fallback's connect request with `answer`, until it gives up; returns the socket request
+/// seen and the disconnect reason.
+fn unanswered_connect(
+    seed: u8,
+    answer: impl Fn(*mut PierceClient, u64, u16) -> PierceResult,
+) -> (PierceSocketRequest, u32) {
+    use PierceClientEventKind::*;
+    let mut config = quiet_client_config();
+    config.connect_timeout_ms = 3_000;
+    let mut c = ptr::null_mut();
+    let start = 1_000_000;
+    unsafe {
+        assert_eq!(
+            pierce_client_new(&config, [seed; 32].as_ptr(), start, &mut c),
+            PIERCE_OK
+        );
+        let server = addr("192.0.2.1:7777");
+        assert_eq!(
+            pierce_client_connect(c, start, &server, ptr::null(), 0),
+            PIERCE_OK
+        );
+        let mut buf = [0u8; PIERCE_MAX_DATAGRAM_SIZE];
+        let mut t = PierceTransmit::default();
+        let mut request = None;
+        for ms in 0..10_000u64 {
+            let now = start + ms * 1_000;
+            assert_eq!(pierce_client_handle_timeout(c, now), PIERCE_OK);
+            while pierce_client_poll_transmit(c, now, buf.as_mut_ptr(), buf.len(), &mut t)
+                == PIERCE_OK
+            {}
+            let mut r = std::mem::MaybeUninit::<PierceSocketRequest>::uninit();
+            while pierce_client_poll_socket_request(c, r.as_mut_ptr()) == PIERCE_OK {
+                let r = r.assume_init();
+                if r.kind == PierceSocketRequestKind::PIERCE_SOCKET_CONNECT {
+                    assert_eq!(answer(c, now, r.socket), PIERCE_OK);
+                    request = Some(r);
+                }
+            }
+            let mut e = PierceClientEvent::empty(PIERCE_CLIENT_EVENT_OTHER);
+            while pierce_client_poll_event(c, &mut e) == PIERCE_OK {
+                if e.kind == PIERCE_CLIENT_EVENT_DISCONNECTED {
+                    assert_eq!(pierce_client_free(c), PIERCE_OK);
+                    return (request.expect("a TCP fallback was asked for"), e.reason);
+                }
+            }
+        }
+    }
+    panic!("the client never gave up");
+}
+
+#[test]
+fn socket_requests_and_stream_reports_reach_the_client() {
+    use PierceDisconnectReason::*;
+    let (request, reason) = unanswered_connect(30, |c, now, id| unsafe {
+        pierce_client_handle_stream_refused(c, now, id)
+    });
+    assert_eq!(request.has_addr, 1);
+    assert_eq!(
+        request.addr,
+        addr("192.0.2.1:7777"),
+        "the stream goes to the server's address"
+    );
+    assert_ne!(request.socket & crate::PIERCE_STREAM_BIT, 0, "a stream id");
+    assert_eq!(reason, PIERCE_DISCONNECT_CONNECT_REFUSED as u32);
+
+    let (_, reason) = unanswered_connect(31, |c, now, id| unsafe {
+        pierce_client_handle_socket_failed(c, now, id)
+    });
+    assert_eq!(reason, PIERCE_DISCONNECT_CONNECT_TIMED_OUT as u32);
+}
+
 // ---- a whole exchange through the C functions ------------------------------------------------
 
 /// An event copied out of its borrowed C form.
@@ -529,6 +601,8 @@ struct Ev {
     group: u64,
     channel: u8,
     reason: u32,
+    code: u32,
+    value: u64,
     payload: Vec<u8>,
     name: Option<String>,
 }
@@ -551,6 +625,8 @@ fn copy_event(e: &PierceClientEvent) -> Ev {
         group: e.group,
         channel: e.channel,
         reason: e.reason,
+        code: e.code,
+        value: e.value,
         payload,
         name,
     }
@@ -562,7 +638,7 @@ struct Net {
     now: u64,
     server: *mut PierceServer,
     server_addr: PierceAddr,
-    server_events: Vec<PierceServerEventKind>,
+    server_events: Vec<(PierceServerEventKind, u64, Vec<u8>)>,
     clients: Vec<(*mut PierceClient, PierceAddr, Vec<Ev>)>,
     wire: VecDeque<(PierceAddr, PierceAddr, Vec<u8>)>,
 }
@@ -604,7 +680,12 @@ impl Net {
             }
             let mut e = PierceServerEvent::empty(PierceServerEventKind::PIERCE_SERVER_EVENT_OTHER);
             while pierce_server_poll_event(self.server, &mut e) == PIERCE_OK {
-                self.server_events.push(e.kind);
+                let payload = if e.payload.is_null() {
+                    Vec::new()
+                } else {
+                    std::slice::from_raw_parts(e.payload, e.payload_len).to_vec()
+                };
+                self.server_events.push((e.kind, e.host, payload));
             }
             for (c, a, events) in &mut self.clients {
                 while pierce_client_poll_transmit(*c, self.now, buf.as_mut_ptr(), buf.len(), &mut t)
@@ -931,10 +1012,13 @@ fn a_server_and_two_clients_join_a_room_and_exchange_reliable_messages_through_t
         gone.reason,
         PierceDisconnectReason::PIERCE_DISCONNECT_CLOSED_LOCALLY as u32
     );
-    assert!(
-        net.server_events
-            .contains(&PierceServerEventKind::PIERCE_SERVER_EVENT_CLIENT_LEFT)
-    );
+    assert_eq!(gone.code, 42);
+    let left = |n: &Net| {
+        n.server_events
+            .iter()
+            .any(|e| e.0 == PierceServerEventKind::PIERCE_SERVER_EVENT_CLIENT_LEFT && e.1 == id_a)
+    };
+    net.run_until("the server reports a's close", left);
 }
 
 #[test]
@@ -1173,4 +1257,161 @@ fn driven_clients_meet_in_a_room_on_loopback_and_exchange_messages() {
     }
     assert!(io.datagrams_received > 0 && io.datagrams_sent > 0, "{io:?}");
     assert_eq!(ss.clients, 2);
+}
+
+#[test]
+fn a_server_application_groups_messages_kicks_and_drains_through_the_c_api() {
+    use PierceClientEventKind::*;
+    use PierceServerEventKind::*;
+    let mut net = Net::new(2);
+    let (a, b, s) = (net.clients[0].0, net.clients[1].0, net.server);
+    let server = net.server_addr;
+    unsafe {
+        assert_eq!(
+            pierce_client_connect(a, net.now, &server, ptr::null(), 0),
+            PIERCE_OK
+        );
+        assert_eq!(
+            pierce_client_connect(b, net.now, &server, ptr::null(), 0),
+            PIERCE_OK
+        );
+    }
+    net.run_until("both joined the server", |n| {
+        n.server_events
+            .iter()
+            .filter(|e| e.0 == PIERCE_SERVER_EVENT_CLIENT_JOINED)
+            .count()
+            == 2
+    });
+    let joined: Vec<u64> = net
+        .server_events
+        .iter()
+        .filter(|e| e.0 == PIERCE_SERVER_EVENT_CLIENT_JOINED)
+        .map(|e| e.1)
+        .collect();
+    let (id_a, id_b) = (joined[0], joined[1]);
+    let mut where_a = PierceAddr::default();
+    unsafe { assert_eq!(pierce_server_client_addr(s, id_a, &mut where_a), PIERCE_OK) };
+    assert_eq!(where_a, net.clients[0].1);
+
+    // A group made by the server application.
+    let mut group = 0;
+    unsafe {
+        let members = [id_a, id_b];
+        let r = pierce_server_create_group(s, net.now, members.as_ptr(), 2, &mut group);
+        assert_eq!(r, PIERCE_OK, "{}", last_error());
+        let r = pierce_server_create_group(s, net.now, [77_777u64].as_ptr(), 1, &mut group);
+        assert_eq!(r, PIERCE_UNKNOWN_HOST);
+        assert_eq!(
+            pierce_server_destroy_group(s, net.now, group + 1000),
+            PIERCE_UNKNOWN_GROUP
+        );
+        assert_eq!(
+            pierce_server_join_group(s, net.now, group, id_a),
+            PIERCE_ALREADY
+        );
+    }
+    net.run_until("members told", |n| {
+        n.has(0, PIERCE_CLIENT_EVENT_MEMBER_JOINED, Some(id_b))
+            && n.has(1, PIERCE_CLIENT_EVENT_MEMBER_JOINED, Some(id_a))
+    });
+
+    // Messages both ways between the server application and a client.
+    unsafe {
+        let down = b"from the server";
+        assert_eq!(
+            pierce_server_send(s, net.now, id_a, down.as_ptr(), down.len(), 1),
+            PIERCE_OK
+        );
+        let up = b"from a";
+        assert_eq!(
+            pierce_client_send_to_server(a, net.now, up.as_ptr(), up.len(), 1),
+            PIERCE_OK
+        );
+        assert_eq!(
+            pierce_server_send(s, net.now, 55_555, down.as_ptr(), 1, 0),
+            PIERCE_UNKNOWN_HOST
+        );
+    }
+    net.run_until("messages", |n| {
+        n.has(0, PIERCE_CLIENT_EVENT_SERVER_MESSAGE, None)
+            && n.server_events
+                .iter()
+                .any(|e| e.0 == PIERCE_SERVER_EVENT_MESSAGE)
+    });
+    let down = net
+        .events(0)
+        .iter()
+        .find(|e| e.kind == PIERCE_CLIENT_EVENT_SERVER_MESSAGE)
+        .unwrap();
+    assert_eq!(down.payload, b"from the server");
+    let up = net
+        .server_events
+        .iter()
+        .find(|e| e.0 == PIERCE_SERVER_EVENT_MESSAGE)
+        .unwrap();
+    assert_eq!((up.1, up.2.as_slice()), (id_a, &b"from a"[..]));
+
+    // Draining tells every client how long it has; kicking closes with the code given.
+    unsafe { assert_eq!(pierce_server_drain(s, net.now, 30_000), PIERCE_OK) };
+    net.run_until("drain told", |n| {
+        n.has(1, PIERCE_CLIENT_EVENT_SERVER_DRAINING, None)
+    });
+    let drain = net
+        .events(1)
+        .iter()
+        .find(|e| e.kind == PIERCE_CLIENT_EVENT_SERVER_DRAINING)
+        .unwrap();
+    assert_eq!(drain.value, 30_000, "milliseconds left");
+    unsafe {
+        assert_eq!(pierce_server_disconnect(s, net.now, id_b, 7), PIERCE_OK);
+        assert_eq!(
+            pierce_server_disconnect(s, net.now, id_b, 7),
+            PIERCE_UNKNOWN_HOST
+        );
+    }
+    net.run_until("b kicked", |n| {
+        n.has(1, PIERCE_CLIENT_EVENT_DISCONNECTED, None)
+    });
+    let gone = net
+        .events(1)
+        .iter()
+        .find(|e| e.kind == PIERCE_CLIENT_EVENT_DISCONNECTED)
+        .unwrap();
+    assert_eq!(
+        gone.reason,
+        PierceDisconnectReason::PIERCE_DISCONNECT_CLOSED_BY_SERVER as u32
+    );
+    assert_eq!(gone.code, 7);
+    let mut stats = PierceServerStats::default();
+    unsafe { assert_eq!(pierce_server_stats(s, &mut stats), PIERCE_OK) };
+    assert_eq!(stats.draining, 1);
+    assert_eq!(stats.clients, 1);
+}
+
+/// The struct sizes a C compiler gives the header on x86_64 Linux (measured with `cc` and
+/// `sizeof`; the same here from Rust's `repr(C)`). A change to any of them breaks programs built
+/// against the old header: bump `PIERCE_ABI_VERSION` with it and update these numbers.
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn struct_layouts_are_the_abi_version_1_layouts() {
+    use std::mem::{offset_of, size_of};
+    assert_eq!(
+        PIERCE_ABI_VERSION, 1,
+        "new version: re-measure the sizes below"
+    );
+    assert_eq!(size_of::<PierceAddr>(), 20);
+    assert_eq!(size_of::<PierceClientEvent>(), 192);
+    assert_eq!(offset_of!(PierceClientEvent, payload), 160);
+    assert_eq!(size_of::<PierceServerEvent>(), 80);
+    assert_eq!(size_of::<PierceHostEvent>(), 280);
+    assert_eq!(size_of::<PierceClientConfig>(), 72);
+    assert_eq!(size_of::<PierceServerConfig>(), 80);
+    assert_eq!(size_of::<PierceTransmit>(), 40);
+    assert_eq!(size_of::<PierceSocketRequest>(), 28);
+    assert_eq!(size_of::<PierceClientStats>(), 144);
+    assert_eq!(size_of::<PierceServerStats>(), 160);
+    assert_eq!(size_of::<PiercePeerStats>(), 120);
+    assert_eq!(size_of::<PierceHostStats>(), 312);
+    assert_eq!(size_of::<PierceDriverStats>(), 72);
 }
