@@ -146,6 +146,32 @@ fn sans_io_program_exchanges_reliable_messages_over_its_own_sockets() {
 }
 
 #[test]
+fn sans_io_program_links_statically_too() {
+    if !support::have("sans_io, static", &["cc"]) {
+        return;
+    }
+    let exe = support::compile_linked("sans_io", support::Link::Static);
+    let ldd = Command::new("ldd").arg(&exe).output().map(|o| o.stdout);
+    if let Ok(ldd) = ldd {
+        let ldd = String::from_utf8_lossy(&ldd);
+        assert!(!ldd.contains("libpierce"), "linked libpierce.so: {ldd}");
+    }
+    let _serial = support::serial();
+    let run = finish(
+        spawn(Command::new(&exe).args(["--send", "20"])),
+        Duration::from_secs(60),
+    );
+    assert!(
+        run.status.success()
+            && run
+                .last_line()
+                .starts_with(r#"{"event":"summary","ok":true,"#),
+        "{}",
+        run.show("sans_io-static")
+    );
+}
+
+#[test]
 fn driven_program_completes_a_room_exchange_with_two_pierce_peers() {
     if !support::have("driven", &["cc"]) {
         return;

@@ -267,7 +267,7 @@ def load(path):
         "pierce_client_poll_timeout": (R, [client, POINTER(c_uint64)]),
         "pierce_client_poll_event": (R, [client, POINTER(ClientEvent)]),
         "pierce_client_poll_socket_request": (R, [client, POINTER(SocketRequest)]),
-        "pierce_client_handle_socket_opened": (R, [client, c_uint64, c_uint16, POINTER(Addr)]),
+        "pierce_client_handle_socket_failed": (R, [client, c_uint64, c_uint16]),
         "pierce_client_join_room": (
             R,
             [client, c_uint64, c_char_p, c_char_p, c_uint8, c_uint16, c_uint8],
@@ -437,9 +437,10 @@ class Net:
         req = SocketRequest()
         while e.f("poll_socket_request")(e.h, byref(req)) == OK:
             # No sockets here but the primary one (the clients are configured so that they
-            # ask for none); a request is refused as a failed bind would be.
+            # ask for none); a request is refused as a failed bind would be, with the call
+            # made for bindings that cannot pass a NULL struct pointer easily (C#).
             if e.kind == "client" and req.kind in (SOCKET_OPEN, SOCKET_CONNECT):
-                call("pierce_client_handle_socket_opened", e.h, self.now, req.socket, None)
+                call("pierce_client_handle_socket_failed", e.h, self.now, req.socket)
         while call(f"pierce_{e.kind}_poll_transmit", e.h, self.now, self.buf, len(self.buf), byref(t)) == OK:
             dst = self.by_addr(t.dst)
             if t.socket == 0 and dst is not None:

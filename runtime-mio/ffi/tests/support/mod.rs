@@ -40,8 +40,8 @@ pub(crate) fn have(test: &str, tools: &[&str]) -> bool {
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "{test}: CI is set and {missing:?} is missing (install it: apt-get install gcc \
-         libc6-dev valgrind python3)"
+        "{test}: CI is set and these programs are missing: {missing:?} (.ci/run installs \
+         them: apt-get install gcc libc6-dev valgrind python3)"
     );
     println!("SKIPPED {test}: {missing:?} not installed");
     false
@@ -114,17 +114,30 @@ pub(crate) fn built() -> &'static Built {
     })
 }
 
-/// Compiles `examples/<name>.c` (see [`compile_path`]), once per test process: the tests
-/// that run it run in parallel threads, and must not rewrite an executable another runs.
+/// How a C program links the library.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Link {
+    /// `-lpierce` (libpierce.so), with an rpath so the program runs without
+    /// `LD_LIBRARY_PATH`.
+    Shared,
+    /// libpierce.a, with the system libraries the Rust standard library needs.
+    Static,
+}
+
+/// Compiles `examples/<name>.c` against the shared library (see [`compile_path`]).
 pub(crate) fn compile(name: &str) -> PathBuf {
-    static DONE: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    compile_linked(name, Link::Shared)
+}
+
+/// Compiles `examples/<name>.c`, once per test process and way of linking: the tests that
+/// run it run in parallel threads, and must not rewrite an executable another runs.
+pub(crate) fn compile_linked(name: &str, link: Link) -> PathBuf {
+    static DONE: Mutex<BTreeMap<(String, Link), PathBuf>> = Mutex::new(BTreeMap::new());
     let mut done = DONE.lock().unwrap_or_else(PoisonError::into_inner);
-    done.entry(name.to_owned())
+    done.entry((name.to_owned(), link))
         .or_insert_with(|| {
-            compile_path(
-                name,
-                &crate_dir().join("examples").join(format!("{name}.c")),
-            )
+            let src = crate_dir().join("examples").join(format!("{name}.c"));
+            compile_path(name, &src, link)
         })
         .clone()
 }
@@ -133,7 +146,7 @@ pub(crate) fn compile(name: &str) -> PathBuf {
 pub(crate) fn compile_source(name: &str, source: &str) -> PathBuf {
     let src = out_dir().join(format!("{name}.c"));
     std::fs::write(&src, source).expect("write the C source");
-    compile_path(name, &src)
+    compile_path(name, &src, Link::Shared)
 }
 
 /// Where the compiled C programs go: `<target>/<profile>/pierce-ffi-c/`.
@@ -144,21 +157,30 @@ fn out_dir() -> PathBuf {
 }
 
 /// Compiles `src` with `cc -std=c11 -Wall -Wextra -Werror` against the committed header and
-/// the built shared library (with an rpath, so the program runs without `LD_LIBRARY_PATH`);
-/// returns the executable.
-fn compile_path(name: &str, src: &Path) -> PathBuf {
+/// the built library; returns the executable.
+fn compile_path(name: &str, src: &Path, link: Link) -> PathBuf {
     let built = built();
-    let exe = out_dir().join(name);
+    let exe = out_dir().join(match link {
+        Link::Shared => name.to_owned(),
+        Link::Static => format!("{name}-static"),
+    });
     let mut cc = Command::new("cc");
     cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1", "-I"])
         .arg(crate_dir().join("include"))
         .arg(src)
         .arg("-o")
-        .arg(&exe)
-        .arg("-L")
-        .arg(&built.lib_dir)
-        .arg(format!("-Wl,-rpath,{}", built.lib_dir.display()))
-        .arg("-lpierce");
+        .arg(&exe);
+    match link {
+        Link::Shared => cc
+            .arg("-L")
+            .arg(&built.lib_dir)
+            .arg(format!("-Wl,-rpath,{}", built.lib_dir.display()))
+            .arg("-lpierce"),
+        Link::Static => {
+            cc.arg(built.lib_dir.join("libpierce.a"))
+                .args(["-lpthread", "-ldl", "-lm"])
+        }
+    };
     println!("{cc:?}");
     let out = cc.output().expect("run cc");
     assert!(
