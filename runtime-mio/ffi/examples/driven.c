@@ -21,6 +21,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -423,7 +424,7 @@ static int parse_uint(const char *flag, const char *v, unsigned long max, unsign
     char *end;
     errno = 0;
     unsigned long n = strtoul(v, &end, 10);
-    if (errno != 0 || *v == '\0' || *end != '\0' || v[0] == '-' || n > max) {
+    if (errno != 0 || !isdigit((unsigned char)v[0]) || *end != '\0' || n > max) {
         fprintf(stderr, "driven: %s takes a whole number from 0 to %lu, not %s\n", flag, max, v);
         return 0;
     }
@@ -491,37 +492,28 @@ static int parse_key(const char *hex, uint8_t key[32]) {
     }
     for (int i = 0; i < 32; i++) {
         char byte[3] = {hex[2 * i], hex[2 * i + 1], '\0'};
-        char *end;
-        unsigned long v = strtoul(byte, &end, 16);
-        if (*end != '\0') {
+        if (!isxdigit((unsigned char)byte[0]) || !isxdigit((unsigned char)byte[1])) {
             return 0;
         }
-        key[i] = (uint8_t)v;
+        key[i] = (uint8_t)strtoul(byte, NULL, 16);
     }
     return 1;
 }
 
 /* Connects, runs the exchange until it completes, fails or times out; 1 on success. */
-static int run(struct member *m) {
-    PierceAddr server;
-    if (!ok(pierce_addr_parse(m->a.server, &server), "--server")) {
-        return 0;
-    }
+static int run(struct member *m, const PierceAddr *server) {
     PierceClientConfig config;
     if (!ok(pierce_client_config_default(&config), "client_config_default")) {
         return 0;
     }
     if (m->a.server_key != NULL) {
-        if (!parse_key(m->a.server_key, config.server_key)) {
-            fprintf(stderr, "driven: --server-key takes 64 hex digits\n");
-            return 0;
-        }
+        parse_key(m->a.server_key, config.server_key); /* checked in main */
         config.pin_server_key = 1;
     }
     /* Any local address of the server's family, any port. */
-    PierceAddr bind = {.family = server.family};
+    PierceAddr bind = {.family = server->family};
     if (!ok(pierce_driver_client_new(&bind, &config, &m->d), "driver_client_new") ||
-        !ok(pierce_driver_client_connect(m->d, &server, NULL, 0), "connect")) {
+        !ok(pierce_driver_client_connect(m->d, server, NULL, 0), "connect")) {
         return 0;
     }
     uint64_t deadline = now_ms() + (uint64_t)m->a.timeout_s * 1000u;
@@ -573,12 +565,21 @@ int main(int argc, char **argv) {
     if (!ok(pierce_check_version(PIERCE_ABI_VERSION), "check_version")) {
         return 1;
     }
+    PierceAddr server;
+    uint8_t key[32];
+    if (!ok(pierce_addr_parse(m.a.server, &server), "--server")) {
+        return 2;
+    }
+    if (m.a.server_key != NULL && !parse_key(m.a.server_key, key)) {
+        fprintf(stderr, "driven: --server-key takes 64 hex digits\n");
+        return 2;
+    }
     m.buf = malloc(m.a.size > MAX_NAME + 1 ? m.a.size : MAX_NAME + 1);
     if (m.buf == NULL) {
         fprintf(stderr, "driven: out of memory\n");
         return 1;
     }
-    int good = run(&m);
+    int good = run(&m, &server);
     if (m.failure[0] != '\0') {
         fprintf(stderr, "driven: %s: %s\n", m.a.name, m.failure);
     }

@@ -424,8 +424,7 @@ static int done(struct player *p, uint32_t count) {
 /* Waits in poll() on every socket until a datagram or the earliest deadline (at most 50 ms,
  * so the loop looks at its own timeout too). */
 static int wait_for_input(struct endpoint **eps, size_t n, uint64_t now) {
-    struct pollfd fds[64];
-    nfds_t nfds = 0;
+    size_t total = 0;
     uint64_t wait = 50000;
     for (size_t i = 0; i < n; i++) {
         uint64_t at;
@@ -437,12 +436,23 @@ static int wait_for_input(struct endpoint **eps, size_t n, uint64_t now) {
             uint64_t in = at > now ? at - now : 0;
             wait = in < wait ? in : wait;
         }
-        for (size_t j = 0; j < eps[i]->n_socks && nfds < 64; j++) {
+        total += eps[i]->n_socks;
+    }
+    struct pollfd *fds = calloc(total ? total : 1, sizeof *fds);
+    if (fds == NULL) {
+        fprintf(stderr, "sans_io: out of memory\n");
+        return 0;
+    }
+    nfds_t nfds = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < eps[i]->n_socks; j++) {
             fds[nfds++] = (struct pollfd){.fd = eps[i]->socks[j].fd, .events = POLLIN};
         }
     }
     /* Round up: waking before the deadline would only spin. */
-    if (poll(fds, nfds, (int)((wait + 999) / 1000)) < 0 && errno != EINTR) {
+    int polled = poll(fds, nfds, (int)((wait + 999) / 1000));
+    free(fds);
+    if (polled < 0 && errno != EINTR) {
         perror("sans_io: poll");
         return 0;
     }
