@@ -89,7 +89,7 @@ pub(crate) fn built() -> &'static Built {
             let mut cargo = Command::new(env!("CARGO"));
             cargo
                 .current_dir(&workspace)
-                .args(["build", "--locked"])
+                .args(["build", "--locked", "--quiet"])
                 .args(args)
                 .arg("--target-dir")
                 .arg(&target);
