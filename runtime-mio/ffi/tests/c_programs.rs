@@ -9,9 +9,10 @@
 //!   (`pierce peer --help`): every member must end with all N messages of every other, in
 //!   order;
 //!
-//! and both again under valgrind's memcheck: no invalid access, no definite or indirect leak.
-//! They need `cc` and `valgrind`: without them the tests print `SKIPPED`, or fail when `CI` is
-//! set.
+//! `sans_io` again linked statically (`libpierce.a`); and both again under valgrind's memcheck:
+//! no invalid access and no leak of any kind (see `support::VALGRIND_WHY`), with a control
+//! program that forgets a `*_free` to show that the same settings fail it. They need `cc` and
+//! `valgrind`: without them the tests print `SKIPPED`, or fail when `CI` is set.
 
 mod support;
 
