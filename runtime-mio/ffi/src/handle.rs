@@ -120,10 +120,17 @@ pub(crate) fn free<T: Handle>(p: *mut T) -> PierceResult {
         }
         let removed = {
             let mut live = live();
-            match live.get(&(p as usize)) {
+            let removed = match live.get(&(p as usize)) {
                 Some(e) if e.kind == T::KIND => live.remove(&(p as usize)),
                 _ => None,
+            };
+            if live.is_empty() {
+                // An emptied BTreeMap keeps its root node: give it back, so a program that
+                // freed every handle ends with nothing of the library's left on the heap
+                // (valgrind's "still reachable" is then only ever a forgotten free).
+                *live = BTreeMap::new();
             }
+            removed
         };
         if removed.is_none() {
             return Err(err(

@@ -264,8 +264,8 @@ pub(crate) fn finish(mut child: Child, limit: Duration) -> Finished {
 }
 
 /// `valgrind` with the settings every C run here uses: memcheck, exit status 99 on any memory
-/// error and on a leak of any kind, "still reachable" included (see [`VALGRIND_WHY`]), with
-/// `tests/valgrind.supp` for the one block that is not the program's to free.
+/// error and on a leak of any kind, "still reachable" included (see [`VALGRIND_WHY`]), no
+/// suppressions.
 pub(crate) fn valgrind() -> Command {
     let mut v = Command::new("valgrind");
     v.args([
@@ -274,21 +274,16 @@ pub(crate) fn valgrind() -> Command {
         "--errors-for-leak-kinds=all",
         "--error-exitcode=99",
         "--track-origins=yes",
-    ])
-    .arg(format!(
-        "--suppressions={}",
-        crate_dir().join("tests/valgrind.supp").display()
-    ));
+    ]);
     v
 }
 
 /// Why every leak kind fails a run: a handle the program forgot to free is not "definitely
 /// lost" but "still reachable", because the library's registry of live handles keeps its
-/// address (the `forgotten_free_fails_the_valgrind_check` test shows it). The only
-/// still-reachable block a correct program leaves is the registry's emptied root node,
-/// suppressed by name in `tests/valgrind.supp`.
-pub(crate) const VALGRIND_WHY: &str = "every leak kind fails, still reachable included; \
-     tests/valgrind.supp suppresses the handle registry's emptied root node only";
+/// address (the `forgotten_free_fails_the_valgrind_check` test shows it). A correct program
+/// leaves nothing: the registry gives its map's node back when the last handle is freed.
+pub(crate) const VALGRIND_WHY: &str =
+    "every leak kind fails, still reachable included; no suppressions";
 
 /// The `ERROR SUMMARY` and `LEAK SUMMARY` lines of a valgrind run's stderr, for the report.
 pub(crate) fn valgrind_summary(stderr: &str) -> String {
