@@ -310,3 +310,79 @@ fn path_changes(net: &Net, i: usize) -> usize {
         .filter(|(_, e)| matches!(e, ClientEvent::PathChanged { .. }))
         .count()
 }
+
+/// Only client 0 loses node A (cut off from it; client 1 still reaches it): 0 moves to B
+/// and rejoins the room there, alone, while 1 stays in the room on A. The pair cannot
+/// resume across nodes (that needs the cluster's directory), so each side drops it in the
+/// end, and every message 0 sent is either delivered to 1 or reported expired to 0: none is
+/// lost silently.
+#[test]
+fn a_pair_split_across_nodes_reports_every_undelivered_message_expired() {
+    let mut net = cluster(2, client_config(false));
+    let (now, a, b) = (net.now, net.server_addr, second_server_addr());
+    for c in &mut net.clients {
+        c.client.connect_any(now, &[a, b], &[]).unwrap();
+    }
+    assert!(net.drive_until(Duration::from_secs(1), |n| {
+        n.clients.iter().all(|c| c.client.is_connected())
+    }));
+    let hosts = net.hosts();
+    for i in 0..2 {
+        let now = net.now;
+        (net.clients[i].client)
+            .join_room(now, "arena", "", true, 4)
+            .unwrap();
+        net.run_for(Duration::from_millis(200));
+    }
+    let zero = net.clients[0].addr;
+    let mut sent = Vec::new();
+    let mut cut = false;
+    while net.elapsed() < Duration::from_secs(60) {
+        if sent.len() < 400 {
+            let (now, n) = (net.now, sent.len() as u32);
+            if let Ok(id) = net.clients[0].client.send(
+                now,
+                hosts[1],
+                Channel::RELIABLE_ORDERED,
+                &n.to_be_bytes(),
+            ) {
+                sent.push(id);
+            }
+        }
+        net.run_for(Duration::from_millis(50));
+        if !cut && sent.len() >= 100 {
+            net.filter = Some(Box::new(move |s| {
+                !((s.from == zero && s.to == a) || (s.from == a && s.to == zero))
+            }));
+            cut = true;
+        }
+    }
+    assert_eq!(net.clients[0].client.server_addr(), Some(b));
+    assert_eq!(net.clients[1].client.server_addr(), Some(a));
+    let delivered = received(&net, 1, hosts[0]);
+    let n = delivered.len();
+    assert_eq!(delivered, (0..n as u32).collect::<Vec<_>>(), "in order");
+    assert!(
+        n >= 100 && n < sent.len(),
+        "{n} of {} delivered",
+        sent.len()
+    );
+    let events = net.events_since(0, 0);
+    let expired: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::MessageExpired { message_id, .. } => Some(*message_id),
+            _ => None,
+        })
+        .collect();
+    for (k, id) in sent.iter().enumerate() {
+        assert!(
+            k < n || expired.contains(id),
+            "message {k} was neither delivered nor reported expired"
+        );
+    }
+    assert!(events.iter().any(|e| matches!(
+        e,
+        ClientEvent::PeerDropped { peer, reason: crate::PeerDropReason::ServerLost } if *peer == hosts[1]
+    )));
+}
