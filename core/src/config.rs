@@ -34,6 +34,12 @@ pub const DEFAULT_HANDSHAKE_RETRY_INITIAL: Duration = Duration::from_millis(250)
 /// loss, a 2 s cap left 0.6% of 1000 seeds unconnected after 10 s; a 1 s cap, none.
 pub const DEFAULT_HANDSHAKE_RETRY_MAX: Duration = Duration::from_secs(1);
 
+/// With several server addresses ([`crate::Client::connect_any`]), how long a first connect
+/// waits for one to answer before trying the next, and how long a re-registration attempt
+/// gives one: past the TCP fallback ([`DEFAULT_TCP_FALLBACK_AFTER`]) by two handshake
+/// retransmission caps, so that a client behind a UDP-blocking firewall still gets its TCP
+/// stream answered by each address before moving on.
+pub const DEFAULT_SERVER_ANSWER_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a client waits for the server over UDP before also trying TCP
 /// ([`Transport::Auto`]): long enough for a few handshake retransmissions on a lossy path,
 /// short enough that a player behind a UDP-blocking firewall is in within seconds.
@@ -70,8 +76,16 @@ pub struct ClientConfig {
     pub keepalive_interval: Duration,
     /// Declare the server lost after this long without an authentic packet from it.
     pub idle_timeout: Duration,
-    /// Give up connecting after this long.
+    /// Give up connecting after this long. With several server addresses
+    /// ([`crate::Client::connect_any`]) it bounds the whole first connect: the addresses are
+    /// tried in turn (each for `server_answer_timeout`, going round the list again if time is
+    /// left) until one answers or this runs out.
     pub connect_timeout: Duration,
+    /// With several server addresses: how long an address is given to answer (its
+    /// ServerHello) before the next is tried, on the first connect and on each
+    /// re-registration attempt. Ignored with one address (it has the whole
+    /// `connect_timeout`).
+    pub server_answer_timeout: Duration,
     /// First handshake retransmission delay.
     pub handshake_retry_initial: Duration,
     /// Largest handshake retransmission delay.
@@ -143,7 +157,11 @@ pub struct ClientConfig {
     pub pair_lifetime: Duration,
     /// After the server session times out with peers kept on their direct paths (see
     /// `pair_lifetime`), register with the server again (every 1 s, backing off to 8 s)
-    /// until it answers or the pair lifetime ends; after a stateless reset (the server is back
+    /// until it answers or the pair lifetime ends; with several server addresses
+    /// ([`crate::Client::connect_any`]: nodes of one cluster), after any timeout, at once with
+    /// the next address (round the list from the one lost, each given
+    /// `server_answer_timeout`, backing off only after a full round), every peer kept
+    /// meanwhile (relay-only ones for `idle_timeout`, for the new node to introduce again); after a stateless reset (the server is back
     /// without the session, [`crate::DisconnectReason::Reset`]), at once, every peer kept
     /// meanwhile (relay-only ones for `idle_timeout`). The new session presents the last
     /// resumption ticket (same host id, if the server accepts it) and the token given to
@@ -166,6 +184,7 @@ impl Default for ClientConfig {
             keepalive_interval: DEFAULT_CLIENT_KEEPALIVE_INTERVAL,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            server_answer_timeout: DEFAULT_SERVER_ANSWER_TIMEOUT,
             handshake_retry_initial: DEFAULT_HANDSHAKE_RETRY_INITIAL,
             handshake_retry_max: DEFAULT_HANDSHAKE_RETRY_MAX,
             max_datagram_size: MAX_DATAGRAM_SIZE,
@@ -202,6 +221,7 @@ impl ClientConfig {
             self.max_datagram_size,
         )?;
         if self.connect_timeout.is_zero()
+            || self.server_answer_timeout.is_zero()
             || self.handshake_retry_initial.is_zero()
             || self.udp_probe_interval.is_zero()
         {

@@ -49,6 +49,11 @@ pub enum ConnectError {
         /// Largest token accepted.
         max: usize,
     },
+    /// [`crate::Client::connect_any`] was given no server address, or more than `max`.
+    ServerList {
+        /// Most addresses accepted.
+        max: usize,
+    },
 }
 
 impl fmt::Display for ConnectError {
@@ -56,6 +61,9 @@ impl fmt::Display for ConnectError {
         match self {
             Self::AlreadyStarted => f.write_str("the client is already connecting or connected"),
             Self::TokenTooLarge { max } => write!(f, "connect token longer than {max} bytes"),
+            Self::ServerList { max } => {
+                write!(f, "a server list needs 1 to {max} addresses")
+            }
         }
     }
 }

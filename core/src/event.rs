@@ -197,8 +197,9 @@ pub enum ClientEvent {
     },
     /// The session ended or could not start. Nothing more is sent or received afterwards,
     /// except when the client registers again by itself ([`crate::ClientConfig::reregister`]:
-    /// after a timeout with direct peers kept, or a [`DisconnectReason::Reset`]): then a new
-    /// `Connected` follows, and kept peers carry on meanwhile.
+    /// after a timeout with direct peers kept, any timeout with several server addresses
+    /// ([`crate::Client::connect_any`]: with the next one), or a [`DisconnectReason::Reset`]):
+    /// then a new `Connected` follows, and kept peers carry on meanwhile.
     Disconnected {
         /// Why.
         reason: DisconnectReason,

@@ -54,7 +54,13 @@ async fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
             "--relay-only-room: only `pierce peer` has it".to_owned(),
         ));
     }
-    let (json, server) = (args.json, args.connect.server);
+    if args.connect.servers.len() > 1 {
+        // (ClientHandle::connect takes one address: refuse rather than use only the first.)
+        return Err(CliError::usage(
+            "--server more than once: only `pierce peer` takes a list".to_owned(),
+        ));
+    }
+    let (json, server) = (args.json, args.connect.server());
     let deadline = start + args.timeout;
     let (host, secret) = (args.host, args.connect.token_secret.clone());
     let mut script = Script::new(args, &setup.config, start)?;

@@ -191,6 +191,8 @@ pub struct Scenario {
     pub(crate) seed: u64,
     pub(crate) server: Option<Edge>,
     pub(crate) server_link: Option<LinkProfile>,
+    /// Other nodes of the server's cluster, by name.
+    pub(crate) cluster: Vec<String>,
     pub(crate) clients: Vec<HostSpec>,
     pub(crate) link: LinkProfile,
     pub(crate) actions: Vec<(Duration, Action)>,
@@ -214,6 +216,7 @@ impl Scenario {
             seed,
             server: None,
             server_link: None,
+            cluster: Vec::new(),
             clients: Vec::new(),
             link: LinkProfile::perfect(),
             actions: Vec::new(),
@@ -229,6 +232,20 @@ impl Scenario {
     /// Where the server sits. Behind NATs it gets a static port forward on each.
     pub fn server(mut self, edge: Edge) -> Self {
         self.server = Some(edge);
+        self
+    }
+
+    /// Another node of the server's cluster, named `name`: a second [`pierce_core::Server`]
+    /// with the same configuration (so the same key: it reads the first one's tickets), on an
+    /// open edge with the server's link, listening on [`crate::SERVER_PORT`]. Every client
+    /// then connects to the list (the server first, then these nodes in the order added,
+    /// [`pierce_core::Client::connect_any`]). Reach it with [`Sim::node`] /
+    /// [`Sim::with_node`] as a `Server`, its address with [`Sim::host_addr`].
+    ///
+    /// # Panics
+    /// At [`Scenario::build`], if the name is taken.
+    pub fn cluster_node(mut self, name: impl Into<String>) -> Self {
+        self.cluster.push(name.into());
         self
     }
 

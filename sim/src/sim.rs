@@ -287,6 +287,8 @@ pub struct Sim {
     net: Network,
     server: usize,
     server_addr: SocketAddr,
+    /// The server's address, then the other cluster nodes': what clients connect to.
+    server_list: Vec<SocketAddr>,
     server_config: Arc<ServerConfig>,
     /// The server's second IP, for RFC 5780 discovery.
     server_alt_ip: Option<std::net::IpAddr>,
@@ -326,6 +328,7 @@ impl Sim {
             net: Network::default(),
             server: 0,
             server_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            server_list: Vec::new(),
             server_config,
             server_alt_ip: None,
             log: Vec::new(),
@@ -355,6 +358,21 @@ impl Sim {
             sim.server_alt_ip = Some(sim.net.add_ip(id, realm));
         }
         sim.hosts[id].node = NodeState::Running(Box::new(sim.new_server(0)));
+        sim.server_list.push(sim.server_addr);
+        for name in &s.cluster {
+            assert!(
+                !sim.names.contains_key(name),
+                "duplicate host name {name:?}"
+            );
+            let (realm, _) = sim.build_nats(name, &Edge::Open);
+            let id = sim.add_host(name, Edge::Open, realm, SERVER_PORT, &server_link, None);
+            let seed = derive_seed(seed, &format!("server/{name}/0"));
+            let now = sim.clock.now();
+            let node = Server::new(sim.server_config.clone(), seed, now, UNIX_START)
+                .unwrap_or_else(|e| sim.fail(format!("invalid server config: {e}")));
+            sim.hosts[id].node = NodeState::Running(Box::new(node));
+            sim.server_list.push(sim.hosts[id].addr);
+        }
 
         let client_config = Arc::new(s.client_config.clone());
         for spec in &s.clients {
@@ -386,7 +404,7 @@ impl Sim {
         }
         // Start: every client connects; every node gets its first service round.
         for id in 0..sim.hosts.len() {
-            if id != sim.server {
+            if sim.hosts[id].config.is_some() {
                 sim.start_client(id);
             }
             sim.service(id, false).unwrap_or_else(|e| panic!("{e}"));
@@ -489,7 +507,7 @@ impl Sim {
         let seed = derive_seed(self.seed, &format!("client/{}/{}", h.name, h.generation));
         let mut c = Client::new(config, seed, now)
             .unwrap_or_else(|e| self.fail(format!("invalid client config: {e}")));
-        c.connect(now, self.server_addr, &[])
+        c.connect_any(now, &self.server_list, &[])
             .unwrap_or_else(|e| self.fail(format!("connect: {e}")));
         let h = &mut self.hosts[id];
         h.node = NodeState::Running(Box::new(c));

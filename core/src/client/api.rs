@@ -59,7 +59,10 @@ impl Client {
         self.session.server_rtt()
     }
 
-    /// The server address given to `connect`.
+    /// The address of the server the session is with, or being made with: the one given to
+    /// [`Client::connect`], or the one of [`Client::connect_any`]'s list in use now (read it
+    /// at [`ClientEvent::Connected`] to learn which node welcomed the client). `None` while
+    /// there is no session (detached, closed).
     pub fn server_addr(&self) -> Option<SocketAddr> {
         self.session.server_addr()
     }
@@ -143,6 +146,48 @@ impl Client {
         server: SocketAddr,
         token: &[u8],
     ) -> Result<(), ConnectError> {
+        self.connect_any(now, &[server], token)
+    }
+
+    /// Starts connecting to one of `servers`: addresses of the nodes of one cluster, which
+    /// share its server key (a pinned [`crate::ClientConfig::server_key`] verifies against
+    /// each) and accept each other's resumption tickets. `token` is presented to whichever
+    /// answers.
+    ///
+    /// - **First connect**: the addresses are tried in order; one that has not answered
+    ///   within [`crate::ClientConfig::server_answer_timeout`] is given up for the next
+    ///   (round the list again if time is left), all within
+    ///   [`crate::ClientConfig::connect_timeout`]. A server that answers and then refuses
+    ///   ends the attempt ([`DisconnectReason::Rejected`]), as with one address.
+    /// - **Failover**: when the session is lost (it timed out: the node crashed or is cut
+    ///   off; or a stateless reset said the node lost it), the client registers at once with
+    ///   the next address of the list (round-robin from the one lost), presenting its
+    ///   resumption ticket (same host id if the node accepts it) and the token, and rejoins
+    ///   its rooms there ([`crate::ClientConfig::reregister`]). Meanwhile every peer is kept:
+    ///   those on a direct path are not disturbed at all; relay-only ones wait (for
+    ///   `idle_timeout`) for the new node to introduce them again (both members rejoined the
+    ///   room there), and then resume with their reliability state, unacknowledged messages
+    ///   sent again. A peer that is not introduced again in time is dropped
+    ///   ([`ClientEvent::PeerDropped`]) with its unacknowledged messages reported
+    ///   [`ClientEvent::MessageExpired`]: nothing is lost silently.
+    /// - **Events**: `Disconnected { reason: TimedOut }` (or `Reset`) when the session is
+    ///   lost, then `Connected` when a node welcomes the client again; [`Client::server_addr`]
+    ///   names that node.
+    ///
+    /// Rooms live on one node: clients that fail over together meet again only if their
+    /// lists agree on the order (the same list everywhere does). Placing rooms on nodes,
+    /// redirects and single use of a ticket across the cluster need the cluster's directory.
+    ///
+    /// # Errors
+    /// [`ConnectError::AlreadyStarted`] unless the client is fresh;
+    /// [`ConnectError::TokenTooLarge`] for a token over the protocol's limit;
+    /// [`ConnectError::ServerList`] for an empty list or one over [`Client::MAX_SERVERS`].
+    pub fn connect_any(
+        &mut self,
+        now: Instant,
+        servers: &[SocketAddr],
+        token: &[u8],
+    ) -> Result<(), ConnectError> {
         let now = self.clock.advance(now);
         if self.session.phase() != Phase::Idle {
             return Err(ConnectError::AlreadyStarted);
@@ -150,9 +195,17 @@ impl Client {
         if token.len() > MAX_TOKEN_LEN {
             return Err(ConnectError::TokenTooLarge { max: MAX_TOKEN_LEN });
         }
-        self.session.connect(now, server, token, &mut self.rng);
+        if servers.is_empty() || servers.len() > Self::MAX_SERVERS {
+            let max = Self::MAX_SERVERS;
+            return Err(ConnectError::ServerList { max });
+        }
+        self.session.connect(now, servers, token, &mut self.rng);
         Ok(())
     }
+
+    /// Most addresses [`Client::connect_any`] takes: a client needs a few nodes to fail over
+    /// to, not the whole cluster.
+    pub const MAX_SERVERS: usize = 16;
 
     /// Queues an unreliable datagram for the server application.
     ///

@@ -357,7 +357,8 @@ impl Client {
     /// The session failed: a re-registration goes back to waiting; a server that timed out
     /// leaves the peers with a direct path (detached); a server that reset the session (it
     /// is back, without it) is registered with again at once, every peer waiting for it to
-    /// introduce them again; anything else ends it all.
+    /// introduce them again; with several server addresses, a timeout is met the same way
+    /// with the next address (failover); anything else ends it all.
     fn lose_session(&mut self, now: Instant, reason: DisconnectReason, rejoining: bool) {
         if rejoining {
             let until = self.peers.orphans_until().unwrap_or(now);
@@ -365,18 +366,21 @@ impl Client {
             return;
         }
         let lifetime = self.config.pair_lifetime;
-        let reset = reason == DisconnectReason::Reset && self.config.reregister;
-        let timed_out = reason == DisconnectReason::TimedOut && self.peers.any_direct();
-        if !lifetime.is_zero() && (reset || timed_out) {
+        let reregister = self.config.reregister;
+        let reset = reason == DisconnectReason::Reset && reregister;
+        let timed_out = reason == DisconnectReason::TimedOut;
+        let failover = timed_out && reregister && self.session.server_count() > 1;
+        if !lifetime.is_zero() && (reset || failover || (timed_out && self.peers.any_direct())) {
             // The server is gone (crashed, restarting, unreachable) or back without our
-            // session: peers we reach directly stay, for the pair lifetime (after a reset,
-            // relay-only ones too, for the idle timeout); meanwhile we register again when
-            // it is back (at once after a reset).
+            // session: peers we reach directly stay, for the pair lifetime (after a reset or
+            // with another node to go to, relay-only ones too, for the idle timeout);
+            // meanwhile we register again: at once after a reset or with another node, else
+            // when the server is back.
             let until = now + lifetime;
-            self.session
-                .detach(now, until, self.config.reregister, reset);
+            let at_once = reset || failover;
+            self.session.detach(now, until, reregister, at_once);
             self.push_event(ClientEvent::Disconnected { reason });
-            let relay_until = reset.then(|| now + self.config.idle_timeout.min(lifetime));
+            let relay_until = at_once.then(|| now + self.config.idle_timeout.min(lifetime));
             self.forget_server(until, relay_until);
         } else {
             self.session.close();

@@ -886,6 +886,11 @@ impl PeerSet {
             self.pair_index.insert(pair_id, peer);
         }
         stats.pairs_carried_over += 1;
+        if !direct {
+            // Relayed again after the server was away: what waits for acknowledgements goes
+            // now, not after a timeout that doubled while there was no relay.
+            p.conn.path_restored();
+        }
         if direct {
             // The new server counts it direct, without a time of its own.
             self.report(PathReport {

@@ -153,6 +153,9 @@ struct Handshake {
     key_mismatch: bool,
     /// Re-registering after the server was lost: failure returns to `Detached`.
     rejoin: bool,
+    /// With several server addresses: give this one up for the next at this instant if it
+    /// has not answered (a first connect; a re-registration gives up at its `deadline`).
+    next_at: Option<Instant>,
     /// The cookie a server under load asked us to echo.
     cookie: Option<[u8; COOKIE_LEN]>,
     token: Vec<u8>,
@@ -246,8 +249,16 @@ pub(super) struct Session {
     arena: Arena,
     /// The TCP stream to the server, when UDP does not get through.
     tcp: TcpLink,
-    /// The server and token given to `connect`: re-registration goes there with them.
-    last_server: Option<(SocketAddr, Vec<u8>)>,
+    /// The server addresses given to `connect` (nodes of one cluster, sharing its key), in
+    /// order; empty before `connect`.
+    servers: Vec<SocketAddr>,
+    /// The address in use or being tried (an index into `servers`).
+    current: usize,
+    /// The address whose session was lost last: re-registration goes round the list from the
+    /// one after it, backing off only once it has come back round to it.
+    lost: usize,
+    /// The token given to `connect`, presented to every address.
+    token: Vec<u8>,
     /// The server's latest resumption ticket (presented when re-registering).
     ticket: Option<Vec<u8>>,
     /// While detached after losing the server: the next re-registration attempt.
@@ -267,7 +278,10 @@ impl Session {
             outgoing: VecDeque::new(),
             arena: Arena::default(),
             tcp: TcpLink::default(),
-            last_server: None,
+            servers: Vec::new(),
+            current: 0,
+            lost: 0,
+            token: Vec::new(),
             ticket: None,
             rejoin_at: None,
             rejoin_backoff: REJOIN_INITIAL,
@@ -348,28 +362,52 @@ impl Session {
 
     // ---- commands ----------------------------------------------------------------------
 
-    /// Starts connecting to `server` (the caller checked the client is fresh and the token's
-    /// size).
+    /// How many server addresses `connect` was given.
+    pub(super) fn server_count(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Starts connecting to the first of `servers`, moving on to the next one that does not
+    /// answer (the caller checked the client is fresh, the list's and the token's sizes).
     pub(super) fn connect(
         &mut self,
         now: Instant,
-        server: SocketAddr,
+        servers: &[SocketAddr],
         token: &[u8],
         rng: &mut Rng,
     ) {
-        self.last_server = Some((server, token.to_vec()));
-        self.begin_handshake(now, server, token.to_vec(), false, rng);
+        debug_assert!(!servers.is_empty(), "the caller checks the list");
+        self.servers = servers.to_vec();
+        self.current = 0;
+        self.lost = 0;
+        self.token = token.to_vec();
+        let deadline = now + self.config.connect_timeout;
+        self.begin_handshake(now, false, deadline, rng);
     }
 
-    /// A new handshake with `server` (a first connect, or a re-registration).
-    fn begin_handshake(
-        &mut self,
-        now: Instant,
-        server: SocketAddr,
-        token: Vec<u8>,
-        rejoin: bool,
-        rng: &mut Rng,
-    ) {
+    /// How long one address is given to answer when there are others to try: the
+    /// configured [`ClientConfig::server_answer_timeout`] (never more than the connect
+    /// timeout); with one address, the whole connect timeout.
+    fn answer_timeout(&self) -> Duration {
+        if self.servers.len() > 1 {
+            (self.config.server_answer_timeout).min(self.config.connect_timeout)
+        } else {
+            self.config.connect_timeout
+        }
+    }
+
+    /// A new handshake with the current address (a first connect, or a re-registration),
+    /// failing at `deadline`.
+    fn begin_handshake(&mut self, now: Instant, rejoin: bool, deadline: Instant, rng: &mut Rng) {
+        let Some(&server) = self.servers.get(self.current) else {
+            return;
+        };
+        let token = self.token.clone();
+        // A first connect moves on to the next address when this one is silent; a
+        // re-registration fails (back to detached) and the next attempt takes the next one.
+        let next_at = (!rejoin && self.servers.len() > 1)
+            .then(|| now + self.answer_timeout())
+            .filter(|t| *t < deadline);
         self.id = rng.next_u32();
         self.tcp.forget_failure();
         let tcp_at = match self.config.transport {
@@ -390,10 +428,11 @@ impl Session {
                 self.config.handshake_retry_initial,
                 self.config.handshake_retry_max,
             ),
-            deadline: now + self.config.connect_timeout,
+            deadline,
             hello_due: true,
             key_mismatch: false,
             rejoin,
+            next_at,
             cookie: None,
             token,
             hello_sent: now,
@@ -465,6 +504,7 @@ impl Session {
     /// with a reset), else after [`REJOIN_INITIAL`].
     pub(super) fn detach(&mut self, now: Instant, until: Instant, reregister: bool, at_once: bool) {
         self.state = State::Detached(until);
+        self.lost = self.current;
         self.forget_link();
         if reregister {
             self.rejoin_backoff = REJOIN_INITIAL;
@@ -476,11 +516,18 @@ impl Session {
 
     /// A re-registration failed (the server is not back, or refused): detached again until
     /// `until`, the next attempt after the backoff.
+    /// With several addresses, the next one is tried at once until the list has come back
+    /// round to the address that was lost; only then is there a wait.
     pub(super) fn rejoin_failed(&mut self, now: Instant, until: Instant) {
         self.tcp.close(None);
         self.state = State::Detached(until);
-        self.rejoin_at = Some(now + self.rejoin_backoff);
-        self.rejoin_backoff = (self.rejoin_backoff * 2).min(REJOIN_MAX);
+        let next = (self.current + 1) % self.servers.len().max(1);
+        if next != self.lost {
+            self.rejoin_at = Some(now);
+        } else {
+            self.rejoin_at = Some(now + self.rejoin_backoff);
+            self.rejoin_backoff = (self.rejoin_backoff * 2).min(REJOIN_MAX);
+        }
     }
 
     /// The session ended for good.
@@ -982,6 +1029,7 @@ impl Session {
     /// Advances timers: retransmissions, keepalives, timeouts, the TCP stream,
     /// re-registration.
     pub(super) fn handle_timeout(&mut self, now: Instant, rng: &mut Rng, stats: &mut ClientStats) {
+        let mut move_on = None;
         let failure = match &mut self.state {
             State::Idle | State::Closed | State::Closing(..) => None,
             State::Detached(until) => {
@@ -991,10 +1039,13 @@ impl Session {
                     self.events.push_back(SessionEvent::PairLifetimeOver);
                 } else if self.rejoin_at.is_some_and(|at| now >= at) {
                     self.rejoin_at = None;
-                    if let Some((server, token)) = self.last_server.clone() {
-                        // The server may be back: register again, peers carry on meanwhile.
+                    if !self.servers.is_empty() {
+                        // The next address (the same one, if it is the only one: the server
+                        // may be back): register again, peers carry on meanwhile.
                         stats.reregistrations += 1;
-                        self.begin_handshake(now, server, token, true, rng);
+                        self.current = (self.current + 1) % self.servers.len();
+                        let deadline = now + self.answer_timeout();
+                        self.begin_handshake(now, true, deadline, rng);
                     }
                 }
                 None
@@ -1008,6 +1059,9 @@ impl Session {
                         (false, Some(TcpFailure::Closed)) => DisconnectReason::ConnectClosed,
                         (false, _) => DisconnectReason::ConnectTimedOut,
                     })
+                } else if h.next_at.is_some_and(|at| now >= at) {
+                    move_on = Some((h.deadline, h.key_mismatch));
+                    None
                 } else {
                     h.hello_due |= h.retry.poll(now);
                     if h.tcp_at.is_some_and(|at| now >= at) {
@@ -1051,6 +1105,15 @@ impl Session {
                 }
             }
         };
+        if let Some((deadline, key_mismatch)) = move_on {
+            // This address is silent: the next one, within the same connect timeout.
+            self.tcp.close(None);
+            self.current = (self.current + 1) % self.servers.len().max(1);
+            self.begin_handshake(now, false, deadline, rng);
+            if let State::Handshaking(h) = &mut self.state {
+                h.key_mismatch = key_mismatch;
+            }
+        }
         let server = self.server_addr().filter(|_| self.wants_stream(now));
         if self.tcp.handle_timeout(now, server) {
             stats.tcp_connect_failures += 1;
@@ -1252,6 +1315,7 @@ impl Session {
                     "hello retransmit",
                 )),
                 Timeout::at(h.tcp_at, "tcp fallback"),
+                Timeout::at(h.next_at, "next server address"),
             ]),
             State::Authenticating(a) => Some(Self::retry_or_deadline(
                 &a.retry,
@@ -1351,7 +1415,7 @@ mod tests {
     fn hellos_go_again_with_backoff_until_the_connect_timeout_fails_the_session() {
         let t0 = crate::tests::epoch();
         let (mut s, mut rng) = session(Transport::Udp);
-        s.connect(t0, server(), &[], &mut rng);
+        s.connect(t0, &[server()], &[], &mut rng);
         assert_eq!(s.phase(), Phase::Handshaking);
         assert!(hello(&mut s, t0, &mut rng).is_some());
         assert!(
@@ -1386,7 +1450,7 @@ mod tests {
     fn a_loaded_servers_retry_brings_the_hello_again_at_once_with_its_cookie() {
         let t0 = crate::tests::epoch();
         let (mut s, mut rng) = session(Transport::Udp);
-        s.connect(t0, server(), &[], &mut rng);
+        s.connect(t0, &[server()], &[], &mut rng);
         let (id, cookie) = hello(&mut s, t0, &mut rng).unwrap();
         assert!(cookie.is_empty());
         let mut stats = ClientStats::default();
@@ -1413,7 +1477,7 @@ mod tests {
     fn with_auto_transport_a_server_silent_over_udp_brings_a_tcp_stream() {
         let t0 = crate::tests::epoch();
         let (mut s, mut rng) = session(Transport::Auto);
-        s.connect(t0, server(), &[], &mut rng);
+        s.connect(t0, &[server()], &[], &mut rng);
         let fallback = t0 + crate::DEFAULT_TCP_FALLBACK_AFTER;
         let mut stats = ClientStats::default();
         s.handle_timeout(fallback - Duration::from_millis(1), &mut rng, &mut stats);
@@ -1430,7 +1494,7 @@ mod tests {
         assert_eq!(stats.tcp_streams_opened, 1);
         // A transport that is forced to UDP never asks.
         let (mut udp, mut rng) = session(Transport::Udp);
-        udp.connect(t0, server(), &[], &mut rng);
+        udp.connect(t0, &[server()], &[], &mut rng);
         udp.handle_timeout(fallback, &mut rng, &mut stats);
         assert_eq!(udp.poll_socket_request(), None);
     }
@@ -1456,7 +1520,7 @@ mod tests {
             Route::Dropped,
             "idle"
         );
-        s.connect(t0, server(), &[], &mut rng);
+        s.connect(t0, &[server()], &[], &mut rng);
         // While the handshake runs (a re-registration keeps its peers), peer packets over UDP
         // go to the peers; anything from the server is unexpected until keys exist.
         assert_eq!(s.route(udp, from, &peer, &mut stats), Route::Peer);

@@ -2,6 +2,7 @@
 
 #[path = "../../test-support/epoch.rs"]
 mod epoch;
+mod failover;
 mod groups;
 mod hostile;
 mod ops;

@@ -41,6 +41,13 @@ pub(crate) struct TestClient {
     pub events: Vec<(Duration, ClientEvent)>,
 }
 
+/// Another node of the same cluster (see [`Net::add_second_server`]).
+pub(crate) struct SecondServer {
+    pub addr: SocketAddr,
+    pub server: Server,
+    pub events: Vec<(Duration, ServerEvent)>,
+}
+
 pub(crate) struct Net {
     pub epoch: Instant,
     pub now: Instant,
@@ -68,6 +75,12 @@ pub(crate) struct Net {
     /// yet), while `hold_updates`.
     pub hold_updates: bool,
     held: Vec<crate::ForwardUpdate>,
+    /// A second server, at [`second_server_addr`], if added.
+    pub second: Option<SecondServer>,
+}
+
+pub(crate) fn second_server_addr() -> SocketAddr {
+    "203.0.113.20:7000".parse().unwrap()
 }
 
 pub(crate) fn server_addr() -> SocketAddr {
@@ -113,7 +126,19 @@ impl Net {
             shard_out: Vec::new(),
             hold_updates: false,
             held: Vec::new(),
+            second: None,
         }
+    }
+
+    /// Adds a second server (another node of a cluster: give it the first one's key) at
+    /// [`second_server_addr`], seeded with `seed`.
+    pub(crate) fn add_second_server(&mut self, config: ServerConfig, seed: u8) {
+        let server = Server::new(Arc::new(config), [seed; 32], self.now, UNIX_START).unwrap();
+        self.second = Some(SecondServer {
+            addr: second_server_addr(),
+            server,
+            events: Vec::new(),
+        });
     }
 
     /// Takes the server's forwarders (its config's `relay_shards`): from now on relay packets
@@ -223,6 +248,11 @@ impl Net {
         while let Some(t) = self.server.poll_transmit(now, &mut buf) {
             out.push((self.server_addr, t.dst, buf[..t.len].to_vec()));
         }
+        if let Some(b) = &mut self.second {
+            while let Some(t) = b.server.poll_transmit(now, &mut buf) {
+                out.push((b.addr, t.dst, buf[..t.len].to_vec()));
+            }
+        }
         for c in &mut self.clients {
             while let Some(t) = c.client.poll_transmit(now, &mut buf) {
                 out.push((c.addr, t.dst, buf[..t.len].to_vec()));
@@ -274,6 +304,8 @@ impl Net {
             self.sync_shards();
         } else if to == self.server_addr {
             self.server.handle_datagram(now, from, bytes);
+        } else if let Some(b) = self.second.as_mut().filter(|b| b.addr == to) {
+            b.server.handle_datagram(now, from, bytes);
         } else if let Some(c) = self.clients.iter_mut().find(|c| c.addr == to) {
             c.client.handle_datagram(now, from, bytes);
         }
@@ -285,6 +317,11 @@ impl Net {
         let at = self.elapsed();
         while let Some(e) = self.server.poll_event() {
             self.server_events.push((at, e));
+        }
+        if let Some(b) = &mut self.second {
+            while let Some(e) = b.server.poll_event() {
+                b.events.push((at, e));
+            }
         }
         for c in &mut self.clients {
             while let Some(e) = c.client.poll_event() {
@@ -301,6 +338,11 @@ impl Net {
             }
         };
         consider(self.server.poll_timeout().map(|t| t.at));
+        consider(
+            self.second
+                .as_ref()
+                .and_then(|b| b.server.poll_timeout().map(|t| t.at)),
+        );
         for f in &self.shards {
             consider(f.poll_timeout().map(|t| t.at));
         }
@@ -328,6 +370,11 @@ impl Net {
         }
         if self.server.poll_timeout().is_some_and(|t| t.at <= now) {
             self.server.handle_timeout(now);
+        }
+        if let Some(b) = self.second.as_mut() {
+            if b.server.poll_timeout().is_some_and(|t| t.at <= now) {
+                b.server.handle_timeout(now);
+            }
         }
         for f in &mut self.shards {
             if f.poll_timeout().is_some_and(|t| t.at <= now) {

@@ -302,8 +302,17 @@ pub(super) fn check_alt_listen(
 pub struct ConnectArgs {
     /// The server's UDP address: a unicast IP (not 0.0.0.0 or ::, broadcast or multicast)
     /// and a port from 1 to 65535 (0 only with `peer --host`, which picks a free one).
-    #[arg(long, value_name = "IP:PORT", value_parser = parse_server, allow_hyphen_values = true)]
-    pub server: SocketAddr,
+    /// `pierce peer` takes it more than once: nodes of one cluster (sharing a key), tried in
+    /// order, and the next one taken when the session with one is lost.
+    #[arg(
+        long = "server",
+        value_name = "IP:PORT",
+        value_parser = parse_server,
+        allow_hyphen_values = true,
+        required = true,
+        action = clap::ArgAction::Append
+    )]
+    pub servers: Vec<SocketAddr>,
     /// Refuse any server that cannot prove it holds this key (the `public_key` of its ready
     /// line). Without it the key is trusted on first use and reported.
     #[arg(long, value_name = "HEX", value_parser = parse_key, allow_hyphen_values = true)]
@@ -328,23 +337,44 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
+    /// The (first) server's address.
+    pub fn server(&self) -> SocketAddr {
+        self.servers[0]
+    }
+
     /// What the flags' own parsers cannot see: port 0, which only a hosting peer (`host`)
-    /// may name, and `--bind` against `--server`.
+    /// may name, `--bind` against `--server`, and `--server` given more than once.
     ///
     /// # Errors
     /// What is wrong, naming the flags.
     pub fn check(&self, host: bool) -> Result<(), String> {
-        let server = self.server;
-        if server.port() == 0 && !host {
-            return Err(format!(
-                "--server {server}: port 0 is no server's port (only with --host does port 0 \
-                 pick a free one)"
-            ));
+        if self.servers.len() > 1 {
+            return Err("--server given more than once: only `pierce peer` takes a list".into());
         }
-        if let Some(bind) = self.bind {
-            if bind.is_ipv4() != server.is_ipv4() {
+        self.check_each(host)
+    }
+
+    /// [`ConnectArgs::check`] for each `--server` of a list.
+    fn check_each(&self, host: bool) -> Result<(), String> {
+        for &server in &self.servers {
+            if server.port() == 0 && !host {
                 return Err(format!(
-                    "--bind {bind} cannot reach --server {server} (different address families)"
+                    "--server {server}: port 0 is no server's port (only with --host does port \
+                     0 pick a free one)"
+                ));
+            }
+            if let Some(bind) = self.bind {
+                if bind.is_ipv4() != server.is_ipv4() {
+                    return Err(format!(
+                        "--bind {bind} cannot reach --server {server} (different address \
+                         families)"
+                    ));
+                }
+            }
+            if server.is_ipv4() != self.server().is_ipv4() {
+                return Err(format!(
+                    "--server {server}: one socket reaches every --server, so they must be of \
+                     one address family"
                 ));
             }
         }
@@ -562,7 +592,14 @@ impl PeerArgs {
     /// # Errors
     /// What is wrong, naming the flags.
     pub fn check(&self) -> Result<(), String> {
-        self.connect.check(self.host)
+        let max = pierce_core::Client::MAX_SERVERS;
+        if self.host && self.connect.servers.len() > 1 {
+            return Err("--host listens on its one --server address: give it once".into());
+        }
+        if self.connect.servers.len() > max {
+            return Err(format!("--server given more than {max} times"));
+        }
+        self.connect.check_each(self.host)
     }
 
     /// How the client reaches the server, from --tcp and --udp-only (`ClientConfig::transport`).
@@ -1115,6 +1152,39 @@ mod tests {
         assert!(e.contains("--bind [::]:0 cannot reach --server"), "{e}");
         let e = parse(&["pierce", "netcheck", "--server", "[::1]:0"]).expect_err("port 0");
         assert!(e.contains("--server [::1]:0: port 0"), "{e}");
+    }
+
+    #[test]
+    fn peer_takes_server_more_than_once_and_the_other_commands_once() {
+        let peer = |extra: &[&str]| {
+            let mut argv = vec!["pierce", "peer", "--room", "r", "--peers", "1"];
+            argv.extend_from_slice(extra);
+            parse(&argv).map(|c| match c.command {
+                Command::Peer(p) => p.connect.servers,
+                _ => panic!("not peer"),
+            })
+        };
+        let list = ["--server", "127.0.0.1:7", "--server", "127.0.0.2:8"];
+        let servers = peer(&list).expect("a list");
+        assert_eq!(
+            servers,
+            ["127.0.0.1:7", "127.0.0.2:8"].map(|s| s.parse().expect("literal"))
+        );
+        let e = peer(&["--server", "127.0.0.1:7", "--server", "[::1]:8"]).expect_err("family");
+        assert!(e.contains("one address family"), "{e}");
+        let mut host = list.to_vec();
+        host.push("--host");
+        assert!(peer(&host).expect_err("host").contains("--host"));
+        let e = parse(&[
+            "pierce",
+            "netcheck",
+            "--server",
+            "127.0.0.1:7",
+            "--server",
+            "127.0.0.1:8",
+        ])
+        .expect_err("netcheck takes one");
+        assert!(e.contains("only `pierce peer` takes a list"), "{e}");
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
     for name in NAMES {
         let args = PeerArgs {
             connect: ConnectArgs {
-                server: srv.local_addr(),
+                servers: vec![srv.local_addr()],
                 server_key: Some(key),
                 token_secret: None,
                 user_id: None,

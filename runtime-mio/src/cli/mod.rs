@@ -107,14 +107,14 @@ impl Setup {
         timeout: Duration,
         direct_paths: bool,
     ) -> Result<Self, CliError> {
-        let bind = args.bind.unwrap_or_else(|| match args.server {
+        let bind = args.bind.unwrap_or_else(|| match args.server() {
             SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
         });
-        if bind.is_ipv4() != args.server.is_ipv4() {
+        if bind.is_ipv4() != args.server().is_ipv4() {
             return Err(CliError::usage(format!(
                 "--bind {bind} cannot reach --server {} (different address families)",
-                args.server
+                args.server()
             )));
         }
         let mut config = ClientConfig::default();

@@ -160,7 +160,7 @@ pub fn run(args: &NetcheckArgs) -> Result<ExitCode, CliError> {
         eprintln!(
             "pierce: note: {} answered STUN but not as a Pierce server; the NAT behaviour \
              comes from STUN alone",
-            args.connect.server
+            args.connect.server()
         );
     }
     if let Some(note) = report.note() {
@@ -189,7 +189,7 @@ pub fn discover(args: &NetcheckArgs) -> Result<NatReport, CliError> {
     let mut setup = Setup::new(&args.connect, args.timeout, false)?;
     // One discovery, the one started below (not a second one once connected).
     setup.config.nat_discovery = false;
-    let server = args.connect.server;
+    let server = args.connect.server();
     // --server-key or a token say a Pierce server is expected: STUN alone is not enough.
     let pierce_required = args.connect.server_key.is_some() || !setup.token.is_empty();
     let seed = os_seed().map_err(|e| CliError::io("reading OS entropy", &e))?;

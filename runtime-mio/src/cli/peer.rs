@@ -66,7 +66,8 @@ pub fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
     setup.config.private = args.private;
     let json = args.json;
     let deadline = start + args.timeout;
-    let (server, host, offload) = (args.connect.server, args.host, !args.no_offload);
+    let (server, host, offload) = (args.connect.server(), args.host, !args.no_offload);
+    let servers = args.connect.servers.clone();
     let secret = args.connect.token_secret.clone();
     let script = Script::new(args, &setup.config, start)?;
     let seed = os_seed().map_err(|e| CliError::io("reading OS entropy", &e))?;
@@ -105,7 +106,7 @@ pub fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
         let mut client = Client::new(Arc::new(setup.config.clone()), seed, start)
             .map_err(|e| CliError::usage(format!("invalid client settings: {e}")))?;
         client
-            .connect(start, server, &setup.token)
+            .connect_any(start, &servers, &setup.token)
             .map_err(|e| CliError::usage(e.to_string()))?;
         let mut driver = Driver::bind(setup.bind, client)
             .map_err(|e| CliError::io(&format!("cannot bind {}", setup.bind), &e))?;
@@ -162,6 +163,12 @@ fn drive<E: PeerEndpoint>(
 pub fn step<E: PeerEndpoint>(driver: &mut Driver<E>, script: &mut Script, now: Instant) {
     while let Some(event) = driver.poll_event() {
         if let Some(event) = E::client_event(event) {
+            if matches!(event, ClientEvent::Connected { .. }) {
+                // Which of the --server list welcomed it.
+                if let Some(server) = driver.endpoint_mut().client().server_addr() {
+                    script.handle_server(server);
+                }
+            }
             script.handle_event(now, event);
         }
     }

@@ -6,6 +6,7 @@
 //! The messages peers exchange are described in `pierce peer --help`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use pierce_core::{
@@ -246,6 +247,12 @@ pub struct Script {
     /// The client registers again by itself after a stateless reset (its config says so):
     /// the run goes on through it.
     rides_resets: bool,
+    /// With several `--server`s, the client also registers with the next one by itself when
+    /// its session times out: the run goes on through that too.
+    rides_failover: bool,
+    /// The server the session is with or being made with (the first `--server` until the
+    /// client says otherwise, [`Script::handle_server`]).
+    server: SocketAddr,
     failure: Option<String>,
     lines: VecDeque<Line>,
 }
@@ -260,7 +267,10 @@ impl Script {
         validate(&args, config)?;
         // Until the server gives us a host id to name ourselves after.
         let name = args.name.clone().unwrap_or_else(|| "peer".to_owned());
+        let rides_resets = config.reregister && !config.pair_lifetime.is_zero();
         Ok(Self {
+            rides_failover: rides_resets && args.connect.servers.len() > 1,
+            server: args.connect.server(),
             deadline: start + args.timeout,
             args,
             start,
@@ -282,7 +292,7 @@ impl Script {
             stats_queue: VecDeque::new(),
             stats_for: VecDeque::new(),
             expired: 0,
-            rides_resets: config.reregister && !config.pair_lifetime.is_zero(),
+            rides_resets,
             failure: None,
             lines: VecDeque::new(),
         })
@@ -360,6 +370,12 @@ impl Script {
         }
     }
 
+    /// The client's session is with (or being made with) `server` now: one of the
+    /// `--server` list (read from the client when it reports `Connected`).
+    pub fn handle_server(&mut self, server: SocketAddr) {
+        self.server = server;
+    }
+
     /// Takes one event from the client.
     pub fn handle_event(&mut self, now: Instant, event: ClientEvent) {
         if self.phase == Phase::Finished {
@@ -382,7 +398,7 @@ impl Script {
                 }
                 self.phase = Phase::Joining;
                 self.join_due = true;
-                let server = self.args.connect.server;
+                let server = self.server;
                 self.line(
                     Some(
                         Obj::event("connected")
@@ -401,14 +417,25 @@ impl Script {
             } if self.rides_resets => {
                 // The server restarted (same key) without our session: the client registers
                 // again at once, with its ticket, and rejoins the room; peers wait for it.
-                let server = self.args.connect.server;
+                let server = self.server;
                 self.line(
                     Some(Obj::event("server_reset").str("server", &server.to_string())),
                     format!("{server} restarted without our session; registering again"),
                 );
             }
+            ClientEvent::Disconnected {
+                reason: DisconnectReason::TimedOut,
+            } if self.rides_failover => {
+                // The node is lost (crashed, cut off): the client registers with the next
+                // --server at once, with its ticket, and rejoins the room there; peers wait.
+                let server = self.server;
+                self.line(
+                    Some(Obj::event("server_lost").str("server", &server.to_string())),
+                    format!("{server} is lost; registering with the next server"),
+                );
+            }
             ClientEvent::Disconnected { reason } => {
-                self.fail(describe::disconnect(reason, self.args.connect.server));
+                self.fail(describe::disconnect(reason, self.server));
             }
             ClientEvent::RoomJoined { group, name, owner } => {
                 if name != self.args.room {
@@ -710,6 +737,12 @@ impl Script {
         } else {
             summary
         };
+        // (With a list of servers: the one the run ended on.)
+        let summary = if self.args.connect.servers.len() > 1 {
+            summary.str("server", &self.server.to_string())
+        } else {
+            summary
+        };
         summary.finish()
     }
 
@@ -717,11 +750,11 @@ impl Script {
 
     /// Connected again after a reset (the client registered again by itself, and rejoins
     /// the room it was in; a join still unanswered is asked again).
-    fn on_registered_again(&mut self, host_id: HostId, public_addr: std::net::SocketAddr) {
+    fn on_registered_again(&mut self, host_id: HostId, public_addr: SocketAddr) {
         if self.group.is_none() {
             self.join_due = true;
         }
-        let server = self.args.connect.server;
+        let server = self.server;
         let same = if self.me == Some(host_id) {
             "the same id"
         } else {
@@ -1013,7 +1046,7 @@ impl Script {
 
     /// What the run was waiting for, for a timeout message.
     fn waiting_for(&self) -> String {
-        let server = self.args.connect.server;
+        let server = self.server;
         match self.phase {
             Phase::Connecting => format!("connecting to {server}"),
             Phase::Joining => "waiting for the server to answer the room join".to_owned(),
@@ -1120,7 +1153,7 @@ mod tests {
         let server: SocketAddr = "127.0.0.1:7777".parse().expect("literal");
         PeerArgs {
             connect: ConnectArgs {
-                server,
+                servers: vec![server],
                 server_key: None,
                 token_secret: None,
                 user_id: None,
@@ -1398,6 +1431,58 @@ mod tests {
         let reason = DisconnectReason::TimedOut;
         s.handle_event(t0, ClientEvent::Disconnected { reason });
         assert!(s.is_finished() && !s.ok());
+    }
+
+    #[test]
+    fn with_a_server_list_a_timeout_is_ridden_through_and_the_new_server_named() {
+        let t0 = Instant::now();
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:7777".parse().expect("literal"),
+            "127.0.0.1:7778".parse().expect("literal"),
+        );
+        let mut listed = args(Mode::ReliableOrdered);
+        listed.connect.servers = vec![a, b];
+        let mut s = Script::new(listed, &ClientConfig::default(), t0).expect("valid");
+        s.handle_server(a);
+        let public_addr = "127.0.0.1:1".parse().expect("literal");
+        let server_key = PublicKey([0; 32]);
+        let connected = ClientEvent::Connected {
+            host_id: ME,
+            public_addr,
+            server_key,
+        };
+        s.handle_event(t0, connected.clone());
+        let reason = DisconnectReason::TimedOut;
+        s.handle_event(t0, ClientEvent::Disconnected { reason });
+        assert!(!s.is_finished(), "{:?}", s.failure());
+        s.handle_server(b);
+        s.handle_event(t0, connected);
+        let lines: Vec<String> = std::iter::from_fn(|| s.poll_line())
+            .filter_map(|l| l.json)
+            .collect();
+        let has = |what: &str| lines.iter().any(|l| l.contains(what));
+        assert!(
+            has(r#""event":"connected","server":"127.0.0.1:7777""#),
+            "{lines:?}"
+        );
+        assert!(
+            has(r#""event":"server_lost","server":"127.0.0.1:7777""#),
+            "{lines:?}"
+        );
+        assert!(
+            has(r#""event":"reconnected","server":"127.0.0.1:7778""#),
+            "{lines:?}"
+        );
+        assert!(
+            s.summary().ends_with(r#","server":"127.0.0.1:7778"}"#),
+            "{}",
+            s.summary()
+        );
+        // With one --server the summary keeps its shape, and a timeout ends the run.
+        let mut one = exchanging(Mode::ReliableOrdered, t0);
+        assert!(!one.summary().contains(r#""server""#));
+        one.handle_event(t0, ClientEvent::Disconnected { reason });
+        assert!(one.is_finished() && !one.ok());
     }
 
     #[test]
