@@ -302,8 +302,10 @@ pub struct ServerStats {
     pub clients: u64,
     /// Half-open handshakes now.
     pub half_open: u64,
-    /// Groups now.
+    /// Groups now (rooms included: each room is a group).
     pub groups: u64,
+    /// Rooms now (the rooms policy's; 0 without it).
+    pub rooms: u64,
     /// Client pairs sharing at least one group now (each has its own key).
     pub pairs: u64,
     /// Peer packets forwarded.

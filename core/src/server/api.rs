@@ -31,6 +31,7 @@ impl Server {
         s.clients = self.sessions.clients() as u64;
         s.half_open = self.sessions.half_open() as u64;
         s.groups = self.groups.len() as u64;
+        s.rooms = self.rooms.len() as u64;
         s.pairs = self.groups.pairs() as u64;
         s.pairs_direct = self.groups.pairs_direct() as u64;
         s

@@ -95,6 +95,11 @@ impl Rooms {
         self.draining = true;
     }
 
+    /// Rooms now.
+    pub(super) fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
     /// Every room, in name order.
     pub(super) fn summaries(&self, groups: &Groups) -> Vec<RoomSummary> {
         (self.by_name.iter())

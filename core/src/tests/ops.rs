@@ -126,6 +126,7 @@ fn rooms_are_listed_and_closed() {
     let rooms = net.server.rooms();
     let names: Vec<&str> = rooms.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["alpha", "lobby"]);
+    assert_eq!(net.server.stats().rooms, 2);
     let lobby = &rooms[1];
     assert_eq!((lobby.owner, &lobby.members[..]), (a, &[a, b][..]));
     assert!(lobby.has_password && !rooms[0].has_password);
@@ -136,6 +137,7 @@ fn rooms_are_listed_and_closed() {
     let g = net.server.close_room(now, "lobby").unwrap();
     net.run_for(Duration::from_millis(100));
     assert_eq!(net.server.rooms().len(), 1);
+    assert_eq!(net.server.stats().rooms, 1);
     for i in [0, 1] {
         assert!(
             (net.clients[i].events.iter())

@@ -494,10 +494,15 @@ impl Collector for Metrics {
         let snap = &*self.0;
         let s = &snap.stats;
         let d = &snap.driver;
-        let gauges: [(&str, &str, u64); 7] = [
+        let gauges: [(&str, &str, u64); 8] = [
             ("clients", "Connected clients.", s.clients),
             ("half_open_handshakes", "Handshakes under way.", s.half_open),
-            ("groups", "Groups (rooms) now.", s.groups),
+            (
+                "groups",
+                "Groups now (rooms included: each room is a group).",
+                s.groups,
+            ),
+            ("rooms", "Rooms now.", s.rooms),
             ("pairs", "Client pairs sharing at least one group.", s.pairs),
             (
                 "pairs_direct",
@@ -1053,6 +1058,7 @@ mod tests {
         let mut snapshot = Snapshot::default();
         snapshot.stats.relayed_bytes = 12345;
         snapshot.stats.clients = 2;
+        snapshot.stats.rooms = 3;
         snapshot.stats.dropped.auth_failed = 7;
         snapshot.driver.send_errors = 3;
         let rtt = &mut snapshot.stats.histograms.session_rtt_ms;
@@ -1103,6 +1109,10 @@ mod tests {
         );
         assert!(
             text.contains("# TYPE pierce_clients gauge\npierce_clients 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE pierce_rooms gauge\npierce_rooms 3\n"),
             "{text}"
         );
         assert!(

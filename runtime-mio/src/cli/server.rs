@@ -453,6 +453,7 @@ fn stats_line_with(
             .int("clients", s.clients)
             .int("half_open", s.half_open)
             .int("groups", s.groups)
+            .int("rooms", s.rooms)
             .int("pairs", s.pairs)
             .int("datagrams_in", s.io.datagrams_in)
             .int("bytes_in", s.io.bytes_in)
