@@ -296,7 +296,9 @@ pub enum ClientEvent {
     },
     /// The server is draining (its operator is taking it down): it takes no new clients or
     /// rooms, and closes this session within `within`
-    /// ([`DisconnectReason::ClosedByServer`]). Peers with a validated direct path can stay
+    /// ([`DisconnectReason::ClosedByServer`]). A client with other addresses
+    /// ([`crate::Client::connect_any`]) does not wait: it moves to the next one at once
+    /// (`Disconnected` with [`DisconnectReason::ServerDraining`], then `Connected`). Peers with a validated direct path can stay
     /// after that (see [`crate::ClientConfig::pair_lifetime`]); a game may move its players
     /// to another server meanwhile.
     ServerDraining {
@@ -398,6 +400,13 @@ pub enum DisconnectReason {
     /// ticket; peers stay meanwhile, relay-only ones too (for `idle_timeout`, waiting for the
     /// returning server to introduce them again).
     Reset,
+    /// The server is draining ([`ClientEvent::ServerDraining`] came first) and the client
+    /// has another address ([`crate::Client::connect_any`]): it closed its session with the
+    /// draining node at once and registers with the next address, as after a
+    /// [`DisconnectReason::Reset`] (ticket, rooms rejoined, peers kept meanwhile).
+    /// `Connected` follows when the next node welcomes it. With one address the client
+    /// waits for the server to close the session ([`DisconnectReason::ClosedByServer`]).
+    ServerDraining,
 }
 
 /// Why a server refused a session.

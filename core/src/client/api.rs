@@ -158,7 +158,9 @@ impl Client {
     ///   within [`crate::ClientConfig::server_answer_timeout`] is given up for the next
     ///   (round the list again if time is left), all within
     ///   [`crate::ClientConfig::connect_timeout`]. A server that answers and then refuses
-    ///   ends the attempt ([`DisconnectReason::Rejected`]), as with one address.
+    ///   because it is draining or full is given up for the next address at once; once every
+    ///   address has refused, or for any other refusal, the attempt ends
+    ///   ([`DisconnectReason::Rejected`]), as with one address.
     /// - **Failover**: when the session is lost (it timed out: the node crashed or is cut
     ///   off; or a stateless reset said the node lost it), the client registers at once with
     ///   the next address of the list (round-robin from the one lost), presenting its
@@ -170,6 +172,11 @@ impl Client {
     ///   sent again. A peer that is not introduced again in time is dropped
     ///   ([`ClientEvent::PeerDropped`]) with its unacknowledged messages reported
     ///   [`ClientEvent::MessageExpired`]: nothing is lost silently.
+    /// - **Drain**: when the node says it is draining ([`ClientEvent::ServerDraining`]), the
+    ///   client does not wait to be closed: it closes its session with that node at once
+    ///   (the node sees it leave) and registers with the next address exactly as after a
+    ///   reset (`Disconnected { reason: ServerDraining }`, then `Connected`). Rooms move
+    ///   with their members, within a few round trips.
     /// - **Events**: `Disconnected { reason: TimedOut }` (or `Reset`) when the session is
     ///   lost, then `Connected` when a node welcomes the client again; [`Client::server_addr`]
     ///   names that node.

@@ -183,7 +183,8 @@ impl Client {
             }
             Frame::Datagram { .. } => self.stats.dropped.unexpected += 1,
             ref f => {
-                self.session.handle_frame(now, socket, f, &mut self.stats);
+                let (rng, stats) = (&mut self.rng, &mut self.stats);
+                self.session.handle_frame(now, socket, f, rng, stats);
                 while let Some(msg) = self.session.poll_control() {
                     self.on_control(now, &msg);
                     self.drain(now);
@@ -235,6 +236,7 @@ impl Client {
             ControlMsg::Draining { within_ms } => {
                 let within = crate::time::Duration::from_millis(u64::from(within_ms));
                 self.push_event(ClientEvent::ServerDraining { within });
+                self.leave_draining(now);
             }
             _ => self.stats.dropped.unexpected += 1,
         }
@@ -387,6 +389,24 @@ impl Client {
             self.forget_session();
             self.push_event(ClientEvent::Disconnected { reason });
         }
+    }
+
+    /// The node is draining: with another address to go to (and re-registration on), the
+    /// client leaves it at once, politely, and registers with the next address as after a
+    /// stateless reset (ticket, rooms rejoined, direct peers untouched, relay-only ones kept
+    /// for the idle timeout until the new node introduces them again). With one address it
+    /// waits to be closed.
+    fn leave_draining(&mut self, now: Instant) {
+        let lifetime = self.config.pair_lifetime;
+        if self.session.server_count() < 2 || !self.config.reregister || lifetime.is_zero() {
+            return;
+        }
+        let until = now + lifetime;
+        self.session.leave(now, until);
+        let reason = DisconnectReason::ServerDraining;
+        self.push_event(ClientEvent::Disconnected { reason });
+        let relay_until = now + self.config.idle_timeout.min(lifetime);
+        self.forget_server(until, Some(relay_until));
     }
 
     /// What only lives with the server session goes; peers with a direct path stay (and

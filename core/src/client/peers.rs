@@ -770,8 +770,15 @@ impl PeerSet {
             .peers
             .values()
             .filter_map(|p| {
+                // An orphan with no direct path cannot send until a server introduces it
+                // again: its reliability deadlines (an ack or a retransmission due) would only
+                // ask to be woken for nothing; its wait is bounded by the orphans' deadlines.
+                let stalled = p.orphan && p.path.direct().is_none();
                 Timeout::min([
-                    Timeout::at(p.conn.poll_timeout(), "peer reliability"),
+                    Timeout::at(
+                        p.conn.poll_timeout().filter(|_| !stalled),
+                        "peer reliability",
+                    ),
                     p.path.poll_timeout(busy_limit(&p.conn)),
                 ])
             })

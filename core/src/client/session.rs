@@ -49,6 +49,10 @@ const SERVER_QUIET: Duration = Duration::from_secs(6);
 /// network comes back the server hears us (and tells our peers) within half a second.
 const RECOVERY_PING: Duration = Duration::from_millis(500);
 
+/// The code of the Close frame a client sends the node it leaves because that node is
+/// draining (it moves to the next address): a normal close, nothing the application chose.
+const MOVED_CLOSE_CODE: u16 = 0;
+
 /// Where a session is in its life (for the owner's routing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -264,6 +268,12 @@ pub(super) struct Session {
     /// While detached after losing the server: the next re-registration attempt.
     rejoin_at: Option<Instant>,
     rejoin_backoff: Duration,
+    /// The link to a draining node this client left for the next address: its Close frame
+    /// still has to go (so the node sees the client leave at once, not after a timeout).
+    farewell: Option<Box<Link>>,
+    /// A first connect: the addresses that refused us because they are draining or full
+    /// (one flag per address); the others are still worth trying.
+    refused: Vec<bool>,
     events: VecDeque<SessionEvent>,
 }
 
@@ -285,6 +295,8 @@ impl Session {
             ticket: None,
             rejoin_at: None,
             rejoin_backoff: REJOIN_INITIAL,
+            farewell: None,
+            refused: Vec::new(),
             events: VecDeque::new(),
         }
     }
@@ -380,6 +392,7 @@ impl Session {
         self.servers = servers.to_vec();
         self.current = 0;
         self.lost = 0;
+        self.refused = vec![false; servers.len()];
         self.token = token.to_vec();
         let deadline = now + self.config.connect_timeout;
         self.begin_handshake(now, false, deadline, rng);
@@ -512,6 +525,41 @@ impl Session {
         } else {
             self.rejoin_at = None;
         }
+    }
+
+    /// The node is draining and there is another address: the session with it closes (one
+    /// Close frame, sent over UDP whatever transport the session was on: the node follows an
+    /// authentic packet to its new path) and the client registers with the next address at
+    /// once, detached meanwhile until `until`, as after a stateless reset.
+    pub(super) fn leave(&mut self, now: Instant, until: Instant) {
+        if let State::Connected(link) = std::mem::replace(&mut self.state, State::Closed) {
+            self.farewell = Some(link);
+        }
+        self.detach(now, until, true, true);
+    }
+
+    /// A first connect refused by a draining or full address: the next address not known to
+    /// refuse, within the same connect timeout. `false` (nothing changed) if every address has
+    /// refused, or this is not a first connect with several addresses.
+    fn move_past_refusal(&mut self, now: Instant, rng: &mut Rng) -> bool {
+        let deadline = match &self.state {
+            State::Authenticating(a) if !a.rejoin && self.servers.len() > 1 => a.deadline,
+            _ => return false,
+        };
+        if let Some(r) = self.refused.get_mut(self.current) {
+            *r = true;
+        }
+        let n = self.servers.len();
+        let Some(next) = (1..=n)
+            .map(|k| (self.current + k) % n)
+            .find(|&i| !self.refused.get(i).copied().unwrap_or(false))
+        else {
+            return false;
+        };
+        self.tcp.close(None);
+        self.current = next;
+        self.begin_handshake(now, false, deadline, rng);
+        true
     }
 
     /// A re-registration failed (the server is not back, or refused): detached again until
@@ -704,6 +752,7 @@ impl Session {
         now: Instant,
         socket: SocketId,
         frame: &Frame<'_>,
+        rng: &mut Rng,
         stats: &mut ClientStats,
     ) {
         match *frame {
@@ -716,8 +765,14 @@ impl Session {
             } => self.on_welcome(now, HostId(host_id), observed, reset_token),
             Frame::Reject { reason } => {
                 if matches!(self.state, State::Authenticating(_)) {
-                    let reason = DisconnectReason::Rejected(RejectReason::from_code(reason));
-                    self.fail(reason);
+                    let reason = RejectReason::from_code(reason);
+                    // Draining or full: another node of the cluster may take us (a
+                    // re-registration goes on to the next address when it fails anyway).
+                    let elsewhere =
+                        matches!(reason, RejectReason::Draining | RejectReason::ServerFull);
+                    if !(elsewhere && self.move_past_refusal(now, rng)) {
+                        self.fail(DisconnectReason::Rejected(reason));
+                    }
                 } else {
                     stats.dropped.unexpected += 1;
                 }
@@ -1106,9 +1161,14 @@ impl Session {
             }
         };
         if let Some((deadline, key_mismatch)) = move_on {
-            // This address is silent: the next one, within the same connect timeout.
+            // This address is silent: the next one not known to refuse us, within the same
+            // connect timeout (this one again if every other refused).
             self.tcp.close(None);
-            self.current = (self.current + 1) % self.servers.len().max(1);
+            let n = self.servers.len().max(1);
+            self.current = (1..=n)
+                .map(|k| (self.current + k) % n)
+                .find(|&i| !self.refused.get(i).copied().unwrap_or(false))
+                .unwrap_or(self.current);
             self.begin_handshake(now, false, deadline, rng);
             if let State::Handshaking(h) = &mut self.state {
                 h.key_mismatch = key_mismatch;
@@ -1143,6 +1203,15 @@ impl Session {
         let id = self.id;
         let forced_tcp = self.config.transport == Transport::Tcp;
         let private = self.config.private;
+        if let Some(mut l) = self.farewell.take() {
+            let code = MOVED_CLOSE_CODE;
+            if let Some(len) = l.keys.seal_frames(l.server_session, buf, max, |w| {
+                let _ = Frame::Close { code }.encode(w);
+            }) {
+                let (dst, socket) = (l.server, SocketId::PRIMARY);
+                return Poll::Server(Transmit { dst, len, socket });
+            }
+        }
         let ticket = &self.ticket;
         // (A session whose stream broke keeps naming it until the new one connects: the
         // runtime drops those, as a dead link would. Stream ids are never reused.)

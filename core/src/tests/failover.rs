@@ -386,3 +386,244 @@ fn a_pair_split_across_nodes_reports_every_undelivered_message_expired() {
         ClientEvent::PeerDropped { peer, reason: crate::PeerDropReason::ServerLost } if *peer == hosts[1]
     )));
 }
+
+/// Four clients on node A (listing A then B): 0 and 1 relay-only in room "arena", 2 and 3 on
+/// a direct path in room "lan", reliable ordered messages both ways in each pair. A drains
+/// midway. Every client hears it, closes its session with A at once (A sees each leave:
+/// a `pierce server` drain ends early) and registers with B with its ticket (same host id),
+/// within a few round trips, not after an idle timeout; B introduces the pairs again, the
+/// relay-only pair resumes with nothing lost, the direct pair never leaves its path.
+#[test]
+fn when_its_node_drains_every_client_moves_to_the_next_at_once_and_no_message_is_lost() {
+    let mut net = cluster(4, client_config(false));
+    for i in 2..4 {
+        let cfg = Arc::new(client_config(true));
+        net.clients[i].client = Client::new(cfg, [20 + i as u8; 32], net.now).unwrap();
+    }
+    let (now, a, b) = (net.now, net.server_addr, second_server_addr());
+    for c in &mut net.clients {
+        c.client.connect_any(now, &[a, b], &[]).unwrap();
+    }
+    assert!(net.drive_until(Duration::from_secs(1), |n| {
+        n.clients.iter().all(|c| c.client.is_connected())
+    }));
+    let hosts = net.hosts();
+    for (i, room) in [(0, "arena"), (1, "arena"), (2, "lan"), (3, "lan")] {
+        let now = net.now;
+        (net.clients[i].client)
+            .join_room(now, room, "", true, 4)
+            .unwrap();
+        net.run_for(Duration::from_millis(200));
+    }
+    let direct = |n: &Net| {
+        [(2, 3), (3, 2)].iter().all(|&(i, j)| {
+            matches!(
+                n.clients[i].client.peer_stats(hosts[j]).map(|s| s.path),
+                Some(Path::Direct(_))
+            )
+        })
+    };
+    assert!(
+        net.drive_until(Duration::from_secs(3), direct),
+        "no direct path"
+    );
+    let paths_before: Vec<usize> = (2..4).map(|i| path_changes(&net, i)).collect();
+
+    const N: u32 = 300;
+    let pairs = [(0, 1), (1, 0), (2, 3), (3, 2)];
+    let mut next = [0u32; 4];
+    let mut drained = None;
+    let mut all_on_b = None;
+    while net.elapsed() < Duration::from_secs(60) {
+        for (k, &(i, j)) in pairs.iter().enumerate() {
+            if next[k] < N {
+                let now = net.now;
+                let payload = next[k].to_be_bytes();
+                let c = &mut net.clients[i].client;
+                if c.send(now, hosts[j], Channel::RELIABLE_ORDERED, &payload)
+                    .is_ok()
+                {
+                    next[k] += 1;
+                }
+            }
+        }
+        net.run_for(Duration::from_millis(10));
+        if drained.is_none() && next.iter().all(|&n| n >= N / 3) {
+            let now = net.now;
+            net.server.drain(now, Duration::from_secs(30));
+            drained = Some(net.elapsed());
+        }
+        let on_b = net
+            .clients
+            .iter()
+            .all(|c| c.client.is_connected() && c.client.server_addr() == Some(b));
+        if drained.is_some() && all_on_b.is_none() && on_b {
+            all_on_b = Some(net.elapsed());
+        }
+        assert!(
+            direct(&net),
+            "the direct pair left its path at {:?}",
+            net.elapsed()
+        );
+        let done = pairs
+            .iter()
+            .all(|&(i, j)| received(&net, j, hosts[i]).len() == N as usize);
+        if done && all_on_b.is_some() {
+            break;
+        }
+    }
+    let (drained, all_on_b) = (drained.unwrap(), all_on_b.expect("not all on B"));
+    // Draining said (one way), Close and a handshake with B (two round trips), the rejoin:
+    // a few 20 ms round trips, nowhere near an idle timeout.
+    let moved = all_on_b - drained;
+    assert!(moved < Duration::from_millis(200), "moved in {moved:?}");
+    let left: Vec<_> = net
+        .server_events
+        .iter()
+        .filter_map(|(at, e)| match e {
+            crate::ServerEvent::ClientLeft { host_id, reason } => Some((*at, *host_id, *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(left.len(), 4, "A saw every client leave: {left:?}");
+    for (at, host, reason) in &left {
+        assert_eq!(*reason, crate::LeaveReason::Closed(0), "{host}");
+        assert!(
+            *at - drained < Duration::from_millis(100),
+            "{host} left at {at:?}"
+        );
+    }
+    assert_eq!(net.server.clients().count(), 0);
+    for (i, c) in net.clients.iter().enumerate() {
+        assert_eq!(c.client.server_addr(), Some(b), "client {i} ends on B");
+        assert_eq!(c.client.host_id(), Some(hosts[i]), "client {i} kept its id");
+        let events = net.events_since(i, 0);
+        let lifecycle: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Connected { .. } => Some("connected"),
+                ClientEvent::ServerDraining { .. } => Some("draining"),
+                ClientEvent::Disconnected {
+                    reason: DisconnectReason::ServerDraining,
+                } => Some("moving"),
+                ClientEvent::Disconnected { .. } => Some("disconnected"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            lifecycle,
+            ["connected", "draining", "moving", "connected"],
+            "client {i}"
+        );
+        assert!(
+            !events.iter().any(|e| matches!(
+                e,
+                ClientEvent::PeerDropped { .. } | ClientEvent::MessageExpired { .. }
+            )),
+            "client {i}: nothing dropped or expired"
+        );
+        assert_eq!(c.client.stats().pairs_carried_over, 1, "client {i}");
+    }
+    for &(i, j) in &pairs {
+        assert_eq!(
+            received(&net, j, hosts[i]),
+            (0..N).collect::<Vec<_>>(),
+            "{i} -> {j}: once each, in order"
+        );
+    }
+    for (k, i) in (2..4).enumerate() {
+        assert_eq!(path_changes(&net, i), paths_before[k], "client {i}'s path");
+    }
+    let second = net.second.as_ref().unwrap();
+    assert_eq!(second.server.stats().sessions_resumed, 4);
+    assert!(
+        second.server.stats().relayed_packets > 0,
+        "B relayed the pair"
+    );
+}
+
+/// A node that is draining refuses new clients: a first connect goes on to the next address
+/// at once (no answer timeout); when every address refuses, the connect fails with the
+/// refusal at once, not at the connect timeout.
+#[test]
+fn a_first_connect_refused_by_a_draining_node_goes_on_to_the_next() {
+    let mut net = cluster(2, client_config(false));
+    let (now, a, b) = (net.now, net.server_addr, second_server_addr());
+    net.server.drain(now, Duration::from_secs(30));
+    net.clients[0]
+        .client
+        .connect_any(now, &[a, b], &[])
+        .unwrap();
+    assert!(net.drive_until(Duration::from_secs(1), |n| {
+        n.clients[0].client.is_connected()
+    }));
+    assert!(
+        net.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        net.elapsed()
+    );
+    assert_eq!(net.clients[0].client.server_addr(), Some(b));
+    assert!(
+        !net.events_since(0, 0)
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Disconnected { .. })),
+        "the refusal is not the end"
+    );
+    // Both nodes draining: refused everywhere, the attempt ends there.
+    let now = net.now;
+    net.second
+        .as_mut()
+        .unwrap()
+        .server
+        .drain(now, Duration::from_secs(30));
+    let start = net.elapsed();
+    net.clients[1]
+        .client
+        .connect_any(now, &[a, b], &[])
+        .unwrap();
+    assert!(net.drive_until(Duration::from_secs(5), |n| {
+        n.clients[1].client.is_closed()
+    }));
+    assert!(net.elapsed() - start < Duration::from_millis(200));
+    let reasons: Vec<_> = net
+        .events_since(1, 0)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Disconnected { reason } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![DisconnectReason::Rejected(crate::RejectReason::Draining)]
+    );
+}
+
+/// With one address a draining server's clients do not move: they hear `ServerDraining`
+/// and stay until the server closes them.
+#[test]
+fn with_one_address_a_client_stays_on_a_draining_node() {
+    let mut net = cluster(1, client_config(false));
+    let (now, a) = (net.now, net.server_addr);
+    net.clients[0].client.connect_any(now, &[a], &[]).unwrap();
+    assert!(net.drive_until(Duration::from_secs(1), |n| {
+        n.clients[0].client.is_connected()
+    }));
+    let now = net.now;
+    net.server.drain(now, Duration::from_secs(30));
+    net.run_for(Duration::from_secs(2));
+    let c = &net.clients[0].client;
+    assert!(c.is_connected());
+    assert_eq!(c.server_addr(), Some(a));
+    let events = net.events_since(0, 0);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::ServerDraining { .. }))
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Disconnected { .. }))
+    );
+}

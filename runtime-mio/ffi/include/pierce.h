@@ -292,6 +292,8 @@ enum PierceDisconnectReason
     PIERCE_DISCONNECT_DETACHED = 9,
     // The server no longer has the session (it restarted); the client may register again.
     PIERCE_DISCONNECT_RESET = 10,
+    // The server is draining and the client moves to its next server address.
+    PIERCE_DISCONNECT_SERVER_DRAINING = 11,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -109,6 +109,8 @@ pub enum PierceDisconnectReason {
     PIERCE_DISCONNECT_DETACHED = 9,
     /// The server no longer has the session (it restarted); the client may register again.
     PIERCE_DISCONNECT_RESET = 10,
+    /// The server is draining and the client moves to its next server address.
+    PIERCE_DISCONNECT_SERVER_DRAINING = 11,
 }
 
 /// Why a server refused a session (`code` of `PIERCE_DISCONNECT_REJECTED`); other values are
@@ -766,6 +768,7 @@ fn disconnect_reason(r: DisconnectReason) -> (u32, u32) {
         DisconnectReason::ClosedLocally(c) => (PIERCE_DISCONNECT_CLOSED_LOCALLY, c.into()),
         DisconnectReason::Detached => (PIERCE_DISCONNECT_DETACHED, 0),
         DisconnectReason::Reset => (PIERCE_DISCONNECT_RESET, 0),
+        DisconnectReason::ServerDraining => (PIERCE_DISCONNECT_SERVER_DRAINING, 0),
         _ => (PIERCE_DISCONNECT_OTHER, 0),
     };
     (reason as u32, code)

@@ -35,6 +35,9 @@ pub fn disconnect(reason: DisconnectReason, server: SocketAddr) -> String {
         DisconnectReason::Reset => {
             format!("the server at {server} no longer has the session (it restarted): reset")
         }
+        DisconnectReason::ServerDraining => {
+            format!("the server at {server} is draining: moving to the next server")
+        }
         other => format!("disconnected: {other:?}"),
     }
 }

@@ -430,8 +430,27 @@ impl Script {
                 // --server at once, with its ticket, and rejoins the room there; peers wait.
                 let server = self.server;
                 self.line(
-                    Some(Obj::event("server_lost").str("server", &server.to_string())),
+                    Some(
+                        Obj::event("server_lost")
+                            .str("server", &server.to_string())
+                            .str("reason", "timed_out"),
+                    ),
                     format!("{server} is lost; registering with the next server"),
+                );
+            }
+            ClientEvent::Disconnected {
+                reason: DisconnectReason::ServerDraining,
+            } => {
+                // The node is draining and there is another --server: the client left it at
+                // once and registers with the next, with its ticket, and rejoins the room.
+                let server = self.server;
+                self.line(
+                    Some(
+                        Obj::event("server_lost")
+                            .str("server", &server.to_string())
+                            .str("reason", "draining"),
+                    ),
+                    format!("{server} is draining; moving to the next server"),
                 );
             }
             ClientEvent::Disconnected { reason } => {
@@ -1498,5 +1517,42 @@ mod tests {
             why.contains("1/3 received, no hello, no confirmation of ours"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn with_a_server_list_a_drain_is_ridden_through_and_said_as_such() {
+        let t0 = Instant::now();
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:7777".parse().expect("literal"),
+            "127.0.0.1:7778".parse().expect("literal"),
+        );
+        let mut listed = args(Mode::ReliableOrdered);
+        listed.connect.servers = vec![a, b];
+        let mut s = Script::new(listed, &ClientConfig::default(), t0).expect("valid");
+        s.handle_server(a);
+        let connected = ClientEvent::Connected {
+            host_id: ME,
+            public_addr: "127.0.0.1:1".parse().expect("literal"),
+            server_key: PublicKey([0; 32]),
+        };
+        s.handle_event(t0, connected.clone());
+        let within = Duration::from_secs(30);
+        s.handle_event(t0, ClientEvent::ServerDraining { within });
+        let reason = DisconnectReason::ServerDraining;
+        s.handle_event(t0, ClientEvent::Disconnected { reason });
+        assert!(!s.is_finished(), "{:?}", s.failure());
+        s.handle_server(b);
+        s.handle_event(t0, connected);
+        let lines: Vec<String> = std::iter::from_fn(|| s.poll_line())
+            .filter_map(|l| l.json)
+            .collect();
+        let at = |what: &str| lines.iter().position(|l| l.contains(what));
+        let order = [
+            r#""event":"server_draining","within_ms":30000"#,
+            r#""event":"server_lost","server":"127.0.0.1:7777","reason":"draining""#,
+            r#""event":"reconnected","server":"127.0.0.1:7778""#,
+        ]
+        .map(|w| at(w).unwrap_or_else(|| panic!("no {w} in {lines:?}")));
+        assert!(order.is_sorted(), "{lines:?}");
     }
 }
