@@ -254,6 +254,10 @@ fn in_process() -> io::Result<bool> {
     Ok(echoed == 2 && from_peers == 2)
 }
 
+/// How long a finished client keeps driving before it exits (see `against`): several ack
+/// delays and a loopback or LAN round trip.
+const LINGER: Duration = Duration::from_millis(250);
+
 /// One client against a `pierce server`, exchanging `count` messages with one room member.
 fn against(server: SocketAddr, room: &str, count: u32, timeout: Duration) -> io::Result<bool> {
     let start = Instant::now();
@@ -313,6 +317,16 @@ fn against(server: SocketAddr, room: &str, count: u32, timeout: Duration) -> io:
         std::thread::sleep(Duration::from_millis(1));
     }
     let ok = done(&c, peer, received, next);
+    // Our last acknowledgements may still be held back (acks ride on data for up to
+    // `ack_delay`): keep driving a moment so they leave before the process does. Without this
+    // the other side, still waiting for them, retransmits into a closed socket, loses its
+    // direct path and, with its peer gone, never gets it back.
+    let linger = Instant::now();
+    while ok && linger.elapsed() < LINGER {
+        turn(Instant::now(), &mut c, &mut socks, &mut buf);
+        while c.poll_event().is_some() {}
+        std::thread::sleep(Duration::from_millis(1));
+    }
     println!(
         "drive {} received={received} sent={next} path={} extra_sockets_opened={} tcp={}",
         if ok { "ok" } else { "FAILED" },
