@@ -173,6 +173,147 @@ fn a_ticket_from_one_node_is_good_on_another_with_the_key_once_per_node() {
     assert_eq!(net.server.stats().sessions_resumed, 1);
 }
 
+/// Messages each way on each pair of [`Moving`].
+const N: u32 = 300;
+/// [`Moving`]'s pairs, (sender, receiver): 0 and 1 relay-only, 2 and 3 direct.
+const PAIRS: [(usize, usize); 4] = [(0, 1), (1, 0), (2, 3), (3, 2)];
+
+/// What the two "node lost" tests share: four clients on node A (listing A then B), 0 and 1
+/// relay-only in room "arena", 2 and 3 on a direct path in room "lan", each pair about to
+/// exchange [`N`] reliable ordered messages both ways.
+struct Moving {
+    net: Net,
+    hosts: Vec<HostId>,
+    a: SocketAddr,
+    b: SocketAddr,
+    /// Path changes of clients 2 and 3 once direct (there must be no more).
+    paths_before: Vec<usize>,
+    /// Messages sent so far on each pair of [`PAIRS`].
+    next: [u32; 4],
+}
+
+impl Moving {
+    /// Connected to A, in their rooms, the direct pair direct.
+    fn start() -> Self {
+        let mut net = cluster(4, client_config(false));
+        for i in 2..4 {
+            let cfg = Arc::new(client_config(true));
+            net.clients[i].client = Client::new(cfg, [20 + i as u8; 32], net.now).unwrap();
+        }
+        let (now, a, b) = (net.now, net.server_addr, second_server_addr());
+        for c in &mut net.clients {
+            c.client.connect_any(now, &[a, b], &[]).unwrap();
+        }
+        assert!(net.drive_until(Duration::from_secs(1), |n| {
+            n.clients.iter().all(|c| c.client.is_connected())
+        }));
+        let hosts = net.hosts();
+        for (i, room) in [(0, "arena"), (1, "arena"), (2, "lan"), (3, "lan")] {
+            let now = net.now;
+            (net.clients[i].client)
+                .join_room(now, room, "", true, 4)
+                .unwrap();
+            net.run_for(Duration::from_millis(200));
+        }
+        assert!(
+            net.drive_until(Duration::from_secs(3), |n| direct_pair(n, &hosts)),
+            "no direct path"
+        );
+        let paths_before = (2..4).map(|i| path_changes(&net, i)).collect();
+        Self {
+            net,
+            hosts,
+            a,
+            b,
+            paths_before,
+            next: [0; 4],
+        }
+    }
+
+    /// Sends on each pair what its send buffer takes, up to [`N`].
+    fn send_due(&mut self) {
+        for (k, &(i, j)) in PAIRS.iter().enumerate() {
+            if self.next[k] < N {
+                let now = self.net.now;
+                let payload = self.next[k].to_be_bytes();
+                let c = &mut self.net.clients[i].client;
+                if c.send(now, self.hosts[j], Channel::RELIABLE_ORDERED, &payload)
+                    .is_ok()
+                {
+                    self.next[k] += 1;
+                }
+            }
+        }
+    }
+
+    /// Every pair has sent a third of its messages: the moment to take A away.
+    fn a_third_sent(&self) -> bool {
+        self.next.iter().all(|&n| n >= N / 3)
+    }
+
+    fn assert_direct_pair_holds(&self) {
+        assert!(
+            direct_pair(&self.net, &self.hosts),
+            "the direct pair left its path at {:?}",
+            self.net.elapsed()
+        );
+    }
+
+    /// Every message of every pair arrived.
+    fn all_received(&self) -> bool {
+        (PAIRS.iter()).all(|&(i, j)| received(&self.net, j, self.hosts[i]).len() == N as usize)
+    }
+
+    /// The end both tests share: every client on B with its host id, nothing dropped or
+    /// expired, its pair carried over; every message once and in order; the direct pair's
+    /// path untouched; B resumed the four sessions and relayed the relay-only pair.
+    fn assert_on_b_with_nothing_lost(&self) {
+        let (net, hosts) = (&self.net, &self.hosts);
+        for (i, c) in net.clients.iter().enumerate() {
+            assert_eq!(c.client.server_addr(), Some(self.b), "client {i} ends on B");
+            assert_eq!(c.client.host_id(), Some(hosts[i]), "client {i} kept its id");
+            assert!(
+                !net.events_since(i, 0).iter().any(|e| matches!(
+                    e,
+                    ClientEvent::PeerDropped { .. } | ClientEvent::MessageExpired { .. }
+                )),
+                "client {i}: nothing dropped or expired"
+            );
+            assert_eq!(c.client.stats().pairs_carried_over, 1, "client {i}");
+        }
+        for &(i, j) in &PAIRS {
+            assert_eq!(
+                received(net, j, hosts[i]),
+                (0..N).collect::<Vec<_>>(),
+                "{i} -> {j}: once each, in order"
+            );
+        }
+        for (k, i) in (2..4).enumerate() {
+            assert_eq!(
+                path_changes(net, i),
+                self.paths_before[k],
+                "client {i}'s path"
+            );
+        }
+        let second = net.second.as_ref().unwrap();
+        assert_eq!(second.server.stats().sessions_resumed, 4);
+        assert!(
+            second.server.stats().relayed_packets > 0,
+            "B relayed the pair"
+        );
+    }
+}
+
+/// Clients 2 and 3 of [`Moving`] are on a direct path to each other, both ways.
+fn direct_pair(n: &Net, hosts: &[HostId]) -> bool {
+    [(2, 3), (3, 2)].iter().all(|&(i, j)| {
+        matches!(
+            n.clients[i].client.peer_stats(hosts[j]).map(|s| s.path),
+            Some(Path::Direct(_))
+        )
+    })
+}
+
 /// Four clients on node A (listing A then B): 0 and 1 relay-only in room "arena", 2 and 3
 /// on a direct path in room "lan", reliable ordered messages both ways in each pair. A goes
 /// silent midway. Every client times out, registers with B at once with its ticket (same
@@ -181,80 +322,25 @@ fn a_ticket_from_one_node_is_good_on_another_with_the_key_once_per_node() {
 /// peer dropped), the direct pair never leaves its path.
 #[test]
 fn when_its_node_goes_silent_every_client_moves_to_the_next_and_no_message_is_lost() {
-    let mut net = cluster(4, client_config(false));
-    for i in 2..4 {
-        let cfg = Arc::new(client_config(true));
-        net.clients[i].client = Client::new(cfg, [20 + i as u8; 32], net.now).unwrap();
-    }
-    let (now, a, b) = (net.now, net.server_addr, second_server_addr());
-    for c in &mut net.clients {
-        c.client.connect_any(now, &[a, b], &[]).unwrap();
-    }
-    assert!(net.drive_until(Duration::from_secs(1), |n| {
-        n.clients.iter().all(|c| c.client.is_connected())
-    }));
-    let hosts = net.hosts();
-    for (i, room) in [(0, "arena"), (1, "arena"), (2, "lan"), (3, "lan")] {
-        let now = net.now;
-        (net.clients[i].client)
-            .join_room(now, room, "", true, 4)
-            .unwrap();
-        net.run_for(Duration::from_millis(200));
-    }
-    let direct = |n: &Net| {
-        [(2, 3), (3, 2)].iter().all(|&(i, j)| {
-            matches!(
-                n.clients[i].client.peer_stats(hosts[j]).map(|s| s.path),
-                Some(Path::Direct(_))
-            )
-        })
-    };
-    assert!(
-        net.drive_until(Duration::from_secs(3), direct),
-        "no direct path"
-    );
-    let paths_before: Vec<usize> = (2..4).map(|i| path_changes(&net, i)).collect();
-
-    const N: u32 = 300;
-    let pairs = [(0, 1), (1, 0), (2, 3), (3, 2)];
-    let mut next = [0u32; 4];
+    let mut m = Moving::start();
+    let a = m.a;
     let mut silenced = None;
-    while net.elapsed() < Duration::from_secs(90) {
-        for (k, &(i, j)) in pairs.iter().enumerate() {
-            if next[k] < N {
-                let now = net.now;
-                let payload = next[k].to_be_bytes();
-                let c = &mut net.clients[i].client;
-                if c.send(now, hosts[j], Channel::RELIABLE_ORDERED, &payload)
-                    .is_ok()
-                {
-                    next[k] += 1;
-                }
-            }
-        }
-        net.run_for(Duration::from_millis(50));
-        if silenced.is_none() && next.iter().all(|&n| n >= N / 3) {
+    while m.net.elapsed() < Duration::from_secs(90) {
+        m.send_due();
+        m.net.run_for(Duration::from_millis(50));
+        if silenced.is_none() && m.a_third_sent() {
             // Node A goes silent (crashed, cut off): nothing in or out, ever again.
-            net.filter = Some(Box::new(move |s| s.from != a && s.to != a));
-            silenced = Some(net.elapsed());
+            m.net.filter = Some(Box::new(move |s| s.from != a && s.to != a));
+            silenced = Some(m.net.elapsed());
         }
-        assert!(
-            direct(&net),
-            "the direct pair left its path at {:?}",
-            net.elapsed()
-        );
-        let done = pairs
-            .iter()
-            .all(|&(i, j)| received(&net, j, hosts[i]).len() == N as usize);
-        if done && net.clients.iter().all(|c| c.client.is_connected()) {
+        m.assert_direct_pair_holds();
+        if m.all_received() && m.net.clients.iter().all(|c| c.client.is_connected()) {
             break;
         }
     }
     assert!(silenced.is_some());
-    for (i, c) in net.clients.iter().enumerate() {
-        assert_eq!(c.client.server_addr(), Some(b), "client {i} ends on B");
-        assert_eq!(c.client.host_id(), Some(hosts[i]), "client {i} kept its id");
-        let events = net.events_since(i, 0);
+    for i in 0..4 {
+        let events = m.net.events_since(i, 0);
         let disconnects: Vec<_> = events
             .iter()
             .filter_map(|e| match e {
@@ -268,31 +354,8 @@ fn when_its_node_goes_silent_every_client_moves_to_the_next_and_no_message_is_lo
             .filter(|e| matches!(e, ClientEvent::Connected { .. }))
             .count();
         assert_eq!(connects, 2, "client {i}: on A, then on B");
-        assert!(
-            !events.iter().any(|e| matches!(
-                e,
-                ClientEvent::PeerDropped { .. } | ClientEvent::MessageExpired { .. }
-            )),
-            "client {i}: nothing dropped or expired"
-        );
-        assert_eq!(c.client.stats().pairs_carried_over, 1, "client {i}");
     }
-    for &(i, j) in &pairs {
-        assert_eq!(
-            received(&net, j, hosts[i]),
-            (0..N).collect::<Vec<_>>(),
-            "{i} -> {j}: once each, in order"
-        );
-    }
-    for (k, i) in (2..4).enumerate() {
-        assert_eq!(path_changes(&net, i), paths_before[k], "client {i}'s path");
-    }
-    let second = net.second.as_ref().unwrap();
-    assert_eq!(second.server.stats().sessions_resumed, 4);
-    assert!(
-        second.server.stats().relayed_packets > 0,
-        "B relayed the pair"
-    );
+    m.assert_on_b_with_nothing_lost();
 }
 
 fn received(net: &Net, at: usize, from: HostId) -> Vec<u32> {
@@ -395,80 +458,25 @@ fn a_pair_split_across_nodes_reports_every_undelivered_message_expired() {
 /// relay-only pair resumes with nothing lost, the direct pair never leaves its path.
 #[test]
 fn when_its_node_drains_every_client_moves_to_the_next_at_once_and_no_message_is_lost() {
-    let mut net = cluster(4, client_config(false));
-    for i in 2..4 {
-        let cfg = Arc::new(client_config(true));
-        net.clients[i].client = Client::new(cfg, [20 + i as u8; 32], net.now).unwrap();
-    }
-    let (now, a, b) = (net.now, net.server_addr, second_server_addr());
-    for c in &mut net.clients {
-        c.client.connect_any(now, &[a, b], &[]).unwrap();
-    }
-    assert!(net.drive_until(Duration::from_secs(1), |n| {
-        n.clients.iter().all(|c| c.client.is_connected())
-    }));
-    let hosts = net.hosts();
-    for (i, room) in [(0, "arena"), (1, "arena"), (2, "lan"), (3, "lan")] {
-        let now = net.now;
-        (net.clients[i].client)
-            .join_room(now, room, "", true, 4)
-            .unwrap();
-        net.run_for(Duration::from_millis(200));
-    }
-    let direct = |n: &Net| {
-        [(2, 3), (3, 2)].iter().all(|&(i, j)| {
-            matches!(
-                n.clients[i].client.peer_stats(hosts[j]).map(|s| s.path),
-                Some(Path::Direct(_))
-            )
-        })
-    };
-    assert!(
-        net.drive_until(Duration::from_secs(3), direct),
-        "no direct path"
-    );
-    let paths_before: Vec<usize> = (2..4).map(|i| path_changes(&net, i)).collect();
-
-    const N: u32 = 300;
-    let pairs = [(0, 1), (1, 0), (2, 3), (3, 2)];
-    let mut next = [0u32; 4];
+    let mut m = Moving::start();
+    let b = m.b;
     let mut drained = None;
     let mut all_on_b = None;
-    while net.elapsed() < Duration::from_secs(60) {
-        for (k, &(i, j)) in pairs.iter().enumerate() {
-            if next[k] < N {
-                let now = net.now;
-                let payload = next[k].to_be_bytes();
-                let c = &mut net.clients[i].client;
-                if c.send(now, hosts[j], Channel::RELIABLE_ORDERED, &payload)
-                    .is_ok()
-                {
-                    next[k] += 1;
-                }
-            }
+    while m.net.elapsed() < Duration::from_secs(60) {
+        m.send_due();
+        m.net.run_for(Duration::from_millis(10));
+        if drained.is_none() && m.a_third_sent() {
+            let now = m.net.now;
+            m.net.server.drain(now, Duration::from_secs(30));
+            drained = Some(m.net.elapsed());
         }
-        net.run_for(Duration::from_millis(10));
-        if drained.is_none() && next.iter().all(|&n| n >= N / 3) {
-            let now = net.now;
-            net.server.drain(now, Duration::from_secs(30));
-            drained = Some(net.elapsed());
-        }
-        let on_b = net
-            .clients
-            .iter()
+        let on_b = (m.net.clients.iter())
             .all(|c| c.client.is_connected() && c.client.server_addr() == Some(b));
         if drained.is_some() && all_on_b.is_none() && on_b {
-            all_on_b = Some(net.elapsed());
+            all_on_b = Some(m.net.elapsed());
         }
-        assert!(
-            direct(&net),
-            "the direct pair left its path at {:?}",
-            net.elapsed()
-        );
-        let done = pairs
-            .iter()
-            .all(|&(i, j)| received(&net, j, hosts[i]).len() == N as usize);
-        if done && all_on_b.is_some() {
+        m.assert_direct_pair_holds();
+        if m.all_received() && all_on_b.is_some() {
             break;
         }
     }
@@ -477,9 +485,7 @@ fn when_its_node_drains_every_client_moves_to_the_next_at_once_and_no_message_is
     // a few 20 ms round trips, nowhere near an idle timeout.
     let moved = all_on_b - drained;
     assert!(moved < Duration::from_millis(200), "moved in {moved:?}");
-    let left: Vec<_> = net
-        .server_events
-        .iter()
+    let left: Vec<_> = (m.net.server_events.iter())
         .filter_map(|(at, e)| match e {
             crate::ServerEvent::ClientLeft { host_id, reason } => Some((*at, *host_id, *reason)),
             _ => None,
@@ -493,11 +499,9 @@ fn when_its_node_drains_every_client_moves_to_the_next_at_once_and_no_message_is
             "{host} left at {at:?}"
         );
     }
-    assert_eq!(net.server.clients().count(), 0);
-    for (i, c) in net.clients.iter().enumerate() {
-        assert_eq!(c.client.server_addr(), Some(b), "client {i} ends on B");
-        assert_eq!(c.client.host_id(), Some(hosts[i]), "client {i} kept its id");
-        let events = net.events_since(i, 0);
+    assert_eq!(m.net.server.clients().count(), 0);
+    for i in 0..4 {
+        let events = m.net.events_since(i, 0);
         let lifecycle: Vec<&str> = events
             .iter()
             .filter_map(|e| match e {
@@ -515,31 +519,8 @@ fn when_its_node_drains_every_client_moves_to_the_next_at_once_and_no_message_is
             ["connected", "draining", "moving", "connected"],
             "client {i}"
         );
-        assert!(
-            !events.iter().any(|e| matches!(
-                e,
-                ClientEvent::PeerDropped { .. } | ClientEvent::MessageExpired { .. }
-            )),
-            "client {i}: nothing dropped or expired"
-        );
-        assert_eq!(c.client.stats().pairs_carried_over, 1, "client {i}");
     }
-    for &(i, j) in &pairs {
-        assert_eq!(
-            received(&net, j, hosts[i]),
-            (0..N).collect::<Vec<_>>(),
-            "{i} -> {j}: once each, in order"
-        );
-    }
-    for (k, i) in (2..4).enumerate() {
-        assert_eq!(path_changes(&net, i), paths_before[k], "client {i}'s path");
-    }
-    let second = net.second.as_ref().unwrap();
-    assert_eq!(second.server.stats().sessions_resumed, 4);
-    assert!(
-        second.server.stats().relayed_packets > 0,
-        "B relayed the pair"
-    );
+    m.assert_on_b_with_nothing_lost();
 }
 
 /// A node that is draining refuses new clients: a first connect goes on to the next address
