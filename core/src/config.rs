@@ -364,6 +364,9 @@ pub struct ServerConfig {
     /// The rooms policy for servers with no game logic of their own (`None`: no rooms; room
     /// requests fail with [`crate::RoomError::Disabled`]).
     pub rooms: Option<RoomsConfig>,
+    /// Run as one node of a cluster sharing a directory ([`crate::cluster`]); `None` (the
+    /// default): a server on its own, as always.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// The rooms policy: named rooms with optional password, listing, join-random, kicking.
@@ -433,6 +436,7 @@ impl ServerConfig {
             relay_shards: 0,
             max_queued_control_per_client: 4096,
             rooms: None,
+            cluster: None,
         }
     }
 
@@ -463,6 +467,9 @@ impl ServerConfig {
         }
         if self.relay_shards > MAX_RELAY_SHARDS {
             return Err(ConfigError::OutOfRange("relay_shards"));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         Ok(())
     }

@@ -90,6 +90,7 @@
 
 mod arena;
 mod client;
+pub mod cluster;
 mod config;
 pub mod crypto;
 mod endpoint;
