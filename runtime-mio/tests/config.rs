@@ -342,7 +342,10 @@ fn every_key_refuses_bad_values_with_exit_2_naming_the_key() {
         if let Some(name) = l.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             section = format!("{name}.");
         }
-        if let Some(k) = l.strip_prefix("# ").and_then(|l| l.strip_suffix(" = (not set)")) {
+        if let Some(k) = l
+            .strip_prefix("# ")
+            .and_then(|l| l.strip_suffix(" = (not set)"))
+        {
             printed_keys.push(format!("{section}{k}"));
         }
     }

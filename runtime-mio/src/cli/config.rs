@@ -469,9 +469,9 @@ impl ClusterSettings {
         &self,
         listen: Option<SocketAddr>,
     ) -> Result<Option<pierce_core::cluster::ClusterConfig>, String> {
-        let (redis, node_id) = match (&self.redis, &self.node_id) {
+        let node_id = match (&self.redis, &self.node_id) {
             (None, None) => return Ok(None),
-            (Some(_), Some(id)) => (self.redis.as_ref(), id),
+            (Some(_), Some(id)) => id,
             (Some(_), None) => {
                 return Err("cluster.redis (--cluster) needs cluster.node_id (--node-id)".into());
             }
@@ -479,11 +479,8 @@ impl ClusterSettings {
                 return Err("cluster.node_id (--node-id) needs cluster.redis (--cluster)".into());
             }
         };
-        let _ = redis;
-        let advertise = self
-            .advertise
-            .or(listen)
-            .unwrap_or(SocketAddr::from(([0; 4], 0)));
+        let unspecified = SocketAddr::from(([0; 4], 0));
+        let advertise = self.advertise.or(listen).unwrap_or(unspecified);
         if advertise.ip().to_canonical().is_unspecified() || advertise.port() == 0 {
             return Err(format!(
                 "cluster.advertise (--advertise): other nodes send clients to this node at its \
