@@ -61,7 +61,11 @@ pub struct ClusterConfig {
 
 impl ClusterConfig {
     /// Node `node_id` of region `region`, reached at `advertise`, with the default timings.
-    pub fn new(node_id: impl Into<String>, region: impl Into<String>, advertise: SocketAddr) -> Self {
+    pub fn new(
+        node_id: impl Into<String>,
+        region: impl Into<String>,
+        advertise: SocketAddr,
+    ) -> Self {
         Self {
             node_id: node_id.into(),
             region: region.into(),
@@ -367,7 +371,9 @@ impl MemoryDirectory {
     }
 
     fn live(&self, now: Instant, node: &str) -> bool {
-        self.nodes.get(node).is_some_and(|(_, _, until)| *until > now)
+        self.nodes
+            .get(node)
+            .is_some_and(|(_, _, until)| *until > now)
     }
 
     /// Answers `request` at `now`.
@@ -526,7 +532,10 @@ mod tests {
         assert_eq!(ask(&mut d, t0, claim("r", "a", false)), Claim::Missing);
         assert_eq!(ask(&mut d, t0, claim("r", "a", true)), Claim::Ours);
         assert_eq!(ask(&mut d, t0, claim("r", "a", true)), Claim::Ours);
-        assert_eq!(ask(&mut d, t0, claim("r", "b", true)), Claim::Theirs(node("a")));
+        assert_eq!(
+            ask(&mut d, t0, claim("r", "b", true)),
+            Claim::Theirs(node("a"))
+        );
         // b keeps heartbeating, a does not: 3 s later a is gone and b may take the room.
         let t2 = t0 + Duration::from_secs(2);
         d.answer(t2, &beat("b", &[])).unwrap();
@@ -619,12 +628,19 @@ mod tests {
     #[test]
     fn ids_and_timings_are_checked() {
         let addr = SocketAddr::from(([192, 0, 2, 1], 4000));
-        assert_eq!(ClusterConfig::new("node-1.eu_a", "", addr).validate(), Ok(()));
+        assert_eq!(
+            ClusterConfig::new("node-1.eu_a", "", addr).validate(),
+            Ok(())
+        );
         assert!(ClusterConfig::new("", "eu", addr).validate().is_err());
         assert!(ClusterConfig::new("a b", "eu", addr).validate().is_err());
         assert!(ClusterConfig::new("a", "e/u", addr).validate().is_err());
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 4000));
-        assert!(ClusterConfig::new("a", "eu", unspecified).validate().is_err());
+        assert!(
+            ClusterConfig::new("a", "eu", unspecified)
+                .validate()
+                .is_err()
+        );
         let mut c = ClusterConfig::new("a", "eu", addr);
         c.node_ttl = Duration::from_secs(2);
         assert!(c.validate().is_err());

@@ -140,6 +140,17 @@ pub enum RoomError {
     /// The join asked for a relay-only room ([`crate::RoomOptions::relay_only`]) and the
     /// room exists but is not relay-only: joining would hand this client's addresses out.
     NotRelayOnly,
+    /// Cluster: the room lives on another node, and this client is in rooms here, so it
+    /// cannot be sent there (a client's rooms all live on the node it is on; groups spanning
+    /// nodes are not supported). Leave the rooms here first.
+    OtherNode,
+    /// Cluster: the directory (Redis) that says where rooms live cannot be reached, so a room
+    /// this node does not have can be neither found nor created; rooms here still work.
+    DirectoryUnavailable,
+    /// Cluster: the join was sent from node to node more than
+    /// [`crate::ClientConfig`]'s limit of redirects (4) in a row (nodes disagreeing while
+    /// rooms move); try again.
+    TooManyRedirects,
     /// A code this version does not know.
     Other(u8),
 }
@@ -159,6 +170,9 @@ impl RoomError {
             Self::TooManyRooms => 10,
             Self::Draining => 11,
             Self::NotRelayOnly => 12,
+            Self::OtherNode => 13,
+            Self::DirectoryUnavailable => 14,
+            Self::TooManyRedirects => 15,
             Self::Other(c) => c,
         }
     }
@@ -177,6 +191,9 @@ impl RoomError {
             10 => Self::TooManyRooms,
             11 => Self::Draining,
             12 => Self::NotRelayOnly,
+            13 => Self::OtherNode,
+            14 => Self::DirectoryUnavailable,
+            15 => Self::TooManyRedirects,
             c => Self::Other(c),
         }
     }
@@ -304,6 +321,20 @@ pub enum ClientEvent {
     ServerDraining {
         /// Time left before the server closes the session.
         within: crate::time::Duration,
+    },
+    /// Cluster: the node sent this client to another node (`to`): a join reached a node that
+    /// does not have the room (`room` names it), or the node is draining and its rooms moved
+    /// (`room` is `None`). The client closed its session with `from`, registers with `to`
+    /// with its resumption ticket (same host id), joins its rooms again there and asks for
+    /// `room`; `Connected` follows (no `Disconnected`). Peers with a direct path never
+    /// notice; relayed ones resume when `to` introduces the pair again, nothing lost.
+    Redirected {
+        /// The node left.
+        from: SocketAddr,
+        /// The node registered with now.
+        to: SocketAddr,
+        /// The room asked for, if the redirect was for a join.
+        room: Option<String>,
     },
     /// The session with the server moved to TCP (`tcp: true`: UDP to the server failed, see
     /// [`crate::Transport::Auto`]) or back to UDP (a probe came back). Nothing sent is lost
@@ -506,6 +537,29 @@ pub enum ServerEvent {
     ClientOnline {
         /// Its id.
         host_id: HostId,
+    },
+    /// Cluster: the directory gave this node its number (the high 16 bits of every host id
+    /// it issues); it takes clients from now on.
+    NodeNumbered {
+        /// The number.
+        number: u16,
+    },
+    /// Cluster: the directory stopped answering (`reachable: false`: joins of rooms this
+    /// node does not have fail with [`RoomError::DirectoryUnavailable`], rooms here go on)
+    /// or answers again (`true`: the node is registered again, its rooms claimed again).
+    DirectoryReachable {
+        /// Whether it answers now.
+        reachable: bool,
+    },
+    /// Cluster: client `host_id` was sent to node `to` (a join of a room living there, or
+    /// a room of this draining node moving there).
+    ClientRedirected {
+        /// The client.
+        host_id: HostId,
+        /// The node it was sent to.
+        to: SocketAddr,
+        /// The room it asked for, if the redirect was for a join.
+        room: Option<String>,
     },
 }
 

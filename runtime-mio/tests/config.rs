@@ -24,7 +24,7 @@ const QUICK: Duration = Duration::from_secs(10);
 /// Keys at the top level (the process's: one for each flag, and `secret_file`) and in the
 /// sections (the core's).
 const TOP_KEYS: usize = 14;
-const SECTION_KEYS: usize = 35;
+const SECTION_KEYS: usize = 44;
 
 /// A fresh, empty temporary directory for one test.
 fn temp_dir(name: &str) -> PathBuf {
@@ -216,6 +216,15 @@ const BAD: &[(&str, &str, &str)] = &[
     ("rooms.default_max_members", "0 65536", "from 1 to 65535"),
     ("rooms.max_members_cap", "0 65536", "from 1 to 65535"),
     ("rooms.relay_only", r#"1 "yes""#, "invalid type"),
+    ("cluster.redis", r#""http://127.0.0.1:1" "redis://127.0.0.1:0" "redis://u:p@h:1" '' 7"#, "cluster.redis"),
+    ("cluster.node_id", r#"'' "a+b" "x/y" 7"#, "cluster.node_id"),
+    ("cluster.advertise", r#""nowhere" "127.0.0.1" 7"#, "cluster.advertise"),
+    ("cluster.region", r#""e/u" 7"#, "cluster.region"),
+    ("cluster.namespace", r#"'' "a:b" 7"#, "cluster.namespace"),
+    ("cluster.heartbeat_ms", "0 3600001", "from 1 to 3600000"),
+    ("cluster.node_ttl_ms", "0 3600001", "from 1 to 3600000"),
+    ("cluster.room_ttl_ms", "0 3600001", "from 1 to 3600000"),
+    ("cluster.answer_timeout_ms", "0 3600001", "from 1 to 3600000"),
     // Unknown keys, at the top and in every section; an unknown section.
     ("bogus_key", "1", "unknown field `bogus_key`"),
     ("session.bogus_key", "1", "unknown field `bogus_key`"),
@@ -302,6 +311,14 @@ fn every_key_refuses_bad_values_with_exit_2_naming_the_key() {
         ("alt_listen = \"[::1]:0\"\n", &["--listen", "127.0.0.1:0"], "alt_listen",
             "same address family"),
         ("json = true\n", &[], "--listen", "no address to listen on"),
+        ("[cluster]\nredis = \"redis://127.0.0.1:6379\"\n", &[], "cluster.node_id",
+            "needs cluster.node_id"),
+        ("[cluster]\nnode_id = \"a\"\n", &["--listen", "127.0.0.1:0"], "cluster.redis",
+            "needs cluster.redis"),
+        ("[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnode_id = \"a\"\n",
+            &["--listen", "0.0.0.0:7000"], "cluster.advertise", "give the address clients reach"),
+        ("[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnode_id = \"a\"\nheartbeat_ms = 2000\n",
+            &["--listen", "127.0.0.1:7000"], "cluster.node_ttl_ms", "more than twice"),
         // An unknown section is an unknown key at the top.
         ("[limits]\nmax_clients = 1\n", &[], "limits (line 1)", "unknown field `limits`"),
     ];
@@ -320,12 +337,18 @@ fn every_key_refuses_bad_values_with_exit_2_naming_the_key() {
     // The table covers every key --print-config prints.
     let printed = print_config(&dir, &[]);
     let mut printed_keys: Vec<String> = keys_of(&printed).into_iter().map(|(k, _)| k).collect();
-    printed_keys.extend(
-        printed
-            .lines()
-            .filter_map(|l| l.strip_prefix("# ")?.strip_suffix(" = (not set)"))
-            .map(str::to_owned),
-    );
+    let mut section = String::new();
+    for l in printed.lines() {
+        if let Some(name) = l.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = format!("{name}.");
+        }
+        if let Some(k) = l
+            .strip_prefix("# ")
+            .and_then(|l| l.strip_suffix(" = (not set)"))
+        {
+            printed_keys.push(format!("{section}{k}"));
+        }
+    }
     printed_keys.push("secret".to_owned());
     assert_eq!(
         printed_keys.len(),

@@ -15,6 +15,9 @@ use crate::wire::control::{
 const MAX_ROOM_REQUESTS: usize = 32;
 /// Rooms remembered at once, at most.
 const MAX_ROOMS: usize = 2 * MAX_ROOM_REQUESTS;
+/// Redirects one join follows in a row, at most (cluster nodes disagreeing while rooms
+/// move); past it the join fails with [`RoomError::TooManyRedirects`].
+pub(super) const MAX_REDIRECTS: u8 = 4;
 
 /// How a room is made if a join creates it ([`crate::Client::join_room_with`],
 /// [`crate::Client::create_room_with`]).
@@ -85,8 +88,13 @@ pub(super) struct Membership {
     /// Rooms this client is in, rejoined by name after re-registering with a server that
     /// lost them.
     rooms: BTreeMap<GroupId, RoomRequest>,
-    /// Passwords, sizes and privacy of rooms asked for, by name, until the answer.
-    requests: BTreeMap<String, (String, u16, bool)>,
+    /// Passwords, sizes, privacy and join flags of rooms asked for, by name, until the
+    /// answer.
+    requests: BTreeMap<String, (String, u16, bool, u8)>,
+    /// The join a redirect sends to the next node (by name), asked for once registered there.
+    followed: Option<String>,
+    /// Redirects followed since the last join answer.
+    redirects: u8,
     events: VecDeque<ClientEvent>,
 }
 
@@ -118,17 +126,46 @@ impl Membership {
             return Err(CommandError::InvalidName { max: MAX_NAME_LEN });
         }
         queue(&request.msg(flags))?;
-        self.remember(request);
+        self.remember(request, flags);
         Ok(())
     }
 
-    fn remember(&mut self, r: &RoomRequest) {
+    fn remember(&mut self, r: &RoomRequest, flags: u8) {
         if self.requests.len() < MAX_ROOM_REQUESTS || self.requests.contains_key(&r.name) {
             self.requests.insert(
                 r.name.clone(),
-                (r.password.clone(), r.max_members, r.relay_only),
+                (r.password.clone(), r.max_members, r.relay_only, flags),
             );
         }
+    }
+
+    /// A node sent our join of room `name` to another node: it is asked for there once
+    /// registered ([`Membership::take_followed`]). False (the request forgotten) past
+    /// [`MAX_REDIRECTS`] in a row, or for a room never asked for.
+    pub(super) fn follow(&mut self, name: &str) -> bool {
+        self.redirects += 1;
+        if self.redirects > MAX_REDIRECTS || !self.requests.contains_key(name) {
+            self.requests.remove(name);
+            self.redirects = 0;
+            self.followed = None;
+            return false;
+        }
+        self.followed = Some(name.to_owned());
+        true
+    }
+
+    /// The join a redirect carries to this node, with its flags.
+    pub(super) fn take_followed(&mut self) -> Option<(RoomRequest, u8)> {
+        let name = self.followed.take()?;
+        let (password, max_members, relay_only, flags) = self.requests.get(&name)?.clone();
+        let request = RoomRequest {
+            name,
+            password,
+            max_members,
+            relay_only,
+        };
+        // (The relay-only flag is added back by `RoomRequest::msg`.)
+        Some((request, flags & !JOIN_RELAY_ONLY))
     }
 
     /// This client left a room (asked the server to).
@@ -141,7 +178,7 @@ impl Membership {
     pub(super) fn rejoin(&mut self) -> Vec<RoomRequest> {
         let rooms: Vec<RoomRequest> = std::mem::take(&mut self.rooms).into_values().collect();
         for r in &rooms {
-            self.remember(r);
+            self.remember(r, JOIN_CREATE);
         }
         rooms
     }
@@ -200,7 +237,8 @@ impl Membership {
                 self.events.push_back(ClientEvent::GroupDestroyed { group });
             }
             ControlMsg::RoomJoined { group, owner, name } => {
-                let (password, max_members, relay_only) =
+                self.redirects = 0;
+                let (password, max_members, relay_only, _) =
                     self.requests.remove(name).unwrap_or_default();
                 if self.rooms.len() < MAX_ROOMS {
                     let r = RoomRequest {
@@ -245,6 +283,7 @@ impl Membership {
                 });
             }
             ControlMsg::RoomError { op, reason } => {
+                self.redirects = 0;
                 self.events.push_back(ClientEvent::RoomFailed {
                     op: RoomOp::from_code(op),
                     error: RoomError::from_code(reason),
@@ -263,6 +302,8 @@ impl Membership {
 
     /// Everything goes.
     pub(super) fn clear(&mut self) {
+        self.followed = None;
+        self.redirects = 0;
         self.groups.clear();
         self.rooms.clear();
         self.requests.clear();

@@ -31,12 +31,12 @@ use std::sync::Arc;
 use crate::arena::Arena;
 use crate::config::ClientConfig;
 use crate::error::ConfigError;
-use crate::event::{ClientEvent, DisconnectReason, HostId};
+use crate::event::{ClientEvent, DisconnectReason, HostId, RoomError, RoomOp};
 use crate::rng::{self, Rng};
 use crate::rudp::PeerDropReason;
 use crate::stats::ClientStats;
 use crate::time::{Clock, Instant, Timeout};
-use crate::wire::control::{Candidates, ControlMsg, NatInfo};
+use crate::wire::control::{Candidates, ControlMsg, JOIN_REDIRECTED, NatInfo};
 use crate::wire::demux::{self, Datagram};
 use crate::wire::frame::{Frame, decode_all};
 use crate::wire::sealed::SealedPacket;
@@ -238,6 +238,7 @@ impl Client {
                 self.push_event(ClientEvent::ServerDraining { within });
                 self.leave_draining(now);
             }
+            ControlMsg::Redirect { node, room } => self.follow_redirect(now, node, room),
             _ => self.stats.dropped.unexpected += 1,
         }
     }
@@ -322,6 +323,10 @@ impl Client {
             for r in self.membership.rejoin() {
                 let _ = self.session.push_control(&r.msg(join_flags(true)));
             }
+            // The join a redirect sent here.
+            if let Some((r, flags)) = self.membership.take_followed() {
+                let _ = self.session.push_control(&r.msg(flags | JOIN_REDIRECTED));
+            }
         }
         if self.config.private {
             // Nothing about where we are: no LAN addresses, no NAT behaviour (its mapped
@@ -405,6 +410,43 @@ impl Client {
         self.session.leave(now, until);
         let reason = DisconnectReason::ServerDraining;
         self.push_event(ClientEvent::Disconnected { reason });
+        let relay_until = now + self.config.idle_timeout.min(lifetime);
+        self.forget_server(until, Some(relay_until));
+    }
+
+    /// The node sends us to node `to` (cluster: `room` lives there, or, `room` empty, the
+    /// node drains and our rooms moved there): the session with it closes and the client
+    /// registers with `to` at once, with its ticket, as after a stateless reset (rooms
+    /// rejoined, then `room` asked for; direct peers untouched, relay-only ones kept for the
+    /// idle timeout until `to` introduces them again). A client that does not re-register
+    /// (or keeps no pairs) cannot move: the join fails. A join sent on more than
+    /// [`membership::MAX_REDIRECTS`] times in a row fails too.
+    fn follow_redirect(&mut self, now: Instant, to: SocketAddr, room: &str) {
+        let lifetime = self.config.pair_lifetime;
+        let from = self.session.server_addr();
+        let room = (!room.is_empty()).then(|| room.to_owned());
+        let fail = |s: &mut Self, error| {
+            s.push_event(ClientEvent::RoomFailed {
+                op: RoomOp::Join,
+                error,
+            });
+        };
+        let Some(from) = from.filter(|_| self.config.reregister && !lifetime.is_zero()) else {
+            self.stats.dropped.unexpected += 1;
+            return if room.is_some() {
+                fail(self, RoomError::OtherNode)
+            } else {
+                // (A draining node's redirect: it closes the session in time.)
+            };
+        };
+        if let Some(name) = &room {
+            if !self.membership.follow(name) {
+                return fail(self, RoomError::TooManyRedirects);
+            }
+        }
+        let until = now + lifetime;
+        self.session.redirect(now, until, to);
+        self.push_event(ClientEvent::Redirected { from, to, room });
         let relay_until = now + self.config.idle_timeout.min(lifetime);
         self.forget_server(until, Some(relay_until));
     }

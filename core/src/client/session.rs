@@ -538,6 +538,32 @@ impl Session {
         self.detach(now, until, true, true);
     }
 
+    /// The node sends us to node `to` (a room lives there, or the node drains): the session
+    /// with it closes as when it drains ([`Session::leave`]) and the re-registration, at
+    /// once, goes to `to`. `to` joins the address list if it was not in it (a full list
+    /// gives up an entry other than the one just left); if `to` does not take us, the list
+    /// goes on from there as after any lost session.
+    pub(super) fn redirect(&mut self, now: Instant, until: Instant, to: SocketAddr) {
+        let n = self.servers.len();
+        let at = match self.servers.iter().position(|a| *a == to) {
+            Some(i) => i,
+            None if n < crate::Client::MAX_SERVERS => {
+                self.servers.push(to);
+                self.refused.push(false);
+                n
+            }
+            None => {
+                let i = if self.current == n - 1 { n - 2 } else { n - 1 };
+                self.servers[i] = to;
+                i
+            }
+        };
+        self.leave(now, until);
+        let n = self.servers.len();
+        // The re-registration takes the address after `current`.
+        self.current = (at + n - 1) % n;
+    }
+
     /// A first connect refused by a draining or full address: the next address not known to
     /// refuse, within the same connect timeout. `false` (nothing changed) if every address has
     /// refused, or this is not a first connect with several addresses.

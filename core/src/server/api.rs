@@ -2,12 +2,14 @@
 //! machine that owns what it touches (see `mod.rs` for the children and the routing);
 //! nothing here holds state or protocol logic of its own.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use super::Server;
 use super::groups::Roster;
 use super::rooms::RoomSummary;
+use super::{Server, node};
 use crate::SocketId;
+use crate::cluster::{DirectoryAnswer, DirectoryError, DirectoryRequest, NodeInfo, QueryId};
 use crate::crypto::PublicKey;
 use crate::error::{ConfigError, GroupError, SendError, UnknownHost};
 use crate::event::{GroupId, HostId, LeaveReason, RoomError};
@@ -216,15 +218,83 @@ impl Server {
     /// Existing sessions, rooms, pairs and relaying go on until the runtime disconnects them.
     /// Calling it again tells the clients the new `within`.
     pub fn drain(&mut self, now: Instant, within: Duration) {
-        self.command(now, |s, _| {
+        self.command(now, |s, now| {
             s.draining = true;
             s.sessions.set_draining();
             s.rooms.set_draining();
             let within_ms = u32::try_from(within.as_millis()).unwrap_or(u32::MAX);
+            let mut told: BTreeSet<HostId> = BTreeSet::new();
+            if s.node.is_some() {
+                told = s.move_rooms(now);
+            }
             let hosts: Vec<HostId> = s.sessions.hosts().collect();
-            for host in hosts {
+            for host in hosts.into_iter().filter(|h| !told.contains(h)) {
                 s.groups
                     .push_control(host, &ControlMsg::Draining { within_ms });
+            }
+        });
+    }
+
+    // ---- cluster -------------------------------------------------------------------------
+
+    /// The next question for the cluster directory (only with [`ServerConfig::cluster`]):
+    /// answer it, in any order, with [`Server::handle_directory`] (a question unanswered for
+    /// [`crate::cluster::ClusterConfig::answer_timeout`] has failed). Drain after every call
+    /// into the server, as [`Server::poll_transmit`].
+    ///
+    /// [`ServerConfig::cluster`]: crate::ServerConfig::cluster
+    pub fn poll_directory(&mut self) -> Option<(QueryId, DirectoryRequest)> {
+        self.node.as_mut()?.poll_request()
+    }
+
+    /// The directory's answer to question `id` (see [`Server::poll_directory`]); a late
+    /// one, or one for no question, is ignored.
+    pub fn handle_directory(
+        &mut self,
+        now: Instant,
+        id: QueryId,
+        answer: Result<DirectoryAnswer, DirectoryError>,
+    ) {
+        self.command(now, |s, now| {
+            if let Some(node) = &mut s.node {
+                node.handle_answer(now, id, answer);
+                s.rooms.set_listed(node.known().1);
+            }
+        });
+    }
+
+    /// The runtime's measure of this process's CPU use, in percent of one core, published
+    /// with the next heartbeats ([`crate::cluster::NodeLoad::cpu_percent`]).
+    pub fn report_cpu(&mut self, percent: u16) {
+        if let Some(node) = &mut self.node {
+            node.set_cpu(percent);
+        }
+    }
+
+    /// This cluster node's number (the high 16 bits of its host ids), once the directory gave
+    /// it; `None` before, and for a server on its own.
+    pub fn node_number(&self) -> Option<u16> {
+        self.node.as_ref()?.number()
+    }
+
+    /// The cluster's nodes as this node last heard of them (empty for a server on its own).
+    pub fn cluster_nodes(&self) -> &[NodeInfo] {
+        self.node.as_ref().map_or(&[], |n| n.known().0)
+    }
+
+    /// Whether the directory answered this node's last question (`true` for a server on its
+    /// own).
+    pub fn directory_reachable(&self) -> bool {
+        self.node.as_ref().is_none_or(node::Node::is_reachable)
+    }
+
+    /// The node leaves the cluster (before its process exits): one last question
+    /// ([`DirectoryRequest::Leave`]) that releases its rooms at once instead of when their
+    /// claims expire. Deliver it before exiting.
+    pub fn leave_cluster(&mut self, now: Instant) {
+        self.command(now, |s, now| {
+            if let Some(node) = &mut s.node {
+                node.leave(now);
             }
         });
     }

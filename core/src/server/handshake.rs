@@ -92,6 +92,8 @@ pub(super) struct Handshakes {
     retries: VecDeque<(Path, u32, [u8; COOKIE_LEN])>,
     /// The server is draining: every Connect is refused with [`RejectReason::Draining`].
     draining: bool,
+    /// See [`Handshakes::set_ready`].
+    not_ready: bool,
 }
 
 /// A half-open session, as the handshake knows it.
@@ -159,6 +161,7 @@ impl Handshakes {
             hellos: VecDeque::new(),
             retries: VecDeque::new(),
             draining: false,
+            not_ready: false,
         }
     }
 
@@ -301,6 +304,17 @@ impl Handshakes {
         self.draining = true;
     }
 
+    /// Until `ready`, every Connect is refused with [`RejectReason::Draining`] (a cluster
+    /// node that has no number from the directory yet issues no host ids).
+    pub(super) fn set_ready(&mut self, ready: bool) {
+        self.not_ready = !ready;
+    }
+
+    /// The valid ticket half-open session `key` presented, if any.
+    pub(super) fn ticket_of(&self, key: usize) -> Option<Ticket> {
+        self.pending.get(&key).and_then(|p| p.resume)
+    }
+
     pub(super) fn handle_resume(&mut self, key: usize, ticket: Option<Ticket>) {
         if let Some(p) = self.pending.get_mut(&key) {
             p.resume = ticket;
@@ -330,7 +344,7 @@ impl Handshakes {
             },
         };
         let verdict = verdict.and_then(|user| {
-            if self.draining {
+            if self.draining || self.not_ready {
                 Err(RejectReason::Draining)
             } else if clients >= self.config.max_clients {
                 Err(RejectReason::ServerFull)

@@ -21,6 +21,7 @@ mod events;
 mod forward;
 mod groups;
 mod handshake;
+mod node;
 mod relay;
 mod reset;
 mod rooms;
@@ -32,16 +33,17 @@ mod stun;
 mod tests;
 mod ticket;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rand::RngCore;
 
+use crate::cluster::NodeLoad;
 use crate::config::ServerConfig;
 use crate::crypto::PublicKey;
 use crate::error::ConfigError;
-use crate::event::{HostId, LeaveReason, ServerEvent};
+use crate::event::{HostId, LeaveReason, RoomError, RoomOp, ServerEvent};
 use crate::rng::{self, Rng};
 use crate::stats::ServerStats;
 use crate::time::{Clock, Duration, Instant, Timeout};
@@ -108,6 +110,11 @@ pub struct Server {
     stats: ServerStats,
     /// [`Server::drain`] was called.
     draining: bool,
+    /// Its part in a cluster ([`ServerConfig::cluster`]).
+    node: Option<node::Node>,
+    /// Half-open sessions whose Connect waits for the directory to take their ticket: slot
+    /// → (session id, connect token).
+    parked: BTreeMap<usize, (u32, Vec<u8>)>,
 }
 
 impl Server {
@@ -131,6 +138,13 @@ impl Server {
         let groups = groups::Groups::new(rng.next_u32().max(1));
         let stun = stun::StunResponder::new(rng.next_u64(), &config);
         let budgets = Arc::new(relay::Budgets::new(&config));
+        let mut sessions = sessions;
+        let mut rooms = rooms::Rooms::new(config.rooms.clone());
+        let node = (config.cluster.clone()).map(|c| {
+            sessions.await_node_number();
+            rooms.set_clustered();
+            node::Node::new(c, now)
+        });
         let role = if config.relay_shards == 0 {
             Role::Alone
         } else {
@@ -144,7 +158,7 @@ impl Server {
             resets: reset::Resets::new(&config),
             sessions,
             groups,
-            rooms: rooms::Rooms::new(config.rooms.clone()),
+            rooms,
             forwarder: Forwarder::new(&config, budgets.clone(), role),
             budgets,
             forward_out: VecDeque::new(),
@@ -152,6 +166,8 @@ impl Server {
             scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
             stats: ServerStats::default(),
             draining: false,
+            node,
+            parked: BTreeMap::new(),
             config,
         })
     }
@@ -287,16 +303,16 @@ impl Server {
     /// Each frame of session `key`'s packet to the session, then what it passes on onwards.
     fn on_frames(&mut self, now: Instant, key: usize, path: Path, frames: &[Frame<'_>]) {
         for &frame in frames {
+            let handshake = matches!(frame, Frame::Resume { .. } | Frame::Connect { .. });
+            if handshake && self.parked.contains_key(&key) {
+                // Retransmitted while the directory is asked about its ticket.
+                continue;
+            }
             let stats = &mut self.stats;
             match self.sessions.handle_frame(now, key, path, frame, stats) {
                 Routed::Done => {}
                 Routed::Gone => return,
-                Routed::Connect(token) => {
-                    let (rng, stats) = (&mut self.rng, &mut self.stats);
-                    for e in self.sessions.handle_connect(now, key, token, rng, stats) {
-                        self.events.push(e);
-                    }
-                }
+                Routed::Connect(token) => self.on_connect(now, key, token),
                 Routed::Close(code) => {
                     return self.end_client(now, key, LeaveReason::Closed(code), None);
                 }
@@ -319,6 +335,23 @@ impl Server {
         }
     }
 
+    /// Half-open session `key`'s Connect frame: settled now, or (a cluster node, with a
+    /// ticket) once the directory says whether the ticket was used anywhere before.
+    fn on_connect(&mut self, now: Instant, key: usize, token: &[u8]) {
+        if let Some(node) = &mut self.node {
+            if let Some((session, ticket)) = self.sessions.presented_ticket(key) {
+                let ttl = self.sessions.ticket_ttl(now, &ticket);
+                node.ask_ticket(now, key, session, ticket.id, ttl);
+                self.parked.insert(key, (session, token.to_vec()));
+                return;
+            }
+        }
+        let (rng, stats) = (&mut self.rng, &mut self.stats);
+        for e in self.sessions.handle_connect(now, key, token, rng, stats) {
+            self.events.push(e);
+        }
+    }
+
     /// A control message from a client: to the application, or the rooms (and groups).
     fn on_control(&mut self, now: Instant, from: HostId, msg: ControlMsg<'_>) {
         if let ControlMsg::App { data } = msg {
@@ -327,6 +360,163 @@ impl Server {
         let (groups, rng, stats) = (&mut self.groups, &mut self.rng, &mut self.stats);
         (self.rooms).handle_control(groups, rng, &self.sessions, from, msg, stats);
         self.drain_groups(now);
+    }
+
+    // ---- cluster -----------------------------------------------------------------------
+
+    /// This node's load now (for the registry and placement).
+    pub(super) fn load(&self) -> NodeLoad {
+        NodeLoad {
+            clients: self.sessions.clients() as u32,
+            rooms: self.rooms.len() as u32,
+            ..NodeLoad::default()
+        }
+    }
+
+    /// Hands the rooms' questions to the node (joins of rooms not here, rooms gone), then
+    /// carries out what the node's answers decided.
+    fn drain_node(&mut self, now: Instant) {
+        let load = self.load();
+        let Some(node) = &mut self.node else {
+            return;
+        };
+        while let Some(join) = self.rooms.poll_ask() {
+            node.ask_join(now, join, load);
+        }
+        while let Some(room) = self.rooms.poll_released() {
+            node.release(now, room);
+        }
+        while let Some(verdict) = self.node.as_mut().and_then(node::Node::poll_verdict) {
+            self.carry_out(now, verdict);
+        }
+        self.drain_groups(now);
+    }
+
+    /// Carries out one verdict of the node's.
+    fn carry_out(&mut self, now: Instant, verdict: node::Verdict) {
+        use node::Verdict;
+        match verdict {
+            Verdict::Numbered(number) => {
+                self.sessions.set_node_number(number);
+                self.events.push(ServerEvent::NodeNumbered { number });
+            }
+            Verdict::Reachable(reachable) => {
+                self.events
+                    .push(ServerEvent::DirectoryReachable { reachable });
+                if let Some(node) = &self.node {
+                    self.rooms.set_listed(node.known().1);
+                }
+            }
+            Verdict::Here(join) => {
+                let (groups, rng) = (&mut self.groups, &mut self.rng);
+                (self.rooms).join_here(groups, rng, &self.sessions, &join);
+                // (A room created here may be asked about again if the directory refused.)
+                while let Some(join) = self.rooms.poll_ask() {
+                    rooms::room_error(
+                        &mut self.groups,
+                        join.host,
+                        RoomOp::Join,
+                        RoomError::DirectoryUnavailable,
+                    );
+                }
+            }
+            Verdict::Redirect { host, to, room } => {
+                let elsewhere = !self.groups.client_groups(host).is_empty();
+                if elsewhere {
+                    rooms::room_error(&mut self.groups, host, RoomOp::Join, RoomError::OtherNode);
+                } else if self.sessions.established_key(host).is_some() {
+                    self.redirect(host, to, Some(room));
+                }
+            }
+            Verdict::Fail { host, error } => {
+                rooms::room_error(&mut self.groups, host, RoomOp::Join, error);
+            }
+            Verdict::Ticket {
+                key,
+                session,
+                first,
+            } => {
+                let Some((id, token)) = self.parked.remove(&key) else {
+                    return;
+                };
+                if id != session || !self.sessions.still_half_open(key, session) {
+                    return;
+                }
+                if !first {
+                    self.sessions.refuse_ticket(key, &mut self.stats);
+                }
+                let (rng, stats) = (&mut self.rng, &mut self.stats);
+                for e in self.sessions.handle_connect(now, key, &token, rng, stats) {
+                    self.events.push(e);
+                }
+            }
+            Verdict::Lost { room, to } => {
+                let members = (self.rooms.members_of(&self.groups, &room)).map(<[_]>::to_vec);
+                for host in members.unwrap_or_default() {
+                    self.redirect(host, to, None);
+                }
+            }
+        }
+    }
+
+    /// Sends client `host` to node `to` (for `room`, if the redirect is for a join).
+    pub(super) fn redirect(&mut self, host: HostId, to: SocketAddr, room: Option<String>) {
+        let name = room.as_deref().unwrap_or("");
+        self.groups.push_control(
+            host,
+            &ControlMsg::Redirect {
+                node: to,
+                room: name,
+            },
+        );
+        self.events.push(ServerEvent::ClientRedirected {
+            host_id: host,
+            to,
+            room,
+        });
+    }
+
+    /// A draining cluster node: each room moves to the least-loaded other active node (the
+    /// claim handed over, every member redirected there, where they rejoin it). Returns the
+    /// clients redirected (the others are told the node drains).
+    pub(super) fn move_rooms(&mut self, now: Instant) -> BTreeSet<HostId> {
+        let mut moved = BTreeSet::new();
+        let load = self.load();
+        let relayed = self.stats.relayed_bytes;
+        let listed = self.rooms.listed_here(&self.groups);
+        let Some(node) = &mut self.node else {
+            return moved;
+        };
+        node.drain(now, load, relayed, listed.clone());
+        let Some(to) = node.best_other().cloned() else {
+            return moved;
+        };
+        for room in listed {
+            node.hand(now, room.name.clone(), to.id.clone());
+            let members = self.rooms.members_of(&self.groups, &room.name);
+            moved.extend(members.unwrap_or_default().iter().copied());
+        }
+        for &host in &moved {
+            self.redirect(host, to.udp, None);
+        }
+        moved
+    }
+
+    /// Heartbeat if due; questions past their time fail.
+    fn node_timeout(&mut self, now: Instant) {
+        let load = self.load();
+        let relayed = self.stats.relayed_bytes;
+        let rooms = self.rooms.listed_here(&self.groups);
+        let Some(node) = &mut self.node else {
+            return;
+        };
+        node.handle_timeout(now);
+        if node.beat_due(now) {
+            node.beat(now, load, relayed, rooms);
+        }
+        // The list as of the last answer (answers come between timeouts).
+        self.rooms.set_listed(node.known().1);
+        self.drain_node(now);
     }
 
     /// A peer packet behind a relay header (the relay fast path): the forwarder checks it
@@ -397,6 +587,7 @@ impl Server {
     /// forwarders learn what changed.
     fn settle(&mut self, now: Instant) {
         self.drain_groups(now);
+        self.drain_node(now);
         while let Some(host) = self.sessions.poll_overloaded() {
             if let Some(key) = self.sessions.established_key(host) {
                 self.end_client(now, key, LeaveReason::Overloaded, None);
@@ -497,6 +688,7 @@ impl Endpoint for Server {
                 }
             }
         }
+        self.node_timeout(now);
         self.settle(now);
     }
 
@@ -532,7 +724,8 @@ impl Endpoint for Server {
     /// Deadlines are kept lazily: after a session ends, its last deadline may still be
     /// reported once ("stale session deadline"); waking for it is harmless and clears it.
     fn poll_timeout(&self) -> Option<Timeout> {
-        self.sessions.poll_timeout()
+        let node = self.node.as_ref().and_then(node::Node::poll_timeout);
+        Timeout::earliest(self.sessions.poll_timeout(), node)
     }
 }
 

@@ -8,9 +8,11 @@
 //! with the group changes they cause). Every leave and every destruction of any group goes
 //! through [`Rooms::leave`] and [`Rooms::destroy`], so a room never outlives its rules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::groups::{Groups, Roster};
+use super::node::Join;
+use crate::cluster::ListedRoom;
 use crate::config::RoomsConfig;
 use crate::error::GroupError;
 use crate::event::{GroupId, HostId, LeaveReason, MemberLeftReason, RoomError, RoomOp};
@@ -34,6 +36,15 @@ pub(super) struct Rooms {
     rooms: BTreeMap<GroupId, Room>,
     /// The server is draining ([`crate::Server::drain`]): no new rooms.
     draining: bool,
+    /// A cluster node: a room that is not here is asked about ([`Rooms::poll_ask`]), and
+    /// rooms destroyed are told ([`Rooms::poll_released`]).
+    clustered: bool,
+    /// Joins of rooms not here, for the directory.
+    asks: VecDeque<Join>,
+    /// Rooms destroyed here, for the directory.
+    released: VecDeque<String>,
+    /// The rooms of the other nodes (the cluster-wide list, as last heard).
+    listed: Vec<ListedRoom>,
 }
 
 /// A room as the operator sees it ([`crate::Server::rooms`]).
@@ -70,7 +81,7 @@ fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
-fn room_error(groups: &mut Groups, to: HostId, op: RoomOp, error: RoomError) {
+pub(super) fn room_error(groups: &mut Groups, to: HostId, op: RoomOp, error: RoomError) {
     groups.push_control(
         to,
         &ControlMsg::RoomError {
@@ -87,7 +98,54 @@ impl Rooms {
             by_name: BTreeMap::new(),
             rooms: BTreeMap::new(),
             draining: false,
+            clustered: false,
+            asks: VecDeque::new(),
+            released: VecDeque::new(),
+            listed: Vec::new(),
         }
+    }
+
+    /// This server is a cluster node.
+    pub(super) fn set_clustered(&mut self) {
+        self.clustered = true;
+    }
+
+    /// The next join of a room that is not here: the directory says where it lives.
+    pub(super) fn poll_ask(&mut self) -> Option<Join> {
+        self.asks.pop_front()
+    }
+
+    /// The next room destroyed here (cluster nodes only).
+    pub(super) fn poll_released(&mut self) -> Option<String> {
+        self.released.pop_front()
+    }
+
+    /// The cluster-wide room list as last heard (this node's own rooms are listed from
+    /// here, fresher).
+    pub(super) fn set_listed(&mut self, listed: &[ListedRoom]) {
+        self.listed.clear();
+        self.listed.extend_from_slice(listed);
+    }
+
+    /// The rooms here as the cluster's room list shows them, in name order.
+    pub(super) fn listed_here(&self, groups: &Groups) -> Vec<ListedRoom> {
+        (self.by_name.iter())
+            .filter_map(|(name, &group)| {
+                let room = self.rooms.get(&group)?;
+                Some(ListedRoom {
+                    name: name.clone(),
+                    members: groups.members(group)?.len() as u16,
+                    max_members: room.max_members,
+                    has_password: !room.password.is_empty(),
+                    relay_only: groups.is_relay_only(group),
+                })
+            })
+            .collect()
+    }
+
+    /// Members of the room called `name`, if it is here.
+    pub(super) fn members_of<'g>(&self, groups: &'g Groups, name: &str) -> Option<&'g [HostId]> {
+        groups.members(*self.by_name.get(name)?)
     }
 
     /// From now on, requests that would create a room fail with [`RoomError::Draining`].
@@ -157,7 +215,7 @@ impl Rooms {
                 password,
             } => {
                 let request = (flags, max_members, name, password);
-                self.handle_join(groups, rng, roster, from, request);
+                self.handle_join(groups, rng, roster, from, request, false);
             }
             ControlMsg::RoomJoinRandom => self.handle_join_random(groups, rng, roster, from),
             ControlMsg::RoomListGet { offset } => self.handle_list(groups, from, offset),
@@ -215,11 +273,29 @@ impl Rooms {
         }
         if let Some(room) = self.rooms.remove(&group) {
             self.by_name.remove(&room.name);
+            if self.clustered {
+                self.released.push_back(room.name);
+            }
         }
         true
     }
 
+    /// A join the directory placed here ([`super::node::Verdict::Here`]): joined, or
+    /// created if it is not here (yet: another client's may have come first).
+    pub(super) fn join_here(
+        &mut self,
+        groups: &mut Groups,
+        rng: &mut Rng,
+        roster: &impl Roster,
+        join: &Join,
+    ) {
+        let request = (join.flags, join.max_members, &*join.name, &*join.password);
+        self.handle_join(groups, rng, roster, join.host, request, true);
+    }
+
     /// A client asks to join (or create) a room: `(flags, max_members, name, password)`.
+    /// On a cluster node a room that is not here is asked about first, unless `placed` (the
+    /// directory said it is this node's).
     fn handle_join(
         &mut self,
         groups: &mut Groups,
@@ -227,6 +303,7 @@ impl Rooms {
         roster: &impl Roster,
         from: HostId,
         (flags, max_members, name, password): (u8, u16, &str, &str),
+        placed: bool,
     ) {
         let Some(cfg) = self.config.clone() else {
             return room_error(groups, from, RoomOp::Join, RoomError::Disabled);
@@ -260,6 +337,17 @@ impl Rooms {
                 Some(e) => room_error(groups, from, RoomOp::Join, e),
                 None => self.enter(groups, rng, roster, group, from),
             };
+        }
+        if self.clustered && !placed {
+            // Not here: the directory knows where it is, or whether it may be created here.
+            self.asks.push_back(Join {
+                host: from,
+                flags,
+                max_members,
+                name: name.to_owned(),
+                password: password.to_owned(),
+            });
+            return;
         }
         if flags & (JOIN_CREATE | JOIN_MUST_CREATE) == 0 {
             return room_error(groups, from, RoomOp::Join, RoomError::NotFound);
@@ -316,33 +404,25 @@ impl Rooms {
         }
     }
 
-    /// A client asks for the room list from `offset` on (name order).
+    /// A client asks for the room list from `offset` on (name order): this node's rooms,
+    /// and on a cluster node the other nodes' too (as last heard).
     fn handle_list(&self, groups: &mut Groups, from: HostId, offset: u16) {
         if self.config.is_none() {
             return room_error(groups, from, RoomOp::List, RoomError::Disabled);
         }
+        let here = self.listed_here(groups);
+        let mut all: BTreeMap<&str, &ListedRoom> =
+            (self.listed.iter()).map(|r| (&*r.name, r)).collect();
+        all.extend(here.iter().map(|r| (&*r.name, r)));
         let mut entries = Vec::new();
         let mut used = 0;
-        for &group in self.by_name.values().skip(offset as usize) {
-            let Some(members) = groups.members(group) else {
-                continue;
-            };
-            let Some(r) = self.rooms.get(&group) else {
-                continue;
-            };
+        for r in all.values().skip(offset as usize) {
             let e = RoomEntry {
                 name: &r.name,
-                members: members.len() as u16,
+                members: r.members,
                 max_members: r.max_members,
-                flags: if r.password.is_empty() {
-                    0
-                } else {
-                    ROOM_HAS_PASSWORD
-                } | if groups.is_relay_only(group) {
-                    ROOM_RELAY_ONLY
-                } else {
-                    0
-                },
+                flags: if r.has_password { ROOM_HAS_PASSWORD } else { 0 }
+                    | if r.relay_only { ROOM_RELAY_ONLY } else { 0 },
             };
             used += RoomEntries::entry_len(&e);
             if used > LIST_BUDGET || entries.len() == 255 {
@@ -350,7 +430,7 @@ impl Rooms {
             }
             entries.push(e);
         }
-        let total = self.by_name.len().min(u16::MAX as usize) as u16;
+        let total = all.len().min(u16::MAX as usize) as u16;
         let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
         let mut w = crate::wire::Writer::new(&mut buf);
         let _ = w.u8(0x07);

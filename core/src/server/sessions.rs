@@ -25,7 +25,7 @@ use super::groups::{Card, Roster};
 use super::handshake::{Accepted, Handshakes, Hello};
 use super::session::{Handled, Heard, Path, Routed, Sealed, Session};
 use super::streams::Streams;
-use super::ticket::Tickets;
+use super::ticket::{Ticket, Tickets};
 use crate::arena::Arena;
 use crate::config::{MAX_SESSIONS, ServerConfig};
 use crate::crypto::ResetKey;
@@ -54,6 +54,9 @@ pub(super) struct Sessions {
     next_gen: u32,
     /// Sessions whose host id came from a ticket (not derivable from their slot).
     restored: BTreeMap<HostId, usize>,
+    /// A cluster node's number ([`Sessions::set_node_number`]): the high 16 bits of every
+    /// host id it issues.
+    node_number: Option<u16>,
     /// Established sessions.
     clients: usize,
     /// Session deadlines (instant, slot, generation), lazily invalidated.
@@ -127,6 +130,7 @@ impl Sessions {
             slab: Slab::new(),
             next_gen: first_generation,
             restored: BTreeMap::new(),
+            node_number: None,
             clients: 0,
             timers: BinaryHeap::new(),
             firing: None,
@@ -161,6 +165,42 @@ impl Sessions {
 
     /// The slot of `host`'s session if it is established.
     /// From now on new sessions are refused ([`crate::RejectReason::Draining`]).
+    /// From now on every host id this server issues has `number` in its high 16 bits (a
+    /// cluster node's number, unique in the cluster: host ids are then unique cluster-wide),
+    /// and Connects are taken (see [`Handshakes::set_ready`]).
+    pub(super) fn set_node_number(&mut self, number: u16) {
+        self.node_number = Some(number);
+        self.handshakes.set_ready(true);
+    }
+
+    /// Connects are refused until [`Sessions::set_node_number`].
+    pub(super) fn await_node_number(&mut self) {
+        self.handshakes.set_ready(false);
+    }
+
+    /// Half-open session `key`'s id and the valid ticket it presented, if any.
+    pub(super) fn presented_ticket(&self, key: usize) -> Option<(u32, Ticket)> {
+        let s = self.slab.get(key)?;
+        Some((s.id(), self.handshakes.ticket_of(key)?))
+    }
+
+    /// Whether session `key` is still the half-open one with id `id`.
+    pub(super) fn still_half_open(&self, key: usize, id: u32) -> bool {
+        (self.slab.get(key)).is_some_and(|s| s.id() == id && s.is_half_open())
+    }
+
+    /// Half-open session `key`'s ticket was used before elsewhere in the cluster: it gets no
+    /// host id back (counted as a bad ticket).
+    pub(super) fn refuse_ticket(&mut self, key: usize, stats: &mut ServerStats) {
+        self.handshakes.handle_resume(key, None);
+        stats.dropped.bad_tickets += 1;
+    }
+
+    /// How long more ticket `t` is good for, at `now`.
+    pub(super) fn ticket_ttl(&self, now: Instant, t: &Ticket) -> Duration {
+        Duration::from_secs(t.expires.saturating_sub(self.unix_secs(now)))
+    }
+
     pub(super) fn set_draining(&mut self) {
         self.handshakes.set_draining();
     }
@@ -790,12 +830,16 @@ impl Sessions {
     /// that tickets gave back).
     fn next_slot(&self) -> Slot {
         let key = self.slab.vacant_key();
-        let mut generation = self.next_gen;
+        let stamp = |g: u32| match self.node_number {
+            Some(n) => (u32::from(n) << 16) | (g & 0xFFFF).max(1),
+            None => g,
+        };
+        let mut generation = stamp(self.next_gen);
         while self
             .restored
             .contains_key(&HostId((u64::from(generation) << 32) | key as u64))
         {
-            generation = generation.wrapping_add(1).max(1);
+            generation = stamp(generation.wrapping_add(1).max(1));
         }
         Slot {
             key,

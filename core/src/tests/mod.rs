@@ -1,5 +1,6 @@
 #![allow(clippy::field_reassign_with_default)] // configs are #[non_exhaustive]: built this way by users too
 
+mod cluster;
 #[path = "../../test-support/epoch.rs"]
 mod epoch;
 mod failover;

@@ -77,6 +77,12 @@ pub(crate) struct Net {
     held: Vec<crate::ForwardUpdate>,
     /// A second server, at [`second_server_addr`], if added.
     pub second: Option<SecondServer>,
+    /// The cluster directory both servers ask, if they are cluster nodes: answered at once
+    /// (each flush), in order.
+    pub directory: Option<crate::cluster::MemoryDirectory>,
+    /// The first server is dead: never driven again (no timeouts, no directory questions;
+    /// cut it off the wire with [`Net::filter`]).
+    pub first_dead: bool,
 }
 
 pub(crate) fn second_server_addr() -> SocketAddr {
@@ -127,6 +133,8 @@ impl Net {
             hold_updates: false,
             held: Vec::new(),
             second: None,
+            directory: None,
+            first_dead: false,
         }
     }
 
@@ -238,8 +246,33 @@ impl Net {
     }
 
     /// Moves all queued transmits onto the wire.
+    /// Answers every question the servers have for the directory (and those the answers
+    /// raise), if there is one.
+    pub(crate) fn serve_directory(&mut self) {
+        let now = self.now;
+        let Some(d) = &mut self.directory else {
+            return;
+        };
+        loop {
+            let mut any = false;
+            let second = self.second.as_mut().map(|b| &mut b.server);
+            let first = (!self.first_dead).then_some(&mut self.server);
+            for server in first.into_iter().chain(second) {
+                while let Some((id, request)) = server.poll_directory() {
+                    let answer = d.answer(now, &request);
+                    server.handle_directory(now, id, answer);
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
     pub(crate) fn flush(&mut self) {
         let mut buf = [0u8; MAX_DATAGRAM_SIZE];
+        self.serve_directory();
         let now = self.now;
         self.sync_shards();
         let mut out: Vec<_> = (self.shard_out.drain(..))
@@ -337,7 +370,11 @@ impl Net {
                 t = Some(t.map_or(d, |t| t.min(d)));
             }
         };
-        consider(self.server.poll_timeout().map(|t| t.at));
+        consider(
+            (self.server.poll_timeout())
+                .filter(|_| !self.first_dead)
+                .map(|t| t.at),
+        );
         consider(
             self.second
                 .as_ref()
@@ -368,7 +405,7 @@ impl Net {
                 self.deliver(p.from, p.to, &p.bytes);
             }
         }
-        if self.server.poll_timeout().is_some_and(|t| t.at <= now) {
+        if !self.first_dead && self.server.poll_timeout().is_some_and(|t| t.at <= now) {
             self.server.handle_timeout(now);
         }
         if let Some(b) = self.second.as_mut() {

@@ -25,9 +25,14 @@
 //!                         `Resume` frame by a later session, it asks for this host id back
 //!   0x10 Draining       within (u32, ms): the server is draining; it takes no new clients or
 //!                         rooms and closes this session within that time
+//!   0x11 Redirect       node (address: where to register instead) | room (str8; empty: none)
+//!                         the client should be on another node of the cluster: it registers
+//!                         there with its ticket, rejoins its rooms there, and asks for `room`
+//!                         there (with JOIN_REDIRECTED) if one is named
 //! client → server
 //!   0x20 MemberAck      group (u64) | member (u64)
-//!   0x21 RoomJoin       flags (u8: JOIN_CREATE 1, JOIN_MUST_CREATE 2, JOIN_RELAY_ONLY 4)
+//!   0x21 RoomJoin       flags (u8: JOIN_CREATE 1, JOIN_MUST_CREATE 2, JOIN_RELAY_ONLY 4,
+//!                         JOIN_REDIRECTED 8)
 //!                         | max members (u16) | name (str8) | password (str8)
 //!   0x22 RoomJoinRandom
 //!   0x23 RoomListGet    offset (u16)
@@ -70,6 +75,9 @@ pub const ROOM_HAS_PASSWORD: u8 = 1;
 pub const JOIN_RELAY_ONLY: u8 = 4;
 /// Room list entry flag: the room is relay-only (see [`JOIN_RELAY_ONLY`]).
 pub const ROOM_RELAY_ONLY: u8 = 2;
+/// `RoomJoin` flag: the request follows a `Redirect` here (a cluster node does not send it on
+/// to another node by placement again; only to the room's owner if it has one).
+pub const JOIN_REDIRECTED: u8 = 8;
 
 /// One control message, borrowing from the stream buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +151,10 @@ pub enum ControlMsg<'a> {
     },
     Draining {
         within_ms: u32,
+    },
+    Redirect {
+        node: SocketAddr,
+        room: &'a str,
     },
     NatInfo {
         info: NatInfo,
@@ -430,6 +442,10 @@ impl<'a> ControlMsg<'a> {
             0x10 => Self::Draining {
                 within_ms: r.u32()?,
             },
+            0x11 => Self::Redirect {
+                node: r.addr()?,
+                room: read_str(&mut r)?,
+            },
             0x2E => Self::PeerPath {
                 peer: r.u64()?,
                 direct: match r.u8()? {
@@ -578,6 +594,11 @@ impl<'a> ControlMsg<'a> {
             Self::Draining { within_ms } => {
                 w.u8(0x10)?;
                 w.u32(within_ms)?;
+            }
+            Self::Redirect { node, room } => {
+                w.u8(0x11)?;
+                w.addr(node)?;
+                put_str(&mut w, room)?;
             }
             Self::PeerPath {
                 peer,
@@ -749,6 +770,10 @@ mod tests {
             ControlMsg::PeerOnline { peer: 6 },
             ControlMsg::Ticket { ticket: &[7; 62] },
             ControlMsg::Draining { within_ms: 10_000 },
+            ControlMsg::Redirect {
+                node: addr,
+                room: "lobby",
+            },
             ControlMsg::PeerPath {
                 peer: 9,
                 direct: true,

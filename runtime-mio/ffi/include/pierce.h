@@ -178,6 +178,11 @@ enum PierceClientEventKind
     // A room operation failed; nothing changed. `reason`: a `PierceRoomOp`; `code`: a
     // `PierceRoomError`.
     PIERCE_CLIENT_EVENT_ROOM_FAILED = 20,
+    // Cluster: the node sent this client to another node; it registers there by itself
+    // (same host id) and rejoins its rooms, `CONNECTED` follows. `server` (the node left),
+    // `addr` (the node now), `name` (the room the join was for; NULL when the node drained
+    // and its rooms moved).
+    PIERCE_CLIENT_EVENT_REDIRECTED = 21,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -458,6 +463,12 @@ enum PierceRoomError
     PIERCE_ROOM_ERROR_DRAINING = 11,
     // A relay-only join found a room that is not relay-only.
     PIERCE_ROOM_ERROR_NOT_RELAY_ONLY = 12,
+    // Cluster: the room lives on another node and this client is in rooms here.
+    PIERCE_ROOM_ERROR_OTHER_NODE = 13,
+    // Cluster: the directory is unavailable; rooms on other nodes cannot be found or made.
+    PIERCE_ROOM_ERROR_DIRECTORY_UNAVAILABLE = 14,
+    // Cluster: the join was redirected between nodes too many times in a row.
+    PIERCE_ROOM_ERROR_TOO_MANY_REDIRECTS = 15,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -80,6 +80,11 @@ pub enum PierceClientEventKind {
     /// A room operation failed; nothing changed. `reason`: a `PierceRoomOp`; `code`: a
     /// `PierceRoomError`.
     PIERCE_CLIENT_EVENT_ROOM_FAILED = 20,
+    /// Cluster: the node sent this client to another node; it registers there by itself
+    /// (same host id) and rejoins its rooms, `CONNECTED` follows. `server` (the node left),
+    /// `addr` (the node now), `name` (the room the join was for; NULL when the node drained
+    /// and its rooms moved).
+    PIERCE_CLIENT_EVENT_REDIRECTED = 21,
 }
 
 /// Why a session ended (`PIERCE_CLIENT_EVENT_DISCONNECTED`'s `reason`).
@@ -227,6 +232,12 @@ pub enum PierceRoomError {
     PIERCE_ROOM_ERROR_DRAINING = 11,
     /// A relay-only join found a room that is not relay-only.
     PIERCE_ROOM_ERROR_NOT_RELAY_ONLY = 12,
+    /// Cluster: the room lives on another node and this client is in rooms here.
+    PIERCE_ROOM_ERROR_OTHER_NODE = 13,
+    /// Cluster: the directory is unavailable; rooms on other nodes cannot be found or made.
+    PIERCE_ROOM_ERROR_DIRECTORY_UNAVAILABLE = 14,
+    /// Cluster: the join was redirected between nodes too many times in a row.
+    PIERCE_ROOM_ERROR_TOO_MANY_REDIRECTS = 15,
 }
 
 /// Why a STUN query or NAT discovery found nothing (`reason` of `STUN_RESULT` and
@@ -685,6 +696,14 @@ impl EventStore {
                 e.reason = room_op(op) as u32;
                 e.code = room_error(error);
             }
+            ClientEvent::Redirected { from, to, room } => {
+                e.kind = PIERCE_CLIENT_EVENT_REDIRECTED;
+                e.server = PierceAddr::from(from);
+                e.addr = PierceAddr::from(to);
+                if let Some(room) = room {
+                    e.name = self.keep_name(&room);
+                }
+            }
             _ => {}
         }
         e
@@ -836,6 +855,9 @@ fn room_error(e: RoomError) -> u32 {
         RoomError::TooManyRooms => PIERCE_ROOM_ERROR_TOO_MANY_ROOMS,
         RoomError::Draining => PIERCE_ROOM_ERROR_DRAINING,
         RoomError::NotRelayOnly => PIERCE_ROOM_ERROR_NOT_RELAY_ONLY,
+        RoomError::OtherNode => PIERCE_ROOM_ERROR_OTHER_NODE,
+        RoomError::DirectoryUnavailable => PIERCE_ROOM_ERROR_DIRECTORY_UNAVAILABLE,
+        RoomError::TooManyRedirects => PIERCE_ROOM_ERROR_TOO_MANY_REDIRECTS,
         RoomError::Other(c) => return c.into(),
         _ => return 0,
     };

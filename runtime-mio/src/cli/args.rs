@@ -226,6 +226,27 @@ pub struct ServerArgs {
     /// addresses, never punch, and all their traffic goes through this server's relay.
     #[arg(long)]
     pub relay_only_rooms: bool,
+    /// Run as one node of a cluster whose directory (node registry, room claims, used
+    /// tickets) is the Redis server at this URL (`redis://HOST:PORT`, optionally `/DB`).
+    /// Needs --node-id; every node must share the server key (--key-file). Without it,
+    /// nothing changes.
+    #[arg(long, value_name = "URL", value_parser = parse_redis_url)]
+    pub cluster: Option<String>,
+    /// This node's id in the cluster: 1 to 64 characters of A-Z a-z 0-9 . _ - (unique).
+    #[arg(long, value_name = "ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+    /// Where clients reach this node (what other nodes redirect them to). Default: the
+    /// --listen address, which must then be a specific IP.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_addr, allow_hyphen_values = true)]
+    pub advertise: Option<SocketAddr>,
+    /// This node's region (new rooms go to the least-loaded node of the region of the node a
+    /// client reached): up to 64 characters of A-Z a-z 0-9 . _ -. Default: none (one region).
+    #[arg(long, value_name = "NAME", value_parser = parse_region)]
+    pub region: Option<String>,
+    /// The key prefix of this cluster in Redis (several clusters may share one Redis):
+    /// same alphabet as --node-id. Default: pierce.
+    #[arg(long, value_name = "NAME", value_parser = parse_node_id)]
+    pub cluster_namespace: Option<String>,
 }
 
 /// `pierce server --log-level` (and `log_level` in --config's file).
@@ -263,6 +284,16 @@ impl ServerArgs {
     /// # Errors
     /// What is wrong, naming the flags.
     pub fn check(&self) -> Result<(), String> {
+        if self.cluster.is_some() != self.node_id.is_some() {
+            return Err("--cluster and --node-id go together: a cluster node needs an id, and                         an id means nothing without a cluster"
+                .to_owned());
+        }
+        if self.cluster.is_none() && (self.advertise.is_some() || self.region.is_some()) {
+            return Err("--advertise and --region need --cluster".to_owned());
+        }
+        if self.cluster.is_none() && self.cluster_namespace.is_some() {
+            return Err("--cluster-namespace needs --cluster".to_owned());
+        }
         let (Some(alt), Some(listen)) = (self.alt_listen, self.listen) else {
             return Ok(());
         };
@@ -812,7 +843,7 @@ fn parse_secret(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+pub(super) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|_| {
         "expected IP:PORT, such as 192.0.2.7:7777 or [2001:db8::7]:7777 (no host names)".to_owned()
     })
@@ -854,6 +885,48 @@ pub(super) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
             addr.ip()
         )),
         _ => Ok(addr),
+    }
+}
+
+/// `--cluster`: `redis://HOST:PORT` or `redis://HOST:PORT/DB` (no password in the URL: it
+/// would show in `ps`).
+pub(super) fn parse_redis_url(s: &str) -> Result<String, String> {
+    let bad =
+        || format!("{s:?} is not a Redis URL: give redis://HOST:PORT (or redis://HOST:PORT/DB)");
+    let rest = s.strip_prefix("redis://").ok_or_else(bad)?;
+    let (hostport, db) = match rest.split_once('/') {
+        Some((h, db)) => (h, Some(db)),
+        None => (rest, None),
+    };
+    if hostport.contains('@') {
+        return Err(format!(
+            "{s:?}: no credentials in --cluster's URL (they would show in ps)"
+        ));
+    }
+    let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    let db_ok = db.is_none_or(|d| d.is_empty() || d.parse::<u16>().is_ok());
+    if host.is_empty() || !port_ok || !db_ok {
+        return Err(bad());
+    }
+    Ok(s.to_owned())
+}
+
+/// `--node-id` (and `--cluster-namespace`).
+pub(super) fn parse_node_id(s: &str) -> Result<String, String> {
+    if pierce_core::cluster::valid_id(s, false) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?}: 1 to 64 characters of A-Z a-z 0-9 . _ -"))
+    }
+}
+
+/// `--region`.
+pub(super) fn parse_region(s: &str) -> Result<String, String> {
+    if pierce_core::cluster::valid_id(s, true) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?}: up to 64 characters of A-Z a-z 0-9 . _ -"))
     }
 }
 

@@ -34,8 +34,8 @@ use serde::Deserialize;
 
 use super::CliError;
 use super::args::{
-    LogFormat, LogLevel, MAX_DRAIN_TIMEOUT_MS, MAX_SECS, ServerArgs, check_alt_listen,
-    parse_alt_listen, parse_listen,
+    LogFormat, LogLevel, MAX_DRAIN_TIMEOUT_MS, MAX_SECS, ServerArgs, check_alt_listen, parse_addr,
+    parse_alt_listen, parse_listen, parse_node_id, parse_redis_url, parse_region,
 };
 
 /// Longest duration in milliseconds a `_ms` key takes: a day, as the flags' seconds
@@ -198,6 +198,7 @@ macro_rules! sections {
             metrics: Option<String>,
             admin_token_file: Option<String>,
             drain_timeout_ms: Option<i64>,
+            cluster: Option<ClusterFile>,
             $( $section: Option<$Section>, )*
         }
 
@@ -341,6 +342,266 @@ sections! {
     }
 }
 
+/// The file's `[cluster]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    redis: Option<String>,
+    node_id: Option<String>,
+    advertise: Option<String>,
+    region: Option<String>,
+    namespace: Option<String>,
+    heartbeat_ms: Option<i64>,
+    node_ttl_ms: Option<i64>,
+    room_ttl_ms: Option<i64>,
+    answer_timeout_ms: Option<i64>,
+}
+
+/// Longest cluster timing, in milliseconds (an hour).
+const MAX_CLUSTER_MS: i64 = 3_600_000;
+
+/// `[cluster]`, and `--cluster`, `--node-id`, `--advertise`, `--region`,
+/// `--cluster-namespace`: running as one node of a cluster (off without `redis`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `redis` / `--cluster`: the directory's URL.
+    pub redis: Option<String>,
+    /// `node_id` / `--node-id`.
+    pub node_id: Option<String>,
+    /// `advertise` / `--advertise` (default: `listen`, if a specific IP).
+    pub advertise: Option<SocketAddr>,
+    /// `region` / `--region`.
+    pub region: String,
+    /// `namespace` / `--cluster-namespace`: the key prefix in Redis.
+    pub namespace: String,
+    /// `heartbeat_ms`.
+    pub heartbeat: Duration,
+    /// `node_ttl_ms`.
+    pub node_ttl: Duration,
+    /// `room_ttl_ms`.
+    pub room_ttl: Duration,
+    /// `answer_timeout_ms`.
+    pub answer_timeout: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        let c =
+            pierce_core::cluster::ClusterConfig::new("x", "", SocketAddr::from(([1, 1, 1, 1], 1)));
+        Self {
+            redis: None,
+            node_id: None,
+            advertise: None,
+            region: String::new(),
+            namespace: "pierce".to_owned(),
+            heartbeat: c.heartbeat,
+            node_ttl: c.node_ttl,
+            room_ttl: c.room_ttl,
+            answer_timeout: c.answer_timeout,
+        }
+    }
+}
+
+impl ClusterSettings {
+    fn apply_file(&mut self, f: &ClusterFile) -> Result<(), String> {
+        let text = |key: &str, v: &Option<String>, parse: fn(&str) -> Result<String, String>| {
+            v.as_deref()
+                .map(|s| parse(s).map_err(|e| format!("cluster.{key}: {e}")))
+                .transpose()
+        };
+        if let Some(u) = text("redis", &f.redis, parse_redis_url)? {
+            self.redis = Some(u);
+        }
+        if let Some(id) = text("node_id", &f.node_id, parse_node_id)? {
+            self.node_id = Some(id);
+        }
+        if let Some(a) = &f.advertise {
+            let a = parse_addr(a).map_err(|e| format!("cluster.advertise = {a:?}: {e}"))?;
+            self.advertise = Some(a);
+        }
+        if let Some(r) = text("region", &f.region, parse_region)? {
+            self.region = r;
+        }
+        if let Some(n) = text("namespace", &f.namespace, parse_node_id)? {
+            self.namespace = n;
+        }
+        let ms = |key: &str, v: Option<i64>, to: &mut Duration| -> Result<(), String> {
+            if let Some(raw) = v {
+                *to = Ms::load(&format!("cluster.{key}"), raw, 1, MAX_CLUSTER_MS)?;
+            }
+            Ok(())
+        };
+        ms("heartbeat_ms", f.heartbeat_ms, &mut self.heartbeat)?;
+        ms("node_ttl_ms", f.node_ttl_ms, &mut self.node_ttl)?;
+        ms("room_ttl_ms", f.room_ttl_ms, &mut self.room_ttl)?;
+        ms(
+            "answer_timeout_ms",
+            f.answer_timeout_ms,
+            &mut self.answer_timeout,
+        )?;
+        Ok(())
+    }
+
+    fn apply_flags(&mut self, args: &ServerArgs) {
+        if let Some(u) = &args.cluster {
+            self.redis = Some(u.clone());
+        }
+        if let Some(id) = &args.node_id {
+            self.node_id = Some(id.clone());
+        }
+        if args.advertise.is_some() {
+            self.advertise = args.advertise;
+        }
+        if let Some(r) = &args.region {
+            self.region = r.clone();
+        }
+        if let Some(n) = &args.cluster_namespace {
+            self.namespace = n.clone();
+        }
+    }
+
+    /// The core's cluster settings, if this is a cluster node (`listen`: where the server
+    /// listens, the advertised address unless one is given).
+    ///
+    /// # Errors
+    /// Half a cluster setup, or no address to advertise, named.
+    pub fn config(
+        &self,
+        listen: Option<SocketAddr>,
+    ) -> Result<Option<pierce_core::cluster::ClusterConfig>, String> {
+        let node_id = match (&self.redis, &self.node_id) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(id)) => id,
+            (Some(_), None) => {
+                return Err("cluster.redis (--cluster) needs cluster.node_id (--node-id)".into());
+            }
+            (None, Some(_)) => {
+                return Err("cluster.node_id (--node-id) needs cluster.redis (--cluster)".into());
+            }
+        };
+        let unspecified = SocketAddr::from(([0; 4], 0));
+        let advertise = self.advertise.or(listen).unwrap_or(unspecified);
+        if advertise.ip().to_canonical().is_unspecified() || advertise.port() == 0 {
+            return Err(format!(
+                "cluster.advertise (--advertise): other nodes send clients to this node at its \
+                 advertised address; listen is {advertise}, so give the address clients reach \
+                 it at"
+            ));
+        }
+        let mut c = pierce_core::cluster::ClusterConfig::new(
+            node_id.clone(),
+            self.region.clone(),
+            advertise,
+        );
+        c.advertise_tcp = Some(advertise);
+        c.heartbeat = self.heartbeat;
+        c.node_ttl = self.node_ttl;
+        c.room_ttl = self.room_ttl;
+        c.answer_timeout = self.answer_timeout;
+        c.validate().map_err(|e| {
+            let e = e.to_string();
+            e.replace("cluster.heartbeat", "cluster.heartbeat_ms")
+                .replace("cluster.node_ttl", "cluster.node_ttl_ms")
+                .replace("cluster.room_ttl", "cluster.room_ttl_ms")
+                .replace("cluster.answer_timeout", "cluster.answer_timeout_ms")
+        })?;
+        Ok(Some(c))
+    }
+
+    fn write(&self, out: &mut String) {
+        let d = Self::default();
+        out.push_str("\n[cluster]\n");
+        comment(
+            out,
+            "Run as one node of a cluster sharing a directory in Redis (node registry, room \
+             claims, single-use tickets): on when redis and node_id are set. Every node shares \
+             the server key (key_file).",
+        );
+        let line = |out: &mut String, name: &str, doc: &str, value: Option<String>| {
+            out.push('\n');
+            comment(out, doc);
+            match value {
+                Some(v) => {
+                    let _ = writeln!(out, "{name} = {v}");
+                }
+                None => {
+                    let _ = writeln!(out, "# {name} = (not set)");
+                }
+            }
+        };
+        line(
+            out,
+            "redis",
+            "The directory (--cluster): redis://HOST:PORT or redis://HOST:PORT/DB. Default: none (no cluster).",
+            self.redis.as_deref().map(quote),
+        );
+        line(
+            out,
+            "node_id",
+            "This node's id, unique in the cluster (--node-id): 1 to 64 of A-Z a-z 0-9 . _ -. Default: none.",
+            self.node_id.as_deref().map(quote),
+        );
+        line(
+            out,
+            "advertise",
+            "Where clients reach this node (--advertise IP:PORT). Default: listen, if a specific IP.",
+            self.advertise.map(|a| quote(&a.to_string())),
+        );
+        line(
+            out,
+            "region",
+            "This node's region (--region): new rooms go to the least-loaded node of the region of the node a client reached. Default: \"\" (one region).",
+            Some(quote(&self.region)),
+        );
+        line(
+            out,
+            "namespace",
+            &format!(
+                "The cluster's key prefix in Redis (--cluster-namespace). Default: {}.",
+                d.namespace
+            ),
+            Some(quote(&self.namespace)),
+        );
+        let ms = |v: Duration| Some(v.as_millis().to_string());
+        line(
+            out,
+            "heartbeat_ms",
+            &format!(
+                "Heartbeat period (registry, room claims, room list). Range: 1 to {MAX_CLUSTER_MS}. Default: {}.",
+                d.heartbeat.as_millis()
+            ),
+            ms(self.heartbeat),
+        );
+        line(
+            out,
+            "node_ttl_ms",
+            &format!(
+                "A node silent this long is gone; more than twice heartbeat_ms. Range: 1 to {MAX_CLUSTER_MS}. Default: {}.",
+                d.node_ttl.as_millis()
+            ),
+            ms(self.node_ttl),
+        );
+        line(
+            out,
+            "room_ttl_ms",
+            &format!(
+                "A room claim not refreshed this long expires; more than twice heartbeat_ms. Range: 1 to {MAX_CLUSTER_MS}. Default: {}.",
+                d.room_ttl.as_millis()
+            ),
+            ms(self.room_ttl),
+        );
+        line(
+            out,
+            "answer_timeout_ms",
+            &format!(
+                "A directory question unanswered this long has failed. Range: 1 to {MAX_CLUSTER_MS}. Default: {}.",
+                d.answer_timeout.as_millis()
+            ),
+            ms(self.answer_timeout),
+        );
+    }
+}
+
 /// Where the shared secret for connect tokens comes from.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Secret {
@@ -409,6 +670,8 @@ pub struct ServerSettings {
     pub admin_token_file: Option<PathBuf>,
     /// `drain_timeout_ms` / `--drain-timeout-ms`.
     pub drain_timeout: Duration,
+    /// `[cluster]` and its flags.
+    pub cluster: ClusterSettings,
     /// Every section's key.
     core: Core,
     /// Where the key file came from, for its errors: `--key-file` or `key_file`.
@@ -431,6 +694,7 @@ impl Default for ServerSettings {
             metrics: None,
             admin_token_file: None,
             drain_timeout: Duration::from_millis(DEFAULT_DRAIN_TIMEOUT_MS),
+            cluster: ClusterSettings::default(),
             core: Core::default(),
             key_file_from: "--key-file",
         }
@@ -545,6 +809,9 @@ impl ServerSettings {
             let max = MAX_DRAIN_TIMEOUT_MS as i64;
             self.drain_timeout = Ms::load("drain_timeout_ms", n, 1, max)?;
         }
+        if let Some(c) = &file.cluster {
+            self.cluster.apply_file(c)?;
+        }
         self.core.apply(&file)
     }
 
@@ -587,6 +854,7 @@ impl ServerSettings {
         if let Some(ms) = args.drain_timeout_ms {
             self.drain_timeout = Duration::from_millis(ms);
         }
+        self.cluster.apply_flags(args);
     }
 
     /// What spans keys, then the core's own [`ServerConfig::validate`].
@@ -626,6 +894,7 @@ impl ServerSettings {
                 r.default_max_members, r.max_members_cap
             ));
         }
+        self.cluster.config(self.listen)?;
         let config = self.server_config(SecretKey::from_bytes([0; 32]));
         config.validate().map_err(|e| config_error(&e))
     }
@@ -637,6 +906,8 @@ impl ServerSettings {
         config.token_secret = self.secret.as_ref().map(|s| s.bytes().to_vec());
         config.relay_shards = self.relay_threads();
         config.rooms = self.core.rooms_enabled.then(|| self.core.rooms.clone());
+        // (Checked by `check`: a bad cluster setup never gets here.)
+        config.cluster = self.cluster.config(self.listen).ok().flatten();
         config
     }
 
@@ -845,6 +1116,7 @@ impl ServerSettings {
             Some(self.drain_timeout.as_millis().to_string()),
         );
         self.core.write(&mut out);
+        self.cluster.write(&mut out);
         out
     }
 }

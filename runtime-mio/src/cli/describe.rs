@@ -68,6 +68,17 @@ pub fn room_error(e: RoomError) -> String {
         RoomError::TooManyRooms => "the server's room limit is reached".into(),
         RoomError::Draining => "the server is draining (shutting down): no new rooms".into(),
         RoomError::NotRelayOnly => "the room exists and is not relay-only".into(),
+        RoomError::OtherNode => {
+            "the room lives on another node of the cluster and this client is in rooms here".into()
+        }
+        RoomError::DirectoryUnavailable => {
+            "the cluster directory (Redis) is unavailable: rooms on other nodes cannot be \
+             found or created"
+                .into()
+        }
+        RoomError::TooManyRedirects => {
+            "the join was redirected between nodes too many times in a row".into()
+        }
         other => format!("{other:?}"),
     }
 }

@@ -253,6 +253,11 @@ pub struct Script {
     /// The server the session is with or being made with (the first `--server` until the
     /// client says otherwise, [`Script::handle_server`]).
     server: SocketAddr,
+    /// A cluster node redirected our join: the client asks for the room at the next node
+    /// by itself (so the script does not ask again when it is registered there).
+    join_carried: bool,
+    /// Redirects followed.
+    redirects: u32,
     failure: Option<String>,
     lines: VecDeque<Line>,
 }
@@ -293,6 +298,8 @@ impl Script {
             stats_for: VecDeque::new(),
             expired: 0,
             rides_resets,
+            join_carried: false,
+            redirects: 0,
             failure: None,
             lines: VecDeque::new(),
         })
@@ -590,6 +597,21 @@ impl Script {
                 };
                 self.line(Some(obj), text);
             }
+            ClientEvent::Redirected { from, to, room } => {
+                // A cluster node sent us to another: the client registers there by itself
+                // (same host id) and rejoins, or asks for the room there.
+                self.redirects += 1;
+                self.join_carried = room.is_some();
+                let obj = Obj::event("redirected")
+                    .str("from", &from.to_string())
+                    .str("to", &to.to_string())
+                    .opt_str("room", room.as_deref());
+                let why = match &room {
+                    Some(r) => format!("room {r} lives there"),
+                    None => "its rooms moved there".to_owned(),
+                };
+                self.line(Some(obj), format!("{from} sent us to {to}: {why}"));
+            }
             ClientEvent::ServerDraining { within } => {
                 let ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
                 self.line(
@@ -756,9 +778,12 @@ impl Script {
         } else {
             summary
         };
-        // (With a list of servers: the one the run ended on.)
-        let summary = if self.args.connect.servers.len() > 1 {
-            summary.str("server", &self.server.to_string())
+        // (With a list of servers, or after a redirect: the node the run ended on.)
+        let summary = if self.args.connect.servers.len() > 1 || self.redirects > 0 {
+            summary
+                .str("server", &self.server.to_string())
+                .str("node", &self.server.to_string())
+                .int("redirects", self.redirects)
         } else {
             summary
         };
@@ -770,7 +795,7 @@ impl Script {
     /// Connected again after a reset (the client registered again by itself, and rejoins
     /// the room it was in; a join still unanswered is asked again).
     fn on_registered_again(&mut self, host_id: HostId, public_addr: SocketAddr) {
-        if self.group.is_none() {
+        if self.group.is_none() && !std::mem::take(&mut self.join_carried) {
             self.join_due = true;
         }
         let server = self.server;
@@ -1493,7 +1518,8 @@ mod tests {
             "{lines:?}"
         );
         assert!(
-            s.summary().ends_with(r#","server":"127.0.0.1:7778"}"#),
+            s.summary()
+                .ends_with(r#","server":"127.0.0.1:7778","node":"127.0.0.1:7778","redirects":0}"#),
             "{}",
             s.summary()
         );

@@ -1,0 +1,441 @@
+//! The server's part in a cluster ([`crate::cluster`]): a small machine with its own state
+//! and the same verbs as the others. It keeps the node registered (a heartbeat carrying its
+//! load and rooms), learns the other nodes and the cluster-wide room list, asks where rooms
+//! live and claims them, takes resumption tickets cluster-wide, and hands rooms on when the
+//! node drains. It asks through [`Node::poll_request`] and is answered through
+//! [`Node::handle_answer`]; what the answers decide comes out of [`Node::poll_verdict`] for
+//! the server to carry out (the node never touches sessions or rooms itself).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+
+use crate::cluster::{
+    Claim, ClusterConfig, DirectoryAnswer, DirectoryError, DirectoryRequest, ListedRoom, NodeInfo,
+    NodeLoad, QueryId,
+};
+use crate::event::{HostId, RoomError};
+use crate::time::{Duration, Instant, Timeout};
+use crate::wire::control::{JOIN_CREATE, JOIN_MUST_CREATE, JOIN_REDIRECTED};
+
+/// Questions out at once, at most: past it, joins fail as if the directory were down (a
+/// directory that does not answer must not grow this without bound).
+const MAX_ASKED: usize = 4096;
+
+/// A join the node could not settle alone (the room is not here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Join {
+    pub(super) host: HostId,
+    pub(super) flags: u8,
+    pub(super) max_members: u16,
+    pub(super) name: String,
+    pub(super) password: String,
+}
+
+/// What an answer (or its absence) decided, for the server to carry out.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// The node has its number: the high bits of the host ids it issues.
+    Numbered(u16),
+    /// The room is this node's (claimed now, or held): create or join it here.
+    Here(Join),
+    /// Client `host` should be on node `to` for room `room`.
+    Redirect {
+        host: HostId,
+        to: SocketAddr,
+        room: String,
+    },
+    /// The join fails.
+    Fail { host: HostId, error: RoomError },
+    /// Half-open session `key` (its id `session`) presented a ticket: whether it was the
+    /// ticket's first use in the cluster (false when the directory could not say).
+    Ticket {
+        key: usize,
+        session: u32,
+        first: bool,
+    },
+    /// Room `room` of ours is held by node `to` now (during a directory outage both created
+    /// it): its members should go there.
+    Lost { room: String, to: SocketAddr },
+    /// The directory answered again after failing (`true`), or stopped answering (`false`).
+    Reachable(bool),
+}
+
+/// Why a question was asked.
+#[derive(Debug)]
+enum Asked {
+    Number,
+    Heartbeat,
+    Rooms,
+    /// A join, and where placement would send the room if it is new.
+    Join(Join, Option<SocketAddr>),
+    /// Who holds a room the directory says is no longer ours.
+    Lost(String),
+    Ticket {
+        key: usize,
+        session: u32,
+    },
+    /// Hand, Release, Leave: nothing waits on the answer.
+    Told,
+}
+
+pub(super) struct Node {
+    config: ClusterConfig,
+    number: Option<u16>,
+    next_query: u64,
+    out: VecDeque<(QueryId, DirectoryRequest)>,
+    /// Questions out, with when they count as failed.
+    asked: BTreeMap<QueryId, (Asked, Instant)>,
+    /// Every registered node, as the last heartbeat's answer listed them.
+    nodes: Vec<NodeInfo>,
+    /// The cluster-wide room list, as last answered.
+    listed: Vec<ListedRoom>,
+    /// When the next heartbeat is due.
+    beat_at: Instant,
+    /// The directory answered the last question (or nothing was asked yet).
+    reachable: bool,
+    cpu_percent: u16,
+    /// Bytes relayed (the server's count) and when, at the last heartbeat.
+    relayed: (u64, Instant),
+    draining: bool,
+    verdicts: VecDeque<Verdict>,
+}
+
+impl Node {
+    /// A node that asks for its number and registers at once.
+    pub(super) fn new(config: ClusterConfig, now: Instant) -> Self {
+        let mut n = Self {
+            config,
+            number: None,
+            next_query: 1,
+            out: VecDeque::new(),
+            asked: BTreeMap::new(),
+            nodes: Vec::new(),
+            listed: Vec::new(),
+            beat_at: now,
+            reachable: true,
+            cpu_percent: 0,
+            relayed: (0, now),
+            draining: false,
+            verdicts: VecDeque::new(),
+        };
+        let node = n.config.node_id.clone();
+        n.ask(now, Asked::Number, DirectoryRequest::Number { node });
+        n
+    }
+
+    /// Its number, once the directory gave it.
+    pub(super) fn number(&self) -> Option<u16> {
+        self.number
+    }
+
+    /// Every registered node as last heard, and the cluster-wide room list.
+    pub(super) fn known(&self) -> (&[NodeInfo], &[ListedRoom]) {
+        (&self.nodes, &self.listed)
+    }
+
+    pub(super) fn set_cpu(&mut self, percent: u16) {
+        self.cpu_percent = percent;
+    }
+
+    pub(super) fn is_reachable(&self) -> bool {
+        self.reachable
+    }
+
+    fn ask(&mut self, now: Instant, why: Asked, request: DirectoryRequest) {
+        if self.asked.len() >= MAX_ASKED {
+            self.settle(now, why, Err(DirectoryError::Unavailable));
+            return;
+        }
+        let id = QueryId(self.next_query);
+        self.next_query += 1;
+        let deadline = now + self.config.answer_timeout;
+        self.asked.insert(id, (why, deadline));
+        self.out.push_back((id, request));
+    }
+
+    /// The next question for the directory.
+    pub(super) fn poll_request(&mut self) -> Option<(QueryId, DirectoryRequest)> {
+        self.out.pop_front()
+    }
+
+    /// What the server must carry out next.
+    pub(super) fn poll_verdict(&mut self) -> Option<Verdict> {
+        self.verdicts.pop_front()
+    }
+
+    /// The directory's answer to question `id` (an unknown or late one is ignored).
+    pub(super) fn handle_answer(
+        &mut self,
+        now: Instant,
+        id: QueryId,
+        answer: Result<DirectoryAnswer, DirectoryError>,
+    ) {
+        if let Some((why, _)) = self.asked.remove(&id) {
+            self.settle(now, why, answer);
+        }
+    }
+
+    /// Whether a heartbeat is due at `now` ([`Node::beat`] sends it).
+    pub(super) fn beat_due(&self, now: Instant) -> bool {
+        now >= self.beat_at
+    }
+
+    /// Heartbeat now: this node with `load` (`relayed_bytes`: the server's total so far,
+    /// turned into a rate here) and its `rooms`; the cluster-wide room list is asked for
+    /// with it. Questions unanswered past their time fail first.
+    pub(super) fn beat(
+        &mut self,
+        now: Instant,
+        mut load: NodeLoad,
+        relayed_bytes: u64,
+        rooms: Vec<ListedRoom>,
+    ) {
+        self.beat_at = now + self.config.heartbeat;
+        let (before, at) = self.relayed;
+        let secs = now.saturating_duration_since(at).as_secs_f64();
+        if secs > 0.0 {
+            load.relayed_bytes_per_sec =
+                (relayed_bytes.saturating_sub(before) as f64 / secs) as u64;
+        }
+        self.relayed = (relayed_bytes, now);
+        load.cpu_percent = self.cpu_percent;
+        let node = self.info(load);
+        if self.number.is_none() && !self.asked.values().any(|(a, _)| matches!(a, Asked::Number)) {
+            let id = self.config.node_id.clone();
+            self.ask(now, Asked::Number, DirectoryRequest::Number { node: id });
+        }
+        let request = DirectoryRequest::Heartbeat {
+            node,
+            rooms,
+            ttl: self.config.node_ttl,
+            room_ttl: self.config.room_ttl,
+        };
+        self.ask(now, Asked::Heartbeat, request);
+        self.ask(now, Asked::Rooms, DirectoryRequest::Rooms);
+    }
+
+    fn info(&self, load: NodeLoad) -> NodeInfo {
+        NodeInfo {
+            id: self.config.node_id.clone(),
+            region: self.config.region.clone(),
+            udp: self.config.advertise,
+            tcp: self.config.advertise_tcp,
+            load,
+            draining: self.draining,
+        }
+    }
+
+    /// Questions past their time fail.
+    pub(super) fn handle_timeout(&mut self, now: Instant) {
+        let late: Vec<QueryId> = (self.asked.iter())
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some((why, _)) = self.asked.remove(&id) {
+                self.settle(now, why, Err(DirectoryError::Unavailable));
+            }
+        }
+    }
+
+    pub(super) fn poll_timeout(&self) -> Option<Timeout> {
+        let answer = self.asked.values().map(|(_, d)| *d).min();
+        Timeout::min([
+            Timeout::at(Some(self.beat_at), "cluster heartbeat"),
+            Timeout::at(answer, "cluster directory answer"),
+        ])
+    }
+
+    /// A join for a room this node does not have. `load` is this node's now (for placement).
+    pub(super) fn ask_join(&mut self, now: Instant, join: Join, load: NodeLoad) {
+        let create = join.flags & (JOIN_CREATE | JOIN_MUST_CREATE) != 0;
+        // Placement: a new room goes to the least-loaded active node of this region, unless
+        // the client was sent here already. The claim asks to create only if the room is to
+        // be here; if it is missing, the client goes to `elsewhere`.
+        let elsewhere = if join.flags & JOIN_REDIRECTED != 0 || !create {
+            None
+        } else {
+            self.placement(load).map(|n| n.udp)
+        };
+        let request = DirectoryRequest::Claim {
+            room: join.name.clone(),
+            node: self.config.node_id.clone(),
+            create: create && elsewhere.is_none(),
+            ttl: self.config.room_ttl,
+        };
+        self.ask(now, Asked::Join(join, elsewhere), request);
+    }
+
+    /// Where a new room should go instead of here: the least-loaded active node of this
+    /// node's region if it is less loaded than this one (`load`, not counting the client
+    /// asking, who would move), else `None` (here). Load compares rooms, then clients.
+    fn placement(&self, load: NodeLoad) -> Option<&NodeInfo> {
+        if self.draining {
+            return self.best_other();
+        }
+        let mine = (load.rooms, load.clients.saturating_sub(1));
+        let best = (self.nodes.iter())
+            .filter(|n| n.id != self.config.node_id && !n.draining)
+            .filter(|n| n.region == self.config.region)
+            .min_by_key(|n| (n.load.score(), n.id.clone()))?;
+        (best.load.score() < mine).then_some(best)
+    }
+
+    /// The least-loaded active node other than this one (this region first), for rooms that
+    /// move away when it drains.
+    pub(super) fn best_other(&self) -> Option<&NodeInfo> {
+        let others = || (self.nodes.iter()).filter(|n| n.id != self.config.node_id && !n.draining);
+        let key = |n: &&NodeInfo| (n.load.rooms, n.load.clients, n.id.clone());
+        (others()
+            .filter(|n| n.region == self.config.region)
+            .min_by_key(key))
+        .or_else(|| others().min_by_key(key))
+    }
+
+    /// Half-open session `key` (id `session`) presented ticket `id`, good for `ttl` more.
+    pub(super) fn ask_ticket(
+        &mut self,
+        now: Instant,
+        key: usize,
+        session: u32,
+        id: u64,
+        ttl: Duration,
+    ) {
+        let request = DirectoryRequest::TakeTicket { id, ttl };
+        self.ask(now, Asked::Ticket { key, session }, request);
+    }
+
+    /// Room `room` is gone from this node.
+    pub(super) fn release(&mut self, now: Instant, room: String) {
+        let node = self.config.node_id.clone();
+        self.ask(now, Asked::Told, DirectoryRequest::Release { room, node });
+    }
+
+    /// The node drains: it says so at once (a heartbeat with `load`), and from now on places
+    /// no room here.
+    pub(super) fn drain(
+        &mut self,
+        now: Instant,
+        load: NodeLoad,
+        relayed: u64,
+        rooms: Vec<ListedRoom>,
+    ) {
+        self.draining = true;
+        self.beat(now, load, relayed, rooms);
+    }
+
+    /// Room `room` moves to node `to` (this node drains).
+    pub(super) fn hand(&mut self, now: Instant, room: String, to: String) {
+        let request = DirectoryRequest::Hand {
+            room,
+            from: self.config.node_id.clone(),
+            to,
+            ttl: self.config.room_ttl,
+        };
+        self.ask(now, Asked::Told, request);
+    }
+
+    /// The node leaves the cluster (it exits).
+    pub(super) fn leave(&mut self, now: Instant) {
+        let node = self.config.node_id.clone();
+        self.ask(now, Asked::Told, DirectoryRequest::Leave { node });
+    }
+
+    /// What `answer` to a question asked for `why` decides.
+    fn settle(
+        &mut self,
+        now: Instant,
+        why: Asked,
+        answer: Result<DirectoryAnswer, DirectoryError>,
+    ) {
+        let ok = answer.is_ok();
+        if ok != self.reachable {
+            self.reachable = ok;
+            self.verdicts.push_back(Verdict::Reachable(ok));
+        }
+        match (why, answer) {
+            (Asked::Number, Ok(DirectoryAnswer::Number(n))) if n != 0 && self.number.is_none() => {
+                self.number = Some(n);
+                self.verdicts.push_back(Verdict::Numbered(n));
+            }
+            (Asked::Heartbeat, Ok(DirectoryAnswer::Nodes { nodes, lost })) => {
+                self.nodes = nodes;
+                // Who holds them now: a lookup each.
+                for room in lost {
+                    let request = DirectoryRequest::Claim {
+                        room: room.clone(),
+                        node: self.config.node_id.clone(),
+                        create: false,
+                        ttl: self.config.room_ttl,
+                    };
+                    self.ask(now, Asked::Lost(room), request);
+                }
+            }
+            (Asked::Lost(room), Ok(DirectoryAnswer::Claim(Claim::Theirs(owner)))) => {
+                let to = owner.udp;
+                self.verdicts.push_back(Verdict::Lost { room, to });
+            }
+            (Asked::Rooms, Ok(DirectoryAnswer::Rooms(rooms))) => self.listed = rooms,
+            (Asked::Join(join, elsewhere), answer) => self.settle_join(join, elsewhere, answer),
+            (Asked::Ticket { key, session }, answer) => {
+                let first = matches!(answer, Ok(DirectoryAnswer::Ticket(true)));
+                self.verdicts.push_back(Verdict::Ticket {
+                    key,
+                    session,
+                    first,
+                });
+            }
+            // Failures of the periodic questions: asked again at the next heartbeat.
+            _ => {}
+        }
+    }
+
+    fn settle_join(
+        &mut self,
+        join: Join,
+        elsewhere: Option<SocketAddr>,
+        answer: Result<DirectoryAnswer, DirectoryError>,
+    ) {
+        let host = join.host;
+        let create = join.flags & (JOIN_CREATE | JOIN_MUST_CREATE) != 0;
+        let verdict = match answer {
+            Ok(DirectoryAnswer::Claim(Claim::Ours)) => Verdict::Here(join),
+            Ok(DirectoryAnswer::Claim(Claim::Theirs(owner))) => {
+                if join.flags & JOIN_MUST_CREATE != 0 {
+                    Verdict::Fail {
+                        host,
+                        error: RoomError::AlreadyExists,
+                    }
+                } else {
+                    Verdict::Redirect {
+                        host,
+                        to: owner.udp,
+                        room: join.name,
+                    }
+                }
+            }
+            // A new room placement sends elsewhere (the claim did not ask to create it).
+            Ok(DirectoryAnswer::Claim(Claim::Missing)) if create => match elsewhere {
+                Some(to) => Verdict::Redirect {
+                    host,
+                    to,
+                    room: join.name,
+                },
+                // A directory that does not claim when asked to is not one to trust.
+                None => Verdict::Fail {
+                    host,
+                    error: RoomError::DirectoryUnavailable,
+                },
+            },
+            Ok(DirectoryAnswer::Claim(Claim::Missing)) => Verdict::Fail {
+                host,
+                error: RoomError::NotFound,
+            },
+            Ok(_) | Err(_) => Verdict::Fail {
+                host,
+                error: RoomError::DirectoryUnavailable,
+            },
+        };
+        self.verdicts.push_back(verdict);
+    }
+}
