@@ -57,6 +57,8 @@ mod alloc;
 mod batch;
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod driver;
 mod relay;
 mod stream;
