@@ -217,7 +217,7 @@ pub enum DirectoryRequest {
         ttl: Duration,
     },
     /// Node `from` hands room `room` to node `to` (it is draining): the claim is `to`'s for
-    /// `ttl` if `from` held it. Answer: [`DirectoryAnswer::Done`].
+    /// `ttl` if `from` holds it (an expired claim is held by nobody). Answer: [`DirectoryAnswer::Done`].
     Hand {
         /// The room.
         room: String,
@@ -442,13 +442,15 @@ impl MemoryDirectory {
                 to,
                 ttl,
             } => {
-                if self.rooms.get(room).is_some_and(|(owner, _)| owner == from) {
+                let held = |(owner, until): &(String, Instant)| owner == from && *until > now;
+                if self.rooms.get(room).is_some_and(held) {
                     self.rooms.insert(room.clone(), (to.clone(), now + *ttl));
                 }
                 DirectoryAnswer::Done
             }
             DirectoryRequest::Release { room, node } => {
-                if self.rooms.get(room).is_some_and(|(owner, _)| owner == node) {
+                let held = |(owner, until): &(String, Instant)| owner == node && *until > now;
+                if self.rooms.get(room).is_some_and(held) {
                     self.rooms.remove(room);
                 }
                 DirectoryAnswer::Done

@@ -52,7 +52,9 @@
 //!
 //! `cargo bench -p pierce-mio --bench relay_vs_coturn [-- --rounds 5 --rate 30000 ...]`;
 //! `--baseline-bin PATH` adds a third contender, another `pierce` build driven the same way
-//! (before/after comparisons); `--only pierce|coturn|baseline` runs one (e.g. for `perf
+//! (before/after comparisons), with `--baseline-args "FLAGS"` added to its `server` command
+//! (the same binary as a cluster node: `--baseline-args "--cluster redis://127.0.0.1:6379
+//! --node-id n0"`, Redis started first, prices being a node); `--only pierce|coturn|baseline` runs one (e.g. for `perf
 //! record -p <pid>` on the printed server pid with a long `--window`). The last line is
 //! `RESULT key=value …`.
 
@@ -133,6 +135,9 @@ mod bench {
         only: Option<Contender>,
         server_bin: PathBuf,
         baseline_bin: Option<PathBuf>,
+        /// Extra flags for the baseline's `server` (`--baseline-args "…"`, split on spaces):
+        /// e.g. the same binary as a cluster node, to price what being one costs per datagram.
+        baseline_args: Vec<String>,
         /// Knee search: the first rate, the highest, the factor of the upward steps, the
         /// precision at which bisection stops (ratio of the failing to the passing rate).
         knee_from: f64,
@@ -166,6 +171,7 @@ mod bench {
             only: None,
             server_bin: PathBuf::from(env!("CARGO_BIN_EXE_pierce")),
             baseline_bin: None,
+            baseline_args: Vec::new(),
             knee_from: 20_000.0,
             knee_to: 320_000.0,
             knee_step: 1.5,
@@ -204,6 +210,9 @@ mod bench {
                 }
                 "--server-bin" => o.server_bin = PathBuf::from(value()),
                 "--baseline-bin" => o.baseline_bin = Some(PathBuf::from(value())),
+                "--baseline-args" => {
+                    o.baseline_args = value().split_whitespace().map(str::to_owned).collect();
+                }
                 "--knee-from" => o.knee_from = value().parse().unwrap(),
                 "--knee-to" => o.knee_to = value().parse().unwrap(),
                 "--knee-step" => o.knee_step = value().parse().unwrap(),
@@ -346,16 +355,17 @@ mod bench {
         );
         let pin = o.pin();
         let want = |c| o.only.is_none_or(|only| only == c);
-        let baseline = o
-            .baseline_bin
-            .as_deref()
-            .map(|b| PierceServer::start(b, None).unwrap_or_else(|e| panic!("{e}")));
+        let baseline = o.baseline_bin.as_deref().map(|b| {
+            PierceServer::start_with(b, None, &o.baseline_args).unwrap_or_else(|e| panic!("{e}"))
+        });
         if let Some(b) = &baseline {
             let bin = o.baseline_bin.as_ref().unwrap().display();
-            println!(
-                "baseline: {bin} (pid {}), default server settings",
-                b.child.id()
-            );
+            let args = if o.baseline_args.is_empty() {
+                "default server settings".to_owned()
+            } else {
+                format!("server {}", o.baseline_args.join(" "))
+            };
+            println!("baseline: {bin} (pid {}), {args}", b.child.id());
         }
         // In the first round's order.
         let mut entries: Vec<Entry> = Vec::new();
@@ -1575,6 +1585,15 @@ mod bench {
         /// Starts `bin server` (with `--threads N` when given); what went wrong if it exits
         /// before its ready line.
         fn start(bin: &Path, threads: Option<usize>) -> Result<Self, String> {
+            Self::start_with(bin, threads, &[])
+        }
+
+        /// As [`PierceServer::start`], with `extra` flags.
+        fn start_with(
+            bin: &Path,
+            threads: Option<usize>,
+            extra: &[String],
+        ) -> Result<Self, String> {
             let mut cmd = child_command(bin);
             cmd.args([
                 "server",
@@ -1587,6 +1606,7 @@ mod bench {
             if let Some(n) = threads {
                 cmd.args(["--threads", &n.to_string()]);
             }
+            cmd.args(extra);
             let mut child = cmd
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

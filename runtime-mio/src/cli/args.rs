@@ -888,27 +888,10 @@ pub(super) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// `--cluster`: `redis://HOST:PORT` or `redis://HOST:PORT/DB` (no password in the URL: it
-/// would show in `ps`).
+/// `--cluster`: `redis://HOST:PORT` or `redis://HOST:PORT/DB` (no credentials: they would
+/// show in `ps`), as [`crate::cluster::check_url`] checks it.
 pub(super) fn parse_redis_url(s: &str) -> Result<String, String> {
-    let bad =
-        || format!("{s:?} is not a Redis URL: give redis://HOST:PORT (or redis://HOST:PORT/DB)");
-    let rest = s.strip_prefix("redis://").ok_or_else(bad)?;
-    let (hostport, db) = match rest.split_once('/') {
-        Some((h, db)) => (h, Some(db)),
-        None => (rest, None),
-    };
-    if hostport.contains('@') {
-        return Err(format!(
-            "{s:?}: no credentials in --cluster's URL (they would show in ps)"
-        ));
-    }
-    let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
-    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
-    let db_ok = db.is_none_or(|d| d.is_empty() || d.parse::<u16>().is_ok());
-    if host.is_empty() || !port_ok || !db_ok {
-        return Err(bad());
-    }
+    crate::cluster::check_url(s).map_err(|e| e.to_string())?;
     Ok(s.to_owned())
 }
 

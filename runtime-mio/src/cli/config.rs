@@ -894,7 +894,9 @@ impl ServerSettings {
                 r.default_max_members, r.max_members_cap
             ));
         }
-        self.cluster.config(self.listen)?;
+        // (Listening on port 0, a node advertises the port it gets: any port checks here.)
+        let listen = (self.listen).map(|l| SocketAddr::new(l.ip(), l.port().max(1)));
+        self.cluster.config(listen)?;
         let config = self.server_config(SecretKey::from_bytes([0; 32]));
         config.validate().map_err(|e| config_error(&e))
     }
@@ -906,8 +908,10 @@ impl ServerSettings {
         config.token_secret = self.secret.as_ref().map(|s| s.bytes().to_vec());
         config.relay_shards = self.relay_threads();
         config.rooms = self.core.rooms_enabled.then(|| self.core.rooms.clone());
-        // (Checked by `check`: a bad cluster setup never gets here.)
-        config.cluster = self.cluster.config(self.listen).ok().flatten();
+        // (Checked by `check`: a bad cluster setup never gets here. Listening on port 0, the
+        // runtime puts the port it got in `advertise`.)
+        let listen = (self.listen).map(|l| SocketAddr::new(l.ip(), l.port().max(1)));
+        config.cluster = self.cluster.config(listen).ok().flatten();
         config
     }
 

@@ -3,6 +3,16 @@
 
 use std::fmt::{self, Write};
 
+/// The cluster node this process is (`pierce server --node-id`): every line it prints says
+/// so.
+static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// From now on every object carries `"node":id` last (the server's lines have no `node`
+/// member of their own).
+pub fn set_node(id: &str) {
+    let _ = NODE.set(id.to_owned());
+}
+
 /// One JSON object under construction, e.g. `{"event":"listening","addr":"127.0.0.1:7777"}`.
 #[derive(Clone, Debug)]
 pub struct Obj(String);
@@ -134,6 +144,9 @@ impl Obj {
 
     /// The finished object, without a trailing newline.
     pub fn finish(mut self) -> String {
+        if let Some(node) = NODE.get() {
+            self = self.str("node", node);
+        }
         self.0.push('}');
         self.0
     }

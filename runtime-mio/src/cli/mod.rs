@@ -9,6 +9,7 @@
 //! - `pierce demo`: [`demo`]
 
 pub mod args;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod describe;

@@ -16,9 +16,9 @@ use pierce_core::{
 
 use super::args::ServerArgs;
 use super::config::ServerSettings;
-use super::json::Obj;
+use super::json::{self, Obj};
 use super::ops::{self, AdminRequest, Ops, Reply, Snapshot};
-use super::{CliError, describe, out, signal};
+use super::{CliError, cluster, describe, out, signal};
 use crate::{Driver, DriverStats, RelayThreads, os_seed, unix_time};
 
 /// Longest the loop waits before looking at the signal flag again.
@@ -81,8 +81,7 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
     let key = settings.load_key()?;
     // One thread: it does everything. More: that many relay threads, and the server's own.
     let relay_threads = settings.relay_threads();
-    let server = server_with(settings.server_config(key))?;
-    let public_key = server.public_key().to_hex();
+    let mut config = settings.server_config(key);
     let cannot_listen = |e: &io::Error| {
         let with = if relay_threads > 0 {
             format!(" with {relay_threads} relay threads (use --threads 1 without them)")
@@ -105,6 +104,16 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
     for s in std::iter::once(&socket).chain(&relay_sockets) {
         let _ = crate::set_socket_buffers(s, SOCKET_BUFFER);
     }
+    if let Some(c) = &mut config.cluster {
+        // A node on port 0 advertises the port it got (unless told what to advertise).
+        let bound = socket.local_addr().map_err(|e| cannot_listen(&e))?;
+        if settings.cluster.advertise.is_none() {
+            c.advertise = SocketAddr::new(c.advertise.ip(), bound.port());
+            c.advertise_tcp = Some(c.advertise);
+        }
+    }
+    let server = server_with(config)?;
+    let public_key = server.public_key().to_hex();
     let mut driver = Driver::from_std(socket, server).map_err(|e| cannot_listen(&e))?;
     driver.set_offload(!settings.no_offload);
     let mut relays = if relay_sockets.is_empty() {
@@ -132,6 +141,12 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         }
     };
     let mut ops = start_ops(&settings, &mut driver)?;
+    let mut link = cluster::Link::start(&settings.cluster, &mut driver)?;
+    if let Some(id) = &settings.cluster.node_id {
+        if link.is_some() {
+            json::set_node(id);
+        }
+    }
     let metrics_addr = ops.as_ref().map(Ops::local_addr);
     signal::install().map_err(|e| CliError::io("installing signal handlers", &e))?;
     let addr = driver.local_addr();
@@ -189,6 +204,9 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         driver
             .pump(TICK)
             .map_err(|e| CliError::io("server socket failed", &e))?;
+        if let Some(l) = &mut link {
+            l.exchange(&mut driver, Instant::now());
+        }
         if let Some(r) = &mut relays {
             r.exchange(&mut driver)
                 .map_err(|e| CliError::io("relay failed", &e))?;
@@ -239,6 +257,9 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         }
     }
     shut_down(&mut driver, &clients);
+    if let Some(l) = link.take() {
+        l.leave();
+    }
     let relay_stats = relays.as_ref().map(RelayThreads::stats);
     if let Some(r) = relays.take() {
         r.stop().map_err(|e| CliError::io("relay failed", &e))?;
@@ -565,6 +586,42 @@ fn log(json: bool, clients: &mut BTreeSet<HostId>, event: ServerEvent) {
                 out(&o.finish());
             } else {
                 out(&format!("{host_id} left: {reason}"));
+            }
+        }
+        ServerEvent::NodeNumbered { number } => {
+            if json {
+                out(&Obj::event("node_registered").int("number", number).finish());
+            } else {
+                out(&format!(
+                    "registered in the cluster as node number {number}"
+                ));
+            }
+        }
+        ServerEvent::DirectoryReachable { reachable } => {
+            if json {
+                out(&Obj::event("directory")
+                    .bool("reachable", reachable)
+                    .finish());
+            } else if reachable {
+                out("the cluster directory answers again; registered again");
+            } else {
+                out(
+                    "the cluster directory does not answer: rooms here go on, joins of rooms \
+                     elsewhere fail until it is back",
+                );
+            }
+        }
+        ServerEvent::ClientRedirected { host_id, to, room } => {
+            if json {
+                let o = Obj::event("client_redirected")
+                    .int("host_id", host_id.0)
+                    .str("to", &to.to_string())
+                    .opt_str("room", room.as_deref());
+                out(&o.finish());
+            } else {
+                let why =
+                    room.map_or_else(|| "its rooms moved".to_owned(), |r| format!("room {r}"));
+                out(&format!("{host_id} sent to {to} ({why})"));
             }
         }
         ServerEvent::ClientOffline { host_id } | ServerEvent::ClientOnline { host_id } => {
