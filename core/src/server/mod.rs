@@ -407,19 +407,12 @@ impl Server {
                     self.rooms.set_listed(node.known().1);
                 }
             }
-            Verdict::Here(join) => {
+            // (A client gone meanwhile joins nothing.)
+            Verdict::Here(join) if self.sessions.established_key(join.host).is_some() => {
                 let (groups, rng) = (&mut self.groups, &mut self.rng);
                 (self.rooms).join_here(groups, rng, &self.sessions, &join);
-                // (A room created here may be asked about again if the directory refused.)
-                while let Some(join) = self.rooms.poll_ask() {
-                    rooms::room_error(
-                        &mut self.groups,
-                        join.host,
-                        RoomOp::Join,
-                        RoomError::DirectoryUnavailable,
-                    );
-                }
             }
+            Verdict::Here(_) => {}
             Verdict::Redirect { host, to, room } => {
                 let elsewhere = !self.groups.client_groups(host).is_empty();
                 if elsewhere {
