@@ -30,9 +30,12 @@ impl Link {
     /// Connects to the directory of `settings` (none without `redis`) and starts the thread
     /// that answers the node's questions, waking `driver`.
     ///
+    /// A Redis that does not answer yet is warned about: the node starts, and takes no
+    /// clients until it has registered (its number comes from the directory).
+    ///
     /// # Errors
-    /// A failed run (exit 1) if Redis cannot be reached now: a node that cannot register
-    /// takes no clients, so it does not start.
+    /// A usage error for a URL or namespace the directory refuses (the flags' parsers
+    /// check them first); a failed run if the thread cannot start.
     pub fn start(
         settings: &ClusterSettings,
         driver: &mut Driver<Server>,
@@ -40,11 +43,14 @@ impl Link {
         let (Some(url), Some(node_id)) = (&settings.redis, &settings.node_id) else {
             return Ok(None);
         };
-        let directory = RedisDirectory::connect(url, &settings.namespace).map_err(|e| {
-            CliError::failed(format!(
-                "cannot reach the cluster directory at {url}: {e} (start Redis first)"
-            ))
-        })?;
+        let directory = RedisDirectory::connect(url, &settings.namespace)
+            .map_err(|e| CliError::usage(format!("--cluster {url}: {e}")))?;
+        if !directory.is_connected() {
+            eprintln!(
+                "pierce: warning: the cluster directory at {url} does not answer yet; this node \
+                 takes no clients until it has registered there"
+            );
+        }
         let waker = driver
             .waker()
             .map_err(|e| CliError::io("creating the directory waker", &e))?;
