@@ -258,7 +258,6 @@ impl Server {
         self.command(now, |s, now| {
             if let Some(node) = &mut s.node {
                 node.handle_answer(now, id, answer);
-                s.rooms.set_listed(node.known().1);
             }
         });
     }

@@ -403,6 +403,8 @@ impl Server {
             Verdict::Reachable(reachable) => {
                 self.events
                     .push(ServerEvent::DirectoryReachable { reachable });
+            }
+            Verdict::Listed => {
                 if let Some(node) = &self.node {
                     self.rooms.set_listed(node.known().1);
                 }
@@ -497,18 +499,19 @@ impl Server {
 
     /// Heartbeat if due; questions past their time fail.
     fn node_timeout(&mut self, now: Instant) {
-        let load = self.load();
-        let relayed = self.stats.relayed_bytes;
-        let rooms = self.rooms.listed_here(&self.groups);
         let Some(node) = &mut self.node else {
             return;
         };
         node.handle_timeout(now);
         if node.beat_due(now) {
-            node.beat(now, load, relayed, rooms);
+            // (Only now: the room list is built once a heartbeat, not on every wakeup.)
+            let load = self.load();
+            let relayed = self.stats.relayed_bytes;
+            let rooms = self.rooms.listed_here(&self.groups);
+            if let Some(node) = &mut self.node {
+                node.beat(now, load, relayed, rooms);
+            }
         }
-        // The list as of the last answer (answers come between timeouts).
-        self.rooms.set_listed(node.known().1);
         self.drain_node(now);
     }
 

@@ -58,6 +58,8 @@ pub(super) enum Verdict {
     Lost { room: String, to: SocketAddr },
     /// The directory answered again after failing (`true`), or stopped answering (`false`).
     Reachable(bool),
+    /// The cluster-wide room list changed ([`Node::known`]).
+    Listed,
 }
 
 /// Why a question was asked.
@@ -375,7 +377,10 @@ impl Node {
                 let to = owner.udp;
                 self.verdicts.push_back(Verdict::Lost { room, to });
             }
-            (Asked::Rooms, Ok(DirectoryAnswer::Rooms(rooms))) => self.listed = rooms,
+            (Asked::Rooms, Ok(DirectoryAnswer::Rooms(rooms))) if rooms != self.listed => {
+                self.listed = rooms;
+                self.verdicts.push_back(Verdict::Listed);
+            }
             (Asked::Join(join, elsewhere), answer) => self.settle_join(join, elsewhere, answer),
             (Asked::Ticket { key, session }, answer) => {
                 let first = matches!(answer, Ok(DirectoryAnswer::Ticket(true)));
