@@ -304,7 +304,9 @@ impl Server {
     fn on_frames(&mut self, now: Instant, key: usize, path: Path, frames: &[Frame<'_>]) {
         for &frame in frames {
             let handshake = matches!(frame, Frame::Resume { .. } | Frame::Connect { .. });
-            if handshake && self.parked.contains_key(&key) {
+            let parked = (self.parked.get(&key))
+                .is_some_and(|(id, _)| self.sessions.still_half_open(key, *id));
+            if handshake && parked {
                 // Retransmitted while the directory is asked about its ticket.
                 continue;
             }
@@ -376,6 +378,9 @@ impl Server {
     /// Hands the rooms' questions to the node (joins of rooms not here, rooms gone), then
     /// carries out what the node's answers decided.
     fn drain_node(&mut self, now: Instant) {
+        if self.node.is_none() {
+            return;
+        }
         let load = self.load();
         let Some(node) = &mut self.node else {
             return;
