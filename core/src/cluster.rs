@@ -152,9 +152,9 @@ pub struct NodeLoad {
 }
 
 impl NodeLoad {
-    /// What placement compares (lower takes the room): clients, then rooms.
+    /// What placement compares (lower takes the room): rooms, then clients.
     pub fn score(&self) -> (u32, u32) {
-        (self.clients, self.rooms)
+        (self.rooms, self.clients)
     }
 }
 

@@ -275,7 +275,11 @@ impl Node {
         if self.draining {
             return self.best_other();
         }
-        let mine = (load.rooms, load.clients.saturating_sub(1));
+        let mine = NodeLoad {
+            clients: load.clients.saturating_sub(1),
+            ..load
+        }
+        .score();
         let best = (self.nodes.iter())
             .filter(|n| n.id != self.config.node_id && !n.draining)
             .filter(|n| n.region == self.config.region)
@@ -287,7 +291,7 @@ impl Node {
     /// move away when it drains.
     pub(super) fn best_other(&self) -> Option<&NodeInfo> {
         let others = || (self.nodes.iter()).filter(|n| n.id != self.config.node_id && !n.draining);
-        let key = |n: &&NodeInfo| (n.load.rooms, n.load.clients, n.id.clone());
+        let key = |n: &&NodeInfo| (n.load.score(), n.id.clone());
         (others()
             .filter(|n| n.region == self.config.region)
             .min_by_key(key))
@@ -442,5 +446,163 @@ impl Node {
             },
         };
         self.verdicts.push_back(verdict);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::MemoryDirectory;
+
+    fn config(id: &str) -> ClusterConfig {
+        ClusterConfig::new(id, "eu", SocketAddr::from(([192, 0, 2, 1], 7000)))
+    }
+
+    fn join(host: u64, name: &str, flags: u8) -> Join {
+        Join {
+            host: HostId(host),
+            flags,
+            max_members: 0,
+            name: name.into(),
+            password: String::new(),
+        }
+    }
+
+    fn info(id: &str, rooms: u32, clients: u32, draining: bool) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            region: "eu".into(),
+            udp: SocketAddr::from(([192, 0, 2, 9], 7000 + rooms as u16)),
+            tcp: None,
+            load: NodeLoad {
+                clients,
+                rooms,
+                ..NodeLoad::default()
+            },
+            draining,
+        }
+    }
+
+    /// Answers every question from `d`.
+    fn serve(node: &mut Node, d: &mut MemoryDirectory, now: Instant) {
+        while let Some((id, request)) = node.poll_request() {
+            let answer = d.answer(now, &request);
+            node.handle_answer(now, id, answer);
+        }
+    }
+
+    #[test]
+    fn placement_picks_the_least_loaded_active_node_of_the_region_or_keeps_the_room() {
+        let t0 = crate::tests::epoch();
+        let mut node = Node::new(config("a"), t0);
+        let mine = NodeLoad {
+            clients: 3,
+            rooms: 2,
+            ..NodeLoad::default()
+        };
+        node.nodes = vec![
+            info("a", 2, 3, false),
+            info("b", 1, 9, false),
+            info("c", 0, 0, true),
+        ];
+        node.nodes[2].region = "eu".into();
+        let mut us = info("d", 0, 0, false);
+        us.region = "us".into();
+        node.nodes.push(us);
+        // b: fewer rooms; c drains; d is another region.
+        assert_eq!(node.placement(mine).map(|n| &*n.id), Some("b"));
+        node.nodes[1].load.rooms = 2;
+        node.nodes[1].load.clients = 2;
+        // b (2 rooms, 2 clients) against us (2 rooms, 3 clients, one of them the asker): a tie.
+        assert_eq!(node.placement(mine), None);
+        // Draining, any other active node takes rooms, this region first.
+        node.draining = true;
+        assert_eq!(node.best_other().map(|n| &*n.id), Some("b"));
+    }
+
+    #[test]
+    fn an_unanswered_join_fails_at_its_deadline_and_a_late_answer_is_ignored() {
+        let t0 = crate::tests::epoch();
+        let mut node = Node::new(config("a"), t0);
+        let mut d = MemoryDirectory::new();
+        serve(&mut node, &mut d, t0);
+        assert_eq!(node.poll_verdict(), Some(Verdict::Numbered(1)));
+        node.ask_join(t0, join(7, "r", JOIN_CREATE), NodeLoad::default());
+        let (id, request) = node.poll_request().unwrap();
+        let deadline = t0 + Duration::from_secs(2);
+        node.handle_timeout(deadline - Duration::from_millis(1));
+        assert_eq!(node.poll_verdict(), None, "not yet");
+        node.handle_timeout(deadline);
+        assert_eq!(node.poll_verdict(), Some(Verdict::Reachable(false)));
+        assert_eq!(
+            node.poll_verdict(),
+            Some(Verdict::Fail {
+                host: HostId(7),
+                error: RoomError::DirectoryUnavailable
+            })
+        );
+        let late = d.answer(deadline, &request);
+        node.handle_answer(deadline, id, late);
+        assert_eq!(node.poll_verdict(), None, "late: ignored");
+    }
+
+    #[test]
+    fn claims_decide_here_elsewhere_or_fail_and_must_create_refuses_a_room_elsewhere() {
+        let t0 = crate::tests::epoch();
+        let mut d = MemoryDirectory::new();
+        let mut a = Node::new(config("a"), t0);
+        let mut b = Node::new(config("b"), t0);
+        for n in [&mut a, &mut b] {
+            n.beat(t0, NodeLoad::default(), 0, Vec::new());
+            serve(n, &mut d, t0);
+            while n.poll_verdict().is_some() {}
+        }
+        a.ask_join(t0, join(1, "r", JOIN_CREATE), NodeLoad::default());
+        serve(&mut a, &mut d, t0);
+        assert_eq!(
+            a.poll_verdict(),
+            Some(Verdict::Here(join(1, "r", JOIN_CREATE)))
+        );
+        b.ask_join(t0, join(2, "r", 0), NodeLoad::default());
+        b.ask_join(t0, join(3, "r", JOIN_MUST_CREATE), NodeLoad::default());
+        b.ask_join(t0, join(4, "nope", 0), NodeLoad::default());
+        serve(&mut b, &mut d, t0);
+        let to = config("a").advertise;
+        assert_eq!(
+            b.poll_verdict(),
+            Some(Verdict::Redirect {
+                host: HostId(2),
+                to,
+                room: "r".into()
+            })
+        );
+        assert_eq!(
+            b.poll_verdict(),
+            Some(Verdict::Fail {
+                host: HostId(3),
+                error: RoomError::AlreadyExists
+            })
+        );
+        assert_eq!(
+            b.poll_verdict(),
+            Some(Verdict::Fail {
+                host: HostId(4),
+                error: RoomError::NotFound
+            })
+        );
+    }
+
+    #[test]
+    fn questions_out_are_bounded() {
+        let t0 = crate::tests::epoch();
+        let mut node = Node::new(config("a"), t0);
+        for i in 0..MAX_ASKED as u64 + 10 {
+            node.ask_join(t0, join(i, "r", 0), NodeLoad::default());
+        }
+        assert_eq!(node.asked.len(), MAX_ASKED);
+        let failed = std::iter::from_fn(|| node.poll_verdict())
+            .filter(|v| matches!(v, Verdict::Fail { .. }))
+            .count();
+        assert_eq!(failed, 11, "the number question took one place");
     }
 }
