@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 mod child;
 #[path = "support/redis.rs"]
 mod redis;
-use child::{Rng, serial, start_server, string_field, timed_lines};
+use child::{Rng, serial, start_server, string_field, timed_lines, wait_for};
 use redis::Redis;
 
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
@@ -133,6 +133,17 @@ impl Peer {
         self.seen.iter().filter(|(_, l)| l.contains(what)).count()
     }
 
+    /// The node it is on now (the server of its last `connected` or `reconnected` line).
+    fn server(&mut self) -> String {
+        self.count("");
+        (self.seen.iter().rev())
+            .find_map(|(_, l)| {
+                (l.contains(r#""event":"connected""#) || l.contains(r#""event":"reconnected""#))
+                    .then(|| string_field(l, "server").unwrap())
+            })
+            .unwrap_or_else(|| panic!("{} never connected", self.name))
+    }
+
     /// Waits for the run to end; its summary line.
     fn finish(&mut self, limit: Duration) -> String {
         let end = Instant::now() + limit;
@@ -167,18 +178,6 @@ impl Drop for Peer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Polls `pred` every 10 ms until it holds (true) or `limit` passes (false).
-fn wait_for(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if pred() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    pred()
 }
 
 /// A cluster under test: Redis, the nodes (by id), and a temporary directory.
@@ -357,15 +356,8 @@ fn a_sigtermed_node_moves_its_rooms_and_every_peer_finishes() {
     let mut peers = cluster.peers(&mut rng, 6, &["red", "blue"], &[]);
     // The node holding red (every red member is on it once gathered).
     thread::sleep(Duration::from_millis(500));
-    let red_node = {
-        let p = peers.iter_mut().find(|p| p.room == "red").unwrap();
-        p.count("");
-        let last = (p.seen.iter()).rev().find_map(|(_, l)| {
-            (l.contains(r#""event":"connected""#) || l.contains(r#""event":"reconnected""#))
-                .then(|| string_field(l, "server").unwrap())
-        });
-        cluster.id_of(&last.unwrap())
-    };
+    let red = peers.iter_mut().find(|p| p.room == "red").unwrap().server();
+    let red_node = cluster.id_of(&red);
     let node = cluster.nodes.get_mut(&red_node).unwrap();
     let termed = Instant::now();
     let pid = node.child.id().to_string();
@@ -412,13 +404,7 @@ fn a_sigkilled_nodes_relay_only_room_forms_again_and_every_peer_finishes() {
     let mut rng = Rng(seed());
     let mut peers = cluster.peers(&mut rng, 3, &["private"], &["--relay-only-room"]);
     thread::sleep(Duration::from_millis(500));
-    let p = &mut peers[0];
-    p.count("");
-    let last = (p.seen.iter()).rev().find_map(|(_, l)| {
-        (l.contains(r#""event":"connected""#) || l.contains(r#""event":"reconnected""#))
-            .then(|| string_field(l, "server").unwrap())
-    });
-    let holder = cluster.id_of(&last.unwrap());
+    let holder = cluster.id_of(&peers[0].server());
     let killed = Instant::now();
     drop(cluster.nodes.remove(&holder)); // SIGKILL
     let ended = finished(&mut peers, 3);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 #[path = "support/child.rs"]
 mod child;
-use child::{int_field, serial, start_server, string_field, timed_lines};
+use child::{int_field, serial, start_server, string_field, timed_lines, wait_for};
 
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
 /// Longest the whole test may take: the peers notice A's death after their idle timeout
@@ -108,18 +108,6 @@ impl Drop for Peer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Polls `pred` every 10 ms until it holds (true) or `limit` passes (false).
-fn wait_for(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if pred() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    pred()
 }
 
 /// Two nodes on one key (A started with `a_flags`) and three peers listing A then B,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 #[path = "support/child.rs"]
 mod child;
-use child::{lines, start_server, string_field};
+use child::{lines, start_server, string_field, wait_for};
 
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
 const TOKEN: &str = "ops-test-token-0123456789";
@@ -292,18 +292,6 @@ fn assert_exchanged(peers: [Peer; 2]) {
 fn sample(body: &str, name: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-/// Polls `pred` every 50 ms until it holds (true) or `limit` passes (false).
-fn wait_for(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if pred() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    pred()
 }
 
 /// A fresh temporary directory for one test.

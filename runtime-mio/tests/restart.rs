@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 #[path = "support/child.rs"]
 mod child;
-use child::{int_field, string_field, timed_lines};
+use child::{int_field, string_field, timed_lines, wait_for};
 
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
 /// Longest the whole test may take.
@@ -131,18 +131,6 @@ impl Drop for Peer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Polls `pred` every 10 ms until it holds (true) or `limit` passes (false).
-fn wait_for(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if pred() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    pred()
 }
 
 /// Three peers with `extra` flags exchange through a server (with `threads` relay threads)

@@ -116,6 +116,17 @@ fn exchange(net: &mut Net, i: usize, j: usize, n: u32) -> Vec<u32> {
     received(net, j, from)
 }
 
+/// Two clients on node A, both in room "arena".
+fn two_in_arena_on_a() -> Net {
+    let mut net = cluster(2);
+    for i in 0..2 {
+        connect(&mut net, i, server_addr());
+        join(&mut net, i, "arena");
+        assert!(net.drive_until(Duration::from_secs(1), |n| in_room(n, i, "arena")));
+    }
+    net
+}
+
 fn received(net: &Net, at: usize, from: HostId) -> Vec<u32> {
     (net.peer_messages(at).iter())
         .filter(|(f, _)| *f == from)
@@ -330,13 +341,7 @@ fn a_ticket_is_good_once_in_the_whole_cluster() {
 /// the pair resumes, and every message arrives once, in order.
 #[test]
 fn a_draining_node_moves_its_rooms_and_nothing_sent_is_lost() {
-    let mut net = cluster(2);
-    connect(&mut net, 0, server_addr());
-    connect(&mut net, 1, server_addr());
-    join(&mut net, 0, "arena");
-    assert!(net.drive_until(Duration::from_secs(1), |n| in_room(n, 0, "arena")));
-    join(&mut net, 1, "arena");
-    assert!(net.drive_until(Duration::from_secs(1), |n| in_room(n, 1, "arena")));
+    let mut net = two_in_arena_on_a();
     net.run_for(Duration::from_secs(2));
     let hosts = net.hosts();
     const N: u32 = 400;
@@ -436,13 +441,7 @@ fn a_directory_outage_leaves_rooms_working_and_fails_cross_node_joins_clearly() 
 /// A's clients, timing out, go to B and rejoin it there.
 #[test]
 fn a_dead_nodes_room_forms_again_on_another_node() {
-    let mut net = cluster(2);
-    connect(&mut net, 0, server_addr());
-    connect(&mut net, 1, server_addr());
-    join(&mut net, 0, "arena");
-    assert!(net.drive_until(Duration::from_secs(1), |n| in_room(n, 0, "arena")));
-    join(&mut net, 1, "arena");
-    assert!(net.drive_until(Duration::from_secs(1), |n| in_room(n, 1, "arena")));
+    let mut net = two_in_arena_on_a();
     let a = server_addr();
     net.filter = Some(Box::new(move |s| s.from != a && s.to != a));
     net.first_dead = true;

@@ -517,18 +517,7 @@ impl ClusterSettings {
              claims, single-use tickets): on when redis and node_id are set. Every node shares \
              the server key (key_file).",
         );
-        let line = |out: &mut String, name: &str, doc: &str, value: Option<String>| {
-            out.push('\n');
-            comment(out, doc);
-            match value {
-                Some(v) => {
-                    let _ = writeln!(out, "{name} = {v}");
-                }
-                None => {
-                    let _ = writeln!(out, "# {name} = (not set)");
-                }
-            }
-        };
+        let line = key_line;
         line(
             out,
             "redis",
@@ -996,18 +985,7 @@ impl ServerSettings {
         let d = Self::default();
         let opt_addr = |a: Option<SocketAddr>| a.map(|a| quote(&a.to_string()));
         let opt_path = |p: &Option<PathBuf>| p.as_ref().map(|p| quote(&p.to_string_lossy()));
-        let key = |out: &mut String, name: &str, doc: &str, value: Option<String>| {
-            out.push('\n');
-            comment(out, doc);
-            match value {
-                Some(v) => {
-                    let _ = writeln!(out, "{name} = {v}");
-                }
-                None => {
-                    let _ = writeln!(out, "# {name} = (not set)");
-                }
-            }
-        };
+        let key = key_line;
         key(
             &mut out,
             "listen",
@@ -1192,6 +1170,21 @@ fn enum_name<T: ValueEnum>(v: &T) -> String {
 /// A TOML string literal for `s` (escaped as TOML wants).
 fn quote(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
+}
+
+/// One key of a printed file: `doc` as a comment, then `name = value`, or a commented
+/// `name = (not set)` without a value.
+fn key_line(out: &mut String, name: &str, doc: &str, value: Option<String>) {
+    out.push('\n');
+    comment(out, doc);
+    match value {
+        Some(v) => {
+            let _ = writeln!(out, "{name} = {v}");
+        }
+        None => {
+            let _ = writeln!(out, "# {name} = (not set)");
+        }
+    }
 }
 
 /// `text` as `#` comment lines of at most 96 columns.

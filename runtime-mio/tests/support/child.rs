@@ -69,6 +69,18 @@ pub(crate) fn start_server(bin: &str, extra: &[&str]) -> (Child, Receiver<String
     }
 }
 
+/// Polls `pred` every 10 ms until it holds (true) or `limit` passes (false).
+pub(crate) fn wait_for(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if pred() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    pred()
+}
+
 /// The value of `"key":"value"` in a flat JSON line (values here never contain quotes).
 pub(crate) fn string_field(line: &str, key: &str) -> Option<String> {
     let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
