@@ -22,6 +22,12 @@
 //!   [`Sim::add_node`].
 //! - **Drive loop** ([`Sim::run_until`], [`Sim::run_for`]): one event heap, a step cap, and a
 //!   busy-loop detector that names the spinning node and the reason of its deadline.
+//! - **Clusters** ([`Scenario::cluster_node`], [`Scenario::directory`]): server nodes sharing
+//!   one [`pierce_core::cluster::MemoryDirectory`] that questions reach after a one-way
+//!   latency, answered in order; directory outages and wipes, node restarts (same key and
+//!   node id, a new number) and drains are [`Action`]s; [`Sim::directory`] and
+//!   [`Sim::directory_stats`] for assertions. `cluster_bench` measures what a join at the
+//!   wrong node costs.
 //! - **TCP streams** for the UDP-blocked fallback: connects, ordered lossless frames with the
 //!   links' latency, closes, crashes, roams and outages (the model and its counters:
 //!   [`StreamStats`]), and UDP-blocking firewalls ([`Action::BlockUdp`]).
@@ -73,8 +79,9 @@ pub use node::{Node, NodeEvent};
 pub use oracle::{NatProfile, Traversal, direct_path_possible, direct_path_possible_with};
 pub use scenario::{Action, DEFAULT_BUSY_LIMIT, DEFAULT_STEP_CAP, Edge, Scenario};
 pub use sim::{
-    CLIENT_PORT, Connected, Direction, DropCause, LogEntry, PacketFate, PacketRecord, RTO_MIN,
-    SERVER_PORT, STREAM_CONNECT_TIMEOUT, STREAM_STALL_TIMEOUT, Sim, SimError, StreamStats,
+    CLIENT_PORT, Connected, Direction, DirectoryStats, DropCause, LogEntry, PacketFate,
+    PacketRecord, RTO_MIN, SERVER_PORT, SIM_REGION, STREAM_CONNECT_TIMEOUT, STREAM_STALL_TIMEOUT,
+    Sim, SimError, StreamStats,
 };
 
 use rand::SeedableRng;

@@ -92,6 +92,21 @@ pub enum Action {
     BlockUdp(String),
     /// Undoes [`Action::BlockUdp`].
     UnblockUdp(String),
+    /// Cluster ([`Scenario::directory`]): the directory goes down; every question that
+    /// reaches it fails ([`pierce_core::cluster::DirectoryError::Unavailable`]).
+    DirectoryDown,
+    /// Cluster: the directory answers again.
+    DirectoryUp,
+    /// Cluster: the directory forgets everything (a Redis restarted without its data,
+    /// [`pierce_core::cluster::MemoryDirectory::wipe`]).
+    DirectoryWipe,
+    /// Cluster: the named server node (or [`crate::SERVER`]) restarts: a fresh `Server`, same
+    /// key and node id, no sessions; it asks the directory for a new number. (Crash it first
+    /// with [`Action::Crash`] for a crash-and-restart.)
+    RestartNode(String),
+    /// The named server node drains ([`pierce_core::Server::drain`], as on SIGTERM), telling
+    /// its clients they have this long.
+    Drain(String, Duration),
 }
 
 impl Action {
@@ -151,6 +166,14 @@ impl Action {
     pub fn unblock_udp(node: impl Into<String>) -> Self {
         Self::UnblockUdp(node.into())
     }
+    /// [`Action::RestartNode`].
+    pub fn restart_node(node: impl Into<String>) -> Self {
+        Self::RestartNode(node.into())
+    }
+    /// [`Action::Drain`].
+    pub fn drain(node: impl Into<String>, within: Duration) -> Self {
+        Self::Drain(node.into(), within)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +225,10 @@ pub struct Scenario {
     pub(crate) server_discovery: bool,
     pub(crate) step_cap: u64,
     pub(crate) busy_limit: u32,
+    /// The cluster directory's one-way latency, if the nodes share one.
+    pub(crate) directory: Option<Duration>,
+    /// Clients that try another node first: client name → node name.
+    pub(crate) first_node: Vec<(String, String)>,
 }
 
 /// Steps one `run_*` call may take before the simulation is declared runaway.
@@ -226,6 +253,8 @@ impl Scenario {
             server_discovery: true,
             step_cap: DEFAULT_STEP_CAP,
             busy_limit: DEFAULT_BUSY_LIMIT,
+            directory: None,
+            first_node: Vec::new(),
         }
     }
 
@@ -246,6 +275,26 @@ impl Scenario {
     /// At [`Scenario::build`], if the name is taken.
     pub fn cluster_node(mut self, name: impl Into<String>) -> Self {
         self.cluster.push(name.into());
+        self
+    }
+
+    /// Makes the server and every [`Scenario::cluster_node`] one cluster sharing a directory
+    /// (a [`pierce_core::cluster::MemoryDirectory`] the simulator holds): each node runs with
+    /// [`pierce_core::ServerConfig::cluster`] set to
+    /// [`pierce_core::cluster::ClusterConfig::new`]`(its name, "sim", its address)`, and each
+    /// question it asks reaches the directory `one_way` later and its answer comes back
+    /// `one_way` after that, in the order asked. The server config needs
+    /// [`pierce_core::ServerConfig::rooms`] for rooms to move between nodes. Outages, wipes,
+    /// node restarts and drains are [`Action`]s; see [`crate::Sim::directory`].
+    pub fn directory(mut self, one_way: Duration) -> Self {
+        self.directory = Some(one_way);
+        self
+    }
+
+    /// Client `client` tries node `node` ([`crate::SERVER`] or a [`Scenario::cluster_node`])
+    /// first, then the others in the usual order.
+    pub fn first_node(mut self, client: impl Into<String>, node: impl Into<String>) -> Self {
+        self.first_node.push((client.into(), node.into()));
         self
     }
 

@@ -38,7 +38,10 @@ use crate::{SERVER, derive_seed, repro_command, substream};
 
 mod access;
 mod actions;
+mod cluster;
 mod tcp;
+
+pub use cluster::{DirectoryStats, SIM_REGION};
 
 pub use tcp::{RTO_MIN, STREAM_CONNECT_TIMEOUT, STREAM_STALL_TIMEOUT, StreamStats};
 use tcp::{StreamItem, Streams};
@@ -275,6 +278,8 @@ enum Item {
     },
     Action(Action),
     Stream(StreamItem),
+    /// A cluster directory question or answer on its way.
+    Directory(cluster::DirItem),
 }
 
 /// A running simulation. Build one with [`Scenario`].
@@ -299,6 +304,10 @@ pub struct Sim {
     busy_limit: u32,
     buf: Box<[u8]>,
     streams: Streams,
+    /// The cluster directory, if the nodes share one.
+    cluster: Option<cluster::Cluster>,
+    /// Clients that dial another node first: client host → index in `server_list`.
+    first_node: BTreeMap<usize, usize>,
 }
 
 impl fmt::Debug for Sim {
@@ -338,6 +347,8 @@ impl Sim {
             busy_limit: s.busy_limit,
             buf: vec![0u8; MAX_DATAGRAM_SIZE.max(2048)].into_boxed_slice(),
             streams: Streams::default(),
+            cluster: None,
+            first_node: BTreeMap::new(),
         };
 
         // The server, with forwards through any NATs in front of it.
@@ -374,6 +385,10 @@ impl Sim {
             sim.server_list.push(sim.hosts[id].addr);
         }
 
+        if let Some(one_way) = s.directory {
+            sim.start_cluster(one_way, &s.cluster);
+        }
+
         let client_config = Arc::new(s.client_config.clone());
         for spec in &s.clients {
             assert!(
@@ -397,6 +412,15 @@ impl Sim {
                 .clone()
                 .map_or_else(|| client_config.clone(), Arc::new);
             sim.add_host(&spec.name, edge, realm, CLIENT_PORT, &link, Some(config));
+        }
+        for (client, node) in &s.first_node {
+            let c = sim.client_id(client);
+            let i = match s.cluster.iter().position(|n| n == node) {
+                _ if node == SERVER => 0,
+                Some(i) => i + 1,
+                None => panic!("first_node: {node:?} is not a server node"),
+            };
+            sim.first_node.insert(c, i);
         }
         for (at, action) in s.actions {
             let t = sim.clock.at(at);
@@ -507,7 +531,9 @@ impl Sim {
         let seed = derive_seed(self.seed, &format!("client/{}/{}", h.name, h.generation));
         let mut c = Client::new(config, seed, now)
             .unwrap_or_else(|e| self.fail(format!("invalid client config: {e}")));
-        c.connect_any(now, &self.server_list, &[])
+        let mut list = self.server_list.clone();
+        list.rotate_left(self.first_node.get(&id).copied().unwrap_or(0));
+        c.connect_any(now, &list, &[])
             .unwrap_or_else(|e| self.fail(format!("connect: {e}")));
         let h = &mut self.hosts[id];
         h.node = NodeState::Running(Box::new(c));
@@ -726,6 +752,7 @@ impl Sim {
             }
             Item::Action(a) => self.apply(a),
             Item::Stream(s) => self.handle_stream(s),
+            Item::Directory(d) => self.handle_directory_item(d),
         }
     }
 
@@ -785,6 +812,7 @@ impl Sim {
                     self.send_from(id, socket, dst, data);
                 }
             }
+            self.ask_directory(id);
             // The core may ask for sockets while transmitting (a stream's Close after its last
             // frame): serve them now, and drain what that produced.
             if !self.serve_socket_requests(id) {

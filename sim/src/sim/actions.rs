@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use pierce_core::cluster::MemoryDirectory;
 use pierce_core::{Client, Server};
 
 use super::{Item, NodeState, SERVER_PORT, Sim, SimError};
@@ -97,6 +98,27 @@ impl Sim {
                 let id = self.id(&name);
                 self.net.set_udp_blocked(id, false);
             }
+            Action::RestartServer if self.cluster.is_some() => {
+                return self.restart_node(self.server);
+            }
+            Action::RestartNode(name) => {
+                let id = self.id(&name);
+                if !self.is_cluster_node(id) {
+                    self.fail(format!("{name} is not a cluster node"));
+                }
+                return self.restart_node(id);
+            }
+            Action::Drain(name, within) => {
+                let id = self.id(&name);
+                match self.running_mut::<Server>(id) {
+                    Some(s) => s.drain(now, within),
+                    None => self.note(format!("{name}: drain: not running")),
+                }
+                return self.service(id, false);
+            }
+            Action::DirectoryDown => self.with_memory_directory(|d| d.set_down(true)),
+            Action::DirectoryUp => self.with_memory_directory(|d| d.set_down(false)),
+            Action::DirectoryWipe => self.with_memory_directory(MemoryDirectory::wipe),
             Action::RestartServer => {
                 let id = self.server;
                 self.streams_host_died(id);
