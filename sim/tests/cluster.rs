@@ -30,8 +30,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use pierce_core::{
-    Channel, ClientConfig, ClientEvent, HostId, MessageId, Path, RoomError, RoomOp, RoomOptions,
-    RoomsConfig, SecretKey, Server, ServerConfig,
+    Channel, ClientConfig, ClientEvent, HostId, MessageId, Path, PeerDropReason, RoomError, RoomOp,
+    RoomOptions, RoomsConfig, SecretKey, Server, ServerConfig,
 };
 use pierce_sim::{
     Action, Edge, LinkProfile, NatConfig, SERVER, Scenario, Sim, direct_path_possible, seed_or,
@@ -1065,7 +1065,6 @@ fn a_cluster_chaos_run_is_deterministic() {
 }
 
 #[test]
-#[ignore = "core bug: messages of a client that took a new host id delivered under its old id; see KNOWN_CORE_BUGS"]
 fn known_core_bug_seeds_pass_once_fixed() {
     for seed in KNOWN_CORE_BUGS {
         let result = catch_unwind(AssertUnwindSafe(|| {
@@ -1081,16 +1080,17 @@ fn known_core_bug_seeds_pass_once_fixed() {
     }
 }
 
-/// The known core bug, scripted: a and b share a room (direct path) on the server, which
+/// Once a core bug, scripted: a and b share a room (direct path) on the server, which
 /// crashes. b fails over to node B with its ticket (same id) and the room forms again
 /// there, b still holding its pair with a (carried over). a cannot reach node B at first;
 /// when it can, the directory is down, so its ticket cannot be checked: it registers with a
-/// NEW host id, and sends to b at once (it kept its pair with b), on the direct path b knows
-/// (same address, same keys), joining the room again when the directory is back: b should
-/// hear every message from a's new id; it hears the first ones under a's OLD id (the pair
-/// it carried over).
+/// NEW host id. Its peers knew it by the old one, so it drops every pair it kept
+/// (`PeerDropped { NewHostId }`: anything unacknowledged is reported expired) and waits for
+/// node B to introduce it again under the new id (it rejoins the room there at once: the
+/// room is local to node B). Everything it sends then reaches b under its new id, nothing
+/// under the old one (before the fix, a kept its pair and b took its first messages as the
+/// old id's).
 #[test]
-#[ignore = "core bug: after a client takes a new host id, a peer that still holds a pair with its old id on the same path delivers its messages under the old id"]
 fn messages_from_a_client_with_a_new_host_id_arrive_under_that_id() {
     let seed = seed_or(1906);
     let members: Vec<Member> = ["a", "b"]
@@ -1137,17 +1137,18 @@ fn messages_from_a_client_with_a_new_host_id_arrive_under_that_id() {
     });
     let new_a = sim.client("a").host_id().expect("id");
     sim.check(new_a != old_a, || format!("a kept its id {old_a}"));
-    // a sends at once (it kept its pair with b), and joins the room again when the
-    // directory is back.
+    sim.check(
+        (sim.client_events("a")).any(|(_, e)| {
+            matches!(e, ClientEvent::PeerDropped { peer, reason: PeerDropReason::NewHostId } if *peer == b)
+        }),
+        || "a did not drop its pair with b on taking a new id".into(),
+    );
+    sim.apply(Action::DirectoryUp).expect("up");
+    sim.eventually("node B introduces a (new id) and b", 10 * SECOND, |s| {
+        s.client("a").peers().any(|p| p == b)
+    });
     let t0 = sim.elapsed();
     for i in 0..100u32 {
-        if i == 10 {
-            sim.apply(Action::DirectoryUp).expect("up");
-        }
-        if i == 60 && formed(&sim, "r", &["a", "b"]).is_none() {
-            sim.with_client("a", |c, now| c.join_room(now, "r", "", true, 8))
-                .expect("join");
-        }
         sim.with_client("a", |c, now| {
             c.send(now, b, Channel::RELIABLE_ORDERED, &i.to_be_bytes())
         })

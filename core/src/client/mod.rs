@@ -66,6 +66,8 @@ pub struct Client {
     local_addresses: Candidates,
     /// Events not yet polled.
     events: VecDeque<ClientEvent>,
+    /// The host id of this client's last session (its peers know it by it).
+    identity: Option<HostId>,
     stats: ClientStats,
     /// Holds received server payloads handed out in events.
     recv_arena: Arena,
@@ -94,6 +96,7 @@ impl Client {
             discovery: Discovery::default(),
             local_addresses: Candidates::default(),
             events: VecDeque::new(),
+            identity: None,
             stats: ClientStats::default(),
             recv_arena: Arena::default(),
             scratch: vec![0u8; RECV_SCRATCH_SIZE].into_boxed_slice(),
@@ -256,6 +259,12 @@ impl Client {
                     on_tcp,
                     rejoined,
                 } => {
+                    if rejoined && self.identity.is_some_and(|was| was != host_id) {
+                        // Known to its peers by the old id: no pair can carry over (a packet
+                        // on one would be taken as the old identity's).
+                        self.peers.drop_all(PeerDropReason::NewHostId);
+                    }
+                    self.identity = Some(host_id);
                     self.push_event(ClientEvent::Connected {
                         host_id,
                         public_addr,

@@ -133,6 +133,10 @@ pub enum PeerDropReason {
     DirectLost,
     /// Detached from the server, the pair lifetime ran out.
     PairExpired,
+    /// This client registered again and got a new host id (its ticket was refused, e.g. a
+    /// cluster whose directory could not check it): its peers knew it by the old one, so
+    /// every pair goes (the new node introduces them again under the new id).
+    NewHostId,
 }
 
 /// Counters of one channel of a peer connection.

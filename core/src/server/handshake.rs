@@ -310,6 +310,11 @@ impl Handshakes {
         self.not_ready = !ready;
     }
 
+    /// Whether Connects are taken (not draining, ready).
+    pub(super) fn accepting(&self) -> bool {
+        !self.draining && !self.not_ready
+    }
+
     /// The valid ticket half-open session `key` presented, if any.
     pub(super) fn ticket_of(&self, key: usize) -> Option<Ticket> {
         self.pending.get(&key).and_then(|p| p.resume)

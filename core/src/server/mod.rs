@@ -239,6 +239,13 @@ impl Server {
             Ok(Datagram::ClientHello(_)) if datagram.len() < MIN_CLIENT_HELLO_LEN => {
                 self.stats.dropped.malformed += 1;
             }
+            // A cluster node issues no host id before it has its number: hellos go unanswered
+            // (the client's retransmissions get in once the directory has numbered it).
+            Ok(Datagram::ClientHello(_))
+                if self.node.as_ref().is_some_and(|n| n.number().is_none()) =>
+            {
+                self.stats.dropped.unexpected += 1;
+            }
             Ok(Datagram::ClientHello(hello)) => {
                 let (rng, stats) = (&mut self.rng, &mut self.stats);
                 (self.sessions).handle_hello(now, path, &hello, rng, stats);
@@ -341,7 +348,10 @@ impl Server {
     /// ticket) once the directory says whether the ticket was used anywhere before.
     fn on_connect(&mut self, now: Instant, key: usize, token: &[u8]) {
         if let Some(node) = &mut self.node {
-            if let Some((session, ticket)) = self.sessions.presented_ticket(key) {
+            // (A Connect that will be refused does not spend its ticket.)
+            let accepted = self.sessions.would_accept();
+            let presented = self.sessions.presented_ticket(key).filter(|_| accepted);
+            if let Some((session, ticket)) = presented {
                 let ttl = self.sessions.ticket_ttl(now, &ticket);
                 node.ask_ticket(now, key, session, ticket.id, ttl);
                 self.parked.insert(key, (session, token.to_vec()));
@@ -456,6 +466,13 @@ impl Server {
                     self.redirect(host, to, None);
                 }
             }
+            Verdict::Stranded { room } => {
+                let members = (self.rooms.members_of(&self.groups, &room)).map(<[_]>::to_vec);
+                let within_ms = 0;
+                for host in members.unwrap_or_default() {
+                    (self.groups).push_control(host, &ControlMsg::Draining { within_ms });
+                }
+            }
         }
     }
 
@@ -492,12 +509,10 @@ impl Server {
             return moved;
         };
         for room in listed {
-            node.hand(now, room.name.clone(), to.id.clone());
+            // (Its members are sent there when the directory has handed it over.)
+            node.hand(now, room.name.clone(), &to);
             let members = self.rooms.members_of(&self.groups, &room.name);
             moved.extend(members.unwrap_or_default().iter().copied());
-        }
-        for &host in &moved {
-            self.redirect(host, to.udp, None);
         }
         moved
     }

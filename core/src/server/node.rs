@@ -54,8 +54,11 @@ pub(super) enum Verdict {
         first: bool,
     },
     /// Room `room` of ours is held by node `to` now (during a directory outage both created
-    /// it): its members should go there.
+    /// it, or this node handed it over as it drains): its members should go there.
     Lost { room: String, to: SocketAddr },
+    /// Room `room` could not be handed over (the directory did not answer): its members are
+    /// told the node drains, and leave by themselves.
+    Stranded { room: String },
     /// The directory answered again after failing (`true`), or stopped answering (`false`).
     Reachable(bool),
     /// The cluster-wide room list changed ([`Node::known`]).
@@ -76,7 +79,13 @@ enum Asked {
         key: usize,
         session: u32,
     },
-    /// Hand, Release, Leave: nothing waits on the answer.
+    /// A room handed to another node (this one drains): its members go there once the
+    /// directory says so.
+    Hand {
+        room: String,
+        to: SocketAddr,
+    },
+    /// Release, Leave: nothing waits on the answer.
     Told,
 }
 
@@ -331,14 +340,14 @@ impl Node {
     }
 
     /// Room `room` moves to node `to` (this node drains).
-    pub(super) fn hand(&mut self, now: Instant, room: String, to: String) {
+    pub(super) fn hand(&mut self, now: Instant, room: String, to: &NodeInfo) {
         let request = DirectoryRequest::Hand {
-            room,
+            room: room.clone(),
             from: self.config.node_id.clone(),
-            to,
+            to: to.id.clone(),
             ttl: self.config.room_ttl,
         };
-        self.ask(now, Asked::Told, request);
+        self.ask(now, Asked::Hand { room, to: to.udp }, request);
     }
 
     /// The node leaves the cluster (it exits).
@@ -376,6 +385,14 @@ impl Node {
                     };
                     self.ask(now, Asked::Lost(room), request);
                 }
+            }
+            // Handed over: only now are the members sent (a member reaching `to` before the
+            // hand would find the room still ours and be sent back).
+            (Asked::Hand { room, to }, Ok(_)) => {
+                self.verdicts.push_back(Verdict::Lost { room, to })
+            }
+            (Asked::Hand { room, .. }, Err(_)) => {
+                self.verdicts.push_back(Verdict::Stranded { room })
             }
             (Asked::Lost(room), Ok(DirectoryAnswer::Claim(Claim::Theirs(owner)))) => {
                 let to = owner.udp;

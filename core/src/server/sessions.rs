@@ -178,6 +178,12 @@ impl Sessions {
         self.handshakes.set_ready(false);
     }
 
+    /// Whether a Connect now would be taken as far as the server's state goes (not
+    /// draining, not waiting for its number, not full; its token is checked later).
+    pub(super) fn would_accept(&self) -> bool {
+        self.handshakes.accepting() && self.clients < self.config.max_clients
+    }
+
     /// Half-open session `key`'s id and the valid ticket it presented, if any.
     pub(super) fn presented_ticket(&self, key: usize) -> Option<(u32, Ticket)> {
         let s = self.slab.get(key)?;

@@ -396,6 +396,8 @@ enum PiercePeerDropReason
     PIERCE_PEER_DROP_DIRECT_LOST = 4,
     // Detached from the server, the pair lifetime ran out.
     PIERCE_PEER_DROP_PAIR_EXPIRED = 5,
+    // This client registered again with a new host id: its peers knew it by the old one.
+    PIERCE_PEER_DROP_NEW_HOST_ID = 6,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -181,6 +181,8 @@ pub enum PiercePeerDropReason {
     PIERCE_PEER_DROP_DIRECT_LOST = 4,
     /// Detached from the server, the pair lifetime ran out.
     PIERCE_PEER_DROP_PAIR_EXPIRED = 5,
+    /// This client registered again with a new host id: its peers knew it by the old one.
+    PIERCE_PEER_DROP_NEW_HOST_ID = 6,
 }
 
 /// A room operation (`PIERCE_CLIENT_EVENT_ROOM_FAILED`'s `reason`).
@@ -824,6 +826,7 @@ fn peer_drop_reason(r: PeerDropReason) -> PiercePeerDropReason {
         PeerDropReason::ServerLost => PIERCE_PEER_DROP_SERVER_LOST,
         PeerDropReason::DirectLost => PIERCE_PEER_DROP_DIRECT_LOST,
         PeerDropReason::PairExpired => PIERCE_PEER_DROP_PAIR_EXPIRED,
+        PeerDropReason::NewHostId => PIERCE_PEER_DROP_NEW_HOST_ID,
         _ => PIERCE_PEER_DROP_OTHER,
     }
 }
