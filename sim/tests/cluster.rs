@@ -239,9 +239,9 @@ impl Traffic {
                 .map(|p| u32::from_be_bytes(p[8..12].try_into().expect("4 bytes")))
                 .collect()
         };
-        // The known core bug (see KNOWN_CORE_BUGS): after a sender took a new host id, the
-        // receiver may deliver its first messages under its OLD id. They show as a restart of
-        // the numbering in the old id's stream; they are the new id's first numbers.
+        // The core bug once seen (see ONCE_CORE_BUGS): after a sender took a new host id, the
+        // receiver delivered its first messages under its OLD id. They would show as a
+        // restart of the numbering in the old id's stream (counted, and failed).
         let mut misattributed: BTreeMap<(&str, HostId), BTreeSet<u32>> = BTreeMap::new();
         let mut prefix_len: BTreeMap<(&str, HostId, HostId), usize> = BTreeMap::new();
         for (from, from_id, to_id) in self.sent.keys() {
@@ -310,7 +310,21 @@ impl Traffic {
                         "{from} ({from_id}) -> {to} ({to_id}): message {n} of {} lost silently",
                         ids.len()
                     )),
-                    (false, false) => t.lost_torn += 1,
+                    (false, false) => {
+                        t.lost_torn += 1;
+                        if std::env::var_os("PIERCE_SIM_VERBOSE").is_some() {
+                            eprintln!(
+                                "torn: {from} ({from_id}, now {:?}) -> {to} ({to_id}, now {:?}): \
+                                 message {n} (id {id:?}) neither delivered nor expired; \
+                                 {from} still pairs with {to_id}: {}, its channel: {:?}",
+                                sim.client(from).host_id(),
+                                sim.client(to).host_id(),
+                                sim.client(from).peers().any(|p| p == *to_id),
+                                sim.client(from)
+                                    .channel_stats(*to_id, Channel::RELIABLE_ORDERED)
+                            );
+                        }
+                    }
                 }
             }
             if stable {
@@ -346,6 +360,9 @@ fn check_tally(sim: &Sim, t: &Tally, churn: bool) {
     );
     sim.check(churn || t.lost_torn == 0, || {
         format!("host ids changed: {t:?}")
+    });
+    sim.check(t.misattributed == 0, || {
+        format!("messages delivered under the sender's previous host id: {t:?}")
     });
 }
 
@@ -742,17 +759,14 @@ fn a_directory_outage_leaves_rooms_working_and_fails_joins_that_need_it() {
 
 // ---- e. chaos --------------------------------------------------------------------------
 
-/// Seeds where a known core bug shows (see the report on branch h-simcluster): when a client
-/// comes back from a failover or redirect with a NEW host id (same process, same keys, same
-/// address), a peer still holding its old id on the same path delivers its first messages
-/// under the OLD id (they look lost on the new id's stream). Host ids change (1) when the
-/// directory is down as the client resumes (its ticket cannot be checked, so it is not
-/// honoured), and (2) when a node refuses the client (it started draining after the redirect
-/// was sent): `Server::on_connect` asks the directory to take the ticket before the handshake
-/// decides to refuse, so the ticket is spent and the next node gives a new id (seeds 199,
-/// 352). The sweep counts these deliveries (`misattributed`, printed) instead of failing;
-/// `known_core_bug_seeds_pass_once_fixed` (ignored) fails while any of these seeds shows one.
-const KNOWN_CORE_BUGS: [u64; 4] = [23, 25, 199, 352];
+/// Seeds where two core bugs once showed (fixed): when a client came back from a failover
+/// or redirect with a NEW host id (same process, same keys, same address), a peer still
+/// holding its old id on the same path delivered its first messages under the OLD id. Host
+/// ids change when the directory is down as the client resumes (its ticket cannot be
+/// checked), and changed when a node that would refuse the client (it started draining after
+/// the redirect was sent) spent its ticket first (seeds 199, 352). Every run now fails on a
+/// message delivered under a previous id; these seeds stay as regressions.
+const ONCE_CORE_BUGS: [u64; 4] = [23, 25, 199, 352];
 
 /// Seeds the CI run covers (more with `PIERCE_SIM_SEEDS`).
 const CI_SEEDS: u64 = 4;
@@ -1008,7 +1022,7 @@ fn cluster_chaos_keeps_rooms_on_one_node_and_loses_nothing_silently() {
     let mut total = Tally::default();
     let mut doubled_draining = 0;
     let mut app = (0, 0);
-    let mut misattributed_seeds = Vec::new();
+    let mut torn_seeds = Vec::new();
     for &seed in &seeds {
         let result = catch_unwind(AssertUnwindSafe(|| {
             let run = chaos(seed);
@@ -1026,8 +1040,8 @@ fn cluster_chaos_keeps_rooms_on_one_node_and_loses_nothing_silently() {
                 total.expired_delivered += run.tally.expired_delivered;
                 total.lost_torn += run.tally.lost_torn;
                 total.misattributed += run.tally.misattributed;
-                if run.tally.misattributed > 0 {
-                    misattributed_seeds.push(seed);
+                if run.tally.lost_torn > 0 {
+                    torn_seeds.push(seed);
                 }
                 doubled_draining += run.doubled_draining;
                 app.0 += run.app.rejoins;
@@ -1038,8 +1052,8 @@ fn cluster_chaos_keeps_rooms_on_one_node_and_loses_nothing_silently() {
     }
     eprintln!(
         "cluster chaos: {} seeds ({}..), {} failed {failed:?}; sent {}, delivered {}, expired {} (+{} delivered and reported expired), \
-         lost on pairs whose host ids changed {}, delivered under the sender's previous host id \
-         {} (known core bug, seeds {misattributed_seeds:?}); checks that saw a room on a draining node and \
+         lost on pairs whose host ids changed {} (seeds {torn_seeds:?}), delivered under the \
+         sender's previous host id {}; checks that saw a room on a draining node and \
          an active one: {doubled_draining}; application rejoins {}, restarts {}",
         seeds.len(),
         seeds.first().copied().unwrap_or(0),
@@ -1065,18 +1079,14 @@ fn a_cluster_chaos_run_is_deterministic() {
 }
 
 #[test]
-fn known_core_bug_seeds_pass_once_fixed() {
-    for seed in KNOWN_CORE_BUGS {
+fn seeds_that_once_showed_core_bugs_pass() {
+    for seed in ONCE_CORE_BUGS {
         let result = catch_unwind(AssertUnwindSafe(|| {
             let run = chaos(seed);
             check_tally(&run.sim, &run.tally, true);
             run.tally.misattributed
         }));
-        assert_eq!(
-            result.ok(),
-            Some(0),
-            "seed {seed} still trips the known core bug"
-        );
+        assert_eq!(result.ok(), Some(0), "seed {seed} trips a core bug again");
     }
 }
 
