@@ -693,6 +693,9 @@ impl Endpoint for Server {
     /// called early or often.
     fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.advance(now);
+        // The node first: what its verdicts do to sessions (a parked Connect settled, a
+        // redirect queued) is then due with the rest.
+        self.node_timeout(now);
         self.sessions.handle_timeout(now);
         while let Some(due) = (self.sessions).poll_due(now, &mut self.rng, &mut self.stats) {
             match due {
@@ -704,7 +707,6 @@ impl Endpoint for Server {
                 }
             }
         }
-        self.node_timeout(now);
         self.settle(now);
     }
 
