@@ -30,8 +30,9 @@
 //!   group; it relays only while some pair exists; and `relay_denied` grows only while a
 //!   membership change (a leave, a client leaving the server) is still reaching the members.
 //! - **Bounded memory**: per peer, queued bytes stay under `max_send_buffer_per_peer` and
-//!   unacknowledged messages never exceed what was sent on that connection; NAT bindings
-//!   stay bounded.
+//!   unacknowledged messages never exceed what was sent on that connection; a NAT holds no
+//!   more bindings than the client processes behind it may make (a handful of flows each,
+//!   plus the core's birthday-probing budget: see `MAX_BINDINGS_PER_PROCESS`).
 //!
 //! Checked at the end, for **stable** messages (both sessions still alive, and no teardown of
 //! their pair since the send: neither end left the group, saw the other leave, lost its

@@ -23,6 +23,12 @@
 //!   ports of the hard side's IP; a collision opens the path (n sockets, k probes: success
 //!   1 − (1 − n/64512)^k, ~98% for 256 and 1024).
 //!
+//! Both sprays are costly, so a pair sprays in its first three rounds and then backs off
+//! exponentially ([`sprays_in`]); and the mappings birthday sockets make in our NAT are
+//! budgeted per client, for every peer together, over a time window (`sockets.rs`): a client
+//! that punches again and again (peers moving, leaving and rejoining) cannot fill its NAT's
+//! table.
+//!
 //! The agent never seals anything: it says what to send ([`PathSend`]) and its owner (the
 //! peer, which holds the pair's keys) seals it. It reports what became of the path as
 //! [`PathEvent`]s.
