@@ -340,9 +340,10 @@ impl PathAgent {
     /// True while this peer needs the extra sockets (we are the hard side of a birthday
     /// round that has not succeeded).
     ///
-    /// They stay open between two spraying rounds (~38 s apart): spraying again from the
-    /// same sockets refreshes the mappings they made, new sockets would make new ones. When
-    /// the backoff skips rounds ([`sprays_in`]) they close after the spray.
+    /// They stay open between two spraying rounds (~38 s apart): a NAT that keeps idle
+    /// mappings that long still has theirs, new sockets would certainly need new ones (the
+    /// budget counts a spray after a pause as new mappings either way). When the backoff
+    /// skips rounds ([`sprays_in`]) they close after the spray.
     pub(super) fn wants_sockets(&self) -> bool {
         let upcoming = if self.spray_round == Some(self.round) {
             self.round + 1

@@ -5,12 +5,15 @@
 //! Every socket that sprays towards a peer makes one mapping in our (endpoint-dependent) NAT,
 //! and that mapping lives on for the NAT's idle timeout after its last packet: a router's
 //! table is finite, and behind a carrier NAT it is shared with strangers. So the pool keeps a
-//! **binding budget**: a ledger of which sockets (of which opening of the pool) sprayed
-//! towards which address, and when last. A peer asks for sockets towards an address
-//! ([`SocketPool::sockets_towards`]); sockets that already sprayed there cost nothing more,
-//! others are granted only while the mappings of the last [`BUDGET_WINDOW`] stay within the
-//! budget ([`BUDGET_DESTINATIONS`] full sets of sockets), shared by every peer. The pool is
-//! not (re)opened while the budget is spent.
+//! **binding budget**: a ledger of sprays: which sockets (of which opening of the pool)
+//! sprayed towards which address, and when last. A peer asks for sockets towards an address
+//! ([`SocketPool::sockets_towards`]). A spray that goes on (the same sockets, the same
+//! address, probes less than [`REFRESH_GAP`] apart) keeps its mappings fresh and costs
+//! nothing more; a new one, or one after a pause, is granted only while the mappings of the
+//! last [`BUDGET_WINDOW`] stay within the budget ([`BUDGET_DESTINATIONS`] full sets of
+//! sockets), shared by every peer. (After a pause the NAT may have dropped the mappings and
+//! makes new ones; behind two NATs, the outer one still holds the old ones: so a pause
+//! counts as new mappings.) The pool is not (re)opened while the budget is spent.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -18,12 +21,18 @@ use std::net::SocketAddr;
 use crate::time::{Duration, Instant};
 use crate::{SocketId, SocketRequest};
 
-/// How long the ledger counts a mapping after the last sprayed probe that used it. An
-/// endpoint-dependent NAT drops an unanswered flow after its idle timeout: Linux conntrack
-/// after 30 s, a carrier NAT (the simulator's, RFC 6888) after 120 s, and RFC 4787 (REQ-5)
-/// asks for at least 2 minutes. Counting 2 minutes covers those; behind a NAT that keeps
-/// unanswered flows longer, the budget is a rate (so many mappings per 2 minutes) instead.
-pub(super) const BUDGET_WINDOW: Duration = Duration::from_secs(120);
+/// How long the ledger counts a mapping after the last sprayed probe that used it. A NAT
+/// drops an unanswered flow after its idle timeout: Linux conntrack after 30 s, a carrier
+/// NAT (the simulator's, RFC 6888) after 120 s, and RFC 4787 (REQ-5) asks for at least 2
+/// minutes. Counting 2 minutes (plus 5 s for the probes to reach the NAT) covers those;
+/// behind a NAT that keeps unanswered flows longer, the budget is a rate (so many mappings
+/// per 2 minutes) instead.
+pub(super) const BUDGET_WINDOW: Duration = Duration::from_secs(125);
+/// Probes from the same sockets to the same address less than this apart keep the same
+/// mappings (a spray sweeps its sockets every second); after a longer pause they count as
+/// new ones. Shorter than any NAT idle timeout we know of (the simulator draws 8–20 s for
+/// some NATs, Linux keeps unanswered flows 30 s).
+pub(super) const REFRESH_GAP: Duration = Duration::from_secs(5);
 /// The budget: this many full sets of birthday sockets (`birthday_sockets` each, 256 by
 /// default: 768 mappings) per [`BUDGET_WINDOW`], for every peer together. Three peers of a
 /// four-player group behind easy NATs each get a full set at once; a fourth, or a peer that
@@ -102,29 +111,28 @@ impl SocketPool {
             };
         }
         let generation = self.generation;
-        let granted = match self
-            .grants
-            .iter_mut()
-            .find(|g| g.generation == generation && g.to == to)
-        {
-            Some(g) => {
-                g.last_used = now;
-                g.sockets
-            }
-            None => {
-                let n = u16::try_from(remaining.min(u32::from(self.size))).unwrap_or(self.size);
-                if n == 0 || self.grants.len() >= MAX_GRANTS {
-                    return Grant::Denied;
+        let granted =
+            match self.grants.iter_mut().find(|g| {
+                g.generation == generation && g.to == to && now < g.last_used + REFRESH_GAP
+            }) {
+                Some(g) => {
+                    g.last_used = now;
+                    g.sockets
                 }
-                self.grants.push(Granted {
-                    generation,
-                    to,
-                    sockets: n,
-                    last_used: now,
-                });
-                n
-            }
-        };
+                None => {
+                    let n = u16::try_from(remaining.min(u32::from(self.size))).unwrap_or(self.size);
+                    if n == 0 || self.grants.len() >= MAX_GRANTS {
+                        return Grant::Denied;
+                    }
+                    self.grants.push(Granted {
+                        generation,
+                        to,
+                        sockets: n,
+                        last_used: now,
+                    });
+                    n
+                }
+            };
         let n = usize::from(granted).min(self.open.len());
         if n == 0 {
             Grant::Pending
@@ -297,29 +305,30 @@ mod tests {
         let n = 256;
         let mut p = SocketPool::default();
         open(&mut p, t0, n);
-        // Three addresses get a full set each; spraying there again costs nothing more.
+        // Three addresses get a full set each; a spray that goes on costs nothing more.
         for port in 1..=BUDGET_DESTINATIONS as u16 {
             assert_eq!(granted(&mut p, t0, peer(port)), usize::from(n));
         }
-        assert_eq!(
-            granted(&mut p, t0, peer(1)),
-            usize::from(n),
-            "already mapped"
-        );
-        // A fourth address (a peer that moved, another peer) waits.
-        assert_eq!(p.sockets_towards(t0, peer(4)), Grant::Denied);
-        // Spraying keeps the first three counted; a window after their last use they are
-        // counted out and the fourth gets its set.
-        let t1 = t0 + BUDGET_WINDOW / 2;
-        for port in 1..=3 {
-            assert_eq!(granted(&mut p, t1, peer(port)), usize::from(n));
+        let mut t1 = t0;
+        for _ in 0..20 {
+            t1 += Duration::from_secs(1);
+            for port in 1..=3 {
+                assert_eq!(
+                    granted(&mut p, t1, peer(port)),
+                    usize::from(n),
+                    "still mapped"
+                );
+            }
         }
-        assert_eq!(
-            p.sockets_towards(t0 + BUDGET_WINDOW, peer(4)),
-            Grant::Denied
-        );
-        let t2 = t1 + BUDGET_WINDOW;
-        assert_eq!(granted(&mut p, t2, peer(4)), usize::from(n));
+        // A fourth address (a peer that moved, another peer) waits, and so does a spray
+        // after a pause (the NAT may map it anew).
+        assert_eq!(p.sockets_towards(t1, peer(4)), Grant::Denied);
+        assert_eq!(p.sockets_towards(t1 + REFRESH_GAP, peer(1)), Grant::Denied);
+        // A window after their last use the first three are counted out: the fourth gets
+        // its set.
+        let almost = t1 + BUDGET_WINDOW - Duration::from_millis(1);
+        assert_eq!(p.sockets_towards(almost, peer(4)), Grant::Denied);
+        assert_eq!(granted(&mut p, t1 + BUDGET_WINDOW, peer(4)), usize::from(n));
     }
 
     #[test]
