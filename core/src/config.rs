@@ -137,7 +137,9 @@ pub struct ClientConfig {
     /// endpoint-dependent mapping) of a pair whose other side filters by address and port:
     /// each gets its own NAT mapping towards the peer, and the peer probes random ports
     /// (birthday probing; Tailscale also opens 256). 0 turns birthday probing off on this
-    /// side. At most 1024.
+    /// side. At most 1024. The mappings they make are budgeted: for every peer together, at
+    /// most three times this many per 2 minutes (a peer that would need more, e.g. a fourth
+    /// hard-to-reach peer or one that moved, waits until older mappings have idled out).
     pub birthday_sockets: u16,
     /// Random ports the "easy" side of such a pair probes per round, at most (with 256
     /// mappings on the other side, 1024 probes succeed ~98% of the time).

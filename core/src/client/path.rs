@@ -23,6 +23,12 @@
 //!   ports of the hard side's IP; a collision opens the path (n sockets, k probes: success
 //!   1 − (1 − n/64512)^k, ~98% for 256 and 1024).
 //!
+//! Both sprays are costly, so a pair sprays in its first three rounds and then backs off
+//! exponentially ([`sprays_in`]); and the mappings birthday sockets make in our NAT are
+//! budgeted per client, for every peer together, over a time window (`sockets.rs`): a client
+//! that punches again and again (peers moving, leaving and rejoining) cannot fill its NAT's
+//! table.
+//!
 //! The agent never seals anything: it says what to send ([`PathSend`]) and its owner (the
 //! peer, which holds the pair's keys) seals it. It reports what became of the path as
 //! [`PathEvent`]s.
@@ -31,6 +37,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use smallvec::SmallVec;
 
+use super::sockets::{Grant, SocketPool};
 use crate::SocketId;
 use crate::config::ClientConfig;
 use crate::nat::{Dependence, NatBehavior, PortAllocation, Reported};
@@ -90,6 +97,21 @@ const LOWEST_RANDOM_PORT: u16 = 1024;
 const PREDICTION_SWEEPS_PER_ROUND: u32 = 6;
 /// Most ports one prediction sweep covers.
 const MAX_PREDICTION_SPAN: u32 = 1024;
+
+/// Rounds that spray (port prediction, birthday probing): the first [`SPRAYED_ROUNDS`], then
+/// only rounds 4, 8, 16, … (about 2.5, 5, 10 minutes in): a failed spray is retried with
+/// exponential backoff. Punching rounds are cheap (a few probes per candidate); a spray is
+/// not (up to 1,024 probes from the easy side, a new NAT mapping per birthday socket on the
+/// hard side), and three tries ~38 s apart already cover a lost or late first round and the
+/// conntrack race of [`RETRY_AFTER`]. What a spray may cost in NAT mappings is also bounded
+/// per client, for every peer together, by the birthday sockets' binding budget
+/// (`sockets.rs`).
+fn sprays_in(round: u32) -> bool {
+    round < SPRAYED_ROUNDS || round.is_power_of_two()
+}
+
+/// Rounds that all spray before the backoff of [`sprays_in`].
+const SPRAYED_ROUNDS: u32 = 3;
 
 /// Ports one prediction sweep covers: `window` steps of `delta`.
 fn prediction_span(window: u16, delta: i16) -> u32 {
@@ -317,8 +339,21 @@ impl PathAgent {
 
     /// True while this peer needs the extra sockets (we are the hard side of a birthday
     /// round that has not succeeded).
+    ///
+    /// They stay open between two spraying rounds (~38 s apart): a NAT that keeps idle
+    /// mappings that long still has theirs, new sockets would certainly need new ones (the
+    /// budget counts a spray after a pause as new mappings either way). When the backoff
+    /// skips rounds ([`sprays_in`]) they close after the spray.
     pub(super) fn wants_sockets(&self) -> bool {
-        self.plan == Plan::BirthdayHard && self.direct.is_none() && self.enabled
+        let upcoming = if self.spray_round == Some(self.round) {
+            self.round + 1
+        } else {
+            self.round
+        };
+        self.plan == Plan::BirthdayHard
+            && self.direct.is_none()
+            && self.enabled
+            && (self.spray.next.is_some() || sprays_in(upcoming))
     }
 
     /// When the direct path is dead if nothing arrives on it: [`DIRECT_IDLE_DEAD`] after the
@@ -563,11 +598,11 @@ impl PathAgent {
 
     /// The next probe answer or probe to send, if one is due: answers first (from the socket
     /// the probe came in on), then a keepalive on the direct path, a triggered probe, a
-    /// punching round's next probe, a sprayed one. `open` are the birthday sockets open now.
+    /// punching round's next probe, a sprayed one (from the birthday sockets `pool` grants).
     pub(super) fn poll_transmit(
         &mut self,
         now: Instant,
-        open: &[SocketId],
+        pool: &mut SocketPool,
         cfg: &ClientConfig,
     ) -> Option<PathSend> {
         if let Some((socket, to, nonce)) = self.acks_due.pop() {
@@ -589,14 +624,18 @@ impl PathAgent {
             t
         } else if probe_due {
             if self.sent == 0 && self.cursor == 0 && self.spray_round != Some(self.round) {
-                // A round starts: spray along with it (a spray under way from a replan in
-                // this round keeps going).
+                // A round starts: spray along with it if the backoff lets it (a spray under
+                // way from a replan in this round keeps going).
                 self.spray_round = Some(self.round);
-                self.arm_spray(now, cfg.birthday_sockets, cfg);
+                if sprays_in(self.round) {
+                    self.arm_spray(now, cfg.birthday_sockets, cfg);
+                } else {
+                    self.spray = Spray::default();
+                }
             }
             self.candidates[self.cursor % self.candidates.len()]
         } else {
-            self.next_spray(now, open, cfg)?
+            self.next_spray(now, pool, cfg)?
         };
         let nonce = if self.migrating == Some((socket, to)) {
             self.challenge(socket, to)
@@ -662,7 +701,7 @@ impl PathAgent {
     fn next_spray(
         &mut self,
         now: Instant,
-        open: &[SocketId],
+        pool: &mut SocketPool,
         cfg: &ClientConfig,
     ) -> Option<(SocketId, SocketAddr)> {
         let due = self.spray.next.is_some_and(|t| now >= t) && self.direct.is_none();
@@ -707,15 +746,22 @@ impl PathAgent {
                     Duration::ZERO,
                 )
             }
-            Plan::BirthdayHard => {
-                if open.is_empty() {
+            Plan::BirthdayHard => match pool.sockets_towards(now, reflexive) {
+                Grant::Sockets(open) => {
+                    let i = s.step as usize % open.len();
+                    ((open[i], reflexive), open.len() as u32, SOCKET_SWEEP)
+                }
+                Grant::Pending => {
                     // Sockets not open yet: look again shortly.
                     s.next = Some(now + SPRAY_INTERVAL * 10);
                     return None;
                 }
-                let i = s.step as usize % open.len();
-                ((open[i], reflexive), open.len() as u32, SOCKET_SWEEP)
-            }
+                Grant::Denied => {
+                    // The client's binding budget is spent: no birthday spray this round.
+                    s.next = None;
+                    return None;
+                }
+            },
         };
         let s = &mut self.spray;
         s.sent += 1;
@@ -761,7 +807,8 @@ mod tests {
 
     /// Every probe the agent sends at `now`.
     fn sends(a: &mut PathAgent, now: Instant) -> Vec<PathSend> {
-        std::iter::from_fn(|| a.poll_transmit(now, &[], &cfg())).collect()
+        let mut pool = SocketPool::default();
+        std::iter::from_fn(|| a.poll_transmit(now, &mut pool, &cfg())).collect()
     }
 
     /// Validates the direct path to `peer()` on the primary socket at `now`.
@@ -934,6 +981,72 @@ mod tests {
             busy.handle_timeout(sent + limit, Some(limit)),
             Some(PathEvent::Lost)
         );
+    }
+
+    #[test]
+    fn a_failing_birthday_spray_backs_off_and_its_sockets_close_between_spraying_rounds() {
+        use crate::SocketRequest;
+        use crate::nat::NatBehavior;
+        use std::collections::BTreeSet;
+        let t0 = crate::tests::epoch();
+        let nat = |mapping, allocation| NatBehavior {
+            reflexive: peer(),
+            mapping: Some(mapping),
+            filtering: Some(Dependence::AddressAndPortDependent),
+            port_preserved: None,
+            allocation: Some(allocation),
+            last_port: 4000,
+            alternate: None,
+        };
+        let me = nat(Dependence::AddressAndPortDependent, PortAllocation::Random);
+        let easy = nat(
+            Dependence::EndpointIndependent,
+            PortAllocation::Sequential { delta: 1 },
+        );
+        let cfg = ClientConfig {
+            birthday_sockets: 16,
+            ..cfg()
+        };
+        let mut a = agent(t0, true);
+        a.set_peer_nat(t0, NatInfo::from(&easy), Some(&me), &cfg);
+        assert_eq!(a.plan, Plan::BirthdayHard);
+        // Drive the agent and a pool the way `PeerSet` does (the runtime opens at once),
+        // while no probe is ever answered.
+        let mut pool = SocketPool::default();
+        let mut sprayed = BTreeSet::new();
+        let (mut opens, mut closes) = (0, 0);
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(400) {
+            pool.update(now, a.wants_sockets(), cfg.birthday_sockets, &[]);
+            while let Some(r) = pool.poll_socket_request() {
+                match r {
+                    SocketRequest::Open { id, .. } => {
+                        opens += 1;
+                        pool.handle_socket_opened(id, Some(peer()));
+                    }
+                    _ => closes += 1,
+                }
+            }
+            while let Some(send) = a.poll_transmit(now, &mut pool, &cfg) {
+                if let PathSend::Probe { socket, .. } = send {
+                    if socket != SocketId::PRIMARY {
+                        sprayed.insert(a.round);
+                    }
+                }
+            }
+            let Some(t) = a.poll_timeout(None) else { break };
+            now = t.at.max(now);
+        }
+        assert!(a.round >= 9, "rounds went on: {}", a.round);
+        assert_eq!(
+            sprayed,
+            BTreeSet::from([0, 1, 2, 4, 8]),
+            "three rounds, then exponential backoff"
+        );
+        // Open through rounds 0–2 (the same sockets keep their mappings), closed when the
+        // backoff skips round 3; open again for round 4 only, and for round 8 only.
+        assert_eq!(opens, 3 * 16);
+        assert_eq!(closes, 3 * 16);
     }
 
     #[test]

@@ -379,7 +379,7 @@ impl PeerSet {
             ControlMsg::PeerNat { peer, info } => {
                 if let Some(p) = self.peers.get_mut(&HostId(peer)).filter(|p| !p.relay_only) {
                     p.path.set_peer_nat(now, info, nat, &self.config);
-                    self.update_socket_pool();
+                    self.update_socket_pool(now);
                 }
             }
             _ => return false,
@@ -557,7 +557,7 @@ impl PeerSet {
         for peer in self.peers.values_mut() {
             peer.path.replan(now, nat, &self.config);
         }
-        self.update_socket_pool();
+        self.update_socket_pool(now);
     }
 
     /// The server session is lost but peers with a direct path stay (until `until`, the pair
@@ -616,7 +616,7 @@ impl PeerSet {
                 self.on_path_event(now, id, e, stats);
             }
         }
-        self.update_socket_pool();
+        self.update_socket_pool(now);
         // No relay for orphans: one whose direct path died is gone (after a reset, only once
         // the returning server had its time to introduce it again); all of them at the end of
         // the pair lifetime.
@@ -663,10 +663,12 @@ impl PeerSet {
         stats: &mut ClientStats,
     ) -> Option<Transmit> {
         let max = self.config.max_datagram_size.min(buf.len());
-        let open = self.sockets.open_ids();
         for peer in self.peers.values_mut() {
             let pair_id = peer.pair_id;
-            match peer.path.poll_transmit(now, open, &self.config) {
+            match peer
+                .path
+                .poll_transmit(now, &mut self.sockets, &self.config)
+            {
                 Some(PathSend::ProbeAck { socket, to, nonce }) => {
                     let len = peer.keys.seal_frames(pair_id, buf, max, |w| {
                         let _ = Frame::ProbeAck { nonce }.encode(w);
@@ -860,12 +862,12 @@ impl PeerSet {
         self.events
             .push_back(ClientEvent::PathChanged { peer, path, reason });
         if matches!(e, PathEvent::Validated(_)) {
-            self.update_socket_pool();
+            self.update_socket_pool(now);
         }
     }
 
     /// Opens the birthday sockets while some peer needs them; closes the unused ones after.
-    fn update_socket_pool(&mut self) {
+    fn update_socket_pool(&mut self, now: Instant) {
         let want = self.peers.values().any(|p| p.path.wants_sockets());
         let keep: smallvec::SmallVec<[SocketId; 8]> = self
             .peers
@@ -874,7 +876,7 @@ impl PeerSet {
             .filter(|s| *s != SocketId::PRIMARY)
             .collect();
         self.sockets
-            .update(want, self.config.birthday_sockets, &keep);
+            .update(now, want, self.config.birthday_sockets, &keep);
     }
 
     /// The new server introduced a peer this client kept talking to directly while the

@@ -1,11 +1,69 @@
 //! The extra local sockets of birthday probing: opened (through the runtime, as
 //! [`SocketRequest`]s) while some peer is the hard side of a birthday round, closed after,
 //! except the ones a direct path found on them still uses.
+//!
+//! Every socket that sprays towards a peer makes one mapping in our (endpoint-dependent) NAT,
+//! and that mapping lives on for the NAT's idle timeout after its last packet: a router's
+//! table is finite, and behind a carrier NAT it is shared with strangers. So the pool keeps a
+//! **binding budget**: a ledger of sprays: which sockets (of which opening of the pool)
+//! sprayed towards which address, and when last. A peer asks for sockets towards an address
+//! ([`SocketPool::sockets_towards`]). A spray that goes on (the same sockets, the same
+//! address, probes less than [`REFRESH_GAP`] apart) keeps its mappings fresh and costs
+//! nothing more; a new one, or one after a pause, is granted only while the mappings of the
+//! last [`BUDGET_WINDOW`] stay within the budget ([`BUDGET_DESTINATIONS`] full sets of
+//! sockets), shared by every peer. (After a pause the NAT may have dropped the mappings and
+//! makes new ones; behind two NATs, the outer one still holds the old ones: so a pause
+//! counts as new mappings.) The pool is not (re)opened while the budget is spent.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use crate::time::{Duration, Instant};
 use crate::{SocketId, SocketRequest};
+
+/// How long the ledger counts a mapping after the last sprayed probe that used it. A NAT
+/// drops an unanswered flow after its idle timeout: Linux conntrack after 30 s, a carrier
+/// NAT (the simulator's, RFC 6888) after 120 s, and RFC 4787 (REQ-5) asks for at least 2
+/// minutes. Counting 2 minutes (plus 5 s for the probes to reach the NAT) covers those;
+/// behind a NAT that keeps unanswered flows longer, the budget is a rate (so many mappings
+/// per 2 minutes) instead.
+pub(super) const BUDGET_WINDOW: Duration = Duration::from_secs(125);
+/// Probes from the same sockets to the same address less than this apart keep the same
+/// mappings (a spray sweeps its sockets every second); after a longer pause they count as
+/// new ones. Shorter than any NAT idle timeout we know of (the simulator draws 8–20 s for
+/// some NATs, Linux keeps unanswered flows 30 s).
+pub(super) const REFRESH_GAP: Duration = Duration::from_secs(5);
+/// The budget: this many full sets of birthday sockets (`birthday_sockets` each, 256 by
+/// default: 768 mappings) per [`BUDGET_WINDOW`], for every peer together. Three peers of a
+/// four-player group behind easy NATs each get a full set at once; a fourth, or a peer that
+/// moved (rebinding, roaming: every socket needs a new mapping towards its new address),
+/// waits until older mappings are counted out. A carrier NAT's per-subscriber port block is
+/// commonly 1,024–2,048 ports, so this leaves room for the rest of the host's traffic.
+pub(super) const BUDGET_DESTINATIONS: u32 = 3;
+/// Grants the ledger holds at most (each is at least one mapping; a pathological series of
+/// peers moving again and again is denied beyond this, until grants are counted out).
+const MAX_GRANTS: usize = 32;
+
+/// What [`SocketPool::sockets_towards`] answers.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Grant<'a> {
+    /// Spray from these sockets.
+    Sockets(&'a [SocketId]),
+    /// Granted, but no socket is open yet: ask again shortly.
+    Pending,
+    /// The budget is spent: no sockets this round.
+    Denied,
+}
+
+/// Sockets of one opening of the pool that sprayed towards one address.
+#[derive(Debug, Clone, Copy)]
+struct Granted {
+    generation: u32,
+    to: SocketAddr,
+    /// The first `sockets` of the pool's open sockets.
+    sockets: u16,
+    last_used: Instant,
+}
 
 /// The extra sockets of birthday probing, shared by every peer that needs them.
 #[derive(Debug, Default)]
@@ -17,11 +75,70 @@ pub(super) struct SocketPool {
     /// Ids the runtime confirmed open, in order.
     open: Vec<SocketId>,
     requests: VecDeque<SocketRequest>,
+    /// Openings of the pool so far: the sockets of a new opening have new local ports, so
+    /// new mappings.
+    generation: u32,
+    /// The ledger (see the module docs).
+    grants: Vec<Granted>,
 }
 
 impl SocketPool {
-    pub(super) fn open_ids(&self) -> &[SocketId] {
-        if self.active { &self.open } else { &[] }
+    /// Mappings the budget allows in all: [`BUDGET_DESTINATIONS`] sets of `size` sockets.
+    fn budget(&self) -> u32 {
+        BUDGET_DESTINATIONS * u32::from(self.size)
+    }
+
+    /// Mappings the grants of the last [`BUDGET_WINDOW`] still hold; older grants are
+    /// forgotten.
+    fn in_use(&mut self, now: Instant) -> u32 {
+        self.grants.retain(|g| now < g.last_used + BUDGET_WINDOW);
+        self.grants.iter().map(|g| u32::from(g.sockets)).sum()
+    }
+
+    /// Mappings still allowed now.
+    fn remaining(&mut self, now: Instant) -> u32 {
+        self.budget().saturating_sub(self.in_use(now))
+    }
+
+    /// The sockets a peer may spray from towards `to` now (the call counts as using them).
+    pub(super) fn sockets_towards(&mut self, now: Instant, to: SocketAddr) -> Grant<'_> {
+        let remaining = self.remaining(now);
+        if !self.active {
+            return if remaining == 0 {
+                Grant::Denied
+            } else {
+                Grant::Pending
+            };
+        }
+        let generation = self.generation;
+        let granted =
+            match self.grants.iter_mut().find(|g| {
+                g.generation == generation && g.to == to && now < g.last_used + REFRESH_GAP
+            }) {
+                Some(g) => {
+                    g.last_used = now;
+                    g.sockets
+                }
+                None => {
+                    let n = u16::try_from(remaining.min(u32::from(self.size))).unwrap_or(self.size);
+                    if n == 0 || self.grants.len() >= MAX_GRANTS {
+                        return Grant::Denied;
+                    }
+                    self.grants.push(Granted {
+                        generation,
+                        to,
+                        sockets: n,
+                        last_used: now,
+                    });
+                    n
+                }
+            };
+        let n = usize::from(granted).min(self.open.len());
+        if n == 0 {
+            Grant::Pending
+        } else {
+            Grant::Sockets(&self.open[..n])
+        }
     }
 
     pub(super) fn poll_socket_request(&mut self) -> Option<SocketRequest> {
@@ -41,11 +158,17 @@ impl SocketPool {
         }
     }
 
-    /// Opens `n` sockets when `want` starts; closes every one not in `keep` when it stops.
-    pub(super) fn update(&mut self, want: bool, n: u16, keep: &[SocketId]) {
+    /// Opens `n` sockets when `want` starts (unless the budget is spent); closes every one
+    /// not in `keep` when it stops.
+    pub(super) fn update(&mut self, now: Instant, want: bool, n: u16, keep: &[SocketId]) {
         if want && !self.active {
-            self.active = true;
             self.size = self.size.max(n);
+            if self.remaining(now) == 0 {
+                // Not reopened while the budget is spent: new sockets would only be denied.
+                return;
+            }
+            self.active = true;
+            self.generation += 1;
             for i in 1..=n {
                 let id = SocketId(i);
                 if !self.open.contains(&id) {
@@ -84,14 +207,42 @@ mod tests {
         Some(SocketAddr::from(([10, 0, 0, 2], port)))
     }
 
+    fn peer(port: u16) -> SocketAddr {
+        SocketAddr::from(([198, 51, 100, 7], port))
+    }
+
     fn drain(p: &mut SocketPool) -> Vec<SocketRequest> {
         std::iter::from_fn(|| p.poll_socket_request()).collect()
     }
 
+    /// Opens the pool (`n` sockets) at `now` and confirms every open; the ids opened.
+    fn open(p: &mut SocketPool, now: Instant, n: u16) -> Vec<SocketId> {
+        p.update(now, true, n, &[]);
+        let ids: Vec<SocketId> = drain(p)
+            .into_iter()
+            .filter_map(|r| match r {
+                SocketRequest::Open { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        for &id in &ids {
+            p.handle_socket_opened(id, local(5000 + id.0));
+        }
+        ids
+    }
+
+    fn granted(p: &mut SocketPool, now: Instant, to: SocketAddr) -> usize {
+        match p.sockets_towards(now, to) {
+            Grant::Sockets(s) => s.len(),
+            Grant::Pending | Grant::Denied => 0,
+        }
+    }
+
     #[test]
     fn sockets_open_while_wanted_and_close_after_but_the_ones_a_path_keeps() {
+        let t0 = crate::tests::epoch();
         let mut p = SocketPool::default();
-        p.update(true, 3, &[]);
+        p.update(t0, true, 3, &[]);
         let opens = drain(&mut p);
         assert_eq!(opens.len(), 3);
         assert!(
@@ -99,12 +250,20 @@ mod tests {
                 .iter()
                 .all(|r| matches!(r, SocketRequest::Open { addr: None, .. }))
         );
+        assert_eq!(
+            p.sockets_towards(t0, peer(1)),
+            Grant::Pending,
+            "none open yet"
+        );
         for i in 1..=3 {
             p.handle_socket_opened(SocketId(i), local(5000 + i));
         }
-        assert_eq!(p.open_ids(), [SocketId(1), SocketId(2), SocketId(3)]);
+        assert_eq!(
+            p.sockets_towards(t0, peer(1)),
+            Grant::Sockets(&[SocketId(1), SocketId(2), SocketId(3)])
+        );
         // A direct path was found on socket 2: it stays, the others close.
-        p.update(false, 3, &[SocketId(2)]);
+        p.update(t0, false, 3, &[SocketId(2)]);
         assert_eq!(
             drain(&mut p),
             [
@@ -112,19 +271,24 @@ mod tests {
                 SocketRequest::Close { id: SocketId(3) }
             ]
         );
-        assert!(p.open_ids().is_empty(), "not offered for probing any more");
+        assert_eq!(
+            granted(&mut p, t0, peer(1)),
+            0,
+            "not offered for probing any more"
+        );
         // That path ended too: its socket closes.
-        p.update(false, 3, &[]);
+        p.update(t0, false, 3, &[]);
         assert_eq!(drain(&mut p), [SocketRequest::Close { id: SocketId(2) }]);
     }
 
     #[test]
     fn a_socket_confirmed_after_the_pool_was_given_up_is_closed_and_failures_are_ignored() {
+        let t0 = crate::tests::epoch();
         let mut p = SocketPool::default();
-        p.update(true, 2, &[]);
+        p.update(t0, true, 2, &[]);
         let _ = drain(&mut p);
         p.handle_socket_opened(SocketId(1), None);
-        p.update(false, 2, &[]);
+        p.update(t0, false, 2, &[]);
         let _ = drain(&mut p);
         p.handle_socket_opened(SocketId(2), local(6000));
         assert_eq!(drain(&mut p), [SocketRequest::Close { id: SocketId(2) }]);
@@ -132,6 +296,87 @@ mod tests {
         p.handle_socket_opened(SocketId(0), local(1));
         p.handle_socket_opened(SocketId(9), local(1));
         assert!(drain(&mut p).is_empty());
-        assert!(p.open_ids().is_empty());
+        assert_eq!(p.sockets_towards(t0, peer(1)), Grant::Pending);
+    }
+
+    #[test]
+    fn every_peer_together_gets_at_most_the_budget_of_new_mappings_per_window() {
+        let t0 = crate::tests::epoch();
+        let n = 256;
+        let mut p = SocketPool::default();
+        open(&mut p, t0, n);
+        // Three addresses get a full set each; a spray that goes on costs nothing more.
+        for port in 1..=BUDGET_DESTINATIONS as u16 {
+            assert_eq!(granted(&mut p, t0, peer(port)), usize::from(n));
+        }
+        let mut t1 = t0;
+        for _ in 0..20 {
+            t1 += Duration::from_secs(1);
+            for port in 1..=3 {
+                assert_eq!(
+                    granted(&mut p, t1, peer(port)),
+                    usize::from(n),
+                    "still mapped"
+                );
+            }
+        }
+        // A fourth address (a peer that moved, another peer) waits, and so does a spray
+        // after a pause (the NAT may map it anew).
+        assert_eq!(p.sockets_towards(t1, peer(4)), Grant::Denied);
+        assert_eq!(p.sockets_towards(t1 + REFRESH_GAP, peer(1)), Grant::Denied);
+        // A window after their last use the first three are counted out: the fourth gets
+        // its set.
+        let almost = t1 + BUDGET_WINDOW - Duration::from_millis(1);
+        assert_eq!(p.sockets_towards(almost, peer(4)), Grant::Denied);
+        assert_eq!(granted(&mut p, t1 + BUDGET_WINDOW, peer(4)), usize::from(n));
+    }
+
+    #[test]
+    fn a_pool_reopened_again_and_again_is_not_reopened_once_the_budget_is_spent() {
+        // A client punching the same peer again and again (the peer left and rejoined, or
+        // rounds kept failing), its pool closed and reopened each time: each opening has new
+        // local ports, so new mappings, and at most the budget of them are sprayed per window.
+        let t0 = crate::tests::epoch();
+        let n = 64;
+        let mut p = SocketPool::default();
+        let mut sprayed = 0;
+        let mut openings = 0;
+        let mut now = t0;
+        while now < t0 + BUDGET_WINDOW {
+            p.update(now, true, n, &[]);
+            let opens = drain(&mut p);
+            if !opens.is_empty() {
+                openings += 1;
+                for r in opens {
+                    if let SocketRequest::Open { id, .. } = r {
+                        p.handle_socket_opened(id, local(id.0));
+                    }
+                }
+            }
+            sprayed += granted(&mut p, now, peer(1));
+            p.update(now, false, n, &[]);
+            let _ = drain(&mut p);
+            now += Duration::from_secs(5);
+        }
+        let budget = (BUDGET_DESTINATIONS * u32::from(n)) as usize;
+        assert_eq!(sprayed, budget);
+        assert_eq!(openings, BUDGET_DESTINATIONS, "not reopened while spent");
+        // Partly spent: a grant is cut to what is left.
+        let mut p = SocketPool::default();
+        open(&mut p, t0, n);
+        assert_eq!(granted(&mut p, t0, peer(1)), usize::from(n));
+        p.update(t0, false, n, &[]);
+        p.update(t0, true, n + 100, &[]);
+        let left = BUDGET_DESTINATIONS * u32::from(n + 100) - u32::from(n);
+        for r in drain(&mut p) {
+            if let SocketRequest::Open { id, .. } = r {
+                p.handle_socket_opened(id, local(id.0));
+            }
+        }
+        let mut total = 0;
+        for port in 1..=4 {
+            total += granted(&mut p, t0, peer(port));
+        }
+        assert_eq!(total as u32, left);
     }
 }

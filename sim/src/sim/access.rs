@@ -373,6 +373,14 @@ impl Sim {
         }
     }
 
+    /// Processes a host has run before the current one: each [`crate::Action::Reconnect`]
+    /// (and, for the server, each [`crate::Action::RestartServer`]) starts a new one, with
+    /// new sockets (so new NAT mappings; the old process's idle out).
+    #[track_caller]
+    pub fn process_generation(&self, name: &str) -> u32 {
+        self.hosts[self.id(name)].generation
+    }
+
     /// The NATs between a host and the internet, innermost first.
     pub fn nats_of(&self, name: &str) -> Vec<&str> {
         self.net
