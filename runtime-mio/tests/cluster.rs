@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use std::time::{Duration, Instant};
 mod child;
 #[path = "support/redis.rs"]
 mod redis;
-use child::{Rng, serial, start_server, string_field, timed_lines, wait_for};
+use child::{Rng, Seen, serial, start_server, string_field, timed_lines, wait_for};
 use redis::Redis;
 
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
@@ -36,8 +35,7 @@ struct Node {
     child: Child,
     addr: String,
     key: String,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    out: Seen<String>,
 }
 
 impl Node {
@@ -53,23 +51,17 @@ impl Node {
             child,
             addr: string_field(&ready, "addr").unwrap(),
             key: string_field(&ready, "public_key").unwrap(),
-            lines,
-            seen: Vec::new(),
+            out: Seen::new(lines),
         };
         assert!(
-            wait_for(Duration::from_secs(10), || node.count("node_registered")
+            wait_for(Duration::from_secs(10), || node
+                .out
+                .count("node_registered")
                 > 0),
             "{id} never registered: {:#?}",
-            node.seen
+            node.out.all
         );
         node
-    }
-
-    fn count(&mut self, what: &str) -> usize {
-        while let Ok(l) = self.lines.try_recv() {
-            self.seen.push(l);
-        }
-        self.seen.iter().filter(|l| l.contains(what)).count()
     }
 }
 
@@ -85,8 +77,7 @@ struct Peer {
     name: String,
     room: String,
     child: Child,
-    lines: mpsc::Receiver<(Instant, String)>,
-    seen: Vec<(Instant, String)>,
+    out: Seen<(Instant, String)>,
 }
 
 impl Peer {
@@ -116,27 +107,22 @@ impl Peer {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let lines = timed_lines(&mut child);
         Self {
             name: name.to_owned(),
             room: room.to_owned(),
+            out: Seen::new(timed_lines(&mut child)),
             child,
-            lines,
-            seen: Vec::new(),
         }
     }
 
     fn count(&mut self, what: &str) -> usize {
-        while let Ok(l) = self.lines.try_recv() {
-            self.seen.push(l);
-        }
-        self.seen.iter().filter(|(_, l)| l.contains(what)).count()
+        self.out.count(what)
     }
 
     /// The node it is on now (the server of its last `connected` or `reconnected` line).
     fn server(&mut self) -> String {
         self.count("");
-        (self.seen.iter().rev())
+        (self.out.all.iter().rev())
             .find_map(|(_, l)| {
                 (l.contains(r#""event":"connected""#) || l.contains(r#""event":"reconnected""#))
                     .then(|| string_field(l, "server").unwrap())
@@ -155,19 +141,24 @@ impl Peer {
                 Instant::now() < end,
                 "{} ran too long: {:#?}",
                 self.name,
-                self.seen
+                self.out.all
             );
             thread::sleep(Duration::from_millis(20));
         };
         // (The reader thread may still hold the last lines.)
         thread::sleep(Duration::from_millis(50));
         self.count("");
-        let summary = self.seen.last().map(|(_, l)| l.clone()).unwrap_or_default();
+        let summary = self
+            .out
+            .all
+            .last()
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default();
         assert!(
             status.success() && summary.starts_with(r#"{"event":"summary","ok":true,"#),
             "{}: {status}: {summary}\n{:#?}",
             self.name,
-            self.seen
+            self.out.all
         );
         summary
     }
@@ -251,7 +242,10 @@ impl Cluster {
         assert!(
             wait_for(Duration::from_secs(30), || peers.iter_mut().all(gathered)),
             "the peers never gathered: {:#?}",
-            peers.iter().map(|p| (&p.name, &p.seen)).collect::<Vec<_>>()
+            peers
+                .iter()
+                .map(|p| (&p.name, &p.out.all))
+                .collect::<Vec<_>>()
         );
         peers
     }
@@ -331,13 +325,14 @@ fn eight_peers_entering_at_random_nodes_meet_in_two_rooms_each_on_one_node() {
     eprintln!("rooms on nodes {rooms:?}; {redirected} redirects");
     // The nodes logged the redirects they sent, each line naming the node.
     let logged: usize = (cluster.nodes.values_mut())
-        .map(|n| n.count(r#""event":"client_redirected""#))
+        .map(|n| n.out.count(r#""event":"client_redirected""#))
         .sum();
     assert_eq!(logged, redirected);
     for (id, n) in &mut cluster.nodes {
-        n.count("");
+        n.out.count("");
         assert!(
-            n.seen
+            n.out
+                .all
                 .iter()
                 .all(|l| l.ends_with(&format!(r#","node":"{id}"}}"#))),
             "{id}: every line names the node"
@@ -431,6 +426,7 @@ fn with_redis_stopped_the_rooms_go_on_and_the_nodes_register_again_when_it_is_ba
     for (id, n) in &mut cluster.nodes {
         assert!(
             wait_for(Duration::from_secs(10), || n
+                .out
                 .count(r#""event":"directory","reachable":false"#)
                 > 0),
             "{id} never said the directory is gone"
@@ -440,6 +436,7 @@ fn with_redis_stopped_the_rooms_go_on_and_the_nodes_register_again_when_it_is_ba
     for (id, n) in &mut cluster.nodes {
         assert!(
             wait_for(Duration::from_secs(10), || n
+                .out
                 .count(r#""event":"directory","reachable":true"#)
                 > 0),
             "{id} never said the directory is back"

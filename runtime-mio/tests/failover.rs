@@ -11,13 +11,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 #[path = "support/child.rs"]
 mod child;
-use child::{int_field, serial, start_server, string_field, timed_lines, wait_for};
+use child::{Seen, int_field, serial, start_server, string_field, timed_lines, wait_for};
 
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
 /// Longest the whole test may take: the peers notice A's death after their idle timeout
@@ -61,8 +60,7 @@ impl Drop for Node {
 /// A `pierce peer` child and everything it printed so far.
 struct Peer {
     child: Child,
-    lines: mpsc::Receiver<(Instant, String)>,
-    seen: Vec<(Instant, String)>,
+    out: Seen<(Instant, String)>,
 }
 
 impl Peer {
@@ -83,23 +81,8 @@ impl Peer {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let lines = timed_lines(&mut child);
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn count(&mut self, what: &str) -> usize {
-        while let Ok(l) = self.lines.try_recv() {
-            self.seen.push(l);
-        }
-        self.seen.iter().filter(|(_, l)| l.contains(what)).count()
-    }
-
-    fn first(&self, what: &str) -> Option<&(Instant, String)> {
-        self.seen.iter().find(|(_, l)| l.contains(what))
+        let out = Seen::new(timed_lines(&mut child));
+        Self { child, out }
     }
 }
 
@@ -123,14 +106,14 @@ fn gathered(tag: &str, a_flags: &[&str]) -> (std::path::PathBuf, Node, Node, Vec
     let mut peers: Vec<Peer> = (0..3)
         .map(|i| Peer::start(&[&a.addr, &b.addr], &a.key, i))
         .collect();
-    let gathered = |p: &mut Peer| p.count(r#""event":"member_joined""#) >= 2;
+    let gathered = |p: &mut Peer| p.out.count(r#""event":"member_joined""#) >= 2;
     assert!(
         wait_for(Duration::from_secs(20), || peers.iter_mut().all(gathered)),
         "the peers never gathered"
     );
     for (i, p) in peers.iter_mut().enumerate() {
-        p.count("");
-        let (_, line) = p.first(r#""event":"connected""#).unwrap();
+        p.out.count("");
+        let (_, line) = p.out.first(r#""event":"connected""#).unwrap();
         assert_eq!(
             string_field(line, "server").as_deref(),
             Some(&*a.addr),
@@ -140,7 +123,7 @@ fn gathered(tag: &str, a_flags: &[&str]) -> (std::path::PathBuf, Node, Node, Vec
     thread::sleep(Duration::from_secs(1));
     for p in &mut peers {
         assert_eq!(
-            p.count(r#""event":"summary""#),
+            p.out.count(r#""event":"summary""#),
             0,
             "the run ended before A was taken down"
         );
@@ -155,18 +138,18 @@ fn moved_to_b(peers: &mut [Peer], a: &str, b: &str, reason: &str) -> Vec<(Instan
     let mut times = Vec::new();
     for (i, p) in peers.iter_mut().enumerate() {
         assert!(
-            wait_for(Duration::from_secs(40), || p
-                .count(r#""event":"reconnected""#)
-                > 0),
+            wait_for(Duration::from_secs(40), || {
+                p.out.count(r#""event":"reconnected""#) > 0
+            }),
             "p{i} did not register with B: {:#?}",
-            p.seen
+            p.out.all
         );
-        let (lost_at, lost) = p.first(r#""event":"server_lost""#).unwrap().clone();
+        let (lost_at, lost) = p.out.first(r#""event":"server_lost""#).unwrap().clone();
         assert_eq!(string_field(&lost, "server").as_deref(), Some(a));
         assert_eq!(string_field(&lost, "reason").as_deref(), Some(reason));
-        let (at, line) = p.first(r#""event":"reconnected""#).unwrap();
+        let (at, line) = p.out.first(r#""event":"reconnected""#).unwrap();
         assert_eq!(string_field(line, "server").as_deref(), Some(b), "p{i}");
-        let first = p.first(r#""event":"connected""#).unwrap();
+        let first = p.out.first(r#""event":"connected""#).unwrap();
         assert_eq!(
             int_field(line, "host_id"),
             int_field(&first.1, "host_id"),
@@ -187,12 +170,12 @@ fn finished_on_b(peers: &mut [Peer], b: &str, started: Instant) {
             assert!(started.elapsed() < LIMIT, "p{i} ran too long");
             thread::sleep(Duration::from_millis(20));
         };
-        p.count("");
-        let summary = &p.seen.last().unwrap().1;
+        p.out.count("");
+        let summary = &p.out.all.last().unwrap().1;
         assert!(
             status.success() && summary.starts_with(r#"{"event":"summary","ok":true,"#),
             "p{i}: {status}: {summary}\n{:#?}",
-            p.seen
+            p.out.all
         );
         assert_eq!(string_field(summary, "server").as_deref(), Some(b));
         for j in (0..3).filter(|j| *j != i) {
@@ -246,7 +229,7 @@ fn relay_only_peers_move_to_the_second_node_at_once_when_the_first_drains() {
     assert!(kill.success());
     let times = moved_to_b(&mut peers, &a_addr, &b_addr, "draining");
     for (i, p) in peers.iter_mut().enumerate() {
-        assert_eq!(p.count(r#""event":"server_draining""#), 1, "p{i}");
+        assert_eq!(p.out.count(r#""event":"server_draining""#), 1, "p{i}");
     }
     let on_b = times.iter().map(|(_, at)| *at).max().unwrap() - termed;
     for (i, (lost_at, at)) in times.iter().enumerate() {

@@ -69,6 +69,53 @@ pub(crate) fn start_server(bin: &str, extra: &[&str]) -> (Child, Receiver<String
     }
 }
 
+/// One line a child printed: as read, or with when it was read.
+pub(crate) trait Line {
+    fn text(&self) -> &str;
+}
+
+impl Line for String {
+    fn text(&self) -> &str {
+        self
+    }
+}
+
+impl Line for (Instant, String) {
+    fn text(&self) -> &str {
+        &self.1
+    }
+}
+
+/// A child's stdout lines as they come (from [`lines`] or [`timed_lines`]), and every one so
+/// far.
+pub(crate) struct Seen<T> {
+    rx: Receiver<T>,
+    /// Every line read so far, in order.
+    pub(crate) all: Vec<T>,
+}
+
+impl<T: Line> Seen<T> {
+    pub(crate) fn new(rx: Receiver<T>) -> Self {
+        Self {
+            rx,
+            all: Vec::new(),
+        }
+    }
+
+    /// Takes what came meanwhile; how many lines so far contain `what`.
+    pub(crate) fn count(&mut self, what: &str) -> usize {
+        while let Ok(l) = self.rx.try_recv() {
+            self.all.push(l);
+        }
+        self.all.iter().filter(|l| l.text().contains(what)).count()
+    }
+
+    /// The first line so far that contains `what`.
+    pub(crate) fn first(&self, what: &str) -> Option<&T> {
+        self.all.iter().find(|l| l.text().contains(what))
+    }
+}
+
 /// Polls `pred` every 10 ms until it holds (true) or `limit` passes (false).
 pub(crate) fn wait_for(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
