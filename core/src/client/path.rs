@@ -989,15 +989,7 @@ mod tests {
         use crate::nat::NatBehavior;
         use std::collections::BTreeSet;
         let t0 = crate::tests::epoch();
-        let nat = |mapping, allocation| NatBehavior {
-            reflexive: peer(),
-            mapping: Some(mapping),
-            filtering: Some(Dependence::AddressAndPortDependent),
-            port_preserved: None,
-            allocation: Some(allocation),
-            last_port: 4000,
-            alternate: None,
-        };
+        let nat = hard_nat;
         let me = nat(Dependence::AddressAndPortDependent, PortAllocation::Random);
         let easy = nat(
             Dependence::EndpointIndependent,
@@ -1049,10 +1041,12 @@ mod tests {
         assert_eq!(closes, 3 * 16);
     }
 
-    #[test]
-    fn both_ends_reach_matching_plans_from_the_same_two_descriptions() {
-        use crate::nat::NatBehavior;
-        let nat = |mapping, allocation| NatBehavior {
+    /// A NAT that filters by address and port, with `mapping` and `allocation`.
+    fn hard_nat(
+        mapping: Dependence,
+        allocation: crate::nat::PortAllocation,
+    ) -> crate::nat::NatBehavior {
+        crate::nat::NatBehavior {
             reflexive: peer(),
             mapping: Some(mapping),
             filtering: Some(Dependence::AddressAndPortDependent),
@@ -1060,7 +1054,13 @@ mod tests {
             allocation: Some(allocation),
             last_port: 4000,
             alternate: None,
-        };
+        }
+    }
+
+    #[test]
+    fn both_ends_reach_matching_plans_from_the_same_two_descriptions() {
+        use crate::nat::NatBehavior;
+        let nat = hard_nat;
         let easy = nat(
             Dependence::EndpointIndependent,
             PortAllocation::Sequential { delta: 1 },
