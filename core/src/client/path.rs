@@ -790,6 +790,7 @@ pub(super) fn busy_limit(conn: &crate::reliability::Connection) -> Option<Durati
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nat::{NatBehavior, PortAllocation};
 
     const NONCE: u64 = 0x5eed;
 
@@ -986,7 +987,6 @@ mod tests {
     #[test]
     fn a_failing_birthday_spray_backs_off_and_its_sockets_close_between_spraying_rounds() {
         use crate::SocketRequest;
-        use crate::nat::NatBehavior;
         use std::collections::BTreeSet;
         let t0 = crate::tests::epoch();
         let nat = hard_nat;
@@ -1042,11 +1042,8 @@ mod tests {
     }
 
     /// A NAT that filters by address and port, with `mapping` and `allocation`.
-    fn hard_nat(
-        mapping: Dependence,
-        allocation: crate::nat::PortAllocation,
-    ) -> crate::nat::NatBehavior {
-        crate::nat::NatBehavior {
+    fn hard_nat(mapping: Dependence, allocation: PortAllocation) -> NatBehavior {
+        NatBehavior {
             reflexive: peer(),
             mapping: Some(mapping),
             filtering: Some(Dependence::AddressAndPortDependent),
@@ -1059,7 +1056,6 @@ mod tests {
 
     #[test]
     fn both_ends_reach_matching_plans_from_the_same_two_descriptions() {
-        use crate::nat::NatBehavior;
         let nat = hard_nat;
         let easy = nat(
             Dependence::EndpointIndependent,
