@@ -19,7 +19,7 @@ use pierce_sim::{
 };
 
 mod common;
-use common::received;
+use common::{received, room_up, stream};
 
 const SECOND: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(20);
@@ -65,43 +65,26 @@ fn crash_mid_stream(seed: u64) -> Run {
     }
     let mut sim = scenario.build();
     let names: Vec<&str> = specs.iter().map(|(n, ..)| *n).collect();
-    sim.eventually("every client connects", 10 * SECOND, |s| {
-        names.iter().all(|n| s.connected(n).is_some())
-    });
+    let ids = room_up(&mut sim, &names, TICK);
     let a_addr = sim.server_addr();
     for n in &names {
         sim.check(sim.client(n).server_addr() == Some(a_addr), || {
             format!("{n} did not start on the first address")
         });
     }
-    let ids: Vec<HostId> = names
-        .iter()
-        .map(|n| sim.expect_connected(n).host_id)
-        .collect();
-    for n in &names {
-        sim.with_client(n, |c, now| c.join_room(now, "arena", "", true, 8))
-            .expect("join");
-        sim.advance(TICK * 5);
-    }
-    sim.eventually("every member knows every other", 5 * SECOND, |s| {
-        names.iter().zip(&ids).all(|(n, me)| {
-            ids.iter()
-                .all(|p| p == me || s.client(n).peers().any(|q| q == *p))
-        })
-    });
     // Let punching settle so the paths are what the oracle says before the crash.
     sim.advance(3 * SECOND);
     check_paths(&sim, &specs, &ids, "before the crash");
 
     let mut sent = 0;
-    stream(&mut sim, &names, &ids, &mut sent, 2 * SECOND);
+    stream(&mut sim, &names, &ids, &mut sent, 2 * SECOND, TICK);
     let crashed_at = sim.elapsed();
     sim.apply(Action::crash(SERVER)).expect("crash");
     // Through the idle timeout (15 s), the move and the room's re-forming, checking that the
     // pairs that can be direct never leave their path.
     let end = crashed_at + 25 * SECOND;
     while sim.elapsed() < end {
-        stream(&mut sim, &names, &ids, &mut sent, 10 * TICK);
+        stream(&mut sim, &names, &ids, &mut sent, 10 * TICK, TICK);
         check_paths(&sim, &specs, &ids, "during the failover");
     }
     // Sending stops; the run drains.
@@ -112,25 +95,6 @@ fn crash_mid_stream(seed: u64) -> Run {
         ids,
         sent,
         crashed_at,
-    }
-}
-
-/// Each client sends the next number to every other, reliably and in order, for `d`.
-fn stream(sim: &mut Sim, names: &[&str], ids: &[HostId], next: &mut u32, d: Duration) {
-    let end = sim.elapsed() + d;
-    while sim.elapsed() < end {
-        for (i, from) in names.iter().enumerate() {
-            for (j, to) in ids.iter().enumerate() {
-                if i != j {
-                    sim.with_client(from, |c, now| {
-                        c.send(now, *to, Channel::RELIABLE_ORDERED, &next.to_be_bytes())
-                    })
-                    .unwrap_or_else(|e| panic!("{from}: {e}"));
-                }
-            }
-        }
-        *next += 1;
-        sim.advance(TICK);
     }
 }
 

@@ -7,58 +7,15 @@
 use std::time::Duration;
 
 use pierce_core::{
-    Channel, ClientConfig, ClientEvent, DisconnectReason, HostId, RoomsConfig, SecretKey,
-    ServerConfig,
+    ClientConfig, ClientEvent, DisconnectReason, RoomsConfig, SecretKey, ServerConfig,
 };
 use pierce_sim::{Action, Edge, LinkProfile, NatConfig, Scenario, Sim, seed_or};
 
 mod common;
-use common::received;
+use common::{received, room_up, stream};
 
 const SECOND: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(20);
-
-/// Everyone joins room "arena" (the first creates it) and waits until it sees the others.
-fn room_up(sim: &mut Sim, names: &[&str]) -> Vec<HostId> {
-    sim.eventually("every client connects", 10 * SECOND, |s| {
-        names.iter().all(|n| s.connected(n).is_some())
-    });
-    let ids: Vec<HostId> = names
-        .iter()
-        .map(|n| sim.expect_connected(n).host_id)
-        .collect();
-    for n in names {
-        sim.with_client(n, |c, now| c.join_room(now, "arena", "", true, 8))
-            .expect("join");
-        sim.advance(TICK * 5);
-    }
-    sim.eventually("every member knows every other", 5 * SECOND, |s| {
-        names.iter().zip(&ids).all(|(n, me)| {
-            ids.iter()
-                .all(|p| p == me || s.client(n).peers().any(|q| q == *p))
-        })
-    });
-    ids
-}
-
-/// Each client sends the next number to every other, reliably and in order, for `d`.
-fn stream(sim: &mut Sim, names: &[&str], ids: &[HostId], next: &mut u32, d: Duration) {
-    let end = sim.elapsed() + d;
-    while sim.elapsed() < end {
-        for (i, from) in names.iter().enumerate() {
-            for (j, to) in ids.iter().enumerate() {
-                if i != j {
-                    sim.with_client(from, |c, now| {
-                        c.send(now, *to, Channel::RELIABLE_ORDERED, &next.to_be_bytes())
-                    })
-                    .unwrap_or_else(|e| panic!("{from}: {e}"));
-                }
-            }
-        }
-        *next += 1;
-        sim.advance(TICK);
-    }
-}
 
 /// `names` (with `configs`) in a room on a server with rooms, streaming; the server restarts
 /// with the same key in the middle. Returns how long after the restart every member was
@@ -77,15 +34,15 @@ fn restart_mid_stream(
     }
     let mut sim = scenario.link(LinkProfile::broadband()).build();
     let names: Vec<&str> = clients.iter().map(|(n, _)| *n).collect();
-    let ids = room_up(&mut sim, &names);
+    let ids = room_up(&mut sim, &names, TICK);
     let mut next = 0;
-    stream(&mut sim, &names, &ids, &mut next, 2 * SECOND);
+    stream(&mut sim, &names, &ids, &mut next, 2 * SECOND, TICK);
     let restart = sim.elapsed();
     sim.apply(Action::RestartServer).expect("restart");
     let mut back = None;
     let end = restart + 10 * SECOND;
     while sim.elapsed() < end {
-        stream(&mut sim, &names, &ids, &mut next, TICK);
+        stream(&mut sim, &names, &ids, &mut next, TICK, TICK);
         // Registered again since the restart, and in the room with everyone.
         let all_back = names.iter().all(|n| {
             let c = sim.client(n);

@@ -1477,9 +1477,10 @@ mod tests {
         assert!(s.is_finished() && !s.ok());
     }
 
-    #[test]
-    fn with_a_server_list_a_timeout_is_ridden_through_and_the_new_server_named() {
-        let t0 = Instant::now();
+    /// A script listing two servers (127.0.0.1:7777, then :7778), connected to the first,
+    /// that hears `lost` (the client losing it), then is connected to the second: its JSON
+    /// lines, and the script.
+    fn ridden_to_the_second_server(t0: Instant, lost: &[ClientEvent]) -> (Vec<String>, Script) {
         let (a, b): (SocketAddr, SocketAddr) = (
             "127.0.0.1:7777".parse().expect("literal"),
             "127.0.0.1:7778".parse().expect("literal"),
@@ -1488,22 +1489,29 @@ mod tests {
         listed.connect.servers = vec![a, b];
         let mut s = Script::new(listed, &ClientConfig::default(), t0).expect("valid");
         s.handle_server(a);
-        let public_addr = "127.0.0.1:1".parse().expect("literal");
-        let server_key = PublicKey([0; 32]);
         let connected = ClientEvent::Connected {
             host_id: ME,
-            public_addr,
-            server_key,
+            public_addr: "127.0.0.1:1".parse().expect("literal"),
+            server_key: PublicKey([0; 32]),
         };
         s.handle_event(t0, connected.clone());
-        let reason = DisconnectReason::TimedOut;
-        s.handle_event(t0, ClientEvent::Disconnected { reason });
+        for e in lost {
+            s.handle_event(t0, e.clone());
+        }
         assert!(!s.is_finished(), "{:?}", s.failure());
         s.handle_server(b);
         s.handle_event(t0, connected);
-        let lines: Vec<String> = std::iter::from_fn(|| s.poll_line())
+        let lines = std::iter::from_fn(|| s.poll_line())
             .filter_map(|l| l.json)
             .collect();
+        (lines, s)
+    }
+
+    #[test]
+    fn with_a_server_list_a_timeout_is_ridden_through_and_the_new_server_named() {
+        let t0 = Instant::now();
+        let reason = DisconnectReason::TimedOut;
+        let (lines, s) = ridden_to_the_second_server(t0, &[ClientEvent::Disconnected { reason }]);
         let has = |what: &str| lines.iter().any(|l| l.contains(what));
         assert!(
             has(r#""event":"connected","server":"127.0.0.1:7777""#),
@@ -1548,30 +1556,13 @@ mod tests {
     #[test]
     fn with_a_server_list_a_drain_is_ridden_through_and_said_as_such() {
         let t0 = Instant::now();
-        let (a, b): (SocketAddr, SocketAddr) = (
-            "127.0.0.1:7777".parse().expect("literal"),
-            "127.0.0.1:7778".parse().expect("literal"),
-        );
-        let mut listed = args(Mode::ReliableOrdered);
-        listed.connect.servers = vec![a, b];
-        let mut s = Script::new(listed, &ClientConfig::default(), t0).expect("valid");
-        s.handle_server(a);
-        let connected = ClientEvent::Connected {
-            host_id: ME,
-            public_addr: "127.0.0.1:1".parse().expect("literal"),
-            server_key: PublicKey([0; 32]),
-        };
-        s.handle_event(t0, connected.clone());
         let within = Duration::from_secs(30);
-        s.handle_event(t0, ClientEvent::ServerDraining { within });
         let reason = DisconnectReason::ServerDraining;
-        s.handle_event(t0, ClientEvent::Disconnected { reason });
-        assert!(!s.is_finished(), "{:?}", s.failure());
-        s.handle_server(b);
-        s.handle_event(t0, connected);
-        let lines: Vec<String> = std::iter::from_fn(|| s.poll_line())
-            .filter_map(|l| l.json)
-            .collect();
+        let lost = [
+            ClientEvent::ServerDraining { within },
+            ClientEvent::Disconnected { reason },
+        ];
+        let (lines, _) = ridden_to_the_second_server(t0, &lost);
         let at = |what: &str| lines.iter().position(|l| l.contains(what));
         let order = [
             r#""event":"server_draining","within_ms":30000"#,
