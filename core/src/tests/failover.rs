@@ -87,14 +87,7 @@ fn connect_timeout_bounds_the_whole_list_which_is_tried_round_and_round() {
         n.clients[0].client.is_closed()
     }));
     assert_eq!(net.elapsed(), Duration::from_secs(10));
-    let reasons: Vec<_> = net
-        .events_since(0, 0)
-        .into_iter()
-        .filter_map(|e| match e {
-            ClientEvent::Disconnected { reason } => Some(reason),
-            _ => None,
-        })
-        .collect();
+    let reasons = net.disconnects(0);
     assert_eq!(reasons, vec![DisconnectReason::ConnectTimedOut]);
     // 0–3 s the first, 3–6 s the second, 6–9 s the first again, 9–10 s the second.
     let firsts: Vec<Duration> = net
@@ -341,13 +334,7 @@ fn when_its_node_goes_silent_every_client_moves_to_the_next_and_no_message_is_lo
     assert!(silenced.is_some());
     for i in 0..4 {
         let events = m.net.events_since(i, 0);
-        let disconnects: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                ClientEvent::Disconnected { reason } => Some(*reason),
-                _ => None,
-            })
-            .collect();
+        let disconnects = m.net.disconnects(i);
         assert_eq!(disconnects, vec![DisconnectReason::TimedOut], "client {i}");
         let connects = events
             .iter()
@@ -390,13 +377,7 @@ fn a_pair_split_across_nodes_reports_every_undelivered_message_expired() {
         n.clients.iter().all(|c| c.client.is_connected())
     }));
     let hosts = net.hosts();
-    for i in 0..2 {
-        let now = net.now;
-        (net.clients[i].client)
-            .join_room(now, "arena", "", true, 4)
-            .unwrap();
-        net.run_for(Duration::from_millis(200));
-    }
+    net.join_each(2, "arena");
     let zero = net.clients[0].addr;
     let mut sent = Vec::new();
     let mut cut = false;
@@ -566,14 +547,7 @@ fn a_first_connect_refused_by_a_draining_node_goes_on_to_the_next() {
         n.clients[1].client.is_closed()
     }));
     assert!(net.elapsed() - start < Duration::from_millis(200));
-    let reasons: Vec<_> = net
-        .events_since(1, 0)
-        .into_iter()
-        .filter_map(|e| match e {
-            ClientEvent::Disconnected { reason } => Some(reason),
-            _ => None,
-        })
-        .collect();
+    let reasons = net.disconnects(1);
     assert_eq!(
         reasons,
         vec![DisconnectReason::Rejected(crate::RejectReason::Draining)]

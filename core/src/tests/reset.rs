@@ -46,17 +46,6 @@ fn restart_until_a_reset(net: &mut Net) {
     }));
 }
 
-fn disconnects(net: &Net, i: usize) -> Vec<DisconnectReason> {
-    net.clients[i]
-        .events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            ClientEvent::Disconnected { reason } => Some(*reason),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn a_forged_reset_or_one_from_another_address_changes_nothing_and_one_with_our_token_is_checked() {
     let mut net = Net::connected(1);
@@ -80,7 +69,7 @@ fn a_forged_reset_or_one_from_another_address_changes_nothing_and_one_with_our_t
         ),
         (0, 1, 1)
     );
-    assert!(disconnects(&net, 0).is_empty());
+    assert!(net.disconnects(0).is_empty());
 
     // Our token, from the server's address, while the server still has the session (an
     // attacker who learnt the token of this session id before it was ours, by sending a
@@ -92,7 +81,7 @@ fn a_forged_reset_or_one_from_another_address_changes_nothing_and_one_with_our_t
     net.run_for(Duration::from_secs(2));
     let s = net.clients[0].client.stats();
     assert_eq!((s.resets_received, s.resets_refuted), (1, 1));
-    assert!(disconnects(&net, 0).is_empty());
+    assert!(net.disconnects(0).is_empty());
     assert!(net.clients[0].client.is_connected());
     assert_eq!(net.hosts()[0], host);
 }
@@ -114,7 +103,7 @@ fn after_a_restart_a_reset_with_our_token_ends_the_session_within_its_check_and_
     }));
     assert_eq!(net.clients[0].client.host_id(), Some(host), "its ticket");
     net.collect_events();
-    assert_eq!(disconnects(&net, 0), vec![DisconnectReason::Reset]);
+    assert_eq!(net.disconnects(0), vec![DisconnectReason::Reset]);
     let s = net.clients[0].client.stats();
     assert_eq!((s.resets_refuted, s.reregistrations), (0, 1));
     // The check waits three round trips (at least 50 ms), then registering again is at once.
@@ -232,13 +221,7 @@ fn relay_only_members_ride_through_a_restart_with_every_message_delivered_in_ord
         n.clients.iter().all(|c| c.client.is_connected())
     }));
     let hosts = net.hosts();
-    for i in 0..2 {
-        let now = net.now;
-        (net.clients[i].client)
-            .join_room(now, "arena", "", true, 4)
-            .unwrap();
-        net.run_for(Duration::from_millis(200));
-    }
+    net.join_each(2, "arena");
     const N: u32 = 200;
     let mut next = [0u32; 2];
     let mut restarted = None;
@@ -293,7 +276,7 @@ fn relay_only_members_ride_through_a_restart_with_every_message_delivered_in_ord
             })
             .collect();
         assert_eq!(got, (0..N).collect::<Vec<_>>(), "client {i}");
-        assert_eq!(disconnects(&net, i), vec![DisconnectReason::Reset]);
+        assert_eq!(net.disconnects(i), vec![DisconnectReason::Reset]);
         assert!(!net.clients[i].events.iter().any(|(_, e)| matches!(
             e,
             ClientEvent::PeerDropped { .. } | ClientEvent::MessageExpired { .. }
@@ -317,9 +300,9 @@ fn a_server_restarted_with_another_key_cannot_reset_its_old_clients() {
         (c.resets_received, c.dropped.auth_failed),
         (0, s.resets_sent)
     );
-    assert!(disconnects(&net, 0).is_empty());
+    assert!(net.disconnects(0).is_empty());
     net.run_for(Duration::from_secs(12));
-    assert_eq!(disconnects(&net, 0), vec![DisconnectReason::TimedOut]);
+    assert_eq!(net.disconnects(0), vec![DisconnectReason::TimedOut]);
 }
 
 #[test]

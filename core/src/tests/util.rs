@@ -528,6 +528,28 @@ impl Net {
             .collect()
     }
 
+    /// Why client `i`'s sessions ended, in order.
+    pub(crate) fn disconnects(&self, i: usize) -> Vec<crate::DisconnectReason> {
+        (self.clients[i].events.iter())
+            .filter_map(|(_, e)| match e {
+                ClientEvent::Disconnected { reason } => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Clients `0..n` join room `name` (the first creates it, 4 members at most), one every
+    /// 200 ms.
+    pub(crate) fn join_each(&mut self, n: usize, name: &str) {
+        for i in 0..n {
+            let now = self.now;
+            (self.clients[i].client)
+                .join_room(now, name, "", true, 4)
+                .unwrap();
+            self.run_for(Duration::from_millis(200));
+        }
+    }
+
     /// Peer messages client `i` received, as (sender, payload).
     pub(crate) fn peer_messages(&self, i: usize) -> Vec<(crate::HostId, Vec<u8>)> {
         self.clients[i]
