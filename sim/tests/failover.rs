@@ -19,7 +19,7 @@ use pierce_sim::{
 };
 
 mod common;
-use common::{received, room_up, stream};
+use common::{drops_or_expiries, received, room_up, stream};
 
 const SECOND: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(20);
@@ -155,15 +155,7 @@ fn a_crashed_node_s_clients_finish_on_the_next_with_every_message_in_order() {
                 format!("{name} -> {from} is not idle: {ch:?}")
             });
         }
-        let lost = sim
-            .client_events(name)
-            .filter(|(_, e)| {
-                matches!(
-                    e,
-                    ClientEvent::PeerDropped { .. } | ClientEvent::MessageExpired { .. }
-                )
-            })
-            .count();
+        let lost = drops_or_expiries(&sim, name);
         sim.check(lost == 0, || format!("{name}: {lost} drops or expiries"));
         let s = sim.client_stats(name);
         sim.check(s.pairs_carried_over == ids.len() as u64 - 1, || {

@@ -12,7 +12,7 @@ use pierce_core::{
 use pierce_sim::{Action, Edge, LinkProfile, NatConfig, Scenario, Sim, seed_or};
 
 mod common;
-use common::{received, room_up, stream};
+use common::{drops_or_expiries, received, room_up, stream};
 
 const SECOND: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(20);
@@ -80,15 +80,7 @@ fn restart_mid_stream(
         sim.check(c.host_id() == Some(*me), || {
             format!("{name} is not back with its id: {:?}", c.host_id())
         });
-        let lost = sim
-            .client_events(name)
-            .filter(|(_, e)| {
-                matches!(
-                    e,
-                    ClientEvent::PeerDropped { .. } | ClientEvent::MessageExpired { .. }
-                )
-            })
-            .count();
+        let lost = drops_or_expiries(&sim, name);
         sim.check(lost == 0, || format!("{name}: {lost} drops or expiries"));
         let s = sim.client_stats(name);
         sim.check(

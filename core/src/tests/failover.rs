@@ -193,13 +193,8 @@ impl Moving {
             let cfg = Arc::new(client_config(true));
             net.clients[i].client = Client::new(cfg, [20 + i as u8; 32], net.now).unwrap();
         }
-        let (now, a, b) = (net.now, net.server_addr, second_server_addr());
-        for c in &mut net.clients {
-            c.client.connect_any(now, &[a, b], &[]).unwrap();
-        }
-        assert!(net.drive_until(Duration::from_secs(1), |n| {
-            n.clients.iter().all(|c| c.client.is_connected())
-        }));
+        let (a, b) = (net.server_addr, second_server_addr());
+        net.connect_all_any(&[a, b]);
         let hosts = net.hosts();
         for (i, room) in [(0, "arena"), (1, "arena"), (2, "lan"), (3, "lan")] {
             let now = net.now;
@@ -369,13 +364,8 @@ fn path_changes(net: &Net, i: usize) -> usize {
 #[test]
 fn a_pair_split_across_nodes_reports_every_undelivered_message_expired() {
     let mut net = cluster(2, client_config(false));
-    let (now, a, b) = (net.now, net.server_addr, second_server_addr());
-    for c in &mut net.clients {
-        c.client.connect_any(now, &[a, b], &[]).unwrap();
-    }
-    assert!(net.drive_until(Duration::from_secs(1), |n| {
-        n.clients.iter().all(|c| c.client.is_connected())
-    }));
+    let (a, b) = (net.server_addr, second_server_addr());
+    net.connect_all_any(&[a, b]);
     let hosts = net.hosts();
     net.join_each(2, "arena");
     let zero = net.clients[0].addr;

@@ -528,6 +528,18 @@ impl Net {
             .collect()
     }
 
+    /// Every client connects with the address list `servers`; they are all connected a
+    /// second later.
+    pub(crate) fn connect_all_any(&mut self, servers: &[SocketAddr]) {
+        let now = self.now;
+        for c in &mut self.clients {
+            c.client.connect_any(now, servers, &[]).unwrap();
+        }
+        assert!(self.drive_until(Duration::from_secs(1), |n| {
+            n.clients.iter().all(|c| c.client.is_connected())
+        }));
+    }
+
     /// Why client `i`'s sessions ended, in order.
     pub(crate) fn disconnects(&self, i: usize) -> Vec<crate::DisconnectReason> {
         (self.clients[i].events.iter())

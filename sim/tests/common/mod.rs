@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pierce_core::{Channel, HostId};
+use pierce_core::{Channel, ClientEvent, HostId};
 use pierce_sim::Sim;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -68,4 +68,17 @@ pub(crate) fn stream(
         *next += 1;
         sim.advance(tick);
     }
+}
+
+/// Peers `name` dropped and messages it was told expired, together.
+#[allow(dead_code)]
+pub(crate) fn drops_or_expiries(sim: &Sim, name: &str) -> usize {
+    (sim.client_events(name))
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                ClientEvent::PeerDropped { .. } | ClientEvent::MessageExpired { .. }
+            )
+        })
+        .count()
 }
