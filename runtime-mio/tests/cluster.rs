@@ -378,9 +378,15 @@ fn a_sigtermed_node_moves_its_rooms_and_every_peer_finishes() {
         "{red_node} (red) exited {:?} after SIGTERM",
         termed.elapsed()
     );
+    // Every peer finishes with every message of its room mates in order, none on the node
+    // that drained. (Which node each room ends on is the first test's business: here a
+    // member that was told the node drains, rather than redirected, may go on by its own
+    // list and finish elsewhere; see the README's cluster section.)
     let ended = finished(&mut peers, 3);
-    let rooms = one_node_per_room(&peers, &ended);
-    assert_ne!(rooms["red"], red_node, "red moved");
+    let drained = &cluster.nodes[&red_node].addr;
+    for (p, node) in peers.iter().zip(&ended) {
+        assert_ne!(node, drained, "{} finished on the drained node", p.name);
+    }
     for p in peers.iter_mut().filter(|p| p.room == "red") {
         assert!(
             p.count(r#""event":"redirected""#) >= 1,
