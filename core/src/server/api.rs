@@ -217,6 +217,12 @@ impl Server {
     /// [`crate::ClientEvent::ServerDraining`]), and clients that connect meanwhile cannot.
     /// Existing sessions, rooms, pairs and relaying go on until the runtime disconnects them.
     /// Calling it again tells the clients the new `within`.
+    ///
+    /// A cluster node ([`crate::ServerConfig::cluster`]) instead moves its rooms: it tells the
+    /// directory it drains, and once the directory answered (or
+    /// [`crate::cluster::ClusterConfig::answer_timeout`] passed) hands each room to the
+    /// least-loaded other active node in that answer and redirects the room's members there
+    /// (with no such node they are told it drains). Clients in no room are told at once.
     pub fn drain(&mut self, now: Instant, within: Duration) {
         self.command(now, |s, now| {
             s.draining = true;
@@ -240,7 +246,7 @@ impl Server {
     /// The next question for the cluster directory (only with [`ServerConfig::cluster`]):
     /// answer it, in any order, with [`Server::handle_directory`] (a question unanswered for
     /// [`crate::cluster::ClusterConfig::answer_timeout`] has failed). Drain after every call
-    /// into the server, as [`Server::poll_transmit`].
+    /// into the server, as [`Endpoint::poll_transmit`](crate::Endpoint::poll_transmit).
     ///
     /// [`ServerConfig::cluster`]: crate::ServerConfig::cluster
     pub fn poll_directory(&mut self) -> Option<(QueryId, DirectoryRequest)> {

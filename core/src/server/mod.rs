@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use rand::RngCore;
 
-use crate::cluster::NodeLoad;
+use crate::cluster::{NodeInfo, NodeLoad};
 use crate::config::ServerConfig;
 use crate::crypto::PublicKey;
 use crate::error::ConfigError;
@@ -466,6 +466,7 @@ impl Server {
                     self.redirect(host, to, None);
                 }
             }
+            Verdict::Move { to } => self.carry_out_move(now, to),
             Verdict::Stranded { room } => {
                 let members = (self.rooms.members_of(&self.groups, &room)).map(<[_]>::to_vec);
                 let within_ms = 0;
@@ -493,28 +494,35 @@ impl Server {
         });
     }
 
-    /// A draining cluster node: each room moves to the least-loaded other active node (the
-    /// claim handed over, every member redirected there, where they rejoin it). Returns the
-    /// clients redirected (the others are told the node drains).
+    /// A draining cluster node says so to the directory; once it answers (or fails to),
+    /// each room moves to the least-loaded other active node ([`Verdict::Move`]: the claim
+    /// handed over, every member redirected there, where they rejoin it). Returns the
+    /// clients in rooms here, who wait for that (the others are told the node drains).
     pub(super) fn move_rooms(&mut self, now: Instant) -> BTreeSet<HostId> {
-        let mut moved = BTreeSet::new();
         let load = self.load();
         let relayed = self.stats.relayed_bytes;
         let listed = self.rooms.listed_here(&self.groups);
         let Some(node) = &mut self.node else {
-            return moved;
+            return BTreeSet::new();
         };
         node.drain(now, load, relayed, listed.clone());
-        let Some(to) = node.best_other().cloned() else {
-            return moved;
-        };
+        (listed.iter())
+            .filter_map(|room| self.rooms.members_of(&self.groups, &room.name))
+            .flat_map(|members| members.iter().copied())
+            .collect()
+    }
+
+    /// Every room here moves to `to` (the node drains); with nowhere to go, their members
+    /// are told the node drains.
+    fn carry_out_move(&mut self, now: Instant, to: Option<NodeInfo>) {
+        let listed = self.rooms.listed_here(&self.groups);
         for room in listed {
-            // (Its members are sent there when the directory has handed it over.)
-            node.hand(now, room.name.clone(), &to);
-            let members = self.rooms.members_of(&self.groups, &room.name);
-            moved.extend(members.unwrap_or_default().iter().copied());
+            match (&to, &mut self.node) {
+                // (Its members are sent there when the directory has handed it over.)
+                (Some(to), Some(node)) => node.hand(now, room.name, to),
+                _ => self.carry_out(now, node::Verdict::Stranded { room: room.name }),
+            }
         }
-        moved
     }
 
     /// Heartbeat if due; questions past their time fail.

@@ -59,6 +59,11 @@ pub(super) enum Verdict {
     /// Room `room` could not be handed over (the directory did not answer): its members are
     /// told the node drains, and leave by themselves.
     Stranded { room: String },
+    /// The node drains and the directory has answered its draining heartbeat (or failed to):
+    /// its rooms move to `to`, the least-loaded other active node in that answer (in the
+    /// last list heard if there was none); `None`: there is no such node, the rooms stay and
+    /// their members are told the node drains.
+    Move { to: Option<NodeInfo> },
     /// The directory answered again after failing (`true`), or stopped answering (`false`).
     Reachable(bool),
     /// The cluster-wide room list changed ([`Node::known`]).
@@ -69,7 +74,9 @@ pub(super) enum Verdict {
 #[derive(Debug)]
 enum Asked {
     Number,
-    Heartbeat,
+    /// A heartbeat; `true` for the one that says the node drains (its answer, the freshest
+    /// list of nodes, decides where the rooms go).
+    Heartbeat(bool),
     Rooms,
     /// A join, and where placement would send the room if it is new.
     Join(Join, Option<SocketAddr>),
@@ -108,6 +115,8 @@ pub(super) struct Node {
     /// Bytes relayed (the server's count) and when, at the last heartbeat.
     relayed: (u64, Instant),
     draining: bool,
+    /// The draining heartbeat was sent ([`Verdict::Move`] follows its answer).
+    moved: bool,
     verdicts: VecDeque<Verdict>,
 }
 
@@ -127,6 +136,7 @@ impl Node {
             cpu_percent: 0,
             relayed: (0, now),
             draining: false,
+            moved: false,
             verdicts: VecDeque::new(),
         };
         let node = n.config.node_id.clone();
@@ -221,7 +231,8 @@ impl Node {
             ttl: self.config.node_ttl,
             room_ttl: self.config.room_ttl,
         };
-        self.ask(now, Asked::Heartbeat, request);
+        self.ask(now, Asked::Heartbeat(self.draining && !self.moved), request);
+        self.moved |= self.draining;
         self.ask(now, Asked::Rooms, DirectoryRequest::Rooms);
     }
 
@@ -327,7 +338,9 @@ impl Node {
     }
 
     /// The node drains: it says so at once (a heartbeat with `load`), and from now on places
-    /// no room here.
+    /// no room here. That heartbeat's answer, the freshest list of nodes, decides where its
+    /// rooms go ([`Verdict::Move`]; a list from an earlier heartbeat may predate the nodes
+    /// that started since). Draining again does nothing.
     pub(super) fn drain(
         &mut self,
         now: Instant,
@@ -335,6 +348,9 @@ impl Node {
         relayed: u64,
         rooms: Vec<ListedRoom>,
     ) {
+        if self.draining {
+            return;
+        }
         self.draining = true;
         self.beat(now, load, relayed, rooms);
     }
@@ -373,8 +389,12 @@ impl Node {
                 self.number = Some(n);
                 self.verdicts.push_back(Verdict::Numbered(n));
             }
-            (Asked::Heartbeat, Ok(DirectoryAnswer::Nodes { nodes, lost })) => {
+            (Asked::Heartbeat(drain), Ok(DirectoryAnswer::Nodes { nodes, lost })) => {
                 self.nodes = nodes;
+                if drain {
+                    let to = self.best_other().cloned();
+                    self.verdicts.push_back(Verdict::Move { to });
+                }
                 // Who holds them now: a lookup each.
                 for room in lost {
                     let request = DirectoryRequest::Claim {
@@ -397,6 +417,11 @@ impl Node {
             (Asked::Lost(room), Ok(DirectoryAnswer::Claim(Claim::Theirs(owner)))) => {
                 let to = owner.udp;
                 self.verdicts.push_back(Verdict::Lost { room, to });
+            }
+            // No answer to the draining heartbeat: the last list heard decides.
+            (Asked::Heartbeat(true), _) => {
+                let to = self.best_other().cloned();
+                self.verdicts.push_back(Verdict::Move { to });
             }
             (Asked::Rooms, Ok(DirectoryAnswer::Rooms(rooms))) if rooms != self.listed => {
                 self.listed = rooms;
@@ -607,6 +632,68 @@ mod tests {
                 error: RoomError::NotFound
             })
         );
+    }
+
+    #[test]
+    fn a_drain_moves_rooms_to_a_node_that_registered_after_the_last_heartbeat() {
+        let t0 = crate::tests::epoch();
+        let mut d = MemoryDirectory::new();
+        let mut a = Node::new(config("a"), t0);
+        a.beat(t0, NodeLoad::default(), 0, Vec::new());
+        serve(&mut a, &mut d, t0);
+        while a.poll_verdict().is_some() {}
+        assert_eq!(a.known().0.len(), 1, "only a, so far");
+        // b registers after a's heartbeat; a drains before its next one.
+        let t1 = t0 + Duration::from_millis(300);
+        let b = ClusterConfig::new("b", "eu", SocketAddr::from(([192, 0, 2, 2], 7000)));
+        let mut b = Node::new(b, t1);
+        b.beat(t1, NodeLoad::default(), 0, Vec::new());
+        serve(&mut b, &mut d, t1);
+        let t2 = t1 + Duration::from_millis(300);
+        a.drain(t2, NodeLoad::default(), 0, Vec::new());
+        assert_eq!(
+            a.poll_verdict(),
+            None,
+            "no move before the directory answers"
+        );
+        serve(&mut a, &mut d, t2);
+        let moved = std::iter::from_fn(|| a.poll_verdict()).find_map(|v| match v {
+            Verdict::Move { to } => Some(to.map(|n| n.id)),
+            _ => None,
+        });
+        assert_eq!(moved, Some(Some("b".to_string())), "b, heard in the answer");
+        a.drain(t2, NodeLoad::default(), 0, Vec::new());
+        assert_eq!(a.poll_request(), None, "draining again asks nothing");
+    }
+
+    #[test]
+    fn a_drain_the_directory_does_not_answer_moves_rooms_by_the_last_list() {
+        let t0 = crate::tests::epoch();
+        let mut d = MemoryDirectory::new();
+        let mut b = Node::new(config("b"), t0);
+        b.beat(t0, NodeLoad::default(), 0, Vec::new());
+        serve(&mut b, &mut d, t0);
+        let mut a = Node::new(config("a"), t0);
+        a.beat(t0, NodeLoad::default(), 0, Vec::new());
+        serve(&mut a, &mut d, t0);
+        while a.poll_verdict().is_some() {}
+        a.drain(t0, NodeLoad::default(), 0, Vec::new());
+        while a.poll_request().is_some() {}
+        a.handle_timeout(t0 + Duration::from_secs(2));
+        let moved = std::iter::from_fn(|| a.poll_verdict()).find_map(|v| match v {
+            Verdict::Move { to } => Some(to.map(|n| n.id)),
+            _ => None,
+        });
+        assert_eq!(moved, Some(Some("b".to_string())));
+        // With no other node known, the rooms have nowhere to go.
+        let mut alone = Node::new(config("c"), t0);
+        alone.drain(t0, NodeLoad::default(), 0, Vec::new());
+        alone.handle_timeout(t0 + Duration::from_secs(2));
+        let moved = std::iter::from_fn(|| alone.poll_verdict()).find_map(|v| match v {
+            Verdict::Move { to } => Some(to.map(|n| n.id)),
+            _ => None,
+        });
+        assert_eq!(moved, Some(None));
     }
 
     #[test]
