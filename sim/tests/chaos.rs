@@ -42,10 +42,11 @@
 //! - every connection between two live members is idle again: nothing queued, nothing
 //!   unacknowledged.
 //!
-//! Counted, not failed (the summary line prints them): messages of torn-down pairs lost
-//! silently (acknowledged while waiting in the receiver's reorder buffer for an earlier one
-//! when the pair went away) or delivered after the sender reported them expired on removing
-//! the pair; deadline messages delivered and then reported expired (the acknowledgement was
+//! Counted, not failed (the summary line prints them): messages of torn-down pairs neither
+//! delivered nor reported expired (a crashed process reports nothing; messages acknowledged
+//! while waiting in the receiver's reorder buffer for an earlier one are delivered when the
+//! pair goes away, since 2026-12-05) or delivered after the sender reported them expired on
+//! removing the pair; deadline messages delivered and then reported expired (the acknowledgement was
 //! lost before the deadline: the core documents `MessageExpired` as "not acknowledged in
 //! time", not "not delivered"); and messages delivered just before the receiver's
 //! `MemberJoined` or just after its `MemberLeft` for the sender (the pair key travels just

@@ -988,17 +988,24 @@ impl PeerSet {
         self.expire_all(peer_id, old.conn);
     }
 
-    /// Reports every message unacknowledged on a connection that ends as expired.
+    /// Ends a connection: what it still has for the application comes out (messages
+    /// received, including those held for an earlier one that will never come now), and
+    /// every message unacknowledged is reported expired.
     fn expire_all(&mut self, peer: HostId, mut conn: Connection) {
         conn.abandon();
         while let Some(e) = conn.poll_event() {
-            if let ConnEvent::Expired { channel, id } = e {
-                self.events.push_back(ClientEvent::MessageExpired {
+            self.events.push_back(match e {
+                ConnEvent::Message { channel, payload } => ClientEvent::PeerMessage {
+                    from: peer,
+                    channel,
+                    payload,
+                },
+                ConnEvent::Expired { channel, id } => ClientEvent::MessageExpired {
                     peer,
                     channel,
                     message_id: id,
-                });
-            }
+                },
+            });
         }
     }
 

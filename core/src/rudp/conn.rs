@@ -530,10 +530,18 @@ impl Connection {
         Ok(id)
     }
 
-    /// Reports every reliable message not yet acknowledged as expired (the peer is gone).
+    /// The peer is gone: every reliable message not yet acknowledged is reported expired,
+    /// and every ordered message received but held for an earlier one is delivered (the
+    /// earlier ones will never come; the peer reports them expired in turn, as they were
+    /// never acknowledged, while these were: dropping them would lose them silently).
     pub fn abandon(&mut self) {
         for (i, c) in self.chans.iter_mut().enumerate() {
             let channel = Channel(i as u8);
+            if c.delivery == Delivery::ReliableOrdered {
+                for (_, p) in std::mem::take(&mut c.recv_buf) {
+                    Self::deliver(&mut self.events, &mut self.stats, &mut c.stats, i as u8, p);
+                }
+            }
             for (_, l) in c.live.drain() {
                 self.events
                     .push_back(ConnEvent::Expired { channel, id: l.id });
