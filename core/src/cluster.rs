@@ -204,8 +204,8 @@ pub enum DirectoryRequest {
         room_ttl: Duration,
     },
     /// Room `room`'s owner; if it has none that is registered (never claimed, claim expired,
-    /// owner gone) and `create`, it is claimed for `node` for `ttl`, atomically. Answer:
-    /// [`DirectoryAnswer::Claim`].
+    /// owner gone) and `create`, it is claimed for `node` for `ttl`, atomically; if `node`
+    /// holds it, its claim is refreshed for `ttl`. Answer: [`DirectoryAnswer::Claim`].
     Claim {
         /// The room.
         room: String,
@@ -425,7 +425,12 @@ impl MemoryDirectory {
                 create,
                 ttl,
             } => match self.owner(now, room).map(str::to_owned) {
-                Some(owner) if owner == *node => DirectoryAnswer::Claim(Claim::Ours),
+                // Held already: the claim is refreshed (the node is about to hold the room,
+                // maybe for the first time since it restarted, before its next heartbeat).
+                Some(owner) if owner == *node => {
+                    self.rooms.insert(room.clone(), (node.clone(), now + *ttl));
+                    DirectoryAnswer::Claim(Claim::Ours)
+                }
                 Some(owner) => {
                     let info = self.nodes[&owner].0.clone();
                     DirectoryAnswer::Claim(Claim::Theirs(info))
@@ -568,6 +573,24 @@ mod tests {
         d.wipe();
         d.answer(t4, &beat("a", &["x"])).unwrap();
         assert_eq!(d.owner(t4, "x"), Some("a"));
+    }
+
+    #[test]
+    fn a_claim_the_node_holds_already_is_refreshed() {
+        // A node restarted under the same id finds its old claim and creates the room: the
+        // claim must outlive the old incarnation's last refresh until the next heartbeat
+        // (once, a join elsewhere in that gap made a second home; cluster chaos seed
+        // 611119514).
+        let t0 = crate::tests::epoch();
+        let mut d = MemoryDirectory::new();
+        d.answer(t0, &beat("a", &["r"])).unwrap();
+        let t2 = t0 + Duration::from_secs(2);
+        d.answer(t2, &beat("a", &[])).unwrap();
+        d.answer(t2, &claim("r", "a", false)).unwrap();
+        let t4 = t0 + Duration::from_secs(4);
+        d.answer(t4, &beat("a", &[])).unwrap();
+        assert_eq!(d.owner(t4, "r"), Some("a"), "claimed again at 2 s, for 3 s");
+        assert_eq!(d.owner(t2 + Duration::from_secs(3), "r"), None);
     }
 
     #[test]

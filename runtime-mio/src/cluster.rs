@@ -822,7 +822,10 @@ const CLAIM: &str = r"
 local room, node = ARGV[2], ARGV[3]
 local owner = redis.call('GET', P .. 'room:' .. room)
 if owner and live(owner) then
-  if owner == node then return {'ours'} end
+  if owner == node then
+    claim(room, node, tonumber(ARGV[5]))
+    return {'ours'}
+  end
   return {'theirs', redis.call('HGET', KEYS[2], owner)}
 end
 if ARGV[4] == '1' then

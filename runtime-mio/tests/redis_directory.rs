@@ -205,6 +205,29 @@ fn claims_belong_to_one_live_node_and_free_up_when_its_registration_expires() {
 }
 
 #[test]
+fn a_claim_the_node_holds_already_is_refreshed() {
+    let Some(server) = Redis::start() else { return };
+    let mut d = Both::new(&server, "refresh");
+    let (a, b) = (node("a", 4000), node("b", 4001));
+    d.ask(beat(&a, [room("r", 1)], TTL));
+    d.ask(beat(&b, [], TTL));
+    d.sleep(HALF);
+    // a (restarted, say) claims the room it holds: the claim runs a TTL from now.
+    assert_eq!(
+        d.ask(claim("r", "a", false, TTL)),
+        DirectoryAnswer::Claim(Claim::Ours)
+    );
+    d.ask(beat(&a, [], TTL));
+    d.ask(beat(&b, [], TTL));
+    d.sleep(HALF);
+    // Past the first claim's TTL, within the refreshed one: still a's.
+    assert_eq!(
+        d.ask(claim("r", "b", true, TTL)),
+        DirectoryAnswer::Claim(Claim::Theirs(a.clone()))
+    );
+}
+
+#[test]
 fn heartbeats_refresh_claims_report_lost_rooms_and_refill_a_wiped_redis() {
     let Some(server) = Redis::start() else { return };
     let mut d = Both::new(&server, "heartbeat");
