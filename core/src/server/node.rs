@@ -78,8 +78,10 @@ enum Asked {
     /// list of nodes, decides where the rooms go).
     Heartbeat(bool),
     Rooms,
-    /// A join, and where placement would send the room if it is new.
-    Join(Join, Option<SocketAddr>),
+    /// A join, where placement would send the room if it is new, this node's load then,
+    /// and whether it was asked during a recovery (`Node::recovering_until`: not to create
+    /// the room; asked again after it if missing).
+    Join(Join, Option<SocketAddr>, NodeLoad, bool),
     /// Who holds a room the directory says is no longer ours.
     Lost(String),
     Ticket {
@@ -111,6 +113,14 @@ pub(super) struct Node {
     beat_at: Instant,
     /// The directory answered the last question (or nothing was asked yet).
     reachable: bool,
+    /// After the directory answers again following an outage, until when a room it says
+    /// nobody holds may still be held by a node that has not claimed it again (claims
+    /// expire in a long outage, and a directory that lost its data has none): two
+    /// heartbeats, by which every node that reaches it has claimed its rooms again.
+    recovering_until: Option<Instant>,
+    /// Joins for rooms the directory said nobody holds during the recovery, with this
+    /// node's load then: asked again when it ends.
+    deferred: Vec<(Join, NodeLoad)>,
     cpu_percent: u16,
     /// Bytes relayed (the server's count) and when, at the last heartbeat.
     relayed: (u64, Instant),
@@ -133,6 +143,8 @@ impl Node {
             listed: Vec::new(),
             beat_at: now,
             reachable: true,
+            recovering_until: None,
+            deferred: Vec::new(),
             cpu_percent: 0,
             relayed: (0, now),
             draining: false,
@@ -247,8 +259,15 @@ impl Node {
         }
     }
 
-    /// Questions past their time fail.
+    /// Questions past their time fail; at the end of a recovery the joins it held back are
+    /// asked again.
     pub(super) fn handle_timeout(&mut self, now: Instant) {
+        if self.recovering_until.is_some_and(|t| now >= t) {
+            self.recovering_until = None;
+            for (join, load) in std::mem::take(&mut self.deferred) {
+                self.ask_join(now, join, load);
+            }
+        }
         let late: Vec<QueryId> = (self.asked.iter())
             .filter(|(_, (_, deadline))| *deadline <= now)
             .map(|(id, _)| *id)
@@ -265,6 +284,7 @@ impl Node {
         Timeout::min([
             Timeout::at(Some(self.beat_at), "cluster heartbeat"),
             Timeout::at(answer, "cluster directory answer"),
+            Timeout::at(self.recovering_until, "cluster directory recovery"),
         ])
     }
 
@@ -279,13 +299,16 @@ impl Node {
         } else {
             self.placement(load).map(|n| n.udp)
         };
+        // (While the directory does not answer, the answer may be the first after it came
+        // back: the recovery has begun by then.)
+        let recovering = !self.reachable || self.recovering_until.is_some_and(|t| now < t);
         let request = DirectoryRequest::Claim {
             room: join.name.clone(),
             node: self.config.node_id.clone(),
-            create: create && elsewhere.is_none(),
+            create: create && elsewhere.is_none() && !recovering,
             ttl: self.config.room_ttl,
         };
-        self.ask(now, Asked::Join(join, elsewhere), request);
+        self.ask(now, Asked::Join(join, elsewhere, load, recovering), request);
     }
 
     /// Where a new room should go instead of here: the least-loaded active node of this
@@ -383,6 +406,9 @@ impl Node {
         if ok != self.reachable {
             self.reachable = ok;
             self.verdicts.push_back(Verdict::Reachable(ok));
+            if ok {
+                self.recovering_until = Some(now + self.config.heartbeat * 2);
+            }
         }
         match (why, answer) {
             (Asked::Number, Ok(DirectoryAnswer::Number(n))) if n != 0 && self.number.is_none() => {
@@ -427,7 +453,9 @@ impl Node {
                 self.listed = rooms;
                 self.verdicts.push_back(Verdict::Listed);
             }
-            (Asked::Join(join, elsewhere), answer) => self.settle_join(join, elsewhere, answer),
+            (Asked::Join(join, elsewhere, load, held), answer) => {
+                self.settle_join(now, join, elsewhere, (load, held), answer)
+            }
             (Asked::Ticket { key, session }, answer) => {
                 let first = matches!(answer, Ok(DirectoryAnswer::Ticket(true)));
                 self.verdicts.push_back(Verdict::Ticket {
@@ -443,13 +471,32 @@ impl Node {
 
     fn settle_join(
         &mut self,
+        now: Instant,
         join: Join,
         elsewhere: Option<SocketAddr>,
+        (load, held): (NodeLoad, bool),
         answer: Result<DirectoryAnswer, DirectoryError>,
     ) {
         let host = join.host;
         let create = join.flags & (JOIN_CREATE | JOIN_MUST_CREATE) != 0;
+        let recovering = self.recovering_until.is_some_and(|t| now < t);
         let verdict = match answer {
+            // Just after an outage the room may live on a node that has not claimed it again
+            // yet: asked again when the recovery ends, rather than created a second time
+            // (or refused as missing).
+            Ok(DirectoryAnswer::Claim(Claim::Missing)) if held || recovering => {
+                if recovering && self.deferred.len() < MAX_ASKED {
+                    self.deferred.push((join, load));
+                } else if !recovering {
+                    self.ask_join(now, join, load);
+                } else {
+                    self.verdicts.push_back(Verdict::Fail {
+                        host,
+                        error: RoomError::DirectoryUnavailable,
+                    });
+                }
+                return;
+            }
             Ok(DirectoryAnswer::Claim(Claim::Ours)) => Verdict::Here(join),
             Ok(DirectoryAnswer::Claim(Claim::Theirs(owner))) => {
                 if join.flags & JOIN_MUST_CREATE != 0 {
@@ -694,6 +741,83 @@ mod tests {
             _ => None,
         });
         assert_eq!(moved, Some(None));
+    }
+
+    #[test]
+    fn after_an_outage_a_room_nobody_holds_is_asked_for_again_once_every_node_claimed_again() {
+        // Once, just after a directory that lost its data came back, a join claimed a room
+        // that another node held but had not claimed again yet: a second home (cluster
+        // chaos seed 611119451).
+        let t0 = crate::tests::epoch();
+        let mut d = MemoryDirectory::new();
+        let mut a = Node::new(config("a"), t0);
+        let mut b = Node::new(
+            ClusterConfig::new("b", "eu", SocketAddr::from(([192, 0, 2, 2], 7000))),
+            t0,
+        );
+        for n in [&mut a, &mut b] {
+            n.beat(t0, NodeLoad::default(), 0, Vec::new());
+            serve(n, &mut d, t0);
+            while n.poll_verdict().is_some() {}
+        }
+        // The directory goes away (a's heartbeat fails) and comes back empty.
+        let t1 = t0 + Duration::from_secs(1);
+        a.beat(t1, NodeLoad::default(), 0, Vec::new());
+        while a.poll_request().is_some() {}
+        let t3 = t1 + Duration::from_secs(2);
+        a.handle_timeout(t3);
+        assert_eq!(a.poll_verdict(), Some(Verdict::Reachable(false)));
+        d.wipe();
+        // A join asked while the directory does not answer, answered as it comes back: the
+        // recovery has begun, "s" is not created yet either.
+        a.ask_join(t3, join(8, "s", JOIN_CREATE), NodeLoad::default());
+        a.beat(t3, NodeLoad::default(), 0, Vec::new());
+        serve(&mut a, &mut d, t3);
+        assert_eq!(a.poll_verdict(), Some(Verdict::Reachable(true)));
+        while let Some(v) = a.poll_verdict() {
+            assert!(
+                !matches!(v, Verdict::Here(_) | Verdict::Fail { .. }),
+                "{v:?}"
+            );
+        }
+        // A join for "r" while b, which holds it, has not heartbeated yet: held back.
+        a.ask_join(t3, join(9, "r", JOIN_CREATE), NodeLoad::default());
+        serve(&mut a, &mut d, t3);
+        assert_eq!(a.poll_verdict(), None, "neither created nor refused");
+        assert_eq!(
+            a.poll_timeout().map(|t| t.at),
+            Some(t3 + Duration::from_secs(2)).min(Some(a.beat_at))
+        );
+        // b claims its room again with its next heartbeat.
+        let t4 = t3 + Duration::from_millis(500);
+        let r = ListedRoom {
+            name: "r".into(),
+            members: 2,
+            max_members: 8,
+            has_password: false,
+            relay_only: false,
+        };
+        b.beat(t4, NodeLoad::default(), 0, vec![r]);
+        serve(&mut b, &mut d, t4);
+        // At the end of the recovery the join is asked again, and goes to b.
+        let t5 = t3 + Duration::from_secs(2);
+        a.handle_timeout(t5 - Duration::from_millis(1));
+        assert_eq!(a.poll_request(), None);
+        a.handle_timeout(t5);
+        serve(&mut a, &mut d, t5);
+        assert_eq!(
+            a.poll_verdict(),
+            Some(Verdict::Here(join(8, "s", JOIN_CREATE))),
+            "nobody claimed s again: created now"
+        );
+        assert_eq!(
+            a.poll_verdict(),
+            Some(Verdict::Redirect {
+                host: HostId(9),
+                to: SocketAddr::from(([192, 0, 2, 2], 7000)),
+                room: "r".into()
+            })
+        );
     }
 
     #[test]
