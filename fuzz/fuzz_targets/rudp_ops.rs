@@ -1,7 +1,9 @@
 //! Arbitrary sequences of sends, deliveries, losses, duplications, reorderings and timeouts
 //! between two reliability state machines. Invariant: reliable-ordered messages are delivered
 //! exactly once and in order; once the network heals every one of them arrives (or, if it
-//! had a retry budget, is reported expired instead — never both, never neither).
+//! had a retry budget, is reported expired instead — never both, never neither). If the pair
+//! ends instead (both sides abandon the connection mid-way), every one is delivered or
+//! reported expired (both only when its acknowledgement was lost), never neither.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +39,8 @@ enum Op {
     Advance {
         ms: u16,
     },
+    /// The pair ends: both sides abandon their connection.
+    End,
 }
 
 struct Side {
@@ -116,8 +120,14 @@ fuzz_target!(|ops: Vec<Op>| {
             }
         }
     };
+    let mut ended = false;
     for op in ops.iter().take(300) {
         match *op {
+            Op::End => {
+                a.conn.abandon();
+                b.conn.abandon();
+                ended = true;
+            }
             Op::Send {
                 channel,
                 len,
@@ -176,9 +186,12 @@ fuzz_target!(|ops: Vec<Op>| {
             got.windows(2).all(|w| w[0] < w[1]),
             "ordered channel out of order or duplicated: {got:?}"
         );
+        if ended {
+            break;
+        }
     }
-    // Heal the network and run until quiet.
-    for _ in 0..20_000 {
+    // Heal the network and run until quiet (unless the pair ended).
+    for _ in 0..if ended { 0 } else { 20_000 } {
         transmit(now, &mut a);
         transmit(now, &mut b);
         for (pn, bytes) in std::mem::take(&mut a.wire) {
