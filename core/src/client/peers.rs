@@ -52,6 +52,22 @@ const RELAYED_OVERHEAD: usize = OVERHEAD + RELAY_FRAME_OVERHEAD + OVERHEAD;
 const RELAY_PATH_OVERHEAD: usize = RELAY_HEADER_LEN + OVERHEAD;
 
 /// Bytes of one fragment: what fits a relayed peer packet with room left for an ack.
+/// What a connection's event is to the application (`peer`: whose connection).
+fn client_event(peer: HostId, e: ConnEvent) -> ClientEvent {
+    match e {
+        ConnEvent::Message { channel, payload } => ClientEvent::PeerMessage {
+            from: peer,
+            channel,
+            payload,
+        },
+        ConnEvent::Expired { channel, id } => ClientEvent::MessageExpired {
+            peer,
+            channel,
+            message_id: id,
+        },
+    }
+}
+
 pub(super) fn fragment_size(config: &ClientConfig) -> usize {
     config.max_datagram_size - RELAYED_OVERHEAD - MESSAGE_FRAME_OVERHEAD - ACK_RESERVE
 }
@@ -939,18 +955,7 @@ impl PeerSet {
             return;
         };
         while let Some(e) = peer.conn.poll_event() {
-            self.events.push_back(match e {
-                ConnEvent::Message { channel, payload } => ClientEvent::PeerMessage {
-                    from: peer_id,
-                    channel,
-                    payload,
-                },
-                ConnEvent::Expired { channel, id } => ClientEvent::MessageExpired {
-                    peer: peer_id,
-                    channel,
-                    message_id: id,
-                },
-            });
+            self.events.push_back(client_event(peer_id, e));
         }
         if let Some(reason) = peer.conn.violation() {
             self.remove_peer(peer_id);
@@ -994,18 +999,7 @@ impl PeerSet {
     fn expire_all(&mut self, peer: HostId, mut conn: Connection) {
         conn.abandon();
         while let Some(e) = conn.poll_event() {
-            self.events.push_back(match e {
-                ConnEvent::Message { channel, payload } => ClientEvent::PeerMessage {
-                    from: peer,
-                    channel,
-                    payload,
-                },
-                ConnEvent::Expired { channel, id } => ClientEvent::MessageExpired {
-                    peer,
-                    channel,
-                    message_id: id,
-                },
-            });
+            self.events.push_back(client_event(peer, e));
         }
     }
 

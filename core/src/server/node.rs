@@ -580,6 +580,23 @@ mod tests {
         }
     }
 
+    /// A node with `config`, registered in `d` at `now` (its verdicts so far read).
+    fn registered(config: ClusterConfig, d: &mut MemoryDirectory, now: Instant) -> Node {
+        let mut n = Node::new(config, now);
+        n.beat(now, NodeLoad::default(), 0, Vec::new());
+        serve(&mut n, d, now);
+        while n.poll_verdict().is_some() {}
+        n
+    }
+
+    /// Where the first [`Verdict::Move`] sends the rooms (`None`: there was none).
+    fn moved(node: &mut Node) -> Option<Option<String>> {
+        std::iter::from_fn(|| node.poll_verdict()).find_map(|v| match v {
+            Verdict::Move { to } => Some(to.map(|n| n.id)),
+            _ => None,
+        })
+    }
+
     #[test]
     fn placement_picks_the_least_loaded_active_node_of_the_region_or_keeps_the_room() {
         let t0 = crate::tests::epoch();
@@ -639,13 +656,8 @@ mod tests {
     fn claims_decide_here_elsewhere_or_fail_and_must_create_refuses_a_room_elsewhere() {
         let t0 = crate::tests::epoch();
         let mut d = MemoryDirectory::new();
-        let mut a = Node::new(config("a"), t0);
-        let mut b = Node::new(config("b"), t0);
-        for n in [&mut a, &mut b] {
-            n.beat(t0, NodeLoad::default(), 0, Vec::new());
-            serve(n, &mut d, t0);
-            while n.poll_verdict().is_some() {}
-        }
+        let mut a = registered(config("a"), &mut d, t0);
+        let mut b = registered(config("b"), &mut d, t0);
         a.ask_join(t0, join(1, "r", JOIN_CREATE), NodeLoad::default());
         serve(&mut a, &mut d, t0);
         assert_eq!(
@@ -685,17 +697,12 @@ mod tests {
     fn a_drain_moves_rooms_to_a_node_that_registered_after_the_last_heartbeat() {
         let t0 = crate::tests::epoch();
         let mut d = MemoryDirectory::new();
-        let mut a = Node::new(config("a"), t0);
-        a.beat(t0, NodeLoad::default(), 0, Vec::new());
-        serve(&mut a, &mut d, t0);
-        while a.poll_verdict().is_some() {}
+        let mut a = registered(config("a"), &mut d, t0);
         assert_eq!(a.known().0.len(), 1, "only a, so far");
         // b registers after a's heartbeat; a drains before its next one.
         let t1 = t0 + Duration::from_millis(300);
         let b = ClusterConfig::new("b", "eu", SocketAddr::from(([192, 0, 2, 2], 7000)));
-        let mut b = Node::new(b, t1);
-        b.beat(t1, NodeLoad::default(), 0, Vec::new());
-        serve(&mut b, &mut d, t1);
+        registered(b, &mut d, t1);
         let t2 = t1 + Duration::from_millis(300);
         a.drain(t2, NodeLoad::default(), 0, Vec::new());
         assert_eq!(
@@ -704,11 +711,11 @@ mod tests {
             "no move before the directory answers"
         );
         serve(&mut a, &mut d, t2);
-        let moved = std::iter::from_fn(|| a.poll_verdict()).find_map(|v| match v {
-            Verdict::Move { to } => Some(to.map(|n| n.id)),
-            _ => None,
-        });
-        assert_eq!(moved, Some(Some("b".to_string())), "b, heard in the answer");
+        assert_eq!(
+            moved(&mut a),
+            Some(Some("b".into())),
+            "b, heard in the answer"
+        );
         a.drain(t2, NodeLoad::default(), 0, Vec::new());
         assert_eq!(a.poll_request(), None, "draining again asks nothing");
     }
@@ -717,30 +724,17 @@ mod tests {
     fn a_drain_the_directory_does_not_answer_moves_rooms_by_the_last_list() {
         let t0 = crate::tests::epoch();
         let mut d = MemoryDirectory::new();
-        let mut b = Node::new(config("b"), t0);
-        b.beat(t0, NodeLoad::default(), 0, Vec::new());
-        serve(&mut b, &mut d, t0);
-        let mut a = Node::new(config("a"), t0);
-        a.beat(t0, NodeLoad::default(), 0, Vec::new());
-        serve(&mut a, &mut d, t0);
-        while a.poll_verdict().is_some() {}
+        registered(config("b"), &mut d, t0);
+        let mut a = registered(config("a"), &mut d, t0);
         a.drain(t0, NodeLoad::default(), 0, Vec::new());
         while a.poll_request().is_some() {}
         a.handle_timeout(t0 + Duration::from_secs(2));
-        let moved = std::iter::from_fn(|| a.poll_verdict()).find_map(|v| match v {
-            Verdict::Move { to } => Some(to.map(|n| n.id)),
-            _ => None,
-        });
-        assert_eq!(moved, Some(Some("b".to_string())));
+        assert_eq!(moved(&mut a), Some(Some("b".into())));
         // With no other node known, the rooms have nowhere to go.
         let mut alone = Node::new(config("c"), t0);
         alone.drain(t0, NodeLoad::default(), 0, Vec::new());
         alone.handle_timeout(t0 + Duration::from_secs(2));
-        let moved = std::iter::from_fn(|| alone.poll_verdict()).find_map(|v| match v {
-            Verdict::Move { to } => Some(to.map(|n| n.id)),
-            _ => None,
-        });
-        assert_eq!(moved, Some(None));
+        assert_eq!(moved(&mut alone), Some(None));
     }
 
     #[test]
@@ -750,16 +744,9 @@ mod tests {
         // chaos seed 611119451).
         let t0 = crate::tests::epoch();
         let mut d = MemoryDirectory::new();
-        let mut a = Node::new(config("a"), t0);
-        let mut b = Node::new(
-            ClusterConfig::new("b", "eu", SocketAddr::from(([192, 0, 2, 2], 7000))),
-            t0,
-        );
-        for n in [&mut a, &mut b] {
-            n.beat(t0, NodeLoad::default(), 0, Vec::new());
-            serve(n, &mut d, t0);
-            while n.poll_verdict().is_some() {}
-        }
+        let mut a = registered(config("a"), &mut d, t0);
+        let b = ClusterConfig::new("b", "eu", SocketAddr::from(([192, 0, 2, 2], 7000)));
+        let mut b = registered(b, &mut d, t0);
         // The directory goes away (a's heartbeat fails) and comes back empty.
         let t1 = t0 + Duration::from_secs(1);
         a.beat(t1, NodeLoad::default(), 0, Vec::new());
