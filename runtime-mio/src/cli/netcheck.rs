@@ -129,17 +129,22 @@ impl NatReport {
             return None;
         }
         Some(match self.alternate {
-            None => {
+            // Only a Pierce server has an `--alt-listen` to blame.
+            None if self.pierce_session => {
                 "the server has no alternate address (--alt-listen): mapping and filtering \
                  cannot be measured; reported as unknown"
+            }
+            None => {
+                "the server offered no second address (no OTHER-ADDRESS or CHANGED-ADDRESS in \
+                 its answers): mapping and filtering cannot be measured; reported as unknown"
             }
             Some(a) if a.ip() == self.server.ip() => {
                 "the server's alternate address has the same IP as its main one: address \
                  dependence cannot be told apart from independence; reported as unknown"
             }
             Some(_) => {
-                "some discovery tests got no usable answer (lost, or an unusual NAT); what \
-                 they decide is reported as unknown"
+                "some discovery tests got no usable answer (lost, refused, or an unusual NAT); \
+                 what they decide is reported as unknown"
             }
         })
     }
@@ -272,4 +277,41 @@ pub fn discover(args: &NetcheckArgs) -> Result<NatReport, CliError> {
         &behavior,
         session == Session::Up,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(alternate: Option<&str>, pierce_session: bool) -> NatReport {
+        NatReport {
+            server: "192.0.2.1:3478".parse().unwrap(),
+            local: "10.0.0.2:5000".parse().unwrap(),
+            reflexive: "198.51.100.9:5000".parse().unwrap(),
+            mapping: None,
+            filtering: None,
+            port_preserved: Some(true),
+            allocation: None,
+            port_delta: None,
+            alternate: alternate.map(|a| a.parse().unwrap()),
+            pierce_session,
+        }
+    }
+
+    #[test]
+    fn the_note_blames_alt_listen_only_on_a_pierce_server() {
+        let note = report(None, true).note().unwrap();
+        assert!(note.contains("(--alt-listen)"), "{note}");
+        let note = report(None, false).note().unwrap();
+        assert!(!note.contains("--alt-listen"), "{note}");
+        assert!(
+            note.starts_with("the server offered no second address"),
+            "{note}"
+        );
+        let note = report(Some("192.0.2.1:3479"), false).note().unwrap();
+        assert!(note.contains("same IP"), "{note}");
+        let mut measured = report(Some("192.0.2.2:3479"), false);
+        (measured.mapping, measured.filtering) = (Some("endpoint-independent"), Some("x"));
+        assert_eq!(measured.note(), None);
+    }
 }
