@@ -1,12 +1,15 @@
-//! Interop with a STUN implementation that is neither coturn nor ours: Vovida's, from Debian's
-//! `stun-client` (`stun`, an RFC 3489 client that classifies NATs and sends classic requests
-//! without the magic cookie) and `stun-server` (`stund`, an RFC 3489 server that tells its
-//! second address in CHANGED-ADDRESS and has no OTHER-ADDRESS).
+//! Interop with STUN implementations that are neither coturn nor ours:
+//! - Vovida's, from Debian's `stun-client` (`stun`, an RFC 3489 client that classifies NATs
+//!   and sends classic requests without the magic cookie) and `stun-server` (`stund`, an RFC
+//!   3489 server that tells its second address in CHANGED-ADDRESS and has no OTHER-ADDRESS);
+//! - Cong Ding's `go-stun` (Debian `golang-github-ccding-go-stun-dev`, built here with
+//!   `golang-go`): an RFC 5389 client with the RFC 3489 classification that takes the second
+//!   address from CHANGED-ADDRESS or OTHER-ADDRESS and checks RESPONSE-ORIGIN.
 //!
 //! On loopback there is no NAT and no filtering: the truth every classification here must
 //! find is "open". 127.0.0.2 is loopback too on Linux, so a second server IP needs no setup.
 //!
-//! CI installs both packages (`.ci/run`) and fails these tests if the programs are missing;
+//! CI installs the packages (`.ci/run`) and fails these tests if the programs are missing;
 //! elsewhere they print `SKIPPED`.
 #![cfg(feature = "cli")]
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
@@ -15,6 +18,7 @@ use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Where `tool` is (PATH, or /usr/sbin where Debian puts `stund`); `None` (after saying so)
@@ -207,4 +211,90 @@ fn pierce_netcheck_finds_loopback_open_through_vovidas_stund() {
         "{stderr}"
     );
     assert!(!stderr.contains("--alt-listen"), "{stderr}");
+}
+
+/// Where Debian's `golang-github-ccding-go-stun-dev` puts the source (GOPATH layout).
+const GO_STUN_GOPATH: &str = "/usr/share/gocode";
+
+/// go-stun's command, built once from Debian's source with Debian's Go (no network: GOPATH
+/// mode, the one package it needs is in the same GOPATH); `None` (after saying so) when Go or
+/// the source is missing outside CI; panics in CI.
+fn go_stun() -> Option<PathBuf> {
+    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let go = find("go", "golang-go")?;
+            let src = PathBuf::from(GO_STUN_GOPATH).join("src/github.com/ccding/go-stun");
+            if !src.exists() {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "go-stun is missing in CI: .ci/run must install \
+                     golang-github-ccding-go-stun-dev"
+                );
+                eprintln!("SKIPPED: apt-get install golang-github-ccding-go-stun-dev");
+                return None;
+            }
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go-stun");
+            let out = dir.join("go-stun");
+            let status = Command::new(go)
+                .args(["build", "-o"])
+                .arg(&out)
+                .arg("github.com/ccding/go-stun")
+                .env("GO111MODULE", "off")
+                .env("GOPATH", GO_STUN_GOPATH)
+                .env("GOCACHE", dir.join("cache"))
+                .env("HOME", &dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "building go-stun failed");
+            Some(out)
+        })
+        .clone()
+}
+
+/// `go-stun -s 127.0.0.1:PORT -v`: its whole output.
+fn run_go_stun(go_stun: &PathBuf, port: u16) -> String {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(go_stun)
+        .args(["-s", &format!("127.0.0.1:{port}"), "-v"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Two IPs: go-stun reads OTHER-ADDRESS (RFC 5780 §6.1: in the answer to its bare request),
+/// gets the change of IP and port from the other address, and finds no NAT.
+#[test]
+fn go_stun_finds_no_nat_through_a_two_ip_pierce_server() {
+    let Some(go_stun) = go_stun() else {
+        return;
+    };
+    let (_server, port, _) = pierce_server("127.0.0.2:0");
+    let text = run_go_stun(&go_stun, port);
+    assert_has(
+        &text,
+        &[
+            "other: 127.0.0.2:",
+            "remote: 127.0.0.2:",
+            "NAT Type: Not behind a NAT",
+            "External IP: 127.0.0.1",
+        ],
+    );
+}
+
+/// One IP: no OTHER-ADDRESS (RFC 5780 §7.4), so go-stun says the server cannot classify
+/// rather than naming a NAT type.
+#[test]
+fn go_stun_reports_no_nat_type_from_a_one_ip_pierce_server() {
+    let Some(go_stun) = go_stun() else {
+        return;
+    };
+    let (_server, port, _) = pierce_server("127.0.0.1:0");
+    let text = run_go_stun(&go_stun, port);
+    assert_has(
+        &text,
+        &["other: <nil>", "Server error: no changed address."],
+    );
+    assert!(!text.contains("NAT Type"), "{text}");
 }
