@@ -285,30 +285,32 @@ mod tests {
 
     fn report(alternate: Option<&str>, pierce_session: bool) -> NatReport {
         NatReport {
-            server: "192.0.2.1:3478".parse().unwrap(),
-            local: "10.0.0.2:5000".parse().unwrap(),
-            reflexive: "198.51.100.9:5000".parse().unwrap(),
+            server: "192.0.2.1:3478".parse().expect("address"),
+            local: "10.0.0.2:5000".parse().expect("address"),
+            reflexive: "198.51.100.9:5000".parse().expect("address"),
             mapping: None,
             filtering: None,
             port_preserved: Some(true),
             allocation: None,
             port_delta: None,
-            alternate: alternate.map(|a| a.parse().unwrap()),
+            alternate: alternate.map(|a| a.parse().expect("address")),
             pierce_session,
         }
     }
 
     #[test]
     fn the_note_blames_alt_listen_only_on_a_pierce_server() {
-        let note = report(None, true).note().unwrap();
+        let note = report(None, true).note().expect("a note");
         assert!(note.contains("(--alt-listen)"), "{note}");
-        let note = report(None, false).note().unwrap();
+        let note = report(None, false).note().expect("a note");
         assert!(!note.contains("--alt-listen"), "{note}");
         assert!(
             note.starts_with("the server offered no second address"),
             "{note}"
         );
-        let note = report(Some("192.0.2.1:3479"), false).note().unwrap();
+        let note = report(Some("192.0.2.1:3479"), false)
+            .note()
+            .expect("a note");
         assert!(note.contains("same IP"), "{note}");
         let mut measured = report(Some("192.0.2.2:3479"), false);
         (measured.mapping, measured.filtering) = (Some("endpoint-independent"), Some("x"));
