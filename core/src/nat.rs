@@ -4,7 +4,8 @@
 //! for new mappings. Sans-IO: [`NatDiscovery`] is a sequence of [`StunBinding`]s.
 //!
 //! The tests, all from one local socket, with the server at IP1:P1 and its alternate at
-//! IP2:P2 (learned from the first answer's OTHER-ADDRESS):
+//! IP2:P2 (learned from the first answer's OTHER-ADDRESS, else its RFC 3489 CHANGED-ADDRESS,
+//! else a one-IP Pierce server's alternate port):
 //!
 //! 1. Binding to IP1:P1 → mapped address M1.
 //! 2. Filtering first, before this socket has sent anything to another server address (which

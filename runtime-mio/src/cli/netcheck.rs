@@ -6,7 +6,8 @@
 //! are allocated. Alongside, on the same socket, the client opens a Pierce session, so a Pierce
 //! server that would refuse this host (a token it requires, a key it does not hold) fails the
 //! check as before. Any RFC 5780 STUN server works too: when it answers STUN but not the
-//! session, the result stands on STUN alone. What was not measurable is reported as unknown,
+//! session, the result stands on STUN alone; so do RFC 3489 servers such as Vovida's `stund`,
+//! whose second address comes in CHANGED-ADDRESS. What was not measurable is reported as unknown,
 //! never guessed.
 
 use std::net::SocketAddr;
