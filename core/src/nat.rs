@@ -4,7 +4,8 @@
 //! for new mappings. Sans-IO: [`NatDiscovery`] is a sequence of [`StunBinding`]s.
 //!
 //! The tests, all from one local socket, with the server at IP1:P1 and its alternate at
-//! IP2:P2 (learned from the first answer's OTHER-ADDRESS):
+//! IP2:P2 (learned from the first answer's OTHER-ADDRESS, else its RFC 3489 CHANGED-ADDRESS,
+//! else a one-IP Pierce server's alternate port):
 //!
 //! 1. Binding to IP1:P1 → mapped address M1.
 //! 2. Filtering first, before this socket has sent anything to another server address (which
@@ -23,6 +24,10 @@
 //! from the other port through is "not port-dependent" and mapping that keeps the port is
 //! "not port-dependent", which are reported as unknown (`None`) rather than guessed.
 //! A lost answer reads as "filtered": each test is retried [`DISCOVERY_TRIES`] times first.
+//! An error answer (420: the server cannot make that change, RFC 5780 §6) is no answer about
+//! the NAT: what that test decides is unknown. A server that refuses the first test's
+//! CHANGE-REQUEST (no RFC 5780 support, RFC 8489 §6.3.1) is asked again without one, for the
+//! reflexive address alone.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -203,6 +208,8 @@ pub struct NatDiscovery {
     result: Option<Result<NatBehavior, StunError>>,
     /// Signs every request (see [`StunBinding::with_credential`]).
     credential: Option<StunCredential>,
+    /// The first test was refused with its CHANGE-REQUEST and is being asked again without.
+    first_plain: bool,
 }
 
 impl NatDiscovery {
@@ -250,6 +257,7 @@ impl NatDiscovery {
             filtering: None,
             result: None,
             credential: None,
+            first_plain: false,
         }
     }
 
@@ -369,28 +377,43 @@ impl NatDiscovery {
                         self.start(now, Step::FilterPort, self.server, CHANGE_PORT);
                     }
                 }
+                Some(Err(StunError::Rejected { .. })) if !self.first_plain => {
+                    // No RFC 5780 here: ask for the reflexive address alone.
+                    self.first_plain = true;
+                    let txid = self.next_txid();
+                    self.txn = StunBinding::new(now, self.server, txid, self.rto, self.tries)
+                        .with_credential(self.credential);
+                }
                 Some(Err(e)) => self.result = Some(Err(e)),
                 None => {}
             },
             Step::FilterBoth => {
-                let port = self.port_txn.take().and_then(|t| t.result());
-                if ok {
-                    self.filtering = Some(Dependence::EndpointIndependent);
-                } else {
-                    // The port-only test ran beside this one and was given the same time.
-                    self.filtering = Some(if matches!(port, Some(Ok(_))) {
-                        Dependence::AddressDependent
-                    } else {
-                        Dependence::AddressAndPortDependent
-                    });
+                let refused_now = matches!(answer, Some(Err(StunError::Rejected { .. })));
+                if refused_now && self.port_txn.as_ref().is_some_and(|t| t.result().is_none()) {
+                    // Refused at once: the port-only test still gets its time.
+                    return;
                 }
+                let port = self.port_txn.take().and_then(|t| t.result());
+                let refused = |r: Option<Result<SocketAddr, StunError>>| {
+                    matches!(r, Some(Err(StunError::Rejected { .. })))
+                };
+                self.filtering = match (ok, refused(answer), port) {
+                    (true, _, _) => Some(Dependence::EndpointIndependent),
+                    // The port-only test ran beside this one and was given the same time.
+                    (_, _, Some(Err(StunError::Rejected { .. }))) => None,
+                    (_, false, Some(Ok(_))) => Some(Dependence::AddressDependent),
+                    // The change of IP was refused, the change of port got through.
+                    (_, true, Some(Ok(_))) => None,
+                    _ => Some(Dependence::AddressAndPortDependent),
+                };
                 self.start_mapping(now);
             }
             Step::FilterPort => {
-                self.filtering = match (ok, self.two_ips()) {
-                    (true, true) => Some(Dependence::AddressDependent),
-                    (true, false) => None, // endpoint-independent or address-dependent
-                    (false, _) => Some(Dependence::AddressAndPortDependent),
+                self.filtering = match (answer, self.two_ips()) {
+                    (Some(Err(StunError::Rejected { .. })), _) => None,
+                    (Some(Ok(_)), true) => Some(Dependence::AddressDependent),
+                    (Some(Ok(_)), false) => None, // endpoint-independent or address-dependent
+                    _ => Some(Dependence::AddressAndPortDependent),
                 };
                 self.start_mapping(now);
             }

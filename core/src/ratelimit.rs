@@ -43,10 +43,6 @@ impl Bucket {
             false
         }
     }
-
-    fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
-        self.take_n(now, rate, burst, 1)
-    }
 }
 
 /// Per-source and global handshake limiter.
@@ -86,14 +82,21 @@ impl Limiter {
     /// Takes one token for `source` (an IP address, or any other key the budget is per) and
     /// one global; false if either is exhausted.
     pub(crate) fn allow(&mut self, now: Instant, source: impl Hash) -> bool {
+        self.allow_n(now, source, 1)
+    }
+
+    /// Takes `n` tokens for `source` and `n` global; false (taking none of the global ones)
+    /// if either has fewer.
+    pub(crate) fn allow_n(&mut self, now: Instant, source: impl Hash, n: u32) -> bool {
         let mut h = DefaultHasher::new();
         self.key.hash(&mut h);
         source.hash(&mut h);
         let slot = (h.finish() as usize) % TABLE_SIZE;
-        if !self.per_ip[slot].take(now, self.ip_rate, self.ip_burst) {
+        if !self.per_ip[slot].take_n(now, self.ip_rate, self.ip_burst, n) {
             return false;
         }
-        self.global.take(now, self.global_rate, self.global_burst)
+        self.global
+            .take_n(now, self.global_rate, self.global_burst, n)
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use crate::Transmit;
 use crate::time::{Backoff, Duration, Instant};
 use crate::wire::stun::{
-    BINDING_SUCCESS, CHANGE_IP, CHANGE_PORT, StunCredential, StunMessage,
+    BINDING_ERROR, BINDING_SUCCESS, CHANGE_IP, CHANGE_PORT, StunCredential, StunMessage,
     encode_binding_request_with, is_stun,
 };
 
@@ -25,6 +25,12 @@ pub enum StunError {
     TimedOut,
     /// The server answered without a usable mapped address.
     NoAddress,
+    /// The server answered with an error response (RFC 8489 §6.3.4), e.g. 420 to a
+    /// CHANGE-REQUEST it cannot honour (RFC 5780 §6).
+    Rejected {
+        /// The ERROR-CODE (0 if the answer had none).
+        code: u16,
+    },
 }
 
 impl fmt::Display for StunError {
@@ -32,6 +38,7 @@ impl fmt::Display for StunError {
         match self {
             Self::TimedOut => f.write_str("no answer from the STUN server"),
             Self::NoAddress => f.write_str("the STUN server sent no mapped address"),
+            Self::Rejected { code } => write!(f, "the STUN server answered error {code}"),
         }
     }
 }
@@ -107,7 +114,9 @@ impl StunBinding {
         self
     }
 
-    /// The server's alternate address (OTHER-ADDRESS), if the answer carried one.
+    /// The server's alternate address, if the answer carried one: OTHER-ADDRESS, else the
+    /// RFC 3489 CHANGED-ADDRESS, else a one-IP Pierce server's alternate port
+    /// ([`StunMessage::alternate_address`]).
     pub fn other_address(&self) -> Option<SocketAddr> {
         self.other
     }
@@ -143,7 +152,7 @@ impl StunBinding {
             return false;
         };
         if m.transaction_id != self.txid
-            || m.message_type != BINDING_SUCCESS
+            || !matches!(m.message_type, BINDING_SUCCESS | BINDING_ERROR)
             || !m.fingerprint_ok(datagram)
         {
             return false;
@@ -153,8 +162,13 @@ impl StunBinding {
                 return false;
             }
         }
+        if m.message_type == BINDING_ERROR {
+            let code = m.error_code().unwrap_or(0);
+            self.result = Some(Err(StunError::Rejected { code }));
+            return true;
+        }
         self.result = Some(m.mapped_address().ok_or(StunError::NoAddress));
-        self.other = m.other_address();
+        self.other = m.alternate_address();
         self.origin = m.response_origin();
         true
     }

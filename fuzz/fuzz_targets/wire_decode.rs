@@ -16,7 +16,14 @@ fuzz_target!(|data: &[u8]| {
     match demux::decode(data) {
         Err(_) => {}
         Ok(Datagram::Stun(m)) => {
-            assert!(stun::is_stun(data));
+            // RFC 8489, or a classic RFC 3489 Binding request with its id's head kept.
+            match m.classic {
+                None => assert!(stun::is_stun(data)),
+                Some(head) => {
+                    assert!(stun::is_classic_binding_request(data));
+                    assert_eq!(head, data[4..8]);
+                }
+            }
             assert_eq!(m.attributes, &data[stun::HEADER_LEN..]);
             assert_eq!(m.transaction_id, data[8..20]);
         }

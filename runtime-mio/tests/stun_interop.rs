@@ -156,11 +156,11 @@ fn string_field(line: &str, key: &str) -> Option<String> {
 /// coturn's RFC 5780 client classifies loopback (no NAT) through a `pierce server` with an
 /// alternate address on a second loopback IP.
 ///
-/// `-P` (a PADDING attribute) is needed: a Pierce server adds OTHER-ADDRESS only to requests
-/// that carry an attribute (a bare 20-byte request gets the plain 40-byte answer, so spoofed
-/// requests are amplified at most 2x), and turnutils_natdiscovery's tests without `-P` send
-/// bare requests, so it would never learn the alternate address. `-L 127.0.0.1` binds its
-/// socket to a concrete address so it can also tell "no NAT" (local = reflexive).
+/// Without `-P`: a Pierce server doing discovery adds RESPONSE-ORIGIN and OTHER-ADDRESS to
+/// every Binding answer, bare 20-byte requests included (RFC 5780 §6.1). With `-P` the
+/// client adds PADDING, which Pierce does not implement, so it answers 420 Unknown Attribute
+/// (RFC 8489 §6.3.1); that is checked below too. `-L 127.0.0.1` binds its socket to a
+/// concrete address so it can also tell "no NAT" (local = reflexive).
 #[cfg(feature = "cli")]
 #[test]
 fn turnutils_natdiscovery_finds_no_nat_through_a_pierce_server() {
@@ -177,6 +177,18 @@ fn turnutils_natdiscovery_finds_no_nat_through_a_pierce_server() {
             "turnutils_natdiscovery",
             "-m",
             "-f",
+            "-L",
+            "127.0.0.1",
+        ])
+        .args(["-p", &addr.port().to_string(), "127.0.0.1"])
+        .output()
+        .unwrap();
+    // With PADDING (-P): refused, not answered as if it were understood.
+    let padded = Command::new("timeout")
+        .args([
+            "20",
+            "turnutils_natdiscovery",
+            "-m",
             "-P",
             "-L",
             "127.0.0.1",
@@ -186,9 +198,13 @@ fn turnutils_natdiscovery_finds_no_nat_through_a_pierce_server() {
         .unwrap();
     let _ = server.kill();
     let _ = server.wait();
+    let padded = String::from_utf8_lossy(&padded.stdout).to_string()
+        + &String::from_utf8_lossy(&padded.stderr);
+    assert!(padded.contains("The response is an error 420"), "{padded}");
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     for verdict in [
+        "No ALG: Mapped == XOR-Mapped",
         "Other addr: : 127.0.0.2:",
         "NAT with Endpoint Independent Mapping!",
         "NAT with Endpoint Independent Filtering!",

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use super::*;
+use crate::wire::stun::StunMessage;
 use crate::{SecretKey, Server, ServerConfig, SocketId, SocketRequest};
 
 fn a(s: &str) -> SocketAddr {
@@ -223,4 +224,140 @@ fn a_server_without_an_alternate_gives_the_reflexive_address_only() {
     let open = discover(None, Some("203.0.113.2:3479")).unwrap();
     assert_eq!(open.mapping, Some(Ei));
     assert_eq!(open.filtering, Some(Ei));
+}
+
+/// Another vendor's server at 203.0.113.1:3478 (alternate IP .2, port 3479), no NAT in
+/// between: `answer` turns (socket asked, request) into the answer's (source, bytes), or
+/// nothing. Runs discovery from 10.0.0.2:5000.
+fn discover_with(
+    mut answer: impl FnMut(SocketAddr, &StunMessage<'_>) -> Option<(SocketAddr, Vec<u8>)>,
+) -> Result<NatBehavior, StunError> {
+    let t0 = crate::tests::epoch();
+    let local = a("10.0.0.2:5000");
+    let mut d = NatDiscovery::new(t0, a("203.0.113.1:3478"), Some(local), [9; 12]);
+    let mut now = t0;
+    let mut buf = vec![0u8; 1500];
+    for _ in 0..200 {
+        while let Some(t) = d.poll_transmit(&mut buf) {
+            let m = StunMessage::decode(&buf[..t.len]).unwrap();
+            if let Some((from, bytes)) = answer(t.dst, &m) {
+                d.handle_datagram(now, from, &bytes);
+            }
+        }
+        if let Some(result) = d.result() {
+            return result;
+        }
+        now = d.poll_timeout().unwrap();
+        d.handle_timeout(now);
+    }
+    panic!("discovery never finished");
+}
+
+/// Where an RFC 3489 server with sockets on .1/.2 and 3478/3479 answers from.
+fn changed(to: SocketAddr, flags: u32) -> SocketAddr {
+    let flip_ip = |ip: IpAddr| {
+        if ip == a("203.0.113.1:0").ip() {
+            a("203.0.113.2:0").ip()
+        } else {
+            a("203.0.113.1:0").ip()
+        }
+    };
+    let ip = if flags & CHANGE_IP != 0 {
+        flip_ip(to.ip())
+    } else {
+        to.ip()
+    };
+    let port = if flags & CHANGE_PORT != 0 {
+        3478 + 3479 - to.port()
+    } else {
+        to.port()
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// A Binding success with MAPPED-ADDRESS and `alt` as CHANGED-ADDRESS (type 0x0005), like
+/// Vovida's `stund`: no XOR-MAPPED-ADDRESS, no OTHER-ADDRESS.
+fn stund_answer(txid: &[u8; 12], mapped: SocketAddr, alt: SocketAddr) -> Vec<u8> {
+    let mut m = vec![0x01, 0x01, 0, 24, 0x21, 0x12, 0xA4, 0x42];
+    m.extend_from_slice(txid);
+    for (t, addr) in [(0x0001u16, mapped), (0x0005, alt)] {
+        let IpAddr::V4(ip) = addr.ip() else { panic!() };
+        m.extend_from_slice(&t.to_be_bytes());
+        m.extend_from_slice(&[0, 8, 0, 1]);
+        m.extend_from_slice(&addr.port().to_be_bytes());
+        m.extend_from_slice(&ip.octets());
+    }
+    m
+}
+
+#[test]
+fn an_rfc3489_servers_changed_address_stands_in_for_other_address() {
+    let me = a("10.0.0.2:5000");
+    let b = discover_with(|to, m| {
+        let from = changed(to, m.change_request().unwrap());
+        let alt = changed(from, CHANGE_IP | CHANGE_PORT);
+        Some((from, stund_answer(&m.transaction_id, me, alt)))
+    })
+    .unwrap();
+    assert_eq!(b.alternate, Some(a("203.0.113.2:3479")));
+    assert_eq!((b.mapping, b.filtering), (Some(Ei), Some(Ei)));
+}
+
+#[test]
+fn rfc5780_6_a_420_to_a_change_is_not_read_as_filtering() {
+    use crate::wire::stun::{UnknownAttributes, encode_unknown_attribute_error};
+    let me = a("10.0.0.2:5000");
+    let refuse = |m: &StunMessage<'_>| {
+        let mut buf = [0u8; 128];
+        let unknown = UnknownAttributes::one(0x0003);
+        let n = encode_unknown_attribute_error(&mut buf, &m.transaction_id, None, &unknown, None);
+        buf[..n.unwrap()].to_vec()
+    };
+    // A server that refuses every change of IP: filtering is unknown, mapping measured.
+    let b = discover_with(|to, m| {
+        let flags = m.change_request().unwrap();
+        if flags & CHANGE_IP != 0 {
+            return Some((to, refuse(m)));
+        }
+        let from = changed(to, flags);
+        let alt = changed(from, CHANGE_IP | CHANGE_PORT);
+        Some((from, stund_answer(&m.transaction_id, me, alt)))
+    })
+    .unwrap();
+    assert_eq!(b.filtering, None, "a refusal is no answer about the NAT");
+    assert_eq!(b.mapping, Some(Ei));
+    // A server that knows no CHANGE-REQUEST at all: asked again without one, the reflexive
+    // address alone.
+    let mut plain_asked = false;
+    let b = discover_with(|to, m| {
+        if m.attrs().any(|(t, _)| t == 0x0003) {
+            return Some((to, refuse(m)));
+        }
+        plain_asked = true;
+        let mut buf = [0u8; 128];
+        let n = crate::wire::stun::encode_binding_response(&mut buf, &m.transaction_id, me);
+        Some((to, buf[..n.unwrap()].to_vec()))
+    })
+    .unwrap();
+    assert!(plain_asked);
+    assert_eq!(b.reflexive, me);
+    assert_eq!((b.mapping, b.filtering, b.alternate), (None, None, None));
+}
+
+#[test]
+fn a_binding_error_answer_ends_the_transaction_with_its_code() {
+    use crate::wire::stun::{UnknownAttributes, encode_unknown_attribute_error};
+    let t0 = crate::tests::epoch();
+    let server = a("203.0.113.1:3478");
+    let mut b = StunBinding::new(t0, server, [1; 12], Duration::from_millis(100), 3);
+    let mut buf = [0u8; 128];
+    let unknown = UnknownAttributes::one(0x0003);
+    let n = encode_unknown_attribute_error(&mut buf, &[2; 12], None, &unknown, None).unwrap();
+    assert!(
+        !b.handle_datagram(server, &buf[..n]),
+        "another transaction's"
+    );
+    let n = encode_unknown_attribute_error(&mut buf, &[1; 12], None, &unknown, None).unwrap();
+    assert!(b.handle_datagram(server, &buf[..n]));
+    assert_eq!(b.result(), Some(Err(StunError::Rejected { code: 420 })));
 }

@@ -94,6 +94,15 @@ impl Sockets {
         self.addrs[1].is_some()
     }
 
+    /// True once the alternate socket is bound on another IP than the primary: only then is
+    /// there an OTHER-ADDRESS to give (RFC 5780 §7.4) and an IP to change to.
+    pub(super) fn two_ips(&self) -> bool {
+        match (self.addrs[0], self.addrs[1]) {
+            (Some(p), Some(a)) => p.ip() != a.ip(),
+            _ => false,
+        }
+    }
+
     fn find(&self, addr: SocketAddr) -> Option<SocketId> {
         (0u16..4)
             .map(SocketId)
@@ -194,6 +203,7 @@ mod tests {
         assert_eq!(s.reply_socket(IP1_P2, CHANGE_IP), Some(ALTERNATE));
         assert_eq!(s.other_address(p), Some(a("203.0.113.2:4000")));
         assert_eq!(s.other_address(IP2_P1), Some(a("203.0.113.1:4000")));
+        assert!(s.two_ips());
     }
 
     #[test]
@@ -207,6 +217,7 @@ mod tests {
         assert_eq!(s.reply_socket(p, CHANGE_PORT), Some(ALTERNATE));
         assert_eq!(s.reply_socket(p, CHANGE_IP), None);
         assert_eq!(s.other_address(p), Some(a("127.0.0.1:3479")));
+        assert!(!s.two_ips());
     }
 
     #[test]

@@ -6,13 +6,14 @@ use super::handshake::{
 use super::relay::{KIND_RELAY, KIND_RELAYED, RelayPacket, RelayedPacket};
 use super::reset::{KIND_RESET, Reset};
 use super::sealed::{KIND_PEER, KIND_SEALED, SealedPacket};
-use super::stun::{StunMessage, is_stun};
+use super::stun::{StunMessage, is_classic_binding_request, is_stun};
 use super::{DecodeError, VERSION};
 
 /// A datagram classified and split, borrowing its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Datagram<'a> {
-    /// A STUN message (RFC 8489).
+    /// A STUN message (RFC 8489), or a classic RFC 3489 Binding request
+    /// ([`StunMessage::classic`]).
     Stun(StunMessage<'a>),
     /// First handshake packet.
     ClientHello(ClientHello<'a>),
@@ -38,6 +39,8 @@ pub fn decode(datagram: &[u8]) -> Result<Datagram<'_>, DecodeError> {
     if kind & 0xC0 == 0 {
         return if is_stun(datagram) {
             StunMessage::decode(datagram).map(Datagram::Stun)
+        } else if is_classic_binding_request(datagram) {
+            StunMessage::decode_classic(datagram).map(Datagram::Stun)
         } else {
             Err(DecodeError::UnknownKind(kind))
         };

@@ -1,4 +1,7 @@
-//! STUN (RFC 8489) message header, enough to tell a STUN message from a Pierce packet.
+//! STUN (RFC 8489) message header, enough to tell a STUN message from a Pierce packet, and
+//! the few attributes Pierce reads and writes. Classic RFC 3489 Binding requests (no magic
+//! cookie, a 128-bit transaction id) are recognised too, so that the server can answer them
+//! (RFC 5389 §12.2).
 //!
 //! ```text
 //! 0b00 + message type (14 bits) | message length (u16, multiple of 4)
@@ -13,6 +16,25 @@ use super::{BufferTooSmall, DecodeError, Reader, Writer};
 pub const BINDING_REQUEST: u16 = 0x0001;
 /// Binding success response.
 pub const BINDING_SUCCESS: u16 = 0x0101;
+/// Binding error response (RFC 8489 §6.3.4).
+pub const BINDING_ERROR: u16 = 0x0111;
+/// ERROR-CODE (RFC 8489 §14.8).
+pub const ATTR_ERROR_CODE: u16 = 0x0009;
+/// UNKNOWN-ATTRIBUTES (RFC 8489 §14.9): the comprehension-required attributes a 420 refuses.
+pub const ATTR_UNKNOWN_ATTRIBUTES: u16 = 0x000A;
+/// Error 420 Unknown Attribute (RFC 8489 §14.8).
+pub const ERROR_UNKNOWN_ATTRIBUTE: u16 = 420;
+/// SOURCE-ADDRESS (RFC 3489 §11.2.5): where the answer was sent from (RESPONSE-ORIGIN's
+/// ancestor), in answers to classic requests.
+pub const ATTR_SOURCE_ADDRESS: u16 = 0x0004;
+/// CHANGED-ADDRESS (RFC 3489 §11.2.3): the server's other IP and port (OTHER-ADDRESS's
+/// ancestor), still sent by RFC 3489 servers such as Vovida's `stund`.
+pub const ATTR_CHANGED_ADDRESS: u16 = 0x0005;
+/// The alternate address of a Pierce server with one IP (another port only): RFC 5780 §7.4
+/// forbids OTHER-ADDRESS then, but Pierce's own discovery can still measure port dependence
+/// with it. Comprehension-optional (0xC000 and up), so every other client ignores it; not
+/// registered with IANA.
+pub const ATTR_PIERCE_ALTERNATE: u16 = 0xC0A7;
 /// MAPPED-ADDRESS (RFC 5389 §15.1; still sent by old servers).
 pub const ATTR_MAPPED_ADDRESS: u16 = 0x0001;
 /// XOR-MAPPED-ADDRESS (RFC 8489 §14.2).
@@ -111,15 +133,30 @@ pub fn is_stun(datagram: &[u8]) -> bool {
         && datagram[4..8] == MAGIC_COOKIE.to_be_bytes()
 }
 
+/// True if `datagram` is a classic RFC 3489 Binding request: no magic cookie, the type and
+/// length fields right (RFC 5389 §12.2 tells them apart by the cookie alone; the length check
+/// keeps other traffic out).
+pub fn is_classic_binding_request(datagram: &[u8]) -> bool {
+    datagram.len() >= HEADER_LEN
+        && datagram[..2] == BINDING_REQUEST.to_be_bytes()
+        && datagram[4..8] != MAGIC_COOKIE.to_be_bytes()
+        && usize::from(u16::from_be_bytes([datagram[2], datagram[3]]))
+            == datagram.len() - HEADER_LEN
+        && datagram.len() % 4 == 0
+}
+
 /// A parsed STUN header with its attributes borrowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StunMessage<'a> {
     /// Message type (class and method), top two bits zero.
     pub message_type: u16,
-    /// Transaction id.
+    /// Transaction id (for a classic RFC 3489 message, its last 12 bytes).
     pub transaction_id: [u8; 12],
     /// The attribute bytes (not parsed here).
     pub attributes: &'a [u8],
+    /// A classic RFC 3489 message (no magic cookie): the first four bytes of its 128-bit
+    /// transaction id, which sit where the cookie would. `None`: an RFC 5389/8489 message.
+    pub classic: Option<[u8; 4]>,
 }
 
 impl<'a> StunMessage<'a> {
@@ -142,7 +179,35 @@ impl<'a> StunMessage<'a> {
             message_type,
             transaction_id,
             attributes: r.rest(),
+            classic: None,
         })
+    }
+
+    /// Parses a classic RFC 3489 Binding request (see [`is_classic_binding_request`]).
+    pub fn decode_classic(datagram: &'a [u8]) -> Result<Self, DecodeError> {
+        if !is_classic_binding_request(datagram) {
+            return Err(DecodeError::BadValue);
+        }
+        let mut r = Reader::new(datagram);
+        let message_type = r.u16()?;
+        let _len = r.u16()?;
+        let classic = Some(r.array()?);
+        let transaction_id = r.array()?;
+        Ok(Self {
+            message_type,
+            transaction_id,
+            attributes: r.rest(),
+            classic,
+        })
+    }
+
+    /// The whole 128-bit transaction id of a classic RFC 3489 message.
+    pub fn classic_id(&self) -> Option<[u8; 16]> {
+        let head = self.classic?;
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&head);
+        id[4..].copy_from_slice(&self.transaction_id);
+        Some(id)
     }
 }
 
@@ -187,9 +252,50 @@ impl<'a> StunMessage<'a> {
 
     /// The OTHER-ADDRESS of a response (RFC 5780), if any.
     pub fn other_address(&self) -> Option<SocketAddr> {
+        self.plain_addr(ATTR_OTHER_ADDRESS)
+    }
+
+    /// The CHANGED-ADDRESS of a response (RFC 3489), if any.
+    pub fn changed_address(&self) -> Option<SocketAddr> {
+        self.plain_addr(ATTR_CHANGED_ADDRESS)
+    }
+
+    /// The server's alternate address: OTHER-ADDRESS (RFC 5780), else CHANGED-ADDRESS (RFC
+    /// 3489, still sent by some RFC 5780 servers), else a one-IP Pierce server's
+    /// [`ATTR_PIERCE_ALTERNATE`].
+    pub fn alternate_address(&self) -> Option<SocketAddr> {
+        self.other_address()
+            .or_else(|| self.changed_address())
+            .or_else(|| self.plain_addr(ATTR_PIERCE_ALTERNATE))
+    }
+
+    fn plain_addr(&self, attr: u16) -> Option<SocketAddr> {
         self.attrs()
-            .find(|(t, _)| *t == ATTR_OTHER_ADDRESS)
+            .find(|(t, _)| *t == attr)
             .and_then(|(_, v)| decode_addr(v, None))
+    }
+
+    /// The ERROR-CODE of an error response (RFC 8489 §14.8: class × 100 + number), if any.
+    pub fn error_code(&self) -> Option<u16> {
+        let (_, v) = self.attrs().find(|(t, _)| *t == ATTR_ERROR_CODE)?;
+        let (class, number) = (*v.get(2)? & 0x07, *v.get(3)?);
+        Some(u16::from(class) * 100 + u16::from(number))
+    }
+
+    /// The comprehension-required attributes (type below 0x8000, RFC 8489 §14) for which
+    /// `known` says false, each once, in order; at most [`MAX_UNKNOWN_ATTRIBUTES`].
+    pub fn unknown_required(&self, known: impl Fn(u16) -> bool) -> UnknownAttributes {
+        let mut out = UnknownAttributes::default();
+        for (t, _) in self.attrs() {
+            if t < 0x8000 && !known(t) && !out.as_slice().contains(&t) {
+                if out.len == MAX_UNKNOWN_ATTRIBUTES {
+                    break;
+                }
+                out.types[out.len] = t;
+                out.len += 1;
+            }
+        }
+        out
     }
 
     /// The USERNAME, if any.
@@ -249,6 +355,37 @@ impl<'a> StunMessage<'a> {
             offset += 4 + v.len() + (4 - v.len() % 4) % 4;
         }
         true
+    }
+}
+
+/// Attribute types listed in one UNKNOWN-ATTRIBUTES at most: the error needs one to be
+/// useful, and a list that could grow with the request would make it an amplifier.
+pub const MAX_UNKNOWN_ATTRIBUTES: usize = 8;
+
+/// The unknown comprehension-required attribute types of a request (for a 420 answer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnknownAttributes {
+    types: [u16; MAX_UNKNOWN_ATTRIBUTES],
+    len: usize,
+}
+
+impl UnknownAttributes {
+    /// Just `t`.
+    pub fn one(t: u16) -> Self {
+        let mut u = Self::default();
+        u.types[0] = t;
+        u.len = 1;
+        u
+    }
+
+    /// The types, in the order the request had them.
+    pub fn as_slice(&self) -> &[u16] {
+        &self.types[..self.len]
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -394,6 +531,18 @@ pub fn encode_binding_response(
     })
 }
 
+/// What an RFC 5780 answer adds (RFC 5780 §6.1): where it comes from and the server's
+/// alternate address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rfc5780 {
+    /// RESPONSE-ORIGIN: the address the answer leaves from.
+    pub origin: SocketAddr,
+    /// OTHER-ADDRESS: only a server with a second IP has one (RFC 5780 §7.4).
+    pub other: Option<SocketAddr>,
+    /// [`ATTR_PIERCE_ALTERNATE`]: the alternate port of a one-IP Pierce server.
+    pub same_ip_alternate: Option<SocketAddr>,
+}
+
 /// Writes a Binding success response for NAT behaviour discovery (RFC 5780): the mapped
 /// address, where the response comes from, and the server's alternate address.
 pub fn encode_binding_response_5780(
@@ -403,30 +552,124 @@ pub fn encode_binding_response_5780(
     origin: SocketAddr,
     other: Option<SocketAddr>,
 ) -> Result<usize, BufferTooSmall> {
-    encode_binding_response_with(buf, txid, mapped, Some((origin, other)), None)
+    let rfc5780 = Rfc5780 {
+        origin,
+        other,
+        same_ip_alternate: None,
+    };
+    encode_binding_response_with(buf, txid, mapped, Some(&rfc5780), None)
 }
 
-/// Writes a Binding success response: the mapped address; with `rfc5780`, RESPONSE-ORIGIN
-/// and OTHER-ADDRESS (if any); signed with `credential`'s password when the request was
-/// (RFC 8489 §9.1.3). Returns its length.
+/// Writes a Binding success response: XOR-MAPPED-ADDRESS; with `rfc5780`, MAPPED-ADDRESS too
+/// (RFC 5780 §6.1 asks for both), RESPONSE-ORIGIN and the alternate address if any; signed
+/// with `credential`'s password when the request was (RFC 8489 §9.1.3). Returns its length.
 pub fn encode_binding_response_with(
     buf: &mut [u8],
     txid: &[u8; 12],
     mapped: SocketAddr,
-    rfc5780: Option<(SocketAddr, Option<SocketAddr>)>,
+    rfc5780: Option<&Rfc5780>,
     credential: Option<&StunCredential>,
 ) -> Result<usize, BufferTooSmall> {
     let password = credential.map(|c| &c.password[..]);
     encode_with_fingerprint(buf, BINDING_SUCCESS, txid, password, |w| {
         put_xor_addr(w, mapped, txid)?;
-        if let Some((origin, other)) = rfc5780 {
-            put_plain_addr(w, ATTR_RESPONSE_ORIGIN, origin)?;
-            if let Some(other) = other {
+        if let Some(r) = rfc5780 {
+            put_plain_addr(w, ATTR_MAPPED_ADDRESS, mapped)?;
+            put_plain_addr(w, ATTR_RESPONSE_ORIGIN, r.origin)?;
+            if let Some(other) = r.other {
                 put_plain_addr(w, ATTR_OTHER_ADDRESS, other)?;
+            }
+            if let Some(alt) = r.same_ip_alternate {
+                put_plain_addr(w, ATTR_PIERCE_ALTERNATE, alt)?;
             }
         }
         Ok(())
     })
+}
+
+/// Writes the answer to a classic RFC 3489 Binding request (RFC 5389 §12.2): its 128-bit
+/// transaction id, MAPPED-ADDRESS (never XORed), and with `source` and `changed` the RFC 3489
+/// SOURCE-ADDRESS and CHANGED-ADDRESS; no FINGERPRINT (RFC 3489 has none). Returns its length.
+pub fn encode_classic_binding_response(
+    buf: &mut [u8],
+    id: &[u8; 16],
+    mapped: SocketAddr,
+    source: Option<SocketAddr>,
+    changed: Option<SocketAddr>,
+) -> Result<usize, BufferTooSmall> {
+    encode_classic(buf, BINDING_SUCCESS, id, |w| {
+        put_plain_addr(w, ATTR_MAPPED_ADDRESS, mapped)?;
+        if let Some(source) = source {
+            put_plain_addr(w, ATTR_SOURCE_ADDRESS, source)?;
+        }
+        if let Some(changed) = changed {
+            put_plain_addr(w, ATTR_CHANGED_ADDRESS, changed)?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes a 420 (Unknown Attribute) Binding error response to the request `txid` (with
+/// `classic`, the head of a classic request's id: see [`StunMessage::classic`]) (RFC 8489
+/// §6.3.1):
+/// ERROR-CODE with an empty reason phrase and UNKNOWN-ATTRIBUTES listing `unknown`, nothing
+/// more than needed; FINGERPRINT and, when the request was signed, MESSAGE-INTEGRITY-SHA256
+/// with `credential`. To a classic RFC 3489 request: its 128-bit id, no FINGERPRINT, and an
+/// odd list padded by repeating a type (RFC 3489 §11.2.10). Returns its length.
+pub fn encode_unknown_attribute_error(
+    buf: &mut [u8],
+    txid: &[u8; 12],
+    classic: Option<[u8; 4]>,
+    unknown: &UnknownAttributes,
+    credential: Option<&StunCredential>,
+) -> Result<usize, BufferTooSmall> {
+    let types = unknown.as_slice();
+    let attrs = |w: &mut Writer<'_>, classic: bool| {
+        w.u16(ATTR_ERROR_CODE)?;
+        w.u16(4)?;
+        w.put(&[0, 0, (ERROR_UNKNOWN_ATTRIBUTE / 100) as u8, 20])?;
+        let repeat = classic && types.len() % 2 == 1;
+        w.u16(ATTR_UNKNOWN_ATTRIBUTES)?;
+        w.u16((2 * (types.len() + usize::from(repeat))) as u16)?;
+        for t in types {
+            w.u16(*t)?;
+        }
+        if let (true, Some(first)) = (repeat, types.first()) {
+            w.u16(*first)?;
+        } else if types.len() % 2 == 1 {
+            w.zeros(2)?;
+        }
+        Ok(())
+    };
+    match classic {
+        Some(head) => {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&head);
+            id[4..].copy_from_slice(txid);
+            encode_classic(buf, BINDING_ERROR, &id, |w| attrs(w, true))
+        }
+        None => {
+            let password = credential.map(|c| &c.password[..]);
+            encode_with_fingerprint(buf, BINDING_ERROR, txid, password, |w| attrs(w, false))
+        }
+    }
+}
+
+/// Writes a classic RFC 3489 message: header with the 128-bit `id`, then `attrs`.
+fn encode_classic(
+    buf: &mut [u8],
+    message_type: u16,
+    id: &[u8; 16],
+    attrs: impl FnOnce(&mut Writer<'_>) -> Result<(), BufferTooSmall>,
+) -> Result<usize, BufferTooSmall> {
+    let mut w = Writer::new(buf);
+    w.u16(message_type)?;
+    w.u16(0)?; // length, patched below
+    w.put(id)?;
+    attrs(&mut w)?;
+    let n = w.len();
+    w.patch_u16(2, (n - HEADER_LEN) as u16);
+    Ok(n)
 }
 
 /// Writes a Binding request with a CHANGE-REQUEST attribute (`flags` of [`CHANGE_IP`] and
@@ -582,15 +825,20 @@ mod tests {
         let origin: SocketAddr = "203.0.113.2:3479".parse().unwrap();
         let other: SocketAddr = "203.0.113.1:3478".parse().unwrap();
         let n = encode_binding_response_5780(&mut buf, &txid, mapped, origin, Some(other)).unwrap();
-        assert_eq!(n, BINDING_RESPONSE_V4_LEN + 24);
+        // RFC 5780 §6.1: MAPPED-ADDRESS beside XOR-MAPPED-ADDRESS, RESPONSE-ORIGIN and
+        // OTHER-ADDRESS.
+        assert_eq!(n, BINDING_RESPONSE_V4_LEN + 36);
         let m = StunMessage::decode(&buf[..n]).unwrap();
         assert_eq!(m.mapped_address(), Some(mapped));
         assert_eq!(m.response_origin(), Some(origin));
         assert_eq!(m.other_address(), Some(other));
         assert!(m.fingerprint_ok(&buf[..n]));
-        // RESPONSE-ORIGIN golden bytes: type 0x802B, length 8, family 1, port, address.
+        // MAPPED-ADDRESS, then RESPONSE-ORIGIN golden bytes: type, length 8, family 1, port,
+        // address (not XORed).
         #[rustfmt::skip]
-        assert_eq!(&buf[32..44], &[0x80, 0x2B, 0, 8, 0, 1, 0x0D, 0x97, 203, 0, 113, 2]);
+        assert_eq!(&buf[32..44], &[0x00, 0x01, 0, 8, 0, 1, 0x9C, 0x40, 198, 51, 100, 7]);
+        #[rustfmt::skip]
+        assert_eq!(&buf[44..56], &[0x80, 0x2B, 0, 8, 0, 1, 0x0D, 0x97, 203, 0, 113, 2]);
     }
 
     #[test]
@@ -673,5 +921,181 @@ mod tests {
         mac.update(&header);
         mac.update(&msg[HEADER_LEN..at]);
         assert_eq!(&msg[at + 4..at + 36], &mac.finalize().into_bytes()[..]);
+    }
+
+    /// A request with `attrs` (type, value), padded, and no FINGERPRINT.
+    fn request_with(attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut m = BINDING_REQUEST_BYTES.to_vec();
+        for (t, v) in attrs {
+            m.extend_from_slice(&t.to_be_bytes());
+            m.extend_from_slice(&(v.len() as u16).to_be_bytes());
+            m.extend_from_slice(v);
+            m.resize(m.len().next_multiple_of(4), 0);
+        }
+        let len = (m.len() - HEADER_LEN) as u16;
+        m[2..4].copy_from_slice(&len.to_be_bytes());
+        m
+    }
+
+    #[test]
+    fn rfc8489_6_3_1_unknown_comprehension_required_attributes_are_listed_once() {
+        // RESPONSE-PORT, PADDING, SOFTWARE (optional), PRIORITY, PADDING again.
+        let req = request_with(&[
+            (0x0027, &[0x12, 0x34, 0, 0]),
+            (0x0026, &[0; 8]),
+            (0x8022, b"x"),
+            (0x0024, &[0, 0, 0, 1]),
+            (0x0026, &[0; 4]),
+            (ATTR_CHANGE_REQUEST, &[0, 0, 0, 0]),
+        ]);
+        let m = StunMessage::decode(&req).unwrap();
+        let u = m.unknown_required(|t| t == ATTR_CHANGE_REQUEST);
+        assert_eq!(u.as_slice(), &[0x0027, 0x0026, 0x0024]);
+        let many: Vec<(u16, &[u8])> = (0..20).map(|t| (0x0100 + t, &[][..])).collect();
+        let req = request_with(&many);
+        let m = StunMessage::decode(&req).unwrap();
+        assert_eq!(
+            m.unknown_required(|_| false).as_slice().len(),
+            MAX_UNKNOWN_ATTRIBUTES
+        );
+    }
+
+    #[test]
+    fn rfc8489_6_3_1_a_420_names_the_unknown_attributes_and_nothing_more() {
+        let mut buf = [0u8; 128];
+        let n = encode_unknown_attribute_error(
+            &mut buf,
+            &[4; 12],
+            None,
+            &UnknownAttributes::one(0x0027),
+            None,
+        )
+        .unwrap();
+        // Header, ERROR-CODE with an empty reason phrase, UNKNOWN-ATTRIBUTES (one type, two
+        // bytes of padding), FINGERPRINT.
+        assert_eq!(n, 20 + 8 + 8 + 8);
+        #[rustfmt::skip]
+        assert_eq!(&buf[..4], &[0x01, 0x11, 0, 24]);
+        #[rustfmt::skip]
+        assert_eq!(&buf[20..36], &[0, 9, 0, 4, 0, 0, 4, 20, 0, 0x0A, 0, 2, 0, 0x27, 0, 0]);
+        let m = StunMessage::decode(&buf[..n]).unwrap();
+        assert_eq!(m.message_type, BINDING_ERROR);
+        assert_eq!(m.error_code(), Some(ERROR_UNKNOWN_ATTRIBUTE));
+        assert!(m.fingerprint_ok(&buf[..n]));
+    }
+
+    /// A classic RFC 3489 Binding request with CHANGE-REQUEST, as Vovida's `stun` sends it:
+    /// 16 bytes of transaction id where the cookie would be, the first one the test number.
+    #[rustfmt::skip]
+    const CLASSIC_REQUEST: [u8; 28] = [
+        0x00, 0x01, 0x00, 0x08,
+        0x02, 0xA1, 0xB2, 0xC3, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        0x00, 0x03, 0x00, 0x04, 0, 0, 0, 6,
+    ];
+
+    #[test]
+    fn rfc5389_12_2_classic_requests_are_recognised_by_the_missing_cookie() {
+        assert!(!is_stun(&CLASSIC_REQUEST));
+        assert!(is_classic_binding_request(&CLASSIC_REQUEST));
+        assert!(!is_classic_binding_request(&BINDING_REQUEST_BYTES));
+        let m = StunMessage::decode_classic(&CLASSIC_REQUEST).unwrap();
+        assert_eq!(m.classic, Some([0x02, 0xA1, 0xB2, 0xC3]));
+        assert_eq!(
+            m.classic_id(),
+            Some([2, 0xA1, 0xB2, 0xC3, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+        );
+        assert_eq!(m.change_request(), Some(CHANGE_IP | CHANGE_PORT));
+        // Only a Binding request whose length field is right.
+        let mut bad = CLASSIC_REQUEST;
+        bad[3] = 12;
+        assert!(!is_classic_binding_request(&bad));
+        let mut other = CLASSIC_REQUEST;
+        other[1] = 0x11;
+        assert!(!is_classic_binding_request(&other));
+        assert!(!is_classic_binding_request(&CLASSIC_REQUEST[..19]));
+    }
+
+    #[test]
+    fn rfc5389_12_2_a_classic_answer_has_mapped_address_and_the_16_byte_id_never_xor() {
+        let id = [2, 0xA1, 0xB2, 0xC3, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        let mapped: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let source: SocketAddr = "203.0.113.2:3479".parse().unwrap();
+        let changed: SocketAddr = "203.0.113.1:3478".parse().unwrap();
+        let mut buf = [0u8; 128];
+        let n = encode_classic_binding_response(&mut buf, &id, mapped, None, None).unwrap();
+        #[rustfmt::skip]
+        assert_eq!(&buf[..n], &[
+            0x01, 0x01, 0x00, 0x0C,
+            0x02, 0xA1, 0xB2, 0xC3, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+            0x00, 0x01, 0x00, 0x08, 0x00, 0x01, 0x9C, 0x40, 198, 51, 100, 7,
+        ]);
+        let n = encode_classic_binding_response(&mut buf, &id, mapped, Some(source), Some(changed))
+            .unwrap();
+        assert_eq!(n, 20 + 3 * 12);
+        assert!(!is_stun(&buf[..n]), "no cookie: the id is echoed");
+        let m = StunMessage {
+            message_type: BINDING_SUCCESS,
+            transaction_id: id[4..].try_into().unwrap(),
+            attributes: &buf[20..n],
+            classic: Some([2, 0xA1, 0xB2, 0xC3]),
+        };
+        assert!(m.attrs().all(|(t, _)| t != ATTR_XOR_MAPPED_ADDRESS));
+        assert_eq!(m.mapped_address(), Some(mapped));
+        assert_eq!(m.changed_address(), Some(changed));
+        assert_eq!(m.alternate_address(), Some(changed));
+        // A 420 to a classic request: its id, no FINGERPRINT, an odd list padded by repeating
+        // a type (RFC 3489 §11.2.10).
+        let n = encode_unknown_attribute_error(
+            &mut buf,
+            &id[4..].try_into().unwrap(),
+            Some([2, 0xA1, 0xB2, 0xC3]),
+            &UnknownAttributes::one(ATTR_CHANGE_REQUEST),
+            None,
+        )
+        .unwrap();
+        #[rustfmt::skip]
+        assert_eq!(&buf[..n], &[
+            0x01, 0x11, 0x00, 0x10,
+            0x02, 0xA1, 0xB2, 0xC3, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+            0, 9, 0, 4, 0, 0, 4, 20,
+            0, 0x0A, 0, 4, 0, 3, 0, 3,
+        ]);
+    }
+
+    #[test]
+    fn the_alternate_is_other_address_else_changed_address_else_pierces_own() {
+        let other: SocketAddr = "203.0.113.2:3479".parse().unwrap();
+        let changed: SocketAddr = "203.0.113.3:3479".parse().unwrap();
+        let pierce: SocketAddr = "203.0.113.1:3479".parse().unwrap();
+        let plain = |t: u16, a: SocketAddr| {
+            let mut v = vec![0, 1];
+            v.extend_from_slice(&a.port().to_be_bytes());
+            let IpAddr::V4(ip) = a.ip() else { panic!() };
+            v.extend_from_slice(&ip.octets());
+            (t, v)
+        };
+        let cases = [
+            (
+                vec![
+                    plain(ATTR_CHANGED_ADDRESS, changed),
+                    plain(ATTR_OTHER_ADDRESS, other),
+                ],
+                other,
+            ),
+            (
+                vec![
+                    plain(ATTR_PIERCE_ALTERNATE, pierce),
+                    plain(ATTR_CHANGED_ADDRESS, changed),
+                ],
+                changed,
+            ),
+            (vec![plain(ATTR_PIERCE_ALTERNATE, pierce)], pierce),
+        ];
+        for (attrs, want) in cases {
+            let attrs: Vec<(u16, &[u8])> = attrs.iter().map(|(t, v)| (*t, &v[..])).collect();
+            let msg = request_with(&attrs);
+            let m = StunMessage::decode(&msg).unwrap();
+            assert_eq!(m.alternate_address(), Some(want));
+        }
     }
 }

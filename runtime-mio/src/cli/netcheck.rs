@@ -6,7 +6,8 @@
 //! are allocated. Alongside, on the same socket, the client opens a Pierce session, so a Pierce
 //! server that would refuse this host (a token it requires, a key it does not hold) fails the
 //! check as before. Any RFC 5780 STUN server works too: when it answers STUN but not the
-//! session, the result stands on STUN alone. What was not measurable is reported as unknown,
+//! session, the result stands on STUN alone; so do RFC 3489 servers such as Vovida's `stund`,
+//! whose second address comes in CHANGED-ADDRESS. What was not measurable is reported as unknown,
 //! never guessed.
 
 use std::net::SocketAddr;
@@ -129,17 +130,22 @@ impl NatReport {
             return None;
         }
         Some(match self.alternate {
-            None => {
+            // Only a Pierce server has an `--alt-listen` to blame.
+            None if self.pierce_session => {
                 "the server has no alternate address (--alt-listen): mapping and filtering \
                  cannot be measured; reported as unknown"
+            }
+            None => {
+                "the server offered no second address (no OTHER-ADDRESS or CHANGED-ADDRESS in \
+                 its answers): mapping and filtering cannot be measured; reported as unknown"
             }
             Some(a) if a.ip() == self.server.ip() => {
                 "the server's alternate address has the same IP as its main one: address \
                  dependence cannot be told apart from independence; reported as unknown"
             }
             Some(_) => {
-                "some discovery tests got no usable answer (lost, or an unusual NAT); what \
-                 they decide is reported as unknown"
+                "some discovery tests got no usable answer (lost, refused, or an unusual NAT); \
+                 what they decide is reported as unknown"
             }
         })
     }
@@ -272,4 +278,43 @@ pub fn discover(args: &NetcheckArgs) -> Result<NatReport, CliError> {
         &behavior,
         session == Session::Up,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(alternate: Option<&str>, pierce_session: bool) -> NatReport {
+        NatReport {
+            server: "192.0.2.1:3478".parse().expect("address"),
+            local: "10.0.0.2:5000".parse().expect("address"),
+            reflexive: "198.51.100.9:5000".parse().expect("address"),
+            mapping: None,
+            filtering: None,
+            port_preserved: Some(true),
+            allocation: None,
+            port_delta: None,
+            alternate: alternate.map(|a| a.parse().expect("address")),
+            pierce_session,
+        }
+    }
+
+    #[test]
+    fn the_note_blames_alt_listen_only_on_a_pierce_server() {
+        let note = report(None, true).note().expect("a note");
+        assert!(note.contains("(--alt-listen)"), "{note}");
+        let note = report(None, false).note().expect("a note");
+        assert!(!note.contains("--alt-listen"), "{note}");
+        assert!(
+            note.starts_with("the server offered no second address"),
+            "{note}"
+        );
+        let note = report(Some("192.0.2.1:3479"), false)
+            .note()
+            .expect("a note");
+        assert!(note.contains("same IP"), "{note}");
+        let mut measured = report(Some("192.0.2.2:3479"), false);
+        (measured.mapping, measured.filtering) = (Some("endpoint-independent"), Some("x"));
+        assert_eq!(measured.note(), None);
+    }
 }
