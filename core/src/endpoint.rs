@@ -11,6 +11,21 @@ use std::net::SocketAddr;
 use crate::time::{Instant, Timeout};
 use crate::{SocketId, SocketRequest, Transmit};
 
+/// `addr` in its canonical form: an IPv4-mapped IPv6 address (`[::ffff:192.0.2.1]:7777`, as
+/// a dual-stack socket names an IPv4 sender) is the IPv4 one (`192.0.2.1:7777`). Every
+/// endpoint canonicalises the senders it is handed, so addresses are compared, reported and
+/// sent in one form; a runtime with a dual-stack socket maps IPv4 destinations back when it
+/// sends.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), a.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
 /// A sans-IO endpoint: datagrams, socket changes and time in; datagrams, socket requests and
 /// deadlines out. The core never touches a socket or a clock; a runtime owns both and honours
 /// every verb here:

@@ -166,6 +166,7 @@ impl Endpoint for Host {
         from: SocketAddr,
         datagram: &[u8],
     ) {
+        let from = crate::canonical(from);
         if from == self.addr {
             self.spoofed += 1;
             return;

@@ -240,7 +240,8 @@ fn receive(id: SocketId, socket: Arc<Socket>, mut buf: Vec<u8>) -> Receiving {
 /// The extra sockets: each with one pending receive, polled in turn.
 #[derive(Default)]
 pub(crate) struct Extra {
-    sockets: BTreeMap<SocketId, Arc<Socket>>,
+    /// Each with its local address (its family says how destinations are written).
+    sockets: BTreeMap<SocketId, (Arc<Socket>, SocketAddr)>,
     /// One receive per socket (a placeholder that never completes while its result is being
     /// handled). Dropping one cancels it.
     receiving: Vec<(SocketId, Receiving)>,
@@ -252,10 +253,10 @@ impl Extra {
     /// Binds socket `id` at `addr`, replacing any socket of that id.
     async fn open(&mut self, id: SocketId, addr: SocketAddr) -> io::Result<SocketAddr> {
         self.close(id);
-        let socket = Socket::bind(addr).await?;
+        let socket = rt::bind_udp(addr)?;
         let local = socket.local_addr()?;
         let socket = Arc::new(socket);
-        self.sockets.insert(id, Arc::clone(&socket));
+        self.sockets.insert(id, (Arc::clone(&socket), local));
         let buf = vec![0; EXTRA_RECV_BUFFER_SIZE];
         self.receiving.push((id, receive(id, socket, buf)));
         Ok(local)
@@ -267,8 +268,9 @@ impl Extra {
         }
     }
 
-    fn get(&self, id: SocketId) -> Option<&Socket> {
-        self.sockets.get(&id).map(|s| &**s)
+    /// Socket `id` and its local address.
+    fn get(&self, id: SocketId) -> Option<(&Socket, SocketAddr)> {
+        self.sockets.get(&id).map(|(s, local)| (&**s, *local))
     }
 
     #[cfg(test)]
@@ -299,7 +301,7 @@ impl Extra {
     /// Starts the next receive on the socket `r` came from, if it is still open.
     fn rearm(&mut self, r: Received) {
         let current = self.sockets.get(&r.id);
-        if !current.is_some_and(|s| Arc::ptr_eq(s, &r.socket)) {
+        if !current.is_some_and(|(s, _)| Arc::ptr_eq(s, &r.socket)) {
             return; // closed (or replaced) meanwhile
         }
         if let Some((_, slot)) = self.receiving.iter_mut().find(|(i, _)| *i == r.id) {
@@ -359,16 +361,22 @@ impl<E: Core> Task<E> {
                     continue;
                 }
                 let socket = if t.socket == SocketId::PRIMARY {
-                    Some(&self.socket)
+                    Some((&self.socket, self.shared.local_addr))
                 } else {
                     self.extra.get(t.socket)
                 };
-                let Some(socket) = socket else {
+                let Some((socket, local)) = socket else {
                     self.stats.unknown_socket_drops += 1;
                     continue;
                 };
-                // A hard error is loss to UDP; an unreachable candidate must not stop the task.
-                if socket.send_to(&tx[..t.len], t.dst).await.is_ok() {
+                // In the socket's family (an IPv4 destination from a dual-stack socket); a
+                // hard error is loss to UDP: an unreachable candidate must not stop the task.
+                let dst = pierce_os::for_socket(t.dst, local);
+                let sent = match dst {
+                    Some(dst) => socket.send_to(&tx[..t.len], dst).await.is_ok(),
+                    None => false,
+                };
+                if sent {
                     self.stats.datagrams_sent += 1;
                 } else {
                     self.stats.send_errors += 1;
@@ -625,7 +633,7 @@ mod tests {
                 assert_eq!(usize::from(*round), k / 3, "{order:?}");
             }
             // Sending goes through the socket named.
-            let s2 = extra.get(SocketId(2)).unwrap();
+            let (s2, _) = extra.get(SocketId(2)).unwrap();
             s2.send_to(b"x", peer.local_addr().unwrap()).await.unwrap();
             let mut buf = [0u8; 8];
             let (_, from) = peer.recv_from(&mut buf).unwrap();

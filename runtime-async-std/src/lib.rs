@@ -700,7 +700,7 @@ pub async fn client(
     config: impl Into<Arc<ClientConfig>>,
 ) -> io::Result<(ClientHandle, ClientDriver)> {
     let core = Client::new(config.into(), os_seed()?, Instant::now()).map_err(invalid)?;
-    let (link, task) = wire(Socket::bind(bind).await?, core, Streams::default())?;
+    let (link, task) = wire(rt::bind_udp(bind)?, core, Streams::default())?;
     Ok((ClientHandle(link), ClientDriver(task)))
 }
 
@@ -740,7 +740,7 @@ pub async fn server_with(
 async fn bind_server(bind: SocketAddr, tcp: bool) -> io::Result<(Socket, Option<TcpListener>)> {
     let mut attempts = 0;
     loop {
-        let socket = Socket::bind(bind).await?;
+        let socket = rt::bind_udp(bind)?;
         if !tcp {
             return Ok((socket, None));
         }

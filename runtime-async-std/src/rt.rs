@@ -22,6 +22,11 @@ pub(crate) use async_std::channel;
 pub(crate) use async_std::net::UdpSocket as Socket;
 pub(crate) use async_std::net::{TcpListener, TcpStream};
 
+/// A UDP socket bound at `addr`, dual stack at `[::]` ([`pierce_os::bind_udp`]).
+pub(crate) fn bind_udp(addr: std::net::SocketAddr) -> io::Result<Socket> {
+    Ok(Socket::from(pierce_os::bind_udp(addr)?))
+}
+
 /// Completes after `d`.
 pub(crate) async fn sleep(d: Duration) {
     async_std::task::sleep(d).await;

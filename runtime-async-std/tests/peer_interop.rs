@@ -238,7 +238,7 @@ fn the_async_std_peer_refuses_bad_input_as_pierce_peer_does() {
         (&["--password", &long], "--password"),
         (&["--timeout", "inf"], "--timeout"),
         (&["--hold", &max], "--hold"),
-        (&["--bind", "[::]:0"], "--bind"),
+        (&["--bind", "[::1]:0"], "--bind"),
         (&["--token-secret", ""], "--token-secret"),
         (&["--host", "--server", "0.0.0.0:0"], "--server"),
     ];

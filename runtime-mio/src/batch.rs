@@ -326,7 +326,7 @@ mod portable {
     ) -> io::Result<Received> {
         meta.clear();
         let (len, from) = socket.recv_from(&mut buf[..RECV_BUFFER_SIZE])?;
-        meta.push((0, len, from));
+        meta.push((0, len, pierce_core::canonical(from)));
         // One datagram says nothing about what is left: read again until WouldBlock.
         Ok(Received {
             count: 1,
@@ -409,7 +409,9 @@ mod linux {
                         let a = self.v6;
                         let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
                         let port = u16::from_be(a.sin6_port);
-                        Some(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id).into())
+                        let v6 = SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id);
+                        // (A dual-stack socket names an IPv4 sender in its mapped form.)
+                        Some(pierce_core::canonical(v6.into()))
                     }
                     _ => None,
                 }
@@ -646,13 +648,19 @@ mod linux {
                 "203.0.113.7:65535",
                 "[::1]:7777",
                 "[2001:db8::1%3]:1",
-                "[::ffff:192.0.2.1]:443",
             ];
             for a in addrs {
                 let addr: SocketAddr = a.parse().expect("literal");
                 let (raw, len) = RawAddr::new(addr);
                 assert_eq!(raw.get(len), Some(addr), "{a}");
             }
+            // A dual-stack socket's IPv4 sender comes back canonical.
+            let mapped: SocketAddr = "[::ffff:192.0.2.1]:443".parse().expect("literal");
+            let (raw, len) = RawAddr::new(mapped);
+            assert_eq!(
+                raw.get(len),
+                Some("192.0.2.1:443".parse().expect("literal"))
+            );
             assert_eq!(RawAddr::EMPTY.get(size_of::<RawAddr>() as _), None);
         }
 

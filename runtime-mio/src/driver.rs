@@ -139,12 +139,15 @@ impl<E: Endpoint + pierce_core::Events> Driver<E> {
 }
 
 impl<E: Endpoint> Driver<E> {
-    /// Binds a UDP socket at `addr` and drives `endpoint` on it.
+    /// Binds a UDP socket at `addr` and drives `endpoint` on it; at `[::]` the socket is
+    /// dual stack ([`pierce_os::bind_udp`]): it talks to IPv4 and IPv6 addresses alike.
     ///
     /// # Errors
     /// The bind or the poller registration failed.
     pub fn bind(addr: SocketAddr, endpoint: E) -> io::Result<Self> {
-        Self::new(UdpSocket::bind(addr)?, endpoint)
+        let socket = pierce_os::bind_udp(addr)?;
+        socket.set_nonblocking(true)?;
+        Self::new(UdpSocket::from_std(socket), endpoint)
     }
 
     /// Drives `endpoint` on a socket the application set up itself (buffer sizes, `SO_REUSEADDR`,
@@ -501,8 +504,16 @@ impl<E: Endpoint> Driver<E> {
                     // not opened yet, its datagrams are dropped.
                     let datagram = &self.tx.slot_mut()[..t.len];
                     self.stats.count_push(self.streams.push(t.socket, datagram));
-                } else if self.sockets.contains_key(&t.socket) {
-                    self.tx.push(t);
+                } else if let Some(sock) = self.sockets.get(&t.socket) {
+                    // (In the socket's family: an IPv4 destination from a dual-stack socket.)
+                    match pierce_os::for_socket(t.dst, sock.local) {
+                        Some(dst) => {
+                            let mut t = t;
+                            t.dst = dst;
+                            self.tx.push(t);
+                        }
+                        None => self.stats.send_errors += 1,
+                    }
                 } else {
                     self.stats.unknown_socket_drops += 1;
                 }
@@ -808,7 +819,11 @@ impl<E: Endpoint> Driver<E> {
         }
         self.close_socket(id); // a second Open for an id replaces its socket
         let addr = addr.unwrap_or_else(|| SocketAddr::new(self.local_addr.ip(), 0));
-        let opened = UdpSocket::bind(addr).and_then(|mut socket| {
+        let bound = pierce_os::bind_udp(addr).and_then(|s| {
+            s.set_nonblocking(true)?;
+            Ok(UdpSocket::from_std(s))
+        });
+        let opened = bound.and_then(|mut socket| {
             let local = socket.local_addr()?;
             self.poll
                 .registry()

@@ -100,9 +100,11 @@ impl RelayThreads {
             let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
             let (updates, updates_rx) = mpsc::channel();
             let stats = Arc::new(Mutex::new((ServerStats::default(), DriverStats::default())));
+            let local = socket.local_addr()?;
             let mut worker = Worker {
                 out: Out {
                     socket,
+                    local,
                     poll,
                     writable_interest: false,
                     gso: offload,
@@ -266,6 +268,8 @@ struct Worker {
 /// A relay thread's socket and what waits to be sent on it.
 struct Out {
     socket: UdpSocket,
+    /// Its address (its family says how destinations are written: [`pierce_os::for_socket`]).
+    local: SocketAddr,
     poll: Poll,
     writable_interest: bool,
     /// The socket may still try GSO (see [`batch::send`]).
@@ -371,6 +375,10 @@ impl Worker {
                         dst, header, peer, ..
                     } => {
                         let len = header.len() + peer.len();
+                        let Some(dst) = pierce_os::for_socket(dst, out.local) else {
+                            out.stats.send_errors += 1;
+                            continue;
+                        };
                         if len > MAX_DATAGRAM_SIZE {
                             out.stats.send_errors += 1;
                             continue;

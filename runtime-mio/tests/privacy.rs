@@ -11,14 +11,13 @@
 //! tests and on the wire in the simulator's (`sim/tests/privacy.rs`).
 #![allow(clippy::unwrap_used)]
 
-use std::io::Read;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[path = "support/child.rs"]
 mod child;
-use child::{int_field, start_server, string_field};
+use child::{Finished, finish, int_field, start_server, string_field};
 
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
 /// Longest one peer may run.
@@ -72,73 +71,6 @@ impl Drop for Server {
     }
 }
 
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn summary(&self) -> &str {
-        self.stdout.lines().last().unwrap_or("")
-    }
-
-    /// The summary's entry for peer `name`.
-    fn entry(&self, name: &str) -> &str {
-        let s = self.summary();
-        let start = s
-            .find(&format!(r#"{{"name":"{name}","#))
-            .unwrap_or_else(|| panic!("no entry for {name}: {s}"));
-        let e = &s[start..];
-        &e[..=e.find('}').unwrap()]
-    }
-
-    /// Its `connected` line's `public_addr` (what the server saw).
-    fn public_addr(&self) -> String {
-        let line = (self.stdout.lines())
-            .find(|l| l.contains(r#""event":"connected""#))
-            .unwrap_or_else(|| panic!("never connected:\n{}", self.stdout));
-        string_field(line, "public_addr").unwrap()
-    }
-}
-
-/// Waits for every child (killing any that outlives [`LIMIT`]).
-fn finish(children: Vec<Child>) -> Vec<Finished> {
-    let started = Instant::now();
-    children
-        .into_iter()
-        .map(|mut child| {
-            let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-            let out = thread::spawn(move || {
-                let mut s = String::new();
-                let _ = out.read_to_string(&mut s);
-                s
-            });
-            let err = thread::spawn(move || {
-                let mut s = String::new();
-                let _ = err.read_to_string(&mut s);
-                s
-            });
-            let status = loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    break status;
-                }
-                if started.elapsed() > LIMIT {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("pierce peer ran longer than {LIMIT:?}");
-                }
-                thread::sleep(Duration::from_millis(20));
-            };
-            Finished {
-                status,
-                stdout: out.join().unwrap(),
-                stderr: err.join().unwrap(),
-            }
-        })
-        .collect()
-}
-
 /// Peer `r` (named `me`) finished ok with every message from `from` in order, over `path`.
 fn assert_got_all(r: &Finished, me: &str, from: &str, path: &str) {
     assert!(
@@ -174,11 +106,14 @@ fn assert_stayed_relayed(r: &Finished, me: &str, from: &str) {
 fn a_private_peer_exchanges_everything_over_the_relay_and_its_address_reaches_no_one() {
     let server = Server::start();
     let room = "privacy";
-    let results = finish(vec![
-        server.peer(room, "p", &["--private"]),
-        server.peer(room, "a", &[]),
-        server.peer(room, "b", &[]),
-    ]);
+    let results = finish(
+        LIMIT,
+        vec![
+            server.peer(room, "p", &["--private"]),
+            server.peer(room, "a", &[]),
+            server.peer(room, "b", &[]),
+        ],
+    );
     let [p, a, b] = &results[..] else {
         unreachable!()
     };
@@ -211,11 +146,14 @@ fn a_private_peer_exchanges_everything_over_the_relay_and_its_address_reaches_no
 #[test]
 fn peers_in_a_relay_only_room_stay_relayed_and_a_relay_only_join_of_a_normal_room_fails() {
     let server = Server::start();
-    let results = finish(vec![
-        server.peer("quiet", "x", &["--relay-only-room"]),
-        server.peer("quiet", "y", &["--relay-only-room"]),
-        server.peer("quiet", "z", &["--relay-only-room"]),
-    ]);
+    let results = finish(
+        LIMIT,
+        vec![
+            server.peer("quiet", "x", &["--relay-only-room"]),
+            server.peer("quiet", "y", &["--relay-only-room"]),
+            server.peer("quiet", "z", &["--relay-only-room"]),
+        ],
+    );
     let names = ["x", "y", "z"];
     for (r, me) in results.iter().zip(names) {
         assert!(
@@ -232,7 +170,10 @@ fn peers_in_a_relay_only_room_stay_relayed_and_a_relay_only_join_of_a_normal_roo
     // A normal room, then a peer that insists on a relay-only one joining it: refused.
     let mut normal = server.peer("loud", "n", &[]);
     thread::sleep(Duration::from_millis(500)); // (the room exists once n joined)
-    let refused = finish(vec![server.peer("loud", "r", &["--relay-only-room"])]);
+    let refused = finish(
+        LIMIT,
+        vec![server.peer("loud", "r", &["--relay-only-room"])],
+    );
     let _ = normal.kill();
     let _ = normal.wait();
     let r = &refused[0];
@@ -245,11 +186,14 @@ fn peers_in_a_relay_only_room_stay_relayed_and_a_relay_only_join_of_a_normal_roo
 #[test]
 fn a_server_with_relay_only_rooms_keeps_every_pair_of_normal_peers_relayed() {
     let server = Server::start_with(&["--relay-only-rooms"]);
-    let results = finish(vec![
-        server.peer("any", "x", &[]),
-        server.peer("any", "y", &[]),
-        server.peer("any", "z", &[]),
-    ]);
+    let results = finish(
+        LIMIT,
+        vec![
+            server.peer("any", "x", &[]),
+            server.peer("any", "y", &[]),
+            server.peer("any", "z", &[]),
+        ],
+    );
     let names = ["x", "y", "z"];
     for (r, me) in results.iter().zip(names) {
         for other in names.iter().filter(|o| **o != me) {

@@ -534,6 +534,7 @@ impl Endpoint for Client {
     ) {
         #[cfg(feature = "tracing")]
         let before = crate::trace::drops_wanted(true).then_some(self.stats.dropped);
+        let from = crate::canonical(from);
         self.receive(now, socket, from, datagram);
         #[cfg(feature = "tracing")]
         if let Some(before) = before {

@@ -660,6 +660,7 @@ impl Endpoint for Server {
         // feature on, and its relay path should not copy the counters per datagram for nobody.
         #[cfg(feature = "tracing")]
         let before = crate::trace::drops_wanted(false).then_some(self.stats.dropped);
+        let from = crate::canonical(from);
         self.receive(now, Path { socket, addr: from }, datagram);
         #[cfg(feature = "tracing")]
         if let Some(before) = before {

@@ -340,6 +340,32 @@ fn stun_binding_requests_are_answered_with_a_bounded_amplification() {
 }
 
 #[test]
+fn a_sender_named_in_ipv4_mapped_form_is_answered_and_reported_as_ipv4() {
+    // A dual-stack socket names an IPv4 sender [::ffff:a.b.c.d]:p; the core works with the
+    // canonical form (issue #20): the answer goes to, and names, the IPv4 address.
+    use crate::wire::stun::{StunMessage, encode_binding_request};
+    let mut net = Net::new(server_config(), ClientConfig::default(), 0);
+    let v4 = stranger(6);
+    let SocketAddr::V4(a) = v4 else {
+        panic!("{v4}")
+    };
+    let mapped = SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port());
+    assert_eq!(crate::canonical(mapped), v4);
+    assert_eq!(crate::canonical(v4), v4);
+    let v6: SocketAddr = "[2001:db8::7]:9".parse().unwrap();
+    assert_eq!(crate::canonical(v6), v6);
+    let mut req = [0u8; 40];
+    let n = encode_binding_request(&mut req, &[9; 12]).unwrap();
+    let now = net.now;
+    net.server.handle_datagram(now, mapped, &req[..n]);
+    let mut buf = [0u8; MAX_DATAGRAM_SIZE];
+    let t = net.server.poll_transmit(now, &mut buf).unwrap();
+    assert_eq!(t.dst, v4);
+    let m = StunMessage::decode(&buf[..t.len]).unwrap();
+    assert_eq!(m.mapped_address(), Some(v4));
+}
+
+#[test]
 fn a_client_learns_its_reflexive_address_from_the_server_over_stun() {
     let mut net = Net::with_clients(1);
     let now = net.now;

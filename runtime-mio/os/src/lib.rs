@@ -8,7 +8,9 @@
 //! socket ([`is_stray_icmp`]), a TCP listener sized for bursts ([`listen_tcp`]), writing a TCP
 //! stream's queue ([`write_queued`]) and how much
 //! unread input to discard before closing one ([`discard_unread`]), a server's sockets for
-//! relay threads with the kernel steering relay packets among them ([`bind_relay_group`]);
+//! relay threads with the kernel steering relay packets among them ([`bind_relay_group`]),
+//! dual-stack UDP sockets and destinations in a socket's family ([`bind_udp`],
+//! [`for_socket`]);
 //! and the counters a driver keeps about that work ([`DriverStats`]).
 //!
 //! The core (`pierce-core`) never touches the OS, so none of this can live there. A game uses
@@ -17,10 +19,15 @@
 
 #![warn(missing_docs)]
 
+mod dual;
 mod reuseport;
+#[cfg(target_os = "linux")]
+mod sock;
 mod stats;
 mod sys;
 mod tcp;
+
+pub use dual::{bind_udp, for_socket};
 
 pub use reuseport::bind_relay_group;
 pub use stats::DriverStats;

@@ -41,7 +41,9 @@ pub fn bind_relay_group(addr: SocketAddr, relay_threads: u16) -> io::Result<Vec<
 mod linux {
     use std::io;
     use std::net::{SocketAddr, UdpSocket};
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
+
+    use crate::sock::{bind, check, socket_for};
 
     /// `SO_ATTACH_REUSEPORT_CBPF`: 51 in asm-generic/socket.h and in the architectures' own
     /// headers that define it (mips, powerpc), 0x35 on sparc (libc exports it for Android
@@ -99,98 +101,15 @@ mod linux {
         ]
     }
 
-    fn check(rc: libc::c_int) -> io::Result<()> {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    fn socket_for(addr: SocketAddr) -> io::Result<OwnedFd> {
-        let family = if addr.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
-        // SAFETY: plain socket(2) call; the result is checked before it is owned.
-        let fd = unsafe {
-            libc::socket(
-                family,
-                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let one: libc::c_int = 1;
-        // SAFETY: fd is live; the value is a c_int that outlives the call, its size passed.
-        check(unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_REUSEPORT,
-                (&raw const one).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        })?;
-        Ok(fd)
-    }
-
-    fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
-        // SAFETY: sockaddr_in/sockaddr_in6 are plain C structs for which all zeros is valid.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(a.ip().octets()),
-                    },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-                unsafe { (&raw mut storage).cast::<libc::sockaddr_in>().write(sin) };
-                size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: a.port().to_be(),
-                    sin6_flowinfo: a.flowinfo(),
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: a.ip().octets(),
-                    },
-                    sin6_scope_id: a.scope_id(),
-                };
-                // SAFETY: as above, for sockaddr_in6.
-                unsafe { (&raw mut storage).cast::<libc::sockaddr_in6>().write(sin6) };
-                size_of::<libc::sockaddr_in6>()
-            }
-        };
-        // SAFETY: fd is live; storage holds a valid address of `len` bytes.
-        check(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const storage).cast(),
-                len as libc::socklen_t,
-            )
-        })
-    }
-
     pub(super) fn bind_group(addr: SocketAddr, relay_threads: u16) -> io::Result<Vec<UdpSocket>> {
-        let first = socket_for(addr)?;
+        let first = socket_for(addr, true)?;
         bind(&first, addr)?;
         let first = UdpSocket::from(first);
         // The others take the port the first was given.
         let local = first.local_addr()?;
         let mut group = vec![first];
         for _ in 0..relay_threads {
-            let fd = socket_for(local)?;
+            let fd = socket_for(local, true)?;
             bind(&fd, local)?;
             group.push(UdpSocket::from(fd));
         }

@@ -14,7 +14,7 @@
 //! `--mode unreliable` ([`super::script::Script::new`]).
 
 use std::fmt::Display;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -361,8 +361,9 @@ pub struct ConnectArgs {
         allow_hyphen_values = true
     )]
     pub user_id: Option<u64>,
-    /// Local UDP address to bind, of the server's family (default: any address of the
-    /// server's family, any port); not multicast or broadcast.
+    /// Local UDP address to bind, of the server's family, or `[::]:PORT` (dual stack: it
+    /// reaches IPv4 and IPv6 servers and peers alike) (default: any address of the server's
+    /// family, any port); not multicast or broadcast.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_listen, allow_hyphen_values = true)]
     pub bind: Option<SocketAddr>,
 }
@@ -387,6 +388,9 @@ impl ConnectArgs {
 
     /// [`ConnectArgs::check`] for each `--server` of a list.
     fn check_each(&self, host: bool) -> Result<(), String> {
+        let dual = self
+            .bind
+            .is_some_and(|b| b.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         for &server in &self.servers {
             if server.port() == 0 && !host {
                 return Err(format!(
@@ -394,18 +398,18 @@ impl ConnectArgs {
                      0 pick a free one)"
                 ));
             }
-            if let Some(bind) = self.bind {
+            if let Some(bind) = self.bind.filter(|_| !dual) {
                 if bind.is_ipv4() != server.is_ipv4() {
                     return Err(format!(
                         "--bind {bind} cannot reach --server {server} (different address \
-                         families)"
+                         families; --bind [::]:0 is dual stack)"
                     ));
                 }
             }
-            if server.is_ipv4() != self.server().is_ipv4() {
+            if server.is_ipv4() != self.server().is_ipv4() && !dual {
                 return Err(format!(
                     "--server {server}: one socket reaches every --server, so they must be of \
-                     one address family"
+                     one address family (or --bind [::]:0, dual stack)"
                 ));
             }
         }
@@ -1204,8 +1208,21 @@ mod tests {
         assert!(peer(&["--server", "127.0.0.1:0", "--host"]).is_ok());
         let e = peer(&["--server", "127.0.0.1:0"]).expect_err("port 0");
         assert!(e.contains("--server 127.0.0.1:0: port 0"), "{e}");
-        let e = peer(&["--server", "127.0.0.1:7", "--bind", "[::]:0"]).expect_err("family");
-        assert!(e.contains("--bind [::]:0 cannot reach --server"), "{e}");
+        let e = peer(&["--server", "[::1]:7", "--bind", "0.0.0.0:0"]).expect_err("family");
+        assert!(e.contains("--bind 0.0.0.0:0 cannot reach --server"), "{e}");
+        let e = peer(&["--server", "127.0.0.1:7", "--bind", "[::1]:0"]).expect_err("family");
+        assert!(e.contains("--bind [::1]:0 cannot reach --server"), "{e}");
+        // [::] is dual stack: it reaches both families, one server list of both included.
+        assert!(peer(&["--server", "127.0.0.1:7", "--bind", "[::]:0"]).is_ok());
+        let both = [
+            "--server",
+            "127.0.0.1:7",
+            "--server",
+            "[::1]:8",
+            "--bind",
+            "[::]:0",
+        ];
+        assert!(peer(&both).is_ok());
         let e = parse(&["pierce", "netcheck", "--server", "[::1]:0"]).expect_err("port 0");
         assert!(e.contains("--server [::1]:0: port 0"), "{e}");
     }

@@ -23,7 +23,7 @@ mod signal;
 
 use std::fmt;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -112,9 +112,10 @@ impl Setup {
             SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
         });
-        if bind.is_ipv4() != args.server().is_ipv4() {
+        if bind.is_ipv4() != args.server().is_ipv4() && !is_dual(bind) {
             return Err(CliError::usage(format!(
-                "--bind {bind} cannot reach --server {} (different address families)",
+                "--bind {bind} cannot reach --server {} (different address families; --bind \
+                 [::]:0 is dual stack)",
                 args.server()
             )));
         }
@@ -143,8 +144,9 @@ impl Setup {
 }
 
 /// The LAN candidates to announce for a socket bound at `local`: this host's interface
-/// addresses of the socket's family with its port if it listens on all of them, else its own
-/// address. Empty if the interface list cannot be read: peers then use the reflexive address.
+/// addresses of the socket's family (of both for a dual-stack socket, `[::]`) with its port
+/// if it listens on all of them, else its own address. Empty if the interface list cannot be
+/// read: peers then use the reflexive address.
 pub fn lan_candidates(local: SocketAddr) -> Vec<SocketAddr> {
     if !local.ip().is_unspecified() {
         return vec![local];
@@ -152,8 +154,13 @@ pub fn lan_candidates(local: SocketAddr) -> Vec<SocketAddr> {
     crate::local_addresses(local.port())
         .unwrap_or_default()
         .into_iter()
-        .filter(|a| a.is_ipv4() == local.is_ipv4())
+        .filter(|a| a.is_ipv4() == local.is_ipv4() || is_dual(local))
         .collect()
+}
+
+/// A socket at `[::]`: dual stack ([`crate::bind_udp`]), it reaches both families.
+fn is_dual(local: SocketAddr) -> bool {
+    local.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
 }
 
 fn seed8() -> Result<[u8; 8], CliError> {

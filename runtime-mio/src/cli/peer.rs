@@ -1,7 +1,6 @@
 //! `pierce peer`: the scripted peer ([`Script`]) on a mio [`Driver`]; with `--host`, the peer
 //! is a [`Host`]'s own client (the rooms server and this peer on one socket).
 
-use std::net::UdpSocket;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,7 +71,7 @@ pub fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
     let script = Script::new(args, &setup.config, start)?;
     let seed = os_seed().map_err(|e| CliError::io("reading OS entropy", &e))?;
     if host {
-        let socket = UdpSocket::bind(server)
+        let socket = crate::bind_udp(server)
             .map_err(|e| CliError::io(&format!("cannot listen on {server}"), &e))?;
         let addr = socket
             .local_addr()

@@ -96,7 +96,7 @@ pub fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
         let primary = group.remove(0);
         (primary, group)
     } else {
-        let socket = std::net::UdpSocket::bind(listen).map_err(|e| cannot_listen(&e))?;
+        let socket = crate::bind_udp(listen).map_err(|e| cannot_listen(&e))?;
         (socket, Vec::new())
     };
     // 4 MiB each way (what coturn asks for): relayed bursts must not overflow the default

@@ -2,8 +2,8 @@
 //! lines, their memory, one test at a time, and reproducible junk.
 #![allow(dead_code)] // each test file uses what it needs
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -43,15 +43,17 @@ fn read_lines<T: Send + 'static>(child: &mut Child, stamp: fn(String) -> T) -> R
 /// binary at `bin`) with `extra` flags; returns it, its stdout lines, and its ready line
 /// (killing it if that does not come).
 pub(crate) fn start_server(bin: &str, extra: &[&str]) -> (Child, Receiver<String>, String) {
+    start_server_at(bin, "127.0.0.1:0", extra)
+}
+
+/// [`start_server`] listening at `listen`.
+pub(crate) fn start_server_at(
+    bin: &str,
+    listen: &str,
+    extra: &[&str],
+) -> (Child, Receiver<String>, String) {
     let mut child = Command::new(bin)
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--json",
-            "--stats-every",
-            "1",
-        ])
+        .args(["server", "--listen", listen, "--json", "--stats-every", "1"])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -181,4 +183,76 @@ impl Rng {
     pub(crate) fn array<const N: usize>(&mut self) -> [u8; N] {
         std::array::from_fn(|_| self.next() as u8)
     }
+}
+
+/// A child that ended: how, and all it printed.
+pub(crate) struct Finished {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl Finished {
+    /// Its last stdout line (`pierce peer`'s summary).
+    pub(crate) fn summary(&self) -> &str {
+        self.stdout.lines().last().unwrap_or("")
+    }
+
+    /// The summary's entry for peer `name`.
+    pub(crate) fn entry(&self, name: &str) -> &str {
+        let s = self.summary();
+        let start = s
+            .find(&format!(r#"{{"name":"{name}","#))
+            .unwrap_or_else(|| panic!("no entry for {name}: {s}"));
+        let e = &s[start..];
+        &e[..=e.find('}').expect("an entry ends")]
+    }
+
+    /// Its `connected` line's `public_addr` (what the server saw).
+    pub(crate) fn public_addr(&self) -> String {
+        let line = (self.stdout.lines())
+            .find(|l| l.contains(r#""event":"connected""#))
+            .unwrap_or_else(|| panic!("never connected:\n{}", self.stdout));
+        string_field(line, "public_addr").expect("public_addr")
+    }
+}
+
+/// Waits for every child, reading all it prints (killing any that outlives `limit`).
+pub(crate) fn finish(limit: Duration, children: Vec<Child>) -> Vec<Finished> {
+    let started = Instant::now();
+    children
+        .into_iter()
+        .map(|mut child| {
+            let (mut out, mut err) = (
+                child.stdout.take().expect("piped stdout"),
+                child.stderr.take().expect("piped stderr"),
+            );
+            let out = thread::spawn(move || {
+                let mut s = String::new();
+                let _ = out.read_to_string(&mut s);
+                s
+            });
+            let err = thread::spawn(move || {
+                let mut s = String::new();
+                let _ = err.read_to_string(&mut s);
+                s
+            });
+            let status = loop {
+                if let Some(status) = child.try_wait().expect("a child process") {
+                    break status;
+                }
+                if started.elapsed() > limit {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("pierce peer ran longer than {limit:?}");
+                }
+                thread::sleep(Duration::from_millis(20));
+            };
+            Finished {
+                status,
+                stdout: out.join().expect("a child process"),
+                stderr: err.join().expect("a child process"),
+            }
+        })
+        .collect()
 }
