@@ -228,6 +228,9 @@ struct Knobs {
     size: usize,
     /// Seconds each peer stays after the exchange, so a direct path has time to form.
     hold: &'static str,
+    /// The routers also route IPv6 ([`Lab::with_ipv6`]) and the peers bind `[::]:0` (dual
+    /// stack: IPv4 to the server, their global IPv6 addresses among their candidates).
+    dual_stack: bool,
 }
 
 /// Enough for the punching that starts at once (direct within ~0.1 s here).
@@ -235,6 +238,7 @@ const PLAIN: Knobs = Knobs {
     loss_percent: 0,
     size: 64,
     hold: "3",
+    dual_stack: false,
 };
 
 /// How the two peers sit.
@@ -250,6 +254,9 @@ enum Layout {
 /// lab, with `knobs`; prints the LAB lines and returns everything for checking.
 fn scenario(name: &str, layout: Layout, knobs: Knobs) -> Option<Outcome> {
     let mut lab = lab()?;
+    if knobs.dual_stack {
+        lab = lab.with_ipv6();
+    }
     let loss_percent = knobs.loss_percent;
     let build = |lab: &mut Lab| -> Result<Vec<Host>, String> {
         Ok(match layout {
@@ -266,7 +273,18 @@ fn scenario(name: &str, layout: Layout, knobs: Knobs) -> Option<Outcome> {
     let peers: Vec<Proc> = ["a", "b"]
         .iter()
         .zip(&hosts)
-        .map(|(label, host)| peer(&host.ns, label, knobs, &["--server", lab::SERVER]))
+        .map(|(label, host)| {
+            let dual: &[&str] = if knobs.dual_stack {
+                &["--bind", "[::]:0"]
+            } else {
+                &[]
+            };
+            let extra: Vec<&str> = ["--server", lab::SERVER]
+                .into_iter()
+                .chain(dual.iter().copied())
+                .collect();
+            peer(&host.ns, label, knobs, &extra)
+        })
         .collect();
     let runs: Vec<Finished> = peers.into_iter().map(Proc::finish).collect();
     let server = server.stop();
@@ -388,6 +406,34 @@ fn two_hosts_behind_one_nat_go_direct_over_the_lan() {
 #[test]
 fn symmetric_to_symmetric_is_delivered_through_the_relay() {
     run_apart(Nat::Symmetric, Nat::Symmetric, PLAIN, Expect::Relay);
+}
+
+/// Issue #20: two dual-stack hosts behind symmetric IPv4 NATs (which relay forever over
+/// IPv4), each with a global IPv6 address behind its router's stateful firewall, talking to
+/// an IPv4-only server: they go direct over IPv6 (punched through both firewalls at once).
+#[test]
+fn dual_stack_hosts_behind_symmetric_nats_go_direct_over_ipv6() {
+    let (name, layout) = apart(Nat::Symmetric, Nat::Symmetric);
+    let knobs = Knobs {
+        dual_stack: true,
+        ..PLAIN
+    };
+    let Some(outcome) = scenario(&format!("{name}+ipv6"), layout, knobs) else {
+        return;
+    };
+    let mut problems = outcome.problems(Expect::Direct);
+    for (s, other) in outcome.sides.iter().zip(outcome.sides.iter().rev()) {
+        let addr = s.report.direct_addr.as_deref().unwrap_or("none");
+        let ip6 = other
+            .host
+            .as_ref()
+            .and_then(|h| h.ip6)
+            .expect("an IPv6 host");
+        if !addr.starts_with(&format!("[{ip6}]:")) {
+            problems.push(format!("{}: direct over {addr}, not {ip6}", s.label));
+        }
+    }
+    outcome.fail_on(&problems);
 }
 
 /// Birthday probing starts after NAT discovery and takes a few seconds of sprays.

@@ -11,7 +11,7 @@
 //! killed outright is removed by the next run ([`prerequisites`]).
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -119,6 +119,8 @@ pub(crate) struct Host {
     pub(crate) nat: Nat,
     /// That NAT's public address.
     pub(crate) wan: Ipv4Addr,
+    /// Its global IPv6 address, in a lab with IPv6 ([`Lab::with_ipv6`]).
+    pub(crate) ip6: Option<Ipv6Addr>,
 }
 
 /// One lab: see the module docs. Dropping it tears everything down.
@@ -130,6 +132,8 @@ pub(crate) struct Lab {
     ports: usize,
     /// Router namespaces with their NAT kind and the bridge port of their WAN.
     routers: Vec<(String, Nat, String)>,
+    /// Routers also route IPv6 ([`Lab::with_ipv6`]).
+    ipv6: bool,
 }
 
 impl Lab {
@@ -142,6 +146,7 @@ impl Lab {
             namespaces: Vec::new(),
             ports: 0,
             routers: Vec::new(),
+            ipv6: false,
         };
         // Building is a few dozen short `ip` runs; one lab at a time keeps a busy machine's
         // setup errors readable and costs well under a second per lab.
@@ -152,6 +157,18 @@ impl Lab {
         let srv = lab.add_ns("srv")?;
         lab.attach(&srv, "eth0", &["203.0.113.1/24", "203.0.113.2/24"])?;
         Ok(lab)
+    }
+
+    /// From now on, routers also route IPv6, as a dual-stack home router does: the WAN gets
+    /// `2001:db8::(10 + i)/64` on the internet's bridge, the LAN the prefix
+    /// `2001:db8:(i + 1)::/64` (hosts `::2`, `::3`, the router `::1`), no NAT66, and a
+    /// stateful firewall (inbound only for established or related flows: punched like a
+    /// port-restricted NAT). Every router routes to every other router's LAN prefix. The
+    /// server stays IPv4-only.
+    #[allow(dead_code)] // not every test binary that includes this file uses it
+    pub(crate) fn with_ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
     }
 
     /// The server's namespace.
@@ -192,6 +209,10 @@ impl Lab {
             "lan",
         ])?;
         sysctl(&router, "net/ipv4/ip_forward", "1")?;
+        let lan6 = |last: u16| Ipv6Addr::new(0x2001, 0xdb8, i as u16 + 1, 0, 0, 0, 0, last);
+        if self.ipv6 {
+            self.route_ipv6(&router, i)?;
+        }
         let mut out = Vec::new();
         for j in 0..hosts {
             let host = self.add_ns(&format!("h{i}{j}"))?;
@@ -223,11 +244,19 @@ impl Lab {
                 "via",
                 &gateway.to_string(),
             ])?;
+            let ip6 = self.ipv6.then(|| lan6(2 + j as u16));
+            if let Some(ip6) = ip6 {
+                let a = format!("{ip6}/64");
+                ip(&["-n", &host, "addr", "add", &a, "dev", "eth0", "nodad"])?;
+                let gw = lan6(1).to_string();
+                ip(&["-n", &host, "-6", "route", "add", "default", "via", &gw])?;
+            }
             out.push(Host {
                 ns: host,
                 ip: addr,
                 nat,
                 wan,
+                ip6,
             });
         }
         nft(&router, &nat.ruleset(lan_net(2)))?;
@@ -298,6 +327,61 @@ table bridge lab_loss_{port} {{
 
     fn inet_ns(&self) -> String {
         format!("{}inet", self.prefix)
+    }
+
+    /// Router `i` (namespace `router`) routes IPv6 (see [`Lab::with_ipv6`]): its addresses,
+    /// forwarding, its firewall, and routes both ways between its LAN prefix and every other
+    /// router's.
+    fn route_ipv6(&self, router: &str, i: usize) -> Result<(), String> {
+        let wan6 = |k: usize| Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 10 + k as u16);
+        let prefix = |k: usize| format!("2001:db8:{}::/64", k + 1);
+        ip(&[
+            "-n",
+            router,
+            "addr",
+            "add",
+            &format!("{}/64", wan6(i)),
+            "dev",
+            "wan",
+            "nodad",
+        ])?;
+        let gw = format!("2001:db8:{}::1/64", i + 1);
+        ip(&["-n", router, "addr", "add", &gw, "dev", "lan", "nodad"])?;
+        sysctl(router, "net/ipv6/conf/all/forwarding", "1")?;
+        for (k, (other, _, _)) in self.routers.iter().enumerate() {
+            let (to_other, to_me) = (wan6(k).to_string(), wan6(i).to_string());
+            ip(&[
+                "-n",
+                router,
+                "-6",
+                "route",
+                "add",
+                &prefix(k),
+                "via",
+                &to_other,
+            ])?;
+            ip(&["-n", other, "-6", "route", "add", &prefix(i), "via", &to_me])?;
+        }
+        nft(
+            router,
+            r#"
+table ip6 lab_fw6 {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname "wan" meta l4proto ipv6-icmp accept
+    iifname "wan" ct state established,related counter accept
+    iifname "wan" counter drop
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname "wan" meta l4proto ipv6-icmp accept
+    iifname "wan" ct state established,related counter accept
+    iifname "wan" counter drop
+  }
+}
+"#,
+        )
+        .map(drop)
     }
 
     fn add_ns(&mut self, role: &str) -> Result<String, String> {
