@@ -1,5 +1,7 @@
 //! Configuration with documented defaults. Build one, wrap it in an `Arc`, share it.
 
+use std::net::Ipv6Addr;
+
 use crate::crypto::{PublicKey, SecretKey};
 use crate::error::ConfigError;
 use crate::time::Duration;
@@ -177,6 +179,13 @@ pub struct ClientConfig {
     pub tcp_fallback_after: Duration,
     /// With [`Transport::Auto`], how often a client on TCP probes the server over UDP.
     pub udp_probe_interval: Duration,
+    /// On an IPv6-only network behind NAT64 (RFC 6146): the network's /96 prefix (RFC 6052;
+    /// [`crate::WELL_KNOWN_NAT64_PREFIX`], or one the runtime discovered with RFC 7050).
+    /// With it, every IPv4 address the client is given (the servers it connects to, a
+    /// peer's candidates, a node it is sent to) is used in its synthesised IPv6 form
+    /// ([`crate::synthesize_nat64`]), which the NAT64 gateway translates. Its last 32 bits
+    /// must be zero. Default: none.
+    pub nat64_prefix: Option<Ipv6Addr>,
 }
 
 impl Default for ClientConfig {
@@ -210,6 +219,7 @@ impl Default for ClientConfig {
             transport: Transport::Auto,
             tcp_fallback_after: DEFAULT_TCP_FALLBACK_AFTER,
             udp_probe_interval: DEFAULT_UDP_PROBE_INTERVAL,
+            nat64_prefix: None,
         }
     }
 }
@@ -231,6 +241,12 @@ impl ClientConfig {
         }
         if self.ack_delay > crate::reliability::MAX_ACK_DELAY {
             return Err(ConfigError::OutOfRange("ack_delay"));
+        }
+        if self
+            .nat64_prefix
+            .is_some_and(|p| p.octets()[12..] != [0; 4])
+        {
+            return Err(ConfigError::OutOfRange("nat64_prefix"));
         }
         if self.handshake_retry_max < self.handshake_retry_initial {
             return Err(ConfigError::RetryMaxBelowInitial);

@@ -6,7 +6,7 @@
 //! requests and deadlines out). It is object safe: `Box<dyn Endpoint>` drives any of them.
 //! [`Events`] is the application side: what the endpoint reports.
 
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 
 use crate::time::{Instant, Timeout};
 use crate::{SocketId, SocketRequest, Transmit};
@@ -23,6 +23,24 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
             None => addr,
         },
         SocketAddr::V4(_) => addr,
+    }
+}
+
+/// The well-known NAT64 prefix, `64:ff9b::/96` (RFC 6052 §2.1): NAT64 gateways use it when
+/// the network names no prefix of its own.
+pub const WELL_KNOWN_NAT64_PREFIX: Ipv6Addr = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0);
+
+/// `addr` as a host behind NAT64 reaches it: an IPv4 address (canonical or IPv4-mapped) in
+/// the IPv6 form synthesised with the /96 `prefix` (RFC 6052 §2.2: the IPv4 address in the
+/// last 32 bits), an IPv6 one unchanged.
+pub fn synthesize_nat64(prefix: Ipv6Addr, addr: SocketAddr) -> SocketAddr {
+    match canonical(addr) {
+        SocketAddr::V4(a) => {
+            let mut o = prefix.octets();
+            o[12..].copy_from_slice(&a.ip().octets());
+            SocketAddr::new(Ipv6Addr::from(o).into(), a.port())
+        }
+        v6 => v6,
     }
 }
 

@@ -132,7 +132,7 @@ pub use config::{
     MIN_DATAGRAM_SIZE, RoomsConfig, ServerConfig, Transport,
 };
 pub use crypto::{PublicKey, SecretKey};
-pub use endpoint::{Endpoint, Events, canonical};
+pub use endpoint::{Endpoint, Events, WELL_KNOWN_NAT64_PREFIX, canonical, synthesize_nat64};
 pub use error::{CommandError, ConfigError, ConnectError, GroupError, SendError, UnknownHost};
 pub use event::{
     ClientEvent, DisconnectReason, GroupId, HostId, LeaveReason, MemberLeftReason,

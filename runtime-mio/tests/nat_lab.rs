@@ -21,6 +21,8 @@ mod lab;
 #[path = "nat_lab/proc.rs"]
 mod proc;
 
+use std::process::Command;
+
 use lab::{Host, Lab, Nat};
 use proc::{Finished, Proc, Server, bool_field, number_field, string_field};
 
@@ -411,6 +413,57 @@ fn symmetric_to_symmetric_is_delivered_through_the_relay() {
 /// Issue #20: two dual-stack hosts behind symmetric IPv4 NATs (which relay forever over
 /// IPv4), each with a global IPv6 address behind its router's stateful firewall, talking to
 /// an IPv4-only server: they go direct over IPv6 (punched through both firewalls at once).
+/// Issue #20: an IPv6-only host behind a NAT64 gateway (`tayga`) and an IPv4 host behind a
+/// port-restricted NAT, with the IPv4-only server: the IPv6-only peer names the server by its
+/// IPv4 address with `--nat64-prefix` (the gateway's prefix; the core synthesises every IPv4
+/// address it is given) and both deliver everything, over whichever path (printed).
+#[test]
+fn an_ipv6_only_host_behind_nat64_exchanges_with_an_ipv4_peer() {
+    let Some(mut lab) = lab() else {
+        return;
+    };
+    if let Err(e) = Command::new("tayga").arg("--help").output() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: tayga is missing ({e}); .ci/run installs it"
+        );
+        println!("SKIPPED nat_lab nat64: no tayga ({e})");
+        return;
+    }
+    let name = "nat64<->port-restricted";
+    let v6 = lab
+        .add_nat64()
+        .unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
+    let v4 = (lab.add_nat(Nat::PortRestricted, 1, 0))
+        .unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"))
+        .remove(0);
+    let mut server = Server::start(&lab.server_ns());
+    let a = peer(
+        &v6.ns,
+        "a",
+        PLAIN,
+        &["--server", lab::SERVER, "--nat64-prefix", lab::NAT64_PREFIX],
+    );
+    let b = peer(&v4.ns, "b", PLAIN, &["--server", lab::SERVER]);
+    let runs = [a.finish(), b.finish()];
+    let server = server.stop();
+    let runs = runs.into_iter().zip([Some(v6), Some(v4)]);
+    let outcome = Outcome::new(name, runs.zip(["a", "b"]), server, lab);
+    let mut problems = outcome.problems(Expect::Delivered);
+    // What the server saw of the IPv6-only host: the gateway's IPv4 address.
+    if let Some(server) = &outcome.server {
+        let wan = outcome.sides[0].host.as_ref().map(|h| h.wan.to_string());
+        let seen = (server.stdout.iter()).any(|l| {
+            l.contains(r#""event":"client_joined""#)
+                && wan.as_ref().is_some_and(|w| l.contains(w.as_str()))
+        });
+        if !seen {
+            problems.push("the server never saw the NAT64 gateway's address".to_owned());
+        }
+    }
+    outcome.fail_on(&problems);
+}
+
 #[test]
 fn dual_stack_hosts_behind_symmetric_nats_go_direct_over_ipv6() {
     let (name, layout) = apart(Nat::Symmetric, Nat::Symmetric);
@@ -696,7 +749,8 @@ fn netcheck_classifies_each_nat_kind() {
     for (host, run) in &results {
         let (mapping, filtering) = match host.nat {
             Nat::FullCone => (EIM, EIM),
-            Nat::PortRestricted => (EIM, APDM),
+            // (The NAT64 router masquerades its pool as the port-restricted one does.)
+            Nat::PortRestricted | Nat::Nat64 => (EIM, APDM),
             Nat::Symmetric => (APDM, APDM),
         };
         let line = run.last_line();

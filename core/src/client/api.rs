@@ -206,7 +206,14 @@ impl Client {
             let max = Self::MAX_SERVERS;
             return Err(ConnectError::ServerList { max });
         }
-        self.session.connect(now, servers, token, &mut self.rng);
+        // Behind NAT64, an IPv4 server is reached at its synthesised address.
+        let servers: smallvec::SmallVec<[SocketAddr; 4]> = (servers.iter())
+            .map(|&s| match self.config.nat64_prefix {
+                Some(prefix) => crate::synthesize_nat64(prefix, s),
+                None => s,
+            })
+            .collect();
+        self.session.connect(now, &servers, token, &mut self.rng);
         Ok(())
     }
 

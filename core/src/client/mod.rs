@@ -215,6 +215,10 @@ impl Client {
         let Some(me) = self.session.host_id() else {
             return;
         };
+        let msg = match self.config.nat64_prefix {
+            Some(prefix) => through_nat64(msg, prefix),
+            None => msg,
+        };
         let nat = self.discovery.behavior();
         let stats = &mut self.stats;
         if self
@@ -648,5 +652,42 @@ impl Events for Client {
         // (Every input drains its children already; this keeps it so whatever comes.)
         self.drain_children();
         self.events.pop_front()
+    }
+}
+
+/// `msg` with every address it carries as a host behind NAT64 with `prefix` reaches it
+/// ([`crate::ClientConfig::nat64_prefix`]): IPv4 ones synthesised into the prefix.
+pub(crate) fn through_nat64(msg: ControlMsg<'_>, prefix: std::net::Ipv6Addr) -> ControlMsg<'_> {
+    let via = |a| crate::synthesize_nat64(prefix, a);
+    match msg {
+        ControlMsg::PeerAdd {
+            peer,
+            pair_id,
+            key,
+            addr,
+            delay_ms,
+        } => ControlMsg::PeerAdd {
+            peer,
+            pair_id,
+            key,
+            addr: via(addr),
+            delay_ms,
+        },
+        ControlMsg::PeerCandidates { peer, addrs } => {
+            let list: smallvec::SmallVec<[SocketAddr; 8]> = addrs.iter().map(via).collect();
+            ControlMsg::PeerCandidates {
+                peer,
+                addrs: Candidates::new(&list),
+            }
+        }
+        ControlMsg::PeerMoved { peer, addr } => ControlMsg::PeerMoved {
+            peer,
+            addr: via(addr),
+        },
+        ControlMsg::Redirect { node, room } => ControlMsg::Redirect {
+            node: via(node),
+            room,
+        },
+        other => other,
     }
 }

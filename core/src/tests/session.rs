@@ -562,3 +562,59 @@ fn configs_that_cannot_work_are_refused() {
     );
     let _ = PublicKey([0; 32]);
 }
+
+#[test]
+fn behind_nat64_an_ipv4_server_and_ipv4_peer_addresses_are_reached_through_the_prefix() {
+    use crate::wire::control::{Candidates, ControlMsg};
+    use crate::{Client, ConfigError, Endpoint, WELL_KNOWN_NAT64_PREFIX, synthesize_nat64};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    let now = crate::tests::epoch();
+    let v4: SocketAddr = "203.0.113.1:3478".parse().unwrap();
+    let synthesized: SocketAddr = "[64:ff9b::cb00:7101]:3478".parse().unwrap();
+    // RFC 6052 §2.2: the IPv4 address in the last 32 bits of the /96 prefix.
+    assert_eq!(synthesize_nat64(WELL_KNOWN_NAT64_PREFIX, v4), synthesized);
+    let mapped: SocketAddr = "[::ffff:203.0.113.1]:3478".parse().unwrap();
+    assert_eq!(
+        synthesize_nat64(WELL_KNOWN_NAT64_PREFIX, mapped),
+        synthesized
+    );
+    let v6: SocketAddr = "[2001:db8::1]:7".parse().unwrap();
+    assert_eq!(synthesize_nat64(WELL_KNOWN_NAT64_PREFIX, v6), v6);
+    // A prefix whose last 32 bits are not zero is refused.
+    let mut c = ClientConfig::default();
+    c.nat64_prefix = Some("64:ff9b::1".parse().unwrap());
+    assert_eq!(
+        Client::new(Arc::new(c), [0; 32], now).err(),
+        Some(ConfigError::OutOfRange("nat64_prefix"))
+    );
+    // The client reaches its IPv4 server at the synthesised address.
+    let mut c = ClientConfig::default();
+    c.nat64_prefix = Some(WELL_KNOWN_NAT64_PREFIX);
+    let mut client = Client::new(Arc::new(c), [0; 32], now).unwrap();
+    client.connect(now, v4, &[]).unwrap();
+    let mut buf = [0u8; crate::MAX_DATAGRAM_SIZE];
+    let t = client.poll_transmit(now, &mut buf).expect("a hello");
+    assert_eq!(t.dst, synthesized);
+    // What the server says of IPv4 peers is rewritten the same way.
+    let peer: SocketAddr = "198.51.100.9:5000".parse().unwrap();
+    let via = synthesize_nat64(WELL_KNOWN_NAT64_PREFIX, peer);
+    let msg = ControlMsg::PeerCandidates {
+        peer: 7,
+        addrs: Candidates::new(&[peer, v6]),
+    };
+    let ControlMsg::PeerCandidates { addrs, .. } =
+        crate::client::through_nat64(msg, WELL_KNOWN_NAT64_PREFIX)
+    else {
+        panic!("still candidates")
+    };
+    assert_eq!(addrs.iter().collect::<Vec<_>>(), [via, v6]);
+    let moved = ControlMsg::PeerMoved {
+        peer: 7,
+        addr: peer,
+    };
+    assert_eq!(
+        crate::client::through_nat64(moved, WELL_KNOWN_NAT64_PREFIX),
+        ControlMsg::PeerMoved { peer: 7, addr: via }
+    );
+}

@@ -7,7 +7,7 @@
 //! canonicalises whatever it is handed (`pierce_core::canonical`).
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 
 /// Binds a UDP socket at `addr`, blocking as [`UdpSocket::bind`]'s are; at the IPv6
 /// unspecified address (`[::]`) it is dual stack, `IPV6_V6ONLY` set off explicitly rather
@@ -48,12 +48,65 @@ pub fn for_socket(dst: SocketAddr, local: SocketAddr) -> Option<SocketAddr> {
     }
 }
 
+/// The NAT64 prefix of this host's network, discovered as RFC 7050 says: the system
+/// resolver (a DNS64 one on a NAT64 network) answers `ipv4only.arpa`, which has only the
+/// IPv4 addresses 192.0.0.170 and 192.0.0.171, with IPv6 addresses synthesised from them;
+/// the prefix is what precedes either in the last 32 bits (only /96 prefixes are found).
+/// `None` without DNS64 (or without a resolver). Blocking: a DNS lookup.
+pub fn discover_nat64_prefix() -> Option<Ipv6Addr> {
+    let answers = ("ipv4only.arpa", 0).to_socket_addrs().ok()?;
+    nat64_prefix_of(answers.map(|a| a.ip()))
+}
+
+/// The /96 prefix of the first of `answers` that synthesises one of `ipv4only.arpa`'s
+/// addresses (RFC 7050 §3).
+fn nat64_prefix_of(answers: impl IntoIterator<Item = IpAddr>) -> Option<Ipv6Addr> {
+    const WELL_KNOWN: [Ipv4Addr; 2] =
+        [Ipv4Addr::new(192, 0, 0, 170), Ipv4Addr::new(192, 0, 0, 171)];
+    answers.into_iter().find_map(|ip| {
+        let IpAddr::V6(v6) = ip else { return None };
+        let mut o = v6.octets();
+        let v4 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+        if !WELL_KNOWN.contains(&v4) || v6.to_ipv4_mapped().is_some() {
+            return None;
+        }
+        o[12..].fill(0);
+        Some(Ipv6Addr::from(o))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn a(s: &str) -> SocketAddr {
         s.parse().expect("literal")
+    }
+
+    #[test]
+    fn rfc7050_the_prefix_is_what_precedes_ipv4only_arpas_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("literal");
+        let answers = [
+            ip("192.0.0.170"),
+            ip("64:ff9b::c000:aa"),
+            ip("64:ff9b::c000:ab"),
+        ];
+        assert_eq!(
+            nat64_prefix_of(answers),
+            Some("64:ff9b::".parse().expect("literal"))
+        );
+        let own = [ip("2001:db8:64::192.0.0.171")];
+        assert_eq!(
+            nat64_prefix_of(own),
+            Some("2001:db8:64::".parse().expect("literal"))
+        );
+        // No synthesis (no DNS64), or an address that is not ipv4only.arpa's.
+        assert_eq!(
+            nat64_prefix_of([ip("192.0.0.170"), ip("192.0.0.171")]),
+            None
+        );
+        assert_eq!(nat64_prefix_of([ip("64:ff9b::c000:201")]), None);
+        assert_eq!(nat64_prefix_of([ip("::ffff:192.0.0.170")]), None);
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod stats;
 mod sys;
 mod tcp;
 
-pub use dual::{bind_udp, for_socket};
+pub use dual::{bind_udp, discover_nat64_prefix, for_socket};
 
 pub use reuseport::bind_relay_group;
 pub use stats::DriverStats;

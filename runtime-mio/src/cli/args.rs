@@ -22,7 +22,9 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use pierce_core::wire::control::MAX_NAME_LEN;
-use pierce_core::{Channel, ClientConfig, PublicKey, RoomsConfig, Transport};
+use pierce_core::{
+    Channel, ClientConfig, PublicKey, RoomsConfig, Transport, WELL_KNOWN_NAT64_PREFIX,
+};
 
 use super::script::{MAX_COUNT, MAX_NAME, MIN_SIZE};
 
@@ -366,6 +368,46 @@ pub struct ConnectArgs {
     /// family, any port); not multicast or broadcast.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_listen, allow_hyphen_values = true)]
     pub bind: Option<SocketAddr>,
+    /// On an IPv6-only network behind NAT64: `auto` finds the network's prefix (RFC 7050,
+    /// through the system's DNS64 resolver; the well-known 64:ff9b:: if it finds none), or
+    /// name the /96 prefix (its last 32 bits zero). IPv4 servers and peers are then reached
+    /// at their synthesised IPv6 addresses.
+    #[arg(long, value_name = "auto|PREFIX", value_parser = parse_nat64)]
+    pub nat64_prefix: Option<Nat64>,
+}
+
+/// `--nat64-prefix`: found at start, or given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nat64 {
+    /// RFC 7050 discovery, else the well-known prefix.
+    Auto,
+    /// This /96 prefix.
+    Prefix(Ipv6Addr),
+}
+
+impl Nat64 {
+    /// The prefix to use (discovering it for `auto`, a blocking DNS lookup).
+    pub fn prefix(self) -> Ipv6Addr {
+        match self {
+            Self::Auto => crate::discover_nat64_prefix().unwrap_or(WELL_KNOWN_NAT64_PREFIX),
+            Self::Prefix(p) => p,
+        }
+    }
+}
+
+fn parse_nat64(s: &str) -> Result<Nat64, String> {
+    if s == "auto" {
+        return Ok(Nat64::Auto);
+    }
+    let p: Ipv6Addr = s
+        .parse()
+        .map_err(|_| format!("{s}: not `auto` or an IPv6 prefix such as 64:ff9b::"))?;
+    if p.octets()[12..] != [0; 4] {
+        return Err(format!(
+            "{s}: a NAT64 prefix is a /96, its last 32 bits zero (such as 64:ff9b::)"
+        ));
+    }
+    Ok(Nat64::Prefix(p))
 }
 
 impl ConnectArgs {
@@ -1212,6 +1254,22 @@ mod tests {
         assert!(e.contains("--bind 0.0.0.0:0 cannot reach --server"), "{e}");
         let e = peer(&["--server", "127.0.0.1:7", "--bind", "[::1]:0"]).expect_err("family");
         assert!(e.contains("--bind [::1]:0 cannot reach --server"), "{e}");
+        // NAT64: `auto` or a /96 prefix.
+        let nat64 = |p: &str| {
+            let mut argv = vec!["pierce", "peer", "--room", "r", "--peers", "1"];
+            argv.extend(["--server", "192.0.2.1:7", "--nat64-prefix", p]);
+            parse(&argv).map(|c| match c.command {
+                Command::Peer(p) => p.connect.nat64_prefix,
+                _ => panic!("not peer"),
+            })
+        };
+        assert_eq!(nat64("auto"), Ok(Some(Nat64::Auto)));
+        let prefix = "2001:db8:64:64::".parse().expect("literal");
+        assert_eq!(nat64("2001:db8:64:64::"), Ok(Some(Nat64::Prefix(prefix))));
+        let e = nat64("64:ff9b::1").expect_err("not a /96");
+        assert!(e.contains("last 32 bits zero"), "{e}");
+        let e = nat64("192.0.2.1").expect_err("not IPv6");
+        assert!(e.contains("not `auto` or an IPv6 prefix"), "{e}");
         // [::] is dual stack: it reaches both families, one server list of both included.
         assert!(peer(&["--server", "127.0.0.1:7", "--bind", "[::]:0"]).is_ok());
         let both = [

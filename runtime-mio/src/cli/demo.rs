@@ -54,6 +54,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
                 token_secret: None,
                 user_id: None,
                 bind: Some(loopback),
+                nat64_prefix: None,
             },
             room: "demo".to_owned(),
             password: String::new(),

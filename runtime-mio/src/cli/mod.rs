@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use pierce_core::{ClientConfig, ConnectToken};
 
-use args::{Cli, Command, ConnectArgs};
+use args::{Cli, Command, ConnectArgs, Nat64};
 
 /// How long a minted connect token stays valid.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -108,18 +108,25 @@ impl Setup {
         timeout: Duration,
         direct_paths: bool,
     ) -> Result<Self, CliError> {
-        let bind = args.bind.unwrap_or_else(|| match args.server() {
+        // Behind NAT64 every server is reached over IPv6 (an IPv4 one at its synthesised
+        // address: the core does that).
+        let nat64 = args.nat64_prefix.map(Nat64::prefix);
+        let server = match nat64 {
+            Some(prefix) => pierce_core::synthesize_nat64(prefix, args.server()),
+            None => args.server(),
+        };
+        let bind = args.bind.unwrap_or_else(|| match server {
             SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
         });
-        if bind.is_ipv4() != args.server().is_ipv4() && !is_dual(bind) {
+        if bind.is_ipv4() != server.is_ipv4() && !is_dual(bind) {
             return Err(CliError::usage(format!(
-                "--bind {bind} cannot reach --server {} (different address families; --bind \
-                 [::]:0 is dual stack)",
-                args.server()
+                "--bind {bind} cannot reach --server {server} (different address families; \
+                 --bind [::]:0 is dual stack)"
             )));
         }
         let mut config = ClientConfig::default();
+        config.nat64_prefix = nat64;
         config.server_key = args.server_key;
         // The run's own deadline is what counts; the core must not give up later than that.
         config.connect_timeout = timeout;

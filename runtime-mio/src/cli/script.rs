@@ -1202,6 +1202,7 @@ mod tests {
                 token_secret: None,
                 user_id: None,
                 bind: None,
+                nat64_prefix: None,
             },
             room: "r".to_owned(),
             password: String::new(),

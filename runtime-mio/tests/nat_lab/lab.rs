@@ -20,6 +20,8 @@ use std::sync::{Mutex, OnceLock};
 pub(crate) const SERVER: &str = "203.0.113.1:3478";
 /// The server's second address (its `--alt-listen`, for RFC 5780 discovery).
 pub(crate) const SERVER_ALT: &str = "203.0.113.2:3479";
+/// The NAT64 gateway's network-specific prefix ([`Lab::add_nat64`]).
+pub(crate) const NAT64_PREFIX: &str = "2001:db8:64:64::";
 /// Every namespace of this file starts with this.
 const PREFIX: &str = "plab";
 
@@ -36,6 +38,10 @@ pub(crate) enum Nat {
     /// `masquerade fully-random` (a random port per destination address and port) plus the
     /// same firewall: address-and-port-dependent mapping and filtering.
     Symmetric,
+    /// An IPv6-only LAN behind a NAT64 gateway: Debian's `tayga` translates
+    /// [`NAT64_PREFIX`]`/96` to a private IPv4 pool, which is masqueraded on the WAN behind
+    /// the same firewall ([`Lab::add_nat64`]).
+    Nat64,
 }
 
 impl Nat {
@@ -45,6 +51,7 @@ impl Nat {
             Self::FullCone => "full-cone",
             Self::PortRestricted => "port-restricted",
             Self::Symmetric => "symmetric",
+            Self::Nat64 => "nat64",
         }
     }
 
@@ -84,7 +91,7 @@ table ip lab_nat {{
 }}
 "#
             ),
-            Self::PortRestricted => format!(
+            Self::PortRestricted | Self::Nat64 => format!(
                 r#"
 table ip lab_nat {{
   chain postrouting {{
@@ -278,6 +285,105 @@ table bridge lab_loss_{port} {{
         }
         self.routers.push((router, nat, port));
         Ok(out)
+    }
+
+    /// A router doing NAT64 for one IPv6-only host: its LAN is `2001:db8:64::/64` (the
+    /// router `::1`, the host `::2`, no IPv4 at all); `tayga` (started here, in the router's
+    /// namespace, and killed with the lab) translates [`NAT64_PREFIX`]`/96` to the pool
+    /// `192.168.255.0/24`, which is masqueraded on the WAN as [`Nat::PortRestricted`] does.
+    /// The host reaches IPv4 addresses only through the prefix. (Not the well-known
+    /// `64:ff9b::/96`: RFC 6052 §3.1 forbids it for non-global IPv4 addresses such as this
+    /// lab's documentation ones, and tayga enforces that.)
+    #[allow(dead_code)] // not every test binary that includes this file uses it
+    pub(crate) fn add_nat64(&mut self) -> Result<Host, String> {
+        let _one_at_a_time = setup_lock();
+        let i = self.routers.len();
+        let wan = Ipv4Addr::new(203, 0, 113, 10 + i as u8);
+        let router = self.add_ns(&format!("r{i}"))?;
+        let port = self.attach(&router, "wan", &[&format!("{wan}/24")])?;
+        let host = self.add_ns(&format!("h{i}0"))?;
+        ip(&[
+            "-n", &router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns",
+            &host,
+        ])?;
+        let gw: Ipv6Addr = "2001:db8:64::1".parse().expect("literal");
+        let ip6: Ipv6Addr = "2001:db8:64::2".parse().expect("literal");
+        ip(&[
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("{gw}/64"),
+            "dev",
+            "lan",
+            "nodad",
+        ])?;
+        ip(&["-n", &router, "link", "set", "lan", "up"])?;
+        ip(&[
+            "-n",
+            &host,
+            "addr",
+            "add",
+            &format!("{ip6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        ip(&["-n", &host, "link", "set", "eth0", "up"])?;
+        ip(&[
+            "-n",
+            &host,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &gw.to_string(),
+        ])?;
+        sysctl(&router, "net/ipv4/ip_forward", "1")?;
+        sysctl(&router, "net/ipv6/conf/all/forwarding", "1")?;
+        // tayga: its configuration and state in a directory of its own.
+        let dir = std::env::temp_dir().join(format!("{}tayga{i}", self.prefix));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("tayga dir: {e}"))?;
+        let conf = dir.join("tayga.conf");
+        let text = format!(
+            "tun-device nat64\nipv4-addr 192.168.255.1\nprefix {NAT64_PREFIX}/96\n\
+             dynamic-pool 192.168.255.0/24\ndata-dir {}\n",
+            dir.display()
+        );
+        std::fs::write(&conf, text).map_err(|e| format!("tayga.conf: {e}"))?;
+        let conf = conf.display().to_string();
+        run(&[
+            "ip", "netns", "exec", &router, "tayga", "-c", &conf, "--mktun",
+        ])?;
+        ip(&["-n", &router, "link", "set", "nat64", "up"])?;
+        ip(&[
+            "-n",
+            &router,
+            "route",
+            "add",
+            "192.168.255.0/24",
+            "dev",
+            "nat64",
+        ])?;
+        let prefix = format!("{NAT64_PREFIX}/96");
+        ip(&["-n", &router, "-6", "route", "add", &prefix, "dev", "nat64"])?;
+        Command::new("ip")
+            .args(["netns", "exec", &router, "tayga", "-c", &conf, "--nodetach"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start tayga: {e}"))?;
+        nft(&router, &Nat::Nat64.ruleset(Ipv4Addr::UNSPECIFIED))?;
+        self.routers.push((router, Nat::Nat64, port));
+        Ok(Host {
+            ns: host,
+            ip: Ipv4Addr::UNSPECIFIED,
+            nat: Nat::Nat64,
+            wan,
+            ip6: Some(ip6),
+        })
     }
 
     /// Everything that explains a failure: per router its ruleset with counters and its
