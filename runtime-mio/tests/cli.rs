@@ -551,7 +551,7 @@ fn bad_command_lines_exit_2_with_a_message() {
             "--peers",
             "2",
             "--bind",
-            "[::]:0",
+            "[::1]:0",
         ],
         &[
             "peer",
@@ -645,7 +645,7 @@ const BAD: &[(&str, &str, &str, &str, &[&str])] = &[
     ("*", "--user-id", "-1 $PAST 1e3 1.5 id ''", "from 0 to 18446744073709551615",
         &["--token-secret", "s"]),
     ("*", "--bind", "224.0.0.1:0 255.255.255.255:0 [ff02::1]:0", "cannot be bound", &[]),
-    ("*", "--bind", "[::]:0 [::1]:0", "different address families", &[]),
+    ("*", "--bind", "[::1]:0 [::1]:7", "different address families", &[]),
     ("*", "--timeout", "0 -0 -1 1e-10 NaN inf -inf 1e400", "more than 0 and at most 86400", &[]),
     ("*", "--timeout", "86401 $MAX $PAST soon 10s '' --json", "more than 0 and at most 86400", &[]),
     ("peer", "--room", "''", "1 to 64 bytes, got 0", &[]),

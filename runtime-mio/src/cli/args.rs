@@ -364,8 +364,8 @@ pub struct ConnectArgs {
     )]
     pub user_id: Option<u64>,
     /// Local UDP address to bind, of the server's family, or `[::]:PORT` (dual stack: it
-    /// reaches IPv4 and IPv6 servers and peers alike) (default: any address of the server's
-    /// family, any port); not multicast or broadcast.
+    /// reaches IPv4 and IPv6 servers and peers alike) (default: `[::]:0` where the host has
+    /// IPv6, else any address of the server's family, any port); not multicast or broadcast.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_listen, allow_hyphen_values = true)]
     pub bind: Option<SocketAddr>,
     /// On an IPv6-only network behind NAT64: `auto` finds the network's prefix (RFC 7050,

@@ -115,7 +115,11 @@ impl Setup {
             Some(prefix) => pierce_core::synthesize_nat64(prefix, args.server()),
             None => args.server(),
         };
+        // By default dual stack where the host has IPv6 (its global IPv6 addresses become
+        // candidates whatever the server's family: a pair with IPv6 on both ends can go
+        // direct over it behind any IPv4 NAT); else the server's family.
         let bind = args.bind.unwrap_or_else(|| match server {
+            SocketAddr::V4(_) if has_ipv6() => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
             SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
         });
@@ -168,6 +172,11 @@ pub fn lan_candidates(local: SocketAddr) -> Vec<SocketAddr> {
 /// A socket at `[::]`: dual stack ([`crate::bind_udp`]), it reaches both families.
 fn is_dual(local: SocketAddr) -> bool {
     local.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+}
+
+/// Whether this host can have a dual-stack socket (IPv6 enabled).
+fn has_ipv6() -> bool {
+    crate::bind_udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))).is_ok()
 }
 
 fn seed8() -> Result<[u8; 8], CliError> {
