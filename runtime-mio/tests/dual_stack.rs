@@ -8,13 +8,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 #[path = "support/child.rs"]
 mod child;
-use child::{Finished, finish, start_server_at, string_field};
+use child::{Finished, finish, spawn_piped, start_server_at, string_field};
 
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -61,13 +61,7 @@ impl Server {
         args.extend(["--room", "dual", "--peers", "2", "--send", COUNT]);
         args.extend(["--name", name, "--timeout", "40", "--json", "--hold", "2"]);
         args.extend(extra);
-        Command::new(PIERCE)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        spawn_piped(PIERCE, &args)
     }
 
     /// The addresses its `client_joined` lines name so far.

@@ -11,13 +11,13 @@
 //! tests and on the wire in the simulator's (`sim/tests/privacy.rs`).
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::thread;
 use std::time::Duration;
 
 #[path = "support/child.rs"]
 mod child;
-use child::{Finished, finish, int_field, start_server, string_field};
+use child::{Finished, finish, int_field, spawn_piped, start_server, string_field};
 
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
 /// Longest one peer may run.
@@ -54,13 +54,7 @@ impl Server {
         ]);
         args.extend(["--timeout", "40", "--json", "--hold", "2"]);
         args.extend(extra);
-        Command::new(PIERCE)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        spawn_piped(PIERCE, &args)
     }
 }
 

@@ -15,11 +15,14 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader};
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+#[path = "support/child.rs"]
+mod child;
+use child::free_udp_port;
 
 /// Where `tool` is (PATH, or /usr/sbin where Debian puts `stund`); `None` (after saying so)
 /// when it is missing outside CI; panics in CI.
@@ -156,14 +159,6 @@ fn vovidas_stun_client_gets_a_420_not_silence_from_a_one_ip_pierce_server() {
         !text.contains("Firewall") && !text.contains("Blocked"),
         "{text}"
     );
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `pierce netcheck` through Vovida's `stund`, which says where its second address is only

@@ -6,7 +6,7 @@
 //! they say loudly that they were skipped.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use pierce_core::{Client, ClientConfig, ClientEvent, SecretKey, Server, ServerConfig};
 use pierce_mio::Driver;
+
+#[path = "support/child.rs"]
+mod child;
+use child::free_udp_port;
 
 /// Returns false (after saying so) when `tool` is missing outside CI; panics in CI.
 fn have(tool: &str) -> bool {
@@ -30,14 +34,6 @@ fn have(tool: &str) -> bool {
         eprintln!("SKIPPED: {tool} not installed (apt-get install coturn)");
     }
     found
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

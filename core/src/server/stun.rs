@@ -399,17 +399,7 @@ mod tests {
 
     /// A request with `attrs` (type, value), padded, and no FINGERPRINT.
     fn request_with(attrs: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut m = vec![0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42];
-        m.extend_from_slice(&[5; 12]);
-        for (t, v) in attrs {
-            m.extend_from_slice(&t.to_be_bytes());
-            m.extend_from_slice(&(v.len() as u16).to_be_bytes());
-            m.extend_from_slice(v);
-            m.resize(m.len().next_multiple_of(4), 0);
-        }
-        let len = (m.len() - HEADER_LEN) as u16;
-        m[2..4].copy_from_slice(&len.to_be_bytes());
-        m
+        crate::wire::stun::test_request([5; 12], attrs)
     }
 
     /// The same as a classic RFC 3489 request (its id's head where the cookie was).

@@ -732,6 +732,22 @@ fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
+/// A Binding request `txid` with `attrs` (type, value), padded, and no FINGERPRINT (tests).
+#[cfg(test)]
+pub(crate) fn test_request(txid: [u8; 12], attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut m = vec![0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42];
+    m.extend_from_slice(&txid);
+    for (t, v) in attrs {
+        m.extend_from_slice(&t.to_be_bytes());
+        m.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        m.extend_from_slice(v);
+        m.resize(m.len().next_multiple_of(4), 0);
+    }
+    let len = (m.len() - HEADER_LEN) as u16;
+    m[2..4].copy_from_slice(&len.to_be_bytes());
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -923,18 +939,9 @@ mod tests {
         assert_eq!(&msg[at + 4..at + 36], &mac.finalize().into_bytes()[..]);
     }
 
-    /// A request with `attrs` (type, value), padded, and no FINGERPRINT.
     fn request_with(attrs: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut m = BINDING_REQUEST_BYTES.to_vec();
-        for (t, v) in attrs {
-            m.extend_from_slice(&t.to_be_bytes());
-            m.extend_from_slice(&(v.len() as u16).to_be_bytes());
-            m.extend_from_slice(v);
-            m.resize(m.len().next_multiple_of(4), 0);
-        }
-        let len = (m.len() - HEADER_LEN) as u16;
-        m[2..4].copy_from_slice(&len.to_be_bytes());
-        m
+        let txid = BINDING_REQUEST_BYTES[8..].try_into().unwrap();
+        test_request(txid, attrs)
     }
 
     #[test]

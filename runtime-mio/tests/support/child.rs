@@ -256,3 +256,22 @@ pub(crate) fn finish(limit: Duration, children: Vec<Child>) -> Vec<Finished> {
         })
         .collect()
 }
+
+/// Starts `bin args...` with stdin closed and stdout and stderr piped.
+pub(crate) fn spawn_piped(bin: &str, args: &[&str]) -> Child {
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn a child process")
+}
+
+/// A UDP port free on 127.0.0.1 a moment ago (for a tool that takes a port, not a socket).
+pub(crate) fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
