@@ -145,9 +145,7 @@ impl Peer {
             );
             thread::sleep(Duration::from_millis(20));
         };
-        // (The reader thread may still hold the last lines.)
-        thread::sleep(Duration::from_millis(50));
-        self.count("");
+        self.out.read_to_end(Duration::from_secs(5));
         let summary = self
             .out
             .all

@@ -112,6 +112,19 @@ impl<T: Line> Seen<T> {
         self.all.iter().filter(|l| l.text().contains(what)).count()
     }
 
+    /// After the child exited: takes every line up to the end of its output (the reader
+    /// thread may still hold the last ones), waiting at most `limit`.
+    pub(crate) fn read_to_end(&mut self, limit: Duration) {
+        let end = Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => self.all.push(l),
+                Err(_) => return, // the end of the output, or out of time
+            }
+        }
+    }
+
     /// The first line so far that contains `what`.
     pub(crate) fn first(&self, what: &str) -> Option<&T> {
         self.all.iter().find(|l| l.text().contains(what))
