@@ -774,6 +774,8 @@ mod bottleneck {
     type InFlight = (usize, bool, u64, Vec<u8>);
 
     pub(super) struct Net {
+        /// Virtual time zero (the epoch is read once per harness).
+        start: Instant,
         now: Instant,
         flows: Vec<Flow>,
         busy_until: Instant,
@@ -808,6 +810,7 @@ mod bottleneck {
                 })
                 .collect();
             Self {
+                start: now,
                 now,
                 flows,
                 busy_until: now,
@@ -925,7 +928,7 @@ mod bottleneck {
 
         /// Bytes flow `i` delivered between `from` and `to` after the start.
         pub(super) fn delivered(&self, i: usize, from: Duration, to: Duration) -> usize {
-            let t0 = crate::tests::epoch();
+            let t0 = self.start;
             self.flows[i]
                 .got
                 .iter()
@@ -939,10 +942,10 @@ mod bottleneck {
         }
     }
 
-    /// Payload bytes per second the bottleneck carries at most (its rate less the packet
-    /// overheads: a 1044-byte fragment in a 1200-byte datagram).
+    /// Payload bytes per second the bottleneck carries at most: its rate less the bytes
+    /// around the frames (`OVERHEAD` per 1200-byte datagram; frame headers not deducted).
     pub(super) fn payload_capacity() -> f64 {
-        RATE * 1044.0 / 1200.0
+        RATE * (1200 - OVERHEAD) as f64 / 1200.0
     }
 }
 
