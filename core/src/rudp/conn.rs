@@ -43,6 +43,11 @@ const SENT_FRAMES_INLINE: usize = 16;
 pub const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 /// Packet-count loss threshold (RFC 9002 §6.1.1).
 const PACKET_THRESHOLD: u64 = 3;
+/// Once a packet declared lost is acknowledged after all (the path reorders), loss detection
+/// stops counting packets and waits a quarter of the smoothed RTT more per such event, up
+/// to one RTT (RACK, RFC 8985 §6.2: `reo_wnd` in steps of a quarter of the minimum RTT).
+/// Reordering by per-packet jitter at 10 Mbit/s is 30 packets deep: no packet count fits.
+const REORDER_WINDOW_STEP_DIV: u32 = 4;
 /// Messages a receiver buffers ahead of the next in-order one, per channel; a sender cannot
 /// be further ahead than its own unacknowledged messages anyway.
 const RECV_WINDOW: u32 = 1 << 16;
@@ -303,6 +308,9 @@ pub struct Connection {
     sent: VecDeque<Sent>,
     largest_acked: Option<u64>,
     loss_time: Option<Instant>,
+    /// The path reordered: loss detection by time only, this much later (see
+    /// [`REORDER_WINDOW_STEP_DIV`]).
+    reorder_window: Option<Duration>,
     pto_count: u32,
     last_ack_eliciting: Option<Instant>,
     probes: u32,
@@ -346,6 +354,7 @@ impl Connection {
             sent: VecDeque::new(),
             largest_acked: None,
             loss_time: None,
+            reorder_window: None,
             pto_count: 0,
             last_ack_eliciting: None,
             probes: 0,
@@ -1069,9 +1078,14 @@ impl Connection {
                     self.in_flight -= s.size;
                     acked_bytes += s.size;
                     acked_packets += 1;
-                } else if let Some(Some(episode)) = s.lost {
+                } else if let Some(episode) = s.lost {
                     // Declared lost, yet here: it was reordered.
-                    self.cc.on_spurious_loss(episode);
+                    if let Some(episode) = episode {
+                        self.cc.on_spurious_loss(episode);
+                    }
+                    let step = self.rtt.srtt() / REORDER_WINDOW_STEP_DIV;
+                    let w = self.reorder_window.map_or(step, |w| w + step);
+                    self.reorder_window = Some(w.min(self.rtt.srtt()));
                 }
                 s.in_flight = false;
                 let (pn, time, elicit) = (s.pn, s.time, s.ack_eliciting);
@@ -1179,6 +1193,7 @@ impl Connection {
 
     fn loss_delay(&self) -> Duration {
         (self.rtt.srtt().max(self.latest_rtt) * 9 / 8).max(Duration::from_millis(1))
+            + self.reorder_window.unwrap_or_default()
     }
 
     fn detect_lost(&mut self, now: Instant) {
@@ -1198,7 +1213,8 @@ impl Connection {
             if !s.in_flight {
                 continue;
             }
-            if s.time + delay <= now || largest >= s.pn + PACKET_THRESHOLD {
+            let by_count = self.reorder_window.is_none() && largest >= s.pn + PACKET_THRESHOLD;
+            if s.time + delay <= now || by_count {
                 s.in_flight = false;
                 s.lost = Some(None);
                 self.in_flight -= s.size;

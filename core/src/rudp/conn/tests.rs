@@ -1035,3 +1035,37 @@ fn random_loss_on_an_idle_bottleneck_does_not_shrink_the_window_but_classic_newr
     assert!(ours > 0.85, "ours {:.0}%", ours * 100.0);
     assert!(classic < 0.6, "classic {:.0}%", classic * 100.0);
 }
+
+#[test]
+fn a_path_that_reorders_stops_spurious_retransmissions_and_undoes_their_reductions() {
+    // No loss at all, but each packet's delay varies by up to 20 ms independently: packets
+    // 1 ms apart arrive out of order. Every retransmission here is spurious.
+    let mut imp = Impair::clean(25);
+    imp.jitter = Duration::from_millis(20);
+    let mut p = Pair::new(5, imp);
+    let big = Bytes::from(vec![7u8; 1 << 20]);
+    p.a.send(
+        p.now,
+        Channel::RELIABLE_ORDERED,
+        big,
+        SendOptions::default(),
+    )
+    .unwrap();
+    assert!(p.run_until(Duration::from_secs(60), |p| !p.got_b.is_empty()));
+    let (s, cc) = (p.a.stats, p.a.cc.stats);
+    eprintln!(
+        "reordering: {} of {} packets declared lost, {} retransmits, {} reductions, {} undone",
+        s.packets_lost, s.packets_sent, s.retransmits, cc.congestion_events, cc.undone
+    );
+    assert!(p.a.reorder_window.is_some(), "reordering was noticed");
+    assert!(
+        s.retransmits * 50 < s.packets_sent,
+        "under 2% spurious retransmissions: {} of {}",
+        s.retransmits,
+        s.packets_sent
+    );
+    assert_eq!(
+        cc.congestion_events, cc.undone,
+        "every reduction was undone"
+    );
+}
