@@ -3,8 +3,9 @@
 //!
 //! Loss detection follows RFC 9002: a packet is lost once a packet sent 3 later is
 //! acknowledged, or 9/8 RTT after a later one was; a probe timeout (PTO) elicits an ack when
-//! everything in flight went quiet. Congestion control is NewReno (RFC 9002 §7) in bytes
-//! with a pacer that spreads a window over an RTT. Expiry is two-phase so an expired message
+//! everything in flight went quiet. Congestion control ([`super::cc`]) is a NewReno-style
+//! window in bytes that reduces only for congestion, not random loss, and undoes reductions
+//! that reordering caused; a pacer spreads the window over an RTT. Expiry is two-phase so an expired message
 //! can never be delivered afterwards: at its deadline the sender stops sending it and raises
 //! the channel's floor; `MessageExpired` is reported only once the peer acknowledged the
 //! packet carrying that floor, after which it discards anything below it.
@@ -14,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
+use super::cc::{Congestion, INITIAL_WINDOW_PACKETS};
 use super::ranges::RangeSet;
 use super::rtt::{MAX_RTO, RttEstimator};
 use super::seqmap::SeqMap;
@@ -41,12 +43,11 @@ const SENT_FRAMES_INLINE: usize = 16;
 pub const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 /// Packet-count loss threshold (RFC 9002 §6.1.1).
 const PACKET_THRESHOLD: u64 = 3;
-/// Minimum congestion window. RFC 9002 says 2 datagrams; game flows are app-limited and
-/// see random (non-congestive) loss, and at 2 a lossy link stalls them behind a shut window
-/// (measured at 20% loss against renet), so the floor is 4.
-const MIN_WINDOW_PACKETS: usize = 4;
-/// Initial congestion window (RFC 9002 §7.2: 10 datagrams).
-const INITIAL_WINDOW_PACKETS: usize = 10;
+/// Once a packet declared lost is acknowledged after all (the path reorders), loss detection
+/// stops counting packets and waits a quarter of the smoothed RTT more per such event, up
+/// to one RTT (RACK, RFC 8985 §6.2: `reo_wnd` in steps of a quarter of the minimum RTT).
+/// Reordering by per-packet jitter at 10 Mbit/s is 30 packets deep: no packet count fits.
+const REORDER_WINDOW_STEP_DIV: u32 = 4;
 /// Messages a receiver buffers ahead of the next in-order one, per channel; a sender cannot
 /// be further ahead than its own unacknowledged messages anyway.
 const RECV_WINDOW: u32 = 1 << 16;
@@ -64,7 +65,7 @@ pub const ACK_RESERVE: usize = 64;
 /// second packet: the acks exist only for congestion control and loss statistics there, and
 /// through the relay each one costs the server a datagram (`relay_vs_coturn`: 0.50 acks per
 /// relayed 100-byte datagram before, see the README). The smallest congestion window
-/// ([`MIN_WINDOW_PACKETS`] full packets) is twice this, so a sender never waits on the delay
+/// ([`super::cc::MIN_WINDOW_PACKETS`] full packets) is twice this, so a sender never waits on the delay
 /// timer with its window full.
 const ACK_EVERY_BYTES: usize = 2 * crate::MAX_DATAGRAM_SIZE;
 
@@ -124,6 +125,9 @@ struct Sent {
     ack_eliciting: bool,
     /// Still neither acknowledged nor declared lost.
     in_flight: bool,
+    /// Declared lost, with the congestion episode it was counted in (if the controller
+    /// reduced the window for it): kept a while so a late ack can undo the reduction.
+    lost: Option<Option<u32>>,
     frames: SmallVec<[SentFrame; SENT_FRAMES_INLINE]>,
 }
 
@@ -304,13 +308,14 @@ pub struct Connection {
     sent: VecDeque<Sent>,
     largest_acked: Option<u64>,
     loss_time: Option<Instant>,
+    /// The path reordered: loss detection by time only, this much later (see
+    /// [`REORDER_WINDOW_STEP_DIV`]).
+    reorder_window: Option<Duration>,
     pto_count: u32,
     last_ack_eliciting: Option<Instant>,
     probes: u32,
     in_flight: usize,
-    cwnd: usize,
-    ssthresh: usize,
-    recovery_start: Option<Instant>,
+    cc: Congestion,
     /// Pacer tokens (bytes) and when they were last refilled.
     pace_tokens: usize,
     pace_at: Option<Instant>,
@@ -349,13 +354,12 @@ impl Connection {
             sent: VecDeque::new(),
             largest_acked: None,
             loss_time: None,
+            reorder_window: None,
             pto_count: 0,
             last_ack_eliciting: None,
             probes: 0,
             in_flight: 0,
-            cwnd: INITIAL_WINDOW_PACKETS * limits.mtu,
-            ssthresh: usize::MAX,
-            recovery_start: None,
+            cc: Congestion::new(limits.mtu),
             pace_tokens: INITIAL_WINDOW_PACKETS * limits.mtu,
             pace_at: None,
             buffered: 0,
@@ -391,7 +395,7 @@ impl Connection {
 
     /// Congestion window, bytes.
     pub fn cwnd(&self) -> usize {
-        self.cwnd
+        self.cc.window()
     }
 
     /// Reliable messages neither acknowledged nor expired (queued ones included).
@@ -569,7 +573,7 @@ impl Connection {
     }
 
     fn can_send(&self, now: Instant) -> bool {
-        self.in_flight < self.cwnd && self.pace_ready(now).is_none()
+        self.in_flight < self.cc.window() && self.pace_ready(now).is_none()
     }
 
     /// `None` if the pacer allows a packet at `now`, else when it will.
@@ -594,7 +598,7 @@ impl Connection {
     /// Bytes per second: 5/4 of a window per smoothed RTT (RFC 9002 §7.7).
     fn pace_rate(&self) -> f64 {
         let rtt = self.rtt.srtt().as_secs_f64().max(0.001);
-        (self.cwnd as f64 * 1.25 / rtt).max(self.limits.mtu as f64)
+        (self.cc.window() as f64 * 1.25 / rtt).max(self.limits.mtu as f64)
     }
 
     fn pace_tokens_at(&self, now: Instant) -> usize {
@@ -654,7 +658,7 @@ impl Connection {
             }
         }
         let probing = self.probes > 0;
-        if self.in_flight < self.cwnd && self.pace_ready(now).is_none() || probing {
+        if self.in_flight < self.cc.window() && self.pace_ready(now).is_none() || probing {
             self.write_data(w, &mut frames);
         }
         if probing && frames.is_empty() && w.remaining() > 0 {
@@ -670,6 +674,7 @@ impl Connection {
         }
         let size = n + overhead;
         if ack_eliciting {
+            self.cc.on_sent(pn);
             self.in_flight += size;
             self.last_ack_eliciting = Some(now);
             let tokens = self.pace_tokens_at(now);
@@ -684,6 +689,7 @@ impl Connection {
             size,
             ack_eliciting,
             in_flight: ack_eliciting,
+            lost: None,
             frames,
         });
         n
@@ -1053,7 +1059,9 @@ impl Connection {
     fn on_ack(&mut self, now: Instant, ack: &AckFrame<'_>) {
         let mut newly_largest: Option<(u64, Instant, bool)> = None;
         let mut acked_bytes = 0usize;
+        let mut acked_packets = 0u32;
         let mut acked_any = false;
+        let in_flight_before = self.in_flight;
         for (start, end) in ack.ranges() {
             // `sent` is sorted by packet number.
             let from = self.sent.partition_point(|s| s.pn < start);
@@ -1069,6 +1077,15 @@ impl Connection {
                 if was_in_flight {
                     self.in_flight -= s.size;
                     acked_bytes += s.size;
+                    acked_packets += 1;
+                } else if let Some(episode) = s.lost {
+                    // Declared lost, yet here: it was reordered.
+                    if let Some(episode) = episode {
+                        self.cc.on_spurious_loss(episode);
+                    }
+                    let step = self.rtt.srtt() / REORDER_WINDOW_STEP_DIV;
+                    let w = self.reorder_window.map_or(step, |w| w + step);
+                    self.reorder_window = Some(w.min(self.rtt.srtt()));
                 }
                 s.in_flight = false;
                 let (pn, time, elicit) = (s.pn, s.time, s.ack_eliciting);
@@ -1099,23 +1116,21 @@ impl Connection {
                     };
                     self.latest_rtt = sample;
                     self.rtt.update(sample);
+                    self.cc.on_rtt_sample(sample);
                 }
             }
-        }
-        // NewReno growth, outside recovery.
-        if self
-            .recovery_start
-            .is_none_or(|r| now > r + self.rtt.srtt())
-        {
-            if self.cwnd < self.ssthresh {
-                self.cwnd += acked_bytes;
-            } else {
-                self.cwnd += self.limits.mtu * acked_bytes / self.cwnd.max(1);
-            }
+            self.cc.on_acked(
+                now,
+                pn,
+                acked_packets,
+                acked_bytes,
+                in_flight_before,
+                self.rtt.srtt(),
+            );
         }
         self.pto_count = 0;
         self.detect_lost(now);
-        self.trim_sent();
+        self.trim_sent(now);
         self.emit_expired();
     }
 
@@ -1178,6 +1193,7 @@ impl Connection {
 
     fn loss_delay(&self) -> Duration {
         (self.rtt.srtt().max(self.latest_rtt) * 9 / 8).max(Duration::from_millis(1))
+            + self.reorder_window.unwrap_or_default()
     }
 
     fn detect_lost(&mut self, now: Instant) {
@@ -1188,19 +1204,24 @@ impl Connection {
         self.loss_time = None;
         let mut lost_frames: SmallVec<[SentFrame; 16]> = SmallVec::new();
         let mut lost_any = None;
-        for s in self.sent.iter_mut() {
+        let mut lost_at: SmallVec<[usize; 8]> = SmallVec::new();
+        let in_flight_before = self.in_flight;
+        for (i, s) in self.sent.iter_mut().enumerate() {
             if s.pn > largest {
                 break;
             }
             if !s.in_flight {
                 continue;
             }
-            if s.time + delay <= now || largest >= s.pn + PACKET_THRESHOLD {
+            let by_count = self.reorder_window.is_none() && largest >= s.pn + PACKET_THRESHOLD;
+            if s.time + delay <= now || by_count {
                 s.in_flight = false;
+                s.lost = Some(None);
                 self.in_flight -= s.size;
                 self.stats.packets_lost += 1;
                 lost_frames.extend(s.frames.iter().copied());
                 lost_any = Some(lost_any.map_or(s.time, |t: Instant| t.max(s.time)));
+                lost_at.push(i);
             } else {
                 let t = s.time + delay;
                 self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
@@ -1210,13 +1231,15 @@ impl Connection {
             self.requeue(f);
         }
         if let Some(sent_time) = lost_any {
-            // One window reduction per round trip, to 0.7 of the window (CUBIC's beta, RFC
-            // 9438): random loss on game links is not all congestion, and halving made a
-            // 1 MiB transfer at 2% loss take 13 s (rudp_vs_peers); 0.7 makes it 9 s.
-            if self.recovery_start.is_none_or(|r| sent_time > r) {
-                self.recovery_start = Some(now);
-                self.ssthresh = (self.cwnd * 7 / 10).max(MIN_WINDOW_PACKETS * self.limits.mtu);
-                self.cwnd = self.ssthresh;
+            // The controller decides whether this is congestion (see `cc`); the packets
+            // carry its episode so that a late ack for all of them undoes the reduction.
+            let episode = self
+                .cc
+                .on_lost(now, lost_at.len() as u32, sent_time, in_flight_before);
+            if episode.is_some() {
+                for i in lost_at {
+                    self.sent[i].lost = Some(episode);
+                }
             }
         }
     }
@@ -1257,8 +1280,15 @@ impl Connection {
         }
     }
 
-    fn trim_sent(&mut self) {
-        while self.sent.front().is_some_and(|s| !s.in_flight) {
+    /// Drops the oldest packets once acknowledged, or declared lost and too old for a late
+    /// ack (2 RTTs after they were sent: reordering that deep is loss).
+    fn trim_sent(&mut self, now: Instant) {
+        let keep = self.rtt.srtt() * 2 + self.limits.ack_delay;
+        while self
+            .sent
+            .front()
+            .is_some_and(|s| !s.in_flight && (s.size == 0 || s.time + keep <= now))
+        {
             self.sent.pop_front();
         }
     }
@@ -1304,7 +1334,7 @@ impl Connection {
         take(self.loss_time);
         take(self.pto_at());
         take(self.deadlines.first().map(|(d, _, _)| *d));
-        if self.chans.iter().any(Chan::has_data) && self.in_flight < self.cwnd {
+        if self.chans.iter().any(Chan::has_data) && self.in_flight < self.cc.window() {
             take(self.now.and_then(|now| self.pace_ready(now)));
         }
         t
@@ -1315,8 +1345,8 @@ impl Connection {
         self.saw(now);
         if self.loss_time.is_some_and(|t| t <= now) {
             self.detect_lost(now);
-            self.trim_sent();
         }
+        self.trim_sent(now);
         if self.pto_at().is_some_and(|t| t <= now) {
             self.pto_count += 1;
             // Two probes, as RFC 9002 §6.2.4 allows: one lost probe does not cost another PTO.
@@ -1325,6 +1355,7 @@ impl Connection {
                 let mut lost: SmallVec<[SentFrame; 16]> = SmallVec::new();
                 for s in self.sent.iter_mut().filter(|s| s.in_flight) {
                     s.in_flight = false;
+                    s.lost = Some(None);
                     self.stats.packets_lost += 1;
                     lost.extend(s.frames.iter().copied());
                 }
@@ -1332,9 +1363,8 @@ impl Connection {
                 for f in lost {
                     self.requeue(f);
                 }
-                self.cwnd = MIN_WINDOW_PACKETS * self.limits.mtu;
-                self.ssthresh = self.cwnd;
-                self.trim_sent();
+                self.cc.on_persistent_congestion();
+                self.trim_sent(now);
             }
             // Send the oldest unacknowledged data again as the probe.
             let oldest = self

@@ -6,6 +6,7 @@
 //! AEAD counters, so the same state carries a peer's traffic over the relay and over a direct
 //! path alike: switching paths needs no translation and cannot lose, duplicate or reorder.
 
+pub(crate) mod cc;
 pub(crate) mod conn;
 pub(crate) mod ranges;
 pub(crate) mod rtt;

@@ -743,3 +743,329 @@ fn small_unreliable_packets_are_acknowledged_by_weight_and_reliable_ones_every_s
         "{unreliable} acks for 40 unreliable packets"
     );
 }
+
+/// Bulk flows sharing one bottleneck: every flow's data packets queue at `rate` behind one
+/// drop-tail buffer of `capacity` bytes (a router's interface), then cross `latency`; acks
+/// come back over their own uncongested path. Optional random loss before the queue.
+mod bottleneck {
+    use super::*;
+
+    /// Bytes per second of the shared link: 8 Mbit/s.
+    const RATE: f64 = 1_000_000.0;
+    /// One-way latency each way: 50 ms RTT, so one bandwidth-delay product is 50 kB.
+    const LATENCY: Duration = Duration::from_millis(25);
+    /// Drop-tail buffer: one bandwidth-delay product, the classic router sizing.
+    const CAPACITY: f64 = 50_000.0;
+    /// Size of each bulk message a flow keeps queued.
+    const CHUNK: usize = 16 * 1024;
+
+    pub(super) struct Flow {
+        a: Connection,
+        b: Connection,
+        pn_ab: u64,
+        pn_ba: u64,
+        start: Instant,
+        /// Bytes b received, as (time, bytes) per message.
+        got: Vec<(Instant, usize)>,
+    }
+
+    /// A packet on the wire, keyed by (arrival, seq): its flow, whether it goes towards b,
+    /// its number and its frames.
+    type InFlight = (usize, bool, u64, Vec<u8>);
+
+    pub(super) struct Net {
+        /// Virtual time zero (the epoch is read once per harness).
+        start: Instant,
+        now: Instant,
+        flows: Vec<Flow>,
+        busy_until: Instant,
+        loss: f64,
+        rng: StdRng,
+        seq: u64,
+        wire: BTreeMap<(Instant, u64), InFlight>,
+        pub(super) tail_drops: u64,
+    }
+
+    impl Net {
+        /// Flows whose controllers `classic` picks (true: the NewReno reference), started
+        /// at the given offsets.
+        pub(super) fn new(seed: u64, loss: f64, flows: &[(bool, Duration)]) -> Self {
+            let now = crate::tests::epoch();
+            let ch = ChannelConfig::defaults();
+            let flows = flows
+                .iter()
+                .map(|&(classic, start)| {
+                    let mut a = Connection::new(&ch, limits());
+                    if classic {
+                        a.cc = Congestion::classic_newreno(limits().mtu);
+                    }
+                    Flow {
+                        a,
+                        b: Connection::new(&ch, limits()),
+                        pn_ab: 0,
+                        pn_ba: 0,
+                        start: now + start,
+                        got: Vec::new(),
+                    }
+                })
+                .collect();
+            Self {
+                start: now,
+                now,
+                flows,
+                busy_until: now,
+                loss,
+                rng: StdRng::seed_from_u64(seed),
+                seq: 0,
+                wire: BTreeMap::new(),
+                tail_drops: 0,
+            }
+        }
+
+        fn transmit(&mut self) {
+            let now = self.now;
+            for i in 0..self.flows.len() {
+                let f = &mut self.flows[i];
+                if now < f.start {
+                    continue;
+                }
+                while f.a.queued_bytes() < 4 * CHUNK {
+                    f.a.send(
+                        now,
+                        Channel::RELIABLE_ORDERED,
+                        Bytes::from(vec![i as u8; CHUNK]),
+                        SendOptions::default(),
+                    )
+                    .unwrap();
+                }
+                for to_b in [true, false] {
+                    loop {
+                        let f = &mut self.flows[i];
+                        let (conn, pn) = if to_b {
+                            (&mut f.a, &mut f.pn_ab)
+                        } else {
+                            (&mut f.b, &mut f.pn_ba)
+                        };
+                        if !conn.wants_transmit(now) {
+                            break;
+                        }
+                        let mut buf = [0u8; 1200 - OVERHEAD];
+                        let mut w = Writer::new(&mut buf);
+                        let n = conn.write(now, *pn, OVERHEAD, &mut w);
+                        if n == 0 {
+                            break;
+                        }
+                        let this = *pn;
+                        *pn += 1;
+                        let arrival = if to_b {
+                            if self.rng.random_bool(self.loss) {
+                                continue;
+                            }
+                            let size = (n + OVERHEAD) as f64;
+                            let backlog = self.busy_until.saturating_duration_since(now);
+                            if backlog.as_secs_f64() * RATE + size > CAPACITY {
+                                self.tail_drops += 1;
+                                continue;
+                            }
+                            self.busy_until =
+                                self.busy_until.max(now) + Duration::from_secs_f64(size / RATE);
+                            self.busy_until + LATENCY
+                        } else {
+                            now + LATENCY
+                        };
+                        self.seq += 1;
+                        self.wire
+                            .insert((arrival, self.seq), (i, to_b, this, buf[..n].to_vec()));
+                    }
+                }
+            }
+        }
+
+        fn step(&mut self) {
+            self.transmit();
+            let mut next = self.wire.keys().next().map(|k| k.0);
+            for f in &self.flows {
+                for t in [f.a.poll_timeout(), f.b.poll_timeout(), Some(f.start)] {
+                    if let Some(t) = t.filter(|t| *t > self.now) {
+                        next = Some(next.map_or(t, |n| n.min(t)));
+                    }
+                }
+            }
+            let next = next.unwrap_or(self.now + Duration::from_millis(10));
+            self.now = next.max(self.now + Duration::from_micros(10));
+            while let Some((&key, _)) = self.wire.first_key_value() {
+                if key.0 > self.now {
+                    break;
+                }
+                let (i, to_b, pn, bytes) = self.wire.remove(&key).unwrap();
+                let f = &mut self.flows[i];
+                let conn = if to_b { &mut f.b } else { &mut f.a };
+                let frames = crate::wire::frame::decode_all(&bytes).unwrap();
+                conn.handle_packet(self.now, pn, bytes.len() + OVERHEAD, &frames);
+            }
+            for f in &mut self.flows {
+                f.a.handle_timeout(self.now);
+                f.b.handle_timeout(self.now);
+                while let Some(e) = f.b.poll_event() {
+                    if let ConnEvent::Message { payload, .. } = e {
+                        f.got.push((self.now, payload.len()));
+                    }
+                }
+                while f.a.poll_event().is_some() {}
+            }
+        }
+
+        pub(super) fn run_for(&mut self, d: Duration) {
+            let end = self.now + d;
+            for _ in 0..20_000_000 {
+                if self.now >= end {
+                    return;
+                }
+                self.step();
+            }
+            panic!("step cap");
+        }
+
+        /// Bytes flow `i` delivered between `from` and `to` after the start.
+        pub(super) fn delivered(&self, i: usize, from: Duration, to: Duration) -> usize {
+            let t0 = self.start;
+            self.flows[i]
+                .got
+                .iter()
+                .filter(|(t, _)| *t >= t0 + from && *t < t0 + to)
+                .map(|(_, n)| n)
+                .sum()
+        }
+
+        pub(super) fn sender(&self, i: usize) -> &Connection {
+            &self.flows[i].a
+        }
+    }
+
+    /// Payload bytes per second the bottleneck carries at most: its rate less the bytes
+    /// around the frames (`OVERHEAD` per 1200-byte datagram; frame headers not deducted).
+    pub(super) fn payload_capacity() -> f64 {
+        RATE * (1200 - OVERHEAD) as f64 / 1200.0
+    }
+}
+
+/// Shares of two flows over [from, to), and the fraction of the bottleneck they filled.
+fn shares(net: &bottleneck::Net, from: u64, to: u64) -> (f64, f64, f64) {
+    let (from, to) = (Duration::from_secs(from), Duration::from_secs(to));
+    let d0 = net.delivered(0, from, to) as f64;
+    let d1 = net.delivered(1, from, to) as f64;
+    let capacity = bottleneck::payload_capacity() * (to - from).as_secs_f64();
+    (d0, d1, (d0 + d1) / capacity)
+}
+
+#[test]
+fn two_flows_through_one_bottleneck_converge_to_within_twenty_percent_of_each_other() {
+    for seed in 1..=5 {
+        // The second flow starts about 5 s late, against one that already owns the link.
+        let late = Duration::from_millis(5000 + 137 * seed);
+        let mut net = bottleneck::Net::new(seed, 0.0, &[(false, Duration::ZERO), (false, late)]);
+        net.run_for(Duration::from_secs(45));
+        let (d0, d1, used) = shares(&net, 15, 45);
+        let cc = net.sender(0).cc.stats;
+        eprintln!(
+            "seed {seed}: {:.3} / {:.3} of the link, {:.0}% used",
+            d0 / (d0 + d1),
+            d1 / (d0 + d1),
+            used * 100.0
+        );
+        assert!(
+            (d0 - d1).abs() <= 0.2 * d0.max(d1),
+            "seed {seed}: {d0} vs {d1} bytes ({cc:?})"
+        );
+        assert!(
+            used > 0.85,
+            "seed {seed}: bottleneck {:.0}% used",
+            used * 100.0
+        );
+        assert!(
+            net.tail_drops > 0,
+            "the queue overflowed: it was a real bottleneck"
+        );
+    }
+}
+
+#[test]
+fn a_flow_against_classic_newreno_takes_no_more_than_its_share() {
+    for seed in 1..=5 {
+        for newreno_first in [false, true] {
+            let start = |late| Duration::from_millis(if late { 5000 + 137 * seed } else { 0 });
+            let mut net = bottleneck::Net::new(
+                seed,
+                0.0,
+                &[(false, start(newreno_first)), (true, start(!newreno_first))],
+            );
+            net.run_for(Duration::from_secs(45));
+            let (ours, reno, used) = shares(&net, 15, 45);
+            let share = ours / (ours + reno);
+            eprintln!(
+                "seed {seed}, newreno first {newreno_first}: ours {share:.3}, {:.0}% used",
+                used * 100.0
+            );
+            assert!(
+                share <= 0.6,
+                "seed {seed}, newreno first {newreno_first}: our share {:.0}%",
+                share * 100.0
+            );
+            assert!(
+                used > 0.85,
+                "seed {seed}: bottleneck {:.0}% used",
+                used * 100.0
+            );
+        }
+    }
+}
+
+#[test]
+fn random_loss_on_an_idle_bottleneck_does_not_shrink_the_window_but_classic_newreno_does() {
+    // 2% random loss before the queue: the loss-tolerant controller fills the link, the
+    // classic one (every loss round halves) does not; the test tells them apart.
+    let used = |classic| {
+        let mut net = bottleneck::Net::new(7, 0.02, &[(classic, Duration::ZERO)]);
+        net.run_for(Duration::from_secs(20));
+        let d = net.delivered(0, Duration::from_secs(5), Duration::from_secs(20)) as f64;
+        d / (bottleneck::payload_capacity() * 15.0)
+    };
+    let (ours, classic) = (used(false), used(true));
+    eprintln!("2% loss: ours fills {ours:.3}, classic {classic:.3}");
+    assert!(ours > 0.85, "ours {:.0}%", ours * 100.0);
+    assert!(classic < 0.6, "classic {:.0}%", classic * 100.0);
+}
+
+#[test]
+fn a_path_that_reorders_stops_spurious_retransmissions_and_undoes_their_reductions() {
+    // No loss at all, but each packet's delay varies by up to 20 ms independently: packets
+    // 1 ms apart arrive out of order. Every retransmission here is spurious.
+    let mut imp = Impair::clean(25);
+    imp.jitter = Duration::from_millis(20);
+    let mut p = Pair::new(5, imp);
+    let big = Bytes::from(vec![7u8; 1 << 20]);
+    p.a.send(
+        p.now,
+        Channel::RELIABLE_ORDERED,
+        big,
+        SendOptions::default(),
+    )
+    .unwrap();
+    assert!(p.run_until(Duration::from_secs(60), |p| !p.got_b.is_empty()));
+    let (s, cc) = (p.a.stats, p.a.cc.stats);
+    eprintln!(
+        "reordering: {} of {} packets declared lost, {} retransmits, {} reductions, {} undone",
+        s.packets_lost, s.packets_sent, s.retransmits, cc.congestion_events, cc.undone
+    );
+    assert!(p.a.reorder_window.is_some(), "reordering was noticed");
+    assert!(
+        s.retransmits * 50 < s.packets_sent,
+        "under 2% spurious retransmissions: {} of {}",
+        s.retransmits,
+        s.packets_sent
+    );
+    assert_eq!(
+        cc.congestion_events, cc.undone,
+        "every reduction was undone"
+    );
+}
