@@ -37,6 +37,10 @@
 //! then pass. (The other direction is the same dance the other way round; whichever side has
 //! the quirk, one of the two works.)
 //!
+//! The easy side's sprayed probes go first: the hard side's sockets wait until they are out
+//! (their first probes to an easy NAT with the conntrack quirk would otherwise each pin the
+//! mapping they came from, so a collision found would leave from another port and be lost).
+//!
 //! Both sprays are costly, so a pair sprays in its first three rounds and then backs off
 //! exponentially ([`sprays_in`]); and the mappings birthday sockets make in our NAT are
 //! budgeted per client, for every peer together, over a time window (`sockets.rs`): a client
@@ -610,6 +614,17 @@ impl PathAgent {
             }
             Plan::BirthdayEasy => cfg.birthday_probes,
             Plan::BirthdayHard => u32::from(sockets) * 3,
+        };
+        // The hard side of a birthday round waits until the easy side's probes are out: each
+        // of them opens the easy NAT towards one of our ports, so a socket of ours whose
+        // mapping got one of those ports is let in at its first probe. Probing sooner, most
+        // of our probes would reach the easy NAT first, and a Linux router keeps each as a
+        // conntrack entry that makes its own later probe to that mapping leave from another
+        // port (see the module docs): a collision found, then lost.
+        let at = if self.plan == Plan::BirthdayHard {
+            at + SPRAY_INTERVAL * cfg.birthday_probes + RETRY_STAGGER
+        } else {
+            at
         };
         self.spray = Spray {
             next: (budget > 0 && self.enabled).then_some(at),
@@ -1262,7 +1277,7 @@ mod tests {
             while let Some(send) = a.poll_transmit(now, &mut pool, &cfg) {
                 if let PathSend::Probe { socket, .. } = send {
                     if socket != SocketId::PRIMARY {
-                        sprayed.insert(a.round);
+                        sprayed.insert(a.spray_round.unwrap());
                     }
                 }
             }
@@ -1452,6 +1467,44 @@ mod tests {
         a.set_peer_nat(t0, NatInfo::from(&easy), Some(&easy), &cfg());
         let (requests, _) = drive_unanswered(&mut a, t0, t0 + RETRY_AFTER);
         assert_eq!(requests.len(), 4);
+    }
+
+    #[test]
+    fn the_hard_side_of_a_birthday_round_waits_until_the_easy_sides_probes_are_out() {
+        let t0 = crate::tests::epoch();
+        let me = hard_nat(Dependence::AddressAndPortDependent, PortAllocation::Random);
+        let easy = hard_nat(
+            Dependence::EndpointIndependent,
+            PortAllocation::Sequential { delta: 1 },
+        );
+        let cfg = ClientConfig {
+            birthday_sockets: 16,
+            ..cfg()
+        };
+        let mut a = agent(t0, true);
+        a.set_peer_nat(t0, NatInfo::from(&easy), Some(&me), &cfg);
+        assert_eq!(a.plan, Plan::BirthdayHard);
+        let mut pool = SocketPool::default();
+        pool.update(t0, true, cfg.birthday_sockets, &[]);
+        while let Some(r) = pool.poll_socket_request() {
+            if let crate::SocketRequest::Open { id, .. } = r {
+                pool.handle_socket_opened(id, Some(peer()));
+            }
+        }
+        let mut now = t0;
+        let first = loop {
+            let sprayed = std::iter::from_fn(|| a.poll_transmit(now, &mut pool, &cfg)).any(
+                |s| matches!(s, PathSend::Probe { socket, .. } if socket.0 >= 1 && socket.0 <= 16),
+            );
+            if sprayed {
+                break now;
+            }
+            now = a.poll_timeout(None).unwrap().at.max(now);
+        };
+        // The easy side sprays `birthday_probes` probes SPRAY_INTERVAL apart from the start.
+        let easy_done = t0 + SPRAY_INTERVAL * cfg.birthday_probes;
+        assert!(first > easy_done, "{:?} after the start", first - t0);
+        assert_eq!(first, easy_done + RETRY_STAGGER);
     }
 
     /// A NAT that filters by address and port, with `mapping` and `allocation`.
