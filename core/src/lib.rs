@@ -226,7 +226,9 @@ impl SocketId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SocketRequest {
     /// Bind a new UDP socket and call it `id`. With `addr`, bind exactly that address (a
-    /// server's alternate address); without, bind the primary socket's IP with any port.
+    /// server's alternate address), or, if its IP is unspecified, the primary socket's IP
+    /// with that port (a client's fresh socket after a lost punching race); without, bind
+    /// the primary socket's IP with any port.
     Open {
         /// The name the core will use for it.
         id: SocketId,

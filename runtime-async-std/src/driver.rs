@@ -540,8 +540,14 @@ impl<E: Core> Task<E> {
         while let Some(request) = self.endpoint.poll_socket_request() {
             match request {
                 SocketRequest::Open { id, addr } => {
-                    let addr =
-                        addr.unwrap_or_else(|| SocketAddr::new(self.shared.local_addr.ip(), 0));
+                    // No address, or an unspecified IP: the primary socket's IP (with any
+                    // port, or that one).
+                    let addr = match addr {
+                        Some(a) if !a.ip().is_unspecified() => a,
+                        a => {
+                            SocketAddr::new(self.shared.local_addr.ip(), a.map_or(0, |a| a.port()))
+                        }
+                    };
                     let local = if id == SocketId::PRIMARY {
                         None // the primary socket lives as long as the driver
                     } else {

@@ -818,7 +818,11 @@ impl<E: Endpoint> Driver<E> {
             return None;
         }
         self.close_socket(id); // a second Open for an id replaces its socket
-        let addr = addr.unwrap_or_else(|| SocketAddr::new(self.local_addr.ip(), 0));
+        // No address, or an unspecified IP: the primary socket's IP (with any port, or that one).
+        let addr = match addr {
+            Some(a) if !a.ip().is_unspecified() => a,
+            a => SocketAddr::new(self.local_addr.ip(), a.map_or(0, |a| a.port())),
+        };
         let bound = pierce_os::bind_udp(addr).and_then(|s| {
             s.set_nonblocking(true)?;
             Ok(UdpSocket::from_std(s))

@@ -255,6 +255,16 @@ enum Layout {
 /// Runs `pierce peer --send SEND` on two hosts laid out as `layout` against a server in the
 /// lab, with `knobs`; prints the LAB lines and returns everything for checking.
 fn scenario(name: &str, layout: Layout, knobs: Knobs) -> Option<Outcome> {
+    scenario_with(name, layout, knobs, |_, _| Ok(()))
+}
+
+/// [`scenario`], with `prepare` run on the built lab and its hosts before the processes start.
+fn scenario_with(
+    name: &str,
+    layout: Layout,
+    knobs: Knobs,
+    prepare: impl FnOnce(&Lab, &[Host]) -> Result<(), String>,
+) -> Option<Outcome> {
     let mut lab = lab()?;
     if knobs.dual_stack {
         lab = lab.with_ipv6();
@@ -271,6 +281,7 @@ fn scenario(name: &str, layout: Layout, knobs: Knobs) -> Option<Outcome> {
         })
     };
     let hosts = build(&mut lab).unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
+    prepare(&lab, &hosts).unwrap_or_else(|e| panic!("{name}: preparing the lab failed: {e}"));
     let mut server = Server::start(&lab.server_ns());
     let peers: Vec<Proc> = ["a", "b"]
         .iter()
@@ -378,6 +389,57 @@ fn port_restricted_to_port_restricted_goes_direct() {
 #[test]
 fn full_cone_to_port_restricted_goes_direct() {
     run_apart(Nat::FullCone, Nat::PortRestricted, PLAIN, Expect::Direct);
+}
+
+#[test]
+fn linux_to_port_restricted_goes_direct() {
+    run_apart(Nat::Linux, Nat::PortRestricted, PLAIN, Expect::Direct);
+}
+
+/// Fresh sockets bind ports here (`FRESH_PORT_MIN`, `FRESH_PORT_SPAN` in
+/// `core/src/client/path.rs`); a peer's own socket has an ephemeral port (32768 and up).
+const FRESH_PORTS: std::ops::Range<u16> = 10_000..30_000;
+
+/// The conntrack race, lost for sure: the Linux router drops its host's first probes to the
+/// peer (a late first probe), so the peer's probes arrive first and conntrack keeps them as
+/// an inbound flow; the host's probes then leave from another port, which the peer's
+/// port-restricted NAT filters, and the peer's probes keep the entry alive. Retrying from
+/// fresh ports a second into the round, the pair goes direct within 2 s of joining (not after
+/// conntrack's 30 s), on the Linux host's fresh port.
+#[test]
+fn a_race_lost_against_a_linux_router_goes_direct_within_two_seconds() {
+    let (name, layout) = apart(Nat::Linux, Nat::PortRestricted);
+    let name = format!("{name}(first-probes-lost)");
+    // 200 bytes: the first three probes (69 bytes each on the wire), ~0.2 s of punching.
+    let late = |lab: &Lab, hosts: &[Host]| lab.drop_first_udp(&hosts[0], hosts[1].wan, 200);
+    let Some(outcome) = scenario_with(&name, layout, PLAIN, late) else {
+        return;
+    };
+    let mut problems = outcome.problems(Expect::Direct);
+    for s in &outcome.sides {
+        let r = &s.report;
+        let after = r.direct_after_ms.zip(r.joined_ms).map(|(d, j)| d - j);
+        if !after.is_some_and(|ms| ms <= 2000.0) {
+            problems.push(format!(
+                "{}: direct {after:?} ms after joining, not within 2 s",
+                s.label
+            ));
+        }
+    }
+    // The port-restricted side's path goes to the Linux host's fresh port: the first race
+    // was lost (and the retry won it).
+    let port = outcome.sides[1]
+        .report
+        .direct_addr
+        .as_deref()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port());
+    if !port.is_some_and(|p| FRESH_PORTS.contains(&p)) {
+        problems.push(format!(
+            "b: direct to port {port:?}, not a fresh port ({FRESH_PORTS:?}): was the race lost?"
+        ));
+    }
+    outcome.fail_on(&problems);
 }
 
 #[test]
@@ -750,7 +812,7 @@ fn netcheck_classifies_each_nat_kind() {
         let (mapping, filtering) = match host.nat {
             Nat::FullCone => (EIM, EIM),
             // (The NAT64 router masquerades its pool as the port-restricted one does.)
-            Nat::PortRestricted | Nat::Nat64 => (EIM, APDM),
+            Nat::PortRestricted | Nat::Linux | Nat::Nat64 => (EIM, APDM),
             Nat::Symmetric => (APDM, APDM),
         };
         let line = run.last_line();

@@ -847,7 +847,15 @@ impl Sim {
                     }
                     let ip = self.hosts[id].addr.ip();
                     let bound = match addr {
-                        Some(a) => self.net.bind(id, realm, a, sid).then_some(a),
+                        Some(a) => {
+                            // An unspecified IP stands for the host's own.
+                            let a = if a.ip().is_unspecified() {
+                                SocketAddr::new(ip, a.port())
+                            } else {
+                                a
+                            };
+                            self.net.bind(id, realm, a, sid).then_some(a)
+                        }
                         None => {
                             let mut found = None;
                             for _ in 0..4096 {

@@ -554,7 +554,7 @@ impl Endpoint for Client {
             let result = local.map(|_| ()).ok_or(TcpFailure::Unanswered);
             (self.session).handle_stream_opened(now, id, result, &mut self.stats);
         } else {
-            self.peers.handle_socket_opened(id, local);
+            self.peers.handle_socket_opened(now, id, local);
         }
         self.drain(now);
     }

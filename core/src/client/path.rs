@@ -23,6 +23,24 @@
 //!   ports of the hard side's IP; a collision opens the path (n sockets, k probes: success
 //!   1 − (1 − n/64512)^k, ~98% for 256 and 1024).
 //!
+//! **A lost race.** A Linux router (conntrack) that sees a peer's probe arrive before its own
+//! host's first probe to that peer has left keeps that inbound flow as a conntrack entry and
+//! gives the host's flow to the peer another external port, one the peer does not know; the
+//! peer's own probes keep the entry alive, so the same sockets lose again and again (until
+//! the peer has been quiet for 30 s). So a round with nothing validated after a second
+//! retries from **fresh ports** ([`Fresh`]): each end opens a socket bound to a port both
+//! ends derive from the pair and the retry number, probes the peer from it at once, and a
+//! moment later ([`RETRY_STAGGER`]) probes the peer's fresh port (on its public IP) from its
+//! primary socket. Where the router preserves ports (Linux masquerade does when the port is
+//! free), the fresh socket keeps its port outside, and no entry holds it: the side behind
+//! the quirky router opens its mapping towards the peer first, and the peer's probes to it
+//! then pass. (The other direction is the same dance the other way round; whichever side has
+//! the quirk, one of the two works.)
+//!
+//! The easy side's sprayed probes go first: the hard side's sockets wait until they are out
+//! (their first probes to an easy NAT with the conntrack quirk would otherwise each pin the
+//! mapping they came from, so a collision found would leave from another port and be lost).
+//!
 //! Both sprays are costly, so a pair sprays in its first three rounds and then backs off
 //! exponentially ([`sprays_in`]); and the mappings birthday sockets make in our NAT are
 //! budgeted per client, for every peer together, over a time window (`sockets.rs`): a client
@@ -37,7 +55,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use smallvec::SmallVec;
 
-use super::sockets::{Grant, SocketPool};
+use super::sockets::{Grant, SocketPool, is_fresh_id};
 use crate::SocketId;
 use crate::config::ClientConfig;
 use crate::nat::{Dependence, NatBehavior, PortAllocation, Reported};
@@ -53,9 +71,40 @@ const PROBES_PER_ROUND: u32 = 30;
 /// A failed round is retried after this long. Longer than Linux conntrack's 30 s unreplied
 /// timeout on purpose: when a peer's probe reaches a Linux NAT before the local probe has
 /// left it, conntrack keeps that inbound flow and moves the local mapping to another port;
-/// the peer's own probes keep refreshing it, so a retry within 30 s loses the same race
-/// (found by the simulator's internet mix). After 35 s of quiet the stale entry is gone.
+/// the peer's own probes keep refreshing it, so a retry from the same sockets within 30 s
+/// loses the same race (found by the simulator's internet mix). After 35 s of quiet the stale
+/// entry is gone. (Within the round, fresh-port retries ([`FRESH_AFTER`]) win that race back
+/// in about a second where the router preserves ports.)
 const RETRY_AFTER: Duration = Duration::from_secs(35);
+/// A round with nothing validated retries from fresh ports this long after it started, and
+/// again as long after that (see the module docs): a race lost against a Linux router is
+/// retried within about a second, not after conntrack's 30 s.
+const FRESH_AFTER: Duration = Duration::from_secs(1);
+/// Fresh-port retries per round, in the rounds that spray ([`sprays_in`]: each retry is a
+/// new mapping in our NAT, budgeted in `sockets.rs`).
+const FRESH_PER_ROUND: u32 = 2;
+/// Probes each end sends in a fresh-port retry, [`PROBE_INTERVAL`] apart, from its fresh
+/// socket and (from [`RETRY_STAGGER`] on) to the peer's: the last one leaves 750 ms into the
+/// retry, so its answer is back before the retry (and its socket) ends.
+const FRESH_PROBES: u32 = 6;
+/// Fresh sockets bind ports in `FRESH_PORT_MIN..FRESH_PORT_MIN + FRESH_PORT_SPAN`: above
+/// well-known services, below Linux's ephemeral range (where the port might be taken).
+const FRESH_PORT_MIN: u16 = 10_000;
+const FRESH_PORT_SPAN: u16 = 20_000;
+
+/// The port of retry `n`'s fresh socket of one end of pair `pair` (`lower`: the end with
+/// the lower host id): both ends compute both ends' ports alike. Ports are no secret (the
+/// probes are sealed), they only need to differ between retries and pairs.
+fn fresh_port(pair: u32, n: u32, lower: bool) -> u16 {
+    // splitmix64
+    let x = (u64::from(pair) << 32) | (u64::from(n) << 1) | u64::from(lower);
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    FRESH_PORT_MIN + u16::try_from(z % u64::from(FRESH_PORT_SPAN)).unwrap_or(0)
+}
+
 /// In retry rounds the two sides alternate which one probes first, this much ahead: the
 /// first side's probes open its own NAT before the second side's can arrive, so in one of
 /// two rounds a NAT with the conntrack quirk sends first. Round 0 is simultaneous (fastest
@@ -129,6 +178,14 @@ pub(super) enum Plan {
     BirthdayEasy,
     /// We are hard and random, the peer easy: probe it from many sockets.
     BirthdayHard,
+}
+
+/// Whether a NAT with this mapping maps each destination (or each destination IP) anew.
+fn per_destination(m: Option<Dependence>) -> bool {
+    matches!(
+        m,
+        Some(Dependence::AddressDependent | Dependence::AddressAndPortDependent)
+    )
 }
 
 /// Chooses the plan from our NAT and the peer's; both ends reach matching plans from the
@@ -255,6 +312,45 @@ pub(super) struct PathAgent {
     spray_round: Option<u32>,
     /// xorshift state for birthday ports (seeded from the nonce: deterministic per pair).
     rng: u64,
+    /// The pair's id (both ends know it: fresh ports are derived from it).
+    pair: u32,
+    /// Fresh-port retries.
+    fresh: Fresh,
+}
+
+/// Fresh-port retries of a lost race (see the module docs).
+#[derive(Debug, Clone, Copy, Default)]
+struct Fresh {
+    /// Retries started over the pair's life: both ends count alike, and derive the ports of
+    /// retry `n` from it.
+    n: u32,
+    /// Retries started in the current round.
+    in_round: u32,
+    /// The round they were last armed for.
+    round: Option<u32>,
+    /// When the next retry starts (`None`: none planned).
+    next: Option<Instant>,
+    /// Neither NAT is known to map per destination (then the peer's fresh socket would not
+    /// keep its port outside, nor ours: no retry).
+    hopeless: bool,
+    /// The retry under way.
+    current: Option<Retry>,
+}
+
+/// One fresh-port retry.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    started: Instant,
+    /// Our fresh socket (`None`: the budget is spent, only the peer's port is probed).
+    socket: Option<SocketId>,
+    /// Our next probe from it (once the runtime opened it).
+    own_next: Option<Instant>,
+    own_sent: u32,
+    /// The peer's fresh socket, as its NAT maps it if it preserves ports.
+    peer: SocketAddr,
+    /// Our next probe to it (from the primary socket).
+    peer_next: Option<Instant>,
+    peer_sent: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -287,6 +383,7 @@ impl PathAgent {
         now: Instant,
         addr: SocketAddr,
         nonce: u64,
+        pair: u32,
         enabled: bool,
         lower: bool,
         delay: Duration,
@@ -319,6 +416,8 @@ impl PathAgent {
             spray: Spray::default(),
             spray_round: None,
             rng: nonce | 1,
+            pair,
+            fresh: Fresh::default(),
         }
     }
 
@@ -381,12 +480,129 @@ impl PathAgent {
             .and(self.last_direct_send)
             .map(|t| t + DIRECT_KEEPALIVE);
         let spray = self.spray.next.filter(|_| self.direct.is_none());
+        let retry = self.fresh.current.as_ref();
         Timeout::min([
             Timeout::at(self.next_probe, "probe round"),
             Timeout::at(keepalive, "direct path keepalive"),
             Timeout::at(self.dead_at(busy), "direct path liveness"),
             Timeout::at(spray, "sprayed probe"),
+            Timeout::at(self.fresh.next, "fresh-port retry"),
+            Timeout::at(retry.and_then(|r| r.own_next), "fresh-port probe"),
+            Timeout::at(retry.and_then(|r| r.peer_next), "fresh-port probe"),
+            Timeout::at(
+                retry.map(|r| r.started + FRESH_AFTER),
+                "fresh-port retry end",
+            ),
         ])
+    }
+
+    /// The fresh socket this path holds (a retry's, under way), if any; a direct path's
+    /// socket is held through [`PathAgent::direct_socket`].
+    pub(super) fn fresh_socket(&self) -> Option<SocketId> {
+        self.fresh.current.and_then(|r| r.socket)
+    }
+
+    /// The runtime opened (`ok`) or could not open socket `id`: a retry's fresh socket
+    /// starts probing.
+    pub(super) fn socket_opened(&mut self, now: Instant, id: SocketId, ok: bool) {
+        let Some(r) = self.fresh.current.as_mut().filter(|r| r.socket == Some(id)) else {
+            return;
+        };
+        if ok {
+            r.own_next = Some(now);
+        } else {
+            r.socket = None;
+        }
+    }
+
+    /// Arms the fresh-port retries of a round that just started.
+    fn arm_fresh(&mut self, now: Instant) {
+        if self.fresh.round == Some(self.round) {
+            return;
+        }
+        self.fresh.round = Some(self.round);
+        self.fresh.in_round = 0;
+        self.fresh.next = sprays_in(self.round).then_some(now + FRESH_AFTER);
+    }
+
+    /// Starts a fresh-port retry if one is due: asks `pool` for our fresh socket.
+    fn start_fresh(&mut self, now: Instant, pool: &mut SocketPool) {
+        if self.fresh.next.is_none_or(|t| now < t) {
+            return;
+        }
+        self.end_fresh();
+        let go = self.direct.is_none()
+            && self.enabled
+            && self.plan == Plan::Basic
+            && !self.fresh.hopeless;
+        let Some(reflexive) = self.reflexive.filter(|_| go) else {
+            self.fresh.next = None;
+            return;
+        };
+        let f = &mut self.fresh;
+        f.n += 1;
+        f.in_round += 1;
+        f.next = (f.in_round < FRESH_PER_ROUND).then_some(now + FRESH_AFTER);
+        let socket = pool.open_fresh(now, fresh_port(self.pair, f.n, self.lower));
+        let peer = SocketAddr::new(reflexive.ip(), fresh_port(self.pair, f.n, !self.lower));
+        f.current = Some(Retry {
+            started: now,
+            socket,
+            own_next: None,
+            own_sent: 0,
+            peer,
+            peer_next: Some(now + RETRY_STAGGER),
+            peer_sent: 0,
+        });
+    }
+
+    /// Ends the retry under way if its time is up.
+    fn expire_fresh(&mut self, now: Instant) {
+        if self
+            .fresh
+            .current
+            .is_some_and(|r| now >= r.started + FRESH_AFTER)
+        {
+            self.end_fresh();
+        }
+    }
+
+    /// Ends the retry under way: its socket is given up (unless a direct path uses it), and
+    /// with it the candidates found on it.
+    fn end_fresh(&mut self) {
+        let Some(r) = self.fresh.current.take() else {
+            return;
+        };
+        if let Some(s) = r.socket.filter(|s| self.direct_socket() != Some(*s)) {
+            self.candidates.retain(|c| c.0 != s);
+            if self.triggered.is_some_and(|t| t.0 == s) {
+                self.triggered = None;
+            }
+        }
+    }
+
+    /// The next fresh-port probe, if one is due: from our fresh socket to the peer, then from
+    /// the primary socket to the peer's fresh port.
+    fn next_fresh(&mut self, now: Instant) -> Option<(SocketId, SocketAddr)> {
+        let reflexive = self.reflexive?;
+        if self.direct.is_some() {
+            return None;
+        }
+        let r = self.fresh.current.as_mut()?;
+        let next = |sent: u32| (sent < FRESH_PROBES).then_some(now + PROBE_INTERVAL);
+        if let (Some(s), Some(t)) = (r.socket, r.own_next) {
+            if now >= t {
+                r.own_sent += 1;
+                r.own_next = next(r.own_sent);
+                return Some((s, reflexive));
+            }
+        }
+        if r.peer_next.is_some_and(|t| now >= t) {
+            r.peer_sent += 1;
+            r.peer_next = next(r.peer_sent);
+            return Some((SocketId::PRIMARY, r.peer));
+        }
+        None
     }
 
     fn arm_spray(&mut self, at: Instant, sockets: u16, cfg: &ClientConfig) {
@@ -398,6 +614,17 @@ impl PathAgent {
             }
             Plan::BirthdayEasy => cfg.birthday_probes,
             Plan::BirthdayHard => u32::from(sockets) * 3,
+        };
+        // The hard side of a birthday round waits until the easy side's probes are out: each
+        // of them opens the easy NAT towards one of our ports, so a socket of ours whose
+        // mapping got one of those ports is let in at its first probe. Probing sooner, most
+        // of our probes would reach the easy NAT first, and a Linux router keeps each as a
+        // conntrack entry that makes its own later probe to that mapping leave from another
+        // port (see the module docs): a collision found, then lost.
+        let at = if self.plan == Plan::BirthdayHard {
+            at + SPRAY_INTERVAL * cfg.birthday_probes + RETRY_STAGGER
+        } else {
+            at
         };
         self.spray = Spray {
             next: (budget > 0 && self.enabled).then_some(at),
@@ -411,6 +638,9 @@ impl PathAgent {
     /// changed and no direct path exists yet.
     pub(super) fn replan(&mut self, now: Instant, me: Option<&NatBehavior>, cfg: &ClientConfig) {
         let plan = plan(me, self.peer_nat.as_ref(), cfg.birthday_sockets);
+        let peer = self.peer_nat.as_ref().map(Reported::from);
+        self.fresh.hopeless = per_destination(me.and_then(|m| m.mapping))
+            || per_destination(peer.and_then(|p| p.mapping));
         if plan == self.plan {
             return;
         }
@@ -533,6 +763,8 @@ impl PathAgent {
             self.direct = Some((socket, from));
             self.next_probe = None;
             self.spray = Spray::default();
+            self.fresh.next = None;
+            self.end_fresh();
             self.direct_alive(now);
             self.last_direct_send = Some(now);
             return Some(PathEvent::Validated(from));
@@ -581,9 +813,14 @@ impl PathAgent {
         now: Instant,
         busy: Option<Duration>,
     ) -> Option<PathEvent> {
+        self.expire_fresh(now);
         let dead = self.dead_at(busy)?;
         if now < dead {
             return None;
+        }
+        if let Some((s, _)) = self.direct.filter(|(s, _)| is_fresh_id(*s)) {
+            // Its fresh socket closes with it.
+            self.candidates.retain(|c| c.0 != s);
         }
         self.direct = None;
         self.busy_since = None;
@@ -612,6 +849,8 @@ impl PathAgent {
             && self
                 .last_direct_send
                 .is_none_or(|t| now >= t + DIRECT_KEEPALIVE);
+        self.expire_fresh(now);
+        self.start_fresh(now, pool);
         let probe_due = self.next_probe.is_some_and(|t| now >= t) && !self.candidates.is_empty();
         let triggered = if self.direct.is_none() || self.migrating.is_some() {
             self.triggered.take()
@@ -623,6 +862,9 @@ impl PathAgent {
         } else if let Some(t) = triggered {
             t
         } else if probe_due {
+            if self.sent == 0 && self.cursor == 0 && self.direct.is_none() {
+                self.arm_fresh(now);
+            }
             if self.sent == 0 && self.cursor == 0 && self.spray_round != Some(self.round) {
                 // A round starts: spray along with it if the backoff lets it (a spray under
                 // way from a replan in this round keeps going).
@@ -634,6 +876,8 @@ impl PathAgent {
                 }
             }
             self.candidates[self.cursor % self.candidates.len()]
+        } else if let Some(f) = self.next_fresh(now) {
+            f
         } else {
             self.next_spray(now, pool, cfg)?
         };
@@ -793,13 +1037,14 @@ mod tests {
     use crate::nat::{NatBehavior, PortAllocation};
 
     const NONCE: u64 = 0x5eed;
+    const PAIR: u32 = 42;
 
     fn peer() -> SocketAddr {
         "198.51.100.7:40000".parse().unwrap()
     }
 
     fn agent(now: Instant, lower: bool) -> PathAgent {
-        PathAgent::new(now, peer(), NONCE, true, lower, Duration::ZERO)
+        PathAgent::new(now, peer(), NONCE, PAIR, true, lower, Duration::ZERO)
     }
 
     fn cfg() -> ClientConfig {
@@ -825,7 +1070,7 @@ mod tests {
     fn probing_starts_after_the_servers_delay_and_the_pair_secret_validates_a_path() {
         let t0 = crate::tests::epoch();
         let delay = Duration::from_millis(40);
-        let mut a = PathAgent::new(t0, peer(), NONCE, true, true, delay);
+        let mut a = PathAgent::new(t0, peer(), NONCE, PAIR, true, true, delay);
         assert_eq!(
             a.poll_timeout(None),
             Some(Timeout::new(t0 + delay, "probe round"))
@@ -863,9 +1108,19 @@ mod tests {
             a.add_candidates(t0, ["10.0.0.5:4000".parse().unwrap()].into_iter());
             let mut now = t0;
             let mut probes = 0;
+            let round = [peer(), "10.0.0.5:4000".parse().unwrap()];
             while let Some(t) = a.poll_timeout(None).filter(|t| t.at < t0 + RETRY_AFTER) {
-                now = t.at;
-                probes += sends(&mut a, now).len();
+                let n = sends(&mut a, t.at)
+                    .iter()
+                    .filter(|s| {
+                        matches!(s, PathSend::Probe { socket: SocketId::PRIMARY, to, .. }
+                            if round.contains(to))
+                    })
+                    .count();
+                if n > 0 {
+                    now = t.at; // (fresh-port retries probe in between: not counted here)
+                }
+                probes += n;
             }
             assert_eq!(probes, 2 * PROBES_PER_ROUND as usize, "two candidates");
             // Round 1 is the first retry: the higher id goes second, RETRY_STAGGER later.
@@ -881,7 +1136,7 @@ mod tests {
     #[test]
     fn a_probe_is_answered_from_the_socket_it_came_in_on_and_triggers_a_probe_back() {
         let t0 = crate::tests::epoch();
-        let mut a = PathAgent::new(t0, peer(), NONCE, true, true, Duration::from_secs(1));
+        let mut a = PathAgent::new(t0, peer(), NONCE, PAIR, true, true, Duration::from_secs(1));
         let reflexive: SocketAddr = "203.0.113.9:6000".parse().unwrap();
         a.handle_probe(t0, SocketId(3), reflexive, 77, true);
         let probe = |socket, to| PathSend::Probe {
@@ -1022,7 +1277,7 @@ mod tests {
             while let Some(send) = a.poll_transmit(now, &mut pool, &cfg) {
                 if let PathSend::Probe { socket, .. } = send {
                     if socket != SocketId::PRIMARY {
-                        sprayed.insert(a.round);
+                        sprayed.insert(a.spray_round.unwrap());
                     }
                 }
             }
@@ -1039,6 +1294,217 @@ mod tests {
         // backoff skips round 3; open again for round 4 only, and for round 8 only.
         assert_eq!(opens, 3 * 16);
         assert_eq!(closes, 3 * 16);
+    }
+
+    /// Socket requests and probes (socket, destination), timed.
+    type Driven = (
+        Vec<(Instant, crate::SocketRequest)>,
+        Vec<(Instant, SocketId, SocketAddr)>,
+    );
+
+    /// What one end does over `[from, until)`, driven the way `PeerSet` drives it (the
+    /// runtime opens at once, the pool keeps the sockets the agent holds), while no probe is
+    /// ever answered: every socket request and probe, timed.
+    fn drive_unanswered(a: &mut PathAgent, from: Instant, until: Instant) -> Driven {
+        use crate::SocketRequest;
+        let mut pool = SocketPool::default();
+        let (mut requests, mut probes) = (Vec::new(), Vec::new());
+        let mut now = from;
+        while now < until {
+            let _ = a.handle_timeout(now, None);
+            while let Some(send) = a.poll_transmit(now, &mut pool, &cfg()) {
+                if let PathSend::Probe { socket, to, .. } = send {
+                    probes.push((now, socket, to));
+                }
+            }
+            let keep: Vec<SocketId> = a.fresh_socket().into_iter().collect();
+            pool.keep_fresh(&keep);
+            while let Some(r) = pool.poll_socket_request() {
+                if let SocketRequest::Open { id, .. } = r {
+                    pool.handle_socket_opened(id, Some(peer()));
+                    a.socket_opened(now, id, true);
+                }
+                requests.push((now, r));
+            }
+            let Some(t) = a.poll_timeout(None) else { break };
+            now = t.at.max(now);
+        }
+        (requests, probes)
+    }
+
+    #[test]
+    fn a_round_with_nothing_validated_retries_from_fresh_ports_within_a_second() {
+        use crate::SocketRequest;
+        let t0 = crate::tests::epoch();
+        let any = |port| SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port);
+        for lower in [true, false] {
+            let mut a = agent(t0, lower);
+            let (requests, probes) = drive_unanswered(&mut a, t0, t0 + RETRY_AFTER);
+            // Two retries, a second apart, each from a socket on a port both ends derive
+            // from the pair and the retry; each socket closes when its retry is over.
+            let (first, second) = (t0 + FRESH_AFTER, t0 + FRESH_AFTER * 2);
+            let own = |n| fresh_port(PAIR, n, lower);
+            let [
+                (t1, SocketRequest::Open { id: s1, addr: a1 }),
+                (t2, SocketRequest::Open { id: s2, addr: a2 }),
+                (t3, SocketRequest::Close { id: c1 }),
+                (t4, SocketRequest::Close { id: c2 }),
+            ] = requests[..]
+            else {
+                panic!("{requests:?}");
+            };
+            assert_eq!((t1, a1), (first, Some(any(own(1)))));
+            assert_eq!((t2, a2, t3, c1), (second, Some(any(own(2))), second, s1));
+            assert_eq!((t4, c2), (second + FRESH_AFTER, s2));
+            assert_ne!(own(1), own(2));
+            // From the fresh socket to the peer at once; to the peer's fresh port (from the
+            // primary socket) a stagger later, so that the end whose router pinned the
+            // early probe has opened its new mapping first.
+            let from_fresh: Vec<Instant> = probes
+                .iter()
+                .filter(|p| p.1 == s1 && p.2 == peer())
+                .map(|p| p.0)
+                .collect();
+            assert_eq!(from_fresh.len(), FRESH_PROBES as usize);
+            assert_eq!(from_fresh[0], first);
+            let theirs = SocketAddr::new(peer().ip(), fresh_port(PAIR, 1, !lower));
+            let to_fresh: Vec<Instant> = probes
+                .iter()
+                .filter(|p| p.1 == SocketId::PRIMARY && p.2 == theirs)
+                .map(|p| p.0)
+                .collect();
+            assert_eq!(to_fresh.len(), FRESH_PROBES as usize);
+            assert_eq!(to_fresh[0], first + RETRY_STAGGER);
+            assert!(
+                *to_fresh.last().unwrap() < second,
+                "answers come back in time"
+            );
+            // No more retries until the next round.
+            assert!(requests.iter().all(|r| r.0 < t0 + PROBE_INTERVAL * 40));
+        }
+    }
+
+    #[test]
+    fn both_ends_probe_the_ports_the_other_binds() {
+        let t0 = crate::tests::epoch();
+        let opened = |lower| {
+            let mut a = agent(t0, lower);
+            let (requests, probes) = drive_unanswered(&mut a, t0, t0 + Duration::from_secs(3));
+            let ports: Vec<u16> = requests
+                .iter()
+                .filter_map(|r| match r.1 {
+                    crate::SocketRequest::Open { addr, .. } => addr.map(|a| a.port()),
+                    _ => None,
+                })
+                .collect();
+            let probed: Vec<u16> = probes
+                .iter()
+                .filter(|p| p.1 == SocketId::PRIMARY && p.2 != peer())
+                .map(|p| p.2.port())
+                .collect();
+            (ports, probed)
+        };
+        let (lower_binds, lower_probes) = opened(true);
+        let (higher_binds, higher_probes) = opened(false);
+        assert_eq!(lower_binds.len(), 2);
+        for p in &lower_binds {
+            assert!(higher_probes.contains(p), "{p} not probed by the other end");
+        }
+        for p in &higher_binds {
+            assert!(lower_probes.contains(p), "{p} not probed by the other end");
+        }
+        assert!(lower_binds.iter().all(|p| !higher_binds.contains(p)));
+    }
+
+    #[test]
+    fn a_path_found_on_a_fresh_socket_keeps_it_and_no_retry_follows() {
+        let t0 = crate::tests::epoch();
+        let mut a = agent(t0, true);
+        let (requests, _) = drive_unanswered(&mut a, t0, t0 + FRESH_AFTER + PROBE_INTERVAL);
+        let Some(&(_, crate::SocketRequest::Open { id, .. })) = requests.last() else {
+            panic!("{requests:?}");
+        };
+        // The peer's probe to our fresh port arrives there: answered and probed back from it,
+        // and its answer validates the path on that socket.
+        let now = t0 + FRESH_AFTER + RETRY_STAGGER;
+        let from: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        a.handle_probe(now, id, from, 9, true);
+        let sent = sends(&mut a, now);
+        assert!(sent.contains(&PathSend::ProbeAck {
+            socket: id,
+            to: from,
+            nonce: 9
+        }));
+        assert_eq!(
+            a.handle_probe_ack(now, id, from, NONCE),
+            Some(PathEvent::Validated(from))
+        );
+        assert_eq!(a.direct_socket(), Some(id), "kept by the direct path");
+        assert_eq!(a.fresh_socket(), None, "the retry is over");
+        let timeout = a.poll_timeout(None).unwrap();
+        assert_eq!(timeout.reason, "direct path keepalive");
+    }
+
+    #[test]
+    fn no_fresh_port_retry_when_a_nat_maps_per_destination() {
+        let t0 = crate::tests::epoch();
+        let hard = hard_nat(
+            Dependence::AddressAndPortDependent,
+            PortAllocation::Sequential { delta: 1 },
+        );
+        let easy = hard_nat(Dependence::EndpointIndependent, PortAllocation::Random);
+        for (me, peer_nat) in [(&hard, &hard), (&easy, &hard), (&hard, &easy)] {
+            let mut a = agent(t0, true);
+            a.set_peer_nat(t0, NatInfo::from(peer_nat), Some(me), &cfg());
+            if a.plan != Plan::Basic {
+                continue; // (prediction or birthday probing instead)
+            }
+            let (requests, _) = drive_unanswered(&mut a, t0, t0 + RETRY_AFTER);
+            assert!(requests.is_empty(), "{requests:?}");
+        }
+        // Both easy: retried.
+        let mut a = agent(t0, true);
+        a.set_peer_nat(t0, NatInfo::from(&easy), Some(&easy), &cfg());
+        let (requests, _) = drive_unanswered(&mut a, t0, t0 + RETRY_AFTER);
+        assert_eq!(requests.len(), 4);
+    }
+
+    #[test]
+    fn the_hard_side_of_a_birthday_round_waits_until_the_easy_sides_probes_are_out() {
+        let t0 = crate::tests::epoch();
+        let me = hard_nat(Dependence::AddressAndPortDependent, PortAllocation::Random);
+        let easy = hard_nat(
+            Dependence::EndpointIndependent,
+            PortAllocation::Sequential { delta: 1 },
+        );
+        let cfg = ClientConfig {
+            birthday_sockets: 16,
+            ..cfg()
+        };
+        let mut a = agent(t0, true);
+        a.set_peer_nat(t0, NatInfo::from(&easy), Some(&me), &cfg);
+        assert_eq!(a.plan, Plan::BirthdayHard);
+        let mut pool = SocketPool::default();
+        pool.update(t0, true, cfg.birthday_sockets, &[]);
+        while let Some(r) = pool.poll_socket_request() {
+            if let crate::SocketRequest::Open { id, .. } = r {
+                pool.handle_socket_opened(id, Some(peer()));
+            }
+        }
+        let mut now = t0;
+        let first = loop {
+            let sprayed = std::iter::from_fn(|| a.poll_transmit(now, &mut pool, &cfg)).any(
+                |s| matches!(s, PathSend::Probe { socket, .. } if socket.0 >= 1 && socket.0 <= 16),
+            );
+            if sprayed {
+                break now;
+            }
+            now = a.poll_timeout(None).unwrap().at.max(now);
+        };
+        // The easy side sprays `birthday_probes` probes SPRAY_INTERVAL apart from the start.
+        let easy_done = t0 + SPRAY_INTERVAL * cfg.birthday_probes;
+        assert!(first > easy_done, "{:?} after the start", first - t0);
+        assert_eq!(first, easy_done + RETRY_STAGGER);
     }
 
     /// A NAT that filters by address and port, with `mapping` and `allocation`.

@@ -321,6 +321,7 @@ impl PeerSet {
                     now,
                     addr,
                     nonce,
+                    pair_id,
                     self.config.direct_paths && !relay_only,
                     me < peer,
                     Duration::from_millis(u64::from(delay_ms)),
@@ -663,9 +664,17 @@ impl PeerSet {
         }
     }
 
-    /// The runtime's answer to a birthday socket's open.
-    pub(super) fn handle_socket_opened(&mut self, id: SocketId, local: Option<SocketAddr>) {
+    /// The runtime's answer to a birthday or fresh socket's open.
+    pub(super) fn handle_socket_opened(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        local: Option<SocketAddr>,
+    ) {
         self.sockets.handle_socket_opened(id, local);
+        for p in self.peers.values_mut() {
+            p.path.socket_opened(now, id, local.is_some());
+        }
     }
 
     // ---- outputs -----------------------------------------------------------------------
@@ -882,7 +891,8 @@ impl PeerSet {
         }
     }
 
-    /// Opens the birthday sockets while some peer needs them; closes the unused ones after.
+    /// Opens the birthday sockets while some peer needs them; closes the unused ones after,
+    /// and the fresh sockets no retry or direct path holds any more.
     fn update_socket_pool(&mut self, now: Instant) {
         let want = self.peers.values().any(|p| p.path.wants_sockets());
         let keep: smallvec::SmallVec<[SocketId; 8]> = self
@@ -893,6 +903,13 @@ impl PeerSet {
             .collect();
         self.sockets
             .update(now, want, self.config.birthday_sockets, &keep);
+        let fresh: smallvec::SmallVec<[SocketId; 8]> = self
+            .peers
+            .values()
+            .flat_map(|p| [p.path.fresh_socket(), p.path.direct_socket()])
+            .flatten()
+            .collect();
+        self.sockets.keep_fresh(&fresh);
     }
 
     /// The new server introduced a peer this client kept talking to directly while the
@@ -1021,6 +1038,7 @@ impl PeerSet {
                     crate::tests::epoch(),
                     addr,
                     0,
+                    pair_id,
                     false,
                     me < peer,
                     Duration::ZERO,

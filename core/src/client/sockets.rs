@@ -14,6 +14,12 @@
 //! sockets), shared by every peer. (After a pause the NAT may have dropped the mappings and
 //! makes new ones; behind two NATs, the outer one still holds the old ones: so a pause
 //! counts as new mappings.) The pool is not (re)opened while the budget is spent.
+//!
+//! It also holds the **fresh sockets** of lost-race retries (`path.rs`): one socket at a
+//! time per retry, bound to a port both ends derive from the pair, so the peer knows where
+//! our NAT maps it when the NAT preserves ports. Each is one new mapping in our NAT, so they
+//! have a budget of their own ([`FRESH_BUDGET`] per [`BUDGET_WINDOW`], every peer together)
+//! and close as soon as their retry is over, unless a direct path found on one uses it.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -40,6 +46,20 @@ pub(super) const REFRESH_GAP: Duration = Duration::from_secs(5);
 /// waits until older mappings are counted out. A carrier NAT's per-subscriber port block is
 /// commonly 1,024–2,048 ports, so this leaves room for the rest of the host's traffic.
 pub(super) const BUDGET_DESTINATIONS: u32 = 3;
+/// Fresh sockets (one new mapping each) opened per [`BUDGET_WINDOW`], for every peer
+/// together: two retries in each of a pair's first three rounds (`path.rs`) for a few stuck
+/// pairs at once; more are denied until older ones are counted out.
+pub(super) const FRESH_BUDGET: usize = 16;
+/// Fresh sockets' ids start here: above the birthday sockets' (1..=1024), below the stream
+/// bit.
+const FRESH_BASE: u16 = 0x4000;
+/// Fresh ids are reused after this many (far more than the budget lets be open at once).
+const FRESH_IDS: u16 = 0x1000;
+/// Whether `id` is in the fresh sockets' range.
+pub(super) fn is_fresh_id(id: SocketId) -> bool {
+    (FRESH_BASE..FRESH_BASE + FRESH_IDS).contains(&id.0)
+}
+
 /// Grants the ledger holds at most (each is at least one mapping; a pathological series of
 /// peers moving again and again is denied beyond this, until grants are counted out).
 const MAX_GRANTS: usize = 32;
@@ -80,6 +100,12 @@ pub(super) struct SocketPool {
     generation: u32,
     /// The ledger (see the module docs).
     grants: Vec<Granted>,
+    /// Fresh sockets requested and not closed yet.
+    fresh: Vec<SocketId>,
+    /// When each fresh socket of the last [`BUDGET_WINDOW`] was opened.
+    fresh_opened: VecDeque<Instant>,
+    /// The next fresh id (offset from [`FRESH_BASE`]).
+    next_fresh: u16,
 }
 
 impl SocketPool {
@@ -145,8 +171,57 @@ impl SocketPool {
         self.requests.pop_front()
     }
 
+    /// A fresh socket bound to `port` (on the primary socket's IP), if the fresh budget
+    /// allows one now; its owner hears of the open through `handle_socket_opened`.
+    pub(super) fn open_fresh(&mut self, now: Instant, port: u16) -> Option<SocketId> {
+        while self
+            .fresh_opened
+            .front()
+            .is_some_and(|t| now >= *t + BUDGET_WINDOW)
+        {
+            self.fresh_opened.pop_front();
+        }
+        if self.fresh_opened.len() >= FRESH_BUDGET {
+            return None;
+        }
+        let id = (0..FRESH_IDS)
+            .map(|i| SocketId(FRESH_BASE + (self.next_fresh + i) % FRESH_IDS))
+            .find(|id| !self.fresh.contains(id))?;
+        self.next_fresh = (id.0 - FRESH_BASE + 1) % FRESH_IDS;
+        self.fresh.push(id);
+        self.fresh_opened.push_back(now);
+        let addr = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port);
+        self.requests.push_back(SocketRequest::Open {
+            id,
+            addr: Some(addr),
+        });
+        Some(id)
+    }
+
+    /// Closes every fresh socket not in `keep` (a retry under way, a direct path on one).
+    pub(super) fn keep_fresh(&mut self, keep: &[SocketId]) {
+        let requests = &mut self.requests;
+        self.fresh.retain(|&id| {
+            let kept = keep.contains(&id);
+            if !kept {
+                requests.push_back(SocketRequest::Close { id });
+            }
+            kept
+        });
+    }
+
     /// The runtime's answer to an open.
     pub(super) fn handle_socket_opened(&mut self, id: SocketId, local: Option<SocketAddr>) {
+        if is_fresh_id(id) {
+            if local.is_none() {
+                // Could not bind (the port is taken here): nothing to close.
+                self.fresh.retain(|&f| f != id);
+            } else if !self.fresh.contains(&id) {
+                // Confirmed after its retry was over.
+                self.requests.push_back(SocketRequest::Close { id });
+            }
+            return;
+        }
         if id.0 == 0 || id.0 > self.size || self.open.contains(&id) || local.is_none() {
             return;
         }

@@ -42,6 +42,14 @@ pub(crate) enum Nat {
     /// [`NAT64_PREFIX`]`/96` to a private IPv4 pool, which is masqueraded on the WAN behind
     /// the same firewall ([`Lab::add_nat64`]).
     Nat64,
+    /// Masquerade plus a firewall that guards `forward` only, as many Linux routers are set
+    /// up: endpoint-independent mapping, address-and-port-dependent filtering, and the
+    /// conntrack race. A peer's probe that arrives before our own first probe to that peer
+    /// has left is addressed to the router itself, accepted on `input` (nothing listens: an
+    /// ICMP error goes back) and confirmed by conntrack; our later flow to that peer cannot
+    /// have the port that entry holds, so it leaves from another one (the simulator's
+    /// `NatConfig::linux`).
+    Linux,
 }
 
 impl Nat {
@@ -52,6 +60,7 @@ impl Nat {
             Self::PortRestricted => "port-restricted",
             Self::Symmetric => "symmetric",
             Self::Nat64 => "nat64",
+            Self::Linux => "linux",
         }
     }
 
@@ -111,6 +120,27 @@ table ip lab_nat {{
 }}
 {FIREWALL}"#
             ),
+            // `input` counts the unsolicited packets it lets in (each one a conntrack entry).
+            Self::Linux => r#"
+table ip lab_nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan" counter masquerade
+  }
+}
+table ip lab_fw {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname "wan" ct state new counter accept
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname "wan" ct state established,related counter accept
+    iifname "wan" counter drop
+  }
+}
+"#
+            .to_owned(),
         }
     }
 }
@@ -181,6 +211,31 @@ impl Lab {
     /// The server's namespace.
     pub(crate) fn server_ns(&self) -> String {
         format!("{}srv", self.prefix)
+    }
+
+    /// Makes the router in front of `host` drop the first `bytes` bytes of UDP that `host`
+    /// sends to `to` (a late first probe: the peer's probes reach the router first).
+    #[allow(dead_code)] // not every test binary that includes this file uses it
+    pub(crate) fn drop_first_udp(
+        &self,
+        host: &Host,
+        to: Ipv4Addr,
+        bytes: u32,
+    ) -> Result<(), String> {
+        let i = usize::from(host.wan.octets()[3] - 10);
+        let router = &self.routers[i].0;
+        let src = host.ip;
+        let rules = format!(
+            r#"
+table ip lab_late {{
+  chain forward {{
+    type filter hook forward priority filter - 1; policy accept;
+    ip saddr {src} ip daddr {to} meta l4proto udp quota until {bytes} bytes counter drop
+  }}
+}}
+"#
+        );
+        self.nft_in(router, &rules).map(drop)
     }
 
     /// Adds a router of kind `nat` with `hosts` hosts on its LAN; `loss_percent` of the
