@@ -1239,14 +1239,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_failing_birthday_spray_backs_off_and_its_sockets_close_between_spraying_rounds() {
-        use crate::SocketRequest;
-        use std::collections::BTreeSet;
-        let t0 = crate::tests::epoch();
-        let nat = hard_nat;
-        let me = nat(Dependence::AddressAndPortDependent, PortAllocation::Random);
-        let easy = nat(
+    /// An agent on the hard, random side of a birthday pair (16 sockets), with its config.
+    fn birthday_hard_agent(t0: Instant) -> (PathAgent, ClientConfig) {
+        let me = hard_nat(Dependence::AddressAndPortDependent, PortAllocation::Random);
+        let easy = hard_nat(
             Dependence::EndpointIndependent,
             PortAllocation::Sequential { delta: 1 },
         );
@@ -1257,6 +1253,15 @@ mod tests {
         let mut a = agent(t0, true);
         a.set_peer_nat(t0, NatInfo::from(&easy), Some(&me), &cfg);
         assert_eq!(a.plan, Plan::BirthdayHard);
+        (a, cfg)
+    }
+
+    #[test]
+    fn a_failing_birthday_spray_backs_off_and_its_sockets_close_between_spraying_rounds() {
+        use crate::SocketRequest;
+        use std::collections::BTreeSet;
+        let t0 = crate::tests::epoch();
+        let (mut a, cfg) = birthday_hard_agent(t0);
         // Drive the agent and a pool the way `PeerSet` does (the runtime opens at once),
         // while no probe is ever answered.
         let mut pool = SocketPool::default();
@@ -1472,18 +1477,7 @@ mod tests {
     #[test]
     fn the_hard_side_of_a_birthday_round_waits_until_the_easy_sides_probes_are_out() {
         let t0 = crate::tests::epoch();
-        let me = hard_nat(Dependence::AddressAndPortDependent, PortAllocation::Random);
-        let easy = hard_nat(
-            Dependence::EndpointIndependent,
-            PortAllocation::Sequential { delta: 1 },
-        );
-        let cfg = ClientConfig {
-            birthday_sockets: 16,
-            ..cfg()
-        };
-        let mut a = agent(t0, true);
-        a.set_peer_nat(t0, NatInfo::from(&easy), Some(&me), &cfg);
-        assert_eq!(a.plan, Plan::BirthdayHard);
+        let (mut a, cfg) = birthday_hard_agent(t0);
         let mut pool = SocketPool::default();
         pool.update(t0, true, cfg.birthday_sockets, &[]);
         while let Some(r) = pool.poll_socket_request() {
