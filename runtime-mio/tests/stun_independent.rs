@@ -14,7 +14,6 @@
 #![cfg(feature = "cli")]
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -22,7 +21,7 @@ use std::time::{Duration, Instant};
 
 #[path = "support/child.rs"]
 mod child;
-use child::free_udp_port;
+use child::{free_udp_port, start_server_at};
 
 /// Where `tool` is (PATH, or /usr/sbin where Debian puts `stund`); `None` (after saying so)
 /// when it is missing outside CI; panics in CI.
@@ -61,22 +60,8 @@ impl Drop for Reaped {
 
 /// `pierce server --json --listen 127.0.0.1:0 --alt-listen ALT`: the server and its port.
 fn pierce_server(alt: &str) -> (Reaped, u16, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pierce"))
-        .args([
-            "server",
-            "--json",
-            "--listen",
-            "127.0.0.1:0",
-            "--alt-listen",
-            alt,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    let stdout = child.stdout.take().unwrap();
-    BufReader::new(stdout).read_line(&mut ready).unwrap();
+    let pierce = env!("CARGO_BIN_EXE_pierce");
+    let (child, _, ready) = start_server_at(pierce, "127.0.0.1:0", &["--alt-listen", alt]);
     let port = ready
         .split(r#""addr":"127.0.0.1:"#)
         .nth(1)

@@ -124,20 +124,11 @@ fn a_pierce_client_learns_its_address_from_coturn() {
     assert_eq!(result, Some(me), "coturn's answer");
 }
 
-/// Starts `pierce server --json` with `extra` flags; returns it and its ready line.
+/// Starts `pierce server --json` listening at `listen` with `extra` flags; returns it and its
+/// ready line.
 #[cfg(feature = "cli")]
-fn pierce_server(extra: &[&str]) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pierce"))
-        .args(["server", "--json"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    let stdout = child.stdout.take().unwrap();
-    BufReader::new(stdout).read_line(&mut ready).unwrap();
+fn pierce_server(listen: &str, extra: &[&str]) -> (std::process::Child, String) {
+    let (child, _, ready) = child::start_server_at(env!("CARGO_BIN_EXE_pierce"), listen, extra);
     (child, ready)
 }
 
@@ -163,8 +154,7 @@ fn turnutils_natdiscovery_finds_no_nat_through_a_pierce_server() {
     if !have("turnutils_natdiscovery") {
         return;
     }
-    let (mut server, ready) =
-        pierce_server(&["--listen", "127.0.0.1:0", "--alt-listen", "127.0.0.2:0"]);
+    let (mut server, ready) = pierce_server("127.0.0.1:0", &["--alt-listen", "127.0.0.2:0"]);
     let addr: SocketAddr = string_field(&ready, "addr").unwrap().parse().unwrap();
     assert!(ready.contains(r#""alt_addrs":["127.0.0.2:"#), "{ready}");
     let out = Command::new("timeout")
