@@ -200,14 +200,7 @@ impl SocketPool {
 
     /// Closes every fresh socket not in `keep` (a retry under way, a direct path on one).
     pub(super) fn keep_fresh(&mut self, keep: &[SocketId]) {
-        let requests = &mut self.requests;
-        self.fresh.retain(|&id| {
-            let kept = keep.contains(&id);
-            if !kept {
-                requests.push_back(SocketRequest::Close { id });
-            }
-            kept
-        });
+        close_unless_kept(&mut self.fresh, keep, &mut self.requests);
     }
 
     /// The runtime's answer to an open.
@@ -262,16 +255,24 @@ impl SocketPool {
             self.open.retain(|id| keep.contains(id));
         } else if !want {
             // A direct path that kept its socket has ended since.
-            let requests = &mut self.requests;
-            self.open.retain(|&id| {
-                let keep = keep.contains(&id);
-                if !keep {
-                    requests.push_back(SocketRequest::Close { id });
-                }
-                keep
-            });
+            close_unless_kept(&mut self.open, keep, &mut self.requests);
         }
     }
+}
+
+/// Keeps the sockets of `ids` that are in `keep`; asks for every other one to be closed.
+fn close_unless_kept(
+    ids: &mut Vec<SocketId>,
+    keep: &[SocketId],
+    requests: &mut VecDeque<SocketRequest>,
+) {
+    ids.retain(|&id| {
+        let kept = keep.contains(&id);
+        if !kept {
+            requests.push_back(SocketRequest::Close { id });
+        }
+        kept
+    });
 }
 
 #[cfg(test)]
