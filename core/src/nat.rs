@@ -24,6 +24,9 @@
 //! from the other port through is "not port-dependent" and mapping that keeps the port is
 //! "not port-dependent", which are reported as unknown (`None`) rather than guessed.
 //! A lost answer reads as "filtered": each test is retried [`DISCOVERY_TRIES`] times first.
+//! The first test's silence means no server (or no path), not filtering, and a first packet
+//! can wait on a cold path (IPv6 neighbour discovery, a phone's radio waking up): it is
+//! retried [`FIRST_TEST_EXTRA_TRIES`] times more (4.65 s at the default timing).
 //! An error answer (420: the server cannot make that change, RFC 5780 §6) is no answer about
 //! the NAT: what that test decides is unknown. A server that refuses the first test's
 //! CHANGE-REQUEST (no RFC 5780 support, RFC 8489 §6.3.1) is asked again without one, for the
@@ -43,6 +46,9 @@ pub const DISCOVERY_RTO: Duration = Duration::from_millis(150);
 /// Requests per test; a test with no answer after them (1.05 s) counts as filtered.
 /// Discovery behind a NAT that filters by address and port takes about that plus four RTTs.
 pub const DISCOVERY_TRIES: u32 = 3;
+/// Requests the first test (reflexive address, server reachable at all) gets beyond the
+/// others' `tries`.
+pub const FIRST_TEST_EXTRA_TRIES: u32 = 2;
 /// Largest port step between consecutive mappings still called sequential.
 pub const MAX_SEQUENTIAL_STEP: i32 = 16;
 
@@ -212,6 +218,11 @@ pub struct NatDiscovery {
     first_plain: bool,
 }
 
+/// The first test's request budget, for `tries` per other test.
+fn first_tries(tries: u32) -> u32 {
+    tries.saturating_add(FIRST_TEST_EXTRA_TRIES)
+}
+
 impl NatDiscovery {
     /// Starts discovery against `server` from the socket whose local address is `local`
     /// (for port preservation; `None` if unknown). `txid` seeds the transaction ids and must
@@ -248,7 +259,8 @@ impl NatDiscovery {
             server,
             local,
             step: Step::First,
-            txn: StunBinding::new(now, server, txid, rto, tries).with_change_request(0),
+            txn: StunBinding::new(now, server, txid, rto, first_tries(tries))
+                .with_change_request(0),
             port_txn: None,
             rto,
             tries,
@@ -381,7 +393,8 @@ impl NatDiscovery {
                     // No RFC 5780 here: ask for the reflexive address alone.
                     self.first_plain = true;
                     let txid = self.next_txid();
-                    self.txn = StunBinding::new(now, self.server, txid, self.rto, self.tries)
+                    let tries = first_tries(self.tries);
+                    self.txn = StunBinding::new(now, self.server, txid, self.rto, tries)
                         .with_credential(self.credential);
                 }
                 Some(Err(e)) => self.result = Some(Err(e)),

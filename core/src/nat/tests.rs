@@ -361,3 +361,42 @@ fn a_binding_error_answer_ends_the_transaction_with_its_code() {
     assert!(b.handle_datagram(server, &buf[..n]));
     assert_eq!(b.result(), Some(Err(StunError::Rejected { code: 420 })));
 }
+
+/// Runs discovery against a server that answers like `stund` only requests sent at or after
+/// `cold` (a cold path: the first packets wait on neighbour discovery or a radio waking up,
+/// and are lost); returns the result and when it came.
+fn discover_over_a_cold_path(cold: Duration) -> (Result<NatBehavior, StunError>, Duration) {
+    let t0 = crate::tests::epoch();
+    let me = a("10.0.0.2:5000");
+    let mut d = NatDiscovery::new(t0, a("203.0.113.1:3478"), Some(me), [7; 12]);
+    let mut now = t0;
+    let mut buf = vec![0u8; 1500];
+    loop {
+        while let Some(t) = d.poll_transmit(&mut buf) {
+            let m = StunMessage::decode(&buf[..t.len]).unwrap();
+            if now - t0 >= cold {
+                let from = changed(t.dst, m.change_request().unwrap_or(0));
+                let alt = changed(from, CHANGE_IP | CHANGE_PORT);
+                d.handle_datagram(now, from, &stund_answer(&m.transaction_id, me, alt));
+            }
+        }
+        if let Some(result) = d.result() {
+            return (result, now - t0);
+        }
+        now = d.poll_timeout().unwrap();
+        d.handle_timeout(now);
+    }
+}
+
+#[test]
+fn the_first_test_outlasts_a_cold_path_and_only_then_calls_the_server_silent() {
+    // Answered from 2 s on: past the other tests' 1.05 s budget, within the first test's.
+    let (result, _) = discover_over_a_cold_path(Duration::from_secs(2));
+    let b = result.expect("the first test waited for the path");
+    assert_eq!(b.reflexive, a("10.0.0.2:5000"));
+    assert_eq!((b.mapping, b.filtering), (Some(Ei), Some(Ei)));
+    // Never answered: silent after 150 ms x (1 + 2 + 4 + 8 + 16).
+    let (result, at) = discover_over_a_cold_path(Duration::from_secs(3600));
+    assert_eq!(result, Err(StunError::TimedOut));
+    assert_eq!(at, DISCOVERY_RTO * 31);
+}
