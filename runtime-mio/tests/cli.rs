@@ -31,8 +31,12 @@ struct ServerProc {
 
 impl ServerProc {
     fn start(extra: &[&str]) -> Self {
+        Self::start_at("127.0.0.1:0", extra)
+    }
+
+    fn start_at(listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(PIERCE)
-            .args(["server", "--listen", "127.0.0.1:0", "--json"])
+            .args(["server", "--listen", listen, "--json"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -947,6 +951,119 @@ fn netcheck_measures_mapping_and_filtering_with_an_alternate_address() {
             .contains(&format!("server alternate address: {alternate}")),
         "{}",
         r.stdout
+    );
+}
+
+#[test]
+fn netcheck_checks_both_families_at_once() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        println!("SKIPPED: no IPv6 loopback");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have IPv6 loopback"
+        );
+        return;
+    }
+    let v4 = ServerProc::start(&["--alt-listen", "127.0.0.2:0"]);
+    let v6 = ServerProc::start_at("[::1]:0", &[]);
+    let r = run(&[
+        "netcheck", "--server", &v6.addr, "--server", &v4.addr, "--json",
+    ]);
+    assert!(r.status.success(), "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one line per family, IPv4 first: {}",
+        r.stdout
+    );
+    let prefix = |family: &str, server: &str| {
+        format!(r#"{{"event":"netcheck","family":"{family}","server":"{server}","reflexive":""#)
+    };
+    assert!(
+        lines[0].starts_with(&prefix("ipv4", &v4.addr)),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with(&prefix("ipv6", &v6.addr)),
+        "{}",
+        lines[1]
+    );
+    // Each family from its own socket, seen at its own loopback address, untranslated: the
+    // filtering is then a firewall's (none on loopback where the server has a second IP).
+    let reflexive = |line: &str| string_field(line, "reflexive").expect("reflexive");
+    assert!(
+        reflexive(lines[0]).starts_with("127.0.0.1:"),
+        "{}",
+        lines[0]
+    );
+    assert!(reflexive(lines[1]).starts_with("[::1]:"), "{}", lines[1]);
+    assert!(
+        lines[0].contains(r#""nat":false,"firewall":"endpoint-independent","mapping":"endpoint-independent","filtering":"endpoint-independent","#),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains(
+            r#""nat":false,"firewall":"unknown","mapping":"unknown","filtering":"unknown","#
+        ),
+        "one IPv6 loopback address: nothing to tell filtering by: {}",
+        lines[1]
+    );
+    assert!(
+        r.stderr
+            .contains("pierce: note (ipv6): the server has no alternate address"),
+        "the IPv6 server's note says its family: {}",
+        r.stderr
+    );
+    // As text: a block per family.
+    let r = run(&["netcheck", "--server", &v4.addr, "--server", &v6.addr]);
+    assert!(r.status.success(), "{}", r.stderr);
+    let v4_block = format!("IPv4 via {}\nreflexive address 127.0.0.1:", v4.addr);
+    let v6_block = format!("IPv6 via {}\nreflexive address [::1]:", v6.addr);
+    assert!(r.stdout.contains(&v4_block), "{}", r.stdout);
+    assert!(r.stdout.contains(&v6_block), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("translated (NAT): no; firewall (inbound filtering): endpoint-independent"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn netcheck_reports_a_family_that_failed_and_still_prints_the_other() {
+    let v4 = ServerProc::start(&[]);
+    // Nothing listens there: the IPv6 check times out.
+    let silent = std::net::UdpSocket::bind("[::1]:0");
+    let Ok(silent) = silent else {
+        println!("SKIPPED: no IPv6 loopback");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have IPv6 loopback"
+        );
+        return;
+    };
+    let silent = silent.local_addr().expect("address").to_string();
+    let r = run(&[
+        "netcheck",
+        "--server",
+        &v4.addr,
+        "--server",
+        &silent,
+        "--json",
+        "--timeout",
+        "2",
+    ]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
+    assert!(r.stdout.contains(r#""family":"ipv4""#), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains(&format!("pierce: netcheck via {silent} failed: no answer")),
+        "{}",
+        r.stderr
     );
 }
 

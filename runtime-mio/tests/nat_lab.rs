@@ -267,7 +267,9 @@ fn scenario_with(
 ) -> Option<Outcome> {
     let mut lab = lab()?;
     if knobs.dual_stack {
-        lab = lab.with_ipv6();
+        lab = lab
+            .with_ipv6()
+            .unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
     }
     let loss_percent = knobs.loss_percent;
     let build = |lab: &mut Lab| -> Result<Vec<Host>, String> {
@@ -824,6 +826,110 @@ fn netcheck_classifies_each_nat_kind() {
             problems.push(format!(
                 "behind {}: expected mapping {mapping}, filtering {filtering}; got {line}",
                 host.nat.name()
+            ));
+        }
+    }
+    fail_netcheck(&lab, &results, &problems);
+}
+
+/// `pierce netcheck` with an IPv4 and an IPv6 server at once, from dual-stack hosts behind a
+/// symmetric and a port-restricted NAT whose routers also route IPv6 behind a stateful
+/// firewall (no NAT66): over IPv4 the address is translated and the NAT classified as above;
+/// over IPv6 the server sees the host's own address and port, untranslated, and the
+/// filtering it measures is the firewall's, address-and-port-dependent.
+#[test]
+fn netcheck_reports_both_families_from_dual_stack_hosts() {
+    let Some(lab) = lab() else { return };
+    let mut lab = lab
+        .with_ipv6()
+        .unwrap_or_else(|e| panic!("building the lab failed: {e}"));
+    let mut hosts = Vec::new();
+    for nat in [Nat::Symmetric, Nat::PortRestricted] {
+        let built = lab.add_nat(nat, 1, 0);
+        hosts.extend(built.unwrap_or_else(|e| panic!("building the lab failed: {e}")));
+    }
+    let _v4 = Server::start(&lab.server_ns());
+    let _v6 = Server::start_v6(&lab.server_ns());
+    let args = [
+        "netcheck",
+        "--server",
+        lab::SERVER6,
+        "--server",
+        lab::SERVER,
+        "--json",
+        "--timeout",
+        "10",
+    ];
+    let checks: Vec<Proc> = hosts.iter().map(|h| Proc::spawn(&h.ns, &args)).collect();
+    let results: Vec<(Host, Finished)> = hosts
+        .into_iter()
+        .zip(checks.into_iter().map(Proc::finish))
+        .collect();
+    const EIM: &str = "endpoint-independent";
+    const APDM: &str = "address-and-port-dependent";
+    let mut problems = Vec::new();
+    for (host, run) in &results {
+        let nat = host.nat.name();
+        let field = |line: &str, k| string_field(line, k).unwrap_or_else(|| "null".to_owned());
+        for line in &run.stdout {
+            println!(
+                "LAB netcheck nat={nat} family={} reflexive={} nat_seen={:?} firewall={} \
+                 mapping={} filtering={} run_s={:.1}",
+                field(line, "family"),
+                field(line, "reflexive"),
+                bool_field(line, "nat"),
+                field(line, "firewall"),
+                field(line, "mapping"),
+                field(line, "filtering"),
+                run.elapsed.as_secs_f64(),
+            );
+        }
+        let [v4, v6] = run.stdout.as_slice() else {
+            problems.push(format!("behind {nat}: not one line per family"));
+            continue;
+        };
+        if !run.success() {
+            problems.push(format!("behind {nat}: netcheck failed"));
+        }
+        let mapping = if host.nat == Nat::Symmetric {
+            APDM
+        } else {
+            EIM
+        };
+        let want4 = [
+            ("family", "ipv4".to_owned()),
+            ("mapping", mapping.to_owned()),
+            ("filtering", APDM.to_owned()),
+            ("firewall", "null".to_owned()),
+        ];
+        let ip6 = host.ip6.expect("a dual-stack host");
+        let want6 = [
+            ("family", "ipv6".to_owned()),
+            ("mapping", EIM.to_owned()),
+            ("filtering", APDM.to_owned()),
+            ("firewall", APDM.to_owned()),
+        ];
+        for (line, want) in [(v4, want4), (v6, want6)] {
+            for (k, v) in want {
+                if field(line, k) != v {
+                    problems.push(format!("behind {nat}: {k} should be {v}: {line}"));
+                }
+            }
+        }
+        if !field(v4, "reflexive").starts_with(&format!("{}:", host.wan))
+            || bool_field(v4, "nat") != Some(true)
+        {
+            problems.push(format!(
+                "behind {nat}: IPv4 not seen translated at {}: {v4}",
+                host.wan
+            ));
+        }
+        if !field(v6, "reflexive").starts_with(&format!("[{ip6}]:"))
+            || bool_field(v6, "nat") != Some(false)
+            || bool_field(v6, "port_preserved") != Some(true)
+        {
+            problems.push(format!(
+                "behind {nat}: IPv6 not seen as its own [{ip6}]: {v6}"
             ));
         }
     }

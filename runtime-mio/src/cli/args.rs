@@ -60,7 +60,7 @@ impl Cli {
         let cli = Self::try_parse_from(argv)?;
         let (name, problem) = match &cli.command {
             Command::Server(a) => ("server", a.check()),
-            Command::Netcheck(a) => ("netcheck", a.connect.check(false)),
+            Command::Netcheck(a) => ("netcheck", a.check()),
             Command::Peer(a) => ("peer", a.check()),
             Command::Demo(_) => ("demo", Ok(())),
         };
@@ -462,18 +462,28 @@ impl ConnectArgs {
 /// `pierce netcheck`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Prints {\"event\":\"netcheck\",\"reflexive\":\"IP:PORT\",\"mapping\":M,\"filtering\":F,\
-\"port_preserved\":BOOL,\"allocation\":A,\"port_delta\":N,\"alternate\":\"IP:PORT\"|null}.
+Prints, per address family checked,
+{\"event\":\"netcheck\",\"family\":\"ipv4\"|\"ipv6\",\"server\":\"IP:PORT\",\"reflexive\":\"IP:PORT\",\
+\"nat\":BOOL|null,\"firewall\":F|null,\"mapping\":M,\"filtering\":F,\"port_preserved\":BOOL,\
+\"allocation\":A,\"port_delta\":N,\"alternate\":\"IP:PORT\"|null}.
 M and F are \"endpoint-independent\", \"address-dependent\", \"address-and-port-dependent\" or
-\"unknown\" (not measurable, never guessed), from the RFC 5780 tests. allocation (\"sequential\"
-or \"random\") and port_delta (the port step between new mappings) are measured only for
-endpoint-dependent mapping, null otherwise. alternate is the server's second address; without
-one (a server without --alt-listen) mapping and filtering stay unknown, with a note on stderr.
+\"unknown\" (not measurable, never guessed), from the RFC 5780 tests. nat says whether the
+address the server saw is translated (not one of this host's own; null if the host's addresses
+cannot be read); without a NAT, firewall is the inbound filtering, which then is a firewall's
+(an IPv6 home router's stateful firewall: address-and-port-dependent), else null. allocation
+(\"sequential\" or \"random\") and port_delta (the port step between new mappings) are
+measured only for endpoint-dependent mapping, null otherwise. alternate is the server's second
+address; without one (a server without --alt-listen) mapping and filtering stay unknown, with a
+note on stderr. Give --server twice (an IPv4 and an IPv6 address) to check both families, each
+from its own socket, at once: one line each, IPv4 first. A family whose check fails is reported
+on stderr (exit status 1); with one --server, a note names a global address of the other
+family this host has and did not check.
 --server may be any RFC 5780 STUN server; a Pierce server must also accept the session
 (--server-key and tokens are checked). A server that answers only STUN is reported as such on
 stderr, unless --server-key or --token-secret say a Pierce server is expected.")]
 pub struct NetcheckArgs {
-    /// The server to ask.
+    /// The server to ask; give `--server` twice, once per address family (an IPv4 and an
+    /// IPv6 address, of one server or two), to check both families.
     #[command(flatten)]
     pub connect: ConnectArgs,
     /// Give up after this many seconds: more than 0, at most 86400.
@@ -488,6 +498,51 @@ pub struct NetcheckArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+impl NetcheckArgs {
+    /// [`ConnectArgs::check`], except that `--server` may be given twice: once per address
+    /// family, each checked from its own socket (so `--bind` and `--nat64-prefix`, which
+    /// shape the one socket, go with one `--server` only).
+    ///
+    /// # Errors
+    /// What is wrong, naming the flags.
+    pub fn check(&self) -> Result<(), String> {
+        let servers = &self.connect.servers;
+        match servers.as_slice() {
+            [_] => self.connect.check(false),
+            [a, b] if a.is_ipv4() != b.is_ipv4() => {
+                if let Some(bind) = self.connect.bind {
+                    return Err(format!(
+                        "--bind {bind} with two --server: each family is checked from its own \
+                         socket; leave --bind out"
+                    ));
+                }
+                if self.connect.nat64_prefix.is_some() {
+                    return Err(
+                        "--nat64-prefix with two --server: behind NAT64 there is no \
+                                IPv4 path to check; give one --server"
+                            .into(),
+                    );
+                }
+                let mut each = self.connect.clone();
+                for &server in servers {
+                    each.servers = vec![server];
+                    each.check(false)?;
+                }
+                Ok(())
+            }
+            [a, b] => Err(format!(
+                "--server {a} and --server {b}: one --server per address family (an IPv4 and \
+                 an IPv6 one)"
+            )),
+            _ => Err(format!(
+                "--server given {} times: netcheck takes one, or two of different address \
+                 families",
+                servers.len()
+            )),
+        }
+    }
 }
 
 /// How `pierce peer` sends its N messages.
@@ -1314,8 +1369,23 @@ mod tests {
             "--server",
             "127.0.0.1:8",
         ])
-        .expect_err("netcheck takes one");
-        assert!(e.contains("only `pierce peer` takes a list"), "{e}");
+        .expect_err("netcheck takes one per family");
+        assert!(e.contains("one --server per address family"), "{e}");
+        let netcheck = |extra: &[&str]| {
+            let mut argv = vec!["pierce", "netcheck"];
+            argv.extend_from_slice(extra);
+            parse(&argv)
+        };
+        let both = ["--server", "127.0.0.1:7", "--server", "[::1]:8"];
+        assert!(netcheck(&both).is_ok());
+        let e = netcheck(&[&both[..], &["--bind", "[::]:0"]].concat()).expect_err("bind");
+        assert!(e.contains("--bind [::]:0 with two --server"), "{e}");
+        let e = netcheck(&[&both[..], &["--nat64-prefix", "auto"]].concat()).expect_err("nat64");
+        assert!(e.contains("--nat64-prefix with two --server"), "{e}");
+        let e = netcheck(&[&both[..], &["--server", "[::1]:9"]].concat()).expect_err("three");
+        assert!(e.contains("--server given 3 times"), "{e}");
+        let e = netcheck(&["--server", "127.0.0.1:7", "--server", "[::1]:0"]).expect_err("port");
+        assert!(e.contains("port 0 is no server's port"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,13 @@ use std::sync::{Mutex, OnceLock};
 pub(crate) const SERVER: &str = "203.0.113.1:3478";
 /// The server's second address (its `--alt-listen`, for RFC 5780 discovery).
 pub(crate) const SERVER_ALT: &str = "203.0.113.2:3479";
+/// The server's main IPv6 address, in a lab with IPv6 ([`Lab::with_ipv6`]): a second
+/// `pierce server` listens there ([`super::proc::Server::start_v6`]).
+#[allow(dead_code)] // not every test binary that includes this file uses it
+pub(crate) const SERVER6: &str = "[2001:db8::1]:3478";
+/// That server's second address (its `--alt-listen`).
+#[allow(dead_code)] // not every test binary that includes this file uses it
+pub(crate) const SERVER6_ALT: &str = "[2001:db8::2]:3479";
 /// The NAT64 gateway's network-specific prefix ([`Lab::add_nat64`]).
 pub(crate) const NAT64_PREFIX: &str = "2001:db8:64:64::";
 /// Every namespace of this file starts with this.
@@ -201,11 +208,16 @@ impl Lab {
     /// `2001:db8:(i + 1)::/64` (hosts `::2`, `::3`, the router `::1`), no NAT66, and a
     /// stateful firewall (inbound only for established or related flows: punched like a
     /// port-restricted NAT). Every router routes to every other router's LAN prefix. The
-    /// server stays IPv4-only.
+    /// server's namespace gets `2001:db8::1` and `::2` on the same bridge ([`SERVER6`],
+    /// [`SERVER6_ALT`]), routes to every router's LAN prefix, and no firewall.
     #[allow(dead_code)] // not every test binary that includes this file uses it
-    pub(crate) fn with_ipv6(mut self) -> Self {
+    pub(crate) fn with_ipv6(mut self) -> Result<Self, String> {
         self.ipv6 = true;
-        self
+        let srv = self.server_ns();
+        for a in ["2001:db8::1/64", "2001:db8::2/64"] {
+            ip(&["-n", &srv, "addr", "add", a, "dev", "eth0", "nodad"])?;
+        }
+        Ok(self)
     }
 
     /// The server's namespace.
@@ -523,6 +535,8 @@ table bridge lab_loss_{port} {{
             ])?;
             ip(&["-n", other, "-6", "route", "add", &prefix(i), "via", &to_me])?;
         }
+        let (srv, to_me) = (self.server_ns(), wan6(i).to_string());
+        ip(&["-n", &srv, "-6", "route", "add", &prefix(i), "via", &to_me])?;
         nft(
             router,
             r#"

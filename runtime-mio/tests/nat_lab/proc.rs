@@ -149,23 +149,27 @@ pub(crate) struct Server(Option<Proc>);
 
 impl Server {
     pub(crate) fn start(ns: &str) -> Self {
+        Self::start_at(ns, super::lab::SERVER, super::lab::SERVER_ALT)
+    }
+
+    /// The same at [`super::lab::SERVER6`] and [`super::lab::SERVER6_ALT`], in a lab with
+    /// IPv6.
+    #[allow(dead_code)] // not every test binary that includes this file uses it
+    pub(crate) fn start_v6(ns: &str) -> Self {
+        Self::start_at(ns, super::lab::SERVER6, super::lab::SERVER6_ALT)
+    }
+
+    fn start_at(ns: &str, listen: &str, alt: &str) -> Self {
         let proc = Proc::spawn(
             ns,
-            &[
-                "server",
-                "--listen",
-                super::lab::SERVER,
-                "--alt-listen",
-                super::lab::SERVER_ALT,
-                "--json",
-            ],
+            &["server", "--listen", listen, "--alt-listen", alt, "--json"],
         );
         let Some(ready) = proc.next_line(Duration::from_secs(20)) else {
             let dump = proc.stop().dump("server");
             panic!("the server printed no ready line\n{dump}");
         };
         assert!(
-            ready.starts_with(r#"{"event":"listening","addr":"203.0.113.1:3478""#),
+            ready.starts_with(&format!(r#"{{"event":"listening","addr":"{listen}""#)),
             "{ready}"
         );
         Self(Some(proc))
