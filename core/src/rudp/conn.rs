@@ -323,6 +323,9 @@ pub struct Connection {
     buffered: usize,
     /// Channel round-robin cursor.
     rr: usize,
+    /// The channels' distinct priorities, highest first (fixed at creation: `write` needs
+    /// them for every packet).
+    priorities: SmallVec<[u8; 8]>,
     deadlines: BTreeSet<(Instant, u8, u32)>,
     /// Messages whose retry budget ran out, to expire at the next timeout.
     exhausted: SmallVec<[(u8, u32); 4]>,
@@ -344,6 +347,9 @@ pub struct Connection {
 impl Connection {
     /// A connection with `channels` (indexed by [`Channel`]) and `limits`.
     pub fn new(channels: &[ChannelConfig], limits: Limits) -> Self {
+        let mut priorities: SmallVec<[u8; 8]> = channels.iter().map(|c| c.priority).collect();
+        priorities.sort_unstable_by(|a, b| b.cmp(a));
+        priorities.dedup();
         Self {
             limits,
             now: None,
@@ -364,6 +370,7 @@ impl Connection {
             pace_at: None,
             buffered: 0,
             rr: 0,
+            priorities,
             deadlines: BTreeSet::new(),
             exhausted: SmallVec::new(),
             received: RangeSet::default(),
@@ -702,11 +709,9 @@ impl Connection {
         frames: &mut SmallVec<[SentFrame; SENT_FRAMES_INLINE]>,
     ) {
         let frag = self.limits.fragment_size;
-        let mut priorities: SmallVec<[u8; 8]> = self.chans.iter().map(|c| c.priority).collect();
-        priorities.sort_unstable_by(|a, b| b.cmp(a));
-        priorities.dedup();
         let n = self.chans.len();
-        for prio in priorities {
+        for pi in 0..self.priorities.len() {
+            let prio = self.priorities[pi];
             // Retransmissions of this priority.
             for i in 0..n {
                 let c = &mut self.chans[i];
@@ -754,10 +759,21 @@ impl Connection {
                 }
             }
             // New data of this priority, one fragment per channel per turn.
+            if !self
+                .chans
+                .iter()
+                .any(|c| c.priority == prio && !c.pending.is_empty())
+            {
+                continue;
+            }
             loop {
                 let mut progressed = false;
                 for k in 0..n {
-                    let i = (self.rr + k) % n;
+                    let i = if self.rr + k >= n {
+                        self.rr + k - n
+                    } else {
+                        self.rr + k
+                    };
                     let c = &mut self.chans[i];
                     if c.priority != prio {
                         continue;

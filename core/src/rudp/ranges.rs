@@ -17,6 +17,21 @@ impl RangeSet {
     /// Inserts `[start, end]`; keeps at most `cap` ranges (the lowest go). Returns true if any
     /// value was new.
     pub(crate) fn insert(&mut self, start: u64, end: u64, cap: usize) -> bool {
+        // The common case first: packet numbers arrive in order, so a new one extends the
+        // highest range or starts one above it (no scan, no shifting).
+        if let Some(last) = self.ranges.last_mut() {
+            if start > last.1 {
+                if start == last.1 + 1 {
+                    last.1 = end;
+                } else {
+                    self.ranges.push((start, end));
+                    if self.ranges.len() > cap.max(1) {
+                        self.ranges.remove(0);
+                    }
+                }
+                return true;
+            }
+        }
         if self.contains_range(start, end) {
             return false;
         }
@@ -92,6 +107,39 @@ mod tests {
         assert!(r.contains(25) && !r.contains(15));
         r.insert(3, 19, 10);
         assert_eq!(r.descending().collect::<Vec<_>>(), vec![(1, 30)]);
+    }
+
+    /// The in-order fast path and the general merge agree: every insertion order of the
+    /// same values gives the same ranges.
+    #[test]
+    fn in_order_and_shuffled_insertions_give_the_same_ranges() {
+        use rand::seq::SliceRandom;
+        use rand::{SeedableRng, rngs::StdRng};
+        let values: Vec<u64> = (0..400).filter(|v| v % 7 != 3 && v % 11 != 5).collect();
+        let mut in_order = RangeSet::default();
+        for &v in &values {
+            assert!(in_order.insert(v, v, 1000));
+            assert!(!in_order.insert(v, v, 1000), "{v} twice");
+        }
+        for seed in 0..20 {
+            let mut shuffled = values.clone();
+            shuffled.shuffle(&mut StdRng::seed_from_u64(seed));
+            let mut r = RangeSet::default();
+            for &v in &shuffled {
+                assert!(r.insert(v, v, 1000));
+            }
+            assert!(
+                r.descending().eq(in_order.descending()),
+                "seed {seed}: {:?}",
+                r.descending().collect::<Vec<_>>()
+            );
+        }
+        // Extending the top range by a span, and a span above it.
+        let mut r = RangeSet::default();
+        r.insert(1, 3, 10);
+        r.insert(4, 9, 10);
+        r.insert(12, 14, 10);
+        assert_eq!(r.descending().collect::<Vec<_>>(), vec![(12, 14), (1, 9)]);
     }
 
     #[test]
