@@ -445,6 +445,8 @@ struct SessInfo {
     since: Duration,
     /// Members this session was told of (true) or told left (false), from its own events.
     view: BTreeMap<HostId, bool>,
+    /// When it last heard each member leave (`MemberLeft`, from its own events).
+    heard_left: BTreeMap<HostId, Duration>,
     ended: bool,
 }
 
@@ -643,8 +645,13 @@ impl Driver {
                 for m in members {
                     if let Some(&s) = self.hosts.get(&(sgen, m)) {
                         let info = self.sess(s);
-                        // (It may have heard already: its events were read first.)
-                        if !info.ended && m != host_id && info.view.get(&host_id) != Some(&false) {
+                        // (It may have heard already: its events were read first. A leave it
+                        // heard before this one was an earlier membership of the leaver's: a
+                        // rejoin it has been told of since, or is still to be told of, makes
+                        // this leave one it must hear too.)
+                        let heard = info.view.get(&host_id) == Some(&false)
+                            && info.heard_left.get(&host_id).is_some_and(|&at| at >= t);
+                        if !info.ended && m != host_id && !heard {
                             self.pending_leaves.insert((s, host_id));
                         }
                     }
@@ -662,6 +669,7 @@ impl Driver {
                 server_gen: sgen,
                 since: t,
                 view: BTreeMap::new(),
+                heard_left: BTreeMap::new(),
                 ended: false,
             });
             let s = Sess {
@@ -708,9 +716,9 @@ impl Driver {
                     self.teardowns[c].push(Teardown::All(t));
                     self.pending_leaves.retain(|(s, _)| *s != me);
                 } else {
-                    self.sessions[c][me.k as usize - 1]
-                        .view
-                        .insert(member, false);
+                    let info = &mut self.sessions[c][me.k as usize - 1];
+                    info.view.insert(member, false);
+                    info.heard_left.insert(member, t);
                     self.teardowns[c].push(Teardown::Peer(t, member));
                     self.pending_leaves.remove(&(me, member));
                 }
@@ -1449,6 +1457,18 @@ fn chaos_seeds_that_once_found_stale_retransmissions() {
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+fn chaos_seeds_where_a_member_heard_of_a_rejoin_after_the_leaver_was_gone() {
+    // c0 came back from 2.9 s offline to a backlog on its control stream: the leaver c1 had
+    // left the group, rejoined and disconnected meanwhile. The oracle took c0's old
+    // `MemberLeft` (from c1's first leave) for this leave and expected no more denials, while
+    // c0, told of the rejoin at 7.7 s, relayed to c1 until the final `MemberLeft` got
+    // through its bursty link (at 11.2 s, 3.5 s later): a membership change still under way for c0.
+    for seed in [37_198_734] {
+        run_seed(seed);
+    }
 }
 
 #[test]
