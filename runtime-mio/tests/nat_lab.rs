@@ -528,6 +528,81 @@ fn an_ipv6_only_host_behind_nat64_exchanges_with_an_ipv4_peer() {
     outcome.fail_on(&problems);
 }
 
+/// Issue #20, RFC 7050: the same IPv6-only host with `--nat64-prefix auto` and a DNS64
+/// resolver (BIND's `named`, [`Lab::add_dns64`]) finds the gateway's prefix itself: netcheck
+/// reaches the IPv4-only server at its synthesised address, and a peer exchange with an IPv4
+/// peer completes (a wrong prefix, such as the `64:ff9b::` fallback, reaches nothing here).
+#[test]
+fn an_ipv6_only_host_finds_its_nat64_prefix_through_dns64() {
+    let Some(mut lab) = lab() else {
+        return;
+    };
+    for (tool, args) in [("tayga", "--help"), ("named", "-v")] {
+        if let Err(e) = Command::new(tool).arg(args).output() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI: {tool} is missing ({e}); .ci/run installs it"
+            );
+            println!("SKIPPED nat_lab dns64: no {tool} ({e})");
+            return;
+        }
+    }
+    let name = "nat64+dns64<->port-restricted";
+    let v6 = lab
+        .add_nat64()
+        .unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
+    lab.add_dns64(&v6)
+        .unwrap_or_else(|e| panic!("{name}: starting DNS64 failed: {e}"));
+    let v4 = (lab.add_nat(Nat::PortRestricted, 1, 0))
+        .unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"))
+        .remove(0);
+    let mut server = Server::start(&lab.server_ns());
+    let check = Proc::spawn(
+        &v6.ns,
+        &[
+            "netcheck",
+            "--server",
+            lab::SERVER,
+            "--nat64-prefix",
+            "auto",
+            "--json",
+            "--timeout",
+            "10",
+        ],
+    )
+    .finish();
+    let line = check.last_line().to_owned();
+    println!("LAB dns64 netcheck {line}");
+    let synthesised = format!("[{}cb00:7101]:3478", lab::NAT64_PREFIX);
+    let mut problems = Vec::new();
+    if !check.success() || string_field(&line, "server").as_deref() != Some(&synthesised) {
+        problems.push(format!(
+            "netcheck --nat64-prefix auto did not reach {synthesised}: {line}\n{}",
+            check.stderr
+        ));
+    }
+    let reflexive = string_field(&line, "reflexive").unwrap_or_default();
+    if !reflexive.starts_with(&format!("{}:", v6.wan)) {
+        problems.push(format!(
+            "the server did not see the gateway's {}: {line}",
+            v6.wan
+        ));
+    }
+    let a = peer(
+        &v6.ns,
+        "a",
+        PLAIN,
+        &["--server", lab::SERVER, "--nat64-prefix", "auto"],
+    );
+    let b = peer(&v4.ns, "b", PLAIN, &["--server", lab::SERVER]);
+    let runs = [a.finish(), b.finish()];
+    let server = server.stop();
+    let runs = runs.into_iter().zip([Some(v6), Some(v4)]);
+    let outcome = Outcome::new(name, runs.zip(["a", "b"]), server, lab);
+    problems.extend(outcome.problems(Expect::Delivered));
+    outcome.fail_on(&problems);
+}
+
 #[test]
 fn dual_stack_hosts_behind_symmetric_nats_go_direct_over_ipv6() {
     let (name, layout) = apart(Nat::Symmetric, Nat::Symmetric);

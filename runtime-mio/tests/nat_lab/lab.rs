@@ -453,6 +453,64 @@ table bridge lab_loss_{port} {{
         })
     }
 
+    /// A DNS64 resolver for `host` (behind [`Lab::add_nat64`]), as an IPv6-only network has:
+    /// BIND's `named` in the gateway's namespace on its LAN address, with `dns64` for the
+    /// gateway's prefix and BIND's built-in `ipv4only.arpa` zone (RFC 7050 §2.2: A records
+    /// 192.0.0.170 and .171, synthesised into AAAA). The host's resolver points at it
+    /// (`/etc/netns/NS/resolv.conf`, which `ip netns exec` mounts over `/etc/resolv.conf`).
+    /// Returns once the host's own resolver (`getent ahostsv6`) sees a synthesised address.
+    #[allow(dead_code)] // not every test binary that includes this file uses it
+    pub(crate) fn add_dns64(&self, host: &Host) -> Result<(), String> {
+        let i = usize::from(host.wan.octets()[3] - 10);
+        let router = &self.routers[i].0;
+        let dir = std::env::temp_dir().join(format!("{}named{i}", self.prefix));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("named dir: {e}"))?;
+        let conf = dir.join("named.conf");
+        let text = format!(
+            "options {{\n  directory \"{dir}\";\n  pid-file none;\n  listen-on {{ none; }};\n  \
+             listen-on-v6 {{ 2001:db8:64::1; }};\n  recursion no;\n  dnssec-validation no;\n  \
+             dns64 {NAT64_PREFIX}/96 {{ clients {{ any; }}; recursive-only no; }};\n}};\n\
+             controls {{ }};\n",
+            dir = dir.display()
+        );
+        std::fs::write(&conf, text).map_err(|e| format!("named.conf: {e}"))?;
+        let log =
+            std::fs::File::create(dir.join("named.log")).map_err(|e| format!("named.log: {e}"))?;
+        let conf = conf.display().to_string();
+        Command::new("ip")
+            .args(["netns", "exec", router, "named", "-g", "-c", &conf])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start named: {e}"))?;
+        let etc = format!("/etc/netns/{}", host.ns);
+        std::fs::create_dir_all(&etc).map_err(|e| format!("{etc}: {e}"))?;
+        std::fs::write(format!("{etc}/resolv.conf"), "nameserver 2001:db8:64::1\n")
+            .map_err(|e| format!("{etc}/resolv.conf: {e}"))?;
+        let want = format!("{}c000:aa", NAT64_PREFIX);
+        let mut seen = String::new();
+        for _ in 0..100 {
+            seen = run_text(&[
+                "ip",
+                "netns",
+                "exec",
+                &host.ns,
+                "getent",
+                "ahostsv6",
+                "ipv4only.arpa",
+            ]);
+            if seen.contains(&want) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(dir.join("named.log")).unwrap_or_default();
+        Err(format!(
+            "named gave no {want} for ipv4only.arpa within 10 s (getent: {seen:?})\n{log}"
+        ))
+    }
+
     /// Everything that explains a failure: per router its ruleset with counters and its
     /// conntrack table, and the loss counters on the internet's bridge.
     pub(crate) fn diagnostics(&self) -> String {
@@ -598,6 +656,8 @@ impl Drop for Lab {
 
 /// Kills what still runs in `ns` (only this file's processes run there) and deletes it.
 fn remove_ns(ns: &str) {
+    // A resolver configuration of its own ([`Lab::add_dns64`]), if it had one.
+    let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
     let pids = run_text(&["ip", "netns", "pids", ns]);
     for pid in pids.split_whitespace().filter(|p| p.parse::<u32>().is_ok()) {
         let _ = Command::new("kill")
