@@ -173,6 +173,15 @@ fn an_ipv6_only_host_behind_nat64_and_an_ipv4_host_behind_a_symmetric_nat_exchan
         .client("hard", sym)
         .build();
     let (hp, hh) = exchange(&mut sim, "phone", "hard");
+    if std::env::var("DBG6").is_ok() {
+        for n in ["phone", "hard"] {
+            for l in sim.event_lines(n) {
+                if !l.contains("PeerMessage") {
+                    eprintln!("{n} {l}");
+                }
+            }
+        }
+    }
     let direct = matches!(path(&sim, "phone", hh), Path::Direct(_))
         && matches!(path(&sim, "hard", hp), Path::Direct(_));
     sim.check(direct == expect, || {
