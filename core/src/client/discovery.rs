@@ -71,11 +71,13 @@ impl Discovery {
         local: Option<SocketAddr>,
         auto: bool,
         credential: Option<StunCredential>,
+        nat64: Option<std::net::Ipv6Addr>,
         rng: &mut Rng,
     ) {
         let mut txid = [0u8; 12];
         rng.fill_bytes(&mut txid);
-        self.nat = Some(NatDiscovery::new(now, server, local, txid).with_credential(credential));
+        let nat = NatDiscovery::new(now, server, local, txid).with_credential(credential);
+        self.nat = Some(nat.with_nat64(nat64));
         self.auto = auto;
     }
 
@@ -233,10 +235,10 @@ mod tests {
         let mut rng = crate::rng::derive(&[2; 32], b"test");
         let server: SocketAddr = "192.0.2.7:3478".parse().unwrap();
         let mut d = Discovery::default();
-        d.discover(t0, server, None, false, None, &mut rng);
+        d.discover(t0, server, None, false, None, None, &mut rng);
         d.forget_auto();
         assert_eq!(d.poll_timeout().map(|t| t.reason), Some("nat discovery"));
-        d.discover(t0, server, None, true, None, &mut rng);
+        d.discover(t0, server, None, true, None, None, &mut rng);
         d.forget_auto();
         assert_eq!(d.poll_timeout(), None);
     }

@@ -370,8 +370,8 @@ impl Client {
             .session
             .stun_credential()
             .filter(|_| self.session.server_addr() == Some(server));
-        self.discovery
-            .discover(now, server, local, auto, credential, &mut self.rng);
+        let nat64 = self.config.nat64_prefix;
+        (self.discovery).discover(now, server, local, auto, credential, nat64, &mut self.rng);
     }
 
     /// The session failed: a re-registration goes back to waiting; a server that timed out
