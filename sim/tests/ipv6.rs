@@ -285,6 +285,7 @@ fn ipv6_hosts_whose_firewalls_block_inbound_go_direct_by_simultaneous_open() {
         .client_ipv6_only("a", Some(FirewallConfig::new()))
         .client_ipv6_only("b", Some(FirewallConfig::new()))
         .host_link("b", LinkProfile::cellular())
+        .trace_packets(true)
         .build();
     let server6 = sim.server_addr_v6().expect("a dual-stack server");
     assert!(server6.is_ipv6(), "{server6}");
@@ -305,9 +306,32 @@ fn ipv6_hosts_whose_firewalls_block_inbound_go_direct_by_simultaneous_open() {
         .iter()
         .map(|n| sim.firewall(n).stats().dropped_inbound)
         .sum();
-    sim.check(dropped > 0, || {
-        "no firewall dropped anything: the punches were not simultaneous".to_owned()
+    // Every drop the firewalls counted is a datagram that never arrived, from the peer.
+    let fates: Vec<(&str, SocketAddr)> = sim
+        .packets()
+        .iter()
+        .filter(|p| {
+            p.fates.iter().any(|f| {
+                matches!(
+                    f,
+                    PacketFate::Dropped {
+                        cause: DropCause::Firewall { .. },
+                        ..
+                    }
+                )
+            })
+        })
+        .map(|p| (p.from.as_str(), p.dst))
+        .collect();
+    sim.check(dropped > 0 && fates.len() as u64 == dropped, || {
+        format!("firewalls counted {dropped} drops, the trace shows {fates:?}")
     });
+    sim.check(
+        fates
+            .iter()
+            .all(|(from, dst)| (*from, *dst) == ("a", b6) || (*from, *dst) == ("b", a6)),
+        || format!("a firewall dropped something other than the peer's probes: {fates:?}"),
+    );
 }
 
 /// Same seed, same run: byte-identical logs and counters with dual-stack hosts, firewalls
