@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn inbound_is_dropped_until_the_inside_host_sends_to_that_exact_endpoint() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::Clock::start().epoch();
         let mut fw = Firewall::new(FirewallConfig::new());
         let (me, peer) = (addr("[2001:db8:1::1]:5000"), addr("[2001:db8:2::1]:5000"));
         assert_eq!(fw.inbound(t0, peer, me), Err(FirewallDrop::NoPinhole));
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn a_pinhole_expires_after_the_idle_timeout_unless_refreshed() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::Clock::start().epoch();
         let cfg = FirewallConfig::new().with_inbound_refresh(false);
         let mut fw = Firewall::new(cfg);
         let (me, peer) = (addr("[2001:db8:1::1]:5000"), addr("[2001:db8:2::1]:5000"));
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn inbound_traffic_keeps_a_pinhole_open_when_it_refreshes() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::Clock::start().epoch();
         let mut fw = Firewall::new(FirewallConfig::new());
         let (me, peer) = (addr("[2001:db8:1::1]:5000"), addr("[2001:db8:2::1]:5000"));
         fw.outbound(t0, me, peer);

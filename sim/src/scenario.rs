@@ -122,10 +122,11 @@ impl Stack {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// The host gets a new public IP: the outermost NAT on its path takes a new address and
-    /// every NAT on the path forgets its bindings (an open host just moves).
+    /// every NAT on the path forgets its bindings (an open host just moves). A dual-stack
+    /// host keeps its IPv6 address; an IPv6-only host cannot roam (the test fails).
     Roam(String),
     /// Every NAT on the host's path forgets its bindings; the public IP stays (an open host
-    /// re-binds its socket to the next port).
+    /// re-binds its socket to the next port). Not for IPv6-only hosts (the test fails).
     Rebind(String),
     /// Nothing passes between the two nodes, either way.
     Partition(String, String),

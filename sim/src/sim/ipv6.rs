@@ -204,6 +204,19 @@ impl Sim {
         }
     }
 
+    /// Roaming and rebinding move a host's IPv4 side (a dual-stack host keeps its IPv6
+    /// address); an IPv6-only host has none to move, and moving its IPv6 address is not
+    /// modelled.
+    #[track_caller]
+    pub(super) fn refuse_ipv6_only(&self, id: usize, what: &str) {
+        if self.hosts[id].addr.is_ipv6() {
+            self.fail(format!(
+                "{what}: {} is IPv6-only; moving an IPv6 address is not modelled",
+                self.hosts[id].name
+            ));
+        }
+    }
+
     // ---- observations ------------------------------------------------------------------
 
     /// The stateful IPv6 firewall in front of host `name`.
