@@ -216,6 +216,8 @@ pub struct NatDiscovery {
     credential: Option<StunCredential>,
     /// The first test was refused with its CHANGE-REQUEST and is being asked again without.
     first_plain: bool,
+    /// Behind NAT64: the prefix an IPv4 OTHER-ADDRESS is reached through.
+    nat64: Option<std::net::Ipv6Addr>,
 }
 
 /// The first test's request budget, for `tries` per other test.
@@ -270,7 +272,18 @@ impl NatDiscovery {
             result: None,
             credential: None,
             first_plain: false,
+            nat64: None,
         }
+    }
+
+    /// Behind NAT64 (the server is asked at an address synthesised into `prefix`): the
+    /// server's IPv4 OTHER-ADDRESS is asked at its synthesised form too
+    /// ([`crate::synthesize_nat64`]), as every other IPv4 address a client behind NAT64 is
+    /// given ([`crate::ClientConfig::nat64_prefix`]).
+    #[must_use]
+    pub fn with_nat64(mut self, prefix: Option<std::net::Ipv6Addr>) -> Self {
+        self.nat64 = prefix;
+        self
     }
 
     /// The server asked.
@@ -369,9 +382,9 @@ impl NatDiscovery {
             Step::First => match answer {
                 Some(Ok(m1)) => {
                     self.mapped[0] = Some(m1);
-                    self.other = self
-                        .txn
-                        .other_address()
+                    let nat64 = self.nat64;
+                    self.other = (self.txn.other_address())
+                        .map(|o| nat64.map_or(o, |p| crate::synthesize_nat64(p, o)))
                         .filter(|o| o.is_ipv4() == self.server.is_ipv4() && *o != self.server);
                     if self.other.is_none() {
                         return self.finish(None);

@@ -14,6 +14,9 @@
 //!   periodic outages, per direction, with counters ([`LinkStats`]).
 //! - **NATs** ([`Nat`], [`NatConfig`]) follow RFC 4787: mapping and filtering behaviour,
 //!   port allocation, idle expiry, hairpinning, chains (CGNAT) and Linux's conntrack quirk.
+//! - **IPv6** ([`Stack`]): dual-stack and IPv6-only hosts with global addresses, stateful
+//!   IPv6 firewalls ([`Firewall`]: pinholes, address-and-port-dependent filtering) and NAT64
+//!   gateways ([`Nat64Config`]); one node socket serves both families.
 //! - **Oracle** ([`direct_path_possible`]) says whether two edges can ever talk directly, so
 //!   NAT-traversal tests can assert the path they expect.
 //! - **Scenarios** ([`Scenario`]) build a server and clients behind edges, with scripted
@@ -60,8 +63,10 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod clock;
+mod firewall;
 mod link;
 mod nat;
+mod nat64;
 mod net;
 mod node;
 mod oracle;
@@ -70,14 +75,19 @@ mod scenario;
 mod sim;
 
 pub use clock::format_time;
+pub use firewall::{Firewall, FirewallConfig, FirewallDrop, FirewallStats};
 pub use link::{
     GE_STEP, GilbertElliott, Link, LinkConfig, LinkDrop, LinkProfile, LinkStats, Loss, Outage, Sent,
 };
 pub use nat::{Filtering, Mapping, Nat, NatConfig, NatDrop, NatStats, PortAllocation};
+pub use nat64::Nat64Config;
 pub use net::{NetDrop, NetStats};
 pub use node::{Node, NodeEvent};
-pub use oracle::{NatProfile, Traversal, direct_path_possible, direct_path_possible_with};
-pub use scenario::{Action, DEFAULT_BUSY_LIMIT, DEFAULT_STEP_CAP, Edge, Scenario};
+pub use oracle::{
+    NatProfile, Traversal, direct_path_possible, direct_path_possible_stacks,
+    direct_path_possible_with,
+};
+pub use scenario::{Action, DEFAULT_BUSY_LIMIT, DEFAULT_STEP_CAP, Edge, Scenario, Stack};
 pub use sim::{
     CLIENT_PORT, Connected, Direction, DirectoryStats, DropCause, LogEntry, PacketFate,
     PacketRecord, RTO_MIN, SERVER_PORT, SIM_REGION, STREAM_CONNECT_TIMEOUT, STREAM_STALL_TIMEOUT,

@@ -148,6 +148,13 @@ impl Network {
         ip
     }
 
+    /// Host `id` owns `addr`'s IP in `realm` (a global IPv6 address in the root realm) and
+    /// listens there with its primary socket.
+    pub(crate) fn add_host_at(&mut self, id: usize, realm: Realm, addr: SocketAddr) {
+        self.owners.insert((realm, addr.ip()), Owner::Host(id));
+        self.sockets.insert((realm, addr), (id, SocketId::PRIMARY));
+    }
+
     /// Binds socket `socket` of host `id` at `addr`: the host must own the IP and the port
     /// must be free.
     pub(crate) fn bind(

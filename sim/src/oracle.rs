@@ -33,9 +33,15 @@
 //!      collision is near certain). Direct only if [`Traversal`] allows the technique.
 //! 4. Both hard: only if both allocate predictably and [`Traversal::port_prediction`] is on;
 //!    otherwise **relay**.
+//! 5. IPv6 ([`direct_path_possible_stacks`]): if both hosts have a global IPv6 address, each
+//!    learns the other's as a candidate and punches it. No address translation, and a
+//!    stateful IPv6 firewall filters by address and port like a port-restricted NAT whose
+//!    mapping is the identity, so rule 2 applies: **direct**, whatever their IPv4 NATs. Else
+//!    their IPv4 edges decide (an IPv6-only host behind NAT64 by the gateway's NAT); with no
+//!    family in common: **relay**.
 
 use crate::nat::{Filtering, Mapping, NatConfig, PortAllocation};
-use crate::scenario::Edge;
+use crate::scenario::{Edge, Stack};
 
 /// The traversal techniques the peers use beyond simultaneous punching.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -146,6 +152,18 @@ pub fn direct_path_possible_with(a: &Edge, b: &Edge, t: Traversal) -> bool {
     }
 }
 
+/// Whether two clients, each an IPv4 edge and a [`Stack`], can get a direct path with the
+/// given techniques: rule 5 of the module docs, then the IPv4 rules.
+pub fn direct_path_possible_stacks(a: (&Edge, &Stack), b: (&Edge, &Stack), t: Traversal) -> bool {
+    if a.1.has_ipv6() && b.1.has_ipv6() {
+        return true;
+    }
+    match (a.1.ipv4_edge(a.0), b.1.ipv4_edge(b.0)) {
+        (Some(x), Some(y)) => direct_path_possible_with(&x, &y, t),
+        _ => false,
+    }
+}
+
 fn easy_vs_hard(easy: NatProfile, hard: NatProfile, t: Traversal) -> bool {
     easy.filtering != Filtering::AddressAndPortDependent
         || (t.port_prediction && hard.predictable())
@@ -249,6 +267,45 @@ mod tests {
                 [1, 1, 1, 1, 0, 0],
             ],
         );
+    }
+
+    #[test]
+    fn hosts_that_both_have_ipv6_go_direct_whatever_their_ipv4_nats() {
+        let sym = Edge::nat(NatConfig::symmetric());
+        let cg = Edge::cgnat(NatConfig::symmetric());
+        let dual = Stack::dual_firewalled();
+        let v4 = Stack::V4;
+        let t = Traversal::PIERCE;
+        assert!(!direct_path_possible_with(&sym, &cg, t));
+        assert!(direct_path_possible_stacks((&sym, &dual), (&cg, &dual), t));
+        // One end without IPv6: the IPv4 edges decide.
+        assert!(!direct_path_possible_stacks((&sym, &dual), (&cg, &v4), t));
+        let pr = Edge::nat(NatConfig::port_restricted());
+        assert!(direct_path_possible_stacks((&sym, &dual), (&pr, &v4), t));
+        // IPv6-only: through NAT64 (an easy NAT), or not at all without it.
+        let nat64 = Stack::V6Only {
+            firewall: None,
+            nat64: Some(crate::Nat64Config::new()),
+        };
+        let v6 = Stack::V6Only {
+            firewall: None,
+            nat64: None,
+        };
+        assert!(direct_path_possible_stacks(
+            (&Edge::Open, &nat64),
+            (&pr, &v4),
+            t
+        ));
+        assert!(!direct_path_possible_stacks(
+            (&Edge::Open, &v6),
+            (&pr, &v4),
+            t
+        ));
+        assert!(direct_path_possible_stacks(
+            (&Edge::Open, &v6),
+            (&sym, &dual),
+            t
+        ));
     }
 
     #[test]

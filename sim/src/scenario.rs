@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use pierce_core::{ClientConfig, ServerConfig};
 
+use crate::firewall::FirewallConfig;
 use crate::link::LinkProfile;
 use crate::nat::NatConfig;
+use crate::nat64::Nat64Config;
 use crate::oracle::NatProfile;
 use crate::sim::Sim;
 
@@ -53,15 +55,78 @@ impl Edge {
     }
 }
 
+/// Which IP families a client has, and what stands on its IPv6 path.
+///
+/// One node socket serves both families, as a runtime's dual-stack socket does: a datagram
+/// the node sends to an IPv6 destination leaves from its IPv6 address, to an IPv4 one from
+/// its IPv4 address (through the NATs of its [`Edge`]). A client with an IPv6 address tells
+/// its server that address at start ([`pierce_core::Client::set_local_addresses`], as the
+/// runtimes do with their interface addresses), so peers learn it as a candidate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Stack {
+    /// IPv4 only, behind its [`Edge`] (the default).
+    #[default]
+    V4,
+    /// IPv4 behind its [`Edge`], plus a global IPv6 address behind `firewall` (none: open).
+    Dual {
+        /// The stateful firewall on its IPv6 path, if any.
+        firewall: Option<FirewallConfig>,
+    },
+    /// A global IPv6 address only, behind `firewall` (none: open). With `nat64`, IPv4
+    /// destinations synthesised into the gateway's prefix are reached through it (the client
+    /// runs with [`pierce_core::ClientConfig::nat64_prefix`] set to that prefix); without,
+    /// IPv4 is unreachable and the server must be dual-stack
+    /// ([`Scenario::server_dual_stack`]).
+    V6Only {
+        /// The stateful firewall on its IPv6 path, if any.
+        firewall: Option<FirewallConfig>,
+        /// The NAT64 gateway, if any.
+        nat64: Option<Nat64Config>,
+    },
+}
+
+impl Stack {
+    /// Dual stack behind a default [`FirewallConfig`].
+    pub fn dual_firewalled() -> Self {
+        Self::Dual {
+            firewall: Some(FirewallConfig::new()),
+        }
+    }
+
+    /// Whether it has a global IPv6 address.
+    pub fn has_ipv6(&self) -> bool {
+        !matches!(self, Self::V4)
+    }
+
+    /// The edge its IPv4 traffic crosses, if it has any: `edge` natively, the NAT64 gateway's
+    /// NAT for an IPv6-only host behind one, none for an IPv6-only host without.
+    pub fn ipv4_edge(&self, edge: &Edge) -> Option<Edge> {
+        match self {
+            Self::V4 | Self::Dual { .. } => Some(edge.clone()),
+            Self::V6Only { nat64: Some(g), .. } => Some(Edge::nat(g.nat.clone())),
+            Self::V6Only { nat64: None, .. } => None,
+        }
+    }
+
+    /// The firewall on its IPv6 path, if any.
+    pub fn firewall(&self) -> Option<&FirewallConfig> {
+        match self {
+            Self::V4 => None,
+            Self::Dual { firewall } | Self::V6Only { firewall, .. } => firewall.as_ref(),
+        }
+    }
+}
+
 /// Something that happens to the network or a node at a scripted time. Node names are the
 /// client names given to the [`Scenario`] and [`crate::SERVER`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// The host gets a new public IP: the outermost NAT on its path takes a new address and
-    /// every NAT on the path forgets its bindings (an open host just moves).
+    /// every NAT on the path forgets its bindings (an open host just moves). A dual-stack
+    /// host keeps its IPv6 address; an IPv6-only host cannot roam (the test fails).
     Roam(String),
     /// Every NAT on the host's path forgets its bindings; the public IP stays (an open host
-    /// re-binds its socket to the next port).
+    /// re-binds its socket to the next port). Not for IPv6-only hosts (the test fails).
     Rebind(String),
     /// Nothing passes between the two nodes, either way.
     Partition(String, String),
@@ -189,6 +254,7 @@ pub(crate) struct HostSpec {
     pub(crate) placement: Placement,
     pub(crate) link: Option<LinkProfile>,
     pub(crate) config: Option<ClientConfig>,
+    pub(crate) stack: Stack,
 }
 
 /// A simulated network under construction: one server (named [`crate::SERVER`]) and any
@@ -229,6 +295,8 @@ pub struct Scenario {
     pub(crate) directory: Option<Duration>,
     /// Clients that try another node first: client name → node name.
     pub(crate) first_node: Vec<(String, String)>,
+    /// Whether the server has a global IPv6 address too.
+    pub(crate) server_v6: bool,
 }
 
 /// Steps one `run_*` call may take before the simulation is declared runaway.
@@ -255,6 +323,7 @@ impl Scenario {
             busy_limit: DEFAULT_BUSY_LIMIT,
             directory: None,
             first_node: Vec::new(),
+            server_v6: false,
         }
     }
 
@@ -308,7 +377,71 @@ impl Scenario {
             placement: Placement::Edge(edge),
             link: None,
             config: None,
+            stack: Stack::V4,
         });
+        self
+    }
+
+    /// Gives the declared client `name` a global IPv6 address besides its IPv4 one behind its
+    /// edge ([`Stack::Dual`]), behind `firewall` (none: open).
+    ///
+    /// # Panics
+    /// If no client named `name` was declared yet.
+    pub fn dual_stack(mut self, name: &str, firewall: Option<FirewallConfig>) -> Self {
+        match self.clients.iter_mut().find(|c| c.name == name) {
+            Some(spec) => spec.stack = Stack::Dual { firewall },
+            None => panic!("dual_stack: no client named {name:?} declared yet"),
+        }
+        self
+    }
+
+    /// A client named `name` with `stack`; `edge` is its IPv4 edge (ignored for
+    /// [`Stack::V6Only`]). A [`Stack::V6Only`] client with a NAT64 gateway runs with
+    /// [`pierce_core::ClientConfig::nat64_prefix`] set to the gateway's prefix.
+    ///
+    /// # Panics
+    /// At [`Scenario::build`], if the name is taken.
+    pub fn client_stack(mut self, name: impl Into<String>, edge: Edge, stack: Stack) -> Self {
+        self = self.client(name, edge);
+        if let Some(spec) = self.clients.last_mut() {
+            spec.stack = stack;
+        }
+        self
+    }
+
+    /// An IPv6-only client behind `firewall` (none: open), without NAT64: it reaches the
+    /// server over IPv6 ([`Scenario::server_dual_stack`]).
+    pub fn client_ipv6_only(
+        self,
+        name: impl Into<String>,
+        firewall: Option<FirewallConfig>,
+    ) -> Self {
+        let stack = Stack::V6Only {
+            firewall,
+            nat64: None,
+        };
+        self.client_stack(name, Edge::Open, stack)
+    }
+
+    /// An IPv6-only client behind `firewall` (none: open) whose IPv4 destinations go through
+    /// the NAT64 `gateway`; its NAT is named after the client ([`Sim::nat`]).
+    pub fn client_nat64(
+        self,
+        name: impl Into<String>,
+        gateway: Nat64Config,
+        firewall: Option<FirewallConfig>,
+    ) -> Self {
+        let stack = Stack::V6Only {
+            firewall,
+            nat64: Some(gateway),
+        };
+        self.client_stack(name, Edge::Open, stack)
+    }
+
+    /// Gives the (open) server a global IPv6 address too: it answers on both, and IPv6-only
+    /// clients without NAT64 connect to it there.
+    pub fn server_dual_stack(mut self) -> Self {
+        self.server_v6 = true;
         self
     }
 
@@ -319,6 +452,7 @@ impl Scenario {
             placement: Placement::Beside(other.into()),
             link: None,
             config: None,
+            stack: Stack::V4,
         });
         self
     }

@@ -39,6 +39,7 @@ use crate::{SERVER, derive_seed, repro_command, substream};
 mod access;
 mod actions;
 mod cluster;
+mod ipv6;
 mod tcp;
 
 pub use cluster::{DirectoryStats, SIM_REGION};
@@ -128,6 +129,13 @@ pub enum DropCause {
     Uplink(crate::LinkDrop),
     /// In the network core (no route, partition, offline, dead host).
     Net(NetDrop),
+    /// In the stateful IPv6 firewall of this host ([`Sim::firewall`]).
+    Firewall {
+        /// The host behind the firewall.
+        host: String,
+        /// Why.
+        drop: crate::FirewallDrop,
+    },
     /// In this NAT (named like [`Sim::nat`]).
     Nat {
         /// The NAT's name.
@@ -254,6 +262,16 @@ struct Host {
     generation: u32,
     config: Option<Arc<ClientConfig>>,
     log: Vec<LogEntry>,
+    /// The other family of a dual-stack socket: a dual-stack host's global IPv6 address (in
+    /// the root realm), or the IPv4 address a NAT64 gateway gives an IPv6-only host (inside
+    /// the gateway's NAT). Every socket of the host listens on both, on one port.
+    alt: Option<(Realm, std::net::IpAddr)>,
+    /// Its global IPv6 address, if any (`addr`'s IP for an IPv6-only host).
+    v6: Option<std::net::Ipv6Addr>,
+    /// The stateful firewall on its IPv6 path: index in `Sim::firewalls`.
+    firewall: Option<usize>,
+    /// The NAT64 gateway an IPv6-only host reaches IPv4 through.
+    nat64: Option<crate::Nat64Config>,
 }
 
 enum Item {
@@ -308,6 +326,12 @@ pub struct Sim {
     cluster: Option<cluster::Cluster>,
     /// Clients that dial another node first: client host → index in `server_list`.
     first_node: BTreeMap<usize, usize>,
+    /// The stateful IPv6 firewalls, named after their host.
+    firewalls: Vec<(String, crate::Firewall)>,
+    /// The server's global IPv6 address, when dual-stack.
+    server_v6: Option<SocketAddr>,
+    /// IPv6 addresses handed out so far.
+    next_v6: u16,
 }
 
 impl fmt::Debug for Sim {
@@ -349,6 +373,9 @@ impl Sim {
             streams: Streams::default(),
             cluster: None,
             first_node: BTreeMap::new(),
+            firewalls: Vec::new(),
+            server_v6: None,
+            next_v6: 0,
         };
 
         // The server, with forwards through any NATs in front of it.
@@ -367,6 +394,10 @@ impl Sim {
         if s.server_discovery && server_edge_is_open {
             let realm = sim.hosts[id].realm;
             sim.server_alt_ip = Some(sim.net.add_ip(id, realm));
+        }
+        if s.server_v6 {
+            assert!(server_edge_is_open, "a dual-stack server must be open");
+            sim.server_v6 = Some(sim.give_ipv6(id, &crate::Stack::Dual { firewall: None }));
         }
         sim.hosts[id].node = NodeState::Running(Box::new(sim.new_server(0)));
         sim.server_list.push(sim.server_addr);
@@ -397,6 +428,10 @@ impl Sim {
                 spec.name
             );
             let (edge, realm) = match &spec.placement {
+                Placement::Edge(_) if matches!(spec.stack, crate::Stack::V6Only { .. }) => {
+                    sim.add_ipv6_only_client(spec, &s.link, &client_config);
+                    continue;
+                }
                 Placement::Edge(edge) => (edge.clone(), sim.build_nats(&spec.name, edge).0),
                 Placement::Beside(other) => {
                     let o = *sim
@@ -411,7 +446,10 @@ impl Sim {
                 .config
                 .clone()
                 .map_or_else(|| client_config.clone(), Arc::new);
-            sim.add_host(&spec.name, edge, realm, CLIENT_PORT, &link, Some(config));
+            let id = sim.add_host(&spec.name, edge, realm, CLIENT_PORT, &link, Some(config));
+            if spec.stack.has_ipv6() {
+                sim.give_ipv6(id, &spec.stack);
+            }
         }
         for (client, node) in &s.first_node {
             let c = sim.client_id(client);
@@ -472,6 +510,20 @@ impl Sim {
     ) -> usize {
         let id = self.hosts.len();
         let addr = self.net.add_host(id, realm, port);
+        self.push_host(name, edge, realm, addr, link, config)
+    }
+
+    /// Adds host `name` at `addr` in `realm` (already owned and bound).
+    fn push_host(
+        &mut self,
+        name: &str,
+        edge: Edge,
+        realm: Realm,
+        addr: SocketAddr,
+        link: &LinkProfile,
+        config: Option<Arc<ClientConfig>>,
+    ) -> usize {
+        let id = self.hosts.len();
         let epoch = self.clock.epoch();
         self.hosts.push(Host {
             name: name.to_owned(),
@@ -496,6 +548,10 @@ impl Sim {
             generation: 0,
             config,
             log: Vec::new(),
+            alt: None,
+            v6: None,
+            firewall: None,
+            nat64: None,
         });
         self.names.insert(name.to_owned(), id);
         id
@@ -533,8 +589,15 @@ impl Sim {
             .unwrap_or_else(|e| self.fail(format!("invalid client config: {e}")));
         let mut list = self.server_list.clone();
         list.rotate_left(self.first_node.get(&id).copied().unwrap_or(0));
+        self.servers_for(id, &mut list);
         c.connect_any(now, &list, &[])
             .unwrap_or_else(|e| self.fail(format!("connect: {e}")));
+        if let Some(ip) = h.v6 {
+            // As a runtime does with its dual-stack socket's interface addresses.
+            let local = SocketAddr::new(ip.into(), h.addr.port());
+            c.set_local_addresses(now, &[local])
+                .unwrap_or_else(|e| self.fail(format!("set_local_addresses: {e}")));
+        }
         let h = &mut self.hosts[id];
         h.node = NodeState::Running(Box::new(c));
         h.wake = None;
@@ -670,8 +733,27 @@ impl Sim {
                 data,
                 trace,
             } => {
-                let realm = self.hosts[from].realm;
-                match self.net.route(now, from, realm, src, dst) {
+                let realm = self.realm_of(from, src);
+                self.firewall_out(now, from, src, dst);
+                let routed = self
+                    .net
+                    .route(now, from, realm, src, dst)
+                    .map(|(to, socket, seen)| (to, socket, self.seen_by(to, seen)));
+                let routed = match routed {
+                    Ok((to, _, seen)) => match self.firewall_in(now, to, seen, dst) {
+                        Ok(()) => routed,
+                        Err(drop) => {
+                            self.trace_drop(from, dst, data.len(), "firewall", drop);
+                            let host = self.hosts[to].name.clone();
+                            let at = self.elapsed();
+                            let cause = DropCause::Firewall { host, drop };
+                            self.record_fate(trace, PacketFate::Dropped { at, cause });
+                            return Ok(());
+                        }
+                    },
+                    Err(_) => routed,
+                };
+                match routed {
                     Err(e) => {
                         self.trace_drop(from, dst, data.len(), "net", e);
                         let cause = match e {
@@ -844,6 +926,7 @@ impl Sim {
                     }
                     if let Some(old) = self.hosts[id].extra.remove(&sid) {
                         self.net.unbind(realm, old);
+                        self.unbind_alt(id, old.port());
                     }
                     let ip = self.hosts[id].addr.ip();
                     let bound = match addr {
@@ -873,6 +956,7 @@ impl Sim {
                     };
                     if let Some(a) = bound {
                         self.hosts[id].extra.insert(sid, a);
+                        self.bind_alt(id, a.port(), sid);
                     }
                     if let NodeState::Running(n) = &mut self.hosts[id].node {
                         n.handle_socket_opened(now, sid, bound);
@@ -881,6 +965,7 @@ impl Sim {
                 SocketRequest::Close { id: sid } => {
                     if let Some(old) = self.hosts[id].extra.remove(&sid) {
                         self.net.unbind(realm, old);
+                        self.unbind_alt(id, old.port());
                     }
                 }
             }
@@ -904,7 +989,19 @@ impl Sim {
             self.trace_drop(id, dst, data.len(), "host", "no such socket");
             return;
         };
+        // One socket, both families: the source (and a NAT64 gateway's translation) by the
+        // destination's family.
+        let Some((src, out_src, out_dst)) = self.outgoing(id, src, dst) else {
+            let trace = self.trace_sent(id, src, dst, &data, false);
+            self.net.stats.no_route += 1;
+            self.trace_drop(id, dst, data.len(), "net", NetDrop::NoRoute);
+            let cause = DropCause::Net(NetDrop::NoRoute);
+            let at = self.elapsed();
+            self.record_fate(trace, PacketFate::Dropped { at, cause });
+            return;
+        };
         let trace = self.trace_sent(id, src, dst, &data, false);
+        let (src, dst) = (out_src, out_dst);
         if self.net.is_offline(id) {
             self.net.stats.offline += 1;
             self.trace_drop(id, dst, data.len(), "net", NetDrop::Offline);

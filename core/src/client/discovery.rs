@@ -15,7 +15,6 @@ use crate::nat::{NatBehavior, NatDiscovery};
 use crate::rng::Rng;
 use crate::stun::{DEFAULT_STUN_RTO, DEFAULT_STUN_TRIES, StunBinding};
 use crate::time::{Instant, Timeout};
-use crate::wire::stun::StunCredential;
 use crate::{SocketId, Transmit};
 
 /// STUN transactions one client runs at once, at most.
@@ -62,20 +61,10 @@ impl Discovery {
         Ok(())
     }
 
-    /// Starts NAT behaviour discovery against `server` from local address `local` (if
-    /// known), replacing one under way; `auto`: the session started it (it ends with it).
-    pub(super) fn discover(
-        &mut self,
-        now: Instant,
-        server: SocketAddr,
-        local: Option<SocketAddr>,
-        auto: bool,
-        credential: Option<StunCredential>,
-        rng: &mut Rng,
-    ) {
-        let mut txid = [0u8; 12];
-        rng.fill_bytes(&mut txid);
-        self.nat = Some(NatDiscovery::new(now, server, local, txid).with_credential(credential));
+    /// Starts `nat`, replacing a discovery under way; `auto`: the session started it (it
+    /// ends with it).
+    pub(super) fn discover(&mut self, nat: NatDiscovery, auto: bool) {
+        self.nat = Some(nat);
         self.auto = auto;
     }
 
@@ -233,10 +222,15 @@ mod tests {
         let mut rng = crate::rng::derive(&[2; 32], b"test");
         let server: SocketAddr = "192.0.2.7:3478".parse().unwrap();
         let mut d = Discovery::default();
-        d.discover(t0, server, None, false, None, &mut rng);
+        let nat = |rng: &mut Rng| {
+            let mut txid = [0u8; 12];
+            rng.fill_bytes(&mut txid);
+            NatDiscovery::new(t0, server, None, txid)
+        };
+        d.discover(nat(&mut rng), false);
         d.forget_auto();
         assert_eq!(d.poll_timeout().map(|t| t.reason), Some("nat discovery"));
-        d.discover(t0, server, None, true, None, &mut rng);
+        d.discover(nat(&mut rng), true);
         d.forget_auto();
         assert_eq!(d.poll_timeout(), None);
     }

@@ -28,10 +28,13 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use rand::RngCore as _;
+
 use crate::arena::Arena;
 use crate::config::ClientConfig;
 use crate::error::ConfigError;
 use crate::event::{ClientEvent, DisconnectReason, HostId, RoomError, RoomOp};
+use crate::nat::NatDiscovery;
 use crate::rng::{self, Rng};
 use crate::rudp::PeerDropReason;
 use crate::stats::ClientStats;
@@ -370,8 +373,12 @@ impl Client {
             .session
             .stun_credential()
             .filter(|_| self.session.server_addr() == Some(server));
-        self.discovery
-            .discover(now, server, local, auto, credential, &mut self.rng);
+        let mut txid = [0u8; 12];
+        self.rng.fill_bytes(&mut txid);
+        let nat = NatDiscovery::new(now, server, local, txid)
+            .with_credential(credential)
+            .with_nat64(self.config.nat64_prefix);
+        self.discovery.discover(nat, auto);
     }
 
     /// The session failed: a re-registration goes back to waiting; a server that timed out

@@ -400,3 +400,51 @@ fn the_first_test_outlasts_a_cold_path_and_only_then_calls_the_server_silent() {
     assert_eq!(result, Err(StunError::TimedOut));
     assert_eq!(at, DISCOVERY_RTO * 31);
 }
+
+/// Behind NAT64 the server is asked at its address synthesised into the prefix, and it names
+/// its alternate in IPv4: discovery asks that one through the prefix too, and classifies.
+#[test]
+fn behind_nat64_an_ipv4_other_address_is_asked_through_the_prefix() {
+    let prefix = crate::WELL_KNOWN_NAT64_PREFIX;
+    let synth = |x| crate::synthesize_nat64(prefix, x);
+    let embedded = |x: SocketAddr| match x.ip() {
+        IpAddr::V6(ip) => {
+            let o = ip.octets();
+            SocketAddr::from(([o[12], o[13], o[14], o[15]], x.port()))
+        }
+        IpAddr::V4(_) => x,
+    };
+    let t0 = crate::tests::epoch();
+    let local = a("[2001:db8::2]:5000");
+    let server = synth(a("203.0.113.1:3478"));
+    let mapped = a("198.51.100.9:5000"); // the gateway's, endpoint-independent, no filter
+    let run = |nat64| {
+        let mut d = NatDiscovery::new(t0, server, Some(local), [9; 12]).with_nat64(nat64);
+        let mut now = t0;
+        let mut buf = vec![0u8; 1500];
+        for _ in 0..200 {
+            while let Some(t) = d.poll_transmit(&mut buf) {
+                let m = StunMessage::decode(&buf[..t.len]).unwrap();
+                let from = changed(embedded(t.dst), m.change_request().unwrap());
+                let alt = changed(from, CHANGE_IP | CHANGE_PORT);
+                d.handle_datagram(
+                    now,
+                    synth(from),
+                    &stund_answer(&m.transaction_id, mapped, alt),
+                );
+            }
+            if let Some(result) = d.result() {
+                return result.unwrap();
+            }
+            now = d.poll_timeout().unwrap();
+            d.handle_timeout(now);
+        }
+        panic!("discovery never finished");
+    };
+    let b = run(Some(prefix));
+    assert_eq!(b.alternate, Some(synth(a("203.0.113.2:3479"))));
+    assert_eq!((b.mapping, b.filtering), (Some(Ei), Some(Ei)));
+    // Without the prefix the IPv4 alternate is of no use to an IPv6 socket.
+    let b = run(None);
+    assert_eq!((b.alternate, b.mapping, b.filtering), (None, None, None));
+}

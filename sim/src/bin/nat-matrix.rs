@@ -3,14 +3,31 @@
 //! reliable messages both ways for 6 s, for each of N seeds.
 //!
 //! ```text
-//! cargo run --release -p pierce-sim --bin nat-matrix -- [--seeds N] [--start S] [--out DIR]
-//! cargo run --release -p pierce-sim --bin nat-matrix -- --mix [--pairs M] [--start S] [--out DIR]
+//! cargo run --release -p pierce-sim --bin nat-matrix -- [--seeds N] [--start S] [--out DIR] [--dual-stack-only]
+//! cargo run --release -p pierce-sim --bin nat-matrix -- --mix [--pairs M] [--start S] [--out DIR] [--ipv6-share P]
 //! ```
 //!
 //! The matrix run prints (and writes to `DIR/nat-matrix.md`) a Markdown table of direct %
 //! per pair of types, a summary per pair family (median time from introduction to a direct
 //! path, relay share of peer packets), and the oracle's expectation against the outcome; it
 //! draws the table as a heatmap in `DIR/nat-matrix.svg`. `DIR` defaults to `target/sim-report`.
+//! It then runs the dual-stack rows ([`DUAL_ROWS`]: pairs where one or both ends also have
+//! IPv6 behind a stateful firewall, or are IPv6-only behind NAT64) and reports each against
+//! the oracle with IPv6 (`direct_path_possible_stacks`) and how many ended direct over IPv6;
+//! `--dual-stack-only` runs those rows alone.
+//!
+//! # IPv6 in the mix
+//!
+//! A share of the clients ([`IPV6_SHARE`], `--ipv6-share`) is IPv6-capable: dual-stack,
+//! their IPv4 edge drawn as usual, their global IPv6 address behind a stateful firewall. The
+//! share: Google's IPv6 statistics (<https://www.google.com/intl/en/ipv6/statistics.html>)
+//! crossed 50 % of users reaching Google over IPv6 for the first time on 28 March 2026, and
+//! APNIC Labs measured 42 % IPv6 capability worldwide at the same time (G. Michaelson,
+//! "Google hits 50% IPv6", APNIC blog, 28 April 2026,
+//! <https://blog.apnic.net/2026/04/28/google-hits-50-ipv6/>); we take 45 %, between the two.
+//! IPv6 draws come from a stream of their own, so the IPv4 edges (and seeds) are those of the
+//! mix without IPv6, which runs too, on the same seeds: the report gives the share of pairs
+//! direct with and without IPv6.
 //!
 //! # Internet mix
 //!
@@ -52,7 +69,8 @@ use pierce_sim::report::{
     run_parallel, share_colour, xml_escape,
 };
 use pierce_sim::{
-    Edge, LinkProfile, NatConfig, Scenario, Sim, Traversal, direct_path_possible_with, substream,
+    Edge, FirewallConfig, LinkProfile, Nat64Config, NatConfig, Scenario, Sim, Stack, Traversal,
+    direct_path_possible_stacks, direct_path_possible_with, substream,
 };
 
 /// The oracle with what Pierce does (punching, prediction, birthday probing).
@@ -82,6 +100,75 @@ const MIX: &[(u32, &str)] = &[
     (12, "symmetric"),
 ];
 
+/// Share (%) of clients in the internet mix that are IPv6-capable (dual-stack, behind a
+/// stateful IPv6 firewall): between Google's 50 % and APNIC's 42 % of April 2026 (see the
+/// module docs for the sources).
+const IPV6_SHARE: u32 = 45;
+
+/// One end of a pair: its IPv4 edge and its IP stack.
+#[derive(Debug, Clone)]
+struct End {
+    edge: Edge,
+    stack: Stack,
+}
+
+impl End {
+    fn v4(edge: Edge) -> Self {
+        Self {
+            edge,
+            stack: Stack::V4,
+        }
+    }
+
+    fn dual(edge: Edge) -> Self {
+        Self {
+            edge,
+            stack: Stack::Dual {
+                firewall: Some(FirewallConfig::new()),
+            },
+        }
+    }
+
+    fn nat64() -> Self {
+        Self {
+            edge: Edge::Open,
+            stack: Stack::V6Only {
+                firewall: Some(FirewallConfig::new()),
+                nat64: Some(Nat64Config::new()),
+            },
+        }
+    }
+}
+
+/// The oracle with IPv6 and Pierce's techniques.
+fn direct_possible(a: &End, b: &End) -> bool {
+    direct_path_possible_stacks((&a.edge, &a.stack), (&b.edge, &b.stack), Traversal::PIERCE)
+}
+
+/// The matrix's dual-stack rows: (label, end a, end b) as labels [`dual_end`] reads.
+const DUAL_ROWS: &[(&str, &str)] = &[
+    ("dual/symmetric", "dual/symmetric"),
+    ("dual/cgnat-symmetric", "dual/cgnat-symmetric"),
+    ("dual/symmetric", "dual/cgnat-symmetric"),
+    ("dual/symmetric", "v4/symmetric"),
+    ("dual/symmetric", "v4/port-restricted"),
+    ("dual/port-restricted", "v4/port-restricted"),
+    ("dual/open", "v4/symmetric"),
+    ("nat64", "v4/port-restricted"),
+    ("nat64", "v4/symmetric"),
+    ("nat64", "dual/symmetric"),
+];
+
+/// `dual/<edge>` (dual-stack, firewalled IPv6), `v4/<edge>` or `nat64` (IPv6-only behind
+/// a NAT64 gateway, firewalled).
+fn dual_end(label: &str) -> End {
+    match label.split_once('/') {
+        Some(("dual", e)) => End::dual(mix_edge(e)),
+        Some(("v4", e)) => End::v4(mix_edge(e)),
+        _ => End::nat64(),
+    }
+}
+
 /// What one run of a pair showed.
 #[derive(Debug, Clone, Default)]
 struct PairRun {
@@ -89,6 +176,8 @@ struct PairRun {
     introduced: bool,
     /// Both ends on a direct path at the end.
     direct: bool,
+    /// ... and both over IPv6.
+    direct_v6: bool,
     /// From the first introduction (`MemberJoined` naming the other) to both ends having a
     /// validated direct path.
     time_to_direct: Option<Duration>,
@@ -117,7 +206,7 @@ fn received_in_order(sim: &Sim, name: &str, from: HostId) -> bool {
     got.len() == MESSAGES as usize && got.iter().enumerate().all(|(i, s)| *s == i as u32)
 }
 
-fn run_pair(seed: u64, a: &Edge, b: &Edge, link: &LinkProfile) -> PairRun {
+fn run_pair(seed: u64, a: &End, b: &End, link: &LinkProfile) -> PairRun {
     let mut out = PairRun::default();
     if let Err(e) = run_pair_inner(seed, a, b, link, &mut out) {
         out.error = Some(e);
@@ -127,15 +216,15 @@ fn run_pair(seed: u64, a: &Edge, b: &Edge, link: &LinkProfile) -> PairRun {
 
 fn run_pair_inner(
     seed: u64,
-    a: &Edge,
-    b: &Edge,
+    a: &End,
+    b: &End,
     link: &LinkProfile,
     out: &mut PairRun,
 ) -> Result<(), String> {
     let mut sim = Scenario::new(seed)
         .link(link.clone())
-        .client("a", a.clone())
-        .client("b", b.clone())
+        .client_stack("a", a.edge.clone(), a.stack.clone())
+        .client_stack("b", b.edge.clone(), b.stack.clone())
         .build();
     let connected = sim.run_until(
         |s| s.connected("a").is_some() && s.connected("b").is_some(),
@@ -192,6 +281,12 @@ fn run_pair_inner(
         )
     };
     out.direct = path_direct(&sim, "a", hb) && path_direct(&sim, "b", ha);
+    out.direct_v6 = [("a", hb), ("b", ha)].iter().all(|(n, p)| {
+        matches!(
+            sim.client(n).peer_stats(*p).map(|st| st.path),
+            Some(Path::Direct(addr)) if addr.is_ipv6()
+        )
+    });
     let intro = joined_at(&sim, "a", hb).min(joined_at(&sim, "b", ha));
     let direct = direct_at(&sim, "a", hb).zip(direct_at(&sim, "b", ha));
     out.time_to_direct = intro
@@ -213,6 +308,8 @@ struct Args {
     out: PathBuf,
     mix: bool,
     pairs: usize,
+    dual_only: bool,
+    ipv6_share: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -222,6 +319,8 @@ fn parse_args() -> Result<Args, String> {
         out: PathBuf::from("target/sim-report"),
         mix: false,
         pairs: 500,
+        dual_only: false,
+        ipv6_share: IPV6_SHARE,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -236,6 +335,11 @@ fn parse_args() -> Result<Args, String> {
             "--pairs" => args.pairs = number(value("--pairs")?, "--pairs")?.max(1) as usize,
             "--out" => args.out = PathBuf::from(value("--out")?),
             "--mix" => args.mix = true,
+            "--dual-stack-only" => args.dual_only = true,
+            "--ipv6-share" => {
+                let p = number(value("--ipv6-share")?, "--ipv6-share")?;
+                args.ipv6_share = u32::try_from(p.min(100)).unwrap_or(100);
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -243,8 +347,8 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-const USAGE: &str = "usage: nat-matrix [--seeds N] [--start S] [--out DIR]\n       \
-                     nat-matrix --mix [--pairs M] [--start S] [--out DIR]";
+const USAGE: &str = "usage: nat-matrix [--seeds N] [--start S] [--out DIR] [--dual-stack-only]\n       \
+                     nat-matrix --mix [--pairs M] [--start S] [--out DIR] [--ipv6-share P]";
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
 fn main() -> ExitCode {
@@ -317,6 +421,14 @@ impl Cell {
 
 #[allow(clippy::print_stdout)] // a command-line tool
 fn matrix(args: &Args) -> Result<(), String> {
+    if args.dual_only {
+        let md = dual_rows(args);
+        print!("{md}");
+        let path = args.out.join("nat-matrix-dual-stack.md");
+        write_file(&path, &md)?;
+        println!("\nwrote {}", path.display());
+        return Ok(());
+    }
     let types = nat_types();
     let link = LinkProfile::broadband();
     let seeds: Vec<u64> = (args.start..args.start + args.seeds).collect();
@@ -329,7 +441,11 @@ fn matrix(args: &Args) -> Result<(), String> {
         }
     }
     let results = run_parallel(&jobs, |&(i, j, seed)| {
-        run_pair(seed, &types[i].edge, &types[j].edge, &link)
+        let (a, b) = (
+            End::v4(types[i].edge.clone()),
+            End::v4(types[j].edge.clone()),
+        );
+        run_pair(seed, &a, &b, &link)
     });
     let mut cells: Vec<Cell> = Vec::new();
     for (&(i, j, _), r) in jobs.iter().zip(results) {
@@ -345,7 +461,9 @@ fn matrix(args: &Args) -> Result<(), String> {
             c.runs.push(r);
         }
     }
-    let md = matrix_markdown(&types, &cells, &seeds);
+    let mut md = matrix_markdown(&types, &cells, &seeds);
+    md.push('\n');
+    md.push_str(&dual_rows(args));
     print!("{md}");
     let svg = matrix_svg(&types, &cells, &seeds);
     let md_path = args.out.join("nat-matrix.md");
@@ -354,6 +472,55 @@ fn matrix(args: &Args) -> Result<(), String> {
     write_file(&svg_path, &svg)?;
     println!("\nwrote {} and {}", md_path.display(), svg_path.display());
     Ok(())
+}
+
+/// The dual-stack rows, over the same seeds as the matrix, as Markdown.
+fn dual_rows(args: &Args) -> String {
+    let link = LinkProfile::broadband();
+    let seeds: Vec<u64> = (args.start..args.start + args.seeds).collect();
+    let jobs: Vec<(usize, u64)> = (0..DUAL_ROWS.len())
+        .flat_map(|r| seeds.iter().map(move |&s| (r, s)))
+        .collect();
+    let results = run_parallel(&jobs, |&(r, seed)| {
+        let (a, b) = DUAL_ROWS[r];
+        run_pair(seed, &dual_end(a), &dual_end(b), &link)
+    });
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## Dual-stack rows\n\n`dual/X`: IPv4 behind X plus a global IPv6 address behind a \
+         stateful firewall; `v4/X`: IPv4 only; `nat64`: IPv6-only (firewalled) behind a NAT64 \
+         gateway (EIM, APDF). Seeds {}..={}, broadband links. Oracle: with IPv6 and Pierce's \
+         techniques (both ends with IPv6: direct).\n\n\
+         | a | b | oracle | runs | direct % | direct over IPv6 % | delivered % | errors |\n\
+         |---|---|---|--:|--:|--:|--:|--:|",
+        seeds.first().copied().unwrap_or_default(),
+        seeds.last().copied().unwrap_or_default(),
+    );
+    for (r, (a, b)) in DUAL_ROWS.iter().enumerate() {
+        let runs: Vec<&PairRun> = jobs
+            .iter()
+            .zip(&results)
+            .filter(|((k, _), _)| *k == r)
+            .map(|(_, x)| x)
+            .collect();
+        let n = runs.len();
+        let count = |f: fn(&PairRun) -> bool| runs.iter().filter(|x| f(x)).count();
+        let _ = writeln!(
+            md,
+            "| {a} | {b} | {} | {n} | {:.0} | {:.0} | {:.0} | {} |",
+            if direct_possible(&dual_end(a), &dual_end(b)) {
+                "direct"
+            } else {
+                "relay"
+            },
+            pct(count(|x| x.direct), n),
+            pct(count(|x| x.direct_v6), n),
+            pct(count(|x| x.delivered), n),
+            count(|x| x.error.is_some()),
+        );
+    }
+    md
 }
 
 fn matrix_markdown(types: &[NatType], cells: &[Cell], seeds: &[u64]) -> String {
@@ -736,9 +903,44 @@ fn internet_mix(args: &Args) -> Result<(), String> {
         .map(|k| (draw(&mut rng), draw(&mut rng), args.start + k as u64))
         .collect();
     let edges: Vec<Edge> = MIX.iter().map(|(_, l)| mix_edge(l)).collect();
-    let results = run_parallel(&jobs, |&(a, b, seed)| {
-        run_pair(seed, &edges[a], &edges[b], &link)
+    // Which ends are IPv6-capable: a stream of its own, so the IPv4 draws stay as they were.
+    let mut v6rng = substream(args.start, "internet-mix/ipv6");
+    let capable: Vec<(bool, bool)> = (0..args.pairs)
+        .map(|_| {
+            let mut draw6 = || v6rng.random_range(0..100) < args.ipv6_share;
+            (draw6(), draw6())
+        })
+        .collect();
+    let end = |k: usize, v6: bool| {
+        if v6 {
+            End::dual(edges[k].clone())
+        } else {
+            End::v4(edges[k].clone())
+        }
+    };
+    // Every pair twice, on the same seed: without IPv6, then with the drawn IPv6 ends (a
+    // pair with none is the same scenario, so its first run stands for both).
+    let both: Vec<(usize, bool)> = (0..jobs.len())
+        .flat_map(|i| {
+            let with = capable[i].0 || capable[i].1;
+            std::iter::once((i, false)).chain(with.then_some((i, true)))
+        })
+        .collect();
+    let runs = run_parallel(&both, |&(i, v6)| {
+        let (a, b, seed) = jobs[i];
+        let (va, vb) = if v6 { capable[i] } else { (false, false) };
+        run_pair(seed, &end(a, va), &end(b, vb), &link)
     });
+    let mut results: Vec<PairRun> = Vec::with_capacity(jobs.len());
+    let mut results6: Vec<PairRun> = Vec::with_capacity(jobs.len());
+    for ((i, v6), r) in both.iter().zip(runs) {
+        if *v6 {
+            results6[*i] = r;
+        } else {
+            results.push(r.clone());
+            results6.push(r);
+        }
+    }
 
     let n = results.len();
     let direct = results.iter().filter(|r| r.direct).count();
@@ -835,11 +1037,140 @@ fn internet_mix(args: &Args) -> Result<(), String> {
     if !errors.is_empty() {
         let _ = writeln!(md, "\nRuns with a simulation error: {}", errors.join("; "));
     }
+    md.push_str(&ipv6_section(
+        args, &jobs, &capable, &edges, &results, &results6,
+    ));
     print!("{md}");
     let path = args.out.join("internet-mix.md");
     write_file(&path, &md)?;
     println!("\nwrote {}", path.display());
     Ok(())
+}
+
+/// The mix with IPv6 against the mix without, as Markdown.
+fn ipv6_section(
+    args: &Args,
+    jobs: &[(usize, usize, u64)],
+    capable: &[(bool, bool)],
+    edges: &[Edge],
+    without: &[PairRun],
+    with: &[PairRun],
+) -> String {
+    let n = jobs.len();
+    let ends6: usize = capable
+        .iter()
+        .map(|(a, b)| usize::from(*a) + usize::from(*b))
+        .sum();
+    let d4 = without.iter().filter(|r| r.direct).count();
+    let d6 = with.iter().filter(|r| r.direct).count();
+    let over6 = with.iter().filter(|r| r.direct_v6).count();
+    let stack = |v6: bool| {
+        if v6 {
+            Stack::dual_firewalled()
+        } else {
+            Stack::V4
+        }
+    };
+    let expected6 = jobs
+        .iter()
+        .zip(capable)
+        .filter(|((a, b, _), (va, vb))| {
+            direct_path_possible_stacks(
+                (&edges[*a], &stack(*va)),
+                (&edges[*b], &stack(*vb)),
+                Traversal::PIERCE,
+            )
+        })
+        .count();
+    let delivered6 = with.iter().filter(|r| r.delivered).count();
+    let (lo4, hi4) = wilson(d4, n);
+    let (lo6, hi6) = wilson(d6, n);
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n## With IPv6\n\n{} % of clients IPv6-capable (dual-stack, global IPv6 address behind \
+         a stateful firewall; share and sources in `sim/src/bin/nat-matrix.rs`): {ends6} of {} \
+         ends drawn, on the same IPv4 edges and seeds as above.\n\n\
+         - **Without IPv6: {d4} of {n} pairs direct, {:.1} %** (95 % CI {lo4:.1}–{hi4:.1} %).\n\
+         - **With IPv6: {d6} of {n} pairs direct, {:.1} %** (95 % CI {lo6:.1}–{hi6:.1} %); \
+         {over6} of them over IPv6. The oracle with IPv6 (Pierce's techniques) expected \
+         {expected6} ({:.1} %). Every message delivered in {:.1} % of pairs.\n",
+        args.ipv6_share,
+        2 * n,
+        pct(d4, n),
+        pct(d6, n),
+        pct(expected6, n),
+        pct(delivered6, n),
+    );
+    let _ = writeln!(
+        md,
+        "| ends with IPv6 | pairs | direct % without IPv6 | direct % with IPv6 | over IPv6 % |\n\
+         |---|--:|--:|--:|--:|"
+    );
+    for (label, k) in [("both", 2), ("one", 1), ("none", 0)] {
+        let idx: Vec<usize> = (0..n)
+            .filter(|&i| usize::from(capable[i].0) + usize::from(capable[i].1) == k)
+            .collect();
+        let c =
+            |rs: &[PairRun], f: fn(&PairRun) -> bool| idx.iter().filter(|&&i| f(&rs[i])).count();
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {:.1} | {:.1} | {:.1} |",
+            idx.len(),
+            pct(c(without, |r| r.direct), idx.len()),
+            pct(c(with, |r| r.direct), idx.len()),
+            pct(c(with, |r| r.direct_v6), idx.len()),
+        );
+    }
+    let below: Vec<String> = (0..n)
+        .filter(|&i| {
+            let (a, b, _) = jobs[i];
+            let (va, vb) = capable[i];
+            !with[i].direct
+                && direct_path_possible_stacks(
+                    (&edges[a], &stack(va)),
+                    (&edges[b], &stack(vb)),
+                    Traversal::PIERCE,
+                )
+        })
+        .map(|i| {
+            let (a, b, seed) = jobs[i];
+            let tag = |v6: bool| if v6 { "+ipv6" } else { "" };
+            format!(
+                "seed {seed} {}{} × {}{}",
+                MIX[a].1,
+                tag(capable[i].0),
+                MIX[b].1,
+                tag(capable[i].1)
+            )
+        })
+        .collect();
+    if !below.is_empty() {
+        let _ = writeln!(
+            md,
+            "
+With IPv6, relayed although the oracle says direct ({}): {}",
+            below.len(),
+            below.join(", ")
+        );
+    }
+    let errors: Vec<String> = (0..n)
+        .filter_map(|i| {
+            with[i]
+                .error
+                .as_ref()
+                .map(|e| format!("seed {}: {e}", jobs[i].2))
+        })
+        .collect();
+    if !errors.is_empty() {
+        let _ = writeln!(
+            md,
+            "
+With IPv6, runs with a simulation error: {}",
+            errors.join("; ")
+        );
+    }
+    md
 }
 
 /// Wilson score interval (95 %) for `k` successes of `n`, in %.

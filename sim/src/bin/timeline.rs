@@ -726,6 +726,10 @@ fn render(args: &Args, ea: &Edge, eb: &Edge, run: &Run) -> (String, usize) {
                             format!("downlink to {to}: {drop:?}"),
                         ),
                         DropCause::StreamEnded => (frac(tx, 0.5), "stream ended".to_owned()),
+                        DropCause::Firewall { host, drop } => (
+                            frac(x_of(host).unwrap_or(tx), 0.75),
+                            format!("firewall of {host}: {drop:?}"),
+                        ),
                     };
                     let y1 = axis.y(*at).max(y0 + 2.0);
                     let _ = writeln!(

@@ -26,6 +26,7 @@ impl Sim {
         match action {
             Action::Roam(name) => {
                 let id = self.id(&name);
+                self.refuse_ipv6_only(id, "roam");
                 let chain = self.net.chain(self.hosts[id].realm);
                 // Streams of every host whose public IP changes break (a reset).
                 let moved: Vec<usize> = match chain.last() {
@@ -55,6 +56,7 @@ impl Sim {
             }
             Action::Rebind(name) => {
                 let id = self.id(&name);
+                self.refuse_ipv6_only(id, "rebind");
                 let chain = self.net.chain(self.hosts[id].realm);
                 if chain.is_empty() {
                     let h = &self.hosts[id];
