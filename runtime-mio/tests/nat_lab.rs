@@ -530,7 +530,8 @@ fn an_ipv6_only_host_behind_nat64_exchanges_with_an_ipv4_peer() {
 
 /// Issue #20, RFC 7050: the same IPv6-only host with `--nat64-prefix auto` and a DNS64
 /// resolver (BIND's `named`, [`Lab::add_dns64`]) finds the gateway's prefix itself: netcheck
-/// reaches the IPv4-only server at its synthesised address, and a peer exchange with an IPv4
+/// reaches the IPv4-only server at its synthesised address (and its IPv4 alternate through the
+/// prefix: the gateway's NAT is classified), and a peer exchange with an IPv4
 /// peer completes (a wrong prefix, such as the `64:ff9b::` fallback, reaches nothing here).
 #[test]
 fn an_ipv6_only_host_finds_its_nat64_prefix_through_dns64() {
@@ -587,6 +588,19 @@ fn an_ipv6_only_host_finds_its_nat64_prefix_through_dns64() {
             "the server did not see the gateway's {}: {line}",
             v6.wan
         ));
+    }
+    // The server's IPv4 alternate is asked through the prefix too: the gateway's NAT (tayga
+    // and a port-restricted masquerade) is classified like the port-restricted one.
+    let classified = (
+        string_field(&line, "mapping"),
+        string_field(&line, "filtering"),
+    );
+    let want = (
+        Some("endpoint-independent".to_owned()),
+        Some("address-and-port-dependent".to_owned()),
+    );
+    if classified != want {
+        problems.push(format!("behind NAT64: not classified as {want:?}: {line}"));
     }
     let a = peer(
         &v6.ns,
