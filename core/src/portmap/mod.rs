@@ -627,7 +627,9 @@ impl PortMapping {
         }
         self.check_epoch(now, epoch);
         // Renewals know the address already; a first grant needs both answers.
-        let ip = self.natpmp_ip.or_else(|| self.mapped.map(|m| *m.external.ip()));
+        let ip = self
+            .natpmp_ip
+            .or_else(|| self.mapped.map(|m| *m.external.ip()));
         if let (Some(ip), Some((port, lifetime))) = (ip, self.natpmp_port) {
             self.natpmp_port = None;
             let external = SocketAddrV4::new(ip, port);
