@@ -74,7 +74,7 @@ pub use link::{
     GE_STEP, GilbertElliott, Link, LinkConfig, LinkDrop, LinkProfile, LinkStats, Loss, Outage, Sent,
 };
 pub use nat::{Filtering, Mapping, Nat, NatConfig, NatDrop, NatStats, PortAllocation};
-pub use net::{NetDrop, NetStats};
+pub use net::{NetDrop, NetStats, gateway_of};
 pub use node::{Node, NodeEvent};
 pub use oracle::{NatProfile, Traversal, direct_path_possible, direct_path_possible_with};
 pub use scenario::{Action, DEFAULT_BUSY_LIMIT, DEFAULT_STEP_CAP, Edge, Scenario};

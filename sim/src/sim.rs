@@ -535,6 +535,16 @@ impl Sim {
         list.rotate_left(self.first_node.get(&id).copied().unwrap_or(0));
         c.connect_any(now, &list, &[])
             .unwrap_or_else(|e| self.fail(format!("connect: {e}")));
+        // Behind a NAT that honours port mapping, the runtime names the gateway (as
+        // `pierce peer` does from the OS's default route) and the LAN address.
+        let h = &self.hosts[id];
+        if let Some(n) = h
+            .realm
+            .filter(|n| self.net.nats[*n].nat.config().port_mapping)
+        {
+            let _ = c.set_local_addresses(now, &[h.addr]);
+            c.set_gateway(now, Some(crate::net::gateway_of(n)));
+        }
         let h = &mut self.hosts[id];
         h.node = NodeState::Running(Box::new(c));
         h.wake = None;
@@ -671,6 +681,33 @@ impl Sim {
                 trace,
             } => {
                 let realm = self.hosts[from].realm;
+                if let Some((to, socket, reply)) =
+                    self.net.port_mapping(now, realm, src, dst, &data)
+                {
+                    // The gateway answers on the LAN, at once.
+                    let at = self.elapsed();
+                    let nat = realm
+                        .map(|n| self.net.nats[n].name.clone())
+                        .unwrap_or_default();
+                    self.record_fate(
+                        trace,
+                        PacketFate::Delivered {
+                            at,
+                            to: nat,
+                            from: src,
+                        },
+                    );
+                    let data = Bytes::from(reply);
+                    let item = Item::Deliver {
+                        to,
+                        socket,
+                        from: dst,
+                        data,
+                        trace: None,
+                    };
+                    self.queue.push(now, item);
+                    return Ok(());
+                }
                 match self.net.route(now, from, realm, src, dst) {
                     Err(e) => {
                         self.trace_drop(from, dst, data.len(), "net", e);
