@@ -22,6 +22,9 @@ pub(super) struct PortMapper {
     /// The local address the mapping is for.
     local: Option<SocketAddrV4>,
     machine: Option<PortMapping>,
+    /// A replaced machine still deleting its mapping (at the old gateway, or for the old
+    /// address), until its delete is sent and answered or given up.
+    closing: Option<PortMapping>,
     /// Counters of machines replaced (a new gateway or local address).
     past: PortMapStats,
     events: VecDeque<ClientEvent>,
@@ -29,7 +32,8 @@ pub(super) struct PortMapper {
 
 impl PortMapper {
     /// The gateway and the primary socket's local addresses as they are now: a mapping is
-    /// (re)started when either changed and both are known; an old one is deleted first.
+    /// (re)started when either changed and both are known, or when the one there was has
+    /// ended (failed, refused, deleted); an old one is deleted first.
     pub(super) fn update(
         &mut self,
         now: Instant,
@@ -42,16 +46,17 @@ impl PortMapper {
             _ => None,
         };
         let local = gateway.and_then(|g| pick_local(g, locals));
-        if gateway == self.gateway && local == self.local && self.machine.is_some() {
+        let live = self.machine.as_ref().is_some_and(|m| !m.is_done());
+        if gateway == self.gateway && local == self.local && live {
             return;
         }
         self.close(now);
+        self.retire();
         self.gateway = gateway;
         self.local = local;
         if let (Some(g), Some(l)) = (gateway, local) {
             let mut nonce = [0u8; 12];
             rng.fill_bytes(&mut nonce);
-            self.retire();
             self.machine = Some(PortMapping::new(now, g, l, nonce));
         }
     }
@@ -71,7 +76,7 @@ impl PortMapper {
 
     pub(super) fn stats(&self) -> PortMapStats {
         let mut s = self.past;
-        if let Some(m) = &self.machine {
+        for m in self.machine.iter().chain(&self.closing) {
             add(&mut s, m.stats());
         }
         s
@@ -88,6 +93,11 @@ impl PortMapper {
         if socket != SocketId::PRIMARY {
             return false;
         }
+        let closing = self.closing.as_mut();
+        if closing.is_some_and(|m| m.handle_input(now, from, datagram)) {
+            self.reap();
+            return true;
+        }
         let Some(m) = &mut self.machine else {
             return false;
         };
@@ -97,6 +107,10 @@ impl PortMapper {
     }
 
     pub(super) fn handle_timeout(&mut self, now: Instant) {
+        if let Some(m) = &mut self.closing {
+            m.handle_timeout(now);
+            self.reap();
+        }
         if let Some(m) = &mut self.machine {
             m.handle_timeout(now);
             self.drain();
@@ -104,11 +118,14 @@ impl PortMapper {
     }
 
     pub(super) fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        self.machine.as_mut()?.poll_transmit(buf)
+        let old = self.closing.as_mut().and_then(|m| m.poll_transmit(buf));
+        old.or_else(|| self.machine.as_mut()?.poll_transmit(buf))
     }
 
     pub(super) fn poll_timeout(&self) -> Option<Timeout> {
-        let at = self.machine.as_ref().and_then(PortMapping::poll_timeout);
+        let at = (self.machine.iter().chain(&self.closing))
+            .filter_map(PortMapping::poll_timeout)
+            .min();
         Timeout::at(at, "port mapping")
     }
 
@@ -127,9 +144,24 @@ impl PortMapper {
         }
     }
 
-    /// Keeps a replaced machine's counters.
+    /// Moves the current machine aside: to `closing` while its delete is under way, else
+    /// (done) only its counters are kept. A machine still closing from before is dropped.
     fn retire(&mut self) {
+        if let Some(old) = self.closing.take() {
+            add(&mut self.past, old.stats());
+        }
         if let Some(m) = self.machine.take() {
+            if m.is_done() {
+                add(&mut self.past, m.stats());
+            } else {
+                self.closing = Some(m);
+            }
+        }
+    }
+
+    /// Drops the closing machine once it is done (keeping its counters).
+    fn reap(&mut self) {
+        if let Some(m) = self.closing.take_if(|m| m.is_done()) {
             add(&mut self.past, m.stats());
         }
     }

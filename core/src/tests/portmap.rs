@@ -149,3 +149,46 @@ fn a_gateway_that_never_answers_ends_in_one_failure_event() {
     assert_eq!(requests(&net).len(), 12);
     assert_eq!(net.clients[0].client.stats().port_mapping.failed, 1);
 }
+
+#[test]
+fn a_new_gateway_gets_a_new_request_and_the_old_one_a_delete() {
+    let mut net = mapped_pair(ClientConfig::default());
+    let [req] = requests(&net)[..] else {
+        panic!("one request");
+    };
+    let mut buf = [0u8; 64];
+    let n = encode_gateway_grant(&mut buf, &req, mapped(), 3600, 10).unwrap();
+    let now = net.now;
+    net.clients[0]
+        .client
+        .handle_datagram(now, gateway(), &buf[..n]);
+    // The host moved to another network whose router is 192.168.7.1.
+    let other = SocketAddr::from(([192, 168, 7, 1], PCP_SERVER_PORT));
+    let c = &mut net.clients[0].client;
+    c.set_local_addresses(now, &["192.168.7.20:40000".parse().unwrap()])
+        .unwrap();
+    c.set_gateway(now, Some(other.ip()));
+    net.run_for(ms(20));
+    assert!(
+        matches!(
+            requests(&net).last(),
+            Some(GatewayRequest::PcpMap { lifetime: 0, .. })
+        ),
+        "the old mapping is deleted"
+    );
+    let from = net.clients[0].addr;
+    let to_new: Vec<_> = (net.log.iter())
+        .filter(|s| s.from == from && s.to == other)
+        .filter_map(|s| GatewayRequest::decode(&s.bytes))
+        .collect();
+    assert!(
+        matches!(
+            to_new[..],
+            [GatewayRequest::PcpMap { lifetime: 7200, client, .. }]
+                if client == IpAddr::from([192, 168, 7, 20])
+        ),
+        "{to_new:?}"
+    );
+    // The lost address is no longer offered.
+    assert_eq!(net.clients[0].client.mapped_addr(), None);
+}
