@@ -135,6 +135,12 @@ pub struct ClientConfig {
     /// an alternate address ([`crate::Server::enable_nat_discovery`]); against one without,
     /// discovery ends after one STUN round trip with the behaviour unknown.
     pub nat_discovery: bool,
+    /// Ask the default gateway (named by the runtime, [`crate::Client::set_gateway`]) to
+    /// forward this client's UDP port, with PCP (RFC 6887) or NAT-PMP (RFC 6886), and offer
+    /// the mapped public address to peers: a host behind a symmetric NAT whose router
+    /// honours it becomes reachable directly. Deleted on [`crate::Client::disconnect`]. Off
+    /// with `private` or without `direct_paths`. Default: on.
+    pub port_mapping: bool,
     /// Extra local sockets this client opens, when it is the "hard" side (random
     /// endpoint-dependent mapping) of a pair whose other side filters by address and port:
     /// each gets its own NAT mapping towards the peer, and the peer probes random ports
@@ -210,6 +216,7 @@ impl Default for ClientConfig {
             direct_paths: true,
             private: false,
             nat_discovery: true,
+            port_mapping: true,
             birthday_sockets: 256,
             birthday_probes: 1024,
             prediction_window: 32,

@@ -289,6 +289,14 @@ pub enum ClientEvent {
         /// This client's address as that server sees it, or why there is none.
         result: Result<SocketAddr, crate::stun::StunError>,
     },
+    /// The port mapping at the default gateway ([`crate::Client::set_gateway`]) was granted
+    /// (its public address is now offered to peers), lost or could not be made.
+    PortMapping {
+        /// The gateway asked.
+        gateway: std::net::IpAddr,
+        /// What happened.
+        event: crate::portmap::PortMapEvent,
+    },
     /// NAT behaviour discovery ([`crate::Client::discover_nat`], or the automatic one after
     /// connecting) finished.
     NatDiscovered {

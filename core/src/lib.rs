@@ -99,6 +99,7 @@ mod event;
 pub mod framing;
 mod host;
 pub mod nat;
+pub mod portmap;
 mod ratelimit;
 mod rng;
 mod rudp;

@@ -258,6 +258,8 @@ pub struct ClientStats {
     /// else sent them (a token learnt for a session id before it was ours; see
     /// [`crate::wire::reset`]).
     pub resets_refuted: u64,
+    /// Port mapping at the default gateway (see [`crate::Client::set_gateway`]).
+    pub port_mapping: crate::portmap::PortMapStats,
 }
 
 /// A server's counters.

@@ -7,6 +7,8 @@
 //! path): streams are only asked of the server, and a transmit only ever
 //! names a stream that connected and that the client has not closed itself (one that broke
 //! is named until a new one connects: the runtime drops those; stream ids are never reused).
+//! The client knows a LAN address and its default gateway, so it runs port mapping too:
+//! datagrams may come from the gateway's PCP port, and requests may go there (nowhere else).
 #![no_main]
 
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use pierce_core::{
 #[derive(Arbitrary, Debug)]
 struct Step {
     from_server: bool,
+    from_gateway: bool,
     advance_ms: u16,
     template: u8,
     bytes: Vec<u8>,
@@ -33,6 +36,10 @@ fuzz_target!(|steps: Vec<Step>| {
     let epoch = Instant::now();
     let mut now = epoch;
     let mut client = Client::new(Arc::new(ClientConfig::default()), [3; 32], now).expect("config");
+    let gateway: SocketAddr = "10.0.0.1:5351".parse().expect("literal");
+    let lan: SocketAddr = "10.0.0.2:50000".parse().expect("literal");
+    client.set_local_addresses(now, &[lan]).expect("fresh");
+    client.set_gateway(now, Some(gateway.ip()));
     client.connect(now, server, &[]).expect("fresh");
     let mut buf = [0u8; MAX_DATAGRAM_SIZE];
     let mut session = 0u32;
@@ -86,7 +93,10 @@ fuzz_target!(|steps: Vec<Step>| {
             &mut closed_by_client,
         );
         while let Some(t) = client.poll_transmit(now, &mut buf) {
-            assert_eq!(t.dst, server, "a client only ever talks to its server here");
+            assert!(
+                t.dst == server || (t.dst == gateway && t.socket == SocketId::PRIMARY),
+                "a client only ever talks to its server and its gateway here: {t:?}"
+            );
             if t.socket.is_stream() {
                 assert!(
                     connected.contains(&t.socket) && !closed_by_client.contains(&t.socket),
@@ -150,7 +160,11 @@ fuzz_target!(|steps: Vec<Step>| {
             }
             _ => step.bytes.clone(),
         };
-        let from = if step.from_server { server } else { stranger };
+        let from = match (step.from_server, step.from_gateway) {
+            (true, _) => server,
+            (false, true) => gateway,
+            (false, false) => stranger,
+        };
         let socket = match stream {
             Some(id) if step.template & 0x10 != 0 => id,
             _ => SocketId::PRIMARY,
@@ -167,5 +181,6 @@ fuzz_target!(|steps: Vec<Step>| {
             s.dropped.total() <= s.io.datagrams_in + s.io.bytes_in,
             "{s:?}"
         );
+        assert!(s.port_mapping.dropped <= s.io.datagrams_in, "{s:?}");
     }
 });

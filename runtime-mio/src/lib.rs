@@ -67,7 +67,7 @@ pub use alloc::CountingAllocator;
 pub use driver::{Driver, RECV_BUDGET, RECV_BUFFER_SIZE, SEND_BUDGET};
 pub use pierce_core::streams::DEFAULT_MAX_STREAMS;
 pub use pierce_os::{
-    DriverStats, bind_relay_group, bind_udp, discover_nat64_prefix, for_socket, local_addresses,
-    os_seed, set_socket_buffers, unix_time,
+    DriverStats, bind_relay_group, bind_udp, default_gateway, discover_nat64_prefix, for_socket,
+    local_addresses, os_seed, set_socket_buffers, unix_time,
 };
 pub use relay::RelayThreads;

@@ -474,6 +474,71 @@ fn symmetric_to_symmetric_is_delivered_through_the_relay() {
     run_apart(Nat::Symmetric, Nat::Symmetric, PLAIN, Expect::Relay);
 }
 
+/// Issue #25 item 2: a host behind a symmetric NAT whose router runs Debian's miniupnpd
+/// (NAT-PMP and PCP) and a host behind a plain symmetric NAT. The first asks its gateway for
+/// a mapping of its port (PCP MAP), offers the mapped address as a candidate, and the other
+/// one's probes reach it there: the pair goes direct (two symmetric NATs alone stay on the
+/// relay, above; so does this pair with `--no-port-mapping`), and the peer's direct path is
+/// the mapped address. Needs `miniupnpd` (`miniupnpd-nftables`; `.ci/run` installs it):
+/// SKIPPED without it, failed under `CI`.
+#[test]
+fn a_symmetric_nat_running_miniupnpd_goes_direct_with_a_symmetric_peer_on_the_mapped_port() {
+    if let Err(e) = lab::miniupnpd_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: miniupnpd is missing ({e}); .ci/run installs miniupnpd-nftables"
+        );
+        println!("SKIPPED nat_lab miniupnpd: {e}");
+        return;
+    }
+    let Some(mut lab) = lab() else {
+        return;
+    };
+    let name = "symmetric+miniupnpd<->symmetric";
+    let build = |lab: &mut Lab| -> Result<(Host, Host), String> {
+        let b = lab.add_nat(Nat::Symmetric, 1, 0)?.remove(0);
+        let a = lab.add_nat_with_miniupnpd(Nat::Symmetric)?;
+        Ok((a, b))
+    };
+    let (a_host, b_host) =
+        build(&mut lab).unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
+    let mut server = Server::start(&lab.server_ns());
+    let a = peer(&a_host.ns, "a", PLAIN, &["--server", lab::SERVER]);
+    let b = peer(&b_host.ns, "b", PLAIN, &["--server", lab::SERVER]);
+    let runs = [a.finish(), b.finish()];
+    let server = server.stop();
+    let wan = a_host.wan;
+    let runs = runs.into_iter().zip([Some(a_host), Some(b_host)]);
+    let outcome = Outcome::new(name, runs.zip(["a", "b"]), server, lab);
+    let mut problems = outcome.problems(Expect::Direct);
+    let granted = (outcome.sides[0].run.stdout.iter())
+        .filter(|l| l.contains(r#""event":"port_mapping""#))
+        .find(|l| l.contains(r#""result":"granted""#))
+        .and_then(|l| string_field(l, "external"));
+    println!(
+        "LAB scenario={name} mapped={}",
+        granted.as_deref().unwrap_or("null")
+    );
+    match &granted {
+        None => problems.push("a reported no granted port mapping".to_owned()),
+        Some(ext) => {
+            if !ext.starts_with(&format!("{wan}:")) {
+                problems.push(format!(
+                    "a's mapping {ext} is not on its router's WAN {wan}"
+                ));
+            }
+            let b_direct = outcome.sides[1].report.direct_addr.as_deref();
+            if b_direct != Some(ext.as_str()) {
+                problems.push(format!(
+                    "b went direct to {}, not to a's mapped address {ext}",
+                    b_direct.unwrap_or("nothing")
+                ));
+            }
+        }
+    }
+    outcome.fail_on(&problems);
+}
+
 /// Issue #20: two dual-stack hosts behind symmetric IPv4 NATs (which relay forever over
 /// IPv4), each with a global IPv6 address behind its router's stateful firewall, talking to
 /// an IPv4-only server: they go direct over IPv6 (punched through both firewalls at once).

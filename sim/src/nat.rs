@@ -79,6 +79,15 @@ pub struct NatConfig {
     /// different one: with port preservation or EIM, the port the peer was told about (and
     /// punched to) is no longer the port used towards it.
     pub conntrack_quirk: bool,
+    /// Honours port-mapping requests (PCP, RFC 6887 MAP; NAT-PMP, RFC 6886) sent to its inside
+    /// address ([`crate::gateway_of`]) port 5351, as a home router running miniupnpd does:
+    /// each mapping is a static forward ([`Nat::forward`]) of the suggested external port
+    /// (else the next free one) to the requesting socket, for anyone, until deleted. Simpler
+    /// than a real router in one way: all of that socket's outbound traffic then leaves from
+    /// the mapped port too (a real symmetric router still picks a new port per destination for
+    /// the socket's own flows; only replies to inbound ones use the mapped port). Lifetimes
+    /// are granted as asked and never run out. Default: off.
+    pub port_mapping: bool,
 }
 
 impl NatConfig {
@@ -93,6 +102,7 @@ impl NatConfig {
             inbound_refreshes: true,
             hairpinning: false,
             conntrack_quirk: false,
+            port_mapping: false,
         }
     }
 
@@ -220,6 +230,12 @@ impl NatConfig {
         self
     }
 
+    /// Honouring PCP / NAT-PMP mapping requests, or not ([`NatConfig::port_mapping`]).
+    pub fn with_port_mapping(mut self, on: bool) -> Self {
+        self.port_mapping = on;
+        self
+    }
+
     /// With or without the Linux conntrack quirk.
     pub fn with_conntrack_quirk(mut self, on: bool) -> Self {
         self.conntrack_quirk = on;
@@ -267,6 +283,8 @@ pub struct NatStats {
     pub dropped_ports_exhausted: u64,
     /// Conntrack entries created by unsolicited inbound datagrams (quirk only).
     pub conntrack_entries: u64,
+    /// Forwards installed by port-mapping requests ([`NatConfig::port_mapping`]).
+    pub port_mappings: u64,
 }
 
 /// Lowest external port handed out.
@@ -306,6 +324,8 @@ pub struct Nat {
     forwards: BTreeMap<u16, SocketAddr>,
     /// Conntrack entries from unsolicited inbound datagrams: (external port, remote) → expiry.
     ghosts: BTreeMap<(u16, SocketAddr), Instant>,
+    /// When the first port-mapping request came (the PCP / NAT-PMP epoch's zero).
+    pmp_epoch: Option<Instant>,
     next_port: u16,
     stats: NatStats,
 }
@@ -323,6 +343,7 @@ impl Nat {
             by_port: BTreeMap::new(),
             forwards: BTreeMap::new(),
             ghosts: BTreeMap::new(),
+            pmp_epoch: None,
             next_port,
             stats: NatStats::default(),
         }
@@ -357,8 +378,76 @@ impl Nat {
         self.forwards.insert(external_port, internal);
     }
 
+    /// A PCP or NAT-PMP request from `internal` to this NAT's inside address, port 5351: the
+    /// answer, if the NAT honours port mapping ([`NatConfig::port_mapping`]) and the request
+    /// is one (a PCP MAP must name its sender as the client, RFC 6887 §8.1; others are not
+    /// answered). A MAP installs (or keeps) a static forward to `internal`'s address and the
+    /// internal port asked, on the suggested external port if free, else the next free one;
+    /// lifetime 0 removes it. The epoch counts seconds since the first request.
+    pub fn handle_port_mapping(
+        &mut self,
+        now: Instant,
+        internal: SocketAddr,
+        request: &[u8],
+    ) -> Option<Vec<u8>> {
+        use pierce_core::portmap::{GatewayRequest, encode_gateway_grant};
+        if !self.config.port_mapping {
+            return None;
+        }
+        let req = GatewayRequest::decode(request)?;
+        let IpAddr::V4(public) = self.public_ip else {
+            return None;
+        };
+        let start = *self.pmp_epoch.get_or_insert(now);
+        let epoch = u32::try_from((now - start).as_secs()).unwrap_or(u32::MAX);
+        let (internal_port, suggested, lifetime) = match req {
+            GatewayRequest::PcpMap {
+                client,
+                lifetime,
+                internal_port,
+                suggested_port,
+                ..
+            } => {
+                if client != internal.ip() {
+                    return None;
+                }
+                (internal_port, suggested_port, lifetime)
+            }
+            GatewayRequest::NatPmpMap {
+                internal_port,
+                suggested_port,
+                lifetime,
+            } => (internal_port, suggested_port, lifetime),
+            GatewayRequest::NatPmpPublic => (0, 0, 0),
+        };
+        let target = SocketAddr::new(internal.ip(), internal_port);
+        let existing = self.forward_port(target);
+        let port = match req {
+            GatewayRequest::NatPmpPublic => 0,
+            _ if lifetime == 0 => {
+                if let Some(p) = existing {
+                    self.forwards.remove(&p);
+                }
+                0
+            }
+            _ => {
+                let any = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+                let port = existing
+                    .or_else(|| (self.port_free(suggested, any)).then_some(suggested))
+                    .or_else(|| self.scan(suggested.max(PORT_MIN), any))?;
+                self.forwards.insert(port, target);
+                self.stats.port_mappings += u64::from(existing.is_none());
+                port
+            }
+        };
+        let mut buf = [0u8; 64];
+        let external = std::net::SocketAddrV4::new(public, port);
+        let n = encode_gateway_grant(&mut buf, &req, external, lifetime, epoch)?;
+        Some(buf[..n].to_vec())
+    }
+
     /// Where a static forward sends `external_port`, if one does.
-    pub(crate) fn forwarded(&self, external_port: u16) -> Option<SocketAddr> {
+    pub fn forwarded(&self, external_port: u16) -> Option<SocketAddr> {
         self.forwards.get(&external_port).copied()
     }
 
@@ -901,5 +990,69 @@ mod tests {
             n.inbound(t + Duration::from_secs(3600), addr(S2), ext),
             Ok(addr("10.0.0.2:7777"))
         );
+    }
+
+    /// A PCP MAP request from `client` for its port 5000, suggesting `suggested`.
+    fn pcp_map(client: &str, suggested: u16, lifetime: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 60];
+        b[0] = 2; // RFC 6887 §7.1: version 2, opcode MAP.
+        b[1] = 1;
+        b[4..8].copy_from_slice(&lifetime.to_be_bytes());
+        let ip: std::net::Ipv4Addr = client.parse().unwrap();
+        b[8..24].copy_from_slice(&ip.to_ipv6_mapped().octets());
+        b[24..36].copy_from_slice(&[7; 12]);
+        b[36] = 17; // §11.1: UDP.
+        b[40..42].copy_from_slice(&5000u16.to_be_bytes());
+        b[42..44].copy_from_slice(&suggested.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn a_port_mapping_nat_forwards_the_suggested_port_to_anyone_until_deleted() {
+        let t = t0();
+        let mut plain = nat(NatConfig::symmetric());
+        assert_eq!(
+            plain.handle_port_mapping(t, addr(HOST), &pcp_map("10.0.0.2", 6000, 60)),
+            None
+        );
+        let mut n = nat(NatConfig::symmetric().with_port_mapping(true));
+        // The client field must name the sender (RFC 6887 §8.1).
+        assert_eq!(
+            n.handle_port_mapping(t, addr(HOST), &pcp_map("10.0.0.9", 6000, 60)),
+            None
+        );
+        let answer = n.handle_port_mapping(t, addr(HOST), &pcp_map("10.0.0.2", 6000, 60));
+        let answer = answer.expect("answered");
+        assert_eq!(
+            &answer[..4],
+            &[2, 0x81, 0, 0],
+            "version 2, MAP response, success"
+        );
+        assert_eq!(
+            &answer[42..44],
+            &6000u16.to_be_bytes(),
+            "the suggested port"
+        );
+        assert_eq!(n.forwarded(6000), Some(addr(HOST)));
+        // Anyone reaches it; the host's traffic leaves from it.
+        assert_eq!(
+            n.inbound(t, addr(S1), addr("11.0.0.1:6000")),
+            Ok(addr(HOST))
+        );
+        assert_eq!(
+            n.outbound(t, addr(HOST), addr(S2)),
+            Ok(addr("11.0.0.1:6000"))
+        );
+        // A renewal keeps the port; lifetime 0 deletes it.
+        let again = n
+            .handle_port_mapping(t, addr(HOST), &pcp_map("10.0.0.2", 0, 60))
+            .unwrap();
+        assert_eq!(&again[42..44], &6000u16.to_be_bytes());
+        n.handle_port_mapping(t, addr(HOST), &pcp_map("10.0.0.2", 0, 0))
+            .unwrap();
+        assert_eq!(n.forwarded(6000), None);
+        assert_eq!(n.stats().port_mappings, 1);
+        // Garbage is not answered.
+        assert_eq!(n.handle_port_mapping(t, addr(HOST), &[2, 1, 0]), None);
     }
 }

@@ -74,6 +74,12 @@ pub(crate) struct NatSlot {
     pub(crate) outside: Realm,
 }
 
+/// NAT `n`'s inside address, the default gateway of the hosts behind it: `10.<n>.1` (hosts get
+/// `.2` and up).
+pub fn gateway_of(n: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, (n >> 8) as u8, n as u8, 1))
+}
+
 /// Hops a datagram may take before the topology is declared circular.
 const MAX_HOPS: usize = 32;
 
@@ -332,6 +338,28 @@ impl Network {
             }
         }
         Err(NetDrop::NoRoute)
+    }
+
+    /// A datagram from `src` in `realm` to that realm's gateway ([`gateway_of`]) on the PCP /
+    /// NAT-PMP port: the answer of a NAT that honours port mapping, with the host and socket
+    /// it goes back to. `None`: not such a request, or not answered (it is then routed, and
+    /// dropped, like any datagram).
+    pub(crate) fn port_mapping(
+        &mut self,
+        now: Instant,
+        realm: Realm,
+        src: SocketAddr,
+        dst: SocketAddr,
+        data: &[u8],
+    ) -> Option<(usize, SocketId, Vec<u8>)> {
+        let n = realm?;
+        let server = SocketAddr::new(gateway_of(n), pierce_core::portmap::PCP_SERVER_PORT);
+        if dst != server {
+            return None;
+        }
+        let reply = self.nats[n].nat.handle_port_mapping(now, src, data)?;
+        let &(host, socket) = self.sockets.get(&(realm, src))?;
+        Some((host, socket, reply))
     }
 
     /// Carries a datagram from `src` (in `realm`, sent by host `from`) to `dst`: translates

@@ -19,6 +19,8 @@
 //!
 //! 1. If either side is open, or EIM + EIF ("full cone"), the other side's first packet
 //!    gets through and the reply follows it back: **direct**.
+//!    A NAT that honours port mapping ([`crate::NatConfig::port_mapping`]) counts as a full
+//!    cone: the client asks it for a forward and offers the mapped address.
 //! 2. If both sides have endpoint-independent mapping, each side's reflexive address is the
 //!    address its punches come from, so simultaneous punches open both filters, whatever the
 //!    filtering: **direct**.
@@ -93,6 +95,15 @@ pub struct NatProfile {
 impl NatProfile {
     /// The profile of one NAT.
     pub fn of(c: &NatConfig) -> Self {
+        if c.port_mapping {
+            // A host that asks gets a static forward: reachable by anyone at one address, as
+            // behind a full cone (Pierce clients behind such a NAT always ask).
+            return Self {
+                mapping: Mapping::EndpointIndependent,
+                filtering: Filtering::EndpointIndependent,
+                allocation: PortAllocation::Preserving,
+            };
+        }
         Self {
             mapping: c.mapping,
             filtering: c.filtering,

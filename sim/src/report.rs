@@ -138,6 +138,17 @@ pub const ALIASES: &[&str] = &[
 /// abbreviation (`EP-p`, see [`abbreviate`]), or an alias from [`ALIASES`] (`cgnat` is a
 /// port-restricted home router behind a carrier-grade NAT; `linux` has the conntrack quirk).
 pub fn edge_by_name(name: &str) -> Option<Edge> {
+    if let Some(base) = name.strip_suffix("+pmp") {
+        // The same edge whose own (innermost) router honours PCP / NAT-PMP.
+        let mut nats = edge_by_name(base)?.nats().to_vec();
+        let home = nats.first_mut()?;
+        *home = home.clone().with_port_mapping(true);
+        return Some(if nats.len() == 1 {
+            Edge::nat(nats.remove(0))
+        } else {
+            Edge::chain(nats)
+        });
+    }
     let edge = match name {
         "open" => Edge::Open,
         "full-cone" => Edge::nat(NatConfig::full_cone()),

@@ -592,11 +592,26 @@ impl Sim {
         self.servers_for(id, &mut list);
         c.connect_any(now, &list, &[])
             .unwrap_or_else(|e| self.fail(format!("connect: {e}")));
+        // As a runtime does: the dual-stack socket's interface addresses (its global IPv6
+        // one) and, behind a NAT that honours port mapping, the LAN address and the gateway
+        // (as `pierce peer` does from the OS's default route).
+        let h = &self.hosts[id];
+        let pmp = h
+            .realm
+            .filter(|n| self.net.nats[*n].nat.config().port_mapping);
+        let mut locals: Vec<SocketAddr> = Vec::new();
+        if pmp.is_some() {
+            locals.push(h.addr);
+        }
         if let Some(ip) = h.v6 {
-            // As a runtime does with its dual-stack socket's interface addresses.
-            let local = SocketAddr::new(ip.into(), h.addr.port());
-            c.set_local_addresses(now, &[local])
+            locals.push(SocketAddr::new(ip.into(), h.addr.port()));
+        }
+        if !locals.is_empty() {
+            c.set_local_addresses(now, &locals)
                 .unwrap_or_else(|e| self.fail(format!("set_local_addresses: {e}")));
+        }
+        if let Some(n) = pmp {
+            c.set_gateway(now, Some(crate::net::gateway_of(n)));
         }
         let h = &mut self.hosts[id];
         h.node = NodeState::Running(Box::new(c));
@@ -734,6 +749,33 @@ impl Sim {
                 trace,
             } => {
                 let realm = self.realm_of(from, src);
+                if let Some((to, socket, reply)) =
+                    self.net.port_mapping(now, realm, src, dst, &data)
+                {
+                    // The gateway answers on the LAN, at once.
+                    let at = self.elapsed();
+                    let nat = realm
+                        .map(|n| self.net.nats[n].name.clone())
+                        .unwrap_or_default();
+                    self.record_fate(
+                        trace,
+                        PacketFate::Delivered {
+                            at,
+                            to: nat,
+                            from: src,
+                        },
+                    );
+                    let data = Bytes::from(reply);
+                    let item = Item::Deliver {
+                        to,
+                        socket,
+                        from: dst,
+                        data,
+                        trace: None,
+                    };
+                    self.queue.push(now, item);
+                    return Ok(());
+                }
                 self.firewall_out(now, from, src, dst);
                 let routed = self
                     .net

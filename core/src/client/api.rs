@@ -25,6 +25,7 @@ impl Client {
     pub fn stats(&self) -> ClientStats {
         let mut s = self.stats;
         s.io.time_went_backwards = self.clock.backwards();
+        s.port_mapping = self.portmap.stats();
         s
     }
 
@@ -261,6 +262,7 @@ impl Client {
     /// [`DisconnectReason::ClosedLocally`]. Does nothing if already closed.
     pub fn disconnect(&mut self, now: Instant, code: u16) {
         let now = self.clock.advance(now);
+        self.portmap.close(now);
         if let Some(report) = self.session.disconnect(code) {
             self.forget_session();
             if report {
@@ -332,14 +334,36 @@ impl Client {
         now: Instant,
         addrs: &[SocketAddr],
     ) -> Result<(), CommandError> {
-        self.clock.advance(now);
+        let now = self.clock.advance(now);
         self.local_addresses = Candidates::new(addrs);
+        self.update_port_mapping(now);
         if self.is_connected() && !self.config.private {
-            let addrs = self.local_addresses;
+            let addrs = self.candidates();
             self.session
                 .push_control(&ControlMsg::Candidates { addrs })?;
         }
         Ok(())
+    }
+
+    /// Tells the client its default gateway (runtimes read it from the OS:
+    /// `pierce_mio::default_gateway`), or that there is none. With
+    /// [`crate::ClientConfig::port_mapping`] on (and neither `private` nor `direct_paths`
+    /// off), the client asks that gateway with PCP, else NAT-PMP, to forward the primary
+    /// socket's UDP port (for the IPv4 local address on the gateway's network, from
+    /// [`Client::set_local_addresses`]: call both, in any order), renews the mapping, and
+    /// offers its public address to peers as a candidate; [`ClientEvent::PortMapping`]
+    /// reports it and `stats().port_mapping` counts. A new gateway (or `None`) deletes the
+    /// mapping at the old one; so does [`Client::disconnect`]. Only IPv4 gateways are asked.
+    pub fn set_gateway(&mut self, now: Instant, gateway: Option<std::net::IpAddr>) {
+        let now = self.clock.advance(now);
+        self.gateway = gateway;
+        self.update_port_mapping(now);
+    }
+
+    /// The public address the gateway forwards to this client (port mapping), while there
+    /// is one.
+    pub fn mapped_addr(&self) -> Option<SocketAddr> {
+        self.portmap.external()
     }
 
     // ---- commands: peers ---------------------------------------------------------------

@@ -7,7 +7,9 @@
 //!   with a [`path::PathAgent`] per peer (candidates, punching, validation, liveness,
 //!   migration) and the birthday sockets (`sockets::SocketPool`);
 //! - [`membership::Membership`]: the groups and rooms this client is in;
-//! - [`discovery::Discovery`]: STUN queries and NAT behaviour discovery.
+//! - [`discovery::Discovery`]: STUN queries and NAT behaviour discovery;
+//! - [`portmap::PortMapper`]: the UDP port mapping at the default gateway (PCP / NAT-PMP),
+//!   whose public address is offered to peers as a candidate.
 //!
 //! This file routes: a datagram goes to the child that owns it (a sealed server packet is
 //! opened once and each of its frames goes to its owner: session frames to the session,
@@ -20,6 +22,7 @@ mod discovery;
 mod membership;
 mod path;
 mod peers;
+mod portmap;
 mod session;
 mod sockets;
 mod tcp;
@@ -48,6 +51,7 @@ use discovery::Discovery;
 pub use membership::RoomOptions;
 use membership::{Membership, join_flags};
 use peers::{PeerSet, Via};
+use portmap::PortMapper;
 use session::{Phase, Poll, Route, Session, SessionEvent};
 use tcp::TcpFailure;
 
@@ -65,6 +69,9 @@ pub struct Client {
     peers: PeerSet,
     membership: Membership,
     discovery: Discovery,
+    portmap: PortMapper,
+    /// The default gateway the runtime named ([`Client::set_gateway`]).
+    gateway: Option<std::net::IpAddr>,
     /// This client's local addresses, advertised to the server once connected.
     local_addresses: Candidates,
     /// Events not yet polled.
@@ -97,6 +104,8 @@ impl Client {
             peers: PeerSet::new(config.clone()),
             membership: Membership::default(),
             discovery: Discovery::default(),
+            portmap: PortMapper::default(),
+            gateway: None,
             local_addresses: Candidates::default(),
             events: VecDeque::new(),
             identity: None,
@@ -114,6 +123,11 @@ impl Client {
     fn receive(&mut self, now: Instant, socket: SocketId, from: SocketAddr, datagram: &[u8]) {
         let now = self.clock.advance(now);
         self.stats.io.received(datagram.len());
+        if self.portmap.handle_datagram(now, socket, from, datagram) {
+            // The gateway's PCP / NAT-PMP port: its answers, or drops it counts.
+            self.drain(now);
+            return;
+        }
         let stats = &mut self.stats;
         match demux::decode(datagram) {
             Err(e) => stats.dropped.count_decode(e),
@@ -314,6 +328,21 @@ impl Client {
         while let Some(e) = self.membership.poll_event() {
             self.emit(e);
         }
+        while let Some(e) = self.portmap.poll_event() {
+            if let ClientEvent::PortMapping { event, .. } = &e {
+                use crate::portmap::PortMapEvent;
+                let moved = matches!(
+                    event,
+                    PortMapEvent::Granted { .. } | PortMapEvent::Lost { .. }
+                );
+                if moved && self.is_connected() && !self.config.private {
+                    // Peers learn the new public address (or stop trying the old one first).
+                    let addrs = self.candidates();
+                    let _ = self.session.push_control(&ControlMsg::Candidates { addrs });
+                }
+            }
+            self.emit(e);
+        }
         while let Some(e) = self.discovery.poll_event() {
             if let ClientEvent::NatDiscovered {
                 server,
@@ -349,8 +378,8 @@ impl Client {
             // ports), and no discovery to learn them.
             return;
         }
-        if self.local_addresses.iter().next().is_some() {
-            let addrs = self.local_addresses;
+        let addrs = self.candidates();
+        if addrs.iter().next().is_some() {
             let _ = self.session.push_control(&ControlMsg::Candidates { addrs });
         }
         if self.config.nat_discovery && self.config.direct_paths {
@@ -360,6 +389,30 @@ impl Client {
             let info = NatInfo::from(&b);
             let _ = self.session.push_control(&ControlMsg::NatInfo { info });
         }
+    }
+
+    /// The addresses offered to peers: the gateway's mapping first (it reaches this host from
+    /// anywhere), then the local ones (up to [`crate::wire::control::MAX_CANDIDATES`]).
+    fn candidates(&self) -> Candidates {
+        let mut list: smallvec::SmallVec<[SocketAddr; 8]> = smallvec::SmallVec::new();
+        list.extend(self.portmap.external());
+        list.extend(self.local_addresses.iter());
+        Candidates::new(&list)
+    }
+
+    /// Whether port mapping may run: configured on, and this client may be reached directly.
+    fn port_mapping_allowed(&self) -> bool {
+        self.config.port_mapping && self.config.direct_paths && !self.config.private
+    }
+
+    /// (Re)starts the port mapping for the current gateway and local addresses.
+    fn update_port_mapping(&mut self, now: Instant) {
+        if !self.port_mapping_allowed() {
+            return;
+        }
+        let locals = self.local_addresses;
+        (self.portmap).update(now, self.gateway, locals.iter(), &mut self.rng);
+        self.drain_children();
     }
 
     fn start_discovery(&mut self, now: Instant, server: SocketAddr, auto: bool) {
@@ -586,6 +639,7 @@ impl Endpoint for Client {
     /// Retransmissions, keepalives, timeouts, punching rounds, path liveness, STUN.
     fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.advance(now);
+        self.portmap.handle_timeout(now);
         self.discovery.handle_timeout(now);
         self.drain(now);
         self.session
@@ -612,16 +666,19 @@ impl Endpoint for Client {
         );
         let now = self.clock.advance(now);
         let stats = &mut self.stats;
-        let t = self.discovery.poll_transmit(buf).or_else(|| {
-            match self
-                .session
-                .poll_transmit(now, buf, &mut self.peers, &mut self.rng, stats)
-            {
-                Poll::Server(t) => Some(t),
-                Poll::Peers => self.peers.poll_transmit(now, buf, stats),
-                Poll::Nothing => None,
-            }
-        })?;
+        let t = self.portmap.poll_transmit(buf);
+        let t = t
+            .or_else(|| self.discovery.poll_transmit(buf))
+            .or_else(|| {
+                match self
+                    .session
+                    .poll_transmit(now, buf, &mut self.peers, &mut self.rng, stats)
+                {
+                    Poll::Server(t) => Some(t),
+                    Poll::Peers => self.peers.poll_transmit(now, buf, stats),
+                    Poll::Nothing => None,
+                }
+            })?;
         self.stats.io.sent(t.len);
         Some(t)
     }
@@ -645,6 +702,7 @@ impl Endpoint for Client {
             Phase::Connected => (true, true, true),
         };
         Timeout::min([
+            self.portmap.poll_timeout(),
             self.discovery.poll_timeout(),
             self.session.poll_timeout(),
             self.peers.poll_timeout(orphans, early).filter(|_| peers),

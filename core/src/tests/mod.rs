@@ -7,6 +7,7 @@ mod failover;
 mod groups;
 mod hostile;
 mod ops;
+mod portmap;
 mod privacy;
 mod reset;
 mod resume;

@@ -10,7 +10,7 @@
 //! unread input to discard before closing one ([`discard_unread`]), a server's sockets for
 //! relay threads with the kernel steering relay packets among them ([`bind_relay_group`]),
 //! dual-stack UDP sockets and destinations in a socket's family ([`bind_udp`],
-//! [`for_socket`]);
+//! [`for_socket`]), the default IPv4 gateway for port mapping ([`default_gateway`]);
 //! and the counters a driver keeps about that work ([`DriverStats`]).
 //!
 //! The core (`pierce-core`) never touches the OS, so none of this can live there. A game uses
@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod dual;
+mod gateway;
 mod reuseport;
 #[cfg(target_os = "linux")]
 mod sock;
@@ -28,6 +29,7 @@ mod sys;
 mod tcp;
 
 pub use dual::{bind_udp, discover_nat64_prefix, for_socket};
+pub use gateway::default_gateway;
 
 pub use reuseport::bind_relay_group;
 pub use stats::DriverStats;

@@ -626,6 +626,11 @@ pub struct PeerArgs {
     /// off).
     #[arg(long)]
     pub relay_only: bool,
+    /// Do not ask the default gateway for a port mapping (PCP / NAT-PMP;
+    /// `ClientConfig::port_mapping` off). By default the peer asks it to forward its UDP
+    /// port and offers the mapped address to other peers, deleting it when it leaves.
+    #[arg(long)]
+    pub no_port_mapping: bool,
     /// IP privacy (`ClientConfig::private`): no other peer ever learns this peer's addresses.
     /// The server hands them to no one and pairs this peer relay-only both ways (it learns no
     /// one's addresses either); it never punches and never tells its LAN addresses. Every

@@ -64,6 +64,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
             size: args.size,
             mode: Mode::ReliableOrdered,
             relay_only: false,
+            no_port_mapping: false,
             private: false,
             relay_only_room: false,
             no_offload: false,

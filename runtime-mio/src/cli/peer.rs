@@ -63,6 +63,7 @@ pub fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
     let mut setup = Setup::new(&args.connect, args.timeout, !args.relay_only)?;
     setup.config.transport = args.transport();
     setup.config.private = args.private;
+    setup.config.port_mapping = !args.no_port_mapping;
     let json = args.json;
     let deadline = start + args.timeout;
     let (server, host, offload) = (args.connect.server(), args.host, !args.no_offload);
@@ -114,6 +115,11 @@ pub fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
             // Peers behind the same NAT reach each other on these; sent once connected.
             let lan = lan_candidates(driver.local_addr());
             let _ = driver.endpoint_mut().set_local_addresses(start, &lan);
+        }
+        if setup.config.port_mapping {
+            // The gateway is asked to forward the socket's port (PCP, else NAT-PMP).
+            let gateway = crate::default_gateway().map(std::net::IpAddr::V4);
+            driver.endpoint_mut().set_gateway(start, gateway);
         }
         drive(driver, script, json, deadline)
     }

@@ -597,6 +597,39 @@ impl Script {
                 };
                 self.line(Some(obj), text);
             }
+            ClientEvent::PortMapping { gateway, event } => {
+                use pierce_core::portmap::PortMapEvent;
+                let base = Obj::event("port_mapping").str("gateway", &gateway.to_string());
+                let (obj, text) = match event {
+                    PortMapEvent::Granted {
+                        external,
+                        lifetime,
+                        protocol,
+                    } => (
+                        base.str("result", "granted")
+                            .str("external", &external.to_string())
+                            .str("protocol", protocol.name())
+                            .int("lifetime_s", lifetime.as_secs()),
+                        format!(
+                            "gateway {gateway} maps {external} to us ({}, {} s)",
+                            protocol.name(),
+                            lifetime.as_secs()
+                        ),
+                    ),
+                    PortMapEvent::Lost { external, error } => (
+                        base.str("result", "lost")
+                            .str("external", &external.to_string())
+                            .str("error", &error.to_string()),
+                        format!("gateway {gateway} no longer maps {external}: {error}"),
+                    ),
+                    PortMapEvent::Failed(error) => (
+                        base.str("result", "failed")
+                            .str("error", &error.to_string()),
+                        format!("no port mapping at gateway {gateway}: {error}"),
+                    ),
+                };
+                self.line(Some(obj), text);
+            }
             ClientEvent::Redirected { from, to, room } => {
                 // A cluster node sent us to another: the client registers there by itself
                 // (same host id) and rejoins, or asks for the room there.
@@ -1212,6 +1245,7 @@ mod tests {
             size: 16,
             mode,
             relay_only: false,
+            no_port_mapping: false,
             private: false,
             relay_only_room: false,
             no_offload: false,

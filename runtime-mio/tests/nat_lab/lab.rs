@@ -29,6 +29,12 @@ pub(crate) const SERVER6: &str = "[2001:db8::1]:3478";
 pub(crate) const SERVER6_ALT: &str = "[2001:db8::2]:3479";
 /// The NAT64 gateway's network-specific prefix ([`Lab::add_nat64`]).
 pub(crate) const NAT64_PREFIX: &str = "2001:db8:64:64::";
+/// WAN addresses of routers that run miniupnpd ([`Lab::add_nat_with_miniupnpd`]): miniupnpd
+/// refuses to map ports on a "reserved" external address (its `addr_is_reserved` list has the
+/// RFC 5737 documentation ranges, the lab's 203.0.113.0/24 among them), so these routers get
+/// one outside that list, on the same internet bridge (every other namespace routes it on
+/// link).
+pub(crate) const UPNP_WAN_NET: &str = "192.0.3.0/24";
 /// Every namespace of this file starts with this.
 const PREFIX: &str = "plab";
 
@@ -178,6 +184,10 @@ pub(crate) struct Lab {
     routers: Vec<(String, Nat, String)>,
     /// Routers also route IPv6 ([`Lab::with_ipv6`]).
     ipv6: bool,
+    /// A router has a WAN address in [`UPNP_WAN_NET`]: routers added later route it on link.
+    upnp_wan: bool,
+    /// miniupnpd logs, printed with the diagnostics.
+    logs: Vec<std::path::PathBuf>,
 }
 
 impl Lab {
@@ -191,6 +201,8 @@ impl Lab {
             ports: 0,
             routers: Vec::new(),
             ipv6: false,
+            upnp_wan: false,
+            logs: Vec::new(),
         };
         // Building is a few dozen short `ip` runs; one lab at a time keeps a busy machine's
         // setup errors readable and costs well under a second per lab.
@@ -334,6 +346,9 @@ table ip lab_late {{
             });
         }
         nft(&router, &nat.ruleset(lan_net(2)))?;
+        if self.upnp_wan {
+            ip(&["-n", &router, "route", "add", UPNP_WAN_NET, "dev", "wan"])?;
+        }
         if loss_percent > 0 {
             let rules = format!(
                 r#"
@@ -352,6 +367,134 @@ table bridge lab_loss_{port} {{
         }
         self.routers.push((router, nat, port));
         Ok(out)
+    }
+
+    /// A router of kind `nat` with one host, running Debian's miniupnpd (NAT-PMP and PCP on
+    /// its LAN address, port 5351; UPnP IGD off), started here and killed with the lab. Its
+    /// WAN address is `192.0.3.(10 + i)` ([`UPNP_WAN_NET`], which miniupnpd accepts as public)
+    /// and it reaches the lab's 203.0.113.0/24 on link. Its firewall also lets in what a
+    /// mapping forwards (`ct status dnat`), as a home router with UPnP does; miniupnpd's own
+    /// tables (`pmp_fw`, `pmp_nat`, with the chains its nftables backend fills) are made here.
+    /// Waits until miniupnpd listens.
+    #[allow(dead_code)] // not every test binary that includes this file uses it
+    pub(crate) fn add_nat_with_miniupnpd(&mut self, nat: Nat) -> Result<Host, String> {
+        let mut host = self.add_nat(nat, 1, 0)?.remove(0);
+        let _one_at_a_time = setup_lock();
+        let i = self.routers.len() - 1;
+        let router = self.routers[i].0.clone();
+        let wan = Ipv4Addr::new(192, 0, 3, 10 + i as u8);
+        ip(&["-n", &router, "addr", "flush", "dev", "wan"])?;
+        ip(&[
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("{wan}/24"),
+            "dev",
+            "wan",
+        ])?;
+        ip(&[
+            "-n",
+            &router,
+            "route",
+            "add",
+            "203.0.113.0/24",
+            "dev",
+            "wan",
+        ])?;
+        if !self.upnp_wan {
+            self.upnp_wan = true;
+            ip(&[
+                "-n",
+                &self.server_ns(),
+                "route",
+                "add",
+                UPNP_WAN_NET,
+                "dev",
+                "eth0",
+            ])?;
+            for (other, _, _) in &self.routers[..i] {
+                ip(&["-n", other, "route", "add", UPNP_WAN_NET, "dev", "wan"])?;
+            }
+        }
+        nft(
+            &router,
+            r#"
+insert rule ip lab_fw forward iifname "wan" ct status dnat counter accept
+table inet pmp_fw {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    jump miniupnpd
+  }
+  chain miniupnpd {
+  }
+}
+table inet pmp_nat {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    jump prerouting_miniupnpd
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    jump postrouting_miniupnpd
+  }
+  chain prerouting_miniupnpd {
+  }
+  chain postrouting_miniupnpd {
+  }
+}
+"#,
+        )?;
+        let dir = std::env::temp_dir().join(format!("{}miniupnpd{i}", self.prefix));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("miniupnpd dir: {e}"))?;
+        let lan = format!("10.{}.0.0/24", i + 1);
+        let conf = dir.join("miniupnpd.conf");
+        let text = format!(
+            "ext_ifname=wan\nlistening_ip=lan\nenable_natpmp=yes\nenable_upnp=no\n\
+             secure_mode=yes\nsystem_uptime=yes\nmin_lifetime=120\nmax_lifetime=86400\n\
+             uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\nupnp_table_name=pmp_fw\n\
+             upnp_nat_table_name=pmp_nat\nlease_file={}\n\
+             allow 1024-65535 {lan} 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+            dir.join("leases").display()
+        );
+        std::fs::write(&conf, text).map_err(|e| format!("miniupnpd.conf: {e}"))?;
+        let log = dir.join("miniupnpd.log");
+        let out = std::fs::File::create(&log).map_err(|e| format!("miniupnpd.log: {e}"))?;
+        let err = out.try_clone().map_err(|e| format!("miniupnpd.log: {e}"))?;
+        let (conf, pid) = (conf.display().to_string(), dir.join("pid"));
+        // -d: in the foreground, logging to stderr; -P: its own pid file (the default one in
+        // /run would stop a second lab's miniupnpd).
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &router,
+                "miniupnpd",
+                "-f",
+                &conf,
+                "-d",
+                "-P",
+            ])
+            .arg(&pid)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start miniupnpd: {e}"))?;
+        self.logs.push(log.clone());
+        let started = std::time::Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Listening for NAT-PMP/PCP traffic") {
+                break;
+            }
+            if started.elapsed() > std::time::Duration::from_secs(10) {
+                return Err(format!("miniupnpd did not start in 10 s:\n{text}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        host.wan = wan;
+        Ok(host)
     }
 
     /// A router doing NAT64 for one IPv6-only host: its LAN is `2001:db8:64::/64` (the
@@ -532,6 +675,10 @@ table bridge lab_loss_{port} {{
                 "-L",
             ]));
         }
+        for log in &self.logs {
+            s.push_str(&format!("--- {}\n", log.display()));
+            s.push_str(&std::fs::read_to_string(log).unwrap_or_default());
+        }
         s.push_str("--- internet\n");
         s.push_str(&run_text(&[
             "ip",
@@ -709,6 +856,12 @@ pub(crate) fn prerequisites() -> Result<(), String> {
                 .map_err(|e| format!("nftables does not work in a namespace: {e}"))
         })
         .clone()
+}
+
+/// miniupnpd is installed (Debian's `miniupnpd-nftables`), or why not.
+#[allow(dead_code)] // not every test binary that includes this file uses it
+pub(crate) fn miniupnpd_available() -> Result<(), String> {
+    run(&["miniupnpd", "--version"]).map(drop)
 }
 
 /// Deletes `plab<pid>-...` namespaces whose test process no longer exists.
