@@ -192,6 +192,15 @@ pub struct ClientConfig {
     /// ([`crate::synthesize_nat64`]), which the NAT64 gateway translates. Its last 32 bits
     /// must be zero. Default: none.
     pub nat64_prefix: Option<Ipv6Addr>,
+    /// STUN servers (any: a Pierce server, coturn, a public one) this client asks, from its
+    /// socket, how the internet sees it, once connected and every 25 s after; each answer
+    /// that is not one of its own addresses is offered to peers as a candidate (a
+    /// server-reflexive one). For the family the session does not use: a client whose
+    /// server is IPv4 learns its IPv6 address behind NAT66 or NPTv6 from an IPv6 server here
+    /// (its global IPv6 addresses are candidates already). At most 4, unicast, port not 0.
+    /// Not asked with [`ClientConfig::private`] or without [`ClientConfig::direct_paths`].
+    /// Default: none.
+    pub stun_servers: Vec<std::net::SocketAddr>,
 }
 
 impl Default for ClientConfig {
@@ -227,6 +236,7 @@ impl Default for ClientConfig {
             tcp_fallback_after: DEFAULT_TCP_FALLBACK_AFTER,
             udp_probe_interval: DEFAULT_UDP_PROBE_INTERVAL,
             nat64_prefix: None,
+            stun_servers: Vec::new(),
         }
     }
 }
@@ -248,6 +258,15 @@ impl ClientConfig {
         }
         if self.ack_delay > crate::reliability::MAX_ACK_DELAY {
             return Err(ConfigError::OutOfRange("ack_delay"));
+        }
+        let bad_stun = |a: &std::net::SocketAddr| {
+            let ip = crate::canonical(*a).ip();
+            a.port() == 0 || ip.is_unspecified() || ip.is_multicast()
+        };
+        if self.stun_servers.len() > crate::client::MAX_STUN_SERVERS
+            || self.stun_servers.iter().any(bad_stun)
+        {
+            return Err(ConfigError::OutOfRange("stun_servers"));
         }
         if self
             .nat64_prefix

@@ -233,6 +233,12 @@ struct Knobs {
     /// The routers also route IPv6 ([`Lab::with_ipv6`]) and the peers bind `[::]:0` (dual
     /// stack: IPv4 to the server, their global IPv6 addresses among their candidates).
     dual_stack: bool,
+    /// With `dual_stack`: the routers translate IPv6 too (NAT66, [`Lab::with_nat66`]): the
+    /// hosts' own IPv6 addresses are ULAs no peer can reach.
+    nat66: bool,
+    /// A second server listens on IPv6 ([`lab::SERVER6`]) and the peers ask it with
+    /// `--stun`: their IPv6 address as the internet sees it becomes a candidate.
+    stun6: bool,
 }
 
 /// Enough for the punching that starts at once (direct within ~0.1 s here).
@@ -241,6 +247,8 @@ const PLAIN: Knobs = Knobs {
     size: 64,
     hold: "3",
     dual_stack: false,
+    nat66: false,
+    stun6: false,
 };
 
 /// How the two peers sit.
@@ -266,7 +274,11 @@ fn scenario_with(
     prepare: impl FnOnce(&Lab, &[Host]) -> Result<(), String>,
 ) -> Option<Outcome> {
     let mut lab = lab()?;
-    if knobs.dual_stack {
+    if knobs.nat66 {
+        lab = lab
+            .with_nat66()
+            .unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
+    } else if knobs.dual_stack {
         lab = lab
             .with_ipv6()
             .unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
@@ -285,6 +297,7 @@ fn scenario_with(
     let hosts = build(&mut lab).unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
     prepare(&lab, &hosts).unwrap_or_else(|e| panic!("{name}: preparing the lab failed: {e}"));
     let mut server = Server::start(&lab.server_ns());
+    let _server6 = knobs.stun6.then(|| Server::start_v6(&lab.server_ns()));
     let peers: Vec<Proc> = ["a", "b"]
         .iter()
         .zip(&hosts)
@@ -294,9 +307,15 @@ fn scenario_with(
             } else {
                 &[]
             };
+            let stun: &[&str] = if knobs.stun6 {
+                &["--stun", lab::SERVER6]
+            } else {
+                &[]
+            };
             let extra: Vec<&str> = ["--server", lab::SERVER]
                 .into_iter()
                 .chain(dual.iter().copied())
+                .chain(stun.iter().copied())
                 .collect();
             peer(&host.ns, label, knobs, &extra)
         })
@@ -704,6 +723,46 @@ fn dual_stack_hosts_behind_symmetric_nats_go_direct_over_ipv6() {
             problems.push(format!("{}: direct over {addr}, not {ip6}", s.label));
         }
     }
+    outcome.fail_on(&problems);
+}
+
+/// Issue #20, item 2 (server-reflexive IPv6 candidates): dual-stack hosts behind symmetric
+/// IPv4 NATs whose routers also translate IPv6 (NAT66: the hosts' own addresses are ULAs).
+/// Each peer asks an IPv6 STUN server (`--stun`, a second `pierce server`) how the internet
+/// sees it and offers that to the other: the pair goes direct over IPv6, to the other
+/// router's address. Without `--stun` it has no reachable IPv6 candidate and relays.
+#[test]
+fn hosts_behind_nat66_go_direct_over_ipv6_through_their_stun_mapped_addresses() {
+    let (name, layout) = apart(Nat::Symmetric, Nat::Symmetric);
+    let knobs = Knobs {
+        dual_stack: true,
+        nat66: true,
+        stun6: true,
+        ..PLAIN
+    };
+    let Some(outcome) = scenario(&format!("{name}+nat66+stun"), layout, knobs) else {
+        return;
+    };
+    let mut problems = outcome.problems(Expect::Direct);
+    for (s, other) in outcome.sides.iter().zip(outcome.sides.iter().rev()) {
+        let addr = s.report.direct_addr.as_deref().unwrap_or("none");
+        let wan6 = other.host.as_ref().map(|h| lab::wan6_of(h.wan));
+        if wan6.is_none_or(|w| !addr.starts_with(&format!("[{w}]:"))) {
+            problems.push(format!(
+                "{}: direct over {addr}, not the other router's IPv6 {wan6:?}",
+                s.label
+            ));
+        }
+    }
+    outcome.fail_on(&problems);
+    let knobs = Knobs {
+        stun6: false,
+        ..knobs
+    };
+    let Some(outcome) = scenario(&format!("{name}+nat66"), layout, knobs) else {
+        return;
+    };
+    let problems = outcome.problems(Expect::Relay);
     outcome.fail_on(&problems);
 }
 

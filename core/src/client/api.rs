@@ -338,9 +338,7 @@ impl Client {
         self.local_addresses = Candidates::new(addrs);
         self.update_port_mapping(now);
         if self.is_connected() && !self.config.private {
-            let addrs = self.candidates();
-            self.session
-                .push_control(&ControlMsg::Candidates { addrs })?;
+            self.announce_candidates()?;
         }
         Ok(())
     }

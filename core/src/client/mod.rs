@@ -9,7 +9,9 @@
 //! - [`membership::Membership`]: the groups and rooms this client is in;
 //! - [`discovery::Discovery`]: STUN queries and NAT behaviour discovery;
 //! - [`portmap::PortMapper`]: the UDP port mapping at the default gateway (PCP / NAT-PMP),
-//!   whose public address is offered to peers as a candidate.
+//!   whose public address is offered to peers as a candidate;
+//! - [`reflexive::Reflexive`]: server-reflexive candidates from the configured STUN servers
+//!   (the family the session does not use: an IPv6 mapping behind NAT66, say).
 //!
 //! This file routes: a datagram goes to the child that owns it (a sealed server packet is
 //! opened once and each of its frames goes to its owner: session frames to the session,
@@ -23,6 +25,8 @@ mod membership;
 mod path;
 mod peers;
 mod portmap;
+mod reflexive;
+pub(crate) use reflexive::MAX_STUN_SERVERS;
 mod session;
 mod sockets;
 mod tcp;
@@ -35,7 +39,7 @@ use rand::RngCore as _;
 
 use crate::arena::Arena;
 use crate::config::ClientConfig;
-use crate::error::ConfigError;
+use crate::error::{CommandError, ConfigError};
 use crate::event::{ClientEvent, DisconnectReason, HostId, RoomError, RoomOp};
 use crate::nat::NatDiscovery;
 use crate::rng::{self, Rng};
@@ -52,6 +56,7 @@ pub use membership::RoomOptions;
 use membership::{Membership, join_flags};
 use peers::{PeerSet, Via};
 use portmap::PortMapper;
+use reflexive::Reflexive;
 use session::{Phase, Poll, Route, Session, SessionEvent};
 use tcp::TcpFailure;
 
@@ -70,10 +75,13 @@ pub struct Client {
     membership: Membership,
     discovery: Discovery,
     portmap: PortMapper,
+    reflexive: Reflexive,
     /// The default gateway the runtime named ([`Client::set_gateway`]).
     gateway: Option<std::net::IpAddr>,
     /// This client's local addresses, advertised to the server once connected.
     local_addresses: Candidates,
+    /// The candidates last sent to the server (see [`Client::announce_candidates`]).
+    announced: Candidates,
     /// Events not yet polled.
     events: VecDeque<ClientEvent>,
     /// The host id of this client's last session (its peers know it by it).
@@ -105,8 +113,18 @@ impl Client {
             membership: Membership::default(),
             discovery: Discovery::default(),
             portmap: PortMapper::default(),
+            reflexive: Reflexive::new(
+                &(config.stun_servers.iter())
+                    .map(|&s| match config.nat64_prefix {
+                        // Behind NAT64 an IPv4 server is asked at its synthesised address.
+                        Some(prefix) => crate::synthesize_nat64(prefix, s),
+                        None => s,
+                    })
+                    .collect::<smallvec::SmallVec<[SocketAddr; 4]>>(),
+            ),
             gateway: None,
             local_addresses: Candidates::default(),
+            announced: Candidates::default(),
             events: VecDeque::new(),
             identity: None,
             stats: ClientStats::default(),
@@ -132,7 +150,9 @@ impl Client {
         match demux::decode(datagram) {
             Err(e) => stats.dropped.count_decode(e),
             Ok(Datagram::Stun(_)) => {
-                if !self.discovery.handle_datagram(now, socket, from, datagram) {
+                if !self.discovery.handle_datagram(now, socket, from, datagram)
+                    && !self.reflexive.handle_datagram(socket, from, datagram)
+                {
                     stats.dropped.stun += 1;
                 }
             }
@@ -337,11 +357,18 @@ impl Client {
                 );
                 if moved && self.is_connected() && !self.config.private {
                     // Peers learn the new public address (or stop trying the old one first).
-                    let addrs = self.candidates();
-                    let _ = self.session.push_control(&ControlMsg::Candidates { addrs });
+                    let _ = self.announce_candidates();
                 }
             }
             self.emit(e);
+        }
+        if self.reflexive.take_changed()
+            && self.is_connected()
+            && !self.config.private
+            && self.candidates() != self.announced
+        {
+            // A server-reflexive address came, moved or went: peers learn the new set.
+            let _ = self.announce_candidates();
         }
         while let Some(e) = self.discovery.poll_event() {
             if let ClientEvent::NatDiscovered {
@@ -378,9 +405,12 @@ impl Client {
             // ports), and no discovery to learn them.
             return;
         }
-        let addrs = self.candidates();
-        if addrs.iter().next().is_some() {
-            let _ = self.session.push_control(&ControlMsg::Candidates { addrs });
+        if self.candidates().iter().next().is_some() {
+            let _ = self.announce_candidates();
+        }
+        if self.config.direct_paths {
+            // Asked from now on (again, after a re-registration: the mapping may be new).
+            self.reflexive.start(now);
         }
         if self.config.nat_discovery && self.config.direct_paths {
             self.start_discovery(now, server, true);
@@ -392,12 +422,29 @@ impl Client {
     }
 
     /// The addresses offered to peers: the gateway's mapping first (it reaches this host from
-    /// anywhere), then the local ones (up to [`crate::wire::control::MAX_CANDIDATES`]).
+    /// anywhere), then what the configured STUN servers see that is not one of this host's
+    /// own, then the local ones (up to [`crate::wire::control::MAX_CANDIDATES`]).
     fn candidates(&self) -> Candidates {
         let mut list: smallvec::SmallVec<[SocketAddr; 8]> = smallvec::SmallVec::new();
         list.extend(self.portmap.external());
-        list.extend(self.local_addresses.iter());
+        let locals = self.local_addresses;
+        list.extend(
+            self.reflexive
+                .addresses()
+                .filter(|a| !locals.iter().any(|l| l == *a) && self.portmap.external() != Some(*a)),
+        );
+        list.extend(locals.iter());
         Candidates::new(&list)
+    }
+
+    /// Sends [`Client::candidates`] to the server (which passes them to every peer) and
+    /// remembers them as announced.
+    fn announce_candidates(&mut self) -> Result<(), CommandError> {
+        let addrs = self.candidates();
+        self.session
+            .push_control(&ControlMsg::Candidates { addrs })?;
+        self.announced = addrs;
+        Ok(())
     }
 
     /// Whether port mapping may run: configured on, and this client may be reached directly.
@@ -538,6 +585,9 @@ impl Client {
         self.peers.clear();
         self.membership.clear();
         self.discovery.forget_auto();
+        self.reflexive.stop();
+        self.reflexive.take_changed(); // nobody to tell
+        self.announced = Candidates::default();
     }
 
     /// Queues an event after the children's pending ones (so they stay in the order they
@@ -641,6 +691,7 @@ impl Endpoint for Client {
         let now = self.clock.advance(now);
         self.portmap.handle_timeout(now);
         self.discovery.handle_timeout(now);
+        self.reflexive.handle_timeout(now, &mut self.rng);
         self.drain(now);
         self.session
             .handle_timeout(now, &mut self.rng, &mut self.stats);
@@ -669,6 +720,7 @@ impl Endpoint for Client {
         let t = self.portmap.poll_transmit(buf);
         let t = t
             .or_else(|| self.discovery.poll_transmit(buf))
+            .or_else(|| self.reflexive.poll_transmit(buf))
             .or_else(|| {
                 match self
                     .session
@@ -704,6 +756,7 @@ impl Endpoint for Client {
         Timeout::min([
             self.portmap.poll_timeout(),
             self.discovery.poll_timeout(),
+            self.reflexive.poll_timeout(),
             self.session.poll_timeout(),
             self.peers.poll_timeout(orphans, early).filter(|_| peers),
         ])

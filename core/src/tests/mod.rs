@@ -9,6 +9,7 @@ mod hostile;
 mod ops;
 mod portmap;
 mod privacy;
+mod reflexive;
 mod reset;
 mod resume;
 mod rooms;

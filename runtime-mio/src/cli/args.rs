@@ -631,6 +631,18 @@ pub struct PeerArgs {
     /// port and offers the mapped address to other peers, deleting it when it leaves.
     #[arg(long)]
     pub no_port_mapping: bool,
+    /// Also ask this STUN server (any: a `pierce server`, coturn, a public one) how the
+    /// internet sees this peer's socket, and offer the answer to other peers as a candidate
+    /// (`ClientConfig::stun_servers`): an IPv6 server here gives a peer whose server is IPv4
+    /// its IPv6 address behind NAT66. Up to 4 times; not with --private or --relay-only.
+    #[arg(
+        long = "stun",
+        value_name = "IP:PORT",
+        value_parser = parse_server,
+        allow_hyphen_values = true,
+        action = clap::ArgAction::Append
+    )]
+    pub stun: Vec<SocketAddr>,
     /// IP privacy (`ClientConfig::private`): no other peer ever learns this peer's addresses.
     /// The server hands them to no one and pairs this peer relay-only both ways (it learns no
     /// one's addresses either); it never punches and never tells its LAN addresses. Every
@@ -735,6 +747,19 @@ impl PeerArgs {
         }
         if self.connect.servers.len() > max {
             return Err(format!("--server given more than {max} times"));
+        }
+        if self.stun.len() > 4 {
+            return Err(format!("--stun given {} times: at most 4", self.stun.len()));
+        }
+        if let Some(s) = self.stun.iter().find(|s| s.port() == 0) {
+            return Err(format!("--stun {s}: port 0 is no STUN server's port"));
+        }
+        if !self.stun.is_empty() && (self.private || self.relay_only) {
+            return Err(
+                "--stun offers this peer's addresses for direct paths: not with --private or \
+                 --relay-only"
+                    .into(),
+            );
         }
         self.connect.check_each(self.host)
     }
@@ -1403,6 +1428,15 @@ mod tests {
         assert!(parse(&["--server", "127.0.0.1:7"]).is_ok());
         let e = parse(&["--server", "127.0.0.1:0"]).expect_err("port 0");
         assert!(e.contains("port 0 is no server's port"), "{e}");
+        let stun = ["--server", "127.0.0.1:7", "--stun", "[2001:db8::1]:3478"];
+        assert!(parse(&stun).is_ok());
+        let e = parse(&["--server", "127.0.0.1:7", "--stun", "[2001:db8::1]:0"]).expect_err("0");
+        assert!(e.contains("--stun [2001:db8::1]:0: port 0"), "{e}");
+        let e = parse(&[&stun[..], &["--private"]].concat()).expect_err("private");
+        assert!(e.contains("not with --private or --relay-only"), "{e}");
+        let five = ["--stun", "192.0.2.1:3478"].repeat(5);
+        let e = parse(&[&stun[..2], &five[..]].concat()).expect_err("five");
+        assert!(e.contains("--stun given 5 times: at most 4"), "{e}");
         let e = parse(&["--server", "224.0.0.1:7"]).expect_err("multicast");
         assert!(e.contains("'--server <IP:PORT>'"), "{e}");
         let e = parse(&["--server", "127.0.0.1:7", "--peers", "64"]).expect_err("peers");

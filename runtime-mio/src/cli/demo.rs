@@ -65,6 +65,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
             mode: Mode::ReliableOrdered,
             relay_only: false,
             no_port_mapping: false,
+            stun: Vec::new(),
             private: false,
             relay_only_room: false,
             no_offload: false,

@@ -1246,6 +1246,7 @@ mod tests {
             mode,
             relay_only: false,
             no_port_mapping: false,
+            stun: Vec::new(),
             private: false,
             relay_only_room: false,
             no_offload: false,

@@ -184,6 +184,8 @@ pub(crate) struct Lab {
     routers: Vec<(String, Nat, String)>,
     /// Routers also route IPv6 ([`Lab::with_ipv6`]).
     ipv6: bool,
+    /// ... and translate it ([`Lab::with_nat66`]).
+    nat66: bool,
     /// A router has a WAN address in [`UPNP_WAN_NET`]: routers added later route it on link.
     upnp_wan: bool,
     /// miniupnpd logs, printed with the diagnostics.
@@ -201,6 +203,7 @@ impl Lab {
             ports: 0,
             routers: Vec::new(),
             ipv6: false,
+            nat66: false,
             upnp_wan: false,
             logs: Vec::new(),
         };
@@ -230,6 +233,17 @@ impl Lab {
             ip(&["-n", &srv, "addr", "add", a, "dev", "eth0", "nodad"])?;
         }
         Ok(self)
+    }
+
+    /// As [`Lab::with_ipv6`], but the routers translate IPv6 too (NAT66: Linux's IPv6
+    /// masquerade, which keeps the port when it can, behind the same stateful firewall): a
+    /// LAN gets the unique-local prefix `fd00:0:(i + 1)::/64`, unreachable from outside, and
+    /// its hosts' IPv6 traffic leaves from the router's WAN address ([`wan6_of`]).
+    #[allow(dead_code)] // not every test binary that includes this file uses it
+    pub(crate) fn with_nat66(self) -> Result<Self, String> {
+        let mut lab = self.with_ipv6()?;
+        lab.nat66 = true;
+        Ok(lab)
     }
 
     /// The server's namespace.
@@ -295,7 +309,7 @@ table ip lab_late {{
             "lan",
         ])?;
         sysctl(&router, "net/ipv4/ip_forward", "1")?;
-        let lan6 = |last: u16| Ipv6Addr::new(0x2001, 0xdb8, i as u16 + 1, 0, 0, 0, 0, last);
+        let lan6 = lan6_prefix(self.nat66, i);
         if self.ipv6 {
             self.route_ipv6(&router, i)?;
         }
@@ -723,8 +737,21 @@ table inet pmp_nat {
             "wan",
             "nodad",
         ])?;
-        let gw = format!("2001:db8:{}::1/64", i + 1);
+        let gw = format!("{}/64", lan6_prefix(self.nat66, i)(1));
         ip(&["-n", router, "addr", "add", &gw, "dev", "lan", "nodad"])?;
+        if self.nat66 {
+            nft(
+                router,
+                r#"
+table ip6 lab_nat66 {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan" counter masquerade
+  }
+}
+"#,
+            )?;
+        }
         sysctl(router, "net/ipv6/conf/all/forwarding", "1")?;
         for (k, (other, _, _)) in self.routers.iter().enumerate() {
             let (to_other, to_me) = (wan6(k).to_string(), wan6(i).to_string());
@@ -799,6 +826,21 @@ impl Drop for Lab {
             remove_ns(ns);
         }
     }
+}
+
+/// The IPv6 address of router `i`'s LAN host `last` (the router is 1): global
+/// `2001:db8:(i + 1)::last`, or with NAT66 the unique-local `fd00:0:(i + 1)::last`.
+fn lan6_prefix(nat66: bool, i: usize) -> impl Fn(u16) -> Ipv6Addr {
+    let first = if nat66 { 0xfd00 } else { 0x2001 };
+    let second = if nat66 { 0 } else { 0xdb8 };
+    move |last| Ipv6Addr::new(first, second, i as u16 + 1, 0, 0, 0, 0, last)
+}
+
+/// The IPv6 WAN address of the router whose IPv4 WAN address is `wan` (in a lab with IPv6):
+/// `2001:db8::(10 + i)`.
+#[allow(dead_code)] // not every test binary that includes this file uses it
+pub(crate) fn wan6_of(wan: Ipv4Addr) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(wan.octets()[3]))
 }
 
 /// Kills what still runs in `ns` (only this file's processes run there) and deletes it.
