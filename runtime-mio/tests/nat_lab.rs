@@ -934,25 +934,12 @@ fn a_peer_behind_a_symmetric_nat_reaches_a_public_host_directly() {
 /// `pierce netcheck --json` from a host behind each NAT kind, with the lab (for diagnostics).
 fn netcheck_each_nat() -> Option<(Lab, Vec<(Host, Finished)>)> {
     let mut lab = lab()?;
-    let mut hosts = Vec::new();
-    for nat in [Nat::FullCone, Nat::PortRestricted, Nat::Symmetric] {
-        let built = lab.add_nat(nat, 1, 0);
-        hosts.extend(built.unwrap_or_else(|e| panic!("building the lab failed: {e}")));
-    }
+    let hosts = one_host_behind_each(
+        &mut lab,
+        &[Nat::FullCone, Nat::PortRestricted, Nat::Symmetric],
+    );
     let _server = Server::start(&lab.server_ns());
-    let args = [
-        "netcheck",
-        "--server",
-        lab::SERVER,
-        "--json",
-        "--timeout",
-        "10",
-    ];
-    let checks: Vec<Proc> = hosts.iter().map(|h| Proc::spawn(&h.ns, &args)).collect();
-    let results: Vec<(Host, Finished)> = hosts
-        .into_iter()
-        .zip(checks.into_iter().map(Proc::finish))
-        .collect();
+    let results = netcheck_from(hosts, &["--server", lab::SERVER]);
     for (host, run) in &results {
         let line = run.last_line();
         let field = |k| string_field(line, k).unwrap_or_else(|| "none".to_owned());
@@ -969,6 +956,28 @@ fn netcheck_each_nat() -> Option<(Lab, Vec<(Host, Finished)>)> {
         );
     }
     Some((lab, results))
+}
+
+/// A router of each kind in `nats`, with one host behind it.
+fn one_host_behind_each(lab: &mut Lab, nats: &[Nat]) -> Vec<Host> {
+    let mut hosts = Vec::new();
+    for &nat in nats {
+        let built = lab.add_nat(nat, 1, 0);
+        hosts.extend(built.unwrap_or_else(|e| panic!("building the lab failed: {e}")));
+    }
+    hosts
+}
+
+/// `pierce netcheck --json --timeout 10` with `servers` (its `--server` flags) from every
+/// host at once, each with its run.
+fn netcheck_from(hosts: Vec<Host>, servers: &[&str]) -> Vec<(Host, Finished)> {
+    let mut args = vec!["netcheck", "--json", "--timeout", "10"];
+    args.extend_from_slice(servers);
+    let checks: Vec<Proc> = hosts.iter().map(|h| Proc::spawn(&h.ns, &args)).collect();
+    hosts
+        .into_iter()
+        .zip(checks.into_iter().map(Proc::finish))
+        .collect()
 }
 
 /// Panics with every run's output and the routers' state if `problems` is not empty.
@@ -1056,28 +1065,10 @@ fn netcheck_reports_both_families_from_dual_stack_hosts() {
     let mut lab = lab
         .with_ipv6()
         .unwrap_or_else(|e| panic!("building the lab failed: {e}"));
-    let mut hosts = Vec::new();
-    for nat in [Nat::Symmetric, Nat::PortRestricted] {
-        let built = lab.add_nat(nat, 1, 0);
-        hosts.extend(built.unwrap_or_else(|e| panic!("building the lab failed: {e}")));
-    }
+    let hosts = one_host_behind_each(&mut lab, &[Nat::Symmetric, Nat::PortRestricted]);
     let _v4 = Server::start(&lab.server_ns());
     let _v6 = Server::start_v6(&lab.server_ns());
-    let args = [
-        "netcheck",
-        "--server",
-        lab::SERVER6,
-        "--server",
-        lab::SERVER,
-        "--json",
-        "--timeout",
-        "10",
-    ];
-    let checks: Vec<Proc> = hosts.iter().map(|h| Proc::spawn(&h.ns, &args)).collect();
-    let results: Vec<(Host, Finished)> = hosts
-        .into_iter()
-        .zip(checks.into_iter().map(Proc::finish))
-        .collect();
+    let results = netcheck_from(hosts, &["--server", lab::SERVER6, "--server", lab::SERVER]);
     const EIM: &str = "endpoint-independent";
     const APDM: &str = "address-and-port-dependent";
     let mut problems = Vec::new();

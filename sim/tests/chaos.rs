@@ -1560,14 +1560,7 @@ fn a_linux_router_and_a_port_restricted_nat_go_direct() {
             .client("a", a)
             .client("b", b)
             .build();
-        sim.eventually("both connect", 10 * SECOND, |s| {
-            s.connected("a").is_some() && s.connected("b").is_some()
-        });
-        let (ha, hb) = (
-            sim.expect_connected("a").host_id,
-            sim.expect_connected("b").host_id,
-        );
-        sim.with_server(|s, now| s.create_group(now, &[ha, hb]).expect("connected"));
+        let (ha, hb) = sim.group_pair("a", "b");
         // Round 0 is simultaneous; a lost race is retried from fresh ports 1 s and 2 s in.
         sim.advance(3 * SECOND);
         let direct = |n: &str, p: HostId| {

@@ -21,14 +21,7 @@ fn punch_run(seed: u64) -> Sim {
         .link(LinkProfile::wifi())
         .trace_packets(true)
         .build();
-    sim.eventually("both connect", 10 * SECOND, |s| {
-        s.connected("a").is_some() && s.connected("b").is_some()
-    });
-    let (ha, hb) = (
-        sim.expect_connected("a").host_id,
-        sim.expect_connected("b").host_id,
-    );
-    sim.with_server(|s, now| s.create_group(now, &[ha, hb]).expect("both connected"));
+    let (ha, hb) = sim.group_pair("a", "b");
     sim.eventually("each learns of the other", 5 * SECOND, |s| {
         s.client("a").peers().any(|p| p == hb) && s.client("b").peers().any(|p| p == ha)
     });

@@ -37,14 +37,7 @@ fn sporadic_sends_on_a_quiet_direct_path_keep_it_and_a_dead_one_is_noticed_quick
         .client("b", Edge::nat(NatConfig::port_restricted()))
         .link(LinkProfile::broadband())
         .build();
-    sim.eventually("both connect", 10 * SECOND, |s| {
-        s.connected("a").is_some() && s.connected("b").is_some()
-    });
-    let (ha, hb) = (
-        sim.expect_connected("a").host_id,
-        sim.expect_connected("b").host_id,
-    );
-    sim.with_server(|srv, now| srv.create_group(now, &[ha, hb]).expect("connected"));
+    let (ha, hb) = sim.group_pair("a", "b");
     sim.eventually("a and b go direct", 5 * SECOND, |s| {
         direct(s, "a", hb) && direct(s, "b", ha)
     });

@@ -20,14 +20,7 @@ fn pair(seed: u64, a_edge: Edge, config: ClientConfig) -> (Sim, HostId, HostId) 
         .client("a", a_edge)
         .client("b", Edge::nat(NatConfig::symmetric()))
         .build();
-    sim.eventually("both connect", 10 * SECOND, |s| {
-        s.connected("a").is_some() && s.connected("b").is_some()
-    });
-    let (ha, hb) = (
-        sim.expect_connected("a").host_id,
-        sim.expect_connected("b").host_id,
-    );
-    sim.with_server(|s, now| s.create_group(now, &[ha, hb]).expect("connected"));
+    let (ha, hb) = sim.group_pair("a", "b");
     sim.advance(5 * SECOND);
     (sim, ha, hb)
 }

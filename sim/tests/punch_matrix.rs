@@ -34,14 +34,7 @@ fn run_pair(
         .client("a", a.clone())
         .client("b", b.clone())
         .build();
-    sim.eventually("both connect", 10 * SECOND, |s| {
-        s.connected("a").is_some() && s.connected("b").is_some()
-    });
-    let (ha, hb) = (
-        sim.expect_connected("a").host_id,
-        sim.expect_connected("b").host_id,
-    );
-    sim.with_server(|srv, now| srv.create_group(now, &[ha, hb]).expect("both connected"));
+    let (_, hb) = sim.group_pair("a", "b");
     sim.eventually("a learns of b", 5 * SECOND, |s| {
         s.client("a").peers().any(|p| p == hb)
     });

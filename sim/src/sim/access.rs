@@ -313,6 +313,24 @@ impl Sim {
         }
     }
 
+    /// Waits (up to 10 s) until clients `a` and `b` are connected, puts the two in one group
+    /// and returns their host ids: how most pair scenarios begin. A test failure if they do
+    /// not connect.
+    #[track_caller]
+    pub fn group_pair(&mut self, a: &str, b: &str) -> (HostId, HostId) {
+        self.eventually("both connect", Duration::from_secs(10), |s| {
+            s.connected(a).is_some() && s.connected(b).is_some()
+        });
+        let (ha, hb) = (
+            self.expect_connected(a).host_id,
+            self.expect_connected(b).host_id,
+        );
+        if let Err(e) = self.with_server(|s, now| s.create_group(now, &[ha, hb])) {
+            self.fail(format!("create_group({a}, {b}): {e:?}"));
+        }
+        (ha, hb)
+    }
+
     /// The latest `Disconnected` event of a client.
     pub fn disconnected(&self, name: &str) -> Option<(Duration, DisconnectReason)> {
         self.client_events(name)
