@@ -16,6 +16,8 @@
 
 #[path = "support/drive.rs"]
 mod drive;
+#[path = "support/interop.rs"]
+mod interop;
 #[path = "nat_lab/lab.rs"]
 mod lab;
 #[path = "nat_lab/proc.rs"]
@@ -1134,6 +1136,89 @@ fn netcheck_reports_both_families_from_dual_stack_hosts() {
         {
             problems.push(format!(
                 "behind {nat}: IPv6 not seen as its own [{ip6}]: {v6}"
+            ));
+        }
+    }
+    fail_netcheck(&lab, &results, &problems);
+}
+
+/// Issue #25 item 3: tools nobody on the project wrote classify the lab's real NATs. Cong
+/// Ding's `go-stun` (RFC 3489 classification) through `pierce server --alt-listen` names
+/// each NAT's type, and `pierce netcheck` through Vovida's `stund` (an RFC 3489 server, whose
+/// second address is only in CHANGED-ADDRESS), run on the lab's two server IPs, classifies
+/// each NAT as it does through a Pierce server.
+#[test]
+fn independent_stun_tools_classify_each_lab_nat() {
+    let Some(mut lab) = lab() else { return };
+    let (Some(go_stun), Some(stund)) = (interop::go_stun(), interop::find("stund", "stun-server"))
+    else {
+        return;
+    };
+    let nats = [Nat::FullCone, Nat::PortRestricted, Nat::Symmetric];
+    let hosts = one_host_behind_each(&mut lab, &nats);
+    let _server = Server::start(&lab.server_ns());
+    // stund beside it, on the same two IPs and two other ports.
+    let _stund = Proc::spawn_program(
+        &lab.server_ns(),
+        &stund.display().to_string(),
+        &[
+            "-h",
+            "203.0.113.1",
+            "-a",
+            "203.0.113.2",
+            "-p",
+            "3480",
+            "-o",
+            "3481",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let go_stun = go_stun.display().to_string();
+    let types: Vec<Finished> = (hosts.iter())
+        .map(|h| {
+            let args = ["30", &go_stun, "-s", lab::SERVER];
+            Proc::spawn_program(&h.ns, "timeout", &args)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(Proc::finish)
+        .collect();
+    let results = netcheck_from(hosts, &["--server", "203.0.113.1:3480"]);
+    const EIM: &str = "endpoint-independent";
+    const APDM: &str = "address-and-port-dependent";
+    let mut problems = Vec::new();
+    for ((host, run), go) in results.iter().zip(&types) {
+        let nat = host.nat.name();
+        let said = (go.stdout.iter())
+            .find_map(|l| l.strip_prefix("NAT Type: "))
+            .unwrap_or("nothing");
+        let line = run.last_line();
+        let field = |k| string_field(line, k).unwrap_or_else(|| "none".to_owned());
+        println!(
+            "LAB independent nat={nat} go_stun={said:?} netcheck_via_stund mapping={} \
+             filtering={}",
+            field("mapping"),
+            field("filtering")
+        );
+        let (go_type, mapping, filtering) = match host.nat {
+            Nat::FullCone => ("Full cone NAT", EIM, EIM),
+            Nat::PortRestricted => ("Port restricted NAT", EIM, APDM),
+            _ => ("Symmetric NAT", APDM, APDM),
+        };
+        if said != go_type {
+            problems.push(format!(
+                "behind {nat}: go-stun said {said:?}, not {go_type:?}\n{}",
+                go.stdout.join("\n")
+            ));
+        }
+        if (field("mapping"), field("filtering")) != (mapping.to_owned(), filtering.to_owned()) {
+            problems.push(format!(
+                "behind {nat}: netcheck through stund: expected {mapping}/{filtering}: {line}"
+            ));
+        }
+        if !field("alternate").ends_with(":3481") {
+            problems.push(format!(
+                "behind {nat}: stund's CHANGED-ADDRESS not taken as the alternate: {line}"
             ));
         }
     }
