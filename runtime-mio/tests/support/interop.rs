@@ -65,7 +65,7 @@ pub(crate) fn go_stun() -> Option<PathBuf> {
                 .env("GOCACHE", dir.join("cache"))
                 .env("HOME", &dir)
                 .status()
-                .unwrap();
+                .unwrap_or_else(|e| panic!("cannot run go: {e}"));
             assert!(status.success(), "building go-stun failed");
             Some(out)
         })
