@@ -33,6 +33,16 @@ fn requests(net: &Net) -> Vec<GatewayRequest> {
         .collect()
 }
 
+/// The gateway grants client 0's request `req`: [`mapped`] for 3600 s.
+fn grant(net: &mut Net, req: &GatewayRequest) {
+    let mut buf = [0u8; 64];
+    let n = encode_gateway_grant(&mut buf, req, mapped(), 3600, 10).unwrap();
+    let now = net.now;
+    net.clients[0]
+        .client
+        .handle_datagram(now, gateway(), &buf[..n]);
+}
+
 /// Client 0 with a LAN address and the gateway named, its PCP request granted.
 fn mapped_pair(config: ClientConfig) -> Net {
     let mut net = Net::connected_with(2, config);
@@ -62,12 +72,7 @@ fn a_granted_mapping_is_reported_counted_and_probed_by_peers_and_deleted_on_disc
     };
     assert_eq!((lifetime, internal_port), (7200, 40000));
     assert_eq!(client, IpAddr::from([192, 168, 1, 10]));
-    let mut buf = [0u8; 64];
-    let n = encode_gateway_grant(&mut buf, &req, mapped(), 3600, 10).unwrap();
-    let now = net.now;
-    net.clients[0]
-        .client
-        .handle_datagram(now, gateway(), &buf[..n]);
+    grant(&mut net, &req);
     net.collect_events();
     assert!(net.clients[0].events.iter().any(|(_, e)| *e
         == ClientEvent::PortMapping {
@@ -156,14 +161,10 @@ fn a_new_gateway_gets_a_new_request_and_the_old_one_a_delete() {
     let [req] = requests(&net)[..] else {
         panic!("one request");
     };
-    let mut buf = [0u8; 64];
-    let n = encode_gateway_grant(&mut buf, &req, mapped(), 3600, 10).unwrap();
-    let now = net.now;
-    net.clients[0]
-        .client
-        .handle_datagram(now, gateway(), &buf[..n]);
+    grant(&mut net, &req);
     // The host moved to another network whose router is 192.168.7.1.
     let other = SocketAddr::from(([192, 168, 7, 1], PCP_SERVER_PORT));
+    let now = net.now;
     let c = &mut net.clients[0].client;
     c.set_local_addresses(now, &["192.168.7.20:40000".parse().unwrap()])
         .unwrap();
