@@ -7,13 +7,12 @@
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 #[path = "support/child.rs"]
 mod child;
-use child::{int_field, string_field, timed_lines, wait_for};
+use child::{Seen, int_field, string_field, timed_lines, wait_for};
 
 const PIERCE: &str = env!("CARGO_BIN_EXE_pierce");
 /// Longest the whole test may take.
@@ -23,9 +22,6 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// (a debug build on a loaded machine takes 15 s).
 const COUNT: u32 = 1500;
 const SIZE: &str = "1000";
-
-/// A line of a child's stdout, with when the test read it.
-type Lines = mpsc::Receiver<(Instant, String)>;
 
 /// A `pierce server` child, killed when dropped.
 struct Server {
@@ -77,8 +73,7 @@ impl Drop for Server {
 /// A `pierce peer` child and everything it printed so far.
 struct Peer {
     child: Child,
-    lines: Lines,
-    seen: Vec<(Instant, String)>,
+    out: Seen<(Instant, String)>,
 }
 
 impl Peer {
@@ -95,25 +90,18 @@ impl Peer {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let lines = timed_lines(&mut child);
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        let out = Seen::new(timed_lines(&mut child));
+        Self { child, out }
     }
 
-    /// Reads what is there.
-    fn refresh(&mut self) {
-        while let Ok(l) = self.lines.try_recv() {
-            self.seen.push(l);
-        }
+    /// Everything it printed so far.
+    fn seen(&self) -> &[(Instant, String)] {
+        &self.out.all
     }
 
     /// Reads what is there; how many lines contain `what`.
     fn count(&mut self, what: &str) -> usize {
-        self.refresh();
-        self.seen.iter().filter(|(_, l)| l.contains(what)).count()
+        self.out.count(what)
     }
 
     /// Reads what is there; true if a line containing `what` was printed.
@@ -122,7 +110,7 @@ impl Peer {
     }
 
     fn first(&self, what: &str) -> Option<&(Instant, String)> {
-        self.seen.iter().find(|(_, l)| l.contains(what))
+        self.out.first(what)
     }
 }
 
@@ -175,7 +163,7 @@ fn kill_and_restart_mid_exchange(tag: &str, threads: &str, extra: &[&str]) -> Ve
             wait_for(Duration::from_secs(10), || p
                 .printed(r#""event":"reconnected""#)),
             "p{i} did not register again: {:#?}",
-            p.seen
+            p.seen()
         );
         assert!(p.printed(r#""event":"server_reset""#));
         let (at, line) = p.first(r#""event":"reconnected""#).unwrap();
@@ -201,12 +189,13 @@ fn kill_and_restart_mid_exchange(tag: &str, threads: &str, extra: &[&str]) -> Ve
             assert!(started.elapsed() < LIMIT, "p{i} ran too long");
             thread::sleep(Duration::from_millis(20));
         };
-        p.refresh();
-        let summary = &p.seen.last().unwrap().1;
+        // Exited: its reader thread may still hold the last lines (the summary).
+        p.out.read_to_end(Duration::from_secs(5));
+        let summary = &p.seen().last().unwrap().1;
         assert!(
             status.success() && summary.starts_with(r#"{"event":"summary","ok":true,"#),
             "p{i}: {status}: {summary}\n{:#?}",
-            p.seen
+            p.seen()
         );
         for j in (0..3).filter(|j| *j != i) {
             let entry = &summary[summary.find(&format!(r#"{{"name":"p{j}","#)).unwrap()..];
@@ -218,7 +207,13 @@ fn kill_and_restart_mid_exchange(tag: &str, threads: &str, extra: &[&str]) -> Ve
     }
     let done: Vec<Duration> = peers
         .iter()
-        .map(|p| p.seen.last().unwrap().0.saturating_duration_since(restart))
+        .map(|p| {
+            p.seen()
+                .last()
+                .unwrap()
+                .0
+                .saturating_duration_since(restart)
+        })
         .collect();
     eprintln!(
         "{tag}: started {:?} before the restart, finished {done:?} after it",
