@@ -725,7 +725,6 @@ table inet pmp_nat {
     /// forwarding, its firewall, and routes both ways between its LAN prefix and every other
     /// router's.
     fn route_ipv6(&self, router: &str, i: usize) -> Result<(), String> {
-        let wan6 = |k: usize| Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 10 + k as u16);
         let prefix = |k: usize| format!("2001:db8:{}::/64", k + 1);
         ip(&[
             "-n",
@@ -840,7 +839,12 @@ fn lan6_prefix(nat66: bool, i: usize) -> impl Fn(u16) -> Ipv6Addr {
 /// `2001:db8::(10 + i)`.
 #[allow(dead_code)] // not every test binary that includes this file uses it
 pub(crate) fn wan6_of(wan: Ipv4Addr) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(wan.octets()[3]))
+    wan6(usize::from(wan.octets()[3] - 10))
+}
+
+/// Router `i`'s IPv6 WAN address, `2001:db8::(10 + i)`.
+fn wan6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 10 + i as u16)
 }
 
 /// Kills what still runs in `ns` (only this file's processes run there) and deletes it.
