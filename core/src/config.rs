@@ -242,6 +242,15 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// `addr` as this client reaches it: behind NAT64 ([`ClientConfig::nat64_prefix`]) an
+    /// IPv4 address at its synthesised form, else unchanged.
+    pub(crate) fn reached_at(&self, addr: std::net::SocketAddr) -> std::net::SocketAddr {
+        match self.nat64_prefix {
+            Some(prefix) => crate::synthesize_nat64(prefix, addr),
+            None => addr,
+        }
+    }
+
     /// Checks the settings for contradictions.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_timing(

@@ -209,10 +209,7 @@ impl Client {
         }
         // Behind NAT64, an IPv4 server is reached at its synthesised address.
         let servers: smallvec::SmallVec<[SocketAddr; 4]> = (servers.iter())
-            .map(|&s| match self.config.nat64_prefix {
-                Some(prefix) => crate::synthesize_nat64(prefix, s),
-                None => s,
-            })
+            .map(|&s| self.config.reached_at(s))
             .collect();
         self.session.connect(now, &servers, token, &mut self.rng);
         Ok(())

@@ -115,11 +115,7 @@ impl Client {
             portmap: PortMapper::default(),
             reflexive: Reflexive::new(
                 &(config.stun_servers.iter())
-                    .map(|&s| match config.nat64_prefix {
-                        // Behind NAT64 an IPv4 server is asked at its synthesised address.
-                        Some(prefix) => crate::synthesize_nat64(prefix, s),
-                        None => s,
-                    })
+                    .map(|&s| config.reached_at(s))
                     .collect::<smallvec::SmallVec<[SocketAddr; 4]>>(),
             ),
             gateway: None,
