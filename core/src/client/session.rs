@@ -213,6 +213,10 @@ struct Link {
     ping_due: bool,
     /// Reliable ordered control messages in both directions.
     control: ControlStream,
+    /// A control retransmission came due (seen by `handle_timeout`): it leaves with the next
+    /// packet, and its deadline is not offered again until then (after `handle_timeout(now)`
+    /// the next deadline is always in the future).
+    control_due: bool,
 }
 
 /// How long a client waits, after a reset with its token, for the server to show it still
@@ -921,6 +925,7 @@ impl Session {
                 last_send: now,
                 ping_due: false,
                 control: ControlStream::new(self.config.max_queued_control),
+                control_due: false,
             },
             retry: Backoff::new(
                 now,
@@ -1168,6 +1173,7 @@ impl Session {
                     Some(DisconnectReason::Reset)
                 } else {
                     l.ping_due |= now >= l.ping_at(self.config.keepalive_interval);
+                    l.control_due |= l.control.poll_timeout().is_some_and(|t| now >= t);
                     let auto = self.config.transport == Transport::Auto;
                     if auto && l.socket.is_stream() && now >= l.probe_at {
                         l.probe_due = true;
@@ -1235,7 +1241,12 @@ impl Session {
                 let _ = Frame::Close { code }.encode(w);
             }) {
                 let (dst, socket) = (l.server, SocketId::PRIMARY);
-                return Poll::Server(Transmit { dst, len, socket });
+                return Poll::Server(Transmit {
+                    dst,
+                    len,
+                    socket,
+                    ttl: None,
+                });
             }
         }
         let ticket = &self.ticket;
@@ -1370,6 +1381,7 @@ impl Session {
                 }
                 stats.control_retransmits += l.control.retransmits - retransmits;
                 l.ping_due = false;
+                l.control_due = false;
                 l.last_send = now;
                 (l.server, len, l.socket)
             }
@@ -1387,7 +1399,12 @@ impl Session {
                 (dst, len, socket)
             }
         };
-        Poll::Server(Transmit { dst, len, socket })
+        Poll::Server(Transmit {
+            dst,
+            len,
+            socket,
+            ttl: None,
+        })
     }
 
     /// The next change to the TCP stream (connect it, close it).
@@ -1428,7 +1445,10 @@ impl Session {
                     "keepalive",
                 ),
                 self.link_tcp_timeout(l),
-                Timeout::at(l.control.poll_timeout(), "control retransmit"),
+                Timeout::at(
+                    l.control.poll_timeout().filter(|_| !l.control_due),
+                    "control retransmit",
+                ),
             ]),
         };
         Timeout::min([own, self.tcp.poll_timeout()])
