@@ -169,15 +169,26 @@ pub struct Transmit {
     /// more sockets (see [`SocketRequest`]). A runtime that has no socket with this id drops
     /// the datagram, like a datagram lost on the way.
     pub socket: SocketId,
+    /// The IPv4 TTL (IPv6 hop limit) to send it with; `None`: the socket's default.
+    ///
+    /// Set only on a hole-punching *opener*: a probe sent with a low TTL so that it opens
+    /// the sender's own NAT towards the peer but expires in the network before it reaches
+    /// the peer's NAT, where a Linux router would otherwise keep it as a conntrack entry
+    /// that moves its own host's later flow to the sender onto another port (see
+    /// `client/path.rs`). A runtime that cannot send with this TTL must drop the datagram
+    /// rather than send it with the default one: an opener that arrives does harm, one that
+    /// is dropped only costs that pair the trick.
+    pub ttl: Option<u8>,
 }
 
 impl Transmit {
-    /// A datagram leaving from the primary socket.
+    /// A datagram leaving from the primary socket, with the socket's default TTL.
     pub const fn new(dst: SocketAddr, len: usize) -> Self {
         Self {
             dst,
             len,
             socket: SocketId::PRIMARY,
+            ttl: None,
         }
     }
 }

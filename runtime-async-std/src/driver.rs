@@ -372,9 +372,22 @@ impl<E: Core> Task<E> {
                 // In the socket's family (an IPv4 destination from a dual-stack socket); a
                 // hard error is loss to UDP: an unreachable candidate must not stop the task.
                 let dst = pierce_os::for_socket(t.dst, local);
-                let sent = match dst {
-                    Some(dst) => socket.send_to(&tx[..t.len], dst).await.is_ok(),
-                    None => false,
+                let sent = match (dst, t.ttl) {
+                    // A hole-punching opener: one non-blocking send with its own TTL, or
+                    // dropped (never sent with the default TTL: see `Transmit::ttl`).
+                    #[cfg(unix)]
+                    (Some(dst), Some(ttl)) => {
+                        use std::os::fd::{AsRawFd, BorrowedFd};
+                        // SAFETY: the descriptor is `socket`'s, which outlives this call
+                        // (async-std's socket offers `AsRawFd`, not `AsFd`).
+                        let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+                        pierce_os::send_to_with_ttl(fd, local.is_ipv6(), ttl, &tx[..t.len], dst)
+                            .is_ok()
+                    }
+                    #[cfg(not(unix))]
+                    (Some(_), Some(_)) => false,
+                    (Some(dst), None) => socket.send_to(&tx[..t.len], dst).await.is_ok(),
+                    (None, _) => false,
                 };
                 if sent {
                     self.stats.datagrams_sent += 1;

@@ -677,6 +677,7 @@ mod linux {
                     dst,
                     len,
                     socket: SocketId::PRIMARY,
+                    ttl: None,
                 });
             }
             q
@@ -799,6 +800,7 @@ mod tests {
             dst: SocketAddr::from(([127, 0, 0, 1], dst_port)),
             len,
             socket: SocketId(socket),
+            ttl: None,
         }
     }
 
@@ -957,6 +959,7 @@ mod tests {
                 dst,
                 len: 1,
                 socket: SocketId::PRIMARY,
+                ttl: None,
             });
             if q.is_full() {
                 break;

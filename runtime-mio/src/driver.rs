@@ -507,6 +507,14 @@ impl<E: Endpoint> Driver<E> {
                 } else if let Some(sock) = self.sockets.get(&t.socket) {
                     // (In the socket's family: an IPv4 destination from a dual-stack socket.)
                     match pierce_os::for_socket(t.dst, sock.local) {
+                        Some(dst) if t.ttl.is_some() => {
+                            // A hole-punching opener: sent at once with its own TTL, or
+                            // dropped (never sent with the default TTL: see Transmit::ttl).
+                            let bytes = &self.tx.slot_mut()[..t.len];
+                            if send_opener(&sock.socket, sock.local, bytes, dst, t.ttl).is_err() {
+                                self.stats.send_errors += 1;
+                            }
+                        }
                         Some(dst) => {
                             let mut t = t;
                             t.dst = dst;
@@ -866,6 +874,33 @@ impl<E: Endpoint> Driver<E> {
                 self.ready.retain(|&r| r != id);
             }
         }
+    }
+}
+
+/// Sends a hole-punching opener (`Transmit::ttl`) from `socket` (bound to `local`).
+///
+/// # Errors
+/// The OS refused the TTL or the send; off Unix, always (the opener is dropped).
+fn send_opener(
+    socket: &UdpSocket,
+    local: SocketAddr,
+    bytes: &[u8],
+    dst: SocketAddr,
+    ttl: Option<u8>,
+) -> io::Result<usize> {
+    let ttl = ttl.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no TTL"))?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        pierce_os::send_to_with_ttl(socket.as_fd(), local.is_ipv6(), ttl, bytes, dst)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (socket, local, bytes, dst, ttl);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "openers are sent on Unix only",
+        ))
     }
 }
 

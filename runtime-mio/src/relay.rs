@@ -390,6 +390,7 @@ impl Worker {
                             dst,
                             len,
                             socket: SocketId::PRIMARY,
+                            ttl: None,
                         });
                         if out.tx.is_full() && !out.send_queued()? {
                             // Blocked: the rest of this batch is dropped like datagrams lost

@@ -259,6 +259,7 @@ impl Endpoint for Blaster {
             dst: self.to,
             len: self.size,
             socket: SocketId::PRIMARY,
+            ttl: None,
         })
     }
 

@@ -88,6 +88,7 @@ impl Endpoint for Fanout {
                 dst: self.target,
                 len: 1,
                 socket: SocketId(EXTRA + 1),
+                ttl: None,
             });
         }
         if self.pace == 0 {
@@ -100,6 +101,7 @@ impl Endpoint for Fanout {
             dst: self.target,
             len: 2,
             socket: id,
+            ttl: None,
         })
     }
 

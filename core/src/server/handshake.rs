@@ -424,6 +424,7 @@ impl Handshakes {
                 dst: p.path.addr,
                 len: SERVER_HELLO_LEN,
                 socket: p.path.socket,
+                ttl: None,
             });
         }
         let (path, client_session, cookie) = self.retries.pop_front()?;
@@ -438,6 +439,7 @@ impl Handshakes {
             dst: path.addr,
             len,
             socket: path.socket,
+            ttl: None,
         })
     }
 }

@@ -82,6 +82,7 @@ impl Resets {
             dst: path.addr,
             len,
             socket: path.socket,
+            ttl: None,
         })
     }
 }

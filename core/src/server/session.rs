@@ -682,6 +682,7 @@ impl Session {
                     dst: path.addr,
                     len,
                     socket: path.socket,
+                    ttl: None,
                 }
             });
             return Sealed::ProbeAck { transmit, more };
@@ -708,6 +709,7 @@ impl Session {
                 dst: self.path.addr,
                 len,
                 socket: self.path.socket,
+                ttl: None,
             };
             let more = self.wants_transmit(now);
             return Sealed::Relayed { transmit, more };
@@ -772,6 +774,7 @@ impl Session {
             dst: path.addr,
             len,
             socket: path.socket,
+            ttl: None,
         };
         if final_frame {
             return Sealed::Last(transmit);

@@ -264,6 +264,7 @@ impl StunResponder {
             dst: r.to,
             len,
             socket: r.from,
+            ttl: None,
         })
     }
 

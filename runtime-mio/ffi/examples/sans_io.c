@@ -255,6 +255,24 @@ static int receive(struct endpoint *e, uint64_t now) {
     return 1;
 }
 
+/* Sends one datagram; with a TTL (a hole-punching opener), with that TTL and the default put
+ * back after, or not at all if the socket refuses it (never with the default TTL). */
+static void send_one(int fd, const uint8_t *buf, size_t len, const struct sockaddr *to,
+                     socklen_t to_len, uint8_t ttl) {
+    if (ttl == 0) {
+        (void)sendto(fd, buf, len, 0, to, to_len);
+        return;
+    }
+    int value = ttl, reset = -1;
+    int v6 = to->sa_family == AF_INET6;
+    int level = v6 ? IPPROTO_IPV6 : IPPROTO_IP, opt = v6 ? IPV6_UNICAST_HOPS : IP_TTL;
+    if (setsockopt(fd, level, opt, &value, sizeof value) != 0) {
+        return;
+    }
+    (void)sendto(fd, buf, len, 0, to, to_len);
+    (void)setsockopt(fd, level, opt, &reset, sizeof reset);
+}
+
 /* Drains socket requests and transmits; each transmit leaves from the socket it names (one
  * that is not open any more: dropped, like a datagram lost on the way). */
 static int flush(struct endpoint *e, uint64_t now) {
@@ -269,7 +287,7 @@ static int flush(struct endpoint *e, uint64_t now) {
             if (e->socks[i].id == t.socket) {
                 struct sockaddr_storage to;
                 socklen_t len = from_pierce(&t.dst, &to);
-                (void)sendto(e->socks[i].fd, buf, t.len, 0, (struct sockaddr *)&to, len);
+                send_one(e->socks[i].fd, buf, t.len, (struct sockaddr *)&to, len, t.ttl);
                 break;
             }
         }

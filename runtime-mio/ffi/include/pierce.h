@@ -19,7 +19,9 @@
 
 // The ABI version of this header: raised whenever a function, struct or enum changes
 // incompatibly. Check it at start-up with `pierce_check_version(PIERCE_ABI_VERSION)`.
-#define PIERCE_ABI_VERSION 1
+// Version 2: `PierceTransmit` has `ttl` (a program built for version 1 would send
+// hole-punching openers with the default TTL).
+#define PIERCE_ABI_VERSION 2
 
 // Largest datagram any endpoint sends: a `poll_transmit` buffer this large always suffices.
 #define PIERCE_MAX_DATAGRAM_SIZE 1200
@@ -697,6 +699,13 @@ typedef struct PierceTransmit {
     size_t len;
     // The local socket it leaves from.
     uint16_t socket;
+    // 0: send it with the socket's default TTL. Otherwise send it with this IPv4 TTL
+    // (IPv6 hop limit), e.g. `setsockopt(IP_TTL)` / `IPV6_UNICAST_HOPS` around the
+    // `sendto`, and put the default back: a hole-punching *opener*, meant to open this
+    // host's NAT without reaching the peer's. If you cannot send it with this TTL, drop it:
+    // sent with the default TTL it does harm (see the crate docs of `pierce-core`,
+    // `Transmit::ttl`).
+    uint8_t ttl;
 } PierceTransmit;
 
 // What NAT behaviour discovery found (`PIERCE_CLIENT_EVENT_NAT_DISCOVERED`).

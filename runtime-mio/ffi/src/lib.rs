@@ -56,7 +56,9 @@ pub use types::PierceAddr;
 
 /// The ABI version of this header: raised whenever a function, struct or enum changes
 /// incompatibly. Check it at start-up with `pierce_check_version(PIERCE_ABI_VERSION)`.
-pub const PIERCE_ABI_VERSION: u32 = 1;
+/// Version 2: `PierceTransmit` has `ttl` (a program built for version 1 would send
+/// hole-punching openers with the default TTL).
+pub const PIERCE_ABI_VERSION: u32 = 2;
 
 /// Largest datagram any endpoint sends: a `poll_transmit` buffer this large always suffices.
 pub const PIERCE_MAX_DATAGRAM_SIZE: usize = 1200;

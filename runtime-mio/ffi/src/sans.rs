@@ -22,6 +22,13 @@ pub struct PierceTransmit {
     pub len: usize,
     /// The local socket it leaves from.
     pub socket: u16,
+    /// 0: send it with the socket's default TTL. Otherwise send it with this IPv4 TTL
+    /// (IPv6 hop limit), e.g. `setsockopt(IP_TTL)` / `IPV6_UNICAST_HOPS` around the
+    /// `sendto`, and put the default back: a hole-punching *opener*, meant to open this
+    /// host's NAT without reaching the peer's. If you cannot send it with this TTL, drop it:
+    /// sent with the default TTL it does harm (see the crate docs of `pierce-core`,
+    /// `Transmit::ttl`).
+    pub ttl: u8,
 }
 
 /// What a socket request asks for (`PierceSocketRequest`'s `kind`).
@@ -162,6 +169,7 @@ fn c_transmit(t: Transmit, len: usize) -> PierceTransmit {
         dst: t.dst.into(),
         len,
         socket: t.socket.0,
+        ttl: t.ttl.unwrap_or(0),
     }
 }
 

@@ -46,7 +46,7 @@ class Addr(Structure):
 
 
 class Transmit(Structure):
-    _fields_ = [("dst", Addr), ("len", c_size_t), ("socket", c_uint16)]
+    _fields_ = [("dst", Addr), ("len", c_size_t), ("socket", c_uint16), ("ttl", c_uint8)]
 
 
 class NatBehavior(Structure):

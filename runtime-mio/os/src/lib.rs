@@ -10,7 +10,8 @@
 //! unread input to discard before closing one ([`discard_unread`]), a server's sockets for
 //! relay threads with the kernel steering relay packets among them ([`bind_relay_group`]),
 //! dual-stack UDP sockets and destinations in a socket's family ([`bind_udp`],
-//! [`for_socket`]), the default IPv4 gateway for port mapping ([`default_gateway`]);
+//! [`for_socket`]), the default IPv4 gateway for port mapping ([`default_gateway`]), one
+//! datagram sent with a TTL of its own (hole-punching openers: `send_to_with_ttl`, Unix);
 //! and the counters a driver keeps about that work ([`DriverStats`]).
 //!
 //! The core (`pierce-core`) never touches the OS, so none of this can live there. A game uses
@@ -27,6 +28,8 @@ mod sock;
 mod stats;
 mod sys;
 mod tcp;
+#[cfg(unix)]
+mod ttl;
 
 pub use dual::{bind_udp, discover_nat64_prefix, for_socket};
 pub use gateway::default_gateway;
@@ -35,3 +38,5 @@ pub use reuseport::bind_relay_group;
 pub use stats::DriverStats;
 pub use sys::{is_stray_icmp, local_addresses, os_seed, set_socket_buffers, unix_time};
 pub use tcp::{CLOSE_DRAIN, LISTEN_BACKLOG, discard_unread, listen_tcp, write_queued};
+#[cfg(unix)]
+pub use ttl::send_to_with_ttl;

@@ -946,6 +946,7 @@ mod tests {
                 dst,
                 len: data.len(),
                 socket,
+                ttl: None,
             })
         }
         fn poll_timeout(&self) -> Option<pierce_core::Timeout> {
