@@ -81,7 +81,7 @@ pub use link::{
 };
 pub use nat::{Filtering, Mapping, Nat, NatConfig, NatDrop, NatStats, PortAllocation};
 pub use nat64::Nat64Config;
-pub use net::{NetDrop, NetStats, gateway_of};
+pub use net::{CORE_HOPS, DEFAULT_TTL, NetDrop, NetStats, gateway_of};
 pub use node::{Node, NodeEvent};
 pub use oracle::{
     NatProfile, Traversal, direct_path_possible, direct_path_possible_stacks,

@@ -39,6 +39,8 @@ pub enum NetDrop {
     Offline,
     /// The receiving node crashed.
     DeadHost,
+    /// Its TTL ran out on the way ([`CORE_HOPS`]): a hole-punching opener, as meant.
+    TtlExpired,
     /// A NAT (by index) refused it.
     Nat(usize, NatDrop),
     /// A firewall blocks UDP to or from the sender or the receiver
@@ -65,6 +67,8 @@ pub struct NetStats {
     pub nat_dropped: u64,
     /// UDP blocked by a firewall at the sender or the receiver ([`crate::Action::BlockUdp`]).
     pub firewall: u64,
+    /// TTL expired on the way (hole-punching openers: [`NetDrop::TtlExpired`]).
+    pub ttl_expired: u64,
 }
 
 pub(crate) struct NatSlot {
@@ -82,6 +86,12 @@ pub fn gateway_of(n: usize) -> IpAddr {
 
 /// Hops a datagram may take before the topology is declared circular.
 const MAX_HOPS: usize = 32;
+/// The TTL of a datagram sent without one (Linux's default, `net.ipv4.ip_default_ttl`).
+pub const DEFAULT_TTL: u8 = 64;
+/// Routers a datagram crosses in the core, between the internet-side NATs (or open hosts)
+/// of its two ends: fewer than real internet paths have (10 to 20), which only matters to
+/// a datagram sent with a TTL this low.
+pub const CORE_HOPS: u8 = 6;
 
 #[derive(Default)]
 pub(crate) struct Network {
@@ -362,9 +372,14 @@ impl Network {
         Some((host, socket, reply))
     }
 
-    /// Carries a datagram from `src` (in `realm`, sent by host `from`) to `dst`: translates
-    /// it through every NAT on the way and returns the receiving host and the source address
-    /// it sees.
+    /// Carries a datagram from `src` (in `realm`, sent by host `from` with `ttl`, `None` for
+    /// [`DEFAULT_TTL`]) to `dst`: translates it through every NAT on the way and returns the
+    /// receiving host and the source address it sees.
+    ///
+    /// TTL: every NAT is a router, which forwards (and translates) only a datagram that
+    /// arrives with a TTL above 1, and takes one off; the core, between the internet-side
+    /// NATs of the two ends, is [`CORE_HOPS`] routers. So a datagram sent with TTL 2 opens
+    /// its sender's NAT and expires in the core, before any NAT of the other end sees it.
     pub(crate) fn route(
         &mut self,
         now: Instant,
@@ -372,7 +387,16 @@ impl Network {
         mut realm: Realm,
         mut src: SocketAddr,
         dst: SocketAddr,
+        ttl: Option<u8>,
     ) -> Result<(usize, SocketId, SocketAddr), NetDrop> {
+        let mut ttl = ttl.unwrap_or(DEFAULT_TTL);
+        let hop = |ttl: &mut u8, routers: u8| {
+            if *ttl <= routers {
+                return false;
+            }
+            *ttl -= routers;
+            true
+        };
         // A UDP-blocking firewall in front of the sender stops it before any NAT sees it.
         if self.udp_blocked.contains(&from) {
             self.stats.firewall += 1;
@@ -386,11 +410,19 @@ impl Network {
                 self.stats.no_route += 1;
                 return Err(NetDrop::NoRoute);
             };
+            if !hop(&mut ttl, 1) {
+                self.stats.ttl_expired += 1;
+                return Err(NetDrop::TtlExpired);
+            }
             src = self.nats[n]
                 .nat
                 .outbound(now, src, dst)
                 .map_err(|e| self.nat_drop(n, e))?;
             realm = self.nats[n].outside;
+        }
+        if realm.is_none() && !hop(&mut ttl, CORE_HOPS) {
+            self.stats.ttl_expired += 1;
+            return Err(NetDrop::TtlExpired);
         }
         // The core: who is it for, and may it pass?
         if let Some(to) = self.resolve(now, realm, src, dst) {
@@ -420,6 +452,10 @@ impl Network {
                     return Ok((id, socket, src));
                 }
                 Some(Owner::Nat(n)) => {
+                    if !hop(&mut ttl, 1) {
+                        self.stats.ttl_expired += 1;
+                        return Err(NetDrop::TtlExpired);
+                    }
                     dst = self.nats[n]
                         .nat
                         .inbound(now, src, dst)

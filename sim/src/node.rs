@@ -90,8 +90,8 @@ impl From<String> for NodeEvent {
 /// What one service round of a node produced.
 #[derive(Debug, Default)]
 pub(crate) struct Output {
-    /// Datagrams to send: local socket, destination and bytes.
-    pub(crate) transmits: Vec<(SocketId, SocketAddr, Bytes)>,
+    /// Datagrams to send: local socket, destination, bytes and TTL (`None`: the default).
+    pub(crate) transmits: Vec<(SocketId, SocketAddr, Bytes, Option<u8>)>,
     pub(crate) events: Vec<NodeEvent>,
 }
 
@@ -103,8 +103,12 @@ pub(crate) fn drain(
     out: &mut Output,
 ) -> Option<Instant> {
     while let Some(t) = node.poll_transmit(now, buf) {
-        out.transmits
-            .push((t.socket, t.dst, Bytes::copy_from_slice(&buf[..t.len])));
+        out.transmits.push((
+            t.socket,
+            t.dst,
+            Bytes::copy_from_slice(&buf[..t.len]),
+            t.ttl,
+        ));
     }
     while let Some(e) = node.poll_node_event() {
         out.events.push(e);

@@ -283,6 +283,8 @@ enum Item {
         src: SocketAddr,
         dst: SocketAddr,
         data: Bytes,
+        /// The TTL it was sent with (`None`: the default, [`crate::net::DEFAULT_TTL`]).
+        ttl: Option<u8>,
         /// Index in `Sim::packets`, when tracing.
         trace: Option<usize>,
     },
@@ -746,6 +748,7 @@ impl Sim {
                 src,
                 dst,
                 data,
+                ttl,
                 trace,
             } => {
                 let realm = self.realm_of(from, src);
@@ -779,7 +782,7 @@ impl Sim {
                 self.firewall_out(now, from, src, dst);
                 let routed = self
                     .net
-                    .route(now, from, realm, src, dst)
+                    .route(now, from, realm, src, dst, ttl)
                     .map(|(to, socket, seen)| (to, socket, self.seen_by(to, seen)));
                 let routed = match routed {
                     Ok((to, _, seen)) => match self.firewall_in(now, to, seen, dst) {
@@ -929,11 +932,11 @@ impl Sim {
                     self.queue.push(t, Item::Wake(id));
                 }
             }
-            for (socket, dst, data) in out.transmits {
+            for (socket, dst, data, ttl) in out.transmits {
                 if socket.is_stream() {
                     self.stream_send(id, socket, data);
                 } else {
-                    self.send_from(id, socket, dst, data);
+                    self.send_from(id, socket, dst, data, ttl);
                 }
             }
             self.ask_directory(id);
@@ -1024,7 +1027,14 @@ impl Sim {
         }
     }
 
-    fn send_from(&mut self, id: usize, socket: SocketId, dst: SocketAddr, data: Bytes) {
+    fn send_from(
+        &mut self,
+        id: usize,
+        socket: SocketId,
+        dst: SocketAddr,
+        data: Bytes,
+        ttl: Option<u8>,
+    ) {
         let now = self.clock.now();
         let Some(src) = self.socket_addr(id, socket) else {
             // The node named a socket it does not have (a runtime drops these).
@@ -1087,6 +1097,7 @@ impl Sim {
                         src,
                         dst,
                         data: data.clone(),
+                        ttl,
                         trace,
                     };
                     self.queue.push(t, item);
