@@ -154,6 +154,14 @@ pub struct ClientConfig {
     pub birthday_probes: u32,
     /// Ports probed past a sequential NAT's last seen mapping, per sweep (port prediction).
     pub prediction_window: u16,
+    /// The IPv4 TTL (IPv6 hop limit) of hole-punching *openers* ([`crate::Transmit::ttl`]):
+    /// probes that must pass this host's own NAT, opening it towards the peer, but expire
+    /// before they reach the peer's NAT, where a Linux router without an input firewall
+    /// would pin them as a conntrack entry (see `client/path.rs`). The default, 2, passes
+    /// the first router (a home router) and expires at the next one: it opens a NAT that is
+    /// the host's gateway, not one further out (a carrier's NAT, a second home router), and
+    /// never reaches a peer two routers away or more. `None` sends no openers. At least 1.
+    pub opener_ttl: Option<u8>,
     /// How long a peer connection may hold an ack back to send it with data (at most
     /// [`crate::reliability::MAX_ACK_DELAY`], 25 ms). The default, 20 ms, lets game traffic
     /// at 60 Hz carry its acks in the next tick's packet: half the datagrams, sealings and
@@ -227,6 +235,7 @@ impl Default for ClientConfig {
             nat_discovery: true,
             port_mapping: true,
             birthday_sockets: 256,
+            opener_ttl: Some(2),
             birthday_probes: 1024,
             prediction_window: 32,
             pair_lifetime: Duration::from_secs(600),
@@ -285,6 +294,9 @@ impl ClientConfig {
         }
         if self.handshake_retry_max < self.handshake_retry_initial {
             return Err(ConfigError::RetryMaxBelowInitial);
+        }
+        if self.opener_ttl == Some(0) {
+            return Err(ConfigError::OutOfRange("opener_ttl"));
         }
         if self.birthday_sockets > 1024 {
             return Err(ConfigError::OutOfRange("birthday_sockets"));

@@ -159,3 +159,66 @@ fn a_linux_router_on_the_easy_side_of_birthday_probing_goes_direct() {
     // A birthday round succeeds ~98 % of the time: one miss in eight would be bad luck.
     assert!(relayed.len() <= 1, "relayed with seeds {relayed:?}");
 }
+
+/// Both routers Linux: the race is lost on both sides at once (each router pins the other's
+/// first probe, so each host's own probes leave from another port, which the other router
+/// filters and pins in turn). No fresh port towards a pinned primary helps; fresh port to
+/// fresh port does, because each end first sends its router a low-TTL *opener* towards the
+/// peer's fresh port (it opens the router and expires in the core, before the peer's router
+/// sees it) and probes only a stagger later. Openers never reach the other end.
+#[test]
+fn a_race_lost_between_two_linux_routers_goes_direct_fresh_to_fresh_within_two_seconds() {
+    let linux = Edge::nat(NatConfig::linux());
+    assert!(direct_path_possible(&linux, &linux));
+    for seed in seeds(1..9) {
+        let mut sim = Scenario::new(seed)
+            .link(LinkProfile::broadband())
+            .client("linux", linux.clone())
+            .client("peer", linux.clone())
+            .build();
+        let (hl, hp, raced) = introduce(&mut sim, 10 * SECOND);
+        sim.check(raced, || "the race was not lost".into());
+        let t = time_to_direct(&sim, hl, hp);
+        sim.check(t.is_some_and(|t| t <= WITHIN), || {
+            format!("direct {t:?} after the introduction, not within {WITHIN:?}")
+        });
+        let expired = sim.net_stats().ttl_expired;
+        sim.check(expired >= 2, || {
+            format!("{expired} openers expired in the core: each end sends one per retry")
+        });
+        for (name, peer) in [("linux", hp), ("peer", hl)] {
+            let path = sim.client(name).peer_stats(peer).map(|s| s.path);
+            let fresh =
+                matches!(path, Some(Path::Direct(a)) if (10_000..30_000).contains(&a.port()));
+            sim.check(fresh, || {
+                format!("{name} went direct on {path:?}, not to a fresh port")
+            });
+        }
+    }
+}
+
+/// A Linux router against a sequential symmetric NAT: the Linux side predicts the other's
+/// ports, but the symmetric side's first probes reached the Linux router before the plan
+/// was known (both NATs' descriptions come from discovery, ~1.3 s in), so the mapping they
+/// came from is pinned there. The next retry sweeps the predicted ports from a fresh socket,
+/// towards which the symmetric side sends only openers (its new mapping, never pinned).
+/// Direct within 3 s of the introduction (the first retry slot a second in comes before
+/// discovery has finished; the next one, two seconds in, does it).
+#[test]
+fn a_linux_router_against_a_sequential_symmetric_nat_goes_direct_within_three_seconds() {
+    let linux = Edge::nat(NatConfig::linux());
+    let hard = pierce_sim::report::edge_by_name("symmetric-seq").expect("a mix type");
+    assert!(direct_path_possible_with(&linux, &hard, Traversal::PIERCE));
+    for seed in seeds(1..9) {
+        let mut sim = Scenario::new(seed)
+            .link(LinkProfile::broadband())
+            .client("linux", linux.clone())
+            .client("peer", hard.clone())
+            .build();
+        let (hl, hp, _) = introduce(&mut sim, 10 * SECOND);
+        let t = time_to_direct(&sim, hl, hp);
+        sim.check(t.is_some_and(|t| t <= 3 * SECOND), || {
+            format!("direct {t:?} after the introduction, not within 3 s")
+        });
+    }
+}

@@ -174,6 +174,9 @@ pub(super) enum Plan {
     Basic,
     /// We are easy, the peer hard and sequential: probe its predicted ports.
     Predict { base: u16, delta: i16 },
+    /// We are hard and sequential, the peer easy and strict: it probes our predicted ports
+    /// (its [`Plan::Predict`]); a fresh-port retry sends it only openers.
+    PredictHard,
     /// We are easy, the peer hard and random: probe random ports of its IP.
     BirthdayEasy,
     /// We are hard and random, the peer easy: probe it from many sockets.
@@ -219,13 +222,12 @@ pub(super) fn plan(me: Option<&NatBehavior>, peer: Option<&NatInfo>, sockets: u1
             None => Plan::Basic,
         };
     }
-    if hard(me.mapping)
-        && easy(peer.mapping)
-        && strict(peer.filtering)
-        && me.allocation == Some(PortAllocation::Random)
-        && sockets > 0
-    {
-        return Plan::BirthdayHard;
+    if hard(me.mapping) && easy(peer.mapping) && strict(peer.filtering) {
+        match me.allocation {
+            Some(PortAllocation::Random) if sockets > 0 => return Plan::BirthdayHard,
+            Some(PortAllocation::Sequential { .. }) => return Plan::PredictHard,
+            _ => {}
+        }
     }
     Plan::Basic
 }
@@ -241,11 +243,13 @@ pub(super) enum PathSend {
         nonce: u64,
     },
     /// A probe: a punching round's, a triggered one, a sprayed one, a migration check or a
-    /// keepalive on the direct path.
+    /// keepalive on the direct path. With a `ttl`, an *opener* (see the module docs): sent
+    /// with that TTL so that it opens our NAT towards `to` and expires before the peer's.
     Probe {
         socket: SocketId,
         to: SocketAddr,
         nonce: u64,
+        ttl: Option<u8>,
     },
 }
 
@@ -335,6 +339,9 @@ struct Fresh {
     hopeless: bool,
     /// The retry under way.
     current: Option<Retry>,
+    /// The fresh socket of the retry that found the direct path, when that path uses
+    /// another one of ours (see `end_fresh`): kept open while the path lives.
+    held: Option<SocketId>,
 }
 
 /// One fresh-port retry.
@@ -351,6 +358,18 @@ struct Retry {
     /// Our next probe to it (from the primary socket).
     peer_next: Option<Instant>,
     peer_sent: u32,
+    /// An opener from our fresh socket to the peer's is due (the socket just opened).
+    opener_due: bool,
+    /// Our next probe from our fresh socket to the peer's: both routers may pin early
+    /// probes, so these start a stagger after the openers.
+    both_next: Option<Instant>,
+    both_sent: u32,
+    /// The hard side of a prediction: our next opener from the primary socket to the
+    /// peer's fresh port, which the peer sweeps our predicted ports from.
+    openers_next: Option<Instant>,
+    openers_sent: u32,
+    /// The easy side of a prediction: the sweep leaves from our fresh socket.
+    sweeping: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -489,6 +508,8 @@ impl PathAgent {
             Timeout::at(self.fresh.next, "fresh-port retry"),
             Timeout::at(retry.and_then(|r| r.own_next), "fresh-port probe"),
             Timeout::at(retry.and_then(|r| r.peer_next), "fresh-port probe"),
+            Timeout::at(retry.and_then(|r| r.both_next), "fresh-port probe"),
+            Timeout::at(retry.and_then(|r| r.openers_next), "fresh-port opener"),
             Timeout::at(
                 retry.map(|r| r.started + FRESH_AFTER),
                 "fresh-port retry end",
@@ -499,19 +520,35 @@ impl PathAgent {
     /// The fresh socket this path holds (a retry's, under way), if any; a direct path's
     /// socket is held through [`PathAgent::direct_socket`].
     pub(super) fn fresh_socket(&self) -> Option<SocketId> {
-        self.fresh.current.and_then(|r| r.socket)
+        self.fresh
+            .current
+            .and_then(|r| r.socket)
+            .or_else(|| self.fresh.held.filter(|_| self.direct.is_some()))
     }
 
     /// The runtime opened (`ok`) or could not open socket `id`: a retry's fresh socket
     /// starts probing.
-    pub(super) fn socket_opened(&mut self, now: Instant, id: SocketId, ok: bool) {
+    pub(super) fn socket_opened(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        ok: bool,
+        cfg: &ClientConfig,
+    ) {
         let Some(r) = self.fresh.current.as_mut().filter(|r| r.socket == Some(id)) else {
             return;
         };
-        if ok {
-            r.own_next = Some(now);
-        } else {
+        if !ok {
             r.socket = None;
+        } else if let Plan::Predict { .. } = self.plan {
+            // The easy side of a prediction sweeps the peer's predicted ports again, now
+            // from the fresh socket (the peer sends openers towards it).
+            r.sweeping = true;
+            self.arm_spray(now, cfg.birthday_sockets, cfg);
+        } else {
+            r.own_next = Some(now);
+            r.opener_due = true;
+            r.both_next = Some(now.max(r.started + RETRY_STAGGER));
         }
     }
 
@@ -533,26 +570,46 @@ impl PathAgent {
         self.end_fresh();
         let go = self.direct.is_none()
             && self.enabled
-            && self.plan == Plan::Basic
-            && !self.fresh.hopeless;
-        let Some(reflexive) = self.reflexive.filter(|_| go) else {
-            self.fresh.next = None;
-            return;
-        };
+            && match self.plan {
+                Plan::Basic => !self.fresh.hopeless,
+                Plan::Predict { .. } | Plan::PredictHard => true,
+                Plan::BirthdayEasy | Plan::BirthdayHard => false,
+            };
+        // Every slot counts, whether it runs or not: both ends derive the ports of retry `n`
+        // from the slot, and may not know the same of the two NATs yet (one end's discovery
+        // or the peer's description may be late), so one may skip a slot the other runs.
         let f = &mut self.fresh;
         f.n += 1;
         f.in_round += 1;
-        f.next = (f.in_round < FRESH_PER_ROUND).then_some(now + FRESH_AFTER);
-        let socket = pool.open_fresh(now, fresh_port(self.pair, f.n, self.lower));
+        f.next = (f.in_round < FRESH_PER_ROUND && self.direct.is_none() && self.enabled)
+            .then_some(now + FRESH_AFTER);
+        let Some(reflexive) = self.reflexive.filter(|_| go) else {
+            return;
+        };
+        let f = &mut self.fresh;
+        // The hard side of a prediction needs no socket of its own: its NAT maps the new
+        // destination (the peer's fresh port) anew anyway.
+        let socket = if self.plan == Plan::PredictHard {
+            None
+        } else {
+            pool.open_fresh(now, fresh_port(self.pair, f.n, self.lower))
+        };
         let peer = SocketAddr::new(reflexive.ip(), fresh_port(self.pair, f.n, !self.lower));
+        let basic = self.plan == Plan::Basic;
         f.current = Some(Retry {
             started: now,
             socket,
             own_next: None,
             own_sent: 0,
             peer,
-            peer_next: Some(now + RETRY_STAGGER),
+            peer_next: basic.then_some(now + RETRY_STAGGER),
             peer_sent: 0,
+            opener_due: false,
+            both_next: None,
+            both_sent: 0,
+            openers_next: (self.plan == Plan::PredictHard).then_some(now),
+            openers_sent: 0,
+            sweeping: false,
         });
     }
 
@@ -574,6 +631,14 @@ impl PathAgent {
             return;
         };
         if let Some(s) = r.socket.filter(|s| self.direct_socket() != Some(*s)) {
+            if self.direct.is_some() {
+                // A path found in this retry: the peer may have validated it on another leg,
+                // one that ends at this socket (its probe to our fresh port answered from our
+                // fresh socket, ours answered on its primary one), so it sends here. Kept
+                // while the direct path lives.
+                self.fresh.held = Some(s);
+                return;
+            }
             self.candidates.retain(|c| c.0 != s);
             if self.triggered.is_some_and(|t| t.0 == s) {
                 self.triggered = None;
@@ -581,33 +646,73 @@ impl PathAgent {
         }
     }
 
-    /// The next fresh-port probe, if one is due: from our fresh socket to the peer, then from
-    /// the primary socket to the peer's fresh port.
-    fn next_fresh(&mut self, now: Instant) -> Option<(SocketId, SocketAddr)> {
+    /// The next fresh-port probe, if one is due, and its TTL: the opener from our fresh
+    /// socket to the peer's (`opener_ttl`; none if `None`), then probes from our fresh socket
+    /// to the peer, from the primary socket to the peer's fresh port and, from a stagger on,
+    /// from our fresh socket to the peer's.
+    fn next_fresh(
+        &mut self,
+        now: Instant,
+        opener_ttl: Option<u8>,
+    ) -> Option<(SocketId, SocketAddr, Option<u8>)> {
         let reflexive = self.reflexive?;
         if self.direct.is_some() {
             return None;
         }
         let r = self.fresh.current.as_mut()?;
         let next = |sent: u32| (sent < FRESH_PROBES).then_some(now + PROBE_INTERVAL);
+        if let Some(s) = r.socket.filter(|_| r.opener_due) {
+            r.opener_due = false;
+            if let Some(ttl) = opener_ttl {
+                return Some((s, r.peer, Some(ttl)));
+            }
+        }
         if let (Some(s), Some(t)) = (r.socket, r.own_next) {
             if now >= t {
                 r.own_sent += 1;
                 r.own_next = next(r.own_sent);
-                return Some((s, reflexive));
+                return Some((s, reflexive, None));
             }
         }
         if r.peer_next.is_some_and(|t| now >= t) {
             r.peer_sent += 1;
             r.peer_next = next(r.peer_sent);
-            return Some((SocketId::PRIMARY, r.peer));
+            return Some((SocketId::PRIMARY, r.peer, None));
+        }
+        if let (Some(s), Some(t)) = (r.socket, r.both_next) {
+            if now >= t {
+                r.both_sent += 1;
+                r.both_next = next(r.both_sent);
+                return Some((s, r.peer, None));
+            }
+        }
+        if r.openers_next.is_some_and(|t| now >= t) {
+            // To the peer's fresh port of this slot and of the next, in turn, for the whole
+            // slot: the two ends' slots need not start together (each end's rounds restart
+            // when candidates arrive), and the peer sweeps from a slot's port only while that
+            // slot runs on its side.
+            let to = if r.openers_sent % 2 == 0 {
+                r.peer
+            } else {
+                SocketAddr::new(
+                    r.peer.ip(),
+                    fresh_port(self.pair, self.fresh.n + 1, !self.lower),
+                )
+            };
+            r.openers_sent += 1;
+            let t = now + PROBE_INTERVAL / 2;
+            r.openers_next = (t < r.started + FRESH_AFTER).then_some(t);
+            if let Some(ttl) = opener_ttl {
+                return Some((SocketId::PRIMARY, to, Some(ttl)));
+            }
+            r.openers_next = None;
         }
         None
     }
 
     fn arm_spray(&mut self, at: Instant, sockets: u16, cfg: &ClientConfig) {
         let budget = match self.plan {
-            Plan::Basic => 0,
+            Plan::Basic | Plan::PredictHard => 0,
             // A window per sweep, a sweep every PREDICTION_SWEEP for the round.
             Plan::Predict { delta, .. } => {
                 prediction_span(cfg.prediction_window, delta) * PREDICTION_SWEEPS_PER_ROUND
@@ -818,8 +923,15 @@ impl PathAgent {
         if now < dead {
             return None;
         }
-        if let Some((s, _)) = self.direct.filter(|(s, _)| is_fresh_id(*s)) {
-            // Its fresh socket closes with it.
+        for s in self
+            .direct
+            .map(|d| d.0)
+            .filter(|s| is_fresh_id(*s))
+            .into_iter()
+            .chain(self.fresh.held.take())
+        {
+            // Its fresh socket (and the one its retry left the peer sending to) closes with
+            // it.
             self.candidates.retain(|c| c.0 != s);
         }
         self.direct = None;
@@ -857,6 +969,7 @@ impl PathAgent {
         } else {
             None
         };
+        let mut ttl = None;
         let (socket, to) = if keepalive_due {
             self.direct?
         } else if let Some(t) = triggered {
@@ -876,8 +989,9 @@ impl PathAgent {
                 }
             }
             self.candidates[self.cursor % self.candidates.len()]
-        } else if let Some(f) = self.next_fresh(now) {
-            f
+        } else if let Some((socket, to, t)) = self.next_fresh(now, cfg.opener_ttl) {
+            ttl = t;
+            (socket, to)
         } else {
             self.next_spray(now, pool, cfg)?
         };
@@ -893,7 +1007,12 @@ impl PathAgent {
         } else if probe_due {
             self.advance_round(now);
         }
-        Some(PathSend::Probe { socket, to, nonce })
+        Some(PathSend::Probe {
+            socket,
+            to,
+            nonce,
+            ttl,
+        })
     }
 
     /// A punching round's probe went out: on to the next candidate, the next step, or the
@@ -960,7 +1079,7 @@ impl PathAgent {
             return None;
         }
         let (target, sweep_len, sweep_pause) = match self.plan {
-            Plan::Basic => {
+            Plan::Basic | Plan::PredictHard => {
                 s.next = None;
                 return None;
             }
@@ -974,8 +1093,14 @@ impl PathAgent {
                 let sign = if n % 2 == 0 { 1 } else { -1 };
                 let port = i32::from(base) + i32::from(delta.signum()) * sign * j;
                 let port = u16::try_from(port.rem_euclid(65_536)).unwrap_or(0).max(1);
+                let from = self
+                    .fresh
+                    .current
+                    .filter(|r| r.sweeping)
+                    .and_then(|r| r.socket)
+                    .unwrap_or(SocketId::PRIMARY);
                 (
-                    (SocketId::PRIMARY, SocketAddr::new(ip, port)),
+                    (from, SocketAddr::new(ip, port)),
                     prediction_span(cfg.prediction_window, delta),
                     PREDICTION_SWEEP,
                 )
@@ -1082,7 +1207,8 @@ mod tests {
             [PathSend::Probe {
                 socket: SocketId::PRIMARY,
                 to: peer(),
-                nonce: NONCE
+                nonce: NONCE,
+                ttl: None,
             }]
         );
         // A wrong value validates nothing; the pair's secret from any address does (behind
@@ -1143,6 +1269,7 @@ mod tests {
             socket,
             to,
             nonce: NONCE,
+            ttl: None,
         };
         assert_eq!(
             sends(&mut a, t0),
@@ -1301,25 +1428,37 @@ mod tests {
         assert_eq!(closes, 3 * 16);
     }
 
-    /// Socket requests and probes (socket, destination), timed.
-    type Driven = (
-        Vec<(Instant, crate::SocketRequest)>,
-        Vec<(Instant, SocketId, SocketAddr)>,
-    );
+    /// A probe sent: when, from which socket, to where, with which TTL.
+    type Probed = (Instant, SocketId, SocketAddr, Option<u8>);
+
+    /// Socket requests and probes, timed.
+    type Driven = (Vec<(Instant, crate::SocketRequest)>, Vec<Probed>);
 
     /// What one end does over `[from, until)`, driven the way `PeerSet` drives it (the
     /// runtime opens at once, the pool keeps the sockets the agent holds), while no probe is
     /// ever answered: every socket request and probe, timed.
     fn drive_unanswered(a: &mut PathAgent, from: Instant, until: Instant) -> Driven {
+        drive_unanswered_with(a, from, until, &cfg())
+    }
+
+    fn drive_unanswered_with(
+        a: &mut PathAgent,
+        from: Instant,
+        until: Instant,
+        cfg: &ClientConfig,
+    ) -> Driven {
         use crate::SocketRequest;
         let mut pool = SocketPool::default();
         let (mut requests, mut probes) = (Vec::new(), Vec::new());
         let mut now = from;
         while now < until {
             let _ = a.handle_timeout(now, None);
-            while let Some(send) = a.poll_transmit(now, &mut pool, &cfg()) {
-                if let PathSend::Probe { socket, to, .. } = send {
-                    probes.push((now, socket, to));
+            while let Some(send) = a.poll_transmit(now, &mut pool, cfg) {
+                if let PathSend::Probe {
+                    socket, to, ttl, ..
+                } = send
+                {
+                    probes.push((now, socket, to, ttl));
                 }
             }
             let keep: Vec<SocketId> = a.fresh_socket().into_iter().collect();
@@ -1327,7 +1466,7 @@ mod tests {
             while let Some(r) = pool.poll_socket_request() {
                 if let SocketRequest::Open { id, .. } = r {
                     pool.handle_socket_opened(id, Some(peer()));
-                    a.socket_opened(now, id, true);
+                    a.socket_opened(now, id, true, cfg);
                 }
                 requests.push((now, r));
             }
@@ -1547,8 +1686,144 @@ mod tests {
         );
         assert_eq!(
             plan(Some(&sequential), Some(&info(&easy)), 256),
-            Plan::Basic
+            Plan::PredictHard
         );
         assert_eq!(plan(None, Some(&info(&easy)), 256), Plan::Basic, "unknown");
+    }
+
+    /// The sends of a retry slot, from `drive_unanswered`: (time, socket, to, ttl).
+    fn slot(probes: &[Probed], from: Instant) -> Vec<Probed> {
+        probes
+            .iter()
+            .copied()
+            .filter(|p| p.0 >= from && p.0 < from + FRESH_AFTER)
+            .collect()
+    }
+
+    #[test]
+    fn a_retry_opens_both_routers_with_low_ttl_openers_before_probing_fresh_to_fresh() {
+        let t0 = crate::tests::epoch();
+        for lower in [true, false] {
+            let mut a = agent(t0, lower);
+            let (requests, probes) = drive_unanswered(&mut a, t0, t0 + FRESH_AFTER * 3);
+            let Some((_, crate::SocketRequest::Open { id, .. })) = requests.first().copied() else {
+                panic!("{requests:?}");
+            };
+            let theirs = SocketAddr::new(peer().ip(), fresh_port(PAIR, 1, !lower));
+            let start = t0 + FRESH_AFTER;
+            let fresh_to_fresh: Vec<Probed> = slot(&probes, start)
+                .into_iter()
+                .filter(|p| p.1 == id && p.2 == theirs)
+                .collect();
+            // First an opener with the configured TTL, the moment the socket is open: it
+            // opens our router towards the peer's fresh port and dies before the peer's.
+            assert_eq!(fresh_to_fresh[0], (start, id, theirs, cfg().opener_ttl));
+            assert_eq!(cfg().opener_ttl, Some(2));
+            // Then ordinary probes, a stagger later (the peer's opener has opened its
+            // router by then), PROBE_INTERVAL apart.
+            let rest: Vec<Instant> = fresh_to_fresh[1..].iter().map(|p| p.0).collect();
+            assert!(fresh_to_fresh[1..].iter().all(|p| p.3.is_none()));
+            assert_eq!(rest.len(), FRESH_PROBES as usize);
+            assert_eq!(rest[0], start + RETRY_STAGGER);
+            assert_eq!(rest[1] - rest[0], PROBE_INTERVAL);
+            // Openers are only ever this one per retry.
+            let openers = probes.iter().filter(|p| p.3.is_some()).count();
+            assert_eq!(openers, 2, "one per retry slot: {probes:?}");
+        }
+    }
+
+    #[test]
+    fn without_an_opener_ttl_no_opener_is_sent_and_the_fresh_ports_are_still_probed() {
+        let t0 = crate::tests::epoch();
+        let mut a = agent(t0, true);
+        let cfg = ClientConfig {
+            opener_ttl: None,
+            ..cfg()
+        };
+        let (_, probes) = drive_unanswered_with(&mut a, t0, t0 + FRESH_AFTER * 2, &cfg);
+        assert!(probes.iter().all(|p| p.3.is_none()), "{probes:?}");
+        let theirs = SocketAddr::new(peer().ip(), fresh_port(PAIR, 1, false));
+        assert!(
+            probes
+                .iter()
+                .any(|p| p.2 == theirs && p.1 != SocketId::PRIMARY)
+        );
+        assert!(
+            ClientConfig {
+                opener_ttl: Some(0),
+                ..ClientConfig::default()
+            }
+            .validate()
+            .is_err(),
+            "a TTL of 0 cannot be sent"
+        );
+    }
+
+    #[test]
+    fn the_hard_side_of_a_prediction_retries_with_openers_only_to_the_peers_fresh_ports() {
+        let t0 = crate::tests::epoch();
+        let me = hard_nat(
+            Dependence::AddressAndPortDependent,
+            PortAllocation::Sequential { delta: 1 },
+        );
+        let easy = hard_nat(
+            Dependence::EndpointIndependent,
+            PortAllocation::Sequential { delta: 1 },
+        );
+        for lower in [true, false] {
+            let mut a = agent(t0, lower);
+            a.set_peer_nat(t0, NatInfo::from(&easy), Some(&me), &cfg());
+            assert_eq!(a.plan, Plan::PredictHard);
+            let (requests, probes) = drive_unanswered(&mut a, t0, t0 + FRESH_AFTER * 2);
+            // No socket of its own: its NAT maps every new destination anew anyway.
+            assert!(requests.is_empty(), "{requests:?}");
+            let fresh = |n| SocketAddr::new(peer().ip(), fresh_port(PAIR, n, !lower));
+            let in_slot = slot(&probes, t0 + FRESH_AFTER);
+            let to_fresh: Vec<Probed> = in_slot.iter().copied().filter(|p| p.2 != peer()).collect();
+            // Only openers (an ordinary probe arriving at an easy Linux router before its
+            // sweep would pin our mapping there), from the primary socket, to this slot's
+            // fresh port and the next one's in turn, for the whole slot.
+            assert!(to_fresh.len() >= 16, "{to_fresh:?}");
+            assert!(
+                to_fresh
+                    .iter()
+                    .all(|p| p.1 == SocketId::PRIMARY && p.3 == cfg().opener_ttl)
+            );
+            assert_eq!(to_fresh[0].2, fresh(1));
+            assert_eq!(to_fresh[1].2, fresh(2));
+            assert!(to_fresh.last().unwrap().0 >= t0 + FRESH_AFTER * 2 - PROBE_INTERVAL);
+        }
+    }
+
+    #[test]
+    fn the_easy_side_of_a_prediction_sweeps_again_from_its_fresh_socket() {
+        let t0 = crate::tests::epoch();
+        let me = hard_nat(
+            Dependence::EndpointIndependent,
+            PortAllocation::Sequential { delta: 1 },
+        );
+        let hard = hard_nat(
+            Dependence::AddressAndPortDependent,
+            PortAllocation::Sequential { delta: 1 },
+        );
+        let mut a = agent(t0, true);
+        a.set_peer_nat(t0, NatInfo::from(&hard), Some(&me), &cfg());
+        assert!(matches!(a.plan, Plan::Predict { .. }));
+        let (requests, probes) = drive_unanswered(&mut a, t0, t0 + FRESH_AFTER * 2);
+        let Some((opened, crate::SocketRequest::Open { id, addr })) = requests.first().copied()
+        else {
+            panic!("{requests:?}");
+        };
+        assert_eq!(opened, t0 + FRESH_AFTER);
+        assert_eq!(addr.map(|a| a.port()), Some(fresh_port(PAIR, 1, true)));
+        // From the moment it is open, the predicted ports (around the last one seen, 4000)
+        // are swept from the fresh socket, and nothing else leaves it.
+        let from_fresh: Vec<Probed> = probes.iter().copied().filter(|p| p.1 == id).collect();
+        assert_eq!(from_fresh[0].0, opened);
+        let span = prediction_span(cfg().prediction_window, 1) as usize;
+        assert!(from_fresh.len() >= span, "{}", from_fresh.len());
+        assert!(from_fresh.iter().all(|p| {
+            p.2.ip() == peer().ip() && p.2.port().abs_diff(4000) <= 32 && p.3.is_none()
+        }));
     }
 }

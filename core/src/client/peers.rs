@@ -673,7 +673,7 @@ impl PeerSet {
     ) {
         self.sockets.handle_socket_opened(id, local);
         for p in self.peers.values_mut() {
-            p.path.socket_opened(now, id, local.is_some());
+            p.path.socket_opened(now, id, local.is_some(), &self.config);
         }
     }
 
@@ -702,9 +702,15 @@ impl PeerSet {
                         dst: to,
                         len,
                         socket,
+                        ttl: None,
                     });
                 }
-                Some(PathSend::Probe { socket, to, nonce }) => {
+                Some(PathSend::Probe {
+                    socket,
+                    to,
+                    nonce,
+                    ttl,
+                }) => {
                     let len = peer.keys.seal_frames(pair_id, buf, max, |w| {
                         let _ = Frame::Probe { nonce }.encode(w);
                     })?;
@@ -713,6 +719,7 @@ impl PeerSet {
                         dst: to,
                         len,
                         socket,
+                        ttl,
                     });
                 }
                 None => {}
@@ -732,7 +739,12 @@ impl PeerSet {
             }
             let len = peer.keys.seal(pair_id, &mut buf[..max], n)?;
             peer.path.on_direct_sent(now, peer.conn.unacked() > 0);
-            return Some(Transmit { dst, len, socket });
+            return Some(Transmit {
+                dst,
+                len,
+                socket,
+                ttl: None,
+            });
         }
         None
     }
