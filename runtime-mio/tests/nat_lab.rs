@@ -465,6 +465,47 @@ fn a_race_lost_against_a_linux_router_goes_direct_within_two_seconds() {
     outcome.fail_on(&problems);
 }
 
+/// The conntrack race lost on both sides: two Linux routers, the first host's first probes
+/// dropped, so the second host's probes reach the first router before its own host's have
+/// left (pinned there), and the first host's later probes, leaving from another port, reach
+/// the second router unasked (pinned there too). A retry from fresh ports on both ends
+/// fixes it only because each end first sends its router an *opener* (TTL 2: it opens the
+/// router towards the peer's fresh port and dies in the core, `Lab::new`'s bridge rule)
+/// and probes a stagger later, when both routers are open. Direct within 2 s of joining,
+/// fresh port to fresh port.
+#[test]
+fn a_race_lost_between_two_linux_routers_goes_direct_fresh_to_fresh_within_two_seconds() {
+    let (name, layout) = apart(Nat::Linux, Nat::Linux);
+    let name = format!("{name}(first-probes-lost)");
+    let late = |lab: &Lab, hosts: &[Host]| lab.drop_first_udp(&hosts[0], hosts[1].wan, 200);
+    let Some(outcome) = scenario_with(&name, layout, PLAIN, late) else {
+        return;
+    };
+    let mut problems = outcome.problems(Expect::Direct);
+    for s in &outcome.sides {
+        let r = &s.report;
+        let after = r.direct_after_ms.zip(r.joined_ms).map(|(d, j)| d - j);
+        if !after.is_some_and(|ms| ms <= 2000.0) {
+            problems.push(format!(
+                "{}: direct {after:?} ms after joining, not within 2 s",
+                s.label
+            ));
+        }
+        let port = r
+            .direct_addr
+            .as_deref()
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.port());
+        if !port.is_some_and(|p| FRESH_PORTS.contains(&p)) {
+            problems.push(format!(
+                "{}: direct to port {port:?}, not the peer's fresh port ({FRESH_PORTS:?})",
+                s.label
+            ));
+        }
+    }
+    outcome.fail_on(&problems);
+}
+
 #[test]
 fn two_hosts_behind_one_nat_go_direct_over_the_lan() {
     let Some(outcome) = scenario(

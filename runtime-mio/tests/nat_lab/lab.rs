@@ -213,6 +213,22 @@ impl Lab {
         let inet = lab.add_ns("inet")?;
         ip(&["-n", &inet, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &inet, "link", "set", "br0", "up"])?;
+        // The core: on a real path at least one router sits between two home routers, and it
+        // does not forward a datagram that reaches it with a TTL of 1. The bridge stands in
+        // for it (without taking one off the others): a hole-punching opener sent with TTL 2
+        // opens its own router and dies here, before the peer's router sees it.
+        nft(
+            &inet,
+            r#"
+table bridge lab_core {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    ip ttl 1 counter drop
+    ip6 hoplimit 1 counter drop
+  }
+}
+"#,
+        )?;
         let srv = lab.add_ns("srv")?;
         lab.attach(&srv, "eth0", &["203.0.113.1/24", "203.0.113.2/24"])?;
         Ok(lab)
