@@ -207,6 +207,11 @@ enum PierceSocketRequestKind
     // `handle_socket_opened` (or `handle_stream_refused`), later its end with
     // `handle_stream_closed`.
     PIERCE_SOCKET_CONNECT = 3,
+    // Like `CONNECT`, but the stream carries bytes, not framed datagrams (the client's HTTP
+    // exchanges with its gateway, UPnP IGD): write each transmit naming it as it is, hand
+    // what arrives to `handle_datagram_on` as read. An application that cannot reports
+    // `handle_socket_opened` with no address.
+    PIERCE_SOCKET_CONNECT_RAW = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
