@@ -65,11 +65,16 @@ impl Sockets {
         Ok(())
     }
 
-    fn add_stream(&mut self, id: SocketId, tcp: TcpStream) -> io::Result<SocketAddr> {
+    /// `raw`: the stream carries bytes, not framed datagrams (`SocketRequest::ConnectRaw`).
+    fn add_stream(&mut self, id: SocketId, tcp: TcpStream, raw: bool) -> io::Result<SocketAddr> {
         tcp.set_nonblocking(true)?;
         tcp.set_nodelay(true)?;
         let (local, peer) = (tcp.local_addr()?, tcp.peer_addr()?);
-        let (rx, tx) = (Deframer::default(), Framer::default());
+        let (rx, tx) = if raw {
+            (Deframer::raw(), Framer::raw(64 * 1024))
+        } else {
+            (Deframer::default(), Framer::default())
+        };
         self.streams.insert(id, Stream { tcp, peer, rx, tx });
         Ok(local)
     }
@@ -88,10 +93,11 @@ impl Sockets {
                     }
                     e.handle_socket_opened(now, id, local);
                 }
-                SocketRequest::Connect { id, addr } => {
+                SocketRequest::Connect { id, addr } | SocketRequest::ConnectRaw { id, addr } => {
+                    let raw = matches!(request, SocketRequest::ConnectRaw { .. });
                     // (Blocking, briefly: a real runtime connects without blocking its loop.)
                     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2));
-                    let local = tcp.and_then(|t| self.add_stream(id, t)).ok();
+                    let local = tcp.and_then(|t| self.add_stream(id, t, raw)).ok();
                     e.handle_socket_opened(now, id, local);
                 }
                 SocketRequest::Close { id } => {
@@ -112,7 +118,7 @@ impl Sockets {
             let Ok((tcp, peer)) = l.accept() else { break };
             let id = SocketId::stream(*next);
             *next = next.wrapping_add(1).max(1);
-            if self.add_stream(id, tcp).is_ok() {
+            if self.add_stream(id, tcp, false).is_ok() {
                 e.handle_stream_accepted(now, id, peer);
             }
         }

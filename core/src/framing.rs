@@ -32,9 +32,11 @@ impl std::fmt::Display for FrameTooLong {
 
 impl std::error::Error for FrameTooLong {}
 
-/// Splits a byte stream into datagrams.
+/// Splits a byte stream into datagrams (or, [`Deframer::raw`], hands the bytes on as read).
 #[derive(Debug)]
 pub struct Deframer {
+    /// No frames: every byte read is delivered as it comes.
+    raw: bool,
     buf: Box<[u8]>,
     /// Bytes of `buf` holding data not yet returned.
     len: usize,
@@ -45,6 +47,7 @@ pub struct Deframer {
 impl Default for Deframer {
     fn default() -> Self {
         Self {
+            raw: false,
             buf: vec![0u8; FRAME_HEADER + MAX_STREAM_FRAME].into_boxed_slice(),
             len: 0,
             consumed: 0,
@@ -53,6 +56,16 @@ impl Default for Deframer {
 }
 
 impl Deframer {
+    /// A deframer for a stream of bytes that are not framed
+    /// ([`crate::SocketRequest::ConnectRaw`]): [`Deframer::next_frame`] returns whatever has
+    /// arrived (at most a buffer of [`FRAME_HEADER`] + [`MAX_STREAM_FRAME`] bytes at a time).
+    pub fn raw() -> Self {
+        Self {
+            raw: true,
+            ..Self::default()
+        }
+    }
+
     /// Where to read the next bytes from the stream into (never empty); report how many
     /// arrived with [`Deframer::filled`].
     pub fn spare(&mut self) -> &mut [u8] {
@@ -80,6 +93,11 @@ impl Deframer {
     /// [`FrameTooLong`] if the stream announced a frame over [`MAX_STREAM_FRAME`]; nothing
     /// more can be read from it.
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameTooLong> {
+        if self.raw {
+            let start = self.consumed;
+            self.consumed = self.len;
+            return Ok(Some(&self.buf[start..self.len]).filter(|b| !b.is_empty()));
+        }
         loop {
             let avail = &self.buf[self.consumed..self.len];
             if avail.len() < FRAME_HEADER {
@@ -137,11 +155,14 @@ impl Deframer {
     }
 }
 
-/// Queues framed datagrams for a stream, up to a byte cap.
+/// Queues framed datagrams for a stream, up to a byte cap (or, [`Framer::raw`], bytes
+/// without frames).
 #[derive(Debug)]
 pub struct Framer {
     queue: VecDeque<u8>,
     cap: usize,
+    /// No frames: each push is queued as it is.
+    raw: bool,
 }
 
 /// Default cap on bytes waiting for one stream: ~200 full datagrams.
@@ -173,12 +194,30 @@ impl Framer {
         Self {
             queue: VecDeque::new(),
             cap,
+            raw: false,
+        }
+    }
+
+    /// A queue for a stream of bytes that are not framed
+    /// ([`crate::SocketRequest::ConnectRaw`]): [`Framer::push`] queues the bytes as they are
+    /// (any non-empty push that keeps the queue within `cap`).
+    pub fn raw(cap: usize) -> Self {
+        Self {
+            raw: true,
+            ..Self::new(cap)
         }
     }
 
     /// Queues `datagram`; false (nothing queued) if it is empty, too long for a frame, or
     /// does not fit under the cap ([`frame_fits`]).
     pub fn push(&mut self, datagram: &[u8]) -> bool {
+        if self.raw {
+            let fits = !datagram.is_empty() && self.queue.len() + datagram.len() <= self.cap;
+            if fits {
+                self.queue.extend(datagram);
+            }
+            return fits;
+        }
         if !frame_fits(self.queue.len(), datagram.len(), self.cap) {
             return false;
         }
@@ -219,6 +258,26 @@ mod tests {
             out.push(f.to_vec());
         }
         out
+    }
+
+    #[test]
+    fn raw_streams_carry_bytes_as_they_are_in_both_directions() {
+        let mut f = Framer::raw(10);
+        assert!(f.push(b"GET / "));
+        assert!(!f.push(b""), "nothing to queue");
+        assert!(!f.push(b"HTTP/1.1"), "6 + 8 > 10");
+        assert!(f.push(b"HTTP"));
+        assert_eq!(f.front(), b"GET / HTTP");
+        let mut d = Deframer::raw();
+        assert_eq!(d.push(b"\x00\x05abc"), 5);
+        assert_eq!(
+            d.next_frame().unwrap(),
+            Some(&b"\x00\x05abc"[..]),
+            "no length prefix"
+        );
+        assert_eq!(d.next_frame().unwrap(), None, "delivered once");
+        assert_eq!(d.push(b"de"), 2);
+        assert_eq!(drain(&mut d), vec![b"de".to_vec()]);
     }
 
     #[test]

@@ -262,6 +262,18 @@ pub enum SocketRequest {
         /// Where to connect.
         addr: SocketAddr,
     },
+    /// Connect a TCP stream to `addr` and call it `id`, like [`SocketRequest::Connect`], but
+    /// carrying bytes, not framed datagrams (a client's HTTP exchanges with its gateway, UPnP
+    /// IGD): the bytes of each transmit naming it are written as they are, and what arrives
+    /// goes to `handle_datagram_on` as it is read, in pieces whose boundaries mean nothing
+    /// ([`framing::Framer::raw`], [`framing::Deframer::raw`] do both). A runtime that cannot
+    /// carry one reports `handle_socket_opened(.., None)`.
+    ConnectRaw {
+        /// The name the core will use for it.
+        id: SocketId,
+        /// Where to connect.
+        addr: SocketAddr,
+    },
 }
 
 /// Size of the per-endpoint decryption scratch buffer; larger datagrams are dropped.

@@ -8,7 +8,10 @@
 //! names a stream that connected and that the client has not closed itself (one that broke
 //! is named until a new one connects: the runtime drops those; stream ids are never reused).
 //! The client knows a LAN address and its default gateway, so it runs port mapping too:
-//! datagrams may come from the gateway's PCP port, and requests may go there (nowhere else).
+//! datagrams may come from the gateway's PCP port, and requests may go there, to its SSDP
+//! port or the SSDP multicast group (UPnP IGD); byte streams (UPnP's HTTP) are only asked of
+//! the gateway, and the harness connects them and feeds them fuzz bytes (template bit 0x08
+//! with `from_gateway`; bit 0x04 closes one).
 #![no_main]
 
 use std::net::SocketAddr;
@@ -43,8 +46,10 @@ fuzz_target!(|steps: Vec<Step>| {
     client.connect(now, server, &[]).expect("fresh");
     let mut buf = [0u8; MAX_DATAGRAM_SIZE];
     let mut session = 0u32;
-    // The stream the runtime holds for the client, if any.
+    // The stream the runtime holds for the client, if any, and its byte stream to the gateway.
     let mut stream: Option<SocketId> = None;
+    let mut raw: Option<SocketId> = None;
+    let ssdp: SocketAddr = "239.255.255.250:1900".parse().expect("literal");
     // Streams that connected, and those the client closed itself.
     let mut connected: Vec<SocketId> = Vec::new();
     let mut closed_by_client: Vec<SocketId> = Vec::new();
@@ -57,6 +62,7 @@ fuzz_target!(|steps: Vec<Step>| {
         }
         let serve = |client: &mut Client,
                      stream: &mut Option<SocketId>,
+                     raw: &mut Option<SocketId>,
                      connected: &mut Vec<SocketId>,
                      closed_by_client: &mut Vec<SocketId>| {
             while let Some(r) = client.poll_socket_request() {
@@ -76,10 +82,28 @@ fuzz_target!(|steps: Vec<Step>| {
                             );
                         }
                     }
+                    SocketRequest::ConnectRaw { id, addr } => {
+                        assert_eq!(
+                            addr.ip(),
+                            gateway.ip(),
+                            "byte streams go to the gateway only"
+                        );
+                        assert!(id.is_stream());
+                        if refuse {
+                            client.handle_socket_opened(now, id, None);
+                        } else {
+                            *raw = Some(id);
+                            connected.push(id);
+                            client.handle_socket_opened(now, id, Some(lan));
+                        }
+                    }
                     SocketRequest::Close { id } => {
                         closed_by_client.push(id);
                         if Some(id) == *stream {
                             *stream = None;
+                        }
+                        if Some(id) == *raw {
+                            *raw = None;
                         }
                     }
                     _ => {}
@@ -89,12 +113,15 @@ fuzz_target!(|steps: Vec<Step>| {
         serve(
             &mut client,
             &mut stream,
+            &mut raw,
             &mut connected,
             &mut closed_by_client,
         );
         while let Some(t) = client.poll_transmit(now, &mut buf) {
+            let to_gateway = t.dst.ip() == gateway.ip() || t.dst == ssdp;
             assert!(
-                t.dst == server || (t.dst == gateway && t.socket == SocketId::PRIMARY),
+                t.dst == server
+                    || (to_gateway && (t.socket == SocketId::PRIMARY || Some(t.socket) == raw)),
                 "a client only ever talks to its server and its gateway here: {t:?}"
             );
             if t.socket.is_stream() {
@@ -111,12 +138,18 @@ fuzz_target!(|steps: Vec<Step>| {
         serve(
             &mut client,
             &mut stream,
+            &mut raw,
             &mut connected,
             &mut closed_by_client,
         );
         refuse = step.template & 0x40 != 0;
         if step.template & 0x20 != 0
             && let Some(id) = stream.take()
+        {
+            client.handle_stream_closed(now, id);
+        }
+        if step.template & 0x04 != 0
+            && let Some(id) = raw.take()
         {
             client.handle_stream_closed(now, id);
         }
@@ -165,8 +198,9 @@ fuzz_target!(|steps: Vec<Step>| {
             (false, true) => gateway,
             (false, false) => stranger,
         };
-        let socket = match stream {
-            Some(id) if step.template & 0x10 != 0 => id,
+        let socket = match (stream, raw) {
+            (_, Some(id)) if step.from_gateway && step.template & 0x08 != 0 => id,
+            (Some(id), _) if step.template & 0x10 != 0 => id,
             _ => SocketId::PRIMARY,
         };
         client.handle_datagram_on(now, socket, from, &d[..d.len().min(2048)]);

@@ -576,7 +576,8 @@ impl<E: Core> Task<E> {
                     self.stats.stream_bytes_unflushed += unflushed;
                 }
                 SocketRequest::Close { id } => self.extra.close(id),
-                SocketRequest::Connect { id, addr } => self.streams.connect(id, addr),
+                SocketRequest::Connect { id, addr } => self.streams.connect(id, addr, false),
+                SocketRequest::ConnectRaw { id, addr } => self.streams.connect(id, addr, true),
             }
         }
     }

@@ -93,6 +93,8 @@ struct Stream {
     /// The pending connect or read; `None` while a read's result is with the driver.
     pending: Option<Pending>,
     framer: Framer,
+    /// Bytes, not framed datagrams (`SocketRequest::ConnectRaw`).
+    raw: bool,
 }
 
 /// The table's view of a stream: its output queue.
@@ -103,14 +105,19 @@ impl AsMut<Framer> for Stream {
 }
 
 impl Stream {
-    /// A stream being connected to `peer`.
-    fn connecting(peer: SocketAddr, buffer: usize) -> Self {
+    /// A stream being connected to `peer` (`raw`: carrying bytes, not framed datagrams).
+    fn connecting(peer: SocketAddr, buffer: usize, raw: bool) -> Self {
         let connect = Box::pin(async move { TcpStream::connect(peer).await });
         Self {
             io: None,
             peer,
             pending: Some(Pending::Connect(connect)),
-            framer: Framer::new(buffer),
+            framer: if raw {
+                Framer::raw(buffer)
+            } else {
+                Framer::new(buffer)
+            },
+            raw,
         }
     }
 
@@ -123,6 +130,7 @@ impl Stream {
             io: Some(io),
             peer,
             framer: Framer::new(buffer),
+            raw: false,
         }
     }
 
@@ -130,7 +138,12 @@ impl Stream {
     fn open(&mut self, io: TcpStream) -> io::Result<SocketAddr> {
         io.set_nodelay(true)?;
         let local = io.local_addr()?;
-        self.pending = Some(Pending::Read(read(io.clone(), Deframer::default())));
+        let deframer = if self.raw {
+            Deframer::raw()
+        } else {
+            Deframer::default()
+        };
+        self.pending = Some(Pending::Read(read(io.clone(), deframer)));
         self.io = Some(io);
         Ok(local)
     }
@@ -237,10 +250,10 @@ impl Streams {
     }
 
     /// Starts connecting stream `id` to `addr` (replacing any stream of that id).
-    pub(crate) fn connect(&mut self, id: SocketId, addr: SocketAddr) {
+    pub(crate) fn connect(&mut self, id: SocketId, addr: SocketAddr, raw: bool) {
         let _ = self.close(id);
         self.table
-            .connecting(id, Stream::connecting(addr, self.buffer));
+            .connecting(id, Stream::connecting(addr, self.buffer, raw));
     }
 
     /// Stream `id`'s connect succeeded and the core is told so: datagrams go down it now.

@@ -586,12 +586,8 @@ impl<E: Endpoint> Driver<E> {
                 }
                 SocketRequest::Close { id } if id.is_stream() => self.shut_down_stream(id),
                 SocketRequest::Close { id } => self.close_socket(id),
-                SocketRequest::Connect { id, addr } => {
-                    if let Err(e) = self.connect_stream(id, addr) {
-                        self.open_failed(id, e);
-                        self.endpoint.handle_socket_opened(now, id, None);
-                    }
-                }
+                SocketRequest::Connect { id, addr } => self.connect_or_fail(now, id, addr, false),
+                SocketRequest::ConnectRaw { id, addr } => self.connect_or_fail(now, id, addr, true),
             }
         }
     }
@@ -601,9 +597,18 @@ impl<E: Endpoint> Driver<E> {
         self.last_open_error = Some((id, e));
     }
 
-    /// Starts a non-blocking connect for stream `id`; its outcome is reported when the
-    /// stream becomes writable ([`Driver::handle_stream_events`]).
-    fn connect_stream(&mut self, id: SocketId, addr: SocketAddr) -> io::Result<()> {
+    /// [`Driver::connect_stream`], telling the core at once if it cannot even start.
+    fn connect_or_fail(&mut self, now: Instant, id: SocketId, addr: SocketAddr, raw: bool) {
+        if let Err(e) = self.connect_stream(id, addr, raw) {
+            self.open_failed(id, e);
+            self.endpoint.handle_socket_opened(now, id, None);
+        }
+    }
+
+    /// Starts a non-blocking connect for stream `id` (`raw`: bytes, not framed datagrams);
+    /// its outcome is reported when the stream becomes writable
+    /// ([`Driver::handle_stream_events`]).
+    fn connect_stream(&mut self, id: SocketId, addr: SocketAddr, raw: bool) -> io::Result<()> {
         if !id.is_stream() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -624,7 +629,7 @@ impl<E: Endpoint> Driver<E> {
             token(id),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        let stream = Stream::connecting(io, addr, self.stream_buffer);
+        let stream = Stream::connecting(io, addr, self.stream_buffer, raw);
         self.streams.connecting(id, stream); // the id is free: nothing is replaced
         Ok(())
     }

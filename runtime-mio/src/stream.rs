@@ -84,9 +84,15 @@ pub(crate) enum Connect {
 }
 
 impl Stream {
-    /// A stream whose connect was just started (the driver registers it for WRITABLE).
-    pub(crate) fn connecting(io: TcpStream, peer: SocketAddr, buffer: usize) -> Self {
-        Self::new(io, peer, None, true, buffer)
+    /// A stream whose connect was just started (the driver registers it for WRITABLE);
+    /// `raw`: it carries bytes, not framed datagrams (`SocketRequest::ConnectRaw`).
+    pub(crate) fn connecting(io: TcpStream, peer: SocketAddr, buffer: usize, raw: bool) -> Self {
+        let mut s = Self::new(io, peer, None, true, buffer);
+        if raw {
+            s.rx = Deframer::raw();
+            s.tx = Framer::raw(buffer);
+        }
+        s
     }
 
     /// An accepted stream.
@@ -239,7 +245,7 @@ mod tests {
     fn pair() -> (Stream, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut ours = Stream::connecting(TcpStream::connect(addr).unwrap(), addr, 4096);
+        let mut ours = Stream::connecting(TcpStream::connect(addr).unwrap(), addr, 4096, false);
         let (theirs, _) = listener.accept().unwrap();
         if let Connect::Failed(e) = finish(&mut ours) {
             panic!("connect failed: {e}");
@@ -355,7 +361,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let mut s = Stream::connecting(TcpStream::connect(addr).unwrap(), addr, 4096);
+        let mut s = Stream::connecting(TcpStream::connect(addr).unwrap(), addr, 4096, false);
         if let Connect::Done(a) = finish(&mut s) {
             panic!("connected to nothing from {a}");
         }

@@ -601,6 +601,79 @@ fn a_symmetric_nat_running_miniupnpd_goes_direct_with_a_symmetric_peer_on_the_ma
     outcome.fail_on(&problems);
 }
 
+/// Issue #25 item 2, the third protocol: the same pair, but the router's miniupnpd speaks
+/// UPnP IGD only (`enable_natpmp=no`, which turns PCP off too, and `enable_upnp=yes`). PCP
+/// and NAT-PMP go unanswered (7.5 s); the client finds the IGD with SSDP, reads its
+/// description and maps its port with SOAP AddPortMapping, offers the mapped address, and
+/// the pair goes direct on it. The peers hold 20 s after their exchange, so the mapping
+/// (granted ~8 s after start) comes while they still run. Needs `miniupnpd`, as above.
+#[test]
+fn a_symmetric_nat_with_upnp_igd_only_goes_direct_with_a_symmetric_peer_on_the_mapped_port() {
+    if let Err(e) = lab::miniupnpd_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: miniupnpd is missing ({e}); .ci/run installs miniupnpd-nftables"
+        );
+        println!("SKIPPED nat_lab miniupnpd (UPnP IGD): {e}");
+        return;
+    }
+    let Some(mut lab) = lab() else {
+        return;
+    };
+    let name = "symmetric+upnp-igd<->symmetric";
+    let build = |lab: &mut Lab| -> Result<(Host, Host), String> {
+        let b = lab.add_nat(Nat::Symmetric, 1, 0)?.remove(0);
+        let a = lab.add_nat_with_miniupnpd_igd_only(Nat::Symmetric)?;
+        Ok((a, b))
+    };
+    let (a_host, b_host) =
+        build(&mut lab).unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
+    let knobs = Knobs {
+        hold: "20",
+        ..PLAIN
+    };
+    let mut server = Server::start(&lab.server_ns());
+    let a = peer(&a_host.ns, "a", knobs, &["--server", lab::SERVER]);
+    let b = peer(&b_host.ns, "b", knobs, &["--server", lab::SERVER]);
+    let runs = [a.finish(), b.finish()];
+    let server = server.stop();
+    let wan = a_host.wan;
+    let runs = runs.into_iter().zip([Some(a_host), Some(b_host)]);
+    let outcome = Outcome::new(name, runs.zip(["a", "b"]), server, lab);
+    let mut problems = outcome.problems(Expect::Direct);
+    let granted = (outcome.sides[0].run.stdout.iter())
+        .filter(|l| l.contains(r#""event":"port_mapping""#))
+        .find(|l| l.contains(r#""result":"granted""#));
+    let external = granted.and_then(|l| string_field(l, "external"));
+    let protocol = granted.and_then(|l| string_field(l, "protocol"));
+    println!(
+        "LAB scenario={name} mapped={} protocol={}",
+        external.as_deref().unwrap_or("null"),
+        protocol.as_deref().unwrap_or("null")
+    );
+    if granted.is_some() && protocol.as_deref() != Some("upnp-igd") {
+        problems.push(format!("a's mapping came by {protocol:?}, not UPnP IGD"));
+    }
+    match &external {
+        None => problems.push("a reported no granted port mapping".to_owned()),
+        Some(ext) => {
+            if !ext.starts_with(&format!("{wan}:")) {
+                problems.push(format!(
+                    "a's mapping {ext} is not on its router's WAN {wan}"
+                ));
+            }
+            let b_direct = outcome.sides[1].report.direct_addr.as_deref();
+            if b_direct != Some(ext.as_str()) {
+                problems.push(format!(
+                    "b went direct to {}, not to a's mapped address {ext}",
+                    b_direct.unwrap_or("nothing")
+                ));
+            }
+        }
+    }
+    outcome.fail_on(&problems);
+}
+
 /// Issue #20: two dual-stack hosts behind symmetric IPv4 NATs (which relay forever over
 /// IPv4), each with a global IPv6 address behind its router's stateful firewall, talking to
 /// an IPv4-only server: they go direct over IPv6 (punched through both firewalls at once).

@@ -231,6 +231,9 @@ impl NatConfig {
     }
 
     /// Honouring PCP / NAT-PMP mapping requests, or not ([`NatConfig::port_mapping`]).
+    /// UPnP IGD is not modelled: an M-SEARCH goes unanswered and a client's HTTP stream
+    /// (`SocketRequest::ConnectRaw`) fails, so a NAT without port mapping costs a client
+    /// the full PCP, NAT-PMP and SSDP timeouts and one `Failed` event.
     pub fn with_port_mapping(mut self, on: bool) -> Self {
         self.port_mapping = on;
         self

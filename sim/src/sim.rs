@@ -964,6 +964,9 @@ impl Sim {
             let realm = self.hosts[id].realm;
             match req {
                 SocketRequest::Connect { id: sid, addr } => self.stream_connect(id, sid, addr),
+                SocketRequest::ConnectRaw { id: sid, addr } => {
+                    self.stream_connect_raw(id, sid, addr);
+                }
                 SocketRequest::Close { id: sid } if sid.is_stream() => self.stream_close(id, sid),
                 SocketRequest::Open { id: sid, addr } => {
                     if sid == SocketId::PRIMARY {

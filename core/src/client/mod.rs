@@ -8,7 +8,8 @@
 //!   migration) and the birthday sockets (`sockets::SocketPool`);
 //! - [`membership::Membership`]: the groups and rooms this client is in;
 //! - [`discovery::Discovery`]: STUN queries and NAT behaviour discovery;
-//! - [`portmap::PortMapper`]: the UDP port mapping at the default gateway (PCP / NAT-PMP),
+//! - [`portmap::PortMapper`]: the UDP port mapping at the default gateway (PCP / NAT-PMP /
+//!   UPnP IGD),
 //!   whose public address is offered to peers as a candidate;
 //! - [`reflexive::Reflexive`]: server-reflexive candidates from the configured STUN servers
 //!   (the family the session does not use: an IPv6 mapping behind NAT66, say).
@@ -656,7 +657,9 @@ impl Endpoint for Client {
     /// A stream connected (`local`) or could not (`None`), or a birthday socket opened.
     fn handle_socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
         let now = self.clock.advance(now);
-        if id.is_stream() {
+        if self.portmap.handle_stream_opened(now, id, local) {
+            // One of the port mapping's HTTP exchanges with the gateway (UPnP IGD).
+        } else if id.is_stream() {
             let result = local.map(|_| ()).ok_or(TcpFailure::Unanswered);
             (self.session).handle_stream_opened(now, id, result, &mut self.stats);
         } else {
@@ -669,8 +672,10 @@ impl Endpoint for Client {
     /// ([`crate::DisconnectReason::ConnectRefused`]); otherwise as a failed connect.
     fn handle_stream_refused(&mut self, now: Instant, id: SocketId) {
         let now = self.clock.advance(now);
-        let refused = Err(TcpFailure::Refused);
-        (self.session).handle_stream_opened(now, id, refused, &mut self.stats);
+        if !self.portmap.handle_stream_opened(now, id, None) {
+            let refused = Err(TcpFailure::Refused);
+            (self.session).handle_stream_opened(now, id, refused, &mut self.stats);
+        }
         self.drain(now);
     }
 
@@ -678,7 +683,9 @@ impl Endpoint for Client {
     /// (the server keeps the session through its recovery window), after the back-off if not.
     fn handle_stream_closed(&mut self, now: Instant, id: SocketId) {
         let now = self.clock.advance(now);
-        self.session.handle_stream_closed(now, id, &mut self.stats);
+        if !self.portmap.handle_stream_closed(now, id) {
+            self.session.handle_stream_closed(now, id, &mut self.stats);
+        }
         self.drain(now);
     }
 
@@ -731,11 +738,13 @@ impl Endpoint for Client {
         Some(t)
     }
 
-    /// The TCP stream's changes first, then the birthday sockets'.
+    /// The TCP stream's changes first, then the birthday sockets', then the port mapping's
+    /// HTTP streams (UPnP IGD).
     fn poll_socket_request(&mut self) -> Option<SocketRequest> {
         self.session
             .poll_socket_request()
             .or_else(|| self.peers.poll_socket_request())
+            .or_else(|| self.portmap.poll_socket_request())
     }
 
     /// The earliest of the children's deadlines, with its reason.

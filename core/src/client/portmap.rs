@@ -4,6 +4,11 @@
 //! ([`crate::Client::set_local_addresses`]), with [`crate::ClientConfig::port_mapping`] on
 //! (and neither `private` nor `direct_paths` off). Its results become client events; the
 //! mapped address is offered to peers as a candidate by the client.
+//!
+//! UPnP IGD's HTTP exchanges run on TCP streams numbered from [`UPNP_STREAMS`] up (the
+//! session's TCP fallback uses the numbers below): each machine gets one of two blocks of
+//! [`UPNP_STREAM_BLOCK`], alternately, so the machine deleting an old mapping and its
+//! successor never name the same stream.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -11,10 +16,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use rand::RngCore;
 
 use crate::event::ClientEvent;
-use crate::portmap::{PortMapStats, PortMapping};
+use crate::portmap::{PortMapStats, PortMapping, UPNP_STREAM_BLOCK};
 use crate::rng::Rng;
 use crate::time::{Instant, Timeout};
-use crate::{SocketId, Transmit};
+use crate::{SocketId, SocketRequest, Transmit};
+
+/// The first stream number port mapping uses (two blocks of [`UPNP_STREAM_BLOCK`] from here
+/// fill 0x4000..=0x7fff).
+pub(super) const UPNP_STREAMS: u16 = 0x4000;
 
 #[derive(Default)]
 pub(super) struct PortMapper {
@@ -28,6 +37,10 @@ pub(super) struct PortMapper {
     /// Counters of machines replaced (a new gateway or local address).
     past: PortMapStats,
     events: VecDeque<ClientEvent>,
+    /// Machines started so far (which block of stream numbers the next one gets).
+    started: u16,
+    /// Stream closes of machines dropped (their last requests).
+    requests: VecDeque<SocketRequest>,
 }
 
 impl PortMapper {
@@ -57,7 +70,9 @@ impl PortMapper {
         if let (Some(g), Some(l)) = (gateway, local) {
             let mut nonce = [0u8; 12];
             rng.fill_bytes(&mut nonce);
-            self.machine = Some(PortMapping::new(now, g, l, nonce));
+            let block = UPNP_STREAMS + (self.started % 2) * UPNP_STREAM_BLOCK;
+            self.started = self.started.wrapping_add(1);
+            self.machine = Some(PortMapping::new(now, g, l, nonce, block));
         }
     }
 
@@ -82,7 +97,8 @@ impl PortMapper {
         s
     }
 
-    /// A datagram from the gateway's PCP port on the primary socket is the machine's.
+    /// A datagram from the gateway's PCP port (or, while UPnP IGD searches, an SSDP answer
+    /// from its IP) on the primary socket is the machine's; so are bytes on UPnP's streams.
     pub(super) fn handle_datagram(
         &mut self,
         now: Instant,
@@ -90,6 +106,9 @@ impl PortMapper {
         from: SocketAddr,
         datagram: &[u8],
     ) -> bool {
+        if socket.is_stream() {
+            return self.on_stream(socket, |m| m.handle_stream_data(now, socket, datagram));
+        }
         if socket != SocketId::PRIMARY {
             return false;
         }
@@ -104,6 +123,47 @@ impl PortMapper {
         let mine = m.handle_input(now, from, datagram);
         self.drain();
         mine
+    }
+
+    /// The runtime's answer to a connect: true if stream `id` is port mapping's.
+    pub(super) fn handle_stream_opened(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        local: Option<SocketAddr>,
+    ) -> bool {
+        self.on_stream(id, |m| m.handle_stream_opened(now, id, local))
+    }
+
+    /// Stream `id` ended: true if it is port mapping's.
+    pub(super) fn handle_stream_closed(&mut self, now: Instant, id: SocketId) -> bool {
+        self.on_stream(id, |m| m.handle_stream_closed(now, id))
+    }
+
+    /// Hands stream `id`'s input to the machine whose stream it is.
+    fn on_stream(&mut self, id: SocketId, f: impl FnOnce(&mut PortMapping) -> bool) -> bool {
+        if let Some(m) = self.closing.as_mut().filter(|m| m.owns_stream(id)) {
+            let mine = f(m);
+            self.reap();
+            return mine;
+        }
+        let Some(m) = self.machine.as_mut().filter(|m| m.owns_stream(id)) else {
+            return false;
+        };
+        let mine = f(m);
+        self.drain();
+        mine
+    }
+
+    pub(super) fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+        if let Some(r) = self.requests.pop_front() {
+            return Some(r);
+        }
+        let old = self
+            .closing
+            .as_mut()
+            .and_then(PortMapping::poll_socket_request);
+        old.or_else(|| self.machine.as_mut()?.poll_socket_request())
     }
 
     pub(super) fn handle_timeout(&mut self, now: Instant) {
@@ -147,12 +207,13 @@ impl PortMapper {
     /// Moves the current machine aside: to `closing` while its delete is under way, else
     /// (done) only its counters are kept. A machine still closing from before is dropped.
     fn retire(&mut self) {
-        if let Some(old) = self.closing.take() {
-            add(&mut self.past, old.stats());
+        if let Some(mut old) = self.closing.take() {
+            old.abandon();
+            self.forget(old);
         }
         if let Some(m) = self.machine.take() {
             if m.is_done() {
-                add(&mut self.past, m.stats());
+                self.forget(m);
             } else {
                 self.closing = Some(m);
             }
@@ -162,8 +223,16 @@ impl PortMapper {
     /// Drops the closing machine once it is done (keeping its counters).
     fn reap(&mut self) {
         if let Some(m) = self.closing.take_if(|m| m.is_done()) {
-            add(&mut self.past, m.stats());
+            self.forget(m);
         }
+    }
+
+    /// Drops a machine that is done: its counters are kept, and its last stream closes
+    /// still go out.
+    fn forget(&mut self, mut m: PortMapping) {
+        add(&mut self.past, m.stats());
+        self.requests
+            .extend(std::iter::from_fn(|| m.poll_socket_request()));
     }
 }
 

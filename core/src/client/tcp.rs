@@ -47,7 +47,8 @@ pub(super) struct TcpLink {
     id: Option<SocketId>,
     /// The runtime reported it connected.
     open: bool,
-    /// Stream numbers are not reused within a client.
+    /// Stream numbers are not reused within a client (they cycle through 1..=0x3fff; the
+    /// numbers above are the port mapping's, `portmap::UPNP_STREAMS`).
     next: u16,
     /// Connect (again) at this instant.
     connect_at: Option<Instant>,
@@ -87,7 +88,7 @@ impl TcpLink {
         self.connect_at = None;
         self.close_at = None;
         self.connect_deadline = Some(now + CONNECT_TIMEOUT);
-        self.next = if self.next >= 0x7fff {
+        self.next = if self.next >= super::portmap::UPNP_STREAMS - 1 {
             1
         } else {
             self.next + 1

@@ -1,7 +1,8 @@
 //! Port mapping: ask the default gateway to forward a UDP port to this client, with PCP
-//! (RFC 6887, MAP opcode) and, when the gateway only speaks its predecessor, NAT-PMP
-//! (RFC 6886). A mapping makes a host behind even a symmetric NAT reachable at a fixed
-//! public address: peers probe it like any other candidate. Sans-IO: [`PortMapping`] is one
+//! (RFC 6887, MAP opcode), else NAT-PMP (RFC 6886), else UPnP IGD (UPnP Device
+//! Architecture 1.1 with the WANIPConnection:2, WANIPConnection:1 or WANPPPConnection:1
+//! service). A mapping makes a host behind even a symmetric NAT reachable at a fixed public
+//! address: peers probe it like any other candidate. Sans-IO: [`PortMapping`] is one
 //! mapping's life (request, renewals, delete), driven with the usual verbs.
 //!
 //! The sequence:
@@ -12,34 +13,61 @@
 //!    Version" (RFC 6887 §9, RFC 6886 §3.5), or does not answer at all, is asked with
 //!    NAT-PMP: a public address request (opcode 0, §3.2) and a UDP map request (opcode 1,
 //!    §3.3); the mapping is the answers' external IP and port.
+//!    A gateway that answers neither is asked with UPnP IGD (`upnp.rs`, `igd.rs`): an SSDP
+//!    M-SEARCH for the InternetGatewayDevice (UDA 1.1 §1.3.2) from the client's socket to
+//!    239.255.255.250:1900 and, unicast, to the gateway's port 1900, retransmitted like
+//!    the others; the first answer from the gateway's IP whose LOCATION (§1.3.3) is an
+//!    `http://` URL **on the gateway's own IP** is followed (any other LOCATION is dropped
+//!    and counted: an answer cannot send the client to another host). Then, each over its
+//!    own TCP stream the runtime connects (`SocketRequest::ConnectRaw`, `Connection:
+//!    close`, [`HTTP_TIMEOUT`] each): GET of the root description (§2.3), whose
+//!    WANIPConnection:2, :1 or WANPPPConnection:1 `controlURL` (also on the gateway) takes
+//!    the SOAP actions (§3.2); GetExternalIPAddress; AddPortMapping (UDP, the client's
+//!    port as external and internal port, the client's LAN address, description
+//!    "pierce", a lease of [`PORTMAP_LIFETIME`]). Error 725 OnlyPermanentLeasesSupported
+//!    asks again with lease 0; 718 ConflictInMappingEntry asks for the next port up, up to
+//!    [`CONFLICT_TRIES`] ports in all. The mapping is the external IP and the port granted.
 //! 2. The mapping is renewed at half its granted lifetime (RFC 6886 §3.3; RFC 6887 §11.2.1
 //!    says between 1/2 and 5/8), retransmitting until it expires. An answer whose epoch
 //!    shows the gateway restarted (RFC 6887 §8.5, RFC 6886 §3.6) triggers a renewal at once.
 //!    A renewal that gets no answer before the mapping expires loses it
 //!    ([`PortMapEvent::Lost`]) and the machine asks again from the start.
+//!    A UPnP renewal is AddPortMapping again (a failed one is retried, 2 s doubling to 30 s,
+//!    until the lease ends); a permanent UPnP mapping (lease 0) is never renewed.
 //! 3. [`PortMapping::close`] deletes it: the same request with lifetime 0 (RFC 6887 §15,
-//!    RFC 6886 §3.4).
+//!    RFC 6886 §3.4), or UPnP's DeletePortMapping.
 //!
 //! Retransmissions: RFC 6887 §8.1.1 starts at 3 s and never gives up; RFC 6886 §3.1 starts at
 //! 250 ms and gives up after 9 tries (64 s). A game wants the mapping before punching ends,
 //! and a gateway that does not answer a LAN round trip within a second or two is not going to:
 //! the first retry here comes after [`PORTMAP_RTO`] (250 ms, as NAT-PMP), doubling, and each
 //! protocol gets [`PORTMAP_TRIES`] sends (3.75 s), so a gateway that speaks neither costs
-//! 7.5 s and one [`PortMapEvent::Failed`]. No jitter: one client sends one request.
+//! 7.5 s before UPnP IGD is searched for (another 3.75 s without an answer, so 11.25 s and
+//! one [`PortMapEvent::Failed`]). No jitter: one client sends one request.
 //!
 //! Not done: PCP ANNOUNCE and NAT-PMP's multicast address-change announcements (RFC 6887
 //! §14.1, RFC 6886 §3.2.1) are not listened to (the epoch check on each renewal catches a
 //! restarted gateway within half a lifetime); PCP options (THIRD_PARTY, PREFER_FAILURE,
-//! FILTER) are never sent, and options in answers are skipped.
+//! FILTER) are never sent, and options in answers are skipped. UPnP: no GENA eventing (a
+//! changed external address is noticed at the next renewal only if the port changed too; a
+//! restarted gateway that lost a permanent mapping is not noticed); IPv4 gateways only (no
+//! WANIPv6FirewallControl); HTTP without keep-alive, and descriptions are searched for the
+//! elements needed rather than parsed as XML (bounded, strict: see `igd.rs`); the
+//! description's embedded devices are not walked in order (the best WAN connection service
+//! anywhere in it is taken); IGD:2's AddAnyPortMapping is not used.
 
+pub mod igd;
+mod upnp;
 mod wire;
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use crate::Transmit;
 use crate::time::{Backoff, Duration, Instant};
+use crate::{SocketId, SocketRequest, Transmit};
+pub use upnp::{CONFLICT_TRIES, HTTP_TIMEOUT, UPNP_STREAM_BLOCK};
+use upnp::{Outcome, Upnp};
 pub use wire::{GatewayRequest, encode_gateway_grant, encode_natpmp_unsupported_version};
 use wire::{
     NatPmpResponse, PCP_VERSION, PcpMapRequest, PcpMapResponse, UNSUPP_VERSION,
@@ -72,6 +100,8 @@ pub enum PortMapProtocol {
     Pcp,
     /// NAT Port Mapping Protocol (RFC 6886).
     NatPmp,
+    /// UPnP Internet Gateway Device (UPnP Device Architecture 1.1, WANIPConnection).
+    UpnpIgd,
 }
 
 impl PortMapProtocol {
@@ -80,6 +110,7 @@ impl PortMapProtocol {
         match self {
             Self::Pcp => "pcp",
             Self::NatPmp => "nat-pmp",
+            Self::UpnpIgd => "upnp-igd",
         }
     }
 }
@@ -88,23 +119,31 @@ impl PortMapProtocol {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PortMapError {
-    /// The gateway answered neither PCP nor NAT-PMP (or stopped answering renewals).
+    /// The gateway answered neither PCP, NAT-PMP nor UPnP IGD's search (or stopped
+    /// answering renewals, or a UPnP HTTP exchange got no whole answer in time).
     NoAnswer,
     /// The gateway answered with an error result code (RFC 6887 §7.4, RFC 6886 §3.5), e.g.
     /// 2 NOT_AUTHORIZED (mapping disabled), 8 NO_RESOURCES. A NAT-PMP public address of
-    /// 0.0.0.0 (no external address yet, §3.2) reads as code 3 (network failure).
+    /// 0.0.0.0 (no external address yet, §3.2) reads as code 3 (network failure). For UPnP
+    /// IGD, the SOAP fault's errorCode (UDA 1.1 §3.2.2), e.g. 606 Action not authorized,
+    /// 718 ConflictInMappingEntry (after [`CONFLICT_TRIES`] ports).
     Refused {
         /// The protocol that answered.
         protocol: PortMapProtocol,
         /// Its result code.
         code: u16,
     },
+    /// The gateway's UPnP IGD answers could not be used: a malformed or over-long HTTP
+    /// response, description or SOAP answer, no WAN connection service, a control URL off the
+    /// gateway, or no external address yet.
+    Unusable,
 }
 
 impl fmt::Display for PortMapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NoAnswer => f.write_str("the gateway answered neither PCP nor NAT-PMP"),
+            Self::NoAnswer => f.write_str("the gateway answered neither PCP, NAT-PMP nor UPnP IGD"),
+            Self::Unusable => f.write_str("the gateway's UPnP IGD answers could not be used"),
             Self::Refused { protocol, code } => {
                 write!(f, "the gateway refused ({} result {code})", protocol.name())
             }
@@ -122,7 +161,8 @@ pub enum PortMapEvent {
     Granted {
         /// The public address peers can send to.
         external: SocketAddr,
-        /// How long the gateway keeps it unless renewed (renewals are automatic).
+        /// How long the gateway keeps it unless renewed (renewals are automatic);
+        /// [`Duration::MAX`] for a permanent UPnP mapping (lease 0).
         lifetime: Duration,
         /// The protocol that granted it.
         protocol: PortMapProtocol,
@@ -144,7 +184,8 @@ pub enum PortMapEvent {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PortMapStats {
-    /// Requests sent to the gateway (PCP and NAT-PMP, retransmissions, renewals, deletes).
+    /// Requests sent to the gateway (PCP and NAT-PMP, retransmissions, renewals, deletes;
+    /// UPnP's M-SEARCHes and HTTP requests).
     pub requests_sent: u64,
     /// Mappings granted ([`PortMapEvent::Granted`]).
     pub granted: u64,
@@ -157,7 +198,8 @@ pub struct PortMapStats {
     /// Answers whose epoch showed the gateway had lost its state (RFC 6887 §8.5).
     pub epoch_resets: u64,
     /// Datagrams from the gateway's port that were not a valid answer to a request under way
-    /// (malformed, another nonce or port, unexpected): dropped.
+    /// (malformed, another nonce or port, unexpected), and UPnP answers that could not be
+    /// used (an SSDP LOCATION off the gateway, a malformed HTTP, XML or SOAP answer): dropped.
     pub dropped: u64,
 }
 
@@ -239,12 +281,24 @@ pub struct PortMapping {
     epoch: Option<(u32, Instant)>,
     events: VecDeque<PortMapEvent>,
     stats: PortMapStats,
+    /// The UPnP IGD machine, once PCP and NAT-PMP went unanswered.
+    upnp: Option<Upnp>,
+    /// The first stream number UPnP uses.
+    first_stream: u16,
 }
 
 impl PortMapping {
     /// Starts asking the gateway at `gateway` to map `local`'s port; `nonce` must be random
-    /// (RFC 6887 §11.1: it is what ties answers to this client).
-    pub fn new(now: Instant, gateway: Ipv4Addr, local: SocketAddrV4, nonce: [u8; 12]) -> Self {
+    /// (RFC 6887 §11.1: it is what ties answers to this client). UPnP IGD's TCP streams are
+    /// `SocketId::stream(n)` for n in `first_stream..first_stream + UPNP_STREAM_BLOCK`:
+    /// numbers no other stream of the endpoint uses while this machine lives.
+    pub fn new(
+        now: Instant,
+        gateway: Ipv4Addr,
+        local: SocketAddrV4,
+        nonce: [u8; 12],
+        first_stream: u16,
+    ) -> Self {
         let mut m = Self {
             server: SocketAddr::from((gateway, PCP_SERVER_PORT)),
             local,
@@ -259,6 +313,8 @@ impl PortMapping {
             epoch: None,
             events: VecDeque::new(),
             stats: PortMapStats::default(),
+            upnp: None,
+            first_stream,
         };
         m.begin(now, Phase::Requesting, PortMapProtocol::Pcp);
         m
@@ -271,12 +327,25 @@ impl PortMapping {
 
     /// The mapped public address, while there is one.
     pub fn external(&self) -> Option<SocketAddr> {
-        self.mapped.map(|m| SocketAddr::V4(m.external))
+        let upnp = self.upnp.as_ref().and_then(Upnp::external);
+        (self.mapped.map(|m| m.external))
+            .or(upnp)
+            .map(SocketAddr::V4)
     }
 
     /// Counters.
     pub fn stats(&self) -> PortMapStats {
-        self.stats
+        let mut s = self.stats;
+        if let Some(u) = &self.upnp {
+            s.requests_sent += u.requests_sent;
+            s.dropped += u.dropped;
+        }
+        s
+    }
+
+    /// Whether stream `id` is this machine's (UPnP IGD's HTTP exchanges).
+    pub fn owns_stream(&self, id: SocketId) -> bool {
+        upnp::in_block(id, self.first_stream)
     }
 
     /// True once nothing more will happen (failed, refused, deleted).
@@ -290,17 +359,47 @@ impl PortMapping {
         match self.phase {
             Phase::Done | Phase::Deleting => {}
             Phase::Requesting | Phase::Mapped | Phase::Renewing => {
+                if let Some(u) = &mut self.upnp {
+                    u.close(now);
+                    self.phase = Phase::Deleting;
+                    self.drain_upnp();
+                    return;
+                }
                 let protocol = self.protocol;
                 self.begin(now, Phase::Deleting, protocol);
             }
         }
     }
 
+    /// Ends the machine at once, without deleting anything (a machine replaced before its
+    /// delete was answered): an HTTP exchange under way is closed
+    /// ([`PortMapping::poll_socket_request`] still says so).
+    pub fn abandon(&mut self) {
+        if let Some(u) = &mut self.upnp {
+            u.finish();
+        }
+        self.finish(None);
+    }
+
     /// Offers a received datagram: true if it came from the gateway's port 5351 (it is then
     /// this machine's, valid or not: invalid ones are dropped and counted).
+    ///
+    /// While UPnP IGD searches, an SSDP answer from the gateway's IP (any port) is taken too.
     pub fn handle_input(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
+        if let Some(u) = &mut self.upnp {
+            let mine = u.handle_datagram(now, from, datagram);
+            self.drain_upnp();
+            if mine {
+                return true;
+            }
+        }
         if from != self.server {
             return false;
+        }
+        if self.upnp.is_some() {
+            // A late PCP / NAT-PMP answer: UPnP IGD has taken over.
+            self.stats.dropped += 1;
+            return true;
         }
         let ok = match datagram.first() {
             _ if self.phase == Phase::Done => false,
@@ -314,8 +413,56 @@ impl PortMapping {
         true
     }
 
+    /// The runtime's answer to a [`SocketRequest::ConnectRaw`] of this machine's (`local`:
+    /// connected, from there; `None`: could not connect). False if `id` is not this
+    /// machine's ([`PortMapping::owns_stream`]).
+    pub fn handle_stream_opened(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        local: Option<SocketAddr>,
+    ) -> bool {
+        let Some(u) = self.upnp.as_mut().filter(|u| u.owns(id)) else {
+            return false;
+        };
+        let mine = u.handle_stream_opened(now, id, local.is_some());
+        self.drain_upnp();
+        mine
+    }
+
+    /// Bytes that arrived on stream `id` (in any pieces). False if it is not this machine's.
+    pub fn handle_stream_data(&mut self, now: Instant, id: SocketId, bytes: &[u8]) -> bool {
+        let Some(u) = self.upnp.as_mut().filter(|u| u.owns(id)) else {
+            return false;
+        };
+        let mine = u.handle_stream_data(now, id, bytes, false);
+        self.drain_upnp();
+        mine
+    }
+
+    /// Stream `id` ended (the gateway closed it: that ends a response without a length).
+    /// False if it is not this machine's.
+    pub fn handle_stream_closed(&mut self, now: Instant, id: SocketId) -> bool {
+        let Some(u) = self.upnp.as_mut().filter(|u| u.owns(id)) else {
+            return false;
+        };
+        let mine = u.handle_stream_data(now, id, &[], true);
+        self.drain_upnp();
+        mine
+    }
+
+    /// The next stream to connect or close (UPnP IGD's HTTP exchanges).
+    pub fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+        self.upnp.as_mut()?.poll_socket_request()
+    }
+
     /// Retransmits, renews, gives up on schedule; idempotent.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(u) = &mut self.upnp {
+            u.handle_timeout(now);
+            self.drain_upnp();
+            return;
+        }
         match self.phase {
             Phase::Done => {}
             Phase::Mapped => {
@@ -339,9 +486,12 @@ impl PortMapping {
         }
     }
 
-    /// The next request to send, if one is due.
+    /// The next request to send, if one is due (for UPnP IGD, a piece of an HTTP request
+    /// names its stream in [`Transmit::socket`]).
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        let msg = self.pending.pop_front()?;
+        let Some(msg) = self.pending.pop_front() else {
+            return self.upnp.as_mut()?.poll_transmit(buf);
+        };
         let external = self.mapped.map(|m| m.external);
         let suggested_port = external.map_or_else(|| self.local.port(), |e| e.port());
         let len = match msg {
@@ -367,6 +517,9 @@ impl PortMapping {
 
     /// When to call [`PortMapping::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if let Some(u) = &self.upnp {
+            return u.poll_timeout();
+        }
         match self.phase {
             Phase::Done => None,
             Phase::Mapped => self.mapped.map(|m| m.renew_at),
@@ -424,6 +577,8 @@ impl PortMapping {
         self.pending.clear();
         match self.protocol {
             PortMapProtocol::Pcp => self.pending.push_back(Message::Pcp { lifetime }),
+            // (Its own machine sends: `upnp`.)
+            PortMapProtocol::UpnpIgd => {}
             PortMapProtocol::NatPmp => {
                 if self.phase == Phase::Requesting && self.natpmp_ip.is_none() {
                     self.pending.push_back(Message::NatPmpPublic);
@@ -442,6 +597,19 @@ impl PortMapping {
                 self.begin(now, Phase::Requesting, PortMapProtocol::NatPmp);
             }
             (Phase::Requesting, PortMapProtocol::NatPmp) => {
+                // Neither PCP nor NAT-PMP: UPnP IGD takes over (and keeps the machine's
+                // events and counters) until the machine is done.
+                self.protocol = PortMapProtocol::UpnpIgd;
+                self.attempt = None;
+                self.pending.clear();
+                let gateway = match self.server {
+                    SocketAddr::V4(s) => *s.ip(),
+                    SocketAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+                };
+                let upnp = Upnp::new(now, gateway, self.local, self.first_stream);
+                self.upnp = Some(upnp);
+            }
+            (Phase::Requesting, PortMapProtocol::UpnpIgd) => {
                 self.finish(Some(PortMapEvent::Failed(PortMapError::NoAnswer)));
             }
             (Phase::Renewing, protocol) => {
@@ -450,6 +618,51 @@ impl PortMapping {
             }
             (Phase::Deleting | Phase::Mapped | Phase::Done, _) => self.finish(None),
         }
+    }
+
+    /// Turns what UPnP IGD yielded into this machine's events, counters and phase.
+    fn drain_upnp(&mut self) {
+        let Some(u) = &mut self.upnp else {
+            return;
+        };
+        while let Some(o) = u.poll_outcome() {
+            let event = match o {
+                Outcome::Granted {
+                    external,
+                    lifetime,
+                    changed,
+                } => {
+                    if !changed {
+                        self.stats.renewed += 1;
+                        continue;
+                    }
+                    self.stats.granted += 1;
+                    PortMapEvent::Granted {
+                        external: SocketAddr::V4(external),
+                        lifetime,
+                        protocol: PortMapProtocol::UpnpIgd,
+                    }
+                }
+                Outcome::Lost { external, error } => {
+                    self.stats.lost += 1;
+                    PortMapEvent::Lost {
+                        external: SocketAddr::V4(external),
+                        error,
+                    }
+                }
+                Outcome::Failed(error) => {
+                    self.stats.failed += 1;
+                    PortMapEvent::Failed(error)
+                }
+            };
+            self.events.push_back(event);
+        }
+        self.phase = match self.phase {
+            _ if u.is_done() => Phase::Done,
+            Phase::Deleting => Phase::Deleting,
+            _ if u.is_mapped() => Phase::Mapped,
+            _ => Phase::Requesting,
+        };
     }
 
     /// Ends the machine, reporting `event`.

@@ -138,7 +138,15 @@ fn port_mapping_off_or_private_asks_no_gateway() {
 #[test]
 fn a_gateway_that_never_answers_ends_in_one_failure_event() {
     let mut net = mapped_pair(ClientConfig::default());
-    net.run_for(Duration::from_secs(10));
+    net.run_for(Duration::from_secs(11));
+    assert!(
+        net.clients[0]
+            .events
+            .iter()
+            .all(|(_, e)| !matches!(e, ClientEvent::PortMapping { .. })),
+        "UPnP IGD is still being searched for at 11 s"
+    );
+    net.run_for(Duration::from_secs(1));
     let failed: Vec<_> = (net.clients[0].events.iter())
         .filter(|(_, e)| matches!(e, ClientEvent::PortMapping { .. }))
         .collect();
@@ -152,6 +160,15 @@ fn a_gateway_that_never_answers_ends_in_one_failure_event() {
     ));
     // PCP four times, then NAT-PMP's public address and map requests four times each.
     assert_eq!(requests(&net).len(), 12);
+    // Then UPnP IGD's M-SEARCH four times, to the SSDP group and to the gateway's port 1900.
+    let from = net.clients[0].addr;
+    let searches = |to: SocketAddr| {
+        (net.log.iter())
+            .filter(|s| s.from == from && s.to == to && s.bytes.starts_with(b"M-SEARCH * "))
+            .count()
+    };
+    assert_eq!(searches("239.255.255.250:1900".parse().unwrap()), 4);
+    assert_eq!(searches(SocketAddr::from((GATEWAY, 1900))), 4);
     assert_eq!(net.clients[0].client.stats().port_mapping.failed, 1);
 }
 

@@ -223,7 +223,7 @@ static int serve_requests(struct endpoint *e, uint64_t now) {
             }
         } else if (r.kind == PIERCE_SOCKET_CLOSE) {
             close_sock(e, r.socket);
-        } else if (r.kind == PIERCE_SOCKET_CONNECT) {
+        } else if (r.kind == PIERCE_SOCKET_CONNECT || r.kind == PIERCE_SOCKET_CONNECT_RAW) {
             if (!ok(handle_socket_opened(e, now, r.socket, NULL), "handle_socket_opened")) {
                 return 0;
             }

@@ -20,7 +20,8 @@
 // The ABI version of this header: raised whenever a function, struct or enum changes
 // incompatibly. Check it at start-up with `pierce_check_version(PIERCE_ABI_VERSION)`.
 // Version 2: `PierceTransmit` has `ttl` (a program built for version 1 would send
-// hole-punching openers with the default TTL).
+// hole-punching openers with the default TTL), and socket requests may be
+// `PIERCE_SOCKET_CONNECT_RAW` (an unframed TCP stream, for UPnP IGD's HTTP).
 #define PIERCE_ABI_VERSION 2
 
 // Largest datagram any endpoint sends: a `poll_transmit` buffer this large always suffices.
@@ -209,6 +210,11 @@ enum PierceSocketRequestKind
     // `handle_socket_opened` (or `handle_stream_refused`), later its end with
     // `handle_stream_closed`.
     PIERCE_SOCKET_CONNECT = 3,
+    // Like `CONNECT`, but the stream carries bytes, not framed datagrams (the client's HTTP
+    // exchanges with its gateway, UPnP IGD): write each transmit naming it as it is, hand
+    // what arrives to `handle_datagram_on` as read. An application that cannot reports
+    // `handle_socket_opened` with no address.
+    PIERCE_SOCKET_CONNECT_RAW = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

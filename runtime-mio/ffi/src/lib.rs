@@ -57,7 +57,8 @@ pub use types::PierceAddr;
 /// The ABI version of this header: raised whenever a function, struct or enum changes
 /// incompatibly. Check it at start-up with `pierce_check_version(PIERCE_ABI_VERSION)`.
 /// Version 2: `PierceTransmit` has `ttl` (a program built for version 1 would send
-/// hole-punching openers with the default TTL).
+/// hole-punching openers with the default TTL), and socket requests may be
+/// `PIERCE_SOCKET_CONNECT_RAW` (an unframed TCP stream, for UPnP IGD's HTTP).
 pub const PIERCE_ABI_VERSION: u32 = 2;
 
 /// Largest datagram any endpoint sends: a `poll_transmit` buffer this large always suffices.

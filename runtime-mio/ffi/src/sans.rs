@@ -45,6 +45,11 @@ pub enum PierceSocketRequestKind {
     /// `handle_socket_opened` (or `handle_stream_refused`), later its end with
     /// `handle_stream_closed`.
     PIERCE_SOCKET_CONNECT = 3,
+    /// Like `CONNECT`, but the stream carries bytes, not framed datagrams (the client's HTTP
+    /// exchanges with its gateway, UPnP IGD): write each transmit naming it as it is, hand
+    /// what arrives to `handle_datagram_on` as read. An application that cannot reports
+    /// `handle_socket_opened` with no address.
+    PIERCE_SOCKET_CONNECT_RAW = 4,
 }
 
 /// A change to the endpoint's set of local sockets (`pierce_*_poll_socket_request`).
@@ -187,6 +192,11 @@ pub(crate) fn poll_socket_request<S: Sans>(
         SocketRequest::Close { id } => (PierceSocketRequestKind::PIERCE_SOCKET_CLOSE, id, None),
         SocketRequest::Connect { id, addr } => (
             PierceSocketRequestKind::PIERCE_SOCKET_CONNECT,
+            id,
+            Some(addr),
+        ),
+        SocketRequest::ConnectRaw { id, addr } => (
+            PierceSocketRequestKind::PIERCE_SOCKET_CONNECT_RAW,
             id,
             Some(addr),
         ),

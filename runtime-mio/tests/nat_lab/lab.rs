@@ -408,6 +408,19 @@ table bridge lab_loss_{port} {{
     /// Waits until miniupnpd listens.
     #[allow(dead_code)] // not every test binary that includes this file uses it
     pub(crate) fn add_nat_with_miniupnpd(&mut self, nat: Nat) -> Result<Host, String> {
+        self.add_nat_running_miniupnpd(nat, false)
+    }
+
+    /// The same router, but its miniupnpd speaks UPnP IGD only (`enable_upnp=yes`,
+    /// `enable_natpmp=no`, which in miniupnpd 2.3 turns PCP off too: nothing listens on port
+    /// 5351): SSDP on the LAN address's port 1900 and the description and SOAP control over
+    /// HTTP (port 5000). Waits until its HTTP server listens.
+    #[allow(dead_code)] // not every test binary that includes this file uses it
+    pub(crate) fn add_nat_with_miniupnpd_igd_only(&mut self, nat: Nat) -> Result<Host, String> {
+        self.add_nat_running_miniupnpd(nat, true)
+    }
+
+    fn add_nat_running_miniupnpd(&mut self, nat: Nat, igd_only: bool) -> Result<Host, String> {
         let mut host = self.add_nat(nat, 1, 0)?.remove(0);
         let _one_at_a_time = setup_lock();
         let i = self.routers.len() - 1;
@@ -479,8 +492,13 @@ table inet pmp_nat {
         std::fs::create_dir_all(&dir).map_err(|e| format!("miniupnpd dir: {e}"))?;
         let lan = format!("10.{}.0.0/24", i + 1);
         let conf = dir.join("miniupnpd.conf");
+        let protocols = if igd_only {
+            "enable_natpmp=no\nenable_upnp=yes\nhttp_port=5000\n"
+        } else {
+            "enable_natpmp=yes\nenable_upnp=no\n"
+        };
         let text = format!(
-            "ext_ifname=wan\nlistening_ip=lan\nenable_natpmp=yes\nenable_upnp=no\n\
+            "ext_ifname=wan\nlistening_ip=lan\n{protocols}\
              secure_mode=yes\nsystem_uptime=yes\nmin_lifetime=120\nmax_lifetime=86400\n\
              uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\nupnp_table_name=pmp_fw\n\
              upnp_nat_table_name=pmp_nat\nlease_file={}\n\
@@ -515,7 +533,12 @@ table inet pmp_nat {
         let started = std::time::Instant::now();
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("Listening for NAT-PMP/PCP traffic") {
+            let ready = if igd_only {
+                "HTTP listening on port"
+            } else {
+                "Listening for NAT-PMP/PCP traffic"
+            };
+            if text.contains(ready) {
                 break;
             }
             if started.elapsed() > std::time::Duration::from_secs(10) {

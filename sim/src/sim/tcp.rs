@@ -367,6 +367,18 @@ impl Sim {
         }
     }
 
+    /// Serves `SocketRequest::ConnectRaw` from host `host`: the simulator carries framed
+    /// streams only (its NATs answer PCP and NAT-PMP, never UPnP IGD's HTTP), so the connect
+    /// fails at once, as one to an address that never answers would after its timeout.
+    pub(super) fn stream_connect_raw(&mut self, host: usize, id: SocketId, addr: SocketAddr) {
+        let now = self.clock.now();
+        self.stream_note(
+            host,
+            format_args!("tcp {id:?} -> {addr}: raw streams not modelled"),
+        );
+        self.answer_without_conn(host, id, now, false);
+    }
+
     /// A connect that never got a connection record (no route, no listener): a placeholder
     /// connection carries the failure back.
     fn answer_without_conn(&mut self, host: usize, id: SocketId, at: Instant, refused: bool) {
