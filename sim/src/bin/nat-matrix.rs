@@ -1045,6 +1045,30 @@ fn internet_mix(args: &Args) -> Result<(), String> {
             below.join(", ")
         );
     }
+    // What stays relayed as the oracle expects, and why: per pair of types, how many.
+    let mut expected_relayed: std::collections::BTreeMap<(&str, &str), usize> =
+        std::collections::BTreeMap::new();
+    for ((a, b, _), r) in jobs.iter().zip(&results) {
+        if !r.direct && !direct_path_possible(&edges[*a], &edges[*b]) {
+            let (x, y) = (MIX[*a].1.min(MIX[*b].1), MIX[*a].1.max(MIX[*b].1));
+            *expected_relayed.entry((x, y)).or_default() += 1;
+        }
+    }
+    if !expected_relayed.is_empty() {
+        let list: Vec<String> = expected_relayed
+            .iter()
+            .map(|((x, y), n)| format!("{x} × {y} ({n})"))
+            .collect();
+        let _ = writeln!(
+            md,
+            "\nRelayed as the oracle expects ({}): {}. Both ends map per destination (address- \
+             or address-and-port-dependent mapping) and neither router maps a port on request: \
+             each end's probes open mappings the other cannot aim at (Pierce predicts a \
+             sequential NAT's ports only from a peer that maps endpoint-independently).",
+            expected_relayed.values().sum::<usize>(),
+            list.join(", ")
+        );
+    }
     let errors: Vec<String> = jobs
         .iter()
         .zip(&results)
