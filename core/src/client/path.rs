@@ -37,6 +37,21 @@
 //! then pass. (The other direction is the same dance the other way round; whichever side has
 //! the quirk, one of the two works.)
 //!
+//! **Openers.** When both routers pin early probes (two Linux routers), a probe towards a
+//! pinned primary port cannot win from either side, and neither can a fresh one unless both
+//! routers are open before either end's probe arrives. So each retry also probes from our
+//! fresh socket to the peer's, and the first datagram on that leg is an *opener*: a probe sent
+//! with a low TTL ([`ClientConfig::opener_ttl`], `Transmit::ttl`) that opens our router
+//! towards the peer's fresh port and expires in the network before the peer's router sees it
+//! (the low-TTL trick of TCP traversal, Guha and Francis, "Characterization and Measurement of
+//! TCP Traversal through NATs and Firewalls", IMC 2005). Both ends send theirs the moment
+//! their fresh sockets open and probe [`RETRY_STAGGER`] later, when both routers are open.
+//! The hard, sequential side of a prediction ([`Plan::PredictHard`]) needs only openers: the
+//! easy side sweeps our predicted ports from its fresh socket, and our ordinary probes would
+//! reach a Linux easy side before its sweep and pin the very mapping it aims at; so its
+//! retries send openers, to the easy side's fresh ports of the current slot and the next (the
+//! two ends' slots drift apart when candidates restart a round), for the whole slot.
+//!
 //! The easy side's sprayed probes go first: the hard side's sockets wait until they are out
 //! (their first probes to an easy NAT with the conntrack quirk would otherwise each pin the
 //! mapping they came from, so a collision found would leave from another port and be lost).
