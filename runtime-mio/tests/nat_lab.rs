@@ -545,60 +545,7 @@ fn symmetric_to_symmetric_is_delivered_through_the_relay() {
 /// SKIPPED without it, failed under `CI`.
 #[test]
 fn a_symmetric_nat_running_miniupnpd_goes_direct_with_a_symmetric_peer_on_the_mapped_port() {
-    if let Err(e) = lab::miniupnpd_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI: miniupnpd is missing ({e}); .ci/run installs miniupnpd-nftables"
-        );
-        println!("SKIPPED nat_lab miniupnpd: {e}");
-        return;
-    }
-    let Some(mut lab) = lab() else {
-        return;
-    };
-    let name = "symmetric+miniupnpd<->symmetric";
-    let build = |lab: &mut Lab| -> Result<(Host, Host), String> {
-        let b = lab.add_nat(Nat::Symmetric, 1, 0)?.remove(0);
-        let a = lab.add_nat_with_miniupnpd(Nat::Symmetric)?;
-        Ok((a, b))
-    };
-    let (a_host, b_host) =
-        build(&mut lab).unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
-    let mut server = Server::start(&lab.server_ns());
-    let a = peer(&a_host.ns, "a", PLAIN, &["--server", lab::SERVER]);
-    let b = peer(&b_host.ns, "b", PLAIN, &["--server", lab::SERVER]);
-    let runs = [a.finish(), b.finish()];
-    let server = server.stop();
-    let wan = a_host.wan;
-    let runs = runs.into_iter().zip([Some(a_host), Some(b_host)]);
-    let outcome = Outcome::new(name, runs.zip(["a", "b"]), server, lab);
-    let mut problems = outcome.problems(Expect::Direct);
-    let granted = (outcome.sides[0].run.stdout.iter())
-        .filter(|l| l.contains(r#""event":"port_mapping""#))
-        .find(|l| l.contains(r#""result":"granted""#))
-        .and_then(|l| string_field(l, "external"));
-    println!(
-        "LAB scenario={name} mapped={}",
-        granted.as_deref().unwrap_or("null")
-    );
-    match &granted {
-        None => problems.push("a reported no granted port mapping".to_owned()),
-        Some(ext) => {
-            if !ext.starts_with(&format!("{wan}:")) {
-                problems.push(format!(
-                    "a's mapping {ext} is not on its router's WAN {wan}"
-                ));
-            }
-            let b_direct = outcome.sides[1].report.direct_addr.as_deref();
-            if b_direct != Some(ext.as_str()) {
-                problems.push(format!(
-                    "b went direct to {}, not to a's mapped address {ext}",
-                    b_direct.unwrap_or("nothing")
-                ));
-            }
-        }
-    }
-    outcome.fail_on(&problems);
+    mapped_pair_goes_direct("symmetric+miniupnpd<->symmetric", false, PLAIN, None);
 }
 
 /// Issue #25 item 2, the third protocol: the same pair, but the router's miniupnpd speaks
@@ -609,29 +556,44 @@ fn a_symmetric_nat_running_miniupnpd_goes_direct_with_a_symmetric_peer_on_the_ma
 /// (granted ~8 s after start) comes while they still run. Needs `miniupnpd`, as above.
 #[test]
 fn a_symmetric_nat_with_upnp_igd_only_goes_direct_with_a_symmetric_peer_on_the_mapped_port() {
+    let knobs = Knobs {
+        hold: "20",
+        ..PLAIN
+    };
+    mapped_pair_goes_direct(
+        "symmetric+upnp-igd<->symmetric",
+        true,
+        knobs,
+        Some("upnp-igd"),
+    );
+}
+
+/// A host behind a symmetric NAT whose router runs miniupnpd (`igd_only`: UPnP IGD alone)
+/// and one behind a plain symmetric NAT go direct on the first one's mapped address, granted
+/// by `protocol` if named.
+fn mapped_pair_goes_direct(name: &str, igd_only: bool, knobs: Knobs, protocol: Option<&str>) {
     if let Err(e) = lab::miniupnpd_available() {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI: miniupnpd is missing ({e}); .ci/run installs miniupnpd-nftables"
         );
-        println!("SKIPPED nat_lab miniupnpd (UPnP IGD): {e}");
+        println!("SKIPPED nat_lab {name}: {e}");
         return;
     }
     let Some(mut lab) = lab() else {
         return;
     };
-    let name = "symmetric+upnp-igd<->symmetric";
     let build = |lab: &mut Lab| -> Result<(Host, Host), String> {
         let b = lab.add_nat(Nat::Symmetric, 1, 0)?.remove(0);
-        let a = lab.add_nat_with_miniupnpd_igd_only(Nat::Symmetric)?;
+        let a = if igd_only {
+            lab.add_nat_with_miniupnpd_igd_only(Nat::Symmetric)?
+        } else {
+            lab.add_nat_with_miniupnpd(Nat::Symmetric)?
+        };
         Ok((a, b))
     };
     let (a_host, b_host) =
         build(&mut lab).unwrap_or_else(|e| panic!("{name}: building the lab failed: {e}"));
-    let knobs = Knobs {
-        hold: "20",
-        ..PLAIN
-    };
     let mut server = Server::start(&lab.server_ns());
     let a = peer(&a_host.ns, "a", knobs, &["--server", lab::SERVER]);
     let b = peer(&b_host.ns, "b", knobs, &["--server", lab::SERVER]);
@@ -645,14 +607,16 @@ fn a_symmetric_nat_with_upnp_igd_only_goes_direct_with_a_symmetric_peer_on_the_m
         .filter(|l| l.contains(r#""event":"port_mapping""#))
         .find(|l| l.contains(r#""result":"granted""#));
     let external = granted.and_then(|l| string_field(l, "external"));
-    let protocol = granted.and_then(|l| string_field(l, "protocol"));
+    let by = granted.and_then(|l| string_field(l, "protocol"));
     println!(
         "LAB scenario={name} mapped={} protocol={}",
         external.as_deref().unwrap_or("null"),
-        protocol.as_deref().unwrap_or("null")
+        by.as_deref().unwrap_or("null")
     );
-    if granted.is_some() && protocol.as_deref() != Some("upnp-igd") {
-        problems.push(format!("a's mapping came by {protocol:?}, not UPnP IGD"));
+    if let Some(want) = protocol.filter(|_| granted.is_some()) {
+        if by.as_deref() != Some(want) {
+            problems.push(format!("a's mapping came by {by:?}, not {want}"));
+        }
     }
     match &external {
         None => problems.push("a reported no granted port mapping".to_owned()),
