@@ -1520,6 +1520,29 @@ fn chaos_seeds_where_birthday_probing_overran_the_nat_binding_budget() {
 }
 
 #[test]
+fn chaos_seeds_where_a_path_to_a_closed_fresh_socket_stayed_alive() {
+    // Fresh to fresh retries (low-TTL openers) made paths whose two ends use different
+    // sockets more common. One end's path ended at the other's fresh socket, which that end
+    // closed when its own path died; the peer's probes and data, arriving on another socket,
+    // kept the first end's path "alive", so its acks went to the closed socket and the other
+    // end flapped between direct and relay, its messages unacked after the drain. Probes on
+    // another socket no longer keep a path alive, and a fresh socket the peer keeps sending
+    // to outlives its retry (`core/src/client/path.rs`).
+    for seed in [
+        326_530_680,
+        326_542_006,
+        326_543_193,
+        326_580_972,
+        326_582_296,
+        326_582_599,
+        326_585_587,
+        326_618_692,
+    ] {
+        run_seed(seed);
+    }
+}
+
+#[test]
 fn chaos_shard_0() {
     shard(0);
 }

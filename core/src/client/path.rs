@@ -354,9 +354,11 @@ struct Fresh {
     hopeless: bool,
     /// The retry under way.
     current: Option<Retry>,
-    /// The fresh socket of the retry that found the direct path, when that path uses
-    /// another one of ours (see `end_fresh`): kept open while the path lives.
+    /// A retry's fresh socket kept past its retry (see `end_fresh`): while the direct path
+    /// the retry found lives, or while the peer keeps sending to it.
     held: Option<SocketId>,
+    /// The last packet from the peer on the retry's or the held socket.
+    heard: Option<Instant>,
 }
 
 /// One fresh-port retry.
@@ -525,6 +527,7 @@ impl PathAgent {
             Timeout::at(retry.and_then(|r| r.peer_next), "fresh-port probe"),
             Timeout::at(retry.and_then(|r| r.both_next), "fresh-port probe"),
             Timeout::at(retry.and_then(|r| r.openers_next), "fresh-port opener"),
+            Timeout::at(self.held_until(), "held fresh socket"),
             Timeout::at(
                 retry.map(|r| r.started + FRESH_AFTER),
                 "fresh-port retry end",
@@ -538,7 +541,7 @@ impl PathAgent {
         self.fresh
             .current
             .and_then(|r| r.socket)
-            .or_else(|| self.fresh.held.filter(|_| self.direct.is_some()))
+            .or(self.fresh.held)
     }
 
     /// The runtime opened (`ok`) or could not open socket `id`: a retry's fresh socket
@@ -582,7 +585,7 @@ impl PathAgent {
         if self.fresh.next.is_none_or(|t| now < t) {
             return;
         }
-        self.end_fresh();
+        self.end_fresh(now);
         let go = self.direct.is_none()
             && self.enabled
             && match self.plan {
@@ -628,29 +631,76 @@ impl PathAgent {
         });
     }
 
-    /// Ends the retry under way if its time is up.
+    /// Ends the retry under way if its time is up, and lets a held socket go once neither
+    /// our direct path nor the peer uses it.
     fn expire_fresh(&mut self, now: Instant) {
         if self
             .fresh
             .current
             .is_some_and(|r| now >= r.started + FRESH_AFTER)
         {
-            self.end_fresh();
+            self.end_fresh(now);
+        }
+        self.release_held(now, false);
+    }
+
+    /// Whether a packet from the peer came in on the retry's or the held socket lately.
+    fn peer_sends_to_fresh(&self, now: Instant) -> bool {
+        self.fresh.heard.is_some_and(|t| now < t + DIRECT_IDLE_DEAD)
+    }
+
+    /// When a held socket may go: [`DIRECT_IDLE_DEAD`] after the peer's last packet on it,
+    /// once no direct path holds it; `None` while one does, or without one (or without a
+    /// packet on it: then at once).
+    fn held_until(&self) -> Option<Instant> {
+        self.fresh.held?;
+        if self.direct.is_some() {
+            return None;
+        }
+        self.fresh.heard.map(|t| t + DIRECT_IDLE_DEAD)
+    }
+
+    /// Lets the held socket go (its candidates too) if its time has come, or at once
+    /// (`now_anyway`) to make room for another.
+    fn release_held(&mut self, now: Instant, now_anyway: bool) {
+        let Some(held) = self.fresh.held else {
+            return;
+        };
+        if self.direct_socket() == Some(held) {
+            return;
+        }
+        let due = self.direct.is_none() && self.held_until().is_none_or(|t| now >= t);
+        if !(due || now_anyway) {
+            return;
+        }
+        self.fresh.held = None;
+        self.candidates.retain(|c| c.0 != held);
+        if self.triggered.is_some_and(|t| t.0 == held) {
+            self.triggered = None;
+        }
+    }
+
+    /// A packet from the peer came in on `socket`.
+    fn heard_on(&mut self, now: Instant, socket: SocketId) {
+        let fresh = self.fresh.current.and_then(|r| r.socket);
+        if fresh == Some(socket) || self.fresh.held == Some(socket) {
+            self.fresh.heard = Some(now);
         }
     }
 
     /// Ends the retry under way: its socket is given up (unless a direct path uses it), and
     /// with it the candidates found on it.
-    fn end_fresh(&mut self) {
+    fn end_fresh(&mut self, now: Instant) {
         let Some(r) = self.fresh.current.take() else {
             return;
         };
         if let Some(s) = r.socket.filter(|s| self.direct_socket() != Some(*s)) {
-            if self.direct.is_some() {
-                // A path found in this retry: the peer may have validated it on another leg,
-                // one that ends at this socket (its probe to our fresh port answered from our
-                // fresh socket, ours answered on its primary one), so it sends here. Kept
-                // while the direct path lives.
+            if self.direct.is_some() || self.peer_sends_to_fresh(now) {
+                // The peer may have validated a leg that ends at this socket (its probe to
+                // our fresh port answered from it) while our own path, if any, runs on
+                // another: it sends here. Kept while our direct path lives or the peer keeps
+                // sending here (`release_held`).
+                self.release_held(now, true);
                 self.fresh.held = Some(s);
                 return;
             }
@@ -839,6 +889,7 @@ impl PathAgent {
         if !direct_paths {
             return;
         }
+        self.heard_on(now, socket);
         if self.acks_due.len() < MAX_ACKS_DUE {
             self.acks_due.push((socket, from, nonce));
         }
@@ -866,6 +917,7 @@ impl PathAgent {
         from: SocketAddr,
         nonce: u64,
     ) -> Option<PathEvent> {
+        self.heard_on(now, socket);
         if self.direct.is_some()
             && self
                 .migrating
@@ -884,7 +936,7 @@ impl PathAgent {
             self.next_probe = None;
             self.spray = Spray::default();
             self.fresh.next = None;
-            self.end_fresh();
+            self.end_fresh(now);
             self.direct_alive(now);
             self.last_direct_send = Some(now);
             return Some(PathEvent::Validated(from));
@@ -901,6 +953,7 @@ impl PathAgent {
         from: SocketAddr,
         conn_frames: bool,
     ) {
+        self.heard_on(now, socket);
         let Some((s, addr)) = self.direct else {
             return;
         };
@@ -921,7 +974,12 @@ impl PathAgent {
                 self.migrating_since = Some(now);
                 self.triggered = Some((socket, from));
             }
-        } else {
+        } else if s == socket || conn_frames {
+            // On the path's own socket, or connection traffic on another one of ours (the
+            // peer's path to us may end at another socket than ours to it). Probes and their
+            // answers on another socket prove nothing about our path: the peer probing us
+            // there, while its own packets to our path's socket die (that socket closed on
+            // our side), must not keep it alive.
             self.direct_alive(now);
         }
     }
@@ -938,15 +996,8 @@ impl PathAgent {
         if now < dead {
             return None;
         }
-        for s in self
-            .direct
-            .map(|d| d.0)
-            .filter(|s| is_fresh_id(*s))
-            .into_iter()
-            .chain(self.fresh.held.take())
-        {
-            // Its fresh socket (and the one its retry left the peer sending to) closes with
-            // it.
+        if let Some((s, _)) = self.direct.filter(|(s, _)| is_fresh_id(*s)) {
+            // Its fresh socket closes with it (a held one when the peer stops using it).
             self.candidates.retain(|c| c.0 != s);
         }
         self.direct = None;
@@ -1573,6 +1624,75 @@ mod tests {
             assert!(lower_probes.contains(p), "{p} not probed by the other end");
         }
         assert!(lower_binds.iter().all(|p| !higher_binds.contains(p)));
+    }
+
+    #[test]
+    fn a_fresh_socket_the_peer_keeps_sending_to_outlives_its_retry_until_the_peer_stops() {
+        let t0 = crate::tests::epoch();
+        let mut a = agent(t0, true);
+        let (requests, _) = drive_unanswered(&mut a, t0, t0 + FRESH_AFTER + PROBE_INTERVAL);
+        let Some(&(_, crate::SocketRequest::Open { id, .. })) = requests.last() else {
+            panic!("{requests:?}");
+        };
+        // The peer's probe reaches our fresh socket (it may validate that leg with our
+        // answer) while no path is validated on our side.
+        let from: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let heard = t0 + FRESH_AFTER + RETRY_STAGGER;
+        a.handle_probe(heard, id, from, 9, true);
+        let _ = sends(&mut a, heard);
+        // The retry ends (a second after it started): the socket stays, the peer sends here.
+        let ended = t0 + FRESH_AFTER * 2 - PROBE_INTERVAL / 2;
+        let _ = a.handle_timeout(t0 + FRESH_AFTER * 2 - Duration::from_millis(1), None);
+        assert_eq!(
+            a.fresh_socket(),
+            Some(id),
+            "held while the peer sends to it"
+        );
+        // The peer keeps sending connection traffic here: still held.
+        let later = ended + DIRECT_IDLE_DEAD;
+        a.handle_direct_packet(later, id, from, true);
+        let _ = a.handle_timeout(later + Duration::from_millis(1), None);
+        assert_eq!(a.fresh_socket().filter(|s| *s == id), Some(id));
+        // Quiet for DIRECT_IDLE_DEAD: let go (the pool closes it).
+        let t = a.poll_timeout(None).expect("a deadline");
+        assert!(t.at <= later + DIRECT_IDLE_DEAD, "{t:?}");
+        let _ = a.handle_timeout(later + DIRECT_IDLE_DEAD, None);
+        assert_ne!(a.fresh_socket(), Some(id), "released once the peer stopped");
+    }
+
+    #[test]
+    fn probes_on_another_socket_do_not_keep_a_direct_path_alive_connection_traffic_does() {
+        let t0 = crate::tests::epoch();
+        let mut a = agent(t0, true);
+        assert_eq!(
+            a.handle_probe_ack(t0, SocketId::PRIMARY, peer(), NONCE),
+            Some(PathEvent::Validated(peer()))
+        );
+        let other = SocketId(0x4001); // a fresh socket's id (`sockets.rs`)
+        let from: SocketAddr = "198.51.100.7:41000".parse().unwrap();
+        // The peer probes a socket of ours our path does not use (its own path to us ended
+        // at a socket we closed, and it keeps punching): that says nothing about our path.
+        let mut now = t0;
+        while now < t0 + DIRECT_IDLE_DEAD * 2 {
+            now += Duration::from_millis(500);
+            a.handle_direct_packet(now, other, from, false);
+            if a.handle_timeout(now, None) == Some(PathEvent::Lost) {
+                break;
+            }
+        }
+        assert!(a.direct().is_none(), "lost after {:?}", now - t0);
+        assert!(now <= t0 + DIRECT_IDLE_DEAD + Duration::from_millis(500));
+        // Connection traffic there does count (the peer's path may end at another socket
+        // of ours than ours to it).
+        let mut b = agent(t0, true);
+        let _ = b.handle_probe_ack(t0, SocketId::PRIMARY, peer(), NONCE);
+        let mut now = t0;
+        while now < t0 + DIRECT_IDLE_DEAD * 2 {
+            now += Duration::from_millis(500);
+            b.handle_direct_packet(now, other, from, true);
+            assert_eq!(b.handle_timeout(now, None), None);
+        }
+        assert!(b.direct().is_some());
     }
 
     #[test]
