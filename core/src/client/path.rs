@@ -537,6 +537,11 @@ impl PathAgent {
 
     /// The fresh socket this path holds (a retry's, under way), if any; a direct path's
     /// socket is held through [`PathAgent::direct_socket`].
+    /// The fresh socket a retry left open because the peer sends to it (see `end_fresh`).
+    pub(super) fn held_socket(&self) -> Option<SocketId> {
+        self.fresh.held
+    }
+
     pub(super) fn fresh_socket(&self) -> Option<SocketId> {
         self.fresh
             .current

@@ -918,7 +918,13 @@ impl PeerSet {
         let fresh: smallvec::SmallVec<[SocketId; 8]> = self
             .peers
             .values()
-            .flat_map(|p| [p.path.fresh_socket(), p.path.direct_socket()])
+            .flat_map(|p| {
+                [
+                    p.path.fresh_socket(),
+                    p.path.held_socket(),
+                    p.path.direct_socket(),
+                ]
+            })
             .flatten()
             .collect();
         self.sockets.keep_fresh(&fresh);
