@@ -209,7 +209,8 @@ pub(super) enum Plan {
     BirthdayHard,
     /// Both hard and sequential: sweep the peer's predicted ports in lockstep with it (see
     /// the module docs). `per_port`: the peer's NAT maps each destination port anew (not
-    /// only each IP), so each of its sweeps moves its next port [`LOCKSTEP_WINDOW`] steps on.
+    /// only each IP), so each of its sweeps moves its next port [`LOCKSTEP_WINDOW`] steps on;
+    /// otherwise it has one mapping towards us, somewhere around `base`, swept either side.
     Lockstep {
         base: u16,
         delta: i16,
@@ -269,10 +270,14 @@ pub(super) fn plan(me: Option<&NatBehavior>, peer: Option<&NatInfo>, sockets: u1
             Some(PortAllocation::Sequential { delta }),
         ) = (me.allocation, peer.allocation)
         {
+            let per_port = peer.mapping == Some(Dependence::AddressAndPortDependent);
             return Plan::Lockstep {
                 base: peer.last_port,
-                delta,
-                per_port: peer.mapping == Some(Dependence::AddressAndPortDependent),
+                // A NAT that maps per IP showed discovery two mappings, the first maybe much
+                // older than the second: its step may be a multiple of the real one, so every
+                // port is swept. (One that maps per port showed three made back to back.)
+                delta: if per_port { delta } else { delta.signum() },
+                per_port,
             };
         }
     }
@@ -1229,8 +1234,8 @@ impl PathAgent {
         else {
             return None;
         };
-        // The peer's earlier sweeps moved its next port on (a NAT that maps per IP made one
-        // mapping towards us at most, maybe still alive: an offset of 0 or 1).
+        // The peer's earlier sweeps moved its next port on (a NAT that maps per IP has one
+        // mapping towards us whatever we sweep).
         let before = if per_port {
             (self.lockstep_sweeps - 1) * LOCKSTEP_WINDOW
         } else {
@@ -1238,7 +1243,16 @@ impl PathAgent {
         };
         let s = &mut self.spray;
         let j = s.step;
-        let port = lockstep_port(base, delta, before + lockstep_order(j, self.lower));
+        let port = if per_port {
+            lockstep_port(base, delta, before + lockstep_order(j, self.lower))
+        } else {
+            // Its one mapping towards us may predate its discovery's last one (discovery
+            // runs while the first round punches): nearest first, either side.
+            let k = i64::from(j / 2 + 1);
+            let sign = if j % 2 == 0 { 1 } else { -1 };
+            let p = i64::from(base) + i64::from(delta) * sign * k;
+            u16::try_from(p.rem_euclid(65_536)).unwrap_or(0).max(1)
+        };
         let opener = s.sent < LOCKSTEP_WINDOW;
         s.sent += 1;
         s.step += 1;
@@ -1983,7 +1997,8 @@ mod tests {
             }
         );
         // A NAT that maps per IP makes one mapping towards the peer, not one per sweep port.
-        let per_ip = seq(Dependence::AddressDependent, 5_000, 1);
+        // Its step, measured against an older mapping, may be a multiple of the real one.
+        let per_ip = seq(Dependence::AddressDependent, 5_000, 3);
         assert_eq!(
             plan(Some(&a), Some(&NatInfo::from(&per_ip)), 256),
             Plan::Lockstep {
@@ -2108,5 +2123,39 @@ mod tests {
         let second: Vec<u16> = (0..n as u16).map(|i| 30_001 + n as u16 + i).collect();
         assert_eq!(ports(1..1 + n), first);
         assert_eq!(ports(1 + n..1 + 2 * n), second);
+    }
+
+    #[test]
+    fn against_a_nat_that_maps_per_ip_a_lockstep_sweep_covers_either_side_of_its_last_port() {
+        let t0 = crate::tests::epoch();
+        let me = hard_nat(
+            Dependence::AddressAndPortDependent,
+            PortAllocation::Sequential { delta: 1 },
+        );
+        let per_ip = NatBehavior {
+            last_port: 30_000,
+            ..hard_nat(
+                Dependence::AddressDependent,
+                PortAllocation::Sequential { delta: 3 },
+            )
+        };
+        for lower in [true, false] {
+            let mut a = agent(t0, lower);
+            a.set_peer_nat(t0, NatInfo::from(&per_ip), Some(&me), &cfg());
+            let (_, probes) = drive_unanswered(&mut a, t0, t0 + Duration::from_secs(1));
+            let mut ports: Vec<u16> = probes
+                .iter()
+                .filter(|p| p.2 != peer() && p.3.is_some())
+                .map(|p| p.2.port())
+                .collect();
+            // Nearest first, either side, every port (its step may be a multiple of 1).
+            assert_eq!(&ports[..4], &[30_001, 29_999, 30_002, 29_998]);
+            ports.sort_unstable();
+            let half = LOCKSTEP_WINDOW as u16 / 2;
+            let every: Vec<u16> = (30_000 - half..=30_000 + half)
+                .filter(|p| *p != 30_000)
+                .collect();
+            assert_eq!(ports, every);
+        }
     }
 }
