@@ -1045,6 +1045,34 @@ fn internet_mix(args: &Args) -> Result<(), String> {
             below.join(", ")
         );
     }
+    // Both ends behind endpoint-dependent mapping (no port mapping protocol to help).
+    let hard = |k: usize| {
+        edges[k]
+            .profile()
+            .is_some_and(|p| p.mapping != pierce_sim::Mapping::EndpointIndependent)
+    };
+    let hard_pairs: Vec<bool> = jobs
+        .iter()
+        .zip(&results)
+        .filter(|((a, b, _), _)| hard(*a) && hard(*b))
+        .map(|(_, r)| r.direct)
+        .collect();
+    let relayed_pairs: Vec<String> = jobs
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| !r.direct)
+        .map(|((a, b, seed), _)| format!("seed {seed} {} × {}", MIX[*a].1, MIX[*b].1))
+        .collect();
+    let _ = writeln!(
+        md,
+        "\nBoth ends hard (endpoint-dependent mapping): {} of {} pairs direct ({:.0} %).\n\n\
+         Relayed ({}): {}",
+        hard_pairs.iter().filter(|d| **d).count(),
+        hard_pairs.len(),
+        pct(hard_pairs.iter().filter(|d| **d).count(), hard_pairs.len()),
+        relayed_pairs.len(),
+        relayed_pairs.join(", ")
+    );
     let errors: Vec<String> = jobs
         .iter()
         .zip(&results)
