@@ -162,6 +162,11 @@ const SOCKET_SWEEP: Duration = Duration::from_secs(1);
 /// since their discoveries: the round's first probe to the peer's address is one each,
 /// punching other peers a few more).
 const LOCKSTEP_WINDOW: u32 = 64;
+/// Ports below the peer's last one that a lockstep sweep adds when our NAT maps per IP (at
+/// no cost: one mapping whatever we sweep). Its mapping towards us may predate its
+/// discovery's last one: a peer that lets anyone in (endpoint-independent filtering)
+/// answered our first round's probes before its discovery ended.
+const LOCKSTEP_BACK: u32 = 8;
 /// Probe sweeps of a lockstep round after its openers, [`PREDICTION_SWEEP`] apart: the
 /// ends' rounds start within a network delay or a lost `PeerAdd` of each other.
 const LOCKSTEP_SWEEPS: u32 = 5;
@@ -211,10 +216,14 @@ pub(super) enum Plan {
     /// the module docs). `per_port`: the peer's NAT maps each destination port anew (not
     /// only each IP), so each of its sweeps moves its next port [`LOCKSTEP_WINDOW`] steps on;
     /// otherwise it has one mapping towards us, somewhere around `base`, swept either side.
+    /// `one_mapping`: our NAT maps per IP, so all our probes to the peer leave from one
+    /// mapping, and sweeping more ports costs nothing: a few below `base` as well (see
+    /// [`LOCKSTEP_BACK`]).
     Lockstep {
         base: u16,
         delta: i16,
         per_port: bool,
+        one_mapping: bool,
     },
 }
 
@@ -278,6 +287,7 @@ pub(super) fn plan(me: Option<&NatBehavior>, peer: Option<&NatInfo>, sockets: u1
                 // port is swept. (One that maps per port showed three made back to back.)
                 delta: if per_port { delta } else { delta.signum() },
                 per_port,
+                one_mapping: me.mapping == Some(Dependence::AddressDependent),
             };
         }
     }
@@ -775,7 +785,7 @@ impl PathAgent {
             Plan::BirthdayEasy => cfg.birthday_probes,
             Plan::BirthdayHard => u32::from(sockets) * 3,
             // Openers for the window, then the probe sweeps.
-            Plan::Lockstep { .. } => LOCKSTEP_WINDOW * (1 + LOCKSTEP_SWEEPS),
+            Plan::Lockstep { .. } => lockstep_len(self.plan) * (1 + LOCKSTEP_SWEEPS),
         };
         // The hard side of a birthday round waits until the easy side's probes are out: each
         // of them opens the easy NAT towards one of our ports, so a socket of ours whose
@@ -1230,10 +1240,12 @@ impl PathAgent {
             base,
             delta,
             per_port,
+            ..
         } = self.plan
         else {
             return None;
         };
+        let len = lockstep_len(self.plan);
         // The peer's earlier sweeps moved its next port on (a NAT that maps per IP has one
         // mapping towards us whatever we sweep).
         let before = if per_port {
@@ -1243,7 +1255,10 @@ impl PathAgent {
         };
         let s = &mut self.spray;
         let j = s.step;
-        let port = if per_port {
+        let port = if per_port && j >= LOCKSTEP_WINDOW {
+            let p = i64::from(base) - i64::from(delta) * i64::from(j - LOCKSTEP_WINDOW + 1);
+            u16::try_from(p.rem_euclid(65_536)).unwrap_or(0).max(1)
+        } else if per_port {
             lockstep_port(base, delta, before + lockstep_order(j, self.lower))
         } else {
             // Its one mapping towards us may predate its discovery's last one (discovery
@@ -1253,10 +1268,10 @@ impl PathAgent {
             let p = i64::from(base) + i64::from(delta) * sign * k;
             u16::try_from(p.rem_euclid(65_536)).unwrap_or(0).max(1)
         };
-        let opener = s.sent < LOCKSTEP_WINDOW;
+        let opener = s.sent < len;
         s.sent += 1;
         s.step += 1;
-        if s.step >= LOCKSTEP_WINDOW {
+        if s.step >= len {
             s.step = 0;
             s.next = Some(if opener {
                 now + RETRY_STAGGER
@@ -1284,6 +1299,19 @@ fn lockstep_order(j: u32, lower: bool) -> u32 {
         2 * j
     } else {
         2 * (j - half) + 1
+    }
+}
+
+/// Destinations of one lockstep sweep of `plan`: the window, and [`LOCKSTEP_BACK`] more
+/// when our NAT maps per IP and the peer's per port.
+fn lockstep_len(plan: Plan) -> u32 {
+    match plan {
+        Plan::Lockstep {
+            per_port: true,
+            one_mapping: true,
+            ..
+        } => LOCKSTEP_WINDOW + LOCKSTEP_BACK,
+        _ => LOCKSTEP_WINDOW,
     }
 }
 
@@ -1985,7 +2013,8 @@ mod tests {
             Plan::Lockstep {
                 base: 31_000,
                 delta: 2,
-                per_port: true
+                per_port: true,
+                one_mapping: false
             }
         );
         assert_eq!(
@@ -1993,7 +2022,8 @@ mod tests {
             Plan::Lockstep {
                 base: 20_008,
                 delta: 1,
-                per_port: true
+                per_port: true,
+                one_mapping: false
             }
         );
         // A NAT that maps per IP makes one mapping towards the peer, not one per sweep port.
@@ -2004,9 +2034,39 @@ mod tests {
             Plan::Lockstep {
                 base: 5_000,
                 delta: 1,
-                per_port: false
+                per_port: false,
+                one_mapping: false
             }
         );
+        // Behind a NAT that maps per IP, our sweep costs one mapping: it reaches below the
+        // peer's last port too.
+        assert_eq!(
+            plan(Some(&per_ip), Some(&NatInfo::from(&a)), 256),
+            Plan::Lockstep {
+                base: 20_008,
+                delta: 1,
+                per_port: true,
+                one_mapping: true
+            }
+        );
+        let mut back = agent(crate::tests::epoch(), true);
+        back.set_peer_nat(
+            crate::tests::epoch(),
+            NatInfo::from(&a),
+            Some(&per_ip),
+            &cfg(),
+        );
+        let t0 = crate::tests::epoch();
+        let (_, probes) = drive_unanswered(&mut back, t0, t0 + Duration::from_secs(1));
+        let openers: Vec<u16> = probes
+            .iter()
+            .filter(|p| p.3.is_some())
+            .map(|p| p.2.port())
+            .collect();
+        let want: Vec<u16> = (20_009..20_009 + LOCKSTEP_WINDOW as u16)
+            .chain((0..LOCKSTEP_BACK as u16).map(|k| 20_007 - k))
+            .collect();
+        assert_eq!(openers, want);
         // Random on either side: nothing to predict.
         let random = hard_nat(Dependence::AddressAndPortDependent, PortAllocation::Random);
         assert_eq!(

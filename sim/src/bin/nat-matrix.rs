@@ -53,8 +53,8 @@
 //! routers, some Linux routers with the conntrack quirk, some behind CGNAT), ~22 % hard NATs
 //! (endpoint-dependent mapping). With simultaneous punching alone the oracle then expects
 //! about 72 % of random pairs to be punchable, which is where DCUtR's 70 % sits; the report
-//! holds Pierce to the oracle with port prediction and birthday probing
-//! (`Traversal::PIERCE`), which only two hard NATs escape.
+//! holds Pierce to the oracle with port prediction, birthday probing and lockstep sweeps
+//! (`Traversal::PIERCE`), which only two hard NATs escape when one allocates at random.
 //!
 //! Port mapping (`+pmp` rows, `NatConfig::port_mapping`): about a third of the home routers
 //! (not the carriers' NATs) honour PCP / NAT-PMP, and a Pierce client behind one asks for a
