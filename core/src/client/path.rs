@@ -52,12 +52,17 @@
 //! matter. Neither end knows how many flows the other made since its discovery (its
 //! offset), so both sweep the same [`LOCKSTEP_WINDOW`] ports of the peer in two orders: the
 //! lower end in port order, the other the even steps first, then the odd ones. With offsets
-//! a (lower end) and b (other end), the lower end's mapping i = a + 2b aims at the other's
-//! mapping j = a + b, which aims back at it (its (j − b)-th destination is the lower end's
-//! step 2(j − b) = i): one sweep finds every pair of offsets with a + b <
-//! [`LOCKSTEP_WINDOW`] / 2. Every destination is a new mapping in our NAT: a sweep
+//! a (lower end) and b (other end), the lower end's destination i = a + 2b is the other's
+//! port a + 2b steps on, made by the other's destination m = a + b (b flows, then m sweep
+//! probes), and that destination is the lower end's port 2m = a + i steps on: the one the
+//! lower end's destination i left from. One sweep finds every pair of offsets with
+//! a + b < [`LOCKSTEP_WINDOW`] / 2. Every destination is a new mapping in our NAT: a sweep
 //! makes [`LOCKSTEP_WINDOW`] of them, budgeted per client over a time window
-//! (`sockets.rs`), and the next sweep predicts from where the last one left the peer.
+//! (`sockets.rs`), and the next sweep predicts from where the last one left the peer. A NAT
+//! that maps per IP (not per port) has one mapping towards the peer whatever its end
+//! sweeps, made by the first round's probe, often before its discovery ended: the peer
+//! sweeps either side of its last port, and its own sweep (one mapping, however many
+//! ports) reaches a few ports below the peer's last one as well.
 //!
 //! Both sprays are costly, so a pair sprays in its first three rounds and then backs off
 //! exponentially ([`sprays_in`]); and the mappings birthday sockets make in our NAT are
