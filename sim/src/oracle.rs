@@ -33,8 +33,8 @@
 //!      preserving, which falls back to the next free port), or by **birthday probing**
 //!      (the hard side opens ~256 mappings, the easy side probes ~256 random ports, and a
 //!      collision is near certain). Direct only if [`Traversal`] allows the technique.
-//! 4. Both hard: only if both allocate predictably and [`Traversal::port_prediction`] is on;
-//!    otherwise **relay**.
+//! 4. Both hard: only if both allocate sequentially and [`Traversal::both_hard_prediction`]
+//!    is on (lockstep sweeps); otherwise **relay**.
 //! 5. IPv6 ([`direct_path_possible_stacks`]): if both hosts have a global IPv6 address, each
 //!    learns the other's as a candidate and punches it. No address translation, and a
 //!    stateful IPv6 firewall filters by address and port like a port-restricted NAT whose
@@ -66,11 +66,12 @@ impl Traversal {
         both_hard_prediction: false,
     };
     /// What Pierce does: punching, plus port prediction and birthday probing between an easy
-    /// and a hard side (both hard: relay).
+    /// and a hard side, and lockstep sweeps between two hard sides that both allocate
+    /// predictably (`core/src/client/path.rs`).
     pub const PIERCE: Self = Self {
         port_prediction: true,
         birthday: true,
-        both_hard_prediction: false,
+        both_hard_prediction: true,
     };
     /// Every technique, including prediction between two hard NATs.
     pub const FULL: Self = Self {
@@ -139,6 +140,14 @@ impl NatProfile {
     fn predictable(&self) -> bool {
         self.allocation != PortAllocation::Random
     }
+
+    /// Every new mapping a step above the last: what lockstep sweeps between two hard NATs
+    /// need. (A hard NAT that preserves ports keeps the first and then counts up from the
+    /// local port, which discovery may not tell apart, and which mappings of other local
+    /// ports interleave with.)
+    fn sequential(&self) -> bool {
+        self.allocation == PortAllocation::Sequential
+    }
 }
 
 /// Whether `a` and `b` can get a direct path with simultaneous punching alone
@@ -159,7 +168,7 @@ pub fn direct_path_possible_with(a: &Edge, b: &Edge, t: Traversal) -> bool {
         (true, true) => true,
         (true, false) => easy_vs_hard(a, b, t),
         (false, true) => easy_vs_hard(b, a, t),
-        (false, false) => t.both_hard_prediction && a.predictable() && b.predictable(),
+        (false, false) => t.both_hard_prediction && a.sequential() && b.sequential(),
     }
 }
 
@@ -274,7 +283,7 @@ mod tests {
                 [1, 1, 1, 1, 1, 1],
                 [1, 1, 1, 1, 1, 1],
                 [1, 1, 1, 1, 1, 1],
-                [1, 1, 1, 1, 0, 0],
+                [1, 1, 1, 1, 1, 0],
                 [1, 1, 1, 1, 0, 0],
             ],
         );

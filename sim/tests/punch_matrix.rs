@@ -1,7 +1,8 @@
 //! The NAT-type matrix: two clients behind every pair of NAT behaviours are put in one group.
 //! Every pair must deliver a reliable message; every pair the oracle calls punchable with
 //! what Pierce does (`Traversal::PIERCE`: simultaneous punching, plus port prediction and
-//! birthday probing between an easy and a hard NAT, planned from RFC 5780 discovery) must
+//! birthday probing between an easy and a hard NAT, and lockstep sweeps between two hard
+//! NATs that allocate sequentially, planned from RFC 5780 discovery) must
 //! end direct: pairs simple punching can open within 8 s of their introduction, pairs that
 //! need prediction or birthday probing within 50 s (a birthday round succeeds ~98% of the
 //! time; a failed one is retried after 35 s).

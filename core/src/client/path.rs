@@ -56,6 +56,29 @@
 //! (their first probes to an easy NAT with the conntrack quirk would otherwise each pin the
 //! mapping they came from, so a collision found would leave from another port and be lost).
 //!
+//! **Lockstep sweeps.** When both NATs are hard and allocate sequentially, each end predicts
+//! the other's next ports and both sweep together: each probe to a new destination makes
+//! the sender's next mapping, so an end's i-th probe leaves from its own i-th new port, and
+//! a probe crosses when the peer aimed one of its own probes at exactly that port from
+//! exactly the port ours aims at. First every destination of the sweep gets an *opener*
+//! (`ClientConfig::opener_ttl`: it makes our mapping and dies before the peer's NAT), then,
+//! a stagger later, probes go to the same destinations again and again, through mappings
+//! that now exist on both sides, so the order in which the two ends' packets meet does not
+//! matter. Neither end knows how many flows the other made since its discovery (its
+//! offset), so both sweep the same [`LOCKSTEP_WINDOW`] ports of the peer in two orders: the
+//! lower end in port order, the other the even steps first, then the odd ones. With offsets
+//! a (lower end) and b (other end), the lower end's destination i = a + 2b is the other's
+//! port a + 2b steps on, made by the other's destination m = a + b (b flows, then m sweep
+//! probes), and that destination is the lower end's port 2m = a + i steps on: the one the
+//! lower end's destination i left from. One sweep finds every pair of offsets with
+//! a + b < [`LOCKSTEP_WINDOW`] / 2. Every destination is a new mapping in our NAT: a sweep
+//! makes [`LOCKSTEP_WINDOW`] of them, budgeted per client over a time window
+//! (`sockets.rs`), and the next sweep predicts from where the last one left the peer. A NAT
+//! that maps per IP (not per port) has one mapping towards the peer whatever its end
+//! sweeps, made by the first round's probe, often before its discovery ended: the peer
+//! sweeps either side of its last port, and its own sweep (one mapping, however many
+//! ports) reaches a few ports below the peer's last one as well.
+//!
 //! Both sprays are costly, so a pair sprays in its first three rounds and then backs off
 //! exponentially ([`sprays_in`]); and the mappings birthday sockets make in our NAT are
 //! budgeted per client, for every peer together, over a time window (`sockets.rs`): a client
@@ -154,6 +177,19 @@ const PREDICTION_SWEEP: Duration = Duration::from_millis(500);
 /// The hard side sweeps its extra sockets this often during a round, re-opening their
 /// mappings and its filters towards the easy side.
 const SOCKET_SWEEP: Duration = Duration::from_secs(1);
+/// Ports of the peer one lockstep sweep covers (see the module docs), and so the mappings
+/// it makes in our NAT: it finds the path for offsets a + b < 32 (flows the two ends made
+/// since their discoveries: the round's first probe to the peer's address is one each,
+/// punching other peers a few more).
+const LOCKSTEP_WINDOW: u32 = 64;
+/// Ports below the peer's last one that a lockstep sweep adds when our NAT maps per IP (at
+/// no cost: one mapping whatever we sweep). Its mapping towards us may predate its
+/// discovery's last one: a peer that lets anyone in (endpoint-independent filtering)
+/// answered our first round's probes before its discovery ended.
+const LOCKSTEP_BACK: u32 = 8;
+/// Probe sweeps of a lockstep round after its openers, [`PREDICTION_SWEEP`] apart: the
+/// ends' rounds start within a network delay or a lost `PeerAdd` of each other.
+const LOCKSTEP_SWEEPS: u32 = 5;
 /// Lowest port a birthday probe targets (NATs allocate from the unprivileged range).
 const LOWEST_RANDOM_PORT: u16 = 1024;
 
@@ -196,6 +232,19 @@ pub(super) enum Plan {
     BirthdayEasy,
     /// We are hard and random, the peer easy: probe it from many sockets.
     BirthdayHard,
+    /// Both hard and sequential: sweep the peer's predicted ports in lockstep with it (see
+    /// the module docs). `per_port`: the peer's NAT maps each destination port anew (not
+    /// only each IP), so each of its sweeps moves its next port [`LOCKSTEP_WINDOW`] steps on;
+    /// otherwise it has one mapping towards us, somewhere around `base`, swept either side.
+    /// `one_mapping`: our NAT maps per IP, so all our probes to the peer leave from one
+    /// mapping, and sweeping more ports costs nothing: a few below `base` as well (see
+    /// [`LOCKSTEP_BACK`]).
+    Lockstep {
+        base: u16,
+        delta: i16,
+        per_port: bool,
+        one_mapping: bool,
+    },
 }
 
 /// Whether a NAT with this mapping maps each destination (or each destination IP) anew.
@@ -242,6 +291,24 @@ pub(super) fn plan(me: Option<&NatBehavior>, peer: Option<&NatInfo>, sockets: u1
             Some(PortAllocation::Random) if sockets > 0 => return Plan::BirthdayHard,
             Some(PortAllocation::Sequential { .. }) => return Plan::PredictHard,
             _ => {}
+        }
+    }
+    if hard(me.mapping) && hard(peer.mapping) {
+        if let (
+            Some(PortAllocation::Sequential { .. }),
+            Some(PortAllocation::Sequential { delta }),
+        ) = (me.allocation, peer.allocation)
+        {
+            let per_port = peer.mapping == Some(Dependence::AddressAndPortDependent);
+            return Plan::Lockstep {
+                base: peer.last_port,
+                // A NAT that maps per IP showed discovery two mappings, the first maybe much
+                // older than the second: its step may be a multiple of the real one, so every
+                // port is swept. (One that maps per port showed three made back to back.)
+                delta: if per_port { delta } else { delta.signum() },
+                per_port,
+                one_mapping: me.mapping == Some(Dependence::AddressDependent),
+            };
         }
     }
     Plan::Basic
@@ -335,6 +402,8 @@ pub(super) struct PathAgent {
     pair: u32,
     /// Fresh-port retries.
     fresh: Fresh,
+    /// Lockstep sweeps granted so far (the peer is assumed to have made as many).
+    lockstep_sweeps: u32,
 }
 
 /// Fresh-port retries of a lost race (see the module docs).
@@ -454,6 +523,7 @@ impl PathAgent {
             rng: nonce | 1,
             pair,
             fresh: Fresh::default(),
+            lockstep_sweeps: 0,
         }
     }
 
@@ -596,7 +666,7 @@ impl PathAgent {
             && match self.plan {
                 Plan::Basic => !self.fresh.hopeless,
                 Plan::Predict { .. } | Plan::PredictHard => true,
-                Plan::BirthdayEasy | Plan::BirthdayHard => false,
+                Plan::BirthdayEasy | Plan::BirthdayHard | Plan::Lockstep { .. } => false,
             };
         // Every slot counts, whether it runs or not: both ends derive the ports of retry `n`
         // from the slot, and may not know the same of the two NATs yet (one end's discovery
@@ -789,6 +859,8 @@ impl PathAgent {
             }
             Plan::BirthdayEasy => cfg.birthday_probes,
             Plan::BirthdayHard => u32::from(sockets) * 3,
+            // Openers for the window, then the probe sweeps.
+            Plan::Lockstep { .. } => lockstep_len(self.plan) * (1 + LOCKSTEP_SWEEPS),
         };
         // The hard side of a birthday round waits until the easy side's probes are out: each
         // of them opens the easy NAT towards one of our ports, so a socket of ours whose
@@ -1064,7 +1136,9 @@ impl PathAgent {
             ttl = t;
             (socket, to)
         } else {
-            self.next_spray(now, pool, cfg)?
+            let (socket, to, t) = self.next_spray(now, pool, cfg)?;
+            ttl = t;
+            (socket, to)
         };
         let nonce = if self.migrating == Some((socket, to)) {
             self.challenge(socket, to)
@@ -1131,13 +1205,13 @@ impl PathAgent {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// The next sprayed probe's (socket, destination), if one is due now.
+    /// The next sprayed probe's (socket, destination, TTL), if one is due now.
     fn next_spray(
         &mut self,
         now: Instant,
         pool: &mut SocketPool,
         cfg: &ClientConfig,
-    ) -> Option<(SocketId, SocketAddr)> {
+    ) -> Option<(SocketId, SocketAddr, Option<u8>)> {
         let due = self.spray.next.is_some_and(|t| now >= t) && self.direct.is_none();
         if !due {
             return None;
@@ -1149,8 +1223,19 @@ impl PathAgent {
             s.next = None;
             return None;
         }
+        if let Plan::Lockstep { .. } = self.plan {
+            if s.sent == 0 {
+                if !pool.grant_lockstep(now, LOCKSTEP_WINDOW) {
+                    // The client's lockstep budget is spent: no sweep this round.
+                    s.next = None;
+                    return None;
+                }
+                self.lockstep_sweeps += 1;
+            }
+            return self.next_lockstep(now, ip, cfg.opener_ttl);
+        }
         let (target, sweep_len, sweep_pause) = match self.plan {
-            Plan::Basic | Plan::PredictHard => {
+            Plan::Basic | Plan::PredictHard | Plan::Lockstep { .. } => {
                 s.next = None;
                 return None;
             }
@@ -1215,8 +1300,101 @@ impl PathAgent {
         if s.sent >= s.budget {
             s.next = None;
         }
-        Some(target)
+        Some((target.0, target.1, None))
     }
+
+    /// The next probe of a lockstep sweep (granted and counted): an opener to each of the
+    /// window's ports (with `opener_ttl`), then, [`RETRY_STAGGER`] after the first, probes to
+    /// the same ports, [`LOCKSTEP_SWEEPS`] times.
+    fn next_lockstep(
+        &mut self,
+        now: Instant,
+        ip: IpAddr,
+        opener_ttl: Option<u8>,
+    ) -> Option<(SocketId, SocketAddr, Option<u8>)> {
+        let Plan::Lockstep {
+            base,
+            delta,
+            per_port,
+            ..
+        } = self.plan
+        else {
+            return None;
+        };
+        let len = lockstep_len(self.plan);
+        // The peer's earlier sweeps moved its next port on (a NAT that maps per IP has one
+        // mapping towards us whatever we sweep).
+        let before = if per_port {
+            self.lockstep_sweeps.saturating_sub(1) * LOCKSTEP_WINDOW
+        } else {
+            0
+        };
+        let s = &mut self.spray;
+        let j = s.step;
+        let port = if per_port && j >= LOCKSTEP_WINDOW {
+            let p = i64::from(base) - i64::from(delta) * i64::from(j - LOCKSTEP_WINDOW + 1);
+            u16::try_from(p.rem_euclid(65_536)).unwrap_or(0).max(1)
+        } else if per_port {
+            lockstep_port(base, delta, before + lockstep_order(j, self.lower))
+        } else {
+            // Its one mapping towards us may predate its discovery's last one (discovery
+            // runs while the first round punches): nearest first, either side.
+            let k = i64::from(j / 2 + 1);
+            let sign = if j % 2 == 0 { 1 } else { -1 };
+            let p = i64::from(base) + i64::from(delta) * sign * k;
+            u16::try_from(p.rem_euclid(65_536)).unwrap_or(0).max(1)
+        };
+        let opener = s.sent < len;
+        s.sent += 1;
+        s.step += 1;
+        if s.step >= len {
+            s.step = 0;
+            s.next = Some(if opener {
+                now + RETRY_STAGGER
+            } else {
+                now + PREDICTION_SWEEP
+            });
+        } else {
+            s.next = Some(now + SPRAY_INTERVAL);
+        }
+        if s.sent >= s.budget {
+            s.next = None;
+        }
+        let ttl = if opener { opener_ttl } else { None };
+        Some((SocketId::PRIMARY, SocketAddr::new(ip, port), ttl))
+    }
+}
+
+/// The peer's step a lockstep sweep's `j`-th destination aims at (see the module docs): the
+/// lower end goes in port order, the other the even steps first, then the odd ones.
+fn lockstep_order(j: u32, lower: bool) -> u32 {
+    let half = LOCKSTEP_WINDOW / 2;
+    if lower {
+        j
+    } else if j < half {
+        2 * j
+    } else {
+        2 * (j - half) + 1
+    }
+}
+
+/// Destinations of one lockstep sweep of `plan`: the window, and [`LOCKSTEP_BACK`] more
+/// when our NAT maps per IP and the peer's per port.
+fn lockstep_len(plan: Plan) -> u32 {
+    match plan {
+        Plan::Lockstep {
+            per_port: true,
+            one_mapping: true,
+            ..
+        } => LOCKSTEP_WINDOW + LOCKSTEP_BACK,
+        _ => LOCKSTEP_WINDOW,
+    }
+}
+
+/// The port of the peer's `n`-th mapping after the one on `base` (n = 0: the next one).
+fn lockstep_port(base: u16, delta: i16, n: u32) -> u16 {
+    let p = i64::from(base) + i64::from(delta) * (i64::from(n) + 1);
+    u16::try_from(p.rem_euclid(65_536)).unwrap_or(0).max(1)
 }
 
 /// How long a direct path may go unanswered while data awaits acknowledgement: two
@@ -1965,5 +2143,224 @@ mod tests {
         assert!(from_fresh.iter().all(|p| {
             p.2.ip() == peer().ip() && p.2.port().abs_diff(4000) <= 32 && p.3.is_none()
         }));
+    }
+
+    #[test]
+    fn two_hard_sequential_ends_plan_lockstep_sweeps_of_each_others_ports() {
+        let seq = |mapping, last_port, delta| NatBehavior {
+            last_port,
+            ..hard_nat(mapping, PortAllocation::Sequential { delta })
+        };
+        let a = seq(Dependence::AddressAndPortDependent, 20_008, 1);
+        let b = seq(Dependence::AddressAndPortDependent, 31_000, 2);
+        assert_eq!(
+            plan(Some(&a), Some(&NatInfo::from(&b)), 256),
+            Plan::Lockstep {
+                base: 31_000,
+                delta: 2,
+                per_port: true,
+                one_mapping: false
+            }
+        );
+        assert_eq!(
+            plan(Some(&b), Some(&NatInfo::from(&a)), 256),
+            Plan::Lockstep {
+                base: 20_008,
+                delta: 1,
+                per_port: true,
+                one_mapping: false
+            }
+        );
+        // A NAT that maps per IP makes one mapping towards the peer, not one per sweep port.
+        // Its step, measured against an older mapping, may be a multiple of the real one.
+        let per_ip = seq(Dependence::AddressDependent, 5_000, 3);
+        assert_eq!(
+            plan(Some(&a), Some(&NatInfo::from(&per_ip)), 256),
+            Plan::Lockstep {
+                base: 5_000,
+                delta: 1,
+                per_port: false,
+                one_mapping: false
+            }
+        );
+        // Behind a NAT that maps per IP, our sweep costs one mapping: it reaches below the
+        // peer's last port too.
+        assert_eq!(
+            plan(Some(&per_ip), Some(&NatInfo::from(&a)), 256),
+            Plan::Lockstep {
+                base: 20_008,
+                delta: 1,
+                per_port: true,
+                one_mapping: true
+            }
+        );
+        let mut back = agent(crate::tests::epoch(), true);
+        back.set_peer_nat(
+            crate::tests::epoch(),
+            NatInfo::from(&a),
+            Some(&per_ip),
+            &cfg(),
+        );
+        let t0 = crate::tests::epoch();
+        let (_, probes) = drive_unanswered(&mut back, t0, t0 + Duration::from_secs(1));
+        let openers: Vec<u16> = probes
+            .iter()
+            .filter(|p| p.3.is_some())
+            .map(|p| p.2.port())
+            .collect();
+        let want: Vec<u16> = (20_009..20_009 + LOCKSTEP_WINDOW as u16)
+            .chain((0..LOCKSTEP_BACK as u16).map(|k| 20_007 - k))
+            .collect();
+        assert_eq!(openers, want);
+        // Random on either side: nothing to predict.
+        let random = hard_nat(Dependence::AddressAndPortDependent, PortAllocation::Random);
+        assert_eq!(
+            plan(Some(&a), Some(&NatInfo::from(&random)), 256),
+            Plan::Basic
+        );
+        assert_eq!(
+            plan(Some(&random), Some(&NatInfo::from(&a)), 256),
+            Plan::Basic
+        );
+    }
+
+    /// One end of a lockstep pair, behind a sequential APDM NAT (delta 1) whose last port
+    /// seen in discovery was `last_port`, driven alone over `[from, until)`: the destinations
+    /// of its primary socket in the order its NAT first saw them (each a new mapping), and
+    /// every probe.
+    fn lockstep_end(
+        lower: bool,
+        peer_last_port: u16,
+        from: Instant,
+        until: Instant,
+    ) -> (Vec<SocketAddr>, Vec<Probed>) {
+        let me = hard_nat(
+            Dependence::AddressAndPortDependent,
+            PortAllocation::Sequential { delta: 1 },
+        );
+        let peer_nat = NatBehavior {
+            last_port: peer_last_port,
+            ..me
+        };
+        let mut a = agent(from, lower);
+        a.set_peer_nat(from, NatInfo::from(&peer_nat), Some(&me), &cfg());
+        assert!(matches!(a.plan, Plan::Lockstep { .. }));
+        let (requests, probes) = drive_unanswered(&mut a, from, until);
+        assert!(requests.is_empty(), "no sockets of its own: {requests:?}");
+        let mut mapped: Vec<SocketAddr> = Vec::new();
+        for p in &probes {
+            assert_eq!(p.1, SocketId::PRIMARY);
+            if !mapped.contains(&p.2) {
+                mapped.push(p.2);
+            }
+        }
+        (mapped, probes)
+    }
+
+    #[test]
+    fn lockstep_sweeps_of_two_ends_meet_whatever_flows_each_made_since_discovery() {
+        let t0 = crate::tests::epoch();
+        let (last_l, last_h) = (20_000, 30_000);
+        let until = t0 + Duration::from_secs(3);
+        let (low, _) = lockstep_end(true, last_h, t0, until);
+        let (high, _) = lockstep_end(false, last_l, t0, until);
+        // The round's probe to the peer's address, then the sweep: a bounded number of new
+        // mappings.
+        assert_eq!(low.len(), 1 + LOCKSTEP_WINDOW as usize);
+        assert_eq!(high.len(), 1 + LOCKSTEP_WINDOW as usize);
+        // With `a` flows made by the lower end and `b` by the other since discovery, the
+        // lower end's k-th new mapping has port last_l + 1 + a + k (and the other's alike):
+        // some mapping of each must aim at exactly the other's port that aims back.
+        let meets = |a: usize, b: usize| {
+            low.iter().enumerate().any(|(i, to_high)| {
+                let low_port = last_l as usize + 1 + a + i;
+                high.iter().enumerate().any(|(j, to_low)| {
+                    let high_port = last_h as usize + 1 + b + j;
+                    usize::from(to_high.port()) == high_port
+                        && usize::from(to_low.port()) == low_port
+                })
+            })
+        };
+        // Each end's round probe to the other's address is one flow already: sums below half
+        // the window, less those two.
+        let most = LOCKSTEP_WINDOW as usize / 2 - 3;
+        for a in 0..=most {
+            for b in 0..=most - a {
+                assert!(meets(a, b), "offsets {a} and {b}");
+            }
+        }
+        assert!(!meets(most + 2, most + 2), "beyond the window");
+    }
+
+    #[test]
+    fn a_lockstep_round_opens_every_mapping_with_openers_first_and_probes_them_after_a_stagger() {
+        let t0 = crate::tests::epoch();
+        for lower in [true, false] {
+            let (_, probes) = lockstep_end(lower, 30_000, t0, t0 + Duration::from_secs(4));
+            let swept: Vec<Probed> = probes.iter().copied().filter(|p| p.2 != peer()).collect();
+            let n = LOCKSTEP_WINDOW as usize;
+            let (openers, rest) = swept.split_at(n);
+            assert!(openers.iter().all(|p| p.3 == cfg().opener_ttl));
+            assert!(rest.iter().all(|p| p.3.is_none()));
+            // The probes go to the openers' destinations (no new mapping), in sweeps.
+            assert!(rest.iter().all(|p| openers.iter().any(|o| o.2 == p.2)));
+            assert_eq!(rest.len(), n * LOCKSTEP_SWEEPS as usize);
+            assert_eq!(rest[0].0, openers[n - 1].0 + RETRY_STAGGER);
+            assert_eq!(rest[n].0, rest[n - 1].0 + PREDICTION_SWEEP);
+        }
+    }
+
+    #[test]
+    fn the_next_lockstep_round_predicts_from_where_the_last_sweep_left_the_peer() {
+        let t0 = crate::tests::epoch();
+        let until = t0 + PROBE_INTERVAL * PROBES_PER_ROUND + RETRY_AFTER + Duration::from_secs(4);
+        let (mapped, _) = lockstep_end(true, 30_000, t0, until);
+        let n = LOCKSTEP_WINDOW as usize;
+        // (Round 1 probes the peer's address again: a new mapping if round 0's idled out,
+        // listed once here.)
+        assert_eq!(mapped.len(), 1 + 2 * n, "{mapped:?}");
+        let ports = |r: std::ops::Range<usize>| -> Vec<u16> {
+            let mut v: Vec<u16> = mapped[r].iter().map(|a| a.port()).collect();
+            v.sort_unstable();
+            v
+        };
+        let first: Vec<u16> = (0..n as u16).map(|i| 30_001 + i).collect();
+        let second: Vec<u16> = (0..n as u16).map(|i| 30_001 + n as u16 + i).collect();
+        assert_eq!(ports(1..1 + n), first);
+        assert_eq!(ports(1 + n..1 + 2 * n), second);
+    }
+
+    #[test]
+    fn against_a_nat_that_maps_per_ip_a_lockstep_sweep_covers_either_side_of_its_last_port() {
+        let t0 = crate::tests::epoch();
+        let me = hard_nat(
+            Dependence::AddressAndPortDependent,
+            PortAllocation::Sequential { delta: 1 },
+        );
+        let per_ip = NatBehavior {
+            last_port: 30_000,
+            ..hard_nat(
+                Dependence::AddressDependent,
+                PortAllocation::Sequential { delta: 3 },
+            )
+        };
+        for lower in [true, false] {
+            let mut a = agent(t0, lower);
+            a.set_peer_nat(t0, NatInfo::from(&per_ip), Some(&me), &cfg());
+            let (_, probes) = drive_unanswered(&mut a, t0, t0 + Duration::from_secs(1));
+            let mut ports: Vec<u16> = probes
+                .iter()
+                .filter(|p| p.2 != peer() && p.3.is_some())
+                .map(|p| p.2.port())
+                .collect();
+            // Nearest first, either side, every port (its step may be a multiple of 1).
+            assert_eq!(&ports[..4], &[30_001, 29_999, 30_002, 29_998]);
+            ports.sort_unstable();
+            let half = LOCKSTEP_WINDOW as u16 / 2;
+            let every: Vec<u16> = (30_000 - half..=30_000 + half)
+                .filter(|p| *p != 30_000)
+                .collect();
+            assert_eq!(ports, every);
+        }
     }
 }

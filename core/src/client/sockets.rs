@@ -20,6 +20,11 @@
 //! our NAT maps it when the NAT preserves ports. Each is one new mapping in our NAT, so they
 //! have a budget of their own ([`FRESH_BUDGET`] per [`BUDGET_WINDOW`], every peer together)
 //! and close as soon as their retry is over, unless a direct path found on one uses it.
+//!
+//! And it keeps the ledger of **lockstep sweeps** (`path.rs`): behind an endpoint-dependent
+//! NAT, every destination of a sweep is one new mapping of the primary socket; a sweep is
+//! granted its mappings only while those of the last [`BUDGET_WINDOW`] stay within
+//! [`LOCKSTEP_BUDGET`], every peer together.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -50,6 +55,11 @@ pub(super) const BUDGET_DESTINATIONS: u32 = 3;
 /// together: two retries in each of a pair's first three rounds (`path.rs`) for a few stuck
 /// pairs at once; more are denied until older ones are counted out.
 pub(super) const FRESH_BUDGET: usize = 16;
+/// Mappings lockstep sweeps may make per [`BUDGET_WINDOW`], for every peer together: four
+/// sweeps of `path.rs`'s 32 destinations (a pair's first three spraying rounds and one
+/// more peer's first), a fraction of what the birthday sockets may cost (a client behind a
+/// sequential NAT never sprays from birthday sockets: that is for random allocation).
+pub(super) const LOCKSTEP_BUDGET: u32 = 128;
 /// Fresh sockets' ids start here: above the birthday sockets' (1..=1024), below the stream
 /// bit.
 const FRESH_BASE: u16 = 0x4000;
@@ -106,6 +116,8 @@ pub(super) struct SocketPool {
     fresh_opened: VecDeque<Instant>,
     /// The next fresh id (offset from [`FRESH_BASE`]).
     next_fresh: u16,
+    /// When each lockstep sweep of the last [`BUDGET_WINDOW`] was granted, and its mappings.
+    lockstep: VecDeque<(Instant, u32)>,
 }
 
 impl SocketPool {
@@ -165,6 +177,24 @@ impl SocketPool {
         } else {
             Grant::Sockets(&self.open[..n])
         }
+    }
+
+    /// Whether a lockstep sweep may make `mappings` new mappings of the primary socket now
+    /// (the call counts them when it says yes).
+    pub(super) fn grant_lockstep(&mut self, now: Instant, mappings: u32) -> bool {
+        while self
+            .lockstep
+            .front()
+            .is_some_and(|(t, _)| now >= *t + BUDGET_WINDOW)
+        {
+            self.lockstep.pop_front();
+        }
+        let used: u32 = self.lockstep.iter().map(|(_, n)| n).sum();
+        if used + mappings > LOCKSTEP_BUDGET {
+            return false;
+        }
+        self.lockstep.push_back((now, mappings));
+        true
     }
 
     pub(super) fn poll_socket_request(&mut self) -> Option<SocketRequest> {
@@ -454,5 +484,18 @@ mod tests {
             total += granted(&mut p, t0, peer(port));
         }
         assert_eq!(total as u32, left);
+    }
+
+    #[test]
+    fn lockstep_sweeps_are_granted_within_the_budget_and_counted_out_after_the_window() {
+        let t0 = crate::tests::epoch();
+        let mut p = SocketPool::default();
+        let sweeps = LOCKSTEP_BUDGET / 32;
+        for _ in 0..sweeps {
+            assert!(p.grant_lockstep(t0, 32));
+        }
+        assert!(!p.grant_lockstep(t0, 32), "spent");
+        assert!(!p.grant_lockstep(t0 + BUDGET_WINDOW / 2, 1), "still spent");
+        assert!(p.grant_lockstep(t0 + BUDGET_WINDOW, 32), "counted out");
     }
 }

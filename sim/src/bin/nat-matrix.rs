@@ -53,8 +53,8 @@
 //! routers, some Linux routers with the conntrack quirk, some behind CGNAT), ~22 % hard NATs
 //! (endpoint-dependent mapping). With simultaneous punching alone the oracle then expects
 //! about 72 % of random pairs to be punchable, which is where DCUtR's 70 % sits; the report
-//! holds Pierce to the oracle with port prediction and birthday probing
-//! (`Traversal::PIERCE`), which only two hard NATs escape.
+//! holds Pierce to the oracle with port prediction, birthday probing and lockstep sweeps
+//! (`Traversal::PIERCE`), which only two hard NATs escape when one allocates at random.
 //!
 //! Port mapping (`+pmp` rows, `NatConfig::port_mapping`): about a third of the home routers
 //! (not the carriers' NATs) honour PCP / NAT-PMP, and a Pierce client behind one asks for a
@@ -1045,6 +1045,25 @@ fn internet_mix(args: &Args) -> Result<(), String> {
             below.join(", ")
         );
     }
+    // Both ends behind endpoint-dependent mapping (no port mapping protocol to help).
+    let hard = |k: usize| {
+        edges[k]
+            .profile()
+            .is_some_and(|p| p.mapping != pierce_sim::Mapping::EndpointIndependent)
+    };
+    let hard_pairs: Vec<bool> = jobs
+        .iter()
+        .zip(&results)
+        .filter(|((a, b, _), _)| hard(*a) && hard(*b))
+        .map(|(_, r)| r.direct)
+        .collect();
+    let _ = writeln!(
+        md,
+        "\nBoth ends hard (endpoint-dependent mapping): {} of {} pairs direct ({:.0} %).",
+        hard_pairs.iter().filter(|d| **d).count(),
+        hard_pairs.len(),
+        pct(hard_pairs.iter().filter(|d| **d).count(), hard_pairs.len()),
+    );
     // What stays relayed as the oracle expects, and why: per pair of types, how many.
     let mut expected_relayed: std::collections::BTreeMap<(&str, &str), usize> =
         std::collections::BTreeMap::new();
@@ -1062,9 +1081,11 @@ fn internet_mix(args: &Args) -> Result<(), String> {
         let _ = writeln!(
             md,
             "\nRelayed as the oracle expects ({}): {}. Both ends map per destination (address- \
-             or address-and-port-dependent mapping) and neither router maps a port on request: \
-             each end's probes open mappings the other cannot aim at (Pierce predicts a \
-             sequential NAT's ports only from a peer that maps endpoint-independently).",
+             or address-and-port-dependent mapping), at least one of them allocates ports at \
+             random, and neither router maps a port on request: each end's probes open \
+             mappings the other cannot aim at (Pierce predicts sequential NATs' ports, from \
+             either kind of peer, and meets random ones only from a peer that maps \
+             endpoint-independently).",
             expected_relayed.values().sum::<usize>(),
             list.join(", ")
         );
