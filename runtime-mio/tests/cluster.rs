@@ -404,7 +404,11 @@ fn a_sigkilled_nodes_relay_only_room_forms_again_and_every_peer_finishes() {
         return;
     };
     let mut rng = Rng(seed());
-    let mut peers = cluster.peers(&mut rng, 3, &["private"], &["--relay-only-room"]);
+    // The peers hold 10 s after their exchange: a peer that finished it before the kill
+    // reached it (the kill comes half a second in) would otherwise leave from the dead node,
+    // and the others' last confirmation to it would expire (both seen in CI).
+    let extra = ["--relay-only-room", "--hold", "10"];
+    let mut peers = cluster.peers(&mut rng, 3, &["private"], &extra);
     thread::sleep(Duration::from_millis(500));
     let holder = cluster.id_of(&peers[0].server());
     let killed = Instant::now();
