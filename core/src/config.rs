@@ -6,12 +6,18 @@ use crate::crypto::{PublicKey, SecretKey};
 use crate::error::ConfigError;
 use crate::time::Duration;
 
-/// Largest datagram Pierce sends by default, and the buffer size `poll_transmit` needs.
+/// The datagram size every path starts at, and the largest Pierce sends to a path it has not
+/// probed (RFC 8899's BASE_PLPMTU).
 ///
 /// 1200 bytes fits every IPv6 path (minimum MTU 1280 minus headers) and the tunnels games meet
 /// in the wild (WireGuard 1420, Tailscale 1280); RFC 9000 §14 uses the same floor. Pierce never
 /// relies on IP fragmentation.
-pub const MAX_DATAGRAM_SIZE: usize = 1200;
+pub const BASE_DATAGRAM_SIZE: usize = 1200;
+
+/// Largest datagram Pierce ever sends or accepts, and the buffer size `poll_transmit` needs:
+/// 1452 bytes, a 1500-byte Ethernet MTU minus the IPv6 (40) and UDP (8) headers. Datagrams
+/// above [`BASE_DATAGRAM_SIZE`] go only to a path that acknowledged a probe of that size.
+pub const MAX_DATAGRAM_SIZE: usize = 1452;
 
 /// How often an idle side sends a keepalive. Linux conntrack forgets an unreplied UDP flow
 /// after 30 s and home routers are often shorter; RFC 9308 §3.2 calls ~30 s reasonable. Games
@@ -221,7 +227,7 @@ impl Default for ClientConfig {
             server_answer_timeout: DEFAULT_SERVER_ANSWER_TIMEOUT,
             handshake_retry_initial: DEFAULT_HANDSHAKE_RETRY_INITIAL,
             handshake_retry_max: DEFAULT_HANDSHAKE_RETRY_MAX,
-            max_datagram_size: MAX_DATAGRAM_SIZE,
+            max_datagram_size: BASE_DATAGRAM_SIZE,
             max_queued_datagrams: 1024,
             max_pending_events: 65_536,
             max_queued_peer_messages: 4096,
@@ -490,7 +496,7 @@ impl ServerConfig {
             stun_burst_global: 5000,
             reset_rate_global: 5000,
             reset_burst_global: 5000,
-            max_datagram_size: MAX_DATAGRAM_SIZE,
+            max_datagram_size: BASE_DATAGRAM_SIZE,
             max_queued_datagrams_per_client: 256,
             max_pending_events: 65_536,
             relay_rate_per_client: 1024 * 1024,

@@ -67,7 +67,7 @@ pub const ACK_RESERVE: usize = 64;
 /// relayed 100-byte datagram before, see the README). The smallest congestion window
 /// ([`super::cc::MIN_WINDOW_PACKETS`] full packets) is twice this, so a sender never waits on the delay
 /// timer with its window full.
-const ACK_EVERY_BYTES: usize = 2 * crate::MAX_DATAGRAM_SIZE;
+const ACK_EVERY_BYTES: usize = 2 * crate::BASE_DATAGRAM_SIZE;
 
 /// Whether a received packet asks for an acknowledgement, and how soon (ordered: a packet
 /// asks as its most demanding frame does).

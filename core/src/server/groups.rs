@@ -509,7 +509,7 @@ impl Groups {
     pub(super) fn push_control(&mut self, to: HostId, msg: &ControlMsg<'_>) {
         let out = &mut self.out;
         let start = out.bytes.len();
-        out.bytes.resize(start + crate::MAX_DATAGRAM_SIZE, 0);
+        out.bytes.resize(start + crate::BASE_DATAGRAM_SIZE, 0);
         match msg.encode(&mut out.bytes[start..]) {
             Ok(n) => {
                 out.bytes.truncate(start + n);

@@ -22,10 +22,12 @@
 // Version 2: `PierceTransmit` has `ttl` (a program built for version 1 would send
 // hole-punching openers with the default TTL), and socket requests may be
 // `PIERCE_SOCKET_CONNECT_RAW` (an unframed TCP stream, for UPnP IGD's HTTP).
-#define PIERCE_ABI_VERSION 2
+// Version 3: `PIERCE_MAX_DATAGRAM_SIZE` is 1452 (path-MTU probing sends datagrams above the
+// 1200-byte base), so a program built for version 2 may hand `poll_transmit` too small a buffer.
+#define PIERCE_ABI_VERSION 3
 
 // Largest datagram any endpoint sends: a `poll_transmit` buffer this large always suffices.
-#define PIERCE_MAX_DATAGRAM_SIZE 1200
+#define PIERCE_MAX_DATAGRAM_SIZE 1452
 
 // The bit that marks a socket id as a TCP stream (`PIERCE_STREAM_BIT | n`).
 #define PIERCE_STREAM_BIT 32768

@@ -59,10 +59,12 @@ pub use types::PierceAddr;
 /// Version 2: `PierceTransmit` has `ttl` (a program built for version 1 would send
 /// hole-punching openers with the default TTL), and socket requests may be
 /// `PIERCE_SOCKET_CONNECT_RAW` (an unframed TCP stream, for UPnP IGD's HTTP).
-pub const PIERCE_ABI_VERSION: u32 = 2;
+/// Version 3: `PIERCE_MAX_DATAGRAM_SIZE` is 1452 (path-MTU probing sends datagrams above the
+/// 1200-byte base), so a program built for version 2 may hand `poll_transmit` too small a buffer.
+pub const PIERCE_ABI_VERSION: u32 = 3;
 
 /// Largest datagram any endpoint sends: a `poll_transmit` buffer this large always suffices.
-pub const PIERCE_MAX_DATAGRAM_SIZE: usize = 1200;
+pub const PIERCE_MAX_DATAGRAM_SIZE: usize = 1452;
 
 /// The bit that marks a socket id as a TCP stream (`PIERCE_STREAM_BIT | n`).
 pub const PIERCE_STREAM_BIT: u16 = 0x8000;

@@ -1394,13 +1394,13 @@ fn a_server_application_groups_messages_kicks_and_drains_through_the_c_api() {
 /// against the old header: bump `PIERCE_ABI_VERSION` with it and update these numbers.
 #[cfg(target_pointer_width = "64")]
 #[test]
-fn struct_layouts_are_the_abi_version_2_layouts() {
+fn struct_layouts_are_the_abi_version_3_layouts() {
     use std::mem::{offset_of, size_of};
     assert_eq!(
-        PIERCE_ABI_VERSION, 2,
+        PIERCE_ABI_VERSION, 3,
         "new version: re-measure the sizes below"
     );
-    // Version 2 added `ttl` in what was `PierceTransmit`'s padding: same size, a new field.
+    // Version 3 changed no struct (only `PIERCE_MAX_DATAGRAM_SIZE`). Version 2 added `ttl` in what was `PierceTransmit`'s padding: same size, a new field.
     assert_eq!(offset_of!(PierceTransmit, ttl), 34);
     assert_eq!(size_of::<PierceAddr>(), 20);
     assert_eq!(size_of::<PierceClientEvent>(), 192);
