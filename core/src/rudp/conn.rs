@@ -402,6 +402,8 @@ pub struct Connection {
     /// [`LOSS_WINDOW`] packets, and how many were resolved (up to that).
     loss_rate: f64,
     loss_samples: u32,
+    /// [`Self::copies_wanted`] as of the last estimates (`None`: they changed since).
+    copies_k: Option<u8>,
     /// Packets lost right after a lost one per such packet resolved: the chance that a copy
     /// in the next packet is lost with the original (random loss: the loss rate; a burst:
     /// near 1). Averaged like `loss_rate` over [`BURST_WINDOW`] samples.
@@ -454,6 +456,7 @@ impl Connection {
             copies: VecDeque::new(),
             loss_rate: 0.0,
             loss_samples: 0,
+            copies_k: None,
             burst_rate: 0.0,
             burst_samples: 0,
             received: RangeSet::default(),
@@ -802,7 +805,14 @@ impl Connection {
         frames: &mut SmallVec<[SentFrame; SENT_FRAMES_INLINE]>,
     ) {
         let frag = self.limits.fragment_size;
-        let copies = self.copies_wanted();
+        let copies = match self.copies_k {
+            Some(k) => k,
+            None => {
+                let k = self.copies_wanted();
+                self.copies_k = Some(k);
+                k
+            }
+        };
         let n = self.chans.len();
         for pi in 0..self.priorities.len() {
             let prio = self.priorities[pi];
@@ -1317,15 +1327,17 @@ impl Connection {
                 }
                 s.in_flight = false;
                 let (pn, time, elicit) = (s.pn, s.time, s.ack_eliciting);
-                let frames = std::mem::take(&mut s.frames);
                 s.size = 0;
                 acked_any = true;
                 if newly_largest.is_none_or(|(p, _, _)| pn > p) {
                     newly_largest = Some((pn, time, elicit));
                 }
-                for f in frames {
+                // By index: taking the frames out would move the whole inline array.
+                for k in 0..self.sent[i].frames.len() {
+                    let f = self.sent[i].frames[k];
                     self.on_frame_acked(f);
                 }
+                self.sent[i].frames.clear();
             }
         }
         if !acked_any {
@@ -1427,6 +1439,7 @@ impl Connection {
 
     /// One packet resolved, `lost` or acknowledged, into the loss-rate estimate.
     fn loss_sample(&mut self, lost: bool) {
+        self.copies_k = None;
         self.loss_samples = (self.loss_samples + 1).min(LOSS_WINDOW);
         let n = f64::from(self.loss_samples.max(LOSS_WINDOW_MIN));
         let x = if lost { 1.0 } else { 0.0 };
@@ -1448,6 +1461,7 @@ impl Connection {
 
     /// Whether a packet that followed a lost one was lost too, into the burst estimate.
     fn burst_sample(&mut self, lost: bool) {
+        self.copies_k = None;
         self.burst_samples = (self.burst_samples + 1).min(BURST_WINDOW);
         let n = f64::from(self.burst_samples.max(BURST_WINDOW_MIN));
         let x = if lost { 1.0 } else { 0.0 };
