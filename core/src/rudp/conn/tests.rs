@@ -1149,10 +1149,24 @@ fn small_messages_on_a_randomly_lossy_link_ride_copies_and_their_p99_halves() {
 }
 
 #[test]
-fn copies_stay_off_on_a_clean_link_and_when_losses_come_in_bursts() {
+fn copies_stay_off_on_a_clean_link_at_two_percent_loss_and_when_losses_come_in_bursts() {
     let mut p = Pair::new(4, Impair::clean(50));
     tick_latencies(&mut p, 10);
     assert_eq!(p.a.stats.copies, 0, "copies on a clean link");
+
+    // 2% random loss ("average"): a lost tick costs one loss-detection delay; copies would
+    // double the bytes of every tick.
+    let mut imp = Impair::clean(50);
+    imp.loss = 0.02;
+    let mut p = Pair::new(6, imp);
+    let lat = tick_latencies(&mut p, 30);
+    let copies = p.a.stats.copies;
+    eprintln!("2% loss: {copies} copies for {} ticks", lat.len());
+    assert!(
+        copies < lat.len() as u64 / 20,
+        "{copies} copies for {} ticks at 2% loss",
+        lat.len()
+    );
 
     // Bursts as on Wi-Fi: rare, long, nearly total (a copy a packet later dies with the
     // original). About 5% loss overall, which random loss would answer with two copies.
