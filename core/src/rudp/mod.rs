@@ -192,4 +192,8 @@ pub struct PeerStats {
     pub cwnd: usize,
     /// Current path.
     pub path: Path,
+    /// Largest peer datagram the current path is known to carry, in bytes on the wire (UDP
+    /// payload; on the relay path the relay header included): [`crate::BASE_DATAGRAM_SIZE`] until a
+    /// larger path-MTU probe is acknowledged (RFC 8899).
+    pub path_mtu: usize,
 }
