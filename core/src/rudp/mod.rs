@@ -8,6 +8,7 @@
 
 pub(crate) mod cc;
 pub(crate) mod conn;
+pub(crate) mod pmtu;
 pub(crate) mod ranges;
 pub(crate) mod rtt;
 pub(crate) mod seqmap;
