@@ -587,6 +587,8 @@ impl PeerSet {
     pub(super) fn path_restored(&mut self) {
         for p in self.peers.values_mut() {
             p.conn.path_restored();
+            // Our first leg to the server may be another network now: its size is unknown.
+            p.mtu.relay().reset();
         }
     }
 
@@ -1008,6 +1010,8 @@ impl PeerSet {
         };
         p.orphan = false;
         p.server_pair = pair_id;
+        // Another server: another relay path.
+        p.mtu.relay().reset();
         let direct = p.path.direct().is_some();
         if pair_id != p.pair_id {
             p.fresh = Some((*key, pair_id));
