@@ -98,12 +98,22 @@ fn open_pair(seed: u64, mtu: usize, config: ClientConfig) -> Sim {
 /// Packets `a` needed for a 1 MiB blob to `b` on a direct 1500-byte path, with `config`;
 /// and the path's PLPMTU.
 fn direct_blob(config: ClientConfig) -> (u64, usize, Duration, PeerStats) {
+    // On clean 1500-byte links every path settles at the configured ceiling.
+    let target = config.max_datagram_size;
     let mut sim = open_pair(seed_or(1), 1500, config);
     let (ha, hb) = sim.group_pair("a", "b");
     sim.eventually("a and b go direct", 5 * SECOND, |s| {
         direct(s, "a", hb) && direct(s, "b", ha)
     });
     // Discovery on the direct path: base, then the ceiling.
+    let start = sim.elapsed();
+    sim.eventually("the direct path's discovery settles", 5 * SECOND, |s| {
+        mtu(s, "a", hb).0 == target
+    });
+    eprintln!(
+        "direct path at {target} B {:?} after going direct",
+        sim.elapsed() - start
+    );
     sim.advance(SECOND);
     let before = stats(&sim, "a", hb).packets_sent;
     let took = blob(&mut sim, "a", "b", hb, ha);
