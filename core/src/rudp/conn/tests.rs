@@ -1188,3 +1188,6 @@ fn copies_stay_off_on_a_clean_link_at_two_percent_loss_and_when_losses_come_in_b
         lat.len()
     );
 }
+
+/// Path-MTU changes as the connection sees them (the rooms `write` is given).
+mod path_mtu;
