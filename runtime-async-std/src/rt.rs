@@ -22,9 +22,13 @@ pub(crate) use async_std::channel;
 pub(crate) use async_std::net::UdpSocket as Socket;
 pub(crate) use async_std::net::{TcpListener, TcpStream};
 
-/// A UDP socket bound at `addr`, dual stack at `[::]` ([`pierce_os::bind_udp`]).
+/// A UDP socket bound at `addr`, dual stack at `[::]` ([`pierce_os::bind_udp`]), sending whole
+/// datagrams ([`pierce_os::set_dont_fragment`]: the core's path-MTU probes must not be
+/// fragmented on the way). Every UDP socket of this crate is made here.
 pub(crate) fn bind_udp(addr: std::net::SocketAddr) -> io::Result<Socket> {
-    Ok(Socket::from(pierce_os::bind_udp(addr)?))
+    let socket = pierce_os::bind_udp(addr)?;
+    pierce_os::set_dont_fragment(&socket)?;
+    Ok(Socket::from(socket))
 }
 
 /// Completes after `d`.
