@@ -119,6 +119,10 @@ pub mod reliability {
     pub use crate::rudp::conn::{
         ACK_RESERVE, ConnEvent, ConnStats, Connection, Limits, MAX_ACK_DELAY,
     };
+    pub use crate::rudp::pmtu::{
+        BLACK_HOLE_PACKETS, BLACK_HOLE_PTOS, ERROR_RETRY, MAX_PROBES, PMTU_RAISE_TIMER, PmtuState,
+        PmtuStats, Pmtud, SEARCH_PRECISION,
+    };
 }
 
 #[cfg(test)]

@@ -237,6 +237,7 @@ impl PeerSet {
             queued_bytes: p.conn.queued_bytes(),
             cwnd: p.conn.cwnd(),
             path: p.path.direct().map_or(Path::Relay, Path::Direct),
+            path_mtu: crate::BASE_DATAGRAM_SIZE,
         })
     }
 

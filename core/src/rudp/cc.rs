@@ -199,6 +199,13 @@ impl Congestion {
         false
     }
 
+    /// The path's largest datagram changed: the window's unit (its floor, its additive
+    /// increase) follows; the window itself, in bytes, stays, above the new floor.
+    pub(crate) fn set_mtu(&mut self, mtu: usize) {
+        self.mtu = mtu;
+        self.cwnd = self.cwnd.max(self.min_window());
+    }
+
     pub(crate) fn window(&self) -> usize {
         self.cwnd
     }

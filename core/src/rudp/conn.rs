@@ -405,6 +405,32 @@ impl Connection {
         self.cc.window()
     }
 
+    /// The probe timeout without backoff (RFC 9002 §6.2.1): how long an acknowledgement may
+    /// take. Path-MTU probes ([`super::pmtu`]) are declared lost after it.
+    pub fn probe_timeout(&self) -> Duration {
+        self.rtt.srtt()
+            + (self.rtt.rttvar() * 4).max(Duration::from_millis(1))
+            + self.limits.ack_delay
+    }
+
+    /// The largest datagram of the path in use changed (path-MTU discovery, a path switch):
+    /// the congestion window's unit and the pacer's burst follow it. Fragments need no
+    /// telling: [`Self::write`] cuts new data to the room it is given, and splits a lost
+    /// fragment that no longer fits.
+    pub fn set_path_mtu(&mut self, mtu: usize) {
+        if mtu != self.limits.mtu {
+            self.limits.mtu = mtu;
+            self.cc.set_mtu(mtu);
+        }
+    }
+
+    /// Bytes of a fragment in a packet whose frames may take `room` bytes: all of it but the
+    /// room an ack needs, and never less than [`Limits::fragment_size`].
+    fn fragment_for(&self, room: usize) -> usize {
+        let fits = room.saturating_sub(ACK_RESERVE + MESSAGE_FRAME_OVERHEAD);
+        self.limits.fragment_size.max(fits)
+    }
+
     /// Reliable messages neither acknowledged nor expired (queued ones included).
     pub fn unacked(&self) -> usize {
         self.chans
@@ -626,6 +652,7 @@ impl Connection {
         self.saw(now);
         let mut frames: SmallVec<[SentFrame; SENT_FRAMES_INLINE]> = SmallVec::new();
         let start = w.len();
+        let frag = self.fragment_for(w.remaining());
         // Ack: piggybacked whenever something is unacknowledged, due or not.
         if self.ack_eliciting_since_ack > 0 || self.ack_deadline.is_some() {
             let largest = self.received.max().unwrap_or(0);
@@ -666,7 +693,7 @@ impl Connection {
         }
         let probing = self.probes > 0;
         if self.in_flight < self.cc.window() && self.pace_ready(now).is_none() || probing {
-            self.write_data(w, &mut frames);
+            self.write_data(w, &mut frames, frag);
         }
         if probing && frames.is_empty() && w.remaining() > 0 {
             let _ = Frame::Ping.encode(w);
@@ -707,8 +734,8 @@ impl Connection {
         &mut self,
         w: &mut Writer<'_>,
         frames: &mut SmallVec<[SentFrame; SENT_FRAMES_INLINE]>,
+        frag: usize,
     ) {
-        let frag = self.limits.fragment_size;
         let n = self.chans.len();
         for pi in 0..self.priorities.len() {
             let prio = self.priorities[pi];
@@ -732,10 +759,20 @@ impl Connection {
                         self.exhausted.push((i as u8, seq));
                         continue;
                     }
+                    let mut len = len;
                     if w.remaining() < len as usize + MESSAGE_FRAME_OVERHEAD {
-                        // It goes in the next packet; smaller frames of other channels may
-                        // still fill this one.
-                        break;
+                        let Some(cut) = split_retransmission(len, frag, w.remaining()) else {
+                            // It goes in the next packet; smaller frames of other channels
+                            // may still fill this one.
+                            break;
+                        };
+                        // Cut for a larger packet than the path carries now (the path-MTU
+                        // fell): the rest waits at the front (acks are byte ranges).
+                        if let Some(front) = c.retx.front_mut() {
+                            *front = (seq, offset + cut, len - cut);
+                        }
+                        c.retx.push_front((seq, offset, cut));
+                        len = cut;
                     }
                     live.retransmits += 1;
                     c.stats.retransmits += 1;
@@ -744,7 +781,8 @@ impl Connection {
                     let f = Frame::Message {
                         channel: i as u8,
                         seq,
-                        fragment: (total > frag).then_some((total as u32, offset)),
+                        fragment: is_fragment(offset, len as usize, total)
+                            .then_some((total as u32, offset)),
                         data,
                     };
                     let _ = f.encode(w);
@@ -792,7 +830,8 @@ impl Connection {
                     let f = Frame::Message {
                         channel: i as u8,
                         seq: p.seq,
-                        fragment: (total > frag).then_some((total as u32, p.offset)),
+                        fragment: is_fragment(p.offset, len, total)
+                            .then_some((total as u32, p.offset)),
                         data,
                     };
                     let _ = f.encode(w);
@@ -915,7 +954,14 @@ impl Connection {
             return;
         }
         let payload = match fragment {
-            None => self.arena.copy(data),
+            None => {
+                // Its fragments may have come first (a retransmission cut for a smaller
+                // path-MTU overtook the whole original): they are not needed any more.
+                if let Some(p) = c.partial.remove(&seq) {
+                    self.reassembly_bytes -= p.buf.len();
+                }
+                self.arena.copy(data)
+            }
             Some((total, offset)) => {
                 let total = total as usize;
                 if total > self.limits.max_message_size {
@@ -1440,6 +1486,26 @@ impl Connection {
             }
         }
     }
+}
+
+/// Whether a frame of `len` bytes at `offset` carries part of a `total`-byte message (a
+/// fragment frame) rather than all of it. Decided per frame, not per message: the same message
+/// may go whole first and in pieces later, when the path-MTU fell in between.
+fn is_fragment(offset: u32, len: usize, total: usize) -> bool {
+    offset > 0 || len < total
+}
+
+/// A lost fragment of `len` bytes does not fit the `remaining` room of this packet: the bytes
+/// to send of it now, if it must be split because it was cut for a larger packet than the
+/// path carries now (larger than `frag`, this packet size's fragment); `None` if it merely
+/// waits for the next packet.
+fn split_retransmission(len: u32, frag: usize, remaining: usize) -> Option<u32> {
+    if len as usize <= frag {
+        return None;
+    }
+    let fits = remaining.saturating_sub(MESSAGE_FRAME_OVERHEAD).min(frag);
+    // Only into a packet with most of its room free: a smaller piece would only add frames.
+    (fits >= frag / 2 && fits > 0).then_some(fits as u32)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 pub(crate) mod cc;
 pub(crate) mod conn;
+pub(crate) mod pmtu;
 pub(crate) mod ranges;
 pub(crate) mod rtt;
 pub(crate) mod seqmap;
@@ -192,4 +193,8 @@ pub struct PeerStats {
     pub cwnd: usize,
     /// Current path.
     pub path: Path,
+    /// Largest peer datagram the current path is known to carry, in bytes on the wire (UDP
+    /// payload; on the relay path the relay header included): [`crate::BASE_DATAGRAM_SIZE`] until a
+    /// larger path-MTU probe is acknowledged (RFC 8899).
+    pub path_mtu: usize,
 }

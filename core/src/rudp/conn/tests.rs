@@ -1069,3 +1069,6 @@ fn a_path_that_reorders_stops_spurious_retransmissions_and_undoes_their_reductio
         "every reduction was undone"
     );
 }
+
+/// Path-MTU changes as the connection sees them (the rooms `write` is given).
+mod path_mtu;
