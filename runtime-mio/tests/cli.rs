@@ -227,6 +227,13 @@ fn assert_complete(results: &[Finished], count: u32, path: &[&str], in_order: bo
             }
             assert!(entry.contains(r#""first_message_ms":"#), "{entry}");
             assert!(!entry.contains(r#""first_message_ms":null"#), "{entry}");
+            // Stats came (it sent to that member): the path MTU, between the base every path
+            // starts at and the ceiling of probing.
+            let mtu = int_field(entry, "path_mtu");
+            assert!(
+                mtu.is_some_and(|m| (1200..=1452).contains(&m)),
+                "p{i} -> p{j}: path_mtu {mtu:?}: {entry}"
+            );
             let direct_after_null = entry.contains(r#""direct_after_ms":null"#);
             if p == "direct" {
                 assert!(!direct_after_null, "direct without a time: {entry}");

@@ -718,10 +718,13 @@ All members must use the same --send, --size and --mode.
 Last line on stdout, always JSON:
   {\"event\":\"summary\",\"ok\":BOOL,\"name\":\"...\",\"peers\":[{\"name\":\"...\",
   \"path\":\"relay\"|\"direct\",\"received\":N,\"in_order\":BOOL,\"joined_ms\":F,
-  \"first_message_ms\":F|null,\"direct_after_ms\":F|null}]}
+  \"first_message_ms\":F|null,\"direct_after_ms\":F|null,\"path_mtu\":N|null}]}
 joined_ms (when that member was first seen in the room), first_message_ms (its first payload)
 and direct_after_ms (when the path to that member first went direct; null if it never did)
-count from the start of the command. ok needs, for every member: its hello, no
+count from the start of the command. path_mtu is the largest datagram (UDP payload, bytes)
+the current path to that member is known to carry, as its latest stats said: 1200 until
+path-MTU discovery (RFC 8899 probes, sent with Don't Fragment) confirms more, up to 1452; on
+the relay path the relay's header counts; null if no stats came (a member we send nothing). ok needs, for every member: its hello, no
 corrupt payloads, and in reliable modes all N payloads (in order, for reliable-ordered), no
 duplicates, no expired message and its G. In unreliable mode loss shows in `received` but does
 not fail the run. With --json, events are JSON lines too: connected, room_joined,
