@@ -19,6 +19,7 @@
 #![cfg(all(target_os = "linux", feature = "cli"))]
 
 #[path = "nat_lab/lab.rs"]
+#[allow(dead_code)] // shared with nat_lab.rs, which uses the rest
 mod lab;
 #[path = "nat_lab/proc.rs"]
 mod proc;
