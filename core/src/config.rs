@@ -98,7 +98,12 @@ pub struct ClientConfig {
     pub handshake_retry_initial: Duration,
     /// Largest handshake retransmission delay.
     pub handshake_retry_max: Duration,
-    /// Largest datagram to send; at most [`MAX_DATAGRAM_SIZE`].
+    /// Largest datagram to send; at most [`MAX_DATAGRAM_SIZE`] (the default). It is the
+    /// ceiling of path-MTU discovery (RFC 8899 MAX_PLPMTU): every peer path, relay and
+    /// direct, starts at the base, the smaller of this and [`BASE_DATAGRAM_SIZE`], and carries
+    /// larger datagrams, up to this, only once a probe of that size was acknowledged on it.
+    /// [`BASE_DATAGRAM_SIZE`] or less turns probing off. The server session's own packets and
+    /// peer traffic over a TCP stream stay at the base.
     pub max_datagram_size: usize,
     /// Datagrams to the server queued and not yet transmitted, at most.
     pub max_queued_datagrams: usize,
@@ -227,7 +232,7 @@ impl Default for ClientConfig {
             server_answer_timeout: DEFAULT_SERVER_ANSWER_TIMEOUT,
             handshake_retry_initial: DEFAULT_HANDSHAKE_RETRY_INITIAL,
             handshake_retry_max: DEFAULT_HANDSHAKE_RETRY_MAX,
-            max_datagram_size: BASE_DATAGRAM_SIZE,
+            max_datagram_size: MAX_DATAGRAM_SIZE,
             max_queued_datagrams: 1024,
             max_pending_events: 65_536,
             max_queued_peer_messages: 4096,
@@ -257,6 +262,12 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// The size every path starts at and the server session keeps to (RFC 8899 BASE_PLPMTU):
+    /// [`BASE_DATAGRAM_SIZE`], or `max_datagram_size` if that is smaller.
+    pub(crate) fn base_datagram_size(&self) -> usize {
+        self.max_datagram_size.min(BASE_DATAGRAM_SIZE)
+    }
+
     /// `addr` as this client reaches it: behind NAT64 ([`ClientConfig::nat64_prefix`]) an
     /// IPv4 address at its synthesised form, else unchanged.
     pub(crate) fn reached_at(&self, addr: std::net::SocketAddr) -> std::net::SocketAddr {
@@ -407,7 +418,9 @@ pub struct ServerConfig {
     pub reset_rate_global: u32,
     /// Stateless resets the whole server may send in a burst.
     pub reset_burst_global: u32,
-    /// Largest datagram to send; at most [`MAX_DATAGRAM_SIZE`].
+    /// Largest datagram the server writes for its sessions; at most [`MAX_DATAGRAM_SIZE`].
+    /// Relayed peer packets are forwarded as they came, up to [`MAX_DATAGRAM_SIZE`] whatever
+    /// this says: their senders probed their paths (RFC 8899) and sized them.
     pub max_datagram_size: usize,
     /// Datagrams queued per client and not yet transmitted, at most.
     pub max_queued_datagrams_per_client: usize,

@@ -81,12 +81,12 @@ impl Client {
 
     /// Largest payload [`Client::send_to_server`] accepts.
     pub fn max_server_payload(&self) -> usize {
-        self.config.max_datagram_size - OVERHEAD - DATAGRAM_FRAME_OVERHEAD
+        self.config.base_datagram_size() - OVERHEAD - DATAGRAM_FRAME_OVERHEAD
     }
 
     /// Largest payload [`Client::send_to_server_reliable`] accepts.
     pub fn max_reliable_server_payload(&self) -> usize {
-        self.config.max_datagram_size
+        self.config.base_datagram_size()
             - OVERHEAD
             - crate::wire::frame::STREAM_FRAME_OVERHEAD
             - crate::wire::frame::STREAM_ACK_FRAME_LEN

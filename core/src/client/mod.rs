@@ -23,6 +23,7 @@
 mod api;
 mod discovery;
 mod membership;
+mod mtu;
 mod path;
 mod peers;
 mod portmap;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rand::RngCore;
 
+use super::mtu::{PeerMtu, relay_peer_len, seal_probe};
 use super::path::{PathAgent, PathEvent, PathSend, busy_limit};
 use super::session::Relay;
 use super::sockets::SocketPool;
@@ -51,7 +52,6 @@ const RELAYED_OVERHEAD: usize = OVERHEAD + RELAY_FRAME_OVERHEAD + OVERHEAD;
 /// and the peer packet's own header and tag (what congestion control counts).
 const RELAY_PATH_OVERHEAD: usize = RELAY_HEADER_LEN + OVERHEAD;
 
-/// Bytes of one fragment: what fits a relayed peer packet with room left for an ack.
 /// What a connection's event is to the application (`peer`: whose connection).
 fn client_event(peer: HostId, e: ConnEvent) -> ClientEvent {
     match e {
@@ -68,8 +68,11 @@ fn client_event(peer: HostId, e: ConnEvent) -> ClientEvent {
     }
 }
 
+/// Bytes of a fragment at the base size: what fits a relayed peer packet with room left for
+/// an ack (the largest unreliable message; reliable ones are cut to each packet's room, which
+/// grows with the path's discovered MTU).
 pub(super) fn fragment_size(config: &ClientConfig) -> usize {
-    config.max_datagram_size - RELAYED_OVERHEAD - MESSAGE_FRAME_OVERHEAD - ACK_RESERVE
+    config.base_datagram_size() - RELAYED_OVERHEAD - MESSAGE_FRAME_OVERHEAD - ACK_RESERVE
 }
 
 /// The path a peer packet arrived on.
@@ -96,6 +99,8 @@ struct Peer {
     conn: Connection,
     /// Hole punching and the direct path.
     path: PathAgent,
+    /// Path-MTU discovery of the relay path and the direct path.
+    mtu: PeerMtu,
     /// The server said the peer went quiet (`PeerRecovering` was reported).
     recovering: bool,
     /// The pair id the current server knows this pair by (differs from `pair_id` for a pair
@@ -218,6 +223,7 @@ impl PeerSet {
     pub(super) fn peer_stats(&self, peer: HostId) -> Option<PeerStats> {
         let p = self.peers.get(&peer)?;
         let s = p.conn.stats;
+        let m = p.mtu.stats();
         Some(PeerStats {
             rtt: p.conn.srtt(),
             rtt_var: p.conn.rtt_var(),
@@ -237,7 +243,10 @@ impl PeerSet {
             queued_bytes: p.conn.queued_bytes(),
             cwnd: p.conn.cwnd(),
             path: p.path.direct().map_or(Path::Relay, Path::Direct),
-            path_mtu: crate::BASE_DATAGRAM_SIZE,
+            path_mtu: p.mtu.current(p.path.direct_path()),
+            mtu_probes_sent: m.probes_sent,
+            mtu_probes_lost: m.probes_lost,
+            mtu_black_holes: m.black_holes,
         })
     }
 
@@ -336,6 +345,7 @@ impl PeerSet {
                         relay_only,
                         conn,
                         path,
+                        mtu: PeerMtu::new(&self.config),
                         recovering: false,
                         server_pair: pair_id,
                         orphan: false,
@@ -531,6 +541,12 @@ impl PeerSet {
             return;
         };
         peer.conn.handle_packet(now, pn, size, frames);
+        for f in frames {
+            if let Frame::Ack(a) = f {
+                let ranges: smallvec::SmallVec<[(u64, u64); 8]> = a.ranges().collect();
+                peer.mtu.on_ack(now, &ranges);
+            }
+        }
         let Via::Direct(socket, from) = via else {
             return; // probes travel directly: relayed ones mean nothing
         };
@@ -622,6 +638,10 @@ impl PeerSet {
         for &id in &ids {
             if let Some(p) = self.peers.get_mut(&id) {
                 p.conn.handle_timeout(now);
+                if p.path.direct_path().is_none() {
+                    p.mtu.direct_gone();
+                }
+                p.mtu.handle_timeout(now);
             }
             self.drain_peer(id);
         }
@@ -688,7 +708,8 @@ impl PeerSet {
         buf: &mut [u8],
         stats: &mut ClientStats,
     ) -> Option<Transmit> {
-        let max = self.config.max_datagram_size.min(buf.len());
+        // Path probes and their answers are small: the base size is plenty.
+        let max = self.config.base_datagram_size().min(buf.len());
         for peer in self.peers.values_mut() {
             let pair_id = peer.pair_id;
             match peer
@@ -725,13 +746,29 @@ impl PeerSet {
                 }
                 None => {}
             }
-            // Reliability traffic on the direct path.
+            // Reliability traffic on the direct path, at the size it proved, and its
+            // path-MTU probes.
             let Some((socket, dst)) = peer.path.direct_path() else {
                 continue;
             };
+            let pto = peer.conn.probe_timeout();
+            let mtu = peer.mtu.direct((socket, dst));
+            if let Some(size) = mtu.poll_probe(now) {
+                if let Some((pn, len)) = seal_probe(&mut peer.keys, pair_id, buf, size) {
+                    mtu.on_probe_sent(now, pn, len, pto);
+                    return Some(Transmit {
+                        dst,
+                        len,
+                        socket,
+                        ttl: None,
+                    });
+                }
+            }
+            let max = mtu.current().min(buf.len());
             if !peer.conn.wants_transmit(now) || max < OVERHEAD + 1 {
                 continue;
             }
+            peer.conn.set_path_mtu(max);
             let pn = peer.keys.next_counter();
             let mut w = Writer::new(&mut buf[HEADER_LEN..max - TAG_LEN]);
             let n = peer.conn.write(now, pn, OVERHEAD, &mut w);
@@ -739,6 +776,9 @@ impl PeerSet {
                 continue;
             }
             let len = peer.keys.seal(pair_id, &mut buf[..max], n)?;
+            peer.mtu
+                .direct((socket, dst))
+                .on_packet_sent(now, pn, len, pto);
             peer.path.on_direct_sent(now, peer.conn.unacked() > 0);
             return Some(Transmit {
                 dst,
@@ -776,19 +816,41 @@ impl Relay for PeerSet {
                 continue;
             };
             // A peer with a direct path sends there (an orphan has no relay at all).
-            if !peer.relayed() || !peer.conn.wants_transmit(now) {
-                continue;
-            }
-            let pn = peer.keys.next_counter();
-            let body_end = buf.len() - TAG_LEN;
-            let mut w = Writer::new(&mut buf[HEADER_LEN..body_end]);
-            let n = peer.conn.write(now, pn, RELAY_PATH_OVERHEAD, &mut w);
-            if n == 0 {
+            if !peer.relayed() {
                 continue;
             }
             // The server knows the pair by its id (for a pair carried over a reset, the new
             // server's: the keys stay ours, see `handle_packet`).
-            let len = peer.keys.seal(peer.server_pair, buf, n)?;
+            let receiver = peer.server_pair;
+            let pto = peer.conn.probe_timeout();
+            // Sizes on this path count the relay header in front of the peer packet.
+            let mtu = peer.mtu.relay();
+            if let Some(size) = mtu.poll_probe(now) {
+                let len = relay_peer_len(size);
+                // (Over a TCP stream `buf` holds the base only: no probe above it fits.)
+                if let Some((pn, len)) = seal_probe(&mut peer.keys, receiver, buf, len) {
+                    mtu.on_probe_sent(now, pn, len + RELAY_HEADER_LEN, pto);
+                    self.cursor = Some(to);
+                    return Some(len);
+                }
+            }
+            if !peer.conn.wants_transmit(now) {
+                continue;
+            }
+            let max = relay_peer_len(mtu.current()).min(buf.len());
+            if max < OVERHEAD + MESSAGE_FRAME_OVERHEAD {
+                continue;
+            }
+            peer.conn.set_path_mtu(max + RELAY_HEADER_LEN);
+            let pn = peer.keys.next_counter();
+            let mut w = Writer::new(&mut buf[HEADER_LEN..max - TAG_LEN]);
+            let n = peer.conn.write(now, pn, RELAY_PATH_OVERHEAD, &mut w);
+            if n == 0 {
+                continue;
+            }
+            let len = peer.keys.seal(receiver, &mut buf[..max], n)?;
+            let size = len + RELAY_HEADER_LEN;
+            peer.mtu.relay().on_packet_sent(now, pn, size, pto);
             self.cursor = Some(to);
             return Some(len);
         }
@@ -820,6 +882,7 @@ impl PeerSet {
                         "peer reliability",
                     ),
                     p.path.poll_timeout(busy_limit(&p.conn)),
+                    Timeout::at(p.mtu.poll_timeout(), "path-MTU discovery"),
                 ])
             })
             .min_by_key(|t| t.at);
@@ -872,7 +935,7 @@ impl PeerSet {
                 max_message_size: c.max_message_size,
                 max_reassembly_bytes: c.max_reassembly_bytes,
                 max_send_buffer: c.max_send_buffer_per_peer,
-                mtu: c.max_datagram_size,
+                mtu: c.base_datagram_size(),
                 ack_delay: c.ack_delay,
             },
         )
@@ -1062,6 +1125,7 @@ impl PeerSet {
                     me < peer,
                     Duration::ZERO,
                 ),
+                mtu: PeerMtu::new(&self.config),
                 recovering: false,
                 server_pair: pair_id,
                 orphan: false,
@@ -1089,9 +1153,11 @@ mod tests {
     }
 
     fn set() -> PeerSet {
-        // Relay only: these tests are about the relay.
+        // Relay only, no path-MTU probes: these tests are about the relay (and count its
+        // packets).
         let cfg = ClientConfig {
             direct_paths: false,
+            max_datagram_size: crate::BASE_DATAGRAM_SIZE,
             ..ClientConfig::default()
         };
         PeerSet::new(Arc::new(cfg))

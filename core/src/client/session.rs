@@ -119,7 +119,9 @@ pub(super) enum Route {
 /// The peers' side of the relay: the peer packets the session sends the server to relay.
 pub(super) trait Relay {
     /// Writes the next relayed peer packet, sealed with its pair's key, into `buf`; returns
-    /// its length, or `None` if no relayed peer has anything to send.
+    /// its length, or `None` if no relayed peer has anything to send. `buf` is as long as the
+    /// largest peer packet the session's own path may carry behind the relay header; each
+    /// peer's relay-path discovery may allow less.
     fn write_relayed(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize>;
 }
 
@@ -461,8 +463,9 @@ impl Session {
         if self.connected().is_none() {
             return Err(SendError::NotConnected);
         }
-        let max =
-            self.config.max_datagram_size - crate::wire::sealed::OVERHEAD - DATAGRAM_FRAME_OVERHEAD;
+        let max = self.config.base_datagram_size()
+            - crate::wire::sealed::OVERHEAD
+            - DATAGRAM_FRAME_OVERHEAD;
         if payload.len() > max {
             return Err(SendError::PayloadTooLarge { max });
         }
@@ -1231,7 +1234,9 @@ impl Session {
         rng: &mut Rng,
         stats: &mut ClientStats,
     ) -> Poll {
-        let max = self.config.max_datagram_size.min(buf.len());
+        // The session's own packets stay at the base size (RFC 8899 BASE_PLPMTU: the server
+        // path is not probed); relayed peer packets are sized by their relay path's discovery.
+        let max = self.config.base_datagram_size().min(buf.len());
         let id = self.id;
         let forced_tcp = self.config.transport == Transport::Tcp;
         let private = self.config.private;
@@ -1330,7 +1335,15 @@ impl Session {
                 // Nothing for the server itself: a peer packet for it to relay, behind a
                 // header tagged with the session's relay key (it forwards it without opening
                 // or sealing anything), or the peers' direct traffic.
-                let Some(peer_len) = relay.write_relayed(now, &mut buf[RELAY_HEADER_LEN..max])
+                // Over UDP a relay path may carry up to the probing ceiling (each peer's
+                // discovery says how much); a TCP stream keeps the base.
+                let relay_max = if l.socket.is_stream() {
+                    max
+                } else {
+                    self.config.max_datagram_size.min(buf.len())
+                };
+                let Some(peer_len) =
+                    relay.write_relayed(now, &mut buf[RELAY_HEADER_LEN..relay_max])
                 else {
                     return Poll::Peers;
                 };
@@ -1339,9 +1352,13 @@ impl Session {
                 };
                 let key = &l.relay;
                 let tag = |tagged: &[u8; RELAY_TAGGED_LEN]| key.tag(tagged);
-                let Ok(len) =
-                    encode_relay(&mut buf[..max], l.server_session, counter, peer_len, tag)
-                else {
+                let Ok(len) = encode_relay(
+                    &mut buf[..relay_max],
+                    l.server_session,
+                    counter,
+                    peer_len,
+                    tag,
+                ) else {
                     return Poll::Nothing;
                 };
                 stats.relayed_out += 1;

@@ -197,4 +197,10 @@ pub struct PeerStats {
     /// payload; on the relay path the relay header included): [`crate::BASE_DATAGRAM_SIZE`] until a
     /// larger path-MTU probe is acknowledged (RFC 8899).
     pub path_mtu: usize,
+    /// Path-MTU probes sent, on every path this peer had.
+    pub mtu_probes_sent: u64,
+    /// Path-MTU probes declared lost (never counted as congestion).
+    pub mtu_probes_lost: u64,
+    /// Times a path stopped carrying its discovered size and fell back to the base.
+    pub mtu_black_holes: u64,
 }

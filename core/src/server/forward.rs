@@ -264,6 +264,11 @@ impl Forwarder {
         if datagram.first() != Some(&KIND_RELAY) {
             return Forward::Control;
         }
+        if datagram.len() > crate::MAX_DATAGRAM_SIZE {
+            // No client sends more (its path-MTU discovery stops there): garbage.
+            stats.dropped.malformed += 1;
+            return Forward::Dropped;
+        }
         let packet = match RelayPacket::decode(datagram) {
             Ok(p) => p,
             Err(e) => {

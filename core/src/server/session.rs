@@ -695,8 +695,11 @@ impl Session {
         }
         if let Some((from, p)) = self.out.relayed.pop_front() {
             // Forwarded as it came, behind a plain header naming the sender: the peer packet
-            // is sealed end to end, and the receiver checks it with the pair's key.
-            let Ok(len) = encode_relayed(&mut buf[..max], self.client_session, from.0, &p) else {
+            // is sealed end to end, and the receiver checks it with the pair's key. Up to
+            // MAX_DATAGRAM_SIZE, not `max` (the server's own size): the sender's path-MTU
+            // discovery sized it, and it came behind a longer relay header than it leaves with.
+            let room = buf.len().min(crate::MAX_DATAGRAM_SIZE);
+            let Ok(len) = encode_relayed(&mut buf[..room], self.client_session, from.0, &p) else {
                 return Sealed::Nothing; // larger than a datagram here: as a datagram lost
             };
             stats.relayed_packets += 1;

@@ -610,6 +610,8 @@ fn spoofed_relay_packets_cannot_spend_a_clients_relay_budget() {
     let mut cfg = ClientConfig::default();
     cfg.direct_paths = false;
     cfg.nat_discovery = false;
+    // No path-MTU probes: they would spend the small budget below too.
+    cfg.max_datagram_size = crate::BASE_DATAGRAM_SIZE;
     let mut server = server_config();
     // A small budget: 4 KiB, refilled at 4 KiB/s.
     server.relay_rate_per_client = 4096;
