@@ -5,8 +5,9 @@
 //! reliable-ordered messages of 100 kB each (fragmented into full-sized datagrams) and must
 //! finish; each reports the `path_mtu` of its path to the other (`pierce peer`'s summary,
 //! `PeerStats::path_mtu`), which must be what the path carries: at most 1252 bytes of UDP
-//! payload over a 1280 link (1280 − 20 IPv4 − 8 UDP) and at least the 1200 every path starts
-//! at; on an ordinary 1500 path, direct, the ceiling of probing (1452). A probe that the path
+//! payload over a 1280 link (1280 − 20 IPv4 − 8 UDP; through the server, on each leg: see
+//! [`RELAYED_TO_1280`]) and at least the 1200 every path starts at; on an ordinary 1500 path
+//! the ceiling of probing (1452), direct and through the server. A probe that the path
 //! cannot carry must not arrive in fragments, which is what the runtime's sockets are set for
 //! (`pierce_os::set_dont_fragment`).
 //!
@@ -45,6 +46,12 @@ const OVER_1280: usize = 1252;
 const BASE: usize = 1200;
 /// The ceiling of probing (`pierce_core::MAX_DATAGRAM_SIZE`).
 const MAX: usize = 1452;
+/// On the relay path `path_mtu` counts the larger of the relay's two headers
+/// (`pierce_core::wire::relay::RELAY_HEADER_LEN`, 32 bytes, client to server) in front of the
+/// peer packet; from the server to the receiver it travels behind the smaller one
+/// (`RELAYED_HEADER_LEN`, 16). So a sender whose receiver is behind a 1280 link may reach
+/// this much: its own leg carries it, the receiver's leg 16 bytes less, 1252.
+const RELAYED_TO_1280: usize = OVER_1280 + 32 - 16;
 
 /// A fresh lab, or `None` (after printing why) where the lab cannot run; under `CI` that is a
 /// failure instead.
@@ -92,8 +99,9 @@ impl Side {
 struct Expect {
     /// "direct" or "relay".
     path: &'static str,
-    /// Where each side's `path_mtu` must lie.
-    path_mtu: RangeInclusive<usize>,
+    /// Where each side's `path_mtu` must lie: a's (the host whose NAT or interface a scenario
+    /// narrows), then b's.
+    path_mtu: [RangeInclusive<usize>; 2],
 }
 
 /// Two hosts, one behind each of two full-cone NATs (they go direct unless `relay_only`),
@@ -157,7 +165,7 @@ fn scenario(
         .collect();
     let server = server.stop();
     let mut problems = Vec::new();
-    for s in &sides {
+    for (s, want) in sides.iter().zip(&expect.path_mtu) {
         println!(
             "PMTU scenario={name} side={} path={} ok={} received={} path_mtu={} run_s={:.1}",
             s.label,
@@ -180,10 +188,10 @@ fn scenario(
                 s.label, s.path, expect.path
             ));
         }
-        if !s.path_mtu.is_some_and(|m| expect.path_mtu.contains(&m)) {
+        if !s.path_mtu.is_some_and(|m| want.contains(&m)) {
             problems.push(format!(
-                "{}: path_mtu {:?}, not in {:?}",
-                s.label, s.path_mtu, expect.path_mtu
+                "{}: path_mtu {:?}, not in {want:?}",
+                s.label, s.path_mtu
             ));
         }
     }
@@ -210,14 +218,14 @@ fn plain(_: &Lab, _: &[Host]) -> Result<(), String> {
     Ok(())
 }
 
-/// The first host's NAT has a WAN link of MTU 1280: both the direct path and the path
-/// through the server cross it.
+/// The first host's NAT forwards nothing over 1280 bytes (its WAN link and its LAN side have
+/// that MTU): both the direct path and the path through the server cross it.
 fn narrow_link(lab: &Lab, hosts: &[Host]) -> Result<(), String> {
-    lab.set_wan_mtu(&hosts[0], 1280)
+    lab.set_router_mtu(&hosts[0], 1280)
 }
 
-/// The first host's NAT has a WAN link of MTU 1280 and drops every ICMP error it would send
-/// or forward: no "fragmentation needed" ever reaches a sender.
+/// The first host's NAT forwards nothing over 1280 bytes and drops every ICMP error it would
+/// send or forward: no "fragmentation needed" ever reaches a sender.
 fn black_hole(lab: &Lab, hosts: &[Host]) -> Result<(), String> {
     lab.black_hole(&hosts[0], 1280)
 }
@@ -226,16 +234,19 @@ fn black_hole(lab: &Lab, hosts: &[Host]) -> Result<(), String> {
 fn over_a_1280_link_the_direct_path_mtu_stays_within_1252_and_1_2_mb_arrive() {
     let expect = Expect {
         path: "direct",
-        path_mtu: BASE..=OVER_1280,
+        path_mtu: [BASE..=OVER_1280, BASE..=OVER_1280],
     };
     scenario("direct-1280-link", false, narrow_link, expect);
 }
 
+/// Through the server: the side behind the link stays within 1252 on its own leg; the other
+/// side's datagrams may be 16 bytes larger (see [`RELAYED_TO_1280`]), so the leg to the first
+/// one carries at most 1252 too.
 #[test]
-fn over_a_1280_link_the_relay_path_mtu_stays_within_1252_and_1_2_mb_arrive() {
+fn over_a_1280_link_the_relay_path_mtu_fits_it_on_both_legs_and_1_2_mb_arrive() {
     let expect = Expect {
         path: "relay",
-        path_mtu: BASE..=OVER_1280,
+        path_mtu: [BASE..=OVER_1280, BASE..=RELAYED_TO_1280],
     };
     scenario("relay-1280-link", true, narrow_link, expect);
 }
@@ -244,18 +255,18 @@ fn over_a_1280_link_the_relay_path_mtu_stays_within_1252_and_1_2_mb_arrive() {
 fn a_direct_path_of_1500_reaches_the_ceiling_of_1452() {
     let expect = Expect {
         path: "direct",
-        path_mtu: MAX..=MAX,
+        path_mtu: [MAX..=MAX, MAX..=MAX],
     };
     scenario("direct-1500", false, plain, expect);
 }
 
-/// Through the server, the path carries more than a 1280 link would (the relay's header
-/// counts in `path_mtu`, and the server's socket sends whole datagrams too).
+/// Through the server, the path carries more than a 1280 link would, up to the ceiling (the
+/// relay's header counts in `path_mtu`, and the server's sockets send whole datagrams too).
 #[test]
 fn a_relay_path_of_1500_grows_past_what_a_1280_link_carries() {
     let expect = Expect {
         path: "relay",
-        path_mtu: OVER_1280 + 1..=MAX,
+        path_mtu: [RELAYED_TO_1280 + 1..=MAX, RELAYED_TO_1280 + 1..=MAX],
     };
     scenario("relay-1500", true, plain, expect);
 }
@@ -266,16 +277,17 @@ fn a_relay_path_of_1500_grows_past_what_a_1280_link_carries() {
 fn behind_a_black_hole_that_drops_icmp_the_direct_path_stays_within_1252_and_finishes() {
     let expect = Expect {
         path: "direct",
-        path_mtu: BASE..=OVER_1280,
+        path_mtu: [BASE..=OVER_1280, BASE..=OVER_1280],
     };
     scenario("direct-black-hole", false, black_hole, expect);
 }
 
+/// The same through the server (each leg fits the link, as over the plain 1280 link).
 #[test]
-fn behind_a_black_hole_that_drops_icmp_the_relay_path_stays_within_1252_and_finishes() {
+fn behind_a_black_hole_that_drops_icmp_the_relay_path_fits_it_and_finishes() {
     let expect = Expect {
         path: "relay",
-        path_mtu: BASE..=OVER_1280,
+        path_mtu: [BASE..=OVER_1280, BASE..=RELAYED_TO_1280],
     };
     scenario("relay-black-hole", true, black_hole, expect);
 }
@@ -288,7 +300,7 @@ fn a_host_on_a_1280_interface_has_its_large_probes_refused_locally_and_finishes(
     let narrow_host = |lab: &Lab, hosts: &[Host]| lab.set_host_mtu(&hosts[0], 1280);
     let expect = Expect {
         path: "direct",
-        path_mtu: BASE..=OVER_1280,
+        path_mtu: [BASE..=OVER_1280, BASE..=OVER_1280],
     };
     scenario("direct-1280-host", false, narrow_host, expect);
 }

@@ -292,13 +292,16 @@ table ip lab_late {{
         self.nft_in(router, &rules).map(drop)
     }
 
-    /// Sets the MTU of the WAN link of the router in front of `host` (both ends of the veth:
-    /// the router's `wan` and its port on the internet's bridge) to `mtu`: every path in or
-    /// out of that NAT, direct or through the server, crosses it. The router answers a
-    /// datagram too large for it with ICMP "fragmentation needed" (outbound, as routers do);
-    /// inbound, the bridge drops it silently (a switch sends no ICMP).
+    /// Makes the router in front of `host` forward nothing larger than `mtu` either way: its
+    /// WAN link (both ends of the veth: the router's `wan` and its port on the internet's
+    /// bridge) and its LAN bridge get that MTU, so every path in or out of that NAT, direct or
+    /// through the server, crosses a hop of `mtu`. The router answers a datagram too large
+    /// for it with ICMP "fragmentation needed", as routers do. (The LAN side matters: a veth
+    /// and a bridge pass a UDP GSO packet whatever its segments' size, since the kernel only
+    /// checks those when it routes one, so inbound only the router's forwarding to its LAN
+    /// enforces the MTU; a real link drops such frames.)
     #[allow(dead_code)] // not every test binary that includes this file uses it
-    pub(crate) fn set_wan_mtu(&self, host: &Host, mtu: u32) -> Result<(), String> {
+    pub(crate) fn set_router_mtu(&self, host: &Host, mtu: u32) -> Result<(), String> {
         let (router, _, port) = &self.routers[usize::from(host.wan.octets()[3] - 10)];
         let mtu = mtu.to_string();
         ip(&["-n", router, "link", "set", "dev", "wan", "mtu", &mtu])?;
@@ -312,6 +315,7 @@ table ip lab_late {{
             "mtu",
             &mtu,
         ])?;
+        ip(&["-n", router, "link", "set", "dev", "lan", "mtu", &mtu])?;
         Ok(())
     }
 
@@ -329,15 +333,15 @@ table ip lab_late {{
         Ok(())
     }
 
-    /// Makes the router in front of `host` a path-MTU black hole: its WAN link gets an MTU of
-    /// `mtu` ([`Lab::set_wan_mtu`]) and it drops every ICMP "destination unreachable" (which
+    /// Makes the router in front of `host` a path-MTU black hole: it forwards nothing larger
+    /// than `mtu` ([`Lab::set_router_mtu`]) and it drops every ICMP "destination unreachable" (which
     /// "fragmentation needed" is) that it sends or forwards, so no sender ever hears why its
-    /// large datagrams vanish. (The link's MTU rather than an nftables `ip length` rule makes
-    /// the drop: a host's UDP GSO send crosses a veth as one packet of many datagrams, which
-    /// only the MTU check counts per datagram.) The counters show in [`Lab::diagnostics`].
+    /// large datagrams vanish. (The MTU rather than an nftables `ip length` rule makes the
+    /// drop: a host's UDP GSO send crosses a veth as one packet of many datagrams, which only
+    /// the router's MTU check counts per datagram.) The counters show in [`Lab::diagnostics`].
     #[allow(dead_code)] // not every test binary that includes this file uses it
     pub(crate) fn black_hole(&self, host: &Host, mtu: u32) -> Result<(), String> {
-        self.set_wan_mtu(host, mtu)?;
+        self.set_router_mtu(host, mtu)?;
         let router = &self.routers[usize::from(host.wan.octets()[3] - 10)].0;
         let rules = r#"
 table ip lab_black_hole {
