@@ -40,3 +40,21 @@ pub(crate) async fn sleep(d: Duration) {
 pub(crate) fn spawn(driver: impl Future<Output = io::Result<()>> + Send + 'static) {
     drop(async_std::task::spawn(driver)); // dropping an async-std JoinHandle detaches the task
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn a_socket_sends_whole_datagrams() {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        for addr in ["127.0.0.1:0", "[::]:0"] {
+            let Ok(socket) = super::bind_udp(addr.parse().expect("literal")) else {
+                assert_eq!(addr, "[::]:0", "IPv4 loopback binds");
+                continue; // no IPv6 here
+            };
+            // SAFETY: the descriptor is `socket`'s, which outlives this borrow (async-std's
+            // socket offers `AsRawFd`, not `AsFd`).
+            let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+            assert!(pierce_os::sends_whole(fd).expect("getsockopt"), "{addr}");
+        }
+    }
+}

@@ -934,3 +934,65 @@ impl<E> std::fmt::Debug for Driver<E> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use pierce_core::{Timeout, Transmit};
+
+    use super::*;
+
+    /// An endpoint that asks for one more socket, once.
+    struct OpensOne(Option<SocketRequest>);
+
+    impl Endpoint for OpensOne {
+        fn handle_datagram_on(&mut self, _: Instant, _: SocketId, _: SocketAddr, _: &[u8]) {}
+        fn handle_timeout(&mut self, _: Instant) {}
+        fn poll_transmit(&mut self, _: Instant, _: &mut [u8]) -> Option<Transmit> {
+            None
+        }
+        fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+            self.0.take()
+        }
+        fn poll_timeout(&self) -> Option<Timeout> {
+            None
+        }
+    }
+
+    fn opens_one() -> OpensOne {
+        OpensOne(Some(SocketRequest::Open {
+            id: SocketId(1),
+            addr: None,
+        }))
+    }
+
+    /// Every UDP socket of `driver` sends whole datagrams; how many it has.
+    fn all_send_whole<E: Endpoint>(driver: &Driver<E>) -> usize {
+        for (id, sock) in &driver.sockets {
+            let whole = pierce_os::sends_whole(sock.socket.as_fd()).expect("getsockopt");
+            assert!(whole, "socket {id:?} fragments");
+        }
+        driver.sockets.len()
+    }
+
+    #[test]
+    fn every_udp_socket_of_the_driver_sends_whole_datagrams() {
+        let lo: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        let mut bound = Driver::bind(lo, opens_one()).expect("bind");
+        bound.pump(Duration::ZERO).expect("pump");
+        assert_eq!(
+            all_send_whole(&bound),
+            2,
+            "the primary socket and the extra one"
+        );
+        let own = std::net::UdpSocket::bind(lo).expect("bind");
+        let mut adopted = Driver::from_std(own, opens_one()).expect("adopt");
+        adopted.pump(Duration::ZERO).expect("pump");
+        assert_eq!(all_send_whole(&adopted), 2);
+        if let Ok(mut dual) = Driver::bind("[::]:0".parse().expect("literal"), opens_one()) {
+            dual.pump(Duration::ZERO).expect("pump");
+            assert_eq!(all_send_whole(&dual), 2);
+        }
+    }
+}

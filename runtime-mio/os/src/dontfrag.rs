@@ -33,6 +33,26 @@ pub fn set_dont_fragment(socket: &UdpSocket) -> io::Result<bool> {
     imp::set(socket, ipv6)
 }
 
+/// Whether the UDP socket `fd` sends whole datagrams, as [`set_dont_fragment`] makes it (for
+/// an IPv6 socket: its IPv6 option): for tests and diagnostics of a runtime's sockets.
+///
+/// # Errors
+/// The OS refused to read the option or the socket's address.
+#[cfg(any(target_os = "linux", target_vendor = "apple"))]
+pub fn sends_whole(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<bool> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: a std view of the borrowed socket for these calls; `ManuallyDrop` keeps it from
+    // closing the descriptor, which stays its owner's.
+    let socket = std::mem::ManuallyDrop::new(unsafe { UdpSocket::from_raw_fd(fd.as_raw_fd()) });
+    let [v4, v6] = imp::OPTIONS;
+    let (level, option, value) = if socket.local_addr()?.is_ipv6() {
+        v6
+    } else {
+        v4
+    };
+    Ok(imp::get(&socket, level, option)? == value)
+}
+
 /// Whether a send failed because the datagram is larger than the local interface allows
 /// (`EMSGSIZE`; Windows' `WSAEMSGSIZE`): on a socket set with [`set_dont_fragment`], a probe
 /// above the interface MTU. A runtime counts it and drops the datagram, like one lost on the
@@ -116,8 +136,11 @@ mod imp {
     }
 
     /// The value of option `(level, option)` on `socket`.
-    #[cfg(test)]
-    pub(super) fn get(socket: &UdpSocket, level: libc::c_int, option: libc::c_int) -> libc::c_int {
+    pub(super) fn get(
+        socket: &UdpSocket,
+        level: libc::c_int,
+        option: libc::c_int,
+    ) -> io::Result<libc::c_int> {
         let mut value: libc::c_int = -1;
         let mut len = size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: as above; `value` and `len` are valid for writes of their sizes.
@@ -130,8 +153,11 @@ mod imp {
                 &raw mut len,
             )
         };
-        assert_eq!(rc, 0, "getsockopt: {}", io::Error::last_os_error());
-        value
+        if rc == 0 {
+            Ok(value)
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 }
 
@@ -150,16 +176,24 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::print_stdout)]
     use super::*;
 
+    use std::os::fd::AsFd;
+
     #[test]
     fn an_ipv4_socket_reads_its_option_back() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         let [(level, option, value), _] = imp::OPTIONS;
-        assert_ne!(imp::get(&s, level, option), value, "not the default");
+        assert_ne!(
+            imp::get(&s, level, option).unwrap(),
+            value,
+            "not the default"
+        );
+        assert!(!sends_whole(s.as_fd()).unwrap());
         assert!(set_dont_fragment(&s).unwrap());
-        assert_eq!(imp::get(&s, level, option), value);
+        assert_eq!(imp::get(&s, level, option).unwrap(), value);
+        assert!(sends_whole(s.as_fd()).unwrap());
         // Again: harmless.
         assert!(set_dont_fragment(&s).unwrap());
-        assert_eq!(imp::get(&s, level, option), value);
+        assert_eq!(imp::get(&s, level, option).unwrap(), value);
     }
 
     #[test]
@@ -168,10 +202,12 @@ mod tests {
             println!("SKIPPED: no IPv6");
             return;
         };
+        assert!(!sends_whole(s.as_fd()).unwrap());
         assert!(set_dont_fragment(&s).unwrap());
         for (level, option, value) in imp::OPTIONS {
-            assert_eq!(imp::get(&s, level, option), value, "level {level}");
+            assert_eq!(imp::get(&s, level, option).unwrap(), value, "level {level}");
         }
+        assert!(sends_whole(s.as_fd()).unwrap());
     }
 
     /// On Linux the kernel refuses a datagram above the interface MTU instead of fragmenting

@@ -33,6 +33,8 @@ mod tcp;
 #[cfg(unix)]
 mod ttl;
 
+#[cfg(any(target_os = "linux", target_vendor = "apple"))]
+pub use dontfrag::sends_whole;
 pub use dontfrag::{is_too_large, set_dont_fragment};
 pub use dual::{bind_udp, discover_nat64_prefix, for_socket};
 pub use gateway::default_gateway;
