@@ -77,7 +77,8 @@ mod sim;
 pub use clock::format_time;
 pub use firewall::{Firewall, FirewallConfig, FirewallDrop, FirewallStats};
 pub use link::{
-    GE_STEP, GilbertElliott, Link, LinkConfig, LinkDrop, LinkProfile, LinkStats, Loss, Outage, Sent,
+    GE_STEP, GilbertElliott, Link, LinkConfig, LinkDrop, LinkProfile, LinkStats, Loss, Outage,
+    Sent, UDP_IPV4_OVERHEAD, UDP_IPV6_OVERHEAD,
 };
 pub use nat::{Filtering, Mapping, Nat, NatConfig, NatDrop, NatStats, PortAllocation};
 pub use nat64::Nat64Config;

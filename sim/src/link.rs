@@ -3,8 +3,9 @@
 //! The model follows str0m's `netem` crate and Linux `netem`: a rate-limited FIFO with a
 //! byte-bounded queue (tail drop), then propagation latency plus jitter, with independent
 //! chances of loss (uniform or Gilbert–Elliott bursts), duplication and reordering, an MTU
-//! (oversize datagrams are dropped, never fragmented, like quinn's `Pair.mtu`) and optional
-//! periodic outages (handovers).
+//! (oversize datagrams are dropped, never fragmented, like quinn's `Pair.mtu`: an IP MTU, so a
+//! UDP datagram's payload plus [`UDP_IPV4_OVERHEAD`] or [`UDP_IPV6_OVERHEAD`] must fit it) and
+//! optional periodic outages (handovers).
 //!
 //! Jitter alone never reorders: arrivals are kept in FIFO order unless a packet is picked for
 //! reordering, in which case it is held back by `reorder_delay` and later packets overtake it.
@@ -13,6 +14,11 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rand::rngs::StdRng;
+
+/// Bytes an IPv4 and a UDP header add to a UDP payload (20 + 8).
+pub const UDP_IPV4_OVERHEAD: usize = 28;
+/// Bytes an IPv6 and a UDP header add to a UDP payload (40 + 8).
+pub const UDP_IPV6_OVERHEAD: usize = 48;
 
 /// How datagrams get lost.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -134,14 +140,17 @@ pub struct LinkConfig {
     pub rate: Option<u64>,
     /// Bytes that may wait for the serialiser; beyond it new datagrams are tail-dropped.
     pub queue_bytes: usize,
-    /// Largest datagram (UDP payload) carried; larger ones are dropped.
+    /// IP MTU: the largest IP packet carried; a UDP datagram whose payload and headers
+    /// ([`UDP_IPV4_OVERHEAD`], [`UDP_IPV6_OVERHEAD`]) exceed it is dropped
+    /// ([`LinkDrop::Mtu`]). 1500 (Ethernet) by default: UDP payloads up to 1472 bytes over
+    /// IPv4, 1452 over IPv6.
     pub mtu: usize,
     /// Periodic outages, if any.
     pub outage: Option<Outage>,
 }
 
 impl Default for LinkConfig {
-    /// A perfect link: no delay, no loss, no limits beyond a 1500-byte MTU.
+    /// A perfect link: no delay, no loss, no limits beyond a 1500-byte (Ethernet) MTU.
     fn default() -> Self {
         Self {
             latency: Duration::ZERO,
@@ -398,12 +407,33 @@ impl Link {
         self.stats
     }
 
-    /// Offers a datagram of `len` bytes at `now` and decides its fate.
+    /// The link's MTU changes (a route change, a tunnel that comes up).
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.config.mtu = mtu;
+    }
+
+    /// Offers a datagram of `len` bytes at `now` and decides its fate (`len` is the whole IP
+    /// packet as far as the MTU goes).
     pub fn send(&mut self, now: Instant, len: usize) -> Sent {
+        self.offer(now, len, len)
+    }
+
+    /// Offers a UDP datagram with a `payload`-byte payload over IPv6 or IPv4: the MTU counts
+    /// the headers too; rate and queue count the payload.
+    pub fn send_udp(&mut self, now: Instant, payload: usize, ipv6: bool) -> Sent {
+        let headers = if ipv6 {
+            UDP_IPV6_OVERHEAD
+        } else {
+            UDP_IPV4_OVERHEAD
+        };
+        self.offer(now, payload, payload + headers)
+    }
+
+    fn offer(&mut self, now: Instant, len: usize, ip_len: usize) -> Sent {
         self.stats.sent += 1;
         self.stats.bytes_sent += len as u64;
         let c = &self.config;
-        if len > c.mtu {
+        if ip_len > c.mtu {
             self.stats.dropped_mtu += 1;
             return Sent::Dropped(LinkDrop::Mtu);
         }

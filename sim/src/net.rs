@@ -46,6 +46,9 @@ pub enum NetDrop {
     /// A firewall blocks UDP to or from the sender or the receiver
     /// ([`crate::Action::BlockUdp`]).
     Firewall,
+    /// Larger than the MTU of the path between sender and receiver
+    /// ([`crate::Action::PathMtu`]); never fragmented.
+    Mtu,
 }
 
 /// Network-wide drop counters (NAT drops are also counted per NAT in [`crate::NatStats`]).
@@ -69,6 +72,8 @@ pub struct NetStats {
     pub firewall: u64,
     /// TTL expired on the way (hole-punching openers: [`NetDrop::TtlExpired`]).
     pub ttl_expired: u64,
+    /// Larger than the path's MTU ([`NetDrop::Mtu`]).
+    pub mtu: u64,
 }
 
 pub(crate) struct NatSlot {
@@ -104,6 +109,9 @@ pub(crate) struct Network {
     offline: BTreeSet<usize>,
     /// Hosts whose UDP is blocked, both ways.
     udp_blocked: BTreeSet<usize>,
+    /// IP MTU of the core path between two hosts, (from, to); none: no limit beyond the
+    /// access links'.
+    path_mtu: BTreeMap<(usize, usize), usize>,
     next_public: u32,
     next_private: BTreeMap<usize, u32>,
     pub(crate) stats: NetStats,
@@ -266,6 +274,28 @@ impl Network {
             realm = self.nats[n].outside;
         }
         out
+    }
+
+    /// The core path from host `from` to host `to` carries IP packets up to `mtu` bytes.
+    pub(crate) fn set_path_mtu(&mut self, from: usize, to: usize, mtu: usize) {
+        self.path_mtu.insert((from, to), mtu);
+    }
+
+    /// [`NetDrop::Mtu`] (counted) if an IP packet of `ip_len` bytes is too large for the core
+    /// path from `from` to `to`.
+    pub(crate) fn check_path_mtu(
+        &mut self,
+        from: usize,
+        to: usize,
+        ip_len: usize,
+    ) -> Result<(), NetDrop> {
+        match self.path_mtu.get(&(from, to)) {
+            Some(&mtu) if ip_len > mtu => {
+                self.stats.mtu += 1;
+                Err(NetDrop::Mtu)
+            }
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn partition(&mut self, from: usize, to: usize) {

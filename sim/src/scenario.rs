@@ -172,6 +172,12 @@ pub enum Action {
     /// The named server node drains ([`pierce_core::Server::drain`], as on SIGTERM), telling
     /// its clients they have this long.
     Drain(String, Duration),
+    /// The host's access link (both ways) gets this IP MTU (a tunnel comes up, a route
+    /// changes): larger datagrams are dropped ([`crate::LinkDrop::Mtu`]).
+    SetMtu(String, usize),
+    /// The core path between the two nodes (both ways, not their paths to anyone else) gets
+    /// this IP MTU: larger datagrams are dropped ([`crate::NetDrop::Mtu`]).
+    PathMtu(String, String, usize),
 }
 
 impl Action {
@@ -234,6 +240,14 @@ impl Action {
     /// [`Action::RestartNode`].
     pub fn restart_node(node: impl Into<String>) -> Self {
         Self::RestartNode(node.into())
+    }
+    /// [`Action::SetMtu`].
+    pub fn set_mtu(node: impl Into<String>, mtu: usize) -> Self {
+        Self::SetMtu(node.into(), mtu)
+    }
+    /// [`Action::PathMtu`].
+    pub fn path_mtu(a: impl Into<String>, b: impl Into<String>, mtu: usize) -> Self {
+        Self::PathMtu(a.into(), b.into(), mtu)
     }
     /// [`Action::Drain`].
     pub fn drain(node: impl Into<String>, within: Duration) -> Self {

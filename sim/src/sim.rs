@@ -780,9 +780,11 @@ impl Sim {
                     return Ok(());
                 }
                 self.firewall_out(now, from, src, dst);
+                let ip_len = data.len() + udp_headers(dst);
                 let routed = self
                     .net
                     .route(now, from, realm, src, dst, ttl)
+                    .and_then(|r| self.net.check_path_mtu(from, r.0, ip_len).map(|()| r))
                     .map(|(to, socket, seen)| (to, socket, self.seen_by(to, seen)));
                 let routed = match routed {
                     Ok((to, _, seen)) => match self.firewall_in(now, to, seen, dst) {
@@ -816,39 +818,41 @@ impl Sim {
                             },
                         );
                     }
-                    Ok((to, socket, seen)) => match self.hosts[to].down.send(now, data.len()) {
-                        Sent::Dropped(r) => {
-                            self.trace_drop(from, dst, data.len(), "downlink", r);
-                            let cause = DropCause::Downlink {
-                                to: self.hosts[to].name.clone(),
-                                drop: r,
-                            };
-                            self.record_fate(
-                                trace,
-                                PacketFate::Dropped {
-                                    at: self.elapsed(),
-                                    cause,
-                                },
-                            );
-                        }
-                        Sent::Arrives { at, duplicate } => {
-                            if duplicate.is_some() {
-                                if let Some(r) = trace.and_then(|i| self.packets.get_mut(i)) {
-                                    r.duplicated = true;
+                    Ok((to, socket, seen)) => {
+                        match self.hosts[to].down.send_udp(now, data.len(), is_ipv6(dst)) {
+                            Sent::Dropped(r) => {
+                                self.trace_drop(from, dst, data.len(), "downlink", r);
+                                let cause = DropCause::Downlink {
+                                    to: self.hosts[to].name.clone(),
+                                    drop: r,
+                                };
+                                self.record_fate(
+                                    trace,
+                                    PacketFate::Dropped {
+                                        at: self.elapsed(),
+                                        cause,
+                                    },
+                                );
+                            }
+                            Sent::Arrives { at, duplicate } => {
+                                if duplicate.is_some() {
+                                    if let Some(r) = trace.and_then(|i| self.packets.get_mut(i)) {
+                                        r.duplicated = true;
+                                    }
+                                }
+                                for t in std::iter::once(at).chain(duplicate) {
+                                    let item = Item::Deliver {
+                                        to,
+                                        socket,
+                                        from: seen,
+                                        data: data.clone(),
+                                        trace,
+                                    };
+                                    self.queue.push(t, item);
                                 }
                             }
-                            for t in std::iter::once(at).chain(duplicate) {
-                                let item = Item::Deliver {
-                                    to,
-                                    socket,
-                                    from: seen,
-                                    data: data.clone(),
-                                    trace,
-                                };
-                                self.queue.push(t, item);
-                            }
                         }
-                    },
+                    }
                 }
                 Ok(())
             }
@@ -1070,7 +1074,7 @@ impl Sim {
             );
             return;
         }
-        match self.hosts[id].up.send(now, data.len()) {
+        match self.hosts[id].up.send_udp(now, data.len(), is_ipv6(dst)) {
             Sent::Dropped(r) => {
                 self.trace_drop(id, dst, data.len(), "uplink", r);
                 let cause = DropCause::Uplink(r);
@@ -1167,5 +1171,19 @@ impl Sim {
             );
             self.log.push(line);
         }
+    }
+}
+
+/// Whether a datagram to `dst` travels over IPv6 (an IPv4-mapped address is IPv4).
+fn is_ipv6(dst: SocketAddr) -> bool {
+    dst.ip().to_canonical().is_ipv6()
+}
+
+/// Bytes of the IP and UDP headers of a datagram to `dst`.
+fn udp_headers(dst: SocketAddr) -> usize {
+    if is_ipv6(dst) {
+        crate::link::UDP_IPV6_OVERHEAD
+    } else {
+        crate::link::UDP_IPV4_OVERHEAD
     }
 }

@@ -406,11 +406,15 @@ impl Connection {
     }
 
     /// The probe timeout without backoff (RFC 9002 §6.2.1): how long an acknowledgement may
-    /// take. Path-MTU probes ([`super::pmtu`]) are declared lost after it.
-    pub fn probe_timeout(&self) -> Duration {
-        self.rtt.srtt()
-            + (self.rtt.rttvar() * 4).max(Duration::from_millis(1))
-            + self.limits.ack_delay
+    /// take; `None` until an RTT sample came (an idle connection has none). Path-MTU probes
+    /// ([`super::pmtu`]) are declared lost after it.
+    pub fn probe_timeout(&self) -> Option<Duration> {
+        self.rtt.measured()?;
+        Some(
+            self.rtt.srtt()
+                + (self.rtt.rttvar() * 4).max(Duration::from_millis(1))
+                + self.limits.ack_delay,
+        )
     }
 
     /// The largest datagram of the path in use changed (path-MTU discovery, a path switch):

@@ -26,10 +26,14 @@
 //!
 //! Probe losses never count as congestion and retransmit nothing (§3 item 7, §4.4): probes
 //! are padding and a ping, sent beside the connection's packets, and only this machine knows
-//! of them. A probe is lost when no acknowledgement came one probe timeout (the connection's
-//! PTO, RFC 9002 §6.2.1, without backoff) after it was sent (§5.1.1 PROBE_TIMER). One probe is
-//! in flight at a time, so probing adds at most one small-rate stream of packets per path;
-//! they are not counted against the congestion window for that reason.
+//! of them. A probe is lost when no acknowledgement came one probe timeout after it was sent
+//! (§5.1.1 PROBE_TIMER, as QUIC does it: RFC 9000 §14.3): the connection's PTO (RFC 9002
+//! §6.2.1, without backoff) once the connection measured its RTT, else one from the probes'
+//! own round trips (each probe is sent once, so its acknowledgement is a clean sample). An
+//! idle connection measures nothing, and its initial 333 ms guess would make every lost probe
+//! cost a second. One probe is in flight at a time, so probing adds at most one small-rate
+//! stream of packets per path; they are not counted against the congestion window for that
+//! reason.
 //!
 //! The caller builds the probes ([`Pmtud::poll_probe`] names the size, on the wire, of the
 //! datagram to send) and reports what was sent and acknowledged; [`Pmtud::current`] is the
@@ -37,6 +41,7 @@
 
 use std::collections::VecDeque;
 
+use super::rtt::RttEstimator;
 use crate::time::{Duration, Instant};
 
 /// Probes of one size lost in a row before the size counts as too large (RFC 8899 §5.1.2
@@ -59,9 +64,11 @@ pub const BLACK_HOLE_PACKETS: u32 = 3;
 /// Probe timeouts since the oldest of those packets before the suspicion is acted on (the
 /// brief's "PTO twice": one PTO is what an ordinary tail loss costs).
 pub const BLACK_HOLE_PTOS: u32 = 2;
-/// Packet numbers of packets above the base remembered for black-hole detection: an
-/// acknowledgement of any of them clears the suspicion, so only the newest matter.
-const LARGE_KEPT: usize = 64;
+/// Runs of consecutive packet numbers of packets above the base remembered for black-hole
+/// detection (a bulk transfer's are one run; interleaved small packets split them). When
+/// full, newer ones go unrecorded until an acknowledgement drains the older ones: any
+/// acknowledged one clears the suspicion.
+const LARGE_RUNS_KEPT: usize = 64;
 
 /// Where the search is (RFC 8899 §5.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +103,7 @@ pub struct PmtuStats {
 struct Probe {
     size: usize,
     pn: u64,
+    sent: Instant,
     lost_at: Instant,
 }
 
@@ -115,13 +123,16 @@ pub struct Pmtud {
     /// When the next probe may go (raise timer, error retry); `None`: at once (if the state
     /// probes at all).
     wait_until: Option<Instant>,
-    /// Packet numbers of packets above the base not yet known to be acknowledged.
-    large: VecDeque<u64>,
+    /// Packet numbers of packets above the base not yet known to be acknowledged, as
+    /// inclusive runs, oldest first.
+    large: VecDeque<(u64, u64)>,
     /// Since the last acknowledged packet above the base: when the first one after it was
     /// sent, and how many were sent.
     suspect: Option<(Instant, u32)>,
-    /// The latest probe timeout the caller gave.
+    /// The latest probe timeout in use (for black-hole detection).
     pto: Duration,
+    /// Round trips of probes.
+    rtt: RttEstimator,
     stats: PmtuStats,
 }
 
@@ -146,6 +157,7 @@ impl Pmtud {
             large: VecDeque::new(),
             suspect: None,
             pto: Duration::from_millis(300),
+            rtt: RttEstimator::default(),
             stats: PmtuStats::default(),
         }
     }
@@ -205,30 +217,41 @@ impl Pmtud {
     // ---- inputs ------------------------------------------------------------------------
 
     /// The probe [`Self::poll_probe`] asked for went out as packet `pn`; `pto` is the
-    /// connection's probe timeout now (how long its acknowledgement may take).
-    pub fn on_probe_sent(&mut self, now: Instant, pn: u64, size: usize, pto: Duration) {
-        self.pto = pto;
+    /// connection's probe timeout now (how long its acknowledgement may take), `None` while
+    /// the connection has not measured its RTT (the probes' own round trips count then).
+    pub fn on_probe_sent(&mut self, now: Instant, pn: u64, size: usize, pto: Option<Duration>) {
+        self.pto = self.timeout(pto);
         self.stats.probes_sent += 1;
         self.probe = Some(Probe {
             size,
             pn,
-            lost_at: now + pto,
+            sent: now,
+            lost_at: now + self.pto,
         });
     }
 
     /// A packet that is not a probe went out as `pn`, `size` bytes on the wire (for black-hole
-    /// detection: only packets above the base matter).
-    pub fn on_packet_sent(&mut self, now: Instant, pn: u64, size: usize, pto: Duration) {
+    /// detection: only packets above the base matter); `pto` as for [`Self::on_probe_sent`].
+    pub fn on_packet_sent(&mut self, now: Instant, pn: u64, size: usize, pto: Option<Duration>) {
         if size <= self.base {
             return;
         }
-        self.pto = pto;
-        if self.large.len() >= LARGE_KEPT {
-            self.large.pop_front();
+        self.pto = self.timeout(pto);
+        let full = self.large.len() >= LARGE_RUNS_KEPT;
+        match self.large.back_mut() {
+            Some((_, end)) if *end + 1 == pn => *end = pn,
+            _ if !full => self.large.push_back((pn, pn)),
+            _ => {}
         }
-        self.large.push_back(pn);
         let (since, n) = self.suspect.unwrap_or((now, 0));
         self.suspect = Some((since, n + 1));
+    }
+
+    /// The probe timeout: the connection's, or one from the probes' round trips.
+    fn timeout(&self, pto: Option<Duration>) -> Duration {
+        pto.unwrap_or_else(|| {
+            self.rtt.srtt() + (self.rtt.rttvar() * 4).max(Duration::from_millis(1))
+        })
     }
 
     /// The peer acknowledged the packet-number `ranges` (inclusive, any order).
@@ -236,10 +259,12 @@ impl Pmtud {
         let acked = |pn: u64| ranges.iter().any(|&(a, b)| a <= pn && pn <= b);
         if let Some(p) = self.probe {
             if acked(p.pn) {
+                self.rtt.update(now.saturating_duration_since(p.sent));
                 self.on_probe_acked(now, p.size);
             }
         }
-        if let Some(i) = self.large.iter().rposition(|&pn| acked(pn)) {
+        let overlaps = |(s, e): (u64, u64)| ranges.iter().any(|&(a, b)| a <= e && s <= b);
+        if let Some(i) = self.large.iter().rposition(|&r| overlaps(r)) {
             // A packet above the base got through: the path carries the PLPMTU. Older ones
             // were acknowledged or lost to ordinary loss.
             self.large.drain(..=i);
@@ -390,7 +415,7 @@ mod tests {
         for _ in 0..100 {
             if let Some(size) = m.poll_probe(now) {
                 sizes.push(size);
-                m.on_probe_sent(now, pn, size, PTO);
+                m.on_probe_sent(now, pn, size, Some(PTO));
                 if size <= path_mtu {
                     m.on_ack(now, &[(pn, pn)]);
                 }
@@ -474,16 +499,16 @@ mod tests {
     fn a_lost_probe_is_sent_again_and_an_ack_in_between_resets_the_count() {
         let mut m = Pmtud::new(1200, 1452);
         let now = t0();
-        m.on_probe_sent(now, 0, 1200, PTO);
+        m.on_probe_sent(now, 0, 1200, Some(PTO));
         m.on_ack(now, &[(0, 0)]);
-        m.on_probe_sent(now, 1, 1452, PTO);
+        m.on_probe_sent(now, 1, 1452, Some(PTO));
         assert_eq!(m.poll_probe(now), None, "one probe in flight at a time");
         assert_eq!(m.poll_timeout(), Some(now + PTO));
         m.handle_timeout(now + PTO);
         m.handle_timeout(now + PTO); // idempotent
         assert_eq!(m.stats().probes_lost, 1);
         assert_eq!(m.poll_probe(now + PTO), Some(1452), "the same size again");
-        m.on_probe_sent(now + PTO, 2, 1452, PTO);
+        m.on_probe_sent(now + PTO, 2, 1452, Some(PTO));
         m.on_ack(now + PTO, &[(1, 2)]);
         assert_eq!(m.current(), 1452);
         assert_eq!(m.state(), PmtuState::SearchComplete);
@@ -529,7 +554,7 @@ mod tests {
         assert_eq!(m.current(), 1452);
         // Full-size packets get through and are acknowledged: nothing suspected.
         for pn in 10..20 {
-            m.on_packet_sent(start, pn, 1452, PTO);
+            m.on_packet_sent(start, pn, 1452, Some(PTO));
         }
         m.on_ack(start, &[(10, 15)]);
         m.on_ack(start, &[(16, 19)]);
@@ -540,10 +565,10 @@ mod tests {
         // The route changes: nothing above 1280 passes any more.
         let t = start + Duration::from_millis(10);
         for pn in 20..23 {
-            m.on_packet_sent(t, pn, 1452, PTO);
+            m.on_packet_sent(t, pn, 1452, Some(PTO));
         }
         // Small packets are not evidence either way.
-        m.on_packet_sent(t, 23, 200, PTO);
+        m.on_packet_sent(t, 23, 200, Some(PTO));
         m.on_ack(t, &[(23, 23)]);
         assert_eq!(m.poll_timeout(), Some(t + PTO * BLACK_HOLE_PTOS));
         m.handle_timeout(t + PTO);
@@ -563,10 +588,10 @@ mod tests {
         let mut m = Pmtud::new(1200, 1452);
         let start = t0();
         converge(&mut m, start, 1452);
-        m.on_packet_sent(start, 10, 1452, PTO);
-        m.on_packet_sent(start, 11, 1452, PTO);
+        m.on_packet_sent(start, 10, 1452, Some(PTO));
+        m.on_packet_sent(start, 11, 1452, Some(PTO));
         assert_eq!(m.poll_timeout().filter(|t| *t < start + PTO * 10), None);
-        m.on_packet_sent(start, 12, 1452, PTO);
+        m.on_packet_sent(start, 12, 1452, Some(PTO));
         assert!(m.poll_timeout().is_some_and(|t| t == start + PTO * 2));
         m.on_ack(start + PTO, &[(11, 11)]); // 10 lost, 11 made it: ordinary loss
         m.handle_timeout(start + PTO * 5);
@@ -580,7 +605,7 @@ mod tests {
         let start = t0();
         converge(&mut m, start, 1452);
         for pn in 10..13 {
-            m.on_packet_sent(start, pn, 1452, PTO);
+            m.on_packet_sent(start, pn, 1452, Some(PTO));
         }
         m.handle_timeout(start + PTO * 2);
         assert_eq!(m.current(), 1200);
@@ -588,6 +613,57 @@ mod tests {
         assert_eq!(sizes, [1200; MAX_PROBES as usize]);
         assert_eq!(m.state(), PmtuState::Error);
         assert_eq!(m.current(), 1200);
+    }
+
+    #[test]
+    fn before_the_connection_measures_its_rtt_probes_time_out_by_their_own_round_trips() {
+        let mut m = Pmtud::new(1200, 1452);
+        let now = t0();
+        m.on_probe_sent(now, 0, 1200, None);
+        // Nothing measured yet: the initial guess (333 ms + 4 × 167 ms).
+        assert!(
+            m.poll_timeout()
+                .is_some_and(|t| t - now > Duration::from_millis(900))
+        );
+        let rtt = Duration::from_millis(40);
+        m.on_ack(now + rtt, &[(0, 0)]);
+        m.on_probe_sent(now + rtt, 1, 1452, None);
+        // One sample of 40 ms: srtt 40, rttvar 20.
+        assert_eq!(m.poll_timeout(), Some(now + rtt + rtt * 3));
+        // The connection's own PTO wins once it has one.
+        let mut m = Pmtud::new(1200, 1452);
+        m.on_probe_sent(now, 0, 1200, Some(PTO));
+        assert_eq!(m.poll_timeout(), Some(now + PTO));
+    }
+
+    #[test]
+    fn a_bulk_transfer_longer_than_the_runs_kept_is_no_black_hole() {
+        let mut m = Pmtud::new(1200, 1452);
+        let start = t0();
+        converge(&mut m, start, 1452);
+        // 1000 full-size packets in flight (a deep queue), the oldest 400 acknowledged one by
+        // one over three probe timeouts: acknowledgements keep coming, no black hole.
+        for pn in 100..1100 {
+            m.on_packet_sent(start, pn, 1452, Some(PTO));
+        }
+        for (i, pn) in (100..500).enumerate() {
+            let t = start + PTO * 3 * (i as u32 + 1) / 400;
+            m.on_ack(t, &[(pn, pn)]);
+            m.handle_timeout(t);
+        }
+        assert_eq!(m.current(), 1452);
+        assert_eq!(m.stats().black_holes, 0);
+        // Interleaved with small packets, runs are single packets: still recognised.
+        for pn in 2000..2300 {
+            m.on_packet_sent(start, pn, if pn % 2 == 0 { 1452 } else { 100 }, Some(PTO));
+        }
+        m.on_ack(start + PTO, &[(2100, 2100)]);
+        m.handle_timeout(start + PTO * 10);
+        assert_eq!(
+            m.stats().black_holes,
+            0,
+            "an old run acknowledged clears it"
+        );
     }
 
     #[test]

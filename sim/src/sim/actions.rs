@@ -92,6 +92,16 @@ impl Sim {
                 self.net.set_offline(id, false);
                 self.kick_streams();
             }
+            Action::SetMtu(name, mtu) => {
+                let id = self.id(&name);
+                self.hosts[id].up.set_mtu(mtu);
+                self.hosts[id].down.set_mtu(mtu);
+            }
+            Action::PathMtu(a, b, mtu) => {
+                let (a, b) = (self.id(&a), self.id(&b));
+                self.net.set_path_mtu(a, b, mtu);
+                self.net.set_path_mtu(b, a, mtu);
+            }
             Action::BlockUdp(name) => {
                 let id = self.id(&name);
                 self.net.set_udp_blocked(id, true);
