@@ -106,11 +106,12 @@ struct Expect {
 
 /// Two hosts, one behind each of two full-cone NATs (they go direct unless `relay_only`),
 /// `prepare`d (the links' MTUs, a black hole), exchange [`SEND`] messages of [`SIZE`] bytes
-/// both ways through a `pierce server`; fails unless both finish with everything over
-/// `expect.path` with a `path_mtu` in `expect.path_mtu`.
+/// both ways through a `pierce server`, each `pierce peer` with `extra` flags; fails unless
+/// both finish with everything over `expect.path` with a `path_mtu` in `expect.path_mtu`.
 fn scenario(
     name: &str,
     relay_only: bool,
+    extra: &[&str],
     prepare: impl FnOnce(&Lab, &[Host]) -> Result<(), String>,
     expect: Expect,
 ) {
@@ -155,6 +156,7 @@ fn scenario(
             if relay_only {
                 args.push("--relay-only");
             }
+            args.extend_from_slice(extra);
             Proc::spawn(&host.ns, &args)
         })
         .collect();
@@ -236,7 +238,7 @@ fn over_a_1280_link_the_direct_path_mtu_stays_within_1252_and_1_2_mb_arrive() {
         path: "direct",
         path_mtu: [BASE..=OVER_1280, BASE..=OVER_1280],
     };
-    scenario("direct-1280-link", false, narrow_link, expect);
+    scenario("direct-1280-link", false, &[], narrow_link, expect);
 }
 
 /// Through the server: the side behind the link stays within 1252 on its own leg; the other
@@ -248,7 +250,7 @@ fn over_a_1280_link_the_relay_path_mtu_fits_it_on_both_legs_and_1_2_mb_arrive() 
         path: "relay",
         path_mtu: [BASE..=OVER_1280, BASE..=RELAYED_TO_1280],
     };
-    scenario("relay-1280-link", true, narrow_link, expect);
+    scenario("relay-1280-link", true, &[], narrow_link, expect);
 }
 
 #[test]
@@ -257,7 +259,7 @@ fn a_direct_path_of_1500_reaches_the_ceiling_of_1452() {
         path: "direct",
         path_mtu: [MAX..=MAX, MAX..=MAX],
     };
-    scenario("direct-1500", false, plain, expect);
+    scenario("direct-1500", false, &[], plain, expect);
 }
 
 /// Through the server, the path carries more than a 1280 link would, up to the ceiling (the
@@ -268,7 +270,7 @@ fn a_relay_path_of_1500_grows_past_what_a_1280_link_carries() {
         path: "relay",
         path_mtu: [RELAYED_TO_1280 + 1..=MAX, RELAYED_TO_1280 + 1..=MAX],
     };
-    scenario("relay-1500", true, plain, expect);
+    scenario("relay-1500", true, &[], plain, expect);
 }
 
 /// No ICMP ever says why large datagrams vanish: probes above 1252 bytes are lost, the path
@@ -279,7 +281,7 @@ fn behind_a_black_hole_that_drops_icmp_the_direct_path_stays_within_1252_and_fin
         path: "direct",
         path_mtu: [BASE..=OVER_1280, BASE..=OVER_1280],
     };
-    scenario("direct-black-hole", false, black_hole, expect);
+    scenario("direct-black-hole", false, &[], black_hole, expect);
 }
 
 /// The same through the server (each leg fits the link, as over the plain 1280 link).
@@ -289,7 +291,7 @@ fn behind_a_black_hole_that_drops_icmp_the_relay_path_fits_it_and_finishes() {
         path: "relay",
         path_mtu: [BASE..=OVER_1280, BASE..=RELAYED_TO_1280],
     };
-    scenario("relay-black-hole", true, black_hole, expect);
+    scenario("relay-black-hole", true, &[], black_hole, expect);
 }
 
 /// The first host's own interface is 1280: its probes above 1252 bytes fail their send on the
@@ -302,5 +304,28 @@ fn a_host_on_a_1280_interface_has_its_large_probes_refused_locally_and_finishes(
         path: "direct",
         path_mtu: [BASE..=OVER_1280, BASE..=OVER_1280],
     };
-    scenario("direct-1280-host", false, narrow_host, expect);
+    scenario("direct-1280-host", false, &[], narrow_host, expect);
+}
+
+/// `pierce peer --max-datagram-size 1200` (the base) turns probing off: an ordinary 1500 path,
+/// direct or through the server, stays at 1200.
+#[test]
+fn with_max_datagram_size_1200_nothing_is_probed_and_the_path_stays_at_1200() {
+    let base = BASE.to_string();
+    for (name, relay_only, path) in [
+        ("direct-1500-capped", false, "direct"),
+        ("relay-1500-capped", true, "relay"),
+    ] {
+        let expect = Expect {
+            path,
+            path_mtu: [BASE..=BASE, BASE..=BASE],
+        };
+        scenario(
+            name,
+            relay_only,
+            &["--max-datagram-size", &base],
+            plain,
+            expect,
+        );
+    }
 }

@@ -622,6 +622,20 @@ pub struct PeerArgs {
     /// Delivery mode of the N messages.
     #[arg(long, value_enum, default_value_t = Mode::ReliableOrdered)]
     pub mode: Mode,
+    /// Largest datagram to send to another member, in bytes of UDP payload
+    /// (`ClientConfig::max_datagram_size`): the ceiling of path-MTU discovery, 200 to 1452.
+    /// Every path, relayed or direct, starts at 1200 (or at this, if smaller) and carries
+    /// larger datagrams, up to this, once a probe of that size (sent with Don't Fragment) was
+    /// acknowledged on it; the summary's path_mtu says how far it got. 1200 or less turns
+    /// probing off.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = pierce_core::MAX_DATAGRAM_SIZE,
+        value_parser = parse_datagram_size,
+        allow_hyphen_values = true
+    )]
+    pub max_datagram_size: usize,
     /// Never punch: keep every peer on the server's relay (`ClientConfig::direct_paths`
     /// off).
     #[arg(long)]
@@ -915,6 +929,14 @@ fn parse_count(s: &str) -> Result<u32, String> {
 /// datagram's worth, checked with --mode before the run starts).
 fn max_size() -> usize {
     ClientConfig::default().max_message_size
+}
+
+fn parse_datagram_size(s: &str) -> Result<usize, String> {
+    let (min, max) = (
+        pierce_core::MIN_DATAGRAM_SIZE,
+        pierce_core::MAX_DATAGRAM_SIZE,
+    );
+    int_in(s, min, max, " bytes")
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {

@@ -1250,6 +1250,7 @@ mod tests {
             count: N,
             size: 16,
             mode,
+            max_datagram_size: pierce_core::MAX_DATAGRAM_SIZE,
             relay_only: false,
             no_port_mapping: false,
             stun: Vec::new(),
