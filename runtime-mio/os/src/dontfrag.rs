@@ -11,8 +11,9 @@ use std::net::UdpSocket;
 /// `EMSGSIZE` ([`is_too_large`]). The core does its own path-MTU discovery (RFC 8899): it
 /// starts every path at `pierce_core::BASE_DATAGRAM_SIZE` and probes upwards, so the socket
 /// must neither fragment a probe (it would arrive and lie) nor cap it at a size the OS learnt
-/// from ICMP (that would hide a larger path). Datagrams up to 1200 bytes fit any path a
-/// Pierce peer can use (RFC 8899's BASE_PLPMTU, QUIC's minimum), so only probes are at stake.
+/// from ICMP (that would hide a larger path). Every path is assumed to carry 1200 bytes
+/// (RFC 8899's BASE_PLPMTU, QUIC's minimum); on one that does not (an IPv4 path under 1228
+/// bytes), datagrams of the base size now drop where their fragments would have passed.
 ///
 /// - Linux: `IP_MTU_DISCOVER = IP_PMTUDISC_PROBE`, and on an IPv6 socket
 ///   `IPV6_MTU_DISCOVER = IPV6_PMTUDISC_PROBE` too (PROBE rather than DO: DF set, but the
