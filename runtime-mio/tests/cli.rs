@@ -366,7 +366,17 @@ fn three_relay_only_peers_through_one_thread_and_through_two_relay_threads() {
         if relay_threads == 0 {
             assert_eq!(by_threads, 0, "{stats}");
         } else {
-            assert_eq!(by_threads, relayed, "all on the relay threads: {stats}");
+            // All on the relay threads but a pair's first few: the relay path's path-MTU
+            // probe leaves the moment a client hears of its peer, and the server introduces
+            // the pair (its pump) before its relay threads hear of it (`RelayThreads::
+            // exchange` after the pump), so such a packet can reach a thread that does not
+            // know the session yet; the thread hands it to the server's thread, which relays
+            // it itself. Two per pair and direction at most (six of those among three peers).
+            let early = relayed.checked_sub(by_threads);
+            assert!(
+                early.is_some_and(|n| n <= 2 * 6),
+                "all but a pair's first few on the relay threads: {stats}"
+            );
         }
         assert!(!stats.contains("relay_denied"), "{stats}");
         assert!(!stats.contains("relay_rate"), "{stats}");
