@@ -3,7 +3,9 @@
 //! exactly once and in order; once the network heals every one of them arrives (or, if it
 //! had a retry budget, is reported expired instead — never both, never neither). If the pair
 //! ends instead (both sides abandon the connection mid-way), every one is delivered or
-//! reported expired (both only when its acknowledgement was lost), never neither.
+//! reported expired (both only when its acknowledgement was lost), never neither. The room
+//! each side's packets have changes at will (path-MTU discovery raising it, a black hole
+//! dropping it back): fragments cut for a larger packet are split to fit a smaller one.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,10 +43,18 @@ enum Op {
     },
     /// The pair ends: both sides abandon their connection.
     End,
+    /// One side's path-MTU changes: its packets get the base room or a larger one.
+    Mtu { from_a: bool, large: bool },
 }
+
+/// Packet sizes (with the 32 bytes of overhead) at the base and after a larger probe.
+const BASE: usize = 400;
+const LARGE: usize = 560;
 
 struct Side {
     conn: Connection,
+    /// Bytes of a packet's frames.
+    room: usize,
     pn: u64,
     wire: Vec<(u64, Vec<u8>)>,
     seen: BTreeSet<u64>,
@@ -56,7 +66,7 @@ fn limits() -> Limits {
         max_message_size: 4096,
         max_reassembly_bytes: 64 * 1024,
         max_send_buffer: 256 * 1024,
-        mtu: 400,
+        mtu: BASE,
         ack_delay: Duration::from_millis(20),
     }
 }
@@ -66,8 +76,8 @@ fn transmit(now: Instant, s: &mut Side) {
         if !s.conn.wants_transmit(now) {
             return;
         }
-        let mut buf = [0u8; 400];
-        let mut w = Writer::new(&mut buf);
+        let mut buf = [0u8; LARGE];
+        let mut w = Writer::new(&mut buf[..s.room]);
         let n = s.conn.write(now, s.pn, 32, &mut w);
         if n == 0 {
             return;
@@ -90,12 +100,14 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut now = Instant::now();
     let mut a = Side {
         conn: Connection::new(&ch, limits()),
+        room: BASE - 32,
         pn: 0,
         wire: Vec::new(),
         seen: BTreeSet::new(),
     };
     let mut b = Side {
         conn: Connection::new(&ch, limits()),
+        room: BASE - 32,
         pn: 0,
         wire: Vec::new(),
         seen: BTreeSet::new(),
@@ -148,6 +160,12 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
             }
             Op::Transmit { from_a } => transmit(now, if from_a { &mut a } else { &mut b }),
+            Op::Mtu { from_a, large } => {
+                let s = if from_a { &mut a } else { &mut b };
+                let size = if large { LARGE } else { BASE };
+                s.room = size - 32;
+                s.conn.set_path_mtu(size);
+            }
             Op::Deliver {
                 to_b,
                 index,

@@ -98,12 +98,22 @@ fn open_pair(seed: u64, mtu: usize, config: ClientConfig) -> Sim {
 /// Packets `a` needed for a 1 MiB blob to `b` on a direct 1500-byte path, with `config`;
 /// and the path's PLPMTU.
 fn direct_blob(config: ClientConfig) -> (u64, usize, Duration, PeerStats) {
+    // On clean 1500-byte links every path settles at the configured ceiling.
+    let target = config.max_datagram_size;
     let mut sim = open_pair(seed_or(1), 1500, config);
     let (ha, hb) = sim.group_pair("a", "b");
     sim.eventually("a and b go direct", 5 * SECOND, |s| {
         direct(s, "a", hb) && direct(s, "b", ha)
     });
     // Discovery on the direct path: base, then the ceiling.
+    let start = sim.elapsed();
+    sim.eventually("the direct path's discovery settles", 5 * SECOND, |s| {
+        mtu(s, "a", hb).0 == target
+    });
+    eprintln!(
+        "direct path at {target} B {:?} after going direct",
+        sim.elapsed() - start
+    );
     sim.advance(SECOND);
     let before = stats(&sim, "a", hb).packets_sent;
     let took = blob(&mut sim, "a", "b", hb, ha);
@@ -366,4 +376,38 @@ fn going_direct_uses_the_direct_paths_own_size_not_the_relays() {
         "a data packet was too large for the direct path"
     );
     assert!(sim.net_stats().mtu > 0, "the direct path's limit was met");
+}
+
+#[test]
+fn over_a_tcp_stream_the_relay_path_stays_at_the_base() {
+    // a reaches the server over TCP only; b over UDP. Relay only.
+    let mut tcp = ClientConfig::default();
+    tcp.transport = pierce_core::Transport::Tcp;
+    tcp.direct_paths = false;
+    let mut udp = ClientConfig::default();
+    udp.direct_paths = false;
+    let mut sim = Scenario::new(seed_or(6))
+        .client_with("a", Edge::Open, tcp)
+        .client_with("b", Edge::Open, udp)
+        .link(link(1500))
+        .build();
+    let (ha, hb) = sim.group_pair("a", "b");
+    sim.eventually("b's relay path reaches the ceiling", 10 * SECOND, |s| {
+        mtu(s, "b", ha).0 == MAX_DATAGRAM_SIZE
+    });
+    sim.advance(3 * SECOND);
+    let took = blob(&mut sim, "a", "b", hb, ha);
+    let back = blob(&mut sim, "b", "a", ha, hb);
+    let (sa, sb) = (stats(&sim, "a", hb), stats(&sim, "b", ha));
+    eprintln!(
+        "a over TCP at {} B ({} probes), b over UDP at {} B ({} probes); 1 MiB in {took:?} / \
+         {back:?}",
+        sa.path_mtu, sa.mtu_probes_sent, sb.path_mtu, sb.mtu_probes_sent
+    );
+    // The stream's side: only the base probe went (down the stream); nothing above it.
+    assert_eq!(sa.path_mtu, BASE_DATAGRAM_SIZE);
+    assert_eq!(sa.mtu_probes_sent, 1);
+    // The other direction's first leg is UDP: it grows (the stream carries any size).
+    assert_eq!(sb.path_mtu, MAX_DATAGRAM_SIZE);
+    assert_eq!(mtu_drops(&sim, &["a", "b"]), 0);
 }

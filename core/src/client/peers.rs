@@ -551,9 +551,13 @@ impl PeerSet {
             return; // probes travel directly: relayed ones mean nothing
         };
         let is_path = |f: &Frame<'_>| matches!(f, Frame::Probe { .. } | Frame::ProbeAck { .. });
-        let conn_frames = frames
-            .iter()
-            .any(|f| !is_path(f) && !matches!(f, Frame::Padding(_)));
+        // A path-MTU probe (a ping and padding, nothing else) is a probe too: like the path
+        // agent's, it proves nothing about our path when it comes on another socket.
+        let mtu_probe = matches!(frames, [Frame::Ping, Frame::Padding(_)]);
+        let conn_frames = !mtu_probe
+            && frames
+                .iter()
+                .any(|f| !is_path(f) && !matches!(f, Frame::Padding(_)));
         peer.path
             .handle_direct_packet(now, socket, from, conn_frames);
         for f in frames {
@@ -583,6 +587,8 @@ impl PeerSet {
     pub(super) fn path_restored(&mut self) {
         for p in self.peers.values_mut() {
             p.conn.path_restored();
+            // Our first leg to the server may be another network now: its size is unknown.
+            p.mtu.relay().reset();
         }
     }
 
@@ -1004,6 +1010,8 @@ impl PeerSet {
         };
         p.orphan = false;
         p.server_pair = pair_id;
+        // Another server: another relay path.
+        p.mtu.relay().reset();
         let direct = p.path.direct().is_some();
         if pair_id != p.pair_id {
             p.fresh = Some((*key, pair_id));

@@ -249,7 +249,9 @@ impl Chan {
 /// Limits a connection enforces.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Bytes of one fragment's data.
+    /// Bytes of one fragment's data at the base packet size: the largest unreliable message
+    /// (never fragmented), and the least reliable data is cut to. Reliable messages are cut
+    /// to the room each packet has ([`Connection::write`]), which grows with the path-MTU.
     pub fragment_size: usize,
     /// Largest message accepted in either direction.
     pub max_message_size: usize,
@@ -257,7 +259,8 @@ pub struct Limits {
     pub max_reassembly_bytes: usize,
     /// Bytes queued or unacknowledged at once on the send side.
     pub max_send_buffer: usize,
-    /// Largest datagram, for the congestion window's unit.
+    /// Largest datagram, for the congestion window's unit (the path's, once discovery
+    /// raised it: [`Connection::set_path_mtu`]).
     pub mtu: usize,
     /// An ack goes out at most this long after an ack-eliciting packet arrived (at once after
     /// two, or on reordering), riding on data sent meanwhile. 20 ms (`ClientConfig`'s
@@ -407,7 +410,7 @@ impl Connection {
 
     /// The probe timeout without backoff (RFC 9002 §6.2.1): how long an acknowledgement may
     /// take; `None` until an RTT sample came (an idle connection has none). Path-MTU probes
-    /// ([`super::pmtu`]) are declared lost after it.
+    /// ([`crate::reliability::Pmtud`]) are declared lost after it.
     pub fn probe_timeout(&self) -> Option<Duration> {
         self.rtt.measured()?;
         Some(
@@ -651,7 +654,9 @@ impl Connection {
 
     /// Writes one packet's frames: ack, floors, retransmissions, new data by priority.
     /// `pn` is the packet number the packet will carry, `overhead` the bytes around the
-    /// frames on the wire. Returns the bytes written (0: nothing to send).
+    /// frames on the wire. `w`'s room is the packet's size: new data is cut to fit it, and a
+    /// lost fragment cut for a larger packet is split. Returns the bytes written (0: nothing
+    /// to send).
     pub fn write(&mut self, now: Instant, pn: u64, overhead: usize, w: &mut Writer<'_>) -> usize {
         self.saw(now);
         let mut frames: SmallVec<[SentFrame; SENT_FRAMES_INLINE]> = SmallVec::new();

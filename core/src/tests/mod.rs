@@ -7,6 +7,7 @@ mod failover;
 mod groups;
 mod hostile;
 mod ops;
+mod pmtu;
 mod portmap;
 mod privacy;
 mod reflexive;
