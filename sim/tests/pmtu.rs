@@ -411,3 +411,42 @@ fn over_a_tcp_stream_the_relay_path_stays_at_the_base() {
     assert_eq!(sb.path_mtu, MAX_DATAGRAM_SIZE);
     assert_eq!(mtu_drops(&sim, &["a", "b"]), 0);
 }
+
+#[test]
+fn over_ipv6_the_forty_byte_header_is_counted() {
+    // IPv6-only hosts on 1400-byte links, direct to each other: UDP payloads up to 1352.
+    let mut sim = Scenario::new(seed_or(7))
+        .server_dual_stack()
+        .link(link(1400))
+        .client_ipv6_only("a", None)
+        .client_ipv6_only("b", None)
+        .build();
+    let (ha, hb) = sim.group_pair("a", "b");
+    sim.eventually("a and b go direct", 5 * SECOND, |s| {
+        direct(s, "a", hb) && direct(s, "b", ha)
+    });
+    let over_v6 = matches!(sim.peer_path("a", hb), Some(Path::Direct(addr)) if addr.is_ipv6());
+    sim.check(over_v6, || format!("{:?}", sim.peer_path("a", hb)));
+    sim.eventually("the search completes", 10 * SECOND, |s| {
+        mtu(s, "a", hb).0 > BASE_DATAGRAM_SIZE && mtu(s, "a", hb).1 >= 6
+    });
+    sim.advance(3 * SECOND);
+    let took = blob(&mut sim, "a", "b", hb, ha);
+    let s = stats(&sim, "a", hb);
+    let limit = 1400 - pierce_sim::UDP_IPV6_OVERHEAD;
+    eprintln!(
+        "IPv6, 1400-byte links: a at {} B for a {limit}-byte limit ({} probes, {} lost); 1 MiB \
+         in {took:?}",
+        s.path_mtu, s.mtu_probes_sent, s.mtu_probes_lost
+    );
+    assert!(
+        (limit - PRECISION..=limit).contains(&s.path_mtu),
+        "{}",
+        s.path_mtu
+    );
+    let sb = stats(&sim, "b", ha);
+    assert_eq!(
+        mtu_drops(&sim, &["a", "b"]),
+        s.mtu_probes_lost + sb.mtu_probes_lost
+    );
+}
