@@ -48,6 +48,7 @@ async fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
     let mut setup = Setup::new(&args.connect, args.timeout, !args.relay_only)?;
     setup.config.transport = args.transport();
     setup.config.private = args.private;
+    setup.config.max_datagram_size = args.max_datagram_size;
     if args.relay_only_room {
         // (ClientHandle has no join_room_with yet: refuse rather than create a normal room.)
         return Err(CliError::usage(

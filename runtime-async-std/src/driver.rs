@@ -372,6 +372,7 @@ impl<E: Core> Task<E> {
                 // In the socket's family (an IPv4 destination from a dual-stack socket); a
                 // hard error is loss to UDP: an unreachable candidate must not stop the task.
                 let dst = pierce_os::for_socket(t.dst, local);
+                let unsendable = || io::Error::from(io::ErrorKind::Unsupported);
                 let sent = match (dst, t.ttl) {
                     // A hole-punching opener: one non-blocking send with its own TTL, or
                     // dropped (never sent with the default TTL: see `Transmit::ttl`).
@@ -382,17 +383,20 @@ impl<E: Core> Task<E> {
                         // (async-std's socket offers `AsRawFd`, not `AsFd`).
                         let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
                         pierce_os::send_to_with_ttl(fd, local.is_ipv6(), ttl, &tx[..t.len], dst)
-                            .is_ok()
                     }
                     #[cfg(not(unix))]
-                    (Some(_), Some(_)) => false,
-                    (Some(dst), None) => socket.send_to(&tx[..t.len], dst).await.is_ok(),
-                    (None, _) => false,
+                    (Some(_), Some(_)) => Err(unsendable()),
+                    (Some(dst), None) => socket.send_to(&tx[..t.len], dst).await,
+                    (None, _) => Err(unsendable()),
                 };
-                if sent {
-                    self.stats.datagrams_sent += 1;
-                } else {
-                    self.stats.send_errors += 1;
+                match sent {
+                    Ok(_) => self.stats.datagrams_sent += 1,
+                    Err(e) => {
+                        // (Larger than the interface allows: a path-MTU probe above it, lost
+                        // to the core like any probe; never sent again.)
+                        self.stats.send_errors += 1;
+                        self.stats.send_too_large += u64::from(pierce_os::is_too_large(&e));
+                    }
                 }
             }
             // Streams write what they take now; the rest when they can (polled below).

@@ -6,9 +6,12 @@
 //! one UDP GSO send (`UDP_SEGMENT`): a bulk transfer, or a relay forwarding a burst to one
 //! receiver, hands the kernel one buffer per 32 datagrams. A socket whose kernel or route
 //! refuses GSO (`EIO`: no checksum offload, `EINVAL`/`ENOPROTOOPT`: an older kernel) falls back
-//! to one datagram per message for good. Sockets ask for UDP GRO (`UDP_GRO`), so datagrams the
-//! kernel coalesced (a sender's GSO burst over loopback or a veth, or a NIC's GRO) arrive as
-//! one buffer that [`RecvBatch`] splits at the segment size it reports. Elsewhere the same
+//! to one datagram per message for good, unless what it refused was a segment larger than the
+//! interface allows (a path-MTU probe: the sockets send whole datagrams,
+//! `pierce_os::set_dont_fragment`), which is dropped and counted as any datagram too large is.
+//! Sockets ask for UDP GRO (`UDP_GRO`), so datagrams the kernel coalesced (a sender's GSO burst
+//! over loopback or a veth, or a NIC's GRO) arrive as one buffer that [`RecvBatch`] splits at
+//! the segment size it reports. Elsewhere the same
 //! types make one `recv_from` / `send_to` per datagram, which is what the driver always did.
 //!
 //! Both sides keep their buffers for the driver's lifetime: no allocation per datagram. Only
@@ -203,8 +206,9 @@ impl SendQueue {
     /// Sends the front run (the datagrams at the front that leave from one socket) with
     /// `os`, which takes a run and returns how many of its datagrams it sent from the front
     /// (at least one), or the error of the first (`sendmmsg`'s contract). Sent datagrams count
-    /// in `datagrams_sent`; one a hard error refuses counts in `send_errors` and is dropped,
-    /// like any datagram lost on the way, and the rest of the run is sent after it.
+    /// in `datagrams_sent`; one a hard error refuses counts in `send_errors` (and in
+    /// `send_too_large` if it was larger than the interface allows) and is dropped, like any
+    /// datagram lost on the way, and the rest of the run is sent after it.
     pub(crate) fn send_run(
         &mut self,
         stats: &mut DriverStats,
@@ -233,8 +237,11 @@ impl SendQueue {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Sent::Blocked,
-                Err(_) => {
+                Err(e) => {
+                    // (Larger than the interface allows: a path-MTU probe above it. Sending it
+                    // again would fail again; to the core it is a lost probe.)
                     stats.send_errors += 1;
+                    stats.send_too_large += u64::from(pierce_os::is_too_large(&e));
                     self.advance(1);
                 }
             }
@@ -528,6 +535,10 @@ mod linux {
     /// Where the run's datagrams split into sends: each group is consecutive datagrams to one
     /// destination, all of one size but the last, which may be shorter (what one GSO send
     /// takes), up to [`GSO_SEGMENTS`] and 64 KiB; without GSO every datagram is a group.
+    /// A shorter last datagram joins only a group of two or more: a datagram larger than the
+    /// one after it is most often a path-MTU probe, which must leave on its own (a GSO send
+    /// stands or falls as one where a router checks its segments against the MTU, and the
+    /// kernel refuses all of it when its segments are too large for the interface).
     /// Fills `groups` with each group's (first datagram, count) and returns how many there are.
     fn groups(run: &Run<'_>, gso: bool, groups: &mut [(usize, usize); SLOTS]) -> usize {
         let n = run.len().min(SLOTS);
@@ -542,6 +553,9 @@ mod linux {
                 let (d, b) = run.get(i + count);
                 if d != dst || b.len() > size || bytes + b.len() > u16::MAX as usize - 48 {
                     break;
+                }
+                if b.len() < size && count < 2 {
+                    break; // (a lone larger datagram, a probe: alone)
                 }
                 count += 1;
                 bytes += b.len();
@@ -563,11 +577,18 @@ mod linux {
         let g = self::groups(run, *gso, &mut groups);
         match send_groups(socket, run, &groups[..g]) {
             Err(e) if groups[0].1 > 1 && refuses_gso(&e) => {
-                // This socket's kernel or route does not do GSO: never again, and this run
-                // goes out one datagram per message.
-                *gso = false;
+                // This run goes out one datagram per message. If the first datagram then goes,
+                // the socket's kernel or route does not do GSO: never again. If it fails as
+                // too large, the refusal was about its size, not GSO: older kernels refuse a
+                // GSO send whose segments exceed the interface MTU with EINVAL
+                // (`udp_send_skb`; newer ones with EMSGSIZE), and a path-MTU probe followed by
+                // a shorter datagram to the same peer makes one.
                 let g = self::groups(run, false, &mut groups);
-                send_groups(socket, run, &groups[..g])
+                let sent = send_groups(socket, run, &groups[..g]);
+                if !sent.as_ref().is_err_and(pierce_os::is_too_large) {
+                    *gso = false;
+                }
+                sent
             }
             sent => sent,
         }
@@ -668,6 +689,12 @@ mod linux {
             UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind")
         }
 
+        /// [`bound`], sending whole datagrams as the driver's sockets do.
+        fn bound_whole() -> UdpSocket {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            crate::driver::prepare(s).expect("non-blocking, PROBE")
+        }
+
         /// A queue of datagrams `(destination, length)`, datagram `i` filled with byte `i`.
         fn queue(datagrams: &[(SocketAddr, usize)]) -> SendQueue {
             let mut q = SendQueue::new();
@@ -755,6 +782,152 @@ mod linux {
                 [(10, 200), (11, 200), (12, 200), (14, 100), (15, 1000)]
             );
             assert!(buffers < 5, "{buffers} buffers: nothing coalesced");
+        }
+
+        #[test]
+        fn datagrams_up_to_the_largest_in_mixed_sizes_group_by_size_and_arrive_whole() {
+            let (tx, plain, gro) = (bound_whole(), bound(), bound());
+            assert!(set_gro(&gro, true), "UDP_GRO (Linux 5.0)");
+            let (a, b) = (
+                plain.local_addr().expect("addr"),
+                gro.local_addr().expect("addr"),
+            );
+            const MAX: usize = MAX_DATAGRAM_SIZE;
+            // What a path-MTU probe does to a run: a probe of MAX among 1200-byte datagrams,
+            // a larger one after a smaller one (it starts a group), a probe alone, one byte
+            // over and under the base size, alternating destinations.
+            let list: Vec<(SocketAddr, usize)> = vec![
+                (a, 1200),
+                (a, MAX),
+                (a, MAX),
+                (a, 1200),
+                (a, 1200),
+                (b, MAX),
+                (b, 1201),
+                (b, 1201),
+                (a, 1199),
+                (b, MAX),
+                (b, MAX),
+                (b, MAX),
+            ];
+            let q = queue(&list);
+            let run = Run {
+                items: &q.items,
+                slots: &q.buf,
+            };
+            let mut g = [(0, 0); SLOTS];
+            let n = groups(&run, true, &mut g);
+            // Each group: one size, then at most one shorter datagram that ends it, and only
+            // after two of that size (a lone larger one, a probe, leaves alone).
+            assert_eq!(
+                g[..n],
+                [(0, 1), (1, 3), (4, 1), (5, 1), (6, 2), (8, 1), (9, 3)]
+            );
+            for &(first, count) in &g[..n] {
+                let size = run.get(first).1.len();
+                let sizes: Vec<usize> =
+                    (first..first + count).map(|i| run.get(i).1.len()).collect();
+                assert!(sizes[..count - 1].iter().all(|&l| l == size), "{sizes:?}");
+                assert!(sizes[count - 1] <= size, "{sizes:?}");
+                assert!((first..first + count).all(|i| run.get(i).0 == run.get(first).0));
+            }
+            let mut gso = true;
+            assert_eq!(send(&tx, &run, &mut gso).expect("send"), list.len());
+            assert!(gso, "loopback does GSO");
+            let mut batch = RecvBatch::new();
+            let to = |d: SocketAddr| {
+                let mut v: Vec<(u8, usize)> = list
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (dst, _))| *dst == d)
+                    .map(|(i, &(_, len))| (i as u8, len))
+                    .collect();
+                v.sort_unstable();
+                v
+            };
+            let (mut got, _) = read(&plain, &mut batch, to(a).len());
+            got.sort_unstable();
+            assert_eq!(got, to(a));
+            let (mut got, _) = read(&gro, &mut batch, to(b).len());
+            got.sort_unstable();
+            assert_eq!(
+                got,
+                to(b),
+                "a GRO buffer of MAX-sized segments splits whole"
+            );
+        }
+
+        /// Runs `f` on a thread in a network namespace of its own whose loopback has an MTU
+        /// of `mtu` (`unshare(CLONE_NEWNET)` and iproute2's `ip`). `None`, after saying why,
+        /// where that cannot be done (not root, no `ip`); under `CI` that panics instead.
+        fn with_loopback_mtu<T: Send>(mtu: u32, f: impl FnOnce() -> T + Send) -> Option<T> {
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        // SAFETY: unshare(2) on this thread only (it has no other threads
+                        // of its own to disagree with); the namespace goes with its sockets.
+                        let why = if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                            Some(format!("unshare: {}", io::Error::last_os_error()))
+                        } else {
+                            let mtu = mtu.to_string();
+                            let args = ["link", "set", "dev", "lo", "up", "mtu", &mtu];
+                            match std::process::Command::new("ip").args(args).status() {
+                                Ok(s) if s.success() => None,
+                                r => Some(format!("ip link set lo: {r:?}")),
+                            }
+                        };
+                        if let Some(why) = why {
+                            assert!(std::env::var_os("CI").is_none(), "CI: {why}");
+                            println!("SKIPPED: a network namespace needs root and ip: {why}");
+                            return None;
+                        }
+                        Some(f())
+                    })
+                    .join()
+                    .expect("the namespace's thread")
+            })
+        }
+
+        #[test]
+        fn a_datagram_above_the_interface_mtu_is_counted_dropped_and_gso_stays_on() {
+            // 1280: an IPv6 minimum link; 1252 bytes of UDP payload fit it over IPv4.
+            let outcome = with_loopback_mtu(1280, || {
+                let (tx, rx) = (bound_whole(), bound());
+                let to = rx.local_addr().expect("addr");
+                // Probes above the MTU, each followed by datagrams a GSO send would take
+                // with it (a shorter one, or equal ones), and datagrams at the limit.
+                let list = [
+                    (to, MAX_DATAGRAM_SIZE),
+                    (to, 1200),
+                    (to, 1200),
+                    (to, 1252),
+                    (to, 1252),
+                    (to, 1253),
+                    (to, 1000),
+                    (to, 1253),
+                    (to, 1253),
+                ];
+                let mut q = queue(&list);
+                let mut stats = DriverStats::default();
+                let mut gso = true;
+                let mut calls = 0;
+                let sent = q.send_run(&mut stats, |r| {
+                    calls += 1;
+                    send(&tx, r, &mut gso)
+                });
+                assert_eq!(sent, Sent::Run);
+                assert!(q.is_empty());
+                let (got, _) = read(&rx, &mut RecvBatch::new(), 5);
+                (stats, gso, calls, got)
+            });
+            let Some((stats, gso, calls, got)) = outcome else {
+                return;
+            };
+            assert_eq!(got, [(1, 1200), (2, 1200), (3, 1252), (4, 1252), (6, 1000)]);
+            assert_eq!(stats.datagrams_sent, 5);
+            assert_eq!((stats.send_errors, stats.send_too_large), (4, 4));
+            assert!(gso, "a datagram too large is not GSO refused");
+            assert!(calls <= 9, "{calls} calls: none repeated without progress");
         }
 
         #[test]
@@ -908,6 +1081,22 @@ mod tests {
         assert_eq!(bytes, expected);
         assert_eq!(stats.send_errors, 2);
         assert_eq!(stats.datagrams_sent, expected.len() as u64);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_datagram_too_large_is_dropped_once_and_counted_as_such() {
+        let mut q = SendQueue::new();
+        fill(&mut q, 0, 3);
+        let mut stats = DriverStats::default();
+        let too_large = || Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+        let mut os = ScriptedOs::new([too_large(), Ok(1), too_large()]);
+        assert_eq!(q.send_run(&mut stats, |r| os.send(r)), Sent::Run);
+        assert_eq!(os.calls, 3, "each refused datagram is tried once");
+        assert_eq!(os.wire.iter().map(|w| w.1).collect::<Vec<_>>(), [1]);
+        assert_eq!(stats.datagrams_sent, 1);
+        assert_eq!((stats.send_errors, stats.send_too_large), (2, 2));
         assert!(q.is_empty());
     }
 

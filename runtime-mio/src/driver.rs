@@ -140,24 +140,25 @@ impl<E: Endpoint + pierce_core::Events> Driver<E> {
 
 impl<E: Endpoint> Driver<E> {
     /// Binds a UDP socket at `addr` and drives `endpoint` on it; at `[::]` the socket is
-    /// dual stack ([`pierce_os::bind_udp`]): it talks to IPv4 and IPv6 addresses alike.
+    /// dual stack ([`pierce_os::bind_udp`]): it talks to IPv4 and IPv6 addresses alike. It
+    /// sends whole datagrams ([`pierce_os::set_dont_fragment`]), as every UDP socket of the
+    /// driver does.
     ///
     /// # Errors
-    /// The bind or the poller registration failed.
+    /// The bind, the socket option or the poller registration failed.
     pub fn bind(addr: SocketAddr, endpoint: E) -> io::Result<Self> {
-        let socket = pierce_os::bind_udp(addr)?;
-        socket.set_nonblocking(true)?;
-        Self::new(UdpSocket::from_std(socket), endpoint)
+        Self::new(prepare(pierce_os::bind_udp(addr)?)?, endpoint)
     }
 
     /// Drives `endpoint` on a socket the application set up itself (buffer sizes, `SO_REUSEADDR`,
-    /// a specific interface); it is switched to non-blocking mode.
+    /// a specific interface); it is switched to non-blocking mode and set to send whole
+    /// datagrams ([`pierce_os::set_dont_fragment`]: the core's path-MTU probes must not be
+    /// fragmented on the way).
     ///
     /// # Errors
-    /// Switching to non-blocking mode or the poller registration failed.
+    /// Switching to non-blocking mode, the socket option or the poller registration failed.
     pub fn from_std(socket: std::net::UdpSocket, endpoint: E) -> io::Result<Self> {
-        socket.set_nonblocking(true)?;
-        Self::new(UdpSocket::from_std(socket), endpoint)
+        Self::new(prepare(socket)?, endpoint)
     }
 
     fn new(mut socket: UdpSocket, endpoint: E) -> io::Result<Self> {
@@ -836,10 +837,7 @@ impl<E: Endpoint> Driver<E> {
             Some(a) if !a.ip().is_unspecified() => a,
             a => SocketAddr::new(self.local_addr.ip(), a.map_or(0, |a| a.port())),
         };
-        let bound = pierce_os::bind_udp(addr).and_then(|s| {
-            s.set_nonblocking(true)?;
-            Ok(UdpSocket::from_std(s))
-        });
+        let bound = pierce_os::bind_udp(addr).and_then(prepare);
         let opened = bound.and_then(|mut socket| {
             let local = socket.local_addr()?;
             self.poll
@@ -882,6 +880,18 @@ impl<E: Endpoint> Driver<E> {
     }
 }
 
+/// `socket` as the driver (and a relay thread) uses it: non-blocking, and sending whole
+/// datagrams ([`pierce_os::set_dont_fragment`]), so a path-MTU probe that arrives proves the
+/// path carries its size. (Where the OS has no such option it is left as it is.)
+///
+/// # Errors
+/// The OS refused either option.
+pub(crate) fn prepare(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
+    socket.set_nonblocking(true)?;
+    pierce_os::set_dont_fragment(&socket)?;
+    Ok(UdpSocket::from_std(socket))
+}
+
 /// Sends a hole-punching opener (`Transmit::ttl`) from `socket` (bound to `local`).
 ///
 /// # Errors
@@ -922,5 +932,67 @@ impl<E> std::fmt::Debug for Driver<E> {
             .field("queued", &self.tx.len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use pierce_core::{Timeout, Transmit};
+
+    use super::*;
+
+    /// An endpoint that asks for one more socket, once.
+    struct OpensOne(Option<SocketRequest>);
+
+    impl Endpoint for OpensOne {
+        fn handle_datagram_on(&mut self, _: Instant, _: SocketId, _: SocketAddr, _: &[u8]) {}
+        fn handle_timeout(&mut self, _: Instant) {}
+        fn poll_transmit(&mut self, _: Instant, _: &mut [u8]) -> Option<Transmit> {
+            None
+        }
+        fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+            self.0.take()
+        }
+        fn poll_timeout(&self) -> Option<Timeout> {
+            None
+        }
+    }
+
+    fn opens_one() -> OpensOne {
+        OpensOne(Some(SocketRequest::Open {
+            id: SocketId(1),
+            addr: None,
+        }))
+    }
+
+    /// Every UDP socket of `driver` sends whole datagrams; how many it has.
+    fn all_send_whole<E: Endpoint>(driver: &Driver<E>) -> usize {
+        for (id, sock) in &driver.sockets {
+            let whole = pierce_os::sends_whole(sock.socket.as_fd()).expect("getsockopt");
+            assert!(whole, "socket {id:?} fragments");
+        }
+        driver.sockets.len()
+    }
+
+    #[test]
+    fn every_udp_socket_of_the_driver_sends_whole_datagrams() {
+        let lo: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        let mut bound = Driver::bind(lo, opens_one()).expect("bind");
+        bound.pump(Duration::ZERO).expect("pump");
+        assert_eq!(
+            all_send_whole(&bound),
+            2,
+            "the primary socket and the extra one"
+        );
+        let own = std::net::UdpSocket::bind(lo).expect("bind");
+        let mut adopted = Driver::from_std(own, opens_one()).expect("adopt");
+        adopted.pump(Duration::ZERO).expect("pump");
+        assert_eq!(all_send_whole(&adopted), 2);
+        if let Ok(mut dual) = Driver::bind("[::]:0".parse().expect("literal"), opens_one()) {
+            dual.pump(Duration::ZERO).expect("pump");
+            assert_eq!(all_send_whole(&dual), 2);
+        }
     }
 }

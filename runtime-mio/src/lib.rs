@@ -68,6 +68,6 @@ pub use driver::{Driver, RECV_BUDGET, RECV_BUFFER_SIZE, SEND_BUDGET};
 pub use pierce_core::streams::DEFAULT_MAX_STREAMS;
 pub use pierce_os::{
     DriverStats, bind_relay_group, bind_udp, default_gateway, discover_nat64_prefix, for_socket,
-    local_addresses, os_seed, set_socket_buffers, unix_time,
+    is_too_large, local_addresses, os_seed, set_dont_fragment, set_socket_buffers, unix_time,
 };
 pub use relay::RelayThreads;

@@ -90,8 +90,8 @@ impl RelayThreads {
             let forwarder = driver.endpoint().forwarder(index).map_err(|e| {
                 io::Error::new(io::ErrorKind::InvalidInput, format!("relay forwarder: {e}"))
             })?;
-            socket.set_nonblocking(true)?;
-            let mut socket = UdpSocket::from_std(socket);
+            // (Sending whole datagrams: a relayed path-MTU probe must not be fragmented here.)
+            let mut socket = crate::driver::prepare(socket)?;
             let offload = driver.offload();
             batch::set_gro(&socket, offload);
             let poll = Poll::new()?;
@@ -212,6 +212,7 @@ impl RelayThreads {
             d.datagrams_received += td.datagrams_received;
             d.datagrams_sent += td.datagrams_sent;
             d.send_errors += td.send_errors;
+            d.send_too_large += td.send_too_large;
             d.recv_errors_ignored += td.recv_errors_ignored;
         }
         d.unknown_socket_drops += self.handoff_drops.load(Ordering::Relaxed);

@@ -227,6 +227,13 @@ fn assert_complete(results: &[Finished], count: u32, path: &[&str], in_order: bo
             }
             assert!(entry.contains(r#""first_message_ms":"#), "{entry}");
             assert!(!entry.contains(r#""first_message_ms":null"#), "{entry}");
+            // Stats came (it sent to that member): the path MTU, between the base every path
+            // starts at and the ceiling of probing.
+            let mtu = int_field(entry, "path_mtu");
+            assert!(
+                mtu.is_some_and(|m| (1200..=1452).contains(&m)),
+                "p{i} -> p{j}: path_mtu {mtu:?}: {entry}"
+            );
             let direct_after_null = entry.contains(r#""direct_after_ms":null"#);
             if p == "direct" {
                 assert!(!direct_after_null, "direct without a time: {entry}");
@@ -359,7 +366,17 @@ fn three_relay_only_peers_through_one_thread_and_through_two_relay_threads() {
         if relay_threads == 0 {
             assert_eq!(by_threads, 0, "{stats}");
         } else {
-            assert_eq!(by_threads, relayed, "all on the relay threads: {stats}");
+            // All on the relay threads but a pair's first few: the relay path's path-MTU
+            // probe leaves the moment a client hears of its peer, and the server introduces
+            // the pair (its pump) before its relay threads hear of it (`RelayThreads::
+            // exchange` after the pump), so such a packet can reach a thread that does not
+            // know the session yet; the thread hands it to the server's thread, which relays
+            // it itself. Two per pair and direction at most (six of those among three peers).
+            let early = relayed.checked_sub(by_threads);
+            assert!(
+                early.is_some_and(|n| n <= 2 * 6),
+                "all but a pair's first few on the relay threads: {stats}"
+            );
         }
         assert!(!stats.contains("relay_denied"), "{stats}");
         assert!(!stats.contains("relay_rate"), "{stats}");
@@ -665,6 +682,10 @@ const BAD: &[(&str, &str, &str, &str, &[&str])] = &[
     ("peer", "--size", "100000 1048576", "unreliable messages (one datagram) are at most",
         &["--mode", "unreliable"]),
     ("peer", "--mode", "fast ''", "reliable-ordered", &[]),
+    ("peer", "--max-datagram-size", "0 199 1453 1500 65535 -1 $MAX $PAST 1.5 1k ''",
+        "from 200 to 1452", &[]),
+    ("peer", "--size", "300 1200", "unreliable messages (one datagram) are at most",
+        &["--mode", "unreliable", "--max-datagram-size", "256"]),
     ("peer", "--hold", "-1 -0.5 NaN inf 1e400 86400.5 $MAX $PAST ''", "from 0 to 86400", &[]),
     ("peer", "--server", "0.0.0.0:0 [::]:7777", "unspecified", &["--host"]),
     ("demo", "--send", "10000001 -1 $MAX $PAST many", "from 0 to 10000000", &[]),

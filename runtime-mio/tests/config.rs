@@ -185,7 +185,7 @@ const BAD: &[(&str, &str, &str)] = &[
     ("session.offline_after_ms", "-1 86400001", "from 0 to 86400000"),
     ("session.ticket_lifetime_s", "-1 2592001", "from 0 to 2592000"),
     ("session.max_clients", "0 16777217", "from 1 to 16777216"),
-    ("session.max_datagram_bytes", "199 1201 0", "from 200 to 1200"),
+    ("session.max_datagram_bytes", "199 1453 0", "from 200 to 1452"),
     ("session.max_queued_datagrams_per_client", "0 1048577", "from 1 to 1048576"),
     ("session.max_queued_control_per_client", "0 1048577", "from 1 to 1048576"),
     ("session.max_pending_events", "0 16777217", "from 1 to 16777216"),

@@ -91,7 +91,43 @@ static socklen_t from_pierce(const PierceAddr *a, struct sockaddr_storage *out) 
     return sizeof *in6;
 }
 
-/* A non-blocking UDP socket bound at `at`; its bound address into `*local`. -1 on failure. */
+/* Makes socket `fd` (of `family`) send every datagram whole: Don't Fragment set, never
+ * fragmented on this host, so a path-MTU probe of the library (RFC 8899: it starts every path
+ * at 1200 bytes and probes up to PIERCE_MAX_DATAGRAM_SIZE) arrives as one packet or not at all.
+ * Linux: IP_PMTUDISC_PROBE (not _DO: the kernel's cached path MTU must not cap the probes
+ * either), and IPV6_PMTUDISC_PROBE on an IPv6 socket; macOS: IP_DONTFRAG / IPV6_DONTFRAG.
+ * Elsewhere nothing is set. 0 on success. */
+static int send_whole(int fd, int family) {
+    int v4 = 0, v6 = 0;
+    int v4_opt = -1, v6_opt = -1;
+#if defined(IP_MTU_DISCOVER) && defined(IP_PMTUDISC_PROBE)
+    v4 = IP_PMTUDISC_PROBE, v4_opt = IP_MTU_DISCOVER;
+#elif defined(IP_DONTFRAG)
+    v4 = 1, v4_opt = IP_DONTFRAG;
+#endif
+#if defined(IPV6_MTU_DISCOVER) && defined(IPV6_PMTUDISC_PROBE)
+    v6 = IPV6_PMTUDISC_PROBE, v6_opt = IPV6_MTU_DISCOVER;
+#elif defined(IPV6_DONTFRAG)
+    v6 = 1, v6_opt = IPV6_DONTFRAG;
+#endif
+    if (family == AF_INET6) {
+        if (v6_opt >= 0 && setsockopt(fd, IPPROTO_IPV6, v6_opt, &v6, sizeof v6) != 0) {
+            return -1;
+        }
+        /* (For IPv4-mapped destinations of a dual-stack socket; a v6-only one refuses it.) */
+        if (v4_opt >= 0) {
+            (void)setsockopt(fd, IPPROTO_IP, v4_opt, &v4, sizeof v4);
+        }
+        return 0;
+    }
+    if (v4_opt >= 0 && setsockopt(fd, IPPROTO_IP, v4_opt, &v4, sizeof v4) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* A non-blocking UDP socket bound at `at`, sending whole datagrams (send_whole); its bound
+ * address into `*local`. -1 on failure. */
 static int udp_bind(const PierceAddr *at, PierceAddr *local) {
     struct sockaddr_storage ss;
     socklen_t len = from_pierce(at, &ss);
@@ -99,7 +135,7 @@ static int udp_bind(const PierceAddr *at, PierceAddr *local) {
     if (fd < 0) {
         return -1;
     }
-    if (bind(fd, (struct sockaddr *)&ss, len) != 0 ||
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0 || send_whole(fd, ss.ss_family) != 0 ||
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
         close(fd);
         return -1;
@@ -256,7 +292,9 @@ static int receive(struct endpoint *e, uint64_t now) {
 }
 
 /* Sends one datagram; with a TTL (a hole-punching opener), with that TTL and the default put
- * back after, or not at all if the socket refuses it (never with the default TTL). */
+ * back after, or not at all if the socket refuses it (never with the default TTL). A send
+ * that fails (EMSGSIZE: a path-MTU probe larger than the interface; an unreachable address) is
+ * dropped, never retried: to the library it is a datagram lost on the way. */
 static void send_one(int fd, const uint8_t *buf, size_t len, const struct sockaddr *to,
                      socklen_t to_len, uint8_t ttl) {
     if (ttl == 0) {

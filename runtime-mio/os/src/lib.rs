@@ -11,7 +11,8 @@
 //! relay threads with the kernel steering relay packets among them ([`bind_relay_group`]),
 //! dual-stack UDP sockets and destinations in a socket's family ([`bind_udp`],
 //! [`for_socket`]), the default IPv4 gateway for port mapping ([`default_gateway`]), one
-//! datagram sent with a TTL of its own (hole-punching openers: `send_to_with_ttl`, Unix);
+//! datagram sent with a TTL of its own (hole-punching openers: `send_to_with_ttl`, Unix),
+//! datagrams sent whole for path-MTU discovery ([`set_dont_fragment`], [`is_too_large`]);
 //! and the counters a driver keeps about that work ([`DriverStats`]).
 //!
 //! The core (`pierce-core`) never touches the OS, so none of this can live there. A game uses
@@ -20,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+mod dontfrag;
 mod dual;
 mod gateway;
 mod reuseport;
@@ -31,6 +33,9 @@ mod tcp;
 #[cfg(unix)]
 mod ttl;
 
+#[cfg(any(target_os = "linux", target_vendor = "apple"))]
+pub use dontfrag::sends_whole;
+pub use dontfrag::{is_too_large, set_dont_fragment};
 pub use dual::{bind_udp, discover_nat64_prefix, for_socket};
 pub use gateway::default_gateway;
 

@@ -18,6 +18,10 @@ pub struct DriverStats {
     /// Datagrams the socket refused with a hard error (unreachable, wrong address family...);
     /// they are dropped like any datagram lost on the way.
     pub send_errors: u64,
+    /// Of [`DriverStats::send_errors`], the datagrams larger than the local interface allows
+    /// (`EMSGSIZE`, [`crate::is_too_large`]): path-MTU probes above it, on a socket sending
+    /// whole datagrams ([`crate::set_dont_fragment`]). Dropped like loss, never sent again.
+    pub send_too_large: u64,
     /// Receive errors that describe an earlier send, not this socket (ICMP port or host
     /// unreachable surfacing as `ConnectionReset`/`ConnectionRefused`: [`crate::is_stray_icmp`]);
     /// ignored, as quinn does. Also any other receive error of an extra socket (only the

@@ -622,6 +622,20 @@ pub struct PeerArgs {
     /// Delivery mode of the N messages.
     #[arg(long, value_enum, default_value_t = Mode::ReliableOrdered)]
     pub mode: Mode,
+    /// Largest datagram to send to another member, in bytes of UDP payload
+    /// (`ClientConfig::max_datagram_size`): the ceiling of path-MTU discovery, 200 to 1452.
+    /// Every path, relayed or direct, starts at 1200 (or at this, if smaller) and carries
+    /// larger datagrams, up to this, once a probe of that size (sent with Don't Fragment) was
+    /// acknowledged on it; the summary's path_mtu says how far it got. 1200 or less turns
+    /// probing off.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = pierce_core::MAX_DATAGRAM_SIZE,
+        value_parser = parse_datagram_size,
+        allow_hyphen_values = true
+    )]
+    pub max_datagram_size: usize,
     /// Never punch: keep every peer on the server's relay (`ClientConfig::direct_paths`
     /// off).
     #[arg(long)]
@@ -718,10 +732,13 @@ All members must use the same --send, --size and --mode.
 Last line on stdout, always JSON:
   {\"event\":\"summary\",\"ok\":BOOL,\"name\":\"...\",\"peers\":[{\"name\":\"...\",
   \"path\":\"relay\"|\"direct\",\"received\":N,\"in_order\":BOOL,\"joined_ms\":F,
-  \"first_message_ms\":F|null,\"direct_after_ms\":F|null}]}
+  \"first_message_ms\":F|null,\"direct_after_ms\":F|null,\"path_mtu\":N|null}]}
 joined_ms (when that member was first seen in the room), first_message_ms (its first payload)
 and direct_after_ms (when the path to that member first went direct; null if it never did)
-count from the start of the command. ok needs, for every member: its hello, no
+count from the start of the command. path_mtu is the largest datagram (UDP payload, bytes)
+the current path to that member is known to carry, as its latest stats said: 1200 until
+path-MTU discovery (RFC 8899 probes, sent with Don't Fragment) confirms more, up to 1452; on
+the relay path the relay's header counts; null if no stats came (a member we send nothing). ok needs, for every member: its hello, no
 corrupt payloads, and in reliable modes all N payloads (in order, for reliable-ordered), no
 duplicates, no expired message and its G. In unreliable mode loss shows in `received` but does
 not fail the run. With --json, events are JSON lines too: connected, room_joined,
@@ -912,6 +929,14 @@ fn parse_count(s: &str) -> Result<u32, String> {
 /// datagram's worth, checked with --mode before the run starts).
 fn max_size() -> usize {
     ClientConfig::default().max_message_size
+}
+
+fn parse_datagram_size(s: &str) -> Result<usize, String> {
+    let (min, max) = (
+        pierce_core::MIN_DATAGRAM_SIZE,
+        pierce_core::MAX_DATAGRAM_SIZE,
+    );
+    int_in(s, min, max, " bytes")
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {

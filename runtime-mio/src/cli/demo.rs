@@ -63,6 +63,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
             count: args.count,
             size: args.size,
             mode: Mode::ReliableOrdered,
+            max_datagram_size: pierce_core::MAX_DATAGRAM_SIZE,
             relay_only: false,
             no_port_mapping: false,
             stun: Vec::new(),

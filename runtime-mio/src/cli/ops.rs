@@ -524,7 +524,7 @@ impl Collector for Metrics {
             let gauge = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
-        let counters: [(&str, &str, u64); 37] = [
+        let counters: [(&str, &str, u64); 38] = [
             (
                 "datagrams_received",
                 "Datagrams handed to the core.",
@@ -677,6 +677,11 @@ impl Collector for Metrics {
                 "socket_send_errors",
                 "Datagrams a socket refused with a hard error.",
                 d.send_errors,
+            ),
+            (
+                "socket_send_too_large",
+                "Of those, datagrams larger than the interface allows (path-MTU probes above it).",
+                d.send_too_large,
             ),
             (
                 "socket_recv_errors_ignored",

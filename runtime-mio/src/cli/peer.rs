@@ -65,6 +65,7 @@ pub fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
     setup.config.private = args.private;
     setup.config.port_mapping = !args.no_port_mapping;
     setup.config.stun_servers = args.stun.clone();
+    setup.config.max_datagram_size = args.max_datagram_size;
     let json = args.json;
     let deadline = start + args.timeout;
     let (server, host, offload) = (args.connect.server(), args.host, !args.no_offload);

@@ -168,6 +168,9 @@ struct Remote {
     path: Path,
     /// When stats first showed a direct path.
     direct_at: Option<Instant>,
+    /// The path MTU its latest stats reported (`PeerStats::path_mtu`): the largest datagram
+    /// the current path to it is known to carry.
+    path_mtu: Option<usize>,
     left: bool,
 }
 
@@ -193,6 +196,7 @@ impl Remote {
             queued_bytes: 0,
             path: Path::Relay,
             direct_at: None,
+            path_mtu: None,
             left: false,
         }
     }
@@ -751,6 +755,7 @@ impl Script {
                     return;
                 };
                 (r.unacked, r.queued_bytes) = (s.unacked, s.queued_bytes);
+                r.path_mtu = Some(s.path_mtu);
             }
         }
         self.progress(now);
@@ -798,6 +803,7 @@ impl Script {
                 .ms("joined_ms", joined)
                 .ms("first_message_ms", first)
                 .ms("direct_after_ms", direct)
+                .opt_int("path_mtu", r.and_then(|r| r.path_mtu).map(|m| m as u64))
         });
         let summary = Obj::event("summary")
             .bool("ok", self.ok())
@@ -1244,6 +1250,7 @@ mod tests {
             count: N,
             size: 16,
             mode,
+            max_datagram_size: pierce_core::MAX_DATAGRAM_SIZE,
             relay_only: false,
             no_port_mapping: false,
             stun: Vec::new(),
@@ -1371,7 +1378,7 @@ mod tests {
             "{summary}"
         );
         assert!(
-            summary.ends_with(r#","direct_after_ms":null}]}"#),
+            summary.ends_with(r#","direct_after_ms":null,"path_mtu":null}]}"#),
             "{summary}"
         );
     }

@@ -494,6 +494,7 @@ fn stats_line_with(
             .int("dropped", s.dropped.total())
             .object("dropped_by_reason", by_reason)
             .int("send_errors", d.send_errors)
+            .int("send_too_large", d.send_too_large)
             .int("streams_accepted", d.streams_accepted)
             .int("streams_evicted", s.streams_evicted)
             .int("streams_refused", d.streams_refused)
@@ -540,6 +541,7 @@ fn totals(
     if let Some((rs, rd)) = relays {
         s.add_forwarder(&rs);
         d.send_errors += rd.send_errors;
+        d.send_too_large += rd.send_too_large;
         by_threads = rs.relayed_packets;
     }
     (s, d, by_threads)

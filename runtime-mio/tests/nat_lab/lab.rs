@@ -292,6 +292,72 @@ table ip lab_late {{
         self.nft_in(router, &rules).map(drop)
     }
 
+    /// Makes the router in front of `host` forward nothing larger than `mtu` either way: its
+    /// WAN link (both ends of the veth: the router's `wan` and its port on the internet's
+    /// bridge) and its LAN bridge get that MTU, so every path in or out of that NAT, direct or
+    /// through the server, crosses a hop of `mtu`. The router answers a datagram too large
+    /// for it with ICMP "fragmentation needed", as routers do. (The LAN side matters: a veth
+    /// and a bridge pass a UDP GSO packet whatever its segments' size, since the kernel only
+    /// checks those when it routes one, so inbound only the router's forwarding to its LAN
+    /// enforces the MTU; a real link drops such frames.)
+    #[allow(dead_code)] // not every test binary that includes this file uses it
+    pub(crate) fn set_router_mtu(&self, host: &Host, mtu: u32) -> Result<(), String> {
+        let (router, _, port) = &self.routers[usize::from(host.wan.octets()[3] - 10)];
+        let mtu = mtu.to_string();
+        ip(&["-n", router, "link", "set", "dev", "wan", "mtu", &mtu])?;
+        ip(&[
+            "-n",
+            &self.inet_ns(),
+            "link",
+            "set",
+            "dev",
+            port,
+            "mtu",
+            &mtu,
+        ])?;
+        ip(&["-n", router, "link", "set", "dev", "lan", "mtu", &mtu])?;
+        Ok(())
+    }
+
+    /// Sets the MTU of `host`'s own interface (both ends of its veth to the router's LAN) to
+    /// `mtu`: a datagram larger than that fails its send on the host itself (`EMSGSIZE`, on a
+    /// socket that does not fragment).
+    #[allow(dead_code)] // not every test binary that includes this file uses it
+    pub(crate) fn set_host_mtu(&self, host: &Host, mtu: u32) -> Result<(), String> {
+        let router = &self.routers[usize::from(host.wan.octets()[3] - 10)].0;
+        let j = host.ip.octets()[3] - 2; // the host's LAN port, l<j>
+        let mtu = mtu.to_string();
+        ip(&["-n", &host.ns, "link", "set", "dev", "eth0", "mtu", &mtu])?;
+        let port = format!("l{j}");
+        ip(&["-n", router, "link", "set", "dev", &port, "mtu", &mtu])?;
+        Ok(())
+    }
+
+    /// Makes the router in front of `host` a path-MTU black hole: it forwards nothing larger
+    /// than `mtu` ([`Lab::set_router_mtu`]) and it drops every ICMP "destination unreachable" (which
+    /// "fragmentation needed" is) that it sends or forwards, so no sender ever hears why its
+    /// large datagrams vanish. (The MTU rather than an nftables `ip length` rule makes the
+    /// drop: a host's UDP GSO send crosses a veth as one packet of many datagrams, which only
+    /// the router's MTU check counts per datagram.) The counters show in [`Lab::diagnostics`].
+    #[allow(dead_code)] // not every test binary that includes this file uses it
+    pub(crate) fn black_hole(&self, host: &Host, mtu: u32) -> Result<(), String> {
+        self.set_router_mtu(host, mtu)?;
+        let router = &self.routers[usize::from(host.wan.octets()[3] - 10)].0;
+        let rules = r#"
+table ip lab_black_hole {
+  chain forward {
+    type filter hook forward priority filter - 2; policy accept;
+    icmp type destination-unreachable counter drop
+  }
+  chain output {
+    type filter hook output priority filter; policy accept;
+    icmp type destination-unreachable counter drop
+  }
+}
+"#;
+        self.nft_in(router, rules).map(drop)
+    }
+
     /// Adds a router of kind `nat` with `hosts` hosts on its LAN; `loss_percent` of the
     /// packets crossing its WAN link are dropped, in each direction, on the wire (after NAT,
     /// in the internet's bridge: a mapping a lost packet created stays, as on a real link).
