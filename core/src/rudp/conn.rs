@@ -895,16 +895,7 @@ impl Connection {
                     live.retransmits += 1;
                     live.newest_pn = pn;
                     c.stats.retransmits += 1;
-                    let total = live.payload.len();
-                    let data = &live.payload[offset as usize..(offset + len) as usize];
-                    let f = Frame::Message {
-                        channel: i as u8,
-                        seq,
-                        fragment: is_fragment(offset, len as usize, total)
-                            .then_some((total as u32, offset)),
-                        data,
-                    };
-                    let _ = f.encode(w);
+                    put_message(w, i as u8, seq, &live.payload, offset, len);
                     frames.push(SentFrame::Msg {
                         channel: i as u8,
                         seq,
@@ -948,15 +939,7 @@ impl Connection {
                         // blob's full fragments must not starve a game channel's ticks).
                         continue;
                     }
-                    let data = &p.payload[p.offset as usize..p.offset as usize + len];
-                    let f = Frame::Message {
-                        channel: i as u8,
-                        seq: p.seq,
-                        fragment: is_fragment(p.offset, len, total)
-                            .then_some((total as u32, p.offset)),
-                        data,
-                    };
-                    let _ = f.encode(w);
+                    put_message(w, i as u8, p.seq, &p.payload, p.offset, len as u32);
                     if c.delivery.is_reliable() {
                         frames.push(SentFrame::Msg {
                             channel: i as u8,
@@ -1072,16 +1055,7 @@ impl Connection {
             if cp.pn == pn || w.remaining() < cp.len as usize + MESSAGE_FRAME_OVERHEAD {
                 return true;
             }
-            let total = live.payload.len();
-            let data = &live.payload[cp.offset as usize..(cp.offset + cp.len) as usize];
-            let f = Frame::Message {
-                channel: cp.channel,
-                seq: cp.seq,
-                fragment: is_fragment(cp.offset, cp.len as usize, total)
-                    .then_some((total as u32, cp.offset)),
-                data,
-            };
-            let _ = f.encode(w);
+            put_message(w, cp.channel, cp.seq, &live.payload, cp.offset, cp.len);
             frames.push(SentFrame::Msg {
                 channel: cp.channel,
                 seq: cp.seq,
@@ -1788,6 +1762,19 @@ impl Connection {
             }
         }
     }
+}
+
+/// Writes bytes `offset..offset + len` of message `seq` (all of it: `payload`) on `channel` as
+/// one Message frame; the caller checked that it fits.
+fn put_message(w: &mut Writer<'_>, channel: u8, seq: u32, payload: &[u8], offset: u32, len: u32) {
+    let total = payload.len();
+    let f = Frame::Message {
+        channel,
+        seq,
+        fragment: is_fragment(offset, len as usize, total).then_some((total as u32, offset)),
+        data: &payload[offset as usize..(offset + len) as usize],
+    };
+    let _ = f.encode(w);
 }
 
 /// Whether a frame of `len` bytes at `offset` carries part of a `total`-byte message (a
