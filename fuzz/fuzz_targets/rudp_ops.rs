@@ -44,7 +44,10 @@ enum Op {
     /// The pair ends: both sides abandon their connection.
     End,
     /// One side's path-MTU changes: its packets get the base room or a larger one.
-    Mtu { from_a: bool, large: bool },
+    Mtu {
+        from_a: bool,
+        large: bool,
+    },
 }
 
 /// Packet sizes (with the 32 bytes of overhead) at the base and after a larger probe.
