@@ -49,6 +49,7 @@ async fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
     setup.config.transport = args.transport();
     setup.config.private = args.private;
     setup.config.max_datagram_size = args.max_datagram_size;
+    setup.config.spare_room_copies = !args.no_copies;
     if args.relay_only_room {
         // (ClientHandle has no join_room_with yet: refuse rather than create a normal room.)
         return Err(CliError::usage(

@@ -934,7 +934,7 @@ impl PeerSet {
 
     fn new_connection(&self) -> Connection {
         let c = &self.config;
-        Connection::new(
+        let mut conn = Connection::new(
             &c.channels,
             Limits {
                 fragment_size: fragment_size(c),
@@ -944,7 +944,9 @@ impl PeerSet {
                 mtu: c.base_datagram_size(),
                 ack_delay: c.ack_delay,
             },
-        )
+        );
+        conn.set_spare_room_copies(c.spare_room_copies);
+        conn
     }
 
     fn on_path_event(&mut self, now: Instant, peer: HostId, e: PathEvent, stats: &mut ClientStats) {

@@ -5,7 +5,10 @@
 //! acknowledged, or 9/8 RTT after a later one was; a probe timeout (PTO) elicits an ack when
 //! everything in flight went quiet. Congestion control ([`super::cc`]) is a NewReno-style
 //! window in bytes that reduces only for congestion, not random loss, and undoes reductions
-//! that reordering caused; a pacer spreads the window over an RTT. Expiry is two-phase so an expired message
+//! that reordering caused; a pacer spreads the window over an RTT. On a link that loses at
+//! random, small unacknowledged reliable messages also ride again in the spare room of later
+//! packets (copies, see `Copy`), so one loss does not cost a loss-detection delay and hold
+//! back an ordered channel. Expiry is two-phase so an expired message
 //! can never be delivered afterwards: at its deadline the sender stops sending it and raises
 //! the channel's floor; `MessageExpired` is reported only once the peer acknowledged the
 //! packet carrying that floor, after which it discards anything below it.
@@ -412,6 +415,8 @@ pub struct Connection {
     loss_samples: u32,
     /// [`Self::copies_wanted`] as of the last estimates (`None`: they changed since).
     copies_k: Option<u8>,
+    /// Copies in spare room are allowed ([`Self::set_spare_room_copies`]).
+    copies_on: bool,
     /// Packets lost right after a lost one per such packet resolved: the chance that a copy
     /// in the next packet is lost with the original (random loss: the loss rate; a burst:
     /// near 1). Averaged like `loss_rate` over [`BURST_WINDOW`] samples.
@@ -465,6 +470,7 @@ impl Connection {
             loss_rate: 0.0,
             loss_samples: 0,
             copies_k: None,
+            copies_on: true,
             burst_rate: 0.0,
             burst_samples: 0,
             received: RangeSet::default(),
@@ -527,6 +533,17 @@ impl Connection {
     fn fragment_for(&self, room: usize) -> usize {
         let fits = room.saturating_sub(ACK_RESERVE + MESSAGE_FRAME_OVERHEAD);
         self.limits.fragment_size.max(fits)
+    }
+
+    /// Whether small unacknowledged reliable fragments may get copies in the spare room of
+    /// later packets when the link loses at random (on by default; see the module docs).
+    /// Off, a lost message waits for loss detection.
+    pub fn set_spare_room_copies(&mut self, on: bool) {
+        self.copies_on = on;
+        if !on {
+            self.copies.clear();
+        }
+        self.copies_k = None;
     }
 
     /// Reliable messages neither acknowledged nor expired (queued ones included).
@@ -992,7 +1009,7 @@ impl Connection {
     /// [`COPY_LOSS_MIN`] or when losses come in bursts ([`BURST_COPY_MAX`]).
     fn copies_wanted(&self) -> u8 {
         let p = self.loss_rate;
-        if p < COPY_LOSS_MIN || p <= COPY_TARGET {
+        if !self.copies_on || p < COPY_LOSS_MIN || p <= COPY_TARGET {
             return 0;
         }
         // The chance that a copy is lost too: at least the loss rate (the burst estimate

@@ -645,6 +645,11 @@ pub struct PeerArgs {
     /// port and offers the mapped address to other peers, deleting it when it leaves.
     #[arg(long)]
     pub no_port_mapping: bool,
+    /// Never copy small unacknowledged reliable messages into the spare room of later
+    /// packets (`ClientConfig::spare_room_copies` off). By default a peer does on a link that
+    /// loses 3% or more at random: a lower p99 for more bytes.
+    #[arg(long)]
+    pub no_copies: bool,
     /// Also ask this STUN server (any: a `pierce server`, coturn, a public one) how the
     /// internet sees this peer's socket, and offer the answer to other peers as a candidate
     /// (`ClientConfig::stun_servers`): an IPv6 server here gives a peer whose server is IPv4

@@ -66,6 +66,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
             max_datagram_size: pierce_core::MAX_DATAGRAM_SIZE,
             relay_only: false,
             no_port_mapping: false,
+            no_copies: false,
             stun: Vec::new(),
             private: false,
             relay_only_room: false,

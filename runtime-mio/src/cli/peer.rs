@@ -64,6 +64,7 @@ pub fn run(args: PeerArgs) -> Result<ExitCode, CliError> {
     setup.config.transport = args.transport();
     setup.config.private = args.private;
     setup.config.port_mapping = !args.no_port_mapping;
+    setup.config.spare_room_copies = !args.no_copies;
     setup.config.stun_servers = args.stun.clone();
     setup.config.max_datagram_size = args.max_datagram_size;
     let json = args.json;

@@ -1151,6 +1151,17 @@ fn small_messages_on_a_randomly_lossy_link_ride_copies_and_their_p99_halves() {
         // Copies go only to unacknowledged ticks: at most three each.
         assert!(copies <= 3 * lat.len() as u64, "{copies} copies");
     }
+    // Switched off, none are sent and a lost tick waits for loss detection again.
+    let mut p = Pair::new(1, imp);
+    p.a.set_spare_room_copies(false);
+    let lat = tick_latencies(&mut p, 30);
+    let p99 = lat[lat.len() * 99 / 100];
+    eprintln!("copies off: p99 {p99:?}");
+    assert_eq!(p.a.stats.copies, 0);
+    assert!(
+        p99 > Duration::from_millis(400),
+        "p99 {p99:?} without copies"
+    );
 }
 
 #[test]
