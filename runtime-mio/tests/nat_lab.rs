@@ -838,14 +838,27 @@ fn symmetric_to_port_restricted_is_delivered() {
     );
 }
 
+/// Birthday probing meets by chance: the simulator puts a round's miss at about 2%
+/// (`sim/tests/punch_matrix.rs`), and the next round starts 38 s later, past the scenario.
+/// A round that stays relayed while delivering everything is run once more in a fresh lab
+/// (fresh ports), with a LAB line that says so; two misses in a row (about 1 in 2500) fail.
+/// Two CI runs in a row (2026-12-05 and 12-06) met a single miss here.
 #[test]
 fn symmetric_to_port_restricted_goes_direct() {
-    run_apart(
-        Nat::Symmetric,
-        Nat::PortRestricted,
-        BIRTHDAY,
-        Expect::Direct,
-    );
+    let (name, layout) = apart(Nat::Symmetric, Nat::PortRestricted);
+    let Some(first) = scenario(&name, layout, BIRTHDAY) else {
+        return;
+    };
+    let problems = first.problems(Expect::Direct);
+    if problems.is_empty() || !first.problems(Expect::Delivered).is_empty() {
+        first.fail_on(&problems);
+        return;
+    }
+    println!("LAB scenario={name} birthday round missed (relayed, all delivered): once more");
+    drop(first); // its namespaces go before the next lab takes the same names
+    if let Some(second) = scenario(&name, layout, BIRTHDAY) {
+        second.check(Expect::Direct);
+    }
 }
 
 /// The drive example behind a symmetric NAT, against another behind a port-restricted one:
