@@ -118,22 +118,7 @@ mod imp {
         socket: &UdpSocket,
         (level, option, value): (libc::c_int, libc::c_int, libc::c_int),
     ) -> io::Result<()> {
-        // SAFETY: the socket is live (borrowed for the call); the value is a c_int that
-        // outlives the call, with its exact size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                level,
-                option,
-                (&raw const value).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        crate::sockopt::set_int(socket.as_raw_fd(), level, option, value)
     }
 
     /// The value of option `(level, option)` on `socket`.
@@ -142,23 +127,7 @@ mod imp {
         level: libc::c_int,
         option: libc::c_int,
     ) -> io::Result<libc::c_int> {
-        let mut value: libc::c_int = -1;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: as above; `value` and `len` are valid for writes of their sizes.
-        let rc = unsafe {
-            libc::getsockopt(
-                socket.as_raw_fd(),
-                level,
-                option,
-                (&raw mut value).cast(),
-                &raw mut len,
-            )
-        };
-        if rc == 0 {
-            Ok(value)
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        crate::sockopt::get_int(socket.as_raw_fd(), level, option)
     }
 }
 

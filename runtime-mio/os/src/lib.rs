@@ -27,6 +27,8 @@ mod gateway;
 mod reuseport;
 #[cfg(target_os = "linux")]
 mod sock;
+#[cfg(any(target_os = "linux", target_vendor = "apple"))]
+mod sockopt;
 mod stats;
 mod sys;
 mod tcp;

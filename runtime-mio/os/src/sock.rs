@@ -36,18 +36,7 @@ pub(crate) fn socket_for(addr: SocketAddr, reuseport: bool) -> io::Result<OwnedF
     }
     // SAFETY: fd is a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let set = |level, option, value: libc::c_int| {
-        // SAFETY: fd is live; the value is a c_int that outlives the call, its size passed.
-        check(unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                level,
-                option,
-                (&raw const value).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        })
-    };
+    let set = |level, option, value| crate::sockopt::set_int(fd.as_raw_fd(), level, option, value);
     if reuseport {
         set(libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     }

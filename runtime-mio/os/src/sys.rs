@@ -128,24 +128,7 @@ pub fn set_socket_buffers(socket: &std::net::UdpSocket, bytes: usize) -> io::Res
         use std::os::fd::AsRawFd;
         let fd = socket.as_raw_fd();
         let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        let set = |opt: libc::c_int| {
-            // SAFETY: fd is a live socket owned by `socket`; the option value is a c_int that
-            // outlives the call, with its exact size passed.
-            let rc = unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&raw const value).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        };
+        let set = |opt| crate::sockopt::set_int(fd, libc::SOL_SOCKET, opt, value);
         for (forced, plain) in [
             (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
             (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
@@ -154,21 +137,7 @@ pub fn set_socket_buffers(socket: &std::net::UdpSocket, bytes: usize) -> io::Res
                 set(plain)?;
             }
         }
-        let mut granted: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: as above; `granted` and `len` are valid for writes of their sizes.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&raw mut granted).cast(),
-                &raw mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let granted = crate::sockopt::get_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)?;
         Ok(usize::try_from(granted).ok())
     }
     #[cfg(not(target_os = "linux"))]

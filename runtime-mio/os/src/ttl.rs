@@ -31,20 +31,7 @@ pub fn send_to_with_ttl(
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "TTL 0"));
     }
     let raw = fd.as_raw_fd();
-    let set = |level: libc::c_int, opt: libc::c_int, value: libc::c_int| {
-        // SAFETY: `raw` is a live socket (borrowed for this call); the option value is a
-        // c_int that outlives the call, with its exact size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                raw,
-                level,
-                opt,
-                (&raw const value).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        crate::sock::check(rc)
-    };
+    let set = |level, opt, value| crate::sockopt::set_int(raw, level, opt, value);
     let options: &[(libc::c_int, libc::c_int)] = if ipv6 {
         &[
             (libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS),
